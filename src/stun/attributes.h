@@ -16,8 +16,8 @@ namespace turn::stun {
 
 enum class AttrError : uint8_t {
     kOk = 0,
-    kBadLength,        // value length wrong for this attribute type
-    kBadFamily,        // address family byte not 0x01/0x02 (or mismatched length)
+    kBadLength,        // value length wrong for this attribute type (or for its family)
+    kBadFamily,        // address family byte not 0x01/0x02
     kBadValue,         // a reserved field, class/number, or enumerated value is invalid
     kTooLong,          // text longer than the RFC allows (e.g. USERNAME > 513 bytes)
     kBadUtf8,          // text attribute is not valid UTF-8

@@ -14,7 +14,6 @@
 
 namespace turn::stun {
 
-struct Key;  // auth/credentials.h
 
 class MessageBuilder {
 public:

@@ -46,7 +46,7 @@ std::string_view to_string(ParseError e);
 struct RawAttribute {
     uint16_t type = 0;
     uint16_t length = 0;   // value length, without padding
-    uint16_t offset = 0;   // offset of the value from the message start
+    uint32_t offset = 0;   // offset of the value from the message start (may exceed 65535)
 };
 
 class MessageView {
