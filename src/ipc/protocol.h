@@ -1,0 +1,221 @@
+// Control plane <-> dataplane IPC, version 1: typed fixed-layout messages over a
+// unix SOCK_SEQPACKET socket (one message per datagram, so no framing). Both
+// processes run on the same host, so fields are in host byte order; every
+// struct is trivially copyable with its size pinned by static_assert, and
+// decode() checks type, version and exact length before a message is used.
+//
+// Session: on every (re)connect the dataplane sends Hello; the control plane
+// answers ResyncBegin, re-sends its whole offloaded state (Allocation/
+// Permission/Channel Add), then ResyncEnd; the dataplane drops any entry not
+// re-added between the two. After that, incremental Add/Del messages follow.
+// The dataplane never decides policy: it only caches what it is told.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <type_traits>
+
+#include "net/address.h"
+
+namespace turn::ipc {
+
+constexpr uint16_t kVersion = 1;
+constexpr size_t kMaxMessage = 4096;
+
+enum class MsgType : uint16_t {
+    kHello = 1,            // dp -> cp: (re)connected, please resync
+    kResyncBegin = 2,      // cp -> dp
+    kResyncEnd = 3,        // cp -> dp
+    kAllocationAdd = 10,   // cp -> dp: client 5-tuple and relayed address(es)
+    kAllocationDel = 11,
+    kPermissionAdd = 12,   // (relayed addr, peer IP) may exchange data
+    kPermissionDel = 13,
+    kChannelAdd = 14,      // (client 5-tuple, channel) <-> (relayed addr, peer addr)
+    kChannelDel = 15,
+    kLimitSet = 16,        // per-allocation bandwidth limit
+    kCountersRequest = 20, // cp -> dp
+    kCountersReport = 21,  // dp -> cp: per-allocation counters, in chunks
+};
+
+// Address on the wire: 20 bytes.
+struct WireAddress {
+    uint8_t family = 0;  // 4 or 6, 0 = none
+    uint8_t pad = 0;
+    uint16_t port = 0;
+    uint8_t ip[16] = {};
+
+    static WireAddress from(const Address& a) {
+        WireAddress w;
+        w.family = static_cast<uint8_t>(a.family);
+        w.port = a.port;
+        std::memcpy(w.ip, a.ip.data(), 16);
+        return w;
+    }
+    Address to() const {
+        Address a;
+        a.family = family == 4 ? Family::kIPv4 : family == 6 ? Family::kIPv6 : Family::kNone;
+        a.port = port;
+        std::memcpy(a.ip.data(), ip, 16);
+        return a;
+    }
+};
+static_assert(sizeof(WireAddress) == 20);
+
+struct Header {
+    uint16_t version = kVersion;
+    MsgType type{};
+    uint32_t length = 0;  // whole message including this header
+    uint64_t seq = 0;     // sender's sequence number, for logs and acks
+};
+static_assert(sizeof(Header) == 16);
+
+struct Hello {
+    static constexpr MsgType kType = MsgType::kHello;
+    Header h;
+    uint32_t pid = 0;
+    uint32_t workers = 0;
+    uint64_t boot_id = 0;  // random per process start
+};
+
+struct ResyncBegin {
+    static constexpr MsgType kType = MsgType::kResyncBegin;
+    Header h;
+    uint64_t generation = 0;
+};
+
+struct ResyncEnd {
+    static constexpr MsgType kType = MsgType::kResyncEnd;
+    Header h;
+    uint64_t generation = 0;
+    uint64_t entries = 0;  // how many Add messages the resync carried
+};
+
+struct AllocationAdd {
+    static constexpr MsgType kType = MsgType::kAllocationAdd;
+    Header h;
+    uint64_t alloc_id = 0;
+    WireAddress client;      // client's transport address
+    WireAddress listen;      // server address the client talks to
+    WireAddress relayed_v4;  // family 0 when absent
+    WireAddress relayed_v6;
+    uint64_t bandwidth_bps = 0;  // 0 = unlimited
+    uint8_t dont_fragment = 0;
+    uint8_t pad[7] = {};
+};
+
+struct AllocationDel {
+    static constexpr MsgType kType = MsgType::kAllocationDel;
+    Header h;
+    uint64_t alloc_id = 0;
+};
+
+struct PermissionAdd {
+    static constexpr MsgType kType = MsgType::kPermissionAdd;
+    Header h;
+    uint64_t alloc_id = 0;
+    WireAddress relayed;
+    WireAddress peer;  // port ignored: permissions are per IP (RFC 8656 9)
+};
+struct PermissionDel {
+    static constexpr MsgType kType = MsgType::kPermissionDel;
+    Header h;
+    uint64_t alloc_id = 0;
+    WireAddress relayed;
+    WireAddress peer;
+};
+
+struct ChannelAdd {
+    static constexpr MsgType kType = MsgType::kChannelAdd;
+    Header h;
+    uint64_t alloc_id = 0;
+    WireAddress relayed;
+    WireAddress peer;
+    uint16_t channel = 0;
+    uint8_t pad[6] = {};
+};
+struct ChannelDel {
+    static constexpr MsgType kType = MsgType::kChannelDel;
+    Header h;
+    uint64_t alloc_id = 0;
+    WireAddress relayed;
+    WireAddress peer;
+    uint16_t channel = 0;
+    uint8_t pad[6] = {};
+};
+
+struct LimitSet {
+    static constexpr MsgType kType = MsgType::kLimitSet;
+    Header h;
+    uint64_t alloc_id = 0;
+    uint64_t bandwidth_bps = 0;
+};
+
+struct CountersRequest {
+    static constexpr MsgType kType = MsgType::kCountersRequest;
+    Header h;
+};
+
+struct AllocationCounters {
+    uint64_t alloc_id = 0;
+    uint64_t to_peer_packets = 0;
+    uint64_t to_peer_bytes = 0;
+    uint64_t to_client_packets = 0;
+    uint64_t to_client_bytes = 0;
+    uint64_t dropped_packets = 0;  // rate limit and no-permission drops
+};
+static_assert(sizeof(AllocationCounters) == 48);
+
+struct CountersReport {
+    static constexpr MsgType kType = MsgType::kCountersReport;
+    static constexpr size_t kMaxEntries = 80;
+    Header h;
+    uint32_t count = 0;
+    uint8_t last = 0;  // 1 on the final chunk of a report
+    uint8_t pad[3] = {};
+    AllocationCounters entries[kMaxEntries];
+};
+static_assert(sizeof(CountersReport) <= kMaxMessage);
+
+template <typename M>
+concept Message = std::is_trivially_copyable_v<M> && requires { M::kType; } &&
+                  std::is_same_v<decltype(M::h), Header>;
+
+// Fills the header and returns the bytes to send.
+template <Message M>
+std::span<const uint8_t> encode(M& m, uint64_t seq) {
+    m.h.version = kVersion;
+    m.h.type = M::kType;
+    m.h.length = static_cast<uint32_t>(sizeof(M));
+    m.h.seq = seq;
+    return {reinterpret_cast<const uint8_t*>(&m), sizeof(M)};
+}
+
+// Header of a received datagram, if it is long enough and of our version.
+inline std::optional<Header> peek(std::span<const uint8_t> data) {
+    if (data.size() < sizeof(Header)) {
+        return std::nullopt;
+    }
+    Header h;
+    std::memcpy(&h, data.data(), sizeof h);
+    if (h.version != kVersion || h.length != data.size()) {
+        return std::nullopt;
+    }
+    return h;
+}
+
+// Copies a received datagram into M if type and size match exactly.
+template <Message M>
+std::optional<M> decode(std::span<const uint8_t> data) {
+    const auto h = peek(data);
+    if (!h || h->type != M::kType || data.size() != sizeof(M)) {
+        return std::nullopt;
+    }
+    M m;
+    std::memcpy(&m, data.data(), sizeof m);
+    return m;
+}
+
+}  // namespace turn::ipc
