@@ -1,0 +1,203 @@
+// turn-relay: the control plane run alone in socket mode.
+//   parse CLI -> load + validate config (exit 2 on a bad value) -> logging ->
+//   shared state -> one event loop per core (SO_REUSEPORT listeners) ->
+//   metrics endpoint -> wait for SIGTERM/SIGINT -> drain -> exit 0.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "app/metrics.h"
+#include "core/config.h"
+#include "core/event_log.h"
+#include "core/offload.h"
+#include "core/shared.h"
+#include "io/event_loop.h"
+
+using namespace turn;
+using namespace turn::cp;
+
+namespace {
+
+constexpr int kExitConfig = 2;
+constexpr int kExitRuntime = 1;
+
+int fatal_config(const std::string& msg) {
+    std::fprintf(stderr, "turn-relay: configuration error: %s\n", msg.c_str());
+    return kExitConfig;
+}
+
+void setup_logging(const Config& c) {
+    auto logger = spdlog::stderr_logger_mt("turn-relay");
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::from_str(c.log_level));
+    if (c.log_format == "json") {
+        set_log_json(true);
+        spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l",%v})");
+    } else {
+        spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+    }
+    spdlog::flush_on(spdlog::level::info);
+}
+
+std::string turn_urls(const Config& c) {
+    std::string s;
+    for (const auto& l : c.listen) {
+        if (!s.empty()) {
+            s += ' ';
+        }
+        s += "turn:" + l.to_string() + "?transport=udp";
+    }
+    return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"turn-relay: TURN server (RFC 8656) control plane, socket mode"};
+    CliOverrides cli;
+    std::string config_path;
+    std::string realm;
+    std::string metrics;
+    std::string log_level;
+    std::string port_range;
+    unsigned threads = 0;
+    app.add_option("--config,-c", config_path, "TOML configuration file");
+    app.add_option("--listen", cli.listen, "UDP listening address IP:port (repeatable)");
+    app.add_option("--relay-ip", cli.relay_ips, "relayed address IP, at most one per family (repeatable)");
+    auto* realm_opt = app.add_option("--realm", realm, "authentication realm");
+    app.add_option("--user", cli.users, "static user NAME:PASS (repeatable)");
+    app.add_option("--rest-secret", cli.rest_secrets, "TURN REST API shared secret, newest first (repeatable)");
+    app.add_option("--allow-peer", cli.allow_peers, "CIDR of peers to permit despite the default deny list");
+    auto* metrics_opt = app.add_option("--metrics", metrics, "Prometheus listen address IP:port, \"\" disables");
+    auto* level_opt = app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+    auto* threads_opt = app.add_option("--threads", threads, "event loops (0 = one per core)");
+    auto* range_opt = app.add_option("--port-range", port_range, "relayed port range MIN-MAX");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int rc = app.exit(e);
+        return rc == 0 ? 0 : kExitConfig;
+    }
+    if (!config_path.empty()) {
+        cli.config_path = config_path;
+    }
+    if (realm_opt->count() > 0) {
+        cli.realm = realm;
+    }
+    if (metrics_opt->count() > 0) {
+        cli.metrics = metrics;
+    }
+    if (level_opt->count() > 0) {
+        cli.log_level = log_level;
+    }
+    if (threads_opt->count() > 0) {
+        cli.threads = threads;
+    }
+    if (range_opt->count() > 0) {
+        cli.port_range = port_range;
+    }
+
+    auto loaded = load_config(cli);
+    if (auto* err = std::get_if<ConfigError>(&loaded)) {
+        return fatal_config(err->message);
+    }
+    const Config config = std::get<Config>(loaded);
+    setup_logging(config);
+
+    std::string err;
+    auto shared = Shared::create(config, err);
+    if (!shared) {
+        return fatal_config(err);
+    }
+
+    // Signals are taken synchronously by this thread (sigwait); the loops
+    // inherit the blocked mask and never see them.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    unsigned n = config.threads;
+    if (n == 0) {
+        n = std::max(1u, std::thread::hardware_concurrency());
+    }
+    OffloadHook no_offload;  // socket mode: the control plane relays everything itself
+    std::vector<std::unique_ptr<EventLoop>> loops;
+    std::vector<const Stats*> stats;
+    for (unsigned i = 0; i < n; ++i) {
+        loops.push_back(std::make_unique<EventLoop>(*shared, no_offload, i));
+        if (auto e = loops.back()->bind_listeners(); !e.empty()) {
+            log_event("startup_failed", {{"error", e}});
+            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+            return kExitRuntime;
+        }
+        stats.push_back(&loops.back()->stats());
+    }
+    MetricsExporter exporter(*shared, stats);
+    if (!config.metrics_listen.empty()) {
+        if (auto e = exporter.start(config.metrics_listen); !e.empty()) {
+            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+            return kExitRuntime;
+        }
+    }
+    for (auto& l : loops) {
+        l->start();
+    }
+
+    std::string relays;
+    for (const auto& r : config.relay_ips) {
+        relays += (relays.empty() ? "" : ",") + r.ip_string();
+    }
+    std::string mode;
+    if (!config.users.empty()) {
+        mode = "static users (" + std::to_string(config.users.size()) + ")";
+    }
+    if (!config.rest_secrets.empty()) {
+        mode += std::string(mode.empty() ? "" : " + ") + "TURN REST shared secrets (" +
+                std::to_string(config.rest_secrets.size()) + ")";
+    }
+    const bool demo = config.users.size() == 1 && config.users[0].first == "demo";
+    log_event("started", {{"urls", turn_urls(config)},
+                          {"realm", config.realm},
+                          {"credentials", mode},
+                          {"demo_user", demo ? config.users[0].first + ":" + config.users[0].second : ""},
+                          {"relay_ips", relays},
+                          {"ports", std::to_string(config.relay_port_min) + "-" + std::to_string(config.relay_port_max)},
+                          {"loops", std::to_string(n)},
+                          {"metrics", config.metrics_listen.empty() ? "off" : "http://" + config.metrics_listen + "/metrics"}});
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    // Drain: refuse new allocations (403), keep relaying for the existing ones
+    // until they end or the deadline passes; a second signal ends at once.
+    shared->draining.store(true);
+    log_event("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
+                           {"allocations", std::to_string(shared->allocations.load())},
+                           {"deadline_s", std::to_string(config.drain_deadline_s)}});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config.drain_deadline_s);
+    const timespec poll{0, 100'000'000};
+    while (shared->allocations.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+        if (sigtimedwait(&sigs, nullptr, &poll) > 0) {
+            break;
+        }
+    }
+    const auto left = shared->allocations.load();
+    for (auto& l : loops) {
+        l->stop();
+    }
+    log_event("stopped", {{"allocations_left", std::to_string(left)}});
+    loops.clear();
+    spdlog::shutdown();
+    return 0;
+}

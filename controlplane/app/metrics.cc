@@ -1,0 +1,115 @@
+#include "app/metrics.h"
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+
+namespace turn::cp {
+
+class MetricsExporter::Collector final : public prometheus::Collectable {
+public:
+    Collector(const Shared& shared, std::vector<const Stats*> loops) : shared_(shared), loops_(std::move(loops)) {}
+
+    std::vector<prometheus::MetricFamily> Collect() const override {
+        using prometheus::ClientMetric;
+        using prometheus::MetricFamily;
+        using prometheus::MetricType;
+        std::vector<MetricFamily> out;
+        auto family = [&](const char* name, const char* help, MetricType t) -> MetricFamily& {
+            out.push_back(MetricFamily{name, help, t, {}});
+            return out.back();
+        };
+        auto counter = [](MetricFamily& f, std::vector<ClientMetric::Label> labels, double v) {
+            ClientMetric m;
+            m.label = std::move(labels);
+            m.counter.value = v;
+            f.metric.push_back(std::move(m));
+        };
+        auto gauge = [](MetricFamily& f, std::vector<ClientMetric::Label> labels, double v) {
+            ClientMetric m;
+            m.label = std::move(labels);
+            m.gauge.value = v;
+            f.metric.push_back(std::move(m));
+        };
+        auto sum = [&](auto get) {
+            uint64_t s = 0;
+            for (const Stats* l : loops_) {
+                s += get(*l);
+            }
+            return static_cast<double>(s);
+        };
+
+        auto& alloc = family("turn_allocations", "Live allocations holding a relayed address of each family",
+                             MetricType::Gauge);
+        gauge(alloc, {{"family", "ipv4"}}, static_cast<double>(shared_.allocations_v4.load()));
+        gauge(alloc, {{"family", "ipv6"}}, static_cast<double>(shared_.allocations_v6.load()));
+
+        auto& req = family("turn_requests_total", "STUN/TURN requests answered, by method and response code",
+                           MetricType::Counter);
+        for (size_t m = 0; m < static_cast<size_t>(MethodIndex::kCount); ++m) {
+            for (size_t c = 0; c < kTrackedCodes.size(); ++c) {
+                const double v = sum([&](const Stats& s) { return s.requests[m][c].get(); });
+                if (v > 0) {
+                    counter(req,
+                            {{"method", std::string(name(static_cast<MethodIndex>(m)))},
+                             {"code", std::to_string(kTrackedCodes[c])}},
+                            v);
+                }
+            }
+        }
+        auto& af = family("turn_auth_failures_total", "Requests that failed authentication, by reason",
+                          MetricType::Counter);
+        for (size_t i = 0; i < static_cast<size_t>(AuthFailure::kCount); ++i) {
+            counter(af, {{"reason", std::string(name(static_cast<AuthFailure>(i)))}},
+                    sum([&](const Stats& s) { return s.auth_failures[i].get(); }));
+        }
+        auto& pk = family("turn_relayed_packets_total", "Relayed datagrams by direction", MetricType::Counter);
+        auto& by = family("turn_relayed_bytes_total", "Relayed payload bytes by direction", MetricType::Counter);
+        for (size_t i = 0; i < static_cast<size_t>(Direction::kCount); ++i) {
+            const std::string d(name(static_cast<Direction>(i)));
+            counter(pk, {{"direction", d}}, sum([&](const Stats& s) { return s.relayed_packets[i].get(); }));
+            counter(by, {{"direction", d}}, sum([&](const Stats& s) { return s.relayed_bytes[i].get(); }));
+        }
+        auto& dr = family("turn_drops_total", "Datagrams dropped, by reason", MetricType::Counter);
+        for (size_t i = 0; i < static_cast<size_t>(Drop::kCount); ++i) {
+            counter(dr, {{"reason", std::string(name(static_cast<Drop>(i)))}},
+                    sum([&](const Stats& s) { return s.drops[i].get(); }));
+        }
+        auto& q = family("turn_quota_rejections_total", "Allocations refused by a quota, by kind",
+                         MetricType::Counter);
+        for (size_t i = 0; i < static_cast<size_t>(QuotaKind::kCount); ++i) {
+            counter(q, {{"kind", std::string(name(static_cast<QuotaKind>(i)))}},
+                    sum([&](const Stats& s) { return s.quota_rejections[i].get(); }));
+        }
+        auto& busy = family("turn_event_loop_busy_ratio", "Share of the last second each event loop was not idle",
+                            MetricType::Gauge);
+        for (size_t i = 0; i < loops_.size(); ++i) {
+            gauge(busy, {{"loop", std::to_string(i)}},
+                  static_cast<double>(loops_[i]->busy_ppm.load(std::memory_order_relaxed)) / 1e6);
+        }
+        auto& draining = family("turn_draining", "1 while the relay drains after SIGTERM", MetricType::Gauge);
+        gauge(draining, {}, shared_.draining.load() ? 1.0 : 0.0);
+        return out;
+    }
+
+private:
+    const Shared& shared_;
+    std::vector<const Stats*> loops_;
+};
+
+MetricsExporter::MetricsExporter(const Shared& shared, std::vector<const Stats*> loops)
+    : collector_(std::make_shared<Collector>(shared, std::move(loops))) {}
+
+MetricsExporter::~MetricsExporter() = default;
+
+std::string MetricsExporter::start(const std::string& listen) {
+    try {
+        exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+        exposer_->RegisterCollectable(collector_);
+    } catch (const std::exception& e) {
+        return "[metrics].listen: cannot serve on " + listen + ": " + e.what();
+    }
+    return {};
+}
+
+}  // namespace turn::cp

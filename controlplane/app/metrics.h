@@ -1,0 +1,32 @@
+// Prometheus exposition (prometheus-cpp, its own HTTP thread). Values are read
+// at scrape time from the loops' single-writer counters and the shared gauges,
+// so they are live and the hot path never takes a lock.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/shared.h"
+#include "core/stats.h"
+
+namespace prometheus {
+class Exposer;
+}
+
+namespace turn::cp {
+
+class MetricsExporter {
+public:
+    MetricsExporter(const Shared& shared, std::vector<const Stats*> loops);
+    ~MetricsExporter();
+    // Starts the HTTP endpoint; returns an error message on failure.
+    std::string start(const std::string& listen);
+
+private:
+    class Collector;
+    std::shared_ptr<Collector> collector_;
+    std::unique_ptr<prometheus::Exposer> exposer_;
+};
+
+}  // namespace turn::cp

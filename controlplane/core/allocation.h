@@ -1,0 +1,71 @@
+// RFC 8656 section 2 / 6: an allocation is the relayed transport address(es)
+// a client owns on the server, identified by the client's 5-tuple, with its
+// permissions and channel bindings. This class is plain state plus the RFC's
+// lookup and conflict rules; lifetimes and timers belong to AllocationManager.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/channel_binding.h"
+#include "core/packet_io.h"
+#include "core/permission.h"
+#include "core/quota.h"
+#include "net/address.h"
+
+namespace turn::cp {
+
+constexpr size_t family_slot(Family f) { return f == Family::kIPv6 ? 1 : 0; }
+
+struct RelayEndpoint {
+    Address addr;           // relayed transport address (IP and port)
+    RelayId id = kNoRelay;  // the I/O layer's socket handle
+    bool active() const { return id != kNoRelay; }
+};
+
+class Allocation {
+public:
+    uint64_t id = 0;
+    FiveTuple five_tuple;
+    std::string username;   // USERNAME, or the user a USERHASH resolved to
+    std::string realm;
+    std::array<RelayEndpoint, 2> relays{};  // [family_slot]
+    uint64_t created_ms = 0;
+    uint64_t expires_ms = 0;
+    uint64_t timer_at_ms = 0;  // deadline of the wheel entry that counts
+    bool dont_fragment = false;
+    TokenBucket bandwidth;
+    // Relay accounting for logs.
+    uint64_t packets_in = 0;
+    uint64_t packets_out = 0;
+
+    std::unordered_map<Address, Permission, AddressHash> permissions;  // key: peer IP, port 0
+    std::unordered_map<uint16_t, ChannelBinding> channels;
+    std::unordered_map<Address, uint16_t, AddressHash> channel_by_peer;
+    std::vector<ChannelQuarantine> quarantine;
+
+    const RelayEndpoint* relay(Family f) const {
+        const auto& r = relays[family_slot(f)];
+        return r.active() ? &r : nullptr;
+    }
+    bool has_family(Family f) const { return relay(f) != nullptr; }
+
+    // Permission for `peer`'s IP (normalised) valid at `now_ms`.
+    bool permitted(const Address& peer, uint64_t now_ms) const;
+    // Channel bound to `peer` (normalised, with port), if any and unexpired.
+    std::optional<uint16_t> channel_for(const Address& peer, uint64_t now_ms) const;
+    // Peer of `channel`, if bound and unexpired.
+    const Address* peer_for(uint16_t channel, uint64_t now_ms) const;
+
+    enum class BindCheck : uint8_t { kOk, kChannelInUse, kPeerInUse, kChannelQuarantined, kPeerQuarantined };
+    // RFC 8656 section 12.2: may `channel` be bound (or re-bound) to `peer`?
+    BindCheck can_bind(uint16_t channel, const Address& peer, uint64_t now_ms) const;
+
+    static Address permission_key(const Address& peer) { return peer.normalised().with_port(0); }
+};
+
+}  // namespace turn::cp

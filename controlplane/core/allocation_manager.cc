@@ -1,0 +1,358 @@
+#include "core/allocation_manager.h"
+
+#include <atomic>
+
+#include "core/event_log.h"
+#include "stun/constants.h"
+
+namespace turn::cp {
+
+namespace {
+// Allocation ids are unique across the process (all loops), so the offload
+// and logs can name an allocation without its 5-tuple.
+std::atomic<uint64_t> g_next_allocation_id{1};
+
+std::string relays_string(const Allocation& a) {
+    std::string s;
+    for (const auto& r : a.relays) {
+        if (r.active()) {
+            if (!s.empty()) {
+                s += ',';
+            }
+            s += r.addr.to_string();
+        }
+    }
+    return s;
+}
+}  // namespace
+
+AllocationManager::AllocationManager(Shared& shared, const Clock& clock, TimerWheel& wheel, PacketIo& io,
+                                     OffloadHook& offload, Stats& stats)
+    : shared_(shared), clock_(clock), wheel_(wheel), io_(io), offload_(offload), stats_(stats), next_id_(0) {}
+
+AllocationManager::~AllocationManager() {
+    while (!by_tuple_.empty()) {
+        remove(*by_tuple_.begin()->second, EndReason::kShutdown);
+    }
+}
+
+Allocation* AllocationManager::find(const FiveTuple& ft) {
+    auto it = by_tuple_.find(ft);
+    return it == by_tuple_.end() ? nullptr : it->second.get();
+}
+
+Allocation* AllocationManager::find_by_relay(RelayId relay, Family& family) {
+    auto it = by_relay_.find(relay);
+    if (it == by_relay_.end()) {
+        return nullptr;
+    }
+    family = it->second.family;
+    return it->second.allocation;
+}
+
+AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_port, bool reserve_next,
+                                                            std::optional<uint64_t> token, bool dont_fragment) {
+    RelayGrant g;
+    const auto ip = shared_.config.relay_ip(f);
+    if (!ip) {
+        g.error = stun::err::kAddressFamilyNotSupported;
+        return g;
+    }
+    const uint64_t now = clock_.now_ms();
+    if (token) {
+        auto port = shared_.ports.take_reserved(f, *token, now);
+        if (!port) {
+            g.error = stun::err::kInsufficientCapacity;
+            return g;
+        }
+        RelayId id = kNoRelay;
+        if (io_.open_relay(ip->with_port(*port), dont_fragment, id) != OpenResult::kOk) {
+            shared_.ports.release(f, *port);
+            g.error = stun::err::kInsufficientCapacity;
+            return g;
+        }
+        g.endpoint = RelayEndpoint{ip->with_port(*port), id};
+        return g;
+    }
+    // A port another process holds is skipped; a handful of attempts is
+    // plenty unless the range is nearly exhausted, in which case 508 is right.
+    for (int attempt = 0; attempt < 16; ++attempt) {
+        auto grant = shared_.ports.acquire(f, even_port, reserve_next, now);
+        if (!grant) {
+            break;
+        }
+        RelayId id = kNoRelay;
+        const OpenResult r = io_.open_relay(ip->with_port(grant->port), dont_fragment, id);
+        if (r == OpenResult::kOk) {
+            g.endpoint = RelayEndpoint{ip->with_port(grant->port), id};
+            g.reservation_token = grant->token;
+            return g;
+        }
+        if (grant->token != 0) {
+            if (auto p = shared_.ports.take_reserved(f, grant->token, now)) {
+                shared_.ports.release(f, *p);
+            }
+        }
+        // Leave a port that is in use elsewhere marked as used for this
+        // attempt loop; release it afterwards so it can be tried again later.
+        if (r == OpenResult::kError) {
+            shared_.ports.release(f, grant->port);
+            break;
+        }
+        shared_.ports.release(f, grant->port);
+    }
+    stats_.quota(QuotaKind::kPorts);
+    g.error = stun::err::kInsufficientCapacity;
+    return g;
+}
+
+void AllocationManager::close_relay(Family f, const RelayEndpoint& e) {
+    if (!e.active()) {
+        return;
+    }
+    io_.close_relay(e.id);
+    shared_.ports.release(f, e.addr.port);
+}
+
+Allocation& AllocationManager::create(const FiveTuple& ft, std::string username, std::string realm,
+                                      std::array<RelayEndpoint, 2> relays, uint64_t lifetime_ms, bool dont_fragment) {
+    auto a = std::make_unique<Allocation>();
+    a->id = g_next_allocation_id.fetch_add(1, std::memory_order_relaxed);
+    a->five_tuple = ft;
+    a->username = std::move(username);
+    a->realm = std::move(realm);
+    a->relays = relays;
+    a->created_ms = clock_.now_ms();
+    a->expires_ms = a->created_ms + lifetime_ms;
+    a->dont_fragment = dont_fragment;
+    const uint64_t bps = shared_.config.bandwidth_bps;
+    if (bps != 0) {
+        // Bytes per second, one second of burst (and at least one full datagram).
+        const uint64_t rate = bps / 8;
+        a->bandwidth = TokenBucket(rate, rate < 65536 ? 65536 : rate, a->created_ms);
+    }
+    Allocation& ref = *a;
+    by_id_[ref.id] = &ref;
+    for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        if (const auto* r = ref.relay(f)) {
+            by_relay_[r->id] = RelayOwner{&ref, f};
+        }
+    }
+    by_tuple_[ft] = std::move(a);
+    shared_.allocations.fetch_add(1);
+    if (ref.has_family(Family::kIPv4)) {
+        shared_.allocations_v4.fetch_add(1);
+    }
+    if (ref.has_family(Family::kIPv6)) {
+        shared_.allocations_v6.fetch_add(1);
+    }
+    arm_allocation_timer(ref.id, ref.expires_ms);
+    offload_.allocation_added(offload_view(ref, bps));
+    log("allocation_created", ref);
+    return ref;
+}
+
+void AllocationManager::refresh(Allocation& a, uint64_t lifetime_ms) {
+    a.expires_ms = clock_.now_ms() + lifetime_ms;
+    // Extending needs no wheel operation (the pending timer re-arms itself);
+    // shortening needs an earlier entry, which supersedes the pending one.
+    if (a.expires_ms < a.timer_at_ms) {
+        arm_allocation_timer(a.id, a.expires_ms);
+    }
+    log("allocation_refreshed", a);
+}
+
+void AllocationManager::remove_family(Allocation& a, Family f) {
+    auto& r = a.relays[family_slot(f)];
+    if (!r.active()) {
+        return;
+    }
+    by_relay_.erase(r.id);
+    close_relay(f, r);
+    (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
+    r = RelayEndpoint{};
+    // Offloaded state follows: re-announce the allocation without that family.
+    offload_.allocation_removed(a.id);
+    offload_.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
+    for (const auto& [peer, p] : a.permissions) {
+        (void)p;
+        offload_.permission_added(a.id, peer);
+    }
+    for (const auto& [ch, b] : a.channels) {
+        offload_.channel_added(a.id, ch, b.peer);
+    }
+    log("allocation_refreshed", a);
+}
+
+void AllocationManager::release_resources(Allocation& a) {
+    for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        auto& r = a.relays[family_slot(f)];
+        if (r.active()) {
+            by_relay_.erase(r.id);
+            close_relay(f, r);
+            (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
+            r = RelayEndpoint{};
+        }
+    }
+    shared_.quota.release(a.username);
+    shared_.allocations.fetch_sub(1);
+}
+
+void AllocationManager::remove(Allocation& a, EndReason why) {
+    log(why == EndReason::kDeleted ? "allocation_deleted"
+        : why == EndReason::kExpired ? "allocation_expired"
+                                     : "allocation_closed",
+        a);
+    for (const auto& [ch, b] : a.channels) {
+        offload_.channel_removed(a.id, ch, b.peer);
+    }
+    for (const auto& [peer, p] : a.permissions) {
+        (void)p;
+        offload_.permission_removed(a.id, peer);
+    }
+    offload_.allocation_removed(a.id);
+    release_resources(a);
+    by_id_.erase(a.id);
+    const FiveTuple ft = a.five_tuple;
+    by_tuple_.erase(ft);  // destroys `a`
+}
+
+void AllocationManager::add_permission(Allocation& a, const Address& peer) {
+    const Address key = Allocation::permission_key(peer);
+    auto [it, inserted] = a.permissions.try_emplace(key);
+    it->second.expires_ms = clock_.now_ms() + kPermissionLifetimeMs;
+    if (inserted) {
+        offload_.permission_added(a.id, key);
+    }
+    if (!it->second.timer_armed) {
+        it->second.timer_armed = true;
+        arm_permission_timer(a.id, key, it->second.expires_ms);
+    }
+}
+
+void AllocationManager::bind_channel(Allocation& a, uint16_t channel, const Address& peer_in) {
+    const Address peer = peer_in.normalised();
+    auto [it, inserted] = a.channels.try_emplace(channel);
+    it->second.peer = peer;
+    it->second.expires_ms = clock_.now_ms() + kChannelLifetimeMs;
+    a.channel_by_peer[peer] = channel;
+    if (inserted) {
+        offload_.channel_added(a.id, channel, peer);
+    }
+    if (!it->second.timer_armed) {
+        it->second.timer_armed = true;
+        arm_channel_timer(a.id, channel, it->second.expires_ms);
+    }
+    add_permission(a, peer);
+}
+
+void AllocationManager::arm_allocation_timer(uint64_t id, uint64_t at_ms) {
+    if (auto it = by_id_.find(id); it != by_id_.end()) {
+        it->second->timer_at_ms = at_ms;
+    }
+    wheel_.schedule(at_ms, [this, id, at_ms] { on_allocation_timer(id, at_ms); });
+}
+
+void AllocationManager::arm_permission_timer(uint64_t id, const Address& key, uint64_t at_ms) {
+    wheel_.schedule(at_ms, [this, id, key] { on_permission_timer(id, key); });
+}
+
+void AllocationManager::arm_channel_timer(uint64_t id, uint16_t channel, uint64_t at_ms) {
+    wheel_.schedule(at_ms, [this, id, channel] { on_channel_timer(id, channel); });
+}
+
+void AllocationManager::on_allocation_timer(uint64_t id, uint64_t at_ms) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) {
+        return;
+    }
+    Allocation& a = *it->second;
+    if (a.timer_at_ms != at_ms) {
+        return;  // superseded by an earlier entry
+    }
+    if (a.expires_ms > clock_.now_ms()) {
+        arm_allocation_timer(id, a.expires_ms);  // refreshed meanwhile
+        return;
+    }
+    remove(a, EndReason::kExpired);
+}
+
+void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) {
+        return;
+    }
+    Allocation& a = *it->second;
+    auto p = a.permissions.find(key);
+    if (p == a.permissions.end()) {
+        return;
+    }
+    p->second.timer_armed = false;
+    if (p->second.expires_ms > clock_.now_ms()) {
+        p->second.timer_armed = true;
+        arm_permission_timer(id, key, p->second.expires_ms);
+        return;
+    }
+    a.permissions.erase(p);
+    offload_.permission_removed(id, key);
+}
+
+void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) {
+        return;
+    }
+    Allocation& a = *it->second;
+    auto c = a.channels.find(channel);
+    if (c == a.channels.end()) {
+        return;
+    }
+    c->second.timer_armed = false;
+    const uint64_t now = clock_.now_ms();
+    if (c->second.expires_ms > now) {
+        c->second.timer_armed = true;
+        arm_channel_timer(id, channel, c->second.expires_ms);
+        return;
+    }
+    // RFC 8656 section 12.2: number and peer stay reserved for 5 minutes
+    // after expiry, counted from the expiry itself (not from when the timer ran).
+    const ChannelBinding b = c->second;
+    a.channels.erase(c);
+    a.channel_by_peer.erase(b.peer);
+    std::erase_if(a.quarantine, [now](const ChannelQuarantine& q) { return q.until_ms <= now; });
+    a.quarantine.push_back(ChannelQuarantine{channel, b.peer, b.expires_ms + kChannelQuarantineMs});
+    offload_.channel_removed(id, channel, b.peer);
+}
+
+void AllocationManager::for_each(const std::function<void(const Allocation&)>& fn) const {
+    for (const auto& [ft, a] : by_tuple_) {
+        (void)ft;
+        fn(*a);
+    }
+}
+
+OffloadAllocation AllocationManager::offload_view(const Allocation& a, uint64_t bandwidth_bps) {
+    OffloadAllocation v;
+    v.id = a.id;
+    v.five_tuple = a.five_tuple;
+    v.relayed[0] = a.relays[0].active() ? a.relays[0].addr : Address{};
+    v.relayed[1] = a.relays[1].active() ? a.relays[1].addr : Address{};
+    v.bandwidth_bps = bandwidth_bps;
+    return v;
+}
+
+void AllocationManager::log(std::string_view event, const Allocation& a) {
+    const uint64_t now = clock_.now_ms();
+    const uint64_t remaining = a.expires_ms > now ? (a.expires_ms - now) / 1000 : 0;
+    log_event(event, {{"id", std::to_string(a.id)},
+                      {"client", a.five_tuple.client.to_string()},
+                      {"server", a.five_tuple.server.to_string()},
+                      {"transport", "udp"},
+                      {"user", a.username},
+                      {"relayed", relays_string(a)},
+                      {"lifetime_s", std::to_string(remaining)},
+                      {"permissions", std::to_string(a.permissions.size())},
+                      {"channels", std::to_string(a.channels.size())}});
+}
+
+}  // namespace turn::cp

@@ -1,0 +1,92 @@
+// Owns the allocations of one event loop, keyed by 5-tuple (RFC 8656 section
+// 2), and their whole lifecycle: relayed socket and port acquisition, expiry of
+// allocations, permissions and channel bindings on the loop's timer wheel,
+// quota and port release, the offload hook and the allocation event log.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "core/allocation.h"
+#include "core/clock.h"
+#include "core/offload.h"
+#include "core/packet_io.h"
+#include "core/shared.h"
+#include "core/stats.h"
+#include "core/timer_wheel.h"
+
+namespace turn::cp {
+
+class AllocationManager {
+public:
+    AllocationManager(Shared& shared, const Clock& clock, TimerWheel& wheel, PacketIo& io, OffloadHook& offload,
+                      Stats& stats);
+    ~AllocationManager();
+
+    Allocation* find(const FiveTuple& ft);
+    // The allocation a relayed socket belongs to, and that socket's family.
+    Allocation* find_by_relay(RelayId relay, Family& family);
+    size_t size() const { return by_tuple_.size(); }
+
+    // Port + socket for one family. Result code 0 on success, else the RFC
+    // 8656 error to report (508 when the range is exhausted or the
+    // reservation is unknown, 440 when no relay IP of that family exists).
+    struct RelayGrant {
+        uint16_t error = 0;
+        RelayEndpoint endpoint;
+        uint64_t reservation_token = 0;
+    };
+    RelayGrant open_relay(Family f, bool even_port, bool reserve_next, std::optional<uint64_t> token,
+                          bool dont_fragment);
+    // Undoes open_relay() when the allocation is not created after all.
+    void close_relay(Family f, const RelayEndpoint& e);
+
+    // Creates the allocation (quota already taken by the caller).
+    Allocation& create(const FiveTuple& ft, std::string username, std::string realm,
+                       std::array<RelayEndpoint, 2> relays, uint64_t lifetime_ms, bool dont_fragment);
+    void refresh(Allocation& a, uint64_t lifetime_ms);
+    // Refresh with LIFETIME 0 and REQUESTED-ADDRESS-FAMILY on a dual-stack
+    // allocation: drop only that family's relayed address.
+    void remove_family(Allocation& a, Family f);
+    enum class EndReason : uint8_t { kDeleted, kExpired, kShutdown };
+    void remove(Allocation& a, EndReason why);
+
+    // Installs or refreshes a permission for the peer's IP (300 s).
+    void add_permission(Allocation& a, const Address& peer);
+    // Installs or refreshes a channel binding (600 s) and the peer's permission.
+    void bind_channel(Allocation& a, uint16_t channel, const Address& peer);
+
+    void for_each(const std::function<void(const Allocation&)>& fn) const;
+    static OffloadAllocation offload_view(const Allocation& a, uint64_t bandwidth_bps);
+
+private:
+    void arm_allocation_timer(uint64_t id, uint64_t at_ms);
+    void arm_permission_timer(uint64_t id, const Address& key, uint64_t at_ms);
+    void arm_channel_timer(uint64_t id, uint16_t channel, uint64_t at_ms);
+    void on_allocation_timer(uint64_t id, uint64_t at_ms);
+    void on_permission_timer(uint64_t id, const Address& key);
+    void on_channel_timer(uint64_t id, uint16_t channel);
+    void release_resources(Allocation& a);
+    void log(std::string_view event, const Allocation& a);
+
+    Shared& shared_;
+    const Clock& clock_;
+    TimerWheel& wheel_;
+    PacketIo& io_;
+    OffloadHook& offload_;
+    Stats& stats_;
+    uint64_t next_id_;
+    std::unordered_map<FiveTuple, std::unique_ptr<Allocation>, FiveTupleHash> by_tuple_;
+    std::unordered_map<uint64_t, Allocation*> by_id_;
+    struct RelayOwner {
+        Allocation* allocation;
+        Family family;
+    };
+    std::unordered_map<RelayId, RelayOwner> by_relay_;
+};
+
+}  // namespace turn::cp

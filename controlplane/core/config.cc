@@ -1,0 +1,387 @@
+#include "core/config.h"
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+namespace turn::cp {
+
+std::optional<Address> Config::relay_ip(Family f) const {
+    for (const auto& a : relay_ips) {
+        if (a.family == f) {
+            return a;
+        }
+    }
+    return std::nullopt;
+}
+
+namespace {
+
+struct Fail {
+    std::string message;
+};
+
+[[noreturn]] void fail(const std::string& key, const std::string& what) {
+    throw Fail{key + ": " + what};
+}
+
+const toml::node* find(const toml::table& root, std::string_view section, std::string_view key) {
+    const toml::node* s = root.get(section);
+    if (s == nullptr || !s->is_table()) {
+        return nullptr;
+    }
+    return s->as_table()->get(key);
+}
+
+std::string key_name(std::string_view section, std::string_view key) {
+    return "[" + std::string(section) + "]." + std::string(key);
+}
+
+template <typename T>
+void get_int(const toml::table& root, std::string_view section, std::string_view key, T& out,
+             int64_t min, int64_t max) {
+    const toml::node* n = find(root, section, key);
+    if (n == nullptr) {
+        return;
+    }
+    auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v) {
+        fail(key_name(section, key), "must be an integer");
+    }
+    if (*v < min || *v > max) {
+        fail(key_name(section, key), "value " + std::to_string(*v) + " is out of range; use " +
+                                         std::to_string(min) + ".." + std::to_string(max));
+    }
+    out = static_cast<T>(*v);
+}
+
+void get_string(const toml::table& root, std::string_view section, std::string_view key,
+                std::string& out) {
+    const toml::node* n = find(root, section, key);
+    if (n == nullptr) {
+        return;
+    }
+    if (!n->is_string()) {
+        fail(key_name(section, key), "must be a string in double quotes");
+    }
+    out = *n->value<std::string>();
+}
+
+std::optional<std::vector<std::string>> get_strings(const toml::table& root, std::string_view section,
+                                                    std::string_view key) {
+    const toml::node* n = find(root, section, key);
+    if (n == nullptr) {
+        return std::nullopt;
+    }
+    if (!n->is_array()) {
+        fail(key_name(section, key), "must be an array of strings, e.g. [\"...\"]");
+    }
+    std::vector<std::string> out;
+    for (const auto& e : *n->as_array()) {
+        if (!e.is_string()) {
+            fail(key_name(section, key), "every element must be a string");
+        }
+        out.push_back(*e.value<std::string>());
+    }
+    return out;
+}
+
+Address parse_listen(const std::string& key, const std::string& s) {
+    auto a = Address::parse(s);
+    if (!a || a->port == 0) {
+        fail(key, "\"" + s + "\" is not an address with a port; write \"127.0.0.1:3478\" or \"[::1]:3478\"");
+    }
+    return *a;
+}
+
+Address parse_ip(const std::string& key, const std::string& s) {
+    auto a = Address::parse(s);
+    if (!a || a->port != 0) {
+        fail(key, "\"" + s + "\" is not a plain IP address (no port); write \"127.0.0.1\" or \"::1\"");
+    }
+    if (a->is_unspecified()) {
+        fail(key, "\"" + s + "\" is a wildcard; relayed addresses must be concrete IPs clients can reach");
+    }
+    return a->normalised();
+}
+
+Prefix parse_prefix(const std::string& key, const std::string& s) {
+    auto p = Prefix::parse(s);
+    if (!p) {
+        fail(key, "\"" + s + "\" is not a CIDR range; write \"127.0.0.0/8\" or \"fd00::/8\"");
+    }
+    return *p;
+}
+
+void parse_user(const std::string& key, const std::string& s, Config& c) {
+    const auto colon = s.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
+        fail(key, "\"" + s + "\" must be \"user:password\" with both parts non-empty");
+    }
+    c.users.emplace_back(s.substr(0, colon), s.substr(colon + 1));
+}
+
+void apply_toml(const toml::table& root, Config& c) {
+    static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
+        {"server", {"listen", "relay_ips", "relay_port_min", "relay_port_max", "realm", "software", "threads"}},
+        {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
+        {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
+                        "bandwidth_bps", "reservation_lifetime_s"}},
+        {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
+        {"metrics", {"listen"}},
+        {"log", {"level", "format"}},
+        {"drain", {"deadline_s"}},
+    };
+    for (const auto& [k, v] : root) {
+        const std::string section(k.str());
+        const std::vector<std::string>* keys = nullptr;
+        for (const auto& [s, ks] : known) {
+            if (s == section) {
+                keys = &ks;
+            }
+        }
+        if (keys == nullptr || !v.is_table()) {
+            fail("[" + section + "]", "unknown section; see docs/CONFIGURATION.md");
+        }
+        for (const auto& [kk, vv] : *v.as_table()) {
+            (void)vv;
+            bool ok = false;
+            for (const auto& name : *keys) {
+                ok = ok || name == kk.str();
+            }
+            if (!ok) {
+                fail(key_name(section, kk.str()), "unknown key; see docs/CONFIGURATION.md");
+            }
+        }
+    }
+    if (auto l = get_strings(root, "server", "listen")) {
+        c.listen.clear();
+        for (const auto& s : *l) {
+            c.listen.push_back(parse_listen("[server].listen", s));
+        }
+    }
+    if (auto l = get_strings(root, "server", "relay_ips")) {
+        c.relay_ips.clear();
+        for (const auto& s : *l) {
+            c.relay_ips.push_back(parse_ip("[server].relay_ips", s));
+        }
+    }
+    get_int(root, "server", "relay_port_min", c.relay_port_min, 1, 65535);
+    get_int(root, "server", "relay_port_max", c.relay_port_max, 1, 65535);
+    get_string(root, "server", "realm", c.realm);
+    get_string(root, "server", "software", c.software);
+    get_int(root, "server", "threads", c.threads, 0, 256);
+    if (auto l = get_strings(root, "auth", "users")) {
+        c.users.clear();
+        for (const auto& s : *l) {
+            parse_user("[auth].users", s, c);
+        }
+    }
+    if (auto l = get_strings(root, "auth", "rest_secrets")) {
+        c.rest_secrets = *l;
+    }
+    get_int(root, "auth", "nonce_lifetime_s", c.nonce_lifetime_s, 1, 86400);
+    get_int(root, "allocation", "default_lifetime_s", c.default_lifetime_s, 1, 86400);
+    get_int(root, "allocation", "max_lifetime_s", c.max_lifetime_s, 1, 86400);
+    get_int(root, "allocation", "max_per_user", c.max_per_user, 0, 1'000'000);
+    get_int(root, "allocation", "max_total", c.max_total, 0, 10'000'000);
+    get_int(root, "allocation", "bandwidth_bps", c.bandwidth_bps, 0, INT64_MAX);
+    get_int(root, "allocation", "reservation_lifetime_s", c.reservation_lifetime_s, 1, 3600);
+    if (auto l = get_strings(root, "policy", "allow_peers")) {
+        c.allow_peers.clear();
+        for (const auto& s : *l) {
+            c.allow_peers.push_back(parse_prefix("[policy].allow_peers", s));
+        }
+    }
+    if (auto l = get_strings(root, "policy", "deny_peers")) {
+        c.deny_peers.clear();
+        for (const auto& s : *l) {
+            c.deny_peers.push_back(parse_prefix("[policy].deny_peers", s));
+        }
+    }
+    get_int(root, "policy", "unauth_per_ip_per_s", c.unauth_per_ip_per_s, 0, 1'000'000);
+    get_string(root, "metrics", "listen", c.metrics_listen);
+    get_string(root, "log", "level", c.log_level);
+    get_string(root, "log", "format", c.log_format);
+    get_int(root, "drain", "deadline_s", c.drain_deadline_s, 0, 86400);
+}
+
+void apply_cli(const CliOverrides& cli, Config& c) {
+    if (!cli.listen.empty()) {
+        c.listen.clear();
+        for (const auto& s : cli.listen) {
+            c.listen.push_back(parse_listen("--listen", s));
+        }
+    }
+    if (!cli.relay_ips.empty()) {
+        c.relay_ips.clear();
+        for (const auto& s : cli.relay_ips) {
+            c.relay_ips.push_back(parse_ip("--relay-ip", s));
+        }
+    }
+    if (cli.realm) {
+        c.realm = *cli.realm;
+    }
+    if (!cli.users.empty()) {
+        c.users.clear();
+        for (const auto& s : cli.users) {
+            parse_user("--user", s, c);
+        }
+    }
+    if (!cli.rest_secrets.empty()) {
+        c.rest_secrets = cli.rest_secrets;
+    }
+    if (!cli.allow_peers.empty()) {
+        c.allow_peers.clear();
+        for (const auto& s : cli.allow_peers) {
+            c.allow_peers.push_back(parse_prefix("--allow-peer", s));
+        }
+    }
+    if (cli.metrics) {
+        c.metrics_listen = *cli.metrics;
+    }
+    if (cli.log_level) {
+        c.log_level = *cli.log_level;
+    }
+    if (cli.threads) {
+        c.threads = *cli.threads;
+    }
+    if (cli.port_range) {
+        const std::string& r = *cli.port_range;
+        const auto dash = r.find('-');
+        unsigned lo = 0;
+        unsigned hi = 0;
+        bool ok = dash != std::string::npos;
+        if (ok) {
+            auto a = std::from_chars(r.data(), r.data() + dash, lo);
+            auto b = std::from_chars(r.data() + dash + 1, r.data() + r.size(), hi);
+            ok = a.ec == std::errc{} && b.ec == std::errc{} && a.ptr == r.data() + dash &&
+                 b.ptr == r.data() + r.size() && lo >= 1 && hi <= 65535;
+        }
+        if (!ok) {
+            fail("--port-range", "\"" + r + "\" must be MIN-MAX with ports 1..65535, e.g. 49152-65535");
+        }
+        c.relay_port_min = static_cast<uint16_t>(lo);
+        c.relay_port_max = static_cast<uint16_t>(hi);
+    }
+}
+
+void validate(Config& c, bool have_file) {
+    if (c.listen.empty()) {
+        if (have_file) {
+            fail("[server].listen", "no listening address; add e.g. listen = [\"127.0.0.1:3478\"]");
+        }
+        c.listen = {*Address::parse("127.0.0.1:3478"), *Address::parse("[::1]:3478")};
+    }
+    if (c.relay_ips.empty()) {
+        // One relay IP per family from the listeners, when they are concrete.
+        for (const auto& l : c.listen) {
+            if (!l.is_unspecified() && !c.relay_ip(l.family)) {
+                c.relay_ips.push_back(l.with_port(0).normalised());
+            }
+        }
+        if (c.relay_ips.empty()) {
+            fail("[server].relay_ips", "cannot be derived from wildcard listeners; set relay_ips = [\"<public IP>\"]");
+        }
+    }
+    bool v4 = false;
+    bool v6 = false;
+    for (const auto& a : c.relay_ips) {
+        bool& seen = a.is_v4() ? v4 : v6;
+        if (seen) {
+            fail("[server].relay_ips", "at most one address per family; remove " + a.ip_string() +
+                                           " or the other one of its family");
+        }
+        seen = true;
+    }
+    if (c.relay_port_min > c.relay_port_max) {
+        fail("[server].relay_port_min", "greater than relay_port_max (" + std::to_string(c.relay_port_max) +
+                                            "); swap them");
+    }
+    if (c.realm.empty() || c.realm.size() > 763) {
+        fail("[server].realm", "must be 1..763 bytes");
+    }
+    if (c.software.size() > 763) {
+        fail("[server].software", "must be at most 763 bytes");
+    }
+    if (c.users.empty() && c.rest_secrets.empty()) {
+        if (have_file) {
+            fail("[auth]", "no credentials; set users = [\"name:password\"] or rest_secrets = [\"...\"]");
+        }
+        c.users.emplace_back("demo", "demo-password");
+    }
+    if (c.rest_secrets.size() > 8) {
+        fail("[auth].rest_secrets", "at most 8 secrets (newest first); drop the oldest");
+    }
+    for (const auto& s : c.rest_secrets) {
+        if (s.empty()) {
+            fail("[auth].rest_secrets", "a secret is empty");
+        }
+    }
+    if (c.default_lifetime_s > c.max_lifetime_s) {
+        fail("[allocation].default_lifetime_s", "greater than max_lifetime_s (" +
+                                                     std::to_string(c.max_lifetime_s) + ")");
+    }
+    if (c.log_level != "trace" && c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+        c.log_level != "error") {
+        fail("[log].level", "\"" + c.log_level + "\" is not one of trace|debug|info|warn|error");
+    }
+    if (c.log_format != "text" && c.log_format != "json") {
+        fail("[log].format", "\"" + c.log_format + "\" is not one of text|json");
+    }
+    if (!c.metrics_listen.empty()) {
+        auto a = Address::parse(c.metrics_listen);
+        if (!a || a->port == 0) {
+            fail("[metrics].listen", "\"" + c.metrics_listen +
+                                         "\" must be \"IP:port\" (e.g. \"127.0.0.1:9641\") or \"\" to disable");
+        }
+    }
+}
+
+std::variant<Config, ConfigError> load_impl(std::optional<std::string_view> text, const std::string& origin,
+                                            const CliOverrides& cli) {
+    Config c;
+    try {
+        if (text) {
+            toml::table root;
+            try {
+                root = toml::parse(*text, origin);
+            } catch (const toml::parse_error& e) {
+                std::ostringstream os;
+                os << origin << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
+                   << e.description();
+                return ConfigError{os.str()};
+            }
+            apply_toml(root, c);
+        }
+        apply_cli(cli, c);
+        validate(c, text.has_value());
+    } catch (const Fail& f) {
+        return ConfigError{f.message};
+    }
+    return c;
+}
+
+}  // namespace
+
+std::variant<Config, ConfigError> load_config_text(std::string_view toml_text, const CliOverrides& cli) {
+    return load_impl(toml_text, "config", cli);
+}
+
+std::variant<Config, ConfigError> load_config(const CliOverrides& cli) {
+    if (!cli.config_path) {
+        return load_impl(std::nullopt, "", cli);
+    }
+    std::ifstream in(*cli.config_path);
+    if (!in) {
+        return ConfigError{"--config: cannot read \"" + *cli.config_path + "\"; check the path and permissions"};
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    return load_impl(std::string_view(text), *cli.config_path, cli);
+}
+
+}  // namespace turn::cp

@@ -1,0 +1,77 @@
+// Control-plane configuration: the TOML file (docs/CONFIGURATION.md) plus
+// command-line overrides, validated once at start-up. A bad value is a fatal
+// start-up error whose message names the key and says what to fix.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "net/address.h"
+
+namespace turn::cp {
+
+struct Config {
+    // [server]
+    std::vector<Address> listen;      // UDP listeners
+    std::vector<Address> relay_ips;   // at most one per family
+    uint16_t relay_port_min = 49152;
+    uint16_t relay_port_max = 65535;
+    std::string realm = "turnrelay.local";
+    std::string software = "turnrelay";
+    unsigned threads = 0;             // 0 = one event loop per core
+    // [auth]
+    std::vector<std::pair<std::string, std::string>> users;
+    std::vector<std::string> rest_secrets;  // newest first
+    uint32_t nonce_lifetime_s = 3600;
+    // [allocation]
+    uint32_t default_lifetime_s = 600;
+    uint32_t max_lifetime_s = 3600;
+    uint32_t max_per_user = 10;
+    uint32_t max_total = 10000;
+    uint64_t bandwidth_bps = 0;       // per allocation, 0 = unlimited
+    uint32_t reservation_lifetime_s = 30;  // EVEN-PORT R-bit reservations
+    // [policy]
+    std::vector<Prefix> allow_peers;
+    std::vector<Prefix> deny_peers;
+    uint32_t unauth_per_ip_per_s = 20;
+    // [metrics]
+    std::string metrics_listen = "127.0.0.1:9641";  // "" disables
+    // [log]
+    std::string log_level = "info";
+    std::string log_format = "text";
+    // [drain]
+    uint32_t drain_deadline_s = 30;
+
+    // Relay address of a family, if configured.
+    std::optional<Address> relay_ip(Family f) const;
+};
+
+// Command-line overrides; each set field replaces (lists: replace) the file's value.
+struct CliOverrides {
+    std::optional<std::string> config_path;
+    std::vector<std::string> listen;
+    std::vector<std::string> relay_ips;
+    std::optional<std::string> realm;
+    std::vector<std::string> users;
+    std::vector<std::string> rest_secrets;
+    std::vector<std::string> allow_peers;
+    std::optional<std::string> metrics;
+    std::optional<std::string> log_level;
+    std::optional<unsigned> threads;
+    std::optional<std::string> port_range;  // "MIN-MAX"
+};
+
+struct ConfigError {
+    std::string message;  // "[server].relay_port_min: ... (fix: ...)"
+};
+
+// Loads the TOML file (if any), applies overrides, fills demo defaults when
+// nothing is configured, validates. TOML text can be given directly for tests.
+std::variant<Config, ConfigError> load_config(const CliOverrides& cli);
+std::variant<Config, ConfigError> load_config_text(std::string_view toml_text, const CliOverrides& cli);
+
+}  // namespace turn::cp

@@ -1,0 +1,71 @@
+#include "core/event_log.h"
+
+#include <atomic>
+
+#include <spdlog/spdlog.h>
+
+namespace turn::cp {
+
+namespace {
+std::atomic<bool> g_json{false};
+
+void json_escape(std::string& out, std::string_view s) {
+    for (char c : s) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += c;
+                }
+        }
+    }
+}
+}  // namespace
+
+void set_log_json(bool json) { g_json.store(json); }
+bool log_json() { return g_json.load(); }
+
+std::string format_event(std::string_view event, std::initializer_list<Field> fields, bool json) {
+    std::string out;
+    if (json) {
+        out += "\"event\":\"";
+        json_escape(out, event);
+        out += '"';
+        for (const auto& [k, v] : fields) {
+            out += ",\"";
+            out += k;
+            out += "\":\"";
+            json_escape(out, v);
+            out += '"';
+        }
+        return out;
+    }
+    out += "event=";
+    out += event;
+    for (const auto& [k, v] : fields) {
+        out += ' ';
+        out += k;
+        out += '=';
+        const bool quote = v.empty() || v.find(' ') != std::string::npos;
+        if (quote) {
+            out += '"';
+        }
+        out += v;
+        if (quote) {
+            out += '"';
+        }
+    }
+    return out;
+}
+
+void log_event(std::string_view event, std::initializer_list<Field> fields) {
+    spdlog::info("{}", format_event(event, fields, log_json()));
+}
+
+}  // namespace turn::cp

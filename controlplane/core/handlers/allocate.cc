@@ -1,0 +1,154 @@
+// Allocate (RFC 8656 section 7.2; dual-stack per RFC 8656 sections 7.2 and
+// 18.11; EVEN-PORT / RESERVATION-TOKEN per section 18.8 / 18.9).
+#include "core/server.h"
+
+#include "stun/attributes.h"
+
+namespace turn::cp {
+
+void Server::handle_allocate(const Request& r) {
+    using namespace stun;
+    const MessageView& m = r.msg;
+
+    const RawAttribute* transport = m.find(attr::kRequestedTransport);
+    uint8_t proto = 0;
+    if (transport == nullptr || decode_requested_transport(m.value(*transport), proto) != AttrError::kOk) {
+        reply_error(r, err::kBadRequest);
+        return;
+    }
+    if (proto != kProtoUdp) {
+        // TCP relaying (RFC 6062) is not offered: 442, as RFC 8656 says for
+        // any transport the server does not support.
+        reply_error(r, err::kUnsupportedTransportProtocol);
+        return;
+    }
+    const RawAttribute* df = m.find(attr::kDontFragment);
+    const RawAttribute* token_attr = m.find(attr::kReservationToken);
+    const RawAttribute* even_attr = m.find(attr::kEvenPort);
+    const RawAttribute* req_family = m.find(attr::kRequestedAddressFamily);
+    const RawAttribute* add_family = m.find(attr::kAdditionalAddressFamily);
+    if ((df != nullptr && decode_empty(m.value(*df)) != AttrError::kOk) ||
+        (token_attr != nullptr && even_attr != nullptr) ||        // section 7.2 item 4/5
+        (req_family != nullptr && add_family != nullptr) ||       // section 7.2 item 6
+        (token_attr != nullptr && (req_family != nullptr || add_family != nullptr))) {
+        reply_error(r, err::kBadRequest);
+        return;
+    }
+    std::array<Family, 2> families{Family::kIPv4, Family::kNone};
+    if (req_family != nullptr) {
+        Family f = Family::kNone;
+        if (decode_address_family(m.value(*req_family), f) != AttrError::kOk) {
+            reply_error(r, err::kAddressFamilyNotSupported);
+            return;
+        }
+        families[0] = f;
+    }
+    if (add_family != nullptr) {
+        Family f = Family::kNone;
+        // ADDITIONAL-ADDRESS-FAMILY may only ask for IPv6 (section 18.11).
+        if (decode_address_family(m.value(*add_family), f) != AttrError::kOk || f != Family::kIPv6) {
+            reply_error(r, err::kBadRequest);
+            return;
+        }
+        families[1] = Family::kIPv6;
+    }
+    bool even = false;
+    bool reserve_next = false;
+    if (even_attr != nullptr) {
+        if (decode_even_port(m.value(*even_attr), reserve_next) != AttrError::kOk) {
+            reply_error(r, err::kBadRequest);
+            return;
+        }
+        even = true;
+    }
+    std::optional<uint64_t> token;
+    if (token_attr != nullptr) {
+        uint64_t t = 0;
+        if (decode_reservation_token(m.value(*token_attr), t) != AttrError::kOk) {
+            reply_error(r, err::kBadRequest);
+            return;
+        }
+        token = t;
+    }
+    bool bad_lifetime = false;
+    uint32_t lifetime = lifetime_for(m, bad_lifetime);
+    if (bad_lifetime) {
+        reply_error(r, err::kBadRequest);
+        return;
+    }
+    if (lifetime == 0) {
+        lifetime = shared_.config.default_lifetime_s;
+    }
+    // Draining (SIGTERM): an administrative restriction, so 403 — not 508,
+    // which would invite an immediate retry with other parameters.
+    if (shared_.draining.load(std::memory_order_relaxed)) {
+        reply_error(r, err::kForbidden);
+        return;
+    }
+    switch (shared_.quota.acquire(r.auth->username)) {
+        case QuotaResult::kPerUser:
+            stats_.quota(QuotaKind::kPerUser);
+            reply_error(r, err::kAllocationQuotaReached);
+            return;
+        case QuotaResult::kTotal:
+            stats_.quota(QuotaKind::kTotal);
+            reply_error(r, err::kAllocationQuotaReached);
+            return;
+        case QuotaResult::kOk:
+            break;
+    }
+
+    std::array<RelayEndpoint, 2> relays{};
+    std::array<uint16_t, 2> errors{};  // per requested family index
+    uint64_t reservation = 0;
+    bool any = false;
+    for (size_t i = 0; i < families.size(); ++i) {
+        if (families[i] == Family::kNone) {
+            continue;
+        }
+        // EVEN-PORT and the reservation apply to the first (primary) family.
+        auto g = allocations_.open_relay(families[i], i == 0 && even, i == 0 && reserve_next,
+                                         i == 0 ? token : std::nullopt, df != nullptr);
+        errors[i] = g.error;
+        if (g.error == 0) {
+            relays[family_slot(families[i])] = g.endpoint;
+            if (i == 0) {
+                reservation = g.reservation_token;
+            }
+            any = true;
+        }
+    }
+    if (!any) {
+        shared_.quota.release(r.auth->username);
+        // 508 if ports ran out anywhere, else 440 (family not available).
+        const uint16_t code = (errors[0] == err::kInsufficientCapacity || errors[1] == err::kInsufficientCapacity)
+                                  ? err::kInsufficientCapacity
+                                  : err::kAddressFamilyNotSupported;
+        reply_error(r, code);
+        return;
+    }
+    Allocation& a = allocations_.create(r.ft, r.auth->username, shared_.config.realm, relays,
+                                        uint64_t{lifetime} * 1000, df != nullptr);
+
+    MessageBuilder b = begin(r, Class::kSuccess);
+    for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        if (const auto* rel = a.relay(f)) {
+            b.add_xor_address(attr::kXorRelayedAddress, rel->addr);
+        }
+    }
+    b.add_u32(attr::kLifetime, lifetime);
+    if (reservation != 0) {
+        b.add_u64(attr::kReservationToken, reservation);
+    }
+    b.add_xor_address(attr::kXorMappedAddress, r.ft.client.normalised());
+    // Dual-stack request with one family refused: ADDRESS-ERROR-CODE says
+    // which and why (RFC 8656 section 18.12).
+    for (size_t i = 0; i < families.size(); ++i) {
+        if (families[i] != Family::kNone && errors[i] != 0) {
+            b.add_address_error_code(families[i], errors[i], error_reason(errors[i]));
+        }
+    }
+    finish(r, b, 200);
+}
+
+}  // namespace turn::cp

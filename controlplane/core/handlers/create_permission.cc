@@ -1,0 +1,49 @@
+// CreatePermission (RFC 8656 section 9): one or more XOR-PEER-ADDRESS, all
+// installed or none (403 if any is denied by policy, 443 if any has a family
+// the allocation has no relayed address for).
+#include "core/server.h"
+
+#include "stun/attributes.h"
+
+namespace turn::cp {
+
+void Server::handle_create_permission(const Request& r, Allocation& a) {
+    using namespace stun;
+    const MessageView& m = r.msg;
+    std::array<Address, MessageView::kMaxAttributes> peers{};
+    size_t n = 0;
+    for (const auto& at : m.attributes()) {
+        if (at.type != attr::kXorPeerAddress) {
+            continue;
+        }
+        Address p;
+        if (decode_xor_address(m.value(at), m.transaction_id(), p) != AttrError::kOk) {
+            reply_error(r, err::kBadRequest);
+            return;
+        }
+        peers[n++] = p.normalised();
+    }
+    if (n == 0) {
+        reply_error(r, err::kBadRequest);
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        if (!a.has_family(peers[i].family)) {
+            reply_error(r, err::kPeerAddressFamilyMismatch);
+            return;
+        }
+    }
+    for (size_t i = 0; i < n; ++i) {
+        if (!shared_.policy.permitted_ip(peers[i])) {
+            reply_error(r, err::kForbidden);
+            return;
+        }
+    }
+    for (size_t i = 0; i < n; ++i) {
+        allocations_.add_permission(a, peers[i]);
+    }
+    MessageBuilder b = begin(r, Class::kSuccess);
+    finish(r, b, 200);
+}
+
+}  // namespace turn::cp

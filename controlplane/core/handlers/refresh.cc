@@ -1,0 +1,45 @@
+// Refresh (RFC 8656 section 7.3/7.4). LIFETIME 0 deletes the allocation at
+// once; on a dual-stack allocation REQUESTED-ADDRESS-FAMILY limits the
+// deletion to that family.
+#include "core/server.h"
+
+#include "stun/attributes.h"
+
+namespace turn::cp {
+
+void Server::handle_refresh(const Request& r, Allocation& a) {
+    using namespace stun;
+    const MessageView& m = r.msg;
+    bool bad = false;
+    const uint32_t lifetime = lifetime_for(m, bad);
+    if (bad) {
+        reply_error(r, err::kBadRequest);
+        return;
+    }
+    Family only = Family::kNone;
+    if (const RawAttribute* fam = m.find(attr::kRequestedAddressFamily)) {
+        if (decode_address_family(m.value(*fam), only) != AttrError::kOk) {
+            reply_error(r, err::kBadRequest);
+            return;
+        }
+        if (!a.has_family(only)) {
+            reply_error(r, err::kPeerAddressFamilyMismatch);
+            return;
+        }
+    }
+    if (lifetime == 0) {
+        const bool dual = a.has_family(Family::kIPv4) && a.has_family(Family::kIPv6);
+        if (only != Family::kNone && dual) {
+            allocations_.remove_family(a, only);
+        } else {
+            allocations_.remove(a, AllocationManager::EndReason::kDeleted);
+        }
+    } else {
+        allocations_.refresh(a, uint64_t{lifetime} * 1000);
+    }
+    MessageBuilder b = begin(r, Class::kSuccess);
+    b.add_u32(attr::kLifetime, lifetime);
+    finish(r, b, 200);
+}
+
+}  // namespace turn::cp

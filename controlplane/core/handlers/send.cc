@@ -1,0 +1,37 @@
+// Send indication (RFC 8656 section 11.2): DATA to XOR-PEER-ADDRESS through
+// the relayed address of the peer's family, if a permission exists. There is
+// no answer to an indication, so every failure is a counted silent drop.
+#include "core/server.h"
+
+#include "stun/attributes.h"
+
+namespace turn::cp {
+
+void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m) {
+    using namespace stun;
+    Allocation* a = allocations_.find(ft);
+    if (a == nullptr) {
+        stats_.drop(Drop::kNoAllocation);
+        return;
+    }
+    const RawAttribute* peer_attr = m.find(attr::kXorPeerAddress);
+    const RawAttribute* data_attr = m.find(attr::kData);
+    Address peer;
+    if (peer_attr == nullptr || data_attr == nullptr ||
+        decode_xor_address(m.value(*peer_attr), m.transaction_id(), peer) != AttrError::kOk) {
+        stats_.drop(Drop::kMalformed);
+        return;
+    }
+    peer = peer.normalised();
+    if (!shared_.policy.permitted_transport(peer)) {
+        stats_.drop(Drop::kPeerPolicy);
+        return;
+    }
+    if (!a->permitted(peer, clock_.now_ms())) {
+        stats_.drop(Drop::kNoPermission);
+        return;
+    }
+    relay_to_peer(*a, peer, m.value(*data_attr));
+}
+
+}  // namespace turn::cp

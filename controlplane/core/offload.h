@@ -1,0 +1,36 @@
+// Hook for a forwarding offload (the DPDK dataplane of DESIGN.md). The control
+// plane stays the authority: it reports every forwarding decision it makes —
+// allocations, permissions and channel bindings as they are created, refreshed
+// and removed — and the offload may install matching fast-path flows. The
+// default hook does nothing (socket mode). A dataplane client implements this
+// interface, turning calls into IPC messages, and replays the full state with
+// AllocationManager::for_each_* after every (re)connect.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "net/address.h"
+
+namespace turn::cp {
+
+struct OffloadAllocation {
+    uint64_t id = 0;
+    FiveTuple five_tuple;                  // client <-> listening address
+    std::array<Address, 2> relayed{};      // [0] IPv4, [1] IPv6; family kNone if absent
+    uint64_t bandwidth_bps = 0;            // 0 = unlimited
+};
+
+class OffloadHook {
+public:
+    virtual ~OffloadHook() = default;
+    virtual void allocation_added(const OffloadAllocation&) {}
+    virtual void allocation_removed(uint64_t /*allocation_id*/) {}
+    // Permission for a peer IP (port ignored, RFC 8656 section 9).
+    virtual void permission_added(uint64_t /*allocation_id*/, const Address& /*peer_ip*/) {}
+    virtual void permission_removed(uint64_t /*allocation_id*/, const Address& /*peer_ip*/) {}
+    virtual void channel_added(uint64_t /*allocation_id*/, uint16_t /*channel*/, const Address& /*peer*/) {}
+    virtual void channel_removed(uint64_t /*allocation_id*/, uint16_t /*channel*/, const Address& /*peer*/) {}
+};
+
+}  // namespace turn::cp

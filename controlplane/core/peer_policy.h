@@ -1,0 +1,59 @@
+// Which peer addresses a client may reach through the relay (RFC 8656
+// section 21.2.2 "Client-to-Peer Attacks" / coturn's CVE history).
+//
+// Every check first normalises IPv4-mapped IPv6 (::ffff:127.0.0.1 is
+// 127.0.0.1). Order of rules:
+//   1. operator deny ranges            -> denied
+//   2. operator allow ranges           -> permitted (re-permits a default range,
+//                                         e.g. 127.0.0.0/8 for tests)
+//   3. default-denied ranges and the relay's own IPs -> denied
+//   4. everything else                 -> permitted
+// On paths that carry a peer port (ChannelBind, Send), the relay's own
+// listening transport addresses are denied even when an allow range covers the
+// IP, so a client can never make the relay feed its own STUN/TURN port.
+// Relayed ports on an allowed own IP stay reachable: relay-to-relay is how two
+// relay-only clients of the same server talk (both browsers in a relay-only
+// call). With the default policy the own IPs are denied altogether; operators
+// who want relay-to-relay add their relay IP to allow_peers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "net/address.h"
+
+namespace turn::cp {
+
+enum class PeerVerdict : uint8_t {
+    kPermitted,
+    kDeniedByOperator,
+    kDeniedByDefault,   // 0.0.0.0/8, 127/8, ::, ::1, link-local, multicast, ...
+    kDeniedSelf,        // one of the relay's own addresses
+};
+
+class PeerPolicy {
+public:
+    PeerPolicy(std::vector<Prefix> allow, std::vector<Prefix> deny, std::vector<Address> own_listen,
+               std::vector<Address> own_relay_ips);
+
+    // For permissions (IP only).
+    PeerVerdict check_ip(const Address& peer) const;
+    // For paths with a port.
+    PeerVerdict check_transport(const Address& peer) const;
+    bool permitted_ip(const Address& peer) const { return check_ip(peer) == PeerVerdict::kPermitted; }
+    bool permitted_transport(const Address& peer) const {
+        return check_transport(peer) == PeerVerdict::kPermitted;
+    }
+
+    static const std::vector<Prefix>& default_denied();
+
+private:
+    bool is_own_ip(const Address& a) const;
+
+    std::vector<Prefix> allow_;
+    std::vector<Prefix> deny_;
+    std::vector<Address> own_listen_;  // normalised, with ports
+    std::vector<Address> own_ips_;     // normalised, port 0: listen + relay IPs
+};
+
+}  // namespace turn::cp

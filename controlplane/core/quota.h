@@ -1,0 +1,81 @@
+// Allocation quotas shared by all event loops (per user and in total, answered
+// with 486), a token bucket for per-allocation bandwidth, and the per-source
+// rate limiter for unauthenticated (401) answers.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "net/address.h"
+
+namespace turn::cp {
+
+enum class QuotaResult : uint8_t { kOk, kPerUser, kTotal };
+
+class AllocationQuota {
+public:
+    AllocationQuota(uint32_t max_per_user, uint32_t max_total) : per_user_(max_per_user), total_(max_total) {}
+    // Takes one slot for `user` or says which limit stops it. 0 = unlimited.
+    QuotaResult acquire(const std::string& user);
+    void release(const std::string& user);
+    uint32_t total() const;
+
+private:
+    mutable std::mutex mu_;
+    uint32_t per_user_;
+    uint32_t total_;
+    uint32_t count_ = 0;
+    std::unordered_map<std::string, uint32_t> by_user_;
+};
+
+// Classic token bucket in bytes (or packets); rate 0 = unlimited.
+class TokenBucket {
+public:
+    TokenBucket() = default;
+    TokenBucket(uint64_t rate_per_s, uint64_t burst, uint64_t now_ms)
+        : rate_(rate_per_s), burst_(burst), tokens_(burst), last_ms_(now_ms) {}
+    bool unlimited() const { return rate_ == 0; }
+    bool take(uint64_t amount, uint64_t now_ms) {
+        if (rate_ == 0) {
+            return true;
+        }
+        if (now_ms > last_ms_) {
+            const uint64_t add = (now_ms - last_ms_) * rate_ / 1000;
+            if (add > 0) {
+                tokens_ = tokens_ + add > burst_ ? burst_ : tokens_ + add;
+                last_ms_ = now_ms;
+            }
+        }
+        if (tokens_ < amount) {
+            return false;
+        }
+        tokens_ -= amount;
+        return true;
+    }
+
+private:
+    uint64_t rate_ = 0;
+    uint64_t burst_ = 0;
+    uint64_t tokens_ = 0;
+    uint64_t last_ms_ = 0;
+};
+
+// Per source IP token buckets (one per event loop, so no lock). Bounded: when
+// full, idle buckets are purged; if still full, unknown sources are refused,
+// which errs on the side of not answering a flood.
+class SourceRateLimiter {
+public:
+    SourceRateLimiter(uint32_t per_s, size_t max_sources = 65536) : per_s_(per_s), max_(max_sources) {}
+    bool allow(const Address& source, uint64_t now_ms);
+    size_t size() const { return buckets_.size(); }
+
+private:
+    uint32_t per_s_;
+    size_t max_;
+    std::unordered_map<Address, TokenBucket, AddressHash> buckets_;
+    std::unordered_map<Address, uint64_t, AddressHash> last_seen_;
+};
+
+}  // namespace turn::cp

@@ -1,0 +1,376 @@
+#include "core/server.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/bytes.h"
+#include "stun/attributes.h"
+#include "turn/channel_data.h"
+
+namespace turn::cp {
+
+namespace {
+constexpr uint64_t kHousekeepingMs = 5'000;
+
+// Transaction IDs of Data indications: unpredictability is not a security
+// property here (the peer address is in the clear anyway), so a cheap
+// xorshift keeps the per-packet path free of syscalls and locks.
+uint64_t g_seed_counter = 0x9E3779B97F4A7C15ull;
+}  // namespace
+
+Server::Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats)
+    : shared_(shared), clock_(clock), io_(io), stats_(stats), wheel_(clock.now_ms()),
+      allocations_(shared, clock, wheel_, io, offload, stats), auth_(shared, clock),
+      unauth_limiter_(shared.config.unauth_per_ip_per_s) {
+    schedule_housekeeping();
+    txid_state_ = g_seed_counter ^ reinterpret_cast<uintptr_t>(this) ^ clock.now_ms();
+    g_seed_counter += 0x9E3779B97F4A7C15ull;
+}
+
+void Server::schedule_housekeeping() {
+    wheel_.schedule(clock_.now_ms() + kHousekeepingMs, [this] {
+        cache_.expire(clock_.now_ms());
+        schedule_housekeeping();
+    });
+}
+
+void Server::tick() { wheel_.advance(clock_.now_ms()); }
+
+void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data) {
+    if (data.empty()) {
+        stats_.drop(Drop::kMalformed);
+        return;
+    }
+    if (is_channel_data(data[0])) {
+        on_channel_data(ft, data);
+        return;
+    }
+    stun::MessageView m;
+    const stun::ParseError err = stun::parse(data, m);
+    if (err == stun::ParseError::kBadMagicCookie) {
+        on_rfc3489_binding(ft, data);
+        return;
+    }
+    if (err != stun::ParseError::kOk) {
+        on_parse_error(ft, data);
+        return;
+    }
+    switch (m.cls()) {
+        case stun::Class::kRequest:
+            on_request(ft, m);
+            return;
+        case stun::Class::kIndication:
+            on_indication(ft, m);
+            return;
+        default:
+            stats_.drop(Drop::kUnexpectedClass);
+            return;
+    }
+}
+
+void Server::on_parse_error(const FiveTuple& ft, std::span<const uint8_t> data) {
+    stats_.drop(Drop::kMalformed);
+    // A request whose header is sound but whose attributes are not gets a 400
+    // (RFC 8489 section 6.3.1); anything else is dropped silently.
+    if (data.size() < stun::kHeaderSize || (data[0] & 0xC0) != 0 || load_be32(data.data() + 4) != stun::kMagicCookie) {
+        return;
+    }
+    const uint16_t type = load_be16(data.data());
+    if (stun::type_class(type) != stun::Class::kRequest) {
+        return;
+    }
+    std::array<uint8_t, stun::kTxIdSize> txid{};
+    std::memcpy(txid.data(), data.data() + 8, txid.size());
+    stun::MessageBuilder b(scratch_, stun::make_type(stun::type_method(type), stun::Class::kError), txid);
+    b.add_error_code(stun::err::kBadRequest);
+    if (!shared_.config.software.empty()) {
+        b.add_text(stun::attr::kSoftware, shared_.config.software);
+    }
+    stats_.request(stun::type_method(type), stun::err::kBadRequest);
+    if (b.ok()) {
+        io_.send_to_client(ft, b.bytes());
+    }
+}
+
+void Server::on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> data) {
+    // RFC 3489 clients send a 16-byte transaction ID where the magic cookie
+    // now sits; RFC 8489 section 12 asks servers to answer them with
+    // MAPPED-ADDRESS (they do not know XOR-MAPPED-ADDRESS) and the ID echoed.
+    if (data.size() < stun::kHeaderSize || (data[0] & 0xC0) != 0 ||
+        load_be16(data.data()) != stun::make_type(stun::Method::kBinding, stun::Class::kRequest) ||
+        load_be16(data.data() + 2) != data.size() - stun::kHeaderSize) {
+        stats_.drop(Drop::kMalformed);
+        return;
+    }
+    std::array<uint8_t, stun::kTxIdSize> txid{};
+    std::memcpy(txid.data(), data.data() + 8, txid.size());
+    stun::MessageBuilder b(scratch_, stun::Method::kBinding, stun::Class::kSuccess, txid);
+    b.add_address(stun::attr::kMappedAddress, ft.client.normalised());
+    if (!shared_.config.software.empty()) {
+        b.add_text(stun::attr::kSoftware, shared_.config.software);
+    }
+    if (!b.ok()) {
+        return;
+    }
+    std::memcpy(scratch_.data() + 4, data.data() + 4, 4);  // the old 128-bit transaction ID
+    stats_.request(static_cast<uint16_t>(stun::Method::kBinding), 200);
+    io_.send_to_client(ft, std::span<const uint8_t>(scratch_.data(), b.size()));
+}
+
+void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
+    const uint64_t now = clock_.now_ms();
+    if (const auto* cached = cache_.find(ft, m.transaction_id(), now)) {
+        io_.send_to_client(ft, *cached);
+        return;
+    }
+    Request r{m, ft};
+    r.fingerprint = m.fingerprint() != nullptr;
+    const auto method = static_cast<stun::Method>(m.method());
+    if (method == stun::Method::kBinding) {
+        handle_binding(r);
+        return;
+    }
+    switch (method) {
+        case stun::Method::kAllocate:
+        case stun::Method::kRefresh:
+        case stun::Method::kCreatePermission:
+        case stun::Method::kChannelBind:
+        case stun::Method::kConnect:
+        case stun::Method::kConnectionBind:
+            break;
+        default:
+            reply_error(r, stun::err::kBadRequest);  // unknown method
+            return;
+    }
+
+    const AuthOutcome auth = auth_.check(m, ft.client);
+    if (auth.verdict != AuthVerdict::kOk) {
+        stats_.auth_failure(auth.reason);
+        if (auth.verdict == AuthVerdict::kBadRequest) {
+            reply_error(r, stun::err::kBadRequest);
+            return;
+        }
+        // Unauthenticated answers are rate-limited per source IP so that
+        // spoofed requests cannot turn the relay into a reflector.
+        if (!unauth_limiter_.allow(ft.client, now)) {
+            stats_.drop(Drop::kUnauthRateLimit);
+            return;
+        }
+        challenge(r, auth.verdict == AuthVerdict::kStaleNonce ? stun::err::kStaleNonce : stun::err::kUnauthenticated);
+        return;
+    }
+    r.auth = &auth.context;
+
+    if (!m.unknown_required().empty()) {
+        stun::MessageBuilder b = begin(r, stun::Class::kError);
+        b.add_error_code(stun::err::kUnknownAttribute);
+        b.add_unknown_attributes(m.unknown_required());
+        finish(r, b, stun::err::kUnknownAttribute);
+        return;
+    }
+
+    Allocation* a = allocations_.find(ft);
+    if (method == stun::Method::kAllocate) {
+        if (a != nullptr) {
+            // Not a retransmission (those were answered from the cache).
+            reply_error(r, stun::err::kAllocationMismatch);
+            return;
+        }
+        handle_allocate(r);
+        return;
+    }
+    if (a == nullptr) {
+        reply_error(r, stun::err::kAllocationMismatch);
+        return;
+    }
+    // RFC 8656 section 5: the USERNAME (and realm) must be those that created
+    // the allocation.
+    if (a->username != auth.context.username) {
+        stats_.auth_failure(AuthFailure::kWrongCredentials);
+        reply_error(r, stun::err::kWrongCredentials);
+        return;
+    }
+    switch (method) {
+        case stun::Method::kRefresh:
+            handle_refresh(r, *a);
+            return;
+        case stun::Method::kCreatePermission:
+            handle_create_permission(r, *a);
+            return;
+        case stun::Method::kChannelBind:
+            handle_channel_bind(r, *a);
+            return;
+        default:
+            handle_connect(r, *a);
+            return;
+    }
+}
+
+void Server::on_indication(const FiveTuple& ft, const stun::MessageView& m) {
+    if (m.method() == static_cast<uint16_t>(stun::Method::kSend)) {
+        handle_send(ft, m);
+        return;
+    }
+    if (m.method() == static_cast<uint16_t>(stun::Method::kBinding)) {
+        return;  // keepalive (RFC 8489 section 6.3.2): no answer
+    }
+    stats_.drop(Drop::kUnexpectedClass);
+}
+
+stun::MessageBuilder Server::begin(const Request& r, stun::Class cls) {
+    return stun::MessageBuilder(scratch_, stun::make_type(r.msg.method(), cls), r.msg.transaction_id());
+}
+
+void Server::finish(const Request& r, stun::MessageBuilder& b, uint16_t code) {
+    if (!shared_.config.software.empty()) {
+        b.add_text(stun::attr::kSoftware, shared_.config.software);
+    }
+    if (r.auth != nullptr) {
+        if (r.auth->sha256) {
+            b.add_message_integrity_sha256(r.auth->key.span());
+        } else {
+            b.add_message_integrity(r.auth->key.span());
+        }
+    }
+    if (r.fingerprint) {
+        b.add_fingerprint();
+    }
+    stats_.request(r.msg.method(), code);
+    if (!b.ok()) {
+        return;  // cannot happen with the scratch size; never send a partial message
+    }
+    io_.send_to_client(r.ft, b.bytes());
+    if (r.auth != nullptr) {
+        cache_.store(r.ft, r.msg.transaction_id(), b.bytes(), clock_.now_ms());
+    }
+}
+
+void Server::reply_error(const Request& r, uint16_t code) {
+    stun::MessageBuilder b = begin(r, stun::Class::kError);
+    b.add_error_code(code);
+    finish(r, b, code);
+}
+
+void Server::challenge(const Request& r, uint16_t code) {
+    stun::MessageBuilder b = begin(r, stun::Class::kError);
+    b.add_error_code(code);
+    b.add_text(stun::attr::kRealm, auth_.realm());
+    b.add_text(stun::attr::kNonce, auth_.nonce_for(r.ft.client));
+    b.add_password_algorithms(Authenticator::kAlgorithms);
+    Request unsigned_r{r.msg, r.ft, nullptr, r.fingerprint};
+    finish(unsigned_r, b, code);
+}
+
+uint32_t Server::lifetime_for(const stun::MessageView& m, bool& bad) const {
+    const auto& c = shared_.config;
+    bad = false;
+    const auto* attr = m.find(stun::attr::kLifetime);
+    if (attr == nullptr) {
+        return c.default_lifetime_s;
+    }
+    uint32_t requested = 0;
+    if (stun::decode_u32(m.value(*attr), requested) != stun::AttrError::kOk) {
+        bad = true;
+        return 0;
+    }
+    if (requested == 0) {
+        return 0;
+    }
+    // RFC 8656 section 7.2: min(requested, maximum), never below the default.
+    return std::clamp(requested, c.default_lifetime_s, c.max_lifetime_s);
+}
+
+void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data) {
+    ChannelDataView cd;
+    if (parse_channel_data(data, cd) != ChannelDataError::kOk) {
+        stats_.drop(Drop::kMalformed);
+        return;
+    }
+    Allocation* a = allocations_.find(ft);
+    if (a == nullptr) {
+        stats_.drop(Drop::kNoAllocation);
+        return;
+    }
+    const uint64_t now = clock_.now_ms();
+    const Address* peer = a->peer_for(cd.channel, now);
+    if (peer == nullptr) {
+        stats_.drop(Drop::kNoChannel);
+        return;
+    }
+    if (!a->permitted(*peer, now)) {
+        stats_.drop(Drop::kNoPermission);
+        return;
+    }
+    relay_to_peer(*a, *peer, cd.payload);
+}
+
+void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload) {
+    const RelayEndpoint* relay = a.relay(peer.family);
+    if (relay == nullptr) {
+        stats_.drop(Drop::kFamilyMismatch);
+        return;
+    }
+    if (!a.bandwidth.take(payload.size(), clock_.now_ms())) {
+        stats_.drop(Drop::kBandwidth);
+        return;
+    }
+    io_.send_to_peer(relay->id, peer, payload);
+    ++a.packets_out;
+    stats_.relayed(Direction::kClientToPeer, payload.size());
+}
+
+void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data) {
+    Family family = Family::kNone;
+    Allocation* a = allocations_.find_by_relay(relay, family);
+    if (a == nullptr) {
+        stats_.drop(Drop::kNoAllocation);
+        return;
+    }
+    const Address peer = peer_in.normalised();
+    const uint64_t now = clock_.now_ms();
+    // RFC 8656 section 11.2 / 12.6: only peers with a permission get through.
+    if (!a->permitted(peer, now)) {
+        stats_.drop(Drop::kNoPermission);
+        return;
+    }
+    if (!a->bandwidth.take(data.size(), now)) {
+        stats_.drop(Drop::kBandwidth);
+        return;
+    }
+    size_t n = 0;
+    if (const auto ch = a->channel_for(peer, now)) {
+        n = build_channel_data(scratch_, *ch, data, false);
+    } else {
+        // Data indication: XOR-PEER-ADDRESS + DATA (RFC 8656 section 11.3).
+        std::array<uint8_t, stun::kTxIdSize> txid{};
+        for (size_t i = 0; i < txid.size(); i += 8) {
+            txid_state_ ^= txid_state_ << 13;
+            txid_state_ ^= txid_state_ >> 7;
+            txid_state_ ^= txid_state_ << 17;
+            const size_t k = std::min<size_t>(8, txid.size() - i);
+            std::memcpy(txid.data() + i, &txid_state_, k);
+        }
+        if (data.size() > stun::kMaxMessageSize - 64) {
+            stats_.drop(Drop::kTooLarge);
+            return;
+        }
+        stun::MessageBuilder b(scratch_, stun::Method::kData, stun::Class::kIndication, txid);
+        b.add_xor_address(stun::attr::kXorPeerAddress, peer);
+        auto dst = b.reserve(stun::attr::kData, data.size());
+        if (!b.ok() || dst.size() != data.size()) {
+            stats_.drop(Drop::kTooLarge);
+            return;
+        }
+        std::memcpy(dst.data(), data.data(), data.size());
+        n = b.size();
+    }
+    if (n == 0) {
+        stats_.drop(Drop::kTooLarge);
+        return;
+    }
+    io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n));
+    ++a->packets_in;
+    stats_.relayed(Direction::kPeerToClient, data.size());
+}
+
+}  // namespace turn::cp

@@ -1,0 +1,102 @@
+// The protocol core of one event loop: everything a TURN server does with a
+// datagram, without I/O. The I/O layer feeds it client datagrams (with their
+// 5-tuple) and peer datagrams (with the relayed socket they arrived on) and
+// calls tick(); the core answers through PacketIo.
+//
+// Client datagram path (on_client_datagram):
+//   ChannelData? -> channel lookup -> permission -> bandwidth -> send to peer
+//   STUN? parse -> request:    retransmission cache -> Binding (no auth) or
+//                              auth -> 420 -> 437/441 -> method handler
+//                  indication: Send -> peer policy -> permission -> send to peer
+//   RFC 3489 Binding (no magic cookie) -> MAPPED-ADDRESS answer
+// Peer datagram path (on_peer_datagram):
+//   relay -> allocation -> permission -> bandwidth -> ChannelData or Data indication
+// Method handlers live in handlers/<method>.cc, one per method.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+#include "core/allocation_manager.h"
+#include "core/auth.h"
+#include "core/clock.h"
+#include "core/offload.h"
+#include "core/packet_io.h"
+#include "core/quota.h"
+#include "core/response_cache.h"
+#include "core/shared.h"
+#include "core/stats.h"
+#include "core/timer_wheel.h"
+#include "stun/builder.h"
+#include "stun/message.h"
+
+namespace turn::cp {
+
+class Server {
+public:
+    Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats);
+
+    void on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data);
+    void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data);
+    // Runs due timers; call at least every tick (100 ms) of the wheel.
+    void tick();
+
+    AllocationManager& allocations() { return allocations_; }
+    TimerWheel& wheel() { return wheel_; }
+    const ResponseCache& response_cache() const { return cache_; }
+
+    static constexpr size_t kScratchSize = 65536 + 128;
+
+private:
+    // One request being answered.
+    struct Request {
+        const stun::MessageView& msg;
+        const FiveTuple& ft;
+        const AuthContext* auth = nullptr;  // set once authenticated
+        bool fingerprint = false;           // the request had FINGERPRINT
+    };
+
+    void on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data);
+    void on_request(const FiveTuple& ft, const stun::MessageView& m);
+    void on_indication(const FiveTuple& ft, const stun::MessageView& m);
+    void on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> data);
+    void on_parse_error(const FiveTuple& ft, std::span<const uint8_t> data);
+
+    // Handlers (handlers/*.cc).
+    void handle_binding(const Request& r);
+    void handle_allocate(const Request& r);
+    void handle_refresh(const Request& r, Allocation& a);
+    void handle_create_permission(const Request& r, Allocation& a);
+    void handle_channel_bind(const Request& r, Allocation& a);
+    void handle_connect(const Request& r, Allocation& a);
+    void handle_send(const FiveTuple& ft, const stun::MessageView& m);
+
+    // Response helpers: begin() starts a response to r in the scratch
+    // buffer; finish() appends SOFTWARE, the integrity attribute the request
+    // used, FINGERPRINT if the request had one, then sends (and caches).
+    stun::MessageBuilder begin(const Request& r, stun::Class cls);
+    void finish(const Request& r, stun::MessageBuilder& b, uint16_t code);
+    void reply_error(const Request& r, uint16_t code);
+    // 401 / 438 with REALM, NONCE and PASSWORD-ALGORITHMS (unsigned).
+    void challenge(const Request& r, uint16_t code);
+
+    // Relaying.
+    void relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload);
+    uint32_t lifetime_for(const stun::MessageView& m, bool& bad) const;
+    void schedule_housekeeping();
+
+    Shared& shared_;
+    const Clock& clock_;
+    PacketIo& io_;
+    Stats& stats_;
+    TimerWheel wheel_;
+    AllocationManager allocations_;
+    Authenticator auth_;
+    ResponseCache cache_;
+    SourceRateLimiter unauth_limiter_;
+    uint64_t txid_state_ = 0;
+    std::array<uint8_t, kScratchSize> scratch_{};
+};
+
+}  // namespace turn::cp

@@ -1,0 +1,44 @@
+#include "core/shared.h"
+
+#include <random>
+
+namespace turn::cp {
+
+Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
+    : config(c), credentials(c.realm), nonces(std::move(n)),
+      policy(c.allow_peers, c.deny_peers, c.listen, c.relay_ips),
+      ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000, std::random_device{}()),
+      quota(c.max_per_user, c.max_total) {}
+
+namespace {
+std::unique_ptr<Shared> finish(std::unique_ptr<Shared> s, std::string& error) {
+    for (const auto& [user, pass] : s->config.users) {
+        if (!s->credentials.add_user(user, pass)) {
+            error = "[auth].users: the password of \"" + user +
+                    "\" is not a valid OpaqueString (RFC 8265: no control characters, not empty)";
+            return nullptr;
+        }
+    }
+    for (const auto& secret : s->config.rest_secrets) {
+        if (!s->credentials.add_secret(secret)) {
+            error = "[auth].rest_secrets: a secret was rejected (too many? at most 8)";
+            return nullptr;
+        }
+    }
+    return s;
+}
+}  // namespace
+
+std::unique_ptr<Shared> Shared::create(const Config& config, std::string& error) {
+    return finish(std::make_unique<Shared>(config, std::make_unique<auth::NonceCodec>(config.nonce_lifetime_s)),
+                  error);
+}
+
+std::unique_ptr<Shared> Shared::create(const Config& config, std::span<const uint8_t> nonce_secret,
+                                       std::string& error) {
+    return finish(std::make_unique<Shared>(
+                      config, std::make_unique<auth::NonceCodec>(nonce_secret, config.nonce_lifetime_s)),
+                  error);
+}
+
+}  // namespace turn::cp

@@ -1,0 +1,44 @@
+// State shared by every event loop of one process: configuration, credentials,
+// the nonce secret, peer policy, relayed ports and quotas. Everything here is
+// either immutable after start-up or internally locked / atomic, and none of
+// it is touched per relayed packet.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "auth/credential_store.h"
+#include "auth/nonce.h"
+#include "core/config.h"
+#include "core/peer_policy.h"
+#include "core/port_allocator.h"
+#include "core/quota.h"
+
+namespace turn::cp {
+
+struct Shared {
+    // Fails (returns nullptr with `error` set) if a configured password is
+    // rejected by OpaqueString or a secret cannot be added.
+    static std::unique_ptr<Shared> create(const Config& config, std::string& error);
+    // For tests: a fixed nonce secret instead of a random one.
+    static std::unique_ptr<Shared> create(const Config& config, std::span<const uint8_t> nonce_secret,
+                                          std::string& error);
+
+    Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n);
+
+    Config config;
+    auth::CredentialStore credentials;
+    std::unique_ptr<auth::NonceCodec> nonces;
+    PeerPolicy policy;
+    PortAllocator ports;
+    AllocationQuota quota;
+    std::atomic<bool> draining{false};
+    // Live gauges: allocations holding a relayed address of each family.
+    std::atomic<int64_t> allocations_v4{0};
+    std::atomic<int64_t> allocations_v6{0};
+    std::atomic<int64_t> allocations{0};
+};
+
+}  // namespace turn::cp

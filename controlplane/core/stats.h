@@ -1,0 +1,99 @@
+// Per-event-loop counters. Each loop owns one Stats and is its only writer, so
+// an increment is a relaxed load + store (no lock, no atomic read-modify-write);
+// the metrics exporter sums the loops' counters when Prometheus scrapes.
+// Every drop reason, auth failure reason and quota kind has a name here.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace turn::cp {
+
+struct Counter {
+    std::atomic<uint64_t> v{0};
+    void add(uint64_t n = 1) { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+    uint64_t get() const { return v.load(std::memory_order_relaxed); }
+};
+
+#define TURN_CP_DROP_REASONS(X)                                                          \
+    X(kMalformed, "malformed")                 /* unparseable STUN / ChannelData */     \
+    X(kUnexpectedClass, "unexpected_class")    /* responses, unknown indications */     \
+    X(kNoAllocation, "no_allocation")          /* data on a 5-tuple with no allocation */ \
+    X(kNoPermission, "no_permission")          /* peer/Send without permission */        \
+    X(kNoChannel, "no_channel")                /* ChannelData on an unbound channel */   \
+    X(kPeerPolicy, "peer_policy")              /* Send/peer traffic to a denied peer */  \
+    X(kFamilyMismatch, "family_mismatch")      /* no relayed address of that family */  \
+    X(kBandwidth, "bandwidth")                 /* allocation over its bandwidth quota */ \
+    X(kUnauthRateLimit, "unauth_rate_limit")   /* 401 answers over the per-IP limit */   \
+    X(kSendError, "send_error")                /* sendmsg failed */                      \
+    X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */
+
+#define TURN_CP_AUTH_FAILURES(X)              \
+    X(kNoCredentials, "no_credentials")       \
+    X(kMissingAttributes, "missing_attributes") \
+    X(kInvalidNonce, "invalid_nonce")         \
+    X(kStaleNonce, "stale_nonce")             \
+    X(kWrongRealm, "wrong_realm")             \
+    X(kUnknownUser, "unknown_user")           \
+    X(kExpiredUser, "expired_user")           \
+    X(kBadIntegrity, "bad_integrity")         \
+    X(kBadAlgorithm, "bad_algorithm")         \
+    X(kWrongCredentials, "wrong_credentials")
+
+#define TURN_CP_QUOTA_KINDS(X)       \
+    X(kPerUser, "per_user")          \
+    X(kTotal, "total")               \
+    X(kPorts, "ports")
+
+#define TURN_CP_ENUM(name, str) name,
+enum class Drop : uint8_t { TURN_CP_DROP_REASONS(TURN_CP_ENUM) kCount };
+enum class AuthFailure : uint8_t { TURN_CP_AUTH_FAILURES(TURN_CP_ENUM) kCount };
+enum class QuotaKind : uint8_t { TURN_CP_QUOTA_KINDS(TURN_CP_ENUM) kCount };
+#undef TURN_CP_ENUM
+
+std::string_view name(Drop d);
+std::string_view name(AuthFailure a);
+std::string_view name(QuotaKind q);
+
+// Request methods and response codes tracked by turn_requests_total.
+enum class MethodIndex : uint8_t {
+    kBinding, kAllocate, kRefresh, kCreatePermission, kChannelBind, kConnect, kOther, kCount
+};
+std::string_view name(MethodIndex m);
+MethodIndex method_index(uint16_t method);
+
+constexpr std::array<uint16_t, 16> kTrackedCodes = {200, 300, 400, 401, 403, 420, 437, 438,
+                                                   440, 441, 442, 443, 446, 486, 500, 508};
+size_t code_index(uint16_t code);  // unknown codes map to 500's slot
+
+enum class Direction : uint8_t { kClientToPeer, kPeerToClient, kCount };
+std::string_view name(Direction d);
+
+struct Stats {
+    std::array<Counter, static_cast<size_t>(Drop::kCount)> drops;
+    std::array<Counter, static_cast<size_t>(AuthFailure::kCount)> auth_failures;
+    std::array<Counter, static_cast<size_t>(QuotaKind::kCount)> quota_rejections;
+    std::array<std::array<Counter, kTrackedCodes.size()>, static_cast<size_t>(MethodIndex::kCount)> requests;
+    std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_packets;
+    std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_bytes;
+    // Event loop utilisation over the last window, in parts per million.
+    std::atomic<uint32_t> busy_ppm{0};
+
+    void drop(Drop d) { drops[static_cast<size_t>(d)].add(); }
+    void auth_failure(AuthFailure a) { auth_failures[static_cast<size_t>(a)].add(); }
+    void quota(QuotaKind q) { quota_rejections[static_cast<size_t>(q)].add(); }
+    void request(uint16_t method, uint16_t code) {
+        requests[static_cast<size_t>(method_index(method))][code_index(code)].add();
+    }
+    void relayed(Direction d, size_t bytes) {
+        relayed_packets[static_cast<size_t>(d)].add();
+        relayed_bytes[static_cast<size_t>(d)].add(bytes);
+    }
+    uint64_t drops_of(Drop d) const { return drops[static_cast<size_t>(d)].get(); }
+    uint64_t auth_failures_of(AuthFailure a) const { return auth_failures[static_cast<size_t>(a)].get(); }
+};
+
+}  // namespace turn::cp

@@ -1,0 +1,269 @@
+#include "io/socket_io.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <cerrno>
+#include <cstring>
+
+#include "core/server.h"
+
+namespace turn::cp {
+
+namespace {
+// epoll tags: high bit marks a listener, the rest is the index.
+constexpr uint64_t kListenerTag = 1ull << 63;
+
+int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
+    const int domain = local.is_v6() ? AF_INET6 : AF_INET;
+    const int fd = ::socket(domain, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err = std::string("socket: ") + std::strerror(errno);
+        return -1;
+    }
+    const int one = 1;
+    if (reuseport) {
+        ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    }
+    if (local.is_v6()) {
+        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    const int buf = 4 << 20;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    sockaddr_storage ss{};
+    const size_t len = local.to_sockaddr(&ss);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0) {
+        err = errno == EADDRINUSE ? "in use" : std::strerror(errno);
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+}  // namespace
+
+SocketIo::SocketIo(Stats& stats)
+    : stats_(stats), epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), rx_buf_(kBatch * kRxSlot), tx_buf_(kTxBatch * kTxSlot) {
+    for (size_t i = 0; i < kBatch; ++i) {
+        rx_iov_[i].iov_base = rx_buf_.data() + i * kRxSlot;
+        rx_iov_[i].iov_len = kRxSlot;
+    }
+}
+
+SocketIo::~SocketIo() {
+    flush();
+    for (auto& l : listeners_) {
+        ::close(l.fd);
+    }
+    for (auto& r : relays_) {
+        if (r.fd >= 0) {
+            ::close(r.fd);
+        }
+    }
+    if (epoll_fd_ >= 0) {
+        ::close(epoll_fd_);
+    }
+}
+
+std::string SocketIo::add_listener(const Address& local) {
+    std::string err;
+    const int fd = make_udp_socket(local, true, err);
+    if (fd < 0) {
+        return "cannot listen on " + local.to_string() + ": " + err;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kListenerTag | listeners_.size();
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    listeners_.push_back(Listener{fd, local});
+    return {};
+}
+
+OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId& out) {
+    std::string err;
+    const int fd = make_udp_socket(addr, false, err);
+    if (fd < 0) {
+        return err == "in use" ? OpenResult::kPortInUse : OpenResult::kError;
+    }
+    if (dont_fragment) {
+        // RFC 8656 section 18.10: DONT-FRAGMENT -> set DF on relayed packets.
+        if (addr.is_v4()) {
+            const int v = IP_PMTUDISC_DO;
+            ::setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v);
+        } else {
+            const int v = 1;
+            ::setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &v, sizeof v);
+        }
+    }
+    RelayId id = 0;
+    if (!free_relays_.empty()) {
+        id = free_relays_.back();
+        free_relays_.pop_back();
+    } else {
+        id = static_cast<RelayId>(relays_.size());
+        relays_.emplace_back();
+    }
+    relays_[id] = Relay{fd, addr};
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = id;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    ++relay_count_;
+    out = id;
+    return OpenResult::kOk;
+}
+
+void SocketIo::close_relay(RelayId relay) {
+    if (relay >= relays_.size() || relays_[relay].fd < 0) {
+        return;
+    }
+    // Pending sends from this socket must not go out on a reused fd number.
+    flush();
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, relays_[relay].fd, nullptr);
+    ::close(relays_[relay].fd);
+    relays_[relay].fd = -1;
+    free_relays_.push_back(relay);
+    --relay_count_;
+}
+
+void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data) {
+    for (const auto& l : listeners_) {
+        if (l.local == to.server) {
+            queue(l.fd, to.client, data);
+            return;
+        }
+    }
+    stats_.drop(Drop::kSendError);
+}
+
+void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data) {
+    if (relay >= relays_.size() || relays_[relay].fd < 0) {
+        stats_.drop(Drop::kSendError);
+        return;
+    }
+    queue(relays_[relay].fd, peer, data);
+}
+
+void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data) {
+    if (data.size() > kTxSlot) {
+        flush();  // keep order with what is already queued
+        sockaddr_storage ss{};
+        const size_t len = to.to_sockaddr(&ss);
+        if (::sendto(fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss),
+                     static_cast<socklen_t>(len)) < 0) {
+            stats_.drop(Drop::kSendError);
+        }
+        return;
+    }
+    if (tx_count_ == kTxBatch) {
+        flush();
+    }
+    const size_t i = tx_count_++;
+    uint8_t* slot = tx_buf_.data() + i * kTxSlot;
+    std::memcpy(slot, data.data(), data.size());
+    tx_iov_[i].iov_base = slot;
+    tx_iov_[i].iov_len = data.size();
+    const size_t len = to.to_sockaddr(&tx_addr_[i]);
+    tx_msgs_[i].msg_hdr = msghdr{};
+    tx_msgs_[i].msg_hdr.msg_name = &tx_addr_[i];
+    tx_msgs_[i].msg_hdr.msg_namelen = static_cast<socklen_t>(len);
+    tx_msgs_[i].msg_hdr.msg_iov = &tx_iov_[i];
+    tx_msgs_[i].msg_hdr.msg_iovlen = 1;
+    tx_fd_[i] = fd;
+}
+
+void SocketIo::flush() {
+    size_t i = 0;
+    while (i < tx_count_) {
+        // One sendmmsg per run of datagrams leaving through the same socket.
+        size_t j = i + 1;
+        while (j < tx_count_ && tx_fd_[j] == tx_fd_[i]) {
+            ++j;
+        }
+        size_t done = i;
+        while (done < j) {
+            const int n = ::sendmmsg(tx_fd_[i], &tx_msgs_[done], static_cast<unsigned>(j - done), 0);
+            if (n <= 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                // Skip the datagram that failed (e.g. EMSGSIZE with DF, or
+                // ENOBUFS) and carry on with the rest.
+                stats_.drop(Drop::kSendError);
+                ++done;
+                continue;
+            }
+            done += static_cast<size_t>(n);
+        }
+        i = j;
+    }
+    tx_count_ = 0;
+}
+
+void SocketIo::receive(int fd, bool is_listener, uint32_t index) {
+    for (size_t i = 0; i < kBatch; ++i) {
+        rx_msgs_[i].msg_hdr = msghdr{};
+        rx_msgs_[i].msg_hdr.msg_name = &rx_addr_[i];
+        rx_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+        rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
+        rx_msgs_[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int n = ::recvmmsg(fd, rx_msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
+    if (n <= 0) {
+        return;
+    }
+    for (int k = 0; k < n; ++k) {
+        const auto& h = rx_msgs_[static_cast<size_t>(k)];
+        if ((h.msg_hdr.msg_flags & MSG_TRUNC) != 0) {
+            stats_.drop(Drop::kTooLarge);
+            continue;
+        }
+        auto src = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&rx_addr_[static_cast<size_t>(k)]));
+        if (!src) {
+            continue;
+        }
+        const std::span<const uint8_t> data(static_cast<const uint8_t*>(rx_iov_[static_cast<size_t>(k)].iov_base),
+                                            h.msg_len);
+        if (is_listener) {
+            FiveTuple ft{*src, listeners_[index].local, Transport::kUdp};
+            server_->on_client_datagram(ft, data);
+        } else {
+            server_->on_peer_datagram(index, *src, data);
+        }
+    }
+}
+
+bool SocketIo::poll_once(int timeout_ms, uint64_t* waited_us) {
+    std::array<epoll_event, 64> events{};
+    timespec a{};
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    const int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout_ms);
+    timespec b{};
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (waited_us != nullptr) {
+        *waited_us += static_cast<uint64_t>((b.tv_sec - a.tv_sec) * 1'000'000 + (b.tv_nsec - a.tv_nsec) / 1000);
+    }
+    if (n < 0) {
+        return errno == EINTR;
+    }
+    for (int i = 0; i < n; ++i) {
+        const uint64_t tag = events[static_cast<size_t>(i)].data.u64;
+        if ((tag & kListenerTag) != 0) {
+            const auto idx = static_cast<uint32_t>(tag & ~kListenerTag);
+            receive(listeners_[idx].fd, true, idx);
+        } else {
+            const auto id = static_cast<RelayId>(tag);
+            // The socket may have been closed by an earlier event in this batch.
+            if (id < relays_.size() && relays_[id].fd >= 0) {
+                receive(relays_[id].fd, false, id);
+            }
+        }
+    }
+    flush();
+    return true;
+}
+
+}  // namespace turn::cp
