@@ -1,0 +1,370 @@
+#include "flow/apply.h"
+
+#include <cstring>
+
+namespace dp {
+
+using turn::ipc::WireAddress;
+namespace ipc = turn::ipc;
+
+namespace {
+
+// Adds (data != nullptr) or deletes one key in the table of a's family. b may
+// be family 0 (kRelayed); otherwise it must be of a's family.
+int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
+           uint16_t channel, void* data) {
+    if ((a.family != 4 && a.family != 6) || (b.family != 0 && b.family != a.family)) {
+        return -1;
+    }
+    if (a.family == 4) {
+        Key4 k{};
+        std::memcpy(&k.a_ip, a.ip, 4);
+        k.a_port = rte_cpu_to_be_16(a.port);
+        if (b.family != 0) {
+            std::memcpy(&k.b_ip, b.ip, 4);
+        }
+        k.b_port = with_b_port ? rte_cpu_to_be_16(b.port) : 0;
+        k.channel = rte_cpu_to_be_16(channel);
+        k.kind = kind;
+        if (data == nullptr) {
+            t.del(k);
+            return 0;
+        }
+        return t.add(k, data);
+    }
+    Key6 k{};
+    std::memcpy(k.a_ip, a.ip, 16);
+    k.a_port = rte_cpu_to_be_16(a.port);
+    if (b.family != 0) {
+        std::memcpy(k.b_ip, b.ip, 16);
+    }
+    k.b_port = with_b_port ? rte_cpu_to_be_16(b.port) : 0;
+    k.channel = rte_cpu_to_be_16(channel);
+    k.kind = kind;
+    if (data == nullptr) {
+        t.del(k);
+        return 0;
+    }
+    return t.add(k, data);
+}
+
+const WireAddress kNone{};
+
+std::array<uint8_t, 40> perm_key(const WireAddress& relayed, const WireAddress& peer) {
+    std::array<uint8_t, 40> k{};
+    WireAddress r = relayed;
+    WireAddress p = peer;
+    p.port = 0;
+    std::memcpy(k.data(), &r, 20);
+    std::memcpy(k.data() + 20, &p, 20);
+    return k;
+}
+
+bool same_addresses(const ipc::AllocationAdd& x, const ipc::AllocationAdd& y) {
+    return std::memcmp(&x.client, &y.client, sizeof(WireAddress) * 4) == 0;
+}
+
+}  // namespace
+
+Applier::Alloc* Applier::find(uint64_t id) {
+    auto it = allocs_.find(id);
+    if (it == allocs_.end()) {
+        stats_.unknown_alloc++;
+        return nullptr;
+    }
+    return &it->second;
+}
+
+bool Applier::apply(std::span<const uint8_t> d, const std::function<void(std::span<const uint8_t>)>& reply) {
+    const auto h = ipc::peek(d);
+    if (!h) {
+        stats_.malformed++;
+        return false;
+    }
+    bool ok = true;
+    auto run = [&]<typename M>(M*) {
+        if (auto m = ipc::decode<M>(d)) {
+            on(*m);
+        } else {
+            ok = false;
+        }
+    };
+    switch (h->type) {
+    case ipc::MsgType::kResyncBegin: run(static_cast<ipc::ResyncBegin*>(nullptr)); break;
+    case ipc::MsgType::kResyncEnd: run(static_cast<ipc::ResyncEnd*>(nullptr)); break;
+    case ipc::MsgType::kAllocationAdd: run(static_cast<ipc::AllocationAdd*>(nullptr)); break;
+    case ipc::MsgType::kAllocationDel: run(static_cast<ipc::AllocationDel*>(nullptr)); break;
+    case ipc::MsgType::kPermissionAdd: run(static_cast<ipc::PermissionAdd*>(nullptr)); break;
+    case ipc::MsgType::kPermissionDel: run(static_cast<ipc::PermissionDel*>(nullptr)); break;
+    case ipc::MsgType::kChannelAdd: run(static_cast<ipc::ChannelAdd*>(nullptr)); break;
+    case ipc::MsgType::kChannelDel: run(static_cast<ipc::ChannelDel*>(nullptr)); break;
+    case ipc::MsgType::kLimitSet: run(static_cast<ipc::LimitSet*>(nullptr)); break;
+    case ipc::MsgType::kCountersRequest:
+        if (ipc::decode<ipc::CountersRequest>(d) && reply) {
+            report_counters(reply);
+        } else {
+            ok = false;
+        }
+        break;
+    default: ok = false; break;
+    }
+    if (ok) {
+        stats_.applied++;
+    } else {
+        stats_.malformed++;
+    }
+    t_.reclaim();
+    return ok;
+}
+
+void Applier::on(const ipc::ResyncBegin& m) { gen_ = m.generation; }
+
+void Applier::on(const ipc::ResyncEnd& m) {
+    if (m.generation != gen_) {
+        return;  // not the resync we started: sweeping now would drop live state
+    }
+    for (auto it = allocs_.begin(); it != allocs_.end();) {
+        Alloc& a = it->second;
+        if (a.gen != gen_) {
+            remove_alloc(a);
+            stats_.swept++;
+            it = allocs_.erase(it);
+            continue;
+        }
+        for (auto p = a.perms.begin(); p != a.perms.end();) {
+            if (p->second.gen != gen_) {
+                remove_perm(a, p->second);
+                stats_.swept++;
+                p = a.perms.erase(p);
+            } else {
+                ++p;
+            }
+        }
+        for (auto c = a.chans.begin(); c != a.chans.end();) {
+            if (c->second.gen != gen_) {
+                remove_chan(a, c->first, c->second);
+                stats_.swept++;
+                c = a.chans.erase(c);
+            } else {
+                ++c;
+            }
+        }
+        ++it;
+    }
+}
+
+bool Applier::install_alloc(Alloc& a) {
+    const ipc::AllocationAdd& m = a.msg;
+    Allocation& r = t_.allocs[a.idx];
+    std::memset(r.client_ip, 0, 16);
+    std::memcpy(r.client_ip, m.client.ip, 16);
+    std::memcpy(r.listen_ip, m.listen.ip, 16);
+    r.client_port = rte_cpu_to_be_16(m.client.port);
+    r.listen_port = rte_cpu_to_be_16(m.listen.port);
+    r.family = m.client.family;
+    r.relayed4_port = 0;
+    r.relayed6_port = 0;
+    if (m.relayed_v4.family == 4) {
+        std::memcpy(&r.relayed4_ip, m.relayed_v4.ip, 4);
+        r.relayed4_port = rte_cpu_to_be_16(m.relayed_v4.port);
+    }
+    if (m.relayed_v6.family == 6) {
+        std::memcpy(r.relayed6_ip, m.relayed_v6.ip, 16);
+        r.relayed6_port = rte_cpu_to_be_16(m.relayed_v6.port);
+    }
+    r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+    r.alloc_id = m.alloc_id;
+    r.live = 1;
+    // The entries below publish the allocation (release in rte_hash add).
+    void* d = inline_data(a.idx, 0);
+    bool ok = key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, d) == 0;
+    if (m.relayed_v4.family == 4) {
+        ok = key_op(t_, KeyKind::kRelayed, m.relayed_v4, kNone, false, 0, d) == 0 && ok;
+    }
+    if (m.relayed_v6.family == 6) {
+        ok = key_op(t_, KeyKind::kRelayed, m.relayed_v6, kNone, false, 0, d) == 0 && ok;
+    }
+    t_.add_listen(m.listen.family, m.listen.ip, rte_cpu_to_be_16(m.listen.port));
+    return ok;
+}
+
+void Applier::on(const ipc::AllocationAdd& m) {
+    auto it = allocs_.find(m.alloc_id);
+    if (it != allocs_.end()) {
+        Alloc& a = it->second;
+        a.gen = gen_;
+        if (same_addresses(a.msg, m)) {  // refresh (resync): keep entries, update the limit
+            a.msg = m;
+            t_.allocs[a.idx].rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+            return;
+        }
+        remove_alloc(a);  // addresses changed: a different allocation under the same id
+        allocs_.erase(it);
+    }
+    const uint32_t idx = t_.new_alloc();
+    if (idx == UINT32_MAX) {
+        stats_.table_full++;
+        return;
+    }
+    Alloc a{idx, gen_, m, {}, {}};
+    if (!install_alloc(a)) {
+        stats_.table_full++;
+    }
+    allocs_.emplace(m.alloc_id, std::move(a));
+}
+
+void Applier::remove_alloc(Alloc& a) {
+    for (auto& [ch, c] : a.chans) {
+        remove_chan(a, ch, c);
+    }
+    for (auto& [k, p] : a.perms) {
+        remove_perm(a, p);
+    }
+    const ipc::AllocationAdd& m = a.msg;
+    key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, nullptr);
+    if (m.relayed_v4.family == 4) {
+        key_op(t_, KeyKind::kRelayed, m.relayed_v4, kNone, false, 0, nullptr);
+    }
+    if (m.relayed_v6.family == 6) {
+        key_op(t_, KeyKind::kRelayed, m.relayed_v6, kNone, false, 0, nullptr);
+    }
+    t_.retire_alloc(a.idx);
+}
+
+void Applier::on(const ipc::AllocationDel& m) {
+    auto it = allocs_.find(m.alloc_id);
+    if (it == allocs_.end()) {
+        stats_.unknown_alloc++;
+        return;
+    }
+    remove_alloc(it->second);
+    allocs_.erase(it);
+}
+
+void Applier::on(const ipc::PermissionAdd& m) {
+    Alloc* a = find(m.alloc_id);
+    if (a == nullptr) {
+        return;
+    }
+    const auto k = perm_key(m.relayed, m.peer);
+    auto [it, inserted] = a->perms.try_emplace(k, Perm{m.relayed, m.peer, gen_});
+    it->second.gen = gen_;
+    if (inserted && key_op(t_, KeyKind::kPermission, m.relayed, m.peer, false, 0, inline_data(a->idx, 0)) != 0) {
+        stats_.table_full++;
+        a->perms.erase(it);
+    }
+}
+
+void Applier::remove_perm(const Alloc& /*a*/, const Perm& p) {
+    key_op(t_, KeyKind::kPermission, p.relayed, p.peer, false, 0, nullptr);
+}
+
+void Applier::on(const ipc::PermissionDel& m) {
+    Alloc* a = find(m.alloc_id);
+    if (a == nullptr) {
+        return;
+    }
+    auto it = a->perms.find(perm_key(m.relayed, m.peer));
+    if (it != a->perms.end()) {
+        remove_perm(*a, it->second);
+        a->perms.erase(it);
+    }
+}
+
+void Applier::remove_chan(const Alloc& a, uint16_t channel, const Chan& c) {
+    key_op(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel, nullptr);
+    key_op(t_, KeyKind::kChannelOut, c.relayed, c.peer, true, 0, nullptr);
+}
+
+void Applier::on(const ipc::ChannelAdd& m) {
+    Alloc* a = find(m.alloc_id);
+    if (a == nullptr) {
+        return;
+    }
+    auto it = a->chans.find(m.channel);
+    if (it != a->chans.end()) {
+        if (std::memcmp(&it->second.peer, &m.peer, sizeof(WireAddress)) == 0 &&
+            std::memcmp(&it->second.relayed, &m.relayed, sizeof(WireAddress)) == 0) {
+            it->second.gen = gen_;  // refresh
+            return;
+        }
+        remove_chan(*a, m.channel, it->second);
+        a->chans.erase(it);
+    }
+    ChannelValue* v = t_.new_value();
+    if (v == nullptr) {
+        stats_.table_full++;
+        return;
+    }
+    *v = ChannelValue{};
+    std::memcpy(v->peer_ip, m.peer.ip, 16);
+    v->peer_port = rte_cpu_to_be_16(m.peer.port);
+    v->family = m.peer.family;
+    v->alloc = a->idx;
+    // Peer side first: a client packet forwarded before the peer side exists
+    // would get an answer the dataplane cannot yet relay back.
+    const bool out_ok = key_op(t_, KeyKind::kChannelOut, m.relayed, m.peer, true, 0,
+                               inline_data(a->idx, rte_cpu_to_be_16(m.channel))) == 0;
+    const bool in_ok = out_ok && key_op(t_, KeyKind::kChannelIn, a->msg.listen, a->msg.client, true, m.channel, v) == 0;
+    if (!in_ok) {
+        stats_.table_full++;
+        Chan c{m.relayed, m.peer, gen_};
+        remove_chan(*a, m.channel, c);
+        t_.free_unpublished(v);  // the kChannelIn add failed: no reader can hold v
+        return;
+    }
+    a->chans.emplace(m.channel, Chan{m.relayed, m.peer, gen_});
+}
+
+void Applier::on(const ipc::ChannelDel& m) {
+    Alloc* a = find(m.alloc_id);
+    if (a == nullptr) {
+        return;
+    }
+    auto it = a->chans.find(m.channel);
+    if (it != a->chans.end()) {
+        remove_chan(*a, m.channel, it->second);
+        a->chans.erase(it);
+    }
+}
+
+void Applier::on(const ipc::LimitSet& m) {
+    Alloc* a = find(m.alloc_id);
+    if (a != nullptr) {
+        a->msg.bandwidth_bps = m.bandwidth_bps;
+        t_.allocs[a->idx].rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+    }
+}
+
+void Applier::report_counters(const std::function<void(std::span<const uint8_t>)>& send) {
+    ipc::CountersReport r{};
+    auto flush = [&](bool last) {
+        r.last = last ? 1 : 0;
+        send(ipc::encode(r, ++seq_));
+        r.count = 0;
+    };
+    const uint32_t workers = t_.config().workers;
+    for (const auto& [id, a] : allocs_) {
+        ipc::AllocationCounters c{};
+        c.alloc_id = id;
+        const uint32_t epoch = t_.allocs[a.idx].epoch;
+        for (uint32_t w = 0; w < workers; w++) {
+            const AllocState& s = t_.state(w)[a.idx];
+            if (s.epoch != epoch) {
+                continue;
+            }
+            c.to_peer_packets += s.to_peer_packets;
+            c.to_peer_bytes += s.to_peer_bytes;
+            c.to_client_packets += s.to_client_packets;
+            c.to_client_bytes += s.to_client_bytes;
+            c.dropped_packets += s.dropped_packets;
+        }
+        r.entries[r.count++] = c;
+        if (r.count == ipc::CountersReport::kMaxEntries) {
+            flush(false);
+        }
+    }
+    flush(true);
+}
+
+}  // namespace dp

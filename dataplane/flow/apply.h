@@ -1,0 +1,87 @@
+// Applies control-plane messages (src/ipc/protocol.h) to the flow tables.
+// Runs on the main lcore, the tables' only writer. Keeps a shadow of what the
+// control plane installed (per allocation: its permissions and channels), so
+// that deletes and resyncs know which hash keys to remove.
+//
+// Resync (protocol.h): ResyncBegin sets the current generation; every Add
+// stamps its entries with it; ResyncEnd removes whatever was not re-added
+// since ResyncBegin. Adds outside a resync carry the current generation too.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <span>
+#include <unordered_map>
+
+#include "flow/tables.h"
+#include "ipc/protocol.h"
+
+namespace dp {
+
+class Applier {
+public:
+    explicit Applier(FlowTables& t) : t_(t) {}
+
+    struct Stats {
+        uint64_t applied = 0;
+        uint64_t malformed = 0;      // bad version/length/type
+        uint64_t unknown_alloc = 0;  // Permission/Channel/Limit for an allocation we lack
+        uint64_t table_full = 0;     // hash or pool full: the flow stays on the slow path
+        uint64_t swept = 0;          // entries removed by ResyncEnd
+    };
+
+    // One received datagram. Returns false if it was not a valid message.
+    // A CountersRequest is answered through `reply` (one datagram per call).
+    bool apply(std::span<const uint8_t> datagram,
+               const std::function<void(std::span<const uint8_t>)>& reply = {});
+
+    void on(const turn::ipc::ResyncBegin& m);
+    void on(const turn::ipc::ResyncEnd& m);
+    void on(const turn::ipc::AllocationAdd& m);
+    void on(const turn::ipc::AllocationDel& m);
+    void on(const turn::ipc::PermissionAdd& m);
+    void on(const turn::ipc::PermissionDel& m);
+    void on(const turn::ipc::ChannelAdd& m);
+    void on(const turn::ipc::ChannelDel& m);
+    void on(const turn::ipc::LimitSet& m);
+    // Sums every worker's per-allocation counters into CountersReport chunks.
+    void report_counters(const std::function<void(std::span<const uint8_t>)>& send);
+
+    const Stats& stats() const { return stats_; }
+    size_t allocations() const { return allocs_.size(); }
+    uint64_t generation() const { return gen_; }
+
+private:
+    struct Perm {
+        turn::ipc::WireAddress relayed;
+        turn::ipc::WireAddress peer;
+        uint64_t gen;
+    };
+    struct Chan {
+        turn::ipc::WireAddress relayed;
+        turn::ipc::WireAddress peer;
+        uint64_t gen;
+    };
+    struct Alloc {
+        uint32_t idx;
+        uint64_t gen;
+        turn::ipc::AllocationAdd msg;
+        std::map<std::array<uint8_t, 40>, Perm> perms;  // by (relayed, peer IP)
+        std::map<uint16_t, Chan> chans;                  // by channel number
+    };
+
+    Alloc* find(uint64_t id);
+    void remove_alloc(Alloc& a);
+    void remove_perm(const Alloc& a, const Perm& p);
+    void remove_chan(const Alloc& a, uint16_t channel, const Chan& c);
+    bool install_alloc(Alloc& a);
+
+    FlowTables& t_;
+    std::unordered_map<uint64_t, Alloc> allocs_;
+    uint64_t gen_ = 0;
+    uint64_t seq_ = 0;
+    Stats stats_;
+};
+
+}  // namespace dp

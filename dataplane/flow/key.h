@@ -1,0 +1,82 @@
+// Flow-table keys and values (DESIGN.md "Flow tables").
+//
+// One rte_hash per address family holds every kind of entry; the kind is part
+// of the key. IPv4 keys are 16 bytes, which rte_hash compares with a single
+// SSE compare (its k16 specialisation) and which keeps the key store at 32
+// bytes per entry; a mixed-family key would be 40 bytes for every entry. IPv6
+// keys are 40 bytes. Both are zero-padded so memcmp-style equality is exact.
+//
+//   kind         a (ip, port)       b (ip, port)      channel   data
+//   kChannelIn   listen addr        client addr       number    ChannelValue* (peer addr, alloc)
+//   kClient      listen addr        client addr       0         inline: alloc
+//   kChannelOut  relayed addr       peer addr         0         inline: alloc, channel
+//   kPermission  relayed addr       peer IP, port 0   0         inline: alloc
+//   kRelayed     relayed addr       0                 0         inline: alloc
+//
+// kRelayed tells "peer packet to an offloaded relayed port without a
+// permission" (dropped, RFC 8656 section 9) from "packet to something else"
+// (punted to the kernel).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace dp {
+
+enum class KeyKind : uint8_t {
+    kChannelIn = 1,
+    kClient = 2,
+    kChannelOut = 3,
+    kPermission = 4,
+    kRelayed = 5,
+};
+
+// Ports are in network byte order, as they sit in the packet, so building a
+// key from a header is plain copies.
+struct Key4 {
+    uint32_t a_ip = 0;
+    uint32_t b_ip = 0;
+    uint16_t a_port = 0;
+    uint16_t b_port = 0;
+    uint16_t channel = 0;  // network byte order too
+    KeyKind kind{};
+    uint8_t pad = 0;
+};
+static_assert(sizeof(Key4) == 16);
+
+struct Key6 {
+    uint8_t a_ip[16] = {};
+    uint8_t b_ip[16] = {};
+    uint16_t a_port = 0;
+    uint16_t b_port = 0;
+    uint16_t channel = 0;
+    KeyKind kind{};
+    uint8_t pad = 0;
+};
+static_assert(sizeof(Key6) == 40);
+
+// Value of a kChannelIn entry: where the client's ChannelData goes. The
+// relayed address comes from the allocation (same family as the peer).
+struct ChannelValue {
+    uint8_t peer_ip[16] = {};  // IPv4 in [0..3]
+    uint16_t peer_port = 0;    // network byte order
+    uint8_t family = 0;        // 4 or 6
+    uint8_t pad = 0;
+    uint32_t alloc = 0;
+};
+static_assert(sizeof(ChannelValue) == 24);
+
+// Inline values ride in the hash's 8-byte data pointer, tagged with bit 0
+// (ChannelValue pointers are at least 8-byte aligned, so bit 0 is free).
+inline void* inline_data(uint32_t alloc, uint16_t channel_be) {
+    return reinterpret_cast<void*>((uintptr_t{alloc} << 32) | (uintptr_t{channel_be} << 16) | 1u);
+}
+inline bool is_inline(const void* d) { return (reinterpret_cast<uintptr_t>(d) & 1u) != 0; }
+inline uint32_t inline_alloc(const void* d) {
+    return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(d) >> 32);
+}
+inline uint16_t inline_channel(const void* d) {
+    return static_cast<uint16_t>(reinterpret_cast<uintptr_t>(d) >> 16);
+}
+
+}  // namespace dp

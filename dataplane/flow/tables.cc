@@ -1,0 +1,245 @@
+#include "flow/tables.h"
+
+#include <cstring>
+
+namespace dp {
+
+namespace {
+
+size_t heap_allocated() {
+    size_t total = 0;
+    for (unsigned s = 0; s < rte_socket_count(); s++) {
+        rte_malloc_socket_stats st{};
+        if (rte_malloc_get_socket_stats(rte_socket_id_by_idx(s), &st) == 0) {
+            total += st.heap_allocsz_bytes;
+        }
+    }
+    return total;
+}
+
+// Tagged defer-queue element: bit 0 set = allocation index << 1, else a
+// ChannelValue pointer.
+uint64_t tag_alloc(uint32_t idx) { return (uint64_t{idx} << 1) | 1u; }
+
+}  // namespace
+
+bool ListenSet::has6(const uint8_t* ip, uint16_t port) const {
+    const uint32_t n = n6.load(std::memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) {
+        if (v6_port[i] == port && std::memcmp(v6_ip[i], ip, 16) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
+    auto* t = new FlowTables();
+    t->cfg_ = cfg;
+    const size_t before = heap_allocated();
+    auto fail = [&](const std::string& what) {
+        *error = what + ": " + rte_strerror(rte_errno);
+        delete t;
+        return nullptr;
+    };
+
+    const size_t rcu_size = rte_rcu_qsbr_get_memsize(cfg.workers);
+    t->rcu = static_cast<rte_rcu_qsbr*>(rte_zmalloc_socket("dp_rcu", rcu_size, RTE_CACHE_LINE_SIZE, cfg.socket_id));
+    if (t->rcu == nullptr || rte_rcu_qsbr_init(t->rcu, cfg.workers) != 0) {
+        return fail("rcu qsbr");
+    }
+
+    const std::string n4 = cfg.name + "_v4";
+    const std::string n6 = cfg.name + "_v6";
+    rte_hash_parameters p{};
+    p.hash_func = rte_hash_crc;
+    p.hash_func_init_val = 0;
+    p.socket_id = cfg.socket_id;
+    p.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF;
+
+    p.name = n4.c_str();
+    p.entries = cfg.entries_v4;
+    p.key_len = sizeof(Key4);
+    t->h4 = rte_hash_create(&p);
+    if (t->h4 == nullptr) {
+        return fail("rte_hash_create " + n4);
+    }
+    p.name = n6.c_str();
+    p.entries = cfg.entries_v6;
+    p.key_len = sizeof(Key6);
+    t->h6 = rte_hash_create(&p);
+    if (t->h6 == nullptr) {
+        return fail("rte_hash_create " + n6);
+    }
+    for (rte_hash* h : {t->h4, t->h6}) {
+        rte_hash_rcu_config rc{};
+        rc.v = t->rcu;
+        rc.mode = RTE_HASH_QSBR_MODE_DQ;
+        rc.dq_size = 0;  // default: as many as the table has entries
+        rc.trigger_reclaim_limit = 64;
+        rc.max_reclaim_size = 256;
+        rc.key_data_ptr = t;
+        rc.free_key_data_func = &FlowTables::free_key_data;
+        if (rte_hash_rcu_qsbr_add(h, &rc) != 0) {
+            return fail("rte_hash_rcu_qsbr_add");
+        }
+    }
+
+    const std::string dqname = cfg.name + "_dq";
+    rte_rcu_qsbr_dq_parameters dp{};
+    dp.name = dqname.c_str();
+    dp.size = cfg.max_channels + cfg.max_allocations;
+    dp.esize = 8;
+    dp.trigger_reclaim_limit = 64;
+    dp.max_reclaim_size = 256;
+    dp.free_fn = &FlowTables::free_retired;
+    dp.p = t;
+    dp.v = t->rcu;
+    t->dq_ = rte_rcu_qsbr_dq_create(&dp);
+    if (t->dq_ == nullptr) {
+        return fail("rte_rcu_qsbr_dq_create");
+    }
+
+    t->allocs = static_cast<Allocation*>(
+        rte_zmalloc_socket("dp_allocs", sizeof(Allocation) * cfg.max_allocations, RTE_CACHE_LINE_SIZE, cfg.socket_id));
+    t->values = static_cast<ChannelValue*>(
+        rte_zmalloc_socket("dp_chvals", sizeof(ChannelValue) * cfg.max_channels, RTE_CACHE_LINE_SIZE, cfg.socket_id));
+    t->states_ = static_cast<AllocState*>(rte_zmalloc_socket(
+        "dp_astate", sizeof(AllocState) * cfg.max_allocations * cfg.workers, RTE_CACHE_LINE_SIZE, cfg.socket_id));
+    t->listen = static_cast<ListenSet*>(rte_zmalloc_socket("dp_listen", sizeof(ListenSet), RTE_CACHE_LINE_SIZE, cfg.socket_id));
+    if (t->allocs == nullptr || t->values == nullptr || t->states_ == nullptr || t->listen == nullptr) {
+        return fail("rte_zmalloc flow arrays");
+    }
+    t->free_values_.reserve(cfg.max_channels);
+    for (uint32_t i = cfg.max_channels; i-- > 0;) {
+        t->free_values_.push_back(i);
+    }
+    t->free_allocs_.reserve(cfg.max_allocations);
+    for (uint32_t i = cfg.max_allocations; i-- > 0;) {
+        t->free_allocs_.push_back(i);
+    }
+    t->memory_bytes_ = heap_allocated() - before;
+    return t;
+}
+
+FlowTables::~FlowTables() {
+    if (dq_ != nullptr) {
+        rte_rcu_qsbr_dq_delete(dq_);
+    }
+    rte_hash_free(h4);
+    rte_hash_free(h6);
+    rte_free(allocs);
+    rte_free(values);
+    rte_free(states_);
+    rte_free(listen);
+    rte_free(rcu);
+}
+
+void FlowTables::release(uint64_t tagged) {
+    if (tagged & 1u) {
+        const auto idx = static_cast<uint32_t>(tagged >> 1);
+        allocs[idx].live = 0;
+        free_allocs_.push_back(idx);
+    } else {
+        auto* v = reinterpret_cast<ChannelValue*>(tagged);
+        free_values_.push_back(static_cast<uint32_t>(v - values));
+    }
+}
+
+void FlowTables::free_key_data(void* self, void* data) {
+    if (!is_inline(data)) {
+        static_cast<FlowTables*>(self)->release(reinterpret_cast<uint64_t>(data));
+    }
+}
+
+void FlowTables::free_retired(void* self, void* elems, unsigned n) {
+    auto* t = static_cast<FlowTables*>(self);
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t e;
+        std::memcpy(&e, static_cast<uint8_t*>(elems) + i * 8, 8);
+        t->release(e);
+    }
+}
+
+void FlowTables::retire(uint64_t tagged) {
+    // The queue is sized for every value and allocation, so it cannot be full.
+    rte_rcu_qsbr_dq_enqueue(dq_, &tagged);
+}
+
+template <typename K>
+static int add_impl(FlowTables& t, rte_hash* h, const K& k, void* data, void (FlowTables::*retire_fn)(uint64_t)) {
+    void* old = nullptr;
+    const bool had = rte_hash_lookup_data(h, &k, &old) >= 0;
+    const int r = rte_hash_add_key_data(h, &k, data);
+    if (r == 0 && had && old != data && !is_inline(old)) {
+        (t.*retire_fn)(reinterpret_cast<uint64_t>(old));
+    }
+    return r;
+}
+
+int FlowTables::add(const Key4& k, void* data) { return add_impl(*this, h4, k, data, &FlowTables::retire); }
+int FlowTables::add(const Key6& k, void* data) { return add_impl(*this, h6, k, data, &FlowTables::retire); }
+void FlowTables::del(const Key4& k) { rte_hash_del_key(h4, &k); }
+void FlowTables::del(const Key6& k) { rte_hash_del_key(h6, &k); }
+
+ChannelValue* FlowTables::new_value() {
+    if (free_values_.empty()) {
+        reclaim();
+        if (free_values_.empty()) {
+            return nullptr;
+        }
+    }
+    const uint32_t i = free_values_.back();
+    free_values_.pop_back();
+    return &values[i];
+}
+
+uint32_t FlowTables::new_alloc() {
+    if (free_allocs_.empty()) {
+        reclaim();
+        if (free_allocs_.empty()) {
+            return UINT32_MAX;
+        }
+    }
+    const uint32_t i = free_allocs_.back();
+    free_allocs_.pop_back();
+    allocs[i].epoch = next_epoch_++;
+    return i;
+}
+
+void FlowTables::retire_alloc(uint32_t idx) { retire(tag_alloc(idx)); }
+
+void FlowTables::add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be) {
+    if (family == 4) {
+        uint32_t ip4;
+        std::memcpy(&ip4, ip, 4);
+        if (listen->has4(ip4, port_be)) {
+            return;
+        }
+        const uint32_t n = listen->n4.load(std::memory_order_relaxed);
+        if (n < ListenSet::kMax) {
+            listen->v4_ip[n] = ip4;
+            listen->v4_port[n] = port_be;
+            listen->n4.store(n + 1, std::memory_order_release);
+        }
+    } else if (family == 6) {
+        if (listen->has6(ip, port_be)) {
+            return;
+        }
+        const uint32_t n = listen->n6.load(std::memory_order_relaxed);
+        if (n < ListenSet::kMax) {
+            std::memcpy(listen->v6_ip[n], ip, 16);
+            listen->v6_port[n] = port_be;
+            listen->n6.store(n + 1, std::memory_order_release);
+        }
+    }
+}
+
+void FlowTables::reclaim() {
+    unsigned freed = 0, pending = 0, avail = 0;
+    rte_rcu_qsbr_dq_reclaim(dq_, UINT32_MAX, &freed, &pending, &avail);
+    // The hashes' own defer queues reclaim on add/delete (trigger limit 64);
+    // there is no public call to drain them early in DPDK 22.11.
+}
+
+}  // namespace dp

@@ -1,0 +1,62 @@
+#include "nexthop/nexthop.h"
+
+#include <cstring>
+
+namespace dp {
+
+NextHops* NextHops::create(const std::string& name, uint32_t entries, rte_rcu_qsbr* rcu, int socket_id,
+                           std::string* error) {
+    auto* n = new NextHops();
+    rte_hash_parameters p{};
+    p.name = name.c_str();
+    p.entries = entries < 8 ? 8 : entries;
+    p.key_len = sizeof(NextHopKey);
+    p.hash_func = rte_hash_crc;
+    p.socket_id = socket_id;
+    p.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF;
+    n->h_ = rte_hash_create(&p);
+    rte_hash_rcu_config rc{};
+    rc.v = rcu;
+    rc.mode = RTE_HASH_QSBR_MODE_DQ;
+    if (n->h_ == nullptr || rte_hash_rcu_qsbr_add(n->h_, &rc) != 0) {
+        *error = "next-hop table " + name + ": " + rte_strerror(rte_errno);
+        delete n;
+        return nullptr;
+    }
+    return n;
+}
+
+NextHops::~NextHops() { rte_hash_free(h_); }
+
+static NextHopKey key_of(uint8_t family, const uint8_t* ip) {
+    NextHopKey k;
+    std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
+    k.family = family;
+    return k;
+}
+
+int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
+    const NextHopKey k = key_of(family, ip);
+    const bool existed = rte_hash_lookup(h_, &k) >= 0;
+    const int r = rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(pack(nh)));
+    if (r == 0 && !existed) {
+        hosts_.fetch_add(1, std::memory_order_release);
+    }
+    return r;
+}
+
+void NextHops::del_host(uint8_t family, const uint8_t* ip) {
+    const NextHopKey k = key_of(family, ip);
+    if (rte_hash_del_key(h_, &k) >= 0) {
+        hosts_.fetch_sub(1, std::memory_order_release);
+    }
+}
+
+void NextHops::set_default(uint8_t family, const NextHop& nh) {
+    (family == 4 ? default4_ : default6_).store(pack(nh), std::memory_order_release);
+}
+void NextHops::clear_default(uint8_t family) {
+    (family == 4 ? default4_ : default6_).store(0, std::memory_order_release);
+}
+
+}  // namespace dp

@@ -1,0 +1,91 @@
+// L2 next hops for fast-path egress (DESIGN.md "L2 next hops mirror the
+// kernel"): host entries (IP -> MAC, port), as the kernel's neighbour table
+// has them, and one default per family (the gateway of the default route).
+// Filled by the main lcore from the control plane or from learning kernel
+// egress; a destination with neither is a miss, punted, never guessed.
+//
+// A next hop fits in 64 bits (MAC, port, valid bit), so workers read it as
+// one word out of the hash's data pointer or an atomic: updates need no
+// reclamation. Key slots of deleted host entries are reclaimed through QSBR.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "common/dpdk.h"
+
+namespace dp {
+
+struct NextHop {
+    rte_ether_addr mac{};
+    uint16_t port = 0;
+};
+
+struct NextHopKey {
+    uint8_t ip[16] = {};
+    uint8_t family = 0;
+    uint8_t pad[3] = {};
+};
+static_assert(sizeof(NextHopKey) == 20);
+
+class NextHops {
+public:
+    static NextHops* create(const std::string& name, uint32_t entries, rte_rcu_qsbr* rcu, int socket_id,
+                            std::string* error);
+    ~NextHops();
+    NextHops(const NextHops&) = delete;
+    NextHops& operator=(const NextHops&) = delete;
+
+    // Worker side. ip: 4 or 16 bytes, network order.
+    bool resolve(uint8_t family, const uint8_t* ip, NextHop* out) const {
+        uint64_t w = 0;
+        if (hosts_.load(std::memory_order_relaxed) != 0) {
+            NextHopKey k;
+            std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
+            k.family = family;
+            void* d = nullptr;
+            if (rte_hash_lookup_data(h_, &k, &d) >= 0) {
+                w = reinterpret_cast<uint64_t>(d);
+            }
+        }
+        if (w == 0) {
+            w = (family == 4 ? default4_ : default6_).load(std::memory_order_acquire);
+        }
+        if (w == 0) {
+            return false;
+        }
+        unpack(w, out);
+        return true;
+    }
+
+    // Main lcore side.
+    int set_host(uint8_t family, const uint8_t* ip, const NextHop& nh);
+    void del_host(uint8_t family, const uint8_t* ip);
+    void set_default(uint8_t family, const NextHop& nh);
+    void clear_default(uint8_t family);
+
+    static uint64_t pack(const NextHop& nh) {
+        uint64_t w = 1;  // valid
+        for (int i = 0; i < 6; i++) {
+            w |= uint64_t{nh.mac.addr_bytes[i]} << (8 * (i + 1));
+        }
+        return w | (uint64_t{static_cast<uint8_t>(nh.port)} << 56);
+    }
+    static void unpack(uint64_t w, NextHop* out) {
+        for (int i = 0; i < 6; i++) {
+            out->mac.addr_bytes[i] = static_cast<uint8_t>(w >> (8 * (i + 1)));
+        }
+        out->port = static_cast<uint8_t>(w >> 56);
+    }
+
+private:
+    NextHops() = default;
+    rte_hash* h_ = nullptr;
+    std::atomic<uint32_t> hosts_{0};
+    std::atomic<uint64_t> default4_{0};
+    std::atomic<uint64_t> default6_{0};
+};
+
+}  // namespace dp

@@ -1,0 +1,275 @@
+// Stage 1: classify. Parses Ethernet (one optional 802.1Q tag), IPv4/IPv6 and
+// UDP, bounds every length, and tells client traffic (to a listening address:
+// ChannelData, RFC 8656 section 12.4, or a Send indication, section 11.1)
+// from peer traffic (anything else over UDP: maybe a relayed port). Builds
+// the primary flow key for the lookup stage.
+//
+// Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
+// headers, other traffic to a listening address, Send indications outside
+// the fast parser); kDrop (bad lengths, bad IPv4 header checksum).
+#include <cstring>
+
+#include "common/checksum.h"
+#include "net/address.h"
+#include "stun/constants.h"
+#include "worker/stages.h"
+
+namespace dp {
+
+namespace {
+
+constexpr uint16_t kSendIndication = 0x0016;  // make_type(Send, Indication)
+static_assert(turn::stun::make_type(turn::stun::Method::kSend, turn::stun::Class::kIndication) == kSendIndication);
+
+// RFC 8656 section 11.2 / RFC 8489 section 14: a bounded walk over the
+// attributes of a Send indication. Finds XOR-PEER-ADDRESS (the first one) and
+// DATA; gives up (slow path) on anything it does not understand.
+bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
+    const uint16_t mlen = load_be16(s + 2);
+    if ((mlen & 3) != 0 || size_t{20} + mlen > plen) {
+        return false;
+    }
+    const size_t end = size_t{20} + mlen;
+    size_t pos = 20;
+    bool have_peer = false, have_data = false;
+    while (pos + 4 <= end) {
+        const uint16_t type = load_be16(s + pos);
+        const uint16_t len = load_be16(s + pos + 2);
+        const size_t v = pos + 4;
+        if (v + len > end) {
+            return false;
+        }
+        if (type == turn::stun::attr::kXorPeerAddress) {
+            if (!have_peer) {
+                const uint8_t fam = s[v + 1];
+                if (fam == turn::kStunFamilyIPv4 && len == 8) {
+                    p.peer_family = 4;
+                } else if (fam == turn::kStunFamilyIPv6 && len == 20) {
+                    p.peer_family = 6;
+                } else {
+                    return false;
+                }
+                uint16_t xport;
+                std::memcpy(&xport, s + v + 2, 2);
+                p.peer_port_be = xport ^ rte_cpu_to_be_16(0x2112);
+                // XOR with magic cookie + transaction id: the 16 bytes at s+4.
+                const size_t ilen = p.peer_family == 4 ? 4 : 16;
+                for (size_t i = 0; i < ilen; i++) {
+                    p.peer_ip[i] = s[v + 4 + i] ^ s[4 + i];
+                }
+                have_peer = true;
+            }
+        } else if (type == turn::stun::attr::kData) {
+            if (!have_data) {
+                p.data_off = static_cast<uint16_t>(v);
+                p.data_len = len;
+                have_data = true;
+            }
+        } else if (type == turn::stun::attr::kFingerprint || type == turn::stun::attr::kSoftware ||
+                   type == turn::stun::attr::kDontFragment || !turn::stun::attr::is_comprehension_required(type)) {
+            // Not needed to forward. FINGERPRINT is not verified here: RFC
+            // 8489 section 14.7 makes it a demultiplexing aid, and a Send
+            // with a wrong one reaches the peer exactly as its DATA says.
+        } else {
+            return false;  // unknown comprehension-required: the kernel path decides
+        }
+        pos = v + ((len + 3u) & ~3u);
+    }
+    return have_peer && have_data;
+}
+
+void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
+    p.m = m;
+    p.kind = Kind::kNone;
+    if (unlikely(m->nb_segs != 1)) {
+        punt(p, Counter::punt_multi_segment);
+        return;
+    }
+    uint8_t* d = rte_pktmbuf_mtod(m, uint8_t*);
+    const uint32_t len = m->data_len;
+    if (unlikely(len < sizeof(rte_ether_hdr))) {
+        drop(p, Counter::drop_bad_length);
+        return;
+    }
+    uint32_t off = sizeof(rte_ether_hdr);
+    uint16_t et = load_be16(d + 12);
+    if (et == RTE_ETHER_TYPE_VLAN) {
+        if (len < off + 4) {
+            drop(p, Counter::drop_bad_length);
+            return;
+        }
+        et = load_be16(d + off + 2);
+        off += 4;
+    }
+    uint8_t* l3 = d + off;
+    const uint32_t l3avail = len - off;
+    rte_udp_hdr* udp;
+    uint32_t l4avail;  // bytes from the UDP header to the end of the IP datagram
+    if (et == RTE_ETHER_TYPE_IPV4) {
+        if (unlikely(l3avail < sizeof(rte_ipv4_hdr))) {
+            drop(p, Counter::drop_bad_length);
+            return;
+        }
+        auto* ip = reinterpret_cast<rte_ipv4_hdr*>(l3);
+        if (unlikely(ip->version_ihl != 0x45)) {
+            if ((ip->version_ihl >> 4) != 4 || (ip->version_ihl & 0xf) < 5) {
+                drop(p, Counter::drop_bad_length);
+            } else {
+                punt(p, Counter::punt_ip_options);
+            }
+            return;
+        }
+        const uint32_t tot = rte_be_to_cpu_16(ip->total_length);
+        if (unlikely(tot < sizeof(rte_ipv4_hdr) || tot > l3avail)) {
+            drop(p, Counter::drop_bad_length);
+            return;
+        }
+        if (unlikely((m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) != RTE_MBUF_F_RX_IP_CKSUM_GOOD &&
+                     rte_raw_cksum(ip, sizeof(rte_ipv4_hdr)) != 0xffff)) {
+            drop(p, Counter::drop_bad_ip_checksum);
+            return;
+        }
+        if (unlikely((ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0)) {
+            punt(p, Counter::punt_fragment);
+            return;
+        }
+        if (unlikely(ip->next_proto_id != IPPROTO_UDP)) {
+            punt(p, Counter::punt_not_udp);
+            return;
+        }
+        if (unlikely(tot < sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr))) {
+            drop(p, Counter::drop_bad_length);
+            return;
+        }
+        p.family = 4;
+        udp = reinterpret_cast<rte_udp_hdr*>(l3 + sizeof(rte_ipv4_hdr));
+        l4avail = tot - sizeof(rte_ipv4_hdr);
+    } else if (et == RTE_ETHER_TYPE_IPV6) {
+        if (unlikely(l3avail < sizeof(rte_ipv6_hdr))) {
+            drop(p, Counter::drop_bad_length);
+            return;
+        }
+        auto* ip = reinterpret_cast<rte_ipv6_hdr*>(l3);
+        const uint32_t pl = rte_be_to_cpu_16(ip->payload_len);
+        if (unlikely((l3[0] >> 4) != 6 || pl + sizeof(rte_ipv6_hdr) > l3avail)) {
+            drop(p, Counter::drop_bad_length);
+            return;
+        }
+        if (unlikely(ip->proto != IPPROTO_UDP)) {
+            switch (ip->proto) {
+            case IPPROTO_FRAGMENT: punt(p, Counter::punt_fragment); break;
+            case IPPROTO_HOPOPTS: case IPPROTO_ROUTING: case IPPROTO_DSTOPTS:
+                punt(p, Counter::punt_ip_options); break;
+            default: punt(p, Counter::punt_not_udp); break;
+            }
+            return;
+        }
+        if (unlikely(pl < sizeof(rte_udp_hdr))) {
+            drop(p, Counter::drop_bad_length);
+            return;
+        }
+        p.family = 6;
+        udp = reinterpret_cast<rte_udp_hdr*>(l3 + sizeof(rte_ipv6_hdr));
+        l4avail = pl;
+    } else {
+        punt(p, Counter::punt_not_ip);
+        return;
+    }
+    const uint32_t ulen = rte_be_to_cpu_16(udp->dgram_len);
+    if (unlikely(ulen < sizeof(rte_udp_hdr) || ulen > l4avail)) {
+        drop(p, Counter::drop_bad_length);
+        return;
+    }
+    if (unlikely((m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD)) {
+        drop(p, Counter::drop_bad_l4_checksum);
+        return;
+    }
+    p.l3 = l3;
+    p.udp = udp;
+    p.plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
+    const uint8_t* pl = reinterpret_cast<const uint8_t*>(udp + 1);
+
+    bool to_listen;
+    if (p.family == 4) {
+        const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(l3);
+        to_listen = w.flows->listen->has4(ip->dst_addr, udp->dst_port);
+    } else {
+        const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(l3);
+        to_listen = w.flows->listen->has6(ip->dst_addr, udp->dst_port);
+    }
+
+    KeyKind kk;
+    uint16_t channel_be = 0;
+    if (!to_listen) {
+        p.kind = Kind::kPeer;
+        kk = KeyKind::kChannelOut;
+        p.data_off = 0;
+        p.data_len = p.plen;
+    } else if (p.plen >= 4 && (pl[0] & 0xC0) == 0x40) {
+        const uint16_t ch = load_be16(pl);
+        if (unlikely(ch > turn::stun::kChannelMax)) {
+            punt(p, Counter::punt_not_fast_path);  // reserved range: the slow path discards it
+            return;
+        }
+        const uint16_t cdlen = load_be16(pl + 2);
+        if (unlikely(size_t{4} + cdlen > p.plen)) {
+            drop(p, Counter::drop_bad_length);  // RFC 8656 12.5: discard
+            return;
+        }
+        p.kind = Kind::kClientChannel;
+        kk = KeyKind::kChannelIn;
+        std::memcpy(&channel_be, pl, 2);
+        p.data_off = 4;
+        p.data_len = cdlen;
+    } else if (p.plen >= 20 && load_be16(pl) == kSendIndication && load_be32(pl + 4) == turn::stun::kMagicCookie) {
+        if (!parse_send(pl, p.plen, p)) {
+            punt(p, Counter::punt_send_unparsed);
+            return;
+        }
+        p.kind = Kind::kClientSend;
+        kk = KeyKind::kClient;
+    } else {
+        punt(p, Counter::punt_not_fast_path);
+        return;
+    }
+    p.channel_be = channel_be;
+
+    // Primary key: a = destination (listening or relayed addr), b = source.
+    if (p.family == 4) {
+        const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(l3);
+        p.k4 = Key4{};
+        p.k4.a_ip = ip->dst_addr;
+        p.k4.b_ip = ip->src_addr;
+        p.k4.a_port = udp->dst_port;
+        p.k4.b_port = udp->src_port;
+        p.k4.channel = channel_be;
+        p.k4.kind = kk;
+    } else {
+        const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(l3);
+        p.k6 = Key6{};
+        std::memcpy(p.k6.a_ip, ip->dst_addr, 16);
+        std::memcpy(p.k6.b_ip, ip->src_addr, 16);
+        p.k6.a_port = udp->dst_port;
+        p.k6.b_port = udp->src_port;
+        p.k6.channel = channel_be;
+        p.k6.kind = kk;
+    }
+    p.next = Next::kLookup;
+}
+
+}  // namespace
+
+void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
+    constexpr uint16_t kAhead = 4;
+    for (uint16_t i = 0; i < n && i < kAhead; i++) {
+        rte_prefetch0(rte_pktmbuf_mtod(mbufs[i], void*));
+    }
+    for (uint16_t i = 0; i < n; i++) {
+        if (i + kAhead < n) {
+            rte_prefetch0(rte_pktmbuf_mtod(mbufs[i + kAhead], void*));
+        }
+        classify_one(w, mbufs[i], p[i]);
+    }
+}
+
+}  // namespace dp

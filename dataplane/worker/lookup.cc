@@ -1,0 +1,210 @@
+// Stage 2: flow lookup, in bulk per address family (rte_hash_lookup_bulk_data
+// hides the cache misses of one key behind the others'), in up to three
+// rounds:
+//   1. primary key from classify: kChannelIn (client ChannelData), kClient
+//      (client Send), kChannelOut (peer packet with a channel);
+//   2. kPermission (relayed addr, peer IP) for Sends and for peer packets
+//      without a channel (RFC 8656 section 9: permissions are per IP);
+//   3. kRelayed, only for peer packets that missed both, to tell a relayed
+//      port (drop, never punt: section 10.3) from anything else (punt).
+//
+// Edges: kRoute; kPunt (miss, relaying between families); kDrop (no permission).
+#include <cstring>
+
+#include "worker/stages.h"
+
+namespace dp {
+
+namespace {
+
+// Bulk lookup of the packets selected by `want` (index list), per family.
+template <typename Fn>
+void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) {
+    const void* k4[kBurst];
+    const void* k6[kBurst];
+    uint16_t i4[kBurst], i6[kBurst];
+    uint16_t n4 = 0, n6 = 0;
+    for (uint16_t j = 0; j < cnt; j++) {
+        Pkt& q = p[idx[j]];
+        if (q.family == 4) {
+            i4[n4] = idx[j];
+            k4[n4++] = &q.k4;
+        } else {
+            i6[n6] = idx[j];
+            k6[n6++] = &q.k6;
+        }
+    }
+    void* d[kBurst];
+    uint64_t hits = 0;
+    if (n4 != 0) {
+        rte_hash_lookup_bulk_data(w.flows->h4, k4, n4, &hits, d);
+        for (uint16_t j = 0; j < n4; j++) {
+            on_result(p[i4[j]], (hits >> j) & 1 ? d[j] : nullptr);
+        }
+    }
+    if (n6 != 0) {
+        hits = 0;
+        rte_hash_lookup_bulk_data(w.flows->h6, k6, n6, &hits, d);
+        for (uint16_t j = 0; j < n6; j++) {
+            on_result(p[i6[j]], (hits >> j) & 1 ? d[j] : nullptr);
+        }
+    }
+}
+
+// Permission key: a = the allocation's relayed address of `family`, b = peer IP.
+void permission_key(Pkt& q, uint8_t family, const uint8_t* relayed_ip, uint16_t relayed_port, const uint8_t* peer_ip) {
+    if (family == 4) {
+        q.k4 = Key4{};
+        std::memcpy(&q.k4.a_ip, relayed_ip, 4);
+        std::memcpy(&q.k4.b_ip, peer_ip, 4);
+        q.k4.a_port = relayed_port;
+        q.k4.kind = KeyKind::kPermission;
+    } else {
+        q.k6 = Key6{};
+        std::memcpy(q.k6.a_ip, relayed_ip, 16);
+        std::memcpy(q.k6.b_ip, peer_ip, 16);
+        q.k6.a_port = relayed_port;
+        q.k6.kind = KeyKind::kPermission;
+    }
+}
+
+}  // namespace
+
+void lookup(Worker& w, Pkt* p, uint16_t n) {
+    uint16_t idx[kBurst];
+    uint16_t cnt = 0;
+    for (uint16_t i = 0; i < n; i++) {
+        if (p[i].next == Next::kLookup) {
+            idx[cnt++] = i;
+        }
+    }
+    if (cnt == 0) {
+        return;
+    }
+    const Allocation* allocs = w.flows->allocs;
+
+    // Round 1.
+    uint16_t again[kBurst];
+    uint16_t nagain = 0;
+    bulk(w, p, idx, cnt, [&](Pkt& q, void* d) {
+        if (d == nullptr) {
+            if (q.kind == Kind::kPeer) {
+                // No channel: a permission may still allow a Data indication.
+                uint8_t* hdr = q.l3;
+                if (q.family == 4) {
+                    const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(hdr);
+                    permission_key(q, 4, reinterpret_cast<const uint8_t*>(&ip->dst_addr), q.udp->dst_port,
+                                   reinterpret_cast<const uint8_t*>(&ip->src_addr));
+                } else {
+                    const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(hdr);
+                    permission_key(q, 6, ip->dst_addr, q.udp->dst_port, ip->src_addr);
+                }
+                again[nagain++] = static_cast<uint16_t>(&q - p);
+            } else {
+                punt(q, Counter::punt_miss);
+            }
+            return;
+        }
+        switch (q.kind) {
+        case Kind::kClientChannel: {
+            const auto* v = static_cast<const ChannelValue*>(d);
+            if (unlikely(v->family != q.family)) {
+                punt(q, Counter::punt_family_change);
+                return;
+            }
+            q.value = v;
+            q.alloc = v->alloc;
+            q.kind = Kind::kToPeerChannel;
+            q.next = Next::kRoute;
+            return;
+        }
+        case Kind::kClientSend: {
+            q.alloc = inline_alloc(d);
+            const Allocation& a = allocs[q.alloc];
+            if (unlikely(q.peer_family != q.family)) {
+                punt(q, Counter::punt_family_change);
+                return;
+            }
+            if (q.family == 4) {
+                if (unlikely(a.relayed4_port == 0)) {
+                    punt(q, Counter::punt_miss);
+                    return;
+                }
+                permission_key(q, 4, reinterpret_cast<const uint8_t*>(&a.relayed4_ip), a.relayed4_port, q.peer_ip);
+            } else {
+                if (unlikely(a.relayed6_port == 0)) {
+                    punt(q, Counter::punt_miss);
+                    return;
+                }
+                permission_key(q, 6, a.relayed6_ip, a.relayed6_port, q.peer_ip);
+            }
+            again[nagain++] = static_cast<uint16_t>(&q - p);
+            return;
+        }
+        default: {  // kPeer with a channel
+            q.alloc = inline_alloc(d);
+            q.channel_be = inline_channel(d);
+            if (unlikely(allocs[q.alloc].family != q.family)) {
+                punt(q, Counter::punt_family_change);
+                return;
+            }
+            q.kind = Kind::kToClientChannel;
+            q.next = Next::kRoute;
+            return;
+        }
+        }
+    });
+    if (nagain == 0) {
+        return;
+    }
+
+    // Round 2: permissions.
+    uint16_t last[kBurst];
+    uint16_t nlast = 0;
+    bulk(w, p, again, nagain, [&](Pkt& q, void* d) {
+        if (q.kind == Kind::kClientSend) {
+            if (d == nullptr) {
+                drop(q, Counter::drop_no_permission);  // RFC 8656 11.2: discard silently
+                return;
+            }
+            q.kind = Kind::kToPeerSend;
+            q.next = Next::kRoute;
+            return;
+        }
+        if (d != nullptr) {
+            q.alloc = inline_alloc(d);
+            if (unlikely(allocs[q.alloc].family != q.family)) {
+                punt(q, Counter::punt_family_change);
+                return;
+            }
+            q.kind = Kind::kToClientData;
+            q.next = Next::kRoute;
+            return;
+        }
+        last[nlast++] = static_cast<uint16_t>(&q - p);
+    });
+
+    // Round 3 (rare): is the destination an offloaded relayed address?
+    for (uint16_t j = 0; j < nlast; j++) {
+        Pkt& q = p[last[j]];
+        void* d = nullptr;
+        int r;
+        if (q.family == 4) {
+            q.k4.b_ip = 0;
+            q.k4.kind = KeyKind::kRelayed;
+            r = rte_hash_lookup_data(w.flows->h4, &q.k4, &d);
+        } else {
+            std::memset(q.k6.b_ip, 0, 16);
+            q.k6.kind = KeyKind::kRelayed;
+            r = rte_hash_lookup_data(w.flows->h6, &q.k6, &d);
+        }
+        if (r >= 0) {
+            w.state[inline_alloc(d)].dropped_packets++;
+            drop(q, Counter::drop_no_permission);
+        } else {
+            punt(q, Counter::punt_miss);
+        }
+    }
+}
+
+}  // namespace dp

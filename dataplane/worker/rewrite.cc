@@ -1,0 +1,200 @@
+// Stage 5: rewrite, in place. The forwarded bytes (ChannelData payload, Send
+// DATA value, or the peer's whole UDP payload) stay where they are; new
+// headers are written in front of them in the space of the old ones and the
+// mbuf headroom:
+//   client -> peer:   [eth][ip relayed->peer][udp][data]
+//   peer -> client:   [eth][ip listen->client][udp][ChannelData hdr][data]
+//                     [eth][ip listen->client][udp][STUN hdr][XOR-PEER-ADDRESS][DATA hdr][data][pad]
+// (RFC 8656 sections 11.3, 11.6, 12.4, 12.6). IPv4: TTL 64, DF, ID 0, TOS
+// kept; IPv6: hop limit 64, traffic class kept, flow label 0. The UDP
+// checksum is updated incrementally from the received one (common/checksum.h);
+// an IPv4 datagram received without a checksum gets a full one.
+//
+// Edges: kTx. route.cc has already checked next hop, MTU and headroom.
+#include <cstring>
+
+#include "common/checksum.h"
+#include "net/address.h"
+#include "stun/constants.h"
+#include "worker/stages.h"
+
+namespace dp {
+
+namespace {
+
+constexpr uint16_t kDataIndication = 0x0017;
+static_assert(turn::stun::make_type(turn::stun::Method::kData, turn::stun::Class::kIndication) == kDataIndication);
+
+uint16_t pseudo4(uint32_t src, uint32_t dst, uint16_t len_be) {
+    return csum::fold(uint64_t{src & 0xffff} + (src >> 16) + (dst & 0xffff) + (dst >> 16) +
+                      rte_cpu_to_be_16(IPPROTO_UDP) + len_be);
+}
+uint16_t pseudo6(const uint8_t* src, const uint8_t* dst, uint16_t len_be) {
+    return csum::fold(uint64_t{rte_raw_cksum(src, 16)} + rte_raw_cksum(dst, 16) + rte_cpu_to_be_16(IPPROTO_UDP) +
+                      len_be);
+}
+
+struct Endpoint {
+    uint8_t ip[16];
+    uint16_t port_be;
+};
+
+void rewrite_one(Worker& w, Pkt& q) {
+    const Allocation& a = w.flows->allocs[q.alloc];
+    const uint8_t fam = q.family;
+    const uint16_t iph = fam == 4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr);
+    uint8_t* payload = reinterpret_cast<uint8_t*>(q.udp + 1);
+    uint8_t* data = payload + q.data_off;
+    const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
+
+    // 1. Everything needed from the old headers, before any byte is overwritten.
+    Endpoint old_src;
+    uint32_t tclass;  // IPv4 TOS or IPv6 traffic class
+    const uint16_t old_ck = q.udp->dgram_cksum;
+    bool full = false;
+    uint16_t pseudo_old;
+    if (fam == 4) {
+        const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
+        std::memcpy(old_src.ip, &ip->src_addr, 4);
+        tclass = ip->type_of_service;
+        full = old_ck == 0;  // IPv4 allows "no checksum"; we send one
+        pseudo_old = pseudo4(ip->src_addr, ip->dst_addr, q.udp->dgram_len);
+    } else {
+        const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(q.l3);
+        std::memcpy(old_src.ip, ip->src_addr, 16);
+        tclass = (rte_be_to_cpu_32(ip->vtc_flow) >> 20) & 0xff;
+        pseudo_old = pseudo6(ip->src_addr, ip->dst_addr, q.udp->dgram_len);
+    }
+    old_src.port_be = q.udp->src_port;
+    uint16_t kept = 0;  // one's-complement sum of the forwarded bytes
+    if (!full) {
+        kept = csum::payload_sum_from(old_ck, pseudo_old, csum::udp_header_sum(q.udp));
+        if (to_peer) {  // remove what precedes and follows the data
+            const uint32_t tail_off = uint32_t{q.data_off} + q.data_len;
+            kept = csum::fold(uint64_t{kept} + csum::neg(csum::range(payload, q.data_off, false)) +
+                              csum::neg(csum::range(payload + tail_off, q.plen - tail_off, (tail_off & 1) != 0)));
+        }
+    }
+
+    // 2. New endpoints.
+    Endpoint src, dst;
+    if (to_peer) {
+        if (fam == 4) {
+            std::memcpy(src.ip, &a.relayed4_ip, 4);
+            src.port_be = a.relayed4_port;
+        } else {
+            std::memcpy(src.ip, a.relayed6_ip, 16);
+            src.port_be = a.relayed6_port;
+        }
+        if (q.kind == Kind::kToPeerChannel) {
+            std::memcpy(dst.ip, q.value->peer_ip, 16);
+            dst.port_be = q.value->peer_port;
+        } else {
+            std::memcpy(dst.ip, q.peer_ip, 16);
+            dst.port_be = q.peer_port_be;
+        }
+    } else {
+        std::memcpy(src.ip, a.listen_ip, 16);
+        src.port_be = a.listen_port;
+        std::memcpy(dst.ip, a.client_ip, 16);
+        dst.port_be = a.client_port;
+    }
+
+    // 3. Prefix and padding (to-client).
+    uint8_t* pre = data - q.prefix_len;
+    if (q.kind == Kind::kToClientChannel) {
+        std::memcpy(pre, &q.channel_be, 2);
+        store_be16(pre + 2, q.data_len);
+    } else if (q.kind == Kind::kToClientData) {
+        const uint16_t alen = fam == 4 ? 8 : 20;
+        store_be16(pre, kDataIndication);
+        store_be16(pre + 2, static_cast<uint16_t>(q.prefix_len - 20 + q.data_len + q.pad_len));
+        const uint32_t cookie = rte_cpu_to_be_32(turn::stun::kMagicCookie);
+        std::memcpy(pre + 4, &cookie, 4);
+        const uint64_t r1 = w.next_random();
+        const uint32_t r2 = static_cast<uint32_t>(w.next_random());
+        std::memcpy(pre + 8, &r1, 8);
+        std::memcpy(pre + 16, &r2, 4);
+        uint8_t* x = pre + 20;
+        store_be16(x, turn::stun::attr::kXorPeerAddress);
+        store_be16(x + 2, alen);
+        x[4] = 0;
+        x[5] = fam == 4 ? turn::kStunFamilyIPv4 : turn::kStunFamilyIPv6;
+        const uint16_t xport = old_src.port_be ^ rte_cpu_to_be_16(0x2112);
+        std::memcpy(x + 6, &xport, 2);
+        for (uint16_t i = 0; i < alen - 4; i++) {  // XOR with cookie + transaction id
+            x[8 + i] = old_src.ip[i] ^ pre[4 + i];
+        }
+        uint8_t* dh = x + 4 + alen;
+        store_be16(dh, turn::stun::attr::kData);
+        store_be16(dh + 2, q.data_len);
+        std::memset(data + q.data_len, 0, q.pad_len);
+    }
+    const uint16_t udp_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + q.prefix_len + q.data_len + q.pad_len);
+    if (!full && q.prefix_len != 0) {
+        kept = csum::fold(uint64_t{kept} + csum::range(pre, q.prefix_len, false));  // padding zeros add nothing
+    }
+
+    // 4. UDP and IP headers.
+    auto* udp = reinterpret_cast<rte_udp_hdr*>(pre - sizeof(rte_udp_hdr));
+    udp->src_port = src.port_be;
+    udp->dst_port = dst.port_be;
+    udp->dgram_len = rte_cpu_to_be_16(udp_len);
+    udp->dgram_cksum = 0;
+    uint8_t* l3 = reinterpret_cast<uint8_t*>(udp) - iph;
+    uint16_t pseudo_new;
+    if (fam == 4) {
+        auto* ip = reinterpret_cast<rte_ipv4_hdr*>(l3);
+        ip->version_ihl = 0x45;
+        ip->type_of_service = static_cast<uint8_t>(tclass);
+        ip->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(iph + udp_len));
+        ip->packet_id = 0;
+        ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+        ip->time_to_live = 64;
+        ip->next_proto_id = IPPROTO_UDP;
+        std::memcpy(&ip->src_addr, src.ip, 4);
+        std::memcpy(&ip->dst_addr, dst.ip, 4);
+        ip->hdr_checksum = 0;
+        ip->hdr_checksum = rte_ipv4_cksum(ip);
+        pseudo_new = pseudo4(ip->src_addr, ip->dst_addr, udp->dgram_len);
+    } else {
+        auto* ip = reinterpret_cast<rte_ipv6_hdr*>(l3);
+        ip->vtc_flow = rte_cpu_to_be_32((6u << 28) | (tclass << 20));
+        ip->payload_len = rte_cpu_to_be_16(udp_len);
+        ip->proto = IPPROTO_UDP;
+        ip->hop_limits = 64;
+        std::memcpy(ip->src_addr, src.ip, 16);
+        std::memcpy(ip->dst_addr, dst.ip, 16);
+        pseudo_new = pseudo6(ip->src_addr, ip->dst_addr, udp->dgram_len);
+    }
+    if (likely(!full)) {
+        udp->dgram_cksum = csum::finish_udp(uint64_t{pseudo_new} + csum::udp_header_sum(udp) + kept);
+    } else {
+        udp->dgram_cksum = rte_ipv4_udptcp_cksum(reinterpret_cast<const rte_ipv4_hdr*>(l3), udp);
+    }
+
+    // 5. Ethernet, from the next hop.
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(l3 - sizeof(rte_ether_hdr));
+    eth->dst_addr = q.nh.mac;
+    eth->src_addr = w.cfg.port_mac[q.nh.port];
+    eth->ether_type = rte_cpu_to_be_16(fam == 4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
+
+    rte_mbuf* m = q.m;
+    m->data_off = static_cast<uint16_t>(reinterpret_cast<uint8_t*>(eth) - static_cast<uint8_t*>(m->buf_addr));
+    m->data_len = static_cast<uint16_t>(sizeof(rte_ether_hdr) + iph + udp_len);
+    m->pkt_len = m->data_len;
+    m->ol_flags = 0;
+    q.next = Next::kTx;
+}
+
+}  // namespace
+
+void rewrite(Worker& w, Pkt* p, uint16_t n) {
+    for (uint16_t i = 0; i < n; i++) {
+        if (p[i].next == Next::kRewrite) {
+            rewrite_one(w, p[i]);
+        }
+    }
+}
+
+}  // namespace dp

@@ -1,0 +1,42 @@
+// The packet stages, one per file, in pipeline order. Each takes the whole
+// burst and handles only the packets whose Pkt::next names it.
+//
+//   classify.cc  (rx)     -> kLookup | kPunt | kDrop
+//   lookup.cc   kLookup   -> kRoute  | kPunt (miss, family change) | kDrop (no permission)
+//   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom)
+//   police.cc   kPolice   -> kRewrite | kDrop (rate limited)
+//   rewrite.cc  kRewrite  -> kTx
+//   tx.cc       kTx/kPunt/kDrop -> NIC tx, exception tx, free
+#pragma once
+
+#include <cstdint>
+
+#include "worker/packet.h"
+#include "worker/worker.h"
+
+namespace dp {
+
+void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
+void lookup(Worker& w, Pkt* p, uint16_t n);
+void route(Worker& w, Pkt* p, uint16_t n);
+void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc);
+void rewrite(Worker& w, Pkt* p, uint16_t n);
+void tx(Worker& w, Pkt* p, uint16_t n);
+
+// Helpers shared by the stages: unaligned big-endian loads and stores.
+inline uint16_t load_be16(const uint8_t* p) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    return rte_be_to_cpu_16(v);
+}
+inline uint32_t load_be32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return rte_be_to_cpu_32(v);
+}
+inline void store_be16(uint8_t* p, uint16_t v) {
+    v = rte_cpu_to_be_16(v);
+    std::memcpy(p, &v, 2);
+}
+
+}  // namespace dp

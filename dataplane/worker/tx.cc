@@ -1,0 +1,68 @@
+// Stage 6: tx. Forwarded packets leave on the port of their next hop, punted
+// ones on the exception port (to the kernel, which sees them exactly as in
+// socket mode), dropped ones are freed. Counters are bumped here, once per
+// packet, from the verdict the stages left.
+//
+// Edges: none (end of the graph).
+#include "worker/stages.h"
+
+namespace dp {
+
+namespace {
+
+Counter forwarded_counter(Kind k) {
+    switch (k) {
+    case Kind::kToPeerChannel: return Counter::fwd_client_channel;
+    case Kind::kToPeerSend: return Counter::fwd_client_send;
+    case Kind::kToClientChannel: return Counter::fwd_peer_channel;
+    default: return Counter::fwd_peer_data;
+    }
+}
+
+void send(Worker& w, uint16_t port, rte_mbuf** b, uint16_t n, Counter on_full) {
+    if (n == 0) {
+        return;
+    }
+    const uint16_t sent = rte_eth_tx_burst(port, w.cfg.queue, b, n);
+    if (unlikely(sent < n)) {
+        w.counters.inc(on_full, n - sent);
+        rte_pktmbuf_free_bulk(b + sent, n - sent);
+    }
+}
+
+}  // namespace
+
+void tx(Worker& w, Pkt* p, uint16_t n) {
+    rte_mbuf* out[kMaxPorts][kBurst];
+    uint16_t nout[kMaxPorts] = {};
+    rte_mbuf* exc[kBurst];
+    uint16_t nexc = 0;
+    rte_mbuf* dead[kBurst];
+    uint16_t ndead = 0;
+    for (uint16_t i = 0; i < n; i++) {
+        Pkt& q = p[i];
+        switch (q.next) {
+        case Next::kTx:
+            w.counters.inc(forwarded_counter(q.kind));
+            out[q.nh.port][nout[q.nh.port]++] = q.m;
+            break;
+        case Next::kPunt:
+            w.counters.inc(q.reason);
+            exc[nexc++] = q.m;
+            break;
+        default:  // kDrop; any other value would be a stage bug, and dropping is safe
+            w.counters.inc(q.reason);
+            dead[ndead++] = q.m;
+            break;
+        }
+    }
+    for (uint16_t port = 0; port < kMaxPorts; port++) {
+        send(w, port, out[port], nout[port], Counter::drop_nic_tx_full);
+    }
+    send(w, w.cfg.exc_port, exc, nexc, Counter::drop_exception_tx_full);
+    if (ndead != 0) {
+        rte_pktmbuf_free_bulk(dead, ndead);
+    }
+}
+
+}  // namespace dp

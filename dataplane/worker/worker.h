@@ -1,0 +1,59 @@
+// One worker: an lcore with its own rx/tx queue on every port, its own
+// counters, its own slice of per-allocation state, and a QSBR thread id.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dpdk.h"
+#include "flow/tables.h"
+#include "nexthop/nexthop.h"
+#include "worker/counters.h"
+
+namespace dp {
+
+constexpr uint16_t kMaxPorts = 8;
+
+struct WorkerConfig {
+    uint32_t id = 0;          // QSBR thread id, index of the AllocState slice
+    uint32_t workers = 1;     // bandwidth limits are split evenly between workers
+    uint16_t nic_port = 0;
+    uint16_t exc_port = 1;    // exception port (kernel side)
+    uint16_t queue = 0;       // rx and tx queue id on every port
+    uint16_t mtu = 1500;      // IP MTU of the NIC ports
+    rte_ether_addr port_mac[kMaxPorts] = {};  // source MAC per egress port
+    uint64_t seed = 0x9e3779b97f4a7c15ull;    // STUN transaction ids
+};
+
+struct Worker {
+    WorkerConfig cfg;
+    FlowTables* flows = nullptr;
+    NextHops* nexthops = nullptr;
+    AllocState* state = nullptr;  // flows->state(cfg.id)
+    double tsc_hz = 0;
+    uint64_t rng = 0;
+    Counters counters;
+
+    // Bind to tables; call on the worker's lcore before the first poll.
+    void init(const WorkerConfig& c, FlowTables* f, NextHops* n) {
+        cfg = c;
+        flows = f;
+        nexthops = n;
+        state = f->state(c.id);
+        tsc_hz = static_cast<double>(rte_get_tsc_hz());
+        rng = c.seed | 1;
+        rte_rcu_qsbr_thread_register(f->rcu, c.id);
+        rte_rcu_qsbr_thread_online(f->rcu, c.id);
+    }
+    void fini() {
+        rte_rcu_qsbr_thread_offline(flows->rcu, cfg.id);
+        rte_rcu_qsbr_thread_unregister(flows->rcu, cfg.id);
+    }
+    uint64_t next_random() {  // xorshift64*
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        return rng * 0x2545F4914F6CDD1Dull;
+    }
+};
+
+}  // namespace dp
