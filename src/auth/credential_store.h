@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "auth/credentials.h"
@@ -32,6 +33,7 @@ enum class LookupError : uint8_t {
     kUnknownUser,     // not a static user and not a REST username
     kExpired,         // REST username past its expiry
     kBadPassword,     // configured password fails OpaqueString (configuration error)
+    kBadAlgorithm,    // `alg` is not a PasswordAlgorithm value this library knows
 };
 
 class CredentialStore {
@@ -50,8 +52,9 @@ public:
     size_t secret_count() const { return secrets_.size(); }
 
     // Candidate keys for `username` under `alg` at time `now_s`: one for a
-    // static user, one per secret for a REST username. Returns the number
-    // written to `out` (0 with `err` set on failure).
+    // static user, one per secret (newest first) for a REST username. Writes
+    // at most out.size() (kMaxSecrets always suffices) and returns the number
+    // written (0 with `err` set on failure; `err` is kOk otherwise).
     size_t keys_for(std::string_view username, PasswordAlgorithm alg, uint64_t now_s,
                     std::span<Key> out, LookupError& err) const;
 

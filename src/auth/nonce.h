@@ -18,9 +18,12 @@
 
 namespace turn::auth {
 
-// RFC 8489 section 18.1: security feature bits, most significant bit first.
-constexpr uint32_t kFeaturePasswordAlgorithms = 1u << 23;
-constexpr uint32_t kFeatureUsernameAnonymity = 1u << 22;
+// RFC 8489 section 18.1: security feature bits. The RFC's errata for 18.1
+// number the bits from the least significant end (bit 0 is the rightmost of
+// the 24), which is what clients that read them do (libjuice) and what the
+// Appendix B.1 nonce "obMatJos2AAAC..." (USERHASH only: 0x000002) shows.
+constexpr uint32_t kFeaturePasswordAlgorithms = 1u << 0;
+constexpr uint32_t kFeatureUsernameAnonymity = 1u << 1;
 
 constexpr std::string_view kNonceCookie = "obMatJos2";
 
