@@ -185,10 +185,16 @@ std::string Address::ip_string() const {
 }
 
 std::string Address::to_string() const {
+    // Built with append: gcc 12 -O3 reports a false -Wrestrict on operator+ chains.
+    std::string out;
+    out.reserve(INET6_ADDRSTRLEN + 8);
     if (is_v6()) {
-        return "[" + ip_string() + "]:" + std::to_string(port);
+        out.append("[").append(ip_string()).append("]");
+    } else {
+        out.append(ip_string());
     }
-    return ip_string() + ":" + std::to_string(port);
+    out.append(":").append(std::to_string(port));
+    return out;
 }
 
 std::optional<Prefix> Prefix::parse(std::string_view text) {
@@ -234,7 +240,9 @@ bool Prefix::contains(const Address& addr) const {
 }
 
 std::string Prefix::to_string() const {
-    return base.ip_string() + "/" + std::to_string(length);
+    std::string out = base.ip_string();
+    out.append("/").append(std::to_string(length));
+    return out;
 }
 
 namespace {

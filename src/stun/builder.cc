@@ -27,8 +27,9 @@ uint8_t* MessageBuilder::begin_attr(uint16_t type, size_t len) {
         return nullptr;
     }
     const size_t total = 4 + pad4(static_cast<uint32_t>(len));
-    // The message length field is 16 bits and must stay within one datagram.
-    if (len > 0xFFFF || total > buf_.size() - size_ || size_ + total - kHeaderSize > 0xFFFC) {
+    // The whole message must fit one datagram (kMaxMessageSize); that also
+    // keeps the 16-bit header length field from overflowing.
+    if (len > 0xFFFF || total > buf_.size() - size_ || total > kMaxMessageSize - size_) {
         ok_ = false;
         return nullptr;
     }
