@@ -270,9 +270,7 @@ void apply_cli(const CliOverrides& cli, Config& c) {
 
 void validate(Config& c, bool have_file) {
     if (c.listen.empty()) {
-        if (have_file) {
-            fail("[server].listen", "no listening address; add e.g. listen = [\"127.0.0.1:3478\"]");
-        }
+        // Loopback only: an unconfigured relay is never reachable from outside.
         c.listen = {*Address::parse("127.0.0.1:3478"), *Address::parse("[::1]:3478")};
     }
     if (c.relay_ips.empty()) {

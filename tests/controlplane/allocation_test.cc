@@ -1,0 +1,460 @@
+// Allocation lifecycle, permissions, channels, EVEN-PORT, quotas,
+// retransmissions, relaying: the protocol core with a fake clock and fake I/O.
+#include "server_fixture.h"
+
+namespace turn::cp::test {
+namespace {
+
+using stun::attr::kXorRelayedAddress;
+using M = stun::Method;
+
+TEST_F(ServerTest, AllocateReturnsRelayedAndMappedAddresses) {
+    auto a = allocate(tuple());
+    ASSERT_TRUE(a.success()) << a.code();
+    auto relayed = a.xor_address(kXorRelayedAddress);
+    ASSERT_TRUE(relayed);
+    EXPECT_EQ(relayed->ip_string(), "198.18.0.1");
+    EXPECT_GE(relayed->port, 50000);
+    EXPECT_LE(relayed->port, 50099);
+    EXPECT_EQ(a.xor_address(stun::attr::kXorMappedAddress)->to_string(), "198.18.1.1:5000");
+    EXPECT_EQ(a.u32(stun::attr::kLifetime), 600u);
+    EXPECT_TRUE(a.has(stun::attr::kMessageIntegrity));
+    EXPECT_EQ(io.open.size(), 1u);
+}
+
+TEST_F(ServerTest, AllocationExpiresAfterLifetime) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    advance_s(599);
+    EXPECT_NE(server->allocations().find(tuple()), nullptr);
+    advance_s(2);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+    EXPECT_TRUE(io.open.empty());
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 0u);
+    EXPECT_EQ(shared->quota.total(), 0u);
+}
+
+TEST_F(ServerTest, LifetimeIsClampedToMaximum) {
+    auto a = allocate(tuple(), [](auto& b) { b.add_u32(stun::attr::kLifetime, 100000); });
+    EXPECT_EQ(a.u32(stun::attr::kLifetime), 3600u);
+    auto small = allocate(tuple(5001), [](auto& b) { b.add_u32(stun::attr::kLifetime, 10); });
+    EXPECT_EQ(small.u32(stun::attr::kLifetime), 600u);
+}
+
+TEST_F(ServerTest, RefreshExtendsLifetime) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    advance_s(500);
+    auto r = refresh(tuple(), 1200);
+    ASSERT_TRUE(r.success());
+    EXPECT_EQ(r.u32(stun::attr::kLifetime), 1200u);
+    advance_s(1100);
+    EXPECT_NE(server->allocations().find(tuple()), nullptr);
+    advance_s(101);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+}
+
+TEST_F(ServerTest, RefreshCanShortenLifetime) {
+    ASSERT_TRUE(allocate(tuple(), [](auto& b) { b.add_u32(stun::attr::kLifetime, 3600); }).success());
+    ASSERT_TRUE(refresh(tuple(), 600).success());
+    advance_s(601);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+}
+
+TEST_F(ServerTest, RefreshZeroDeletesAtOnce) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    auto r = refresh(tuple(), 0);
+    ASSERT_TRUE(r.success());
+    EXPECT_EQ(r.u32(stun::attr::kLifetime), 0u);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+    EXPECT_TRUE(io.open.empty());
+    EXPECT_EQ(refresh(tuple(), 600).code(), 437);
+}
+
+TEST_F(ServerTest, SecondAllocateOnSameTupleIs437) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    EXPECT_EQ(allocate(tuple()).code(), 437);
+}
+
+TEST_F(ServerTest, RetransmittedAllocateGetsIdenticalAnswer) {
+    const auto c = creds(tuple());
+    const auto txid = random_txid();
+    const auto req = build(M::kAllocate, stun::Class::kRequest,
+                           [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c, txid);
+    auto first = exchange(tuple(), req);
+    ASSERT_TRUE(first && first->success());
+    advance_s(5);
+    auto again = exchange(tuple(), req);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(first->bytes, again->bytes);
+    EXPECT_EQ(io.open.size(), 1u);
+    // After the retransmission window the same request is a new one: 437.
+    advance_s(40);
+    auto late = exchange(tuple(), req);
+    ASSERT_TRUE(late);
+    EXPECT_EQ(late->code(), 437);
+}
+
+TEST_F(ServerTest, RetransmittedRefreshZeroStillSucceeds) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const auto c = creds(tuple());
+    const auto req = build(M::kRefresh, stun::Class::kRequest,
+                           [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }, &c);
+    ASSERT_TRUE(exchange(tuple(), req)->success());
+    EXPECT_TRUE(exchange(tuple(), req)->success());
+}
+
+TEST_F(ServerTest, RequestsWithoutAllocationGet437) {
+    EXPECT_EQ(refresh(tuple(), 600).code(), 437);
+    EXPECT_EQ(create_permission(tuple(), {A("198.18.9.9:1")}).code(), 437);
+    EXPECT_EQ(channel_bind(tuple(), 0x4000, A("198.18.9.9:1")).code(), 437);
+}
+
+TEST_F(ServerTest, PermissionExpiresAfter300s) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(create_permission(tuple(), {peer}).success());
+    advance_s(299);
+    from_peer(tuple(), peer, {1, 2, 3});
+    ASSERT_EQ(io.client.size(), 3u);  // allocate, permission answers + Data indication
+    Answer data(io.client.back().bytes);
+    EXPECT_TRUE(data.view.is(M::kData, stun::Class::kIndication));
+    advance_s(2);
+    const auto drops = stats->drops_of(Drop::kNoPermission);
+    from_peer(tuple(), peer, {1, 2, 3});
+    EXPECT_EQ(io.client.size(), 3u);
+    EXPECT_EQ(stats->drops_of(Drop::kNoPermission), drops + 1);
+}
+
+TEST_F(ServerTest, PermissionRefreshKeepsItAlive) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(create_permission(tuple(), {peer}).success());
+    advance_s(250);
+    ASSERT_TRUE(create_permission(tuple(), {peer.with_port(1)}).success());  // port is ignored
+    advance_s(250);
+    EXPECT_TRUE(server->allocations().find(tuple())->permitted(peer, clock.now_ms()));
+    advance_s(51);
+    EXPECT_FALSE(server->allocations().find(tuple())->permitted(peer, clock.now_ms()));
+}
+
+TEST_F(ServerTest, CreatePermissionIsAllOrNothing) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    auto r = create_permission(tuple(), {A("198.18.9.9:1"), A("127.0.0.1:1")});
+    EXPECT_EQ(r.code(), 403);
+    EXPECT_FALSE(server->allocations().find(tuple())->permitted(A("198.18.9.9"), clock.now_ms()));
+    EXPECT_TRUE(create_permission(tuple(), {A("198.18.9.9:1"), A("198.18.9.10:1")}).success());
+}
+
+TEST_F(ServerTest, CreatePermissionFamilyMismatchIs443) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    EXPECT_EQ(create_permission(tuple(), {A("[2001:db8::1]:1")}).code(), 443);
+}
+
+TEST_F(ServerTest, CreatePermissionWithoutPeerIs400) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    EXPECT_EQ(create_permission(tuple(), {}).code(), 400);
+}
+
+TEST_F(ServerTest, ChannelBindingExpiresAndNumberIsQuarantined) {
+    ASSERT_TRUE(allocate(tuple(), [](auto& b) { b.add_u32(stun::attr::kLifetime, 3600); }).success());
+    const Address peer_a = A("198.18.9.9:7000");
+    const Address peer_b = A("198.18.9.10:7000");
+    ASSERT_TRUE(channel_bind(tuple(), 0x4000, peer_a).success());
+    advance_s(599);
+    EXPECT_NE(server->allocations().find(tuple())->peer_for(0x4000, clock.now_ms()), nullptr);
+    advance_s(2);  // 601 s: expired
+    EXPECT_EQ(server->allocations().find(tuple())->peer_for(0x4000, clock.now_ms()), nullptr);
+    // Within 5 minutes after expiry neither side may be bound to something else.
+    EXPECT_EQ(channel_bind(tuple(), 0x4000, peer_b).code(), 400);
+    EXPECT_EQ(channel_bind(tuple(), 0x4001, peer_a).code(), 400);
+    advance_s(250);
+    EXPECT_EQ(channel_bind(tuple(), 0x4000, peer_b).code(), 400);
+    advance_s(50);  // 901 s: 5 minutes after expiry at 600 s
+    EXPECT_TRUE(channel_bind(tuple(), 0x4000, peer_b).success());
+    EXPECT_TRUE(channel_bind(tuple(), 0x4001, peer_a).success());
+}
+
+TEST_F(ServerTest, ExpiredChannelMayBeReboundToSamePeer) {
+    ASSERT_TRUE(allocate(tuple(), [](auto& b) { b.add_u32(stun::attr::kLifetime, 3600); }).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(channel_bind(tuple(), 0x4000, peer).success());
+    advance_s(650);
+    EXPECT_TRUE(channel_bind(tuple(), 0x4000, peer).success());
+}
+
+TEST_F(ServerTest, ChannelBindConflictsAre400) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer_a = A("198.18.9.9:7000");
+    ASSERT_TRUE(channel_bind(tuple(), 0x4000, peer_a).success());
+    EXPECT_TRUE(channel_bind(tuple(), 0x4000, peer_a).success());  // refresh
+    EXPECT_EQ(channel_bind(tuple(), 0x4000, A("198.18.9.9:7001")).code(), 400);
+    EXPECT_EQ(channel_bind(tuple(), 0x4001, peer_a).code(), 400);
+    EXPECT_EQ(channel_bind(tuple(), 0x3FFF, A("198.18.9.8:1")).code(), 400);
+    EXPECT_EQ(channel_bind(tuple(), 0x5000, A("198.18.9.8:1")).code(), 400);
+    EXPECT_EQ(channel_bind(tuple(), 0x4002, A("127.0.0.1:1")).code(), 403);
+    EXPECT_EQ(channel_bind(tuple(), 0x4002, A("[2001:db8::1]:1")).code(), 443);
+}
+
+TEST_F(ServerTest, ChannelBindRefreshesPermission) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(channel_bind(tuple(), 0x4000, peer).success());
+    EXPECT_TRUE(server->allocations().find(tuple())->permitted(peer, clock.now_ms()));
+}
+
+TEST_F(ServerTest, ChannelDataRoundTrip) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, peer).success());
+    const std::vector<uint8_t> cd = {0x40, 0x01, 0x00, 0x03, 'a', 'b', 'c', 0};
+    server->on_client_datagram(tuple(), cd);
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    EXPECT_EQ(io.peer_sends[0].peer, peer);
+    EXPECT_EQ(io.peer_sends[0].bytes, std::vector<uint8_t>({'a', 'b', 'c'}));
+    from_peer(tuple(), peer, {'x', 'y'});
+    EXPECT_EQ(io.client.back().bytes, std::vector<uint8_t>({0x40, 0x01, 0x00, 0x02, 'x', 'y'}));
+    EXPECT_EQ(stats->relayed_packets[0].get(), 1u);
+    EXPECT_EQ(stats->relayed_packets[1].get(), 1u);
+    // Unbound channel: dropped and counted.
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x02, 0x00, 0x00});
+    EXPECT_EQ(stats->drops_of(Drop::kNoChannel), 1u);
+}
+
+TEST_F(ServerTest, SendIndicationNeedsPermission) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    auto send = [&](const Address& p) {
+        server->on_client_datagram(tuple(), build(M::kSend, stun::Class::kIndication, [&](auto& b) {
+            b.add_xor_address(stun::attr::kXorPeerAddress, p);
+            const std::array<uint8_t, 3> d{'h', 'i', '!'};
+            b.add(stun::attr::kData, d);
+        }, nullptr));
+    };
+    send(peer);
+    EXPECT_TRUE(io.peer_sends.empty());
+    EXPECT_EQ(stats->drops_of(Drop::kNoPermission), 1u);
+    ASSERT_TRUE(create_permission(tuple(), {peer}).success());
+    send(peer);
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    EXPECT_EQ(io.peer_sends[0].bytes, std::vector<uint8_t>({'h', 'i', '!'}));
+    send(A("127.0.0.1:7000"));
+    EXPECT_EQ(stats->drops_of(Drop::kPeerPolicy), 1u);
+    send(A("[::ffff:127.0.0.1]:7000"));
+    EXPECT_EQ(stats->drops_of(Drop::kPeerPolicy), 2u);
+}
+
+TEST_F(ServerTest, PeerDataBecomesDataIndicationWithPeerAddress) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(create_permission(tuple(), {peer}).success());
+    from_peer(tuple(), peer, {9, 8, 7});
+    Answer ind(io.client.back().bytes);
+    ASSERT_TRUE(ind.ok);
+    EXPECT_TRUE(ind.view.is(M::kData, stun::Class::kIndication));
+    EXPECT_EQ(ind.xor_address(stun::attr::kXorPeerAddress), peer);
+    const auto* d = ind.view.find(stun::attr::kData);
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(std::vector<uint8_t>(ind.view.value(*d).begin(), ind.view.value(*d).end()),
+              std::vector<uint8_t>({9, 8, 7}));
+}
+
+TEST_F(ServerTest, DualStackAllocation) {
+    auto a = allocate(tuple(), [](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
+    ASSERT_TRUE(a.success()) << a.code();
+    auto relayed = a.xor_addresses(kXorRelayedAddress);
+    ASSERT_EQ(relayed.size(), 2u);
+    EXPECT_TRUE(relayed[0].is_v4());
+    EXPECT_TRUE(relayed[1].is_v6());
+    EXPECT_TRUE(create_permission(tuple(), {A("[2001:db8::1]:1"), A("198.18.9.9:1")}).success());
+}
+
+TEST_F(ServerTest, DualStackWithOneFamilyMissingReportsAddressErrorCode) {
+    Config c = base_config();
+    c.relay_ips = {A("198.18.0.1")};
+    start(c);
+    auto a = allocate(tuple(), [](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
+    ASSERT_TRUE(a.success());
+    EXPECT_EQ(a.xor_addresses(kXorRelayedAddress).size(), 1u);
+    const auto* e = a.view.find(stun::attr::kAddressErrorCode);
+    ASSERT_NE(e, nullptr);
+    stun::AddressErrorValue v;
+    ASSERT_EQ(stun::decode_address_error_code(a.view.value(*e), v), stun::AttrError::kOk);
+    EXPECT_EQ(v.family, Family::kIPv6);
+    EXPECT_EQ(v.code, 440);
+}
+
+TEST_F(ServerTest, RequestedFamilyNotAvailableIs440) {
+    Config c = base_config();
+    c.relay_ips = {A("198.18.0.1")};
+    start(c);
+    auto a = allocate(tuple(), [](auto& b) { b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6); });
+    EXPECT_EQ(a.code(), 440);
+    EXPECT_EQ(shared->quota.total(), 0u);
+}
+
+TEST_F(ServerTest, RefreshWithOtherFamilyIs443) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    auto r = request(tuple(), M::kRefresh,
+                     [](auto& b) { b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6); });
+    EXPECT_EQ(r.code(), 443);
+}
+
+TEST_F(ServerTest, DontFragmentIsPassedToTheRelaySocket) {
+    ASSERT_TRUE(allocate(tuple(), [](auto& b) { b.add_empty(stun::attr::kDontFragment); }).success());
+    ASSERT_EQ(io.df.size(), 1u);
+    EXPECT_TRUE(io.df.begin()->second);
+}
+
+TEST_F(ServerTest, UnsupportedTransportIs442) {
+    auto a = request(tuple(), M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); });
+    EXPECT_EQ(a.code(), 442);
+    auto missing = request(tuple(), M::kAllocate, {});
+    EXPECT_EQ(missing.code(), 400);
+}
+
+TEST_F(ServerTest, EvenPortReservesNextPort) {
+    auto a = allocate(tuple(), [](auto& b) { b.add_even_port(true); });
+    ASSERT_TRUE(a.success());
+    const auto port = a.xor_address(kXorRelayedAddress)->port;
+    EXPECT_EQ(port % 2, 0);
+    const auto* tok = a.view.find(stun::attr::kReservationToken);
+    ASSERT_NE(tok, nullptr);
+    std::vector<uint8_t> token(a.view.value(*tok).begin(), a.view.value(*tok).end());
+    auto b = allocate(tuple(5001), [&](auto& m) { m.add(stun::attr::kReservationToken, token); });
+    ASSERT_TRUE(b.success());
+    EXPECT_EQ(b.xor_address(kXorRelayedAddress)->port, port + 1);
+    // A token is good once.
+    EXPECT_EQ(allocate(tuple(5002), [&](auto& m) { m.add(stun::attr::kReservationToken, token); }).code(), 508);
+}
+
+TEST_F(ServerTest, EvenPortReservationExpires) {
+    auto a = allocate(tuple(), [](auto& b) { b.add_even_port(true); });
+    ASSERT_TRUE(a.success());
+    const auto* tok = a.view.find(stun::attr::kReservationToken);
+    std::vector<uint8_t> token(a.view.value(*tok).begin(), a.view.value(*tok).end());
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 2u);
+    advance_s(31);
+    EXPECT_EQ(allocate(tuple(5001), [&](auto& m) { m.add(stun::attr::kReservationToken, token); }).code(), 508);
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 1u);
+}
+
+TEST_F(ServerTest, EvenPortWithoutReservation) {
+    auto a = allocate(tuple(), [](auto& b) { b.add_even_port(false); });
+    ASSERT_TRUE(a.success());
+    EXPECT_EQ(a.xor_address(kXorRelayedAddress)->port % 2, 0);
+    EXPECT_FALSE(a.has(stun::attr::kReservationToken));
+}
+
+TEST_F(ServerTest, EvenPortAndTokenTogetherAre400) {
+    auto a = allocate(tuple(), [](auto& b) {
+        b.add_even_port(false);
+        b.add_u64(stun::attr::kReservationToken, 42);
+    });
+    EXPECT_EQ(a.code(), 400);
+}
+
+TEST_F(ServerTest, PortRangeExhaustedIs508) {
+    Config c = base_config();
+    c.relay_port_min = 50000;
+    c.relay_port_max = 50001;
+    start(c);
+    EXPECT_TRUE(allocate(tuple(1)).success());
+    EXPECT_TRUE(allocate(tuple(2)).success());
+    EXPECT_EQ(allocate(tuple(3)).code(), 508);
+    EXPECT_EQ(stats->quota_rejections[static_cast<size_t>(QuotaKind::kPorts)].get(), 1u);
+    EXPECT_EQ(shared->quota.total(), 2u);  // the refused one released its slot
+}
+
+TEST_F(ServerTest, PortsHeldByOtherProcessesAreSkipped) {
+    Config c = base_config();
+    c.relay_port_min = 50000;
+    c.relay_port_max = 50003;
+    start(c);
+    io.busy_ports = {50000, 50001, 50002};
+    auto a = allocate(tuple());
+    ASSERT_TRUE(a.success());
+    EXPECT_EQ(a.xor_address(kXorRelayedAddress)->port, 50003);
+}
+
+TEST_F(ServerTest, PerUserQuotaIs486) {
+    Config c = base_config();
+    c.max_per_user = 2;
+    start(c);
+    EXPECT_TRUE(allocate(tuple(1)).success());
+    EXPECT_TRUE(allocate(tuple(2)).success());
+    EXPECT_EQ(allocate(tuple(3)).code(), 486);
+    EXPECT_TRUE(allocate(tuple(4), {}, "bob").success());
+    ASSERT_TRUE(refresh(tuple(1), 0).success());
+    EXPECT_TRUE(allocate(tuple(3)).success());
+}
+
+TEST_F(ServerTest, TotalQuotaIs486) {
+    Config c = base_config();
+    c.max_total = 1;
+    start(c);
+    EXPECT_TRUE(allocate(tuple(1)).success());
+    EXPECT_EQ(allocate(tuple(2), {}, "bob").code(), 486);
+    EXPECT_EQ(stats->quota_rejections[static_cast<size_t>(QuotaKind::kTotal)].get(), 1u);
+}
+
+TEST_F(ServerTest, BandwidthQuotaDropsExcess) {
+    Config c = base_config();
+    c.bandwidth_bps = 8 * 1000;  // 1000 bytes/s, burst 64 KiB
+    start(c);
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(channel_bind(tuple(), 0x4000, peer).success());
+    std::vector<uint8_t> cd(4 + 1000, 0);
+    cd[0] = 0x40;
+    cd[2] = 0x03;
+    cd[3] = 0xE8;
+    for (int i = 0; i < 70; ++i) {
+        server->on_client_datagram(tuple(), cd);
+    }
+    EXPECT_EQ(io.peer_sends.size(), 65u);
+    EXPECT_EQ(stats->drops_of(Drop::kBandwidth), 5u);
+    clock.advance_s(1);
+    server->on_client_datagram(tuple(), cd);
+    EXPECT_EQ(io.peer_sends.size(), 66u);
+}
+
+TEST_F(ServerTest, DrainingRefusesAllocateWith403ButRefreshes) {
+    ASSERT_TRUE(allocate(tuple(1)).success());
+    shared->draining.store(true);
+    EXPECT_EQ(allocate(tuple(2)).code(), 403);
+    EXPECT_TRUE(refresh(tuple(1), 600).success());
+}
+
+TEST_F(ServerTest, AllocationsOnDifferentTuplesAreIndependent) {
+    ASSERT_TRUE(allocate(tuple(1)).success());
+    ASSERT_TRUE(allocate(tuple(2, true)).success());
+    EXPECT_EQ(server->allocations().size(), 2u);
+    auto v6 = server->allocations().find(tuple(2, true));
+    ASSERT_NE(v6, nullptr);
+    EXPECT_TRUE(v6->has_family(Family::kIPv4));  // IPv4 relay by default, even for IPv6 clients
+}
+
+class RecordingHook final : public OffloadHook {
+public:
+    void allocation_added(const OffloadAllocation&) override { events.push_back("alloc+"); }
+    void allocation_removed(uint64_t) override { events.push_back("alloc-"); }
+    void permission_added(uint64_t, const Address&) override { events.push_back("perm+"); }
+    void permission_removed(uint64_t, const Address&) override { events.push_back("perm-"); }
+    void channel_added(uint64_t, uint16_t, const Address&) override { events.push_back("chan+"); }
+    void channel_removed(uint64_t, uint16_t, const Address&) override { events.push_back("chan-"); }
+    std::vector<std::string> events;
+};
+
+TEST_F(ServerTest, OffloadHookSeesEveryFlowChange) {
+    RecordingHook rec;
+    server.reset();
+    server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4000, A("198.18.9.9:7000")).success());
+    advance_s(301);  // permission expires (channel still bound, not refreshed)
+    ASSERT_TRUE(refresh(tuple(), 0).success());
+    EXPECT_EQ(rec.events, std::vector<std::string>({"alloc+", "chan+", "perm+", "perm-", "chan-", "alloc-"}));
+    server.reset();
+}
+
+}  // namespace
+}  // namespace turn::cp::test

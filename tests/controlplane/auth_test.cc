@@ -1,0 +1,272 @@
+// Long-term credentials, nonces, SHA-256 integrity, USERHASH, REST secrets,
+// 401 rate limiting; Binding and malformed input.
+#include <cstring>
+
+#include "auth/credential_store.h"
+#include "server_fixture.h"
+#include "stun/integrity.h"
+
+namespace turn::cp::test {
+namespace {
+
+using M = stun::Method;
+
+std::vector<uint8_t> plain_allocate() {
+    return build(M::kAllocate, stun::Class::kRequest, [](auto& b) { b.add_requested_transport(stun::kProtoUdp); },
+                 nullptr);
+}
+
+TEST_F(ServerTest, NoCredentialsGets401WithRealmNonceAndAlgorithms) {
+    auto a = exchange(tuple(), plain_allocate());
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->code(), 401);
+    EXPECT_EQ(a->reason(), "Unauthenticated");
+    EXPECT_EQ(a->text(stun::attr::kRealm), "example.org");
+    EXPECT_EQ(a->text(stun::attr::kNonce).rfind("obMatJos2", 0), 0u);
+    EXPECT_TRUE(a->has(stun::attr::kPasswordAlgorithms));
+    EXPECT_FALSE(a->has(stun::attr::kMessageIntegrity));
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kNoCredentials), 1u);
+}
+
+TEST_F(ServerTest, NonceFromChallengeWorks) {
+    auto a = exchange(tuple(), plain_allocate());
+    Credentials c = creds(tuple());
+    c.nonce = a->text(stun::attr::kNonce);
+    auto ok = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                      [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c));
+    ASSERT_TRUE(ok);
+    EXPECT_TRUE(ok->success());
+    // The answer is signed with the request's key.
+    auto key = auth::long_term_key(stun::PasswordAlgorithm::kMd5, "alice", "example.org", "alice-pw");
+    EXPECT_TRUE(stun::verify_message_integrity(ok->view, key->span()));
+}
+
+TEST_F(ServerTest, WrongPasswordIs401) {
+    Credentials c = creds(tuple());
+    c.password = "nope";
+    auto a = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                     [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c));
+    EXPECT_EQ(a->code(), 401);
+    EXPECT_TRUE(a->has(stun::attr::kNonce));
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kBadIntegrity), 1u);
+}
+
+TEST_F(ServerTest, UnknownUserIs401) {
+    Credentials c = creds(tuple(), "mallory");
+    auto a = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest, {}, &c));
+    EXPECT_EQ(a->code(), 401);
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kUnknownUser), 1u);
+}
+
+TEST_F(ServerTest, StaleNonceIs438WithFreshNonce) {
+    const Credentials c = creds(tuple());
+    advance_s(3601);
+    auto a = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                     [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c));
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->code(), 438);
+    EXPECT_EQ(a->reason(), "Stale Nonce");
+    EXPECT_TRUE(a->has(stun::attr::kRealm));
+    EXPECT_NE(a->text(stun::attr::kNonce), c.nonce);
+    Credentials fresh = c;
+    fresh.nonce = a->text(stun::attr::kNonce);
+    EXPECT_TRUE(exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                        [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &fresh))
+                    ->success());
+}
+
+TEST_F(ServerTest, ForeignNonceIs401) {
+    Credentials c = creds(tuple());
+    c.nonce = "obMatJos2AAAA0000000000000000000000000000000000000000000000000";
+    EXPECT_EQ(exchange(tuple(), build(M::kAllocate, stun::Class::kRequest, {}, &c))->code(), 401);
+}
+
+TEST_F(ServerTest, IntegrityWithoutNonceIs400) {
+    std::vector<uint8_t> buf(512);
+    stun::MessageBuilder b(buf, M::kAllocate, stun::Class::kRequest, random_txid());
+    b.add_requested_transport(stun::kProtoUdp);
+    b.add_text(stun::attr::kUsername, "alice");
+    auto key = auth::long_term_key(stun::PasswordAlgorithm::kMd5, "alice", "example.org", "alice-pw");
+    b.add_message_integrity(key->span());
+    buf.resize(b.size());
+    EXPECT_EQ(exchange(tuple(), buf)->code(), 400);
+}
+
+TEST_F(ServerTest, Sha256IntegrityAndPasswordAlgorithm) {
+    Credentials c = creds(tuple());
+    c.alg = stun::PasswordAlgorithm::kSha256;
+    c.send_algorithms = true;
+    c.sha256_mi = true;
+    auto a = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                     [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c));
+    ASSERT_TRUE(a);
+    ASSERT_TRUE(a->success()) << a->code();
+    EXPECT_TRUE(a->has(stun::attr::kMessageIntegritySha256));
+    EXPECT_FALSE(a->has(stun::attr::kMessageIntegrity));
+    auto key = auth::long_term_key(stun::PasswordAlgorithm::kSha256, "alice", "example.org", "alice-pw");
+    EXPECT_TRUE(stun::verify_message_integrity_sha256(a->view, key->span()));
+}
+
+TEST_F(ServerTest, Md5KeyWithSha256Integrity) {
+    Credentials c = creds(tuple());
+    c.sha256_mi = true;
+    auto a = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                     [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c));
+    EXPECT_TRUE(a->success());
+}
+
+TEST_F(ServerTest, PasswordAlgorithmsMismatchIs400) {
+    Credentials c = creds(tuple());
+    std::vector<uint8_t> buf(512);
+    stun::MessageBuilder b(buf, M::kAllocate, stun::Class::kRequest, random_txid());
+    b.add_requested_transport(stun::kProtoUdp);
+    b.add_text(stun::attr::kUsername, c.user);
+    b.add_text(stun::attr::kRealm, c.realm);
+    b.add_text(stun::attr::kNonce, c.nonce);
+    const std::array<stun::PasswordAlgorithm, 1> only_md5 = {stun::PasswordAlgorithm::kMd5};  // not what we sent
+    b.add_password_algorithms(only_md5);
+    b.add_password_algorithm(stun::PasswordAlgorithm::kMd5);
+    auto key = auth::long_term_key(stun::PasswordAlgorithm::kMd5, c.user, c.realm, c.password);
+    b.add_message_integrity(key->span());
+    buf.resize(b.size());
+    EXPECT_EQ(exchange(tuple(), buf)->code(), 400);
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kBadAlgorithm), 1u);
+}
+
+TEST_F(ServerTest, UserhashInsteadOfUsername) {
+    Credentials c = creds(tuple());
+    c.userhash = true;
+    auto a = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                     [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c));
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(a->success()) << a->code();
+    EXPECT_EQ(server->allocations().find(tuple())->username, "alice");
+}
+
+TEST_F(ServerTest, RestSecretCredentials) {
+    Config cfg = base_config();
+    cfg.rest_secrets = {"new-secret", "old-secret"};
+    start(cfg);
+    for (const char* secret : {"new-secret", "old-secret"}) {
+        const std::string user = std::to_string(clock.unix_s() + 3600) + ":carol";
+        Credentials c = creds(tuple());
+        c.user = user;
+        c.password = auth::rest_password(secret, user);
+        const FiveTuple ft = tuple(std::string(secret) == "new-secret" ? 1 : 2);
+        c.nonce = creds(ft).nonce;
+        auto a = exchange(ft, build(M::kAllocate, stun::Class::kRequest,
+                                    [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c));
+        EXPECT_TRUE(a->success()) << secret;
+    }
+    const std::string expired = std::to_string(clock.unix_s() - 1) + ":carol";
+    Credentials c = creds(tuple(3));
+    c.user = expired;
+    c.password = auth::rest_password("new-secret", expired);
+    EXPECT_EQ(exchange(tuple(3), build(M::kAllocate, stun::Class::kRequest, {}, &c))->code(), 401);
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kExpiredUser), 1u);
+}
+
+TEST_F(ServerTest, OtherUserOnAllocationIs441) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    auto r = request(tuple(), M::kRefresh, {}, "bob");
+    EXPECT_EQ(r.code(), 441);
+    EXPECT_EQ(r.reason(), "Wrong Credentials");
+}
+
+TEST_F(ServerTest, UnknownComprehensionRequiredIs420) {
+    auto a = allocate(tuple(), [](auto& b) {
+        const std::array<uint8_t, 4> v{};
+        b.add(0x0031, v);
+    });
+    EXPECT_EQ(a.code(), 420);
+    const auto* u = a.view.find(stun::attr::kUnknownAttributes);
+    ASSERT_NE(u, nullptr);
+    std::array<uint16_t, 4> types{};
+    size_t n = 0;
+    ASSERT_EQ(stun::decode_unknown_attributes(a.view.value(*u), types, n), stun::AttrError::kOk);
+    ASSERT_EQ(n, 1u);
+    EXPECT_EQ(types[0], 0x0031);
+}
+
+TEST_F(ServerTest, UnauthenticatedAnswersAreRateLimited) {
+    Config c = base_config();
+    c.unauth_per_ip_per_s = 5;
+    start(c);
+    int answered = 0;
+    for (int i = 0; i < 20; ++i) {
+        answered += exchange(tuple(static_cast<uint16_t>(1000 + i)), plain_allocate()).has_value() ? 1 : 0;
+    }
+    EXPECT_EQ(answered, 5);
+    EXPECT_EQ(stats->drops_of(Drop::kUnauthRateLimit), 15u);
+    clock.advance_s(1);
+    EXPECT_TRUE(exchange(tuple(), plain_allocate()).has_value());
+    // Other sources have their own bucket.
+    FiveTuple other = tuple();
+    other.client = A("198.18.1.2:5000");
+    EXPECT_TRUE(exchange(other, plain_allocate()).has_value());
+}
+
+TEST_F(ServerTest, BindingAnswersWithXorMappedAndResponseOrigin) {
+    auto a = exchange(tuple(), build(M::kBinding, stun::Class::kRequest, {}, nullptr, random_txid(), true));
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(a->success());
+    EXPECT_EQ(a->xor_address(stun::attr::kXorMappedAddress)->to_string(), "198.18.1.1:5000");
+    const auto* origin = a->view.find(stun::attr::kResponseOrigin);
+    ASSERT_NE(origin, nullptr);
+    Address o;
+    ASSERT_EQ(stun::decode_address(a->view.value(*origin), o), stun::AttrError::kOk);
+    EXPECT_EQ(o.to_string(), "198.18.0.1:3478");
+    EXPECT_EQ(a->text(stun::attr::kSoftware), "turnrelay");
+    EXPECT_TRUE(a->view.fingerprint() != nullptr);
+    EXPECT_TRUE(stun::verify_fingerprint(a->view));
+    auto no_fp = exchange(tuple(), build(M::kBinding, stun::Class::kRequest, {}, nullptr));
+    EXPECT_EQ(no_fp->view.fingerprint(), nullptr);
+}
+
+TEST_F(ServerTest, Rfc3489BindingGetsMappedAddress) {
+    std::vector<uint8_t> req(20, 0);
+    req[1] = 0x01;  // Binding Request, length 0
+    for (size_t i = 4; i < 20; ++i) {
+        req[i] = static_cast<uint8_t>(i * 7);
+    }
+    server->on_client_datagram(tuple(), req);
+    ASSERT_EQ(io.client.size(), 1u);
+    const auto& resp = io.client[0].bytes;
+    ASSERT_GE(resp.size(), 32u);
+    EXPECT_EQ(resp[0], 0x01);
+    EXPECT_EQ(resp[1], 0x01);
+    EXPECT_TRUE(std::equal(req.begin() + 4, req.end(), resp.begin() + 4));  // 128-bit ID echoed
+    EXPECT_EQ(resp[20], 0x00);
+    EXPECT_EQ(resp[21], 0x01);  // MAPPED-ADDRESS first
+    EXPECT_EQ(resp[26] * 256 + resp[27], 5000);
+    EXPECT_EQ(resp[28], 198);
+}
+
+TEST_F(ServerTest, MalformedRequestIs400) {
+    auto req = build(M::kAllocate, stun::Class::kRequest, [](auto& b) { b.add_requested_transport(17); }, nullptr);
+    req[22] = 0x00;
+    req[23] = 0x40;  // attribute length runs past the end
+    auto a = exchange(tuple(), req);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->code(), 400);
+    EXPECT_EQ(stats->drops_of(Drop::kMalformed), 1u);
+    // Garbage is dropped silently.
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0xFF, 0x00});
+    EXPECT_EQ(stats->drops_of(Drop::kMalformed), 2u);
+}
+
+TEST_F(ServerTest, UnknownMethodIs400) {
+    auto a = exchange(tuple(), build(static_cast<M>(0x0FF), stun::Class::kRequest, {}, nullptr));
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->code(), 400);
+}
+
+TEST_F(ServerTest, ConnectOnUdpAllocationIs400) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    auto a = request(tuple(), M::kConnect,
+                     [](auto& b) { b.add_xor_address(stun::attr::kXorPeerAddress, A("198.18.9.9:80")); });
+    EXPECT_EQ(a.code(), 400);
+}
+
+}  // namespace
+}  // namespace turn::cp::test

@@ -1,0 +1,103 @@
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+
+namespace turn::cp {
+namespace {
+
+std::string error_of(std::string_view toml, const CliOverrides& cli = {}) {
+    auto r = load_config_text(toml, cli);
+    if (auto* e = std::get_if<ConfigError>(&r)) {
+        return e->message;
+    }
+    return {};
+}
+
+TEST(Config, FullExampleLoads) {
+    const char* text = R"(
+[server]
+listen = ["127.0.0.1:3478", "[::1]:3478"]
+relay_ips = ["127.0.0.1", "::1"]
+relay_port_min = 49152
+relay_port_max = 65535
+realm = "turnrelay.local"
+software = "turnrelay"
+threads = 0
+[auth]
+users = ["demo:demo-password"]
+rest_secrets = []
+nonce_lifetime_s = 3600
+[allocation]
+default_lifetime_s = 600
+max_lifetime_s = 3600
+max_per_user = 10
+max_total = 10000
+bandwidth_bps = 0
+[policy]
+allow_peers = []
+deny_peers = []
+unauth_per_ip_per_s = 20
+[metrics]
+listen = "127.0.0.1:9641"
+[log]
+level = "info"
+format = "text"
+[drain]
+deadline_s = 30
+)";
+    auto r = load_config_text(text, {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    const Config& c = std::get<Config>(r);
+    EXPECT_EQ(c.listen.size(), 2u);
+    EXPECT_EQ(c.relay_ips.size(), 2u);
+    EXPECT_EQ(c.users.at(0).first, "demo");
+    EXPECT_EQ(c.users.at(0).second, "demo-password");
+}
+
+TEST(Config, NoFileMeansDemoDefaults) {
+    auto r = load_config({});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    const Config& c = std::get<Config>(r);
+    ASSERT_EQ(c.listen.size(), 2u);
+    EXPECT_EQ(c.listen[0].to_string(), "127.0.0.1:3478");
+    EXPECT_EQ(c.listen[1].to_string(), "[::1]:3478");
+    EXPECT_EQ(c.users.at(0).first, "demo");
+    EXPECT_EQ(c.relay_ips.size(), 2u);
+}
+
+TEST(Config, ErrorsNameTheKey) {
+    EXPECT_NE(error_of("[server]\nrelay_port_min = 70000\n").find("[server].relay_port_min"), std::string::npos);
+    EXPECT_NE(error_of("[server]\nlisten = [\"nonsense\"]\n").find("[server].listen"), std::string::npos);
+    EXPECT_NE(error_of("[server]\nlisten=[\"127.0.0.1:1\"]\nrelay_ips = [\"127.0.0.1\", \"127.0.0.2\"]\n"
+                       "[auth]\nusers=[\"a:b\"]\n")
+                  .find("[server].relay_ips"),
+              std::string::npos);
+    EXPECT_NE(error_of("[auth]\nusers = [\"nocolon\"]\n").find("[auth].users"), std::string::npos);
+    EXPECT_NE(error_of("[policy]\nallow_peers = [\"1.2.3.4/99\"]\n").find("[policy].allow_peers"), std::string::npos);
+    EXPECT_NE(error_of("[auth]\nusers=[\"a:b\"]\n[log]\nlevel = \"loud\"\n").find("[log].level"), std::string::npos);
+    EXPECT_NE(error_of("[server]\nbogus = 1\n").find("[server].bogus"), std::string::npos);
+    EXPECT_NE(error_of("[server]\nlisten=[\"127.0.0.1:1\"]\n").find("[auth]"), std::string::npos);
+    EXPECT_NE(error_of("[auth]\nusers=[\"a:b\"]\n[allocation]\ndefault_lifetime_s = 7200\n").find("default_lifetime_s"), std::string::npos);
+    EXPECT_NE(error_of("[server\n").find("config:"), std::string::npos);
+}
+
+TEST(Config, CliOverridesFile) {
+    CliOverrides cli;
+    cli.listen = {"127.0.0.1:5000"};
+    cli.users = {"bob:pw"};
+    cli.port_range = "50000-50010";
+    cli.allow_peers = {"127.0.0.0/8"};
+    auto r = load_config_text("[server]\nlisten=[\"127.0.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n", cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    const Config& c = std::get<Config>(r);
+    EXPECT_EQ(c.listen.at(0).port, 5000);
+    EXPECT_EQ(c.users.at(0).first, "bob");
+    EXPECT_EQ(c.relay_port_min, 50000);
+    EXPECT_EQ(c.relay_port_max, 50010);
+    EXPECT_EQ(c.allow_peers.size(), 1u);
+    cli.port_range = "5-";
+    EXPECT_NE(error_of("", cli).find("--port-range"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace turn::cp

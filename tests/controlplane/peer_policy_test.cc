@@ -1,0 +1,104 @@
+// Peer address policy: every known bypass of other TURN servers is its own test.
+#include "core/peer_policy.h"
+
+#include <gtest/gtest.h>
+
+namespace turn::cp {
+namespace {
+
+Address A(const char* s) { return *Address::parse(s); }
+
+PeerPolicy default_policy() {
+    return PeerPolicy({}, {}, {A("198.18.0.1:3478"), A("[fd00::1]:3478")}, {A("198.18.0.2"), A("fd00::2")});
+}
+
+TEST(PeerPolicy, PublicAddressesPermitted) {
+    const auto p = default_policy();
+    EXPECT_TRUE(p.permitted_ip(A("8.8.8.8")));
+    EXPECT_TRUE(p.permitted_transport(A("198.18.5.5:4000")));
+    EXPECT_TRUE(p.permitted_ip(A("2001:db8::1")));
+}
+
+TEST(PeerPolicy, DeniesZeroAddress) {
+    // 0.0.0.0 reaches the local host on Linux (coturn CVE-2020-26262).
+    EXPECT_EQ(default_policy().check_ip(A("0.0.0.0")), PeerVerdict::kDeniedByDefault);
+    EXPECT_FALSE(default_policy().permitted_transport(A("0.0.0.0:3478")));
+    EXPECT_FALSE(default_policy().permitted_ip(A("0.1.2.3")));
+}
+
+TEST(PeerPolicy, DeniesIPv6Unspecified) {
+    EXPECT_EQ(default_policy().check_ip(A("::")), PeerVerdict::kDeniedByDefault);
+}
+
+TEST(PeerPolicy, DeniesMappedLoopback) {
+    // ::ffff:127.0.0.1 must be treated as 127.0.0.1.
+    EXPECT_EQ(default_policy().check_ip(A("::ffff:127.0.0.1")), PeerVerdict::kDeniedByDefault);
+    EXPECT_FALSE(default_policy().permitted_transport(A("[::ffff:127.0.0.1]:5000")));
+    EXPECT_FALSE(default_policy().permitted_ip(A("::ffff:0.0.0.0")));
+}
+
+TEST(PeerPolicy, DeniesIPv4Loopback) {
+    EXPECT_FALSE(default_policy().permitted_ip(A("127.0.0.1")));
+    EXPECT_FALSE(default_policy().permitted_ip(A("127.255.0.7")));
+}
+
+TEST(PeerPolicy, DeniesIPv6Loopback) { EXPECT_FALSE(default_policy().permitted_ip(A("::1"))); }
+
+TEST(PeerPolicy, DeniesOwnRelayAddress) {
+    EXPECT_EQ(default_policy().check_ip(A("198.18.0.2")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(default_policy().check_ip(A("fd00::2")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(default_policy().check_ip(A("::ffff:198.18.0.2")), PeerVerdict::kDeniedSelf);
+}
+
+TEST(PeerPolicy, DeniesOwnListenAddress) {
+    EXPECT_EQ(default_policy().check_ip(A("198.18.0.1")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(default_policy().check_transport(A("198.18.0.1:3478")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(default_policy().check_transport(A("[fd00::1]:3478")), PeerVerdict::kDeniedSelf);
+}
+
+TEST(PeerPolicy, DeniesIPv4LinkLocal) { EXPECT_FALSE(default_policy().permitted_ip(A("169.254.169.254"))); }
+
+TEST(PeerPolicy, DeniesIPv6LinkLocal) { EXPECT_FALSE(default_policy().permitted_ip(A("fe80::1"))); }
+
+TEST(PeerPolicy, DeniesIPv4Multicast) {
+    EXPECT_FALSE(default_policy().permitted_ip(A("224.0.0.1")));
+    EXPECT_FALSE(default_policy().permitted_ip(A("239.255.255.250")));
+    EXPECT_FALSE(default_policy().permitted_ip(A("255.255.255.255")));
+}
+
+TEST(PeerPolicy, DeniesIPv6Multicast) { EXPECT_FALSE(default_policy().permitted_ip(A("ff02::1"))); }
+
+TEST(PeerPolicy, DeniesIPv4CompatibleLoopback) { EXPECT_FALSE(default_policy().permitted_ip(A("::127.0.0.1"))); }
+
+TEST(PeerPolicy, AllowRangeRepermitsLoopback) {
+    PeerPolicy p({*Prefix::parse("127.0.0.0/8"), *Prefix::parse("::1/128")}, {},
+                 {A("127.0.0.1:3478"), A("[::1]:3478")}, {A("127.0.0.1"), A("::1")});
+    EXPECT_TRUE(p.permitted_ip(A("127.0.0.1")));
+    EXPECT_TRUE(p.permitted_ip(A("::ffff:127.0.0.1")));
+    EXPECT_TRUE(p.permitted_transport(A("127.0.0.1:40000")));
+    EXPECT_TRUE(p.permitted_transport(A("[::1]:40000")));
+    // Relayed ports stay reachable (relay-to-relay), the listener never is.
+    EXPECT_TRUE(p.permitted_transport(A("127.0.0.1:50000")));
+    EXPECT_EQ(p.check_transport(A("127.0.0.1:3478")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(p.check_transport(A("[::ffff:127.0.0.1]:3478")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(p.check_transport(A("[::1]:3478")), PeerVerdict::kDeniedSelf);
+    // Other default-denied ranges stay denied.
+    EXPECT_FALSE(p.permitted_ip(A("0.0.0.0")));
+    EXPECT_FALSE(p.permitted_ip(A("169.254.1.1")));
+}
+
+TEST(PeerPolicy, OperatorDenyWinsOverAllow) {
+    PeerPolicy p({*Prefix::parse("10.0.0.0/8")}, {*Prefix::parse("10.1.0.0/16")}, {}, {});
+    EXPECT_TRUE(p.permitted_ip(A("10.2.3.4")));
+    EXPECT_EQ(p.check_ip(A("10.1.3.4")), PeerVerdict::kDeniedByOperator);
+    EXPECT_EQ(p.check_ip(A("::ffff:10.1.3.4")), PeerVerdict::kDeniedByOperator);
+}
+
+TEST(PeerPolicy, WildcardListenerOwnsItsPortOnEveryIP) {
+    PeerPolicy p({*Prefix::parse("127.0.0.0/8")}, {}, {A("0.0.0.0:3478")}, {A("198.18.0.2")});
+    EXPECT_EQ(p.check_transport(A("127.0.0.1:3478")), PeerVerdict::kDeniedSelf);
+    EXPECT_TRUE(p.permitted_transport(A("127.0.0.1:3479")));
+}
+
+}  // namespace
+}  // namespace turn::cp
