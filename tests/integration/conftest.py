@@ -1,0 +1,482 @@
+"""Shared fixtures for the integration suite.
+
+The server under test is pluggable:
+
+  TURN_SERVER=turnrelay  (default) the project's control plane, binary from
+                         TURN_RELAY_BIN or the newest build*/controlplane/turn-relay
+  TURN_SERVER=coturn     Debian's coturn (/usr/bin/turnserver), used as a reference
+                         to validate the tests themselves
+
+Everything runs on loopback only (127.0.0.1 and ::1). Every process the suite
+starts is kept as a Popen handle and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+USERNAME = "demo"
+PASSWORD = "demo-password"
+REALM = "turnrelay.local"
+
+# Relayed ports and listener ports are chosen outside Linux's default ephemeral
+# range (32768-60999) so that they cannot collide with sockets the clients open.
+RELAY_WINDOW = 200
+RELAY_RANGE = (61000, 65535)
+LISTEN_RANGE = (20000, 32000)
+
+STARTUP_TIMEOUT_S = 15.0
+
+# -------------------------------------------------------------------------------------
+# Ports
+
+
+def _port_free(port: int, families=(socket.AF_INET, socket.AF_INET6),
+               kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)) -> bool:
+    for fam in families:
+        host = "127.0.0.1" if fam == socket.AF_INET else "::1"
+        for kind in kinds:
+            s = socket.socket(fam, kind)
+            try:
+                if fam == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((host, port))
+            except OSError:
+                return False
+            finally:
+                s.close()
+    return True
+
+
+_handed_out: set = set()
+
+
+def free_port(span: int = 1, lo: int = LISTEN_RANGE[0], hi: int = LISTEN_RANGE[1],
+              kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)) -> int:
+    """A port P such that P..P+span-1 are free for UDP and TCP on 127.0.0.1 and ::1."""
+    for _ in range(500):
+        p = random.randrange(lo, hi - span)
+        if any(q in _handed_out for q in range(p, p + span)):
+            continue
+        if all(_port_free(q, kinds=kinds) for q in range(p, p + span)):
+            _handed_out.update(range(p, p + span))
+            return p
+    raise RuntimeError("no free port found")
+
+
+def relay_port_window() -> Tuple[int, int]:
+    lo = random.randrange(RELAY_RANGE[0], RELAY_RANGE[1] - RELAY_WINDOW)
+    return lo, lo + RELAY_WINDOW - 1
+
+
+# -------------------------------------------------------------------------------------
+# Minimal STUN Binding (used to poll readiness; independent of the libraries under test)
+
+MAGIC = 0x2112A442
+
+
+def stun_binding(addr: Tuple[str, int], timeout: float = 0.5) -> Optional[Tuple[str, int]]:
+    """Send one RFC 8489 Binding request; return XOR-MAPPED-ADDRESS or None."""
+    fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    tid = os.urandom(12)
+    req = struct.pack("!HHI", 0x0001, 0, MAGIC) + tid
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(req, addr)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                data, _ = s.recvfrom(2048)
+                if len(data) < 20 or data[8:20] != tid:
+                    continue
+                mtype, mlen = struct.unpack("!HH", data[:4])
+                if mtype != 0x0101:
+                    return None
+                return _parse_xor_mapped(data[20:20 + mlen], tid)
+        except (socket.timeout, ConnectionRefusedError, OSError):
+            return None
+    return None
+
+
+def _parse_xor_mapped(body: bytes, tid: bytes) -> Optional[Tuple[str, int]]:
+    i = 0
+    while i + 4 <= len(body):
+        atype, alen = struct.unpack("!HH", body[i:i + 4])
+        val = body[i + 4:i + 4 + alen]
+        if atype == 0x0020 and len(val) >= 8:
+            fam = val[1]
+            port = struct.unpack("!H", val[2:4])[0] ^ (MAGIC >> 16)
+            if fam == 1:
+                ip = bytes(a ^ b for a, b in zip(val[4:8], struct.pack("!I", MAGIC)))
+                return socket.inet_ntop(socket.AF_INET, ip), port
+            if fam == 2:
+                key = struct.pack("!I", MAGIC) + tid
+                ip = bytes(a ^ b for a, b in zip(val[4:20], key))
+                return socket.inet_ntop(socket.AF_INET6, ip), port
+        i += 4 + ((alen + 3) & ~3)
+    return None
+
+
+# -------------------------------------------------------------------------------------
+# Process helpers
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM then SIGKILL, by PID, bounded."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+def log_tail(path: Path, lines: int = 200) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+    return "\n".join(text[-lines:])
+
+
+# Servers and helper processes alive right now; their logs are attached to failing tests.
+_ACTIVE_LOGS: List[Tuple[str, Path]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and rep.when in ("setup", "call"):
+        for name, path in list(_ACTIVE_LOGS):
+            rep.sections.append((f"{name} log ({path})", log_tail(path)))
+
+
+# -------------------------------------------------------------------------------------
+# Server under test
+
+
+@dataclass
+class TurnServer:
+    kind: str
+    port: int
+    workdir: Path
+    relay_min: int
+    relay_max: int
+    metrics_port: Optional[int] = None
+    proc: Optional[subprocess.Popen] = None
+    log_path: Optional[Path] = None
+    cmd: List[str] = field(default_factory=list)
+    username: str = USERNAME
+    password: str = PASSWORD
+    realm: str = REALM
+
+    def addr(self, family: int = 4) -> Tuple[str, int]:
+        return ("127.0.0.1" if family == 4 else "::1", self.port)
+
+    def url(self, family: int = 4) -> str:
+        host = "127.0.0.1" if family == 4 else "[::1]"
+        return f"turn:{host}:{self.port}?transport=udp"
+
+    def metrics(self) -> Optional[str]:
+        """Prometheus text from the server's /metrics (turnrelay only)."""
+        if self.metrics_port is None:
+            return None
+        import urllib.request
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3) as r:
+                return r.read().decode(errors="replace")
+        except OSError:
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def assert_alive(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, (
+            f"{self.kind} exited with {self.proc.returncode if self.proc else None}:\n"
+            + (log_tail(self.log_path) if self.log_path else ""))
+
+
+def find_turn_relay_bin() -> Optional[str]:
+    env = os.environ.get("TURN_RELAY_BIN")
+    if env:
+        return env
+    cands = [p for p in glob.glob(str(REPO / "build*" / "**" / "controlplane" / "turn-relay"),
+                                  recursive=True)
+             if os.path.isfile(p) and os.access(p, os.X_OK)]
+    if not cands:
+        return None
+    return max(cands, key=os.path.getmtime)
+
+
+def server_kind() -> str:
+    return os.environ.get("TURN_SERVER", "turnrelay").strip().lower()
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def write_turnrelay_config(srv: TurnServer) -> Path:
+    cfg = f"""\
+# Written by tests/integration/conftest.py
+[server]
+listen = {_toml_list([f"127.0.0.1:{srv.port}", f"[::1]:{srv.port}"])}
+relay_ips = ["127.0.0.1", "::1"]
+relay_port_min = {srv.relay_min}
+relay_port_max = {srv.relay_max}
+realm = "{srv.realm}"
+software = "turnrelay"
+threads = {int(os.environ.get("TURN_RELAY_THREADS", "0"))}
+
+[auth]
+users = ["{srv.username}:{srv.password}"]
+rest_secrets = []
+nonce_lifetime_s = 3600
+
+[allocation]
+default_lifetime_s = 600
+max_lifetime_s = 3600
+max_per_user = 100
+max_total = 10000
+bandwidth_bps = 0
+
+[policy]
+# Loopback peers are denied by default; the tests' echo peers live on loopback.
+allow_peers = ["127.0.0.0/8", "::1/128"]
+deny_peers = []
+unauth_per_ip_per_s = 1000
+
+[metrics]
+listen = "127.0.0.1:{srv.metrics_port}"
+
+[log]
+level = "{os.environ.get("TURN_LOG_LEVEL", "info")}"
+format = "text"
+"""
+    path = srv.workdir / "turn-relay.toml"
+    path.write_text(cfg)
+    return path
+
+
+def start_server(workdir: Path) -> TurnServer:
+    kind = server_kind()
+    lo, hi = relay_port_window()
+    # coturn also listens on P+1 (RFC 5780 alternate port), so reserve two.
+    port = free_port(span=2)
+    srv = TurnServer(kind=kind, port=port, workdir=workdir, relay_min=lo, relay_max=hi)
+    srv.log_path = workdir / f"{kind}.log"
+
+    if kind == "coturn":
+        binary = shutil.which("turnserver") or "/usr/bin/turnserver"
+        srv.cmd = [
+            binary, "-n",
+            "--listening-ip=127.0.0.1", "--listening-ip=::1",
+            f"--listening-port={port}",
+            "--relay-ip=127.0.0.1", "--relay-ip=::1",
+            f"--min-port={lo}", f"--max-port={hi}",
+            "--lt-cred-mech", f"--user={srv.username}:{srv.password}",
+            f"--realm={srv.realm}",
+            "--allow-loopback-peers",
+            "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay",
+            "--no-multicast-peers",
+            "--log-file=stdout", "--simple-log",
+            f"--pidfile={workdir / 'turnserver.pid'}",
+            f"--userdb={workdir / 'turndb.sqlite'}",
+            "--verbose",
+        ]
+    elif kind == "turnrelay":
+        binary = find_turn_relay_bin()
+        if not binary:
+            pytest.fail("TURN_SERVER=turnrelay but no turn-relay binary: set TURN_RELAY_BIN or "
+                        "build build*/controlplane/turn-relay (or use TURN_SERVER=coturn)")
+        srv.metrics_port = free_port(kinds=(socket.SOCK_STREAM,))
+        cfg = write_turnrelay_config(srv)
+        srv.cmd = [binary, "--config", str(cfg)]
+    else:
+        pytest.fail(f"unknown TURN_SERVER={kind!r} (turnrelay|coturn)")
+
+    logf = open(srv.log_path, "wb")
+    srv.proc = subprocess.Popen(srv.cmd, cwd=workdir, stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    logf.close()
+    _ACTIVE_LOGS.append((f"{kind} server", srv.log_path))
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    ready = {4: False, 6: False}
+    while time.monotonic() < deadline:
+        if srv.proc.poll() is not None:
+            break
+        for fam in (4, 6):
+            if not ready[fam] and stun_binding(srv.addr(fam), timeout=0.3):
+                ready[fam] = True
+        if all(ready.values()):
+            return srv
+        time.sleep(0.1)
+    rc = srv.proc.poll()
+    stop_process(srv.proc)
+    _ACTIVE_LOGS.remove((f"{kind} server", srv.log_path))
+    pytest.fail(f"{kind} did not answer a STUN Binding on 127.0.0.1:{port} and [::1]:{port} "
+                f"within {STARTUP_TIMEOUT_S}s (exit code {rc}, ready={ready})\n"
+                f"command: {' '.join(srv.cmd)}\n--- log ---\n{log_tail(srv.log_path)}")
+
+
+@pytest.fixture(scope="module")
+def turn_server(tmp_path_factory):
+    """A fresh server under test per test module."""
+    workdir = tmp_path_factory.mktemp("turnserver")
+    srv = start_server(workdir)
+    yield srv
+    alive = srv.proc.poll() is None
+    stop_process(srv.proc)
+    _ACTIVE_LOGS.remove((f"{srv.kind} server", srv.log_path))
+    if not alive:
+        pytest.fail(f"{srv.kind} died during the tests (exit {srv.proc.returncode}):\n"
+                    + log_tail(srv.log_path))
+
+
+@pytest.fixture
+def server(turn_server):
+    """Per-test view of the module's server that checks it is still running."""
+    turn_server.assert_alive()
+    yield turn_server
+    turn_server.assert_alive()
+
+
+# -------------------------------------------------------------------------------------
+# Echo peers
+
+
+class EchoPeer:
+    """UDP echo on 127.0.0.1:port and [::1]:port; records (payload, source) it received."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.received: List[Tuple[bytes, Tuple[str, int]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.socks = []
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s4.bind(("127.0.0.1", port))
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s6.bind(("::1", port))
+        self.socks = [s4, s6]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def addr(self, family: int = 4) -> Tuple[str, int]:
+        return ("127.0.0.1" if family == 4 else "::1", self.port)
+
+    def _run(self):
+        while not self._stop.is_set():
+            r, _, _ = select.select(self.socks, [], [], 0.2)
+            for s in r:
+                try:
+                    data, src = s.recvfrom(65535)
+                except OSError:
+                    continue
+                with self._lock:
+                    self.received.append((data, src[:2]))
+                try:
+                    s.sendto(data, src)
+                except OSError:
+                    pass
+
+    def sources(self) -> set:
+        with self._lock:
+            return {src for _, src in self.received}
+
+    def payloads(self) -> List[bytes]:
+        with self._lock:
+            return [d for d, _ in self.received]
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for s in self.socks:
+            s.close()
+
+
+@pytest.fixture
+def echo_peer():
+    peer = EchoPeer(free_port(kinds=(socket.SOCK_DGRAM,)))
+    yield peer
+    peer.close()
+
+
+class TurnutilsPeer:
+    """coturn's turnutils_peer: UDP echo on port and port+1 (uclient sends RTCP to +1)."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port(span=2, kinds=(socket.SOCK_DGRAM,))
+        self.log_path = workdir / "turnutils_peer.log"
+        logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            ["turnutils_peer", "-p", str(self.port), "-L", "127.0.0.1", "-L", "::1"],
+            cwd=workdir, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("turnutils_peer exited:\n" + log_tail(self.log_path))
+            if self._echoes(("127.0.0.1", self.port)) and self._echoes(("::1", self.port)):
+                return
+            time.sleep(0.1)
+        stop_process(self.proc)
+        raise RuntimeError("turnutils_peer did not echo within 10 s")
+
+    @staticmethod
+    def _echoes(addr) -> bool:
+        fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.3)
+            try:
+                s.sendto(b"ping", addr)
+                return s.recvfrom(100)[0] == b"ping"
+            except OSError:
+                return False
+
+    def close(self):
+        stop_process(self.proc)
+
+
+@pytest.fixture(scope="module")
+def turnutils_peer(tmp_path_factory):
+    peer = TurnutilsPeer(tmp_path_factory.mktemp("peer"))
+    _ACTIVE_LOGS.append(("turnutils_peer", peer.log_path))
+    yield peer
+    _ACTIVE_LOGS.remove(("turnutils_peer", peer.log_path))
+    peer.close()
+
+
+def pytest_report_header(config):
+    kind = server_kind()
+    extra = ""
+    if kind == "turnrelay":
+        extra = f" binary={find_turn_relay_bin()}"
+    return f"TURN server under test: {kind}{extra}"
