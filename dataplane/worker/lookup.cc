@@ -199,7 +199,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
             r = rte_hash_lookup_data(w.flows->h6, &q.k6, &d);
         }
         if (r >= 0) {
-            w.state[inline_alloc(d)].dropped_packets++;
+            w.alloc_state(inline_alloc(d)).dropped_packets++;
             drop(q, Counter::drop_no_permission);
         } else {
             punt(q, Counter::punt_miss);

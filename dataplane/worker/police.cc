@@ -24,13 +24,7 @@ void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
             continue;
         }
         const Allocation& a = allocs[q.alloc];
-        AllocState& s = w.state[q.alloc];
-        if (unlikely(s.epoch != a.epoch)) {  // first packet since the index was (re)used
-            s = AllocState{};
-            s.epoch = a.epoch;
-            s.tokens = -1;  // filled below
-            s.last_tsc = now_tsc;
-        }
+        AllocState& s = w.alloc_state(q.alloc);
         const uint64_t bps = a.rate_bps.load(std::memory_order_relaxed);
         if (bps != 0) {
             const double rate = static_cast<double>(bps) / 8.0 / w.cfg.workers;  // bytes per second

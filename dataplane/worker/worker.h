@@ -48,6 +48,18 @@ struct Worker {
         rte_rcu_qsbr_thread_offline(flows->rcu, cfg.id);
         rte_rcu_qsbr_thread_unregister(flows->rcu, cfg.id);
     }
+    // This worker's state for an allocation, reset the first time it is
+    // touched after the allocation index was (re)used.
+    AllocState& alloc_state(uint32_t idx) {
+        AllocState& s = state[idx];
+        const uint32_t e = flows->allocs[idx].epoch;
+        if (unlikely(s.epoch != e)) {
+            s = AllocState{};
+            s.epoch = e;
+            s.tokens = -1;  // police.cc fills the bucket on first use
+        }
+        return s;
+    }
     uint64_t next_random() {  // xorshift64*
         rng ^= rng >> 12;
         rng ^= rng << 25;
