@@ -1,0 +1,18 @@
+// CLOCK_MONOTONIC in nanoseconds: send timestamps, pacing and deadlines.
+#pragma once
+
+#include <cstdint>
+#include <ctime>
+
+namespace turn::load {
+
+inline uint64_t mono_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+constexpr uint64_t kNsPerSec = 1'000'000'000u;
+constexpr uint64_t kNsPerMs = 1'000'000u;
+
+}  // namespace turn::load

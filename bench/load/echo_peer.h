@@ -1,0 +1,56 @@
+// The harness's own UDP peers: each socket echoes every datagram back to its
+// source, which is a relayed address of the TURN server under test. To keep
+// the tool from ever sending elsewhere, a datagram is echoed only if its
+// source IP is one the server reported in XOR-RELAYED-ADDRESS (allow_ip());
+// anything else is counted and dropped.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "net/address.h"
+
+namespace turn::load {
+
+class EchoPeers {
+public:
+    ~EchoPeers();
+    // Binds `sockets` UDP sockets on ip:0. False with `err` on failure.
+    bool open(const Address& ip, size_t sockets, std::string& err);
+    size_t size() const { return socks_.size(); }
+    const Address& address(size_t i) const { return socks_[i].addr; }
+
+    // Adds a source IP that may be echoed to (relayed addresses' IPs).
+    // Call before start() or while running (copy-on-write under a mutex).
+    void allow_ip(const Address& ip);
+
+    // One thread per socket group; threads stop at stop() or at deadline_ns.
+    void start(size_t threads, uint64_t deadline_ns);
+    void stop();
+
+    uint64_t echoed() const { return echoed_.load(std::memory_order_relaxed); }
+    uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+
+private:
+    struct Sock {
+        int fd = -1;
+        Address addr;
+    };
+    void run(size_t first, size_t step, uint64_t deadline_ns);
+    bool allowed(const Address& src);
+
+    std::vector<Sock> socks_;
+    std::vector<std::thread> threads_;
+    std::atomic<bool> stop_{false};
+    std::atomic<uint64_t> echoed_{0};
+    std::atomic<uint64_t> refused_{0};
+    std::mutex allow_mu_;
+    std::vector<Address> allow_;                  // IPs, port 0
+    std::atomic<uint64_t> allow_gen_{0};
+};
+
+}  // namespace turn::load

@@ -1,0 +1,416 @@
+// turn-load: load harness for any TURN server over UDP. See README.md.
+//
+// Flow: parse flags -> start echo peers -> set up N allocations in parallel
+// (401 -> authenticated Allocate -> CreatePermission [-> ChannelBind]) ->
+// one traffic phase per offered rate (progress every second, churn alongside)
+// -> delete the allocations -> JSON and plots. Every phase is bounded by the
+// flags, and a watchdog ends the process if the whole run overshoots.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "churn.h"
+#include "clock.h"
+#include "credentials.h"
+#include "echo_peer.h"
+#include "options.h"
+#include "report.h"
+#include "traffic.h"
+#include "turn_session.h"
+
+namespace turn::load {
+namespace {
+
+std::string utc_now() {
+    const std::time_t t = std::time(nullptr);
+    char buf[32];
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+void sleep_until(uint64_t t_ns) {
+    for (uint64_t now = mono_ns(); now < t_ns; now = mono_ns()) {
+        const uint64_t d = t_ns - now;
+        const timespec ts{static_cast<time_t>(d / kNsPerSec), static_cast<long>(d % kNsPerSec)};
+        nanosleep(&ts, nullptr);
+    }
+}
+
+struct Counters {
+    uint64_t sent = 0, failed = 0, received = 0;
+    Histogram latency;
+};
+
+Counters snapshot(const std::vector<std::unique_ptr<ThreadCounters>>& cs) {
+    Counters out;
+    for (const auto& c : cs) {
+        out.sent += c->sent.load(std::memory_order_relaxed);
+        out.failed += c->send_failed.load(std::memory_order_relaxed);
+        out.received += c->received.load(std::memory_order_relaxed);
+        c->latency.snapshot_into(out.latency);
+    }
+    return out;
+}
+
+class Run {
+public:
+    explicit Run(const Options& o) : o_(o) {}
+
+    int main() {
+        result_.date_utc = utc_now();
+        fill_config();
+        const uint64_t t_start = mono_ns();
+        // Hard bound on the whole run: setup, phases (each duration + grace),
+        // teardown and plotting, plus slack. Overshooting means a bug or a
+        // wedged server; exit rather than hang.
+        const size_t nphases = o_.setup_only ? 0 : std::max<size_t>(1, o_.sweep.size());
+        const double bound_s = (o_.setup_only ? o_.duration_s : o_.setup_timeout_s) +
+                               static_cast<double>(nphases) * (o_.duration_s + o_.grace_s + 0.5) + 20.0;
+        hard_deadline_ = t_start + static_cast<uint64_t>(bound_s * 1e9);
+        std::thread([d = hard_deadline_] {
+            sleep_until(d);
+            std::fprintf(stderr, "turn-load: run exceeded its bound; exiting\n");
+            _exit(3);
+        }).detach();
+
+        std::string err;
+        if (!peers_.open(o_.peer, o_.peer_sockets, err)) {
+            std::cerr << "turn-load: " << err << "\n";
+            return 1;
+        }
+        peers_.start(o_.peer_threads, hard_deadline_);
+        make_sessions();
+        if (!setup(err)) {
+            std::cerr << "turn-load: " << err << "\n";
+            teardown();
+            finish();
+            return 1;
+        }
+        if (!o_.setup_only) {
+            traffic();
+        }
+        teardown();
+        peers_.stop();
+        return finish();
+    }
+
+private:
+    void fill_config() {
+        auto& c = result_.config;
+        c["server"] = o_.server.to_string();
+        c["auth"] = o_.rest_secret.empty() ? "long-term" : "rest";
+        c["allocations"] = std::to_string(o_.allocations);
+        c["mode"] = o_.mode_text;
+        c["rate"] = std::to_string(o_.rate);
+        c["size"] = std::to_string(o_.size);
+        c["duration_s"] = std::to_string(o_.duration_s);
+        c["threads"] = std::to_string(o_.threads);
+        c["peer_threads"] = std::to_string(o_.peer_threads);
+        c["peer_sockets"] = std::to_string(o_.peer_sockets);
+        c["peer_addr"] = o_.peer.ip_string();
+        c["batch"] = std::to_string(o_.batch);
+        c["grace_s"] = std::to_string(o_.grace_s);
+        if (!o_.sweep_text.empty()) {
+            c["sweep"] = o_.sweep_text;
+        }
+        if (o_.churn_rate > 0) {
+            c["churn"] = std::to_string(o_.churn_rate);
+        }
+        c["setup_only"] = o_.setup_only ? "true" : "false";
+    }
+
+    Credentials credentials() const {
+        if (!o_.rest_secret.empty()) {
+            return rest_credentials(o_.rest_secret, o_.rest_name, static_cast<uint64_t>(std::time(nullptr)),
+                                    o_.rest_ttl_s);
+        }
+        return {o_.user, o_.password};
+    }
+
+    SessionConfig session_config(uint64_t i) {
+        SessionConfig sc;
+        sc.server = o_.server;
+        sc.creds = credentials();
+        sc.realm = o_.realm;
+        sc.peer = peers_.address(i % peers_.size());
+        sc.channel = o_.mode == Mode::kChannel ? static_cast<uint16_t>(0x4000 + i % 0x1000) : 0;
+        sc.errors = &errors_;
+        return sc;
+    }
+
+    void make_sessions() {
+        for (size_t i = 0; i < o_.allocations; ++i) {
+            sessions_.push_back(std::make_unique<TurnSession>(session_config(i)));
+        }
+    }
+
+    // Runs fn(thread, session) over all sessions, split across o_.threads threads.
+    template <typename Fn>
+    void parallel(Fn fn) {
+        std::vector<std::thread> ts;
+        for (size_t t = 0; t < o_.threads; ++t) {
+            ts.emplace_back([&, t] {
+                for (size_t i = t; i < sessions_.size(); i += o_.threads) {
+                    fn(t, *sessions_[i]);
+                }
+            });
+        }
+        for (auto& t : ts) {
+            t.join();
+        }
+    }
+
+    bool setup(std::string& err) {
+        auto& s = result_.setup;
+        s.requested = sessions_.size();
+        const uint64_t deadline = mono_ns() + static_cast<uint64_t>(
+                                                  (o_.setup_only ? o_.duration_s : o_.setup_timeout_s) * 1e9);
+        std::vector<Histogram> lat(o_.threads);
+        std::atomic<uint64_t> ok{0};
+        std::atomic<uint64_t> failed{0};
+        std::string open_err;
+        std::mutex mu;
+        const uint64_t t0 = mono_ns();
+        parallel([&](size_t t, TurnSession& ses) {
+            std::string e;
+            const uint64_t a = mono_ns();
+            if (!ses.open(e)) {
+                std::lock_guard lock(mu);
+                open_err = e;
+                failed++;
+                return;
+            }
+            if (ses.setup(deadline) == outcome::kOk) {
+                lat[t].record(mono_ns() - a);
+                peers_.allow_ip(ses.relayed());
+                ok++;
+            } else {
+                failed++;
+            }
+        });
+        s.elapsed_s = static_cast<double>(mono_ns() - t0) / 1e9;
+        s.ok = ok;
+        s.failed = failed;
+        s.rate_per_s = s.elapsed_s > 0 ? static_cast<double>(s.ok) / s.elapsed_s : 0;
+        for (auto& h : lat) {
+            s.latency.merge(h);
+        }
+        if (!o_.quiet) {
+            std::fprintf(stderr, "setup: %lu/%lu allocations in %.3f s (%.0f/s), p50 %.2f ms, p99 %.2f ms\n",
+                         static_cast<unsigned long>(s.ok), static_cast<unsigned long>(s.requested), s.elapsed_s,
+                         s.rate_per_s, static_cast<double>(s.latency.percentile(50)) / 1e6,
+                         static_cast<double>(s.latency.percentile(99)) / 1e6);
+        }
+        if (s.ok == 0) {
+            err = "no allocation could be set up";
+            if (!open_err.empty()) {
+                err += " (" + open_err + ")";
+            }
+            const auto e = errors_.snapshot();
+            for (const auto& [k, v] : e) {
+                err += "; " + k + ": " + std::to_string(v);
+            }
+            return false;
+        }
+        return true;
+    }
+
+    void traffic() {
+        // Only allocations that are up carry traffic; spread them over threads.
+        std::vector<std::vector<TurnSession*>> share(o_.threads);
+        size_t k = 0;
+        for (auto& s : sessions_) {
+            if (s->allocated()) {
+                share[k++ % o_.threads].push_back(s.get());
+            }
+        }
+        const uint64_t refresh_ns = static_cast<uint64_t>(o_.refresh_interval_s * 1e9);
+        for (size_t t = 0; t < o_.threads; ++t) {
+            if (!share[t].empty()) {
+                workers_.push_back(std::make_unique<TrafficThread>(static_cast<uint16_t>(t), o_.mode, o_.size,
+                                                                   o_.batch, share[t], refresh_ns,
+                                                                   mono_ns() + refresh_ns));
+            }
+        }
+        const std::vector<double> rates = o_.sweep.empty() ? std::vector<double>{o_.rate} : o_.sweep;
+        for (size_t i = 0; i < rates.size(); ++i) {
+            result_.phases.push_back(phase(static_cast<uint16_t>(i + 1), rates[i]));
+        }
+        for (const auto& s : sessions_) {
+            result_.async_ok += s->async_ok();
+            result_.async_failed += s->async_failed();
+        }
+    }
+
+    PhaseResult phase(uint16_t id, double rate) {
+        PhaseResult r;
+        r.target_pps = rate;
+        r.duration_s = o_.duration_s;
+        const size_t secs = static_cast<size_t>(std::ceil(o_.duration_s)) + 1;
+        std::vector<std::unique_ptr<ThreadCounters>> counters;
+        Phase ph;
+        ph.id = id;
+        ph.start_ns = mono_ns() + 50 * kNsPerMs;
+        ph.send_end_ns = ph.start_ns + static_cast<uint64_t>(o_.duration_s * 1e9);
+        ph.end_ns = ph.send_end_ns + static_cast<uint64_t>(o_.grace_s * 1e9);
+        ph.rate_pps = rate / static_cast<double>(workers_.size());
+        std::vector<std::thread> ts;
+        for (auto& w : workers_) {
+            counters.push_back(std::make_unique<ThreadCounters>(secs));
+            ts.emplace_back([&w, &ph, c = counters.back().get()] { w->run(ph, *c); });
+        }
+        std::unique_ptr<Churner> churner;
+        if (o_.churn_rate > 0) {
+            churner = std::make_unique<Churner>(
+                [this](uint64_t i) {
+                    // Churned allocations use channels above the traffic ones' range start.
+                    SessionConfig sc = session_config(i);
+                    if (sc.channel != 0) {
+                        sc.channel = static_cast<uint16_t>(0x4000 + (o_.allocations + i) % 0x1000);
+                    }
+                    return sc;
+                },
+                nullptr, o_.churn_rate, static_cast<uint64_t>(o_.churn_hold_s * 1e9));
+            churner->start(ph.start_ns, ph.send_end_ns);
+        }
+
+        // Reporter: one sample per second of sending.
+        Counters prev;
+        uint64_t tick = ph.start_ns;
+        while (tick < ph.send_end_ns) {
+            const uint64_t next = std::min(tick + kNsPerSec, ph.send_end_ns);
+            sleep_until(next);
+            Counters now = snapshot(counters);
+            const double dt = static_cast<double>(next - tick) / 1e9;
+            SecondSample s;
+            s.t_s = static_cast<double>(next - ph.start_ns) / 1e9;
+            s.offered_pps = static_cast<double>(now.sent + now.failed - prev.sent - prev.failed) / dt;
+            s.delivered_pps = static_cast<double>(now.received - prev.received) / dt;
+            s.latency = Percentiles::of(difference(now.latency, prev.latency));
+            // Provisional loss of this second (final figures are filled in below).
+            s.loss_ratio = s.offered_pps > 0 ? std::max(0.0, 1.0 - s.delivered_pps / s.offered_pps) : 0.0;
+            if (!o_.quiet) {
+                std::fprintf(stderr, "%s\n", progress_line(s, rate).c_str());
+            }
+            r.seconds.push_back(s);
+            prev = std::move(now);
+            tick = next;
+        }
+        for (auto& t : ts) {
+            t.join();
+        }
+        if (churner) {
+            r.churn = churner->finish();
+        }
+        for (size_t i = 0; i < r.seconds.size(); ++i) {
+            uint64_t sent = 0;
+            uint64_t back = 0;
+            for (const auto& c : counters) {
+                sent += c->sent_by_sec[i].load(std::memory_order_relaxed);
+                back += c->back_by_sec[i].load(std::memory_order_relaxed);
+            }
+            r.seconds[i].loss_ratio = sent > 0 ? static_cast<double>(sent - std::min(sent, back)) /
+                                                     static_cast<double>(sent)
+                                               : 0.0;
+        }
+        for (const auto& c : counters) {
+            r.sent += c->sent.load();
+            r.send_failed += c->send_failed.load();
+            r.received += c->received.load();
+            r.duplicates += c->duplicates.load();
+            r.stale += c->stale.load();
+            r.foreign += c->foreign.load();
+            c->latency.snapshot_into(r.latency);
+        }
+        const uint64_t offered = r.sent + r.send_failed;
+        r.lost = offered - std::min(offered, r.received);
+        r.loss_ratio = offered > 0 ? static_cast<double>(r.lost) / static_cast<double>(offered) : 0.0;
+        r.offered_pps = static_cast<double>(offered) / o_.duration_s;
+        r.delivered_pps = static_cast<double>(r.received) / o_.duration_s;
+        if (!o_.quiet) {
+            const Percentiles p = Percentiles::of(r.latency);
+            std::fprintf(stderr,
+                         "phase %u: target %.0f pps: offered %.0f, delivered %.0f echoes/s, lost %lu of %lu (%.3f%%), "
+                         "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us\n",
+                         id, rate, r.offered_pps, r.delivered_pps, static_cast<unsigned long>(r.lost),
+                         static_cast<unsigned long>(offered), 100 * r.loss_ratio, p.p50_us, p.p90_us, p.p99_us,
+                         p.p999_us, p.max_us);
+            if (r.churn) {
+                std::fprintf(stderr, "churn: target %.1f/s achieved %.1f/s, created %lu failed %lu deleted %lu\n",
+                             r.churn->target_rate, r.churn->achieved_rate, static_cast<unsigned long>(r.churn->created),
+                             static_cast<unsigned long>(r.churn->failed), static_cast<unsigned long>(r.churn->deleted));
+            }
+        }
+        return r;
+    }
+
+    void teardown() {
+        workers_.clear();
+        std::atomic<uint64_t> ok{0};
+        std::atomic<uint64_t> failed{0};
+        const uint64_t t0 = mono_ns();
+        const uint64_t deadline = std::min(hard_deadline_ - 2 * kNsPerSec, t0 + 5 * kNsPerSec);
+        parallel([&](size_t, TurnSession& s) {
+            if (s.allocated()) {
+                (s.release(deadline) ? ok : failed)++;
+            }
+        });
+        result_.setup.released = ok;
+        result_.setup.release_failed = failed;
+        result_.setup.release_elapsed_s = static_cast<double>(mono_ns() - t0) / 1e9;
+    }
+
+    int finish() {
+        result_.errors = errors_.snapshot();
+        result_.peer_echoed = peers_.echoed();
+        result_.peer_refused = peers_.refused();
+        int rc = 0;
+        if (!o_.json_path.empty()) {
+            std::ofstream f(o_.json_path);
+            f << to_json(result_);
+            if (!f) {
+                std::cerr << "turn-load: cannot write " << o_.json_path << "\n";
+                rc = 1;
+            }
+        }
+        if (!o_.plot_path.empty() && !result_.phases.empty()) {
+            std::string err;
+            if (!plot(result_, o_.plot_path, err)) {
+                std::cerr << "turn-load: plot: " << err << "\n";
+                rc = 1;
+            }
+        }
+        return rc;
+    }
+
+    const Options& o_;
+    uint64_t hard_deadline_ = 0;
+    EchoPeers peers_;
+    ErrorTally errors_;
+    std::vector<std::unique_ptr<TurnSession>> sessions_;
+    std::vector<std::unique_ptr<TrafficThread>> workers_;
+    RunResult result_;
+};
+
+}  // namespace
+}  // namespace turn::load
+
+int main(int argc, char** argv) {
+    turn::load::Options o;
+    int rc = 0;
+    if (!turn::load::parse_options(argc, argv, o, rc)) {
+        return rc;
+    }
+    turn::load::Run run(o);
+    return run.main();
+}

@@ -1,0 +1,281 @@
+#include "traffic.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "clock.h"
+#include "common/bytes.h"
+#include "stun/builder.h"
+#include "stun/message.h"
+#include "turn/channel_data.h"
+
+namespace turn::load {
+
+namespace {
+constexpr size_t kRxBatch = 64;
+constexpr size_t kRxFrame = 9216;
+constexpr uint64_t kPollEveryNs = 50 * kNsPerMs;
+}  // namespace
+
+TrafficThread::TrafficThread(uint16_t index, Mode mode, size_t payload_size, size_t batch,
+                             std::vector<TurnSession*> sessions, uint64_t refresh_interval_ns,
+                             uint64_t first_refresh_ns)
+    : index_(index),
+      mode_(mode),
+      payload_size_(payload_size),
+      batch_(batch),
+      sessions_(std::move(sessions)),
+      refresh_interval_ns_(refresh_interval_ns),
+      next_refresh_ns_(first_refresh_ns) {
+    epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    for (size_t i = 0; i < sessions_.size(); ++i) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = i;
+        epoll_ctl(epfd_, EPOLL_CTL_ADD, sessions_[i]->fd(), &ev);
+    }
+    build_templates();
+    rx_.resize(kRxBatch * kRxFrame);
+}
+
+TrafficThread::~TrafficThread() {
+    if (epfd_ >= 0) {
+        close(epfd_);
+    }
+}
+
+void TrafficThread::build_templates() {
+    frame_ = 0;
+    for (TurnSession* s : sessions_) {
+        std::vector<uint8_t> t(payload_size_ + 128, 0);
+        size_t off = 0;
+        size_t len = 0;
+        if (mode_ == Mode::kChannel) {
+            write_channel_data_header(t.data(), s->config().channel, static_cast<uint16_t>(payload_size_));
+            off = kChannelDataHeader;
+            len = kChannelDataHeader + payload_size_;
+        } else {
+            const std::array<uint8_t, 12> txid{};
+            stun::MessageBuilder b({t.data(), t.size()}, stun::Method::kSend, stun::Class::kIndication, txid);
+            b.add_xor_address(stun::attr::kXorPeerAddress, s->config().peer);
+            const auto data = b.reserve(stun::attr::kData, payload_size_);
+            off = static_cast<size_t>(data.data() - t.data());
+            len = b.size();
+        }
+        t.resize(len);
+        templates_.push_back(std::move(t));
+        payload_offset_.push_back(off);
+        frame_ = std::max(frame_, len);
+    }
+    tx_.assign(batch_ * frame_, 0);
+}
+
+void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c) {
+    mmsghdr msgs[64];
+    iovec iov[64];
+    n = std::min<size_t>(n, 64);
+    const auto& tpl = templates_[si];
+    const size_t off = payload_offset_[si];
+    for (size_t i = 0; i < n; ++i) {
+        uint8_t* f = tx_.data() + i * frame_;
+        std::memcpy(f, tpl.data(), tpl.size());
+        const uint64_t seq = next_seq_++;
+        if (mode_ == Mode::kSend) {
+            std::memcpy(f + 12, &seq, sizeof seq);  // a distinct transaction ID per indication
+        }
+        uint8_t* p = f + off;
+        const uint32_t magic = kPayloadMagic;
+        std::memcpy(p, &magic, 4);
+        std::memcpy(p + 4, &index_, 2);
+        std::memcpy(p + 6, &ph.id, 2);
+        std::memcpy(p + 8, &seq, 8);
+        std::memcpy(p + 16, &now, 8);
+        iov[i] = {f, tpl.size()};
+        msgs[i] = {};
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    size_t done = 0;
+    while (done < n) {
+        const int r = sendmmsg(sessions_[si]->fd(), msgs + done, static_cast<unsigned>(n - done), MSG_DONTWAIT);
+        if (r <= 0) {
+            break;
+        }
+        done += static_cast<size_t>(r);
+    }
+    const size_t sec = std::min<size_t>((now - ph.start_ns) / kNsPerSec, c.seconds - 1);
+    c.sent_by_sec[sec].store(c.sent_by_sec[sec].load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
+    c.sent.store(c.sent.load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
+    if (done < n) {
+        c.send_failed.store(c.send_failed.load(std::memory_order_relaxed) + (n - done), std::memory_order_relaxed);
+    }
+}
+
+void TrafficThread::on_payload(const uint8_t* p, size_t len, uint64_t now, const Phase& ph, ThreadCounters& c) {
+    auto bump = [](std::atomic<uint64_t>& a) { a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); };
+    uint32_t magic = 0;
+    uint16_t thread = 0;
+    uint16_t phase = 0;
+    uint64_t seq = 0;
+    uint64_t ts = 0;
+    if (len < kPayloadHeader) {
+        bump(c.foreign);
+        return;
+    }
+    std::memcpy(&magic, p, 4);
+    std::memcpy(&thread, p + 4, 2);
+    std::memcpy(&phase, p + 6, 2);
+    std::memcpy(&seq, p + 8, 8);
+    std::memcpy(&ts, p + 16, 8);
+    if (magic != kPayloadMagic || thread != index_ || seq >= next_seq_ || ts > now) {
+        bump(c.foreign);
+        return;
+    }
+    if (phase != ph.id || ts < ph.start_ns) {
+        bump(c.stale);
+        return;
+    }
+    const size_t word = seq / 64;
+    if (word >= seen_.size()) {
+        seen_.resize(std::max(word + 1, seen_.size() * 2), 0);
+    }
+    const uint64_t bit = uint64_t{1} << (seq % 64);
+    if ((seen_[word] & bit) != 0) {
+        bump(c.duplicates);
+        return;
+    }
+    seen_[word] |= bit;
+    bump(c.received);
+    c.latency.record(now - ts);
+    const size_t sec = std::min<size_t>((ts - ph.start_ns) / kNsPerSec, c.seconds - 1);
+    bump(c.back_by_sec[sec]);
+}
+
+void TrafficThread::on_datagram(size_t si, const uint8_t* d, size_t len, uint64_t now, const Phase& ph,
+                                ThreadCounters& c) {
+    if (len > 0 && is_channel_data(d[0])) {
+        ChannelDataView v;
+        if (parse_channel_data({d, len}, v) == ChannelDataError::kOk) {
+            on_payload(v.payload.data(), v.payload.size(), now, ph, c);
+            return;
+        }
+    } else if (stun::looks_like_stun({d, len})) {
+        stun::MessageView m;
+        if (stun::parse({d, len}, m) == stun::ParseError::kOk) {
+            if (m.is(stun::Method::kData, stun::Class::kIndication)) {
+                if (const auto* a = m.find(stun::attr::kData); a != nullptr) {
+                    const auto v = m.value(*a);
+                    on_payload(v.data(), v.size(), now, ph, c);
+                    return;
+                }
+            } else if (sessions_[si]->on_control({d, len}, now)) {
+                return;
+            }
+        }
+    }
+    c.foreign.store(c.foreign.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+void TrafficThread::drain(size_t si, const Phase& ph, ThreadCounters& c) {
+    mmsghdr msgs[kRxBatch];
+    iovec iov[kRxBatch];
+    for (int round = 0; round < 8; ++round) {
+        for (size_t i = 0; i < kRxBatch; ++i) {
+            iov[i] = {rx_.data() + i * kRxFrame, kRxFrame};
+            msgs[i] = {};
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        const int n = recvmmsg(sessions_[si]->fd(), msgs, kRxBatch, MSG_DONTWAIT, nullptr);
+        if (n <= 0) {
+            return;  // EAGAIN, or a queued ICMP error (ECONNREFUSED) consumed
+        }
+        const uint64_t now = mono_ns();
+        for (int i = 0; i < n; ++i) {
+            on_datagram(si, rx_.data() + static_cast<size_t>(i) * kRxFrame, msgs[i].msg_len, now, ph, c);
+        }
+        if (static_cast<size_t>(n) < kRxBatch) {
+            return;
+        }
+    }
+}
+
+void TrafficThread::run(const Phase& ph, ThreadCounters& c) {
+    next_seq_ = 0;
+    seen_.assign(1024, 0);
+    const bool unlimited = ph.rate_pps <= 0;
+    const double per_ns = ph.rate_pps / 1e9;
+    // Wake up for at least `chunk` tokens (<= 200 us of traffic) so that high
+    // rates go out in batches, and allow a 10 ms burst to catch up after the
+    // thread was descheduled on a busy machine.
+    const double chunk = std::clamp(ph.rate_pps * 200e-6, 1.0, static_cast<double>(batch_));
+    const double burst = std::max(static_cast<double>(batch_), ph.rate_pps * 0.01);
+    double tokens = 0;
+    uint64_t last = ph.start_ns;
+    size_t rr = 0;
+    uint64_t next_poll = 0;
+    epoll_event evs[64];
+
+    for (;;) {
+        uint64_t now = mono_ns();
+        if (now >= ph.end_ns) {
+            break;
+        }
+        const bool sending = now >= ph.start_ns && now < ph.send_end_ns;
+        if (sending) {
+            if (unlimited) {
+                for (size_t k = 0; k < sessions_.size(); ++k) {
+                    send_batch(rr, batch_, now, ph, c);
+                    rr = (rr + 1) % sessions_.size();
+                }
+            } else {
+                tokens = std::min(burst, tokens + static_cast<double>(now - last) * per_ns);
+                last = now;
+                while (tokens >= 1.0) {
+                    const size_t n = std::min(batch_, static_cast<size_t>(tokens));
+                    send_batch(rr, n, now, ph, c);
+                    rr = (rr + 1) % sessions_.size();
+                    tokens -= static_cast<double>(n);
+                }
+            }
+        } else if (now < ph.start_ns) {
+            last = now;
+        }
+
+        uint64_t timeout_ns = 0;
+        if (!sending) {
+            const uint64_t until = now < ph.start_ns ? ph.start_ns : ph.end_ns;
+            timeout_ns = std::min<uint64_t>(until - now, 10 * kNsPerMs);
+        } else if (!unlimited) {
+            timeout_ns = static_cast<uint64_t>(std::max(0.0, (chunk - tokens) / per_ns));
+            timeout_ns = std::min<uint64_t>(timeout_ns, std::min<uint64_t>(2 * kNsPerMs, ph.send_end_ns - now));
+        }
+        const timespec ts{static_cast<time_t>(timeout_ns / kNsPerSec), static_cast<long>(timeout_ns % kNsPerSec)};
+        const int n = epoll_pwait2(epfd_, evs, 64, &ts, nullptr);
+        for (int i = 0; i < n; ++i) {
+            drain(static_cast<size_t>(evs[i].data.u64), ph, c);
+        }
+
+        now = mono_ns();
+        if (now >= next_poll) {
+            next_poll = now + kPollEveryNs;
+            const bool cycle = refresh_interval_ns_ != 0 && now >= next_refresh_ns_;
+            if (cycle) {
+                next_refresh_ns_ = now + refresh_interval_ns_;
+            }
+            for (TurnSession* s : sessions_) {
+                if (cycle && s->allocated()) {
+                    s->start_refresh_cycle(now);
+                }
+                s->poll(now);
+            }
+        }
+    }
+}
+
+}  // namespace turn::load

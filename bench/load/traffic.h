@@ -1,0 +1,90 @@
+// The traffic engine: one TrafficThread owns a subset of the allocations'
+// sockets and, for one phase, sends ChannelData or Send indications paced by a
+// token bucket (CLOCK_MONOTONIC), receives the echoes (ChannelData or Data
+// indications) with recvmmsg, and measures round-trip latency and loss from
+// the sequence number and timestamp carried in every payload. It also answers
+// for its sockets' control traffic (asynchronous refresh cycles).
+//
+// Payload layout (native byte order: only this process reads it):
+//   u32 magic | u16 thread | u16 phase | u64 sequence | u64 send time (ns) | zeros
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "histogram.h"
+#include "turn_session.h"
+
+namespace turn::load {
+
+enum class Mode : uint8_t { kChannel, kSend };
+
+constexpr uint32_t kPayloadMagic = 0x544c4f44;  // "TLOD"
+constexpr size_t kPayloadHeader = 24;
+
+// Counters of one thread for one phase, written by that thread only and read
+// by the reporter (relaxed atomics; each value only grows).
+struct ThreadCounters {
+    explicit ThreadCounters(size_t seconds)
+        : seconds(seconds),
+          sent_by_sec(new std::atomic<uint64_t>[seconds]()),
+          back_by_sec(new std::atomic<uint64_t>[seconds]()) {}
+    std::atomic<uint64_t> sent{0};         // datagrams handed to the kernel
+    std::atomic<uint64_t> send_failed{0};  // offered but refused by our own socket (EAGAIN, ICMP errors)
+    std::atomic<uint64_t> received{0};     // unique echoes back
+    std::atomic<uint64_t> duplicates{0};
+    std::atomic<uint64_t> stale{0};        // echoes from an earlier phase
+    std::atomic<uint64_t> foreign{0};      // datagrams that are not ours
+    SharedHistogram latency;               // round trip, ns
+    size_t seconds;
+    std::unique_ptr<std::atomic<uint64_t>[]> sent_by_sec;  // by send second
+    std::unique_ptr<std::atomic<uint64_t>[]> back_by_sec;  // echoes, by their send second
+};
+
+struct Phase {
+    uint16_t id = 0;
+    uint64_t start_ns = 0;
+    uint64_t send_end_ns = 0;   // stop sending
+    uint64_t end_ns = 0;        // stop receiving (send_end + grace)
+    double rate_pps = 0;        // this thread's share; 0 = as fast as possible
+};
+
+class TrafficThread {
+public:
+    TrafficThread(uint16_t index, Mode mode, size_t payload_size, size_t batch,
+                  std::vector<TurnSession*> sessions, uint64_t refresh_interval_ns, uint64_t first_refresh_ns);
+    ~TrafficThread();
+    TrafficThread(const TrafficThread&) = delete;
+    TrafficThread& operator=(const TrafficThread&) = delete;
+
+    void run(const Phase& phase, ThreadCounters& c);
+
+private:
+    void build_templates();
+    void send_batch(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
+    void drain(size_t session, const Phase& ph, ThreadCounters& c);
+    void on_datagram(size_t session, const uint8_t* data, size_t len, uint64_t now, const Phase& ph,
+                     ThreadCounters& c);
+    void on_payload(const uint8_t* p, size_t len, uint64_t now, const Phase& ph, ThreadCounters& c);
+
+    uint16_t index_;
+    Mode mode_;
+    size_t payload_size_;
+    size_t batch_;
+    std::vector<TurnSession*> sessions_;
+    uint64_t refresh_interval_ns_;
+    uint64_t next_refresh_ns_;
+    int epfd_ = -1;
+
+    std::vector<std::vector<uint8_t>> templates_;  // per session, whole datagram
+    std::vector<size_t> payload_offset_;           // per session
+    uint64_t next_seq_ = 0;
+    std::vector<uint64_t> seen_;                   // bitmap of echoed sequence numbers
+    std::vector<uint8_t> tx_;                      // batch * frame
+    std::vector<uint8_t> rx_;
+    size_t frame_ = 0;
+};
+
+}  // namespace turn::load

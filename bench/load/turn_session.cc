@@ -1,0 +1,371 @@
+#include "turn_session.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "clock.h"
+#include "stun/attributes.h"
+#include "stun/builder.h"
+#include "stun/integrity.h"
+
+namespace turn::load {
+
+using stun::Class;
+using stun::Method;
+namespace attr = stun::attr;
+
+std::string outcome_name(int o) {
+    switch (o) {
+        case outcome::kOk: return "ok";
+        case outcome::kTimeout: return "timeout";
+        case outcome::kBadResponse: return "bad_response";
+        case outcome::kSocket: return "socket_error";
+        case outcome::kIntegrity: return "bad_integrity";
+        case outcome::kAuthLoop: return "auth_loop";
+        default: return std::to_string(o);
+    }
+}
+
+namespace {
+
+Method method_of(Request r) {
+    switch (r) {
+        case Request::kAllocate: return Method::kAllocate;
+        case Request::kCreatePermission: return Method::kCreatePermission;
+        case Request::kChannelBind: return Method::kChannelBind;
+        case Request::kRefresh: return Method::kRefresh;
+    }
+    return Method::kBinding;
+}
+
+void random_txid(std::array<uint8_t, 12>& t) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    for (size_t i = 0; i < t.size(); i += 8) {
+        const uint64_t r = rng();
+        std::memcpy(t.data() + i, &r, std::min<size_t>(8, t.size() - i));
+    }
+}
+
+}  // namespace
+
+TurnSession::TurnSession(SessionConfig cfg) : cfg_(std::move(cfg)), realm_(cfg_.realm) {}
+
+TurnSession::~TurnSession() {
+    if (fd_ >= 0) {
+        close(fd_);
+    }
+}
+
+bool TurnSession::open(std::string& err) {
+    const int af = cfg_.server.is_v6() ? AF_INET6 : AF_INET;
+    fd_ = socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) {
+        err = std::string("socket: ") + std::strerror(errno);
+        return false;
+    }
+    // Large buffers so bursts from the relay are not dropped by our own socket
+    // (SO_RCVBUFFORCE needs CAP_NET_ADMIN; fall back to the capped option).
+    const int size = 4 << 20;
+    if (setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
+        setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    }
+    if (setsockopt(fd_, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
+        setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    }
+    sockaddr_storage ss{};
+    const size_t len = cfg_.server.to_sockaddr(&ss);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0) {
+        err = std::string("connect: ") + std::strerror(errno);
+        return false;
+    }
+    return true;
+}
+
+void TurnSession::count(int o) const {
+    if (o != outcome::kOk && cfg_.errors != nullptr) {
+        cfg_.errors->add(outcome_name(o));
+    }
+}
+
+size_t TurnSession::build(Request kind, uint32_t lifetime_s, std::span<const uint8_t, 12> txid, uint8_t* buf,
+                          size_t cap) const {
+    stun::MessageBuilder b({buf, cap}, method_of(kind), Class::kRequest, txid);
+    switch (kind) {
+        case Request::kAllocate:
+            b.add_requested_transport(17);  // UDP (RFC 8656 18.11)
+            if (cfg_.peer.is_v6()) {
+                b.add_address_family(attr::kRequestedAddressFamily, Family::kIPv6);
+            }
+            break;
+        case Request::kCreatePermission:
+            b.add_xor_address(attr::kXorPeerAddress, cfg_.peer);
+            break;
+        case Request::kChannelBind:
+            b.add_channel_number(cfg_.channel);
+            b.add_xor_address(attr::kXorPeerAddress, cfg_.peer);
+            break;
+        case Request::kRefresh:
+            b.add_u32(attr::kLifetime, lifetime_s);
+            break;
+    }
+    if (have_key_) {
+        b.add_text(attr::kUsername, cfg_.creds.username);
+        b.add_text(attr::kRealm, realm_);
+        b.add_text(attr::kNonce, nonce_);
+        b.add_message_integrity(key_.span());
+    }
+    b.add_fingerprint();
+    return b.ok() ? b.size() : 0;
+}
+
+int TurnSession::handle_response(Request kind, const stun::MessageView& m, bool& retry) {
+    retry = false;
+    if (m.cls() == Class::kSuccess) {
+        if (have_key_ && m.message_integrity() != nullptr && !stun::verify_message_integrity(m, key_.span())) {
+            return outcome::kIntegrity;
+        }
+        if (kind == Request::kAllocate) {
+            const auto* r = m.find(attr::kXorRelayedAddress);
+            if (r == nullptr ||
+                stun::decode_xor_address(m.value(*r), m.transaction_id(), relayed_) != stun::AttrError::kOk) {
+                return outcome::kBadResponse;
+            }
+            if (const auto* x = m.find(attr::kXorMappedAddress); x != nullptr) {
+                stun::decode_xor_address(m.value(*x), m.transaction_id(), mapped_);
+            }
+            lifetime_s_ = 600;
+            if (const auto* l = m.find(attr::kLifetime); l != nullptr) {
+                stun::decode_u32(m.value(*l), lifetime_s_);
+            }
+            refresh_lifetime_s_ = lifetime_s_;
+            allocated_ = true;
+        }
+        return outcome::kOk;
+    }
+    if (m.cls() != Class::kError) {
+        return outcome::kBadResponse;
+    }
+    const auto* e = m.find(attr::kErrorCode);
+    stun::ErrorCodeValue ec;
+    if (e == nullptr || stun::decode_error_code(m.value(*e), ec) != stun::AttrError::kOk) {
+        return outcome::kBadResponse;
+    }
+    if (ec.code == stun::err::kUnauthenticated || ec.code == stun::err::kStaleNonce) {
+        const auto* n = m.find(attr::kNonce);
+        std::string_view nonce;
+        if (n == nullptr || stun::decode_text(m.value(*n), stun::kMaxNonce, nonce) != stun::AttrError::kOk) {
+            return ec.code;
+        }
+        // A 401 after we already authenticated with this very nonce means the
+        // credentials are wrong: report it rather than loop.
+        if (ec.code == stun::err::kUnauthenticated && have_key_ && nonce == nonce_) {
+            return ec.code;
+        }
+        nonce_ = std::string(nonce);
+        if (const auto* r = m.find(attr::kRealm); r != nullptr && cfg_.realm.empty()) {
+            std::string_view realm;
+            if (stun::decode_text(m.value(*r), stun::kMaxRealm, realm) == stun::AttrError::kOk) {
+                realm_ = std::string(realm);
+            }
+        }
+        if (!have_key_ || ec.code == stun::err::kUnauthenticated) {
+            auto k = auth::long_term_key(stun::PasswordAlgorithm::kMd5, cfg_.creds.username, realm_,
+                                         cfg_.creds.password);
+            if (!k) {
+                return ec.code;
+            }
+            key_ = *k;
+            have_key_ = true;
+        }
+        if (ec.code == stun::err::kStaleNonce && cfg_.errors != nullptr) {
+            cfg_.errors->add("438_retried");
+        }
+        retry = true;
+        return ec.code;
+    }
+    return ec.code;
+}
+
+int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_ns) {
+    std::array<uint8_t, 1024> tx{};
+    // Initial request, then up to two credential retries (401 challenge, 438).
+    for (int round = 0; round < 4; ++round) {
+        std::array<uint8_t, 12> txid{};
+        random_txid(txid);
+        const size_t n = build(kind, lifetime_s, txid, tx.data(), tx.size());
+        if (n == 0) {
+            return outcome::kBadResponse;
+        }
+        uint64_t rto = cfg_.rto_ns;
+        bool answered = false;
+        for (int t = 0; t < cfg_.max_tries && !answered; ++t) {
+            const uint64_t now = mono_ns();
+            if (now >= deadline_ns) {
+                return outcome::kTimeout;
+            }
+            if (send(fd_, tx.data(), n, 0) < 0 && errno != EAGAIN) {
+                return outcome::kSocket;
+            }
+            const uint64_t wait_until = std::min(deadline_ns, now + rto);
+            rto *= 2;
+            for (;;) {
+                const uint64_t t_now = mono_ns();
+                if (t_now >= wait_until) {
+                    break;
+                }
+                pollfd p{fd_, POLLIN, 0};
+                const int ms = static_cast<int>((wait_until - t_now + kNsPerMs - 1) / kNsPerMs);
+                if (::poll(&p, 1, ms) <= 0) {
+                    continue;
+                }
+                const ssize_t got = recv(fd_, rx_.data(), rx_.size(), 0);
+                if (got < 0) {
+                    if (errno == EAGAIN || errno == EINTR) {
+                        continue;
+                    }
+                    return outcome::kSocket;
+                }
+                stun::MessageView m;
+                if (stun::parse({rx_.data(), static_cast<size_t>(got)}, m) != stun::ParseError::kOk ||
+                    !std::equal(txid.begin(), txid.end(), m.transaction_id().begin()) ||
+                    m.method() != static_cast<uint16_t>(method_of(kind))) {
+                    continue;  // stray traffic, an old retransmission's answer, or not ours
+                }
+                bool retry = false;
+                const int o = handle_response(kind, m, retry);
+                if (!retry) {
+                    return o;
+                }
+                answered = true;
+                break;
+            }
+        }
+        if (!answered) {
+            return outcome::kTimeout;
+        }
+    }
+    return outcome::kAuthLoop;
+}
+
+int TurnSession::allocate(uint64_t deadline_ns) {
+    const int o = transact(Request::kAllocate, 0, deadline_ns);
+    count(o);
+    return o;
+}
+int TurnSession::create_permission(uint64_t deadline_ns) {
+    const int o = transact(Request::kCreatePermission, 0, deadline_ns);
+    count(o);
+    return o;
+}
+int TurnSession::channel_bind(uint64_t deadline_ns) {
+    const int o = transact(Request::kChannelBind, 0, deadline_ns);
+    count(o);
+    return o;
+}
+int TurnSession::refresh(uint32_t lifetime_s, uint64_t deadline_ns) {
+    const int o = transact(Request::kRefresh, lifetime_s, deadline_ns);
+    count(o);
+    return o;
+}
+
+int TurnSession::setup(uint64_t deadline_ns) {
+    int o = allocate(deadline_ns);
+    if (o != outcome::kOk) {
+        return o;
+    }
+    o = create_permission(deadline_ns);
+    if (o != outcome::kOk || cfg_.channel == 0) {
+        return o;
+    }
+    return channel_bind(deadline_ns);
+}
+
+bool TurnSession::release(uint64_t deadline_ns) {
+    if (!allocated_) {
+        return false;
+    }
+    const int o = refresh(0, deadline_ns);
+    allocated_ = false;
+    return o == outcome::kOk;
+}
+
+void TurnSession::start_refresh_cycle(uint64_t now_ns) {
+    pending_.clear();  // anything still unanswered from the last cycle is superseded
+    auto queue = [&](Request r) {
+        Pending p{r, {}, now_ns, cfg_.rto_ns, 0, 0};
+        random_txid(p.txid);
+        pending_.push_back(p);
+    };
+    queue(Request::kRefresh);
+    queue(Request::kCreatePermission);
+    if (cfg_.channel != 0) {
+        queue(Request::kChannelBind);
+    }
+    for (auto& p : pending_) {
+        send_pending(p, now_ns);
+    }
+}
+
+bool TurnSession::send_pending(Pending& p, uint64_t now_ns) {
+    std::array<uint8_t, 1024> tx{};
+    const size_t n = build(p.kind, refresh_lifetime_s_, p.txid, tx.data(), tx.size());
+    p.tries++;
+    p.next_send_ns = now_ns + p.rto_ns;
+    p.rto_ns *= 2;
+    return n != 0 && send(fd_, tx.data(), n, MSG_DONTWAIT) >= 0;
+}
+
+bool TurnSession::on_control(std::span<const uint8_t> datagram, uint64_t now_ns) {
+    stun::MessageView m;
+    if (stun::parse(datagram, m) != stun::ParseError::kOk) {
+        return false;
+    }
+    for (size_t i = 0; i < pending_.size(); ++i) {
+        Pending& p = pending_[i];
+        if (!std::equal(p.txid.begin(), p.txid.end(), m.transaction_id().begin())) {
+            continue;
+        }
+        bool retry = false;
+        const int o = handle_response(p.kind, m, retry);
+        if (retry && p.auth_retries < 2) {
+            p.auth_retries++;
+            random_txid(p.txid);
+            p.tries = 0;
+            p.rto_ns = cfg_.rto_ns;
+            send_pending(p, now_ns);
+            return true;
+        }
+        count(o);
+        (o == outcome::kOk ? async_ok_ : async_failed_)++;
+        pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+        return true;
+    }
+    return false;
+}
+
+void TurnSession::poll(uint64_t now_ns) {
+    for (size_t i = 0; i < pending_.size();) {
+        Pending& p = pending_[i];
+        if (now_ns < p.next_send_ns) {
+            ++i;
+            continue;
+        }
+        if (p.tries >= cfg_.max_tries) {
+            count(outcome::kTimeout);
+            async_failed_++;
+            pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+            continue;
+        }
+        send_pending(p, now_ns);
+        ++i;
+    }
+}
+
+}  // namespace turn::load

@@ -1,0 +1,125 @@
+// One TURN allocation seen from the client side (RFC 8656): a UDP socket
+// connected to the server, the long-term credential dance (RFC 8489 9.2),
+// and the requests the harness needs: Allocate, CreatePermission,
+// ChannelBind, Refresh. Requests are either synchronous (setup, churn,
+// teardown; bounded by a deadline, retransmitted per RFC 8489 6.2.1) or
+// asynchronous while traffic flows on the same socket (refresh cycles driven
+// by the traffic thread that owns the socket).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "auth/credentials.h"
+#include "credentials.h"
+#include "errors.h"
+#include "net/address.h"
+#include "stun/message.h"
+
+namespace turn::load {
+
+// Result of a request: 0 success, 300..699 the STUN error code, or one of these.
+namespace outcome {
+constexpr int kOk = 0;
+constexpr int kTimeout = -1;       // no answer before the deadline
+constexpr int kBadResponse = -2;   // unparsable answer or missing attribute
+constexpr int kSocket = -3;        // send/recv failed (e.g. ICMP port unreachable)
+constexpr int kIntegrity = -4;     // success answer whose MESSAGE-INTEGRITY does not verify
+constexpr int kAuthLoop = -5;      // still challenged after fresh credentials
+}  // namespace outcome
+std::string outcome_name(int o);
+
+struct SessionConfig {
+    Address server;
+    Credentials creds;
+    std::string realm;        // empty: learned from the 401
+    Address peer;             // echo peer this allocation talks to
+    uint16_t channel = 0;     // 0x4000..0x4FFF in channel mode, 0 in send mode
+    ErrorTally* errors = nullptr;
+    uint64_t rto_ns = 250'000'000;   // first retransmission timeout; doubles per try
+    int max_tries = 5;
+};
+
+enum class Request : uint8_t { kAllocate, kCreatePermission, kChannelBind, kRefresh };
+
+class TurnSession {
+public:
+    explicit TurnSession(SessionConfig cfg);
+    ~TurnSession();
+    TurnSession(const TurnSession&) = delete;
+    TurnSession& operator=(const TurnSession&) = delete;
+
+    // Creates the socket and connects it to the server; false with `err` set.
+    bool open(std::string& err);
+    int fd() const { return fd_; }
+    const SessionConfig& config() const { return cfg_; }
+
+    // Synchronous requests; each returns an outcome (see above). Errors are
+    // also added to cfg.errors.
+    int allocate(uint64_t deadline_ns);
+    int create_permission(uint64_t deadline_ns);
+    int channel_bind(uint64_t deadline_ns);
+    int refresh(uint32_t lifetime_s, uint64_t deadline_ns);
+    // Allocate + CreatePermission (+ ChannelBind when a channel is set).
+    int setup(uint64_t deadline_ns);
+    // Refresh LIFETIME 0 if allocated; true if the server confirmed.
+    bool release(uint64_t deadline_ns);
+
+    bool allocated() const { return allocated_; }
+    const Address& relayed() const { return relayed_; }
+    const Address& mapped() const { return mapped_; }
+    uint32_t lifetime_s() const { return lifetime_s_; }
+
+    // Asynchronous refresh cycle while the socket carries traffic: queues
+    // Refresh (keeping the allocation), CreatePermission and, with a channel,
+    // ChannelBind, each sent immediately.
+    void start_refresh_cycle(uint64_t now_ns);
+    // A STUN message that arrived on the socket while traffic flows. Returns
+    // true if it answered one of the pending asynchronous requests.
+    bool on_control(std::span<const uint8_t> datagram, uint64_t now_ns);
+    // Retransmits pending asynchronous requests whose timeout expired.
+    void poll(uint64_t now_ns);
+    size_t pending() const { return pending_.size(); }
+    uint64_t async_ok() const { return async_ok_; }
+    uint64_t async_failed() const { return async_failed_; }
+
+private:
+    struct Pending {
+        Request kind;
+        std::array<uint8_t, 12> txid;
+        uint64_t next_send_ns;
+        uint64_t rto_ns;
+        int tries;
+        int auth_retries;
+    };
+
+    size_t build(Request kind, uint32_t lifetime_s, std::span<const uint8_t, 12> txid, uint8_t* buf,
+                 size_t cap) const;
+    int transact(Request kind, uint32_t lifetime_s, uint64_t deadline_ns);
+    // Handles a response to `kind`; returns an outcome, or sets `retry` when a
+    // 401/438 brought new credentials and the request should be sent again.
+    int handle_response(Request kind, const stun::MessageView& m, bool& retry);
+    bool send_pending(Pending& p, uint64_t now_ns);
+    void count(int o) const;
+
+    SessionConfig cfg_;
+    int fd_ = -1;
+    std::string realm_;
+    std::string nonce_;
+    auth::Key key_{};
+    bool have_key_ = false;
+    bool allocated_ = false;
+    Address relayed_{};
+    Address mapped_{};
+    uint32_t lifetime_s_ = 0;
+    uint32_t refresh_lifetime_s_ = 600;
+    std::vector<Pending> pending_;
+    uint64_t async_ok_ = 0;
+    uint64_t async_failed_ = 0;
+    std::array<uint8_t, 2048> rx_{};
+};
+
+}  // namespace turn::load
