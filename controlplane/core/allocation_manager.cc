@@ -54,24 +54,25 @@ AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_
                                                             std::optional<uint64_t> token, bool dont_fragment) {
     RelayGrant g;
     const auto ip = shared_.config.relay_ip(f);
-    if (!ip) {
+    if (!ip && !token) {
         g.error = stun::err::kAddressFamilyNotSupported;
         return g;
     }
     const uint64_t now = clock_.now_ms();
     if (token) {
-        auto port = shared_.ports.take_reserved(f, *token, now);
-        if (!port) {
+        auto res = shared_.ports.take_reserved(*token, now);
+        const auto res_ip = res ? shared_.config.relay_ip(res->family) : std::nullopt;
+        if (!res || !res_ip) {
             g.error = stun::err::kInsufficientCapacity;
             return g;
         }
         RelayId id = kNoRelay;
-        if (io_.open_relay(ip->with_port(*port), dont_fragment, id) != OpenResult::kOk) {
-            shared_.ports.release(f, *port);
+        if (io_.open_relay(res_ip->with_port(res->port), dont_fragment, id) != OpenResult::kOk) {
+            shared_.ports.release(res->family, res->port);
             g.error = stun::err::kInsufficientCapacity;
             return g;
         }
-        g.endpoint = RelayEndpoint{ip->with_port(*port), id};
+        g.endpoint = RelayEndpoint{res_ip->with_port(res->port), id};
         return g;
     }
     // A port another process holds is skipped; a handful of attempts is
@@ -89,8 +90,8 @@ AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_
             return g;
         }
         if (grant->token != 0) {
-            if (auto p = shared_.ports.take_reserved(f, grant->token, now)) {
-                shared_.ports.release(f, *p);
+            if (auto p = shared_.ports.take_reserved(grant->token, now)) {
+                shared_.ports.release(p->family, p->port);
             }
         }
         // Leave a port that is in use elsewhere marked as used for this

@@ -32,7 +32,8 @@ public:
     Allocation* find_by_relay(RelayId relay, Family& family);
     size_t size() const { return by_tuple_.size(); }
 
-    // Port + socket for one family. Result code 0 on success, else the RFC
+    // Port + socket for one family (with a reservation token: the
+    // reservation's family, whatever `f` says). Result code 0 on success, else the RFC
     // 8656 error to report (508 when the range is exhausted or the
     // reservation is unknown, 440 when no relay IP of that family exists).
     struct RelayGrant {

@@ -125,7 +125,8 @@ void parse_user(const std::string& key, const std::string& s, Config& c) {
 
 void apply_toml(const toml::table& root, Config& c) {
     static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
-        {"server", {"listen", "relay_ips", "relay_port_min", "relay_port_max", "realm", "software", "threads"}},
+        {"server", {"listen", "relay_ips", "relay_port_min", "relay_port_max", "realm", "software", "threads",
+                    "strict_channel_range"}},
         {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
                         "bandwidth_bps", "reservation_lifetime_s"}},
@@ -173,6 +174,12 @@ void apply_toml(const toml::table& root, Config& c) {
     get_string(root, "server", "realm", c.realm);
     get_string(root, "server", "software", c.software);
     get_int(root, "server", "threads", c.threads, 0, 256);
+    if (const toml::node* n = find(root, "server", "strict_channel_range")) {
+        if (!n->is_boolean()) {
+            fail("[server].strict_channel_range", "must be true or false");
+        }
+        c.strict_channel_range = *n->value<bool>();
+    }
     if (auto l = get_strings(root, "auth", "users")) {
         c.users.clear();
         for (const auto& s : *l) {

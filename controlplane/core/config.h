@@ -23,6 +23,9 @@ struct Config {
     std::string realm = "turnrelay.local";
     std::string software = "turnrelay";
     unsigned threads = 0;             // 0 = one event loop per core
+    // RFC 8656 channels are 0x4000-0x4FFF; RFC 5766 allowed up to 0x7FFF and
+    // clients still use it (coturn's turnutils_uclient). false accepts both.
+    bool strict_channel_range = false;
     // [auth]
     std::vector<std::pair<std::string, std::string>> users;
     std::vector<std::string> rest_secrets;  // newest first

@@ -53,17 +53,17 @@ std::optional<PortAllocator::Grant> PortAllocator::acquire(Family f, bool even, 
     return std::nullopt;
 }
 
-std::optional<uint16_t> PortAllocator::take_reserved(Family f, uint64_t token, uint64_t now_ms) {
+std::optional<PortAllocator::Reserved> PortAllocator::take_reserved(uint64_t token, uint64_t now_ms) {
     std::lock_guard lock(mu_);
     expire_reservations(now_ms);
     auto it = reservations_.find(token);
-    if (it == reservations_.end() || it->second.family != f) {
+    if (it == reservations_.end()) {
         return std::nullopt;
     }
-    const uint16_t port = it->second.port;
-    table(f)[port - min_] = kUsed;
+    const Reserved r{it->second.family, it->second.port};
+    table(r.family)[r.port - min_] = kUsed;
     reservations_.erase(it);
-    return port;
+    return r;
 }
 
 void PortAllocator::release(Family f, uint16_t port) {

@@ -28,8 +28,14 @@ public:
 
     // A free port (even if `even`), reserving port+1 if `reserve_next`.
     std::optional<Grant> acquire(Family f, bool even, bool reserve_next, uint64_t now_ms);
-    // The port reserved under `token`, once; nullopt if unknown or expired.
-    std::optional<uint16_t> take_reserved(Family f, uint64_t token, uint64_t now_ms);
+    // The port reserved under `token` (and its family), once; nullopt if
+    // unknown or expired. The reservation decides the family: RFC 8656
+    // forbids REQUESTED-ADDRESS-FAMILY next to RESERVATION-TOKEN.
+    struct Reserved {
+        Family family;
+        uint16_t port;
+    };
+    std::optional<Reserved> take_reserved(uint64_t token, uint64_t now_ms);
     void release(Family f, uint16_t port);
     // Marks a port the kernel refused (another process holds it); it stays
     // taken until release().

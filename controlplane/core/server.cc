@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 #include "common/bytes.h"
 #include "stun/attributes.h"
 #include "turn/channel_data.h"
@@ -246,6 +248,7 @@ void Server::finish(const Request& r, stun::MessageBuilder& b, uint16_t code) {
 }
 
 void Server::reply_error(const Request& r, uint16_t code) {
+    spdlog::debug("answer {} to {} {}", code, stun::method_name(r.msg.method()), r.ft.client.to_string());
     stun::MessageBuilder b = begin(r, stun::Class::kError);
     b.add_error_code(code);
     finish(r, b, code);
@@ -281,11 +284,21 @@ uint32_t Server::lifetime_for(const stun::MessageView& m, bool& bad) const {
 }
 
 void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data) {
-    ChannelDataView cd;
-    if (parse_channel_data(data, cd) != ChannelDataError::kOk) {
+    // Framing per RFC 8656 section 12.4, parsed here rather than with
+    // turn::parse_channel_data because RFC 5766 channel numbers
+    // (0x5000-0x7FFF) must pass when bound (see handlers/channel_bind.cc).
+    if (data.size() < kChannelDataHeader) {
         stats_.drop(Drop::kMalformed);
         return;
     }
+    ChannelDataView cd;
+    cd.channel = load_be16(data.data());
+    const uint16_t len = load_be16(data.data() + 2);
+    if (len > data.size() - kChannelDataHeader) {
+        stats_.drop(Drop::kMalformed);
+        return;
+    }
+    cd.payload = data.subspan(kChannelDataHeader, len);
     Allocation* a = allocations_.find(ft);
     if (a == nullptr) {
         stats_.drop(Drop::kNoAllocation);
@@ -339,7 +352,11 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
     }
     size_t n = 0;
     if (const auto ch = a->channel_for(peer, now)) {
-        n = build_channel_data(scratch_, *ch, data, false);
+        if (data.size() <= 65535) {
+            write_channel_data_header(scratch_.data(), *ch, static_cast<uint16_t>(data.size()));
+            std::memcpy(scratch_.data() + kChannelDataHeader, data.data(), data.size());
+            n = kChannelDataHeader + data.size();
+        }
     } else {
         // Data indication: XOR-PEER-ADDRESS + DATA (RFC 8656 section 11.3).
         std::array<uint8_t, stun::kTxIdSize> txid{};

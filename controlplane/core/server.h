@@ -33,6 +33,9 @@
 
 namespace turn::cp {
 
+// RFC 5766 section 11: channel numbers ran up to 0x7FFF before RFC 8656.
+constexpr uint16_t kChannelMaxRfc5766 = 0x7FFF;
+
 class Server {
 public:
     Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats);

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 #include "core/server.h"
 
 namespace turn::cp {
@@ -86,6 +88,9 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
     std::string err;
     const int fd = make_udp_socket(addr, false, err);
     if (fd < 0) {
+        if (err != "in use") {
+            spdlog::warn("cannot open relayed socket {}: {}", addr.to_string(), err);
+        }
         return err == "in use" ? OpenResult::kPortInUse : OpenResult::kError;
     }
     if (dont_fragment) {

@@ -189,9 +189,25 @@ TEST_F(ServerTest, ChannelBindConflictsAre400) {
     EXPECT_EQ(channel_bind(tuple(), 0x4000, A("198.18.9.9:7001")).code(), 400);
     EXPECT_EQ(channel_bind(tuple(), 0x4001, peer_a).code(), 400);
     EXPECT_EQ(channel_bind(tuple(), 0x3FFF, A("198.18.9.8:1")).code(), 400);
-    EXPECT_EQ(channel_bind(tuple(), 0x5000, A("198.18.9.8:1")).code(), 400);
+    EXPECT_EQ(channel_bind(tuple(), 0x8000, A("198.18.9.8:1")).code(), 400);
     EXPECT_EQ(channel_bind(tuple(), 0x4002, A("127.0.0.1:1")).code(), 403);
     EXPECT_EQ(channel_bind(tuple(), 0x4002, A("[2001:db8::1]:1")).code(), 443);
+}
+
+TEST_F(ServerTest, Rfc5766ChannelNumbersAcceptedUnlessStrict) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(channel_bind(tuple(), 0x7A1E, peer).success());
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x7A, 0x1E, 0x00, 0x01, 'z'});
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    from_peer(tuple(), peer, {'y'});
+    EXPECT_EQ(io.client.back().bytes, std::vector<uint8_t>({0x7A, 0x1E, 0x00, 0x01, 'y'}));
+    Config c = base_config();
+    c.strict_channel_range = true;
+    start(c);
+    ASSERT_TRUE(allocate(tuple()).success());
+    EXPECT_EQ(channel_bind(tuple(), 0x5000, peer).code(), 400);
+    EXPECT_TRUE(channel_bind(tuple(), 0x4FFF, peer).success());
 }
 
 TEST_F(ServerTest, ChannelBindRefreshesPermission) {
@@ -324,6 +340,22 @@ TEST_F(ServerTest, EvenPortReservesNextPort) {
     EXPECT_EQ(b.xor_address(kXorRelayedAddress)->port, port + 1);
     // A token is good once.
     EXPECT_EQ(allocate(tuple(5002), [&](auto& m) { m.add(stun::attr::kReservationToken, token); }).code(), 508);
+}
+
+TEST_F(ServerTest, ReservationTokenKeepsItsFamily) {
+    auto a = allocate(tuple(), [](auto& b) {
+        b.add_even_port(true);
+        b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6);
+    });
+    ASSERT_TRUE(a.success());
+    const auto v6 = a.xor_address(kXorRelayedAddress);
+    ASSERT_TRUE(v6 && v6->is_v6());
+    const auto* tok = a.view.find(stun::attr::kReservationToken);
+    ASSERT_NE(tok, nullptr);
+    std::vector<uint8_t> token(a.view.value(*tok).begin(), a.view.value(*tok).end());
+    auto b = allocate(tuple(5001), [&](auto& m) { m.add(stun::attr::kReservationToken, token); });
+    ASSERT_TRUE(b.success());
+    EXPECT_EQ(*b.xor_address(kXorRelayedAddress), v6->with_port(v6->port + 1));
 }
 
 TEST_F(ServerTest, EvenPortReservationExpires) {

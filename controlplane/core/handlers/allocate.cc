@@ -111,7 +111,7 @@ void Server::handle_allocate(const Request& r) {
                                          i == 0 ? token : std::nullopt, df != nullptr);
         errors[i] = g.error;
         if (g.error == 0) {
-            relays[family_slot(families[i])] = g.endpoint;
+            relays[family_slot(g.endpoint.addr.family)] = g.endpoint;
             if (i == 0) {
                 reservation = g.reservation_token;
             }

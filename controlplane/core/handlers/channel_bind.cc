@@ -1,11 +1,14 @@
 // ChannelBind (RFC 8656 section 12.2): binds or refreshes a channel (600 s)
 // and installs or refreshes the peer's permission (300 s). A number or peer
 // already bound to something else, or within 5 minutes of such a binding's
-// expiry, gets 400.
+// expiry, gets 400. Channel numbers 0x5000-0x7FFF (RFC 5766's range, which
+// RFC 8656 reserved) are accepted unless [server].strict_channel_range is set,
+// because deployed clients (coturn's turnutils_uclient) still pick them.
 #include "core/server.h"
 
+#include <spdlog/spdlog.h>
+
 #include "stun/attributes.h"
-#include "turn/channel_data.h"
 
 namespace turn::cp {
 
@@ -17,8 +20,10 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
     uint16_t channel = 0;
     Address peer;
     if (ch_attr == nullptr || peer_attr == nullptr ||
-        decode_channel_number(m.value(*ch_attr), channel) != AttrError::kOk || !is_valid_channel(channel) ||
+        decode_channel_number(m.value(*ch_attr), channel) != AttrError::kOk ||
+        channel < kChannelMin || channel > (shared_.config.strict_channel_range ? kChannelMax : kChannelMaxRfc5766) ||
         decode_xor_address(m.value(*peer_attr), m.transaction_id(), peer) != AttrError::kOk) {
+        spdlog::debug("ChannelBind: bad or missing CHANNEL-NUMBER ({:#x}) or XOR-PEER-ADDRESS", channel);
         reply_error(r, err::kBadRequest);
         return;
     }
@@ -31,7 +36,8 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
         reply_error(r, err::kForbidden);
         return;
     }
-    if (a.can_bind(channel, peer, clock_.now_ms()) != Allocation::BindCheck::kOk) {
+    if (const auto check = a.can_bind(channel, peer, clock_.now_ms()); check != Allocation::BindCheck::kOk) {
+        spdlog::debug("ChannelBind: {:#x} -> {} conflicts ({})", channel, peer.to_string(), static_cast<int>(check));
         reply_error(r, err::kBadRequest);
         return;
     }
