@@ -207,17 +207,17 @@ TEST(StunAddressAttr, WrongLength) {
     }
 }
 
-// attributes.h: kBadFamily covers "address family byte not 0x01/0x02 (or
-// mismatched length)".
+// attributes.h: a valid family byte with the other family's length is a
+// length error (kBadLength "for its family"); kBadFamily is only for the byte.
 TEST(StunAddressAttr, FamilyLengthMismatch) {
     Bytes v4_with_20 = {0x00, 0x01, 0x00, 0x01};
     v4_with_20.resize(20, 0);
     Bytes v6_with_8 = {0x00, 0x02, 0x00, 0x01, 10, 0, 0, 1};
     Address out;
-    EXPECT_SAME(decode_address(v4_with_20, out), AttrError::kBadFamily);
-    EXPECT_SAME(decode_address(v6_with_8, out), AttrError::kBadFamily);
-    EXPECT_SAME(decode_xor_address(v4_with_20, kTxId, out), AttrError::kBadFamily);
-    EXPECT_SAME(decode_xor_address(v6_with_8, kTxId, out), AttrError::kBadFamily);
+    EXPECT_SAME(decode_address(v4_with_20, out), AttrError::kBadLength);
+    EXPECT_SAME(decode_address(v6_with_8, out), AttrError::kBadLength);
+    EXPECT_SAME(decode_xor_address(v4_with_20, kTxId, out), AttrError::kBadLength);
+    EXPECT_SAME(decode_xor_address(v6_with_8, kTxId, out), AttrError::kBadLength);
 }
 
 TEST(StunAddressAttr, BadFamilyByte) {
