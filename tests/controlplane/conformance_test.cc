@@ -1,0 +1,536 @@
+// Conformance test: starts the real turn-relay process on loopback with a
+// temporary TOML configuration and sends hand-built requests over UDP, one
+// test per RFC 8656 error case, plus the happy paths (IPv4 and IPv6
+// ChannelData and Send/Data round trips through a local UDP echo peer), an
+// RFC 3489 Binding, and a retransmitted Allocate.
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include "common/bytes.h"
+#include "stun_client.h"
+
+namespace turn::cp::test {
+namespace {
+
+using M = stun::Method;
+using C = stun::Class;
+
+Address A(const char* s) { return *Address::parse(s); }
+
+class UdpSocket {
+public:
+    explicit UdpSocket(const Address& local) {
+        fd_ = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_storage ss{};
+        const size_t len = local.to_sockaddr(&ss);
+        EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)), 0);
+    }
+    ~UdpSocket() { ::close(fd_); }
+    UdpSocket(const UdpSocket&) = delete;
+    UdpSocket& operator=(const UdpSocket&) = delete;
+
+    Address local() const {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+        return *Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+    }
+    void send(const Address& to, std::span<const uint8_t> data) const {
+        sockaddr_storage ss{};
+        const size_t len = to.to_sockaddr(&ss);
+        ::sendto(fd_, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
+    }
+    std::optional<std::vector<uint8_t>> recv(int timeout_ms = 2000, Address* from = nullptr) const {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) != 1) {
+            return std::nullopt;
+        }
+        std::vector<uint8_t> buf(65536);
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        const ssize_t n = ::recvfrom(fd_, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&ss), &len);
+        if (n < 0) {
+            return std::nullopt;
+        }
+        buf.resize(static_cast<size_t>(n));
+        if (from != nullptr) {
+            *from = *Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+        }
+        return buf;
+    }
+    int fd() const { return fd_; }
+
+private:
+    int fd_ = -1;
+};
+
+uint16_t free_udp_port(const Address& ip) {
+    UdpSocket s(ip.with_port(0));
+    return s.local().port;
+}
+
+// The relay under test, a child process.
+class RelayProcess {
+public:
+    RelayProcess(const std::string& name, const std::string& toml_body, uint16_t port) : port_(port) {
+        path_ = "/tmp/turn-relay-conformance-" + std::to_string(::getpid()) + "-" + name + ".toml";
+        std::ofstream(path_) << toml_body;
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::execl(TURN_RELAY_PATH, "turn-relay", "--config", path_.c_str(), static_cast<char*>(nullptr));
+            ::_exit(127);
+        }
+        // Ready when a Binding request is answered.
+        UdpSocket s(A("127.0.0.1:0"));
+        const auto req = build(M::kBinding, C::kRequest, {}, nullptr);
+        for (int i = 0; i < 100 && !ready_; ++i) {
+            s.send(A("127.0.0.1:0").with_port(port_), req);
+            ready_ = s.recv(100).has_value();
+        }
+    }
+    ~RelayProcess() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGTERM);
+            ::usleep(100'000);
+            ::kill(pid_, SIGTERM);  // second signal: end the drain at once
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+        }
+        ::unlink(path_.c_str());
+    }
+    bool ready() const { return ready_; }
+    Address v4() const { return A("127.0.0.1").with_port(port_); }
+    Address v6() const { return A("::1").with_port(port_); }
+
+private:
+    std::string path_;
+    pid_t pid_ = -1;
+    uint16_t port_;
+    bool ready_ = false;
+};
+
+std::string config(uint16_t port, const std::string& relay_ips, uint16_t pmin, uint16_t pmax,
+                   const std::string& extra) {
+    return "[server]\nlisten = [\"127.0.0.1:" + std::to_string(port) + "\", \"[::1]:" + std::to_string(port) +
+           "\"]\nrelay_ips = " + relay_ips + "\nrelay_port_min = " + std::to_string(pmin) +
+           "\nrelay_port_max = " + std::to_string(pmax) +
+           "\nrealm = \"conformance.test\"\nthreads = 1\n"
+           "[auth]\nusers = [\"alice:alice-pw\", \"bob:bob-pw\"]\n" + extra +
+           "[policy]\nallow_peers = [\"127.0.0.0/8\", \"::1/128\"]\n"
+           "[metrics]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n[drain]\ndeadline_s = 1\n";
+}
+
+// A client talking to one relay listener from its own UDP socket (= its own 5-tuple).
+class Client {
+public:
+    Client(const Address& server, const std::string& user = "alice")
+        : server_(server), sock_(server.is_v6() ? A("[::1]:0") : A("127.0.0.1:0")) {
+        creds_.user = user;
+        creds_.password = user + "-pw";
+    }
+
+    std::optional<Answer> exchange(const std::vector<uint8_t>& req) {
+        sock_.send(server_, req);
+        for (int i = 0; i < 5; ++i) {
+            auto r = sock_.recv();
+            if (!r) {
+                return std::nullopt;
+            }
+            Answer a(*r);
+            // Skip indications (Data) while waiting for an answer.
+            if (a.ok && a.view.cls() != C::kIndication &&
+                std::equal(req.begin() + 8, req.begin() + 20, r->begin() + 8)) {
+                return a;
+            }
+        }
+        return std::nullopt;
+    }
+
+    // Learns REALM and NONCE from a 401.
+    void login() {
+        auto a = exchange(build(M::kAllocate, C::kRequest, {}, nullptr));
+        ASSERT_TRUE(a);
+        ASSERT_EQ(a->code(), 401);
+        creds_.realm = a->text(stun::attr::kRealm);
+        creds_.nonce = a->text(stun::attr::kNonce);
+    }
+
+    Answer request(M m, const Attrs& attrs) {
+        if (creds_.nonce.empty()) {
+            login();
+        }
+        auto a = exchange(build(m, C::kRequest, attrs, &creds_));
+        EXPECT_TRUE(a) << "no answer";
+        return a ? *a : Answer({});
+    }
+    Answer allocate(const Attrs& extra = {}) {
+        return request(M::kAllocate, [&](stun::MessageBuilder& b) {
+            b.add_requested_transport(stun::kProtoUdp);
+            if (extra) {
+                extra(b);
+            }
+        });
+    }
+
+    Credentials& creds() { return creds_; }
+    UdpSocket& socket() { return sock_; }
+    const Address& server() const { return server_; }
+
+private:
+    Address server_;
+    UdpSocket sock_;
+    Credentials creds_;
+};
+
+// Echoes every datagram back to its sender.
+class EchoPeer {
+public:
+    explicit EchoPeer(const Address& ip) : sock_(ip.with_port(0)) {
+        thread_ = std::thread([this] {
+            while (!stop_) {
+                Address from;
+                if (auto d = sock_.recv(50, &from)) {
+                    sock_.send(from, *d);
+                }
+            }
+        });
+    }
+    ~EchoPeer() {
+        stop_ = true;
+        thread_.join();
+    }
+    Address address() const { return sock_.local(); }
+
+private:
+    UdpSocket sock_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+class Conformance : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        std::mt19937 rng(static_cast<unsigned>(::getpid()));
+        const uint16_t base = static_cast<uint16_t>(40000 + (rng() % 200) * 100);
+        const uint16_t pa = free_udp_port(A("127.0.0.1:0"));
+        main_ = new RelayProcess("main", config(pa, "[\"127.0.0.1\", \"::1\"]", base, base + 49,
+                                                "[allocation]\nmax_per_user = 100\n"),
+                                 pa);
+        const uint16_t pb = free_udp_port(A("127.0.0.1:0"));
+        // IPv4 relay only, a single relayed port, one allocation per user,
+        // nonces valid for one second.
+        small_ = new RelayProcess("small", config(pb, "[\"127.0.0.1\"]", base + 60, base + 60,
+                                                  "nonce_lifetime_s = 1\n[allocation]\nmax_per_user = 1\n"),
+                                  pb);
+    }
+    static void TearDownTestSuite() {
+        delete main_;
+        delete small_;
+        main_ = nullptr;
+        small_ = nullptr;
+    }
+    void SetUp() override {
+        ASSERT_TRUE(main_->ready()) << "turn-relay (main) did not start";
+        ASSERT_TRUE(small_->ready()) << "turn-relay (small) did not start";
+    }
+
+    static RelayProcess* main_;
+    static RelayProcess* small_;
+};
+RelayProcess* Conformance::main_ = nullptr;
+RelayProcess* Conformance::small_ = nullptr;
+
+std::vector<uint8_t> channel_data(uint16_t ch, std::string_view payload) {
+    std::vector<uint8_t> v = {static_cast<uint8_t>(ch >> 8), static_cast<uint8_t>(ch & 0xFF),
+                              static_cast<uint8_t>(payload.size() >> 8), static_cast<uint8_t>(payload.size())};
+    v.insert(v.end(), payload.begin(), payload.end());
+    while (v.size() % 4 != 0) {
+        v.push_back(0);
+    }
+    return v;
+}
+
+TEST_F(Conformance, BindingHasXorMappedResponseOriginSoftwareFingerprint) {
+    Client c(main_->v4());
+    auto a = c.exchange(build(M::kBinding, C::kRequest, {}, nullptr, random_txid(), true));
+    ASSERT_TRUE(a);
+    ASSERT_TRUE(a->success());
+    EXPECT_EQ(a->xor_address(stun::attr::kXorMappedAddress), c.socket().local());
+    EXPECT_TRUE(a->has(stun::attr::kResponseOrigin));
+    EXPECT_EQ(a->text(stun::attr::kSoftware), "turnrelay");
+    EXPECT_NE(a->view.fingerprint(), nullptr);
+}
+
+TEST_F(Conformance, Rfc3489BindingGetsMappedAddress) {
+    UdpSocket s(A("127.0.0.1:0"));
+    std::vector<uint8_t> req(20, 0);
+    req[1] = 0x01;
+    for (size_t i = 4; i < 20; ++i) {
+        req[i] = static_cast<uint8_t>(0xA0 + i);
+    }
+    s.send(main_->v4(), req);
+    auto r = s.recv();
+    ASSERT_TRUE(r);
+    ASSERT_GE(r->size(), 32u);
+    EXPECT_EQ((*r)[1], 0x01);
+    EXPECT_EQ((*r)[0], 0x01);
+    EXPECT_TRUE(std::equal(req.begin() + 4, req.end(), r->begin() + 4));
+    EXPECT_EQ(load_be16(r->data() + 20), stun::attr::kMappedAddress);
+    EXPECT_EQ(load_be16(r->data() + 26), s.local().port);
+}
+
+TEST_F(Conformance, E400_AllocateWithoutRequestedTransport) {
+    Client c(main_->v4());
+    auto a = c.request(M::kAllocate, {});
+    EXPECT_EQ(a.code(), 400);
+    EXPECT_EQ(a.reason(), "Bad Request");
+    EXPECT_TRUE(a.has(stun::attr::kMessageIntegrity));
+}
+
+TEST_F(Conformance, E400_BadChannelNumber) {
+    Client c(main_->v4());
+    ASSERT_TRUE(c.allocate().success());
+    auto a = c.request(M::kChannelBind, [](auto& b) {
+        b.add_channel_number(0x3FFF);
+        b.add_xor_address(stun::attr::kXorPeerAddress, A("127.0.0.1:9"));
+    });
+    EXPECT_EQ(a.code(), 400);
+}
+
+TEST_F(Conformance, E401_NoCredentialsCarriesRealmNonceAlgorithms) {
+    Client c(main_->v4());
+    auto a = c.exchange(build(M::kAllocate, C::kRequest,
+                              [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, nullptr));
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->code(), 401);
+    EXPECT_EQ(a->reason(), "Unauthenticated");
+    EXPECT_EQ(a->text(stun::attr::kRealm), "conformance.test");
+    EXPECT_FALSE(a->text(stun::attr::kNonce).empty());
+    EXPECT_TRUE(a->has(stun::attr::kPasswordAlgorithms));
+}
+
+TEST_F(Conformance, E401_WrongPassword) {
+    Client c(main_->v4());
+    c.login();
+    c.creds().password = "wrong";
+    EXPECT_EQ(c.allocate().code(), 401);
+}
+
+TEST_F(Conformance, E403_DeniedPeers) {
+    Client c(main_->v4());
+    ASSERT_TRUE(c.allocate().success());
+    for (const char* peer : {"0.0.0.0:9", "169.254.1.1:9", "224.0.0.1:9"}) {
+        auto a = c.request(M::kCreatePermission,
+                           [&](auto& b) { b.add_xor_address(stun::attr::kXorPeerAddress, A(peer)); });
+        EXPECT_EQ(a.code(), 403) << peer;
+        EXPECT_EQ(a.reason(), "Forbidden");
+    }
+    // The relay's own listening port stays denied even with loopback allowed.
+    auto self = c.request(M::kChannelBind, [&](auto& b) {
+        b.add_channel_number(0x4000);
+        b.add_xor_address(stun::attr::kXorPeerAddress, main_->v4());
+    });
+    EXPECT_EQ(self.code(), 403);
+}
+
+TEST_F(Conformance, E420_UnknownComprehensionRequiredAttribute) {
+    Client c(main_->v4());
+    auto a = c.allocate([](auto& b) {
+        const std::array<uint8_t, 4> v{};
+        b.add(0x0031, v);
+    });
+    EXPECT_EQ(a.code(), 420);
+    EXPECT_EQ(a.reason(), "Unknown Attribute");
+    const auto* u = a.view.find(stun::attr::kUnknownAttributes);
+    ASSERT_NE(u, nullptr);
+    EXPECT_EQ(load_be16(a.view.value(*u).data()), 0x0031);
+}
+
+TEST_F(Conformance, E437_NoAllocationAndDoubleAllocate) {
+    Client c(main_->v4());
+    auto r = c.request(M::kRefresh, {});
+    EXPECT_EQ(r.code(), 437);
+    EXPECT_EQ(r.reason(), "Allocation Mismatch");
+    ASSERT_TRUE(c.allocate().success());
+    EXPECT_EQ(c.allocate().code(), 437);
+}
+
+TEST_F(Conformance, E438_StaleNonceGetsFreshNonce) {
+    Client c(small_->v4());
+    c.login();
+    const std::string old = c.creds().nonce;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // a real process: real time
+    auto a = c.allocate();
+    EXPECT_EQ(a.code(), 438);
+    EXPECT_EQ(a.reason(), "Stale Nonce");
+    EXPECT_TRUE(a.has(stun::attr::kRealm));
+    EXPECT_NE(a.text(stun::attr::kNonce), old);
+    EXPECT_FALSE(a.text(stun::attr::kNonce).empty());
+}
+
+TEST_F(Conformance, E440_FamilyNotAvailable) {
+    Client c(small_->v4());
+    auto a = c.allocate([](auto& b) { b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6); });
+    EXPECT_EQ(a.code(), 440);
+    EXPECT_EQ(a.reason(), "Address Family not Supported");
+}
+
+TEST_F(Conformance, E441_OtherUserOnAllocation) {
+    Client c(main_->v4());
+    ASSERT_TRUE(c.allocate().success());
+    c.creds().user = "bob";
+    c.creds().password = "bob-pw";
+    auto a = c.request(M::kRefresh, {});
+    EXPECT_EQ(a.code(), 441);
+    EXPECT_EQ(a.reason(), "Wrong Credentials");
+}
+
+TEST_F(Conformance, E442_TcpTransport) {
+    Client c(main_->v4());
+    auto a = c.request(M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); });
+    EXPECT_EQ(a.code(), 442);
+    EXPECT_EQ(a.reason(), "Unsupported Transport Protocol");
+}
+
+TEST_F(Conformance, E443_PeerFamilyMismatch) {
+    Client c(main_->v4());
+    ASSERT_TRUE(c.allocate().success());  // IPv4 only
+    auto a = c.request(M::kCreatePermission,
+                       [](auto& b) { b.add_xor_address(stun::attr::kXorPeerAddress, A("[::1]:9")); });
+    EXPECT_EQ(a.code(), 443);
+    EXPECT_EQ(a.reason(), "Peer Address Family Mismatch");
+    auto r = c.request(M::kRefresh,
+                       [](auto& b) { b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6); });
+    EXPECT_EQ(r.code(), 443);
+}
+
+// 446 (Connection Already Exists) belongs to RFC 6062 Connect, which needs a
+// TCP allocation. This relay offers UDP allocations only, so Connect is
+// answered 400 and 446 cannot occur; this test pins that answer.
+TEST_F(Conformance, Connect_OnUdpAllocationIs400_So446NeverOccurs) {
+    Client c(main_->v4());
+    ASSERT_TRUE(c.allocate().success());
+    auto a = c.request(M::kConnect,
+                       [](auto& b) { b.add_xor_address(stun::attr::kXorPeerAddress, A("127.0.0.1:9")); });
+    EXPECT_EQ(a.code(), 400);
+}
+
+TEST_F(Conformance, E486_QuotaThenE508_PortsExhausted) {
+    Client first(small_->v4(), "alice");
+    ASSERT_TRUE(first.allocate().success());  // takes the only relayed port
+    Client second(small_->v4(), "alice");
+    auto q = second.allocate();
+    EXPECT_EQ(q.code(), 486);
+    EXPECT_EQ(q.reason(), "Allocation Quota Reached");
+    Client third(small_->v4(), "bob");
+    auto p = third.allocate();
+    EXPECT_EQ(p.code(), 508);
+    EXPECT_EQ(p.reason(), "Insufficient Capacity");
+    EXPECT_TRUE(first.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    EXPECT_TRUE(third.allocate().success());
+    EXPECT_TRUE(third.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+}
+
+TEST_F(Conformance, RetransmittedAllocateGetsIdenticalResponse) {
+    Client c(main_->v4());
+    c.login();
+    const auto req = build(M::kAllocate, C::kRequest, [](auto& b) { b.add_requested_transport(stun::kProtoUdp); },
+                           &c.creds());
+    auto first = c.exchange(req);
+    auto second = c.exchange(req);
+    ASSERT_TRUE(first && second);
+    EXPECT_TRUE(first->success());
+    EXPECT_EQ(first->bytes, second->bytes);
+}
+
+void round_trip(RelayProcess& relay, bool v6) {
+    EchoPeer peer(v6 ? A("[::1]:0") : A("127.0.0.1:0"));
+    Client c(v6 ? relay.v6() : relay.v4());
+    auto alloc = c.allocate([&](auto& b) {
+        if (v6) {
+            b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6);
+        }
+    });
+    ASSERT_TRUE(alloc.success()) << alloc.code();
+    const auto relayed = alloc.xor_address(stun::attr::kXorRelayedAddress);
+    ASSERT_TRUE(relayed);
+    EXPECT_EQ(relayed->is_v6(), v6);
+
+    // Send indication without permission: silently dropped.
+    auto send = [&](std::string_view text) {
+        c.socket().send(c.server(), build(M::kSend, C::kIndication, [&](auto& b) {
+            b.add_xor_address(stun::attr::kXorPeerAddress, peer.address());
+            b.add(stun::attr::kData, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()),
+                                                              text.size()));
+        }, nullptr));
+    };
+    send("dropped");
+    EXPECT_FALSE(c.socket().recv(300).has_value());
+
+    ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
+                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.address());
+                }).success());
+    send("hello via send");
+    auto data = c.socket().recv();
+    ASSERT_TRUE(data);
+    Answer ind(*data);
+    ASSERT_TRUE(ind.ok);
+    EXPECT_TRUE(ind.view.is(M::kData, C::kIndication));
+    EXPECT_EQ(ind.xor_address(stun::attr::kXorPeerAddress), peer.address());
+    const auto* d = ind.view.find(stun::attr::kData);
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(ind.view.value(*d).data()), d->length), "hello via send");
+
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                    b.add_channel_number(0x4001);
+                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.address());
+                }).success());
+    c.socket().send(c.server(), channel_data(0x4001, "hello via channel"));
+    auto cd = c.socket().recv();
+    ASSERT_TRUE(cd);
+    ASSERT_GE(cd->size(), 4u);
+    EXPECT_EQ(load_be16(cd->data()), 0x4001);
+    EXPECT_EQ(load_be16(cd->data() + 2), 17);
+    EXPECT_EQ(std::string(cd->begin() + 4, cd->begin() + 21), "hello via channel");
+
+    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+}
+
+TEST_F(Conformance, HappyPathIPv4) { round_trip(*main_, false); }
+TEST_F(Conformance, HappyPathIPv6) { round_trip(*main_, true); }
+
+TEST_F(Conformance, DualStackAllocation) {
+    Client c(main_->v6());
+    auto a = c.allocate([](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
+    ASSERT_TRUE(a.success());
+    EXPECT_EQ(a.xor_addresses(stun::attr::kXorRelayedAddress).size(), 2u);
+}
+
+TEST_F(Conformance, Sha256IntegrityWithUserhash) {
+    Client c(main_->v4());
+    c.login();
+    c.creds().alg = stun::PasswordAlgorithm::kSha256;
+    c.creds().send_algorithms = true;
+    c.creds().sha256_mi = true;
+    c.creds().userhash = true;
+    auto a = c.allocate();
+    EXPECT_TRUE(a.success()) << a.code();
+    EXPECT_TRUE(a.has(stun::attr::kMessageIntegritySha256));
+}
+
+}  // namespace
+}  // namespace turn::cp::test
