@@ -35,7 +35,9 @@ uint64_t Histogram::percentile(double p) const {
         return 0;
     }
     p = std::clamp(p, 0.0, 100.0);
-    uint64_t rank = static_cast<uint64_t>(std::ceil(p / 100.0 * static_cast<double>(count_)));
+    // The relative nudge keeps decimal percentiles such as 99.9 (not exact
+    // in binary) from rounding the rank up past an exact boundary.
+    uint64_t rank = static_cast<uint64_t>(std::ceil(p / 100.0 * static_cast<double>(count_) * (1 - 1e-12)));
     rank = std::clamp<uint64_t>(rank, 1, count_);
     uint64_t seen = 0;
     for (size_t i = 0; i < hist::kBuckets; ++i) {
