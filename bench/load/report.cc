@@ -157,6 +157,13 @@ std::string progress_line(const SecondSample& s, double target_pps) {
 
 bool plot(const RunResult& r, const std::string& png, std::string& err) {
     const std::string base = stem(png);
+    // Loss axis: autoscaled when there is loss, 0..1 % otherwise (gnuplot
+    // warns about an empty range).
+    bool any_loss = false;
+    for (const auto& p : r.phases) {
+        any_loss = any_loss || p.lost != 0;
+    }
+    const std::string y2range = any_loss ? "set y2range [0:*]\n" : "set y2range [0:1]\n";
     const bool sweep = r.phases.size() > 1;
     const std::string time_png = sweep ? base + "-time.png" : png;
     // Time series over all phases, one row per second.
@@ -187,7 +194,7 @@ bool plot(const RunResult& r, const std::string& png, std::string& err) {
            << "set output " << q(time_png) << "\n"
            << "set multiplot layout 2,1 title " << q(title + ", " + r.date_utc) << "\n"
            << "set grid\nset key top left\nset xlabel 'time (s)'\nset lmargin 12\nset rmargin 10\nset xrange [0:*]\n"
-           << "set ylabel 'packets/s'\nset yrange [0:*]\nset y2label 'loss %'\nset y2tics\nset y2range [0:1<*]\n"
+           << "set ylabel 'packets/s'\nset yrange [0:*]\nset y2label 'loss %'\nset y2tics\n" << y2range
            << "plot " << q(base + ".dat") << " using 1:2 with lines lw 2 title 'offered', '' using 1:3 with lines lw 2 "
            << "title 'delivered (echoes)', '' using 1:4 axes x1y2 with impulses lw 2 title 'loss %'\n"
            << "unset y2label\nunset y2tics\nset ylabel 'round trip (us)'\nset logscale y\nset yrange [*:*]\n"
@@ -207,7 +214,7 @@ bool plot(const RunResult& r, const std::string& png, std::string& err) {
                << "set multiplot layout 2,1 title " << q(title + ", sweep, " + r.date_utc) << "\n"
                << "set grid\nset key top left\nset xlabel 'offered load (packets/s)'\n"
                << "set ylabel 'delivered (echoes/s)'\nset yrange [0:*]\nset xrange [0:*]\n"
-               << "set y2label 'loss %'\nset y2tics\nset y2range [0:1<*]\nset lmargin 12\nset rmargin 10\n"
+               << "set y2label 'loss %'\nset y2tics\n" << y2range << "set lmargin 12\nset rmargin 10\n"
                << "plot " << q(base + "-sweep.dat") << " using 1:2 with linespoints lw 2 pt 7 title 'delivered', "
                << "x with lines dt 2 title 'offered = delivered', '' using 1:3 axes x1y2 with linespoints "
                << "title 'loss %'\n"

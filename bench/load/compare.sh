@@ -1,0 +1,188 @@
+#!/bin/sh
+# Side-by-side run of turn-load against coturn and turn-relay (socket mode) on
+# loopback, both servers up at once and measured alternately, REPS times:
+#   1. sweep: one short phase per offered rate; the highest zero-loss rate is
+#      the largest rate reached before the first phase that lost a packet;
+#   2. latency: 5 s at half of that rate (p50/p99 round trip);
+#   3. setup: --setup-only with SETUP_N allocations (Allocate with the 401
+#      round trip, CreatePermission, ChannelBind), SETUP_THREADS in parallel.
+# Prints a Markdown table of medians (min-max) and writes every JSON and PNG
+# to OUT. Loopback only; every process it starts is stopped by PID.
+#
+# usage: bench/load/compare.sh [OUT]   (env: REPS RATES SETUP_N SETUP_THREADS
+#        ALLOCS THREADS SIZE MODE TURN_LOAD TURN_RELAY TURNSERVER)
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${1:-/tmp/turn-load-compare.$(date -u +%Y%m%dT%H%M%SZ)}
+REPS=${REPS:-3}
+RATES=${RATES:-10000,20000,30000,40000,50000,60000,70000,80000,100000,120000}
+STEP_S=${STEP_S:-2}
+SETUP_N=${SETUP_N:-1000}
+SETUP_THREADS=${SETUP_THREADS:-4}
+ALLOCS=${ALLOCS:-8}
+THREADS=${THREADS:-1}
+SIZE=${SIZE:-172}
+MODE=${MODE:-channel}
+TURN_LOAD=${TURN_LOAD:-$ROOT/build-load/bench/load/turn-load}
+TURN_RELAY=${TURN_RELAY:-$ROOT/build-load/controlplane/turn-relay}
+TURNSERVER=${TURNSERVER:-/usr/bin/turnserver}
+PY=/usr/bin/python3
+
+for f in "$TURN_LOAD" "$TURNSERVER" "$PY"; do
+    [ -x "$f" ] || { echo "compare.sh: missing $f" >&2; exit 1; }
+done
+mkdir -p "$OUT"
+pids=""
+cleanup() {
+    for p in $pids; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_listen() {
+    i=0
+    while ! ss -Hlun "sport = :$1" | grep -q .; do
+        i=$((i + 1))
+        [ $i -le 50 ] || { echo "compare.sh: nothing listens on $1" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+# coturn: Debian defaults plus what loopback testing needs.
+COTURN_PORT=$(free_port)
+COTURN_CMD="$TURNSERVER -n --listening-ip=127.0.0.1 --listening-port=$COTURN_PORT --relay-ip=127.0.0.1 \
+--min-port=45000 --max-port=47999 --lt-cred-mech --user=demo:demo-password --realm=turnrelay.local \
+--allow-loopback-peers --no-tls --no-dtls --no-cli --db=$OUT/coturn.db --log-file=stdout"
+# shellcheck disable=SC2086
+$COTURN_CMD > "$OUT/coturn.log" 2>&1 &
+pids="$pids $!"
+wait_listen "$COTURN_PORT"
+servers="coturn=127.0.0.1:$COTURN_PORT"
+
+if [ -x "$TURN_RELAY" ]; then
+    RELAY_PORT=$(free_port)
+    # Quota and unauthenticated-rate limits lifted, as coturn has none by default.
+    cat > "$OUT/turn-relay.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$RELAY_PORT"]
+relay_ips = ["127.0.0.1"]
+relay_port_min = 48000
+relay_port_max = 50999
+realm = "turnrelay.local"
+
+[auth]
+users = ["demo:demo-password"]
+rest_secrets = []
+
+[allocation]
+max_per_user = 100000
+max_total = 100000
+
+[policy]
+allow_peers = ["127.0.0.0/8", "::1/128"]
+unauth_per_ip_per_s = 1000000
+
+[metrics]
+listen = ""
+TOML
+    "$TURN_RELAY" --config "$OUT/turn-relay.toml" > "$OUT/turn-relay.log" 2>&1 &
+    pids="$pids $!"
+    wait_listen "$RELAY_PORT"
+    servers="$servers turn-relay=127.0.0.1:$RELAY_PORT"
+else
+    echo "compare.sh: $TURN_RELAY not built; coturn only" >&2
+fi
+
+AUTH="--user demo --password demo-password"
+COMMON="--allocations $ALLOCS --threads $THREADS --mode $MODE --size $SIZE --quiet"
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "machine: $(nproc) cores, $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "coturn: $COTURN_CMD"
+    [ -x "$TURN_RELAY" ] && echo "turn-relay: $TURN_RELAY --config $OUT/turn-relay.toml"
+    echo "sweep: turn-load --server S $AUTH $COMMON --sweep $RATES --duration $STEP_S --json F --plot F.png"
+    echo "latency: turn-load --server S $AUTH $COMMON --rate R/2 --duration 5 --json F"
+    echo "setup: turn-load --server S $AUTH --allocations $SETUP_N --threads $SETUP_THREADS --setup-only --duration 60 --json F"
+} > "$OUT/commands.txt"
+cat "$OUT/commands.txt" >&2
+
+for rep in $(seq 1 "$REPS"); do
+    for entry in $servers; do
+        name=${entry%%=*}
+        addr=${entry#*=}
+        echo "rep $rep: $name sweep" >&2
+        # shellcheck disable=SC2086
+        "$TURN_LOAD" --server "$addr" $AUTH $COMMON --sweep "$RATES" --duration "$STEP_S" \
+            --json "$OUT/$name-sweep-$rep.json" --plot "$OUT/$name-sweep-$rep.png"
+        zl=$("$PY" -c '
+import json, sys
+best = 0
+for p in json.load(open(sys.argv[1]))["sweep"]:
+    if p["lost"] != 0:
+        break
+    best = p["target_pps"]
+print(int(best))' "$OUT/$name-sweep-$rep.json")
+        half=$((zl / 2))
+        [ "$half" -gt 0 ] || half=1000
+        echo "rep $rep: $name zero-loss $zl pps; latency run at $half pps" >&2
+        # shellcheck disable=SC2086
+        "$TURN_LOAD" --server "$addr" $AUTH $COMMON --rate "$half" --duration 5 \
+            --json "$OUT/$name-half-$rep.json"
+        echo "rep $rep: $name setup" >&2
+        # shellcheck disable=SC2086
+        "$TURN_LOAD" --server "$addr" $AUTH --allocations "$SETUP_N" --threads "$SETUP_THREADS" --setup-only \
+            --duration 60 --quiet --json "$OUT/$name-setup-$rep.json"
+    done
+done
+
+"$PY" - "$OUT" "$REPS" $servers <<'PYEOF' | tee "$OUT/summary.md"
+import json, statistics, sys
+out, reps, servers = sys.argv[1], int(sys.argv[2]), [s.split("=")[0] for s in sys.argv[3:]]
+
+def zero_loss(name, rep):
+    best = 0
+    for p in json.load(open(f"{out}/{name}-sweep-{rep}.json"))["sweep"]:
+        if p["lost"] != 0:
+            break
+        best = p["target_pps"]
+    return best
+
+def fmt(vals, unit="", digits=0):
+    med = statistics.median(vals)
+    return f"{med:,.{digits}f}{unit} ({min(vals):,.{digits}f}-{max(vals):,.{digits}f})"
+
+rows = {}
+for name in servers:
+    zl, p50, p99, loss, setup, setup_fail = [], [], [], [], [], []
+    for rep in range(1, reps + 1):
+        zl.append(zero_loss(name, rep))
+        h = json.load(open(f"{out}/{name}-half-{rep}.json"))["traffic"]
+        p50.append(h["latency_us"]["p50"])
+        p99.append(h["latency_us"]["p99"])
+        loss.append(h["loss_ratio"] * 100)
+        s = json.load(open(f"{out}/{name}-setup-{rep}.json"))["setup"]
+        setup.append(s["rate_per_s"])
+        setup_fail.append(s["failed"])
+    rows[name] = dict(zl=zl, p50=p50, p99=p99, loss=loss, setup=setup, setup_fail=setup_fail)
+
+print(f"| relay | highest zero-loss rate (echoes/s) | p50 at half (us) | p99 at half (us) | loss at half (%) | setup (allocations/s) | setup failures |")
+print("|---|---|---|---|---|---|---|")
+for name, r in rows.items():
+    print(f"| {name} | {fmt(r['zl'])} | {fmt(r['p50'], digits=1)} | {fmt(r['p99'], digits=1)} | "
+          f"{fmt(r['loss'], digits=3)} | {fmt(r['setup'])} | {sum(r['setup_fail'])} |")
+if "coturn" in rows and "turn-relay" in rows:
+    c, t = rows["coturn"], rows["turn-relay"]
+    m = statistics.median
+    ratio = lambda a, b: (m(a) / m(b)) if m(b) else float("nan")
+    print()
+    print(f"turn-relay / coturn (medians): zero-loss rate {ratio(t['zl'], c['zl']):.2f}x, "
+          f"setup {ratio(t['setup'], c['setup']):.2f}x, p99 at half load {ratio(t['p99'], c['p99']):.2f}x "
+          f"(each at its own half rate)")
+print(f"\nmedian (min-max) of {reps} runs; raw JSON and plots in {out}")
+PYEOF
