@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -139,18 +140,28 @@ def _parse_xor_mapped(body: bytes, tid: bytes) -> Optional[Tuple[str, int]]:
 # Process helpers
 
 
-def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM then SIGKILL, by PID, bounded."""
+def stop_process(proc: subprocess.Popen, grace: float = 5.0, second_signal_after=None) -> bool:
+    """SIGTERM (a second SIGTERM after `second_signal_after` s if given: turn-relay drains
+    existing allocations on the first one and ends at once on the second), then SIGKILL
+    after `grace` s. By PID, bounded. Returns True if the process ended without SIGKILL."""
     if proc.poll() is not None:
-        return
+        return True
     try:
         os.kill(proc.pid, signal.SIGTERM)
+        if second_signal_after is not None:
+            try:
+                proc.wait(timeout=second_signal_after)
+                return True
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace)
+        return True
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+        return False
     except ProcessLookupError:
-        pass
+        return True
 
 
 def log_tail(path: Path, lines: int = 200) -> str:
@@ -211,6 +222,25 @@ class TurnServer:
                 return r.read().decode(errors="replace")
         except OSError:
             return None
+
+    def metric(self, name: str, **labels) -> Optional[float]:
+        """Sum of the samples of metric `name` whose labels include `labels`; None if the
+        server has no metrics endpoint or does not export the metric."""
+        text = self.metrics()
+        if text is None:
+            return None
+        total, found = 0.0, False
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            m = re.match(r"^([A-Za-z_:][\w:]*)(\{([^}]*)\})?\s+(\S+)", line)
+            if not m or m.group(1) != name:
+                continue
+            have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(m.group(4))
+                found = True
+        return total if found else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
@@ -352,11 +382,14 @@ def turn_server(tmp_path_factory):
     srv = start_server(workdir)
     yield srv
     alive = srv.proc.poll() is None
-    stop_process(srv.proc)
+    clean = stop_process(srv.proc, second_signal_after=1.0 if srv.kind == "turnrelay" else None)
     _ACTIVE_LOGS.remove((f"{srv.kind} server", srv.log_path))
     if not alive:
         pytest.fail(f"{srv.kind} died during the tests (exit {srv.proc.returncode}):\n"
                     + log_tail(srv.log_path))
+    if srv.kind == "turnrelay" and not (clean and srv.proc.returncode == 0):
+        pytest.fail(f"turn-relay did not exit cleanly on SIGTERM (twice) within 6 s "
+                    f"(exit {srv.proc.returncode}, killed={not clean}):\n" + log_tail(srv.log_path))
 
 
 @pytest.fixture

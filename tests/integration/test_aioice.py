@@ -65,13 +65,25 @@ async def _echo_roundtrip(server, echo_peer, family, payloads):
         await asyncio.sleep(0.2)
 
 
+RELAYED_BYTES = "turn_relayed_bytes_total"
+
+
 @pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
 def test_allocate_send_receive_echo(server, echo_peer, family):
     payloads = [os.urandom(n) for n in (1, 16, 100, 500, 1000, 1200)] + [b"hello turn"]
+    before = {d: server.metric(RELAYED_BYTES, direction=d)
+              for d in ("client_to_peer", "peer_to_client")}
     relayed, peer, got = asyncio.run(_echo_roundtrip(server, echo_peer, family, payloads))
     assert [d for d, _ in got] == payloads, "echoed payloads differ from what was sent"
     assert all(a == peer for _, a in got), f"echo attributed to wrong peer: {got}"
     assert echo_peer.payloads() == payloads
+    if server.kind == "turnrelay":
+        # Metrics are updated live: relayed payload bytes in both directions.
+        total = sum(len(p) for p in payloads)
+        for d, b in before.items():
+            after = server.metric(RELAYED_BYTES, direction=d)
+            assert b is not None and after is not None, f"{RELAYED_BYTES}{{direction={d}}} missing"
+            assert after - b >= total, f"{RELAYED_BYTES}{{direction={d}}} grew {after - b} < {total}"
 
 
 def test_two_allocations_are_independent(server, echo_peer):

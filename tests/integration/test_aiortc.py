@@ -122,8 +122,13 @@ async def _run(server):
 
 
 def test_datachannel_over_relay(server, relay_only):
+    before = server.metric("turn_relayed_bytes_total")
     payloads, extra, got1, got2, pairs, offer, answer = asyncio.run(
         asyncio.wait_for(_run(server), 50))
+    if server.kind == "turnrelay":
+        after = server.metric("turn_relayed_bytes_total")
+        assert before is not None and after is not None and after - before > 2000, \
+            f"server metrics show no relayed traffic: {before} -> {after}"
     assert got2 == payloads, "pc2 did not receive pc1's messages intact"
     echoes = [("echo:" + p) if isinstance(p, str) else p for p in payloads]
     assert sorted(map(repr, got1)) == sorted(map(repr, echoes + extra)), \
