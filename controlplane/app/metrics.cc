@@ -15,6 +15,7 @@ public:
         using prometheus::MetricFamily;
         using prometheus::MetricType;
         std::vector<MetricFamily> out;
+        out.reserve(16);  // family() hands out references: no reallocation allowed
         auto family = [&](const char* name, const char* help, MetricType t) -> MetricFamily& {
             out.push_back(MetricFamily{name, help, t, {}});
             return out.back();

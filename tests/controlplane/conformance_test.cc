@@ -113,6 +113,19 @@ public:
         ::unlink(path_.c_str());
     }
     bool ready() const { return ready_; }
+    void signal(int sig) const { ::kill(pid_, sig); }
+    // Exit status if the process ends within timeout_ms, else nullopt.
+    std::optional<int> wait_exit(int timeout_ms) {
+        for (int i = 0; i < timeout_ms / 10; ++i) {
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            ::usleep(10'000);
+        }
+        return std::nullopt;
+    }
     Address v4() const { return A("127.0.0.1").with_port(port_); }
     Address v6() const { return A("::1").with_port(port_); }
 
@@ -124,14 +137,15 @@ private:
 };
 
 std::string config(uint16_t port, const std::string& relay_ips, uint16_t pmin, uint16_t pmax,
-                   const std::string& extra) {
+                   const std::string& extra, const std::string& metrics = "", int drain_s = 1) {
     return "[server]\nlisten = [\"127.0.0.1:" + std::to_string(port) + "\", \"[::1]:" + std::to_string(port) +
            "\"]\nrelay_ips = " + relay_ips + "\nrelay_port_min = " + std::to_string(pmin) +
            "\nrelay_port_max = " + std::to_string(pmax) +
            "\nrealm = \"conformance.test\"\nthreads = 1\n"
            "[auth]\nusers = [\"alice:alice-pw\", \"bob:bob-pw\"]\n" + extra +
            "[policy]\nallow_peers = [\"127.0.0.0/8\", \"::1/128\"]\n"
-           "[metrics]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n[drain]\ndeadline_s = 1\n";
+           "[metrics]\nlisten = \"" + metrics + "\"\n[log]\nlevel = \"warn\"\n[drain]\ndeadline_s = " +
+           std::to_string(drain_s) + "\n";
 }
 
 // A client talking to one relay listener from its own UDP socket (= its own 5-tuple).
@@ -255,11 +269,11 @@ RelayProcess* Conformance::main_ = nullptr;
 RelayProcess* Conformance::small_ = nullptr;
 
 std::vector<uint8_t> channel_data(uint16_t ch, std::string_view payload) {
-    std::vector<uint8_t> v = {static_cast<uint8_t>(ch >> 8), static_cast<uint8_t>(ch & 0xFF),
-                              static_cast<uint8_t>(payload.size() >> 8), static_cast<uint8_t>(payload.size())};
-    v.insert(v.end(), payload.begin(), payload.end());
-    while (v.size() % 4 != 0) {
-        v.push_back(0);
+    std::vector<uint8_t> v(pad4(static_cast<uint32_t>(4 + payload.size())), 0);
+    store_be16(v.data(), ch);
+    store_be16(v.data() + 2, static_cast<uint16_t>(payload.size()));
+    for (size_t i = 0; i < payload.size(); ++i) {
+        v[4 + i] = static_cast<uint8_t>(payload[i]);
     }
     return v;
 }
@@ -530,6 +544,140 @@ TEST_F(Conformance, Sha256IntegrityWithUserhash) {
     auto a = c.allocate();
     EXPECT_TRUE(a.success()) << a.code();
     EXPECT_TRUE(a.has(stun::attr::kMessageIntegritySha256));
+}
+
+uint16_t free_tcp_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    socklen_t len = sizeof sa;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    ::close(fd);
+    return ntohs(sa.sin_port);
+}
+
+std::string http_get(uint16_t port, const std::string& path) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        ::close(fd);
+        return {};
+    }
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    (void)!::write(fd, req.data(), req.size());
+    std::string out;
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+        out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+}
+
+uint16_t random_port_base(int slot) {
+    std::mt19937 rng(static_cast<unsigned>(::getpid()) * 7u + static_cast<unsigned>(slot));
+    return static_cast<uint16_t>(30000 + (rng() % 90) * 100);
+}
+
+TEST(ConformanceProcess, MetricsAreLive) {
+    const uint16_t port = free_udp_port(A("127.0.0.1:0"));
+    const uint16_t mport = free_tcp_port();
+    const uint16_t base = random_port_base(1);
+    RelayProcess relay("metrics", config(port, "[\"127.0.0.1\", \"::1\"]", base, base + 20, "",
+                                         "127.0.0.1:" + std::to_string(mport)),
+                       port);
+    ASSERT_TRUE(relay.ready());
+    EchoPeer peer(A("127.0.0.1:0"));
+    Client c(relay.v4());
+    ASSERT_TRUE(c.allocate().success());
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                    b.add_channel_number(0x4000);
+                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.address());
+                }).success());
+    for (int i = 0; i < 3; ++i) {
+        c.socket().send(c.server(), channel_data(0x4000, "abcd"));
+        ASSERT_TRUE(c.socket().recv().has_value());
+    }
+    std::string body;
+    for (int i = 0; i < 50 && body.find("turn_allocations") == std::string::npos; ++i) {
+        body = http_get(mport, "/metrics");
+        ::usleep(20'000);
+    }
+    EXPECT_NE(body.find("turn_allocations{family=\"ipv4\"} 1"), std::string::npos) << body;
+    EXPECT_NE(body.find("turn_requests_total{method=\"allocate\",code=\"200\"} 1"), std::string::npos) << body;
+    EXPECT_NE(body.find("turn_requests_total{method=\"allocate\",code=\"401\"} 1"), std::string::npos);
+    EXPECT_NE(body.find("turn_auth_failures_total{reason=\"no_credentials\"} 1"), std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"client_to_peer\"} 3"), std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"peer_to_client\"} 3"), std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_bytes_total{direction=\"client_to_peer\"} 12"), std::string::npos);
+    EXPECT_NE(body.find("turn_drops_total{reason=\"no_permission\"} 0"), std::string::npos);
+    EXPECT_NE(body.find("turn_quota_rejections_total{kind=\"per_user\"} 0"), std::string::npos);
+    EXPECT_NE(body.find("turn_event_loop_busy_ratio{loop=\"0\"}"), std::string::npos);
+}
+
+TEST(ConformanceProcess, SigtermDrainsThenExitsZero) {
+    const uint16_t port = free_udp_port(A("127.0.0.1:0"));
+    const uint16_t base = random_port_base(2);
+    RelayProcess relay("drain", config(port, "[\"127.0.0.1\"]", base, base + 20, "", "", 30), port);
+    ASSERT_TRUE(relay.ready());
+    EchoPeer peer(A("127.0.0.1:0"));
+    Client c(relay.v4());
+    ASSERT_TRUE(c.allocate().success());
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                    b.add_channel_number(0x4000);
+                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.address());
+                }).success());
+    relay.signal(SIGTERM);
+    ::usleep(200'000);
+    // No new allocations...
+    Client late(relay.v4());
+    EXPECT_EQ(late.allocate().code(), 403);
+    // ...but the existing one is still served.
+    c.socket().send(c.server(), channel_data(0x4000, "still here"));
+    EXPECT_TRUE(c.socket().recv().has_value());
+    EXPECT_TRUE(c.request(M::kRefresh, {}).success());
+    EXPECT_FALSE(relay.wait_exit(300).has_value());
+    // The last allocation ends: the process exits 0 well before the deadline.
+    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    auto status = relay.wait_exit(3000);
+    ASSERT_TRUE(status.has_value());
+    EXPECT_EQ(*status, 0);
+}
+
+TEST(ConformanceProcess, DrainDeadlineEndsTheProcess) {
+    const uint16_t port = free_udp_port(A("127.0.0.1:0"));
+    const uint16_t base = random_port_base(3);
+    RelayProcess relay("deadline", config(port, "[\"127.0.0.1\"]", base, base + 20, "", "", 1), port);
+    ASSERT_TRUE(relay.ready());
+    Client c(relay.v4());
+    ASSERT_TRUE(c.allocate().success());
+    relay.signal(SIGTERM);
+    auto status = relay.wait_exit(4000);
+    ASSERT_TRUE(status.has_value());
+    EXPECT_EQ(*status, 0);
+}
+
+TEST(ConformanceProcess, BadConfigExitsTwoNamingTheKey) {
+    const std::string path = "/tmp/turn-relay-badconfig-" + std::to_string(::getpid()) + ".toml";
+    std::ofstream(path) << "[server]\nrelay_port_min = 70000\n";
+    const std::string cmd = std::string(TURN_RELAY_PATH) + " --config " + path + " 2>&1";
+    FILE* f = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    std::string out;
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, f) != nullptr) {
+        out += buf;
+    }
+    const int status = ::pclose(f);
+    ::unlink(path.c_str());
+    EXPECT_EQ(WEXITSTATUS(status), 2);
+    EXPECT_NE(out.find("[server].relay_port_min"), std::string::npos) << out;
 }
 
 }  // namespace
