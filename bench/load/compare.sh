@@ -63,7 +63,7 @@ COTURN_CMD="$TURNSERVER -n --listening-ip=127.0.0.1 --listening-port=$COTURN_POR
 $COTURN_CMD > "$OUT/coturn.log" 2>&1 &
 pids="$pids $!"
 wait_listen "$COTURN_PORT"
-servers="coturn=127.0.0.1:$COTURN_PORT"
+servers="coturn=127.0.0.1:$COTURN_PORT=$!"
 
 if [ -x "$TURN_RELAY" ]; then
     RELAY_PORT=$(free_port)
@@ -94,7 +94,7 @@ TOML
     "$TURN_RELAY" --config "$OUT/turn-relay.toml" > "$OUT/turn-relay.log" 2>&1 &
     pids="$pids $!"
     wait_listen "$RELAY_PORT"
-    servers="$servers turn-relay=127.0.0.1:$RELAY_PORT"
+    servers="$servers turn-relay=127.0.0.1:$RELAY_PORT=$!"
 else
     echo "compare.sh: $TURN_RELAY not built; coturn only" >&2
 fi
@@ -115,10 +115,12 @@ cat "$OUT/commands.txt" >&2
 for rep in $(seq 1 "$REPS"); do
     for entry in $servers; do
         name=${entry%%=*}
-        addr=${entry#*=}
+        rest=${entry#*=}
+        addr=${rest%%=*}
+        spid=${rest#*=}
         echo "rep $rep: $name sweep" >&2
         # shellcheck disable=SC2086
-        "$TURN_LOAD" --server "$addr" $AUTH $COMMON --sweep "$RATES" --duration "$STEP_S" \
+        "$TURN_LOAD" --server "$addr" $AUTH $COMMON --sweep "$RATES" --duration "$STEP_S" --server-pid "$spid" \
             --json "$OUT/$name-sweep-$rep.json" --plot "$OUT/$name-sweep-$rep.png"
         zl=$("$PY" -c '
 import json, sys
@@ -132,7 +134,7 @@ print(int(best))' "$OUT/$name-sweep-$rep.json")
         [ "$half" -gt 0 ] || half=1000
         echo "rep $rep: $name zero-loss $zl pps; latency run at $half pps" >&2
         # shellcheck disable=SC2086
-        "$TURN_LOAD" --server "$addr" $AUTH $COMMON --rate "$half" --duration 5 \
+        "$TURN_LOAD" --server "$addr" $AUTH $COMMON --rate "$half" --duration 5 --server-pid "$spid" \
             --json "$OUT/$name-half-$rep.json"
         echo "rep $rep: $name setup" >&2
         # shellcheck disable=SC2086
@@ -159,30 +161,32 @@ def fmt(vals, unit="", digits=0):
 
 rows = {}
 for name in servers:
-    zl, p50, p99, loss, setup, setup_fail = [], [], [], [], [], []
+    zl, p50, p99, loss, setup, setup_fail, cpu = [], [], [], [], [], [], []
     for rep in range(1, reps + 1):
         zl.append(zero_loss(name, rep))
         h = json.load(open(f"{out}/{name}-half-{rep}.json"))["traffic"]
         p50.append(h["latency_us"]["p50"])
         p99.append(h["latency_us"]["p99"])
         loss.append(h["loss_ratio"] * 100)
+        cpu.append(h.get("server_cpu_ns_per_relayed_packet", float("nan")))
         s = json.load(open(f"{out}/{name}-setup-{rep}.json"))["setup"]
         setup.append(s["rate_per_s"])
         setup_fail.append(s["failed"])
-    rows[name] = dict(zl=zl, p50=p50, p99=p99, loss=loss, setup=setup, setup_fail=setup_fail)
+    rows[name] = dict(zl=zl, p50=p50, p99=p99, loss=loss, setup=setup, setup_fail=setup_fail, cpu=cpu)
 
-print(f"| relay | highest zero-loss rate (echoes/s) | p50 at half (us) | p99 at half (us) | loss at half (%) | setup (allocations/s) | setup failures |")
-print("|---|---|---|---|---|---|---|")
+print(f"| relay | highest zero-loss rate (echoes/s) | p50 at half (us) | p99 at half (us) | loss at half (%) | server CPU per relayed packet at half (ns) | setup (allocations/s) | setup failures |")
+print("|---|---|---|---|---|---|---|---|")
 for name, r in rows.items():
     print(f"| {name} | {fmt(r['zl'])} | {fmt(r['p50'], digits=1)} | {fmt(r['p99'], digits=1)} | "
-          f"{fmt(r['loss'], digits=3)} | {fmt(r['setup'])} | {sum(r['setup_fail'])} |")
+          f"{fmt(r['loss'], digits=3)} | {fmt(r['cpu'])} | {fmt(r['setup'])} | {sum(r['setup_fail'])} |")
 if "coturn" in rows and "turn-relay" in rows:
     c, t = rows["coturn"], rows["turn-relay"]
     m = statistics.median
     ratio = lambda a, b: (m(a) / m(b)) if m(b) else float("nan")
     print()
     print(f"turn-relay / coturn (medians): zero-loss rate {ratio(t['zl'], c['zl']):.2f}x, "
-          f"setup {ratio(t['setup'], c['setup']):.2f}x, p99 at half load {ratio(t['p99'], c['p99']):.2f}x "
+          f"setup {ratio(t['setup'], c['setup']):.2f}x, p99 at half load {ratio(t['p99'], c['p99']):.2f}x, "
+          f"CPU per relayed packet {ratio(t['cpu'], c['cpu']):.2f}x "
           f"(each at its own half rate)")
-print(f"\nmedian (min-max) of {reps} runs; raw JSON and plots in {out}")
+print(f"\nmedian (min-max) of {reps} runs; one echo = two relayed packets; raw JSON and plots in {out}")
 PYEOF

@@ -5,6 +5,7 @@
 // one traffic phase per offered rate (progress every second, churn alongside)
 // -> delete the allocations -> JSON and plots. Every phase is bounded by the
 // flags, and a watchdog ends the process if the whole run overshoots.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "churn.h"
@@ -50,6 +52,38 @@ struct Counters {
     uint64_t sent = 0, failed = 0, received = 0;
     Histogram latency;
 };
+
+double self_cpu_s() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// utime + stime of a process, all threads (fields 14 and 15 of /proc/PID/stat).
+double process_cpu_s(int pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (pid <= 0 || !std::getline(f, line)) {
+        return -1;
+    }
+    const auto paren = line.rfind(')');  // the command name may contain spaces
+    if (paren == std::string::npos) {
+        return -1;
+    }
+    std::istringstream rest(line.substr(paren + 2));
+    std::string field;
+    unsigned long long utime = 0;
+    unsigned long long stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+        if (i == 14) {
+            utime = std::stoull(field);
+        } else if (i == 15) {
+            stime = std::stoull(field);
+        }
+    }
+    return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 Counters snapshot(const std::vector<std::unique_ptr<ThreadCounters>>& cs) {
     Counters out;
@@ -264,6 +298,8 @@ private:
         ph.send_end_ns = ph.start_ns + static_cast<uint64_t>(o_.duration_s * 1e9);
         ph.end_ns = ph.send_end_ns + static_cast<uint64_t>(o_.grace_s * 1e9);
         ph.rate_pps = rate / static_cast<double>(workers_.size());
+        const double cpu0 = self_cpu_s();
+        const double srv0 = o_.server_pid > 0 ? process_cpu_s(o_.server_pid) : -1;
         std::vector<std::thread> ts;
         for (auto& w : workers_) {
             counters.push_back(std::make_unique<ThreadCounters>(secs));
@@ -312,6 +348,11 @@ private:
         if (churner) {
             r.churn = churner->finish();
         }
+        r.client_cpu_s = self_cpu_s() - cpu0;
+        if (srv0 >= 0) {
+            const double srv1 = process_cpu_s(o_.server_pid);
+            r.server_cpu_s = srv1 >= 0 ? srv1 - srv0 : -1;
+        }
         for (size_t i = 0; i < r.seconds.size(); ++i) {
             uint64_t sent = 0;
             uint64_t back = 0;
@@ -345,6 +386,11 @@ private:
                          id, rate, r.offered_pps, r.delivered_pps, static_cast<unsigned long>(r.lost),
                          static_cast<unsigned long>(offered), 100 * r.loss_ratio, p.p50_us, p.p90_us, p.p99_us,
                          p.p999_us, p.max_us);
+            if (r.server_cpu_s >= 0 && r.received > 0) {
+                std::fprintf(stderr, "server CPU %.2f s (%.0f ns per relayed packet), turn-load CPU %.2f s\n",
+                             r.server_cpu_s, r.server_cpu_s * 1e9 / (2.0 * static_cast<double>(r.received)),
+                             r.client_cpu_s);
+            }
             if (r.churn) {
                 std::fprintf(stderr, "churn: target %.1f/s achieved %.1f/s, created %lu failed %lu deleted %lu\n",
                              r.churn->target_rate, r.churn->achieved_rate, static_cast<unsigned long>(r.churn->created),

@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cmath>
@@ -97,6 +98,9 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     app.add_option("--setup-timeout", o.setup_timeout_s, "bound on the allocation setup phase, seconds")
         ->capture_default_str()->check(CLI::Range(1.0, 600.0));
     app.add_flag("--quiet,-q", o.quiet, "no progress line");
+    app.add_option("--server-pid", o.server_pid,
+                   "PID of a local server: report its CPU time per relayed packet (from /proc)")
+        ->check(CLI::Range(1, 1 << 22));
 
     try {
         app.parse(argc, argv);
@@ -158,6 +162,12 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
         if (o.setup_only) {
             return fail("--sweep and --setup-only exclude each other");
         }
+    }
+    if (o.setup_only && o.churn_rate > 0) {
+        return fail("--churn needs traffic; it cannot be combined with --setup-only");
+    }
+    if (o.server_pid > 0 && access(("/proc/" + std::to_string(o.server_pid) + "/stat").c_str(), R_OK) != 0) {
+        return fail("--server-pid " + std::to_string(o.server_pid) + ": no such process");
     }
     if (!o.plot_path.empty() && (o.plot_path.size() < 5 || o.plot_path.substr(o.plot_path.size() - 4) != ".png")) {
         return fail("--plot must name a .png file");

@@ -43,6 +43,7 @@ struct Options {
     double refresh_interval_s = 120;
     double setup_timeout_s = 30;
     bool quiet = false;
+    int server_pid = 0;         // >0: sample its CPU time from /proc per phase
 };
 
 // Parses argv; on --help or a bad flag prints the message and returns the

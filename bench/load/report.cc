@@ -74,6 +74,13 @@ json phase_json(const PhaseResult& p) {
     if (p.churn) {
         j["churn"] = churn_json(*p.churn);
     }
+    j["client_cpu_s"] = p.client_cpu_s;
+    if (p.server_cpu_s >= 0) {
+        j["server_cpu_s"] = p.server_cpu_s;
+        // Each echo crossed the relay twice (client->peer, peer->client).
+        j["server_cpu_ns_per_relayed_packet"] =
+            p.received ? p.server_cpu_s * 1e9 / (2.0 * static_cast<double>(p.received)) : 0.0;
+    }
     return j;
 }
 

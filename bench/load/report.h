@@ -42,6 +42,8 @@ struct PhaseResult {
     Histogram latency;
     std::vector<SecondSample> seconds;
     std::optional<ChurnResult> churn;
+    double client_cpu_s = 0;     // this process (user + system) during the phase
+    double server_cpu_s = -1;    // --server-pid's process during the phase; < 0 unknown
 };
 
 struct SetupResult {
