@@ -1,5 +1,6 @@
 #include "flow/tables.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace dp {
@@ -75,7 +76,11 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
         rte_hash_rcu_config rc{};
         rc.v = t->rcu;
         rc.mode = RTE_HASH_QSBR_MODE_DQ;
-        rc.dq_size = 0;  // default: as many as the table has entries
+        // Deleted keys wait here for a grace period. Workers report quiescent
+        // states every few microseconds and reclamation runs every 64
+        // deletes, so a quarter of the table is ample (the default, one
+        // slot per entry, costs 16 bytes per entry).
+        rc.dq_size = std::max<uint32_t>(cfg.entries_v4 / 4, 1024);
         rc.trigger_reclaim_limit = 64;
         rc.max_reclaim_size = 256;
         rc.key_data_ptr = t;

@@ -24,26 +24,30 @@
 
 namespace dp {
 
-// Addresses in network byte order, as in packets.
-struct Allocation {
-    uint8_t client_ip[16];
-    uint8_t listen_ip[16];
-    uint16_t client_port;
-    uint16_t listen_port;
-    uint8_t family;   // of client/listen: 4 or 6
+// Addresses in network byte order, as in packets. The first cache line
+// holds everything an IPv4 packet needs (police: epoch, rate; rewrite:
+// relayed, client and listen addresses); IPv6 relayed address and the id
+// follow.
+struct alignas(64) Allocation {
+    uint32_t epoch;          // changes whenever the index is reused
+    uint8_t family;          // of client/listen: 4 or 6
     uint8_t live;
-    uint16_t pad0;
+    uint16_t relayed6_port;  // 0 if no IPv6 relayed address
+    std::atomic<uint64_t> rate_bps;  // 0 = unlimited
     uint32_t relayed4_ip;
     uint16_t relayed4_port;  // 0 if no IPv4 relayed address
-    uint16_t pad1;
+    uint16_t client_port;
+    uint16_t listen_port;
+    uint16_t pad0;
+    uint32_t pad1;
+    uint8_t client_ip[16];
+    uint8_t listen_ip[16];
+    // second cache line
     uint8_t relayed6_ip[16];
-    uint16_t relayed6_port;  // 0 if no IPv6 relayed address
-    uint16_t pad2;
-    uint32_t epoch;          // changes whenever the index is reused
-    std::atomic<uint64_t> rate_bps;  // 0 = unlimited
     uint64_t alloc_id;       // control plane's id, for counter reports
 };
-static_assert(sizeof(Allocation) == 88);
+static_assert(sizeof(Allocation) == 128);
+static_assert(offsetof(Allocation, relayed6_ip) == 64);
 
 // One worker's view of one allocation; only that worker writes it, the main
 // lcore reads the counters (aligned 64-bit loads, no tearing on x86-64).

@@ -66,18 +66,19 @@ public:
     void set_default(uint8_t family, const NextHop& nh);
     void clear_default(uint8_t family);
 
+    // Word layout (little endian): bytes 0-5 MAC, byte 6 port, byte 7 = 1 (valid).
     static uint64_t pack(const NextHop& nh) {
-        uint64_t w = 1;  // valid
-        for (int i = 0; i < 6; i++) {
-            w |= uint64_t{nh.mac.addr_bytes[i]} << (8 * (i + 1));
-        }
-        return w | (uint64_t{static_cast<uint8_t>(nh.port)} << 56);
+        uint8_t b[8];
+        std::memcpy(b, nh.mac.addr_bytes, 6);
+        b[6] = static_cast<uint8_t>(nh.port);
+        b[7] = 1;
+        uint64_t w;
+        std::memcpy(&w, b, 8);
+        return w;
     }
     static void unpack(uint64_t w, NextHop* out) {
-        for (int i = 0; i < 6; i++) {
-            out->mac.addr_bytes[i] = static_cast<uint8_t>(w >> (8 * (i + 1)));
-        }
-        out->port = static_cast<uint8_t>(w >> 56);
+        std::memcpy(out->mac.addr_bytes, &w, 6);
+        out->port = static_cast<uint8_t>(w >> 48);
     }
 
 private:

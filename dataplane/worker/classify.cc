@@ -125,7 +125,7 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
             return;
         }
         if (unlikely((m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) != RTE_MBUF_F_RX_IP_CKSUM_GOOD &&
-                     rte_raw_cksum(ip, sizeof(rte_ipv4_hdr)) != 0xffff)) {
+                     !csum::ipv4_header_ok(ip))) {
             drop(p, Counter::drop_bad_ip_checksum);
             return;
         }

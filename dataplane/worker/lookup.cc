@@ -35,16 +35,25 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) 
         }
     }
     void* d[kBurst];
+    hash_sig_t sig[kBurst];
     uint64_t hits = 0;
     if (n4 != 0) {
-        rte_hash_lookup_bulk_data(w.flows->h4, k4, n4, &hits, d);
+        // Signatures computed here with the table's function (CRC32-C,
+        // flow/tables.cc) inline, not through its function pointer.
+        for (uint16_t j = 0; j < n4; j++) {
+            sig[j] = rte_hash_crc(k4[j], sizeof(Key4), 0);
+        }
+        rte_hash_lookup_with_hash_bulk_data(w.flows->h4, k4, sig, n4, &hits, d);
         for (uint16_t j = 0; j < n4; j++) {
             on_result(p[i4[j]], (hits >> j) & 1 ? d[j] : nullptr);
         }
     }
     if (n6 != 0) {
         hits = 0;
-        rte_hash_lookup_bulk_data(w.flows->h6, k6, n6, &hits, d);
+        for (uint16_t j = 0; j < n6; j++) {
+            sig[j] = rte_hash_crc(k6[j], sizeof(Key6), 0);
+        }
+        rte_hash_lookup_with_hash_bulk_data(w.flows->h6, k6, sig, n6, &hits, d);
         for (uint16_t j = 0; j < n6; j++) {
             on_result(p[i6[j]], (hits >> j) & 1 ? d[j] : nullptr);
         }
@@ -66,6 +75,13 @@ void permission_key(Pkt& q, uint8_t family, const uint8_t* relayed_ip, uint16_t 
         q.k6.a_port = relayed_port;
         q.k6.kind = KeyKind::kPermission;
     }
+}
+
+// The allocation and this worker's state for it are read by police and
+// rewrite; start loading them while the rest of the burst is looked up.
+inline void prefetch_alloc(Worker& w, uint32_t alloc) {
+    rte_prefetch0(&w.flows->allocs[alloc]);
+    rte_prefetch0(&w.state[alloc]);
 }
 
 }  // namespace
@@ -114,12 +130,14 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
             }
             q.value = v;
             q.alloc = v->alloc;
+            prefetch_alloc(w, q.alloc);
             q.kind = Kind::kToPeerChannel;
             q.next = Next::kRoute;
             return;
         }
         case Kind::kClientSend: {
             q.alloc = inline_alloc(d);
+            rte_prefetch0(&w.state[q.alloc]);
             const Allocation& a = allocs[q.alloc];
             if (unlikely(q.peer_family != q.family)) {
                 punt(q, Counter::punt_family_change);
@@ -143,6 +161,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         }
         default: {  // kPeer with a channel
             q.alloc = inline_alloc(d);
+            prefetch_alloc(w, q.alloc);
             q.channel_be = inline_channel(d);
             if (unlikely(allocs[q.alloc].family != q.family)) {
                 punt(q, Counter::punt_family_change);
@@ -173,6 +192,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         }
         if (d != nullptr) {
             q.alloc = inline_alloc(d);
+            prefetch_alloc(w, q.alloc);
             if (unlikely(allocs[q.alloc].family != q.family)) {
                 punt(q, Counter::punt_family_change);
                 return;

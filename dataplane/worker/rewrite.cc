@@ -25,13 +25,12 @@ namespace {
 constexpr uint16_t kDataIndication = 0x0017;
 static_assert(turn::stun::make_type(turn::stun::Method::kData, turn::stun::Class::kIndication) == kDataIndication);
 
-uint16_t pseudo4(uint32_t src, uint32_t dst, uint16_t len_be) {
-    return csum::fold(uint64_t{src & 0xffff} + (src >> 16) + (dst & 0xffff) + (dst >> 16) +
-                      rte_cpu_to_be_16(IPPROTO_UDP) + len_be);
+// Pseudo-header sums (RFC 768, RFC 8200 section 8.1), unfolded.
+uint64_t pseudo4(uint32_t src, uint32_t dst, uint16_t len_be) {
+    return uint64_t{src} + dst + rte_cpu_to_be_16(IPPROTO_UDP) + len_be;
 }
-uint16_t pseudo6(const uint8_t* src, const uint8_t* dst, uint16_t len_be) {
-    return csum::fold(uint64_t{rte_raw_cksum(src, 16)} + rte_raw_cksum(dst, 16) + rte_cpu_to_be_16(IPPROTO_UDP) +
-                      len_be);
+uint64_t pseudo6(const uint8_t* src, const uint8_t* dst, uint16_t len_be) {
+    return csum::sum_bytes(src, 16) + csum::sum_bytes(dst, 16) + rte_cpu_to_be_16(IPPROTO_UDP) + len_be;
 }
 
 struct Endpoint {
@@ -52,7 +51,7 @@ void rewrite_one(Worker& w, Pkt& q) {
     uint32_t tclass;  // IPv4 TOS or IPv6 traffic class
     const uint16_t old_ck = q.udp->dgram_cksum;
     bool full = false;
-    uint16_t pseudo_old;
+    uint64_t pseudo_old;
     if (fam == 4) {
         const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
         std::memcpy(old_src.ip, &ip->src_addr, 4);
@@ -66,13 +65,18 @@ void rewrite_one(Worker& w, Pkt& q) {
         pseudo_old = pseudo6(ip->src_addr, ip->dst_addr, q.udp->dgram_len);
     }
     old_src.port_be = q.udp->src_port;
-    uint16_t kept = 0;  // one's-complement sum of the forwarded bytes
+    // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with m everything of the old
+    // datagram that is not kept (pseudo-header, UDP header, bytes around the
+    // data) and m' everything new; accumulated unfolded, folded once each.
+    uint64_t removed = 0;
     if (!full) {
-        kept = csum::payload_sum_from(old_ck, pseudo_old, csum::udp_header_sum(q.udp));
-        if (to_peer) {  // remove what precedes and follows the data
+        removed = uint64_t{pseudo_old} + csum::udp_header_sum(q.udp);
+        if (to_peer) {
             const uint32_t tail_off = uint32_t{q.data_off} + q.data_len;
-            kept = csum::fold(uint64_t{kept} + csum::neg(csum::range(payload, q.data_off, false)) +
-                              csum::neg(csum::range(payload + tail_off, q.plen - tail_off, (tail_off & 1) != 0)));
+            removed += csum::sum_bytes(payload, q.data_off);  // data_off is even (4, or a STUN attribute offset)
+            if (tail_off < q.plen) {
+                removed += csum::range(payload + tail_off, q.plen - tail_off, (tail_off & 1) != 0);
+            }
         }
     }
 
@@ -131,9 +135,7 @@ void rewrite_one(Worker& w, Pkt& q) {
         std::memset(data + q.data_len, 0, q.pad_len);
     }
     const uint16_t udp_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + q.prefix_len + q.data_len + q.pad_len);
-    if (!full && q.prefix_len != 0) {
-        kept = csum::fold(uint64_t{kept} + csum::range(pre, q.prefix_len, false));  // padding zeros add nothing
-    }
+    uint64_t added = q.prefix_len != 0 ? csum::sum_bytes(pre, q.prefix_len) : 0;  // padding zeros add nothing
 
     // 4. UDP and IP headers.
     auto* udp = reinterpret_cast<rte_udp_hdr*>(pre - sizeof(rte_udp_hdr));
@@ -142,7 +144,7 @@ void rewrite_one(Worker& w, Pkt& q) {
     udp->dgram_len = rte_cpu_to_be_16(udp_len);
     udp->dgram_cksum = 0;
     uint8_t* l3 = reinterpret_cast<uint8_t*>(udp) - iph;
-    uint16_t pseudo_new;
+    uint64_t pseudo_new;
     if (fam == 4) {
         auto* ip = reinterpret_cast<rte_ipv4_hdr*>(l3);
         ip->version_ihl = 0x45;
@@ -155,7 +157,7 @@ void rewrite_one(Worker& w, Pkt& q) {
         std::memcpy(&ip->src_addr, src.ip, 4);
         std::memcpy(&ip->dst_addr, dst.ip, 4);
         ip->hdr_checksum = 0;
-        ip->hdr_checksum = rte_ipv4_cksum(ip);
+        ip->hdr_checksum = csum::ipv4_header(ip);
         pseudo_new = pseudo4(ip->src_addr, ip->dst_addr, udp->dgram_len);
     } else {
         auto* ip = reinterpret_cast<rte_ipv6_hdr*>(l3);
@@ -168,7 +170,8 @@ void rewrite_one(Worker& w, Pkt& q) {
         pseudo_new = pseudo6(ip->src_addr, ip->dst_addr, udp->dgram_len);
     }
     if (likely(!full)) {
-        udp->dgram_cksum = csum::finish_udp(uint64_t{pseudo_new} + csum::udp_header_sum(udp) + kept);
+        added += uint64_t{pseudo_new} + udp->src_port + udp->dst_port + udp->dgram_len;
+        udp->dgram_cksum = csum::finish_udp(uint64_t{csum::neg(old_ck)} + csum::neg(csum::fold(removed)) + added);
     } else {
         udp->dgram_cksum = rte_ipv4_udptcp_cksum(reinterpret_cast<const rte_ipv4_hdr*>(l3), udp);
     }
