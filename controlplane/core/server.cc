@@ -108,8 +108,12 @@ void Server::on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> da
     std::memcpy(txid.data(), data.data() + 8, txid.size());
     stun::MessageBuilder b(scratch_, stun::Method::kBinding, stun::Class::kSuccess, txid);
     b.add_address(stun::attr::kMappedAddress, ft.client.normalised());
-    if (!shared_.config.software.empty()) {
-        b.add_text(stun::attr::kSoftware, shared_.config.software);
+    // RFC 3489 section 11.2.2: SOURCE-ADDRESS is where the answer comes from.
+    // No SOFTWARE: RFC 3489 parsers (stun-client) reject a SERVER attribute
+    // whose length is not a multiple of 4. No CHANGED-ADDRESS: there is no
+    // alternate address, and a fake one would mislead NAT-type tests.
+    if (!ft.server.is_unspecified()) {
+        b.add_address(stun::attr::kSourceAddress, ft.server.normalised());
     }
     if (!b.ok()) {
         return;
