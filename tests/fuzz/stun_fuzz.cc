@@ -11,7 +11,12 @@
 //   2. rebuilding that message gives the same bytes and the same number of
 //      successfully decoded attributes (decode(encode(v)) == v for every
 //      decoder/encoder pair);
-//   3. reserve() returns exactly the requested length when ok() stays true.
+//   3. reserve() returns exactly the requested length when ok() stays true;
+//   4. every decoded address is well formed (IPv4 keeps zeros after ip[3]),
+//      normalised() maps ::ffff:a.b.c.d to a.b.c.d and is idempotent, prefix
+//      checks give the same answer before and after normalisation (the
+//      mapped-loopback ACL bypass, coturn CVE-2020-26262), and
+//      Address::parse(to_string()) gives the address back.
 // The output buffer is a heap block sized from the input, so a builder write
 // past its end is an AddressSanitizer report, and the overflow path is taken
 // for some inputs and not others.
@@ -19,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -59,6 +65,56 @@ void keep(const T& v) {
 
 bool decoded(AttrError e) { return e == AttrError::kOk; }
 
+// The prefixes a denied-peer ACL typically holds.
+const std::array<Prefix, 4>& acl_prefixes() {
+    static const std::array<Prefix, 4> p = [] {
+        std::array<Prefix, 4> out{};
+        const char* const text[] = {"127.0.0.0/8", "::1/128", "198.18.0.0/15", "fd00::/8"};
+        for (size_t i = 0; i < out.size(); ++i) {
+            const std::optional<Prefix> parsed = Prefix::parse(text[i]);
+            if (!parsed) {
+                fail();
+            }
+            out[i] = *parsed;
+        }
+        return out;
+    }();
+    return p;
+}
+
+// What the control plane does with an address from the wire before any
+// policy decision: normalise it, match it against prefixes, log it.
+void check_address(const Address& a) {
+    if (!a.is_v4() && !a.is_v6()) {
+        fail();  // a decoder reported success without a family
+    }
+    if (a.is_v4()) {
+        for (size_t i = 4; i < a.ip.size(); ++i) {
+            if (a.ip[i] != 0) {
+                fail();  // would break operator== and AddressHash
+            }
+        }
+    }
+    const Address n = a.normalised();
+    if (n.port != a.port || n.is_v4_mapped() || !(n.normalised() == n)) {
+        fail();
+    }
+    if (a.is_v4_mapped() && (!n.is_v4() || std::memcmp(n.ip.data(), a.ip.data() + 12, 4) != 0)) {
+        fail();
+    }
+    for (const Prefix& p : acl_prefixes()) {
+        if (p.contains(a) != p.contains(n)) {
+            fail();
+        }
+    }
+    keep(a.is_unspecified());
+    keep(AddressHash{}(a));
+    const std::optional<Address> back = Address::parse(a.to_string());
+    if (!back || !(*back == a)) {
+        fail();
+    }
+}
+
 // Decodes every recorded attribute of `m` and re-encodes it into `b`.
 // Returns how many attributes decoded successfully.
 size_t rebuild_attributes(const MessageView& m, MessageBuilder& b) {
@@ -78,6 +134,7 @@ size_t rebuild_attributes(const MessageView& m, MessageBuilder& b) {
         case attr::kOtherAddress: {
             Address addr;
             if ((good = decoded(decode_address(v, addr)))) {
+                check_address(addr);
                 b.add_address(a.type, addr);
             }
             break;
@@ -87,6 +144,7 @@ size_t rebuild_attributes(const MessageView& m, MessageBuilder& b) {
         case attr::kXorRelayedAddress: {
             Address addr;
             if ((good = decoded(decode_xor_address(v, m.transaction_id(), addr)))) {
+                check_address(addr);
                 b.add_xor_address(a.type, addr);
             }
             break;
