@@ -18,6 +18,7 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <unordered_set>
 
 #include "churn.h"
 #include "clock.h"
@@ -27,6 +28,7 @@
 #include "report.h"
 #include "traffic.h"
 #include "turn_session.h"
+#include "udp_drops.h"
 
 namespace turn::load {
 namespace {
@@ -298,6 +300,14 @@ private:
         ph.send_end_ns = ph.start_ns + static_cast<uint64_t>(o_.duration_s * 1e9);
         ph.end_ns = ph.send_end_ns + static_cast<uint64_t>(o_.grace_s * 1e9);
         ph.rate_pps = rate / static_cast<double>(workers_.size());
+        std::unordered_set<uint16_t> ports;
+        for (const auto& s : sessions_) {
+            ports.insert(s->local_port());
+        }
+        for (size_t i = 0; i < peers_.size(); ++i) {
+            ports.insert(peers_.address(i).port);
+        }
+        const UdpDrops drops0 = read_udp_drops(ports);
         const double cpu0 = self_cpu_s();
         const double srv0 = o_.server_pid > 0 ? process_cpu_s(o_.server_pid) : -1;
         std::vector<std::thread> ts;
@@ -349,6 +359,9 @@ private:
             r.churn = churner->finish();
         }
         r.client_cpu_s = self_cpu_s() - cpu0;
+        const UdpDrops drops1 = read_udp_drops(ports);
+        r.own_socket_drops = drops1.own - std::min(drops1.own, drops0.own);
+        r.host_udp_drops = drops1.host - std::min(drops1.host, drops0.host);
         if (srv0 >= 0) {
             const double srv1 = process_cpu_s(o_.server_pid);
             r.server_cpu_s = srv1 >= 0 ? srv1 - srv0 : -1;
@@ -386,6 +399,10 @@ private:
                          id, rate, r.offered_pps, r.delivered_pps, static_cast<unsigned long>(r.lost),
                          static_cast<unsigned long>(offered), 100 * r.loss_ratio, p.p50_us, p.p90_us, p.p99_us,
                          p.p999_us, p.max_us);
+            if (r.lost != 0) {
+                std::fprintf(stderr, "kernel UDP drops: %lu on turn-load's sockets, %lu host-wide\n",
+                             static_cast<unsigned long>(r.own_socket_drops), static_cast<unsigned long>(r.host_udp_drops));
+            }
             if (r.server_cpu_s >= 0 && r.received > 0) {
                 std::fprintf(stderr, "server CPU %.2f s (%.0f ns per relayed packet), turn-load CPU %.2f s\n",
                              r.server_cpu_s, r.server_cpu_s * 1e9 / (2.0 * static_cast<double>(r.received)),

@@ -3,6 +3,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -75,6 +76,9 @@ json phase_json(const PhaseResult& p) {
         j["churn"] = churn_json(*p.churn);
     }
     j["client_cpu_s"] = p.client_cpu_s;
+    j["udp_drops"] = {{"own_sockets", p.own_socket_drops},
+                      {"host", p.host_udp_drops},
+                      {"other_sockets", p.host_udp_drops - std::min(p.host_udp_drops, p.own_socket_drops)}};
     if (p.server_cpu_s >= 0) {
         j["server_cpu_s"] = p.server_cpu_s;
         // Each echo crossed the relay twice (client->peer, peer->client).

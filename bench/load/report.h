@@ -42,6 +42,8 @@ struct PhaseResult {
     Histogram latency;
     std::vector<SecondSample> seconds;
     std::optional<ChurnResult> churn;
+    uint64_t own_socket_drops = 0;    // kernel drops on the harness's sockets
+    uint64_t host_udp_drops = 0;      // kernel UDP receive-buffer drops on the whole host
     double client_cpu_s = 0;     // this process (user + system) during the phase
     double server_cpu_s = -1;    // --server-pid's process during the phase; < 0 unknown
 };

@@ -85,6 +85,11 @@ bool TurnSession::open(std::string& err) {
         err = std::string("connect: ") + std::strerror(errno);
         return false;
     }
+    sockaddr_storage local{};
+    socklen_t local_len = sizeof local;
+    if (getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &local_len) == 0) {
+        local_port_ = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&local)).value_or(Address{}).port;
+    }
     return true;
 }
 

@@ -55,6 +55,7 @@ public:
     // Creates the socket and connects it to the server; false with `err` set.
     bool open(std::string& err);
     int fd() const { return fd_; }
+    uint16_t local_port() const { return local_port_; }
     const SessionConfig& config() const { return cfg_; }
 
     // Synchronous requests; each returns an outcome (see above). Errors are
@@ -107,6 +108,7 @@ private:
 
     SessionConfig cfg_;
     int fd_ = -1;
+    uint16_t local_port_ = 0;
     std::string realm_;
     std::string nonce_;
     auth::Key key_{};
