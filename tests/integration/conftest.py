@@ -203,6 +203,8 @@ class TurnServer:
     username: str = USERNAME
     password: str = PASSWORD
     realm: str = REALM
+    # TURN REST API shared secrets, newest first (empty: static users only)
+    rest_secrets: List[str] = field(default_factory=list)
 
     def addr(self, family: int = 4) -> Tuple[str, int]:
         return ("127.0.0.1" if family == 4 else "::1", self.port)
@@ -285,7 +287,7 @@ threads = {int(os.environ.get("TURN_RELAY_THREADS", "0"))}
 
 [auth]
 users = ["{srv.username}:{srv.password}"]
-rest_secrets = []
+rest_secrets = {_toml_list(srv.rest_secrets)}
 nonce_lifetime_s = 3600
 
 [allocation]
@@ -313,12 +315,13 @@ format = "text"
     return path
 
 
-def start_server(workdir: Path) -> TurnServer:
+def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None) -> TurnServer:
     kind = server_kind()
     lo, hi = relay_port_window()
     # coturn also listens on P+1 (RFC 5780 alternate port), so reserve two.
     port = free_port(span=2)
-    srv = TurnServer(kind=kind, port=port, workdir=workdir, relay_min=lo, relay_max=hi)
+    srv = TurnServer(kind=kind, port=port, workdir=workdir, relay_min=lo, relay_max=hi,
+                     rest_secrets=list(rest_secrets or []))
     srv.log_path = workdir / f"{kind}.log"
 
     if kind == "coturn":
@@ -330,6 +333,10 @@ def start_server(workdir: Path) -> TurnServer:
             "--relay-ip=127.0.0.1", "--relay-ip=::1",
             f"--min-port={lo}", f"--max-port={hi}",
             "--lt-cred-mech", f"--user={srv.username}:{srv.password}",
+        ] + ([
+            # coturn: REST API mode (static users are then not consulted)
+            "--use-auth-secret",
+        ] + [f"--static-auth-secret={s}" for s in srv.rest_secrets] if srv.rest_secrets else []) + [
             f"--realm={srv.realm}",
             "--allow-loopback-peers",
             "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay",
