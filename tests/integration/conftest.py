@@ -205,6 +205,8 @@ class TurnServer:
     realm: str = REALM
     # TURN REST API shared secrets, newest first (empty: static users only)
     rest_secrets: List[str] = field(default_factory=list)
+    # The tests' echo peers live on loopback, which servers deny as a peer by default.
+    allow_loopback_peers: bool = True
 
     def addr(self, family: int = 4) -> Tuple[str, int]:
         return ("127.0.0.1" if family == 4 else "::1", self.port)
@@ -299,7 +301,7 @@ bandwidth_bps = 0
 
 [policy]
 # Loopback peers are denied by default; the tests' echo peers live on loopback.
-allow_peers = ["127.0.0.0/8", "::1/128"]
+allow_peers = {_toml_list(["127.0.0.0/8", "::1/128"] if srv.allow_loopback_peers else [])}
 deny_peers = []
 unauth_per_ip_per_s = 1000
 
@@ -315,13 +317,15 @@ format = "text"
     return path
 
 
-def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None) -> TurnServer:
+def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
+                 allow_loopback_peers: bool = True) -> TurnServer:
     kind = server_kind()
     lo, hi = relay_port_window()
     # coturn also listens on P+1 (RFC 5780 alternate port), so reserve two.
     port = free_port(span=2)
     srv = TurnServer(kind=kind, port=port, workdir=workdir, relay_min=lo, relay_max=hi,
-                     rest_secrets=list(rest_secrets or []))
+                     rest_secrets=list(rest_secrets or []),
+                     allow_loopback_peers=allow_loopback_peers)
     srv.log_path = workdir / f"{kind}.log"
 
     if kind == "coturn":
@@ -338,7 +342,7 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None) -> Tur
             "--use-auth-secret",
         ] + [f"--static-auth-secret={s}" for s in srv.rest_secrets] if srv.rest_secrets else []) + [
             f"--realm={srv.realm}",
-            "--allow-loopback-peers",
+        ] + (["--allow-loopback-peers"] if srv.allow_loopback_peers else []) + [
             "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay",
             "--no-multicast-peers",
             "--log-file=stdout", "--simple-log",
