@@ -270,7 +270,15 @@ private:
                 share[k++ % o_.threads].push_back(s.get());
             }
         }
-        const uint64_t refresh_ns = static_cast<uint64_t>(o_.refresh_interval_s * 1e9);
+        // Refresh well inside the shortest lifetime the server granted (and
+        // the 300 s permission lifetime, RFC 8656 9).
+        double interval_s = o_.refresh_interval_s;
+        for (const auto& s : sessions_) {
+            if (s->allocated() && s->lifetime_s() > 0) {
+                interval_s = std::min(interval_s, s->lifetime_s() / 2.0);
+            }
+        }
+        const uint64_t refresh_ns = static_cast<uint64_t>(std::max(1.0, interval_s) * 1e9);
         for (size_t t = 0; t < o_.threads; ++t) {
             if (!share[t].empty()) {
                 workers_.push_back(std::make_unique<TrafficThread>(static_cast<uint16_t>(t), o_.mode, o_.size,

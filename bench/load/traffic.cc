@@ -68,6 +68,9 @@ void TrafficThread::build_templates() {
             len = b.size();
         }
         t.resize(len);
+        // An IPv6 XOR-PEER-ADDRESS is XORed with the transaction ID (RFC 8489
+        // 14.2), so only IPv4 Send indications get a fresh ID per packet.
+        patch_txid_.push_back(mode_ == Mode::kSend && s->config().peer.is_v4());
         templates_.push_back(std::move(t));
         payload_offset_.push_back(off);
         frame_ = std::max(frame_, len);
@@ -85,7 +88,7 @@ void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& p
         uint8_t* f = tx_.data() + i * frame_;
         std::memcpy(f, tpl.data(), tpl.size());
         const uint64_t seq = next_seq_++;
-        if (mode_ == Mode::kSend) {
+        if (patch_txid_[si]) {
             std::memcpy(f + 12, &seq, sizeof seq);  // a distinct transaction ID per indication
         }
         uint8_t* p = f + off;

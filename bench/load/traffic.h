@@ -80,6 +80,7 @@ private:
 
     std::vector<std::vector<uint8_t>> templates_;  // per session, whole datagram
     std::vector<size_t> payload_offset_;           // per session
+    std::vector<bool> patch_txid_;                 // per session: write the sequence into the transaction ID
     uint64_t next_seq_ = 0;
     std::vector<uint64_t> seen_;                   // bitmap of echoed sequence numbers
     std::vector<uint8_t> tx_;                      // batch * frame
