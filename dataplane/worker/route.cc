@@ -5,6 +5,8 @@
 // the mbuf has room for the headers rewrite will prepend. Rewrite itself
 // then cannot fail.
 //
+// Cost (callgrind, IPv4, 10k flows): 72-84 instructions/packet.
+//
 // Edges: kPolice; kPunt (no next hop, MTU, no headroom).
 #include "worker/stages.h"
 

@@ -1,0 +1,324 @@
+// turn-dataplane: the DPDK primary process (DESIGN.md "Two processes").
+//
+//   turn-dataplane <EAL args, ports as --vdev> -- --nic <port name> --exc <port name>
+//                  [--ipc /run/turnrelay/dataplane.sock] [--mtu 1500]
+//                  [--gw4 MAC] [--gw6 MAC] [--flows N]
+//
+// e.g. on a veth pair whose kernel end (exc0-k) holds the relay IP:
+//   turn-dataplane -l 0,1 --vdev=net_af_packet0,iface=nic0
+//       --vdev=net_af_packet1,iface=exc0-d -- --nic net_af_packet0 --exc net_af_packet1
+//
+// The main lcore applies control-plane messages (the flow tables' only
+// writer) and keeps the IPC session alive; every other lcore is a worker with
+// its own rx/tx queue on both ports. Fatal errors happen only at start-up.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/dpdk.h"
+#include "flow/apply.h"
+#include "flow/tables.h"
+#include "ipc/protocol.h"
+#include "nexthop/nexthop.h"
+#include "worker/pipeline.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_signal(int) { g_stop.store(true); }
+
+struct Options {
+    std::string nic;
+    std::string exc;
+    std::string ipc = "/run/turnrelay/dataplane.sock";
+    uint16_t mtu = 1500;
+    std::string gw4;
+    std::string gw6;
+    uint32_t flows = 1u << 16;
+};
+
+[[noreturn]] void die(const std::string& what) {
+    std::fprintf(stderr, "turn-dataplane: %s\n", what.c_str());
+    std::exit(1);
+}
+
+bool parse_mac(const std::string& s, rte_ether_addr* out) { return rte_ether_unformat_addr(s.c_str(), out) == 0; }
+
+uint16_t port_by_name(const std::string& name) {
+    uint16_t p;
+    if (rte_eth_dev_get_port_by_name(name.c_str(), &p) != 0) {
+        die("no DPDK port named '" + name + "' (add it with --vdev=... or -a <pci>)");
+    }
+    if (p >= dp::kMaxPorts) {
+        die("port id " + std::to_string(p) + " is above the supported maximum");
+    }
+    return p;
+}
+
+void setup_port(uint16_t port, uint16_t queues, rte_mempool* pool) {
+    rte_eth_dev_info info{};
+    if (rte_eth_dev_info_get(port, &info) != 0) {
+        die("rte_eth_dev_info_get");
+    }
+    if (queues > info.max_rx_queues || queues > info.max_tx_queues) {
+        die("port " + std::to_string(port) + " has fewer queues than workers (" + std::to_string(info.max_rx_queues) +
+            "); for af_packet add qpairs=<workers>");
+    }
+    rte_eth_conf conf{};
+    if (queues > 1) {
+        conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+        conf.rx_adv_conf.rss_conf.rss_hf =
+            (RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+    }
+    if (rte_eth_dev_configure(port, queues, queues, &conf) != 0) {
+        die("rte_eth_dev_configure port " + std::to_string(port));
+    }
+    for (uint16_t q = 0; q < queues; q++) {
+        if (rte_eth_rx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr, pool) != 0 ||
+            rte_eth_tx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr) != 0) {
+            die("queue setup on port " + std::to_string(port));
+        }
+    }
+    if (rte_eth_dev_start(port) != 0) {
+        die("rte_eth_dev_start port " + std::to_string(port));
+    }
+    rte_eth_promiscuous_enable(port);
+}
+
+int worker_main(void* arg) {
+    auto* w = static_cast<dp::Worker*>(arg);
+    while (!g_stop.load(std::memory_order_relaxed)) {
+        dp::poll_once(*w);
+    }
+    return 0;
+}
+
+// The control-plane link: connect, Hello, then apply every datagram. On any
+// error the socket is closed and reconnected with exponential backoff; the
+// flow tables keep forwarding meanwhile and the control plane's resync on
+// reconnect replaces their content.
+class IpcClient {
+public:
+    IpcClient(std::string path, dp::Applier& ap, uint32_t workers) : path_(std::move(path)), ap_(ap), workers_(workers) {
+        std::random_device rd;
+        boot_id_ = (uint64_t{rd()} << 32) | rd();
+    }
+    ~IpcClient() { close_fd(); }
+
+    // One step of the main loop; waits at most `timeout_ms`.
+    void step(int timeout_ms) {
+        if (fd_ < 0) {
+            const uint64_t now = rte_get_timer_cycles();
+            if (now < next_try_) {
+                usleep(static_cast<useconds_t>(timeout_ms) * 1000);
+                return;
+            }
+            if (!connect_once()) {
+                backoff_ms_ = backoff_ms_ == 0 ? 100 : std::min<uint64_t>(backoff_ms_ * 2, 5000);
+                next_try_ = now + rte_get_timer_hz() * backoff_ms_ / 1000;
+                return;
+            }
+            backoff_ms_ = 0;
+        }
+        pollfd p{fd_, POLLIN, 0};
+        if (poll(&p, 1, timeout_ms) <= 0) {
+            return;
+        }
+        uint8_t buf[turn::ipc::kMaxMessage];
+        for (;;) {
+            const ssize_t n = recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+            if (n > 0) {
+                ap_.apply({buf, static_cast<size_t>(n)}, [this](std::span<const uint8_t> out) { send_msg(out); });
+                continue;
+            }
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                std::fprintf(stderr, "turn-dataplane: control plane link closed, reconnecting\n");
+                close_fd();
+            }
+            return;
+        }
+    }
+
+private:
+    bool connect_once() {
+        fd_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (fd_ < 0) {
+            return false;
+        }
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path_.c_str());
+        if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            close_fd();
+            return false;
+        }
+        turn::ipc::Hello h{};
+        h.pid = static_cast<uint32_t>(getpid());
+        h.workers = workers_;
+        h.boot_id = boot_id_;
+        send_msg(turn::ipc::encode(h, ++seq_));
+        std::fprintf(stderr, "turn-dataplane: connected to %s, sent Hello\n", path_.c_str());
+        return fd_ >= 0;
+    }
+    void send_msg(std::span<const uint8_t> m) {
+        if (fd_ >= 0 && send(fd_, m.data(), m.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(m.size())) {
+            close_fd();
+        }
+    }
+    void close_fd() {
+        if (fd_ >= 0) {
+            close(fd_);
+            fd_ = -1;
+        }
+    }
+
+    std::string path_;
+    dp::Applier& ap_;
+    uint32_t workers_;
+    int fd_ = -1;
+    uint64_t seq_ = 0;
+    uint64_t boot_id_ = 0;
+    uint64_t backoff_ms_ = 0;
+    uint64_t next_try_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const int eal = rte_eal_init(argc, argv);
+    if (eal < 0) {
+        die(std::string("rte_eal_init: ") + rte_strerror(rte_errno));
+    }
+    Options o;
+    for (int i = eal + 1; i < argc; i++) {
+        const std::string a = argv[i];
+        auto val = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                die("missing value for " + a);
+            }
+            return argv[++i];
+        };
+        if (a == "--nic") {
+            o.nic = val();
+        } else if (a == "--exc") {
+            o.exc = val();
+        } else if (a == "--ipc") {
+            o.ipc = val();
+        } else if (a == "--mtu") {
+            o.mtu = static_cast<uint16_t>(std::stoul(val()));
+        } else if (a == "--gw4") {
+            o.gw4 = val();
+        } else if (a == "--gw6") {
+            o.gw6 = val();
+        } else if (a == "--flows") {
+            o.flows = static_cast<uint32_t>(std::stoul(val()));
+        } else if (a != "--") {
+            die("unknown option " + a);
+        }
+    }
+    if (o.nic.empty() || o.exc.empty()) {
+        die("--nic and --exc name the NIC and exception ports");
+    }
+    const uint32_t workers = rte_lcore_count() - 1;
+    if (workers == 0) {
+        die("needs at least two lcores (-l main,worker...): the main lcore applies control-plane updates");
+    }
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+
+    const uint16_t nic = port_by_name(o.nic);
+    const uint16_t exc = port_by_name(o.exc);
+    rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", 8191 * workers + 4096, 256, 0,
+                                                RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
+    if (pool == nullptr) {
+        die(std::string("mbuf pool: ") + rte_strerror(rte_errno));
+    }
+    setup_port(nic, static_cast<uint16_t>(workers), pool);
+    setup_port(exc, static_cast<uint16_t>(workers), pool);
+
+    dp::FlowConfig fc;
+    fc.entries_v4 = o.flows * 5;
+    fc.entries_v6 = o.flows;
+    fc.max_allocations = o.flows;
+    fc.max_channels = o.flows;
+    fc.workers = workers;
+    std::string err;
+    dp::FlowTables* flows = dp::FlowTables::create(fc, &err);
+    if (flows == nullptr) {
+        die(err);
+    }
+    dp::NextHops* nh = dp::NextHops::create("nexthops", 4096, flows->rcu, SOCKET_ID_ANY, &err);
+    if (nh == nullptr) {
+        die(err);
+    }
+    for (auto [fam, mac] : {std::pair<uint8_t, std::string>{4, o.gw4}, {6, o.gw6}}) {
+        if (mac.empty()) {
+            continue;
+        }
+        dp::NextHop h;
+        if (!parse_mac(mac, &h.mac)) {
+            die("bad MAC " + mac);
+        }
+        h.port = nic;
+        nh->set_default(fam, h);
+    }
+
+    std::vector<dp::Worker> ws(workers);
+    uint32_t id = 0;
+    unsigned lcore;
+    RTE_LCORE_FOREACH_WORKER(lcore) {
+        dp::WorkerConfig wc;
+        wc.id = id;
+        wc.workers = workers;
+        wc.nic_port = nic;
+        wc.exc_port = exc;
+        wc.queue = static_cast<uint16_t>(id);
+        wc.mtu = o.mtu;
+        wc.seed ^= (uint64_t{id} + 1) * 0x9E3779B97F4A7C15ull;
+        rte_eth_macaddr_get(nic, &wc.port_mac[nic]);
+        ws[id].init(wc, flows, nh);
+        if (rte_eal_remote_launch(worker_main, &ws[id], lcore) != 0) {
+            die("rte_eal_remote_launch");
+        }
+        id++;
+    }
+
+    dp::Applier applier(*flows);
+    IpcClient ipc(o.ipc, applier, workers);
+    while (!g_stop.load()) {
+        ipc.step(100);
+        flows->reclaim();
+    }
+    rte_eal_mp_wait_lcore();
+    dp::Counters total;
+    for (auto& w : ws) {
+        for (size_t k = 0; k < dp::kCounterCount; k++) {
+            total.v[k] += w.counters.v[k];
+        }
+        w.fini();
+    }
+    for (size_t k = 0; k < dp::kCounterCount; k++) {
+        if (total.v[k] != 0) {
+            const auto n = dp::counter_name(static_cast<dp::Counter>(k));
+            std::printf("%.*s %llu\n", static_cast<int>(n.size()), n.data(), static_cast<unsigned long long>(total.v[k]));
+        }
+    }
+    rte_eth_dev_stop(nic);
+    rte_eth_dev_stop(exc);
+    delete nh;
+    delete flows;
+    rte_eal_cleanup();
+    return 0;
+}
