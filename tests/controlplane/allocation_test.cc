@@ -283,6 +283,15 @@ TEST_F(ServerTest, DualStackAllocation) {
     EXPECT_TRUE(create_permission(tuple(), {A("[2001:db8::1]:1"), A("198.18.9.9:1")}).success());
 }
 
+TEST_F(ServerTest, DualStackWithCoturnCodePoint) {
+    auto a = allocate(tuple(), [](auto& b) {
+        const std::array<uint8_t, 4> v6{0x02, 0, 0, 0};
+        b.add(0x8032, v6);
+    });
+    ASSERT_TRUE(a.success());
+    EXPECT_EQ(a.xor_addresses(kXorRelayedAddress).size(), 2u);
+}
+
 TEST_F(ServerTest, DualStackWithOneFamilyMissingReportsAddressErrorCode) {
     Config c = base_config();
     c.relay_ips = {A("198.18.0.1")};

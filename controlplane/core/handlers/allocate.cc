@@ -6,6 +6,8 @@
 
 namespace turn::cp {
 
+constexpr uint16_t kCoturnAdditionalAddressFamily = 0x8032;
+
 void Server::handle_allocate(const Request& r) {
     using namespace stun;
     const MessageView& m = r.msg;
@@ -27,6 +29,12 @@ void Server::handle_allocate(const Request& r) {
     const RawAttribute* even_attr = m.find(attr::kEvenPort);
     const RawAttribute* req_family = m.find(attr::kRequestedAddressFamily);
     const RawAttribute* add_family = m.find(attr::kAdditionalAddressFamily);
+    if (add_family == nullptr) {
+        // coturn (and its turnutils_uclient -Z) used the draft's code point
+        // 0x8032 before RFC 8656 assigned 0x8000; comprehension-optional, so
+        // honouring it as an alias is harmless.
+        add_family = m.find(kCoturnAdditionalAddressFamily);
+    }
     if ((df != nullptr && decode_empty(m.value(*df)) != AttrError::kOk) ||
         (token_attr != nullptr && even_attr != nullptr) ||        // section 7.2 item 4/5
         (req_family != nullptr && add_family != nullptr) ||       // section 7.2 item 6
