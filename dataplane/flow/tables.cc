@@ -83,8 +83,11 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
         rc.dq_size = std::max<uint32_t>(cfg.entries_v4 / 4, 1024);
         rc.trigger_reclaim_limit = 64;
         rc.max_reclaim_size = 256;
-        rc.key_data_ptr = t;
-        rc.free_key_data_func = &FlowTables::free_key_data;
+        // Key slots only: values are retired through our own defer queue
+        // (del() below), which reclaim() can drain on demand; DPDK 22.11 has
+        // no call to drain the hash's queue before its trigger limit.
+        rc.key_data_ptr = nullptr;
+        rc.free_key_data_func = nullptr;
         if (rte_hash_rcu_qsbr_add(h, &rc) != 0) {
             return fail("rte_hash_rcu_qsbr_add");
         }
@@ -151,12 +154,6 @@ void FlowTables::release(uint64_t tagged) {
     }
 }
 
-void FlowTables::free_key_data(void* self, void* data) {
-    if (!is_inline(data)) {
-        static_cast<FlowTables*>(self)->release(reinterpret_cast<uint64_t>(data));
-    }
-}
-
 void FlowTables::free_retired(void* self, void* elems, unsigned n) {
     auto* t = static_cast<FlowTables*>(self);
     for (unsigned i = 0; i < n; i++) {
@@ -184,8 +181,16 @@ static int add_impl(FlowTables& t, rte_hash* h, const K& k, void* data, void (Fl
 
 int FlowTables::add(const Key4& k, void* data) { return add_impl(*this, h4, k, data, &FlowTables::retire); }
 int FlowTables::add(const Key6& k, void* data) { return add_impl(*this, h6, k, data, &FlowTables::retire); }
-void FlowTables::del(const Key4& k) { rte_hash_del_key(h4, &k); }
-void FlowTables::del(const Key6& k) { rte_hash_del_key(h6, &k); }
+template <typename K>
+static void del_impl(rte_hash* h, const K& k, void (FlowTables::*retire_fn)(uint64_t), FlowTables& t) {
+    void* old = nullptr;
+    if (rte_hash_lookup_data(h, &k, &old) >= 0 && rte_hash_del_key(h, &k) >= 0 && !is_inline(old)) {
+        (t.*retire_fn)(reinterpret_cast<uint64_t>(old));
+    }
+}
+
+void FlowTables::del(const Key4& k) { del_impl(h4, k, &FlowTables::retire, *this); }
+void FlowTables::del(const Key6& k) { del_impl(h6, k, &FlowTables::retire, *this); }
 
 ChannelValue* FlowTables::new_value() {
     if (free_values_.empty()) {

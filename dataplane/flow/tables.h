@@ -135,7 +135,6 @@ public:
 
 private:
     FlowTables() = default;
-    static void free_key_data(void* self, void* data);
     static void free_retired(void* self, void* elems, unsigned n);
     void retire(uint64_t tagged);
     void release(uint64_t tagged);

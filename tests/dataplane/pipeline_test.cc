@@ -649,6 +649,50 @@ TEST_P(Pipeline, CountersReportThroughIpc) {
     EXPECT_EQ(r->entries[0].dropped_packets, 1u);
 }
 
+TEST_P(Pipeline, ChannelRebindToAnotherPeerMovesBothDirections) {
+    // RFC 8656 12.3 lets a client rebind a channel only to the same peer, but
+    // the dataplane must follow whatever the control plane installs: the old
+    // kChannelOut entry goes, the new one appears, the old value is retired.
+    const Address peer2 = n_.peer.with_port(6002);
+    ipc::ChannelAdd c{};
+    c.alloc_id = kAllocId;
+    c.relayed = ipc::WireAddress::from(n_.relayed);
+    c.peer = ipc::WireAddress::from(peer2);
+    c.channel = kChannel;
+    ipc_send(c);
+    Out o = run1(build(from_client(channel_data(kChannel, pattern(12)))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, peer2, pattern(12))));
+    o = run1(build(from_peer(pattern(12), peer2)));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.listen, n_.client, channel_data(kChannel, pattern(12)))));
+    // The old peer keeps its permission (per IP) but has no channel any more.
+    o = run1(build(from_peer(pattern(12), n_.peer)));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_data, 1}});
+    for (int i = 0; i < 4; i++) {  // quiescent states let the retired value go back to the pool
+        dp::poll_once(w_);
+        flows_->reclaim();
+    }
+    EXPECT_EQ(flows_->channel_values_in_use(), 1u);
+}
+
+TEST_P(Pipeline, FullTablesLeaveFlowsOnTheSlowPath) {
+    // 64 allocations fit (SetUp used one); the rest are refused and counted,
+    // and their traffic is punted rather than misforwarded.
+    for (uint64_t id = 100; id < 200; id++) {
+        ipc::AllocationAdd a{};
+        a.alloc_id = id;
+        a.client = ipc::WireAddress::from(n_.client.with_port(static_cast<uint16_t>(id)));
+        a.listen = ipc::WireAddress::from(n_.listen);
+        (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) =
+            ipc::WireAddress::from(n_.relayed.with_port(static_cast<uint16_t>(40000 + id)));
+        ipc_send(a);
+    }
+    EXPECT_EQ(applier_->stats().table_full, 100u - 63u);
+    const Out o = run1(build(from_client(channel_data(kChannel, pattern(10)))));
+    EXPECT_EQ(o.nic.size(), 1u);  // existing flows are untouched
+}
+
 TEST_P(Pipeline, MalformedIpcIsRejected) {
     ipc::ChannelAdd c{};
     auto s = ipc::encode(c, 1);
