@@ -79,9 +79,11 @@ CASES = [
     ("v4-channels-no-rtcp", 4, ["-c"], 4),
     ("v6-channels-no-rtcp", 6, ["-x", "-c"], 6),
     # -Z: uclient's dual-stack allocation. coturn 4.6.1 (server and uclient) encode
-    # ADDITIONAL-ADDRESS-FAMILY with the pre-RFC code point 0x8032, not RFC 8656's 0x8000, so
-    # this only works against coturn; test_aioice.py covers RFC 8656 dual-stack allocations.
-    ("v4-dual-allocation-coturn-only", 4, ["-Z"], 4),
+    # ADDITIONAL-ADDRESS-FAMILY with the pre-RFC code point 0x8032, not RFC 8656's 0x8000;
+    # turn-relay honours both. uclient then refreshes with REQUESTED-ADDRESS-FAMILY set at
+    # random to IPv4 or IPv6, which gets 443 unless both relayed addresses exist.
+    # test_aioice.py covers the RFC 8656 code point.
+    ("v4-dual-allocation", 4, ["-Z"], 4),
     ("v4-client-to-client-channels", 4, ["-y"], None),
     ("v4-client-to-client-send", 4, ["-y", "-s"], None),
     ("v6-client-to-client", 6, ["-y", "-x"], None),
@@ -91,9 +93,6 @@ CASES = [
 @pytest.mark.parametrize("family,flags,peer_family", [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_uclient(server, turnutils_peer, family, flags, peer_family):
-    if "-Z" in flags and server.kind != "coturn":
-        pytest.skip("uclient -Z uses coturn's private code point 0x8032 for "
-                    "ADDITIONAL-ADDRESS-FAMILY (RFC 8656: 0x8000)")
     args = list(flags)
     if peer_family is not None:
         peer_ip = "127.0.0.1" if peer_family == 4 else "::1"
