@@ -64,8 +64,29 @@ std::string format_event(std::string_view event, std::initializer_list<Field> fi
     return out;
 }
 
+namespace {
+spdlog::level::level_enum to_spdlog(LogLevel l) {
+    switch (l) {
+        case LogLevel::kDebug: return spdlog::level::debug;
+        case LogLevel::kInfo: return spdlog::level::info;
+        case LogLevel::kWarn: return spdlog::level::warn;
+        default: return spdlog::level::err;
+    }
+}
+}  // namespace
+
+bool log_enabled(LogLevel level) { return spdlog::should_log(to_spdlog(level)); }
+
+void log_event(LogLevel level, std::string_view event, std::initializer_list<Field> fields) {
+    const auto l = to_spdlog(level);
+    if (!spdlog::should_log(l)) {
+        return;
+    }
+    spdlog::log(l, "{}", format_event(event, fields, log_json()));
+}
+
 void log_event(std::string_view event, std::initializer_list<Field> fields) {
-    spdlog::info("{}", format_event(event, fields, log_json()));
+    log_event(LogLevel::kInfo, event, fields);
 }
 
 }  // namespace turn::cp

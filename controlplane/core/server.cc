@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include <spdlog/spdlog.h>
-
 #include "common/bytes.h"
+#include "core/event_log.h"
 #include "stun/attributes.h"
 #include "turn/channel_data.h"
 
@@ -252,7 +251,12 @@ void Server::finish(const Request& r, stun::MessageBuilder& b, uint16_t code) {
 }
 
 void Server::reply_error(const Request& r, uint16_t code) {
-    spdlog::debug("answer {} to {} {}", code, stun::method_name(r.msg.method()), r.ft.client.to_string());
+    if (log_enabled(LogLevel::kDebug)) {
+        log_event(LogLevel::kDebug, "request_refused",
+                  {{"method", std::string(stun::method_name(r.msg.method()))},
+                   {"code", std::to_string(code)},
+                   {"client", r.ft.client.to_string()}});
+    }
     stun::MessageBuilder b = begin(r, stun::Class::kError);
     b.add_error_code(code);
     finish(r, b, code);

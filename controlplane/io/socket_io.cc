@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include <spdlog/spdlog.h>
+#include "core/event_log.h"
 
 #include "core/server.h"
 
@@ -89,7 +89,7 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
     const int fd = make_udp_socket(addr, false, err);
     if (fd < 0) {
         if (err != "in use") {
-            spdlog::warn("cannot open relayed socket {}: {}", addr.to_string(), err);
+            log_event(LogLevel::kWarn, "relay_socket_failed", {{"address", addr.to_string()}, {"error", err}});
         }
         return err == "in use" ? OpenResult::kPortInUse : OpenResult::kError;
     }

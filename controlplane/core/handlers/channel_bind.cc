@@ -6,7 +6,7 @@
 // because deployed clients (coturn's turnutils_uclient) still pick them.
 #include "core/server.h"
 
-#include <spdlog/spdlog.h>
+#include "core/event_log.h"
 
 #include "stun/attributes.h"
 
@@ -23,7 +23,8 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
         decode_channel_number(m.value(*ch_attr), channel) != AttrError::kOk ||
         channel < kChannelMin || channel > (shared_.config.strict_channel_range ? kChannelMax : kChannelMaxRfc5766) ||
         decode_xor_address(m.value(*peer_attr), m.transaction_id(), peer) != AttrError::kOk) {
-        spdlog::debug("ChannelBind: bad or missing CHANNEL-NUMBER ({:#x}) or XOR-PEER-ADDRESS", channel);
+        log_event(LogLevel::kDebug, "channel_bind_refused", {{"reason", "bad CHANNEL-NUMBER or XOR-PEER-ADDRESS"},
+                                                              {"channel", std::to_string(channel)}});
         reply_error(r, err::kBadRequest);
         return;
     }
@@ -37,7 +38,11 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
         return;
     }
     if (const auto check = a.can_bind(channel, peer, clock_.now_ms()); check != Allocation::BindCheck::kOk) {
-        spdlog::debug("ChannelBind: {:#x} -> {} conflicts ({})", channel, peer.to_string(), static_cast<int>(check));
+        log_event(LogLevel::kDebug, "channel_bind_refused",
+                  {{"reason", "number or peer bound or quarantined"},
+                   {"channel", std::to_string(channel)},
+                   {"peer", peer.to_string()},
+                   {"check", std::to_string(static_cast<int>(check))}});
         reply_error(r, err::kBadRequest);
         return;
     }
