@@ -3,7 +3,9 @@
 // finding, see the review report for severity and the recommended fix.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
+#include <unordered_map>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "stun/builder.h"
 #include "stun/integrity.h"
 #include "stun/message.h"
+#include "turn/channel_data.h"
 #include "../stun/stun_test_util.h"
 
 namespace turn {
@@ -54,6 +57,62 @@ TEST(ReviewAddress, MappedUnspecifiedIsUnspecified) {
     ASSERT_TRUE(a.has_value());
     EXPECT_TRUE(a->normalised().is_unspecified());
     EXPECT_TRUE(a->is_unspecified());
+}
+
+// AddressHash is unkeyed and public, so a remote sender can compute offline
+// which bucket of an unordered_map<Address, ..., AddressHash> a source lands
+// in (controlplane SourceRateLimiter, permissions, channel_by_peer,
+// allocations by 5-tuple). This test plays that attacker: it evaluates the
+// published formula (not AddressHash itself) to pick interface IDs inside one
+// /64 that share a bucket, then inserts them into a real map. With a
+// per-process random key in AddressHash the prediction fails and the chain
+// stays short.
+size_t attacker_model_hash(const Address& a) {
+    auto mix = [](size_t h, uint64_t v) { return h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)); };
+    uint64_t lo;
+    uint64_t hi;
+    std::memcpy(&lo, a.ip.data(), 8);
+    std::memcpy(&hi, a.ip.data() + 8, 8);
+    size_t h = mix(0, lo);
+    h = mix(h, hi);
+    return mix(h, (uint64_t{a.port} << 8) | static_cast<uint8_t>(a.family));
+}
+
+TEST(ReviewAddressHash, RemoteSenderCannotFillOneBucket) {
+    std::unordered_map<Address, int, AddressHash> m;
+    m.reserve(4096);
+    const size_t n = m.bucket_count();
+    Address a = *Address::parse("2001:db8:1:2::");  // the attacker's own /64
+    const size_t target = attacker_model_hash(a) % n;
+    size_t placed = 0;
+    for (uint64_t iid = 1; placed < 1000 && iid < 50'000'000; ++iid) {
+        std::memcpy(a.ip.data() + 8, &iid, 8);
+        if (attacker_model_hash(a) % n == target) {
+            m.emplace(a, 0);
+            ++placed;
+        }
+    }
+    ASSERT_EQ(placed, 1000u);
+    ASSERT_EQ(m.bucket_count(), n);
+    size_t longest = 0;
+    for (size_t b = 0; b < n; ++b) {
+        longest = std::max(longest, m.bucket_size(b));
+    }
+    EXPECT_LT(longest, 32u) << "every lookup of these sources walks a chain of " << longest;
+}
+
+// ------------------------------------------------------------ turn/channel_data
+
+// build_channel_data() uses memmove, i.e. it expects payload and output to
+// overlap (framing a datagram received at the start of the buffer), but it
+// writes the 4-byte header before moving the payload, so the first 4 payload
+// bytes are overwritten by the header before they are copied.
+TEST(ReviewChannelData, InPlaceFramingKeepsPayload) {
+    std::array<uint8_t, 16> buf{1, 2, 3, 4, 5, 6, 7, 8};
+    const std::array<uint8_t, 8> want{1, 2, 3, 4, 5, 6, 7, 8};
+    const size_t n = build_channel_data(buf, 0x4000, std::span<const uint8_t>(buf.data(), 8), false);
+    ASSERT_EQ(n, 12u);
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), buf.begin() + 4));
 }
 
 // ------------------------------------------------------------ stun/message
