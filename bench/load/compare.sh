@@ -188,5 +188,17 @@ if "coturn" in rows and "turn-relay" in rows:
           f"setup {ratio(t['setup'], c['setup']):.2f}x, p99 at half load {ratio(t['p99'], c['p99']):.2f}x, "
           f"CPU per relayed packet {ratio(t['cpu'], c['cpu']):.2f}x "
           f"(each at its own half rate)")
+print()
+print("first lossy sweep step (kernel UDP drops on turn-load's own sockets / on other sockets, i.e. the relay's):")
+for name in servers:
+    for rep in range(1, reps + 1):
+        for p in json.load(open(f"{out}/{name}-sweep-{rep}.json"))["sweep"]:
+            if p["lost"] != 0:
+                d = p["udp_drops"]
+                print(f"- {name} run {rep}: target {p['target_pps']:,.0f}/s, offered {p['offered_pps']:,.0f}/s, "
+                      f"lost {p['lost']:,} (drops: own {d['own_sockets']:,}, other {d['other_sockets']:,})")
+                break
+        else:
+            print(f"- {name} run {rep}: no loss up to the last step")
 print(f"\nmedian (min-max) of {reps} runs; one echo = two relayed packets; raw JSON and plots in {out}")
 PYEOF

@@ -145,10 +145,10 @@ std::string to_json(const RunResult& r) {
     for (const auto& p : r.phases) {
         phases.push_back(phase_json(p));
     }
-    if (r.phases.size() == 1) {
-        j["traffic"] = phases[0];
+    if (r.config.count("sweep") != 0) {
+        j["sweep"] = phases;  // one entry per --sweep rate, even if there is only one
     } else if (!r.phases.empty()) {
-        j["sweep"] = phases;
+        j["traffic"] = phases[0];
     }
     j["errors"] = r.errors;
     j["refresh_requests"] = {{"ok", r.async_ok}, {"failed", r.async_failed}};
@@ -175,7 +175,7 @@ bool plot(const RunResult& r, const std::string& png, std::string& err) {
         any_loss = any_loss || p.lost != 0;
     }
     const std::string y2range = any_loss ? "set y2range [0:*]\n" : "set y2range [0:1]\n";
-    const bool sweep = r.phases.size() > 1;
+    const bool sweep = r.config.count("sweep") != 0;
     const std::string time_png = sweep ? base + "-time.png" : png;
     // Time series over all phases, one row per second.
     {
