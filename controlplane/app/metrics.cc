@@ -88,6 +88,9 @@ public:
             gauge(busy, {{"loop", std::to_string(i)}},
                   static_cast<double>(loops_[i]->busy_ppm.load(std::memory_order_relaxed)) / 1e6);
         }
+        auto& icmp = family("turn_icmp_indications_total",
+                            "ICMP errors from peers reported to clients (Data indication with ICMP)", MetricType::Counter);
+        counter(icmp, {}, sum([](const Stats& s) { return s.icmp_indications.get(); }));
         auto& draining = family("turn_draining", "1 while the relay drains after SIGTERM", MetricType::Gauge);
         gauge(draining, {}, shared_.draining.load() ? 1.0 : 0.0);
         return out;

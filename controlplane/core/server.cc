@@ -340,6 +340,40 @@ void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const u
     stats_.relayed(Direction::kClientToPeer, payload.size());
 }
 
+std::array<uint8_t, stun::kTxIdSize> Server::next_txid() {
+    std::array<uint8_t, stun::kTxIdSize> txid{};
+    for (size_t i = 0; i < txid.size(); i += 8) {
+        txid_state_ ^= txid_state_ << 13;
+        txid_state_ ^= txid_state_ >> 7;
+        txid_state_ ^= txid_state_ << 17;
+        const size_t k = std::min<size_t>(8, txid.size() - i);
+        std::memcpy(txid.data() + i, &txid_state_, k);
+    }
+    return txid;
+}
+
+void Server::on_peer_icmp(RelayId relay, const Address& peer_in, uint8_t type, uint8_t code, uint32_t error_data) {
+    Family family = Family::kNone;
+    Allocation* a = allocations_.find_by_relay(relay, family);
+    if (a == nullptr) {
+        stats_.drop(Drop::kNoAllocation);
+        return;
+    }
+    const Address peer = peer_in.normalised();
+    if (!a->permitted(peer, clock_.now_ms())) {
+        stats_.drop(Drop::kNoPermission);
+        return;
+    }
+    stun::MessageBuilder b(scratch_, stun::Method::kData, stun::Class::kIndication, next_txid());
+    b.add_xor_address(stun::attr::kXorPeerAddress, peer);
+    b.add_icmp(type, code, error_data);
+    if (!b.ok()) {
+        return;
+    }
+    io_.send_to_client(a->five_tuple, b.bytes());
+    stats_.icmp_indications.add();
+}
+
 void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data) {
     Family family = Family::kNone;
     Allocation* a = allocations_.find_by_relay(relay, family);
@@ -367,14 +401,7 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
         }
     } else {
         // Data indication: XOR-PEER-ADDRESS + DATA (RFC 8656 section 11.3).
-        std::array<uint8_t, stun::kTxIdSize> txid{};
-        for (size_t i = 0; i < txid.size(); i += 8) {
-            txid_state_ ^= txid_state_ << 13;
-            txid_state_ ^= txid_state_ >> 7;
-            txid_state_ ^= txid_state_ << 17;
-            const size_t k = std::min<size_t>(8, txid.size() - i);
-            std::memcpy(txid.data() + i, &txid_state_, k);
-        }
+        const auto txid = next_txid();
         if (data.size() > stun::kMaxMessageSize - 64) {
             stats_.drop(Drop::kTooLarge);
             return;

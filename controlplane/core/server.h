@@ -42,6 +42,10 @@ public:
 
     void on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data);
     void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data);
+    // An ICMP error about a datagram the relayed socket sent to `peer`
+    // (RFC 8656 section 11.5): reported to the client as a Data indication
+    // with an ICMP attribute, if the peer has a permission.
+    void on_peer_icmp(RelayId relay, const Address& peer, uint8_t type, uint8_t code, uint32_t error_data);
     // Runs due timers; call at least every tick (100 ms) of the wheel.
     void tick();
 
@@ -86,6 +90,7 @@ private:
 
     // Relaying.
     void relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload);
+    std::array<uint8_t, stun::kTxIdSize> next_txid();
     uint32_t lifetime_for(const stun::MessageView& m, bool& bad) const;
     void schedule_housekeeping();
 

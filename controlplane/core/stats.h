@@ -79,6 +79,7 @@ struct Stats {
     std::array<std::array<Counter, kTrackedCodes.size()>, static_cast<size_t>(MethodIndex::kCount)> requests;
     std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_packets;
     std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_bytes;
+    Counter icmp_indications;  // Data indications carrying an ICMP attribute
     // Event loop utilisation over the last window, in parts per million.
     std::atomic<uint32_t> busy_ppm{0};
 

@@ -1,6 +1,7 @@
 #include "io/socket_io.h"
 
 #include <fcntl.h>
+#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -103,6 +104,16 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
             ::setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &v, sizeof v);
         }
     }
+    // ICMP errors about relayed datagrams arrive on the error queue
+    // (EPOLLERR) and become Data indications with an ICMP attribute.
+    {
+        const int on = 1;
+        if (addr.is_v4()) {
+            ::setsockopt(fd, IPPROTO_IP, IP_RECVERR, &on, sizeof on);
+        } else {
+            ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &on, sizeof on);
+        }
+    }
     RelayId id = 0;
     if (!free_relays_.empty()) {
         id = free_relays_.back();
@@ -189,12 +200,19 @@ void SocketIo::flush() {
             ++j;
         }
         size_t done = i;
+        bool retried = false;
         while (done < j) {
             const int n = ::sendmmsg(tx_fd_[i], &tx_msgs_[done], static_cast<unsigned>(j - done), 0);
             if (n <= 0) {
-                if (errno == EINTR) {
+                // EINTR, or a pending ICMP error of a relayed socket
+                // (IP_RECVERR) reported by this call and thereby cleared:
+                // the datagram itself was not sent, so try it again.
+                if (errno == EINTR || ((errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH ||
+                                        errno == EMSGSIZE || errno == EPROTO) && !retried)) {
+                    retried = errno != EINTR;
                     continue;
                 }
+                retried = false;
                 // Skip the datagram that failed (e.g. EMSGSIZE with DF, or
                 // ENOBUFS) and carry on with the rest.
                 stats_.drop(Drop::kSendError);
@@ -202,6 +220,7 @@ void SocketIo::flush() {
                 continue;
             }
             done += static_cast<size_t>(n);
+            retried = false;
         }
         i = j;
     }
@@ -241,6 +260,40 @@ void SocketIo::receive(int fd, bool is_listener, uint32_t index) {
     }
 }
 
+void SocketIo::receive_errors(int fd, RelayId relay) {
+    for (int budget = 0; budget < 64; ++budget) {
+        sockaddr_storage peer{};
+        std::array<uint8_t, 512> control{};
+        std::array<uint8_t, 64> payload{};
+        iovec iov{payload.data(), payload.size()};
+        msghdr msg{};
+        msg.msg_name = &peer;
+        msg.msg_namelen = sizeof peer;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.data();
+        msg.msg_controllen = control.size();
+        if (::recvmsg(fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+            return;
+        }
+        auto to = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&peer));
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+            const bool v4 = c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR;
+            const bool v6 = c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR;
+            if (!(v4 || v6) || c->cmsg_len < CMSG_LEN(sizeof(sock_extended_err))) {
+                continue;
+            }
+            sock_extended_err ee{};
+            std::memcpy(&ee, CMSG_DATA(c), sizeof ee);
+            if (to && (ee.ee_origin == SO_EE_ORIGIN_ICMP || ee.ee_origin == SO_EE_ORIGIN_ICMP6)) {
+                // ee_info carries the MTU for "fragmentation needed" /
+                // "packet too big", which is what the ICMP attribute wants.
+                server_->on_peer_icmp(relay, *to, ee.ee_type, ee.ee_code, ee.ee_info);
+            }
+        }
+    }
+}
+
 bool SocketIo::poll_once(int timeout_ms, uint64_t* waited_us) {
     std::array<epoll_event, 64> events{};
     timespec a{};
@@ -262,7 +315,10 @@ bool SocketIo::poll_once(int timeout_ms, uint64_t* waited_us) {
         } else {
             const auto id = static_cast<RelayId>(tag);
             // The socket may have been closed by an earlier event in this batch.
-            if (id < relays_.size() && relays_[id].fd >= 0) {
+            if (id < relays_.size() && relays_[id].fd >= 0 && (events[static_cast<size_t>(i)].events & EPOLLERR) != 0) {
+                receive_errors(relays_[id].fd, id);
+            }
+            if (id < relays_.size() && relays_[id].fd >= 0 && (events[static_cast<size_t>(i)].events & EPOLLIN) != 0) {
                 receive(relays_[id].fd, false, id);
             }
         }

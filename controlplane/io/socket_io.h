@@ -65,6 +65,7 @@ private:
     };
     void queue(int fd, const Address& to, std::span<const uint8_t> data);
     void receive(int fd, bool is_listener, uint32_t index);
+    void receive_errors(int fd, RelayId relay);
 
     Stats& stats_;
     Server* server_ = nullptr;

@@ -273,6 +273,31 @@ TEST_F(ServerTest, PeerDataBecomesDataIndicationWithPeerAddress) {
               std::vector<uint8_t>({9, 8, 7}));
 }
 
+TEST_F(ServerTest, PeerIcmpBecomesDataIndicationWithIcmpAttribute) {
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("198.18.9.9:7000");
+    const RelayId relay = server->allocations().find(tuple())->relay(Family::kIPv4)->id;
+    server->on_peer_icmp(relay, peer, 3, 3, 0);
+    EXPECT_EQ(stats->drops_of(Drop::kNoPermission), 1u);
+    ASSERT_TRUE(create_permission(tuple(), {peer}).success());
+    const size_t before = io.client.size();
+    server->on_peer_icmp(relay, peer, 3, 4, 1400);
+    ASSERT_EQ(io.client.size(), before + 1);
+    Answer ind(io.client.back().bytes);
+    ASSERT_TRUE(ind.ok);
+    EXPECT_TRUE(ind.view.is(M::kData, stun::Class::kIndication));
+    EXPECT_EQ(ind.xor_address(stun::attr::kXorPeerAddress), peer);
+    EXPECT_FALSE(ind.has(stun::attr::kData));
+    const auto* icmp = ind.view.find(stun::attr::kIcmp);
+    ASSERT_NE(icmp, nullptr);
+    stun::IcmpValue v;
+    ASSERT_EQ(stun::decode_icmp(ind.view.value(*icmp), v), stun::AttrError::kOk);
+    EXPECT_EQ(v.type, 3);
+    EXPECT_EQ(v.code, 4);
+    EXPECT_EQ(v.error_data, 1400u);
+    EXPECT_EQ(stats->icmp_indications.get(), 1u);
+}
+
 TEST_F(ServerTest, DualStackAllocation) {
     auto a = allocate(tuple(), [](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
     ASSERT_TRUE(a.success()) << a.code();

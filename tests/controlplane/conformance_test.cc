@@ -524,6 +524,49 @@ void round_trip(RelayProcess& relay, bool v6) {
     EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
 }
 
+// RFC 8656 section 11.5: an ICMP error caused by a relayed datagram reaches
+// the client as a Data indication with an ICMP attribute. A closed port on
+// loopback answers "port unreachable".
+void icmp_round_trip(RelayProcess& relay, bool v6) {
+    Client c(v6 ? relay.v6() : relay.v4());
+    ASSERT_TRUE(c.allocate([&](auto& b) {
+                    if (v6) {
+                        b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6);
+                    }
+                }).success());
+    const Address closed = v6 ? A("[::1]:0").with_port(free_udp_port(A("[::1]:0")))
+                              : A("127.0.0.1:0").with_port(free_udp_port(A("127.0.0.1:0")));
+    ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
+                    b.add_xor_address(stun::attr::kXorPeerAddress, closed);
+                }).success());
+    c.socket().send(c.server(), build(M::kSend, C::kIndication, [&](auto& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, closed);
+        const std::array<uint8_t, 4> d{1, 2, 3, 4};
+        b.add(stun::attr::kData, d);
+    }, nullptr));
+    auto r = c.socket().recv();
+    ASSERT_TRUE(r) << "no Data indication for the ICMP error";
+    Answer ind(*r);
+    ASSERT_TRUE(ind.ok);
+    EXPECT_TRUE(ind.view.is(M::kData, C::kIndication));
+    EXPECT_EQ(ind.xor_address(stun::attr::kXorPeerAddress), closed);
+    const auto* icmp = ind.view.find(stun::attr::kIcmp);
+    ASSERT_NE(icmp, nullptr);
+    stun::IcmpValue v;
+    ASSERT_EQ(stun::decode_icmp(ind.view.value(*icmp), v), stun::AttrError::kOk);
+    if (v6) {
+        EXPECT_EQ(v.type, 1);  // ICMPv6 destination unreachable
+        EXPECT_EQ(v.code, 4);  // port unreachable
+    } else {
+        EXPECT_EQ(v.type, 3);  // destination unreachable
+        EXPECT_EQ(v.code, 3);  // port unreachable
+    }
+    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+}
+
+TEST_F(Conformance, IcmpPortUnreachableIPv4) { icmp_round_trip(*main_, false); }
+TEST_F(Conformance, IcmpPortUnreachableIPv6) { icmp_round_trip(*main_, true); }
+
 TEST_F(Conformance, HappyPathIPv4) { round_trip(*main_, false); }
 TEST_F(Conformance, HappyPathIPv6) { round_trip(*main_, true); }
 
