@@ -10,9 +10,10 @@
 // checksum is updated incrementally from the received one (common/checksum.h);
 // an IPv4 datagram received without a checksum gets a full one.
 //
-// Cost (callgrind, IPv4, 10k flows, instructions/packet): 238 ChannelData
-// -> peer, 327 Send -> peer, 223 peer -> ChannelData, 353 peer -> Data
-// indication. The largest stage; a family-specialised path is the next step.
+// Cost (callgrind, IPv4, instructions/packet, before the per-family
+// templates): 238 ChannelData -> peer, 327 Send -> peer, 223 peer ->
+// ChannelData, 353 peer -> Data indication; 229 for ChannelData after. The
+// largest stage; fusing it with classify for the common case is the next step.
 //
 // Edges: kTx. route.cc has already checked next hop, MTU and headroom.
 #include <cstring>
@@ -42,13 +43,17 @@ struct Endpoint {
     uint16_t port_be;
 };
 
+// Instantiated per family and direction so each variant is straight-line
+// code (measured: 238 -> 229 instructions/packet for IPv4 ChannelData).
+template <uint8_t F, bool ToPeer>
 void rewrite_one(Worker& w, Pkt& q) {
     const Allocation& a = w.flows->allocs[q.alloc];
-    const uint8_t fam = q.family;
-    const uint16_t iph = fam == 4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr);
+    constexpr uint8_t fam = F;
+    constexpr size_t ilen = F == 4 ? 4 : 16;
+    constexpr uint16_t iph = fam == 4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr);
     uint8_t* payload = reinterpret_cast<uint8_t*>(q.udp + 1);
     uint8_t* data = payload + q.data_off;
-    const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
+    constexpr bool to_peer = ToPeer;
 
     // 1. Everything needed from the old headers, before any byte is overwritten.
     Endpoint old_src;
@@ -56,7 +61,7 @@ void rewrite_one(Worker& w, Pkt& q) {
     const uint16_t old_ck = q.udp->dgram_cksum;
     bool full = false;
     uint64_t pseudo_old;
-    if (fam == 4) {
+    if constexpr (fam == 4) {
         const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
         std::memcpy(old_src.ip, &ip->src_addr, 4);
         tclass = ip->type_of_service;
@@ -75,7 +80,7 @@ void rewrite_one(Worker& w, Pkt& q) {
     uint64_t removed = 0;
     if (!full) {
         removed = uint64_t{pseudo_old} + csum::udp_header_sum(q.udp);
-        if (to_peer) {
+        if constexpr (to_peer) {
             const uint32_t tail_off = uint32_t{q.data_off} + q.data_len;
             removed += csum::sum_bytes(payload, q.data_off);  // data_off is even (4, or a STUN attribute offset)
             if (tail_off < q.plen) {
@@ -86,8 +91,8 @@ void rewrite_one(Worker& w, Pkt& q) {
 
     // 2. New endpoints.
     Endpoint src, dst;
-    if (to_peer) {
-        if (fam == 4) {
+    if constexpr (to_peer) {
+        if constexpr (fam == 4) {
             std::memcpy(src.ip, &a.relayed4_ip, 4);
             src.port_be = a.relayed4_port;
         } else {
@@ -95,16 +100,16 @@ void rewrite_one(Worker& w, Pkt& q) {
             src.port_be = a.relayed6_port;
         }
         if (q.kind == Kind::kToPeerChannel) {
-            std::memcpy(dst.ip, q.value->peer_ip, 16);
+            std::memcpy(dst.ip, q.value->peer_ip, ilen);
             dst.port_be = q.value->peer_port;
         } else {
-            std::memcpy(dst.ip, q.peer_ip, 16);
+            std::memcpy(dst.ip, q.peer_ip, ilen);
             dst.port_be = q.peer_port_be;
         }
     } else {
-        std::memcpy(src.ip, a.listen_ip, 16);
+        std::memcpy(src.ip, a.listen_ip, ilen);
         src.port_be = a.listen_port;
-        std::memcpy(dst.ip, a.client_ip, 16);
+        std::memcpy(dst.ip, a.client_ip, ilen);
         dst.port_be = a.client_port;
     }
 
@@ -149,7 +154,7 @@ void rewrite_one(Worker& w, Pkt& q) {
     udp->dgram_cksum = 0;
     uint8_t* l3 = reinterpret_cast<uint8_t*>(udp) - iph;
     uint64_t pseudo_new;
-    if (fam == 4) {
+    if constexpr (fam == 4) {
         auto* ip = reinterpret_cast<rte_ipv4_hdr*>(l3);
         ip->version_ihl = 0x45;
         ip->type_of_service = static_cast<uint8_t>(tclass);
@@ -198,8 +203,15 @@ void rewrite_one(Worker& w, Pkt& q) {
 
 void rewrite(Worker& w, Pkt* p, uint16_t n) {
     for (uint16_t i = 0; i < n; i++) {
-        if (p[i].next == Next::kRewrite) {
-            rewrite_one(w, p[i]);
+        Pkt& q = p[i];
+        if (q.next != Next::kRewrite) {
+            continue;
+        }
+        const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
+        if (q.family == 4) {
+            to_peer ? rewrite_one<4, true>(w, q) : rewrite_one<4, false>(w, q);
+        } else {
+            to_peer ? rewrite_one<6, true>(w, q) : rewrite_one<6, false>(w, q);
         }
     }
 }
