@@ -20,6 +20,7 @@
 #include <random>
 #include <thread>
 
+#include "auth/credential_store.h"
 #include "common/bytes.h"
 #include "stun_client.h"
 
@@ -242,6 +243,7 @@ protected:
         const uint16_t base = static_cast<uint16_t>(40000 + (rng() % 200) * 100);
         const uint16_t pa = free_udp_port(A("127.0.0.1:0"));
         main_ = new RelayProcess("main", config(pa, "[\"127.0.0.1\", \"::1\"]", base, base + 49,
+                                                "rest_secrets = [\"s3cret\", \"old-s3cret\"]\n"
                                                 "[allocation]\nmax_per_user = 100\n"),
                                  pa);
         const uint16_t pb = free_udp_port(A("127.0.0.1:0"));
@@ -575,6 +577,37 @@ TEST_F(Conformance, DualStackAllocation) {
     auto a = c.allocate([](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
     ASSERT_TRUE(a.success());
     EXPECT_EQ(a.xor_addresses(stun::attr::kXorRelayedAddress).size(), 2u);
+}
+
+TEST_F(Conformance, DualStackWithMissingFamilyReportsAddressErrorCode) {
+    Client c(small_->v4());  // IPv4 relay only
+    auto a = c.allocate([](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
+    ASSERT_TRUE(a.success()) << a.code();
+    EXPECT_EQ(a.xor_addresses(stun::attr::kXorRelayedAddress).size(), 1u);
+    const auto* e = a.view.find(stun::attr::kAddressErrorCode);
+    ASSERT_NE(e, nullptr);
+    stun::AddressErrorValue v;
+    ASSERT_EQ(stun::decode_address_error_code(a.view.value(*e), v), stun::AttrError::kOk);
+    EXPECT_EQ(v.family, Family::kIPv6);
+    EXPECT_EQ(v.code, 440);
+    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+}
+
+TEST_F(Conformance, RestSecretCredentialsWithRotation) {
+    for (const char* secret : {"s3cret", "old-s3cret"}) {
+        Client c(main_->v4());
+        const std::string user = std::to_string(::time(nullptr) + 3600) + ":carol";
+        c.creds().user = user;
+        c.creds().password = auth::rest_password(secret, user);
+        auto a = c.allocate();
+        EXPECT_TRUE(a.success()) << secret << " " << a.code();
+        EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    }
+    Client expired(main_->v4());
+    const std::string user = std::to_string(::time(nullptr) - 10) + ":carol";
+    expired.creds().user = user;
+    expired.creds().password = auth::rest_password("s3cret", user);
+    EXPECT_EQ(expired.allocate().code(), 401);
 }
 
 TEST_F(Conformance, Sha256IntegrityWithUserhash) {
