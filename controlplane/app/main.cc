@@ -193,6 +193,7 @@ int main(int argc, char** argv) {
         }
     }
     const auto left = shared->allocations.load();
+    exporter.stop();  // it reads the loops' counters
     for (auto& l : loops) {
         l->stop();
     }

@@ -106,6 +106,8 @@ MetricsExporter::MetricsExporter(const Shared& shared, std::vector<const Stats*>
 
 MetricsExporter::~MetricsExporter() = default;
 
+void MetricsExporter::stop() { exposer_.reset(); }
+
 std::string MetricsExporter::start(const std::string& listen) {
     try {
         exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);

@@ -22,6 +22,8 @@ public:
     ~MetricsExporter();
     // Starts the HTTP endpoint; returns an error message on failure.
     std::string start(const std::string& listen);
+    // Stops serving (joins the HTTP threads); call before the loops go away.
+    void stop();
 
 private:
     class Collector;

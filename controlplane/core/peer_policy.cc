@@ -27,7 +27,6 @@ const std::vector<Prefix>& PeerPolicy::default_denied() {
                  "::/128",           // unspecified
                  "::1/128",          // loopback
                  "::/96",            // deprecated IPv4-compatible (::a.b.c.d)
-                 "::ffff:0:0/96",    // IPv4-mapped (normalised before checks; kept as a backstop)
                  "fe80::/10",        // link-local
                  "ff00::/8",         // multicast
              }) {
