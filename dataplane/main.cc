@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
     setup_port(exc, static_cast<uint16_t>(workers), pool);
 
     dp::FlowConfig fc;
-    fc.entries_v4 = o.flows * 5;
+    fc.entries_v4 = o.flows * 9 / 2;  // 4 entries per flow + headroom
     fc.entries_v6 = o.flows;
     fc.max_allocations = o.flows;
     fc.max_channels = o.flows;

@@ -275,12 +275,12 @@ int main(int argc, char** argv) {
 
     int dev = 0;
     for (uint32_t nflows : o.flows) {
-        // Tables sized for the flows: 5 entries per flow (kChannelIn,
-        // kClient, kChannelOut, kPermission, kRelayed), 1 allocation and 1
+        // Tables sized for the flows: 4 entries per flow (kChannelIn,
+        // kClient, kChannelOut, kPermission), 1 allocation and 1
         // channel each, ~10% hash headroom.
         dp::FlowConfig fc;
         fc.name = "b" + std::to_string(nflows);
-        fc.entries_v4 = static_cast<uint32_t>(nflows * 5.5) + 64;
+        fc.entries_v4 = static_cast<uint32_t>(nflows * 4.4) + 64;
         fc.entries_v6 = 64;
         fc.max_allocations = nflows;
         fc.max_channels = nflows;
@@ -291,7 +291,6 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "%s\n", err.c_str());
             return 1;
         }
-        const double bytes_per_flow = static_cast<double>(flows->memory_bytes()) / nflows;
         dp::NextHops* nh = dp::NextHops::create("bnh" + std::to_string(nflows), 64, flows->rcu, SOCKET_ID_ANY, &err);
         dp::Applier ap(*flows);
         uint64_t seq = 0;
@@ -321,6 +320,8 @@ int main(int argc, char** argv) {
                          static_cast<unsigned long long>(ap.stats().malformed));
             return 1;
         }
+        // After installing: the relayed-port arrays are allocated on demand.
+        const double bytes_per_flow = static_cast<double>(flows->memory_bytes()) / nflows;
         dp::NextHop gw;
         std::copy(kGatewayMac.begin(), kGatewayMac.end(), gw.mac.addr_bytes);
         gw.port = null_port;

@@ -10,7 +10,7 @@ namespace ipc = turn::ipc;
 namespace {
 
 // Adds (data != nullptr) or deletes one key in the table of a's family. b may
-// be family 0 (kRelayed); otherwise it must be of a's family.
+// be family 0; otherwise it must be of a's family.
 int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
            uint16_t channel, void* data) {
     if ((a.family != 4 && a.family != 6) || (b.family != 0 && b.family != a.family)) {
@@ -47,8 +47,6 @@ int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress&
     }
     return t.add(k, data);
 }
-
-const WireAddress kNone{};
 
 std::array<uint8_t, 40> perm_key(const WireAddress& relayed, const WireAddress& peer) {
     std::array<uint8_t, 40> k{};
@@ -169,20 +167,19 @@ bool Applier::install_alloc(Alloc& a) {
         r.relayed4_port = rte_cpu_to_be_16(m.relayed_v4.port);
     }
     if (m.relayed_v6.family == 6) {
-        std::memcpy(r.relayed6_ip, m.relayed_v6.ip, 16);
+        std::memcpy(t_.relayed6[a.idx].ip, m.relayed_v6.ip, 16);
         r.relayed6_port = rte_cpu_to_be_16(m.relayed_v6.port);
     }
     r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
-    r.alloc_id = m.alloc_id;
     r.live = 1;
     // The entries below publish the allocation (release in rte_hash add).
     void* d = inline_data(a.idx, 0);
     bool ok = key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, d) == 0;
     if (m.relayed_v4.family == 4) {
-        ok = key_op(t_, KeyKind::kRelayed, m.relayed_v4, kNone, false, 0, d) == 0 && ok;
+        ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) && ok;
     }
     if (m.relayed_v6.family == 6) {
-        ok = key_op(t_, KeyKind::kRelayed, m.relayed_v6, kNone, false, 0, d) == 0 && ok;
+        ok = t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), a.idx) && ok;
     }
     t_.add_listen(m.listen.family, m.listen.ip, rte_cpu_to_be_16(m.listen.port));
     return ok;
@@ -223,10 +220,10 @@ void Applier::remove_alloc(Alloc& a) {
     const ipc::AllocationAdd& m = a.msg;
     key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, nullptr);
     if (m.relayed_v4.family == 4) {
-        key_op(t_, KeyKind::kRelayed, m.relayed_v4, kNone, false, 0, nullptr);
+        t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), UINT32_MAX);
     }
     if (m.relayed_v6.family == 6) {
-        key_op(t_, KeyKind::kRelayed, m.relayed_v6, kNone, false, 0, nullptr);
+        t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), UINT32_MAX);
     }
     t_.retire_alloc(a.idx);
 }

@@ -11,11 +11,9 @@
 //   kClient      listen addr        client addr       0         inline: alloc
 //   kChannelOut  relayed addr       peer addr         0         inline: alloc, channel
 //   kPermission  relayed addr       peer IP, port 0   0         inline: alloc
-//   kRelayed     relayed addr       0                 0         inline: alloc
 //
-// kRelayed tells "peer packet to an offloaded relayed port without a
-// permission" (dropped, RFC 8656 section 9) from "packet to something else"
-// (punted to the kernel).
+// Relayed addresses themselves are not in the hash: RelayPorts
+// (flow/tables.h) maps them to allocations with one array load.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +26,6 @@ enum class KeyKind : uint8_t {
     kClient = 2,
     kChannelOut = 3,
     kPermission = 4,
-    kRelayed = 5,
 };
 
 // Ports are in network byte order, as they sit in the packet, so building a

@@ -96,6 +96,9 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     const std::string dqname = cfg.name + "_dq";
     rte_rcu_qsbr_dq_parameters dp{};
     dp.name = dqname.c_str();
+    // Every value and allocation index is in the queue at most once, so this
+    // size can never overflow; a quarter of it would do in practice, but an
+    // overflow would have to block the writer on a grace period.
     dp.size = cfg.max_channels + cfg.max_allocations;
     dp.esize = 8;
     dp.trigger_reclaim_limit = 64;
@@ -115,7 +118,12 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     t->states_ = static_cast<AllocState*>(rte_zmalloc_socket(
         "dp_astate", sizeof(AllocState) * cfg.max_allocations * cfg.workers, RTE_CACHE_LINE_SIZE, cfg.socket_id));
     t->listen = static_cast<ListenSet*>(rte_zmalloc_socket("dp_listen", sizeof(ListenSet), RTE_CACHE_LINE_SIZE, cfg.socket_id));
-    if (t->allocs == nullptr || t->values == nullptr || t->states_ == nullptr || t->listen == nullptr) {
+    t->relayed6 = static_cast<Relayed6*>(
+        rte_zmalloc_socket("dp_relayed6", sizeof(Relayed6) * cfg.max_allocations, RTE_CACHE_LINE_SIZE, cfg.socket_id));
+    t->relay_ports = static_cast<RelayPorts*>(
+        rte_zmalloc_socket("dp_relayports", sizeof(RelayPorts), RTE_CACHE_LINE_SIZE, cfg.socket_id));
+    if (t->allocs == nullptr || t->values == nullptr || t->states_ == nullptr || t->listen == nullptr ||
+        t->relayed6 == nullptr || t->relay_ports == nullptr) {
         return fail("rte_zmalloc flow arrays");
     }
     t->free_values_.reserve(cfg.max_channels);
@@ -140,6 +148,13 @@ FlowTables::~FlowTables() {
     rte_free(values);
     rte_free(states_);
     rte_free(listen);
+    rte_free(relayed6);
+    if (relay_ports != nullptr) {
+        for (uint32_t i = 0; i < relay_ports->n.load(); i++) {
+            rte_free(relay_ports->ports[i]);
+        }
+    }
+    rte_free(relay_ports);
     rte_free(rcu);
 }
 
@@ -243,6 +258,36 @@ void FlowTables::add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be)
             listen->n6.store(n + 1, std::memory_order_release);
         }
     }
+}
+
+bool FlowTables::set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc) {
+    RelayPorts& r = *relay_ports;
+    const size_t len = family == 4 ? 4 : 16;
+    const uint32_t n = r.n.load(std::memory_order_relaxed);
+    uint32_t i = 0;
+    while (i < n && !(r.family[i] == family && std::memcmp(r.ip[i], ip, len) == 0)) {
+        i++;
+    }
+    if (i == n) {
+        if (alloc == UINT32_MAX) {
+            return true;
+        }
+        if (n == RelayPorts::kMaxIps) {
+            return false;
+        }
+        auto* ports = static_cast<std::atomic<uint32_t>*>(
+            rte_zmalloc_socket("dp_relayport", sizeof(uint32_t) * 65536, RTE_CACHE_LINE_SIZE, cfg_.socket_id));
+        if (ports == nullptr) {
+            return false;
+        }
+        std::memset(r.ip[i], 0, 16);
+        std::memcpy(r.ip[i], ip, len);
+        r.family[i] = family;
+        r.ports[i] = ports;
+        r.n.store(n + 1, std::memory_order_release);
+    }
+    r.ports[i][rte_be_to_cpu_16(port_be)].store(alloc == UINT32_MAX ? 0 : alloc + 1, std::memory_order_release);
+    return true;
 }
 
 void FlowTables::reclaim() {

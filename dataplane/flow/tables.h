@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -24,10 +25,10 @@
 
 namespace dp {
 
-// Addresses in network byte order, as in packets. The first cache line
-// holds everything an IPv4 packet needs (police: epoch, rate; rewrite:
-// relayed, client and listen addresses); IPv6 relayed address and the id
-// follow.
+// Addresses in network byte order, as in packets. One cache line holds
+// everything an IPv4 packet needs (police: epoch, rate; rewrite: relayed,
+// client and listen addresses); the IPv6 relayed address lives in a side
+// array (FlowTables::relayed6).
 struct alignas(64) Allocation {
     uint32_t epoch;          // changes whenever the index is reused
     uint8_t family;          // of client/listen: 4 or 6
@@ -42,12 +43,42 @@ struct alignas(64) Allocation {
     uint32_t pad1;
     uint8_t client_ip[16];
     uint8_t listen_ip[16];
-    // second cache line
-    uint8_t relayed6_ip[16];
-    uint64_t alloc_id;       // control plane's id, for counter reports
 };
-static_assert(sizeof(Allocation) == 128);
-static_assert(offsetof(Allocation, relayed6_ip) == 64);
+static_assert(sizeof(Allocation) == 64);
+
+struct Relayed6 {
+    uint8_t ip[16];
+};
+
+// Relayed transport addresses -> allocation, without hash entries: a relay
+// has few relayed IPs and each has at most 65536 ports, so a direct array of
+// 65536 words per relayed IP (256 KiB, allocated when the IP first appears)
+// answers "is this an offloaded relayed port" in one load. Written by the main
+// lcore; a word holds allocation index + 1, 0 for none.
+struct RelayPorts {
+    static constexpr uint32_t kMaxIps = 64;
+    uint8_t ip[kMaxIps][16];
+    uint8_t family[kMaxIps];
+    std::atomic<uint32_t>* ports[kMaxIps];
+    std::atomic<uint32_t> n;
+
+    // Worker side. ip: 4 or 16 bytes; port in network byte order.
+    bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
+        const uint32_t cnt = n.load(std::memory_order_acquire);
+        const size_t len = fam == 4 ? 4 : 16;
+        for (uint32_t i = 0; i < cnt; i++) {
+            if (family[i] == fam && std::memcmp(ip[i], a, len) == 0) {
+                const uint32_t v = ports[i][rte_be_to_cpu_16(port_be)].load(std::memory_order_acquire);
+                if (v == 0) {
+                    return false;
+                }
+                *alloc = v - 1;
+                return true;
+            }
+        }
+        return false;
+    }
+};
 
 // One worker's view of one allocation; only that worker writes it, the main
 // lcore reads the counters (aligned 64-bit loads, no tearing on x86-64).
@@ -109,7 +140,9 @@ public:
     rte_rcu_qsbr* rcu = nullptr;
     Allocation* allocs = nullptr;
     ChannelValue* values = nullptr;
+    Relayed6* relayed6 = nullptr;  // per allocation
     ListenSet* listen = nullptr;
+    RelayPorts* relay_ports = nullptr;
     AllocState* state(uint32_t worker) const { return states_ + size_t{worker} * cfg_.max_allocations; }
 
     // ---- write side (main lcore only) ----
@@ -123,6 +156,9 @@ public:
     uint32_t new_alloc();             // UINT32_MAX when full
     void retire_alloc(uint32_t idx);  // reusable after a grace period
     void add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be);
+    // Relayed address -> allocation (alloc = UINT32_MAX clears). False when
+    // the relay has more relayed IPs than RelayPorts::kMaxIps.
+    bool set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc);
     // Frees what the defer queues hold once readers have moved on.
     void reclaim();
 
@@ -131,7 +167,10 @@ public:
     uint32_t allocs_in_use() const { return cfg_.max_allocations - static_cast<uint32_t>(free_allocs_.size()); }
     // Bytes of hugepage memory this object allocated (hash tables, defer
     // queues, arrays), from the malloc heap statistics around create().
-    size_t memory_bytes() const { return memory_bytes_; }
+    // Plus the relayed-port arrays allocated since (256 KiB per relayed IP).
+    size_t memory_bytes() const {
+        return memory_bytes_ + size_t{relay_ports->n.load()} * 65536 * sizeof(uint32_t);
+    }
 
 private:
     FlowTables() = default;

@@ -5,8 +5,9 @@
 //      (client Send), kChannelOut (peer packet with a channel);
 //   2. kPermission (relayed addr, peer IP) for Sends and for peer packets
 //      without a channel (RFC 8656 section 9: permissions are per IP);
-//   3. kRelayed, only for peer packets that missed both, to tell a relayed
-//      port (drop, never punt: section 10.3) from anything else (punt).
+//   3. the relayed-port array (flow/tables.h RelayPorts), only for peer
+//      packets that missed both, to tell a relayed port (drop, never punt:
+//      section 9) from anything else (punt).
 //
 // Cost (callgrind, IPv4, 10k flows, instructions/packet, incl. rte_hash):
 // 219 ChannelData, 415 Send, 225 peer with channel, 336 peer with permission.
@@ -176,7 +177,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
                     punt(q, Counter::punt_miss);
                     continue;
                 }
-                permission_key(q, 6, a.relayed6_ip, a.relayed6_port, q.peer_ip);
+                permission_key(q, 6, w.flows->relayed6[q.alloc].ip, a.relayed6_port, q.peer_ip);
             }
             again[nagain++] = hit[j];
             continue;
@@ -228,19 +229,11 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
     // Round 3 (rare): is the destination an offloaded relayed address?
     for (uint16_t j = 0; j < nlast; j++) {
         Pkt& q = p[last[j]];
-        void* d = nullptr;
-        int r;
-        if (q.family == 4) {
-            q.k4.b_ip = 0;
-            q.k4.kind = KeyKind::kRelayed;
-            r = rte_hash_lookup_data(w.flows->h4, &q.k4, &d);
-        } else {
-            std::memset(q.k6.b_ip, 0, 16);
-            q.k6.kind = KeyKind::kRelayed;
-            r = rte_hash_lookup_data(w.flows->h6, &q.k6, &d);
-        }
-        if (r >= 0) {
-            w.alloc_state(inline_alloc(d)).dropped_packets++;
+        const uint8_t* dst = q.family == 4 ? reinterpret_cast<const uint8_t*>(&reinterpret_cast<const rte_ipv4_hdr*>(q.l3)->dst_addr)
+                                           : reinterpret_cast<const rte_ipv6_hdr*>(q.l3)->dst_addr;
+        uint32_t alloc;
+        if (w.flows->relay_ports->find(q.family, dst, q.udp->dst_port, &alloc)) {
+            w.alloc_state(alloc).dropped_packets++;
             drop(q, Counter::drop_no_permission);
         } else {
             punt(q, Counter::punt_miss);

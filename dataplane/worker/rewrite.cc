@@ -96,7 +96,7 @@ void rewrite_one(Worker& w, Pkt& q) {
             std::memcpy(src.ip, &a.relayed4_ip, 4);
             src.port_be = a.relayed4_port;
         } else {
-            std::memcpy(src.ip, a.relayed6_ip, 16);
+            std::memcpy(src.ip, w.flows->relayed6[q.alloc].ip, 16);
             src.port_be = a.relayed6_port;
         }
         if (q.kind == Kind::kToPeerChannel) {
