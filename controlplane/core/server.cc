@@ -291,6 +291,9 @@ uint32_t Server::lifetime_for(const stun::MessageView& m, bool& bad) const {
     return std::clamp(requested, c.default_lifetime_s, c.max_lifetime_s);
 }
 
+// Measured: 37 ns CPU per datagram with one allocation, 61 ns with 1,000,
+// 604 ns with 50,000 (hash-map cache misses), I/O excluded
+// (tests/controlplane/relay_path_bench.cc, BM_ChannelDataClientToPeer).
 void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data) {
     // Framing per RFC 8656 section 12.4, parsed here rather than with
     // turn::parse_channel_data because RFC 5766 channel numbers
@@ -374,6 +377,8 @@ void Server::on_peer_icmp(RelayId relay, const Address& peer_in, uint8_t type, u
     stats_.icmp_indications.add();
 }
 
+// Measured: 59 ns CPU per datagram as ChannelData with one allocation, 432 ns
+// with 50,000; 56 ns as a Data indication (BM_PeerToClient*).
 void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data) {
     Family family = Family::kNone;
     Allocation* a = allocations_.find_by_relay(relay, family);
