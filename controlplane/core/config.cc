@@ -129,7 +129,7 @@ void apply_toml(const toml::table& root, Config& c) {
                     "strict_channel_range"}},
         {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
-                        "bandwidth_bps", "reservation_lifetime_s"}},
+                        "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels"}},
         {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
         {"metrics", {"listen"}},
         {"log", {"level", "format"}},
@@ -196,6 +196,8 @@ void apply_toml(const toml::table& root, Config& c) {
     get_int(root, "allocation", "max_total", c.max_total, 0, 10'000'000);
     get_int(root, "allocation", "bandwidth_bps", c.bandwidth_bps, 0, INT64_MAX);
     get_int(root, "allocation", "reservation_lifetime_s", c.reservation_lifetime_s, 1, 3600);
+    get_int(root, "allocation", "max_permissions", c.max_permissions, 1, 1'000'000);
+    get_int(root, "allocation", "max_channels", c.max_channels, 1, 16384);
     if (auto l = get_strings(root, "policy", "allow_peers")) {
         c.allow_peers.clear();
         for (const auto& s : *l) {

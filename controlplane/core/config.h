@@ -37,6 +37,10 @@ struct Config {
     uint32_t max_total = 10000;
     uint64_t bandwidth_bps = 0;       // per allocation, 0 = unlimited
     uint32_t reservation_lifetime_s = 30;  // EVEN-PORT R-bit reservations
+    // Bounds on per-allocation state an authenticated client can create
+    // (beyond them CreatePermission / ChannelBind get 508).
+    uint32_t max_permissions = 1000;
+    uint32_t max_channels = 1000;
     // [policy]
     std::vector<Prefix> allow_peers;
     std::vector<Prefix> deny_peers;

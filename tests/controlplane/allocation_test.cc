@@ -144,6 +144,21 @@ TEST_F(ServerTest, CreatePermissionIsAllOrNothing) {
     EXPECT_TRUE(create_permission(tuple(), {A("198.18.9.9:1"), A("198.18.9.10:1")}).success());
 }
 
+TEST_F(ServerTest, PermissionAndChannelCountsAreBounded) {
+    Config c = base_config();
+    c.max_permissions = 3;
+    c.max_channels = 2;
+    start(c);
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_TRUE(create_permission(tuple(), {A("198.18.9.1:1"), A("198.18.9.2:1")}).success());
+    EXPECT_EQ(create_permission(tuple(), {A("198.18.9.3:1"), A("198.18.9.4:1")}).code(), 508);
+    EXPECT_TRUE(create_permission(tuple(), {A("198.18.9.1:1"), A("198.18.9.3:1")}).success());  // refresh + 1 new
+    EXPECT_TRUE(channel_bind(tuple(), 0x4000, A("198.18.9.1:5")).success());
+    EXPECT_TRUE(channel_bind(tuple(), 0x4001, A("198.18.9.2:5")).success());
+    EXPECT_EQ(channel_bind(tuple(), 0x4002, A("198.18.9.3:5")).code(), 508);
+    EXPECT_TRUE(channel_bind(tuple(), 0x4000, A("198.18.9.1:5")).success());  // refresh
+}
+
 TEST_F(ServerTest, CreatePermissionFamilyMismatchIs443) {
     ASSERT_TRUE(allocate(tuple()).success());
     EXPECT_EQ(create_permission(tuple(), {A("[2001:db8::1]:1")}).code(), 443);

@@ -46,6 +46,13 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
         reply_error(r, err::kBadRequest);
         return;
     }
+    const bool new_channel = a.channels.count(channel) == 0;
+    const bool new_permission = a.permissions.count(Allocation::permission_key(peer)) == 0;
+    if ((new_channel && a.channels.size() >= shared_.config.max_channels) ||
+        (new_permission && a.permissions.size() >= shared_.config.max_permissions)) {
+        reply_error(r, err::kInsufficientCapacity);  // bounded state per allocation
+        return;
+    }
     allocations_.bind_channel(a, channel, peer);
     MessageBuilder b = begin(r, Class::kSuccess);
     finish(r, b, 200);

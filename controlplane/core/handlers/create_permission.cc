@@ -39,6 +39,16 @@ void Server::handle_create_permission(const Request& r, Allocation& a) {
             return;
         }
     }
+    // Bounded state per allocation: new permissions beyond the limit get 508
+    // (RFC 8656 section 9.2: the server may refuse for lack of capacity).
+    size_t fresh = 0;
+    for (size_t i = 0; i < n; ++i) {
+        fresh += a.permissions.count(Allocation::permission_key(peers[i])) == 0 ? 1 : 0;
+    }
+    if (a.permissions.size() + fresh > shared_.config.max_permissions) {
+        reply_error(r, err::kInsufficientCapacity);
+        return;
+    }
     for (size_t i = 0; i < n; ++i) {
         allocations_.add_permission(a, peers[i]);
     }
