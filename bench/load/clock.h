@@ -12,6 +12,14 @@ inline uint64_t mono_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// CLOCK_REALTIME, only to map kernel receive timestamps (SO_TIMESTAMPNS) onto
+// CLOCK_MONOTONIC.
+inline uint64_t real_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 constexpr uint64_t kNsPerSec = 1'000'000'000u;
 constexpr uint64_t kNsPerMs = 1'000'000u;
 

@@ -155,6 +155,7 @@ private:
         c["peer_sockets"] = std::to_string(o_.peer_sockets);
         c["peer_addr"] = o_.peer.ip_string();
         c["batch"] = std::to_string(o_.batch);
+        c["latency"] = "round trip: payload send time (CLOCK_MONOTONIC) to kernel receive time (SO_TIMESTAMPNS)";
         c["grace_s"] = std::to_string(o_.grace_s);
         if (!o_.sweep_text.empty()) {
             c["sweep"] = o_.sweep_text;
@@ -392,8 +393,10 @@ private:
             r.duplicates += c->duplicates.load();
             r.stale += c->stale.load();
             r.foreign += c->foreign.load();
+            r.rx_queue_us_mean += static_cast<double>(c->rx_queue_ns.load()) / 1e3;
             c->latency.snapshot_into(r.latency);
         }
+        r.rx_queue_us_mean = r.received ? r.rx_queue_us_mean / static_cast<double>(r.received) : 0.0;
         const uint64_t offered = r.sent + r.send_failed;
         r.lost = offered - std::min(offered, r.received);
         r.loss_ratio = offered > 0 ? static_cast<double>(r.lost) / static_cast<double>(offered) : 0.0;
@@ -403,10 +406,11 @@ private:
             const Percentiles p = Percentiles::of(r.latency);
             std::fprintf(stderr,
                          "phase %u: target %.0f pps: offered %.0f, delivered %.0f echoes/s, lost %lu of %lu (%.3f%%), "
-                         "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us\n",
+                         "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us (+ %.1f us mean wait in turn-load's socket, "
+                         "not counted)\n",
                          id, rate, r.offered_pps, r.delivered_pps, static_cast<unsigned long>(r.lost),
                          static_cast<unsigned long>(offered), 100 * r.loss_ratio, p.p50_us, p.p90_us, p.p99_us,
-                         p.p999_us, p.max_us);
+                         p.p999_us, p.max_us, r.rx_queue_us_mean);
             if (r.lost != 0) {
                 std::fprintf(stderr, "kernel UDP drops: %lu on turn-load's sockets, %lu host-wide\n",
                              static_cast<unsigned long>(r.own_socket_drops), static_cast<unsigned long>(r.host_udp_drops));

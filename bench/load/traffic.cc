@@ -34,6 +34,8 @@ TrafficThread::TrafficThread(uint16_t index, Mode mode, size_t payload_size, siz
       next_refresh_ns_(first_refresh_ns) {
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
     for (size_t i = 0; i < sessions_.size(); ++i) {
+        const int one = 1;
+        setsockopt(sessions_[i]->fd(), SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = i;
@@ -119,7 +121,8 @@ void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& p
     }
 }
 
-void TrafficThread::on_payload(const uint8_t* p, size_t len, uint64_t now, const Phase& ph, ThreadCounters& c) {
+void TrafficThread::on_payload(const uint8_t* p, size_t len, uint64_t now, uint64_t rx, const Phase& ph,
+                               ThreadCounters& c) {
     auto bump = [](std::atomic<uint64_t>& a) { a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); };
     uint32_t magic = 0;
     uint16_t thread = 0;
@@ -154,17 +157,19 @@ void TrafficThread::on_payload(const uint8_t* p, size_t len, uint64_t now, const
     }
     seen_[word] |= bit;
     bump(c.received);
-    c.latency.record(now - ts);
+    rx = std::clamp(rx, ts, now);  // the clock conversion may be off by a few ns
+    c.latency.record(rx - ts);
+    c.rx_queue_ns.store(c.rx_queue_ns.load(std::memory_order_relaxed) + (now - rx), std::memory_order_relaxed);
     const size_t sec = std::min<size_t>((ts - ph.start_ns) / kNsPerSec, c.seconds - 1);
     bump(c.back_by_sec[sec]);
 }
 
-void TrafficThread::on_datagram(size_t si, const uint8_t* d, size_t len, uint64_t now, const Phase& ph,
-                                ThreadCounters& c) {
+void TrafficThread::on_datagram(size_t si, const uint8_t* d, size_t len, uint64_t now, uint64_t rx,
+                                const Phase& ph, ThreadCounters& c) {
     if (len > 0 && is_channel_data(d[0])) {
         ChannelDataView v;
         if (parse_channel_data({d, len}, v) == ChannelDataError::kOk) {
-            on_payload(v.payload.data(), v.payload.size(), now, ph, c);
+            on_payload(v.payload.data(), v.payload.size(), now, rx, ph, c);
             return;
         }
     } else if (stun::looks_like_stun({d, len})) {
@@ -173,7 +178,7 @@ void TrafficThread::on_datagram(size_t si, const uint8_t* d, size_t len, uint64_
             if (m.is(stun::Method::kData, stun::Class::kIndication)) {
                 if (const auto* a = m.find(stun::attr::kData); a != nullptr) {
                     const auto v = m.value(*a);
-                    on_payload(v.data(), v.size(), now, ph, c);
+                    on_payload(v.data(), v.size(), now, rx, ph, c);
                     return;
                 }
             } else if (sessions_[si]->on_control({d, len}, now)) {
@@ -187,20 +192,40 @@ void TrafficThread::on_datagram(size_t si, const uint8_t* d, size_t len, uint64_
 void TrafficThread::drain(size_t si, const Phase& ph, ThreadCounters& c) {
     mmsghdr msgs[kRxBatch];
     iovec iov[kRxBatch];
+    union Control {
+        cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(timespec))];
+    };
+    Control ctrl[kRxBatch];
     for (int round = 0; round < 8; ++round) {
         for (size_t i = 0; i < kRxBatch; ++i) {
             iov[i] = {rx_.data() + i * kRxFrame, kRxFrame};
             msgs[i] = {};
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = ctrl[i].buf;
+            msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i].buf;
         }
         const int n = recvmmsg(sessions_[si]->fd(), msgs, kRxBatch, MSG_DONTWAIT, nullptr);
         if (n <= 0) {
             return;  // EAGAIN, or a queued ICMP error (ECONNREFUSED) consumed
         }
+        // Kernel timestamps are CLOCK_REALTIME; map them onto CLOCK_MONOTONIC
+        // with the offset between the two clocks read back to back.
         const uint64_t now = mono_ns();
+        const int64_t offset = static_cast<int64_t>(real_ns()) - static_cast<int64_t>(now);
         for (int i = 0; i < n; ++i) {
-            on_datagram(si, rx_.data() + static_cast<size_t>(i) * kRxFrame, msgs[i].msg_len, now, ph, c);
+            uint64_t rx = now;
+            for (cmsghdr* cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm != nullptr;
+                 cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm)) {
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                    timespec ts{};
+                    std::memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+                    const int64_t real = static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+                    rx = static_cast<uint64_t>(std::max<int64_t>(0, real - offset));
+                }
+            }
+            on_datagram(si, rx_.data() + static_cast<size_t>(i) * kRxFrame, msgs[i].msg_len, now, rx, ph, c);
         }
         if (static_cast<size_t>(n) < kRxBatch) {
             return;

@@ -37,6 +37,7 @@ struct ThreadCounters {
     std::atomic<uint64_t> duplicates{0};
     std::atomic<uint64_t> stale{0};        // echoes from an earlier phase
     std::atomic<uint64_t> foreign{0};      // datagrams that are not ours
+    std::atomic<uint64_t> rx_queue_ns{0};  // sum over echoes of (read by us - kernel receive time)
     SharedHistogram latency;               // round trip, ns
     size_t seconds;
     std::unique_ptr<std::atomic<uint64_t>[]> sent_by_sec;  // by send second
@@ -65,9 +66,12 @@ private:
     void build_templates();
     void send_batch(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
     void drain(size_t session, const Phase& ph, ThreadCounters& c);
-    void on_datagram(size_t session, const uint8_t* data, size_t len, uint64_t now, const Phase& ph,
-                     ThreadCounters& c);
-    void on_payload(const uint8_t* p, size_t len, uint64_t now, const Phase& ph, ThreadCounters& c);
+    void on_datagram(size_t session, const uint8_t* data, size_t len, uint64_t now, uint64_t rx,
+                     const Phase& ph, ThreadCounters& c);
+    // `now`: when we read the datagram; `rx`: when the kernel received it
+    // (SO_TIMESTAMPNS), which latency is measured to, so that time the
+    // datagram waited for this thread is not charged to the relay.
+    void on_payload(const uint8_t* p, size_t len, uint64_t now, uint64_t rx, const Phase& ph, ThreadCounters& c);
 
     uint16_t index_;
     Mode mode_;
