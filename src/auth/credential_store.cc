@@ -46,7 +46,15 @@ std::optional<uint64_t> rest_username_expiry(std::string_view username) {
     return value;
 }
 
-bool CredentialStore::add_user(std::string_view username, std::string_view password) {
+bool CredentialStore::add_user(std::string_view raw_username, std::string_view password) {
+    // Store the OpaqueString form (RFC 8489 9.2.2 / 14.3): that is what a
+    // conforming client puts in USERNAME and hashes into USERHASH, so key and
+    // hash agree for a name configured in another Unicode normal form.
+    const auto prepared = opaque_string(raw_username);
+    if (!prepared) {
+        return false;
+    }
+    const std::string_view username = *prepared;
     auto md5 = long_term_key(PasswordAlgorithm::kMd5, username, realm_, password);
     auto sha256 = long_term_key(PasswordAlgorithm::kSha256, username, realm_, password);
     if (!md5 || !sha256) {

@@ -44,7 +44,8 @@ public:
 
     const std::string& realm() const { return realm_; }
 
-    // Static user. Returns false if the password fails OpaqueString.
+    // Static user, stored under the OpaqueString form of its name. Returns
+    // false if the name or the password fails OpaqueString.
     bool add_user(std::string_view username, std::string_view password);
     // REST shared secret; up to kMaxSecrets, newest first is tried first.
     bool add_secret(std::string_view secret);

@@ -2,6 +2,8 @@
 // the format).
 #include "auth/nonce.h"
 
+#include <stdexcept>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -70,6 +72,12 @@ bool get_hex(std::string_view text, uint8_t* out) {
 // shorter than the digest block (64 bytes) with zeros (RFC 2104 section 2).
 NonceCodec::NonceCodec(std::span<const uint8_t> secret, uint32_t lifetime_s)
     : lifetime_(lifetime_s) {
+    // A short secret is guessable, an empty one is the all-zero key anyone can
+    // use to mint nonces. Start-up only (configuration or tests), so throwing
+    // is the clear error here.
+    if (secret.size() < kMinSecret) {
+        throw std::invalid_argument("nonce secret must be at least 16 bytes");
+    }
     if (secret.size() <= secret_.size()) {
         std::copy(secret.begin(), secret.end(), secret_.begin());
     } else {

@@ -35,8 +35,9 @@ enum class NonceStatus : uint8_t {
 
 class NonceCodec {
 public:
-    // secret: at least 16 random bytes; lifetime in seconds (RFC 8656 suggests
-    // one hour at most).
+    static constexpr size_t kMinSecret = 16;
+    // secret: at least kMinSecret random bytes (std::invalid_argument
+    // otherwise); lifetime in seconds (RFC 8656 suggests one hour at most).
     NonceCodec(std::span<const uint8_t> secret, uint32_t lifetime_s);
     // A random secret from OpenSSL's RAND_bytes.
     explicit NonceCodec(uint32_t lifetime_s);

@@ -58,9 +58,11 @@ struct WireAddress {
         Address a;
         a.family = family == 4 ? Family::kIPv4 : family == 6 ? Family::kIPv6 : Family::kNone;
         a.port = port;
-        std::memcpy(a.ip.data(), ip, 16);
+        // IPv4 keeps ip[4..15] zero (Address equality and hashing rely on it).
+        std::memcpy(a.ip.data(), ip, a.ip_len());
         return a;
     }
+    bool valid() const { return family == 0 || family == 4 || family == 6; }
 };
 static_assert(sizeof(WireAddress) == 20);
 
@@ -179,9 +181,11 @@ struct CountersReport {
 };
 static_assert(sizeof(CountersReport) <= kMaxMessage);
 
+// has_unique_object_representations: no hidden padding, so encode() never
+// sends uninitialised bytes.
 template <typename M>
-concept Message = std::is_trivially_copyable_v<M> && requires { M::kType; } &&
-                  std::is_same_v<decltype(M::h), Header>;
+concept Message = std::is_trivially_copyable_v<M> && std::has_unique_object_representations_v<M> &&
+                  requires { M::kType; } && std::is_same_v<decltype(M::h), Header>;
 
 // Fills the header and returns the bytes to send.
 template <Message M>
@@ -206,7 +210,31 @@ inline std::optional<Header> peek(std::span<const uint8_t> data) {
     return h;
 }
 
-// Copies a received datagram into M if type and size match exactly.
+// Per-type checks of field values a peer process could get wrong; a message
+// that fails is dropped like a malformed one.
+template <Message M>
+bool valid(const M& m) {
+    if constexpr (requires { m.relayed; m.peer; }) {
+        if (!m.relayed.valid() || !m.peer.valid()) {
+            return false;
+        }
+    }
+    if constexpr (requires { m.client; m.listen; m.relayed_v4; m.relayed_v6; }) {
+        if (!m.client.valid() || !m.listen.valid() || !m.relayed_v4.valid() ||
+            !m.relayed_v6.valid()) {
+            return false;
+        }
+    }
+    if constexpr (std::is_same_v<M, CountersReport>) {
+        if (m.count > CountersReport::kMaxEntries) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Copies a received datagram into M if type and size match exactly and the
+// fields pass valid().
 template <Message M>
 std::optional<M> decode(std::span<const uint8_t> data) {
     const auto h = peek(data);
@@ -215,6 +243,9 @@ std::optional<M> decode(std::span<const uint8_t> data) {
     }
     M m;
     std::memcpy(&m, data.data(), sizeof m);
+    if (!valid(m)) {
+        return std::nullopt;
+    }
     return m;
 }
 

@@ -4,8 +4,13 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <openssl/rand.h>
+
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
+
+#include "common/siphash.h"
 
 namespace turn {
 
@@ -111,6 +116,17 @@ std::optional<Address> Address::parse(std::string_view text) {
     return a;
 }
 
+std::optional<Address> Address::from_sockaddr(const sockaddr* sa, size_t len) {
+    if (sa == nullptr || len < sizeof(sa_family_t)) {
+        return std::nullopt;
+    }
+    if ((sa->sa_family == AF_INET && len < sizeof(sockaddr_in)) ||
+        (sa->sa_family == AF_INET6 && len < sizeof(sockaddr_in6))) {
+        return std::nullopt;
+    }
+    return from_sockaddr(sa);
+}
+
 std::optional<Address> Address::from_sockaddr(const sockaddr* sa) {
     if (sa == nullptr) {
         return std::nullopt;
@@ -165,12 +181,14 @@ Address Address::normalised() const {
 }
 
 bool Address::is_unspecified() const {
-    for (size_t i = 0; i < ip_len(); ++i) {
-        if (ip[i] != 0) {
+    // ::ffff:0.0.0.0 is 0.0.0.0 on a dual-stack socket: judge the normalised form.
+    const Address a = normalised();
+    for (size_t i = 0; i < a.ip_len(); ++i) {
+        if (a.ip[i] != 0) {
             return false;
         }
     }
-    return family != Family::kNone;
+    return a.family != Family::kNone;
 }
 
 std::string Address::ip_string() const {
@@ -213,8 +231,20 @@ std::optional<Prefix> Prefix::parse(std::string_view text) {
             return std::nullopt;
         }
     }
+    // An IPv4-mapped prefix (::ffff:a.b.c.d/96+n) is stored as the IPv4 prefix
+    // a.b.c.d/n: contains() normalises addresses before comparing, so a rule
+    // kept in mapped form would never match anything. Shorter mapped prefixes
+    // would mix IPv4 and IPv6 space and are refused.
+    if (a.is_v4_mapped()) {
+        if (len < 96) {
+            return std::nullopt;
+        }
+        a = a.normalised();
+        len -= 96;
+    }
+    const unsigned bits = a.is_v4() ? 32 : 128;
     // Clear host bits so equal prefixes compare equal.
-    for (unsigned bit = len; bit < max_len; ++bit) {
+    for (unsigned bit = len; bit < bits; ++bit) {
         a.ip[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
     }
     p.base = a;
@@ -227,11 +257,14 @@ bool Prefix::contains(const Address& addr) const {
     if (a.family != base.family) {
         return false;
     }
-    const unsigned full = length / 8u;
+    // A hand-built Prefix may carry any length: clamp before indexing.
+    const unsigned max_len = a.is_v4() ? 32u : 128u;
+    const unsigned len = length > max_len ? max_len : length;
+    const unsigned full = len / 8u;
     if (std::memcmp(a.ip.data(), base.ip.data(), full) != 0) {
         return false;
     }
-    const unsigned rem = length % 8u;
+    const unsigned rem = len % 8u;
     if (rem == 0) {
         return true;
     }
@@ -245,29 +278,46 @@ std::string Prefix::to_string() const {
     return out;
 }
 
-namespace {
-inline size_t mix(size_t h, uint64_t v) {
-    // 64-bit multiply-xorshift; cheap and good enough for unordered_map keys.
-    h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-    return h;
+const SipKey& process_sip_key() {
+    static const SipKey key = [] {
+        SipKey k;
+        uint8_t bytes[16];
+        if (RAND_bytes(bytes, sizeof bytes) != 1) {
+            // Start-up only; without randomness the tables are floodable.
+            std::abort();
+        }
+        std::memcpy(&k.k0, bytes, 8);
+        std::memcpy(&k.k1, bytes + 8, 8);
+        return k;
+    }();
+    return key;
 }
-}  // namespace
 
+// Keyed (SipHash-1-3): remote senders choose these addresses, so an unkeyed
+// hash would let them fill one bucket of the control plane's maps.
 size_t AddressHash::operator()(const Address& a) const noexcept {
-    uint64_t lo;
-    uint64_t hi;
-    std::memcpy(&lo, a.ip.data(), 8);
-    std::memcpy(&hi, a.ip.data() + 8, 8);
-    size_t h = mix(0, lo);
-    h = mix(h, hi);
-    h = mix(h, (uint64_t{a.port} << 8) | static_cast<uint8_t>(a.family));
-    return h;
+    uint8_t buf[20];
+    std::memcpy(buf, a.ip.data(), 16);
+    buf[16] = static_cast<uint8_t>(a.port >> 8);
+    buf[17] = static_cast<uint8_t>(a.port);
+    buf[18] = static_cast<uint8_t>(a.family);
+    buf[19] = 0;
+    return static_cast<size_t>(siphash13(process_sip_key(), buf, sizeof buf));
 }
 
 size_t FiveTupleHash::operator()(const FiveTuple& t) const noexcept {
-    AddressHash ah;
-    size_t h = mix(ah(t.client), ah(t.server));
-    return mix(h, static_cast<uint8_t>(t.transport));
+    uint8_t buf[40];
+    std::memcpy(buf, t.client.ip.data(), 16);
+    std::memcpy(buf + 16, t.server.ip.data(), 16);
+    buf[32] = static_cast<uint8_t>(t.client.port >> 8);
+    buf[33] = static_cast<uint8_t>(t.client.port);
+    buf[34] = static_cast<uint8_t>(t.server.port >> 8);
+    buf[35] = static_cast<uint8_t>(t.server.port);
+    buf[36] = static_cast<uint8_t>(t.client.family);
+    buf[37] = static_cast<uint8_t>(t.server.family);
+    buf[38] = static_cast<uint8_t>(t.transport);
+    buf[39] = 0;
+    return static_cast<size_t>(siphash13(process_sip_key(), buf, sizeof buf));
 }
 
 }  // namespace turn

@@ -36,7 +36,11 @@ struct Address {
 
     // Parses "1.2.3.4", "1.2.3.4:5", "::1", "[::1]:5". Port defaults to 0.
     static std::optional<Address> parse(std::string_view text);
-    // Converts from a kernel socket address (AF_INET / AF_INET6).
+    // Converts from a kernel socket address (AF_INET / AF_INET6) of `len` bytes
+    // (as recvmsg/getsockname return it); nullopt if too short for its family.
+    static std::optional<Address> from_sockaddr(const sockaddr* sa, size_t len);
+    // Same, for a pointer known to hold a whole sockaddr_storage (or at least
+    // a sockaddr_in6): never pass a shorter buffer.
     static std::optional<Address> from_sockaddr(const sockaddr* sa);
     // Writes a kernel socket address; returns its length, 0 for kNone.
     size_t to_sockaddr(sockaddr_storage* out) const;
@@ -67,7 +71,8 @@ struct Prefix {
     Address base;        // port ignored
     uint8_t length = 0;  // bits
 
-    // Parses "a.b.c.d/n", "x::/n", or a bare address (full length).
+    // Parses "a.b.c.d/n", "x::/n", or a bare address (full length). An
+    // IPv4-mapped prefix "::ffff:a.b.c.d/n" (n >= 96) becomes a.b.c.d/(n-96).
     static std::optional<Prefix> parse(std::string_view text);
     // True if `a` (normalised first) lies in this prefix. Families must match.
     bool contains(const Address& a) const;
@@ -85,6 +90,8 @@ struct FiveTuple {
     friend bool operator==(const FiveTuple&, const FiveTuple&) = default;
 };
 
+// Keyed with a per-process random SipHash key (common/siphash.h): remote
+// senders choose these keys and must not be able to predict buckets.
 struct AddressHash {
     size_t operator()(const Address& a) const noexcept;
 };

@@ -25,13 +25,17 @@ enum class AttrError : uint8_t {
 
 std::string_view to_string(AttrError e);
 
-// Maximum value lengths (RFC 8489 section 14).
-constexpr size_t kMaxUsername = 513;
+// Maximum value lengths a receiver accepts (RFC 8489 section 14: senders stay
+// below 509 bytes, receivers "MUST be able to parse" up to 763).
+constexpr size_t kMaxUsername = 763;
 constexpr size_t kMaxRealm = 763;      // < 128 characters, up to 763 bytes
 constexpr size_t kMaxNonce = 763;
 constexpr size_t kMaxSoftware = 763;
 constexpr size_t kMaxReason = 763;
 constexpr size_t kMaxAlternateDomain = 255;
+// What this implementation writes: fewer than 509 bytes (RFC 8489 14.3, 14.8,
+// 14.9, 14.10, 14.14).
+constexpr size_t kMaxSendText = 508;
 
 // MAPPED-ADDRESS, ALTERNATE-SERVER, RESPONSE-ORIGIN, OTHER-ADDRESS.
 AttrError decode_address(std::span<const uint8_t> value, Address& out);

@@ -2,10 +2,19 @@
 
 #include <cstring>
 
+#include <unistr.h>  // libunistring: u8_check
+
 #include "common/bytes.h"
+#include "stun/attributes.h"
 #include "stun/integrity.h"
 
 namespace turn::stun {
+
+namespace {
+bool valid_utf8(std::span<const uint8_t> s) {
+    return s.empty() || u8_check(s.data(), s.size()) == nullptr;
+}
+}  // namespace
 
 MessageBuilder::MessageBuilder(std::span<uint8_t> buf, uint16_t type,
                                std::span<const uint8_t, kTxIdSize> txid)
@@ -54,7 +63,12 @@ MessageBuilder& MessageBuilder::add(uint16_t type, std::span<const uint8_t> valu
 
 std::span<uint8_t> MessageBuilder::reserve(uint16_t type, size_t len) {
     uint8_t* v = begin_attr(type, len);
-    return v ? std::span<uint8_t>(v, len) : std::span<uint8_t>();
+    if (v == nullptr) {
+        return {};
+    }
+    // Zeroed so a short fill can never leak earlier buffer contents.
+    std::memset(v, 0, len);
+    return {v, len};
 }
 
 MessageBuilder& MessageBuilder::add_text(uint16_t type, std::string_view text) {
@@ -121,7 +135,9 @@ MessageBuilder& MessageBuilder::add_xor_address(uint16_t type, const Address& a)
 }
 
 MessageBuilder& MessageBuilder::add_error_code(uint16_t code, std::string_view reason) {
-    if (code < 300 || code > 699) {
+    // RFC 8489 14.8: fewer than 128 characters, at most 509 bytes, UTF-8.
+    if (code < 300 || code > 699 || reason.size() > kMaxSendText ||
+        !valid_utf8({reinterpret_cast<const uint8_t*>(reason.data()), reason.size()})) {
         ok_ = false;
         return *this;
     }
@@ -219,7 +235,8 @@ MessageBuilder& MessageBuilder::add_password_algorithms(std::span<const Password
 
 MessageBuilder& MessageBuilder::add_address_error_code(Family f, uint16_t code,
                                                        std::string_view reason) {
-    if (code < 300 || code > 699 || f == Family::kNone) {
+    if (code < 300 || code > 699 || f == Family::kNone || reason.size() > kMaxSendText ||
+        !valid_utf8({reinterpret_cast<const uint8_t*>(reason.data()), reason.size()})) {
         ok_ = false;
         return *this;
     }

@@ -2,13 +2,15 @@
 
 namespace turn::stun {
 
+// What the server processes, not merely what the library can name: an RFC
+// 5780 client that sends CHANGE-REQUEST to a server that cannot change its
+// address must get 420, or it misreads the answer as endpoint-independent
+// filtering. CHANGE-REQUEST, RESPONSE-PORT, PADDING, the RFC 3489 address
+// attributes and ICE's PRIORITY/USE-CANDIDATE are therefore "unknown" until
+// the server implements them.
 bool is_known_required_attribute(uint16_t type) {
     switch (type) {
     case attr::kMappedAddress:
-    case attr::kResponseAddress:
-    case attr::kChangeRequest:
-    case attr::kSourceAddress:
-    case attr::kChangedAddress:
     case attr::kUsername:
     case attr::kMessageIntegrity:
     case attr::kErrorCode:
@@ -29,10 +31,6 @@ bool is_known_required_attribute(uint16_t type) {
     case attr::kUserhash:
     case attr::kXorMappedAddress:
     case attr::kReservationToken:
-    case attr::kPriority:
-    case attr::kUseCandidate:
-    case attr::kPadding:
-    case attr::kResponsePort:
     case attr::kConnectionId:
         return true;
     default:

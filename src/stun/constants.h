@@ -105,8 +105,9 @@ constexpr uint16_t kOrigin = 0x802F;                   // coturn / draft, ignore
 constexpr bool is_comprehension_required(uint16_t type) { return type < 0x8000; }
 }  // namespace attr
 
-// True for the comprehension-required attribute types this library knows.
-// Anything else below 0x8000 goes into UNKNOWN-ATTRIBUTES of a 420 answer.
+// True for the comprehension-required attribute types the server processes
+// (see constants.cc for what is deliberately left out). Anything else below
+// 0x8000 goes into UNKNOWN-ATTRIBUTES of a 420 answer.
 bool is_known_required_attribute(uint16_t type);
 
 // Human-readable name for logs ("XOR-PEER-ADDRESS"); "unknown" otherwise.

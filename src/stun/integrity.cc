@@ -151,13 +151,18 @@ bool verify_message_integrity(const MessageView& m, std::span<const uint8_t> key
     return constant_time_equal(mac, m.value(*mi));
 }
 
-// RFC 8489 section 14.6: as MESSAGE-INTEGRITY, but the value may be truncated
-// to 16..32 bytes in steps of 4, in which case the leading bytes of the
-// HMAC-SHA256 are compared. The prefix includes a MESSAGE-INTEGRITY that
-// precedes it.
-bool verify_message_integrity_sha256(const MessageView& m, std::span<const uint8_t> key) {
+// RFC 8489 section 14.6: as MESSAGE-INTEGRITY, but a STUN usage may allow the
+// value truncated to 16..32 bytes in steps of 4, in which case the leading
+// bytes of the HMAC-SHA256 are compared. TURN does not allow truncation, so
+// min_len defaults to the full 32. The prefix includes a MESSAGE-INTEGRITY
+// that precedes it.
+bool verify_message_integrity_sha256(const MessageView& m, std::span<const uint8_t> key,
+                                     size_t min_len) {
     const RawAttribute* mi = m.message_integrity_sha256();
-    if (mi == nullptr || mi->length < 16 || mi->length > kSha256Size || mi->length % 4 != 0 ||
+    if (min_len < 16) {
+        min_len = 16;
+    }
+    if (mi == nullptr || mi->length < min_len || mi->length > kSha256Size || mi->length % 4 != 0 ||
         !attribute_in_bounds(m, *mi)) {
         return false;
     }

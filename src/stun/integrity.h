@@ -29,7 +29,10 @@ uint32_t fingerprint_value(std::span<const uint8_t> data);
 // Verification against a parsed message; false if the attribute is absent or
 // wrong. Comparisons are constant-time (CRYPTO_memcmp).
 bool verify_message_integrity(const MessageView& m, std::span<const uint8_t> key);
-bool verify_message_integrity_sha256(const MessageView& m, std::span<const uint8_t> key);
+// MESSAGE-INTEGRITY-SHA256 shorter than min_len (16..32) fails; TURN (RFC
+// 8656) allows no truncation, hence the default.
+bool verify_message_integrity_sha256(const MessageView& m, std::span<const uint8_t> key,
+                                     size_t min_len = kSha256Size);
 bool verify_fingerprint(const MessageView& m);
 
 // Constant-time equality of two byte strings of equal length.

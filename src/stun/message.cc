@@ -16,12 +16,24 @@ std::string_view to_string(ParseError e) {
     case ParseError::kAttributeOverrun: return "attribute runs past the message";
     case ParseError::kTooManyAttributes: return "too many attributes";
     case ParseError::kDuplicateIntegrity: return "duplicate message integrity";
-    case ParseError::kMisplacedIntegrity: return "MESSAGE-INTEGRITY after MESSAGE-INTEGRITY-SHA256";
     case ParseError::kBadIntegrityLength: return "bad message integrity length";
     case ParseError::kBadFingerprintLength: return "bad fingerprint length";
     case ParseError::kFingerprintNotLast: return "attribute after FINGERPRINT";
     }
     return "unknown";
+}
+
+void add_unknown(MessageView& out, uint16_t type) {
+    // Each type once (UNKNOWN-ATTRIBUTES lists types, and repeats must not
+    // use up the slots and hide other types).
+    for (size_t i = 0; i < out.unknown_count_; ++i) {
+        if (out.unknown_[i] == type) {
+            return;
+        }
+    }
+    if (out.unknown_count_ < MessageView::kMaxUnknown) {
+        out.unknown_[out.unknown_count_++] = type;
+    }
 }
 
 const RawAttribute* MessageView::find(uint16_t type) const {
@@ -45,7 +57,21 @@ size_t message_size(std::span<const uint8_t> data) {
     return kHeaderSize + load_be16(data.data() + 2);
 }
 
+namespace {
+// Records nothing of a message that failed: a caller that ignores the error
+// must not see half-walked attributes or an integrity index.
+ParseError fail(MessageView& out, ParseError e) {
+    out = MessageView();
+    return e;
+}
+}  // namespace
+
 ParseError parse(std::span<const uint8_t> data, MessageView& out) {
+    ParseError e = parse_into(data, out);
+    return e == ParseError::kOk ? e : fail(out, e);
+}
+
+ParseError parse_into(std::span<const uint8_t> data, MessageView& out) {
     out.count_ = 0;
     out.unknown_count_ = 0;
     out.mi_ = out.mi256_ = out.fp_ = -1;
@@ -100,7 +126,11 @@ ParseError parse(std::span<const uint8_t> data, MessageView& out) {
                 return ParseError::kDuplicateIntegrity;
             }
             if (out.mi256_ >= 0) {
-                return ParseError::kMisplacedIntegrity;
+                // RFC 8489 section 9: after MESSAGE-INTEGRITY-SHA256 (with no
+                // MESSAGE-INTEGRITY before it) everything but FINGERPRINT is
+                // ignored, MESSAGE-INTEGRITY included.
+                record = false;
+                break;
             }
             if (len != 20) {
                 return ParseError::kBadIntegrityLength;
@@ -139,9 +169,8 @@ ParseError parse(std::span<const uint8_t> data, MessageView& out) {
                 after_mi256 = true;
             } else if (type == attr::kFingerprint) {
                 out.fp_ = index;
-            } else if (attr::is_comprehension_required(type) && !is_known_required_attribute(type) &&
-                       out.unknown_count_ < MessageView::kMaxUnknown) {
-                out.unknown_[out.unknown_count_++] = type;
+            } else if (attr::is_comprehension_required(type) && !is_known_required_attribute(type)) {
+                add_unknown(out, type);
             }
         }
         pos = value_off + pad4(len);

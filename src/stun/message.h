@@ -8,7 +8,8 @@
 // Rules applied while walking (RFC 8489 section 14):
 //  - attributes after MESSAGE-INTEGRITY are ignored (not recorded, not
 //    reported as unknown), except MESSAGE-INTEGRITY-SHA256 and FINGERPRINT;
-//  - attributes after MESSAGE-INTEGRITY-SHA256 are ignored except FINGERPRINT;
+//  - attributes after MESSAGE-INTEGRITY-SHA256 are ignored except FINGERPRINT
+//    (a MESSAGE-INTEGRITY there included, RFC 8489 section 9);
 //  - FINGERPRINT must be the last attribute;
 //  - unknown comprehension-required attributes are collected for a 420 reply.
 #pragma once
@@ -34,7 +35,6 @@ enum class ParseError : uint8_t {
     kAttributeOverrun,       // attribute value (with padding) runs past the end
     kTooManyAttributes,      // more than kMaxAttributes recorded attributes
     kDuplicateIntegrity,     // a second MESSAGE-INTEGRITY(-SHA256)
-    kMisplacedIntegrity,     // MESSAGE-INTEGRITY after MESSAGE-INTEGRITY-SHA256
     kBadIntegrityLength,     // MI not 20 bytes; MI-SHA256 not 16..32 by 4
     kBadFingerprintLength,   // FINGERPRINT not 4 bytes
     kFingerprintNotLast,     // an attribute follows FINGERPRINT
@@ -60,8 +60,11 @@ public:
     bool is(Method m, Class c) const { return type_ == make_type(m, c); }
     // Length from the header (bytes after the 20-byte header).
     uint16_t length() const { return length_; }
+    // All zeros on a view that holds no message (never parsed, or failed).
     std::span<const uint8_t, kTxIdSize> transaction_id() const {
-        return std::span<const uint8_t, kTxIdSize>(data_.data() + 8, kTxIdSize);
+        static constexpr uint8_t kNone[kTxIdSize] = {};
+        const uint8_t* p = data_.size() >= kHeaderSize ? data_.data() + 8 : kNone;
+        return std::span<const uint8_t, kTxIdSize>(p, kTxIdSize);
     }
     // Whole message as parsed (header + attributes).
     std::span<const uint8_t> bytes() const { return data_; }
@@ -83,7 +86,8 @@ public:
     const RawAttribute* fingerprint() const { return idx(fp_); }
 
 private:
-    friend ParseError parse(std::span<const uint8_t>, MessageView&);
+    friend ParseError parse_into(std::span<const uint8_t>, MessageView&);
+    friend void add_unknown(MessageView&, uint16_t);
     const RawAttribute* idx(int i) const { return i < 0 ? nullptr : &attrs_[static_cast<size_t>(i)]; }
 
     std::span<const uint8_t> data_;
@@ -99,8 +103,12 @@ private:
 };
 
 // Parses one STUN message that must fill `data` exactly (a UDP datagram, or a
-// frame cut out of a stream with message_size()).
+// frame cut out of a stream with message_size()). On error `out` is reset to
+// an empty view.
 ParseError parse(std::span<const uint8_t> data, MessageView& out);
+// Internal pieces of parse(), declared for the friend declarations above.
+ParseError parse_into(std::span<const uint8_t> data, MessageView& out);
+void add_unknown(MessageView& out, uint16_t type);
 
 // Cheap test used by demultiplexers: first byte 0b00xxxxxx, magic cookie at
 // bytes 4..7, at least 20 bytes. Does not validate attributes.

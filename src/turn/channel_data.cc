@@ -60,10 +60,12 @@ size_t build_channel_data(std::span<uint8_t> out, uint16_t channel,
     if (total > out.size()) {
         return 0;
     }
-    write_channel_data_header(out.data(), channel, static_cast<uint16_t>(payload.size()));
+    // Payload first: it may overlap `out` (framing a datagram in place), and
+    // the header would overwrite its first bytes.
     if (!payload.empty()) {
         std::memmove(out.data() + kChannelDataHeader, payload.data(), payload.size());
     }
+    write_channel_data_header(out.data(), channel, static_cast<uint16_t>(payload.size()));
     std::memset(out.data() + kChannelDataHeader + payload.size(), 0, body - payload.size());
     return total;
 }

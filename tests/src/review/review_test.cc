@@ -7,6 +7,7 @@
 #include <array>
 #include <unordered_map>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -231,12 +232,13 @@ TEST(ReviewBuilder, OverlongErrorReasonIsRefused) {
 
 // NonceCodec(secret, ...) documents "at least 16 random bytes" but accepts an
 // empty secret, which is the all-zero HMAC key: anyone can mint nonces.
+// Fixed: a secret shorter than 16 bytes is refused at construction.
 TEST(ReviewNonce, EmptySecretIsNotTheAllZeroKey) {
-    const auth::NonceCodec empty(std::span<const uint8_t>{}, 3600);
-    const std::array<uint8_t, 32> zeros{};
-    const auth::NonceCodec known(zeros, 3600);
-    const Address client = *Address::parse("192.0.2.1");
-    EXPECT_NE(empty.issue(client, 1000, 0), known.issue(client, 1000, 0));
+    EXPECT_THROW(auth::NonceCodec(std::span<const uint8_t>{}, 3600), std::invalid_argument);
+    const std::array<uint8_t, 15> short_secret{};
+    EXPECT_THROW(auth::NonceCodec(short_secret, 3600), std::invalid_argument);
+    const std::array<uint8_t, 16> ok_secret{1};
+    EXPECT_NO_THROW(auth::NonceCodec(ok_secret, 3600));
 }
 
 // ------------------------------------------------------------ ipc/protocol

@@ -189,8 +189,10 @@ TEST(MessageIntegritySha256, FullLengthVerifies) {
     EXPECT_TRUE(verify_fingerprint(p.view));
 }
 
-// RFC 8489 section 14.6: the value may be truncated to 16..32 bytes in steps
-// of 4; the length field used for the HMAC counts the truncated attribute.
+// RFC 8489 section 14.6: where a STUN usage allows it, the value may be
+// truncated to 16..32 bytes in steps of 4; the length field used for the HMAC
+// counts the truncated attribute. TURN allows no truncation, so the default
+// min_len (32) refuses them.
 TEST(MessageIntegritySha256, TruncatedValuesVerify) {
     for (size_t n : {16u, 20u, 24u, 28u}) {
         std::array<uint8_t, 256> buf{};
@@ -210,8 +212,9 @@ TEST(MessageIntegritySha256, TruncatedValuesVerify) {
         ASSERT_EQ(p.error, ParseError::kOk) << n;
         ASSERT_NE(p.view.message_integrity_sha256(), nullptr);
         EXPECT_EQ(p.view.message_integrity_sha256()->length, n);
-        EXPECT_TRUE(verify_message_integrity_sha256(p.view, kKey)) << n;
-        EXPECT_FALSE(verify_message_integrity_sha256(p.view, kOtherKey)) << n;
+        EXPECT_TRUE(verify_message_integrity_sha256(p.view, kKey, 16)) << n;
+        EXPECT_FALSE(verify_message_integrity_sha256(p.view, kKey)) << n;
+        EXPECT_FALSE(verify_message_integrity_sha256(p.view, kOtherKey, 16)) << n;
         EXPECT_TRUE(verify_fingerprint(p.view));
 
         // The leading bytes of the full MAC are not enough: the length field
@@ -224,7 +227,7 @@ TEST(MessageIntegritySha256, TruncatedValuesVerify) {
         std::memcpy(wrong.data() + before + 4, buf32.data() + before + 4, n);
         MessageView v;
         ASSERT_EQ(parse(wrong, v), ParseError::kOk);
-        EXPECT_FALSE(verify_message_integrity_sha256(v, kKey)) << n;
+        EXPECT_FALSE(verify_message_integrity_sha256(v, kKey, 16)) << n;
     }
 }
 
@@ -238,10 +241,13 @@ TEST(MessageIntegritySha256, TruncatedTamperedFails) {
     hmac_sha256_stun(kKey, {buf.data(), before}, before,
                      static_cast<uint16_t>(b.size() - kHeaderSize), mac);
     std::memcpy(value.data(), mac, 16);
+    Parsed good = parse_copy(b.bytes());
+    ASSERT_EQ(good.error, ParseError::kOk);
+    ASSERT_TRUE(verify_message_integrity_sha256(good.view, kKey, 16));
     value[15] ^= 0x80;
     Parsed p = parse_copy(b.bytes());
     ASSERT_EQ(p.error, ParseError::kOk);
-    EXPECT_FALSE(verify_message_integrity_sha256(p.view, kKey));
+    EXPECT_FALSE(verify_message_integrity_sha256(p.view, kKey, 16));
 }
 
 // RFC 8489 section 14.6: MESSAGE-INTEGRITY-SHA256 after MESSAGE-INTEGRITY

@@ -303,10 +303,12 @@ TEST(StunParse, DuplicateMessageIntegritySha256) {
     EXPECT_SAME(parse_msg(m), ParseError::kDuplicateIntegrity);
 }
 
-TEST(StunParse, MessageIntegrityAfterSha256IsMisplaced) {
+// RFC 8489 section 9: a MESSAGE-INTEGRITY after MESSAGE-INTEGRITY-SHA256 is
+// ignored like any other attribute there (ReviewParse covers what is kept).
+TEST(StunParse, MessageIntegrityAfterSha256IsIgnored) {
     RawMessage m;
     m.attr(attr::kMessageIntegritySha256, 32).attr(attr::kMessageIntegrity, 20);
-    EXPECT_SAME(parse_msg(m), ParseError::kMisplacedIntegrity);
+    EXPECT_SAME(parse_msg(m), ParseError::kOk);
 }
 
 TEST(StunParse, MessageIntegrityThenSha256IsAllowed) {
@@ -462,16 +464,15 @@ TEST(StunParse, UnknownRequiredListIsCappedNotAnError) {
 }
 
 TEST(StunParse, KnownRequiredAttributesAreNotReportedUnknown) {
-    // Every comprehension-required attribute this library writes or decodes.
+    // Every comprehension-required attribute the server processes.
     const uint16_t known[] = {
-        attr::kMappedAddress,   attr::kChangeRequest,       attr::kUsername,
+        attr::kMappedAddress,   attr::kUsername,
         attr::kErrorCode,       attr::kUnknownAttributes,   attr::kChannelNumber,
         attr::kLifetime,        attr::kXorPeerAddress,      attr::kData,
         attr::kRealm,           attr::kNonce,               attr::kXorRelayedAddress,
         attr::kRequestedAddressFamily, attr::kEvenPort,     attr::kRequestedTransport,
         attr::kDontFragment,    attr::kPasswordAlgorithm,   attr::kUserhash,
-        attr::kXorMappedAddress, attr::kReservationToken,   attr::kPadding,
-        attr::kResponsePort,    attr::kConnectionId,
+        attr::kXorMappedAddress, attr::kReservationToken,   attr::kConnectionId,
     };
     RawMessage m;
     for (uint16_t t : known) {
@@ -483,6 +484,12 @@ TEST(StunParse, KnownRequiredAttributesAreNotReportedUnknown) {
     EXPECT_TRUE(v.unknown_required().empty()) << "first: " << std::hex
                                               << (v.unknown_required().empty() ? 0 : v.unknown_required()[0]);
     EXPECT_FALSE(is_known_required_attribute(0x7777));
+    // Decodable but not processed by this server (RFC 5780 needs a second
+    // address; the RFC 3489 ones are obsolete): reported for a 420.
+    for (uint16_t t : {attr::kChangeRequest, attr::kResponsePort, attr::kPadding,
+                       attr::kResponseAddress, attr::kPriority, attr::kUseCandidate}) {
+        EXPECT_FALSE(is_known_required_attribute(t)) << std::hex << t;
+    }
 }
 
 TEST(StunParse, FindReturnsFirstOfDuplicates) {
