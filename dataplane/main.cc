@@ -299,6 +299,7 @@ int main(int argc, char** argv) {
     IpcClient ipc(o.ipc, applier, workers);
     while (!g_stop.load()) {
         ipc.step(100);
+        nh->apply_learned();
         flows->reclaim();
     }
     rte_eal_mp_wait_lcore();

@@ -18,7 +18,9 @@ NextHops* NextHops::create(const std::string& name, uint32_t entries, rte_rcu_qs
     rte_hash_rcu_config rc{};
     rc.v = rcu;
     rc.mode = RTE_HASH_QSBR_MODE_DQ;
-    if (n->h_ == nullptr || rte_hash_rcu_qsbr_add(n->h_, &rc) != 0) {
+    const std::string rn = name + "_learn";
+    n->learn_ = rte_ring_create_elem(rn.c_str(), sizeof(Learned), 1024, socket_id, RING_F_SC_DEQ);
+    if (n->h_ == nullptr || n->learn_ == nullptr || rte_hash_rcu_qsbr_add(n->h_, &rc) != 0) {
         *error = "next-hop table " + name + ": " + rte_strerror(rte_errno);
         delete n;
         return nullptr;
@@ -26,7 +28,28 @@ NextHops* NextHops::create(const std::string& name, uint32_t entries, rte_rcu_qs
     return n;
 }
 
-NextHops::~NextHops() { rte_hash_free(h_); }
+NextHops::~NextHops() {
+    rte_hash_free(h_);
+    rte_ring_free(learn_);
+}
+
+unsigned NextHops::apply_learned() {
+    Learned l[32];
+    unsigned total = 0;
+    unsigned n;
+    while ((n = rte_ring_sc_dequeue_burst_elem(learn_, l, sizeof(Learned), 32, nullptr)) != 0) {
+        for (unsigned i = 0; i < n; i++) {
+            const bool existed = rte_hash_lookup(h_, &l[i].key) >= 0;
+            if (rte_hash_add_key_data(h_, &l[i].key, reinterpret_cast<void*>(l[i].packed)) == 0) {
+                total++;
+                if (!existed) {
+                    hosts_.fetch_add(1, std::memory_order_release);
+                }
+            }
+        }
+    }
+    return total;
+}
 
 static NextHopKey key_of(uint8_t family, const uint8_t* ip) {
     NextHopKey k;

@@ -7,6 +7,12 @@
 // A next hop fits in 64 bits (MAC, port, valid bit), so workers read it as
 // one word out of the hash's data pointer or an atomic: updates need no
 // reclamation. Key slots of deleted host entries are reclaimed through QSBR.
+//
+// Learning: kernel egress (the exception port's rx) carries the kernel's own
+// neighbour resolution in its destination MAC. Workers queue (IP, MAC) pairs
+// that differ from the table on a ring; the main lcore installs them. A
+// destination the kernel never sent to stays a miss, so its first packet is
+// punted, the slow path relays it, and that teaches the dataplane.
 #pragma once
 
 #include <atomic>
@@ -60,7 +66,29 @@ public:
         return true;
     }
 
+    // Worker side, exception path only: the kernel sent a frame to `ip` with
+    // destination MAC `mac` out of `port`; if that differs from what the
+    // table says, queue it for the main lcore (dropped if the queue is full:
+    // the kernel's next frame will teach it again).
+    void learn(uint8_t family, const uint8_t* ip, const rte_ether_addr& mac, uint16_t port) {
+        NextHopKey k;
+        std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
+        k.family = family;
+        void* d = nullptr;
+        NextHop nh;
+        nh.mac = mac;
+        nh.port = port;
+        const uint64_t want = pack(nh);
+        if (rte_hash_lookup_data(h_, &k, &d) >= 0 && reinterpret_cast<uint64_t>(d) == want) {
+            return;
+        }
+        Learned l{k, want};
+        rte_ring_mp_enqueue_elem(learn_, &l, sizeof l);
+    }
+
     // Main lcore side.
+    // Installs what workers learned from kernel egress; returns how many.
+    unsigned apply_learned();
     int set_host(uint8_t family, const uint8_t* ip, const NextHop& nh);
     void del_host(uint8_t family, const uint8_t* ip);
     void set_default(uint8_t family, const NextHop& nh);
@@ -82,8 +110,14 @@ public:
     }
 
 private:
+    struct Learned {
+        NextHopKey key;
+        uint64_t packed;
+    };
+    static_assert(sizeof(Learned) % 4 == 0);
     NextHops() = default;
     rte_hash* h_ = nullptr;
+    rte_ring* learn_ = nullptr;
     std::atomic<uint32_t> hosts_{0};
     std::atomic<uint64_t> default4_{0};
     std::atomic<uint64_t> default6_{0};

@@ -2,6 +2,8 @@
 // each packet carries its next edge and, when punted or dropped, its reason.
 #include "worker/pipeline.h"
 
+#include <cstddef>
+
 #include "worker/packet.h"
 #include "worker/stages.h"
 
@@ -18,16 +20,38 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     tx(w, p, n);               // NIC, exception port, or free
 }
 
+namespace {
+
+void learn_next_hop(Worker& w, const rte_mbuf* m) {
+    const auto* d = rte_pktmbuf_mtod(m, const uint8_t*);
+    if (m->data_len < sizeof(rte_ether_hdr) + sizeof(rte_ipv6_hdr) || (d[0] & 1) != 0) {
+        return;  // runt (for this purpose) or multicast/broadcast destination
+    }
+    const auto* eth = reinterpret_cast<const rte_ether_hdr*>(d);
+    const uint8_t* l3 = d + sizeof(rte_ether_hdr);
+    if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) && (l3[0] >> 4) == 4) {
+        w.nexthops->learn(4, l3 + offsetof(rte_ipv4_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port);
+    } else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) && (l3[0] >> 4) == 6) {
+        w.nexthops->learn(6, l3 + offsetof(rte_ipv6_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port);
+    }
+}
+
+}  // namespace
+
 uint16_t poll_once(Worker& w) {
     rte_mbuf* b[kBurst];
     const uint16_t n = rte_eth_rx_burst(w.cfg.nic_port, w.cfg.queue, b, kBurst);
     if (n != 0) {
         process_burst(w, b, n, rte_rdtsc());
     }
-    // Kernel egress goes out unchanged; the kernel resolved its L2 header.
+    // Kernel egress goes out unchanged; the kernel resolved its L2 header,
+    // which teaches the next-hop table (nexthop/nexthop.h).
     const uint16_t e = rte_eth_rx_burst(w.cfg.exc_port, w.cfg.queue, b, kBurst);
     if (e != 0) {
         w.counters.inc(Counter::exception_to_nic, e);
+        for (uint16_t i = 0; i < e; i++) {
+            learn_next_hop(w, b[i]);
+        }
         const uint16_t sent = rte_eth_tx_burst(w.cfg.nic_port, w.cfg.queue, b, e);
         if (unlikely(sent < e)) {
             w.counters.inc(Counter::drop_nic_tx_full, e - sent);

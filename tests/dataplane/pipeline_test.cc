@@ -573,6 +573,28 @@ TEST_P(Pipeline, KernelEgressGoesOutTheNic) {
     expect_deltas({{Counter::exception_to_nic, 1}});
 }
 
+TEST_P(Pipeline, KernelEgressTeachesNextHops) {
+    nh_->clear_default(static_cast<uint8_t>(GetParam()));
+    const Bytes peer_pkt = build(from_peer(pattern(10), n_.peer));
+    Out o = run1(peer_pkt);
+    ASSERT_EQ(o.exc.size(), 1u);  // no next hop for the client yet: slow path
+    // The kernel answers the client itself (e.g. a STUN response), resolving
+    // the client's MAC; the main lcore then installs what the worker queued.
+    Frame k = relayed(n_.listen, n_.client, stun_binding_request());
+    k.dst_mac = {0x02, 0, 0, 0, 0, 0x55};
+    o = run({}, {build(k)});
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(nh_->apply_learned(), 1u);
+    o = run1(peer_pkt);
+    ASSERT_EQ(o.nic.size(), 1u);
+    Frame e = relayed(n_.listen, n_.client, channel_data(kChannel, pattern(10)));
+    e.dst_mac = {0x02, 0, 0, 0, 0, 0x55};
+    EXPECT_EQ(o.nic[0], build(e));
+    // Same MAC again: nothing new to learn.
+    run({}, {build(k)});
+    EXPECT_EQ(nh_->apply_learned(), 0u);
+}
+
 // ---- control plane messages ----
 
 TEST_P(Pipeline, ChannelDelStopsFastPath) {
