@@ -279,7 +279,7 @@ int main(int argc, char** argv) {
         // kClient, kChannelOut, kPermission), 1 allocation and 1
         // channel each, ~10% hash headroom.
         dp::FlowConfig fc;
-        fc.name = "b" + std::to_string(nflows);
+        fc.name = std::string("b").append(std::to_string(nflows));
         fc.entries_v4 = static_cast<uint32_t>(nflows * 4.4) + 64;
         fc.entries_v6 = 64;
         fc.max_allocations = nflows;
@@ -291,7 +291,7 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "%s\n", err.c_str());
             return 1;
         }
-        dp::NextHops* nh = dp::NextHops::create("bnh" + std::to_string(nflows), 64, flows->rcu, SOCKET_ID_ANY, &err);
+        dp::NextHops* nh = dp::NextHops::create(std::string("bnh").append(std::to_string(nflows)), 64, flows->rcu, SOCKET_ID_ANY, &err);
         dp::Applier ap(*flows);
         uint64_t seq = 0;
         for (uint32_t f = 0; f < nflows; f++) {

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -51,6 +52,14 @@ struct Env {
 };
 Env* g_env = nullptr;
 
+// "<prefix><n>". (GCC 12 at -O3 reports a false -Wrestrict on
+// `"short literal" + std::to_string(n)`.)
+std::string numbered(const char* prefix, long n) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%s%ld", prefix, n);
+    return b;
+}
+
 // Releases EAL memory and removes this process's runtime directory
 // (/var/run/dpdk/<prefix>), which --no-shconf still creates.
 class EalCleanup : public ::testing::Environment {
@@ -87,7 +96,7 @@ void init_env() {
     }
     // --no-huge implies legacy memory, which --in-memory refuses; --no-shconf
     // and a per-process prefix keep runs from touching each other's files.
-    const std::string prefix = "--file-prefix=dptest" + std::to_string(getpid());
+    const std::string prefix = numbered("--file-prefix=dptest", getpid());
     const char* argv[] = {"dataplane_tests", "--no-huge", "-m", "512", "--no-pci", "--no-shconf",
                           prefix.c_str(), "--log-level=lib.eal:error", "-l", "0"};
     ASSERT_GE(rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv)), 0) << rte_strerror(rte_errno);
@@ -129,7 +138,7 @@ protected:
         static int instance = 0;
         instance++;
         dp::FlowConfig fc;
-        fc.name = "t" + std::to_string(instance);
+        fc.name = numbered("t", instance);
         fc.entries_v4 = 1024;
         fc.entries_v6 = 1024;
         fc.max_allocations = 64;
@@ -137,7 +146,7 @@ protected:
         std::string err;
         flows_ = dp::FlowTables::create(fc, &err);
         ASSERT_NE(flows_, nullptr) << err;
-        nh_ = dp::NextHops::create("nh" + std::to_string(instance), 64, flows_->rcu, SOCKET_ID_ANY, &err);
+        nh_ = dp::NextHops::create(numbered("nh", instance), 64, flows_->rcu, SOCKET_ID_ANY, &err);
         ASSERT_NE(nh_, nullptr) << err;
         applier_ = new dp::Applier(*flows_);
         dp::WorkerConfig wc;
