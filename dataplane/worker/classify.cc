@@ -184,7 +184,10 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
         drop(p, Counter::drop_bad_length);
         return;
     }
-    if (unlikely((m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD)) {
+    // RFC 8200 section 8.1: a zero UDP checksum is invalid over IPv6 (the
+    // incremental update could not repair it either).
+    if (unlikely((m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD ||
+                 (p.family == 6 && udp->dgram_cksum == 0))) {
         drop(p, Counter::drop_bad_l4_checksum);
         return;
     }

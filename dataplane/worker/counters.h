@@ -30,7 +30,7 @@ namespace dp {
     X(punt_send_unparsed, "punted: Send indication the fast parser does not handle")    \
     X(drop_bad_length, "dropped: IP/UDP/ChannelData/STUN length inconsistent")          \
     X(drop_bad_ip_checksum, "dropped: IPv4 header checksum wrong")                      \
-    X(drop_bad_l4_checksum, "dropped: the port flagged a bad UDP checksum")             \
+    X(drop_bad_l4_checksum, "dropped: bad UDP checksum (port flag, or zero over IPv6)")             \
     X(drop_no_permission, "dropped: peer or Send target without a permission")          \
     X(drop_rate_limited, "dropped: allocation over its bandwidth limit")                \
     X(drop_exception_tx_full, "dropped: exception port tx queue full")                  \

@@ -431,6 +431,17 @@ TEST_P(Pipeline, BadIpv4HeaderChecksumIsDropped) {
     expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_ip_checksum, 1}});
 }
 
+TEST_P(Pipeline, Ipv6ZeroUdpChecksumIsDropped) {
+    if (GetParam() != 6) {
+        GTEST_SKIP() << "IPv4 allows a zero UDP checksum";
+    }
+    Bytes f = build(from_client(channel_data(kChannel, pattern(10))));
+    f[14 + 40 + 6] = f[14 + 40 + 7] = 0;
+    const Out o = run1(f);
+    EXPECT_TRUE(o.nic.empty() && o.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_l4_checksum, 1}});
+}
+
 TEST_P(Pipeline, RateLimitedAllocationDropsOverBudget) {
     ipc::LimitSet l{};
     l.alloc_id = kAllocId;
