@@ -11,7 +11,7 @@ while ARP goes through the exception port to the kernel.
      h0 <-> n0  (tdp_r: NIC, driven by DPDK af_packet)
      tdp_r: x0k 198.18.1.1 (kernel end, relay IP) <-> x0d (DPDK exception port)
 
-Usage: netns_smoke.py <path to turn-dataplane>   (root)
+Usage: netns_smoke.py <path to turn-dataplane> [af_packet|af_xdp]   (root)
 """
 import os
 import socket
@@ -21,6 +21,7 @@ import sys
 import time
 
 DP = sys.argv[1]
+PMD = sys.argv[2] if len(sys.argv) > 2 else "af_packet"
 SOCK = "/tmp/tdp_smoke.sock"
 NS_H, NS_R = "tdp_h", "tdp_r"
 
@@ -94,8 +95,8 @@ def main():
     gw = mac_of(NS_H, "h0")
     dp = subprocess.Popen(["ip", "netns", "exec", NS_R, DP, "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
                            "--file-prefix=tdpsmoke", "--log-level=lib.eal:error",
-                           "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
-                           "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", SOCK, "--gw4", gw,
+                           f"--vdev=net_{PMD}0,iface=n0", f"--vdev=net_{PMD}1,iface=x0d", "--",
+                           "--nic", f"net_{PMD}0", "--exc", f"net_{PMD}1", "--ipc", SOCK, "--gw4", gw,
                            "--flows", "1024"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ok = False
     try:
