@@ -749,3 +749,11 @@ INSTANTIATE_TEST_SUITE_P(Families, Pipeline, ::testing::Values(4, 6),
                          [](const auto& i) { return i.param == 4 ? std::string("IPv4") : std::string("IPv6"); });
 
 }  // namespace
+
+namespace dptest {
+// For the other test files of this binary: EAL and ports, initialised once.
+bool ensure_eal() {
+    init_env();
+    return g_env != nullptr;
+}
+}  // namespace dptest
