@@ -242,6 +242,7 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
     p.channel_be = channel_be;
 
     // Primary key: a = destination (listening or relayed addr), b = source.
+    p.key_family = p.family;
     if (p.family == 4) {
         const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(l3);
         p.k4 = Key4{};

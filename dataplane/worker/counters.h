@@ -22,7 +22,6 @@ namespace dp {
     X(punt_ip_options, "punted: IPv4 options or IPv6 extension headers")                \
     X(punt_not_fast_path, "punted: to a listening address but not ChannelData/Send")    \
     X(punt_miss, "punted: no flow-table entry")                                         \
-    X(punt_family_change, "punted: relaying between IPv4 and IPv6")                     \
     X(punt_mtu, "punted: the relayed packet would exceed the MTU")                      \
     X(punt_no_next_hop, "punted: no L2 next hop for the destination")                   \
     X(punt_multi_segment, "punted: chained mbuf")                                       \

@@ -12,7 +12,7 @@
 // Cost (callgrind, IPv4, 10k flows, instructions/packet, incl. rte_hash):
 // 219 ChannelData, 415 Send, 225 peer with channel, 336 peer with permission.
 //
-// Edges: kRoute; kPunt (miss, relaying between families); kDrop (no permission).
+// Edges: kRoute; kPunt (miss); kDrop (no permission).
 #include <cstring>
 
 #include "worker/stages.h"
@@ -30,7 +30,7 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) 
     uint16_t n4 = 0, n6 = 0;
     for (uint16_t j = 0; j < cnt; j++) {
         Pkt& q = p[idx[j]];
-        if (q.family == 4) {
+        if (q.key_family == 4) {
             i4[n4] = idx[j];
             k4[n4++] = &q.k4;
         } else {
@@ -66,6 +66,7 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) 
 
 // Permission key: a = the allocation's relayed address of `family`, b = peer IP.
 void permission_key(Pkt& q, uint8_t family, const uint8_t* relayed_ip, uint16_t relayed_port, const uint8_t* peer_ip) {
+    q.key_family = family;
     if (family == 4) {
         q.k4 = Key4{};
         std::memcpy(&q.k4.a_ip, relayed_ip, 4);
@@ -147,10 +148,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         switch (q.kind) {
         case Kind::kClientChannel: {
             const auto* v = static_cast<const ChannelValue*>(d);
-            if (unlikely(v->family != q.family)) {
-                punt(q, Counter::punt_family_change);
-                continue;
-            }
+            q.out_family = v->family;  // the peer's; may differ from the client's
             q.value = v;
             q.alloc = v->alloc;
             prefetch_alloc(w, q.alloc);
@@ -162,11 +160,8 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
             q.alloc = inline_alloc(d);
             rte_prefetch0(&w.state[q.alloc]);
             const Allocation& a = allocs[q.alloc];
-            if (unlikely(q.peer_family != q.family)) {
-                punt(q, Counter::punt_family_change);
-                continue;
-            }
-            if (q.family == 4) {
+            q.out_family = q.peer_family;  // permission lives with the relayed address of the peer's family
+            if (q.peer_family == 4) {
                 if (unlikely(a.relayed4_port == 0)) {
                     punt(q, Counter::punt_miss);
                     continue;
@@ -185,10 +180,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         default: {  // kPeer with a channel
             q.alloc = inline_alloc(d);
             q.channel_be = inline_channel(d);
-            if (unlikely(allocs[q.alloc].family != q.family)) {
-                punt(q, Counter::punt_family_change);
-                continue;
-            }
+            q.out_family = allocs[q.alloc].family;  // the client's
             q.kind = Kind::kToClientChannel;
             q.next = Next::kRoute;
             continue;
@@ -215,10 +207,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         if (d != nullptr) {
             q.alloc = inline_alloc(d);
             prefetch_alloc(w, q.alloc);
-            if (unlikely(allocs[q.alloc].family != q.family)) {
-                punt(q, Counter::punt_family_change);
-                return;
-            }
+            q.out_family = allocs[q.alloc].family;
             q.kind = Kind::kToClientData;
             q.next = Next::kRoute;
             return;

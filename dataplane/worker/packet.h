@@ -46,6 +46,8 @@ struct Pkt {
     Kind kind;
     Counter reason;      // for kPunt / kDrop
     uint8_t family;      // 4 or 6, of the received packet
+    uint8_t out_family;  // of the packet rewrite builds (differs when relaying between families)
+    uint8_t key_family;  // of the key in k4/k6 (which table lookup searches)
     uint8_t* l3;         // received IP header
     rte_udp_hdr* udp;    // received UDP header
     uint16_t plen;       // UDP payload bytes (UDP length - 8)

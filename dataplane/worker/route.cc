@@ -45,18 +45,18 @@ void route(Worker& w, Pkt* p, uint16_t n) {
             q.pad_len = static_cast<uint8_t>((4 - (q.data_len & 3)) & 3);
             break;
         }
-        if (unlikely(!w.nexthops->resolve(q.family, dst, &q.nh) || q.nh.port >= kMaxPorts)) {
+        if (unlikely(!w.nexthops->resolve(q.out_family, dst, &q.nh) || q.nh.port >= kMaxPorts)) {
             punt(q, Counter::punt_no_next_hop);
             continue;
         }
-        const uint32_t ip_total = uint32_t{ip_header_len(q.family)} + sizeof(rte_udp_hdr) + q.prefix_len + q.data_len + q.pad_len;
+        const uint32_t ip_total = uint32_t{ip_header_len(q.out_family)} + sizeof(rte_udp_hdr) + q.prefix_len + q.data_len + q.pad_len;
         if (unlikely(ip_total > w.cfg.mtu)) {
             punt(q, Counter::punt_mtu);
             continue;
         }
         const uint8_t* data = reinterpret_cast<const uint8_t*>(q.udp + 1) + q.data_off;
         const uint8_t* buf = static_cast<const uint8_t*>(q.m->buf_addr);
-        const size_t front = size_t{kEth} + ip_header_len(q.family) + sizeof(rte_udp_hdr) + q.prefix_len;
+        const size_t front = size_t{kEth} + ip_header_len(q.out_family) + sizeof(rte_udp_hdr) + q.prefix_len;
         if (unlikely(data < buf + front || data + q.data_len + q.pad_len > buf + q.m->buf_len)) {
             punt(q, Counter::punt_no_headroom);
             continue;

@@ -2,7 +2,7 @@
 // burst and handles only the packets whose Pkt::next names it.
 //
 //   classify.cc  (rx)     -> kLookup | kPunt | kDrop
-//   lookup.cc   kLookup   -> kRoute  | kPunt (miss, family change) | kDrop (no permission)
+//   lookup.cc   kLookup   -> kRoute  | kPunt (miss) | kDrop (no permission)
 //   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom)
 //   police.cc   kPolice   -> kRewrite | kDrop (rate limited)
 //   rewrite.cc  kRewrite  -> kTx

@@ -387,6 +387,97 @@ TEST_P(Pipeline, BurstOfMixedTrafficKeepsOrderPerDirection) {
     expect_deltas({{Counter::rx, 40}, {Counter::fwd_client_channel, 20}, {Counter::fwd_peer_channel, 20}});
 }
 
+// ---- relaying between families (client of one family, relayed address and
+// peer of the other; RFC 8656 REQUESTED-ADDRESS-FAMILY) ----
+
+struct CrossFamily {
+    Address client, relayed, peer;
+};
+CrossFamily cross_for(int family) {
+    if (family == 4) {  // IPv4 client, IPv6 relayed address and peer
+        return {*Address::parse("198.18.0.11:50001"), *Address::parse("[fd00::1]:49200"),
+                *Address::parse("[fd00:1::30]:6100")};
+    }
+    return {*Address::parse("[fd00::11]:50001"), *Address::parse("198.18.0.1:49200"),
+            *Address::parse("198.19.0.30:6100")};
+}
+constexpr uint16_t kCrossChannel = 0x4005;
+
+class CrossPipeline : public Pipeline {
+protected:
+    void SetUp() override {
+        Pipeline::SetUp();
+        x_ = cross_for(GetParam());
+        ipc::AllocationAdd a{};
+        a.alloc_id = 8;
+        a.client = ipc::WireAddress::from(x_.client);
+        a.listen = ipc::WireAddress::from(n_.listen);
+        (x_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(x_.relayed);
+        ipc_send(a);
+        ipc::PermissionAdd p{};
+        p.alloc_id = 8;
+        p.relayed = ipc::WireAddress::from(x_.relayed);
+        p.peer = ipc::WireAddress::from(x_.peer);
+        ipc_send(p);
+        ipc::ChannelAdd c{};
+        c.alloc_id = 8;
+        c.relayed = p.relayed;
+        c.peer = p.peer;
+        c.channel = kCrossChannel;
+        ipc_send(c);
+    }
+    Frame from_client2(const Bytes& payload) const {
+        Frame f = from_client(payload);
+        f.src = x_.client;
+        return f;
+    }
+    Frame from_peer2(const Bytes& payload, const Address& peer) const {
+        Frame f = from_client(payload);
+        f.src = peer;
+        f.dst = x_.relayed;
+        return f;
+    }
+    CrossFamily x_;
+};
+
+TEST_P(CrossPipeline, ChannelDataToPeerOfOtherFamily) {
+    const Out o = run1(build(from_client2(channel_data(kCrossChannel, pattern(33)))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(x_.relayed, x_.peer, pattern(33))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
+}
+
+TEST_P(CrossPipeline, SendToPeerOfOtherFamily) {
+    const std::array<uint8_t, 12> tx{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2};
+    const Out o = run1(build(from_client2(send_indication(tx, x_.peer, pattern(21), true))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(x_.relayed, x_.peer, pattern(21))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}});
+}
+
+TEST_P(CrossPipeline, PeerOfOtherFamilyToClientChannelData) {
+    const Out o = run1(build(from_peer2(pattern(50), x_.peer)));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.listen, x_.client, channel_data(kCrossChannel, pattern(50)))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_channel, 1}});
+}
+
+TEST_P(CrossPipeline, PeerOfOtherFamilyToClientDataIndication) {
+    const Address peer2 = x_.peer.with_port(6101);
+    const Out o = run1(build(from_peer2(pattern(7), peer2)));
+    ASSERT_EQ(o.nic.size(), 1u);
+    const size_t stun = 14 + (GetParam() == 4 ? 20 : 40) + 8;  // headers of the client's family
+    ASSERT_GT(o.nic[0].size(), stun + 20);
+    std::array<uint8_t, 12> txid;
+    std::copy(o.nic[0].begin() + static_cast<long>(stun + 8), o.nic[0].begin() + static_cast<long>(stun + 20),
+              txid.begin());
+    EXPECT_EQ(o.nic[0], build(relayed(n_.listen, x_.client, data_indication(txid, peer2, pattern(7)))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_data, 1}});
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CrossPipeline, ::testing::Values(4, 6),
+                         [](const auto& i) { return i.param == 4 ? std::string("IPv4Client") : std::string("IPv6Client"); });
+
 // ---- drops ----
 
 TEST_P(Pipeline, PeerWithoutPermissionIsDroppedNotPunted) {
