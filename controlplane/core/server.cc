@@ -295,21 +295,15 @@ uint32_t Server::lifetime_for(const stun::MessageView& m, bool& bad) const {
 // 604 ns with 50,000 (hash-map cache misses), I/O excluded
 // (tests/controlplane/relay_path_bench.cc, BM_ChannelDataClientToPeer).
 void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data) {
-    // Framing per RFC 8656 section 12.4, parsed here rather than with
-    // turn::parse_channel_data because RFC 5766 channel numbers
-    // (0x5000-0x7FFF) must pass when bound (see handlers/channel_bind.cc).
-    if (data.size() < kChannelDataHeader) {
-        stats_.drop(Drop::kMalformed);
-        return;
-    }
+    // RFC 5766 channel numbers (0x5000-0x7FFF) pass framing unless the
+    // range is strict; only a bound channel is relayed either way.
     ChannelDataView cd;
-    cd.channel = load_be16(data.data());
-    const uint16_t len = load_be16(data.data() + 2);
-    if (len > data.size() - kChannelDataHeader) {
+    const ChannelRange range =
+        shared_.config.strict_channel_range ? ChannelRange::kRfc8656 : ChannelRange::kRfc5766;
+    if (parse_channel_data(data, cd, range) != ChannelDataError::kOk) {
         stats_.drop(Drop::kMalformed);
         return;
     }
-    cd.payload = data.subspan(kChannelDataHeader, len);
     Allocation* a = allocations_.find(ft);
     if (a == nullptr) {
         stats_.drop(Drop::kNoAllocation);

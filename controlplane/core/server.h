@@ -33,8 +33,6 @@
 
 namespace turn::cp {
 
-// RFC 5766 section 11: channel numbers ran up to 0x7FFF before RFC 8656.
-constexpr uint16_t kChannelMaxRfc5766 = 0x7FFF;
 
 class Server {
 public:

@@ -17,7 +17,8 @@ std::string_view to_string(ChannelDataError e) {
     return "unknown";
 }
 
-ChannelDataError parse_channel_data(std::span<const uint8_t> data, ChannelDataView& out) {
+ChannelDataError parse_channel_data(std::span<const uint8_t> data, ChannelDataView& out,
+                                    ChannelRange range) {
     if (data.size() < kChannelDataHeader) {
         return ChannelDataError::kTooShort;
     }
@@ -25,8 +26,9 @@ ChannelDataError parse_channel_data(std::span<const uint8_t> data, ChannelDataVi
         return ChannelDataError::kNotChannelData;
     }
     const uint16_t channel = load_be16(data.data());
-    // RFC 8656 12: 0x5000-0x7FFF are reserved; a message there is not ours.
-    if (!is_valid_channel(channel)) {
+    // RFC 8656 12: 0x5000-0x7FFF are reserved unless the caller accepts
+    // RFC 5766's range.
+    if (!is_valid_channel(channel, range)) {
         return ChannelDataError::kBadChannel;
     }
     const uint16_t len = load_be16(data.data() + 2);

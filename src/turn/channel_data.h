@@ -27,13 +27,24 @@ struct ChannelDataView {
     std::span<const uint8_t> payload;
 };
 
+// Which channel numbers count as valid. RFC 8656 section 12 allows
+// 0x4000-0x4FFF and reserves 0x5000-0x7FFF; RFC 5766 allowed the whole
+// 0x4000-0x7FFF, and clients written to it (coturn's turnutils_uclient among
+// them) still bind numbers above 0x4FFF.
+enum class ChannelRange : uint8_t { kRfc8656, kRfc5766 };
+constexpr uint16_t kChannelMaxRfc8656 = 0x4FFF;
+constexpr uint16_t kChannelMaxRfc5766 = 0x7FFF;
+
 // True if the first byte marks ChannelData (0b01xxxxxx).
 inline bool is_channel_data(uint8_t first_byte) { return (first_byte & 0xC0) == 0x40; }
-inline bool is_valid_channel(uint16_t ch) { return ch >= 0x4000 && ch <= 0x4FFF; }
+inline bool is_valid_channel(uint16_t ch, ChannelRange r = ChannelRange::kRfc8656) {
+    return ch >= 0x4000 && ch <= (r == ChannelRange::kRfc8656 ? kChannelMaxRfc8656 : kChannelMaxRfc5766);
+}
 
 // Parses a ChannelData message at the start of `data`. Over UDP extra bytes
 // after length (padding) are allowed and ignored.
-ChannelDataError parse_channel_data(std::span<const uint8_t> data, ChannelDataView& out);
+ChannelDataError parse_channel_data(std::span<const uint8_t> data, ChannelDataView& out,
+                                    ChannelRange range = ChannelRange::kRfc8656);
 
 // For stream transports: total frame size including padding to 4 if `data`
 // holds at least the header; 0 otherwise.

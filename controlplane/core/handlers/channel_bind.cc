@@ -9,6 +9,7 @@
 #include "core/event_log.h"
 
 #include "stun/attributes.h"
+#include "turn/channel_data.h"
 
 namespace turn::cp {
 
@@ -21,7 +22,7 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
     Address peer;
     if (ch_attr == nullptr || peer_attr == nullptr ||
         decode_channel_number(m.value(*ch_attr), channel) != AttrError::kOk ||
-        channel < kChannelMin || channel > (shared_.config.strict_channel_range ? kChannelMax : kChannelMaxRfc5766) ||
+        !is_valid_channel(channel, shared_.config.strict_channel_range ? ChannelRange::kRfc8656 : ChannelRange::kRfc5766) ||
         decode_xor_address(m.value(*peer_attr), m.transaction_id(), peer) != AttrError::kOk) {
         log_event(LogLevel::kDebug, "channel_bind_refused", {{"reason", "bad CHANNEL-NUMBER or XOR-PEER-ADDRESS"},
                                                               {"channel", std::to_string(channel)}});

@@ -237,3 +237,25 @@ TEST(ChannelDataNames, ErrorStringsAreDistinct) {
 
 }  // namespace
 }  // namespace turn
+
+namespace turn {
+namespace {
+
+// RFC 5766 allowed channels up to 0x7FFF; RFC 8656 reserves 0x5000-0x7FFF.
+// Callers that must serve RFC 5766 clients opt in per call.
+TEST(ChannelDataRange, Rfc5766RangeIsOptIn) {
+    const uint8_t frame[] = {0x6F, 0xFF, 0x00, 0x02, 0xAB, 0xCD};
+    ChannelDataView v;
+    EXPECT_EQ(parse_channel_data(frame, v), ChannelDataError::kBadChannel);
+    ASSERT_EQ(parse_channel_data(frame, v, ChannelRange::kRfc5766), ChannelDataError::kOk);
+    EXPECT_EQ(v.channel, 0x6FFF);
+    ASSERT_EQ(v.payload.size(), 2u);
+    EXPECT_EQ(v.payload[1], 0xCD);
+    EXPECT_FALSE(is_valid_channel(0x5000));
+    EXPECT_TRUE(is_valid_channel(0x5000, ChannelRange::kRfc5766));
+    EXPECT_FALSE(is_valid_channel(0x8000, ChannelRange::kRfc5766));
+    EXPECT_FALSE(is_valid_channel(0x3FFF, ChannelRange::kRfc5766));
+}
+
+}  // namespace
+}  // namespace turn
