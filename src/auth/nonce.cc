@@ -6,7 +6,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 
 #include "auth/credentials.h"
 #include "common/bytes.h"
+#include "stun/integrity.h"
 
 namespace turn::auth {
 
@@ -114,11 +114,10 @@ void NonceCodec::mac(uint64_t issued, const Address& client, uint32_t features,
     std::memcpy(input + 12, c.ip.data(), 16);
     store_be16(input + 28, c.port);
 
-    uint8_t full[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()), input, sizeof input,
-             full, &len) == nullptr ||
-        len < kMacBytes) {
+    // The cached per-thread context of stun/integrity: the HMAC() one-shot
+    // set up a new context per call and made issue+check cost ~2.4 us.
+    uint8_t full[stun::kSha256Size];
+    if (!stun::hmac_sha256(secret_, input, full)) {
         // Fail closed: a random MAC matches nothing.
         (void)RAND_bytes(full, kMacBytes);
     }

@@ -121,6 +121,21 @@ void hmac_sha256_stun(std::span<const uint8_t> key, std::span<const uint8_t> msg
     hmac_stun(sha256_context(), key, msg, prefix_len, length_field, out, kSha256Size);
 }
 
+bool hmac_sha256(std::span<const uint8_t> key, std::span<const uint8_t> data,
+                 uint8_t out[kSha256Size]) {
+    EVP_MAC_CTX* ctx = sha256_context();
+    static const uint8_t kNoKey = 0;  // see hmac_stun: never pass a null key
+    const uint8_t* key_ptr = key.empty() ? &kNoKey : key.data();
+    size_t written = 0;
+    const bool ok = ctx != nullptr && EVP_MAC_init(ctx, key_ptr, key.size(), nullptr) == 1 &&
+                    EVP_MAC_update(ctx, data.data(), data.size()) == 1 &&
+                    EVP_MAC_final(ctx, out, &written, kSha256Size) == 1 && written == kSha256Size;
+    if (!ok) {
+        OPENSSL_cleanse(out, kSha256Size);
+    }
+    return ok;
+}
+
 uint32_t fingerprint_value(std::span<const uint8_t> data) {
     // zlib's crc32 takes a uInt length; feed in chunks so any span size works.
     uLong crc = crc32(0L, Z_NULL, 0);

@@ -23,6 +23,12 @@ void hmac_sha1_stun(std::span<const uint8_t> key, std::span<const uint8_t> msg, 
 void hmac_sha256_stun(std::span<const uint8_t> key, std::span<const uint8_t> msg, size_t prefix_len,
                       uint16_t length_field, uint8_t out[kSha256Size]);
 
+// Plain HMAC-SHA256 of `data` on the same cached per-thread context (for
+// nonce cookies and other server-side MACs). False (and `out` zeroed) if
+// OpenSSL fails.
+bool hmac_sha256(std::span<const uint8_t> key, std::span<const uint8_t> data,
+                 uint8_t out[kSha256Size]);
+
 // CRC-32 (ISO-HDLC, as zlib) of `data`, xor 0x5354554e.
 uint32_t fingerprint_value(std::span<const uint8_t> data);
 
