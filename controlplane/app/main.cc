@@ -21,6 +21,7 @@
 #include "core/offload.h"
 #include "core/shared.h"
 #include "io/event_loop.h"
+#include "offload/ipc_server.h"
 
 using namespace turn;
 using namespace turn::cp;
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
     std::string metrics;
     std::string log_level;
     std::string port_range;
+    std::string dataplane_socket;
     unsigned threads = 0;
     app.add_option("--config,-c", config_path, "TOML configuration file");
     app.add_option("--listen", cli.listen, "UDP listening address IP:port (repeatable)");
@@ -81,6 +83,8 @@ int main(int argc, char** argv) {
     auto* level_opt = app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
     auto* threads_opt = app.add_option("--threads", threads, "event loops (0 = one per core)");
     auto* range_opt = app.add_option("--port-range", port_range, "relayed port range MIN-MAX");
+    auto* dp_opt = app.add_option("--dataplane-socket", dataplane_socket,
+                                  "unix socket the DPDK dataplane connects to, \"\" = no offload");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -104,6 +108,9 @@ int main(int argc, char** argv) {
     }
     if (range_opt->count() > 0) {
         cli.port_range = port_range;
+    }
+    if (dp_opt->count() > 0) {
+        cli.dataplane_socket = dataplane_socket;
     }
 
     auto loaded = load_config(cli);
@@ -132,11 +139,23 @@ int main(int argc, char** argv) {
     if (n == 0) {
         n = std::max(1u, std::thread::hardware_concurrency());
     }
-    OffloadHook no_offload;  // socket mode: the control plane relays everything itself
+    // Socket mode relays everything itself; with [dataplane].socket set, the
+    // IPC server also offloads UDP allocations to the DPDK dataplane (it
+    // outlives the loops, whose shutdown still calls the hook).
+    OffloadHook no_offload;
+    std::unique_ptr<IpcServer> dataplane;
+    if (!config.dataplane_socket.empty()) {
+        dataplane = std::make_unique<IpcServer>(config.dataplane_socket);
+        if (auto e = dataplane->start(); !e.empty()) {
+            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+            return kExitRuntime;
+        }
+    }
+    OffloadHook& offload = dataplane ? static_cast<OffloadHook&>(*dataplane) : no_offload;
     std::vector<std::unique_ptr<EventLoop>> loops;
     std::vector<const Stats*> stats;
     for (unsigned i = 0; i < n; ++i) {
-        loops.push_back(std::make_unique<EventLoop>(*shared, no_offload, i));
+        loops.push_back(std::make_unique<EventLoop>(*shared, offload, i));
         if (auto e = loops.back()->bind_listeners(); !e.empty()) {
             log_event("startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
@@ -144,7 +163,7 @@ int main(int argc, char** argv) {
         }
         stats.push_back(&loops.back()->stats());
     }
-    MetricsExporter exporter(*shared, stats);
+    MetricsExporter exporter(*shared, stats, dataplane ? &dataplane->counters() : nullptr);
     if (!config.metrics_listen.empty()) {
         if (auto e = exporter.start(config.metrics_listen); !e.empty()) {
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
@@ -175,7 +194,8 @@ int main(int argc, char** argv) {
                           {"relay_ips", relays},
                           {"ports", std::to_string(config.relay_port_min) + "-" + std::to_string(config.relay_port_max)},
                           {"loops", std::to_string(n)},
-                          {"metrics", config.metrics_listen.empty() ? "off" : "http://" + config.metrics_listen + "/metrics"}});
+                          {"metrics", config.metrics_listen.empty() ? "off" : "http://" + config.metrics_listen + "/metrics"},
+                          {"dataplane", config.dataplane_socket.empty() ? "off" : config.dataplane_socket}});
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -196,6 +216,12 @@ int main(int argc, char** argv) {
     exporter.stop();  // it reads the loops' counters
     for (auto& l : loops) {
         l->stop();
+    }
+    // Before the loops' allocations are destroyed: a control-plane restart must
+    // not tear down the dataplane's established flows (the next control plane
+    // resyncs them).
+    if (dataplane) {
+        dataplane->stop();
     }
     log_event("stopped", {{"allocations_left", std::to_string(left)}});
     loops.clear();

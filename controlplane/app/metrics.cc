@@ -8,14 +8,15 @@ namespace turn::cp {
 
 class MetricsExporter::Collector final : public prometheus::Collectable {
 public:
-    Collector(const Shared& shared, std::vector<const Stats*> loops) : shared_(shared), loops_(std::move(loops)) {}
+    Collector(const Shared& shared, std::vector<const Stats*> loops, const DataplaneCounters* dp)
+        : shared_(shared), loops_(std::move(loops)), dp_(dp) {}
 
     std::vector<prometheus::MetricFamily> Collect() const override {
         using prometheus::ClientMetric;
         using prometheus::MetricFamily;
         using prometheus::MetricType;
         std::vector<MetricFamily> out;
-        out.reserve(16);  // family() hands out references: no reallocation allowed
+        out.reserve(24);  // family() hands out references: no reallocation allowed
         auto family = [&](const char* name, const char* help, MetricType t) -> MetricFamily& {
             out.push_back(MetricFamily{name, help, t, {}});
             return out.back();
@@ -68,8 +69,17 @@ public:
         auto& by = family("turn_relayed_bytes_total", "Relayed payload bytes by direction", MetricType::Counter);
         for (size_t i = 0; i < static_cast<size_t>(Direction::kCount); ++i) {
             const std::string d(name(static_cast<Direction>(i)));
-            counter(pk, {{"direction", d}}, sum([&](const Stats& s) { return s.relayed_packets[i].get(); }));
-            counter(by, {{"direction", d}}, sum([&](const Stats& s) { return s.relayed_bytes[i].get(); }));
+            counter(pk, {{"direction", d}, {"path", "socket"}},
+                    sum([&](const Stats& s) { return s.relayed_packets[i].get(); }));
+            counter(by, {{"direction", d}, {"path", "socket"}},
+                    sum([&](const Stats& s) { return s.relayed_bytes[i].get(); }));
+            if (dp_ != nullptr) {
+                // Fast-path traffic, as of the dataplane's last counters report.
+                counter(pk, {{"direction", d}, {"path", "dataplane"}},
+                        static_cast<double>(dp_->packets[i].load(std::memory_order_relaxed)));
+                counter(by, {{"direction", d}, {"path", "dataplane"}},
+                        static_cast<double>(dp_->bytes[i].load(std::memory_order_relaxed)));
+            }
         }
         auto& dr = family("turn_drops_total", "Datagrams dropped, by reason", MetricType::Counter);
         for (size_t i = 0; i < static_cast<size_t>(Drop::kCount); ++i) {
@@ -91,6 +101,18 @@ public:
         auto& icmp = family("turn_icmp_indications_total",
                             "ICMP errors from peers reported to clients (Data indication with ICMP)", MetricType::Counter);
         counter(icmp, {}, sum([](const Stats& s) { return s.icmp_indications.get(); }));
+        if (dp_ != nullptr) {
+            auto& dc = family("turn_dataplane_connected", "1 while a dataplane is attached and in sync",
+                              MetricType::Gauge);
+            gauge(dc, {}, dp_->connected.load() ? 1.0 : 0.0);
+            auto& dd = family("turn_dataplane_dropped_packets_total",
+                              "Packets the dataplane dropped for offloaded allocations (rate limit, no permission)",
+                              MetricType::Counter);
+            counter(dd, {}, static_cast<double>(dp_->dropped.load(std::memory_order_relaxed)));
+            auto& rs = family("turn_dataplane_resyncs_total", "Full state resyncs sent to the dataplane",
+                              MetricType::Counter);
+            counter(rs, {}, static_cast<double>(dp_->resyncs.load()));
+        }
         auto& draining = family("turn_draining", "1 while the relay drains after SIGTERM", MetricType::Gauge);
         gauge(draining, {}, shared_.draining.load() ? 1.0 : 0.0);
         return out;
@@ -99,10 +121,12 @@ public:
 private:
     const Shared& shared_;
     std::vector<const Stats*> loops_;
+    const DataplaneCounters* dp_;
 };
 
-MetricsExporter::MetricsExporter(const Shared& shared, std::vector<const Stats*> loops)
-    : collector_(std::make_shared<Collector>(shared, std::move(loops))) {}
+MetricsExporter::MetricsExporter(const Shared& shared, std::vector<const Stats*> loops,
+                                 const DataplaneCounters* dataplane)
+    : collector_(std::make_shared<Collector>(shared, std::move(loops), dataplane)) {}
 
 MetricsExporter::~MetricsExporter() = default;
 

@@ -9,6 +9,7 @@
 
 #include "core/shared.h"
 #include "core/stats.h"
+#include "offload/ipc_server.h"
 
 namespace prometheus {
 class Exposer;
@@ -18,7 +19,8 @@ namespace turn::cp {
 
 class MetricsExporter {
 public:
-    MetricsExporter(const Shared& shared, std::vector<const Stats*> loops);
+    // `dataplane` (may be null): fast-path counters folded from the dataplane's reports.
+    MetricsExporter(const Shared& shared, std::vector<const Stats*> loops, const DataplaneCounters* dataplane = nullptr);
     ~MetricsExporter();
     // Starts the HTTP endpoint; returns an error message on failure.
     std::string start(const std::string& listen);

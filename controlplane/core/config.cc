@@ -132,6 +132,7 @@ void apply_toml(const toml::table& root, Config& c) {
                         "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels"}},
         {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
         {"metrics", {"listen"}},
+        {"dataplane", {"socket"}},
         {"log", {"level", "format"}},
         {"drain", {"deadline_s"}},
     };
@@ -212,6 +213,7 @@ void apply_toml(const toml::table& root, Config& c) {
     }
     get_int(root, "policy", "unauth_per_ip_per_s", c.unauth_per_ip_per_s, 0, 1'000'000);
     get_string(root, "metrics", "listen", c.metrics_listen);
+    get_string(root, "dataplane", "socket", c.dataplane_socket);
     get_string(root, "log", "level", c.log_level);
     get_string(root, "log", "format", c.log_format);
     get_int(root, "drain", "deadline_s", c.drain_deadline_s, 0, 86400);
@@ -250,6 +252,9 @@ void apply_cli(const CliOverrides& cli, Config& c) {
     }
     if (cli.metrics) {
         c.metrics_listen = *cli.metrics;
+    }
+    if (cli.dataplane_socket) {
+        c.dataplane_socket = *cli.dataplane_socket;
     }
     if (cli.log_level) {
         c.log_level = *cli.log_level;
@@ -344,6 +349,10 @@ void validate(Config& c, bool have_file) {
             fail("[metrics].listen", "\"" + c.metrics_listen +
                                          "\" must be \"IP:port\" (e.g. \"127.0.0.1:9641\") or \"\" to disable");
         }
+    }
+    // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+    if (c.dataplane_socket.size() > 107) {
+        fail("[dataplane].socket", "path longer than 107 bytes (unix socket limit); use a shorter path");
     }
 }
 

@@ -47,6 +47,8 @@ struct Config {
     uint32_t unauth_per_ip_per_s = 20;
     // [metrics]
     std::string metrics_listen = "127.0.0.1:9641";  // "" disables
+    // [dataplane]
+    std::string dataplane_socket;  // unix SOCK_SEQPACKET path the dataplane connects to; "" = no offload
     // [log]
     std::string log_level = "info";
     std::string log_format = "text";
@@ -67,6 +69,7 @@ struct CliOverrides {
     std::vector<std::string> rest_secrets;
     std::vector<std::string> allow_peers;
     std::optional<std::string> metrics;
+    std::optional<std::string> dataplane_socket;
     std::optional<std::string> log_level;
     std::optional<unsigned> threads;
     std::optional<std::string> port_range;  // "MIN-MAX"

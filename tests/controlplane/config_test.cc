@@ -99,5 +99,24 @@ TEST(Config, CliOverridesFile) {
     EXPECT_NE(error_of("", cli).find("--port-range"), std::string::npos);
 }
 
+TEST(Config, DataplaneSocketFromFileAndCli) {
+    const char* base = "[server]\nlisten=[\"127.0.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n";
+    auto r = load_config_text(base, {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).dataplane_socket, "");  // offload off by default
+    r = load_config_text(std::string(base) + "[dataplane]\nsocket = \"/run/turnrelay/dataplane.sock\"\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).dataplane_socket, "/run/turnrelay/dataplane.sock");
+    CliOverrides cli;
+    cli.dataplane_socket = "/tmp/dp.sock";
+    r = load_config_text(std::string(base) + "[dataplane]\nsocket = \"/run/x.sock\"\n", cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).dataplane_socket, "/tmp/dp.sock");
+    EXPECT_NE(error_of(std::string(base) + "[dataplane]\nsocket = \"/" + std::string(200, 'x') + "\"\n")
+                  .find("[dataplane].socket"),
+              std::string::npos);
+    EXPECT_NE(error_of(std::string(base) + "[dataplane]\nbogus = 1\n").find("[dataplane].bogus"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace turn::cp

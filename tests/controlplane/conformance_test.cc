@@ -689,9 +689,9 @@ TEST(ConformanceProcess, MetricsAreLive) {
     EXPECT_NE(body.find("turn_requests_total{method=\"allocate\",code=\"200\"} 1"), std::string::npos) << body;
     EXPECT_NE(body.find("turn_requests_total{method=\"allocate\",code=\"401\"} 1"), std::string::npos);
     EXPECT_NE(body.find("turn_auth_failures_total{reason=\"no_credentials\"} 1"), std::string::npos);
-    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"client_to_peer\"} 3"), std::string::npos);
-    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"peer_to_client\"} 3"), std::string::npos);
-    EXPECT_NE(body.find("turn_relayed_bytes_total{direction=\"client_to_peer\"} 12"), std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"client_to_peer\",path=\"socket\"} 3"), std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"peer_to_client\",path=\"socket\"} 3"), std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_bytes_total{direction=\"client_to_peer\",path=\"socket\"} 12"), std::string::npos);
     EXPECT_NE(body.find("turn_drops_total{reason=\"no_permission\"} 0"), std::string::npos);
     EXPECT_NE(body.find("turn_quota_rejections_total{kind=\"per_user\"} 0"), std::string::npos);
     EXPECT_NE(body.find("turn_event_loop_busy_ratio{loop=\"0\"}"), std::string::npos);

@@ -1,0 +1,532 @@
+#include "offload/ipc_server.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <random>
+
+#include "core/event_log.h"
+
+namespace turn::cp {
+
+namespace {
+
+uint64_t now_ms() {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count());
+}
+
+// The relayed address that serves a peer of this family (family 0 if none).
+ipc::WireAddress relayed_for(const OffloadAllocation& a, const Address& peer) {
+    const Address& r = a.relayed[peer.is_v6() ? 1 : 0];
+    return r.family == Family::kNone ? ipc::WireAddress{} : ipc::WireAddress::from(r);
+}
+
+uint64_t delta(uint64_t cur, uint64_t last) { return cur >= last ? cur - last : cur; }
+
+}  // namespace
+
+IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms)
+    : path_(std::move(path)), counters_interval_ms_(counters_interval_ms) {
+    // Random start: a restarted control plane never reuses the generation the
+    // dataplane's entries carry from the previous one (it would skip the sweep).
+    std::random_device rd;
+    generation_ = (static_cast<uint64_t>(rd()) << 32) | (rd() & 0xFFFF0000u);
+}
+
+IpcServer::~IpcServer() { stop(); }
+
+std::string IpcServer::start() {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path_.empty() || path_.size() >= sizeof a.sun_path) {
+        return "[dataplane].socket: \"" + path_ + "\" must be 1.." + std::to_string(sizeof a.sun_path - 1) +
+               " bytes";
+    }
+    std::memcpy(a.sun_path, path_.data(), path_.size());
+    // The parent directory (e.g. /run/turnrelay) may not exist after boot.
+    if (const auto slash = path_.rfind('/'); slash != std::string::npos && slash > 0) {
+        ::mkdir(path_.substr(0, slash).c_str(), 0750);
+    }
+    // A socket file left by a previous run would make bind fail; remove it,
+    // but never anything that is not a socket.
+    struct stat st {};
+    if (::lstat(path_.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            return "[dataplane].socket: " + path_ + " exists and is not a socket";
+        }
+        ::unlink(path_.c_str());
+    }
+    listen_fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listen_fd_, 4) != 0) {
+        const std::string e = std::strerror(errno);
+        stop();
+        return "[dataplane].socket: cannot listen on " + path_ + ": " + e;
+    }
+    ::chmod(path_.c_str(), 0660);
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) {
+        const std::string e = std::strerror(errno);
+        stop();
+        return "[dataplane].socket: eventfd: " + e;
+    }
+    stop_.store(false);
+    thread_ = std::thread([this] { run(); });
+    log_event("dataplane_listening", {{"socket", path_}});
+    return {};
+}
+
+void IpcServer::stop() {
+    stop_.store(true);
+    if (thread_.joinable()) {
+        wake();
+        thread_.join();
+    }
+    if (conn_fd_ >= 0) {
+        ::close(conn_fd_);
+        conn_fd_ = -1;
+    }
+    if (listen_fd_ >= 0) {
+        ::close(listen_fd_);
+        listen_fd_ = -1;
+        ::unlink(path_.c_str());
+    }
+    if (wake_fd_ >= 0) {
+        ::close(wake_fd_);
+        wake_fd_ = -1;
+    }
+    std::lock_guard lk(mu_);
+    in_sync_ = false;
+    outbox_.clear();
+    counters_.connected.store(false);
+}
+
+void IpcServer::wake() {
+    if (wake_fd_ >= 0) {
+        const uint64_t one = 1;
+        (void)!::write(wake_fd_, &one, sizeof one);
+    }
+}
+
+template <typename M>
+IpcServer::Buf IpcServer::encode_buf(M& m) {
+    const auto bytes = ipc::encode(m, seq_.fetch_add(1, std::memory_order_relaxed) + 1);
+    return Buf(bytes.begin(), bytes.end());
+}
+
+template <typename M>
+void IpcServer::push_locked(M& m) {
+    if (in_sync_) {
+        outbox_.push_back(encode_buf(m));
+    }
+}
+
+// ---- OffloadHook: event-loop threads --------------------------------------
+
+void IpcServer::allocation_added(const OffloadAllocation& a) {
+    bool woke = false;
+    {
+        std::lock_guard lk(mu_);
+        Mirrored& m = mirror_[a.id];
+        m = Mirrored{};
+        m.a = a;
+        if (in_sync_) {
+            uint64_t adds = 0;
+            std::deque<Buf> msgs;
+            append_state(m, msgs, adds);
+            for (auto& b : msgs) {
+                outbox_.push_back(std::move(b));
+            }
+            woke = true;
+        }
+    }
+    if (woke) {
+        wake();
+    }
+}
+
+void IpcServer::allocation_removed(uint64_t id) {
+    bool woke = false;
+    {
+        std::lock_guard lk(mu_);
+        mirror_.erase(id);
+        ipc::AllocationDel d{};
+        d.alloc_id = id;
+        push_locked(d);
+        woke = in_sync_;
+    }
+    if (woke) {
+        wake();
+    }
+}
+
+void IpcServer::permission_added(uint64_t id, const Address& peer_ip) {
+    bool woke = false;
+    {
+        std::lock_guard lk(mu_);
+        auto it = mirror_.find(id);
+        if (it == mirror_.end()) {
+            return;
+        }
+        it->second.permissions.insert(peer_ip);
+        const ipc::WireAddress relayed = relayed_for(it->second.a, peer_ip);
+        if (relayed.family != 0) {
+            ipc::PermissionAdd p{};
+            p.alloc_id = id;
+            p.relayed = relayed;
+            p.peer = ipc::WireAddress::from(peer_ip);
+            push_locked(p);
+            woke = in_sync_;
+        }
+    }
+    if (woke) {
+        wake();
+    }
+}
+
+void IpcServer::permission_removed(uint64_t id, const Address& peer_ip) {
+    bool woke = false;
+    {
+        std::lock_guard lk(mu_);
+        auto it = mirror_.find(id);
+        if (it == mirror_.end()) {
+            return;
+        }
+        it->second.permissions.erase(peer_ip);
+        const ipc::WireAddress relayed = relayed_for(it->second.a, peer_ip);
+        if (relayed.family != 0) {
+            ipc::PermissionDel p{};
+            p.alloc_id = id;
+            p.relayed = relayed;
+            p.peer = ipc::WireAddress::from(peer_ip);
+            push_locked(p);
+            woke = in_sync_;
+        }
+    }
+    if (woke) {
+        wake();
+    }
+}
+
+void IpcServer::channel_added(uint64_t id, uint16_t channel, const Address& peer) {
+    bool woke = false;
+    {
+        std::lock_guard lk(mu_);
+        auto it = mirror_.find(id);
+        if (it == mirror_.end()) {
+            return;
+        }
+        it->second.channels[channel] = peer;
+        const ipc::WireAddress relayed = relayed_for(it->second.a, peer);
+        if (relayed.family != 0) {
+            ipc::ChannelAdd c{};
+            c.alloc_id = id;
+            c.relayed = relayed;
+            c.peer = ipc::WireAddress::from(peer);
+            c.channel = channel;
+            push_locked(c);
+            woke = in_sync_;
+        }
+    }
+    if (woke) {
+        wake();
+    }
+}
+
+void IpcServer::channel_removed(uint64_t id, uint16_t channel, const Address& peer) {
+    bool woke = false;
+    {
+        std::lock_guard lk(mu_);
+        auto it = mirror_.find(id);
+        if (it == mirror_.end()) {
+            return;
+        }
+        it->second.channels.erase(channel);
+        const ipc::WireAddress relayed = relayed_for(it->second.a, peer);
+        if (relayed.family != 0) {
+            ipc::ChannelDel c{};
+            c.alloc_id = id;
+            c.relayed = relayed;
+            c.peer = ipc::WireAddress::from(peer);
+            c.channel = channel;
+            push_locked(c);
+            woke = in_sync_;
+        }
+    }
+    if (woke) {
+        wake();
+    }
+}
+
+void IpcServer::append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& adds) {
+    const OffloadAllocation& a = m.a;
+    ipc::AllocationAdd add{};
+    add.alloc_id = a.id;
+    add.client = ipc::WireAddress::from(a.five_tuple.client);
+    add.listen = ipc::WireAddress::from(a.five_tuple.server);
+    add.relayed_v4 = a.relayed[0].family == Family::kNone ? ipc::WireAddress{} : ipc::WireAddress::from(a.relayed[0]);
+    add.relayed_v6 = a.relayed[1].family == Family::kNone ? ipc::WireAddress{} : ipc::WireAddress::from(a.relayed[1]);
+    add.bandwidth_bps = a.bandwidth_bps;
+    out.push_back(encode_buf(add));
+    ++adds;
+    if (a.bandwidth_bps != 0) {
+        ipc::LimitSet l{};
+        l.alloc_id = a.id;
+        l.bandwidth_bps = a.bandwidth_bps;
+        out.push_back(encode_buf(l));
+    }
+    for (const Address& peer : m.permissions) {
+        const ipc::WireAddress relayed = relayed_for(a, peer);
+        if (relayed.family == 0) {
+            continue;
+        }
+        ipc::PermissionAdd p{};
+        p.alloc_id = a.id;
+        p.relayed = relayed;
+        p.peer = ipc::WireAddress::from(peer);
+        out.push_back(encode_buf(p));
+        ++adds;
+    }
+    for (const auto& [ch, peer] : m.channels) {
+        const ipc::WireAddress relayed = relayed_for(a, peer);
+        if (relayed.family == 0) {
+            continue;
+        }
+        ipc::ChannelAdd c{};
+        c.alloc_id = a.id;
+        c.relayed = relayed;
+        c.peer = ipc::WireAddress::from(peer);
+        c.channel = ch;
+        out.push_back(encode_buf(c));
+        ++adds;
+    }
+}
+
+// ---- IPC thread -----------------------------------------------------------
+
+void IpcServer::run() {
+    pthread_setname_np(pthread_self(), "turn-dp-ipc");
+    uint64_t next_counters = now_ms() + counters_interval_ms_;
+    while (!stop_.load(std::memory_order_relaxed)) {
+        pollfd fds[3];
+        nfds_t n = 0;
+        fds[n++] = pollfd{listen_fd_, POLLIN, 0};
+        fds[n++] = pollfd{wake_fd_, POLLIN, 0};
+        if (conn_fd_ >= 0) {
+            fds[n++] = pollfd{conn_fd_, static_cast<short>(POLLIN | (pending_.empty() ? 0 : POLLOUT)), 0};
+        }
+        const uint64_t now = now_ms();
+        const int timeout = next_counters > now ? static_cast<int>(std::min<uint64_t>(next_counters - now, 100)) : 0;
+        if (::poll(fds, n, timeout) < 0 && errno != EINTR) {
+            break;
+        }
+        if ((fds[1].revents & POLLIN) != 0) {
+            uint64_t v = 0;
+            (void)!::read(wake_fd_, &v, sizeof v);
+        }
+        if (n == 3 && fds[2].revents != 0) {
+            // Read everything queued; one datagram per message.
+            uint8_t buf[ipc::kMaxMessage];
+            while (conn_fd_ >= 0) {
+                const ssize_t r = ::recv(conn_fd_, buf, sizeof buf, MSG_DONTWAIT);
+                if (r > 0) {
+                    on_message({buf, static_cast<size_t>(r)});
+                    continue;
+                }
+                if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                    break;
+                }
+                if (r < 0 && errno == EINTR) {
+                    continue;
+                }
+                close_conn(r == 0 ? "closed by the dataplane" : std::strerror(errno));
+            }
+        }
+        if ((fds[0].revents & POLLIN) != 0) {
+            accept_one();
+        }
+        if (conn_fd_ >= 0) {
+            {
+                std::lock_guard lk(mu_);
+                for (auto& b : outbox_) {
+                    pending_.push_back(std::move(b));
+                }
+                outbox_.clear();
+            }
+            if (now_ms() >= next_counters) {
+                next_counters = now_ms() + counters_interval_ms_;
+                send_counters_request();
+            }
+            flush();
+        } else if (now_ms() >= next_counters) {
+            next_counters = now_ms() + counters_interval_ms_;
+        }
+    }
+}
+
+void IpcServer::accept_one() {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    if (conn_fd_ >= 0) {
+        close_conn("replaced by a new connection");
+    }
+    // Room for a burst of updates (and most resyncs) without waiting.
+    const int sndbuf = 4 << 20;
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    conn_fd_ = fd;
+    log_event("dataplane_connected", {{"socket", path_}});
+}
+
+void IpcServer::close_conn(const char* why) {
+    if (conn_fd_ < 0) {
+        return;
+    }
+    ::close(conn_fd_);
+    conn_fd_ = -1;
+    {
+        std::lock_guard lk(mu_);
+        in_sync_ = false;
+        outbox_.clear();
+    }
+    pending_.clear();
+    counters_.connected.store(false);
+    counters_.disconnects.fetch_add(1);
+    log_event(LogLevel::kWarn, "dataplane_disconnected", {{"reason", why}});
+}
+
+void IpcServer::on_message(std::span<const uint8_t> d) {
+    const auto h = ipc::peek(d);
+    if (!h) {
+        log_event(LogLevel::kWarn, "dataplane_bad_message", {{"bytes", std::to_string(d.size())}});
+        return;
+    }
+    switch (h->type) {
+    case ipc::MsgType::kHello:
+        if (auto m = ipc::decode<ipc::Hello>(d)) {
+            on_hello(*m);
+            return;
+        }
+        break;
+    case ipc::MsgType::kCountersReport:
+        if (auto m = ipc::decode<ipc::CountersReport>(d)) {
+            on_counters(*m);
+            return;
+        }
+        break;
+    default: break;
+    }
+    log_event(LogLevel::kWarn, "dataplane_bad_message",
+              {{"type", std::to_string(static_cast<unsigned>(h->type))}, {"bytes", std::to_string(d.size())}});
+}
+
+void IpcServer::on_hello(const ipc::Hello& h) {
+    if (h.boot_id != boot_id_) {
+        last_.clear();  // a new dataplane process: its counters start at zero
+        boot_id_ = h.boot_id;
+    }
+    ++generation_;
+    uint64_t adds = 0;
+    size_t allocations = 0;
+    {
+        std::lock_guard lk(mu_);
+        // Whatever was queued is superseded by the snapshot.
+        outbox_.clear();
+        pending_.clear();
+        ipc::ResyncBegin b{};
+        b.generation = generation_;
+        pending_.push_back(encode_buf(b));
+        for (const auto& [id, m] : mirror_) {
+            (void)id;
+            append_state(m, pending_, adds);
+        }
+        allocations = mirror_.size();
+        ipc::ResyncEnd e{};
+        e.generation = generation_;
+        e.entries = adds;
+        pending_.push_back(encode_buf(e));
+        in_sync_ = true;
+    }
+    counters_.connected.store(true);
+    counters_.resyncs.fetch_add(1);
+    log_event("dataplane_resync", {{"pid", std::to_string(h.pid)},
+                                   {"workers", std::to_string(h.workers)},
+                                   {"generation", std::to_string(generation_)},
+                                   {"allocations", std::to_string(allocations)},
+                                   {"entries", std::to_string(adds)}});
+}
+
+void IpcServer::send_counters_request() {
+    {
+        std::lock_guard lk(mu_);
+        if (!in_sync_) {
+            return;
+        }
+    }
+    ipc::CountersRequest r{};
+    pending_.push_back(encode_buf(r));
+}
+
+void IpcServer::on_counters(const ipc::CountersReport& r) {
+    constexpr auto kToPeer = static_cast<size_t>(Direction::kClientToPeer);
+    constexpr auto kToClient = static_cast<size_t>(Direction::kPeerToClient);
+    for (uint32_t i = 0; i < r.count; ++i) {
+        const ipc::AllocationCounters& c = r.entries[i];
+        Last& l = last_[c.alloc_id];
+        counters_.packets[kToPeer].fetch_add(delta(c.to_peer_packets, l.c.to_peer_packets), std::memory_order_relaxed);
+        counters_.bytes[kToPeer].fetch_add(delta(c.to_peer_bytes, l.c.to_peer_bytes), std::memory_order_relaxed);
+        counters_.packets[kToClient].fetch_add(delta(c.to_client_packets, l.c.to_client_packets),
+                                               std::memory_order_relaxed);
+        counters_.bytes[kToClient].fetch_add(delta(c.to_client_bytes, l.c.to_client_bytes), std::memory_order_relaxed);
+        counters_.dropped.fetch_add(delta(c.dropped_packets, l.c.dropped_packets), std::memory_order_relaxed);
+        l.c = c;
+        l.seen = true;
+    }
+    if (r.last != 0) {
+        // Allocations absent from a whole report are gone from the dataplane.
+        std::erase_if(last_, [](auto& kv) { return !kv.second.seen; });
+        for (auto& [id, l] : last_) {
+            (void)id;
+            l.seen = false;
+        }
+        counters_.reports.fetch_add(1);
+    }
+}
+
+bool IpcServer::flush() {
+    if (pending_.size() > kMaxBacklog) {
+        close_conn("backlog full (dataplane not reading)");
+        return false;
+    }
+    while (!pending_.empty() && conn_fd_ >= 0) {
+        const Buf& b = pending_.front();
+        const ssize_t r = ::send(conn_fd_, b.data(), b.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r >= 0) {
+            pending_.pop_front();
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return true;  // POLLOUT resumes
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        close_conn(std::strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+}  // namespace turn::cp

@@ -1,0 +1,126 @@
+// The control plane's end of the dataplane link (src/ipc/protocol.h): an
+// OffloadHook that turns every forwarding decision into IPC messages for the
+// DPDK dataplane, which connects to a unix SOCK_SEQPACKET socket we listen on.
+//
+// Threads (docs/CONTROLPLANE.md, "Attaching the dataplane"): the event loops
+// call the hook; each call updates a mirror of the offloaded state and, while
+// a dataplane is in sync, appends the encoded message to an outbox, both under
+// one mutex held for O(1) work; an eventfd wakes the IPC thread. The IPC
+// thread owns the sockets: it accepts, answers every Hello with ResyncBegin,
+// the mirror, ResyncEnd (built under the same mutex, so the snapshot and the
+// incremental messages that follow it are in one order), sends the outbox
+// without blocking (a backlog beyond kMaxBacklog drops the connection; the
+// dataplane reconnects and gets a resync), asks for counters periodically and
+// folds the reports into DataplaneCounters. A missing or failed dataplane never
+// affects the loops: they keep relaying in socket mode.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/offload.h"
+#include "core/stats.h"
+#include "ipc/protocol.h"
+
+namespace turn::cp {
+
+// Fast-path traffic reported by the dataplane, summed over allocations;
+// written by the IPC thread, read by the metrics exporter.
+struct DataplaneCounters {
+    std::array<std::atomic<uint64_t>, static_cast<size_t>(Direction::kCount)> packets{};
+    std::array<std::atomic<uint64_t>, static_cast<size_t>(Direction::kCount)> bytes{};
+    std::atomic<uint64_t> dropped{0};
+    std::atomic<uint64_t> reports{0};     // complete CountersReports received
+    std::atomic<uint64_t> resyncs{0};     // full resyncs sent
+    std::atomic<uint64_t> disconnects{0};
+    std::atomic<bool> connected{false};   // a dataplane is attached and in sync
+};
+
+class IpcServer final : public OffloadHook {
+public:
+    static constexpr size_t kMaxBacklog = 1u << 20;  // messages queued for one connection
+
+    explicit IpcServer(std::string path, uint32_t counters_interval_ms = 1000);
+    ~IpcServer() override;
+    IpcServer(const IpcServer&) = delete;
+    IpcServer& operator=(const IpcServer&) = delete;
+
+    // Binds and listens (replacing a stale socket file), starts the IPC
+    // thread. Returns an error message on failure.
+    std::string start();
+    // Stops the thread and closes the sockets; no Del is sent, so the
+    // dataplane keeps forwarding until a control plane resyncs it.
+    void stop();
+
+    const DataplaneCounters& counters() const { return counters_; }
+
+    void allocation_added(const OffloadAllocation& a) override;
+    void allocation_removed(uint64_t allocation_id) override;
+    void permission_added(uint64_t allocation_id, const Address& peer_ip) override;
+    void permission_removed(uint64_t allocation_id, const Address& peer_ip) override;
+    void channel_added(uint64_t allocation_id, uint16_t channel, const Address& peer) override;
+    void channel_removed(uint64_t allocation_id, uint16_t channel, const Address& peer) override;
+
+private:
+    using Buf = std::vector<uint8_t>;
+    struct Mirrored {
+        OffloadAllocation a;
+        std::unordered_set<Address, AddressHash> permissions;  // peer IPs, port 0
+        std::map<uint16_t, Address> channels;     // channel -> peer
+    };
+
+    void run();
+    void wake();
+    void accept_one();
+    void close_conn(const char* why);
+    void on_message(std::span<const uint8_t> d);
+    void on_hello(const ipc::Hello& h);
+    void on_counters(const ipc::CountersReport& r);
+    bool flush();  // false: connection dropped
+    void send_counters_request();
+
+    // Under mu_: append to the outbox if a dataplane is in sync.
+    template <typename M>
+    void push_locked(M& m);
+    template <typename M>
+    Buf encode_buf(M& m);
+    // Messages that install one allocation with all its state.
+    void append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& adds);
+
+    std::string path_;
+    uint32_t counters_interval_ms_;
+    int listen_fd_ = -1;
+    int conn_fd_ = -1;
+    int wake_fd_ = -1;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+    DataplaneCounters counters_;
+
+    // Shared with the event loops.
+    std::mutex mu_;
+    std::unordered_map<uint64_t, Mirrored> mirror_;
+    std::vector<Buf> outbox_;
+    bool in_sync_ = false;  // outbox_ is collected only while true
+    std::atomic<uint64_t> seq_{0};
+
+    // IPC thread only.
+    std::deque<Buf> pending_;
+    uint64_t generation_;
+    uint64_t boot_id_ = 0;
+    struct Last {
+        ipc::AllocationCounters c;
+        bool seen = false;
+    };
+    std::unordered_map<uint64_t, Last> last_;
+};
+
+}  // namespace turn::cp

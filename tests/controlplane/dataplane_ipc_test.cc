@@ -1,0 +1,539 @@
+// The control plane's end of the dataplane link (controlplane/offload/ipc_server.*):
+// starts the real turn-relay process on loopback with [dataplane].socket in a
+// temporary directory, plays the dataplane process over a plain unix
+// SOCK_SEQPACKET socket (src/ipc/protocol.h), drives the relay with real STUN
+// requests and checks every IPC message it sends: the empty resync, Allocation/
+// Permission/ChannelAdd as they are created, the Del messages on deletion, a
+// full resync of the live state after a reconnect, and a CountersReport folded
+// into /metrics as path="dataplane".
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "ipc/protocol.h"
+#include "stun_client.h"
+
+namespace turn::cp::test {
+namespace {
+
+using M = stun::Method;
+using C = stun::Class;
+namespace ipc = turn::ipc;
+
+Address A(const char* s) { return *Address::parse(s); }
+
+class UdpSocket {
+public:
+    explicit UdpSocket(const Address& local) {
+        fd_ = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_storage ss{};
+        const size_t len = local.to_sockaddr(&ss);
+        EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)), 0);
+    }
+    ~UdpSocket() { ::close(fd_); }
+    UdpSocket(const UdpSocket&) = delete;
+    UdpSocket& operator=(const UdpSocket&) = delete;
+
+    Address local() const {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+        return *Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+    }
+    void send(const Address& to, std::span<const uint8_t> data) const {
+        sockaddr_storage ss{};
+        const size_t len = to.to_sockaddr(&ss);
+        ::sendto(fd_, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
+    }
+    std::optional<std::vector<uint8_t>> recv(int timeout_ms = 2000) const {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) != 1) {
+            return std::nullopt;
+        }
+        std::vector<uint8_t> buf(65536);
+        const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+        if (n < 0) {
+            return std::nullopt;
+        }
+        buf.resize(static_cast<size_t>(n));
+        return buf;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+uint16_t free_port(int type) {
+    const int fd = ::socket(AF_INET, type, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    socklen_t len = sizeof sa;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    ::close(fd);
+    return ntohs(sa.sin_port);
+}
+
+std::string http_get(uint16_t port, const std::string& path) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        ::close(fd);
+        return {};
+    }
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    (void)!::write(fd, req.data(), req.size());
+    std::string out;
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+        out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+}
+
+// turn-relay with a dataplane socket in a fresh temporary directory.
+class RelayProcess {
+public:
+    RelayProcess() {
+        char tmpl[] = "/tmp/turn-ipc-test-XXXXXX";
+        dir_ = ::mkdtemp(tmpl);
+        sock_path_ = dir_ + "/dataplane.sock";
+        port_ = free_port(SOCK_DGRAM);
+        metrics_port_ = free_port(SOCK_STREAM);
+        const uint16_t base = static_cast<uint16_t>(31000 + (::getpid() % 300) * 100);
+        const std::string cfg = dir_ + "/relay.toml";
+        std::ofstream(cfg) << "[server]\nlisten = [\"127.0.0.1:" << port_ << "\"]\nrelay_ips = [\"127.0.0.1\"]\n"
+                           << "relay_port_min = " << base << "\nrelay_port_max = " << base + 49
+                           << "\nrealm = \"ipc.test\"\nthreads = 2\n"
+                           << "[auth]\nusers = [\"alice:alice-pw\"]\n"
+                           << "[policy]\nallow_peers = [\"127.0.0.0/8\"]\n"
+                           << "[metrics]\nlisten = \"127.0.0.1:" << metrics_port_ << "\"\n"
+                           << "[dataplane]\nsocket = \"" << sock_path_ << "\"\n"
+                           << "[log]\nlevel = \"warn\"\n[drain]\ndeadline_s = 1\n";
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::execl(TURN_RELAY_PATH, "turn-relay", "--config", cfg.c_str(), static_cast<char*>(nullptr));
+            ::_exit(127);
+        }
+        UdpSocket s(A("127.0.0.1:0"));
+        const auto req = build(M::kBinding, C::kRequest, {}, nullptr);
+        for (int i = 0; i < 100 && !ready_; ++i) {
+            s.send(server(), req);
+            ready_ = s.recv(100).has_value();
+        }
+    }
+    ~RelayProcess() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGTERM);
+            ::usleep(100'000);
+            ::kill(pid_, SIGTERM);
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+        }
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    bool ready() const { return ready_; }
+    Address server() const { return A("127.0.0.1").with_port(port_); }
+    const std::string& socket_path() const { return sock_path_; }
+    uint16_t metrics_port() const { return metrics_port_; }
+
+private:
+    std::string dir_;
+    std::string sock_path_;
+    uint16_t port_ = 0;
+    uint16_t metrics_port_ = 0;
+    pid_t pid_ = -1;
+    bool ready_ = false;
+};
+
+class Client {
+public:
+    explicit Client(const Address& server) : server_(server), sock_(A("127.0.0.1:0")) {
+        creds_.user = "alice";
+        creds_.password = "alice-pw";
+    }
+    std::optional<Answer> exchange(const std::vector<uint8_t>& req) {
+        sock_.send(server_, req);
+        for (int i = 0; i < 5; ++i) {
+            auto r = sock_.recv();
+            if (!r) {
+                return std::nullopt;
+            }
+            Answer a(*r);
+            if (a.ok && a.view.cls() != C::kIndication && std::equal(req.begin() + 8, req.begin() + 20, r->begin() + 8)) {
+                return a;
+            }
+        }
+        return std::nullopt;
+    }
+    Answer request(M m, const Attrs& attrs) {
+        if (creds_.nonce.empty()) {
+            auto a = exchange(build(M::kAllocate, C::kRequest, {}, nullptr));
+            EXPECT_TRUE(a && a->code() == 401);
+            if (a) {
+                creds_.realm = a->text(stun::attr::kRealm);
+                creds_.nonce = a->text(stun::attr::kNonce);
+            }
+        }
+        auto a = exchange(build(m, C::kRequest, attrs, &creds_));
+        EXPECT_TRUE(a) << "no answer";
+        return a ? *a : Answer({});
+    }
+    // Returns the relayed address.
+    Address allocate() {
+        auto a = request(M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoUdp); });
+        EXPECT_TRUE(a.success()) << a.code();
+        return a.xor_address(stun::attr::kXorRelayedAddress).value_or(Address{});
+    }
+    Address local() const { return sock_.local(); }
+
+private:
+    Address server_;
+    UdpSocket sock_;
+    Credentials creds_;
+};
+
+// The test's stand-in for turn-dataplane: connects, says Hello, reads
+// messages; answers CountersRequest with the configured report.
+class FakeDataplane {
+public:
+    explicit FakeDataplane(const std::string& path) {
+        fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::memcpy(a.sun_path, path.data(), path.size());
+        for (int i = 0; i < 100; ++i) {
+            if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+                connected_ = true;
+                break;
+            }
+            ::usleep(20'000);
+        }
+    }
+    ~FakeDataplane() { ::close(fd_); }
+    bool connected() const { return connected_; }
+
+    void hello(uint64_t boot_id) {
+        ipc::Hello h{};
+        h.pid = static_cast<uint32_t>(::getpid());
+        h.workers = 1;
+        h.boot_id = boot_id;
+        auto b = ipc::encode(h, ++seq_);
+        ASSERT_EQ(::send(fd_, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+    }
+
+    // Next message other than CountersRequest (answered if a report is set).
+    std::optional<std::vector<uint8_t>> next(int timeout_ms = 3000) {
+        for (;;) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, timeout_ms) != 1) {
+                return std::nullopt;
+            }
+            std::vector<uint8_t> buf(ipc::kMaxMessage);
+            const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+            if (n <= 0) {
+                return std::nullopt;
+            }
+            buf.resize(static_cast<size_t>(n));
+            const auto h = ipc::peek(buf);
+            if (h && h->type == ipc::MsgType::kCountersRequest) {
+                ++counter_requests;
+                if (report) {
+                    auto r = *report;
+                    auto b = ipc::encode(r, ++seq_);
+                    ::send(fd_, b.data(), b.size(), 0);
+                }
+                continue;
+            }
+            return buf;
+        }
+    }
+    template <typename Msg>
+    std::optional<Msg> expect(int timeout_ms = 3000) {
+        auto d = next(timeout_ms);
+        if (!d) {
+            ADD_FAILURE() << "no message (expected type " << static_cast<int>(Msg::kType) << ")";
+            return std::nullopt;
+        }
+        auto m = ipc::decode<Msg>(*d);
+        if (!m) {
+            const auto h = ipc::peek(*d);
+            ADD_FAILURE() << "expected type " << static_cast<int>(Msg::kType) << ", got "
+                          << (h ? static_cast<int>(h->type) : -1);
+        }
+        return m;
+    }
+    // Drives the relay's periodic requests until the reply has been read.
+    void serve_counters(int ms) {
+        const int before = counter_requests;
+        for (int i = 0; i < ms / 50 && counter_requests == before; ++i) {
+            (void)next(50);
+        }
+    }
+
+    void send_raw(std::span<const uint8_t> b) { ::send(fd_, b.data(), b.size(), 0); }
+
+    std::optional<ipc::CountersReport> report;
+    int counter_requests = 0;
+
+private:
+    int fd_ = -1;
+    bool connected_ = false;
+    uint64_t seq_ = 0;
+};
+
+bool same(const ipc::WireAddress& w, const Address& a) { return w.to() == a; }
+
+Address ip_only(const Address& a) { return a.with_port(0); }
+
+class DataplaneIpc : public ::testing::Test {
+protected:
+    void SetUp() override { ASSERT_TRUE(relay_.ready()) << "turn-relay did not start"; }
+    RelayProcess relay_;
+};
+
+TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
+    // 1. The relay serves in socket mode before any dataplane is attached.
+    Client early(relay_.server());
+    const Address early_relayed = early.allocate();
+    ASSERT_EQ(early_relayed.family, Family::kIPv4);
+
+    // 2. Hello -> the resync carries the live state (one allocation).
+    auto dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(1);
+    auto rb = dp->expect<ipc::ResyncBegin>();
+    ASSERT_TRUE(rb);
+    auto early_add = dp->expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(early_add);
+    EXPECT_TRUE(same(early_add->client, early.local()));
+    EXPECT_TRUE(same(early_add->listen, relay_.server()));
+    EXPECT_TRUE(same(early_add->relayed_v4, early_relayed));
+    EXPECT_EQ(early_add->relayed_v6.family, 0);
+    auto re = dp->expect<ipc::ResyncEnd>();
+    ASSERT_TRUE(re);
+    EXPECT_EQ(re->generation, rb->generation);
+    EXPECT_EQ(re->entries, 1u);
+
+    // 3. Allocation, permission, channel, each as it is created.
+    Client c(relay_.server());
+    const Address relayed = c.allocate();
+    ASSERT_EQ(relayed.family, Family::kIPv4);
+    auto add = dp->expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add);
+    const uint64_t id = add->alloc_id;
+    EXPECT_NE(id, 0u);
+    EXPECT_NE(id, early_add->alloc_id);
+    EXPECT_TRUE(same(add->client, c.local()));
+    EXPECT_TRUE(same(add->listen, relay_.server()));
+    EXPECT_TRUE(same(add->relayed_v4, relayed));
+    EXPECT_EQ(add->relayed_v6.family, 0);
+    EXPECT_EQ(add->bandwidth_bps, 0u);
+
+    const Address peer1 = A("127.0.0.1:40001");
+    ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer1);
+                 }).success());
+    auto perm = dp->expect<ipc::PermissionAdd>();
+    ASSERT_TRUE(perm);
+    EXPECT_EQ(perm->alloc_id, id);
+    EXPECT_TRUE(same(perm->relayed, relayed));
+    EXPECT_TRUE(same(perm->peer, ip_only(peer1)));
+
+    // A refresh of the same permission is no new flow: nothing is sent.
+    ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer1);
+                 }).success());
+
+    const Address peer2 = A("127.0.0.2:40002");
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                     b.add_channel_number(0x4001);
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer2);
+                 }).success());
+    auto chan = dp->expect<ipc::ChannelAdd>();
+    ASSERT_TRUE(chan);
+    EXPECT_EQ(chan->alloc_id, id);
+    EXPECT_TRUE(same(chan->relayed, relayed));
+    EXPECT_TRUE(same(chan->peer, peer2));
+    EXPECT_EQ(chan->channel, 0x4001);
+    auto perm2 = dp->expect<ipc::PermissionAdd>();  // ChannelBind installs the peer's permission too
+    ASSERT_TRUE(perm2);
+    EXPECT_EQ(perm2->alloc_id, id);
+    EXPECT_TRUE(same(perm2->peer, ip_only(peer2)));
+
+    // 4. Counters: one report for the allocation, folded into /metrics.
+    ipc::CountersReport r{};
+    r.count = 1;
+    r.last = 1;
+    r.entries[0].alloc_id = id;
+    r.entries[0].to_peer_packets = 10;
+    r.entries[0].to_peer_bytes = 1000;
+    r.entries[0].to_client_packets = 7;
+    r.entries[0].to_client_bytes = 700;
+    r.entries[0].dropped_packets = 2;
+    dp->report = r;
+    dp->serve_counters(3000);
+    ASSERT_GT(dp->counter_requests, 0) << "no CountersRequest within 3 s";
+    // The same cumulative figures again add nothing.
+    dp->serve_counters(3000);
+    dp->report.reset();
+    std::string body;
+    const std::string want = "turn_relayed_packets_total{direction=\"client_to_peer\",path=\"dataplane\"} 10";
+    for (int i = 0; i < 50 && body.find(want) == std::string::npos; ++i) {
+        body = http_get(relay_.metrics_port(), "/metrics");
+        ::usleep(20'000);
+    }
+    EXPECT_NE(body.find(want), std::string::npos) << body;
+    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"peer_to_client\",path=\"dataplane\"} 7"),
+              std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_bytes_total{direction=\"client_to_peer\",path=\"dataplane\"} 1000"),
+              std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_bytes_total{direction=\"peer_to_client\",path=\"dataplane\"} 700"),
+              std::string::npos);
+    EXPECT_NE(body.find("turn_relayed_packets_total{direction=\"client_to_peer\",path=\"socket\"} 0"),
+              std::string::npos);
+    EXPECT_NE(body.find("turn_dataplane_dropped_packets_total 2"), std::string::npos);
+    EXPECT_NE(body.find("turn_dataplane_connected 1"), std::string::npos);
+
+    // 5. Disconnect: the relay keeps serving; a reconnect gets the full live state.
+    dp.reset();
+    Client late(relay_.server());
+    const Address late_relayed = late.allocate();
+    ASSERT_EQ(late_relayed.family, Family::kIPv4);
+    dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(1);
+    auto rb2 = dp->expect<ipc::ResyncBegin>();
+    ASSERT_TRUE(rb2);
+    EXPECT_NE(rb2->generation, rb->generation);
+    std::map<uint64_t, ipc::AllocationAdd> allocs;
+    std::vector<ipc::PermissionAdd> perms;
+    std::vector<ipc::ChannelAdd> chans;
+    for (;;) {
+        auto d = dp->next();
+        ASSERT_TRUE(d) << "resync did not end";
+        if (auto m = ipc::decode<ipc::AllocationAdd>(*d)) {
+            allocs[m->alloc_id] = *m;
+        } else if (auto p = ipc::decode<ipc::PermissionAdd>(*d)) {
+            perms.push_back(*p);
+        } else if (auto ch = ipc::decode<ipc::ChannelAdd>(*d)) {
+            chans.push_back(*ch);
+        } else if (auto e = ipc::decode<ipc::ResyncEnd>(*d)) {
+            EXPECT_EQ(e->generation, rb2->generation);
+            EXPECT_EQ(e->entries, 6u);  // 3 allocations, 2 permissions, 1 channel
+            break;
+        } else {
+            FAIL() << "unexpected message in resync";
+        }
+    }
+    ASSERT_EQ(allocs.size(), 3u);
+    ASSERT_TRUE(allocs.count(id));
+    EXPECT_TRUE(same(allocs[id].client, c.local()));
+    EXPECT_TRUE(same(allocs[id].relayed_v4, relayed));
+    EXPECT_TRUE(allocs.count(early_add->alloc_id));
+    bool late_seen = false;
+    for (const auto& [aid, a] : allocs) {
+        late_seen = late_seen || (same(a.client, late.local()) && same(a.relayed_v4, late_relayed));
+    }
+    EXPECT_TRUE(late_seen);
+    ASSERT_EQ(perms.size(), 2u);
+    std::vector<Address> perm_peers;
+    for (const auto& p : perms) {
+        EXPECT_EQ(p.alloc_id, id);
+        EXPECT_TRUE(same(p.relayed, relayed));
+        perm_peers.push_back(p.peer.to());
+    }
+    EXPECT_TRUE(std::find(perm_peers.begin(), perm_peers.end(), ip_only(peer1)) != perm_peers.end());
+    EXPECT_TRUE(std::find(perm_peers.begin(), perm_peers.end(), ip_only(peer2)) != perm_peers.end());
+    ASSERT_EQ(chans.size(), 1u);
+    EXPECT_EQ(chans[0].alloc_id, id);
+    EXPECT_EQ(chans[0].channel, 0x4001);
+    EXPECT_TRUE(same(chans[0].peer, peer2));
+    EXPECT_TRUE(same(chans[0].relayed, relayed));
+
+    // 6. Refresh LIFETIME 0: channel, permissions, then the allocation are removed.
+    ASSERT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    auto cdel = dp->expect<ipc::ChannelDel>();
+    ASSERT_TRUE(cdel);
+    EXPECT_EQ(cdel->alloc_id, id);
+    EXPECT_EQ(cdel->channel, 0x4001);
+    EXPECT_TRUE(same(cdel->peer, peer2));
+    EXPECT_TRUE(same(cdel->relayed, relayed));
+    std::vector<Address> deleted;
+    for (int i = 0; i < 2; ++i) {
+        auto pd = dp->expect<ipc::PermissionDel>();
+        ASSERT_TRUE(pd);
+        EXPECT_EQ(pd->alloc_id, id);
+        EXPECT_TRUE(same(pd->relayed, relayed));
+        deleted.push_back(pd->peer.to());
+    }
+    EXPECT_TRUE(std::find(deleted.begin(), deleted.end(), ip_only(peer1)) != deleted.end());
+    EXPECT_TRUE(std::find(deleted.begin(), deleted.end(), ip_only(peer2)) != deleted.end());
+    auto adel = dp->expect<ipc::AllocationDel>();
+    ASSERT_TRUE(adel);
+    EXPECT_EQ(adel->alloc_id, id);
+    EXPECT_FALSE(dp->next(300).has_value()) << "nothing else expected";
+}
+
+TEST_F(DataplaneIpc, GarbageFromTheDataplaneIsIgnoredAndAnotherHelloResyncs) {
+    FakeDataplane dp(relay_.socket_path());
+    ASSERT_TRUE(dp.connected());
+    // Nothing is sent before Hello, and a malformed datagram does not break the link.
+    EXPECT_FALSE(dp.next(300).has_value());
+    const uint8_t junk[] = {1, 2, 3, 4, 5};
+    dp.send_raw(junk);
+    ipc::Hello bad{};
+    auto hb = ipc::encode(bad, 1);
+    std::vector<uint8_t> wrong_len(hb.begin(), hb.end());
+    wrong_len.push_back(0);
+    dp.send_raw(wrong_len);
+    Client c(relay_.server());
+    const Address relayed = c.allocate();
+    EXPECT_FALSE(dp.next(300).has_value());
+    dp.hello(7);
+    auto rb = dp.expect<ipc::ResyncBegin>();
+    ASSERT_TRUE(rb);
+    auto add = dp.expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add);
+    EXPECT_TRUE(same(add->relayed_v4, relayed));
+    auto re = dp.expect<ipc::ResyncEnd>();
+    ASSERT_TRUE(re);
+    EXPECT_EQ(re->entries, 1u);
+    // A second Hello on the same connection (dataplane restarted its session) resyncs again.
+    dp.hello(8);
+    auto rb2 = dp.expect<ipc::ResyncBegin>();
+    ASSERT_TRUE(rb2);
+    EXPECT_NE(rb2->generation, rb->generation);
+    ASSERT_TRUE(dp.expect<ipc::AllocationAdd>());
+    ASSERT_TRUE(dp.expect<ipc::ResyncEnd>());
+    // The relay still answers clients.
+    Client d(relay_.server());
+    EXPECT_EQ(d.allocate().family, Family::kIPv4);
+    auto add2 = dp.expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add2);
+    EXPECT_TRUE(same(add2->client, d.local()));
+}
+
+}  // namespace
+}  // namespace turn::cp::test
