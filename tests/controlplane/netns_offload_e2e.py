@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""End to end: turn-relay (control plane) + turn-dataplane (DPDK, af_packet on veth) linked
+over the IPC socket, a real TURN client and a UDP echo peer in their own namespace.
+
+The client allocates and binds a channel with real STUN requests (they are punted by the
+dataplane to the kernel, where turn-relay answers); turn-relay offloads the allocation,
+permission and channel over IPC; the client's ChannelData then takes the dataplane's fast
+path both ways. Checks: payloads echoed, the dataplane's forward counters, turn-relay's
+/metrics (path="dataplane" grows, path="socket" does not), and after Refresh LIFETIME 0
+the flow is gone from the dataplane (the peer receives nothing).
+
+  tcpe_h (client 198.18.2.2, peer 198.18.2.3 on h0)
+     h0 <-> n0  (tcpe_r: NIC, driven by DPDK af_packet)
+     tcpe_r: x0k 198.18.2.1 (kernel end, relay IP; turn-relay listens here) <-> x0d (exception port)
+
+Usage: netns_offload_e2e.py <turn-relay> <turn-dataplane>   (root)
+       netns_offload_e2e.py client | peer                    (run inside tcpe_h by the test)
+"""
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+NS_H, NS_R = "tcpe_h", "tcpe_r"
+RELAY, CLIENT, PEER = "198.18.2.1", "198.18.2.2", "198.18.2.3"
+TURN_PORT, PEER_PORT, CLIENT_PORT = 3478, 6000, 50000
+COOKIE = 0x2112A442
+N = 5
+
+
+# ---- minimal STUN/TURN client (RFC 8489 long-term credentials, RFC 8656) ----
+
+def attr(t, v):
+    return struct.pack("!HH", t, len(v)) + v + b"\0" * (-len(v) % 4)
+
+
+def xor_addr(ip, port):
+    x = bytes(a ^ b for a, b in zip(socket.inet_aton(ip), struct.pack("!I", COOKIE)))
+    return struct.pack("!BBH", 0, 1, port ^ (COOKIE >> 16)) + x
+
+
+def parse(msg):
+    t, ln, _ = struct.unpack("!HHI", msg[:8])
+    attrs, off = {}, 20
+    while off + 4 <= 20 + ln:
+        at, al = struct.unpack("!HH", msg[off:off + 4])
+        attrs.setdefault(at, msg[off + 4:off + 4 + al])
+        off += 4 + al + (-al % 4)
+    return t, attrs
+
+
+def unxor(v):
+    port = struct.unpack("!H", v[2:4])[0] ^ (COOKIE >> 16)
+    ip = socket.inet_ntoa(bytes(a ^ b for a, b in zip(v[4:8], struct.pack("!I", COOKIE))))
+    return ip, port
+
+
+class Turn:
+    def __init__(self, s, server, user, password):
+        self.s, self.server, self.user, self.password = s, server, user, password
+        self.realm = self.nonce = None
+
+    def request(self, method, body, auth=True):
+        txid = os.urandom(12)
+        if auth and self.nonce:
+            body += attr(0x0006, self.user.encode()) + attr(0x0014, self.realm) + attr(0x0015, self.nonce)
+            key = hashlib.md5(f"{self.user}:{self.realm.decode()}:{self.password}".encode()).digest()
+            hdr = struct.pack("!HHI", method, len(body) + 24, COOKIE) + txid
+            body += attr(0x0008, hmac.new(key, hdr + body, hashlib.sha1).digest())
+        msg = struct.pack("!HHI", method, len(body), COOKIE) + txid + body
+        for _ in range(3):
+            self.s.sendto(msg, self.server)
+            try:
+                while True:
+                    data, _ = self.s.recvfrom(4096)
+                    if data[8:20] == txid:
+                        return parse(data)
+            except socket.timeout:
+                continue
+        raise RuntimeError("no answer to method 0x%x" % method)
+
+    def authed(self, method, body):
+        t, a = self.request(method, body, auth=self.nonce is not None)
+        if t & 0x0110 == 0x0110 and 0x0015 in a:  # error with a NONCE: 401 / 438, retry signed
+            self.realm, self.nonce = a[0x0014], a[0x0015]
+            t, a = self.request(method, body)
+        return t, a
+
+
+def client():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((CLIENT, CLIENT_PORT))
+    s.settimeout(2)
+    turn = Turn(s, (RELAY, TURN_PORT), "alice", "alice-pw")
+    out = {}
+    t, a = turn.authed(0x0003, attr(0x0019, bytes([17, 0, 0, 0])))
+    assert t == 0x0103, "Allocate failed: 0x%x %r" % (t, a.get(0x0009))
+    out["relayed"] = unxor(a[0x0016])
+    t, a = turn.authed(0x0009, attr(0x000C, struct.pack("!HH", 0x4001, 0)) + attr(0x0012, xor_addr(PEER, PEER_PORT)))
+    assert t == 0x0109, "ChannelBind failed: 0x%x" % t
+    time.sleep(1.0)  # the IPC messages reach the dataplane well within this
+    echoed = []
+    for i in range(N):
+        payload = b"fast-%d" % i
+        s.sendto(struct.pack("!HH", 0x4001, len(payload)) + payload + b"\0" * (-len(payload) % 4), (RELAY, TURN_PORT))
+        data, src = s.recvfrom(2048)
+        ch, ln = struct.unpack("!HH", data[:4])
+        echoed.append([ch, data[4:4 + ln].decode(errors="replace"), list(src)])
+    out["echoed"] = echoed
+    print(json.dumps(out), flush=True)
+    # Wait for the orchestrator to read metrics, then delete the allocation.
+    sys.stdin.readline()
+    t, _ = turn.authed(0x0004, attr(0x000D, struct.pack("!I", 0)))
+    out2 = {"refresh0": t}
+    time.sleep(0.5)
+    s.sendto(struct.pack("!HH", 0x4001, 4) + b"gone", (RELAY, TURN_PORT))
+    print(json.dumps(out2), flush=True)
+
+
+def peer():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((PEER, PEER_PORT))
+    s.settimeout(20)
+    got = []
+    try:
+        while True:
+            data, src = s.recvfrom(2048)
+            got.append([data.decode(errors="replace"), list(src)])
+            print(json.dumps(got[-1]), flush=True)
+            s.sendto(data, src)
+    except socket.timeout:
+        pass
+
+
+# ---- orchestrator ------------------------------------------------------------
+
+def sh(cmd, check=True):
+    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)
+
+
+def setup():
+    teardown()
+    sh(f"ip netns add {NS_H}; ip netns add {NS_R}")
+    sh(f"ip link add h0 netns {NS_H} type veth peer name n0 netns {NS_R}")
+    sh(f"ip -n {NS_R} link add x0k type veth peer name x0d")
+    sh(f"ip -n {NS_H} addr add {CLIENT}/24 dev h0; ip -n {NS_H} addr add {PEER}/24 dev h0")
+    sh(f"ip -n {NS_R} addr add {RELAY}/24 dev x0k")
+    for ns, dev in ((NS_H, "h0"), (NS_R, "n0"), (NS_R, "x0k"), (NS_R, "x0d")):
+        sh(f"ip -n {ns} link set {dev} up")
+        sh(f"ip netns exec {ns} ethtool -K {dev} tx off", check=False)
+    sh(f"ip -n {NS_H} link set lo up; ip -n {NS_R} link set lo up")
+    # af_packet only taps n0: the relay host's kernel must not answer ARP or take
+    # IP packets there itself (weak host model), or a client whose ARP entry names
+    # n0 would be served twice, by the dataplane and by the kernel.
+    sh(f"ip netns exec {NS_R} sysctl -qw net.ipv4.conf.n0.arp_ignore=8 net.ipv4.conf.n0.rp_filter=1")
+
+
+def teardown():
+    sh(f"ip netns del {NS_H}", check=False)
+    sh(f"ip netns del {NS_R}", check=False)
+
+
+def metrics(port):
+    return sh(f"ip netns exec {NS_R} curl -s http://127.0.0.1:{port}/metrics", check=False).stdout
+
+
+def metric(text, prefix):
+    for line in text.splitlines():
+        if line.startswith(prefix + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def main():
+    relay_bin, dp_bin = sys.argv[1], sys.argv[2]
+    tmp = tempfile.mkdtemp(prefix="turn-offload-e2e-")
+    sock = os.path.join(tmp, "dataplane.sock")
+    cfg = os.path.join(tmp, "relay.toml")
+    mport = 9700
+    with open(cfg, "w") as f:
+        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
+                'relay_port_min = 49152\nrelay_port_max = 49160\nthreads = 1\nrealm = "e2e.test"\n'
+                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
+                f'[metrics]\nlisten = "127.0.0.1:{mport}"\n[dataplane]\nsocket = "{sock}"\n'
+                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    setup()
+    relay = dp = peer_p = client_p = None
+    ok, fails = True, []
+    dp_out = relay_out = ""
+
+    def check(cond, what):
+        nonlocal ok
+        if not cond:
+            ok = False
+            fails.append(what)
+
+    try:
+        relay = subprocess.Popen(["ip", "netns", "exec", NS_R, relay_bin, "--config", cfg],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(50):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.1)
+        gw = sh(f"ip netns exec {NS_H} cat /sys/class/net/h0/address").stdout.strip()
+        dp = subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512",
+                               "--no-pci", "--file-prefix=tcpe2e", "--log-level=lib.eal:error",
+                               "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
+                               "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", sock,
+                               "--gw4", gw, "--flows", "1024"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Attached when the control plane reports it in sync.
+        for _ in range(100):
+            if metric(metrics(mport), "turn_dataplane_connected") == 1:
+                break
+            time.sleep(0.1)
+        check(metric(metrics(mport), "turn_dataplane_connected") == 1, "dataplane attached")
+        me = os.path.abspath(__file__)
+        peer_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "peer"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        client_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "client"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+        line = client_p.stdout.readline()
+        res = json.loads(line) if line.strip() else {}
+        check(bool(res), "client result (stderr: %s)" % (client_p.stderr.read() if not line.strip() else ""))
+        print("client:", res)
+        relayed = res.get("relayed", ["", 0])
+        check(relayed[0] == RELAY, "relayed address on the relay IP")
+        want = [[0x4001, "fast-%d" % i, [RELAY, TURN_PORT]] for i in range(N)]
+        check(res.get("echoed") == want, "echoed ChannelData")
+        # Counters are requested every second; wait for the dataplane figures.
+        m = ""
+        for _ in range(40):
+            m = metrics(mport)
+            if metric(m, 'turn_relayed_packets_total{direction="client_to_peer",path="dataplane"}') == N and \
+               metric(m, 'turn_relayed_packets_total{direction="peer_to_client",path="dataplane"}') == N:
+                break
+            time.sleep(0.1)
+        for d in ("client_to_peer", "peer_to_client"):
+            dpv = metric(m, f'turn_relayed_packets_total{{direction="{d}",path="dataplane"}}')
+            sov = metric(m, f'turn_relayed_packets_total{{direction="{d}",path="socket"}}')
+            print(f"metrics {d}: dataplane={dpv} socket={sov}")
+            check(dpv == N, f"{d} path=dataplane == {N}")
+            check(sov == 0, f"{d} path=socket == 0")
+        client_p.stdin.write("go\n")
+        client_p.stdin.flush()
+        line2 = client_p.stdout.readline()
+        res2 = json.loads(line2) if line2.strip() else {}
+        print("client:", res2)
+        check(res2.get("refresh0") == 0x0104, "Refresh LIFETIME 0 succeeded")
+        client_p.wait(timeout=10)
+        time.sleep(1.0)
+    finally:
+        for p in (client_p, peer_p):
+            if p is not None and p.poll() is None:
+                p.kill()
+        if dp is not None:
+            dp.send_signal(2)
+            try:
+                dp_out = dp.communicate(timeout=20)[0]
+            except subprocess.TimeoutExpired:
+                dp.kill()
+                dp_out = dp.communicate()[0]
+        if relay is not None:
+            relay.send_signal(15)
+            time.sleep(0.2)
+            relay.send_signal(15)
+            try:
+                relay_out = relay.communicate(timeout=10)[0]
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay_out = relay.communicate()[0]
+        teardown()
+        sh(f"rm -rf {tmp} /var/run/dpdk/tcpe2e", check=False)
+    peer_lines = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []
+    print("peer got:", peer_lines)
+    check([x[0] for x in peer_lines] == ["fast-%d" % i for i in range(N)], "peer got exactly the payloads (not 'gone')")
+    check(all(x[1] == [RELAY, relayed[1]] for x in peer_lines), "peer saw the relayed address")
+    print(dp_out)
+    print(relay_out)
+    counters = dict(ln.split() for ln in dp_out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
+    check(counters.get("fwd_client_channel") == str(N), "dataplane fwd_client_channel == %d" % N)
+    check(counters.get("fwd_peer_channel") == str(N), "dataplane fwd_peer_channel == %d" % N)
+    check("event=dataplane_resync" in relay_out, "relay logged the resync")
+    print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1] == "client":
+        client()
+    elif len(sys.argv) == 2 and sys.argv[1] == "peer":
+        peer()
+    else:
+        main()
