@@ -6,8 +6,10 @@ The client allocates and binds a channel with real STUN requests (they are punte
 dataplane to the kernel, where turn-relay answers); turn-relay offloads the allocation,
 permission and channel over IPC; the client's ChannelData then takes the dataplane's fast
 path both ways. Checks: payloads echoed, the dataplane's forward counters, turn-relay's
-/metrics (path="dataplane" grows, path="socket" does not), and after Refresh LIFETIME 0
-the flow is gone from the dataplane (the peer receives nothing).
+/metrics (path="dataplane" grows, path="socket" does not); then the dataplane is restarted:
+the control plane resyncs the new one and traffic resumes on its fast path (counters folded
+across the restart); after Refresh LIFETIME 0 the flow is gone from the dataplane (the peer
+receives nothing).
 
   tcpe_h (client 198.18.2.2, peer 198.18.2.3 on h0)
      h0 <-> n0  (tcpe_r: NIC, driven by DPDK af_packet)
@@ -104,23 +106,30 @@ def client():
     out["relayed"] = unxor(a[0x0016])
     t, a = turn.authed(0x0009, attr(0x000C, struct.pack("!HH", 0x4001, 0)) + attr(0x0012, xor_addr(PEER, PEER_PORT)))
     assert t == 0x0109, "ChannelBind failed: 0x%x" % t
-    time.sleep(1.0)  # the IPC messages reach the dataplane well within this
-    echoed = []
-    for i in range(N):
-        payload = b"fast-%d" % i
-        s.sendto(struct.pack("!HH", 0x4001, len(payload)) + payload + b"\0" * (-len(payload) % 4), (RELAY, TURN_PORT))
-        data, src = s.recvfrom(2048)
-        ch, ln = struct.unpack("!HH", data[:4])
-        echoed.append([ch, data[4:4 + ln].decode(errors="replace"), list(src)])
-    out["echoed"] = echoed
     print(json.dumps(out), flush=True)
-    # Wait for the orchestrator to read metrics, then delete the allocation.
-    sys.stdin.readline()
-    t, _ = turn.authed(0x0004, attr(0x000D, struct.pack("!I", 0)))
-    out2 = {"refresh0": t}
-    time.sleep(0.5)
-    s.sendto(struct.pack("!HH", 0x4001, 4) + b"gone", (RELAY, TURN_PORT))
-    print(json.dumps(out2), flush=True)
+    # Commands from the orchestrator, one per line.
+    for cmd in sys.stdin:
+        cmd = cmd.split()
+        if cmd[0] == "echo":  # N ChannelData with payloads "<prefix>-i", each echoed back
+            echoed = []
+            for i in range(N):
+                payload = b"%s-%d" % (cmd[1].encode(), i)
+                s.sendto(struct.pack("!HH", 0x4001, len(payload)) + payload + b"\0" * (-len(payload) % 4),
+                         (RELAY, TURN_PORT))
+                try:
+                    data, src = s.recvfrom(2048)
+                except socket.timeout:
+                    echoed.append(None)
+                    continue
+                ch, ln = struct.unpack("!HH", data[:4])
+                echoed.append([ch, data[4:4 + ln].decode(errors="replace"), list(src)])
+            print(json.dumps({"echoed": echoed}), flush=True)
+        elif cmd[0] == "delete":  # Refresh LIFETIME 0, then ChannelData that must go nowhere
+            t, _ = turn.authed(0x0004, attr(0x000D, struct.pack("!I", 0)))
+            time.sleep(0.5)
+            s.sendto(struct.pack("!HH", 0x4001, 4) + b"gone", (RELAY, TURN_PORT))
+            print(json.dumps({"refresh0": t}), flush=True)
+            return
 
 
 def peer():
@@ -177,6 +186,37 @@ def metric(text, prefix):
     return None
 
 
+def start_dataplane(dp_bin, sock, prefix):
+    gw = sh(f"ip netns exec {NS_H} cat /sys/class/net/h0/address").stdout.strip()
+    return subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512",
+                             "--no-pci", f"--file-prefix={prefix}", "--log-level=lib.eal:error",
+                             "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
+                             "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", sock,
+                             "--gw4", gw, "--flows", "1024"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_dataplane(dp):
+    dp.send_signal(2)
+    try:
+        out = dp.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        dp.kill()
+        out = dp.communicate()[0]
+    print(out)
+    return dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
+
+
+def wait_metric(mport, name, value, tries=60):
+    v = None
+    for _ in range(tries):
+        v = metric(metrics(mport), name)
+        if v == value:
+            break
+        time.sleep(0.1)
+    return v
+
+
 def main():
     relay_bin, dp_bin = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="turn-offload-e2e-")
@@ -192,13 +232,32 @@ def main():
     setup()
     relay = dp = peer_p = client_p = None
     ok, fails = True, []
-    dp_out = relay_out = ""
+    relay_out = ""
+    relayed = ["", 0]
+    counters_a, counters_b = {}, {}
 
     def check(cond, what):
         nonlocal ok
         if not cond:
             ok = False
             fails.append(what)
+
+    def client_cmd(cmd):
+        client_p.stdin.write(cmd + "\n")
+        client_p.stdin.flush()
+        line = client_p.stdout.readline()
+        res = json.loads(line) if line.strip() else {}
+        print("client", cmd, "->", res)
+        return res
+
+    def check_path_metrics(n, phase):
+        for d in ("client_to_peer", "peer_to_client"):
+            name = f'turn_relayed_packets_total{{direction="{d}",path="dataplane"}}'
+            dpv = wait_metric(mport, name, n)  # counters are requested every second
+            sov = metric(metrics(mport), f'turn_relayed_packets_total{{direction="{d}",path="socket"}}')
+            print(f"{phase}: metrics {d}: dataplane={dpv} socket={sov}")
+            check(dpv == n, f"{phase}: {d} path=dataplane == {n} (got {dpv})")
+            check(sov == 0, f"{phase}: {d} path=socket == 0 (got {sov})")
 
     try:
         relay = subprocess.Popen(["ip", "netns", "exec", NS_R, relay_bin, "--config", cfg],
@@ -207,19 +266,8 @@ def main():
             if os.path.exists(sock):
                 break
             time.sleep(0.1)
-        gw = sh(f"ip netns exec {NS_H} cat /sys/class/net/h0/address").stdout.strip()
-        dp = subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512",
-                               "--no-pci", "--file-prefix=tcpe2e", "--log-level=lib.eal:error",
-                               "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
-                               "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", sock,
-                               "--gw4", gw, "--flows", "1024"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        # Attached when the control plane reports it in sync.
-        for _ in range(100):
-            if metric(metrics(mport), "turn_dataplane_connected") == 1:
-                break
-            time.sleep(0.1)
-        check(metric(metrics(mport), "turn_dataplane_connected") == 1, "dataplane attached")
+        dp = start_dataplane(dp_bin, sock, "tcpe2e_a")
+        check(wait_metric(mport, "turn_dataplane_connected", 1, 100) == 1, "dataplane A attached")
         me = os.path.abspath(__file__)
         peer_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "peer"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -229,32 +277,32 @@ def main():
                                     text=True)
         line = client_p.stdout.readline()
         res = json.loads(line) if line.strip() else {}
-        check(bool(res), "client result (stderr: %s)" % (client_p.stderr.read() if not line.strip() else ""))
+        check(bool(res), "client allocated (stderr: %s)" % (client_p.stderr.read() if not line.strip() else ""))
         print("client:", res)
         relayed = res.get("relayed", ["", 0])
         check(relayed[0] == RELAY, "relayed address on the relay IP")
-        want = [[0x4001, "fast-%d" % i, [RELAY, TURN_PORT]] for i in range(N)]
-        check(res.get("echoed") == want, "echoed ChannelData")
-        # Counters are requested every second; wait for the dataplane figures.
-        m = ""
-        for _ in range(40):
-            m = metrics(mport)
-            if metric(m, 'turn_relayed_packets_total{direction="client_to_peer",path="dataplane"}') == N and \
-               metric(m, 'turn_relayed_packets_total{direction="peer_to_client",path="dataplane"}') == N:
-                break
-            time.sleep(0.1)
-        for d in ("client_to_peer", "peer_to_client"):
-            dpv = metric(m, f'turn_relayed_packets_total{{direction="{d}",path="dataplane"}}')
-            sov = metric(m, f'turn_relayed_packets_total{{direction="{d}",path="socket"}}')
-            print(f"metrics {d}: dataplane={dpv} socket={sov}")
-            check(dpv == N, f"{d} path=dataplane == {N}")
-            check(sov == 0, f"{d} path=socket == 0")
-        client_p.stdin.write("go\n")
-        client_p.stdin.flush()
-        line2 = client_p.stdout.readline()
-        res2 = json.loads(line2) if line2.strip() else {}
-        print("client:", res2)
-        check(res2.get("refresh0") == 0x0104, "Refresh LIFETIME 0 succeeded")
+        time.sleep(1.0)  # the IPC messages reach the dataplane well within this
+
+        # Phase A: ChannelData both ways on dataplane A's fast path.
+        r = client_cmd("echo a")
+        check(r.get("echoed") == [[0x4001, "a-%d" % i, [RELAY, TURN_PORT]] for i in range(N)], "A: echoed")
+        check_path_metrics(N, "A")
+
+        # Restart the dataplane: the allocation survives in the control plane,
+        # the new dataplane is resynced and forwarding resumes on its fast path.
+        counters_a = stop_dataplane(dp)
+        dp = None
+        check(wait_metric(mport, "turn_dataplane_connected", 0) == 0, "dataplane A detached")
+        dp = start_dataplane(dp_bin, sock, "tcpe2e_b")
+        check(wait_metric(mport, "turn_dataplane_connected", 1, 100) == 1, "dataplane B attached")
+        check(metric(metrics(mport), "turn_dataplane_resyncs_total") == 2, "two resyncs")
+        time.sleep(0.5)
+        r = client_cmd("echo b")
+        check(r.get("echoed") == [[0x4001, "b-%d" % i, [RELAY, TURN_PORT]] for i in range(N)], "B: echoed")
+        check_path_metrics(2 * N, "B")
+
+        r = client_cmd("delete")
+        check(r.get("refresh0") == 0x0104, "Refresh LIFETIME 0 succeeded")
         client_p.wait(timeout=10)
         time.sleep(1.0)
     finally:
@@ -262,12 +310,7 @@ def main():
             if p is not None and p.poll() is None:
                 p.kill()
         if dp is not None:
-            dp.send_signal(2)
-            try:
-                dp_out = dp.communicate(timeout=20)[0]
-            except subprocess.TimeoutExpired:
-                dp.kill()
-                dp_out = dp.communicate()[0]
+            counters_b = stop_dataplane(dp)
         if relay is not None:
             relay.send_signal(15)
             time.sleep(0.2)
@@ -278,17 +321,17 @@ def main():
                 relay.kill()
                 relay_out = relay.communicate()[0]
         teardown()
-        sh(f"rm -rf {tmp} /var/run/dpdk/tcpe2e", check=False)
+        sh(f"rm -rf {tmp} /var/run/dpdk/tcpe2e_a /var/run/dpdk/tcpe2e_b", check=False)
     peer_lines = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []
     print("peer got:", peer_lines)
-    check([x[0] for x in peer_lines] == ["fast-%d" % i for i in range(N)], "peer got exactly the payloads (not 'gone')")
+    want = ["a-%d" % i for i in range(N)] + ["b-%d" % i for i in range(N)]
+    check([x[0] for x in peer_lines] == want, "peer got exactly the payloads (not 'gone')")
     check(all(x[1] == [RELAY, relayed[1]] for x in peer_lines), "peer saw the relayed address")
-    print(dp_out)
     print(relay_out)
-    counters = dict(ln.split() for ln in dp_out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
-    check(counters.get("fwd_client_channel") == str(N), "dataplane fwd_client_channel == %d" % N)
-    check(counters.get("fwd_peer_channel") == str(N), "dataplane fwd_peer_channel == %d" % N)
-    check("event=dataplane_resync" in relay_out, "relay logged the resync")
+    for name, c in (("A", counters_a), ("B", counters_b)):
+        check(c.get("fwd_client_channel") == str(N), f"dataplane {name} fwd_client_channel == {N}")
+        check(c.get("fwd_peer_channel") == str(N), f"dataplane {name} fwd_peer_channel == {N}")
+    check(relay_out.count("event=dataplane_resync") == 2, "relay logged two resyncs")
     print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
     sys.exit(0 if ok else 1)
 
