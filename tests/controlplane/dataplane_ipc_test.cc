@@ -114,7 +114,9 @@ std::string http_get(uint16_t port, const std::string& path) {
 // turn-relay with a dataplane socket in a fresh temporary directory.
 class RelayProcess {
 public:
-    RelayProcess() {
+    // dual: relayed addresses of both families (and IPv6 peers allowed);
+    // bandwidth_bps: [allocation].bandwidth_bps.
+    explicit RelayProcess(bool dual = false, uint64_t bandwidth_bps = 0) {
         char tmpl[] = "/tmp/turn-ipc-test-XXXXXX";
         dir_ = ::mkdtemp(tmpl);
         sock_path_ = dir_ + "/dataplane.sock";
@@ -122,11 +124,13 @@ public:
         metrics_port_ = free_port(SOCK_STREAM);
         const uint16_t base = static_cast<uint16_t>(31000 + (::getpid() % 300) * 100);
         const std::string cfg = dir_ + "/relay.toml";
-        std::ofstream(cfg) << "[server]\nlisten = [\"127.0.0.1:" << port_ << "\"]\nrelay_ips = [\"127.0.0.1\"]\n"
+        std::ofstream(cfg) << "[server]\nlisten = [\"127.0.0.1:" << port_ << "\"]\nrelay_ips = "
+                           << (dual ? "[\"127.0.0.1\", \"::1\"]" : "[\"127.0.0.1\"]") << "\n"
                            << "relay_port_min = " << base << "\nrelay_port_max = " << base + 49
                            << "\nrealm = \"ipc.test\"\nthreads = 2\n"
                            << "[auth]\nusers = [\"alice:alice-pw\"]\n"
-                           << "[policy]\nallow_peers = [\"127.0.0.0/8\"]\n"
+                           << "[allocation]\nbandwidth_bps = " << bandwidth_bps << "\n"
+                           << "[policy]\nallow_peers = [\"127.0.0.0/8\", \"::1/128\"]\n"
                            << "[metrics]\nlisten = \"127.0.0.1:" << metrics_port_ << "\"\n"
                            << "[dataplane]\nsocket = \"" << sock_path_ << "\"\n"
                            << "[log]\nlevel = \"warn\"\n[drain]\ndeadline_s = 1\n";
@@ -201,10 +205,21 @@ public:
         return a ? *a : Answer({});
     }
     // Returns the relayed address.
-    Address allocate() {
-        auto a = request(M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoUdp); });
+    Address allocate() { return allocate_all().value_or(std::vector<Address>{Address{}}).front(); }
+    // Every relayed address (dual stack: IPv4 first).
+    std::optional<std::vector<Address>> allocate_all(const Attrs& extra = {}) {
+        auto a = request(M::kAllocate, [&](auto& b) {
+            b.add_requested_transport(stun::kProtoUdp);
+            if (extra) {
+                extra(b);
+            }
+        });
         EXPECT_TRUE(a.success()) << a.code();
-        return a.xor_address(stun::attr::kXorRelayedAddress).value_or(Address{});
+        auto v = a.xor_addresses(stun::attr::kXorRelayedAddress);
+        if (v.empty()) {
+            return std::nullopt;
+        }
+        return v;
     }
     Address local() const { return sock_.local(); }
 
@@ -533,6 +548,82 @@ TEST_F(DataplaneIpc, GarbageFromTheDataplaneIsIgnoredAndAnotherHelloResyncs) {
     auto add2 = dp.expect<ipc::AllocationAdd>();
     ASSERT_TRUE(add2);
     EXPECT_TRUE(same(add2->client, d.local()));
+}
+
+TEST(DataplaneIpcDualStack, EachPeerGetsTheRelayOfItsFamilyLimitIsSetAndAFamilyCanBeDropped) {
+    RelayProcess relay(true, 8'000'000);
+    ASSERT_TRUE(relay.ready()) << "turn-relay did not start";
+    FakeDataplane dp(relay.socket_path());
+    ASSERT_TRUE(dp.connected());
+    dp.hello(3);
+    ASSERT_TRUE(dp.expect<ipc::ResyncBegin>());
+    auto re = dp.expect<ipc::ResyncEnd>();
+    ASSERT_TRUE(re);
+    EXPECT_EQ(re->entries, 0u);
+
+    Client c(relay.server());
+    auto relays =
+        c.allocate_all([](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
+    ASSERT_TRUE(relays);
+    ASSERT_EQ(relays->size(), 2u);
+    const Address r4 = (*relays)[0].is_v4() ? (*relays)[0] : (*relays)[1];
+    const Address r6 = (*relays)[0].is_v6() ? (*relays)[0] : (*relays)[1];
+    ASSERT_TRUE(r4.is_v4());
+    ASSERT_TRUE(r6.is_v6());
+    auto add = dp.expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add);
+    const uint64_t id = add->alloc_id;
+    EXPECT_TRUE(same(add->relayed_v4, r4));
+    EXPECT_TRUE(same(add->relayed_v6, r6));
+    EXPECT_EQ(add->bandwidth_bps, 8'000'000u);
+    auto lim = dp.expect<ipc::LimitSet>();
+    ASSERT_TRUE(lim);
+    EXPECT_EQ(lim->alloc_id, id);
+    EXPECT_EQ(lim->bandwidth_bps, 8'000'000u);
+
+    ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
+                     b.add_xor_address(stun::attr::kXorPeerAddress, A("127.0.0.1:40010"));
+                 }).success());
+    auto p4 = dp.expect<ipc::PermissionAdd>();
+    ASSERT_TRUE(p4);
+    EXPECT_TRUE(same(p4->relayed, r4));
+    EXPECT_TRUE(same(p4->peer, A("127.0.0.1:0")));
+    const Address peer6 = A("[::1]:40011");
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                     b.add_channel_number(0x4002);
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer6);
+                 }).success());
+    auto ch = dp.expect<ipc::ChannelAdd>();
+    ASSERT_TRUE(ch);
+    EXPECT_EQ(ch->alloc_id, id);
+    EXPECT_EQ(ch->channel, 0x4002);
+    EXPECT_TRUE(same(ch->relayed, r6));
+    EXPECT_TRUE(same(ch->peer, peer6));
+    auto p6 = dp.expect<ipc::PermissionAdd>();
+    ASSERT_TRUE(p6);
+    EXPECT_TRUE(same(p6->relayed, r6));
+    EXPECT_TRUE(same(p6->peer, ip_only(peer6)));
+
+    // Refresh LIFETIME 0 for IPv6 only: the allocation is re-announced without
+    // its IPv6 relayed address, and only the IPv4 state comes back.
+    ASSERT_TRUE(c.request(M::kRefresh, [](auto& b) {
+                     b.add_u32(stun::attr::kLifetime, 0);
+                     b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6);
+                 }).success());
+    auto del = dp.expect<ipc::AllocationDel>();
+    ASSERT_TRUE(del);
+    EXPECT_EQ(del->alloc_id, id);
+    auto add2 = dp.expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add2);
+    EXPECT_EQ(add2->alloc_id, id);
+    EXPECT_TRUE(same(add2->relayed_v4, r4));
+    EXPECT_EQ(add2->relayed_v6.family, 0);
+    ASSERT_TRUE(dp.expect<ipc::LimitSet>());
+    auto p4b = dp.expect<ipc::PermissionAdd>();
+    ASSERT_TRUE(p4b);
+    EXPECT_TRUE(same(p4b->relayed, r4));
+    EXPECT_TRUE(same(p4b->peer, A("127.0.0.1:0")));
+    EXPECT_FALSE(dp.next(300).has_value()) << "no IPv6 permission or channel without an IPv6 relayed address";
 }
 
 }  // namespace
