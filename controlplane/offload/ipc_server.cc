@@ -44,7 +44,12 @@ IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms)
     generation_ = (static_cast<uint64_t>(rd()) << 32) | (rd() & 0xFFFF0000u);
 }
 
-IpcServer::~IpcServer() { stop(); }
+IpcServer::~IpcServer() {
+    stop();
+    if (wake_fd_ >= 0) {
+        ::close(wake_fd_);
+    }
+}
 
 std::string IpcServer::start() {
     sockaddr_un a{};
@@ -102,10 +107,7 @@ void IpcServer::stop() {
         listen_fd_ = -1;
         ::unlink(path_.c_str());
     }
-    if (wake_fd_ >= 0) {
-        ::close(wake_fd_);
-        wake_fd_ = -1;
-    }
+    // wake_fd_ stays open until destruction: a loop thread may still call wake().
     std::lock_guard lk(mu_);
     in_sync_ = false;
     outbox_.clear();
@@ -121,8 +123,12 @@ void IpcServer::wake() {
 
 template <typename M>
 IpcServer::Buf IpcServer::encode_buf(M& m) {
+    static_assert(sizeof(M) <= sizeof(Buf::bytes));
     const auto bytes = ipc::encode(m, seq_.fetch_add(1, std::memory_order_relaxed) + 1);
-    return Buf(bytes.begin(), bytes.end());
+    Buf b;
+    b.len = static_cast<uint32_t>(bytes.size());
+    std::memcpy(b.bytes.data(), bytes.data(), bytes.size());
+    return b;
 }
 
 template <typename M>
@@ -459,6 +465,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         pending_.push_back(encode_buf(e));
         in_sync_ = true;
     }
+    backlog_limit_ = pending_.size() + kMaxBacklog;
     counters_.connected.store(true);
     counters_.resyncs.fetch_add(1);
     log_event("dataplane_resync", {{"pid", std::to_string(h.pid)},
@@ -506,13 +513,13 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
 }
 
 bool IpcServer::flush() {
-    if (pending_.size() > kMaxBacklog) {
+    if (pending_.size() > backlog_limit_) {
         close_conn("backlog full (dataplane not reading)");
         return false;
     }
     while (!pending_.empty() && conn_fd_ >= 0) {
         const Buf& b = pending_.front();
-        const ssize_t r = ::send(conn_fd_, b.data(), b.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        const ssize_t r = ::send(conn_fd_, b.bytes.data(), b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r >= 0) {
             pending_.pop_front();
             continue;

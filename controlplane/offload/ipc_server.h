@@ -47,7 +47,8 @@ struct DataplaneCounters {
 
 class IpcServer final : public OffloadHook {
 public:
-    static constexpr size_t kMaxBacklog = 1u << 20;  // messages queued for one connection
+    // Messages queued beyond a resync for one connection before it is dropped.
+    static constexpr size_t kMaxBacklog = 1u << 20;
 
     explicit IpcServer(std::string path, uint32_t counters_interval_ms = 1000);
     ~IpcServer() override;
@@ -71,7 +72,12 @@ public:
     void channel_removed(uint64_t allocation_id, uint16_t channel, const Address& peer) override;
 
 private:
-    using Buf = std::vector<uint8_t>;
+    // One encoded message, inline (no heap allocation per message on the
+    // loops' side); the largest control-plane message is AllocationAdd (120 B).
+    struct Buf {
+        uint32_t len = 0;
+        std::array<uint8_t, 128> bytes{};
+    };
     struct Mirrored {
         OffloadAllocation a;
         std::unordered_set<Address, AddressHash> permissions;  // peer IPs, port 0
@@ -114,6 +120,7 @@ private:
 
     // IPC thread only.
     std::deque<Buf> pending_;
+    size_t backlog_limit_ = kMaxBacklog;  // the resync's size + kMaxBacklog
     uint64_t generation_;
     uint64_t boot_id_ = 0;
     struct Last {
