@@ -70,6 +70,8 @@ class Turn:
 
     def request(self, method, body, auth=True):
         txid = os.urandom(12)
+        if callable(body):  # attributes that depend on the transaction ID (IPv6 XOR addresses)
+            body = body(txid)
         if auth and self.nonce:
             body += attr(0x0006, self.user.encode()) + attr(0x0014, self.realm) + attr(0x0015, self.nonce)
             key = hashlib.md5(f"{self.user}:{self.realm.decode()}:{self.password}".encode()).digest()
@@ -186,13 +188,13 @@ def metric(text, prefix):
     return None
 
 
-def start_dataplane(dp_bin, sock, prefix):
+def start_dataplane(dp_bin, sock, prefix, extra=()):
     gw = sh(f"ip netns exec {NS_H} cat /sys/class/net/h0/address").stdout.strip()
     return subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512",
                              "--no-pci", f"--file-prefix={prefix}", "--log-level=lib.eal:error",
                              "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
                              "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", sock,
-                             "--gw4", gw, "--flows", "1024"],
+                             "--gw4", gw, "--flows", "1024", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -42,6 +42,9 @@ def setup():
         # Kernel-built packets must carry full checksums: af_packet sees them raw.
         sh(f"ip netns exec {ns} ethtool -K {dev} tx off", check=False)
     sh(f"ip -n {NS_H} link set lo up; ip -n {NS_R} link set lo up")
+    # af_packet only taps n0: the relay host's kernel must not answer ARP or take IP
+    # packets there itself (weak host model), or the client could be served twice.
+    sh(f"ip netns exec {NS_R} sysctl -qw net.ipv4.conf.n0.arp_ignore=8 net.ipv4.conf.n0.rp_filter=1")
 
 
 def teardown():

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Differential end to end: the same TURN scenario run twice on the topology of
+netns_offload_e2e.py (whose helpers it imports), once with offload on (turn-relay +
+turn-dataplane on af_packet over IPC) and once with offload off (turn-relay alone in socket
+mode, the relay IP on n0 itself, no dataplane). Both runs must deliver byte-identical
+datagrams at both ends:
+
+  - allocate, CreatePermission (peer IP), ChannelBind 0x4001 -> peer:6000;
+  - ChannelData of several sizes (distinct payloads) echoed by peer:6000;
+  - Send indications -> peer:6001 (permission only, no channel), echoed back to the client
+    as Data indications (compared with the transaction ID masked);
+  - a second peer host (198.18.2.4, no permission) sends to the relayed port: nothing may
+    reach the client; with offload the dataplane's drop_no_permission counts exactly these.
+
+The counters say which path carried the traffic: the dataplane's fwd_* counters and /metrics
+turn_relayed_packets_total path="dataplane" (offload) vs path="socket" (socket mode).
+
+Usage: netns_offload_diff.py <turn-relay> <turn-dataplane>   (root)
+       netns_offload_diff.py client | peer                    (run inside tcpe_h by the test)
+"""
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+from netns_offload_e2e import (NS_H, NS_R, RELAY, CLIENT, PEER, TURN_PORT, PEER_PORT, CLIENT_PORT, COOKIE, Turn, attr,
+                               xor_addr, unxor, sh, setup, teardown, metrics, metric, start_dataplane,
+                               stop_dataplane, wait_metric)
+
+PEER_PORT2 = PEER_PORT + 1          # permission only (no channel): Send / Data indications
+STRANGER = "198.18.2.4"             # second peer host, no permission
+SIZES = [1, 3, 4, 5, 64, 255, 512, 1000, 1200]
+SEND_SIZES = [1, 7, 100, 800]
+N_STRANGER = 7
+
+
+def payload(tag, i, size):
+    out = b""
+    while len(out) < size:
+        out += hashlib.sha256(b"%s-%d-%d-%d" % (tag, i, size, len(out))).digest()
+    return out[:size]
+
+
+def strip_txid(msg):
+    # STUN header: type, length, cookie, 12-byte transaction ID (random per message).
+    return msg[:8] + b"\0" * 12 + msg[20:] if len(msg) >= 20 else msg
+
+
+def client():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((CLIENT, CLIENT_PORT))
+    s.settimeout(2)
+    turn = Turn(s, (RELAY, TURN_PORT), "alice", "alice-pw")
+    t, a = turn.authed(0x0003, attr(0x0019, bytes([17, 0, 0, 0])))
+    assert t == 0x0103, "Allocate failed: 0x%x %r" % (t, a.get(0x0009))
+    out = {"relayed": unxor(a[0x0016])}
+    t, _ = turn.authed(0x0008, attr(0x0012, xor_addr(PEER, PEER_PORT2)))
+    assert t == 0x0108, "CreatePermission failed: 0x%x" % t
+    t, _ = turn.authed(0x0009, attr(0x000C, struct.pack("!HH", 0x4001, 0)) + attr(0x0012, xor_addr(PEER, PEER_PORT)))
+    assert t == 0x0109, "ChannelBind failed: 0x%x" % t
+    print(json.dumps(out), flush=True)
+    for cmd in sys.stdin:
+        cmd = cmd.split()
+        if cmd[0] == "run":
+            got = {"channel": [], "data_ind": []}
+            for i, size in enumerate(SIZES):
+                p = payload(b"cd", i, size)
+                s.sendto(struct.pack("!HH", 0x4001, len(p)) + p + b"\0" * (-len(p) % 4), (RELAY, TURN_PORT))
+                try:
+                    data, src = s.recvfrom(4096)
+                    got["channel"].append([data.hex(), list(src)])
+                except socket.timeout:
+                    got["channel"].append(None)
+            for i, size in enumerate(SEND_SIZES):
+                p = payload(b"si", i, size)
+                body = attr(0x0012, xor_addr(PEER, PEER_PORT2)) + attr(0x0013, p)
+                s.sendto(struct.pack("!HHI", 0x0016, len(body), COOKIE) + os.urandom(12) + body, (RELAY, TURN_PORT))
+                try:
+                    data, src = s.recvfrom(4096)
+                    got["data_ind"].append([strip_txid(data).hex(), list(src)])
+                except socket.timeout:
+                    got["data_ind"].append(None)
+            print(json.dumps(got), flush=True)
+        elif cmd[0] == "listen":  # anything arriving now is a leak
+            s.settimeout(float(cmd[1]))
+            leaked = []
+            try:
+                while True:
+                    data, src = s.recvfrom(4096)
+                    leaked.append([data.hex(), list(src)])
+            except socket.timeout:
+                pass
+            print(json.dumps({"leaked": leaked}), flush=True)
+            return
+
+
+
+def peer():
+    socks = []
+    for port in (PEER_PORT, PEER_PORT2):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((PEER, port))
+        socks.append(s)
+    while True:
+        r, _, _ = select.select(socks, [], [], 30)
+        if not r:
+            return
+        for s in r:
+            data, src = s.recvfrom(4096)
+            print(json.dumps([s.getsockname()[1], data.hex(), list(src)]), flush=True)
+            s.sendto(data, src)
+
+
+def stranger(relayed_port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((STRANGER, 7000))
+    for i in range(N_STRANGER):
+        s.sendto(b"stranger-%d" % i, (RELAY, relayed_port))
+        time.sleep(0.01)
+
+
+# ---- orchestrator ------------------------------------------------------------
+
+def run_mode(relay_bin, dp_bin, offload, mport):
+    tmp = tempfile.mkdtemp(prefix="turn-offload-diff-")
+    sock = os.path.join(tmp, "dataplane.sock")
+    cfg = os.path.join(tmp, "relay.toml")
+    prefix = "tcpdiff"
+    with open(cfg, "w") as f:
+        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
+                'relay_port_min = 49152\nrelay_port_max = 49160\nthreads = 1\nrealm = "e2e.test"\n'
+                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
+                f'[metrics]\nlisten = "127.0.0.1:{mport}"\n'
+                + (f'[dataplane]\nsocket = "{sock}"\n' if offload else '')
+                + '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    setup()
+    sh(f"ip -n {NS_H} addr add {STRANGER}/24 dev h0")
+    if not offload:
+        # Socket mode: no dataplane on n0, so the relay IP lives on n0 and the kernel serves it.
+        sh(f"ip -n {NS_R} addr del {RELAY}/24 dev x0k")
+        sh(f"ip -n {NS_R} addr add {RELAY}/24 dev n0")
+        sh(f"ip netns exec {NS_R} sysctl -qw net.ipv4.conf.n0.arp_ignore=0")
+    res = {"fails": [], "counters": {}, "metrics": {}}
+    relay = dp = peer_p = client_p = None
+    me = os.path.abspath(__file__)
+
+    def client_cmd(cmd):
+        client_p.stdin.write(cmd + "\n")
+        client_p.stdin.flush()
+        line = client_p.stdout.readline()
+        return json.loads(line) if line.strip() else {}
+
+    try:
+        relay = subprocess.Popen(["ip", "netns", "exec", NS_R, relay_bin, "--config", cfg],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if offload:
+            for _ in range(50):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.1)
+            dp = start_dataplane(dp_bin, sock, prefix)
+            if wait_metric(mport, "turn_dataplane_connected", 1, 100) != 1:
+                res["fails"].append("dataplane attached")
+        else:
+            wait_metric(mport, "turn_dataplane_connected", 0, 30)
+        peer_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "peer"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        client_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "client"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+        line = client_p.stdout.readline()
+        if not line.strip():
+            res["fails"].append("client allocated: " + client_p.stderr.read())
+            return res
+        res["relayed"] = json.loads(line)["relayed"]
+        time.sleep(1.0)  # offload messages reach the dataplane well within this
+        res["client"] = client_cmd("run")
+        st = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "stranger",
+                               str(res["relayed"][1])])
+        res["leaked"] = client_cmd("listen 1.5").get("leaked")
+        st.wait(timeout=10)
+        client_p.wait(timeout=10)
+        n_c2p = len(SIZES) + len(SEND_SIZES)
+        path = "dataplane" if offload else "socket"
+        for d in ("client_to_peer", "peer_to_client"):
+            wait_metric(mport, f'turn_relayed_packets_total{{direction="{d}",path="{path}"}}', n_c2p)
+            text = metrics(mport)
+            res["metrics"][d] = {p: metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}')
+                                 for p in ("dataplane", "socket")}
+    finally:
+        for p in (client_p, peer_p):
+            if p is not None and p.poll() is None:
+                p.kill()
+        if dp is not None:
+            res["counters"] = stop_dataplane(dp)
+        if relay is not None:
+            relay.send_signal(15)
+            time.sleep(0.2)
+            relay.send_signal(15)
+            try:
+                relay.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay.communicate()
+        teardown()
+        sh(f"rm -rf {tmp} /var/run/dpdk/{prefix}", check=False)
+    res["peer"] = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []
+    return res
+
+
+def main():
+    relay_bin, dp_bin = sys.argv[1], sys.argv[2]
+    fails = []
+
+    def check(cond, what):
+        if not cond:
+            fails.append(what)
+
+    on = run_mode(relay_bin, dp_bin, True, 9701)
+    off = run_mode(relay_bin, dp_bin, False, 9702)
+    n_cd, n_si = len(SIZES), len(SEND_SIZES)
+    for name, r in (("offload", on), ("socket", off)):
+        print(f"{name}: relayed={r.get('relayed')} metrics={r.get('metrics')} leaked={r.get('leaked')}")
+        fails.extend(f"{name}: {f}" for f in r["fails"])
+        c = r.get("client", {})
+        check(len(c.get("channel", [])) == n_cd and None not in c["channel"], f"{name}: all ChannelData echoed")
+        check(len(c.get("data_ind", [])) == n_si and None not in c["data_ind"], f"{name}: all Data indications")
+        check(r.get("leaked") == [], f"{name}: nothing from the stranger reached the client")
+        # Peer side: exact payloads, from the relayed address, to the right port.
+        want_peer = ([[PEER_PORT, payload(b"cd", i, sz).hex()] for i, sz in enumerate(SIZES)]
+                     + [[PEER_PORT2, payload(b"si", i, sz).hex()] for i, sz in enumerate(SEND_SIZES)])
+        check([x[:2] for x in r["peer"]] == want_peer, f"{name}: peer got exactly the payloads")
+        check(all(x[2] == [RELAY, r.get("relayed", [0, 0])[1]] for x in r["peer"]), f"{name}: peer saw the relayed address")
+        # Client side: framing as the client expects it, independent of the other run.
+        for i, sz in enumerate(SIZES):
+            got = c.get("channel", [None] * n_cd)[i]
+            if got:
+                data = bytes.fromhex(got[0])
+                check(data[:4] == struct.pack("!HH", 0x4001, sz) and data[4:4 + sz] == payload(b"cd", i, sz),
+                      f"{name}: ChannelData {i} framing/payload")
+                check(got[1] == [RELAY, TURN_PORT], f"{name}: ChannelData {i} from the server address")
+        for i, sz in enumerate(SEND_SIZES):
+            got = c.get("data_ind", [None] * n_si)[i]
+            if got:
+                data = bytes.fromhex(got[0])
+                body = attr(0x0012, xor_addr(PEER, PEER_PORT2)) + attr(0x0013, payload(b"si", i, sz))
+                t, ln = struct.unpack("!HH", data[:4])
+                check(t == 0x0017 and ln == len(data) - 20, f"{name}: Data indication {i} header")
+                # Exactly XOR-PEER-ADDRESS and DATA (order compared by the differential below).
+                check(sorted_attrs(data[20:]) == sorted_attrs(body), f"{name}: Data indication {i} attributes")
+                check(got[1] == [RELAY, TURN_PORT], f"{name}: Data indication {i} from the server address")
+    # Differential: byte-identical at both ends.
+    for key in ("channel", "data_ind"):
+        a = [x[0] if x else None for x in on.get("client", {}).get(key, [])]
+        b = [x[0] if x else None for x in off.get("client", {}).get(key, [])]
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                print(f"DIFF client {key}[{i}]:\n  offload {x}\n  socket  {y}")
+        check(a == b and len(a) > 0, f"client {key} bytes identical offload vs socket")
+    pa = [x[:2] for x in on["peer"]]
+    pb = [x[:2] for x in off["peer"]]
+    check(pa == pb, "peer datagrams identical offload vs socket")
+    # Which path carried them.
+    n = n_cd + n_si
+    for d in ("client_to_peer", "peer_to_client"):
+        check(on["metrics"].get(d) == {"dataplane": n, "socket": 0}, f"offload: /metrics {d} {on['metrics'].get(d)}")
+        check(off["metrics"].get(d, {}).get("socket") == n and not off["metrics"].get(d, {}).get("dataplane"),
+              f"socket mode: /metrics {d} {off['metrics'].get(d)}")
+    cnt = on["counters"]
+    print("offload dataplane counters:", {k: v for k, v in cnt.items() if k.startswith(("fwd_", "drop_"))})
+    for k, v in (("fwd_client_channel", n_cd), ("fwd_peer_channel", n_cd), ("fwd_client_send", n_si),
+                 ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER)):
+        check(cnt.get(k) == str(v), f"offload: dataplane {k} == {v} (got {cnt.get(k)})")
+    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
+    sys.exit(0 if not fails else 1)
+
+
+def sorted_attrs(b):
+    out, off = [], 0
+    while off + 4 <= len(b):
+        t, ln = struct.unpack("!HH", b[off:off + 4])
+        out.append(b[off:off + 4 + ln + (-ln % 4)])
+        off += 4 + ln + (-ln % 4)
+    return sorted(out)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1] in ("client", "peer"):
+        {"client": client, "peer": peer}[sys.argv[1]]()
+    elif len(sys.argv) == 3 and sys.argv[1] == "stranger":
+        stranger(int(sys.argv[2]))
+    else:
+        main()

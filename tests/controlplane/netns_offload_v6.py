@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""End to end over IPv6 (fd00::/8) on the topology of netns_offload_e2e.py (helpers imported):
+turn-relay + turn-dataplane (af_packet, --gw6) over IPC; the client allocates an IPv6 relayed
+address from [fd00::1]:3478 (REQUESTED-ADDRESS-FAMILY IPv6), binds a channel to the IPv6 peer
+and sends ChannelData of several sizes; the peer echoes each one. Checks: payloads identical at
+both ends, the peer sees the relayed address, the dataplane's fwd_client_channel /
+fwd_peer_channel and /metrics path="dataplane" count them, path="socket" stays 0.
+
+  tcpe_h (client fd00::2, peer fd00::3 on h0)  h0 <-> n0 (DPDK)   tcpe_r: x0k fd00::1 <-> x0d
+
+Usage: netns_offload_v6.py <turn-relay> <turn-dataplane>   (root)
+       netns_offload_v6.py client | peer                    (run inside tcpe_h by the test)
+"""
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+from netns_offload_e2e import (NS_H, NS_R, COOKIE, TURN_PORT, PEER_PORT, CLIENT_PORT, Turn, attr, sh, setup,
+                               teardown, metrics, metric, start_dataplane, stop_dataplane, wait_metric)
+
+RELAY6, CLIENT6, PEER6 = "fd00::1", "fd00::2", "fd00::3"
+SIZES = [1, 4, 5, 100, 700, 1200]
+
+
+def payload(i, size):
+    return bytes((i * 31 + k * 7 + size) & 0xFF for k in range(size))
+
+
+def xor_addr6(ip, port, txid):
+    key = struct.pack("!I", COOKIE) + txid
+    return struct.pack("!BBH", 0, 2, port ^ (COOKIE >> 16)) + bytes(
+        a ^ b for a, b in zip(socket.inet_pton(socket.AF_INET6, ip), key))
+
+
+def client():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind((CLIENT6, CLIENT_PORT))
+    s.settimeout(2)
+    turn = Turn(s, (RELAY6, TURN_PORT), "alice", "alice-pw")
+    t, a = turn.authed(0x0003, attr(0x0019, bytes([17, 0, 0, 0])) + attr(0x0017, bytes([2, 0, 0, 0])))
+    assert t == 0x0103, "Allocate failed: 0x%x %r" % (t, a.get(0x0009))
+    rel = a[0x0016]
+    out = {"relayed_family": rel[1], "relayed_port": struct.unpack("!H", rel[2:4])[0] ^ (COOKIE >> 16)}
+    t, _ = turn.authed(0x0009, lambda txid: attr(0x000C, struct.pack("!HH", 0x4001, 0))
+                       + attr(0x0012, xor_addr6(PEER6, PEER_PORT, txid)))
+    assert t == 0x0109, "ChannelBind failed: 0x%x" % t
+    time.sleep(1.0)  # the offload messages reach the dataplane well within this
+    echoed = []
+    for i, size in enumerate(SIZES):
+        p = payload(i, size)
+        s.sendto(struct.pack("!HH", 0x4001, len(p)) + p + b"\0" * (-len(p) % 4), (RELAY6, TURN_PORT))
+        try:
+            data, src = s.recvfrom(4096)
+            echoed.append([data.hex(), list(src[:2])])
+        except socket.timeout:
+            echoed.append(None)
+    out["echoed"] = echoed
+    print(json.dumps(out), flush=True)
+
+
+def peer():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind((PEER6, PEER_PORT))
+    s.settimeout(20)
+    try:
+        while True:
+            data, src = s.recvfrom(4096)
+            print(json.dumps([data.hex(), list(src[:2])]), flush=True)
+            s.sendto(data, src)
+    except socket.timeout:
+        pass
+
+
+def main():
+    relay_bin, dp_bin = sys.argv[1], sys.argv[2]
+    tmp = tempfile.mkdtemp(prefix="turn-offload-v6-")
+    sock = os.path.join(tmp, "dataplane.sock")
+    cfg = os.path.join(tmp, "relay.toml")
+    mport, prefix = 9703, "tcpe2e_v6"
+    with open(cfg, "w") as f:
+        f.write(f'[server]\nlisten = ["[{RELAY6}]:{TURN_PORT}"]\nrelay_ips = ["{RELAY6}"]\n'
+                'relay_port_min = 49152\nrelay_port_max = 49160\nthreads = 1\nrealm = "e2e.test"\n'
+                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["fd00::/8"]\n'
+                f'[metrics]\nlisten = "127.0.0.1:{mport}"\n[dataplane]\nsocket = "{sock}"\n'
+                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    setup()
+    sh(f"ip -n {NS_H} addr add {CLIENT6}/64 dev h0 nodad; ip -n {NS_H} addr add {PEER6}/64 dev h0 nodad")
+    sh(f"ip -n {NS_R} addr add {RELAY6}/64 dev x0k nodad")
+    fails = []
+    relay = dp = peer_p = client_p = None
+    res, counters, mets, relay_out = {}, {}, {}, ""
+    me = os.path.abspath(__file__)
+    try:
+        relay = subprocess.Popen(["ip", "netns", "exec", NS_R, relay_bin, "--config", cfg],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(50):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.1)
+        gw = sh(f"ip netns exec {NS_H} cat /sys/class/net/h0/address").stdout.strip()
+        dp = start_dataplane(dp_bin, sock, prefix, ["--gw6", gw])
+        if wait_metric(mport, "turn_dataplane_connected", 1, 100) != 1:
+            fails.append("dataplane attached")
+        peer_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "peer"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        client_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "client"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = client_p.communicate(timeout=40)
+        res = json.loads(out) if out.strip() else {}
+        if not res:
+            fails.append("client: " + err)
+        for d in ("client_to_peer", "peer_to_client"):
+            wait_metric(mport, f'turn_relayed_packets_total{{direction="{d}",path="dataplane"}}', len(SIZES))
+            text = metrics(mport)
+            mets[d] = {p: metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}')
+                       for p in ("dataplane", "socket")}
+    finally:
+        for p in (client_p, peer_p):
+            if p is not None and p.poll() is None:
+                p.kill()
+        if dp is not None:
+            counters = stop_dataplane(dp)
+        if relay is not None:
+            relay.send_signal(15)
+            time.sleep(0.2)
+            relay.send_signal(15)
+            try:
+                relay_out = relay.communicate(timeout=10)[0]
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay_out = relay.communicate()[0]
+        teardown()
+        sh(f"rm -rf {tmp} /var/run/dpdk/{prefix}", check=False)
+    peer_lines = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []
+    print("client: relayed family/port", res.get("relayed_family"), res.get("relayed_port"), "echo lengths",
+          [len(e[0]) // 2 if e else None for e in res.get("echoed", [])])
+    print("peer got lengths/sources:", [[len(x[0]) // 2, x[1]] for x in peer_lines])
+    print("metrics:", mets)
+    n = len(SIZES)
+    if res.get("relayed_family") != 2:
+        print(relay_out)
+    fails += [] if res.get("relayed_family") == 2 else ["relayed address is IPv6"]
+    want_client = [[(struct.pack("!HH", 0x4001, sz) + payload(i, sz)).hex(), [RELAY6, TURN_PORT]]
+                   for i, sz in enumerate(SIZES)]
+    got_client = [[e[0][:8 + 2 * sz], e[1]] if e else None for e, sz in zip(res.get("echoed", []), SIZES)]
+    if got_client != want_client:
+        fails.append("client got the ChannelData echoes")
+    if [x[0] for x in peer_lines] != [payload(i, sz).hex() for i, sz in enumerate(SIZES)]:
+        fails.append("peer got exactly the payloads")
+    if not all(x[1] == [RELAY6, res.get("relayed_port")] for x in peer_lines):
+        fails.append("peer saw the relayed address")
+    for d in ("client_to_peer", "peer_to_client"):
+        if mets.get(d) != {"dataplane": n, "socket": 0}:
+            fails.append(f"/metrics {d}: {mets.get(d)}")
+    for k in ("fwd_client_channel", "fwd_peer_channel"):
+        if counters.get(k) != str(n):
+            fails.append(f"dataplane {k} == {n} (got {counters.get(k)})")
+    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
+    sys.exit(0 if not fails else 1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1] in ("client", "peer"):
+        {"client": client, "peer": peer}[sys.argv[1]]()
+    else:
+        main()
