@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""End to end with a real third-party client: coturn's turnutils_uclient (in the client
+namespace) through turn-relay with turn-dataplane attached (af_packet on veths), against
+coturn's turnutils_peer (echo peer, in the same host namespace on the peer address).
+
+Topology and helpers come from netns_offload_e2e.py (imported, namespaces renamed so this
+test never collides with that one). Two runs, each with its own dataplane instance so its
+exit counters are that run's alone (the second one is attached by resync):
+  * channels (uclient's default): ChannelData both ways;
+  * Send indications (-s): Send indications client->peer, Data indications peer->client.
+uclient's summary (parsed with tests/integration/test_uclient.py's parse_summary) must show
+zero loss and received == sent > 0.
+
+Fast path: coturn 4.6.1's uclient picks channel numbers at random in RFC 5766's
+0x4000-0x7FFF (seen: 0x4bf3, 0x5427, 0x621c in one run). turn-relay accepts 0x5000-0x7FFF
+(strict_channel_range = false) and offloads those bindings too, but the dataplane's classifier
+only takes 0x4000-0x4FFF (RFC 8656) as ChannelData from clients; the rest is punted to the
+kernel and relayed by turn-relay (path="socket"). So client->peer, fwd_client_channel plus
+the path="socket" growth must equal what uclient sent (all fast when every channel it printed,
+"success: 0x....", is <= 0x4FFF; none when every one is above). Peer->client the dataplane
+frames the datagrams on the bound number itself, whatever it is: fwd_peer_channel == sent and
+path="socket" does not move. The Send run has no channel numbers and is entirely on the fast
+path: fwd_client_send == fwd_peer_data == sent, path="socket" does not move.
+
+Usage: netns_offload_clients.py <turn-relay> <turn-dataplane>   (root)
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+
+import netns_offload_e2e as e2e  # noqa: E402
+from netns_offload_e2e import RELAY, PEER, TURN_PORT, metric, metrics, start_dataplane, stop_dataplane, \
+    wait_metric  # noqa: E402
+
+try:
+    import pytest  # noqa: F401  test_uclient imports it at module level
+except ImportError:  # not installed for this interpreter: a stub for its decorators will do
+    import types
+    sys.modules["pytest"] = types.SimpleNamespace(
+        mark=types.SimpleNamespace(parametrize=lambda *a, **k: (lambda f: f)),
+        fixture=lambda *a, **k: (a[0] if a and callable(a[0]) else (lambda f: f)))
+from test_uclient import parse_summary  # noqa: E402  uclient's summary, parsed as the integration tests do
+
+# Our own namespaces: the imported helpers read these module globals at call time.
+e2e.NS_H, e2e.NS_R = "tccl_h", "tccl_r"
+NS_H, NS_R = e2e.NS_H, e2e.NS_R
+UPEER_PORT = 3480
+MPORT = 9731
+MSGS, LEN, CLIENTS = 50, 120, 2
+DIRS = ("client_to_peer", "peer_to_client")
+
+
+def socket_counts():
+    text = metrics(MPORT)
+    return {d: metric(text, f'turn_relayed_packets_total{{direction="{d}",path="socket"}}') or 0 for d in DIRS}
+
+
+def run_uclient(extra):
+    cmd = ["ip", "netns", "exec", NS_H, "turnutils_uclient", "-v", "-u", "alice", "-w", "alice-pw",
+           "-p", str(TURN_PORT), "-n", str(MSGS), "-l", str(LEN), "-z", "5", "-m", str(CLIENTS),
+           "-e", PEER, "-r", str(UPEER_PORT), *extra, RELAY]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       timeout=60, text=True)
+    return p.returncode, p.stdout, " ".join(cmd)
+
+
+def main():
+    relay_bin, dp_bin = sys.argv[1], sys.argv[2]
+    tmp = tempfile.mkdtemp(prefix="turn-offload-clients-")
+    sock = os.path.join(tmp, "dataplane.sock")
+    cfg = os.path.join(tmp, "relay.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
+                'relay_port_min = 49152\nrelay_port_max = 49200\nthreads = 1\nrealm = "e2e.test"\n'
+                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
+                f'[metrics]\nlisten = "127.0.0.1:{MPORT}"\n[dataplane]\nsocket = "{sock}"\n'
+                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    e2e.setup()
+    relay = dp = upeer = None
+    ok, fails = True, []
+    prefixes = ("tccl_a", "tccl_b")
+
+    def check(cond, what):
+        nonlocal ok
+        print(("ok   " if cond else "FAIL ") + what, flush=True)
+        if not cond:
+            ok = False
+            fails.append(what)
+
+    def one_run(name, extra, prefix, resyncs):
+        nonlocal dp
+        dp = start_dataplane(dp_bin, sock, prefix)
+        check(wait_metric(MPORT, "turn_dataplane_connected", 1, 100) == 1, f"{name}: dataplane attached")
+        check(wait_metric(MPORT, "turn_dataplane_resyncs_total", resyncs, 50) == resyncs,
+              f"{name}: resync #{resyncs}")
+        time.sleep(0.3)
+        before = socket_counts()
+        rc, out, cmd = run_uclient(extra)
+        time.sleep(2.0)  # the relay polls the dataplane's counters every second
+        after = socket_counts()
+        counters = stop_dataplane(dp)
+        dp = None
+        check(wait_metric(MPORT, "turn_dataplane_connected", 0, 50) == 0, f"{name}: dataplane detached")
+        tail = "\n".join(out.splitlines()[-25:])
+        print(f"--- {name}: {cmd}\n{tail}", flush=True)
+        check(rc == 0 and "ERROR" not in out, f"{name}: uclient rc={rc}, no ERROR")
+        try:
+            s = parse_summary(out)
+        except AssertionError as e:
+            check(False, f"{name}: uclient summary ({e})")
+            s = {"sent": 0, "recv": -1, "lost": -1, "send_dropped": -1}
+        print(f"{name}: summary {s}")
+        check(s["sent"] > 0 and s["recv"] == s["sent"], f"{name}: received == sent > 0 ({s['recv']}/{s['sent']})")
+        check(s["lost"] == 0 and s["send_dropped"] == 0, f"{name}: zero loss")
+        delta = {d: after[d] - before[d] for d in DIRS}
+        fwd = {k: int(v) for k, v in counters.items() if k.startswith(("fwd_", "drop_", "punt"))}
+        print(f"{name}: dataplane counters {fwd}; path=socket delta {delta}", flush=True)
+        return s, out, counters, delta
+
+    try:
+        relay = subprocess.Popen(["ip", "netns", "exec", NS_R, relay_bin, "--config", cfg],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(50):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.1)
+        upeer = subprocess.Popen(["ip", "netns", "exec", NS_H, "turnutils_peer", "-L", PEER, "-p", str(UPEER_PORT)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+
+        # Run 1: channels.
+        s, out, c, delta = one_run("channels", [], prefixes[0], 1)
+        chans = [int(x, 16) for x in re.findall(r"success: 0x([0-9a-fA-F]+)", out)]
+        print("channels: uclient bound channel numbers:", [hex(x) for x in chans], flush=True)
+        check(len(chans) >= CLIENTS, f"channels: uclient reported its channel numbers ({len(chans)})")
+        fast = [x for x in chans if x <= 0x4FFF]
+        slow = [x for x in chans if x > 0x4FFF]
+        cc, pc = int(c.get("fwd_client_channel", 0)), int(c.get("fwd_peer_channel", 0))
+        # Client -> peer: ChannelData on channels <= 0x4FFF is forwarded by the dataplane,
+        # the rest is punted and relayed by turn-relay (path="socket"); together, all of it.
+        check(cc + delta["client_to_peer"] == s["sent"],
+              f"channels: client_to_peer fast {cc} + socket {delta['client_to_peer']} == sent {s['sent']}")
+        check(cc % MSGS == 0, f"channels: fwd_client_channel {cc} is whole sessions of {MSGS}")
+        if not slow:
+            check(cc == s["sent"], f"channels: all channels <= 0x4FFF, fwd_client_channel == sent ({cc})")
+        if not fast:
+            check(cc == 0, f"channels: all channels > 0x4FFF, fwd_client_channel == 0 ({cc})")
+        if fast and slow:
+            print("channels: mixed channel numbers; fast path took", cc, "socket path took",
+                  delta["client_to_peer"], "client->peer", flush=True)
+        # Peer -> client: the binding is offloaded whatever its number, and the dataplane
+        # frames the peer's datagrams as ChannelData on that number itself: all fast path.
+        check(pc == s["sent"], f"channels: fwd_peer_channel {pc} == sent {s['sent']}")
+        check(delta["peer_to_client"] == 0, f"channels: peer_to_client path=socket == 0 ({delta['peer_to_client']})")
+
+        # Run 2: Send / Data indications, entirely on the fast path.
+        s, out, c, delta = one_run("send", ["-s"], prefixes[1], 2)
+        cs, pd = int(c.get("fwd_client_send", 0)), int(c.get("fwd_peer_data", 0))
+        check(cs == s["sent"], f"send: fwd_client_send {cs} == sent {s['sent']}")
+        check(pd == s["sent"], f"send: fwd_peer_data {pd} == sent {s['sent']}")
+        check(all(v == 0 for v in delta.values()), f"send: path=socket == 0 ({delta})")
+    finally:
+        if dp is not None:
+            stop_dataplane(dp)
+        if upeer is not None and upeer.poll() is None:
+            upeer.terminate()
+            try:
+                upeer.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                upeer.kill()
+        if relay is not None:
+            relay.send_signal(15)
+            time.sleep(0.2)
+            relay.send_signal(15)
+            try:
+                relay.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay.communicate()
+        e2e.teardown()
+        e2e.sh(f"rm -rf {tmp} " + " ".join(f"/var/run/dpdk/{p}" for p in prefixes), check=False)
+    print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
