@@ -21,9 +21,15 @@ the path="socket" growth must equal what uclient sent (all fast when every chann
 frames the datagrams on the bound number itself, whatever it is: fwd_peer_channel == sent and
 path="socket" does not move. The Send run has no channel numbers and is entirely on the fast
 path: fwd_client_send == fwd_peer_data == sent, path="socket" does not move.
+A third run (if python3-aioice is installed for /usr/bin/python3): aioice's TURN client
+allocates and exchanges datagrams with the same echo peer. aioice always binds a channel
+(0x4000 up) before sending, so it never uses Send/Data indications; after one warm-up datagram
+(which can beat the binding's offload and go the socket path), all of its ChannelData must be
+on the fast path both ways.
 
 Usage: netns_offload_clients.py <turn-relay> <turn-dataplane>   (root)
 """
+import json
 import os
 import re
 import subprocess
@@ -54,6 +60,49 @@ UPEER_PORT = 3480
 MPORT = 9731
 MSGS, LEN, CLIENTS = 50, 120, 2
 DIRS = ("client_to_peer", "peer_to_client")
+AIOICE_N = 20
+# aioice (Debian's python3-aioice, for /usr/bin/python3) allocates through the relay and
+# talks to turnutils_peer (an echo peer). Its TURN client always binds a channel (numbers
+# from 0x4000 up) before sending, so its traffic is ChannelData both ways, never Send/Data
+# indications. One warm-up datagram right after the bind (which may beat the offload to the
+# dataplane), then AIOICE_N datagrams each echoed back.
+AIOICE_CLIENT = r"""
+import asyncio, json, sys
+from aioice import turn
+RELAY, PORT, PEER, PPORT, N = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+class P(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.q = asyncio.Queue()
+    def datagram_received(self, data, addr):
+        self.q.put_nowait((data, addr))
+async def main():
+    tr, pr = await turn.create_turn_endpoint(P, (RELAY, PORT), "alice", "alice-pw")
+    out = {"relayed": list(tr.get_extra_info("sockname")), "echoed": 0, "bad": []}
+    tr.sendto(b"warm-up", (PEER, PPORT))
+    try:
+        await asyncio.wait_for(pr.q.get(), 3)
+    except asyncio.TimeoutError:
+        pass
+    await asyncio.sleep(1.0)
+    for i in range(N):
+        msg = b"aioice-%d-" % i + b"x" * 100
+        tr.sendto(msg, (PEER, PPORT))
+        try:
+            data, addr = await asyncio.wait_for(pr.q.get(), 2)
+        except asyncio.TimeoutError:
+            out["bad"].append([i, "timeout"])
+            continue
+        if data == msg and tuple(addr) == (PEER, PPORT):
+            out["echoed"] += 1
+        else:
+            out["bad"].append([i, repr(data[:20]), list(addr)])
+    out["channel"] = tr._TurnTransport__inner_protocol.peer_to_channel.get((PEER, PPORT)) \
+        if hasattr(tr, "_TurnTransport__inner_protocol") else None
+    tr.close()
+    await asyncio.sleep(0.3)
+    print(json.dumps(out), flush=True)
+asyncio.run(main())
+"""
 
 
 def socket_counts():
@@ -84,7 +133,7 @@ def main():
     e2e.setup()
     relay = dp = upeer = None
     ok, fails = True, []
-    prefixes = ("tccl_a", "tccl_b")
+    prefixes = ("tccl_a", "tccl_b", "tccl_c")
 
     def check(cond, what):
         nonlocal ok
@@ -165,6 +214,38 @@ def main():
         check(cs == s["sent"], f"send: fwd_client_send {cs} == sent {s['sent']}")
         check(pd == s["sent"], f"send: fwd_peer_data {pd} == sent {s['sent']}")
         check(all(v == 0 for v in delta.values()), f"send: path=socket == 0 ({delta})")
+        # Run 3: aioice (ChannelData on 0x4000, both ways on the fast path).
+        if os.path.exists("/usr/lib/python3/dist-packages/aioice"):
+            dp = start_dataplane(dp_bin, sock, prefixes[2])
+            check(wait_metric(MPORT, "turn_dataplane_connected", 1, 100) == 1, "aioice: dataplane attached")
+            check(wait_metric(MPORT, "turn_dataplane_resyncs_total", 3, 50) == 3, "aioice: resync #3")
+            time.sleep(0.3)
+            before = socket_counts()
+            p = subprocess.run(["ip", "netns", "exec", NS_H, "/usr/bin/python3", "-c", AIOICE_CLIENT, RELAY,
+                                str(TURN_PORT), PEER, str(UPEER_PORT), str(AIOICE_N)],
+                               capture_output=True, text=True, timeout=40)
+            time.sleep(2.0)
+            after = socket_counts()
+            c = stop_dataplane(dp)
+            dp = None
+            delta = {d: after[d] - before[d] for d in DIRS}
+            try:
+                res = json.loads(p.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                res = {}
+            print("aioice:", res, "rc", p.returncode, p.stderr[-2000:], flush=True)
+            cc, pc = int(c.get("fwd_client_channel", 0)), int(c.get("fwd_peer_channel", 0))
+            print(f"aioice: dataplane fwd_client_channel={cc} fwd_peer_channel={pc}; path=socket delta {delta}",
+                  flush=True)
+            check(res.get("relayed", [""])[0] == RELAY, "aioice: relayed address on the relay IP")
+            check(res.get("echoed") == AIOICE_N and not res.get("bad"), f"aioice: {AIOICE_N} echoed, none lost")
+            # All but possibly the warm-up datagram (sent right after the bind) on the fast path.
+            check(cc >= AIOICE_N and cc + delta["client_to_peer"] == AIOICE_N + 1,
+                  f"aioice: fwd_client_channel {cc} >= {AIOICE_N}, + socket == {AIOICE_N + 1}")
+            check(pc >= AIOICE_N and pc + delta["peer_to_client"] == AIOICE_N + 1,
+                  f"aioice: fwd_peer_channel {pc} >= {AIOICE_N}, + socket == {AIOICE_N + 1}")
+        else:
+            print("aioice: python3-aioice not installed, run skipped", flush=True)
     finally:
         if dp is not None:
             stop_dataplane(dp)
