@@ -213,11 +213,12 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
         p.data_off = 0;
         p.data_len = p.plen;
     } else if (p.plen >= 4 && (pl[0] & 0xC0) == 0x40) {
-        const uint16_t ch = load_be16(pl);
-        if (unlikely(ch > turn::stun::kChannelMax)) {
-            punt(p, Counter::punt_not_fast_path);  // reserved range: the slow path discards it
-            return;
-        }
+        // 0b01 leading bits: channel 0x4000-0x7FFF. Which numbers are valid
+        // (RFC 8656's 0x4000-0x4FFF, or RFC 5766's whole range for old
+        // clients) is the control plane's policy: only channels it bound are
+        // in the table, and a lookup miss is punted to the slow path, which
+        // discards reserved numbers. Checking the range here as well made
+        // RFC 5766 channels slow one way and fast the other.
         const uint16_t cdlen = load_be16(pl + 2);
         if (unlikely(size_t{4} + cdlen > p.plen)) {
             drop(p, Counter::drop_bad_length);  // RFC 8656 12.5: discard
