@@ -22,6 +22,7 @@
 
 #include "auth/credential_store.h"
 #include "common/bytes.h"
+#include "loopback_util.h"
 #include "stun_client.h"
 
 namespace turn::cp::test {
@@ -622,40 +623,6 @@ TEST_F(Conformance, Sha256IntegrityWithUserhash) {
     EXPECT_TRUE(a.has(stun::attr::kMessageIntegritySha256));
 }
 
-uint16_t free_tcp_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    socklen_t len = sizeof sa;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-    ::close(fd);
-    return ntohs(sa.sin_port);
-}
-
-std::string http_get(uint16_t port, const std::string& path) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-        ::close(fd);
-        return {};
-    }
-    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    (void)!::write(fd, req.data(), req.size());
-    std::string out;
-    char buf[4096];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
-        out.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    return out;
-}
-
 uint16_t random_port_base(int slot) {
     std::mt19937 rng(static_cast<unsigned>(::getpid()) * 7u + static_cast<unsigned>(slot));
     return static_cast<uint16_t>(30000 + (rng() % 90) * 100);
@@ -663,7 +630,7 @@ uint16_t random_port_base(int slot) {
 
 TEST(ConformanceProcess, MetricsAreLive) {
     const uint16_t port = free_udp_port(A("127.0.0.1:0"));
-    const uint16_t mport = free_tcp_port();
+    const uint16_t mport = free_port(SOCK_STREAM);
     const uint16_t base = random_port_base(1);
     RelayProcess relay("metrics", config(port, "[\"127.0.0.1\", \"::1\"]", base, base + 20, "",
                                          "127.0.0.1:" + std::to_string(mport)),
