@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <random>
 
 #include "core/event_log.h"
@@ -30,6 +31,24 @@ uint64_t now_ms() {
 ipc::WireAddress relayed_for(const OffloadAllocation& a, const Address& peer) {
     const Address& r = a.relayed[peer.is_v6() ? 1 : 0];
     return r.family == Family::kNone ? ipc::WireAddress{} : ipc::WireAddress::from(r);
+}
+
+// The Permission*/Channel* Add/Del message M for `peer` of `a`; nullopt when
+// `a` has no relayed address of the peer's family.
+template <typename M>
+std::optional<M> peer_message(const OffloadAllocation& a, const Address& peer, uint16_t channel = 0) {
+    const ipc::WireAddress relayed = relayed_for(a, peer);
+    if (relayed.family == 0) {
+        return std::nullopt;
+    }
+    M m{};
+    m.alloc_id = a.id;
+    m.relayed = relayed;
+    m.peer = ipc::WireAddress::from(peer);
+    if constexpr (requires { m.channel; }) {
+        m.channel = channel;
+    }
+    return m;
 }
 
 uint64_t delta(uint64_t cur, uint64_t last) { return cur >= last ? cur - last : cur; }
@@ -132,147 +151,100 @@ IpcServer::Buf IpcServer::encode_buf(M& m) {
 }
 
 template <typename M>
-void IpcServer::push_locked(M& m) {
+bool IpcServer::push_locked(M& m) {
     if (in_sync_) {
         outbox_.push_back(encode_buf(m));
+    }
+    return in_sync_;
+}
+
+template <typename F>
+void IpcServer::change_locked(F&& change) {
+    bool woke = false;
+    {
+        std::lock_guard lk(mu_);
+        woke = change();
+    }
+    if (woke) {
+        wake();
     }
 }
 
 // ---- OffloadHook: event-loop threads --------------------------------------
 
 void IpcServer::allocation_added(const OffloadAllocation& a) {
-    bool woke = false;
-    {
-        std::lock_guard lk(mu_);
+    change_locked([&] {
         Mirrored& m = mirror_[a.id];
         m = Mirrored{};
         m.a = a;
-        if (in_sync_) {
-            uint64_t adds = 0;
-            std::deque<Buf> msgs;
-            append_state(m, msgs, adds);
-            for (auto& b : msgs) {
-                outbox_.push_back(std::move(b));
-            }
-            woke = true;
+        if (!in_sync_) {
+            return false;
         }
-    }
-    if (woke) {
-        wake();
-    }
+        uint64_t adds = 0;
+        std::deque<Buf> msgs;
+        append_state(m, msgs, adds);
+        for (auto& b : msgs) {
+            outbox_.push_back(std::move(b));
+        }
+        return true;
+    });
 }
 
 void IpcServer::allocation_removed(uint64_t id) {
-    bool woke = false;
-    {
-        std::lock_guard lk(mu_);
+    change_locked([&] {
         mirror_.erase(id);
         ipc::AllocationDel d{};
         d.alloc_id = id;
-        push_locked(d);
-        woke = in_sync_;
-    }
-    if (woke) {
-        wake();
-    }
+        return push_locked(d);
+    });
 }
 
 void IpcServer::permission_added(uint64_t id, const Address& peer_ip) {
-    bool woke = false;
-    {
-        std::lock_guard lk(mu_);
+    change_locked([&] {
         auto it = mirror_.find(id);
         if (it == mirror_.end()) {
-            return;
+            return false;
         }
         it->second.permissions.insert(peer_ip);
-        const ipc::WireAddress relayed = relayed_for(it->second.a, peer_ip);
-        if (relayed.family != 0) {
-            ipc::PermissionAdd p{};
-            p.alloc_id = id;
-            p.relayed = relayed;
-            p.peer = ipc::WireAddress::from(peer_ip);
-            push_locked(p);
-            woke = in_sync_;
-        }
-    }
-    if (woke) {
-        wake();
-    }
+        auto msg = peer_message<ipc::PermissionAdd>(it->second.a, peer_ip, 0);
+        return msg && push_locked(*msg);
+    });
 }
 
 void IpcServer::permission_removed(uint64_t id, const Address& peer_ip) {
-    bool woke = false;
-    {
-        std::lock_guard lk(mu_);
+    change_locked([&] {
         auto it = mirror_.find(id);
         if (it == mirror_.end()) {
-            return;
+            return false;
         }
         it->second.permissions.erase(peer_ip);
-        const ipc::WireAddress relayed = relayed_for(it->second.a, peer_ip);
-        if (relayed.family != 0) {
-            ipc::PermissionDel p{};
-            p.alloc_id = id;
-            p.relayed = relayed;
-            p.peer = ipc::WireAddress::from(peer_ip);
-            push_locked(p);
-            woke = in_sync_;
-        }
-    }
-    if (woke) {
-        wake();
-    }
+        auto msg = peer_message<ipc::PermissionDel>(it->second.a, peer_ip, 0);
+        return msg && push_locked(*msg);
+    });
 }
 
 void IpcServer::channel_added(uint64_t id, uint16_t channel, const Address& peer) {
-    bool woke = false;
-    {
-        std::lock_guard lk(mu_);
+    change_locked([&] {
         auto it = mirror_.find(id);
         if (it == mirror_.end()) {
-            return;
+            return false;
         }
         it->second.channels[channel] = peer;
-        const ipc::WireAddress relayed = relayed_for(it->second.a, peer);
-        if (relayed.family != 0) {
-            ipc::ChannelAdd c{};
-            c.alloc_id = id;
-            c.relayed = relayed;
-            c.peer = ipc::WireAddress::from(peer);
-            c.channel = channel;
-            push_locked(c);
-            woke = in_sync_;
-        }
-    }
-    if (woke) {
-        wake();
-    }
+        auto msg = peer_message<ipc::ChannelAdd>(it->second.a, peer, channel);
+        return msg && push_locked(*msg);
+    });
 }
 
 void IpcServer::channel_removed(uint64_t id, uint16_t channel, const Address& peer) {
-    bool woke = false;
-    {
-        std::lock_guard lk(mu_);
+    change_locked([&] {
         auto it = mirror_.find(id);
         if (it == mirror_.end()) {
-            return;
+            return false;
         }
         it->second.channels.erase(channel);
-        const ipc::WireAddress relayed = relayed_for(it->second.a, peer);
-        if (relayed.family != 0) {
-            ipc::ChannelDel c{};
-            c.alloc_id = id;
-            c.relayed = relayed;
-            c.peer = ipc::WireAddress::from(peer);
-            c.channel = channel;
-            push_locked(c);
-            woke = in_sync_;
-        }
-    }
-    if (woke) {
-        wake();
-    }
+        auto msg = peer_message<ipc::ChannelDel>(it->second.a, peer, channel);
+        return msg && push_locked(*msg);
+    });
 }
 
 void IpcServer::append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& adds) {
@@ -293,29 +265,16 @@ void IpcServer::append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& 
         out.push_back(encode_buf(l));
     }
     for (const Address& peer : m.permissions) {
-        const ipc::WireAddress relayed = relayed_for(a, peer);
-        if (relayed.family == 0) {
-            continue;
+        if (auto p = peer_message<ipc::PermissionAdd>(a, peer)) {
+            out.push_back(encode_buf(*p));
+            ++adds;
         }
-        ipc::PermissionAdd p{};
-        p.alloc_id = a.id;
-        p.relayed = relayed;
-        p.peer = ipc::WireAddress::from(peer);
-        out.push_back(encode_buf(p));
-        ++adds;
     }
     for (const auto& [ch, peer] : m.channels) {
-        const ipc::WireAddress relayed = relayed_for(a, peer);
-        if (relayed.family == 0) {
-            continue;
+        if (auto c = peer_message<ipc::ChannelAdd>(a, peer, ch)) {
+            out.push_back(encode_buf(*c));
+            ++adds;
         }
-        ipc::ChannelAdd c{};
-        c.alloc_id = a.id;
-        c.relayed = relayed;
-        c.peer = ipc::WireAddress::from(peer);
-        c.channel = ch;
-        out.push_back(encode_buf(c));
-        ++adds;
     }
 }
 

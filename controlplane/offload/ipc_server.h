@@ -94,9 +94,13 @@ private:
     bool flush();  // false: connection dropped
     void send_counters_request();
 
-    // Under mu_: append to the outbox if a dataplane is in sync.
+    // Under mu_: append to the outbox if a dataplane is in sync; true if queued.
     template <typename M>
-    void push_locked(M& m);
+    bool push_locked(M& m);
+    // Runs `change` under mu_ (it returns whether it queued anything), then
+    // wakes the IPC thread outside the lock if it did.
+    template <typename F>
+    void change_locked(F&& change);
     template <typename M>
     Buf encode_buf(M& m);
     // Messages that install one allocation with all its state.
