@@ -6,10 +6,19 @@ and sends ChannelData of several sizes; the peer echoes each one. Checks: payloa
 both ends, the peer sees the relayed address, the dataplane's fwd_client_channel /
 fwd_peer_channel and /metrics path="dataplane" count them, path="socket" stays 0.
 
-  tcpe_h (client fd00::2, peer fd00::3 on h0)  h0 <-> n0 (DPDK)   tcpe_r: x0k fd00::1 <-> x0d
+Then Send/Data indications over IPv6: the client installs a permission for the peer's IP
+(CreatePermission) and sends Send indications (XOR-PEER-ADDRESS + DATA, same sizes, other
+payloads) to a second peer port that has no channel, so the peer's echoes come back as Data
+indications (RFC 8656 section 11.3: no channel is bound to that transport address). Checks:
+the peer gets exactly the DATA payloads from the relayed address, the client gets one Data
+indication per payload whose DATA is byte-identical and whose XOR-PEER-ADDRESS is the peer's
+second port, the dataplane's fwd_client_send == fwd_peer_data == number sent, and /metrics
+path="dataplane" counts both phases while path="socket" stays 0.
+
+  tcv6_h (client fd00::2, peer fd00::3 on h0)  h0 <-> n0 (DPDK)   tcv6_r: x0k fd00::1 <-> x0d
 
 Usage: netns_offload_v6.py <turn-relay> <turn-dataplane>   (root)
-       netns_offload_v6.py client | peer                    (run inside tcpe_h by the test)
+       netns_offload_v6.py client | peer                    (run inside tcv6_h by the test)
 """
 import json
 import os
@@ -20,11 +29,39 @@ import sys
 import tempfile
 import time
 
-from netns_offload_e2e import (NS_H, NS_R, COOKIE, TURN_PORT, PEER_PORT, CLIENT_PORT, Turn, attr, sh, setup,
+import netns_offload_e2e as e2e
+from netns_offload_e2e import (COOKIE, TURN_PORT, PEER_PORT, CLIENT_PORT, Turn, attr, sh, setup,
                                teardown, metrics, metric, start_dataplane, stop_dataplane, wait_metric)
+
+# Our own namespaces (the imported helpers read these module globals at call time), so this
+# test never collides with netns_offload_e2e.py.
+e2e.NS_H, e2e.NS_R = "tcv6_h", "tcv6_r"
+NS_H, NS_R = e2e.NS_H, e2e.NS_R
 
 RELAY6, CLIENT6, PEER6 = "fd00::1", "fd00::2", "fd00::3"
 SIZES = [1, 4, 5, 100, 700, 1200]
+SEND_PORT = PEER_PORT + 1  # the peer's second port: Send/Data indications, no channel bound
+
+
+def send_payload(i, size):
+    return bytes((i * 13 + k * 11 + size + 0x5A) & 0xFF for k in range(size))
+
+
+def parse_attrs(msg):
+    """All attributes of a STUN message as a list of (type, value)."""
+    _, ln = struct.unpack("!HH", msg[:4])
+    out, off = [], 20
+    while off + 4 <= min(len(msg), 20 + ln):
+        at, al = struct.unpack("!HH", msg[off:off + 4])
+        out.append((at, msg[off + 4:off + 4 + al]))
+        off += 4 + al + (-al % 4)
+    return out
+
+
+def unxor_addr6(v, txid):
+    key = struct.pack("!I", COOKIE) + txid
+    port = struct.unpack("!H", v[2:4])[0] ^ (COOKIE >> 16)
+    return socket.inet_ntop(socket.AF_INET6, bytes(a ^ b for a, b in zip(v[4:20], key))), port
 
 
 def payload(i, size):
@@ -60,20 +97,47 @@ def client():
         except socket.timeout:
             echoed.append(None)
     out["echoed"] = echoed
+
+    # Send indications to the peer's second port (no channel there), Data indications back.
+    t, _ = turn.authed(0x0008, lambda txid: attr(0x0012, xor_addr6(PEER6, SEND_PORT, txid)))
+    assert t == 0x0108, "CreatePermission failed: 0x%x" % t
+    time.sleep(1.0)
+    data_ind = []
+    for i, size in enumerate(SIZES):
+        p = send_payload(i, size)
+        txid = os.urandom(12)
+        body = attr(0x0012, xor_addr6(PEER6, SEND_PORT, txid)) + attr(0x0013, p)
+        s.sendto(struct.pack("!HHI", 0x0016, len(body), COOKIE) + txid + body, (RELAY6, TURN_PORT))
+        try:
+            data, src = s.recvfrom(4096)
+        except socket.timeout:
+            data_ind.append(None)
+            continue
+        mtype = struct.unpack("!H", data[:2])[0]
+        attrs = parse_attrs(data) if len(data) >= 20 else []
+        peer_addr = [list(unxor_addr6(v, data[8:20])) for at, v in attrs if at == 0x0012 and len(v) == 20]
+        datas = [v.hex() for at, v in attrs if at == 0x0013]
+        data_ind.append({"type": mtype, "peer": peer_addr[0] if peer_addr else None,
+                         "data": datas[0] if len(datas) == 1 else None, "src": list(src[:2])})
+    out["data_ind"] = data_ind
     print(json.dumps(out), flush=True)
 
 
 def peer():
-    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.bind((PEER6, PEER_PORT))
-    s.settimeout(20)
-    try:
-        while True:
+    import select
+    socks = {}
+    for port in (PEER_PORT, SEND_PORT):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind((PEER6, port))
+        socks[s] = port
+    while True:
+        ready, _, _ = select.select(list(socks), [], [], 20)
+        if not ready:
+            break
+        for s in ready:
             data, src = s.recvfrom(4096)
-            print(json.dumps([data.hex(), list(src[:2])]), flush=True)
+            print(json.dumps([data.hex(), list(src[:2]), socks[s]]), flush=True)
             s.sendto(data, src)
-    except socket.timeout:
-        pass
 
 
 def main():
@@ -116,7 +180,7 @@ def main():
         if not res:
             fails.append("client: " + err)
         for d in ("client_to_peer", "peer_to_client"):
-            wait_metric(mport, f'turn_relayed_packets_total{{direction="{d}",path="dataplane"}}', len(SIZES))
+            wait_metric(mport, f'turn_relayed_packets_total{{direction="{d}",path="dataplane"}}', 2 * len(SIZES))
             text = metrics(mport)
             mets[d] = {p: metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}')
                        for p in ("dataplane", "socket")}
@@ -140,7 +204,9 @@ def main():
     peer_lines = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []
     print("client: relayed family/port", res.get("relayed_family"), res.get("relayed_port"), "echo lengths",
           [len(e[0]) // 2 if e else None for e in res.get("echoed", [])])
-    print("peer got lengths/sources:", [[len(x[0]) // 2, x[1]] for x in peer_lines])
+    print("peer got lengths/sources/ports:", [[len(x[0]) // 2, x[1], x[2]] for x in peer_lines])
+    print("client Data indications:", [[d["type"], d["peer"], len(d["data"] or "") // 2, d["src"]] if d else None
+                                       for d in res.get("data_ind", [])])
     print("metrics:", mets)
     n = len(SIZES)
     if res.get("relayed_family") != 2:
@@ -151,14 +217,20 @@ def main():
     got_client = [[e[0][:8 + 2 * sz], e[1]] if e else None for e, sz in zip(res.get("echoed", []), SIZES)]
     if got_client != want_client:
         fails.append("client got the ChannelData echoes")
-    if [x[0] for x in peer_lines] != [payload(i, sz).hex() for i, sz in enumerate(SIZES)]:
-        fails.append("peer got exactly the payloads")
+    if [x[0] for x in peer_lines if x[2] == PEER_PORT] != [payload(i, sz).hex() for i, sz in enumerate(SIZES)]:
+        fails.append("peer got exactly the ChannelData payloads")
+    if [x[0] for x in peer_lines if x[2] == SEND_PORT] != [send_payload(i, sz).hex() for i, sz in enumerate(SIZES)]:
+        fails.append("peer got exactly the Send indication payloads on its second port")
     if not all(x[1] == [RELAY6, res.get("relayed_port")] for x in peer_lines):
         fails.append("peer saw the relayed address")
+    want_ind = [{"type": 0x0017, "peer": [PEER6, SEND_PORT], "data": send_payload(i, sz).hex(),
+                 "src": [RELAY6, TURN_PORT]} for i, sz in enumerate(SIZES)]
+    if res.get("data_ind") != want_ind:
+        fails.append("client got one Data indication per payload, DATA byte-identical, from the peer's second port")
     for d in ("client_to_peer", "peer_to_client"):
-        if mets.get(d) != {"dataplane": n, "socket": 0}:
-            fails.append(f"/metrics {d}: {mets.get(d)}")
-    for k in ("fwd_client_channel", "fwd_peer_channel"):
+        if mets.get(d) != {"dataplane": 2 * n, "socket": 0}:
+            fails.append(f"/metrics {d}: {mets.get(d)} (want dataplane {2 * n}, socket 0)")
+    for k in ("fwd_client_channel", "fwd_peer_channel", "fwd_client_send", "fwd_peer_data"):
         if counters.get(k) != str(n):
             fails.append(f"dataplane {k} == {n} (got {counters.get(k)})")
     print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
