@@ -21,6 +21,7 @@
 #include "core/offload.h"
 #include "core/shared.h"
 #include "io/event_loop.h"
+#include "io/state_store.h"
 #include "offload/ipc_server.h"
 
 using namespace turn;
@@ -60,6 +61,60 @@ std::string turn_urls(const Config& c) {
     return s;
 }
 
+uint64_t unix_now_ms() {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+}
+
+// Restores every loop's snapshot, or none: a snapshot belongs to the loop the
+// kernel's SO_REUSEPORT hash sends its clients to, which holds only while the
+// number of loops is the same as when it was saved.
+void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops) {
+    const auto n = static_cast<unsigned>(loops.size());
+    std::vector<LoopSnapshot> snaps;
+    std::string problem;
+    for (unsigned i = 0; i < n && problem.empty(); ++i) {
+        std::string err;
+        auto s = store.load(i, err);
+        if (!err.empty()) {
+            problem = err;
+        } else if (s && (s->loops != n || s->loop != i)) {
+            problem = "saved by " + std::to_string(s->loops) + " event loops, this process runs " +
+                      std::to_string(n) + " (set [server].threads = " + std::to_string(s->loops) +
+                      " to take them over)";
+        } else if (s) {
+            snaps.push_back(std::move(*s));
+        }
+    }
+    const auto extra = store.extra_snapshots(n);
+    if (problem.empty() && !extra.empty()) {
+        problem = "snapshots of more event loops than this process runs (" + extra.front() + ")";
+    }
+    for (const auto& path : extra) {
+        ::unlink(path.c_str());  // never consistent with this process's loops
+    }
+    if (!problem.empty()) {
+        log_event(LogLevel::kError, "state_not_restored", {{"reason", problem}});
+        return;
+    }
+    size_t saved = 0;
+    size_t restored = 0;
+    uint64_t oldest_ms = 0;
+    const uint64_t now = unix_now_ms();
+    for (const auto& s : snaps) {
+        const uint64_t elapsed = now > s.saved_unix_ms ? now - s.saved_unix_ms : 0;
+        oldest_ms = std::max(oldest_ms, elapsed);
+        saved += s.allocations.size();
+        restored += loops[s.loop]->restore(s, elapsed);
+    }
+    if (!snaps.empty()) {
+        log_event("state_restored", {{"allocations", std::to_string(restored)},
+                                     {"saved", std::to_string(saved)},
+                                     {"age_ms", std::to_string(oldest_ms)}});
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,6 +126,7 @@ int main(int argc, char** argv) {
     std::string log_level;
     std::string port_range;
     std::string dataplane_socket;
+    std::string state_dir;
     unsigned threads = 0;
     app.add_option("--config,-c", config_path, "TOML configuration file");
     app.add_option("--listen", cli.listen, "UDP listening address IP:port (repeatable)");
@@ -85,6 +141,8 @@ int main(int argc, char** argv) {
     auto* range_opt = app.add_option("--port-range", port_range, "relayed port range MIN-MAX");
     auto* dp_opt = app.add_option("--dataplane-socket", dataplane_socket,
                                   "unix socket the DPDK dataplane connects to, \"\" = no offload");
+    auto* state_opt = app.add_option("--state-dir", state_dir,
+                                     "directory where allocations are saved for the next turn-relay, \"\" = off");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -112,6 +170,9 @@ int main(int argc, char** argv) {
     if (dp_opt->count() > 0) {
         cli.dataplane_socket = dataplane_socket;
     }
+    if (state_opt->count() > 0) {
+        cli.state_dir = state_dir;
+    }
 
     auto loaded = load_config(cli);
     if (auto* err = std::get_if<ConfigError>(&loaded)) {
@@ -121,7 +182,23 @@ int main(int argc, char** argv) {
     setup_logging(config);
 
     std::string err;
-    auto shared = Shared::create(config, err);
+    // With a state directory the nonce secret outlives the process, so the
+    // nonces clients hold stay valid across a restart.
+    std::unique_ptr<StateStore> store;
+    std::unique_ptr<Shared> shared;
+    if (!config.state_dir.empty()) {
+        store = std::make_unique<StateStore>(config.state_dir);
+        if (auto e = store->prepare(); !e.empty()) {
+            return fatal_config(e);
+        }
+        auto secret = store->nonce_secret(err);
+        if (!secret) {
+            return fatal_config("[state].dir: " + err);
+        }
+        shared = Shared::create(config, *secret, err);
+    } else {
+        shared = Shared::create(config, err);
+    }
     if (!shared) {
         return fatal_config(err);
     }
@@ -146,10 +223,6 @@ int main(int argc, char** argv) {
     std::unique_ptr<IpcServer> dataplane;
     if (!config.dataplane_socket.empty()) {
         dataplane = std::make_unique<IpcServer>(config.dataplane_socket);
-        if (auto e = dataplane->start(); !e.empty()) {
-            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
-            return kExitRuntime;
-        }
     }
     OffloadHook& offload = dataplane ? static_cast<OffloadHook&>(*dataplane) : no_offload;
     std::vector<std::unique_ptr<EventLoop>> loops;
@@ -162,6 +235,22 @@ int main(int argc, char** argv) {
             return kExitRuntime;
         }
         stats.push_back(&loops.back()->stats());
+    }
+    // Take over the previous process's allocations before the dataplane can
+    // connect: its first resync then carries them, and the flows it is still
+    // forwarding stay installed.
+    if (store) {
+        restore_state(*store, loops);
+        for (auto& l : loops) {
+            l->save_state_to(store.get(), n, config.state_save_interval_ms);
+        }
+        store->start();
+    }
+    if (dataplane) {
+        if (auto e = dataplane->start(); !e.empty()) {
+            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+            return kExitRuntime;
+        }
     }
     MetricsExporter exporter(*shared, stats, dataplane ? &dataplane->counters() : nullptr);
     if (!config.metrics_listen.empty()) {
@@ -219,9 +308,12 @@ int main(int argc, char** argv) {
     }
     // Before the loops' allocations are destroyed: a control-plane restart must
     // not tear down the dataplane's established flows (the next control plane
-    // resyncs them).
+    // resyncs them), and the loops' last snapshots must be on disk.
     if (dataplane) {
         dataplane->stop();
+    }
+    if (store) {
+        store->stop();
     }
     log_event("stopped", {{"allocations_left", std::to_string(left)}});
     loops.clear();

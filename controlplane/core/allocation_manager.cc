@@ -126,6 +126,13 @@ Allocation& AllocationManager::create(const FiveTuple& ft, std::string username,
     a->created_ms = clock_.now_ms();
     a->expires_ms = a->created_ms + lifetime_ms;
     a->dont_fragment = dont_fragment;
+    Allocation& ref = insert(std::move(a));
+    log("allocation_created", ref);
+    return ref;
+}
+
+Allocation& AllocationManager::insert(std::unique_ptr<Allocation> a) {
+    ++changes_;
     const uint64_t bps = shared_.config.bandwidth_bps;
     if (bps != 0) {
         // Bytes per second, one second of burst (and at least one full datagram).
@@ -139,7 +146,7 @@ Allocation& AllocationManager::create(const FiveTuple& ft, std::string username,
             by_relay_[r->id] = RelayOwner{&ref, f};
         }
     }
-    by_tuple_[ft] = std::move(a);
+    by_tuple_[ref.five_tuple] = std::move(a);
     shared_.allocations.fetch_add(1);
     if (ref.has_family(Family::kIPv4)) {
         shared_.allocations_v4.fetch_add(1);
@@ -149,11 +156,11 @@ Allocation& AllocationManager::create(const FiveTuple& ft, std::string username,
     }
     arm_allocation_timer(ref.id, ref.expires_ms);
     offload_.allocation_added(offload_view(ref, bps));
-    log("allocation_created", ref);
     return ref;
 }
 
 void AllocationManager::refresh(Allocation& a, uint64_t lifetime_ms) {
+    ++changes_;
     a.expires_ms = clock_.now_ms() + lifetime_ms;
     // Extending needs no wheel operation (the pending timer re-arms itself);
     // shortening needs an earlier entry, which supersedes the pending one.
@@ -168,6 +175,7 @@ void AllocationManager::remove_family(Allocation& a, Family f) {
     if (!r.active()) {
         return;
     }
+    ++changes_;
     by_relay_.erase(r.id);
     close_relay(f, r);
     (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
@@ -200,6 +208,7 @@ void AllocationManager::release_resources(Allocation& a) {
 }
 
 void AllocationManager::remove(Allocation& a, EndReason why) {
+    ++changes_;
     log(why == EndReason::kDeleted ? "allocation_deleted"
         : why == EndReason::kExpired ? "allocation_expired"
                                      : "allocation_closed",
@@ -219,9 +228,13 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
 }
 
 void AllocationManager::add_permission(Allocation& a, const Address& peer) {
-    const Address key = Allocation::permission_key(peer);
+    set_permission(a, Allocation::permission_key(peer), clock_.now_ms() + kPermissionLifetimeMs);
+}
+
+void AllocationManager::set_permission(Allocation& a, const Address& key, uint64_t expires_ms) {
+    ++changes_;
     auto [it, inserted] = a.permissions.try_emplace(key);
-    it->second.expires_ms = clock_.now_ms() + kPermissionLifetimeMs;
+    it->second.expires_ms = expires_ms;
     if (inserted) {
         offload_.permission_added(a.id, key);
     }
@@ -233,9 +246,15 @@ void AllocationManager::add_permission(Allocation& a, const Address& peer) {
 
 void AllocationManager::bind_channel(Allocation& a, uint16_t channel, const Address& peer_in) {
     const Address peer = peer_in.normalised();
+    set_channel(a, channel, peer, clock_.now_ms() + kChannelLifetimeMs);
+    add_permission(a, peer);
+}
+
+void AllocationManager::set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms) {
+    ++changes_;
     auto [it, inserted] = a.channels.try_emplace(channel);
     it->second.peer = peer;
-    it->second.expires_ms = clock_.now_ms() + kChannelLifetimeMs;
+    it->second.expires_ms = expires_ms;
     a.channel_by_peer[peer] = channel;
     if (inserted) {
         offload_.channel_added(a.id, channel, peer);
@@ -244,7 +263,6 @@ void AllocationManager::bind_channel(Allocation& a, uint16_t channel, const Addr
         it->second.timer_armed = true;
         arm_channel_timer(a.id, channel, it->second.expires_ms);
     }
-    add_permission(a, peer);
 }
 
 void AllocationManager::arm_allocation_timer(uint64_t id, uint64_t at_ms) {
@@ -294,6 +312,7 @@ void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
         arm_permission_timer(id, key, p->second.expires_ms);
         return;
     }
+    ++changes_;
     a.permissions.erase(p);
     offload_.permission_removed(id, key);
 }
@@ -317,12 +336,124 @@ void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
     }
     // RFC 8656 section 12.2: number and peer stay reserved for 5 minutes
     // after expiry, counted from the expiry itself (not from when the timer ran).
+    ++changes_;
     const ChannelBinding b = c->second;
     a.channels.erase(c);
     a.channel_by_peer.erase(b.peer);
     std::erase_if(a.quarantine, [now](const ChannelQuarantine& q) { return q.until_ms <= now; });
     a.quarantine.push_back(ChannelQuarantine{channel, b.peer, b.expires_ms + kChannelQuarantineMs});
     offload_.channel_removed(id, channel, b.peer);
+}
+
+void AllocationManager::snapshot(std::vector<SavedAllocation>& out) const {
+    const uint64_t now = clock_.now_ms();
+    auto left = [now](uint64_t expires) { return expires > now ? expires - now : 0; };
+    for (const auto& [ft, a] : by_tuple_) {
+        if (a->expires_ms <= now) {
+            continue;
+        }
+        SavedAllocation s;
+        s.id = a->id;
+        s.five_tuple = ft;
+        s.username = a->username;
+        s.realm = a->realm;
+        for (size_t i = 0; i < 2; ++i) {
+            s.relayed[i] = a->relays[i].active() ? a->relays[i].addr : Address{};
+        }
+        s.remaining_ms = left(a->expires_ms);
+        s.dont_fragment = a->dont_fragment;
+        for (const auto& [key, p] : a->permissions) {
+            if (p.expires_ms > now) {
+                s.permissions.push_back(SavedPermission{key, left(p.expires_ms)});
+            }
+        }
+        for (const auto& [ch, b] : a->channels) {
+            if (b.expires_ms > now) {
+                s.channels.push_back(SavedChannel{ch, b.peer, left(b.expires_ms)});
+            }
+        }
+        out.push_back(std::move(s));
+    }
+}
+
+std::string AllocationManager::restore(const SavedAllocation& s, uint64_t elapsed_ms) {
+    if (s.remaining_ms <= elapsed_ms) {
+        return "expired while no control plane ran";
+    }
+    if (s.five_tuple.transport != Transport::kUdp) {
+        return "not a UDP allocation";
+    }
+    if (find(s.five_tuple) != nullptr) {
+        return "its 5-tuple already has an allocation";
+    }
+    if (by_id_.count(s.id) != 0) {
+        return "its id is already in use";
+    }
+    std::array<RelayEndpoint, 2> relays{};
+    auto undo = [&] {
+        for (Family f : {Family::kIPv4, Family::kIPv6}) {
+            close_relay(f, relays[family_slot(f)]);
+        }
+    };
+    for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        const Address& addr = s.relayed[family_slot(f)];
+        if (addr.family == Family::kNone) {
+            continue;
+        }
+        const auto ip = shared_.config.relay_ip(f);
+        if (!ip || ip->with_port(0) != addr.with_port(0)) {
+            undo();
+            return "relayed address " + addr.to_string() + " is not on a configured relay IP";
+        }
+        if (!shared_.ports.take(f, addr.port)) {
+            undo();
+            return "relayed port " + std::to_string(addr.port) + " is outside the port range or taken";
+        }
+        RelayId id = kNoRelay;
+        if (io_.open_relay(addr, s.dont_fragment, id) != OpenResult::kOk) {
+            shared_.ports.release(f, addr.port);
+            undo();
+            return "cannot bind relayed address " + addr.to_string();
+        }
+        relays[family_slot(f)] = RelayEndpoint{addr, id};
+    }
+    if (!relays[0].active() && !relays[1].active()) {
+        return "no relayed address";
+    }
+    if (shared_.quota.acquire(s.username) != QuotaResult::kOk) {
+        undo();
+        return "user \"" + s.username + "\" is over its allocation quota";
+    }
+    const uint64_t now = clock_.now_ms();
+    auto a = std::make_unique<Allocation>();
+    a->id = s.id;
+    a->five_tuple = s.five_tuple;
+    a->username = s.username;
+    a->realm = s.realm;
+    a->relays = relays;
+    a->created_ms = now;
+    a->expires_ms = now + (s.remaining_ms - elapsed_ms);
+    a->dont_fragment = s.dont_fragment;
+    // Later allocations must not reuse a restored id (the dataplane keys its
+    // entries by id).
+    uint64_t next = g_next_allocation_id.load(std::memory_order_relaxed);
+    while (next <= s.id && !g_next_allocation_id.compare_exchange_weak(next, s.id + 1, std::memory_order_relaxed)) {
+    }
+    Allocation& ref = insert(std::move(a));
+    for (const auto& p : s.permissions) {
+        if (p.remaining_ms > elapsed_ms && p.peer.family != Family::kNone) {
+            set_permission(ref, Allocation::permission_key(p.peer), now + (p.remaining_ms - elapsed_ms));
+        }
+    }
+    for (const auto& c : s.channels) {
+        const Address peer = c.peer.normalised();
+        if (c.remaining_ms > elapsed_ms && peer.family != Family::kNone && ref.can_bind(c.number, peer, now) ==
+                                                                               Allocation::BindCheck::kOk) {
+            set_channel(ref, c.number, peer, now + (c.remaining_ms - elapsed_ms));
+        }
+    }
+    log("allocation_restored", ref);
+    return {};
 }
 
 void AllocationManager::for_each(const std::function<void(const Allocation&)>& fn) const {

@@ -16,6 +16,7 @@
 #include "core/offload.h"
 #include "core/packet_io.h"
 #include "core/shared.h"
+#include "core/state_snapshot.h"
 #include "core/stats.h"
 #include "core/timer_wheel.h"
 
@@ -62,9 +63,25 @@ public:
     void bind_channel(Allocation& a, uint16_t channel, const Address& peer);
 
     void for_each(const std::function<void(const Allocation&)>& fn) const;
+
+    // Restarts (core/state_snapshot.h). Every change to allocations,
+    // permissions or channels bumps changes(), so a saver knows when the last
+    // snapshot is stale.
+    uint64_t changes() const { return changes_; }
+    // Appends every allocation with the lifetimes left at `now_ms`.
+    void snapshot(std::vector<SavedAllocation>& out) const;
+    // Re-creates a saved allocation `elapsed_ms` after it was saved: the same
+    // id, 5-tuple, relayed ports (re-opened), user quota, permissions and
+    // channels with what is left of their lifetimes, reported to the offload
+    // hook like new ones. Returns "" or why it was not restored (nothing is
+    // taken then).
+    std::string restore(const SavedAllocation& s, uint64_t elapsed_ms);
     static OffloadAllocation offload_view(const Allocation& a, uint64_t bandwidth_bps);
 
 private:
+    Allocation& insert(std::unique_ptr<Allocation> a);
+    void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
+    void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);
     void arm_allocation_timer(uint64_t id, uint64_t at_ms);
     void arm_permission_timer(uint64_t id, const Address& key, uint64_t at_ms);
     void arm_channel_timer(uint64_t id, uint16_t channel, uint64_t at_ms);
@@ -81,6 +98,7 @@ private:
     OffloadHook& offload_;
     Stats& stats_;
     uint64_t next_id_;
+    uint64_t changes_ = 0;
     std::unordered_map<FiveTuple, std::unique_ptr<Allocation>, FiveTupleHash> by_tuple_;
     std::unordered_map<uint64_t, Allocation*> by_id_;
     struct RelayOwner {

@@ -133,6 +133,7 @@ void apply_toml(const toml::table& root, Config& c) {
         {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
         {"metrics", {"listen"}},
         {"dataplane", {"socket"}},
+        {"state", {"dir", "save_interval_ms"}},
         {"log", {"level", "format"}},
         {"drain", {"deadline_s"}},
     };
@@ -214,6 +215,8 @@ void apply_toml(const toml::table& root, Config& c) {
     get_int(root, "policy", "unauth_per_ip_per_s", c.unauth_per_ip_per_s, 0, 1'000'000);
     get_string(root, "metrics", "listen", c.metrics_listen);
     get_string(root, "dataplane", "socket", c.dataplane_socket);
+    get_string(root, "state", "dir", c.state_dir);
+    get_int(root, "state", "save_interval_ms", c.state_save_interval_ms, 10, 600'000);
     get_string(root, "log", "level", c.log_level);
     get_string(root, "log", "format", c.log_format);
     get_int(root, "drain", "deadline_s", c.drain_deadline_s, 0, 86400);
@@ -255,6 +258,9 @@ void apply_cli(const CliOverrides& cli, Config& c) {
     }
     if (cli.dataplane_socket) {
         c.dataplane_socket = *cli.dataplane_socket;
+    }
+    if (cli.state_dir) {
+        c.state_dir = *cli.state_dir;
     }
     if (cli.log_level) {
         c.log_level = *cli.log_level;

@@ -49,6 +49,9 @@ struct Config {
     std::string metrics_listen = "127.0.0.1:9641";  // "" disables
     // [dataplane]
     std::string dataplane_socket;  // unix SOCK_SEQPACKET path the dataplane connects to; "" = no offload
+    // [state]: allocations saved for the next control plane (restarts); "" = off
+    std::string state_dir;
+    uint32_t state_save_interval_ms = 1000;
     // [log]
     std::string log_level = "info";
     std::string log_format = "text";
@@ -70,6 +73,7 @@ struct CliOverrides {
     std::vector<std::string> allow_peers;
     std::optional<std::string> metrics;
     std::optional<std::string> dataplane_socket;
+    std::optional<std::string> state_dir;
     std::optional<std::string> log_level;
     std::optional<unsigned> threads;
     std::optional<std::string> port_range;  // "MIN-MAX"

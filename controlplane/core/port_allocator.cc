@@ -66,6 +66,15 @@ std::optional<PortAllocator::Reserved> PortAllocator::take_reserved(uint64_t tok
     return r;
 }
 
+bool PortAllocator::take(Family f, uint16_t port) {
+    std::lock_guard lock(mu_);
+    if (port < min_ || port > max_ || table(f)[port - min_] != kFree) {
+        return false;
+    }
+    table(f)[port - min_] = kUsed;
+    return true;
+}
+
 void PortAllocator::release(Family f, uint16_t port) {
     std::lock_guard lock(mu_);
     if (port < min_ || port > max_) {

@@ -36,6 +36,9 @@ public:
         uint16_t port;
     };
     std::optional<Reserved> take_reserved(uint64_t token, uint64_t now_ms);
+    // Takes exactly `port` (a restored allocation's); false if outside the
+    // range or not free.
+    bool take(Family f, uint16_t port);
     void release(Family f, uint16_t port);
     // Marks a port the kernel refused (another process holds it); it stays
     // taken until release().

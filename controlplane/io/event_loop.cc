@@ -2,6 +2,10 @@
 
 #include <pthread.h>
 
+#include <chrono>
+
+#include "core/event_log.h"
+
 namespace turn::cp {
 
 EventLoop::EventLoop(Shared& shared, OffloadHook& offload, unsigned index)
@@ -18,6 +22,45 @@ std::string EventLoop::bind_listeners() {
         }
     }
     return {};
+}
+
+size_t EventLoop::restore(const LoopSnapshot& s, uint64_t elapsed_ms) {
+    auto& m = server_.allocations();
+    size_t restored = 0;
+    for (const auto& a : s.allocations) {
+        if (auto why = m.restore(a, elapsed_ms); !why.empty()) {
+            log_event(LogLevel::kWarn, "allocation_not_restored",
+                      {{"id", std::to_string(a.id)}, {"client", a.five_tuple.client.to_string()}, {"reason", why}});
+            continue;
+        }
+        ++restored;
+    }
+    saved_changes_ = m.changes();  // what was just read back needs no save
+    return restored;
+}
+
+void EventLoop::save_state_to(StateStore* store, unsigned loops, uint32_t interval_ms) {
+    store_ = store;
+    loops_ = loops;
+    save_interval_ms_ = interval_ms;
+}
+
+void EventLoop::save_state(uint64_t now_ms, bool final) {
+    auto& m = server_.allocations();
+    if (store_ == nullptr || m.changes() == saved_changes_ || (!final && now_ms - last_save_ms_ < save_interval_ms_)) {
+        return;
+    }
+    LoopSnapshot s;
+    s.loop = index_;
+    s.loops = loops_;
+    s.saved_unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+    s.allocations.reserve(m.size());
+    m.snapshot(s.allocations);
+    store_->submit(index_, encode_snapshot(s));
+    saved_changes_ = m.changes();
+    last_save_ms_ = now_ms;
 }
 
 void EventLoop::start() {
@@ -43,6 +86,7 @@ void EventLoop::run() {
         server_.tick();
         io_.flush();
         const uint64_t now = clock_.now_ms();
+        save_state(now, false);
         if (now - window_start >= 1000) {
             const uint64_t window_us = (now - window_start) * 1000;
             const uint64_t busy_us = window_us > idle_us ? window_us - idle_us : 0;
@@ -51,8 +95,10 @@ void EventLoop::run() {
             idle_us = 0;
         }
     }
-    // Allocations end with the loop (drain is over): log them as closed.
+    // Allocations end with the loop (drain is over): log them as closed, and
+    // leave what is left to the next control plane.
     io_.flush();
+    save_state(clock_.now_ms(), true);
 }
 
 }  // namespace turn::cp

@@ -15,6 +15,7 @@
 #include "core/shared.h"
 #include "core/stats.h"
 #include "io/socket_io.h"
+#include "io/state_store.h"
 
 namespace turn::cp {
 
@@ -28,11 +29,19 @@ public:
     void start();
     void stop();  // asks the thread to finish and joins it
 
+    // Restarts: restores a previous process's snapshot of this loop (before
+    // start(); returns how many allocations came back, logging each one that
+    // did not), and saves a snapshot to `store` at most every `interval_ms`
+    // while allocations change, and once more when the loop stops.
+    size_t restore(const LoopSnapshot& s, uint64_t elapsed_ms);
+    void save_state_to(StateStore* store, unsigned loops, uint32_t interval_ms);
+
     Stats& stats() { return stats_; }
     unsigned index() const { return index_; }
 
 private:
     void run();
+    void save_state(uint64_t now_ms, bool final);
 
     Shared& shared_;
     unsigned index_;
@@ -40,6 +49,11 @@ private:
     Stats stats_;
     SocketIo io_;
     Server server_;
+    StateStore* store_ = nullptr;
+    unsigned loops_ = 1;
+    uint32_t save_interval_ms_ = 1000;
+    uint64_t saved_changes_ = 0;
+    uint64_t last_save_ms_ = 0;
     std::atomic<bool> stop_{false};
     std::thread thread_;
 };

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -704,6 +705,70 @@ TEST(ConformanceProcess, DrainDeadlineEndsTheProcess) {
     auto status = relay.wait_exit(4000);
     ASSERT_TRUE(status.has_value());
     EXPECT_EQ(*status, 0);
+}
+
+// Restarts ([state].dir): turn-relay killed with SIGKILL (no chance to save
+// anything on the way out) and started again on the same configuration takes
+// over the allocation its periodic snapshot holds: the client's next Refresh
+// with the nonce it already had is answered 200 (the nonce secret is kept
+// too), the relayed address is the same (the peer reaches the client through
+// it) and the channel binding still carries ChannelData both ways.
+TEST(ConformanceProcess, KilledRelayTakesOverItsAllocations) {
+    const uint16_t port = free_udp_port(A("127.0.0.1:0"));
+    const uint16_t base = random_port_base(4);
+    const std::string dir = "/tmp/turn-relay-conformance-state-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    const std::string cfg = config(port, "[\"127.0.0.1\"]", base, base + 20,
+                                   "[state]\ndir = \"" + dir + "\"\nsave_interval_ms = 50\n");
+    EchoPeer peer(A("127.0.0.1:0"));
+    UdpSocket other_peer(A("127.0.0.1:0"));
+    Client c(A("127.0.0.1").with_port(port));
+    Address relayed;
+    {
+        RelayProcess first("state1", cfg, port);
+        ASSERT_TRUE(first.ready());
+        auto alloc = c.allocate();
+        ASSERT_TRUE(alloc.success()) << alloc.code();
+        relayed = *alloc.xor_address(stun::attr::kXorRelayedAddress);
+        ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                        b.add_channel_number(0x4000);
+                        b.add_xor_address(stun::attr::kXorPeerAddress, peer.address());
+                    }).success());
+        ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
+                        b.add_xor_address(stun::attr::kXorPeerAddress, other_peer.local());
+                    }).success());
+        c.socket().send(c.server(), channel_data(0x4000, "before"));
+        ASSERT_TRUE(c.socket().recv().has_value());
+        ::usleep(400'000);  // several save intervals
+        first.signal(SIGKILL);
+        ASSERT_TRUE(first.wait_exit(3000).has_value());
+    }
+    RelayProcess second("state2", cfg, port);
+    ASSERT_TRUE(second.ready());
+    // Same nonce as before the restart: no 438.
+    auto refresh = c.request(M::kRefresh, {});
+    EXPECT_TRUE(refresh.success()) << refresh.code();
+    // The 5-tuple still has its allocation.
+    EXPECT_EQ(c.allocate().code(), 437);
+    // The channel carries data both ways through the re-bound relayed socket.
+    c.socket().send(c.server(), channel_data(0x4000, "after"));
+    auto echoed = c.socket().recv();
+    ASSERT_TRUE(echoed.has_value());
+    ASSERT_GE(echoed->size(), 9u);
+    EXPECT_EQ(load_be16(echoed->data()), 0x4000);
+    EXPECT_EQ(std::string(echoed->begin() + 4, echoed->begin() + 9), "after");
+    // The permission for the other peer survived: it reaches the client at
+    // the same relayed address, as a Data indication.
+    const std::string hello = "from the other peer";
+    other_peer.send(relayed, std::span(reinterpret_cast<const uint8_t*>(hello.data()), hello.size()));
+    auto ind = c.socket().recv();
+    ASSERT_TRUE(ind.has_value());
+    Answer a(*ind);
+    ASSERT_TRUE(a.ok);
+    EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
+    EXPECT_EQ(a.xor_address(stun::attr::kXorPeerAddress), other_peer.local());
+    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    std::filesystem::remove_all(dir);
 }
 
 TEST(ConformanceProcess, BadConfigExitsTwoNamingTheKey) {

@@ -1,0 +1,75 @@
+// Allocation state saved to disk so that a restarted control plane takes over
+// the allocations of the previous one (docs/CONTROLPLANE.md, "Restarts"): the
+// same 5-tuples, relayed addresses, allocation ids, users, permissions and
+// channel bindings, with the lifetimes they had left. With the DPDK dataplane
+// attached this is what keeps established flows forwarding across a control
+// plane restart: the new process resyncs the dataplane with the very entries
+// it already holds (same ids, same addresses), so nothing is removed.
+//
+// One snapshot per event loop (loops own disjoint allocations; the kernel's
+// SO_REUSEPORT hash maps a client 5-tuple to the same loop index as long as
+// the number of loops is unchanged, which restore checks).
+//
+// Format (little-endian is not assumed: every integer is big-endian):
+//   "TURNSNAP" u32 version u32 loop u32 loops u64 saved_unix_ms u32 count
+//   count x allocation, then u32 CRC-32 (zlib) of everything before it.
+// The file is read as untrusted input: every length is bounded, a bad magic,
+// version, length or CRC rejects the whole file with a message.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "net/address.h"
+
+namespace turn::cp {
+
+struct SavedPermission {
+    Address peer;              // IP, port 0
+    uint64_t remaining_ms = 0;
+    friend bool operator==(const SavedPermission&, const SavedPermission&) = default;
+};
+
+struct SavedChannel {
+    uint16_t number = 0;
+    Address peer;              // IP and port
+    uint64_t remaining_ms = 0;
+    friend bool operator==(const SavedChannel&, const SavedChannel&) = default;
+};
+
+struct SavedAllocation {
+    uint64_t id = 0;
+    FiveTuple five_tuple;
+    std::string username;
+    std::string realm;
+    std::array<Address, 2> relayed{};  // [0] IPv4, [1] IPv6; kNone if absent
+    uint64_t remaining_ms = 0;
+    bool dont_fragment = false;
+    std::vector<SavedPermission> permissions;
+    std::vector<SavedChannel> channels;
+    friend bool operator==(const SavedAllocation&, const SavedAllocation&) = default;
+};
+
+struct LoopSnapshot {
+    uint32_t loop = 0;
+    uint32_t loops = 0;
+    uint64_t saved_unix_ms = 0;  // wall clock: lifetimes keep running while no process runs
+    std::vector<SavedAllocation> allocations;
+};
+
+constexpr uint32_t kSnapshotVersion = 1;
+// Bounds a hostile or corrupt file cannot push past.
+constexpr size_t kSnapshotMaxBytes = size_t{1} << 30;
+constexpr uint32_t kSnapshotMaxAllocations = 1u << 22;
+constexpr uint32_t kSnapshotMaxEntries = 1u << 20;  // permissions or channels per allocation
+constexpr size_t kSnapshotMaxString = 1024;
+
+std::vector<uint8_t> encode_snapshot(const LoopSnapshot& s);
+// nullopt with `error` saying what is wrong.
+std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::string& error);
+
+}  // namespace turn::cp

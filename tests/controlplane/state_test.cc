@@ -1,0 +1,313 @@
+// Restarts: the allocation snapshot codec (round trip, and every kind of
+// damaged file rejected with a message) and AllocationManager's snapshot /
+// restore through the real protocol core: a restored allocation keeps its id,
+// 5-tuple, relayed ports, user, permissions and channels with the lifetimes
+// they had left, is reported to the offload hook like a new one, and answers
+// the client's next requests and relays its data.
+#include <zlib.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/bytes.h"
+#include "core/state_snapshot.h"
+#include "io/state_store.h"
+#include "server_fixture.h"
+
+namespace turn::cp::test {
+namespace {
+
+LoopSnapshot sample() {
+    LoopSnapshot s;
+    s.loop = 1;
+    s.loops = 2;
+    s.saved_unix_ms = 1'700'000'000'123;
+    SavedAllocation a;
+    a.id = 42;
+    a.five_tuple = {A("198.18.1.1:5000"), A("198.18.0.1:3478"), Transport::kUdp};
+    a.username = "alice";
+    a.realm = "example.org";
+    a.relayed[0] = A("198.18.0.1:50001");
+    a.relayed[1] = A("[fd00::1]:50002");
+    a.remaining_ms = 599'000;
+    a.dont_fragment = true;
+    a.permissions = {{A("198.18.2.2:0"), 299'000}, {A("[fd00::2]:0"), 100}};
+    a.channels = {{0x4000, A("198.18.2.2:7000"), 598'000}};
+    s.allocations.push_back(a);
+    SavedAllocation b;
+    b.id = 43;
+    b.five_tuple = {A("[fd00::99]:6000"), A("[fd00::1]:3478"), Transport::kUdp};
+    b.username = std::string(300, 'u');
+    b.realm = "example.org";
+    b.relayed[1] = A("[fd00::1]:50010");
+    b.remaining_ms = 1;
+    s.allocations.push_back(b);
+    return s;
+}
+
+// Re-seals a modified body with a valid CRC (zlib's crc32 of everything
+// before it), to reach the checks behind the checksum.
+void reseal(std::vector<uint8_t>& d) {
+    const uLong crc = crc32(crc32(0L, Z_NULL, 0), d.data(), static_cast<uInt>(d.size() - 4));
+    store_be32(d.data() + d.size() - 4, static_cast<uint32_t>(crc));
+}
+
+TEST(StateSnapshot, RoundTripKeepsEveryField) {
+    const LoopSnapshot s = sample();
+    std::string err;
+    auto d = decode_snapshot(encode_snapshot(s), err);
+    ASSERT_TRUE(d) << err;
+    EXPECT_EQ(d->loop, 1u);
+    EXPECT_EQ(d->loops, 2u);
+    EXPECT_EQ(d->saved_unix_ms, s.saved_unix_ms);
+    EXPECT_EQ(d->allocations, s.allocations);
+}
+
+TEST(StateSnapshot, EveryTruncationIsRejected) {
+    const auto bytes = encode_snapshot(sample());
+    for (size_t n = 0; n < bytes.size(); ++n) {
+        std::string err;
+        EXPECT_FALSE(decode_snapshot(std::span(bytes).first(n), err)) << n;
+        EXPECT_FALSE(err.empty());
+    }
+}
+
+TEST(StateSnapshot, FlippedByteFailsTheChecksum) {
+    auto bytes = encode_snapshot(sample());
+    bytes[40] ^= 0x01;
+    std::string err;
+    EXPECT_FALSE(decode_snapshot(bytes, err));
+    EXPECT_EQ(err, "checksum mismatch (file truncated or corrupted)");
+}
+
+TEST(StateSnapshot, BadMagicAndVersion) {
+    auto bytes = encode_snapshot(sample());
+    std::string err;
+    auto m = bytes;
+    m[0] = 'X';
+    EXPECT_FALSE(decode_snapshot(m, err));
+    EXPECT_EQ(err, "not a turn-relay state snapshot (bad magic)");
+    auto v = bytes;
+    store_be32(v.data() + 8, 99);
+    reseal(v);
+    EXPECT_FALSE(decode_snapshot(v, err));
+    EXPECT_EQ(err, "snapshot version 99, this build reads version 1");
+}
+
+TEST(StateSnapshot, HostileCountsAndFieldsAreBounded) {
+    LoopSnapshot one = sample();
+    one.allocations.resize(1);
+    const auto bytes = encode_snapshot(one);
+    std::string err;
+    // Allocation count (after magic, version, loop, loops, saved_unix_ms).
+    auto c = bytes;
+    store_be32(c.data() + 8 + 4 + 4 + 4 + 8, 0xFFFFFFFF);
+    reseal(c);
+    EXPECT_FALSE(decode_snapshot(c, err));
+    EXPECT_EQ(err, "allocation count 4294967295 does not fit the file");
+    // Client address family (first byte after id and transport).
+    const size_t rec = 8 + 4 + 4 + 4 + 8 + 4;
+    auto f = bytes;
+    f[rec + 8 + 1] = 5;
+    reseal(f);
+    EXPECT_FALSE(decode_snapshot(f, err));
+    EXPECT_EQ(err, "client address: bad address family 5");
+    // Transport other than UDP.
+    auto t = bytes;
+    t[rec + 8] = 6;
+    reseal(t);
+    EXPECT_FALSE(decode_snapshot(t, err));
+    EXPECT_EQ(err, "allocation transport 6 (only UDP is saved)");
+    // Username length beyond the bound.
+    auto u = bytes;
+    store_be16(u.data() + rec + 8 + 1 + 19 + 19, 5000);
+    reseal(u);
+    EXPECT_FALSE(decode_snapshot(u, err));
+    EXPECT_EQ(err, "username longer than 1024 bytes");
+    // Trailing garbage inside the checksummed body.
+    auto g = bytes;
+    g.insert(g.end() - 4, {1, 2, 3});
+    reseal(g);
+    EXPECT_FALSE(decode_snapshot(g, err));
+    EXPECT_EQ(err, "3 unexpected bytes after the last allocation");
+}
+
+TEST(StateStore, SavesLoadsAndKeepsTheNonceSecret) {
+    const std::string dir = "/tmp/turn-state-test-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    std::vector<uint8_t> first;
+    {
+        StateStore st(dir + "/sub");
+        ASSERT_EQ(st.prepare(), "");
+        std::string err;
+        auto secret = st.nonce_secret(err);
+        ASSERT_TRUE(secret) << err;
+        EXPECT_EQ(secret->size(), 32u);
+        first = *secret;
+        st.start();
+        st.submit(1, encode_snapshot(sample()));
+        st.stop();
+        EXPECT_EQ(st.writes(), 1u);
+    }
+    StateStore st(dir + "/sub");
+    ASSERT_EQ(st.prepare(), "");
+    std::string err;
+    EXPECT_EQ(*st.nonce_secret(err), first);
+    EXPECT_FALSE(st.load(0, err));
+    EXPECT_EQ(err, "");  // none saved: not an error
+    auto s = st.load(1, err);
+    ASSERT_TRUE(s) << err;
+    EXPECT_EQ(s->allocations, sample().allocations);
+    EXPECT_EQ(st.extra_snapshots(1), std::vector<std::string>{st.loop_path(1)});
+    EXPECT_TRUE(st.extra_snapshots(2).empty());
+    // A damaged file is reported with its path.
+    std::ofstream(st.loop_path(0)) << "garbage that is not a snapshot";
+    EXPECT_FALSE(st.load(0, err));
+    EXPECT_EQ(err, st.loop_path(0) + ": not a turn-relay state snapshot (bad magic)");
+    std::filesystem::remove_all(dir);
+}
+
+TEST(StateStore, UnwritableDirectoryIsAConfigurationError) {
+    StateStore st("/proc/turn-relay-state");
+    EXPECT_NE(st.prepare().find("[server].state_dir"), std::string::npos);
+}
+
+// Records what reaches the offload hook (the dataplane's view).
+struct RecordingHook final : OffloadHook {
+    void allocation_added(const OffloadAllocation& a) override { added.push_back(a); }
+    void permission_added(uint64_t id, const Address& ip) override { perms.emplace_back(id, ip); }
+    void channel_added(uint64_t id, uint16_t ch, const Address& peer) override { chans.push_back({id, ch, peer}); }
+    struct Chan {
+        uint64_t id;
+        uint16_t ch;
+        Address peer;
+    };
+    std::vector<OffloadAllocation> added;
+    std::vector<std::pair<uint64_t, Address>> perms;
+    std::vector<Chan> chans;
+};
+
+class Restore : public ServerTest {
+protected:
+    // A fresh process: new shared state (ports, quotas), new core, same nonce
+    // secret (the state directory keeps it).
+    void restart() {
+        server.reset();
+        start(base_config());
+        server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    }
+    RecordingHook rec;
+};
+
+TEST_F(Restore, AllocationComesBackWithItsStateAndServesTheClient) {
+    const auto ft = tuple(5000);
+    const Address peer = A("198.18.2.2:7000");
+    const Address peer2 = A("198.18.3.3:9");
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, peer).success());
+    ASSERT_TRUE(create_permission(ft, {peer2}).success());
+    Allocation* before = server->allocations().find(ft);
+    ASSERT_NE(before, nullptr);
+    const uint64_t id = before->id;
+    const Address relayed = before->relays[0].addr;
+    const uint64_t changes = server->allocations().changes();
+    advance_s(100);
+    EXPECT_EQ(server->allocations().changes(), changes);  // nothing expired: nothing to save
+
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    EXPECT_EQ(saved[0].remaining_ms, 500'000u);  // 600 s default lifetime, 100 s gone
+    EXPECT_EQ(saved[0].channels.size(), 1u);
+    EXPECT_EQ(saved[0].permissions.size(), 2u);
+
+    restart();
+    ASSERT_EQ(server->allocations().find(ft), nullptr);
+    // 20 s pass while no control plane runs.
+    EXPECT_EQ(server->allocations().restore(saved[0], 20'000), "");
+    Allocation* a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->id, id);
+    EXPECT_EQ(a->relays[0].addr, relayed);
+    EXPECT_EQ(a->username, "alice");
+    EXPECT_EQ(a->expires_ms, clock.now_ms() + 480'000);
+    EXPECT_EQ(shared->allocations.load(), 1);
+    EXPECT_TRUE(a->permitted(peer2, clock.now_ms()));
+    EXPECT_EQ(a->channel_for(peer, clock.now_ms()), std::optional<uint16_t>(0x4001));
+    // The offload hook sees it exactly as a new allocation: same id.
+    ASSERT_EQ(rec.added.size(), 1u);
+    EXPECT_EQ(rec.added[0].id, id);
+    EXPECT_EQ(rec.added[0].relayed[0], relayed);
+    EXPECT_EQ(rec.perms.size(), 2u);
+    ASSERT_EQ(rec.chans.size(), 1u);
+    EXPECT_EQ(rec.chans[0].id, id);
+    // The port is taken again: a new allocation cannot get it.
+    const auto ft2 = tuple(5001);
+    ASSERT_TRUE(allocate(ft2).success());
+    EXPECT_NE(server->allocations().find(ft2)->relays[0].addr, relayed);
+    EXPECT_GT(server->allocations().find(ft2)->id, id);
+
+    // The client's next requests are answered: Allocate again is 437,
+    // Refresh works, and ChannelData reaches the peer.
+    EXPECT_EQ(allocate(ft).code(), 437);
+    EXPECT_TRUE(refresh(ft, 600).success());
+    const size_t sends = io.peer_sends.size();
+    server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x04, 'p', 'i', 'n', 'g'});
+    ASSERT_EQ(io.peer_sends.size(), sends + 1);
+    EXPECT_EQ(io.peer_sends.back().peer, peer);
+    // The permission expires when it would have without the restart.
+    advance_s(181);
+    EXPECT_FALSE(server->allocations().find(ft)->permitted(peer2, clock.now_ms()));
+}
+
+TEST_F(Restore, WhatCannotComeBackTakesNothing) {
+    const auto ft = tuple(5000);
+    ASSERT_TRUE(allocate(ft).success());
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    restart();
+    auto& m = server->allocations();
+    EXPECT_EQ(m.restore(saved[0], 600'000), "expired while no control plane ran");
+    // Its port is held by someone else now.
+    io.busy_ports.insert(saved[0].relayed[0].port);
+    EXPECT_EQ(m.restore(saved[0], 0), "cannot bind relayed address " + saved[0].relayed[0].to_string());
+    io.busy_ports.clear();
+    // The relay IP changed in the configuration.
+    SavedAllocation moved = saved[0];
+    moved.relayed[0] = A("198.18.0.77").with_port(moved.relayed[0].port);
+    EXPECT_EQ(m.restore(moved, 0), "relayed address " + moved.relayed[0].to_string() +
+                                       " is not on a configured relay IP");
+    // Outside the port range.
+    SavedAllocation far = saved[0];
+    far.relayed[0].port = 60000;
+    EXPECT_EQ(m.restore(far, 0), "relayed port 60000 is outside the port range or taken");
+    EXPECT_EQ(m.size(), 0u);
+    EXPECT_EQ(shared->allocations.load(), 0);
+    EXPECT_TRUE(io.open.empty());
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 0u);
+    // And it still comes back once nothing is in the way; twice is refused.
+    EXPECT_EQ(m.restore(saved[0], 0), "");
+    EXPECT_EQ(m.restore(saved[0], 0), "its 5-tuple already has an allocation");
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 1u);
+}
+
+TEST_F(Restore, QuotaIsTakenAgain) {
+    Config c = base_config();
+    c.max_per_user = 1;
+    start(c);
+    const auto ft = tuple(5000);
+    ASSERT_TRUE(allocate(ft).success());
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    server.reset();
+    start(c);
+    EXPECT_EQ(server->allocations().restore(saved[0], 0), "");
+    // alice's one allocation is the restored one.
+    EXPECT_EQ(allocate(tuple(5001)).code(), 486);
+}
+
+}  // namespace
+}  // namespace turn::cp::test
