@@ -21,7 +21,7 @@ FUZZ="clang-14 libclang-rt-14-dev llvm-14"
 
 # Real third-party clients and tools used by the integration tests.
 TEST="iproute2 ethtool python3 python3-pytest python3-aioice python3-aiortc python3-selenium coturn stun-client chromium chromium-driver
-      valgrind procps gnuplot-nox"
+      valgrind procps gnuplot-nox curl linux-perf"
 
 if [ "${DEPS_MINIMAL:-0}" = 1 ]; then
     PKGS="$BUILD $FUZZ"

@@ -1,7 +1,9 @@
 #include "echo_peer.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,7 +30,33 @@ EchoPeers::~EchoPeers() {
     }
 }
 
-bool EchoPeers::open(const Address& ip, size_t sockets, std::string& err) {
+bool EchoPeers::open(const Address& ip, size_t sockets, std::string& err, const std::string& netns) {
+    if (netns.empty()) {
+        return open_here(ip, sockets, err);
+    }
+    const std::string path = netns.find('/') == std::string::npos ? "/var/run/netns/" + netns : netns;
+    bool ok = false;
+    // setns(CLONE_NEWNET) changes only the calling thread's namespace: do it
+    // in a thread of its own, so the rest of the process stays where it was.
+    std::thread t([&] {
+        const int nsfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (nsfd < 0) {
+            err = "--peer-netns " + path + ": " + std::strerror(errno);
+            return;
+        }
+        if (setns(nsfd, CLONE_NEWNET) != 0) {
+            err = "setns " + path + ": " + std::strerror(errno);
+            ::close(nsfd);
+            return;
+        }
+        ::close(nsfd);
+        ok = open_here(ip, sockets, err);
+    });
+    t.join();
+    return ok;
+}
+
+bool EchoPeers::open_here(const Address& ip, size_t sockets, std::string& err) {
     for (size_t i = 0; i < sockets; ++i) {
         Sock s;
         s.fd = socket(ip.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -20,8 +20,14 @@ class EchoPeers {
 public:
     ~EchoPeers();
     // Binds `sockets` UDP sockets on ip:0. False with `err` on failure.
-    bool open(const Address& ip, size_t sockets, std::string& err);
+    // With a non-empty `netns` (a name under /var/run/netns, as `ip netns`
+    // makes them, or a path to a namespace file such as /proc/PID/ns/net) the
+    // sockets are created by a short-lived thread that has first joined that
+    // network namespace: a socket stays in the namespace it was created in, so
+    // the echo peers live on another (emulated) host than the client sockets.
+    bool open(const Address& ip, size_t sockets, std::string& err, const std::string& netns = "");
     size_t size() const { return socks_.size(); }
+    int fd(size_t i) const { return socks_[i].fd; }
     const Address& address(size_t i) const { return socks_[i].addr; }
 
     // Adds a source IP that may be echoed to (relayed addresses' IPs).
@@ -40,6 +46,7 @@ private:
         int fd = -1;
         Address addr;
     };
+    bool open_here(const Address& ip, size_t sockets, std::string& err);
     void run(size_t first, size_t step, uint64_t deadline_ns);
     bool allowed(const Address& src);
 

@@ -120,7 +120,7 @@ public:
         }).detach();
 
         std::string err;
-        if (!peers_.open(o_.peer, o_.peer_sockets, err)) {
+        if (!peers_.open(o_.peer, o_.peer_sockets, err, o_.peer_netns)) {
             std::cerr << "turn-load: " << err << "\n";
             return 1;
         }
@@ -154,6 +154,9 @@ private:
         c["peer_threads"] = std::to_string(o_.peer_threads);
         c["peer_sockets"] = std::to_string(o_.peer_sockets);
         c["peer_addr"] = o_.peer.ip_string();
+        if (!o_.peer_netns.empty()) {
+            c["peer_netns"] = o_.peer_netns;
+        }
         c["batch"] = std::to_string(o_.batch);
         c["latency"] = "round trip: payload send time (CLOCK_MONOTONIC) to kernel receive time (SO_TIMESTAMPNS)";
         c["grace_s"] = std::to_string(o_.grace_s);
@@ -318,7 +321,14 @@ private:
         }
         const UdpDrops drops0 = read_udp_drops(ports);
         const double cpu0 = self_cpu_s();
-        const double srv0 = o_.server_pid > 0 ? process_cpu_s(o_.server_pid) : -1;
+        std::vector<double> srv0;
+        std::vector<double> watch0;
+        for (const int pid : o_.server_pids) {
+            srv0.push_back(process_cpu_s(pid));
+        }
+        for (const int pid : o_.watch_pids) {
+            watch0.push_back(process_cpu_s(pid));
+        }
         std::vector<std::thread> ts;
         for (auto& w : workers_) {
             counters.push_back(std::make_unique<ThreadCounters>(secs));
@@ -371,9 +381,18 @@ private:
         const UdpDrops drops1 = read_udp_drops(ports);
         r.own_socket_drops = drops1.own - std::min(drops1.own, drops0.own);
         r.host_udp_drops = drops1.host - std::min(drops1.host, drops0.host);
-        if (srv0 >= 0) {
-            const double srv1 = process_cpu_s(o_.server_pid);
-            r.server_cpu_s = srv1 >= 0 ? srv1 - srv0 : -1;
+        if (!o_.server_pids.empty()) {
+            r.server_cpu_s = 0;
+            for (size_t i = 0; i < o_.server_pids.size(); ++i) {
+                const double srv1 = process_cpu_s(o_.server_pids[i]);
+                const double d = srv0[i] >= 0 && srv1 >= 0 ? srv1 - srv0[i] : -1;
+                r.server_cpu_s_by_pid.emplace_back(o_.server_pids[i], d);
+                r.server_cpu_s = d >= 0 && r.server_cpu_s >= 0 ? r.server_cpu_s + d : -1;
+            }
+        }
+        for (size_t i = 0; i < o_.watch_pids.size(); ++i) {
+            const double w1 = process_cpu_s(o_.watch_pids[i]);
+            r.watch_cpu_s_by_pid.emplace_back(o_.watch_pids[i], watch0[i] >= 0 && w1 >= 0 ? w1 - watch0[i] : -1);
         }
         for (size_t i = 0; i < r.seconds.size(); ++i) {
             uint64_t sent = 0;

@@ -98,9 +98,16 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     app.add_option("--setup-timeout", o.setup_timeout_s, "bound on the allocation setup phase, seconds")
         ->capture_default_str()->check(CLI::Range(1.0, 600.0));
     app.add_flag("--quiet,-q", o.quiet, "no progress line");
-    app.add_option("--server-pid", o.server_pid,
-                   "PID of a local server: report its CPU time per relayed packet (from /proc)")
+    app.add_option("--server-pid", o.server_pids,
+                   "PID (or TID) of a local server process: report its CPU time per relayed packet (from "
+                   "/proc); repeat it for a server made of several processes (summed)")
         ->check(CLI::Range(1, 1 << 22));
+    app.add_option("--watch-pid", o.watch_pids,
+                   "PID or TID whose CPU time per phase is reported apart (not added to the server's); repeatable")
+        ->check(CLI::Range(1, 1 << 22));
+    app.add_option("--peer-netns", o.peer_netns,
+                   "create the echo peer sockets in this network namespace: a name under /var/run/netns "
+                   "(ip netns) or a path to a namespace file; needs CAP_SYS_ADMIN");
 
     try {
         app.parse(argc, argv);
@@ -166,8 +173,12 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     if (o.setup_only && o.churn_rate > 0) {
         return fail("--churn needs traffic; it cannot be combined with --setup-only");
     }
-    if (o.server_pid > 0 && access(("/proc/" + std::to_string(o.server_pid) + "/stat").c_str(), R_OK) != 0) {
-        return fail("--server-pid " + std::to_string(o.server_pid) + ": no such process");
+    for (const auto* pids : {&o.server_pids, &o.watch_pids}) {
+        for (const int pid : *pids) {
+            if (access(("/proc/" + std::to_string(pid) + "/stat").c_str(), R_OK) != 0) {
+                return fail("--server-pid/--watch-pid " + std::to_string(pid) + ": no such process");
+            }
+        }
     }
     if (!o.plot_path.empty() && (o.plot_path.size() < 5 || o.plot_path.substr(o.plot_path.size() - 4) != ".png")) {
         return fail("--plot must name a .png file");

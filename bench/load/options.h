@@ -43,7 +43,9 @@ struct Options {
     double refresh_interval_s = 120;
     double setup_timeout_s = 30;
     bool quiet = false;
-    int server_pid = 0;         // >0: sample its CPU time from /proc per phase
+    std::vector<int> server_pids; // sample their CPU time from /proc per phase (summed: the server's CPU)
+    std::vector<int> watch_pids;  // also sampled per phase, reported apart, not summed (e.g. one thread's TID)
+    std::string peer_netns;     // create the echo peer sockets in this network namespace (name or path)
 };
 
 // Parses argv; on --help or a bad flag prints the message and returns the

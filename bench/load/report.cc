@@ -86,6 +86,16 @@ json phase_json(const PhaseResult& p) {
         j["server_cpu_ns_per_relayed_packet"] =
             p.received ? p.server_cpu_s * 1e9 / (2.0 * static_cast<double>(p.received)) : 0.0;
     }
+    for (const auto& [key, list] : {std::pair{"server_cpu_s_by_pid", &p.server_cpu_s_by_pid},
+                                     std::pair{"watch_cpu_s_by_pid", &p.watch_cpu_s_by_pid}}) {
+        if (!list->empty()) {
+            json m = json::object();
+            for (const auto& [pid, s] : *list) {
+                m[std::to_string(pid)] = s;
+            }
+            j[key] = m;
+        }
+    }
     return j;
 }
 

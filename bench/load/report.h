@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "churn.h"
@@ -46,7 +47,9 @@ struct PhaseResult {
     uint64_t own_socket_drops = 0;    // kernel drops on the harness's sockets
     uint64_t host_udp_drops = 0;      // kernel UDP receive-buffer drops on the whole host
     double client_cpu_s = 0;     // this process (user + system) during the phase
-    double server_cpu_s = -1;    // --server-pid's process during the phase; < 0 unknown
+    double server_cpu_s = -1;    // --server-pid's processes during the phase (summed); < 0 unknown
+    std::vector<std::pair<int, double>> server_cpu_s_by_pid;  // each --server-pid apart
+    std::vector<std::pair<int, double>> watch_cpu_s_by_pid;   // each --watch-pid (not in server_cpu_s)
 };
 
 struct SetupResult {
