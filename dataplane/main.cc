@@ -316,6 +316,13 @@ int main(int argc, char** argv) {
             std::printf("%.*s %llu\n", static_cast<int>(n.size()), n.data(), static_cast<unsigned long long>(total.v[k]));
         }
     }
+    // The control-plane link's totals: what was applied, and what resyncs
+    // swept (entries a new control plane did not re-add).
+    const auto& as = applier.stats();
+    std::printf("ipc_applied %llu\nipc_malformed %llu\nipc_unknown_alloc %llu\nipc_table_full %llu\nipc_swept %llu\n",
+                static_cast<unsigned long long>(as.applied), static_cast<unsigned long long>(as.malformed),
+                static_cast<unsigned long long>(as.unknown_alloc), static_cast<unsigned long long>(as.table_full),
+                static_cast<unsigned long long>(as.swept));
     rte_eth_dev_stop(nic);
     rte_eth_dev_stop(exc);
     delete nh;
