@@ -26,7 +26,7 @@ std::string StateStore::prepare() {
     std::error_code ec;
     std::filesystem::create_directories(dir_, ec);
     if (ec) {
-        return "[server].state_dir: cannot create \"" + dir_ + "\": " + ec.message() +
+        return "[state].dir: cannot create \"" + dir_ + "\": " + ec.message() +
                " (fix: choose a writable directory or create it)";
     }
     ::chmod(dir_.c_str(), 0700);
@@ -34,7 +34,7 @@ std::string StateStore::prepare() {
     std::string err;
     const uint8_t byte = 0;
     if (!write_file_atomically(probe, {&byte, 1}, err)) {
-        return "[server].state_dir: \"" + dir_ + "\" is not writable: " + err;
+        return "[state].dir: \"" + dir_ + "\" is not writable: " + err;
     }
     ::unlink(probe.c_str());
     return {};

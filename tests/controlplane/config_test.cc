@@ -118,5 +118,26 @@ TEST(Config, DataplaneSocketFromFileAndCli) {
     EXPECT_NE(error_of(std::string(base) + "[dataplane]\nbogus = 1\n").find("[dataplane].bogus"), std::string::npos);
 }
 
+TEST(Config, StateDirFromFileAndCli) {
+    const char* base = "[server]\nlisten=[\"127.0.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n";
+    auto r = load_config_text(base, {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).state_dir, "");  // nothing kept by default
+    EXPECT_EQ(std::get<Config>(r).state_save_interval_ms, 1000u);
+    r = load_config_text(std::string(base) + "[state]\ndir = \"/var/lib/turn-relay\"\nsave_interval_ms = 250\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).state_dir, "/var/lib/turn-relay");
+    EXPECT_EQ(std::get<Config>(r).state_save_interval_ms, 250u);
+    CliOverrides cli;
+    cli.state_dir = "/tmp/st";
+    r = load_config_text(std::string(base) + "[state]\ndir = \"/var/lib/x\"\n", cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).state_dir, "/tmp/st");
+    EXPECT_NE(error_of(std::string(base) + "[state]\nsave_interval_ms = 5\n").find("[state].save_interval_ms"),
+              std::string::npos);
+    EXPECT_NE(error_of(std::string(base) + "[state]\ndirectory = \"/x\"\n").find("[state].directory"),
+              std::string::npos);
+}
+
 }  // namespace
 }  // namespace turn::cp

@@ -171,7 +171,7 @@ TEST(StateStore, SavesLoadsAndKeepsTheNonceSecret) {
 
 TEST(StateStore, UnwritableDirectoryIsAConfigurationError) {
     StateStore st("/proc/turn-relay-state");
-    EXPECT_NE(st.prepare().find("[server].state_dir"), std::string::npos);
+    EXPECT_NE(st.prepare().find("[state].dir"), std::string::npos);
 }
 
 // Records what reaches the offload hook (the dataplane's view).
