@@ -319,10 +319,11 @@ int main(int argc, char** argv) {
     // The control-plane link's totals: what was applied, and what resyncs
     // swept (entries a new control plane did not re-add).
     const auto& as = applier.stats();
-    std::printf("ipc_applied %llu\nipc_malformed %llu\nipc_unknown_alloc %llu\nipc_table_full %llu\nipc_swept %llu\n",
+    std::printf("ipc_applied %llu\nipc_malformed %llu\nipc_unknown_alloc %llu\nipc_table_full %llu\nipc_swept %llu\n"
+                "ipc_finals_dropped %llu\n",
                 static_cast<unsigned long long>(as.applied), static_cast<unsigned long long>(as.malformed),
                 static_cast<unsigned long long>(as.unknown_alloc), static_cast<unsigned long long>(as.table_full),
-                static_cast<unsigned long long>(as.swept));
+                static_cast<unsigned long long>(as.swept), static_cast<unsigned long long>(as.finals_dropped));
     rte_eth_dev_stop(nic);
     rte_eth_dev_stop(exc);
     delete nh;

@@ -124,7 +124,7 @@ void Applier::on(const ipc::ResyncEnd& m) {
     for (auto it = allocs_.begin(); it != allocs_.end();) {
         Alloc& a = it->second;
         if (a.gen != gen_) {
-            remove_alloc(a);
+            finish(it->first, a);
             stats_.swept++;
             it = allocs_.erase(it);
             continue;
@@ -234,7 +234,7 @@ void Applier::on(const ipc::AllocationDel& m) {
         stats_.unknown_alloc++;
         return;
     }
-    remove_alloc(it->second);
+    finish(it->first, it->second);
     allocs_.erase(it);
 }
 
@@ -333,6 +333,36 @@ void Applier::on(const ipc::LimitSet& m) {
     }
 }
 
+ipc::AllocationCounters Applier::sum_counters(uint64_t id, const Alloc& a) const {
+    ipc::AllocationCounters c{};
+    c.alloc_id = id;
+    const uint32_t epoch = t_.allocs[a.idx].epoch;
+    for (uint32_t w = 0; w < t_.config().workers; w++) {
+        const AllocState& s = t_.state(w)[a.idx];
+        if (s.epoch != epoch) {
+            continue;
+        }
+        c.to_peer_packets += s.to_peer_packets;
+        c.to_peer_bytes += s.to_peer_bytes;
+        c.to_client_packets += s.to_client_packets;
+        c.to_client_bytes += s.to_client_bytes;
+        c.dropped_packets += s.dropped_packets;
+    }
+    return c;
+}
+
+void Applier::finish(uint64_t id, Alloc& a) {
+    // Entries first: after remove_alloc no new lookup finds the allocation,
+    // so the sum below misses at most the packets workers are handling right
+    // now. Its slot is reused only after a grace period, so it is still ours.
+    remove_alloc(a);
+    if (finals_.size() >= kMaxFinals) {
+        finals_.pop_front();
+        stats_.finals_dropped++;
+    }
+    finals_.push_back(sum_counters(id, a));
+}
+
 void Applier::report_counters(const std::function<void(std::span<const uint8_t>)>& send) {
     ipc::CountersReport r{};
     auto flush = [&](bool last) {
@@ -340,27 +370,21 @@ void Applier::report_counters(const std::function<void(std::span<const uint8_t>)
         send(ipc::encode(r, ++seq_));
         r.count = 0;
     };
-    const uint32_t workers = t_.config().workers;
-    for (const auto& [id, a] : allocs_) {
-        ipc::AllocationCounters c{};
-        c.alloc_id = id;
-        const uint32_t epoch = t_.allocs[a.idx].epoch;
-        for (uint32_t w = 0; w < workers; w++) {
-            const AllocState& s = t_.state(w)[a.idx];
-            if (s.epoch != epoch) {
-                continue;
-            }
-            c.to_peer_packets += s.to_peer_packets;
-            c.to_peer_bytes += s.to_peer_bytes;
-            c.to_client_packets += s.to_client_packets;
-            c.to_client_bytes += s.to_client_bytes;
-            c.dropped_packets += s.dropped_packets;
-        }
+    auto add = [&](const ipc::AllocationCounters& c) {
         r.entries[r.count++] = c;
         if (r.count == ipc::CountersReport::kMaxEntries) {
             flush(false);
         }
+    };
+    for (const auto& [id, a] : allocs_) {
+        add(sum_counters(id, a));
     }
+    // Allocations removed since the last report, with their final totals (a
+    // report has no other way to carry an allocation's last packets).
+    for (const auto& c : finals_) {
+        add(c);
+    }
+    finals_.clear();
     flush(true);
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <span>
@@ -29,7 +30,11 @@ public:
         uint64_t unknown_alloc = 0;  // Permission/Channel/Limit for an allocation we lack
         uint64_t table_full = 0;     // hash or pool full: the flow stays on the slow path
         uint64_t swept = 0;          // entries removed by ResyncEnd
+        uint64_t finals_dropped = 0; // final counters of removed allocations lost to the kMaxFinals bound
     };
+    // Final counters of removed allocations kept for the next report (a
+    // control plane that never asks must not grow this without bound).
+    static constexpr size_t kMaxFinals = 1u << 16;
 
     // One received datagram. Returns false if it was not a valid message.
     // A CountersRequest is answered through `reply` (one datagram per call).
@@ -73,12 +78,16 @@ private:
 
     Alloc* find(uint64_t id);
     void remove_alloc(Alloc& a);
+    // Removes `a` and keeps its final counters for the next report.
+    void finish(uint64_t id, Alloc& a);
+    turn::ipc::AllocationCounters sum_counters(uint64_t id, const Alloc& a) const;
     void remove_perm(const Alloc& a, const Perm& p);
     void remove_chan(const Alloc& a, uint16_t channel, const Chan& c);
     bool install_alloc(Alloc& a);
 
     FlowTables& t_;
     std::unordered_map<uint64_t, Alloc> allocs_;
+    std::deque<turn::ipc::AllocationCounters> finals_;
     uint64_t gen_ = 0;
     uint64_t seq_ = 0;
     Stats stats_;

@@ -8,8 +8,9 @@ permission and channel over IPC; the client's ChannelData then takes the datapla
 path both ways. Checks: payloads echoed, the dataplane's forward counters, turn-relay's
 /metrics (path="dataplane" grows, path="socket" does not); then the dataplane is restarted:
 the control plane resyncs the new one and traffic resumes on its fast path (counters folded
-across the restart); after Refresh LIFETIME 0 the flow is gone from the dataplane (the peer
-receives nothing).
+across the restart); the allocation is deleted right after phase B's exchange, and its last
+packets still reach /metrics (the dataplane's final counters after the Del); after Refresh
+LIFETIME 0 the flow is gone from the dataplane (the peer receives nothing).
 
   tcpe_h (client 198.18.2.2, peer 198.18.2.3 on h0)
      h0 <-> n0  (tcpe_r: NIC, driven by DPDK af_packet)
@@ -301,11 +302,13 @@ def main():
         time.sleep(0.5)
         r = client_cmd("echo b")
         check(r.get("echoed") == [[0x4001, "b-%d" % i, [RELAY, TURN_PORT]] for i in range(N)], "B: echoed")
-        check_path_metrics(2 * N, "B")
 
+        # Deleted right away, before the next counters request: the dataplane reports the
+        # allocation's final totals once more after the Del, so /metrics still gets all of B.
         r = client_cmd("delete")
         check(r.get("refresh0") == 0x0104, "Refresh LIFETIME 0 succeeded")
         client_p.wait(timeout=10)
+        check_path_metrics(2 * N, "B (after the delete)")
         time.sleep(1.0)
     finally:
         for p in (client_p, peer_p):

@@ -782,6 +782,46 @@ TEST_P(Pipeline, CountersReportThroughIpc) {
     EXPECT_EQ(r->entries[0].dropped_packets, 1u);
 }
 
+// An allocation's last packets before its deletion are reported once, in the
+// next report after the Del, with the allocation's final totals; the report
+// after that no longer names it.
+TEST_P(Pipeline, DeletedAllocationReportsItsFinalCountersOnce) {
+    run({build(from_client(channel_data(kChannel, pattern(100)))), build(from_peer(pattern(50), n_.peer))});
+    auto report = [&] {
+        std::vector<Bytes> replies;
+        ipc::CountersRequest rq{};
+        EXPECT_TRUE(applier_->apply(ipc::encode(rq, 99), [&](std::span<const uint8_t> s) {
+            replies.emplace_back(s.begin(), s.end());
+        }));
+        EXPECT_EQ(replies.size(), 1u);
+        auto r = ipc::decode<ipc::CountersReport>(replies.at(0));
+        EXPECT_TRUE(r);
+        return *r;
+    };
+    auto r = report();
+    ASSERT_EQ(r.count, 1u);
+    EXPECT_EQ(r.entries[0].to_peer_packets, 1u);
+    // More traffic, then the Del before the next request.
+    run({build(from_client(channel_data(kChannel, pattern(30)))), build(from_peer(pattern(20), n_.peer)),
+         build(from_peer(pattern(20), n_.peer))});
+    ipc::AllocationDel d{};
+    d.alloc_id = kAllocId;
+    ipc_send(d);
+    Out o = run1(build(from_client(channel_data(kChannel, pattern(10)))));
+    EXPECT_EQ(o.exc.size(), 1u);  // gone from the fast path
+    r = report();
+    ASSERT_EQ(r.count, 1u);
+    EXPECT_EQ(r.last, 1);
+    EXPECT_EQ(r.entries[0].alloc_id, kAllocId);
+    EXPECT_EQ(r.entries[0].to_peer_packets, 2u);
+    EXPECT_EQ(r.entries[0].to_peer_bytes, 130u);
+    EXPECT_EQ(r.entries[0].to_client_packets, 3u);
+    EXPECT_EQ(r.entries[0].to_client_bytes, 90u);
+    r = report();
+    EXPECT_EQ(r.count, 0u);
+    EXPECT_EQ(r.last, 1);
+}
+
 TEST_P(Pipeline, ChannelRebindToAnotherPeerMovesBothDirections) {
     // RFC 8656 12.3 lets a client rebind a channel only to the same peer, but
     // the dataplane must follow whatever the control plane installs: the old
