@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -54,12 +55,31 @@ struct Options {
     std::exit(1);
 }
 
+// A decimal option value within [min, max], or a start-up error naming the option.
+uint32_t parse_uint(const std::string& opt, const std::string& v, uint32_t min, uint32_t max) {
+    uint64_t n = 0;
+    const bool digits = !v.empty() && v.size() <= 10 &&
+                        std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits) {
+        n = std::stoull(v);
+    }
+    if (!digits || n < min || n > max) {
+        die(opt + " " + v + ": expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+    }
+    return static_cast<uint32_t>(n);
+}
+
 bool parse_mac(const std::string& s, rte_ether_addr* out) { return rte_ether_unformat_addr(s.c_str(), out) == 0; }
 
 uint16_t port_by_name(const std::string& name) {
     uint16_t p;
     if (rte_eth_dev_get_port_by_name(name.c_str(), &p) != 0) {
-        die("no DPDK port named '" + name + "' (add it with --vdev=... or -a <pci>)");
+        std::string hint;
+        if (name.rfind("virtio_user", 0) == 0 && access("/dev/vhost-net", R_OK | W_OK) != 0) {
+            hint = "; virtio-user needs /dev/vhost-net (modprobe vhost_net), or use a veth pair with "
+                   "net_af_xdp / net_af_packet as the exception port";
+        }
+        die("no DPDK port named '" + name + "' (add it with --vdev=... or -a <pci>)" + hint);
     }
     if (p >= dp::kMaxPorts) {
         die("port id " + std::to_string(p) + " is above the supported maximum");
@@ -217,13 +237,13 @@ int main(int argc, char** argv) {
         } else if (a == "--ipc") {
             o.ipc = val();
         } else if (a == "--mtu") {
-            o.mtu = static_cast<uint16_t>(std::stoul(val()));
+            o.mtu = static_cast<uint16_t>(parse_uint(a, val(), 576, 9216));
         } else if (a == "--gw4") {
             o.gw4 = val();
         } else if (a == "--gw6") {
             o.gw6 = val();
         } else if (a == "--flows") {
-            o.flows = static_cast<uint32_t>(std::stoul(val()));
+            o.flows = parse_uint(a, val(), 1, 1u << 24);
         } else if (a != "--") {
             die("unknown option " + a);
         }

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""turn-dataplane refuses bad configurations at start-up with a message that says what to fix,
+and exits non-zero without a crash (no abort, no core): one case per kind of mistake.
+Ports are in-memory (net_null), no namespaces, no hugepages (--no-huge).
+
+Usage: startup_errors.py <turn-dataplane>
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+EAL = ["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--log-level=lib.eal:error"]
+
+
+def run(dp, prefix, vdevs, args):
+    cmd = [dp, *EAL, f"--file-prefix={prefix}", *[f"--vdev={v}" for v in vdevs], "--", *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def main():
+    dp = sys.argv[1]
+    null2 = ["net_null0", "net_null1"]
+    base = ["--nic", "net_null0", "--exc", "net_null1", "--ipc", f"/tmp/dp-startup-{os.getpid()}.sock"]
+    cases = [
+        ("no --exc", null2, ["--nic", "net_null0"], "--nic and --exc name the NIC and exception ports"),
+        ("unknown port", null2, ["--nic", "net_null0", "--exc", "net_tap9"],
+         "no DPDK port named 'net_tap9' (add it with --vdev=... or -a <pci>)"),
+        ("flows not a number", null2, base + ["--flows", "lots"],
+         "--flows lots: expected a whole number from 1 to 16777216"),
+        ("flows zero", null2, base + ["--flows", "0"], "--flows 0: expected a whole number from 1 to 16777216"),
+        ("mtu too small", null2, base + ["--mtu", "100"], "--mtu 100: expected a whole number from 576 to 9216"),
+        ("bad gateway MAC", null2, base + ["--gw4", "not-a-mac"], "bad MAC not-a-mac"),
+        ("unknown option", null2, base + ["--bogus"], "unknown option --bogus"),
+        ("missing value", null2, base + ["--mtu"], "missing value for --mtu"),
+    ]
+    if not os.path.exists("/dev/vhost-net"):
+        cases.append(("virtio-user without vhost-net",
+                      ["net_null0", "virtio_user1,path=/dev/vhost-net,queues=1,queue_size=1024,iface=dpst0"],
+                      ["--nic", "net_null0", "--exc", "virtio_user1"],
+                      "virtio-user needs /dev/vhost-net (modprobe vhost_net)"))
+    fails = []
+    for i, (name, vdevs, args, want) in enumerate(cases):
+        rc, out = run(dp, f"dpstart{os.getpid()}_{i}", vdevs, args)
+        good = rc == 1 and want in out
+        print(("ok   " if good else "FAIL ") + f"{name}: rc={rc} (want 1), message {'found' if want in out else 'missing'}")
+        if not good:
+            print(out)
+            fails.append(name)
+    print("RESULT:", "PASS" if not fails else "FAIL " + ", ".join(fails))
+    sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()
