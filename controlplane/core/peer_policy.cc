@@ -1,5 +1,7 @@
 #include "core/peer_policy.h"
 
+#include <algorithm>
+#include <array>
 #include <utility>
 
 namespace turn::cp {
@@ -58,6 +60,23 @@ bool PeerPolicy::is_own_ip(const Address& a) const {
     return false;
 }
 
+std::optional<Address> PeerPolicy::embedded_ipv4(const Address& a) {
+    if (!a.is_v6()) {
+        return std::nullopt;
+    }
+    const auto& b = a.ip;
+    // NAT64 well-known prefix (RFC 6052): 64:ff9b::/96, IPv4 in the last 32 bits.
+    static constexpr std::array<uint8_t, 12> kNat64{0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (std::equal(kNat64.begin(), kNat64.end(), b.begin())) {
+        return Address::v4(&b[12], 0);
+    }
+    // 6to4 (RFC 3056): 2002:V4ADDR::/48.
+    if (b[0] == 0x20 && b[1] == 0x02) {
+        return Address::v4(&b[2], 0);
+    }
+    return std::nullopt;
+}
+
 PeerVerdict PeerPolicy::check_ip(const Address& peer) const {
     const Address a = peer.normalised();
     if (a.family == Family::kNone) {
@@ -68,6 +87,13 @@ PeerVerdict PeerPolicy::check_ip(const Address& peer) const {
     }
     if (in_any(allow_, a)) {
         return PeerVerdict::kPermitted;
+    }
+    // An IPv6 address that a NAT64 or 6to4 gateway turns into an IPv4 one
+    // reaches what that IPv4 address reaches: it gets the IPv4 verdict
+    // (64:ff9b::7f00:1 is 127.0.0.1), unless the operator ruled on the IPv6
+    // address itself above.
+    if (const auto v4 = embedded_ipv4(a)) {
+        return check_ip(*v4);
     }
     if (in_any(default_denied(), a)) {
         return PeerVerdict::kDeniedByDefault;

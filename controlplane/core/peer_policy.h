@@ -6,8 +6,10 @@
 //   1. operator deny ranges            -> denied
 //   2. operator allow ranges           -> permitted (re-permits a default range,
 //                                         e.g. 127.0.0.0/8 for tests)
-//   3. default-denied ranges and the relay's own IPs -> denied
-//   4. everything else                 -> permitted
+//   3. IPv6 with an embedded IPv4 address (NAT64 64:ff9b::/96, 6to4
+//      2002::/16)                      -> the embedded IPv4 address's verdict
+//   4. default-denied ranges and the relay's own IPs -> denied
+//   5. everything else                 -> permitted
 // On paths that carry a peer port (ChannelBind, Send), the relay's own
 // listening transport addresses are denied even when an allow range covers the
 // IP, so a client can never make the relay feed its own STUN/TURN port.
@@ -18,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "net/address.h"
@@ -46,6 +49,8 @@ public:
     }
 
     static const std::vector<Prefix>& default_denied();
+    // The IPv4 address a NAT64 (64:ff9b::/96) or 6to4 (2002::/16) address stands for.
+    static std::optional<Address> embedded_ipv4(const Address& a);
 
 private:
     bool is_own_ip(const Address& a) const;

@@ -70,6 +70,31 @@ TEST(PeerPolicy, DeniesIPv6Multicast) { EXPECT_FALSE(default_policy().permitted_
 
 TEST(PeerPolicy, DeniesIPv4CompatibleLoopback) { EXPECT_FALSE(default_policy().permitted_ip(A("::127.0.0.1"))); }
 
+// NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses reach the IPv4 address
+// they embed once a gateway translates them: they get that address's verdict.
+TEST(PeerPolicy, DeniesNat64And6to4EmbeddingDeniedIPv4) {
+    const auto p = default_policy();
+    EXPECT_EQ(p.check_ip(A("64:ff9b::7f00:1")), PeerVerdict::kDeniedByDefault);      // 127.0.0.1
+    EXPECT_EQ(p.check_ip(A("64:ff9b::a9fe:a9fe")), PeerVerdict::kDeniedByDefault);   // 169.254.169.254
+    EXPECT_EQ(p.check_ip(A("64:ff9b::c612:2")), PeerVerdict::kDeniedSelf);           // 198.18.0.2, own relay IP
+    EXPECT_EQ(p.check_ip(A("2002:7f00:1::1")), PeerVerdict::kDeniedByDefault);       // 6to4 of 127.0.0.1
+    EXPECT_EQ(p.check_ip(A("2002:0:0::1")), PeerVerdict::kDeniedByDefault);          // 6to4 of 0.0.0.0
+    EXPECT_FALSE(p.permitted_transport(A("[64:ff9b::7f00:1]:3478")));
+    // Public IPv4 behind NAT64 / 6to4 stays reachable.
+    EXPECT_TRUE(p.permitted_ip(A("64:ff9b::808:808")));                               // 8.8.8.8
+    EXPECT_TRUE(p.permitted_ip(A("2002:808:808::1")));
+    // The operator's IPv4 rules apply to the embedded address too.
+    PeerPolicy deny10({}, {*Prefix::parse("10.0.0.0/8")}, {}, {});
+    EXPECT_EQ(deny10.check_ip(A("64:ff9b::a00:1")), PeerVerdict::kDeniedByOperator);
+    PeerPolicy allow_lo({*Prefix::parse("127.0.0.0/8")}, {}, {}, {});
+    EXPECT_TRUE(allow_lo.permitted_ip(A("64:ff9b::7f00:1")));
+    // A rule on the IPv6 address itself decides first.
+    PeerPolicy allow_nat64({*Prefix::parse("64:ff9b::/96")}, {}, {}, {});
+    EXPECT_TRUE(allow_nat64.permitted_ip(A("64:ff9b::7f00:1")));
+    PeerPolicy deny_6to4({}, {*Prefix::parse("2002::/16")}, {}, {});
+    EXPECT_EQ(deny_6to4.check_ip(A("2002:808:808::1")), PeerVerdict::kDeniedByOperator);
+}
+
 TEST(PeerPolicy, AllowRangeRepermitsLoopback) {
     PeerPolicy p({*Prefix::parse("127.0.0.0/8"), *Prefix::parse("::1/128")}, {},
                  {A("127.0.0.1:3478"), A("[::1]:3478")}, {A("127.0.0.1"), A("::1")});
