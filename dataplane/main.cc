@@ -2,7 +2,7 @@
 //
 //   turn-dataplane <EAL args, ports as --vdev> -- --nic <port name> --exc <port name>
 //                  [--ipc /run/turnrelay/dataplane.sock] [--mtu 1500]
-//                  [--gw4 MAC] [--gw6 MAC] [--flows N]
+//                  [--gw4 MAC] [--gw6 MAC] [--flows N] [--no-kernel-mirror]
 //
 // e.g. on a veth pair whose kernel end (exc0-k) holds the relay IP:
 //   turn-dataplane -l 0,1 --vdev=net_af_packet0,iface=nic0
@@ -31,6 +31,7 @@
 #include "flow/apply.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
+#include "nexthop/kernel_mirror.h"
 #include "nexthop/nexthop.h"
 #include "worker/pipeline.h"
 
@@ -48,6 +49,7 @@ struct Options {
     std::string gw4;
     std::string gw6;
     uint32_t flows = 1u << 16;
+    bool kernel_mirror = true;
 };
 
 [[noreturn]] void die(const std::string& what) {
@@ -242,6 +244,8 @@ int main(int argc, char** argv) {
             o.gw4 = val();
         } else if (a == "--gw6") {
             o.gw6 = val();
+        } else if (a == "--no-kernel-mirror") {
+            o.kernel_mirror = false;
         } else if (a == "--flows") {
             o.flows = parse_uint(a, val(), 1, 1u << 24);
         } else if (a != "--") {
@@ -315,11 +319,23 @@ int main(int argc, char** argv) {
         id++;
     }
 
+    // Host next hops follow the kernel's neighbour table and routes.
+    std::unique_ptr<dp::KernelMirror> mirror;
+    if (o.kernel_mirror) {
+        mirror = dp::KernelMirror::open(*nh, nic, &err);
+        if (mirror == nullptr) {
+            die(err + " (or run with --no-kernel-mirror to rely on learning from kernel egress alone)");
+        }
+    }
+
     dp::Applier applier(*flows);
     IpcClient ipc(o.ipc, applier, workers);
     while (!g_stop.load()) {
         ipc.step(100);
         nh->apply_learned();
+        if (mirror) {
+            mirror->poll();
+        }
         flows->reclaim();
     }
     rte_eal_mp_wait_lcore();
@@ -344,6 +360,13 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(as.applied), static_cast<unsigned long long>(as.malformed),
                 static_cast<unsigned long long>(as.unknown_alloc), static_cast<unsigned long long>(as.table_full),
                 static_cast<unsigned long long>(as.swept), static_cast<unsigned long long>(as.finals_dropped));
+    if (mirror) {
+        const auto& ms = mirror->stats();
+        std::printf("nexthop_neigh_set %llu\nnexthop_neigh_removed %llu\nnexthop_mac_retired %llu\n"
+                    "nexthop_flushes %llu\n",
+                    static_cast<unsigned long long>(ms.neigh_set), static_cast<unsigned long long>(ms.neigh_removed),
+                    static_cast<unsigned long long>(ms.mac_retired), static_cast<unsigned long long>(ms.flushes));
+    }
     rte_eth_dev_stop(nic);
     rte_eth_dev_stop(exc);
     delete nh;

@@ -1,6 +1,7 @@
 #include "nexthop/nexthop.h"
 
 #include <cstring>
+#include <vector>
 
 namespace dp {
 
@@ -73,6 +74,52 @@ void NextHops::del_host(uint8_t family, const uint8_t* ip) {
     if (rte_hash_del_key(h_, &k) >= 0) {
         hosts_.fetch_sub(1, std::memory_order_release);
     }
+}
+
+bool NextHops::get_host(uint8_t family, const uint8_t* ip, NextHop* out) const {
+    const NextHopKey k = key_of(family, ip);
+    void* d = nullptr;
+    if (rte_hash_lookup_data(h_, &k, &d) < 0) {
+        return false;
+    }
+    unpack(reinterpret_cast<uint64_t>(d), out);
+    return true;
+}
+
+size_t NextHops::remove_by_mac(const rte_ether_addr& mac) {
+    std::vector<NextHopKey> doomed;
+    const void* key = nullptr;
+    void* data = nullptr;
+    uint32_t it = 0;
+    while (rte_hash_iterate(h_, &key, &data, &it) >= 0) {
+        NextHop nh;
+        unpack(reinterpret_cast<uint64_t>(data), &nh);
+        if (std::memcmp(nh.mac.addr_bytes, mac.addr_bytes, 6) == 0) {
+            doomed.push_back(*static_cast<const NextHopKey*>(key));
+        }
+    }
+    for (const auto& k : doomed) {
+        if (rte_hash_del_key(h_, &k) >= 0) {
+            hosts_.fetch_sub(1, std::memory_order_release);
+        }
+    }
+    return doomed.size();
+}
+
+size_t NextHops::flush_hosts() {
+    std::vector<NextHopKey> all;
+    const void* key = nullptr;
+    void* data = nullptr;
+    uint32_t it = 0;
+    while (rte_hash_iterate(h_, &key, &data, &it) >= 0) {
+        all.push_back(*static_cast<const NextHopKey*>(key));
+    }
+    for (const auto& k : all) {
+        if (rte_hash_del_key(h_, &k) >= 0) {
+            hosts_.fetch_sub(1, std::memory_order_release);
+        }
+    }
+    return all.size();
 }
 
 void NextHops::set_default(uint8_t family, const NextHop& nh) {

@@ -8,6 +8,9 @@
 // one word out of the hash's data pointer or an atomic: updates need no
 // reclamation. Key slots of deleted host entries are reclaimed through QSBR.
 //
+// Mirroring (nexthop/kernel_mirror.h): the kernel's neighbour table and route
+// changes, read over rtnetlink, add, change and remove host entries.
+//
 // Learning: kernel egress (the exception port's rx) carries the kernel's own
 // neighbour resolution in its destination MAC. Workers queue (IP, MAC) pairs
 // that differ from the table on a ring; the main lcore installs them. A
@@ -16,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -93,6 +97,14 @@ public:
     void del_host(uint8_t family, const uint8_t* ip);
     void set_default(uint8_t family, const NextHop& nh);
     void clear_default(uint8_t family);
+    // The host entry for `ip`, if any.
+    bool get_host(uint8_t family, const uint8_t* ip, NextHop* out) const;
+    // Removes every host entry whose MAC is `mac` (destinations learned
+    // through a neighbour that is gone or changed); returns how many.
+    size_t remove_by_mac(const rte_ether_addr& mac);
+    // Removes every host entry; returns how many.
+    size_t flush_hosts();
+    uint32_t hosts() const { return hosts_.load(std::memory_order_relaxed); }
 
     // Word layout (little endian): bytes 0-5 MAC, byte 6 port, byte 7 = 1 (valid).
     static uint64_t pack(const NextHop& nh) {

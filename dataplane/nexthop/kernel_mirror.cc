@@ -1,0 +1,201 @@
+#include "nexthop/kernel_mirror.h"
+
+#include <libmnl/libmnl.h>
+#include <linux/neighbour.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <vector>
+
+namespace dp {
+
+namespace {
+
+struct NeighAttrs {
+    const nlattr* dst = nullptr;
+    const nlattr* lladdr = nullptr;
+};
+
+int neigh_attr(const nlattr* a, void* data) {
+    auto* out = static_cast<NeighAttrs*>(data);
+    switch (mnl_attr_get_type(a)) {
+    case NDA_DST: out->dst = a; break;
+    case NDA_LLADDR: out->lladdr = a; break;
+    default: break;
+    }
+    return MNL_CB_OK;
+}
+
+constexpr uint16_t kUsable = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
+
+}  // namespace
+
+std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port, std::string* error) {
+    std::unique_ptr<KernelMirror> m(new KernelMirror(nh, nic_port));
+    m->events_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const unsigned groups = RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
+    if (m->events_ == nullptr || mnl_socket_bind(m->events_, groups, MNL_SOCKET_AUTOPID) < 0) {
+        *error = std::string("rtnetlink (neighbour and route notifications): ") + std::strerror(errno);
+        return nullptr;
+    }
+    if (!m->dump_neighbours(error)) {
+        return nullptr;
+    }
+    return m;
+}
+
+KernelMirror::~KernelMirror() {
+    if (events_ != nullptr) {
+        mnl_socket_close(events_);
+    }
+}
+
+// Reads the whole neighbour table on a socket of its own (so notifications
+// and the dump never interleave on one socket).
+bool KernelMirror::dump_neighbours(std::string* error) {
+    mnl_socket* s = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+    if (s == nullptr || mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) {
+        *error = std::string("rtnetlink dump socket: ") + std::strerror(errno);
+        if (s != nullptr) {
+            mnl_socket_close(s);
+        }
+        return false;
+    }
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
+    nlmsghdr* req = mnl_nlmsg_put_header(buf.data());
+    req->nlmsg_type = RTM_GETNEIGH;
+    req->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    const auto seq = static_cast<uint32_t>(time(nullptr));
+    req->nlmsg_seq = seq;
+    auto* nd = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(req, sizeof(ndmsg)));
+    nd->ndm_family = AF_UNSPEC;
+    bool ok = mnl_socket_sendto(s, req, req->nlmsg_len) >= 0;
+    const unsigned portid = mnl_socket_get_portid(s);
+    dumping_ = true;
+    while (ok) {
+        const ssize_t n = mnl_socket_recvfrom(s, buf.data(), buf.size());
+        if (n <= 0) {
+            ok = false;
+            break;
+        }
+        const int r = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid, &KernelMirror::on_message, this);
+        if (r == MNL_CB_STOP) {
+            break;
+        }
+        if (r == MNL_CB_ERROR) {
+            ok = false;
+        }
+    }
+    dumping_ = false;
+    if (!ok) {
+        *error = std::string("rtnetlink neighbour dump: ") + std::strerror(errno);
+    }
+    mnl_socket_close(s);
+    return ok;
+}
+
+void KernelMirror::full_resync() {
+    nh_.flush_hosts();
+    stats_.flushes++;
+    std::string err;
+    dump_neighbours(&err);  // a failed re-read leaves fewer entries: more slow path, never a wrong one
+}
+
+unsigned KernelMirror::poll() {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    unsigned msgs = 0;
+    for (;;) {
+        const ssize_t n = mnl_socket_recvfrom(events_, buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == ENOBUFS) {
+                flush_wanted_ = true;  // notifications were lost: start over
+                continue;
+            }
+            break;  // EAGAIN: nothing more
+        }
+        msgs++;
+        mnl_cb_run(buf.data(), static_cast<size_t>(n), 0, 0, &KernelMirror::on_message, this);
+    }
+    if (flush_wanted_) {
+        flush_wanted_ = false;
+        full_resync();
+    }
+    return msgs;
+}
+
+int KernelMirror::on_message(const nlmsghdr* n, void* self) {
+    auto* m = static_cast<KernelMirror*>(self);
+    switch (n->nlmsg_type) {
+    case RTM_NEWNEIGH:
+    case RTM_DELNEIGH: m->on_neighbour(n); break;
+    case RTM_NEWROUTE:
+    case RTM_DELROUTE: m->on_route(n); break;
+    default: break;
+    }
+    return MNL_CB_OK;
+}
+
+void KernelMirror::on_neighbour(const nlmsghdr* n) {
+    if (mnl_nlmsg_get_payload_len(n) < sizeof(ndmsg)) {
+        return;
+    }
+    const auto* nd = static_cast<const ndmsg*>(mnl_nlmsg_get_payload(n));
+    if (nd->ndm_family != AF_INET && nd->ndm_family != AF_INET6) {
+        return;
+    }
+    NeighAttrs a;
+    mnl_attr_parse(n, sizeof(ndmsg), neigh_attr, &a);
+    const uint8_t family = nd->ndm_family == AF_INET ? 4 : 6;
+    const size_t ip_len = family == 4 ? 4 : 16;
+    if (a.dst == nullptr || mnl_attr_get_payload_len(a.dst) != ip_len) {
+        return;
+    }
+    const auto* ip = static_cast<const uint8_t*>(mnl_attr_get_payload(a.dst));
+    NextHop old;
+    const bool had = nh_.get_host(family, ip, &old);
+    const bool usable = n->nlmsg_type == RTM_NEWNEIGH && (nd->ndm_state & kUsable) != 0 && a.lladdr != nullptr &&
+                        mnl_attr_get_payload_len(a.lladdr) == RTE_ETHER_ADDR_LEN;
+    if (!usable) {
+        // INCOMPLETE (resolution under way) changes nothing; FAILED, NONE or
+        // a deletion means the kernel no longer knows where this IP is.
+        if (n->nlmsg_type == RTM_NEWNEIGH && (nd->ndm_state & NUD_INCOMPLETE) != 0) {
+            return;
+        }
+        if (had) {
+            nh_.del_host(family, ip);
+            stats_.neigh_removed++;
+            stats_.mac_retired += nh_.remove_by_mac(old.mac);
+        }
+        return;
+    }
+    NextHop now;
+    std::memcpy(now.mac.addr_bytes, mnl_attr_get_payload(a.lladdr), RTE_ETHER_ADDR_LEN);
+    now.port = port_;
+    if (had && std::memcmp(old.mac.addr_bytes, now.mac.addr_bytes, RTE_ETHER_ADDR_LEN) == 0) {
+        return;
+    }
+    if (had) {
+        stats_.mac_retired += nh_.remove_by_mac(old.mac);
+    }
+    if (nh_.set_host(family, ip, now) == 0) {
+        stats_.neigh_set++;
+    }
+}
+
+void KernelMirror::on_route(const nlmsghdr* n) {
+    if (dumping_ || mnl_nlmsg_get_payload_len(n) < sizeof(rtmsg)) {
+        return;
+    }
+    const auto* rt = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(n));
+    // Local, broadcast and multicast routes do not decide where a relayed
+    // packet goes; a unicast route may move destinations to another router.
+    if (rt->rtm_type != RTN_UNICAST || rt->rtm_table == RT_TABLE_LOCAL) {
+        return;
+    }
+    flush_wanted_ = true;
+}
+
+}  // namespace dp

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Next hops mirror the kernel: turn-dataplane (af_packet on veths, no --gw4 default) follows
+the relay host's neighbour table over rtnetlink (nexthop/kernel_mirror.h). The test plays the
+control plane (one allocation, a permission and channel 0x4001 to the peer, as netns_smoke.py)
+and changes the relay namespace's neighbour entry for the peer between client ChannelData
+datagrams:
+
+  1. no entry for the peer:               punted (punt_no_next_hop), the peer gets nothing
+  2. ip neigh replace <peer> lladdr <h0>:  fast path, the peer gets it
+  3. ip neigh replace <peer> lladdr <bogus MAC>: fast path to the new MAC (the peer's interface
+                                          drops a frame not addressed to it), the peer gets nothing
+  4. ip neigh replace back to <h0>:       the peer gets it again
+  5. ip neigh del <peer>:                  punted again, the peer gets nothing
+
+At exit the dataplane's counters must say exactly that: fwd_client_channel == 3,
+punt_no_next_hop == 2, and the mirror's own totals (nexthop_neigh_set >= 3,
+nexthop_neigh_removed >= 1).
+
+  tnb_h (client 198.18.1.2, peer 198.18.1.3 on h0)
+     h0 <-> n0  (tnb_r: NIC, driven by DPDK af_packet)
+     tnb_r: x0k 198.18.1.1 (kernel end, relay IP) <-> x0d (DPDK exception port)
+
+Usage: netns_neigh.py <turn-dataplane>   (root)
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netns_smoke as sm  # noqa: E402  topology and the scripted control plane
+
+sm.NS_H, sm.NS_R = "tnb_h", "tnb_r"
+NS_H, NS_R = sm.NS_H, sm.NS_R
+SOCK = "/tmp/tnb_neigh.sock"
+PEER = "198.18.1.3"
+BOGUS = "02:00:5e:00:53:99"
+
+PEER_CODE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("198.18.1.3", 6000)); s.settimeout(0.5)
+for line in sys.stdin:
+    try:
+        data, _ = s.recvfrom(2048)
+        print("got", data.decode(), flush=True)
+    except socket.timeout:
+        print("none", flush=True)
+"""
+CLIENT_CODE = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("198.18.1.2", 50000))
+for line in sys.stdin:
+    p = line.strip().encode()
+    s.sendto(struct.pack("!HH", 0x4001, len(p)) + p + b"\\0" * (-len(p) % 4), ("198.18.1.1", 3478))
+    print("sent", flush=True)
+"""
+
+
+def main():
+    dp_bin = sys.argv[1]
+    sm.setup()
+    try:
+        os.unlink(SOCK)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    srv.bind(SOCK)
+    srv.listen(1)
+    srv.settimeout(30)
+    h0 = sm.mac_of(NS_H, "h0")
+    dp = subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
+                           "--file-prefix=tnbneigh", "--log-level=lib.eal:error",
+                           "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
+                           "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", SOCK, "--flows", "1024"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    fails = []
+    peer = client = None
+    out = ""
+
+    def check(cond, what):
+        print(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            fails.append(what)
+
+    def neigh(cmd):
+        sm.sh(f"ip -n {NS_R} neigh {cmd}")
+        time.sleep(0.4)  # the main lcore polls rtnetlink every 100 ms
+
+    def step(name, want):
+        client.stdin.write(name + "\n")
+        client.stdin.flush()
+        client.stdout.readline()
+        peer.stdin.write("next\n")
+        peer.stdin.flush()
+        got = peer.stdout.readline().strip()
+        check(got == (f"got {name}" if want else "none"), f"{name}: peer {'gets' if want else 'does not get'} it "
+                                                           f"(peer: {got!r})")
+
+    try:
+        conn, _ = srv.accept()
+        sm.control_plane(conn)
+        time.sleep(0.5)
+        peer = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, "-c", PEER_CODE],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, "-c", CLIENT_CODE],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        sm.sh(f"ip -n {NS_R} neigh del {PEER} dev x0k", check=False)
+        time.sleep(0.4)
+        step("one-no-entry", False)
+        neigh(f"replace {PEER} lladdr {h0} dev x0k nud permanent")
+        step("two-entry", True)
+        neigh(f"replace {PEER} lladdr {BOGUS} dev x0k nud permanent")
+        step("three-bogus-mac", False)
+        neigh(f"replace {PEER} lladdr {h0} dev x0k nud permanent")
+        step("four-back", True)
+        neigh(f"del {PEER} dev x0k")
+        step("five-deleted", False)
+    finally:
+        for p in (client, peer):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+        dp.send_signal(2)
+        try:
+            out = dp.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            dp.kill()
+            out = dp.communicate()[0]
+        print(out)
+        sm.teardown()
+        srv.close()
+        os.unlink(SOCK)
+        sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
+    c = dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
+    check(c.get("fwd_client_channel") == "3", f"fwd_client_channel == 3 (got {c.get('fwd_client_channel')})")
+    check(c.get("punt_no_next_hop") == "2", f"punt_no_next_hop == 2 (got {c.get('punt_no_next_hop')})")
+    check(int(c.get("nexthop_neigh_set", 0)) >= 3, f"mirror set >= 3 entries (got {c.get('nexthop_neigh_set')})")
+    check(int(c.get("nexthop_neigh_removed", 0)) >= 1,
+          f"mirror removed >= 1 entry (got {c.get('nexthop_neigh_removed')})")
+    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
+    sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()
