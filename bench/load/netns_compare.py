@@ -147,12 +147,59 @@ def udp_counters(ns):
     return {"RcvbufErrors": 0, "InErrors": 0}
 
 
+LINKS = ((NS_C, "c0"), (NS_P, "p0"), (NS_R, "n0"), (NS_R, "x0k"), (NS_R, "x0d"), (NS_SW, "sc"), (NS_SW, "sp"),
+         (NS_SW, "sr"))
+
+
+def softnet_drops():
+    """/proc/net/softnet_stat (all CPUs, machine-wide): backlog drops, time squeezes."""
+    drops = squeezes = 0
+    for line in open("/proc/net/softnet_stat"):
+        f = line.split()
+        drops += int(f[1], 16)
+        squeezes += int(f[2], 16)
+    return {"backlog_drops": drops, "time_squeeze": squeezes}
+
+
+def link_counters():
+    """Drop and error counters of every veth in the topology (ip -s link, ethtool -S)."""
+    out = {}
+    for ns, dev in LINKS:
+        c = {}
+        r = sh(f"ip -n {ns} -s -j link show {dev}", check=False)
+        try:
+            st = json.loads(r.stdout)[0]["stats64"]
+            for d in ("rx", "tx"):
+                c[f"{d}_packets"] = st[d]["packets"]
+                c[f"{d}_dropped"] = st[d]["dropped"]
+                c[f"{d}_errors"] = st[d]["errors"]
+        except (ValueError, KeyError, IndexError):
+            pass
+        for line in sh(f"ip netns exec {ns} ethtool -S {dev}", check=False).stdout.splitlines():
+            k, _, v = line.strip().partition(": ")
+            if ("drop" in k or "err" in k) and v.strip().isdigit():
+                c[k] = int(v)
+        out[f"{ns}/{dev}"] = c
+    return out
+
+
 def udp_snapshot():
-    return {ns: udp_counters(ns) for ns in (NS_C, NS_P, NS_R)}
+    return {"udp": {ns: udp_counters(ns) for ns in (NS_C, NS_P, NS_R)}, "links": link_counters(),
+            "softnet": softnet_drops()}
 
 
 def udp_delta(a, b):
-    return {ns: {k: b[ns][k] - a[ns][k] for k in a[ns]} for ns in a}
+    """Differences, keeping only what moved (UDP counters always)."""
+    d = {ns: {k: b["udp"][ns][k] - a["udp"][ns][k] for k in a["udp"][ns]} for ns in a["udp"]}
+    links = {}
+    for dev, c in b["links"].items():
+        moved = {k: v - a["links"].get(dev, {}).get(k, 0) for k, v in c.items()
+                 if "packets" not in k and v != a["links"].get(dev, {}).get(k, 0)}
+        if moved:
+            links[dev] = moved
+    d["links"] = links
+    d["softnet"] = {k: b["softnet"][k] - a["softnet"][k] for k in a["softnet"]}
+    return d
 
 
 # ---- hugepages -----------------------------------------------------------------
@@ -283,8 +330,8 @@ class Relay:
             f.write(f"""[server]
 listen = ["{RELAY_IP}:{TURN_PORT}"]
 relay_ips = ["{RELAY_IP}"]
-relay_port_min = 48000
-relay_port_max = 50999
+relay_port_min = 30000
+relay_port_max = 49999
 realm = "{REALM}"
 
 [auth]
@@ -316,8 +363,8 @@ deadline_s = 1
         if self.kind == "coturn":
             relay_host_socket_mode()
             cmd = ["ip", "netns", "exec", NS_R, a.turnserver, "-n", f"--listening-ip={RELAY_IP}",
-                   f"--listening-port={TURN_PORT}", f"--relay-ip={RELAY_IP}", "--min-port=45000",
-                   "--max-port=47999", "--lt-cred-mech", f"--user={USER}:{PASSWORD}", f"--realm={REALM}",
+                   f"--listening-port={TURN_PORT}", f"--relay-ip={RELAY_IP}", "--min-port=30000",
+                   "--max-port=49999", "--lt-cred-mech", f"--user={USER}:{PASSWORD}", f"--realm={REALM}",
                    "--allowed-peer-ip=198.18.0.0-198.19.255.255", "--no-tls", "--no-dtls", "--no-cli",
                    f"--db={self.out}/coturn-{rep}.db", "--log-file=stdout"]
             p = start(cmd, f"{self.out}/coturn-{rep}.log")
@@ -507,6 +554,12 @@ def run_relay(a, kind, rep, out):
         res["half_rate"] = half
         if perf is not None:
             perf.wait(timeout=a.half_s + 30)
+        if a.common_rate > 0:
+            log(f"rep {rep}: {kind}: latency and CPU at the common rate {a.common_rate:,}/s")
+            c = turn_load(a, relay, traffic_args(a) + ["--rate", str(a.common_rate), "--duration", str(a.half_s),
+                                                       "--setup-timeout", str(a.setup_timeout)],
+                          f"{out}/{kind}-common-{rep}.json", sweep_bound(a, 1))
+            res["common"] = c["traffic"]
         log(f"rep {rep}: {kind}: setup ({a.setup_n} allocations, {a.setup_threads} threads)")
         s = turn_load(a, relay, ["--allocations", str(a.setup_n), "--threads", str(a.setup_threads),
                                  "--mode", a.mode, "--setup-only", "--duration", str(a.setup_bound)],
@@ -535,13 +588,14 @@ def fmt(vals, digits=0, pre=""):
     return f"{pre}{med:,.{digits}f} ({min(vals):,.{digits}f}-{max(vals):,.{digits}f})"
 
 
-def cpu_split(h):
+def cpu_split(h, grace):
     """(server CPU ns per relayed packet, same without the polling worker, worker's share of a core)."""
     tot = h.get("server_cpu_ns_per_relayed_packet")
     pk = 2.0 * h["received"]
     w = sum(v for v in h.get("watch_cpu_s_by_pid", {}).values() if v and v > 0)
     excl = (h["server_cpu_s"] - w) * 1e9 / pk if (tot is not None and pk) else None
-    busy = w / h["duration_s"] if h.get("duration_s") else None
+    window = h.get("duration_s", 0) + grace
+    busy = w / window if window else None
     return tot, excl, busy
 
 
@@ -564,7 +618,7 @@ def summarize(a, results, out, la0, la1):
             row["p50"].append(h["latency_us"]["p50"])
             row["p99"].append(h["latency_us"]["p99"])
             row["loss"].append(100 * h["loss_ratio"])
-            tot, excl, busy = cpu_split(h)
+            tot, excl, busy = cpu_split(h, a.grace)
             row["cpu"].append(tot)
             if kind == "dpdk":
                 row["cpu_excl"].append(excl)
@@ -577,6 +631,12 @@ def summarize(a, results, out, la0, la1):
                 if tot_p:
                     row["fast_share"].append(100 * d.get("dataplane", 0) / tot_p)
         row["n"] = len(rs)
+        row["c_p50"] = [r["common"]["latency_us"]["p50"] for r in rs if "common" in r]
+        row["c_p99"] = [r["common"]["latency_us"]["p99"] for r in rs if "common" in r]
+        row["c_loss"] = [100 * r["common"]["loss_ratio"] for r in rs if "common" in r]
+        row["c_cpu"] = [cpu_split(r["common"], a.grace)[0] for r in rs if "common" in r]
+        row["c_excl"] = [cpu_split(r["common"], a.grace)[1] for r in rs if "common" in r]
+        row["c_busy"] = [cpu_split(r["common"], a.grace)[2] for r in rs if "common" in r]
         rows[kind] = row
 
     reps_done = max([r["n"] for r in rows.values() if r] or [0])
@@ -597,6 +657,21 @@ def summarize(a, results, out, la0, la1):
         P(f"| {LABEL[kind]} | {r['n']} | {fmt(r['zl'])}{lb} | {fmt(r['half'])} | {fmt(r['p50'], 1)} | "
           f"{fmt(r['p99'], 1)} | {fmt(r['loss'], 3)} | {cpu} | {fmt(r['setup'])} | {r['setup_fail']} |")
     P("")
+    if a.common_rate > 0:
+        P(f"At one common rate for all, {a.common_rate:,} echoes/s ({2 * a.common_rate:,} relayed packets/s):")
+        P("")
+        P("| relay | p50 (us) | p99 (us) | loss (%) | relay CPU per relayed packet (ns) |")
+        P("|---|---|---|---|---|")
+        for kind in a.relays:
+            r = rows[kind]
+            if r is None or not r["c_p50"]:
+                continue
+            cpu = fmt(r["c_cpu"])
+            if kind == "dpdk":
+                cpu += (f"; without the polling worker: {fmt(r['c_excl'])}; worker busy "
+                        f"{fmt([100 * b for b in r['c_busy']])} % of a core")
+            P(f"| {LABEL[kind]} | {fmt(r['c_p50'], 1)} | {fmt(r['c_p99'], 1)} | {fmt(r['c_loss'], 3)} | {cpu} |")
+        P("")
     if rows.get("dpdk"):
         r = rows["dpdk"]
         P(f"dpdk: the dataplane worker lcore polls: it used {fmt([100 * b for b in r['busy']], 0)} % of a core "
@@ -643,7 +718,12 @@ def summarize(a, results, out, la0, la1):
               f"offered (lower bound)")
         else:
             d = f.get("run_udp_drops_by_ns", {})
-            drops = ", ".join(f"{ns} {v['RcvbufErrors']:,}" for ns, v in d.items())
+            drops = ", ".join(f"{ns} {v['RcvbufErrors']:,}" for ns, v in d.items() if ns.startswith("bnc_"))
+            links = "; ".join(f"{dev} " + ", ".join(f"{k} {v:,}" for k, v in c.items())
+                              for dev, c in d.get("links", {}).items())
+            sn = d.get("softnet", {})
+            drops += (f"; veth drops/errors: {links or 'none'}; softnet backlog drops {sn.get('backlog_drops', 0):,}, "
+                      f"time squeezes {sn.get('time_squeeze', 0):,}")
             P(f"- {r['kind']} run {r['rep']}: target {f['target_pps']:,.0f}/s, offered {f['offered_pps']:,.0f}/s, "
               f"lost {f['lost']:,}; turn-load CPU {f.get('client_cpu_s', 0):.2f} s, relay CPU "
               f"{f.get('server_cpu_s', 0):.2f} s in the {f.get('duration_s', 0):g} s phase; UDP RcvbufErrors "
@@ -679,7 +759,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mode", default="channel", choices=("channel", "send"))
     ap.add_argument("--size", type=int, default=172)
-    ap.add_argument("--setup-n", type=int, default=1000)
+    ap.add_argument("--setup-n", type=int, default=3000)
+    ap.add_argument("--common-rate", type=int, default=10000,
+                    help="one more phase at this rate for every relay (latency, CPU at equal load); 0: none")
     ap.add_argument("--setup-threads", type=int, default=4)
     ap.add_argument("--setup-bound", type=float, default=60)
     ap.add_argument("--setup-timeout", type=float, default=10)
@@ -687,7 +769,7 @@ def main():
     ap.add_argument("--exc-pmd", default="af_xdp", choices=("af_xdp", "af_packet"))
     ap.add_argument("--hugepages", type=int, default=512, help="2 MiB hugepages to reserve for the dataplane")
     ap.add_argument("--dp-mem-mb", type=int, default=512, help="EAL -m for the dataplane")
-    ap.add_argument("--flows", type=int, default=4096)
+    ap.add_argument("--flows", type=int, default=8192)
     ap.add_argument("--budget-s", type=float, default=840, help="deadline for the whole run")
     ap.add_argument("--perf", action="store_true",
                     help="perf record -a -g during each relay's first half-rate phase (OUT/perf-RELAY.data)")
@@ -697,7 +779,7 @@ def main():
         a.rates = "20000,40000,60000,80000,100000,120000,160000"
         a.chunk, a.refine = 4, 2
         a.step_s, a.grace, a.half_s = 1.0, 0.5, 3.0
-        a.setup_n = 300
+        a.setup_n = 1000
         a.budget_s = min(a.budget_s, 170)
     a.rates = [float(x) for x in a.rates.split(",")]
     a.relays = [x for x in a.relays.split(",") if x]
