@@ -322,7 +322,7 @@ int main(int argc, char** argv) {
     // Host next hops follow the kernel's neighbour table and routes.
     std::unique_ptr<dp::KernelMirror> mirror;
     if (o.kernel_mirror) {
-        mirror = dp::KernelMirror::open(*nh, nic, &err);
+        mirror = dp::KernelMirror::open(*nh, nic, !o.gw4.empty(), !o.gw6.empty(), &err);
         if (mirror == nullptr) {
             die(err + " (or run with --no-kernel-mirror to rely on learning from kernel egress alone)");
         }
@@ -363,9 +363,10 @@ int main(int argc, char** argv) {
     if (mirror) {
         const auto& ms = mirror->stats();
         std::printf("nexthop_neigh_set %llu\nnexthop_neigh_removed %llu\nnexthop_mac_retired %llu\n"
-                    "nexthop_flushes %llu\n",
+                    "nexthop_flushes %llu\nnexthop_defaults_set %llu\n",
                     static_cast<unsigned long long>(ms.neigh_set), static_cast<unsigned long long>(ms.neigh_removed),
-                    static_cast<unsigned long long>(ms.mac_retired), static_cast<unsigned long long>(ms.flushes));
+                    static_cast<unsigned long long>(ms.mac_retired), static_cast<unsigned long long>(ms.flushes),
+                    static_cast<unsigned long long>(ms.defaults_set));
     }
     rte_eth_dev_stop(nic);
     rte_eth_dev_stop(exc);

@@ -19,6 +19,21 @@ struct NeighAttrs {
     const nlattr* lladdr = nullptr;
 };
 
+struct RouteAttrs {
+    const nlattr* gateway = nullptr;
+    const nlattr* table = nullptr;
+};
+
+int route_attr(const nlattr* a, void* data) {
+    auto* out = static_cast<RouteAttrs*>(data);
+    switch (mnl_attr_get_type(a)) {
+    case RTA_GATEWAY: out->gateway = a; break;
+    case RTA_TABLE: out->table = a; break;
+    default: break;
+    }
+    return MNL_CB_OK;
+}
+
 int neigh_attr(const nlattr* a, void* data) {
     auto* out = static_cast<NeighAttrs*>(data);
     switch (mnl_attr_get_type(a)) {
@@ -33,15 +48,18 @@ constexpr uint16_t kUsable = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE |
 
 }  // namespace
 
-std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port, std::string* error) {
+std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port, bool static_default4,
+                                                 bool static_default6, std::string* error) {
     std::unique_ptr<KernelMirror> m(new KernelMirror(nh, nic_port));
+    m->gw_[0].is_static = static_default4;
+    m->gw_[1].is_static = static_default6;
     m->events_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const unsigned groups = RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
     if (m->events_ == nullptr || mnl_socket_bind(m->events_, groups, MNL_SOCKET_AUTOPID) < 0) {
         *error = std::string("rtnetlink (neighbour and route notifications): ") + std::strerror(errno);
         return nullptr;
     }
-    if (!m->dump_neighbours(error)) {
+    if (!m->dump_all(error)) {
         return nullptr;
     }
     return m;
@@ -53,9 +71,14 @@ KernelMirror::~KernelMirror() {
     }
 }
 
-// Reads the whole neighbour table on a socket of its own (so notifications
-// and the dump never interleave on one socket).
-bool KernelMirror::dump_neighbours(std::string* error) {
+// Routes first (to know the gateways), then neighbours.
+bool KernelMirror::dump_all(std::string* error) {
+    return dump(RTM_GETROUTE, error) && dump(RTM_GETNEIGH, error);
+}
+
+// Reads a whole table on a socket of its own (so notifications and the dump
+// never interleave on one socket).
+bool KernelMirror::dump(uint16_t type, std::string* error) {
     mnl_socket* s = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
     if (s == nullptr || mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) {
         *error = std::string("rtnetlink dump socket: ") + std::strerror(errno);
@@ -66,12 +89,17 @@ bool KernelMirror::dump_neighbours(std::string* error) {
     }
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
     nlmsghdr* req = mnl_nlmsg_put_header(buf.data());
-    req->nlmsg_type = RTM_GETNEIGH;
+    req->nlmsg_type = type;
     req->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     const auto seq = static_cast<uint32_t>(time(nullptr));
     req->nlmsg_seq = seq;
-    auto* nd = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(req, sizeof(ndmsg)));
-    nd->ndm_family = AF_UNSPEC;
+    if (type == RTM_GETNEIGH) {
+        auto* nd = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(req, sizeof(ndmsg)));
+        nd->ndm_family = AF_UNSPEC;
+    } else {
+        auto* rt = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(req, sizeof(rtmsg)));
+        rt->rtm_family = AF_UNSPEC;
+    }
     bool ok = mnl_socket_sendto(s, req, req->nlmsg_len) >= 0;
     const unsigned portid = mnl_socket_get_portid(s);
     dumping_ = true;
@@ -91,7 +119,8 @@ bool KernelMirror::dump_neighbours(std::string* error) {
     }
     dumping_ = false;
     if (!ok) {
-        *error = std::string("rtnetlink neighbour dump: ") + std::strerror(errno);
+        *error = std::string(type == RTM_GETNEIGH ? "rtnetlink neighbour dump: " : "rtnetlink route dump: ") +
+                 std::strerror(errno);
     }
     mnl_socket_close(s);
     return ok;
@@ -100,8 +129,13 @@ bool KernelMirror::dump_neighbours(std::string* error) {
 void KernelMirror::full_resync() {
     nh_.flush_hosts();
     stats_.flushes++;
+    for (auto& g : gw_) {
+        g.present = false;  // re-read below
+    }
     std::string err;
-    dump_neighbours(&err);  // a failed re-read leaves fewer entries: more slow path, never a wrong one
+    dump_all(&err);  // a failed re-read leaves fewer entries: more slow path, never a wrong one
+    update_default(4);
+    update_default(6);
 }
 
 unsigned KernelMirror::poll() {
@@ -169,6 +203,7 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
             stats_.neigh_removed++;
             stats_.mac_retired += nh_.remove_by_mac(old.mac);
         }
+        update_default(family);
         return;
     }
     NextHop now;
@@ -183,19 +218,55 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
     if (nh_.set_host(family, ip, now) == 0) {
         stats_.neigh_set++;
     }
+    update_default(family);
+}
+
+void KernelMirror::update_default(uint8_t family) {
+    Gateway& g = gw_[family == 4 ? 0 : 1];
+    if (g.is_static) {
+        return;
+    }
+    NextHop nh;
+    if (g.present && nh_.get_host(family, g.ip, &nh)) {
+        nh_.set_default(family, nh);
+        stats_.defaults_set++;
+    } else {
+        nh_.clear_default(family);
+    }
 }
 
 void KernelMirror::on_route(const nlmsghdr* n) {
-    if (dumping_ || mnl_nlmsg_get_payload_len(n) < sizeof(rtmsg)) {
+    if (mnl_nlmsg_get_payload_len(n) < sizeof(rtmsg)) {
         return;
     }
     const auto* rt = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(n));
+    RouteAttrs a;
+    mnl_attr_parse(n, sizeof(rtmsg), route_attr, &a);
+    const uint32_t table = a.table != nullptr ? mnl_attr_get_u32(a.table) : rt->rtm_table;
     // Local, broadcast and multicast routes do not decide where a relayed
     // packet goes; a unicast route may move destinations to another router.
-    if (rt->rtm_type != RTN_UNICAST || rt->rtm_table == RT_TABLE_LOCAL) {
+    if (rt->rtm_type != RTN_UNICAST || table != RT_TABLE_MAIN ||
+        (rt->rtm_family != AF_INET && rt->rtm_family != AF_INET6)) {
         return;
     }
-    flush_wanted_ = true;
+    const uint8_t family = rt->rtm_family == AF_INET ? 4 : 6;
+    if (rt->rtm_dst_len == 0) {
+        Gateway& g = gw_[family == 4 ? 0 : 1];
+        const size_t len = family == 4 ? 4 : 16;
+        if (n->nlmsg_type == RTM_NEWROUTE && a.gateway != nullptr && mnl_attr_get_payload_len(a.gateway) == len) {
+            g.present = true;
+            std::memset(g.ip, 0, sizeof g.ip);
+            std::memcpy(g.ip, mnl_attr_get_payload(a.gateway), len);
+        } else if (n->nlmsg_type == RTM_DELROUTE) {
+            g.present = false;
+        }
+        if (dumping_) {
+            return;  // the dump's neighbours follow; full_resync() derives the defaults after them
+        }
+    }
+    if (!dumping_) {
+        flush_wanted_ = true;
+    }
 }
 
 }  // namespace dp

@@ -12,6 +12,11 @@
 //                                   kernel egress (their next packet takes the
 //                                   slow path, never a stale guess)
 //   lost notifications (ENOBUFS) -> the same full flush and re-read
+//   default route via a gateway  -> the family's default next hop is the
+//                                   gateway neighbour's MAC (while the kernel
+//                                   has one for it); none without a route or
+//                                   an unresolved gateway, unless a static
+//                                   default (--gw4/--gw6) was given
 //
 // Start-up reads the whole neighbour table; poll() applies what changed since,
 // without blocking. Never on the fast path.
@@ -35,10 +40,14 @@ public:
         uint64_t neigh_removed = 0;  // neighbours gone (FAILED or deleted)
         uint64_t mac_retired = 0;    // entries removed because their MAC left
         uint64_t flushes = 0;        // full flushes (route change, lost notifications)
+        uint64_t defaults_set = 0;   // default next hop set from the kernel's default route
     };
 
     // nullptr and *error set if rtnetlink cannot be opened (start-up only).
-    static std::unique_ptr<KernelMirror> open(NextHops& nh, uint16_t nic_port, std::string* error);
+    // static_default[f]: the family's default was set by hand (--gw4/--gw6);
+    // the kernel's default route then leaves it alone.
+    static std::unique_ptr<KernelMirror> open(NextHops& nh, uint16_t nic_port, bool static_default4,
+                                              bool static_default6, std::string* error);
     ~KernelMirror();
     KernelMirror(const KernelMirror&) = delete;
     KernelMirror& operator=(const KernelMirror&) = delete;
@@ -49,17 +58,27 @@ public:
 
 private:
     KernelMirror(NextHops& nh, uint16_t port) : nh_(nh), port_(port) {}
-    bool dump_neighbours(std::string* error);
+    bool dump(uint16_t type, std::string* error);
+    bool dump_all(std::string* error);
     void full_resync();
     static int on_message(const nlmsghdr* n, void* self);
     void on_neighbour(const nlmsghdr* n);
     void on_route(const nlmsghdr* n);
+    // Re-derives the family's default next hop from its gateway's neighbour.
+    void update_default(uint8_t family);
+
+    struct Gateway {
+        bool present = false;  // the kernel has a default route via a gateway
+        uint8_t ip[16] = {};
+        bool is_static = false;
+    };
 
     NextHops& nh_;
     uint16_t port_;
     mnl_socket* events_ = nullptr;
     bool dumping_ = false;
     bool flush_wanted_ = false;
+    Gateway gw_[2];  // [0] IPv4, [1] IPv6
     Stats stats_;
 };
 

@@ -11,10 +11,16 @@ datagrams:
                                           drops a frame not addressed to it), the peer gets nothing
   4. ip neigh replace back to <h0>:       the peer gets it again
   5. ip neigh del <peer>:                  punted again, the peer gets nothing
+Then a second peer off the relay's subnet (198.19.5.5, channel 0x4002), reached only through
+the default route, whose gateway is the first peer's address (its host answers for both):
+  6. no default route:                    punted, the far peer gets nothing
+  7. ip route add default via <peer> (and the gateway's neighbour entry): fast path to the
+                                          gateway's MAC, the far peer gets it
+  8. ip route del default:                 punted again
 
-At exit the dataplane's counters must say exactly that: fwd_client_channel == 3,
-punt_no_next_hop == 2, and the mirror's own totals (nexthop_neigh_set >= 3,
-nexthop_neigh_removed >= 1).
+At exit the dataplane's counters must say exactly that: fwd_client_channel == 4,
+punt_no_next_hop == 4, and the mirror's own totals (nexthop_neigh_set >= 3,
+nexthop_neigh_removed >= 1, nexthop_defaults_set >= 1).
 
   tnb_h (client 198.18.1.2, peer 198.18.1.3 on h0)
      h0 <-> n0  (tnb_r: NIC, driven by DPDK af_packet)
@@ -24,6 +30,7 @@ Usage: netns_neigh.py <turn-dataplane>   (root)
 """
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -37,9 +44,10 @@ SOCK = "/tmp/tnb_neigh.sock"
 PEER = "198.18.1.3"
 BOGUS = "02:00:5e:00:53:99"
 
+FAR = "198.19.5.5"
 PEER_CODE = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("198.18.1.3", 6000)); s.settimeout(0.5)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 6000)); s.settimeout(0.5)
 for line in sys.stdin:
     try:
         data, _ = s.recvfrom(2048)
@@ -51,8 +59,9 @@ CLIENT_CODE = """
 import socket, struct, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("198.18.1.2", 50000))
 for line in sys.stdin:
-    p = line.strip().encode()
-    s.sendto(struct.pack("!HH", 0x4001, len(p)) + p + b"\\0" * (-len(p) % 4), ("198.18.1.1", 3478))
+    ch, p = line.split()
+    p = p.encode()
+    s.sendto(struct.pack("!HH", int(ch, 16), len(p)) + p + b"\\0" * (-len(p) % 4), ("198.18.1.1", 3478))
     print("sent", flush=True)
 """
 
@@ -75,7 +84,7 @@ def main():
                            "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", SOCK, "--flows", "1024"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     fails = []
-    peer = client = None
+    peer = client = far = None
     out = ""
 
     def check(cond, what):
@@ -87,22 +96,34 @@ def main():
         sm.sh(f"ip -n {NS_R} neigh {cmd}")
         time.sleep(0.4)  # the main lcore polls rtnetlink every 100 ms
 
-    def step(name, want):
-        client.stdin.write(name + "\n")
+    def step(name, want, channel="4001"):
+        client.stdin.write(f"{channel} {name}\n")
         client.stdin.flush()
         client.stdout.readline()
-        peer.stdin.write("next\n")
-        peer.stdin.flush()
-        got = peer.stdout.readline().strip()
+        p = peer if channel == "4001" else far
+        p.stdin.write("next\n")
+        p.stdin.flush()
+        got = p.stdout.readline().strip()
         check(got == (f"got {name}" if want else "none"), f"{name}: peer {'gets' if want else 'does not get'} it "
                                                            f"(peer: {got!r})")
 
     try:
         conn, _ = srv.accept()
         sm.control_plane(conn)
+        # The far peer: permission and channel 0x4002 on the same allocation (42).
+        far_ip = [198, 19, 5, 5]
+        relayed = sm.wa(4, 49152, [198, 18, 1, 1])
+        for seq, (t, body) in enumerate([
+                (12, struct.pack("<Q", 42) + relayed + sm.wa(4, 0, far_ip)),
+                (14, struct.pack("<Q", 42) + relayed + sm.wa(4, 6000, far_ip) + struct.pack("<H", 0x4002) + bytes(6)),
+        ], 100):
+            conn.send(sm.hdr(t, 16 + len(body), seq) + body)
+        sm.sh(f"ip -n {NS_H} addr add {FAR}/32 dev h0")
         time.sleep(0.5)
-        peer = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, "-c", PEER_CODE],
+        peer = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, "-c", PEER_CODE, PEER],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        far = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, "-c", PEER_CODE, FAR],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         client = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, "-c", CLIENT_CODE],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.3)
@@ -117,8 +138,16 @@ def main():
         step("four-back", True)
         neigh(f"del {PEER} dev x0k")
         step("five-deleted", False)
+        step("six-no-route", False, "4002")
+        neigh(f"replace {PEER} lladdr {h0} dev x0k nud permanent")
+        sm.sh(f"ip -n {NS_R} route add default via {PEER} dev x0k")
+        time.sleep(0.4)
+        step("seven-default-route", True, "4002")
+        sm.sh(f"ip -n {NS_R} route del default")
+        time.sleep(0.4)
+        step("eight-route-gone", False, "4002")
     finally:
-        for p in (client, peer):
+        for p in (client, peer, far):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.communicate()
@@ -134,8 +163,10 @@ def main():
         os.unlink(SOCK)
         sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
     c = dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
-    check(c.get("fwd_client_channel") == "3", f"fwd_client_channel == 3 (got {c.get('fwd_client_channel')})")
-    check(c.get("punt_no_next_hop") == "2", f"punt_no_next_hop == 2 (got {c.get('punt_no_next_hop')})")
+    check(c.get("fwd_client_channel") == "4", f"fwd_client_channel == 4 (got {c.get('fwd_client_channel')})")
+    check(c.get("punt_no_next_hop") == "4", f"punt_no_next_hop == 4 (got {c.get('punt_no_next_hop')})")
+    check(int(c.get("nexthop_defaults_set", 0)) >= 1,
+          f"default next hop set from the route (got {c.get('nexthop_defaults_set')})")
     check(int(c.get("nexthop_neigh_set", 0)) >= 3, f"mirror set >= 3 entries (got {c.get('nexthop_neigh_set')})")
     check(int(c.get("nexthop_neigh_removed", 0)) >= 1,
           f"mirror removed >= 1 entry (got {c.get('nexthop_neigh_removed')})")
