@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """End to end with a real third-party client: coturn's turnutils_uclient (in the client
-namespace) through turn-relay with turn-dataplane attached (af_packet on veths), against
+namespace) through turn-relay with turn-dataplane attached (AF_XDP on veths), against
 coturn's turnutils_peer (echo peer, in the same host namespace on the peer address).
 
 Topology and helpers come from netns_offload_e2e.py (imported, namespaces renamed so this

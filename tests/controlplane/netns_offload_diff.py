@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Differential end to end: the same TURN scenario run twice on the topology of
 netns_offload_e2e.py (whose helpers it imports), once with offload on (turn-relay +
-turn-dataplane on af_packet over IPC) and once with offload off (turn-relay alone in socket
+turn-dataplane on AF_XDP over IPC) and once with offload off (turn-relay alone in socket
 mode, the relay IP on n0 itself, no dataplane). Both runs must deliver byte-identical
 datagrams at both ends:
 

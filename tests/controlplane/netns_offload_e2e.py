@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End to end: turn-relay (control plane) + turn-dataplane (DPDK, af_packet on veth) linked
+"""End to end: turn-relay (control plane) + turn-dataplane (DPDK, AF_XDP on veth; TURN_DP_PMD=af_packet for AF_PACKET) linked
 over the IPC socket, a real TURN client and a UDP echo peer in their own namespace.
 
 The client allocates and binds a channel with real STUN requests (they are punted by the
@@ -13,7 +13,7 @@ packets still reach /metrics (the dataplane's final counters after the Del); aft
 LIFETIME 0 the flow is gone from the dataplane (the peer receives nothing).
 
   tcpe_h (client 198.18.2.2, peer 198.18.2.3 on h0)
-     h0 <-> n0  (tcpe_r: NIC, driven by DPDK af_packet)
+     h0 <-> n0  (tcpe_r: NIC, driven by DPDK AF_XDP)
      tcpe_r: x0k 198.18.2.1 (kernel end, relay IP; turn-relay listens here) <-> x0d (exception port)
 
 Usage: netns_offload_e2e.py <turn-relay> <turn-dataplane>   (root)
@@ -167,7 +167,7 @@ def setup():
         sh(f"ip -n {ns} link set {dev} up")
         sh(f"ip netns exec {ns} ethtool -K {dev} tx off", check=False)
     sh(f"ip -n {NS_H} link set lo up; ip -n {NS_R} link set lo up")
-    # af_packet only taps n0: the relay host's kernel must not answer ARP or take
+    # The PMD only taps n0: the relay host's kernel must not answer ARP or take
     # IP packets there itself (weak host model), or a client whose ARP entry names
     # n0 would be served twice, by the dataplane and by the kernel.
     sh(f"ip netns exec {NS_R} sysctl -qw net.ipv4.conf.n0.arp_ignore=8 net.ipv4.conf.n0.rp_filter=1")
@@ -189,12 +189,17 @@ def metric(text, prefix):
     return None
 
 
+# The poll-mode driver on the relay's veths: AF_XDP, as on a relay host (issue 4), unless
+# TURN_DP_PMD=af_packet asks for the other one.
+PMD = os.environ.get("TURN_DP_PMD", "af_xdp")
+
+
 def start_dataplane(dp_bin, sock, prefix, extra=()):
     gw = sh(f"ip netns exec {NS_H} cat /sys/class/net/h0/address").stdout.strip()
     return subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512",
                              "--no-pci", f"--file-prefix={prefix}", "--log-level=lib.eal:error",
-                             "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
-                             "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", sock,
+                             f"--vdev=net_{PMD}0,iface=n0", f"--vdev=net_{PMD}1,iface=x0d", "--",
+                             "--nic", f"net_{PMD}0", "--exc", f"net_{PMD}1", "--ipc", sock,
                              "--gw4", gw, "--flows", "1024", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

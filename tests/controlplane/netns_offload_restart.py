@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Restarts during traffic: turn-relay with [state].dir + turn-dataplane (af_packet on veths),
+"""Restarts during traffic: turn-relay with [state].dir + turn-dataplane (AF_XDP on veths),
 one TURN client streaming ChannelData at a steady rate to an echo peer, and both processes
 killed with SIGKILL (no clean shutdown) while the stream runs.
 
@@ -25,7 +25,7 @@ Checks:
     client's nonce valid), and the echo peer saw one relayed address throughout.
 
   tcrs_h (client 198.18.2.2, peer 198.18.2.3 on h0)
-     h0 <-> n0  (tcrs_r: NIC, driven by DPDK af_packet)
+     h0 <-> n0  (tcrs_r: NIC, driven by DPDK AF_XDP)
      tcrs_r: x0k 198.18.2.1 (kernel end, relay IP) <-> x0d (exception port)
 
 Usage: netns_offload_restart.py <turn-relay> <turn-dataplane>   (root)

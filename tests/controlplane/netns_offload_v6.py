@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """End to end over IPv6 (fd00::/8) on the topology of netns_offload_e2e.py (helpers imported):
-turn-relay + turn-dataplane (af_packet, --gw6) over IPC; the client allocates an IPv6 relayed
+turn-relay + turn-dataplane (AF_XDP, --gw6) over IPC; the client allocates an IPv6 relayed
 address from [fd00::1]:3478 (REQUESTED-ADDRESS-FAMILY IPv6), binds a channel to the IPv6 peer
 and sends ChannelData of several sizes; the peer echoes each one. Checks: payloads identical at
 both ends, the peer sees the relayed address, the dataplane's fwd_client_channel /

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End to end with real WebRTC stacks: a relay-only client (aiortc, then headless Chromium)
 in the client namespace opens a data channel through turn-relay with turn-dataplane attached
-(af_packet on veths) to an aiortc peer that does not use TURN (host candidate on the peer
+(AF_XDP on veths) to an aiortc peer that does not use TURN (host candidate on the peer
 address only), so every relayed datagram goes client -> relay -> peer and back through the
 dataplane. Topology and helpers come from netns_offload_e2e.py (imported, namespaces renamed
 to twrtc_h / twrtc_r so this test never collides with the other netns tests):
