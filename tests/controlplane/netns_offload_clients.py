@@ -120,12 +120,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="turn-offload-clients-")
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
-                'relay_port_min = 49152\nrelay_port_max = 49200\nthreads = 1\nrealm = "e2e.test"\n'
-                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
-                f'[metrics]\nlisten = "127.0.0.1:{MPORT}"\n[dataplane]\nsocket = "{sock}"\n'
-                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    e2e.write_relay_config(cfg, MPORT, sock, port_max=49200)
     e2e.setup()
     relay = dp = upeer = None
     ok, fails = True, []
@@ -241,15 +236,7 @@ def main():
                 upeer.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 upeer.kill()
-        if relay is not None:
-            relay.send_signal(15)
-            time.sleep(0.2)
-            relay.send_signal(15)
-            try:
-                relay.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.communicate()
+        e2e.stop_relay(relay)
         e2e.teardown()
         e2e.sh(f"rm -rf {tmp} " + " ".join(f"/var/run/dpdk/{p}" for p in prefixes), check=False)
     print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))

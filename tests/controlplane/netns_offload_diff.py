@@ -30,7 +30,7 @@ import tempfile
 import time
 
 from netns_offload_e2e import (NS_H, NS_R, RELAY, CLIENT, PEER, TURN_PORT, PEER_PORT, CLIENT_PORT, COOKIE, Turn, attr,
-                               xor_addr, unxor, sh, setup, teardown, metrics, metric, start_dataplane,
+                               xor_addr, unxor, sh, setup, teardown, metrics, metric, start_dataplane, write_relay_config, stop_relay,
                                stop_dataplane, wait_metric)
 
 PEER_PORT2 = PEER_PORT + 1          # permission only (no channel): Send / Data indications
@@ -132,13 +132,7 @@ def run_mode(relay_bin, dp_bin, offload, mport):
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
     prefix = "tcpdiff"
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
-                'relay_port_min = 49152\nrelay_port_max = 49160\nthreads = 1\nrealm = "e2e.test"\n'
-                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
-                f'[metrics]\nlisten = "127.0.0.1:{mport}"\n'
-                + (f'[dataplane]\nsocket = "{sock}"\n' if offload else '')
-                + '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    write_relay_config(cfg, mport, sock if offload else None)
     setup()
     sh(f"ip -n {NS_H} addr add {STRANGER}/24 dev h0")
     if not offload:
@@ -200,15 +194,7 @@ def run_mode(relay_bin, dp_bin, offload, mport):
                 p.kill()
         if dp is not None:
             res["counters"] = stop_dataplane(dp)
-        if relay is not None:
-            relay.send_signal(15)
-            time.sleep(0.2)
-            relay.send_signal(15)
-            try:
-                relay.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.communicate()
+        stop_relay(relay)
         teardown()
         sh(f"rm -rf {tmp} /var/run/dpdk/{prefix}", check=False)
     res["peer"] = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []

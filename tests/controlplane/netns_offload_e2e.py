@@ -189,6 +189,41 @@ def metric(text, prefix):
     return None
 
 
+def write_relay_config(path, mport, sock=None, relay=None, allow="198.18.0.0/15", port_max=49160,
+                       users=("alice:alice-pw",), extra=""):
+    """turn-relay's TOML for these tests: one loop on the relay IP, the dataplane socket
+    (None: socket mode only), metrics on loopback port `mport`, `extra` sections appended."""
+    relay = relay or RELAY
+    listen = f"[{relay}]" if ":" in relay else relay
+    users_toml = ", ".join(f'"{u}"' for u in users)
+    with open(path, "w") as f:
+        f.write(f'[server]\nlisten = ["{listen}:{TURN_PORT}"]\nrelay_ips = ["{relay}"]\n'
+                f'relay_port_min = 49152\nrelay_port_max = {port_max}\nthreads = 1\nrealm = "e2e.test"\n'
+                f'[auth]\nusers = [{users_toml}]\n[policy]\nallow_peers = ["{allow}"]\n'
+                f'[metrics]\nlisten = "127.0.0.1:{mport}"\n'
+                + (f'[dataplane]\nsocket = "{sock}"\n' if sock else '')
+                + extra + '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+
+
+def stop_relay(relay):
+    """SIGTERM twice (the second ends the drain at once); returns its output if piped and
+    not read before ("" otherwise)."""
+    if relay is None:
+        return ""
+    if relay.poll() is None:
+        relay.send_signal(15)
+        time.sleep(0.2)
+        relay.send_signal(15)
+    try:
+        out = relay.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        relay.kill()
+        out = relay.communicate()[0]
+    except ValueError:  # output already read to the end
+        out = ""
+    return out or ""
+
+
 # The poll-mode driver on the relay's veths: AF_XDP, as on a relay host (issue 4), unless
 # TURN_DP_PMD=af_packet asks for the other one.
 PMD = os.environ.get("TURN_DP_PMD", "af_xdp")
@@ -231,12 +266,7 @@ def main():
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
     mport = 9700
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
-                'relay_port_min = 49152\nrelay_port_max = 49160\nthreads = 1\nrealm = "e2e.test"\n'
-                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
-                f'[metrics]\nlisten = "127.0.0.1:{mport}"\n[dataplane]\nsocket = "{sock}"\n'
-                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    write_relay_config(cfg, mport, sock)
     setup()
     relay = dp = peer_p = client_p = None
     ok, fails = True, []
@@ -321,15 +351,7 @@ def main():
                 p.kill()
         if dp is not None:
             counters_b = stop_dataplane(dp)
-        if relay is not None:
-            relay.send_signal(15)
-            time.sleep(0.2)
-            relay.send_signal(15)
-            try:
-                relay_out = relay.communicate(timeout=10)[0]
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay_out = relay.communicate()[0]
+        relay_out = stop_relay(relay)
         teardown()
         sh(f"rm -rf {tmp} /var/run/dpdk/tcpe2e_a /var/run/dpdk/tcpe2e_b", check=False)
     peer_lines = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []

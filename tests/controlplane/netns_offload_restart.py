@@ -128,13 +128,7 @@ def main():
     sock = os.path.join(tmp, "dataplane.sock")
     state = os.path.join(tmp, "state")
     cfg = os.path.join(tmp, "relay.toml")
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
-                'relay_port_min = 49152\nrelay_port_max = 49160\nthreads = 1\nrealm = "restart.test"\n'
-                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
-                f'[metrics]\nlisten = "127.0.0.1:{MPORT}"\n[dataplane]\nsocket = "{sock}"\n'
-                f'[state]\ndir = "{state}"\nsave_interval_ms = 100\n'
-                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    e2e.write_relay_config(cfg, MPORT, sock, extra=f'[state]\ndir = "{state}"\nsave_interval_ms = 100\n')
     e2e.setup()
     relays, dps = [], []
     peer_p = client_p = None
@@ -224,15 +218,7 @@ def main():
             dp.kill()
             dp.communicate()
         for p in relays:
-            if p.poll() is None:
-                p.send_signal(15)
-                time.sleep(0.2)
-                p.send_signal(15)
-                try:
-                    outs.append(p.communicate(timeout=10)[0])
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    outs.append(p.communicate()[0])
+            outs.append(e2e.stop_relay(p))
         e2e.teardown()
         sh(f"rm -rf {tmp} /var/run/dpdk/tcrs_a /var/run/dpdk/tcrs_b", check=False)
 

@@ -31,7 +31,8 @@ import time
 
 import netns_offload_e2e as e2e
 from netns_offload_e2e import (COOKIE, TURN_PORT, PEER_PORT, CLIENT_PORT, Turn, attr, sh, setup,
-                               teardown, metrics, metric, start_dataplane, stop_dataplane, wait_metric)
+                               teardown, metrics, metric, start_dataplane, stop_dataplane, wait_metric,
+                               write_relay_config, stop_relay)
 
 # Our own namespaces (the imported helpers read these module globals at call time), so this
 # test never collides with netns_offload_e2e.py.
@@ -146,12 +147,7 @@ def main():
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
     mport, prefix = 9703, "tcpe2e_v6"
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nlisten = ["[{RELAY6}]:{TURN_PORT}"]\nrelay_ips = ["{RELAY6}"]\n'
-                'relay_port_min = 49152\nrelay_port_max = 49160\nthreads = 1\nrealm = "e2e.test"\n'
-                '[auth]\nusers = ["alice:alice-pw"]\n[policy]\nallow_peers = ["fd00::/8"]\n'
-                f'[metrics]\nlisten = "127.0.0.1:{mport}"\n[dataplane]\nsocket = "{sock}"\n'
-                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    write_relay_config(cfg, mport, sock, relay=RELAY6, allow="fd00::/8")
     setup()
     sh(f"ip -n {NS_H} addr add {CLIENT6}/64 dev h0 nodad; ip -n {NS_H} addr add {PEER6}/64 dev h0 nodad")
     sh(f"ip -n {NS_R} addr add {RELAY6}/64 dev x0k nodad")
@@ -190,15 +186,7 @@ def main():
                 p.kill()
         if dp is not None:
             counters = stop_dataplane(dp)
-        if relay is not None:
-            relay.send_signal(15)
-            time.sleep(0.2)
-            relay.send_signal(15)
-            try:
-                relay_out = relay.communicate(timeout=10)[0]
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay_out = relay.communicate()[0]
+        relay_out = stop_relay(relay)
         teardown()
         sh(f"rm -rf {tmp} /var/run/dpdk/{prefix}", check=False)
     peer_lines = [json.loads(x) for x in peer_p.stdout.read().splitlines() if x.strip()] if peer_p else []

@@ -424,12 +424,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="turn-offload-webrtc-")
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nlisten = ["{RELAY}:{TURN_PORT}"]\nrelay_ips = ["{RELAY}"]\n'
-                'relay_port_min = 49152\nrelay_port_max = 49200\nthreads = 1\nrealm = "e2e.test"\n'
-                f'[auth]\nusers = ["{USER}:{PASSWORD}"]\n[policy]\nallow_peers = ["198.18.0.0/15"]\n'
-                f'[metrics]\nlisten = "127.0.0.1:{MPORT}"\n[dataplane]\nsocket = "{sock}"\n'
-                '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
+    e2e.write_relay_config(cfg, MPORT, sock, port_max=49200, users=(f"{USER}:{PASSWORD}",))
     prefixes = {"aiortc": "twrtc_a", "chromium": "twrtc_b"}
     runs = ["aiortc"] + ([] if missing else ["chromium"])
     # meson's timeout sends SIGTERM: turn it into an exception so that the finally below
@@ -528,14 +523,7 @@ def main():
         if dp is not None:
             stop_dataplane(dp)
         if relay is not None:
-            relay.send_signal(15)
-            time.sleep(0.2)
-            relay.send_signal(15)
-            try:
-                relay.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait()
+            e2e.stop_relay(relay)
             relay_log.close()
             if not ok:
                 with open(relay_log.name) as f:
