@@ -96,6 +96,10 @@ def build_topology():
     sh(f"ip -n {NS_SW} link add br0 type bridge")
     # no STP / forwarding delay: the ports forward as soon as they are up
     sh(f"ip -n {NS_SW} link set br0 type bridge stp_state 0 forward_delay 0")
+    # A switch does not run the frames through iptables: with br_netfilter loaded
+    # the bridge would (per-namespace sysctls; the host's stay as they are).
+    sh(f"ip netns exec {NS_SW} sysctl -qw net.bridge.bridge-nf-call-iptables=0 "
+       "net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0", check=False)
     for host_ns, host_dev, sw_dev in ((NS_C, "c0", "sc"), (NS_P, "p0", "sp"), (NS_R, "n0", "sr")):
         sh(f"ip link add {host_dev} netns {host_ns} type veth peer name {sw_dev} netns {NS_SW}")
         sh(f"ip -n {NS_SW} link set {sw_dev} master br0")
@@ -391,8 +395,9 @@ deadline_s = 1
                 time.sleep(0.1)
             prefix = f"{DPDK_PREFIX}{rep}"
             pmd_nic, pmd_exc = "net_af_xdp", f"net_{a.exc_pmd}"
-            nic_args = "iface=n0,start_queue=0,queue_count=1"
-            exc_args = "iface=x0d,start_queue=0,queue_count=1" if a.exc_pmd == "af_xdp" else "iface=x0d"
+            xa = f",{a.xdp_args}" if a.xdp_args else ""
+            nic_args = f"iface=n0,start_queue=0,queue_count=1{xa}"
+            exc_args = f"iface=x0d,start_queue=0,queue_count=1{xa}" if a.exc_pmd == "af_xdp" else "iface=x0d"
             dp_cmd = ["ip", "netns", "exec", NS_R, a.turn_dataplane, "-l", a.lcores, "-m", str(a.dp_mem_mb),
                       "--huge-dir", HUGE_DIR, "--no-pci", f"--file-prefix={prefix}", "--log-level=lib.eal:error",
                       f"--vdev={pmd_nic}0,{nic_args}", f"--vdev={pmd_exc}1,{exc_args}", "--",
@@ -767,6 +772,7 @@ def main():
     ap.add_argument("--setup-timeout", type=float, default=10)
     ap.add_argument("--lcores", default="0,1", help="dataplane EAL -l (main lcore, worker lcores)")
     ap.add_argument("--exc-pmd", default="af_xdp", choices=("af_xdp", "af_packet"))
+    ap.add_argument("--xdp-args", default="", help="extra net_af_xdp devargs, e.g. busy_budget=0")
     ap.add_argument("--hugepages", type=int, default=512, help="2 MiB hugepages to reserve for the dataplane")
     ap.add_argument("--dp-mem-mb", type=int, default=512, help="EAL -m for the dataplane")
     ap.add_argument("--flows", type=int, default=8192)
