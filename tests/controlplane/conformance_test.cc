@@ -718,6 +718,15 @@ TEST(ConformanceProcess, KilledRelayTakesOverItsAllocations) {
     const uint16_t base = random_port_base(4);
     const std::string dir = "/tmp/turn-relay-conformance-state-" + std::to_string(::getpid());
     std::filesystem::remove_all(dir);
+    // Removed when the test ends, after every relay below has exited (declared
+    // first, destroyed last: a relay writes snapshots until it exits).
+    struct RemoveDir {
+        std::string d;
+        ~RemoveDir() {
+            std::error_code ec;
+            std::filesystem::remove_all(d, ec);
+        }
+    } remove_dir{dir};
     const std::string cfg = config(port, "[\"127.0.0.1\"]", base, base + 20,
                                    "[state]\ndir = \"" + dir + "\"\nsave_interval_ms = 50\n");
     EchoPeer peer(A("127.0.0.1:0"));
@@ -768,7 +777,61 @@ TEST(ConformanceProcess, KilledRelayTakesOverItsAllocations) {
     EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
     EXPECT_EQ(a.xor_address(stun::attr::kXorPeerAddress), other_peer.local());
     EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+}
+
+// The same with four event loops and twelve clients: the kernel's SO_REUSEPORT
+// hash sends each client back to the loop that restored its allocation (same
+// number of loops, same socket order), so every one of them is found again;
+// a relay started with another number of loops restores nothing.
+TEST(ConformanceProcess, KilledRelayWithSeveralLoopsFindsEveryAllocation) {
+    const uint16_t port = free_udp_port(A("127.0.0.1:0"));
+    const uint16_t base = random_port_base(5);
+    const std::string dir = "/tmp/turn-relay-conformance-state4-" + std::to_string(::getpid());
     std::filesystem::remove_all(dir);
+    std::string cfg = config(port, "[\"127.0.0.1\"]", base, base + 40,
+                             "[allocation]\nmax_per_user = 100\n[state]\ndir = \"" + dir +
+                                 "\"\nsave_interval_ms = 50\n");
+    cfg.replace(cfg.find("threads = 1"), 11, "threads = 4");
+    std::vector<std::unique_ptr<Client>> clients;
+    {
+        RelayProcess first("state4a", cfg, port);
+        ASSERT_TRUE(first.ready());
+        for (int i = 0; i < 12; ++i) {
+            clients.push_back(std::make_unique<Client>(A("127.0.0.1").with_port(port)));
+            ASSERT_TRUE(clients.back()->allocate().success()) << i;
+        }
+        ::usleep(400'000);
+        first.signal(SIGKILL);
+        ASSERT_TRUE(first.wait_exit(3000).has_value());
+    }
+    {
+        RelayProcess second("state4b", cfg, port);
+        ASSERT_TRUE(second.ready());
+        int found = 0;
+        for (auto& c : clients) {
+            found += c->request(M::kRefresh, {}).success() ? 1 : 0;
+        }
+        EXPECT_EQ(found, 12);
+        ::usleep(300'000);  // the refreshed lifetimes are saved
+        second.signal(SIGKILL);
+        ASSERT_TRUE(second.wait_exit(3000).has_value());
+    }
+    // Started with two loops instead of four, the relay restores nothing (a
+    // client could land on a loop that does not hold its allocation): it starts
+    // empty, and every client gets 437 and allocates anew.
+    cfg.replace(cfg.find("threads = 4"), 11, "threads = 2");
+    {
+        RelayProcess third("state4c", cfg, port);
+        ASSERT_TRUE(third.ready());
+        int missing = 0;
+        for (auto& c : clients) {
+            missing += c->request(M::kRefresh, {}).code() == 437 ? 1 : 0;
+        }
+        EXPECT_EQ(missing, 12);
+        EXPECT_TRUE(clients[0]->allocate().success());
+    }
+    std::error_code ec;  // after the relay has exited: it writes snapshots until then
+    std::filesystem::remove_all(dir, ec);
 }
 
 TEST(ConformanceProcess, BadConfigExitsTwoNamingTheKey) {
