@@ -62,7 +62,7 @@ LABEL = {"coturn": "coturn", "socket": "turn-relay (socket)", "dpdk": "turn-rela
 
 T0 = time.monotonic()
 started = []          # Popen objects we started, stopped by PID at exit
-state = {"huge_old": None, "huge_mounted": False, "topology": False}
+state = {"huge_old": None, "huge_set": None, "huge_mounted": False, "topology": False}
 
 
 def log(msg):
@@ -212,6 +212,7 @@ def hugepages_up(n):
     old = int(open(HUGE_NR).read())
     if old < n:
         state["huge_old"] = old
+        state["huge_set"] = n
         with open(HUGE_NR, "w") as f:
             f.write(str(n))
     got = int(open(HUGE_NR).read())
@@ -232,10 +233,13 @@ def hugepages_down():
         sh(f"rmdir {HUGE_DIR}", check=False)
         state["huge_mounted"] = False
     if state["huge_old"] is not None:
+        # Give back only what we added, and only if nobody changed the pool
+        # since (another session on the machine may have raised it meanwhile).
         try:
-            with open(HUGE_NR, "w") as f:
-                f.write(str(state["huge_old"]))
-        except OSError:
+            if int(open(HUGE_NR).read()) == state["huge_set"]:
+                with open(HUGE_NR, "w") as f:
+                    f.write(str(state["huge_old"]))
+        except (OSError, ValueError):
             pass
         state["huge_old"] = None
     sh(f"rm -rf /var/run/dpdk/{DPDK_PREFIX}*", check=False)
