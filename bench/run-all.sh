@@ -50,16 +50,19 @@ timeout 900 "$build/tests/controlplane/controlplane_relay_bench" --benchmark_rep
 echo "== dataplane: net_pcap infinite_rx -> pipeline -> net_null, side by side with a plain loop (hugepages)"
 hp=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
 hp_before=$(cat $hp)
+hp_set=""
 hugedir=/run/turnrelay-bench-huge
 mounted=0
 cleanup() {
     rm -f "$hugedir"/rtebench* 2>/dev/null || true
     rm -rf /var/run/dpdk/rtebench
-    if [ $mounted = 1 ]; then umount "$hugedir" 2>/dev/null || true; rmdir "$hugedir" 2>/dev/null || true; fi
-    echo "$hp_before" > $hp
+    if [ $mounted = 1 ]; then umount "$hugedir" 2>/dev/null || true; rmdir "$hugedir" 2>/dev/null || true; mounted=0; fi
+    # Give back only what this script added, and only if nobody changed the count since.
+    if [ -n "$hp_set" ] && [ "$(cat $hp)" = "$hp_set" ]; then echo "$hp_before" > $hp; fi
+    hp_set=""
 }
 trap cleanup EXIT
-[ "$hp_before" -ge 1024 ] || echo 1024 > $hp
+if [ "$hp_before" -lt 1024 ]; then echo 1024 > $hp; hp_set=$(cat $hp); fi
 mkdir -p "$hugedir"
 if ! mountpoint -q "$hugedir"; then mount -t hugetlbfs none "$hugedir"; mounted=1; fi
 timeout 1800 "$build/bench/dataplane/dataplane_bench" --flows $flows --runs $runs --packets $packets -- \
