@@ -273,10 +273,14 @@ int main(int argc, char** argv) {
     setup_port(exc, static_cast<uint16_t>(workers), pool);
 
     dp::FlowConfig fc;
-    fc.entries_v4 = o.flows * 9 / 2;  // 4 entries per flow + headroom
-    fc.entries_v6 = o.flows;
+    // A flow (allocation + permission + channel) takes 2 hash entries
+    // (kClient, kPermission): IPv4 channels sit in the allocation's slots.
+    // An eighth more for further permissions and for channels outside the
+    // slots (2 entries + a ChannelValue each: IPv6 peers, a third channel).
+    fc.entries_v4 = o.flows * 2 + o.flows / 8 + 64;
+    fc.entries_v6 = o.flows + o.flows / 8 + 64;
     fc.max_allocations = o.flows;
-    fc.max_channels = o.flows;
+    fc.max_channels = o.flows / 2 + 64;
     fc.workers = workers;
     std::string err;
     dp::FlowTables* flows = dp::FlowTables::create(fc, &err);

@@ -275,15 +275,16 @@ int main(int argc, char** argv) {
 
     int dev = 0;
     for (uint32_t nflows : o.flows) {
-        // Tables sized for the flows: 4 entries per flow (kChannelIn,
-        // kClient, kChannelOut, kPermission), 1 allocation and 1
-        // channel each, ~10% hash headroom.
+        // Tables sized for the flows: 2 hash entries per flow (kClient,
+        // kPermission; the channel sits in the allocation's slots), 1
+        // allocation each, ~3% hash headroom, ChannelValues (channels
+        // outside the slots) for 1/16 of the flows.
         dp::FlowConfig fc;
         fc.name = std::string("b").append(std::to_string(nflows));
-        fc.entries_v4 = static_cast<uint32_t>(nflows * 4.4) + 64;
+        fc.entries_v4 = nflows * 2 + nflows / 32 + 64;
         fc.entries_v6 = 64;
         fc.max_allocations = nflows;
-        fc.max_channels = nflows;
+        fc.max_channels = nflows / 16 + 64;
         fc.workers = 1;
         std::string err;
         dp::FlowTables* flows = dp::FlowTables::create(fc, &err);

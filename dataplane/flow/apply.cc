@@ -154,34 +154,48 @@ void Applier::on(const ipc::ResyncEnd& m) {
 bool Applier::install_alloc(Alloc& a) {
     const ipc::AllocationAdd& m = a.msg;
     Allocation& r = t_.allocs[a.idx];
+    const int listen = t_.add_listen(m.listen.family, m.listen.ip, rte_cpu_to_be_16(m.listen.port));
+    const int relayed6_ip = m.relayed_v6.family == 6 ? t_.relay_ip(6, m.relayed_v6.ip) : 0;
+    if (listen < 0 || relayed6_ip < 0) {
+        return false;  // nothing published: the allocation stays on the slow path
+    }
     std::memset(r.client_ip, 0, 16);
     std::memcpy(r.client_ip, m.client.ip, 16);
-    std::memcpy(r.listen_ip, m.listen.ip, 16);
     r.client_port = rte_cpu_to_be_16(m.client.port);
-    r.listen_port = rte_cpu_to_be_16(m.listen.port);
+    r.listen = static_cast<uint8_t>(listen);
     r.family = m.client.family;
+    r.relayed4_ip = 0;
     r.relayed4_port = 0;
     r.relayed6_port = 0;
+    r.relayed6_ip = static_cast<uint8_t>(relayed6_ip);
     if (m.relayed_v4.family == 4) {
         std::memcpy(&r.relayed4_ip, m.relayed_v4.ip, 4);
         r.relayed4_port = rte_cpu_to_be_16(m.relayed_v4.port);
     }
     if (m.relayed_v6.family == 6) {
-        std::memcpy(t_.relayed6[a.idx].ip, m.relayed_v6.ip, 16);
         r.relayed6_port = rte_cpu_to_be_16(m.relayed_v6.port);
     }
+    // The index was retired (grace period) before this reuse: no worker
+    // reads these slots now.
+    for (ChanSlot& s : r.slots) {
+        s.channel_be.store(0, std::memory_order_relaxed);
+        s.peer_port = 0;
+        s.peer_ip = 0;
+    }
+    r.slot_busy = 0;
+    r.hashed.store(0, std::memory_order_relaxed);
     r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
     r.live = 1;
-    // The entries below publish the allocation (release in rte_hash add).
+    // The entries below publish the allocation (release in rte_hash add and
+    // in the relayed-port stores).
     void* d = inline_data(a.idx, 0);
     bool ok = key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, d) == 0;
     if (m.relayed_v4.family == 4) {
-        ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) && ok;
+        ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) >= 0 && ok;
     }
     if (m.relayed_v6.family == 6) {
-        ok = t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), a.idx) && ok;
+        ok = t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), a.idx) >= 0 && ok;
     }
-    t_.add_listen(m.listen.family, m.listen.ip, rte_cpu_to_be_16(m.listen.port));
     return ok;
 }
 
@@ -203,7 +217,7 @@ void Applier::on(const ipc::AllocationAdd& m) {
         stats_.table_full++;
         return;
     }
-    Alloc a{idx, gen_, m, {}, {}};
+    Alloc a{idx, gen_, m, {}, {}, 0};
     if (!install_alloc(a)) {
         stats_.table_full++;
     }
@@ -212,7 +226,7 @@ void Applier::on(const ipc::AllocationAdd& m) {
 
 void Applier::remove_alloc(Alloc& a) {
     for (auto& [ch, c] : a.chans) {
-        remove_chan(a, ch, c);
+        remove_chan(a, ch, c, false);
     }
     for (auto& [k, p] : a.perms) {
         remove_perm(a, p);
@@ -268,9 +282,22 @@ void Applier::on(const ipc::PermissionDel& m) {
     }
 }
 
-void Applier::remove_chan(const Alloc& a, uint16_t channel, const Chan& c) {
+void Applier::remove_chan(Alloc& a, uint16_t channel, const Chan& c, bool retire_slot) {
+    Allocation& r = t_.allocs[a.idx];
+    if (c.slot >= 0) {
+        // Both directions stop at once; the peer fields stay as they are
+        // until the slot's grace period has passed.
+        r.slots[c.slot].channel_be.store(0, std::memory_order_release);
+        if (retire_slot) {
+            t_.retire_slot(a.idx, static_cast<uint32_t>(c.slot));
+        }
+        return;
+    }
     key_op(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel, nullptr);
     key_op(t_, KeyKind::kChannelOut, c.relayed, c.peer, true, 0, nullptr);
+    if (a.hashed > 0 && --a.hashed == 0) {
+        r.hashed.store(0, std::memory_order_release);
+    }
 }
 
 void Applier::on(const ipc::ChannelAdd& m) {
@@ -288,6 +315,25 @@ void Applier::on(const ipc::ChannelAdd& m) {
         remove_chan(*a, m.channel, it->second);
         a->chans.erase(it);
     }
+    Allocation& r = t_.allocs[a->idx];
+    // A slot when the peer is IPv4 and the channel is on the allocation's
+    // IPv4 relayed address (what the control plane always sends): workers
+    // then find both directions from the allocation's own line.
+    if (m.peer.family == 4 && a->msg.relayed_v4.family == 4 &&
+        std::memcmp(&m.relayed, &a->msg.relayed_v4, sizeof(WireAddress)) == 0) {
+        for (uint32_t s = 0; s < Allocation::kSlots; s++) {
+            if (r.slot_busy & (1u << s)) {
+                continue;
+            }
+            ChanSlot& slot = r.slots[s];
+            std::memcpy(&slot.peer_ip, m.peer.ip, 4);
+            slot.peer_port = rte_cpu_to_be_16(m.peer.port);
+            slot.channel_be.store(rte_cpu_to_be_16(m.channel), std::memory_order_release);
+            r.slot_busy = static_cast<uint8_t>(r.slot_busy | (1u << s));
+            a->chans.emplace(m.channel, Chan{m.relayed, m.peer, gen_, static_cast<int>(s)});
+            return;
+        }
+    }
     ChannelValue* v = t_.new_value();
     if (v == nullptr) {
         stats_.table_full++;
@@ -298,6 +344,11 @@ void Applier::on(const ipc::ChannelAdd& m) {
     v->peer_port = rte_cpu_to_be_16(m.peer.port);
     v->family = m.peer.family;
     v->alloc = a->idx;
+    // Workers look for hashed channels only while the flag is set: set it
+    // before the entries appear.
+    if (a->hashed++ == 0) {
+        r.hashed.store(1, std::memory_order_release);
+    }
     // Peer side first: a client packet forwarded before the peer side exists
     // would get an answer the dataplane cannot yet relay back.
     const bool out_ok = key_op(t_, KeyKind::kChannelOut, m.relayed, m.peer, true, 0,
@@ -305,12 +356,12 @@ void Applier::on(const ipc::ChannelAdd& m) {
     const bool in_ok = out_ok && key_op(t_, KeyKind::kChannelIn, a->msg.listen, a->msg.client, true, m.channel, v) == 0;
     if (!in_ok) {
         stats_.table_full++;
-        Chan c{m.relayed, m.peer, gen_};
+        Chan c{m.relayed, m.peer, gen_, -1};
         remove_chan(*a, m.channel, c);
         t_.free_unpublished(v);  // the kChannelIn add failed: no reader can hold v
         return;
     }
-    a->chans.emplace(m.channel, Chan{m.relayed, m.peer, gen_});
+    a->chans.emplace(m.channel, Chan{m.relayed, m.peer, gen_, -1});
 }
 
 void Applier::on(const ipc::ChannelDel& m) {

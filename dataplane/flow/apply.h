@@ -67,6 +67,7 @@ private:
         turn::ipc::WireAddress relayed;
         turn::ipc::WireAddress peer;
         uint64_t gen;
+        int slot;  // Allocation::slots index, -1: kChannelIn + kChannelOut hash entries
     };
     struct Alloc {
         uint32_t idx;
@@ -74,6 +75,7 @@ private:
         turn::ipc::AllocationAdd msg;
         std::map<std::array<uint8_t, 40>, Perm> perms;  // by (relayed, peer IP)
         std::map<uint16_t, Chan> chans;                  // by channel number
+        uint32_t hashed = 0;                             // chans with slot -1
     };
 
     Alloc* find(uint64_t id);
@@ -82,7 +84,9 @@ private:
     void finish(uint64_t id, Alloc& a);
     turn::ipc::AllocationCounters sum_counters(uint64_t id, const Alloc& a) const;
     void remove_perm(const Alloc& a, const Perm& p);
-    void remove_chan(const Alloc& a, uint16_t channel, const Chan& c);
+    // retire_slot = false when the whole allocation goes (its index is
+    // retired after the slot would be anyway).
+    void remove_chan(Alloc& a, uint16_t channel, const Chan& c, bool retire_slot = true);
     bool install_alloc(Alloc& a);
 
     FlowTables& t_;

@@ -18,9 +18,18 @@ size_t heap_allocated() {
     return total;
 }
 
-// Tagged defer-queue element: bit 0 set = allocation index << 1, else a
-// ChannelValue pointer.
+// Tagged defer-queue element: bit 0 set = allocation index << 1; bits 1..0 =
+// 10 = channel slot (index << 3 | slot << 2); else a ChannelValue pointer
+// (8-byte aligned).
 uint64_t tag_alloc(uint32_t idx) { return (uint64_t{idx} << 1) | 1u; }
+uint64_t tag_slot(uint32_t idx, uint32_t slot) { return (uint64_t{idx} << 3) | (uint64_t{slot} << 2) | 2u; }
+
+// Defer-queue sizes: rte_rcu_qsbr_dq rounds size + 1 up to a power of two,
+// so 2^k - 1 costs exactly 2^k elements.
+uint32_t dq_size_for(uint32_t want, uint32_t min) {
+    want = std::max(want, min + 1);
+    return rte_align32prevpow2(want) - 1;
+}
 
 }  // namespace
 
@@ -78,9 +87,9 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
         rc.mode = RTE_HASH_QSBR_MODE_DQ;
         // Deleted keys wait here for a grace period. Workers report quiescent
         // states every few microseconds and reclamation runs every 64
-        // deletes, so a quarter of the table is ample (the default, one
-        // slot per entry, costs 16 bytes per entry).
-        rc.dq_size = std::max<uint32_t>(cfg.entries_v4 / 4, 1024);
+        // deletes, so an eighth of the table is ample (the default, one
+        // slot per entry, costs 16 bytes per entry); at least 127.
+        rc.dq_size = dq_size_for((h == t->h4 ? cfg.entries_v4 : cfg.entries_v6) / 8, 127);
         rc.trigger_reclaim_limit = 64;
         rc.max_reclaim_size = 256;
         // Key slots only: values are retired through our own defer queue
@@ -96,10 +105,11 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     const std::string dqname = cfg.name + "_dq";
     rte_rcu_qsbr_dq_parameters dp{};
     dp.name = dqname.c_str();
-    // Every value and allocation index is in the queue at most once, so this
-    // size can never overflow; a quarter of it would do in practice, but an
-    // overflow would have to block the writer on a grace period.
-    dp.size = cfg.max_channels + cfg.max_allocations;
+    // Retired values, allocation indices and channel slots wait here. An
+    // eighth of what could be retired at once (at least 1023); when it is
+    // full, retire() waits for the workers' next quiescent states (main
+    // lcore only, never a worker).
+    dp.size = dq_size_for((cfg.max_channels + cfg.max_allocations) / 8, 1023);
     dp.esize = 8;
     dp.trigger_reclaim_limit = 64;
     dp.max_reclaim_size = 256;
@@ -118,12 +128,10 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     t->states_ = static_cast<AllocState*>(rte_zmalloc_socket(
         "dp_astate", sizeof(AllocState) * cfg.max_allocations * cfg.workers, RTE_CACHE_LINE_SIZE, cfg.socket_id));
     t->listen = static_cast<ListenSet*>(rte_zmalloc_socket("dp_listen", sizeof(ListenSet), RTE_CACHE_LINE_SIZE, cfg.socket_id));
-    t->relayed6 = static_cast<Relayed6*>(
-        rte_zmalloc_socket("dp_relayed6", sizeof(Relayed6) * cfg.max_allocations, RTE_CACHE_LINE_SIZE, cfg.socket_id));
     t->relay_ports = static_cast<RelayPorts*>(
         rte_zmalloc_socket("dp_relayports", sizeof(RelayPorts), RTE_CACHE_LINE_SIZE, cfg.socket_id));
     if (t->allocs == nullptr || t->values == nullptr || t->states_ == nullptr || t->listen == nullptr ||
-        t->relayed6 == nullptr || t->relay_ports == nullptr) {
+        t->relay_ports == nullptr) {
         return fail("rte_zmalloc flow arrays");
     }
     t->free_values_.reserve(cfg.max_channels);
@@ -148,9 +156,11 @@ FlowTables::~FlowTables() {
     rte_free(values);
     rte_free(states_);
     rte_free(listen);
-    rte_free(relayed6);
     if (relay_ports != nullptr) {
         for (uint32_t i = 0; i < relay_ports->n.load(); i++) {
+            for (uint32_t c = 0; c < 256; c++) {
+                rte_free(relay_ports->ports[i][c].load());
+            }
             rte_free(relay_ports->ports[i]);
         }
     }
@@ -163,6 +173,11 @@ void FlowTables::release(uint64_t tagged) {
         const auto idx = static_cast<uint32_t>(tagged >> 1);
         allocs[idx].live = 0;
         free_allocs_.push_back(idx);
+    } else if (tagged & 2u) {
+        // FIFO: an allocation's slot retirements come back before the
+        // allocation's own, so the index still names the same allocation.
+        const auto idx = static_cast<uint32_t>(tagged >> 3);
+        allocs[idx].slot_busy = static_cast<uint8_t>(allocs[idx].slot_busy & ~(1u << ((tagged >> 2) & 1u)));
     } else {
         auto* v = reinterpret_cast<ChannelValue*>(tagged);
         free_values_.push_back(static_cast<uint32_t>(v - values));
@@ -179,8 +194,25 @@ void FlowTables::free_retired(void* self, void* elems, unsigned n) {
 }
 
 void FlowTables::retire(uint64_t tagged) {
-    // The queue is sized for every value and allocation, so it cannot be full.
-    rte_rcu_qsbr_dq_enqueue(dq_, &tagged);
+    // Full queue: wait until the workers' quiescent states free some of it
+    // (microseconds; they never wait for the main lcore).
+    while (rte_rcu_qsbr_dq_enqueue(dq_, &tagged) != 0) {
+        unsigned freed = 0, pending = 0, avail = 0;
+        rte_rcu_qsbr_dq_reclaim(dq_, UINT32_MAX, &freed, &pending, &avail);
+        if (freed == 0) {
+            rte_pause();
+        }
+    }
+}
+
+void FlowTables::retire_slot(uint32_t idx, uint32_t slot) { retire(tag_slot(idx, slot)); }
+
+uint32_t FlowTables::channel_slots_in_use() const {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < cfg_.max_allocations; i++) {
+        n += static_cast<uint32_t>(__builtin_popcount(allocs[i].slot_busy));
+    }
+    return n;
 }
 
 template <typename K>
@@ -234,60 +266,94 @@ uint32_t FlowTables::new_alloc() {
 
 void FlowTables::retire_alloc(uint32_t idx) { retire(tag_alloc(idx)); }
 
-void FlowTables::add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be) {
+int FlowTables::add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be) {
     if (family == 4) {
         uint32_t ip4;
         std::memcpy(&ip4, ip, 4);
-        if (listen->has4(ip4, port_be)) {
-            return;
-        }
         const uint32_t n = listen->n4.load(std::memory_order_relaxed);
-        if (n < ListenSet::kMax) {
-            listen->v4_ip[n] = ip4;
-            listen->v4_port[n] = port_be;
-            listen->n4.store(n + 1, std::memory_order_release);
+        for (uint32_t i = 0; i < n; i++) {
+            if (listen->v4_ip[i] == ip4 && listen->v4_port[i] == port_be) {
+                return static_cast<int>(i);
+            }
         }
-    } else if (family == 6) {
-        if (listen->has6(ip, port_be)) {
-            return;
+        if (n == ListenSet::kMax) {
+            return -1;
         }
-        const uint32_t n = listen->n6.load(std::memory_order_relaxed);
-        if (n < ListenSet::kMax) {
-            std::memcpy(listen->v6_ip[n], ip, 16);
-            listen->v6_port[n] = port_be;
-            listen->n6.store(n + 1, std::memory_order_release);
-        }
+        listen->v4_ip[n] = ip4;
+        listen->v4_port[n] = port_be;
+        listen->n4.store(n + 1, std::memory_order_release);
+        return static_cast<int>(n);
     }
+    if (family == 6) {
+        const uint32_t n = listen->n6.load(std::memory_order_relaxed);
+        for (uint32_t i = 0; i < n; i++) {
+            if (listen->v6_port[i] == port_be && std::memcmp(listen->v6_ip[i], ip, 16) == 0) {
+                return static_cast<int>(i);
+            }
+        }
+        if (n == ListenSet::kMax) {
+            return -1;
+        }
+        std::memcpy(listen->v6_ip[n], ip, 16);
+        listen->v6_port[n] = port_be;
+        listen->n6.store(n + 1, std::memory_order_release);
+        return static_cast<int>(n);
+    }
+    return -1;
 }
 
-bool FlowTables::set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc) {
+int FlowTables::relay_ip(uint8_t family, const uint8_t* ip) {
     RelayPorts& r = *relay_ports;
     const size_t len = family == 4 ? 4 : 16;
     const uint32_t n = r.n.load(std::memory_order_relaxed);
-    uint32_t i = 0;
-    while (i < n && !(r.family[i] == family && std::memcmp(r.ip[i], ip, len) == 0)) {
-        i++;
+    for (uint32_t i = 0; i < n; i++) {
+        if (r.family[i] == family && std::memcmp(r.ip[i], ip, len) == 0) {
+            return static_cast<int>(i);
+        }
     }
-    if (i == n) {
+    if (n == RelayPorts::kMaxIps) {
+        return -1;
+    }
+    const size_t before = heap_allocated();
+    auto* top = static_cast<std::atomic<RelayPorts::Chunk*>*>(rte_zmalloc_socket(
+        "dp_relaytop", sizeof(std::atomic<RelayPorts::Chunk*>) * 256, RTE_CACHE_LINE_SIZE, cfg_.socket_id));
+    if (top == nullptr) {
+        return -1;
+    }
+    relay_bytes_ += heap_allocated() - before;
+    std::memset(r.ip[n], 0, 16);
+    std::memcpy(r.ip[n], ip, len);
+    std::memcpy(&r.ip4[n], ip, 4);
+    r.family[n] = family;
+    r.ports[n] = top;
+    r.n.store(n + 1, std::memory_order_release);
+    return static_cast<int>(n);
+}
+
+int FlowTables::set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc) {
+    RelayPorts& r = *relay_ports;
+    const int ii = relay_ip(family, ip);
+    if (ii < 0) {
+        return -1;
+    }
+    const auto i = static_cast<uint32_t>(ii);
+    const uint16_t port = rte_be_to_cpu_16(port_be);
+    RelayPorts::Chunk* c = r.ports[i][port >> 8].load(std::memory_order_relaxed);
+    if (c == nullptr) {
         if (alloc == UINT32_MAX) {
-            return true;
+            return static_cast<int>(i);
         }
-        if (n == RelayPorts::kMaxIps) {
-            return false;
+        const size_t before = heap_allocated();
+        c = static_cast<RelayPorts::Chunk*>(
+            rte_zmalloc_socket("dp_relaychunk", sizeof(RelayPorts::Chunk) * 256, RTE_CACHE_LINE_SIZE, cfg_.socket_id));
+        if (c == nullptr) {
+            return -1;
         }
-        auto* ports = static_cast<std::atomic<uint32_t>*>(
-            rte_zmalloc_socket("dp_relayport", sizeof(uint32_t) * 65536, RTE_CACHE_LINE_SIZE, cfg_.socket_id));
-        if (ports == nullptr) {
-            return false;
-        }
-        std::memset(r.ip[i], 0, 16);
-        std::memcpy(r.ip[i], ip, len);
-        r.family[i] = family;
-        r.ports[i] = ports;
-        r.n.store(n + 1, std::memory_order_release);
+        relay_bytes_ += heap_allocated() - before;
+        r.ports[i][port >> 8].store(c, std::memory_order_release);
     }
-    r.ports[i][rte_be_to_cpu_16(port_be)].store(alloc == UINT32_MAX ? 0 : alloc + 1, std::memory_order_release);
-    return true;
+    c[port & 0xff].store(alloc == UINT32_MAX ? 0 : alloc + 1, std::memory_order_release);
+    return static_cast<int>(i);
 }
 
 void FlowTables::reclaim() {

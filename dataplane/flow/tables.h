@@ -25,58 +25,91 @@
 
 namespace dp {
 
+// One client channel held in its allocation's line (ChannelAdd with an IPv4
+// peer on the allocation's IPv4 relayed address): both directions find it
+// without a hash entry. Publication protocol (main lcore writes, workers
+// read): peer_ip/peer_port are written while channel_be is 0, then
+// channel_be is stored with release; a worker loads channel_be with acquire
+// and reads the peer only if it is non-zero. A cleared slot (channel_be = 0,
+// release) is rewritten only after a QSBR grace period (FlowTables::retire_slot),
+// so a worker that saw the old channel number also sees the old peer.
+struct ChanSlot {
+    std::atomic<uint16_t> channel_be;  // 0 = empty (channels are >= 0x4000)
+    uint16_t peer_port;                // network byte order
+    uint32_t peer_ip;
+};
+static_assert(sizeof(ChanSlot) == 8);
+
 // Addresses in network byte order, as in packets. One cache line holds
-// everything an IPv4 packet needs (police: epoch, rate; rewrite: relayed,
-// client and listen addresses); the IPv6 relayed address lives in a side
-// array (FlowTables::relayed6).
+// everything a packet needs (police: epoch, rate; rewrite: relayed and client
+// addresses, indices of the listening address and the IPv6 relayed IP;
+// lookup: the channel slots), for both directions.
 struct alignas(64) Allocation {
+    static constexpr uint32_t kSlots = 2;
     uint32_t epoch;          // changes whenever the index is reused
     uint8_t family;          // of client/listen: 4 or 6
     uint8_t live;
-    uint16_t relayed6_port;  // 0 if no IPv6 relayed address
+    uint8_t listen;          // index in ListenSet (v4_* or v6_* by family)
+    uint8_t relayed6_ip;     // index in RelayPorts::ip (if relayed6_port != 0)
     std::atomic<uint64_t> rate_bps;  // 0 = unlimited
     uint32_t relayed4_ip;
     uint16_t relayed4_port;  // 0 if no IPv4 relayed address
+    uint16_t relayed6_port;  // 0 if no IPv6 relayed address
     uint16_t client_port;
-    uint16_t listen_port;
-    uint16_t pad0;
-    uint32_t pad1;
+    std::atomic<uint8_t> hashed;  // != 0: channels in the hash too (kChannelIn/kChannelOut)
+    uint8_t slot_busy;       // main lcore only: bit i = slot i bound or waiting for a grace period
+    uint32_t pad;
     uint8_t client_ip[16];
-    uint8_t listen_ip[16];
+    ChanSlot slots[kSlots];
 };
 static_assert(sizeof(Allocation) == 64);
 
-struct Relayed6 {
-    uint8_t ip[16];
-};
-
 // Relayed transport addresses -> allocation, without hash entries: a relay
-// has few relayed IPs and each has at most 65536 ports, so a direct array of
-// 65536 words per relayed IP (256 KiB, allocated when the IP first appears)
-// answers "is this an offloaded relayed port" in one load. Written by the main
-// lcore; a word holds allocation index + 1, 0 for none.
+// has few relayed IPs and each has at most 65536 ports, so per relayed IP a
+// two-level array (256 chunk pointers, chunks of 256 ports allocated when a
+// port in them is first used: 1 KiB per 256 ports) answers "is this an
+// offloaded relayed port, of which allocation" in two loads (the first one
+// hits a 2 KiB table that stays in cache). Written by the main lcore; a word
+// holds allocation index + 1, 0 for none. IPs and chunks are never freed
+// before the tables are.
 struct RelayPorts {
     static constexpr uint32_t kMaxIps = 64;
+    using Chunk = std::atomic<uint32_t>;  // [256]
     uint8_t ip[kMaxIps][16];
+    uint32_t ip4[kMaxIps];  // ip[i][0..3] as one word (IPv4 only)
     uint8_t family[kMaxIps];
-    std::atomic<uint32_t>* ports[kMaxIps];
+    std::atomic<Chunk*>* ports[kMaxIps];  // [256]
     std::atomic<uint32_t> n;
 
     // Worker side. ip: 4 or 16 bytes; port in network byte order.
     bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
         const uint32_t cnt = n.load(std::memory_order_acquire);
-        const size_t len = fam == 4 ? 4 : 16;
-        for (uint32_t i = 0; i < cnt; i++) {
-            if (family[i] == fam && std::memcmp(ip[i], a, len) == 0) {
-                const uint32_t v = ports[i][rte_be_to_cpu_16(port_be)].load(std::memory_order_acquire);
-                if (v == 0) {
-                    return false;
-                }
-                *alloc = v - 1;
-                return true;
+        uint32_t i = 0;
+        if (fam == 4) {
+            uint32_t a4;
+            std::memcpy(&a4, a, 4);
+            while (i < cnt && !(ip4[i] == a4 && family[i] == 4)) {
+                i++;
+            }
+        } else {
+            while (i < cnt && !(family[i] == 6 && std::memcmp(ip[i], a, 16) == 0)) {
+                i++;
             }
         }
-        return false;
+        if (i == cnt) {
+            return false;
+        }
+        const uint16_t port = rte_be_to_cpu_16(port_be);
+        const Chunk* c = ports[i][port >> 8].load(std::memory_order_acquire);
+        if (c == nullptr) {
+            return false;
+        }
+        const uint32_t v = c[port & 0xff].load(std::memory_order_acquire);
+        if (v == 0) {
+            return false;
+        }
+        *alloc = v - 1;
+        return true;
     }
 };
 
@@ -121,7 +154,9 @@ struct FlowConfig {
     uint32_t entries_v4 = 1u << 16;   // hash entries (all kinds together)
     uint32_t entries_v6 = 1u << 12;
     uint32_t max_allocations = 1u << 14;
-    uint32_t max_channels = 1u << 15;
+    // ChannelValues: channels not held in an allocation's slots (more than
+    // Allocation::kSlots per allocation, IPv6 peers).
+    uint32_t max_channels = 1u << 12;
     uint32_t workers = 1;
     int socket_id = SOCKET_ID_ANY;
 };
@@ -140,7 +175,6 @@ public:
     rte_rcu_qsbr* rcu = nullptr;
     Allocation* allocs = nullptr;
     ChannelValue* values = nullptr;
-    Relayed6* relayed6 = nullptr;  // per allocation
     ListenSet* listen = nullptr;
     RelayPorts* relay_ports = nullptr;
     AllocState* state(uint32_t worker) const { return states_ + size_t{worker} * cfg_.max_allocations; }
@@ -155,10 +189,20 @@ public:
     void free_unpublished(ChannelValue* v) { release(reinterpret_cast<uint64_t>(v)); }
     uint32_t new_alloc();             // UINT32_MAX when full
     void retire_alloc(uint32_t idx);  // reusable after a grace period
-    void add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be);
-    // Relayed address -> allocation (alloc = UINT32_MAX clears). False when
-    // the relay has more relayed IPs than RelayPorts::kMaxIps.
-    bool set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc);
+    // Index of the listening address in ListenSet, added if new; -1 when the
+    // set is full.
+    int add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be);
+    // Relayed address -> allocation (alloc = UINT32_MAX clears). Returns the
+    // IP's index in RelayPorts, -1 when the relay has more relayed IPs than
+    // RelayPorts::kMaxIps or memory ran out.
+    int set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc);
+    // Index of a relayed IP in RelayPorts, added (no port published) if new;
+    // -1 when full.
+    int relay_ip(uint8_t family, const uint8_t* ip);
+    // Channel slot `slot` of allocation `idx` was cleared (channel_be = 0);
+    // it becomes free (slot_busy bit) after a grace period.
+    void retire_slot(uint32_t idx, uint32_t slot);
+    uint32_t channel_slots_in_use() const;
     // Frees what the defer queues hold once readers have moved on.
     void reclaim();
 
@@ -167,10 +211,8 @@ public:
     uint32_t allocs_in_use() const { return cfg_.max_allocations - static_cast<uint32_t>(free_allocs_.size()); }
     // Bytes of hugepage memory this object allocated (hash tables, defer
     // queues, arrays), from the malloc heap statistics around create().
-    // Plus the relayed-port arrays allocated since (256 KiB per relayed IP).
-    size_t memory_bytes() const {
-        return memory_bytes_ + size_t{relay_ports->n.load()} * 65536 * sizeof(uint32_t);
-    }
+    // Plus the relayed-port tables and chunks allocated since.
+    size_t memory_bytes() const { return memory_bytes_ + relay_bytes_; }
 
 private:
     FlowTables() = default;
@@ -185,6 +227,7 @@ private:
     std::vector<uint32_t> free_allocs_;
     uint32_t next_epoch_ = 1;
     size_t memory_bytes_ = 0;
+    size_t relay_bytes_ = 0;
 };
 
 }  // namespace dp

@@ -225,7 +225,7 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
             return;
         }
         p.kind = Kind::kClientChannel;
-        kk = KeyKind::kChannelIn;
+        kk = KeyKind::kClient;  // the channel is looked up in the allocation (lookup.cc)
         std::memcpy(&channel_be, pl, 2);
         p.data_off = 4;
         p.data_len = cdlen;
@@ -251,7 +251,6 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
         p.k4.b_ip = ip->src_addr;
         p.k4.a_port = udp->dst_port;
         p.k4.b_port = udp->src_port;
-        p.k4.channel = channel_be;
         p.k4.kind = kk;
     } else {
         const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(l3);
@@ -260,7 +259,6 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
         std::memcpy(p.k6.b_ip, ip->src_addr, 16);
         p.k6.a_port = udp->dst_port;
         p.k6.b_port = udp->src_port;
-        p.k6.channel = channel_be;
         p.k6.kind = kk;
     }
     p.next = Next::kLookup;

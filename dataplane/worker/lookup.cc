@@ -1,16 +1,17 @@
-// Stage 2: flow lookup, in bulk per address family (rte_hash_lookup_bulk_data
-// hides the cache misses of one key behind the others'), in up to three
-// rounds:
-//   1. primary key from classify: kChannelIn (client ChannelData), kClient
-//      (client Send), kChannelOut (peer packet with a channel);
-//   2. kPermission (relayed addr, peer IP) for Sends and for peer packets
-//      without a channel (RFC 8656 section 9: permissions are per IP);
-//   3. the relayed-port array (flow/tables.h RelayPorts), only for peer
-//      packets that missed both, to tell a relayed port (drop, never punt:
-//      section 9) from anything else (punt).
-//
-// Cost (callgrind, IPv4, 10k flows, instructions/packet, incl. rte_hash):
-// 219 ChannelData, 415 Send, 225 peer with channel, 336 peer with permission.
+// Stage 2: flow lookup. Allocations first, then what the allocation's own
+// line cannot answer, in bulk per address family
+// (rte_hash_lookup_with_hash_bulk_data hides the cache misses of one key
+// behind the others'):
+//   1. the allocation: client packets by kClient (listen addr, client addr)
+//      in the hash; peer packets by their destination in the relayed-port
+//      array (flow/tables.h RelayPorts; no such relayed port: punt);
+//   2. the allocation's channel slots (flow/tables.h ChanSlot): client
+//      ChannelData by channel number, peer packets by source address;
+//   3. the hash for the rest: kChannelIn / kChannelOut (only while the
+//      allocation has channels outside its slots), then kPermission
+//      (relayed addr, peer IP) for Sends and peer packets without a channel
+//      (RFC 8656 section 9: permissions are per IP; a miss is a drop, never
+//      a punt).
 //
 // Edges: kRoute; kPunt (miss); kDrop (no permission).
 #include <cstring>
@@ -21,7 +22,7 @@ namespace dp {
 
 namespace {
 
-// Bulk lookup of the packets selected by `want` (index list), per family.
+// Bulk lookup of the packets selected by `idx`, per family.
 template <typename Fn>
 void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) {
     const void* k4[kBurst];
@@ -89,77 +90,98 @@ inline void prefetch_alloc(Worker& w, uint32_t alloc) {
     rte_prefetch0(&w.state[alloc]);
 }
 
+// The packet's source as a permission key for its allocation's relayed address.
+void peer_permission_key(Pkt& q) {
+    if (q.family == 4) {
+        const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
+        permission_key(q, 4, reinterpret_cast<const uint8_t*>(&ip->dst_addr), q.udp->dst_port,
+                       reinterpret_cast<const uint8_t*>(&ip->src_addr));
+    } else {
+        const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(q.l3);
+        permission_key(q, 6, ip->dst_addr, q.udp->dst_port, ip->src_addr);
+    }
+}
+
+KeyKind key_kind(const Pkt& q) { return q.key_family == 4 ? q.k4.kind : q.k6.kind; }
+
 }  // namespace
 
 void lookup(Worker& w, Pkt* p, uint16_t n) {
-    uint16_t idx[kBurst];
-    uint16_t cnt = 0;
-    for (uint16_t i = 0; i < n; i++) {
-        if (p[i].next == Next::kLookup) {
-            idx[cnt++] = i;
-        }
-    }
-    if (cnt == 0) {
-        return;
-    }
     const Allocation* allocs = w.flows->allocs;
-
-    // Round 1. Hits are only prefetched in the callback and handled in a
-    // second pass, so the value/allocation cache misses of the whole burst
-    // overlap instead of stalling one packet at a time.
-    uint16_t again[kBurst];
-    uint16_t nagain = 0;
+    // Round 1: the allocation. Peer packets through the relayed-port array
+    // right away, client packets through one bulk hash lookup; the
+    // allocation line and this worker's state are prefetched and used in a
+    // second pass, so the misses of the whole burst overlap.
+    uint16_t cl[kBurst];
+    uint16_t ncl = 0;
     uint16_t hit[kBurst];
     uint16_t nhit = 0;
-    void* hd[kBurst];
-    bulk(w, p, idx, cnt, [&](Pkt& q, void* d) {
-        const auto i = static_cast<uint16_t>(&q - p);
-        if (d == nullptr) {
-            if (q.kind == Kind::kPeer) {
-                // No channel: a permission may still allow a Data indication.
-                uint8_t* hdr = q.l3;
-                if (q.family == 4) {
-                    const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(hdr);
-                    permission_key(q, 4, reinterpret_cast<const uint8_t*>(&ip->dst_addr), q.udp->dst_port,
-                                   reinterpret_cast<const uint8_t*>(&ip->src_addr));
-                } else {
-                    const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(hdr);
-                    permission_key(q, 6, ip->dst_addr, q.udp->dst_port, ip->src_addr);
+    for (uint16_t i = 0; i < n; i++) {
+        Pkt& q = p[i];
+        if (q.next != Next::kLookup) {
+            continue;
+        }
+        if (q.kind != Kind::kPeer) {
+            cl[ncl++] = i;
+            continue;
+        }
+        const uint8_t* dst = q.family == 4 ? reinterpret_cast<const uint8_t*>(&reinterpret_cast<const rte_ipv4_hdr*>(q.l3)->dst_addr)
+                                           : reinterpret_cast<const rte_ipv6_hdr*>(q.l3)->dst_addr;
+        if (!w.flows->relay_ports->find(q.family, dst, q.udp->dst_port, &q.alloc)) {
+            punt(q, Counter::punt_miss);  // not an offloaded relayed port
+            continue;
+        }
+        prefetch_alloc(w, q.alloc);
+        hit[nhit++] = i;
+    }
+    if (ncl != 0) {
+        bulk(w, p, cl, ncl, [&](Pkt& q, void* d) {
+            if (d == nullptr) {
+                punt(q, Counter::punt_miss);
+                return;
+            }
+            q.alloc = inline_alloc(d);
+            prefetch_alloc(w, q.alloc);
+            hit[nhit++] = static_cast<uint16_t>(&q - p);
+        });
+    }
+
+    // Round 2: the allocation's line (channel slots, relayed addresses).
+    uint16_t again[kBurst];
+    uint16_t nagain = 0;
+    for (uint16_t j = 0; j < nhit; j++) {
+        Pkt& q = p[hit[j]];
+        const Allocation& a = allocs[q.alloc];
+        switch (q.kind) {
+        case Kind::kClientChannel: {
+            uint32_t s = 0;
+            for (; s < Allocation::kSlots; s++) {
+                if (a.slots[s].channel_be.load(std::memory_order_acquire) == q.channel_be) {
+                    break;
                 }
-                again[nagain++] = i;
+            }
+            if (s < Allocation::kSlots) {
+                std::memcpy(q.peer_ip, &a.slots[s].peer_ip, 4);
+                q.peer_port_be = a.slots[s].peer_port;
+                q.out_family = 4;
+                q.kind = Kind::kToPeerChannel;
+                q.next = Next::kRoute;
+            } else if (a.hashed.load(std::memory_order_acquire) != 0) {
+                // kChannelIn: the kClient key plus the channel number.
+                if (q.key_family == 4) {
+                    q.k4.kind = KeyKind::kChannelIn;
+                    q.k4.channel = q.channel_be;
+                } else {
+                    q.k6.kind = KeyKind::kChannelIn;
+                    q.k6.channel = q.channel_be;
+                }
+                again[nagain++] = hit[j];
             } else {
                 punt(q, Counter::punt_miss);
             }
-            return;
-        }
-        hd[i] = d;
-        hit[nhit++] = i;
-        if (q.kind == Kind::kClientChannel) {
-            rte_prefetch0(d);
-        } else if (q.kind == Kind::kClientSend) {
-            rte_prefetch0(&allocs[inline_alloc(d)]);
-        } else {
-            prefetch_alloc(w, inline_alloc(d));
-        }
-    });
-    for (uint16_t j = 0; j < nhit; j++) {
-        Pkt& q = p[hit[j]];
-        void* d = hd[hit[j]];
-        switch (q.kind) {
-        case Kind::kClientChannel: {
-            const auto* v = static_cast<const ChannelValue*>(d);
-            q.out_family = v->family;  // the peer's; may differ from the client's
-            q.value = v;
-            q.alloc = v->alloc;
-            prefetch_alloc(w, q.alloc);
-            q.kind = Kind::kToPeerChannel;
-            q.next = Next::kRoute;
             continue;
         }
         case Kind::kClientSend: {
-            q.alloc = inline_alloc(d);
-            rte_prefetch0(&w.state[q.alloc]);
-            const Allocation& a = allocs[q.alloc];
             q.out_family = q.peer_family;  // permission lives with the relayed address of the peer's family
             if (q.peer_family == 4) {
                 if (unlikely(a.relayed4_port == 0)) {
@@ -172,61 +194,89 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
                     punt(q, Counter::punt_miss);
                     continue;
                 }
-                permission_key(q, 6, w.flows->relayed6[q.alloc].ip, a.relayed6_port, q.peer_ip);
+                permission_key(q, 6, w.flows->relay_ports->ip[a.relayed6_ip], a.relayed6_port, q.peer_ip);
             }
             again[nagain++] = hit[j];
             continue;
         }
-        default: {  // kPeer with a channel
-            q.alloc = inline_alloc(d);
-            q.channel_be = inline_channel(d);
-            q.out_family = allocs[q.alloc].family;  // the client's
-            q.kind = Kind::kToClientChannel;
-            q.next = Next::kRoute;
+        default: {  // kPeer: slots hold IPv4 peers on the IPv4 relayed address
+            if (q.family == 4) {
+                const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
+                uint32_t s = 0;
+                uint16_t ch = 0;
+                for (; s < Allocation::kSlots; s++) {
+                    ch = a.slots[s].channel_be.load(std::memory_order_acquire);
+                    if (ch != 0 && a.slots[s].peer_ip == ip->src_addr && a.slots[s].peer_port == q.udp->src_port) {
+                        break;
+                    }
+                }
+                if (s < Allocation::kSlots) {
+                    q.channel_be = ch;
+                    q.out_family = a.family;  // the client's
+                    q.kind = Kind::kToClientChannel;
+                    q.next = Next::kRoute;
+                    continue;
+                }
+            }
+            if (a.hashed.load(std::memory_order_acquire) == 0) {
+                peer_permission_key(q);  // else classify's kChannelOut key first
+            }
+            again[nagain++] = hit[j];
             continue;
         }
         }
     }
-    if (nagain == 0) {
-        return;
-    }
 
-    // Round 2: permissions.
-    uint16_t last[kBurst];
-    uint16_t nlast = 0;
-    bulk(w, p, again, nagain, [&](Pkt& q, void* d) {
-        if (q.kind == Kind::kClientSend) {
-            if (d == nullptr) {
-                drop(q, Counter::drop_no_permission);  // RFC 8656 11.2: discard silently
+    // Rounds 3 and 4: kChannelIn / kChannelOut, kPermission.
+    while (nagain != 0) {
+        uint16_t next[kBurst];
+        uint16_t nnext = 0;
+        bulk(w, p, again, nagain, [&](Pkt& q, void* d) {
+            switch (key_kind(q)) {
+            case KeyKind::kChannelIn: {
+                if (d == nullptr) {
+                    punt(q, Counter::punt_miss);
+                    return;
+                }
+                const auto* v = static_cast<const ChannelValue*>(d);
+                std::memcpy(q.peer_ip, v->peer_ip, 16);
+                q.peer_port_be = v->peer_port;
+                q.out_family = v->family;  // the peer's; may differ from the client's
+                q.kind = Kind::kToPeerChannel;
+                q.next = Next::kRoute;
                 return;
             }
-            q.kind = Kind::kToPeerSend;
-            q.next = Next::kRoute;
-            return;
-        }
-        if (d != nullptr) {
-            q.alloc = inline_alloc(d);
-            prefetch_alloc(w, q.alloc);
-            q.out_family = allocs[q.alloc].family;
-            q.kind = Kind::kToClientData;
-            q.next = Next::kRoute;
-            return;
-        }
-        last[nlast++] = static_cast<uint16_t>(&q - p);
-    });
-
-    // Round 3 (rare): is the destination an offloaded relayed address?
-    for (uint16_t j = 0; j < nlast; j++) {
-        Pkt& q = p[last[j]];
-        const uint8_t* dst = q.family == 4 ? reinterpret_cast<const uint8_t*>(&reinterpret_cast<const rte_ipv4_hdr*>(q.l3)->dst_addr)
-                                           : reinterpret_cast<const rte_ipv6_hdr*>(q.l3)->dst_addr;
-        uint32_t alloc;
-        if (w.flows->relay_ports->find(q.family, dst, q.udp->dst_port, &alloc)) {
-            w.alloc_state(alloc).dropped_packets++;
-            drop(q, Counter::drop_no_permission);
-        } else {
-            punt(q, Counter::punt_miss);
-        }
+            case KeyKind::kChannelOut:
+                if (d == nullptr) {
+                    peer_permission_key(q);  // no channel: a permission may allow a Data indication
+                    next[nnext++] = static_cast<uint16_t>(&q - p);
+                    return;
+                }
+                q.channel_be = inline_channel(d);
+                q.out_family = allocs[q.alloc].family;
+                q.kind = Kind::kToClientChannel;
+                q.next = Next::kRoute;
+                return;
+            default:  // kPermission
+                if (d == nullptr) {
+                    if (q.kind == Kind::kPeer) {
+                        w.alloc_state(q.alloc).dropped_packets++;
+                    }
+                    drop(q, Counter::drop_no_permission);  // RFC 8656 9 and 11.2: discard silently
+                    return;
+                }
+                if (q.kind == Kind::kClientSend) {
+                    q.kind = Kind::kToPeerSend;
+                } else {
+                    q.out_family = allocs[q.alloc].family;
+                    q.kind = Kind::kToClientData;
+                }
+                q.next = Next::kRoute;
+                return;
+            }
+        });
+        std::memcpy(again, next, sizeof(uint16_t) * nnext);
+        nagain = nnext;
     }
 }
 

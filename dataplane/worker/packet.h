@@ -58,9 +58,8 @@ struct Pkt {
     uint8_t pad_len;     // zero bytes rewrite appends (Data indication padding)
     uint8_t peer_family; // Send: XOR-PEER-ADDRESS family
     uint16_t peer_port_be;
-    uint8_t peer_ip[16]; // Send: XOR-PEER-ADDRESS, decoded
+    uint8_t peer_ip[16]; // to-peer destination: Send's XOR-PEER-ADDRESS, or the channel's peer (lookup)
     uint32_t alloc;
-    const ChannelValue* value;
     NextHop nh;
     union {
         Key4 k4;

@@ -98,19 +98,20 @@ void rewrite_one(Worker& w, Pkt& q) {
             std::memcpy(src.ip, &a.relayed4_ip, 4);
             src.port_be = a.relayed4_port;
         } else {
-            std::memcpy(src.ip, w.flows->relayed6[q.alloc].ip, 16);
+            std::memcpy(src.ip, w.flows->relay_ports->ip[a.relayed6_ip], 16);
             src.port_be = a.relayed6_port;
         }
-        if (q.kind == Kind::kToPeerChannel) {
-            std::memcpy(dst.ip, q.value->peer_ip, ilen);
-            dst.port_be = q.value->peer_port;
-        } else {
-            std::memcpy(dst.ip, q.peer_ip, ilen);
-            dst.port_be = q.peer_port_be;
-        }
+        std::memcpy(dst.ip, q.peer_ip, ilen);  // lookup put the channel's peer here too
+        dst.port_be = q.peer_port_be;
     } else {
-        std::memcpy(src.ip, a.listen_ip, ilen);
-        src.port_be = a.listen_port;
+        const ListenSet& l = *w.flows->listen;
+        if constexpr (Out == 4) {
+            std::memcpy(src.ip, &l.v4_ip[a.listen], 4);
+            src.port_be = l.v4_port[a.listen];
+        } else {
+            std::memcpy(src.ip, l.v6_ip[a.listen], 16);
+            src.port_be = l.v6_port[a.listen];
+        }
         std::memcpy(dst.ip, a.client_ip, ilen);
         dst.port_be = a.client_port;
     }

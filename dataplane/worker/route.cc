@@ -32,7 +32,7 @@ void route(Worker& w, Pkt* p, uint16_t n) {
         }
         const uint8_t* dst;
         switch (q.kind) {
-        case Kind::kToPeerChannel: dst = q.value->peer_ip; q.prefix_len = 0; q.pad_len = 0; break;
+        case Kind::kToPeerChannel:
         case Kind::kToPeerSend: dst = q.peer_ip; q.prefix_len = 0; q.pad_len = 0; break;
         case Kind::kToClientChannel:
             dst = allocs[q.alloc].client_ip;

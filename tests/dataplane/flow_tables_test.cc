@@ -2,7 +2,8 @@
 // lcore) rebinds and deletes channels through the Applier while a reader
 // thread (as a worker) looks them up lock-free and reports quiescent states.
 // A value reclaimed too early would be reused for another channel and show
-// the reader a peer port that belongs to a different key.
+// the reader a peer port that belongs to a different key; the same for a
+// channel slot in the allocation's line rewritten too early.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -57,7 +58,7 @@ TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
     ASSERT_TRUE(ap.apply(ipc::encode(a, ++seq)));
 
     std::atomic<bool> stop{false};
-    std::atomic<uint64_t> hits{0}, bad{0};
+    std::atomic<uint64_t> hits{0}, bad{0}, slot_hits{0};
     // Reader: QSBR thread 1 (thread 0 is the writer's, offline).
     std::thread reader([&] {
         rte_rcu_qsbr_thread_register(t->rcu, 1);
@@ -81,6 +82,37 @@ TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
                         bad.fetch_add(1);
                     }
                     hits.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+            // The allocation's channel slots (flow/tables.h ChanSlot): a
+            // slot rewritten before its grace period would show a channel
+            // number with another channel's peer.
+            {
+                dp::Key4 k{};
+                std::memcpy(&k.a_ip, a.listen.ip, 4);
+                std::memcpy(&k.b_ip, a.client.ip, 4);
+                k.a_port = rte_cpu_to_be_16(a.listen.port);
+                k.b_port = rte_cpu_to_be_16(a.client.port);
+                k.kind = dp::KeyKind::kClient;
+                void* d = nullptr;
+                if (rte_hash_lookup_data(t->h4, &k, &d) >= 0) {
+                    const dp::Allocation& al = t->allocs[dp::inline_alloc(d)];
+                    for (const dp::ChanSlot& s : al.slots) {
+                        const uint16_t ch_be = s.channel_be.load(std::memory_order_acquire);
+                        if (ch_be == 0) {
+                            continue;
+                        }
+                        const uint16_t ch = static_cast<uint16_t>(rte_be_to_cpu_16(ch_be) - 0x4000);
+                        // Widen the window a worker has between the two
+                        // loads (without it a premature reuse is rarely hit).
+                        for (int spin = 0; spin < 64; spin++) {
+                            rte_pause();
+                        }
+                        if (rte_be_to_cpu_16(s.peer_port) != 20000 + ch) {
+                            bad.fetch_add(1);
+                        }
+                        slot_hits.fetch_add(1, std::memory_order_relaxed);
+                    }
                 }
             }
             rte_rcu_qsbr_quiescent(t->rcu, 1);
@@ -123,11 +155,13 @@ TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
     reader.join();
     EXPECT_EQ(bad.load(), 0u);
     EXPECT_GT(hits.load(), 1000u);
+    EXPECT_GT(slot_hits.load(), 1000u);
     EXPECT_GT(ops - ap.stats().table_full, 1000u);
     // With the reader gone every retired value comes back: at most one value
     // per channel remains in use.
     t->reclaim();
     EXPECT_LE(t->channel_values_in_use(), kChannels);
+    EXPECT_LE(t->channel_slots_in_use(), dp::Allocation::kSlots);
     delete t;
 }
 

@@ -195,6 +195,23 @@ protected:
         ipc_send(c);
     }
 
+    // Binds `channel` on the allocation's relayed address to `peer`.
+    void bind_channel(uint16_t channel, const Address& peer) {
+        ipc::ChannelAdd c{};
+        c.alloc_id = kAllocId;
+        c.relayed = ipc::WireAddress::from(n_.relayed);
+        c.peer = ipc::WireAddress::from(peer);
+        c.channel = channel;
+        ipc_send(c);
+    }
+    // Quiescent states, so retired values and slots come back.
+    void settle() {
+        for (int i = 0; i < 4; i++) {
+            dp::poll_once(w_);
+            flows_->reclaim();
+        }
+    }
+
     Frame from_client(const Bytes& payload) const {
         Frame f;
         f.dst_mac = kPortMac;
@@ -842,11 +859,168 @@ TEST_P(Pipeline, ChannelRebindToAnotherPeerMovesBothDirections) {
     // The old peer keeps its permission (per IP) but has no channel any more.
     o = run1(build(from_peer(pattern(12), n_.peer)));
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_data, 1}});
-    for (int i = 0; i < 4; i++) {  // quiescent states let the retired value go back to the pool
-        dp::poll_once(w_);
-        flows_->reclaim();
+    settle();
+    // IPv4 peers sit in the allocation's channel slots (the old slot comes
+    // back after its grace period), IPv6 peers in the hash with a value.
+    EXPECT_EQ(flows_->channel_values_in_use(), GetParam() == 4 ? 0u : 1u);
+    EXPECT_EQ(flows_->channel_slots_in_use(), GetParam() == 4 ? 1u : 0u);
+}
+
+// RFC 5766 channel numbers (0x5000-0x7FFF), which the control plane binds by
+// default for old clients, are forwarded both ways like RFC 8656 ones.
+TEST_P(Pipeline, Rfc5766ChannelNumberBothWays) {
+    const Address peer2 = n_.peer.with_port(6003);
+    bind_channel(0x6001, peer2);
+    Out o = run1(build(from_client(channel_data(0x6001, pattern(40)))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_TRUE(o.exc.empty());
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, peer2, pattern(40))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
+    o = run1(build(from_peer(pattern(41), peer2)));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.listen, n_.client, channel_data(0x6001, pattern(41)))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_channel, 1}});
+}
+
+// More channels than the allocation has slots (Allocation::kSlots = 2): the
+// rest go to the hash (kChannelIn + kChannelOut); every one forwards both
+// ways, and deleting slot channels leaves the hashed ones working.
+TEST_P(Pipeline, MoreChannelsThanSlots) {
+    constexpr int kChans = 5;  // kChannel (SetUp) + 4 more
+    std::vector<Address> peers{n_.peer};
+    std::vector<uint16_t> chans{kChannel};
+    for (int i = 1; i < kChans; i++) {
+        peers.push_back(n_.peer.with_port(static_cast<uint16_t>(7100 + i)));
+        chans.push_back(static_cast<uint16_t>(0x4100 + i));
+        bind_channel(chans.back(), peers.back());
     }
-    EXPECT_EQ(flows_->channel_values_in_use(), 1u);
+    if (GetParam() == 4) {
+        EXPECT_EQ(flows_->channel_slots_in_use(), 2u);
+        EXPECT_EQ(flows_->channel_values_in_use(), 3u);
+    } else {
+        EXPECT_EQ(flows_->channel_values_in_use(), 5u);
+    }
+    auto check_all = [&](const std::vector<int>& live) {
+        std::vector<Bytes> in;
+        for (int i : live) {
+            in.push_back(build(from_client(channel_data(chans[i], pattern(10, static_cast<uint8_t>(i))))));
+            in.push_back(build(from_peer(pattern(11, static_cast<uint8_t>(i)), peers[i])));
+        }
+        const Out o = run(in);
+        ASSERT_EQ(o.nic.size(), 2 * live.size());
+        EXPECT_TRUE(o.exc.empty());
+        for (size_t k = 0; k < live.size(); k++) {
+            const int i = live[k];
+            EXPECT_EQ(o.nic[2 * k], build(relayed(n_.relayed, peers[i], pattern(10, static_cast<uint8_t>(i))))) << i;
+            EXPECT_EQ(o.nic[2 * k + 1],
+                      build(relayed(n_.listen, n_.client, channel_data(chans[i], pattern(11, static_cast<uint8_t>(i))))))
+                << i;
+        }
+        expect_deltas({{Counter::rx, 2 * live.size()},
+                       {Counter::fwd_client_channel, live.size()},
+                       {Counter::fwd_peer_channel, live.size()}});
+    };
+    check_all({0, 1, 2, 3, 4});
+    // Delete the two slot channels (IPv4) and one hashed channel.
+    for (int i : {0, 1, 3}) {
+        ipc::ChannelDel d{};
+        d.alloc_id = kAllocId;
+        d.relayed = ipc::WireAddress::from(n_.relayed);
+        d.peer = ipc::WireAddress::from(peers[i]);
+        d.channel = chans[i];
+        ipc_send(d);
+    }
+    check_all({2, 4});
+    // The deleted ones: client ChannelData punted, peers (permission kept)
+    // get Data indications.
+    const Out o = run({build(from_client(channel_data(chans[1], pattern(10)))), build(from_peer(pattern(10), peers[1]))});
+    EXPECT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.nic.size(), 1u);
+    expect_deltas({{Counter::rx, 2}, {Counter::punt_miss, 1}, {Counter::fwd_peer_data, 1}});
+    // After the grace period the freed slots take new channels.
+    settle();
+    bind_channel(0x4200, peers[0]);
+    bind_channel(0x4201, peers[1]);
+    if (GetParam() == 4) {
+        EXPECT_EQ(flows_->channel_slots_in_use(), 2u);
+        EXPECT_EQ(flows_->channel_values_in_use(), 2u);
+    }
+    chans[0] = 0x4200;
+    chans[1] = 0x4201;
+    check_all({0, 1, 2, 4});
+}
+
+// A channel deleted and its number bound again before the grace period: the
+// cleared slot must not be reused yet (a worker may still read its peer), so
+// the new binding takes the other slot or the hash, and forwards at once.
+TEST_P(Pipeline, ChannelDeleteAndImmediateRebindWithSlots) {
+    const Address peer2 = n_.peer.with_port(6004);
+    ipc::ChannelDel d{};
+    d.alloc_id = kAllocId;
+    d.relayed = ipc::WireAddress::from(n_.relayed);
+    d.peer = ipc::WireAddress::from(n_.peer);
+    d.channel = kChannel;
+    ipc_send(d);
+    bind_channel(kChannel, peer2);
+    const Address peer3 = n_.peer.with_port(6005);
+    bind_channel(0x4003, peer3);  // IPv4: slot 0 still retiring, slot 1 taken: hash
+    if (GetParam() == 4) {
+        EXPECT_EQ(flows_->channel_slots_in_use(), 2u);  // one bound, one retiring
+        EXPECT_EQ(flows_->channel_values_in_use(), 1u);
+    }
+    Out o = run({build(from_client(channel_data(kChannel, pattern(12)))), build(from_client(channel_data(0x4003, pattern(13)))),
+                 build(from_peer(pattern(14), peer2)), build(from_peer(pattern(15), peer3)),
+                 build(from_peer(pattern(16), n_.peer))});
+    ASSERT_EQ(o.nic.size(), 5u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, peer2, pattern(12))));
+    EXPECT_EQ(o.nic[1], build(relayed(n_.relayed, peer3, pattern(13))));
+    EXPECT_EQ(o.nic[2], build(relayed(n_.listen, n_.client, channel_data(kChannel, pattern(14)))));
+    EXPECT_EQ(o.nic[3], build(relayed(n_.listen, n_.client, channel_data(0x4003, pattern(15)))));
+    expect_deltas({{Counter::rx, 5}, {Counter::fwd_client_channel, 2}, {Counter::fwd_peer_channel, 2},
+                   {Counter::fwd_peer_data, 1}});
+    settle();
+    if (GetParam() == 4) {
+        EXPECT_EQ(flows_->channel_slots_in_use(), 1u);
+    }
+}
+
+// Resync with slot and hashed channels: what is re-sent stays (slot or
+// hash), what is not is swept, both directions.
+TEST_P(Pipeline, ResyncWithSlotsAndHashedChannels) {
+    const Address p2 = n_.peer.with_port(6010), p3 = n_.peer.with_port(6011);
+    bind_channel(0x4010, p2);  // IPv4: second slot
+    bind_channel(0x4011, p3);  // IPv4: hash
+    ipc::ResyncBegin b{};
+    b.generation = 5;
+    ipc_send(b);
+    ipc::AllocationAdd a{};
+    a.alloc_id = kAllocId;
+    a.client = ipc::WireAddress::from(n_.client);
+    a.listen = ipc::WireAddress::from(n_.listen);
+    (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(n_.relayed);
+    ipc_send(a);
+    ipc::PermissionAdd p{};
+    p.alloc_id = kAllocId;
+    p.relayed = ipc::WireAddress::from(n_.relayed);
+    p.peer = ipc::WireAddress::from(n_.peer);
+    ipc_send(p);
+    bind_channel(0x4010, p2);  // kept; kChannel (slot) and 0x4011 (hash) are not re-sent
+    ipc::ResyncEnd e{};
+    e.generation = 5;
+    ipc_send(e);
+    EXPECT_EQ(applier_->stats().swept, 2u);
+    Out o = run({build(from_client(channel_data(0x4010, pattern(20)))), build(from_peer(pattern(21), p2)),
+                 build(from_client(channel_data(kChannel, pattern(22)))), build(from_client(channel_data(0x4011, pattern(23)))),
+                 build(from_peer(pattern(24), n_.peer)), build(from_peer(pattern(25), p3))});
+    ASSERT_EQ(o.nic.size(), 4u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, p2, pattern(20))));
+    EXPECT_EQ(o.nic[1], build(relayed(n_.listen, n_.client, channel_data(0x4010, pattern(21)))));
+    EXPECT_EQ(o.exc.size(), 2u);
+    expect_deltas({{Counter::rx, 6}, {Counter::fwd_client_channel, 1}, {Counter::fwd_peer_channel, 1},
+                   {Counter::punt_miss, 2}, {Counter::fwd_peer_data, 2}});
+    settle();
+    EXPECT_EQ(flows_->channel_values_in_use(), GetParam() == 4 ? 0u : 1u);
+    EXPECT_EQ(flows_->channel_slots_in_use(), GetParam() == 4 ? 1u : 0u);
 }
 
 TEST_P(Pipeline, FullTablesLeaveFlowsOnTheSlowPath) {
