@@ -7,13 +7,15 @@
 // keys are 40 bytes. Both are zero-padded so memcmp-style equality is exact.
 //
 //   kind         a (ip, port)       b (ip, port)      channel   data
-//   kChannelIn   listen addr        client addr       number    ChannelValue* (peer addr, alloc)
 //   kClient      listen addr        client addr       0         inline: alloc
-//   kChannelOut  relayed addr       peer addr         0         inline: alloc, channel
 //   kPermission  relayed addr       peer IP, port 0   0         inline: alloc
+//   kChannelIn   listen addr        client addr       number    ChannelValue* (peer addr, alloc)
+//   kChannelOut  relayed addr       peer addr         0         inline: alloc, channel
 //
-// Relayed addresses themselves are not in the hash: RelayPorts
-// (flow/tables.h) maps them to allocations with one array load.
+// kChannelIn/kChannelOut hold only channels that are not in their
+// allocation's slots (flow/tables.h ChanSlot: IPv4 peers, two per
+// allocation). Relayed addresses themselves are not in the hash: RelayPorts
+// (flow/tables.h) maps them to allocations.
 #pragma once
 
 #include <cstdint>

@@ -8,9 +8,10 @@
 // variable: a deleted key's slot and its value are reused only after every
 // worker has reported a quiescent state (once per burst loop) since the
 // delete. Values that are replaced rather than deleted (a ChannelValue, an
-// allocation index) go through a second defer queue on the same QSBR variable.
-// Every object a worker can reach is immutable while reachable, except the
-// allocation's rate (an atomic word).
+// allocation index, a channel slot) go through a second defer queue on the
+// same QSBR variable. Every object a worker can reach is immutable while
+// reachable, except the allocation's rate, `hashed` flag and slot channel
+// numbers (atomic words; see ChanSlot for the slots' protocol).
 #pragma once
 
 #include <atomic>

@@ -154,15 +154,13 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         const Allocation& a = allocs[q.alloc];
         switch (q.kind) {
         case Kind::kClientChannel: {
-            uint32_t s = 0;
-            for (; s < Allocation::kSlots; s++) {
-                if (a.slots[s].channel_be.load(std::memory_order_acquire) == q.channel_be) {
-                    break;
-                }
-            }
-            if (s < Allocation::kSlots) {
-                std::memcpy(q.peer_ip, &a.slots[s].peer_ip, 4);
-                q.peer_port_be = a.slots[s].peer_port;
+            static_assert(Allocation::kSlots == 2);
+            const ChanSlot* s = a.slots[0].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[0]
+                              : a.slots[1].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[1]
+                                                                                                     : nullptr;
+            if (likely(s != nullptr)) {
+                std::memcpy(q.peer_ip, &s->peer_ip, 4);
+                q.peer_port_be = s->peer_port;
                 q.out_family = 4;
                 q.kind = Kind::kToPeerChannel;
                 q.next = Next::kRoute;
