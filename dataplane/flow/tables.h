@@ -82,8 +82,10 @@ struct RelayPorts {
     std::atomic<Chunk*>* ports[kMaxIps];  // [256]
     std::atomic<uint32_t> n;
 
-    // Worker side. ip: 4 or 16 bytes; port in network byte order.
-    bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
+    // Worker side. ip: 4 or 16 bytes; port in network byte order. The word
+    // of a relayed address (nullptr: not offloaded); both loads here hit the
+    // small per-IP tables, the word itself is a separate (prefetchable) line.
+    const std::atomic<uint32_t>* word(uint8_t fam, const uint8_t* a, uint16_t port_be) const {
         const uint32_t cnt = n.load(std::memory_order_acquire);
         uint32_t i = 0;
         if (fam == 4) {
@@ -98,14 +100,15 @@ struct RelayPorts {
             }
         }
         if (i == cnt) {
-            return false;
+            return nullptr;
         }
         const uint16_t port = rte_be_to_cpu_16(port_be);
         const Chunk* c = ports[i][port >> 8].load(std::memory_order_acquire);
-        if (c == nullptr) {
-            return false;
-        }
-        const uint32_t v = c[port & 0xff].load(std::memory_order_acquire);
+        return c == nullptr ? nullptr : &c[port & 0xff];
+    }
+    bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
+        const std::atomic<uint32_t>* w = word(fam, a, port_be);
+        const uint32_t v = w == nullptr ? 0 : w->load(std::memory_order_acquire);
         if (v == 0) {
             return false;
         }

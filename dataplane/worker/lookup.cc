@@ -114,8 +114,9 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
     // second pass, so the misses of the whole burst overlap.
     uint16_t cl[kBurst];
     uint16_t ncl = 0;
-    uint16_t hit[kBurst];
-    uint16_t nhit = 0;
+    uint16_t pe[kBurst];
+    uint16_t npe = 0;
+    const std::atomic<uint32_t>* word[kBurst];
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
         if (q.next != Next::kLookup) {
@@ -125,15 +126,20 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
             cl[ncl++] = i;
             continue;
         }
+        // The relayed port's word: prefetched now, read after the client
+        // lookups, so the burst's misses overlap.
         const uint8_t* dst = q.family == 4 ? reinterpret_cast<const uint8_t*>(&reinterpret_cast<const rte_ipv4_hdr*>(q.l3)->dst_addr)
                                            : reinterpret_cast<const rte_ipv6_hdr*>(q.l3)->dst_addr;
-        if (!w.flows->relay_ports->find(q.family, dst, q.udp->dst_port, &q.alloc)) {
+        word[npe] = w.flows->relay_ports->word(q.family, dst, q.udp->dst_port);
+        if (word[npe] == nullptr) {
             punt(q, Counter::punt_miss);  // not an offloaded relayed port
             continue;
         }
-        prefetch_alloc(w, q.alloc);
-        hit[nhit++] = i;
+        rte_prefetch0(word[npe]);
+        pe[npe++] = i;
     }
+    uint16_t hit[kBurst];
+    uint16_t nhit = 0;
     if (ncl != 0) {
         bulk(w, p, cl, ncl, [&](Pkt& q, void* d) {
             if (d == nullptr) {
@@ -144,6 +150,17 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
             prefetch_alloc(w, q.alloc);
             hit[nhit++] = static_cast<uint16_t>(&q - p);
         });
+    }
+    for (uint16_t j = 0; j < npe; j++) {
+        Pkt& q = p[pe[j]];
+        const uint32_t v = word[j]->load(std::memory_order_acquire);
+        if (v == 0) {
+            punt(q, Counter::punt_miss);
+            continue;
+        }
+        q.alloc = v - 1;
+        prefetch_alloc(w, q.alloc);
+        hit[nhit++] = pe[j];
     }
 
     // Round 2: the allocation's line (channel slots, relayed addresses).
