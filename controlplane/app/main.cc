@@ -103,10 +103,9 @@ void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoo
     uint64_t oldest_ms = 0;
     const uint64_t now = unix_now_ms();
     for (const auto& s : snaps) {
-        const uint64_t elapsed = now > s.saved_unix_ms ? now - s.saved_unix_ms : 0;
-        oldest_ms = std::max(oldest_ms, elapsed);
+        oldest_ms = std::max(oldest_ms, now > s.saved_unix_ms ? now - s.saved_unix_ms : 0);
         saved += s.allocations.size();
-        restored += loops[s.loop]->restore(s, elapsed);
+        restored += loops[s.loop]->restore(s);
     }
     if (!snaps.empty()) {
         log_event("state_restored", {{"allocations", std::to_string(restored)},
@@ -241,10 +240,10 @@ int main(int argc, char** argv) {
     // forwarding stay installed.
     if (store) {
         restore_state(*store, loops);
+        store->start(n);
         for (auto& l : loops) {
-            l->save_state_to(store.get(), n, config.state_save_interval_ms);
+            l->save_state_to(store.get(), config.state_save_interval_ms);
         }
-        store->start();
     }
     if (dataplane) {
         if (auto e = dataplane->start(); !e.empty()) {

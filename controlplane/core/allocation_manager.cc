@@ -132,7 +132,7 @@ Allocation& AllocationManager::create(const FiveTuple& ft, std::string username,
 }
 
 Allocation& AllocationManager::insert(std::unique_ptr<Allocation> a) {
-    ++changes_;
+    changed(*a);
     const uint64_t bps = shared_.config.bandwidth_bps;
     if (bps != 0) {
         // Bytes per second, one second of burst (and at least one full datagram).
@@ -160,7 +160,7 @@ Allocation& AllocationManager::insert(std::unique_ptr<Allocation> a) {
 }
 
 void AllocationManager::refresh(Allocation& a, uint64_t lifetime_ms) {
-    ++changes_;
+    changed(a);
     a.expires_ms = clock_.now_ms() + lifetime_ms;
     // Extending needs no wheel operation (the pending timer re-arms itself);
     // shortening needs an earlier entry, which supersedes the pending one.
@@ -175,7 +175,7 @@ void AllocationManager::remove_family(Allocation& a, Family f) {
     if (!r.active()) {
         return;
     }
-    ++changes_;
+    changed(a);
     by_relay_.erase(r.id);
     close_relay(f, r);
     (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
@@ -208,7 +208,10 @@ void AllocationManager::release_resources(Allocation& a) {
 }
 
 void AllocationManager::remove(Allocation& a, EndReason why) {
-    ++changes_;
+    if (track_ && why != EndReason::kShutdown) {  // at shutdown the allocations stay saved for the next process
+        dirty_.erase(a.id);
+        removed_.push_back(a.id);
+    }
     log(why == EndReason::kDeleted ? "allocation_deleted"
         : why == EndReason::kExpired ? "allocation_expired"
                                      : "allocation_closed",
@@ -232,7 +235,7 @@ void AllocationManager::add_permission(Allocation& a, const Address& peer) {
 }
 
 void AllocationManager::set_permission(Allocation& a, const Address& key, uint64_t expires_ms) {
-    ++changes_;
+    changed(a);
     auto [it, inserted] = a.permissions.try_emplace(key);
     it->second.expires_ms = expires_ms;
     if (inserted) {
@@ -251,7 +254,7 @@ void AllocationManager::bind_channel(Allocation& a, uint16_t channel, const Addr
 }
 
 void AllocationManager::set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms) {
-    ++changes_;
+    changed(a);
     auto [it, inserted] = a.channels.try_emplace(channel);
     it->second.peer = peer;
     it->second.expires_ms = expires_ms;
@@ -312,7 +315,7 @@ void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
         arm_permission_timer(id, key, p->second.expires_ms);
         return;
     }
-    ++changes_;
+    changed(a);
     a.permissions.erase(p);
     offload_.permission_removed(id, key);
 }
@@ -336,7 +339,7 @@ void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
     }
     // RFC 8656 section 12.2: number and peer stay reserved for 5 minutes
     // after expiry, counted from the expiry itself (not from when the timer ran).
-    ++changes_;
+    changed(a);
     const ChannelBinding b = c->second;
     a.channels.erase(c);
     a.channel_by_peer.erase(b.peer);
@@ -345,39 +348,56 @@ void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
     offload_.channel_removed(id, channel, b.peer);
 }
 
-void AllocationManager::snapshot(std::vector<SavedAllocation>& out) const {
+SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
     const uint64_t now = clock_.now_ms();
-    auto left = [now](uint64_t expires) { return expires > now ? expires - now : 0; };
+    const uint64_t unix_now = clock_.unix_ms();
+    auto at = [&](uint64_t expires) { return unix_now + (expires > now ? expires - now : 0); };
+    SavedAllocation s;
+    s.id = a.id;
+    s.five_tuple = a.five_tuple;
+    s.username = a.username;
+    s.realm = a.realm;
+    for (size_t i = 0; i < 2; ++i) {
+        s.relayed[i] = a.relays[i].active() ? a.relays[i].addr : Address{};
+    }
+    s.expires_unix_ms = at(a.expires_ms);
+    s.dont_fragment = a.dont_fragment;
+    s.permissions.reserve(a.permissions.size());
+    for (const auto& [key, p] : a.permissions) {
+        if (p.expires_ms > now) {
+            s.permissions.push_back(SavedPermission{key, at(p.expires_ms)});
+        }
+    }
+    s.channels.reserve(a.channels.size());
+    for (const auto& [ch, b] : a.channels) {
+        if (b.expires_ms > now) {
+            s.channels.push_back(SavedChannel{ch, b.peer, at(b.expires_ms)});
+        }
+    }
+    return s;
+}
+
+void AllocationManager::snapshot(std::vector<SavedAllocation>& out) const {
     for (const auto& [ft, a] : by_tuple_) {
-        if (a->expires_ms <= now) {
-            continue;
-        }
-        SavedAllocation s;
-        s.id = a->id;
-        s.five_tuple = ft;
-        s.username = a->username;
-        s.realm = a->realm;
-        for (size_t i = 0; i < 2; ++i) {
-            s.relayed[i] = a->relays[i].active() ? a->relays[i].addr : Address{};
-        }
-        s.remaining_ms = left(a->expires_ms);
-        s.dont_fragment = a->dont_fragment;
-        for (const auto& [key, p] : a->permissions) {
-            if (p.expires_ms > now) {
-                s.permissions.push_back(SavedPermission{key, left(p.expires_ms)});
-            }
-        }
-        for (const auto& [ch, b] : a->channels) {
-            if (b.expires_ms > now) {
-                s.channels.push_back(SavedChannel{ch, b.peer, left(b.expires_ms)});
-            }
-        }
-        out.push_back(std::move(s));
+        (void)ft;
+        out.push_back(saved_view(*a));
     }
 }
 
-std::string AllocationManager::restore(const SavedAllocation& s, uint64_t elapsed_ms) {
-    if (s.remaining_ms <= elapsed_ms) {
+void AllocationManager::take_changes(std::vector<SavedAllocation>& changed, std::vector<uint64_t>& removed) {
+    for (const uint64_t id : dirty_) {
+        if (auto it = by_id_.find(id); it != by_id_.end()) {
+            changed.push_back(saved_view(*it->second));
+        }
+    }
+    dirty_.clear();
+    removed.insert(removed.end(), removed_.begin(), removed_.end());
+    removed_.clear();
+}
+
+std::string AllocationManager::restore(const SavedAllocation& s) {
+    const uint64_t unix_now = clock_.unix_ms();
+    if (s.expires_unix_ms <= unix_now) {
         return "expired while no control plane ran";
     }
     if (s.five_tuple.transport != Transport::kUdp) {
@@ -432,7 +452,7 @@ std::string AllocationManager::restore(const SavedAllocation& s, uint64_t elapse
     a->realm = s.realm;
     a->relays = relays;
     a->created_ms = now;
-    a->expires_ms = now + (s.remaining_ms - elapsed_ms);
+    a->expires_ms = now + (s.expires_unix_ms - unix_now);
     a->dont_fragment = s.dont_fragment;
     // Later allocations must not reuse a restored id (the dataplane keys its
     // entries by id).
@@ -441,15 +461,15 @@ std::string AllocationManager::restore(const SavedAllocation& s, uint64_t elapse
     }
     Allocation& ref = insert(std::move(a));
     for (const auto& p : s.permissions) {
-        if (p.remaining_ms > elapsed_ms && p.peer.family != Family::kNone) {
-            set_permission(ref, Allocation::permission_key(p.peer), now + (p.remaining_ms - elapsed_ms));
+        if (p.expires_unix_ms > unix_now && p.peer.family != Family::kNone) {
+            set_permission(ref, Allocation::permission_key(p.peer), now + (p.expires_unix_ms - unix_now));
         }
     }
     for (const auto& c : s.channels) {
         const Address peer = c.peer.normalised();
-        if (c.remaining_ms > elapsed_ms && peer.family != Family::kNone && ref.can_bind(c.number, peer, now) ==
-                                                                               Allocation::BindCheck::kOk) {
-            set_channel(ref, c.number, peer, now + (c.remaining_ms - elapsed_ms));
+        if (c.expires_unix_ms > unix_now && peer.family != Family::kNone &&
+            ref.can_bind(c.number, peer, now) == Allocation::BindCheck::kOk) {
+            set_channel(ref, c.number, peer, now + (c.expires_unix_ms - unix_now));
         }
     }
     log("allocation_restored", ref);

@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "core/allocation.h"
 #include "core/clock.h"
@@ -64,24 +66,32 @@ public:
 
     void for_each(const std::function<void(const Allocation&)>& fn) const;
 
-    // Restarts (core/state_snapshot.h). Every change to allocations,
-    // permissions or channels bumps changes(), so a saver knows when the last
-    // snapshot is stale.
-    uint64_t changes() const { return changes_; }
-    // Appends every allocation with the lifetimes left at `now_ms`.
+    // Restarts (core/state_snapshot.h). With tracking on, every change to an
+    // allocation, its permissions or channels marks it dirty (O(1)); a saver
+    // collects what changed since its last call with take_changes(), so the
+    // loop's cost follows the changes, not the number of allocations.
+    void track_changes(bool on) { track_ = on; }
+    void take_changes(std::vector<SavedAllocation>& changed, std::vector<uint64_t>& removed);
+    // Every allocation as it would be saved now.
     void snapshot(std::vector<SavedAllocation>& out) const;
-    // Re-creates a saved allocation `elapsed_ms` after it was saved: the same
-    // id, 5-tuple, relayed ports (re-opened), user quota, permissions and
-    // channels with what is left of their lifetimes, reported to the offload
-    // hook like new ones. Returns "" or why it was not restored (nothing is
-    // taken then).
-    std::string restore(const SavedAllocation& s, uint64_t elapsed_ms);
+    SavedAllocation saved_view(const Allocation& a) const;
+    // Re-creates a saved allocation: the same id, 5-tuple, relayed ports
+    // (re-opened), user quota, permissions and channels with what is left of
+    // their lifetimes at the current wall-clock time, reported to the offload
+    // hook like new ones (and marked dirty, so the next save includes it).
+    // Returns "" or why it was not restored (nothing is taken then).
+    std::string restore(const SavedAllocation& s);
     static OffloadAllocation offload_view(const Allocation& a, uint64_t bandwidth_bps);
 
 private:
     Allocation& insert(std::unique_ptr<Allocation> a);
     void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
     void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);
+    void changed(const Allocation& a) {
+        if (track_) {
+            dirty_.insert(a.id);
+        }
+    }
     void arm_allocation_timer(uint64_t id, uint64_t at_ms);
     void arm_permission_timer(uint64_t id, const Address& key, uint64_t at_ms);
     void arm_channel_timer(uint64_t id, uint16_t channel, uint64_t at_ms);
@@ -98,7 +108,9 @@ private:
     OffloadHook& offload_;
     Stats& stats_;
     uint64_t next_id_;
-    uint64_t changes_ = 0;
+    bool track_ = false;
+    std::unordered_set<uint64_t> dirty_;  // allocation ids changed since take_changes()
+    std::vector<uint64_t> removed_;
     std::unordered_map<FiveTuple, std::unique_ptr<Allocation>, FiveTupleHash> by_tuple_;
     std::unordered_map<uint64_t, Allocation*> by_id_;
     struct RelayOwner {

@@ -133,14 +133,26 @@ constexpr size_t kChannelSize = 2 + kAddrSize + 8;
 }  // namespace
 
 std::vector<uint8_t> encode_snapshot(const LoopSnapshot& s) {
+    std::vector<const SavedAllocation*> all;
+    all.reserve(s.allocations.size());
+    for (const auto& a : s.allocations) {
+        all.push_back(&a);
+    }
+    return encode_snapshot(s.loop, s.loops, s.saved_unix_ms, all);
+}
+
+std::vector<uint8_t> encode_snapshot(uint32_t loop, uint32_t loops, uint64_t saved_unix_ms,
+                                     std::span<const SavedAllocation* const> allocations) {
     Writer w;
+    w.out.reserve(64 + allocations.size() * 176);
     w.bytes(kMagic);
     w.u32(kSnapshotVersion);
-    w.u32(s.loop);
-    w.u32(s.loops);
-    w.u64(s.saved_unix_ms);
-    w.u32(static_cast<uint32_t>(s.allocations.size()));
-    for (const auto& a : s.allocations) {
+    w.u32(loop);
+    w.u32(loops);
+    w.u64(saved_unix_ms);
+    w.u32(static_cast<uint32_t>(allocations.size()));
+    for (const SavedAllocation* ap : allocations) {
+        const SavedAllocation& a = *ap;
         w.u64(a.id);
         w.u8(static_cast<uint8_t>(a.five_tuple.transport));
         w.addr(a.five_tuple.client);
@@ -149,18 +161,18 @@ std::vector<uint8_t> encode_snapshot(const LoopSnapshot& s) {
         w.str(a.realm);
         w.addr(a.relayed[0]);
         w.addr(a.relayed[1]);
-        w.u64(a.remaining_ms);
+        w.u64(a.expires_unix_ms);
         w.u8(a.dont_fragment ? 1 : 0);
         w.u32(static_cast<uint32_t>(a.permissions.size()));
         for (const auto& p : a.permissions) {
             w.addr(p.peer);
-            w.u64(p.remaining_ms);
+            w.u64(p.expires_unix_ms);
         }
         w.u32(static_cast<uint32_t>(a.channels.size()));
         for (const auto& c : a.channels) {
             w.u16(c.number);
             w.addr(c.peer);
-            w.u64(c.remaining_ms);
+            w.u64(c.expires_unix_ms);
         }
     }
     w.u32(crc_of(w.out));
@@ -210,7 +222,7 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
         a.realm = r.str("realm");
         a.relayed[0] = r.addr("relayed address", true);
         a.relayed[1] = r.addr("relayed address", true);
-        a.remaining_ms = r.u64("allocation");
+        a.expires_unix_ms = r.u64("allocation");
         a.dont_fragment = r.u8("allocation") != 0;
         if (r.ok() && transport != static_cast<uint8_t>(Transport::kUdp)) {
             r.error = "allocation transport " + std::to_string(transport) + " (only UDP is saved)";
@@ -225,7 +237,7 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
         for (uint32_t k = 0; r.ok() && k < np; ++k) {
             SavedPermission p;
             p.peer = r.addr("permission", false);
-            p.remaining_ms = r.u64("permission");
+            p.expires_unix_ms = r.u64("permission");
             a.permissions.push_back(p);
         }
         const uint32_t nc = r.u32("channels");
@@ -236,7 +248,7 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
             SavedChannel c;
             c.number = r.u16("channel");
             c.peer = r.addr("channel", false);
-            c.remaining_ms = r.u64("channel");
+            c.expires_unix_ms = r.u64("channel");
             a.channels.push_back(c);
         }
         s.allocations.push_back(std::move(a));

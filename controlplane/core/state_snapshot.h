@@ -6,7 +6,8 @@
 // plane restart: the new process resyncs the dataplane with the very entries
 // it already holds (same ids, same addresses), so nothing is removed.
 //
-// One snapshot per event loop (loops own disjoint allocations; the kernel's
+// Written by io/state_store.h's writer thread from the changes the loops hand
+// it; one snapshot per event loop (loops own disjoint allocations; the kernel's
 // SO_REUSEPORT hash maps a client 5-tuple to the same loop index as long as
 // the number of loops is unchanged, which restore checks).
 //
@@ -28,16 +29,18 @@
 
 namespace turn::cp {
 
+// Expiry times are wall-clock Unix milliseconds: lifetimes keep running while
+// no process runs, and the file needs no "saved at" to interpret them.
 struct SavedPermission {
     Address peer;              // IP, port 0
-    uint64_t remaining_ms = 0;
+    uint64_t expires_unix_ms = 0;
     friend bool operator==(const SavedPermission&, const SavedPermission&) = default;
 };
 
 struct SavedChannel {
     uint16_t number = 0;
     Address peer;              // IP and port
-    uint64_t remaining_ms = 0;
+    uint64_t expires_unix_ms = 0;
     friend bool operator==(const SavedChannel&, const SavedChannel&) = default;
 };
 
@@ -47,7 +50,7 @@ struct SavedAllocation {
     std::string username;
     std::string realm;
     std::array<Address, 2> relayed{};  // [0] IPv4, [1] IPv6; kNone if absent
-    uint64_t remaining_ms = 0;
+    uint64_t expires_unix_ms = 0;
     bool dont_fragment = false;
     std::vector<SavedPermission> permissions;
     std::vector<SavedChannel> channels;
@@ -57,7 +60,7 @@ struct SavedAllocation {
 struct LoopSnapshot {
     uint32_t loop = 0;
     uint32_t loops = 0;
-    uint64_t saved_unix_ms = 0;  // wall clock: lifetimes keep running while no process runs
+    uint64_t saved_unix_ms = 0;  // when it was written (for logs)
     std::vector<SavedAllocation> allocations;
 };
 
@@ -69,6 +72,9 @@ constexpr uint32_t kSnapshotMaxEntries = 1u << 20;  // permissions or channels p
 constexpr size_t kSnapshotMaxString = 1024;
 
 std::vector<uint8_t> encode_snapshot(const LoopSnapshot& s);
+// The same without copying the allocations (the writer thread keeps them in a map).
+std::vector<uint8_t> encode_snapshot(uint32_t loop, uint32_t loops, uint64_t saved_unix_ms,
+                                     std::span<const SavedAllocation* const> allocations);
 // nullopt with `error` saying what is wrong.
 std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::string& error);
 

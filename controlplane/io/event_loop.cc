@@ -2,8 +2,6 @@
 
 #include <pthread.h>
 
-#include <chrono>
-
 #include "core/event_log.h"
 
 namespace turn::cp {
@@ -24,43 +22,49 @@ std::string EventLoop::bind_listeners() {
     return {};
 }
 
-size_t EventLoop::restore(const LoopSnapshot& s, uint64_t elapsed_ms) {
+size_t EventLoop::restore(const LoopSnapshot& s) {
     auto& m = server_.allocations();
     size_t restored = 0;
     for (const auto& a : s.allocations) {
-        if (auto why = m.restore(a, elapsed_ms); !why.empty()) {
+        if (auto why = m.restore(a); !why.empty()) {
             log_event(LogLevel::kWarn, "allocation_not_restored",
                       {{"id", std::to_string(a.id)}, {"client", a.five_tuple.client.to_string()}, {"reason", why}});
             continue;
         }
         ++restored;
     }
-    saved_changes_ = m.changes();  // what was just read back needs no save
     return restored;
 }
 
-void EventLoop::save_state_to(StateStore* store, unsigned loops, uint32_t interval_ms) {
+void EventLoop::save_state_to(StateStore* store, uint32_t interval_ms) {
     store_ = store;
-    loops_ = loops;
     save_interval_ms_ = interval_ms;
+    server_.allocations().track_changes(store != nullptr);
+    if (store != nullptr) {
+        // Everything there is now (restored allocations included) goes into
+        // the first save; after that only what changes.
+        std::vector<SavedAllocation> all;
+        server_.allocations().snapshot(all);
+        std::vector<SavedAllocation> none;
+        std::vector<uint64_t> gone;
+        server_.allocations().take_changes(none, gone);
+        store->submit(index_, std::move(all), {}, true);
+    }
 }
 
+// O(changes since the last save) on the loop's thread; the writer thread
+// merges them into its copy of the loop's allocations and writes the file.
 void EventLoop::save_state(uint64_t now_ms, bool final) {
-    auto& m = server_.allocations();
-    if (store_ == nullptr || m.changes() == saved_changes_ || (!final && now_ms - last_save_ms_ < save_interval_ms_)) {
+    if (store_ == nullptr || (!final && now_ms - last_save_ms_ < save_interval_ms_)) {
         return;
     }
-    LoopSnapshot s;
-    s.loop = index_;
-    s.loops = loops_;
-    s.saved_unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                std::chrono::system_clock::now().time_since_epoch())
-                                                .count());
-    s.allocations.reserve(m.size());
-    m.snapshot(s.allocations);
-    store_->submit(index_, encode_snapshot(s));
-    saved_changes_ = m.changes();
     last_save_ms_ = now_ms;
+    std::vector<SavedAllocation> changed;
+    std::vector<uint64_t> removed;
+    server_.allocations().take_changes(changed, removed);
+    if (!changed.empty() || !removed.empty()) {
+        store_->submit(index_, std::move(changed), std::move(removed), false);
+    }
 }
 
 void EventLoop::start() {

@@ -31,10 +31,11 @@ public:
 
     // Restarts: restores a previous process's snapshot of this loop (before
     // start(); returns how many allocations came back, logging each one that
-    // did not), and saves a snapshot to `store` at most every `interval_ms`
-    // while allocations change, and once more when the loop stops.
-    size_t restore(const LoopSnapshot& s, uint64_t elapsed_ms);
-    void save_state_to(StateStore* store, unsigned loops, uint32_t interval_ms);
+    // did not). Then, with a store, hands the store every allocation once and
+    // afterwards what changed, at most every `interval_ms` and once more when
+    // the loop stops.
+    size_t restore(const LoopSnapshot& s);
+    void save_state_to(StateStore* store, uint32_t interval_ms);
 
     Stats& stats() { return stats_; }
     unsigned index() const { return index_; }
@@ -50,9 +51,7 @@ private:
     SocketIo io_;
     Server server_;
     StateStore* store_ = nullptr;
-    unsigned loops_ = 1;
     uint32_t save_interval_ms_ = 1000;
-    uint64_t saved_changes_ = 0;
     uint64_t last_save_ms_ = 0;
     std::atomic<bool> stop_{false};
     std::thread thread_;

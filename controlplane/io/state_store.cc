@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -89,14 +90,16 @@ std::vector<std::string> StateStore::extra_snapshots(unsigned loops) const {
     return out;
 }
 
-void StateStore::start() {
+void StateStore::start(unsigned loops) {
+    loops_ = loops;
     thread_ = std::thread([this] { run(); });
 }
 
-void StateStore::submit(unsigned loop, std::vector<uint8_t> bytes) {
+void StateStore::submit(unsigned loop, std::vector<SavedAllocation> changed, std::vector<uint64_t> removed,
+                        bool replace_all) {
     {
         std::lock_guard lock(mu_);
-        pending_[loop] = std::move(bytes);
+        pending_.push_back(Batch{loop, std::move(changed), std::move(removed), replace_all});
     }
     cv_.notify_one();
 }
@@ -129,16 +132,50 @@ void StateStore::run() {
         if (pending_.empty()) {
             return;  // stop_ and nothing left to write
         }
-        auto node = pending_.extract(pending_.begin());
+        std::vector<Batch> batches;
+        batches.swap(pending_);
         lock.unlock();
-        std::string err;
-        const bool ok = write_file_atomically(loop_path(node.key()), node.mapped(), err);
-        if (!ok) {
-            log_event("state_save_failed", {{"error", err}});
+        std::map<unsigned, bool> touched;
+        for (auto& b : batches) {
+            auto& m = mirror_[b.loop];
+            if (b.replace_all) {
+                m.clear();
+            }
+            for (auto& a : b.changed) {
+                const uint64_t id = a.id;
+                m.insert_or_assign(id, std::move(a));
+            }
+            for (const uint64_t id : b.removed) {
+                m.erase(id);
+            }
+            touched[b.loop] = true;
+        }
+        for (const auto& [loop, t] : touched) {
+            (void)t;
+            write_loop(loop);
         }
         lock.lock();
-        (ok ? writes_ : write_errors_)++;
     }
+}
+
+void StateStore::write_loop(unsigned loop) {
+    const auto& m = mirror_[loop];
+    std::vector<const SavedAllocation*> all;
+    all.reserve(m.size());
+    for (const auto& [id, a] : m) {
+        (void)id;
+        all.push_back(&a);
+    }
+    const auto saved = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::system_clock::now().time_since_epoch())
+                                                 .count());
+    std::string err;
+    const bool ok = write_file_atomically(loop_path(loop), encode_snapshot(loop, loops_, saved, all), err);
+    if (!ok) {
+        log_event("state_save_failed", {{"error", err}});
+    }
+    std::lock_guard lock(mu_);
+    (ok ? writes_ : write_errors_)++;
 }
 
 bool write_file_atomically(const std::string& path, std::span<const uint8_t> data, std::string& error) {

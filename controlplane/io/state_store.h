@@ -4,9 +4,11 @@
 // and still accepts the nonces it issued (clients see no 438 after a
 // restart).
 //
-// Loops encode their snapshot on their own thread and submit() the bytes; a
-// writer thread writes each loop's newest submission (temporary file,
-// fdatasync, rename), so a slow disk never stalls relaying.
+// Loops hand over what changed since their last save (O(changes) on the
+// loop's thread); the writer thread merges it into its own copy of each loop's
+// allocations, encodes the loop's snapshot and writes it (temporary file,
+// fdatasync, rename), so neither the O(allocations) encoding nor a slow disk
+// ever stalls relaying.
 #pragma once
 
 #include <condition_variable>
@@ -17,6 +19,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "core/state_snapshot.h"
@@ -42,10 +45,12 @@ public:
     // that ran more loops).
     std::vector<std::string> extra_snapshots(unsigned loops) const;
 
-    // Starts the writer thread.
-    void start();
-    // Queues `bytes` as loop `loop`'s newest snapshot (replacing an unwritten one).
-    void submit(unsigned loop, std::vector<uint8_t> bytes);
+    // Starts the writer thread; snapshots say they were written by `loops` loops.
+    void start(unsigned loops);
+    // Loop `loop`'s allocations that changed (added or updated) and those
+    // removed since its last submission; `replace_all`: `changed` is all it has.
+    void submit(unsigned loop, std::vector<SavedAllocation> changed, std::vector<uint64_t> removed,
+                bool replace_all);
     // Writes everything queued, then stops the writer thread.
     void stop();
     uint64_t writes() const;
@@ -54,12 +59,22 @@ public:
     std::string loop_path(unsigned loop) const;
 
 private:
+    struct Batch {
+        unsigned loop;
+        std::vector<SavedAllocation> changed;
+        std::vector<uint64_t> removed;
+        bool replace_all;
+    };
     void run();
+    void write_loop(unsigned loop);
 
     std::string dir_;
+    unsigned loops_ = 1;
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::map<unsigned, std::vector<uint8_t>> pending_;
+    std::vector<Batch> pending_;
+    // Writer thread only: each loop's allocations as last submitted.
+    std::map<unsigned, std::unordered_map<uint64_t, SavedAllocation>> mirror_;
     bool stop_ = false;
     uint64_t writes_ = 0;
     uint64_t write_errors_ = 0;

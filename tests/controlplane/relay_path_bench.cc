@@ -14,6 +14,7 @@
 #include "core/auth.h"
 #include "core/server.h"
 #include "core/shared.h"
+#include "core/state_snapshot.h"
 #include "core/timer_wheel.h"
 #include "stun_client.h"
 
@@ -241,6 +242,53 @@ void BM_TimerWheelSteadyState(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<int64_t>(fired));
 }
 BENCHMARK(BM_TimerWheelSteadyState)->Arg(1000)->Arg(100000);
+
+// Restarts ([state].dir), the two sides of a save. The event loop's side:
+// 100 allocations refreshed since the last save are collected (O(changes),
+// whatever the number of allocations) — BM_StateLoopSave/N, N allocations.
+void BM_StateLoopSave(benchmark::State& state) {
+    Setup s(static_cast<size_t>(state.range(0)));
+    auto& m = s.server->allocations();
+    m.track_changes(true);
+    std::vector<SavedAllocation> changed;
+    std::vector<uint64_t> removed;
+    m.take_changes(changed, removed);
+    std::vector<Allocation*> touched;
+    for (size_t i = 0; i < 100; ++i) {
+        touched.push_back(m.find(s.tuples[i * s.tuples.size() / 100]));
+    }
+    for (auto _ : state) {
+        state.PauseTiming();
+        for (Allocation* a : touched) {
+            m.refresh(*a, 600'000);
+        }
+        changed.clear();
+        state.ResumeTiming();
+        m.take_changes(changed, removed);
+        benchmark::DoNotOptimize(changed.data());
+    }
+    if (changed.size() != 100) {
+        state.SkipWithError("expected 100 changed allocations");
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * 100);
+}
+BENCHMARK(BM_StateLoopSave)->Arg(1000)->Arg(50000)->Unit(benchmark::kMicrosecond);
+
+// The writer thread's side: encoding a loop's N allocations (one channel and
+// its permission each) into its snapshot, O(N), off the event loop.
+void BM_StateWriterEncode(benchmark::State& state) {
+    Setup s(static_cast<size_t>(state.range(0)));
+    LoopSnapshot snap;
+    s.server->allocations().snapshot(snap.allocations);
+    size_t bytes = 0;
+    for (auto _ : state) {
+        bytes = encode_snapshot(snap).size();
+        benchmark::DoNotOptimize(bytes);
+    }
+    state.counters["bytes_per_allocation"] = static_cast<double>(bytes) / static_cast<double>(state.range(0));
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_StateWriterEncode)->Arg(1000)->Arg(50000)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace turn::cp

@@ -31,10 +31,10 @@ LoopSnapshot sample() {
     a.realm = "example.org";
     a.relayed[0] = A("198.18.0.1:50001");
     a.relayed[1] = A("[fd00::1]:50002");
-    a.remaining_ms = 599'000;
+    a.expires_unix_ms = 1'700'000'599'000;
     a.dont_fragment = true;
-    a.permissions = {{A("198.18.2.2:0"), 299'000}, {A("[fd00::2]:0"), 100}};
-    a.channels = {{0x4000, A("198.18.2.2:7000"), 598'000}};
+    a.permissions = {{A("198.18.2.2:0"), 1'700'000'299'000}, {A("[fd00::2]:0"), 1'700'000'000'100}};
+    a.channels = {{0x4000, A("198.18.2.2:7000"), 1'700'000'598'000}};
     s.allocations.push_back(a);
     SavedAllocation b;
     b.id = 43;
@@ -42,7 +42,7 @@ LoopSnapshot sample() {
     b.username = std::string(300, 'u');
     b.realm = "example.org";
     b.relayed[1] = A("[fd00::1]:50010");
-    b.remaining_ms = 1;
+    b.expires_unix_ms = 1'700'000'000'001;
     s.allocations.push_back(b);
     return s;
 }
@@ -146,10 +146,17 @@ TEST(StateStore, SavesLoadsAndKeepsTheNonceSecret) {
         ASSERT_TRUE(secret) << err;
         EXPECT_EQ(secret->size(), 32u);
         first = *secret;
-        st.start();
-        st.submit(1, encode_snapshot(sample()));
+        // Loop 1 hands over everything, then a change and a removal; the
+        // writer merges them before it writes.
+        auto all = sample().allocations;
+        SavedAllocation changed = all[0];
+        changed.expires_unix_ms += 60'000;
+        st.submit(1, all, {}, true);
+        st.submit(1, {changed}, {43}, false);
+        st.start(2);
         st.stop();
         EXPECT_EQ(st.writes(), 1u);
+        EXPECT_EQ(st.write_errors(), 0u);
     }
     StateStore st(dir + "/sub");
     ASSERT_EQ(st.prepare(), "");
@@ -159,7 +166,12 @@ TEST(StateStore, SavesLoadsAndKeepsTheNonceSecret) {
     EXPECT_EQ(err, "");  // none saved: not an error
     auto s = st.load(1, err);
     ASSERT_TRUE(s) << err;
-    EXPECT_EQ(s->allocations, sample().allocations);
+    EXPECT_EQ(s->loop, 1u);
+    EXPECT_EQ(s->loops, 2u);
+    ASSERT_EQ(s->allocations.size(), 1u);  // 43 was removed
+    EXPECT_EQ(s->allocations[0].id, 42u);
+    EXPECT_EQ(s->allocations[0].expires_unix_ms, sample().allocations[0].expires_unix_ms + 60'000);
+    EXPECT_EQ(s->allocations[0].channels, sample().allocations[0].channels);
     EXPECT_EQ(st.extra_snapshots(1), std::vector<std::string>{st.loop_path(1)});
     EXPECT_TRUE(st.extra_snapshots(2).empty());
     // A damaged file is reported with its path.
@@ -212,21 +224,20 @@ TEST_F(Restore, AllocationComesBackWithItsStateAndServesTheClient) {
     ASSERT_NE(before, nullptr);
     const uint64_t id = before->id;
     const Address relayed = before->relays[0].addr;
-    const uint64_t changes = server->allocations().changes();
     advance_s(100);
-    EXPECT_EQ(server->allocations().changes(), changes);  // nothing expired: nothing to save
 
     std::vector<SavedAllocation> saved;
     server->allocations().snapshot(saved);
     ASSERT_EQ(saved.size(), 1u);
-    EXPECT_EQ(saved[0].remaining_ms, 500'000u);  // 600 s default lifetime, 100 s gone
+    EXPECT_EQ(saved[0].expires_unix_ms, clock.unix_ms() + 500'000);  // 600 s default lifetime, 100 s gone
     EXPECT_EQ(saved[0].channels.size(), 1u);
     EXPECT_EQ(saved[0].permissions.size(), 2u);
 
     restart();
     ASSERT_EQ(server->allocations().find(ft), nullptr);
     // 20 s pass while no control plane runs.
-    EXPECT_EQ(server->allocations().restore(saved[0], 20'000), "");
+    clock.advance_s(20);
+    EXPECT_EQ(server->allocations().restore(saved[0]), "");
     Allocation* a = server->allocations().find(ft);
     ASSERT_NE(a, nullptr);
     EXPECT_EQ(a->id, id);
@@ -262,6 +273,43 @@ TEST_F(Restore, AllocationComesBackWithItsStateAndServesTheClient) {
     EXPECT_FALSE(server->allocations().find(ft)->permitted(peer2, clock.now_ms()));
 }
 
+// With tracking on, a save collects only what changed since the last one:
+// the allocations touched (with their current state) and the ids removed.
+TEST_F(Restore, ChangesAreCollectedIncrementally) {
+    server->allocations().track_changes(true);
+    auto& m = server->allocations();
+    const auto ft1 = tuple(5000);
+    const auto ft2 = tuple(5001);
+    ASSERT_TRUE(allocate(ft1).success());
+    ASSERT_TRUE(allocate(ft2).success());
+    std::vector<SavedAllocation> changed;
+    std::vector<uint64_t> removed;
+    m.take_changes(changed, removed);
+    EXPECT_EQ(changed.size(), 2u);
+    EXPECT_TRUE(removed.empty());
+    // Nothing happened: nothing to save (time passing alone changes nothing).
+    changed.clear();
+    advance_s(10);
+    m.take_changes(changed, removed);
+    EXPECT_TRUE(changed.empty());
+    // A channel on one, a deletion of the other.
+    ASSERT_TRUE(channel_bind(ft1, 0x4001, A("198.18.2.2:7000")).success());
+    const uint64_t id2 = m.find(ft2)->id;
+    ASSERT_TRUE(refresh(ft2, 0).success());
+    m.take_changes(changed, removed);
+    ASSERT_EQ(changed.size(), 1u);
+    EXPECT_EQ(changed[0].id, m.find(ft1)->id);
+    EXPECT_EQ(changed[0].channels.size(), 1u);
+    EXPECT_EQ(removed, std::vector<uint64_t>{id2});
+    // An expiry is a change too: the permission ends after 300 s.
+    changed.clear();
+    removed.clear();
+    advance_s(301);
+    m.take_changes(changed, removed);
+    ASSERT_EQ(changed.size(), 1u);
+    EXPECT_TRUE(changed[0].permissions.empty());
+}
+
 TEST_F(Restore, WhatCannotComeBackTakesNothing) {
     const auto ft = tuple(5000);
     ASSERT_TRUE(allocate(ft).success());
@@ -270,27 +318,29 @@ TEST_F(Restore, WhatCannotComeBackTakesNothing) {
     ASSERT_EQ(saved.size(), 1u);
     restart();
     auto& m = server->allocations();
-    EXPECT_EQ(m.restore(saved[0], 600'000), "expired while no control plane ran");
+    SavedAllocation old = saved[0];
+    old.expires_unix_ms = clock.unix_ms();
+    EXPECT_EQ(m.restore(old), "expired while no control plane ran");
     // Its port is held by someone else now.
     io.busy_ports.insert(saved[0].relayed[0].port);
-    EXPECT_EQ(m.restore(saved[0], 0), "cannot bind relayed address " + saved[0].relayed[0].to_string());
+    EXPECT_EQ(m.restore(saved[0]), "cannot bind relayed address " + saved[0].relayed[0].to_string());
     io.busy_ports.clear();
     // The relay IP changed in the configuration.
     SavedAllocation moved = saved[0];
     moved.relayed[0] = A("198.18.0.77").with_port(moved.relayed[0].port);
-    EXPECT_EQ(m.restore(moved, 0), "relayed address " + moved.relayed[0].to_string() +
+    EXPECT_EQ(m.restore(moved), "relayed address " + moved.relayed[0].to_string() +
                                        " is not on a configured relay IP");
     // Outside the port range.
     SavedAllocation far = saved[0];
     far.relayed[0].port = 60000;
-    EXPECT_EQ(m.restore(far, 0), "relayed port 60000 is outside the port range or taken");
+    EXPECT_EQ(m.restore(far), "relayed port 60000 is outside the port range or taken");
     EXPECT_EQ(m.size(), 0u);
     EXPECT_EQ(shared->allocations.load(), 0);
     EXPECT_TRUE(io.open.empty());
     EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 0u);
     // And it still comes back once nothing is in the way; twice is refused.
-    EXPECT_EQ(m.restore(saved[0], 0), "");
-    EXPECT_EQ(m.restore(saved[0], 0), "its 5-tuple already has an allocation");
+    EXPECT_EQ(m.restore(saved[0]), "");
+    EXPECT_EQ(m.restore(saved[0]), "its 5-tuple already has an allocation");
     EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 1u);
 }
 
@@ -304,7 +354,7 @@ TEST_F(Restore, QuotaIsTakenAgain) {
     server->allocations().snapshot(saved);
     server.reset();
     start(c);
-    EXPECT_EQ(server->allocations().restore(saved[0], 0), "");
+    EXPECT_EQ(server->allocations().restore(saved[0]), "");
     // alice's one allocation is the restored one.
     EXPECT_EQ(allocate(tuple(5001)).code(), 486);
 }
