@@ -21,7 +21,7 @@ FUZZ="clang-14 libclang-rt-14-dev llvm-14"
 
 # Real third-party clients and tools used by the integration tests.
 TEST="iproute2 ethtool python3 python3-pytest python3-aioice python3-aiortc python3-selenium coturn stun-client chromium chromium-driver
-      valgrind procps gnuplot-nox curl linux-perf"
+      valgrind procps gnuplot-nox curl linux-perf prometheus"
 
 if [ "${DEPS_MINIMAL:-0}" = 1 ]; then
     PKGS="$BUILD $FUZZ"
@@ -38,7 +38,20 @@ done
 
 if [ -n "$missing" ]; then
     apt-get update -qq
+    # Packages with a service (prometheus, coturn) must not start it: the tests run
+    # their own instances on ports they choose. policy-rc.d 101 = "do not start".
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        guard=1
+    fi
+    rc=0
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing
+    apt-get install -y -qq --no-install-recommends $missing || rc=$?
+    if [ -n "$guard" ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    [ "$rc" -eq 0 ] || exit "$rc"
 fi
 echo "install-deps.sh: all dependencies present"
