@@ -283,7 +283,8 @@ int main(int argc, char** argv) {
                           {"ports", std::to_string(config.relay_port_min) + "-" + std::to_string(config.relay_port_max)},
                           {"loops", std::to_string(n)},
                           {"metrics", config.metrics_listen.empty() ? "off" : "http://" + config.metrics_listen + "/metrics"},
-                          {"dataplane", config.dataplane_socket.empty() ? "off" : config.dataplane_socket}});
+                          {"dataplane", config.dataplane_socket.empty() ? "off" : config.dataplane_socket},
+                          {"state", config.state_dir.empty() ? "off" : config.state_dir}});
 
     int sig = 0;
     sigwait(&sigs, &sig);
