@@ -75,8 +75,17 @@ AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_
         g.endpoint = RelayEndpoint{res_ip->with_port(res->port), id};
         return g;
     }
-    // A port another process holds is skipped; a handful of attempts is
-    // plenty unless the range is nearly exhausted, in which case 508 is right.
+    // A port another process holds is skipped: it stays marked as used for
+    // the rest of this loop (so no attempt picks it again) and is released
+    // afterwards, to be tried again by later Allocates. A handful of attempts
+    // is plenty unless the range is nearly exhausted, in which case 508 is right.
+    std::array<uint16_t, 16> held{};
+    size_t n_held = 0;
+    auto release_held = [&] {
+        for (size_t i = 0; i < n_held; ++i) {
+            shared_.ports.release(f, held[i]);
+        }
+    };
     for (int attempt = 0; attempt < 16; ++attempt) {
         auto grant = shared_.ports.acquire(f, even_port, reserve_next, now);
         if (!grant) {
@@ -85,6 +94,7 @@ AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_
         RelayId id = kNoRelay;
         const OpenResult r = io_.open_relay(ip->with_port(grant->port), dont_fragment, id);
         if (r == OpenResult::kOk) {
+            release_held();
             g.endpoint = RelayEndpoint{ip->with_port(grant->port), id};
             g.reservation_token = grant->token;
             return g;
@@ -94,14 +104,13 @@ AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_
                 shared_.ports.release(p->family, p->port);
             }
         }
-        // Leave a port that is in use elsewhere marked as used for this
-        // attempt loop; release it afterwards so it can be tried again later.
         if (r == OpenResult::kError) {
             shared_.ports.release(f, grant->port);
             break;
         }
-        shared_.ports.release(f, grant->port);
+        held[n_held++] = grant->port;
     }
+    release_held();
     stats_.quota(QuotaKind::kPorts);
     g.error = stun::err::kInsufficientCapacity;
     return g;
