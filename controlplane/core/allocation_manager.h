@@ -74,17 +74,18 @@ public:
     void take_changes(std::vector<SavedAllocation>& changed, std::vector<uint64_t>& removed);
     // Every allocation as it would be saved now.
     void snapshot(std::vector<SavedAllocation>& out) const;
-    SavedAllocation saved_view(const Allocation& a) const;
     // Re-creates a saved allocation: the same id, 5-tuple, relayed ports
     // (re-opened), user quota, permissions and channels with what is left of
     // their lifetimes at the current wall-clock time, reported to the offload
-    // hook like new ones (and marked dirty, so the next save includes it).
+    // hook like new ones (and marked dirty if tracking is on).
     // Returns "" or why it was not restored (nothing is taken then).
     std::string restore(const SavedAllocation& s);
     static OffloadAllocation offload_view(const Allocation& a, uint64_t bandwidth_bps);
 
 private:
     Allocation& insert(std::unique_ptr<Allocation> a);
+    // `a` as it would be saved now (expiry times in wall-clock Unix ms).
+    SavedAllocation saved_view(const Allocation& a) const;
     void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
     void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);
     void changed(const Allocation& a) {

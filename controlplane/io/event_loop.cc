@@ -41,13 +41,11 @@ void EventLoop::save_state_to(StateStore* store, uint32_t interval_ms) {
     save_interval_ms_ = interval_ms;
     server_.allocations().track_changes(store != nullptr);
     if (store != nullptr) {
-        // Everything there is now (restored allocations included) goes into
-        // the first save; after that only what changes.
+        // Everything there is now (restored allocations included: they came
+        // back before tracking started) goes into the first save; after that
+        // only what changes.
         std::vector<SavedAllocation> all;
         server_.allocations().snapshot(all);
-        std::vector<SavedAllocation> none;
-        std::vector<uint64_t> gone;
-        server_.allocations().take_changes(none, gone);
         store->submit(index_, std::move(all), {}, true);
     }
 }
