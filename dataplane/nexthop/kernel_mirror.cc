@@ -260,10 +260,9 @@ void KernelMirror::on_route(const nlmsghdr* n) {
         } else if (n->nlmsg_type == RTM_DELROUTE) {
             g.present = false;
         }
-        if (dumping_) {
-            return;  // the dump's neighbours follow; full_resync() derives the defaults after them
-        }
     }
+    // During a dump the neighbours follow and update_default() runs as they
+    // come; a notification means destinations may have moved: start over.
     if (!dumping_) {
         flush_wanted_ = true;
     }

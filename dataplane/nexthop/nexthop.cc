@@ -86,7 +86,9 @@ bool NextHops::get_host(uint8_t family, const uint8_t* ip, NextHop* out) const {
     return true;
 }
 
-size_t NextHops::remove_by_mac(const rte_ether_addr& mac) {
+template <typename Pred>
+size_t NextHops::remove_if(Pred pred) {
+    // Collected first: rte_hash_iterate must not run across deletes.
     std::vector<NextHopKey> doomed;
     const void* key = nullptr;
     void* data = nullptr;
@@ -94,7 +96,7 @@ size_t NextHops::remove_by_mac(const rte_ether_addr& mac) {
     while (rte_hash_iterate(h_, &key, &data, &it) >= 0) {
         NextHop nh;
         unpack(reinterpret_cast<uint64_t>(data), &nh);
-        if (std::memcmp(nh.mac.addr_bytes, mac.addr_bytes, 6) == 0) {
+        if (pred(nh)) {
             doomed.push_back(*static_cast<const NextHopKey*>(key));
         }
     }
@@ -106,20 +108,12 @@ size_t NextHops::remove_by_mac(const rte_ether_addr& mac) {
     return doomed.size();
 }
 
+size_t NextHops::remove_by_mac(const rte_ether_addr& mac) {
+    return remove_if([&](const NextHop& nh) { return std::memcmp(nh.mac.addr_bytes, mac.addr_bytes, 6) == 0; });
+}
+
 size_t NextHops::flush_hosts() {
-    std::vector<NextHopKey> all;
-    const void* key = nullptr;
-    void* data = nullptr;
-    uint32_t it = 0;
-    while (rte_hash_iterate(h_, &key, &data, &it) >= 0) {
-        all.push_back(*static_cast<const NextHopKey*>(key));
-    }
-    for (const auto& k : all) {
-        if (rte_hash_del_key(h_, &k) >= 0) {
-            hosts_.fetch_sub(1, std::memory_order_release);
-        }
-    }
-    return all.size();
+    return remove_if([](const NextHop&) { return true; });
 }
 
 void NextHops::set_default(uint8_t family, const NextHop& nh) {

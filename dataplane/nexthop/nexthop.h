@@ -128,6 +128,9 @@ private:
     };
     static_assert(sizeof(Learned) % 4 == 0);
     NextHops() = default;
+    // Removes the host entries whose next hop satisfies `pred`; returns how many.
+    template <typename Pred>
+    size_t remove_if(Pred pred);
     rte_hash* h_ = nullptr;
     rte_ring* learn_ = nullptr;
     std::atomic<uint32_t> hosts_{0};
