@@ -69,23 +69,12 @@ for line in sys.stdin:
 def main():
     dp_bin = sys.argv[1]
     sm.setup()
-    try:
-        os.unlink(SOCK)
-    except FileNotFoundError:
-        pass
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    srv.bind(SOCK)
-    srv.listen(1)
-    srv.settimeout(30)
+    srv = sm.listen_ipc(SOCK)
     h0 = sm.mac_of(NS_H, "h0")
-    dp = subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
-                           "--file-prefix=tnbneigh", "--log-level=lib.eal:error",
-                           "--vdev=net_af_packet0,iface=n0", "--vdev=net_af_packet1,iface=x0d", "--",
-                           "--nic", "net_af_packet0", "--exc", "net_af_packet1", "--ipc", SOCK, "--flows", "1024"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dp = sm.start_dataplane(dp_bin, SOCK, "tnbneigh", "af_packet")  # no --gw4: next hops come from the kernel
     fails = []
     peer = client = far = None
-    out = ""
+    out, c = "", {}
 
     def check(cond, what):
         print(("ok   " if cond else "FAIL ") + what)
@@ -151,18 +140,12 @@ def main():
             if p is not None and p.poll() is None:
                 p.kill()
                 p.communicate()
-        dp.send_signal(2)
-        try:
-            out = dp.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            dp.kill()
-            out = dp.communicate()[0]
+        out, c = sm.stop_dataplane(dp)
         print(out)
         sm.teardown()
         srv.close()
         os.unlink(SOCK)
         sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
-    c = dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
     check(c.get("fwd_client_channel") == "4", f"fwd_client_channel == 4 (got {c.get('fwd_client_channel')})")
     check(c.get("punt_no_next_hop") == "4", f"punt_no_next_hop == 4 (got {c.get('punt_no_next_hop')})")
     check(int(c.get("nexthop_defaults_set", 0)) >= 1,

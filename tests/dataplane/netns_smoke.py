@@ -80,6 +80,40 @@ def control_plane(conn):
         conn.send(hdr(t, 16 + len(body), seq) + body)
 
 
+def listen_ipc(path):
+    """The control plane's end of the IPC socket (the test plays the control plane)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    srv.bind(path)
+    srv.listen(1)
+    srv.settimeout(30)
+    return srv
+
+
+def start_dataplane(dp_bin, sock, prefix, pmd, extra=()):
+    """turn-dataplane in the relay namespace: n0 is the NIC, x0d the exception port."""
+    return subprocess.Popen(["ip", "netns", "exec", NS_R, dp_bin, "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
+                             f"--file-prefix={prefix}", "--log-level=lib.eal:error",
+                             f"--vdev=net_{pmd}0,iface=n0", f"--vdev=net_{pmd}1,iface=x0d", "--",
+                             "--nic", f"net_{pmd}0", "--exc", f"net_{pmd}1", "--ipc", sock, "--flows", "1024",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_dataplane(dp):
+    """SIGINT (it prints its counters and exits); returns (output, {counter: value})."""
+    dp.send_signal(2)
+    try:
+        out = dp.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        dp.kill()
+        out = dp.communicate()[0]
+    counters = dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
+    return out, counters
+
+
 def run_in(ns, code):
     return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -87,20 +121,9 @@ def run_in(ns, code):
 
 def main():
     setup()
-    try:
-        os.unlink(SOCK)
-    except FileNotFoundError:
-        pass
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    srv.bind(SOCK)
-    srv.listen(1)
-    srv.settimeout(30)
+    srv = listen_ipc(SOCK)
     gw = mac_of(NS_H, "h0")
-    dp = subprocess.Popen(["ip", "netns", "exec", NS_R, DP, "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
-                           "--file-prefix=tdpsmoke", "--log-level=lib.eal:error",
-                           f"--vdev=net_{PMD}0,iface=n0", f"--vdev=net_{PMD}1,iface=x0d", "--",
-                           "--nic", f"net_{PMD}0", "--exc", f"net_{PMD}1", "--ipc", SOCK, "--gw4", gw,
-                           "--flows", "1024"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dp = start_dataplane(DP, SOCK, "tdpsmoke", PMD, ["--gw4", gw])
     ok = False
     try:
         conn, _ = srv.accept()
@@ -126,14 +149,12 @@ data, src = s.recvfrom(2048); print("client got", data, src, flush=True)
         ok = ("peer got b'hello' ('198.18.1.1', 49152)" in pout
               and "client got b'@\\x01\\x00\\x05world' ('198.18.1.1', 3478)" in cout)
     finally:
-        dp.send_signal(2)
-        out = dp.communicate(timeout=20)[0]
+        out, counters = stop_dataplane(dp)
         print(out)
         teardown()
         srv.close()
         os.unlink(SOCK)
         sh("rm -rf /var/run/dpdk/tdpsmoke", check=False)
-    counters = dict(line.split() for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
     fast = counters.get("fwd_client_channel") == "1" and counters.get("fwd_peer_channel") == "1"
     print("RESULT:", "PASS" if ok and fast else "FAIL", "(payloads ok=%s, fast path counters ok=%s)" % (ok, fast))
     sys.exit(0 if ok and fast else 1)
