@@ -385,6 +385,11 @@ int main(int argc, char** argv) {
             rte_dev_remove(info.device);
             rte_mempool_free(pool);
         }
+        if (w.cache.lookups != 0) {
+            std::printf("#   %u flows: client cache misses %.2f %% of %llu lookups\n", nflows,
+                        100.0 * static_cast<double>(w.cache.misses) / static_cast<double>(w.cache.lookups),
+                        static_cast<unsigned long long>(w.cache.lookups));
+        }
         // Where non-forwarded packets went, for the record.
         for (size_t k = 0; k < dp::kCounterCount; k++) {
             const auto cn = static_cast<dp::Counter>(k);

@@ -185,7 +185,9 @@ bool Applier::install_alloc(Alloc& a) {
     r.slot_busy = 0;
     r.hashed.store(0, std::memory_order_relaxed);
     r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
-    r.live = 1;
+    // Workers' caches accept the index only while live, and read the fields
+    // above after this (acquire).
+    r.live.store(1, std::memory_order_release);
     // The entries below publish the allocation (release in rte_hash add and
     // in the relayed-port stores).
     void* d = inline_data(a.idx, 0);
@@ -225,6 +227,9 @@ void Applier::on(const ipc::AllocationAdd& m) {
 }
 
 void Applier::remove_alloc(Alloc& a) {
+    // First, so no worker's ClientCache accepts the index once the kClient
+    // key below is gone (flow/client_cache.h).
+    t_.allocs[a.idx].live.store(0, std::memory_order_release);
     for (auto& [ch, c] : a.chans) {
         remove_chan(a, ch, c, false);
     }

@@ -134,6 +134,17 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
         t->relay_ports == nullptr) {
         return fail("rte_zmalloc flow arrays");
     }
+    // Worker caches (flow/client_cache.h): one entry per allocation slot,
+    // rounded up to a power of two, in 16-entry buckets.
+    if (cfg.max_allocations <= ClientCache::kMaxAlloc + 1) {
+        const uint32_t entries = std::max(rte_align32pow2(cfg.max_allocations), ClientCache::kWays);
+        t->cache_mask_ = entries / ClientCache::kWays - 1;
+        t->caches_ = static_cast<uint32_t*>(rte_zmalloc_socket(
+            "dp_ccache", size_t{entries} * sizeof(uint32_t) * cfg.workers, RTE_CACHE_LINE_SIZE, cfg.socket_id));
+        if (t->caches_ == nullptr) {
+            return fail("rte_zmalloc client caches");
+        }
+    }
     t->free_values_.reserve(cfg.max_channels);
     for (uint32_t i = cfg.max_channels; i-- > 0;) {
         t->free_values_.push_back(i);
@@ -155,6 +166,7 @@ FlowTables::~FlowTables() {
     rte_free(allocs);
     rte_free(values);
     rte_free(states_);
+    rte_free(caches_);
     rte_free(listen);
     if (relay_ports != nullptr) {
         for (uint32_t i = 0; i < relay_ports->n.load(); i++) {
@@ -171,8 +183,7 @@ FlowTables::~FlowTables() {
 void FlowTables::release(uint64_t tagged) {
     if (tagged & 1u) {
         const auto idx = static_cast<uint32_t>(tagged >> 1);
-        allocs[idx].live = 0;
-        free_allocs_.push_back(idx);
+        free_allocs_.push_back(idx);  // not live since Applier::remove_alloc
     } else if (tagged & 2u) {
         // FIFO: an allocation's slot retirements come back before the
         // allocation's own, so the index still names the same allocation.

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/dpdk.h"
+#include "flow/client_cache.h"
 #include "flow/key.h"
 
 namespace dp {
@@ -49,7 +50,7 @@ struct alignas(64) Allocation {
     static constexpr uint32_t kSlots = 2;
     uint32_t epoch;          // changes whenever the index is reused
     uint8_t family;          // of client/listen: 4 or 6
-    uint8_t live;
+    std::atomic<uint8_t> live;  // 1 from publication (release) until removal; workers' ClientCache check
     uint8_t listen;          // index in ListenSet (v4_* or v6_* by family)
     uint8_t relayed6_ip;     // index in RelayPorts::ip (if relayed6_port != 0)
     std::atomic<uint64_t> rate_bps;  // 0 = unlimited
@@ -182,6 +183,16 @@ public:
     ListenSet* listen = nullptr;
     RelayPorts* relay_ports = nullptr;
     AllocState* state(uint32_t worker) const { return states_ + size_t{worker} * cfg_.max_allocations; }
+    // Worker `worker`'s kClient cache (entries zeroed at creation; disabled
+    // when the table has more allocations than the cache can name).
+    ClientCache client_cache(uint32_t worker) const {
+        ClientCache c;
+        if (caches_ != nullptr) {
+            c.e = caches_ + size_t{worker} * (cache_mask_ + 1) * ClientCache::kWays;
+            c.mask = cache_mask_;
+        }
+        return c;
+    }
 
     // ---- write side (main lcore only) ----
     // add() inserts or replaces; a replaced ChannelValue is retired. <0 on a full table.
@@ -226,6 +237,8 @@ private:
 
     FlowConfig cfg_;
     AllocState* states_ = nullptr;
+    uint32_t* caches_ = nullptr;  // per worker: (cache_mask_ + 1) * ClientCache::kWays entries
+    uint32_t cache_mask_ = 0;
     rte_rcu_qsbr_dq* dq_ = nullptr;
     std::vector<uint32_t> free_values_;
     std::vector<uint32_t> free_allocs_;

@@ -2,9 +2,12 @@
 // line cannot answer, in bulk per address family
 // (rte_hash_lookup_with_hash_bulk_data hides the cache misses of one key
 // behind the others'):
-//   1. the allocation: client packets by kClient (listen addr, client addr)
-//      in the hash; peer packets by their destination in the relayed-port
-//      array (flow/tables.h RelayPorts; no such relayed port: punt);
+//   1. the allocation: client packets by kClient (listen addr, client addr),
+//      first in this worker's ClientCache (flow/client_cache.h: one cache
+//      line, the candidate checked against the allocation's own line), its
+//      misses in the hash (which refills the cache); peer packets by their
+//      destination in the relayed-port array (flow/tables.h RelayPorts; no
+//      such relayed port: punt);
 //   2. the allocation's channel slots (flow/tables.h ChanSlot): client
 //      ChannelData by channel number, peer packets by source address;
 //   3. the hash for the rest: kChannelIn / kChannelOut (only while the
@@ -22,9 +25,10 @@ namespace dp {
 
 namespace {
 
-// Bulk lookup of the packets selected by `idx`, per family.
+// Bulk lookup of the packets selected by `idx`, per family. `psig`, if
+// given, holds each packet's key signature (by packet index).
 template <typename Fn>
-void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) {
+void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, const uint32_t* psig, Fn&& on_result) {
     const void* k4[kBurst];
     const void* k6[kBurst];
     uint16_t i4[kBurst], i6[kBurst];
@@ -46,7 +50,7 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) 
         // Signatures computed here with the table's function (CRC32-C,
         // flow/tables.cc) inline, not through its function pointer.
         for (uint16_t j = 0; j < n4; j++) {
-            sig[j] = rte_hash_crc(k4[j], sizeof(Key4), 0);
+            sig[j] = psig != nullptr ? psig[i4[j]] : rte_hash_crc(k4[j], sizeof(Key4), 0);
         }
         rte_hash_lookup_with_hash_bulk_data(w.flows->h4, k4, sig, n4, &hits, d);
         for (uint16_t j = 0; j < n4; j++) {
@@ -56,7 +60,7 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, Fn&& on_result) 
     if (n6 != 0) {
         hits = 0;
         for (uint16_t j = 0; j < n6; j++) {
-            sig[j] = rte_hash_crc(k6[j], sizeof(Key6), 0);
+            sig[j] = psig != nullptr ? psig[i6[j]] : rte_hash_crc(k6[j], sizeof(Key6), 0);
         }
         rte_hash_lookup_with_hash_bulk_data(w.flows->h6, k6, sig, n6, &hits, d);
         for (uint16_t j = 0; j < n6; j++) {
@@ -104,6 +108,100 @@ void peer_permission_key(Pkt& q) {
 
 KeyKind key_kind(const Pkt& q) { return q.key_family == 4 ? q.k4.kind : q.k6.kind; }
 
+// Whether allocation `a` is the one the packet's kClient key names
+// (flow/client_cache.h): live, and the key's addresses are its own.
+bool owns(const Allocation& a, const ListenSet& l, const Pkt& q) {
+    if (a.live.load(std::memory_order_acquire) == 0) {
+        return false;
+    }
+    if (q.key_family == 4) {
+        uint32_t cip;
+        std::memcpy(&cip, a.client_ip, 4);
+        return a.family == 4 && cip == q.k4.b_ip && a.client_port == q.k4.b_port && l.v4_ip[a.listen] == q.k4.a_ip &&
+               l.v4_port[a.listen] == q.k4.a_port;
+    }
+    return a.family == 6 && a.client_port == q.k6.b_port && l.v6_port[a.listen] == q.k6.a_port &&
+           std::memcmp(a.client_ip, q.k6.b_ip, 16) == 0 && std::memcmp(l.v6_ip[a.listen], q.k6.a_ip, 16) == 0;
+}
+
+// Client packets (kClient keys, both families): the worker's cache first,
+// checked against the allocation's line; its misses through one bulk hash
+// lookup (reusing the signatures), whose hits refill the cache. Hits are
+// appended to hit[] with the allocation line and state prefetched; misses
+// are punted.
+void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t* hit, uint16_t& nhit) {
+    const Allocation* allocs = w.flows->allocs;
+    ClientCache& c = w.cache;
+    uint32_t psig[kBurst];
+    uint16_t miss[kBurst];
+    uint16_t nmiss = 0;
+    uint32_t stale[kBurst];  // by packet index: tag matches that named another allocation
+    if (c.e == nullptr) {
+        for (uint16_t j = 0; j < ncl; j++) {
+            const Pkt& q = p[cl[j]];
+            psig[cl[j]] = q.key_family == 4 ? rte_hash_crc(&q.k4, sizeof(Key4), 0) : rte_hash_crc(&q.k6, sizeof(Key6), 0);
+            stale[cl[j]] = 0;
+        }
+        std::memcpy(miss, cl, sizeof(uint16_t) * ncl);
+        nmiss = ncl;
+    } else {
+        // Candidates first (their allocation lines prefetched), checked in a
+        // second pass so the burst's misses overlap (the bucket loads of
+        // different packets are independent, so they overlap too).
+        uint32_t cand[kBurst];
+        for (uint16_t j = 0; j < ncl; j++) {
+            const Pkt& q = p[cl[j]];
+            const uint32_t sig = q.key_family == 4 ? rte_hash_crc(&q.k4, sizeof(Key4), 0) : rte_hash_crc(&q.k6, sizeof(Key6), 0);
+            psig[cl[j]] = sig;
+            const uint32_t* b = c.bucket(sig);
+            cand[j] = ClientCache::matches(b, sig);
+            if (cand[j] != 0) {
+                rte_prefetch0(&allocs[ClientCache::alloc_of(b[__builtin_ctz(cand[j])])]);
+            }
+        }
+        const ListenSet& l = *w.flows->listen;
+        for (uint16_t j = 0; j < ncl; j++) {
+            Pkt& q = p[cl[j]];
+            const uint32_t* b = c.bucket(psig[cl[j]]);
+            uint32_t m = cand[j];
+            uint32_t bad = 0;
+            while (m != 0) {
+                const uint32_t way = static_cast<uint32_t>(__builtin_ctz(m));
+                m &= m - 1;
+                const uint32_t a = ClientCache::alloc_of(b[way]);
+                if (likely(owns(allocs[a], l, q))) {
+                    q.alloc = a;
+                    rte_prefetch0(&w.state[a]);
+                    hit[nhit++] = cl[j];
+                    goto next;
+                }
+                bad |= 1u << way;
+            }
+            stale[cl[j]] = bad;
+            miss[nmiss++] = cl[j];
+        next:;
+        }
+    }
+    c.lookups += ncl;
+    if (nmiss == 0) {
+        return;
+    }
+    c.misses += nmiss;
+    bulk(w, p, miss, nmiss, psig, [&](Pkt& q, void* d) {
+        if (d == nullptr) {
+            punt(q, Counter::punt_miss);
+            return;
+        }
+        q.alloc = inline_alloc(d);
+        const auto i = static_cast<uint16_t>(&q - p);
+        if (c.e != nullptr) {
+            c.insert(psig[i], q.alloc, stale[i]);
+        }
+        prefetch_alloc(w, q.alloc);
+        hit[nhit++] = i;
+    });
+}
+
 }  // namespace
 
 void lookup(Worker& w, Pkt* p, uint16_t n) {
@@ -141,15 +239,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
     uint16_t hit[kBurst];
     uint16_t nhit = 0;
     if (ncl != 0) {
-        bulk(w, p, cl, ncl, [&](Pkt& q, void* d) {
-            if (d == nullptr) {
-                punt(q, Counter::punt_miss);
-                return;
-            }
-            q.alloc = inline_alloc(d);
-            prefetch_alloc(w, q.alloc);
-            hit[nhit++] = static_cast<uint16_t>(&q - p);
-        });
+        client_allocs(w, p, cl, ncl, hit, nhit);
     }
     for (uint16_t j = 0; j < npe; j++) {
         Pkt& q = p[pe[j]];
@@ -246,7 +336,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
     while (nagain != 0) {
         uint16_t next[kBurst];
         uint16_t nnext = 0;
-        bulk(w, p, again, nagain, [&](Pkt& q, void* d) {
+        bulk(w, p, again, nagain, nullptr, [&](Pkt& q, void* d) {
             switch (key_kind(q)) {
             case KeyKind::kChannelIn: {
                 if (d == nullptr) {

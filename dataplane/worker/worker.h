@@ -29,6 +29,7 @@ struct Worker {
     FlowTables* flows = nullptr;
     NextHops* nexthops = nullptr;
     AllocState* state = nullptr;  // flows->state(cfg.id)
+    ClientCache cache;            // flows->client_cache(cfg.id); this worker's only
     double tsc_hz = 0;
     uint64_t rng = 0;
     Counters counters;
@@ -39,6 +40,7 @@ struct Worker {
         flows = f;
         nexthops = n;
         state = f->state(c.id);
+        cache = f->client_cache(c.id);
         tsc_hz = static_cast<double>(rte_get_tsc_hz());
         rng = c.seed | 1;
         rte_rcu_qsbr_thread_register(f->rcu, c.id);

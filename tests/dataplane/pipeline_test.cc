@@ -10,7 +10,11 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <random>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -1048,6 +1052,172 @@ TEST_P(Pipeline, MalformedIpcIsRejected) {
     EXPECT_FALSE(applier_->apply(b));
     b[0] = 9;  // version
     EXPECT_FALSE(applier_->apply(b));
+}
+
+// ---- the worker's client cache (flow/client_cache.h) ----
+
+// Index of the one live allocation (the test installs exactly one).
+int live_index(const dp::FlowTables& t) {
+    int found = -1;
+    for (uint32_t i = 0; i < t.config().max_allocations; i++) {
+        if (t.allocs[i].live.load() != 0) {
+            if (found >= 0) {
+                return -2;
+            }
+            found = static_cast<int>(i);
+        }
+    }
+    return found;
+}
+
+TEST_P(Pipeline, ClientCacheNeverOutlivesItsAllocation) {
+    const Bytes data = pattern(20);
+    Out o = run1(build(from_client(channel_data(kChannel, data))));  // fills the cache
+    ASSERT_EQ(o.nic.size(), 1u);
+    const int idx = live_index(*flows_);
+    ASSERT_GE(idx, 0);
+    // Deleted: the cached index names an allocation that is no longer live.
+    ipc::AllocationDel d{};
+    d.alloc_id = kAllocId;
+    ipc_send(d);
+    o = run1(build(from_client(channel_data(kChannel, data))));
+    EXPECT_EQ(o.exc.size(), 1u);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_miss, 1}});
+    settle();  // the index is free again
+    // The same index reused for another client on the same listening address:
+    // the first client's cache entry now names a live allocation that is not
+    // its own.
+    const Address other = n_.client.with_port(50001);
+    ipc::AllocationAdd a{};
+    a.alloc_id = kAllocId + 1;
+    a.client = ipc::WireAddress::from(other);
+    a.listen = ipc::WireAddress::from(n_.listen);
+    (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(n_.relayed);
+    ipc_send(a);
+    ipc::ChannelAdd c{};
+    c.alloc_id = kAllocId + 1;
+    c.relayed = ipc::WireAddress::from(n_.relayed);
+    c.peer = ipc::WireAddress::from(n_.peer);
+    c.channel = kChannel;
+    ipc_send(c);
+    ASSERT_EQ(live_index(*flows_), idx) << "the test needs the index reused";
+    o = run1(build(from_client(channel_data(kChannel, data))));
+    EXPECT_EQ(o.exc.size(), 1u);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_miss, 1}});
+    Frame f = from_client(channel_data(kChannel, data));
+    f.src = other;
+    o = run1(build(f));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, data)));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
+    // The first client again, with a new allocation relayed elsewhere.
+    ipc::AllocationAdd b{};
+    b.alloc_id = kAllocId;
+    b.client = ipc::WireAddress::from(n_.client);
+    b.listen = ipc::WireAddress::from(n_.listen);
+    const Address relayed2 = n_.relayed.with_port(49153);
+    (n_.relayed.is_v4() ? b.relayed_v4 : b.relayed_v6) = ipc::WireAddress::from(relayed2);
+    ipc_send(b);
+    c.alloc_id = kAllocId;
+    c.relayed = ipc::WireAddress::from(relayed2);
+    ipc_send(c);
+    o = run1(build(from_client(channel_data(kChannel, data))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(relayed2, n_.peer, data)));
+    EXPECT_EQ(w_.cache.e != nullptr, true);
+    EXPECT_GE(w_.cache.misses, 3u);  // first packet, after the reuse, the new allocation
+}
+
+// A worker thread forwards ChannelData from 8 clients through the real
+// pipeline while this thread (as the main lcore) deletes and re-adds their
+// allocations at random, so allocation indices move between clients. Client
+// i's allocation always relays from port 40000 + i to peer port 6000 + i, and
+// its payload starts with i: a cache entry (or anything else) that forwarded a
+// packet with another client's allocation shows up as a mismatch.
+TEST_P(Pipeline, ClientCacheUnderAllocationChurn) {
+    constexpr int kClients = 8;
+    const bool v4 = GetParam() == 4;
+    std::vector<Bytes> frames;
+    std::vector<Address> clients;
+    for (int i = 0; i < kClients; i++) {
+        clients.push_back(n_.client.with_port(static_cast<uint16_t>(51000 + i)));
+        Frame f = from_client(channel_data(kChannel, pattern(16, static_cast<uint8_t>(i))));
+        f.src = clients.back();
+        frames.push_back(build(f));
+        ASSERT_EQ(frames.back()[(v4 ? 42 : 62) + 4], pattern(16, static_cast<uint8_t>(i))[0]);
+    }
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> fwd{0}, punted{0}, bad{0};
+    std::thread worker([&] {
+        std::mt19937 rng(3);
+        const size_t sport = v4 ? 34 : 54, payload = v4 ? 42 : 62;
+        while (!stop.load(std::memory_order_relaxed)) {
+            for (int k = 0; k < 16; k++) {
+                rte_ring_enqueue(g_env->nic_in, mbuf_of(frames[rng() % kClients]));
+            }
+            while (dp::poll_once(w_) != 0) {
+            }
+            for (const Bytes& b : drain(g_env->nic_out)) {
+                int who = -1;
+                for (int i = 0; i < kClients; i++) {
+                    if (b.size() > payload && b[payload] == pattern(16, static_cast<uint8_t>(i))[0]) {
+                        who = i;
+                    }
+                }
+                const uint16_t sp = static_cast<uint16_t>(b[sport] << 8 | b[sport + 1]);
+                const uint16_t dpt = static_cast<uint16_t>(b[sport + 2] << 8 | b[sport + 3]);
+                if (who < 0 || sp != 40000 + who || dpt != 6000 + who) {
+                    bad.fetch_add(1);
+                }
+                fwd.fetch_add(1, std::memory_order_relaxed);
+            }
+            punted.fetch_add(drain(g_env->exc_out).size(), std::memory_order_relaxed);
+        }
+    });
+    std::mt19937 rng(4);
+    std::vector<bool> has(kClients, false);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(700);
+    uint64_t ops = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+        const int i = static_cast<int>(rng() % kClients);
+        const uint64_t id = 100 + static_cast<uint64_t>(i);
+        if (has[i]) {
+            ipc::AllocationDel d{};
+            d.alloc_id = id;
+            ipc_send(d);
+        } else {
+            const Address relayed = n_.relayed.with_port(static_cast<uint16_t>(40000 + i));
+            const Address peer = n_.peer.with_port(static_cast<uint16_t>(6000 + i));
+            ipc::AllocationAdd a{};
+            a.alloc_id = id;
+            a.client = ipc::WireAddress::from(clients[i]);
+            a.listen = ipc::WireAddress::from(n_.listen);
+            (v4 ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(relayed);
+            ipc_send(a);
+            ipc::PermissionAdd p{};
+            p.alloc_id = id;
+            p.relayed = ipc::WireAddress::from(relayed);
+            p.peer = ipc::WireAddress::from(peer);
+            ipc_send(p);
+            ipc::ChannelAdd c{};
+            c.alloc_id = id;
+            c.relayed = p.relayed;
+            c.peer = p.peer;
+            c.channel = kChannel;
+            ipc_send(c);
+        }
+        has[i] = !has[i];
+        flows_->reclaim();
+        ops++;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    stop.store(true);
+    worker.join();
+    EXPECT_EQ(bad.load(), 0u);
+    EXPECT_GT(fwd.load(), 500u);
+    EXPECT_GT(punted.load(), 0u);  // clients without an allocation
+    EXPECT_GT(ops, 200u);
+    EXPECT_GT(w_.cache.lookups - w_.cache.misses, 500u);  // the cache answered most of them
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Pipeline, ::testing::Values(4, 6),
