@@ -20,15 +20,17 @@
 //     this worker's next quiescent state (indices are reused only after a
 //     grace period), as for any hash hit.
 //
-// Entry: tag << 24 | (allocation index + 1); 0 = empty. The tag is the top
-// byte of the key's CRC (never 0), the bucket its low bits, so a bucket
-// holds any 16 of the keys that map to it; a full bucket replaces a
-// rotating victim. 4 bytes per allocation slot per worker (buckets: the
-// allocation count rounded up to a power of two, / 16). Allocation indices
-// must be below 2^24 - 1; larger tables run without the cache.
+// Bucket (64 bytes): 16 one-byte tags (the top byte of the key's CRC, never
+// 0; 0 = empty way), then 16 three-byte allocation indices. One SSE2 byte
+// compare finds the ways with the packet's tag; the bucket comes from the
+// CRC's low bits. A bucket holds any 16 of the keys that map to it; a full
+// one replaces a rotating victim. Buckets: the allocation count rounded up to
+// a power of two, / 16, so 4 bytes per allocation slot per worker.
+// Allocation indices must fit 24 bits; larger tables run without the cache.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -37,71 +39,66 @@
 namespace dp {
 
 struct ClientCache {
-    static constexpr uint32_t kWays = 16;  // 64 bytes: one cache line
-    static constexpr uint32_t kMaxAlloc = (1u << 24) - 2;
+    static constexpr uint32_t kWays = 16;
+    static constexpr uint32_t kBucketBytes = 64;  // one cache line
+    static constexpr uint32_t kMaxAlloc = (1u << 24) - 1;
 
-    uint32_t* e = nullptr;  // buckets * kWays, 64-byte aligned; nullptr = disabled
-    uint32_t mask = 0;      // buckets - 1
+    uint8_t* e = nullptr;  // (mask + 1) buckets, 64-byte aligned; nullptr = disabled
+    uint32_t mask = 0;     // buckets - 1
     uint32_t victim = 0;
-    uint64_t lookups = 0;   // client packets looked up (statistics, this worker only)
-    uint64_t misses = 0;    // of which went to the hash
+    uint64_t lookups = 0;  // client packets looked up (statistics, this worker only)
+    uint64_t misses = 0;   // of which went to the hash
 
-    static uint32_t tag_of(uint32_t sig) {
-        const uint32_t t = sig >> 24;
-        return t == 0 ? 1u : t;
+    static uint8_t tag_of(uint32_t sig) {
+        const auto t = static_cast<uint8_t>(sig >> 24);
+        return t == 0 ? 1 : t;
     }
-    const uint32_t* bucket(uint32_t sig) const { return e + size_t{sig & mask} * kWays; }
-    uint32_t* bucket(uint32_t sig) { return e + size_t{sig & mask} * kWays; }
+    uint8_t* bucket(uint32_t sig) const { return e + size_t{sig & mask} * kBucketBytes; }
 
-    // Bit i set: entry i of the bucket carries this tag.
-    static uint32_t matches(const uint32_t* b, uint32_t sig) {
-        const uint32_t tag = tag_of(sig) << 24;
+    // Bit i set: way i of the bucket carries this tag.
+    static uint32_t matches(const uint8_t* b, uint32_t sig) {
+        const uint8_t tag = tag_of(sig);
 #if defined(__SSE2__)
-        const __m128i t = _mm_set1_epi32(static_cast<int>(tag));
-        const __m128i m = _mm_set1_epi32(static_cast<int>(0xff000000u));
-        const auto* v = reinterpret_cast<const __m128i*>(b);
-        const __m128i e0 = _mm_cmpeq_epi32(_mm_and_si128(_mm_load_si128(v), m), t);
-        const __m128i e1 = _mm_cmpeq_epi32(_mm_and_si128(_mm_load_si128(v + 1), m), t);
-        const __m128i e2 = _mm_cmpeq_epi32(_mm_and_si128(_mm_load_si128(v + 2), m), t);
-        const __m128i e3 = _mm_cmpeq_epi32(_mm_and_si128(_mm_load_si128(v + 3), m), t);
-        // 32-bit all-ones/zero lanes -> 16-bit -> 8-bit, one byte per entry.
-        const __m128i bytes = _mm_packs_epi16(_mm_packs_epi32(e0, e1), _mm_packs_epi32(e2, e3));
-        return static_cast<uint32_t>(_mm_movemask_epi8(bytes));
+        const __m128i tags = _mm_load_si128(reinterpret_cast<const __m128i*>(b));
+        return static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(tags, _mm_set1_epi8(static_cast<char>(tag)))));
 #else
         uint32_t bits = 0;
         for (uint32_t i = 0; i < kWays; i++) {
-            bits |= static_cast<uint32_t>((b[i] & 0xff000000u) == tag) << i;
+            bits |= static_cast<uint32_t>(b[i] == tag) << i;
         }
         return bits;
 #endif
     }
-    static uint32_t alloc_of(uint32_t entry) { return (entry & 0xffffffu) - 1; }
+    // The index in way `way` (3 bytes, little-endian, after the 16 tags):
+    // one 4-byte load ending at its last byte, which stays inside the bucket.
+    static uint32_t alloc_at(const uint8_t* b, uint32_t way) {
+        uint32_t v;
+        std::memcpy(&v, b + kWays + 3 * way - 1, 4);
+        return v >> 8;
+    }
 
-    // After a hash hit: remember sig -> alloc. `stale` is a bit mask of
-    // entries that carried the tag but named another allocation (replaced
-    // first), else an empty entry, else the rotating victim.
+    // After a hash hit: remember sig -> alloc. `stale` is a bit mask of ways
+    // that carried the tag but named another allocation (replaced first),
+    // else an empty way, else the rotating victim.
     void insert(uint32_t sig, uint32_t alloc, uint32_t stale) {
         if (alloc > kMaxAlloc) {
             return;
         }
-        uint32_t* b = bucket(sig);
+        uint8_t* b = bucket(sig);
         uint32_t way;
         if (stale != 0) {
             way = static_cast<uint32_t>(__builtin_ctz(stale));
         } else {
-            way = kWays;
-            for (uint32_t i = 0; i < kWays; i++) {
-                if (b[i] == 0) {
-                    way = i;
-                    break;
-                }
-            }
-            if (way == kWays) {
-                way = victim++ & (kWays - 1);
-            }
+            const void* empty = std::memchr(b, 0, kWays);
+            way = empty != nullptr ? static_cast<uint32_t>(static_cast<const uint8_t*>(empty) - b) : victim++ & (kWays - 1);
         }
-        b[way] = (tag_of(sig) << 24) | (alloc + 1);
+        b[way] = tag_of(sig);
+        uint8_t* v = b + kWays + 3 * way;
+        v[0] = static_cast<uint8_t>(alloc);
+        v[1] = static_cast<uint8_t>(alloc >> 8);
+        v[2] = static_cast<uint8_t>(alloc >> 16);
     }
 };
+static_assert(ClientCache::kWays + 3 * ClientCache::kWays == ClientCache::kBucketBytes);
 
 }  // namespace dp

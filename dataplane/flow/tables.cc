@@ -134,13 +134,13 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
         t->relay_ports == nullptr) {
         return fail("rte_zmalloc flow arrays");
     }
-    // Worker caches (flow/client_cache.h): one entry per allocation slot,
-    // rounded up to a power of two, in 16-entry buckets.
+    // Worker caches (flow/client_cache.h): one way per allocation slot,
+    // rounded up to a power of two, in 16-way buckets.
     if (cfg.max_allocations <= ClientCache::kMaxAlloc + 1) {
-        const uint32_t entries = std::max(rte_align32pow2(cfg.max_allocations), ClientCache::kWays);
-        t->cache_mask_ = entries / ClientCache::kWays - 1;
-        t->caches_ = static_cast<uint32_t*>(rte_zmalloc_socket(
-            "dp_ccache", size_t{entries} * sizeof(uint32_t) * cfg.workers, RTE_CACHE_LINE_SIZE, cfg.socket_id));
+        const uint32_t buckets = std::max(rte_align32pow2(cfg.max_allocations), ClientCache::kWays) / ClientCache::kWays;
+        t->cache_mask_ = buckets - 1;
+        t->caches_ = static_cast<uint8_t*>(rte_zmalloc_socket(
+            "dp_ccache", size_t{buckets} * ClientCache::kBucketBytes * cfg.workers, RTE_CACHE_LINE_SIZE, cfg.socket_id));
         if (t->caches_ == nullptr) {
             return fail("rte_zmalloc client caches");
         }

@@ -188,7 +188,7 @@ public:
     ClientCache client_cache(uint32_t worker) const {
         ClientCache c;
         if (caches_ != nullptr) {
-            c.e = caches_ + size_t{worker} * (cache_mask_ + 1) * ClientCache::kWays;
+            c.e = caches_ + size_t{worker} * (cache_mask_ + 1) * ClientCache::kBucketBytes;
             c.mask = cache_mask_;
         }
         return c;
@@ -237,7 +237,7 @@ private:
 
     FlowConfig cfg_;
     AllocState* states_ = nullptr;
-    uint32_t* caches_ = nullptr;  // per worker: (cache_mask_ + 1) * ClientCache::kWays entries
+    uint8_t* caches_ = nullptr;  // per worker: cache_mask_ + 1 buckets
     uint32_t cache_mask_ = 0;
     rte_rcu_qsbr_dq* dq_ = nullptr;
     std::vector<uint32_t> free_values_;

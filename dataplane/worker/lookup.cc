@@ -149,26 +149,27 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
         // second pass so the burst's misses overlap (the bucket loads of
         // different packets are independent, so they overlap too).
         uint32_t cand[kBurst];
+        const uint8_t* bk[kBurst];
         for (uint16_t j = 0; j < ncl; j++) {
             const Pkt& q = p[cl[j]];
             const uint32_t sig = q.key_family == 4 ? rte_hash_crc(&q.k4, sizeof(Key4), 0) : rte_hash_crc(&q.k6, sizeof(Key6), 0);
             psig[cl[j]] = sig;
-            const uint32_t* b = c.bucket(sig);
+            const uint8_t* b = c.bucket(sig);
+            bk[j] = b;
             cand[j] = ClientCache::matches(b, sig);
             if (cand[j] != 0) {
-                rte_prefetch0(&allocs[ClientCache::alloc_of(b[__builtin_ctz(cand[j])])]);
+                rte_prefetch0(&allocs[ClientCache::alloc_at(b, static_cast<uint32_t>(__builtin_ctz(cand[j])))]);
             }
         }
         const ListenSet& l = *w.flows->listen;
         for (uint16_t j = 0; j < ncl; j++) {
             Pkt& q = p[cl[j]];
-            const uint32_t* b = c.bucket(psig[cl[j]]);
             uint32_t m = cand[j];
             uint32_t bad = 0;
             while (m != 0) {
                 const uint32_t way = static_cast<uint32_t>(__builtin_ctz(m));
                 m &= m - 1;
-                const uint32_t a = ClientCache::alloc_of(b[way]);
+                const uint32_t a = ClientCache::alloc_at(bk[j], way);
                 if (likely(owns(allocs[a], l, q))) {
                     q.alloc = a;
                     rte_prefetch0(&w.state[a]);

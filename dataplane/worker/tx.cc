@@ -41,11 +41,15 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
     uint16_t nexc = 0;
     rte_mbuf* dead[kBurst];
     uint16_t ndead = 0;
+    uint16_t fwd[4] = {};  // by Kind - kToPeerChannel, added to the counters once per burst
+    static_assert(static_cast<int>(Kind::kToPeerSend) == static_cast<int>(Kind::kToPeerChannel) + 1 &&
+                  static_cast<int>(Kind::kToClientChannel) == static_cast<int>(Kind::kToPeerChannel) + 2 &&
+                  static_cast<int>(Kind::kToClientData) == static_cast<int>(Kind::kToPeerChannel) + 3);
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
         switch (q.next) {
         case Next::kTx:
-            w.counters.inc(forwarded_counter(q.kind));
+            fwd[(static_cast<unsigned>(q.kind) - static_cast<unsigned>(Kind::kToPeerChannel)) & 3]++;
             out[q.nh.port][nout[q.nh.port]++] = q.m;
             break;
         case Next::kPunt:
@@ -57,6 +61,9 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
             dead[ndead++] = q.m;
             break;
         }
+    }
+    for (unsigned k = 0; k < 4; k++) {
+        w.counters.inc(forwarded_counter(static_cast<Kind>(static_cast<unsigned>(Kind::kToPeerChannel) + k)), fwd[k]);
     }
     for (uint16_t port = 0; port < kMaxPorts; port++) {
         send(w, port, out[port], nout[port], Counter::drop_nic_tx_full);
