@@ -185,13 +185,18 @@ bool Applier::install_alloc(Alloc& a) {
     r.slot_busy = 0;
     r.hashed.store(0, std::memory_order_relaxed);
     r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
-    // Workers' caches accept the index only while live, and read the fields
-    // above after this (acquire).
-    r.live.store(1, std::memory_order_release);
     // The entries below publish the allocation (release in rte_hash add and
     // in the relayed-port stores).
     void* d = inline_data(a.idx, 0);
     bool ok = key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, d) == 0;
+    if (ok) {
+        // Workers' caches accept the index only while live (acquire, then
+        // the fields above), and only while the kClient key exists: a key
+        // the full table refused leaves the allocation off the fast path
+        // even for a cache entry left from this index's previous use by the
+        // same client.
+        r.live.store(1, std::memory_order_release);
+    }
     if (m.relayed_v4.family == 4) {
         ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) >= 0 && ok;
     }
