@@ -363,6 +363,10 @@ def main():
     for name, c in (("A", counters_a), ("B", counters_b)):
         check(c.get("fwd_client_channel") == str(N), f"dataplane {name} fwd_client_channel == {N}")
         check(c.get("fwd_peer_channel") == str(N), f"dataplane {name} fwd_peer_channel == {N}")
+        # The client's ChannelData went through the worker's client cache: the first packet
+        # misses (the hash answers and fills it), every later forwarded one hits.
+        hits = int(c.get("client_cache_lookups", 0)) - int(c.get("client_cache_misses", 0))
+        check(hits >= N - 1, f"dataplane {name} client cache hits {hits} >= {N - 1}")
     check(relay_out.count("event=dataplane_resync") == 2, "relay logged two resyncs")
     print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
     sys.exit(0 if ok else 1)
