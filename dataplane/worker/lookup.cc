@@ -124,12 +124,92 @@ bool owns(const Allocation& a, const ListenSet& l, const Pkt& q) {
            std::memcmp(a.client_ip, q.k6.b_ip, 16) == 0 && std::memcmp(l.v6_ip[a.listen], q.k6.a_ip, 16) == 0;
 }
 
+// Round 2 for one packet whose allocation is known: the allocation's line
+// (channel slots, relayed addresses) finishes it or queues it in again[]
+// for the hash (kChannelIn/kChannelOut, kPermission).
+inline void with_alloc(Worker& w, Pkt* p, uint16_t i, uint16_t* again, uint16_t& nagain) {
+    Pkt& q = p[i];
+    const Allocation& a = w.flows->allocs[q.alloc];
+    switch (q.kind) {
+    case Kind::kClientChannel: {
+        static_assert(Allocation::kSlots == 2);
+        const ChanSlot* s = a.slots[0].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[0]
+                          : a.slots[1].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[1]
+                                                                                                 : nullptr;
+        if (likely(s != nullptr)) {
+            std::memcpy(q.peer_ip, &s->peer_ip, 4);
+            q.peer_port_be = s->peer_port;
+            q.out_family = 4;
+            q.kind = Kind::kToPeerChannel;
+            q.next = Next::kRoute;
+        } else if (a.hashed.load(std::memory_order_acquire) != 0) {
+            // kChannelIn: the kClient key plus the channel number.
+            if (q.key_family == 4) {
+                q.k4.kind = KeyKind::kChannelIn;
+                q.k4.channel = q.channel_be;
+            } else {
+                q.k6.kind = KeyKind::kChannelIn;
+                q.k6.channel = q.channel_be;
+            }
+            again[nagain++] = i;
+        } else {
+            punt(q, Counter::punt_miss);
+        }
+        return;
+    }
+    case Kind::kClientSend: {
+        q.out_family = q.peer_family;  // permission lives with the relayed address of the peer's family
+        if (q.peer_family == 4) {
+            if (unlikely(a.relayed4_port == 0)) {
+                punt(q, Counter::punt_miss);
+                return;
+            }
+            permission_key(q, 4, reinterpret_cast<const uint8_t*>(&a.relayed4_ip), a.relayed4_port, q.peer_ip);
+        } else {
+            if (unlikely(a.relayed6_port == 0)) {
+                punt(q, Counter::punt_miss);
+                return;
+            }
+            permission_key(q, 6, w.flows->relay_ports->ip[a.relayed6_ip], a.relayed6_port, q.peer_ip);
+        }
+        again[nagain++] = i;
+        return;
+    }
+    default: {  // kPeer: slots hold IPv4 peers on the IPv4 relayed address
+        if (q.family == 4) {
+            const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
+            uint32_t s = 0;
+            uint16_t ch = 0;
+            for (; s < Allocation::kSlots; s++) {
+                ch = a.slots[s].channel_be.load(std::memory_order_acquire);
+                if (ch != 0 && a.slots[s].peer_ip == ip->src_addr && a.slots[s].peer_port == q.udp->src_port) {
+                    break;
+                }
+            }
+            if (s < Allocation::kSlots) {
+                q.channel_be = ch;
+                q.out_family = a.family;  // the client's
+                q.kind = Kind::kToClientChannel;
+                q.next = Next::kRoute;
+                return;
+            }
+        }
+        if (a.hashed.load(std::memory_order_acquire) == 0) {
+            peer_permission_key(q);  // else classify's kChannelOut key first
+        }
+        again[nagain++] = i;
+        return;
+    }
+    }
+}
+
 // Client packets (kClient keys, both families): the worker's cache first,
 // checked against the allocation's line; its misses through one bulk hash
-// lookup (reusing the signatures), whose hits refill the cache. Hits are
-// appended to hit[] with the allocation line and state prefetched; misses
-// are punted.
-void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t* hit, uint16_t& nhit) {
+// lookup (reusing the signatures), whose hits refill the cache. Cache hits
+// go on through with_alloc at once; hash hits are appended to hit[] with
+// the allocation line and state prefetched; misses are punted.
+void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t* hit, uint16_t& nhit,
+                   uint16_t* again, uint16_t& nagain) {
     const Allocation* allocs = w.flows->allocs;
     ClientCache& c = w.cache;
     uint32_t psig[kBurst];
@@ -176,7 +256,7 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
                 if (likely(owns(allocs[a], l, q))) {
                     q.alloc = a;
                     rte_prefetch0(&w.state[a]);
-                    hit[nhit++] = cl[j];
+                    with_alloc(w, p, cl[j], again, nagain);  // its line is in cache now
                     goto next;
                 }
                 bad |= 1u << way;
@@ -242,8 +322,10 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
     }
     uint16_t hit[kBurst];
     uint16_t nhit = 0;
+    uint16_t again[kBurst];
+    uint16_t nagain = 0;
     if (ncl != 0) {
-        client_allocs(w, p, cl, ncl, hit, nhit);
+        client_allocs(w, p, cl, ncl, hit, nhit, again, nagain);
     }
     for (uint16_t j = 0; j < npe; j++) {
         Pkt& q = p[pe[j]];
@@ -257,83 +339,10 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         hit[nhit++] = pe[j];
     }
 
-    // Round 2: the allocation's line (channel slots, relayed addresses).
-    uint16_t again[kBurst];
-    uint16_t nagain = 0;
+    // Round 2: the allocation's line for those the hash or the relayed-port
+    // array found (cache hits went through with_alloc already).
     for (uint16_t j = 0; j < nhit; j++) {
-        Pkt& q = p[hit[j]];
-        const Allocation& a = allocs[q.alloc];
-        switch (q.kind) {
-        case Kind::kClientChannel: {
-            static_assert(Allocation::kSlots == 2);
-            const ChanSlot* s = a.slots[0].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[0]
-                              : a.slots[1].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[1]
-                                                                                                     : nullptr;
-            if (likely(s != nullptr)) {
-                std::memcpy(q.peer_ip, &s->peer_ip, 4);
-                q.peer_port_be = s->peer_port;
-                q.out_family = 4;
-                q.kind = Kind::kToPeerChannel;
-                q.next = Next::kRoute;
-            } else if (a.hashed.load(std::memory_order_acquire) != 0) {
-                // kChannelIn: the kClient key plus the channel number.
-                if (q.key_family == 4) {
-                    q.k4.kind = KeyKind::kChannelIn;
-                    q.k4.channel = q.channel_be;
-                } else {
-                    q.k6.kind = KeyKind::kChannelIn;
-                    q.k6.channel = q.channel_be;
-                }
-                again[nagain++] = hit[j];
-            } else {
-                punt(q, Counter::punt_miss);
-            }
-            continue;
-        }
-        case Kind::kClientSend: {
-            q.out_family = q.peer_family;  // permission lives with the relayed address of the peer's family
-            if (q.peer_family == 4) {
-                if (unlikely(a.relayed4_port == 0)) {
-                    punt(q, Counter::punt_miss);
-                    continue;
-                }
-                permission_key(q, 4, reinterpret_cast<const uint8_t*>(&a.relayed4_ip), a.relayed4_port, q.peer_ip);
-            } else {
-                if (unlikely(a.relayed6_port == 0)) {
-                    punt(q, Counter::punt_miss);
-                    continue;
-                }
-                permission_key(q, 6, w.flows->relay_ports->ip[a.relayed6_ip], a.relayed6_port, q.peer_ip);
-            }
-            again[nagain++] = hit[j];
-            continue;
-        }
-        default: {  // kPeer: slots hold IPv4 peers on the IPv4 relayed address
-            if (q.family == 4) {
-                const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
-                uint32_t s = 0;
-                uint16_t ch = 0;
-                for (; s < Allocation::kSlots; s++) {
-                    ch = a.slots[s].channel_be.load(std::memory_order_acquire);
-                    if (ch != 0 && a.slots[s].peer_ip == ip->src_addr && a.slots[s].peer_port == q.udp->src_port) {
-                        break;
-                    }
-                }
-                if (s < Allocation::kSlots) {
-                    q.channel_be = ch;
-                    q.out_family = a.family;  // the client's
-                    q.kind = Kind::kToClientChannel;
-                    q.next = Next::kRoute;
-                    continue;
-                }
-            }
-            if (a.hashed.load(std::memory_order_acquire) == 0) {
-                peer_permission_key(q);  // else classify's kChannelOut key first
-            }
-            again[nagain++] = hit[j];
-            continue;
-        }
-        }
+        with_alloc(w, p, hit[j], again, nagain);
     }
 
     // Rounds 3 and 4: kChannelIn / kChannelOut, kPermission.
