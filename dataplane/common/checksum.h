@@ -8,6 +8,7 @@
 // an invalid checksum and the receiving host still discards it, as a NAT would.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -16,14 +17,17 @@
 
 namespace dp::csum {
 
-// Folds a sum of 16-bit words (fewer than 2^48 of them) to 16 bits.
+// Folds a sum of 16-bit words (fewer than 2^48 of them) to 16 bits. Adding
+// a word to itself rotated by half its width leaves the end-around-carry sum
+// of its two halves in the upper half (the carry out of the lower half lands
+// there too): 64 -> 32 -> 16 bits in two rotate-adds (as Linux's csum_fold)
+// instead of four mask-shift-add rounds. Same result as those: 0 only for a
+// zero sum, otherwise the value in [1, 0xffff] congruent to it mod 0xffff.
 inline uint16_t fold(uint64_t s) {
-    s = (s & 0xffffffffu) + (s >> 32);  // < 2^33
-    s = (s & 0xffffffffu) + (s >> 32);  // < 2^32
-    uint32_t t = static_cast<uint32_t>(s);
-    t = (t & 0xffffu) + (t >> 16);      // < 2^17
-    t = (t & 0xffffu) + (t >> 16);      // <= 0xffff
-    return static_cast<uint16_t>(t);
+    s += std::rotr(s, 32);
+    uint32_t t = static_cast<uint32_t>(s >> 32);
+    t += std::rotr(t, 16);
+    return static_cast<uint16_t>(t >> 16);
 }
 inline uint16_t neg(uint16_t a) { return static_cast<uint16_t>(~a); }
 

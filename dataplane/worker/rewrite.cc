@@ -261,13 +261,15 @@ void rewrite44(Worker& w, Pkt& q) {
         udp_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + q.data_len);
         s += uint32_t{~ld32(payload)};
         const uint32_t tail = uint32_t{q.plen} - 4 - q.data_len;
-        if (likely(tail <= 3)) {
-            uint32_t v = ld32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
-            v = std::rotl(v, static_cast<int>(8 * (q.plen & 1u)));
-            s += uint32_t{~v};
-        } else {
-            const uint32_t tail_off = 4u + q.data_len;
-            s += csum::neg(csum::range(payload + tail_off, tail, (tail_off & 1) != 0));
+        if (tail != 0) {  // clients need not pad over UDP (RFC 8656 12.5)
+            if (likely(tail <= 3)) {
+                uint32_t v = ld32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
+                v = std::rotl(v, static_cast<int>(8 * (q.plen & 1u)));
+                s += uint32_t{~v};
+            } else {
+                const uint32_t tail_off = 4u + q.data_len;
+                s += csum::neg(csum::range(payload + tail_off, tail, (tail_off & 1) != 0));
+            }
         }
     } else if constexpr (K == Kind::kToPeerSend) {
         // Removed: the STUN header and attributes before the DATA value
