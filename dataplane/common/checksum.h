@@ -78,10 +78,10 @@ inline bool ipv4_header_ok(const void* h) { return fold(sum20(h)) == 0xffff; }
 inline uint64_t udp_header_sum(const rte_udp_hdr* u) { return uint64_t{u->src_port} + u->dst_port + u->dgram_len; }
 
 // The checksum field value for a datagram whose parts sum to `total`.
-// RFC 768: a computed zero is sent as all ones.
-inline uint16_t finish_udp(uint64_t total) {
-    const uint16_t c = neg(fold(total));
-    return c == 0 ? 0xffff : c;
-}
+// RFC 768: a computed zero is sent as all ones. fold(total + 1) is in
+// [1, 0xffff] and one more than fold(total) unless that is 0xffff (a sum
+// congruent to zero), so its two's complement negation is ~fold(total) with
+// the zero case already mapped to 0xffff, without a compare.
+inline uint16_t finish_udp(uint64_t total) { return static_cast<uint16_t>(-fold(total + 1)); }
 
 }  // namespace dp::csum

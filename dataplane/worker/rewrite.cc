@@ -223,10 +223,25 @@ inline void st32(void* p, uint32_t v) { std::memcpy(p, &v, 4); }
 inline void st64(void* p, uint64_t v) { std::memcpy(p, &v, 8); }
 constexpr uint16_t be16(uint16_t v) { return static_cast<uint16_t>((v >> 8) | (v << 8)); }
 
+// What rewrite44 needs of the worker, loaded once per burst (the compiler
+// cannot hoist these loads itself past the packet stores).
+struct Ctx {
+    Worker& w;
+    const Allocation* allocs;
+    const ListenSet* listen;
+};
+
+// One's complement subtraction without a per-word ~: everything removed is
+// summed, unfolded, and subtracted from this multiple of 0xffff (2^32 - 1 is
+// one, so is any multiple of it), which is larger than any such sum (a
+// datagram has fewer than 2^24 32-bit words): kNeg - r is non-negative and
+// congruent to -r modulo 0xffff, which is all a folded sum depends on.
+constexpr uint64_t kNeg = uint64_t{0xffffffff} << 24;
+
 template <Kind K>
-void rewrite44(Worker& w, Pkt& q) {
+void rewrite44(const Ctx& c, Pkt& q) {
     constexpr bool to_peer = K == Kind::kToPeerChannel || K == Kind::kToPeerSend;
-    const Allocation& a = w.flows->allocs[q.alloc];
+    const Allocation& a = c.allocs[q.alloc];
     uint8_t* payload = reinterpret_cast<uint8_t*>(q.udp + 1);
 
     // 1. The old headers, into registers before any byte is overwritten (the
@@ -234,59 +249,55 @@ void rewrite44(Worker& w, Pkt& q) {
     const uint32_t old_src = ld32(q.l3 + 12);
     const uint32_t old_dst = ld32(q.l3 + 16);
     const uint32_t tos = q.l3[1];
-    const uint32_t old_ports = ld32(q.udp);            // source port | destination port
+    const uint32_t old_ports = ld32(q.udp);               // source port | destination port
     const uint32_t old_len_ck = ld32(&q.udp->dgram_len);  // length | checksum
-    const bool full = static_cast<uint16_t>(old_len_ck >> 16) == 0;  // IPv4 "no checksum": we send one
+    const bool full = (old_len_ck >> 16) == 0;             // IPv4 "no checksum": we send one
 
-    // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). In one's complement ~x is -x,
-    // and ~ of a 32-bit word negates both of its 16-bit halves, so every
-    // removed word is added as ~word into an unfolded 64-bit sum: ~old_len_ck
-    // brings ~HC and the header's -length, the pseudo-header's -length is
-    // added once more, and the protocol (17 before and after) cancels.
-    uint64_t s = uint64_t{~old_src} + ~old_dst + ~old_ports + ~old_len_ck + static_cast<uint16_t>(~old_len_ck);
+    // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), ~x being -x in one's
+    // complement. Removed (r): the old pseudo-header and UDP header; the
+    // length|checksum word brings -HC (= ~HC) and the header's length, the
+    // pseudo-header's length is added once more, and the protocol (17
+    // before and after) cancels. Added (s): everything new, below.
+    uint64_t r = uint64_t{old_src} + old_dst + old_ports + old_len_ck + static_cast<uint16_t>(old_len_ck);
+    uint64_t s = 0;
 
     // 2. Where the data stays, what goes in front of it, and the new UDP length.
-    uint8_t* data;
     uint8_t* pre;  // start of the new UDP payload
-    uint16_t udp_len;
+    uint32_t udp_len;
     if constexpr (K == Kind::kToPeerChannel) {
         // Removed: the ChannelData header and whatever follows the data
-        // (padding, 0-3 bytes from a conforming client; any length is
+        // (padding, 0-3 bytes from a client that pads; any length is
         // accepted). A short tail is summed from the last 4 bytes of the
         // datagram (plen >= 4 + data_len, so they are inside it) with the
         // data bytes masked off; at an odd offset its bytes sit in the other
         // halves of the 16-bit words, which a rotation by 8 restores.
-        data = payload + 4;
-        pre = data;
-        udp_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + q.data_len);
-        s += uint32_t{~ld32(payload)};
+        pre = payload + 4;
+        udp_len = sizeof(rte_udp_hdr) + q.data_len;
+        r += ld32(payload);
         const uint32_t tail = uint32_t{q.plen} - 4 - q.data_len;
         if (tail != 0) {  // clients need not pad over UDP (RFC 8656 12.5)
             if (likely(tail <= 3)) {
-                uint32_t v = ld32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
-                v = std::rotl(v, static_cast<int>(8 * (q.plen & 1u)));
-                s += uint32_t{~v};
+                const uint32_t v = ld32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
+                r += std::rotl(v, static_cast<int>(8 * (q.plen & 1u)));
             } else {
                 const uint32_t tail_off = 4u + q.data_len;
-                s += csum::neg(csum::range(payload + tail_off, tail, (tail_off & 1) != 0));
+                r += csum::range(payload + tail_off, tail, (tail_off & 1) != 0);
             }
         }
     } else if constexpr (K == Kind::kToPeerSend) {
         // Removed: the STUN header and attributes before the DATA value
         // (data_off is even: attributes are 4-aligned) and everything after it.
-        data = payload + q.data_off;
-        pre = data;
-        udp_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + q.data_len);
-        s += csum::neg(csum::fold(csum::sum_bytes(payload, q.data_off)));
+        pre = payload + q.data_off;
+        udp_len = sizeof(rte_udp_hdr) + q.data_len;
+        r += csum::sum_bytes(payload, q.data_off);
         const uint32_t tail_off = uint32_t{q.data_off} + q.data_len;
         if (tail_off < q.plen) {
-            s += csum::neg(csum::range(payload + tail_off, q.plen - tail_off, (tail_off & 1) != 0));
+            r += csum::range(payload + tail_off, q.plen - tail_off, (tail_off & 1) != 0);
         }
     } else if constexpr (K == Kind::kToClientChannel) {
         // Added: the 4-byte ChannelData header (no padding over UDP).
-        data = payload;
-        pre = data - 4;
-        udp_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + 4 + q.data_len);
+        pre = payload - 4;
+        udp_len = sizeof(rte_udp_hdr) + 4 + q.data_len;
         const uint32_t h = q.channel_be | uint32_t{be16(q.data_len)} << 16;
         st32(pre, h);
         s += h;
@@ -296,16 +307,15 @@ void rewrite44(Worker& w, Pkt& q) {
         // the padding zeros add nothing.
         static_assert(K == Kind::kToClientData);
         constexpr uint16_t kPrefix = 20 + 4 + 8 + 4;
-        data = payload;
-        pre = data - kPrefix;
-        udp_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + kPrefix + q.data_len + q.pad_len);
+        pre = payload - kPrefix;
+        udp_len = sizeof(rte_udp_hdr) + kPrefix + q.data_len + q.pad_len;
         if (q.pad_len != 0) {
-            std::memset(data + q.data_len, 0, q.pad_len);
+            std::memset(payload + q.data_len, 0, q.pad_len);
         }
         const uint32_t cookie = rte_cpu_to_be_32(turn::stun::kMagicCookie);
         const uint32_t h0 = be16(kDataIndication) | uint32_t{be16(static_cast<uint16_t>(kPrefix - 20 + q.data_len + q.pad_len))} << 16;
-        const uint64_t r1 = w.next_random();  // transaction id; same calls as the generic path
-        const uint32_t r2 = static_cast<uint32_t>(w.next_random());
+        const uint64_t r1 = c.w.next_random();  // transaction id; same calls as the generic path
+        const uint32_t r2 = static_cast<uint32_t>(c.w.next_random());
         const uint32_t x0 = be16(turn::stun::attr::kXorPeerAddress) | uint32_t{be16(8)} << 16;
         const uint32_t x1 = uint32_t{turn::kStunFamilyIPv4} << 8 |
                             uint32_t{static_cast<uint16_t>(old_ports ^ be16(static_cast<uint16_t>(turn::stun::kMagicCookie >> 16)))} << 16;
@@ -329,31 +339,32 @@ void rewrite44(Worker& w, Pkt& q) {
         dst = ld32(q.peer_ip);  // lookup put the channel's peer here too
         ports = a.relayed4_port | uint32_t{q.peer_port_be} << 16;
     } else {
-        const ListenSet& l = *w.flows->listen;
-        src = l.v4_ip[a.listen];
+        src = c.listen->v4_ip[a.listen];
         dst = ld32(a.client_ip);
-        ports = l.v4_port[a.listen] | uint32_t{a.client_port} << 16;
+        ports = c.listen->v4_port[a.listen] | uint32_t{a.client_port} << 16;
     }
-    const uint16_t ulen_be = be16(udp_len);
     const uint64_t addrs = uint64_t{src} + dst;
+    // bswap32 of a 16-bit length is its big-endian form in the upper half:
+    // the second 16-bit word of a 32-bit word, and worth the same in a sum.
+    const uint32_t len_hi = __builtin_bswap32(udp_len);
 
-    // 4. IPv4 header: version/IHL, TOS, total length, ID 0, DF | TTL 64,
+    // 4. IPv4 header: version/IHL, TOS, total length | ID 0, DF | TTL 64,
     // UDP, checksum | addresses; its checksum from the same words.
     auto* udp = reinterpret_cast<rte_udp_hdr*>(pre - sizeof(rte_udp_hdr));
     uint8_t* ip = reinterpret_cast<uint8_t*>(udp) - sizeof(rte_ipv4_hdr);
-    const uint64_t h0 = 0x45u | tos << 8 | uint64_t{be16(static_cast<uint16_t>(sizeof(rte_ipv4_hdr) + udp_len))} << 16 |
-                        uint64_t{be16(RTE_IPV4_HDR_DF_FLAG)} << 48;
-    const uint32_t h2 = 64u | uint32_t{IPPROTO_UDP} << 8;
-    const uint16_t ip_ck = csum::neg(csum::fold(static_cast<uint32_t>(h0) + (h0 >> 32) + h2 + addrs));
-    st64(ip, h0);
+    const uint32_t h0 = 0x45u | tos << 8 | __builtin_bswap32(static_cast<uint32_t>(sizeof(rte_ipv4_hdr)) + udp_len);
+    constexpr uint32_t h1 = uint32_t{be16(RTE_IPV4_HDR_DF_FLAG)} << 16;
+    constexpr uint32_t h2 = 64u | uint32_t{IPPROTO_UDP} << 8;
+    const uint16_t ip_ck = csum::neg(csum::fold(uint64_t{h0} + h1 + h2 + addrs));
+    st64(ip, h0 | uint64_t{h1} << 32);
     st32(ip + 8, h2 | uint32_t{ip_ck} << 16);
     st64(ip + 12, src | uint64_t{dst} << 32);
 
     // 5. UDP header; the checksum adds the new pseudo-header (addresses,
     // length) and header (ports, length).
-    const uint64_t u = ports | uint64_t{ulen_be} << 32;
+    const uint64_t u = ports | uint64_t{len_hi} << 16;
     if (likely(!full)) {
-        s += addrs + ports + 2u * uint32_t{ulen_be};
+        s += kNeg - r + addrs + ports + 2 * uint64_t{len_hi};
         st64(udp, u | uint64_t{csum::finish_udp(s)} << 48);
     } else {
         st64(udp, u);
@@ -366,7 +377,7 @@ void rewrite44(Worker& w, Pkt& q) {
     uint64_t nh;
     static_assert(sizeof(NextHop) == 8);
     std::memcpy(&nh, &q.nh, 8);
-    const uint8_t* smac = w.cfg.port_mac[q.nh.port].addr_bytes;
+    const uint8_t* smac = c.w.cfg.port_mac[q.nh.port].addr_bytes;
     const uint64_t smac48 = ld32(smac) | uint64_t{static_cast<uint16_t>(smac[4] | smac[5] << 8)} << 32;
     st64(eth, nh);
     st64(eth + 6, smac48 | uint64_t{be16(RTE_ETHER_TYPE_IPV4)} << 48);
@@ -377,24 +388,33 @@ void rewrite44(Worker& w, Pkt& q) {
     m->pkt_len = m->data_len;
     m->ol_flags = 0;
     q.next = Next::kTx;
-    (void)data;
 }
 
 }  // namespace
 
 void rewrite(Worker& w, Pkt* p, uint16_t n) {
+    const Ctx c{w, w.flows->allocs, w.flows->listen};
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
         if (q.next != Next::kRewrite) {
             continue;
         }
         if (likely(q.family == 4 && q.out_family == 4)) {
-            switch (q.kind) {
-            case Kind::kToPeerChannel: rewrite44<Kind::kToPeerChannel>(w, q); continue;
-            case Kind::kToPeerSend: rewrite44<Kind::kToPeerSend>(w, q); continue;
-            case Kind::kToClientChannel: rewrite44<Kind::kToClientChannel>(w, q); continue;
-            case Kind::kToClientData: rewrite44<Kind::kToClientData>(w, q); continue;
-            default: break;
+            if (q.kind == Kind::kToPeerChannel) {
+                rewrite44<Kind::kToPeerChannel>(c, q);
+                continue;
+            }
+            if (q.kind == Kind::kToClientChannel) {
+                rewrite44<Kind::kToClientChannel>(c, q);
+                continue;
+            }
+            if (q.kind == Kind::kToPeerSend) {
+                rewrite44<Kind::kToPeerSend>(c, q);
+                continue;
+            }
+            if (q.kind == Kind::kToClientData) {
+                rewrite44<Kind::kToClientData>(c, q);
+                continue;
             }
         }
         const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
