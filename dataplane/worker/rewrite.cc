@@ -310,7 +310,11 @@ void rewrite44(const Ctx& c, Pkt& q) {
         pre = payload - kPrefix;
         udp_len = sizeof(rte_udp_hdr) + kPrefix + q.data_len + q.pad_len;
         if (q.pad_len != 0) {
-            std::memset(payload + q.data_len, 0, q.pad_len);
+            // 1-3 zero bytes after at least 1 data byte, as one masked 4-byte
+            // store ending at the padding's end (route.cc checked it is
+            // inside the buffer).
+            uint8_t* end = payload + q.data_len + q.pad_len;
+            st32(end - 4, ld32(end - 4) & (0xffffffffu >> (8 * q.pad_len)));
         }
         const uint32_t cookie = rte_cpu_to_be_32(turn::stun::kMagicCookie);
         const uint32_t h0 = be16(kDataIndication) | uint32_t{be16(static_cast<uint16_t>(kPrefix - 20 + q.data_len + q.pad_len))} << 16;
