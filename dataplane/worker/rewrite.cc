@@ -13,8 +13,14 @@
 // Cost (callgrind, IPv4, instructions/packet, before the per-family
 // templates): 238 ChannelData -> peer, 327 Send -> peer, 223 peer ->
 // ChannelData, 353 peer -> Data indication; 229 for ChannelData after, 246
-// with the 8-way family/direction dispatch. The largest stage; fusing it with
-// classify for the common case is the next step.
+// with the 8-way family/direction dispatch. With the IPv4 -> IPv4
+// specialisation (rewrite44: wide stores, checksums from the header words,
+// RFC 1624 over 32-bit words; bench, 10k flows, stage inclusive): 249 -> 117
+// ChannelData -> peer, 340 -> 218 Send -> peer, 241 -> 121 peer ->
+// ChannelData, 339 -> 193 peer -> Data indication (27 of those are the two
+// xorshift draws for the transaction id; Send's are mostly the sums of the
+// STUN bytes around the DATA value). Still one of the largest stages; fusing
+// it with classify for the common case is the next step.
 //
 // Edges: kTx. route.cc has already checked next hop, MTU and headroom.
 #include <bit>
@@ -49,6 +55,7 @@ struct Endpoint {
 // so each variant is straight-line code (measured: 238 -> 229
 // instructions/packet for IPv4 ChannelData). In != Out relays between
 // families (RFC 8656 allocations with a relayed address of the other family).
+// Used for IPv6 and between families; IPv4 -> IPv4 has rewrite44 below.
 template <uint8_t In, uint8_t Out, bool ToPeer>
 void rewrite_one(Worker& w, Pkt& q) {
     const Allocation& a = w.flows->allocs[q.alloc];
