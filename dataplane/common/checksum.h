@@ -17,12 +17,12 @@
 
 namespace dp::csum {
 
-// Folds a sum of 16-bit words (fewer than 2^48 of them) to 16 bits. Adding
-// a word to itself rotated by half its width leaves the end-around-carry sum
-// of its two halves in the upper half (the carry out of the lower half lands
-// there too): 64 -> 32 -> 16 bits in two rotate-adds (as Linux's csum_fold)
-// instead of four mask-shift-add rounds. Same result as those: 0 only for a
-// zero sum, otherwise the value in [1, 0xffff] congruent to it mod 0xffff.
+// Folds a sum of 16-bit words (any 64-bit value) to 16 bits. Adding a word
+// to itself rotated by half its width leaves the end-around-carry sum of its
+// two halves in the upper half (the carry out of the lower half lands there
+// too): 64 -> 32 -> 16 bits in two rotate-adds (as Linux's csum_fold) instead
+// of four mask-shift-add rounds. Same result as those: 0 only for a zero
+// sum, otherwise the value in [1, 0xffff] congruent to it mod 0xffff.
 inline uint16_t fold(uint64_t s) {
     s += std::rotr(s, 32);
     uint32_t t = static_cast<uint32_t>(s >> 32);
