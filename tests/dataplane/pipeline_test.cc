@@ -1232,3 +1232,86 @@ bool ensure_eal() {
     return g_env != nullptr;
 }
 }  // namespace dptest
+
+// ---- rewrite: checksum corner cases of the incremental update ----
+namespace {
+
+// Non-zero bytes after the ChannelData payload (padding, or any trailing
+// junk): they leave the checksum, at either byte parity, whatever their number.
+TEST_P(Pipeline, ClientChannelDataWithNonZeroTailOfEveryLength) {
+    for (size_t len : {0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 160u, 161u}) {
+        for (size_t tail = 0; tail <= 9; tail++) {
+            const Bytes data = pattern(len, static_cast<uint8_t>(len + 3));
+            Bytes payload = channel_data(kChannel, data);
+            for (size_t i = 0; i < tail; i++) {
+                payload.push_back(static_cast<uint8_t>(0xA5 ^ (i * 0x3B)));
+            }
+            const Out o = run1(build(from_client(payload)));
+            ASSERT_EQ(o.nic.size(), 1u) << len << "+" << tail;
+            EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, data))) << len << "+" << tail;
+            expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
+        }
+    }
+}
+
+TEST_P(Pipeline, Ipv4ZeroUdpChecksumGetsFullChecksumEveryKind) {
+    if (GetParam() != 4) {
+        GTEST_SKIP() << "IPv6 forbids a zero UDP checksum";
+    }
+    Frame f = from_client(channel_data(kChannel, pattern(31), 1));
+    f.zero_udp_checksum = true;
+    Out o = run1(build(f));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, pattern(31))));
+
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    f = from_client(send_indication(tx, n_.peer, pattern(37), true));
+    f.zero_udp_checksum = true;
+    o = run1(build(f));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, pattern(37))));
+
+    f = from_peer(pattern(99), n_.peer);
+    f.zero_udp_checksum = true;
+    o = run1(build(f));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.listen, n_.client, channel_data(kChannel, pattern(99)))));
+
+    const Address peer2 = n_.peer.with_port(6001);
+    f = from_peer(pattern(45), peer2);
+    f.zero_udp_checksum = true;
+    o = run1(build(f));
+    ASSERT_EQ(o.nic.size(), 1u);
+    const size_t stun = 14 + 20 + 8;
+    ASSERT_GT(o.nic[0].size(), stun + 20);
+    std::array<uint8_t, 12> txid;
+    std::copy(o.nic[0].begin() + static_cast<long>(stun + 8), o.nic[0].begin() + static_cast<long>(stun + 20),
+              txid.begin());
+    EXPECT_EQ(o.nic[0], build(relayed(n_.listen, n_.client, data_indication(txid, peer2, pattern(45)))));
+}
+
+// Send and both peer directions at every data length modulo 4 (odd data,
+// Data indication padding of 0-3 bytes).
+TEST_P(Pipeline, EveryDirectionAtEveryLengthModulo4) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const Address peer2 = n_.peer.with_port(6001);
+    const size_t stun = 14 + (GetParam() == 4 ? 20 : 40) + 8;
+    for (size_t len = 1; len <= 8; len++) {
+        const Bytes data = pattern(len, static_cast<uint8_t>(0x80 + len));
+        Out o = run1(build(from_client(send_indication(tx, n_.peer, data, len & 1))));
+        ASSERT_EQ(o.nic.size(), 1u);
+        EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, data))) << len;
+        o = run1(build(from_peer(data, n_.peer)));
+        ASSERT_EQ(o.nic.size(), 1u);
+        EXPECT_EQ(o.nic[0], build(relayed(n_.listen, n_.client, channel_data(kChannel, data)))) << len;
+        o = run1(build(from_peer(data, peer2)));
+        ASSERT_EQ(o.nic.size(), 1u);
+        ASSERT_GT(o.nic[0].size(), stun + 20);
+        std::array<uint8_t, 12> txid;
+        std::copy(o.nic[0].begin() + static_cast<long>(stun + 8), o.nic[0].begin() + static_cast<long>(stun + 20),
+                  txid.begin());
+        EXPECT_EQ(o.nic[0], build(relayed(n_.listen, n_.client, data_indication(txid, peer2, data)))) << len;
+    }
+}
+
+}  // namespace
