@@ -132,14 +132,15 @@ bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
 // Send indication to a listening address, or peer traffic. Sets p.kind,
 // p.data_off/len (and the Send fields), *kk and *channel_be; false when it
 // punted or dropped p. Shared by both parsers below.
-inline bool classify_payload(Pkt& p, const uint8_t* pl, bool to_listen, KeyKind* kk, uint16_t* channel_be_out) {
+inline bool classify_payload(Pkt& p, const uint8_t* pl, uint16_t plen, bool to_listen, KeyKind* kk,
+                             uint16_t* channel_be_out) {
     uint16_t channel_be = 0;
     if (!to_listen) {
         p.kind = Kind::kPeer;
         *kk = KeyKind::kChannelOut;
         p.data_off = 0;
-        p.data_len = p.plen;
-    } else if (p.plen >= 4 && (pl[0] & 0xC0) == 0x40) {
+        p.data_len = plen;
+    } else if (plen >= 4 && (pl[0] & 0xC0) == 0x40) {
         // 0b01 leading bits: channel 0x4000-0x7FFF. Which numbers are valid
         // (RFC 8656's 0x4000-0x4FFF, or RFC 5766's whole range for old
         // clients) is the control plane's policy: only channels it bound are
@@ -147,7 +148,7 @@ inline bool classify_payload(Pkt& p, const uint8_t* pl, bool to_listen, KeyKind*
         // discards reserved numbers. Checking the range here as well made
         // RFC 5766 channels slow one way and fast the other.
         const uint16_t cdlen = load_be16(pl + 2);
-        if (unlikely(size_t{4} + cdlen > p.plen)) {
+        if (unlikely(size_t{4} + cdlen > plen)) {
             drop(p, Counter::drop_bad_length);  // RFC 8656 12.5: discard
             return false;
         }
@@ -156,8 +157,8 @@ inline bool classify_payload(Pkt& p, const uint8_t* pl, bool to_listen, KeyKind*
         std::memcpy(&channel_be, pl, 2);
         p.data_off = 4;
         p.data_len = cdlen;
-    } else if (p.plen >= 20 && load_be16(pl) == kSendIndication && load_be32(pl + 4) == turn::stun::kMagicCookie) {
-        if (!parse_send(pl, p.plen, p)) {
+    } else if (plen >= 20 && load_be16(pl) == kSendIndication && load_be32(pl + 4) == turn::stun::kMagicCookie) {
+        if (!parse_send(pl, plen, p)) {
             punt(p, Counter::punt_send_unparsed);
             return false;
         }
@@ -297,7 +298,7 @@ __attribute__((noinline)) void classify_general(Worker& w, rte_mbuf* m, Pkt& p) 
 
     KeyKind kk;
     uint16_t channel_be;
-    if (!classify_payload(p, pl, to_listen, &kk, &channel_be)) {
+    if (!classify_payload(p, pl, p.plen, to_listen, &kk, &channel_be)) {
         return;
     }
     p.channel_be = channel_be;
@@ -343,9 +344,13 @@ inline __attribute__((always_inline)) void classify_one(Worker& w, const ListenS
         const uint64_t w1 = load64(d + 20);  // fragment field, TTL, protocol, checksum, source[0..1]
         const uint64_t a = load64(d + 26);   // source, destination
         const uint64_t u = load64(d + 34);   // UDP source and destination ports, length, checksum
-        const uint32_t tot = rte_be_to_cpu_16(static_cast<uint16_t>(w0 >> 32));
-        const uint32_t ulen = rte_be_to_cpu_16(static_cast<uint16_t>(u >> 32));
-        const uint64_t ol = m->ol_flags;
+        // Byte-swapped with the builtin, which the compiler can fold into
+        // the load (rte_be_to_cpu_16 is an asm statement on x86).
+        uint16_t tot16, ulen16;
+        std::memcpy(&tot16, d + 16, 2);
+        std::memcpy(&ulen16, d + 38, 2);
+        const uint32_t tot = __builtin_bswap16(tot16);
+        const uint32_t ulen = __builtin_bswap16(ulen16);
         // Ethertype 0x0800 then version/IHL 0x45; MF and fragment offset
         // zero (DF may be set), protocol UDP.
         const uint64_t hdr = ((w0 & 0xffffff) ^ 0x450008) | ((w1 & 0xff00ff3f) ^ (uint64_t{IPPROTO_UDP} << 24));
@@ -353,8 +358,7 @@ inline __attribute__((always_inline)) void classify_one(Worker& w, const ListenS
         // range checks (len >= 42 above; the second relies on the first).
         constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
         if (likely(hdr == 0 && tot - kMinTot <= len - kFastMin &&
-                   ulen - uint32_t{sizeof(rte_udp_hdr)} <= tot - kMinTot &&
-                   (ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) != RTE_MBUF_F_RX_L4_CKSUM_BAD)) {
+                   ulen - uint32_t{sizeof(rte_udp_hdr)} <= tot - kMinTot)) {
             // The header checksum from the words already loaded: bytes 14-33
             // are w0's upper six, all of w1 and a's upper six, each 16-bit
             // aligned as in the header. A one's-complement sum folds to
@@ -362,17 +366,25 @@ inline __attribute__((always_inline)) void classify_one(Worker& w, const ListenS
             // one is nonzero (version/IHL), so csum::ipv4_header_ok(d + 14)
             // is sum % 0xffff == 0.
             const uint64_t sum = (w0 >> 16) + (w1 & 0xffffffffu) + (w1 >> 32) + (a >> 16);
-            if (likely((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD || sum % 0xffff == 0)) {
+            // No checksum flags at all (no offload) is the one-test case;
+            // otherwise: L4 not flagged bad, and IP flagged good or computed.
+            constexpr uint64_t kMask = RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK;
+            const uint64_t ol = m->ol_flags & kMask;
+            if (likely(ol == 0 ? sum % 0xffff == 0
+                               : (ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) != RTE_MBUF_F_RX_L4_CKSUM_BAD &&
+                                     ((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD ||
+                                      sum % 0xffff == 0))) {
                 p.m = m;
                 p.family = 4;
                 p.l3 = const_cast<uint8_t*>(d + sizeof(rte_ether_hdr));
                 p.udp = reinterpret_cast<rte_udp_hdr*>(const_cast<uint8_t*>(d + sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr)));
-                p.plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
+                const auto plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
+                p.plen = plen;
                 const uint32_t dst_ip = static_cast<uint32_t>(a >> 32);
                 const uint16_t dst_port = static_cast<uint16_t>(u >> 16);
                 KeyKind kk;
                 uint16_t channel_be;
-                if (!classify_payload(p, d + kFastMin, listen.has4(dst_ip, dst_port), &kk, &channel_be)) {
+                if (!classify_payload(p, d + kFastMin, plen, listen.has4(dst_ip, dst_port), &kk, &channel_be)) {
                     p.kind = Kind::kNone;
                     return;
                 }
