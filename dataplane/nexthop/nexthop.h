@@ -74,6 +74,29 @@ public:
         void* d = nullptr;
         return rte_hash_lookup_data(h_, &k, &d) >= 0 ? reinterpret_cast<uint64_t>(d) : 0;
     }
+    // host_word() for n <= RTE_HASH_LOOKUP_BULK_MAX keys at once: one
+    // rte_hash_lookup_with_hash_bulk_data (its prefetching pipeline, no
+    // per-key call), signatures computed inline with the table's hash
+    // function (rte_hash_crc, initial value 0).
+    void host_words(const NextHopKey* const* keys, uint32_t n, uint64_t* out) const {
+        void* d[RTE_HASH_LOOKUP_BULK_MAX];
+        hash_sig_t sig[RTE_HASH_LOOKUP_BULK_MAX];
+        for (uint32_t i = 0; i < n; i++) {
+            sig[i] = rte_hash_crc(keys[i], sizeof(NextHopKey), 0);
+        }
+        uint64_t hits = 0;
+        rte_hash_lookup_with_hash_bulk_data(h_, reinterpret_cast<const void**>(const_cast<const NextHopKey**>(keys)),
+                                            sig, n, &hits, d);
+        for (uint32_t i = 0; i < n; i++) {
+            out[i] = (hits >> i) & 1 ? reinterpret_cast<uint64_t>(d[i]) : 0;
+        }
+    }
+    static NextHopKey key(uint8_t family, const uint8_t* ip) {
+        NextHopKey k;
+        std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
+        k.family = family;
+        return k;
+    }
     static uint8_t port_of(uint64_t w) { return static_cast<uint8_t>(w >> 48); }
 
     // Worker side, exception path only: the kernel sent a frame to `ip` with
