@@ -4,9 +4,11 @@
 // from peer traffic (anything else over UDP: maybe a relayed port). Builds
 // the primary flow key for the lookup stage.
 //
-// Cost (callgrind, IPv4, 10k flows, instructions/packet): 162 ChannelData,
-// 291 Send (attribute walk), 143 peer. Per-stage cycles are not separable on
-// these machines (no PMU); bench/RESULTS.md has the pipeline total.
+// Cost (callgrind, IPv4, 10k flows, instructions/packet): 108 ChannelData,
+// 171 Send (attribute walk), 93 peer; was 158/298/143 before the
+// straight-line IPv4 check (classify_one) took the common case off the
+// general parser. Per-stage cycles are not separable on these machines (no
+// PMU); bench/RESULTS.md has the pipeline total.
 //
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
 // headers, other traffic to a listening address, Send indications outside
