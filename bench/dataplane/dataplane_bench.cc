@@ -138,6 +138,7 @@ struct Options {
     uint64_t packets = 4000000;
     std::string dir = "/tmp";
     bool callgrind = false;
+    bool host_nexthops = false;  // a host next hop per client and peer (else only the default route)
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -246,6 +247,8 @@ int main(int argc, char** argv) {
             i++;
         } else if (a == "--callgrind") {
             o.callgrind = true;
+        } else if (a == "--host-nexthops") {
+            o.host_nexthops = true;
         } else {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -292,7 +295,8 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "%s\n", err.c_str());
             return 1;
         }
-        dp::NextHops* nh = dp::NextHops::create(std::string("bnh").append(std::to_string(nflows)), 64, flows->rcu, SOCKET_ID_ANY, &err);
+        dp::NextHops* nh = dp::NextHops::create(std::string("bnh").append(std::to_string(nflows)),
+                                                o.host_nexthops ? 2 * nflows + 64 : 64, flows->rcu, SOCKET_ID_ANY, &err);
         dp::Applier ap(*flows);
         uint64_t seq = 0;
         for (uint32_t f = 0; f < nflows; f++) {
@@ -327,6 +331,15 @@ int main(int argc, char** argv) {
         std::copy(kGatewayMac.begin(), kGatewayMac.end(), gw.mac.addr_bytes);
         gw.port = null_port;
         nh->set_default(4, gw);
+        if (o.host_nexthops) {
+            // On-link peers and clients, as the kernel mirror installs them.
+            for (uint32_t f = 0; f < nflows; f++) {
+                const FlowAddrs a = flow(f);
+                for (const Address* h : {&a.client, &a.peer}) {
+                    nh->set_host(4, h->ip.data(), gw);
+                }
+            }
+        }
 
         dp::Worker w;
         dp::WorkerConfig wc;

@@ -50,18 +50,9 @@ public:
 
     // Worker side. ip: 4 or 16 bytes, network order.
     bool resolve(uint8_t family, const uint8_t* ip, NextHop* out) const {
-        uint64_t w = 0;
-        if (hosts_.load(std::memory_order_relaxed) != 0) {
-            NextHopKey k;
-            std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
-            k.family = family;
-            void* d = nullptr;
-            if (rte_hash_lookup_data(h_, &k, &d) >= 0) {
-                w = reinterpret_cast<uint64_t>(d);
-            }
-        }
+        uint64_t w = any_hosts() ? host_word(family, ip) : 0;
         if (w == 0) {
-            w = (family == 4 ? default4_ : default6_).load(std::memory_order_acquire);
+            w = default_word(family);
         }
         if (w == 0) {
             return false;
@@ -69,6 +60,44 @@ public:
         unpack(w, out);
         return true;
     }
+    // resolve() in parts, for a worker that resolves a whole burst (route.cc):
+    // it reads any_hosts() and the defaults once per burst, and looks up
+    // host entries only when there are some. Words are pack()ed, 0 = none.
+    bool any_hosts() const { return hosts_.load(std::memory_order_relaxed) != 0; }
+    uint64_t default_word(uint8_t family) const {
+        return (family == 4 ? default4_ : default6_).load(std::memory_order_acquire);
+    }
+    uint64_t host_word(uint8_t family, const uint8_t* ip) const {
+        NextHopKey k;
+        std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
+        k.family = family;
+        void* d = nullptr;
+        return rte_hash_lookup_data(h_, &k, &d) >= 0 ? reinterpret_cast<uint64_t>(d) : 0;
+    }
+    // host_word() for n <= RTE_HASH_LOOKUP_BULK_MAX keys at once: one
+    // rte_hash_lookup_with_hash_bulk_data (its prefetching pipeline, no
+    // per-key call), signatures computed inline with the table's hash
+    // function (rte_hash_crc, initial value 0).
+    void host_words(const NextHopKey* const* keys, uint32_t n, uint64_t* out) const {
+        void* d[RTE_HASH_LOOKUP_BULK_MAX];
+        hash_sig_t sig[RTE_HASH_LOOKUP_BULK_MAX];
+        for (uint32_t i = 0; i < n; i++) {
+            sig[i] = rte_hash_crc(keys[i], sizeof(NextHopKey), 0);
+        }
+        uint64_t hits = 0;
+        rte_hash_lookup_with_hash_bulk_data(h_, reinterpret_cast<const void**>(const_cast<const NextHopKey**>(keys)),
+                                            sig, n, &hits, d);
+        for (uint32_t i = 0; i < n; i++) {
+            out[i] = (hits >> i) & 1 ? reinterpret_cast<uint64_t>(d[i]) : 0;
+        }
+    }
+    static NextHopKey key(uint8_t family, const uint8_t* ip) {
+        NextHopKey k;
+        std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
+        k.family = family;
+        return k;
+    }
+    static uint8_t port_of(uint64_t w) { return static_cast<uint8_t>(w >> 48); }
 
     // Worker side, exception path only: the kernel sent a frame to `ip` with
     // destination MAC `mac` out of `port`; if that differs from what the
@@ -117,8 +146,16 @@ public:
         return w;
     }
     static void unpack(uint64_t w, NextHop* out) {
-        std::memcpy(out->mac.addr_bytes, &w, 6);
-        out->port = static_cast<uint8_t>(w >> 48);
+        if constexpr (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN) {
+            // MAC then port as one 8-byte store: the valid byte cleared, the
+            // port byte is the low byte of the 16-bit port.
+            static_assert(sizeof(NextHop) == 8 && offsetof(NextHop, port) == 6);
+            const uint64_t v = w & 0x00ffffffffffffffull;
+            std::memcpy(static_cast<void*>(out), &v, 8);
+        } else {
+            std::memcpy(out->mac.addr_bytes, &w, 6);
+            out->port = static_cast<uint8_t>(w >> 48);
+        }
     }
 
 private:

@@ -4,9 +4,11 @@
 // from peer traffic (anything else over UDP: maybe a relayed port). Builds
 // the primary flow key for the lookup stage.
 //
-// Cost (callgrind, IPv4, 10k flows, instructions/packet): 162 ChannelData,
-// 291 Send (attribute walk), 143 peer. Per-stage cycles are not separable on
-// these machines (no PMU); bench/RESULTS.md has the pipeline total.
+// Cost (callgrind, IPv4, 10k flows, instructions/packet): 108 ChannelData,
+// 171 Send (attribute walk), 93 peer; was 158/298/143 before the
+// straight-line IPv4 check (classify_one) took the common case off the
+// general parser. Per-stage cycles are not separable on these machines (no
+// PMU); bench/RESULTS.md has the pipeline total.
 //
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
 // headers, other traffic to a listening address, Send indications outside
@@ -25,41 +27,116 @@ namespace {
 constexpr uint16_t kSendIndication = 0x0016;  // make_type(Send, Indication)
 static_assert(turn::stun::make_type(turn::stun::Method::kSend, turn::stun::Class::kIndication) == kSendIndication);
 
+inline uint64_t load64(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+inline uint32_t load32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+// Big-endian loads for the hot paths: the builtins let the compiler fold the
+// swap into compares and loads (rte_be_to_cpu_16 is an asm statement on x86,
+// which load_be16 in stages.h inherits).
+inline uint16_t be16(const uint8_t* p) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    if constexpr (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN) {
+        v = __builtin_bswap16(v);
+    }
+    return v;
+}
+inline uint32_t be32(const uint8_t* p) {
+    uint32_t v = load32(p);
+    if constexpr (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN) {
+        v = __builtin_bswap32(v);
+    }
+    return v;
+}
+
+// XOR-PEER-ADDRESS value at s+v (family byte at v+1, port at v+2, address at
+// v+4), already checked to be `len` bytes inside the message: decodes it
+// into p (RFC 8489 section 14.2). False for a family/length it cannot use.
+inline bool xor_peer(const uint8_t* s, size_t v, uint16_t len, Pkt& p) {
+    const uint8_t fam = s[v + 1];
+    uint16_t xport;
+    std::memcpy(&xport, s + v + 2, 2);
+    // XOR with magic cookie + transaction id: the 16 bytes at s+4.
+    if (fam == turn::kStunFamilyIPv4 && len == 8) {
+        p.peer_family = 4;
+        p.peer_port_be = xport ^ rte_cpu_to_be_16(0x2112);
+        const uint32_t a = load32(s + v + 4) ^ load32(s + 4);
+        std::memcpy(p.peer_ip, &a, 4);
+        return true;
+    }
+    if (fam == turn::kStunFamilyIPv6 && len == 20) {
+        p.peer_family = 6;
+        p.peer_port_be = xport ^ rte_cpu_to_be_16(0x2112);
+        const uint64_t a0 = load64(s + v + 4) ^ load64(s + 4);
+        const uint64_t a1 = load64(s + v + 12) ^ load64(s + 12);
+        std::memcpy(p.peer_ip, &a0, 8);
+        std::memcpy(p.peer_ip + 8, &a1, 8);
+        return true;
+    }
+    return false;
+}
+
 // RFC 8656 section 11.2 / RFC 8489 section 14: a bounded walk over the
 // attributes of a Send indication. Finds XOR-PEER-ADDRESS (the first one) and
-// DATA; gives up (slow path) on anything it does not understand.
+// DATA; gives up (slow path) on anything it does not understand. The common
+// layout (XOR-PEER-ADDRESS first, DATA second, as every client sends it) is
+// matched straight-line; the loop then only walks what follows DATA.
 bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
-    const uint16_t mlen = load_be16(s + 2);
+    const uint16_t mlen = be16(s + 2);
     if ((mlen & 3) != 0 || size_t{20} + mlen > plen) {
         return false;
     }
     const size_t end = size_t{20} + mlen;
     size_t pos = 20;
     bool have_peer = false, have_data = false;
+    // (type, length) words, big endian, of an IPv4 XOR-PEER-ADDRESS and of DATA.
+    constexpr uint32_t kPeer4Hdr = (uint32_t{turn::stun::attr::kXorPeerAddress} << 16) | 8;
+    if (end >= 36 && be32(s + 20) == kPeer4Hdr && be16(s + 32) == turn::stun::attr::kData) {
+        if (!xor_peer(s, 24, 8, p)) {
+            return false;
+        }
+        const uint16_t len = be16(s + 34);
+        if (size_t{36} + len > end) {
+            return false;
+        }
+        p.data_off = 36;
+        p.data_len = len;
+        have_peer = have_data = true;
+        pos = 36 + ((len + 3u) & ~3u);
+        // And nothing after DATA but a FINGERPRINT (ignored, see below).
+        constexpr uint32_t kFingerprintHdr = (uint32_t{turn::stun::attr::kFingerprint} << 16) | 4;
+        if (pos + 8 == end && be32(s + pos) == kFingerprintHdr) {
+            return true;
+        }
+    }
     while (pos + 4 <= end) {
-        const uint16_t type = load_be16(s + pos);
-        const uint16_t len = load_be16(s + pos + 2);
+        const uint16_t type = be16(s + pos);
+        const uint16_t len = be16(s + pos + 2);
         const size_t v = pos + 4;
         if (v + len > end) {
             return false;
         }
+        pos = v + ((len + 3u) & ~3u);
+        // FINGERPRINT, SOFTWARE and every other comprehension-optional type
+        // are not needed to forward. FINGERPRINT is not verified here: RFC
+        // 8489 section 14.7 makes it a demultiplexing aid, and a Send with a
+        // wrong one reaches the peer exactly as its DATA says.
+        static_assert(!turn::stun::attr::is_comprehension_required(turn::stun::attr::kFingerprint) &&
+                      !turn::stun::attr::is_comprehension_required(turn::stun::attr::kSoftware));
+        if (!turn::stun::attr::is_comprehension_required(type) || type == turn::stun::attr::kDontFragment) {
+            continue;
+        }
         if (type == turn::stun::attr::kXorPeerAddress) {
             if (!have_peer) {
-                const uint8_t fam = s[v + 1];
-                if (fam == turn::kStunFamilyIPv4 && len == 8) {
-                    p.peer_family = 4;
-                } else if (fam == turn::kStunFamilyIPv6 && len == 20) {
-                    p.peer_family = 6;
-                } else {
+                if (!xor_peer(s, v, len, p)) {
                     return false;
-                }
-                uint16_t xport;
-                std::memcpy(&xport, s + v + 2, 2);
-                p.peer_port_be = xport ^ rte_cpu_to_be_16(0x2112);
-                // XOR with magic cookie + transaction id: the 16 bytes at s+4.
-                const size_t ilen = p.peer_family == 4 ? 4 : 16;
-                for (size_t i = 0; i < ilen; i++) {
-                    p.peer_ip[i] = s[v + 4 + i] ^ s[4 + i];
                 }
                 have_peer = true;
             }
@@ -69,20 +146,59 @@ bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
                 p.data_len = len;
                 have_data = true;
             }
-        } else if (type == turn::stun::attr::kFingerprint || type == turn::stun::attr::kSoftware ||
-                   type == turn::stun::attr::kDontFragment || !turn::stun::attr::is_comprehension_required(type)) {
-            // Not needed to forward. FINGERPRINT is not verified here: RFC
-            // 8489 section 14.7 makes it a demultiplexing aid, and a Send
-            // with a wrong one reaches the peer exactly as its DATA says.
         } else {
             return false;  // unknown comprehension-required: the kernel path decides
         }
-        pos = v + ((len + 3u) & ~3u);
     }
     return have_peer && have_data;
 }
 
-void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
+// The UDP payload at pl (p.plen bytes, inside the packet): ChannelData or a
+// Send indication to a listening address, or peer traffic. Sets p.kind,
+// p.data_off/len (and the Send fields), *kk and *channel_be; false when it
+// punted or dropped p. Shared by both parsers below.
+inline bool classify_payload(Pkt& p, const uint8_t* pl, uint16_t plen, bool to_listen, KeyKind* kk,
+                             uint16_t* channel_be_out) {
+    uint16_t channel_be = 0;
+    if (!to_listen) {
+        p.kind = Kind::kPeer;
+        *kk = KeyKind::kChannelOut;
+        p.data_off = 0;
+        p.data_len = plen;
+    } else if (plen >= 4 && (pl[0] & 0xC0) == 0x40) {
+        // 0b01 leading bits: channel 0x4000-0x7FFF. Which numbers are valid
+        // (RFC 8656's 0x4000-0x4FFF, or RFC 5766's whole range for old
+        // clients) is the control plane's policy: only channels it bound are
+        // in the table, and a lookup miss is punted to the slow path, which
+        // discards reserved numbers. Checking the range here as well made
+        // RFC 5766 channels slow one way and fast the other.
+        const uint16_t cdlen = be16(pl + 2);
+        if (unlikely(size_t{4} + cdlen > plen)) {
+            drop(p, Counter::drop_bad_length);  // RFC 8656 12.5: discard
+            return false;
+        }
+        p.kind = Kind::kClientChannel;
+        *kk = KeyKind::kClient;  // the channel is looked up in the allocation (lookup.cc)
+        std::memcpy(&channel_be, pl, 2);
+        p.data_off = 4;
+        p.data_len = cdlen;
+    } else if (plen >= 20 && be16(pl) == kSendIndication && be32(pl + 4) == turn::stun::kMagicCookie) {
+        if (!parse_send(pl, plen, p)) {
+            punt(p, Counter::punt_send_unparsed);
+            return false;
+        }
+        p.kind = Kind::kClientSend;
+        *kk = KeyKind::kClient;
+    } else {
+        punt(p, Counter::punt_not_fast_path);
+        return false;
+    }
+    *channel_be_out = channel_be;
+    return true;
+}
+
+// The general parser: every layout classify accepts, and every verdict.
+__attribute__((noinline)) void classify_general(Worker& w, rte_mbuf* m, Pkt& p) {
     p.m = m;
     p.kind = Kind::kNone;
     if (unlikely(m->nb_segs != 1)) {
@@ -206,38 +322,8 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
     }
 
     KeyKind kk;
-    uint16_t channel_be = 0;
-    if (!to_listen) {
-        p.kind = Kind::kPeer;
-        kk = KeyKind::kChannelOut;
-        p.data_off = 0;
-        p.data_len = p.plen;
-    } else if (p.plen >= 4 && (pl[0] & 0xC0) == 0x40) {
-        // 0b01 leading bits: channel 0x4000-0x7FFF. Which numbers are valid
-        // (RFC 8656's 0x4000-0x4FFF, or RFC 5766's whole range for old
-        // clients) is the control plane's policy: only channels it bound are
-        // in the table, and a lookup miss is punted to the slow path, which
-        // discards reserved numbers. Checking the range here as well made
-        // RFC 5766 channels slow one way and fast the other.
-        const uint16_t cdlen = load_be16(pl + 2);
-        if (unlikely(size_t{4} + cdlen > p.plen)) {
-            drop(p, Counter::drop_bad_length);  // RFC 8656 12.5: discard
-            return;
-        }
-        p.kind = Kind::kClientChannel;
-        kk = KeyKind::kClient;  // the channel is looked up in the allocation (lookup.cc)
-        std::memcpy(&channel_be, pl, 2);
-        p.data_off = 4;
-        p.data_len = cdlen;
-    } else if (p.plen >= 20 && load_be16(pl) == kSendIndication && load_be32(pl + 4) == turn::stun::kMagicCookie) {
-        if (!parse_send(pl, p.plen, p)) {
-            punt(p, Counter::punt_send_unparsed);
-            return;
-        }
-        p.kind = Kind::kClientSend;
-        kk = KeyKind::kClient;
-    } else {
-        punt(p, Counter::punt_not_fast_path);
+    uint16_t channel_be;
+    if (!classify_payload(p, pl, p.plen, to_listen, &kk, &channel_be)) {
         return;
     }
     p.channel_be = channel_be;
@@ -264,18 +350,107 @@ void classify_one(Worker& w, rte_mbuf* m, Pkt& p) {
     p.next = Next::kLookup;
 }
 
+// The common case, straight-line: one mbuf segment, untagged Ethernet,
+// IPv4 without options or fragmentation, UDP, consistent lengths, good
+// header checksum, L4 checksum not flagged bad. Headers are read as four
+// unaligned 8-byte words (all inside the 42 bytes checked against data_len)
+// and several fields are compared at once. Anything else, including every
+// packet that is punted or dropped before the payload is looked at, goes to
+// classify_general, so verdicts and counters are those of the general parser.
+// Little-endian only (the masks below); elsewhere everything is general.
+constexpr uint32_t kFastMin = sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
+static_assert(kFastMin == 42);
+
+inline __attribute__((always_inline)) void classify_one(Worker& w, const ListenSet& listen, rte_mbuf* m, Pkt& p) {
+    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
+    const uint32_t len = m->data_len;
+    if (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN && likely(m->nb_segs == 1 && len >= kFastMin)) {
+        const uint64_t w0 = load64(d + 12);  // ethertype, version/IHL, TOS, total length, id
+        const uint64_t w1 = load64(d + 20);  // fragment field, TTL, protocol, checksum, source[0..1]
+        const uint64_t a = load64(d + 26);   // source, destination
+        const uint64_t u = load64(d + 34);   // UDP source and destination ports, length, checksum
+        // Byte-swapped with the builtin, which the compiler can fold into
+        // the load (rte_be_to_cpu_16 is an asm statement on x86).
+        uint16_t tot16, ulen16;
+        std::memcpy(&tot16, d + 16, 2);
+        std::memcpy(&ulen16, d + 38, 2);
+        const uint32_t tot = __builtin_bswap16(tot16);
+        const uint32_t ulen = __builtin_bswap16(ulen16);
+        // Ethertype 0x0800 then version/IHL 0x45; MF and fragment offset
+        // zero (DF may be set), protocol UDP.
+        const uint64_t hdr = ((w0 & 0xffffff) ^ 0x450008) | ((w1 & 0xff00ff3f) ^ (uint64_t{IPPROTO_UDP} << 24));
+        // 28 <= tot <= len - 14 and 8 <= ulen <= tot - 20, as two unsigned
+        // range checks (len >= 42 above; the second relies on the first).
+        constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
+        if (likely(hdr == 0 && tot - kMinTot <= len - kFastMin &&
+                   ulen - uint32_t{sizeof(rte_udp_hdr)} <= tot - kMinTot)) {
+            // The header checksum from the words already loaded: bytes 14-33
+            // are w0's upper six, all of w1 and a's upper six, each 16-bit
+            // aligned as in the header. A one's-complement sum folds to
+            // 0xffff exactly when it is a nonzero multiple of 0xffff; this
+            // one is nonzero (version/IHL), so csum::ipv4_header_ok(d + 14)
+            // is sum % 0xffff == 0.
+            const uint64_t sum = (w0 >> 16) + (w1 & 0xffffffffu) + (w1 >> 32) + (a >> 16);
+            // No checksum flags at all (no offload) is the one-test case;
+            // otherwise: L4 not flagged bad, and IP flagged good or computed.
+            constexpr uint64_t kMask = RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK;
+            const uint64_t ol = m->ol_flags & kMask;
+            if (likely(ol == 0 ? sum % 0xffff == 0
+                               : (ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) != RTE_MBUF_F_RX_L4_CKSUM_BAD &&
+                                     ((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD ||
+                                      sum % 0xffff == 0))) {
+                p.m = m;
+                p.family = 4;
+                p.l3 = const_cast<uint8_t*>(d + sizeof(rte_ether_hdr));
+                p.udp = reinterpret_cast<rte_udp_hdr*>(const_cast<uint8_t*>(d + sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr)));
+                const auto plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
+                p.plen = plen;
+                const uint32_t dst_ip = static_cast<uint32_t>(a >> 32);
+                const uint16_t dst_port = static_cast<uint16_t>(u >> 16);
+                KeyKind kk;
+                uint16_t channel_be;
+                if (!classify_payload(p, d + kFastMin, plen, listen.has4(dst_ip, dst_port), &kk, &channel_be)) {
+                    p.kind = Kind::kNone;
+                    return;
+                }
+                p.channel_be = channel_be;
+                p.key_family = 4;
+                // Key4 as two words: destination, source; destination port,
+                // source port, channel 0, kind, pad 0.
+                uint32_t ports = static_cast<uint32_t>(u);
+                ports = (ports >> 16) | (ports << 16);
+                const uint64_t k0 = (a >> 32) | (a << 32);
+                const uint64_t k1 = uint64_t{ports} | (uint64_t(kk) << 48);
+                static_assert(offsetof(Key4, a_ip) == 0 && offsetof(Key4, b_ip) == 4 && offsetof(Key4, a_port) == 8 &&
+                              offsetof(Key4, b_port) == 10 && offsetof(Key4, channel) == 12 &&
+                              offsetof(Key4, kind) == 14 && sizeof(KeyKind) == 1);
+                auto* k = reinterpret_cast<uint8_t*>(&p.k4);
+                std::memcpy(k, &k0, 8);
+                std::memcpy(k + 8, &k1, 8);
+                p.next = Next::kLookup;
+                return;
+            }
+        }
+    }
+    classify_general(w, m, p);
+}
+
 }  // namespace
 
 void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
+    const ListenSet& listen = *w.flows->listen;
     constexpr uint16_t kAhead = 4;
     for (uint16_t i = 0; i < n && i < kAhead; i++) {
         rte_prefetch0(rte_pktmbuf_mtod(mbufs[i], void*));
     }
-    for (uint16_t i = 0; i < n; i++) {
-        if (i + kAhead < n) {
-            rte_prefetch0(rte_pktmbuf_mtod(mbufs[i + kAhead], void*));
-        }
-        classify_one(w, mbufs[i], p[i]);
+    // Split so the loop with the prefetch has no per-packet bound check.
+    uint16_t i = 0;
+    for (; i + kAhead < n; i++) {
+        rte_prefetch0(rte_pktmbuf_mtod(mbufs[i + kAhead], void*));
+        classify_one(w, listen, mbufs[i], p[i]);
+    }
+    for (; i < n; i++) {
+        classify_one(w, listen, mbufs[i], p[i]);
     }
 }
 

@@ -1315,3 +1315,143 @@ TEST_P(Pipeline, EveryDirectionAtEveryLengthModulo4) {
 }
 
 }  // namespace
+
+// ---- classify: the general parser behind the IPv4 fast path ----
+namespace {
+
+// The UDP header of a frame built without VLAN tag: after IPv4 (20) or IPv6 (40).
+size_t udp_offset(int family) { return 14 + (family == 4 ? 20 : 40); }
+
+TEST_P(Pipeline, SendWithDataBeforePeerAddressIsForwarded) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const Bytes data = pattern(37);
+    const Bytes s = send_indication(tx, n_.peer, data, false);
+    const size_t peer_attr = 4 + (n_.peer.is_v4() ? 8 : 20);
+    Bytes r(s.begin(), s.begin() + 20);                          // STUN header
+    r.insert(r.end(), s.begin() + 20 + peer_attr, s.end());      // DATA (padded)
+    r.insert(r.end(), s.begin() + 20, s.begin() + 20 + peer_attr);  // XOR-PEER-ADDRESS
+    ASSERT_EQ(r.size(), s.size());
+    const Out o = run1(build(from_client(r)));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, data)));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}});
+}
+
+TEST_P(Pipeline, SendWithUnknownRequiredAttributeAfterDataIsPunted) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    Bytes s = send_indication(tx, n_.peer, pattern(8), false);
+    for (uint8_t b : {0x7f, 0x01, 0x00, 0x04, 0xaa, 0xbb, 0xcc, 0xdd}) {  // type 0x7f01, 4 bytes
+        s.push_back(b);
+    }
+    const uint16_t mlen = static_cast<uint16_t>(s.size() - 20);
+    s[2] = static_cast<uint8_t>(mlen >> 8);
+    s[3] = static_cast<uint8_t>(mlen);
+    const Bytes f = build(from_client(s));
+    const Out o = run1(f);
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], f);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
+}
+
+TEST_P(Pipeline, SendWithTruncatedDataIsPunted) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    Bytes s = send_indication(tx, n_.peer, pattern(8), false);
+    const size_t data_attr = 20 + 4 + (n_.peer.is_v4() ? 8 : 20);
+    s[data_attr + 3] = 9;  // DATA claims 9 bytes: past the end of the message
+    const Bytes f = build(from_client(s));
+    const Out o = run1(f);
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], f);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
+}
+
+TEST_P(Pipeline, UdpLengthBeyondIpPayloadIsDropped) {
+    Bytes f = build(from_client(channel_data(kChannel, pattern(10))));
+    f[udp_offset(GetParam()) + 5] += 1;  // UDP length one more than the IP payload
+    const Out o = run1(f);
+    EXPECT_TRUE(o.nic.empty() && o.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_length, 1}});
+}
+
+TEST_P(Pipeline, UdpLengthBelowHeaderIsDropped) {
+    Bytes f = build(from_client(channel_data(kChannel, pattern(10))));
+    f[udp_offset(GetParam()) + 4] = 0;
+    f[udp_offset(GetParam()) + 5] = 7;
+    const Out o = run1(f);
+    EXPECT_TRUE(o.nic.empty() && o.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_length, 1}});
+}
+
+TEST_P(Pipeline, ShortUdpLengthLimitsTheChannelData) {
+    // UDP length shorter than the IP payload: the bytes after it are not
+    // part of the datagram, so ChannelData claiming them is too long.
+    Bytes f = build(from_client(channel_data(kChannel, pattern(12))));
+    f[udp_offset(GetParam()) + 5] -= 4;
+    const Out o = run1(f);
+    EXPECT_TRUE(o.nic.empty() && o.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_length, 1}});
+}
+
+TEST_P(Pipeline, ClientChannelDataWithDfIsForwarded) {
+    Frame fr = from_client(channel_data(kChannel, pattern(20)));
+    fr.df = true;
+    const Out o = run1(build(fr));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, pattern(20))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
+}
+
+TEST_P(Pipeline, RuntFramesAreDropped) {
+    const Bytes full = build(from_client(channel_data(kChannel, pattern(10))));
+    for (size_t len : {size_t{13}, size_t{14}, size_t{33}, udp_offset(GetParam()) + 7}) {
+        const Out o = run1(Bytes(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(len)));
+        EXPECT_TRUE(o.nic.empty() && o.exc.empty()) << len;
+        expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_length, 1}});
+    }
+}
+
+TEST_P(Pipeline, ChecksumFlagsFromTheNic) {
+    // One frame with the given rx offload flags.
+    auto run_flags = [&](const Bytes& b, uint64_t flags) {
+        before_ = w_.counters;
+        rte_mbuf* m = mbuf_of(b);
+        m->ol_flags |= flags;
+        rte_ring_enqueue(g_env->nic_in, m);
+        while (dp::poll_once(w_) != 0) {
+        }
+        return Out{drain(g_env->nic_out), drain(g_env->exc_out)};
+    };
+    const Bytes good = build(from_client(channel_data(kChannel, pattern(10))));
+    const Bytes want = build(relayed(n_.relayed, n_.peer, pattern(10)));
+    // L4 flagged bad: dropped, whatever the IP flags say.
+    for (uint64_t ip : {uint64_t{0}, uint64_t{RTE_MBUF_F_RX_IP_CKSUM_GOOD}}) {
+        const Out o = run_flags(good, RTE_MBUF_F_RX_L4_CKSUM_BAD | ip);
+        EXPECT_TRUE(o.nic.empty() && o.exc.empty());
+        expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_l4_checksum, 1}});
+    }
+    // L4 good or unknown, IP good or unknown: forwarded.
+    for (uint64_t fl : {uint64_t{RTE_MBUF_F_RX_L4_CKSUM_GOOD}, uint64_t{RTE_MBUF_F_RX_IP_CKSUM_GOOD},
+                        uint64_t{RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD},
+                        uint64_t{RTE_MBUF_F_RX_IP_CKSUM_BAD}}) {
+        const Out o = run_flags(good, fl);
+        ASSERT_EQ(o.nic.size(), 1u) << fl;
+        EXPECT_EQ(o.nic[0], want);
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
+    }
+    if (GetParam() == 4) {
+        // A bad IPv4 header checksum: dropped unless the NIC vouched for it
+        // (IP_CKSUM_BAD is not trusted either way: the header is checked).
+        Bytes bad = good;
+        bad[14 + 10] ^= 0x55;
+        for (uint64_t fl : {uint64_t{0}, uint64_t{RTE_MBUF_F_RX_L4_CKSUM_GOOD}, uint64_t{RTE_MBUF_F_RX_IP_CKSUM_BAD}}) {
+            const Out o = run_flags(bad, fl);
+            EXPECT_TRUE(o.nic.empty() && o.exc.empty()) << fl;
+            expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_ip_checksum, 1}});
+        }
+        const Out o = run_flags(bad, RTE_MBUF_F_RX_IP_CKSUM_GOOD);
+        EXPECT_EQ(o.nic.size(), 1u);
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
+    }
+}
+
+}  // namespace
