@@ -25,10 +25,10 @@ namespace dp {
 
 namespace {
 
-// Bulk lookup of the packets selected by `idx`, per family. `psig`, if
-// given, holds each packet's key signature (by packet index).
+// Bulk lookup of the packets selected by `idx`, per family. With `have_sig`
+// their Pkt::sig is the key's signature already (classify's, kClient keys).
 template <typename Fn>
-void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, const uint32_t* psig, Fn&& on_result) {
+void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, bool have_sig, Fn&& on_result) {
     const void* k4[kBurst];
     const void* k6[kBurst];
     uint16_t i4[kBurst], i6[kBurst];
@@ -50,7 +50,7 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, const uint32_t* 
         // Signatures computed here with the table's function (CRC32-C,
         // flow/tables.cc) inline, not through its function pointer.
         for (uint16_t j = 0; j < n4; j++) {
-            sig[j] = psig != nullptr ? psig[i4[j]] : rte_hash_crc(k4[j], sizeof(Key4), 0);
+            sig[j] = have_sig ? p[i4[j]].sig : rte_hash_crc(k4[j], sizeof(Key4), 0);
         }
         rte_hash_lookup_with_hash_bulk_data(w.flows->h4, k4, sig, n4, &hits, d);
         for (uint16_t j = 0; j < n4; j++) {
@@ -60,7 +60,7 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, const uint32_t* 
     if (n6 != 0) {
         hits = 0;
         for (uint16_t j = 0; j < n6; j++) {
-            sig[j] = psig != nullptr ? psig[i6[j]] : rte_hash_crc(k6[j], sizeof(Key6), 0);
+            sig[j] = have_sig ? p[i6[j]].sig : rte_hash_crc(k6[j], sizeof(Key6), 0);
         }
         rte_hash_lookup_with_hash_bulk_data(w.flows->h6, k6, sig, n6, &hits, d);
         for (uint16_t j = 0; j < n6; j++) {
@@ -212,36 +212,30 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
                    uint16_t* again, uint16_t& nagain) {
     const Allocation* allocs = w.flows->allocs;
     ClientCache& c = w.cache;
-    uint32_t psig[kBurst];
     uint16_t miss[kBurst];
     uint16_t nmiss = 0;
     uint32_t stale[kBurst];  // by packet index: tag matches that named another allocation
     if (c.e == nullptr) {
         for (uint16_t j = 0; j < ncl; j++) {
-            const Pkt& q = p[cl[j]];
-            psig[cl[j]] = q.key_family == 4 ? rte_hash_crc(&q.k4, sizeof(Key4), 0) : rte_hash_crc(&q.k6, sizeof(Key6), 0);
             stale[cl[j]] = 0;
         }
         std::memcpy(miss, cl, sizeof(uint16_t) * ncl);
         nmiss = ncl;
     } else {
-        // Buckets prefetched, then candidates (their allocation lines
-        // prefetched), then checked, so the burst's misses overlap (at 1M
-        // flows each of these is a random line).
+        // Buckets (prefetched by classify), then candidates (their
+        // allocation line and this worker's state prefetched), then checked,
+        // so the burst's misses overlap (at 1M flows each is a random line).
         uint32_t cand[kBurst];
         const uint8_t* bk[kBurst];
         for (uint16_t j = 0; j < ncl; j++) {
-            const Pkt& q = p[cl[j]];
-            const uint32_t sig = q.key_family == 4 ? rte_hash_crc(&q.k4, sizeof(Key4), 0) : rte_hash_crc(&q.k6, sizeof(Key6), 0);
-            psig[cl[j]] = sig;
-            bk[j] = c.bucket(sig);
-            rte_prefetch0(bk[j]);
-        }
-        for (uint16_t j = 0; j < ncl; j++) {
-            const uint8_t* b = bk[j];
-            cand[j] = ClientCache::matches(b, psig[cl[j]]);
+            const uint32_t sig = p[cl[j]].sig;
+            const uint8_t* b = c.bucket(sig);
+            bk[j] = b;
+            cand[j] = ClientCache::matches(b, sig);
             if (cand[j] != 0) {
-                rte_prefetch0(&allocs[ClientCache::alloc_at(b, static_cast<uint32_t>(__builtin_ctz(cand[j])))]);
+                const uint32_t a = ClientCache::alloc_at(b, static_cast<uint32_t>(__builtin_ctz(cand[j])));
+                rte_prefetch0(&allocs[a]);
+                rte_prefetch0(&w.state[a]);
             }
         }
         const ListenSet& l = *w.flows->listen;
@@ -255,7 +249,6 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
                 const uint32_t a = ClientCache::alloc_at(bk[j], way);
                 if (likely(owns(allocs[a], l, q))) {
                     q.alloc = a;
-                    rte_prefetch0(&w.state[a]);
                     with_alloc(w, p, cl[j], again, nagain);  // its line is in cache now
                     goto next;
                 }
@@ -271,7 +264,7 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
         return;
     }
     c.misses += nmiss;
-    bulk(w, p, miss, nmiss, psig, [&](Pkt& q, void* d) {
+    bulk(w, p, miss, nmiss, true, [&](Pkt& q, void* d) {
         if (d == nullptr) {
             punt(q, Counter::punt_miss);
             return;
@@ -279,7 +272,7 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
         q.alloc = inline_alloc(d);
         const auto i = static_cast<uint16_t>(&q - p);
         if (c.e != nullptr) {
-            c.insert(psig[i], q.alloc, stale[i]);
+            c.insert(q.sig, q.alloc, stale[i]);
         }
         prefetch_alloc(w, q.alloc);
         hit[nhit++] = i;
@@ -349,7 +342,7 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
     while (nagain != 0) {
         uint16_t next[kBurst];
         uint16_t nnext = 0;
-        bulk(w, p, again, nagain, nullptr, [&](Pkt& q, void* d) {
+        bulk(w, p, again, nagain, false, [&](Pkt& q, void* d) {
             switch (key_kind(q)) {
             case KeyKind::kChannelIn: {
                 if (d == nullptr) {

@@ -60,6 +60,7 @@ struct Pkt {
     uint16_t peer_port_be;
     uint8_t peer_ip[16]; // to-peer destination: Send's XOR-PEER-ADDRESS, or the channel's peer (lookup)
     uint32_t alloc;
+    uint32_t sig;        // client packets: CRC of the kClient key (classify; lookup's cache and hash)
     NextHop nh;
     union {
         Key4 k4;
