@@ -61,7 +61,9 @@ struct Pkt {
     uint8_t peer_ip[16]; // to-peer destination: Send's XOR-PEER-ADDRESS, or the channel's peer (lookup)
     uint32_t alloc;
     uint32_t sig;        // client packets: CRC of the kClient key (classify; lookup's cache and hash)
-    NextHop nh;
+    union {
+        NextHop nh;  // in a union: not zeroed for every packet of every burst (route fills it)
+    };
     union {
         Key4 k4;
         Key6 k6;
