@@ -23,19 +23,21 @@ void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc);
 void rewrite(Worker& w, Pkt* p, uint16_t n);
 void tx(Worker& w, Pkt* p, uint16_t n);
 
-// Helpers shared by the stages: unaligned big-endian loads and stores.
+// Helpers shared by the stages: unaligned big-endian loads and stores. The
+// builtins, not rte_be_to_cpu_*: DPDK's byte swap is an asm statement on
+// x86, which the compiler cannot fold into loads and compares.
 inline uint16_t load_be16(const uint8_t* p) {
     uint16_t v;
     std::memcpy(&v, p, 2);
-    return rte_be_to_cpu_16(v);
+    return RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN ? __builtin_bswap16(v) : v;
 }
 inline uint32_t load_be32(const uint8_t* p) {
     uint32_t v;
     std::memcpy(&v, p, 4);
-    return rte_be_to_cpu_32(v);
+    return RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN ? __builtin_bswap32(v) : v;
 }
 inline void store_be16(uint8_t* p, uint16_t v) {
-    v = rte_cpu_to_be_16(v);
+    v = RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN ? __builtin_bswap16(v) : v;
     std::memcpy(p, &v, 2);
 }
 
