@@ -8,7 +8,8 @@
 // Cost (callgrind, IPv4, 10k flows, instructions/packet): 108 ChannelData,
 // 171 Send (attribute walk), 93 peer; was 158/298/143 before the
 // straight-line IPv4 check (classify_one) took the common case off the
-// general parser. Per-stage cycles are not separable on these machines (no
+// general parser. start_lookup adds ~17 per client packet (the key's CRC,
+// moved here from lookup, and the cache-bucket prefetch): 125 ChannelData. Per-stage cycles are not separable on these machines (no
 // PMU); bench/RESULTS.md has the pipeline total.
 //
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension

@@ -16,6 +16,11 @@
 //      (RFC 8656 section 9: permissions are per IP; a miss is a drop, never
 //      a punt).
 //
+// Cost (callgrind, IPv4, 10k flows, instructions/packet, stage inclusive):
+// client ChannelData 127 (was 222 with every client packet in rte_hash's
+// bulk lookup, ~133 of them inside rte_hash), peer ChannelData 112, Send and
+// Data indications ~320 (their permission is a hash lookup).
+//
 // Edges: kRoute; kPunt (miss); kDrop (no permission).
 #include <cstring>
 
