@@ -287,6 +287,11 @@ int main(int argc, char** argv) {
     if (flows == nullptr) {
         die(err);
     }
+    if (!flows->cache_enabled()) {
+        std::fprintf(stderr,
+                     "turn-dataplane: no hugepage memory for the workers' client caches; client packets go to the "
+                     "flow hash every time (slower); reserve more hugepages or lower --flows\n");
+    }
     dp::NextHops* nh = dp::NextHops::create("nexthops", 4096, flows->rcu, SOCKET_ID_ANY, &err);
     if (nh == nullptr) {
         die(err);

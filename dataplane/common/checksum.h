@@ -94,7 +94,8 @@ inline uint64_t udp_header_sum(const rte_udp_hdr* u) { return uint64_t{u->src_po
 // RFC 768: a computed zero is sent as all ones. fold(total + 1) is in
 // [1, 0xffff] and one more than fold(total) unless that is 0xffff (a sum
 // congruent to zero), so its two's complement negation is ~fold(total) with
-// the zero case already mapped to 0xffff, without a compare.
+// the zero case already mapped to 0xffff, without a compare. total must be
+// below 2^64 - 1 (the callers' sums stay below 2^57).
 inline uint16_t finish_udp(uint64_t total) { return static_cast<uint16_t>(-fold(total + 1)); }
 
 }  // namespace dp::csum

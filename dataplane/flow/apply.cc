@@ -9,43 +9,58 @@ namespace ipc = turn::ipc;
 
 namespace {
 
-// Adds (data != nullptr) or deletes one key in the table of a's family. b may
-// be family 0; otherwise it must be of a's family.
-int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
-           uint16_t channel, void* data) {
+// Builds the key (kind, a, b[, port], channel) in the type of a's family and
+// calls fn with it; -1 for addresses that make no key. b may be family 0;
+// otherwise it must be of a's family.
+template <typename Fn>
+int with_key(KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port, uint16_t channel, Fn&& fn) {
     if ((a.family != 4 && a.family != 6) || (b.family != 0 && b.family != a.family)) {
         return -1;
     }
-    if (a.family == 4) {
-        Key4 k{};
-        std::memcpy(&k.a_ip, a.ip, 4);
+    auto fill = [&](auto& k, size_t ilen) {
+        std::memcpy(&k.a_ip, a.ip, ilen);
         k.a_port = rte_cpu_to_be_16(a.port);
         if (b.family != 0) {
-            std::memcpy(&k.b_ip, b.ip, 4);
+            std::memcpy(&k.b_ip, b.ip, ilen);
         }
         k.b_port = with_b_port ? rte_cpu_to_be_16(b.port) : 0;
         k.channel = rte_cpu_to_be_16(channel);
         k.kind = kind;
+        return fn(static_cast<const decltype(k)&>(k));
+    };
+    if (a.family == 4) {
+        Key4 k{};
+        return fill(k, 4);
+    }
+    Key6 k{};
+    return fill(k, 16);
+}
+
+// Adds (data != nullptr) or deletes one key. A delete with only_alloc set
+// removes the key only while it still names that allocation: two
+// allocations can share a client 5-tuple for a while (a new id for the same
+// client before the old one is deleted or swept), and the later add owns
+// the kClient/kChannelIn keys.
+int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
+           uint16_t channel, void* data, uint32_t only_alloc = UINT32_MAX) {
+    return with_key(kind, a, b, with_b_port, channel, [&](const auto& k) {
         if (data == nullptr) {
-            t.del(k);
+            t.del(k, only_alloc);
             return 0;
         }
         return t.add(k, data);
-    }
-    Key6 k{};
-    std::memcpy(k.a_ip, a.ip, 16);
-    k.a_port = rte_cpu_to_be_16(a.port);
-    if (b.family != 0) {
-        std::memcpy(k.b_ip, b.ip, 16);
-    }
-    k.b_port = with_b_port ? rte_cpu_to_be_16(b.port) : 0;
-    k.channel = rte_cpu_to_be_16(channel);
-    k.kind = kind;
-    if (data == nullptr) {
-        t.del(k);
+    });
+}
+
+// The allocation a key names now (UINT32_MAX: none).
+uint32_t key_alloc(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
+                   uint16_t channel) {
+    uint32_t alloc = UINT32_MAX;
+    with_key(kind, a, b, with_b_port, channel, [&](const auto& k) {
+        alloc = t.alloc_of(k);
         return 0;
-    }
-    return t.add(k, data);
+    });
+    return alloc;
 }
 
 std::array<uint8_t, 40> perm_key(const WireAddress& relayed, const WireAddress& peer) {
@@ -187,6 +202,13 @@ bool Applier::install_alloc(Alloc& a) {
     r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
     // The entries below publish the allocation (release in rte_hash add and
     // in the relayed-port stores).
+    // Another live allocation with this client 5-tuple (an id the control
+    // plane has not deleted yet, e.g. during a resync): this one takes the
+    // key, so that one must stop being a client-cache answer.
+    const uint32_t prev = key_alloc(t_, KeyKind::kClient, m.listen, m.client, true, 0);
+    if (prev != UINT32_MAX && prev != a.idx) {
+        t_.allocs[prev].live.store(0, std::memory_order_release);
+    }
     void* d = inline_data(a.idx, 0);
     bool ok = key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, d) == 0;
     if (ok) {
@@ -242,7 +264,7 @@ void Applier::remove_alloc(Alloc& a) {
         remove_perm(a, p);
     }
     const ipc::AllocationAdd& m = a.msg;
-    key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, nullptr);
+    key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, nullptr, a.idx);  // unless a newer allocation took it
     if (m.relayed_v4.family == 4) {
         t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), UINT32_MAX);
     }
@@ -303,7 +325,7 @@ void Applier::remove_chan(Alloc& a, uint16_t channel, const Chan& c, bool retire
         }
         return;
     }
-    key_op(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel, nullptr);
+    key_op(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel, nullptr, a.idx);
     key_op(t_, KeyKind::kChannelOut, c.relayed, c.peer, true, 0, nullptr);
     if (a.hashed > 0 && --a.hashed == 0) {
         r.hashed.store(0, std::memory_order_release);

@@ -25,7 +25,8 @@
 // compare finds the ways with the packet's tag; the bucket comes from the
 // CRC's low bits. A bucket holds any 16 of the keys that map to it; a full
 // one replaces a rotating victim. Buckets: the allocation count rounded up to
-// a power of two, / 16, so 4 bytes per allocation slot per worker.
+// a power of two, / 16: 4 bytes per way, so 4 to 8 bytes per allocation slot
+// per worker.
 // Allocation indices must fit 24 bits; larger tables run without the cache.
 #pragma once
 
@@ -85,6 +86,13 @@ struct ClientCache {
             return;
         }
         uint8_t* b = bucket(sig);
+        // Already there: several packets of one new flow in a burst all
+        // missed, and each comes here.
+        for (uint32_t m = matches(b, sig); m != 0; m &= m - 1) {
+            if (alloc_at(b, static_cast<uint32_t>(__builtin_ctz(m))) == alloc) {
+                return;
+            }
+        }
         uint32_t way;
         if (stale != 0) {
             way = static_cast<uint32_t>(__builtin_ctz(stale));

@@ -139,11 +139,10 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     if (cfg.max_allocations <= ClientCache::kMaxAlloc + 1) {
         const uint32_t buckets = std::max(rte_align32pow2(cfg.max_allocations), ClientCache::kWays) / ClientCache::kWays;
         t->cache_mask_ = buckets - 1;
+        // Without memory for it the workers go to the hash for every client
+        // packet (slower, same answers); FlowTables::cache_enabled() says so.
         t->caches_ = static_cast<uint8_t*>(rte_zmalloc_socket(
             "dp_ccache", size_t{buckets} * ClientCache::kBucketBytes * cfg.workers, RTE_CACHE_LINE_SIZE, cfg.socket_id));
-        if (t->caches_ == nullptr) {
-            return fail("rte_zmalloc client caches");
-        }
     }
     t->free_values_.reserve(cfg.max_channels);
     for (uint32_t i = cfg.max_channels; i-- > 0;) {
@@ -239,16 +238,32 @@ static int add_impl(FlowTables& t, rte_hash* h, const K& k, void* data, void (Fl
 
 int FlowTables::add(const Key4& k, void* data) { return add_impl(*this, h4, k, data, &FlowTables::retire); }
 int FlowTables::add(const Key6& k, void* data) { return add_impl(*this, h6, k, data, &FlowTables::retire); }
+static uint32_t value_alloc(const void* d) {
+    return is_inline(d) ? inline_alloc(d) : static_cast<const ChannelValue*>(d)->alloc;
+}
+
 template <typename K>
-static void del_impl(rte_hash* h, const K& k, void (FlowTables::*retire_fn)(uint64_t), FlowTables& t) {
+static void del_impl(rte_hash* h, const K& k, uint32_t only_alloc, void (FlowTables::*retire_fn)(uint64_t),
+                     FlowTables& t) {
     void* old = nullptr;
-    if (rte_hash_lookup_data(h, &k, &old) >= 0 && rte_hash_del_key(h, &k) >= 0 && !is_inline(old)) {
+    if (rte_hash_lookup_data(h, &k, &old) < 0 || (only_alloc != UINT32_MAX && value_alloc(old) != only_alloc)) {
+        return;
+    }
+    if (rte_hash_del_key(h, &k) >= 0 && !is_inline(old)) {
         (t.*retire_fn)(reinterpret_cast<uint64_t>(old));
     }
 }
 
-void FlowTables::del(const Key4& k) { del_impl(h4, k, &FlowTables::retire, *this); }
-void FlowTables::del(const Key6& k) { del_impl(h6, k, &FlowTables::retire, *this); }
+void FlowTables::del(const Key4& k, uint32_t only_alloc) { del_impl(h4, k, only_alloc, &FlowTables::retire, *this); }
+void FlowTables::del(const Key6& k, uint32_t only_alloc) { del_impl(h6, k, only_alloc, &FlowTables::retire, *this); }
+
+template <typename K>
+static uint32_t alloc_of_impl(const rte_hash* h, const K& k) {
+    void* d = nullptr;
+    return rte_hash_lookup_data(h, &k, &d) >= 0 ? value_alloc(d) : UINT32_MAX;
+}
+uint32_t FlowTables::alloc_of(const Key4& k) const { return alloc_of_impl(h4, k); }
+uint32_t FlowTables::alloc_of(const Key6& k) const { return alloc_of_impl(h6, k); }
 
 ChannelValue* FlowTables::new_value() {
     if (free_values_.empty()) {

@@ -184,7 +184,9 @@ public:
     RelayPorts* relay_ports = nullptr;
     AllocState* state(uint32_t worker) const { return states_ + size_t{worker} * cfg_.max_allocations; }
     // Worker `worker`'s kClient cache (entries zeroed at creation; disabled
-    // when the table has more allocations than the cache can name).
+    // when the table has more allocations than the cache can name, or there
+    // was no memory for it).
+    bool cache_enabled() const { return caches_ != nullptr; }
     ClientCache client_cache(uint32_t worker) const {
         ClientCache c;
         if (caches_ != nullptr) {
@@ -198,8 +200,13 @@ public:
     // add() inserts or replaces; a replaced ChannelValue is retired. <0 on a full table.
     int add(const Key4& k, void* data);
     int add(const Key6& k, void* data);
-    void del(const Key4& k);
-    void del(const Key6& k);
+    // del() with only_alloc != UINT32_MAX deletes only while the key names
+    // that allocation (inline value or ChannelValue::alloc).
+    void del(const Key4& k, uint32_t only_alloc = UINT32_MAX);
+    void del(const Key6& k, uint32_t only_alloc = UINT32_MAX);
+    // The allocation a key names (UINT32_MAX: not in the table).
+    uint32_t alloc_of(const Key4& k) const;
+    uint32_t alloc_of(const Key6& k) const;
     ChannelValue* new_value();        // nullptr when the pool is empty
     void free_unpublished(ChannelValue* v) { release(reinterpret_cast<uint64_t>(v)); }
     uint32_t new_alloc();             // UINT32_MAX when full

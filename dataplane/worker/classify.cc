@@ -39,24 +39,6 @@ inline uint32_t load32(const uint8_t* p) {
     std::memcpy(&v, p, 4);
     return v;
 }
-// Big-endian loads for the hot paths: the builtins let the compiler fold the
-// swap into compares and loads (rte_be_to_cpu_16 is an asm statement on x86,
-// which load_be16 in stages.h inherits).
-inline uint16_t be16(const uint8_t* p) {
-    uint16_t v;
-    std::memcpy(&v, p, 2);
-    if constexpr (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN) {
-        v = __builtin_bswap16(v);
-    }
-    return v;
-}
-inline uint32_t be32(const uint8_t* p) {
-    uint32_t v = load32(p);
-    if constexpr (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN) {
-        v = __builtin_bswap32(v);
-    }
-    return v;
-}
 
 // XOR-PEER-ADDRESS value at s+v (family byte at v+1, port at v+2, address at
 // v+4), already checked to be `len` bytes inside the message: decodes it
@@ -91,7 +73,7 @@ inline bool xor_peer(const uint8_t* s, size_t v, uint16_t len, Pkt& p) {
 // layout (XOR-PEER-ADDRESS first, DATA second, as every client sends it) is
 // matched straight-line; the loop then only walks what follows DATA.
 bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
-    const uint16_t mlen = be16(s + 2);
+    const uint16_t mlen = load_be16(s + 2);
     if ((mlen & 3) != 0 || size_t{20} + mlen > plen) {
         return false;
     }
@@ -100,11 +82,11 @@ bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
     bool have_peer = false, have_data = false;
     // (type, length) words, big endian, of an IPv4 XOR-PEER-ADDRESS and of DATA.
     constexpr uint32_t kPeer4Hdr = (uint32_t{turn::stun::attr::kXorPeerAddress} << 16) | 8;
-    if (end >= 36 && be32(s + 20) == kPeer4Hdr && be16(s + 32) == turn::stun::attr::kData) {
+    if (end >= 36 && load_be32(s + 20) == kPeer4Hdr && load_be16(s + 32) == turn::stun::attr::kData) {
         if (!xor_peer(s, 24, 8, p)) {
             return false;
         }
-        const uint16_t len = be16(s + 34);
+        const uint16_t len = load_be16(s + 34);
         if (size_t{36} + len > end) {
             return false;
         }
@@ -114,13 +96,13 @@ bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
         pos = 36 + ((len + 3u) & ~3u);
         // And nothing after DATA but a FINGERPRINT (ignored, see below).
         constexpr uint32_t kFingerprintHdr = (uint32_t{turn::stun::attr::kFingerprint} << 16) | 4;
-        if (pos + 8 == end && be32(s + pos) == kFingerprintHdr) {
+        if (pos + 8 == end && load_be32(s + pos) == kFingerprintHdr) {
             return true;
         }
     }
     while (pos + 4 <= end) {
-        const uint16_t type = be16(s + pos);
-        const uint16_t len = be16(s + pos + 2);
+        const uint16_t type = load_be16(s + pos);
+        const uint16_t len = load_be16(s + pos + 2);
         const size_t v = pos + 4;
         if (v + len > end) {
             return false;
@@ -174,7 +156,7 @@ inline bool classify_payload(Pkt& p, const uint8_t* pl, uint16_t plen, bool to_l
         // in the table, and a lookup miss is punted to the slow path, which
         // discards reserved numbers. Checking the range here as well made
         // RFC 5766 channels slow one way and fast the other.
-        const uint16_t cdlen = be16(pl + 2);
+        const uint16_t cdlen = load_be16(pl + 2);
         if (unlikely(size_t{4} + cdlen > plen)) {
             drop(p, Counter::drop_bad_length);  // RFC 8656 12.5: discard
             return false;
@@ -184,7 +166,7 @@ inline bool classify_payload(Pkt& p, const uint8_t* pl, uint16_t plen, bool to_l
         std::memcpy(&channel_be, pl, 2);
         p.data_off = 4;
         p.data_len = cdlen;
-    } else if (plen >= 20 && be16(pl) == kSendIndication && be32(pl + 4) == turn::stun::kMagicCookie) {
+    } else if (plen >= 20 && load_be16(pl) == kSendIndication && load_be32(pl + 4) == turn::stun::kMagicCookie) {
         if (!parse_send(pl, plen, p)) {
             punt(p, Counter::punt_send_unparsed);
             return false;

@@ -264,11 +264,13 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
         next:;
         }
     }
-    c.lookups += ncl;
+    if (c.e != nullptr) {
+        c.lookups += ncl;
+        c.misses += nmiss;
+    }
     if (nmiss == 0) {
         return;
     }
-    c.misses += nmiss;
     bulk(w, p, miss, nmiss, true, [&](Pkt& q, void* d) {
         if (d == nullptr) {
             punt(q, Counter::punt_miss);
@@ -289,9 +291,11 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
 void lookup(Worker& w, Pkt* p, uint16_t n) {
     const Allocation* allocs = w.flows->allocs;
     // Round 1: the allocation. Peer packets through the relayed-port array
-    // right away, client packets through one bulk hash lookup; the
-    // allocation line and this worker's state are prefetched and used in a
-    // second pass, so the misses of the whole burst overlap.
+    // (the word prefetched now, read after the client packets), client
+    // packets through the worker's cache (hits finished at once by
+    // with_alloc) and the misses through one bulk hash lookup; the
+    // allocation lines and this worker's states are prefetched ahead of
+    // their use, so the misses of the whole burst overlap.
     uint16_t cl[kBurst];
     uint16_t ncl = 0;
     uint16_t pe[kBurst];

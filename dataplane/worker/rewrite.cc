@@ -431,6 +431,9 @@ void rewrite(Worker& w, Pkt* p, uint16_t n) {
         }
         const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
         switch ((q.family == 6 ? 4 : 0) | (q.out_family == 6 ? 2 : 0) | (to_peer ? 1 : 0)) {
+        // 0 and 1 (IPv4 -> IPv4) are taken by rewrite44 above for every kind
+        // rewrite sees today; the generic version stays as the fallback for
+        // a kind that gets no specialisation.
         case 0: rewrite_one<4, 4, false>(w, q); break;
         case 1: rewrite_one<4, 4, true>(w, q); break;
         case 2: rewrite_one<4, 6, false>(w, q); break;
