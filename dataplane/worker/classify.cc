@@ -435,6 +435,12 @@ inline void start_lookup(Worker& w, Pkt& q) {
     }
 }
 
+void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
+    for (uint16_t i = 0; i < n; i++) {
+        classify_general(w, mbufs[i], p[i]);
+    }
+}
+
 void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     const ListenSet& listen = *w.flows->listen;
     constexpr uint16_t kAhead = 4;

@@ -17,6 +17,9 @@
 namespace dp {
 
 void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
+// Tests only: classify's general parser alone, without the IPv4 fast path
+// (and without start_lookup), to compare the two on the same frames.
+void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
 void lookup(Worker& w, Pkt* p, uint16_t n);
 void route(Worker& w, Pkt* p, uint16_t n);
 void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc);
