@@ -322,7 +322,7 @@ void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data)
     relay_to_peer(*a, *peer, cd.payload);
 }
 
-void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload) {
+void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment) {
     const RelayEndpoint* relay = a.relay(peer.family);
     if (relay == nullptr) {
         stats_.drop(Drop::kFamilyMismatch);
@@ -332,7 +332,7 @@ void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const u
         stats_.drop(Drop::kBandwidth);
         return;
     }
-    io_.send_to_peer(relay->id, peer, payload);
+    io_.send_to_peer(relay->id, peer, payload, dont_fragment);
     ++a.packets_out;
     stats_.relayed(Direction::kClientToPeer, payload.size());
 }

@@ -87,7 +87,7 @@ private:
     void challenge(const Request& r, uint16_t code);
 
     // Relaying.
-    void relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload);
+    void relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment = false);
     std::array<uint8_t, stun::kTxIdSize> next_txid();
     uint32_t lifetime_for(const stun::MessageView& m, bool& bad) const;
     void schedule_housekeeping();

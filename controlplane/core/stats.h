@@ -29,7 +29,8 @@ struct Counter {
     X(kBandwidth, "bandwidth")                 /* allocation over its bandwidth quota */ \
     X(kUnauthRateLimit, "unauth_rate_limit")   /* 401 answers over the per-IP limit */   \
     X(kSendError, "send_error")                /* sendmsg failed */                      \
-    X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */
+    X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */  \
+    X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */
 
 #define TURN_CP_AUTH_FAILURES(X)              \
     X(kNoCredentials, "no_credentials")       \

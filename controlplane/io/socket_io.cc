@@ -122,7 +122,7 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
         id = static_cast<RelayId>(relays_.size());
         relays_.emplace_back();
     }
-    relays_[id] = Relay{fd, addr};
+    relays_[id] = Relay{fd, addr, dont_fragment};
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = id;
@@ -155,12 +155,45 @@ void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data
     stats_.drop(Drop::kSendError);
 }
 
-void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data) {
+namespace {
+
+// DF on (IP_PMTUDISC_DO / IPV6_DONTFRAG 1) or back to the kernel's default
+// (IP_PMTUDISC_WANT: DF unless the datagram exceeds the path MTU / 0).
+bool set_dont_fragment(int fd, bool v6, bool on) {
+    if (!v6) {
+        const int v = on ? IP_PMTUDISC_DO : IP_PMTUDISC_WANT;
+        return ::setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v) == 0;
+    }
+    const int v = on ? 1 : 0;
+    return ::setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &v, sizeof v) == 0;
+}
+
+}  // namespace
+
+void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment) {
     if (relay >= relays_.size() || relays_[relay].fd < 0) {
         stats_.drop(Drop::kSendError);
         return;
     }
-    queue(relays_[relay].fd, peer, data);
+    const Relay& r = relays_[relay];
+    if (!dont_fragment || r.dont_fragment) {
+        queue(r.fd, peer, data);
+        return;
+    }
+    // One datagram with DF on a socket without it (rare: a Send indication
+    // with DONT-FRAGMENT on an allocation made without): sent on its own,
+    // after what is queued, with the option switched on around it. Too
+    // large for the path: EMSGSIZE, counted as a send error, as RFC 8656
+    // 11.2 wants it not fragmented.
+    flush();
+    const bool v6 = !r.local.is_v4();
+    sockaddr_storage ss{};
+    const size_t len = peer.to_sockaddr(&ss);
+    if (!set_dont_fragment(r.fd, v6, true) ||
+        ::sendto(r.fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) < 0) {
+        stats_.drop(Drop::kSendError);
+    }
+    set_dont_fragment(r.fd, v6, false);
 }
 
 void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data) {

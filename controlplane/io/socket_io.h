@@ -48,7 +48,8 @@ public:
 
     // PacketIo
     void send_to_client(const FiveTuple& to, std::span<const uint8_t> data) override;
-    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data) override;
+    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data,
+                      bool dont_fragment = false) override;
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override;
     void close_relay(RelayId relay) override;
 
@@ -62,6 +63,7 @@ private:
     struct Relay {
         int fd = -1;
         Address local;
+        bool dont_fragment = false;  // opened with DF (the allocation's DONT-FRAGMENT)
     };
     void queue(int fd, const Address& to, std::span<const uint8_t> data);
     void receive(int fd, bool is_listener, uint32_t index);

@@ -273,6 +273,41 @@ TEST_F(ServerTest, SendIndicationNeedsPermission) {
     EXPECT_EQ(stats->drops_of(Drop::kPeerPolicy), 2u);
 }
 
+// RFC 8656 11.2: a Send indication's DONT-FRAGMENT asks for DF on that one
+// datagram (the socket layer sets it around the send); RFC 8489 6.3.2: an
+// indication with an unknown comprehension-required attribute is discarded.
+TEST_F(ServerTest, SendIndicationDontFragmentAndUnknownAttributes) {
+    ASSERT_TRUE(allocate(tuple()).success());  // no DONT-FRAGMENT on the allocation
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(create_permission(tuple(), {peer}).success());
+    auto send = [&](bool df, uint16_t extra) {
+        server->on_client_datagram(tuple(), build(M::kSend, stun::Class::kIndication, [&](auto& b) {
+            b.add_xor_address(stun::attr::kXorPeerAddress, peer);
+            const std::array<uint8_t, 2> d{'o', 'k'};
+            b.add(stun::attr::kData, d);
+            if (df) {
+                b.add(stun::attr::kDontFragment, std::span<const uint8_t>());
+            }
+            if (extra != 0) {
+                const std::array<uint8_t, 4> v{1, 2, 3, 4};
+                b.add(extra, v);
+            }
+        }, nullptr));
+    };
+    send(false, 0);
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    EXPECT_FALSE(io.peer_sends.back().dont_fragment);
+    send(true, 0);
+    ASSERT_EQ(io.peer_sends.size(), 2u);
+    EXPECT_TRUE(io.peer_sends.back().dont_fragment);
+    EXPECT_EQ(io.peer_sends.back().bytes, std::vector<uint8_t>({'o', 'k'}));
+    send(false, 0x7f31);  // unknown, comprehension-required (< 0x8000)
+    EXPECT_EQ(io.peer_sends.size(), 2u);
+    EXPECT_EQ(stats->drops_of(Drop::kUnknownAttribute), 1u);
+    send(false, 0xff31);  // unknown, comprehension-optional: ignored
+    EXPECT_EQ(io.peer_sends.size(), 3u);
+}
+
 TEST_F(ServerTest, PeerDataBecomesDataIndicationWithPeerAddress) {
     ASSERT_TRUE(allocate(tuple()).success());
     const Address peer = A("198.18.9.9:7000");

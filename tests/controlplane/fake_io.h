@@ -18,6 +18,7 @@ struct SentToPeer {
     RelayId relay;
     Address peer;
     std::vector<uint8_t> bytes;
+    bool dont_fragment = false;
 };
 
 class FakeIo final : public PacketIo {
@@ -25,8 +26,9 @@ public:
     void send_to_client(const FiveTuple& to, std::span<const uint8_t> data) override {
         client.push_back({to, {data.begin(), data.end()}});
     }
-    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data) override {
-        peer_sends.push_back({relay, peer, {data.begin(), data.end()}});
+    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data,
+                      bool dont_fragment = false) override {
+        peer_sends.push_back({relay, peer, {data.begin(), data.end()}, dont_fragment});
     }
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override {
         if (busy_ports.count(addr.port) != 0) {

@@ -29,7 +29,7 @@ public:
             last.assign(d.begin(), d.end());
         }
     }
-    void send_to_peer(RelayId, const Address&, std::span<const uint8_t> d) override { bytes += d.size(); }
+    void send_to_peer(RelayId, const Address&, std::span<const uint8_t> d, bool = false) override { bytes += d.size(); }
     OpenResult open_relay(const Address&, bool, RelayId& out) override {
         out = next++;
         return OpenResult::kOk;

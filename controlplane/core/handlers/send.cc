@@ -22,6 +22,12 @@ void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m) {
         stats_.drop(Drop::kMalformed);
         return;
     }
+    // RFC 8489 section 6.3.2: an indication with an unknown
+    // comprehension-required attribute is discarded.
+    if (!m.unknown_required().empty()) {
+        stats_.drop(Drop::kUnknownAttribute);
+        return;
+    }
     peer = peer.normalised();
     if (!shared_.policy.permitted_transport(peer)) {
         stats_.drop(Drop::kPeerPolicy);
@@ -31,7 +37,8 @@ void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m) {
         stats_.drop(Drop::kNoPermission);
         return;
     }
-    relay_to_peer(*a, peer, m.value(*data_attr));
+    // DONT-FRAGMENT (RFC 8656 11.2): this datagram leaves with DF set.
+    relay_to_peer(*a, peer, m.value(*data_attr), m.find(attr::kDontFragment) != nullptr);
 }
 
 }  // namespace turn::cp

@@ -1,0 +1,123 @@
+// SocketIo against the kernel: a Send indication's DONT-FRAGMENT (RFC 8656
+// section 11.2) on a relayed socket opened without it. In a network
+// namespace of its own (a forked child unshares one, so nothing outside is
+// touched) whose loopback has a 1280-byte MTU, a 2000-byte datagram from the
+// relayed socket is fragmented and delivered without DF, refused (EMSGSIZE,
+// counted as send_error) with it, and delivered again afterwards: the option
+// is switched back. Needs root (CAP_NET_ADMIN) for the namespace; skipped
+// without it.
+#include <gtest/gtest.h>
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/stats.h"
+#include "io/socket_io.h"
+#include "net/address.h"
+
+namespace turn::cp {
+namespace {
+
+// Brings lo up with the given MTU in the current network namespace.
+bool loopback_up(int mtu) {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) {
+        return false;
+    }
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    ifr.ifr_mtu = mtu;
+    bool ok = ::ioctl(fd, SIOCSIFMTU, &ifr) == 0;
+    ifr.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
+    ok = ok && ::ioctl(fd, SIOCSIFFLAGS, &ifr) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// Bytes of the next datagram on fd within 1 s, -1 if none.
+long receive_one(int fd) {
+    timeval tv{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::vector<uint8_t> b(70000);
+    return ::recv(fd, b.data(), b.size(), 0);
+}
+
+// The scenario, in the child. Result codes: 0 pass, 10+ which step failed,
+// 77 no namespace (not root).
+int run_in_namespace() {
+    if (::unshare(CLONE_NEWNET) != 0) {
+        return 77;
+    }
+    if (!loopback_up(1280)) {
+        return 10;
+    }
+    const int peer = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in pa{};
+    pa.sin_family = AF_INET;
+    pa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t plen = sizeof pa;
+    if (peer < 0 || ::bind(peer, reinterpret_cast<sockaddr*>(&pa), sizeof pa) != 0 ||
+        ::getsockname(peer, reinterpret_cast<sockaddr*>(&pa), &plen) != 0) {
+        return 11;
+    }
+    const Address peer_addr = *Address::parse("127.0.0.1:" + std::to_string(ntohs(pa.sin_port)));
+    Stats stats;
+    SocketIo io(stats);
+    RelayId id = 0;
+    if (io.open_relay(*Address::parse("127.0.0.1:0"), false, id) != OpenResult::kOk) {
+        return 12;
+    }
+    const std::vector<uint8_t> big(2000, 0x5a);
+    io.send_to_peer(id, peer_addr, big, false);
+    io.flush();
+    if (receive_one(peer) != 2000) {
+        return 13;  // fragmented by the kernel and reassembled: arrives whole
+    }
+    io.send_to_peer(id, peer_addr, big, true);
+    io.flush();
+    if (stats.drops_of(Drop::kSendError) != 1) {
+        return 14;  // DF: larger than the path MTU, so refused, not fragmented
+    }
+    if (receive_one(peer) != -1) {
+        return 15;
+    }
+    io.send_to_peer(id, peer_addr, big, false);
+    io.flush();
+    if (receive_one(peer) != 2000 || stats.drops_of(Drop::kSendError) != 1) {
+        return 16;  // DF was for that one datagram only
+    }
+    const std::vector<uint8_t> small(1000, 0x33);
+    io.send_to_peer(id, peer_addr, small, true);
+    io.flush();
+    if (receive_one(peer) != 1000) {
+        return 17;  // within the MTU it leaves normally
+    }
+    ::close(peer);
+    return 0;
+}
+
+TEST(SocketIoTest, SendIndicationDontFragmentAppliesToThatDatagram) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::_exit(run_in_namespace());
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77) {
+        GTEST_SKIP() << "needs root for a network namespace";
+    }
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "step that failed (see run_in_namespace)";
+}
+
+}  // namespace
+}  // namespace turn::cp
