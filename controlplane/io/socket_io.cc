@@ -157,15 +157,15 @@ void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data
 
 namespace {
 
-// DF on (IP_PMTUDISC_DO / IPV6_DONTFRAG 1) or back to the kernel's default
-// (IP_PMTUDISC_WANT: DF unless the datagram exceeds the path MTU / 0).
-bool set_dont_fragment(int fd, bool v6, bool on) {
-    if (!v6) {
-        const int v = on ? IP_PMTUDISC_DO : IP_PMTUDISC_WANT;
-        return ::setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v) == 0;
-    }
-    const int v = on ? 1 : 0;
-    return ::setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &v, sizeof v) == 0;
+// The socket's DF option: IP_MTU_DISCOVER (IPv4) or IPV6_DONTFRAG (IPv6).
+int dont_fragment_option(int fd, bool v6) {
+    int v = v6 ? 0 : IP_PMTUDISC_WANT;
+    socklen_t len = sizeof v;
+    ::getsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, &len);
+    return v;
+}
+bool set_dont_fragment_option(int fd, bool v6, int v) {
+    return ::setsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, sizeof v) == 0;
 }
 
 }  // namespace
@@ -189,11 +189,12 @@ void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const 
     const bool v6 = !r.local.is_v4();
     sockaddr_storage ss{};
     const size_t len = peer.to_sockaddr(&ss);
-    if (!set_dont_fragment(r.fd, v6, true) ||
+    const int before = dont_fragment_option(r.fd, v6);
+    if (!set_dont_fragment_option(r.fd, v6, v6 ? 1 : IP_PMTUDISC_DO) ||
         ::sendto(r.fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) < 0) {
         stats_.drop(Drop::kSendError);
     }
-    set_dont_fragment(r.fd, v6, false);
+    set_dont_fragment_option(r.fd, v6, before);  // as it was (the kernel's default, normally)
 }
 
 void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data) {
