@@ -8,7 +8,12 @@
 // divided by the flows they were sized for).
 //
 //   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data]
-//                   [--runs 5] [--packets 4000000] [--dir /tmp] -- <EAL args>
+//                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
+//                   -- <EAL args>
+//
+// --host-nexthops installs a next-hop entry per client and peer (else only
+// the default route). After each client case a "#" line gives the worker's
+// client-cache miss rate over the timed runs (flow/client_cache.h).
 //
 // Under callgrind use --callgrind (one short run, plain loop skipped) and
 // --toggle-collect='dp::process_burst*' to count the pipeline's instructions.
