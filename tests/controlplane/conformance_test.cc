@@ -19,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "auth/credential_store.h"
@@ -36,11 +37,23 @@ Address A(const char* s) { return *Address::parse(s); }
 
 class UdpSocket {
 public:
+    // Port 0: a port no earlier socket of this process had. The relays under
+    // test outlive the clients, and an allocation stays until it expires, so
+    // a new client on a reused port would find the old client's allocation
+    // (437 Allocation Mismatch) — a flake that hit CI once.
     explicit UdpSocket(const Address& local) {
-        fd_ = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_storage ss{};
-        const size_t len = local.to_sockaddr(&ss);
-        EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)), 0);
+        static std::set<uint16_t> used;
+        for (int attempt = 0; attempt < 64; attempt++) {
+            fd_ = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            sockaddr_storage ss{};
+            const size_t len = local.to_sockaddr(&ss);
+            EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)), 0);
+            if (local.port != 0 || used.insert(this->local().port).second) {
+                return;
+            }
+            ::close(fd_);
+        }
+        ADD_FAILURE() << "no fresh UDP port";
     }
     ~UdpSocket() { ::close(fd_); }
     UdpSocket(const UdpSocket&) = delete;
