@@ -24,8 +24,8 @@
 // 0; 0 = empty way), then 16 three-byte allocation indices. One SSE2 byte
 // compare finds the ways with the packet's tag; the bucket comes from the
 // CRC's low bits. A bucket holds any 16 of the keys that map to it; a full
-// one replaces a rotating victim. Buckets: the allocation count rounded up to
-// a power of two, / 16: 4 bytes per way, so 4 to 8 bytes per allocation slot
+// one replaces a rotating victim. Ways: 1.5 x the allocation count rounded up
+// to a power of two; 4 bytes per way, so 6 to 12 bytes per allocation slot
 // per worker.
 // Allocation indices must fit 24 bits; larger tables run without the cache.
 #pragma once
