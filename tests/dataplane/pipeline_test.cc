@@ -179,36 +179,45 @@ protected:
     void ipc_send(M m) {
         ASSERT_TRUE(applier_->apply(ipc::encode(m, ++seq_)));
     }
-    void install(uint64_t bandwidth = 0) {
+    // The control plane's messages, as it would send them. Allocations are
+    // always on the listening address n_.listen.
+    void add_allocation(uint64_t id, const Address& client, const Address& relayed, uint64_t bandwidth = 0) {
         ipc::AllocationAdd a{};
-        a.alloc_id = kAllocId;
-        a.client = ipc::WireAddress::from(n_.client);
+        a.alloc_id = id;
+        a.client = ipc::WireAddress::from(client);
         a.listen = ipc::WireAddress::from(n_.listen);
-        (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(n_.relayed);
+        (relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(relayed);
         a.bandwidth_bps = bandwidth;
         ipc_send(a);
-        ipc::PermissionAdd p{};
-        p.alloc_id = kAllocId;
-        p.relayed = ipc::WireAddress::from(n_.relayed);
-        p.peer = ipc::WireAddress::from(n_.peer);
-        ipc_send(p);
-        ipc::ChannelAdd c{};
-        c.alloc_id = kAllocId;
-        c.relayed = p.relayed;
-        c.peer = p.peer;
-        c.channel = kChannel;
-        ipc_send(c);
     }
-
-    // Binds `channel` on the allocation's relayed address to `peer`.
-    void bind_channel(uint16_t channel, const Address& peer) {
+    void add_permission(uint64_t id, const Address& relayed, const Address& peer) {
+        ipc::PermissionAdd p{};
+        p.alloc_id = id;
+        p.relayed = ipc::WireAddress::from(relayed);
+        p.peer = ipc::WireAddress::from(peer);
+        ipc_send(p);
+    }
+    void add_channel(uint64_t id, const Address& relayed, const Address& peer, uint16_t channel) {
         ipc::ChannelAdd c{};
-        c.alloc_id = kAllocId;
-        c.relayed = ipc::WireAddress::from(n_.relayed);
+        c.alloc_id = id;
+        c.relayed = ipc::WireAddress::from(relayed);
         c.peer = ipc::WireAddress::from(peer);
         c.channel = channel;
         ipc_send(c);
     }
+    void del_allocation(uint64_t id) {
+        ipc::AllocationDel d{};
+        d.alloc_id = id;
+        ipc_send(d);
+    }
+    void install(uint64_t bandwidth = 0) {
+        add_allocation(kAllocId, n_.client, n_.relayed, bandwidth);
+        add_permission(kAllocId, n_.relayed, n_.peer);
+        add_channel(kAllocId, n_.relayed, n_.peer, kChannel);
+    }
+
+    // Binds `channel` on the allocation's relayed address to `peer`.
+    void bind_channel(uint16_t channel, const Address& peer) { add_channel(kAllocId, n_.relayed, peer, channel); }
     // Quiescent states, so retired values and slots come back.
     void settle() {
         for (int i = 0; i < 4; i++) {
@@ -430,23 +439,9 @@ protected:
     void SetUp() override {
         Pipeline::SetUp();
         x_ = cross_for(GetParam());
-        ipc::AllocationAdd a{};
-        a.alloc_id = 8;
-        a.client = ipc::WireAddress::from(x_.client);
-        a.listen = ipc::WireAddress::from(n_.listen);
-        (x_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(x_.relayed);
-        ipc_send(a);
-        ipc::PermissionAdd p{};
-        p.alloc_id = 8;
-        p.relayed = ipc::WireAddress::from(x_.relayed);
-        p.peer = ipc::WireAddress::from(x_.peer);
-        ipc_send(p);
-        ipc::ChannelAdd c{};
-        c.alloc_id = 8;
-        c.relayed = p.relayed;
-        c.peer = p.peer;
-        c.channel = kCrossChannel;
-        ipc_send(c);
+        add_allocation(8, x_.client, x_.relayed);
+        add_permission(8, x_.relayed, x_.peer);
+        add_channel(8, x_.relayed, x_.peer, kCrossChannel);
     }
     Frame from_client2(const Bytes& payload) const {
         Frame f = from_client(payload);
@@ -746,9 +741,7 @@ TEST_P(Pipeline, ChannelDelStopsFastPath) {
 }
 
 TEST_P(Pipeline, AllocationDelRemovesEverything) {
-    ipc::AllocationDel d{};
-    d.alloc_id = kAllocId;
-    ipc_send(d);
+    del_allocation(kAllocId);
     run({build(from_client(channel_data(kChannel, pattern(10)))), build(from_peer(pattern(10), n_.peer))});
     expect_deltas({{Counter::rx, 2}, {Counter::punt_miss, 2}});
 }
@@ -758,17 +751,8 @@ TEST_P(Pipeline, ResyncSweepsWhatWasNotResent) {
     b.generation = 2;
     ipc_send(b);
     // Re-send the allocation and the permission, but not the channel.
-    ipc::AllocationAdd a{};
-    a.alloc_id = kAllocId;
-    a.client = ipc::WireAddress::from(n_.client);
-    a.listen = ipc::WireAddress::from(n_.listen);
-    (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(n_.relayed);
-    ipc_send(a);
-    ipc::PermissionAdd p{};
-    p.alloc_id = kAllocId;
-    p.relayed = ipc::WireAddress::from(n_.relayed);
-    p.peer = ipc::WireAddress::from(n_.peer);
-    ipc_send(p);
+    add_allocation(kAllocId, n_.client, n_.relayed);
+    add_permission(kAllocId, n_.relayed, n_.peer);
     // Until ResyncEnd the old channel still forwards.
     Out o = run1(build(from_client(channel_data(kChannel, pattern(10)))));
     EXPECT_EQ(o.nic.size(), 1u);
@@ -826,9 +810,7 @@ TEST_P(Pipeline, DeletedAllocationReportsItsFinalCountersOnce) {
     // More traffic, then the Del before the next request.
     run({build(from_client(channel_data(kChannel, pattern(30)))), build(from_peer(pattern(20), n_.peer)),
          build(from_peer(pattern(20), n_.peer))});
-    ipc::AllocationDel d{};
-    d.alloc_id = kAllocId;
-    ipc_send(d);
+    del_allocation(kAllocId);
     Out o = run1(build(from_client(channel_data(kChannel, pattern(10)))));
     EXPECT_EQ(o.exc.size(), 1u);  // gone from the fast path
     r = report();
@@ -849,12 +831,7 @@ TEST_P(Pipeline, ChannelRebindToAnotherPeerMovesBothDirections) {
     // the dataplane must follow whatever the control plane installs: the old
     // kChannelOut entry goes, the new one appears, the old value is retired.
     const Address peer2 = n_.peer.with_port(6002);
-    ipc::ChannelAdd c{};
-    c.alloc_id = kAllocId;
-    c.relayed = ipc::WireAddress::from(n_.relayed);
-    c.peer = ipc::WireAddress::from(peer2);
-    c.channel = kChannel;
-    ipc_send(c);
+    bind_channel(kChannel, peer2);
     Out o = run1(build(from_client(channel_data(kChannel, pattern(12)))));
     ASSERT_EQ(o.nic.size(), 1u);
     EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, peer2, pattern(12))));
@@ -998,17 +975,8 @@ TEST_P(Pipeline, ResyncWithSlotsAndHashedChannels) {
     ipc::ResyncBegin b{};
     b.generation = 5;
     ipc_send(b);
-    ipc::AllocationAdd a{};
-    a.alloc_id = kAllocId;
-    a.client = ipc::WireAddress::from(n_.client);
-    a.listen = ipc::WireAddress::from(n_.listen);
-    (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(n_.relayed);
-    ipc_send(a);
-    ipc::PermissionAdd p{};
-    p.alloc_id = kAllocId;
-    p.relayed = ipc::WireAddress::from(n_.relayed);
-    p.peer = ipc::WireAddress::from(n_.peer);
-    ipc_send(p);
+    add_allocation(kAllocId, n_.client, n_.relayed);
+    add_permission(kAllocId, n_.relayed, n_.peer);
     bind_channel(0x4010, p2);  // kept; kChannel (slot) and 0x4011 (hash) are not re-sent
     ipc::ResyncEnd e{};
     e.generation = 5;
@@ -1032,13 +1000,8 @@ TEST_P(Pipeline, FullTablesLeaveFlowsOnTheSlowPath) {
     // 64 allocations fit (SetUp used one); the rest are refused and counted,
     // and their traffic is punted rather than misforwarded.
     for (uint64_t id = 100; id < 200; id++) {
-        ipc::AllocationAdd a{};
-        a.alloc_id = id;
-        a.client = ipc::WireAddress::from(n_.client.with_port(static_cast<uint16_t>(id)));
-        a.listen = ipc::WireAddress::from(n_.listen);
-        (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) =
-            ipc::WireAddress::from(n_.relayed.with_port(static_cast<uint16_t>(40000 + id)));
-        ipc_send(a);
+        add_allocation(id, n_.client.with_port(static_cast<uint16_t>(id)),
+                       n_.relayed.with_port(static_cast<uint16_t>(40000 + id)));
     }
     EXPECT_EQ(applier_->stats().table_full, 100u - 63u);
     const Out o = run1(build(from_client(channel_data(kChannel, pattern(10)))));
@@ -1078,9 +1041,7 @@ TEST_P(Pipeline, ClientCacheNeverOutlivesItsAllocation) {
     const int idx = live_index(*flows_);
     ASSERT_GE(idx, 0);
     // Deleted: the cached index names an allocation that is no longer live.
-    ipc::AllocationDel d{};
-    d.alloc_id = kAllocId;
-    ipc_send(d);
+    del_allocation(kAllocId);
     o = run1(build(from_client(channel_data(kChannel, data))));
     EXPECT_EQ(o.exc.size(), 1u);
     expect_deltas({{Counter::rx, 1}, {Counter::punt_miss, 1}});
@@ -1089,18 +1050,8 @@ TEST_P(Pipeline, ClientCacheNeverOutlivesItsAllocation) {
     // the first client's cache entry now names a live allocation that is not
     // its own.
     const Address other = n_.client.with_port(50001);
-    ipc::AllocationAdd a{};
-    a.alloc_id = kAllocId + 1;
-    a.client = ipc::WireAddress::from(other);
-    a.listen = ipc::WireAddress::from(n_.listen);
-    (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(n_.relayed);
-    ipc_send(a);
-    ipc::ChannelAdd c{};
-    c.alloc_id = kAllocId + 1;
-    c.relayed = ipc::WireAddress::from(n_.relayed);
-    c.peer = ipc::WireAddress::from(n_.peer);
-    c.channel = kChannel;
-    ipc_send(c);
+    add_allocation(kAllocId + 1, other, n_.relayed);
+    add_channel(kAllocId + 1, n_.relayed, n_.peer, kChannel);
     ASSERT_EQ(live_index(*flows_), idx) << "the test needs the index reused";
     o = run1(build(from_client(channel_data(kChannel, data))));
     EXPECT_EQ(o.exc.size(), 1u);
@@ -1112,16 +1063,9 @@ TEST_P(Pipeline, ClientCacheNeverOutlivesItsAllocation) {
     EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, data)));
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
     // The first client again, with a new allocation relayed elsewhere.
-    ipc::AllocationAdd b{};
-    b.alloc_id = kAllocId;
-    b.client = ipc::WireAddress::from(n_.client);
-    b.listen = ipc::WireAddress::from(n_.listen);
     const Address relayed2 = n_.relayed.with_port(49153);
-    (n_.relayed.is_v4() ? b.relayed_v4 : b.relayed_v6) = ipc::WireAddress::from(relayed2);
-    ipc_send(b);
-    c.alloc_id = kAllocId;
-    c.relayed = ipc::WireAddress::from(relayed2);
-    ipc_send(c);
+    add_allocation(kAllocId, n_.client, relayed2);
+    add_channel(kAllocId, relayed2, n_.peer, kChannel);
     o = run1(build(from_client(channel_data(kChannel, data))));
     ASSERT_EQ(o.nic.size(), 1u);
     EXPECT_EQ(o.nic[0], build(relayed(relayed2, n_.peer, data)));
@@ -1139,24 +1083,12 @@ TEST_P(Pipeline, ClientCacheFollowsANewAllocationForTheSameClient) {
     ASSERT_EQ(o.nic.size(), 1u);
     const Address relayed2 = n_.relayed.with_port(49153);
     const Address peer2 = n_.peer.with_port(6002);
-    ipc::AllocationAdd a{};
-    a.alloc_id = kAllocId + 1;
-    a.client = ipc::WireAddress::from(n_.client);
-    a.listen = ipc::WireAddress::from(n_.listen);
-    (n_.relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(relayed2);
-    ipc_send(a);
-    ipc::ChannelAdd c{};
-    c.alloc_id = kAllocId + 1;
-    c.relayed = ipc::WireAddress::from(relayed2);
-    c.peer = ipc::WireAddress::from(peer2);
-    c.channel = kChannel;
-    ipc_send(c);
+    add_allocation(kAllocId + 1, n_.client, relayed2);
+    add_channel(kAllocId + 1, relayed2, peer2, kChannel);
     o = run1(build(from_client(channel_data(kChannel, data))));
     ASSERT_EQ(o.nic.size(), 1u);
     EXPECT_EQ(o.nic[0], build(relayed(relayed2, peer2, data)));
-    ipc::AllocationDel d{};
-    d.alloc_id = kAllocId;
-    ipc_send(d);
+    del_allocation(kAllocId);
     o = run1(build(from_client(channel_data(kChannel, data))));
     ASSERT_EQ(o.nic.size(), 1u);
     EXPECT_EQ(o.nic[0], build(relayed(relayed2, peer2, data)));
@@ -1169,8 +1101,7 @@ TEST_P(Pipeline, ClientCacheFollowsANewAllocationForTheSameClient) {
     w_.cache.e = cache;
     ASSERT_EQ(o.nic.size(), 1u);
     EXPECT_EQ(o.nic[0], build(relayed(relayed2, peer2, data)));
-    d.alloc_id = kAllocId + 1;
-    ipc_send(d);
+    del_allocation(kAllocId + 1);
     o = run1(build(from_client(channel_data(kChannel, data))));
     EXPECT_EQ(o.exc.size(), 1u);
     expect_deltas({{Counter::rx, 1}, {Counter::punt_miss, 1}});
@@ -1357,29 +1288,13 @@ TEST_P(Pipeline, ClientCacheUnderAllocationChurn) {
         const int i = static_cast<int>(rng() % kClients);
         const uint64_t id = 100 + static_cast<uint64_t>(i);
         if (has[i]) {
-            ipc::AllocationDel d{};
-            d.alloc_id = id;
-            ipc_send(d);
+            del_allocation(id);
         } else {
             const Address relayed = n_.relayed.with_port(static_cast<uint16_t>(40000 + i));
             const Address peer = n_.peer.with_port(static_cast<uint16_t>(6000 + i));
-            ipc::AllocationAdd a{};
-            a.alloc_id = id;
-            a.client = ipc::WireAddress::from(clients[i]);
-            a.listen = ipc::WireAddress::from(n_.listen);
-            (v4 ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(relayed);
-            ipc_send(a);
-            ipc::PermissionAdd p{};
-            p.alloc_id = id;
-            p.relayed = ipc::WireAddress::from(relayed);
-            p.peer = ipc::WireAddress::from(peer);
-            ipc_send(p);
-            ipc::ChannelAdd c{};
-            c.alloc_id = id;
-            c.relayed = p.relayed;
-            c.peer = p.peer;
-            c.channel = kChannel;
-            ipc_send(c);
+            add_allocation(id, clients[i], relayed);
+            add_permission(id, relayed, peer);
+            add_channel(id, relayed, peer, kChannel);
         }
         has[i] = !has[i];
         flows_->reclaim();
