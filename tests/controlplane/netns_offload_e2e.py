@@ -30,6 +30,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import dataplane_process  # noqa: E402
+
 NS_H, NS_R = "tcpe_h", "tcpe_r"
 RELAY, CLIENT, PEER = "198.18.2.1", "198.18.2.2", "198.18.2.3"
 TURN_PORT, PEER_PORT, CLIENT_PORT = 3478, 6000, 50000
@@ -240,14 +243,10 @@ def start_dataplane(dp_bin, sock, prefix, extra=()):
 
 
 def stop_dataplane(dp):
-    dp.send_signal(2)
-    try:
-        out = dp.communicate(timeout=20)[0]
-    except subprocess.TimeoutExpired:
-        dp.kill()
-        out = dp.communicate()[0]
+    """Stops it (tests/dataplane_process.py), prints its output, returns {counter: value}."""
+    out, counters = dataplane_process.stop_dataplane(dp)
     print(out)
-    return dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
+    return counters
 
 
 def wait_metric(mport, name, value, tries=60):

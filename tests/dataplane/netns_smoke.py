@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from dataplane_process import stop_dataplane  # noqa: E402,F401  (netns_neigh.py uses it from here too)
+
 DP = sys.argv[1]
 PMD = sys.argv[2] if len(sys.argv) > 2 else "af_packet"
 SOCK = "/tmp/tdp_smoke.sock"
@@ -102,16 +105,7 @@ def start_dataplane(dp_bin, sock, prefix, pmd, extra=()):
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def stop_dataplane(dp):
-    """SIGINT (it prints its counters and exits); returns (output, {counter: value})."""
-    dp.send_signal(2)
-    try:
-        out = dp.communicate(timeout=20)[0]
-    except subprocess.TimeoutExpired:
-        dp.kill()
-        out = dp.communicate()[0]
-    counters = dict(ln.split() for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit())
-    return out, counters
+# stop_dataplane(dp) -> (output, {counter: value}): tests/dataplane_process.py, imported above.
 
 
 def run_in(ns, code):
