@@ -136,6 +136,14 @@ def run_until(pred, timeout: float) -> bool:
         tick.destroy()
 
 
+def gather_both(a, b):
+    """Starts candidate gathering on both agents and waits until both are done."""
+    a.gather()
+    b.gather()
+    assert run_until(lambda: a.gathered and b.gathered, GATHER_TIMEOUT_S), \
+        f"gathering not done in {GATHER_TIMEOUT_S}s (A {a.gathered}, B {b.gathered})"
+
+
 def drain(seconds: float) -> None:
     run_until(lambda: False, seconds)
 
@@ -251,10 +259,7 @@ def test_relay_only_agent_exchanges_datagrams(server, family):
               turn=(host, server.port, server.username, server.password))
     b = Agent("B", peer_host, controlling=False)
     try:
-        a.gather()
-        b.gather()
-        assert run_until(lambda: a.gathered and b.gathered, GATHER_TIMEOUT_S), \
-            f"gathering not done in {GATHER_TIMEOUT_S}s (A {a.gathered}, B {b.gathered})"
+        gather_both(a, b)
 
         a_cands = [_cand(c) for c in a.local_candidates()]
         b_cands = [_cand(c) for c in b.local_candidates()]
@@ -327,10 +332,7 @@ def test_wrong_password_gives_no_relayed_candidate(server):
               turn=("127.0.0.1", server.port, server.username, "wrong-password"))
     b = Agent("B", "127.0.0.1", controlling=False)
     try:
-        a.gather()
-        b.gather()
-        assert run_until(lambda: a.gathered and b.gathered, GATHER_TIMEOUT_S), \
-            f"gathering not done in {GATHER_TIMEOUT_S}s (A {a.gathered}, B {b.gathered})"
+        gather_both(a, b)
         a_cands = [_cand(c) for c in a.local_candidates()]
         assert not any(t == Nice.CandidateType.RELAYED for t, _, _ in a_cands), \
             f"relayed candidate despite a wrong password: {a_cands}"
