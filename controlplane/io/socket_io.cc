@@ -46,6 +46,21 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     }
     return fd;
 }
+
+// The socket's DF option: IP_MTU_DISCOVER (IPv4) or IPV6_DONTFRAG (IPv6).
+int dont_fragment_option(int fd, bool v6) {
+    int v = v6 ? 0 : IP_PMTUDISC_WANT;
+    socklen_t len = sizeof v;
+    ::getsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, &len);
+    return v;
+}
+
+// The option's value for DF on: IP_PMTUDISC_DO (IPv4), 1 (IPv6).
+constexpr int kDontFragmentOn[2] = {IP_PMTUDISC_DO, 1};
+bool set_dont_fragment_option(int fd, bool v6, int v) {
+    return ::setsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, sizeof v) == 0;
+}
+
 }  // namespace
 
 SocketIo::SocketIo(Stats& stats)
@@ -96,13 +111,7 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
     }
     if (dont_fragment) {
         // RFC 8656 section 18.10: DONT-FRAGMENT -> set DF on relayed packets.
-        if (addr.is_v4()) {
-            const int v = IP_PMTUDISC_DO;
-            ::setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v);
-        } else {
-            const int v = 1;
-            ::setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &v, sizeof v);
-        }
+        set_dont_fragment_option(fd, !addr.is_v4(), kDontFragmentOn[!addr.is_v4()]);
     }
     // ICMP errors about relayed datagrams arrive on the error queue
     // (EPOLLERR) and become Data indications with an ICMP attribute.
@@ -155,20 +164,6 @@ void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data
     stats_.drop(Drop::kSendError);
 }
 
-namespace {
-
-// The socket's DF option: IP_MTU_DISCOVER (IPv4) or IPV6_DONTFRAG (IPv6).
-int dont_fragment_option(int fd, bool v6) {
-    int v = v6 ? 0 : IP_PMTUDISC_WANT;
-    socklen_t len = sizeof v;
-    ::getsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, &len);
-    return v;
-}
-bool set_dont_fragment_option(int fd, bool v6, int v) {
-    return ::setsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, sizeof v) == 0;
-}
-
-}  // namespace
 
 void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment) {
     if (relay >= relays_.size() || relays_[relay].fd < 0) {
@@ -190,7 +185,7 @@ void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const 
     sockaddr_storage ss{};
     const size_t len = peer.to_sockaddr(&ss);
     const int before = dont_fragment_option(r.fd, v6);
-    if (!set_dont_fragment_option(r.fd, v6, v6 ? 1 : IP_PMTUDISC_DO) ||
+    if (!set_dont_fragment_option(r.fd, v6, kDontFragmentOn[v6]) ||
         ::sendto(r.fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) < 0) {
         stats_.drop(Drop::kSendError);
     }
