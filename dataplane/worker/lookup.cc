@@ -219,11 +219,8 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
     ClientCache& c = w.cache;
     uint16_t miss[kBurst];
     uint16_t nmiss = 0;
-    uint32_t stale[kBurst];  // by packet index: tag matches that named another allocation
+    uint32_t stale[kBurst];  // by packet index, set for misses when the cache is on: tags that named another allocation
     if (c.e == nullptr) {
-        for (uint16_t j = 0; j < ncl; j++) {
-            stale[cl[j]] = 0;
-        }
         std::memcpy(miss, cl, sizeof(uint16_t) * ncl);
         nmiss = ncl;
     } else {
@@ -263,8 +260,6 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
             miss[nmiss++] = cl[j];
         next:;
         }
-    }
-    if (c.e != nullptr) {
         c.lookups += ncl;
         c.misses += nmiss;
     }
