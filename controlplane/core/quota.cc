@@ -1,5 +1,7 @@
 #include "core/quota.h"
 
+#include <algorithm>
+
 namespace turn::cp {
 
 QuotaResult AllocationQuota::acquire(const std::string& user) {
@@ -36,31 +38,43 @@ uint32_t AllocationQuota::total() const {
     return count_;
 }
 
+Address SourceRateLimiter::source_key(const Address& source) {
+    Address key = source.normalised().with_port(0);
+    if (key.is_v6()) {
+        std::fill(key.ip.begin() + 8, key.ip.end(), uint8_t{0});
+    }
+    return key;
+}
+
 bool SourceRateLimiter::allow(const Address& source, uint64_t now_ms) {
     if (per_s_ == 0) {
         return true;
     }
-    const Address key = source.normalised().with_port(0);
-    auto it = buckets_.find(key);
-    if (it == buckets_.end()) {
-        if (buckets_.size() >= max_) {
-            // Purge sources idle for more than a second: their buckets are full.
-            for (auto l = last_seen_.begin(); l != last_seen_.end();) {
-                if (now_ms - l->second > 1000) {
-                    buckets_.erase(l->first);
-                    l = last_seen_.erase(l);
-                } else {
-                    ++l;
-                }
-            }
-            if (buckets_.size() >= max_) {
+    const Address key = source_key(source);
+    Shard& sh = shards_[AddressHash{}(key) % kShards];
+    std::lock_guard lock(sh.mu);
+    auto it = sh.sources.find(key);
+    if (it == sh.sources.end()) {
+        if (sh.sources.size() >= max_per_shard_) {
+            // Sources idle for more than a second have full buckets again.
+            std::erase_if(sh.sources, [&](const auto& kv) { return now_ms > kv.second.last_seen_ms + 1000; });
+            if (sh.sources.size() >= max_per_shard_) {
                 return false;
             }
         }
-        it = buckets_.emplace(key, TokenBucket(per_s_, per_s_, now_ms)).first;
+        it = sh.sources.emplace(key, Source{TokenBucket(per_s_, per_s_, now_ms), now_ms}).first;
     }
-    last_seen_[key] = now_ms;
-    return it->second.take(1, now_ms);
+    it->second.last_seen_ms = now_ms;
+    return it->second.bucket.take(1, now_ms);
+}
+
+size_t SourceRateLimiter::size() const {
+    size_t n = 0;
+    for (const Shard& sh : shards_) {
+        std::lock_guard lock(sh.mu);
+        n += sh.sources.size();
+    }
+    return n;
 }
 
 }  // namespace turn::cp

@@ -62,20 +62,37 @@ private:
     uint64_t last_ms_ = 0;
 };
 
-// Per source IP token buckets (one per event loop, so no lock). Bounded: when
-// full, idle buckets are purged; if still full, unknown sources are refused,
-// which errs on the side of not answering a flood.
+// Per-source token buckets for unauthenticated (401/438) answers, shared by
+// all event loops: a source gets the configured rate in total, however
+// SO_REUSEPORT spreads its ports over the loops. A source is an IPv4
+// address, or an IPv6 /64 (one subscriber's prefix: an attacker holding a
+// /64 must not get 2^64 buckets). Sharded by the keyed address hash, one
+// mutex per shard; only requests that failed authentication get here.
+// Bounded: a full shard first purges its idle sources (their buckets would
+// be full again); if still full, unknown sources are refused, which errs on
+// the side of not answering a flood.
 class SourceRateLimiter {
 public:
-    SourceRateLimiter(uint32_t per_s, size_t max_sources = 65536) : per_s_(per_s), max_(max_sources) {}
+    static constexpr size_t kShards = 16;
+    explicit SourceRateLimiter(uint32_t per_s, size_t max_sources = 65536)
+        : per_s_(per_s), max_per_shard_(max_sources / kShards == 0 ? 1 : max_sources / kShards) {}
     bool allow(const Address& source, uint64_t now_ms);
-    size_t size() const { return buckets_.size(); }
+    size_t size() const;
+    // The bucket key of a source: IPv4 address, or the IPv6 /64; port 0.
+    static Address source_key(const Address& source);
 
 private:
+    struct Source {
+        TokenBucket bucket;
+        uint64_t last_seen_ms;
+    };
+    struct Shard {
+        mutable std::mutex mu;
+        std::unordered_map<Address, Source, AddressHash> sources;
+    };
     uint32_t per_s_;
-    size_t max_;
-    std::unordered_map<Address, TokenBucket, AddressHash> buckets_;
-    std::unordered_map<Address, uint64_t, AddressHash> last_seen_;
+    size_t max_per_shard_;
+    Shard shards_[kShards];
 };
 
 }  // namespace turn::cp

@@ -21,8 +21,7 @@ uint64_t g_seed_counter = 0x9E3779B97F4A7C15ull;
 
 Server::Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats)
     : shared_(shared), clock_(clock), io_(io), stats_(stats), wheel_(clock.now_ms()),
-      allocations_(shared, clock, wheel_, io, offload, stats), auth_(shared, clock),
-      unauth_limiter_(shared.config.unauth_per_ip_per_s) {
+      allocations_(shared, clock, wheel_, io, offload, stats), auth_(shared, clock) {
     schedule_housekeeping();
     txid_state_ = g_seed_counter ^ reinterpret_cast<uintptr_t>(this) ^ clock.now_ms();
     g_seed_counter += 0x9E3779B97F4A7C15ull;
@@ -155,9 +154,10 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
             reply_error(r, stun::err::kBadRequest);
             return;
         }
-        // Unauthenticated answers are rate-limited per source IP so that
-        // spoofed requests cannot turn the relay into a reflector.
-        if (!unauth_limiter_.allow(ft.client, now)) {
+        // Unauthenticated answers are rate-limited per source (IPv4 address,
+        // IPv6 /64; all loops together) so that spoofed requests cannot turn
+        // the relay into a reflector.
+        if (!shared_.unauth_limiter.allow(ft.client, now)) {
             stats_.drop(Drop::kUnauthRateLimit);
             return;
         }

@@ -100,7 +100,6 @@ private:
     AllocationManager allocations_;
     Authenticator auth_;
     ResponseCache cache_;
-    SourceRateLimiter unauth_limiter_;
     uint64_t txid_state_ = 0;
     std::array<uint8_t, kScratchSize> scratch_{};
 };

@@ -8,7 +8,7 @@ Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
     : config(c), credentials(c.realm), nonces(std::move(n)),
       policy(c.allow_peers, c.deny_peers, c.listen, c.relay_ips),
       ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000, std::random_device{}()),
-      quota(c.max_per_user, c.max_total) {}
+      quota(c.max_per_user, c.max_total), unauth_limiter(c.unauth_per_ip_per_s) {}
 
 namespace {
 std::unique_ptr<Shared> finish(std::unique_ptr<Shared> s, std::string& error) {

@@ -34,6 +34,7 @@ struct Shared {
     PeerPolicy policy;
     PortAllocator ports;
     AllocationQuota quota;
+    SourceRateLimiter unauth_limiter;  // 401/438 answers per source, all loops together
     std::atomic<bool> draining{false};
     // Live gauges: allocations holding a relayed address of each family.
     std::atomic<int64_t> allocations_v4{0};

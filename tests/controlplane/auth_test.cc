@@ -1,6 +1,10 @@
 // Long-term credentials, nonces, SHA-256 integrity, USERHASH, REST secrets,
 // 401 rate limiting; Binding and malformed input.
+#include <atomic>
 #include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "auth/credential_store.h"
 #include "server_fixture.h"
@@ -204,6 +208,86 @@ TEST_F(ServerTest, UnauthenticatedAnswersAreRateLimited) {
     FiveTuple other = tuple();
     other.client = A("198.18.1.2:5000");
     EXPECT_TRUE(exchange(other, plain_allocate()).has_value());
+}
+
+// Event loops are separate Servers on one Shared: a source whose ports
+// SO_REUSEPORT spreads over loops still gets the configured rate in total.
+TEST_F(ServerTest, UnauthenticatedLimitIsSharedByEventLoops) {
+    Config c = base_config();
+    c.unauth_per_ip_per_s = 6;
+    start(c);
+    FakeIo io2;
+    Stats stats2;
+    Server loop2(*shared, clock, io2, hook, stats2);
+    int answered = 0;
+    for (int i = 0; i < 20; ++i) {
+        const FiveTuple ft = tuple(static_cast<uint16_t>(2000 + i));
+        if (i % 2 == 0) {
+            answered += exchange(ft, plain_allocate()).has_value() ? 1 : 0;
+        } else {
+            const size_t before = io2.client.size();
+            loop2.on_client_datagram(ft, plain_allocate());
+            answered += io2.client.size() == before + 1 ? 1 : 0;
+        }
+    }
+    EXPECT_EQ(answered, 6);
+    EXPECT_EQ(stats->drops_of(Drop::kUnauthRateLimit) + stats2.drops_of(Drop::kUnauthRateLimit), 14u);
+}
+
+// One IPv6 /64 is one source (one subscriber's prefix); the next /64 is another.
+TEST_F(ServerTest, UnauthenticatedLimitCountsAnIpv6Slash64AsOneSource) {
+    Config c = base_config();
+    c.unauth_per_ip_per_s = 3;
+    start(c);
+    int answered = 0;
+    for (int i = 0; i < 10; ++i) {
+        FiveTuple ft = tuple(5000, true);
+        ft.client = A(("[fd00::" + std::to_string(100 + i) + ":7]:5000").c_str());  // fd00::/64, different interface IDs
+        answered += exchange(ft, plain_allocate()).has_value() ? 1 : 0;
+    }
+    EXPECT_EQ(answered, 3);
+    FiveTuple other = tuple(5000, true);
+    other.client = A("[fd00:0:0:1::7]:5000");  // fd00:0:0:1::/64
+    EXPECT_TRUE(exchange(other, plain_allocate()).has_value());
+    EXPECT_EQ(SourceRateLimiter::source_key(A("[fd00::1:2:3:4]:9")), A("[fd00::]:0"));
+    EXPECT_EQ(SourceRateLimiter::source_key(A("[::ffff:198.18.1.1]:9")), A("198.18.1.1:0"));
+}
+
+// The limiter itself from several threads at once (the loops' threads): the
+// total admitted in one instant is the bucket, never more; and its memory is
+// bounded under a flood of distinct sources.
+TEST(SourceRateLimiter, ThreadsShareOneBucketPerSource) {
+    SourceRateLimiter l(50);
+    std::atomic<int> allowed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 1000; ++i) {
+                const auto a = Address::v4((198u << 24) | (18u << 16) | 7, static_cast<uint16_t>(1000 * t + i));
+                allowed += l.allow(a, 1000) ? 1 : 0;
+            }
+        });
+    }
+    for (auto& th : threads) {
+        th.join();
+    }
+    EXPECT_EQ(allowed.load(), 50);
+    EXPECT_EQ(l.size(), 1u);
+    EXPECT_TRUE(l.allow(Address::v4((198u << 24) | (18u << 16) | 7, 1), 1020));  // 20 ms refill one token
+}
+
+TEST(SourceRateLimiter, FloodOfSourcesIsBoundedAndIdleOnesArePurged) {
+    SourceRateLimiter l(5, 64);  // 4 per shard
+    int admitted = 0;
+    for (uint32_t i = 0; i < 10000; ++i) {
+        admitted += l.allow(Address::v4((198u << 24) | (18u << 16) | i, 1), 1000) ? 1 : 0;
+    }
+    EXPECT_LE(l.size(), 64u);
+    EXPECT_GE(admitted, 16);  // every shard took sources until full
+    EXPECT_LE(admitted, 64);
+    // A second later the flood's sources are idle: new ones get buckets again.
+    EXPECT_TRUE(l.allow(Address::v4((198u << 24) | (19u << 16) | 1, 1), 2001));
+    EXPECT_LE(l.size(), 64u);
 }
 
 TEST_F(ServerTest, BindingAnswersWithXorMappedAndResponseOrigin) {
