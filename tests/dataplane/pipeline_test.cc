@@ -418,6 +418,63 @@ TEST_P(Pipeline, BurstOfMixedTrafficKeepsOrderPerDirection) {
     expect_deltas({{Counter::rx, 40}, {Counter::fwd_client_channel, 20}, {Counter::fwd_peer_channel, 20}});
 }
 
+// One full burst over many flows, with misses among both the client and the
+// peer packets before and after the first kAllocAhead (lookup.cc requests
+// allocation lines that many packets ahead): every packet gets its own
+// flow's verdict and bytes, whatever its neighbours are.
+TEST_P(Pipeline, FullBurstOfManyFlowsWithMissesInBetween) {
+    constexpr int kFlows = 12;
+    auto client_of = [&](int k) { return n_.client.with_port(static_cast<uint16_t>(40000 + k)); };
+    auto relayed_of = [&](int k) { return n_.relayed.with_port(static_cast<uint16_t>(49300 + k)); };
+    for (int k = 1; k <= kFlows; k++) {
+        add_allocation(kAllocId + 100 + k, client_of(k), relayed_of(k));
+        add_permission(kAllocId + 100 + k, relayed_of(k), n_.peer);
+        add_channel(kAllocId + 100 + k, relayed_of(k), n_.peer, kChannel);
+    }
+    del_allocation(kAllocId + 100 + kFlows);  // its relayed port's word is 0 now
+    std::vector<Bytes> in;
+    std::vector<Bytes> want_nic;
+    uint64_t want_exc = 0, want_to_client = 0;
+    for (int i = 0; i < 32; i++) {
+        const Bytes d = pattern(16 + i, static_cast<uint8_t>(i));
+        const int k = 1 + i % (kFlows - 1);
+        Frame f;
+        if (i == 3 || i == 21) {  // unknown client: cache and hash miss
+            f = from_client(channel_data(kChannel, d));
+            f.src = n_.client.with_port(static_cast<uint16_t>(39000 + i));
+            want_exc++;
+        } else if (i == 5 || i == 26) {  // the deleted allocation's relayed port
+            f = from_peer(d, n_.peer);
+            f.dst = relayed_of(kFlows);
+            want_exc++;
+        } else if (i == 12) {  // a port in no relayed chunk at all
+            f = from_peer(d, n_.peer);
+            f.dst = n_.relayed.with_port(1000);
+            want_exc++;
+        } else if (i % 3 == 0) {
+            f = from_peer(d, n_.peer);
+            f.dst = relayed_of(k);
+            want_nic.push_back(build(relayed(n_.listen, client_of(k), channel_data(kChannel, d))));
+            want_to_client++;
+        } else {
+            f = from_client(channel_data(kChannel, d));
+            f.src = client_of(k);
+            want_nic.push_back(build(relayed(relayed_of(k), n_.peer, d)));
+        }
+        in.push_back(build(f));
+    }
+    const Out o = run(in);
+    ASSERT_EQ(o.nic.size(), want_nic.size());
+    for (size_t i = 0; i < want_nic.size(); i++) {
+        EXPECT_EQ(o.nic[i], want_nic[i]) << "forwarded packet " << i;
+    }
+    EXPECT_EQ(o.exc.size(), want_exc);
+    expect_deltas({{Counter::rx, 32},
+                   {Counter::punt_miss, want_exc},
+                   {Counter::fwd_client_channel, 32 - want_exc - want_to_client},
+                   {Counter::fwd_peer_channel, want_to_client}});
+}
+
 // ---- relaying between families (client of one family, relayed address and
 // peer of the other; RFC 8656 REQUESTED-ADDRESS-FAMILY) ----
 
