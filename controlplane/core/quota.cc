@@ -1,6 +1,7 @@
 #include "core/quota.h"
 
 #include <algorithm>
+#include <random>
 
 namespace turn::cp {
 
@@ -46,6 +47,38 @@ Address SourceRateLimiter::source_key(const Address& source) {
     return key;
 }
 
+SourceRateLimiter::SourceRateLimiter(uint32_t per_s, size_t max_sources)
+    : per_s_(per_s), max_per_shard_(std::max<size_t>(max_sources / kShards, 1)) {
+    std::random_device rd;
+    for (Shard& sh : shards_) {
+        sh.rng = (uint64_t{rd()} << 32 | rd()) | 1;
+    }
+}
+
+void SourceRateLimiter::make_room(Shard& sh, uint64_t now_ms) {
+    if (now_ms >= sh.next_purge_ms) {
+        sh.next_purge_ms = now_ms + kPurgeIntervalMs;
+        std::erase_if(sh.sources, [&](const auto& kv) { return now_ms > kv.second.last_seen_ms + kIdleMs; });
+        if (sh.sources.size() < max_per_shard_) {
+            return;
+        }
+    }
+    // Replace a random entry: the first one in or after a random hash
+    // bucket (the map is at most one entry per bucket on average, so this
+    // looks at a few buckets).
+    sh.rng ^= sh.rng << 13;
+    sh.rng ^= sh.rng >> 7;
+    sh.rng ^= sh.rng << 17;
+    const size_t n = sh.sources.bucket_count();
+    for (size_t b = sh.rng % n, i = 0; i < n; i++, b = b + 1 == n ? 0 : b + 1) {
+        if (sh.sources.bucket_size(b) != 0) {
+            const Address victim = sh.sources.begin(b)->first;  // a copy: erase() must not see a key it frees
+            sh.sources.erase(victim);
+            return;
+        }
+    }
+}
+
 bool SourceRateLimiter::allow(const Address& source, uint64_t now_ms) {
     if (per_s_ == 0) {
         return true;
@@ -56,15 +89,12 @@ bool SourceRateLimiter::allow(const Address& source, uint64_t now_ms) {
     auto it = sh.sources.find(key);
     if (it == sh.sources.end()) {
         if (sh.sources.size() >= max_per_shard_) {
-            // Sources idle for more than a second have full buckets again.
-            std::erase_if(sh.sources, [&](const auto& kv) { return now_ms > kv.second.last_seen_ms + 1000; });
-            if (sh.sources.size() >= max_per_shard_) {
-                return false;
-            }
+            make_room(sh, now_ms);
         }
         it = sh.sources.emplace(key, Source{TokenBucket(per_s_, per_s_, now_ms), now_ms}).first;
     }
-    it->second.last_seen_ms = now_ms;
+    // Loops' clocks differ by a few ms: never move last_seen backwards.
+    it->second.last_seen_ms = std::max(it->second.last_seen_ms, now_ms);
     return it->second.bucket.take(1, now_ms);
 }
 

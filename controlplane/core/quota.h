@@ -1,6 +1,6 @@
 // Allocation quotas shared by all event loops (per user and in total, answered
 // with 486), a token bucket for per-allocation bandwidth, and the per-source
-// rate limiter for unauthenticated (401) answers.
+// rate limiter for unauthenticated (401/438) answers.
 #pragma once
 
 #include <cstdint>
@@ -66,16 +66,24 @@ private:
 // all event loops: a source gets the configured rate in total, however
 // SO_REUSEPORT spreads its ports over the loops. A source is an IPv4
 // address, or an IPv6 /64 (one subscriber's prefix: an attacker holding a
-// /64 must not get 2^64 buckets). Sharded by the keyed address hash, one
-// mutex per shard; only requests that failed authentication get here.
-// Bounded: a full shard first purges its idle sources (their buckets would
-// be full again); if still full, unknown sources are refused, which errs on
-// the side of not answering a flood.
+// /64 must not get a fresh bucket per address). Sharded by the keyed address
+// hash, one mutex per shard; only requests that failed authentication get
+// here.
+//
+// Bounded at max_sources. A new source in a full shard first has the
+// shard's idle sources dropped (idle for a second: their buckets would be
+// full again; at most every kPurgeIntervalMs, so a flood of new sources
+// costs O(1) per request, not a scan), and if the shard is still full it
+// replaces a random entry. So every new source, a legitimate client among
+// them, still gets its challenge during a flood of spoofed sources, and a
+// source already in the table loses its bucket only after about
+// max_sources / kShards new ones have landed in its shard.
 class SourceRateLimiter {
 public:
     static constexpr size_t kShards = 16;
-    explicit SourceRateLimiter(uint32_t per_s, size_t max_sources = 65536)
-        : per_s_(per_s), max_per_shard_(max_sources / kShards == 0 ? 1 : max_sources / kShards) {}
+    static constexpr uint64_t kIdleMs = 1000;
+    static constexpr uint64_t kPurgeIntervalMs = 100;
+    explicit SourceRateLimiter(uint32_t per_s, size_t max_sources = 65536);
     bool allow(const Address& source, uint64_t now_ms);
     size_t size() const;
     // The bucket key of a source: IPv4 address, or the IPv6 /64; port 0.
@@ -86,10 +94,14 @@ private:
         TokenBucket bucket;
         uint64_t last_seen_ms;
     };
-    struct Shard {
+    struct alignas(64) Shard {
         mutable std::mutex mu;
         std::unordered_map<Address, Source, AddressHash> sources;
+        uint64_t next_purge_ms = 0;
+        uint64_t rng = 0;  // xorshift64 state: which entry a full shard replaces
     };
+    void make_room(Shard& sh, uint64_t now_ms);
+
     uint32_t per_s_;
     size_t max_per_shard_;
     Shard shards_[kShards];

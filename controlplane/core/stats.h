@@ -27,7 +27,7 @@ struct Counter {
     X(kPeerPolicy, "peer_policy")              /* Send/peer traffic to a denied peer */  \
     X(kFamilyMismatch, "family_mismatch")      /* no relayed address of that family */  \
     X(kBandwidth, "bandwidth")                 /* allocation over its bandwidth quota */ \
-    X(kUnauthRateLimit, "unauth_rate_limit")   /* 401 answers over the per-IP limit */   \
+    X(kUnauthRateLimit, "unauth_rate_limit")   /* 401/438 answers over the per-source limit */   \
     X(kSendError, "send_error")                /* sendmsg failed */                      \
     X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */  \
     X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */
