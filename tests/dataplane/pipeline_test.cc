@@ -419,9 +419,11 @@ TEST_P(Pipeline, BurstOfMixedTrafficKeepsOrderPerDirection) {
 }
 
 // One full burst over many flows, with misses among both the client and the
-// peer packets before and after the first kAllocAhead (lookup.cc requests
-// allocation lines that many packets ahead): every packet gets its own
-// flow's verdict and bytes, whatever its neighbours are.
+// peer packets before and after the first kAllocAhead of each (lookup.cc
+// requests allocation lines that many packets ahead): every packet gets its
+// own flow's verdict and bytes, whatever its neighbours are. Run twice: the
+// first time every client packet misses the worker's cache (it is filled
+// from the hash), the second time the known clients hit it.
 TEST_P(Pipeline, FullBurstOfManyFlowsWithMissesInBetween) {
     constexpr int kFlows = 12;
     auto client_of = [&](int k) { return n_.client.with_port(static_cast<uint16_t>(40000 + k)); };
@@ -434,45 +436,65 @@ TEST_P(Pipeline, FullBurstOfManyFlowsWithMissesInBetween) {
     del_allocation(kAllocId + 100 + kFlows);  // its relayed port's word is 0 now
     std::vector<Bytes> in;
     std::vector<Bytes> want_nic;
-    uint64_t want_exc = 0, want_to_client = 0;
+    uint64_t want_exc = 0, want_to_client = 0, unknown_clients = 0;
+    int peer_pos = 0, client_pos = 0;  // position among the burst's peer / client packets
+    std::vector<int> peer_miss_pos, client_miss_pos;
     for (int i = 0; i < 32; i++) {
         const Bytes d = pattern(16 + i, static_cast<uint8_t>(i));
         const int k = 1 + i % (kFlows - 1);
         Frame f;
-        if (i == 3 || i == 21) {  // unknown client: cache and hash miss
+        if (i == 3 || i == 28) {  // unknown client: cache and hash miss
             f = from_client(channel_data(kChannel, d));
             f.src = n_.client.with_port(static_cast<uint16_t>(39000 + i));
             want_exc++;
-        } else if (i == 5 || i == 26) {  // the deleted allocation's relayed port
+            unknown_clients++;
+            client_miss_pos.push_back(client_pos++);
+        } else if (i == 5 || i == 30) {  // the deleted allocation's relayed port
             f = from_peer(d, n_.peer);
             f.dst = relayed_of(kFlows);
             want_exc++;
+            peer_miss_pos.push_back(peer_pos++);
         } else if (i == 12) {  // a port in no relayed chunk at all
             f = from_peer(d, n_.peer);
             f.dst = n_.relayed.with_port(1000);
-            want_exc++;
+            want_exc++;  // punted before it is a peer packet of the paced loop
         } else if (i % 3 == 0) {
             f = from_peer(d, n_.peer);
             f.dst = relayed_of(k);
             want_nic.push_back(build(relayed(n_.listen, client_of(k), channel_data(kChannel, d))));
             want_to_client++;
+            peer_pos++;
         } else {
             f = from_client(channel_data(kChannel, d));
             f.src = client_of(k);
             want_nic.push_back(build(relayed(relayed_of(k), n_.peer, d)));
+            client_pos++;
         }
         in.push_back(build(f));
     }
-    const Out o = run(in);
-    ASSERT_EQ(o.nic.size(), want_nic.size());
-    for (size_t i = 0; i < want_nic.size(); i++) {
-        EXPECT_EQ(o.nic[i], want_nic[i]) << "forwarded packet " << i;
+    // The misses sit on both sides of the distance (8) in both lists.
+    ASSERT_LT(peer_miss_pos.front(), 8);
+    ASSERT_GE(peer_miss_pos.back(), 8);
+    ASSERT_LT(client_miss_pos.front(), 8);
+    ASSERT_GE(client_miss_pos.back(), 8);
+    for (int round = 0; round < 2; round++) {
+        SCOPED_TRACE(round == 0 ? "cold cache" : "warm cache");
+        const uint64_t misses_before = w_.cache.misses;
+        const Out o = run(in);
+        ASSERT_EQ(o.nic.size(), want_nic.size());
+        for (size_t i = 0; i < want_nic.size(); i++) {
+            EXPECT_EQ(o.nic[i], want_nic[i]) << "forwarded packet " << i;
+        }
+        EXPECT_EQ(o.exc.size(), want_exc);
+        expect_deltas({{Counter::rx, 32},
+                       {Counter::punt_miss, want_exc},
+                       {Counter::fwd_client_channel, 32 - want_exc - want_to_client},
+                       {Counter::fwd_peer_channel, want_to_client}});
+        if (w_.cache.e != nullptr) {
+            EXPECT_EQ(w_.cache.misses - misses_before,
+                      round == 0 ? static_cast<uint64_t>(client_pos) : unknown_clients);
+        }
     }
-    EXPECT_EQ(o.exc.size(), want_exc);
-    expect_deltas({{Counter::rx, 32},
-                   {Counter::punt_miss, want_exc},
-                   {Counter::fwd_client_channel, 32 - want_exc - want_to_client},
-                   {Counter::fwd_peer_channel, want_to_client}});
 }
 
 // ---- relaying between families (client of one family, relayed address and
