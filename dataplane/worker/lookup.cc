@@ -227,6 +227,7 @@ inline void with_alloc(Worker& w, Pkt* p, uint16_t i, uint16_t* again, uint16_t&
 void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t* hit, uint16_t& nhit,
                    uint16_t* again, uint16_t& nagain) {
     const Allocation* allocs = w.flows->allocs;
+    const AllocState* state = w.state;
     ClientCache& c = w.cache;
     uint16_t miss[kBurst];
     uint16_t nmiss = 0;
@@ -246,7 +247,9 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
             bk[j] = b;
             cand[j] = ClientCache::matches(b, sig);
             if (cand[j] != 0) {
-                prefetch_alloc(w, ClientCache::alloc_at(b, static_cast<uint32_t>(__builtin_ctz(cand[j]))));
+                const uint32_t a = ClientCache::alloc_at(b, static_cast<uint32_t>(__builtin_ctz(cand[j])));
+                rte_prefetch0(&allocs[a]);
+                rte_prefetch0(&state[a]);
             }
         };
         for (uint16_t j = 0; j < ncl && j < kAllocAhead; j++) {
