@@ -27,6 +27,7 @@
 #include "ipc/protocol.h"
 #include "loopback_util.h"
 #include "stun_client.h"
+#include "udp_socket.h"
 
 namespace turn::cp::test {
 namespace {
@@ -36,47 +37,6 @@ using C = stun::Class;
 namespace ipc = turn::ipc;
 
 Address A(const char* s) { return *Address::parse(s); }
-
-class UdpSocket {
-public:
-    explicit UdpSocket(const Address& local) {
-        fd_ = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_storage ss{};
-        const size_t len = local.to_sockaddr(&ss);
-        EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)), 0);
-    }
-    ~UdpSocket() { ::close(fd_); }
-    UdpSocket(const UdpSocket&) = delete;
-    UdpSocket& operator=(const UdpSocket&) = delete;
-
-    Address local() const {
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
-        return *Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
-    }
-    void send(const Address& to, std::span<const uint8_t> data) const {
-        sockaddr_storage ss{};
-        const size_t len = to.to_sockaddr(&ss);
-        ::sendto(fd_, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
-    }
-    std::optional<std::vector<uint8_t>> recv(int timeout_ms = 2000) const {
-        pollfd p{fd_, POLLIN, 0};
-        if (::poll(&p, 1, timeout_ms) != 1) {
-            return std::nullopt;
-        }
-        std::vector<uint8_t> buf(65536);
-        const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
-        if (n < 0) {
-            return std::nullopt;
-        }
-        buf.resize(static_cast<size_t>(n));
-        return buf;
-    }
-
-private:
-    int fd_ = -1;
-};
 
 // turn-relay with a dataplane socket in a fresh temporary directory.
 class RelayProcess {
