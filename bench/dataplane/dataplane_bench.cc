@@ -9,8 +9,11 @@
 //
 //   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data]
 //                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
+//                   [--no-client-cache]
 //                   -- <EAL args>
 //
+// --no-client-cache runs the workers without their client cache (every
+// client packet through the rte_hash bulk lookup), to measure what it gives.
 // --host-nexthops installs a next-hop entry per client and peer (else only
 // the default route). After each client case a "#" line gives the worker's
 // client-cache miss rate over the timed runs (flow/client_cache.h).
@@ -143,6 +146,7 @@ struct Options {
     uint64_t packets = 4000000;
     std::string dir = "/tmp";
     bool callgrind = false;
+    bool client_cache = true;    // --no-client-cache: every client packet through the hash
     bool host_nexthops = false;  // a host next hop per client and peer (else only the default route)
 };
 
@@ -254,6 +258,8 @@ int main(int argc, char** argv) {
             o.callgrind = true;
         } else if (a == "--host-nexthops") {
             o.host_nexthops = true;
+        } else if (a == "--no-client-cache") {
+            o.client_cache = false;
         } else {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -294,6 +300,7 @@ int main(int argc, char** argv) {
         fc.max_allocations = nflows;
         fc.max_channels = nflows / 16 + 64;
         fc.workers = 1;
+        fc.client_cache = o.client_cache;
         std::string err;
         dp::FlowTables* flows = dp::FlowTables::create(fc, &err);
         if (flows == nullptr) {

@@ -137,7 +137,7 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     // Worker caches (flow/client_cache.h): 1.5 ways per allocation slot,
     // rounded up to a power of two, in 16-way buckets (with one way per slot
     // 4.5 % of lookups missed at 1M flows: buckets overflowed).
-    if (cfg.max_allocations <= ClientCache::kMaxAlloc + 1) {
+    if (cfg.client_cache && cfg.max_allocations <= ClientCache::kMaxAlloc + 1) {
         const uint32_t want = cfg.max_allocations + cfg.max_allocations / 2;  // load <= 2/3 of the ways
         const uint32_t buckets = std::max(rte_align32pow2(want), ClientCache::kWays) / ClientCache::kWays;
         t->cache_mask_ = buckets - 1;

@@ -164,6 +164,7 @@ struct FlowConfig {
     uint32_t max_channels = 1u << 12;
     uint32_t workers = 1;
     int socket_id = SOCKET_ID_ANY;
+    bool client_cache = true;  // false: every client packet goes to the hash (measurements)
 };
 
 class FlowTables {
