@@ -148,6 +148,7 @@ protected:
         fc.entries_v6 = 1024;
         fc.max_allocations = 64;
         fc.max_channels = 64;
+        fc.client_cache = client_cache_;
         std::string err;
         flows_ = dp::FlowTables::create(fc, &err);
         ASSERT_NE(flows_, nullptr) << err;
@@ -309,6 +310,7 @@ protected:
     dp::NextHops* nh_ = nullptr;
     dp::Applier* applier_ = nullptr;
     dp::Worker w_;
+    bool client_cache_ = true;  // FlowConfig::client_cache (PipelineWithoutCache sets false)
     dp::Counters before_;
     Net n_;
     uint64_t seq_ = 0;
@@ -1388,6 +1390,48 @@ TEST_P(Pipeline, ClientCacheUnderAllocationChurn) {
     EXPECT_GE(ops, 1000u);
     EXPECT_GT(w_.cache.lookups - w_.cache.misses, 500u);  // the cache answered most of them
 }
+
+// The workers without their client cache (FlowConfig::client_cache false,
+// as when there is no memory for it): every client packet is looked up in
+// the hash, with the same answers.
+class PipelineWithoutCache : public Pipeline {
+protected:
+    PipelineWithoutCache() { client_cache_ = false; }
+};
+
+TEST_P(PipelineWithoutCache, ClientTrafficGoesThroughTheHash) {
+    ASSERT_EQ(w_.cache.e, nullptr);
+    ASSERT_FALSE(flows_->cache_enabled());
+    std::vector<Bytes> in;
+    std::vector<Bytes> want;
+    for (int i = 0; i < 40; i++) {  // more than one burst
+        const Bytes d = pattern(20, static_cast<uint8_t>(i));
+        if (i % 2 != 0) {
+            in.push_back(build(from_peer(d, n_.peer)));
+            want.push_back(build(relayed(n_.listen, n_.client, channel_data(kChannel, d))));
+        } else if (i % 10 == 4) {
+            Frame f = from_client(channel_data(kChannel, d));
+            f.src = n_.stranger;  // no allocation: punted
+            in.push_back(build(f));
+        } else {
+            in.push_back(build(from_client(channel_data(kChannel, d))));
+            want.push_back(build(relayed(n_.relayed, n_.peer, d)));
+        }
+    }
+    for (int round = 0; round < 2; round++) {
+        const Out o = run(in);
+        EXPECT_EQ(o.nic, want);
+        EXPECT_EQ(o.exc.size(), 4u);
+        expect_deltas({{Counter::rx, 40},
+                       {Counter::punt_miss, 4},
+                       {Counter::fwd_client_channel, 16},
+                       {Counter::fwd_peer_channel, 20}});
+    }
+    EXPECT_EQ(w_.cache.lookups, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, PipelineWithoutCache, ::testing::Values(4, 6),
+                         [](const auto& i) { return i.param == 4 ? std::string("IPv4") : std::string("IPv6"); });
 
 INSTANTIATE_TEST_SUITE_P(Families, Pipeline, ::testing::Values(4, 6),
                          [](const auto& i) { return i.param == 4 ? std::string("IPv4") : std::string("IPv6"); });
