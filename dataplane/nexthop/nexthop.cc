@@ -52,15 +52,8 @@ unsigned NextHops::apply_learned() {
     return total;
 }
 
-static NextHopKey key_of(uint8_t family, const uint8_t* ip) {
-    NextHopKey k;
-    std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
-    k.family = family;
-    return k;
-}
-
 int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
-    const NextHopKey k = key_of(family, ip);
+    const NextHopKey k = key(family, ip);
     const bool existed = rte_hash_lookup(h_, &k) >= 0;
     const int r = rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(pack(nh)));
     if (r == 0 && !existed) {
@@ -70,14 +63,14 @@ int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
 }
 
 void NextHops::del_host(uint8_t family, const uint8_t* ip) {
-    const NextHopKey k = key_of(family, ip);
+    const NextHopKey k = key(family, ip);
     if (rte_hash_del_key(h_, &k) >= 0) {
         hosts_.fetch_sub(1, std::memory_order_release);
     }
 }
 
 bool NextHops::get_host(uint8_t family, const uint8_t* ip, NextHop* out) const {
-    const NextHopKey k = key_of(family, ip);
+    const NextHopKey k = key(family, ip);
     void* d = nullptr;
     if (rte_hash_lookup_data(h_, &k, &d) < 0) {
         return false;

@@ -48,36 +48,17 @@ public:
     NextHops(const NextHops&) = delete;
     NextHops& operator=(const NextHops&) = delete;
 
-    // Worker side. ip: 4 or 16 bytes, network order.
-    bool resolve(uint8_t family, const uint8_t* ip, NextHop* out) const {
-        uint64_t w = any_hosts() ? host_word(family, ip) : 0;
-        if (w == 0) {
-            w = default_word(family);
-        }
-        if (w == 0) {
-            return false;
-        }
-        unpack(w, out);
-        return true;
-    }
-    // resolve() in parts, for a worker that resolves a whole burst (route.cc):
-    // it reads any_hosts() and the defaults once per burst, and looks up
-    // host entries only when there are some. Words are pack()ed, 0 = none.
+    // Worker side (route.cc, once per burst): whether there are host entries
+    // at all, the family's default, and the host entries of a whole burst.
+    // Words are pack()ed, 0 = none.
     bool any_hosts() const { return hosts_.load(std::memory_order_relaxed) != 0; }
     uint64_t default_word(uint8_t family) const {
         return (family == 4 ? default4_ : default6_).load(std::memory_order_acquire);
     }
-    uint64_t host_word(uint8_t family, const uint8_t* ip) const {
-        NextHopKey k;
-        std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
-        k.family = family;
-        void* d = nullptr;
-        return rte_hash_lookup_data(h_, &k, &d) >= 0 ? reinterpret_cast<uint64_t>(d) : 0;
-    }
-    // host_word() for n <= RTE_HASH_LOOKUP_BULK_MAX keys at once: one
-    // rte_hash_lookup_with_hash_bulk_data (its prefetching pipeline, no
-    // per-key call), signatures computed inline with the table's hash
-    // function (rte_hash_crc, initial value 0).
+    // The host entries of n <= RTE_HASH_LOOKUP_BULK_MAX destinations (keys
+    // from key()): one rte_hash_lookup_with_hash_bulk_data (its prefetching
+    // pipeline, no per-key call), signatures computed inline with the
+    // table's hash function (rte_hash_crc, initial value 0).
     void host_words(const NextHopKey* const* keys, uint32_t n, uint64_t* out) const {
         void* d[RTE_HASH_LOOKUP_BULK_MAX];
         hash_sig_t sig[RTE_HASH_LOOKUP_BULK_MAX];
@@ -91,6 +72,7 @@ public:
             out[i] = (hits >> i) & 1 ? reinterpret_cast<uint64_t>(d[i]) : 0;
         }
     }
+    // The table's key for a destination (ip: 4 or 16 bytes by family).
     static NextHopKey key(uint8_t family, const uint8_t* ip) {
         NextHopKey k;
         std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
@@ -104,9 +86,7 @@ public:
     // table says, queue it for the main lcore (dropped if the queue is full:
     // the kernel's next frame will teach it again).
     void learn(uint8_t family, const uint8_t* ip, const rte_ether_addr& mac, uint16_t port) {
-        NextHopKey k;
-        std::memcpy(k.ip, ip, family == 4 ? 4 : 16);
-        k.family = family;
+        const NextHopKey k = key(family, ip);
         void* d = nullptr;
         NextHop nh;
         nh.mac = mac;
