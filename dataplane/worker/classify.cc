@@ -29,17 +29,6 @@ namespace {
 constexpr uint16_t kSendIndication = 0x0016;  // make_type(Send, Indication)
 static_assert(turn::stun::make_type(turn::stun::Method::kSend, turn::stun::Class::kIndication) == kSendIndication);
 
-inline uint64_t load64(const uint8_t* p) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    return v;
-}
-inline uint32_t load32(const uint8_t* p) {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-}
-
 // XOR-PEER-ADDRESS value at s+v (family byte at v+1, port at v+2, address at
 // v+4), already checked to be `len` bytes inside the message: decodes it
 // into p (RFC 8489 section 14.2). False for a family/length it cannot use.

@@ -221,13 +221,6 @@ void rewrite_one(Worker& w, Pkt& q) {
 // little-endian layout of the x86-64/arm64 targets DPDK runs on.
 static_assert(std::endian::native == std::endian::little, "the IPv4 fast path assembles header words by shifting");
 
-inline uint32_t ld32(const void* p) {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-}
-inline void st32(void* p, uint32_t v) { std::memcpy(p, &v, 4); }
-inline void st64(void* p, uint64_t v) { std::memcpy(p, &v, 8); }
 constexpr uint16_t be16(uint16_t v) { return static_cast<uint16_t>((v >> 8) | (v << 8)); }
 
 // What rewrite44 needs of the worker, loaded once per burst (the compiler
@@ -253,11 +246,11 @@ void rewrite44(const Ctx& c, Pkt& q) {
 
     // 1. The old headers, into registers before any byte is overwritten (the
     // new headers overlap them).
-    const uint32_t old_src = ld32(q.l3 + 12);
-    const uint32_t old_dst = ld32(q.l3 + 16);
+    const uint32_t old_src = load32(q.l3 + 12);
+    const uint32_t old_dst = load32(q.l3 + 16);
     const uint32_t tos = q.l3[1];
-    const uint32_t old_ports = ld32(q.udp);               // source port | destination port
-    const uint32_t old_len_ck = ld32(&q.udp->dgram_len);  // length | checksum
+    const uint32_t old_ports = load32(q.udp);               // source port | destination port
+    const uint32_t old_len_ck = load32(&q.udp->dgram_len);  // length | checksum
     const bool full = (old_len_ck >> 16) == 0;             // IPv4 "no checksum": we send one
 
     // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), ~x being -x in one's
@@ -280,11 +273,11 @@ void rewrite44(const Ctx& c, Pkt& q) {
         // halves of the 16-bit words, which a rotation by 8 restores.
         pre = payload + 4;
         udp_len = sizeof(rte_udp_hdr) + q.data_len;
-        r += ld32(payload);
+        r += load32(payload);
         const uint32_t tail = uint32_t{q.plen} - 4 - q.data_len;
         if (tail != 0) {  // clients need not pad over UDP (RFC 8656 12.5)
             if (likely(tail <= 3)) {
-                const uint32_t v = ld32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
+                const uint32_t v = load32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
                 r += std::rotl(v, static_cast<int>(8 * (q.plen & 1u)));
             } else {
                 const uint32_t tail_off = 4u + q.data_len;
@@ -307,7 +300,7 @@ void rewrite44(const Ctx& c, Pkt& q) {
         pre = payload - 4;
         udp_len = sizeof(rte_udp_hdr) + 4 + q.data_len;
         const uint32_t h = q.channel_be | uint32_t{be16(q.data_len)} << 16;
-        st32(pre, h);
+        store32(pre, h);
         s += h;
     } else {
         // Added: STUN header, XOR-PEER-ADDRESS (the received packet's source)
@@ -322,7 +315,7 @@ void rewrite44(const Ctx& c, Pkt& q) {
             // store ending at the padding's end (route.cc checked it is
             // inside the buffer).
             uint8_t* end = payload + q.data_len + q.pad_len;
-            st32(end - 4, ld32(end - 4) & (0xffffffffu >> (8 * q.pad_len)));
+            store32(end - 4, load32(end - 4) & (0xffffffffu >> (8 * q.pad_len)));
         }
         const uint32_t cookie = rte_cpu_to_be_32(turn::stun::kMagicCookie);
         const uint32_t h0 = be16(kDataIndication) | uint32_t{be16(static_cast<uint16_t>(kPrefix - 20 + q.data_len + q.pad_len))} << 16;
@@ -333,14 +326,14 @@ void rewrite44(const Ctx& c, Pkt& q) {
                             uint32_t{static_cast<uint16_t>(old_ports ^ be16(static_cast<uint16_t>(turn::stun::kMagicCookie >> 16)))} << 16;
         const uint32_t x2 = old_src ^ cookie;
         const uint32_t d0 = be16(turn::stun::attr::kData) | uint32_t{be16(q.data_len)} << 16;
-        st32(pre, h0);
-        st32(pre + 4, cookie);
-        st64(pre + 8, r1);
-        st32(pre + 16, r2);
-        st32(pre + 20, x0);
-        st32(pre + 24, x1);
-        st32(pre + 28, x2);
-        st32(pre + 32, d0);
+        store32(pre, h0);
+        store32(pre + 4, cookie);
+        store64(pre + 8, r1);
+        store32(pre + 16, r2);
+        store32(pre + 20, x0);
+        store32(pre + 24, x1);
+        store32(pre + 28, x2);
+        store32(pre + 32, d0);
         s += uint64_t{h0} + cookie + static_cast<uint32_t>(r1) + (r1 >> 32) + r2 + x0 + x1 + x2 + d0;
     }
 
@@ -348,11 +341,11 @@ void rewrite44(const Ctx& c, Pkt& q) {
     uint32_t src, dst, ports;
     if constexpr (to_peer) {
         src = a.relayed4_ip;
-        dst = ld32(q.peer_ip);  // lookup put the channel's peer here too
+        dst = load32(q.peer_ip);  // lookup put the channel's peer here too
         ports = a.relayed4_port | uint32_t{q.peer_port_be} << 16;
     } else {
         src = c.listen->v4_ip[a.listen];
-        dst = ld32(a.client_ip);
+        dst = load32(a.client_ip);
         ports = c.listen->v4_port[a.listen] | uint32_t{a.client_port} << 16;
     }
     const uint64_t addrs = uint64_t{src} + dst;
@@ -368,18 +361,18 @@ void rewrite44(const Ctx& c, Pkt& q) {
     constexpr uint32_t h1 = uint32_t{be16(RTE_IPV4_HDR_DF_FLAG)} << 16;
     constexpr uint32_t h2 = 64u | uint32_t{IPPROTO_UDP} << 8;
     const uint16_t ip_ck = csum::neg(csum::fold(uint64_t{h0} + h1 + h2 + addrs));
-    st64(ip, h0 | uint64_t{h1} << 32);
-    st32(ip + 8, h2 | uint32_t{ip_ck} << 16);
-    st64(ip + 12, src | uint64_t{dst} << 32);
+    store64(ip, h0 | uint64_t{h1} << 32);
+    store32(ip + 8, h2 | uint32_t{ip_ck} << 16);
+    store64(ip + 12, src | uint64_t{dst} << 32);
 
     // 5. UDP header; the checksum adds the new pseudo-header (addresses,
     // length) and header (ports, length).
     const uint64_t u = ports | uint64_t{len_hi} << 16;
     if (likely(!full)) {
         s += kNeg - r + addrs + ports + 2 * uint64_t{len_hi};
-        st64(udp, u | uint64_t{csum::finish_udp(s)} << 48);
+        store64(udp, u | uint64_t{csum::finish_udp(s)} << 48);
     } else {
-        st64(udp, u);
+        store64(udp, u);
         udp->dgram_cksum = rte_ipv4_udptcp_cksum(reinterpret_cast<const rte_ipv4_hdr*>(ip), udp);
     }
 
@@ -390,9 +383,9 @@ void rewrite44(const Ctx& c, Pkt& q) {
     static_assert(sizeof(NextHop) == 8);
     std::memcpy(&nh, &q.nh, 8);
     const uint8_t* smac = c.w.cfg.port_mac[q.nh.port].addr_bytes;
-    const uint64_t smac48 = ld32(smac) | uint64_t{static_cast<uint16_t>(smac[4] | smac[5] << 8)} << 32;
-    st64(eth, nh);
-    st64(eth + 6, smac48 | uint64_t{be16(RTE_ETHER_TYPE_IPV4)} << 48);
+    const uint64_t smac48 = load32(smac) | uint64_t{static_cast<uint16_t>(smac[4] | smac[5] << 8)} << 32;
+    store64(eth, nh);
+    store64(eth + 6, smac48 | uint64_t{be16(RTE_ETHER_TYPE_IPV4)} << 48);
 
     rte_mbuf* m = q.m;
     m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));

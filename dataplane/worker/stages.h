@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "worker/packet.h"
 #include "worker/worker.h"
@@ -43,5 +44,19 @@ inline void store_be16(uint8_t* p, uint16_t v) {
     v = RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN ? __builtin_bswap16(v) : v;
     std::memcpy(p, &v, 2);
 }
+// Unaligned loads and stores in the CPU's byte order (headers read and
+// written as whole words).
+inline uint32_t load32(const void* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+inline uint64_t load64(const void* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+inline void store32(void* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline void store64(void* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
 }  // namespace dp
