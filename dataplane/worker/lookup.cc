@@ -81,9 +81,24 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, bool have_sig, F
 // memory_latency), and the loads queued behind a full set of prefetches
 // waited for all of them. Measured (bench/RESULTS.md "Paced prefetch"): 8
 // ahead took client ChannelData at 1M flows from ~293 to ~257 cycles, peer
-// ChannelData from ~300 to ~283; 4 to 16 ahead were alike at 1M; 1k and 10k
-// flows unchanged.
+// ChannelData from ~300 to ~283; 4 to 16 ahead were alike at 1M; at 1k and
+// 10k flows, where the lines are in cache, it costs ~5 cycles.
 constexpr uint16_t kAllocAhead = 8;
+
+// For j in [0, n): ahead(j) (start loading what packet j needs) kAllocAhead
+// iterations before now(j) (use it).
+template <typename Ahead, typename Now>
+inline void paced(uint16_t n, Ahead&& ahead, Now&& now) {
+    for (uint16_t j = 0; j < n && j < kAllocAhead; j++) {
+        ahead(j);
+    }
+    for (uint16_t j = 0; j < n; j++) {
+        if (j + kAllocAhead < n) {
+            ahead(static_cast<uint16_t>(j + kAllocAhead));
+        }
+        now(j);
+    }
+}
 
 // Permission key: a = the allocation's relayed address of `family`, b = peer IP.
 void permission_key(Pkt& q, uint8_t family, const uint8_t* relayed_ip, uint16_t relayed_port, const uint8_t* peer_ip) {
@@ -105,9 +120,9 @@ void permission_key(Pkt& q, uint8_t family, const uint8_t* relayed_ip, uint16_t 
 
 // The allocation and this worker's state for it are read by police and
 // rewrite; start loading them while the rest of the burst is looked up.
-inline void prefetch_alloc(Worker& w, uint32_t alloc) {
-    rte_prefetch0(&w.flows->allocs[alloc]);
-    rte_prefetch0(&w.state[alloc]);
+inline void prefetch_alloc(const Allocation* allocs, const AllocState* state, uint32_t alloc) {
+    rte_prefetch0(&allocs[alloc]);
+    rte_prefetch0(&state[alloc]);
 }
 
 // The packet's source as a permission key for its allocation's relayed address.
@@ -241,43 +256,35 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
         // the candidate is checked (see kAllocAhead).
         uint32_t cand[kBurst];
         const uint8_t* bk[kBurst];
+        const ListenSet& l = *w.flows->listen;
         auto request = [&](uint16_t j) {
             const uint32_t sig = p[cl[j]].sig;
             const uint8_t* b = c.bucket(sig);
             bk[j] = b;
             cand[j] = ClientCache::matches(b, sig);
             if (cand[j] != 0) {
-                const uint32_t a = ClientCache::alloc_at(b, static_cast<uint32_t>(__builtin_ctz(cand[j])));
-                rte_prefetch0(&allocs[a]);
-                rte_prefetch0(&state[a]);
+                prefetch_alloc(allocs, state, ClientCache::alloc_at(b, static_cast<uint32_t>(__builtin_ctz(cand[j]))));
             }
         };
-        for (uint16_t j = 0; j < ncl && j < kAllocAhead; j++) {
-            request(j);
-        }
-        const ListenSet& l = *w.flows->listen;
-        for (uint16_t j = 0; j < ncl; j++) {
-            if (j + kAllocAhead < ncl) {
-                request(static_cast<uint16_t>(j + kAllocAhead));
-            }
+        auto check = [&](uint16_t j) {
             Pkt& q = p[cl[j]];
-            uint32_t m = cand[j];
             uint32_t bad = 0;
+            uint32_t m = cand[j];
             while (m != 0) {
-                const uint32_t way = static_cast<uint32_t>(__builtin_ctz(m));
+                const auto way = static_cast<uint32_t>(__builtin_ctz(m));
                 m &= m - 1;
                 const uint32_t a = ClientCache::alloc_at(bk[j], way);
                 if (likely(owns(allocs[a], l, q))) {
                     q.alloc = a;
                     with_alloc(w, p, cl[j], again, nagain);  // its line is in cache now
-                    goto next;
+                    return;
                 }
                 bad |= 1u << way;
             }
             stale[cl[j]] = bad;
             miss[nmiss++] = cl[j];
-        next:;
-        }
+        };
+        paced(ncl, request, check);
         c.lookups += ncl;
         c.misses += nmiss;
     }
@@ -294,7 +301,7 @@ void client_allocs(Worker& w, Pkt* p, const uint16_t* cl, uint16_t ncl, uint16_t
         if (c.e != nullptr) {
             c.insert(q.sig, q.alloc, stale[i]);
         }
-        prefetch_alloc(w, q.alloc);
+        prefetch_alloc(allocs, state, q.alloc);
         hit[nhit++] = i;
     });
 }
@@ -352,19 +359,13 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
             return;
         }
         q.alloc = v - 1;
-        prefetch_alloc(w, q.alloc);
+        prefetch_alloc(allocs, w.state, q.alloc);
     };
-    for (uint16_t j = 0; j < npe && j < kAllocAhead; j++) {
-        resolve(j);
-    }
-    for (uint16_t j = 0; j < npe; j++) {
-        if (j + kAllocAhead < npe) {
-            resolve(static_cast<uint16_t>(j + kAllocAhead));
-        }
+    paced(npe, resolve, [&](uint16_t j) {
         if (p[pe[j]].next == Next::kLookup) {  // not punted by resolve
             with_alloc(w, p, pe[j], again, nagain);
         }
-    }
+    });
 
     // Round 2: the allocation's line for those the hash found (cache hits
     // and peer packets went through with_alloc already).
