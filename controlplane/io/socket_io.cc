@@ -47,18 +47,20 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     return fd;
 }
 
-// The socket's DF option: IP_MTU_DISCOVER (IPv4) or IPV6_DONTFRAG (IPv6).
+// The socket's DF option: IP_MTU_DISCOVER (IPv4) or IPV6_DONTFRAG (IPv6),
+// as (level, name); its value for DF on: IP_PMTUDISC_DO (IPv4), 1 (IPv6).
+constexpr int kDontFragmentLevel[2] = {IPPROTO_IP, IPPROTO_IPV6};
+constexpr int kDontFragmentName[2] = {IP_MTU_DISCOVER, IPV6_DONTFRAG};
+constexpr int kDontFragmentOn[2] = {IP_PMTUDISC_DO, 1};
+
 int dont_fragment_option(int fd, bool v6) {
     int v = v6 ? 0 : IP_PMTUDISC_WANT;
     socklen_t len = sizeof v;
-    ::getsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, &len);
+    ::getsockopt(fd, kDontFragmentLevel[v6], kDontFragmentName[v6], &v, &len);
     return v;
 }
-
-// The option's value for DF on: IP_PMTUDISC_DO (IPv4), 1 (IPv6).
-constexpr int kDontFragmentOn[2] = {IP_PMTUDISC_DO, 1};
 bool set_dont_fragment_option(int fd, bool v6, int v) {
-    return ::setsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_DONTFRAG : IP_MTU_DISCOVER, &v, sizeof v) == 0;
+    return ::setsockopt(fd, kDontFragmentLevel[v6], kDontFragmentName[v6], &v, sizeof v) == 0;
 }
 
 }  // namespace
@@ -163,7 +165,6 @@ void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data
     }
     stats_.drop(Drop::kSendError);
 }
-
 
 void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment) {
     if (relay >= relays_.size() || relays_[relay].fd < 0) {

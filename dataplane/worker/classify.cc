@@ -9,8 +9,9 @@
 // 171 Send (attribute walk), 93 peer; was 158/298/143 before the
 // straight-line IPv4 check (classify_one) took the common case off the
 // general parser. start_lookup adds ~17 per client packet (the key's CRC,
-// moved here from lookup, and the cache-bucket prefetch): 125 ChannelData. Per-stage cycles are not separable on these machines (no
-// PMU); bench/RESULTS.md has the pipeline total.
+// moved here from lookup, and the cache-bucket prefetch): 125 ChannelData.
+// Per-stage cycles are not separable on these machines (no PMU);
+// bench/RESULTS.md has the pipeline total.
 //
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
 // headers, other traffic to a listening address, Send indications outside

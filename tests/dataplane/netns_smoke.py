@@ -105,9 +105,6 @@ def start_dataplane(dp_bin, sock, prefix, pmd, extra=()):
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-# stop_dataplane(dp) -> (output, {counter: value}): tests/dataplane_process.py, imported above.
-
-
 def run_in(ns, code):
     return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
