@@ -9,9 +9,11 @@
 //
 //   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data]
 //                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
-//                   [--no-client-cache]
+//                   [--no-client-cache] [--no-express]
 //                   -- <EAL args>
 //
+// --no-express sends every packet through the stages (no express lane,
+// dataplane/worker/express.cc), to compare the two.
 // --no-client-cache runs the workers without their client cache (every
 // client packet through the rte_hash bulk lookup), to measure what it gives.
 // --host-nexthops installs a next-hop entry per client and peer (else only
@@ -147,6 +149,7 @@ struct Options {
     std::string dir = "/tmp";
     bool callgrind = false;
     bool client_cache = true;    // --no-client-cache: every client packet through the hash
+    bool express = true;         // --no-express: every packet through the stages
     bool host_nexthops = false;  // a host next hop per client and peer (else only the default route)
 };
 
@@ -260,6 +263,8 @@ int main(int argc, char** argv) {
             o.host_nexthops = true;
         } else if (a == "--no-client-cache") {
             o.client_cache = false;
+        } else if (a == "--no-express") {
+            o.express = false;
         } else {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -356,6 +361,7 @@ int main(int argc, char** argv) {
         dp::Worker w;
         dp::WorkerConfig wc;
         wc.exc_port = exc_port;
+        wc.express = o.express;
         wc.nic_port = null_port;
         std::copy(kPortMac.begin(), kPortMac.end(), wc.port_mac[null_port].addr_bytes);
         w.init(wc, flows, nh);

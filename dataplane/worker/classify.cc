@@ -13,6 +13,9 @@
 // Per-stage cycles are not separable on these machines (no PMU);
 // bench/RESULTS.md has the pipeline total.
 //
+// Only the packets the express lane (express.cc) left: p.next == kClassify,
+// p.m set.
+//
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
 // headers, other traffic to a listening address, Send indications outside
 // the fast parser); kDrop (bad lengths, bad IPv4 header checksum).
@@ -324,87 +327,41 @@ __attribute__((noinline)) void classify_general(Worker& w, rte_mbuf* m, Pkt& p) 
     p.next = Next::kLookup;
 }
 
-// The common case, straight-line: one mbuf segment, untagged Ethernet,
-// IPv4 without options or fragmentation, UDP, consistent lengths, good
-// header checksum, L4 checksum not flagged bad. Headers are read as four
-// unaligned 8-byte words (all inside the 42 bytes checked against data_len)
-// and several fields are compared at once. Anything else, including every
-// packet that is punted or dropped before the payload is looked at, goes to
-// classify_general, so verdicts and counters are those of the general parser.
-// Little-endian only (the masks below); elsewhere everything is general.
-constexpr uint32_t kFastMin = sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
-static_assert(kFastMin == 42);
-
+// The common case, straight-line (parse_udp4, stages.h). Anything else,
+// including every packet that is punted or dropped before the payload is
+// looked at, goes to classify_general, so verdicts and counters are those of
+// the general parser.
 inline __attribute__((always_inline)) void classify_one(Worker& w, const ListenSet& listen, rte_mbuf* m, Pkt& p) {
     const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
-    const uint32_t len = m->data_len;
-    if (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN && likely(m->nb_segs == 1 && len >= kFastMin)) {
-        const uint64_t w0 = load64(d + 12);  // ethertype, version/IHL, TOS, total length, id
-        const uint64_t w1 = load64(d + 20);  // fragment field, TTL, protocol, checksum, source[0..1]
-        const uint64_t a = load64(d + 26);   // source, destination
-        const uint64_t u = load64(d + 34);   // UDP source and destination ports, length, checksum
-        // Byte-swapped with the builtin, which the compiler can fold into
-        // the load (rte_be_to_cpu_16 is an asm statement on x86).
-        uint16_t tot16, ulen16;
-        std::memcpy(&tot16, d + 16, 2);
-        std::memcpy(&ulen16, d + 38, 2);
-        const uint32_t tot = __builtin_bswap16(tot16);
-        const uint32_t ulen = __builtin_bswap16(ulen16);
-        // Ethertype 0x0800 then version/IHL 0x45; MF and fragment offset
-        // zero (DF may be set), protocol UDP.
-        const uint64_t hdr = ((w0 & 0xffffff) ^ 0x450008) | ((w1 & 0xff00ff3f) ^ (uint64_t{IPPROTO_UDP} << 24));
-        // 28 <= tot <= len - 14 and 8 <= ulen <= tot - 20, as two unsigned
-        // range checks (len >= 42 above; the second relies on the first).
-        constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
-        if (likely(hdr == 0 && tot - kMinTot <= len - kFastMin &&
-                   ulen - uint32_t{sizeof(rte_udp_hdr)} <= tot - kMinTot)) {
-            // The header checksum from the words already loaded: bytes 14-33
-            // are w0's upper six, all of w1 and a's upper six, each 16-bit
-            // aligned as in the header. A one's-complement sum folds to
-            // 0xffff exactly when it is a nonzero multiple of 0xffff; this
-            // one is nonzero (version/IHL), so csum::ipv4_header_ok(d + 14)
-            // is sum % 0xffff == 0.
-            const uint64_t sum = (w0 >> 16) + (w1 & 0xffffffffu) + (w1 >> 32) + (a >> 16);
-            // No checksum flags at all (no offload) is the one-test case;
-            // otherwise: L4 not flagged bad, and IP flagged good or computed.
-            constexpr uint64_t kMask = RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK;
-            const uint64_t ol = m->ol_flags & kMask;
-            if (likely(ol == 0 ? sum % 0xffff == 0
-                               : (ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) != RTE_MBUF_F_RX_L4_CKSUM_BAD &&
-                                     ((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD ||
-                                      sum % 0xffff == 0))) {
-                p.m = m;
-                p.family = 4;
-                p.l3 = const_cast<uint8_t*>(d + sizeof(rte_ether_hdr));
-                p.udp = reinterpret_cast<rte_udp_hdr*>(const_cast<uint8_t*>(d + sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr)));
-                const auto plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
-                p.plen = plen;
-                const uint32_t dst_ip = static_cast<uint32_t>(a >> 32);
-                const uint16_t dst_port = static_cast<uint16_t>(u >> 16);
-                KeyKind kk;
-                uint16_t channel_be;
-                if (!classify_payload(p, d + kFastMin, plen, listen.has4(dst_ip, dst_port), &kk, &channel_be)) {
-                    p.kind = Kind::kNone;
-                    return;
-                }
-                p.channel_be = channel_be;
-                p.key_family = 4;
-                // Key4 as two words: destination, source; destination port,
-                // source port, channel 0, kind, pad 0.
-                uint32_t ports = static_cast<uint32_t>(u);
-                ports = (ports >> 16) | (ports << 16);
-                const uint64_t k0 = (a >> 32) | (a << 32);
-                const uint64_t k1 = uint64_t{ports} | (uint64_t(kk) << 48);
-                static_assert(offsetof(Key4, a_ip) == 0 && offsetof(Key4, b_ip) == 4 && offsetof(Key4, a_port) == 8 &&
-                              offsetof(Key4, b_port) == 10 && offsetof(Key4, channel) == 12 &&
-                              offsetof(Key4, kind) == 14 && sizeof(KeyKind) == 1);
-                auto* k = reinterpret_cast<uint8_t*>(&p.k4);
-                std::memcpy(k, &k0, 8);
-                std::memcpy(k + 8, &k1, 8);
-                p.next = Next::kLookup;
-                return;
-            }
+    Udp4 h;
+    if (likely(parse_udp4(m, d, &h))) {
+        p.m = m;
+        p.family = 4;
+        p.l3 = const_cast<uint8_t*>(d + sizeof(rte_ether_hdr));
+        p.udp = reinterpret_cast<rte_udp_hdr*>(const_cast<uint8_t*>(d + sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr)));
+        p.plen = h.plen;
+        KeyKind kk;
+        uint16_t channel_be;
+        if (!classify_payload(p, d + kUdp4Min, h.plen, listen.has4(h.dst_ip(), h.dst_port()), &kk, &channel_be)) {
+            p.kind = Kind::kNone;
+            return;
         }
+        p.channel_be = channel_be;
+        p.key_family = 4;
+        // Key4 as two words: destination, source; destination port, source
+        // port, channel 0, kind, pad 0.
+        uint32_t ports = static_cast<uint32_t>(h.udp);
+        ports = (ports >> 16) | (ports << 16);
+        const uint64_t k0 = (h.addrs >> 32) | (h.addrs << 32);
+        const uint64_t k1 = uint64_t{ports} | (uint64_t(kk) << 48);
+        static_assert(offsetof(Key4, a_ip) == 0 && offsetof(Key4, b_ip) == 4 && offsetof(Key4, a_port) == 8 &&
+                      offsetof(Key4, b_port) == 10 && offsetof(Key4, channel) == 12 &&
+                      offsetof(Key4, kind) == 14 && sizeof(KeyKind) == 1);
+        auto* k = reinterpret_cast<uint8_t*>(&p.k4);
+        std::memcpy(k, &k0, 8);
+        std::memcpy(k + 8, &k1, 8);
+        p.next = Next::kLookup;
+        return;
     }
     classify_general(w, m, p);
 }
@@ -431,22 +388,28 @@ void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     }
 }
 
-void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
+void classify(Worker& w, Pkt* p, uint16_t n) {
     const ListenSet& listen = *w.flows->listen;
+    // The packets express left (all of them when it is off), with their
+    // frames prefetched kAhead packets before they are parsed.
+    uint16_t idx[kBurst];
+    uint16_t cnt = 0;
+    for (uint16_t i = 0; i < n; i++) {
+        if (p[i].next == Next::kClassify) {
+            idx[cnt++] = i;
+        }
+    }
     constexpr uint16_t kAhead = 4;
-    for (uint16_t i = 0; i < n && i < kAhead; i++) {
-        rte_prefetch0(rte_pktmbuf_mtod(mbufs[i], void*));
+    for (uint16_t j = 0; j < cnt && j < kAhead; j++) {
+        rte_prefetch0(rte_pktmbuf_mtod(p[idx[j]].m, void*));
     }
-    // Split so the loop with the prefetch has no per-packet bound check.
-    uint16_t i = 0;
-    for (; i + kAhead < n; i++) {
-        rte_prefetch0(rte_pktmbuf_mtod(mbufs[i + kAhead], void*));
-        classify_one(w, listen, mbufs[i], p[i]);
-        start_lookup(w, p[i]);
-    }
-    for (; i < n; i++) {
-        classify_one(w, listen, mbufs[i], p[i]);
-        start_lookup(w, p[i]);
+    for (uint16_t j = 0; j < cnt; j++) {
+        if (j + kAhead < cnt) {
+            rte_prefetch0(rte_pktmbuf_mtod(p[idx[j + kAhead]].m, void*));
+        }
+        Pkt& q = p[idx[j]];
+        classify_one(w, listen, q.m, q);
+        start_lookup(w, q);
     }
 }
 

@@ -142,14 +142,11 @@ KeyKind key_kind(const Pkt& q) { return q.key_family == 4 ? q.k4.kind : q.k6.kin
 // Whether allocation `a` is the one the packet's kClient key names
 // (flow/client_cache.h): live, and the key's addresses are its own.
 bool owns(const Allocation& a, const ListenSet& l, const Pkt& q) {
+    if (q.key_family == 4) {
+        return owns4(a, l, q.k4.b_ip, q.k4.b_port, q.k4.a_ip, q.k4.a_port);
+    }
     if (a.live.load(std::memory_order_acquire) == 0) {
         return false;
-    }
-    if (q.key_family == 4) {
-        uint32_t cip;
-        std::memcpy(&cip, a.client_ip, 4);
-        return a.family == 4 && cip == q.k4.b_ip && a.client_port == q.k4.b_port && l.v4_ip[a.listen] == q.k4.a_ip &&
-               l.v4_port[a.listen] == q.k4.a_port;
     }
     return a.family == 6 && a.client_port == q.k6.b_port && l.v6_port[a.listen] == q.k6.a_port &&
            std::memcmp(a.client_ip, q.k6.b_ip, 16) == 0 && std::memcmp(l.v6_ip[a.listen], q.k6.a_ip, 16) == 0;
@@ -163,10 +160,7 @@ inline void with_alloc(Worker& w, Pkt* p, uint16_t i, uint16_t* again, uint16_t&
     const Allocation& a = w.flows->allocs[q.alloc];
     switch (q.kind) {
     case Kind::kClientChannel: {
-        static_assert(Allocation::kSlots == 2);
-        const ChanSlot* s = a.slots[0].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[0]
-                          : a.slots[1].channel_be.load(std::memory_order_acquire) == q.channel_be ? &a.slots[1]
-                                                                                                 : nullptr;
+        const ChanSlot* s = slot_of_channel(a, q.channel_be);
         if (likely(s != nullptr)) {
             std::memcpy(q.peer_ip, &s->peer_ip, 4);
             q.peer_port_be = s->peer_port;
@@ -209,15 +203,8 @@ inline void with_alloc(Worker& w, Pkt* p, uint16_t i, uint16_t* again, uint16_t&
     default: {  // kPeer: slots hold IPv4 peers on the IPv4 relayed address
         if (q.family == 4) {
             const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
-            uint32_t s = 0;
-            uint16_t ch = 0;
-            for (; s < Allocation::kSlots; s++) {
-                ch = a.slots[s].channel_be.load(std::memory_order_acquire);
-                if (ch != 0 && a.slots[s].peer_ip == ip->src_addr && a.slots[s].peer_port == q.udp->src_port) {
-                    break;
-                }
-            }
-            if (s < Allocation::kSlots) {
+            const uint16_t ch = channel_of_peer(a, ip->src_addr, q.udp->src_port);
+            if (ch != 0) {
                 q.channel_be = ch;
                 q.out_family = a.family;  // the client's
                 q.kind = Kind::kToClientChannel;

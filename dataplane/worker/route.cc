@@ -74,8 +74,6 @@ inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t prefi
     q.next = Next::kPolice;
 }
 
-bool usable(uint64_t nh) { return nh != 0 && NextHops::port_of(nh) < kMaxPorts; }
-
 // No host entries: every destination resolves to its family's default,
 // read (the main lcore may change it at any time; a burst sees one
 // version) and checked once per burst.
@@ -83,8 +81,8 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n) {
     const Allocation* allocs = w.flows->allocs;
     const uint64_t def4 = w.nexthops->default_word(4);
     const uint64_t def6 = w.nexthops->default_word(6);
-    const bool ok4 = usable(def4);
-    const bool ok6 = usable(def6);
+    const bool ok4 = nexthop_usable(def4);
+    const bool ok6 = nexthop_usable(def6);
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
         if (q.next != Next::kRoute) {
@@ -126,7 +124,7 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n) {
     for (uint16_t j = 0; j < cnt; j++) {
         Pkt& q = p[idx[j]];
         const uint64_t nh = host[j] != 0 ? host[j] : q.out_family == 4 ? def4 : def6;
-        finish(w, q, nh, usable(nh), prefix[j], pad[j]);
+        finish(w, q, nh, nexthop_usable(nh), prefix[j], pad[j]);
     }
 }
 

@@ -1,7 +1,8 @@
 // The packet stages, one per file, in pipeline order. Each takes the whole
 // burst and handles only the packets whose Pkt::next names it.
 //
-//   classify.cc  (rx)     -> kLookup | kPunt | kDrop
+//   express.cc   (rx)     -> kRewrite | kRoute | kClassify (the rest)
+//   classify.cc  kClassify -> kLookup | kPunt | kDrop
 //   lookup.cc   kLookup   -> kRoute  | kPunt (miss) | kDrop (no permission)
 //   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom)
 //   police.cc   kPolice   -> kRewrite | kDrop (rate limited)
@@ -17,7 +18,9 @@
 
 namespace dp {
 
-void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
+// Sets every p[i].m from mbufs; returns how many it left for classify.
+uint16_t express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, bool* need_route);
+void classify(Worker& w, Pkt* p, uint16_t n);
 // Tests only: classify's general parser alone, without the IPv4 fast path
 // (and without start_lookup), to compare the two on the same frames.
 void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
@@ -58,5 +61,109 @@ inline uint64_t load64(const void* p) {
 }
 inline void store32(void* p, uint32_t v) { std::memcpy(p, &v, 4); }
 inline void store64(void* p, uint64_t v) { std::memcpy(p, &v, 8); }
+
+// The common case of the received headers, checked straight-line (shared by
+// classify's fast path and the express lane): one mbuf segment, untagged
+// Ethernet, IPv4 without options or fragmentation, UDP, consistent lengths,
+// good header checksum, L4 checksum not flagged bad. Headers are read as
+// four unaligned 8-byte words (all inside the 42 bytes checked against
+// data_len) and several fields are compared at once. False for anything
+// else, which the general parser then judges. Little-endian only (the
+// masks); elsewhere it always says no.
+constexpr uint32_t kUdp4Min = sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
+static_assert(kUdp4Min == 42);
+
+struct Udp4 {
+    uint64_t addrs;  // bytes 26-33: source, destination address
+    uint64_t udp;    // bytes 34-41: source port, destination port, length, checksum
+    uint16_t plen;   // UDP payload bytes, inside the frame
+    uint32_t dst_ip() const { return static_cast<uint32_t>(addrs >> 32); }
+    uint32_t src_ip() const { return static_cast<uint32_t>(addrs); }
+    uint16_t dst_port() const { return static_cast<uint16_t>(udp >> 16); }
+    uint16_t src_port() const { return static_cast<uint16_t>(udp); }
+};
+
+inline __attribute__((always_inline)) bool parse_udp4(const rte_mbuf* m, const uint8_t* d, Udp4* h) {
+    const uint32_t len = m->data_len;
+    if (RTE_BYTE_ORDER != RTE_LITTLE_ENDIAN || unlikely(m->nb_segs != 1 || len < kUdp4Min)) {
+        return false;
+    }
+    const uint64_t w0 = load64(d + 12);  // ethertype, version/IHL, TOS, total length, id
+    const uint64_t w1 = load64(d + 20);  // fragment field, TTL, protocol, checksum, source[0..1]
+    const uint64_t a = load64(d + 26);   // source, destination
+    const uint64_t u = load64(d + 34);   // UDP source and destination ports, length, checksum
+    // Byte-swapped with the builtin, which the compiler can fold into the
+    // load (rte_be_to_cpu_16 is an asm statement on x86).
+    uint16_t tot16, ulen16;
+    std::memcpy(&tot16, d + 16, 2);
+    std::memcpy(&ulen16, d + 38, 2);
+    const uint32_t tot = __builtin_bswap16(tot16);
+    const uint32_t ulen = __builtin_bswap16(ulen16);
+    // Ethertype 0x0800 then version/IHL 0x45; MF and fragment offset zero
+    // (DF may be set), protocol UDP.
+    const uint64_t hdr = ((w0 & 0xffffff) ^ 0x450008) | ((w1 & 0xff00ff3f) ^ (uint64_t{IPPROTO_UDP} << 24));
+    // 28 <= tot <= len - 14 and 8 <= ulen <= tot - 20, as two unsigned range
+    // checks (len >= 42 above; the second relies on the first).
+    constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
+    if (unlikely(hdr != 0 || tot - kMinTot > len - kUdp4Min || ulen - uint32_t{sizeof(rte_udp_hdr)} > tot - kMinTot)) {
+        return false;
+    }
+    // The header checksum from the words already loaded: bytes 14-33 are
+    // w0's upper six, all of w1 and a's upper six, each 16-bit aligned as in
+    // the header. A one's-complement sum folds to 0xffff exactly when it is a
+    // nonzero multiple of 0xffff; this one is nonzero (version/IHL), so
+    // csum::ipv4_header_ok(d + 14) is sum % 0xffff == 0.
+    const uint64_t sum = (w0 >> 16) + (w1 & 0xffffffffu) + (w1 >> 32) + (a >> 16);
+    // No checksum flags at all (no offload) is the one-test case; otherwise:
+    // L4 not flagged bad, and IP flagged good or computed.
+    constexpr uint64_t kMask = RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK;
+    const uint64_t ol = m->ol_flags & kMask;
+    if (unlikely(ol == 0 ? sum % 0xffff != 0
+                         : (ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD ||
+                               ((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) != RTE_MBUF_F_RX_IP_CKSUM_GOOD && sum % 0xffff != 0))) {
+        return false;
+    }
+    h->addrs = a;
+    h->udp = u;
+    h->plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
+    return true;
+}
+
+// Whether allocation `a` belongs to the IPv4 client (ip, port) on the
+// listening address (listen_ip, listen_port): the check of a client-cache
+// candidate (flow/client_cache.h), all in network byte order.
+inline bool owns4(const Allocation& a, const ListenSet& l, uint32_t ip, uint16_t port, uint32_t listen_ip,
+                  uint16_t listen_port) {
+    if (a.live.load(std::memory_order_acquire) == 0) {
+        return false;
+    }
+    uint32_t cip;
+    std::memcpy(&cip, a.client_ip, 4);
+    return a.family == 4 && cip == ip && a.client_port == port && l.v4_ip[a.listen] == listen_ip &&
+           l.v4_port[a.listen] == listen_port;
+}
+
+// The allocation's channel slot bound to channel `ch` (network order), or
+// nullptr (then the channel, if bound, is in the hash).
+inline const ChanSlot* slot_of_channel(const Allocation& a, uint16_t ch) {
+    static_assert(Allocation::kSlots == 2);
+    return a.slots[0].channel_be.load(std::memory_order_acquire) == ch   ? &a.slots[0]
+           : a.slots[1].channel_be.load(std::memory_order_acquire) == ch ? &a.slots[1]
+                                                                          : nullptr;
+}
+
+// A next-hop word (nexthop/nexthop.h) that names a MAC on one of our ports.
+inline bool nexthop_usable(uint64_t nh) { return nh != 0 && NextHops::port_of(nh) < kMaxPorts; }
+
+// The channel (network order) a slot binds to the IPv4 peer (ip, port), or 0.
+inline uint16_t channel_of_peer(const Allocation& a, uint32_t ip, uint16_t port) {
+    for (uint32_t s = 0; s < Allocation::kSlots; s++) {
+        const uint16_t ch = a.slots[s].channel_be.load(std::memory_order_acquire);
+        if (ch != 0 && a.slots[s].peer_ip == ip && a.slots[s].peer_port == port) {
+            return ch;
+        }
+    }
+    return 0;
+}
 
 }  // namespace dp

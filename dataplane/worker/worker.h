@@ -22,6 +22,7 @@ struct WorkerConfig {
     uint16_t mtu = 1500;      // IP MTU of the NIC ports
     rte_ether_addr port_mac[kMaxPorts] = {};  // source MAC per egress port
     uint64_t seed = 0x9e3779b97f4a7c15ull;    // STUN transaction ids
+    bool express = true;  // false: every packet through the stages (tests, measurements; express.cc)
 };
 
 struct Worker {
@@ -32,6 +33,7 @@ struct Worker {
     ClientCache cache;            // flows->client_cache(cfg.id); this worker's only
     double tsc_hz = 0;
     uint64_t rng = 0;
+    uint64_t express_packets = 0;  // finished by the express lane (express.cc; statistics)
     Counters counters;
 
     // Bind to tables; call on the worker's lcore before the first poll.

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <atomic>
 #include <chrono>
@@ -159,6 +160,9 @@ protected:
         wc.nic_port = g_env->nic_port;
         wc.exc_port = g_env->exc_port;
         wc.mtu = 1500;
+        // meson runs this binary twice: with the express lane (the default)
+        // and, with DP_TEST_NO_EXPRESS set, every case through the stages alone.
+        wc.express = std::getenv("DP_TEST_NO_EXPRESS") == nullptr;
         std::copy(kPortMac.begin(), kPortMac.end(), wc.port_mac[g_env->nic_port].addr_bytes);
         w_.init(wc, flows_, nh_);
         dp::NextHop gw;
@@ -1276,7 +1280,9 @@ TEST_P(Pipeline, ClassifyFastPathAgreesWithTheGeneralParser) {
         m1->ol_flags = flags;
         m2->ol_flags = flags;
         dp::Pkt a[1], b[1];
-        dp::classify(w_, &m1, a, 1);
+        a[0].m = m1;
+        a[0].next = dp::Next::kClassify;
+        dp::classify(w_, a, 1);
         dp::classify_general_only(w_, &m2, b, 1);
         const auto* d1 = rte_pktmbuf_mtod(m1, const uint8_t*);
         const auto* d2 = rte_pktmbuf_mtod(m2, const uint8_t*);
@@ -1389,6 +1395,201 @@ TEST_P(Pipeline, ClientCacheUnderAllocationChurn) {
     EXPECT_GT(punted.load(), 0u);  // clients without an allocation
     EXPECT_GE(ops, 1000u);
     EXPECT_GT(w_.cache.lookups - w_.cache.misses, 500u);  // the cache answered most of them
+}
+
+// The express lane (dataplane/worker/express.cc) is a second implementation
+// of the stages' common case: every burst of random traffic, run once with
+// it and once without (the stages alone) on the same tables, must leave the
+// same bytes on both ports, move the same counters and count the same
+// packets and bytes per allocation. The traffic mixes what the lane finishes
+// (ChannelData on slot channels both ways), what it must hand on (channels
+// in the hash, Send and Data indications, a bandwidth limit, sizes over the
+// MTU, frames without headroom, unknown clients, peers and channels) and
+// frames with flipped bits, cut short or with offload flags; then again with
+// a host next hop in the table (the lane leaves routing to route then).
+TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
+    // Allocation kAllocId (SetUp): kChannel -> n_.peer in a slot; three more
+    // channels, the last one (IPv4) beyond the two slots, in the hash.
+    std::vector<Address> peers{n_.peer};
+    std::vector<uint16_t> chans{kChannel};
+    for (uint16_t i = 1; i <= 3; i++) {
+        peers.push_back(n_.peer.with_port(static_cast<uint16_t>(7100 + i)));
+        chans.push_back(static_cast<uint16_t>(0x4100 + i));
+        bind_channel(chans.back(), peers.back());
+    }
+    // A second client whose allocation has a (never reached) bandwidth limit.
+    const Address client2 = n_.client.with_port(50001);
+    const Address relayed2 = n_.relayed.with_port(49153);
+    add_allocation(kAllocId + 1, client2, relayed2, 10'000'000'000ull);
+    add_permission(kAllocId + 1, relayed2, n_.peer);
+    add_channel(kAllocId + 1, relayed2, n_.peer, kChannel);
+    const Address no_channel_peer = n_.peer.with_port(6001);  // permission (per IP), no channel
+
+    std::mt19937 rng(static_cast<unsigned>(GetParam()) * 7 + 1);
+    auto payload_len = [&] {  // mostly small, some across the MTU
+        const uint32_t r = rng() % 8;
+        return r < 5 ? rng() % 200 : r < 7 ? 1400 + rng() % 80 : rng() % 1473;
+    };
+    auto random_frame = [&]() -> Bytes {
+        const size_t len = payload_len();
+        const Bytes d = pattern(len, static_cast<uint8_t>(rng()));
+        Frame f;
+        switch (rng() % 12) {
+        case 0: case 1: case 2:  // slot channel, client -> peer (the lane's)
+            f = from_client(channel_data(kChannel, d, rng() % 4 == 0 ? rng() % 4 : 0));
+            break;
+        case 3: {  // any channel of the first allocation, some in the hash
+            const size_t k = rng() % chans.size();
+            f = from_client(channel_data(chans[k], d));
+            break;
+        }
+        case 4: case 5: {  // peer -> client, channel or not
+            const size_t k = rng() % (peers.size() + 1);
+            f = from_peer(d, k < peers.size() ? peers[k] : no_channel_peer);
+            break;
+        }
+        case 6:  // the limited allocation, both ways
+            if (rng() % 2 == 0) {
+                f = from_client(channel_data(kChannel, d));
+                f.src = client2;
+            } else {
+                f = from_peer(d, n_.peer);
+                f.dst = relayed2;
+            }
+            break;
+        case 7: {  // Send indication
+            std::array<uint8_t, 12> tx{};
+            for (auto& b : tx) {
+                b = static_cast<uint8_t>(rng());
+            }
+            f = from_client(send_indication(tx, rng() % 2 ? n_.peer : n_.stranger, d, rng() % 2 == 0));
+            break;
+        }
+        case 8:  // unknown client, unknown channel, stranger peer
+            f = from_client(channel_data(rng() % 2 ? kChannel : 0x4ffe, d));
+            if (rng() % 2 == 0) {
+                f.src = n_.stranger;
+            }
+            break;
+        case 9:
+            f = from_peer(d, n_.stranger);
+            break;
+        case 10:
+            f = from_client(stun_binding_request());
+            break;
+        default:  // a relayed port nobody has
+            f = from_peer(d, n_.peer);
+            f.dst = n_.relayed.with_port(49999);
+            break;
+        }
+        f.df = rng() % 2 == 0;
+        Bytes b = build(f);
+        if (rng() % 6 == 0) {  // damaged: a flipped bit in the headers, cut short, or grown
+            switch (rng() % 3) {
+            case 0: b[rng() % std::min<size_t>(b.size(), 90)] ^= static_cast<uint8_t>(1u << (rng() % 8)); break;
+            case 1: b.resize(rng() % (b.size() + 1)); break;
+            default: b.resize(b.size() + rng() % 8, static_cast<uint8_t>(rng())); break;
+            }
+        }
+        return b;
+    };
+    const uint64_t flag_sets[] = {0, 0, 0, RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD,
+                                  RTE_MBUF_F_RX_IP_CKSUM_BAD, RTE_MBUF_F_RX_L4_CKSUM_BAD};
+    struct Frames {
+        Bytes bytes;
+        uint64_t flags;
+        uint16_t headroom;
+    };
+    auto mbuf_for = [](const Frames& fr) {
+        rte_mbuf* m = rte_pktmbuf_alloc(g_env->pool);
+        m->data_off = fr.headroom;
+        char* d = rte_pktmbuf_append(m, static_cast<uint16_t>(fr.bytes.size()));
+        std::memcpy(d, fr.bytes.data(), fr.bytes.size());
+        m->ol_flags = fr.flags;
+        return m;
+    };
+    // Per allocation index: the packets and bytes police or the lane counted.
+    auto alloc_counts = [&] {
+        std::vector<uint64_t> v;
+        for (uint32_t i = 0; i < flows_->config().max_allocations; i++) {
+            const dp::AllocState& st = w_.state[i];
+            v.insert(v.end(), {st.to_peer_packets, st.to_peer_bytes, st.to_client_packets, st.to_client_bytes,
+                               st.dropped_packets});
+        }
+        return v;
+    };
+    struct Result {
+        std::vector<Bytes> nic, exc;
+        std::array<uint64_t, dp::kCounterCount> counters;
+        std::vector<uint64_t> allocs;
+        uint64_t express = 0;  // packets the lane finished
+    };
+    auto run_burst = [&](const std::vector<Frames>& burst, bool express) {
+        rte_mbuf* b[dp::kBurst];
+        for (size_t i = 0; i < burst.size(); i++) {
+            b[i] = mbuf_for(burst[i]);
+        }
+        const dp::Counters c0 = w_.counters;
+        const std::vector<uint64_t> a0 = alloc_counts();
+        const uint64_t e0 = w_.express_packets;
+        w_.cfg.express = express;
+        dp::process_burst(w_, b, static_cast<uint16_t>(burst.size()), rte_rdtsc());
+        Result r{drain(g_env->nic_out), drain(g_env->exc_out), {}, alloc_counts(), w_.express_packets - e0};
+        for (size_t i = 0; i < dp::kCounterCount; i++) {
+            r.counters[i] = w_.counters.v[i] - c0.v[i];
+        }
+        for (size_t i = 0; i < r.allocs.size(); i++) {
+            r.allocs[i] -= a0[i];
+        }
+        return r;
+    };
+    uint64_t forwarded = 0, punted = 0, dropped = 0;
+    std::array<uint64_t, 2> express_by_phase{};
+    for (int phase = 0; phase < 2; phase++) {
+        if (phase == 1) {  // a host next hop: route does the routing for the lane's packets
+            dp::NextHop h;
+            h.mac = {{0x02, 0, 0, 0, 0, 0x77}};
+            h.port = g_env->nic_port;
+            ASSERT_EQ(nh_->set_host(static_cast<uint8_t>(GetParam()), n_.client.ip.data(), h), 0);
+        }
+        for (int iter = 0; iter < 400; iter++) {
+            std::vector<Frames> burst(1 + rng() % dp::kBurst);
+            for (Frames& fr : burst) {
+                fr = {random_frame(), flag_sets[rng() % std::size(flag_sets)],
+                      static_cast<uint16_t>(rng() % 16 == 0 ? rng() % 6 : RTE_PKTMBUF_HEADROOM)};
+            }
+            // Either order (the first run fills the client cache for the
+            // second); the Data indications' transaction ids from the same
+            // generator state both times.
+            const uint64_t rng_state = w_.rng;
+            const bool express_first = iter % 2 == 1;
+            Result first = run_burst(burst, express_first);
+            w_.rng = rng_state;
+            Result second = run_burst(burst, !express_first);
+            const Result& with = express_first ? first : second;
+            const Result& without = express_first ? second : first;
+            ASSERT_EQ(with.nic, without.nic) << "phase " << phase << " iteration " << iter;
+            ASSERT_EQ(with.exc, without.exc) << "phase " << phase << " iteration " << iter;
+            ASSERT_EQ(with.counters, without.counters) << "phase " << phase << " iteration " << iter;
+            ASSERT_EQ(with.allocs, without.allocs) << "phase " << phase << " iteration " << iter;
+            ASSERT_EQ(without.express, 0u);
+            express_by_phase[static_cast<size_t>(phase)] += with.express;
+            forwarded += with.nic.size();
+            punted += with.exc.size();
+            dropped += burst.size() - with.nic.size() - with.exc.size();
+        }
+    }
+    // The mix reached every verdict, and the lane finished packets itself
+    // (IPv4 only) in both phases.
+    EXPECT_GT(forwarded, 1000u);
+    EXPECT_GT(punted, 500u);
+    EXPECT_GT(dropped, 100u);
+    if (GetParam() == 4) {
+        EXPECT_GT(express_by_phase[0], 500u);
+        EXPECT_GT(express_by_phase[1], 500u);
+    } else {
+        EXPECT_EQ(express_by_phase[0] + express_by_phase[1], 0u);
+    }
 }
 
 // The workers without their client cache (FlowConfig::client_cache false,
