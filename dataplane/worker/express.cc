@@ -31,6 +31,7 @@
 //      (kRoute) with every field route and police read.
 //
 // Edges: kRewrite (finished), kRoute (route and police to do), kClassify.
+#include "worker/rewrite44.h"
 #include "worker/stages.h"
 
 namespace dp {
@@ -45,14 +46,19 @@ struct Lane {
     Worker& w;
     const Allocation* allocs;
     const ListenSet& listen;
+    RewriteCtx rw;
     NextHop nh;        // the IPv4 default next hop, when `routed`
     bool routed;       // finish here: no host next hops, a usable default
     bool need_route = false;
+    uint16_t to_peer = 0;    // finished (kTx) client -> peer
+    uint16_t to_client = 0;  // finished (kTx) peer -> client
+    Pkt* done[kBurst];
+    uint16_t ndone = 0;
 };
 
 // Route and police for one looked-up packet (q.alloc, q.kind and the fields
-// route reads are set). `hdrs`: IP + UDP (+ ChannelData) header bytes in
-// front of the data; `room`: headroom the new headers need beyond the old.
+// route reads are set), then rewrite. `hdrs`: IP + UDP (+ ChannelData) header
+// bytes in front of the data; `room`: the mbuf has the headroom they need.
 inline void finish(Lane& l, Pkt& q, uint32_t hdrs, bool room) {
     const Allocation& a = l.allocs[q.alloc];
     if (unlikely(!l.routed || a.rate_bps.load(std::memory_order_relaxed) != 0 || hdrs + q.data_len > l.w.cfg.mtu ||
@@ -62,30 +68,23 @@ inline void finish(Lane& l, Pkt& q, uint32_t hdrs, bool room) {
         return;
     }
     q.nh = l.nh;
-    AllocState& s = l.w.alloc_state(q.alloc);
-    if (q.kind == Kind::kToPeerChannel) {
-        s.to_peer_packets++;
-        s.to_peer_bytes += q.data_len;
-    } else {
-        s.to_client_packets++;
-        s.to_client_bytes += q.data_len;
-    }
     q.next = Next::kRewrite;
+    l.done[l.ndone++] = &q;
 }
 
 }  // namespace
 
-uint16_t express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, bool* need_route) {
-    *need_route = false;
+ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     if (!w.cfg.express) {
         for (uint16_t i = 0; i < n; i++) {
             p[i].m = mbufs[i];
             p[i].next = Next::kClassify;
         }
-        return n;
+        return {n, false, false};
     }
     const uint64_t def4 = w.nexthops->default_word(4);
-    Lane l{w, w.flows->allocs, *w.flows->listen, {}, !w.nexthops->any_hosts() && nexthop_usable(def4)};
+    Lane l{w, w.flows->allocs, *w.flows->listen, {w, w.flows->allocs, w.flows->listen}, {},
+           !w.nexthops->any_hosts() && nexthop_usable(def4)};
     NextHops::unpack(def4, &l.nh);
     const RelayPorts& rp = *w.flows->relay_ports;
     ClientCache& c = w.cache;
@@ -251,9 +250,35 @@ uint16_t express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, bool* need_rou
             check(j);
         }
     }
-    *need_route = l.need_route;
+    // Police's counters and rewrite, in a pass of their own: this worker's
+    // state line of each allocation was requested with its allocation line
+    // but is first needed here, a whole burst later (at 1M flows both are
+    // DRAM reads; using the state as early as the allocation waited for it).
+    for (uint16_t j = 0; j < l.ndone; j++) {
+        Pkt& q = *l.done[j];
+        AllocState& s = w.alloc_state(q.alloc);
+        if (q.kind == Kind::kToPeerChannel) {
+            s.to_peer_packets++;
+            s.to_peer_bytes += q.data_len;
+            l.to_peer++;
+            rewrite44<Kind::kToPeerChannel>(l.rw, q);
+        } else {
+            s.to_client_packets++;
+            s.to_client_bytes += q.data_len;
+            l.to_client++;
+            rewrite44<Kind::kToClientChannel>(l.rw, q);
+        }
+    }
     w.express_packets += n - left;
-    return left;
+    if (left == 0 && !l.need_route) {
+        // The whole burst finished here, in order, for one next hop (the
+        // default): out at once, counted as tx.cc would.
+        w.counters.inc(Counter::fwd_client_channel, l.to_peer);
+        w.counters.inc(Counter::fwd_peer_channel, l.to_client);
+        tx_send(w, l.nh.port, mbufs, n, Counter::drop_nic_tx_full);
+        return {0, false, true};
+    }
+    return {left, l.need_route, false};
 }
 
 }  // namespace dp

@@ -12,16 +12,17 @@ namespace dp {
 void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     Pkt p[kBurst];
     w.counters.inc(Counter::rx, n);
-    bool need_route;
-    // IPv4 ChannelData on slot channels, both directions, fused; the rest
-    // marked for classify.
-    const uint16_t left = express(w, mbufs, p, n, &need_route);
-    if (left != 0) {
+    // IPv4 ChannelData on slot channels, both directions, fused: finished
+    // and rewritten, or the whole burst sent; the rest left for the stages.
+    const ExpressResult e = express(w, mbufs, p, n);
+    if (e.sent) {
+        return;
+    }
+    if (e.left != 0) {
         classify(w, p, n);  // Ethernet/IP/UDP, ChannelData vs Send vs peer
         lookup(w, p, n);    // bulk flow-table lookups
-        need_route = true;
     }
-    if (need_route) {
+    if (e.left != 0 || e.need_route) {
         route(w, p, n);            // next hop, MTU, headroom
         police(w, p, n, now_tsc);  // per-allocation token bucket and counters
     }

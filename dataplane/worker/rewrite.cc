@@ -29,14 +29,12 @@
 #include "common/checksum.h"
 #include "net/address.h"
 #include "stun/constants.h"
+#include "worker/rewrite44.h"
 #include "worker/stages.h"
 
 namespace dp {
 
 namespace {
-
-constexpr uint16_t kDataIndication = 0x0017;
-static_assert(turn::stun::make_type(turn::stun::Method::kData, turn::stun::Class::kIndication) == kDataIndication);
 
 // Pseudo-header sums (RFC 768, RFC 8200 section 8.1), unfolded.
 uint64_t pseudo4(uint32_t src, uint32_t dst, uint16_t len_be) {
@@ -212,193 +210,10 @@ void rewrite_one(Worker& w, Pkt& q) {
     q.next = Next::kTx;
 }
 
-// ---- IPv4 -> IPv4, one straight-line function per kind ----
-//
-// The common case gets its own code: every header field is built in
-// registers and written with a few wide stores, and both checksums come from
-// those same words instead of re-reading the headers or looping over runtime
-// lengths. The words are assembled by shifting, so this assumes the
-// little-endian layout of the x86-64/arm64 targets DPDK runs on.
-static_assert(std::endian::native == std::endian::little, "the IPv4 fast path assembles header words by shifting");
-
-constexpr uint16_t be16(uint16_t v) { return static_cast<uint16_t>((v >> 8) | (v << 8)); }
-
-// What rewrite44 needs of the worker, loaded once per burst (the compiler
-// cannot hoist these loads itself past the packet stores).
-struct Ctx {
-    Worker& w;
-    const Allocation* allocs;
-    const ListenSet* listen;
-};
-
-// One's complement subtraction without a per-word ~: everything removed is
-// summed, unfolded, and subtracted from this multiple of 0xffff (2^32 - 1 is
-// one, so is any multiple of it), which is larger than any such sum (a
-// datagram has fewer than 2^24 32-bit words): kNeg - r is non-negative and
-// congruent to -r modulo 0xffff, which is all a folded sum depends on.
-constexpr uint64_t kNeg = uint64_t{0xffffffff} << 24;
-
-template <Kind K>
-void rewrite44(const Ctx& c, Pkt& q) {
-    constexpr bool to_peer = K == Kind::kToPeerChannel || K == Kind::kToPeerSend;
-    const Allocation& a = c.allocs[q.alloc];
-    uint8_t* payload = reinterpret_cast<uint8_t*>(q.udp + 1);
-
-    // 1. The old headers, into registers before any byte is overwritten (the
-    // new headers overlap them).
-    const uint32_t old_src = load32(q.l3 + 12);
-    const uint32_t old_dst = load32(q.l3 + 16);
-    const uint32_t tos = q.l3[1];
-    const uint32_t old_ports = load32(q.udp);               // source port | destination port
-    const uint32_t old_len_ck = load32(&q.udp->dgram_len);  // length | checksum
-    const bool full = (old_len_ck >> 16) == 0;             // IPv4 "no checksum": we send one
-
-    // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), ~x being -x in one's
-    // complement. Removed (r): the old pseudo-header and UDP header; the
-    // length|checksum word brings -HC (= ~HC) and the header's length, the
-    // pseudo-header's length is added once more, and the protocol (17
-    // before and after) cancels. Added (s): everything new, below.
-    uint64_t r = uint64_t{old_src} + old_dst + old_ports + old_len_ck + static_cast<uint16_t>(old_len_ck);
-    uint64_t s = 0;
-
-    // 2. Where the data stays, what goes in front of it, and the new UDP length.
-    uint8_t* pre;  // start of the new UDP payload
-    uint32_t udp_len;
-    if constexpr (K == Kind::kToPeerChannel) {
-        // Removed: the ChannelData header and whatever follows the data
-        // (padding, 0-3 bytes from a client that pads; any length is
-        // accepted). A short tail is summed from the last 4 bytes of the
-        // datagram (plen >= 4 + data_len, so they are inside it) with the
-        // data bytes masked off; at an odd offset its bytes sit in the other
-        // halves of the 16-bit words, which a rotation by 8 restores.
-        pre = payload + 4;
-        udp_len = sizeof(rte_udp_hdr) + q.data_len;
-        r += load32(payload);
-        const uint32_t tail = uint32_t{q.plen} - 4 - q.data_len;
-        if (tail != 0) {  // clients need not pad over UDP (RFC 8656 12.5)
-            if (likely(tail <= 3)) {
-                const uint32_t v = load32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
-                r += std::rotl(v, static_cast<int>(8 * (q.plen & 1u)));
-            } else {
-                const uint32_t tail_off = 4u + q.data_len;
-                r += csum::range(payload + tail_off, tail, (tail_off & 1) != 0);
-            }
-        }
-    } else if constexpr (K == Kind::kToPeerSend) {
-        // Removed: the STUN header and attributes before the DATA value
-        // (data_off is even: attributes are 4-aligned) and everything after it.
-        pre = payload + q.data_off;
-        udp_len = sizeof(rte_udp_hdr) + q.data_len;
-        r += csum::sum_bytes(payload, q.data_off);
-        const uint32_t tail_off = uint32_t{q.data_off} + q.data_len;
-        if (tail_off < q.plen) {
-            r += csum::range(payload + tail_off, q.plen - tail_off, (tail_off & 1) != 0);
-        }
-    } else if constexpr (K == Kind::kToClientChannel) {
-        // Added: the 4-byte ChannelData header, no padding over UDP (route.cc
-        // set prefix_len 4 and pad_len 0 and checked room and MTU for that).
-        pre = payload - 4;
-        udp_len = sizeof(rte_udp_hdr) + 4 + q.data_len;
-        const uint32_t h = q.channel_be | uint32_t{be16(q.data_len)} << 16;
-        store32(pre, h);
-        s += h;
-    } else {
-        // Added: STUN header, XOR-PEER-ADDRESS (the received packet's source)
-        // and DATA header, 36 bytes (route.cc's data_indication_prefix(4));
-        // the padding zeros add nothing.
-        static_assert(K == Kind::kToClientData);
-        constexpr uint16_t kPrefix = 20 + 4 + 8 + 4;
-        pre = payload - kPrefix;
-        udp_len = sizeof(rte_udp_hdr) + kPrefix + q.data_len + q.pad_len;
-        if (q.pad_len != 0) {
-            // 1-3 zero bytes after at least 1 data byte, as one masked 4-byte
-            // store ending at the padding's end (route.cc checked it is
-            // inside the buffer).
-            uint8_t* end = payload + q.data_len + q.pad_len;
-            store32(end - 4, load32(end - 4) & (0xffffffffu >> (8 * q.pad_len)));
-        }
-        const uint32_t cookie = rte_cpu_to_be_32(turn::stun::kMagicCookie);
-        const uint32_t h0 = be16(kDataIndication) | uint32_t{be16(static_cast<uint16_t>(kPrefix - 20 + q.data_len + q.pad_len))} << 16;
-        const uint64_t r1 = c.w.next_random();  // transaction id; same calls as the generic path
-        const uint32_t r2 = static_cast<uint32_t>(c.w.next_random());
-        const uint32_t x0 = be16(turn::stun::attr::kXorPeerAddress) | uint32_t{be16(8)} << 16;
-        const uint32_t x1 = uint32_t{turn::kStunFamilyIPv4} << 8 |
-                            uint32_t{static_cast<uint16_t>(old_ports ^ be16(static_cast<uint16_t>(turn::stun::kMagicCookie >> 16)))} << 16;
-        const uint32_t x2 = old_src ^ cookie;
-        const uint32_t d0 = be16(turn::stun::attr::kData) | uint32_t{be16(q.data_len)} << 16;
-        store32(pre, h0);
-        store32(pre + 4, cookie);
-        store64(pre + 8, r1);
-        store32(pre + 16, r2);
-        store32(pre + 20, x0);
-        store32(pre + 24, x1);
-        store32(pre + 28, x2);
-        store32(pre + 32, d0);
-        s += uint64_t{h0} + cookie + static_cast<uint32_t>(r1) + (r1 >> 32) + r2 + x0 + x1 + x2 + d0;
-    }
-
-    // 3. New addresses and ports.
-    uint32_t src, dst, ports;
-    if constexpr (to_peer) {
-        src = a.relayed4_ip;
-        dst = load32(q.peer_ip);  // lookup put the channel's peer here too
-        ports = a.relayed4_port | uint32_t{q.peer_port_be} << 16;
-    } else {
-        src = c.listen->v4_ip[a.listen];
-        dst = load32(a.client_ip);
-        ports = c.listen->v4_port[a.listen] | uint32_t{a.client_port} << 16;
-    }
-    const uint64_t addrs = uint64_t{src} + dst;
-    // bswap32 of a 16-bit length is its big-endian form in the upper half:
-    // the second 16-bit word of a 32-bit word, and worth the same in a sum.
-    const uint32_t len_hi = __builtin_bswap32(udp_len);
-
-    // 4. IPv4 header: version/IHL, TOS, total length | ID 0, DF | TTL 64,
-    // UDP, checksum | addresses; its checksum from the same words.
-    auto* udp = reinterpret_cast<rte_udp_hdr*>(pre - sizeof(rte_udp_hdr));
-    uint8_t* ip = reinterpret_cast<uint8_t*>(udp) - sizeof(rte_ipv4_hdr);
-    const uint32_t h0 = 0x45u | tos << 8 | __builtin_bswap32(static_cast<uint32_t>(sizeof(rte_ipv4_hdr)) + udp_len);
-    constexpr uint32_t h1 = uint32_t{be16(RTE_IPV4_HDR_DF_FLAG)} << 16;
-    constexpr uint32_t h2 = 64u | uint32_t{IPPROTO_UDP} << 8;
-    const uint16_t ip_ck = csum::neg(csum::fold(uint64_t{h0} + h1 + h2 + addrs));
-    store64(ip, h0 | uint64_t{h1} << 32);
-    store32(ip + 8, h2 | uint32_t{ip_ck} << 16);
-    store64(ip + 12, src | uint64_t{dst} << 32);
-
-    // 5. UDP header; the checksum adds the new pseudo-header (addresses,
-    // length) and header (ports, length).
-    const uint64_t u = ports | uint64_t{len_hi} << 16;
-    if (likely(!full)) {
-        s += kNeg - r + addrs + ports + 2 * uint64_t{len_hi};
-        store64(udp, u | uint64_t{csum::finish_udp(s)} << 48);
-    } else {
-        store64(udp, u);
-        udp->dgram_cksum = rte_ipv4_udptcp_cksum(reinterpret_cast<const rte_ipv4_hdr*>(ip), udp);
-    }
-
-    // 6. Ethernet, from the next hop: destination MAC (the 8-byte store
-    // spills 2 bytes that the next one overwrites), source MAC, type.
-    uint8_t* eth = ip - sizeof(rte_ether_hdr);
-    uint64_t nh;
-    static_assert(sizeof(NextHop) == 8);
-    std::memcpy(&nh, &q.nh, 8);
-    const uint8_t* smac = c.w.cfg.port_mac[q.nh.port].addr_bytes;
-    const uint64_t smac48 = load32(smac) | uint64_t{static_cast<uint16_t>(smac[4] | smac[5] << 8)} << 32;
-    store64(eth, nh);
-    store64(eth + 6, smac48 | uint64_t{be16(RTE_ETHER_TYPE_IPV4)} << 48);
-
-    rte_mbuf* m = q.m;
-    m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));
-    m->data_len = static_cast<uint16_t>(sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + udp_len);
-    m->pkt_len = m->data_len;
-    m->ol_flags = 0;
-    q.next = Next::kTx;
-}
-
 }  // namespace
 
 void rewrite(Worker& w, Pkt* p, uint16_t n) {
-    const Ctx c{w, w.flows->allocs, w.flows->listen};
+    const RewriteCtx c{w, w.flows->allocs, w.flows->listen};
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
         if (q.next != Next::kRewrite) {

@@ -1,7 +1,7 @@
 // The packet stages, one per file, in pipeline order. Each takes the whole
 // burst and handles only the packets whose Pkt::next names it.
 //
-//   express.cc   (rx)     -> kRewrite | kRoute | kClassify (the rest)
+//   express.cc   (rx)     -> kTx (rewritten; or the whole burst sent) | kRoute | kClassify
 //   classify.cc  kClassify -> kLookup | kPunt | kDrop
 //   lookup.cc   kLookup   -> kRoute  | kPunt (miss) | kDrop (no permission)
 //   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom)
@@ -18,8 +18,14 @@
 
 namespace dp {
 
-// Sets every p[i].m from mbufs; returns how many it left for classify.
-uint16_t express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, bool* need_route);
+// Sets every p[i].m from mbufs and p[i].next: kTx (finished and rewritten),
+// kRoute or kClassify. When it finished the whole burst it has sent it too.
+struct ExpressResult {
+    uint16_t left;    // packets left for classify
+    bool need_route;  // some packets left for route (and police)
+    bool sent;        // the whole burst finished and transmitted
+};
+ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
 void classify(Worker& w, Pkt* p, uint16_t n);
 // Tests only: classify's general parser alone, without the IPv4 fast path
 // (and without start_lookup), to compare the two on the same frames.
@@ -29,6 +35,9 @@ void route(Worker& w, Pkt* p, uint16_t n);
 void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc);
 void rewrite(Worker& w, Pkt* p, uint16_t n);
 void tx(Worker& w, Pkt* p, uint16_t n);
+// n mbufs out of `port` (this worker's queue); what the queue does not take
+// is freed and counted as `on_full`.
+void tx_send(Worker& w, uint16_t port, rte_mbuf** b, uint16_t n, Counter on_full);
 
 // Helpers shared by the stages: unaligned big-endian loads and stores. The
 // builtins, not rte_be_to_cpu_*: DPDK's byte swap is an asm statement on

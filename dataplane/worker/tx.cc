@@ -22,7 +22,9 @@ Counter forwarded_counter(Kind k) {
     }
 }
 
-void send(Worker& w, uint16_t port, rte_mbuf** b, uint16_t n, Counter on_full) {
+}  // namespace
+
+void tx_send(Worker& w, uint16_t port, rte_mbuf** b, uint16_t n, Counter on_full) {
     if (n == 0) {
         return;
     }
@@ -32,8 +34,6 @@ void send(Worker& w, uint16_t port, rte_mbuf** b, uint16_t n, Counter on_full) {
         rte_pktmbuf_free_bulk(b + sent, n - sent);
     }
 }
-
-}  // namespace
 
 void tx(Worker& w, Pkt* p, uint16_t n) {
     rte_mbuf* out[kMaxPorts][kBurst];
@@ -67,9 +67,9 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
         w.counters.inc(forwarded_counter(static_cast<Kind>(static_cast<unsigned>(Kind::kToPeerChannel) + k)), fwd[k]);
     }
     for (uint16_t port = 0; port < kMaxPorts; port++) {
-        send(w, port, out[port], nout[port], Counter::drop_nic_tx_full);
+        tx_send(w, port, out[port], nout[port], Counter::drop_nic_tx_full);
     }
-    send(w, w.cfg.exc_port, exc, nexc, Counter::drop_exception_tx_full);
+    tx_send(w, w.cfg.exc_port, exc, nexc, Counter::drop_exception_tx_full);
     if (ndead != 0) {
         rte_pktmbuf_free_bulk(dead, ndead);
     }
