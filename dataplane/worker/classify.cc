@@ -327,47 +327,6 @@ __attribute__((noinline)) void classify_general(Worker& w, rte_mbuf* m, Pkt& p) 
     p.next = Next::kLookup;
 }
 
-// The common case, straight-line (parse_udp4, stages.h). Anything else,
-// including every packet that is punted or dropped before the payload is
-// looked at, goes to classify_general, so verdicts and counters are those of
-// the general parser.
-inline __attribute__((always_inline)) void classify_one(Worker& w, const ListenSet& listen, rte_mbuf* m, Pkt& p) {
-    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
-    Udp4 h;
-    if (likely(parse_udp4(m, d, &h))) {
-        p.m = m;
-        p.family = 4;
-        p.l3 = const_cast<uint8_t*>(d + sizeof(rte_ether_hdr));
-        p.udp = reinterpret_cast<rte_udp_hdr*>(const_cast<uint8_t*>(d + sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr)));
-        p.plen = h.plen;
-        KeyKind kk;
-        uint16_t channel_be;
-        if (!classify_payload(p, d + kUdp4Min, h.plen, listen.has4(h.dst_ip(), h.dst_port()), &kk, &channel_be)) {
-            p.kind = Kind::kNone;
-            return;
-        }
-        p.channel_be = channel_be;
-        p.key_family = 4;
-        // Key4 as two words: destination, source; destination port, source
-        // port, channel 0, kind, pad 0.
-        uint32_t ports = static_cast<uint32_t>(h.udp);
-        ports = (ports >> 16) | (ports << 16);
-        const uint64_t k0 = (h.addrs >> 32) | (h.addrs << 32);
-        const uint64_t k1 = uint64_t{ports} | (uint64_t(kk) << 48);
-        static_assert(offsetof(Key4, a_ip) == 0 && offsetof(Key4, b_ip) == 4 && offsetof(Key4, a_port) == 8 &&
-                      offsetof(Key4, b_port) == 10 && offsetof(Key4, channel) == 12 &&
-                      offsetof(Key4, kind) == 14 && sizeof(KeyKind) == 1);
-        auto* k = reinterpret_cast<uint8_t*>(&p.k4);
-        std::memcpy(k, &k0, 8);
-        std::memcpy(k + 8, &k1, 8);
-        p.next = Next::kLookup;
-        return;
-    }
-    classify_general(w, m, p);
-}
-
-}  // namespace
-
 // A client packet's key signature (the hash function of the tables,
 // flow/tables.cc), and the first random read of the lookup stage started:
 // its bucket in this worker's client cache (flow/client_cache.h), which the
@@ -380,6 +339,59 @@ inline void start_lookup(Worker& w, Pkt& q) {
     if (w.cache.e != nullptr) {
         rte_prefetch0(w.cache.bucket(q.sig));
     }
+}
+
+// The common case once parse_udp4 (stages.h) accepted the frame at d.
+inline __attribute__((always_inline)) void classify_parsed(Worker& w, const uint8_t* d, const Udp4& h, bool to_listen,
+                                                           Pkt& p) {
+    p.family = 4;
+    p.l3 = const_cast<uint8_t*>(d + sizeof(rte_ether_hdr));
+    p.udp = reinterpret_cast<rte_udp_hdr*>(const_cast<uint8_t*>(d + sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr)));
+    p.plen = h.plen;
+    KeyKind kk;
+    uint16_t channel_be;
+    if (!classify_payload(p, d + kUdp4Min, h.plen, to_listen, &kk, &channel_be)) {
+        p.kind = Kind::kNone;
+        return;
+    }
+    p.channel_be = channel_be;
+    p.key_family = 4;
+    // Key4 as two words: destination, source; destination port, source
+    // port, channel 0, kind, pad 0.
+    uint32_t ports = static_cast<uint32_t>(h.udp);
+    ports = (ports >> 16) | (ports << 16);
+    const uint64_t k0 = (h.addrs >> 32) | (h.addrs << 32);
+    const uint64_t k1 = uint64_t{ports} | (uint64_t(kk) << 48);
+    static_assert(offsetof(Key4, a_ip) == 0 && offsetof(Key4, b_ip) == 4 && offsetof(Key4, a_port) == 8 &&
+                  offsetof(Key4, b_port) == 10 && offsetof(Key4, channel) == 12 &&
+                  offsetof(Key4, kind) == 14 && sizeof(KeyKind) == 1);
+    auto* k = reinterpret_cast<uint8_t*>(&p.k4);
+    std::memcpy(k, &k0, 8);
+    std::memcpy(k + 8, &k1, 8);
+    p.next = Next::kLookup;
+    start_lookup(w, p);
+}
+
+// The common case, straight-line (parse_udp4). Anything else, including
+// every packet that is punted or dropped before the payload is looked at,
+// goes to classify_general, so verdicts and counters are those of the
+// general parser.
+inline __attribute__((always_inline)) void classify_one(Worker& w, const ListenSet& listen, rte_mbuf* m, Pkt& p) {
+    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
+    Udp4 h;
+    if (likely(parse_udp4(m, d, &h))) {
+        p.m = m;
+        classify_parsed(w, d, h, listen.has4(h.dst_ip(), h.dst_port()), p);
+        return;
+    }
+    classify_general(w, m, p);
+    start_lookup(w, p);
+}
+
+}  // namespace
+
+void classify_udp4(Worker& w, const Udp4& h, bool to_listen, Pkt& p) {
+    classify_parsed(w, rte_pktmbuf_mtod(p.m, const uint8_t*), h, to_listen, p);
 }
 
 void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
@@ -409,7 +421,6 @@ void classify(Worker& w, Pkt* p, uint16_t n) {
         }
         Pkt& q = p[idx[j]];
         classify_one(w, listen, q.m, q);
-        start_lookup(w, q);
     }
 }
 

@@ -54,12 +54,14 @@ struct Lane {
     uint16_t to_client = 0;  // finished (kTx) peer -> client
     Pkt* done[kBurst];
     uint16_t ndone = 0;
+    uint16_t looked_up = 0;  // kRoute or done
 };
 
 // Route and police for one looked-up packet (q.alloc, q.kind and the fields
 // route reads are set), then rewrite. `hdrs`: IP + UDP (+ ChannelData) header
 // bytes in front of the data; `room`: the mbuf has the headroom they need.
 inline void finish(Lane& l, Pkt& q, uint32_t hdrs, bool room) {
+    l.looked_up++;
     const Allocation& a = l.allocs[q.alloc];
     if (unlikely(!l.routed || a.rate_bps.load(std::memory_order_relaxed) != 0 || hdrs + q.data_len > l.w.cfg.mtu ||
                  !room)) {
@@ -72,6 +74,18 @@ inline void finish(Lane& l, Pkt& q, uint32_t hdrs, bool room) {
     l.done[l.ndone++] = &q;
 }
 
+// A packet the lane parsed but does not finish (its channel is in the hash,
+// a Data indication, a client the cache does not know): classify's verdict
+// from the headers parse_udp4 accepted, for lookup.
+void give_back(Worker& w, Pkt& q, bool to_listen) {
+    const uint8_t* d = rte_pktmbuf_mtod(q.m, const uint8_t*);
+    Udp4 h;
+    h.addrs = load64(d + 26);
+    h.udp = load64(d + 34);
+    h.plen = q.plen;
+    classify_udp4(w, h, to_listen, q);
+}
+
 }  // namespace
 
 ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
@@ -80,7 +94,7 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             p[i].m = mbufs[i];
             p[i].next = Next::kClassify;
         }
-        return {n, false, false};
+        return {true, false, false, false};
     }
     const uint64_t def4 = w.nexthops->default_word(4);
     Lane l{w, w.flows->allocs, *w.flows->listen, {w, w.flows->allocs, w.flows->listen}, {},
@@ -96,7 +110,8 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     uint16_t ncl = 0, npe = 0;
     uint32_t sig[kBurst];  // by client index
     const std::atomic<uint32_t>* word[kBurst];  // by peer index
-    uint16_t left = 0;
+    bool to_classify = false;  // kClassify: parse_udp4 said no
+    bool to_lookup = false;    // handed to classify_udp4 (kLookup, kPunt, kDrop)
     for (uint16_t i = 0; i < n && i < kFrameAhead; i++) {
         rte_prefetch0(rte_pktmbuf_mtod(mbufs[i], void*));
     }
@@ -111,7 +126,7 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
         auto* d = rte_pktmbuf_mtod(m, uint8_t*);
         Udp4 h;
         if (unlikely(!parse_udp4(m, d, &h))) {
-            left++;
+            to_classify = true;
             continue;
         }
         const uint8_t* pl = d + kUdp4Min;
@@ -124,7 +139,8 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             // ChannelData (classify_payload's test), and a cache to find its
             // allocation in.
             if (!cache || h.plen < 4 || (pl[0] & 0xC0) != 0x40 || size_t{4} + load_be16(pl + 2) > h.plen) {
-                left++;
+                classify_udp4(w, h, true, q);  // Send indications, STUN, bad lengths: as classify would
+                to_lookup = true;
                 continue;
             }
             const uint16_t cdlen = load_be16(pl + 2);
@@ -144,7 +160,8 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
         } else {
             const std::atomic<uint32_t>* wd = rp.word(4, d + 30, h.dst_port());
             if (wd == nullptr) {
-                left++;
+                classify_udp4(w, h, false, q);  // a relayed port nobody has: lookup punts it
+                to_lookup = true;
                 continue;
             }
             rte_prefetch0(wd);
@@ -195,7 +212,8 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                 finish(l, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), true);
                 return;
             }
-            left++;  // stays kClassify
+            give_back(w, q, true);
+            to_lookup = true;
         };
         for (uint16_t j = 0; j < ncl && j < kAllocAhead; j++) {
             request(j);
@@ -238,7 +256,8 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                     return;
                 }
             }
-            left++;
+            give_back(w, q, false);
+            to_lookup = true;
         };
         for (uint16_t j = 0; j < npe && j < kAllocAhead; j++) {
             resolve(j);
@@ -269,16 +288,16 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             rewrite44<Kind::kToClientChannel>(l.rw, q);
         }
     }
-    w.express_packets += n - left;
-    if (left == 0 && !l.need_route) {
+    w.express_packets += l.looked_up;
+    if (!to_classify && !to_lookup && !l.need_route) {
         // The whole burst finished here, in order, for one next hop (the
         // default): out at once, counted as tx.cc would.
         w.counters.inc(Counter::fwd_client_channel, l.to_peer);
         w.counters.inc(Counter::fwd_peer_channel, l.to_client);
         tx_send(w, l.nh.port, mbufs, n, Counter::drop_nic_tx_full);
-        return {0, false, true};
+        return {false, false, false, true};
     }
-    return {left, l.need_route, false};
+    return {to_classify, to_lookup, l.need_route, false};
 }
 
 }  // namespace dp

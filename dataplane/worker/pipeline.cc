@@ -18,11 +18,13 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     if (e.sent) {
         return;
     }
-    if (e.left != 0) {
+    if (e.classify) {
         classify(w, p, n);  // Ethernet/IP/UDP, ChannelData vs Send vs peer
-        lookup(w, p, n);    // bulk flow-table lookups
     }
-    if (e.left != 0 || e.need_route) {
+    if (e.classify || e.lookup) {
+        lookup(w, p, n);  // bulk flow-table lookups
+    }
+    if (e.classify || e.lookup || e.route) {
         route(w, p, n);            // next hop, MTU, headroom
         police(w, p, n, now_tsc);  // per-allocation token bucket and counters
     }

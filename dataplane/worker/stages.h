@@ -21,12 +21,18 @@ namespace dp {
 // Sets every p[i].m from mbufs and p[i].next: kTx (finished and rewritten),
 // kRoute or kClassify. When it finished the whole burst it has sent it too.
 struct ExpressResult {
-    uint16_t left;    // packets left for classify
-    bool need_route;  // some packets left for route (and police)
-    bool sent;        // the whole burst finished and transmitted
+    bool classify;  // some packets left for classify (kClassify)
+    bool lookup;    // some for lookup (kLookup, or kPunt/kDrop from classify_udp4)
+    bool route;     // some for route and police (kRoute)
+    bool sent;      // the whole burst finished and transmitted
 };
 ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
 void classify(Worker& w, Pkt* p, uint16_t n);
+// classify's verdict for p (p.m set) whose frame parse_udp4 (below) accepted
+// as h, to_listen its destination being a listening address: what the
+// express lane hands to lookup instead of parsing the frame twice.
+struct Udp4;
+void classify_udp4(Worker& w, const Udp4& h, bool to_listen, Pkt& p);
 // Tests only: classify's general parser alone, without the IPv4 fast path
 // (and without start_lookup), to compare the two on the same frames.
 void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
