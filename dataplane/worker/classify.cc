@@ -13,8 +13,8 @@
 // Per-stage cycles are not separable on these machines (no PMU);
 // bench/RESULTS.md has the pipeline total.
 //
-// Only the packets the express lane (express.cc) left: p.next == kClassify,
-// p.m set.
+// The express lane (express.cc) uses the same code for the packets it does
+// not finish (classify_udp4, classify_other).
 //
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
 // headers, other traffic to a listening address, Send indications outside
@@ -400,27 +400,25 @@ void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     }
 }
 
-void classify(Worker& w, Pkt* p, uint16_t n) {
+void classify_other(Worker& w, Pkt& p) {
+    classify_general(w, p.m, p);
+    start_lookup(w, p);
+}
+
+void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     const ListenSet& listen = *w.flows->listen;
-    // The packets express left (all of them when it is off), with their
-    // frames prefetched kAhead packets before they are parsed.
-    uint16_t idx[kBurst];
-    uint16_t cnt = 0;
-    for (uint16_t i = 0; i < n; i++) {
-        if (p[i].next == Next::kClassify) {
-            idx[cnt++] = i;
-        }
-    }
     constexpr uint16_t kAhead = 4;
-    for (uint16_t j = 0; j < cnt && j < kAhead; j++) {
-        rte_prefetch0(rte_pktmbuf_mtod(p[idx[j]].m, void*));
+    for (uint16_t i = 0; i < n && i < kAhead; i++) {
+        rte_prefetch0(rte_pktmbuf_mtod(mbufs[i], void*));
     }
-    for (uint16_t j = 0; j < cnt; j++) {
-        if (j + kAhead < cnt) {
-            rte_prefetch0(rte_pktmbuf_mtod(p[idx[j + kAhead]].m, void*));
-        }
-        Pkt& q = p[idx[j]];
-        classify_one(w, listen, q.m, q);
+    // Split so the loop with the prefetch has no per-packet bound check.
+    uint16_t i = 0;
+    for (; i + kAhead < n; i++) {
+        rte_prefetch0(rte_pktmbuf_mtod(mbufs[i + kAhead], void*));
+        classify_one(w, listen, mbufs[i], p[i]);
+    }
+    for (; i < n; i++) {
+        classify_one(w, listen, mbufs[i], p[i]);
     }
 }
 

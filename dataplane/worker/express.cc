@@ -1,36 +1,43 @@
-// Stage 0: the express lane. The relay's common case, IPv4 ChannelData on a
-// channel held in its allocation's slots, in both directions (client ->
-// peer, and peer -> client), classified, looked up, routed and policed in
-// one pass per memory phase instead of a pass per stage: a second, narrow
-// implementation of what classify, lookup, route and police do for these
-// packets, leaving each finished packet ready for rewrite. Everything else
-// (IPv6, Send and Data indications, channels in the hash, cache misses,
-// malformed frames, every punt and drop) is marked kClassify and goes
-// through the stages, which judge it from scratch; a packet the lane gave up
-// on costs its parse twice, which steady-state traffic does not see.
+// The express lane: the relay's common case, IPv4 ChannelData on a channel
+// held in its allocation's slots, in both directions (client -> peer, and
+// peer -> client), parsed, looked up, routed, policed and rewritten in one
+// pass per memory phase instead of a pass per stage, and, when that was the
+// whole burst, sent: a second, narrow implementation of what the stages do
+// for these packets. Every other packet gets classify's verdict from
+// classify's own code (classify_udp4 with the headers already checked, or
+// classify_other) and goes on through the stages; a packet the lane found
+// but whose next hop, bandwidth limit, MTU or headroom it leaves to route
+// goes on from route (kRoute) with every field lookup would have set.
 //
 // Why: the stages' IPv4 common cases were already straight-line, and fusing
 // their loops saved nothing (bench/RESULTS.md); what costs at 1k-10k flows
-// is instructions, ~470 per ChannelData packet across six stages, most of
-// them spent handing fields from one stage to the next through Pkt. Here a
-// packet's fields stay in registers from parse to verdict.
+// is instructions, ~470 per ChannelData packet across six stages, many of
+// them spent handing fields from one stage to the next through Pkt and
+// sorting packets into per-stage lists.
 //
 // Phases, each over the burst, so that one packet's cache misses overlap
 // the others' (as in lookup.cc):
 //   1. parse (parse_udp4, stages.h) with the frames prefetched 4 ahead;
-//      client packets compute their key's signature and prefetch their
-//      client-cache bucket, peer packets their relayed port's word;
-//   2. client packets: the bucket names the allocation, whose line and this
-//      worker's state are requested 8 packets before it is checked (owns4),
-//      then the channel's slot;
+//      client ChannelData computes its key's signature and prefetches its
+//      client-cache bucket, a peer packet its relayed port's word;
+//   2. client ChannelData: the bucket names the allocation, whose line and
+//      this worker's state line are requested kAllocAhead packets before the
+//      allocation is checked (owns4), then the channel's slot;
 //   3. peer packets: the word names the allocation, paced the same way, then
-//      the slot of the peer's address;
-//   4. (in each check) next hop, MTU and headroom as route.cc, the byte and
-//      packet counters as police.cc. An allocation with a bandwidth limit,
-//      or host next hops in the table, send the packet on to route
-//      (kRoute) with every field route and police read.
+//      the slot of the peer's address; those without one (Data indications,
+//      channels in the hash) get classify's verdict then;
+//   4. next hops: the default, or one bulk lookup where the table has host
+//      entries (as route.cc);
+//   5. police's counters in this worker's state line, first needed here, a
+//      whole burst after it was requested, and rewrite44 (rewrite44.h,
+//      shared with the rewrite stage).
 //
-// Edges: kRewrite (finished), kRoute (route and police to do), kClassify.
+// A burst the lane finished less than half of (Send or Data indications,
+// channels in the hash) costs more through it than through the stages
+// alone; after one, the next kExpressRest bursts go to classify directly
+// (express_wanted).
+//
+// Edges: kTx (finished; or the whole burst sent); kRoute; classify's edges.
 #include "worker/rewrite44.h"
 #include "worker/stages.h"
 
@@ -41,77 +48,57 @@ namespace {
 constexpr uint16_t kFrameAhead = 4;  // frames prefetched before their parse
 constexpr uint16_t kAllocAhead = 8;  // allocation lines before their check (lookup.cc)
 
-// What the burst shares: tables, and the route decision made once.
+// What the burst shares: tables, and the packets found so far.
 struct Lane {
     Worker& w;
     const Allocation* allocs;
     const ListenSet& listen;
-    RewriteCtx rw;
-    NextHop nh;        // the IPv4 default next hop, when `routed`
-    bool routed;       // finish here: no host next hops, a usable default
-    bool need_route = false;
-    uint16_t to_peer = 0;    // finished (kTx) client -> peer
-    uint16_t to_client = 0;  // finished (kTx) peer -> client
-    Pkt* done[kBurst];
+    Pkt* done[kBurst];  // found, and nothing for route or police to decide
     uint16_t ndone = 0;
-    uint16_t looked_up = 0;  // kRoute or done
+    uint16_t found = 0;  // done or handed to route
+    bool rest = false;   // some packets for the stages
 };
 
-// Route and police for one looked-up packet (q.alloc, q.kind and the fields
-// route reads are set), then rewrite. `hdrs`: IP + UDP (+ ChannelData) header
-// bytes in front of the data; `room`: the mbuf has the headroom they need.
-inline void finish(Lane& l, Pkt& q, uint32_t hdrs, bool room) {
-    l.looked_up++;
-    const Allocation& a = l.allocs[q.alloc];
-    if (unlikely(!l.routed || a.rate_bps.load(std::memory_order_relaxed) != 0 || hdrs + q.data_len > l.w.cfg.mtu ||
-                 !room)) {
-        q.next = Next::kRoute;  // route and police decide (next hop, limit, MTU, headroom punts)
-        l.need_route = true;
-        return;
+// q's allocation `a` is found and every field lookup would set is set:
+// the lane keeps q when route and police would pass it (no bandwidth limit
+// to police; `hdrs` bytes of new IP + UDP (+ ChannelData) headers fit the
+// MTU; `room`: the mbuf has room for them and Ethernet in front of the
+// data), else hands it to route, which decides (kRoute).
+inline void found(Lane& l, const Allocation& a, Pkt& q, uint32_t hdrs, bool room) {
+    l.found++;
+    if (likely(a.rate_bps.load(std::memory_order_relaxed) == 0 && hdrs + q.data_len <= l.w.cfg.mtu && room)) {
+        l.done[l.ndone++] = &q;
+    } else {
+        q.next = Next::kRoute;
+        l.rest = true;
     }
-    q.nh = l.nh;
-    q.next = Next::kRewrite;
-    l.done[l.ndone++] = &q;
 }
 
-// A packet the lane parsed but does not finish (its channel is in the hash,
-// a Data indication, a client the cache does not know): classify's verdict
-// from the headers parse_udp4 accepted, for lookup.
-void give_back(Worker& w, Pkt& q, bool to_listen) {
+// A packet parse_udp4 accepted that the lane does not finish: classify's
+// verdict from the same headers, for lookup.
+void give_back(Lane& l, Pkt& q, bool to_listen) {
     const uint8_t* d = rte_pktmbuf_mtod(q.m, const uint8_t*);
     Udp4 h;
     h.addrs = load64(d + 26);
     h.udp = load64(d + 34);
     h.plen = q.plen;
-    classify_udp4(w, h, to_listen, q);
+    classify_udp4(l.w, h, to_listen, q);
+    l.rest = true;
 }
 
 }  // namespace
 
-ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
-    if (!w.cfg.express) {
-        for (uint16_t i = 0; i < n; i++) {
-            p[i].m = mbufs[i];
-            p[i].next = Next::kClassify;
-        }
-        return {true, false, false, false};
-    }
-    const uint64_t def4 = w.nexthops->default_word(4);
-    Lane l{w, w.flows->allocs, *w.flows->listen, {w, w.flows->allocs, w.flows->listen}, {},
-           !w.nexthops->any_hosts() && nexthop_usable(def4)};
-    NextHops::unpack(def4, &l.nh);
+Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
+    Lane l{w, w.flows->allocs, *w.flows->listen};
     const RelayPorts& rp = *w.flows->relay_ports;
     ClientCache& c = w.cache;
-    const bool cache = c.e != nullptr;
     const AllocState* state = w.state;
 
     // 1. Parse.
     uint16_t cl[kBurst], pe[kBurst];
     uint16_t ncl = 0, npe = 0;
-    uint32_t sig[kBurst];  // by client index
+    uint32_t sig[kBurst];                       // by client index
     const std::atomic<uint32_t>* word[kBurst];  // by peer index
-    bool to_classify = false;  // kClassify: parse_udp4 said no
-    bool to_lookup = false;    // handed to classify_udp4 (kLookup, kPunt, kDrop)
     for (uint16_t i = 0; i < n && i < kFrameAhead; i++) {
         rte_prefetch0(rte_pktmbuf_mtod(mbufs[i], void*));
     }
@@ -122,11 +109,11 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
         rte_mbuf* m = mbufs[i];
         Pkt& q = p[i];
         q.m = m;
-        q.next = Next::kClassify;
         auto* d = rte_pktmbuf_mtod(m, uint8_t*);
         Udp4 h;
         if (unlikely(!parse_udp4(m, d, &h))) {
-            to_classify = true;
+            classify_other(w, q);  // VLAN tags, IPv6, options, fragments, bad lengths ...
+            l.rest = true;
             continue;
         }
         const uint8_t* pl = d + kUdp4Min;
@@ -138,15 +125,14 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
         if (l.listen.has4(h.dst_ip(), h.dst_port())) {
             // ChannelData (classify_payload's test), and a cache to find its
             // allocation in.
-            if (!cache || h.plen < 4 || (pl[0] & 0xC0) != 0x40 || size_t{4} + load_be16(pl + 2) > h.plen) {
+            if (c.e == nullptr || h.plen < 4 || (pl[0] & 0xC0) != 0x40 || size_t{4} + load_be16(pl + 2) > h.plen) {
                 classify_udp4(w, h, true, q);  // Send indications, STUN, bad lengths: as classify would
-                to_lookup = true;
+                l.rest = true;
                 continue;
             }
-            const uint16_t cdlen = load_be16(pl + 2);
             q.kind = Kind::kToPeerChannel;
             q.data_off = 4;
-            q.data_len = cdlen;
+            q.data_len = load_be16(pl + 2);
             std::memcpy(&q.channel_be, pl, 2);
             // The kClient key as classify builds it (Key4: destination,
             // source; destination port, source port, channel 0, kind).
@@ -161,7 +147,7 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             const std::atomic<uint32_t>* wd = rp.word(4, d + 30, h.dst_port());
             if (wd == nullptr) {
                 classify_udp4(w, h, false, q);  // a relayed port nobody has: lookup punts it
-                to_lookup = true;
+                l.rest = true;
                 continue;
             }
             rte_prefetch0(wd);
@@ -173,7 +159,7 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
         }
     }
 
-    // 2. Client packets: cache bucket -> allocation -> channel slot.
+    // 2. Client ChannelData: cache bucket -> allocation -> channel slot.
     if (ncl != 0) {
         const uint8_t* bk[kBurst];
         uint32_t cand[kBurst];
@@ -208,12 +194,12 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                 q.peer_port_be = s->peer_port;
                 q.prefix_len = 0;
                 q.pad_len = 0;
-                // New headers end where the data starts: 28 bytes where there were 46.
-                finish(l, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), true);
+                // 42 bytes of new headers where there were 46 (parse_udp4:
+                // untagged, no IP options), the data inside the frame.
+                found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), true);
                 return;
             }
-            give_back(w, q, true);
-            to_lookup = true;
+            give_back(l, q, true);
         };
         for (uint16_t j = 0; j < ncl && j < kAllocAhead; j++) {
             request(j);
@@ -225,16 +211,16 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             check(j);
         }
         // Counted here only when found; the rest are looked up (and
-        // counted) again by lookup.cc.
+        // counted) by lookup.cc.
         c.lookups += hits;
     }
 
     // 3. Peer packets: relayed port's word -> allocation -> slot of the peer.
     if (npe != 0) {
-        uint32_t alloc[kBurst];
+        uint32_t alloc[kBurst];  // the word: allocation + 1, or 0
         auto resolve = [&](uint16_t j) {
             const uint32_t v = word[j]->load(std::memory_order_acquire);
-            alloc[j] = v;  // 0: none (lookup punts it)
+            alloc[j] = v;
             if (v != 0) {
                 rte_prefetch0(&l.allocs[v - 1]);
                 rte_prefetch0(&state[v - 1]);
@@ -251,13 +237,12 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                     q.channel_be = ch;
                     q.prefix_len = 4;
                     q.pad_len = 0;
-                    // 4 bytes of ChannelData header in front of where the UDP payload was.
-                    finish(l, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr) + 4, q.m->data_off >= 4);
+                    // 46 bytes of new headers where there were 42.
+                    found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr) + 4, q.m->data_off >= 4);
                     return;
                 }
             }
-            give_back(w, q, false);
-            to_lookup = true;
+            give_back(l, q, false);
         };
         for (uint16_t j = 0; j < npe && j < kAllocAhead; j++) {
             resolve(j);
@@ -269,35 +254,82 @@ ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             check(j);
         }
     }
-    // Police's counters and rewrite, in a pass of their own: this worker's
-    // state line of each allocation was requested with its allocation line
-    // but is first needed here, a whole burst later (at 1M flows both are
-    // DRAM reads; using the state as early as the allocation waited for it).
+    if (2 * l.found < n) {
+        w.express_skip = kExpressRest;
+    }
+
+    // 4. Next hops, as route.cc: the family's default, or where the table
+    // has host entries, the destinations' own (one bulk lookup) falling
+    // back to the default. Without a usable one, route decides (it punts).
+    const uint64_t def4 = w.nexthops->default_word(4);
+    const bool hosts = l.ndone != 0 && w.nexthops->any_hosts();
+    uint64_t nh[kBurst];
+    if (hosts) {
+        NextHopKey keys[kBurst];
+        const NextHopKey* kp[kBurst];
+        for (uint16_t j = 0; j < l.ndone; j++) {
+            const Pkt& q = *l.done[j];
+            keys[j] = NextHops::key(4, q.kind == Kind::kToPeerChannel ? q.peer_ip : l.allocs[q.alloc].client_ip);
+            kp[j] = &keys[j];
+        }
+        w.nexthops->host_words(kp, l.ndone, nh);
+        for (uint16_t j = 0; j < l.ndone; j++) {
+            nh[j] = nh[j] != 0 ? nh[j] : def4;
+        }
+    }
+    NextHop dnh;
+    NextHops::unpack(def4, &dnh);
+    const bool def_ok = nexthop_usable(def4);
+
+    // 5. Police's counters and rewrite, in a pass of their own: this
+    // worker's state line of each allocation was requested with its
+    // allocation line but is first needed here, a whole burst later (at 1M
+    // flows both are DRAM reads; using the state as early as the allocation
+    // waited for it).
+    const RewriteCtx rw{w, l.allocs, &l.listen};
+    uint16_t to_peer = 0, to_client = 0;
+    uint16_t port = def_ok ? dnh.port : UINT16_MAX;  // the one port every finished packet leaves by, if one
     for (uint16_t j = 0; j < l.ndone; j++) {
         Pkt& q = *l.done[j];
+        if (!hosts) {
+            if (unlikely(!def_ok)) {
+                q.next = Next::kRoute;
+                l.rest = true;
+                continue;
+            }
+            q.nh = dnh;
+        } else {
+            if (unlikely(!nexthop_usable(nh[j]))) {
+                q.next = Next::kRoute;
+                l.rest = true;
+                continue;
+            }
+            NextHops::unpack(nh[j], &q.nh);
+            port = port == q.nh.port ? port : kMaxPorts;
+        }
         AllocState& s = w.alloc_state(q.alloc);
         if (q.kind == Kind::kToPeerChannel) {
             s.to_peer_packets++;
             s.to_peer_bytes += q.data_len;
-            l.to_peer++;
-            rewrite44<Kind::kToPeerChannel>(l.rw, q);
+            to_peer++;
+            rewrite44<Kind::kToPeerChannel>(rw, q);  // -> kTx
         } else {
             s.to_client_packets++;
             s.to_client_bytes += q.data_len;
-            l.to_client++;
-            rewrite44<Kind::kToClientChannel>(l.rw, q);
+            to_client++;
+            rewrite44<Kind::kToClientChannel>(rw, q);
         }
     }
-    w.express_packets += l.looked_up;
-    if (!to_classify && !to_lookup && !l.need_route) {
-        // The whole burst finished here, in order, for one next hop (the
-        // default): out at once, counted as tx.cc would.
-        w.counters.inc(Counter::fwd_client_channel, l.to_peer);
-        w.counters.inc(Counter::fwd_peer_channel, l.to_client);
-        tx_send(w, l.nh.port, mbufs, n, Counter::drop_nic_tx_full);
-        return {false, false, false, true};
+    w.express_packets += to_peer + to_client;
+    if (l.rest || port >= kMaxPorts) {
+        return Express::kStages;  // the finished ones go out with the rest, in order (tx.cc)
     }
-    return {to_classify, to_lookup, l.need_route, false};
+    // The whole burst finished here, for one port: out at once, in order,
+    // counted as tx.cc would.
+    w.counters.inc(Counter::fwd_client_channel, to_peer);
+    w.counters.inc(Counter::fwd_peer_channel, to_client);
+    tx_send(w, port, mbufs, n, Counter::drop_nic_tx_full);
+    return Express::kSent;
 }
 
 }  // namespace dp

@@ -17,12 +17,11 @@ constexpr uint16_t kBurst = 32;
 // only the packets whose `next` names it, and sets `next` to one of the edges
 // its header lists.
 enum class Next : uint8_t {
-    kClassify, // express   -> classify (everything the express lane does not finish)
     kLookup,   // classify  -> lookup
-    kRoute,    // lookup    -> route (express -> route: next hops by host, rate limits)
+    kRoute,    // lookup    -> route (also express: found, for route and police to decide)
     kPolice,   // route     -> police
-    kRewrite,  // police    -> rewrite (express -> rewrite)
-    kTx,       // rewrite   -> tx (out the NIC port of the next hop)
+    kRewrite,  // police    -> rewrite
+    kTx,       // rewrite   -> tx (out the NIC port of the next hop); also express
     kPunt,     // any stage -> exception port (kernel), reason in `reason`
     kDrop,     // any stage -> freed, reason in `reason`
 };

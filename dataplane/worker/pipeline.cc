@@ -12,24 +12,20 @@ namespace dp {
 void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     Pkt p[kBurst];
     w.counters.inc(Counter::rx, n);
-    // IPv4 ChannelData on slot channels, both directions, fused: finished
-    // and rewritten, or the whole burst sent; the rest left for the stages.
-    const ExpressResult e = express(w, mbufs, p, n);
-    if (e.sent) {
-        return;
+    if (express_wanted(w)) {
+        // IPv4 ChannelData on slot channels, both directions, through every
+        // stage below at once; the other packets classified for the rest.
+        if (express(w, mbufs, p, n) == Express::kSent) {
+            return;
+        }
+    } else {
+        classify(w, mbufs, p, n);  // Ethernet/IP/UDP, ChannelData vs Send vs peer
     }
-    if (e.classify) {
-        classify(w, p, n);  // Ethernet/IP/UDP, ChannelData vs Send vs peer
-    }
-    if (e.classify || e.lookup) {
-        lookup(w, p, n);  // bulk flow-table lookups
-    }
-    if (e.classify || e.lookup || e.route) {
-        route(w, p, n);            // next hop, MTU, headroom
-        police(w, p, n, now_tsc);  // per-allocation token bucket and counters
-    }
-    rewrite(w, p, n);  // new headers in place, incremental checksums
-    tx(w, p, n);       // NIC, exception port, or free
+    lookup(w, p, n);           // bulk flow-table lookups
+    route(w, p, n);            // next hop, MTU, headroom
+    police(w, p, n, now_tsc);  // per-allocation token bucket and counters
+    rewrite(w, p, n);          // new headers in place, incremental checksums
+    tx(w, p, n);               // NIC, exception port, or free
 }
 
 namespace {

@@ -1,8 +1,8 @@
 // The packet stages, one per file, in pipeline order. Each takes the whole
 // burst and handles only the packets whose Pkt::next names it.
 //
-//   express.cc   (rx)     -> kTx (rewritten; or the whole burst sent) | kRoute | kClassify
-//   classify.cc  kClassify -> kLookup | kPunt | kDrop
+//   classify.cc  (rx)     -> kLookup | kPunt | kDrop
+//   express.cc   (rx)     -> kTx (or sent) | kRoute | classify's edges
 //   lookup.cc   kLookup   -> kRoute  | kPunt (miss) | kDrop (no permission)
 //   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom)
 //   police.cc   kPolice   -> kRewrite | kDrop (rate limited)
@@ -18,24 +18,33 @@
 
 namespace dp {
 
-// Sets every p[i].m from mbufs and p[i].next: kTx (finished and rewritten),
-// kRoute or kClassify. When it finished the whole burst it has sent it too.
-struct ExpressResult {
-    bool classify;  // some packets left for classify (kClassify)
-    bool lookup;    // some for lookup (kLookup, or kPunt/kDrop from classify_udp4)
-    bool route;     // some for route and police (kRoute)
-    bool sent;      // the whole burst finished and transmitted
-};
-ExpressResult express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
-void classify(Worker& w, Pkt* p, uint16_t n);
-// classify's verdict for p (p.m set) whose frame parse_udp4 (below) accepted
-// as h, to_listen its destination being a listening address: what the
-// express lane hands to lookup instead of parsing the frame twice.
-struct Udp4;
-void classify_udp4(Worker& w, const Udp4& h, bool to_listen, Pkt& p);
+void classify(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
 // Tests only: classify's general parser alone, without the IPv4 fast path
 // (and without start_lookup), to compare the two on the same frames.
 void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
+// classify's verdict for one packet (p.m set) whose frame parse_udp4
+// (below) accepted as h, to_listen its destination being a listening
+// address; and for one it refused. The express lane's way to hand packets to
+// lookup without parsing them twice.
+struct Udp4;
+void classify_udp4(Worker& w, const Udp4& h, bool to_listen, Pkt& p);
+void classify_other(Worker& w, Pkt& p);
+// The express lane (express.cc): IPv4 ChannelData on slot channels, both
+// directions, through every stage at once (kTx), the whole burst sent when
+// it finished all of it; every other packet classified (classify_udp4,
+// classify_other) or, found but for route to decide, kRoute.
+enum class Express : uint8_t { kSent, kStages };
+Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
+// Bursts after one the lane finished less than half of that go to classify
+// directly (such traffic costs more through the lane than without it).
+constexpr uint8_t kExpressRest = 7;
+inline bool express_wanted(Worker& w) {
+    if (w.express_skip != 0) {
+        w.express_skip--;
+        return false;
+    }
+    return w.cfg.express;
+}
 void lookup(Worker& w, Pkt* p, uint16_t n);
 void route(Worker& w, Pkt* p, uint16_t n);
 void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc);

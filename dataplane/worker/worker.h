@@ -34,6 +34,7 @@ struct Worker {
     double tsc_hz = 0;
     uint64_t rng = 0;
     uint64_t express_packets = 0;  // finished by the express lane (express.cc; statistics)
+    uint8_t express_skip = 0;      // bursts left before the lane is tried again (express_wanted)
     Counters counters;
 
     // Bind to tables; call on the worker's lcore before the first poll.
