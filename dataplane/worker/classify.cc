@@ -7,14 +7,15 @@
 //
 // Cost (callgrind, IPv4, 10k flows, instructions/packet): 108 ChannelData,
 // 171 Send (attribute walk), 93 peer; was 158/298/143 before the
-// straight-line IPv4 check (classify_one) took the common case off the
-// general parser. start_lookup adds ~17 per client packet (the key's CRC,
+// straight-line IPv4 check (parse_udp4, stages.h, shared with the express
+// lane) took the common case off the general parser. start_lookup adds ~17 per client packet (the key's CRC,
 // moved here from lookup, and the cache-bucket prefetch): 125 ChannelData.
 // Per-stage cycles are not separable on these machines (no PMU);
 // bench/RESULTS.md has the pipeline total.
 //
-// The express lane (express.cc) uses the same code for the packets it does
-// not finish (classify_udp4, classify_other).
+// The express lane (express.cc) parses with parse_udp4 too and hands the
+// packets it does not finish to this stage's code (classify_udp4,
+// classify_other), so their verdicts are this stage's.
 //
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
 // headers, other traffic to a listening address, Send indications outside
@@ -356,18 +357,9 @@ inline __attribute__((always_inline)) void classify_parsed(Worker& w, const uint
     }
     p.channel_be = channel_be;
     p.key_family = 4;
-    // Key4 as two words: destination, source; destination port, source
-    // port, channel 0, kind, pad 0.
-    uint32_t ports = static_cast<uint32_t>(h.udp);
-    ports = (ports >> 16) | (ports << 16);
-    const uint64_t k0 = (h.addrs >> 32) | (h.addrs << 32);
-    const uint64_t k1 = uint64_t{ports} | (uint64_t(kk) << 48);
-    static_assert(offsetof(Key4, a_ip) == 0 && offsetof(Key4, b_ip) == 4 && offsetof(Key4, a_port) == 8 &&
-                  offsetof(Key4, b_port) == 10 && offsetof(Key4, channel) == 12 &&
-                  offsetof(Key4, kind) == 14 && sizeof(KeyKind) == 1);
-    auto* k = reinterpret_cast<uint8_t*>(&p.k4);
-    std::memcpy(k, &k0, 8);
-    std::memcpy(k + 8, &k1, 8);
+    uint64_t k[2];
+    key4_words(h.addrs, h.udp, kk, k);
+    std::memcpy(&p.k4, k, sizeof k);
     p.next = Next::kLookup;
     start_lookup(w, p);
 }

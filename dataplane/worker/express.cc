@@ -33,9 +33,9 @@
 //      shared with the rewrite stage).
 //
 // A burst the lane finished less than half of (Send or Data indications,
-// channels in the hash) costs more through it than through the stages
-// alone; after one, the next kExpressRest bursts go to classify directly
-// (express_wanted).
+// channels in the hash, bandwidth limits) costs more through it than
+// through the stages alone; after one, the next WorkerConfig::express_rest
+// bursts go to classify directly (express_wanted).
 //
 // Edges: kTx (finished; or the whole burst sent); kRoute; classify's edges.
 #include "worker/rewrite44.h"
@@ -46,7 +46,6 @@ namespace dp {
 namespace {
 
 constexpr uint16_t kFrameAhead = 4;  // frames prefetched before their parse
-constexpr uint16_t kAllocAhead = 8;  // allocation lines before their check (lookup.cc)
 
 // What the burst shares: tables, and the packets found so far.
 struct Lane {
@@ -55,8 +54,7 @@ struct Lane {
     const ListenSet& listen;
     Pkt* done[kBurst];  // found, and nothing for route or police to decide
     uint16_t ndone = 0;
-    uint16_t found = 0;  // done or handed to route
-    bool rest = false;   // some packets for the stages
+    bool rest = false;  // some packets for the stages
 };
 
 // q's allocation `a` is found and every field lookup would set is set:
@@ -65,7 +63,6 @@ struct Lane {
 // MTU; `room`: the mbuf has room for them and Ethernet in front of the
 // data), else hands it to route, which decides (kRoute).
 inline void found(Lane& l, const Allocation& a, Pkt& q, uint32_t hdrs, bool room) {
-    l.found++;
     if (likely(a.rate_bps.load(std::memory_order_relaxed) == 0 && hdrs + q.data_len <= l.w.cfg.mtu && room)) {
         l.done[l.ndone++] = &q;
     } else {
@@ -134,12 +131,8 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             q.data_off = 4;
             q.data_len = load_be16(pl + 2);
             std::memcpy(&q.channel_be, pl, 2);
-            // The kClient key as classify builds it (Key4: destination,
-            // source; destination port, source port, channel 0, kind).
-            uint32_t ports = static_cast<uint32_t>(h.udp);
-            ports = (ports >> 16) | (ports << 16);
-            const uint64_t key[2] = {(h.addrs >> 32) | (h.addrs << 32),
-                                     uint64_t{ports} | (uint64_t(KeyKind::kClient) << 48)};
+            uint64_t key[2];  // the kClient key, as classify builds it
+            key4_words(h.addrs, h.udp, KeyKind::kClient, key);
             sig[ncl] = rte_hash_crc(key, sizeof key, 0);
             rte_prefetch0(c.bucket(sig[ncl]));
             cl[ncl++] = i;
@@ -201,15 +194,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             }
             give_back(l, q, true);
         };
-        for (uint16_t j = 0; j < ncl && j < kAllocAhead; j++) {
-            request(j);
-        }
-        for (uint16_t j = 0; j < ncl; j++) {
-            if (j + kAllocAhead < ncl) {
-                request(static_cast<uint16_t>(j + kAllocAhead));
-            }
-            check(j);
-        }
+        paced(ncl, request, check);
         // Counted here only when found; the rest are looked up (and
         // counted) by lookup.cc.
         c.lookups += hits;
@@ -244,20 +229,8 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             }
             give_back(l, q, false);
         };
-        for (uint16_t j = 0; j < npe && j < kAllocAhead; j++) {
-            resolve(j);
-        }
-        for (uint16_t j = 0; j < npe; j++) {
-            if (j + kAllocAhead < npe) {
-                resolve(static_cast<uint16_t>(j + kAllocAhead));
-            }
-            check(j);
-        }
+        paced(npe, resolve, check);
     }
-    if (2 * l.found < n) {
-        w.express_skip = kExpressRest;
-    }
-
     // 4. Next hops, as route.cc: the family's default, or where the table
     // has host entries, the destinations' own (one bulk lookup) falling
     // back to the default. Without a usable one, route decides (it punts).
@@ -288,7 +261,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     // waited for it).
     const RewriteCtx rw{w, l.allocs, &l.listen};
     uint16_t to_peer = 0, to_client = 0;
-    uint16_t port = def_ok ? dnh.port : UINT16_MAX;  // the one port every finished packet leaves by, if one
+    uint16_t port = UINT16_MAX;  // the one port every finished packet leaves by (kMaxPorts: several)
     for (uint16_t j = 0; j < l.ndone; j++) {
         Pkt& q = *l.done[j];
         if (!hosts) {
@@ -298,6 +271,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                 continue;
             }
             q.nh = dnh;
+            port = dnh.port;
         } else {
             if (unlikely(!nexthop_usable(nh[j]))) {
                 q.next = Next::kRoute;
@@ -305,22 +279,21 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                 continue;
             }
             NextHops::unpack(nh[j], &q.nh);
-            port = port == q.nh.port ? port : kMaxPorts;
+            port = port == UINT16_MAX || port == q.nh.port ? q.nh.port : kMaxPorts;
         }
-        AllocState& s = w.alloc_state(q.alloc);
+        count_forwarded(w.alloc_state(q.alloc), q.kind, q.data_len);
         if (q.kind == Kind::kToPeerChannel) {
-            s.to_peer_packets++;
-            s.to_peer_bytes += q.data_len;
             to_peer++;
             rewrite44<Kind::kToPeerChannel>(rw, q);  // -> kTx
         } else {
-            s.to_client_packets++;
-            s.to_client_bytes += q.data_len;
             to_client++;
             rewrite44<Kind::kToClientChannel>(rw, q);
         }
     }
     w.express_packets += to_peer + to_client;
+    if (2 * (to_peer + to_client) < n) {
+        w.express_skip = w.cfg.express_rest;
+    }
     if (l.rest || port >= kMaxPorts) {
         return Express::kStages;  // the finished ones go out with the rest, in order (tx.cc)
     }

@@ -21,6 +21,10 @@
 // bulk lookup, ~133 of them inside rte_hash), peer ChannelData 112, Send and
 // Data indications ~320 (their permission is a hash lookup).
 //
+// The express lane (express.cc) finds IPv4 ChannelData on slot channels
+// itself (the client cache's candidate checked with owns4, or the relayed
+// port's word, then the slot); this stage sees the rest.
+//
 // Edges: kRoute; kPunt (miss); kDrop (no permission).
 #include <cstring>
 
@@ -71,32 +75,6 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, bool have_sig, F
         for (uint16_t j = 0; j < n6; j++) {
             on_result(p[i6[j]], (hits >> j) & 1 ? d[j] : nullptr);
         }
-    }
-}
-
-// Cache hits and peer packets request their allocation line and state this
-// many packets before reading them. Requesting the whole burst's (64 lines)
-// at once and then reading was slower at 1M flows, where each is a DRAM
-// access: this machine keeps ~16-24 misses in flight (bench/dataplane/
-// memory_latency), and the loads queued behind a full set of prefetches
-// waited for all of them. Measured (bench/RESULTS.md "Paced prefetch"): 8
-// ahead took client ChannelData at 1M flows from ~293 to ~257 cycles, peer
-// ChannelData from ~300 to ~283; 4 to 16 ahead were alike at 1M; at 1k and
-// 10k flows, where the lines are in cache, it costs ~5 cycles.
-constexpr uint16_t kAllocAhead = 8;
-
-// For j in [0, n): ahead(j) (start loading what packet j needs) kAllocAhead
-// iterations before now(j) (use it).
-template <typename Ahead, typename Now>
-inline void paced(uint16_t n, Ahead&& ahead, Now&& now) {
-    for (uint16_t j = 0; j < n && j < kAllocAhead; j++) {
-        ahead(j);
-    }
-    for (uint16_t j = 0; j < n; j++) {
-        if (j + kAllocAhead < n) {
-            ahead(static_cast<uint16_t>(j + kAllocAhead));
-        }
-        now(j);
     }
 }
 

@@ -11,6 +11,10 @@
 // --host-nexthops) 262 for client ChannelData, was 278: the host lookups go
 // to the hash as one bulk call.
 //
+// The express lane (express.cc) makes the same decisions for the IPv4
+// ChannelData it finishes and hands this stage the packets it cannot pass
+// (kRoute: no usable next hop, over the MTU, no headroom, a bandwidth limit).
+//
 // Edges: kPolice; kPunt (no next hop, MTU, no headroom).
 #include "worker/stages.h"
 

@@ -35,9 +35,8 @@ void classify_other(Worker& w, Pkt& p);
 // classify_other) or, found but for route to decide, kRoute.
 enum class Express : uint8_t { kSent, kStages };
 Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
-// Bursts after one the lane finished less than half of that go to classify
-// directly (such traffic costs more through the lane than without it).
-constexpr uint8_t kExpressRest = 7;
+// Whether this burst goes through the lane: configured, and not resting
+// after one it finished less than half of (WorkerConfig::express_rest).
 inline bool express_wanted(Worker& w) {
     if (w.express_skip != 0) {
         w.express_skip--;
@@ -151,6 +150,58 @@ inline __attribute__((always_inline)) bool parse_udp4(const rte_mbuf* m, const u
     h->udp = u;
     h->plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
     return true;
+}
+
+// Cache hits and peer packets (lookup.cc, express.cc) request their
+// allocation line and state this many packets before reading them. Requesting the whole burst's (64 lines)
+// at once and then reading was slower at 1M flows, where each is a DRAM
+// access: this machine keeps ~16-24 misses in flight (bench/dataplane/
+// memory_latency), and the loads queued behind a full set of prefetches
+// waited for all of them. Measured (bench/RESULTS.md "Paced prefetch"): 8
+// ahead took client ChannelData at 1M flows from ~293 to ~257 cycles, peer
+// ChannelData from ~300 to ~283; 4 to 16 ahead were alike at 1M; at 1k and
+// 10k flows, where the lines are in cache, it costs ~5 cycles.
+constexpr uint16_t kAllocAhead = 8;
+
+// For j in [0, n): ahead(j) (start loading what packet j needs) kAllocAhead
+// iterations before now(j) (use it).
+template <typename Ahead, typename Now>
+inline void paced(uint16_t n, Ahead&& ahead, Now&& now) {
+    for (uint16_t j = 0; j < n && j < kAllocAhead; j++) {
+        ahead(j);
+    }
+    for (uint16_t j = 0; j < n; j++) {
+        if (j + kAllocAhead < n) {
+            ahead(static_cast<uint16_t>(j + kAllocAhead));
+        }
+        now(j);
+    }
+}
+
+// The kClient key (Key4: destination = listening address, source = client;
+// destination port, source port, channel 0, kind) from the received
+// addresses (bytes 26-33 of an untagged IPv4 frame) and UDP header words
+// (bytes 34-41), as two words: classify and the express lane build it alike.
+inline void key4_words(uint64_t addrs, uint64_t udp, KeyKind kind, uint64_t out[2]) {
+    static_assert(offsetof(Key4, a_ip) == 0 && offsetof(Key4, b_ip) == 4 && offsetof(Key4, a_port) == 8 &&
+                  offsetof(Key4, b_port) == 10 && offsetof(Key4, channel) == 12 && offsetof(Key4, kind) == 14 &&
+                  sizeof(KeyKind) == 1 && sizeof(Key4) == 16);
+    uint32_t ports = static_cast<uint32_t>(udp);
+    ports = (ports >> 16) | (ports << 16);
+    out[0] = (addrs >> 32) | (addrs << 32);
+    out[1] = uint64_t{ports} | (uint64_t(kind) << 48);
+}
+
+// An allocation's forwarded packets and bytes, this worker's share (police
+// and the express lane).
+inline void count_forwarded(AllocState& s, Kind k, uint16_t data_len) {
+    if (k == Kind::kToPeerChannel || k == Kind::kToPeerSend) {
+        s.to_peer_packets++;
+        s.to_peer_bytes += data_len;
+    } else {
+        s.to_client_packets++;
+        s.to_client_bytes += data_len;
+    }
 }
 
 // Whether allocation `a` belongs to the IPv4 client (ip, port) on the

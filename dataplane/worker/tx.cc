@@ -1,7 +1,8 @@
 // Stage 6: tx. Forwarded packets leave on the port of their next hop, punted
 // ones on the exception port (to the kernel, which sees them exactly as in
 // socket mode), dropped ones are freed. Counters are bumped here, once per
-// packet, from the verdict the stages left.
+// packet, from the verdict the stages left. (A burst the express lane
+// finished whole it sends itself, through tx_send, counting the same way.)
 //
 // Cost (callgrind): 21 instructions/packet plus the PMD (net_null: 87);
 // 25 before forwarded packets were counted per kind once per burst.

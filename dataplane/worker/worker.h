@@ -23,6 +23,9 @@ struct WorkerConfig {
     rte_ether_addr port_mac[kMaxPorts] = {};  // source MAC per egress port
     uint64_t seed = 0x9e3779b97f4a7c15ull;    // STUN transaction ids
     bool express = true;  // false: every packet through the stages (tests, measurements; express.cc)
+    // Bursts sent straight to the stages after one the express lane finished
+    // less than half of (such traffic costs more through the lane; 0: never).
+    uint8_t express_rest = 15;
 };
 
 struct Worker {

@@ -163,6 +163,7 @@ protected:
         // meson runs this binary twice: with the express lane (the default)
         // and, with DP_TEST_NO_EXPRESS set, every case through the stages alone.
         wc.express = std::getenv("DP_TEST_NO_EXPRESS") == nullptr;
+        wc.express_rest = 0;  // the lane tries every burst (ExpressLaneRests... tests resting)
         std::copy(kPortMac.begin(), kPortMac.end(), wc.port_mac[g_env->nic_port].addr_bytes);
         w_.init(wc, flows_, nh_);
         dp::NextHop gw;
@@ -309,6 +310,9 @@ protected:
             EXPECT_EQ(d, e) << "counter " << dp::counter_name(c);
         }
     }
+
+    // ExpressLaneMatchesTheStages, with and without the client cache.
+    void check_express_against_stages(uint64_t min_finished_per_phase);
 
     dp::FlowTables* flows_ = nullptr;
     dp::NextHops* nh_ = nullptr;
@@ -1397,18 +1401,22 @@ TEST_P(Pipeline, ClientCacheUnderAllocationChurn) {
 
 // The express lane (dataplane/worker/express.cc) is a second implementation
 // of the stages' common case: every burst of random traffic, run once with
-// it and once without (the stages alone) on the same tables, must leave the
-// same bytes on both ports, move the same counters and count the same
-// packets and bytes per allocation. The traffic mixes what the lane finishes
-// (ChannelData on slot channels both ways), what it must hand on (channels
-// in the hash, Send and Data indications, a bandwidth limit, sizes over the
-// MTU, frames without headroom, unknown clients, peers and channels) and
-// frames with flipped bits, cut short or with offload flags; then again with
-// a host next hop in the table for the client (looked up per destination),
-// and once more without a default next hop (peer-bound packets: none).
-TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
-    // Allocation kAllocId (SetUp): kChannel -> n_.peer in a slot; three more
-    // channels, the last one (IPv4) beyond the two slots, in the hash.
+// it and once without (the stages alone) from the same state (tables, the
+// worker's client cache and its statistics, the transaction-id generator),
+// must leave the same bytes on every port in the same order, move the same
+// counters, count the same packets and bytes per allocation and leave the
+// same client cache behind. The traffic mixes what the lane finishes
+// (ChannelData on slot channels both ways, whole bursts of it too) with what
+// it must hand on: channels in the hash, Send and Data indications, a
+// bandwidth limit, sizes over the MTU, frames without headroom or with a
+// VLAN tag, unknown clients, peers and channels, an allocation deleted and
+// re-added under the cache (stale candidates, a relayed port whose word is
+// 0), frames with flipped bits, cut short or with offload flags. Four
+// phases of next hops: the default only; host entries for the client and
+// (on the other port) the peer; those without a default; neither.
+void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
+    // Allocation kAllocId (SetUp): kChannel and 0x4101 in its two slots,
+    // 0x4102 and 0x4103 in the hash.
     std::vector<Address> peers{n_.peer};
     std::vector<uint16_t> chans{kChannel};
     for (uint16_t i = 1; i <= 3; i++) {
@@ -1416,24 +1424,45 @@ TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
         chans.push_back(static_cast<uint16_t>(0x4100 + i));
         bind_channel(chans.back(), peers.back());
     }
-    // A second client whose allocation has a (never reached) bandwidth limit.
+    // A second client, its allocation with a (never reached) bandwidth
+    // limit; a third, deleted and added again now and then.
     const Address client2 = n_.client.with_port(50001);
     const Address relayed2 = n_.relayed.with_port(49153);
     add_allocation(kAllocId + 1, client2, relayed2, 10'000'000'000ull);
     add_permission(kAllocId + 1, relayed2, n_.peer);
     add_channel(kAllocId + 1, relayed2, n_.peer, kChannel);
+    const Address client3 = n_.client.with_port(50002);
+    const Address relayed3 = n_.relayed.with_port(49154);
+    bool have3 = false;
+    auto toggle3 = [&] {
+        if (have3) {
+            del_allocation(kAllocId + 2);
+        } else {
+            add_allocation(kAllocId + 2, client3, relayed3);
+            add_permission(kAllocId + 2, relayed3, n_.peer);
+            add_channel(kAllocId + 2, relayed3, n_.peer, kChannel);
+        }
+        have3 = !have3;
+        flows_->reclaim();
+    };
+    toggle3();
     const Address no_channel_peer = n_.peer.with_port(6001);  // permission (per IP), no channel
 
-    std::mt19937 rng(static_cast<unsigned>(GetParam()) * 7 + 1);
+    std::mt19937 rng(static_cast<unsigned>(GetParam()) * 7 + (client_cache_ ? 1 : 2));
     auto payload_len = [&] {  // mostly small, some across the MTU
         const uint32_t r = rng() % 8;
         return r < 5 ? rng() % 200 : r < 7 ? 1400 + rng() % 80 : rng() % 1473;
+    };
+    auto lane_frame = [&](size_t len) {  // what the lane finishes (when nothing else is in the way)
+        const Bytes d = pattern(len, static_cast<uint8_t>(rng()));
+        // (Client ChannelData only with the cache: without it lookup finds the allocation.)
+        return rng() % 2 && client_cache_ ? from_client(channel_data(kChannel, d)) : from_peer(d, n_.peer);
     };
     auto random_frame = [&]() -> Bytes {
         const size_t len = payload_len();
         const Bytes d = pattern(len, static_cast<uint8_t>(rng()));
         Frame f;
-        switch (rng() % 12) {
+        switch (rng() % 13) {
         case 0: case 1: case 2:  // slot channel, client -> peer (the lane's)
             f = from_client(channel_data(kChannel, d, rng() % 4 == 0 ? rng() % 4 : 0));
             break;
@@ -1464,21 +1493,31 @@ TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
             f = from_client(send_indication(tx, rng() % 2 ? n_.peer : n_.stranger, d, rng() % 2 == 0));
             break;
         }
-        case 8:  // unknown client, unknown channel, stranger peer
+        case 8:  // unknown client, unknown channel
             f = from_client(channel_data(rng() % 2 ? kChannel : 0x4ffe, d));
             if (rng() % 2 == 0) {
                 f.src = n_.stranger;
             }
             break;
-        case 9:
-            f = from_peer(d, n_.stranger);
+        case 9:  // the allocation that comes and goes, both ways
+            if (rng() % 2 == 0) {
+                f = from_client(channel_data(kChannel, d));
+                f.src = client3;
+            } else {
+                f = from_peer(d, n_.peer);
+                f.dst = relayed3;
+            }
             break;
         case 10:
-            f = from_client(stun_binding_request());
+            f = rng() % 2 ? from_peer(d, n_.stranger) : from_client(stun_binding_request());
             break;
-        default:  // a relayed port nobody has
+        case 11:  // a relayed port nobody has (its chunk exists: word 0)
             f = from_peer(d, n_.peer);
-            f.dst = n_.relayed.with_port(49999);
+            f.dst = n_.relayed.with_port(49155);
+            break;
+        default:  // tagged
+            f = lane_frame(len);
+            f.vlan = 7;
             break;
         }
         f.df = rng() % 2 == 0;
@@ -1494,20 +1533,20 @@ TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
     };
     const uint64_t flag_sets[] = {0, 0, 0, RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD,
                                   RTE_MBUF_F_RX_IP_CKSUM_BAD, RTE_MBUF_F_RX_L4_CKSUM_BAD};
-    struct Frames {
+    struct In {
         Bytes bytes;
         uint64_t flags;
         uint16_t headroom;
     };
-    auto mbuf_for = [](const Frames& fr) {
+    auto mbuf_for = [](const In& in) {
         rte_mbuf* m = rte_pktmbuf_alloc(g_env->pool);
-        m->data_off = fr.headroom;
-        char* d = rte_pktmbuf_append(m, static_cast<uint16_t>(fr.bytes.size()));
-        std::memcpy(d, fr.bytes.data(), fr.bytes.size());
-        m->ol_flags = fr.flags;
+        m->data_off = in.headroom;
+        char* d = rte_pktmbuf_append(m, static_cast<uint16_t>(in.bytes.size()));
+        std::memcpy(d, in.bytes.data(), in.bytes.size());
+        m->ol_flags = in.flags;
         return m;
     };
-    // Per allocation index: the packets and bytes police or the lane counted.
+    // The per-allocation packets and bytes police or the lane counted.
     auto alloc_counts = [&] {
         std::vector<uint64_t> v;
         for (uint32_t i = 0; i < flows_->config().max_allocations; i++) {
@@ -1517,13 +1556,32 @@ TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
         }
         return v;
     };
+    // The worker's client cache: its buckets and statistics.
+    const size_t cache_bytes = w_.cache.e != nullptr ? size_t{w_.cache.mask + 1} * dp::ClientCache::kBucketBytes : 0;
+    struct CacheState {
+        std::vector<uint8_t> bytes;
+        uint32_t victim;
+        uint64_t lookups, misses;
+        bool operator==(const CacheState&) const = default;
+    };
+    auto cache_state = [&] {
+        return CacheState{std::vector<uint8_t>(w_.cache.e, w_.cache.e + cache_bytes), w_.cache.victim, w_.cache.lookups,
+                          w_.cache.misses};
+    };
+    auto set_cache = [&](const CacheState& c) {
+        std::copy(c.bytes.begin(), c.bytes.end(), w_.cache.e);
+        w_.cache.victim = c.victim;
+        w_.cache.lookups = c.lookups;
+        w_.cache.misses = c.misses;
+    };
     struct Result {
         std::vector<Bytes> nic, exc;
         std::array<uint64_t, dp::kCounterCount> counters;
         std::vector<uint64_t> allocs;
+        CacheState cache;
         uint64_t express = 0;  // packets the lane finished
     };
-    auto run_burst = [&](const std::vector<Frames>& burst, bool express) {
+    auto run_burst = [&](const std::vector<In>& burst, bool express) {
         rte_mbuf* b[dp::kBurst];
         for (size_t i = 0; i < burst.size(); i++) {
             b[i] = mbuf_for(burst[i]);
@@ -1532,9 +1590,9 @@ TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
         const std::vector<uint64_t> a0 = alloc_counts();
         const uint64_t e0 = w_.express_packets;
         w_.cfg.express = express;
-        w_.express_skip = 0;  // the lane tries every burst of this test
         dp::process_burst(w_, b, static_cast<uint16_t>(burst.size()), rte_rdtsc());
-        Result r{drain(g_env->nic_out), drain(g_env->exc_out), {}, alloc_counts(), w_.express_packets - e0};
+        Result r{drain(g_env->nic_out), drain(g_env->exc_out), {}, alloc_counts(), cache_state(),
+                 w_.express_packets - e0};
         for (size_t i = 0; i < dp::kCounterCount; i++) {
             r.counters[i] = w_.counters.v[i] - c0.v[i];
         }
@@ -1543,57 +1601,108 @@ TEST_P(Pipeline, ExpressLaneMatchesTheStages) {
         }
         return r;
     };
+    const auto family = static_cast<uint8_t>(GetParam());
     uint64_t forwarded = 0, punted = 0, dropped = 0;
-    std::array<uint64_t, 3> express_by_phase{};
-    for (int phase = 0; phase < 3; phase++) {
-        if (phase == 1) {  // a host next hop for the client
-            dp::NextHop h;
-            h.mac = {{0x02, 0, 0, 0, 0, 0x77}};
+    std::array<uint64_t, 4> finished{}, whole{};
+    for (int phase = 0; phase < 4; phase++) {
+        dp::NextHop h;
+        h.mac = {{0x02, 0, 0, 0, 0, 0x77}};
+        if (phase == 1) {  // host entries: the client's, and the peer's on the other port
             h.port = g_env->nic_port;
-            ASSERT_EQ(nh_->set_host(static_cast<uint8_t>(GetParam()), n_.client.ip.data(), h), 0);
+            ASSERT_EQ(nh_->set_host(family, n_.client.ip.data(), h), 0);
+            h.port = g_env->exc_port;
+            ASSERT_EQ(nh_->set_host(family, n_.peer.ip.data(), h), 0);
         }
-        if (phase == 2) {  // and no default: nothing for the peers
-            nh_->clear_default(static_cast<uint8_t>(GetParam()));
+        if (phase == 2) {  // and no default: nothing for the other peers
+            nh_->clear_default(family);
         }
-        for (int iter = 0; iter < 400; iter++) {
-            std::vector<Frames> burst(1 + rng() % dp::kBurst);
-            for (Frames& fr : burst) {
-                fr = {random_frame(), flag_sets[rng() % std::size(flag_sets)],
-                      static_cast<uint16_t>(rng() % 16 == 0 ? rng() % 6 : RTE_PKTMBUF_HEADROOM)};
+        if (phase == 3) {  // no next hop at all
+            nh_->del_host(family, n_.client.ip.data());
+            nh_->del_host(family, n_.peer.ip.data());
+        }
+        for (int iter = 0; iter < 300; iter++) {
+            if (iter % 37 == 36) {
+                toggle3();
             }
-            // Either order (the first run fills the client cache for the
-            // second); the Data indications' transaction ids from the same
-            // generator state both times.
+            // One burst in five only what the lane finishes: whole bursts.
+            const bool pure = rng() % 5 == 0;
+            std::vector<In> burst(1 + rng() % dp::kBurst);
+            for (In& in : burst) {
+                in = pure ? In{build(lane_frame(rng() % 200)), 0, RTE_PKTMBUF_HEADROOM}
+                          : In{random_frame(), flag_sets[rng() % std::size(flag_sets)],
+                               static_cast<uint16_t>(rng() % 16 == 0 ? rng() % 6 : RTE_PKTMBUF_HEADROOM)};
+            }
+            // Either order, from the same state both times.
             const uint64_t rng_state = w_.rng;
+            const CacheState cache0 = cache_state();
             const bool express_first = iter % 2 == 1;
             Result first = run_burst(burst, express_first);
             w_.rng = rng_state;
+            set_cache(cache0);
             Result second = run_burst(burst, !express_first);
             const Result& with = express_first ? first : second;
             const Result& without = express_first ? second : first;
-            ASSERT_EQ(with.nic, without.nic) << "phase " << phase << " iteration " << iter;
-            ASSERT_EQ(with.exc, without.exc) << "phase " << phase << " iteration " << iter;
-            ASSERT_EQ(with.counters, without.counters) << "phase " << phase << " iteration " << iter;
-            ASSERT_EQ(with.allocs, without.allocs) << "phase " << phase << " iteration " << iter;
+            const std::string where = "phase " + std::to_string(phase) + " iteration " + std::to_string(iter);
+            ASSERT_EQ(with.nic, without.nic) << where;
+            ASSERT_EQ(with.exc, without.exc) << where;
+            ASSERT_EQ(with.counters, without.counters) << where;
+            ASSERT_EQ(with.allocs, without.allocs) << where;
+            ASSERT_TRUE(with.cache == without.cache) << where;
             ASSERT_EQ(without.express, 0u);
-            express_by_phase[static_cast<size_t>(phase)] += with.express;
+            finished[static_cast<size_t>(phase)] += with.express;
+            whole[static_cast<size_t>(phase)] += with.express == burst.size();
             forwarded += with.nic.size();
             punted += with.exc.size();
             dropped += burst.size() - with.nic.size() - with.exc.size();
         }
     }
-    // The mix reached every verdict, and the lane finished packets itself
-    // (IPv4 only) in every phase.
+    // The mix reached every verdict; the lane finished packets itself (IPv4
+    // only) wherever there was a next hop, whole bursts too.
     EXPECT_GT(forwarded, 1000u);
     EXPECT_GT(punted, 500u);
     EXPECT_GT(dropped, 100u);
-    for (uint64_t e : express_by_phase) {
-        if (GetParam() == 4) {
-            EXPECT_GT(e, 300u);
+    for (size_t phase = 0; phase < 4; phase++) {
+        if (GetParam() == 4 && phase < 3) {
+            EXPECT_GT(finished[phase], min_finished_per_phase) << phase;
+            EXPECT_GT(whole[phase], 5u) << phase;
         } else {
-            EXPECT_EQ(e, 0u);
+            EXPECT_EQ(finished[phase], 0u) << phase;
         }
     }
+}
+
+TEST_P(Pipeline, ExpressLaneMatchesTheStages) { check_express_against_stages(300); }
+
+// The lane rests (sends bursts straight to the stages) for express_rest
+// bursts after one it finished less than half of, and takes over again.
+TEST_P(Pipeline, ExpressLaneRestsAfterTrafficItGivesBack) {
+    if (GetParam() != 4) {
+        GTEST_SKIP() << "the lane is IPv4 only";
+    }
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const Bytes cd = build(from_client(channel_data(kChannel, pattern(20))));
+    const Bytes send = build(from_client(send_indication(tx, n_.peer, pattern(20), false)));
+    auto burst = [&](int n_cd, int n_send) {
+        std::vector<Bytes> in(static_cast<size_t>(n_cd), cd);
+        in.insert(in.end(), static_cast<size_t>(n_send), send);
+        const uint64_t e0 = w_.express_packets;
+        const Out o = run(in);
+        EXPECT_EQ(o.nic.size(), in.size());  // forwarded either way
+        return w_.express_packets - e0;
+    };
+    w_.cfg.express = true;       // also in the dataplane-stages-only run
+    EXPECT_EQ(burst(1, 0), 0u);  // the client cache's miss (lookup fills it); resting is off
+    w_.cfg.express_rest = 3;
+    EXPECT_EQ(burst(2, 2), 2u);  // half: no rest
+    EXPECT_EQ(burst(4, 0), 4u);
+    EXPECT_EQ(burst(1, 2), 1u);  // less than half: rests for 3 bursts
+    EXPECT_EQ(burst(4, 0), 0u);
+    EXPECT_EQ(burst(4, 0), 0u);
+    EXPECT_EQ(burst(4, 0), 0u);
+    EXPECT_EQ(burst(4, 0), 4u);  // back
+    w_.cfg.express_rest = 0;     // never rests
+    EXPECT_EQ(burst(0, 3), 0u);
+    EXPECT_EQ(burst(4, 0), 4u);
 }
 
 // The workers without their client cache (FlowConfig::client_cache false,
@@ -1634,6 +1743,9 @@ TEST_P(PipelineWithoutCache, ClientTrafficGoesThroughTheHash) {
     }
     EXPECT_EQ(w_.cache.lookups, 0u);
 }
+
+// Without the cache the lane still finishes peer ChannelData.
+TEST_P(PipelineWithoutCache, ExpressLaneMatchesTheStages) { check_express_against_stages(50); }
 
 INSTANTIATE_TEST_SUITE_P(Families, PipelineWithoutCache, ::testing::Values(4, 6),
                          [](const auto& i) { return i.param == 4 ? std::string("IPv4") : std::string("IPv6"); });
