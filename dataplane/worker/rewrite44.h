@@ -100,8 +100,8 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
             r += csum::range(payload + tail_off, q.plen - tail_off, (tail_off & 1) != 0);
         }
     } else if constexpr (K == Kind::kToClientChannel) {
-        // Added: the 4-byte ChannelData header, no padding over UDP (route.cc
-        // set prefix_len 4 and pad_len 0 and checked room and MTU for that).
+        // Added: the 4-byte ChannelData header, no padding over UDP (route.cc,
+        // or the express lane's found(), checked room and MTU for that).
         pre = payload - 4;
         udp_len = sizeof(rte_udp_hdr) + 4 + q.data_len;
         const uint32_t h = q.channel_be | uint32_t{be16(q.data_len)} << 16;

@@ -79,8 +79,8 @@ inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t prefi
 }
 
 // No host entries: every destination resolves to its family's default,
-// read (the main lcore may change it at any time; a burst sees one
-// version) and checked once per burst.
+// read (the main lcore may change it at any time; this stage sees one
+// version per burst) and checked once per burst.
 void route_defaults(Worker& w, Pkt* p, uint16_t n) {
     const Allocation* allocs = w.flows->allocs;
     const uint64_t def4 = w.nexthops->default_word(4);

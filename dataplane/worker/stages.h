@@ -1,5 +1,7 @@
 // The packet stages, one per file, in pipeline order. Each takes the whole
-// burst and handles only the packets whose Pkt::next names it.
+// burst and, after classify, handles only the packets whose Pkt::next names
+// it. The express lane (express.cc) stands in for all of them for the
+// common case.
 //
 //   classify.cc  (rx)     -> kLookup | kPunt | kDrop
 //   express.cc   (rx)     -> kTx (or sent) | kRoute | classify's edges
