@@ -1458,6 +1458,18 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
         // (Client ChannelData only with the cache: without it lookup finds the allocation.)
         return rng() % 2 && client_cache_ ? from_client(channel_data(kChannel, d)) : from_peer(d, n_.peer);
     };
+    // ChannelData on kChannel of the allocation of (client, relayed), one way or the other.
+    auto either_way = [&](const Address& client, const Address& relayed, const Bytes& d) {
+        Frame f;
+        if (rng() % 2 == 0) {
+            f = from_client(channel_data(kChannel, d));
+            f.src = client;
+        } else {
+            f = from_peer(d, n_.peer);
+            f.dst = relayed;
+        }
+        return f;
+    };
     auto random_frame = [&]() -> Bytes {
         const size_t len = payload_len();
         const Bytes d = pattern(len, static_cast<uint8_t>(rng()));
@@ -1476,14 +1488,8 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
             f = from_peer(d, k < peers.size() ? peers[k] : no_channel_peer);
             break;
         }
-        case 6:  // the limited allocation, both ways
-            if (rng() % 2 == 0) {
-                f = from_client(channel_data(kChannel, d));
-                f.src = client2;
-            } else {
-                f = from_peer(d, n_.peer);
-                f.dst = relayed2;
-            }
+        case 6:  // the limited allocation
+            f = either_way(client2, relayed2, d);
             break;
         case 7: {  // Send indication
             std::array<uint8_t, 12> tx{};
@@ -1499,14 +1505,8 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
                 f.src = n_.stranger;
             }
             break;
-        case 9:  // the allocation that comes and goes, both ways
-            if (rng() % 2 == 0) {
-                f = from_client(channel_data(kChannel, d));
-                f.src = client3;
-            } else {
-                f = from_peer(d, n_.peer);
-                f.dst = relayed3;
-            }
+        case 9:  // the allocation that comes and goes
+            f = either_way(client3, relayed3, d);
             break;
         case 10:
             f = rng() % 2 ? from_peer(d, n_.stranger) : from_client(stun_binding_request());
