@@ -349,13 +349,14 @@ int main(int argc, char** argv) {
     }
     rte_eal_mp_wait_lcore();
     dp::Counters total;
-    uint64_t cache_lookups = 0, cache_misses = 0;
+    uint64_t cache_lookups = 0, cache_misses = 0, express = 0;
     for (auto& w : ws) {
         for (size_t k = 0; k < dp::kCounterCount; k++) {
             total.v[k] += w.counters.v[k];
         }
         cache_lookups += w.cache.lookups;
         cache_misses += w.cache.misses;
+        express += w.express_packets;
         w.fini();
     }
     for (size_t k = 0; k < dp::kCounterCount; k++) {
@@ -367,6 +368,8 @@ int main(int argc, char** argv) {
     // Workers' kClient caches (flow/client_cache.h): misses went to the hash.
     std::printf("client_cache_lookups %llu\nclient_cache_misses %llu\n", static_cast<unsigned long long>(cache_lookups),
                 static_cast<unsigned long long>(cache_misses));
+    // Forwarded packets the express lane (worker/express.cc) finished itself.
+    std::printf("express_packets %llu\n", static_cast<unsigned long long>(express));
     // The control-plane link's totals: what was applied, and what resyncs
     // swept (entries a new control plane did not re-add).
     const auto& as = applier.stats();

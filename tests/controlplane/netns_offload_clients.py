@@ -187,6 +187,11 @@ def main():
         # Peer -> client: the dataplane frames the peer's datagrams as ChannelData on the
         # bound number itself: all fast path.
         check(pc == s["sent"], f"channels: fwd_peer_channel {pc} == sent {s['sent']}")
+        # Most of it through the express lane (dataplane/worker/express.cc), the rest through
+        # the stages (first packets of a flow, bursts after one the lane gave back).
+        ex = int(c.get("express_packets", 0))
+        print(f"channels: express_packets {ex} of {cc + pc}", flush=True)
+        check(ex > 0, f"channels: express lane forwarded some ({ex})")
         check(delta["peer_to_client"] == 0, f"channels: peer_to_client path=socket == 0 ({delta['peer_to_client']})")
 
         # Run 2: Send / Data indications, entirely on the fast path.
