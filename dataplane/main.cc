@@ -338,6 +338,24 @@ int main(int argc, char** argv) {
     }
 
     dp::Applier applier(*flows);
+    // Each worker's counters for the control plane's metrics, read while the
+    // workers run (single-writer 64-bit counters: a report may be a burst
+    // behind, never torn on the 64-bit targets DPDK supports).
+    applier.worker_counters = [&ws](std::vector<turn::ipc::WorkerCounters>& out) {
+        static_assert(dp::kCounterCount <= turn::ipc::WorkerCounters::kMaxCounters);
+        for (const auto& w : ws) {
+            turn::ipc::WorkerCounters c{};
+            c.worker = w.cfg.id;
+            c.count = static_cast<uint32_t>(dp::kCounterCount);
+            for (size_t k = 0; k < dp::kCounterCount; k++) {
+                c.counters[k] = w.counters.v[k];
+            }
+            c.cache_lookups = w.cache.lookups;
+            c.cache_misses = w.cache.misses;
+            c.express_packets = w.express_packets;
+            out.push_back(c);
+        }
+    };
     IpcClient ipc(o.ipc, applier, workers);
     while (!g_stop.load()) {
         ipc.step(100);

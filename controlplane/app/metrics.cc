@@ -4,6 +4,12 @@
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
 
+#include <algorithm>
+#include <iterator>
+#include <string>
+
+#include "ipc/dataplane_counters.h"
+
 namespace turn::cp {
 
 class MetricsExporter::Collector final : public prometheus::Collectable {
@@ -112,6 +118,35 @@ public:
             auto& rs = family("turn_dataplane_resyncs_total", "Full state resyncs sent to the dataplane",
                               MetricType::Counter);
             counter(rs, {}, static_cast<double>(dp_->resyncs.load()));
+            // Each worker's packet counters: forwards, every punt and drop reason.
+            const auto workers = dp_->workers();
+            auto& wp = family("turn_dataplane_worker_packets_total",
+                              "Dataplane worker packet counters by name: rx, fwd_* forwarded, punt_* to the kernel, "
+                              "drop_* dropped (dataplane/README.md)",
+                              MetricType::Counter);
+            static constexpr const char* kNames[] = {
+#define TURN_X(name, desc) #name,
+                TURN_DP_COUNTERS(TURN_X)
+#undef TURN_X
+            };
+            for (const auto& [id, c] : workers) {
+                for (size_t k = 0; k < std::min<size_t>(c.count, std::size(kNames)); ++k) {
+                    counter(wp, {{"worker", std::to_string(id)}, {"counter", kNames[k]}},
+                            static_cast<double>(c.counters[k]));
+                }
+            }
+            auto& cl = family("turn_dataplane_client_cache_lookups_total",
+                              "Client packets a dataplane worker looked up in its client cache", MetricType::Counter);
+            auto& cm = family("turn_dataplane_client_cache_misses_total",
+                              "Client-cache lookups that went on to the flow hash", MetricType::Counter);
+            auto& ex = family("turn_dataplane_express_packets_total",
+                              "Packets a dataplane worker's express lane forwarded (IPv4 ChannelData on slot channels)",
+                              MetricType::Counter);
+            for (const auto& [id, c] : workers) {
+                counter(cl, {{"worker", std::to_string(id)}}, static_cast<double>(c.cache_lookups));
+                counter(cm, {{"worker", std::to_string(id)}}, static_cast<double>(c.cache_misses));
+                counter(ex, {{"worker", std::to_string(id)}}, static_cast<double>(c.express_packets));
+            }
         }
         auto& draining = family("turn_draining", "1 while the relay drains after SIGTERM", MetricType::Gauge);
         gauge(draining, {}, shared_.draining.load() ? 1.0 : 0.0);

@@ -391,6 +391,12 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
             return;
         }
         break;
+    case ipc::MsgType::kWorkerCounters:
+        if (auto m = ipc::decode<ipc::WorkerCounters>(d)) {
+            counters_.set_worker(*m);
+            return;
+        }
+        break;
     default: break;
     }
     log_event(LogLevel::kWarn, "dataplane_bad_message",
@@ -400,6 +406,7 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
 void IpcServer::on_hello(const ipc::Hello& h) {
     if (h.boot_id != boot_id_) {
         last_.clear();  // a new dataplane process: its counters start at zero
+        counters_.clear_workers();
         boot_id_ = h.boot_id;
     }
     ++generation_;

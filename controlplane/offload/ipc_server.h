@@ -43,6 +43,25 @@ struct DataplaneCounters {
     std::atomic<uint64_t> resyncs{0};     // full resyncs sent
     std::atomic<uint64_t> disconnects{0};
     std::atomic<bool> connected{false};   // a dataplane is attached and in sync
+
+    // Each dataplane worker's last WorkerCounters, by worker id (a new
+    // dataplane process starts them over). Written by the IPC thread.
+    std::map<uint32_t, ipc::WorkerCounters> workers() const {
+        std::lock_guard lk(workers_mu);
+        return workers_;
+    }
+    void set_worker(const ipc::WorkerCounters& c) {
+        std::lock_guard lk(workers_mu);
+        workers_[c.worker] = c;
+    }
+    void clear_workers() {
+        std::lock_guard lk(workers_mu);
+        workers_.clear();
+    }
+
+private:
+    mutable std::mutex workers_mu;
+    std::map<uint32_t, ipc::WorkerCounters> workers_;
 };
 
 class IpcServer final : public OffloadHook {

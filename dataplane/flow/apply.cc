@@ -447,6 +447,13 @@ void Applier::finish(uint64_t id, Alloc& a) {
 }
 
 void Applier::report_counters(const std::function<void(std::span<const uint8_t>)>& send) {
+    if (worker_counters) {
+        std::vector<ipc::WorkerCounters> ws;
+        worker_counters(ws);
+        for (ipc::WorkerCounters& wc : ws) {
+            send(ipc::encode(wc, ++seq_));
+        }
+    }
     ipc::CountersReport r{};
     auto flush = [&](bool last) {
         r.last = last ? 1 : 0;

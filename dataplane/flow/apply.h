@@ -14,6 +14,7 @@
 #include <map>
 #include <span>
 #include <unordered_map>
+#include <vector>
 
 #include "flow/tables.h"
 #include "ipc/protocol.h"
@@ -50,8 +51,13 @@ public:
     void on(const turn::ipc::ChannelAdd& m);
     void on(const turn::ipc::ChannelDel& m);
     void on(const turn::ipc::LimitSet& m);
-    // Sums every worker's per-allocation counters into CountersReport chunks.
+    // Each worker's packet counters (WorkerCounters, from worker_counters
+    // when set), then every worker's per-allocation counters summed into
+    // CountersReport chunks.
     void report_counters(const std::function<void(std::span<const uint8_t>)>& send);
+    // Fills one WorkerCounters (worker, count, values) per worker; set by the
+    // process that owns the workers (main.cc).
+    std::function<void(std::vector<turn::ipc::WorkerCounters>&)> worker_counters;
 
     const Stats& stats() const { return stats_; }
     size_t allocations() const { return allocs_.size(); }

@@ -38,6 +38,7 @@ enum class MsgType : uint16_t {
     kLimitSet = 16,        // per-allocation bandwidth limit
     kCountersRequest = 20, // cp -> dp
     kCountersReport = 21,  // dp -> cp: per-allocation counters, in chunks
+    kWorkerCounters = 22,  // dp -> cp: one worker's packet counters, with each CountersReport
 };
 
 // Address on the wire: 20 bytes.
@@ -181,6 +182,24 @@ struct CountersReport {
 };
 static_assert(sizeof(CountersReport) <= kMaxMessage);
 
+// One dataplane worker's packet counters (ipc/dataplane_counters.h, in that
+// order; `count` of them, as many as the sender knows), its client-cache
+// statistics and the packets its express lane finished; all cumulative
+// since the dataplane process started. Sent before the CountersReport
+// chunks that answer a CountersRequest.
+struct WorkerCounters {
+    static constexpr MsgType kType = MsgType::kWorkerCounters;
+    static constexpr size_t kMaxCounters = 64;
+    Header h;
+    uint32_t worker = 0;
+    uint32_t count = 0;
+    uint64_t counters[kMaxCounters] = {};
+    uint64_t cache_lookups = 0;
+    uint64_t cache_misses = 0;
+    uint64_t express_packets = 0;
+};
+static_assert(sizeof(WorkerCounters) <= kMaxMessage);
+
 // has_unique_object_representations: no hidden padding, so encode() never
 // sends uninitialised bytes.
 template <typename M>
@@ -227,6 +246,11 @@ bool valid(const M& m) {
     }
     if constexpr (std::is_same_v<M, CountersReport>) {
         if (m.count > CountersReport::kMaxEntries) {
+            return false;
+        }
+    }
+    if constexpr (std::is_same_v<M, WorkerCounters>) {
+        if (m.count > WorkerCounters::kMaxCounters) {
             return false;
         }
     }

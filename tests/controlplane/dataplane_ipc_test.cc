@@ -201,6 +201,10 @@ public:
             const auto h = ipc::peek(buf);
             if (h && h->type == ipc::MsgType::kCountersRequest) {
                 ++counter_requests;
+                for (auto wc : workers) {  // as turn-dataplane: worker counters first
+                    auto b = ipc::encode(wc, ++seq_);
+                    ::send(fd_, b.data(), b.size(), 0);
+                }
                 if (report) {
                     auto r = *report;
                     auto b = ipc::encode(r, ++seq_);
@@ -237,6 +241,7 @@ public:
     void send_raw(std::span<const uint8_t> b) { ::send(fd_, b.data(), b.size(), 0); }
 
     std::optional<ipc::CountersReport> report;
+    std::vector<ipc::WorkerCounters> workers;
     int counter_requests = 0;
 
 private:
@@ -335,6 +340,20 @@ TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
     r.entries[0].to_client_bytes = 700;
     r.entries[0].dropped_packets = 2;
     dp->report = r;
+    // And two workers' packet counters (ipc/dataplane_counters.h order: rx, fwd_client_channel, ...).
+    for (uint32_t w = 0; w < 2; ++w) {
+        ipc::WorkerCounters wc{};
+        wc.worker = w;
+        wc.count = 3;
+        wc.counters[0] = 100 + w;  // rx
+        wc.counters[1] = 40 + w;   // fwd_client_channel
+        wc.counters[2] = 3;        // fwd_client_send
+        wc.counters[3] = 999;      // beyond count: not exported
+        wc.cache_lookups = 50;
+        wc.cache_misses = 5 + w;
+        wc.express_packets = 30 + w;
+        dp->workers.push_back(wc);
+    }
     dp->serve_counters(3000);
     ASSERT_GT(dp->counter_requests, 0) << "no CountersRequest within 3 s";
     // The same cumulative figures again add nothing.
@@ -357,6 +376,16 @@ TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
               std::string::npos);
     EXPECT_NE(body.find("turn_dataplane_dropped_packets_total 2"), std::string::npos);
     EXPECT_NE(body.find("turn_dataplane_connected 1"), std::string::npos);
+    // The workers' counters, by name.
+    EXPECT_NE(body.find("turn_dataplane_worker_packets_total{worker=\"0\",counter=\"rx\"} 100"), std::string::npos)
+        << body;
+    EXPECT_NE(body.find("turn_dataplane_worker_packets_total{worker=\"1\",counter=\"fwd_client_channel\"} 41"),
+              std::string::npos);
+    EXPECT_NE(body.find("turn_dataplane_worker_packets_total{worker=\"1\",counter=\"fwd_client_send\"} 3"),
+              std::string::npos);
+    EXPECT_EQ(body.find("counter=\"fwd_peer_channel\""), std::string::npos);  // beyond the report's count
+    EXPECT_NE(body.find("turn_dataplane_client_cache_misses_total{worker=\"1\"} 6"), std::string::npos);
+    EXPECT_NE(body.find("turn_dataplane_express_packets_total{worker=\"0\"} 30"), std::string::npos);
 
     // 5. Disconnect: the relay keeps serving; a reconnect gets the full live state.
     dp.reset();

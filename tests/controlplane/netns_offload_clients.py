@@ -144,6 +144,7 @@ def main():
         rc, out, cmd = run_uclient(extra)
         time.sleep(2.0)  # the relay polls the dataplane's counters every second
         after = socket_counts()
+        scraped = metrics(MPORT)
         counters = stop_dataplane(dp)
         dp = None
         check(wait_metric(MPORT, "turn_dataplane_connected", 0, 50) == 0, f"{name}: dataplane detached")
@@ -161,6 +162,16 @@ def main():
         delta = {d: after[d] - before[d] for d in DIRS}
         fwd = {k: int(v) for k, v in counters.items() if k.startswith(("fwd_", "drop_", "punt"))}
         print(f"{name}: dataplane counters {fwd}; path=socket delta {delta}", flush=True)
+        # The workers' counters as /metrics exports them (summed over workers), from the relay's
+        # last poll: the same figures turn-dataplane prints when it stops.
+        exported = {}
+        for line in scraped.splitlines():
+            m = re.match(r'turn_dataplane_worker_packets_total\{worker="\d+",counter="(\w+)"\} (\S+)$', line)
+            if m:
+                exported[m.group(1)] = exported.get(m.group(1), 0) + int(float(m.group(2)))
+        for k in ("fwd_client_channel", "fwd_peer_channel", "fwd_client_send", "fwd_peer_data"):
+            check(exported.get(k, 0) == int(counters.get(k, 0)),
+                  f"{name}: /metrics {k} {exported.get(k, 0)} == dataplane's {counters.get(k, 0)}")
         return s, out, counters, delta
 
     try:

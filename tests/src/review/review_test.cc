@@ -255,5 +255,17 @@ TEST(ReviewIpc, CountersReportCountBeyondCapacityIsRejected) {
     EXPECT_FALSE(got.has_value());
 }
 
+// The same bound for a worker's counters: the control plane exports `count`
+// of them by name.
+TEST(ReviewIpc, WorkerCountersCountBeyondCapacityIsRejected) {
+    ipc::WorkerCounters w{};
+    w.count = ipc::WorkerCounters::kMaxCounters;
+    const auto wire = ipc::encode(w, 1);
+    EXPECT_TRUE(ipc::decode<ipc::WorkerCounters>(std::vector<uint8_t>(wire.begin(), wire.end())).has_value());
+    w.count = ipc::WorkerCounters::kMaxCounters + 1;
+    const auto bad = ipc::encode(w, 2);
+    EXPECT_FALSE(ipc::decode<ipc::WorkerCounters>(std::vector<uint8_t>(bad.begin(), bad.end())).has_value());
+}
+
 }  // namespace
 }  // namespace turn
