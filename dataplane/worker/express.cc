@@ -38,9 +38,9 @@
 // bursts go to classify directly (express_wanted).
 //
 // Cost (callgrind, 10k flows, instructions per packet of process_burst with
-// net_null's ~81): client ChannelData 566 -> 503, peer ChannelData 511 ->
-// 435, with host next hops 782 -> 708; Send 926 -> 945 and Data indication
-// 800 -> 812 (handed to the stages). Cycles: ChannelData 7-8 % fewer at
+// net_null's ~81): client ChannelData 566 -> 492, peer ChannelData 511 ->
+// 427, with host next hops 782 -> 698; Send 926 -> 939 and Data indication
+// 800 -> 806 (handed to the stages). Cycles: ChannelData 7-8 % fewer at
 // 1k-10k flows, no change beyond the noise at 1M (bench/RESULTS.md
 // "Express lane").
 //
@@ -192,8 +192,6 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                 q.alloc = a;
                 std::memcpy(q.peer_ip, &s->peer_ip, 4);
                 q.peer_port_be = s->peer_port;
-                q.prefix_len = 0;
-                q.pad_len = 0;
                 // 42 bytes of new headers where there were 46 (parse_udp4:
                 // untagged, no IP options), the data inside the frame.
                 found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), true);
@@ -227,8 +225,6 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
                 if (ch != 0) {
                     q.alloc = a;
                     q.channel_be = ch;
-                    q.prefix_len = 4;
-                    q.pad_len = 0;
                     // 46 bytes of new headers where there were 42.
                     found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr) + 4, q.m->data_off >= 4);
                     return;

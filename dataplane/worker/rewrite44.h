@@ -187,10 +187,9 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     uint64_t nh;
     static_assert(sizeof(NextHop) == 8);
     std::memcpy(&nh, &q.nh, 8);
-    const uint8_t* smac = c.w.cfg.port_mac[q.nh.port].addr_bytes;
-    const uint64_t smac48 = load32(smac) | uint64_t{static_cast<uint16_t>(smac[4] | smac[5] << 8)} << 32;
+
     store64(eth, nh);
-    store64(eth + 6, smac48 | uint64_t{be16(RTE_ETHER_TYPE_IPV4)} << 48);
+    store64(eth + 6, c.w.eth_src4[q.nh.port]);
 
     rte_mbuf* m = q.m;
     m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));

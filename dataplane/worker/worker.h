@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "common/dpdk.h"
 #include "flow/tables.h"
@@ -36,6 +37,9 @@ struct Worker {
     ClientCache cache;            // flows->client_cache(cfg.id); this worker's only
     double tsc_hz = 0;
     uint64_t rng = 0;
+    // Bytes 6-13 of an IPv4 frame leaving each port (source MAC, ethertype)
+    // as one word, for rewrite44's store (from cfg.port_mac at init).
+    uint64_t eth_src4[kMaxPorts] = {};
     uint64_t express_packets = 0;  // finished by the express lane (express.cc; statistics)
     uint8_t express_skip = 0;      // bursts left before the lane is tried again (express_wanted)
     Counters counters;
@@ -43,6 +47,11 @@ struct Worker {
     // Bind to tables; call on the worker's lcore before the first poll.
     void init(const WorkerConfig& c, FlowTables* f, NextHops* n) {
         cfg = c;
+        for (uint16_t port = 0; port < kMaxPorts; port++) {
+            uint64_t mac = 0;
+            std::memcpy(&mac, c.port_mac[port].addr_bytes, 6);  // little-endian: the MAC's bytes in order
+            eth_src4[port] = mac | uint64_t{rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)} << 48;
+        }
         flows = f;
         nexthops = n;
         state = f->state(c.id);
