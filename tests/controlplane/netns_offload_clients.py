@@ -17,6 +17,10 @@ Fast path: coturn 4.6.1's uclient picks channel numbers at random in RFC 5766's
 channel the control plane bound, so every ChannelData is on the fast path both ways:
 fwd_client_channel == fwd_peer_channel == sent and path="socket" does not move. The Send run has no channel numbers and is entirely on the fast
 path: fwd_client_send == fwd_peer_data == sent, path="socket" does not move.
+The channels run's dataplane counters are also checked as operators see them: turn-relay's
+/metrics (turn_dataplane_worker_packets_total and friends) against what turn-dataplane prints
+at exit, promtool's linter on that exposition, and a real Prometheus server (Debian's
+`prometheus`, in the relay's namespace) scraping it, whose stored series must agree.
 A third run (if python3-aioice is installed for /usr/bin/python3): aioice's TURN client
 allocates and exchanges datagrams with the same echo peer. aioice always binds a channel
 (0x4000 up) before sending, so it never uses Send/Data indications; after one warm-up datagram
@@ -106,6 +110,53 @@ def socket_counts():
     return {d: metric(text, f'turn_relayed_packets_total{{direction="{d}",path="socket"}}') or 0 for d in DIRS}
 
 
+PROM_PORT = 9732
+
+
+class Prometheus:
+    """Debian's prometheus in the relay's namespace, scraping turn-relay's /metrics every second."""
+
+    def __init__(self, workdir):
+        cfg = os.path.join(workdir, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                    "scrape_configs:\n  - job_name: turn-relay\n    static_configs:\n"
+                    f"      - targets: ['127.0.0.1:{MPORT}']\n")
+        self.log = os.path.join(workdir, "prometheus.log")
+        with open(self.log, "wb") as logf:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", NS_R, "prometheus", f"--config.file={cfg}",
+                 f"--storage.tsdb.path={os.path.join(workdir, 'prom-data')}",
+                 f"--web.listen-address=127.0.0.1:{PROM_PORT}", "--log.level=warn"],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self._get("/-/ready") is not None:
+                return
+            time.sleep(0.3)
+        raise RuntimeError("prometheus not ready: " + open(self.log).read()[-2000:])
+
+    def _get(self, path, query=None):
+        args = ["ip", "netns", "exec", NS_R, "curl", "-sf", "-G", f"http://127.0.0.1:{PROM_PORT}{path}"]
+        if query is not None:
+            args[5:5] = ["--data-urlencode", f"query={query}"]
+        p = subprocess.run(args, capture_output=True, text=True, timeout=10)
+        return p.stdout if p.returncode == 0 else None
+
+    def value(self, query):
+        """Sum of an instant query's samples, or None without any."""
+        body = self._get("/api/v1/query", query)
+        res = json.loads(body)["data"]["result"] if body else []
+        return sum(float(x["value"][1]) for x in res) if res else None
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def run_uclient(extra):
     cmd = ["ip", "netns", "exec", NS_H, "turnutils_uclient", "-v", "-u", "alice", "-w", "alice-pw",
            "-p", str(TURN_PORT), "-n", str(MSGS), "-l", str(LEN), "-z", "5", "-m", str(CLIENTS),
@@ -122,7 +173,7 @@ def main():
     cfg = os.path.join(tmp, "relay.toml")
     e2e.write_relay_config(cfg, MPORT, sock, port_max=49200)
     e2e.setup()
-    relay = dp = upeer = None
+    relay = dp = upeer = prom = None
     ok, fails = True, []
     prefixes = ("tccl_a", "tccl_b", "tccl_c")
 
@@ -162,6 +213,24 @@ def main():
         delta = {d: after[d] - before[d] for d in DIRS}
         fwd = {k: int(v) for k, v in counters.items() if k.startswith(("fwd_", "drop_", "punt"))}
         print(f"{name}: dataplane counters {fwd}; path=socket delta {delta}", flush=True)
+        if prom is not None and name == "channels":
+            # promtool's linter accepts the exposition with the dataplane's series in it, and the
+            # Prometheus server stored the same figures (it scrapes every second).
+            lint = subprocess.run(["promtool", "check", "metrics"], input=scraped, capture_output=True, text=True)
+            check(lint.returncode == 0 and "turn_dataplane" not in lint.stdout + lint.stderr,
+                  f"{name}: promtool check metrics ({(lint.stdout + lint.stderr).strip()[:300]})")
+            want = metric(scraped, 'turn_dataplane_express_packets_total{worker="0"}')
+            for k in ("fwd_client_channel", "fwd_peer_channel"):
+                q = f'sum(turn_dataplane_worker_packets_total{{counter="{k}"}})'
+                got = None
+                for _ in range(20):
+                    got = prom.value(q)
+                    if got == int(counters.get(k, 0)):
+                        break
+                    time.sleep(0.5)
+                check(got == int(counters.get(k, 0)), f"{name}: Prometheus {q} = {got} == {counters.get(k, 0)}")
+            got = prom.value('sum(turn_dataplane_express_packets_total)')
+            check(want is not None and got == want, f"{name}: Prometheus express packets {got} == /metrics {want}")
         # The workers' counters as /metrics exports them (summed over workers), from the relay's
         # last poll: the same figures turn-dataplane prints when it stops.
         exported = {}
@@ -183,6 +252,10 @@ def main():
             time.sleep(0.1)
         upeer = subprocess.Popen(["ip", "netns", "exec", NS_H, "turnutils_peer", "-L", PEER, "-p", str(UPEER_PORT)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if os.path.exists("/usr/bin/prometheus"):
+            prom = Prometheus(tmp)
+        else:
+            print("prometheus not installed: its checks skipped", flush=True)
         time.sleep(0.3)
 
         # Run 1: channels.
@@ -244,6 +317,8 @@ def main():
         else:
             print("aioice: python3-aioice not installed, run skipped", flush=True)
     finally:
+        if prom is not None:
+            prom.close()
         if dp is not None:
             stop_dataplane(dp)
         if upeer is not None and upeer.poll() is None:
