@@ -366,15 +366,20 @@ int main(int argc, char** argv) {
         flows->reclaim();
     }
     rte_eal_mp_wait_lcore();
+    // The same per-worker figures the control plane gets, summed.
+    std::vector<turn::ipc::WorkerCounters> snap;
+    applier.worker_counters(snap);
     dp::Counters total;
     uint64_t cache_lookups = 0, cache_misses = 0, express = 0;
-    for (auto& w : ws) {
+    for (const auto& c : snap) {
         for (size_t k = 0; k < dp::kCounterCount; k++) {
-            total.v[k] += w.counters.v[k];
+            total.v[k] += c.counters[k];
         }
-        cache_lookups += w.cache.lookups;
-        cache_misses += w.cache.misses;
-        express += w.express_packets;
+        cache_lookups += c.cache_lookups;
+        cache_misses += c.cache_misses;
+        express += c.express_packets;
+    }
+    for (auto& w : ws) {
         w.fini();
     }
     for (size_t k = 0; k < dp::kCounterCount; k++) {

@@ -8,8 +8,9 @@
 // Cost (callgrind, IPv4, 10k flows, instructions/packet): 108 ChannelData,
 // 171 Send (attribute walk), 93 peer; was 158/298/143 before the
 // straight-line IPv4 check (parse_udp4, stages.h, shared with the express
-// lane) took the common case off the general parser. start_lookup adds ~17 per client packet (the key's CRC,
-// moved here from lookup, and the cache-bucket prefetch): 125 ChannelData.
+// lane) took the common case off the general parser. start_lookup adds ~17
+// per client packet (the key's CRC, moved here from lookup, and the
+// cache-bucket prefetch): 125 ChannelData.
 // Per-stage cycles are not separable on these machines (no PMU);
 // bench/RESULTS.md has the pipeline total.
 //

@@ -103,9 +103,7 @@ struct Udp4 {
     uint64_t udp;    // bytes 34-41: source port, destination port, length, checksum
     uint16_t plen;   // UDP payload bytes, inside the frame
     uint32_t dst_ip() const { return static_cast<uint32_t>(addrs >> 32); }
-    uint32_t src_ip() const { return static_cast<uint32_t>(addrs); }
     uint16_t dst_port() const { return static_cast<uint16_t>(udp >> 16); }
-    uint16_t src_port() const { return static_cast<uint16_t>(udp); }
 };
 
 inline __attribute__((always_inline)) bool parse_udp4(const rte_mbuf* m, const uint8_t* d, Udp4* h) {
@@ -155,8 +153,8 @@ inline __attribute__((always_inline)) bool parse_udp4(const rte_mbuf* m, const u
 }
 
 // Cache hits and peer packets (lookup.cc, express.cc) request their
-// allocation line and state this many packets before reading them. Requesting the whole burst's (64 lines)
-// at once and then reading was slower at 1M flows, where each is a DRAM
+// allocation line and state this many packets before reading them.
+// Requesting the whole burst's (64 lines) at once and then reading was slower at 1M flows, where each is a DRAM
 // access: this machine keeps ~16-24 misses in flight (bench/dataplane/
 // memory_latency), and the loads queued behind a full set of prefetches
 // waited for all of them. Measured (bench/RESULTS.md "Paced prefetch"): 8
