@@ -22,6 +22,7 @@
 #include "core/shared.h"
 #include "io/event_loop.h"
 #include "io/state_store.h"
+#include "io/tls.h"
 #include "offload/ipc_server.h"
 
 using namespace turn;
@@ -52,12 +53,14 @@ void setup_logging(const Config& c) {
 
 std::string turn_urls(const Config& c) {
     std::string s;
-    for (const auto& l : c.listen) {
-        if (!s.empty()) {
-            s += ' ';
+    auto add = [&](const std::vector<Address>& ls, const char* scheme, const char* transport) {
+        for (const auto& l : ls) {
+            s += (s.empty() ? "" : " ") + std::string(scheme) + ":" + l.to_string() + "?transport=" + transport;
         }
-        s += "turn:" + l.to_string() + "?transport=udp";
-    }
+    };
+    add(c.listen, "turn", "udp");
+    add(c.listen_tcp, "turn", "tcp");
+    add(c.listen_tls, "turns", "tcp");
     return s;
 }
 
@@ -129,6 +132,12 @@ int main(int argc, char** argv) {
     unsigned threads = 0;
     app.add_option("--config,-c", config_path, "TOML configuration file");
     app.add_option("--listen", cli.listen, "UDP listening address IP:port (repeatable)");
+    app.add_option("--listen-tcp", cli.listen_tcp, "TURN over TCP listening address IP:port (repeatable)");
+    app.add_option("--listen-tls", cli.listen_tls, "TURN over TLS listening address IP:port (repeatable)");
+    std::string tls_cert;
+    std::string tls_key;
+    auto* cert_opt = app.add_option("--tls-cert", tls_cert, "PEM certificate chain for --listen-tls");
+    auto* key_opt = app.add_option("--tls-key", tls_key, "PEM private key for --listen-tls");
     app.add_option("--relay-ip", cli.relay_ips, "relayed address IP, at most one per family (repeatable)");
     auto* realm_opt = app.add_option("--realm", realm, "authentication realm");
     app.add_option("--user", cli.users, "static user NAME:PASS (repeatable)");
@@ -172,6 +181,12 @@ int main(int argc, char** argv) {
     if (state_opt->count() > 0) {
         cli.state_dir = state_dir;
     }
+    if (cert_opt->count() > 0) {
+        cli.tls_certificate = tls_cert;
+    }
+    if (key_opt->count() > 0) {
+        cli.tls_private_key = tls_key;
+    }
 
     auto loaded = load_config(cli);
     if (auto* err = std::get_if<ConfigError>(&loaded)) {
@@ -179,6 +194,16 @@ int main(int argc, char** argv) {
     }
     const Config config = std::get<Config>(loaded);
     setup_logging(config);
+    // TURN over TLS: the certificate and key are read (and checked against
+    // each other) now, so a bad file stops start-up with the key to fix.
+    TlsContext tls;
+    if (!config.listen_tls.empty()) {
+        std::string tls_err;
+        tls = make_tls_context(config.tls_certificate, config.tls_private_key, tls_err);
+        if (!tls) {
+            return fatal_config(tls_err);
+        }
+    }
 
     std::string err;
     // With a state directory the nonce secret outlives the process, so the
@@ -228,7 +253,7 @@ int main(int argc, char** argv) {
     std::vector<const Stats*> stats;
     for (unsigned i = 0; i < n; ++i) {
         loops.push_back(std::make_unique<EventLoop>(*shared, offload, i));
-        if (auto e = loops.back()->bind_listeners(); !e.empty()) {
+        if (auto e = loops.back()->bind_listeners(tls.get()); !e.empty()) {
             log_event("startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;

@@ -22,7 +22,7 @@ public:
         using prometheus::MetricFamily;
         using prometheus::MetricType;
         std::vector<MetricFamily> out;
-        out.reserve(24);  // family() hands out references: no reallocation allowed
+        out.reserve(32);  // family() hands out references: no reallocation allowed
         auto family = [&](const char* name, const char* help, MetricType t) -> MetricFamily& {
             out.push_back(MetricFamily{name, help, t, {}});
             return out.back();
@@ -107,6 +107,24 @@ public:
         auto& icmp = family("turn_icmp_indications_total",
                             "ICMP errors from peers reported to clients (Data indication with ICMP)", MetricType::Counter);
         counter(icmp, {}, sum([](const Stats& s) { return s.icmp_indications.get(); }));
+        // TCP/TLS client connections (the transports' listeners, RFC 8656 3.1).
+        auto& co = family("turn_connections", "Open TCP/TLS client connections", MetricType::Gauge);
+        auto& ca = family("turn_connections_accepted_total", "TCP/TLS client connections accepted",
+                          MetricType::Counter);
+        auto& cc = family("turn_connections_closed_total", "TCP/TLS client connections closed, by reason",
+                          MetricType::Counter);
+        for (size_t t = 0; t < kStreamKinds; ++t) {
+            const std::string tr = t == 0 ? "tcp" : "tls";
+            double closed = 0;  // read before accepted: a connection closed in between is not counted below zero
+            for (size_t r = 0; r < static_cast<size_t>(ConnClose::kCount); ++r) {
+                const double v = sum([&](const Stats& s) { return s.connections_closed[t][r].get(); });
+                closed += v;
+                counter(cc, {{"transport", tr}, {"reason", std::string(name(static_cast<ConnClose>(r)))}}, v);
+            }
+            const double accepted = sum([&](const Stats& s) { return s.connections_accepted[t].get(); });
+            counter(ca, {{"transport", tr}}, accepted);
+            gauge(co, {{"transport", tr}}, accepted - closed);
+        }
         if (dp_ != nullptr) {
             auto& dc = family("turn_dataplane_connected", "1 while a dataplane is attached and in sync",
                               MetricType::Gauge);

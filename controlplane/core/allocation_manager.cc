@@ -164,7 +164,9 @@ Allocation& AllocationManager::insert(std::unique_ptr<Allocation> a) {
         shared_.allocations_v6.fetch_add(1);
     }
     arm_allocation_timer(ref.id, ref.expires_ms);
-    offload_.allocation_added(offload_view(ref, bps));
+    if (offloaded(ref)) {
+        offload_.allocation_added(offload_view(ref, bps));
+    }
     return ref;
 }
 
@@ -190,14 +192,16 @@ void AllocationManager::remove_family(Allocation& a, Family f) {
     (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
     r = RelayEndpoint{};
     // Offloaded state follows: re-announce the allocation without that family.
-    offload_.allocation_removed(a.id);
-    offload_.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
-    for (const auto& [peer, p] : a.permissions) {
-        (void)p;
-        offload_.permission_added(a.id, peer);
-    }
-    for (const auto& [ch, b] : a.channels) {
-        offload_.channel_added(a.id, ch, b.peer);
+    if (offloaded(a)) {
+        offload_.allocation_removed(a.id);
+        offload_.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
+        for (const auto& [peer, p] : a.permissions) {
+            (void)p;
+            offload_.permission_added(a.id, peer);
+        }
+        for (const auto& [ch, b] : a.channels) {
+            offload_.channel_added(a.id, ch, b.peer);
+        }
     }
     log("allocation_refreshed", a);
 }
@@ -223,16 +227,19 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
     }
     log(why == EndReason::kDeleted ? "allocation_deleted"
         : why == EndReason::kExpired ? "allocation_expired"
-                                     : "allocation_closed",
+        : why == EndReason::kConnectionClosed ? "allocation_connection_closed"
+                                              : "allocation_closed",
         a);
-    for (const auto& [ch, b] : a.channels) {
-        offload_.channel_removed(a.id, ch, b.peer);
+    if (offloaded(a)) {
+        for (const auto& [ch, b] : a.channels) {
+            offload_.channel_removed(a.id, ch, b.peer);
+        }
+        for (const auto& [peer, p] : a.permissions) {
+            (void)p;
+            offload_.permission_removed(a.id, peer);
+        }
+        offload_.allocation_removed(a.id);
     }
-    for (const auto& [peer, p] : a.permissions) {
-        (void)p;
-        offload_.permission_removed(a.id, peer);
-    }
-    offload_.allocation_removed(a.id);
     release_resources(a);
     by_id_.erase(a.id);
     const FiveTuple ft = a.five_tuple;
@@ -247,7 +254,7 @@ void AllocationManager::set_permission(Allocation& a, const Address& key, uint64
     changed(a);
     auto [it, inserted] = a.permissions.try_emplace(key);
     it->second.expires_ms = expires_ms;
-    if (inserted) {
+    if (inserted && offloaded(a)) {
         offload_.permission_added(a.id, key);
     }
     if (!it->second.timer_armed) {
@@ -268,7 +275,7 @@ void AllocationManager::set_channel(Allocation& a, uint16_t channel, const Addre
     it->second.peer = peer;
     it->second.expires_ms = expires_ms;
     a.channel_by_peer[peer] = channel;
-    if (inserted) {
+    if (inserted && offloaded(a)) {
         offload_.channel_added(a.id, channel, peer);
     }
     if (!it->second.timer_armed) {
@@ -326,7 +333,9 @@ void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
     }
     changed(a);
     a.permissions.erase(p);
-    offload_.permission_removed(id, key);
+    if (offloaded(a)) {
+        offload_.permission_removed(id, key);
+    }
 }
 
 void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
@@ -354,7 +363,9 @@ void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
     a.channel_by_peer.erase(b.peer);
     std::erase_if(a.quarantine, [now](const ChannelQuarantine& q) { return q.until_ms <= now; });
     a.quarantine.push_back(ChannelQuarantine{channel, b.peer, b.expires_ms + kChannelQuarantineMs});
-    offload_.channel_removed(id, channel, b.peer);
+    if (offloaded(a)) {
+        offload_.channel_removed(id, channel, b.peer);
+    }
 }
 
 SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
@@ -388,14 +399,15 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
 
 void AllocationManager::snapshot(std::vector<SavedAllocation>& out) const {
     for (const auto& [ft, a] : by_tuple_) {
-        (void)ft;
-        out.push_back(saved_view(*a));
+        if (ft.transport == Transport::kUdp) {  // a TCP/TLS one ends with its connection, so with this process
+            out.push_back(saved_view(*a));
+        }
     }
 }
 
 void AllocationManager::take_changes(std::vector<SavedAllocation>& changed, std::vector<uint64_t>& removed) {
     for (const uint64_t id : dirty_) {
-        if (auto it = by_id_.find(id); it != by_id_.end()) {
+        if (auto it = by_id_.find(id); it != by_id_.end() && it->second->five_tuple.transport == Transport::kUdp) {
             changed.push_back(saved_view(*it->second));
         }
     }
@@ -508,7 +520,7 @@ void AllocationManager::log(std::string_view event, const Allocation& a) {
     log_event(event, {{"id", std::to_string(a.id)},
                       {"client", a.five_tuple.client.to_string()},
                       {"server", a.five_tuple.server.to_string()},
-                      {"transport", "udp"},
+                      {"transport", std::string(transport_name(a.five_tuple.transport))},
                       {"user", a.username},
                       {"relayed", relays_string(a)},
                       {"lifetime_s", std::to_string(remaining)},

@@ -56,7 +56,9 @@ public:
     // Refresh with LIFETIME 0 and REQUESTED-ADDRESS-FAMILY on a dual-stack
     // allocation: drop only that family's relayed address.
     void remove_family(Allocation& a, Family f);
-    enum class EndReason : uint8_t { kDeleted, kExpired, kShutdown };
+    // kConnectionClosed: the client's TCP/TLS connection, and with it the
+    // 5-tuple, is gone.
+    enum class EndReason : uint8_t { kDeleted, kExpired, kShutdown, kConnectionClosed };
     void remove(Allocation& a, EndReason why);
 
     // Installs or refreshes a permission for the peer's IP (300 s).
@@ -88,6 +90,9 @@ private:
     SavedAllocation saved_view(const Allocation& a) const;
     void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
     void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);
+    // Only UDP clients' allocations go to the offload: the dataplane frames
+    // for datagrams, and a TCP/TLS client's packets belong on its stream.
+    static bool offloaded(const Allocation& a) { return a.five_tuple.transport == Transport::kUdp; }
     void changed(const Allocation& a) {
         if (track_) {
             dirty_.insert(a.id);

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include <toml++/toml.h>
 
@@ -125,9 +126,11 @@ void parse_user(const std::string& key, const std::string& s, Config& c) {
 
 void apply_toml(const toml::table& root, Config& c) {
     static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
-        {"server", {"listen", "relay_ips", "relay_port_min", "relay_port_max", "realm", "software", "threads",
+        {"server", {"listen", "listen_tcp", "listen_tls", "relay_ips", "relay_port_min", "relay_port_max", "realm", "software", "threads",
                     "strict_channel_range"}},
         {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
+        {"tls", {"certificate", "private_key"}},
+        {"tcp", {"max_connections", "idle_timeout_s", "send_buffer_bytes"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
                         "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels"}},
         {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
@@ -159,10 +162,13 @@ void apply_toml(const toml::table& root, Config& c) {
             }
         }
     }
-    if (auto l = get_strings(root, "server", "listen")) {
-        c.listen.clear();
-        for (const auto& s : *l) {
-            c.listen.push_back(parse_listen("[server].listen", s));
+    for (auto [key, list] : {std::pair{"listen", &c.listen}, std::pair{"listen_tcp", &c.listen_tcp},
+                             std::pair{"listen_tls", &c.listen_tls}}) {
+        if (auto l = get_strings(root, "server", key)) {
+            list->clear();
+            for (const auto& s : *l) {
+                list->push_back(parse_listen(key_name("server", key), s));
+            }
         }
     }
     if (auto l = get_strings(root, "server", "relay_ips")) {
@@ -192,6 +198,11 @@ void apply_toml(const toml::table& root, Config& c) {
         c.rest_secrets = *l;
     }
     get_int(root, "auth", "nonce_lifetime_s", c.nonce_lifetime_s, 1, 86400);
+    get_string(root, "tls", "certificate", c.tls_certificate);
+    get_string(root, "tls", "private_key", c.tls_private_key);
+    get_int(root, "tcp", "max_connections", c.tcp_max_connections, 1, 10'000'000);
+    get_int(root, "tcp", "idle_timeout_s", c.tcp_idle_timeout_s, 1, 86400);
+    get_int(root, "tcp", "send_buffer_bytes", c.tcp_send_buffer_bytes, 70'000, 64 << 20);
     get_int(root, "allocation", "default_lifetime_s", c.default_lifetime_s, 1, 86400);
     get_int(root, "allocation", "max_lifetime_s", c.max_lifetime_s, 1, 86400);
     get_int(root, "allocation", "max_per_user", c.max_per_user, 0, 1'000'000);
@@ -223,11 +234,21 @@ void apply_toml(const toml::table& root, Config& c) {
 }
 
 void apply_cli(const CliOverrides& cli, Config& c) {
-    if (!cli.listen.empty()) {
-        c.listen.clear();
-        for (const auto& s : cli.listen) {
-            c.listen.push_back(parse_listen("--listen", s));
+    for (auto [flag, from, to] : {std::tuple{"--listen", &cli.listen, &c.listen},
+                                  std::tuple{"--listen-tcp", &cli.listen_tcp, &c.listen_tcp},
+                                  std::tuple{"--listen-tls", &cli.listen_tls, &c.listen_tls}}) {
+        if (!from->empty()) {
+            to->clear();
+            for (const auto& s : *from) {
+                to->push_back(parse_listen(flag, s));
+            }
         }
+    }
+    if (cli.tls_certificate) {
+        c.tls_certificate = *cli.tls_certificate;
+    }
+    if (cli.tls_private_key) {
+        c.tls_private_key = *cli.tls_private_key;
     }
     if (!cli.relay_ips.empty()) {
         c.relay_ips.clear();
@@ -313,6 +334,27 @@ void validate(Config& c, bool have_file) {
                                            " or the other one of its family");
         }
         seen = true;
+    }
+    if (!c.listen_tls.empty() && (c.tls_certificate.empty() || c.tls_private_key.empty())) {
+        fail(c.tls_certificate.empty() ? "[tls].certificate" : "[tls].private_key",
+             "listen_tls is set but the TLS " + std::string(c.tls_certificate.empty() ? "certificate" : "private key") +
+                 " is not; set [tls] certificate = \"/path/fullchain.pem\" and private_key = \"/path/key.pem\" "
+                 "(or --tls-cert / --tls-key), or remove listen_tls");
+    }
+    // A listener address is one socket: the same IP and port twice in a
+    // list, or in the TCP and the TLS list, could not both be bound.
+    {
+        std::vector<Address> stream = c.listen_tcp;
+        stream.insert(stream.end(), c.listen_tls.begin(), c.listen_tls.end());
+        for (size_t i = 0; i < stream.size(); ++i) {
+            for (size_t j = i + 1; j < stream.size(); ++j) {
+                if (stream[i] == stream[j]) {
+                    fail(i < c.listen_tcp.size() && j >= c.listen_tcp.size() ? "[server].listen_tls" : "[server].listen_tcp",
+                         stream[i].to_string() + " is listed twice for TCP/TLS; one TCP port serves either plain "
+                         "TCP or TLS, so give TLS its own port (5349 by convention)");
+                }
+            }
+        }
     }
     if (c.relay_port_min > c.relay_port_max) {
         fail("[server].relay_port_min", "greater than relay_port_max (" + std::to_string(c.relay_port_max) +

@@ -17,6 +17,8 @@ namespace turn::cp {
 struct Config {
     // [server]
     std::vector<Address> listen;      // UDP listeners
+    std::vector<Address> listen_tcp;  // TURN over TCP (RFC 8656 section 3.1)
+    std::vector<Address> listen_tls;  // TURN over TLS over TCP ("turns:")
     std::vector<Address> relay_ips;   // at most one per family
     uint16_t relay_port_min = 49152;
     uint16_t relay_port_max = 65535;
@@ -30,6 +32,13 @@ struct Config {
     std::vector<std::pair<std::string, std::string>> users;
     std::vector<std::string> rest_secrets;  // newest first
     uint32_t nonce_lifetime_s = 3600;
+    // [tls]: PEM files, read at start-up
+    std::string tls_certificate;  // the chain, leaf first
+    std::string tls_private_key;
+    // [tcp]: client connections of listen_tcp and listen_tls
+    uint32_t tcp_max_connections = 10000;  // whole process; more are closed at accept
+    uint32_t tcp_idle_timeout_s = 30;      // without an allocation, closed after this long without a message
+    uint32_t tcp_send_buffer_bytes = 256 * 1024;  // queued output per connection; beyond it output is dropped
     // [allocation]
     uint32_t default_lifetime_s = 600;
     uint32_t max_lifetime_s = 3600;
@@ -66,6 +75,10 @@ struct Config {
 struct CliOverrides {
     std::optional<std::string> config_path;
     std::vector<std::string> listen;
+    std::vector<std::string> listen_tcp;
+    std::vector<std::string> listen_tls;
+    std::optional<std::string> tls_certificate;
+    std::optional<std::string> tls_private_key;
     std::vector<std::string> relay_ips;
     std::optional<std::string> realm;
     std::vector<std::string> users;

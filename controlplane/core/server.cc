@@ -373,6 +373,12 @@ void Server::on_peer_icmp(RelayId relay, const Address& peer_in, uint8_t type, u
 
 // Measured: 59 ns CPU per datagram as ChannelData with one allocation, 432 ns
 // with 50,000; 56 ns as a Data indication (BM_PeerToClient*).
+void Server::on_client_closed(const FiveTuple& ft) {
+    if (Allocation* a = allocations_.find(ft)) {
+        allocations_.remove(*a, AllocationManager::EndReason::kConnectionClosed);
+    }
+}
+
 void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data) {
     Family family = Family::kNone;
     Allocation* a = allocations_.find_by_relay(relay, family);

@@ -38,7 +38,12 @@ class Server {
 public:
     Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats);
 
+    // A datagram, or one message framed off a TCP/TLS stream (ft.transport).
     void on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data);
+    // A TCP/TLS client connection ended: its 5-tuple can never be used again,
+    // so the allocation on it (if any) ends too.
+    void on_client_closed(const FiveTuple& ft);
+    bool has_allocation(const FiveTuple& ft) { return allocations_.find(ft) != nullptr; }
     void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data);
     // An ICMP error about a datagram the relayed socket sent to `peer`
     // (RFC 8656 section 11.5): reported to the client as a Data indication

@@ -40,6 +40,8 @@ struct Shared {
     std::atomic<int64_t> allocations_v4{0};
     std::atomic<int64_t> allocations_v6{0};
     std::atomic<int64_t> allocations{0};
+    // Open TCP/TLS client connections of all loops ([tcp].max_connections).
+    std::atomic<int64_t> connections{0};
 };
 
 }  // namespace turn::cp

@@ -9,6 +9,7 @@ namespace {
 constexpr std::string_view kDropNames[] = {TURN_CP_DROP_REASONS(TURN_CP_NAME)};
 constexpr std::string_view kAuthNames[] = {TURN_CP_AUTH_FAILURES(TURN_CP_NAME)};
 constexpr std::string_view kQuotaNames[] = {TURN_CP_QUOTA_KINDS(TURN_CP_NAME)};
+constexpr std::string_view kConnCloseNames[] = {TURN_CP_CONN_CLOSE_REASONS(TURN_CP_NAME)};
 constexpr std::string_view kMethodNames[] = {"binding", "allocate", "refresh", "create_permission",
                                              "channel_bind", "connect", "other"};
 constexpr std::string_view kDirectionNames[] = {"client_to_peer", "peer_to_client"};
@@ -18,6 +19,7 @@ constexpr std::string_view kDirectionNames[] = {"client_to_peer", "peer_to_clien
 std::string_view name(Drop d) { return kDropNames[static_cast<size_t>(d)]; }
 std::string_view name(AuthFailure a) { return kAuthNames[static_cast<size_t>(a)]; }
 std::string_view name(QuotaKind q) { return kQuotaNames[static_cast<size_t>(q)]; }
+std::string_view name(ConnClose c) { return kConnCloseNames[static_cast<size_t>(c)]; }
 std::string_view name(MethodIndex m) { return kMethodNames[static_cast<size_t>(m)]; }
 std::string_view name(Direction d) { return kDirectionNames[static_cast<size_t>(d)]; }
 

@@ -30,7 +30,8 @@ struct Counter {
     X(kUnauthRateLimit, "unauth_rate_limit")   /* 401/438 answers over the per-source limit */   \
     X(kSendError, "send_error")                /* sendmsg failed */                      \
     X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */  \
-    X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */
+    X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */ \
+    X(kStreamBackpressure, "stream_backpressure") /* TCP/TLS client not reading: its send buffer is full */
 
 #define TURN_CP_AUTH_FAILURES(X)              \
     X(kNoCredentials, "no_credentials")       \
@@ -49,15 +50,30 @@ struct Counter {
     X(kTotal, "total")               \
     X(kPorts, "ports")
 
+// Why a TCP/TLS client connection ended.
+#define TURN_CP_CONN_CLOSE_REASONS(X)                                                    \
+    X(kClient, "client")              /* the client closed or reset it */               \
+    X(kBadFrame, "bad_frame")         /* bytes that are neither STUN nor ChannelData */  \
+    X(kIdle, "idle")                  /* no allocation and no message for idle_timeout_s */ \
+    X(kTlsHandshake, "tls_handshake") /* the TLS handshake failed */                    \
+    X(kLimit, "limit")                /* over [tcp].max_connections: closed at accept */ \
+    X(kSendError, "send_error")       /* writing to it failed */                        \
+    X(kShutdown, "shutdown")          /* the event loop stopped */
+
 #define TURN_CP_ENUM(name, str) name,
 enum class Drop : uint8_t { TURN_CP_DROP_REASONS(TURN_CP_ENUM) kCount };
 enum class AuthFailure : uint8_t { TURN_CP_AUTH_FAILURES(TURN_CP_ENUM) kCount };
 enum class QuotaKind : uint8_t { TURN_CP_QUOTA_KINDS(TURN_CP_ENUM) kCount };
+enum class ConnClose : uint8_t { TURN_CP_CONN_CLOSE_REASONS(TURN_CP_ENUM) kCount };
 #undef TURN_CP_ENUM
 
 std::string_view name(Drop d);
 std::string_view name(AuthFailure a);
 std::string_view name(QuotaKind q);
+std::string_view name(ConnClose c);
+
+// Client connections: index 0 TCP, 1 TLS.
+constexpr size_t kStreamKinds = 2;
 
 // Request methods and response codes tracked by turn_requests_total.
 enum class MethodIndex : uint8_t {
@@ -81,6 +97,9 @@ struct Stats {
     std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_packets;
     std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_bytes;
     Counter icmp_indications;  // Data indications carrying an ICMP attribute
+    // TCP/TLS client connections; open = accepted - closed.
+    std::array<Counter, kStreamKinds> connections_accepted;
+    std::array<std::array<Counter, static_cast<size_t>(ConnClose::kCount)>, kStreamKinds> connections_closed;
     // Event loop utilisation over the last window, in parts per million.
     std::atomic<uint32_t> busy_ppm{0};
 

@@ -13,9 +13,22 @@ EventLoop::EventLoop(Shared& shared, OffloadHook& offload, unsigned index)
 
 EventLoop::~EventLoop() { stop(); }
 
-std::string EventLoop::bind_listeners() {
+std::string EventLoop::bind_listeners(SSL_CTX* tls) {
     for (const auto& l : shared_.config.listen) {
         if (auto err = io_.add_listener(l); !err.empty()) {
+            return err;
+        }
+    }
+    for (const auto& l : shared_.config.listen_tcp) {
+        if (auto err = io_.add_stream_listener(shared_, l, nullptr); !err.empty()) {
+            return err;
+        }
+    }
+    for (const auto& l : shared_.config.listen_tls) {
+        if (tls == nullptr) {
+            return "TLS listener " + l.to_string() + " without a TLS context";
+        }
+        if (auto err = io_.add_stream_listener(shared_, l, tls); !err.empty()) {
             return err;
         }
     }
@@ -86,6 +99,7 @@ void EventLoop::run() {
         // 100 ms = the wheel's tick; with traffic the loop runs far more often.
         io_.poll_once(100, &idle_us);
         server_.tick();
+        io_.tick(clock_.now_ms());
         io_.flush();
         const uint64_t now = clock_.now_ms();
         save_state(now, false);

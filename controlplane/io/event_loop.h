@@ -24,8 +24,9 @@ public:
     EventLoop(Shared& shared, OffloadHook& offload, unsigned index);
     ~EventLoop();
 
-    // Binds every configured listener; returns an error message on failure.
-    std::string bind_listeners();
+    // Binds every configured listener (TLS ones with `tls`, which must be
+    // set when the configuration has any); returns an error message on failure.
+    std::string bind_listeners(SSL_CTX* tls = nullptr);
     void start();
     void stop();  // asks the thread to finish and joins it
 

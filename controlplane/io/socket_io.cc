@@ -75,6 +75,7 @@ SocketIo::SocketIo(Stats& stats)
 
 SocketIo::~SocketIo() {
     flush();
+    streams_.reset();
     for (auto& l : listeners_) {
         ::close(l.fd);
     }
@@ -100,6 +101,27 @@ std::string SocketIo::add_listener(const Address& local) {
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
     listeners_.push_back(Listener{fd, local});
     return {};
+}
+
+std::string SocketIo::add_stream_listener(Shared& shared, const Address& local, SSL_CTX* tls) {
+    if (!streams_) {
+        streams_ = std::make_unique<StreamIo>(shared, stats_, epoll_fd_);
+        streams_->set_server(server_);
+    }
+    return streams_->add_listener(local, tls);
+}
+
+void SocketIo::set_server(Server* s) {
+    server_ = s;
+    if (streams_) {
+        streams_->set_server(s);
+    }
+}
+
+void SocketIo::tick(uint64_t now_ms) {
+    if (streams_) {
+        streams_->expire(now_ms);
+    }
 }
 
 OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId& out) {
@@ -157,6 +179,12 @@ void SocketIo::close_relay(RelayId relay) {
 }
 
 void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data) {
+    if (to.transport != Transport::kUdp) {
+        if (!streams_ || !streams_->send(to, data)) {
+            stats_.drop(Drop::kSendError);  // the connection has gone
+        }
+        return;
+    }
     for (const auto& l : listeners_) {
         if (l.local == to.server) {
             queue(l.fd, to.client, data);
@@ -222,6 +250,9 @@ void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data) {
 }
 
 void SocketIo::flush() {
+    if (streams_) {
+        streams_->flush();
+    }
     size_t i = 0;
     while (i < tx_count_) {
         // One sendmmsg per run of datagrams leaving through the same socket.
@@ -339,7 +370,11 @@ bool SocketIo::poll_once(int timeout_ms, uint64_t* waited_us) {
     }
     for (int i = 0; i < n; ++i) {
         const uint64_t tag = events[static_cast<size_t>(i)].data.u64;
-        if ((tag & kListenerTag) != 0) {
+        if ((tag & StreamIo::kTag) != 0 && (tag & kListenerTag) == 0) {
+            if (streams_) {
+                streams_->on_event(tag, events[static_cast<size_t>(i)].events);
+            }
+        } else if ((tag & kListenerTag) != 0) {
             const auto idx = static_cast<uint32_t>(tag & ~kListenerTag);
             receive(listeners_[idx].fd, true, idx);
         } else {

@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "core/packet_io.h"
+#include "core/shared.h"
 #include "core/stats.h"
+#include "io/stream_io.h"
 #include "net/address.h"
 
 namespace turn::cp {
@@ -39,12 +41,16 @@ public:
     // Binds a UDP listener (SO_REUSEPORT so every loop has its own). Returns
     // an error message on failure.
     std::string add_listener(const Address& local);
+    // A TCP listener (TURN over TCP), or with `tls` a TLS one (io/stream_io.h).
+    std::string add_stream_listener(Shared& shared, const Address& local, SSL_CTX* tls);
 
-    void set_server(Server* s) { server_ = s; }
+    void set_server(Server* s);
     // Waits up to timeout_ms, processes every ready socket, flushes sends.
     // Returns false if epoll failed. Adds the time spent blocked to *waited_us.
     bool poll_once(int timeout_ms, uint64_t* waited_us = nullptr);
     void flush();
+    // The loop's clock, every iteration (stream connections' idle timeout).
+    void tick(uint64_t now_ms);
 
     // PacketIo
     void send_to_client(const FiveTuple& to, std::span<const uint8_t> data) override;
@@ -54,6 +60,7 @@ public:
     void close_relay(RelayId relay) override;
 
     size_t relay_count() const { return relay_count_; }
+    size_t connection_count() const { return streams_ ? streams_->connection_count() : 0; }
 
 private:
     struct Listener {
@@ -89,6 +96,8 @@ private:
     std::array<sockaddr_storage, kTxBatch> tx_addr_{};
     std::array<int, kTxBatch> tx_fd_{};
     size_t tx_count_ = 0;
+
+    std::unique_ptr<StreamIo> streams_;  // with TCP/TLS listeners only
 };
 
 }  // namespace turn::cp

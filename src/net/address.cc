@@ -320,4 +320,14 @@ size_t FiveTupleHash::operator()(const FiveTuple& t) const noexcept {
     return static_cast<size_t>(siphash13(process_sip_key(), buf, sizeof buf));
 }
 
+std::string_view transport_name(Transport t) {
+    switch (t) {
+        case Transport::kUdp: return "udp";
+        case Transport::kTcp: return "tcp";
+        case Transport::kTls: return "tls";
+        case Transport::kDtls: return "dtls";
+    }
+    return "unknown";
+}
+
 }  // namespace turn

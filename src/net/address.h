@@ -81,6 +81,8 @@ struct Prefix {
 };
 
 enum class Transport : uint8_t { kUdp = 17, kTcp = 6, kTls = 56, kDtls = 57 };
+// "udp", "tcp", "tls", "dtls" (logs, metric labels).
+std::string_view transport_name(Transport t);
 
 // RFC 8656 section 2: the 5-tuple naming a client's connection to the server.
 struct FiveTuple {

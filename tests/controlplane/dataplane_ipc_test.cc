@@ -27,6 +27,7 @@
 #include "ipc/protocol.h"
 #include "loopback_util.h"
 #include "stun_client.h"
+#include "tcp_client.h"
 #include "udp_socket.h"
 
 namespace turn::cp::test {
@@ -48,10 +49,12 @@ public:
         dir_ = ::mkdtemp(tmpl);
         sock_path_ = dir_ + "/dataplane.sock";
         port_ = free_port(SOCK_DGRAM);
+        tcp_port_ = free_port(SOCK_STREAM);
         metrics_port_ = free_port(SOCK_STREAM);
         const uint16_t base = static_cast<uint16_t>(31000 + (::getpid() % 300) * 100);
         const std::string cfg = dir_ + "/relay.toml";
-        std::ofstream(cfg) << "[server]\nlisten = [\"127.0.0.1:" << port_ << "\"]\nrelay_ips = "
+        std::ofstream(cfg) << "[server]\nlisten = [\"127.0.0.1:" << port_ << "\"]\n"
+                           << "listen_tcp = [\"127.0.0.1:" << tcp_port_ << "\"]\nrelay_ips = "
                            << (dual ? "[\"127.0.0.1\", \"::1\"]" : "[\"127.0.0.1\"]") << "\n"
                            << "relay_port_min = " << base << "\nrelay_port_max = " << base + 49
                            << "\nrealm = \"ipc.test\"\nthreads = 2\n"
@@ -86,6 +89,7 @@ public:
     }
     bool ready() const { return ready_; }
     Address server() const { return A("127.0.0.1").with_port(port_); }
+    Address tcp_server() const { return A("127.0.0.1").with_port(tcp_port_); }
     const std::string& socket_path() const { return sock_path_; }
     uint16_t metrics_port() const { return metrics_port_; }
 
@@ -93,6 +97,7 @@ private:
     std::string dir_;
     std::string sock_path_;
     uint16_t port_ = 0;
+    uint16_t tcp_port_ = 0;
     uint16_t metrics_port_ = 0;
     pid_t pid_ = -1;
     bool ready_ = false;
@@ -580,6 +585,85 @@ TEST(DataplaneIpcDualStack, EachPeerGetsTheRelayOfItsFamilyLimitIsSetAndAFamilyC
     EXPECT_TRUE(same(p4b->relayed, r4));
     EXPECT_TRUE(same(p4b->peer, A("127.0.0.1:0")));
     EXPECT_FALSE(dp.next(300).has_value()) << "no IPv6 permission or channel without an IPv6 relayed address";
+}
+
+}  // namespace
+}  // namespace turn::cp::test
+
+namespace turn::cp::test {
+namespace {
+
+// The Prometheus sample `line_prefix` (name and labels as exported), -1 if absent.
+double metric(uint16_t port, const std::string& line_prefix) {
+    const std::string body = http_get(port, "/metrics");
+    const size_t at = body.find("\n" + line_prefix + " ");
+    return at == std::string::npos ? -1 : std::stod(body.substr(at + line_prefix.size() + 2));
+}
+
+// RFC 8656 section 3.1 transports and the offload (DESIGN.md): the dataplane
+// frames for datagrams, so an allocation whose client talks TCP is served by
+// the control plane alone. Its allocation, permission and channel never
+// reach the dataplane, its ChannelData is relayed both ways by the control
+// plane (padded on the stream), and closing the connection ends it without
+// a Del; a UDP client's allocation made afterwards is the next thing the
+// dataplane hears of.
+TEST_F(DataplaneIpc, TcpClientsAllocationsStayInTheControlPlane) {
+    auto dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(7);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    auto end = dp->expect<ipc::ResyncEnd>();
+    ASSERT_TRUE(end);
+    EXPECT_EQ(end->entries, 0u);
+
+    UdpSocket peer(A("127.0.0.1:0"));
+    TcpClient t(relay_.tcp_server(), "alice", "alice-pw");
+    ASSERT_TRUE(t.connected());
+    const Address relayed = t.allocate();
+    ASSERT_EQ(relayed.family, Family::kIPv4);
+    ASSERT_TRUE(t.request(M::kChannelBind, [&](auto& b) {
+                     b.add_channel_number(0x4002);
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+                 }).success());
+
+    // Client -> peer: 5 bytes of data, padded to 8 on the stream.
+    const std::vector<uint8_t> cd = {0x40, 0x02, 0x00, 0x05, 'h', 'e', 'l', 'l', 'o', 0, 0, 0};
+    ASSERT_TRUE(t.send(cd));
+    Address from;
+    auto got = peer.recv(2000, &from);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(*got, std::vector<uint8_t>({'h', 'e', 'l', 'l', 'o'}));
+    EXPECT_EQ(from, relayed);
+    // Peer -> client: ChannelData on the stream, padded to a multiple of 4.
+    const std::vector<uint8_t> back = {'w', 'o', 'r', 'l', 'd', '!'};
+    peer.send(relayed, back);
+    auto in = t.recv();
+    ASSERT_TRUE(in);
+    EXPECT_EQ(*in, std::vector<uint8_t>({0x40, 0x02, 0x00, 0x06, 'w', 'o', 'r', 'l', 'd', '!', 0, 0}));
+
+    // Nothing of it went to the dataplane.
+    auto stray = dp->next(300);
+    EXPECT_FALSE(stray) << "IPC message type " << (stray ? static_cast<int>(ipc::peek(*stray)->type) : -1)
+                        << " about a TCP client's allocation";
+    EXPECT_EQ(metric(relay_.metrics_port(), "turn_allocations{family=\"ipv4\"}"), 1);
+
+    // The connection closes: the allocation ends, still without IPC.
+    t.close();
+    double allocs = -1;
+    for (int i = 0; i < 40 && allocs != 0; ++i) {
+        ::usleep(50'000);
+        allocs = metric(relay_.metrics_port(), "turn_allocations{family=\"ipv4\"}");
+    }
+    EXPECT_EQ(allocs, 0) << "the allocation outlived its TCP connection";
+    EXPECT_EQ(metric(relay_.metrics_port(), "turn_connections_closed_total{transport=\"tcp\",reason=\"client\"}"), 1);
+
+    // A UDP client's allocation is the next message.
+    Client u(relay_.server());
+    const Address urelayed = u.allocate();
+    auto add = dp->expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add);
+    EXPECT_TRUE(same(add->client, u.local()));
+    EXPECT_TRUE(same(add->relayed_v4, urelayed));
 }
 
 }  // namespace

@@ -1,0 +1,114 @@
+// TURN over TCP and over TLS (RFC 8656 section 3.1) for one event loop: its
+// listeners (SO_REUSEPORT, one set per loop, like the UDP ones), the client
+// connections they accept, message framing on the stream
+// (turn/stream_framing.h), TLS through OpenSSL. Every message framed off a
+// connection goes to Server::on_client_datagram with a TCP or TLS 5-tuple;
+// the core answers through SocketIo::send_to_client, which queues the bytes
+// here (ChannelData padded to 4, RFC 8656 section 12.5). Relaying to peers
+// stays UDP.
+//
+// Bounds, against clients that are slow or hostile:
+// - [tcp].max_connections for the whole process (Shared::connections):
+//   connections beyond it are closed as soon as they are accepted;
+// - input: one partial message per connection, at most
+//   turn::kMaxStreamFrame bytes; bytes that are neither STUN nor ChannelData
+//   close the connection (there is no next message boundary to find);
+// - output: [tcp].send_buffer_bytes queued per connection; beyond it
+//   messages are dropped (turn_drops_total{reason="stream_backpressure"}),
+//   as UDP would lose them;
+// - time: a connection without an allocation is closed after
+//   [tcp].idle_timeout_s without a complete message (a TLS handshake that
+//   does not finish included).
+// A closed connection ends the allocation on its 5-tuple
+// (Server::on_client_closed).
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/shared.h"
+#include "core/stats.h"
+#include "net/address.h"
+
+namespace turn::cp {
+
+class Server;
+
+class StreamIo {
+public:
+    // epoll tags: bit 62 marks stream events; bit 61 a listener (index in
+    // the low bits), else a connection (generation << 24 | index).
+    static constexpr uint64_t kTag = 1ull << 62;
+
+    StreamIo(Shared& shared, Stats& stats, int epoll_fd);
+    ~StreamIo();  // closes every connection (reason "shutdown") without telling the server
+    StreamIo(const StreamIo&) = delete;
+    StreamIo& operator=(const StreamIo&) = delete;
+
+    void set_server(Server* s) { server_ = s; }
+    // A TCP listener; with `tls`, every connection it accepts speaks TLS.
+    std::string add_listener(const Address& local, SSL_CTX* tls);
+
+    void on_event(uint64_t tag, uint32_t events);
+    // Queues one message for the connection of `to`; false if there is none.
+    bool send(const FiveTuple& to, std::span<const uint8_t> data);
+    // Writes what is queued (called after every poll).
+    void flush();
+    // The loop's clock, every iteration; closes idle connections once a second.
+    void expire(uint64_t now_ms);
+
+    size_t connection_count() const { return by_tuple_.size(); }
+
+private:
+    struct Listener {
+        int fd = -1;
+        Address local;
+        SSL_CTX* tls = nullptr;
+    };
+    struct Conn {
+        int fd = -1;
+        uint32_t gen = 0;
+        SSL* ssl = nullptr;          // TLS connections
+        bool handshake_done = false;
+        bool want_write = false;     // EPOLLOUT registered
+        bool queued = false;         // in dirty_
+        FiveTuple ft;
+        uint64_t last_rx_ms = 0;     // last complete message (or accept)
+        std::vector<uint8_t> in;     // a partial message
+        std::vector<uint8_t> out;    // queued output from out_off on
+        size_t out_off = 0;
+    };
+
+    void accept_all(Listener& l);
+    void read(uint32_t idx);
+    // Frames messages off `bytes` (the connection's partial message first);
+    // false if the connection was closed.
+    bool consume(uint32_t idx, std::span<const uint8_t> bytes);
+    bool deliver(uint32_t idx, std::span<const uint8_t> bytes, size_t& used);
+    void write(uint32_t idx);
+    void set_want_write(Conn& c, uint32_t idx, bool on);
+    void close(uint32_t idx, ConnClose why, bool notify = true);
+    size_t kind(const Conn& c) const { return c.ssl != nullptr ? 1 : 0; }
+    uint64_t tag(uint32_t idx) const { return kTag | uint64_t{conns_[idx]->gen} << 24 | idx; }
+
+    Shared& shared_;
+    Stats& stats_;
+    int epoll_fd_;
+    Server* server_ = nullptr;
+    std::vector<Listener> listeners_;
+    std::vector<std::unique_ptr<Conn>> conns_;
+    std::vector<uint32_t> free_;
+    std::unordered_map<FiveTuple, uint32_t, FiveTupleHash> by_tuple_;
+    std::vector<uint32_t> dirty_;  // connections with output to write
+    std::vector<uint8_t> rx_;      // read buffer shared by the loop's connections
+    uint64_t now_ms_ = 0;
+    uint64_t last_expire_ms_ = 0;
+};
+
+}  // namespace turn::cp

@@ -1,0 +1,71 @@
+#include "io/tls.h"
+
+#include <openssl/err.h>
+
+#include <cstring>
+
+namespace turn::cp {
+
+namespace {
+
+std::string openssl_error() {
+    std::string s;
+    while (const unsigned long e = ERR_get_error()) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        if (!s.empty()) {
+            s += "; ";
+        }
+        s += buf;
+    }
+    return s.empty() ? "unknown OpenSSL error" : s;
+}
+
+// RFC 7443: "stun.turn" for TURN over TLS. A client that offers only other
+// protocols is served without ALPN rather than refused.
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned inlen, void*) {
+    static const unsigned char kTurn[] = {9, 's', 't', 'u', 'n', '.', 't', 'u', 'r', 'n'};
+    unsigned char* sel = nullptr;
+    if (SSL_select_next_proto(&sel, outlen, kTurn, sizeof kTurn, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+}  // namespace
+
+TlsContext make_tls_context(const std::string& certificate, const std::string& private_key, std::string& error) {
+    ERR_clear_error();
+    TlsContext ctx(SSL_CTX_new(TLS_server_method()));
+    if (!ctx) {
+        error = "[tls]: cannot create a TLS context: " + openssl_error();
+        return nullptr;
+    }
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+    // Partial writes (the event loop keeps the rest), the output buffer may
+    // move between retries, and idle connections give their buffers back.
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                    SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), certificate.c_str()) != 1) {
+        error = "[tls].certificate: cannot load \"" + certificate + "\" (" + openssl_error() +
+                "); give a readable PEM file with the server certificate first, then its chain";
+        return nullptr;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx.get(), private_key.c_str(), SSL_FILETYPE_PEM) != 1) {
+        error = "[tls].private_key: cannot load \"" + private_key + "\" (" + openssl_error() +
+                "); give a readable, unencrypted PEM private key";
+        return nullptr;
+    }
+    if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+        error = "[tls].private_key: \"" + private_key + "\" does not belong to the certificate in \"" + certificate +
+                "\"; give the key the certificate was issued for";
+        return nullptr;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx.get(), select_alpn, nullptr);
+    return ctx;
+}
+
+}  // namespace turn::cp
