@@ -12,10 +12,22 @@ if [ ! -f build/build.ninja ]; then
 fi
 ninja -C build controlplane/turn-relay
 
+# TURN over TLS needs a certificate: a self-signed one for the loopback
+# addresses, made once (browsers will not trust it; coturn's tools and
+# aioice do not check it).
+if [ ! -f build/demo-tls/cert.pem ]; then
+    mkdir -p build/demo-tls
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj /CN=turnrelay.demo -addext "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" \
+        -keyout build/demo-tls/key.pem -out build/demo-tls/cert.pem 2>/dev/null
+fi
+
 cat <<'BANNER'
 
 turn-relay demo
   TURN URLs:   turn:127.0.0.1:3478?transport=udp   turn:[::1]:3478?transport=udp
+               turn:127.0.0.1:3478?transport=tcp   turn:[::1]:3478?transport=tcp
+               turns:127.0.0.1:5349?transport=tcp  turns:[::1]:5349?transport=tcp  (self-signed)
   username:    demo
   credential:  demo-password
   realm:       turnrelay.local
@@ -25,4 +37,6 @@ turn-relay demo
   stop:        Ctrl-C (drains: no new allocations, existing ones served up to 30 s)
 
 BANNER
-exec build/controlplane/turn-relay --config deploy/turnrelay.toml "$@"
+exec build/controlplane/turn-relay --config deploy/turnrelay.toml \
+    --listen-tls 127.0.0.1:5349 --listen-tls '[::1]:5349' \
+    --tls-cert build/demo-tls/cert.pem --tls-key build/demo-tls/key.pem "$@"

@@ -95,6 +95,7 @@ void EventLoop::run() {
     // Utilisation: time not spent blocked in epoll_wait, per 1 s window.
     uint64_t window_start = clock_.now_ms();
     uint64_t idle_us = 0;
+    io_.tick(window_start);  // connections accepted in the first poll need the time
     while (!stop_.load(std::memory_order_relaxed)) {
         // 100 ms = the wheel's tick; with traffic the loop runs far more often.
         io_.poll_once(100, &idle_us);

@@ -370,6 +370,17 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
         return;
     }
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
+    // Answers to the messages before a bad one (or before shutdown) go out
+    // if the socket takes them now; nothing waits for them.
+    const bool graceful = why == ConnClose::kBadFrame || why == ConnClose::kIdle || why == ConnClose::kShutdown;
+    if (graceful && c.out_off < c.out.size() && c.handshake_done) {
+        const size_t len = c.out.size() - c.out_off;
+        if (c.ssl == nullptr) {
+            (void)!::send(c.fd, c.out.data() + c.out_off, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else {
+            (void)SSL_write(c.ssl, c.out.data() + c.out_off, static_cast<int>(std::min<size_t>(len, 1 << 30)));
+        }
+    }
     if (c.ssl != nullptr) {
         if (c.handshake_done && why != ConnClose::kSendError && why != ConnClose::kClient) {
             SSL_shutdown(c.ssl);  // close_notify, best effort

@@ -1,6 +1,7 @@
 #include "io/tls.h"
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include <cstring>
 
@@ -55,6 +56,12 @@ TlsContext make_tls_context(const std::string& certificate, const std::string& p
         return nullptr;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx.get(), private_key.c_str(), SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            error = "[tls].private_key: \"" + private_key + "\" does not belong to the certificate in \"" +
+                    certificate + "\"; give the key the certificate was issued for";
+            return nullptr;
+        }
         error = "[tls].private_key: cannot load \"" + private_key + "\" (" + openssl_error() +
                 "); give a readable, unencrypted PEM private key";
         return nullptr;

@@ -1,0 +1,430 @@
+// TURN over TCP and TLS (controlplane/io/stream_io.*, io/tls.*): a real
+// EventLoop in this process with stream listeners on loopback, driven by
+// real TCP sockets and an OpenSSL client. What a hostile or slow client can
+// do and what it costs it: connections over [tcp].max_connections closed at
+// accept; a client that does not read loses whole answers (counted), never
+// parts of one, and the relay's queue stays bounded; bytes that are neither
+// STUN nor ChannelData close the connection; a connection without an
+// allocation that goes quiet is closed; a TLS port given plain bytes closes
+// with reason tls_handshake. TLS answers Binding, negotiates ALPN
+// "stun.turn" when offered (RFC 7443) and serves clients that offer other
+// protocols only. Start-up errors of the TLS files and of the new keys name
+// what to fix.
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "core/config.h"
+#include "core/offload.h"
+#include "core/shared.h"
+#include "io/event_loop.h"
+#include "io/tls.h"
+#include "loopback_util.h"
+#include "stun_client.h"
+#include "tcp_client.h"
+
+namespace turn::cp::test {
+namespace {
+
+using M = stun::Method;
+using C = stun::Class;
+
+uint64_t closed(const Stats& s, size_t kind, ConnClose why) {
+    return s.connections_closed[kind][static_cast<size_t>(why)].get();
+}
+
+// Waits up to `ms` for `pred`.
+template <typename F>
+bool eventually(F pred, int ms = 3000) {
+    for (int i = 0; i < ms / 20; ++i) {
+        if (pred()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+}
+
+// A self-signed EC certificate and its key as PEM files in a fresh directory.
+struct CertFiles {
+    std::string dir, cert, key, other_key;
+    CertFiles() {
+        char tmpl[] = "/tmp/turn-tls-test-XXXXXX";
+        dir = ::mkdtemp(tmpl);
+        cert = dir + "/cert.pem";
+        key = dir + "/key.pem";
+        other_key = dir + "/other-key.pem";
+        EVP_PKEY* k = EVP_EC_gen("P-256");
+        EVP_PKEY* k2 = EVP_EC_gen("P-256");
+        X509* x = X509_new();
+        ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+        X509_gmtime_adj(X509_getm_notBefore(x), -60);
+        X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+        X509_set_pubkey(x, k);
+        X509_NAME* n = X509_get_subject_name(x);
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("turn.test"), -1, -1, 0);
+        X509_set_issuer_name(x, n);
+        X509_sign(x, k, EVP_sha256());
+        auto write = [](const std::string& path, auto fn) {
+            FILE* f = std::fopen(path.c_str(), "w");
+            fn(f);
+            std::fclose(f);
+        };
+        write(cert, [&](FILE* f) { PEM_write_X509(f, x); });
+        write(key, [&](FILE* f) { PEM_write_PrivateKey(f, k, nullptr, nullptr, 0, nullptr, nullptr); });
+        write(other_key, [&](FILE* f) { PEM_write_PrivateKey(f, k2, nullptr, nullptr, 0, nullptr, nullptr); });
+        X509_free(x);
+        EVP_PKEY_free(k);
+        EVP_PKEY_free(k2);
+    }
+    ~CertFiles() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+};
+
+// One event loop with a TCP and a TLS listener on loopback.
+class StreamLoop {
+public:
+    explicit StreamLoop(void (*tune)(Config&) = nullptr) {
+        Config c;
+        tcp_ = Address::parse("127.0.0.1")->with_port(free_port(SOCK_STREAM));
+        tls_ = Address::parse("127.0.0.1")->with_port(free_port(SOCK_STREAM));
+        c.listen_tcp = {tcp_};
+        c.listen_tls = {tls_};
+        c.relay_ips = {*Address::parse("127.0.0.1")};
+        c.users = {{"alice", "alice-pw"}};
+        c.tls_certificate = certs_.cert;
+        c.tls_private_key = certs_.key;
+        if (tune != nullptr) {
+            tune(c);
+        }
+        std::string err;
+        shared_ = Shared::create(c, err);
+        EXPECT_TRUE(shared_) << err;
+        tls_ctx_ = make_tls_context(c.tls_certificate, c.tls_private_key, err);
+        EXPECT_TRUE(tls_ctx_) << err;
+        loop_ = std::make_unique<EventLoop>(*shared_, offload_, 0);
+        const std::string e = loop_->bind_listeners(tls_ctx_.get());
+        EXPECT_EQ(e, "");
+        loop_->start();
+    }
+    ~StreamLoop() { loop_->stop(); }
+    const Address& tcp() const { return tcp_; }
+    const Address& tls() const { return tls_; }
+    const Stats& stats() { return loop_->stats(); }
+    Shared& shared() { return *shared_; }
+
+private:
+    CertFiles certs_;
+    Address tcp_, tls_;
+    std::unique_ptr<Shared> shared_;
+    OffloadHook offload_;
+    TlsContext tls_ctx_;
+    std::unique_ptr<EventLoop> loop_;
+};
+
+std::vector<uint8_t> binding() { return build(M::kBinding, C::kRequest, {}, nullptr); }
+
+TEST(StreamIo, ConnectionsOverTheLimitAreClosedAtAccept) {
+    StreamLoop loop([](Config& c) { c.tcp_max_connections = 2; });
+    TcpClient a(loop.tcp(), "alice", "alice-pw");
+    TcpClient b(loop.tcp(), "alice", "alice-pw");
+    ASSERT_TRUE(a.exchange(binding()));
+    ASSERT_TRUE(b.exchange(binding()));
+    TcpClient c(loop.tcp(), "alice", "alice-pw");  // the kernel accepts it; the relay closes it
+    EXPECT_FALSE(c.exchange(binding()));
+    EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 0, ConnClose::kLimit) == 1; }));
+    EXPECT_EQ(loop.shared().connections.load(), 2);
+    // Room again once one goes.
+    a.close();
+    ASSERT_TRUE(eventually([&] { return loop.shared().connections.load() == 1; }));
+    TcpClient d(loop.tcp(), "alice", "alice-pw");
+    auto ans = d.exchange(binding());
+    ASSERT_TRUE(ans);
+    EXPECT_EQ(ans->xor_addresses(stun::attr::kXorMappedAddress).at(0), d.local());
+    EXPECT_EQ(loop.stats().connections_accepted[0].get(), 4u);
+}
+
+// 20000 Binding requests written without reading an answer: the kernel's
+// buffers fill, then the relay's queue (70000 bytes, the smallest allowed)
+// does, and further answers are dropped whole. Each answer arrives whole or
+// not at all: received + dropped == sent.
+TEST(StreamIo, AClientThatDoesNotReadLosesWholeAnswersAndTheQueueStaysBounded) {
+    StreamLoop loop([](Config& c) { c.tcp_send_buffer_bytes = 70000; });
+    TcpClient t(loop.tcp(), "alice", "alice-pw");
+    ASSERT_TRUE(t.connected());
+    constexpr int kSent = 20000;
+    std::vector<uint8_t> all;
+    for (int i = 0; i < kSent; ++i) {
+        const auto r = binding();
+        all.insert(all.end(), r.begin(), r.end());
+    }
+    ASSERT_TRUE(t.send(all));
+    const auto drops = [&] { return loop.stats().drops_of(Drop::kStreamBackpressure); };
+    ASSERT_TRUE(eventually([&] { return loop.stats().requests[0][0].get() == kSent; }, 10000))
+        << "answered " << loop.stats().requests[0][0].get();
+    EXPECT_GT(drops(), 0u);
+    int received = 0;
+    while (auto m = t.recv(500)) {
+        Answer a(*m);
+        ASSERT_TRUE(a.success()) << "a partial or broken answer after " << received;
+        ++received;
+    }
+    EXPECT_EQ(static_cast<uint64_t>(received) + drops(), static_cast<uint64_t>(kSent));
+    EXPECT_FALSE(t.closed_by_peer());
+}
+
+TEST(StreamIo, BytesThatAreNeitherStunNorChannelDataCloseTheConnection) {
+    StreamLoop loop;
+    {
+        TcpClient t(loop.tcp(), "alice", "alice-pw");
+        ASSERT_TRUE(t.exchange(binding()));
+        const std::vector<uint8_t> junk(64, 0xff);
+        ASSERT_TRUE(t.send(junk));
+        EXPECT_FALSE(t.recv(2000));
+        EXPECT_TRUE(t.closed_by_peer());
+    }
+    {
+        // A STUN header whose length is not a multiple of 4, after a whole
+        // message in the same write.
+        TcpClient t(loop.tcp(), "alice", "alice-pw");
+        auto bytes = binding();
+        const std::vector<uint8_t> bad = {0x00, 0x01, 0x00, 0x07};
+        bytes.insert(bytes.end(), bad.begin(), bad.end());
+        ASSERT_TRUE(t.send(bytes));
+        EXPECT_TRUE(t.recv(2000)) << "the whole message before the bad one is answered";
+        EXPECT_FALSE(t.recv(2000));
+        EXPECT_TRUE(t.closed_by_peer());
+    }
+    EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 0, ConnClose::kBadFrame) == 2; }));
+    TcpClient next(loop.tcp(), "alice", "alice-pw");
+    EXPECT_TRUE(next.exchange(binding()));
+}
+
+TEST(StreamIo, MessagesSplitAnywhereOrBackToBackAreAllAnswered) {
+    StreamLoop loop;
+    TcpClient t(loop.tcp(), "alice", "alice-pw");
+    const auto a = binding();
+    const auto b = binding();
+    const auto c = binding();
+    std::vector<uint8_t> s = a;
+    s.insert(s.end(), b.begin(), b.end());
+    s.insert(s.end(), c.begin(), c.end());
+    // One byte at a time, with pauses that make the relay read each alone.
+    for (size_t i = 0; i < s.size(); ++i) {
+        ASSERT_TRUE(t.send(std::span<const uint8_t>(&s[i], 1)));
+        if (i % 7 == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    }
+    for (const auto* req : {&a, &b, &c}) {
+        auto m = t.recv();
+        ASSERT_TRUE(m);
+        EXPECT_TRUE(std::equal(req->begin() + 8, req->begin() + 20, m->begin() + 8)) << "answers out of order";
+    }
+}
+
+TEST(StreamIo, QuietConnectionsWithoutAnAllocationAreClosed) {
+    StreamLoop loop([](Config& c) { c.tcp_idle_timeout_s = 1; });
+    TcpClient quiet(loop.tcp(), "alice", "alice-pw");
+    const std::vector<uint8_t> half = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12};
+    ASSERT_TRUE(quiet.send(half));
+    TcpClient busy(loop.tcp(), "alice", "alice-pw");
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2600)) {
+        ASSERT_TRUE(busy.exchange(binding())) << "a connection sending messages was closed";
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_FALSE(quiet.recv(500));
+    EXPECT_TRUE(quiet.closed_by_peer());
+    EXPECT_EQ(closed(loop.stats(), 0, ConnClose::kIdle), 1u);
+    // With an allocation the connection stays while the allocation does.
+    TcpClient owner(loop.tcp(), "alice", "alice-pw");
+    ASSERT_NE(owner.allocate().family, Family::kNone);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2600));
+    auto ans = owner.exchange(binding());
+    EXPECT_TRUE(ans) << "the allocation's connection was closed as idle";
+}
+
+// An OpenSSL client connection to the TLS listener; `alpn` in wire format.
+struct TlsClient {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    SSL* ssl = nullptr;
+    int fd = -1;
+    bool ok = false;
+    TlsClient(const Address& server, const std::vector<uint8_t>& alpn) {
+        ::signal(SIGPIPE, SIG_IGN);  // SSL_write to a connection the relay closed
+        fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_storage ss{};
+        const size_t len = server.to_sockaddr(&ss);
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0) {
+            return;
+        }
+        ssl = SSL_new(ctx);
+        if (!alpn.empty()) {
+            SSL_set_alpn_protos(ssl, alpn.data(), static_cast<unsigned>(alpn.size()));
+        }
+        SSL_set_fd(ssl, fd);
+        ok = SSL_connect(ssl) == 1;  // the self-signed certificate is not verified here
+    }
+    ~TlsClient() {
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        ::close(fd);
+    }
+    std::string alpn() const {
+        const unsigned char* p = nullptr;
+        unsigned n = 0;
+        SSL_get0_alpn_selected(ssl, &p, &n);
+        return std::string(reinterpret_cast<const char*>(p), n);
+    }
+    std::optional<std::vector<uint8_t>> exchange(const std::vector<uint8_t>& req) {
+        if (SSL_write(ssl, req.data(), static_cast<int>(req.size())) != static_cast<int>(req.size())) {
+            return std::nullopt;
+        }
+        std::vector<uint8_t> buf;
+        for (;;) {
+            const StreamFrame f = next_stream_frame(buf);
+            if (f.status == StreamFrameStatus::kFrame) {
+                buf.resize(f.message_len);
+                return buf;
+            }
+            uint8_t tmp[4096];
+            const int n = SSL_read(ssl, tmp, sizeof tmp);
+            if (n <= 0) {
+                return std::nullopt;
+            }
+            buf.insert(buf.end(), tmp, tmp + n);
+        }
+    }
+};
+
+TEST(StreamIo, TlsAnswersNegotiatesStunTurnAndClosesPlainBytes) {
+    StreamLoop loop;
+    {
+        const std::vector<uint8_t> turn_then_h2 = {9, 's', 't', 'u', 'n', '.', 't', 'u', 'r', 'n', 2, 'h', '2'};
+        TlsClient t(loop.tls(), turn_then_h2);
+        ASSERT_TRUE(t.ok) << "TLS handshake failed";
+        EXPECT_EQ(t.alpn(), "stun.turn");
+        auto m = t.exchange(binding());
+        ASSERT_TRUE(m);
+        Answer a(*m);
+        EXPECT_TRUE(a.success());
+        EXPECT_EQ(a.xor_addresses(stun::attr::kXorMappedAddress).size(), 1u);
+    }
+    {
+        const std::vector<uint8_t> h2_only = {2, 'h', '2'};
+        TlsClient t(loop.tls(), h2_only);
+        ASSERT_TRUE(t.ok) << "a client offering other protocols only must still be served";
+        EXPECT_EQ(t.alpn(), "");
+        EXPECT_TRUE(t.exchange(binding()));
+    }
+    {
+        TcpClient plain(loop.tls(), "alice", "alice-pw");  // STUN without TLS on the TLS port
+        EXPECT_FALSE(plain.exchange(binding()));
+        EXPECT_TRUE(plain.closed_by_peer());
+    }
+    EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 1, ConnClose::kTlsHandshake) == 1; }));
+    EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 1, ConnClose::kClient) == 2; }));
+    EXPECT_EQ(loop.stats().connections_accepted[1].get(), 3u);
+}
+
+TEST(TlsContext, BadFilesNameTheKeyToFix) {
+    CertFiles f;
+    std::string err;
+    EXPECT_TRUE(make_tls_context(f.cert, f.key, err)) << err;
+    err.clear();
+    EXPECT_FALSE(make_tls_context(f.dir + "/missing.pem", f.key, err));
+    EXPECT_EQ(err.rfind("[tls].certificate: cannot load", 0), 0u) << err;
+    err.clear();
+    EXPECT_FALSE(make_tls_context(f.key, f.key, err));  // a key where the certificate belongs
+    EXPECT_EQ(err.rfind("[tls].certificate:", 0), 0u) << err;
+    err.clear();
+    EXPECT_FALSE(make_tls_context(f.cert, f.dir + "/missing.pem", err));
+    EXPECT_EQ(err.rfind("[tls].private_key: cannot load", 0), 0u) << err;
+    err.clear();
+    EXPECT_FALSE(make_tls_context(f.cert, f.other_key, err));
+    EXPECT_EQ(err.rfind("[tls].private_key:", 0), 0u) << err;
+    EXPECT_NE(err.find("does not belong to the certificate"), std::string::npos) << err;
+}
+
+std::string config_error(std::string_view toml, const CliOverrides& cli = {}) {
+    auto r = load_config_text(toml, cli);
+    auto* e = std::get_if<ConfigError>(&r);
+    return e != nullptr ? e->message : std::string();
+}
+
+TEST(Config, StreamListenersAndTheirSections) {
+    auto r = load_config_text(R"(
+[server]
+listen = ["127.0.0.1:3478"]
+listen_tcp = ["127.0.0.1:3478", "[::1]:3478"]
+listen_tls = ["127.0.0.1:5349"]
+[auth]
+users = ["a:b"]
+[tls]
+certificate = "/etc/turn/fullchain.pem"
+private_key = "/etc/turn/key.pem"
+[tcp]
+max_connections = 500
+idle_timeout_s = 12
+send_buffer_bytes = 100000
+)",
+                              {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    const Config& c = std::get<Config>(r);
+    EXPECT_EQ(c.listen_tcp.size(), 2u);
+    EXPECT_EQ(c.listen_tls.at(0), *Address::parse("127.0.0.1:5349"));
+    EXPECT_EQ(c.tls_certificate, "/etc/turn/fullchain.pem");
+    EXPECT_EQ(c.tcp_max_connections, 500u);
+    EXPECT_EQ(c.tcp_idle_timeout_s, 12u);
+    EXPECT_EQ(c.tcp_send_buffer_bytes, 100000u);
+
+    EXPECT_EQ(config_error("[server]\nlisten_tls = [\"127.0.0.1:5349\"]\n[auth]\nusers = [\"a:b\"]\n").rfind(
+                  "[tls].certificate: listen_tls is set", 0),
+              0u);
+    EXPECT_EQ(config_error("[server]\nlisten_tls = [\"127.0.0.1:5349\"]\n[auth]\nusers = [\"a:b\"]\n"
+                           "[tls]\ncertificate = \"c.pem\"\n")
+                  .rfind("[tls].private_key:", 0),
+              0u);
+    EXPECT_NE(config_error("[server]\nlisten_tcp = [\"127.0.0.1:5349\"]\nlisten_tls = [\"127.0.0.1:5349\"]\n"
+                           "[auth]\nusers = [\"a:b\"]\n[tls]\ncertificate = \"c\"\nprivate_key = \"k\"\n")
+                  .find("listed twice"),
+              std::string::npos);
+    EXPECT_EQ(config_error("[server]\nlisten_tcp = [\"127.0.0.1\"]\n[auth]\nusers = [\"a:b\"]\n").rfind(
+                  "[server].listen_tcp:", 0),
+              0u);
+    EXPECT_EQ(config_error("[tcp]\nsend_buffer_bytes = 1000\n[auth]\nusers = [\"a:b\"]\n").rfind(
+                  "[tcp].send_buffer_bytes: value 1000 is out of range", 0),
+              0u);
+    EXPECT_EQ(config_error("[tcp]\nmax_conns = 1\n[auth]\nusers = [\"a:b\"]\n").rfind("[tcp].max_conns: unknown key", 0),
+              0u);
+    // Command line.
+    CliOverrides cli;
+    cli.listen_tls = {"127.0.0.1:5350"};
+    cli.tls_certificate = "c.pem";
+    cli.tls_private_key = "k.pem";
+    auto o = load_config_text("[auth]\nusers = [\"a:b\"]\n", cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(o)) << std::get<ConfigError>(o).message;
+    EXPECT_EQ(std::get<Config>(o).listen_tls.at(0).port, 5350);
+    EXPECT_EQ(std::get<Config>(o).tls_private_key, "k.pem");
+}
+
+}  // namespace
+}  // namespace turn::cp::test
