@@ -21,6 +21,10 @@ The channels run's dataplane counters are also checked as operators see them: tu
 /metrics (turn_dataplane_worker_packets_total and friends) against what turn-dataplane prints
 at exit, promtool's linter on that exposition, and a real Prometheus server (Debian's
 `prometheus`, in the relay's namespace) scraping it, whose stored series must agree.
+A fourth run: uclient over TCP (-t, RFC 8656 section 3.1): the connection reaches turn-relay
+through the dataplane's exception path and its allocations are never offloaded, so every
+packet of it is relayed by turn-relay's sockets (path="socket" moves by exactly what was sent
+both ways) and none by the fast path (fwd_* == 0; the peer's datagrams are punt_miss).
 A third run (if python3-aioice is installed for /usr/bin/python3): aioice's TURN client
 allocates and exchanges datagrams with the same echo peer. aioice always binds a channel
 (0x4000 up) before sending, so it never uses Send/Data indications; after one warm-up datagram
@@ -171,11 +175,12 @@ def main():
     tmp = tempfile.mkdtemp(prefix="turn-offload-clients-")
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
-    e2e.write_relay_config(cfg, MPORT, sock, port_max=49200)
+    e2e.write_relay_config(cfg, MPORT, sock, port_max=49200, tcp=True)
     e2e.setup()
     relay = dp = upeer = prom = None
     ok, fails = True, []
-    prefixes = ("tccl_a", "tccl_b", "tccl_c")
+    prefixes = ("tccl_a", "tccl_b", "tccl_c", "tccl_d")
+    resyncs = 2  # after the first two runs
 
     def check(cond, what):
         nonlocal ok
@@ -288,7 +293,8 @@ def main():
         if os.path.exists("/usr/lib/python3/dist-packages/aioice"):
             dp = start_dataplane(dp_bin, sock, prefixes[2])
             check(wait_metric(MPORT, "turn_dataplane_connected", 1, 100) == 1, "aioice: dataplane attached")
-            check(wait_metric(MPORT, "turn_dataplane_resyncs_total", 3, 50) == 3, "aioice: resync #3")
+            resyncs += 1
+            check(wait_metric(MPORT, "turn_dataplane_resyncs_total", resyncs, 50) == resyncs, "aioice: resync #3")
             time.sleep(0.3)
             before = socket_counts()
             p = subprocess.run(["ip", "netns", "exec", NS_H, "/usr/bin/python3", "-c", AIOICE_CLIENT, RELAY,
@@ -316,6 +322,24 @@ def main():
                   f"aioice: fwd_peer_channel {pc} >= {AIOICE_N}, + socket == {AIOICE_N + 1}")
         else:
             print("aioice: python3-aioice not installed, run skipped", flush=True)
+
+        # Run 4: uclient over TCP (RFC 8656 section 3.1). The TCP connection reaches turn-relay
+        # through the dataplane's exception path, and the allocation made over it is never
+        # offloaded (its peer packets must go out on that connection): everything the client
+        # and the echo peer exchange is relayed by turn-relay's sockets, none by the fast path.
+        resyncs += 1
+        s, out, c, delta = one_run("tcp", ["-t"], prefixes[3], resyncs)
+        fwd = sum(int(v) for k, v in c.items() if k.startswith("fwd_"))
+        check(fwd == 0, f"tcp: nothing on the fast path (fwd_* = {fwd})")
+        check(delta["client_to_peer"] == s["sent"] and delta["peer_to_client"] == s["sent"],
+              f"tcp: path=socket both ways == sent {s['sent']} ({delta})")
+        check(int(c.get("punt_not_udp", 0)) > s["sent"] // 2,
+              f"tcp: the TCP segments took the exception path (punt_not_udp {c.get('punt_not_udp', 0)})")
+        check(int(c.get("punt_miss", 0)) >= s["sent"],
+              f"tcp: the peer's datagrams to the relayed ports were punted, not forwarded "
+              f"(punt_miss {c.get('punt_miss', 0)} >= {s['sent']})")
+        tcp_accepted = metric(metrics(MPORT), 'turn_connections_accepted_total{transport="tcp"}') or 0
+        check(tcp_accepted >= CLIENTS, f"tcp: turn-relay accepted the TCP connections ({tcp_accepted})")
     finally:
         if prom is not None:
             prom.close()
