@@ -32,11 +32,12 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 class Prometheus:
-    def __init__(self, workdir, metrics_port):
+    def __init__(self, workdir, metrics_port, rule_files=()):
         self.port = free_port(kinds=(socket.SOCK_STREAM,))
         cfg = workdir / "prometheus.yml"
+        rules = "rule_files:\n" + "".join(f"  - '{r}'\n" for r in rule_files) if rule_files else ""
         cfg.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n" + rules +
             "scrape_configs:\n  - job_name: turn-relay\n    static_configs:\n"
             f"      - targets: ['127.0.0.1:{metrics_port}']\n")
         self.log_path = workdir / "prometheus.log"

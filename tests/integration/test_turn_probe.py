@@ -55,7 +55,9 @@ def wait_tcp(port, family=socket.AF_INET, host="127.0.0.1", timeout=15.0):
 
 
 class Relay:
-    def __init__(self, workdir: Path):
+    """turn-relay with UDP, TCP and TLS listeners; `extra`: TOML sections appended."""
+
+    def __init__(self, workdir: Path, extra: str = ""):
         self.dir = workdir
         self.port = free_port(span=1)
         self.tls_port = free_port(kinds=(socket.SOCK_STREAM,))
@@ -85,7 +87,7 @@ rest_secrets = ["{SECRET}"]
 allow_peers = ["127.0.0.0/8", "::1/128"]
 [metrics]
 listen = "127.0.0.1:{self.metrics}"
-""")
+""" + extra)
         self.log = workdir / "relay.log"
         with open(self.log, "wb") as f:
             self.proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f,
