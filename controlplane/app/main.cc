@@ -139,6 +139,9 @@ int main(int argc, char** argv) {
     auto* cert_opt = app.add_option("--tls-cert", tls_cert, "PEM certificate chain for --listen-tls");
     auto* key_opt = app.add_option("--tls-key", tls_key, "PEM private key for --listen-tls");
     app.add_option("--relay-ip", cli.relay_ips, "relayed address IP, at most one per family (repeatable)");
+    app.add_option("--alternate-ip", cli.alternate_ips, "RFC 5780 alternate IP, at most one per family (repeatable)");
+    unsigned alternate_port = 0;
+    auto* alt_port_opt = app.add_option("--alternate-port", alternate_port, "RFC 5780 alternate port");
     auto* realm_opt = app.add_option("--realm", realm, "authentication realm");
     app.add_option("--user", cli.users, "static user NAME:PASS (repeatable)");
     app.add_option("--rest-secret", cli.rest_secrets, "TURN REST API shared secret, newest first (repeatable)");
@@ -180,6 +183,9 @@ int main(int argc, char** argv) {
     }
     if (state_opt->count() > 0) {
         cli.state_dir = state_dir;
+    }
+    if (alt_port_opt->count() > 0) {
+        cli.alternate_port = alternate_port;
     }
     if (cert_opt->count() > 0) {
         cli.tls_certificate = tls_cert;

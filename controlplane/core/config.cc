@@ -126,7 +126,7 @@ void parse_user(const std::string& key, const std::string& s, Config& c) {
 
 void apply_toml(const toml::table& root, Config& c) {
     static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
-        {"server", {"listen", "listen_tcp", "listen_tls", "relay_ips", "relay_port_min", "relay_port_max", "realm", "software", "threads",
+        {"server", {"listen", "listen_tcp", "listen_tls", "relay_ips", "alternate_ips", "alternate_port", "relay_port_min", "relay_port_max", "realm", "software", "threads",
                     "strict_channel_range"}},
         {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
         {"tls", {"certificate", "private_key"}},
@@ -177,6 +177,13 @@ void apply_toml(const toml::table& root, Config& c) {
             c.relay_ips.push_back(parse_ip("[server].relay_ips", s));
         }
     }
+    if (auto l = get_strings(root, "server", "alternate_ips")) {
+        c.alternate_ips.clear();
+        for (const auto& s : *l) {
+            c.alternate_ips.push_back(parse_ip("[server].alternate_ips", s));
+        }
+    }
+    get_int(root, "server", "alternate_port", c.alternate_port, 0, 65535);
     get_int(root, "server", "relay_port_min", c.relay_port_min, 1, 65535);
     get_int(root, "server", "relay_port_max", c.relay_port_max, 1, 65535);
     get_string(root, "server", "realm", c.realm);
@@ -243,6 +250,18 @@ void apply_cli(const CliOverrides& cli, Config& c) {
                 to->push_back(parse_listen(flag, s));
             }
         }
+    }
+    if (!cli.alternate_ips.empty()) {
+        c.alternate_ips.clear();
+        for (const auto& s : cli.alternate_ips) {
+            c.alternate_ips.push_back(parse_ip("--alternate-ip", s));
+        }
+    }
+    if (cli.alternate_port) {
+        if (*cli.alternate_port > 65535) {
+            fail("--alternate-port", std::to_string(*cli.alternate_port) + " is not a port; use 1..65535");
+        }
+        c.alternate_port = static_cast<uint16_t>(*cli.alternate_port);
     }
     if (cli.tls_certificate) {
         c.tls_certificate = *cli.tls_certificate;
@@ -353,6 +372,41 @@ void validate(Config& c, bool have_file) {
                          stream[i].to_string() + " is listed twice for TCP/TLS; one TCP port serves either plain "
                          "TCP or TLS, so give TLS its own port (5349 by convention)");
                 }
+            }
+        }
+    }
+    if (!c.alternate_ips.empty() || c.alternate_port != 0) {
+        const std::string k = "[server].alternate_ips";
+        if (c.alternate_ips.empty() || c.alternate_port == 0) {
+            fail(c.alternate_ips.empty() ? k : "[server].alternate_port",
+                 "NAT behaviour discovery (RFC 5780) needs both alternate_ips and alternate_port; set both or neither");
+        }
+        bool seen[2] = {false, false};
+        for (const auto& a : c.alternate_ips) {
+            if (seen[a.is_v4() ? 0 : 1]) {
+                fail(k, "at most one address per family");
+            }
+            seen[a.is_v4() ? 0 : 1] = true;
+            int listeners = 0;
+            for (const auto& l : c.listen) {
+                if (l.family != a.family) {
+                    continue;
+                }
+                ++listeners;
+                if (l.is_unspecified()) {
+                    fail(k, "needs a concrete UDP listener of its family, not the wildcard " + l.to_string());
+                }
+                if (l.with_port(0) == a) {
+                    fail(k, a.ip_string() + " is the listener's own IP; the alternate must be a second IP of this host");
+                }
+                if (l.port == c.alternate_port) {
+                    fail("[server].alternate_port", std::to_string(c.alternate_port) + " is the listener's own port; use another (e.g. " +
+                                                        std::to_string(l.port + 1) + ")");
+                }
+            }
+            if (listeners != 1) {
+                fail(k, "needs exactly one UDP listener of the family of " + a.ip_string() + " in [server].listen (has " +
+                            std::to_string(listeners) + ")");
             }
         }
     }

@@ -20,6 +20,11 @@ struct Config {
     std::vector<Address> listen_tcp;  // TURN over TCP (RFC 8656 section 3.1)
     std::vector<Address> listen_tls;  // TURN over TLS over TCP ("turns:")
     std::vector<Address> relay_ips;   // at most one per family
+    // RFC 5780 NAT behaviour discovery: a second IP (at most one per family)
+    // and a second port; with both, Binding is answered on the four
+    // combinations with the family's UDP listener (core/nat_behavior.h).
+    std::vector<Address> alternate_ips;
+    uint16_t alternate_port = 0;
     uint16_t relay_port_min = 49152;
     uint16_t relay_port_max = 65535;
     std::string realm = "turnrelay.local";
@@ -80,6 +85,8 @@ struct CliOverrides {
     std::optional<std::string> tls_certificate;
     std::optional<std::string> tls_private_key;
     std::vector<std::string> relay_ips;
+    std::vector<std::string> alternate_ips;
+    std::optional<unsigned> alternate_port;
     std::optional<std::string> realm;
     std::vector<std::string> users;
     std::vector<std::string> rest_secrets;

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include "core/event_log.h"
+#include "core/nat_behavior.h"
 
 namespace turn::cp {
 
@@ -15,6 +16,11 @@ EventLoop::~EventLoop() { stop(); }
 
 std::string EventLoop::bind_listeners(SSL_CTX* tls) {
     for (const auto& l : shared_.config.listen) {
+        if (auto err = io_.add_listener(l); !err.empty()) {
+            return err;
+        }
+    }
+    for (const auto& l : nat_extra_listeners(shared_.config)) {  // RFC 5780 alternates
         if (auto err = io_.add_listener(l); !err.empty()) {
             return err;
         }

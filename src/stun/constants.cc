@@ -6,8 +6,9 @@ namespace turn::stun {
 // 5780 client that sends CHANGE-REQUEST to a server that cannot change its
 // address must get 420, or it misreads the answer as endpoint-independent
 // filtering. CHANGE-REQUEST, RESPONSE-PORT, PADDING, the RFC 3489 address
-// attributes and ICE's PRIORITY/USE-CANDIDATE are therefore "unknown" until
-// the server implements them.
+// attributes and ICE's PRIORITY/USE-CANDIDATE are therefore "unknown" here;
+// the control plane's Binding handler accepts the RFC 5780 ones where it can
+// honour them (controlplane/core/handlers/binding.cc).
 bool is_known_required_attribute(uint16_t type) {
     switch (type) {
     case attr::kMappedAddress:

@@ -1,24 +1,71 @@
 // Binding (RFC 8489 sections 6.3.1 and 7.3.1; RFC 8656 section 5: a TURN
-// server answers Binding without authentication).
+// server answers Binding without authentication), with RFC 5780's NAT
+// behaviour discovery attributes where the server has alternates for the
+// family ([server].alternate_ips / alternate_port, core/nat_behavior.h):
+// RESPONSE-ORIGIN (always, with a concrete listener), OTHER-ADDRESS,
+// CHANGE-REQUEST (the response leaves from the changed address), and over
+// UDP RESPONSE-PORT (the response goes to that port of the client's IP) and
+// PADDING (echoed at the same length, for fragmentation tests).
+#include "core/nat_behavior.h"
 #include "core/server.h"
+#include "stun/attributes.h"
 
 namespace turn::cp {
 
 void Server::handle_binding(const Request& r) {
-    if (!r.msg.unknown_required().empty()) {
+    const Config& c = shared_.config;
+    const bool udp = r.ft.transport == Transport::kUdp;
+    const bool rfc5780 = udp && nat_discovery_enabled(c, r.ft.server);
+    // What this server processes of the attributes the library calls
+    // unknown: CHANGE-REQUEST only with alternates, RESPONSE-PORT and
+    // PADDING over UDP (they are about datagrams). Over TCP/TLS and without
+    // alternates an RFC 5780 client gets 420 and knows to stop (section 6.1).
+    std::vector<uint16_t> unknown;
+    for (const uint16_t t : r.msg.unknown_required()) {
+        const bool handled = (t == stun::attr::kChangeRequest && rfc5780) ||
+                             ((t == stun::attr::kResponsePort || t == stun::attr::kPadding) && udp);
+        if (!handled) {
+            unknown.push_back(t);
+        }
+    }
+    if (!unknown.empty()) {
         stun::MessageBuilder b = begin(r, stun::Class::kError);
         b.add_error_code(stun::err::kUnknownAttribute);
-        b.add_unknown_attributes(r.msg.unknown_required());
+        b.add_unknown_attributes(unknown);
         finish(r, b, stun::err::kUnknownAttribute);
         return;
     }
-    stun::MessageBuilder b = begin(r, stun::Class::kSuccess);
+    FiveTuple out = r.ft;  // where the response goes (client) and leaves from (server)
+    if (const auto* a = r.msg.find(stun::attr::kChangeRequest); a != nullptr && rfc5780) {
+        stun::ChangeRequest cr;
+        if (stun::decode_change_request(r.msg.value(*a), cr) != stun::AttrError::kOk) {
+            reply_error(r, stun::err::kBadRequest);
+            return;
+        }
+        out.server = *nat_changed_address(c, r.ft.server, cr.change_ip, cr.change_port);
+    }
+    if (const auto* a = r.msg.find(stun::attr::kResponsePort); a != nullptr && udp) {
+        uint16_t port = 0;
+        if (stun::decode_response_port(r.msg.value(*a), port) != stun::AttrError::kOk || port == 0) {
+            reply_error(r, stun::err::kBadRequest);
+            return;
+        }
+        out.client = out.client.with_port(port);  // same IP: no reflection to another host
+    }
+    const Request resp{r.msg, out, r.auth, r.fingerprint};
+    stun::MessageBuilder b = begin(resp, stun::Class::kSuccess);
     b.add_xor_address(stun::attr::kXorMappedAddress, r.ft.client.normalised());
     // RFC 5780 section 7.3: where the response comes from (our listener).
-    if (!r.ft.server.is_unspecified()) {
-        b.add_address(stun::attr::kResponseOrigin, r.ft.server.normalised());
+    if (!out.server.is_unspecified()) {
+        b.add_address(stun::attr::kResponseOrigin, out.server.normalised());
     }
-    finish(r, b, 200);
+    if (rfc5780) {
+        b.add_address(stun::attr::kOtherAddress, *nat_changed_address(c, r.ft.server, true, true));
+    }
+    if (const auto* a = r.msg.find(stun::attr::kPadding); a != nullptr && udp) {
+        b.add_padding(a->length);  // as large as the client's; the builder refuses past the scratch buffer
+    }
+    finish(resp, b, 200);
 }
 
 }  // namespace turn::cp

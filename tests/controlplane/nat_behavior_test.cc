@@ -1,0 +1,200 @@
+// RFC 5780 NAT behaviour discovery in the Binding handler (core/nat_behavior.*,
+// core/handlers/binding.cc), on the real protocol core with the recording
+// FakeIo: OTHER-ADDRESS and RESPONSE-ORIGIN on each of the four addresses,
+// CHANGE-REQUEST answered from the changed IP and/or port (the FakeIo sees
+// which listener a response leaves from), RESPONSE-PORT, PADDING echoed,
+// and 420 / 400 wherever the server cannot or must not honour them (no
+// alternates, TCP, TURN methods, malformed values). Also the configuration
+// checks of alternate_ips / alternate_port.
+#include "core/nat_behavior.h"
+
+#include "server_fixture.h"
+#include "stun/attributes.h"
+
+namespace turn::cp::test {
+namespace {
+
+using M = stun::Method;
+
+Config with_alternates() {
+    Config c;
+    c.listen = {A("198.18.0.1:3478"), A("[fd00::1]:3478")};
+    c.relay_ips = {A("198.18.0.1"), A("fd00::1")};
+    c.alternate_ips = {A("198.18.0.2")};  // IPv4 only: IPv6 has no alternates here
+    c.alternate_port = 3479;
+    c.realm = "example.org";
+    c.users = {{"alice", "alice-pw"}};
+    c.metrics_listen = "";
+    return c;
+}
+
+std::optional<Address> plain_address(const Answer& a, uint16_t type) {
+    const auto* at = a.view.find(type);
+    Address out;
+    if (at == nullptr || stun::decode_address(a.view.value(*at), out) != stun::AttrError::kOk) {
+        return std::nullopt;
+    }
+    return out;
+}
+
+std::vector<uint16_t> unknown_of(const Answer& a) {
+    const auto* at = a.view.find(stun::attr::kUnknownAttributes);
+    std::array<uint16_t, 16> buf{};
+    size_t n = 0;
+    if (at == nullptr || stun::decode_unknown_attributes(a.view.value(*at), buf, n) != stun::AttrError::kOk) {
+        return {};
+    }
+    return {buf.begin(), buf.begin() + static_cast<ptrdiff_t>(n)};
+}
+
+class NatBehavior : public ServerTest {
+protected:
+    void SetUp() override { start(with_alternates()); }
+
+    // A Binding received on `on` from the client; the one message sent back.
+    std::optional<SentToClient> binding(const Address& on, const Attrs& attrs, Transport t = Transport::kUdp) {
+        const FiveTuple ft{A("198.18.1.1:5000"), on, t};
+        const size_t before = io.client.size();
+        server->on_client_datagram(ft, build(M::kBinding, stun::Class::kRequest, attrs, nullptr));
+        if (io.client.size() != before + 1) {
+            return std::nullopt;
+        }
+        return io.client.back();
+    }
+};
+
+TEST_F(NatBehavior, EachOfTheFourAddressesNamesTheOneThatDiffersInBoth) {
+    const Address quad[4] = {A("198.18.0.1:3478"), A("198.18.0.1:3479"), A("198.18.0.2:3478"), A("198.18.0.2:3479")};
+    for (int i = 0; i < 4; ++i) {
+        auto s = binding(quad[i], {});
+        ASSERT_TRUE(s);
+        Answer a(s->bytes);
+        ASSERT_TRUE(a.success());
+        EXPECT_EQ(s->to.server, quad[i]) << "without CHANGE-REQUEST the answer leaves where the request came in";
+        EXPECT_EQ(plain_address(a, stun::attr::kResponseOrigin), quad[i]);
+        EXPECT_EQ(plain_address(a, stun::attr::kOtherAddress), quad[3 - i]) << i;
+        EXPECT_EQ(a.xor_address(stun::attr::kXorMappedAddress), A("198.18.1.1:5000"));
+    }
+}
+
+TEST_F(NatBehavior, ChangeRequestAnswersFromTheChangedAddress) {
+    struct Case {
+        const char* on;
+        bool ip, port;
+        const char* from;
+    } cases[] = {
+        {"198.18.0.1:3478", true, true, "198.18.0.2:3479"},   // filtering test II (RFC 5780 4.4)
+        {"198.18.0.1:3478", false, true, "198.18.0.1:3479"},  // filtering test III
+        {"198.18.0.1:3478", true, false, "198.18.0.2:3478"},
+        {"198.18.0.2:3479", true, false, "198.18.0.1:3479"},
+        {"198.18.0.2:3479", false, false, "198.18.0.2:3479"},
+    };
+    for (const auto& k : cases) {
+        auto s = binding(A(k.on), [&](stun::MessageBuilder& b) { b.add_change_request(k.ip, k.port); });
+        ASSERT_TRUE(s) << k.on;
+        Answer a(s->bytes);
+        ASSERT_TRUE(a.success()) << a.code();
+        EXPECT_EQ(s->to.server, A(k.from)) << k.on << " ip=" << k.ip << " port=" << k.port;
+        EXPECT_EQ(s->to.client, A("198.18.1.1:5000"));
+        EXPECT_EQ(plain_address(a, stun::attr::kResponseOrigin), A(k.from));
+        EXPECT_EQ(plain_address(a, stun::attr::kOtherAddress), *nat_changed_address(shared->config, A(k.on), true, true));
+    }
+}
+
+TEST_F(NatBehavior, ResponsePortAndPaddingOverUdp) {
+    auto s = binding(A("198.18.0.1:3478"), [](stun::MessageBuilder& b) { b.add_response_port(7777); });
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->to.client, A("198.18.1.1:7777")) << "same IP, the requested port";
+    Answer a(s->bytes);
+    EXPECT_EQ(a.xor_address(stun::attr::kXorMappedAddress), A("198.18.1.1:5000"));
+
+    s = binding(A("198.18.0.1:3478"), [](stun::MessageBuilder& b) { b.add_padding(1500); });
+    ASSERT_TRUE(s);
+    Answer p(s->bytes);
+    ASSERT_TRUE(p.success());
+    const auto* pad = p.view.find(stun::attr::kPadding);
+    ASSERT_NE(pad, nullptr);
+    EXPECT_EQ(pad->length, 1500);
+
+    for (uint16_t bad_port : {uint16_t{0}}) {
+        s = binding(A("198.18.0.1:3478"), [&](stun::MessageBuilder& b) { b.add_response_port(bad_port); });
+        ASSERT_TRUE(s);
+        EXPECT_EQ(Answer(s->bytes).code(), 400);
+    }
+    s = binding(A("198.18.0.1:3478"), [](stun::MessageBuilder& b) {
+        const uint8_t short_value[2] = {0, 6};
+        b.add(stun::attr::kChangeRequest, short_value);
+    });
+    ASSERT_TRUE(s);
+    EXPECT_EQ(Answer(s->bytes).code(), 400) << "a CHANGE-REQUEST that is not 4 bytes";
+}
+
+TEST_F(NatBehavior, WhatCannotBeHonouredIs420) {
+    const auto change = [](stun::MessageBuilder& b) { b.add_change_request(true, true); };
+    // IPv6 has no alternates here.
+    const FiveTuple v6{A("[fd00::99]:5000"), A("[fd00::1]:3478"), Transport::kUdp};
+    server->on_client_datagram(v6, build(M::kBinding, stun::Class::kRequest, change, nullptr));
+    Answer a(io.client.back().bytes);
+    EXPECT_EQ(a.code(), 420);
+    EXPECT_EQ(unknown_of(a), std::vector<uint16_t>{stun::attr::kChangeRequest});
+    EXPECT_FALSE(a.view.find(stun::attr::kOtherAddress));
+    // Over TCP there is nothing to change and no datagram to pad or redirect.
+    for (const Attrs& attrs : std::vector<Attrs>{change, [](stun::MessageBuilder& b) { b.add_response_port(9); },
+                                                 [](stun::MessageBuilder& b) { b.add_padding(8); }}) {
+        auto s = binding(A("198.18.0.1:3478"), attrs, Transport::kTcp);
+        ASSERT_TRUE(s);
+        EXPECT_EQ(Answer(s->bytes).code(), 420);
+        EXPECT_EQ(s->to.server, A("198.18.0.1:3478"));
+    }
+    // TURN methods do not process them either.
+    const FiveTuple ft{A("198.18.1.1:6000"), A("198.18.0.1:3478"), Transport::kUdp};
+    Answer al = allocate(ft, change);
+    EXPECT_EQ(al.code(), 420);
+}
+
+TEST_F(ServerTest, WithoutAlternatesChangeRequestIs420AndNoOtherAddress) {
+    auto a = exchange(tuple(), build(M::kBinding, stun::Class::kRequest,
+                                     [](stun::MessageBuilder& b) { b.add_change_request(false, true); }, nullptr));
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->code(), 420);
+    auto plain = exchange(tuple(), build(M::kBinding, stun::Class::kRequest, {}, nullptr));
+    ASSERT_TRUE(plain && plain->success());
+    EXPECT_FALSE(plain->view.find(stun::attr::kOtherAddress));
+    EXPECT_TRUE(plain->view.find(stun::attr::kResponseOrigin));
+}
+
+std::string config_error(std::string_view toml) {
+    auto r = load_config_text(toml, {});
+    auto* e = std::get_if<ConfigError>(&r);
+    return e != nullptr ? e->message : std::string();
+}
+
+TEST(NatBehaviorConfig, AlternatesAreCheckedAtStartUp) {
+    const std::string base = "[auth]\nusers = [\"a:b\"]\n[server]\n";
+    auto ok = load_config_text(base + "listen = [\"127.0.0.1:3478\"]\nalternate_ips = [\"127.0.0.2\"]\nalternate_port = 3479\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(ok)) << std::get<ConfigError>(ok).message;
+    const Config& c = std::get<Config>(ok);
+    EXPECT_EQ(nat_extra_listeners(c), (std::vector<Address>{A("127.0.0.1:3479"), A("127.0.0.2:3478"), A("127.0.0.2:3479")}));
+
+    EXPECT_EQ(config_error(base + "listen = [\"127.0.0.1:3478\"]\nalternate_ips = [\"127.0.0.2\"]\n")
+                  .rfind("[server].alternate_port: NAT behaviour discovery (RFC 5780) needs both", 0),
+              0u);
+    EXPECT_EQ(config_error(base + "listen = [\"127.0.0.1:3478\"]\nalternate_port = 3479\n").rfind("[server].alternate_ips:", 0), 0u);
+    EXPECT_NE(config_error(base + "listen = [\"127.0.0.1:3478\"]\nalternate_ips = [\"127.0.0.1\"]\nalternate_port = 3479\n")
+                  .find("listener's own IP"),
+              std::string::npos);
+    EXPECT_NE(config_error(base + "listen = [\"127.0.0.1:3478\"]\nalternate_ips = [\"127.0.0.2\"]\nalternate_port = 3478\n")
+                  .find("listener's own port"),
+              std::string::npos);
+    EXPECT_NE(config_error(base + "listen = [\"0.0.0.0:3478\"]\nrelay_ips = [\"127.0.0.1\"]\n"
+                                  "alternate_ips = [\"127.0.0.2\"]\nalternate_port = 3479\n")
+                  .find("not the wildcard"),
+              std::string::npos);
+    EXPECT_NE(config_error(base + "listen = [\"127.0.0.1:3478\", \"127.0.0.3:3478\"]\n"
+                                  "alternate_ips = [\"127.0.0.2\"]\nalternate_port = 3479\n")
+                  .find("exactly one UDP listener"),
+              std::string::npos);
+}
+
+}  // namespace
+}  // namespace turn::cp::test
