@@ -24,6 +24,7 @@ constexpr size_t family_slot(Family f) { return f == Family::kIPv6 ? 1 : 0; }
 struct RelayEndpoint {
     Address addr;           // relayed transport address (IP and port)
     RelayId id = kNoRelay;  // the I/O layer's socket handle
+    bool tcp = false;       // an RFC 6062 listening TCP socket, not a UDP one
     bool active() const { return id != kNoRelay; }
 };
 
@@ -38,6 +39,7 @@ public:
     uint64_t expires_ms = 0;
     uint64_t timer_at_ms = 0;  // deadline of the wheel entry that counts
     bool dont_fragment = false;
+    bool tcp = false;  // RFC 6062: REQUESTED-TRANSPORT TCP, peers reached over TCP connections
     TokenBucket bandwidth;
     // Relay accounting for logs.
     uint64_t packets_in = 0;

@@ -51,8 +51,12 @@ Allocation* AllocationManager::find_by_relay(RelayId relay, Family& family) {
 }
 
 AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_port, bool reserve_next,
-                                                            std::optional<uint64_t> token, bool dont_fragment) {
+                                                            std::optional<uint64_t> token, bool dont_fragment,
+                                                            bool tcp) {
     RelayGrant g;
+    auto open = [&](const Address& addr, RelayId& id) {
+        return tcp ? io_.open_tcp_relay(addr, id) : io_.open_relay(addr, dont_fragment, id);
+    };
     const auto ip = shared_.config.relay_ip(f);
     if (!ip && !token) {
         g.error = stun::err::kAddressFamilyNotSupported;
@@ -67,12 +71,12 @@ AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_
             return g;
         }
         RelayId id = kNoRelay;
-        if (io_.open_relay(res_ip->with_port(res->port), dont_fragment, id) != OpenResult::kOk) {
+        if (open(res_ip->with_port(res->port), id) != OpenResult::kOk) {
             shared_.ports.release(res->family, res->port);
             g.error = stun::err::kInsufficientCapacity;
             return g;
         }
-        g.endpoint = RelayEndpoint{res_ip->with_port(res->port), id};
+        g.endpoint = RelayEndpoint{res_ip->with_port(res->port), id, tcp};
         return g;
     }
     // A port another process holds is skipped: it stays marked as used for
@@ -92,10 +96,10 @@ AllocationManager::RelayGrant AllocationManager::open_relay(Family f, bool even_
             break;
         }
         RelayId id = kNoRelay;
-        const OpenResult r = io_.open_relay(ip->with_port(grant->port), dont_fragment, id);
+        const OpenResult r = open(ip->with_port(grant->port), id);
         if (r == OpenResult::kOk) {
             release_held();
-            g.endpoint = RelayEndpoint{ip->with_port(grant->port), id};
+            g.endpoint = RelayEndpoint{ip->with_port(grant->port), id, tcp};
             g.reservation_token = grant->token;
             return g;
         }
@@ -120,7 +124,11 @@ void AllocationManager::close_relay(Family f, const RelayEndpoint& e) {
     if (!e.active()) {
         return;
     }
-    io_.close_relay(e.id);
+    if (e.tcp) {
+        io_.close_tcp_relay(e.id);
+    } else {
+        io_.close_relay(e.id);
+    }
     shared_.ports.release(f, e.addr.port);
 }
 

@@ -31,6 +31,10 @@ public:
     ~AllocationManager();
 
     Allocation* find(const FiveTuple& ft);
+    Allocation* find_by_id(uint64_t id) {
+        auto it = by_id_.find(id);
+        return it == by_id_.end() ? nullptr : it->second;
+    }
     // The allocation a relayed socket belongs to, and that socket's family.
     Allocation* find_by_relay(RelayId relay, Family& family);
     size_t size() const { return by_tuple_.size(); }
@@ -44,8 +48,9 @@ public:
         RelayEndpoint endpoint;
         uint64_t reservation_token = 0;
     };
+    // tcp: an RFC 6062 listening TCP socket instead of a UDP one.
     RelayGrant open_relay(Family f, bool even_port, bool reserve_next, std::optional<uint64_t> token,
-                          bool dont_fragment);
+                          bool dont_fragment, bool tcp = false);
     // Undoes open_relay() when the allocation is not created after all.
     void close_relay(Family f, const RelayEndpoint& e);
 

@@ -31,6 +31,24 @@ public:
     // IP_MTU_DISCOVER=IP_PMTUDISC_DO / IPV6_DONTFRAG on it.
     virtual OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) = 0;
     virtual void close_relay(RelayId relay) = 0;
+
+    // RFC 6062 TCP allocations (TCP/TLS clients only). The defaults refuse:
+    // an I/O layer without stream support has no TCP relays.
+    //
+    // A listening TCP socket at the relayed address; its ids never collide
+    // with open_relay's.
+    virtual OpenResult open_tcp_relay(const Address& /*addr*/, RelayId& /*out*/) { return OpenResult::kError; }
+    // Closes the listener and every peer connection made from or to it.
+    virtual void close_tcp_relay(RelayId /*relay*/) {}
+    // Starts a connection from the relayed address to `peer`; the result
+    // comes back as Server::on_tcp_peer_connected(conn_id, ok). false: it
+    // could not even start.
+    virtual bool tcp_connect(RelayId /*relay*/, const Address& /*peer*/, uint32_t /*conn_id*/) { return false; }
+    virtual void tcp_close_peer(uint32_t /*conn_id*/) {}
+    // The client connection `client` (which just sent a successful
+    // ConnectionBind, answer already queued) becomes the data connection of
+    // peer connection `conn_id`: from now on bytes are piped both ways.
+    virtual bool tcp_bind_data(const FiveTuple& /*client*/, uint32_t /*conn_id*/) { return false; }
 };
 
 }  // namespace turn::cp

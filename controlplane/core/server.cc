@@ -174,6 +174,10 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
         return;
     }
 
+    if (method == stun::Method::kConnectionBind) {
+        handle_connection_bind(r);  // on a data connection, which has no allocation of its own
+        return;
+    }
     Allocation* a = allocations_.find(ft);
     if (method == stun::Method::kAllocate) {
         if (a != nullptr) {

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <array>
+#include <optional>
+#include <unordered_map>
 #include <cstdint>
 #include <span>
 
@@ -44,6 +46,17 @@ public:
     // so the allocation on it (if any) ends too.
     void on_client_closed(const FiveTuple& ft);
     bool has_allocation(const FiveTuple& ft) { return allocations_.find(ft) != nullptr; }
+
+    // RFC 6062 TCP allocations, from the I/O layer (handlers/tcp_relay.cc).
+    // The outgoing connection of a Connect request succeeded or failed.
+    void on_tcp_peer_connected(uint32_t conn_id, bool ok);
+    // A peer connected to a TCP allocation's relayed address: true (with a
+    // connection id) if it has a permission, and the client is told with a
+    // ConnectionAttempt indication; false: the I/O layer closes it.
+    bool on_tcp_peer_accepted(RelayId relay, const Address& peer, uint32_t& conn_id);
+    // A peer connection ended (either side, bound or not).
+    void on_tcp_peer_closed(uint32_t conn_id);
+    size_t tcp_peer_count() const { return tcp_peers_.size(); }
     void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data);
     // An ICMP error about a datagram the relayed socket sent to `peer`
     // (RFC 8656 section 11.5): reported to the client as a Data indication
@@ -80,6 +93,7 @@ private:
     void handle_create_permission(const Request& r, Allocation& a);
     void handle_channel_bind(const Request& r, Allocation& a);
     void handle_connect(const Request& r, Allocation& a);
+    void handle_connection_bind(const Request& r);
     void handle_send(const FiveTuple& ft, const stun::MessageView& m);
 
     // Response helpers: begin() starts a response to r in the scratch
@@ -106,6 +120,23 @@ private:
     Authenticator auth_;
     ResponseCache cache_;
     uint64_t txid_state_ = 0;
+
+    // RFC 6062: peer connections of this loop's TCP allocations, by
+    // CONNECTION-ID, from Connect (or a peer's connect) until they end.
+    struct TcpPeer {
+        uint64_t alloc_id = 0;
+        Address peer;
+        bool connecting = false;  // a Connect waits for the outgoing connection
+        bool bound = false;       // ConnectionBind made a data connection of it
+        // The Connect answer, sent when the connection is made or has failed.
+        FiveTuple ft;
+        std::array<uint8_t, stun::kTxIdSize> txid{};
+        std::optional<AuthContext> auth;
+        bool fingerprint = false;
+    };
+    std::unordered_map<uint32_t, TcpPeer> tcp_peers_;
+    uint32_t new_connection_id();
+    void answer_connect(const TcpPeer& p, uint32_t conn_id, uint16_t code);
     std::array<uint8_t, kScratchSize> scratch_{};
 };
 

@@ -11,7 +11,7 @@ constexpr std::string_view kAuthNames[] = {TURN_CP_AUTH_FAILURES(TURN_CP_NAME)};
 constexpr std::string_view kQuotaNames[] = {TURN_CP_QUOTA_KINDS(TURN_CP_NAME)};
 constexpr std::string_view kConnCloseNames[] = {TURN_CP_CONN_CLOSE_REASONS(TURN_CP_NAME)};
 constexpr std::string_view kMethodNames[] = {"binding", "allocate", "refresh", "create_permission",
-                                             "channel_bind", "connect", "other"};
+                                             "channel_bind", "connect", "connection_bind", "other"};
 constexpr std::string_view kDirectionNames[] = {"client_to_peer", "peer_to_client"};
 }  // namespace
 #undef TURN_CP_NAME
@@ -32,6 +32,7 @@ MethodIndex method_index(uint16_t method) {
         case Method::kCreatePermission: return MethodIndex::kCreatePermission;
         case Method::kChannelBind: return MethodIndex::kChannelBind;
         case Method::kConnect: return MethodIndex::kConnect;
+        case Method::kConnectionBind: return MethodIndex::kConnectionBind;
         default: return MethodIndex::kOther;
     }
 }

@@ -77,7 +77,7 @@ constexpr size_t kStreamKinds = 2;
 
 // Request methods and response codes tracked by turn_requests_total.
 enum class MethodIndex : uint8_t {
-    kBinding, kAllocate, kRefresh, kCreatePermission, kChannelBind, kConnect, kOther, kCount
+    kBinding, kAllocate, kRefresh, kCreatePermission, kChannelBind, kConnect, kConnectionBind, kOther, kCount
 };
 std::string_view name(MethodIndex m);
 MethodIndex method_index(uint16_t method);

@@ -25,6 +25,12 @@ std::string EventLoop::bind_listeners(SSL_CTX* tls) {
             return err;
         }
     }
+    // TCP and TLS clients are served by loop 0 alone: an RFC 6062 data
+    // connection must reach the loop that holds its allocation and peer
+    // connection, and a second SO_REUSEPORT listener could hand it to another.
+    if (index_ != 0) {
+        return {};
+    }
     for (const auto& l : shared_.config.listen_tcp) {
         if (auto err = io_.add_stream_listener(shared_, l, nullptr); !err.empty()) {
             return err;

@@ -58,6 +58,26 @@ public:
                       bool dont_fragment = false) override;
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override;
     void close_relay(RelayId relay) override;
+    // RFC 6062 (io/stream_io.h).
+    OpenResult open_tcp_relay(const Address& addr, RelayId& out) override {
+        return streams_ ? streams_->open_tcp_relay(addr, out) : OpenResult::kError;
+    }
+    void close_tcp_relay(RelayId relay) override {
+        if (streams_) {
+            streams_->close_tcp_relay(relay);
+        }
+    }
+    bool tcp_connect(RelayId relay, const Address& peer, uint32_t conn_id) override {
+        return streams_ && streams_->tcp_connect(relay, peer, conn_id);
+    }
+    void tcp_close_peer(uint32_t conn_id) override {
+        if (streams_) {
+            streams_->tcp_close_peer(conn_id);
+        }
+    }
+    bool tcp_bind_data(const FiveTuple& client, uint32_t conn_id) override {
+        return streams_ && streams_->tcp_bind_data(client, conn_id);
+    }
 
     size_t relay_count() const { return relay_count_; }
     size_t connection_count() const { return streams_ ? streams_->connection_count() : 0; }

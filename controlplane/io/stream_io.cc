@@ -21,6 +21,9 @@ namespace turn::cp {
 namespace {
 
 constexpr uint64_t kListenerBit = 1ull << 61;
+constexpr uint64_t kRelayBit = 1ull << 60;        // with kListenerBit: an RFC 6062 relay listener
+constexpr size_t kPeerPending = 64 * 1024;        // a peer's bytes kept before its ConnectionBind
+constexpr uint64_t kConnectTimeoutMs = 10'000;    // a Connect's outgoing connection
 constexpr uint32_t kIndexMask = (1u << 24) - 1;
 constexpr size_t kReadSize = 64 * 1024;
 constexpr int kReadsPerEvent = 8;     // then other connections get their turn
@@ -32,13 +35,23 @@ StreamIo::StreamIo(Shared& shared, Stats& stats, int epoll_fd)
     : shared_(shared), stats_(stats), epoll_fd_(epoll_fd), rx_(kReadSize) {}
 
 StreamIo::~StreamIo() {
+    server_ = nullptr;  // the server is gone first (EventLoop's member order): nobody to tell
     for (uint32_t i = 0; i < conns_.size(); ++i) {
         if (conns_[i] && conns_[i]->fd >= 0) {
-            close(i, ConnClose::kShutdown, false);
+            if (conns_[i]->role == Role::kPeer) {
+                close_peer(i, false);
+            } else {
+                close(i, ConnClose::kShutdown, false);
+            }
         }
     }
     for (auto& l : listeners_) {
         ::close(l.fd);
+    }
+    for (auto& r : tcp_relays_) {
+        if (r.fd >= 0) {
+            ::close(r.fd);
+        }
     }
 }
 
@@ -72,7 +85,11 @@ std::string StreamIo::add_listener(const Address& local, SSL_CTX* tls) {
 void StreamIo::on_event(uint64_t t, uint32_t events) {
     if ((t & kListenerBit) != 0) {
         const size_t i = t & kIndexMask;
-        if (i < listeners_.size()) {
+        if ((t & kRelayBit) != 0) {
+            if (i < tcp_relays_.size() && tcp_relays_[i].fd >= 0) {
+                accept_peers(static_cast<uint32_t>(i));
+            }
+        } else if (i < listeners_.size()) {
             accept_all(listeners_[i]);
         }
         return;
@@ -84,6 +101,15 @@ void StreamIo::on_event(uint64_t t, uint32_t events) {
         return;
     }
     Conn& c = *conns_[idx];
+    if (c.connecting) {
+        if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
+            int err = 0;
+            socklen_t l = sizeof err;
+            ::getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &l);
+            connect_done(idx, err == 0);
+        }
+        return;
+    }
     if ((events & EPOLLOUT) != 0) {
         write(idx);
         if (c.fd < 0) {
@@ -137,25 +163,13 @@ void StreamIo::accept_all(Listener& l) {
             }
             SSL_set_accept_state(ssl);
         }
-        uint32_t idx = 0;
-        if (!free_.empty()) {
-            idx = free_.back();
-            free_.pop_back();
-        } else {
-            idx = static_cast<uint32_t>(conns_.size());
-            conns_.push_back(std::make_unique<Conn>());
-        }
+        const uint32_t idx = new_conn_slot();
         Conn& c = *conns_[idx];
         c.fd = fd;
         c.ssl = ssl;
         c.handshake_done = ssl == nullptr;
-        c.want_write = false;
-        c.queued = false;
         c.ft = FiveTuple{*client, server, ssl != nullptr ? Transport::kTls : Transport::kTcp};
         c.last_rx_ms = now_ms_;
-        c.in.clear();
-        c.out.clear();
-        c.out_off = 0;
         // A client reusing a 5-tuple whose old connection this loop has not
         // seen close yet: the old one is gone as far as the kernel knows.
         if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end()) {
@@ -176,19 +190,28 @@ void StreamIo::accept_all(Listener& l) {
 void StreamIo::read(uint32_t idx) {
     for (int k = 0; k < kReadsPerEvent; ++k) {
         Conn& c = *conns_[idx];
-        if (c.fd < 0) {
+        if (c.fd < 0 || c.paused) {
             return;
         }
+        // Ends of a connection: a framed client connection closes alone; a
+        // pipe's end takes its other side along.
+        const auto gone = [&](ConnClose why) {
+            if (c.role == Role::kClient) {
+                close(idx, why);
+            } else {
+                close_pipe(idx, why);
+            }
+        };
         ssize_t n = 0;
         if (c.ssl == nullptr) {
             n = ::recv(c.fd, rx_.data(), rx_.size(), MSG_DONTWAIT);
             if (n == 0) {
-                close(idx, ConnClose::kClient);
+                gone(ConnClose::kClient);
                 return;
             }
             if (n < 0) {
                 if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                    close(idx, ConnClose::kClient);
+                    gone(ConnClose::kClient);
                 }
                 return;
             }
@@ -209,13 +232,15 @@ void StreamIo::read(uint32_t idx) {
                     return;
                 }
                 ERR_clear_error();
-                close(idx, !c.handshake_done && e != SSL_ERROR_ZERO_RETURN ? ConnClose::kTlsHandshake
-                                                                             : ConnClose::kClient);
+                gone(!c.handshake_done && e != SSL_ERROR_ZERO_RETURN ? ConnClose::kTlsHandshake : ConnClose::kClient);
                 return;
             }
             n = r;
         }
-        if (!consume(idx, std::span<const uint8_t>(rx_.data(), static_cast<size_t>(n)))) {
+        const std::span<const uint8_t> got(rx_.data(), static_cast<size_t>(n));
+        if (c.role != Role::kClient) {
+            raw_in(idx, got);
+        } else if (!consume(idx, got)) {
             return;
         }
         if (c.ssl == nullptr && static_cast<size_t>(n) < rx_.size()) {
@@ -265,6 +290,13 @@ bool StreamIo::deliver(uint32_t idx, std::span<const uint8_t> bytes, size_t& use
         used += f.consumed;
         if (conns_[idx]->fd < 0) {
             return false;
+        }
+        if (conns_[idx]->role == Role::kData) {
+            // ConnectionBind made it a data connection: what follows the
+            // message is the client's first bytes for the peer.
+            raw_in(idx, bytes.subspan(used));
+            used = bytes.size();
+            return conns_[idx]->fd >= 0;
         }
     }
 }
@@ -322,7 +354,11 @@ void StreamIo::write(uint32_t idx) {
                 if (errno == EINTR) {
                     continue;
                 }
-                close(idx, ConnClose::kSendError);
+                if (c.role == Role::kClient) {
+                    close(idx, ConnClose::kSendError);
+                } else {
+                    close_pipe(idx, ConnClose::kSendError);
+                }
                 return;
             }
             c.out_off += static_cast<size_t>(n);
@@ -339,7 +375,11 @@ void StreamIo::write(uint32_t idx) {
                     return;
                 }
                 ERR_clear_error();
-                close(idx, ConnClose::kSendError);
+                if (c.role == Role::kClient) {
+                    close(idx, ConnClose::kSendError);
+                } else {
+                    close_pipe(idx, ConnClose::kSendError);
+                }
                 return;
             }
             c.out_off += static_cast<size_t>(r);
@@ -351,6 +391,14 @@ void StreamIo::write(uint32_t idx) {
         c.out.shrink_to_fit();  // a burst's buffer is not kept by an idle connection
     }
     set_want_write(c, idx, false);
+    // The pipe's other side was paused for this queue: read it again.
+    if (c.partner >= 0) {
+        Conn& p = *conns_[static_cast<size_t>(c.partner)];
+        if (p.fd >= 0 && p.paused) {
+            p.paused = false;
+            update_events(p, static_cast<uint32_t>(c.partner));
+        }
+    }
 }
 
 void StreamIo::set_want_write(Conn& c, uint32_t idx, bool on) {
@@ -358,8 +406,12 @@ void StreamIo::set_want_write(Conn& c, uint32_t idx, bool on) {
         return;
     }
     c.want_write = on;
+    update_events(c, idx);
+}
+
+void StreamIo::update_events(Conn& c, uint32_t idx) {
     epoll_event ev{};
-    ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+    ev.events = (c.paused ? 0u : EPOLLIN) | (c.want_write || c.connecting ? EPOLLOUT : 0u);
     ev.data.u64 = tag(idx);
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
@@ -372,7 +424,8 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
     // Answers to the messages before a bad one (or before shutdown) go out
     // if the socket takes them now; nothing waits for them.
-    const bool graceful = why == ConnClose::kBadFrame || why == ConnClose::kIdle || why == ConnClose::kShutdown;
+    const bool graceful = why == ConnClose::kBadFrame || why == ConnClose::kIdle || why == ConnClose::kShutdown ||
+                          (c.role == Role::kData && why == ConnClose::kClient);
     if (graceful && c.out_off < c.out.size() && c.handshake_done) {
         const size_t len = c.out.size() - c.out_off;
         if (c.ssl == nullptr) {
@@ -402,7 +455,13 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
     std::vector<uint8_t>().swap(c.in);
     std::vector<uint8_t>().swap(c.out);
     c.out_off = 0;
+    const int64_t partner = c.partner;
+    c.partner = -1;
     free_.push_back(idx);
+    if (partner >= 0) {  // a data connection's peer connection goes with it
+        conns_[static_cast<size_t>(partner)]->partner = -1;
+        close_peer(static_cast<uint32_t>(partner), notify);
+    }
     if (notify && server_ != nullptr) {
         server_->on_client_closed(ft);
     }
@@ -417,9 +476,312 @@ void StreamIo::expire(uint64_t now_ms) {
     const uint64_t idle_ms = uint64_t{shared_.config.tcp_idle_timeout_s} * 1000;
     for (uint32_t i = 0; i < conns_.size(); ++i) {
         const Conn& c = *conns_[i];
-        if (c.fd >= 0 && now_ms - c.last_rx_ms >= idle_ms && !server_->has_allocation(c.ft)) {
-            close(i, ConnClose::kIdle);
+        if (c.fd < 0) {
+            continue;
         }
+        if (c.role == Role::kClient && now_ms - c.last_rx_ms >= idle_ms && !server_->has_allocation(c.ft)) {
+            close(i, ConnClose::kIdle);
+        } else if (c.connecting && now_ms - c.last_rx_ms >= kConnectTimeoutMs) {
+            connect_done(i, false);
+        }
+    }
+}
+
+uint32_t StreamIo::new_conn_slot() {
+    uint32_t idx = 0;
+    if (!free_.empty()) {
+        idx = free_.back();
+        free_.pop_back();
+    } else {
+        idx = static_cast<uint32_t>(conns_.size());
+        conns_.push_back(std::make_unique<Conn>());
+    }
+    Conn& c = *conns_[idx];
+    c.role = Role::kClient;
+    c.partner = -1;
+    c.paused = false;
+    c.connecting = false;
+    c.conn_id = 0;
+    c.relay = 0;
+    c.ssl = nullptr;
+    c.handshake_done = true;
+    c.want_write = false;
+    c.queued = false;
+    c.in.clear();
+    c.out.clear();
+    c.out_off = 0;
+    return idx;
+}
+
+// ---- RFC 6062 ----
+
+OpenResult StreamIo::open_tcp_relay(const Address& addr, RelayId& out) {
+    const int fd = ::socket(addr.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return OpenResult::kError;
+    }
+    // SO_REUSEPORT on the listener and on each outgoing connection bound to
+    // the same relayed address (Connect), which Linux allows only so.
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (addr.is_v6()) {
+        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    sockaddr_storage ss{};
+    const size_t len = addr.to_sockaddr(&ss);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0 || ::listen(fd, 64) != 0) {
+        const int e = errno;
+        ::close(fd);
+        return e == EADDRINUSE ? OpenResult::kPortInUse : OpenResult::kError;
+    }
+    uint32_t i = 0;
+    if (!free_tcp_relays_.empty()) {
+        i = free_tcp_relays_.back();
+        free_tcp_relays_.pop_back();
+    } else {
+        i = static_cast<uint32_t>(tcp_relays_.size());
+        tcp_relays_.emplace_back();
+    }
+    tcp_relays_[i] = TcpRelay{fd, addr, {}};
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTag | kListenerBit | kRelayBit | i;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    out = kTcpRelayBase + i;
+    return OpenResult::kOk;
+}
+
+void StreamIo::close_tcp_relay(RelayId relay) {
+    const uint32_t i = relay - kTcpRelayBase;
+    if (relay < kTcpRelayBase || i >= tcp_relays_.size() || tcp_relays_[i].fd < 0) {
+        return;
+    }
+    TcpRelay& r = tcp_relays_[i];
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, r.fd, nullptr);
+    ::close(r.fd);
+    r.fd = -1;
+    const std::vector<uint32_t> ids = std::move(r.conns);
+    r.conns.clear();
+    for (const uint32_t id : ids) {
+        if (auto it = by_conn_id_.find(id); it != by_conn_id_.end()) {
+            close_peer(it->second, true);  // the server forgets them (its allocation is going)
+        }
+    }
+    free_tcp_relays_.push_back(i);
+}
+
+bool StreamIo::tcp_connect(RelayId relay, const Address& peer, uint32_t conn_id) {
+    const uint32_t i = relay - kTcpRelayBase;
+    if (relay < kTcpRelayBase || i >= tcp_relays_.size() || tcp_relays_[i].fd < 0 ||
+        by_conn_id_.size() >= shared_.config.tcp_max_connections) {
+        return false;
+    }
+    const Address& local = tcp_relays_[i].local;
+    const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (local.is_v6()) {
+        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    sockaddr_storage ls{};
+    const size_t ll = local.to_sockaddr(&ls);
+    sockaddr_storage ps{};
+    const size_t pl = peer.to_sockaddr(&ps);
+    // From the relayed address itself (RFC 6062 section 5.2).
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ls), static_cast<socklen_t>(ll)) != 0 ||
+        (::connect(fd, reinterpret_cast<sockaddr*>(&ps), static_cast<socklen_t>(pl)) != 0 && errno != EINPROGRESS)) {
+        ::close(fd);
+        return false;
+    }
+    const uint32_t idx = new_conn_slot();
+    Conn& c = *conns_[idx];
+    c.fd = fd;
+    c.role = Role::kPeer;
+    c.connecting = true;
+    c.conn_id = conn_id;
+    c.relay = relay;
+    c.ft = FiveTuple{peer, local, Transport::kTcp};
+    c.last_rx_ms = now_ms_;  // the connect timeout counts from here
+    by_conn_id_[conn_id] = idx;
+    tcp_relays_[i].conns.push_back(conn_id);
+    epoll_event ev{};
+    ev.events = EPOLLOUT;
+    ev.data.u64 = tag(idx);
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    return true;
+}
+
+void StreamIo::connect_done(uint32_t idx, bool ok) {
+    Conn& c = *conns_[idx];
+    const uint32_t id = c.conn_id;
+    if (!ok) {
+        close_peer(idx, false);  // the server hears it as the Connect's result instead
+    } else {
+        c.connecting = false;
+        update_events(c, idx);
+    }
+    if (server_ != nullptr) {
+        server_->on_tcp_peer_connected(id, ok);
+    }
+}
+
+void StreamIo::accept_peers(uint32_t relay_index) {
+    for (int k = 0; k < kAcceptsPerEvent; ++k) {
+        TcpRelay& r = tcp_relays_[relay_index];
+        sockaddr_storage ss{};
+        socklen_t sl = sizeof ss;
+        const int fd = ::accept4(r.fd, reinterpret_cast<sockaddr*>(&ss), &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            return;
+        }
+        const auto peer = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
+        uint32_t id = 0;
+        // Without a permission (or over the limit) the peer is closed at once
+        // and never announced (RFC 6062 section 5.3).
+        if (!peer || by_conn_id_.size() >= shared_.config.tcp_max_connections || server_ == nullptr ||
+            !server_->on_tcp_peer_accepted(kTcpRelayBase + relay_index, *peer, id)) {
+            ::close(fd);
+            continue;
+        }
+        const int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        const uint32_t idx = new_conn_slot();
+        Conn& c = *conns_[idx];
+        c.fd = fd;
+        c.role = Role::kPeer;
+        c.conn_id = id;
+        c.relay = kTcpRelayBase + relay_index;
+        c.ft = FiveTuple{*peer, tcp_relays_[relay_index].local, Transport::kTcp};
+        c.last_rx_ms = now_ms_;
+        by_conn_id_[id] = idx;
+        tcp_relays_[relay_index].conns.push_back(id);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = tag(idx);
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+void StreamIo::tcp_close_peer(uint32_t conn_id) {
+    if (auto it = by_conn_id_.find(conn_id); it != by_conn_id_.end()) {
+        close_peer(it->second, false);
+    }
+}
+
+bool StreamIo::tcp_bind_data(const FiveTuple& client, uint32_t conn_id) {
+    auto ci = by_tuple_.find(client);
+    auto pi = by_conn_id_.find(conn_id);
+    if (ci == by_tuple_.end() || pi == by_conn_id_.end()) {
+        return false;
+    }
+    const uint32_t cidx = ci->second;
+    const uint32_t pidx = pi->second;
+    Conn& c = *conns_[cidx];
+    Conn& p = *conns_[pidx];
+    if (c.role != Role::kClient || p.role != Role::kPeer || p.partner >= 0 || p.connecting) {
+        return false;
+    }
+    // No more TURN messages go into this stream: it carries the peer's bytes.
+    by_tuple_.erase(ci);
+    c.role = Role::kData;
+    c.partner = pidx;
+    p.partner = cidx;
+    if (!p.in.empty()) {  // what the peer sent before the bind, after the success answer
+        std::vector<uint8_t> early;
+        early.swap(p.in);
+        queue_raw(cidx, early);
+    }
+    if (p.paused) {
+        p.paused = false;
+        update_events(p, pidx);
+    }
+    return true;
+}
+
+void StreamIo::queue_raw(uint32_t idx, std::span<const uint8_t> bytes) {
+    Conn& c = *conns_[idx];
+    if (bytes.empty() || c.fd < 0) {
+        return;
+    }
+    if (c.out_off != 0 && c.out_off == c.out.size()) {
+        c.out.clear();
+        c.out_off = 0;
+    }
+    c.out.insert(c.out.end(), bytes.begin(), bytes.end());
+    if (!c.queued) {
+        c.queued = true;
+        dirty_.push_back(idx);
+    }
+}
+
+// Bytes read from a pipe's side (or a peer not yet bound): to the other side,
+// pausing this one while the other's queue is over the limit.
+void StreamIo::raw_in(uint32_t idx, std::span<const uint8_t> bytes) {
+    Conn& c = *conns_[idx];
+    if (c.partner < 0) {
+        c.in.insert(c.in.end(), bytes.begin(), bytes.end());
+        if (c.in.size() >= kPeerPending && !c.paused) {
+            c.paused = true;
+            update_events(c, idx);
+        }
+        return;
+    }
+    const uint32_t pidx = static_cast<uint32_t>(c.partner);
+    queue_raw(pidx, bytes);
+    const Conn& p = *conns_[pidx];
+    if (p.out.size() - p.out_off > shared_.config.tcp_send_buffer_bytes && !c.paused) {
+        c.paused = true;
+        update_events(c, idx);
+    }
+}
+
+void StreamIo::close_peer(uint32_t idx, bool notify) {
+    Conn& c = *conns_[idx];
+    if (c.fd < 0) {
+        return;
+    }
+    // What the client sent before it went is written if the socket takes it.
+    if (c.out_off < c.out.size()) {
+        (void)!::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
+    ::close(c.fd);
+    c.fd = -1;
+    c.gen++;
+    const uint32_t id = c.conn_id;
+    by_conn_id_.erase(id);
+    const uint32_t ri = c.relay - kTcpRelayBase;
+    if (c.relay >= kTcpRelayBase && ri < tcp_relays_.size()) {
+        std::erase(tcp_relays_[ri].conns, id);
+    }
+    std::vector<uint8_t>().swap(c.in);
+    std::vector<uint8_t>().swap(c.out);
+    c.out_off = 0;
+    c.connecting = false;
+    const int64_t partner = c.partner;
+    c.partner = -1;
+    c.role = Role::kClient;
+    free_.push_back(idx);
+    if (partner >= 0) {  // its data connection goes with it
+        conns_[static_cast<size_t>(partner)]->partner = -1;
+        close(static_cast<uint32_t>(partner), ConnClose::kClient, server_ != nullptr);
+    }
+    if (notify && server_ != nullptr) {
+        server_->on_tcp_peer_closed(id);
+    }
+}
+
+void StreamIo::close_pipe(uint32_t idx, ConnClose why) {
+    if (conns_[idx]->role == Role::kPeer) {
+        close_peer(idx, true);
+    } else {
+        close(idx, why);  // closes the peer connection too, telling the server
     }
 }
 

@@ -21,6 +21,15 @@
 //   does not finish included).
 // A closed connection ends the allocation on its 5-tuple
 // (Server::on_client_closed).
+//
+// RFC 6062 TCP allocations live here too: a listening socket per TCP
+// allocation at its relayed address, peer connections (made for Connect, or
+// accepted from permitted peers), and data connections: a client connection
+// whose ConnectionBind succeeded stops being framed and is piped to its peer
+// connection, both ways, with backpressure (a side whose partner has
+// [tcp].send_buffer_bytes queued is not read until that drains; nothing is
+// dropped). Either side closing closes both. A peer connection's bytes
+// before the bind are kept (up to 64 KiB, then it is not read).
 #pragma once
 
 #include <openssl/ssl.h>
@@ -32,6 +41,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/packet_io.h"
 #include "core/shared.h"
 #include "core/stats.h"
 #include "net/address.h"
@@ -63,6 +73,15 @@ public:
     // The loop's clock, every iteration; closes idle connections once a second.
     void expire(uint64_t now_ms);
 
+    // RFC 6062 (PacketIo's TCP relay operations, through SocketIo).
+    static constexpr RelayId kTcpRelayBase = 1u << 30;  // never an open_relay() id
+    OpenResult open_tcp_relay(const Address& addr, RelayId& out);
+    void close_tcp_relay(RelayId relay);
+    bool tcp_connect(RelayId relay, const Address& peer, uint32_t conn_id);
+    void tcp_close_peer(uint32_t conn_id);
+    bool tcp_bind_data(const FiveTuple& client, uint32_t conn_id);
+    size_t peer_connection_count() const { return by_conn_id_.size(); }
+
     size_t connection_count() const { return by_tuple_.size(); }
 
 private:
@@ -71,8 +90,18 @@ private:
         Address local;
         SSL_CTX* tls = nullptr;
     };
+    // kClient: framed TURN messages; kData: a client connection piped to a
+    // peer connection after ConnectionBind; kPeer: a TCP allocation's
+    // connection to or from a peer.
+    enum class Role : uint8_t { kClient, kData, kPeer };
     struct Conn {
         int fd = -1;
+        Role role = Role::kClient;
+        int64_t partner = -1;        // kData <-> kPeer, once bound
+        bool paused = false;         // not read while the partner's queue is full
+        bool connecting = false;     // kPeer: the outgoing connect is in progress
+        uint32_t conn_id = 0;        // kPeer: CONNECTION-ID
+        RelayId relay = 0;           // kPeer: its TCP allocation's relay
         uint32_t gen = 0;
         SSL* ssl = nullptr;          // TLS connections
         bool handshake_done = false;
@@ -93,7 +122,24 @@ private:
     bool deliver(uint32_t idx, std::span<const uint8_t> bytes, size_t& used);
     void write(uint32_t idx);
     void set_want_write(Conn& c, uint32_t idx, bool on);
+    void update_events(Conn& c, uint32_t idx);
     void close(uint32_t idx, ConnClose why, bool notify = true);
+    // RFC 6062.
+    struct TcpRelay {
+        int fd = -1;
+        Address local;
+        std::vector<uint32_t> conns;  // conn ids of its peer connections
+    };
+    void accept_peers(uint32_t relay_index);
+    uint32_t new_conn_slot();
+    void raw_in(uint32_t idx, std::span<const uint8_t> bytes);
+    void queue_raw(uint32_t idx, std::span<const uint8_t> bytes);
+    void connect_done(uint32_t idx, bool ok);
+    // Closes a peer connection and its data connection (if bound); tells the
+    // server unless it asked for the close.
+    void close_peer(uint32_t idx, bool notify);
+    // Either side of a pipe ended: both go.
+    void close_pipe(uint32_t idx, ConnClose why);
     size_t kind(const Conn& c) const { return c.ssl != nullptr ? 1 : 0; }
     uint64_t tag(uint32_t idx) const { return kTag | uint64_t{conns_[idx]->gen} << 24 | idx; }
 
@@ -107,6 +153,9 @@ private:
     std::unordered_map<FiveTuple, uint32_t, FiveTupleHash> by_tuple_;
     std::vector<uint32_t> dirty_;  // connections with output to write
     std::vector<uint8_t> rx_;      // read buffer shared by the loop's connections
+    std::vector<TcpRelay> tcp_relays_;  // index = RelayId - kTcpRelayBase
+    std::vector<uint32_t> free_tcp_relays_;
+    std::unordered_map<uint32_t, uint32_t> by_conn_id_;  // CONNECTION-ID -> peer connection slot
     uint64_t now_ms_ = 0;
     uint64_t last_expire_ms_ = 0;
 };

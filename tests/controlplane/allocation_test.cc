@@ -405,8 +405,11 @@ TEST_F(ServerTest, DontFragmentIsPassedToTheRelaySocket) {
 }
 
 TEST_F(ServerTest, UnsupportedTransportIs442) {
-    auto a = request(tuple(), M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); });
+    auto a = request(tuple(), M::kAllocate, [](auto& b) { b.add_requested_transport(132); });  // SCTP
     EXPECT_EQ(a.code(), 442);
+    // RFC 6062 section 5.1: TCP relaying needs a TCP or TLS client connection.
+    auto tcp_over_udp = request(tuple(), M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); });
+    EXPECT_EQ(tcp_over_udp.code(), 400);
     auto missing = request(tuple(), M::kAllocate, {});
     EXPECT_EQ(missing.code(), 400);
 }

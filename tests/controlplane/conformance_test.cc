@@ -372,11 +372,14 @@ TEST_F(Conformance, E441_OtherUserOnAllocation) {
     EXPECT_EQ(a.reason(), "Wrong Credentials");
 }
 
-TEST_F(Conformance, E442_TcpTransport) {
+TEST_F(Conformance, E442_UnsupportedTransport) {
     Client c(main_->v4());
-    auto a = c.request(M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); });
+    auto a = c.request(M::kAllocate, [](auto& b) { b.add_requested_transport(132); });  // SCTP
     EXPECT_EQ(a.code(), 442);
     EXPECT_EQ(a.reason(), "Unsupported Transport Protocol");
+    // TCP relaying (RFC 6062) exists, but not for a client on UDP (section 5.1).
+    Client d(main_->v4());
+    EXPECT_EQ(d.request(M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); }).code(), 400);
 }
 
 TEST_F(Conformance, E443_PeerFamilyMismatch) {

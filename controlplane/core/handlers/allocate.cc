@@ -1,5 +1,6 @@
 // Allocate (RFC 8656 section 7.2; dual-stack per RFC 8656 sections 7.2 and
-// 18.11; EVEN-PORT / RESERVATION-TOKEN per section 18.8 / 18.9).
+// 18.11; EVEN-PORT / RESERVATION-TOKEN per section 18.8 / 18.9; TCP
+// allocations per RFC 6062 section 5.1).
 #include "core/server.h"
 
 #include "stun/attributes.h"
@@ -18,10 +19,18 @@ void Server::handle_allocate(const Request& r) {
         reply_error(r, err::kBadRequest);
         return;
     }
-    if (proto != kProtoUdp) {
-        // TCP relaying (RFC 6062) is not offered: 442, as RFC 8656 says for
-        // any transport the server does not support.
-        reply_error(r, err::kUnsupportedTransportProtocol);
+    const bool tcp = proto == kProtoTcp;
+    if (proto != kProtoUdp && !tcp) {
+        reply_error(r, err::kUnsupportedTransportProtocol);  // RFC 8656: any transport the server does not offer
+        return;
+    }
+    // RFC 6062 section 5.1: a TCP allocation needs a TCP or TLS client
+    // connection (its peers' data arrives on further connections), and the
+    // UDP-only attributes make no sense on it.
+    if (tcp && (r.ft.transport == Transport::kUdp || m.find(attr::kDontFragment) != nullptr ||
+                m.find(attr::kEvenPort) != nullptr || m.find(attr::kReservationToken) != nullptr ||
+                m.find(attr::kAdditionalAddressFamily) != nullptr || m.find(kCoturnAdditionalAddressFamily) != nullptr)) {
+        reply_error(r, err::kBadRequest);
         return;
     }
     const RawAttribute* df = m.find(attr::kDontFragment);
@@ -116,7 +125,7 @@ void Server::handle_allocate(const Request& r) {
         }
         // EVEN-PORT and the reservation apply to the first (primary) family.
         auto g = allocations_.open_relay(families[i], i == 0 && even, i == 0 && reserve_next,
-                                         i == 0 ? token : std::nullopt, df != nullptr);
+                                         i == 0 ? token : std::nullopt, df != nullptr, tcp);
         errors[i] = g.error;
         if (g.error == 0) {
             relays[family_slot(g.endpoint.addr.family)] = g.endpoint;
@@ -137,6 +146,7 @@ void Server::handle_allocate(const Request& r) {
     }
     Allocation& a = allocations_.create(r.ft, r.auth->username, shared_.config.realm, relays,
                                         uint64_t{lifetime} * 1000, df != nullptr);
+    a.tcp = tcp;
 
     MessageBuilder b = begin(r, Class::kSuccess);
     for (Family f : {Family::kIPv4, Family::kIPv6}) {

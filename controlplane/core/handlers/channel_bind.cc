@@ -15,6 +15,10 @@ namespace turn::cp {
 
 void Server::handle_channel_bind(const Request& r, Allocation& a) {
     using namespace stun;
+    if (a.tcp) {  // RFC 6062 section 5: channels are for UDP relaying
+        reply_error(r, err::kBadRequest);
+        return;
+    }
     const MessageView& m = r.msg;
     const RawAttribute* ch_attr = m.find(attr::kChannelNumber);
     const RawAttribute* peer_attr = m.find(attr::kXorPeerAddress);

@@ -10,7 +10,7 @@ namespace turn::cp {
 void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m) {
     using namespace stun;
     Allocation* a = allocations_.find(ft);
-    if (a == nullptr) {
+    if (a == nullptr || a->tcp) {  // a TCP allocation's data goes over its data connections (RFC 6062)
         stats_.drop(Drop::kNoAllocation);
         return;
     }

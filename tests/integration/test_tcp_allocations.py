@@ -1,0 +1,416 @@
+"""RFC 6062 TCP allocations against turn-relay, with real TCP peers on loopback.
+
+  * coturn's turnutils_uclient with TCP relaying (-T) over a TCP and over a TLS control
+    connection: zero loss, received == sent, and the relay counted Connect and ConnectionBind
+    requests (with -m 2 uclient's clients reach each other through their relayed addresses, so
+    one side Connects and the other is told with a ConnectionAttempt);
+  * a raw client (the STUN encoding below) does each step itself and checks the bytes:
+    client-initiated (Connect -> CONNECTION-ID -> a second connection with ConnectionBind ->
+    1 MiB each way through the pipe, intact, which needs the relay's backpressure since the
+    echo peer writes back as fast as it reads); peer-initiated (a permitted peer connects to
+    the relayed address -> ConnectionAttempt with its address and a CONNECTION-ID ->
+    ConnectionBind -> bytes both ways); a peer without a permission is closed and never
+    announced; closing the control connection ends the allocation and its data connections;
+  * the error answers of sections 5.1-5.4: TCP over a UDP client (400), Connect twice to one
+    peer (446), Connect to a closed port (447), ConnectionBind with an unknown id (400), with
+    another user's credentials (441), and Connect on a UDP allocation (400).
+"""
+
+import hashlib
+import hmac
+import os
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from conftest import find_turn_relay_bin, free_port, log_tail, relay_port_window, stop_process
+
+MAGIC = 0x2112A442
+ALLOCATE, REFRESH, CREATE_PERMISSION, CONNECT, CONNECTION_BIND = 0x003, 0x004, 0x008, 0x00A, 0x00B
+CONNECTION_ATTEMPT = 0x00C
+A_USERNAME, A_MI, A_ERROR, A_LIFETIME, A_PEER, A_REALM, A_NONCE, A_RELAYED, A_TRANSPORT = (
+    0x0006, 0x0008, 0x0009, 0x000D, 0x0012, 0x0014, 0x0015, 0x0016, 0x0019)
+A_CONNECTION_ID, A_FINGERPRINT = 0x002A, 0x8028
+USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+REALM = "tcp6062.test"
+
+
+# ---------------------------------------------------------------- STUN encoding
+
+def xor_addr(host, port):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    raw = socket.inet_pton(fam, host)
+    key = struct.pack("!I", MAGIC) + b"\0" * 12
+    x = bytes(a ^ b for a, b in zip(raw, key))
+    return struct.pack("!BBH", 0, 1 if fam == socket.AF_INET else 2, port ^ (MAGIC >> 16)) + x
+
+
+def unxor_addr(v, tid):
+    fam, port = v[1], struct.unpack("!H", v[2:4])[0] ^ (MAGIC >> 16)
+    key = struct.pack("!I", MAGIC) + tid
+    ip = bytes(a ^ b for a, b in zip(v[4:], key))
+    return socket.inet_ntop(socket.AF_INET if fam == 1 else socket.AF_INET6, ip), port
+
+
+def encode(method, cls, attrs, key=None, tid=None):
+    tid = tid or os.urandom(12)
+    t = (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | ((cls & 1) << 4) | ((cls & 2) << 7)
+    body = b""
+    for at, v in attrs:
+        body += struct.pack("!HH", at, len(v)) + v + b"\0" * (-len(v) % 4)
+    if key is not None:
+        hdr = struct.pack("!HHI", t, len(body) + 24, MAGIC) + tid
+        body += struct.pack("!HH", A_MI, 20) + hmac.new(key, hdr + body, hashlib.sha1).digest()
+    hdr = struct.pack("!HHI", t, len(body) + 8, MAGIC) + tid
+    crc = (zlib.crc32(hdr + body) ^ 0x5354554E) & 0xFFFFFFFF
+    body += struct.pack("!HHI", A_FINGERPRINT, 4, crc)
+    return struct.pack("!HHI", t, len(body), MAGIC) + tid + body, tid
+
+
+def decode(msg):
+    t, length = struct.unpack("!HH", msg[:4])
+    method = (t & 0x000F) | ((t & 0x00E0) >> 1) | ((t & 0x3E00) >> 2)
+    cls = ((t >> 4) & 1) | ((t >> 7) & 2)
+    attrs, body = {}, msg[20:20 + length]
+    while len(body) >= 4:
+        at, n = struct.unpack("!HH", body[:4])
+        attrs.setdefault(at, body[4:4 + n])
+        body = body[4 + n + (-n % 4):]
+    return method, cls, msg[8:20], attrs
+
+
+def error_code(attrs):
+    v = attrs.get(A_ERROR)
+    return v[2] * 100 + v[3] if v else 200
+
+
+class Stream:
+    """A TCP (or TLS) connection to the relay, carrying framed STUN messages."""
+
+    def __init__(self, addr, tls=False, user="alice"):
+        s = socket.create_connection(addr, timeout=5)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s)
+        self.s, self.buf, self.user = s, b"", user
+        self.key = self.nonce = self.realm = None
+
+    def recv_msg(self, timeout=5.0):
+        self.s.settimeout(timeout)
+        while True:
+            if len(self.buf) >= 4:
+                n = 20 + struct.unpack("!H", self.buf[2:4])[0]
+                if len(self.buf) >= n:
+                    m, self.buf = self.buf[:n], self.buf[n:]
+                    return m
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by the relay")
+            self.buf += chunk
+
+    def request(self, method, attrs=()):
+        """Authenticated request (the 401 round first); answers (class, attrs)."""
+        for _ in range(3):
+            extra = [(A_USERNAME, self.user.encode()), (A_REALM, self.realm), (A_NONCE, self.nonce)] if self.key else []
+            msg, tid = encode(method, 0, list(attrs) + extra, self.key)
+            self.s.sendall(msg)
+            while True:
+                m, c, rtid, a = decode(self.recv_msg())
+                if rtid == tid:
+                    break
+            if c == 3 and error_code(a) in (401, 438) and A_NONCE in a:
+                self.realm, self.nonce = a[A_REALM], a[A_NONCE]
+                self.key = hashlib.md5(f"{self.user}:{self.realm.decode()}:{USERS[self.user]}".encode()).digest()
+                continue
+            return c, a, rtid
+        raise AssertionError("challenged forever")
+
+    def indication(self, timeout=3.0):
+        """The next indication (ConnectionAttempt), skipping nothing else."""
+        m, c, tid, a = decode(self.recv_msg(timeout))
+        return m, c, tid, a
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+class EchoPeer:
+    """TCP echo server on 127.0.0.1; records the addresses that connected."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.sources = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, a = self.ls.accept()
+            except OSError:
+                return
+            self.sources.append(a)
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _echo(c):
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                c.sendall(d)
+        except OSError:
+            pass
+        c.close()
+
+    def close(self):
+        self.ls.close()
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tcp6062")
+    port, tls_port = free_port(span=1), free_port(kinds=(socket.SOCK_STREAM,))
+    metrics = free_port(kinds=(socket.SOCK_STREAM,))
+    lo, hi = relay_port_window()
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=t", "-keyout", str(key), "-out", str(cert)], check=True,
+                   capture_output=True)
+    cfg = d / "relay.toml"
+    cfg.write_text(f"""
+[server]
+listen = ["127.0.0.1:{port}"]
+listen_tcp = ["127.0.0.1:{port}"]
+listen_tls = ["127.0.0.1:{tls_port}"]
+relay_ips = ["127.0.0.1"]
+relay_port_min = {lo}
+relay_port_max = {hi}
+realm = "{REALM}"
+threads = 2
+[tls]
+certificate = "{cert}"
+private_key = "{key}"
+[auth]
+users = ["alice:alice-pw", "bob:bob-pw"]
+[policy]
+allow_peers = ["127.0.0.0/8"]
+[metrics]
+listen = "127.0.0.1:{metrics}"
+""")
+    log = d / "relay.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", tls_port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    r = type("Relay", (), {})()
+    r.addr, r.tls_addr, r.metrics, r.log, r.proc = ("127.0.0.1", port), ("127.0.0.1", tls_port), metrics, log, proc
+    yield r
+    alive = proc.poll() is None
+    stop_process(proc, second_signal_after=0.5)
+    assert alive, "turn-relay died:\n" + log_tail(log)
+
+
+def metric(relay, prefix):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{relay.metrics}/metrics", timeout=3).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def tcp_allocation(relay, tls=False, user="alice"):
+    ctl = Stream(relay.tls_addr if tls else relay.addr, tls, user)
+    c, a, tid = ctl.request(ALLOCATE, [(A_TRANSPORT, bytes([6, 0, 0, 0]))])
+    assert c == 2, f"Allocate TCP: {error_code(a)}"
+    return ctl, unxor_addr(a[A_RELAYED], tid)
+
+
+def bind(relay, conn_id, tls=False, user="alice"):
+    data = Stream(relay.tls_addr if tls else relay.addr, tls, user)
+    c, a, _ = data.request(CONNECTION_BIND, [(A_CONNECTION_ID, struct.pack("!I", conn_id))])
+    return data, c, a
+
+
+def pump(sock, payload, expect_len, timeout=20):
+    """Send `payload` while reading `expect_len` bytes back (both at once: the pipe is
+    bounded, so writing everything before reading would stall on purpose)."""
+    got = bytearray(sock.buf) if hasattr(sock, "buf") else bytearray()
+    raw = sock.s
+    raw.settimeout(timeout)
+    err = []
+
+    def writer():
+        try:
+            raw.sendall(payload)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while len(got) < expect_len:
+        chunk = raw.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    t.join(timeout)
+    assert not err, err
+    return bytes(got)
+
+
+@pytest.mark.skipif(shutil.which("turnutils_uclient") is None, reason="coturn not installed")
+@pytest.mark.parametrize("tls", [False, True])
+def test_uclient_tcp_relay(relay, tls):
+    from test_uclient import parse_summary
+    peer = EchoPeer()
+    before = metric(relay, 'turn_requests_total{method="connect",code="200"}')
+    port = relay.tls_addr[1] if tls else relay.addr[1]
+    cmd = ["turnutils_uclient", "-t", "-T"] + (["-S"] if tls else []) + [
+        "-u", "alice", "-w", "alice-pw", "-p", str(port), "-n", "30", "-l", "300", "-z", "5", "-m", "2",
+        "-e", "127.0.0.1", "-r", str(peer.port), "127.0.0.1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    out = p.stdout + p.stderr
+    s = parse_summary(out)
+    peer.close()
+    assert p.returncode == 0 and s["sent"] > 0 and s["recv"] == s["sent"] and s["lost"] == 0, out[-3000:]
+    assert s["recv_bytes"] == s["sent_bytes"]
+    assert metric(relay, 'turn_requests_total{method="connect",code="200"}') > before
+    assert metric(relay, 'turn_requests_total{method="connection_bind",code="200"}') > 0
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_connect_bind_and_a_megabyte_each_way(relay, tls):
+    peer = EchoPeer()
+    ctl, relayed = tcp_allocation(relay, tls)
+    c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peer.port))])
+    assert c == 2, error_code(a)
+    conn_id = struct.unpack("!I", a[A_CONNECTION_ID])[0]
+    for _ in range(50):  # the echo peer's accept thread records it
+        if peer.sources:
+            break
+        time.sleep(0.02)
+    assert peer.sources and peer.sources[-1] == relayed, (peer.sources, relayed)  # from the relayed address
+    data, c, a = bind(relay, conn_id, tls)
+    assert c == 2, error_code(a)
+    payload = os.urandom(1 << 20)
+    echoed = pump(data, payload, len(payload))
+    assert echoed == payload
+    data.close()
+    ctl.close()
+    peer.close()
+
+
+def test_peer_initiated_connection(relay):
+    ctl, relayed = tcp_allocation(relay)
+    c, a, _ = ctl.request(CREATE_PERMISSION, [(A_PEER, xor_addr("127.0.0.1", 0))])
+    assert c == 2
+    p = socket.create_connection(relayed, timeout=5)
+    m, cls, tid, attrs = ctl.indication()
+    assert (m, cls) == (CONNECTION_ATTEMPT, 1)
+    assert unxor_addr(attrs[A_PEER], tid) == p.getsockname()
+    conn_id = struct.unpack("!I", attrs[A_CONNECTION_ID])[0]
+    p.sendall(b"early bytes before the bind|")  # kept until the bind
+    data, c, a = bind(relay, conn_id)
+    assert c == 2, error_code(a)
+    p.sendall(b"hello client")
+    got = data.buf
+    data.s.settimeout(5)
+    while len(got) < len(b"early bytes before the bind|hello client"):
+        got += data.s.recv(4096)
+    assert got == b"early bytes before the bind|hello client"
+    data.s.sendall(b"hello peer")
+    p.settimeout(5)
+    assert p.recv(100) == b"hello peer"
+    # The peer closes: the data connection goes too.
+    p.close()
+    data.s.settimeout(5)
+    assert data.s.recv(100) == b""
+    ctl.close()
+
+
+def test_peer_without_permission_is_closed_unannounced(relay):
+    ctl, relayed = tcp_allocation(relay)
+    p = socket.create_connection(relayed, timeout=5)
+    p.settimeout(3)
+    try:
+        closed = p.recv(10) == b""
+    except ConnectionResetError:
+        closed = True
+    assert closed
+    with pytest.raises(socket.timeout):
+        ctl.indication(timeout=1.0)
+    ctl.close()
+
+
+def test_closing_the_control_connection_ends_everything(relay):
+    peer = EchoPeer()
+    ctl, relayed = tcp_allocation(relay)
+    c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peer.port))])
+    data, c, _ = bind(relay, struct.unpack("!I", a[A_CONNECTION_ID])[0])
+    assert c == 2
+    ctl.close()
+    data.s.settimeout(5)
+    assert data.s.recv(100) == b"", "the data connection outlived its allocation"
+    with pytest.raises(OSError):
+        socket.create_connection(relayed, timeout=2).recv(1)  # nothing listens on the relayed port
+    peer.close()
+
+
+def test_error_answers(relay):
+    peer = EchoPeer()
+    # 400: TCP relaying for a client on UDP (section 5.1).
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(3)
+    msg, tid = encode(ALLOCATE, 0, [(A_TRANSPORT, bytes([6, 0, 0, 0]))])
+    u.sendto(msg, relay.addr)
+    _, _, _, a = decode(u.recv(2048))
+    realm, nonce = a[A_REALM], a[A_NONCE]
+    key = hashlib.md5(f"alice:{realm.decode()}:alice-pw".encode()).digest()
+    msg, tid = encode(ALLOCATE, 0, [(A_TRANSPORT, bytes([6, 0, 0, 0])), (A_USERNAME, b"alice"), (A_REALM, realm),
+                                    (A_NONCE, nonce)], key)
+    u.sendto(msg, relay.addr)
+    assert error_code(decode(u.recv(2048))[3]) == 400
+    u.close()
+
+    ctl, relayed = tcp_allocation(relay)
+    peer_attr = [(A_PEER, xor_addr("127.0.0.1", peer.port))]
+    assert ctl.request(CONNECT, peer_attr)[0] == 2
+    c, a, _ = ctl.request(CONNECT, peer_attr)
+    assert error_code(a) == 446  # one connection per peer address
+    closed_port = free_port(kinds=(socket.SOCK_STREAM,))
+    c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", closed_port))])
+    assert error_code(a) == 447
+    # ConnectionBind: unknown id; and another user's credentials on a real id.
+    _, c, a = bind(relay, 0x7eadbeef)
+    assert error_code(a) == 400
+    c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", EchoPeer().port))])
+    conn_id = struct.unpack("!I", a[A_CONNECTION_ID])[0]
+    _, c, a = bind(relay, conn_id, user="bob")
+    assert error_code(a) == 441
+    # Connect on a UDP-relaying allocation made over TCP.
+    ctl2 = Stream(relay.addr)
+    assert ctl2.request(ALLOCATE, [(A_TRANSPORT, bytes([17, 0, 0, 0]))])[0] == 2
+    c, a, _ = ctl2.request(CONNECT, peer_attr)
+    assert error_code(a) == 400
+    for s in (ctl, ctl2):
+        s.close()
+    peer.close()
