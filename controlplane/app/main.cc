@@ -3,6 +3,7 @@
 //   shared state -> one event loop per core (SO_REUSEPORT listeners) ->
 //   metrics endpoint -> wait for SIGTERM/SIGINT -> drain -> exit 0.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -233,6 +234,23 @@ int main(int argc, char** argv) {
         return fatal_config(err);
     }
 
+    // Every TCP/TLS client, relayed socket and peer connection is a file
+    // descriptor: take the hard limit, and say so when it is still short.
+    {
+        rlimit rl{};
+        if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            ::setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        const uint64_t want = uint64_t{config.tcp_max_connections} * 2 + 1024;
+        if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && (!config.listen_tcp.empty() || !config.listen_tls.empty()) &&
+            rl.rlim_cur < want) {
+            log_event(LogLevel::kWarn, "open_files_limit_low",
+                      {{"limit", std::to_string(rl.rlim_cur)},
+                       {"fix", "raise it to " + std::to_string(want) +
+                                   " (ulimit -n, LimitNOFILE) or lower [tcp].max_connections"}});
+        }
+    }
     // Signals are taken synchronously by this thread (sigwait); the loops
     // inherit the blocked mask and never see them.
     sigset_t sigs;

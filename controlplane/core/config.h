@@ -42,6 +42,7 @@ struct Config {
     std::string tls_private_key;
     // [tcp]: client connections of listen_tcp and listen_tls
     uint32_t tcp_max_connections = 10000;  // whole process; more are closed at accept
+    uint32_t tcp_max_connections_per_ip = 1000;  // from one client IP
     uint32_t tcp_idle_timeout_s = 30;      // without an allocation, closed after this long without a message
     uint32_t tcp_send_buffer_bytes = 256 * 1024;  // queued output per connection; beyond it output is dropped
     // [allocation]

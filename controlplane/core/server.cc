@@ -1,5 +1,7 @@
 #include "core/server.h"
 
+#include "core/nat_behavior.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -102,23 +104,53 @@ void Server::on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> da
         stats_.drop(Drop::kMalformed);
         return;
     }
+    // CHANGE-REQUEST (RFC 3489 section 11.2.4, flags 0x4 IP, 0x2 port): honoured
+    // where the family has RFC 5780 alternates, else not answered at all: an
+    // answer from the unchanged address would read as a "full cone" NAT.
+    bool change_ip = false;
+    bool change_port = false;
+    for (size_t off = stun::kHeaderSize; off + 4 <= data.size();) {
+        const uint16_t type = load_be16(data.data() + off);
+        const size_t len = load_be16(data.data() + off + 2);
+        if (off + 4 + len > data.size()) {
+            break;
+        }
+        if (type == stun::attr::kChangeRequest && len == 4) {
+            change_ip = (data[off + 7] & 0x4) != 0;
+            change_port = (data[off + 7] & 0x2) != 0;
+        }
+        off += 4 + len;  // RFC 3489 attributes are not padded
+    }
+    FiveTuple out = ft;
+    const auto other = nat_changed_address(shared_.config, ft.server, true, true);
+    if (change_ip || change_port) {
+        const auto from = nat_changed_address(shared_.config, ft.server, change_ip, change_port);
+        if (!from) {
+            stats_.drop(Drop::kUnknownAttribute);
+            return;
+        }
+        out.server = *from;
+    }
     std::array<uint8_t, stun::kTxIdSize> txid{};
     std::memcpy(txid.data(), data.data() + 8, txid.size());
     stun::MessageBuilder b(scratch_, stun::Method::kBinding, stun::Class::kSuccess, txid);
     b.add_address(stun::attr::kMappedAddress, ft.client.normalised());
     // RFC 3489 section 11.2.2: SOURCE-ADDRESS is where the answer comes from.
     // No SOFTWARE: RFC 3489 parsers (stun-client) reject a SERVER attribute
-    // whose length is not a multiple of 4. No CHANGED-ADDRESS: there is no
-    // alternate address, and a fake one would mislead NAT-type tests.
-    if (!ft.server.is_unspecified()) {
-        b.add_address(stun::attr::kSourceAddress, ft.server.normalised());
+    // whose length is not a multiple of 4. CHANGED-ADDRESS only with real
+    // alternates: a fake one would mislead NAT-type tests.
+    if (!out.server.is_unspecified()) {
+        b.add_address(stun::attr::kSourceAddress, out.server.normalised());
+    }
+    if (other) {
+        b.add_address(stun::attr::kChangedAddress, *other);
     }
     if (!b.ok()) {
         return;
     }
     std::memcpy(scratch_.data() + 4, data.data() + 4, 4);  // the old 128-bit transaction ID
     stats_.request(static_cast<uint16_t>(stun::Method::kBinding), 200);
-    io_.send_to_client(ft, std::span<const uint8_t>(scratch_.data(), b.size()));
+    io_.send_to_client(out, std::span<const uint8_t>(scratch_.data(), b.size()));
 }
 
 void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {

@@ -12,7 +12,13 @@ EventLoop::EventLoop(Shared& shared, OffloadHook& offload, unsigned index)
     io_.set_server(&server_);
 }
 
-EventLoop::~EventLoop() { stop(); }
+EventLoop::~EventLoop() {
+    stop();
+    // The server goes before the I/O (member order); whatever the I/O closes
+    // from here on (its destructor's last flush, the allocations' relays)
+    // must not call back into it.
+    io_.set_server(nullptr);
+}
 
 std::string EventLoop::bind_listeners(SSL_CTX* tls) {
     for (const auto& l : shared_.config.listen) {

@@ -128,13 +128,18 @@ void StreamIo::accept_all(Listener& l) {
         socklen_t sl = sizeof ss;
         const int fd = ::accept4(l.fd, reinterpret_cast<sockaddr*>(&ss), &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            return;  // EAGAIN, or an error of that one connection (ECONNABORTED, EMFILE ...)
+            pause_on_exhaustion(l.fd, kTag | kListenerBit | static_cast<uint64_t>(&l - listeners_.data()));
+            return;  // EAGAIN, or an error of that one connection (ECONNABORTED ...)
         }
         const size_t kd = l.tls != nullptr ? 1 : 0;
         stats_.connections_accepted[kd].add();
         auto client = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
         if (!client || shared_.connections.load(std::memory_order_relaxed) >=
-                           static_cast<int64_t>(shared_.config.tcp_max_connections)) {
+                           static_cast<int64_t>(shared_.config.tcp_max_connections) ||
+            [&] {
+                const auto p = per_ip_.find(client->with_port(0));
+                return p != per_ip_.end() && p->second >= shared_.config.tcp_max_connections_per_ip;
+            }()) {
             ::close(fd);
             stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kLimit)].add();
             continue;
@@ -176,6 +181,7 @@ void StreamIo::accept_all(Listener& l) {
             close(it->second, ConnClose::kClient);
         }
         by_tuple_[c.ft] = idx;
+        per_ip_[client->with_port(0)]++;
         shared_.connections.fetch_add(1, std::memory_order_relaxed);
         epoll_event ev{};
         ev.events = EPOLLIN;
@@ -184,6 +190,26 @@ void StreamIo::accept_all(Listener& l) {
         if (ssl != nullptr) {
             read(idx);  // nothing to read yet, normally; sets up the handshake state
         }
+    }
+}
+
+// Out of file descriptors (or kernel memory): the pending connection stays
+// queued and the listener readable, which would spin the loop. It is not
+// watched for 100 ms (expire() resumes it); the clients retry meanwhile.
+void StreamIo::pause_on_exhaustion(int fd, uint64_t tag) {
+    if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM) {
+        return;
+    }
+    epoll_event ev{};
+    ev.events = 0;
+    ev.data.u64 = tag;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+    paused_listeners_.push_back(PausedListener{fd, tag, now_ms_ + 100});
+    if (!fd_warning_logged_) {
+        fd_warning_logged_ = true;
+        log_event(LogLevel::kWarn, "accept_paused",
+                  {{"error", std::strerror(errno)},
+                   {"fix", "raise the open files limit (ulimit -n) or lower [tcp].max_connections"}});
     }
 }
 
@@ -224,7 +250,9 @@ void StreamIo::read(uint32_t idx) {
             if (r <= 0) {
                 const int e = SSL_get_error(c.ssl, r);
                 if (e == SSL_ERROR_WANT_READ) {
-                    set_want_write(c, idx, !c.out.empty());
+                    if (c.out_off == c.out.size()) {
+                        set_want_write(c, idx, false);  // a handshake write that waited is done
+                    }
                     return;
                 }
                 if (e == SSL_ERROR_WANT_WRITE) {
@@ -268,6 +296,9 @@ bool StreamIo::consume(uint32_t idx, std::span<const uint8_t> bytes) {
     } else {
         c.in.assign(bytes.begin() + static_cast<ptrdiff_t>(used), bytes.end());
     }
+    if (c.in.capacity() > 64 * 1024 && c.in.size() < 16 * 1024) {
+        c.in.shrink_to_fit();  // a large message's buffer is not kept by an idle connection
+    }
     return true;
 }
 
@@ -285,7 +316,6 @@ bool StreamIo::deliver(uint32_t idx, std::span<const uint8_t> bytes, size_t& use
             return false;
         }
         Conn& c = *conns_[idx];
-        c.last_rx_ms = now_ms_;
         server_->on_client_datagram(c.ft, bytes.subspan(used, f.message_len));
         used += f.consumed;
         if (conns_[idx]->fd < 0) {
@@ -313,10 +343,7 @@ bool StreamIo::send(const FiveTuple& to, std::span<const uint8_t> data) {
         stats_.drop(Drop::kStreamBackpressure);
         return true;
     }
-    if (c.out_off != 0 && c.out_off == c.out.size()) {
-        c.out.clear();
-        c.out_off = 0;
-    }
+    compact(c);
     c.out.insert(c.out.end(), data.begin(), data.end());
     c.out.insert(c.out.end(), pad, uint8_t{0});
     if (!c.queued) {
@@ -348,6 +375,7 @@ void StreamIo::write(uint32_t idx) {
             const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, len, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    compact(c);
                     set_want_write(c, idx, true);
                     return;
                 }
@@ -371,6 +399,7 @@ void StreamIo::write(uint32_t idx) {
             if (r <= 0) {
                 const int e = SSL_get_error(c.ssl, r);
                 if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                    compact(c);  // allowed: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, same bytes
                     set_want_write(c, idx, true);
                     return;
                 }
@@ -449,6 +478,9 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
     c.gen++;
     stats_.connections_closed[kd][static_cast<size_t>(why)].add();
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+    if (auto p = per_ip_.find(ft.client.with_port(0)); p != per_ip_.end() && --p->second == 0) {
+        per_ip_.erase(p);
+    }
     if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end() && it->second == idx) {
         by_tuple_.erase(it);
     }
@@ -469,21 +501,51 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
 
 void StreamIo::expire(uint64_t now_ms) {
     now_ms_ = now_ms;
-    if (now_ms - last_expire_ms_ < 1000) {
+    if (!paused_listeners_.empty()) {
+        std::erase_if(paused_listeners_, [&](const PausedListener& p) {
+            if (now_ms < p.until_ms) {
+                return false;
+            }
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.u64 = p.tag;
+            ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, p.fd, &ev);
+            return true;
+        });
+    }
+    if (now_ms - last_expire_ms_ < 1000 || server_ == nullptr) {
         return;
     }
     last_expire_ms_ = now_ms;
     const uint64_t idle_ms = uint64_t{shared_.config.tcp_idle_timeout_s} * 1000;
     for (uint32_t i = 0; i < conns_.size(); ++i) {
-        const Conn& c = *conns_[i];
+        Conn& c = *conns_[i];
         if (c.fd < 0) {
             continue;
         }
-        if (c.role == Role::kClient && now_ms - c.last_rx_ms >= idle_ms && !server_->has_allocation(c.ft)) {
+        // A client connection holds a slot for idle_timeout_s after it was
+        // accepted or its allocation ended, however many unauthenticated
+        // messages (Binding) it sends meanwhile.
+        if (c.role == Role::kClient && server_->has_allocation(c.ft)) {
+            c.last_rx_ms = now_ms;
+        } else if (c.role == Role::kClient && now_ms - c.last_rx_ms >= idle_ms) {
             close(i, ConnClose::kIdle);
         } else if (c.connecting && now_ms - c.last_rx_ms >= kConnectTimeoutMs) {
             connect_done(i, false);
         }
+    }
+}
+
+// Drops the written part of a connection's queue once it is the larger part:
+// a client that reads, but never quite fast enough to empty the queue, must
+// not grow it (only the unwritten bytes count against send_buffer_bytes).
+void StreamIo::compact(Conn& c) {
+    if (c.out_off == c.out.size()) {
+        c.out.clear();
+        c.out_off = 0;
+    } else if (c.out_off > 64 * 1024 && 2 * c.out_off > c.out.size()) {
+        c.out.erase(c.out.begin(), c.out.begin() + static_cast<ptrdiff_t>(c.out_off));
+        c.out_off = 0;
     }
 }
 
@@ -638,6 +700,7 @@ void StreamIo::accept_peers(uint32_t relay_index) {
         socklen_t sl = sizeof ss;
         const int fd = ::accept4(r.fd, reinterpret_cast<sockaddr*>(&ss), &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            pause_on_exhaustion(r.fd, kTag | kListenerBit | kRelayBit | relay_index);
             return;
         }
         const auto peer = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
@@ -709,10 +772,7 @@ void StreamIo::queue_raw(uint32_t idx, std::span<const uint8_t> bytes) {
     if (bytes.empty() || c.fd < 0) {
         return;
     }
-    if (c.out_off != 0 && c.out_off == c.out.size()) {
-        c.out.clear();
-        c.out_off = 0;
-    }
+    compact(c);
     c.out.insert(c.out.end(), bytes.begin(), bytes.end());
     if (!c.queued) {
         c.queued = true;

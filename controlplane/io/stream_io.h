@@ -16,9 +16,12 @@
 // - output: [tcp].send_buffer_bytes queued per connection; beyond it
 //   messages are dropped (turn_drops_total{reason="stream_backpressure"}),
 //   as UDP would lose them;
-// - time: a connection without an allocation is closed after
-//   [tcp].idle_timeout_s without a complete message (a TLS handshake that
-//   does not finish included).
+// - time: a connection without an allocation is closed [tcp].idle_timeout_s
+//   after it was accepted or its allocation ended, whatever unauthenticated
+//   messages it sends (a TLS handshake that does not finish included);
+// - per client IP: [tcp].max_connections_per_ip;
+// - file descriptors: out of them, a listener is not watched for 100 ms
+//   (instead of spinning on a connection it cannot accept).
 // A closed connection ends the allocation on its 5-tuple
 // (Server::on_client_closed).
 //
@@ -123,6 +126,15 @@ private:
     void write(uint32_t idx);
     void set_want_write(Conn& c, uint32_t idx, bool on);
     void update_events(Conn& c, uint32_t idx);
+    void compact(Conn& c);
+    void pause_on_exhaustion(int fd, uint64_t tag);
+    struct PausedListener {
+        int fd;
+        uint64_t tag;
+        uint64_t until_ms;
+    };
+    std::vector<PausedListener> paused_listeners_;
+    bool fd_warning_logged_ = false;
     void close(uint32_t idx, ConnClose why, bool notify = true);
     // RFC 6062.
     struct TcpRelay {
@@ -156,6 +168,7 @@ private:
     std::vector<TcpRelay> tcp_relays_;  // index = RelayId - kTcpRelayBase
     std::vector<uint32_t> free_tcp_relays_;
     std::unordered_map<uint32_t, uint32_t> by_conn_id_;  // CONNECTION-ID -> peer connection slot
+    std::unordered_map<Address, uint32_t, AddressHash> per_ip_;  // client connections by client IP
     uint64_t now_ms_ = 0;
     uint64_t last_expire_ms_ = 0;
 };

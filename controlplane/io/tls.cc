@@ -50,6 +50,9 @@ TlsContext make_tls_context(const std::string& certificate, const std::string& p
                                     SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+    // An encrypted key must fail start-up, not make OpenSSL ask for a
+    // passphrase on a terminal a service does not have.
+    SSL_CTX_set_default_passwd_cb(ctx.get(), [](char*, int, int, void*) { return 0; });
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), certificate.c_str()) != 1) {
         error = "[tls].certificate: cannot load \"" + certificate + "\" (" + openssl_error() +
                 "); give a readable PEM file with the server certificate first, then its chain";

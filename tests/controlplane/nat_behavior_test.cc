@@ -122,6 +122,13 @@ TEST_F(NatBehavior, ResponsePortAndPaddingOverUdp) {
         EXPECT_EQ(Answer(s->bytes).code(), 400);
     }
     s = binding(A("198.18.0.1:3478"), [](stun::MessageBuilder& b) {
+        b.add_response_port(7777);
+        b.add_padding(500);
+    });
+    ASSERT_TRUE(s);
+    EXPECT_EQ(Answer(s->bytes).code(), 400) << "PADDING with RESPONSE-PORT (RFC 5780 section 6.1)";
+    EXPECT_EQ(s->to.client, A("198.18.1.1:5000")) << "the refusal goes to the sender";
+    s = binding(A("198.18.0.1:3478"), [](stun::MessageBuilder& b) {
         const uint8_t short_value[2] = {0, 6};
         b.add(stun::attr::kChangeRequest, short_value);
     });
@@ -150,6 +157,46 @@ TEST_F(NatBehavior, WhatCannotBeHonouredIs420) {
     const FiveTuple ft{A("198.18.1.1:6000"), A("198.18.0.1:3478"), Transport::kUdp};
     Answer al = allocate(ft, change);
     EXPECT_EQ(al.code(), 420);
+}
+
+// RFC 3489 clients (no magic cookie): CHANGE-REQUEST is honoured from the
+// alternates, with CHANGED-ADDRESS; without alternates it is not answered,
+// since an answer from the same address would read as a full-cone NAT.
+std::vector<uint8_t> rfc3489_binding(uint8_t change_flags) {
+    std::vector<uint8_t> m = {0x00, 0x01, 0x00, static_cast<uint8_t>(change_flags != 0 ? 8 : 0)};
+    for (uint8_t i = 4; i < 20; ++i) {
+        m.push_back(static_cast<uint8_t>(i * 7));  // a 128-bit transaction ID, no magic cookie
+    }
+    if (change_flags != 0) {
+        for (uint8_t b : {uint8_t{0x00}, uint8_t{0x03}, uint8_t{0x00}, uint8_t{0x04}, uint8_t{0}, uint8_t{0}, uint8_t{0},
+                          change_flags}) {
+            m.push_back(b);
+        }
+    }
+    return m;
+}
+
+TEST_F(NatBehavior, Rfc3489ChangeRequestUsesTheAlternates) {
+    const FiveTuple ft{A("198.18.1.1:5000"), A("198.18.0.1:3478"), Transport::kUdp};
+    server->on_client_datagram(ft, rfc3489_binding(0x6));
+    ASSERT_FALSE(io.client.empty());
+    EXPECT_EQ(io.client.back().to.server, A("198.18.0.2:3479"));
+    const std::vector<uint8_t>& r = io.client.back().bytes;
+    ASSERT_GE(r.size(), 20u);
+    EXPECT_TRUE(std::equal(r.begin() + 4, r.begin() + 20, rfc3489_binding(0).begin() + 4)) << "the old transaction ID";
+    bool changed_address = false;
+    for (size_t off = 20; off + 4 <= r.size(); off += 4 + (size_t{r[off + 2]} << 8 | r[off + 3])) {
+        changed_address = changed_address || (r[off] == 0x00 && r[off + 1] == 0x05);
+    }
+    EXPECT_TRUE(changed_address);
+}
+
+TEST_F(ServerTest, Rfc3489ChangeRequestWithoutAlternatesIsNotAnswered) {
+    const size_t before = io.client.size();
+    server->on_client_datagram(tuple(), rfc3489_binding(0x2));
+    EXPECT_EQ(io.client.size(), before);
+    server->on_client_datagram(tuple(), rfc3489_binding(0));
+    EXPECT_EQ(io.client.size(), before + 1) << "a plain RFC 3489 Binding is still answered";
 }
 
 TEST_F(ServerTest, WithoutAlternatesChangeRequestIs420AndNoOtherAddress) {

@@ -240,26 +240,49 @@ TEST(StreamIo, MessagesSplitAnywhereOrBackToBackAreAllAnswered) {
     }
 }
 
-TEST(StreamIo, QuietConnectionsWithoutAnAllocationAreClosed) {
+// Without an allocation a connection has idle_timeout_s from its accept,
+// whatever unauthenticated messages (Binding) it sends: one host cannot hold
+// slots with keepalives. With an allocation it stays while the allocation does.
+TEST(StreamIo, ConnectionsWithoutAnAllocationHaveADeadline) {
     StreamLoop loop([](Config& c) { c.tcp_idle_timeout_s = 1; });
     TcpClient quiet(loop.tcp(), "alice", "alice-pw");
     const std::vector<uint8_t> half = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12};
     ASSERT_TRUE(quiet.send(half));
-    TcpClient busy(loop.tcp(), "alice", "alice-pw");
-    const auto start = std::chrono::steady_clock::now();
-    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2600)) {
-        ASSERT_TRUE(busy.exchange(binding())) << "a connection sending messages was closed";
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    EXPECT_FALSE(quiet.recv(500));
-    EXPECT_TRUE(quiet.closed_by_peer());
-    EXPECT_EQ(closed(loop.stats(), 0, ConnClose::kIdle), 1u);
-    // With an allocation the connection stays while the allocation does.
+    TcpClient chatty(loop.tcp(), "alice", "alice-pw");
     TcpClient owner(loop.tcp(), "alice", "alice-pw");
     ASSERT_NE(owner.allocate().family, Family::kNone);
-    std::this_thread::sleep_for(std::chrono::milliseconds(2600));
+    const auto start = std::chrono::steady_clock::now();
+    int answered = 0;
+    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(3000)) {
+        if (!chatty.exchange(binding())) {
+            break;
+        }
+        ++answered;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_GT(answered, 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000))
+        << "Bindings every 200 ms kept a connection without an allocation open";
+    EXPECT_FALSE(quiet.recv(500));
+    EXPECT_TRUE(quiet.closed_by_peer());
+    EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 0, ConnClose::kIdle) == 2; }));
     auto ans = owner.exchange(binding());
     EXPECT_TRUE(ans) << "the allocation's connection was closed as idle";
+}
+
+TEST(StreamIo, ConnectionsPerClientIpAreCapped) {
+    StreamLoop loop([](Config& c) { c.tcp_max_connections_per_ip = 2; });
+    TcpClient a(loop.tcp(), "alice", "alice-pw");
+    TcpClient b(loop.tcp(), "alice", "alice-pw");
+    ASSERT_TRUE(a.exchange(binding()));
+    ASSERT_TRUE(b.exchange(binding()));
+    TcpClient c(loop.tcp(), "alice", "alice-pw");
+    EXPECT_FALSE(c.exchange(binding()));
+    EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 0, ConnClose::kLimit) == 1; }));
+    b.close();
+    ASSERT_TRUE(eventually([&] { return loop.shared().connections.load() == 1; }));
+    TcpClient d(loop.tcp(), "alice", "alice-pw");
+    EXPECT_TRUE(d.exchange(binding())) << "a slot of that IP is free again";
 }
 
 // An OpenSSL client connection to the TLS listener; `alpn` in wire format.

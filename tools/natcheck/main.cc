@@ -8,6 +8,7 @@
 //   turn-natcheck [--local IP[:PORT]] [--timeout-ms T] [--json] HOST[:PORT]
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -150,6 +151,7 @@ std::optional<Address> resolve(const std::string& s, std::string& err) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    ::signal(SIGPIPE, SIG_IGN);
     CLI::App app{"turn-natcheck: NAT mapping and filtering behaviour (RFC 5780) against a STUN/TURN server"};
     std::string server;
     std::string local;
@@ -264,18 +266,33 @@ int main(int argc, char** argv) {
     out["mapping"] = mapping;
     say("mapping   " + mapping);
 
-    // Filtering behaviour (RFC 5780 section 4.4), from the same socket, whose
-    // mapping to the primary address test I made.
+    // Filtering behaviour (RFC 5780 section 4.4), from a fresh socket that has
+    // talked to the primary address only: the mapping tests above opened the
+    // NAT towards the alternate addresses, which would pass any filter.
+    UdpClient f(bind_to.with_port(0));
+    if (!f.ok() || !f.binding(*srv, false, false, timeout_ms)) {
+        return finish(1, "no answer from " + srv->to_string() + " to the filtering tests' socket");
+    }
     std::string filtering;
-    const auto f2 = c.binding(*srv, true, true, timeout_ms);
+    const auto f2 = f.binding(*srv, true, true, timeout_ms);
     if (f2 && f2->error != 0) {
         return finish(1, "the server refused CHANGE-REQUEST (" + std::to_string(f2->error) + ")");
+    }
+    // The answer must come from the changed address, or the server ignored
+    // the request and the result would be meaningless.
+    if (f2 && !(f2->from == other)) {
+        return finish(1, "the server answered CHANGE-REQUEST (IP and port) from " + f2->from.to_string() +
+                             ", not from its OTHER-ADDRESS " + other.to_string());
     }
     say(std::string("filter II  change IP and port: ") + (f2 ? "answered from " + f2->from.to_string() : "no answer"));
     if (f2) {
         filtering = "endpoint-independent";
     } else {
-        const auto f3 = c.binding(*srv, false, true, timeout_ms);
+        const auto f3 = f.binding(*srv, false, true, timeout_ms);
+        if (f3 && !(f3->from == srv->with_port(other.port))) {
+            return finish(1, "the server answered CHANGE-REQUEST (port) from " + f3->from.to_string() + ", not from " +
+                                 srv->with_port(other.port).to_string());
+        }
         say(std::string("filter III change port: ") + (f3 ? "answered from " + f3->from.to_string() : "no answer"));
         filtering = f3 ? "address-dependent" : "address-and-port-dependent";
     }

@@ -6,6 +6,7 @@
 //              [--count N] [--size B] [--timeout-ms T] [--family 4|6]
 //              [--peer-bind IP[:PORT]] [--ca FILE | --insecure] [--json] HOST[:PORT]
 #include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -93,6 +94,7 @@ std::optional<Address> resolve(const std::string& host, uint16_t port, std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
+    ::signal(SIGPIPE, SIG_IGN);  // a reset connection is a FAIL line, not a killed probe
     CLI::App app{"turn-probe: checks a TURN server (RFC 8656) the way a client uses it"};
     std::string server;
     std::string transport = "udp";

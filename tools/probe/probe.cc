@@ -277,6 +277,7 @@ template <typename Send, typename Unwrap>
 DataResult round_trips(const ProbeConfig& cfg, Prober& p, Send send, Unwrap unwrap) {
     DataResult r;
     std::mt19937 rng{std::random_device{}()};
+    std::vector<std::vector<uint8_t>> earlier;  // a late echo of one of these is late, not corrupted
     for (int i = 0; i < cfg.count; ++i) {
         std::vector<uint8_t> payload(cfg.size);
         for (auto& b : payload) {
@@ -289,12 +290,13 @@ DataResult round_trips(const ProbeConfig& cfg, Prober& p, Send send, Unwrap unwr
         bool bad = false;
         auto m = p.await(cfg.timeout_ms, [&](const std::vector<uint8_t>& b) {
             auto got = unwrap(b);
-            if (got && *got != payload) {
+            if (got && *got != payload && std::find(earlier.begin(), earlier.end(), *got) == earlier.end()) {
                 bad = true;
             }
             return got && *got == payload;
         });
         r.corrupted = r.corrupted || bad;
+        earlier.push_back(std::move(payload));
         if (m) {
             r.echoed++;
             r.rtts.push_back(ms_since(t0));

@@ -101,10 +101,12 @@ std::unique_ptr<Transport> Transport::open(Kind kind, const Address& server, con
     }
     if (tls.verify) {
         X509_VERIFY_PARAM* vp = SSL_get0_param(t->ssl_);
-        if (Address::parse(name)) {
-            X509_VERIFY_PARAM_set1_ip_asc(vp, name.c_str());
-        } else {
-            X509_VERIFY_PARAM_set1_host(vp, name.c_str(), 0);
+        const auto ip = Address::parse(name);
+        const bool set = ip ? (ip->port == 0 && X509_VERIFY_PARAM_set1_ip_asc(vp, ip->ip_string().c_str()) == 1)
+                            : X509_VERIFY_PARAM_set1_host(vp, name.c_str(), 0) == 1;
+        if (!set) {
+            error = "TLS: \"" + name + "\" is not a host name or IP address to verify the certificate against";
+            return nullptr;
         }
     }
     const auto t1 = std::chrono::steady_clock::now();

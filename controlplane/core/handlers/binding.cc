@@ -44,6 +44,12 @@ void Server::handle_binding(const Request& r) {
         }
         out.server = *nat_changed_address(c, r.ft.server, cr.change_ip, cr.change_port);
     }
+    // RFC 5780 section 6.1: PADDING with RESPONSE-PORT is refused (a padded
+    // answer sent to another port would be a reflection tool).
+    if (udp && r.msg.find(stun::attr::kResponsePort) != nullptr && r.msg.find(stun::attr::kPadding) != nullptr) {
+        reply_error(r, stun::err::kBadRequest);
+        return;
+    }
     if (const auto* a = r.msg.find(stun::attr::kResponsePort); a != nullptr && udp) {
         uint16_t port = 0;
         if (stun::decode_response_port(r.msg.value(*a), port) != stun::AttrError::kOk || port == 0) {
