@@ -262,20 +262,24 @@ stun::MessageBuilder Server::begin(const Request& r, stun::Class cls) {
     return stun::MessageBuilder(scratch_, stun::make_type(r.msg.method(), cls), r.msg.transaction_id());
 }
 
-void Server::finish(const Request& r, stun::MessageBuilder& b, uint16_t code) {
+void Server::seal(stun::MessageBuilder& b, const AuthContext* auth, bool fingerprint) const {
     if (!shared_.config.software.empty()) {
         b.add_text(stun::attr::kSoftware, shared_.config.software);
     }
-    if (r.auth != nullptr) {
-        if (r.auth->sha256) {
-            b.add_message_integrity_sha256(r.auth->key.span());
+    if (auth != nullptr) {
+        if (auth->sha256) {
+            b.add_message_integrity_sha256(auth->key.span());
         } else {
-            b.add_message_integrity(r.auth->key.span());
+            b.add_message_integrity(auth->key.span());
         }
     }
-    if (r.fingerprint) {
+    if (fingerprint) {
         b.add_fingerprint();
     }
+}
+
+void Server::finish(const Request& r, stun::MessageBuilder& b, uint16_t code) {
+    seal(b, r.auth, r.fingerprint);
     stats_.request(r.msg.method(), code);
     if (!b.ok()) {
         return;  // cannot happen with the scratch size; never send a partial message

@@ -101,6 +101,8 @@ private:
     // used, FINGERPRINT if the request had one, then sends (and caches).
     stun::MessageBuilder begin(const Request& r, stun::Class cls);
     void finish(const Request& r, stun::MessageBuilder& b, uint16_t code);
+    // SOFTWARE, the integrity attribute of `auth` (none without), FINGERPRINT if asked.
+    void seal(stun::MessageBuilder& b, const AuthContext* auth, bool fingerprint) const;
     void reply_error(const Request& r, uint16_t code);
     // 401 / 438 with REALM, NONCE and PASSWORD-ALGORITHMS (unsigned).
     void challenge(const Request& r, uint16_t code);

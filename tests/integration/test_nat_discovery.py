@@ -14,24 +14,15 @@ import os
 import shutil
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from tool_paths import find_tool
 from conftest import find_turn_relay_bin, free_port, log_tail, stop_process, stun_binding
 
-REPO = Path(__file__).resolve().parent.parent.parent
 
 
-def find_natcheck():
-    env = os.environ.get("TURN_NATCHECK_BIN")
-    if env:
-        return env
-    cands = sorted(REPO.glob("build*/tools/natcheck/turn-natcheck"), key=lambda p: p.stat().st_mtime)
-    return str(cands[-1]) if cands else None
-
-
-NATCHECK = find_natcheck()
+NATCHECK = find_tool("TURN_NATCHECK_BIN", "tools/natcheck/turn-natcheck")
 
 
 def start_relay(tmp_path, alternates):

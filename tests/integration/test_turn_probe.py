@@ -21,23 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from tool_paths import find_tool
 from conftest import find_turn_relay_bin, free_port, log_tail, relay_port_window, stop_process
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 USER, PASSWORD, SECRET = "probe", "probe-pw", "probe-rest-secret"
 STEPS = ["connect", "binding", "allocate", "permission", "send_data", "channel_bind", "channel_data", "refresh"]
 
 
-def find_probe():
-    env = os.environ.get("TURN_PROBE_BIN")
-    if env:
-        return env
-    cands = sorted(REPO.glob("build*/tools/probe/turn-probe"), key=lambda p: p.stat().st_mtime)
-    return str(cands[-1]) if cands else None
-
-
-PROBE = find_probe()
+PROBE = find_tool("TURN_PROBE_BIN", "tools/probe/turn-probe")
 pytestmark = pytest.mark.skipif(PROBE is None, reason="turn-probe not built")
 
 

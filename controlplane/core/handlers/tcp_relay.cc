@@ -41,19 +41,7 @@ void Server::answer_connect(const TcpPeer& p, uint32_t conn_id, uint16_t code) {
     } else {
         b.add_error_code(code);
     }
-    if (!shared_.config.software.empty()) {
-        b.add_text(attr::kSoftware, shared_.config.software);
-    }
-    if (p.auth) {
-        if (p.auth->sha256) {
-            b.add_message_integrity_sha256(p.auth->key.span());
-        } else {
-            b.add_message_integrity(p.auth->key.span());
-        }
-    }
-    if (p.fingerprint) {
-        b.add_fingerprint();
-    }
+    seal(b, p.auth ? &*p.auth : nullptr, p.fingerprint);
     stats_.request(static_cast<uint16_t>(Method::kConnect), code);
     if (b.ok()) {
         io_.send_to_client(p.ft, b.bytes());
