@@ -13,6 +13,7 @@ starts is kept as a Popen handle and stopped by PID.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import random
@@ -21,6 +22,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -117,6 +119,41 @@ def stun_binding(addr: Tuple[str, int], timeout: float = 0.5) -> Optional[Tuple[
     return None
 
 
+def stun_binding_stream(addr: Tuple[str, int], tls: bool = False,
+                        timeout: float = 0.5) -> Optional[Tuple[str, int]]:
+    """One Binding request over a fresh TCP (or TLS, certificate not verified) connection;
+    return XOR-MAPPED-ADDRESS or None."""
+    tid = os.urandom(12)
+    req = struct.pack("!HHI", 0x0001, 0, MAGIC) + tid
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection(addr, timeout=timeout) as raw:
+            s = raw
+            if tls:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                s = ctx.wrap_socket(raw, server_hostname=None)
+            s.sendall(req)
+            buf = b""
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = s.recv(2048)
+                if not chunk:
+                    return None
+                buf += chunk
+                if len(buf) >= 20:
+                    mtype, mlen = struct.unpack("!HH", buf[:4])
+                    if len(buf) < 20 + mlen:
+                        continue
+                    if mtype != 0x0101 or buf[8:20] != tid:
+                        return None
+                    return _parse_xor_mapped(buf[20:20 + mlen], tid)
+    except (OSError, ssl.SSLError, socket.timeout):
+        return None
+    return None
+
+
 def _parse_xor_mapped(body: bytes, tid: bytes) -> Optional[Tuple[str, int]]:
     i = 0
     while i + 4 <= len(body):
@@ -207,6 +244,15 @@ class TurnServer:
     rest_secrets: List[str] = field(default_factory=list)
     # The tests' echo peers live on loopback, which servers deny as a peer by default.
     allow_loopback_peers: bool = True
+    # TURN over TCP / TLS (RFC 8656 3.1) listeners on 127.0.0.1 and ::1; None: none.
+    tcp_port: Optional[int] = None
+    tls_port: Optional[int] = None
+    # PEM certificate chain and key for the TLS listener (turn-relay: as written to [tls],
+    # relative to workdir, the server's working directory).
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    # turn-relay [tcp] section (max_connections, idle_timeout_s, send_buffer_bytes).
+    tcp_settings: dict = field(default_factory=dict)
 
     def addr(self, family: int = 4) -> Tuple[str, int]:
         return ("127.0.0.1" if family == 4 else "::1", self.port)
@@ -214,6 +260,12 @@ class TurnServer:
     def url(self, family: int = 4) -> str:
         host = "127.0.0.1" if family == 4 else "[::1]"
         return f"turn:{host}:{self.port}?transport=udp"
+
+    def stream_addr(self, family: int = 4, tls: bool = False) -> Tuple[str, int]:
+        """The TURN-over-TCP (or TLS) listener of `family`."""
+        port = self.tls_port if tls else self.tcp_port
+        assert port is not None, f"server started without a {'TLS' if tls else 'TCP'} listener"
+        return ("127.0.0.1" if family == 4 else "::1", port)
 
     def metrics(self) -> Optional[str]:
         """Prometheus text from the server's /metrics (turnrelay only)."""
@@ -258,7 +310,8 @@ class TurnServer:
 def find_turn_relay_bin() -> Optional[str]:
     env = os.environ.get("TURN_RELAY_BIN")
     if env:
-        return env
+        # Absolute: servers run with their temporary directory as working directory.
+        return os.path.abspath(env)
     cands = [p for p in glob.glob(str(REPO / "build*" / "**" / "controlplane" / "turn-relay"),
                                   recursive=True)
              if os.path.isfile(p) and os.access(p, os.X_OK)]
@@ -275,12 +328,47 @@ def _toml_list(items) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
+def _loopback_listeners(port: Optional[int]) -> List[str]:
+    return [f"127.0.0.1:{port}", f"[::1]:{port}"] if port is not None else []
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return _toml_list(v)
+    return f'"{v}"'
+
+
+def _stream_config(srv: TurnServer) -> Tuple[str, str]:
+    """turn-relay's stream listener keys for [server] and the [tls]/[tcp] sections; empty
+    when the server has no TCP/TLS listener, so the default configuration is unchanged."""
+    keys, sections = "", ""
+    if srv.tcp_port is not None:
+        keys += f"listen_tcp = {_toml_list(_loopback_listeners(srv.tcp_port))}\n"
+    if srv.tls_port is not None:
+        keys += f"listen_tls = {_toml_list(_loopback_listeners(srv.tls_port))}\n"
+    if srv.tls_cert is not None or srv.tls_key is not None:
+        sections += "\n[tls]\n"
+        if srv.tls_cert is not None:
+            sections += f'certificate = "{srv.tls_cert}"\n'
+        if srv.tls_key is not None:
+            sections += f'private_key = "{srv.tls_key}"\n'
+    if srv.tcp_settings:
+        sections += "\n[tcp]\n" + "".join(f"{k} = {_toml_value(v)}\n"
+                                         for k, v in srv.tcp_settings.items())
+    return keys, sections
+
+
 def write_turnrelay_config(srv: TurnServer) -> Path:
+    stream_keys, stream_sections = _stream_config(srv)
     cfg = f"""\
 # Written by tests/integration/conftest.py
 [server]
-listen = {_toml_list([f"127.0.0.1:{srv.port}", f"[::1]:{srv.port}"])}
-relay_ips = ["127.0.0.1", "::1"]
+listen = {_toml_list(_loopback_listeners(srv.port))}
+{stream_keys}relay_ips = ["127.0.0.1", "::1"]
 relay_port_min = {srv.relay_min}
 relay_port_max = {srv.relay_max}
 realm = "{srv.realm}"
@@ -311,25 +399,40 @@ listen = "127.0.0.1:{srv.metrics_port}"
 [log]
 level = "{os.environ.get("TURN_LOG_LEVEL", "info")}"
 format = "text"
-"""
+{stream_sections}"""
     path = srv.workdir / "turn-relay.toml"
     path.write_text(cfg)
     return path
 
 
 def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
-                 allow_loopback_peers: bool = True) -> TurnServer:
+                 allow_loopback_peers: bool = True, tcp: bool = False,
+                 tls_files: Optional[Tuple[Path, Path]] = None,
+                 tcp_settings: Optional[dict] = None) -> TurnServer:
+    """Start the server under test. `tcp`: also a TURN-over-TCP listener on the UDP port's
+    number; `tls_files` (certificate chain, key): also a TURN-over-TLS listener on a port of
+    its own; `tcp_settings`: turn-relay's [tcp] section. Without these the configuration is
+    exactly the UDP-only one."""
     kind = server_kind()
     lo, hi = relay_port_window()
     # coturn also listens on P+1 (RFC 5780 alternate port), so reserve two.
     port = free_port(span=2)
     srv = TurnServer(kind=kind, port=port, workdir=workdir, relay_min=lo, relay_max=hi,
                      rest_secrets=list(rest_secrets or []),
-                     allow_loopback_peers=allow_loopback_peers)
+                     allow_loopback_peers=allow_loopback_peers,
+                     tcp_settings=dict(tcp_settings or {}))
+    if tcp:
+        srv.tcp_port = port       # the same number as UDP, as RFC 8656 suggests
+    if tls_files is not None:
+        srv.tls_port = free_port(span=2, kinds=(socket.SOCK_STREAM,))  # coturn: +1 too
     srv.log_path = workdir / f"{kind}.log"
 
     if kind == "coturn":
         binary = shutil.which("turnserver") or "/usr/bin/turnserver"
+        tls_args = ["--no-tls"]
+        if tls_files is not None:
+            tls_args = [f"--tls-listening-port={srv.tls_port}", f"--cert={tls_files[0]}",
+                        f"--pkey={tls_files[1]}"]
         srv.cmd = [
             binary, "-n",
             "--listening-ip=127.0.0.1", "--listening-ip=::1",
@@ -342,8 +445,8 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
             "--use-auth-secret",
         ] + [f"--static-auth-secret={s}" for s in srv.rest_secrets] if srv.rest_secrets else []) + [
             f"--realm={srv.realm}",
-        ] + (["--allow-loopback-peers"] if srv.allow_loopback_peers else []) + [
-            "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay",
+        ] + (["--allow-loopback-peers"] if srv.allow_loopback_peers else []) + tls_args + [
+            "--no-dtls", "--no-cli", "--no-tcp-relay",
             "--no-multicast-peers",
             "--log-file=stdout", "--simple-log",
             f"--pidfile={workdir / 'turnserver.pid'}",
@@ -356,6 +459,11 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
             pytest.fail("TURN_SERVER=turnrelay but no turn-relay binary: set TURN_RELAY_BIN or "
                         "build build*/controlplane/turn-relay (or use TURN_SERVER=coturn)")
         srv.metrics_port = free_port(kinds=(socket.SOCK_STREAM,))
+        if tls_files is not None:
+            # Relative paths: turn-relay resolves them against its working directory.
+            shutil.copyfile(tls_files[0], workdir / "tls-chain.pem")
+            shutil.copyfile(tls_files[1], workdir / "tls-key.pem")
+            srv.tls_cert, srv.tls_key = "tls-chain.pem", "tls-key.pem"
         cfg = write_turnrelay_config(srv)
         srv.cmd = [binary, "--config", str(cfg)]
     else:
@@ -368,30 +476,38 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
     _ACTIVE_LOGS.append((f"{kind} server", srv.log_path))
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    ready = {4: False, 6: False}
+    checks = {("udp", 4): lambda: stun_binding(srv.addr(4), timeout=0.3),
+              ("udp", 6): lambda: stun_binding(srv.addr(6), timeout=0.3)}
+    for fam in (4, 6):
+        if srv.tcp_port is not None:
+            checks[("tcp", fam)] = functools.partial(
+                stun_binding_stream, srv.stream_addr(fam), timeout=0.5)
+        if srv.tls_port is not None:
+            checks[("tls", fam)] = functools.partial(
+                stun_binding_stream, srv.stream_addr(fam, tls=True), tls=True, timeout=0.5)
+    ready = {k: False for k in checks}
     while time.monotonic() < deadline:
         if srv.proc.poll() is not None:
             break
-        for fam in (4, 6):
-            if not ready[fam] and stun_binding(srv.addr(fam), timeout=0.3):
-                ready[fam] = True
+        for k, check in checks.items():
+            if not ready[k] and check():
+                ready[k] = True
         if all(ready.values()):
             return srv
         time.sleep(0.1)
     rc = srv.proc.poll()
     stop_process(srv.proc)
     _ACTIVE_LOGS.remove((f"{kind} server", srv.log_path))
-    pytest.fail(f"{kind} did not answer a STUN Binding on 127.0.0.1:{port} and [::1]:{port} "
-                f"within {STARTUP_TIMEOUT_S}s (exit code {rc}, ready={ready})\n"
+    listeners = ", ".join(f"{t}/{'127.0.0.1' if f == 4 else '[::1]'}" for t, f in checks)
+    pytest.fail(f"{kind} did not answer a STUN Binding on every listener ({listeners}; UDP/TCP "
+                f"port {port}, TLS port {srv.tls_port}) within {STARTUP_TIMEOUT_S}s "
+                f"(exit code {rc}, ready={ready})\n"
                 f"command: {' '.join(srv.cmd)}\n--- log ---\n{log_tail(srv.log_path)}")
 
 
-@pytest.fixture(scope="module")
-def turn_server(tmp_path_factory):
-    """A fresh server under test per test module."""
-    workdir = tmp_path_factory.mktemp("turnserver")
-    srv = start_server(workdir)
-    yield srv
+def stop_server(srv: TurnServer) -> None:
+    """Stop a server from start_server by PID; fail if it died early or did not exit
+    cleanly (turn-relay: exit 0 on SIGTERM twice)."""
     alive = srv.proc.poll() is None
     clean = stop_process(srv.proc, second_signal_after=1.0 if srv.kind == "turnrelay" else None)
     _ACTIVE_LOGS.remove((f"{srv.kind} server", srv.log_path))
@@ -403,12 +519,47 @@ def turn_server(tmp_path_factory):
                     f"(exit {srv.proc.returncode}, killed={not clean}):\n" + log_tail(srv.log_path))
 
 
+@pytest.fixture(scope="module")
+def turn_server(tmp_path_factory):
+    """A fresh server under test per test module."""
+    workdir = tmp_path_factory.mktemp("turnserver")
+    srv = start_server(workdir)
+    yield srv
+    stop_server(srv)
+
+
 @pytest.fixture
 def server(turn_server):
     """Per-test view of the module's server that checks it is still running."""
     turn_server.assert_alive()
     yield turn_server
     turn_server.assert_alive()
+
+
+# -------------------------------------------------------------------------------------
+# TLS certificate for TURN over TLS
+
+
+def make_self_signed_cert(directory: Path) -> Tuple[Path, Path]:
+    """A self-signed P-256 certificate for IP SANs 127.0.0.1 and ::1 (CN turnrelay.test),
+    made with the openssl CLI; it is its own CA for clients that verify. Returns
+    (certificate PEM, private key PEM)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+           "-nodes", "-days", "2", "-subj", "/CN=turnrelay.test",
+           "-addext", "subjectAltName=IP:127.0.0.1,IP:::1",
+           "-addext", "basicConstraints=critical,CA:TRUE",
+           "-keyout", str(key), "-out", str(cert)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        pytest.fail("openssl req failed:\n" + proc.stdout.decode(errors="replace"))
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory) -> Tuple[Path, Path]:
+    return make_self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 # -------------------------------------------------------------------------------------
