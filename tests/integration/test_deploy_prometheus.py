@@ -1,14 +1,15 @@
-"""deploy/prometheus/: the scrape configuration and the alerting and recording rules an
-operator installs, checked the way Prometheus itself would use them:
+"""deploy/prometheus/ and deploy/grafana/: the scrape configuration, the alerting and
+recording rules and the dashboard an operator installs, checked the way Prometheus itself
+would use them:
   * promtool accepts the configuration and the rules, and the rules' unit tests
     (turn-relay.rules.test.yml: each alert fires on what it is for, after its `for`, and
     not on normal traffic) pass;
-  * every turn_* series the rules use is one turn-relay exports (a renamed metric breaks
-    this test, not an operator's alerting);
+  * every turn_* series the rules and the dashboard use is one turn-relay exports or a rule
+    records (a renamed metric breaks this test, not an operator's alerting);
   * a real Prometheus server loads the rules while scraping a real turn-relay (TCP and TLS
     listeners, a dataplane socket nobody attached): every rule evaluates without error, the
-    recording rules produce series, and TurnRelayDataplaneDisconnected goes pending on the
-    live turn_dataplane_connected == 0.
+    recording rules produce series, TurnRelayDataplaneDisconnected goes pending on the
+    live turn_dataplane_connected == 0, and every dashboard query evaluates.
 """
 
 import re
@@ -25,6 +26,13 @@ from test_turn_probe import Relay
 
 DEPLOY = Path(__file__).resolve().parent.parent.parent / "deploy" / "prometheus"
 RULES = DEPLOY / "turn-relay.rules.yml"
+DASHBOARD = DEPLOY.parent / "grafana" / "turn-relay.json"
+
+
+def dashboard_exprs():
+    import json
+    d = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in d["panels"] for t in p["targets"]]
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None and not Path(PROMTOOL).exists(),
                                 reason="prometheus package not installed")
@@ -59,11 +67,17 @@ def exported_names(relay):
     return set(re.findall(r"^# TYPE (\w+) ", text, re.M)) | set(re.findall(r"^(turn_\w+)[{ ]", text, re.M))
 
 
-def test_every_series_the_rules_use_is_exported(relay):
+def test_every_series_the_rules_and_the_dashboard_use_is_exported(relay):
     used = set(re.findall(r"\b(turn_[a-z_]+)\b", RULES.read_text()))
     assert len(used) >= 10, used
     missing = used - exported_names(relay)
     assert not missing, f"rules use series turn-relay does not export: {sorted(missing)}"
+    # The dashboard: turn-relay's series or the rules' recorded ones.
+    recorded = set(re.findall(r"record: (\S+)", RULES.read_text()))
+    names = {n for e in dashboard_exprs() for n in re.findall(r"\b(turn[_:][a-z_:0-9]+)\b", e)}
+    assert len(names) >= 15, names
+    missing = {n for n in names if n not in recorded and n not in exported_names(relay)}
+    assert not missing, f"the dashboard uses series nobody exports or records: {sorted(missing)}"
 
 
 @pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus not installed")
@@ -99,5 +113,10 @@ def test_a_real_prometheus_evaluates_every_rule(relay, tmp_path):
                 break
             time.sleep(0.25)
         assert recorded == 0
+        # Every dashboard query is valid PromQL that Prometheus evaluates (Grafana's
+        # variables as a dashboard with "All" nodes and a 1-minute rate interval has them).
+        for e in dashboard_exprs():
+            q = e.replace("$instance", ".*").replace("$__rate_interval", "1m")
+            prom.api("query", query=q)  # asserts status "success"
     finally:
         prom.close()
