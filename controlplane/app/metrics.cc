@@ -87,6 +87,13 @@ public:
                         static_cast<double>(dp_->bytes[i].load(std::memory_order_relaxed)));
             }
         }
+        auto& tb = family("turn_tcp_relayed_bytes_total",
+                          "Bytes relayed over RFC 6062 TCP allocations' data connections, by direction",
+                          MetricType::Counter);
+        for (size_t i = 0; i < static_cast<size_t>(Direction::kCount); ++i) {
+            counter(tb, {{"direction", std::string(name(static_cast<Direction>(i)))}},
+                    sum([&](const Stats& s) { return s.tcp_relayed_bytes[i].get(); }));
+        }
         auto& dr = family("turn_drops_total", "Datagrams dropped, by reason", MetricType::Counter);
         for (size_t i = 0; i < static_cast<size_t>(Drop::kCount); ++i) {
             counter(dr, {{"reason", std::string(name(static_cast<Drop>(i)))}},

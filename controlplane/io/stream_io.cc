@@ -758,6 +758,7 @@ bool StreamIo::tcp_bind_data(const FiveTuple& client, uint32_t conn_id) {
     if (!p.in.empty()) {  // what the peer sent before the bind, after the success answer
         std::vector<uint8_t> early;
         early.swap(p.in);
+        stats_.tcp_relayed_bytes[static_cast<size_t>(Direction::kPeerToClient)].add(early.size());
         queue_raw(cidx, early);
     }
     if (p.paused) {
@@ -793,6 +794,9 @@ void StreamIo::raw_in(uint32_t idx, std::span<const uint8_t> bytes) {
         return;
     }
     const uint32_t pidx = static_cast<uint32_t>(c.partner);
+    stats_.tcp_relayed_bytes[static_cast<size_t>(c.role == Role::kData ? Direction::kClientToPeer
+                                                                       : Direction::kPeerToClient)]
+        .add(bytes.size());
     queue_raw(pidx, bytes);
     const Conn& p = *conns_[pidx];
     if (p.out.size() - p.out_off > shared_.config.tcp_send_buffer_bytes && !c.paused) {

@@ -25,6 +25,8 @@ A fourth run: uclient over TCP (-t, RFC 8656 section 3.1): the connection reache
 through the dataplane's exception path and its allocations are never offloaded, so every
 packet of it is relayed by turn-relay's sockets (path="socket" moves by exactly what was sent
 both ways) and none by the fast path (fwd_* == 0; the peer's datagrams are punt_miss).
+A fifth run: RFC 6062 TCP allocations (uclient -t -T), zero loss with the dataplane attached
+and nothing on its fast path.
 A third run (if python3-aioice is installed for /usr/bin/python3): aioice's TURN client
 allocates and exchanges datagrams with the same echo peer. aioice always binds a channel
 (0x4000 up) before sending, so it never uses Send/Data indications; after one warm-up datagram
@@ -179,7 +181,7 @@ def main():
     e2e.setup()
     relay = dp = upeer = prom = None
     ok, fails = True, []
-    prefixes = ("tccl_a", "tccl_b", "tccl_c", "tccl_d")
+    prefixes = ("tccl_a", "tccl_b", "tccl_c", "tccl_d", "tccl_e")
     resyncs = 2  # after the first two runs
 
     def check(cond, what):
@@ -340,6 +342,16 @@ def main():
               f"(punt_miss {c.get('punt_miss', 0)} >= {s['sent']})")
         tcp_accepted = metric(metrics(MPORT), 'turn_connections_accepted_total{transport="tcp"}') or 0
         check(tcp_accepted >= CLIENTS, f"tcp: turn-relay accepted the TCP connections ({tcp_accepted})")
+
+        # Run 5: RFC 6062 TCP allocations (uclient -t -T) with the dataplane attached: every
+        # connection (control, data, relayed) is TCP, so all of it is the kernel's and turn-relay's.
+        resyncs += 1
+        s, out, c, delta = one_run("tcp-relay", ["-t", "-T"], prefixes[4], resyncs)
+        fwd = sum(int(v) for k, v in c.items() if k.startswith("fwd_"))
+        check(fwd == 0, f"tcp-relay: nothing on the fast path (fwd_* = {fwd})")
+        text = metrics(MPORT)
+        binds = metric(text, 'turn_requests_total{method="connection_bind",code="200"}') or 0
+        check(binds >= CLIENTS, f"tcp-relay: ConnectionBind answered ({binds})")
     finally:
         if prom is not None:
             prom.close()

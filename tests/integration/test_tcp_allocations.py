@@ -311,9 +311,13 @@ def test_connect_bind_and_a_megabyte_each_way(relay, tls):
     assert peer.sources and peer.sources[-1] == relayed, (peer.sources, relayed)  # from the relayed address
     data, c, a = bind(relay, conn_id, tls)
     assert c == 2, error_code(a)
+    before = {d: metric(relay, f'turn_tcp_relayed_bytes_total{{direction="{d}"}}')
+              for d in ("client_to_peer", "peer_to_client")}
     payload = os.urandom(1 << 20)
     echoed = pump(data, payload, len(payload))
     assert echoed == payload
+    for d in before:  # counted as it crossed the pipe
+        assert metric(relay, f'turn_tcp_relayed_bytes_total{{direction="{d}"}}') - before[d] >= len(payload), d
     data.close()
     ctl.close()
     peer.close()
