@@ -1,7 +1,8 @@
 // turn-relay: the control plane run alone in socket mode.
 //   parse CLI -> load + validate config (exit 2 on a bad value) -> logging ->
 //   shared state -> one event loop per core (SO_REUSEPORT listeners) ->
-//   metrics endpoint -> wait for SIGTERM/SIGINT -> drain -> exit 0.
+//   metrics endpoint -> wait for SIGTERM/SIGINT (SIGHUP: reload the TLS
+//   certificate) -> drain -> exit 0.
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -203,11 +204,10 @@ int main(int argc, char** argv) {
     setup_logging(config);
     // TURN over TLS: the certificate and key are read (and checked against
     // each other) now, so a bad file stops start-up with the key to fix.
-    TlsContext tls;
+    TlsContexts tls;
     if (!config.listen_tls.empty()) {
         std::string tls_err;
-        tls = make_tls_context(config.tls_certificate, config.tls_private_key, tls_err);
-        if (!tls) {
+        if (!tls.load(config.tls_certificate, config.tls_private_key, tls_err)) {
             return fatal_config(tls_err);
         }
     }
@@ -257,6 +257,7 @@ int main(int argc, char** argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);  // reload the TLS certificate and key
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
@@ -277,7 +278,7 @@ int main(int argc, char** argv) {
     std::vector<const Stats*> stats;
     for (unsigned i = 0; i < n; ++i) {
         loops.push_back(std::make_unique<EventLoop>(*shared, offload, i));
-        if (auto e = loops.back()->bind_listeners(tls.get()); !e.empty()) {
+        if (auto e = loops.back()->bind_listeners(config.listen_tls.empty() ? nullptr : &tls); !e.empty()) {
             log_event("startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
@@ -333,10 +334,28 @@ int main(int argc, char** argv) {
                           {"loops", std::to_string(n)},
                           {"metrics", config.metrics_listen.empty() ? "off" : "http://" + config.metrics_listen + "/metrics"},
                           {"dataplane", config.dataplane_socket.empty() ? "off" : config.dataplane_socket},
-                          {"state", config.state_dir.empty() ? "off" : config.state_dir}});
+                          {"state", config.state_dir.empty() ? "off" : config.state_dir},
+                          {"tls_certificate", config.listen_tls.empty() ? "off" : tls.describe()}});
 
+    // SIGHUP re-reads [tls] certificate and private_key (a renewed
+    // certificate): new connections get it, established ones keep theirs; a
+    // file that does not load leaves the current one in place.
+    const auto reload_tls = [&] {
+        if (config.listen_tls.empty()) {
+            log_event("reload_ignored", {{"reason", "no TLS listener"}});
+            return;
+        }
+        std::string e;
+        if (tls.load(config.tls_certificate, config.tls_private_key, e)) {
+            log_event("tls_reloaded", {{"certificate", tls.describe()}});
+        } else {
+            log_event(LogLevel::kError, "tls_reload_failed", {{"error", e}, {"kept", tls.describe()}});
+        }
+    };
     int sig = 0;
-    sigwait(&sigs, &sig);
+    while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
+        reload_tls();
+    }
     // Drain: refuse new allocations (403), keep relaying for the existing ones
     // until they end or the deadline passes; a second signal ends at once.
     shared->draining.store(true);
@@ -346,7 +365,10 @@ int main(int argc, char** argv) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config.drain_deadline_s);
     const timespec poll{0, 100'000'000};
     while (shared->allocations.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-        if (sigtimedwait(&sigs, nullptr, &poll) > 0) {
+        const int got = sigtimedwait(&sigs, nullptr, &poll);
+        if (got == SIGHUP) {
+            reload_tls();
+        } else if (got > 0) {
             break;
         }
     }

@@ -20,7 +20,7 @@ EventLoop::~EventLoop() {
     io_.set_server(nullptr);
 }
 
-std::string EventLoop::bind_listeners(SSL_CTX* tls) {
+std::string EventLoop::bind_listeners(const TlsContexts* tls) {
     for (const auto& l : shared_.config.listen) {
         if (auto err = io_.add_listener(l); !err.empty()) {
             return err;

@@ -16,6 +16,7 @@
 #include "core/stats.h"
 #include "io/socket_io.h"
 #include "io/state_store.h"
+#include "io/tls.h"
 
 namespace turn::cp {
 
@@ -26,7 +27,7 @@ public:
 
     // Binds every configured listener (TLS ones with `tls`, which must be
     // set when the configuration has any); returns an error message on failure.
-    std::string bind_listeners(SSL_CTX* tls = nullptr);
+    std::string bind_listeners(const TlsContexts* tls = nullptr);
     void start();
     void stop();  // asks the thread to finish and joins it
 

@@ -103,7 +103,7 @@ std::string SocketIo::add_listener(const Address& local) {
     return {};
 }
 
-std::string SocketIo::add_stream_listener(Shared& shared, const Address& local, SSL_CTX* tls) {
+std::string SocketIo::add_stream_listener(Shared& shared, const Address& local, const TlsContexts* tls) {
     if (!streams_) {
         streams_ = std::make_unique<StreamIo>(shared, stats_, epoll_fd_);
         streams_->set_server(server_);

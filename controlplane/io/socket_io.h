@@ -42,7 +42,7 @@ public:
     // an error message on failure.
     std::string add_listener(const Address& local);
     // A TCP listener (TURN over TCP), or with `tls` a TLS one (io/stream_io.h).
-    std::string add_stream_listener(Shared& shared, const Address& local, SSL_CTX* tls);
+    std::string add_stream_listener(Shared& shared, const Address& local, const TlsContexts* tls);
 
     void set_server(Server* s);
     // Waits up to timeout_ms, processes every ready socket, flushes sends.

@@ -55,7 +55,7 @@ StreamIo::~StreamIo() {
     }
 }
 
-std::string StreamIo::add_listener(const Address& local, SSL_CTX* tls) {
+std::string StreamIo::add_listener(const Address& local, const TlsContexts* tls) {
     const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     const std::string what = std::string(tls != nullptr ? "TLS" : "TCP") + " on " + local.to_string();
     if (fd < 0) {
@@ -158,7 +158,7 @@ void StreamIo::accept_all(Listener& l) {
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         SSL* ssl = nullptr;
         if (l.tls != nullptr) {
-            ssl = SSL_new(l.tls);
+            ssl = SSL_new(l.tls->get());
             if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1) {
                 SSL_free(ssl);
                 ::close(fd);

@@ -47,6 +47,7 @@
 #include "core/packet_io.h"
 #include "core/shared.h"
 #include "core/stats.h"
+#include "io/tls.h"
 #include "net/address.h"
 
 namespace turn::cp {
@@ -65,8 +66,9 @@ public:
     StreamIo& operator=(const StreamIo&) = delete;
 
     void set_server(Server* s) { server_ = s; }
-    // A TCP listener; with `tls`, every connection it accepts speaks TLS.
-    std::string add_listener(const Address& local, SSL_CTX* tls);
+    // A TCP listener; with `tls`, every connection it accepts speaks TLS
+    // (with the context current at its accept).
+    std::string add_listener(const Address& local, const TlsContexts* tls);
 
     void on_event(uint64_t tag, uint32_t events);
     // Queues one message for the connection of `to`; false if there is none.
@@ -91,7 +93,7 @@ private:
     struct Listener {
         int fd = -1;
         Address local;
-        SSL_CTX* tls = nullptr;
+        const TlsContexts* tls = nullptr;
     };
     // kClient: framed TURN messages; kData: a client connection piped to a
     // peer connection after ConnectionBind; kPeer: a TCP allocation's

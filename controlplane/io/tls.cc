@@ -78,4 +78,42 @@ TlsContext make_tls_context(const std::string& certificate, const std::string& p
     return ctx;
 }
 
+TlsContexts::~TlsContexts() {
+    SSL_CTX_free(current_.load());
+    for (SSL_CTX* c : retired_) {
+        SSL_CTX_free(c);
+    }
+}
+
+bool TlsContexts::load(const std::string& certificate, const std::string& private_key, std::string& error) {
+    TlsContext fresh = make_tls_context(certificate, private_key, error);
+    if (!fresh) {
+        return false;
+    }
+    if (SSL_CTX* old = current_.exchange(fresh.release(), std::memory_order_acq_rel)) {
+        retired_.push_back(old);
+    }
+    return true;
+}
+
+std::string TlsContexts::describe() const {
+    SSL_CTX* c = get();
+    X509* x = c != nullptr ? SSL_CTX_get0_certificate(c) : nullptr;
+    if (x == nullptr) {
+        return "none";
+    }
+    char subject[256] = {0};
+    X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof subject);
+    std::string out = subject;
+    if (BIO* b = BIO_new(BIO_s_mem())) {
+        if (ASN1_TIME_print(b, X509_get0_notAfter(x)) == 1) {
+            char* p = nullptr;
+            const long n = BIO_get_mem_data(b, &p);
+            out += ", expires " + std::string(p, static_cast<size_t>(n));
+        }
+        BIO_free(b);
+    }
+    return out;
+}
+
 }  // namespace turn::cp

@@ -6,7 +6,9 @@
 
 #include <openssl/ssl.h>
 
+#include <atomic>
 #include <memory>
+#include <vector>
 #include <string>
 
 namespace turn::cp {
@@ -19,5 +21,31 @@ using TlsContext = std::unique_ptr<SSL_CTX, SslCtxFree>;
 // nullptr with `error` naming the key and what to fix when a file cannot be
 // read, is not PEM, or the key does not belong to the certificate.
 TlsContext make_tls_context(const std::string& certificate, const std::string& private_key, std::string& error);
+
+// The context new TLS connections get, replaceable while the loops run
+// (SIGHUP: a renewed certificate without a restart). Connections keep the
+// context they were accepted with (OpenSSL counts the references); a replaced
+// context is kept until this object goes, because a loop may be between
+// reading the pointer and SSL_new() on it. Reloads are rare, so that is a few
+// kilobytes per reload at most.
+class TlsContexts {
+public:
+    TlsContexts() = default;
+    ~TlsContexts();
+    TlsContexts(const TlsContexts&) = delete;
+    TlsContexts& operator=(const TlsContexts&) = delete;
+
+    // Main thread: loads (or reloads) the files; false with `error` set, the
+    // current context unchanged.
+    bool load(const std::string& certificate, const std::string& private_key, std::string& error);
+    // Any thread.
+    SSL_CTX* get() const { return current_.load(std::memory_order_acquire); }
+    // "subject CN ..., expires ..." of the current certificate, for logs.
+    std::string describe() const;
+
+private:
+    std::atomic<SSL_CTX*> current_{nullptr};
+    std::vector<SSL_CTX*> retired_;
+};
 
 }  // namespace turn::cp

@@ -63,7 +63,7 @@ bool eventually(F pred, int ms = 3000) {
 // A self-signed EC certificate and its key as PEM files in a fresh directory.
 struct CertFiles {
     std::string dir, cert, key, other_key;
-    CertFiles() {
+    explicit CertFiles(const char* cn = "turn.test") {
         char tmpl[] = "/tmp/turn-tls-test-XXXXXX";
         dir = ::mkdtemp(tmpl);
         cert = dir + "/cert.pem";
@@ -77,7 +77,7 @@ struct CertFiles {
         X509_gmtime_adj(X509_getm_notAfter(x), 3600);
         X509_set_pubkey(x, k);
         X509_NAME* n = X509_get_subject_name(x);
-        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("turn.test"), -1, -1, 0);
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
         X509_set_issuer_name(x, n);
         X509_sign(x, k, EVP_sha256());
         auto write = [](const std::string& path, auto fn) {
@@ -117,10 +117,9 @@ public:
         std::string err;
         shared_ = Shared::create(c, err);
         EXPECT_TRUE(shared_) << err;
-        tls_ctx_ = make_tls_context(c.tls_certificate, c.tls_private_key, err);
-        EXPECT_TRUE(tls_ctx_) << err;
+        EXPECT_TRUE(tls_ctx_.load(c.tls_certificate, c.tls_private_key, err)) << err;
         loop_ = std::make_unique<EventLoop>(*shared_, offload_, 0);
-        const std::string e = loop_->bind_listeners(tls_ctx_.get());
+        const std::string e = loop_->bind_listeners(&tls_ctx_);
         EXPECT_EQ(e, "");
         loop_->start();
     }
@@ -129,13 +128,14 @@ public:
     const Address& tls() const { return tls_; }
     const Stats& stats() { return loop_->stats(); }
     Shared& shared() { return *shared_; }
+    TlsContexts& tls_contexts() { return tls_ctx_; }
 
 private:
     CertFiles certs_;
     Address tcp_, tls_;
     std::unique_ptr<Shared> shared_;
     OffloadHook offload_;
-    TlsContext tls_ctx_;
+    TlsContexts tls_ctx_;
     std::unique_ptr<EventLoop> loop_;
 };
 
@@ -311,6 +311,16 @@ struct TlsClient {
         SSL_CTX_free(ctx);
         ::close(fd);
     }
+    // The server certificate's subject CN.
+    std::string peer_cn() const {
+        X509* x = SSL_get1_peer_certificate(ssl);
+        char cn[128] = {0};
+        if (x != nullptr) {
+            X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn);
+            X509_free(x);
+        }
+        return cn;
+    }
     std::string alpn() const {
         const unsigned char* p = nullptr;
         unsigned n = 0;
@@ -366,6 +376,30 @@ TEST(StreamIo, TlsAnswersNegotiatesStunTurnAndClosesPlainBytes) {
     EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 1, ConnClose::kTlsHandshake) == 1; }));
     EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 1, ConnClose::kClient) == 2; }));
     EXPECT_EQ(loop.stats().connections_accepted[1].get(), 3u);
+}
+
+// SIGHUP's work (main.cc calls TlsContexts::load again): new connections get
+// the renewed certificate, established ones carry on with theirs, and files
+// that do not load leave the current certificate in place.
+TEST(TlsContext, ReloadServesNewConnectionsAndKeepsTheOldOnFailure) {
+    StreamLoop loop;
+    TlsClient before(loop.tls(), {});
+    ASSERT_TRUE(before.ok);
+    EXPECT_EQ(before.peer_cn(), "turn.test");
+    CertFiles renewed("renewed.turn.test");
+    std::string err;
+    ASSERT_TRUE(loop.tls_contexts().load(renewed.cert, renewed.key, err)) << err;
+    EXPECT_NE(loop.tls_contexts().describe().find("renewed.turn.test"), std::string::npos);
+    TlsClient after(loop.tls(), {});
+    ASSERT_TRUE(after.ok);
+    EXPECT_EQ(after.peer_cn(), "renewed.turn.test");
+    EXPECT_TRUE(before.exchange(binding())) << "an established connection keeps working";
+    EXPECT_TRUE(after.exchange(binding()));
+    EXPECT_FALSE(loop.tls_contexts().load(renewed.dir + "/missing.pem", renewed.key, err));
+    EXPECT_EQ(err.rfind("[tls].certificate:", 0), 0u) << err;
+    TlsClient still(loop.tls(), {});
+    ASSERT_TRUE(still.ok);
+    EXPECT_EQ(still.peer_cn(), "renewed.turn.test");
 }
 
 TEST(TlsContext, BadFilesNameTheKeyToFix) {
