@@ -6,8 +6,9 @@
     one side Connects and the other is told with a ConnectionAttempt);
   * a raw client (the STUN encoding below) does each step itself and checks the bytes:
     client-initiated (Connect -> CONNECTION-ID -> a second connection with ConnectionBind ->
-    1 MiB each way through the pipe, intact, which needs the relay's backpressure since the
-    echo peer writes back as fast as it reads); peer-initiated (a permitted peer connects to
+    1 MiB each way through the pipe, intact; over TCP written all at once while reading,
+    which needs the relay's backpressure since the echo peer writes back as fast as it reads;
+    over TLS in 64 KiB steps); peer-initiated (a permitted peer connects to
     the relayed address -> ConnectionAttempt with its address and a CONNECTION-ID ->
     ConnectionBind -> bytes both ways); a peer without a permission is closed and never
     announced; closing the control connection ends the allocation and its data connections;
@@ -253,10 +254,23 @@ def bind(relay, conn_id, tls=False, user="alice"):
 
 def pump(sock, payload, expect_len, timeout=20):
     """Send `payload` while reading `expect_len` bytes back (both at once: the pipe is
-    bounded, so writing everything before reading would stall on purpose)."""
+    bounded, so writing everything before reading would stall on purpose). An SSLSocket
+    must not be read and written from two threads at once (OpenSSL's SSL object is not
+    thread-safe): over TLS the payload goes in 64 KiB steps, each read back before the next."""
     got = bytearray(sock.buf) if hasattr(sock, "buf") else bytearray()
     raw = sock.s
     raw.settimeout(timeout)
+    if isinstance(raw, ssl.SSLSocket):
+        step = 64 * 1024
+        for off in range(0, len(payload), step):
+            raw.sendall(payload[off:off + step])
+            want = min(off + step, expect_len)
+            while len(got) < want:
+                chunk = raw.recv(65536)
+                if not chunk:
+                    return bytes(got)
+                got += chunk
+        return bytes(got)
     err = []
 
     def writer():
