@@ -139,6 +139,7 @@ private:
     std::unordered_map<uint32_t, TcpPeer> tcp_peers_;
     uint32_t new_connection_id();
     void answer_connect(const TcpPeer& p, uint32_t conn_id, uint16_t code);
+    void arm_bind_timeout(uint32_t conn_id);
     std::array<uint8_t, kScratchSize> scratch_{};
 };
 

@@ -29,6 +29,37 @@ constexpr size_t kReadSize = 64 * 1024;
 constexpr int kReadsPerEvent = 8;     // then other connections get their turn
 constexpr int kAcceptsPerEvent = 64;
 
+// A non-blocking TCP socket bound to `local`, with SO_REUSEADDR and
+// SO_REUSEPORT (each event loop's listeners; an RFC 6062 relayed listener and
+// the outgoing connections bound to the same address, which Linux allows only
+// so) and IPv6-only for IPv6; -1 with errno set on failure.
+int bound_tcp_socket(const Address& local) {
+    const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (local.is_v6()) {
+        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    sockaddr_storage ss{};
+    const size_t len = local.to_sockaddr(&ss);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0) {
+        const int e = errno;
+        ::close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+void set_nodelay(int fd) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 }  // namespace
 
 StreamIo::StreamIo(Shared& shared, Stats& stats, int epoll_fd)
@@ -56,22 +87,13 @@ StreamIo::~StreamIo() {
 }
 
 std::string StreamIo::add_listener(const Address& local, const TlsContexts* tls) {
-    const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     const std::string what = std::string(tls != nullptr ? "TLS" : "TCP") + " on " + local.to_string();
-    if (fd < 0) {
-        return "cannot listen for " + what + ": " + std::strerror(errno);
-    }
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (local.is_v6()) {
-        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    }
-    sockaddr_storage ss{};
-    const size_t len = local.to_sockaddr(&ss);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0 || ::listen(fd, 1024) != 0) {
+    const int fd = bound_tcp_socket(local);
+    if (fd < 0 || ::listen(fd, 1024) != 0) {
         const std::string e = std::strerror(errno);
-        ::close(fd);
+        if (fd >= 0) {
+            ::close(fd);
+        }
         return "cannot listen for " + what + ": " + e;
     }
     epoll_event ev{};
@@ -154,8 +176,7 @@ void StreamIo::accept_all(Listener& l) {
                 }
             }
         }
-        const int one = 1;
-        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        set_nodelay(fd);
         SSL* ssl = nullptr;
         if (l.tls != nullptr) {
             ssl = SSL_new(l.tls->get());
@@ -219,25 +240,16 @@ void StreamIo::read(uint32_t idx) {
         if (c.fd < 0 || c.paused) {
             return;
         }
-        // Ends of a connection: a framed client connection closes alone; a
-        // pipe's end takes its other side along.
-        const auto gone = [&](ConnClose why) {
-            if (c.role == Role::kClient) {
-                close(idx, why);
-            } else {
-                close_pipe(idx, why);
-            }
-        };
         ssize_t n = 0;
         if (c.ssl == nullptr) {
             n = ::recv(c.fd, rx_.data(), rx_.size(), MSG_DONTWAIT);
             if (n == 0) {
-                gone(ConnClose::kClient);
+                close_any(idx, ConnClose::kClient);
                 return;
             }
             if (n < 0) {
                 if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                    gone(ConnClose::kClient);
+                    close_any(idx, ConnClose::kClient);
                 }
                 return;
             }
@@ -260,7 +272,7 @@ void StreamIo::read(uint32_t idx) {
                     return;
                 }
                 ERR_clear_error();
-                gone(!c.handshake_done && e != SSL_ERROR_ZERO_RETURN ? ConnClose::kTlsHandshake : ConnClose::kClient);
+                close_any(idx, !c.handshake_done && e != SSL_ERROR_ZERO_RETURN ? ConnClose::kTlsHandshake : ConnClose::kClient);
                 return;
             }
             n = r;
@@ -382,11 +394,7 @@ void StreamIo::write(uint32_t idx) {
                 if (errno == EINTR) {
                     continue;
                 }
-                if (c.role == Role::kClient) {
-                    close(idx, ConnClose::kSendError);
-                } else {
-                    close_pipe(idx, ConnClose::kSendError);
-                }
+                close_any(idx, ConnClose::kSendError);
                 return;
             }
             c.out_off += static_cast<size_t>(n);
@@ -404,11 +412,7 @@ void StreamIo::write(uint32_t idx) {
                     return;
                 }
                 ERR_clear_error();
-                if (c.role == Role::kClient) {
-                    close(idx, ConnClose::kSendError);
-                } else {
-                    close_pipe(idx, ConnClose::kSendError);
-                }
+                close_any(idx, ConnClose::kSendError);
                 return;
             }
             c.out_off += static_cast<size_t>(r);
@@ -578,23 +582,12 @@ uint32_t StreamIo::new_conn_slot() {
 // ---- RFC 6062 ----
 
 OpenResult StreamIo::open_tcp_relay(const Address& addr, RelayId& out) {
-    const int fd = ::socket(addr.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return OpenResult::kError;
-    }
-    // SO_REUSEPORT on the listener and on each outgoing connection bound to
-    // the same relayed address (Connect), which Linux allows only so.
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (addr.is_v6()) {
-        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    }
-    sockaddr_storage ss{};
-    const size_t len = addr.to_sockaddr(&ss);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0 || ::listen(fd, 64) != 0) {
+    const int fd = bound_tcp_socket(addr);
+    if (fd < 0 || ::listen(fd, 64) != 0) {
         const int e = errno;
-        ::close(fd);
+        if (fd >= 0) {
+            ::close(fd);
+        }
         return e == EADDRINUSE ? OpenResult::kPortInUse : OpenResult::kError;
     }
     uint32_t i = 0;
@@ -639,44 +632,38 @@ bool StreamIo::tcp_connect(RelayId relay, const Address& peer, uint32_t conn_id)
         by_conn_id_.size() >= shared_.config.tcp_max_connections) {
         return false;
     }
-    const Address& local = tcp_relays_[i].local;
-    const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    // From the relayed address itself (RFC 6062 section 5.2).
+    const int fd = bound_tcp_socket(tcp_relays_[i].local);
     if (fd < 0) {
         return false;
     }
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (local.is_v6()) {
-        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    }
-    sockaddr_storage ls{};
-    const size_t ll = local.to_sockaddr(&ls);
+    set_nodelay(fd);
     sockaddr_storage ps{};
     const size_t pl = peer.to_sockaddr(&ps);
-    // From the relayed address itself (RFC 6062 section 5.2).
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&ls), static_cast<socklen_t>(ll)) != 0 ||
-        (::connect(fd, reinterpret_cast<sockaddr*>(&ps), static_cast<socklen_t>(pl)) != 0 && errno != EINPROGRESS)) {
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&ps), static_cast<socklen_t>(pl)) != 0 && errno != EINPROGRESS) {
         ::close(fd);
         return false;
     }
+    add_peer(fd, conn_id, i, peer, true);  // the connect timeout counts from here
+    return true;
+}
+
+void StreamIo::add_peer(int fd, uint32_t conn_id, uint32_t relay_index, const Address& peer, bool connecting) {
     const uint32_t idx = new_conn_slot();
     Conn& c = *conns_[idx];
     c.fd = fd;
     c.role = Role::kPeer;
-    c.connecting = true;
+    c.connecting = connecting;
     c.conn_id = conn_id;
-    c.relay = relay;
-    c.ft = FiveTuple{peer, local, Transport::kTcp};
-    c.last_rx_ms = now_ms_;  // the connect timeout counts from here
+    c.relay = kTcpRelayBase + relay_index;
+    c.ft = FiveTuple{peer, tcp_relays_[relay_index].local, Transport::kTcp};
+    c.last_rx_ms = now_ms_;
     by_conn_id_[conn_id] = idx;
-    tcp_relays_[i].conns.push_back(conn_id);
+    tcp_relays_[relay_index].conns.push_back(conn_id);
     epoll_event ev{};
-    ev.events = EPOLLOUT;
+    ev.events = connecting ? EPOLLOUT : EPOLLIN;
     ev.data.u64 = tag(idx);
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
-    return true;
 }
 
 void StreamIo::connect_done(uint32_t idx, bool ok) {
@@ -712,22 +699,8 @@ void StreamIo::accept_peers(uint32_t relay_index) {
             ::close(fd);
             continue;
         }
-        const int one = 1;
-        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        const uint32_t idx = new_conn_slot();
-        Conn& c = *conns_[idx];
-        c.fd = fd;
-        c.role = Role::kPeer;
-        c.conn_id = id;
-        c.relay = kTcpRelayBase + relay_index;
-        c.ft = FiveTuple{*peer, tcp_relays_[relay_index].local, Transport::kTcp};
-        c.last_rx_ms = now_ms_;
-        by_conn_id_[id] = idx;
-        tcp_relays_[relay_index].conns.push_back(id);
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.u64 = tag(idx);
-        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+        set_nodelay(fd);
+        add_peer(fd, id, relay_index, *peer, false);
     }
 }
 
@@ -841,11 +814,11 @@ void StreamIo::close_peer(uint32_t idx, bool notify) {
     }
 }
 
-void StreamIo::close_pipe(uint32_t idx, ConnClose why) {
+void StreamIo::close_any(uint32_t idx, ConnClose why) {
     if (conns_[idx]->role == Role::kPeer) {
         close_peer(idx, true);
     } else {
-        close(idx, why);  // closes the peer connection too, telling the server
+        close(idx, why);  // a data connection's peer connection goes too, the server told
     }
 }
 

@@ -149,12 +149,15 @@ private:
     void raw_in(uint32_t idx, std::span<const uint8_t> bytes);
     void queue_raw(uint32_t idx, std::span<const uint8_t> bytes);
     void connect_done(uint32_t idx, bool ok);
+    // A peer connection of relay `relay_index` on `fd` (connecting: an
+    // outgoing connect still in progress).
+    void add_peer(int fd, uint32_t conn_id, uint32_t relay_index, const Address& peer, bool connecting);
     // Closes a peer connection and its data connection (if bound); tells the
     // server unless it asked for the close.
     void close_peer(uint32_t idx, bool notify);
-    // Either side of a pipe ended: both go.
-    void close_pipe(uint32_t idx, ConnClose why);
-    size_t kind(const Conn& c) const { return c.ssl != nullptr ? 1 : 0; }
+    // A connection of any role ended: a framed client connection alone, a
+    // pipe's side with its other side.
+    void close_any(uint32_t idx, ConnClose why);
     uint64_t tag(uint32_t idx) const { return kTag | uint64_t{conns_[idx]->gen} << 24 | idx; }
 
     Shared& shared_;

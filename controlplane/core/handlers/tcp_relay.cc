@@ -33,6 +33,17 @@ uint32_t Server::new_connection_id() {
     }
 }
 
+// A peer connection not bound by ConnectionBind within 30 s is closed.
+void Server::arm_bind_timeout(uint32_t conn_id) {
+    wheel_.schedule(clock_.now_ms() + kBindTimeoutMs, [this, conn_id] {
+        auto t = tcp_peers_.find(conn_id);
+        if (t != tcp_peers_.end() && !t->second.bound) {
+            tcp_peers_.erase(t);
+            io_.tcp_close_peer(conn_id);
+        }
+    });
+}
+
 void Server::answer_connect(const TcpPeer& p, uint32_t conn_id, uint16_t code) {
     using namespace stun;
     MessageBuilder b(scratch_, make_type(Method::kConnect, code == 200 ? Class::kSuccess : Class::kError), p.txid);
@@ -119,13 +130,7 @@ void Server::on_tcp_peer_connected(uint32_t conn_id, bool ok) {
     }
     answer_connect(p, conn_id, 200);
     p.auth.reset();  // the key is not kept for the connection's lifetime
-    wheel_.schedule(clock_.now_ms() + kBindTimeoutMs, [this, conn_id] {
-        auto t = tcp_peers_.find(conn_id);
-        if (t != tcp_peers_.end() && !t->second.bound) {
-            tcp_peers_.erase(t);
-            io_.tcp_close_peer(conn_id);
-        }
-    });
+    arm_bind_timeout(conn_id);
 }
 
 bool Server::on_tcp_peer_accepted(RelayId relay, const Address& peer_in, uint32_t& conn_id) {
@@ -153,13 +158,7 @@ bool Server::on_tcp_peer_accepted(RelayId relay, const Address& peer_in, uint32_
     if (b.ok()) {
         io_.send_to_client(a->five_tuple, b.bytes());
     }
-    wheel_.schedule(clock_.now_ms() + kBindTimeoutMs, [this, id = conn_id] {
-        auto t = tcp_peers_.find(id);
-        if (t != tcp_peers_.end() && !t->second.bound) {
-            tcp_peers_.erase(t);
-            io_.tcp_close_peer(id);
-        }
-    });
+    arm_bind_timeout(conn_id);
     return true;
 }
 
