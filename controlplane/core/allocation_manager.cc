@@ -172,9 +172,7 @@ Allocation& AllocationManager::insert(std::unique_ptr<Allocation> a) {
         shared_.allocations_v6.fetch_add(1);
     }
     arm_allocation_timer(ref.id, ref.expires_ms);
-    if (offloaded(ref)) {
-        offload_.allocation_added(offload_view(ref, bps));
-    }
+    offload_for(ref).allocation_added(offload_view(ref, bps));
     return ref;
 }
 
@@ -200,16 +198,15 @@ void AllocationManager::remove_family(Allocation& a, Family f) {
     (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
     r = RelayEndpoint{};
     // Offloaded state follows: re-announce the allocation without that family.
-    if (offloaded(a)) {
-        offload_.allocation_removed(a.id);
-        offload_.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
-        for (const auto& [peer, p] : a.permissions) {
-            (void)p;
-            offload_.permission_added(a.id, peer);
-        }
-        for (const auto& [ch, b] : a.channels) {
-            offload_.channel_added(a.id, ch, b.peer);
-        }
+    OffloadHook& hook = offload_for(a);
+    hook.allocation_removed(a.id);
+    hook.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
+    for (const auto& [peer, p] : a.permissions) {
+        (void)p;
+        hook.permission_added(a.id, peer);
+    }
+    for (const auto& [ch, b] : a.channels) {
+        hook.channel_added(a.id, ch, b.peer);
     }
     log("allocation_refreshed", a);
 }
@@ -238,16 +235,15 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
         : why == EndReason::kConnectionClosed ? "allocation_connection_closed"
                                               : "allocation_closed",
         a);
-    if (offloaded(a)) {
-        for (const auto& [ch, b] : a.channels) {
-            offload_.channel_removed(a.id, ch, b.peer);
-        }
-        for (const auto& [peer, p] : a.permissions) {
-            (void)p;
-            offload_.permission_removed(a.id, peer);
-        }
-        offload_.allocation_removed(a.id);
+    OffloadHook& hook = offload_for(a);
+    for (const auto& [ch, b] : a.channels) {
+        hook.channel_removed(a.id, ch, b.peer);
     }
+    for (const auto& [peer, p] : a.permissions) {
+        (void)p;
+        hook.permission_removed(a.id, peer);
+    }
+    hook.allocation_removed(a.id);
     release_resources(a);
     by_id_.erase(a.id);
     const FiveTuple ft = a.five_tuple;
@@ -262,8 +258,8 @@ void AllocationManager::set_permission(Allocation& a, const Address& key, uint64
     changed(a);
     auto [it, inserted] = a.permissions.try_emplace(key);
     it->second.expires_ms = expires_ms;
-    if (inserted && offloaded(a)) {
-        offload_.permission_added(a.id, key);
+    if (inserted) {
+        offload_for(a).permission_added(a.id, key);
     }
     if (!it->second.timer_armed) {
         it->second.timer_armed = true;
@@ -283,8 +279,8 @@ void AllocationManager::set_channel(Allocation& a, uint16_t channel, const Addre
     it->second.peer = peer;
     it->second.expires_ms = expires_ms;
     a.channel_by_peer[peer] = channel;
-    if (inserted && offloaded(a)) {
-        offload_.channel_added(a.id, channel, peer);
+    if (inserted) {
+        offload_for(a).channel_added(a.id, channel, peer);
     }
     if (!it->second.timer_armed) {
         it->second.timer_armed = true;
@@ -341,9 +337,7 @@ void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
     }
     changed(a);
     a.permissions.erase(p);
-    if (offloaded(a)) {
-        offload_.permission_removed(id, key);
-    }
+    offload_for(a).permission_removed(id, key);
 }
 
 void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
@@ -371,9 +365,7 @@ void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
     a.channel_by_peer.erase(b.peer);
     std::erase_if(a.quarantine, [now](const ChannelQuarantine& q) { return q.until_ms <= now; });
     a.quarantine.push_back(ChannelQuarantine{channel, b.peer, b.expires_ms + kChannelQuarantineMs});
-    if (offloaded(a)) {
-        offload_.channel_removed(id, channel, b.peer);
-    }
+    offload_for(a).channel_removed(id, channel, b.peer);
 }
 
 SavedAllocation AllocationManager::saved_view(const Allocation& a) const {

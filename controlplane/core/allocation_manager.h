@@ -95,9 +95,13 @@ private:
     SavedAllocation saved_view(const Allocation& a) const;
     void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
     void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);
-    // Only UDP clients' allocations go to the offload: the dataplane frames
-    // for datagrams, and a TCP/TLS client's packets belong on its stream.
-    static bool offloaded(const Allocation& a) { return a.five_tuple.transport == Transport::kUdp; }
+    // The offload hook for `a`: only UDP clients' allocations go to the
+    // offload (the dataplane frames for datagrams, and a TCP/TLS client's
+    // packets belong on its stream); the others' changes go to a hook that
+    // does nothing.
+    OffloadHook& offload_for(const Allocation& a) {
+        return a.five_tuple.transport == Transport::kUdp ? offload_ : no_offload_;
+    }
     void changed(const Allocation& a) {
         if (track_) {
             dirty_.insert(a.id);
@@ -117,6 +121,7 @@ private:
     TimerWheel& wheel_;
     PacketIo& io_;
     OffloadHook& offload_;
+    OffloadHook no_offload_;  // offload_for()'s hook for allocations that are not offloaded
     Stats& stats_;
     uint64_t next_id_;
     bool track_ = false;
