@@ -121,10 +121,12 @@ void Server::on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> da
         }
         off += 4 + len;  // RFC 3489 attributes are not padded
     }
+    // Only over UDP: a stream has no other address to answer from.
+    const bool udp = ft.transport == Transport::kUdp;
     FiveTuple out = ft;
-    const auto other = nat_changed_address(shared_.config, ft.server, true, true);
+    const auto other = udp ? nat_changed_address(shared_.config, ft.server, true, true) : std::nullopt;
     if (change_ip || change_port) {
-        const auto from = nat_changed_address(shared_.config, ft.server, change_ip, change_port);
+        const auto from = udp ? nat_changed_address(shared_.config, ft.server, change_ip, change_port) : std::nullopt;
         if (!from) {
             stats_.drop(Drop::kUnknownAttribute);
             return;

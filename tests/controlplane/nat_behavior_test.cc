@@ -189,6 +189,18 @@ TEST_F(NatBehavior, Rfc3489ChangeRequestUsesTheAlternates) {
         changed_address = changed_address || (r[off] == 0x00 && r[off + 1] == 0x05);
     }
     EXPECT_TRUE(changed_address);
+    // Over TCP there is no other address: not answered, and no CHANGED-ADDRESS
+    // in a plain answer.
+    const FiveTuple tcp{A("198.18.1.1:5001"), A("198.18.0.1:3478"), Transport::kTcp};
+    const size_t before = io.client.size();
+    server->on_client_datagram(tcp, rfc3489_binding(0x6));
+    EXPECT_EQ(io.client.size(), before);
+    server->on_client_datagram(tcp, rfc3489_binding(0));
+    ASSERT_EQ(io.client.size(), before + 1);
+    const std::vector<uint8_t>& p = io.client.back().bytes;
+    for (size_t off = 20; off + 4 <= p.size(); off += 4 + (size_t{p[off + 2]} << 8 | p[off + 3])) {
+        EXPECT_FALSE(p[off] == 0x00 && p[off + 1] == 0x05) << "CHANGED-ADDRESS over TCP";
+    }
 }
 
 TEST_F(ServerTest, Rfc3489ChangeRequestWithoutAlternatesIsNotAnswered) {
