@@ -171,16 +171,12 @@ void apply_toml(const toml::table& root, Config& c) {
             }
         }
     }
-    if (auto l = get_strings(root, "server", "relay_ips")) {
-        c.relay_ips.clear();
-        for (const auto& s : *l) {
-            c.relay_ips.push_back(parse_ip("[server].relay_ips", s));
-        }
-    }
-    if (auto l = get_strings(root, "server", "alternate_ips")) {
-        c.alternate_ips.clear();
-        for (const auto& s : *l) {
-            c.alternate_ips.push_back(parse_ip("[server].alternate_ips", s));
+    for (auto [key, list] : {std::pair{"relay_ips", &c.relay_ips}, std::pair{"alternate_ips", &c.alternate_ips}}) {
+        if (auto l = get_strings(root, "server", key)) {
+            list->clear();
+            for (const auto& s : *l) {
+                list->push_back(parse_ip(key_name("server", key), s));
+            }
         }
     }
     get_int(root, "server", "alternate_port", c.alternate_port, 0, 65535);
@@ -252,10 +248,13 @@ void apply_cli(const CliOverrides& cli, Config& c) {
             }
         }
     }
-    if (!cli.alternate_ips.empty()) {
-        c.alternate_ips.clear();
-        for (const auto& s : cli.alternate_ips) {
-            c.alternate_ips.push_back(parse_ip("--alternate-ip", s));
+    for (auto [flag, from, to] : {std::tuple{"--relay-ip", &cli.relay_ips, &c.relay_ips},
+                                  std::tuple{"--alternate-ip", &cli.alternate_ips, &c.alternate_ips}}) {
+        if (!from->empty()) {
+            to->clear();
+            for (const auto& s : *from) {
+                to->push_back(parse_ip(flag, s));
+            }
         }
     }
     if (cli.alternate_port) {
@@ -269,12 +268,6 @@ void apply_cli(const CliOverrides& cli, Config& c) {
     }
     if (cli.tls_private_key) {
         c.tls_private_key = *cli.tls_private_key;
-    }
-    if (!cli.relay_ips.empty()) {
-        c.relay_ips.clear();
-        for (const auto& s : cli.relay_ips) {
-            c.relay_ips.push_back(parse_ip("--relay-ip", s));
-        }
     }
     if (cli.realm) {
         c.realm = *cli.realm;
