@@ -118,9 +118,9 @@ void EventLoop::run() {
         // 100 ms = the wheel's tick; with traffic the loop runs far more often.
         io_.poll_once(100, &idle_us);
         server_.tick();
-        io_.tick(clock_.now_ms());
-        io_.flush();
         const uint64_t now = clock_.now_ms();
+        io_.tick(now);
+        io_.flush();
         save_state(now, false);
         if (now - window_start >= 1000) {
             const uint64_t window_us = (now - window_start) * 1000;
