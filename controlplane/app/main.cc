@@ -144,6 +144,13 @@ int main(int argc, char** argv) {
     app.add_option("--alternate-ip", cli.alternate_ips, "RFC 5780 alternate IP, at most one per family (repeatable)");
     unsigned alternate_port = 0;
     auto* alt_port_opt = app.add_option("--alternate-port", alternate_port, "RFC 5780 alternate port");
+    app.add_option("--redirect-server", cli.redirect_servers,
+                   "another relay IP:port for UDP/TCP clients' Allocate (300 Try Alternate; repeatable)");
+    app.add_option("--redirect-tls-server", cli.redirect_tls_servers,
+                   "another relay IP:port for TLS clients' Allocate (300 Try Alternate; repeatable)");
+    std::string redirect_when;
+    auto* redirect_when_opt = app.add_option("--redirect-when", redirect_when,
+                                             "draining (default) | always: when Allocate is redirected");
     auto* realm_opt = app.add_option("--realm", realm, "authentication realm");
     app.add_option("--user", cli.users, "static user NAME:PASS (repeatable)");
     app.add_option("--rest-secret", cli.rest_secrets, "TURN REST API shared secret, newest first (repeatable)");
@@ -188,6 +195,9 @@ int main(int argc, char** argv) {
     }
     if (alt_port_opt->count() > 0) {
         cli.alternate_port = alternate_port;
+    }
+    if (redirect_when_opt->count() > 0) {
+        cli.redirect_when = redirect_when;
     }
     if (cert_opt->count() > 0) {
         cli.tls_certificate = tls_cert;
@@ -356,7 +366,7 @@ int main(int argc, char** argv) {
     while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
         reload_tls();
     }
-    // Drain: refuse new allocations (403), keep relaying for the existing ones
+    // Drain: redirect ([redirect]) or refuse (403) new allocations, keep relaying for the existing ones
     // until they end or the deadline passes; a second signal ends at once.
     shared->draining.store(true);
     log_event("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},

@@ -97,6 +97,26 @@ Address parse_listen(const std::string& key, const std::string& s) {
     return *a;
 }
 
+// Another relay's client-facing address: concrete (a client cannot be sent to a wildcard) and with a port.
+Address parse_redirect_server(const std::string& key, const std::string& s) {
+    const Address a = parse_listen(key, s);
+    if (a.is_unspecified()) {
+        fail(key, "\"" + s + "\" is a wildcard; name the other relay's address clients can reach, e.g. \"198.51.100.7:3478\"");
+    }
+    return a.normalised();
+}
+
+Config::RedirectWhen parse_redirect_when(const std::string& key, const std::string& s) {
+    if (s == "draining") {
+        return Config::RedirectWhen::kDraining;
+    }
+    if (s == "always") {
+        return Config::RedirectWhen::kAlways;
+    }
+    fail(key, "\"" + s + "\" is not a choice; use \"draining\" (redirect new allocations while this relay drains) or "
+              "\"always\" (every new allocation: a redirector)");
+}
+
 Address parse_ip(const std::string& key, const std::string& s) {
     auto a = Address::parse(s);
     if (!a || a->port != 0) {
@@ -139,6 +159,7 @@ void apply_toml(const toml::table& root, Config& c) {
         {"state", {"dir", "save_interval_ms"}},
         {"log", {"level", "format"}},
         {"drain", {"deadline_s"}},
+        {"redirect", {"servers", "tls_servers", "tls_domain", "when"}},
     };
     for (const auto& [k, v] : root) {
         const std::string section(k.str());
@@ -235,6 +256,21 @@ void apply_toml(const toml::table& root, Config& c) {
     get_string(root, "log", "level", c.log_level);
     get_string(root, "log", "format", c.log_format);
     get_int(root, "drain", "deadline_s", c.drain_deadline_s, 0, 86400);
+    for (auto [key, list] : {std::pair{"servers", &c.redirect_servers}, std::pair{"tls_servers", &c.redirect_tls_servers}}) {
+        if (auto l = get_strings(root, "redirect", key)) {
+            list->clear();
+            for (const auto& s : *l) {
+                list->push_back(parse_redirect_server(key_name("redirect", key), s));
+            }
+        }
+    }
+    get_string(root, "redirect", "tls_domain", c.redirect_tls_domain);
+    if (const toml::node* n = find(root, "redirect", "when")) {
+        if (!n->is_string()) {
+            fail("[redirect].when", "must be \"draining\" or \"always\"");
+        }
+        c.redirect_when = parse_redirect_when("[redirect].when", *n->value<std::string>());
+    }
 }
 
 void apply_cli(const CliOverrides& cli, Config& c) {
@@ -262,6 +298,18 @@ void apply_cli(const CliOverrides& cli, Config& c) {
             fail("--alternate-port", std::to_string(*cli.alternate_port) + " is not a port; use 1..65535");
         }
         c.alternate_port = static_cast<uint16_t>(*cli.alternate_port);
+    }
+    for (auto [flag, from, to] : {std::tuple{"--redirect-server", &cli.redirect_servers, &c.redirect_servers},
+                                  std::tuple{"--redirect-tls-server", &cli.redirect_tls_servers, &c.redirect_tls_servers}}) {
+        if (!from->empty()) {
+            to->clear();
+            for (const auto& s : *from) {
+                to->push_back(parse_redirect_server(flag, s));
+            }
+        }
+    }
+    if (cli.redirect_when) {
+        c.redirect_when = parse_redirect_when("--redirect-when", *cli.redirect_when);
     }
     if (cli.tls_certificate) {
         c.tls_certificate = *cli.tls_certificate;
@@ -319,6 +367,40 @@ void apply_cli(const CliOverrides& cli, Config& c) {
         }
         c.relay_port_min = static_cast<uint16_t>(lo);
         c.relay_port_max = static_cast<uint16_t>(hi);
+    }
+}
+
+// [redirect]: a redirect to this relay itself would send the client back
+// here (clients stop at a loop, but they fail the allocation); a TLS domain
+// without TLS alternates, or "always" without any alternate, says nothing.
+void validate_redirect(const Config& c) {
+    for (auto [key, list, own] : {std::tuple{"[redirect].servers", &c.redirect_servers, std::vector<const std::vector<Address>*>{&c.listen, &c.listen_tcp}},
+                                  std::tuple{"[redirect].tls_servers", &c.redirect_tls_servers, std::vector<const std::vector<Address>*>{&c.listen_tls}}}) {
+        if (list->size() > 64) {
+            fail(key, "at most 64 alternate servers");
+        }
+        for (const auto& a : *list) {
+            for (const auto* listeners : own) {
+                for (const auto& l : *listeners) {
+                    if (l.port == a.port && (l.normalised() == a || (l.is_unspecified() && l.family == a.family &&
+                                                                    c.relay_ip(a.family) == a.with_port(0)))) {
+                        fail(key, a.to_string() + " is this relay's own listener; list the other relays clients should go to");
+                    }
+                }
+            }
+        }
+    }
+    if (!c.redirect_tls_domain.empty() && c.redirect_tls_servers.empty()) {
+        fail("[redirect].tls_domain", "is set but [redirect].tls_servers is empty; the domain names the TLS alternates' certificate");
+    }
+    if (!c.redirect_tls_servers.empty() && c.listen_tls.empty()) {
+        fail("[redirect].tls_servers", "is set but this relay has no listen_tls; TLS alternates are only given to TLS clients");
+    }
+    if (c.redirect_tls_domain.size() > 255) {
+        fail("[redirect].tls_domain", "longer than a DNS name (255 bytes)");
+    }
+    if (c.redirect_when == Config::RedirectWhen::kAlways && c.redirect_servers.empty() && c.redirect_tls_servers.empty()) {
+        fail("[redirect].when", "\"always\" needs servers or tls_servers to redirect to");
     }
 }
 
@@ -446,6 +528,7 @@ void validate(Config& c, bool have_file) {
                                          "\" must be \"IP:port\" (e.g. \"127.0.0.1:9641\") or \"\" to disable");
         }
     }
+    validate_redirect(c);
     // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
     if (c.dataplane_socket.size() > 107) {
         fail("[dataplane].socket", "path longer than 107 bytes (unix socket limit); use a shorter path");

@@ -72,6 +72,14 @@ struct Config {
     std::string log_format = "text";
     // [drain]
     uint32_t drain_deadline_s = 30;
+    // [redirect]: Allocate answered with 300 Try Alternate + ALTERNATE-SERVER
+    // (RFC 8489 section 10, RFC 8656 section 7.2) naming another relay of the
+    // client's address family, round robin; no entry of the family: served here.
+    enum class RedirectWhen : uint8_t { kDraining, kAlways };
+    std::vector<Address> redirect_servers;      // for UDP and TCP clients
+    std::vector<Address> redirect_tls_servers;  // for TLS clients
+    std::string redirect_tls_domain;            // ALTERNATE-DOMAIN for TLS clients, "" = none
+    RedirectWhen redirect_when = RedirectWhen::kDraining;
 
     // Relay address of a family, if configured.
     std::optional<Address> relay_ip(Family f) const;
@@ -98,6 +106,9 @@ struct CliOverrides {
     std::optional<std::string> log_level;
     std::optional<unsigned> threads;
     std::optional<std::string> port_range;  // "MIN-MAX"
+    std::vector<std::string> redirect_servers;
+    std::vector<std::string> redirect_tls_servers;
+    std::optional<std::string> redirect_when;
 };
 
 struct ConfigError {

@@ -95,6 +95,9 @@ private:
     void handle_connect(const Request& r, Allocation& a);
     void handle_connection_bind(const Request& r);
     void handle_send(const FiveTuple& ft, const stun::MessageView& m);
+    // [redirect]: answers r with 300 Try Alternate if this Allocate goes to
+    // another relay now (returns true), else leaves it to be served here.
+    bool redirect_allocate(const Request& r);
 
     // Response helpers: begin() starts a response to r in the scratch
     // buffer; finish() appends SOFTWARE, the integrity attribute the request
@@ -122,6 +125,7 @@ private:
     Authenticator auth_;
     ResponseCache cache_;
     uint64_t txid_state_ = 0;
+    uint64_t redirect_next_ = 0;  // round robin over [redirect] servers
 
     // RFC 6062: peer connections of this loop's TCP allocations, by
     // CONNECTION-ID, from Connect (or a peer's connect) until they end.

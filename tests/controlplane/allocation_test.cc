@@ -1,6 +1,7 @@
 // Allocation lifecycle, permissions, channels, EVEN-PORT, quotas,
 // retransmissions, relaying: the protocol core with a fake clock and fake I/O.
 #include "server_fixture.h"
+#include "stun/integrity.h"
 
 namespace turn::cp::test {
 namespace {
@@ -541,6 +542,105 @@ TEST_F(ServerTest, DrainingRefusesAllocateWith403ButRefreshes) {
     shared->draining.store(true);
     EXPECT_EQ(allocate(tuple(2)).code(), 403);
     EXPECT_TRUE(refresh(tuple(1), 600).success());
+}
+
+// [redirect]: RFC 8489 section 10 / RFC 8656 section 7.2.
+Address alternate_of(const Answer& a) {
+    Address out;
+    const auto* attr = a.view.find(stun::attr::kAlternateServer);
+    EXPECT_NE(attr, nullptr);
+    if (attr == nullptr || stun::decode_address(a.view.value(*attr), out) != stun::AttrError::kOk) {
+        return {};
+    }
+    return out;
+}
+
+Config redirecting(Config c, Config::RedirectWhen when) {
+    c.redirect_servers = {A("198.18.0.7:3478"), A("[fd00::7]:3478"), A("198.18.0.8:3478")};
+    c.redirect_tls_servers = {A("198.18.0.7:5349")};
+    c.redirect_tls_domain = "turn7.example.org";
+    c.listen_tls = {A("198.18.0.1:5349")};
+    c.redirect_when = when;
+    return c;
+}
+
+TEST_F(ServerTest, DrainingRedirectsAllocateSignedToAnAlternateOfTheClientsFamily) {
+    start(redirecting(base_config(), Config::RedirectWhen::kDraining));
+    ASSERT_TRUE(allocate(tuple(1)).success());  // not draining: served here
+    shared->draining.store(true);
+    auto r = allocate(tuple(2));
+    ASSERT_EQ(r.code(), 300) << r.reason();
+    EXPECT_EQ(alternate_of(r).to_string(), "198.18.0.7:3478");
+    EXPECT_FALSE(r.has(stun::attr::kAlternateDomain));  // UDP client
+    // Signed with the requester's key (RFC 8489 section 14.8: receivers validate it before moving).
+    const auto key = auth::long_term_key(stun::PasswordAlgorithm::kMd5, "alice", "example.org", "alice-pw");
+    EXPECT_TRUE(stun::verify_message_integrity(r.view, key->span()));
+    EXPECT_EQ(server->allocations().find(tuple(2)), nullptr);
+    EXPECT_EQ(shared->quota.total(), 1u);  // the redirected one took no quota
+    // Round robin over the family's alternates; an IPv6 client only ever gets the IPv6 one.
+    EXPECT_EQ(alternate_of(allocate(tuple(3))).to_string(), "198.18.0.8:3478");
+    EXPECT_EQ(alternate_of(allocate(tuple(4))).to_string(), "198.18.0.7:3478");
+    EXPECT_EQ(alternate_of(allocate(tuple(5, true))).to_string(), "[fd00::7]:3478");
+    EXPECT_EQ(alternate_of(allocate(tuple(6, true))).to_string(), "[fd00::7]:3478");
+    // Existing allocations keep being served.
+    EXPECT_TRUE(refresh(tuple(1), 600).success());
+    EXPECT_EQ(stats->requests[static_cast<size_t>(MethodIndex::kAllocate)][code_index(300)].get(), 5u);
+}
+
+TEST_F(ServerTest, UnauthenticatedAllocateIsChallengedNotRedirected) {
+    start(redirecting(base_config(), Config::RedirectWhen::kAlways));
+    auto r = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                     [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, nullptr));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->code(), 401);
+    EXPECT_FALSE(r->has(stun::attr::kAlternateServer));
+}
+
+TEST_F(ServerTest, AlwaysRedirectsEveryNewAllocationButNotOtherRequests) {
+    start(redirecting(base_config(), Config::RedirectWhen::kAlways));
+    EXPECT_EQ(allocate(tuple(1)).code(), 300);
+    EXPECT_EQ(server->allocations().size(), 0u);
+    // Binding is still answered (clients probe reachability before allocating).
+    auto b = exchange(tuple(1), build(M::kBinding, stun::Class::kRequest, nullptr, nullptr));
+    ASSERT_TRUE(b);
+    EXPECT_TRUE(b->success());
+}
+
+TEST_F(ServerTest, RedirectWithoutAnAlternateOfTheFamilyServesOrRefusesAsBefore) {
+    Config c = redirecting(base_config(), Config::RedirectWhen::kAlways);
+    c.redirect_servers = {A("198.18.0.7:3478")};  // IPv4 only
+    start(c);
+    EXPECT_EQ(allocate(tuple(1)).code(), 300);
+    EXPECT_TRUE(allocate(tuple(2, true)).success());  // no IPv6 alternate: served here
+    c.redirect_when = Config::RedirectWhen::kDraining;
+    start(c);
+    shared->draining.store(true);
+    EXPECT_EQ(allocate(tuple(3, true)).code(), 403);  // draining, nowhere to send it
+}
+
+TEST_F(ServerTest, TlsClientsGetTheTlsAlternateAndAlternateDomain) {
+    start(redirecting(base_config(), Config::RedirectWhen::kAlways));
+    FiveTuple tls{A("198.18.1.1:6000"), A("198.18.0.1:5349"), Transport::kTls};
+    auto r = allocate(tls);
+    ASSERT_EQ(r.code(), 300);
+    EXPECT_EQ(alternate_of(r).to_string(), "198.18.0.7:5349");
+    EXPECT_EQ(r.text(stun::attr::kAlternateDomain), "turn7.example.org");
+    FiveTuple tcp{A("198.18.1.1:6001"), A("198.18.0.1:3478"), Transport::kTcp};
+    auto t = allocate(tcp);
+    ASSERT_EQ(t.code(), 300);
+    EXPECT_EQ(alternate_of(t).port, 3478);
+    EXPECT_FALSE(t.has(stun::attr::kAlternateDomain));
+}
+
+TEST_F(ServerTest, RetransmittedRedirectedAllocateGetsTheSameAlternate) {
+    start(redirecting(base_config(), Config::RedirectWhen::kAlways));
+    const auto c = creds(tuple());
+    const auto req = build(M::kAllocate, stun::Class::kRequest,
+                           [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c);
+    auto first = exchange(tuple(), req);
+    auto again = exchange(tuple(), req);
+    ASSERT_TRUE(first && again);
+    EXPECT_EQ(first->bytes, again->bytes);  // from the response cache, not the next in the rotation
 }
 
 TEST_F(ServerTest, AllocationsOnDifferentTuplesAreIndependent) {

@@ -139,5 +139,55 @@ TEST(Config, StateDirFromFileAndCli) {
               std::string::npos);
 }
 
+TEST(Config, RedirectFromFileAndCli) {
+    const std::string base = "[server]\nlisten=[\"198.18.0.1:3478\"]\nlisten_tls=[\"198.18.0.1:5349\"]\n"
+                             "[tls]\ncertificate=\"/c.pem\"\nprivate_key=\"/k.pem\"\n[auth]\nusers=[\"a:b\"]\n";
+    auto r = load_config_text(base, {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_TRUE(std::get<Config>(r).redirect_servers.empty());  // no redirect by default: drain answers 403
+    EXPECT_EQ(std::get<Config>(r).redirect_when, Config::RedirectWhen::kDraining);
+    r = load_config_text(base + "[redirect]\nservers=[\"198.18.0.2:3478\", \"[fd00::2]:3478\"]\n"
+                                "tls_servers=[\"198.18.0.2:5349\"]\ntls_domain=\"turn2.example.org\"\nwhen=\"always\"\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    const Config& c = std::get<Config>(r);
+    ASSERT_EQ(c.redirect_servers.size(), 2u);
+    EXPECT_EQ(c.redirect_servers[1].to_string(), "[fd00::2]:3478");
+    EXPECT_EQ(c.redirect_tls_servers.at(0).port, 5349);
+    EXPECT_EQ(c.redirect_tls_domain, "turn2.example.org");
+    EXPECT_EQ(c.redirect_when, Config::RedirectWhen::kAlways);
+    CliOverrides cli;
+    cli.redirect_servers = {"198.18.0.9:3478"};
+    cli.redirect_when = "draining";
+    r = load_config_text(base + "[redirect]\nservers=[\"198.18.0.2:3478\"]\nwhen=\"always\"\n", cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).redirect_servers.at(0).to_string(), "198.18.0.9:3478");
+    EXPECT_EQ(std::get<Config>(r).redirect_when, Config::RedirectWhen::kDraining);
+}
+
+TEST(Config, RedirectErrorsSayWhatToFix) {
+    const std::string base = "[server]\nlisten=[\"198.18.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n";
+    auto err = [&](const std::string& redirect) { return error_of(base + "[redirect]\n" + redirect); };
+    EXPECT_NE(err("servers=[\"198.18.0.2\"]\n").find("[redirect].servers"), std::string::npos);       // no port
+    EXPECT_NE(err("servers=[\"0.0.0.0:3478\"]\n").find("wildcard"), std::string::npos);
+    EXPECT_NE(err("servers=[\"198.18.0.1:3478\"]\n").find("own listener"), std::string::npos);        // itself
+    EXPECT_NE(err("tls_servers=[\"198.18.0.2:5349\"]\n").find("no listen_tls"), std::string::npos);
+    EXPECT_NE(err("servers=[\"198.18.0.2:3478\"]\ntls_domain=\"x.example\"\n").find("[redirect].tls_domain"),
+              std::string::npos);
+    EXPECT_NE(err("when=\"always\"\n").find("needs servers"), std::string::npos);
+    EXPECT_NE(err("servers=[\"198.18.0.2:3478\"]\nwhen=\"sometimes\"\n").find("\"draining\""), std::string::npos);
+    EXPECT_NE(err("bogus=1\n").find("[redirect].bogus"), std::string::npos);
+    // A wildcard listener is "this relay" at its relay IP.
+    EXPECT_NE(error_of("[server]\nlisten=[\"0.0.0.0:3478\"]\nrelay_ips=[\"198.18.0.1\"]\n[auth]\nusers=[\"a:b\"]\n"
+                       "[redirect]\nservers=[\"198.18.0.1:3478\"]\n")
+                  .find("own listener"),
+              std::string::npos);
+    CliOverrides cli;
+    cli.redirect_servers = {"nonsense"};
+    EXPECT_NE(error_of(base, cli).find("--redirect-server"), std::string::npos);
+    cli.redirect_servers = {};
+    cli.redirect_when = "never";
+    EXPECT_NE(error_of(base, cli).find("--redirect-when"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace turn::cp

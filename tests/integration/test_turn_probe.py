@@ -46,9 +46,10 @@ def wait_tcp(port, family=socket.AF_INET, host="127.0.0.1", timeout=15.0):
 
 
 class Relay:
-    """turn-relay with UDP, TCP and TLS listeners; `extra`: TOML sections appended."""
+    """turn-relay with UDP, TCP and TLS listeners; `extra`: TOML sections appended; `san`: the
+    certificate's subjectAltName."""
 
-    def __init__(self, workdir: Path, extra: str = ""):
+    def __init__(self, workdir: Path, extra: str = "", san: str = "IP:127.0.0.1,IP:::1"):
         self.dir = workdir
         self.port = free_port(span=1)
         self.tls_port = free_port(kinds=(socket.SOCK_STREAM,))
@@ -56,7 +57,7 @@ class Relay:
         self.lo, self.hi = relay_port_window()
         self.cert, self.key = workdir / "cert.pem", workdir / "key.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-days", "2", "-subj", "/CN=probe.test", "-addext", "subjectAltName=IP:127.0.0.1,IP:::1",
+                        "-days", "2", "-subj", "/CN=probe.test", "-addext", f"subjectAltName={san}",
                         "-keyout", str(self.key), "-out", str(self.cert)], check=True, capture_output=True)
         cfg = workdir / "relay.toml"
         cfg.write_text(f"""

@@ -244,6 +244,8 @@ public:
     }
 
     const std::string& realm() const { return realm_; }
+    // True if `a` carries a MESSAGE-INTEGRITY made with our key.
+    bool verifies(const Answer& a) const { return !key_.empty() && stun::verify_message_integrity(a.view, key_); }
 
 private:
     const ProbeConfig& cfg_;
@@ -313,14 +315,14 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
-}  // namespace
+// Where a 300 (Try Alternate) sends the probe.
+struct Redirect {
+    Address to;
+    std::string domain;  // ALTERNATE-DOMAIN: the name the alternate's TLS certificate is checked against
+};
 
-std::vector<Step> run_probe(const ProbeConfig& cfg, const std::function<void(const Step&)>& report) {
-    std::vector<Step> steps;
-    auto done = [&](Step s) {
-        report(s);
-        steps.push_back(std::move(s));
-    };
+// Every check against cfg.server; a redirect if its Allocate got a valid 300.
+std::optional<Redirect> probe_one(const ProbeConfig& cfg, const std::function<void(Step)>& done) {
     const char* tname = cfg.kind == Kind::kUdp ? "udp" : cfg.kind == Kind::kTcp ? "tcp" : "tls";
 
     // Connect.
@@ -333,7 +335,7 @@ std::vector<Step> run_probe(const ProbeConfig& cfg, const std::function<void(con
         if (!t) {
             s.detail = err;
             done(s);
-            return steps;
+            return std::nullopt;
         }
         s.detail = std::string(tname) + " to " + cfg.server.to_string() + " from " + t->local().to_string();
         if (cfg.kind != Kind::kUdp) {
@@ -378,7 +380,7 @@ std::vector<Step> run_probe(const ProbeConfig& cfg, const std::function<void(con
         }
         done(s);
         if (!s.ok && (t->closed() || !a)) {
-            return steps;  // nothing answers: the rest would only repeat it
+            return std::nullopt;  // nothing answers: the rest would only repeat it
         }
     }
 
@@ -393,6 +395,29 @@ std::vector<Step> run_probe(const ProbeConfig& cfg, const std::function<void(con
                 b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6);
             }
         }, why);
+        if (a && a->code == 300 && why.empty()) {
+            // RFC 8489 section 10: follow only a 300 signed with our key (an
+            // unsigned one could come from anyone on the path).
+            Step s{"redirect", false, ms_since(t0), "", {}};
+            Redirect r;
+            const auto* alt = a->view.find(stun::attr::kAlternateServer);
+            if (!p.verifies(*a)) {
+                s.detail = "300 Try Alternate without a MESSAGE-INTEGRITY made with this password: not followed";
+            } else if (alt == nullptr || stun::decode_address(a->view.value(*alt), r.to) != stun::AttrError::kOk ||
+                       r.to.port == 0) {
+                s.detail = "300 Try Alternate without a valid ALTERNATE-SERVER";
+            } else {
+                r.domain = a->text(stun::attr::kAlternateDomain);
+                s.ok = true;
+                s.detail = "300 Try Alternate: to " + r.to.to_string() + (r.domain.empty() ? "" : " (domain " + r.domain + ")");
+                s.fields = {{"from", cfg.server.to_string()}, {"to", r.to.to_string()}, {"domain", r.domain}};
+            }
+            done(s);
+            if (!s.ok) {
+                return std::nullopt;
+            }
+            return r;
+        }
         Step s{"allocate", a && a->success() && why.empty(), ms_since(t0), "", {}};
         if (s.ok) {
             const auto r = a->xor_address(stun::attr::kXorRelayedAddress);
@@ -414,7 +439,7 @@ std::vector<Step> run_probe(const ProbeConfig& cfg, const std::function<void(con
         }
         done(s);
         if (!s.ok) {
-            return steps;
+            return std::nullopt;
         }
     }
 
@@ -520,7 +545,42 @@ std::vector<Step> run_probe(const ProbeConfig& cfg, const std::function<void(con
         s.detail = s.ok ? "allocation released (lifetime 0)" : fail_text(a, why);
         done(s);
     }
-    return steps;
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<Step> run_probe(const ProbeConfig& cfg, const std::function<void(const Step&)>& report) {
+    std::vector<Step> steps;
+    auto done = [&](Step s) {
+        report(s);
+        steps.push_back(std::move(s));
+    };
+    // Redirects are followed to servers not tried yet (RFC 8489 section 10
+    // forbids going back to one), at most kMaxRedirects times.
+    constexpr int kMaxRedirects = 3;
+    ProbeConfig c = cfg;
+    std::vector<Address> tried{cfg.server};
+    for (int hops = 0;; ++hops) {
+        auto r = probe_one(c, done);
+        if (!r) {
+            return steps;
+        }
+        const bool seen = std::find(tried.begin(), tried.end(), r->to) != tried.end();
+        if (seen || hops == kMaxRedirects || r->to.family != c.server.family) {
+            done(Step{"redirect", false, 0,
+                      seen ? "redirected back to " + r->to.to_string() + ", which was tried already (a redirect loop)"
+                      : hops == kMaxRedirects ? "more than " + std::to_string(kMaxRedirects) + " redirects"
+                                              : "redirected to " + r->to.to_string() + ", another address family",
+                      {}});
+            return steps;
+        }
+        tried.push_back(r->to);
+        c.server = r->to;
+        if (!r->domain.empty()) {
+            c.tls.server_name = r->domain;  // else the name (or IP) the first server was checked against
+        }
+    }
 }
 
 }  // namespace turn::probe

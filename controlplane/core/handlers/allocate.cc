@@ -3,6 +3,7 @@
 // allocations per RFC 6062 section 5.1).
 #include "core/server.h"
 
+#include "core/event_log.h"
 #include "stun/attributes.h"
 
 namespace turn::cp {
@@ -96,8 +97,12 @@ void Server::handle_allocate(const Request& r) {
     if (lifetime == 0) {
         lifetime = shared_.config.default_lifetime_s;
     }
-    // Draining (SIGTERM): an administrative restriction, so 403 — not 508,
-    // which would invite an immediate retry with other parameters.
+    if (redirect_allocate(r)) {
+        return;
+    }
+    // Draining (SIGTERM) with nowhere to redirect to: an administrative
+    // restriction, so 403 — not 508, which would invite an immediate retry
+    // with other parameters.
     if (shared_.draining.load(std::memory_order_relaxed)) {
         reply_error(r, err::kForbidden);
         return;
@@ -167,6 +172,49 @@ void Server::handle_allocate(const Request& r) {
         }
     }
     finish(r, b, 200);
+}
+
+// RFC 8489 section 10: only an authenticated request is redirected (the
+// 300 is signed like any answer to it, so an on-path attacker cannot forge
+// one), to an alternate of the family the client's request came from (section
+// 14.15), on the transport it uses: TLS clients get the TLS alternates and,
+// if configured, ALTERNATE-DOMAIN to check the alternate's certificate
+// against (section 14.16). The request is answered once for all its
+// retransmissions (the response cache), so a client is not bounced twice.
+bool Server::redirect_allocate(const Request& r) {
+    const Config& c = shared_.config;
+    if (c.redirect_when == Config::RedirectWhen::kDraining && !shared_.draining.load(std::memory_order_relaxed)) {
+        return false;
+    }
+    const bool tls = r.ft.transport == Transport::kTls;
+    const auto& servers = tls ? c.redirect_tls_servers : c.redirect_servers;
+    const Family family = r.ft.client.normalised().family;
+    size_t candidates = 0;
+    for (const auto& a : servers) {
+        candidates += a.family == family ? 1 : 0;
+    }
+    if (candidates == 0) {
+        return false;
+    }
+    size_t pick = redirect_next_++ % candidates;
+    const Address* to = nullptr;
+    for (const auto& a : servers) {
+        if (a.family == family && pick-- == 0) {
+            to = &a;
+            break;
+        }
+    }
+    stun::MessageBuilder b = begin(r, stun::Class::kError);
+    b.add_error_code(stun::err::kTryAlternate);
+    b.add_address(stun::attr::kAlternateServer, *to);
+    if (tls && !c.redirect_tls_domain.empty()) {
+        b.add_text(stun::attr::kAlternateDomain, c.redirect_tls_domain);
+    }
+    log_event(LogLevel::kInfo, "allocation_redirected",
+              {{"client", r.ft.client.to_string()}, {"user", r.auth->username}, {"to", to->to_string()},
+               {"reason", shared_.draining.load(std::memory_order_relaxed) ? "draining" : "always"}});
+    finish(r, b, stun::err::kTryAlternate);
+    return true;
 }
 
 }  // namespace turn::cp
