@@ -58,8 +58,14 @@ AuthOutcome Authenticator::check(const stun::MessageView& m, const Address& clie
     // that rebinds its port keeps a valid nonce.
     uint32_t features = 0;
     const auto status = shared_.nonces->check(nonce, client.normalised().with_port(0), clock_.unix_s(), &features);
+    // A nonce this relay cannot verify (issued by another relay the client
+    // was redirected from, before a restart without [state], or to the
+    // client's previous IP) is "no longer valid" as much as an expired one:
+    // 438 (RFC 8489 section 9.2.4), so the client retries with the fresh
+    // nonce. A 401 would tell it its credentials were refused, and libwebrtc
+    // gives the allocation up on a 401 after it has sent credentials.
     if (status == auth::NonceStatus::kInvalid) {
-        return fail(AuthVerdict::kChallenge, AuthFailure::kInvalidNonce);
+        return fail(AuthVerdict::kStaleNonce, AuthFailure::kInvalidNonce);
     }
     if (status == auth::NonceStatus::kStale) {
         return fail(AuthVerdict::kStaleNonce, AuthFailure::kStaleNonce);

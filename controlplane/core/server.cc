@@ -183,7 +183,12 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
 
     const AuthOutcome auth = auth_.check(m, ft.client);
     if (auth.verdict != AuthVerdict::kOk) {
-        stats_.auth_failure(auth.reason);
+        // A first Allocate without credentials may be redirected at once
+        // (handlers/allocate.cc says why); it is not an authentication failure.
+        const bool first_allocate = method == stun::Method::kAllocate && auth.reason == AuthFailure::kNoCredentials;
+        if (!first_allocate) {
+            stats_.auth_failure(auth.reason);
+        }
         if (auth.verdict == AuthVerdict::kBadRequest) {
             reply_error(r, stun::err::kBadRequest);
             return;
@@ -194,6 +199,12 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
         if (!shared_.unauth_limiter.allow(ft.client, now)) {
             stats_.drop(Drop::kUnauthRateLimit);
             return;
+        }
+        if (first_allocate) {
+            if (redirect_allocate(r)) {
+                return;
+            }
+            stats_.auth_failure(auth.reason);
         }
         challenge(r, auth.verdict == AuthVerdict::kStaleNonce ? stun::err::kStaleNonce : stun::err::kUnauthenticated);
         return;

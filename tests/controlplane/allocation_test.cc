@@ -587,13 +587,58 @@ TEST_F(ServerTest, DrainingRedirectsAllocateSignedToAnAlternateOfTheClientsFamil
     EXPECT_EQ(stats->requests[static_cast<size_t>(MethodIndex::kAllocate)][code_index(300)].get(), 5u);
 }
 
-TEST_F(ServerTest, UnauthenticatedAllocateIsChallengedNotRedirected) {
+// The first Allocate of a client (no credentials yet) is redirected at once,
+// unsigned and without REALM/NONCE: what libwebrtc can follow.
+TEST_F(ServerTest, FirstAllocateWithoutCredentialsGetsAnUnsignedRedirect) {
     start(redirecting(base_config(), Config::RedirectWhen::kAlways));
+    const Attrs udp = [](auto& b) { b.add_requested_transport(stun::kProtoUdp); };
+    auto r = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest, udp, nullptr));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->code(), 300);
+    EXPECT_EQ(alternate_of(*r).to_string(), "198.18.0.7:3478");
+    EXPECT_FALSE(r->has(stun::attr::kMessageIntegrity));
+    EXPECT_FALSE(r->has(stun::attr::kRealm));
+    EXPECT_FALSE(r->has(stun::attr::kNonce));
+    // The other family's alternate follows the mandatory one (RFC 8489 section 10).
+    std::vector<std::string> all;
+    for (const auto& a : r->view.attributes()) {
+        Address addr;
+        if (a.type == stun::attr::kAlternateServer && stun::decode_address(r->view.value(a), addr) == stun::AttrError::kOk) {
+            all.push_back(addr.to_string());
+        }
+    }
+    EXPECT_EQ(all, (std::vector<std::string>{"198.18.0.7:3478", "[fd00::7]:3478"}));
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kNoCredentials), 0u);  // not a failure
+    // Other requests without credentials, and a wrong password, are still challenged.
+    auto refresh = exchange(tuple(), build(M::kRefresh, stun::Class::kRequest, nullptr, nullptr));
+    EXPECT_EQ(refresh->code(), 401);
+    Credentials wrong = creds(tuple(2));
+    wrong.password = "not-alice-pw";
+    auto bad = exchange(tuple(2), build(M::kAllocate, stun::Class::kRequest, udp, &wrong));
+    EXPECT_EQ(bad->code(), 401);
+    EXPECT_FALSE(bad->has(stun::attr::kAlternateServer));
+}
+
+TEST_F(ServerTest, UnsignedRedirectsAreRateLimitedLikeChallenges) {
+    Config c = redirecting(base_config(), Config::RedirectWhen::kAlways);
+    c.unauth_per_ip_per_s = 2;
+    start(c);
+    const Attrs udp = [](auto& b) { b.add_requested_transport(stun::kProtoUdp); };
+    int answered = 0;
+    for (uint16_t port = 1; port <= 10; ++port) {
+        answered += exchange(tuple(port), build(M::kAllocate, stun::Class::kRequest, udp, nullptr)) ? 1 : 0;
+    }
+    EXPECT_LE(answered, 4);  // the bucket's burst, not one per request
+    EXPECT_GE(stats->drops_of(Drop::kUnauthRateLimit), 6u);
+}
+
+TEST_F(ServerTest, WithoutRedirectTheFirstAllocateIsChallenged) {
+    shared->draining.store(true);  // draining, but no [redirect]
     auto r = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
                                      [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, nullptr));
     ASSERT_TRUE(r);
     EXPECT_EQ(r->code(), 401);
-    EXPECT_FALSE(r->has(stun::attr::kAlternateServer));
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kNoCredentials), 1u);
 }
 
 TEST_F(ServerTest, AlwaysRedirectsEveryNewAllocationButNotOtherRequests) {

@@ -80,10 +80,23 @@ TEST_F(ServerTest, StaleNonceIs438WithFreshNonce) {
                     ->success());
 }
 
-TEST_F(ServerTest, ForeignNonceIs401) {
+// A nonce of another relay (a redirected client) or of this relay's previous
+// run: 438 with a fresh nonce, which then works with the same credentials.
+TEST_F(ServerTest, ForeignNonceIs438AndTheFreshNonceWorks) {
     Credentials c = creds(tuple());
     c.nonce = "obMatJos2AAAA0000000000000000000000000000000000000000000000000";
-    EXPECT_EQ(exchange(tuple(), build(M::kAllocate, stun::Class::kRequest, {}, &c))->code(), 401);
+    const Attrs udp = [](auto& b) { b.add_requested_transport(stun::kProtoUdp); };
+    auto a = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest, udp, &c));
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->code(), 438);
+    EXPECT_EQ(a->text(stun::attr::kRealm), "example.org");
+    EXPECT_EQ(stats->auth_failures_of(AuthFailure::kInvalidNonce), 1u);
+    c.nonce = a->text(stun::attr::kNonce);
+    EXPECT_TRUE(exchange(tuple(), build(M::kAllocate, stun::Class::kRequest, udp, &c))->success());
+    // A nonce issued to another client IP is not valid for this one either.
+    Credentials moved = creds(tuple());
+    moved.nonce = shared->nonces->issue(A("198.18.1.2"), clock.unix_s(), Authenticator::kNonceFeatures);
+    EXPECT_EQ(exchange(tuple(5001), build(M::kAllocate, stun::Class::kRequest, udp, &moved))->code(), 438);
 }
 
 TEST_F(ServerTest, IntegrityWithoutNonceIs400) {

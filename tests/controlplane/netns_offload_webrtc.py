@@ -64,6 +64,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import netns_offload_e2e as e2e  # noqa: E402
+from chromium_session import chromium_page, descendants, kill_pids  # noqa: E402
 from netns_offload_e2e import RELAY, PEER, TURN_PORT, metric, metrics, start_dataplane, \
     stop_dataplane, wait_metric  # noqa: E402
 
@@ -313,91 +314,25 @@ async function selectedPair(pc) {
 """
 
 
-def descendants(pid):
-    """All descendants of pid, from /proc."""
-    parent = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-            parent.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
-        except (OSError, ValueError):
-            continue
-    out, todo = [], [pid]
-    while todo:
-        for c in parent.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def kill_pids(pids):
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def chromium_main():
-    import functools
-    import http.server
-    import threading
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     out = {"sent": [digest(m) for m in messages()]}
-    workdir = tempfile.mkdtemp(prefix="turn-webrtc-chromium-")
-    with open(os.path.join(workdir, "index.html"), "w") as f:
-        f.write("<!DOCTYPE html><html><head><meta charset='utf-8'><title>webrtc</title></head><body></body></html>")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=workdir)
-    handler.log_message = lambda *a, **k: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # twrtc_h's own loopback
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-extensions", "--disable-default-apps", "--metrics-recording-only", "--mute-audio",
-              "--disable-dev-shm-usage", f"--user-data-dir={os.path.join(workdir, 'profile')}"]:
-        opts.add_argument(a)
-    service = Service(CHROMEDRIVER, log_path=os.path.join(workdir, "chromedriver.log"))
-    driver = peer = None
+    peer = None
     try:
-        driver = webdriver.Chrome(service=service, options=opts)
-        driver.set_page_load_timeout(30)
-        driver.set_script_timeout(CLIENT_TIMEOUT_S - 10)
-        driver.get(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
-        peer = Peer()
-        r = driver.execute_async_script(JS_OFFER, TURN_URL, USER, PASSWORD)
-        if r.get("error") or not r.get("sdp"):
-            out["error"] = "offer: " + json.dumps(r)
-        else:
-            out["offer_candidates"] = sdp_candidates(r["sdp"])
-            answer = peer.answer(r["sdp"])
-            out["answer_candidates"] = sdp_candidates(answer)
-            res = driver.execute_async_script(JS_RUN, answer, messages(), int(HOLD_S * 1000))
-            out.update(res)
+        with chromium_page(CHROMIUM, CHROMEDRIVER, CLIENT_TIMEOUT_S - 10) as driver:
+            peer = Peer()
+            r = driver.execute_async_script(JS_OFFER, TURN_URL, USER, PASSWORD)
+            if r.get("error") or not r.get("sdp"):
+                out["error"] = "offer: " + json.dumps(r)
+            else:
+                out["offer_candidates"] = sdp_candidates(r["sdp"])
+                answer = peer.answer(r["sdp"])
+                out["answer_candidates"] = sdp_candidates(answer)
+                res = driver.execute_async_script(JS_RUN, answer, messages(), int(HOLD_S * 1000))
+                out.update(res)
     except Exception as e:
         out["error"] = repr(e)[:2000]
     finally:
         out["peer"] = peer.finish() if peer is not None else {}
-        proc = getattr(service, "process", None)
-        procs = descendants(proc.pid) if proc else []
-        if driver is not None:
-            try:
-                driver.quit()
-            except Exception:
-                pass
-        kill_pids([p for p in procs if os.path.exists(f"/proc/{p}")])  # whatever survived quit()
-        if proc and proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-        httpd.shutdown()
-        httpd.server_close()
-        subprocess.run(["rm", "-rf", workdir], check=False)
     emit(out)
 
 

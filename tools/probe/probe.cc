@@ -246,6 +246,8 @@ public:
     const std::string& realm() const { return realm_; }
     // True if `a` carries a MESSAGE-INTEGRITY made with our key.
     bool verifies(const Answer& a) const { return !key_.empty() && stun::verify_message_integrity(a.view, key_); }
+    // True once requests carry credentials (after the first 401).
+    bool authenticating() const { return !key_.empty(); }
 
 private:
     const ProbeConfig& cfg_;
@@ -396,12 +398,15 @@ std::optional<Redirect> probe_one(const ProbeConfig& cfg, const std::function<vo
             }
         }, why);
         if (a && a->code == 300 && why.empty()) {
-            // RFC 8489 section 10: follow only a 300 signed with our key (an
-            // unsigned one could come from anyone on the path).
+            // RFC 8489 section 10: an answer to a request with credentials
+            // must be signed with our key (or anyone on the path could send
+            // us elsewhere); the answer to the first request, sent before
+            // credentials, cannot be, and is what browsers follow.
             Step s{"redirect", false, ms_since(t0), "", {}};
             Redirect r;
             const auto* alt = a->view.find(stun::attr::kAlternateServer);
-            if (!p.verifies(*a)) {
+            const bool is_signed = p.verifies(*a);
+            if (p.authenticating() && !is_signed) {
                 s.detail = "300 Try Alternate without a MESSAGE-INTEGRITY made with this password: not followed";
             } else if (alt == nullptr || stun::decode_address(a->view.value(*alt), r.to) != stun::AttrError::kOk ||
                        r.to.port == 0) {
@@ -409,8 +414,10 @@ std::optional<Redirect> probe_one(const ProbeConfig& cfg, const std::function<vo
             } else {
                 r.domain = a->text(stun::attr::kAlternateDomain);
                 s.ok = true;
-                s.detail = "300 Try Alternate: to " + r.to.to_string() + (r.domain.empty() ? "" : " (domain " + r.domain + ")");
-                s.fields = {{"from", cfg.server.to_string()}, {"to", r.to.to_string()}, {"domain", r.domain}};
+                s.detail = "300 Try Alternate: to " + r.to.to_string() + (r.domain.empty() ? "" : " (domain " + r.domain + ")") +
+                           (is_signed ? ", signed" : ", unsigned (the answer to the first request, before credentials)");
+                s.fields = {{"from", cfg.server.to_string()}, {"to", r.to.to_string()}, {"domain", r.domain},
+                            {"signed", is_signed ? "yes" : "no"}};
             }
             done(s);
             if (!s.ok) {

@@ -174,45 +174,71 @@ void Server::handle_allocate(const Request& r) {
     finish(r, b, 200);
 }
 
-// RFC 8489 section 10: only an authenticated request is redirected (the
-// 300 is signed like any answer to it, so an on-path attacker cannot forge
-// one), to an alternate of the family the client's request came from (section
-// 14.15), on the transport it uses: TLS clients get the TLS alternates and,
-// if configured, ALTERNATE-DOMAIN to check the alternate's certificate
-// against (section 14.16). The request is answered once for all its
-// retransmissions (the response cache), so a client is not bounced twice.
+// RFC 8489 section 10. The alternate is one of the family the client's
+// request came from (section 14.15), round robin, followed by one of the
+// other family if there is one ("SHOULD include an additional
+// ALTERNATE-SERVER"), on the transport the client uses: TLS clients get the
+// TLS alternates and, if configured, ALTERNATE-DOMAIN to check the
+// alternate's certificate against (section 14.16).
+//
+// Two moments, because clients differ in what they can follow:
+//  - the first, unauthenticated Allocate (no MESSAGE-INTEGRITY): an unsigned
+//    300 without REALM or NONCE. libwebrtc (every browser) follows only this
+//    one: after it has sent credentials it takes any 401 or 438 from the
+//    alternate as final, and the alternate cannot verify this relay's nonce.
+//    Section 10 allows it ("the error response MAY be authenticated ... use
+//    cases where authentication of the response is not possible"); an
+//    off-path attacker would have to guess the 96-bit transaction ID, and it
+//    is rate-limited like a 401.
+//  - an authenticated Allocate (a client that kept this relay's nonce): a 300
+//    signed with the requester's key (section 14.8), answered once for all
+//    its retransmissions (the response cache), so the client is not bounced
+//    twice. The client re-authenticates at the alternate (438, fresh nonce).
 bool Server::redirect_allocate(const Request& r) {
     const Config& c = shared_.config;
-    if (c.redirect_when == Config::RedirectWhen::kDraining && !shared_.draining.load(std::memory_order_relaxed)) {
+    const bool draining = shared_.draining.load(std::memory_order_relaxed);
+    if (c.redirect_when == Config::RedirectWhen::kDraining && !draining) {
         return false;
     }
     const bool tls = r.ft.transport == Transport::kTls;
     const auto& servers = tls ? c.redirect_tls_servers : c.redirect_servers;
     const Family family = r.ft.client.normalised().family;
-    size_t candidates = 0;
-    for (const auto& a : servers) {
-        candidates += a.family == family ? 1 : 0;
-    }
-    if (candidates == 0) {
+    // The n-th alternate of a family (round robin), nullptr if it has none.
+    auto nth = [&servers](Family f, uint64_t n) -> const Address* {
+        size_t count = 0;
+        for (const auto& a : servers) {
+            count += a.family == f ? 1 : 0;
+        }
+        if (count == 0) {
+            return nullptr;
+        }
+        size_t pick = n % count;
+        for (const auto& a : servers) {
+            if (a.family == f && pick-- == 0) {
+                return &a;
+            }
+        }
+        return nullptr;
+    };
+    const Address* to = nth(family, redirect_next_);
+    if (to == nullptr) {
         return false;
     }
-    size_t pick = redirect_next_++ % candidates;
-    const Address* to = nullptr;
-    for (const auto& a : servers) {
-        if (a.family == family && pick-- == 0) {
-            to = &a;
-            break;
-        }
-    }
+    const Address* other = nth(family == Family::kIPv4 ? Family::kIPv6 : Family::kIPv4, redirect_next_);
+    ++redirect_next_;
     stun::MessageBuilder b = begin(r, stun::Class::kError);
     b.add_error_code(stun::err::kTryAlternate);
     b.add_address(stun::attr::kAlternateServer, *to);
+    if (other != nullptr) {
+        b.add_address(stun::attr::kAlternateServer, *other);
+    }
     if (tls && !c.redirect_tls_domain.empty()) {
         b.add_text(stun::attr::kAlternateDomain, c.redirect_tls_domain);
     }
     log_event(LogLevel::kInfo, "allocation_redirected",
-              {{"client", r.ft.client.to_string()}, {"user", r.auth->username}, {"to", to->to_string()},
-               {"reason", shared_.draining.load(std::memory_order_relaxed) ? "draining" : "always"}});
+              {{"client", r.ft.client.to_string()}, {"user", r.auth != nullptr ? r.auth->username : ""},
+               {"to", to->to_string()}, {"signed", r.auth != nullptr ? "yes" : "no"},
+               {"reason", draining ? "draining" : "always"}});
     finish(r, b, stun::err::kTryAlternate);
     return true;
 }
