@@ -16,8 +16,12 @@ Loopback notes (investigated with Chromium 156 on Debian 12):
   allow_peers re-permits 127.0.0.0/8 and ::1 (coturn needs --allow-loopback-peers).
 - Chromium hides the related address of relay candidates (raddr 0.0.0.0) and reports TURN
   failures through RTCPeerConnection.onicecandidateerror (e.g. errorCode 401).
+- turns: (TURN over TLS) is verified like any HTTPS connection: the tests trust a throwaway
+  CA through an NSS database in a HOME of their own (see the TLS section below); a
+  certificate from another CA or without the URL's host name gives errorCode 701.
 """
 
+import contextlib
 import functools
 import http.server
 import json
@@ -87,9 +91,10 @@ def http_page():
     httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("chromium")
+@contextlib.contextmanager
+def _launch_browser(workdir: Path, env=None):
+    """Headless Chromium under chromedriver with a new profile in workdir; `env`: the
+    environment of chromedriver and so of Chromium (None: this process's)."""
     userdata = tempfile.mkdtemp(prefix="profile-", dir=workdir)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -100,7 +105,7 @@ def browser(tmp_path_factory):
               f"--user-data-dir={userdata}"]:
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(CHROMEDRIVER, log_path=str(workdir / "chromedriver.log"))
+    service = Service(CHROMEDRIVER, log_path=str(workdir / "chromedriver.log"), env=env)
     driver = webdriver.Chrome(service=service, options=opts)
     driver.set_page_load_timeout(20)
     driver.set_script_timeout(20)
@@ -123,6 +128,12 @@ def browser(tmp_path_factory):
         if service.process and service.process.poll() is None:
             os.kill(driver_pid, signal.SIGKILL)
             service.process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with _launch_browser(tmp_path_factory.mktemp("chromium")) as driver:
+        yield driver
 
 
 def _run_page(browser, url, server, turn_url, password=None, **params):
@@ -166,3 +177,191 @@ def test_chromium_wrong_password_reports_401(server, browser, http_page):
     assert r["candidates"]["pc1"] == [], f"relay candidate despite a wrong password: {r}"
     codes = {e["errorCode"] for e in r["errors"]}
     assert codes == {401}, f"expected onicecandidateerror 401, got {r['errors']}"
+
+
+# -------------------------------------------------------------------------------------
+# TURN over TLS (turns:) with a certificate Chromium really verifies
+#
+# Trust route (checked with Chromium 156 on Debian 12): the `turns:` TLS connection is made
+# by Chromium's network stack (not by libwebrtc's own TLS code), so the certificate goes
+# through the browser's normal verifier, which on Linux also trusts CAs from the NSS
+# database in $HOME/.pki/nssdb. The tests make a throwaway CA (tls_ca.py), put it in a
+# fresh NSS database with trust "C,," (TLS server issuer only) in a HOME directory of their
+# own, and give that HOME only to the chromedriver/Chromium they start: no flag that
+# weakens verification, nothing system-wide. The host name checked is the one written in
+# the `turns:` URL: `localhost` must be a DNS SAN, `127.0.0.1` and `[::1]` IP SANs of their
+# own (a DNS-only certificate fails for the IP URLs and vice versa); the CN is ignored.
+#
+# What the negative tests show: the same browser refuses a certificate with every name from
+# a CA it does not trust, and one from the trusted CA that lacks the URL's name; a browser
+# without that NSS database refuses the good certificate. Chromium then reports
+# onicecandidateerror 701 and gathers no relay candidate (so, with iceTransportPolicy
+# 'relay', nothing can connect), and turn-relay counts the connection closed during the
+# TLS handshake.
+
+import tls_ca  # noqa: E402
+from conftest import start_server, stop_server  # noqa: E402
+
+TLS_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+# subjectAltName entry for each URL host.
+TLS_SAN = {"localhost": "DNS:localhost", "127.0.0.1": "IP:127.0.0.1", "[::1]": "IP:::1"}
+TLS_IDS = ["localhost", "ipv4", "ipv6"]
+
+
+class Pki:
+    def __init__(self, root: Path):
+        all_names = ",".join(TLS_SAN.values())
+        self.ca = tls_ca.make_ca(root / "ca", "turnrelay-test-ca")
+        self.foreign_ca = tls_ca.make_ca(root / "foreign", "untrusted-test-ca")
+        # Every name the tests use, from the trusted CA.
+        self.good = tls_ca.make_server_cert(root / "certs", self.ca, "good", all_names)
+        # Every name, from a CA no browser here trusts.
+        self.foreign = tls_ca.make_server_cert(root / "certs", self.foreign_ca, "foreign",
+                                               all_names)
+        # From the trusted CA, every name but the one of `host` in the SAN; that one is the
+        # CN, which must not count.
+        self.missing = {h: tls_ca.make_server_cert(
+            root / "certs", self.ca, f"without-{i}",
+            ",".join(v for k, v in TLS_SAN.items() if k != h), cn=h.strip("[]"))
+            for h, i in zip(TLS_HOSTS, TLS_IDS)}
+        self.home = root / "home"
+        self.nssdb = tls_ca.make_nss_home(self.home, self.ca)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if not os.path.exists(tls_ca.CERTUTIL):
+        pytest.fail(f"{tls_ca.CERTUTIL} missing: install libnss3-tools (deploy/install-deps.sh)")
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_browser(tmp_path_factory, pki):
+    """Chromium whose HOME holds an NSS database trusting the test CA (and nothing else
+    differs from `browser`)."""
+    env = dict(os.environ, HOME=str(pki.home))
+    with _launch_browser(tmp_path_factory.mktemp("chromium-tls"), env=env) as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def _tls_server(workdir: Path, cert: "tls_ca.ServerCert"):
+    """The server under test with a TLS listener presenting `cert`."""
+    srv = start_server(workdir, tls_files=(cert.chain, cert.key))
+    try:
+        yield srv
+        srv.assert_alive()
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory, pki):
+    with _tls_server(tmp_path_factory.mktemp("turnserver-tls"), pki.good) as srv:
+        yield srv
+
+
+def _m(server, name, **labels) -> float:
+    v = server.metric(name, **labels)
+    return 0.0 if v is None else v
+
+
+def _poll(fn, pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    v = fn()
+    while not pred(v) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        v = fn()
+    return v
+
+
+def _tls_counters(server) -> dict:
+    return {"accepted": _m(server, "turn_connections_accepted_total", transport="tls"),
+            "handshake_failed": _m(server, "turn_connections_closed_total", transport="tls",
+                                   reason="tls_handshake"),
+            "allocate_200": _m(server, "turn_requests_total", method="allocate", code="200")}
+
+
+@pytest.mark.parametrize("host", TLS_HOSTS, ids=TLS_IDS)
+def test_chromium_datachannel_turns_verified(tls_server, tls_browser, http_page, host):
+    """turns: with a certificate from the CA the browser trusts: data channel over TLS."""
+    server = tls_server
+    turn_url = f"turns:{host}:{server.tls_port}?transport=tcp"
+    before = _tls_counters(server)
+    r = _run_page(tls_browser, http_page, server, turn_url, n=6, hold=1)
+    try:
+        detail = json.dumps({k: v for k, v in r.items()
+                             if k not in ("sent", "received1", "received2")}, indent=1)
+        assert r.get("ok"), f"data channel over {turn_url} failed: {r.get('error')}\n{detail}"
+        assert r["errors"] == [], detail
+        assert len(r["received2"]) == 6 and len(r["received1"]) == 12
+        for name in ("pc1", "pc2"):
+            cands = r["candidates"][name]
+            assert cands and all(" typ relay " in c for c in cands), cands
+        for key in ("pair1", "pair2"):
+            pair = r[key]
+            assert pair, f"no selected candidate pair in getStats ({key})\n{detail}"
+            assert pair["local"]["type"] == "relay" and pair["remote"]["type"] == "relay", detail
+            # The local relayed candidate was allocated over TLS, through this URL.
+            assert pair["local"]["relayProtocol"] == "tls", detail
+            assert pair["local"]["url"] == turn_url, detail
+            assert server.relay_min <= pair["local"]["port"] <= server.relay_max, detail
+            assert server.relay_min <= pair["remote"]["port"] <= server.relay_max, detail
+            assert pair["bytesSent"] > 0 and pair["bytesReceived"] > 0, detail
+        if server.kind == "turnrelay":
+            # While both peer connections are open: their allocations and TLS connections
+            # are live on the server (the page reaches it through turns: only; this server
+            # has no TCP listener).
+            open_tls = _poll(lambda: _m(server, "turn_connections", transport="tls"),
+                             lambda v: v >= 2)
+            assert open_tls >= 2, f"{open_tls} open TLS connections for two peer connections"
+            allocs = _m(server, "turn_allocations", family="ipv4")
+            assert allocs >= 2, f"{allocs} live allocations for two peer connections"
+            after = _tls_counters(server)
+            assert after["accepted"] - before["accepted"] >= 2, (before, after)
+            assert after["allocate_200"] - before["allocate_200"] >= 2, (before, after)
+            assert after["handshake_failed"] == before["handshake_failed"], (before, after)
+    finally:
+        tls_browser.execute_script("if (window.__closeAll) window.__closeAll();")
+    if server.kind == "turnrelay":
+        # Closing the peer connections releases them on the server.
+        left = _poll(lambda: (_m(server, "turn_connections", transport="tls"),
+                              _m(server, "turn_allocations", family="ipv4")),
+                     lambda v: v == (0.0, 0.0))
+        assert left == (0.0, 0.0), f"(TLS connections, allocations) left after close: {left}"
+
+
+def _assert_refused(server, browser, http_page, host):
+    """pc1 gathers with turns:host: no relay candidate, a 701 candidate error, and (turn-relay)
+    the connection ended in the TLS handshake without any allocation."""
+    turn_url = f"turns:{host}:{server.tls_port}?transport=tcp"
+    before = _tls_counters(server)
+    r = _run_page(browser, http_page, server, turn_url, mode="gather")
+    assert r["candidates"]["pc1"] == [], f"relay candidate through an untrusted certificate: {r}"
+    assert r["errors"], f"no onicecandidateerror: {r}"
+    assert {(e["url"], e["errorCode"]) for e in r["errors"]} == {(turn_url, 701)}, r["errors"]
+    if server.kind == "turnrelay":
+        after = _poll(lambda: _tls_counters(server),
+                      lambda v: v["handshake_failed"] > before["handshake_failed"])
+        assert after["accepted"] > before["accepted"], (before, after)
+        assert after["handshake_failed"] > before["handshake_failed"], (
+            f"no TLS connection closed in the handshake: {before} -> {after}")
+        assert after["allocate_200"] == before["allocate_200"], (before, after)
+
+
+@pytest.mark.parametrize("host", TLS_HOSTS, ids=TLS_IDS)
+@pytest.mark.parametrize("kind", ["untrusted-ca", "name-missing"])
+def test_chromium_turns_refuses_bad_certificate(tmp_path, pki, tls_browser, http_page, kind,
+                                                host):
+    """The browser of the test above refuses a certificate from a CA it does not trust
+    (every name present), and one from the trusted CA without the URL's host name in the
+    subjectAltName (it is the CN)."""
+    cert = pki.foreign if kind == "untrusted-ca" else pki.missing[host]
+    with _tls_server(tmp_path, cert) as server:
+        _assert_refused(server, tls_browser, http_page, host)
+
+
+def test_chromium_turns_untrusted_without_nssdb(tls_server, browser, http_page):
+    """Control: the good certificate is refused by a browser without the test NSS database
+    (the `browser` fixture), so that database is what makes the test CA trusted."""
+    _assert_refused(tls_server, browser, http_page, "localhost")
