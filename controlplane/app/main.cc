@@ -284,11 +284,24 @@ int main(int argc, char** argv) {
         dataplane = std::make_unique<IpcServer>(config.dataplane_socket);
     }
     OffloadHook& offload = dataplane ? static_cast<OffloadHook&>(*dataplane) : no_offload;
+    // TCP/TLS connections between loops (RFC 6062 data connections); it
+    // outlives the loops, and closes what one left in another's inbox.
+    std::unique_ptr<StreamHandoffs> handoffs;
+    if (n > 1 && (!config.listen_tcp.empty() || !config.listen_tls.empty())) {
+        std::string e;
+        handoffs = std::make_unique<StreamHandoffs>(n, e);
+        if (!e.empty()) {
+            log_event("startup_failed", {{"error", e}});
+            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+            return kExitRuntime;
+        }
+    }
     std::vector<std::unique_ptr<EventLoop>> loops;
     std::vector<const Stats*> stats;
     for (unsigned i = 0; i < n; ++i) {
         loops.push_back(std::make_unique<EventLoop>(*shared, offload, i));
-        if (auto e = loops.back()->bind_listeners(config.listen_tls.empty() ? nullptr : &tls); !e.empty()) {
+        if (auto e = loops.back()->bind_listeners(config.listen_tls.empty() ? nullptr : &tls, handoffs.get());
+            !e.empty()) {
             log_event("startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;

@@ -132,6 +132,10 @@ public:
             counter(ca, {{"transport", tr}}, accepted);
             gauge(co, {{"transport", tr}}, accepted - closed);
         }
+        auto& ho = family("turn_connections_handed_off_total",
+                          "RFC 6062 data connections moved to the event loop of their TCP allocation",
+                          MetricType::Counter);
+        counter(ho, {}, sum([](const Stats& s) { return s.connections_handed_off.get(); }));
         if (dp_ != nullptr) {
             auto& dc = family("turn_dataplane_connected", "1 while a dataplane is attached and in sync",
                               MetricType::Gauge);

@@ -49,6 +49,12 @@ public:
     // ConnectionBind, answer already queued) becomes the data connection of
     // peer connection `conn_id`: from now on bytes are piped both ways.
     virtual bool tcp_bind_data(const FiveTuple& /*client*/, uint32_t /*conn_id*/) { return false; }
+    // The client connection `client`, whose `message` is a ConnectionBind for
+    // a peer connection of event loop `loop`, moves to that loop, which
+    // handles the message again; false: it cannot (one loop, no streams).
+    virtual bool tcp_handoff(const FiveTuple& /*client*/, unsigned /*loop*/, std::span<const uint8_t> /*message*/) {
+        return false;
+    }
 };
 
 }  // namespace turn::cp

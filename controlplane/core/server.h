@@ -66,6 +66,12 @@ public:
     void tick();
 
     AllocationManager& allocations() { return allocations_; }
+    // Which of `count` event loops this server is (RFC 6062 CONNECTION-IDs
+    // name their loop, so a ConnectionBind on another loop can be sent there).
+    void set_loop(unsigned index, unsigned count) {
+        loop_ = index;
+        loops_ = count == 0 ? 1 : count;
+    }
     TimerWheel& wheel() { return wheel_; }
     const ResponseCache& response_cache() const { return cache_; }
 
@@ -126,6 +132,10 @@ private:
     ResponseCache cache_;
     uint64_t txid_state_ = 0;
     uint64_t redirect_next_ = 0;  // round robin over [redirect] servers
+    // This server's event loop and how many there are: a CONNECTION-ID
+    // names its loop (id % loops_ == loop_).
+    unsigned loop_ = 0;
+    unsigned loops_ = 1;
 
     // RFC 6062: peer connections of this loop's TCP allocations, by
     // CONNECTION-ID, from Connect (or a peer's connect) until they end.

@@ -41,4 +41,24 @@ std::unique_ptr<Shared> Shared::create(const Config& config, std::span<const uin
                   error);
 }
 
+bool ConnectionsPerIp::try_add(const Address& ip, uint32_t max) {
+    std::lock_guard<std::mutex> lock(m_);
+    uint32_t& n = n_[ip];
+    if (n >= max) {
+        if (n == 0) {
+            n_.erase(ip);
+        }
+        return false;
+    }
+    ++n;
+    return true;
+}
+
+void ConnectionsPerIp::remove(const Address& ip) {
+    std::lock_guard<std::mutex> lock(m_);
+    if (auto it = n_.find(ip); it != n_.end() && --it->second == 0) {
+        n_.erase(it);
+    }
+}
+
 }  // namespace turn::cp

@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "auth/credential_store.h"
 #include "auth/nonce.h"
@@ -17,6 +19,19 @@
 #include "core/quota.h"
 
 namespace turn::cp {
+
+// TCP/TLS client connections per client IP, all loops together
+// ([tcp].max_connections_per_ip): taken at accept, given back at close. A
+// mutex per accept and close; nothing per message.
+class ConnectionsPerIp {
+public:
+    bool try_add(const Address& ip, uint32_t max);
+    void remove(const Address& ip);
+
+private:
+    std::mutex m_;
+    std::unordered_map<Address, uint32_t, AddressHash> n_;
+};
 
 struct Shared {
     // Fails (returns nullptr with `error` set) if a configured password is
@@ -42,6 +57,7 @@ struct Shared {
     std::atomic<int64_t> allocations{0};
     // Open TCP/TLS client connections of all loops ([tcp].max_connections).
     std::atomic<int64_t> connections{0};
+    ConnectionsPerIp connections_per_ip;
 };
 
 }  // namespace turn::cp

@@ -100,6 +100,8 @@ struct Stats {
     // TCP/TLS client connections; open = accepted - closed.
     std::array<Counter, kStreamKinds> connections_accepted;
     std::array<std::array<Counter, static_cast<size_t>(ConnClose::kCount)>, kStreamKinds> connections_closed;
+    // Connections handed to the loop of their RFC 6062 peer connection (io/stream_handoff.h).
+    Counter connections_handed_off;
     // RFC 6062: bytes piped between data connections and peer connections.
     std::array<Counter, static_cast<size_t>(Direction::kCount)> tcp_relayed_bytes;
     // Event loop utilisation over the last window, in parts per million.

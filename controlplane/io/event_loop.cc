@@ -20,7 +20,7 @@ EventLoop::~EventLoop() {
     io_.set_server(nullptr);
 }
 
-std::string EventLoop::bind_listeners(const TlsContexts* tls) {
+std::string EventLoop::bind_listeners(const TlsContexts* tls, StreamHandoffs* handoffs) {
     for (const auto& l : shared_.config.listen) {
         if (auto err = io_.add_listener(l); !err.empty()) {
             return err;
@@ -31,12 +31,9 @@ std::string EventLoop::bind_listeners(const TlsContexts* tls) {
             return err;
         }
     }
-    // TCP and TLS clients are served by loop 0 alone: an RFC 6062 data
-    // connection must reach the loop that holds its allocation and peer
-    // connection, and a second SO_REUSEPORT listener could hand it to another.
-    if (index_ != 0) {
-        return {};
-    }
+    // TCP and TLS listeners on every loop too (SO_REUSEPORT spreads the
+    // connections); an RFC 6062 data connection that lands on another loop
+    // than its allocation's is handed over (io/stream_handoff.h).
     for (const auto& l : shared_.config.listen_tcp) {
         if (auto err = io_.add_stream_listener(shared_, l, nullptr); !err.empty()) {
             return err;
@@ -49,6 +46,10 @@ std::string EventLoop::bind_listeners(const TlsContexts* tls) {
         if (auto err = io_.add_stream_listener(shared_, l, tls); !err.empty()) {
             return err;
         }
+    }
+    if (handoffs != nullptr) {
+        io_.set_stream_handoffs(handoffs, index_);
+        server_.set_loop(index_, handoffs->loops());
     }
     return {};
 }

@@ -16,6 +16,7 @@
 #include "core/stats.h"
 #include "io/socket_io.h"
 #include "io/state_store.h"
+#include "io/stream_handoff.h"
 #include "io/tls.h"
 
 namespace turn::cp {
@@ -26,8 +27,10 @@ public:
     ~EventLoop();
 
     // Binds every configured listener (TLS ones with `tls`, which must be
-    // set when the configuration has any); returns an error message on failure.
-    std::string bind_listeners(const TlsContexts* tls = nullptr);
+    // set when the configuration has any); returns an error message on
+    // failure. With several loops, `handoffs` carries RFC 6062 data
+    // connections to the loop of their allocation (io/stream_handoff.h).
+    std::string bind_listeners(const TlsContexts* tls = nullptr, StreamHandoffs* handoffs = nullptr);
     void start();
     void stop();  // asks the thread to finish and joins it
 

@@ -78,6 +78,15 @@ public:
     bool tcp_bind_data(const FiveTuple& client, uint32_t conn_id) override {
         return streams_ && streams_->tcp_bind_data(client, conn_id);
     }
+    bool tcp_handoff(const FiveTuple& client, unsigned loop, std::span<const uint8_t> message) override {
+        return streams_ && streams_->tcp_handoff(client, loop, message);
+    }
+    // Stream connections from and to other loops (after add_stream_listener).
+    void set_stream_handoffs(StreamHandoffs* h, unsigned loop) {
+        if (streams_) {
+            streams_->set_handoffs(h, loop);
+        }
+    }
 
     size_t relay_count() const { return relay_count_; }
     size_t connection_count() const { return streams_ ? streams_->connection_count() : 0; }

@@ -22,6 +22,7 @@ namespace {
 
 constexpr uint64_t kListenerBit = 1ull << 61;
 constexpr uint64_t kRelayBit = 1ull << 60;        // with kListenerBit: an RFC 6062 relay listener
+constexpr uint64_t kInboxBit = 1ull << 59;        // with kListenerBit: connections handed over by other loops
 constexpr size_t kPeerPending = 64 * 1024;        // a peer's bytes kept before its ConnectionBind
 constexpr uint64_t kConnectTimeoutMs = 10'000;    // a Connect's outgoing connection
 constexpr uint32_t kIndexMask = (1u << 24) - 1;
@@ -107,7 +108,9 @@ std::string StreamIo::add_listener(const Address& local, const TlsContexts* tls)
 void StreamIo::on_event(uint64_t t, uint32_t events) {
     if ((t & kListenerBit) != 0) {
         const size_t i = t & kIndexMask;
-        if ((t & kRelayBit) != 0) {
+        if ((t & kInboxBit) != 0) {
+            adopt_all();
+        } else if ((t & kRelayBit) != 0) {
             if (i < tcp_relays_.size() && tcp_relays_[i].fd >= 0) {
                 accept_peers(static_cast<uint32_t>(i));
             }
@@ -158,10 +161,7 @@ void StreamIo::accept_all(Listener& l) {
         auto client = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
         if (!client || shared_.connections.load(std::memory_order_relaxed) >=
                            static_cast<int64_t>(shared_.config.tcp_max_connections) ||
-            [&] {
-                const auto p = per_ip_.find(client->with_port(0));
-                return p != per_ip_.end() && p->second >= shared_.config.tcp_max_connections_per_ip;
-            }()) {
+            !shared_.connections_per_ip.try_add(client->with_port(0), shared_.config.tcp_max_connections_per_ip)) {
             ::close(fd);
             stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kLimit)].add();
             continue;
@@ -183,6 +183,7 @@ void StreamIo::accept_all(Listener& l) {
             if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1) {
                 SSL_free(ssl);
                 ::close(fd);
+                shared_.connections_per_ip.remove(client->with_port(0));
                 ERR_clear_error();
                 stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kTlsHandshake)].add();
                 continue;
@@ -202,7 +203,6 @@ void StreamIo::accept_all(Listener& l) {
             close(it->second, ConnClose::kClient);
         }
         by_tuple_[c.ft] = idx;
-        per_ip_[client->with_port(0)]++;
         shared_.connections.fetch_add(1, std::memory_order_relaxed);
         epoll_event ev{};
         ev.events = EPOLLIN;
@@ -330,6 +330,10 @@ bool StreamIo::deliver(uint32_t idx, std::span<const uint8_t> bytes, size_t& use
         Conn& c = *conns_[idx];
         server_->on_client_datagram(c.ft, bytes.subspan(used, f.message_len));
         used += f.consumed;
+        if (leaving_ && leaving_->idx == idx) {
+            finish_handoff(idx, bytes.subspan(used));  // it goes with what followed its ConnectionBind
+            return false;
+        }
         if (conns_[idx]->fd < 0) {
             return false;
         }
@@ -482,9 +486,7 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
     c.gen++;
     stats_.connections_closed[kd][static_cast<size_t>(why)].add();
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
-    if (auto p = per_ip_.find(ft.client.with_port(0)); p != per_ip_.end() && --p->second == 0) {
-        per_ip_.erase(p);
-    }
+    shared_.connections_per_ip.remove(ft.client.with_port(0));
     if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end() && it->second == idx) {
         by_tuple_.erase(it);
     }
@@ -819,6 +821,108 @@ void StreamIo::close_any(uint32_t idx, ConnClose why) {
         close_peer(idx, true);
     } else {
         close(idx, why);  // a data connection's peer connection goes too, the server told
+    }
+}
+
+// ---- connections between loops (io/stream_handoff.h) ----
+
+void StreamIo::set_handoffs(StreamHandoffs* h, unsigned loop) {
+    handoffs_ = h;
+    loop_ = loop;
+    if (h != nullptr) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = kTag | kListenerBit | kInboxBit;
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, h->event_fd(loop), &ev);
+    }
+}
+
+bool StreamIo::tcp_handoff(const FiveTuple& client, unsigned to, std::span<const uint8_t> message) {
+    auto it = by_tuple_.find(client);
+    if (handoffs_ == nullptr || to >= handoffs_->loops() || to == loop_ || it == by_tuple_.end() || leaving_) {
+        return false;
+    }
+    const Conn& c = *conns_[it->second];
+    if (c.role != Role::kClient || !c.handshake_done) {
+        return false;
+    }
+    leaving_ = Leaving{it->second, to, std::vector<uint8_t>(message.begin(), message.end())};
+    return true;
+}
+
+void StreamIo::finish_handoff(uint32_t idx, std::span<const uint8_t> after) {
+    Conn& c = *conns_[idx];
+    StreamHandoff h;
+    h.fd = c.fd;
+    h.ssl = c.ssl;
+    h.handshake_done = c.handshake_done;
+    h.ft = c.ft;
+    h.message = std::move(leaving_->message);
+    h.after.assign(after.begin(), after.end());  // before c.in goes: `after` may be inside it
+    h.out.assign(c.out.begin() + static_cast<ptrdiff_t>(c.out_off), c.out.end());
+    const unsigned to = leaving_->to;
+    leaving_.reset();
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
+    if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end() && it->second == idx) {
+        by_tuple_.erase(it);
+    }
+    // The slot is free; the connection is not closed and stays counted
+    // (Shared::connections, the per-IP count, this process's accepted total).
+    c.fd = -1;
+    c.ssl = nullptr;
+    c.gen++;
+    std::vector<uint8_t>().swap(c.in);
+    std::vector<uint8_t>().swap(c.out);
+    c.out_off = 0;
+    free_.push_back(idx);
+    stats_.connections_handed_off.add();
+    handoffs_->push(to, std::move(h));
+}
+
+void StreamIo::adopt_all() {
+    if (handoffs_ == nullptr) {
+        return;
+    }
+    for (auto& h : handoffs_->take(loop_)) {
+        const uint32_t idx = new_conn_slot();
+        Conn& c = *conns_[idx];
+        c.fd = h.fd;
+        c.ssl = h.ssl;
+        c.handshake_done = h.handshake_done;
+        c.ft = h.ft;
+        c.last_rx_ms = now_ms_;
+        if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end()) {
+            close(it->second, ConnClose::kClient);  // a stale connection of the same 5-tuple
+        }
+        by_tuple_[c.ft] = idx;
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = tag(idx);
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, c.fd, &ev);
+        if (!h.out.empty()) {
+            c.out = std::move(h.out);
+            c.queued = true;
+            dirty_.push_back(idx);
+        }
+        // The ConnectionBind again, on the loop of its peer connection; then
+        // what followed it: the client's first bytes for the peer if the bind
+        // made this a data connection, else further TURN messages.
+        const FiveTuple ft = c.ft;
+        server_->on_client_datagram(ft, h.message);
+        if (conns_[idx]->fd < 0) {
+            continue;
+        }
+        if (conns_[idx]->role == Role::kData) {
+            raw_in(idx, h.after);
+        } else if (!h.after.empty() && !consume(idx, h.after)) {
+            continue;
+        }
+        // TLS: bytes the session holds already would not wake epoll. With
+        // read_ahead off (tls.cc) the other loop's SSL_read took whole records
+        // only, so this normally finds nothing; it is cheap insurance.
+        if (conns_[idx]->fd >= 0 && conns_[idx]->ssl != nullptr) {
+            read(idx);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 // TURN over TCP and over TLS (RFC 8656 section 3.1) for one event loop: its
-// listeners (SO_REUSEPORT, one set per loop, like the UDP ones), the client
-// connections they accept, message framing on the stream
+// listeners (SO_REUSEPORT, one set per loop, like the UDP ones: the kernel
+// spreads connections over the loops), the client connections they accept, message framing on the stream
 // (turn/stream_framing.h), TLS through OpenSSL. Every message framed off a
 // connection goes to Server::on_client_datagram with a TCP or TLS 5-tuple;
 // the core answers through SocketIo::send_to_client, which queues the bytes
@@ -32,13 +32,16 @@
 // connection, both ways, with backpressure (a side whose partner has
 // [tcp].send_buffer_bytes queued is not read until that drains; nothing is
 // dropped). Either side closing closes both. A peer connection's bytes
-// before the bind are kept (up to 64 KiB, then it is not read).
+// before the bind are kept (up to 64 KiB, then it is not read). A
+// ConnectionBind that arrives on another loop than its peer connection's
+// brings its connection over to that loop first (io/stream_handoff.h).
 #pragma once
 
 #include <openssl/ssl.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -47,6 +50,7 @@
 #include "core/packet_io.h"
 #include "core/shared.h"
 #include "core/stats.h"
+#include "io/stream_handoff.h"
 #include "io/tls.h"
 #include "net/address.h"
 
@@ -86,6 +90,12 @@ public:
     void tcp_close_peer(uint32_t conn_id);
     bool tcp_bind_data(const FiveTuple& client, uint32_t conn_id);
     size_t peer_connection_count() const { return by_conn_id_.size(); }
+    // Connections from and to other loops (nullptr: this is the only loop).
+    void set_handoffs(StreamHandoffs* h, unsigned loop);
+    // The client connection `client`, which sent `message` (a ConnectionBind
+    // for a peer connection of loop `to`), goes to that loop with everything
+    // it holds once the message has been handled; false if it cannot.
+    bool tcp_handoff(const FiveTuple& client, unsigned to, std::span<const uint8_t> message);
 
     size_t connection_count() const { return by_tuple_.size(); }
 
@@ -159,6 +169,19 @@ private:
     // pipe's side with its other side.
     void close_any(uint32_t idx, ConnClose why);
     uint64_t tag(uint32_t idx) const { return kTag | uint64_t{conns_[idx]->gen} << 24 | idx; }
+    // Handoff: the connection leaves (from deliver(), after its message, with
+    // the bytes that followed it); connections arriving from other loops.
+    void finish_handoff(uint32_t idx, std::span<const uint8_t> after);
+    void adopt_all();
+    // The connection tcp_handoff() marked, handed over when its message is done.
+    struct Leaving {
+        uint32_t idx = 0;
+        unsigned to = 0;
+        std::vector<uint8_t> message;
+    };
+    std::optional<Leaving> leaving_;
+    StreamHandoffs* handoffs_ = nullptr;
+    unsigned loop_ = 0;
 
     Shared& shared_;
     Stats& stats_;
@@ -173,7 +196,6 @@ private:
     std::vector<TcpRelay> tcp_relays_;  // index = RelayId - kTcpRelayBase
     std::vector<uint32_t> free_tcp_relays_;
     std::unordered_map<uint32_t, uint32_t> by_conn_id_;  // CONNECTION-ID -> peer connection slot
-    std::unordered_map<Address, uint32_t, AddressHash> per_ip_;  // client connections by client IP
     uint64_t now_ms_ = 0;
     uint64_t last_expire_ms_ = 0;
 };

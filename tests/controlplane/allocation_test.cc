@@ -1,5 +1,7 @@
 // Allocation lifecycle, permissions, channels, EVEN-PORT, quotas,
 // retransmissions, relaying: the protocol core with a fake clock and fake I/O.
+#include <set>
+
 #include "server_fixture.h"
 #include "stun/integrity.h"
 
@@ -686,6 +688,58 @@ TEST_F(ServerTest, RetransmittedRedirectedAllocateGetsTheSameAlternate) {
     auto again = exchange(tuple(), req);
     ASSERT_TRUE(first && again);
     EXPECT_EQ(first->bytes, again->bytes);  // from the response cache, not the next in the rotation
+}
+
+// RFC 6062 with several event loops: a CONNECTION-ID names the loop of its
+// allocation (id % loops), and a ConnectionBind framed on another loop hands
+// its connection there, unanswered here (the owner answers it).
+TEST_F(ServerTest, ConnectionIdsNameTheirLoopAndForeignBindsAreHandedOver) {
+    server->set_loop(2, 4);
+    const FiveTuple ctl{A("198.18.1.1:6000"), A("198.18.0.1:3478"), Transport::kTcp};
+    auto a = request(ctl, M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); });
+    ASSERT_TRUE(a.success()) << a.code();
+    std::vector<uint32_t> ids;
+    for (uint16_t port = 7000; port < 7020; ++port) {  // answered when the connection is made
+        const auto c = creds(ctl);
+        server->on_client_datagram(ctl, build(M::kConnect, stun::Class::kRequest, [&](auto& b) {
+            b.add_xor_address(stun::attr::kXorPeerAddress, A("198.18.9.9:7000").with_port(port));
+        }, &c));
+    }
+    for (const auto& [peer, id] : io.connects) {
+        server->on_tcp_peer_connected(id, true);
+        EXPECT_EQ(Answer(io.client.back().bytes).u32(stun::attr::kConnectionId), id);
+        ids.push_back(id);
+    }
+    ASSERT_EQ(ids.size(), 20u);
+    for (uint32_t id : ids) {
+        EXPECT_EQ(id % 4, 2u) << id;
+        EXPECT_NE(id, 0u);
+    }
+    EXPECT_GT(std::set<uint32_t>(ids.begin(), ids.end()).size(), 19u);  // still random
+
+    const auto bind_on = [&](uint16_t port, uint32_t id) {
+        const FiveTuple data{A("198.18.1.1:6000").with_port(port), A("198.18.0.1:3478"), Transport::kTcp};
+        const auto c = creds(data);
+        return std::pair{data, build(M::kConnectionBind, stun::Class::kRequest,
+                                     [&](auto& b) { b.add_u32(stun::attr::kConnectionId, id); }, &c)};
+    };
+    // Another loop's id: handed over with the request itself, nothing answered here.
+    const size_t answers = io.client.size();
+    const auto [data1, req1] = bind_on(6001, ids[0] - 1);
+    server->on_client_datagram(data1, req1);
+    ASSERT_EQ(io.handoffs.size(), 1u);
+    EXPECT_EQ(io.handoffs[0].loop, 1u);
+    EXPECT_EQ(io.handoffs[0].client, data1);
+    EXPECT_EQ(io.handoffs[0].message, req1);
+    EXPECT_EQ(io.client.size(), answers);
+    // This loop's own: bound here.
+    const auto [data2, req2] = bind_on(6002, ids[1]);
+    auto ok = exchange(data2, req2);
+    ASSERT_TRUE(ok);
+    EXPECT_TRUE(ok->success()) << ok->code();
+    ASSERT_EQ(io.binds.size(), 1u);
+    EXPECT_EQ(io.binds[0].second, ids[1]);
+    EXPECT_EQ(io.handoffs.size(), 1u);
 }
 
 TEST_F(ServerTest, AllocationsOnDifferentTuplesAreIndependent) {

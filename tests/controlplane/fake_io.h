@@ -4,6 +4,7 @@
 
 #include <map>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "core/packet_io.h"
@@ -40,12 +41,39 @@ public:
         return OpenResult::kOk;
     }
     void close_relay(RelayId relay) override { open.erase(relay); }
+    // RFC 6062: records what the core asks of the stream layer.
+    OpenResult open_tcp_relay(const Address& addr, RelayId& out) override {
+        out = (1u << 30) + next_id++;
+        open[out] = addr;
+        return OpenResult::kOk;
+    }
+    void close_tcp_relay(RelayId relay) override { open.erase(relay); }
+    bool tcp_connect(RelayId, const Address& peer, uint32_t conn_id) override {
+        connects.emplace_back(peer, conn_id);
+        return true;
+    }
+    bool tcp_bind_data(const FiveTuple& c, uint32_t conn_id) override {
+        binds.emplace_back(c, conn_id);
+        return true;
+    }
+    bool tcp_handoff(const FiveTuple& c, unsigned loop, std::span<const uint8_t> message) override {
+        handoffs.push_back({c, loop, {message.begin(), message.end()}});
+        return true;
+    }
+    struct Handoff {
+        FiveTuple client;
+        unsigned loop;
+        std::vector<uint8_t> message;
+    };
 
     std::vector<SentToClient> client;
     std::vector<SentToPeer> peer_sends;
     std::map<RelayId, Address> open;
     std::map<RelayId, bool> df;
     std::set<uint16_t> busy_ports;
+    std::vector<std::pair<Address, uint32_t>> connects;
+    std::vector<std::pair<FiveTuple, uint32_t>> binds;
+    std::vector<Handoff> handoffs;
     RelayId next_id = 0;
 };
 

@@ -42,6 +42,9 @@ A_USERNAME, A_MI, A_ERROR, A_LIFETIME, A_PEER, A_REALM, A_NONCE, A_RELAYED, A_TR
 A_CONNECTION_ID, A_FINGERPRINT = 0x002A, 0x8028
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 REALM = "tcp6062.test"
+# Every loop accepts TCP/TLS clients, so a data connection usually lands on another loop than
+# its allocation's and is handed over (3 times in 4 with 4 loops).
+LOOPS = 4
 
 
 # ---------------------------------------------------------------- STUN encoding
@@ -204,7 +207,7 @@ relay_ips = ["127.0.0.1"]
 relay_port_min = {lo}
 relay_port_max = {hi}
 realm = "{REALM}"
-threads = 2
+threads = {LOOPS}
 [tls]
 certificate = "{cert}"
 private_key = "{key}"
@@ -212,6 +215,7 @@ private_key = "{key}"
 users = ["alice:alice-pw", "bob:bob-pw"]
 [policy]
 allow_peers = ["127.0.0.0/8"]
+unauth_per_ip_per_s = 1000
 [metrics]
 listen = "127.0.0.1:{metrics}"
 """)
@@ -335,6 +339,53 @@ def test_connect_bind_and_a_megabyte_each_way(relay, tls):
     data.close()
     ctl.close()
     peer.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_data_connections_reach_their_allocation_from_any_loop(relay, tls):
+    """With 4 event loops the kernel spreads control and data connections over them; each
+    CONNECTION-ID names its allocation's loop, and a ConnectionBind framed elsewhere brings its
+    connection over (the request answered there, the bytes after it kept: every other bind is
+    written together with the first bytes for the peer). 16 binds: every one succeeds and pipes
+    bytes both ways in order; the relay counted the handoffs."""
+    before = metric(relay, "turn_connections_handed_off_total")
+    loops_named = set()
+    for i in range(16):
+        peer = EchoPeer()
+        ctl, relayed = tcp_allocation(relay, tls)
+        c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peer.port))])
+        assert c == 2, error_code(a)
+        conn_id = struct.unpack("!I", a[A_CONNECTION_ID])[0]
+        loops_named.add(conn_id % LOOPS)
+        first = b""
+        if i % 2 == 0:
+            data, c, a = bind(relay, conn_id, tls)
+            assert c == 2, (i, error_code(a))
+        else:
+            # The ConnectionBind and the client's first bytes for the peer in one write: the
+            # bytes after the request travel with the connection. The nonce comes from a bind
+            # to id 0 first (400; id 0 names loop 0, so that one may be handed over too).
+            data = Stream(relay.tls_addr if tls else relay.addr, tls)
+            c, a, _ = data.request(CONNECTION_BIND, [(A_CONNECTION_ID, struct.pack("!I", 0))])
+            assert (c, error_code(a)) == (3, 400), (i, error_code(a))
+            msg, tid = encode(CONNECTION_BIND, 0, [(A_CONNECTION_ID, struct.pack("!I", conn_id)),
+                                                   (A_USERNAME, b"alice"), (A_REALM, data.realm),
+                                                   (A_NONCE, data.nonce)], data.key)
+            first = f"pipelined with bind {i}|".encode()
+            if i % 4 == 1:
+                data.s.sendall(msg + first)
+            else:  # two writes (over TLS two records, which the first loop may read together)
+                data.s.sendall(msg)
+                data.s.sendall(first)
+            m, c, rtid, a = decode(data.recv_msg())
+            assert (rtid, c) == (tid, 2), (i, error_code(a))
+        payload = f"bind {i}: ".encode() + os.urandom(3000)
+        assert pump(data, payload, len(first) + len(payload)) == first + payload, i
+        data.close()
+        ctl.close()
+        peer.close()
+    assert len(loops_named) > 1, loops_named  # allocations on several loops
+    assert metric(relay, "turn_connections_handed_off_total") - before >= 1
 
 
 def test_peer_initiated_connection(relay):

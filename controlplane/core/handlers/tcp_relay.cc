@@ -22,12 +22,16 @@ namespace {
 constexpr uint64_t kBindTimeoutMs = 30'000;  // RFC 6062 sections 5.2 and 5.3
 }
 
+// Random, and id % loops_ == loop_: a ConnectionBind that reaches another
+// loop (each loop accepts TCP/TLS clients) knows where to send its connection.
 uint32_t Server::new_connection_id() {
     for (;;) {
         const auto t = next_txid();
-        uint32_t id = 0;
-        std::memcpy(&id, t.data(), sizeof id);
-        if (id != 0 && tcp_peers_.count(id) == 0) {
+        uint32_t r = 0;
+        std::memcpy(&r, t.data(), sizeof r);
+        const uint64_t v = uint64_t{r} / loops_ * loops_ + loop_;
+        const auto id = static_cast<uint32_t>(v);
+        if (v <= UINT32_MAX && id != 0 && tcp_peers_.count(id) == 0) {
             return id;
         }
     }
@@ -184,6 +188,11 @@ void Server::handle_connection_bind(const Request& r) {
     uint32_t id = 0;
     if (ca == nullptr || decode_u32(r.msg.value(*ca), id) != AttrError::kOk) {
         reply_error(r, err::kBadRequest);
+        return;
+    }
+    // Another loop's peer connection: this connection goes there, whose
+    // server answers the request (nothing is answered or counted here).
+    if (id % loops_ != loop_ && io_.tcp_handoff(r.ft, id % loops_, r.msg.bytes())) {
         return;
     }
     auto it = tcp_peers_.find(id);
