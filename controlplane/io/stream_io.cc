@@ -126,6 +126,10 @@ void StreamIo::on_event(uint64_t t, uint32_t events) {
         return;
     }
     Conn& c = *conns_[idx];
+    if (c.eof && (events & (EPOLLERR | EPOLLHUP)) != 0) {
+        close_any(idx, ConnClose::kClient);  // reset, or hung up both ways: nothing more to relay
+        return;
+    }
     if (c.connecting) {
         if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
             int err = 0;
@@ -237,14 +241,18 @@ void StreamIo::pause_on_exhaustion(int fd, uint64_t tag) {
 void StreamIo::read(uint32_t idx) {
     for (int k = 0; k < kReadsPerEvent; ++k) {
         Conn& c = *conns_[idx];
-        if (c.fd < 0 || c.paused) {
+        if (c.fd < 0 || c.paused || c.eof) {
             return;
         }
         ssize_t n = 0;
         if (c.ssl == nullptr) {
             n = ::recv(c.fd, rx_.data(), rx_.size(), MSG_DONTWAIT);
             if (n == 0) {
-                close_any(idx, ConnClose::kClient);
+                if (c.role == Role::kClient) {
+                    close_any(idx, ConnClose::kClient);
+                } else {
+                    half_close(idx);
+                }
                 return;
             }
             if (n < 0) {
@@ -272,6 +280,10 @@ void StreamIo::read(uint32_t idx) {
                     return;
                 }
                 ERR_clear_error();
+                if (e == SSL_ERROR_ZERO_RETURN && c.role == Role::kData) {
+                    half_close(idx);  // close_notify: the client's stream to the peer ended
+                    return;
+                }
                 close_any(idx, !c.handshake_done && e != SSL_ERROR_ZERO_RETURN ? ConnClose::kTlsHandshake : ConnClose::kClient);
                 return;
             }
@@ -428,6 +440,13 @@ void StreamIo::write(uint32_t idx) {
         c.out.shrink_to_fit();  // a burst's buffer is not kept by an idle connection
     }
     set_want_write(c, idx, false);
+    if (c.fin_pending && !c.fin_sent) {
+        send_fin(idx);
+        if (pipe_done(idx)) {
+            close_any(idx, ConnClose::kClient);
+            return;
+        }
+    }
     // The pipe's other side was paused for this queue: read it again.
     if (c.partner >= 0) {
         Conn& p = *conns_[static_cast<size_t>(c.partner)];
@@ -448,7 +467,7 @@ void StreamIo::set_want_write(Conn& c, uint32_t idx, bool on) {
 
 void StreamIo::update_events(Conn& c, uint32_t idx) {
     epoll_event ev{};
-    ev.events = (c.paused ? 0u : EPOLLIN) | (c.want_write || c.connecting ? EPOLLOUT : 0u);
+    ev.events = (c.paused || c.eof ? 0u : EPOLLIN) | (c.want_write || c.connecting ? EPOLLOUT : 0u);
     ev.data.u64 = tag(idx);
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
@@ -575,6 +594,9 @@ uint32_t StreamIo::new_conn_slot() {
     c.handshake_done = true;
     c.want_write = false;
     c.queued = false;
+    c.eof = false;
+    c.fin_pending = false;
+    c.fin_sent = false;
     c.in.clear();
     c.out.clear();
     c.out_off = 0;
@@ -736,6 +758,13 @@ bool StreamIo::tcp_bind_data(const FiveTuple& client, uint32_t conn_id) {
         stats_.tcp_relayed_bytes[static_cast<size_t>(Direction::kPeerToClient)].add(early.size());
         queue_raw(cidx, early);
     }
+    if (p.eof) {
+        c.fin_pending = true;  // the peer ended before the bind: its FIN follows its bytes
+        if (!c.queued) {
+            c.queued = true;
+            dirty_.push_back(cidx);
+        }
+    }
     if (p.paused) {
         p.paused = false;
         update_events(p, pidx);
@@ -778,6 +807,49 @@ void StreamIo::raw_in(uint32_t idx, std::span<const uint8_t> bytes) {
         c.paused = true;
         update_events(c, idx);
     }
+}
+
+void StreamIo::half_close(uint32_t idx) {
+    Conn& c = *conns_[idx];
+    c.eof = true;
+    update_events(c, idx);
+    if (c.partner < 0) {
+        return;  // a peer not bound yet: its FIN waits with its bytes for the bind
+    }
+    const uint32_t pidx = static_cast<uint32_t>(c.partner);
+    Conn& p = *conns_[pidx];
+    p.fin_pending = true;
+    if (p.out_off == p.out.size()) {  // nothing queued: the FIN goes now
+        send_fin(pidx);
+    }
+    if (pipe_done(idx)) {
+        close_any(idx, ConnClose::kClient);
+    }
+}
+
+void StreamIo::send_fin(uint32_t idx) {
+    Conn& c = *conns_[idx];
+    if (c.fin_sent || c.fd < 0) {
+        return;
+    }
+    c.fin_sent = true;
+    if (c.ssl != nullptr) {
+        ERR_clear_error();
+        (void)SSL_shutdown(c.ssl);  // close_notify; the peer's close_notify is not waited for
+        ERR_clear_error();
+    }
+    ::shutdown(c.fd, SHUT_WR);
+}
+
+// Both directions of idx's pipe have ended: each side's stream ended and the
+// FIN went to the other side.
+bool StreamIo::pipe_done(uint32_t idx) const {
+    const Conn& c = *conns_[idx];
+    if (c.partner < 0) {
+        return false;
+    }
+    const Conn& p = *conns_[static_cast<size_t>(c.partner)];
+    return c.eof && p.eof && c.fin_sent && p.fin_sent;
 }
 
 void StreamIo::close_peer(uint32_t idx, bool notify) {

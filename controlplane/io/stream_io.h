@@ -31,8 +31,14 @@
 // whose ConnectionBind succeeded stops being framed and is piped to its peer
 // connection, both ways, with backpressure (a side whose partner has
 // [tcp].send_buffer_bytes queued is not read until that drains; nothing is
-// dropped). Either side closing closes both. A peer connection's bytes
-// before the bind are kept (up to 64 KiB, then it is not read). A
+// dropped). A side that ends its stream (FIN; over TLS close_notify) is
+// half-closed through the pipe: the other side gets everything queued for
+// it and then the FIN (RFC 6062 relays TCP, and a half-close is part of it:
+// "request, FIN, read the whole answer" must work), while the other
+// direction carries on; once both directions have ended, both connections
+// close. An error (RST, a failed send) closes both at once. A peer
+// connection's bytes before the bind are kept (up to 64 KiB, then it is not
+// read), its FIN too. A
 // ConnectionBind that arrives on another loop than its peer connection's
 // brings its connection over to that loop first (io/stream_handoff.h).
 #pragma once
@@ -121,6 +127,9 @@ private:
         SSL* ssl = nullptr;          // TLS connections
         bool handshake_done = false;
         bool want_write = false;     // EPOLLOUT registered
+        bool eof = false;            // pipes: its side ended (FIN), not read any more
+        bool fin_pending = false;    // pipes: send FIN once `out` is written
+        bool fin_sent = false;
         bool queued = false;         // in dirty_
         FiveTuple ft;
         uint64_t last_rx_ms = 0;     // last complete message (or accept)
@@ -157,6 +166,12 @@ private:
     void accept_peers(uint32_t relay_index);
     uint32_t new_conn_slot();
     void raw_in(uint32_t idx, std::span<const uint8_t> bytes);
+    // Half-close: side idx ended its stream; its partner gets a FIN after
+    // what is queued for it (send_fin), and a pipe whose two directions have
+    // both ended closes.
+    void half_close(uint32_t idx);
+    void send_fin(uint32_t idx);
+    bool pipe_done(uint32_t idx) const;
     void queue_raw(uint32_t idx, std::span<const uint8_t> bytes);
     void connect_done(uint32_t idx, bool ok);
     // A peer connection of relay `relay_index` on `fd` (connecting: an

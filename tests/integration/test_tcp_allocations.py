@@ -10,8 +10,11 @@
     which needs the relay's backpressure since the echo peer writes back as fast as it reads;
     over TLS in 64 KiB steps); peer-initiated (a permitted peer connects to
     the relayed address -> ConnectionAttempt with its address and a CONNECTION-ID ->
-    ConnectionBind -> bytes both ways); a peer without a permission is closed and never
-    announced; closing the control connection ends the allocation and its data connections;
+    ConnectionBind -> bytes both ways); half-closes relayed both ways (a peer's FIN after 2 MiB
+    reaches the client after the last byte, over TCP and TLS; a peer's FIN before the bind;
+    the client's shutdown reaches the peer after its answer); a peer without a permission is
+    closed and never announced; closing the control connection ends the allocation and its
+    data connections;
   * the error answers of sections 5.1-5.4: TCP over a UDP client (400), Connect twice to one
     peer (446), Connect to a closed port (447), ConnectionBind with an unknown id (400), with
     another user's credentials (441), and Connect on a UDP allocation (400).
@@ -413,6 +416,71 @@ def test_peer_initiated_connection(relay):
     p.close()
     data.s.settimeout(5)
     assert data.s.recv(100) == b""
+    ctl.close()
+
+
+def peer_attempt(relay, tls=False):
+    """A permitted peer connects to a TCP allocation's relayed address: (control, peer socket,
+    CONNECTION-ID)."""
+    ctl, relayed = tcp_allocation(relay, tls)
+    c, a, _ = ctl.request(CREATE_PERMISSION, [(A_PEER, xor_addr("127.0.0.1", 0))])
+    assert c == 2
+    p = socket.create_connection(relayed, timeout=5)
+    m, cls, tid, attrs = ctl.indication()
+    assert (m, cls) == (CONNECTION_ATTEMPT, 1)
+    return ctl, p, struct.unpack("!I", attrs[A_CONNECTION_ID])[0]
+
+
+def read_to_eof(sock, got=b"", timeout=20):
+    sock.settimeout(timeout)
+    got = bytearray(got)
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return bytes(got)
+        got += chunk
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_peer_half_close_delivers_everything_then_the_fin(relay, tls):
+    """The peer writes 2 MiB and ends its stream (FIN) while the client is not reading: the
+    client still gets every byte, then the end of the stream (over TLS a close_notify), and its
+    own direction stays open until it ends it too."""
+    ctl, p, conn_id = peer_attempt(relay, tls)
+    data, c, a = bind(relay, conn_id, tls)
+    assert c == 2, error_code(a)
+    big = os.urandom(2 << 20)
+    sender = threading.Thread(target=lambda: (p.sendall(big), p.shutdown(socket.SHUT_WR)))
+    sender.start()
+    time.sleep(1.0)  # the relay's queue for the client fills up meanwhile; the FIN waits behind it
+    got = read_to_eof(data.s, data.buf)
+    sender.join(10)
+    assert len(got) == len(big) and got == big
+    data.s.sendall(b"after your FIN")
+    p.settimeout(5)
+    assert p.recv(100) == b"after your FIN"
+    data.close()
+    assert read_to_eof(p) == b""
+    p.close()
+    ctl.close()
+
+
+def test_client_half_close_and_a_peer_fin_before_the_bind(relay):
+    """A peer that sent its bytes and ended before the bind: the client gets them, then the
+    FIN; the client answers, ends its side (shutdown), and the peer reads the answer and the
+    end of the stream: request / FIN / whole answer, both ways round."""
+    ctl, p, conn_id = peer_attempt(relay)
+    p.sendall(b"request from the peer")
+    p.shutdown(socket.SHUT_WR)
+    time.sleep(0.2)  # the relay reads the FIN before the bind
+    data, c, a = bind(relay, conn_id)
+    assert c == 2, error_code(a)
+    assert read_to_eof(data.s, data.buf) == b"request from the peer"
+    data.s.sendall(b"answer from the client")
+    data.s.shutdown(socket.SHUT_WR)
+    assert read_to_eof(p) == b"answer from the client"
+    p.close()
+    data.close()
     ctl.close()
 
 
