@@ -19,6 +19,7 @@
 
 #include "app/metrics.h"
 #include "core/config.h"
+#include "core/config_reload.h"
 #include "core/event_log.h"
 #include "core/offload.h"
 #include "core/shared.h"
@@ -360,16 +361,41 @@ int main(int argc, char** argv) {
                           {"state", config.state_dir.empty() ? "off" : config.state_dir},
                           {"tls_certificate", config.listen_tls.empty() ? "off" : tls.describe()}});
 
-    // SIGHUP re-reads [tls] certificate and private_key (a renewed
-    // certificate): new connections get it, established ones keep theirs; a
-    // file that does not load leaves the current one in place.
-    const auto reload_tls = [&] {
-        if (config.listen_tls.empty()) {
-            log_event("reload_ignored", {{"reason", "no TLS listener"}});
+    // SIGHUP reads the configuration again (file + the same command-line
+    // overrides) and applies what can change under the running loops
+    // (core/config_reload.h): [auth] users and rest_secrets, [policy]
+    // allow_peers and deny_peers, and the [tls] files, re-read every time (a
+    // renewed certificate: new connections get it, established ones keep
+    // theirs; a file that does not load leaves the current one in place).
+    Config running = config;
+    const auto reload = [&] {
+        auto reloaded = load_config(cli);
+        if (auto* bad = std::get_if<ConfigError>(&reloaded)) {
+            log_event(LogLevel::kError, "config_reload_failed", {{"error", bad->message}, {"kept", "everything"}});
+        } else {
+            const ReloadOutcome r = apply_reload(*shared, running, std::get<Config>(reloaded));
+            const auto join = [](const std::vector<std::string>& v) {
+                std::string s;
+                for (const auto& k : v) {
+                    s += (s.empty() ? "" : ", ") + k;
+                }
+                return s.empty() ? std::string("none") : s;
+            };
+            if (!r.error.empty()) {
+                log_event(LogLevel::kError, "config_reload_failed", {{"error", r.error}, {"kept", "everything"}});
+            } else {
+                log_event("config_reloaded", {{"applied", join(r.applied)}});
+            }
+            if (!r.need_restart.empty()) {
+                log_event(LogLevel::kWarn, "config_reload_needs_restart",
+                          {{"changed", join(r.need_restart)}, {"fix", "restart turn-relay to apply these; the running values stay"}});
+            }
+        }
+        if (running.listen_tls.empty()) {
             return;
         }
         std::string e;
-        if (tls.load(config.tls_certificate, config.tls_private_key, e)) {
+        if (tls.load(running.tls_certificate, running.tls_private_key, e)) {
             log_event("tls_reloaded", {{"certificate", tls.describe()}});
         } else {
             log_event(LogLevel::kError, "tls_reload_failed", {{"error", e}, {"kept", tls.describe()}});
@@ -377,7 +403,7 @@ int main(int argc, char** argv) {
     };
     int sig = 0;
     while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
-        reload_tls();
+        reload();
     }
     // Drain: redirect ([redirect]) or refuse (403) new allocations, keep relaying for the existing ones
     // until they end or the deadline passes; a second signal ends at once.
@@ -390,7 +416,7 @@ int main(int argc, char** argv) {
     while (shared->allocations.load() > 0 && std::chrono::steady_clock::now() < deadline) {
         const int got = sigtimedwait(&sigs, nullptr, &poll);
         if (got == SIGHUP) {
-            reload_tls();
+            reload();
         } else if (got > 0) {
             break;
         }

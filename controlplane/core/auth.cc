@@ -115,7 +115,7 @@ AuthOutcome Authenticator::check(const stun::MessageView& m, const Address& clie
         if (decode_userhash(m.value(*hash_attr), hash) != AttrError::kOk) {
             return fail(AuthVerdict::kBadRequest, AuthFailure::kMissingAttributes);
         }
-        auto user = shared_.credentials.user_for_hash(hash);
+        auto user = credentials_->user_for_hash(hash);
         if (!user) {
             return fail(AuthVerdict::kChallenge, AuthFailure::kUnknownUser);
         }
@@ -124,7 +124,7 @@ AuthOutcome Authenticator::check(const stun::MessageView& m, const Address& clie
 
     std::array<auth::Key, auth::CredentialStore::kMaxSecrets + 1> keys{};
     auth::LookupError err = auth::LookupError::kOk;
-    const size_t n = shared_.credentials.keys_for(out.context.username, alg, clock_.unix_s(), keys, err);
+    const size_t n = credentials_->keys_for(out.context.username, alg, clock_.unix_s(), keys, err);
     if (n == 0) {
         return fail(AuthVerdict::kChallenge,
                     err == auth::LookupError::kExpired ? AuthFailure::kExpiredUser : AuthFailure::kUnknownUser);

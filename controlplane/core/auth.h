@@ -44,7 +44,8 @@ public:
                                                                           stun::PasswordAlgorithm::kMd5};
     static constexpr uint32_t kNonceFeatures = auth::kFeaturePasswordAlgorithms | auth::kFeatureUsernameAnonymity;
 
-    Authenticator(const Shared& shared, const Clock& clock) : shared_(shared), clock_(clock) {}
+    Authenticator(const Shared& shared, const Clock& clock)
+        : shared_(shared), clock_(clock), credentials_(shared.credentials) {}
 
     AuthOutcome check(const stun::MessageView& m, const Address& client) const;
     std::string nonce_for(const Address& client) const;
@@ -53,6 +54,7 @@ public:
 private:
     const Shared& shared_;
     const Clock& clock_;
+    mutable ReloadableView<auth::CredentialStore> credentials_;  // this loop's view ([auth] reloads)
 };
 
 }  // namespace turn::cp

@@ -23,7 +23,7 @@ uint64_t g_seed_counter = 0x9E3779B97F4A7C15ull;
 
 Server::Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats)
     : shared_(shared), clock_(clock), io_(io), stats_(stats), wheel_(clock.now_ms()),
-      allocations_(shared, clock, wheel_, io, offload, stats), auth_(shared, clock) {
+      allocations_(shared, clock, wheel_, io, offload, stats), auth_(shared, clock), policy_(shared.policy) {
     schedule_housekeeping();
     txid_state_ = g_seed_counter ^ reinterpret_cast<uintptr_t>(this) ^ clock.now_ms();
     g_seed_counter += 0x9E3779B97F4A7C15ull;

@@ -130,6 +130,7 @@ private:
     AllocationManager allocations_;
     Authenticator auth_;
     ResponseCache cache_;
+    ReloadableView<PeerPolicy> policy_;  // this loop's view ([policy] reloads)
     uint64_t txid_state_ = 0;
     uint64_t redirect_next_ = 0;  // round robin over [redirect] servers
     // This server's event loop and how many there are: a CONNECTION-ID

@@ -5,26 +5,40 @@
 namespace turn::cp {
 
 Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
-    : config(c), credentials(c.realm), nonces(std::move(n)),
-      policy(c.allow_peers, c.deny_peers, c.listen, c.relay_ips),
+    : config(c), credentials(std::make_shared<auth::CredentialStore>(c.realm)), nonces(std::move(n)),
+      policy(make_policy(c)),
       ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000, std::random_device{}()),
       quota(c.max_per_user, c.max_total), unauth_limiter(c.unauth_per_ip_per_s) {}
 
-namespace {
-std::unique_ptr<Shared> finish(std::unique_ptr<Shared> s, std::string& error) {
-    for (const auto& [user, pass] : s->config.users) {
-        if (!s->credentials.add_user(user, pass)) {
+std::shared_ptr<auth::CredentialStore> Shared::make_credentials(const Config& c, std::string& error) {
+    auto store = std::make_shared<auth::CredentialStore>(c.realm);
+    for (const auto& [user, pass] : c.users) {
+        if (!store->add_user(user, pass)) {
             error = "[auth].users: the password of \"" + user +
                     "\" is not a valid OpaqueString (RFC 8265: no control characters, not empty)";
             return nullptr;
         }
     }
-    for (const auto& secret : s->config.rest_secrets) {
-        if (!s->credentials.add_secret(secret)) {
+    for (const auto& secret : c.rest_secrets) {
+        if (!store->add_secret(secret)) {
             error = "[auth].rest_secrets: a secret was rejected (too many? at most 8)";
             return nullptr;
         }
     }
+    return store;
+}
+
+std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {
+    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, c.listen, c.relay_ips);
+}
+
+namespace {
+std::unique_ptr<Shared> finish(std::unique_ptr<Shared> s, std::string& error) {
+    auto store = Shared::make_credentials(s->config, error);
+    if (!store) {
+        return nullptr;
+    }
+    s->credentials.set(std::move(store));
     return s;
 }
 }  // namespace

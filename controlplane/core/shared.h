@@ -17,6 +17,7 @@
 #include "core/peer_policy.h"
 #include "core/port_allocator.h"
 #include "core/quota.h"
+#include "core/reloadable.h"
 
 namespace turn::cp {
 
@@ -43,10 +44,17 @@ struct Shared {
 
     Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n);
 
+    // [auth] users and rest_secrets as a credential store; nullptr with
+    // `error` naming the key when a password or secret is refused.
+    static std::shared_ptr<auth::CredentialStore> make_credentials(const Config& c, std::string& error);
+    static std::shared_ptr<PeerPolicy> make_policy(const Config& c);
+
+    // Start-up configuration. What SIGHUP may replace (app/reload.h) is read
+    // through `credentials` and `policy`, not from here.
     Config config;
-    auth::CredentialStore credentials;
+    Reloadable<auth::CredentialStore> credentials;
     std::unique_ptr<auth::NonceCodec> nonces;
-    PeerPolicy policy;
+    Reloadable<PeerPolicy> policy;
     PortAllocator ports;
     AllocationQuota quota;
     SourceRateLimiter unauth_limiter;  // 401/438 answers per source, all loops together

@@ -38,7 +38,7 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
         reply_error(r, err::kPeerAddressFamilyMismatch);
         return;
     }
-    if (!shared_.policy.permitted_transport(peer)) {
+    if (!policy_->permitted_transport(peer)) {
         reply_error(r, err::kForbidden);
         return;
     }

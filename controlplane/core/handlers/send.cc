@@ -29,7 +29,7 @@ void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m) {
         return;
     }
     peer = peer.normalised();
-    if (!shared_.policy.permitted_transport(peer)) {
+    if (!policy_->permitted_transport(peer)) {
         stats_.drop(Drop::kPeerPolicy);
         return;
     }

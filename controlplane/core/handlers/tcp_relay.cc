@@ -82,7 +82,7 @@ void Server::handle_connect(const Request& r, Allocation& a) {
         reply_error(r, err::kPeerAddressFamilyMismatch);
         return;
     }
-    if (!shared_.policy.permitted_ip(peer)) {
+    if (!policy_->permitted_ip(peer)) {
         reply_error(r, err::kForbidden);
         return;
     }

@@ -1,0 +1,103 @@
+#include "core/config_reload.h"
+
+#include <functional>
+#include <tuple>
+
+namespace turn::cp {
+
+namespace {
+
+// The keys a reload does not apply, by the name an operator looks for.
+struct Fixed {
+    const char* key;
+    std::function<bool(const Config&, const Config&)> same;
+};
+
+template <typename F>
+Fixed fixed(const char* key, F fields) {
+    return Fixed{key, [fields](const Config& a, const Config& b) { return fields(a) == fields(b); }};
+}
+
+const std::vector<Fixed>& fixed_keys() {
+    static const std::vector<Fixed> keys = {
+        fixed("[server].listen / listen_tcp / listen_tls",
+              [](const Config& c) { return std::tie(c.listen, c.listen_tcp, c.listen_tls); }),
+        fixed("[server].relay_ips", [](const Config& c) { return std::tie(c.relay_ips); }),
+        fixed("[server].alternate_ips / alternate_port", [](const Config& c) { return std::tie(c.alternate_ips, c.alternate_port); }),
+        fixed("[server].relay_port_min / relay_port_max",
+              [](const Config& c) { return std::tie(c.relay_port_min, c.relay_port_max); }),
+        fixed("[server].realm", [](const Config& c) { return std::tie(c.realm); }),
+        fixed("[server].software / threads / strict_channel_range",
+              [](const Config& c) { return std::tie(c.software, c.threads, c.strict_channel_range); }),
+        fixed("[auth].nonce_lifetime_s", [](const Config& c) { return std::tie(c.nonce_lifetime_s); }),
+        fixed("[tcp]", [](const Config& c) {
+            return std::tie(c.tcp_max_connections, c.tcp_max_connections_per_ip, c.tcp_idle_timeout_s,
+                            c.tcp_send_buffer_bytes);
+        }),
+        fixed("[allocation]", [](const Config& c) {
+            return std::tie(c.default_lifetime_s, c.max_lifetime_s, c.max_per_user, c.max_total, c.bandwidth_bps,
+                            c.reservation_lifetime_s, c.max_permissions, c.max_channels);
+        }),
+        fixed("[policy].unauth_per_ip_per_s", [](const Config& c) { return std::tie(c.unauth_per_ip_per_s); }),
+        fixed("[metrics]", [](const Config& c) { return std::tie(c.metrics_listen); }),
+        fixed("[dataplane]", [](const Config& c) { return std::tie(c.dataplane_socket); }),
+        fixed("[state]", [](const Config& c) { return std::tie(c.state_dir, c.state_save_interval_ms); }),
+        fixed("[log]", [](const Config& c) { return std::tie(c.log_level, c.log_format); }),
+        fixed("[drain]", [](const Config& c) { return std::tie(c.drain_deadline_s); }),
+        fixed("[redirect]", [](const Config& c) {
+            return std::tie(c.redirect_servers, c.redirect_tls_servers, c.redirect_tls_domain, c.redirect_when);
+        }),
+    };
+    return keys;
+}
+
+}  // namespace
+
+ReloadOutcome apply_reload(Shared& shared, Config& running, const Config& next) {
+    ReloadOutcome out;
+    for (const auto& f : fixed_keys()) {
+        if (!f.same(running, next)) {
+            out.need_restart.emplace_back(f.key);
+        }
+    }
+    const bool auth_changed = running.users != next.users || running.rest_secrets != next.rest_secrets;
+    const bool policy_changed = running.allow_peers != next.allow_peers || running.deny_peers != next.deny_peers;
+    std::shared_ptr<auth::CredentialStore> store;
+    if (auth_changed) {
+        // The realm stays the running one (a new realm needs a restart).
+        Config c = next;
+        c.realm = running.realm;
+        store = Shared::make_credentials(c, out.error);
+        if (!store) {
+            return out;  // nothing applied
+        }
+    }
+    if (auth_changed) {
+        shared.credentials.set(std::move(store));
+        if (running.users != next.users) {
+            out.applied.emplace_back("[auth].users");
+        }
+        if (running.rest_secrets != next.rest_secrets) {
+            out.applied.emplace_back("[auth].rest_secrets");
+        }
+        running.users = next.users;
+        running.rest_secrets = next.rest_secrets;
+    }
+    if (policy_changed) {
+        Config c = running;  // the running listeners and relay IPs stay denied as peers
+        c.allow_peers = next.allow_peers;
+        c.deny_peers = next.deny_peers;
+        shared.policy.set(Shared::make_policy(c));
+        out.applied.emplace_back("[policy].allow_peers / deny_peers");
+        running.allow_peers = next.allow_peers;
+        running.deny_peers = next.deny_peers;
+    }
+    if (running.tls_certificate != next.tls_certificate || running.tls_private_key != next.tls_private_key) {
+        out.applied.emplace_back("[tls].certificate / private_key");
+        running.tls_certificate = next.tls_certificate;
+        running.tls_private_key = next.tls_private_key;
+    }
+    return out;
+}
+
+}  // namespace turn::cp
