@@ -7,9 +7,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -23,6 +26,7 @@
 #include "core/event_log.h"
 #include "core/offload.h"
 #include "core/shared.h"
+#include "io/admin_server.h"
 #include "io/event_loop.h"
 #include "io/state_store.h"
 #include "io/tls.h"
@@ -152,6 +156,9 @@ int main(int argc, char** argv) {
     std::string redirect_when;
     auto* redirect_when_opt = app.add_option("--redirect-when", redirect_when,
                                              "draining (default) | always: when Allocate is redirected");
+    std::string admin_socket;
+    auto* admin_opt = app.add_option("--admin-socket", admin_socket,
+                                     "unix socket of the admin interface (turn-ctl), \"\" = off");
     auto* realm_opt = app.add_option("--realm", realm, "authentication realm");
     app.add_option("--user", cli.users, "static user NAME:PASS (repeatable)");
     app.add_option("--rest-secret", cli.rest_secrets, "TURN REST API shared secret, newest first (repeatable)");
@@ -196,6 +203,9 @@ int main(int argc, char** argv) {
     }
     if (alt_port_opt->count() > 0) {
         cli.alternate_port = alternate_port;
+    }
+    if (admin_opt->count() > 0) {
+        cli.admin_socket = admin_socket;
     }
     if (redirect_when_opt->count() > 0) {
         cli.redirect_when = redirect_when;
@@ -336,6 +346,82 @@ int main(int argc, char** argv) {
         l->start();
     }
 
+
+    // SIGHUP reads the configuration again (file + the same command-line
+    // overrides) and applies what can change under the running loops
+    // (core/config_reload.h): [auth] users and rest_secrets, [policy]
+    // allow_peers and deny_peers, and the [tls] files, re-read every time (a
+    // renewed certificate: new connections get it, established ones keep
+    // theirs; a file that does not load leaves the current one in place).
+    // Also run by the admin interface's "reload" (its thread): one at a time.
+    Config running = config;
+    std::mutex reload_m;
+    const auto reload = [&]() -> nlohmann::json {
+        std::lock_guard<std::mutex> lock(reload_m);
+        nlohmann::json out{{"ok", false}};
+        const auto join = [](const std::vector<std::string>& v) {
+            std::string s;
+            for (const auto& k : v) {
+                s += (s.empty() ? "" : ", ") + k;
+            }
+            return s.empty() ? std::string("none") : s;
+        };
+        auto reloaded = load_config(cli);
+        if (auto* bad = std::get_if<ConfigError>(&reloaded)) {
+            log_event(LogLevel::kError, "config_reload_failed", {{"error", bad->message}, {"kept", "everything"}});
+            out["error"] = bad->message;
+        } else {
+            const ReloadOutcome r = apply_reload(*shared, running, std::get<Config>(reloaded));
+            if (!r.error.empty()) {
+                log_event(LogLevel::kError, "config_reload_failed", {{"error", r.error}, {"kept", "everything"}});
+                out["error"] = r.error;
+            } else {
+                log_event("config_reloaded", {{"applied", join(r.applied)}});
+                out["ok"] = true;
+                out["applied"] = r.applied;
+            }
+            if (!r.need_restart.empty()) {
+                log_event(LogLevel::kWarn, "config_reload_needs_restart",
+                          {{"changed", join(r.need_restart)}, {"fix", "restart turn-relay to apply these; the running values stay"}});
+            }
+            out["need_restart"] = r.need_restart;
+        }
+        if (!running.listen_tls.empty()) {
+            std::string e;
+            if (tls.load(running.tls_certificate, running.tls_private_key, e)) {
+                log_event("tls_reloaded", {{"certificate", tls.describe()}});
+                out["tls_certificate"] = tls.describe();
+            } else {
+                log_event(LogLevel::kError, "tls_reload_failed", {{"error", e}, {"kept", tls.describe()}});
+                out["tls_error"] = e;
+            }
+        }
+        return out;
+    };
+
+    // The admin interface (tools/ctl's turn-ctl): status, allocations,
+    // close, and the same reload and drain as SIGHUP and SIGTERM (its drain
+    // raises SIGTERM, with the deadline it was given).
+    std::atomic<int64_t> drain_deadline_override{-1};
+    std::vector<EventLoop*> loop_ptrs;
+    for (auto& l : loops) {
+        loop_ptrs.push_back(l.get());
+    }
+    AdminServer admin(*shared, loop_ptrs,
+                      {reload, [&](std::optional<uint32_t> deadline_s) {
+                           drain_deadline_override.store(deadline_s ? int64_t{*deadline_s} : -1);
+                           ::kill(::getpid(), SIGTERM);
+                       }});
+    if (!config.admin_socket.empty()) {
+        if (auto e = admin.start(config.admin_socket); !e.empty()) {
+            log_event("startup_failed", {{"error", e}});
+            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+            for (auto& l : loops) {
+                l->stop();
+            }
+            return kExitRuntime;
+        }
+    }
     std::string relays;
     for (const auto& r : config.relay_ips) {
         relays += (relays.empty() ? "" : ",") + r.ip_string();
@@ -359,69 +445,33 @@ int main(int argc, char** argv) {
                           {"metrics", config.metrics_listen.empty() ? "off" : "http://" + config.metrics_listen + "/metrics"},
                           {"dataplane", config.dataplane_socket.empty() ? "off" : config.dataplane_socket},
                           {"state", config.state_dir.empty() ? "off" : config.state_dir},
-                          {"tls_certificate", config.listen_tls.empty() ? "off" : tls.describe()}});
+                          {"tls_certificate", config.listen_tls.empty() ? "off" : tls.describe()},
+                          {"admin", config.admin_socket.empty() ? "off" : config.admin_socket}});
 
-    // SIGHUP reads the configuration again (file + the same command-line
-    // overrides) and applies what can change under the running loops
-    // (core/config_reload.h): [auth] users and rest_secrets, [policy]
-    // allow_peers and deny_peers, and the [tls] files, re-read every time (a
-    // renewed certificate: new connections get it, established ones keep
-    // theirs; a file that does not load leaves the current one in place).
-    Config running = config;
-    const auto reload = [&] {
-        auto reloaded = load_config(cli);
-        if (auto* bad = std::get_if<ConfigError>(&reloaded)) {
-            log_event(LogLevel::kError, "config_reload_failed", {{"error", bad->message}, {"kept", "everything"}});
-        } else {
-            const ReloadOutcome r = apply_reload(*shared, running, std::get<Config>(reloaded));
-            const auto join = [](const std::vector<std::string>& v) {
-                std::string s;
-                for (const auto& k : v) {
-                    s += (s.empty() ? "" : ", ") + k;
-                }
-                return s.empty() ? std::string("none") : s;
-            };
-            if (!r.error.empty()) {
-                log_event(LogLevel::kError, "config_reload_failed", {{"error", r.error}, {"kept", "everything"}});
-            } else {
-                log_event("config_reloaded", {{"applied", join(r.applied)}});
-            }
-            if (!r.need_restart.empty()) {
-                log_event(LogLevel::kWarn, "config_reload_needs_restart",
-                          {{"changed", join(r.need_restart)}, {"fix", "restart turn-relay to apply these; the running values stay"}});
-            }
-        }
-        if (running.listen_tls.empty()) {
-            return;
-        }
-        std::string e;
-        if (tls.load(running.tls_certificate, running.tls_private_key, e)) {
-            log_event("tls_reloaded", {{"certificate", tls.describe()}});
-        } else {
-            log_event(LogLevel::kError, "tls_reload_failed", {{"error", e}, {"kept", tls.describe()}});
-        }
-    };
     int sig = 0;
     while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
-        reload();
+        (void)reload();
     }
     // Drain: redirect ([redirect]) or refuse (403) new allocations, keep relaying for the existing ones
     // until they end or the deadline passes; a second signal ends at once.
     shared->draining.store(true);
+    const int64_t override_s = drain_deadline_override.load();
+    const uint32_t drain_s = override_s >= 0 ? static_cast<uint32_t>(override_s) : config.drain_deadline_s;
     log_event("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
                            {"allocations", std::to_string(shared->allocations.load())},
-                           {"deadline_s", std::to_string(config.drain_deadline_s)}});
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config.drain_deadline_s);
+                           {"deadline_s", std::to_string(drain_s)}});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(drain_s);
     const timespec poll{0, 100'000'000};
     while (shared->allocations.load() > 0 && std::chrono::steady_clock::now() < deadline) {
         const int got = sigtimedwait(&sigs, nullptr, &poll);
         if (got == SIGHUP) {
-            reload();
+            (void)reload();
         } else if (got > 0) {
             break;
         }
     }
     const auto left = shared->allocations.load();
+    admin.stop();     // it posts to the loops
     exporter.stop();  // it reads the loops' counters
     for (auto& l : loops) {
         l->stop();

@@ -233,6 +233,7 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
     log(why == EndReason::kDeleted ? "allocation_deleted"
         : why == EndReason::kExpired ? "allocation_expired"
         : why == EndReason::kConnectionClosed ? "allocation_connection_closed"
+        : why == EndReason::kOperator       ? "allocation_closed_by_operator"
                                               : "allocation_closed",
         a);
     OffloadHook& hook = offload_for(a);

@@ -63,7 +63,7 @@ public:
     void remove_family(Allocation& a, Family f);
     // kConnectionClosed: the client's TCP/TLS connection, and with it the
     // 5-tuple, is gone.
-    enum class EndReason : uint8_t { kDeleted, kExpired, kShutdown, kConnectionClosed };
+    enum class EndReason : uint8_t { kDeleted, kExpired, kShutdown, kConnectionClosed, kOperator };
     void remove(Allocation& a, EndReason why);
 
     // Installs or refreshes a permission for the peer's IP (300 s).
@@ -88,11 +88,12 @@ public:
     // Returns "" or why it was not restored (nothing is taken then).
     std::string restore(const SavedAllocation& s);
     static OffloadAllocation offload_view(const Allocation& a, uint64_t bandwidth_bps);
+    // `a` as it would be saved now (expiry times in wall-clock Unix ms); also
+    // what the admin interface lists (io/admin_server.h).
+    SavedAllocation saved_view(const Allocation& a) const;
 
 private:
     Allocation& insert(std::unique_ptr<Allocation> a);
-    // `a` as it would be saved now (expiry times in wall-clock Unix ms).
-    SavedAllocation saved_view(const Allocation& a) const;
     void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
     void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);
     // The offload hook for `a`: only UDP clients' allocations go to the

@@ -160,6 +160,7 @@ void apply_toml(const toml::table& root, Config& c) {
         {"log", {"level", "format"}},
         {"drain", {"deadline_s"}},
         {"redirect", {"servers", "tls_servers", "tls_domain", "when"}},
+        {"admin", {"socket"}},
     };
     for (const auto& [k, v] : root) {
         const std::string section(k.str());
@@ -265,6 +266,7 @@ void apply_toml(const toml::table& root, Config& c) {
         }
     }
     get_string(root, "redirect", "tls_domain", c.redirect_tls_domain);
+    get_string(root, "admin", "socket", c.admin_socket);
     if (const toml::node* n = find(root, "redirect", "when")) {
         if (!n->is_string()) {
             fail("[redirect].when", "must be \"draining\" or \"always\"");
@@ -307,6 +309,9 @@ void apply_cli(const CliOverrides& cli, Config& c) {
                 to->push_back(parse_redirect_server(flag, s));
             }
         }
+    }
+    if (cli.admin_socket) {
+        c.admin_socket = *cli.admin_socket;
     }
     if (cli.redirect_when) {
         c.redirect_when = parse_redirect_when("--redirect-when", *cli.redirect_when);
@@ -532,6 +537,12 @@ void validate(Config& c, bool have_file) {
     // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
     if (c.dataplane_socket.size() > 107) {
         fail("[dataplane].socket", "path longer than 107 bytes (unix socket limit); use a shorter path");
+    }
+    if (c.admin_socket.size() > 107) {
+        fail("[admin].socket", "path longer than 107 bytes (unix socket limit); use a shorter path");
+    }
+    if (!c.admin_socket.empty() && c.admin_socket == c.dataplane_socket) {
+        fail("[admin].socket", "is the same path as [dataplane].socket; give each its own");
     }
 }
 

@@ -72,6 +72,8 @@ struct Config {
     std::string log_format = "text";
     // [drain]
     uint32_t drain_deadline_s = 30;
+    // [admin]: unix socket of the admin interface (tools/ctl turn-ctl), "" = off
+    std::string admin_socket;
     // [redirect]: Allocate answered with 300 Try Alternate + ALTERNATE-SERVER
     // (RFC 8489 section 10, RFC 8656 section 7.2) naming another relay of the
     // client's address family, round robin; no entry of the family: served here.
@@ -109,6 +111,7 @@ struct CliOverrides {
     std::vector<std::string> redirect_servers;
     std::vector<std::string> redirect_tls_servers;
     std::optional<std::string> redirect_when;
+    std::optional<std::string> admin_socket;
 };
 
 struct ConfigError {

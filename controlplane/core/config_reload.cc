@@ -44,6 +44,7 @@ const std::vector<Fixed>& fixed_keys() {
         fixed("[state]", [](const Config& c) { return std::tie(c.state_dir, c.state_save_interval_ms); }),
         fixed("[log]", [](const Config& c) { return std::tie(c.log_level, c.log_format); }),
         fixed("[drain]", [](const Config& c) { return std::tie(c.drain_deadline_s); }),
+        fixed("[admin]", [](const Config& c) { return std::tie(c.admin_socket); }),
         fixed("[redirect]", [](const Config& c) {
             return std::tie(c.redirect_servers, c.redirect_tls_servers, c.redirect_tls_domain, c.redirect_when);
         }),

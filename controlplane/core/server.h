@@ -66,6 +66,7 @@ public:
     void tick();
 
     AllocationManager& allocations() { return allocations_; }
+    uint64_t now_ms() const { return clock_.now_ms(); }
     // Which of `count` event loops this server is (RFC 6062 CONNECTION-IDs
     // name their loop, so a ConnectionBind on another loop can be sent there).
     void set_loop(unsigned index, unsigned count) {

@@ -97,6 +97,12 @@ void EventLoop::save_state(uint64_t now_ms, bool final) {
     }
 }
 
+void EventLoop::post(std::function<void(Server&)> task) {
+    std::lock_guard<std::mutex> lock(tasks_m_);
+    tasks_.push_back(std::move(task));
+    has_tasks_.store(true, std::memory_order_release);
+}
+
 void EventLoop::start() {
     thread_ = std::thread([this] { run(); });
 }
@@ -119,6 +125,17 @@ void EventLoop::run() {
         // 100 ms = the wheel's tick; with traffic the loop runs far more often.
         io_.poll_once(100, &idle_us);
         server_.tick();
+        if (has_tasks_.load(std::memory_order_acquire)) {
+            std::vector<std::function<void(Server&)>> tasks;
+            {
+                std::lock_guard<std::mutex> lock(tasks_m_);
+                tasks.swap(tasks_);
+                has_tasks_.store(false, std::memory_order_relaxed);
+            }
+            for (auto& t : tasks) {
+                t(server_);
+            }
+        }
         const uint64_t now = clock_.now_ms();
         io_.tick(now);
         io_.flush();

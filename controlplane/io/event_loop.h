@@ -5,7 +5,10 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <vector>
 #include <string>
 #include <thread>
 
@@ -44,6 +47,11 @@ public:
 
     Stats& stats() { return stats_; }
     unsigned index() const { return index_; }
+    // Runs `task` on the loop's own thread at its next iteration (within the
+    // 100 ms poll timeout): how other threads (io/admin_server.h) read or
+    // change what the loop owns. Tasks still queued when the loop stops are
+    // dropped, so a caller waits with a timeout.
+    void post(std::function<void(Server&)> task);
 
 private:
     void run();
@@ -60,6 +68,9 @@ private:
     uint64_t last_save_ms_ = 0;
     std::atomic<bool> stop_{false};
     std::thread thread_;
+    std::mutex tasks_m_;
+    std::vector<std::function<void(Server&)>> tasks_;
+    std::atomic<bool> has_tasks_{false};
 };
 
 }  // namespace turn::cp

@@ -164,6 +164,26 @@ TEST(Config, RedirectFromFileAndCli) {
     EXPECT_EQ(std::get<Config>(r).redirect_when, Config::RedirectWhen::kDraining);
 }
 
+TEST(Config, AdminSocket) {
+    const std::string base = "[server]\nlisten=[\"127.0.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n";
+    auto r = load_config_text(base, {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).admin_socket, "");  // off unless configured
+    r = load_config_text(base + "[admin]\nsocket = \"/run/turn-relay/admin.sock\"\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).admin_socket, "/run/turn-relay/admin.sock");
+    CliOverrides cli;
+    cli.admin_socket = "/tmp/a.sock";
+    r = load_config_text(base + "[admin]\nsocket = \"/run/x.sock\"\n", cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_EQ(std::get<Config>(r).admin_socket, "/tmp/a.sock");
+    EXPECT_NE(error_of(base + "[admin]\nsocket = \"/" + std::string(200, 'x') + "\"\n").find("[admin].socket"),
+              std::string::npos);
+    EXPECT_NE(error_of(base + "[admin]\nsocket = \"/run/s\"\n[dataplane]\nsocket = \"/run/s\"\n").find("[admin].socket"),
+              std::string::npos);
+    EXPECT_NE(error_of(base + "[admin]\nport = 1\n").find("[admin].port"), std::string::npos);
+}
+
 TEST(Config, RedirectErrorsSayWhatToFix) {
     const std::string base = "[server]\nlisten=[\"198.18.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n";
     auto err = [&](const std::string& redirect) { return error_of(base + "[redirect]\n" + redirect); };

@@ -1,0 +1,318 @@
+#include "io/admin_server.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <mutex>
+
+#include "core/allocation.h"
+#include "core/server.h"
+
+namespace turn::cp {
+
+namespace {
+
+constexpr size_t kMaxRequest = 64 * 1024;
+constexpr int kRequestTimeoutMs = 2000;
+constexpr auto kLoopWait = std::chrono::seconds(1);
+
+uint64_t unix_s() { return static_cast<uint64_t>(::time(nullptr)); }
+
+nlohmann::json error(const std::string& what) { return {{"ok", false}, {"error", what}}; }
+
+// What every loop hands back for one request, and when all of them have.
+struct Gather {
+    std::mutex m;
+    std::condition_variable cv;
+    size_t done = 0;
+    nlohmann::json items = nlohmann::json::array();
+};
+
+// Runs `fn` on every loop and waits (a second at most) for their answers;
+// false if some loop did not answer in time (stopping, or stuck).
+bool on_every_loop(const std::vector<EventLoop*>& loops,
+                   const std::function<void(Server&, unsigned, nlohmann::json&)>& fn, nlohmann::json& items) {
+    auto g = std::make_shared<Gather>();
+    for (EventLoop* l : loops) {
+        const unsigned index = l->index();
+        l->post([g, fn, index](Server& s) {
+            nlohmann::json part = nlohmann::json::array();
+            fn(s, index, part);
+            std::lock_guard<std::mutex> lock(g->m);
+            for (auto& x : part) {
+                g->items.push_back(std::move(x));
+            }
+            g->done++;
+            g->cv.notify_all();
+        });
+    }
+    std::unique_lock<std::mutex> lock(g->m);
+    const bool all = g->cv.wait_for(lock, kLoopWait, [&] { return g->done == loops.size(); });
+    items = g->items;
+    return all;
+}
+
+}  // namespace
+
+AdminServer::AdminServer(Shared& shared, std::vector<EventLoop*> loops, Hooks hooks)
+    : shared_(shared), loops_(std::move(loops)), hooks_(std::move(hooks)), started_unix_s_(unix_s()) {}
+
+AdminServer::~AdminServer() { stop(); }
+
+std::string AdminServer::start(const std::string& path) {
+    sockaddr_un sa{};
+    if (path.empty() || path.size() >= sizeof sa.sun_path) {
+        return "[admin].socket: \"" + path + "\" must be a path of 1.." + std::to_string(sizeof sa.sun_path - 1) + " bytes";
+    }
+    if (const auto slash = path.rfind('/'); slash != std::string::npos && slash != 0) {
+        ::mkdir(path.substr(0, slash).c_str(), 0755);  // e.g. /run/turn-relay; fine if it exists
+    }
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, path.data(), path.size());
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            return "[admin].socket: " + path + " exists and is not a socket; remove it or choose another path";
+        }
+        // A socket something still answers on belongs to a running process
+        // (another turn-relay?); one nobody answers on is a previous one's.
+        const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+        if (probe >= 0) {
+            ::close(probe);
+        }
+        if (live) {
+            return "[admin].socket: another process answers on " + path +
+                   " (a second turn-relay?); stop it or give this one another path";
+        }
+        ::unlink(path.c_str());
+    }
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const mode_t old = ::umask(0177);  // created 0600: only its owner may drain or close allocations
+    const bool bound = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+    ::umask(old);
+    if (!bound || ::listen(fd_, 16) != 0) {
+        const std::string e = std::strerror(errno);
+        if (fd_ >= 0) {
+            ::close(fd_);
+            fd_ = -1;
+        }
+        return "[admin].socket: cannot listen on " + path + ": " + e;
+    }
+    path_ = path;
+    thread_ = std::thread([this] { run(); });
+    return {};
+}
+
+void AdminServer::stop() {
+    stop_.store(true);
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+    if (fd_ >= 0) {
+        ::close(fd_);
+        fd_ = -1;
+        ::unlink(path_.c_str());
+    }
+}
+
+void AdminServer::run() {
+    while (!stop_.load()) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 200) <= 0) {
+            continue;
+        }
+        const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) {
+            continue;
+        }
+        // The request: one line, bounded in size and time.
+        std::string line;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRequestTimeoutMs);
+        char buf[4096];
+        bool complete = false;
+        while (!complete && line.size() < kMaxRequest) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            pollfd q{c, POLLIN, 0};
+            if (left.count() <= 0 || ::poll(&q, 1, static_cast<int>(left.count())) <= 0) {
+                break;
+            }
+            const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+            if (n <= 0) {
+                complete = n == 0 && !line.empty();  // EOF ends a request without a newline
+                break;
+            }
+            line.append(buf, static_cast<size_t>(n));
+            complete = line.find('\n') != std::string::npos;
+        }
+        const std::string answer =
+            complete ? handle(line.substr(0, line.find('\n')))
+                     : error(line.size() >= kMaxRequest ? "request longer than 64 KiB" : "no complete request within 2 s")
+                               .dump();
+        const std::string out = answer + "\n";
+        size_t off = 0;
+        while (off < out.size()) {
+            const ssize_t n = ::send(c, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+            if (n <= 0) {
+                break;
+            }
+            off += static_cast<size_t>(n);
+        }
+        ::close(c);
+    }
+}
+
+std::string AdminServer::handle(std::string_view line) {
+    const nlohmann::json req = nlohmann::json::parse(line, nullptr, false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("command") || !req["command"].is_string()) {
+        return error("not a JSON object with a \"command\" string").dump();
+    }
+    const std::string cmd = req["command"];
+    if (cmd == "status") {
+        return status().dump();
+    }
+    if (cmd == "allocations") {
+        std::optional<std::string> user;
+        if (req.contains("user")) {
+            if (!req["user"].is_string()) {
+                return error("\"user\" must be a string").dump();
+            }
+            user = req["user"].get<std::string>();
+        }
+        return allocations(user).dump();
+    }
+    if (cmd == "close") {
+        if (!req.contains("id") || !req["id"].is_number_unsigned()) {
+            return error("\"close\" needs \"id\": an allocation id (see \"allocations\")").dump();
+        }
+        return close(req["id"].get<uint64_t>()).dump();
+    }
+    if (cmd == "drain") {
+        std::optional<uint32_t> deadline;
+        if (req.contains("deadline_s")) {
+            if (!req["deadline_s"].is_number_unsigned() || req["deadline_s"].get<uint64_t>() > 86400) {
+                return error("\"deadline_s\" must be 0..86400").dump();
+            }
+            deadline = req["deadline_s"].get<uint32_t>();
+        }
+        if (shared_.draining.load()) {
+            return error("already draining").dump();
+        }
+        hooks_.drain(deadline);
+        return nlohmann::json{{"ok", true}, {"draining", true}, {"allocations", shared_.allocations.load()}}.dump();
+    }
+    if (cmd == "reload") {
+        nlohmann::json r = hooks_.reload();
+        return r.dump();
+    }
+    return error("unknown command \"" + cmd + "\"; one of status, allocations, close, drain, reload").dump();
+}
+
+nlohmann::json AdminServer::status() {
+    const Config& c = shared_.config;
+    auto addrs = [](const std::vector<Address>& v) {
+        nlohmann::json a = nlohmann::json::array();
+        for (const auto& x : v) {
+            a.push_back(x.to_string());
+        }
+        return a;
+    };
+    auto ips = [](const std::vector<Address>& v) {
+        nlohmann::json a = nlohmann::json::array();
+        for (const auto& x : v) {
+            a.push_back(x.ip_string());
+        }
+        return a;
+    };
+    nlohmann::json busy = nlohmann::json::array();
+    for (EventLoop* l : loops_) {
+        busy.push_back(static_cast<double>(l->stats().busy_ppm.load()) / 1e6);
+    }
+    return {{"ok", true},
+            {"pid", ::getpid()},
+            {"uptime_s", unix_s() - started_unix_s_},
+            {"realm", c.realm},
+            {"listen", addrs(c.listen)},
+            {"listen_tcp", addrs(c.listen_tcp)},
+            {"listen_tls", addrs(c.listen_tls)},
+            {"relay_ips", ips(c.relay_ips)},
+            {"loops", loops_.size()},
+            {"loop_busy", busy},
+            {"draining", shared_.draining.load()},
+            {"allocations",
+             {{"total", shared_.allocations.load()},
+              {"ipv4", shared_.allocations_v4.load()},
+              {"ipv6", shared_.allocations_v6.load()}}},
+            {"connections", shared_.connections.load()}};
+}
+
+nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) {
+    nlohmann::json items;
+    const bool complete = on_every_loop(loops_, [user](Server& s, unsigned loop, nlohmann::json& out) {
+        const uint64_t now_ms = s.now_ms();
+        const uint64_t now_unix_ms = static_cast<uint64_t>(::time(nullptr)) * 1000;
+        auto left_s = [now_unix_ms](uint64_t unix_ms) { return unix_ms > now_unix_ms ? (unix_ms - now_unix_ms) / 1000 : 0; };
+        s.allocations().for_each([&](const Allocation& a) {
+            if (user && a.username != *user) {
+                return;
+            }
+            const SavedAllocation v = s.allocations().saved_view(a);
+            nlohmann::json relayed = nlohmann::json::array();
+            for (const auto& r : a.relays) {
+                if (r.active()) {
+                    relayed.push_back(r.addr.to_string());
+                }
+            }
+            nlohmann::json perms = nlohmann::json::array();
+            for (const auto& p : v.permissions) {
+                perms.push_back({{"peer", p.peer.ip_string()}, {"expires_in_s", left_s(p.expires_unix_ms)}});
+            }
+            nlohmann::json chans = nlohmann::json::array();
+            for (const auto& ch : v.channels) {
+                chans.push_back({{"number", ch.number}, {"peer", ch.peer.to_string()}, {"expires_in_s", left_s(ch.expires_unix_ms)}});
+            }
+            out.push_back({{"id", a.id},
+                           {"loop", loop},
+                           {"transport", std::string(transport_name(a.five_tuple.transport))},
+                           {"client", a.five_tuple.client.to_string()},
+                           {"server", a.five_tuple.server.to_string()},
+                           {"user", a.username},
+                           {"relayed", relayed},
+                           {"tcp_allocation", a.tcp},
+                           {"age_s", now_ms > a.created_ms ? (now_ms - a.created_ms) / 1000 : 0},
+                           {"expires_in_s", left_s(v.expires_unix_ms)},
+                           // Relayed by the control plane (socket mode); the
+                           // dataplane's fast path counts its own (/metrics).
+                           {"packets_client_to_peer", a.packets_out},
+                           {"packets_peer_to_client", a.packets_in},
+                           {"permissions", perms},
+                           {"channels", chans}});
+        });
+    }, items);
+    return {{"ok", true}, {"complete", complete}, {"allocations", items}};
+}
+
+nlohmann::json AdminServer::close(uint64_t id) {
+    nlohmann::json items;
+    const bool complete = on_every_loop(loops_, [id](Server& s, unsigned, nlohmann::json& out) {
+        if (Allocation* a = s.allocations().find_by_id(id)) {
+            out.push_back(a->five_tuple.client.to_string());
+            s.allocations().remove(*a, AllocationManager::EndReason::kOperator);
+        }
+    }, items);
+    if (items.empty()) {
+        return error(complete ? "no allocation " + std::to_string(id) : "no loop that answered has allocation " + std::to_string(id));
+    }
+    return {{"ok", true}, {"closed", id}, {"client", items[0]}};
+}
+
+}  // namespace turn::cp

@@ -1,0 +1,198 @@
+// turn-ctl: inspect and steer a running turn-relay through its admin socket
+// ([admin].socket, controlplane/io/admin_server.h; tools/README.md).
+//
+//   turn-ctl [--socket PATH] [--json] status
+//   turn-ctl [--socket PATH] [--json] allocations [--user U]
+//   turn-ctl [--socket PATH] close ID
+//   turn-ctl [--socket PATH] drain [--deadline S]
+//   turn-ctl [--socket PATH] reload
+//
+// Exit 0 when the relay did what was asked, 1 when it answered with an error,
+// 2 on a usage error, 3 when the relay cannot be reached.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+constexpr int kTimeoutMs = 5000;
+
+// One request, one answer line; nullopt with `err` set if the relay cannot be reached.
+std::optional<nlohmann::json> ask(const std::string& path, const nlohmann::json& req, std::string& err) {
+    sockaddr_un sa{};
+    if (path.size() >= sizeof sa.sun_path) {
+        err = "socket path too long: " + path;
+        return std::nullopt;
+    }
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, path.data(), path.size());
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        err = "cannot connect to " + path + ": " + std::strerror(errno) +
+              (errno == ENOENT ? " (is turn-relay running with [admin].socket set to this path?)"
+               : errno == EACCES ? " (the socket is its owner's only: run as that user or root)"
+                                 : "");
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        return std::nullopt;
+    }
+    const std::string line = req.dump() + "\n";
+    if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+        err = std::string("cannot send the request: ") + std::strerror(errno);
+        ::close(fd);
+        return std::nullopt;
+    }
+    std::string in;
+    char buf[65536];
+    for (;;) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, kTimeoutMs) <= 0) {
+            err = "no answer within 5 s";
+            break;
+        }
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) {
+            break;
+        }
+        in.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+        if (err.empty()) {
+            err = "the answer is not JSON: " + in.substr(0, 200);
+        }
+        return std::nullopt;
+    }
+    return j;
+}
+
+std::string list(const nlohmann::json& a) {
+    std::string s;
+    for (const auto& x : a) {
+        s += (s.empty() ? "" : " ") + (x.is_string() ? x.get<std::string>() : x.dump());
+    }
+    return s.empty() ? "-" : s;
+}
+
+void print_status(const nlohmann::json& j) {
+    std::printf("pid            %s\n", j["pid"].dump().c_str());
+    std::printf("uptime         %s s\n", j["uptime_s"].dump().c_str());
+    std::printf("realm          %s\n", j["realm"].get<std::string>().c_str());
+    std::printf("listen udp     %s\n", list(j["listen"]).c_str());
+    std::printf("listen tcp     %s\n", list(j["listen_tcp"]).c_str());
+    std::printf("listen tls     %s\n", list(j["listen_tls"]).c_str());
+    std::printf("relay ips      %s\n", list(j["relay_ips"]).c_str());
+    std::printf("loops          %s (busy %s)\n", j["loops"].dump().c_str(), list(j["loop_busy"]).c_str());
+    std::printf("allocations    %s (ipv4 %s, ipv6 %s)\n", j["allocations"]["total"].dump().c_str(),
+                j["allocations"]["ipv4"].dump().c_str(), j["allocations"]["ipv6"].dump().c_str());
+    std::printf("connections    %s\n", j["connections"].dump().c_str());
+    std::printf("draining       %s\n", j["draining"].get<bool>() ? "yes" : "no");
+}
+
+void print_allocations(const nlohmann::json& j) {
+    std::printf("%-8s %-4s %-4s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s\n", "ID", "LOOP", "PROTO", "CLIENT", "USER",
+                "RELAYED", "AGE_S", "LEFT_S", "PERMS", "CHANS", "PKTS_UP", "PKTS_DOWN");
+    for (const auto& a : j["allocations"]) {
+        std::printf("%-8s %-4s %-4s %-42s %-16s %-42s %7s %7s %5zu %5zu %10s %10s\n", a["id"].dump().c_str(),
+                    a["loop"].dump().c_str(),
+                    (a["transport"].get<std::string>() + (a["tcp_allocation"].get<bool>() ? "/T" : "")).c_str(),
+                    a["client"].get<std::string>().c_str(), a["user"].get<std::string>().c_str(),
+                    list(a["relayed"]).c_str(), a["age_s"].dump().c_str(), a["expires_in_s"].dump().c_str(),
+                    a["permissions"].size(), a["channels"].size(), a["packets_client_to_peer"].dump().c_str(),
+                    a["packets_peer_to_client"].dump().c_str());
+    }
+    std::printf("%zu allocation(s)%s\n", j["allocations"].size(),
+                j.value("complete", true) ? "" : " (some event loop did not answer in time: the list may be short)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"turn-ctl: inspect and steer a running turn-relay (its [admin].socket)"};
+    std::string socket_path = "/run/turn-relay/admin.sock";
+    bool json = false;
+    app.add_option("--socket,-s", socket_path, "the relay's admin socket ([admin].socket)");
+    app.add_flag("--json", json, "print the relay's JSON answer as it is");
+    app.require_subcommand(1);
+    auto* status = app.add_subcommand("status", "process, loops, allocations, connections, draining");
+    auto* allocs = app.add_subcommand("allocations", "every allocation: 5-tuple, user, relayed addresses, lifetimes");
+    std::string user;
+    allocs->add_option("--user,-u", user, "only this user's");
+    auto* close = app.add_subcommand("close", "end one allocation now (the client may allocate again)");
+    uint64_t id = 0;
+    close->add_option("id", id, "allocation id (from `allocations`)")->required();
+    auto* drain = app.add_subcommand("drain", "what SIGTERM does: redirect/refuse new allocations, exit when the rest end");
+    unsigned deadline = 0;
+    auto* deadline_opt = drain->add_option("--deadline", deadline, "seconds to wait for allocations to end ([drain].deadline_s)");
+    auto* reload = app.add_subcommand("reload", "what SIGHUP does: [auth], [policy] and the [tls] files again");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int rc = app.exit(e);
+        return rc == 0 ? 0 : kExitUsage;
+    }
+    nlohmann::json req;
+    if (status->parsed()) {
+        req = {{"command", "status"}};
+    } else if (allocs->parsed()) {
+        req = {{"command", "allocations"}};
+        if (!user.empty()) {
+            req["user"] = user;
+        }
+    } else if (close->parsed()) {
+        req = {{"command", "close"}, {"id", id}};
+    } else if (drain->parsed()) {
+        req = {{"command", "drain"}};
+        if (deadline_opt->count() > 0) {
+            req["deadline_s"] = deadline;
+        }
+    } else if (reload->parsed()) {
+        req = {{"command", "reload"}};
+    }
+    std::string err;
+    const auto answer = ask(socket_path, req, err);
+    if (!answer) {
+        std::fprintf(stderr, "turn-ctl: %s\n", err.c_str());
+        return kExitUnreachable;
+    }
+    const nlohmann::json& j = *answer;
+    const bool ok = j.value("ok", false);
+    if (json) {
+        std::cout << j.dump() << std::endl;
+    } else if (!ok) {
+        std::fprintf(stderr, "turn-ctl: %s\n", j.value("error", std::string("failed")).c_str());
+    } else if (status->parsed()) {
+        print_status(j);
+    } else if (allocs->parsed()) {
+        print_allocations(j);
+    } else if (close->parsed()) {
+        std::printf("closed allocation %s of %s\n", j["closed"].dump().c_str(), j["client"].get<std::string>().c_str());
+    } else if (drain->parsed()) {
+        std::printf("draining; %s allocation(s) left\n", j["allocations"].dump().c_str());
+    } else if (reload->parsed()) {
+        std::printf("applied: %s\n", list(j["applied"]).c_str());
+        if (!j["need_restart"].empty()) {
+            std::printf("need a restart (not applied): %s\n", list(j["need_restart"]).c_str());
+        }
+        if (j.contains("tls_certificate")) {
+            std::printf("TLS certificate: %s\n", j["tls_certificate"].get<std::string>().c_str());
+        }
+    }
+    return ok ? 0 : kExitFailed;
+}
