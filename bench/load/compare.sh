@@ -7,13 +7,38 @@
 #      offer the next target);
 #   2. latency: 5 s at half of that rate (p50/p99 round trip);
 #   3. setup: --setup-only with SETUP_N allocations (Allocate with the 401
-#      round trip, CreatePermission, ChannelBind), SETUP_THREADS in parallel.
+#      round trip, CreatePermission, ChannelBind), SETUP_THREADS in parallel;
+#   4. with COMMON_RATE set: 5 s at that same rate for every server (loss,
+#      p50/p99 and CPU per relayed packet at equal load).
 # Prints a Markdown table of medians (min-max) and writes every JSON and PNG
 # to OUT. Loopback only; every process it starts is stopped by PID.
 #
-# usage: bench/load/compare.sh [OUT]   (env: REPS RATES SETUP_N SETUP_THREADS
-#        ALLOCS THREADS SIZE MODE TURN_LOAD TURN_RELAY TURNSERVER)
+# --transport tcp|tls (default udp): turn-load talks TURN to both servers over
+# TCP or TLS (RFC 8656 3.1; one connection per allocation, peers stay UDP).
+# Both servers get a TCP (or TLS) listener; for TLS a self-signed certificate
+# (IP SAN 127.0.0.1) is made with the openssl command in a temporary
+# directory, and turn-load verifies the servers against it (--tls-ca).
+#
+# usage: bench/load/compare.sh [--transport udp|tcp|tls] [OUT]   (env: REPS RATES
+#        SETUP_N SETUP_THREADS ALLOCS THREADS SIZE MODE TRANSPORT COMMON_RATE TURN_LOAD
+#        TURN_RELAY TURNSERVER)
 set -eu
+
+TRANSPORT=${TRANSPORT:-udp}
+while [ $# -gt 0 ]; do
+    case $1 in
+        --transport) [ $# -ge 2 ] || { echo "compare.sh: --transport needs udp, tcp or tls" >&2; exit 2; }
+                     TRANSPORT=$2; shift 2 ;;
+        --transport=*) TRANSPORT=${1#--transport=}; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -*) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
+case $TRANSPORT in
+    udp|tcp|tls) ;;
+    *) echo "compare.sh: --transport must be udp, tcp or tls, not '$TRANSPORT'" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-/tmp/turn-load-compare.$(date -u +%Y%m%dT%H%M%SZ)}
@@ -26,6 +51,7 @@ ALLOCS=${ALLOCS:-8}
 THREADS=${THREADS:-1}
 SIZE=${SIZE:-172}
 MODE=${MODE:-channel}
+COMMON_RATE=${COMMON_RATE:-}
 TURN_LOAD=${TURN_LOAD:-$ROOT/build-load/bench/load/turn-load}
 TURN_RELAY=${TURN_RELAY:-$ROOT/build-load/controlplane/turn-relay}
 TURNSERVER=${TURNSERVER:-/usr/bin/turnserver}
@@ -36,43 +62,92 @@ for f in "$TURN_LOAD" "$TURNSERVER" "$PY"; do
 done
 mkdir -p "$OUT"
 pids=""
+tmp=""
 cleanup() {
     for p in $pids; do
         kill "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
+    [ -z "$tmp" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 
+# A port free for UDP and TCP on 127.0.0.1, and the next one too (coturn also
+# takes P+1 as its RFC 5780 alternate port); the servers take it next.
 free_port() {
-    "$PY" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    "$PY" -c '
+import socket
+for _ in range(100):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
+    try:
+        for port, kind in ((p, socket.SOCK_STREAM), (p + 1, socket.SOCK_DGRAM), (p + 1, socket.SOCK_STREAM)):
+            socket.socket(socket.AF_INET, kind).bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(p); break'
 }
+# wait_listen PORT [u|t]: UDP (default) or TCP listener.
 wait_listen() {
     i=0
-    while ! ss -Hlun "sport = :$1" | grep -q .; do
+    while ! ss -Hl"${2:-u}"n "sport = :$1" | grep -q .; do
         i=$((i + 1))
         [ $i -le 50 ] || { echo "compare.sh: nothing listens on $1" >&2; exit 1; }
         sleep 0.1
     done
 }
 
+TLS_ARGS=""
+COTURN_TLS="--no-tls"
+if [ "$TRANSPORT" = tls ]; then
+    tmp=$(mktemp -d /tmp/turn-load-compare-tls.XXXXXX)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=turnrelay.test -addext "subjectAltName=IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:TRUE" -keyout "$tmp/key.pem" -out "$tmp/cert.pem" \
+        > "$tmp/openssl.log" 2>&1 || { cat "$tmp/openssl.log" >&2; exit 1; }
+    cp "$tmp/cert.pem" "$OUT/cert.pem"   # public half, so the run can be checked later
+    TLS_ARGS="--tls-ca $tmp/cert.pem"
+fi
+
 # coturn: Debian defaults plus what loopback testing needs.
+# coturn listens on TCP on its UDP port by default; TLS on a port of its own
+# (and, like the UDP port, that port + 1: reserve two).
 COTURN_PORT=$(free_port)
+COTURN_TARGET=$COTURN_PORT
+if [ "$TRANSPORT" = tls ]; then
+    COTURN_TLS_PORT=$(free_port)
+    COTURN_TARGET=$COTURN_TLS_PORT
+    COTURN_TLS="--tls-listening-port=$COTURN_TLS_PORT --cert=$tmp/cert.pem --pkey=$tmp/key.pem"
+fi
 COTURN_CMD="$TURNSERVER -n --listening-ip=127.0.0.1 --listening-port=$COTURN_PORT --relay-ip=127.0.0.1 \
 --min-port=45000 --max-port=47999 --lt-cred-mech --user=demo:demo-password --realm=turnrelay.local \
---allow-loopback-peers --no-tls --no-dtls --no-cli --db=$OUT/coturn.db --log-file=stdout"
+--allow-loopback-peers $COTURN_TLS --no-dtls --no-cli --db=$OUT/coturn.db --log-file=stdout"
 # shellcheck disable=SC2086
 $COTURN_CMD > "$OUT/coturn.log" 2>&1 &
 pids="$pids $!"
 wait_listen "$COTURN_PORT"
-servers="coturn=127.0.0.1:$COTURN_PORT=$!"
+[ "$TRANSPORT" = udp ] || wait_listen "$COTURN_TARGET" t
+servers="coturn=127.0.0.1:$COTURN_TARGET=$!"
 
 if [ -x "$TURN_RELAY" ]; then
     RELAY_PORT=$(free_port)
-    # Quota and unauthenticated-rate limits lifted, as coturn has none by default.
+    RELAY_TARGET=$RELAY_PORT
+    STREAM_KEYS=""
+    TLS_SECTION=""
+    if [ "$TRANSPORT" = tcp ]; then
+        STREAM_KEYS="listen_tcp = [\"127.0.0.1:$RELAY_PORT\"]"
+    elif [ "$TRANSPORT" = tls ]; then
+        RELAY_TARGET=$(free_port)
+        STREAM_KEYS="listen_tls = [\"127.0.0.1:$RELAY_TARGET\"]"
+        TLS_SECTION="[tls]
+certificate = \"$tmp/cert.pem\"
+private_key = \"$tmp/key.pem\""
+    fi
+    # Quota and unauthenticated-rate limits lifted, as coturn has none by
+    # default (per-IP connections too: every TCP/TLS client is 127.0.0.1).
     cat > "$OUT/turn-relay.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$RELAY_PORT"]
+$STREAM_KEYS
 relay_ips = ["127.0.0.1"]
 relay_port_min = 48000
 relay_port_max = 50999
@@ -90,26 +165,35 @@ max_total = 100000
 allow_peers = ["127.0.0.0/8", "::1/128"]
 unauth_per_ip_per_s = 1000000
 
+[tcp]
+max_connections = 10000
+max_connections_per_ip = 10000
+
 [metrics]
 listen = ""
+
+$TLS_SECTION
 TOML
     "$TURN_RELAY" --config "$OUT/turn-relay.toml" > "$OUT/turn-relay.log" 2>&1 &
     pids="$pids $!"
     wait_listen "$RELAY_PORT"
-    servers="$servers turn-relay=127.0.0.1:$RELAY_PORT=$!"
+    [ "$TRANSPORT" = udp ] || wait_listen "$RELAY_TARGET" t
+    servers="$servers turn-relay=127.0.0.1:$RELAY_TARGET=$!"
 else
     echo "compare.sh: $TURN_RELAY not built; coturn only" >&2
 fi
 
-AUTH="--user demo --password demo-password"
+AUTH="--user demo --password demo-password --transport $TRANSPORT $TLS_ARGS"
 COMMON="--allocations $ALLOCS --threads $THREADS --mode $MODE --size $SIZE --quiet"
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "transport: $TRANSPORT (client <-> server; peers UDP)"
     echo "coturn: $COTURN_CMD"
     [ -x "$TURN_RELAY" ] && echo "turn-relay: $TURN_RELAY --config $OUT/turn-relay.toml"
     echo "sweep: turn-load --server S $AUTH $COMMON --sweep $RATES --duration $STEP_S --json F --plot F.png"
     echo "latency: turn-load --server S $AUTH $COMMON --rate R/2 --duration 5 --json F"
+    [ -z "$COMMON_RATE" ] || echo "equal load: turn-load --server S $AUTH $COMMON --rate $COMMON_RATE --duration 5 --json F"
     echo "setup: turn-load --server S $AUTH --allocations $SETUP_N --threads $SETUP_THREADS --setup-only --duration 60 --json F"
 } > "$OUT/commands.txt"
 cat "$OUT/commands.txt" >&2
@@ -138,6 +222,12 @@ print(int(best))' "$OUT/$name-sweep-$rep.json")
         # shellcheck disable=SC2086
         "$TURN_LOAD" --server "$addr" $AUTH $COMMON --rate "$half" --duration 5 --server-pid "$spid" \
             --json "$OUT/$name-half-$rep.json"
+        if [ -n "$COMMON_RATE" ]; then
+            echo "rep $rep: $name at $COMMON_RATE pps (equal load)" >&2
+            # shellcheck disable=SC2086
+            "$TURN_LOAD" --server "$addr" $AUTH $COMMON --rate "$COMMON_RATE" --duration 5 --server-pid "$spid" \
+                --json "$OUT/$name-common-$rep.json"
+        fi
         echo "rep $rep: $name setup" >&2
         # shellcheck disable=SC2086
         "$TURN_LOAD" --server "$addr" $AUTH --allocations "$SETUP_N" --threads "$SETUP_THREADS" --setup-only \
@@ -145,9 +235,10 @@ print(int(best))' "$OUT/$name-sweep-$rep.json")
     done
 done
 
-"$PY" - "$OUT" "$REPS" $servers <<'PYEOF' | tee "$OUT/summary.md"
+"$PY" - "$OUT" "$REPS" "$TRANSPORT" "${COMMON_RATE:-0}" $servers <<'PYEOF' | tee "$OUT/summary.md"
 import json, statistics, sys
-out, reps, servers = sys.argv[1], int(sys.argv[2]), [s.split("=")[0] for s in sys.argv[3:]]
+out, reps, transport, common = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+servers = [s.split("=")[0] for s in sys.argv[5:]]
 
 # Highest zero-loss rate: the highest rate actually offered (not the target:
 # a CPU-starved harness may fall short of it) before the first lossy step.
@@ -201,6 +292,15 @@ if "coturn" in rows and "turn-relay" in rows:
           f"setup {ratio(t['setup'], c['setup']):.2f}x, p99 at half load {ratio(t['p99'], c['p99']):.2f}x, "
           f"CPU per relayed packet {ratio(t['cpu'], c['cpu']):.2f}x "
           f"(each at its own half rate)")
+if common > 0:
+    print()
+    print(f"| relay | equal load {common:,.0f}/s: loss (%) | p50 (us) | p99 (us) | server CPU per relayed packet (ns) |")
+    print("|---|---|---|---|---|")
+    for name in servers:
+        c = [json.load(open(f"{out}/{name}-common-{rep}.json"))["traffic"] for rep in range(1, reps + 1)]
+        print(f"| {name} | {fmt([x['loss_ratio'] * 100 for x in c], digits=3)} | "
+              f"{fmt([x['latency_us']['p50'] for x in c], digits=1)} | {fmt([x['latency_us']['p99'] for x in c], digits=1)} | "
+              f"{fmt([x.get('server_cpu_ns_per_relayed_packet', float('nan')) for x in c])} |")
 print()
 print("first lossy sweep step (kernel UDP drops on turn-load's own sockets / on other sockets, i.e. the relay's):")
 for name in servers:
@@ -213,5 +313,6 @@ for name in servers:
                 break
         else:
             print(f"- {name} run {rep}: no loss up to the last step")
-print(f"\nmedian (min-max) of {reps} runs; one echo = two relayed packets; raw JSON and plots in {out}")
+print(f"\nmedian (min-max) of {reps} runs; one echo = two relayed packets; client <-> server over {transport}"
+      f"{'' if transport == 'udp' else ' (latency to turn-load reading the stream)'}; raw JSON and plots in {out}")
 PYEOF

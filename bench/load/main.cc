@@ -1,4 +1,4 @@
-// turn-load: load harness for any TURN server over UDP. See README.md.
+// turn-load: load harness for any TURN server over UDP, TCP or TLS. See README.md.
 //
 // Flow: parse flags -> start echo peers -> set up N allocations in parallel
 // (401 -> authenticated Allocate -> CreatePermission [-> ChannelBind]) ->
@@ -7,6 +7,8 @@
 // flags, and a watchdog ends the process if the whole run overshoots.
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <atomic>
 #include <chrono>
@@ -120,6 +122,13 @@ public:
         }).detach();
 
         std::string err;
+        if (o_.transport == Transport::kTls) {
+            tls_ = TlsClient::create({!o_.tls_no_verify, o_.tls_ca, o_.tls_name}, err);
+            if (!tls_) {
+                std::cerr << "turn-load: " << err << "\n";
+                return 1;
+            }
+        }
         if (!peers_.open(o_.peer, o_.peer_sockets, err, o_.peer_netns)) {
             std::cerr << "turn-load: " << err << "\n";
             return 1;
@@ -144,6 +153,10 @@ private:
     void fill_config() {
         auto& c = result_.config;
         c["server"] = o_.server.to_string();
+        c["transport"] = std::string(to_string(o_.transport));
+        if (o_.transport == Transport::kTls) {
+            c["tls_verify"] = o_.tls_no_verify ? "false" : "true";
+        }
         c["auth"] = o_.rest_secret.empty() ? "long-term" : "rest";
         c["allocations"] = std::to_string(o_.allocations);
         c["mode"] = o_.mode_text;
@@ -185,6 +198,8 @@ private:
         sc.peer = peers_.address(i % peers_.size());
         sc.channel = o_.mode == Mode::kChannel ? static_cast<uint16_t>(0x4000 + i % 0x1000) : 0;
         sc.errors = &errors_;
+        sc.transport = o_.transport;
+        sc.tls = tls_.get();
         return sc;
     }
 
@@ -219,14 +234,20 @@ private:
         std::atomic<uint64_t> ok{0};
         std::atomic<uint64_t> failed{0};
         std::string open_err;
+        uint64_t open_failed = 0;
         std::mutex mu;
         const uint64_t t0 = mono_ns();
         parallel([&](size_t t, TurnSession& ses) {
             std::string e;
             const uint64_t a = mono_ns();
+            if (a >= deadline) {
+                failed++;  // out of set-up time (e.g. connects that time out): do not start more
+                return;
+            }
             if (!ses.open(e)) {
                 std::lock_guard lock(mu);
                 open_err = e;
+                open_failed++;
                 failed++;
                 return;
             }
@@ -250,6 +271,13 @@ private:
                          static_cast<unsigned long>(s.ok), static_cast<unsigned long>(s.requested), s.elapsed_s,
                          s.rate_per_s, static_cast<double>(s.latency.percentile(50)) / 1e6,
                          static_cast<double>(s.latency.percentile(99)) / 1e6);
+        }
+        // Over TCP/TLS a connection that cannot be made (refused, handshake
+        // failure) is a set-up error of the run, not a figure: stop with it.
+        if (o_.transport != Transport::kUdp && open_failed > 0) {
+            err = std::to_string(open_failed) + " of " + std::to_string(s.requested) + " " +
+                  std::string(to_string(o_.transport)) + " connections could not be set up: " + open_err;
+            return false;
         }
         if (s.ok == 0) {
             err = "no allocation could be set up";
@@ -314,7 +342,9 @@ private:
         ph.rate_pps = rate / static_cast<double>(workers_.size());
         std::unordered_set<uint16_t> ports;
         for (const auto& s : sessions_) {
-            ports.insert(s->local_port());
+            if (s->stream() == nullptr) {
+                ports.insert(s->local_port());  // UDP drop counters: the client's UDP sockets only
+            }
         }
         for (size_t i = 0; i < peers_.size(); ++i) {
             ports.insert(peers_.address(i).port);
@@ -412,10 +442,23 @@ private:
             r.duplicates += c->duplicates.load();
             r.stale += c->stale.load();
             r.foreign += c->foreign.load();
+            r.stream_broken += c->stream_broken.load();
             r.rx_queue_us_mean += static_cast<double>(c->rx_queue_ns.load()) / 1e3;
             c->latency.snapshot_into(r.latency);
         }
         r.rx_queue_us_mean = r.received ? r.rx_queue_us_mean / static_cast<double>(r.received) : 0.0;
+        if (r.stream_broken != 0) {
+            // Reported even with -q: these connections carry nothing for the rest of the run.
+            std::string why;
+            for (const auto& [k, v] : errors_.snapshot()) {
+                if (k.rfind("stream_", 0) == 0 || k.rfind("tls_", 0) == 0) {
+                    why += " " + k + "=" + std::to_string(v);
+                }
+            }
+            std::fprintf(stderr, "turn-load: phase %u: %lu %s connection(s) broke (so far:%s)\n", id,
+                         static_cast<unsigned long>(r.stream_broken), std::string(to_string(o_.transport)).c_str(),
+                         why.c_str());
+        }
         const uint64_t offered = r.sent + r.send_failed;
         r.lost = offered - std::min(offered, r.received);
         r.loss_ratio = offered > 0 ? static_cast<double>(r.lost) / static_cast<double>(offered) : 0.0;
@@ -423,14 +466,19 @@ private:
         r.delivered_pps = static_cast<double>(r.received) / o_.duration_s;
         if (!o_.quiet) {
             const Percentiles p = Percentiles::of(r.latency);
+            char wait_note[96] = "(to turn-load's read: no kernel timestamp per message on a stream)";
+            if (o_.transport == Transport::kUdp) {
+                std::snprintf(wait_note, sizeof wait_note, "(+ %.1f us mean wait in turn-load's socket, not counted)",
+                              r.rx_queue_us_mean);
+            }
             std::fprintf(stderr,
                          "phase %u: target %.0f pps: offered %.0f, delivered %.0f echoes/s, lost %lu of %lu (%.3f%%), "
-                         "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us (+ %.1f us mean wait in turn-load's socket, "
-                         "not counted)\n",
+                         "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us %s\n",
                          id, rate, r.offered_pps, r.delivered_pps, static_cast<unsigned long>(r.lost),
                          static_cast<unsigned long>(offered), 100 * r.loss_ratio, p.p50_us, p.p90_us, p.p99_us,
-                         p.p999_us, p.max_us, r.rx_queue_us_mean);
-            if (r.lost != 0) {
+                         p.p999_us, p.max_us,
+                         wait_note);
+            if (r.lost != 0 && o_.transport == Transport::kUdp) {
                 std::fprintf(stderr, "kernel UDP drops: %lu on turn-load's sockets, %lu host-wide\n",
                              static_cast<unsigned long>(r.own_socket_drops), static_cast<unsigned long>(r.host_udp_drops));
             }
@@ -489,6 +537,7 @@ private:
 
     const Options& o_;
     uint64_t hard_deadline_ = 0;
+    std::unique_ptr<TlsClient> tls_;
     EchoPeers peers_;
     ErrorTally errors_;
     std::vector<std::unique_ptr<TurnSession>> sessions_;
@@ -500,6 +549,13 @@ private:
 }  // namespace turn::load
 
 int main(int argc, char** argv) {
+    // A server closing a TCP/TLS connection must be an error we count, not SIGPIPE.
+    std::signal(SIGPIPE, SIG_IGN);
+    // One descriptor per allocation over TCP/TLS (and UDP): lift the soft limit.
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     turn::load::Options o;
     int rc = 0;
     if (!turn::load::parse_options(argc, argv, o, rc)) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "net/address.h"
+#include "stream_conn.h"
 #include "traffic.h"
 
 namespace turn::load {
@@ -46,6 +47,11 @@ struct Options {
     std::vector<int> server_pids; // sample their CPU time from /proc per phase (summed: the server's CPU)
     std::vector<int> watch_pids;  // also sampled per phase, reported apart, not summed (e.g. one thread's TID)
     std::string peer_netns;     // create the echo peer sockets in this network namespace (name or path)
+    std::string transport_text = "udp";
+    Transport transport = Transport::kUdp;  // client <-> server; peers are always UDP
+    std::string tls_ca;         // verify the server's certificate against this PEM bundle
+    bool tls_no_verify = false; // accept any certificate (test servers with self-signed ones)
+    std::string tls_name;       // SNI and name checked in the certificate; default: --server's host
 };
 
 // Parses argv; on --help or a bad flag prints the message and returns the

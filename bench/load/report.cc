@@ -62,6 +62,7 @@ json phase_json(const PhaseResult& p) {
               {"duplicates", p.duplicates},
               {"stale", p.stale},
               {"foreign", p.foreign},
+              {"stream_broken", p.stream_broken},
               {"harness_rx_wait_us_mean", p.rx_queue_us_mean},
               {"latency_us", latency_json(Percentiles::of(p.latency))}};
     json secs = json::array();

@@ -33,9 +33,13 @@ TrafficThread::TrafficThread(uint16_t index, Mode mode, size_t payload_size, siz
       refresh_interval_ns_(refresh_interval_ns),
       next_refresh_ns_(first_refresh_ns) {
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    out_armed_.assign(sessions_.size(), 0);
+    dead_.assign(sessions_.size(), 0);
     for (size_t i = 0; i < sessions_.size(); ++i) {
         const int one = 1;
-        setsockopt(sessions_[i]->fd(), SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+        if (sessions_[i]->stream() == nullptr) {
+            setsockopt(sessions_[i]->fd(), SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+        }
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = i;
@@ -61,6 +65,9 @@ void TrafficThread::build_templates() {
             write_channel_data_header(t.data(), s->config().channel, static_cast<uint16_t>(payload_size_));
             off = kChannelDataHeader;
             len = kChannelDataHeader + payload_size_;
+            if (s->stream() != nullptr) {
+                len = (len + 3) & ~size_t{3};  // mandatory zero padding over streams (RFC 8656 12.5)
+            }
         } else {
             const std::array<uint8_t, 12> txid{};
             stun::MessageBuilder b({t.data(), t.size()}, stun::Method::kSend, stun::Class::kIndication, txid);
@@ -81,6 +88,10 @@ void TrafficThread::build_templates() {
 }
 
 void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c) {
+    if (sessions_[si]->stream() != nullptr) {
+        send_stream(si, n, now, ph, c);
+        return;
+    }
     mmsghdr msgs[64];
     iovec iov[64];
     n = std::min<size_t>(n, 64);
@@ -121,6 +132,107 @@ void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& p
     }
 }
 
+// Whole messages back to back in tx_, as many as the output queue takes; the
+// rest is refused like a datagram the socket buffer refuses (send_failed).
+void TrafficThread::send_stream(size_t si, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c) {
+    n = std::min<size_t>(n, 64);
+    StreamConn& conn = *sessions_[si]->stream();
+    const auto& tpl = templates_[si];
+    const size_t off = payload_offset_[si];
+    const size_t fit = dead_[si] ? 0 : std::min(n, conn.out_space() / tpl.size());
+    if (ph.rate_pps <= 0) {
+        n = fit;  // as fast as the relay takes it: a full queue is back-pressure, not loss
+    }
+    for (size_t i = 0; i < fit; ++i) {
+        uint8_t* f = tx_.data() + i * tpl.size();
+        std::memcpy(f, tpl.data(), tpl.size());
+        const uint64_t seq = next_seq_++;
+        if (patch_txid_[si]) {
+            std::memcpy(f + 12, &seq, sizeof seq);
+        }
+        uint8_t* p = f + off;
+        const uint32_t magic = kPayloadMagic;
+        std::memcpy(p, &magic, 4);
+        std::memcpy(p + 4, &index_, 2);
+        std::memcpy(p + 6, &ph.id, 2);
+        std::memcpy(p + 8, &seq, 8);
+        std::memcpy(p + 16, &now, 8);
+    }
+    size_t done = 0;
+    if (fit > 0) {
+        // write() queues all or nothing and flushes; on a broken connection
+        // the queued copy is simply never sent (counted lost, as it is).
+        if (conn.write({tx_.data(), fit * tpl.size()})) {
+            done = fit;
+        } else {
+            next_seq_ -= fit;  // never queued: these sequence numbers were not offered
+        }
+        update_stream_events(si, c);
+    }
+    const size_t sec = std::min<size_t>((now - ph.start_ns) / kNsPerSec, c.seconds - 1);
+    c.sent_by_sec[sec].store(c.sent_by_sec[sec].load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
+    c.sent.store(c.sent.load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
+    if (done < n) {
+        c.send_failed.store(c.send_failed.load(std::memory_order_relaxed) + (n - done), std::memory_order_relaxed);
+    }
+}
+
+void TrafficThread::update_stream_events(size_t si, ThreadCounters& c) {
+    TurnSession& s = *sessions_[si];
+    StreamConn& conn = *s.stream();
+    if (dead_[si]) {
+        return;
+    }
+    if (conn.broken()) {
+        dead_[si] = 1;
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, conn.fd(), nullptr);
+        s.count_stream_break();
+        c.stream_broken.store(c.stream_broken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return;
+    }
+    const uint8_t want = conn.want_write() ? 1 : 0;
+    if (want != out_armed_[si]) {
+        epoll_event ev{};
+        ev.events = want ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+        ev.data.u64 = si;
+        epoll_ctl(epfd_, EPOLL_CTL_MOD, conn.fd(), &ev);
+        out_armed_[si] = want;
+    }
+}
+
+// Reads what the connection has (bounded rounds, so one busy connection does
+// not starve the others; level-triggered epoll calls again) and hands every
+// whole message to on_datagram. Latency is measured to this read: there is no
+// per-message kernel timestamp on a byte stream (and none through TLS).
+void TrafficThread::drain_stream(size_t si, const Phase& ph, ThreadCounters& c) {
+    StreamConn& conn = *sessions_[si]->stream();
+    if (dead_[si]) {
+        return;
+    }
+    if (conn.want_write()) {
+        conn.flush();
+    }
+    for (int round = 0; round < 16 || conn.has_pending_input(); ++round) {
+        const IoStatus io = conn.read_once();
+        const uint64_t now = mono_ns();
+        std::span<const uint8_t> m;
+        StreamReadStatus st;
+        while ((st = conn.reader().next(m)) == StreamReadStatus::kMessage) {
+            on_datagram(si, m.data(), m.size(), now, now, ph, c);
+        }
+        if (st != StreamReadStatus::kNeedMore) {
+            conn.mark_broken(to_string(st));  // malformed frame: no next boundary to find
+        }
+        if (io != IoStatus::kOk || conn.broken()) {
+            break;
+        }
+        if (round > 64) {
+            break;  // bound even if OpenSSL keeps reporting buffered input
+        }
+    }
+    update_stream_events(si, c);
+}
+
 void TrafficThread::on_payload(const uint8_t* p, size_t len, uint64_t now, uint64_t rx, const Phase& ph,
                                ThreadCounters& c) {
     auto bump = [](std::atomic<uint64_t>& a) { a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); };
@@ -138,12 +250,18 @@ void TrafficThread::on_payload(const uint8_t* p, size_t len, uint64_t now, uint6
     std::memcpy(&phase, p + 6, 2);
     std::memcpy(&seq, p + 8, 8);
     std::memcpy(&ts, p + 16, 8);
-    if (magic != kPayloadMagic || thread != index_ || seq >= next_seq_ || ts > now) {
+    if (magic != kPayloadMagic || thread != index_ || ts > now) {
         bump(c.foreign);
         return;
     }
+    // Phase first: a late echo of the last phase has a sequence number this
+    // one has not reached yet (a backlog drained over TCP, typically).
     if (phase != ph.id || ts < ph.start_ns) {
         bump(c.stale);
+        return;
+    }
+    if (seq >= next_seq_) {
+        bump(c.foreign);
         return;
     }
     const size_t word = seq / 64;
@@ -190,6 +308,10 @@ void TrafficThread::on_datagram(size_t si, const uint8_t* d, size_t len, uint64_
 }
 
 void TrafficThread::drain(size_t si, const Phase& ph, ThreadCounters& c) {
+    if (sessions_[si]->stream() != nullptr) {
+        drain_stream(si, ph, c);
+        return;
+    }
     mmsghdr msgs[kRxBatch];
     iovec iov[kRxBatch];
     union Control {
@@ -255,12 +377,15 @@ void TrafficThread::run(const Phase& ph, ThreadCounters& c) {
             break;
         }
         const bool sending = now >= ph.start_ns && now < ph.send_end_ns;
+        bool stalled = false;  // unlimited over streams: every output queue full
         if (sending) {
             if (unlimited) {
+                const uint64_t before = c.sent.load(std::memory_order_relaxed);
                 for (size_t k = 0; k < sessions_.size(); ++k) {
                     send_batch(rr, batch_, now, ph, c);
                     rr = (rr + 1) % sessions_.size();
                 }
+                stalled = c.sent.load(std::memory_order_relaxed) == before;
             } else {
                 tokens = std::min(burst, tokens + static_cast<double>(now - last) * per_ns);
                 last = now;
@@ -279,6 +404,8 @@ void TrafficThread::run(const Phase& ph, ThreadCounters& c) {
         if (!sending) {
             const uint64_t until = now < ph.start_ns ? ph.start_ns : ph.end_ns;
             timeout_ns = std::min<uint64_t>(until - now, 10 * kNsPerMs);
+        } else if (stalled) {
+            timeout_ns = kNsPerMs;  // EPOLLOUT (armed on every full queue) ends it sooner
         } else if (!unlimited) {
             timeout_ns = static_cast<uint64_t>(std::max(0.0, (chunk - tokens) / per_ns));
             timeout_ns = std::min<uint64_t>(timeout_ns, std::min<uint64_t>(2 * kNsPerMs, ph.send_end_ns - now));
@@ -296,11 +423,18 @@ void TrafficThread::run(const Phase& ph, ThreadCounters& c) {
             if (cycle) {
                 next_refresh_ns_ = now + refresh_interval_ns_;
             }
-            for (TurnSession* s : sessions_) {
+            for (size_t i = 0; i < sessions_.size(); ++i) {
+                TurnSession* s = sessions_[i];
+                if (dead_[i]) {
+                    continue;
+                }
                 if (cycle && s->allocated()) {
                     s->start_refresh_cycle(now);
                 }
                 s->poll(now);
+                if (s->stream() != nullptr) {
+                    update_stream_events(i, c);
+                }
             }
         }
     }

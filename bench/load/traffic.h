@@ -3,7 +3,11 @@
 // token bucket (CLOCK_MONOTONIC), receives the echoes (ChannelData or Data
 // indications) with recvmmsg, and measures round-trip latency and loss from
 // the sequence number and timestamp carried in every payload. It also answers
-// for its sockets' control traffic (asynchronous refresh cycles).
+// for its sockets' control traffic (asynchronous refresh cycles). Over TCP and
+// TLS (RFC 8656 3.1) each allocation is a connection: a batch is written as
+// one run of whole messages (ChannelData padded to 4, section 12.5) into the
+// connection's bounded output queue, and the echoes are cut out of the byte
+// stream by the connection's StreamReader; the epoll loop is the same.
 //
 // Payload layout (native byte order: only this process reads it):
 //   u32 magic | u16 thread | u16 phase | u64 sequence | u64 send time (ns) | zeros
@@ -37,6 +41,7 @@ struct ThreadCounters {
     std::atomic<uint64_t> duplicates{0};
     std::atomic<uint64_t> stale{0};        // echoes from an earlier phase
     std::atomic<uint64_t> foreign{0};      // datagrams that are not ours
+    std::atomic<uint64_t> stream_broken{0}; // TCP/TLS connections lost in this phase (reset, EOF, bad frame)
     std::atomic<uint64_t> rx_queue_ns{0};  // sum over echoes of (read by us - kernel receive time)
     SharedHistogram latency;               // round trip, ns
     size_t seconds;
@@ -66,6 +71,10 @@ private:
     void build_templates();
     void send_batch(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
     void drain(size_t session, const Phase& ph, ThreadCounters& c);
+    void drain_stream(size_t session, const Phase& ph, ThreadCounters& c);
+    void send_stream(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
+    // Stream: EPOLLOUT only while output is queued; a broken connection leaves epoll.
+    void update_stream_events(size_t session, ThreadCounters& c);
     void on_datagram(size_t session, const uint8_t* data, size_t len, uint64_t now, uint64_t rx,
                      const Phase& ph, ThreadCounters& c);
     // `now`: when we read the datagram; `rx`: when the kernel received it
@@ -85,6 +94,8 @@ private:
     std::vector<std::vector<uint8_t>> templates_;  // per session, whole datagram
     std::vector<size_t> payload_offset_;           // per session
     std::vector<bool> patch_txid_;                 // per session: write the sequence into the transaction ID
+    std::vector<uint8_t> out_armed_;               // per session (stream): EPOLLOUT registered
+    std::vector<uint8_t> dead_;                    // per session (stream): connection broken, out of epoll
     uint64_t next_seq_ = 0;
     std::vector<uint64_t> seen_;                   // bitmap of echoed sequence numbers
     std::vector<uint8_t> tx_;                      // batch * frame

@@ -64,6 +64,20 @@ TurnSession::~TurnSession() {
 }
 
 bool TurnSession::open(std::string& err) {
+    if (cfg_.transport != Transport::kUdp) {
+        stream_ = std::make_unique<StreamConn>();
+        ConnectError why = ConnectError::kNone;
+        if (!stream_->connect(cfg_.server, cfg_.transport == Transport::kTls ? cfg_.tls : nullptr,
+                              mono_ns() + cfg_.connect_timeout_ns, err, why)) {
+            if (cfg_.errors != nullptr) {
+                cfg_.errors->add(std::string(to_string(why)));
+            }
+            break_counted_ = true;  // counted here, by its set-up reason
+            return false;
+        }
+        local_port_ = stream_->local_port();
+        return true;
+    }
     const int af = cfg_.server.is_v6() ? AF_INET6 : AF_INET;
     fd_ = socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd_ < 0) {
@@ -198,6 +212,91 @@ int TurnSession::handle_response(Request kind, const stun::MessageView& m, bool&
     return ec.code;
 }
 
+bool TurnSession::send_message(std::span<const uint8_t> m, uint64_t deadline_ns) {
+    if (stream_) {
+        // A full output queue (traffic still draining at teardown) is waited
+        // out until the deadline; the asynchronous path (deadline 0) does not wait.
+        while (!stream_->write(m)) {
+            if (stream_->broken() || !stream_->flush() || mono_ns() >= deadline_ns) {
+                count_stream_break();
+                return false;
+            }
+            if (stream_->out_space() < m.size()) {
+                stream_->wait(deadline_ns);
+                stream_->flush();
+            }
+        }
+        return true;
+    }
+    return send(fd_, m.data(), m.size(), MSG_DONTWAIT) >= 0 || errno == EAGAIN;
+}
+
+bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m, int& o) {
+    o = outcome::kOk;
+    if (!stream_) {
+        for (;;) {
+            const uint64_t t_now = mono_ns();
+            if (t_now >= wait_until) {
+                return false;
+            }
+            pollfd p{fd_, POLLIN, 0};
+            const int ms = static_cast<int>((wait_until - t_now + kNsPerMs - 1) / kNsPerMs);
+            if (::poll(&p, 1, ms) <= 0) {
+                continue;
+            }
+            const ssize_t got = recv(fd_, rx_.data(), rx_.size(), 0);
+            if (got < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    continue;
+                }
+                o = outcome::kSocket;
+                return false;
+            }
+            m = {rx_.data(), static_cast<size_t>(got)};
+            return true;
+        }
+    }
+    for (;;) {
+        const StreamReadStatus st = stream_->reader().next(m);
+        if (st == StreamReadStatus::kMessage) {
+            return true;
+        }
+        if (st != StreamReadStatus::kNeedMore) {
+            stream_->mark_broken(to_string(st));
+            count_stream_break();
+            o = outcome::kSocket;
+            return false;
+        }
+        const IoStatus io = stream_->read_once();
+        if (io == IoStatus::kOk) {
+            continue;
+        }
+        if (io != IoStatus::kAgain) {
+            count_stream_break();
+            o = outcome::kSocket;
+            return false;
+        }
+        if (stream_->want_write() && !stream_->flush()) {
+            count_stream_break();
+            o = outcome::kSocket;
+            return false;
+        }
+        if (mono_ns() >= wait_until) {
+            return false;
+        }
+        stream_->wait(wait_until);
+    }
+}
+
+void TurnSession::count_stream_break() {
+    if (stream_ && stream_->broken() && !break_counted_) {
+        break_counted_ = true;
+        if (cfg_.errors != nullptr) {
+            cfg_.errors->add(stream_->break_reason());
+        }
+    }
+}
+
 int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_ns) {
     std::array<uint8_t, 1024> tx{};
     // Initial request, then up to two credential retries (401 challenge, 438).
@@ -209,44 +308,43 @@ int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_n
             return outcome::kBadResponse;
         }
         uint64_t rto = cfg_.rto_ns;
+        // A stream is reliable: send once and wait as long as the
+        // retransmissions would have taken (RFC 8489 6.2.2: no retransmission
+        // over TCP; its 39.5 s timeout is longer than the harness wants).
+        const int tries = stream_ ? 1 : cfg_.max_tries;
+        if (stream_) {
+            rto = cfg_.rto_ns * ((uint64_t{1} << cfg_.max_tries) - 1);
+        }
         bool answered = false;
-        for (int t = 0; t < cfg_.max_tries && !answered; ++t) {
+        for (int t = 0; t < tries && !answered; ++t) {
             const uint64_t now = mono_ns();
             if (now >= deadline_ns) {
                 return outcome::kTimeout;
             }
-            if (send(fd_, tx.data(), n, 0) < 0 && errno != EAGAIN) {
+            if (!send_message({tx.data(), n}, deadline_ns)) {
                 return outcome::kSocket;
             }
             const uint64_t wait_until = std::min(deadline_ns, now + rto);
             rto *= 2;
             for (;;) {
-                const uint64_t t_now = mono_ns();
-                if (t_now >= wait_until) {
+                std::span<const uint8_t> got;
+                int o = outcome::kOk;
+                if (!next_message(wait_until, got, o)) {
+                    if (o != outcome::kOk) {
+                        return o;
+                    }
                     break;
                 }
-                pollfd p{fd_, POLLIN, 0};
-                const int ms = static_cast<int>((wait_until - t_now + kNsPerMs - 1) / kNsPerMs);
-                if (::poll(&p, 1, ms) <= 0) {
-                    continue;
-                }
-                const ssize_t got = recv(fd_, rx_.data(), rx_.size(), 0);
-                if (got < 0) {
-                    if (errno == EAGAIN || errno == EINTR) {
-                        continue;
-                    }
-                    return outcome::kSocket;
-                }
                 stun::MessageView m;
-                if (stun::parse({rx_.data(), static_cast<size_t>(got)}, m) != stun::ParseError::kOk ||
+                if (stun::parse(got, m) != stun::ParseError::kOk ||
                     !std::equal(txid.begin(), txid.end(), m.transaction_id().begin()) ||
                     m.method() != static_cast<uint16_t>(method_of(kind))) {
                     continue;  // stray traffic, an old retransmission's answer, or not ours
                 }
                 bool retry = false;
-                const int o = handle_response(kind, m, retry);
+                const int o2 = handle_response(kind, m, retry);
                 if (!retry) {
-                    return o;
+                    return o2;
                 }
                 answered = true;
                 break;
@@ -324,7 +422,13 @@ bool TurnSession::send_pending(Pending& p, uint64_t now_ns) {
     p.tries++;
     p.next_send_ns = now_ns + p.rto_ns;
     p.rto_ns *= 2;
-    return n != 0 && send(fd_, tx.data(), n, MSG_DONTWAIT) >= 0;
+    if (stream_) {
+        // Reliable: no retransmission (RFC 8489 6.2.2); poll() gives up
+        // after the time the retransmissions would have taken.
+        p.next_send_ns = now_ns + cfg_.rto_ns * ((uint64_t{1} << cfg_.max_tries) - 1);
+        p.tries = cfg_.max_tries;
+    }
+    return n != 0 && send_message({tx.data(), n});
 }
 
 bool TurnSession::on_control(std::span<const uint8_t> datagram, uint64_t now_ns) {

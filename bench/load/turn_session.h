@@ -1,5 +1,7 @@
 // One TURN allocation seen from the client side (RFC 8656): a UDP socket
-// connected to the server, the long-term credential dance (RFC 8489 9.2),
+// connected to the server, or its own TCP or TLS connection (RFC 8656 3.1,
+// messages framed by their length fields: StreamConn), the long-term
+// credential dance (RFC 8489 9.2),
 // and the requests the harness needs: Allocate, CreatePermission,
 // ChannelBind, Refresh. Requests are either synchronous (setup, churn,
 // teardown; bounded by a deadline, retransmitted per RFC 8489 6.2.1) or
@@ -9,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,6 +20,7 @@
 #include "credentials.h"
 #include "errors.h"
 #include "net/address.h"
+#include "stream_conn.h"
 #include "stun/message.h"
 
 namespace turn::load {
@@ -41,6 +45,9 @@ struct SessionConfig {
     ErrorTally* errors = nullptr;
     uint64_t rto_ns = 250'000'000;   // first retransmission timeout; doubles per try
     int max_tries = 5;
+    Transport transport = Transport::kUdp;
+    TlsClient* tls = nullptr;        // kTls: the shared client context
+    uint64_t connect_timeout_ns = 5'000'000'000;  // TCP connect + TLS handshake
 };
 
 enum class Request : uint8_t { kAllocate, kCreatePermission, kChannelBind, kRefresh };
@@ -52,9 +59,13 @@ public:
     TurnSession(const TurnSession&) = delete;
     TurnSession& operator=(const TurnSession&) = delete;
 
-    // Creates the socket and connects it to the server; false with `err` set.
+    // Creates the socket and connects it to the server (over TCP/TLS: the
+    // connection and the handshake, bounded by connect_timeout_ns); false
+    // with `err` set and the reason added to cfg.errors.
     bool open(std::string& err);
-    int fd() const { return fd_; }
+    int fd() const { return stream_ ? stream_->fd() : fd_; }
+    // The TCP/TLS connection, null over UDP.
+    StreamConn* stream() const { return stream_.get(); }
     uint16_t local_port() const { return local_port_; }
     const SessionConfig& config() const { return cfg_; }
 
@@ -81,6 +92,8 @@ public:
     // A STUN message that arrived on the socket while traffic flows. Returns
     // true if it answered one of the pending asynchronous requests.
     bool on_control(std::span<const uint8_t> datagram, uint64_t now_ns);
+    // Counts why a stream connection broke (once per connection).
+    void count_stream_break();
     // Retransmits pending asynchronous requests whose timeout expired.
     void poll(uint64_t now_ns);
     size_t pending() const { return pending_.size(); }
@@ -105,9 +118,17 @@ private:
     int handle_response(Request kind, const stun::MessageView& m, bool& retry);
     bool send_pending(Pending& p, uint64_t now_ns);
     void count(int o) const;
+    // Sends one message: a datagram, or queued on the stream and flushed
+    // (waiting for room in the queue until `deadline_ns`).
+    bool send_message(std::span<const uint8_t> m, uint64_t deadline_ns = 0);
+    // The next message from the server, waiting until `wait_until`. False on
+    // timeout (o = kOk) or when the socket/connection failed (o = kSocket).
+    bool next_message(uint64_t wait_until, std::span<const uint8_t>& m, int& o);
 
     SessionConfig cfg_;
     int fd_ = -1;
+    std::unique_ptr<StreamConn> stream_;
+    bool break_counted_ = false;
     uint16_t local_port_ = 0;
     std::string realm_;
     std::string nonce_;
