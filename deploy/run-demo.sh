@@ -10,7 +10,7 @@ DEPS_MINIMAL=1 ./deploy/install-deps.sh
 if [ ! -f build/build.ninja ]; then
     meson setup build
 fi
-ninja -C build controlplane/turn-relay
+ninja -C build controlplane/turn-relay tools/ctl/turn-ctl
 
 # TURN over TLS needs a certificate: a self-signed one for the loopback
 # addresses, made once (browsers will not trust it; coturn's tools and
@@ -34,6 +34,7 @@ turn-relay demo
   browser:     new RTCPeerConnection({iceServers: [{urls: 'turn:127.0.0.1:3478',
                  username: 'demo', credential: 'demo-password'}], iceTransportPolicy: 'relay'})
   metrics:     http://127.0.0.1:9641/metrics
+  inspect:     build/tools/ctl/turn-ctl status | allocations | reload   (another terminal)
   stop:        Ctrl-C (drains: no new allocations, existing ones served up to 30 s)
 
 BANNER

@@ -74,7 +74,7 @@ std::string AdminServer::start(const std::string& path) {
         return "[admin].socket: \"" + path + "\" must be a path of 1.." + std::to_string(sizeof sa.sun_path - 1) + " bytes";
     }
     if (const auto slash = path.rfind('/'); slash != std::string::npos && slash != 0) {
-        ::mkdir(path.substr(0, slash).c_str(), 0755);  // e.g. /run/turn-relay; fine if it exists
+        ::mkdir(path.substr(0, slash).c_str(), 0755);  // e.g. /run/turnrelay; fine if it exists
     }
     sa.sun_family = AF_UNIX;
     std::memcpy(sa.sun_path, path.data(), path.size());

@@ -169,9 +169,9 @@ TEST(Config, AdminSocket) {
     auto r = load_config_text(base, {});
     ASSERT_TRUE(std::holds_alternative<Config>(r));
     EXPECT_EQ(std::get<Config>(r).admin_socket, "");  // off unless configured
-    r = load_config_text(base + "[admin]\nsocket = \"/run/turn-relay/admin.sock\"\n", {});
+    r = load_config_text(base + "[admin]\nsocket = \"/run/turnrelay/admin.sock\"\n", {});
     ASSERT_TRUE(std::holds_alternative<Config>(r));
-    EXPECT_EQ(std::get<Config>(r).admin_socket, "/run/turn-relay/admin.sock");
+    EXPECT_EQ(std::get<Config>(r).admin_socket, "/run/turnrelay/admin.sock");
     CliOverrides cli;
     cli.admin_socket = "/tmp/a.sock";
     r = load_config_text(base + "[admin]\nsocket = \"/run/x.sock\"\n", cli);

@@ -125,7 +125,7 @@ void print_allocations(const nlohmann::json& j) {
 
 int main(int argc, char** argv) {
     CLI::App app{"turn-ctl: inspect and steer a running turn-relay (its [admin].socket)"};
-    std::string socket_path = "/run/turn-relay/admin.sock";
+    std::string socket_path = "/run/turnrelay/admin.sock";
     bool json = false;
     app.add_option("--socket,-s", socket_path, "the relay's admin socket ([admin].socket)");
     app.add_flag("--json", json, "print the relay's JSON answer as it is");

@@ -1,0 +1,106 @@
+#!/bin/sh
+# Creates turn-dataplane's exception port as a veth pair (dataplane/README.md
+# "Ports"): the kernel end holds the relay IP(s), so turn-relay's sockets and
+# the kernel (ARP/ND, ICMP, TCP, TLS) see what the dataplane punts; the
+# dataplane drives the other end with AF_XDP (--vdev=net_af_xdp1,iface=...).
+# Idempotent. Run as root (turn-exception-port.service runs it at boot).
+#
+#   setup-exception-port.sh [--dry-run] [--kernel-if exc0-k] [--dataplane-if exc0-d] ADDR/LEN...
+#
+# ADDR/LEN: the relay's addresses with their prefix length (203.0.113.10/24,
+# 2001:db8::10/64): turn-relay's listen and [server].relay_ips. The NIC itself
+# keeps no IP address in the kernel.
+#
+# Exit codes: 0 done (or nothing to do), 1 failed, 2 bad arguments.
+set -eu
+
+prog=setup-exception-port.sh
+kif=exc0-k
+dif=exc0-d
+dry=0
+addrs=""
+
+bad() {
+    echo "$prog: $*" >&2
+    echo "usage: $prog [--dry-run] [--kernel-if NAME] [--dataplane-if NAME] ADDR/LEN..." >&2
+    exit 2
+}
+fail() {
+    echo "$prog: $*" >&2
+    exit 1
+}
+say() {
+    echo "$prog: $*"
+}
+run() {
+    if [ "$dry" -eq 1 ]; then
+        say "would run: $*"
+    else
+        "$@" || fail "failed: $*"
+    fi
+}
+ifname_ok() {
+    case $1 in
+        '' | *[!A-Za-z0-9_.-]* | ????????????????*) return 1 ;;
+    esac
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --dry-run) dry=1 ;;
+        --kernel-if | --dataplane-if)
+            [ $# -ge 2 ] || bad "$1 needs an interface name"
+            ifname_ok "$2" || bad "$1: '$2' is not an interface name (at most 15 of A-Z a-z 0-9 _ . -)"
+            if [ "$1" = --kernel-if ]; then kif=$2; else dif=$2; fi
+            shift
+            ;;
+        -*) bad "unknown option $1" ;;
+        */*) addrs="$addrs $1" ;;
+        *) bad "'$1': give the address with its prefix length, e.g. 203.0.113.10/24 or 2001:db8::10/64" ;;
+    esac
+    shift
+done
+[ -n "$addrs" ] || bad "which relay address(es)? e.g. 203.0.113.10/24"
+[ "$kif" != "$dif" ] || bad "--kernel-if and --dataplane-if must differ"
+command -v ip >/dev/null 2>&1 || fail "ip not found: install iproute2"
+[ "$dry" -eq 1 ] || [ "$(id -u)" -eq 0 ] || fail "run as root, or use --dry-run"
+
+if ip link show dev "$kif" >/dev/null 2>&1; then
+    peer=$(ip -o link show dev "$kif" | sed -n 's/^[0-9]*: [^@]*@\([^:]*\):.*/\1/p')
+    ip -d link show dev "$kif" | grep -q ' veth ' || fail "$kif exists and is not a veth: choose another --kernel-if"
+    [ "$peer" = "$dif" ] || fail "$kif exists but its peer is '${peer:-?}', not $dif: delete it (ip link del $kif) or choose other names"
+    say "veth pair $kif / $dif exists already"
+else
+    ip link show dev "$dif" >/dev/null 2>&1 && fail "$dif exists but $kif does not: delete $dif or choose other names"
+    run ip link add "$kif" type veth peer name "$dif"
+fi
+for a in $addrs; do
+    case $a in
+        *:*) fam=-6 ;;
+        *) fam=-4 ;;
+    esac
+    if ip "$fam" -o addr show dev "$kif" 2>/dev/null | grep -q " $a "; then
+        say "$kif has $a already"
+    else
+        # nodad: the relay's address must be usable at once (turn-relay binds it).
+        if [ "$fam" = -6 ]; then
+            run ip -6 addr add "$a" dev "$kif" nodad
+        else
+            run ip -4 addr add "$a" dev "$kif"
+        fi
+    fi
+done
+# The dataplane sends the kernel's egress out the NIC as it is: the kernel
+# must fill in checksums itself, not leave them to a veth "offload".
+if command -v ethtool >/dev/null 2>&1; then
+    if [ "$dry" -eq 1 ]; then
+        say "would run: ethtool -K $kif tx off"
+    else
+        ethtool -K "$kif" tx off >/dev/null || fail "failed: ethtool -K $kif tx off"
+    fi
+else
+    say "warning: ethtool not found (package ethtool): turn off tx checksum offload on $kif yourself"
+fi
+run ip link set "$dif" up
+run ip link set "$kif" up
+[ "$dry" -eq 1 ] || say "exception port ready: $kif (${addrs# }) <-> $dif"

@@ -1,0 +1,95 @@
+"""deploy/setup-exception-port.sh in a network namespace the test makes:
+argument errors, a dry run that creates nothing, the veth pair with the relay
+addresses (198.18.0.0/15, fd00::/8), up, tx checksum offload off on the kernel
+end, a second run that changes nothing, and names taken by something else."""
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from unitfile import DEPLOY, require_root
+
+SCRIPT = DEPLOY / "setup-exception-port.sh"
+
+
+@pytest.fixture
+def ns():
+    require_root()
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 missing")
+    name = "excport-" + uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+
+
+def run(ns, *args):
+    return subprocess.run(["ip", "netns", "exec", ns, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def ip(ns, *args):
+    return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "which relay address"),
+    (["198.18.5.1"], "with its prefix length"),
+    (["--kernel-if", "a", "--dataplane-if", "a", "198.18.5.1/24"], "must differ"),
+    (["--kernel-if", "bad/name", "198.18.5.1/24"], "not an interface name"),
+    (["--kernel-if", "x" * 16, "198.18.5.1/24"], "not an interface name"),
+    (["--frob", "198.18.5.1/24"], "unknown option --frob"),
+])
+def test_bad_arguments_exit_2(ns, args, message):
+    r = run(ns, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr
+    assert "exc0-k" not in ip(ns, "link")
+
+
+def test_dry_run_creates_nothing(ns):
+    r = run(ns, "--dry-run", "198.18.5.1/24", "fd00:5::1/64")
+    assert r.returncode == 0, r.stderr
+    for line in ["would run: ip link add exc0-k type veth peer name exc0-d",
+                 "would run: ip -4 addr add 198.18.5.1/24 dev exc0-k",
+                 "would run: ip -6 addr add fd00:5::1/64 dev exc0-k nodad",
+                 "would run: ip link set exc0-k up"]:
+        assert line in r.stdout
+    assert "exc0" not in ip(ns, "link")
+
+
+def test_creates_the_pair_and_is_idempotent(ns):
+    args = ["--kernel-if", "exck", "--dataplane-if", "excd", "198.18.5.1/24", "fd00:5::1/64"]
+    r = run(ns, *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    link = ip(ns, "-d", "link", "show", "exck")
+    assert "exck@excd" in link and " veth " in link and "state UP" in link
+    assert "state UP" in ip(ns, "link", "show", "excd")
+    addrs = ip(ns, "-o", "addr", "show", "dev", "exck")
+    assert "inet 198.18.5.1/24" in addrs and "inet6 fd00:5::1/64" in addrs
+    offload = subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-k", "exck"], capture_output=True,
+                             text=True).stdout
+    assert "tx-checksumming: off" in offload
+    r = run(ns, *args)
+    assert r.returncode == 0, r.stderr
+    assert "veth pair exck / excd exists already" in r.stdout
+    assert "exck has 198.18.5.1/24 already" in r.stdout
+    assert ip(ns, "-o", "addr", "show", "dev", "exck").count("198.18.5.1/24") == 1
+    # An address added later is added; the others stay.
+    r = run(ns, *args, "198.18.6.1/24")
+    assert r.returncode == 0, r.stderr
+    addrs = ip(ns, "-o", "addr", "show", "dev", "exck")
+    assert "198.18.6.1/24" in addrs and "198.18.5.1/24" in addrs
+
+
+def test_names_taken_by_something_else(ns):
+    subprocess.run(["ip", "-n", ns, "link", "add", "other-k", "type", "veth", "peer", "name", "other-p"], check=True)
+    r = run(ns, "--kernel-if", "other-k", "--dataplane-if", "exc0-d", "198.18.5.1/24")
+    assert r.returncode == 1 and "its peer is 'other-p', not exc0-d" in r.stderr
+    r = run(ns, "--kernel-if", "exc0-k", "--dataplane-if", "other-p", "198.18.5.1/24")
+    assert r.returncode == 1 and "other-p exists but exc0-k does not" in r.stderr
+    assert "exc0-k" not in ip(ns, "link")
