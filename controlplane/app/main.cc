@@ -388,12 +388,18 @@ int main(int argc, char** argv) {
         }
         if (!running.listen_tls.empty()) {
             std::string e;
-            if (tls.load(running.tls_certificate, running.tls_private_key, e)) {
-                log_event("tls_reloaded", {{"certificate", tls.describe()}});
+            bool same = false;
+            if (tls.load(running.tls_certificate, running.tls_private_key, e, &same)) {
+                log_event(same ? "tls_unchanged" : "tls_reloaded", {{"certificate", tls.describe()}});
                 out["tls_certificate"] = tls.describe();
+                out["tls_changed"] = !same;
             } else {
+                // The certificate a renewal hook meant to install is not in
+                // use: the reload as a whole failed, whatever else it applied.
                 log_event(LogLevel::kError, "tls_reload_failed", {{"error", e}, {"kept", tls.describe()}});
                 out["tls_error"] = e;
+                out["ok"] = false;
+                out["error"] = "[tls]: " + e;
             }
         }
         return out;
@@ -409,7 +415,10 @@ int main(int argc, char** argv) {
     }
     AdminServer admin(*shared, loop_ptrs,
                       {reload, [&](std::optional<uint32_t> deadline_s) {
+                           // Draining from here on (the answer says so); SIGTERM
+                           // wakes the main thread into the drain below.
                            drain_deadline_override.store(deadline_s ? int64_t{*deadline_s} : -1);
+                           shared->draining.store(true);
                            ::kill(::getpid(), SIGTERM);
                        }});
     if (!config.admin_socket.empty()) {

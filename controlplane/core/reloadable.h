@@ -1,5 +1,5 @@
 // A value every event loop reads and SIGHUP may replace (the credentials,
-// the peer policy: app/reload.h). Readers keep their own reference and look
+// the peer policy: core/config_reload.h). Readers keep their own reference and look
 // at one shared version number per use: a relaxed load of a line that is
 // only written on reload, so nothing is contended per request or packet. A
 // replaced value lives on until the last loop has moved to the new one.

@@ -1,5 +1,6 @@
 #include "core/shared.h"
 
+#include <algorithm>
 #include <random>
 
 namespace turn::cp {
@@ -55,12 +56,23 @@ std::unique_ptr<Shared> Shared::create(const Config& config, std::span<const uin
                   error);
 }
 
+namespace {
+Address source_key(const Address& ip) {
+    Address k = ip.normalised().with_port(0);
+    if (k.is_v6()) {
+        std::fill(k.ip.begin() + 8, k.ip.end(), uint8_t{0});  // the /64
+    }
+    return k;
+}
+}  // namespace
+
 bool ConnectionsPerIp::try_add(const Address& ip, uint32_t max) {
     std::lock_guard<std::mutex> lock(m_);
-    uint32_t& n = n_[ip];
+    const Address key = source_key(ip);
+    uint32_t& n = n_[key];
     if (n >= max) {
         if (n == 0) {
-            n_.erase(ip);
+            n_.erase(key);
         }
         return false;
     }
@@ -70,7 +82,7 @@ bool ConnectionsPerIp::try_add(const Address& ip, uint32_t max) {
 
 void ConnectionsPerIp::remove(const Address& ip) {
     std::lock_guard<std::mutex> lock(m_);
-    if (auto it = n_.find(ip); it != n_.end() && --it->second == 0) {
+    if (auto it = n_.find(source_key(ip)); it != n_.end() && --it->second == 0) {
         n_.erase(it);
     }
 }

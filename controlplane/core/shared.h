@@ -21,9 +21,11 @@
 
 namespace turn::cp {
 
-// TCP/TLS client connections per client IP, all loops together
+// TCP/TLS client connections per client source, all loops together
 // ([tcp].max_connections_per_ip): taken at accept, given back at close. A
-// mutex per accept and close; nothing per message.
+// source is an IPv4 address or an IPv6 /64 (one host's share of a network,
+// as for the 401/438 limiter). A mutex per accept and close; nothing per
+// message.
 class ConnectionsPerIp {
 public:
     bool try_add(const Address& ip, uint32_t max);
@@ -49,7 +51,7 @@ struct Shared {
     static std::shared_ptr<auth::CredentialStore> make_credentials(const Config& c, std::string& error);
     static std::shared_ptr<PeerPolicy> make_policy(const Config& c);
 
-    // Start-up configuration. What SIGHUP may replace (app/reload.h) is read
+    // Start-up configuration. What SIGHUP may replace (core/config_reload.h) is read
     // through `credentials` and `policy`, not from here.
     Config config;
     Reloadable<auth::CredentialStore> credentials;
@@ -66,6 +68,8 @@ struct Shared {
     // Open TCP/TLS client connections of all loops ([tcp].max_connections).
     std::atomic<int64_t> connections{0};
     ConnectionsPerIp connections_per_ip;
+    // RFC 6062 peer connections of all loops (also bounded by [tcp].max_connections).
+    std::atomic<int64_t> peer_connections{0};
 };
 
 }  // namespace turn::cp

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -16,6 +17,7 @@
 
 #include "core/allocation.h"
 #include "core/server.h"
+#include "core/state_snapshot.h"
 
 namespace turn::cp {
 
@@ -29,23 +31,47 @@ uint64_t unix_s() { return static_cast<uint64_t>(::time(nullptr)); }
 
 nlohmann::json error(const std::string& what) { return {{"ok", false}, {"error", what}}; }
 
+// An allocation as a loop hands it to the admin thread: plain data, copied
+// on the loop's thread (bounded: at most kListed permissions and channels
+// each, with their counts), turned into JSON on the admin thread.
+constexpr size_t kListed = 64;
+
+struct AllocRow {
+    uint64_t id = 0;
+    unsigned loop = 0;
+    FiveTuple ft;
+    std::string user;
+    std::vector<Address> relayed;
+    bool tcp = false;
+    uint64_t age_s = 0;
+    uint64_t expires_unix_ms = 0;
+    uint64_t packets_client_to_peer = 0;
+    uint64_t packets_peer_to_client = 0;
+    size_t permission_count = 0;
+    size_t channel_count = 0;
+    std::vector<SavedPermission> permissions;
+    std::vector<SavedChannel> channels;
+};
+
 // What every loop hands back for one request, and when all of them have.
+template <typename T>
 struct Gather {
     std::mutex m;
     std::condition_variable cv;
     size_t done = 0;
-    nlohmann::json items = nlohmann::json::array();
+    std::vector<T> items;
 };
 
 // Runs `fn` on every loop and waits (a second at most) for their answers;
 // false if some loop did not answer in time (stopping, or stuck).
-bool on_every_loop(const std::vector<EventLoop*>& loops,
-                   const std::function<void(Server&, unsigned, nlohmann::json&)>& fn, nlohmann::json& items) {
-    auto g = std::make_shared<Gather>();
+template <typename T>
+bool on_every_loop(const std::vector<EventLoop*>& loops, const std::function<void(Server&, unsigned, std::vector<T>&)>& fn,
+                   std::vector<T>& items) {
+    auto g = std::make_shared<Gather<T>>();
     for (EventLoop* l : loops) {
         const unsigned index = l->index();
         l->post([g, fn, index](Server& s) {
-            nlohmann::json part = nlohmann::json::array();
+            std::vector<T> part;
             fn(s, index, part);
             std::lock_guard<std::mutex> lock(g->m);
             for (auto& x : part) {
@@ -57,7 +83,7 @@ bool on_every_loop(const std::vector<EventLoop*>& loops,
     }
     std::unique_lock<std::mutex> lock(g->m);
     const bool all = g->cv.wait_for(lock, kLoopWait, [&] { return g->done == loops.size(); });
-    items = g->items;
+    items = std::move(g->items);
     return all;
 }
 
@@ -74,7 +100,20 @@ std::string AdminServer::start(const std::string& path) {
         return "[admin].socket: \"" + path + "\" must be a path of 1.." + std::to_string(sizeof sa.sun_path - 1) + " bytes";
     }
     if (const auto slash = path.rfind('/'); slash != std::string::npos && slash != 0) {
-        ::mkdir(path.substr(0, slash).c_str(), 0755);  // e.g. /run/turnrelay; fine if it exists
+        const std::string dir = path.substr(0, slash);
+        ::mkdir(dir.c_str(), 0755);  // e.g. /run/turnrelay; fine if it exists
+        // Whoever may write the directory may replace the socket with one of
+        // their own: it must be this user's (or root's), writable by no one else.
+        struct stat ds{};
+        if (::stat(dir.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode)) {
+            return "[admin].socket: " + dir + " is not a directory";
+        }
+        if ((ds.st_uid != ::geteuid() && ds.st_uid != 0) || (ds.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+            return "[admin].socket: the directory " + dir +
+                   " may be written by other users, who could put their own socket there; use a directory "
+                   "owned by this user (or root) and not group- or world-writable, e.g. the service's "
+                   "RuntimeDirectory";
+        }
     }
     sa.sun_family = AF_UNIX;
     std::memcpy(sa.sun_path, path.data(), path.size());
@@ -205,7 +244,7 @@ std::string AdminServer::handle(std::string_view line) {
             deadline = req["deadline_s"].get<uint32_t>();
         }
         if (shared_.draining.load()) {
-            return error("already draining").dump();
+            return error("already draining").dump();  // (requests are handled one at a time)
         }
         hooks_.drain(deadline);
         return nlohmann::json{{"ok", true}, {"draining", true}, {"allocations", shared_.allocations.load()}}.dump();
@@ -256,63 +295,89 @@ nlohmann::json AdminServer::status() {
 }
 
 nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) {
-    nlohmann::json items;
-    const bool complete = on_every_loop(loops_, [user](Server& s, unsigned loop, nlohmann::json& out) {
+    std::vector<AllocRow> rows;
+    const bool complete = on_every_loop<AllocRow>(loops_, [user](Server& s, unsigned loop, std::vector<AllocRow>& out) {
         const uint64_t now_ms = s.now_ms();
-        const uint64_t now_unix_ms = static_cast<uint64_t>(::time(nullptr)) * 1000;
-        auto left_s = [now_unix_ms](uint64_t unix_ms) { return unix_ms > now_unix_ms ? (unix_ms - now_unix_ms) / 1000 : 0; };
         s.allocations().for_each([&](const Allocation& a) {
             if (user && a.username != *user) {
                 return;
             }
-            const SavedAllocation v = s.allocations().saved_view(a);
-            nlohmann::json relayed = nlohmann::json::array();
-            for (const auto& r : a.relays) {
-                if (r.active()) {
-                    relayed.push_back(r.addr.to_string());
+            AllocRow r;
+            r.id = a.id;
+            r.loop = loop;
+            r.ft = a.five_tuple;
+            r.user = a.username;
+            for (const auto& e : a.relays) {
+                if (e.active()) {
+                    r.relayed.push_back(e.addr);
                 }
             }
-            nlohmann::json perms = nlohmann::json::array();
-            for (const auto& p : v.permissions) {
-                perms.push_back({{"peer", p.peer.ip_string()}, {"expires_in_s", left_s(p.expires_unix_ms)}});
-            }
-            nlohmann::json chans = nlohmann::json::array();
-            for (const auto& ch : v.channels) {
-                chans.push_back({{"number", ch.number}, {"peer", ch.peer.to_string()}, {"expires_in_s", left_s(ch.expires_unix_ms)}});
-            }
-            out.push_back({{"id", a.id},
-                           {"loop", loop},
-                           {"transport", std::string(transport_name(a.five_tuple.transport))},
-                           {"client", a.five_tuple.client.to_string()},
-                           {"server", a.five_tuple.server.to_string()},
-                           {"user", a.username},
-                           {"relayed", relayed},
-                           {"tcp_allocation", a.tcp},
-                           {"age_s", now_ms > a.created_ms ? (now_ms - a.created_ms) / 1000 : 0},
-                           {"expires_in_s", left_s(v.expires_unix_ms)},
-                           // Relayed by the control plane (socket mode); the
-                           // dataplane's fast path counts its own (/metrics).
-                           {"packets_client_to_peer", a.packets_out},
-                           {"packets_peer_to_client", a.packets_in},
-                           {"permissions", perms},
-                           {"channels", chans}});
+            r.tcp = a.tcp;
+            r.age_s = now_ms > a.created_ms ? (now_ms - a.created_ms) / 1000 : 0;
+            r.packets_client_to_peer = a.packets_out;
+            r.packets_peer_to_client = a.packets_in;
+            r.permission_count = a.permissions.size();
+            r.channel_count = a.channels.size();
+            // Lifetimes as saved_view gives them (wall clock), the lists bounded.
+            SavedAllocation v = s.allocations().saved_view(a);
+            r.expires_unix_ms = v.expires_unix_ms;
+            v.permissions.resize(std::min(v.permissions.size(), kListed));
+            v.channels.resize(std::min(v.channels.size(), kListed));
+            r.permissions = std::move(v.permissions);
+            r.channels = std::move(v.channels);
+            out.push_back(std::move(r));
         });
-    }, items);
+    }, rows);
+    const uint64_t now_unix_ms = static_cast<uint64_t>(::time(nullptr)) * 1000;
+    auto left_s = [now_unix_ms](uint64_t unix_ms) { return unix_ms > now_unix_ms ? (unix_ms - now_unix_ms) / 1000 : 0; };
+    nlohmann::json items = nlohmann::json::array();
+    for (const auto& r : rows) {
+        nlohmann::json relayed = nlohmann::json::array();
+        for (const auto& a : r.relayed) {
+            relayed.push_back(a.to_string());
+        }
+        nlohmann::json perms = nlohmann::json::array();
+        for (const auto& p : r.permissions) {
+            perms.push_back({{"peer", p.peer.ip_string()}, {"expires_in_s", left_s(p.expires_unix_ms)}});
+        }
+        nlohmann::json chans = nlohmann::json::array();
+        for (const auto& ch : r.channels) {
+            chans.push_back({{"number", ch.number}, {"peer", ch.peer.to_string()}, {"expires_in_s", left_s(ch.expires_unix_ms)}});
+        }
+        items.push_back({{"id", r.id},
+                         {"loop", r.loop},
+                         {"transport", std::string(transport_name(r.ft.transport))},
+                         {"client", r.ft.client.to_string()},
+                         {"server", r.ft.server.to_string()},
+                         {"user", r.user},
+                         {"relayed", relayed},
+                         {"tcp_allocation", r.tcp},
+                         {"age_s", r.age_s},
+                         {"expires_in_s", left_s(r.expires_unix_ms)},
+                         // Relayed by the control plane (socket mode); the
+                         // dataplane's fast path counts its own (/metrics).
+                         {"packets_client_to_peer", r.packets_client_to_peer},
+                         {"packets_peer_to_client", r.packets_peer_to_client},
+                         {"permission_count", r.permission_count},
+                         {"channel_count", r.channel_count},
+                         {"permissions", perms},  // the first 64
+                         {"channels", chans}});
+    }
     return {{"ok", true}, {"complete", complete}, {"allocations", items}};
 }
 
 nlohmann::json AdminServer::close(uint64_t id) {
-    nlohmann::json items;
-    const bool complete = on_every_loop(loops_, [id](Server& s, unsigned, nlohmann::json& out) {
+    std::vector<std::string> clients;
+    const bool complete = on_every_loop<std::string>(loops_, [id](Server& s, unsigned, std::vector<std::string>& out) {
         if (Allocation* a = s.allocations().find_by_id(id)) {
             out.push_back(a->five_tuple.client.to_string());
             s.allocations().remove(*a, AllocationManager::EndReason::kOperator);
         }
-    }, items);
-    if (items.empty()) {
+    }, clients);
+    if (clients.empty()) {
         return error(complete ? "no allocation " + std::to_string(id) : "no loop that answered has allocation " + std::to_string(id));
     }
-    return {{"ok", true}, {"closed", id}, {"client", items[0]}};
+    return {{"ok", true}, {"closed", id}, {"client", clients[0]}};
 }
 
 }  // namespace turn::cp

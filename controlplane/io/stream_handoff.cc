@@ -15,6 +15,9 @@ StreamHandoffs::StreamHandoffs(unsigned loops, std::string& error) {
         in->efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (in->efd < 0) {
             error = std::string("eventfd for the TCP/TLS connection handoff: ") + std::strerror(errno);
+            for (auto& made : inboxes_) {
+                ::close(made->efd);
+            }
             inboxes_.clear();
             return;
         }

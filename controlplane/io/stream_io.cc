@@ -126,8 +126,25 @@ void StreamIo::on_event(uint64_t t, uint32_t events) {
         return;
     }
     Conn& c = *conns_[idx];
-    if (c.eof && (events & (EPOLLERR | EPOLLHUP)) != 0) {
-        close_any(idx, ConnClose::kClient);  // reset, or hung up both ways: nothing more to relay
+    // A pipe's socket reporting an error or a hang-up (both reported whatever
+    // the event mask, level-triggered: left as they are they would spin the
+    // loop). An error, or a hang-up before this side was sent its FIN, is a
+    // reset: both sides close at once. A hang-up after it was sent its FIN
+    // means the remote ended too: what is left to read is read (unless the
+    // partner's queue is full, see `paused`), and once nothing is left to read
+    // the socket leaves the epoll set until the pipe is done (pipe_done).
+    if (c.role != Role::kClient && !c.connecting && (events & (EPOLLERR | EPOLLHUP)) != 0) {
+        if ((events & EPOLLERR) != 0 || !c.fin_sent) {
+            close_any(idx, ConnClose::kClient);
+            return;
+        }
+        if (!c.eof && !c.paused) {
+            read(idx);  // the data before the FIN, then the FIN (half_close)
+        }
+        if (conns_[idx]->fd >= 0 && tag(idx) == t && (c.eof || c.paused) && !c.parked) {
+            ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
+            c.parked = true;  // back in the set when unpaused (update_events), if there is more to read
+        }
         return;
     }
     if (c.connecting) {
@@ -469,6 +486,14 @@ void StreamIo::update_events(Conn& c, uint32_t idx) {
     epoll_event ev{};
     ev.events = (c.paused || c.eof ? 0u : EPOLLIN) | (c.want_write || c.connecting ? EPOLLOUT : 0u);
     ev.data.u64 = tag(idx);
+    if (c.parked) {
+        if (c.eof && !c.want_write) {
+            return;  // nothing to read or write on it any more
+        }
+        c.parked = false;
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, c.fd, &ev);
+        return;
+    }
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
 
@@ -597,6 +622,8 @@ uint32_t StreamIo::new_conn_slot() {
     c.eof = false;
     c.fin_pending = false;
     c.fin_sent = false;
+    c.parked = false;
+    c.arrived = false;
     c.in.clear();
     c.out.clear();
     c.out_off = 0;
@@ -653,7 +680,7 @@ void StreamIo::close_tcp_relay(RelayId relay) {
 bool StreamIo::tcp_connect(RelayId relay, const Address& peer, uint32_t conn_id) {
     const uint32_t i = relay - kTcpRelayBase;
     if (relay < kTcpRelayBase || i >= tcp_relays_.size() || tcp_relays_[i].fd < 0 ||
-        by_conn_id_.size() >= shared_.config.tcp_max_connections) {
+        shared_.peer_connections.load(std::memory_order_relaxed) >= static_cast<int64_t>(shared_.config.tcp_max_connections)) {
         return false;
     }
     // From the relayed address itself (RFC 6062 section 5.2).
@@ -684,6 +711,7 @@ void StreamIo::add_peer(int fd, uint32_t conn_id, uint32_t relay_index, const Ad
     c.last_rx_ms = now_ms_;
     by_conn_id_[conn_id] = idx;
     tcp_relays_[relay_index].conns.push_back(conn_id);
+    shared_.peer_connections.fetch_add(1, std::memory_order_relaxed);
     epoll_event ev{};
     ev.events = connecting ? EPOLLOUT : EPOLLIN;
     ev.data.u64 = tag(idx);
@@ -718,7 +746,9 @@ void StreamIo::accept_peers(uint32_t relay_index) {
         uint32_t id = 0;
         // Without a permission (or over the limit) the peer is closed at once
         // and never announced (RFC 6062 section 5.3).
-        if (!peer || by_conn_id_.size() >= shared_.config.tcp_max_connections || server_ == nullptr ||
+        if (!peer ||
+            shared_.peer_connections.load(std::memory_order_relaxed) >= static_cast<int64_t>(shared_.config.tcp_max_connections) ||
+            server_ == nullptr ||
             !server_->on_tcp_peer_accepted(kTcpRelayBase + relay_index, *peer, id)) {
             ::close(fd);
             continue;
@@ -867,6 +897,7 @@ void StreamIo::close_peer(uint32_t idx, bool notify) {
     c.gen++;
     const uint32_t id = c.conn_id;
     by_conn_id_.erase(id);
+    shared_.peer_connections.fetch_sub(1, std::memory_order_relaxed);
     const uint32_t ri = c.relay - kTcpRelayBase;
     if (c.relay >= kTcpRelayBase && ri < tcp_relays_.size()) {
         std::erase(tcp_relays_[ri].conns, id);
@@ -915,7 +946,9 @@ bool StreamIo::tcp_handoff(const FiveTuple& client, unsigned to, std::span<const
         return false;
     }
     const Conn& c = *conns_[it->second];
-    if (c.role != Role::kClient || !c.handshake_done) {
+    // Once per connection: one that came from another loop is answered here
+    // (a client cannot bounce its connection between loops with binds).
+    if (c.role != Role::kClient || !c.handshake_done || c.arrived) {
         return false;
     }
     leaving_ = Leaving{it->second, to, std::vector<uint8_t>(message.begin(), message.end())};
@@ -962,6 +995,7 @@ void StreamIo::adopt_all() {
         c.ssl = h.ssl;
         c.handshake_done = h.handshake_done;
         c.ft = h.ft;
+        c.arrived = true;
         c.last_rx_ms = now_ms_;
         if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end()) {
             close(it->second, ConnClose::kClient);  // a stale connection of the same 5-tuple
@@ -981,6 +1015,7 @@ void StreamIo::adopt_all() {
         // made this a data connection, else further TURN messages.
         const FiveTuple ft = c.ft;
         server_->on_client_datagram(ft, h.message);
+        leaving_.reset();  // never set for an arrived connection (tcp_handoff refuses it); defensive
         if (conns_[idx]->fd < 0) {
             continue;
         }
@@ -990,8 +1025,8 @@ void StreamIo::adopt_all() {
             continue;
         }
         // TLS: bytes the session holds already would not wake epoll. With
-        // read_ahead off (tls.cc) the other loop's SSL_read took whole records
-        // only, so this normally finds nothing; it is cheap insurance.
+        // read_ahead off (io/tls.cc sets it) the other loop's SSL_read took
+        // whole records only, so this normally finds nothing; it is insurance.
         if (conns_[idx]->fd >= 0 && conns_[idx]->ssl != nullptr) {
             read(idx);
         }

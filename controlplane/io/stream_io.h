@@ -130,6 +130,8 @@ private:
         bool eof = false;            // pipes: its side ended (FIN), not read any more
         bool fin_pending = false;    // pipes: send FIN once `out` is written
         bool fin_sent = false;
+        bool parked = false;         // pipes: out of the epoll set (shut down both ways, see on_event)
+        bool arrived = false;        // handed over by another loop (it is not handed on again)
         bool queued = false;         // in dirty_
         FiveTuple ft;
         uint64_t last_rx_ms = 0;     // last complete message (or accept)

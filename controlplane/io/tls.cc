@@ -4,6 +4,8 @@
 #include <openssl/x509.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 namespace turn::cp {
 
@@ -49,6 +51,10 @@ TlsContext make_tls_context(const std::string& certificate, const std::string& p
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                     SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    // No read-ahead (OpenSSL's default, said here because the loop handoff
+    // relies on it): SSL_read takes one record at a time off the socket, so
+    // nothing undecrypted waits inside a session where epoll cannot see it.
+    SSL_CTX_set_read_ahead(ctx.get(), 0);
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
     // An encrypted key must fail start-up, not make OpenSSL ask for a
     // passphrase on a terminal a service does not have.
@@ -85,7 +91,22 @@ TlsContexts::~TlsContexts() {
     }
 }
 
-bool TlsContexts::load(const std::string& certificate, const std::string& private_key, std::string& error) {
+bool TlsContexts::load(const std::string& certificate, const std::string& private_key, std::string& error,
+                       bool* unchanged) {
+    const auto contents = [](const std::string& path) {
+        std::ifstream f(path, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()) + '\0';
+    };
+    const std::string both = contents(certificate) + contents(private_key);
+    if (unchanged != nullptr) {
+        *unchanged = false;
+    }
+    if (get() != nullptr && both == loaded_) {
+        if (unchanged != nullptr) {
+            *unchanged = true;
+        }
+        return true;
+    }
     TlsContext fresh = make_tls_context(certificate, private_key, error);
     if (!fresh) {
         return false;
@@ -93,6 +114,7 @@ bool TlsContexts::load(const std::string& certificate, const std::string& privat
     if (SSL_CTX* old = current_.exchange(fresh.release(), std::memory_order_acq_rel)) {
         retired_.push_back(old);
     }
+    loaded_ = both;
     return true;
 }
 

@@ -35,9 +35,13 @@ public:
     TlsContexts(const TlsContexts&) = delete;
     TlsContexts& operator=(const TlsContexts&) = delete;
 
-    // Main thread: loads (or reloads) the files; false with `error` set, the
-    // current context unchanged.
-    bool load(const std::string& certificate, const std::string& private_key, std::string& error);
+    // One thread at a time (start-up, then the reload): loads (or reloads)
+    // the files; false with `error` set, the current context unchanged. Files
+    // whose contents are those already loaded make no new context (replaced
+    // contexts are kept until exit, since a loop may be between get() and
+    // SSL_new; an unchanged reload must not add one): `*unchanged` says so.
+    bool load(const std::string& certificate, const std::string& private_key, std::string& error,
+              bool* unchanged = nullptr);
     // Any thread.
     SSL_CTX* get() const { return current_.load(std::memory_order_acquire); }
     // "subject CN ..., expires ..." of the current certificate, for logs.
@@ -46,6 +50,7 @@ public:
 private:
     std::atomic<SSL_CTX*> current_{nullptr};
     std::vector<SSL_CTX*> retired_;
+    std::string loaded_;  // the current context's certificate and key file contents
 };
 
 }  // namespace turn::cp

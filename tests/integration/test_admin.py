@@ -3,7 +3,8 @@ with allocations held by real clients (aioice, UDP): status and allocations show
 clients hold (users, relayed addresses, permissions, channels), `close` ends one allocation so
 its client's data stops being relayed, `reload` applies a rewritten [auth] and says so, and
 `drain` with a deadline drains the relay, which exits once its last allocation ends. Errors:
-an unknown allocation (exit 1), no relay at the socket (exit 3); the socket is its owner's only.
+an unknown allocation, a reload whose TLS key does not load, a second drain (exit 1), no relay
+at the socket (exit 3); the socket is its owner's only.
 """
 
 import asyncio
@@ -84,9 +85,15 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
             cfg = relay.dir / "relay.toml"
             cfg.write_text(cfg.read_text().replace(f'users = ["{USER}:{PASSWORD}"]', f'users = ["{USER}:{PASSWORD}", "dave:dave-pw"]'))
             r["reload"] = await asyncio.to_thread(ctl, sock, "reload")
+            # A renewal hook's broken key: the reload fails (exit 1), the old certificate stays.
+            good_key = relay.key.read_bytes()
+            relay.key.write_text("not a key\n")
+            r["reload_bad_tls"] = await asyncio.to_thread(ctl, sock, "reload")
+            relay.key.write_bytes(good_key)
             r["drain"] = await asyncio.to_thread(ctl, sock, "drain", "--deadline", "20")
             time.sleep(0.3)
             r["draining"] = await asyncio.to_thread(ctl_json, sock, "status")
+            r["drain_again"] = await asyncio.to_thread(ctl, sock, "drain")
             for t, _ in ends:
                 t.close()  # Refresh 0: the drain has nothing left to wait for
             return relayed, by_relayed, r
@@ -115,8 +122,12 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
         assert rc == 1 and "no allocation 987654321" in err
         rc, out, err = r["reload"]
         assert rc == 0 and "applied: [auth].users" in out, (out, err)
+        rc, out, err = r["reload_bad_tls"]
+        assert rc == 1 and "[tls]" in err and "event=tls_reload_failed" in relay.log.read_text(), (out, err)
         rc, out, err = r["drain"]
         assert rc == 0 and "draining" in out, (out, err)
+        rc, out, err = r["drain_again"]
+        assert rc == 1 and "already draining" in err, (out, err)
         assert r["draining"][1]["draining"] is True
         assert "event=draining" in relay.log.read_text() and "deadline_s=20" in relay.log.read_text()
         assert relay.proc.wait(timeout=15) == 0, log_tail(relay.log)

@@ -84,40 +84,60 @@ std::optional<nlohmann::json> ask(const std::string& path, const nlohmann::json&
 
 std::string list(const nlohmann::json& a) {
     std::string s;
+    if (!a.is_array()) {
+        return "-";
+    }
     for (const auto& x : a) {
         s += (s.empty() ? "" : " ") + (x.is_string() ? x.get<std::string>() : x.dump());
     }
     return s.empty() ? "-" : s;
 }
 
+// A field of an answer as text, "?" if a relay of another version left it out.
+std::string field(const nlohmann::json& j, const char* key) {
+    if (!j.is_object() || !j.contains(key)) {
+        return "?";
+    }
+    const auto& v = j.at(key);
+    return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+const nlohmann::json& member(const nlohmann::json& j, const char* key) {
+    static const nlohmann::json empty = nlohmann::json::object();
+    return j.is_object() && j.contains(key) ? j.at(key) : empty;
+}
+
 void print_status(const nlohmann::json& j) {
-    std::printf("pid            %s\n", j["pid"].dump().c_str());
-    std::printf("uptime         %s s\n", j["uptime_s"].dump().c_str());
-    std::printf("realm          %s\n", j["realm"].get<std::string>().c_str());
-    std::printf("listen udp     %s\n", list(j["listen"]).c_str());
-    std::printf("listen tcp     %s\n", list(j["listen_tcp"]).c_str());
-    std::printf("listen tls     %s\n", list(j["listen_tls"]).c_str());
-    std::printf("relay ips      %s\n", list(j["relay_ips"]).c_str());
-    std::printf("loops          %s (busy %s)\n", j["loops"].dump().c_str(), list(j["loop_busy"]).c_str());
-    std::printf("allocations    %s (ipv4 %s, ipv6 %s)\n", j["allocations"]["total"].dump().c_str(),
-                j["allocations"]["ipv4"].dump().c_str(), j["allocations"]["ipv6"].dump().c_str());
-    std::printf("connections    %s\n", j["connections"].dump().c_str());
-    std::printf("draining       %s\n", j["draining"].get<bool>() ? "yes" : "no");
+    const auto& al = member(j, "allocations");
+    std::printf("pid            %s\n", field(j, "pid").c_str());
+    std::printf("uptime         %s s\n", field(j, "uptime_s").c_str());
+    std::printf("realm          %s\n", field(j, "realm").c_str());
+    std::printf("listen udp     %s\n", list(member(j, "listen")).c_str());
+    std::printf("listen tcp     %s\n", list(member(j, "listen_tcp")).c_str());
+    std::printf("listen tls     %s\n", list(member(j, "listen_tls")).c_str());
+    std::printf("relay ips      %s\n", list(member(j, "relay_ips")).c_str());
+    std::printf("loops          %s (busy %s)\n", field(j, "loops").c_str(), list(member(j, "loop_busy")).c_str());
+    std::printf("allocations    %s (ipv4 %s, ipv6 %s)\n", field(al, "total").c_str(), field(al, "ipv4").c_str(),
+                field(al, "ipv6").c_str());
+    std::printf("connections    %s\n", field(j, "connections").c_str());
+    std::printf("draining       %s\n", j.value("draining", false) ? "yes" : "no");
 }
 
 void print_allocations(const nlohmann::json& j) {
-    std::printf("%-8s %-4s %-4s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s\n", "ID", "LOOP", "PROTO", "CLIENT", "USER",
+    std::printf("%-8s %-4s %-5s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s\n", "ID", "LOOP", "PROTO", "CLIENT", "USER",
                 "RELAYED", "AGE_S", "LEFT_S", "PERMS", "CHANS", "PKTS_UP", "PKTS_DOWN");
-    for (const auto& a : j["allocations"]) {
-        std::printf("%-8s %-4s %-4s %-42s %-16s %-42s %7s %7s %5zu %5zu %10s %10s\n", a["id"].dump().c_str(),
-                    a["loop"].dump().c_str(),
-                    (a["transport"].get<std::string>() + (a["tcp_allocation"].get<bool>() ? "/T" : "")).c_str(),
-                    a["client"].get<std::string>().c_str(), a["user"].get<std::string>().c_str(),
-                    list(a["relayed"]).c_str(), a["age_s"].dump().c_str(), a["expires_in_s"].dump().c_str(),
-                    a["permissions"].size(), a["channels"].size(), a["packets_client_to_peer"].dump().c_str(),
-                    a["packets_peer_to_client"].dump().c_str());
+    const auto& all = member(j, "allocations");
+    size_t n = 0;
+    for (const auto& a : all.is_array() ? all : nlohmann::json::array()) {
+        ++n;
+        const std::string proto = field(a, "transport") + (a.value("tcp_allocation", false) ? "/T" : "");
+        std::printf("%-8s %-4s %-5s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s\n", field(a, "id").c_str(),
+                    field(a, "loop").c_str(), proto.c_str(), field(a, "client").c_str(), field(a, "user").c_str(),
+                    list(member(a, "relayed")).c_str(), field(a, "age_s").c_str(), field(a, "expires_in_s").c_str(),
+                    field(a, "permission_count").c_str(), field(a, "channel_count").c_str(),
+                    field(a, "packets_client_to_peer").c_str(), field(a, "packets_peer_to_client").c_str());
     }
-    std::printf("%zu allocation(s)%s\n", j["allocations"].size(),
+    std::printf("%zu allocation(s)%s\n", n,
                 j.value("complete", true) ? "" : " (some event loop did not answer in time: the list may be short)");
 }
 
@@ -182,16 +202,19 @@ int main(int argc, char** argv) {
     } else if (allocs->parsed()) {
         print_allocations(j);
     } else if (close->parsed()) {
-        std::printf("closed allocation %s of %s\n", j["closed"].dump().c_str(), j["client"].get<std::string>().c_str());
+        std::printf("closed allocation %s of %s\n", field(j, "closed").c_str(), field(j, "client").c_str());
     } else if (drain->parsed()) {
-        std::printf("draining; %s allocation(s) left\n", j["allocations"].dump().c_str());
-    } else if (reload->parsed()) {
-        std::printf("applied: %s\n", list(j["applied"]).c_str());
-        if (!j["need_restart"].empty()) {
-            std::printf("need a restart (not applied): %s\n", list(j["need_restart"]).c_str());
+        std::printf("draining; %s allocation(s) left\n", field(j, "allocations").c_str());
+    }
+    if (reload->parsed() && !json) {
+        // Also after a failure: what was applied, and the TLS outcome.
+        std::printf("applied: %s\n", list(member(j, "applied")).c_str());
+        if (!list(member(j, "need_restart")).empty() && list(member(j, "need_restart")) != "-") {
+            std::printf("need a restart (not applied): %s\n", list(member(j, "need_restart")).c_str());
         }
         if (j.contains("tls_certificate")) {
-            std::printf("TLS certificate: %s\n", j["tls_certificate"].get<std::string>().c_str());
+            std::printf("TLS certificate: %s (%s)\n", field(j, "tls_certificate").c_str(),
+                        j.value("tls_changed", false) ? "reloaded" : "unchanged");
         }
     }
     return ok ? 0 : kExitFailed;
