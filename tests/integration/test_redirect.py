@@ -19,12 +19,12 @@ import asyncio
 import re
 import signal
 import socket
-import time
 import urllib.request
 
 import pytest
 
 from conftest import log_tail, stop_process
+from test_tls_reload import wait_log
 from test_turn_probe import PROBE, PASSWORD, USER, Relay, assert_all_passed, probe
 
 aioice_turn = pytest.importorskip("aioice.turn")
@@ -43,15 +43,6 @@ def metric(relay, name, **labels):
         if all(have.get(k) == v for k, v in labels.items()):
             total += float(m.group(3))
     return total
-
-
-def wait_log(relay, text, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in relay.log.read_text(errors="replace"):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def stop(relay):
