@@ -31,7 +31,6 @@ import subprocess
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import pytest
 
