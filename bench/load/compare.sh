@@ -168,6 +168,7 @@ unauth_per_ip_per_s = 1000000
 [tcp]
 max_connections = 10000
 max_connections_per_ip = 10000
+accepts_per_ip_per_s = 0
 
 [metrics]
 listen = ""

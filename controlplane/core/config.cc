@@ -150,7 +150,7 @@ void apply_toml(const toml::table& root, Config& c) {
                     "strict_channel_range"}},
         {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
         {"tls", {"certificate", "private_key"}},
-        {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes"}},
+        {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes", "accepts_per_ip_per_s"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
                         "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels"}},
         {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
@@ -229,6 +229,7 @@ void apply_toml(const toml::table& root, Config& c) {
     get_int(root, "tcp", "max_connections_per_ip", c.tcp_max_connections_per_ip, 1, 10'000'000);
     get_int(root, "tcp", "idle_timeout_s", c.tcp_idle_timeout_s, 1, 86400);
     get_int(root, "tcp", "send_buffer_bytes", c.tcp_send_buffer_bytes, 70'000, 64 << 20);
+    get_int(root, "tcp", "accepts_per_ip_per_s", c.tcp_accepts_per_ip_per_s, 0, 1'000'000);
     get_int(root, "allocation", "default_lifetime_s", c.default_lifetime_s, 1, 86400);
     get_int(root, "allocation", "max_lifetime_s", c.max_lifetime_s, 1, 86400);
     get_int(root, "allocation", "max_per_user", c.max_per_user, 0, 1'000'000);

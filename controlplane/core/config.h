@@ -45,6 +45,7 @@ struct Config {
     uint32_t tcp_max_connections_per_ip = 1000;  // from one client IP
     uint32_t tcp_idle_timeout_s = 30;      // without an allocation, closed after this long without a message
     uint32_t tcp_send_buffer_bytes = 256 * 1024;  // queued output per connection; beyond it output is dropped
+    uint32_t tcp_accepts_per_ip_per_s = 200;  // new connections per client source and second, 0 = no limit
     // [allocation]
     uint32_t default_lifetime_s = 600;
     uint32_t max_lifetime_s = 3600;

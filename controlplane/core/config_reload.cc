@@ -32,7 +32,7 @@ const std::vector<Fixed>& fixed_keys() {
         fixed("[auth].nonce_lifetime_s", [](const Config& c) { return std::tie(c.nonce_lifetime_s); }),
         fixed("[tcp]", [](const Config& c) {
             return std::tie(c.tcp_max_connections, c.tcp_max_connections_per_ip, c.tcp_idle_timeout_s,
-                            c.tcp_send_buffer_bytes);
+                            c.tcp_send_buffer_bytes, c.tcp_accepts_per_ip_per_s);
         }),
         fixed("[allocation]", [](const Config& c) {
             return std::tie(c.default_lifetime_s, c.max_lifetime_s, c.max_per_user, c.max_total, c.bandwidth_bps,

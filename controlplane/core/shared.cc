@@ -1,6 +1,5 @@
 #include "core/shared.h"
 
-#include <algorithm>
 #include <random>
 
 namespace turn::cp {
@@ -9,7 +8,8 @@ Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
     : config(c), credentials(std::make_shared<auth::CredentialStore>(c.realm)), nonces(std::move(n)),
       policy(make_policy(c)),
       ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000, std::random_device{}()),
-      quota(c.max_per_user, c.max_total), unauth_limiter(c.unauth_per_ip_per_s) {}
+      quota(c.max_per_user, c.max_total), unauth_limiter(c.unauth_per_ip_per_s),
+      accept_limiter(c.tcp_accepts_per_ip_per_s) {}
 
 std::shared_ptr<auth::CredentialStore> Shared::make_credentials(const Config& c, std::string& error) {
     auto store = std::make_shared<auth::CredentialStore>(c.realm);
@@ -56,19 +56,9 @@ std::unique_ptr<Shared> Shared::create(const Config& config, std::span<const uin
                   error);
 }
 
-namespace {
-Address source_key(const Address& ip) {
-    Address k = ip.normalised().with_port(0);
-    if (k.is_v6()) {
-        std::fill(k.ip.begin() + 8, k.ip.end(), uint8_t{0});  // the /64
-    }
-    return k;
-}
-}  // namespace
-
 bool ConnectionsPerIp::try_add(const Address& ip, uint32_t max) {
     std::lock_guard<std::mutex> lock(m_);
-    const Address key = source_key(ip);
+    const Address key = SourceRateLimiter::source_key(ip);
     uint32_t& n = n_[key];
     if (n >= max) {
         if (n == 0) {
@@ -82,7 +72,7 @@ bool ConnectionsPerIp::try_add(const Address& ip, uint32_t max) {
 
 void ConnectionsPerIp::remove(const Address& ip) {
     std::lock_guard<std::mutex> lock(m_);
-    if (auto it = n_.find(source_key(ip)); it != n_.end() && --it->second == 0) {
+    if (auto it = n_.find(SourceRateLimiter::source_key(ip)); it != n_.end() && --it->second == 0) {
         n_.erase(it);
     }
 }

@@ -60,6 +60,9 @@ struct Shared {
     PortAllocator ports;
     AllocationQuota quota;
     SourceRateLimiter unauth_limiter;  // 401/438 answers per source, all loops together
+    // New TCP/TLS client connections per source, all loops together: a
+    // connect-handshake-close flood is closed at accept, before any TLS work.
+    SourceRateLimiter accept_limiter;
     std::atomic<bool> draining{false};
     // Live gauges: allocations holding a relayed address of each family.
     std::atomic<int64_t> allocations_v4{0};

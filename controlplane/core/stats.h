@@ -57,6 +57,7 @@ struct Counter {
     X(kIdle, "idle")                  /* no allocation and no message for idle_timeout_s */ \
     X(kTlsHandshake, "tls_handshake") /* the TLS handshake failed */                    \
     X(kLimit, "limit")                /* over [tcp].max_connections: closed at accept */ \
+    X(kRate, "rate")                  /* over [tcp].accepts_per_ip_per_s: closed at accept */ \
     X(kSendError, "send_error")       /* writing to it failed */                        \
     X(kShutdown, "shutdown")          /* the event loop stopped */
 

@@ -180,6 +180,11 @@ void StreamIo::accept_all(Listener& l) {
         const size_t kd = l.tls != nullptr ? 1 : 0;
         stats_.connections_accepted[kd].add();
         auto client = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
+        if (client && !shared_.accept_limiter.allow(*client, now_ms_)) {
+            ::close(fd);  // before any TLS work: a connect-handshake-close flood costs an accept
+            stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kRate)].add();
+            continue;
+        }
         if (!client || shared_.connections.load(std::memory_order_relaxed) >=
                            static_cast<int64_t>(shared_.config.tcp_max_connections) ||
             !shared_.connections_per_ip.try_add(client->with_port(0), shared_.config.tcp_max_connections_per_ip)) {

@@ -285,6 +285,27 @@ TEST(StreamIo, ConnectionsPerClientIpAreCapped) {
     EXPECT_TRUE(d.exchange(binding())) << "a slot of that IP is free again";
 }
 
+// A connect-and-close flood from one source is cut at accept: beyond
+// [tcp].accepts_per_ip_per_s (a bucket of that many, refilled per second)
+// connections are closed before anything is read from them.
+TEST(StreamIo, NewConnectionsPerSourceAreRateLimitedAtAccept) {
+    StreamLoop loop([](Config& c) { c.tcp_accepts_per_ip_per_s = 5; });
+    int answered = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 15; ++i) {
+        TcpClient t(loop.tcp(), "alice", "alice-pw");
+        answered += t.exchange(binding()) ? 1 : 0;
+    }
+    const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GE(answered, 5);
+    EXPECT_LE(answered, 5 + static_cast<int>(took_s * 5) + 1) << "in " << took_s << " s";
+    EXPECT_TRUE(eventually([&] { return closed(loop.stats(), 0, ConnClose::kRate) + answered == 15; }));
+    EXPECT_EQ(closed(loop.stats(), 0, ConnClose::kLimit), 0u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // the bucket refills
+    TcpClient later(loop.tcp(), "alice", "alice-pw");
+    EXPECT_TRUE(later.exchange(binding()));
+}
+
 // An OpenSSL client connection to the TLS listener; `alpn` in wire format.
 struct TlsClient {
     SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
