@@ -16,14 +16,13 @@ drain).
 """
 
 import asyncio
-import re
 import signal
 import socket
 import urllib.request
 
 import pytest
 
-from conftest import log_tail, stop_process
+from conftest import log_tail, sample_sum, stop_process
 from test_tls_reload import wait_log
 from test_turn_probe import PROBE, PASSWORD, USER, Relay, assert_all_passed, probe
 
@@ -34,15 +33,7 @@ pytestmark = pytest.mark.skipif(PROBE is None, reason="turn-probe not built")
 def metric(relay, name, **labels):
     """Sum of the samples of `name` whose labels include `labels` (0 if none)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{relay.metrics}/metrics", timeout=3).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
+    return sample_sum(text, name, **labels) or 0.0
 
 
 def stop(relay):
