@@ -72,20 +72,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A port free for UDP and TCP on 127.0.0.1, and the next one too (coturn also
-# takes P+1 as its RFC 5780 alternate port); the servers take it next.
-free_port() {
-    "$PY" -c '
-import socket
-for _ in range(100):
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
-    try:
-        for port, kind in ((p, socket.SOCK_STREAM), (p + 1, socket.SOCK_DGRAM), (p + 1, socket.SOCK_STREAM)):
-            socket.socket(socket.AF_INET, kind).bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    print(p); break'
-}
+. "$ROOT/bench/load/ports.sh"  # free_port
 # wait_listen PORT [u|t]: UDP (default) or TCP listener.
 wait_listen() {
     i=0

@@ -96,21 +96,9 @@ void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& p
     iovec iov[64];
     n = std::min<size_t>(n, 64);
     const auto& tpl = templates_[si];
-    const size_t off = payload_offset_[si];
     for (size_t i = 0; i < n; ++i) {
         uint8_t* f = tx_.data() + i * frame_;
-        std::memcpy(f, tpl.data(), tpl.size());
-        const uint64_t seq = next_seq_++;
-        if (patch_txid_[si]) {
-            std::memcpy(f + 12, &seq, sizeof seq);  // a distinct transaction ID per indication
-        }
-        uint8_t* p = f + off;
-        const uint32_t magic = kPayloadMagic;
-        std::memcpy(p, &magic, 4);
-        std::memcpy(p + 4, &index_, 2);
-        std::memcpy(p + 6, &ph.id, 2);
-        std::memcpy(p + 8, &seq, 8);
-        std::memcpy(p + 16, &now, 8);
+        fill_message(f, si, now, ph);
         iov[i] = {f, tpl.size()};
         msgs[i] = {};
         msgs[i].msg_hdr.msg_iov = &iov[i];
@@ -124,6 +112,26 @@ void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& p
         }
         done += static_cast<size_t>(r);
     }
+    count_sent(n, done, now, ph, c);
+}
+
+void TrafficThread::fill_message(uint8_t* f, size_t si, uint64_t now, const Phase& ph) {
+    const auto& tpl = templates_[si];
+    std::memcpy(f, tpl.data(), tpl.size());
+    const uint64_t seq = next_seq_++;
+    if (patch_txid_[si]) {
+        std::memcpy(f + 12, &seq, sizeof seq);  // a distinct transaction ID per indication
+    }
+    uint8_t* p = f + payload_offset_[si];
+    const uint32_t magic = kPayloadMagic;
+    std::memcpy(p, &magic, 4);
+    std::memcpy(p + 4, &index_, 2);
+    std::memcpy(p + 6, &ph.id, 2);
+    std::memcpy(p + 8, &seq, 8);
+    std::memcpy(p + 16, &now, 8);
+}
+
+void TrafficThread::count_sent(size_t n, size_t done, uint64_t now, const Phase& ph, ThreadCounters& c) {
     const size_t sec = std::min<size_t>((now - ph.start_ns) / kNsPerSec, c.seconds - 1);
     c.sent_by_sec[sec].store(c.sent_by_sec[sec].load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
     c.sent.store(c.sent.load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
@@ -138,25 +146,12 @@ void TrafficThread::send_stream(size_t si, size_t n, uint64_t now, const Phase& 
     n = std::min<size_t>(n, 64);
     StreamConn& conn = *sessions_[si]->stream();
     const auto& tpl = templates_[si];
-    const size_t off = payload_offset_[si];
     const size_t fit = dead_[si] ? 0 : std::min(n, conn.out_space() / tpl.size());
     if (ph.rate_pps <= 0) {
         n = fit;  // as fast as the relay takes it: a full queue is back-pressure, not loss
     }
     for (size_t i = 0; i < fit; ++i) {
-        uint8_t* f = tx_.data() + i * tpl.size();
-        std::memcpy(f, tpl.data(), tpl.size());
-        const uint64_t seq = next_seq_++;
-        if (patch_txid_[si]) {
-            std::memcpy(f + 12, &seq, sizeof seq);
-        }
-        uint8_t* p = f + off;
-        const uint32_t magic = kPayloadMagic;
-        std::memcpy(p, &magic, 4);
-        std::memcpy(p + 4, &index_, 2);
-        std::memcpy(p + 6, &ph.id, 2);
-        std::memcpy(p + 8, &seq, 8);
-        std::memcpy(p + 16, &now, 8);
+        fill_message(tx_.data() + i * tpl.size(), si, now, ph);  // back to back on the stream
     }
     size_t done = 0;
     if (fit > 0) {
@@ -169,12 +164,7 @@ void TrafficThread::send_stream(size_t si, size_t n, uint64_t now, const Phase& 
         }
         update_stream_events(si, c);
     }
-    const size_t sec = std::min<size_t>((now - ph.start_ns) / kNsPerSec, c.seconds - 1);
-    c.sent_by_sec[sec].store(c.sent_by_sec[sec].load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
-    c.sent.store(c.sent.load(std::memory_order_relaxed) + done, std::memory_order_relaxed);
-    if (done < n) {
-        c.send_failed.store(c.send_failed.load(std::memory_order_relaxed) + (n - done), std::memory_order_relaxed);
-    }
+    count_sent(n, done, now, ph, c);
 }
 
 void TrafficThread::update_stream_events(size_t si, ThreadCounters& c) {

@@ -73,6 +73,12 @@ private:
     void drain(size_t session, const Phase& ph, ThreadCounters& c);
     void drain_stream(size_t session, const Phase& ph, ThreadCounters& c);
     void send_stream(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
+    // One message at `f`: the session's template with the next sequence
+    // number and `now` stamped into its payload (and into the transaction ID
+    // of IPv4 Send indications).
+    void fill_message(uint8_t* f, size_t session, uint64_t now, const Phase& ph);
+    // `done` of `n` messages went out at `now`; the rest count as send_failed.
+    static void count_sent(size_t n, size_t done, uint64_t now, const Phase& ph, ThreadCounters& c);
     // Stream: EPOLLOUT only while output is queued; a broken connection leaves epoll.
     void update_stream_events(size_t session, ThreadCounters& c);
     void on_datagram(size_t session, const uint8_t* data, size_t len, uint64_t now, uint64_t rx,
