@@ -226,6 +226,23 @@ def pytest_runtest_makereport(item, call):
 # Server under test
 
 
+def sample_sum(text: str, name: str, **labels) -> Optional[float]:
+    """Sum of the samples of metric `name` in Prometheus text whose labels include `labels`;
+    None if there is none."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        m = re.match(r"^([A-Za-z_:][\w:]*)(\{([^}]*)\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(4))
+            found = True
+    return total if found else None
+
+
 @dataclass
 class TurnServer:
     kind: str
@@ -284,23 +301,6 @@ class TurnServer:
         server has no metrics endpoint or does not export the metric."""
         text = self.metrics()
         return None if text is None else sample_sum(text, name, **labels)
-
-
-def sample_sum(text: str, name: str, **labels) -> Optional[float]:
-    """Sum of the samples of metric `name` in Prometheus text whose labels include `labels`;
-    None if there is none."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        m = re.match(r"^([A-Za-z_:][\w:]*)(\{([^}]*)\})?\s+(\S+)", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(4))
-            found = True
-    return total if found else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
