@@ -26,7 +26,6 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -151,13 +150,14 @@ def _run_page(browser, url, server, turn_url, password=None, **params):
     pytest.fail(f"page did not finish within {PAGE_TIMEOUT_S}s; page log:\n{log}")
 
 
-@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
-def test_chromium_datachannel_relay_only(server, browser, http_page, family):
-    r = _run_page(browser, http_page, server, server.url(family), n=8)
-    detail = json.dumps({k: v for k, v in r.items() if k not in ("sent", "received1",
-                                                                 "received2")}, indent=1)
-    assert r.get("ok"), f"data channel exchange failed: {r.get('error')}\n{detail}"
-    assert len(r["received2"]) == 8 and len(r["received1"]) == 16
+def assert_relayed_call(r, server, protocol, what):
+    """What every relay-only page run asserts (also test_tcp_tls.py's): the exchange finished,
+    both peer connections gathered relay candidates only, and each selected pair is relay to
+    relay with the local candidate allocated over `protocol` in the server's port range.
+    Returns the run's details for further assertion messages."""
+    detail = json.dumps({k: v for k, v in r.items() if k not in ("sent", "received1", "received2")},
+                        indent=1)
+    assert r.get("ok"), f"data channel {what} failed: {r.get('error')}\n{detail}"
     for name in ("pc1", "pc2"):
         cands = r["candidates"][name]
         assert cands, f"{name} gathered no candidates"
@@ -166,8 +166,18 @@ def test_chromium_datachannel_relay_only(server, browser, http_page, family):
         pair = r[key]
         assert pair, f"no selected candidate pair in getStats ({key})\n{detail}"
         assert pair["local"]["type"] == "relay" and pair["remote"]["type"] == "relay", detail
-        assert pair["local"]["relayProtocol"] == "udp", detail
+        assert pair["local"]["relayProtocol"] == protocol, detail
         assert server.relay_min <= pair["local"]["port"] <= server.relay_max, detail
+    return detail
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_chromium_datachannel_relay_only(server, browser, http_page, family):
+    r = _run_page(browser, http_page, server, server.url(family), n=8)
+    detail = assert_relayed_call(r, server, "udp", "exchange")
+    assert len(r["received2"]) == 8 and len(r["received1"]) == 16
+    for key in ("pair1", "pair2"):
+        pair = r[key]
         assert server.relay_min <= pair["remote"]["port"] <= server.relay_max, detail
         assert pair["bytesSent"] > 0 and pair["bytesReceived"] > 0, detail
 
@@ -290,22 +300,13 @@ def test_chromium_datachannel_turns_verified(tls_server, tls_browser, http_page,
     before = _tls_counters(server)
     r = _run_page(tls_browser, http_page, server, turn_url, n=6, hold=1)
     try:
-        detail = json.dumps({k: v for k, v in r.items()
-                             if k not in ("sent", "received1", "received2")}, indent=1)
-        assert r.get("ok"), f"data channel over {turn_url} failed: {r.get('error')}\n{detail}"
+        # The local relayed candidates were allocated over TLS, through this URL.
+        detail = assert_relayed_call(r, server, "tls", f"over {turn_url}")
         assert r["errors"] == [], detail
         assert len(r["received2"]) == 6 and len(r["received1"]) == 12
-        for name in ("pc1", "pc2"):
-            cands = r["candidates"][name]
-            assert cands and all(" typ relay " in c for c in cands), cands
         for key in ("pair1", "pair2"):
             pair = r[key]
-            assert pair, f"no selected candidate pair in getStats ({key})\n{detail}"
-            assert pair["local"]["type"] == "relay" and pair["remote"]["type"] == "relay", detail
-            # The local relayed candidate was allocated over TLS, through this URL.
-            assert pair["local"]["relayProtocol"] == "tls", detail
             assert pair["local"]["url"] == turn_url, detail
-            assert server.relay_min <= pair["local"]["port"] <= server.relay_max, detail
             assert server.relay_min <= pair["remote"]["port"] <= server.relay_max, detail
             assert pair["bytesSent"] > 0 and pair["bytesReceived"] > 0, detail
         if server.kind == "turnrelay":

@@ -83,7 +83,7 @@ from conftest import (_ACTIVE_LOGS, TurnServer, TurnutilsPeer, find_turn_relay_b
 from test_uclient import CLIENTS, INTERVAL_MS, LENGTH, MESSAGES, UCLIENT, assert_no_loss, relay_port
 
 try:  # Chromium's fixtures and page driver; test_chromium skips itself without Chromium.
-    from test_chromium import _run_page, browser, http_page  # noqa: F401 (fixtures)
+    from test_chromium import _run_page, assert_relayed_call, browser, http_page  # noqa: F401 (fixtures)
     HAVE_CHROMIUM = True
 except (ImportError, pytest.skip.Exception):
     HAVE_CHROMIUM = False
@@ -1187,18 +1187,7 @@ def test_chromium_datachannel_turn_tcp(server, browser, http_page, family):
     host = "127.0.0.1" if family == 4 else "[::1]"
     turn_url = f"turn:{host}:{server.tcp_port}?transport=tcp"
     r = _run_page(browser, http_page, server, turn_url, n=6)
-    detail = {k: v for k, v in r.items() if k not in ("sent", "received1", "received2")}
-    assert r.get("ok"), f"data channel over TURN/TCP failed: {r.get('error')}\n{detail}"
-    for name in ("pc1", "pc2"):
-        cands = r["candidates"][name]
-        assert cands and all(" typ relay " in c for c in cands), cands
-    for key in ("pair1", "pair2"):
-        pair = r[key]
-        assert pair, f"no selected pair ({key})\n{detail}"
-        assert pair["local"]["type"] == "relay" and pair["remote"]["type"] == "relay", detail
-        assert pair["local"]["relayProtocol"] == "tcp", (
-            f"selected local candidate not relayed over TCP: {pair['local']}")
-        assert server.relay_min <= pair["local"]["port"] <= server.relay_max, detail
+    assert_relayed_call(r, server, "tcp", "over TURN/TCP")
     if server.kind == "turnrelay":
         after = metric0(server, "turn_connections_accepted_total", transport="tcp")
         assert after - accepted >= 2, f"{after - accepted} TCP connections for two peers"
