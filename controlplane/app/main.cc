@@ -68,6 +68,7 @@ std::string turn_urls(const Config& c) {
     add(c.listen, "turn", "udp");
     add(c.listen_tcp, "turn", "tcp");
     add(c.listen_tls, "turns", "tcp");
+    add(c.listen_dtls, "turns", "udp");
     return s;
 }
 
@@ -141,10 +142,12 @@ int main(int argc, char** argv) {
     app.add_option("--listen", cli.listen, "UDP listening address IP:port (repeatable)");
     app.add_option("--listen-tcp", cli.listen_tcp, "TURN over TCP listening address IP:port (repeatable)");
     app.add_option("--listen-tls", cli.listen_tls, "TURN over TLS listening address IP:port (repeatable)");
+    app.add_option("--listen-dtls", cli.listen_dtls,
+                   "TURN over DTLS listening address IP:port (UDP, repeatable; uses --tls-cert/--tls-key)");
     std::string tls_cert;
     std::string tls_key;
-    auto* cert_opt = app.add_option("--tls-cert", tls_cert, "PEM certificate chain for --listen-tls");
-    auto* key_opt = app.add_option("--tls-key", tls_key, "PEM private key for --listen-tls");
+    auto* cert_opt = app.add_option("--tls-cert", tls_cert, "PEM certificate chain for --listen-tls and --listen-dtls");
+    auto* key_opt = app.add_option("--tls-key", tls_key, "PEM private key for --listen-tls and --listen-dtls");
     app.add_option("--relay-ip", cli.relay_ips, "relayed address IP, at most one per family (repeatable)");
     app.add_option("--alternate-ip", cli.alternate_ips, "RFC 5780 alternate IP, at most one per family (repeatable)");
     unsigned alternate_port = 0;
@@ -223,10 +226,11 @@ int main(int argc, char** argv) {
     }
     const Config config = std::get<Config>(loaded);
     setup_logging(config);
-    // TURN over TLS: the certificate and key are read (and checked against
-    // each other) now, so a bad file stops start-up with the key to fix.
+    // TURN over TLS and DTLS: the certificate and key are read (and checked
+    // against each other) now, so a bad file stops start-up with the key to fix.
     TlsContexts tls;
-    if (!config.listen_tls.empty()) {
+    const bool any_tls = !config.listen_tls.empty() || !config.listen_dtls.empty();
+    if (any_tls) {
         std::string tls_err;
         if (!tls.load(config.tls_certificate, config.tls_private_key, tls_err)) {
             return fatal_config(tls_err);
@@ -311,7 +315,7 @@ int main(int argc, char** argv) {
     std::vector<const Stats*> stats;
     for (unsigned i = 0; i < n; ++i) {
         loops.push_back(std::make_unique<EventLoop>(*shared, offload, i));
-        if (auto e = loops.back()->bind_listeners(config.listen_tls.empty() ? nullptr : &tls, handoffs.get());
+        if (auto e = loops.back()->bind_listeners(any_tls ? &tls : nullptr, handoffs.get());
             !e.empty()) {
             log_event("startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
@@ -386,7 +390,7 @@ int main(int argc, char** argv) {
             }
             out["need_restart"] = r.need_restart;
         }
-        if (!running.listen_tls.empty()) {
+        if (any_tls) {
             std::string e;
             bool same = false;
             if (tls.load(running.tls_certificate, running.tls_private_key, e, &same)) {
@@ -454,7 +458,7 @@ int main(int argc, char** argv) {
                           {"metrics", config.metrics_listen.empty() ? "off" : "http://" + config.metrics_listen + "/metrics"},
                           {"dataplane", config.dataplane_socket.empty() ? "off" : config.dataplane_socket},
                           {"state", config.state_dir.empty() ? "off" : config.state_dir},
-                          {"tls_certificate", config.listen_tls.empty() ? "off" : tls.describe()},
+                          {"tls_certificate", any_tls ? tls.describe() : "off"},
                           {"admin", config.admin_socket.empty() ? "off" : config.admin_socket}});
 
     int sig = 0;

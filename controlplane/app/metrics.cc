@@ -114,14 +114,17 @@ public:
         auto& icmp = family("turn_icmp_indications_total",
                             "ICMP errors from peers reported to clients (Data indication with ICMP)", MetricType::Counter);
         counter(icmp, {}, sum([](const Stats& s) { return s.icmp_indications.get(); }));
-        // TCP/TLS client connections (the transports' listeners, RFC 8656 3.1).
-        auto& co = family("turn_connections", "Open TCP/TLS client connections", MetricType::Gauge);
-        auto& ca = family("turn_connections_accepted_total", "TCP/TLS client connections accepted",
+        // TCP/TLS client connections and DTLS sessions (the transports'
+        // listeners, RFC 8656 3.1; a DTLS session counts once its cookie checked out).
+        auto& co = family("turn_connections", "Open TCP/TLS client connections and DTLS sessions", MetricType::Gauge);
+        auto& ca = family("turn_connections_accepted_total",
+                          "TCP/TLS client connections accepted, DTLS sessions started (cookie verified)",
                           MetricType::Counter);
-        auto& cc = family("turn_connections_closed_total", "TCP/TLS client connections closed, by reason",
-                          MetricType::Counter);
+        auto& cc = family("turn_connections_closed_total",
+                          "TCP/TLS client connections and DTLS sessions closed, by reason", MetricType::Counter);
         for (size_t t = 0; t < kStreamKinds; ++t) {
-            const std::string tr = t == 0 ? "tcp" : "tls";
+            static constexpr const char* kNames[kStreamKinds] = {"tcp", "tls", "dtls"};
+            const std::string tr = kNames[t];
             double closed = 0;  // read before accepted: a connection closed in between is not counted below zero
             for (size_t r = 0; r < static_cast<size_t>(ConnClose::kCount); ++r) {
                 const double v = sum([&](const Stats& s) { return s.connections_closed[t][r].get(); });

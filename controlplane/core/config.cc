@@ -146,11 +146,12 @@ void parse_user(const std::string& key, const std::string& s, Config& c) {
 
 void apply_toml(const toml::table& root, Config& c) {
     static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
-        {"server", {"listen", "listen_tcp", "listen_tls", "relay_ips", "alternate_ips", "alternate_port", "relay_port_min", "relay_port_max", "realm", "software", "threads",
+        {"server", {"listen", "listen_tcp", "listen_tls", "listen_dtls", "relay_ips", "alternate_ips", "alternate_port", "relay_port_min", "relay_port_max", "realm", "software", "threads",
                     "strict_channel_range"}},
         {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
         {"tls", {"certificate", "private_key"}},
         {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes", "accepts_per_ip_per_s"}},
+        {"dtls", {"max_sessions", "max_sessions_per_ip", "idle_timeout_s", "handshakes_per_ip_per_s", "mtu"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
                         "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels"}},
         {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
@@ -185,7 +186,7 @@ void apply_toml(const toml::table& root, Config& c) {
         }
     }
     for (auto [key, list] : {std::pair{"listen", &c.listen}, std::pair{"listen_tcp", &c.listen_tcp},
-                             std::pair{"listen_tls", &c.listen_tls}}) {
+                             std::pair{"listen_tls", &c.listen_tls}, std::pair{"listen_dtls", &c.listen_dtls}}) {
         if (auto l = get_strings(root, "server", key)) {
             list->clear();
             for (const auto& s : *l) {
@@ -230,6 +231,12 @@ void apply_toml(const toml::table& root, Config& c) {
     get_int(root, "tcp", "idle_timeout_s", c.tcp_idle_timeout_s, 1, 86400);
     get_int(root, "tcp", "send_buffer_bytes", c.tcp_send_buffer_bytes, 70'000, 64 << 20);
     get_int(root, "tcp", "accepts_per_ip_per_s", c.tcp_accepts_per_ip_per_s, 0, 1'000'000);
+    get_int(root, "dtls", "max_sessions", c.dtls_max_sessions, 1, 10'000'000);
+    get_int(root, "dtls", "max_sessions_per_ip", c.dtls_max_sessions_per_ip, 1, 10'000'000);
+    get_int(root, "dtls", "idle_timeout_s", c.dtls_idle_timeout_s, 1, 86400);
+    get_int(root, "dtls", "handshakes_per_ip_per_s", c.dtls_handshakes_per_ip_per_s, 0, 1'000'000);
+    // 576: the least every IPv4 host takes; 9216: jumbo frames.
+    get_int(root, "dtls", "mtu", c.dtls_mtu, 576, 9216);
     get_int(root, "allocation", "default_lifetime_s", c.default_lifetime_s, 1, 86400);
     get_int(root, "allocation", "max_lifetime_s", c.max_lifetime_s, 1, 86400);
     get_int(root, "allocation", "max_per_user", c.max_per_user, 0, 1'000'000);
@@ -279,7 +286,8 @@ void apply_toml(const toml::table& root, Config& c) {
 void apply_cli(const CliOverrides& cli, Config& c) {
     for (auto [flag, from, to] : {std::tuple{"--listen", &cli.listen, &c.listen},
                                   std::tuple{"--listen-tcp", &cli.listen_tcp, &c.listen_tcp},
-                                  std::tuple{"--listen-tls", &cli.listen_tls, &c.listen_tls}}) {
+                                  std::tuple{"--listen-tls", &cli.listen_tls, &c.listen_tls},
+                                  std::tuple{"--listen-dtls", &cli.listen_dtls, &c.listen_dtls}}) {
         if (!from->empty()) {
             to->clear();
             for (const auto& s : *from) {
@@ -381,7 +389,7 @@ void apply_cli(const CliOverrides& cli, Config& c) {
 // without TLS alternates, or "always" without any alternate, says nothing.
 void validate_redirect(const Config& c) {
     for (auto [key, list, own] : {std::tuple{"[redirect].servers", &c.redirect_servers, std::vector<const std::vector<Address>*>{&c.listen, &c.listen_tcp}},
-                                  std::tuple{"[redirect].tls_servers", &c.redirect_tls_servers, std::vector<const std::vector<Address>*>{&c.listen_tls}}}) {
+                                  std::tuple{"[redirect].tls_servers", &c.redirect_tls_servers, std::vector<const std::vector<Address>*>{&c.listen_tls, &c.listen_dtls}}}) {
         if (list->size() > 64) {
             fail(key, "at most 64 alternate servers");
         }
@@ -399,8 +407,9 @@ void validate_redirect(const Config& c) {
     if (!c.redirect_tls_domain.empty() && c.redirect_tls_servers.empty()) {
         fail("[redirect].tls_domain", "is set but [redirect].tls_servers is empty; the domain names the TLS alternates' certificate");
     }
-    if (!c.redirect_tls_servers.empty() && c.listen_tls.empty()) {
-        fail("[redirect].tls_servers", "is set but this relay has no listen_tls; TLS alternates are only given to TLS clients");
+    if (!c.redirect_tls_servers.empty() && c.listen_tls.empty() && c.listen_dtls.empty()) {
+        fail("[redirect].tls_servers", "is set but this relay has no listen_tls or listen_dtls; TLS alternates are only given "
+                                       "to TLS and DTLS clients");
     }
     if (c.redirect_tls_domain.size() > 255) {
         fail("[redirect].tls_domain", "longer than a DNS name (255 bytes)");
@@ -436,11 +445,30 @@ void validate(Config& c, bool have_file) {
         }
         seen = true;
     }
-    if (!c.listen_tls.empty() && (c.tls_certificate.empty() || c.tls_private_key.empty())) {
+    if ((!c.listen_tls.empty() || !c.listen_dtls.empty()) && (c.tls_certificate.empty() || c.tls_private_key.empty())) {
+        const std::string which = c.listen_tls.empty() ? "listen_dtls" : "listen_tls";
         fail(c.tls_certificate.empty() ? "[tls].certificate" : "[tls].private_key",
-             "listen_tls is set but the TLS " + std::string(c.tls_certificate.empty() ? "certificate" : "private key") +
+             which + " is set but the TLS " + std::string(c.tls_certificate.empty() ? "certificate" : "private key") +
                  " is not; set [tls] certificate = \"/path/fullchain.pem\" and private_key = \"/path/key.pem\" "
-                 "(or --tls-cert / --tls-key), or remove listen_tls");
+                 "(or --tls-cert / --tls-key), or remove " + which);
+    }
+    // UDP listeners are SO_REUSEPORT sockets (one per event loop), so a DTLS
+    // listener on a UDP listener's address would bind and silently take a
+    // share of its datagrams: refuse it, and a DTLS address listed twice.
+    for (size_t i = 0; i < c.listen_dtls.size(); ++i) {
+        const Address& d = c.listen_dtls[i];
+        for (const auto& u : c.listen) {
+            if (u.port == d.port && (u == d || u.is_unspecified() || d.is_unspecified()) && u.is_v4() == d.is_v4()) {
+                fail("[server].listen_dtls", d.to_string() + " is also a UDP listener (" + u.to_string() +
+                                                 "); one UDP port serves either plain TURN or DTLS, so give DTLS its own "
+                                                 "port (5349 by convention)");
+            }
+        }
+        for (size_t j = i + 1; j < c.listen_dtls.size(); ++j) {
+            if (d == c.listen_dtls[j]) {
+                fail("[server].listen_dtls", d.to_string() + " is listed twice");
+            }
+        }
     }
     // A listener address is one socket: the same IP and port twice in a
     // list, or in the TCP and the TLS list, could not both be bound.
@@ -489,6 +517,21 @@ void validate(Config& c, bool have_file) {
             if (listeners != 1) {
                 fail(k, "needs exactly one UDP listener of the family of " + a.ip_string() + " in [server].listen (has " +
                             std::to_string(listeners) + ")");
+            }
+        }
+    }
+    // RFC 5780's extra UDP listeners are SO_REUSEPORT sockets too.
+    for (const auto& d : c.listen_dtls) {
+        if (c.alternate_port != 0 && d.port == c.alternate_port) {
+            fail("[server].listen_dtls", d.to_string() + " uses alternate_port, where RFC 5780 answers Binding over "
+                                                         "plain UDP; give DTLS another port");
+        }
+        for (const auto& alt : c.alternate_ips) {
+            for (const auto& u : c.listen) {
+                if (u.port == d.port && alt.is_v4() == d.is_v4() && (d.is_unspecified() || d.with_port(0) == alt.with_port(0))) {
+                    fail("[server].listen_dtls", d.to_string() + " is also an RFC 5780 listener (" + alt.ip_string() +
+                                                     " with the UDP port); give DTLS another port");
+                }
             }
         }
     }

@@ -19,6 +19,7 @@ struct Config {
     std::vector<Address> listen;      // UDP listeners
     std::vector<Address> listen_tcp;  // TURN over TCP (RFC 8656 section 3.1)
     std::vector<Address> listen_tls;  // TURN over TLS over TCP ("turns:")
+    std::vector<Address> listen_dtls; // TURN over DTLS over UDP ("turns:...?transport=udp", RFC 7350)
     std::vector<Address> relay_ips;   // at most one per family
     // RFC 5780 NAT behaviour discovery: a second IP (at most one per family)
     // and a second port; with both, Binding is answered on the four
@@ -46,6 +47,12 @@ struct Config {
     uint32_t tcp_idle_timeout_s = 30;      // without an allocation, closed after this long without a message
     uint32_t tcp_send_buffer_bytes = 256 * 1024;  // queued output per connection; beyond it output is dropped
     uint32_t tcp_accepts_per_ip_per_s = 200;  // new connections per client source and second, 0 = no limit
+    // [dtls]: sessions of listen_dtls (io/dtls_io.h)
+    uint32_t dtls_max_sessions = 10000;        // whole process; handshakes beyond it are dropped
+    uint32_t dtls_max_sessions_per_ip = 1000;  // from one client source (IPv4 address, IPv6 /64)
+    uint32_t dtls_idle_timeout_s = 30;         // without an allocation, closed after this long without a record
+    uint32_t dtls_handshakes_per_ip_per_s = 200;  // new sessions per client source and second, 0 = no limit
+    uint32_t dtls_mtu = 1200;                  // largest datagram of a handshake flight (IP + UDP included)
     // [allocation]
     uint32_t default_lifetime_s = 600;
     uint32_t max_lifetime_s = 3600;
@@ -80,8 +87,8 @@ struct Config {
     // client's address family, round robin; no entry of the family: served here.
     enum class RedirectWhen : uint8_t { kDraining, kAlways };
     std::vector<Address> redirect_servers;      // for UDP and TCP clients
-    std::vector<Address> redirect_tls_servers;  // for TLS clients
-    std::string redirect_tls_domain;            // ALTERNATE-DOMAIN for TLS clients, "" = none
+    std::vector<Address> redirect_tls_servers;  // for TLS and DTLS clients
+    std::string redirect_tls_domain;            // ALTERNATE-DOMAIN for TLS and DTLS clients, "" = none
     RedirectWhen redirect_when = RedirectWhen::kDraining;
 
     // Relay address of a family, if configured.
@@ -94,6 +101,7 @@ struct CliOverrides {
     std::vector<std::string> listen;
     std::vector<std::string> listen_tcp;
     std::vector<std::string> listen_tls;
+    std::vector<std::string> listen_dtls;
     std::optional<std::string> tls_certificate;
     std::optional<std::string> tls_private_key;
     std::vector<std::string> relay_ips;

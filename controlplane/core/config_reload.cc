@@ -20,8 +20,8 @@ Fixed fixed(const char* key, F fields) {
 
 const std::vector<Fixed>& fixed_keys() {
     static const std::vector<Fixed> keys = {
-        fixed("[server].listen / listen_tcp / listen_tls",
-              [](const Config& c) { return std::tie(c.listen, c.listen_tcp, c.listen_tls); }),
+        fixed("[server].listen / listen_tcp / listen_tls / listen_dtls",
+              [](const Config& c) { return std::tie(c.listen, c.listen_tcp, c.listen_tls, c.listen_dtls); }),
         fixed("[server].relay_ips", [](const Config& c) { return std::tie(c.relay_ips); }),
         fixed("[server].alternate_ips / alternate_port", [](const Config& c) { return std::tie(c.alternate_ips, c.alternate_port); }),
         fixed("[server].relay_port_min / relay_port_max",
@@ -33,6 +33,10 @@ const std::vector<Fixed>& fixed_keys() {
         fixed("[tcp]", [](const Config& c) {
             return std::tie(c.tcp_max_connections, c.tcp_max_connections_per_ip, c.tcp_idle_timeout_s,
                             c.tcp_send_buffer_bytes, c.tcp_accepts_per_ip_per_s);
+        }),
+        fixed("[dtls]", [](const Config& c) {
+            return std::tie(c.dtls_max_sessions, c.dtls_max_sessions_per_ip, c.dtls_idle_timeout_s,
+                            c.dtls_handshakes_per_ip_per_s, c.dtls_mtu);
         }),
         fixed("[allocation]", [](const Config& c) {
             return std::tie(c.default_lifetime_s, c.max_lifetime_s, c.max_per_user, c.max_total, c.bandwidth_bps,

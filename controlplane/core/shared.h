@@ -73,6 +73,11 @@ struct Shared {
     ConnectionsPerIp connections_per_ip;
     // RFC 6062 peer connections of all loops (also bounded by [tcp].max_connections).
     std::atomic<int64_t> peer_connections{0};
+    // DTLS sessions of all loops past the cookie exchange ([dtls]
+    // max_sessions / max_sessions_per_ip / handshakes_per_ip_per_s).
+    std::atomic<int64_t> dtls_sessions{0};
+    ConnectionsPerIp dtls_sessions_per_ip;
+    SourceRateLimiter dtls_handshake_limiter;
 };
 
 }  // namespace turn::cp

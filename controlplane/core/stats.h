@@ -31,7 +31,8 @@ struct Counter {
     X(kSendError, "send_error")                /* sendmsg failed */                      \
     X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */  \
     X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */ \
-    X(kStreamBackpressure, "stream_backpressure") /* TCP/TLS client not reading: its send buffer is full */
+    X(kStreamBackpressure, "stream_backpressure") /* TCP/TLS client not reading: its send buffer is full */ \
+    X(kDtlsNoSession, "dtls_no_session")       /* on a DTLS listener: not a ClientHello, and no session */
 
 #define TURN_CP_AUTH_FAILURES(X)              \
     X(kNoCredentials, "no_credentials")       \
@@ -50,12 +51,12 @@ struct Counter {
     X(kTotal, "total")               \
     X(kPorts, "ports")
 
-// Why a TCP/TLS client connection ended.
+// Why a TCP/TLS client connection or a DTLS session ended.
 #define TURN_CP_CONN_CLOSE_REASONS(X)                                                    \
     X(kClient, "client")              /* the client closed or reset it */               \
     X(kBadFrame, "bad_frame")         /* bytes that are neither STUN nor ChannelData */  \
     X(kIdle, "idle")                  /* no allocation and no message for idle_timeout_s */ \
-    X(kTlsHandshake, "tls_handshake") /* the TLS handshake failed */                    \
+    X(kTlsHandshake, "tls_handshake") /* the TLS (DTLS) handshake failed (or did not end in time) */ \
     X(kLimit, "limit")                /* over [tcp].max_connections: closed at accept */ \
     X(kRate, "rate")                  /* over [tcp].accepts_per_ip_per_s: closed at accept */ \
     X(kSendError, "send_error")       /* writing to it failed */                        \
@@ -73,8 +74,8 @@ std::string_view name(AuthFailure a);
 std::string_view name(QuotaKind q);
 std::string_view name(ConnClose c);
 
-// Client connections: index 0 TCP, 1 TLS.
-constexpr size_t kStreamKinds = 2;
+// Client connections: index 0 TCP, 1 TLS, 2 DTLS (sessions, io/dtls_io.h).
+constexpr size_t kStreamKinds = 3;
 
 // Request methods and response codes tracked by turn_requests_total.
 enum class MethodIndex : uint8_t {
@@ -98,7 +99,7 @@ struct Stats {
     std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_packets;
     std::array<Counter, static_cast<size_t>(Direction::kCount)> relayed_bytes;
     Counter icmp_indications;  // Data indications carrying an ICMP attribute
-    // TCP/TLS client connections; open = accepted - closed.
+    // TCP/TLS client connections and DTLS sessions; open = accepted - closed.
     std::array<Counter, kStreamKinds> connections_accepted;
     std::array<std::array<Counter, static_cast<size_t>(ConnClose::kCount)>, kStreamKinds> connections_closed;
     // Connections handed to the loop of their RFC 6062 peer connection (io/stream_handoff.h).

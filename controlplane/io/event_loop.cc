@@ -47,6 +47,11 @@ std::string EventLoop::bind_listeners(const TlsContexts* tls, StreamHandoffs* ha
             return err;
         }
     }
+    for (const auto& l : shared_.config.listen_dtls) {
+        if (auto err = io_.add_dtls_listener(shared_, l, tls); !err.empty()) {
+            return err;
+        }
+    }
     if (handoffs != nullptr) {
         io_.set_stream_handoffs(handoffs, index_);
         server_.set_loop(index_, handoffs->loops());

@@ -74,6 +74,7 @@ SocketIo::SocketIo(Stats& stats)
 }
 
 SocketIo::~SocketIo() {
+    dtls_.reset();  // its close_notify alerts go out with the last flush
     flush();
     streams_.reset();
     for (auto& l : listeners_) {
@@ -111,16 +112,33 @@ std::string SocketIo::add_stream_listener(Shared& shared, const Address& local, 
     return streams_->add_listener(local, tls);
 }
 
+std::string SocketIo::add_dtls_listener(Shared& shared, const Address& local, const TlsContexts* tls) {
+    if (!dtls_) {
+        dtls_ = std::make_unique<DtlsIo>(shared, stats_, epoll_fd_,
+                                         [this](int fd, const Address& to, std::span<const uint8_t> data) {
+                                             queue(fd, to, data);
+                                         });
+        dtls_->set_server(server_);
+    }
+    return dtls_->add_listener(local, tls);
+}
+
 void SocketIo::set_server(Server* s) {
     server_ = s;
     if (streams_) {
         streams_->set_server(s);
+    }
+    if (dtls_) {
+        dtls_->set_server(s);
     }
 }
 
 void SocketIo::tick(uint64_t now_ms) {
     if (streams_) {
         streams_->expire(now_ms);
+    }
+    if (dtls_) {
+        dtls_->expire(now_ms);
     }
 }
 
@@ -179,6 +197,12 @@ void SocketIo::close_relay(RelayId relay) {
 }
 
 void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data) {
+    if (to.transport == Transport::kDtls) {
+        if (!dtls_ || !dtls_->send(to, data)) {
+            stats_.drop(Drop::kSendError);  // the session has gone
+        }
+        return;
+    }
     if (to.transport != Transport::kUdp) {
         if (!streams_ || !streams_->send(to, data)) {
             stats_.drop(Drop::kSendError);  // the connection has gone
@@ -370,7 +394,11 @@ bool SocketIo::poll_once(int timeout_ms, uint64_t* waited_us) {
     }
     for (int i = 0; i < n; ++i) {
         const uint64_t tag = events[static_cast<size_t>(i)].data.u64;
-        if ((tag & StreamIo::kTag) != 0 && (tag & kListenerTag) == 0) {
+        if ((tag & DtlsIo::kTag) != 0 && (tag & (kListenerTag | StreamIo::kTag)) == 0) {
+            if (dtls_) {
+                dtls_->on_event(tag);
+            }
+        } else if ((tag & StreamIo::kTag) != 0 && (tag & kListenerTag) == 0) {
             if (streams_) {
                 streams_->on_event(tag, events[static_cast<size_t>(i)].events);
             }

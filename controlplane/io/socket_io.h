@@ -19,6 +19,7 @@
 #include "core/packet_io.h"
 #include "core/shared.h"
 #include "core/stats.h"
+#include "io/dtls_io.h"
 #include "io/stream_io.h"
 #include "net/address.h"
 
@@ -43,6 +44,8 @@ public:
     std::string add_listener(const Address& local);
     // A TCP listener (TURN over TCP), or with `tls` a TLS one (io/stream_io.h).
     std::string add_stream_listener(Shared& shared, const Address& local, const TlsContexts* tls);
+    // A TURN-over-DTLS listener (io/dtls_io.h).
+    std::string add_dtls_listener(Shared& shared, const Address& local, const TlsContexts* tls);
 
     void set_server(Server* s);
     // Waits up to timeout_ms, processes every ready socket, flushes sends.
@@ -90,6 +93,7 @@ public:
 
     size_t relay_count() const { return relay_count_; }
     size_t connection_count() const { return streams_ ? streams_->connection_count() : 0; }
+    size_t dtls_session_count() const { return dtls_ ? dtls_->session_count() : 0; }
 
 private:
     struct Listener {
@@ -127,6 +131,7 @@ private:
     size_t tx_count_ = 0;
 
     std::unique_ptr<StreamIo> streams_;  // with TCP/TLS listeners only
+    std::unique_ptr<DtlsIo> dtls_;       // with DTLS listeners only
 };
 
 }  // namespace turn::cp

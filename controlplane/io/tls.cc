@@ -1,7 +1,17 @@
 #include "io/tls.h"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdlib>
+#include <ctime>
 
 #include <cstring>
 #include <fstream>
@@ -36,16 +46,72 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+uint64_t unix_minute() {
+    return static_cast<uint64_t>(std::time(nullptr)) / 60;
+}
+
+int generate_cookie(SSL* ssl, unsigned char* out, unsigned int* len) {
+    const auto* client = static_cast<const Address*>(SSL_get_app_data(ssl));
+    if (client == nullptr) {
+        return 0;
+    }
+    uint8_t c[kDtlsCookieSize];
+    dtls_cookie(*client, unix_minute(), c);
+    std::memcpy(out, c, sizeof c);  // DTLS1_COOKIE_LENGTH (255) bytes of room
+    *len = sizeof c;
+    return 1;
+}
+
+int verify_cookie(SSL* ssl, const unsigned char* cookie, unsigned int len) {
+    const auto* client = static_cast<const Address*>(SSL_get_app_data(ssl));
+    if (client == nullptr || len != kDtlsCookieSize) {
+        return 0;
+    }
+    const uint64_t now = unix_minute();
+    for (const uint64_t minute : {now, now - 1}) {
+        uint8_t c[kDtlsCookieSize];
+        dtls_cookie(*client, minute, c);
+        if (CRYPTO_memcmp(c, cookie, sizeof c) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
-TlsContext make_tls_context(const std::string& certificate, const std::string& private_key, std::string& error) {
+void dtls_cookie(const Address& client, uint64_t minute, uint8_t (&out)[kDtlsCookieSize]) {
+    static const auto key = [] {
+        std::array<uint8_t, 32> k{};
+        if (RAND_bytes(k.data(), static_cast<int>(k.size())) != 1) {
+            std::abort();  // no randomness: nothing secure can be done
+        }
+        return k;
+    }();
+    sockaddr_storage ss{};
+    const size_t n = client.to_sockaddr(&ss);
+    uint8_t msg[sizeof ss + sizeof minute];
+    std::memcpy(msg, &ss, n);
+    std::memcpy(msg + n, &minute, sizeof minute);
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned mac_len = 0;
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), msg, n + sizeof minute, mac, &mac_len);
+    std::memcpy(out, mac, sizeof out);
+}
+
+TlsContext make_tls_context(const std::string& certificate, const std::string& private_key, std::string& error,
+                            bool dtls) {
     ERR_clear_error();
-    TlsContext ctx(SSL_CTX_new(TLS_server_method()));
+    TlsContext ctx(SSL_CTX_new(dtls ? DTLS_server_method() : TLS_server_method()));
     if (!ctx) {
-        error = "[tls]: cannot create a TLS context: " + openssl_error();
+        error = "[tls]: cannot create a " + std::string(dtls ? "DTLS" : "TLS") + " context: " + openssl_error();
         return nullptr;
     }
-    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(ctx.get(), dtls ? DTLS1_2_VERSION : TLS1_2_VERSION);
+    if (dtls) {
+        SSL_CTX_set_cookie_generate_cb(ctx.get(), generate_cookie);
+        SSL_CTX_set_cookie_verify_cb(ctx.get(), verify_cookie);
+    }
     // Partial writes (the event loop keeps the rest), the output buffer may
     // move between retries, and idle connections give their buffers back.
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -86,6 +152,7 @@ TlsContext make_tls_context(const std::string& certificate, const std::string& p
 
 TlsContexts::~TlsContexts() {
     SSL_CTX_free(current_.load());
+    SSL_CTX_free(current_dtls_.load());
     for (SSL_CTX* c : retired_) {
         SSL_CTX_free(c);
     }
@@ -111,7 +178,14 @@ bool TlsContexts::load(const std::string& certificate, const std::string& privat
     if (!fresh) {
         return false;
     }
+    TlsContext fresh_dtls = make_tls_context(certificate, private_key, error, true);
+    if (!fresh_dtls) {
+        return false;
+    }
     if (SSL_CTX* old = current_.exchange(fresh.release(), std::memory_order_acq_rel)) {
+        retired_.push_back(old);
+    }
+    if (SSL_CTX* old = current_dtls_.exchange(fresh_dtls.release(), std::memory_order_acq_rel)) {
         retired_.push_back(old);
     }
     loaded_ = both;

@@ -1,7 +1,8 @@
-// The TLS server context for TURN over TLS ("turns:", RFC 8656 section 3.1):
-// OpenSSL, TLS 1.2 or newer, the operator's certificate chain and key, ALPN
-// "stun.turn" (RFC 7443) when the client offers it. One context per
-// process, shared by every event loop (SSL_CTX is safe to share for SSL_new).
+// The TLS server contexts for TURN over TLS ("turns:", RFC 8656 section 3.1)
+// and over DTLS (RFC 7350): OpenSSL, TLS 1.2 / DTLS 1.2 or newer, the
+// operator's certificate chain and key, ALPN "stun.turn" (RFC 7443) when the
+// client offers it. One context of each per process, shared by every event
+// loop (SSL_CTX is safe to share for SSL_new).
 #pragma once
 
 #include <openssl/ssl.h>
@@ -10,6 +11,8 @@
 #include <memory>
 #include <vector>
 #include <string>
+
+#include "net/address.h"
 
 namespace turn::cp {
 
@@ -20,7 +23,17 @@ using TlsContext = std::unique_ptr<SSL_CTX, SslCtxFree>;
 
 // nullptr with `error` naming the key and what to fix when a file cannot be
 // read, is not PEM, or the key does not belong to the certificate.
-TlsContext make_tls_context(const std::string& certificate, const std::string& private_key, std::string& error);
+// With `dtls` a DTLS server context: DTLS 1.2, stateless cookies
+// (dtls_cookie below) for DTLSv1_listen.
+TlsContext make_tls_context(const std::string& certificate, const std::string& private_key, std::string& error,
+                            bool dtls = false);
+
+// DTLS cookies (RFC 6347 section 4.2.1): HMAC-SHA256 of the client's address
+// and the minute, under a key drawn once per process; a cookie holds for its
+// minute and the next. A DTLS SSL's app data (SSL_set_app_data) must point at
+// the Address of the client it talks to: the context's callbacks read it.
+constexpr size_t kDtlsCookieSize = 16;
+void dtls_cookie(const Address& client, uint64_t minute, uint8_t (&out)[kDtlsCookieSize]);
 
 // The context new TLS connections get, replaceable while the loops run
 // (SIGHUP: a renewed certificate without a restart). Connections keep the
@@ -42,13 +55,15 @@ public:
     // SSL_new; an unchanged reload must not add one): `*unchanged` says so.
     bool load(const std::string& certificate, const std::string& private_key, std::string& error,
               bool* unchanged = nullptr);
-    // Any thread.
+    // Any thread. get(): TLS; get_dtls(): DTLS, the same certificate.
     SSL_CTX* get() const { return current_.load(std::memory_order_acquire); }
+    SSL_CTX* get_dtls() const { return current_dtls_.load(std::memory_order_acquire); }
     // "subject CN ..., expires ..." of the current certificate, for logs.
     std::string describe() const;
 
 private:
     std::atomic<SSL_CTX*> current_{nullptr};
+    std::atomic<SSL_CTX*> current_dtls_{nullptr};
     std::vector<SSL_CTX*> retired_;
     std::string loaded_;  // the current context's certificate and key file contents
 };

@@ -78,7 +78,7 @@ TEST_F(ReloadTest, WhatNeedsARestartIsReportedAndNotApplied) {
     const auto r = apply_reload(*shared, running, next);
     EXPECT_TRUE(r.error.empty());
     EXPECT_TRUE(r.applied.empty());
-    EXPECT_EQ(r.need_restart, (std::vector<std::string>{"[server].listen / listen_tcp / listen_tls", "[server].realm",
+    EXPECT_EQ(r.need_restart, (std::vector<std::string>{"[server].listen / listen_tcp / listen_tls / listen_dtls", "[server].realm",
                                                         "[allocation]", "[redirect]"}));
     EXPECT_EQ(running.listen, base_config().listen);
     ASSERT_TRUE(allocate_as(1, "alice", "alice-pw").success());

@@ -26,9 +26,9 @@ void Server::handle_allocate(const Request& r) {
         return;
     }
     // RFC 6062 section 5.1: a TCP allocation needs a TCP or TLS client
-    // connection (its peers' data arrives on further connections), and the
-    // UDP-only attributes make no sense on it.
-    if (tcp && (r.ft.transport == Transport::kUdp || m.find(attr::kDontFragment) != nullptr ||
+    // connection (its peers' data arrives on further connections; not UDP,
+    // not DTLS), and the UDP-only attributes make no sense on it.
+    if (tcp && (r.ft.transport == Transport::kUdp || r.ft.transport == Transport::kDtls || m.find(attr::kDontFragment) != nullptr ||
                 m.find(attr::kEvenPort) != nullptr || m.find(attr::kReservationToken) != nullptr ||
                 m.find(attr::kAdditionalAddressFamily) != nullptr || m.find(kCoturnAdditionalAddressFamily) != nullptr)) {
         reply_error(r, err::kBadRequest);
@@ -200,7 +200,8 @@ bool Server::redirect_allocate(const Request& r) {
     if (c.redirect_when == Config::RedirectWhen::kDraining && !draining) {
         return false;
     }
-    const bool tls = r.ft.transport == Transport::kTls;
+    // (D)TLS clients go to the TLS alternates (ALTERNATE-DOMAIN names their certificate).
+    const bool tls = r.ft.transport == Transport::kTls || r.ft.transport == Transport::kDtls;
     const auto& servers = tls ? c.redirect_tls_servers : c.redirect_servers;
     const Family family = r.ft.client.normalised().family;
     // The n-th alternate of a family (round robin), nullptr if it has none.

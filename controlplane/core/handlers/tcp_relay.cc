@@ -180,7 +180,7 @@ void Server::on_tcp_peer_closed(uint32_t conn_id) {
 void Server::handle_connection_bind(const Request& r) {
     using namespace stun;
     // Section 5.4: on a fresh TCP/TLS connection that holds no allocation.
-    if (r.ft.transport == Transport::kUdp || allocations_.find(r.ft) != nullptr) {
+    if (r.ft.transport == Transport::kUdp || r.ft.transport == Transport::kDtls || allocations_.find(r.ft) != nullptr) {
         reply_error(r, err::kBadRequest);
         return;
     }

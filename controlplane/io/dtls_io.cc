@@ -1,0 +1,466 @@
+#include "io/dtls_io.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "core/event_log.h"
+#include "core/server.h"
+
+namespace turn::cp {
+
+// The BIO under one SSL: a read hands over the datagram being handled (once),
+// a write is one datagram to the client through the loop's transmit batch.
+struct DtlsIo::Bio {
+    const SendFn* send = nullptr;
+    int fd = -1;
+    Address peer;                 // the client (the SSL's app data: the cookie callbacks read it)
+    const uint8_t* in = nullptr;  // the datagram not read yet, if any
+    size_t in_len = 0;
+    uint64_t writes = 0;          // datagrams written (tells a HelloVerifyRequest from a drop)
+};
+
+namespace {
+
+// turn_connections{transport="dtls"}: the third kind after TCP and TLS.
+constexpr size_t kKind = 2;
+// DTLS record header: type, version (2), epoch (2), sequence (6), length (2);
+// then the handshake header: type, length (3), message_seq (2), fragment
+// offset (3) and length (3).
+constexpr size_t kRecordHeader = 13;
+constexpr size_t kHandshakeHeader = 12;
+constexpr uint8_t kContentHandshake = 22;
+constexpr uint8_t kClientHello = 1;
+constexpr uint64_t kExpireEveryMs = 100;
+
+// A ClientHello that starts a handshake: a handshake record of epoch 0 whose
+// first message is a ClientHello. Nothing else from a source without a
+// session can be for us.
+bool is_initial_client_hello(std::span<const uint8_t> d) {
+    return d.size() >= kRecordHeader + kHandshakeHeader && d[0] == kContentHandshake && d[1] == 0xFE &&
+           d[3] == 0 && d[4] == 0 && d[kRecordHeader] == kClientHello;
+}
+
+int bio_write(BIO* b, const char* data, int len) {
+    auto* s = static_cast<DtlsIo::Bio*>(BIO_get_data(b));
+    BIO_clear_retry_flags(b);
+    if (s == nullptr || len < 0) {
+        return -1;
+    }
+    ++s->writes;
+    (*s->send)(s->fd, s->peer, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(len)));
+    return len;
+}
+
+int bio_read(BIO* b, char* out, int len) {
+    auto* s = static_cast<DtlsIo::Bio*>(BIO_get_data(b));
+    BIO_clear_retry_flags(b);
+    if (s == nullptr || s->in == nullptr || len <= 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    // OpenSSL reads a datagram with room for the largest record; a datagram
+    // larger than its buffer is cut, as recvmsg would, and then discarded as
+    // an invalid record.
+    const size_t n = std::min(s->in_len, static_cast<size_t>(len));
+    std::memcpy(out, s->in, n);
+    s->in = nullptr;
+    s->in_len = 0;
+    return static_cast<int>(n);
+}
+
+long bio_ctrl(BIO* b, int cmd, long /*num*/, void* /*ptr*/) {
+    auto* s = static_cast<DtlsIo::Bio*>(BIO_get_data(b));
+    switch (cmd) {
+        case BIO_CTRL_FLUSH:
+        case BIO_CTRL_DGRAM_SET_CONNECTED:
+        case BIO_CTRL_DGRAM_SET_PEER:
+        case BIO_CTRL_DGRAM_CONNECT:
+            return 1;
+        case BIO_CTRL_DGRAM_GET_MTU_OVERHEAD:
+            // IP and UDP headers: the link MTU less these is what a datagram may carry.
+            return s != nullptr && !s->peer.normalised().is_v4() ? 48 : 28;
+        default:
+            return 0;  // no MTU query (SSL_OP_NO_QUERY_MTU), nothing pending, no peer to report
+    }
+}
+
+int bio_create(BIO* b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+BIO_METHOD* bio_method() {
+    static BIO_METHOD* m = [] {
+        BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "turn-relay dtls datagram");
+        BIO_meth_set_write(bm, bio_write);
+        BIO_meth_set_read(bm, bio_read);
+        BIO_meth_set_ctrl(bm, bio_ctrl);
+        BIO_meth_set_create(bm, bio_create);
+        return bm;
+    }();
+    return m;
+}
+
+// A DTLS SSL on its own BIO (`bio`, which must outlive it), in the server role.
+SSL* new_ssl(SSL_CTX* ctx, DtlsIo::Bio* bio, uint32_t mtu) {
+    SSL* ssl = SSL_new(ctx);
+    if (ssl == nullptr) {
+        return nullptr;
+    }
+    BIO* b = BIO_new(bio_method());
+    if (b == nullptr) {
+        SSL_free(ssl);
+        return nullptr;
+    }
+    BIO_set_data(b, bio);
+    SSL_set_bio(ssl, b, b);
+    SSL_set_app_data(ssl, &bio->peer);
+    SSL_set_options(ssl, SSL_OP_COOKIE_EXCHANGE | SSL_OP_NO_QUERY_MTU);
+    DTLS_set_link_mtu(ssl, static_cast<long>(mtu));
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+int make_socket(const Address& local, std::string& err) {
+    const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err = std::strerror(errno);
+        return -1;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (local.is_v6()) {
+        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    const int buf = 4 << 20;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    sockaddr_storage ss{};
+    const size_t len = local.to_sockaddr(&ss);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0) {
+        err = errno == EADDRINUSE ? "in use" : std::strerror(errno);
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+}  // namespace
+
+DtlsIo::DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send)
+    : shared_(shared), stats_(stats), epoll_fd_(epoll_fd), send_(std::move(send)), rx_buf_(kBatch * kRxSlot),
+      plain_(kMaxRecord + 1) {
+    for (size_t i = 0; i < kBatch; ++i) {
+        rx_iov_[i].iov_base = rx_buf_.data() + i * kRxSlot;
+        rx_iov_[i].iov_len = kRxSlot;
+    }
+}
+
+DtlsIo::~DtlsIo() {
+    while (!sessions_.empty()) {
+        close(sessions_.begin()->first, ConnClose::kShutdown, false);
+    }
+    for (auto& l : listeners_) {
+        SSL_free(l.listen_ssl);
+        BIO_ADDR_free(l.listen_addr);
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, l.fd, nullptr);
+        ::close(l.fd);
+    }
+}
+
+std::string DtlsIo::add_listener(const Address& local, const TlsContexts* tls) {
+    if (tls == nullptr || tls->get_dtls() == nullptr) {
+        return "DTLS listener " + local.to_string() + " without a DTLS context";
+    }
+    std::string err;
+    const int fd = make_socket(local, err);
+    if (fd < 0) {
+        return "cannot listen for DTLS on " + local.to_string() + ": " + err;
+    }
+    Listener l;
+    l.fd = fd;
+    l.local = local;
+    l.tls = tls;
+    l.listen_addr = BIO_ADDR_new();
+    listeners_.push_back(std::move(l));
+    if (listeners_.back().listen_addr == nullptr || !new_listen_ssl(listeners_.back())) {
+        return "cannot set up DTLS on " + local.to_string() + " (out of memory)";
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTag | (listeners_.size() - 1);
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    return {};
+}
+
+// With the context current now (a SIGHUP may have replaced the certificate).
+bool DtlsIo::new_listen_ssl(Listener& l) {
+    l.listen_bio = std::make_unique<Bio>();
+    l.listen_bio->send = &send_;
+    l.listen_bio->fd = l.fd;
+    l.listen_ssl = new_ssl(l.tls->get_dtls(), l.listen_bio.get(), shared_.config.dtls_mtu);
+    ERR_clear_error();
+    return l.listen_ssl != nullptr;
+}
+
+void DtlsIo::on_event(uint64_t tag) {
+    const auto index = static_cast<uint32_t>(tag & ~kTag);
+    if (index < listeners_.size()) {
+        receive(index);
+    }
+}
+
+void DtlsIo::receive(uint32_t index) {
+    // A few batches per event, so one busy listener does not starve the loop.
+    for (int round = 0; round < 4; ++round) {
+        for (size_t i = 0; i < kBatch; ++i) {
+            rx_msgs_[i].msg_hdr = msghdr{};
+            rx_msgs_[i].msg_hdr.msg_name = &rx_addr_[i];
+            rx_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+            rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
+            rx_msgs_[i].msg_hdr.msg_iovlen = 1;
+        }
+        const int n = ::recvmmsg(listeners_[index].fd, rx_msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
+        if (n <= 0) {
+            return;
+        }
+        for (int k = 0; k < n; ++k) {
+            const auto i = static_cast<size_t>(k);
+            if ((rx_msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0) {
+                stats_.drop(Drop::kTooLarge);
+                continue;
+            }
+            auto src = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&rx_addr_[i]));
+            if (!src) {
+                continue;
+            }
+            on_datagram(index, *src, {static_cast<const uint8_t*>(rx_iov_[i].iov_base), rx_msgs_[i].msg_len});
+        }
+        if (static_cast<size_t>(n) < kBatch) {
+            return;
+        }
+    }
+}
+
+void DtlsIo::on_datagram(uint32_t index, const Address& src, std::span<const uint8_t> data) {
+    Listener& l = listeners_[index];
+    const FiveTuple ft{src, l.local, Transport::kDtls};
+    auto it = sessions_.find(ft);
+    if (it == sessions_.end()) {
+        if (!is_initial_client_hello(data)) {
+            stats_.drop(Drop::kDtlsNoSession);
+            return;
+        }
+        on_hello(l, ft, data);
+        return;
+    }
+    // An epoch-0 ClientHello on an established session is a new handshake
+    // (the client restarted on the same port): answered like a new source's;
+    // the old session goes once the new one's cookie checks out.
+    if (it->second->established && is_initial_client_hello(data)) {
+        on_hello(l, ft, data);
+        return;
+    }
+    feed(*it->second, data);
+}
+
+void DtlsIo::on_hello(Listener& l, const FiveTuple& ft, std::span<const uint8_t> data) {
+    // The listening SSL was made with the context of its time; after a
+    // reload (SIGHUP: a renewed certificate) new sessions get the new one.
+    if (l.listen_ssl != nullptr && SSL_get_SSL_CTX(l.listen_ssl) != l.tls->get_dtls()) {
+        SSL_free(l.listen_ssl);
+        l.listen_ssl = nullptr;
+    }
+    if (l.listen_ssl == nullptr && !new_listen_ssl(l)) {
+        return;
+    }
+    Bio& b = *l.listen_bio;
+    b.peer = ft.client;
+    b.in = data.data();
+    b.in_len = data.size();
+    const int r = DTLSv1_listen(l.listen_ssl, l.listen_addr);
+    b.in = nullptr;
+    if (r <= 0) {
+        // 0: a HelloVerifyRequest went out (no cookie, or a stale one), or
+        // the datagram was not a usable ClientHello; < 0: the SSL is unusable.
+        ERR_clear_error();
+        if (r < 0) {
+            SSL_free(l.listen_ssl);
+            l.listen_ssl = nullptr;
+        }
+        return;
+    }
+    // The cookie checks out: the client owns its address. Replace an old
+    // session of this 5-tuple, then the limits, then the handshake goes on
+    // in the SSL that checked the cookie.
+    if (sessions_.count(ft) != 0) {
+        close(ft, ConnClose::kClient);
+    }
+    stats_.connections_accepted[kKind].add();
+    SSL* ssl = l.listen_ssl;
+    std::unique_ptr<Bio> bio = std::move(l.listen_bio);
+    l.listen_ssl = nullptr;
+    new_listen_ssl(l);
+    const Address source = ft.client.normalised().with_port(0);
+    ConnClose refused = ConnClose::kCount;
+    if (!shared_.dtls_handshake_limiter.allow(source, now_ms_)) {
+        refused = ConnClose::kRate;
+    } else if (shared_.dtls_sessions.load(std::memory_order_relaxed) >=
+               static_cast<int64_t>(shared_.config.dtls_max_sessions)) {
+        refused = ConnClose::kLimit;
+    } else if (!shared_.dtls_sessions_per_ip.try_add(source, shared_.config.dtls_max_sessions_per_ip)) {
+        refused = ConnClose::kLimit;
+    }
+    if (refused != ConnClose::kCount) {
+        SSL_free(ssl);  // nothing sent: the client's handshake times out
+        count_closed(refused);
+        return;
+    }
+    shared_.dtls_sessions.fetch_add(1, std::memory_order_relaxed);
+    auto s = std::make_unique<Session>();
+    s->ssl = ssl;
+    s->bio = std::move(bio);
+    s->ft = ft;
+    s->last_rx_ms = now_ms_;
+    Session& ref = *s;
+    sessions_.emplace(ft, std::move(s));
+    feed(ref, {});  // ServerHello ... ServerHelloDone, from the ClientHello DTLSv1_listen kept
+}
+
+bool DtlsIo::feed(Session& s, std::span<const uint8_t> data) {
+    if (!data.empty()) {
+        s.bio->in = data.data();
+        s.bio->in_len = data.size();
+        s.last_rx_ms = now_ms_;
+    }
+    if (!s.established) {
+        const int r = SSL_do_handshake(s.ssl);
+        if (r != 1) {
+            const int e = SSL_get_error(s.ssl, r);
+            s.bio->in = nullptr;
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                char why[256] = "closed by the client";
+                if (const unsigned long code = ERR_peek_last_error(); code != 0) {
+                    ERR_error_string_n(code, why, sizeof why);
+                }
+                ERR_clear_error();
+                log_event(LogLevel::kDebug, "dtls_handshake_failed", {{"client", s.ft.client.to_string()}, {"error", why}});
+                close(s.ft, ConnClose::kTlsHandshake);
+                return false;
+            }
+            ERR_clear_error();
+            return true;
+        }
+        s.established = true;
+        log_event(LogLevel::kDebug, "dtls_session", {{"client", s.ft.client.to_string()},
+                                                     {"cipher", SSL_get_cipher_name(s.ssl)}});
+    }
+    const bool open = read_records(s);
+    if (open) {
+        s.bio->in = nullptr;
+    }
+    return open;
+}
+
+bool DtlsIo::read_records(Session& s) {
+    // One datagram may carry several records (the client's Finished and its
+    // first request, say): each is one message.
+    for (;;) {
+        const int n = SSL_read(s.ssl, plain_.data(), static_cast<int>(plain_.size()));
+        if (n > 0) {
+            if (server_ != nullptr) {
+                server_->on_client_datagram(s.ft, {plain_.data(), static_cast<size_t>(n)});
+            }
+            continue;
+        }
+        const int e = SSL_get_error(s.ssl, n);
+        ERR_clear_error();
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            return true;
+        }
+        // close_notify (SSL_ERROR_ZERO_RETURN), a fatal alert, or an error.
+        close(s.ft, ConnClose::kClient);
+        return false;
+    }
+}
+
+bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data) {
+    auto it = sessions_.find(to);
+    if (it == sessions_.end() || !it->second->established) {
+        return false;
+    }
+    if (data.size() > kMaxRecord) {
+        // OpenSSL would end the session over it (a record carries at most 2^14 bytes).
+        stats_.drop(Drop::kTooLarge);
+        return true;
+    }
+    const int r = SSL_write(it->second->ssl, data.data(), static_cast<int>(data.size()));
+    if (r <= 0) {
+        ERR_clear_error();
+        stats_.drop(Drop::kSendError);
+    }
+    return true;
+}
+
+void DtlsIo::expire(uint64_t now_ms) {
+    now_ms_ = now_ms;
+    if (now_ms < last_expire_ms_ + kExpireEveryMs) {
+        return;
+    }
+    last_expire_ms_ = now_ms;
+    const uint64_t idle_ms = uint64_t{shared_.config.dtls_idle_timeout_s} * 1000;
+    std::vector<FiveTuple> idle;
+    for (auto& [ft, s] : sessions_) {
+        if (!s->established) {
+            // Resends the last flight when its timer has run out; < 0: too
+            // many tries, the client has gone.
+            timeval tv{};
+            if (DTLSv1_get_timeout(s->ssl, &tv) == 1 && tv.tv_sec == 0 && tv.tv_usec == 0 &&
+                DTLSv1_handle_timeout(s->ssl) < 0) {
+                ERR_clear_error();
+                idle.push_back(ft);
+                continue;
+            }
+        }
+        if (now_ms >= s->last_rx_ms + idle_ms && (server_ == nullptr || !server_->has_allocation(ft))) {
+            idle.push_back(ft);
+        }
+    }
+    for (const auto& ft : idle) {
+        auto it = sessions_.find(ft);
+        close(ft, it != sessions_.end() && !it->second->established ? ConnClose::kTlsHandshake : ConnClose::kIdle);
+    }
+}
+
+void DtlsIo::close(const FiveTuple& ft, ConnClose why, bool notify) {
+    auto it = sessions_.find(ft);
+    if (it == sessions_.end()) {
+        return;
+    }
+    std::unique_ptr<Session> s = std::move(it->second);
+    sessions_.erase(it);
+    if (s->established && why != ConnClose::kClient) {
+        SSL_shutdown(s->ssl);  // close_notify: the client learns at once
+    }
+    SSL_free(s->ssl);
+    ERR_clear_error();
+    shared_.dtls_sessions.fetch_sub(1, std::memory_order_relaxed);
+    shared_.dtls_sessions_per_ip.remove(ft.client.normalised().with_port(0));
+    count_closed(why);
+    if (notify && server_ != nullptr) {
+        server_->on_client_closed(ft);
+    }
+}
+
+void DtlsIo::count_closed(ConnClose why) {
+    stats_.connections_closed[kKind][static_cast<size_t>(why)].add();
+}
+
+}  // namespace turn::cp

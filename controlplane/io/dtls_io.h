@@ -1,0 +1,144 @@
+// TURN over DTLS (RFC 8656 section 3.1, RFC 7350: "turns:" with
+// transport=udp) for one event loop: its DTLS listeners (UDP sockets with
+// SO_REUSEPORT, one set per loop like the plain UDP ones, so a client's
+// datagrams always reach the same loop) and the DTLS sessions of the clients
+// that reached them, through OpenSSL. Every record a session decrypts is one
+// datagram for Server::on_client_datagram with a DTLS 5-tuple; the core
+// answers through SocketIo::send_to_client, which encrypts it here as one
+// record and sends it as one datagram. Relaying to peers stays UDP.
+//
+// All sessions of a loop share its listener's socket: a session's SSL reads
+// the datagram being handled and writes its records straight into the loop's
+// transmit batch through a small BIO of our own (one per SSL), so datagram
+// boundaries are kept (each BIO write is one datagram) without a socket per
+// client.
+//
+// Against clients that are hostile or spoofed:
+// - a source without a session gets state only for a ClientHello that
+//   carries a valid cookie (DTLSv1_listen, the cookie from io/tls.h): a
+//   spoofed source never sees the HelloVerifyRequest's cookie, and that
+//   answer is smaller than the ClientHello (no amplification); any other
+//   datagram from a source without a session is dropped
+//   (turn_drops_total{reason="dtls_no_session"});
+// - [dtls].max_sessions (whole process), max_sessions_per_ip (IPv4 address
+//   or IPv6 /64), handshakes_per_ip_per_s: a handshake over them is not
+//   started (turn_connections_closed_total{transport="dtls",reason="limit"|"rate"});
+// - time: a session without an allocation is closed [dtls].idle_timeout_s
+//   after its last record (a handshake that does not finish included);
+//   OpenSSL retransmits handshake flights on its own timer, driven by expire();
+// - records: invalid ones are discarded by OpenSSL (RFC 6347 4.1.2.7);
+//   plaintext for the client over 16 KiB (the largest DTLS record) is
+//   dropped, not sent (turn_drops_total{reason="too_large"}).
+// A session ends with the client's close_notify or a fatal alert, the idle
+// timeout, or the loop's end (close_notify sent); it ends the allocation on
+// its 5-tuple (Server::on_client_closed), as a TLS connection's end does. A
+// new handshake (epoch 0 ClientHello with a valid cookie) from the 5-tuple of
+// an established session replaces it: the client restarted.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <sys/socket.h>
+
+#include "core/shared.h"
+#include "core/stats.h"
+#include "io/tls.h"
+#include "net/address.h"
+
+namespace turn::cp {
+
+class Server;
+
+class DtlsIo {
+public:
+    // epoll tag: bit 60 marks DTLS listeners (index in the low bits).
+    static constexpr uint64_t kTag = 1ull << 60;
+    // The largest plaintext one DTLS record carries (2^14).
+    static constexpr size_t kMaxRecord = 16384;
+    // Sends one datagram from listener socket `fd` (the loop's transmit batch).
+    using SendFn = std::function<void(int fd, const Address& to, std::span<const uint8_t> data)>;
+
+    DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send);
+    // Sends close_notify to every established session (reason "shutdown")
+    // without telling the server.
+    ~DtlsIo();
+    DtlsIo(const DtlsIo&) = delete;
+    DtlsIo& operator=(const DtlsIo&) = delete;
+
+    void set_server(Server* s) { server_ = s; }
+    std::string add_listener(const Address& local, const TlsContexts* tls);
+
+    void on_event(uint64_t tag);
+    // Encrypts `data` as one record to the session of `to`; false if there
+    // is no established session.
+    bool send(const FiveTuple& to, std::span<const uint8_t> data);
+    // The loop's clock, every iteration: handshake retransmissions, idle
+    // sessions (a pass every 100 ms).
+    void expire(uint64_t now_ms);
+
+    size_t session_count() const { return sessions_.size(); }
+
+    struct Bio;  // io/dtls_io.cc: one per SSL
+
+private:
+    struct Listener {
+        int fd = -1;
+        Address local;
+        const TlsContexts* tls = nullptr;
+        // The SSL that answers ClientHellos of sources without a session
+        // (DTLSv1_listen); it becomes the session's SSL once a cookie checks out.
+        SSL* listen_ssl = nullptr;
+        std::unique_ptr<Bio> listen_bio;
+        BIO_ADDR* listen_addr = nullptr;
+    };
+    struct Session {
+        SSL* ssl = nullptr;
+        std::unique_ptr<Bio> bio;
+        FiveTuple ft;
+        bool established = false;
+        uint64_t last_rx_ms = 0;  // last datagram from the client (or the session's start)
+    };
+
+    bool new_listen_ssl(Listener& l);
+    void receive(uint32_t index);
+    void on_datagram(uint32_t index, const Address& src, std::span<const uint8_t> data);
+    // A ClientHello from a source without a session (or a new one on an
+    // established 5-tuple): answered statelessly, or a new session.
+    void on_hello(Listener& l, const FiveTuple& ft, std::span<const uint8_t> data);
+    // Feeds a datagram to a session; false if the session was closed.
+    bool feed(Session& s, std::span<const uint8_t> data);
+    // Decrypted records to the server; false if the session was closed.
+    bool read_records(Session& s);
+    void close(const FiveTuple& ft, ConnClose why, bool notify = true);
+    void count_closed(ConnClose why);
+
+    Shared& shared_;
+    Stats& stats_;
+    int epoll_fd_;
+    SendFn send_;
+    Server* server_ = nullptr;
+    std::vector<Listener> listeners_;
+    std::unordered_map<FiveTuple, std::unique_ptr<Session>, FiveTupleHash> sessions_;
+    uint64_t now_ms_ = 0;
+    uint64_t last_expire_ms_ = 0;
+
+    // Receive batch and the decrypted record.
+    static constexpr size_t kBatch = 16;
+    static constexpr size_t kRxSlot = 9216;
+    std::vector<uint8_t> rx_buf_;
+    std::array<mmsghdr, kBatch> rx_msgs_{};
+    std::array<iovec, kBatch> rx_iov_{};
+    std::array<sockaddr_storage, kBatch> rx_addr_{};
+    std::vector<uint8_t> plain_;
+};
+
+}  // namespace turn::cp
