@@ -163,10 +163,14 @@ DtlsIo::DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send)
     }
 }
 
-DtlsIo::~DtlsIo() {
+void DtlsIo::close_all() {
     while (!sessions_.empty()) {
         close(sessions_.begin()->first, ConnClose::kShutdown, false);
     }
+}
+
+DtlsIo::~DtlsIo() {
+    close_all();
     for (auto& l : listeners_) {
         SSL_free(l.listen_ssl);
         BIO_ADDR_free(l.listen_addr);

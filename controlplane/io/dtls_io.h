@@ -27,8 +27,10 @@
 //   after its last record (a handshake that does not finish included);
 //   OpenSSL retransmits handshake flights on its own timer, driven by expire();
 // - records: invalid ones are discarded by OpenSSL (RFC 6347 4.1.2.7);
-//   plaintext for the client over 16 KiB (the largest DTLS record) is
-//   dropped, not sent (turn_drops_total{reason="too_large"}).
+//   plaintext for the client over 16 KiB (the largest DTLS record) would be
+//   dropped, not sent (turn_drops_total{reason="too_large"}); no message
+//   comes near it today (peer datagrams over 9216 bytes are dropped first),
+//   the check keeps OpenSSL from ending the session if one ever does.
 // A session ends with the client's close_notify or a fatal alert, the idle
 // timeout, or the loop's end (close_notify sent); it ends the allocation on
 // its 5-tuple (Server::on_client_closed), as a TLS connection's end does. A
@@ -68,9 +70,11 @@ public:
     using SendFn = std::function<void(int fd, const Address& to, std::span<const uint8_t> data)>;
 
     DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send);
-    // Sends close_notify to every established session (reason "shutdown")
-    // without telling the server.
-    ~DtlsIo();
+    ~DtlsIo();  // close_all() first
+    // Sends close_notify to every established session and ends them all
+    // (reason "shutdown") without telling the server; the alerts are in the
+    // transmit batch, so flush it before the listeners close.
+    void close_all();
     DtlsIo(const DtlsIo&) = delete;
     DtlsIo& operator=(const DtlsIo&) = delete;
 

@@ -74,8 +74,11 @@ SocketIo::SocketIo(Stats& stats)
 }
 
 SocketIo::~SocketIo() {
-    dtls_.reset();  // its close_notify alerts go out with the last flush
+    if (dtls_) {
+        dtls_->close_all();  // close_notify to every DTLS client, sent by this flush
+    }
     flush();
+    dtls_.reset();
     streams_.reset();
     for (auto& l : listeners_) {
         ::close(l.fd);

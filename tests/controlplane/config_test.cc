@@ -184,6 +184,51 @@ TEST(Config, AdminSocket) {
     EXPECT_NE(error_of(base + "[admin]\nport = 1\n").find("[admin].port"), std::string::npos);
 }
 
+TEST(Config, DtlsListenersAndLimits) {
+    const std::string tls = "[tls]\ncertificate=\"c.pem\"\nprivate_key=\"k.pem\"\n[auth]\nusers=[\"a:b\"]\n";
+    const std::string base = "[server]\nlisten=[\"198.18.0.1:3478\"]\nlisten_dtls=[\"198.18.0.1:5349\"]\n";
+    auto r = load_config_text(base + tls + "[dtls]\nmax_sessions=5\nmax_sessions_per_ip=2\nidle_timeout_s=9\n"
+                                           "handshakes_per_ip_per_s=0\nmtu=1400\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    const Config& c = std::get<Config>(r);
+    ASSERT_EQ(c.listen_dtls.size(), 1u);
+    EXPECT_EQ(c.listen_dtls[0], *Address::parse("198.18.0.1:5349"));
+    EXPECT_EQ(c.dtls_max_sessions, 5u);
+    EXPECT_EQ(c.dtls_max_sessions_per_ip, 2u);
+    EXPECT_EQ(c.dtls_idle_timeout_s, 9u);
+    EXPECT_EQ(c.dtls_handshakes_per_ip_per_s, 0u);
+    EXPECT_EQ(c.dtls_mtu, 1400u);
+    CliOverrides cli;
+    cli.listen_dtls = {"198.18.0.1:5350"};
+    auto rc = load_config_text(base + tls, cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(rc));
+    EXPECT_EQ(std::get<Config>(rc).listen_dtls.at(0).port, 5350);
+    // Without the certificate: says which key and why.
+    const std::string no_cert = error_of(base + "[auth]\nusers=[\"a:b\"]\n");
+    EXPECT_NE(no_cert.find("[tls].certificate"), std::string::npos) << no_cert;
+    EXPECT_NE(no_cert.find("listen_dtls"), std::string::npos) << no_cert;
+    // A DTLS listener on a plain UDP listener's address (or under its wildcard) would share its socket group.
+    for (const char* udp : {"198.18.0.1:5349", "0.0.0.0:5349"}) {
+        const std::string e = error_of("[server]\nlisten=[\"" + std::string(udp) +
+                                       "\"]\nrelay_ips=[\"198.18.0.1\"]\nlisten_dtls=[\"198.18.0.1:5349\"]\n" + tls);
+        EXPECT_NE(e.find("[server].listen_dtls"), std::string::npos) << udp << ": " << e;
+        EXPECT_NE(e.find("its own port"), std::string::npos) << e;
+    }
+    EXPECT_NE(error_of("[server]\nlisten=[\"198.18.0.1:3478\"]\nlisten_dtls=[\"198.18.0.1:5349\", \"198.18.0.1:5349\"]\n" + tls)
+                  .find("listed twice"),
+              std::string::npos);
+    // RFC 5780's alternate port is a plain UDP listener too.
+    EXPECT_NE(error_of("[server]\nlisten=[\"198.18.0.1:3478\"]\nalternate_ips=[\"198.18.0.2\"]\nalternate_port=5349\n"
+                       "listen_dtls=[\"198.18.0.1:5349\"]\n" + tls)
+                  .find("alternate_port"),
+              std::string::npos);
+    EXPECT_NE(error_of(base + tls + "[dtls]\nmtu=100\n").find("[dtls].mtu"), std::string::npos);
+    EXPECT_NE(error_of(base + tls + "[dtls]\nmax_sessions=0\n").find("[dtls].max_sessions"), std::string::npos);
+    EXPECT_NE(error_of(base + tls + "[dtls]\nsessions=1\n").find("[dtls].sessions"), std::string::npos);
+    // DTLS clients are redirected to the TLS alternates: listen_dtls alone allows tls_servers.
+    EXPECT_EQ(error_of(base + tls + "[redirect]\ntls_servers=[\"198.18.0.2:5349\"]\n"), "");
+}
+
 TEST(Config, RedirectErrorsSayWhatToFix) {
     const std::string base = "[server]\nlisten=[\"198.18.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n";
     auto err = [&](const std::string& redirect) { return error_of(base + "[redirect]\n" + redirect); };

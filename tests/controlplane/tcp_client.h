@@ -19,11 +19,12 @@
 
 #include "net/address.h"
 #include "stun_client.h"
+#include "turn_requester.h"
 #include "turn/stream_framing.h"
 
 namespace turn::cp::test {
 
-class TcpClient {
+class TcpClient : public TurnRequester<TcpClient> {
 public:
     TcpClient(const Address& server, std::string user, std::string password) {
         creds_.user = std::move(user);
@@ -81,50 +82,10 @@ public:
     }
     bool closed_by_peer() const { return closed_by_peer_; }
 
-    // A request and its answer (the same transaction id; indications and
-    // ChannelData in between are skipped).
-    std::optional<Answer> exchange(const std::vector<uint8_t>& req) {
-        if (!send(req)) {
-            return std::nullopt;
-        }
-        for (int i = 0; i < 16; ++i) {
-            auto r = recv();
-            if (!r) {
-                return std::nullopt;
-            }
-            Answer a(*r);
-            if (a.ok && std::equal(req.begin() + 8, req.begin() + 20, r->begin() + 8)) {
-                return a;
-            }
-        }
-        return std::nullopt;
-    }
-    Answer request(stun::Method m, const Attrs& attrs) {
-        if (creds_.nonce.empty()) {
-            auto a = exchange(build(stun::Method::kAllocate, stun::Class::kRequest, {}, nullptr));
-            EXPECT_TRUE(a && a->code() == 401);
-            if (a) {
-                creds_.realm = a->text(stun::attr::kRealm);
-                creds_.nonce = a->text(stun::attr::kNonce);
-            }
-        }
-        auto a = exchange(build(m, stun::Class::kRequest, attrs, &creds_));
-        EXPECT_TRUE(a) << "no answer";
-        return a ? *a : Answer({});
-    }
-    // The relayed address, or an empty Address.
-    Address allocate() {
-        auto a = request(stun::Method::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoUdp); });
-        EXPECT_TRUE(a.success()) << a.code();
-        auto v = a.xor_addresses(stun::attr::kXorRelayedAddress);
-        return v.empty() ? Address{} : v.front();
-    }
-
 private:
     int fd_ = -1;
     bool connected_ = false;
     bool closed_by_peer_ = false;
-    Credentials creds_;
     std::vector<uint8_t> buf_;
 };
 
