@@ -12,7 +12,7 @@ if [ ! -f build/build.ninja ]; then
 fi
 ninja -C build controlplane/turn-relay tools/ctl/turn-ctl
 
-# TURN over TLS needs a certificate: a self-signed one for the loopback
+# TURN over TLS and DTLS need a certificate: a self-signed one for the loopback
 # addresses, made once (browsers will not trust it; coturn's tools and
 # aioice do not check it).
 if [ ! -f build/demo-tls/cert.pem ]; then
@@ -28,6 +28,7 @@ turn-relay demo
   TURN URLs:   turn:127.0.0.1:3478?transport=udp   turn:[::1]:3478?transport=udp
                turn:127.0.0.1:3478?transport=tcp   turn:[::1]:3478?transport=tcp
                turns:127.0.0.1:5349?transport=tcp  turns:[::1]:5349?transport=tcp  (self-signed)
+               turns:127.0.0.1:5349?transport=udp  turns:[::1]:5349?transport=udp  (DTLS, self-signed)
   username:    demo
   credential:  demo-password
   realm:       turnrelay.local
@@ -40,4 +41,5 @@ turn-relay demo
 BANNER
 exec build/controlplane/turn-relay --config deploy/turnrelay.toml \
     --listen-tls 127.0.0.1:5349 --listen-tls '[::1]:5349' \
+    --listen-dtls 127.0.0.1:5349 --listen-dtls '[::1]:5349' \
     --tls-cert build/demo-tls/cert.pem --tls-key build/demo-tls/key.pem "$@"
