@@ -283,6 +283,7 @@ nlohmann::json AdminServer::status() {
             {"listen", addrs(c.listen)},
             {"listen_tcp", addrs(c.listen_tcp)},
             {"listen_tls", addrs(c.listen_tls)},
+            {"listen_dtls", addrs(c.listen_dtls)},
             {"relay_ips", ips(c.relay_ips)},
             {"loops", loops_.size()},
             {"loop_busy", busy},
@@ -291,7 +292,8 @@ nlohmann::json AdminServer::status() {
              {{"total", shared_.allocations.load()},
               {"ipv4", shared_.allocations_v4.load()},
               {"ipv6", shared_.allocations_v6.load()}}},
-            {"connections", shared_.connections.load()}};
+            {"connections", shared_.connections.load()},
+            {"dtls_sessions", shared_.dtls_sessions.load()}};
 }
 
 nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) {

@@ -102,6 +102,7 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
         rc, st = r["status"]
         assert rc == 0 and st["ok"] and st["allocations"]["total"] == 2 and st["draining"] is False, st
         assert st["listen"] == [f"127.0.0.1:{relay.port}", f"[::1]:{relay.port}"] and st["relay_ips"] == ["127.0.0.1", "::1"]
+        assert st["listen_dtls"] == [] and st["dtls_sessions"] == 0 and st["connections"] == 0, st
         rc, al = r["all"]
         assert rc == 0 and al["complete"] is True and len(al["allocations"]) == 2, al
         for a in al["allocations"]:

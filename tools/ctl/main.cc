@@ -115,11 +115,13 @@ void print_status(const nlohmann::json& j) {
     std::printf("listen udp     %s\n", list(member(j, "listen")).c_str());
     std::printf("listen tcp     %s\n", list(member(j, "listen_tcp")).c_str());
     std::printf("listen tls     %s\n", list(member(j, "listen_tls")).c_str());
+    std::printf("listen dtls    %s\n", list(member(j, "listen_dtls")).c_str());
     std::printf("relay ips      %s\n", list(member(j, "relay_ips")).c_str());
     std::printf("loops          %s (busy %s)\n", field(j, "loops").c_str(), list(member(j, "loop_busy")).c_str());
     std::printf("allocations    %s (ipv4 %s, ipv6 %s)\n", field(al, "total").c_str(), field(al, "ipv4").c_str(),
                 field(al, "ipv6").c_str());
-    std::printf("connections    %s\n", field(j, "connections").c_str());
+    std::printf("connections    %s (TCP/TLS), %s DTLS sessions\n", field(j, "connections").c_str(),
+                field(j, "dtls_sessions").c_str());
     std::printf("draining       %s\n", j.value("draining", false) ? "yes" : "no");
 }
 
