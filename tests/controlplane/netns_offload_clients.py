@@ -27,6 +27,10 @@ packet of it is relayed by turn-relay's sockets (path="socket" moves by exactly 
 both ways) and none by the fast path (fwd_* == 0; the peer's datagrams are punt_miss).
 A fifth run: RFC 6062 TCP allocations (uclient -t -T), zero loss with the dataplane attached
 and nothing on its fast path.
+A sixth run: uclient over DTLS (-S on UDP, RFC 7350): the DTLS port is no listener the
+dataplane knows, so the client's records take the exception path like the peer's datagrams
+to the relayed ports (punt_miss), and the allocations are never offloaded (the dataplane
+would forward plaintext): zero loss, everything on path="socket", nothing on the fast path.
 A third run (if python3-aioice is installed for /usr/bin/python3): aioice's TURN client
 allocates and exchanges datagrams with the same echo peer. aioice always binds a channel
 (0x4000 up) before sending, so it never uses Send/Data indications; after one warm-up datagram
@@ -63,6 +67,7 @@ from test_uclient import parse_summary  # noqa: E402  uclient's summary, parsed 
 e2e.NS_H, e2e.NS_R = "tccl_h", "tccl_r"
 NS_H, NS_R = e2e.NS_H, e2e.NS_R
 UPEER_PORT = 3480
+DTLS_PORT = 5349
 MPORT = 9731
 MSGS, LEN, CLIENTS = 50, 120, 2
 DIRS = ("client_to_peer", "peer_to_client")
@@ -163,9 +168,9 @@ class Prometheus:
             self.proc.kill()
 
 
-def run_uclient(extra):
+def run_uclient(extra, port=TURN_PORT):
     cmd = ["ip", "netns", "exec", NS_H, "turnutils_uclient", "-v", "-u", "alice", "-w", "alice-pw",
-           "-p", str(TURN_PORT), "-n", str(MSGS), "-l", str(LEN), "-z", "5", "-m", str(CLIENTS),
+           "-p", str(port), "-n", str(MSGS), "-l", str(LEN), "-z", "5", "-m", str(CLIENTS),
            "-e", PEER, "-r", str(UPEER_PORT), *extra, RELAY]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                        timeout=60, text=True)
@@ -177,11 +182,16 @@ def main():
     tmp = tempfile.mkdtemp(prefix="turn-offload-clients-")
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
-    e2e.write_relay_config(cfg, MPORT, sock, port_max=49200, tcp=True)
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "1", "-subj", "/CN=relay.test", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    e2e.write_relay_config(cfg, MPORT, sock, port_max=49200, tcp=True, dtls_port=DTLS_PORT,
+                           extra=f'[tls]\ncertificate = "{cert}"\nprivate_key = "{key}"\n')
     e2e.setup()
     relay = dp = upeer = prom = None
     ok, fails = True, []
-    prefixes = ("tccl_a", "tccl_b", "tccl_c", "tccl_d", "tccl_e")
+    prefixes = ("tccl_a", "tccl_b", "tccl_c", "tccl_d", "tccl_e", "tccl_f")
     resyncs = 2  # after the first two runs
 
     def check(cond, what):
@@ -191,7 +201,7 @@ def main():
             ok = False
             fails.append(what)
 
-    def one_run(name, extra, prefix, resyncs):
+    def one_run(name, extra, prefix, resyncs, port=TURN_PORT):
         nonlocal dp
         dp = start_dataplane(dp_bin, sock, prefix)
         check(wait_metric(MPORT, "turn_dataplane_connected", 1, 100) == 1, f"{name}: dataplane attached")
@@ -199,7 +209,7 @@ def main():
               f"{name}: resync #{resyncs}")
         time.sleep(0.3)
         before = socket_counts()
-        rc, out, cmd = run_uclient(extra)
+        rc, out, cmd = run_uclient(extra, port)
         time.sleep(2.0)  # the relay polls the dataplane's counters every second
         after = socket_counts()
         scraped = metrics(MPORT)
@@ -352,6 +362,21 @@ def main():
         text = metrics(MPORT)
         binds = metric(text, 'turn_requests_total{method="connection_bind",code="200"}') or 0
         check(binds >= CLIENTS, f"tcp-relay: ConnectionBind answered ({binds})")
+
+        # Run 6: uclient over DTLS (-S over UDP). Its records reach turn-relay's DTLS socket
+        # through the exception path; its allocations stay with the control plane.
+        resyncs += 1
+        s, out, c, delta = one_run("dtls", ["-S"], prefixes[5], resyncs, port=DTLS_PORT)
+        fwd = sum(int(v) for k, v in c.items() if k.startswith("fwd_"))
+        check(fwd == 0, f"dtls: nothing on the fast path (fwd_* = {fwd})")
+        check(delta["client_to_peer"] == s["sent"] and delta["peer_to_client"] == s["sent"],
+              f"dtls: path=socket both ways == sent {s['sent']} ({delta})")
+        check(int(c.get("punt_miss", 0)) >= 2 * s["sent"],
+              f"dtls: the client's records and the peer's datagrams were punted, not forwarded "
+              f"(punt_miss {c.get('punt_miss', 0)} >= {2 * s['sent']})")
+        text = metrics(MPORT)
+        dtls = metric(text, 'turn_connections_accepted_total{transport="dtls"}') or 0
+        check(dtls >= CLIENTS, f"dtls: turn-relay started the DTLS sessions ({dtls})")
     finally:
         if prom is not None:
             prom.close()
