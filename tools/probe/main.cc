@@ -2,9 +2,10 @@
 // step fails (tools/README.md). Exit 0 when every step passed, 1 when one
 // failed, 2 on a usage error.
 //
-//   turn-probe [--transport udp|tcp|tls] (--user U --password P | --rest-secret S)
+//   turn-probe [--transport udp|tcp|tls|dtls] (--user U --password P | --rest-secret S)
 //              [--count N] [--size B] [--timeout-ms T] [--family 4|6]
-//              [--peer-bind IP[:PORT]] [--ca FILE | --insecure] [--json] HOST[:PORT]
+//              [--peer-bind IP[:PORT]] [--ca FILE | --insecure] [--server-name NAME]
+//              [--json] HOST[:PORT]
 #include <netdb.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -109,8 +110,10 @@ int main(int argc, char** argv) {
     std::string ca;
     bool insecure = false;
     bool json = false;
-    app.add_option("server", server, "TURN server HOST[:PORT] (port 3478, or 5349 with --transport tls)")->required();
-    app.add_option("--transport,-t", transport, "udp, tcp or tls")->check(CLI::IsMember({"udp", "tcp", "tls"}));
+    app.add_option("server", server, "TURN server HOST[:PORT] (port 3478, or 5349 with --transport tls or dtls)")
+        ->required();
+    app.add_option("--transport,-t", transport, "udp, tcp, tls (over TCP) or dtls (over UDP)")
+        ->check(CLI::IsMember({"udp", "tcp", "tls", "dtls"}));
     app.add_option("--user,-u", user, "long-term credential username");
     app.add_option("--password,-w", password, "long-term credential password");
     app.add_option("--rest-secret", rest_secret, "TURN REST API shared secret (makes time-limited credentials)");
@@ -122,9 +125,9 @@ int main(int argc, char** argv) {
     app.add_option("--family", family, "relayed address family: 4 or 6")->check(CLI::IsMember({4, 6}));
     app.add_option("--peer-bind", peer_bind,
                    "where the probe's echo peer binds (IP or IP:PORT); default: the address it reaches the server from");
-    app.add_option("--ca", ca, "TLS: trust this PEM certificate (or bundle) instead of the system's CAs");
-    app.add_option("--server-name", cfg.tls.server_name, "TLS: the name to send (SNI) and verify; default: HOST");
-    app.add_flag("--insecure", insecure, "TLS: accept any certificate (test servers only)");
+    app.add_option("--ca", ca, "TLS and DTLS: trust this PEM certificate (or bundle) instead of the system's CAs");
+    app.add_option("--server-name", cfg.tls.server_name, "TLS and DTLS: the name to send (SNI) and verify; default: HOST");
+    app.add_flag("--insecure", insecure, "TLS and DTLS: accept any certificate (test servers only)");
     app.add_flag("--json", json, "one JSON object on stdout instead of lines");
     try {
         app.parse(argc, argv);
@@ -133,10 +136,21 @@ int main(int argc, char** argv) {
         return rc == 0 ? 0 : kExitUsage;
     }
 
-    cfg.kind = transport == "udp" ? Kind::kUdp : transport == "tcp" ? Kind::kTcp : Kind::kTls;
+    cfg.kind = transport == "udp"   ? Kind::kUdp
+               : transport == "tcp" ? Kind::kTcp
+               : transport == "tls" ? Kind::kTls
+                                    : Kind::kDtls;
+    // One message is one DTLS record (at most 2^14 bytes): the payload and
+    // the attributes around it (a Send indication to an IPv6 peer: 59 bytes).
+    constexpr size_t kMaxDtlsPayload = kMaxDtlsMessage - 128;
+    if (cfg.kind == Kind::kDtls && cfg.size > kMaxDtlsPayload) {
+        return usage("--size " + std::to_string(cfg.size) + " does not fit in one DTLS record with its STUN attributes; " +
+                     "give at most " + std::to_string(kMaxDtlsPayload) + " with --transport dtls");
+    }
     std::string host;
     uint16_t port = 0;
-    if (!split_host_port(server, cfg.kind == Kind::kTls ? 5349 : 3478, host, port)) {
+    // RFC 8656 section 3.1: "turns:" uses 5349 for TLS and DTLS alike.
+    if (!split_host_port(server, is_secure(cfg.kind) ? 5349 : 3478, host, port)) {
         return usage("\"" + server + "\" is not HOST, HOST:PORT or [IPv6]:PORT");
     }
     std::string err;

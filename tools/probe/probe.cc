@@ -139,7 +139,10 @@ public:
                     continue;
                 }
             }
-            auto m = t_.recv(std::max(left, 1));
+            // Over datagrams poll() saw one waiting: read only it, since a
+            // DTLS record that is no message (a resent handshake flight, a
+            // forged datagram) must not hold up the echo peer until `left`.
+            auto m = t_.recv(is_datagram(t_.kind()) ? 0 : std::max(left, 1));
             if (!m) {
                 if (t_.closed()) {
                     return std::nullopt;
@@ -152,8 +155,9 @@ public:
         }
     }
 
-    // A request and its answer; over UDP retransmitted (RFC 8489 6.2.1: RTO
-    // 500 ms, doubling) until timeout_ms.
+    // A request and its answer; over UDP and DTLS retransmitted (RFC 8489
+    // 6.2.1: RTO 500 ms, doubling; DTLS resends only its own handshake)
+    // until timeout_ms.
     std::optional<Answer> transact(const std::vector<uint8_t>& req) {
         const auto t0 = Clock::now();
         int rto = 500;
@@ -161,7 +165,7 @@ public:
             if (!t_.send(req)) {
                 return std::nullopt;
             }
-            const int wait = t_.kind() == Kind::kUdp ? std::min(rto, cfg_.timeout_ms - static_cast<int>(ms_since(t0)))
+            const int wait = is_datagram(t_.kind()) ? std::min(rto, cfg_.timeout_ms - static_cast<int>(ms_since(t0)))
                                                      : cfg_.timeout_ms;
             auto m = await(std::max(wait, 1), [&](const std::vector<uint8_t>& b) {
                 return b.size() >= 20 && (b[0] & 0xC0) == 0 && std::equal(req.begin() + 8, req.begin() + 20, b.begin() + 8);
@@ -183,7 +187,7 @@ public:
                 }
                 return a;
             }
-            if (t_.closed() || t_.kind() != Kind::kUdp) {
+            if (t_.closed() || !is_datagram(t_.kind())) {
                 return std::nullopt;
             }
             rto *= 2;
@@ -320,12 +324,12 @@ double median(std::vector<double> v) {
 // Where a 300 (Try Alternate) sends the probe.
 struct Redirect {
     Address to;
-    std::string domain;  // ALTERNATE-DOMAIN: the name the alternate's TLS certificate is checked against
+    std::string domain;  // ALTERNATE-DOMAIN: the name the alternate's (D)TLS certificate is checked against
 };
 
 // Every check against cfg.server; a redirect if its Allocate got a valid 300.
 std::optional<Redirect> probe_one(const ProbeConfig& cfg, const std::function<void(Step)>& done) {
-    const char* tname = cfg.kind == Kind::kUdp ? "udp" : cfg.kind == Kind::kTcp ? "tcp" : "tls";
+    const char* tname = kind_name(cfg.kind);
 
     // Connect.
     ConnectInfo ci;
@@ -340,14 +344,16 @@ std::optional<Redirect> probe_one(const ProbeConfig& cfg, const std::function<vo
             return std::nullopt;
         }
         s.detail = std::string(tname) + " to " + cfg.server.to_string() + " from " + t->local().to_string();
-        if (cfg.kind != Kind::kUdp) {
+        if (!is_datagram(cfg.kind)) {
             s.detail += ", TCP " + fmt_ms(ci.connect_ms) + " ms";
             s.fields.emplace_back("tcp_ms", fmt_ms(ci.connect_ms));
         }
-        if (cfg.kind == Kind::kTls) {
+        if (is_secure(cfg.kind)) {
+            // The same fields for TLS and DTLS: tls_version tells them apart.
             s.detail += ", " + ci.tls_version + " " + ci.cipher + " " + fmt_ms(ci.tls_ms) + " ms" +
                         (ci.alpn.empty() ? ", no ALPN" : ", ALPN " + ci.alpn);
             s.fields.emplace_back("tls_version", ci.tls_version);
+            s.fields.emplace_back("cipher", ci.cipher);
             s.fields.emplace_back("tls_ms", fmt_ms(ci.tls_ms));
             s.fields.emplace_back("alpn", ci.alpn);
         }
@@ -378,7 +384,8 @@ std::optional<Redirect> probe_one(const ProbeConfig& cfg, const std::function<vo
         } else {
             s.detail = fail_text(a, !t->closed() ? ""
                                     : cfg.kind == Kind::kUdp ? "port unreachable (ICMP): nothing listens on UDP " + cfg.server.to_string()
-                                                             : "the server closed the connection");
+                                    : cfg.kind == Kind::kDtls ? "the server ended the DTLS session (an alert, or ICMP port unreachable)"
+                                                              : "the server closed the connection");
         }
         done(s);
         if (!s.ok && (t->closed() || !a)) {

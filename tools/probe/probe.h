@@ -1,5 +1,5 @@
 // turn-probe's checks, in the order a client uses a TURN server (RFC 8656):
-// connect (TCP/TLS), Binding, Allocate with the long-term credential
+// connect (TCP, TLS or DTLS), Binding, Allocate with the long-term credential
 // challenge (RFC 8489 section 9.2), CreatePermission, Send indications and
 // the Data indications that come back, ChannelBind, ChannelData both ways,
 // and Refresh with lifetime 0. The peer is the probe itself: a UDP socket

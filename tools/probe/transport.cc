@@ -39,11 +39,20 @@ bool wait_fd(int fd, short events, int timeout_ms) {
     return ::poll(&p, 1, timeout_ms) == 1;
 }
 
+// Why the server's certificate was refused, and what to do about it.
+std::string certificate_problem(long verify_result, const std::string& name) {
+    std::string s = std::string("certificate not accepted (") + X509_verify_cert_error_string(verify_result) + ")";
+    if (verify_result == X509_V_ERR_HOSTNAME_MISMATCH || verify_result == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        return s + ": it is not for \"" + name + "\"; pass --server-name with a name it carries, or --insecure for a test server";
+    }
+    return s + "; pass --ca with the issuer's certificate, or --insecure for a test server";
+}
+
 }  // namespace
 
 std::unique_ptr<Transport> Transport::open(Kind kind, const Address& server, const TlsOptions& tls, int timeout_ms,
                                            ConnectInfo& info, std::string& error) {
-    const int type = kind == Kind::kUdp ? SOCK_DGRAM : SOCK_STREAM;
+    const int type = is_datagram(kind) ? SOCK_DGRAM : SOCK_STREAM;
     const int fd = ::socket(server.is_v6() ? AF_INET6 : AF_INET, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         error = std::string("socket: ") + std::strerror(errno);
@@ -70,81 +79,143 @@ std::unique_ptr<Transport> Transport::open(Kind kind, const Address& server, con
             return nullptr;
         }
     }
-    info.connect_ms = kind == Kind::kUdp ? 0 : ms_since(t0);
+    info.connect_ms = is_datagram(kind) ? 0 : ms_since(t0);
     if (kind == Kind::kTcp) {
         const int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    if (kind != Kind::kTls) {
-        return t;
+    if (is_secure(kind) && !t->handshake(server, tls, timeout_ms, info, error)) {
+        return nullptr;
     }
+    return t;
+}
+
+bool Transport::handshake(const Address& server, const TlsOptions& tls, int timeout_ms, ConnectInfo& info,
+                          std::string& error) {
+    const bool dtls = kind_ == Kind::kDtls;
+    const std::string what = dtls ? "DTLS" : "TLS";
     ERR_clear_error();
-    t->ctx_ = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_min_proto_version(t->ctx_, TLS1_2_VERSION);
+    ctx_ = SSL_CTX_new(dtls ? DTLS_client_method() : TLS_client_method());
+    if (ctx_ == nullptr) {
+        error = what + ": cannot create a context: " + ssl_errors();
+        return false;
+    }
+    // DTLS 1.0 was retired with TLS 1.1 (RFC 8996), and turn-relay takes 1.2 up.
+    SSL_CTX_set_min_proto_version(ctx_, dtls ? DTLS1_2_VERSION : TLS1_2_VERSION);
     if (tls.verify) {
-        SSL_CTX_set_verify(t->ctx_, SSL_VERIFY_PEER, nullptr);
-        const bool loaded = tls.ca_file.empty() ? SSL_CTX_set_default_verify_paths(t->ctx_) == 1
-                                                : SSL_CTX_load_verify_locations(t->ctx_, tls.ca_file.c_str(), nullptr) == 1;
+        SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+        const bool loaded = tls.ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx_) == 1
+                                                : SSL_CTX_load_verify_locations(ctx_, tls.ca_file.c_str(), nullptr) == 1;
         if (!loaded) {
-            error = "TLS: cannot load trusted certificates" +
+            error = what + ": cannot load trusted certificates" +
                     (tls.ca_file.empty() ? std::string(" (system store)") : " from " + tls.ca_file) + ": " + ssl_errors();
-            return nullptr;
+            return false;
         }
     }
-    t->ssl_ = SSL_new(t->ctx_);
-    SSL_set_fd(t->ssl_, fd);
+    ssl_ = SSL_new(ctx_);
+    if (ssl_ == nullptr) {
+        error = what + ": out of memory: " + ssl_errors();
+        return false;
+    }
+    if (dtls) {
+        // A datagram BIO on the connected socket: every record it writes is
+        // one datagram, every datagram it reads one or more whole records. It
+        // asks the socket for the path MTU (connected) to size handshake
+        // fragments. The socket stays non-blocking: the retransmission timer
+        // is run below.
+        BIO* bio = BIO_new_dgram(fd_, BIO_NOCLOSE);
+        if (bio == nullptr) {
+            error = "DTLS: out of memory: " + ssl_errors();
+            return false;
+        }
+        sockaddr_storage peer{};  // read as a BIO_ADDR, OpenSSL's union of the sockaddr kinds
+        server.to_sockaddr(&peer);
+        BIO_ctrl(bio, BIO_CTRL_DGRAM_SET_CONNECTED, 0, &peer);
+        SSL_set_bio(ssl_, bio, bio);
+    } else {
+        SSL_set_fd(ssl_, fd_);
+    }
     static const unsigned char kAlpn[] = {9, 's', 't', 'u', 'n', '.', 't', 'u', 'r', 'n'};  // RFC 7443
-    SSL_set_alpn_protos(t->ssl_, kAlpn, sizeof kAlpn);
+    SSL_set_alpn_protos(ssl_, kAlpn, sizeof kAlpn);
     const std::string name = tls.server_name.empty() ? server.ip_string() : tls.server_name;
     if (!Address::parse(name)) {
-        SSL_set_tlsext_host_name(t->ssl_, name.c_str());  // SNI only for names, not IP literals
+        SSL_set_tlsext_host_name(ssl_, name.c_str());  // SNI only for names, not IP literals
     }
     if (tls.verify) {
-        X509_VERIFY_PARAM* vp = SSL_get0_param(t->ssl_);
+        X509_VERIFY_PARAM* vp = SSL_get0_param(ssl_);
         const auto ip = Address::parse(name);
         const bool set = ip ? (ip->port == 0 && X509_VERIFY_PARAM_set1_ip_asc(vp, ip->ip_string().c_str()) == 1)
                             : X509_VERIFY_PARAM_set1_host(vp, name.c_str(), 0) == 1;
         if (!set) {
-            error = "TLS: \"" + name + "\" is not a host name or IP address to verify the certificate against";
-            return nullptr;
+            error = what + ": \"" + name + "\" is not a host name or IP address to verify the certificate against";
+            return false;
         }
     }
     const auto t1 = std::chrono::steady_clock::now();
+    // Every pass waits for the socket or the DTLS retransmission timer, so
+    // timeout_ms bounds the loop.
     for (;;) {
-        const int r = SSL_connect(t->ssl_);
+        errno = 0;
+        const int r = SSL_connect(ssl_);
         if (r == 1) {
             break;
         }
-        const int e = SSL_get_error(t->ssl_, r);
+        const int sys = errno;  // the socket's error (DTLS: ICMP port unreachable is ECONNREFUSED)
+        const int e = SSL_get_error(ssl_, r);
         const int left = timeout_ms - static_cast<int>(ms_since(t1));
-        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && left > 0 &&
-            wait_fd(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, left)) {
-            continue;
-        }
-        const long v = SSL_get_verify_result(t->ssl_);
-        error = "TLS handshake with " + server.to_string() + " failed: ";
-        if (v != X509_V_OK) {
-            error += std::string("certificate not accepted (") + X509_verify_cert_error_string(v) +
-                     "); pass --ca with the issuer's certificate, or --insecure for a test server";
-        } else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            error += "no answer within " + std::to_string(timeout_ms) + " ms";
-        } else {
-            const std::string s = ssl_errors();
-            error += s.empty() ? "the server closed the connection" : s;
-            if (s.empty() || s.find("unexpected eof") != std::string::npos || s.find("wrong version number") != std::string::npos) {
-                error += " (is it a TLS port? plain TURN over TCP is --transport tcp)";
+        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && left > 0) {
+            if (!dtls) {
+                if (wait_fd(fd_, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, left)) {
+                    continue;
+                }
+            } else {
+                // Lost flights are resent on OpenSSL's timer (RFC 6347
+                // section 4.2.4: 1 s, doubling), which runs only when called:
+                // wait for the server until it fires, then let it resend.
+                int wait = left;
+                timeval tv{};
+                if (DTLSv1_get_timeout(ssl_, &tv) == 1) {
+                    wait = static_cast<int>(std::min<long>(left, tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000));
+                }
+                if (wait_fd(fd_, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, wait) || DTLSv1_handle_timeout(ssl_) >= 0) {
+                    continue;  // an answer, or the flight resent (or the timer not due yet)
+                }
+                // < 0: OpenSSL gave up after its retransmissions.
             }
         }
-        return nullptr;
+        const long v = SSL_get_verify_result(ssl_);
+        error = what + " handshake with " + server.to_string() + " failed: ";
+        if (tls.verify && v != X509_V_OK) {
+            error += certificate_problem(v, name);
+        } else if (dtls && e == SSL_ERROR_SYSCALL && sys == ECONNREFUSED) {
+            error += "port unreachable (ICMP): nothing listens on UDP " + server.to_string();
+        } else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            error += "no answer within " + std::to_string(timeout_ms) + " ms";
+            if (dtls) {
+                error += " (is it a DTLS port? plain TURN over UDP is --transport udp)";
+            }
+        } else {
+            const std::string s = ssl_errors();
+            if (dtls) {
+                error += s.empty() ? std::string(sys != 0 ? std::strerror(sys) : "the server ended the handshake") : s;
+            } else {
+                error += s.empty() ? "the server closed the connection" : s;
+                if (s.empty() || s.find("unexpected eof") != std::string::npos ||
+                    s.find("wrong version number") != std::string::npos) {
+                    error += " (is it a TLS port? plain TURN over TCP is --transport tcp)";
+                }
+            }
+        }
+        return false;
     }
     info.tls_ms = ms_since(t1);
-    info.tls_version = SSL_get_version(t->ssl_);
-    info.cipher = SSL_get_cipher_name(t->ssl_);
+    info.tls_version = SSL_get_version(ssl_);
+    info.cipher = SSL_get_cipher_name(ssl_);
     const unsigned char* p = nullptr;
     unsigned n = 0;
-    SSL_get0_alpn_selected(t->ssl_, &p, &n);
+    SSL_get0_alpn_selected(ssl_, &p, &n);
     info.alpn.assign(reinterpret_cast<const char*>(p), n);
-    return t;
+    return true;
 }
 
 Transport::~Transport() {
@@ -166,8 +237,11 @@ Address Transport::local() const {
 }
 
 bool Transport::send(std::span<const uint8_t> message) {
+    if (kind_ == Kind::kDtls && message.size() > kMaxDtlsMessage) {
+        return false;  // OpenSSL refuses it: one message is one record
+    }
     std::vector<uint8_t> padded;
-    if (kind_ != Kind::kUdp) {
+    if (!is_datagram(kind_)) {
         const size_t pad = stream_padding(message);
         if (pad != 0) {
             padded.assign(message.begin(), message.end());
@@ -200,8 +274,8 @@ bool Transport::send(std::span<const uint8_t> message) {
             }
         }
         off += static_cast<size_t>(n);
-        if (kind_ == Kind::kUdp) {
-            break;
+        if (is_datagram(kind_)) {
+            break;  // sent whole, or not at all
         }
     }
     return true;
@@ -210,6 +284,11 @@ bool Transport::send(std::span<const uint8_t> message) {
 bool Transport::buffered() const {
     if (kind_ == Kind::kUdp) {
         return false;
+    }
+    if (kind_ == Kind::kDtls) {
+        // One datagram may carry several records; SSL_read returns one each
+        // time, and the rest wait in OpenSSL, where poll() cannot see them.
+        return SSL_has_pending(ssl_) == 1;
     }
     return next_stream_frame(in_).status == StreamFrameStatus::kFrame || (ssl_ != nullptr && SSL_pending(ssl_) > 0);
 }
@@ -253,8 +332,8 @@ bool Transport::read_more(int timeout_ms) {
 
 std::optional<std::vector<uint8_t>> Transport::recv(int timeout_ms) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (kind_ == Kind::kUdp) {
-        in_.clear();
+    if (is_datagram(kind_)) {
+        in_.clear();  // a datagram (DTLS: a record) is a message
         if (!read_more(timeout_ms)) {
             return std::nullopt;
         }
