@@ -20,7 +20,7 @@ BUILD="build-essential meson ninja-build pkg-config openssl
 FUZZ="clang-14 libclang-rt-14-dev llvm-14"
 
 # Real third-party clients and tools used by the integration tests.
-TEST="iproute2 ethtool nftables systemd python3 python3-pytest python3-aioice python3-aiortc python3-selenium python3-gi gir1.2-nice-0.1 coturn stun-client chromium chromium-driver libnss3-tools
+TEST="iproute2 ethtool nftables systemd python3 python3-pytest python3-aioice python3-aiortc python3-openssl python3-selenium python3-gi gir1.2-nice-0.1 coturn stun-client chromium chromium-driver libnss3-tools
       valgrind procps gnuplot-nox curl linux-perf prometheus"
 
 if [ "${DEPS_MINIMAL:-0}" = 1 ]; then

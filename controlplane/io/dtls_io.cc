@@ -47,6 +47,19 @@ bool is_initial_client_hello(std::span<const uint8_t> d) {
            d[3] == 0 && d[4] == 0 && d[kRecordHeader] == kClientHello;
 }
 
+// A copy of the ClientHello that started `ssl`'s session (a retransmission
+// that arrived late, or a duplicate on the path): the same client random,
+// which follows the version in the first fragment.
+bool same_client_hello(SSL* ssl, std::span<const uint8_t> d) {
+    constexpr size_t kRandom = kRecordHeader + kHandshakeHeader + 2;
+    const size_t frag_off = kRecordHeader + 6;
+    if (d.size() < kRandom + SSL3_RANDOM_SIZE || d[frag_off] != 0 || d[frag_off + 1] != 0 || d[frag_off + 2] != 0) {
+        return false;
+    }
+    uint8_t r[SSL3_RANDOM_SIZE];
+    return SSL_get_client_random(ssl, r, sizeof r) == sizeof r && std::memcmp(r, d.data() + kRandom, sizeof r) == 0;
+}
+
 int bio_write(BIO* b, const char* data, int len) {
     auto* s = static_cast<DtlsIo::Bio*>(BIO_get_data(b));
     BIO_clear_retry_flags(b);
@@ -267,8 +280,9 @@ void DtlsIo::on_datagram(uint32_t index, const Address& src, std::span<const uin
     }
     // An epoch-0 ClientHello on an established session is a new handshake
     // (the client restarted on the same port): answered like a new source's;
-    // the old session goes once the new one's cookie checks out.
-    if (it->second->established && is_initial_client_hello(data)) {
+    // the old session goes once the new one's cookie checks out. A copy of
+    // the session's own ClientHello is not: the session's SSL ignores it.
+    if (it->second->established && is_initial_client_hello(data) && !same_client_hello(it->second->ssl, data)) {
         on_hello(l, ft, data);
         return;
     }

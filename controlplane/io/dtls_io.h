@@ -34,8 +34,9 @@
 // A session ends with the client's close_notify or a fatal alert, the idle
 // timeout, or the loop's end (close_notify sent); it ends the allocation on
 // its 5-tuple (Server::on_client_closed), as a TLS connection's end does. A
-// new handshake (epoch 0 ClientHello with a valid cookie) from the 5-tuple of
-// an established session replaces it: the client restarted.
+// new handshake (epoch 0 ClientHello with a valid cookie and another client
+// random) from the 5-tuple of an established session replaces it: the client
+// restarted; a late copy of the session's own ClientHello changes nothing.
 #pragma once
 
 #include <openssl/ssl.h>

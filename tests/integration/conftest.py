@@ -154,6 +154,57 @@ def stun_binding_stream(addr: Tuple[str, int], tls: bool = False,
     return None
 
 
+# -------------------------------------------------------------------------------------
+# Minimal DTLS 1.2 ClientHello (used to poll a DTLS listener's readiness: a server with
+# cookies answers it with a HelloVerifyRequest and keeps no state)
+
+DTLS_HANDSHAKE, DTLS_CLIENT_HELLO, DTLS_HELLO_VERIFY_REQUEST = 22, 1, 3
+
+
+def dtls_client_hello(cookie: bytes = b"", client_random: Optional[bytes] = None,
+                      record_seq: int = 0, message_seq: int = 0) -> bytes:
+    """One datagram: a DTLS 1.2 ClientHello (RFC 6347 4.2.1, epoch 0) offering ECDHE with
+    ECDSA and RSA, AES-GCM and ChaCha20-Poly1305, X25519 and P-256/384."""
+    suites = bytes.fromhex("c02bc02cc02fc030cca9cca8")
+    exts = b""
+    for etype, data in ((0x000a, bytes.fromhex("0006001d00170018")),      # supported_groups
+                        (0x000b, bytes.fromhex("0100")),                  # ec_point_formats
+                        (0x000d, bytes.fromhex("000c040305030804080504010501")),  # sig algs
+                        (0x0017, b""),                                    # extended_master_secret
+                        (0xff01, b"\x00")):                               # renegotiation_info
+        exts += struct.pack("!HH", etype, len(data)) + data
+    body = (b"\xfe\xfd" + (client_random or os.urandom(32)) + b"\x00"
+            + bytes([len(cookie)]) + cookie + struct.pack("!H", len(suites)) + suites
+            + b"\x01\x00" + struct.pack("!H", len(exts)) + exts)
+    n = len(body).to_bytes(3, "big")
+    hs = bytes([DTLS_CLIENT_HELLO]) + n + struct.pack("!H", message_seq) + b"\0\0\0" + n + body
+    return (struct.pack("!BHH", DTLS_HANDSHAKE, 0xFEFD, 0) + record_seq.to_bytes(6, "big")
+            + struct.pack("!H", len(hs)) + hs)
+
+
+def dtls_hello_verify_cookie(datagram: bytes) -> Optional[bytes]:
+    """The cookie of a HelloVerifyRequest datagram; None if it is not one."""
+    if (len(datagram) < 13 + 12 + 3 or datagram[0] != DTLS_HANDSHAKE or datagram[1] != 0xFE
+            or datagram[13] != DTLS_HELLO_VERIFY_REQUEST):
+        return None
+    n = datagram[13 + 12 + 2]
+    cookie = datagram[13 + 12 + 3:13 + 12 + 3 + n]
+    return cookie if len(cookie) == n else None
+
+
+def dtls_hello_answered(addr: Tuple[str, int], timeout: float = 0.5) -> bool:
+    """Does a DTLS ClientHello without cookie to `addr` get a DTLS handshake record back?"""
+    fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(dtls_client_hello(), addr)
+            data, _ = s.recvfrom(4096)
+            return len(data) > 13 and data[0] == DTLS_HANDSHAKE
+        except OSError:
+            return False
+
+
 def _parse_xor_mapped(body: bytes, tid: bytes) -> Optional[Tuple[str, int]]:
     i = 0
     while i + 4 <= len(body):
@@ -270,6 +321,12 @@ class TurnServer:
     tls_key: Optional[str] = None
     # turn-relay [tcp] section (max_connections, idle_timeout_s, send_buffer_bytes).
     tcp_settings: dict = field(default_factory=dict)
+    # TURN over DTLS (RFC 7350) listeners on 127.0.0.1 and ::1 (UDP); None: none. coturn
+    # serves DTLS on its TLS listening port, so there it is tls_port.
+    dtls_port: Optional[int] = None
+    # turn-relay [dtls] section (max_sessions, max_sessions_per_ip, idle_timeout_s,
+    # handshakes_per_ip_per_s, mtu).
+    dtls_settings: dict = field(default_factory=dict)
 
     def addr(self, family: int = 4) -> Tuple[str, int]:
         return ("127.0.0.1" if family == 4 else "::1", self.port)
@@ -283,6 +340,11 @@ class TurnServer:
         port = self.tls_port if tls else self.tcp_port
         assert port is not None, f"server started without a {'TLS' if tls else 'TCP'} listener"
         return ("127.0.0.1" if family == 4 else "::1", port)
+
+    def dtls_addr(self, family: int = 4) -> Tuple[str, int]:
+        """The TURN-over-DTLS listener of `family`."""
+        assert self.dtls_port is not None, "server started without a DTLS listener"
+        return ("127.0.0.1" if family == 4 else "::1", self.dtls_port)
 
     def metrics(self) -> Optional[str]:
         """Prometheus text from the server's /metrics (turnrelay only)."""
@@ -347,13 +409,16 @@ def _toml_value(v) -> str:
 
 
 def _stream_config(srv: TurnServer) -> Tuple[str, str]:
-    """turn-relay's stream listener keys for [server] and the [tls]/[tcp] sections; empty
-    when the server has no TCP/TLS listener, so the default configuration is unchanged."""
+    """turn-relay's stream and DTLS listener keys for [server] and the [tls]/[tcp]/[dtls]
+    sections; empty when the server has no TCP/TLS/DTLS listener, so the default
+    configuration is unchanged."""
     keys, sections = "", ""
     if srv.tcp_port is not None:
         keys += f"listen_tcp = {_toml_list(_loopback_listeners(srv.tcp_port))}\n"
     if srv.tls_port is not None:
         keys += f"listen_tls = {_toml_list(_loopback_listeners(srv.tls_port))}\n"
+    if srv.dtls_port is not None:
+        keys += f"listen_dtls = {_toml_list(_loopback_listeners(srv.dtls_port))}\n"
     if srv.tls_cert is not None or srv.tls_key is not None:
         sections += "\n[tls]\n"
         if srv.tls_cert is not None:
@@ -363,6 +428,9 @@ def _stream_config(srv: TurnServer) -> Tuple[str, str]:
     if srv.tcp_settings:
         sections += "\n[tcp]\n" + "".join(f"{k} = {_toml_value(v)}\n"
                                          for k, v in srv.tcp_settings.items())
+    if srv.dtls_settings:
+        sections += "\n[dtls]\n" + "".join(f"{k} = {_toml_value(v)}\n"
+                                          for k, v in srv.dtls_settings.items())
     return keys, sections
 
 
@@ -412,11 +480,14 @@ format = "text"
 def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
                  allow_loopback_peers: bool = True, tcp: bool = False,
                  tls_files: Optional[Tuple[Path, Path]] = None,
-                 tcp_settings: Optional[dict] = None) -> TurnServer:
+                 tcp_settings: Optional[dict] = None, dtls: bool = False,
+                 dtls_settings: Optional[dict] = None) -> TurnServer:
     """Start the server under test. `tcp`: also a TURN-over-TCP listener on the UDP port's
     number; `tls_files` (certificate chain, key): also a TURN-over-TLS listener on a port of
-    its own; `tcp_settings`: turn-relay's [tcp] section. Without these the configuration is
-    exactly the UDP-only one."""
+    its own; `tcp_settings`: turn-relay's [tcp] section; `dtls` (needs `tls_files`, the same
+    certificate): also a TURN-over-DTLS listener, turn-relay on a UDP port of its own, coturn
+    on its TLS port (where it serves DTLS); `dtls_settings`: turn-relay's [dtls] section.
+    Without these the configuration is exactly the UDP-only one."""
     kind = server_kind()
     lo, hi = relay_port_window()
     # coturn also listens on P+1 (RFC 5780 alternate port), so reserve two.
@@ -424,11 +495,19 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
     srv = TurnServer(kind=kind, port=port, workdir=workdir, relay_min=lo, relay_max=hi,
                      rest_secrets=list(rest_secrets or []),
                      allow_loopback_peers=allow_loopback_peers,
-                     tcp_settings=dict(tcp_settings or {}))
+                     tcp_settings=dict(tcp_settings or {}),
+                     dtls_settings=dict(dtls_settings or {}))
+    if dtls and tls_files is None:
+        raise ValueError("start_server(dtls=True) needs tls_files (the DTLS certificate)")
     if tcp:
         srv.tcp_port = port       # the same number as UDP, as RFC 8656 suggests
     if tls_files is not None:
-        srv.tls_port = free_port(span=2, kinds=(socket.SOCK_STREAM,))  # coturn: +1 too
+        # coturn: +1 too; and DTLS on the same numbers (UDP) when asked for.
+        srv.tls_port = free_port(span=2, kinds=(socket.SOCK_STREAM,) if not dtls else
+                                 (socket.SOCK_STREAM, socket.SOCK_DGRAM))
+    if dtls:
+        srv.dtls_port = (srv.tls_port if kind == "coturn"
+                         else free_port(kinds=(socket.SOCK_DGRAM,)))
     srv.log_path = workdir / f"{kind}.log"
 
     if kind == "coturn":
@@ -449,8 +528,9 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
             "--use-auth-secret",
         ] + [f"--static-auth-secret={s}" for s in srv.rest_secrets] if srv.rest_secrets else []) + [
             f"--realm={srv.realm}",
-        ] + (["--allow-loopback-peers"] if srv.allow_loopback_peers else []) + tls_args + [
-            "--no-dtls", "--no-cli", "--no-tcp-relay",
+        ] + (["--allow-loopback-peers"] if srv.allow_loopback_peers else []) + tls_args + (
+            [] if dtls else ["--no-dtls"]) + [
+            "--no-cli", "--no-tcp-relay",
             "--no-multicast-peers",
             "--log-file=stdout", "--simple-log",
             f"--pidfile={workdir / 'turnserver.pid'}",
@@ -489,6 +569,9 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
         if srv.tls_port is not None:
             checks[("tls", fam)] = functools.partial(
                 stun_binding_stream, srv.stream_addr(fam, tls=True), tls=True, timeout=0.5)
+        if srv.dtls_port is not None:
+            checks[("dtls", fam)] = functools.partial(
+                dtls_hello_answered, srv.dtls_addr(fam), timeout=0.3)
     ready = {k: False for k in checks}
     while time.monotonic() < deadline:
         if srv.proc.poll() is not None:
@@ -503,8 +586,9 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
     stop_process(srv.proc)
     _ACTIVE_LOGS.remove((f"{kind} server", srv.log_path))
     listeners = ", ".join(f"{t}/{'127.0.0.1' if f == 4 else '[::1]'}" for t, f in checks)
-    pytest.fail(f"{kind} did not answer a STUN Binding on every listener ({listeners}; UDP/TCP "
-                f"port {port}, TLS port {srv.tls_port}) within {STARTUP_TIMEOUT_S}s "
+    pytest.fail(f"{kind} did not answer a STUN Binding (DTLS: a ClientHello) on every listener "
+                f"({listeners}; UDP/TCP port {port}, TLS port {srv.tls_port}, DTLS port "
+                f"{srv.dtls_port}) within {STARTUP_TIMEOUT_S}s "
                 f"(exit code {rc}, ready={ready})\n"
                 f"command: {' '.join(srv.cmd)}\n--- log ---\n{log_tail(srv.log_path)}")
 
