@@ -323,6 +323,15 @@ int main(int argc, char** argv) {
         }
         stats.push_back(&loops.back()->stats());
     }
+    {
+        std::vector<EventLoop*> all;
+        for (auto& l : loops) {
+            all.push_back(l.get());
+        }
+        for (auto& l : loops) {
+            l->set_siblings(all);
+        }
+    }
     // Take over the previous process's allocations before the dataplane can
     // connect: its first resync then carries them, and the flows it is still
     // forwarding stay installed.

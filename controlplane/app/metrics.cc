@@ -139,6 +139,14 @@ public:
                           "RFC 6062 data connections moved to the event loop of their TCP allocation",
                           MetricType::Counter);
         counter(ho, {}, sum([](const Stats& s) { return s.connections_handed_off.get(); }));
+        auto& mm = family("turn_mobility_moves_total",
+                          "RFC 8016: allocations moved to their client's new address (MOBILITY-TICKET)",
+                          MetricType::Counter);
+        counter(mm, {}, sum([](const Stats& s) { return s.mobility_moves.get(); }));
+        auto& mf = family("turn_mobility_forwarded_total",
+                          "RFC 8016: mobility Refreshes handed to the event loop holding the allocation",
+                          MetricType::Counter);
+        counter(mf, {}, sum([](const Stats& s) { return s.mobility_forwarded.get(); }));
         if (dp_ != nullptr) {
             auto& dc = family("turn_dataplane_connected", "1 while a dataplane is attached and in sync",
                               MetricType::Gauge);

@@ -40,6 +40,11 @@ public:
     uint64_t timer_at_ms = 0;  // deadline of the wheel entry that counts
     bool dont_fragment = false;
     bool tcp = false;  // RFC 6062: REQUESTED-TRANSPORT TCP, peers reached over TCP connections
+    // RFC 8016: the client asked for a MOBILITY-TICKET and may move the
+    // allocation to a new 5-tuple; client_path: the socket that brings the
+    // new 5-tuple's datagrams to this loop (PacketIo::open_client_path).
+    bool mobile = false;
+    RelayId client_path = kNoRelay;
     TokenBucket bandwidth;
     // Relay accounting for logs.
     uint64_t packets_in = 0;

@@ -197,7 +197,11 @@ void AllocationManager::remove_family(Allocation& a, Family f) {
     close_relay(f, r);
     (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
     r = RelayEndpoint{};
-    // Offloaded state follows: re-announce the allocation without that family.
+    reannounce(a);  // offloaded state follows: the allocation without that family
+    log("allocation_refreshed", a);
+}
+
+void AllocationManager::reannounce(const Allocation& a) {
     OffloadHook& hook = offload_for(a);
     hook.allocation_removed(a.id);
     hook.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
@@ -208,7 +212,6 @@ void AllocationManager::remove_family(Allocation& a, Family f) {
     for (const auto& [ch, b] : a.channels) {
         hook.channel_added(a.id, ch, b.peer);
     }
-    log("allocation_refreshed", a);
 }
 
 void AllocationManager::release_resources(Allocation& a) {
@@ -246,9 +249,26 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
     }
     hook.allocation_removed(a.id);
     release_resources(a);
+    if (a.client_path != kNoRelay) {
+        io_.close_client_path(a.client_path);
+    }
     by_id_.erase(a.id);
     const FiveTuple ft = a.five_tuple;
     by_tuple_.erase(ft);  // destroys `a`
+}
+
+void AllocationManager::move(Allocation& a, const FiveTuple& to) {
+    const FiveTuple from = a.five_tuple;
+    auto node = by_tuple_.extract(from);
+    node.key() = to;
+    by_tuple_.insert(std::move(node));
+    a.five_tuple = to;
+    changed(a);
+    reannounce(a);  // the offload knows the allocation by its client 5-tuple
+    log_event("allocation_moved", {{"id", std::to_string(a.id)},
+                                   {"from", from.client.to_string()},
+                                   {"to", to.client.to_string()},
+                                   {"server", to.server.to_string()}});
 }
 
 void AllocationManager::add_permission(Allocation& a, const Address& peer) {

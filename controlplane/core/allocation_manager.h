@@ -65,6 +65,9 @@ public:
     // 5-tuple, is gone.
     enum class EndReason : uint8_t { kDeleted, kExpired, kShutdown, kConnectionClosed, kOperator };
     void remove(Allocation& a, EndReason why);
+    // RFC 8016: the allocation now belongs to the client 5-tuple `to` (no
+    // allocation there yet); the offload follows, the old 5-tuple is free.
+    void move(Allocation& a, const FiveTuple& to);
 
     // Installs or refreshes a permission for the peer's IP (300 s).
     void add_permission(Allocation& a, const Address& peer);
@@ -103,6 +106,9 @@ private:
     OffloadHook& offload_for(const Allocation& a) {
         return a.five_tuple.transport == Transport::kUdp ? offload_ : no_offload_;
     }
+    // Tells the offload the allocation again (removed, added, its permissions
+    // and channels): after a change of what it is keyed or sized by.
+    void reannounce(const Allocation& a);
     void changed(const Allocation& a) {
         if (track_) {
             dirty_.insert(a.id);

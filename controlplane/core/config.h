@@ -64,6 +64,9 @@ struct Config {
     // (beyond them CreatePermission / ChannelBind get 508).
     uint32_t max_permissions = 1000;
     uint32_t max_channels = 1000;
+    // RFC 8016: clients that ask (MOBILITY-TICKET in Allocate) may take their
+    // UDP allocation to a new address; false ignores the request.
+    bool mobility = true;
     // [policy]
     std::vector<Prefix> allow_peers;
     std::vector<Prefix> deny_peers;

@@ -40,7 +40,7 @@ const std::vector<Fixed>& fixed_keys() {
         }),
         fixed("[allocation]", [](const Config& c) {
             return std::tie(c.default_lifetime_s, c.max_lifetime_s, c.max_per_user, c.max_total, c.bandwidth_bps,
-                            c.reservation_lifetime_s, c.max_permissions, c.max_channels);
+                            c.reservation_lifetime_s, c.max_permissions, c.max_channels, c.mobility);
         }),
         fixed("[policy].unauth_per_ip_per_s", [](const Config& c) { return std::tie(c.unauth_per_ip_per_s); }),
         fixed("[metrics]", [](const Config& c) { return std::tie(c.metrics_listen); }),

@@ -32,6 +32,14 @@ public:
     virtual OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) = 0;
     virtual void close_relay(RelayId relay) = 0;
 
+    // RFC 8016 mobility: datagrams of the client 5-tuple `ft` (UDP) must
+    // reach this event loop from now on, whichever loop the kernel would
+    // pick for them (a connected socket on the listening address). kNoRelay
+    // if it cannot (the caller serves the allocation anyway: with one loop
+    // nothing is needed).
+    virtual RelayId open_client_path(const FiveTuple& /*ft*/) { return kNoRelay; }
+    virtual void close_client_path(RelayId /*path*/) {}
+
     // RFC 6062 TCP allocations (TCP/TLS clients only). The defaults refuse:
     // an I/O layer without stream support has no TCP relays.
     //

@@ -234,6 +234,10 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
         return;
     }
     if (a == nullptr) {
+        if (method == stun::Method::kRefresh && m.find(stun::attr::kMobilityTicket) != nullptr) {
+            handle_mobility_refresh(r);  // the client moved (RFC 8016)
+            return;
+        }
         reply_error(r, stun::err::kAllocationMismatch);
         return;
     }

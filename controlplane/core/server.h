@@ -15,6 +15,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 #include <cstdint>
@@ -73,6 +74,11 @@ public:
         loop_ = index;
         loops_ = count == 0 ? 1 : count;
     }
+    // Runs a task on event loop `loop`'s thread (EventLoop::post); false if
+    // there is no such loop. RFC 8016: a mobility Refresh that reaches
+    // another loop than its allocation's is handed there.
+    using Poster = std::function<bool(unsigned loop, std::function<void(Server&)> task)>;
+    void set_poster(Poster p) { poster_ = std::move(p); }
     TimerWheel& wheel() { return wheel_; }
     const ResponseCache& response_cache() const { return cache_; }
 
@@ -102,6 +108,10 @@ private:
     void handle_connect(const Request& r, Allocation& a);
     void handle_connection_bind(const Request& r);
     void handle_send(const FiveTuple& ft, const stun::MessageView& m);
+    // RFC 8016 (handlers/mobility.cc): a Refresh with MOBILITY-TICKET from a
+    // 5-tuple without an allocation; and the ticket a success answer carries.
+    void handle_mobility_refresh(const Request& r);
+    void add_mobility_ticket(stun::MessageBuilder& b, const Allocation& a) const;
     // [redirect]: answers r with 300 Try Alternate if this Allocate goes to
     // another relay now (returns true), else leaves it to be served here.
     bool redirect_allocate(const Request& r);
@@ -138,6 +148,7 @@ private:
     // names its loop (id % loops_ == loop_).
     unsigned loop_ = 0;
     unsigned loops_ = 1;
+    Poster poster_;
 
     // RFC 6062: peer connections of this loop's TCP allocations, by
     // CONNECTION-ID, from Connect (or a peer's connect) until they end.

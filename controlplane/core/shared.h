@@ -14,6 +14,7 @@
 #include "auth/credential_store.h"
 #include "auth/nonce.h"
 #include "core/config.h"
+#include "core/mobility.h"
 #include "core/peer_policy.h"
 #include "core/port_allocator.h"
 #include "core/quota.h"
@@ -64,6 +65,8 @@ struct Shared {
     // connect-handshake-close flood is closed at accept, before any TLS work.
     SourceRateLimiter accept_limiter;
     std::atomic<bool> draining{false};
+    // RFC 8016 tickets: sealed under this process's key, opened by any loop.
+    MobilityTickets tickets;
     // Live gauges: allocations holding a relayed address of each family.
     std::atomic<int64_t> allocations_v4{0};
     std::atomic<int64_t> allocations_v6{0};

@@ -84,7 +84,7 @@ enum class MethodIndex : uint8_t {
 std::string_view name(MethodIndex m);
 MethodIndex method_index(uint16_t method);
 
-constexpr std::array<uint16_t, 16> kTrackedCodes = {200, 300, 400, 401, 403, 420, 437, 438,
+constexpr std::array<uint16_t, 17> kTrackedCodes = {200, 300, 400, 401, 403, 405, 420, 437, 438,
                                                    440, 441, 442, 443, 446, 486, 500, 508};
 size_t code_index(uint16_t code);  // unknown codes map to 500's slot
 
@@ -104,6 +104,10 @@ struct Stats {
     std::array<std::array<Counter, static_cast<size_t>(ConnClose::kCount)>, kStreamKinds> connections_closed;
     // Connections handed to the loop of their RFC 6062 peer connection (io/stream_handoff.h).
     Counter connections_handed_off;
+    // RFC 8016 mobility: allocations moved to a client's new 5-tuple, and
+    // mobility Refreshes handed to the event loop that holds the allocation.
+    Counter mobility_moves;
+    Counter mobility_forwarded;
     // RFC 6062: bytes piped between data connections and peer connections.
     std::array<Counter, static_cast<size_t>(Direction::kCount)> tcp_relayed_bytes;
     // Event loop utilisation over the last window, in parts per million.

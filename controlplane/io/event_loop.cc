@@ -108,6 +108,17 @@ void EventLoop::post(std::function<void(Server&)> task) {
     has_tasks_.store(true, std::memory_order_release);
 }
 
+void EventLoop::set_siblings(std::vector<EventLoop*> loops) {
+    server_.set_loop(index_, static_cast<unsigned>(loops.size()));
+    server_.set_poster([loops = std::move(loops)](unsigned loop, std::function<void(Server&)> task) {
+        if (loop >= loops.size()) {
+            return false;
+        }
+        loops[loop]->post(std::move(task));
+        return true;
+    });
+}
+
 void EventLoop::start() {
     thread_ = std::thread([this] { run(); });
 }

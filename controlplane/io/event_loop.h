@@ -52,6 +52,9 @@ public:
     // change what the loop owns. Tasks still queued when the loop stops are
     // dropped, so a caller waits with a timeout.
     void post(std::function<void(Server&)> task);
+    // Every loop of the process, this one included, in index order (before
+    // start()): how this loop's server reaches the others (RFC 8016 mobility).
+    void set_siblings(std::vector<EventLoop*> loops);
 
 private:
     void run();

@@ -17,8 +17,10 @@
 namespace turn::cp {
 
 namespace {
-// epoll tags: high bit marks a listener, the rest is the index.
+// epoll tags: high bit marks a listener, the rest is the index; with
+// kPathTag too, a client path (open_client_path).
 constexpr uint64_t kListenerTag = 1ull << 63;
+constexpr uint64_t kPathTag = 1ull << 59;
 
 int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     const int domain = local.is_v6() ? AF_INET6 : AF_INET;
@@ -82,6 +84,11 @@ SocketIo::~SocketIo() {
     streams_.reset();
     for (auto& l : listeners_) {
         ::close(l.fd);
+    }
+    for (auto& p : paths_) {
+        if (p.fd >= 0) {
+            ::close(p.fd);
+        }
     }
     for (auto& r : relays_) {
         if (r.fd >= 0) {
@@ -197,6 +204,47 @@ void SocketIo::close_relay(RelayId relay) {
     relays_[relay].fd = -1;
     free_relays_.push_back(relay);
     --relay_count_;
+}
+
+RelayId SocketIo::open_client_path(const FiveTuple& ft) {
+    std::string err;
+    const int fd = make_udp_socket(ft.server, true, err);
+    sockaddr_storage ss{};
+    const size_t len = ft.client.to_sockaddr(&ss);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0) {
+        log_event(LogLevel::kWarn, "client_path_failed",
+                  {{"client", ft.client.to_string()}, {"server", ft.server.to_string()},
+                   {"error", fd < 0 ? err : std::string(std::strerror(errno))}});
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        return kNoRelay;
+    }
+    RelayId id = 0;
+    if (!free_paths_.empty()) {
+        id = free_paths_.back();
+        free_paths_.pop_back();
+    } else {
+        id = static_cast<RelayId>(paths_.size());
+        paths_.emplace_back();
+    }
+    paths_[id] = Listener{fd, ft.server};
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kListenerTag | kPathTag | id;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    return id;
+}
+
+void SocketIo::close_client_path(RelayId path) {
+    if (path >= paths_.size() || paths_[path].fd < 0) {
+        return;
+    }
+    flush();  // nothing queued may leave through a reused descriptor number
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, paths_[path].fd, nullptr);
+    ::close(paths_[path].fd);
+    paths_[path].fd = -1;
+    free_paths_.push_back(path);
 }
 
 void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data) {
@@ -315,7 +363,7 @@ void SocketIo::flush() {
     tx_count_ = 0;
 }
 
-void SocketIo::receive(int fd, bool is_listener, uint32_t index) {
+void SocketIo::receive(int fd, const Address* local, uint32_t index) {
     for (size_t i = 0; i < kBatch; ++i) {
         rx_msgs_[i].msg_hdr = msghdr{};
         rx_msgs_[i].msg_hdr.msg_name = &rx_addr_[i];
@@ -339,8 +387,8 @@ void SocketIo::receive(int fd, bool is_listener, uint32_t index) {
         }
         const std::span<const uint8_t> data(static_cast<const uint8_t*>(rx_iov_[static_cast<size_t>(k)].iov_base),
                                             h.msg_len);
-        if (is_listener) {
-            FiveTuple ft{*src, listeners_[index].local, Transport::kUdp};
+        if (local != nullptr) {
+            FiveTuple ft{*src, *local, Transport::kUdp};
             server_->on_client_datagram(ft, data);
         } else {
             server_->on_peer_datagram(index, *src, data);
@@ -405,9 +453,15 @@ bool SocketIo::poll_once(int timeout_ms, uint64_t* waited_us) {
             if (streams_) {
                 streams_->on_event(tag, events[static_cast<size_t>(i)].events);
             }
+        } else if ((tag & kListenerTag) != 0 && (tag & kPathTag) != 0) {
+            const auto idx = static_cast<uint32_t>(tag & ~(kListenerTag | kPathTag));
+            // Closed by an earlier event of this batch?
+            if (idx < paths_.size() && paths_[idx].fd >= 0) {
+                receive(paths_[idx].fd, &paths_[idx].local, idx);
+            }
         } else if ((tag & kListenerTag) != 0) {
             const auto idx = static_cast<uint32_t>(tag & ~kListenerTag);
-            receive(listeners_[idx].fd, true, idx);
+            receive(listeners_[idx].fd, &listeners_[idx].local, idx);
         } else {
             const auto id = static_cast<RelayId>(tag);
             // The socket may have been closed by an earlier event in this batch.
@@ -415,7 +469,7 @@ bool SocketIo::poll_once(int timeout_ms, uint64_t* waited_us) {
                 receive_errors(relays_[id].fd, id);
             }
             if (id < relays_.size() && relays_[id].fd >= 0 && (events[static_cast<size_t>(i)].events & EPOLLIN) != 0) {
-                receive(relays_[id].fd, false, id);
+                receive(relays_[id].fd, nullptr, id);
             }
         }
     }

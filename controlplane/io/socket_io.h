@@ -61,6 +61,11 @@ public:
                       bool dont_fragment = false) override;
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override;
     void close_relay(RelayId relay) override;
+    // RFC 8016: a UDP socket on the listening address connected to the
+    // client, so that Linux delivers that 5-tuple here rather than to the
+    // SO_REUSEPORT group's choice of loop.
+    RelayId open_client_path(const FiveTuple& ft) override;
+    void close_client_path(RelayId path) override;
     // RFC 6062 (io/stream_io.h).
     OpenResult open_tcp_relay(const Address& addr, RelayId& out) override {
         return streams_ ? streams_->open_tcp_relay(addr, out) : OpenResult::kError;
@@ -92,6 +97,7 @@ public:
     }
 
     size_t relay_count() const { return relay_count_; }
+    size_t client_path_count() const { return paths_.size() - free_paths_.size(); }
     size_t connection_count() const { return streams_ ? streams_->connection_count() : 0; }
     size_t dtls_session_count() const { return dtls_ ? dtls_->session_count() : 0; }
 
@@ -106,13 +112,17 @@ private:
         bool dont_fragment = false;  // opened with DF (the allocation's DONT-FRAGMENT)
     };
     void queue(int fd, const Address& to, std::span<const uint8_t> data);
-    void receive(int fd, bool is_listener, uint32_t index);
+    // `local`: the listening address of a client socket (listener or client
+    // path); nullptr: relayed socket `index`.
+    void receive(int fd, const Address* local, uint32_t index);
     void receive_errors(int fd, RelayId relay);
 
     Stats& stats_;
     Server* server_ = nullptr;
     int epoll_fd_ = -1;
     std::vector<Listener> listeners_;
+    std::vector<Listener> paths_;  // client paths (fd -1: free)
+    std::vector<RelayId> free_paths_;
     std::vector<Relay> relays_;
     std::vector<RelayId> free_relays_;
     size_t relay_count_ = 0;

@@ -113,6 +113,7 @@ std::string_view error_reason(uint16_t code) {
     case err::kBadRequest: return "Bad Request";
     case err::kUnauthenticated: return "Unauthenticated";
     case err::kForbidden: return "Forbidden";
+    case err::kMobilityForbidden: return "Mobility Forbidden";
     case err::kUnknownAttribute: return "Unknown Attribute";
     case err::kAllocationMismatch: return "Allocation Mismatch";
     case err::kStaleNonce: return "Stale Nonce";

@@ -60,6 +60,12 @@ public:
         handoffs.push_back({c, loop, {message.begin(), message.end()}});
         return true;
     }
+    // RFC 8016: client paths the core opened and has not closed.
+    RelayId open_client_path(const FiveTuple& ft) override {
+        paths[next_path] = ft;
+        return next_path++;
+    }
+    void close_client_path(RelayId path) override { paths.erase(path); }
     struct Handoff {
         FiveTuple client;
         unsigned loop;
@@ -74,7 +80,9 @@ public:
     std::vector<std::pair<Address, uint32_t>> connects;
     std::vector<std::pair<FiveTuple, uint32_t>> binds;
     std::vector<Handoff> handoffs;
+    std::map<RelayId, FiveTuple> paths;
     RelayId next_id = 0;
+    RelayId next_path = 0;
 };
 
 }  // namespace turn::cp::test

@@ -152,6 +152,13 @@ void Server::handle_allocate(const Request& r) {
     Allocation& a = allocations_.create(r.ft, r.auth->username, shared_.config.realm, relays,
                                         uint64_t{lifetime} * 1000, df != nullptr);
     a.tcp = tcp;
+    // RFC 8016: a client that asks (a MOBILITY-TICKET, empty) may take a UDP
+    // allocation to a new address later. Not over TCP/TLS/DTLS: there the
+    // 5-tuple is a connection or a session, which a new address does not
+    // continue. Without [allocation].mobility the request is ignored, as by a
+    // server that does not know the attribute.
+    a.mobile = shared_.config.mobility && r.ft.transport == Transport::kUdp && !tcp &&
+               m.find(attr::kMobilityTicket) != nullptr;
 
     MessageBuilder b = begin(r, Class::kSuccess);
     for (Family f : {Family::kIPv4, Family::kIPv6}) {
@@ -164,6 +171,7 @@ void Server::handle_allocate(const Request& r) {
         b.add_u64(attr::kReservationToken, reservation);
     }
     b.add_xor_address(attr::kXorMappedAddress, r.ft.client.normalised());
+    add_mobility_ticket(b, a);
     // Dual-stack request with one family refused: ADDRESS-ERROR-CODE says
     // which and why (RFC 8656 section 18.12).
     for (size_t i = 0; i < families.size(); ++i) {

@@ -39,6 +39,10 @@ void Server::handle_refresh(const Request& r, Allocation& a) {
     }
     MessageBuilder b = begin(r, Class::kSuccess);
     b.add_u32(attr::kLifetime, lifetime);
+    // RFC 8016 section 3.2: a Refresh that shows its ticket gets a new one.
+    if (lifetime != 0 && m.find(attr::kMobilityTicket) != nullptr) {
+        add_mobility_ticket(b, a);
+    }
     finish(r, b, 200);
 }
 
