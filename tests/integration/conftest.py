@@ -531,7 +531,7 @@ def start_server(workdir: Path, rest_secrets: Optional[List[str]] = None,
         ] + (["--allow-loopback-peers"] if srv.allow_loopback_peers else []) + tls_args + (
             [] if dtls else ["--no-dtls"]) + [
             "--no-cli", "--no-tcp-relay",
-            "--no-multicast-peers",
+            "--no-multicast-peers", "--mobility",  # RFC 8016 for clients that ask (test_mobility.py)
             "--log-file=stdout", "--simple-log",
             f"--pidfile={workdir / 'turnserver.pid'}",
             f"--userdb={workdir / 'turndb.sqlite'}",
