@@ -44,6 +44,7 @@ public:
     // allocation to a new 5-tuple; client_path: the socket that brings the
     // new 5-tuple's datagrams to this loop (PacketIo::open_client_path).
     bool mobile = false;
+    bool moved = false;  // its 5-tuple is not the one it was made on
     RelayId client_path = kNoRelay;
     TokenBucket bandwidth;
     // Relay accounting for logs.

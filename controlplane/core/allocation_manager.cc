@@ -263,6 +263,7 @@ void AllocationManager::move(Allocation& a, const FiveTuple& to) {
     node.key() = to;
     by_tuple_.insert(std::move(node));
     a.five_tuple = to;
+    a.moved = true;
     changed(a);
     reannounce(a);  // the offload knows the allocation by its client 5-tuple
     log_event("allocation_moved", {{"id", std::to_string(a.id)},
@@ -403,6 +404,8 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
     }
     s.expires_unix_ms = at(a.expires_ms);
     s.dont_fragment = a.dont_fragment;
+    s.mobile = a.mobile;
+    s.moved = a.moved;
     s.permissions.reserve(a.permissions.size());
     for (const auto& [key, p] : a.permissions) {
         if (p.expires_ms > now) {
@@ -496,6 +499,14 @@ std::string AllocationManager::restore(const SavedAllocation& s) {
     a->created_ms = now;
     a->expires_ms = now + (s.expires_unix_ms - unix_now);
     a->dont_fragment = s.dont_fragment;
+    // RFC 8016: the previous process's tickets do not open here (its key is
+    // gone); the client's next Refresh showing one gets a new ticket. A moved
+    // allocation's 5-tuple may hash to another loop: a client path brings it.
+    a->mobile = s.mobile;
+    a->moved = s.moved;
+    if (s.moved) {
+        a->client_path = io_.open_client_path(s.five_tuple);
+    }
     // Later allocations must not reuse a restored id (the dataplane keys its
     // entries by id).
     uint64_t next = g_next_allocation_id.load(std::memory_order_relaxed);

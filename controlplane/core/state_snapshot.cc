@@ -162,7 +162,9 @@ std::vector<uint8_t> encode_snapshot(uint32_t loop, uint32_t loops, uint64_t sav
         w.addr(a.relayed[0]);
         w.addr(a.relayed[1]);
         w.u64(a.expires_unix_ms);
-        w.u8(a.dont_fragment ? 1 : 0);
+        // Flags: DONT-FRAGMENT, RFC 8016 mobile, moved. (Version 1 files had
+        // only the first: the byte was 0 or 1, which reads the same.)
+        w.u8(static_cast<uint8_t>((a.dont_fragment ? 1 : 0) | (a.mobile ? 2 : 0) | (a.moved ? 4 : 0)));
         w.u32(static_cast<uint32_t>(a.permissions.size()));
         for (const auto& p : a.permissions) {
             w.addr(p.peer);
@@ -223,7 +225,13 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
         a.relayed[0] = r.addr("relayed address", true);
         a.relayed[1] = r.addr("relayed address", true);
         a.expires_unix_ms = r.u64("allocation");
-        a.dont_fragment = r.u8("allocation") != 0;
+        const uint8_t flags = r.u8("allocation");
+        a.dont_fragment = (flags & 1) != 0;
+        a.mobile = (flags & 2) != 0;
+        a.moved = (flags & 4) != 0;
+        if (r.ok() && (flags & ~7) != 0) {
+            r.error = "unknown allocation flags " + std::to_string(flags);
+        }
         if (r.ok() && transport != static_cast<uint8_t>(Transport::kUdp)) {
             r.error = "allocation transport " + std::to_string(transport) + " (only UDP is saved)";
         }

@@ -43,6 +43,8 @@ LoopSnapshot sample() {
     b.realm = "example.org";
     b.relayed[1] = A("[fd00::1]:50010");
     b.expires_unix_ms = 1'700'000'000'001;
+    b.mobile = true;
+    b.moved = true;
     s.allocations.push_back(b);
     return s;
 }
@@ -271,6 +273,44 @@ TEST_F(Restore, AllocationComesBackWithItsStateAndServesTheClient) {
     // The permission expires when it would have without the restart.
     advance_s(181);
     EXPECT_FALSE(server->allocations().find(ft)->permitted(peer2, clock.now_ms()));
+}
+
+// RFC 8016: a moved allocation comes back on its new 5-tuple with a client
+// path (that 5-tuple may hash to another loop), still mobile; the previous
+// process's ticket does not open, but a Refresh showing it gets a new one.
+TEST_F(Restore, AMovedAllocationComesBackWithItsClientPath) {
+    const auto ft = tuple(5000);
+    const FiveTuple moved{A("198.18.2.2:7000"), A("198.18.0.1:3478"), Transport::kUdp};
+    auto a = allocate(ft, [](auto& b) { b.add(stun::attr::kMobilityTicket, std::span<const uint8_t>()); });
+    ASSERT_TRUE(a.success());
+    const auto* t = a.view.find(stun::attr::kMobilityTicket);
+    ASSERT_NE(t, nullptr);
+    const std::vector<uint8_t> ticket(a.view.value(*t).begin(), a.view.value(*t).end());
+    auto refresh_with = [&](const FiveTuple& at) {
+        return request(at, stun::Method::kRefresh, [&](auto& b) {
+            b.add_u32(stun::attr::kLifetime, 600);
+            b.add(stun::attr::kMobilityTicket, ticket);
+        });
+    };
+    ASSERT_TRUE(refresh_with(moved).success());
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    EXPECT_TRUE(saved[0].mobile);
+    EXPECT_TRUE(saved[0].moved);
+    EXPECT_EQ(saved[0].five_tuple, moved);
+    restart();
+    io.paths.clear();
+    EXPECT_EQ(server->allocations().restore(saved[0]), "");
+    ASSERT_NE(server->allocations().find(moved), nullptr);
+    ASSERT_EQ(io.paths.size(), 1u);
+    EXPECT_EQ(io.paths.begin()->second, moved);
+    EXPECT_EQ(refresh_with(tuple(5005)).code(), 400) << "the old process's ticket";
+    auto r = refresh_with(moved);
+    ASSERT_TRUE(r.success());
+    EXPECT_TRUE(r.has(stun::attr::kMobilityTicket)) << "a ticket of this process";
+    ASSERT_TRUE(refresh(moved, 0).success());
+    EXPECT_TRUE(io.paths.empty()) << "the path closes with the allocation";
 }
 
 // With tracking on, a save collects only what changed since the last one:
