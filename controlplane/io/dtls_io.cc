@@ -12,6 +12,7 @@
 
 #include "core/event_log.h"
 #include "core/server.h"
+#include "io/udp_socket.h"
 
 namespace turn::cp {
 
@@ -141,30 +142,6 @@ SSL* new_ssl(SSL_CTX* ctx, DtlsIo::Bio* bio, uint32_t mtu) {
     return ssl;
 }
 
-int make_socket(const Address& local, std::string& err) {
-    const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        err = std::strerror(errno);
-        return -1;
-    }
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (local.is_v6()) {
-        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    }
-    const int buf = 4 << 20;
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-    sockaddr_storage ss{};
-    const size_t len = local.to_sockaddr(&ss);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0) {
-        err = errno == EADDRINUSE ? "in use" : std::strerror(errno);
-        ::close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 }  // namespace
 
 DtlsIo::DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send)
@@ -197,7 +174,7 @@ std::string DtlsIo::add_listener(const Address& local, const TlsContexts* tls) {
         return "DTLS listener " + local.to_string() + " without a DTLS context";
     }
     std::string err;
-    const int fd = make_socket(local, err);
+    const int fd = make_udp_socket(local, true, err);
     if (fd < 0) {
         return "cannot listen for DTLS on " + local.to_string() + ": " + err;
     }

@@ -13,6 +13,7 @@
 #include "core/event_log.h"
 
 #include "core/server.h"
+#include "io/udp_socket.h"
 
 namespace turn::cp {
 
@@ -21,6 +22,24 @@ namespace {
 // kPathTag too, a client path (open_client_path).
 constexpr uint64_t kListenerTag = 1ull << 63;
 constexpr uint64_t kPathTag = 1ull << 59;
+
+// The socket's DF option: IP_MTU_DISCOVER (IPv4) or IPV6_DONTFRAG (IPv6),
+// as (level, name); its value for DF on: IP_PMTUDISC_DO (IPv4), 1 (IPv6).
+constexpr int kDontFragmentLevel[2] = {IPPROTO_IP, IPPROTO_IPV6};
+constexpr int kDontFragmentName[2] = {IP_MTU_DISCOVER, IPV6_DONTFRAG};
+constexpr int kDontFragmentOn[2] = {IP_PMTUDISC_DO, 1};
+
+int dont_fragment_option(int fd, bool v6) {
+    int v = v6 ? 0 : IP_PMTUDISC_WANT;
+    socklen_t len = sizeof v;
+    ::getsockopt(fd, kDontFragmentLevel[v6], kDontFragmentName[v6], &v, &len);
+    return v;
+}
+bool set_dont_fragment_option(int fd, bool v6, int v) {
+    return ::setsockopt(fd, kDontFragmentLevel[v6], kDontFragmentName[v6], &v, sizeof v) == 0;
+}
+
+}  // namespace
 
 int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     const int domain = local.is_v6() ? AF_INET6 : AF_INET;
@@ -48,24 +67,6 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     }
     return fd;
 }
-
-// The socket's DF option: IP_MTU_DISCOVER (IPv4) or IPV6_DONTFRAG (IPv6),
-// as (level, name); its value for DF on: IP_PMTUDISC_DO (IPv4), 1 (IPv6).
-constexpr int kDontFragmentLevel[2] = {IPPROTO_IP, IPPROTO_IPV6};
-constexpr int kDontFragmentName[2] = {IP_MTU_DISCOVER, IPV6_DONTFRAG};
-constexpr int kDontFragmentOn[2] = {IP_PMTUDISC_DO, 1};
-
-int dont_fragment_option(int fd, bool v6) {
-    int v = v6 ? 0 : IP_PMTUDISC_WANT;
-    socklen_t len = sizeof v;
-    ::getsockopt(fd, kDontFragmentLevel[v6], kDontFragmentName[v6], &v, &len);
-    return v;
-}
-bool set_dont_fragment_option(int fd, bool v6, int v) {
-    return ::setsockopt(fd, kDontFragmentLevel[v6], kDontFragmentName[v6], &v, sizeof v) == 0;
-}
-
-}  // namespace
 
 SocketIo::SocketIo(Stats& stats)
     : stats_(stats), epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), rx_buf_(kBatch * kRxSlot), tx_buf_(kTxBatch * kTxSlot) {

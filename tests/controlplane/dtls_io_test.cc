@@ -29,9 +29,11 @@
 #include "core/shared.h"
 #include "io/event_loop.h"
 #include "io/tls.h"
+#include "loop_wait.h"
 #include "loopback_util.h"
 #include "stun_client.h"
 #include "turn_requester.h"
+#include "udp_socket.h"
 
 namespace turn::cp::test {
 namespace {
@@ -40,61 +42,9 @@ using M = stun::Method;
 using C = stun::Class;
 constexpr size_t kDtls = 2;  // Stats' connection kind of DTLS sessions
 
-uint64_t closed(const Stats& s, ConnClose why) {
-    return s.connections_closed[kDtls][static_cast<size_t>(why)].get();
-}
+uint64_t closed(const Stats& s, ConnClose why) { return test::closed(s, kDtls, why); }
 
-template <typename F>
-bool eventually(F pred, int ms = 3000) {
-    for (int i = 0; i < ms / 20; ++i) {
-        if (pred()) {
-            return true;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pred();
-}
-
-int udp_socket(const Address& bind_to) {
-    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_storage ss{};
-    const size_t len = bind_to.to_sockaddr(&ss);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
-    return fd;
-}
-
-Address local_of(int fd) {
-    sockaddr_storage ss{};
-    socklen_t l = sizeof ss;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &l);
-    return *Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
-}
-
-// The next datagram on fd within timeout_ms, from anyone.
-std::optional<std::vector<uint8_t>> recv_datagram(int fd, int timeout_ms, Address* from = nullptr) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) != 1) {
-        return std::nullopt;
-    }
-    std::vector<uint8_t> b(65536);
-    sockaddr_storage ss{};
-    socklen_t sl = sizeof ss;
-    const ssize_t n = ::recvfrom(fd, b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&ss), &sl);
-    if (n < 0) {
-        return std::nullopt;
-    }
-    if (from != nullptr) {
-        *from = *Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
-    }
-    b.resize(static_cast<size_t>(n));
-    return b;
-}
-
-void send_datagram(int fd, const Address& to, std::span<const uint8_t> data) {
-    sockaddr_storage ss{};
-    const size_t len = to.to_sockaddr(&ss);
-    ::sendto(fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
-}
+const Address kLoopback = *Address::parse("127.0.0.1:0");
 
 // One event loop with a DTLS listener on loopback; loopback peers allowed.
 class DtlsLoop {
@@ -148,8 +98,10 @@ public:
     DtlsClient(const Address& server, int reuse_fd = -1) {
         creds_.user = "alice";
         creds_.password = "alice-pw";
-        fd_ = reuse_fd >= 0 ? reuse_fd : udp_socket(*Address::parse("127.0.0.1:0"));
-        owns_fd_ = reuse_fd < 0;
+        if (reuse_fd < 0) {
+            own_ = std::make_unique<UdpSocket>(kLoopback);
+        }
+        fd_ = reuse_fd >= 0 ? reuse_fd : own_->fd();
         sockaddr_storage ss{};
         const size_t len = server.to_sockaddr(&ss);
         ::connect(fd_, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len));
@@ -178,16 +130,18 @@ public:
     ~DtlsClient() {
         SSL_free(ssl_);
         SSL_CTX_free(ctx_);
-        if (owns_fd_) {
-            ::close(fd_);
-        }
     }
     DtlsClient(const DtlsClient&) = delete;
     DtlsClient& operator=(const DtlsClient&) = delete;
 
     bool ok() const { return ok_; }
     int fd() const { return fd_; }
-    Address local() const { return local_of(fd_); }
+    Address local() const {
+        sockaddr_storage ss{};
+        socklen_t l = sizeof ss;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &l);
+        return *Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
+    }
     std::string peer_cn() const {
         X509* x = SSL_get1_peer_certificate(ssl_);
         char cn[256] = {0};
@@ -228,8 +182,8 @@ private:
         timeval tv{0, ms * 1000};
         BIO_ctrl(SSL_get_rbio(ssl_), BIO_CTRL_DGRAM_SET_RECV_TIMEOUT, 0, &tv);
     }
+    std::unique_ptr<UdpSocket> own_;  // unless the socket is another client's
     int fd_ = -1;
-    bool owns_fd_ = true;
     SSL_CTX* ctx_ = nullptr;
     SSL* ssl_ = nullptr;
     bool ok_ = false;
@@ -267,15 +221,14 @@ TEST(DtlsIo, NoStateBeforeTheCookieAndTheAnswerIsSmaller) {
     // it never sees the cookie): each gets one HelloVerifyRequest, no more
     // bytes than it sent, and the relay keeps nothing.
     for (int i = 0; i < 50; ++i) {
-        const int fd = udp_socket(*Address::parse("127.0.0.1:0"));
-        send_datagram(fd, loop.dtls(), hello);
-        auto answer = recv_datagram(fd, 2000);
+        const UdpSocket src(kLoopback);
+        src.send(loop.dtls(), hello);
+        auto answer = src.recv(2000);
         ASSERT_TRUE(answer) << "no HelloVerifyRequest for source " << i;
         EXPECT_EQ((*answer)[0], 22);
         EXPECT_EQ((*answer)[13], 3) << "handshake type HelloVerifyRequest";
         EXPECT_LE(answer->size(), hello.size()) << "the cookie exchange must not amplify";
-        EXPECT_FALSE(recv_datagram(fd, 20)) << "one answer only";
-        ::close(fd);
+        EXPECT_FALSE(src.recv(20)) << "one answer only";
     }
     EXPECT_EQ(loop.stats().connections_accepted[kDtls].get(), 0u);
     EXPECT_EQ(loop.shared().dtls_sessions.load(), 0);
@@ -292,7 +245,7 @@ TEST(DtlsIo, NoStateBeforeTheCookieAndTheAnswerIsSmaller) {
 
 TEST(DtlsIo, DatagramsOutsideASessionAreDroppedAndCounted) {
     DtlsLoop loop;
-    const int fd = udp_socket(*Address::parse("127.0.0.1:0"));
+    const UdpSocket src(kLoopback);
     const auto drops = [&] { return loop.stats().drops_of(Drop::kDtlsNoSession); };
     // A STUN Binding in the clear, an application-data record of epoch 1, a
     // truncated handshake record, random bytes, an empty datagram.
@@ -302,12 +255,11 @@ TEST(DtlsIo, DatagramsOutsideASessionAreDroppedAndCounted) {
                                               std::vector<uint8_t>(300, 0xA5),
                                               {}};
     for (const auto& j : junk) {
-        send_datagram(fd, loop.dtls(), j);
+        src.send(loop.dtls(), j);
     }
     EXPECT_TRUE(eventually([&] { return drops() == junk.size(); })) << drops();
-    EXPECT_FALSE(recv_datagram(fd, 200)) << "nothing is answered";
+    EXPECT_FALSE(src.recv(200)) << "nothing is answered";
     EXPECT_EQ(loop.shared().dtls_sessions.load(), 0);
-    ::close(fd);
     DtlsClient c(loop.dtls());  // and the listener still serves
     ASSERT_TRUE(c.ok());
     EXPECT_TRUE(c.exchange(binding()));
@@ -320,8 +272,8 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
     const Address relayed = c.allocate();
     ASSERT_NE(relayed.port, 0);
     EXPECT_EQ(loop.shared().allocations.load(), 1);
-    const int peer = udp_socket(*Address::parse("127.0.0.1:0"));
-    const Address peer_addr = local_of(peer);
+    const UdpSocket peer(kLoopback);
+    const Address peer_addr = peer.local();
     ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) { b.add_xor_address(stun::attr::kXorPeerAddress, peer_addr); })
                     .success());
     // Send indication -> the peer; the peer -> a Data indication.
@@ -331,12 +283,12 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
         b.add(stun::attr::kData, hello);
     }, nullptr)));
     Address from;
-    auto got = recv_datagram(peer, 2000, &from);
+    auto got = peer.recv(2000, &from);
     ASSERT_TRUE(got);
     EXPECT_EQ(*got, hello);
     EXPECT_EQ(from, relayed);
     const std::vector<uint8_t> back(1000, 0x42);
-    send_datagram(peer, relayed, back);
+    peer.send(relayed, back);
     auto data = c.recv();
     ASSERT_TRUE(data);
     Answer ind(*data);
@@ -352,10 +304,10 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
                  }).success());
     const std::vector<uint8_t> cd = {0x40, 0x01, 0x00, 0x03, 'a', 'b', 'c'};
     ASSERT_TRUE(c.send(cd));
-    got = recv_datagram(peer, 2000);
+    got = peer.recv(2000);
     ASSERT_TRUE(got);
     EXPECT_EQ(*got, (std::vector<uint8_t>{'a', 'b', 'c'}));
-    send_datagram(peer, relayed, std::vector<uint8_t>{'x', 'y', 'z'});
+    peer.send(relayed, std::vector<uint8_t>{'x', 'y', 'z'});
     auto in = c.recv();
     ASSERT_TRUE(in);
     EXPECT_EQ(*in, (std::vector<uint8_t>{0x40, 0x01, 0x00, 0x03, 'x', 'y', 'z'}));
@@ -364,7 +316,6 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
     EXPECT_TRUE(eventually([&] { return loop.shared().allocations.load() == 0; }));
     EXPECT_EQ(closed(loop.stats(), ConnClose::kClient), 1u);
     EXPECT_EQ(loop.shared().dtls_sessions.load(), 0);
-    ::close(peer);
 }
 
 TEST(DtlsIo, TcpAllocationsAndConnectionBindAreRefused) {
@@ -449,14 +400,14 @@ TEST(DtlsIo, APeerDatagramLargerThanTheMtuIsOneRecord) {
     DtlsClient c(loop.dtls());
     ASSERT_TRUE(c.ok());
     const Address relayed = c.allocate();
-    const int peer = udp_socket(*Address::parse("127.0.0.1:0"));
+    const UdpSocket peer(kLoopback);
     ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
-                     b.add_xor_address(stun::attr::kXorPeerAddress, local_of(peer));
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
                  }).success());
     // 9000 bytes (a jumbo frame's worth; the relayed sockets take up to
     // 9216): one Data indication, one record, far over the 1200-byte MTU
     // that only handshake flights are cut to.
-    send_datagram(peer, relayed, std::vector<uint8_t>(9000, 2));
+    peer.send(relayed, std::vector<uint8_t>(9000, 2));
     auto m = c.recv();
     ASSERT_TRUE(m);
     Answer ind(*m);
@@ -464,7 +415,6 @@ TEST(DtlsIo, APeerDatagramLargerThanTheMtuIsOneRecord) {
     ASSERT_NE(ind.view.find(stun::attr::kData), nullptr);
     EXPECT_EQ(ind.view.find(stun::attr::kData)->length, 9000);
     EXPECT_TRUE(c.exchange(binding())) << "the session goes on";
-    ::close(peer);
 }
 
 TEST(DtlsIo, HandshakesOverTheRateWaitForTheBucket) {

@@ -34,6 +34,7 @@
 #include "core/shared.h"
 #include "io/event_loop.h"
 #include "io/tls.h"
+#include "loop_wait.h"
 #include "loopback_util.h"
 #include "cert_files.h"
 #include "stun_client.h"
@@ -44,22 +45,6 @@ namespace {
 
 using M = stun::Method;
 using C = stun::Class;
-
-uint64_t closed(const Stats& s, size_t kind, ConnClose why) {
-    return s.connections_closed[kind][static_cast<size_t>(why)].get();
-}
-
-// Waits up to `ms` for `pred`.
-template <typename F>
-bool eventually(F pred, int ms = 3000) {
-    for (int i = 0; i < ms / 20; ++i) {
-        if (pred()) {
-            return true;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pred();
-}
 
 // One event loop with a TCP and a TLS listener on loopback.
 class StreamLoop {
