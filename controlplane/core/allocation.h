@@ -45,6 +45,7 @@ public:
     // new 5-tuple's datagrams to this loop (PacketIo::open_client_path).
     bool mobile = false;
     bool moved = false;  // its 5-tuple is not the one it was made on
+    uint32_t moves = 0;  // RFC 8016 moves so far: tickets of earlier counts are spent
     RelayId client_path = kNoRelay;
     TokenBucket bandwidth;
     // Relay accounting for logs.

@@ -264,6 +264,7 @@ void AllocationManager::move(Allocation& a, const FiveTuple& to) {
     by_tuple_.insert(std::move(node));
     a.five_tuple = to;
     a.moved = true;
+    ++a.moves;
     changed(a);
     reannounce(a);  // the offload knows the allocation by its client 5-tuple
     log_event("allocation_moved", {{"id", std::to_string(a.id)},

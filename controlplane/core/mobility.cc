@@ -63,8 +63,11 @@ std::vector<uint8_t> MobilityTickets::issue(const Ticket& t) const {
     for (int i = 0; i < 7; ++i) {
         block[1 + i] = static_cast<uint8_t>(t.allocation_id >> (48 - 8 * i));
     }
+    for (int i = 0; i < 4; ++i) {
+        block[8 + i] = static_cast<uint8_t>(t.moves >> (24 - 8 * i));
+    }
     uint8_t raw[kRaw];
-    if (RAND_bytes(block + 8, 8) != 1 || !aes_block(enc_key_, true, block, raw)) {
+    if (RAND_bytes(block + 12, 4) != 1 || !aes_block(enc_key_, true, block, raw)) {
         return {};  // the client gets no ticket: it cannot move, nothing else breaks
     }
     tag(mac_key_, raw, raw + kBlock);
@@ -92,6 +95,9 @@ std::optional<MobilityTickets::Ticket> MobilityTickets::open(std::span<const uin
     t.loop = block[0];
     for (int i = 0; i < 7; ++i) {
         t.allocation_id = t.allocation_id << 8 | block[1 + i];
+    }
+    for (int i = 0; i < 4; ++i) {
+        t.moves = t.moves << 8 | block[8 + i];
     }
     return t;
 }

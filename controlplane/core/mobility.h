@@ -1,8 +1,11 @@
 // RFC 8016 MOBILITY-TICKET: what a client shows from its new 5-tuple to take
 // its allocation along. The ticket names the allocation (its process-wide
-// id) and the event loop that holds it. RFC 8016 section 3.3 wants it
-// encrypted; it must also be unforgeable. So the 16-byte block (loop, id and
-// 8 random bytes, so two tickets of one allocation cannot be linked) is
+// id), the event loop that holds it and the allocation's move count when it
+// was issued: a move makes every earlier ticket useless, so a captured
+// Refresh cannot be replayed from another port to take the allocation after
+// its client moved with it. RFC 8016 section 3.3 wants the ticket
+// encrypted; it must also be unforgeable. So the 16-byte block (loop, id,
+// move count and 4 random bytes, so two tickets cannot be linked) is
 // encrypted with AES-256 and followed by 8 bytes of HMAC-SHA256 over the
 // ciphertext, under keys drawn when the process starts; the 24 bytes travel
 // as 32 characters of base64. Text, and that short, because coturn's
@@ -31,6 +34,7 @@ public:
     struct Ticket {
         uint64_t allocation_id = 0;  // at most kMaxAllocationId
         uint8_t loop = 0;
+        uint32_t moves = 0;          // Allocation::moves when issued
     };
     // Empty if the id does not fit (the client then gets no ticket).
     std::vector<uint8_t> issue(const Ticket& t) const;

@@ -103,6 +103,9 @@ private:
     void handle_binding(const Request& r);
     void handle_allocate(const Request& r);
     void handle_refresh(const Request& r, Allocation& a);
+    // Refresh's checks of LIFETIME and REQUESTED-ADDRESS-FAMILY against `a`:
+    // 0, or the error code to answer (also before a mobility move).
+    uint16_t check_refresh(const Request& r, const Allocation& a, uint32_t& lifetime, Family& only) const;
     void handle_create_permission(const Request& r, Allocation& a);
     void handle_channel_bind(const Request& r, Allocation& a);
     void handle_connect(const Request& r, Allocation& a);

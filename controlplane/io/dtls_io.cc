@@ -255,11 +255,12 @@ void DtlsIo::on_datagram(uint32_t index, const Address& src, std::span<const uin
         on_hello(l, ft, data);
         return;
     }
-    // An epoch-0 ClientHello on an established session is a new handshake
-    // (the client restarted on the same port): answered like a new source's;
-    // the old session goes once the new one's cookie checks out. A copy of
-    // the session's own ClientHello is not: the session's SSL ignores it.
-    if (it->second->established && is_initial_client_hello(data) && !same_client_hello(it->second->ssl, data)) {
+    // An epoch-0 ClientHello with another client random is a new handshake
+    // (the client restarted on the same port, before or after its session
+    // was established): answered like a new source's; the old session goes
+    // once the new one's cookie checks out. A copy of the session's own
+    // ClientHello is not: the session's SSL takes it (a retransmission).
+    if (is_initial_client_hello(data) && !same_client_hello(it->second->ssl, data)) {
         on_hello(l, ft, data);
         return;
     }
@@ -292,33 +293,39 @@ void DtlsIo::on_hello(Listener& l, const FiveTuple& ft, std::span<const uint8_t>
         }
         return;
     }
-    // The cookie checks out: the client owns its address. Replace an old
-    // session of this 5-tuple, then the limits, then the handshake goes on
-    // in the SSL that checked the cookie.
-    if (sessions_.count(ft) != 0) {
-        close(ft, ConnClose::kClient);
-    }
+    // The cookie checks out: the client owns its address. The rate limit
+    // first (a refused restart keeps its old session), then the session
+    // this one replaces, if any (its place is the new one's), then the
+    // counts; the handshake goes on in the SSL that checked the cookie.
     stats_.connections_accepted[kKind].add();
     SSL* ssl = l.listen_ssl;
     std::unique_ptr<Bio> bio = std::move(l.listen_bio);
     l.listen_ssl = nullptr;
     new_listen_ssl(l);
     const Address source = ft.client.normalised().with_port(0);
-    ConnClose refused = ConnClose::kCount;
-    if (!shared_.dtls_handshake_limiter.allow(source, now_ms_)) {
-        refused = ConnClose::kRate;
-    } else if (shared_.dtls_sessions.load(std::memory_order_relaxed) >=
-               static_cast<int64_t>(shared_.config.dtls_max_sessions)) {
-        refused = ConnClose::kLimit;
-    } else if (!shared_.dtls_sessions_per_ip.try_add(source, shared_.config.dtls_max_sessions_per_ip)) {
-        refused = ConnClose::kLimit;
-    }
-    if (refused != ConnClose::kCount) {
+    const auto refuse = [&](ConnClose why) {
         SSL_free(ssl);  // nothing sent: the client's handshake times out
-        count_closed(refused);
+        count_closed(why);
+    };
+    if (!shared_.dtls_handshake_limiter.allow(source, now_ms_)) {
+        refuse(ConnClose::kRate);
         return;
     }
-    shared_.dtls_sessions.fetch_add(1, std::memory_order_relaxed);
+    if (sessions_.count(ft) != 0) {
+        close(ft, ConnClose::kClient);
+    }
+    // Taken first and given back if over: loops check at the same time.
+    if (shared_.dtls_sessions.fetch_add(1, std::memory_order_relaxed) >=
+        static_cast<int64_t>(shared_.config.dtls_max_sessions)) {
+        shared_.dtls_sessions.fetch_sub(1, std::memory_order_relaxed);
+        refuse(ConnClose::kLimit);
+        return;
+    }
+    if (!shared_.dtls_sessions_per_ip.try_add(source, shared_.config.dtls_max_sessions_per_ip)) {
+        shared_.dtls_sessions.fetch_sub(1, std::memory_order_relaxed);
+        refuse(ConnClose::kLimit);
+        return;
+    }
     auto s = std::make_unique<Session>();
     s->ssl = ssl;
     s->bio = std::move(bio);
@@ -354,6 +361,11 @@ bool DtlsIo::feed(Session& s, std::span<const uint8_t> data) {
             return true;
         }
         s.established = true;
+        // RFC 6066 max_fragment_length, if the client negotiated it: OpenSSL
+        // ends the session over a larger write, so larger messages are dropped.
+        if (const uint8_t mfl = SSL_SESSION_get_max_fragment_length(SSL_get_session(s.ssl)); mfl >= 1 && mfl <= 4) {
+            s.max_plain = size_t{256} << mfl;
+        }
         log_event(LogLevel::kDebug, "dtls_session", {{"client", s.ft.client.to_string()},
                                                      {"cipher", SSL_get_cipher_name(s.ssl)}});
     }
@@ -391,8 +403,9 @@ bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data) {
     if (it == sessions_.end() || !it->second->established) {
         return false;
     }
-    if (data.size() > kMaxRecord) {
-        // OpenSSL would end the session over it (a record carries at most 2^14 bytes).
+    if (data.size() > it->second->max_plain) {
+        // OpenSSL would end the session over it (a record carries at most
+        // 2^14 bytes, or what max_fragment_length negotiated).
         stats_.drop(Drop::kTooLarge);
         return true;
     }
@@ -434,7 +447,8 @@ void DtlsIo::expire(uint64_t now_ms) {
     }
 }
 
-void DtlsIo::close(const FiveTuple& ft, ConnClose why, bool notify) {
+void DtlsIo::close(const FiveTuple& key, ConnClose why, bool notify) {
+    const FiveTuple ft = key;  // `key` may live in the entry erased below (close_all)
     auto it = sessions_.find(ft);
     if (it == sessions_.end()) {
         return;

@@ -35,8 +35,9 @@
 // timeout, or the loop's end (close_notify sent); it ends the allocation on
 // its 5-tuple (Server::on_client_closed), as a TLS connection's end does. A
 // new handshake (epoch 0 ClientHello with a valid cookie and another client
-// random) from the 5-tuple of an established session replaces it: the client
-// restarted; a late copy of the session's own ClientHello changes nothing.
+// random) from the 5-tuple of a session, established or not, replaces it if
+// the handshake rate allows: the client restarted; a late copy of the
+// session's own ClientHello changes nothing.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -111,6 +112,7 @@ private:
         FiveTuple ft;
         bool established = false;
         uint64_t last_rx_ms = 0;  // last datagram from the client (or the session's start)
+        size_t max_plain = kMaxRecord;  // the largest record it takes
     };
 
     bool new_listen_ssl(Listener& l);
@@ -123,7 +125,7 @@ private:
     bool feed(Session& s, std::span<const uint8_t> data);
     // Decrypted records to the server; false if the session was closed.
     bool read_records(Session& s);
-    void close(const FiveTuple& ft, ConnClose why, bool notify = true);
+    void close(const FiveTuple& key, ConnClose why, bool notify = true);
     void count_closed(ConnClose why);
 
     Shared& shared_;

@@ -365,6 +365,8 @@ void SocketIo::flush() {
 }
 
 void SocketIo::receive(int fd, const Address* local, uint32_t index) {
+    // A copy: the server may open or close client paths (paths_ moves).
+    const Address here = local != nullptr ? *local : Address{};
     for (size_t i = 0; i < kBatch; ++i) {
         rx_msgs_[i].msg_hdr = msghdr{};
         rx_msgs_[i].msg_hdr.msg_name = &rx_addr_[i];
@@ -389,7 +391,7 @@ void SocketIo::receive(int fd, const Address* local, uint32_t index) {
         const std::span<const uint8_t> data(static_cast<const uint8_t*>(rx_iov_[static_cast<size_t>(k)].iov_base),
                                             h.msg_len);
         if (local != nullptr) {
-            FiveTuple ft{*src, *local, Transport::kUdp};
+            const FiveTuple ft{*src, here, Transport::kUdp};
             server_->on_client_datagram(ft, data);
         } else {
             server_->on_peer_datagram(index, *src, data);

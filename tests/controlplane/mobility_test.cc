@@ -120,19 +120,59 @@ TEST_F(MobilityTest, RefusedMovesSayWhy) {
     EXPECT_EQ(mobility_refresh(moved(), ticket).code(), 437);
 }
 
-TEST_F(MobilityTest, NoTicketWhenMobilityIsOffOrOverStreams) {
-    FiveTuple tls = tuple(6000);
-    tls.transport = Transport::kTls;
-    auto a = allocate(tls, [](auto& b) { b.add(kMobilityTicket, std::span<const uint8_t>()); });
-    ASSERT_TRUE(a.success());
-    EXPECT_FALSE(a.has(kMobilityTicket)) << "a TLS allocation ends with its connection";
+TEST_F(MobilityTest, MobilityThatCannotBeHadIs405AndATicketInAllocateMustBeEmpty) {
+    const auto ask = [](auto& b) { b.add(kMobilityTicket, std::span<const uint8_t>()); };
+    for (const Transport t : {Transport::kTls, Transport::kTcp, Transport::kDtls}) {
+        FiveTuple ft = tuple(6000);
+        ft.transport = t;
+        EXPECT_EQ(allocate(ft, ask).code(), 405) << transport_name(t) << ": ends with its connection or session";
+        EXPECT_EQ(server->allocations().find(ft), nullptr);
+    }
+    const std::vector<uint8_t> junk = {1, 2, 3, 4};
+    EXPECT_EQ(allocate(tuple(), [&](auto& b) { b.add(kMobilityTicket, junk); }).code(), 400);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
     Config c = base_config();
     c.mobility = false;
     start(c);
-    auto off = allocate(tuple(), [](auto& b) { b.add(kMobilityTicket, std::span<const uint8_t>()); });
-    ASSERT_TRUE(off.success());
-    EXPECT_FALSE(off.has(kMobilityTicket));
-    EXPECT_EQ(mobility_refresh(moved(), std::vector<uint8_t>(MobilityTickets::kSize, 0)).code(), 405);
+    EXPECT_EQ(allocate(tuple(), ask).code(), 405);
+    EXPECT_TRUE(allocate(tuple(5001)).success()) << "without the attribute all is as usual";
+    EXPECT_EQ(mobility_refresh(moved(), std::vector<uint8_t>(MobilityTickets::kSize, 'A')).code(), 405);
+}
+
+TEST_F(MobilityTest, AMoveSpendsEveryEarlierTicketAndAFailedRefreshMovesNothing) {
+    const auto first = allocate_mobile(tuple());
+    // A Refresh that fails its own checks (a family the allocation does not
+    // have) leaves the allocation where it is.
+    auto bad = request(moved(), M::kRefresh, [&](auto& b) {
+        b.add_u32(stun::attr::kLifetime, 600);
+        b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6);
+        b.add(kMobilityTicket, first);
+    });
+    EXPECT_EQ(bad.code(), 443);
+    EXPECT_NE(server->allocations().find(tuple()), nullptr);
+    EXPECT_EQ(server->allocations().find(moved()), nullptr);
+    // A plain Refresh on the old 5-tuple gets another ticket of the same count.
+    auto plain = request(tuple(), M::kRefresh, [&](auto& b) { b.add(kMobilityTicket, first); });
+    ASSERT_TRUE(plain.success());
+    const auto* pt = plain.view.find(kMobilityTicket);
+    ASSERT_NE(pt, nullptr);
+    const std::vector<uint8_t> second(plain.view.value(*pt).begin(), plain.view.value(*pt).end());
+    // The client moves with the first ticket; the same Refresh replayed from
+    // another port (someone who saw it), or any ticket from before the move,
+    // takes nothing.
+    const auto c = creds(moved());
+    const auto req = build(M::kRefresh, stun::Class::kRequest, [&](auto& b) {
+        b.add_u32(stun::attr::kLifetime, 600);
+        b.add(kMobilityTicket, first);
+    }, &c);
+    auto ok = exchange(moved(), req);
+    ASSERT_TRUE(ok && ok->success());
+    auto replay = exchange(moved(7777), req);
+    ASSERT_TRUE(replay);
+    EXPECT_EQ(replay->code(), 400);
+    EXPECT_EQ(mobility_refresh(moved(7778), second).code(), 400);
+    EXPECT_NE(server->allocations().find(moved()), nullptr);
+    EXPECT_EQ(stats->mobility_moves.get(), 1u);
 }
 
 TEST_F(MobilityTest, ARefreshOnAnotherLoopIsHandedToTheOwner) {
@@ -175,8 +215,12 @@ TEST_F(MobilityTest, ARefreshOnAnotherLoopIsHandedToTheOwner) {
     // With two loops the owner brings the new 5-tuple's datagrams to itself...
     ASSERT_EQ(io.paths.size(), 1u);
     EXPECT_EQ(io.paths.begin()->second, moved());
-    // ... swaps the path on the next move, and closes it with the allocation.
-    auto again = mobility_refresh(moved(7002), ticket);
+    // ... swaps the path on the next move (with the ticket of the first
+    // move's answer), and closes it with the allocation.
+    const Answer first(io.client[0].bytes);
+    const auto* t2 = first.view.find(kMobilityTicket);
+    ASSERT_NE(t2, nullptr);
+    auto again = mobility_refresh(moved(7002), std::vector<uint8_t>(first.view.value(*t2).begin(), first.view.value(*t2).end()));
     ASSERT_TRUE(again.success()) << again.code();
     ASSERT_EQ(io.paths.size(), 1u);
     EXPECT_EQ(io.paths.begin()->second, moved(7002));

@@ -25,6 +25,20 @@ void Server::handle_allocate(const Request& r) {
         reply_error(r, err::kUnsupportedTransportProtocol);  // RFC 8656: any transport the server does not offer
         return;
     }
+    // RFC 8016 section 3.1, answered as coturn does: mobility that cannot be
+    // had is 405 (off, or a TCP/TLS/DTLS 5-tuple, which ends with its
+    // connection or session; the client may allocate without it), a ticket
+    // in an Allocate must be empty.
+    if (const RawAttribute* mt = m.find(attr::kMobilityTicket)) {
+        if (!shared_.config.mobility || r.ft.transport != Transport::kUdp || tcp) {
+            reply_error(r, err::kMobilityForbidden);
+            return;
+        }
+        if (mt->length != 0) {
+            reply_error(r, err::kBadRequest);
+            return;
+        }
+    }
     // RFC 6062 section 5.1: a TCP allocation needs a TCP or TLS client
     // connection (its peers' data arrives on further connections; not UDP,
     // not DTLS), and the UDP-only attributes make no sense on it.
@@ -152,13 +166,9 @@ void Server::handle_allocate(const Request& r) {
     Allocation& a = allocations_.create(r.ft, r.auth->username, shared_.config.realm, relays,
                                         uint64_t{lifetime} * 1000, df != nullptr);
     a.tcp = tcp;
-    // RFC 8016: a client that asks (a MOBILITY-TICKET, empty) may take a UDP
-    // allocation to a new address later. Not over TCP/TLS/DTLS: there the
-    // 5-tuple is a connection or a session, which a new address does not
-    // continue. Without [allocation].mobility the request is ignored, as by a
-    // server that does not know the attribute.
-    a.mobile = shared_.config.mobility && r.ft.transport == Transport::kUdp && !tcp &&
-               m.find(attr::kMobilityTicket) != nullptr;
+    // RFC 8016: a client that asked (checked above) may take this UDP
+    // allocation to a new address later.
+    a.mobile = m.find(attr::kMobilityTicket) != nullptr;
 
     MessageBuilder b = begin(r, Class::kSuccess);
     for (Family f : {Family::kIPv4, Family::kIPv6}) {

@@ -20,8 +20,15 @@
 //   allocation gone                    -> 437
 //   allocation did not ask for mobility, or another transport -> 405
 //   another user's allocation          -> 441
-// then the allocation moves to this 5-tuple and the Refresh is applied to it
-// (LIFETIME as usual; the answer carries a new ticket).
+//   a ticket spent by a later move     -> 400 (a replayed Refresh takes nothing)
+//   LIFETIME / REQUESTED-ADDRESS-FAMILY as for any Refresh (400, 443)
+//   no path for the new 5-tuple to this loop (several loops) -> 500
+// and only then does the allocation move to this 5-tuple and take the
+// Refresh (LIFETIME as usual; the answer carries a new ticket).
+//
+// Allocate (handlers/allocate.cc) with MOBILITY-TICKET, as coturn answers
+// it: 405 when mobility is off or the transport is not UDP, 400 when the
+// attribute is not empty; else a ticket in the answer.
 #include "core/event_log.h"
 #include "core/server.h"
 #include "stun/attributes.h"
@@ -32,7 +39,7 @@ void Server::add_mobility_ticket(stun::MessageBuilder& b, const Allocation& a) c
     if (!a.mobile || loop_ > 255) {  // a ticket names one of 256 loops at most
         return;
     }
-    const auto t = shared_.tickets.issue({a.id, static_cast<uint8_t>(loop_)});
+    const auto t = shared_.tickets.issue({a.id, static_cast<uint8_t>(loop_), a.moves});
     if (!t.empty()) {
         b.add(stun::attr::kMobilityTicket, t);
     }
@@ -76,14 +83,31 @@ void Server::handle_mobility_refresh(const Request& r) {
         reply_error(r, err::kWrongCredentials);
         return;
     }
+    if (ticket->moves != a->moves) {
+        reply_error(r, err::kBadRequest);
+        return;
+    }
+    uint32_t lifetime = 0;
+    Family only = Family::kNone;
+    if (const uint16_t code = check_refresh(r, *a, lifetime, only); code != 0) {
+        reply_error(r, code);
+        return;
+    }
+    // With one loop every 5-tuple reaches it; with several the new one needs
+    // its path here, or the move would strand the client's traffic.
+    RelayId path = kNoRelay;
+    if (loops_ > 1) {
+        path = io_.open_client_path(r.ft);
+        if (path == kNoRelay) {
+            reply_error(r, err::kServerError);
+            return;
+        }
+    }
     if (a->client_path != kNoRelay) {
         io_.close_client_path(a->client_path);
-        a->client_path = kNoRelay;
     }
+    a->client_path = path;
     allocations_.move(*a, r.ft);
-    if (loops_ > 1) {
-        a->client_path = io_.open_client_path(r.ft);
-    }
     stats_.mobility_moves.add();
     handle_refresh(r, *a);
 }

@@ -7,25 +7,34 @@
 
 namespace turn::cp {
 
-void Server::handle_refresh(const Request& r, Allocation& a) {
+uint16_t Server::check_refresh(const Request& r, const Allocation& a, uint32_t& lifetime, Family& only) const {
     using namespace stun;
     const MessageView& m = r.msg;
     bool bad = false;
-    const uint32_t lifetime = lifetime_for(m, bad);
+    lifetime = lifetime_for(m, bad);
     if (bad) {
-        reply_error(r, err::kBadRequest);
-        return;
+        return err::kBadRequest;
     }
-    Family only = Family::kNone;
+    only = Family::kNone;
     if (const RawAttribute* fam = m.find(attr::kRequestedAddressFamily)) {
         if (decode_address_family(m.value(*fam), only) != AttrError::kOk) {
-            reply_error(r, err::kBadRequest);
-            return;
+            return err::kBadRequest;
         }
         if (!a.has_family(only)) {
-            reply_error(r, err::kPeerAddressFamilyMismatch);
-            return;
+            return err::kPeerAddressFamilyMismatch;
         }
+    }
+    return 0;
+}
+
+void Server::handle_refresh(const Request& r, Allocation& a) {
+    using namespace stun;
+    const MessageView& m = r.msg;
+    uint32_t lifetime = 0;
+    Family only = Family::kNone;
+    if (const uint16_t code = check_refresh(r, a, lifetime, only); code != 0) {
+        reply_error(r, code);
+        return;
     }
     if (lifetime == 0) {
         const bool dual = a.has_family(Family::kIPv4) && a.has_family(Family::kIPv6);
