@@ -23,4 +23,10 @@ inline uint64_t real_ns() {
 constexpr uint64_t kNsPerSec = 1'000'000'000u;
 constexpr uint64_t kNsPerMs = 1'000'000u;
 
+// Milliseconds from now to `deadline_ns` for poll(), rounded up; 0 once it has passed.
+inline int poll_ms(uint64_t deadline_ns) {
+    const uint64_t now = mono_ns();
+    return now >= deadline_ns ? 0 : static_cast<int>((deadline_ns - now + kNsPerMs - 1) / kNsPerMs);
+}
+
 }  // namespace turn::load

@@ -13,13 +13,15 @@
 # Prints a Markdown table of medians (min-max) and writes every JSON and PNG
 # to OUT. Loopback only; every process it starts is stopped by PID.
 #
-# --transport tcp|tls (default udp): turn-load talks TURN to both servers over
-# TCP or TLS (RFC 8656 3.1; one connection per allocation, peers stay UDP).
-# Both servers get a TCP (or TLS) listener; for TLS a self-signed certificate
-# (IP SAN 127.0.0.1) is made with the openssl command in a temporary
-# directory, and turn-load verifies the servers against it (--tls-ca).
+# --transport tcp|tls|dtls (default udp): turn-load talks TURN to both servers
+# over TCP, TLS or DTLS (RFC 8656 3.1, RFC 7350; one connection or DTLS
+# session per allocation, peers stay UDP). Both servers get a TCP, TLS or DTLS
+# listener (coturn serves DTLS on its TLS port; turn-relay gets listen_dtls
+# with its [dtls] per-IP limits lifted); for TLS and DTLS a self-signed
+# certificate (IP SAN 127.0.0.1) is made with the openssl command in a
+# temporary directory, and turn-load verifies the servers against it (--tls-ca).
 #
-# usage: bench/load/compare.sh [--transport udp|tcp|tls] [OUT]   (env: REPS RATES
+# usage: bench/load/compare.sh [--transport udp|tcp|tls|dtls] [OUT]   (env: REPS RATES
 #        SETUP_N SETUP_THREADS ALLOCS THREADS SIZE MODE TRANSPORT COMMON_RATE TURN_LOAD
 #        TURN_RELAY TURNSERVER)
 set -eu
@@ -27,17 +29,17 @@ set -eu
 TRANSPORT=${TRANSPORT:-udp}
 while [ $# -gt 0 ]; do
     case $1 in
-        --transport) [ $# -ge 2 ] || { echo "compare.sh: --transport needs udp, tcp or tls" >&2; exit 2; }
+        --transport) [ $# -ge 2 ] || { echo "compare.sh: --transport needs udp, tcp, tls or dtls" >&2; exit 2; }
                      TRANSPORT=$2; shift 2 ;;
         --transport=*) TRANSPORT=${1#--transport=}; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         -*) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
 done
 case $TRANSPORT in
-    udp|tcp|tls) ;;
-    *) echo "compare.sh: --transport must be udp, tcp or tls, not '$TRANSPORT'" >&2; exit 2 ;;
+    udp|tcp|tls|dtls) ;;
+    *) echo "compare.sh: --transport must be udp, tcp, tls or dtls, not '$TRANSPORT'" >&2; exit 2 ;;
 esac
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -85,7 +87,8 @@ wait_listen() {
 
 TLS_ARGS=""
 COTURN_TLS="--no-tls"
-if [ "$TRANSPORT" = tls ]; then
+COTURN_DTLS="--no-dtls"
+if [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = dtls ]; then
     tmp=$(mktemp -d /tmp/turn-load-compare-tls.XXXXXX)
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
         -subj /CN=turnrelay.test -addext "subjectAltName=IP:127.0.0.1" \
@@ -96,23 +99,28 @@ if [ "$TRANSPORT" = tls ]; then
 fi
 
 # coturn: Debian defaults plus what loopback testing needs.
-# coturn listens on TCP on its UDP port by default; TLS on a port of its own
-# (and, like the UDP port, that port + 1: reserve two).
+# coturn listens on TCP on its UDP port by default; TLS (TCP) and DTLS (UDP)
+# on a port of their own (and, like the UDP port, that port + 1: reserve two).
 COTURN_PORT=$(free_port)
 COTURN_TARGET=$COTURN_PORT
-if [ "$TRANSPORT" = tls ]; then
+if [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = dtls ]; then
     COTURN_TLS_PORT=$(free_port)
     COTURN_TARGET=$COTURN_TLS_PORT
     COTURN_TLS="--tls-listening-port=$COTURN_TLS_PORT --cert=$tmp/cert.pem --pkey=$tmp/key.pem"
+    # DTLS only for the DTLS run (its TLS listener on the same port stays on, idle).
+    [ "$TRANSPORT" = tls ] || COTURN_DTLS=""
 fi
+# What turn-load's target listens on: TCP for TCP and TLS, UDP for UDP and DTLS.
+TARGET_PROTO=t
+case $TRANSPORT in udp|dtls) TARGET_PROTO=u ;; esac
 COTURN_CMD="$TURNSERVER -n --listening-ip=127.0.0.1 --listening-port=$COTURN_PORT --relay-ip=127.0.0.1 \
 --min-port=45000 --max-port=47999 --lt-cred-mech --user=demo:demo-password --realm=turnrelay.local \
---allow-loopback-peers $COTURN_TLS --no-dtls --no-cli --db=$OUT/coturn.db --log-file=stdout"
+--allow-loopback-peers $COTURN_TLS $COTURN_DTLS --no-cli --db=$OUT/coturn.db --log-file=stdout"
 # shellcheck disable=SC2086
 $COTURN_CMD > "$OUT/coturn.log" 2>&1 &
 pids="$pids $!"
 wait_listen "$COTURN_PORT"
-[ "$TRANSPORT" = udp ] || wait_listen "$COTURN_TARGET" t
+wait_listen "$COTURN_TARGET" $TARGET_PROTO
 servers="coturn=127.0.0.1:$COTURN_TARGET=$!"
 
 if [ -x "$TURN_RELAY" ]; then
@@ -122,15 +130,21 @@ if [ -x "$TURN_RELAY" ]; then
     TLS_SECTION=""
     if [ "$TRANSPORT" = tcp ]; then
         STREAM_KEYS="listen_tcp = [\"127.0.0.1:$RELAY_PORT\"]"
-    elif [ "$TRANSPORT" = tls ]; then
+    elif [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = dtls ]; then
         RELAY_TARGET=$(free_port)
-        STREAM_KEYS="listen_tls = [\"127.0.0.1:$RELAY_TARGET\"]"
+        STREAM_KEYS="listen_$TRANSPORT = [\"127.0.0.1:$RELAY_TARGET\"]"
         TLS_SECTION="[tls]
 certificate = \"$tmp/cert.pem\"
 private_key = \"$tmp/key.pem\""
+        [ "$TRANSPORT" = tls ] || TLS_SECTION="$TLS_SECTION
+
+[dtls]
+max_sessions = 100000
+max_sessions_per_ip = 100000
+handshakes_per_ip_per_s = 0"
     fi
     # Quota and unauthenticated-rate limits lifted, as coturn has none by
-    # default (per-IP connections too: every TCP/TLS client is 127.0.0.1).
+    # default (per-IP connections and DTLS sessions too: every client is 127.0.0.1).
     cat > "$OUT/turn-relay.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$RELAY_PORT"]
@@ -165,7 +179,7 @@ TOML
     "$TURN_RELAY" --config "$OUT/turn-relay.toml" > "$OUT/turn-relay.log" 2>&1 &
     pids="$pids $!"
     wait_listen "$RELAY_PORT"
-    [ "$TRANSPORT" = udp ] || wait_listen "$RELAY_TARGET" t
+    wait_listen "$RELAY_TARGET" $TARGET_PROTO
     servers="$servers turn-relay=127.0.0.1:$RELAY_TARGET=$!"
 else
     echo "compare.sh: $TURN_RELAY not built; coturn only" >&2
@@ -301,6 +315,7 @@ for name in servers:
                 break
         else:
             print(f"- {name} run {rep}: no loss up to the last step")
+stream_note = " (latency to turn-load reading the stream)" if transport in ("tcp", "tls") else ""
 print(f"\nmedian (min-max) of {reps} runs; one echo = two relayed packets; client <-> server over {transport}"
-      f"{'' if transport == 'udp' else ' (latency to turn-load reading the stream)'}; raw JSON and plots in {out}")
+      f"{stream_note}; raw JSON and plots in {out}")
 PYEOF

@@ -1,4 +1,4 @@
-// turn-load: load harness for any TURN server over UDP, TCP or TLS. See README.md.
+// turn-load: load harness for any TURN server over UDP, TCP, TLS or DTLS. See README.md.
 //
 // Flow: parse flags -> start echo peers -> set up N allocations in parallel
 // (401 -> authenticated Allocate -> CreatePermission [-> ChannelBind]) ->
@@ -122,8 +122,9 @@ public:
         }).detach();
 
         std::string err;
-        if (o_.transport == Transport::kTls) {
-            tls_ = TlsClient::create({!o_.tls_no_verify, o_.tls_ca, o_.tls_name}, err);
+        if (o_.transport == Transport::kTls || o_.transport == Transport::kDtls) {
+            const bool datagram = o_.transport == Transport::kDtls;
+            tls_ = TlsClient::create({!o_.tls_no_verify, o_.tls_ca, o_.tls_name, datagram}, err);
             if (!tls_) {
                 std::cerr << "turn-load: " << err << "\n";
                 return 1;
@@ -154,7 +155,7 @@ private:
         auto& c = result_.config;
         c["server"] = o_.server.to_string();
         c["transport"] = std::string(to_string(o_.transport));
-        if (o_.transport == Transport::kTls) {
+        if (o_.transport == Transport::kTls || o_.transport == Transport::kDtls) {
             c["tls_verify"] = o_.tls_no_verify ? "false" : "true";
         }
         c["auth"] = o_.rest_secret.empty() ? "long-term" : "rest";
@@ -171,7 +172,9 @@ private:
             c["peer_netns"] = o_.peer_netns;
         }
         c["batch"] = std::to_string(o_.batch);
-        c["latency"] = "round trip: payload send time (CLOCK_MONOTONIC) to kernel receive time (SO_TIMESTAMPNS)";
+        c["latency"] = o_.transport == Transport::kTcp || o_.transport == Transport::kTls
+                           ? "round trip: payload send time (CLOCK_MONOTONIC) to turn-load's read of the stream"
+                           : "round trip: payload send time (CLOCK_MONOTONIC) to kernel receive time (SO_TIMESTAMPNS)";
         c["grace_s"] = std::to_string(o_.grace_s);
         if (!o_.sweep_text.empty()) {
             c["sweep"] = o_.sweep_text;
@@ -272,8 +275,8 @@ private:
                          s.rate_per_s, static_cast<double>(s.latency.percentile(50)) / 1e6,
                          static_cast<double>(s.latency.percentile(99)) / 1e6);
         }
-        // Over TCP/TLS a connection that cannot be made (refused, handshake
-        // failure) is a set-up error of the run, not a figure: stop with it.
+        // Over TCP/TLS/DTLS a connection that cannot be made (refused,
+        // handshake failure) is a set-up error of the run, not a figure: stop with it.
         if (o_.transport != Transport::kUdp && open_failed > 0) {
             err = std::to_string(open_failed) + " of " + std::to_string(s.requested) + " " +
                   std::string(to_string(o_.transport)) + " connections could not be set up: " + open_err;
@@ -343,7 +346,7 @@ private:
         std::unordered_set<uint16_t> ports;
         for (const auto& s : sessions_) {
             if (s->stream() == nullptr) {
-                ports.insert(s->local_port());  // UDP drop counters: the client's UDP sockets only
+                ports.insert(s->local_port());  // UDP drop counters: the client's UDP (and DTLS) sockets only
             }
         }
         for (size_t i = 0; i < peers_.size(); ++i) {
@@ -451,7 +454,7 @@ private:
             // Reported even with -q: these connections carry nothing for the rest of the run.
             std::string why;
             for (const auto& [k, v] : errors_.snapshot()) {
-                if (k.rfind("stream_", 0) == 0 || k.rfind("tls_", 0) == 0) {
+                if (k.rfind("stream_", 0) == 0 || k.rfind("tls_", 0) == 0 || k.rfind("dtls_", 0) == 0) {
                     why += " " + k + "=" + std::to_string(v);
                 }
             }
@@ -467,7 +470,7 @@ private:
         if (!o_.quiet) {
             const Percentiles p = Percentiles::of(r.latency);
             char wait_note[96] = "(to turn-load's read: no kernel timestamp per message on a stream)";
-            if (o_.transport == Transport::kUdp) {
+            if (o_.transport == Transport::kUdp || o_.transport == Transport::kDtls) {
                 std::snprintf(wait_note, sizeof wait_note, "(+ %.1f us mean wait in turn-load's socket, not counted)",
                               r.rx_queue_us_mean);
             }
@@ -478,7 +481,7 @@ private:
                          static_cast<unsigned long>(offered), 100 * r.loss_ratio, p.p50_us, p.p90_us, p.p99_us,
                          p.p999_us, p.max_us,
                          wait_note);
-            if (r.lost != 0 && o_.transport == Transport::kUdp) {
+            if (r.lost != 0 && (o_.transport == Transport::kUdp || o_.transport == Transport::kDtls)) {
                 std::fprintf(stderr, "kernel UDP drops: %lu on turn-load's sockets, %lu host-wide\n",
                              static_cast<unsigned long>(r.own_socket_drops), static_cast<unsigned long>(r.host_udp_drops));
             }

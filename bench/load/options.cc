@@ -49,20 +49,22 @@ bool resolve_server(const std::string& text, Address& out, std::string& err) {
 }  // namespace
 
 bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
-    CLI::App app{"turn-load: load harness for any TURN server over UDP, TCP or TLS (RFC 8656). It makes real "
+    CLI::App app{"turn-load: load harness for any TURN server over UDP, TCP, TLS or DTLS (RFC 8656, RFC 7350). "
+                 "It makes real "
                  "authenticated allocations toward UDP echo peers it runs itself, drives ChannelData or "
                  "Send-indication traffic, and reports delivered packets/s, loss and round-trip latency."};
     app.get_formatter()->column_width(34);
     app.add_option("--server", o.server_text, "TURN server HOST:PORT")->required();
     app.add_option("--transport", o.transport_text,
-                   "client-to-server transport: udp, tcp or tls (RFC 8656 3.1; one connection per "
-                   "allocation; peers stay UDP)")
-        ->capture_default_str()->check(CLI::IsMember({"udp", "tcp", "tls"}));
-    app.add_option("--tls-ca", o.tls_ca, "--transport tls: PEM file of the CA (or self-signed certificate) "
-                   "to verify the server against (default: the system's CAs)");
-    app.add_flag("--tls-no-verify", o.tls_no_verify, "--transport tls: accept any server certificate");
-    app.add_option("--tls-name", o.tls_name, "--transport tls: name (or IP) for SNI and the certificate check "
-                   "(default: --server's host)");
+                   "client-to-server transport: udp, tcp, tls or dtls (RFC 8656 3.1, RFC 7350 DTLS 1.2+ over "
+                   "UDP; tcp/tls/dtls: one connection per allocation; peers stay UDP)")
+        ->capture_default_str()->check(CLI::IsMember({"udp", "tcp", "tls", "dtls"}));
+    app.add_option("--tls-ca", o.tls_ca, "--transport tls or dtls: PEM file of the CA (or self-signed "
+                   "certificate) to verify the server against (default: the system's CAs)");
+    app.add_flag("--tls-no-verify", o.tls_no_verify, "--transport tls or dtls: accept any server certificate "
+                 "(no verification at all: for test servers only)");
+    app.add_option("--tls-name", o.tls_name, "--transport tls or dtls: name (or IP) for SNI and the certificate "
+                   "check (default: --server's host)");
     app.add_option("--user", o.user, "long-term credential username");
     app.add_option("--password", o.password, "long-term credential password");
     app.add_option("--rest-secret", o.rest_secret, "TURN REST shared secret (instead of --user/--password)");
@@ -133,11 +135,13 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     if (!resolve_server(o.server_text, o.server, err)) {
         return fail(err);
     }
-    o.transport = o.transport_text == "tcp" ? Transport::kTcp
-                  : o.transport_text == "tls" ? Transport::kTls
-                                              : Transport::kUdp;
-    if (o.transport != Transport::kTls && (!o.tls_ca.empty() || o.tls_no_verify || !o.tls_name.empty())) {
-        return fail("--tls-ca, --tls-no-verify and --tls-name need --transport tls");
+    o.transport = o.transport_text == "tcp"    ? Transport::kTcp
+                  : o.transport_text == "tls"  ? Transport::kTls
+                  : o.transport_text == "dtls" ? Transport::kDtls
+                                               : Transport::kUdp;
+    const bool secure = o.transport == Transport::kTls || o.transport == Transport::kDtls;
+    if (!secure && (!o.tls_ca.empty() || o.tls_no_verify || !o.tls_name.empty())) {
+        return fail("--tls-ca, --tls-no-verify and --tls-name need --transport tls or dtls");
     }
     if (!o.tls_ca.empty() && o.tls_no_verify) {
         return fail("--tls-ca and --tls-no-verify exclude each other");
@@ -145,7 +149,7 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     if (!o.tls_ca.empty() && access(o.tls_ca.c_str(), R_OK) != 0) {
         return fail("--tls-ca " + o.tls_ca + ": cannot read the file");
     }
-    if (o.transport == Transport::kTls && o.tls_name.empty()) {
+    if (secure && o.tls_name.empty()) {
         std::string host = o.server_text.substr(0, o.server_text.rfind(':'));
         if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
             host = host.substr(1, host.size() - 2);

@@ -37,7 +37,7 @@ struct PhaseResult {
     uint64_t duplicates = 0;
     uint64_t stale = 0;
     uint64_t foreign = 0;
-    uint64_t stream_broken = 0;  // TCP/TLS connections that broke during the phase (see errors)
+    uint64_t stream_broken = 0;  // TCP/TLS connections or DTLS sessions that broke during the phase (see errors)
     double rx_queue_us_mean = 0; // mean time an echo waited in turn-load's socket before it was read
     double offered_pps = 0;
     double delivered_pps = 0;    // echoes per second; each is two relayed packets

@@ -22,6 +22,7 @@ std::string_view to_string(Transport t) {
         case Transport::kUdp: return "udp";
         case Transport::kTcp: return "tcp";
         case Transport::kTls: return "tls";
+        case Transport::kDtls: return "dtls";
     }
     return "unknown";
 }
@@ -34,13 +35,11 @@ std::string_view to_string(ConnectError e) {
         case ConnectError::kTimeout: return "connect_timeout";
         case ConnectError::kConnect: return "connect_failed";
         case ConnectError::kTlsHandshake: return "tls_handshake_failed";
+        case ConnectError::kDtlsHandshake: return "dtls_handshake_failed";
     }
     return "unknown";
 }
 
-namespace {
-
-// The first queued OpenSSL error as text (and the queue cleared).
 std::string ssl_errors() {
     std::string out;
     while (const unsigned long e = ERR_get_error()) {
@@ -53,22 +52,59 @@ std::string ssl_errors() {
     return out.empty() ? "no OpenSSL error queued" : out;
 }
 
-int poll_ms(uint64_t deadline_ns) {
-    const uint64_t now = mono_ns();
-    return now >= deadline_ns ? 0 : static_cast<int>((deadline_ns - now + kNsPerMs - 1) / kNsPerMs);
+SSL* new_client_ssl(const TlsClient& tls, std::string& err) {
+    SSL* ssl = SSL_new(tls.ctx());
+    if (ssl == nullptr) {
+        err = "SSL_new: " + ssl_errors();
+        return nullptr;
+    }
+    const std::string& name = tls.options().server_name;
+    if (!name.empty()) {
+        const bool is_ip = Address::parse(name).has_value();
+        if (!is_ip) {
+            SSL_set_tlsext_host_name(ssl, name.c_str());  // SNI is for DNS names only (RFC 6066 3)
+        }
+        if (tls.options().verify) {
+            X509_VERIFY_PARAM* vp = SSL_get0_param(ssl);
+            const int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name.c_str())
+                                 : X509_VERIFY_PARAM_set1_host(vp, name.c_str(), 0);
+            if (ok != 1) {
+                err = "cannot check the certificate against '" + name + "'";
+                SSL_free(ssl);
+                return nullptr;
+            }
+        }
+    }
+    return ssl;
 }
 
-}  // namespace
+std::string handshake_error(SSL* ssl, int ssl_error, int sys_errno) {
+    const long v = SSL_get_verify_result(ssl);
+    if (v != X509_V_OK) {
+        ERR_clear_error();
+        return std::string("certificate not accepted: ") + X509_verify_cert_error_string(v) +
+               " (--tls-ca FILE to trust it, or --tls-no-verify)";
+    }
+    if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN) {
+        std::string err = sys_errno != 0 ? std::strerror(sys_errno) : "connection closed by the server";
+        const std::string q = ssl_errors();
+        if (q != "no OpenSSL error queued") {
+            err += " (" + q + ")";
+        }
+        return err;
+    }
+    return ssl_errors();
+}
 
 std::unique_ptr<TlsClient> TlsClient::create(const TlsOptions& o, std::string& err) {
     std::unique_ptr<TlsClient> t(new TlsClient());
     t->opts_ = o;
-    t->ctx_ = SSL_CTX_new(TLS_client_method());
+    t->ctx_ = SSL_CTX_new(o.datagram ? DTLS_client_method() : TLS_client_method());
     if (t->ctx_ == nullptr) {
         err = "TLS: SSL_CTX_new: " + ssl_errors();
         return nullptr;
     }
-    SSL_CTX_set_min_proto_version(t->ctx_, TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(t->ctx_, o.datagram ? DTLS1_2_VERSION : TLS1_2_VERSION);
     // Partial writes: flush() hands OpenSSL what the socket takes and keeps
     // the rest queued; the queue may move between retries (compaction).
     SSL_CTX_set_mode(t->ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -170,26 +206,13 @@ bool StreamConn::connect(const Address& server, TlsClient* tls, uint64_t deadlin
 
 bool StreamConn::handshake(TlsClient& tls, const Address& server, uint64_t deadline_ns, std::string& err) {
     ERR_clear_error();
-    ssl_ = SSL_new(tls.ctx());
-    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) {
-        err = "SSL_new: " + ssl_errors();
+    ssl_ = new_client_ssl(tls, err);
+    if (ssl_ == nullptr) {
         return false;
     }
-    const std::string& name = tls.options().server_name;
-    if (!name.empty()) {
-        const bool is_ip = Address::parse(name).has_value();
-        if (!is_ip) {
-            SSL_set_tlsext_host_name(ssl_, name.c_str());  // SNI is for DNS names only (RFC 6066 3)
-        }
-        if (tls.options().verify) {
-            X509_VERIFY_PARAM* vp = SSL_get0_param(ssl_);
-            const int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name.c_str())
-                                 : X509_VERIFY_PARAM_set1_host(vp, name.c_str(), 0);
-            if (ok != 1) {
-                err = "cannot check the certificate against '" + name + "'";
-                return false;
-            }
-        }
+    if (SSL_set_fd(ssl_, fd_) != 1) {
+        err = "SSL_set_fd: " + ssl_errors();
+        return false;
     }
     (void)server;
     for (;;) {
@@ -205,19 +228,7 @@ bool StreamConn::handshake(TlsClient& tls, const Address& server, uint64_t deadl
         } else if (e == SSL_ERROR_WANT_WRITE) {
             events = POLLOUT;
         } else {
-            const long v = SSL_get_verify_result(ssl_);
-            if (v != X509_V_OK) {
-                err = std::string("certificate not accepted: ") + X509_verify_cert_error_string(v) +
-                      " (--tls-ca FILE to trust it, or --tls-no-verify)";
-            } else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
-                err = errno != 0 ? std::strerror(errno) : "connection closed by the server";
-                const std::string q = ssl_errors();
-                if (q != "no OpenSSL error queued") {
-                    err += " (" + q + ")";
-                }
-            } else {
-                err = ssl_errors();
-            }
+            err = handshake_error(ssl_, e, errno);
             return false;
         }
         pollfd p{fd_, events, 0};

@@ -27,17 +27,20 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 namespace turn::load {
 
-enum class Transport : uint8_t { kUdp, kTcp, kTls };
+// kDtls: TURN over DTLS (RFC 7350), a connected UDP socket with a DTLS
+// session on it (dtls_conn.h); not a stream.
+enum class Transport : uint8_t { kUdp, kTcp, kTls, kDtls };
 std::string_view to_string(Transport t);
 
 struct TlsOptions {
     bool verify = true;          // check the certificate chain (and the name below)
     std::string ca_file;         // PEM CA bundle; empty: the system's default paths
     std::string server_name;     // SNI and verified name (DNS name or IP); empty: not checked
+    bool datagram = false;       // a DTLS 1.2+ context (DTLS_client_method) instead of TLS 1.2+
 };
 
-// The shared client SSL_CTX (thread-safe to share; each SSL belongs to one
-// thread at a time).
+// The shared client SSL_CTX, TLS or DTLS (thread-safe to share; each SSL
+// belongs to one thread at a time).
 class TlsClient {
 public:
     static std::unique_ptr<TlsClient> create(const TlsOptions& o, std::string& err);
@@ -53,10 +56,21 @@ private:
     TlsOptions opts_;
 };
 
+// The first queued OpenSSL error as text (the queue is cleared).
+std::string ssl_errors();
+// A new client SSL (TLS or DTLS) of `tls` for its server name: SNI for a DNS
+// name, and the name or IP checked in the certificate when verifying.
+// nullptr with `err` set.
+SSL* new_client_ssl(const TlsClient& tls, std::string& err);
+// Why SSL_connect failed with SSL_get_error() `ssl_error` (errno `sys_errno`
+// of the socket call under it, 0 if none): the certificate check, the socket
+// error or OpenSSL's queued error, as a sentence.
+std::string handshake_error(SSL* ssl, int ssl_error, int sys_errno);
+
 enum class IoStatus : uint8_t { kOk, kAgain, kClosed, kError };
 
 // Why a connection could not be set up: also the key in the error tally.
-enum class ConnectError : uint8_t { kNone, kSocket, kRefused, kTimeout, kConnect, kTlsHandshake };
+enum class ConnectError : uint8_t { kNone, kSocket, kRefused, kTimeout, kConnect, kTlsHandshake, kDtlsHandshake };
 std::string_view to_string(ConnectError e);
 
 class StreamConn {

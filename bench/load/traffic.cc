@@ -85,6 +85,10 @@ void TrafficThread::build_templates() {
         frame_ = std::max(frame_, len);
     }
     tx_.assign(batch_ * frame_, 0);
+    if (std::any_of(sessions_.begin(), sessions_.end(), [](const TurnSession* s) { return s->dtls() != nullptr; })) {
+        sealed_frame_ = frame_ + DtlsConn::kMaxOverhead;
+        sealed_.assign(batch_ * sealed_frame_, 0);
+    }
 }
 
 void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c) {
@@ -94,19 +98,33 @@ void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& p
     }
     mmsghdr msgs[64];
     iovec iov[64];
-    n = std::min<size_t>(n, 64);
+    n = std::min<size_t>({n, 64, batch_});
     const auto& tpl = templates_[si];
+    DtlsConn* dtls = dead_[si] ? nullptr : sessions_[si]->dtls();
+    size_t m = 0;  // datagrams to send: all n, less messages a broken DTLS session did not seal
     for (size_t i = 0; i < n; ++i) {
         uint8_t* f = tx_.data() + i * frame_;
         fill_message(f, si, now, ph);
-        iov[i] = {f, tpl.size()};
-        msgs[i] = {};
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+        iov[m] = {f, tpl.size()};
+        if (sessions_[si]->dtls() != nullptr) {
+            uint8_t* rec = sealed_.data() + i * sealed_frame_;
+            const size_t len = dtls != nullptr ? dtls->seal({f, tpl.size()}, {rec, sealed_frame_}) : 0;
+            if (len == 0) {
+                continue;  // offered, not sent: counted in send_failed
+            }
+            iov[m] = {rec, len};
+        }
+        msgs[m] = {};
+        msgs[m].msg_hdr.msg_iov = &iov[m];
+        msgs[m].msg_hdr.msg_iovlen = 1;
+        ++m;
+    }
+    if (dtls != nullptr && dtls->broken()) {
+        retire(si, c);  // SSL_write failed: the session carries nothing more
     }
     size_t done = 0;
-    while (done < n) {
-        const int r = sendmmsg(sessions_[si]->fd(), msgs + done, static_cast<unsigned>(n - done), MSG_DONTWAIT);
+    while (done < m) {
+        const int r = sendmmsg(sessions_[si]->fd(), msgs + done, static_cast<unsigned>(m - done), MSG_DONTWAIT);
         if (r <= 0) {
             break;
         }
@@ -167,17 +185,22 @@ void TrafficThread::send_stream(size_t si, size_t n, uint64_t now, const Phase& 
     count_sent(n, done, now, ph, c);
 }
 
+void TrafficThread::retire(size_t si, ThreadCounters& c) {
+    if (!dead_[si]) {
+        dead_[si] = 1;
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, sessions_[si]->fd(), nullptr);
+        sessions_[si]->count_break();
+        c.stream_broken.store(c.stream_broken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+}
+
 void TrafficThread::update_stream_events(size_t si, ThreadCounters& c) {
-    TurnSession& s = *sessions_[si];
-    StreamConn& conn = *s.stream();
+    StreamConn& conn = *sessions_[si]->stream();
     if (dead_[si]) {
         return;
     }
     if (conn.broken()) {
-        dead_[si] = 1;
-        epoll_ctl(epfd_, EPOLL_CTL_DEL, conn.fd(), nullptr);
-        s.count_stream_break();
-        c.stream_broken.store(c.stream_broken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        retire(si, c);
         return;
     }
     const uint8_t want = conn.want_write() ? 1 : 0;
@@ -297,11 +320,30 @@ void TrafficThread::on_datagram(size_t si, const uint8_t* d, size_t len, uint64_
     c.foreign.store(c.foreign.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
+// Every record of the datagram (a server may put several in one); a DTLS
+// session that ends here (close_notify, fatal alert) is retired.
+void TrafficThread::open_records(size_t si, std::span<const uint8_t> datagram, uint64_t now, uint64_t rx,
+                                 const Phase& ph, ThreadCounters& c) {
+    DtlsConn& d = *sessions_[si]->dtls();
+    if (dead_[si]) {
+        return;
+    }
+    d.feed(datagram);
+    std::span<const uint8_t> m;
+    while (d.read(m, false) == IoStatus::kOk) {
+        on_datagram(si, m.data(), m.size(), now, rx, ph, c);
+    }
+    if (d.broken()) {
+        retire(si, c);
+    }
+}
+
 void TrafficThread::drain(size_t si, const Phase& ph, ThreadCounters& c) {
     if (sessions_[si]->stream() != nullptr) {
         drain_stream(si, ph, c);
         return;
     }
+    const bool dtls = sessions_[si]->dtls() != nullptr;
     mmsghdr msgs[kRxBatch];
     iovec iov[kRxBatch];
     union Control {
@@ -337,7 +379,12 @@ void TrafficThread::drain(size_t si, const Phase& ph, ThreadCounters& c) {
                     rx = static_cast<uint64_t>(std::max<int64_t>(0, real - offset));
                 }
             }
-            on_datagram(si, rx_.data() + static_cast<size_t>(i) * kRxFrame, msgs[i].msg_len, now, rx, ph, c);
+            const uint8_t* d = rx_.data() + static_cast<size_t>(i) * kRxFrame;
+            if (dtls) {
+                open_records(si, {d, msgs[i].msg_len}, now, rx, ph, c);
+            } else {
+                on_datagram(si, d, msgs[i].msg_len, now, rx, ph, c);
+            }
         }
         if (static_cast<size_t>(n) < kRxBatch) {
             return;

@@ -7,7 +7,11 @@
 // TLS (RFC 8656 3.1) each allocation is a connection: a batch is written as
 // one run of whole messages (ChannelData padded to 4, section 12.5) into the
 // connection's bounded output queue, and the echoes are cut out of the byte
-// stream by the connection's StreamReader; the epoll loop is the same.
+// stream by the connection's StreamReader; the epoll loop is the same. Over
+// DTLS (RFC 7350) the sockets are the UDP ones: each message of a batch is
+// sealed into a record of its own and the batch goes out with sendmmsg; each
+// datagram from recvmmsg (kernel timestamp kept) is decrypted into its
+// message(s).
 //
 // Payload layout (native byte order: only this process reads it):
 //   u32 magic | u16 thread | u16 phase | u64 sequence | u64 send time (ns) | zeros
@@ -41,7 +45,9 @@ struct ThreadCounters {
     std::atomic<uint64_t> duplicates{0};
     std::atomic<uint64_t> stale{0};        // echoes from an earlier phase
     std::atomic<uint64_t> foreign{0};      // datagrams that are not ours
-    std::atomic<uint64_t> stream_broken{0}; // TCP/TLS connections lost in this phase (reset, EOF, bad frame)
+    // TCP/TLS connections (reset, EOF, bad frame) or DTLS sessions (close_notify,
+    // fatal alert) lost in this phase
+    std::atomic<uint64_t> stream_broken{0};
     std::atomic<uint64_t> rx_queue_ns{0};  // sum over echoes of (read by us - kernel receive time)
     SharedHistogram latency;               // round trip, ns
     size_t seconds;
@@ -73,6 +79,11 @@ private:
     void drain(size_t session, const Phase& ph, ThreadCounters& c);
     void drain_stream(size_t session, const Phase& ph, ThreadCounters& c);
     void send_stream(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
+    // DTLS: the messages of the decrypted records of one datagram to on_datagram.
+    void open_records(size_t session, std::span<const uint8_t> datagram, uint64_t now, uint64_t rx, const Phase& ph,
+                      ThreadCounters& c);
+    // A TCP/TLS connection or DTLS session that broke leaves epoll and is counted, once.
+    void retire(size_t session, ThreadCounters& c);
     // One message at `f`: the session's template with the next sequence
     // number and `now` stamped into its payload (and into the transaction ID
     // of IPv4 Send indications).
@@ -101,12 +112,14 @@ private:
     std::vector<size_t> payload_offset_;           // per session
     std::vector<bool> patch_txid_;                 // per session: write the sequence into the transaction ID
     std::vector<uint8_t> out_armed_;               // per session (stream): EPOLLOUT registered
-    std::vector<uint8_t> dead_;                    // per session (stream): connection broken, out of epoll
+    std::vector<uint8_t> dead_;                    // per session (stream, DTLS): broken, out of epoll
     uint64_t next_seq_ = 0;
     std::vector<uint64_t> seen_;                   // bitmap of echoed sequence numbers
     std::vector<uint8_t> tx_;                      // batch * frame
+    std::vector<uint8_t> sealed_;                  // DTLS: batch * sealed_frame, the records of tx_
     std::vector<uint8_t> rx_;
     size_t frame_ = 0;
+    size_t sealed_frame_ = 0;
 };
 
 }  // namespace turn::load

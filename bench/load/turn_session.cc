@@ -58,13 +58,14 @@ void random_txid(std::array<uint8_t, 12>& t) {
 TurnSession::TurnSession(SessionConfig cfg) : cfg_(std::move(cfg)), realm_(cfg_.realm) {}
 
 TurnSession::~TurnSession() {
+    dtls_.reset();
     if (fd_ >= 0) {
         close(fd_);
     }
 }
 
 bool TurnSession::open(std::string& err) {
-    if (cfg_.transport != Transport::kUdp) {
+    if (cfg_.transport == Transport::kTcp || cfg_.transport == Transport::kTls) {
         stream_ = std::make_unique<StreamConn>();
         ConnectError why = ConnectError::kNone;
         if (!stream_->connect(cfg_.server, cfg_.transport == Transport::kTls ? cfg_.tls : nullptr,
@@ -103,6 +104,21 @@ bool TurnSession::open(std::string& err) {
     socklen_t local_len = sizeof local;
     if (getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &local_len) == 0) {
         local_port_ = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&local)).value_or(Address{}).port;
+    }
+    if (cfg_.transport == Transport::kDtls) {
+        dtls_ = std::make_unique<DtlsConn>();
+        ConnectError why = ConnectError::kDtlsHandshake;
+        if (cfg_.tls == nullptr) {
+            err = "DTLS: no client context";
+        }
+        if (cfg_.tls == nullptr ||
+            !dtls_->handshake(fd_, *cfg_.tls, cfg_.server, mono_ns() + cfg_.connect_timeout_ns, err, why)) {
+            if (cfg_.errors != nullptr) {
+                cfg_.errors->add(std::string(to_string(why)));
+            }
+            break_counted_ = true;  // counted here, by its set-up reason
+            return false;
+        }
     }
     return true;
 }
@@ -218,7 +234,7 @@ bool TurnSession::send_message(std::span<const uint8_t> m, uint64_t deadline_ns)
         // out until the deadline; the asynchronous path (deadline 0) does not wait.
         while (!stream_->write(m)) {
             if (stream_->broken() || !stream_->flush() || mono_ns() >= deadline_ns) {
-                count_stream_break();
+                count_break();
                 return false;
             }
             if (stream_->out_space() < m.size()) {
@@ -228,11 +244,39 @@ bool TurnSession::send_message(std::span<const uint8_t> m, uint64_t deadline_ns)
         }
         return true;
     }
+    if (dtls_) {
+        if (!dtls_->send(m)) {
+            count_break();
+            return false;
+        }
+        return true;
+    }
     return send(fd_, m.data(), m.size(), MSG_DONTWAIT) >= 0 || errno == EAGAIN;
 }
 
 bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m, int& o) {
     o = outcome::kOk;
+    // The socket failed, or the connection or DTLS session broke (counted once).
+    auto failed = [&] {
+        count_break();
+        o = outcome::kSocket;
+        return false;
+    };
+    if (dtls_) {
+        for (;;) {
+            const IoStatus st = dtls_->read(m, true);
+            if (st == IoStatus::kOk) {
+                return true;
+            }
+            if (st != IoStatus::kAgain) {
+                return failed();
+            }
+            if (mono_ns() >= wait_until) {
+                return false;
+            }
+            dtls_->wait(wait_until);
+        }
+    }
     if (!stream_) {
         for (;;) {
             const uint64_t t_now = mono_ns();
@@ -240,8 +284,7 @@ bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m,
                 return false;
             }
             pollfd p{fd_, POLLIN, 0};
-            const int ms = static_cast<int>((wait_until - t_now + kNsPerMs - 1) / kNsPerMs);
-            if (::poll(&p, 1, ms) <= 0) {
+            if (::poll(&p, 1, poll_ms(wait_until)) <= 0) {
                 continue;
             }
             const ssize_t got = recv(fd_, rx_.data(), rx_.size(), 0);
@@ -249,8 +292,7 @@ bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m,
                 if (errno == EAGAIN || errno == EINTR) {
                     continue;
                 }
-                o = outcome::kSocket;
-                return false;
+                return failed();
             }
             m = {rx_.data(), static_cast<size_t>(got)};
             return true;
@@ -263,23 +305,17 @@ bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m,
         }
         if (st != StreamReadStatus::kNeedMore) {
             stream_->mark_broken(to_string(st));
-            count_stream_break();
-            o = outcome::kSocket;
-            return false;
+            return failed();
         }
         const IoStatus io = stream_->read_once();
         if (io == IoStatus::kOk) {
             continue;
         }
         if (io != IoStatus::kAgain) {
-            count_stream_break();
-            o = outcome::kSocket;
-            return false;
+            return failed();
         }
         if (stream_->want_write() && !stream_->flush()) {
-            count_stream_break();
-            o = outcome::kSocket;
-            return false;
+            return failed();
         }
         if (mono_ns() >= wait_until) {
             return false;
@@ -288,11 +324,12 @@ bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m,
     }
 }
 
-void TurnSession::count_stream_break() {
-    if (stream_ && stream_->broken() && !break_counted_) {
+void TurnSession::count_break() {
+    const bool broken = stream_ ? stream_->broken() : dtls_ && dtls_->broken();
+    if (broken && !break_counted_) {
         break_counted_ = true;
         if (cfg_.errors != nullptr) {
-            cfg_.errors->add(stream_->break_reason());
+            cfg_.errors->add(stream_ ? stream_->break_reason() : dtls_->break_reason());
         }
     }
 }

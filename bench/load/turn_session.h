@@ -1,6 +1,7 @@
 // One TURN allocation seen from the client side (RFC 8656): a UDP socket
-// connected to the server, or its own TCP or TLS connection (RFC 8656 3.1,
-// messages framed by their length fields: StreamConn), the long-term
+// connected to the server (with a DTLS session on it over DTLS, RFC 7350:
+// DtlsConn, one message per record), or its own TCP or TLS connection (RFC
+// 8656 3.1, messages framed by their length fields: StreamConn), the long-term
 // credential dance (RFC 8489 9.2),
 // and the requests the harness needs: Allocate, CreatePermission,
 // ChannelBind, Refresh. Requests are either synchronous (setup, churn,
@@ -18,6 +19,7 @@
 
 #include "auth/credentials.h"
 #include "credentials.h"
+#include "dtls_conn.h"
 #include "errors.h"
 #include "net/address.h"
 #include "stream_conn.h"
@@ -46,8 +48,8 @@ struct SessionConfig {
     uint64_t rto_ns = 250'000'000;   // first retransmission timeout; doubles per try
     int max_tries = 5;
     Transport transport = Transport::kUdp;
-    TlsClient* tls = nullptr;        // kTls: the shared client context
-    uint64_t connect_timeout_ns = 5'000'000'000;  // TCP connect + TLS handshake
+    TlsClient* tls = nullptr;        // kTls, kDtls: the shared client context
+    uint64_t connect_timeout_ns = 5'000'000'000;  // TCP connect + TLS handshake, or the DTLS handshake
 };
 
 enum class Request : uint8_t { kAllocate, kCreatePermission, kChannelBind, kRefresh };
@@ -60,12 +62,15 @@ public:
     TurnSession& operator=(const TurnSession&) = delete;
 
     // Creates the socket and connects it to the server (over TCP/TLS: the
-    // connection and the handshake, bounded by connect_timeout_ns); false
-    // with `err` set and the reason added to cfg.errors.
+    // connection and the handshake, over DTLS the handshake, bounded by
+    // connect_timeout_ns); false with `err` set and the reason added to
+    // cfg.errors.
     bool open(std::string& err);
     int fd() const { return stream_ ? stream_->fd() : fd_; }
-    // The TCP/TLS connection, null over UDP.
+    // The TCP/TLS connection, null over UDP and DTLS.
     StreamConn* stream() const { return stream_.get(); }
+    // The DTLS session on the UDP socket, null unless over DTLS.
+    DtlsConn* dtls() const { return dtls_.get(); }
     uint16_t local_port() const { return local_port_; }
     const SessionConfig& config() const { return cfg_; }
 
@@ -92,8 +97,8 @@ public:
     // A STUN message that arrived on the socket while traffic flows. Returns
     // true if it answered one of the pending asynchronous requests.
     bool on_control(std::span<const uint8_t> datagram, uint64_t now_ns);
-    // Counts why a stream connection broke (once per connection).
-    void count_stream_break();
+    // Counts why a TCP/TLS connection or a DTLS session broke (once).
+    void count_break();
     // Retransmits pending asynchronous requests whose timeout expired.
     void poll(uint64_t now_ns);
     size_t pending() const { return pending_.size(); }
@@ -118,8 +123,8 @@ private:
     int handle_response(Request kind, const stun::MessageView& m, bool& retry);
     bool send_pending(Pending& p, uint64_t now_ns);
     void count(int o) const;
-    // Sends one message: a datagram, or queued on the stream and flushed
-    // (waiting for room in the queue until `deadline_ns`).
+    // Sends one message: a datagram (a DTLS record), or queued on the stream
+    // and flushed (waiting for room in the queue until `deadline_ns`).
     bool send_message(std::span<const uint8_t> m, uint64_t deadline_ns = 0);
     // The next message from the server, waiting until `wait_until`. False on
     // timeout (o = kOk) or when the socket/connection failed (o = kSocket).
@@ -128,6 +133,7 @@ private:
     SessionConfig cfg_;
     int fd_ = -1;
     std::unique_ptr<StreamConn> stream_;
+    std::unique_ptr<DtlsConn> dtls_;  // before close(fd_): its close_notify goes out on fd_
     bool break_counted_ = false;
     uint16_t local_port_ = 0;
     std::string realm_;

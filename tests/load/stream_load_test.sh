@@ -1,15 +1,17 @@
 #!/bin/sh
-# End-to-end test of turn-load over TCP and TLS (RFC 8656 3.1): the real
-# turn-load against the real turn-relay and against Debian's coturn, both with
-# TCP and TLS listeners on loopback (self-signed certificate made with the
-# openssl command; turn-load verifies it with --tls-ca). For each server,
-# transport (tcp, tls) and mode (channel, send): 4 allocations, 2 threads,
-# 300 echoes/s for 2 s. Asserts from the JSON: every allocation set up and
-# released, every packet offered was sent and came back (zero loss, no send
-# refused, no duplicate, no foreign message, no broken connection), the counts
-# match the offered rate, latency percentiles ordered, the transport recorded.
-# Then the failure paths: a refused connection and an unverifiable certificate
-# each end turn-load with a non-zero exit and a message that names the cause.
+# End-to-end test of turn-load over TCP, TLS and DTLS (RFC 8656 3.1, RFC
+# 7350): the real turn-load against the real turn-relay and against Debian's
+# coturn, both with TCP, TLS and DTLS listeners on loopback (self-signed
+# certificate made with the openssl command; turn-load verifies it with
+# --tls-ca). For each server, transport (tcp, tls, dtls) and mode (channel,
+# send): 4 allocations, 2 threads, 300 echoes/s for 2 s. Asserts from the
+# JSON: every allocation set up and released, every packet offered was sent
+# and came back (zero loss, no send refused, no duplicate, no foreign message,
+# no broken connection or DTLS session), the counts match the offered rate,
+# latency percentiles ordered, the transport recorded. Then the failure paths:
+# a refused connection (TCP, and DTLS: ICMP port unreachable) and an
+# unverifiable certificate (TLS, DTLS) each end turn-load with a non-zero exit
+# and a message that names the cause.
 #
 # usage: stream_load_test.sh PATH/TO/turn-load PATH/TO/turn-relay   (exit 77 = skipped)
 #        TURN_RELAY_BIN overrides the turn-relay path; TURNSERVER coturn's.
@@ -35,12 +37,13 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 . "$(dirname "$0")/../../bench/load/ports.sh"  # free_port
-wait_tcp() {  # wait_tcp PORT NAME
+wait_listen() {  # wait_listen PORT NAME [t|u]: a TCP (default) or UDP listener
     i=0
-    while ! ss -Hltn "sport = :$1" | grep -q .; do
+    while ! ss -Hl"${3:-t}"n "sport = :$1" | grep -q .; do
         i=$((i + 1))
         if [ $i -gt 50 ]; then
-            echo "FAIL: $2 did not listen on TCP 127.0.0.1:$1"; cat "$dir/$2.log"; exit 1
+            echo "FAIL: $2 did not listen on $([ "${3:-t}" = t ] && echo TCP || echo UDP) 127.0.0.1:$1"
+            cat "$dir/$2.log"; exit 1
         fi
         sleep 0.1
     done
@@ -92,12 +95,15 @@ sys.exit(1 if problems else 0)
 PYEOF
 }
 
-run_all() {  # run_all NAME TCP_PORT TLS_PORT
-    for tr in tcp tls; do
+run_all() {  # run_all NAME TCP_PORT TLS_PORT DTLS_PORT
+    for tr in tcp tls dtls; do
         port=$2
         extra=""
         if [ "$tr" = tls ]; then
             port=$3
+            extra="--tls-ca $dir/cert.pem"
+        elif [ "$tr" = dtls ]; then
+            port=$4
             extra="--tls-ca $dir/cert.pem"
         fi
         for mode in channel send; do
@@ -114,11 +120,13 @@ ran=0
 if [ -n "$RELAY" ] && [ -x "$RELAY" ]; then
     rport=$(free_port)
     rtls=$(free_port)
+    rdtls=$(free_port)
     cat > "$dir/turn-relay.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$rport"]
 listen_tcp = ["127.0.0.1:$rport"]
 listen_tls = ["127.0.0.1:$rtls"]
+listen_dtls = ["127.0.0.1:$rdtls"]
 relay_ips = ["127.0.0.1"]
 relay_port_min = 50000
 relay_port_max = 50999
@@ -141,9 +149,10 @@ listen = ""
 TOML
     "$RELAY" --config "$dir/turn-relay.toml" > "$dir/turn-relay.log" 2>&1 &
     pids="$pids $!"
-    wait_tcp "$rport" turn-relay
-    wait_tcp "$rtls" turn-relay
-    run_all turn-relay "$rport" "$rtls"
+    wait_listen "$rport" turn-relay
+    wait_listen "$rtls" turn-relay
+    wait_listen "$rdtls" turn-relay u
+    run_all turn-relay "$rport" "$rtls" "$rdtls"
     ran=$((ran + 1))
 
     # Failure paths (against turn-relay's listeners).
@@ -155,14 +164,25 @@ TOML
     fi
     grep -q "Connection refused" "$dir/refused.txt" \
         || { echo "FAIL: a refused connection was not reported:"; cat "$dir/refused.txt"; exit 1; }
-    # The self-signed certificate without --tls-ca does not verify.
-    if timeout 30 "$TL" --server "127.0.0.1:$rtls" --transport tls --user demo --password demo-password \
-        --allocations 2 --duration 1 --quiet 2> "$dir/verify.txt"; then
-        echo "FAIL: turn-load accepted an unverifiable certificate"; exit 1
+    # Over DTLS the same port answers the ClientHello with ICMP port unreachable.
+    if timeout 30 "$TL" --server "127.0.0.1:$dead" --transport dtls --tls-no-verify --user demo \
+        --password demo-password --allocations 2 --duration 1 --quiet 2> "$dir/refused-dtls.txt"; then
+        echo "FAIL: turn-load exited 0 with its DTLS handshakes refused"; exit 1
     fi
-    grep -q "TLS handshake.*certificate not accepted" "$dir/verify.txt" \
-        || { echo "FAIL: the handshake failure was not reported:"; cat "$dir/verify.txt"; exit 1; }
-    echo "failure paths: refused and unverifiable certificate reported, non-zero exit"
+    grep -q "DTLS handshake with 127.0.0.1:$dead: Connection refused" "$dir/refused-dtls.txt" \
+        || { echo "FAIL: a refused DTLS handshake was not reported:"; cat "$dir/refused-dtls.txt"; exit 1; }
+    # The self-signed certificate without --tls-ca does not verify (TLS, DTLS).
+    for tr in tls dtls; do
+        port=$rtls
+        [ "$tr" = tls ] || port=$rdtls
+        if timeout 30 "$TL" --server "127.0.0.1:$port" --transport $tr --user demo --password demo-password \
+            --allocations 2 --duration 1 --quiet 2> "$dir/verify-$tr.txt"; then
+            echo "FAIL: turn-load accepted an unverifiable certificate over $tr"; exit 1
+        fi
+        grep -q "TLS handshake.*certificate not accepted" "$dir/verify-$tr.txt" \
+            || { echo "FAIL: the $tr handshake failure was not reported:"; cat "$dir/verify-$tr.txt"; exit 1; }
+    done
+    echo "failure paths: refused (TCP, DTLS) and unverifiable certificate (TLS, DTLS) reported, non-zero exit"
 else
     echo "no turn-relay binary (${RELAY:-none}): turn-relay cases skipped"
 fi
@@ -170,14 +190,16 @@ fi
 if [ -x "$TURNSERVER" ]; then
     cport=$(free_port)
     ctls=$(free_port)
+    # coturn serves TLS (TCP) and DTLS (UDP) on its TLS port.
     "$TURNSERVER" -n --listening-ip=127.0.0.1 --listening-port="$cport" --relay-ip=127.0.0.1 \
         --min-port=51000 --max-port=51999 --lt-cred-mech --user=demo:demo-password --realm=turnrelay.local \
         --allow-loopback-peers --tls-listening-port="$ctls" --cert="$dir/cert.pem" --pkey="$dir/key.pem" \
-        --no-dtls --no-cli --db="$dir/coturn.db" --log-file=stdout > "$dir/coturn.log" 2>&1 &
+        --no-cli --db="$dir/coturn.db" --log-file=stdout > "$dir/coturn.log" 2>&1 &
     pids="$pids $!"
-    wait_tcp "$cport" coturn
-    wait_tcp "$ctls" coturn
-    run_all coturn "$cport" "$ctls"
+    wait_listen "$cport" coturn
+    wait_listen "$ctls" coturn
+    wait_listen "$ctls" coturn u
+    run_all coturn "$cport" "$ctls" "$ctls"
     ran=$((ran + 1))
 else
     echo "no $TURNSERVER (Debian package coturn): coturn cases skipped"
