@@ -39,6 +39,7 @@ A_MOBILITY_TICKET = 0x8030
 A_REQUESTED_ADDRESS_FAMILY = 0x0017
 TIMEOUT_S = 5.0
 MOVES = 12
+BYSTANDERS = 32
 
 turnrelay_only = pytest.mark.skipif(server_kind() != "turnrelay", reason="turn-relay's metrics and codes")
 
@@ -114,6 +115,13 @@ def loops(server: TurnServer) -> int:
 def test_allocation_follows_the_client(server, echo_peer, family):
     moves0 = metric0(server, "turn_mobility_moves_total")
     forwarded0 = metric0(server, "turn_mobility_forwarded_total")
+    # Bystanders: allocations of other clients on the same listener, spread over the loops.
+    # The socket a move connects to the client joins the listener's SO_REUSEPORT group; if
+    # that changed which loop the kernel picks for other 5-tuples, their Refreshes would
+    # reach a loop without their allocation (437).
+    bystanders = [UdpClient(server, family) for _ in range(BYSTANDERS)]
+    for b in bystanders:
+        b.allocate()
     c = UdpClient(server, family)
     relayed, ticket = mobile_allocation(c)
     peer = echo_peer.addr(family)
@@ -138,6 +146,10 @@ def test_allocation_follows_the_client(server, echo_peer, family):
         assert c.data_indication() == payload, f"move {i}: the echo did not come back to the new 5-tuple"
         seen.add(c.local())
     assert len(seen) == MOVES + 1
+    for k, b in enumerate(bystanders):
+        r = b.request(REFRESH, [(A_LIFETIME, struct.pack("!I", 0))])
+        assert r.type == REFRESH | SUCCESS, f"bystander {k} {b.local()} lost its allocation's loop: {r}"
+        b.close()
     # The peer always saw the same relayed address.
     assert echo_peer.sources() >= {relayed} and all(s[1] == relayed[1] for s in echo_peer.sources()
                                                     if s[0] == relayed[0])
