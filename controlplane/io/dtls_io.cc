@@ -145,13 +145,7 @@ SSL* new_ssl(SSL_CTX* ctx, DtlsIo::Bio* bio, uint32_t mtu) {
 }  // namespace
 
 DtlsIo::DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send)
-    : shared_(shared), stats_(stats), epoll_fd_(epoll_fd), send_(std::move(send)), rx_buf_(kBatch * kRxSlot),
-      plain_(kMaxRecord + 1) {
-    for (size_t i = 0; i < kBatch; ++i) {
-        rx_iov_[i].iov_base = rx_buf_.data() + i * kRxSlot;
-        rx_iov_[i].iov_len = kRxSlot;
-    }
-}
+    : shared_(shared), stats_(stats), epoll_fd_(epoll_fd), send_(std::move(send)), plain_(kMaxRecord + 1) {}
 
 void DtlsIo::close_all() {
     while (!sessions_.empty()) {
@@ -214,30 +208,10 @@ void DtlsIo::on_event(uint64_t tag) {
 void DtlsIo::receive(uint32_t index) {
     // A few batches per event, so one busy listener does not starve the loop.
     for (int round = 0; round < 4; ++round) {
-        for (size_t i = 0; i < kBatch; ++i) {
-            rx_msgs_[i].msg_hdr = msghdr{};
-            rx_msgs_[i].msg_hdr.msg_name = &rx_addr_[i];
-            rx_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
-            rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
-            rx_msgs_[i].msg_hdr.msg_iovlen = 1;
-        }
-        const int n = ::recvmmsg(listeners_[index].fd, rx_msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
-        if (n <= 0) {
-            return;
-        }
-        for (int k = 0; k < n; ++k) {
-            const auto i = static_cast<size_t>(k);
-            if ((rx_msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0) {
-                stats_.drop(Drop::kTooLarge);
-                continue;
-            }
-            auto src = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&rx_addr_[i]));
-            if (!src) {
-                continue;
-            }
-            on_datagram(index, *src, {static_cast<const uint8_t*>(rx_iov_[i].iov_base), rx_msgs_[i].msg_len});
-        }
-        if (static_cast<size_t>(n) < kBatch) {
+        const size_t n = rx_.receive(listeners_[index].fd, stats_, [&](const Address& src, std::span<const uint8_t> data) {
+            on_datagram(index, src, data);
+        });
+        if (n < kBatch) {
             return;
         }
     }

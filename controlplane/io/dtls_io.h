@@ -55,6 +55,7 @@
 
 #include "core/shared.h"
 #include "core/stats.h"
+#include "io/recv_batch.h"
 #include "io/tls.h"
 #include "net/address.h"
 
@@ -140,11 +141,8 @@ private:
 
     // Receive batch and the decrypted record.
     static constexpr size_t kBatch = 16;
-    static constexpr size_t kRxSlot = 9216;
-    std::vector<uint8_t> rx_buf_;
-    std::array<mmsghdr, kBatch> rx_msgs_{};
-    std::array<iovec, kBatch> rx_iov_{};
-    std::array<sockaddr_storage, kBatch> rx_addr_{};
+    static constexpr size_t kRxSlot = 9216;  // as SocketIo's: larger datagrams are dropped (too_large)
+    RecvBatch<kBatch, kRxSlot> rx_;
     std::vector<uint8_t> plain_;
 };
 

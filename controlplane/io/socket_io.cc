@@ -69,12 +69,7 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
 }
 
 SocketIo::SocketIo(Stats& stats)
-    : stats_(stats), epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), rx_buf_(kBatch * kRxSlot), tx_buf_(kTxBatch * kTxSlot) {
-    for (size_t i = 0; i < kBatch; ++i) {
-        rx_iov_[i].iov_base = rx_buf_.data() + i * kRxSlot;
-        rx_iov_[i].iov_len = kRxSlot;
-    }
-}
+    : stats_(stats), epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), tx_buf_(kTxBatch * kTxSlot) {}
 
 SocketIo::~SocketIo() {
     if (dtls_) {
@@ -367,36 +362,13 @@ void SocketIo::flush() {
 void SocketIo::receive(int fd, const Address* local, uint32_t index) {
     // A copy: the server may open or close client paths (paths_ moves).
     const Address here = local != nullptr ? *local : Address{};
-    for (size_t i = 0; i < kBatch; ++i) {
-        rx_msgs_[i].msg_hdr = msghdr{};
-        rx_msgs_[i].msg_hdr.msg_name = &rx_addr_[i];
-        rx_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
-        rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
-        rx_msgs_[i].msg_hdr.msg_iovlen = 1;
-    }
-    const int n = ::recvmmsg(fd, rx_msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
-    if (n <= 0) {
-        return;
-    }
-    for (int k = 0; k < n; ++k) {
-        const auto& h = rx_msgs_[static_cast<size_t>(k)];
-        if ((h.msg_hdr.msg_flags & MSG_TRUNC) != 0) {
-            stats_.drop(Drop::kTooLarge);
-            continue;
-        }
-        auto src = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&rx_addr_[static_cast<size_t>(k)]));
-        if (!src) {
-            continue;
-        }
-        const std::span<const uint8_t> data(static_cast<const uint8_t*>(rx_iov_[static_cast<size_t>(k)].iov_base),
-                                            h.msg_len);
+    rx_.receive(fd, stats_, [&](const Address& src, std::span<const uint8_t> data) {
         if (local != nullptr) {
-            const FiveTuple ft{*src, here, Transport::kUdp};
-            server_->on_client_datagram(ft, data);
+            server_->on_client_datagram(FiveTuple{src, here, Transport::kUdp}, data);
         } else {
-            server_->on_peer_datagram(index, *src, data);
+            server_->on_peer_datagram(index, src, data);
         }
-    }
+    });
 }
 
 void SocketIo::receive_errors(int fd, RelayId relay) {

@@ -20,6 +20,7 @@
 #include "core/shared.h"
 #include "core/stats.h"
 #include "io/dtls_io.h"
+#include "io/recv_batch.h"
 #include "io/stream_io.h"
 #include "net/address.h"
 
@@ -128,10 +129,7 @@ private:
     size_t relay_count_ = 0;
 
     // Receive batch.
-    std::vector<uint8_t> rx_buf_;
-    std::array<mmsghdr, kBatch> rx_msgs_{};
-    std::array<iovec, kBatch> rx_iov_{};
-    std::array<sockaddr_storage, kBatch> rx_addr_{};
+    RecvBatch<kBatch, kRxSlot> rx_;
     // Transmit batch.
     std::vector<uint8_t> tx_buf_;
     std::array<mmsghdr, kTxBatch> tx_msgs_{};
