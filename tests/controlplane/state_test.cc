@@ -191,6 +191,7 @@ TEST(StateStore, UnwritableDirectoryIsAConfigurationError) {
 // Records what reaches the offload hook (the dataplane's view).
 struct RecordingHook final : OffloadHook {
     void allocation_added(const OffloadAllocation& a) override { added.push_back(a); }
+    void allocation_removed(uint64_t id) override { removed.push_back(id); }
     void permission_added(uint64_t id, const Address& ip) override { perms.emplace_back(id, ip); }
     void channel_added(uint64_t id, uint16_t ch, const Address& peer) override { chans.push_back({id, ch, peer}); }
     struct Chan {
@@ -199,6 +200,7 @@ struct RecordingHook final : OffloadHook {
         Address peer;
     };
     std::vector<OffloadAllocation> added;
+    std::vector<uint64_t> removed;
     std::vector<std::pair<uint64_t, Address>> perms;
     std::vector<Chan> chans;
 };
@@ -311,6 +313,38 @@ TEST_F(Restore, AMovedAllocationComesBackWithItsClientPath) {
     EXPECT_TRUE(r.has(stun::attr::kMobilityTicket)) << "a ticket of this process";
     ASSERT_TRUE(refresh(moved, 0).success());
     EXPECT_TRUE(io.paths.empty()) << "the path closes with the allocation";
+}
+
+// RFC 8016: the offload knows an allocation by its client 5-tuple, so a move
+// re-announces it under the new one with its permissions and channels.
+TEST_F(Restore, AMoveIsAnnouncedToTheOffloadUnderTheNewFiveTuple) {
+    restart();  // the recording hook from here on
+    const auto ft = tuple(5000);
+    const FiveTuple moved{A("198.18.2.2:7000"), A("198.18.0.1:3478"), Transport::kUdp};
+    auto a = allocate(ft, [](auto& b) { b.add(stun::attr::kMobilityTicket, std::span<const uint8_t>()); });
+    ASSERT_TRUE(a.success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, A("198.18.2.2:9000")).success());
+    ASSERT_TRUE(create_permission(ft, {A("198.18.3.3:1")}).success());
+    const auto* t = a.view.find(stun::attr::kMobilityTicket);
+    ASSERT_NE(t, nullptr);
+    const std::vector<uint8_t> ticket(a.view.value(*t).begin(), a.view.value(*t).end());
+    const uint64_t id = server->allocations().find(ft)->id;
+    rec.added.clear();
+    rec.removed.clear();
+    rec.perms.clear();
+    rec.chans.clear();
+    ASSERT_TRUE(request(moved, stun::Method::kRefresh, [&](auto& b) {
+                    b.add_u32(stun::attr::kLifetime, 600);
+                    b.add(stun::attr::kMobilityTicket, ticket);
+                }).success());
+    EXPECT_EQ(rec.removed, std::vector<uint64_t>{id});
+    ASSERT_EQ(rec.added.size(), 1u);
+    EXPECT_EQ(rec.added[0].id, id);
+    EXPECT_EQ(rec.added[0].five_tuple, moved);
+    EXPECT_EQ(rec.perms.size(), 2u) << "the channel's peer and the other permission";
+    ASSERT_EQ(rec.chans.size(), 1u);
+    EXPECT_EQ(rec.chans[0].ch, 0x4001);
+    EXPECT_EQ(rec.chans[0].id, id);
 }
 
 // With tracking on, a save collects only what changed since the last one:
