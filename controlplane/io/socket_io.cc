@@ -39,6 +39,27 @@ bool set_dont_fragment_option(int fd, bool v6, int v) {
     return ::setsockopt(fd, kDontFragmentLevel[v6], kDontFragmentName[v6], &v, sizeof v) == 0;
 }
 
+// A slot of `slots` for a new socket (a freed one first) and its epoll
+// registration under `tag | id`: relayed sockets and client paths.
+template <typename T>
+RelayId add_slot(std::vector<T>& slots, std::vector<RelayId>& free, T value, int epoll_fd, uint64_t tag) {
+    RelayId id = 0;
+    if (!free.empty()) {
+        id = free.back();
+        free.pop_back();
+    } else {
+        id = static_cast<RelayId>(slots.size());
+        slots.emplace_back();
+    }
+    const int fd = value.fd;
+    slots[id] = std::move(value);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag | id;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    return id;
+}
+
 }  // namespace
 
 int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
@@ -171,21 +192,8 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
             ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &on, sizeof on);
         }
     }
-    RelayId id = 0;
-    if (!free_relays_.empty()) {
-        id = free_relays_.back();
-        free_relays_.pop_back();
-    } else {
-        id = static_cast<RelayId>(relays_.size());
-        relays_.emplace_back();
-    }
-    relays_[id] = Relay{fd, addr, dont_fragment};
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = id;
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    out = add_slot(relays_, free_relays_, Relay{fd, addr, dont_fragment}, epoll_fd_, 0);
     ++relay_count_;
-    out = id;
     return OpenResult::kOk;
 }
 
@@ -216,20 +224,7 @@ RelayId SocketIo::open_client_path(const FiveTuple& ft) {
         }
         return kNoRelay;
     }
-    RelayId id = 0;
-    if (!free_paths_.empty()) {
-        id = free_paths_.back();
-        free_paths_.pop_back();
-    } else {
-        id = static_cast<RelayId>(paths_.size());
-        paths_.emplace_back();
-    }
-    paths_[id] = Listener{fd, ft.server};
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = kListenerTag | kPathTag | id;
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
-    return id;
+    return add_slot(paths_, free_paths_, Listener{fd, ft.server}, epoll_fd_, kListenerTag | kPathTag);
 }
 
 void SocketIo::close_client_path(RelayId path) {
