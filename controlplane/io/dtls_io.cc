@@ -8,7 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <mutex>
+#include <utility>
 
 #include "core/event_log.h"
 #include "core/server.h"
@@ -24,7 +24,6 @@ struct DtlsIo::Bio {
     Address peer;                 // the client (the SSL's app data: the cookie callbacks read it)
     const uint8_t* in = nullptr;  // the datagram not read yet, if any
     size_t in_len = 0;
-    uint64_t writes = 0;          // datagrams written (tells a HelloVerifyRequest from a drop)
 };
 
 namespace {
@@ -67,7 +66,6 @@ int bio_write(BIO* b, const char* data, int len) {
     if (s == nullptr || len < 0) {
         return -1;
     }
-    ++s->writes;
     (*s->send)(s->fd, s->peer, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(len)));
     return len;
 }
@@ -398,8 +396,10 @@ void DtlsIo::expire(uint64_t now_ms) {
     }
     last_expire_ms_ = now_ms;
     const uint64_t idle_ms = uint64_t{shared_.config.dtls_idle_timeout_s} * 1000;
-    std::vector<FiveTuple> idle;
+    // An unfinished handshake ends as tls_handshake, a quiet session as idle.
+    std::vector<std::pair<FiveTuple, ConnClose>> ending;
     for (auto& [ft, s] : sessions_) {
+        const ConnClose why = s->established ? ConnClose::kIdle : ConnClose::kTlsHandshake;
         if (!s->established) {
             // Resends the last flight when its timer has run out; < 0: too
             // many tries, the client has gone.
@@ -407,17 +407,16 @@ void DtlsIo::expire(uint64_t now_ms) {
             if (DTLSv1_get_timeout(s->ssl, &tv) == 1 && tv.tv_sec == 0 && tv.tv_usec == 0 &&
                 DTLSv1_handle_timeout(s->ssl) < 0) {
                 ERR_clear_error();
-                idle.push_back(ft);
+                ending.emplace_back(ft, why);
                 continue;
             }
         }
         if (now_ms >= s->last_rx_ms + idle_ms && (server_ == nullptr || !server_->has_allocation(ft))) {
-            idle.push_back(ft);
+            ending.emplace_back(ft, why);
         }
     }
-    for (const auto& ft : idle) {
-        auto it = sessions_.find(ft);
-        close(ft, it != sessions_.end() && !it->second->established ? ConnClose::kTlsHandshake : ConnClose::kIdle);
+    for (const auto& [ft, why] : ending) {
+        close(ft, why);
     }
 }
 

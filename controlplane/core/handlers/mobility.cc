@@ -18,7 +18,7 @@
 //   ticket not ours / altered          -> 400
 //   another loop's ticket              -> handed to that loop
 //   allocation gone                    -> 437
-//   allocation did not ask for mobility, or another transport -> 405
+//   allocation did not ask for mobility (only UDP ones can) -> 405
 //   another user's allocation          -> 441
 //   a ticket spent by a later move     -> 400 (a replayed Refresh takes nothing)
 //   LIFETIME / REQUESTED-ADDRESS-FAMILY as for any Refresh (400, 443)
@@ -74,7 +74,7 @@ void Server::handle_mobility_refresh(const Request& r) {
         reply_error(r, err::kAllocationMismatch);
         return;
     }
-    if (!a->mobile || a->five_tuple.transport != Transport::kUdp) {
+    if (!a->mobile) {  // Allocate gives a ticket to UDP clients only
         reply_error(r, err::kMobilityForbidden);
         return;
     }
