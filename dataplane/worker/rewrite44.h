@@ -195,7 +195,11 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));
     m->data_len = static_cast<uint16_t>(sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + udp_len);
     m->pkt_len = m->data_len;
-    m->ol_flags = 0;
+    // The rx flags (checksum status, RSS hash, VLAN) described the received
+    // packet; who owns the buffer stays: a PMD may attach its own memory
+    // (mlx5's multi-packet rx queues do), and without the flag freeing the
+    // mbuf would return it to the pool and never release that memory.
+    m->ol_flags &= RTE_MBUF_F_EXTERNAL | RTE_MBUF_F_INDIRECT;
     q.next = Next::kTx;
 }
 

@@ -345,6 +345,62 @@ TEST_P(Pipeline, ClientChannelDataToPeer) {
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}});
 }
 
+// A PMD may hand the worker mbufs whose data lives in its own memory,
+// attached as an external buffer (mlx5's multi-packet rx queues do). The
+// rewrite must keep RTE_MBUF_F_EXTERNAL, or freeing the forwarded mbuf
+// returns it to the pool without releasing that memory. Every forwarding
+// kind, through the lane and (DP_TEST_NO_EXPRESS) the stages.
+TEST_P(Pipeline, ExternalBuffersAreReleasedAfterForwarding) {
+    static int released = 0;
+    struct Ext {
+        rte_mbuf_ext_shared_info sh{};
+        uint8_t buf[2048];
+    };
+    auto ext_mbuf = [](const Bytes& b) {
+        auto* e = new Ext();
+        e->sh.free_cb = [](void*, void* opaque) {
+            delete static_cast<Ext*>(opaque);
+            released++;
+        };
+        e->sh.fcb_opaque = e;
+        rte_mbuf_ext_refcnt_set(&e->sh, 1);
+        rte_mbuf* m = rte_pktmbuf_alloc(g_env->pool);
+        rte_pktmbuf_attach_extbuf(m, e->buf, RTE_BAD_IOVA, sizeof e->buf, &e->sh);
+        m->data_off = RTE_PKTMBUF_HEADROOM;
+        std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(b.size())), b.data(), b.size());
+        return m;
+    };
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const std::vector<Bytes> in = {
+        build(from_client(channel_data(kChannel, pattern(40)))),
+        build(from_client(send_indication(tx, n_.peer, pattern(41), false))),
+        build(from_peer(pattern(42), n_.peer)),
+        build(from_peer(pattern(43), n_.peer.with_port(6001))),
+    };
+    before_ = w_.counters;
+    released = 0;
+    for (const Bytes& b : in) {
+        rte_ring_enqueue(g_env->nic_in, ext_mbuf(b));
+    }
+    while (dp::poll_once(w_) != 0) {
+    }
+    void* o;
+    int out = 0;
+    while (rte_ring_dequeue(g_env->nic_out, &o) == 0) {
+        auto* m = static_cast<rte_mbuf*>(o);
+        EXPECT_TRUE(RTE_MBUF_HAS_EXTBUF(m)) << "frame " << out;
+        rte_pktmbuf_free(m);
+        out++;
+    }
+    EXPECT_EQ(out, 4);
+    EXPECT_EQ(released, 4);
+    expect_deltas({{Counter::rx, 4},
+                   {Counter::fwd_client_channel, 1},
+                   {Counter::fwd_client_send, 1},
+                   {Counter::fwd_peer_channel, 1},
+                   {Counter::fwd_peer_data, 1}});
+}
+
 TEST_P(Pipeline, ClientChannelDataWithPaddingIsTrimmed) {
     const Bytes data = pattern(5);
     const Out o = run1(build(from_client(channel_data(kChannel, data, 3))));
