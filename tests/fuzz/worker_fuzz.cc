@@ -1,0 +1,524 @@
+// libFuzzer target for the dataplane worker: any frames a NIC could deliver,
+// in bursts, through the real pipeline (dp::process_burst) of two workers on
+// the same flow tables, one with the express lane (worker/express.cc) and
+// one through the stages alone. The relay is worker_net.h's; the input format
+// is described there.
+//
+// Each frame gets a heap buffer of exactly the default headroom plus its
+// length, attached to an mbuf as an external buffer, so a read or write past
+// the frame (or more than the headroom before it) is an AddressSanitizer
+// report rather than a stray access to the mempool.
+//
+// Invariants (a violation prints what failed and traps):
+//   1. every frame is accounted for: rx counts them all, each forwarded one
+//      leaves by the NIC port, each punted one by the exception port, and the
+//      rest are counted as drops;
+//   2. the two workers agree: the same frames out of each port, in the same
+//      order, byte for byte, and the same counter deltas;
+//   3. a punted frame reaches the kernel exactly as it came;
+//   4. a forwarded frame is well formed: the gateway's and the port's MACs,
+//      IPv4 with a valid header checksum or IPv6, IP and UDP lengths that
+//      match the frame, and a valid UDP checksum whenever the received one
+//      was valid (or zero over IPv4);
+//   5. what it carries came from the received frame: to a peer, the UDP
+//      payload is bytes of the received frame; to a client, a ChannelData
+//      message with an exact length field, or a Data indication that parses,
+//      whose DATA is bytes of the received frame.
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/dpdk.h"
+#include "flow/apply.h"
+#include "flow/tables.h"
+#include "ipc/protocol.h"
+#include "nexthop/nexthop.h"
+#include "stun/constants.h"
+#include "stun/message.h"
+#include "worker/pipeline.h"
+#include "worker_net.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
+#include <rte_eth_ring.h>
+#pragma GCC diagnostic pop
+
+namespace {
+
+using dp::Counter;
+using dptest::Bytes;
+using workerfuzz::Net;
+namespace ipc = turn::ipc;
+
+[[noreturn]] void fail(const char* what, size_t frame = SIZE_MAX) {
+    if (frame == SIZE_MAX) {
+        std::fprintf(stderr, "worker_fuzz: %s\n", what);
+    } else {
+        std::fprintf(stderr, "worker_fuzz: %s (frame %zu)\n", what, frame);
+    }
+    __builtin_trap();
+}
+
+struct Env {
+    rte_mempool* pool = nullptr;
+    rte_ring* nic_out = nullptr;
+    rte_ring* exc_out = nullptr;
+    uint16_t nic_port = 0;
+    uint16_t exc_port = 0;
+    dp::FlowTables* flows = nullptr;
+    dp::NextHops* nh = nullptr;
+    dp::Worker w[2];  // [0] express lane, [1] stages only
+    uint64_t now = 1u << 30;
+    Net net;
+};
+Env* g = nullptr;
+
+void cleanup() {
+    const std::string dir = rte_eal_get_runtime_dir();
+    rte_eal_cleanup();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+}
+
+uint16_t ring_port(const char* name, rte_ring* rx, rte_ring* txr) {
+    const int id = rte_eth_from_rings(name, &rx, 1, &txr, 1, static_cast<unsigned>(rte_socket_id()));
+    if (id < 0) {
+        fail("rte_eth_from_rings");
+    }
+    const auto port = static_cast<uint16_t>(id);
+    rte_eth_conf conf{};
+    if (rte_eth_dev_configure(port, 1, 1, &conf) != 0 ||
+        rte_eth_rx_queue_setup(port, 0, 64, rte_socket_id(), nullptr, g->pool) != 0 ||
+        rte_eth_tx_queue_setup(port, 0, 64, rte_socket_id(), nullptr) != 0 || rte_eth_dev_start(port) != 0) {
+        fail("ring port setup");
+    }
+    return port;
+}
+
+class Installer {
+public:
+    explicit Installer(dp::FlowTables& t) : ap_(t) {}
+    template <typename M>
+    void send(M m) {
+        if (!ap_.apply(ipc::encode(m, ++seq_))) {
+            fail("the flow tables refused an IPC message");
+        }
+    }
+    void alloc(uint64_t id, const turn::Address& client, const turn::Address& listen, const turn::Address* r4,
+               const turn::Address* r6, uint64_t bps = 0) {
+        ipc::AllocationAdd a{};
+        a.alloc_id = id;
+        a.client = ipc::WireAddress::from(client);
+        a.listen = ipc::WireAddress::from(listen);
+        if (r4 != nullptr) {
+            a.relayed_v4 = ipc::WireAddress::from(*r4);
+        }
+        if (r6 != nullptr) {
+            a.relayed_v6 = ipc::WireAddress::from(*r6);
+        }
+        a.bandwidth_bps = bps;
+        send(a);
+    }
+    void perm(uint64_t id, const turn::Address& relayed, const turn::Address& peer) {
+        ipc::PermissionAdd p{};
+        p.alloc_id = id;
+        p.relayed = ipc::WireAddress::from(relayed);
+        p.peer = ipc::WireAddress::from(peer);
+        send(p);
+    }
+    void chan(uint64_t id, const turn::Address& relayed, const turn::Address& peer, uint16_t ch) {
+        ipc::ChannelAdd c{};
+        c.alloc_id = id;
+        c.relayed = ipc::WireAddress::from(relayed);
+        c.peer = ipc::WireAddress::from(peer);
+        c.channel = ch;
+        send(c);
+    }
+
+private:
+    dp::Applier ap_;
+    uint64_t seq_ = 0;
+};
+
+struct In {
+    std::span<const uint8_t> bytes;
+    size_t tail;  // bytes of tailroom after it
+};
+rte_mbuf* frame_mbuf(const In& in);
+
+void init() {
+    if (g != nullptr) {
+        return;
+    }
+    char prefix[64];
+    std::snprintf(prefix, sizeof prefix, "--file-prefix=dpfuzz%d", static_cast<int>(getpid()));
+    const char* argv[] = {"worker_fuzz", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
+                          prefix, "--log-level=*:error", "-l", "0"};
+    if (rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv)) < 0) {
+        fail("rte_eal_init");
+    }
+    g = new Env();
+    std::atexit(cleanup);
+    g->pool = rte_pktmbuf_pool_create("fz_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+    auto ring = [](const char* n) { return rte_ring_create(n, 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ); };
+    rte_ring* nic_in = ring("fz_nic_in");
+    rte_ring* exc_in = ring("fz_exc_in");
+    g->nic_out = ring("fz_nic_out");
+    g->exc_out = ring("fz_exc_out");
+    if (g->pool == nullptr || nic_in == nullptr || exc_in == nullptr || g->nic_out == nullptr || g->exc_out == nullptr) {
+        fail("mempool or rings");
+    }
+    g->nic_port = ring_port("net_fznic", nic_in, g->nic_out);
+    g->exc_port = ring_port("net_fzexc", exc_in, g->exc_out);
+
+    dp::FlowConfig fc;
+    fc.name = "fz";
+    fc.entries_v4 = 1024;
+    fc.entries_v6 = 1024;
+    fc.max_allocations = 64;
+    fc.max_channels = 64;
+    fc.workers = 2;
+    std::string err;
+    g->flows = dp::FlowTables::create(fc, &err);
+    if (g->flows == nullptr) {
+        fail(err.c_str());
+    }
+    g->nh = dp::NextHops::create("fznh", 64, g->flows->rcu, SOCKET_ID_ANY, &err);
+    if (g->nh == nullptr) {
+        fail(err.c_str());
+    }
+    dp::NextHop gw;
+    std::memcpy(gw.mac.addr_bytes, workerfuzz::kGatewayMac.data(), 6);
+    gw.port = g->nic_port;
+    g->nh->set_default(4, gw);
+    g->nh->set_default(6, gw);
+
+    const Net& n = g->net;
+    Installer in(*g->flows);
+    in.alloc(1, n.client1, n.listen4, &n.relayed1_4, &n.relayed1_6);
+    in.perm(1, n.relayed1_4, n.peer4);
+    in.perm(1, n.relayed1_4, n.perm_only4);
+    in.perm(1, n.relayed1_6, n.peer6);
+    in.chan(1, n.relayed1_4, n.peer4, 0x4001);
+    in.chan(1, n.relayed1_4, n.peer4b, 0x4002);
+    in.chan(1, n.relayed1_4, n.peer4c, 0x4003);
+    in.chan(1, n.relayed1_6, n.peer6, 0x4004);
+    in.alloc(2, n.client2, n.listen6, nullptr, &n.relayed2);
+    in.perm(2, n.relayed2, n.peer6);
+    in.perm(2, n.relayed2, n.perm_only6);
+    in.chan(2, n.relayed2, n.peer6, 0x4001);
+    in.alloc(3, n.client3, n.listen4, &n.relayed3, nullptr, 100000);
+    in.perm(3, n.relayed3, n.peer4d);
+    in.chan(3, n.relayed3, n.peer4d, 0x4001);
+
+    for (uint32_t id = 0; id < 2; id++) {
+        dp::WorkerConfig wc;
+        wc.id = id;
+        wc.workers = 2;
+        wc.nic_port = g->nic_port;
+        wc.exc_port = g->exc_port;
+        wc.express = id == 0;
+        wc.express_rest = 0;  // the lane tries every burst, however the last one went
+        std::memcpy(wc.port_mac[g->nic_port].addr_bytes, workerfuzz::kPortMac.data(), 6);
+        g->w[id].init(wc, g->flows, g->nh);
+    }
+    // Each worker's client cache learns the three clients (lookup.cc fills
+    // it on a miss), so that an input's first ChannelData can take the
+    // express lane all the way.
+    for (const turn::Address* c : {&n.client1, &n.client2, &n.client3}) {
+        dptest::Frame f;
+        f.dst_mac = workerfuzz::kPortMac;
+        f.src_mac = workerfuzz::kHostMac;
+        f.src = *c;
+        f.dst = c->is_v4() ? n.listen4 : n.listen6;
+        f.payload = dptest::channel_data(0x4001, dptest::pattern(16));
+        const Bytes b = dptest::build(f);
+        for (dp::Worker& w : g->w) {
+            rte_mbuf* m = frame_mbuf({{b.data(), b.size()}, 0});
+            dp::process_burst(w, &m, 1, g->now);
+            void* o = nullptr;
+            while (rte_ring_dequeue(g->nic_out, &o) == 0 || rte_ring_dequeue(g->exc_out, &o) == 0) {
+                rte_pktmbuf_free(static_cast<rte_mbuf*>(o));
+            }
+        }
+    }
+}
+
+void free_ext(void* addr, void* opaque) {
+    std::free(addr);
+    delete static_cast<rte_mbuf_ext_shared_info*>(opaque);
+}
+
+// An mbuf whose buffer is a heap block of exactly headroom + frame +
+// tailroom bytes.
+rte_mbuf* frame_mbuf(const In& in) {
+    const std::span<const uint8_t> f = in.bytes;
+    rte_mbuf* m = rte_pktmbuf_alloc(g->pool);
+    if (m == nullptr) {
+        fail("mempool empty");
+    }
+    const size_t len = RTE_PKTMBUF_HEADROOM + f.size() + in.tail;
+    auto* buf = static_cast<uint8_t*>(std::malloc(len));
+    auto* sh = new rte_mbuf_ext_shared_info{};
+    sh->free_cb = free_ext;
+    sh->fcb_opaque = sh;
+    rte_mbuf_ext_refcnt_set(sh, 1);
+    std::memset(buf, 0, RTE_PKTMBUF_HEADROOM);
+    if (!f.empty()) {
+        std::memcpy(buf + RTE_PKTMBUF_HEADROOM, f.data(), f.size());
+    }
+    rte_pktmbuf_attach_extbuf(m, buf, RTE_BAD_IOVA, static_cast<uint16_t>(len), sh);
+    m->data_off = RTE_PKTMBUF_HEADROOM;
+    m->data_len = static_cast<uint16_t>(f.size());
+    m->pkt_len = f.size();
+    return m;
+}
+
+struct Sent {
+    size_t frame;  // index of the received frame it came from
+    Bytes bytes;
+};
+struct Run {
+    std::vector<Sent> nic, exc;
+    dp::Counters delta;
+};
+
+void drain(rte_ring* r, const std::vector<rte_mbuf*>& in, size_t base, std::vector<Sent>& out) {
+    void* o = nullptr;
+    while (rte_ring_dequeue(r, &o) == 0) {
+        auto* m = static_cast<rte_mbuf*>(o);
+        size_t idx = SIZE_MAX;
+        for (size_t i = 0; i < in.size(); i++) {
+            if (in[i] == m) {
+                idx = base + i;
+            }
+        }
+        if (idx == SIZE_MAX) {
+            fail("an mbuf left that was not received");
+        }
+        if (m->nb_segs != 1 || m->pkt_len != m->data_len) {
+            fail("a chained mbuf left", idx);
+        }
+        const auto* d = rte_pktmbuf_mtod(m, const uint8_t*);
+        out.push_back({idx, Bytes(d, d + m->data_len)});
+        rte_pktmbuf_free(m);
+    }
+}
+
+Run run(dp::Worker& w, const std::vector<In>& frames, size_t burst, uint64_t step) {
+    Run r;
+    const dp::Counters before = w.counters;
+    uint64_t now = g->now;
+    for (size_t b = 0; b < frames.size(); b += burst) {
+        const size_t n = std::min(burst, frames.size() - b);
+        std::vector<rte_mbuf*> mb(n);
+        for (size_t i = 0; i < n; i++) {
+            mb[i] = frame_mbuf(frames[b + i]);
+        }
+        std::vector<rte_mbuf*> arg = mb;
+        dp::process_burst(w, arg.data(), static_cast<uint16_t>(n), now);
+        drain(g->nic_out, mb, b, r.nic);
+        drain(g->exc_out, mb, b, r.exc);
+        now += step;
+    }
+    for (size_t k = 0; k < dp::kCounterCount; k++) {
+        r.delta.v[k] = w.counters.v[k] - before.v[k];
+    }
+    return r;
+}
+
+uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+// The UDP checksum of a datagram `u` of `ulen` bytes between addresses
+// `src`/`dst` (4 or 16 bytes each) is valid: the sum over the pseudo-header
+// and the datagram is all ones. Over IPv4 a zero checksum counts as valid
+// (none sent); over IPv6 it is invalid.
+bool udp_checksum_ok(const uint8_t* src, const uint8_t* dst, size_t alen, const uint8_t* u, size_t ulen) {
+    const uint16_t ck = be16(u + 6);
+    if (ck == 0) {
+        return alen == 4;
+    }
+    uint32_t pseudo = 17 + static_cast<uint32_t>(ulen);
+    for (size_t i = 0; i < alen; i += 2) {
+        pseudo += be16(src + i) + be16(dst + i);
+    }
+    return dptest::checksum(u, ulen, pseudo) == 0;
+}
+
+// Whether a received frame is plain Ethernet + IPv4 (no options, not a
+// fragment) or IPv6 (no extension headers) + UDP with consistent lengths and
+// a valid UDP checksum: then its forwarded form must carry a valid one too.
+bool received_checksum_ok(std::span<const uint8_t> f) {
+    if (f.size() < 14 + 20 + 8) {
+        return false;
+    }
+    const uint16_t type = be16(f.data() + 12);
+    const uint8_t* ip = f.data() + 14;
+    if (type == 0x0800 && ip[0] == 0x45 && ip[9] == 17 && (be16(ip + 6) & 0x3fff) == 0) {
+        const size_t tot = be16(ip + 2);
+        if (tot < 28 || tot > f.size() - 14) {
+            return false;
+        }
+        const uint8_t* u = ip + 20;
+        const size_t ulen = be16(u + 4);
+        return ulen >= 8 && ulen <= tot - 20 && udp_checksum_ok(ip + 12, ip + 16, 4, u, ulen);
+    }
+    if (type == 0x86dd && f.size() >= 14 + 40 + 8 && (ip[0] >> 4) == 6 && ip[6] == 17) {
+        const size_t plen = be16(ip + 4);
+        if (plen < 8 || plen > f.size() - 54) {
+            return false;
+        }
+        const uint8_t* u = ip + 40;
+        const size_t ulen = be16(u + 4);
+        return ulen >= 8 && ulen <= plen && udp_checksum_ok(ip + 8, ip + 24, 16, u, ulen);
+    }
+    return false;
+}
+
+bool inside(std::span<const uint8_t> hay, std::span<const uint8_t> needle) {
+    return needle.empty() || memmem(hay.data(), hay.size(), needle.data(), needle.size()) != nullptr;
+}
+
+void check_forwarded(const Sent& s, std::span<const uint8_t> in) {
+    const Bytes& o = s.bytes;
+    const size_t i = s.frame;
+    if (o.size() < 14 + 20 + 8 || std::memcmp(o.data(), workerfuzz::kGatewayMac.data(), 6) != 0 ||
+        std::memcmp(o.data() + 6, workerfuzz::kPortMac.data(), 6) != 0) {
+        fail("forwarded frame: short, or not from the port's MAC to the gateway's", i);
+    }
+    const uint8_t* ip = o.data() + 14;
+    const uint8_t* u = nullptr;
+    size_t ulen = 0;
+    bool ck = false;
+    if (be16(o.data() + 12) == 0x0800) {
+        if (ip[0] != 0x45 || ip[9] != 17 || be16(ip + 2) != o.size() - 14 || dptest::checksum(ip, 20) != 0) {
+            fail("forwarded IPv4 header: version/IHL, protocol, total length or checksum", i);
+        }
+        u = ip + 20;
+        ulen = o.size() - 34;
+        ck = udp_checksum_ok(ip + 12, ip + 16, 4, u, ulen);
+    } else if (be16(o.data() + 12) == 0x86dd) {
+        if (o.size() < 14 + 40 + 8 || (ip[0] >> 4) != 6 || ip[6] != 17 || be16(ip + 4) != o.size() - 54) {
+            fail("forwarded IPv6 header: version, next header or payload length", i);
+        }
+        u = ip + 40;
+        ulen = o.size() - 54;
+        ck = udp_checksum_ok(ip + 8, ip + 24, 16, u, ulen);
+    } else {
+        fail("forwarded frame is neither IPv4 nor IPv6", i);
+    }
+    if (be16(u + 4) != ulen) {
+        fail("forwarded UDP length differs from the IP payload", i);
+    }
+    if (received_checksum_ok(in) && !ck) {
+        fail("forwarded UDP checksum wrong for a frame received with a valid one", i);
+    }
+    const std::span<const uint8_t> pl(u + 8, ulen - 8);
+    if (be16(u) != g->net.listen4.port || pl.empty()) {
+        if (!inside(in, pl)) {
+            fail("data sent to a peer that the received frame did not carry", i);
+        }
+        return;
+    }
+    // To a client: from a listening address.
+    if ((pl[0] & 0xc0) == 0x40) {
+        if (pl.size() < 4 || be16(pl.data() + 2) != pl.size() - 4 || !inside(in, pl.subspan(4))) {
+            fail("ChannelData to a client: length field, or data the frame did not carry", i);
+        }
+        return;
+    }
+    turn::stun::MessageView v;
+    if (turn::stun::parse(pl, v) != turn::stun::ParseError::kOk ||
+        !v.is(turn::stun::Method::kData, turn::stun::Class::kIndication)) {
+        fail("a message to a client that is neither ChannelData nor a Data indication", i);
+    }
+    const auto* data = v.find(turn::stun::attr::kData);
+    if (data == nullptr || v.find(turn::stun::attr::kXorPeerAddress) == nullptr || !inside(in, v.value(*data))) {
+        fail("Data indication without DATA or XOR-PEER-ADDRESS, or data the frame did not carry", i);
+    }
+}
+
+uint64_t sum(const dp::Counters& c, std::string_view prefix) {
+    uint64_t s = 0;
+    for (size_t k = 0; k < dp::kCounterCount; k++) {
+        if (dp::counter_name(static_cast<Counter>(k)).starts_with(prefix)) {
+            s += c.v[k];
+        }
+    }
+    return s;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    init();
+    if (size == 0) {
+        return 0;
+    }
+    const size_t burst = (data[0] & 31u) + 1;
+    const unsigned k = data[0] >> 5;
+    const uint64_t step = k == 0 ? 0 : uint64_t{1} << (4 * k);
+    std::vector<In> frames;
+    for (size_t off = 1; off + 2 <= size && frames.size() < workerfuzz::kMaxFrames;) {
+        const uint16_t word = be16(data + off);
+        const size_t len = std::min<size_t>(word & workerfuzz::kLenMask, size - off - 2);
+        frames.push_back({{data + off + 2, len}, size_t{word} >> workerfuzz::kTailShift});
+        off += 2 + len;
+    }
+    if (frames.empty()) {
+        return 0;
+    }
+
+    const Run a = run(g->w[0], frames, burst, step);
+    const Run b = run(g->w[1], frames, burst, step);
+    g->now += step * (frames.size() / burst + 1) + (uint64_t{1} << 40);  // buckets full again for the next input
+
+    if (std::getenv("WORKER_FUZZ_VERBOSE") != nullptr) {  // what the input did, for people
+        std::fprintf(stderr, "%zu frames:", frames.size());
+        for (size_t k2 = 0; k2 < dp::kCounterCount; k2++) {
+            if (a.delta.v[k2] != 0) {
+                const auto nm = dp::counter_name(static_cast<Counter>(k2));
+                std::fprintf(stderr, " %.*s=%llu", static_cast<int>(nm.size()), nm.data(),
+                             static_cast<unsigned long long>(a.delta.v[k2]));
+            }
+        }
+        std::fprintf(stderr, "\n");
+    }
+    for (const Run* r : {&a, &b}) {
+        const uint64_t fwd = sum(r->delta, "fwd_"), punt = sum(r->delta, "punt_"), drop = sum(r->delta, "drop_");
+        if (r->delta.get(Counter::rx) != frames.size() || fwd != r->nic.size() || punt != r->exc.size() ||
+            fwd + punt + drop != frames.size()) {
+            fail("frames not accounted for: rx, fwd_* (NIC), punt_* (exception port) and drop_* disagree");
+        }
+    }
+    for (size_t k2 = 0; k2 < dp::kCounterCount; k2++) {
+        if (a.delta.v[k2] != b.delta.v[k2]) {
+            fail(std::string(dp::counter_name(static_cast<Counter>(k2))).insert(0, "the lane and the stages differ in ").c_str());
+        }
+    }
+    for (auto [x, y] : {std::pair{&a.nic, &b.nic}, std::pair{&a.exc, &b.exc}}) {
+        for (size_t i = 0; i < x->size(); i++) {
+            if ((*x)[i].frame != (*y)[i].frame || (*x)[i].bytes != (*y)[i].bytes) {
+                fail("the lane and the stages sent different frames", (*x)[i].frame);
+            }
+        }
+    }
+    for (const Sent& s : a.exc) {
+        const auto f = frames[s.frame].bytes;
+        if (s.bytes.size() != f.size() || !std::equal(f.begin(), f.end(), s.bytes.begin())) {
+            fail("a punted frame changed on its way to the kernel", s.frame);
+        }
+    }
+    for (const Sent& s : a.nic) {
+        check_forwarded(s, frames[s.frame].bytes);
+    }
+    return 0;
+}

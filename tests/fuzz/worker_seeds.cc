@@ -1,0 +1,182 @@
+// Writes the seed corpus of worker_fuzz.cc (tests/fuzz/corpus/worker/): one
+// input per fast-path case, drop and punt of the relay in worker_net.h, and
+// mixed bursts of all of them, with frames built by the golden tests'
+// independent packet builder (tests/dataplane/packet_builder.h).
+//
+//   build/tests/fuzz/worker_seeds tests/fuzz/corpus/worker
+//
+// The output is deterministic; the files are committed.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "packet_builder.h"
+#include "worker_net.h"
+
+namespace {
+
+using dptest::Bytes;
+using dptest::Frame;
+using turn::Address;
+using workerfuzz::Net;
+
+const Net kNet;
+constexpr std::array<uint8_t, 12> kTxid = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+
+Frame udp(const Address& src, const Address& dst, Bytes payload) {
+    Frame f;
+    f.dst_mac = workerfuzz::kPortMac;
+    f.src_mac = workerfuzz::kHostMac;
+    f.src = src;
+    f.dst = dst;
+    f.payload = std::move(payload);
+    return f;
+}
+
+void fix_ipv4_checksum(Bytes& b, size_t l3) {
+    b[l3 + 10] = 0;
+    b[l3 + 11] = 0;
+    const uint16_t c = dptest::checksum(&b[l3], 20);
+    b[l3 + 10] = static_cast<uint8_t>(c >> 8);
+    b[l3 + 11] = static_cast<uint8_t>(c);
+}
+
+std::vector<std::pair<std::string, Bytes>> cases() {
+    const Net& n = kNet;
+    const Bytes d = dptest::pattern(100);
+    std::vector<std::pair<std::string, Bytes>> c;
+    auto add = [&](std::string name, const Frame& f) { c.emplace_back(std::move(name), dptest::build(f)); };
+
+    // Client -> peer.
+    add("cd4-slot0", udp(n.client1, n.listen4, dptest::channel_data(0x4001, d)));
+    add("cd4-slot1", udp(n.client1, n.listen4, dptest::channel_data(0x4002, d)));
+    add("cd4-hash", udp(n.client1, n.listen4, dptest::channel_data(0x4003, d)));
+    add("cd4-to-v6-peer", udp(n.client1, n.listen4, dptest::channel_data(0x4004, d)));
+    add("cd4-padded", udp(n.client1, n.listen4, dptest::channel_data(0x4001, dptest::pattern(99), 1)));
+    add("cd4-odd-pad3", udp(n.client1, n.listen4, dptest::channel_data(0x4001, dptest::pattern(97), 3)));
+    add("cd4-unbound", udp(n.client1, n.listen4, dptest::channel_data(0x4005, d)));
+    add("cd4-empty", udp(n.client1, n.listen4, dptest::channel_data(0x4001, {})));
+    add("cd4-unknown-client", udp(n.stranger4, n.listen4, dptest::channel_data(0x4001, d)));
+    add("cd4-rate-limited", udp(n.client3, n.listen4, dptest::channel_data(0x4001, dptest::pattern(1000))));
+    add("cd6-slot0", udp(n.client2, n.listen6, dptest::channel_data(0x4001, d)));
+    {
+        Bytes cd = dptest::channel_data(0x4001, d);
+        cd[3] = 200;  // length beyond the datagram
+        add("cd4-bad-length", udp(n.client1, n.listen4, cd));
+    }
+    add("send4", udp(n.client1, n.listen4, dptest::send_indication(kTxid, n.peer4, d, false)));
+    add("send4-fingerprint", udp(n.client1, n.listen4, dptest::send_indication(kTxid, n.perm_only4, d, true)));
+    add("send4-no-permission", udp(n.client1, n.listen4, dptest::send_indication(kTxid, n.stranger4, d, false)));
+    add("send4-to-v6-peer", udp(n.client1, n.listen4, dptest::send_indication(kTxid, n.peer6, d, false)));
+    add("send6", udp(n.client2, n.listen6, dptest::send_indication(kTxid, n.perm_only6, d, true)));
+    // Peer -> client.
+    add("peer4-channel", udp(n.peer4, n.relayed1_4, d));
+    add("peer4-data", udp(n.perm_only4, n.relayed1_4, dptest::pattern(101)));
+    add("peer4-no-permission", udp(n.stranger4, n.relayed1_4, d));
+    add("peer4-data-by-ip", udp(n.peer4, n.relayed3, d));  // allocation 3's permission is for the IP
+    add("peer4-unknown-port", udp(n.peer4, Address::parse("198.18.0.1:49160").value(), d));
+    add("peer6-channel-to-v4-client", udp(n.peer6, n.relayed1_6, d));
+    add("peer6-channel", udp(n.peer6, n.relayed2, d));
+    add("peer6-data", udp(n.perm_only6, n.relayed2, dptest::pattern(33)));
+    add("peer4-rate-limited", udp(n.peer4d, n.relayed3, dptest::pattern(1200)));
+    // The exception path.
+    add("stun-binding", udp(n.stranger4, n.listen4, dptest::stun_binding_request()));
+    add("stun-binding6", udp(n.stranger6, n.listen6, dptest::stun_binding_request()));
+    {
+        Frame f = udp(n.client1, n.listen4, dptest::channel_data(0x4001, d));
+        f.zero_udp_checksum = true;
+        add("cd4-zero-udp-checksum", f);
+        f = udp(n.client1, n.listen4, dptest::channel_data(0x4001, d));
+        f.vlan = 100;
+        add("cd4-vlan", f);
+        f = udp(n.peer4, n.relayed1_4, d);
+        f.proto = 1;
+        add("icmp4", f);
+        f = udp(n.peer4, n.relayed1_4, dptest::pattern(1480));
+        add("peer4-over-mtu", f);
+    }
+    {
+        Bytes b = dptest::build(udp(n.client1, n.listen4, dptest::channel_data(0x4001, d)));
+        b[14 + 6] |= 0x20;  // more fragments
+        fix_ipv4_checksum(b, 14);
+        c.emplace_back("cd4-fragment", b);
+        b = dptest::build(udp(n.client1, n.listen4, dptest::channel_data(0x4001, d)));
+        b[14 + 10] ^= 0xff;
+        c.emplace_back("cd4-bad-ip-checksum", b);
+        b = dptest::build(udp(n.client1, n.listen4, dptest::channel_data(0x4001, d)));
+        b[14 + 20 + 6] ^= 0x5a;
+        c.emplace_back("cd4-bad-udp-checksum", b);
+    }
+    {
+        Bytes arp(42, 0);
+        for (int i = 0; i < 6; i++) {
+            arp[static_cast<size_t>(i)] = 0xff;
+        }
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        c.emplace_back("arp", arp);
+    }
+    return c;
+}
+
+// tail: bytes of tailroom after each frame (worker_net.h).
+Bytes input(uint8_t ctl, const std::vector<const Bytes*>& frames, unsigned tail = 4) {
+    Bytes in{ctl};
+    for (const Bytes* f : frames) {
+        in.push_back(static_cast<uint8_t>(f->size() >> 8 | tail << (workerfuzz::kTailShift - 8)));
+        in.push_back(static_cast<uint8_t>(f->size()));
+        in.insert(in.end(), f->begin(), f->end());
+    }
+    return in;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    const std::filesystem::path dir(argv[1]);
+    std::filesystem::create_directories(dir);
+    const auto c = cases();
+    auto write = [&](const std::string& name, const Bytes& b) {
+        std::ofstream(dir / name, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+    };
+    std::vector<const Bytes*> all;
+    for (const auto& [name, frame] : c) {
+        write(name, input(0, {&frame}));
+        all.push_back(&frame);
+    }
+    // Every case in one burst of 32 and the rest in a second; the same in
+    // bursts of 4 with the clock moving (bandwidth buckets refill); and the
+    // lane's common case, 40 ChannelData frames from both sides.
+    write("mixed-burst32", input(31, all));
+    write("mixed-burst32-no-tailroom", input(31, all, 0));
+    write("mixed-burst4-clock", input(3 | 3 << 5, all));
+    auto frame = [&](const std::string& name) -> const Bytes* {
+        for (const auto& [nm, f] : c) {
+            if (nm == name) {
+                return &f;
+            }
+        }
+        std::fprintf(stderr, "no case %s\n", name.c_str());
+        std::exit(1);
+    };
+    std::vector<const Bytes*> cd;
+    for (int i = 0; i < 20; i++) {
+        cd.push_back(frame("cd4-slot0"));
+        cd.push_back(frame("peer4-channel"));
+    }
+    write("channeldata-both-ways", input(31, cd));
+    // Allocation 3's bandwidth limit: 80 kB in bursts of 32, 16 cycles
+    // apart, against a bucket of 64 KiB (worker/police.cc).
+    const std::vector<const Bytes*> limited(80, frame("cd4-rate-limited"));
+    write("rate-limited-bursts", input(31 | 1 << 5, limited));
+    std::printf("%zu inputs in %s\n", c.size() + 5, dir.c_str());
+    return 0;
+}
