@@ -28,7 +28,7 @@ std::string relays_string(const Allocation& a) {
 
 AllocationManager::AllocationManager(Shared& shared, const Clock& clock, TimerWheel& wheel, PacketIo& io,
                                      OffloadHook& offload, Stats& stats)
-    : shared_(shared), clock_(clock), wheel_(wheel), io_(io), offload_(offload), stats_(stats), next_id_(0) {}
+    : shared_(shared), clock_(clock), wheel_(wheel), io_(io), offload_(offload), stats_(stats) {}
 
 AllocationManager::~AllocationManager() {
     while (!by_tuple_.empty()) {

@@ -130,7 +130,6 @@ private:
     OffloadHook& offload_;
     OffloadHook no_offload_;  // offload_for()'s hook for allocations that are not offloaded
     Stats& stats_;
-    uint64_t next_id_;
     bool track_ = false;
     std::unordered_set<uint64_t> dirty_;  // allocation ids changed since take_changes()
     std::vector<uint64_t> removed_;
