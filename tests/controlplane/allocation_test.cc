@@ -96,6 +96,24 @@ TEST_F(ServerTest, RetransmittedAllocateGetsIdenticalAnswer) {
     EXPECT_EQ(late->code(), 437);
 }
 
+// Only a retransmission gets the cached answer: another method under the
+// same transaction ID (a broken client, or a hostile one) is answered as
+// itself, never with the Allocate's response.
+TEST_F(ServerTest, ReusedTransactionIdForAnotherMethodIsNotARetransmission) {
+    const auto c = creds(tuple());
+    const auto txid = random_txid();
+    auto first = exchange(tuple(), build(M::kAllocate, stun::Class::kRequest,
+                                         [](auto& b) { b.add_requested_transport(stun::kProtoUdp); }, &c, txid));
+    ASSERT_TRUE(first && first->success());
+    auto other = exchange(tuple(), build(M::kCreatePermission, stun::Class::kRequest,
+                                         [](auto& b) { b.add_xor_address(stun::attr::kXorPeerAddress, A("198.18.9.9:1")); },
+                                         &c, txid));
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->view.method(), static_cast<uint16_t>(M::kCreatePermission));
+    EXPECT_TRUE(other->success());
+    EXPECT_EQ(io.open.size(), 1u);
+}
+
 TEST_F(ServerTest, RetransmittedRefreshZeroStillSucceeds) {
     ASSERT_TRUE(allocate(tuple()).success());
     const auto c = creds(tuple());
