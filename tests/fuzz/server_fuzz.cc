@@ -1,0 +1,341 @@
+// libFuzzer target for the control plane's protocol core (controlplane/core:
+// Server and every handler) behind the network: a script of client
+// datagrams, peer datagrams, ICMP errors, RFC 6062 connection events and
+// clock steps, played against a fresh Server with a recording PacketIo
+// (tests/controlplane/fake_io.h) and a hand-driven clock.
+//
+// A script step may ask for its message to be signed: the harness parses it,
+// keeps its type, transaction id and attributes, and adds a valid USERNAME,
+// REALM, NONCE, MESSAGE-INTEGRITY (MD5 key) or PASSWORD-ALGORITHMS,
+// PASSWORD-ALGORITHM and MESSAGE-INTEGRITY-SHA256 (SHA-256 key), and
+// FINGERPRINT, so
+// that mutations reach the handlers behind authentication instead of
+// stopping at 401.
+//
+// Script (server_net.h has the encoding): records of op, selector, 16-bit
+// length, payload.
+//
+// Invariants (a violation prints what failed and traps):
+//   1. everything sent to a client is STUN or ChannelData: a STUN message
+//      parses, ChannelData's length field fits the datagram; the one
+//      exception, an RFC 3489 Binding response, has an exact length field
+//      and echoes its request's 16-byte transaction id;
+//   2. a success or error response to a client's request names that
+//      request's transaction id and method;
+//   3. an error response carries an ERROR-CODE between 300 and 699.
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "auth/credentials.h"
+#include "core/auth.h"
+#include "core/clock.h"
+#include "core/offload.h"
+#include "core/server.h"
+#include "core/shared.h"
+#include "core/stats.h"
+#include "fake_io.h"
+#include "server_net.h"
+#include "stun/builder.h"
+#include "stun/constants.h"
+#include "stun/message.h"
+
+namespace {
+
+using namespace turn;
+using namespace turn::cp;
+namespace attr = turn::stun::attr;
+
+[[noreturn]] void fail(const char* what) {
+    std::fprintf(stderr, "server_fuzz: %s\n", what);
+    __builtin_trap();
+}
+
+Address A(const char* s) { return *Address::parse(s); }
+
+struct World {
+    ManualClock clock;
+    test::FakeIo io;
+    OffloadHook hook;
+    Stats stats;
+    std::unique_ptr<Shared> shared;
+    std::unique_ptr<Server> server;
+};
+
+std::unique_ptr<World> make_world() {
+    auto w = std::make_unique<World>();
+    Config c;
+    c.listen = {A(servernet::kListen4), A(servernet::kListen6)};
+    c.listen_tcp = c.listen;
+    c.relay_ips = {A("198.18.0.1"), A("fd00::1")};
+    c.relay_port_min = 50000;
+    c.relay_port_max = 50099;
+    c.realm = servernet::kRealm;
+    c.users = {{"alice", "alice-pw"}, {"bob", "bob-pw"}};
+    c.metrics_listen = "";
+    std::string err;
+    const std::array<uint8_t, 32> secret{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    w->shared = Shared::create(c, secret, err);
+    if (!w->shared) {
+        std::fprintf(stderr, "server_fuzz: %s\n", err.c_str());
+        fail("configuration refused");
+    }
+    w->server = std::make_unique<Server>(*w->shared, w->clock, w->io, w->hook, w->stats);
+    return w;
+}
+
+FiveTuple client_tuple(uint8_t sel) {
+    const bool v6 = (sel & servernet::kSelV6) != 0;
+    const auto port = static_cast<uint16_t>(5000 + (sel & servernet::kSelPortMask));
+    return FiveTuple{A(v6 ? "[fd00::99]:5000" : "198.18.1.1:5000").with_port(port),
+                     A(v6 ? servernet::kListen6 : servernet::kListen4),
+                     (sel & servernet::kSelTcp) != 0 ? Transport::kTcp : Transport::kUdp};
+}
+
+// The message signed for the client of `ft`: its type, transaction id and
+// attributes (but the credential ones), then valid credentials.
+std::optional<std::vector<uint8_t>> sign(World& w, const FiveTuple& ft, uint8_t sel, std::span<const uint8_t> msg) {
+    stun::MessageView v;
+    if (stun::parse(msg, v) != stun::ParseError::kOk) {
+        return std::nullopt;
+    }
+    const std::string user = (sel & servernet::kSelBob) != 0 ? "bob" : "alice";
+    std::vector<uint8_t> buf(msg.size() + 256);
+    stun::MessageBuilder b(buf, v.type(), v.transaction_id());
+    for (const stun::RawAttribute& a : v.attributes()) {
+        switch (a.type) {
+        case attr::kUsername:
+        case attr::kUserhash:
+        case attr::kRealm:
+        case attr::kNonce:
+        case attr::kMessageIntegrity:
+        case attr::kMessageIntegritySha256:
+        case attr::kFingerprint:
+        case attr::kPasswordAlgorithm:
+        case attr::kPasswordAlgorithms:
+            break;
+        default:
+            b.add(a.type, v.value(a));
+        }
+    }
+    b.add_text(attr::kUsername, user);
+    b.add_text(attr::kRealm, servernet::kRealm);
+    b.add_text(attr::kNonce, w.shared->nonces->issue(ft.client.normalised().with_port(0), w.clock.unix_s(),
+                                                    Authenticator::kNonceFeatures));
+    const bool sha = (sel & servernet::kSelSha256) != 0;
+    const auto alg = sha ? stun::PasswordAlgorithm::kSha256 : stun::PasswordAlgorithm::kMd5;
+    if (sha) {  // RFC 8489 section 9.2.3.1: the algorithms offered, and the one chosen
+        const std::array<stun::PasswordAlgorithm, 2> algs = {stun::PasswordAlgorithm::kSha256,
+                                                             stun::PasswordAlgorithm::kMd5};
+        b.add_password_algorithms(algs);
+        b.add_password_algorithm(alg);
+    }
+    const auto key = auth::long_term_key(alg, user, servernet::kRealm, user + "-pw");
+    if (!key) {
+        fail("no long-term key");
+    }
+    if (sha) {
+        b.add_message_integrity_sha256(key->span());
+    } else {
+        b.add_message_integrity(key->span());
+    }
+    b.add_fingerprint();
+    if (!b.ok()) {
+        return std::nullopt;
+    }
+    buf.resize(b.size());
+    return buf;
+}
+
+const bool g_verbose = std::getenv("SERVER_FUZZ_VERBOSE") != nullptr;  // what was sent, for people
+
+// An RFC 3489 Binding response (RFC 8489 section 12): a 16-byte transaction
+// id where the magic cookie would be, echoed from the request `raw`.
+bool classic_binding_response(std::span<const uint8_t> d, const FiveTuple& to, const FiveTuple* asker,
+                              std::span<const uint8_t> raw) {
+    if (d.size() < 20 || d[0] != 0x01 || (d[1] != 0x01 && d[1] != 0x11) ||
+        (d[4] == 0x21 && d[5] == 0x12 && d[6] == 0xa4 && d[7] == 0x42)) {
+        return false;
+    }
+    if ((size_t{d[2]} << 8 | d[3]) != d.size() - 20) {
+        fail("an RFC 3489 Binding response whose length field is not its size");
+    }
+    if (asker != nullptr && to == *asker &&
+        (raw.size() < 20 || !std::equal(d.begin() + 4, d.begin() + 20, raw.begin() + 4))) {
+        fail("an RFC 3489 Binding response that does not echo the request's transaction id");
+    }
+    return true;
+}
+
+void check_sent(const test::FakeIo& io, size_t from, const FiveTuple* asker, const stun::MessageView* req,
+                std::span<const uint8_t> raw = {}) {
+    for (size_t i = from; i < io.client.size(); i++) {
+        const auto& s = io.client[i];
+        const std::span<const uint8_t> d(s.bytes);
+        if (d.empty()) {
+            fail("an empty datagram to a client");
+        }
+        if (classic_binding_response(d, s.to, asker, raw)) {
+            continue;
+        }
+        if (g_verbose) {
+            std::fprintf(stderr, "  -> %s %zu bytes:", s.to.client.to_string().c_str(), d.size());
+            stun::MessageView m;
+            if (stun::parse(d, m) == stun::ParseError::kOk) {
+                const auto* ec = m.find(attr::kErrorCode);
+                std::fprintf(stderr, " method 0x%03x class %d txid %02x%02x..", m.method(), static_cast<int>(m.cls()),
+                             m.transaction_id()[0], m.transaction_id()[11]);
+                if (ec != nullptr && ec->length >= 4) {
+                    std::fprintf(stderr, " error %d", (m.value(*ec)[2] & 7) * 100 + m.value(*ec)[3]);
+                }
+            }
+            std::fprintf(stderr, "\n");
+        }
+        if ((d[0] & 0xc0) == 0x40) {
+            if (d.size() < 4 || size_t{4} + (size_t{d[2]} << 8 | d[3]) > d.size()) {
+                fail("ChannelData to a client with a length beyond the datagram");
+            }
+            continue;
+        }
+        stun::MessageView v;
+        if (stun::parse(d, v) != stun::ParseError::kOk) {
+            fail("a message to a client that is neither STUN nor ChannelData");
+        }
+        if (v.cls() != stun::Class::kSuccess && v.cls() != stun::Class::kError) {
+            continue;
+        }
+        if (v.cls() == stun::Class::kError) {
+            const auto* ec = v.find(attr::kErrorCode);
+            if (ec == nullptr || ec->length < 4) {
+                fail("an error response without ERROR-CODE");
+            }
+            const auto val = v.value(*ec);
+            const unsigned code = (val[2] & 7u) * 100 + val[3];
+            if (code < 300 || code > 699) {
+                fail("an error response with a code outside 300-699");
+            }
+        }
+        if (asker != nullptr && req != nullptr && s.to == *asker && req->cls() == stun::Class::kRequest) {
+            if (!std::equal(v.transaction_id().begin(), v.transaction_id().end(), req->transaction_id().begin()) ||
+                v.method() != req->method()) {
+                fail("a response that does not answer the request (transaction id or method)");
+            }
+        }
+    }
+}
+
+const Address kPeers[] = {A("198.18.9.9:7000"), A("198.18.9.10:7001"), A("[fd00:9::9]:7000")};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    static const bool quiet = [] {
+        spdlog::set_level(g_verbose ? spdlog::level::info : spdlog::level::off);
+        return true;
+    }();
+    (void)quiet;
+    auto w = make_world();
+    size_t steps = 0;
+    for (size_t off = 0; off + 4 <= size && steps < servernet::kMaxSteps; steps++) {
+        const uint8_t op = data[off];
+        const uint8_t sel = data[off + 1];
+        const size_t len = std::min<size_t>(size_t{data[off + 2]} << 8 | data[off + 3], size - off - 4);
+        const std::span<const uint8_t> pl(data + off + 4, len);
+        off += 4 + len;
+        const size_t before = w->io.client.size();
+        const FiveTuple ft = client_tuple(sel);
+        if (g_verbose) {
+            std::fprintf(stderr, "step %zu: op %u sel 0x%02x, %zu bytes from %s/%s\n", steps, op % servernet::kOps, sel,
+                         len, ft.client.to_string().c_str(), std::string(transport_name(ft.transport)).c_str());
+        }
+        switch (op % servernet::kOps) {
+        case servernet::kClientRaw: {
+            w->server->on_client_datagram(ft, pl);
+            stun::MessageView req;
+            const bool is_stun = stun::parse(pl, req) == stun::ParseError::kOk;
+            check_sent(w->io, before, &ft, is_stun ? &req : nullptr, pl);
+            break;
+        }
+        case servernet::kClientSigned: {
+            const auto m = sign(*w, ft, sel, pl);
+            if (!m) {
+                break;
+            }
+            w->server->on_client_datagram(ft, *m);
+            stun::MessageView req;
+            if (stun::parse(*m, req) != stun::ParseError::kOk) {
+                fail("the harness signed a message that does not parse");
+            }
+            check_sent(w->io, before, &ft, &req);
+            break;
+        }
+        case servernet::kPeer: {
+            if (w->io.open.empty()) {
+                break;
+            }
+            auto it = w->io.open.begin();
+            std::advance(it, sel % w->io.open.size());
+            w->server->on_peer_datagram(it->first, kPeers[(sel >> 4) % std::size(kPeers)], pl);
+            check_sent(w->io, before, nullptr, nullptr);
+            break;
+        }
+        case servernet::kPeerIcmp: {
+            if (w->io.open.empty() || len < 2) {
+                break;
+            }
+            auto it = w->io.open.begin();
+            std::advance(it, sel % w->io.open.size());
+            w->server->on_peer_icmp(it->first, kPeers[(sel >> 4) % std::size(kPeers)], pl[0], pl[1],
+                                    len >= 6 ? uint32_t{pl[2]} << 24 | uint32_t{pl[3]} << 16 | uint32_t{pl[4]} << 8 | pl[5]
+                                             : 0);
+            check_sent(w->io, before, nullptr, nullptr);
+            break;
+        }
+        case servernet::kClock:
+            // sel seconds in 1 s steps (every timer at its tick), then len ms.
+            for (unsigned s = 0; s < sel; s++) {
+                w->clock.advance_s(1);
+                w->server->tick();
+            }
+            w->clock.advance_ms(len);
+            w->server->tick();
+            check_sent(w->io, before, nullptr, nullptr);
+            break;
+        case servernet::kClientClosed:
+            w->server->on_client_closed(ft);
+            check_sent(w->io, before, nullptr, nullptr);
+            break;
+        case servernet::kTcpPeer: {
+            // The k-th Connect the core asked for succeeded or failed, or a
+            // peer connection closed.
+            if (w->io.connects.empty()) {
+                break;
+            }
+            const uint32_t conn = w->io.connects[(sel >> 2) % w->io.connects.size()].second;
+            if ((sel & 3) == 0) {
+                w->server->on_tcp_peer_closed(conn);
+            } else {
+                w->server->on_tcp_peer_connected(conn, (sel & 1) != 0);
+            }
+            check_sent(w->io, before, nullptr, nullptr);
+            break;
+        }
+        default:
+            break;
+        }
+        if (w->io.client.size() > 4096) {
+            w->io.client.clear();
+            w->io.peer_sends.clear();
+        }
+    }
+    return 0;
+}
