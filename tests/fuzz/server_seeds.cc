@@ -8,14 +8,12 @@
 //
 // The output is deterministic; the files are committed.
 #include <array>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "net/address.h"
+#include "seed_writer.h"
 #include "server_net.h"
 #include "stun/builder.h"
 #include "stun/constants.h"
@@ -98,8 +96,8 @@ Bytes send(const Address& p) {
     });
 }
 
-std::vector<std::pair<std::string, Bytes>> scripts() {
-    std::vector<std::pair<std::string, Bytes>> s;
+fuzzseeds::Files scripts() {
+    fuzzseeds::Files s;
     const Bytes payload{9, 8, 7, 6, 5, 4, 3, 2, 1};
     s.emplace_back("udp-channel-send-refresh",
                    Script()
@@ -207,18 +205,4 @@ std::vector<std::pair<std::string, Bytes>> scripts() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
-        return 2;
-    }
-    const std::filesystem::path dir(argv[1]);
-    std::filesystem::create_directories(dir);
-    const auto all = scripts();
-    for (const auto& [name, b] : all) {
-        std::ofstream(dir / name, std::ios::binary)
-            .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-    }
-    std::printf("%zu scripts in %s\n", all.size(), dir.c_str());
-    return 0;
-}
+int main(int argc, char** argv) { return fuzzseeds::write_seeds(argc, argv, scripts()); }

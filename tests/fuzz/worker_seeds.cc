@@ -8,13 +8,12 @@
 // The output is deterministic; the files are committed.
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "packet_builder.h"
+#include "seed_writer.h"
 #include "worker_net.h"
 
 namespace {
@@ -137,24 +136,18 @@ Bytes input(uint8_t ctl, const std::vector<const Bytes*>& frames, unsigned tail 
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
-        return 2;
-    }
-    const std::filesystem::path dir(argv[1]);
-    std::filesystem::create_directories(dir);
     const auto c = cases();
-    auto write = [&](const std::string& name, const Bytes& b) {
-        std::ofstream(dir / name, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-    };
+    fuzzseeds::Files files;
+    auto write = [&](const std::string& name, const Bytes& b) { files.emplace_back(name, b); };
     std::vector<const Bytes*> all;
     for (const auto& [name, frame] : c) {
         write(name, input(0, {&frame}));
         all.push_back(&frame);
     }
-    // Every case in one burst of 32 and the rest in a second; the same in
-    // bursts of 4 with the clock moving (bandwidth buckets refill); and the
-    // lane's common case, 40 ChannelData frames from both sides.
+    // Every case in one burst of 32 and the rest in a second (with and
+    // without tailroom); the same in bursts of 4 with the clock moving
+    // (bandwidth buckets refill); and the lane's common case, 40 ChannelData
+    // frames from both sides.
     write("mixed-burst32", input(31, all));
     write("mixed-burst32-no-tailroom", input(31, all, 0));
     write("mixed-burst4-clock", input(3 | 3 << 5, all));
@@ -177,6 +170,5 @@ int main(int argc, char** argv) {
     // apart, against a bucket of 64 KiB (worker/police.cc).
     const std::vector<const Bytes*> limited(80, frame("cd4-rate-limited"));
     write("rate-limited-bursts", input(31 | 1 << 5, limited));
-    std::printf("%zu inputs in %s\n", c.size() + 5, dir.c_str());
-    return 0;
+    return fuzzseeds::write_seeds(argc, argv, files);
 }
