@@ -1,6 +1,7 @@
 // libFuzzer target for ChannelData framing (RFC 8656 section 12.4):
 // parse_channel_data, channel_data_frame_size, build_channel_data and
-// write_channel_data_header.
+// write_channel_data_header; and message boundaries on a stream
+// (next_stream_frame, RFC 8656 section 3.1), the input read as a TCP stream.
 //
 // Invariants (a violation traps):
 //   1. a parsed frame has a valid channel and its payload lies inside the
@@ -10,7 +11,12 @@
 //   3. rebuilding a parsed frame, padded and unpadded, into a buffer of
 //      exactly the needed size writes that many bytes (padding zeroed),
 //      and the result parses back to the same channel and payload;
-//   4. a buffer one byte too small makes build_channel_data return 0.
+//   4. a buffer one byte too small makes build_channel_data return 0;
+//   5. on a stream, every frame lies inside what is left of it, a STUN frame
+//      is 20 + its length field (a multiple of 4) with no padding, a
+//      ChannelData frame is 4 + its length padded to a multiple of 4; a
+//      frame not all there asks for exactly the bytes it takes, and any
+//      shorter prefix of it also needs more (never a frame or an error).
 // Output buffers are exact-size heap blocks, so a write past the end is an
 // AddressSanitizer report.
 #include <cstddef>
@@ -21,6 +27,7 @@
 
 #include "common/bytes.h"
 #include "turn/channel_data.h"
+#include "turn/stream_framing.h"
 
 namespace {
 
@@ -97,9 +104,61 @@ void exercise(std::span<const uint8_t> in) {
     round_trip(v, true);
 }
 
+// The input as a stream: frame after frame until the framing fails or the
+// bytes run out.
+void exercise_stream(std::span<const uint8_t> in) {
+    while (true) {
+        const StreamFrame f = next_stream_frame(in);
+        keep(to_string(f.status));
+        const uint8_t top = in.empty() ? 0 : in[0] & 0xC0;
+        switch (f.status) {
+        case StreamFrameStatus::kBadType:
+            if (in.empty() || (top != 0x80 && top != 0xC0)) {
+                fail();
+            }
+            return;
+        case StreamFrameStatus::kBadLength:
+            if (in.size() < 4 || top != 0x00 || (load_be16(in.data() + 2) & 3) == 0) {
+                fail();
+            }
+            return;
+        case StreamFrameStatus::kNeedMore:
+            if (f.needed != 0 ? f.needed <= in.size() || in.size() < 4 : in.size() >= 4) {
+                fail();
+            }
+            if (f.needed != 0) {
+                // With all it asked for, the same bytes make a frame.
+                std::vector<uint8_t> more(in.begin(), in.end());
+                more.resize(f.needed);
+                const StreamFrame g = next_stream_frame(more);
+                if (g.status != StreamFrameStatus::kFrame || g.consumed != f.needed) {
+                    fail();
+                }
+            }
+            return;
+        case StreamFrameStatus::kFrame: {
+            const size_t len = load_be16(in.data() + 2);
+            const bool ok = top == 0x00 ? f.message_len == 20 + len && f.consumed == f.message_len && (len & 3) == 0
+                                        : f.message_len == kChannelDataHeader + len && f.consumed == pad4(f.message_len);
+            if (!ok || f.consumed > in.size()) {
+                fail();
+            }
+            for (const size_t cut : {f.consumed - 1, f.consumed / 2}) {
+                if (cut >= 4 && next_stream_frame(in.first(cut)).status != StreamFrameStatus::kNeedMore) {
+                    fail();
+                }
+            }
+            in = in.subspan(f.consumed);
+            break;
+        }
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     exercise(std::span<const uint8_t>(data, size));
+    exercise_stream(std::span<const uint8_t>(data, size));
     return 0;
 }

@@ -426,6 +426,14 @@ def channel_data():
         "bad-cd-empty.bin": b"",
         "bad-cd-stun-message.bin": Msg(BINDING, REQUEST, 3001).bytes(),
         "bad-cd-leading-bits-11.bin": frame(0xC000, b"data"),
+        # TCP streams (RFC 8656 section 3.1): messages back to back, ChannelData
+        # padded to 4; the last one cut short or the framing lost.
+        "stream-stun-cd-stun.bin": Msg(BINDING, REQUEST, 3002).add(SOFTWARE, b"turnrelay corpus").bytes()
+        + frame(0x4000, b"abcde", pad=True)
+        + Msg(BINDING, REQUEST, 3003).bytes(),
+        "stream-cd-cut-short.bin": frame(0x4001, audio, pad=True) + frame(0x4002, video)[:100],
+        "stream-then-bad-type.bin": frame(0x4001, b"abc", pad=True) + b"\x80\x00\x00\x04data",
+        "stream-then-bad-stun-length.bin": frame(0x4001, b"abcd") + b"\x00\x01\x00\x05" + bytes(21),
     }
 
 
