@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -62,7 +63,12 @@ namespace attr = turn::stun::attr;
 
 Address A(const char* s) { return *Address::parse(s); }
 
+// Values a client can only learn from the server, remembered from what it
+// sent, for kSelReuse steps.
+constexpr uint16_t kLearned[] = {attr::kMobilityTicket, attr::kConnectionId, attr::kReservationToken};
+
 struct World {
+    std::map<uint16_t, std::vector<uint8_t>> learned;
     ManualClock clock;
     test::FakeIo io;
     OffloadHook hook;
@@ -123,8 +129,10 @@ std::optional<std::vector<uint8_t>> sign(World& w, const FiveTuple& ft, uint8_t 
         case attr::kPasswordAlgorithm:
         case attr::kPasswordAlgorithms:
             break;
-        default:
-            b.add(a.type, v.value(a));
+        default: {
+            const auto it = (sel & servernet::kSelReuse) != 0 ? w.learned.find(a.type) : w.learned.end();
+            b.add(a.type, it != w.learned.end() ? std::span<const uint8_t>(it->second) : v.value(a));
+        }
         }
     }
     b.add_text(attr::kUsername, user);
@@ -176,8 +184,9 @@ bool classic_binding_response(std::span<const uint8_t> d, const FiveTuple& to, c
     return true;
 }
 
-void check_sent(const test::FakeIo& io, size_t from, const FiveTuple* asker, const stun::MessageView* req,
+void check_sent(World& w, size_t from, const FiveTuple* asker, const stun::MessageView* req,
                 std::span<const uint8_t> raw = {}) {
+    const test::FakeIo& io = w.io;
     for (size_t i = from; i < io.client.size(); i++) {
         const auto& s = io.client[i];
         const std::span<const uint8_t> d(s.bytes);
@@ -209,6 +218,12 @@ void check_sent(const test::FakeIo& io, size_t from, const FiveTuple* asker, con
         stun::MessageView v;
         if (stun::parse(d, v) != stun::ParseError::kOk) {
             fail("a message to a client that is neither STUN nor ChannelData");
+        }
+        for (const uint16_t t : kLearned) {
+            if (const auto* a = v.find(t)) {
+                const auto val = v.value(*a);
+                w.learned[t].assign(val.begin(), val.end());
+            }
         }
         if (v.cls() != stun::Class::kSuccess && v.cls() != stun::Class::kError) {
             continue;
@@ -262,7 +277,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             w->server->on_client_datagram(ft, pl);
             stun::MessageView req;
             const bool is_stun = stun::parse(pl, req) == stun::ParseError::kOk;
-            check_sent(w->io, before, &ft, is_stun ? &req : nullptr, pl);
+            check_sent(*w, before, &ft, is_stun ? &req : nullptr, pl);
             break;
         }
         case servernet::kClientSigned: {
@@ -275,7 +290,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             if (stun::parse(*m, req) != stun::ParseError::kOk) {
                 fail("the harness signed a message that does not parse");
             }
-            check_sent(w->io, before, &ft, &req);
+            check_sent(*w, before, &ft, &req);
             break;
         }
         case servernet::kPeer: {
@@ -285,7 +300,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             auto it = w->io.open.begin();
             std::advance(it, sel % w->io.open.size());
             w->server->on_peer_datagram(it->first, kPeers[(sel >> 4) % std::size(kPeers)], pl);
-            check_sent(w->io, before, nullptr, nullptr);
+            check_sent(*w, before, nullptr, nullptr);
             break;
         }
         case servernet::kPeerIcmp: {
@@ -297,7 +312,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             w->server->on_peer_icmp(it->first, kPeers[(sel >> 4) % std::size(kPeers)], pl[0], pl[1],
                                     len >= 6 ? uint32_t{pl[2]} << 24 | uint32_t{pl[3]} << 16 | uint32_t{pl[4]} << 8 | pl[5]
                                              : 0);
-            check_sent(w->io, before, nullptr, nullptr);
+            check_sent(*w, before, nullptr, nullptr);
             break;
         }
         case servernet::kClock:
@@ -308,11 +323,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
             w->clock.advance_ms(len);
             w->server->tick();
-            check_sent(w->io, before, nullptr, nullptr);
+            check_sent(*w, before, nullptr, nullptr);
             break;
         case servernet::kClientClosed:
             w->server->on_client_closed(ft);
-            check_sent(w->io, before, nullptr, nullptr);
+            check_sent(*w, before, nullptr, nullptr);
             break;
         case servernet::kTcpPeer: {
             // The k-th Connect the core asked for succeeded or failed, or a
@@ -326,7 +341,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             } else {
                 w->server->on_tcp_peer_connected(conn, (sel & 1) != 0);
             }
-            check_sent(w->io, before, nullptr, nullptr);
+            check_sent(*w, before, nullptr, nullptr);
             break;
         }
         default:

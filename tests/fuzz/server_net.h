@@ -9,6 +9,10 @@
 //   kClientSigned  the same, after the harness re-signed it as that client's
 //                  user (alice, or bob with kSelBob; SHA-256 key with
 //                  kSelSha256): it must parse as STUN, or the step is skipped;
+//                  with kSelReuse its MOBILITY-TICKET, CONNECTION-ID and
+//                  RESERVATION-TOKEN values become the last ones the server
+//                  sent (so a Refresh can move, a ConnectionBind bind, and an
+//                  Allocate take its reserved port);
 //   kPeer          the payload as a datagram from peer (selector >> 4) % 3 to
 //                  the (selector % open)-th relayed socket the core opened;
 //   kPeerIcmp      an ICMP error (type, code, 4 bytes of data) from that peer
@@ -37,6 +41,7 @@ constexpr uint8_t kSelV6 = 0x04;
 constexpr uint8_t kSelTcp = 0x08;
 constexpr uint8_t kSelBob = 0x10;
 constexpr uint8_t kSelSha256 = 0x20;
+constexpr uint8_t kSelReuse = 0x40;
 
 constexpr size_t kMaxSteps = 64;
 

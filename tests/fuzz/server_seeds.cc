@@ -140,7 +140,7 @@ fuzzseeds::Files scripts() {
                        .step(kClientSigned, kSelTcp,
                              req(stun::Method::kConnect, [](auto& b) { b.add_xor_address(attr::kXorPeerAddress, kPeer0); }))
                        .step(kTcpPeer, 1)
-                       .step(kClientSigned, kSelTcp | 1,
+                       .step(kClientSigned, kSelTcp | 1 | kSelReuse,
                              req(stun::Method::kConnectionBind, [](auto& b) { b.add_u32(attr::kConnectionId, 1); }))
                        .step(kTcpPeer, 0)
                        .step(kClientClosed, kSelTcp)
@@ -170,7 +170,7 @@ fuzzseeds::Files scripts() {
     s.emplace_back("even-port-reservation",
                    Script()
                        .step(kClientSigned, 0, allocate(stun::kProtoUdp, [](auto& b) { b.add_even_port(true); }))
-                       .step(kClientSigned, 1,
+                       .step(kClientSigned, 1 | kSelReuse,
                              allocate(stun::kProtoUdp, [](auto& b) {
                                  const std::array<uint8_t, 8> token{1, 2, 3, 4, 5, 6, 7, 8};
                                  b.add(attr::kReservationToken, token);
@@ -181,11 +181,13 @@ fuzzseeds::Files scripts() {
                    Script()
                        .step(kClientSigned, 0,
                              allocate(stun::kProtoUdp, [](auto& b) { b.add(attr::kMobilityTicket, std::span<const uint8_t>{}); }))
-                       .step(kClientSigned, 1,
+                       .step(kClientSigned, 1 | kSelReuse,
                              req(stun::Method::kRefresh, [](auto& b) {
                                  const std::array<uint8_t, 32> t{};
                                  b.add(attr::kMobilityTicket, t);
                              }))
+                       .step(kClientRaw, 1, channel_data(0x4000, 4))
+                       .step(kClientSigned, 0, refresh(600))
                        .bytes());
     s.emplace_back("errors",
                    Script()
