@@ -5,13 +5,15 @@
 namespace turn::cp {
 
 const std::vector<uint8_t>* ResponseCache::find(const FiveTuple& ft, std::span<const uint8_t, stun::kTxIdSize> txid,
-                                                uint64_t now_ms) const {
+                                                uint16_t method, uint64_t now_ms) const {
     auto it = by_tuple_.find(ft);
     if (it == by_tuple_.end()) {
         return nullptr;
     }
     for (const auto& e : it->second.entries) {
-        if (!e.bytes.empty() && now_ms - e.stored_ms < kTtlMs && std::equal(txid.begin(), txid.end(), e.txid.begin())) {
+        if (e.bytes.size() >= 2 && now_ms - e.stored_ms < kTtlMs &&
+            std::equal(txid.begin(), txid.end(), e.txid.begin()) &&
+            stun::type_method(static_cast<uint16_t>(e.bytes[0] << 8 | e.bytes[1])) == method) {
             return &e.bytes;
         }
     }

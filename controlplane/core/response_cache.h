@@ -23,8 +23,10 @@ public:
 
     explicit ResponseCache(size_t max_tuples = 65536) : max_tuples_(max_tuples) {}
 
+    // The response to a retransmission: same 5-tuple, transaction ID and
+    // method (a request reusing an ID for another method is a new request).
     const std::vector<uint8_t>* find(const FiveTuple& ft, std::span<const uint8_t, stun::kTxIdSize> txid,
-                                     uint64_t now_ms) const;
+                                     uint16_t method, uint64_t now_ms) const;
     void store(const FiveTuple& ft, std::span<const uint8_t, stun::kTxIdSize> txid,
                std::span<const uint8_t> response, uint64_t now_ms);
     void expire(uint64_t now_ms);

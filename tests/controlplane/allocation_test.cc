@@ -112,6 +112,16 @@ TEST_F(ServerTest, ReusedTransactionIdForAnotherMethodIsNotARetransmission) {
     EXPECT_EQ(other->view.method(), static_cast<uint16_t>(M::kCreatePermission));
     EXPECT_TRUE(other->success());
     EXPECT_EQ(io.open.size(), 1u);
+    // The second request's own retransmission gets its own answer: a
+    // Refresh to 0 under the same ID, sent twice, succeeds twice (the
+    // second time from the cache, as the allocation is gone by then).
+    const auto zero = build(M::kRefresh, stun::Class::kRequest,
+                            [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }, &c, txid);
+    auto deleted = exchange(tuple(), zero);
+    ASSERT_TRUE(deleted && deleted->success());
+    auto again = exchange(tuple(), zero);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->bytes, deleted->bytes);
 }
 
 TEST_F(ServerTest, RetransmittedRefreshZeroStillSucceeds) {
