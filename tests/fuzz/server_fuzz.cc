@@ -115,7 +115,7 @@ std::optional<std::vector<uint8_t>> sign(World& w, const FiveTuple& ft, uint8_t 
         return std::nullopt;
     }
     const std::string user = (sel & servernet::kSelBob) != 0 ? "bob" : "alice";
-    std::vector<uint8_t> buf(msg.size() + 256);
+    std::vector<uint8_t> buf(65536);  // room for learned values longer than the ones they replace
     stun::MessageBuilder b(buf, v.type(), v.transaction_id());
     for (const stun::RawAttribute& a : v.attributes()) {
         switch (a.type) {

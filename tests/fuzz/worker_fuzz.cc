@@ -20,10 +20,17 @@
 //      IPv4 with a valid header checksum or IPv6, IP and UDP lengths that
 //      match the frame, and a valid UDP checksum whenever the received one
 //      was valid (or zero over IPv4);
-//   5. what it carries came from the received frame: to a peer, the UDP
+//   5. it goes where the flows allow and nowhere else: from an allocation's
+//      relayed address to a peer IP with a permission on it, or from an
+//      allocation's listening address to its client (a Data indication's
+//      XOR-PEER-ADDRESS being a permitted peer);
+//   6. what it carries came from the received frame: to a peer, the UDP
 //      payload is bytes of the received frame; to a client, a ChannelData
 //      message with an exact length field, or a Data indication that parses,
-//      whose DATA is bytes of the received frame.
+//      whose DATA is bytes of the received frame and whose padding is zero
+//      (the tailroom it is written into starts as 0xa5).
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -42,6 +49,7 @@
 #include "ipc/protocol.h"
 #include "nexthop/nexthop.h"
 #include "stun/constants.h"
+#include "stun/attributes.h"
 #include "stun/message.h"
 #include "worker/pipeline.h"
 #include "worker_net.h"
@@ -162,8 +170,15 @@ void init() {
     std::snprintf(prefix, sizeof prefix, "--file-prefix=dpfuzz%d", static_cast<int>(getpid()));
     const char* argv[] = {"worker_fuzz", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
                           prefix, "--log-level=*:error", "-l", "0"};
+    // EAL pins this thread to lcore 0; parallel fuzzing jobs (-jobs) would
+    // all share that CPU, so the thread gets its CPUs back afterwards.
+    cpu_set_t cpus;
+    const bool have_cpus = sched_getaffinity(0, sizeof cpus, &cpus) == 0;
     if (rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv)) < 0) {
         fail("rte_eal_init");
+    }
+    if (have_cpus) {
+        pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
     }
     g = new Env();
     std::atexit(cleanup);
@@ -229,6 +244,7 @@ void init() {
         wc.express_rest = 0;  // the lane tries every burst, however the last one went
         std::memcpy(wc.port_mac[g->nic_port].addr_bytes, workerfuzz::kPortMac.data(), 6);
         g->w[id].init(wc, g->flows, g->nh);
+        g->w[id].tsc_hz = 2e9;  // the clock the input steps, not the host's: the same refills everywhere
     }
     // Each worker's client cache learns the three clients (lookup.cc fills
     // it on a miss), so that an input's first ChannelData can take the
@@ -275,6 +291,7 @@ rte_mbuf* frame_mbuf(const In& in) {
     if (!f.empty()) {
         std::memcpy(buf + RTE_PKTMBUF_HEADROOM, f.data(), f.size());
     }
+    std::memset(buf + RTE_PKTMBUF_HEADROOM + f.size(), 0xa5, in.tail);  // not zero: padding must be written
     rte_pktmbuf_attach_extbuf(m, buf, RTE_BAD_IOVA, static_cast<uint16_t>(len), sh);
     m->data_off = RTE_PKTMBUF_HEADROOM;
     m->data_len = static_cast<uint16_t>(f.size());
@@ -353,14 +370,22 @@ bool udp_checksum_ok(const uint8_t* src, const uint8_t* dst, size_t alen, const 
     return dptest::checksum(u, ulen, pseudo) == 0;
 }
 
-// Whether a received frame is plain Ethernet + IPv4 (no options, not a
-// fragment) or IPv6 (no extension headers) + UDP with consistent lengths and
-// a valid UDP checksum: then its forwarded form must carry a valid one too.
+// Whether a received frame is Ethernet (untagged or one 802.1Q tag) + IPv4
+// (no options, not a fragment) or IPv6 (no extension headers) + UDP with
+// consistent lengths and a valid UDP checksum: then its forwarded form must
+// carry a valid one too.
 bool received_checksum_ok(std::span<const uint8_t> f) {
     if (f.size() < 14 + 20 + 8) {
         return false;
     }
-    const uint16_t type = be16(f.data() + 12);
+    uint16_t type = be16(f.data() + 12);
+    if (type == 0x8100) {  // one 802.1Q tag: the IP packet 4 bytes later
+        f = f.subspan(4);
+        type = be16(f.data() + 12);
+        if (f.size() < 14 + 20 + 8) {
+            return false;
+        }
+    }
     const uint8_t* ip = f.data() + 14;
     if (type == 0x0800 && ip[0] == 0x45 && ip[9] == 17 && (be16(ip + 6) & 0x3fff) == 0) {
         const size_t tot = be16(ip + 2);
@@ -383,6 +408,37 @@ bool received_checksum_ok(std::span<const uint8_t> f) {
     return false;
 }
 
+// The relay's allocations as worker_net.h describes them: what a forwarded
+// frame may be (the dataplane must never relay for anyone else, or to a
+// peer without a permission).
+struct Flow {
+    turn::Address client, listen;
+    std::vector<turn::Address> relayed;
+    std::vector<turn::Address> permitted;  // peer IPs (ports ignored)
+};
+std::vector<Flow> flows_of(const Net& n) {
+    return {{n.client1, n.listen4, {n.relayed1_4, n.relayed1_6}, {n.peer4, n.perm_only4, n.peer6}},
+            {n.client2, n.listen6, {n.relayed2}, {n.peer6, n.perm_only6}},
+            {n.client3, n.listen4, {n.relayed3}, {n.peer4d}}};
+}
+
+turn::Address addr_of(const uint8_t* ip, size_t alen, const uint8_t* port) {
+    turn::Address a;
+    a.family = alen == 4 ? turn::Family::kIPv4 : turn::Family::kIPv6;
+    std::memcpy(a.ip.data(), ip, alen);
+    a.port = be16(port);
+    return a;
+}
+
+bool permitted(const Flow& f, const turn::Address& peer) {
+    for (const auto& p : f.permitted) {
+        if (p.same_ip(peer)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool inside(std::span<const uint8_t> hay, std::span<const uint8_t> needle) {
     return needle.empty() || memmem(hay.data(), hay.size(), needle.data(), needle.size()) != nullptr;
 }
@@ -398,6 +454,7 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in) {
     const uint8_t* u = nullptr;
     size_t ulen = 0;
     bool ck = false;
+    turn::Address src, dst;
     if (be16(o.data() + 12) == 0x0800) {
         if (ip[0] != 0x45 || ip[9] != 17 || be16(ip + 2) != o.size() - 14 || dptest::checksum(ip, 20) != 0) {
             fail("forwarded IPv4 header: version/IHL, protocol, total length or checksum", i);
@@ -405,6 +462,8 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in) {
         u = ip + 20;
         ulen = o.size() - 34;
         ck = udp_checksum_ok(ip + 12, ip + 16, 4, u, ulen);
+        src = addr_of(ip + 12, 4, u);
+        dst = addr_of(ip + 16, 4, u + 2);
     } else if (be16(o.data() + 12) == 0x86dd) {
         if (o.size() < 14 + 40 + 8 || (ip[0] >> 4) != 6 || ip[6] != 17 || be16(ip + 4) != o.size() - 54) {
             fail("forwarded IPv6 header: version, next header or payload length", i);
@@ -412,6 +471,8 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in) {
         u = ip + 40;
         ulen = o.size() - 54;
         ck = udp_checksum_ok(ip + 8, ip + 24, 16, u, ulen);
+        src = addr_of(ip + 8, 16, u);
+        dst = addr_of(ip + 24, 16, u + 2);
     } else {
         fail("forwarded frame is neither IPv4 nor IPv6", i);
     }
@@ -422,13 +483,30 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in) {
         fail("forwarded UDP checksum wrong for a frame received with a valid one", i);
     }
     const std::span<const uint8_t> pl(u + 8, ulen - 8);
-    if (be16(u) != g->net.listen4.port || pl.empty()) {
+    static const std::vector<Flow> flows = flows_of(g->net);
+    const Flow* by_relayed = nullptr;
+    const Flow* by_client = nullptr;
+    for (const Flow& f : flows) {
+        for (const auto& r : f.relayed) {
+            by_relayed = r == src ? &f : by_relayed;
+        }
+        by_client = f.client == dst && f.listen == src ? &f : by_client;
+    }
+    if (by_relayed != nullptr) {  // to a peer, from a relayed address
+        if (!permitted(*by_relayed, dst)) {
+            fail("relayed to a peer without a permission", i);
+        }
         if (!inside(in, pl)) {
             fail("data sent to a peer that the received frame did not carry", i);
         }
         return;
     }
-    // To a client: from a listening address.
+    if (by_client == nullptr) {
+        fail("forwarded from neither a relayed address to a peer nor a listening address to its client", i);
+    }
+    if (pl.empty()) {
+        fail("an empty message to a client", i);
+    }
     if ((pl[0] & 0xc0) == 0x40) {
         if (pl.size() < 4 || be16(pl.data() + 2) != pl.size() - 4 || !inside(in, pl.subspan(4))) {
             fail("ChannelData to a client: length field, or data the frame did not carry", i);
@@ -441,8 +519,19 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in) {
         fail("a message to a client that is neither ChannelData nor a Data indication", i);
     }
     const auto* data = v.find(turn::stun::attr::kData);
-    if (data == nullptr || v.find(turn::stun::attr::kXorPeerAddress) == nullptr || !inside(in, v.value(*data))) {
+    const auto* xpa = v.find(turn::stun::attr::kXorPeerAddress);
+    if (data == nullptr || xpa == nullptr || !inside(in, v.value(*data))) {
         fail("Data indication without DATA or XOR-PEER-ADDRESS, or data the frame did not carry", i);
+    }
+    turn::Address peer;
+    if (turn::stun::decode_xor_address(v.value(*xpa), v.transaction_id(), peer) != turn::stun::AttrError::kOk ||
+        !permitted(*by_client, peer)) {
+        fail("Data indication from a peer without a permission", i);
+    }
+    for (size_t k = data->offset + data->length; k < pl.size() && (k & 3) != 0; k++) {
+        if (pl[k] != 0) {
+            fail("Data indication padding not zero", i);
+        }
     }
 }
 

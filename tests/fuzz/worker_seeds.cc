@@ -60,7 +60,7 @@ std::vector<std::pair<std::string, Bytes>> cases() {
     add("cd4-unbound", udp(n.client1, n.listen4, dptest::channel_data(0x4005, d)));
     add("cd4-empty", udp(n.client1, n.listen4, dptest::channel_data(0x4001, {})));
     add("cd4-unknown-client", udp(n.stranger4, n.listen4, dptest::channel_data(0x4001, d)));
-    add("cd4-rate-limited", udp(n.client3, n.listen4, dptest::channel_data(0x4001, dptest::pattern(1000))));
+    add("cd4-limited-allocation", udp(n.client3, n.listen4, dptest::channel_data(0x4001, dptest::pattern(1000))));
     add("cd6-slot0", udp(n.client2, n.listen6, dptest::channel_data(0x4001, d)));
     {
         Bytes cd = dptest::channel_data(0x4001, d);
@@ -81,7 +81,7 @@ std::vector<std::pair<std::string, Bytes>> cases() {
     add("peer6-channel-to-v4-client", udp(n.peer6, n.relayed1_6, d));
     add("peer6-channel", udp(n.peer6, n.relayed2, d));
     add("peer6-data", udp(n.perm_only6, n.relayed2, dptest::pattern(33)));
-    add("peer4-rate-limited", udp(n.peer4d, n.relayed3, dptest::pattern(1200)));
+    add("peer4-limited-allocation", udp(n.peer4d, n.relayed3, dptest::pattern(1200)));
     // The exception path.
     add("stun-binding", udp(n.stranger4, n.listen4, dptest::stun_binding_request()));
     add("stun-binding6", udp(n.stranger6, n.listen6, dptest::stun_binding_request()));
@@ -168,7 +168,7 @@ int main(int argc, char** argv) {
     write("channeldata-both-ways", input(31, cd));
     // Allocation 3's bandwidth limit: 80 kB in bursts of 32, 16 cycles
     // apart, against a bucket of 64 KiB (worker/police.cc).
-    const std::vector<const Bytes*> limited(80, frame("cd4-rate-limited"));
+    const std::vector<const Bytes*> limited(80, frame("cd4-limited-allocation"));
     write("rate-limited-bursts", input(31 | 1 << 5, limited));
     return fuzzseeds::write_seeds(argc, argv, files);
 }
