@@ -22,7 +22,9 @@
 //      and echoes its request's 16-byte transaction id;
 //   2. a success or error response to a client's request names that
 //      request's transaction id and method;
-//   3. an error response carries an ERROR-CODE between 300 and 699.
+//   3. an error response carries an ERROR-CODE between 300 and 699;
+//   4. every datagram relayed to a peer leaves through a relayed socket of a
+//      live allocation with a permission for that peer.
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -248,6 +250,19 @@ void check_sent(World& w, size_t from, const FiveTuple* asker, const stun::Messa
     }
 }
 
+// Datagrams the core relayed to peers since `from`: each through a relayed
+// socket of a live allocation that has a permission for that peer.
+void check_peer_sends(World& w, size_t from) {
+    for (size_t i = from; i < w.io.peer_sends.size(); i++) {
+        const auto& s = w.io.peer_sends[i];
+        Family f = Family::kNone;
+        const Allocation* a = w.server->allocations().find_by_relay(s.relay, f);
+        if (a == nullptr || !a->permitted(s.peer, w.clock.now_ms())) {
+            fail("relayed to a peer without a permission, or through no allocation's socket");
+        }
+    }
+}
+
 const Address kPeers[] = {A("198.18.9.9:7000"), A("198.18.9.10:7001"), A("[fd00:9::9]:7000")};
 
 }  // namespace
@@ -267,6 +282,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const std::span<const uint8_t> pl(data + off + 4, len);
         off += 4 + len;
         const size_t before = w->io.client.size();
+        const size_t before_peer = w->io.peer_sends.size();
         const FiveTuple ft = client_tuple(sel);
         if (g_verbose) {
             std::fprintf(stderr, "step %zu: op %u sel 0x%02x, %zu bytes from %s/%s\n", steps, op % servernet::kOps, sel,
@@ -347,6 +363,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         default:
             break;
         }
+        check_peer_sends(*w, before_peer);
         if (w->io.client.size() > 4096) {
             w->io.client.clear();
             w->io.peer_sends.clear();

@@ -106,6 +106,7 @@ fuzzseeds::Files scripts() {
                        .step(kClientSigned, 0, channel_bind(0x4000, kPeer0))
                        .step(kClientRaw, 0, channel_data(0x4000, 20))
                        .step(kClientRaw, 0, send(kPeer0))
+                       .step(kClientRaw, 0, send(A("198.18.9.10:7001")))  // no permission: dropped
                        .step(kPeer, 0x00, payload)
                        .step(kPeer, 0x10, payload)
                        .step(kPeerIcmp, 0x00, {3, 3, 0, 0, 5, 0xdc})
