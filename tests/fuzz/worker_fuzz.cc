@@ -451,31 +451,25 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in) {
         fail("forwarded frame: short, or not from the port's MAC to the gateway's", i);
     }
     const uint8_t* ip = o.data() + 14;
-    const uint8_t* u = nullptr;
-    size_t ulen = 0;
-    bool ck = false;
-    turn::Address src, dst;
+    size_t iphl = 0, alen = 0, saddr = 0;  // IP header length, address length, source address offset
     if (be16(o.data() + 12) == 0x0800) {
         if (ip[0] != 0x45 || ip[9] != 17 || be16(ip + 2) != o.size() - 14 || dptest::checksum(ip, 20) != 0) {
             fail("forwarded IPv4 header: version/IHL, protocol, total length or checksum", i);
         }
-        u = ip + 20;
-        ulen = o.size() - 34;
-        ck = udp_checksum_ok(ip + 12, ip + 16, 4, u, ulen);
-        src = addr_of(ip + 12, 4, u);
-        dst = addr_of(ip + 16, 4, u + 2);
+        iphl = 20, alen = 4, saddr = 12;
     } else if (be16(o.data() + 12) == 0x86dd) {
         if (o.size() < 14 + 40 + 8 || (ip[0] >> 4) != 6 || ip[6] != 17 || be16(ip + 4) != o.size() - 54) {
             fail("forwarded IPv6 header: version, next header or payload length", i);
         }
-        u = ip + 40;
-        ulen = o.size() - 54;
-        ck = udp_checksum_ok(ip + 8, ip + 24, 16, u, ulen);
-        src = addr_of(ip + 8, 16, u);
-        dst = addr_of(ip + 24, 16, u + 2);
+        iphl = 40, alen = 16, saddr = 8;
     } else {
         fail("forwarded frame is neither IPv4 nor IPv6", i);
     }
+    const uint8_t* u = ip + iphl;
+    const size_t ulen = o.size() - 14 - iphl;
+    const bool ck = udp_checksum_ok(ip + saddr, ip + saddr + alen, alen, u, ulen);
+    const turn::Address src = addr_of(ip + saddr, alen, u);
+    const turn::Address dst = addr_of(ip + saddr + alen, alen, u + 2);
     if (be16(u + 4) != ulen) {
         fail("forwarded UDP length differs from the IP payload", i);
     }
