@@ -4,8 +4,9 @@
 // one through the stages alone. The relay is worker_net.h's; the input format
 // is described there.
 //
-// Each frame gets a heap buffer of exactly the default headroom plus its
-// length, attached to an mbuf as an external buffer, so a read or write past
+// Each frame gets the rx checksum flags the input chose for it, and a heap
+// buffer of exactly the default headroom plus its length plus the tailroom
+// the input chose, attached to an mbuf as an external buffer, so a read or write past
 // the frame (or more than the headroom before it) is an AddressSanitizer
 // report rather than a stray access to the mempool.
 //
@@ -65,6 +66,10 @@ using dp::Counter;
 using dptest::Bytes;
 using workerfuzz::Net;
 namespace ipc = turn::ipc;
+
+// The rx checksum flags an input can give a frame (worker_net.h).
+constexpr uint64_t kRxFlags[4] = {0, RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD,
+                                  RTE_MBUF_F_RX_IP_CKSUM_BAD, RTE_MBUF_F_RX_L4_CKSUM_BAD};
 
 [[noreturn]] void fail(const char* what, size_t frame = SIZE_MAX) {
     if (frame == SIZE_MAX) {
@@ -158,7 +163,8 @@ private:
 
 struct In {
     std::span<const uint8_t> bytes;
-    size_t tail;  // bytes of tailroom after it
+    size_t tail;     // bytes of tailroom after it
+    uint64_t flags;  // rx checksum flags
 };
 rte_mbuf* frame_mbuf(const In& in);
 
@@ -258,7 +264,7 @@ void init() {
         f.payload = dptest::channel_data(0x4001, dptest::pattern(16));
         const Bytes b = dptest::build(f);
         for (dp::Worker& w : g->w) {
-            rte_mbuf* m = frame_mbuf({{b.data(), b.size()}, 0});
+            rte_mbuf* m = frame_mbuf({{b.data(), b.size()}, 0, 0});
             dp::process_burst(w, &m, 1, g->now);
             void* o = nullptr;
             while (rte_ring_dequeue(g->nic_out, &o) == 0 || rte_ring_dequeue(g->exc_out, &o) == 0) {
@@ -294,6 +300,7 @@ rte_mbuf* frame_mbuf(const In& in) {
     std::memset(buf + RTE_PKTMBUF_HEADROOM + f.size(), 0xa5, in.tail);  // not zero: padding must be written
     rte_pktmbuf_attach_extbuf(m, buf, RTE_BAD_IOVA, static_cast<uint16_t>(len), sh);
     m->data_off = RTE_PKTMBUF_HEADROOM;
+    m->ol_flags |= in.flags;
     m->data_len = static_cast<uint16_t>(f.size());
     m->pkt_len = f.size();
     return m;
@@ -553,7 +560,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (size_t off = 1; off + 2 <= size && frames.size() < workerfuzz::kMaxFrames;) {
         const uint16_t word = be16(data + off);
         const size_t len = std::min<size_t>(word & workerfuzz::kLenMask, size - off - 2);
-        frames.push_back({{data + off + 2, len}, size_t{word} >> workerfuzz::kTailShift});
+        frames.push_back({{data + off + 2, len},
+                          size_t{word} >> workerfuzz::kTailShift & workerfuzz::kTailMask,
+                          kRxFlags[word >> workerfuzz::kFlagsShift]});
         off += 2 + len;
     }
     if (frames.empty()) {

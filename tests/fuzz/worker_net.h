@@ -51,11 +51,16 @@ struct Net {
 // Input format: byte 0 = (burst size - 1) in its low 5 bits, the clock step
 // between bursts in its high 3 (0: none; k: 2^(4k) TSC cycles); then frames,
 // each a big-endian 16-bit word and that many bytes (the last one cut to what
-// is left): the word's low 12 bits are the frame's length, its high 4 the
-// bytes of tailroom its buffer has after it (padding a Data indication
-// needs some). At most kMaxFrames frames.
+// is left). The word's low 11 bits are the frame's length; the next 3 the
+// bytes of tailroom its buffer has after it (padding a Data indication needs
+// some); the top 2 the checksum flags a NIC would have set on it (0: none;
+// 1: IP and UDP checksums good; 2: IP bad; 3: UDP bad; kRxFlags in
+// worker_fuzz.cc).
+// At most kMaxFrames frames.
 constexpr size_t kMaxFrames = 128;
-constexpr uint16_t kLenMask = 0x0fff;
-constexpr unsigned kTailShift = 12;
+constexpr uint16_t kLenMask = 0x07ff;
+constexpr unsigned kTailShift = 11;
+constexpr unsigned kTailMask = 7;
+constexpr unsigned kFlagsShift = 14;
 
 }  // namespace workerfuzz

@@ -122,11 +122,13 @@ std::vector<std::pair<std::string, Bytes>> cases() {
     return c;
 }
 
-// tail: bytes of tailroom after each frame (worker_net.h).
-Bytes input(uint8_t ctl, const std::vector<const Bytes*>& frames, unsigned tail = 4) {
+// tail: bytes of tailroom after each frame; flags: index in kRxFlags
+// (worker_net.h).
+Bytes input(uint8_t ctl, const std::vector<const Bytes*>& frames, unsigned tail = 4, unsigned flags = 0) {
     Bytes in{ctl};
     for (const Bytes* f : frames) {
-        in.push_back(static_cast<uint8_t>(f->size() >> 8 | tail << (workerfuzz::kTailShift - 8)));
+        in.push_back(static_cast<uint8_t>(f->size() >> 8 | tail << (workerfuzz::kTailShift - 8) |
+                                          flags << (workerfuzz::kFlagsShift - 8)));
         in.push_back(static_cast<uint8_t>(f->size()));
         in.insert(in.end(), f->begin(), f->end());
     }
@@ -150,6 +152,10 @@ int main(int argc, char** argv) {
     // frames from both sides.
     write("mixed-burst32", input(31, all));
     write("mixed-burst32-no-tailroom", input(31, all, 0));
+    // As a NIC with checksum offload delivers them: all good, IP bad, UDP bad.
+    write("mixed-burst32-nic-good", input(31, all, 4, 1));
+    write("mixed-burst32-nic-ip-bad", input(31, all, 4, 2));
+    write("mixed-burst32-nic-udp-bad", input(31, all, 4, 3));
     write("mixed-burst4-clock", input(3 | 3 << 5, all));
     auto frame = [&](const std::string& name) -> const Bytes* {
         for (const auto& [nm, f] : c) {
