@@ -36,6 +36,7 @@
 #include "flow/apply.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
+#include "ipc_messages.h"
 #include "nexthop/nexthop.h"
 #include "packet_builder.h"
 #include "worker/packet.h"
@@ -316,25 +317,12 @@ int main(int argc, char** argv) {
                                                 o.host_nexthops ? 2 * nflows + 64 : 64, flows->rcu, SOCKET_ID_ANY, &err);
         dp::Applier ap(*flows);
         uint64_t seq = 0;
+        auto send = [&](auto m) { ap.apply(ipc::encode(m, ++seq)); };
         for (uint32_t f = 0; f < nflows; f++) {
             const FlowAddrs a = flow(f);
-            ipc::AllocationAdd m{};
-            m.alloc_id = f + 1;
-            m.client = ipc::WireAddress::from(a.client);
-            m.listen = ipc::WireAddress::from(a.listen);
-            m.relayed_v4 = ipc::WireAddress::from(a.relayed);
-            ap.apply(ipc::encode(m, ++seq));
-            ipc::PermissionAdd p{};
-            p.alloc_id = f + 1;
-            p.relayed = m.relayed_v4;
-            p.peer = ipc::WireAddress::from(a.peer);
-            ap.apply(ipc::encode(p, ++seq));
-            ipc::ChannelAdd c{};
-            c.alloc_id = f + 1;
-            c.relayed = p.relayed;
-            c.peer = p.peer;
-            c.channel = kChannel;
-            ap.apply(ipc::encode(c, ++seq));
+            send(dptest::allocation_add(f + 1, a.client, a.listen, &a.relayed, nullptr));
+            send(dptest::permission_add(f + 1, a.relayed, a.peer));
+            send(dptest::channel_add(f + 1, a.relayed, a.peer, kChannel));
         }
         if (ap.stats().table_full != 0 || ap.stats().malformed != 0) {
             std::fprintf(stderr, "install: %llu table-full, %llu malformed\n",

@@ -23,6 +23,7 @@
 #include "flow/apply.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
+#include "ipc_messages.h"
 #include "nexthop/nexthop.h"
 #include "packet_builder.h"
 #include "worker/pipeline.h"
@@ -188,28 +189,14 @@ protected:
     // The control plane's messages, as it would send them. Allocations are
     // always on the listening address n_.listen.
     void add_allocation(uint64_t id, const Address& client, const Address& relayed, uint64_t bandwidth = 0) {
-        ipc::AllocationAdd a{};
-        a.alloc_id = id;
-        a.client = ipc::WireAddress::from(client);
-        a.listen = ipc::WireAddress::from(n_.listen);
-        (relayed.is_v4() ? a.relayed_v4 : a.relayed_v6) = ipc::WireAddress::from(relayed);
-        a.bandwidth_bps = bandwidth;
-        ipc_send(a);
+        ipc_send(allocation_add(id, client, n_.listen, relayed.is_v4() ? &relayed : nullptr,
+                                relayed.is_v6() ? &relayed : nullptr, bandwidth));
     }
     void add_permission(uint64_t id, const Address& relayed, const Address& peer) {
-        ipc::PermissionAdd p{};
-        p.alloc_id = id;
-        p.relayed = ipc::WireAddress::from(relayed);
-        p.peer = ipc::WireAddress::from(peer);
-        ipc_send(p);
+        ipc_send(permission_add(id, relayed, peer));
     }
     void add_channel(uint64_t id, const Address& relayed, const Address& peer, uint16_t channel) {
-        ipc::ChannelAdd c{};
-        c.alloc_id = id;
-        c.relayed = ipc::WireAddress::from(relayed);
-        c.peer = ipc::WireAddress::from(peer);
-        c.channel = channel;
-        ipc_send(c);
+        ipc_send(channel_add(id, relayed, peer, channel));
     }
     void del_allocation(uint64_t id) {
         ipc::AllocationDel d{};

@@ -48,6 +48,7 @@
 #include "flow/apply.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
+#include "ipc_messages.h"
 #include "nexthop/nexthop.h"
 #include "stun/constants.h"
 #include "stun/attributes.h"
@@ -116,6 +117,7 @@ uint16_t ring_port(const char* name, rte_ring* rx, rte_ring* txr) {
     return port;
 }
 
+// Applies the control plane's install messages (tests/dataplane/ipc_messages.h).
 class Installer {
 public:
     explicit Installer(dp::FlowTables& t) : ap_(t) {}
@@ -124,36 +126,6 @@ public:
         if (!ap_.apply(ipc::encode(m, ++seq_))) {
             fail("the flow tables refused an IPC message");
         }
-    }
-    void alloc(uint64_t id, const turn::Address& client, const turn::Address& listen, const turn::Address* r4,
-               const turn::Address* r6, uint64_t bps = 0) {
-        ipc::AllocationAdd a{};
-        a.alloc_id = id;
-        a.client = ipc::WireAddress::from(client);
-        a.listen = ipc::WireAddress::from(listen);
-        if (r4 != nullptr) {
-            a.relayed_v4 = ipc::WireAddress::from(*r4);
-        }
-        if (r6 != nullptr) {
-            a.relayed_v6 = ipc::WireAddress::from(*r6);
-        }
-        a.bandwidth_bps = bps;
-        send(a);
-    }
-    void perm(uint64_t id, const turn::Address& relayed, const turn::Address& peer) {
-        ipc::PermissionAdd p{};
-        p.alloc_id = id;
-        p.relayed = ipc::WireAddress::from(relayed);
-        p.peer = ipc::WireAddress::from(peer);
-        send(p);
-    }
-    void chan(uint64_t id, const turn::Address& relayed, const turn::Address& peer, uint16_t ch) {
-        ipc::ChannelAdd c{};
-        c.alloc_id = id;
-        c.relayed = ipc::WireAddress::from(relayed);
-        c.peer = ipc::WireAddress::from(peer);
-        c.channel = ch;
-        send(c);
     }
 
 private:
@@ -224,21 +196,22 @@ void init() {
 
     const Net& n = g->net;
     Installer in(*g->flows);
-    in.alloc(1, n.client1, n.listen4, &n.relayed1_4, &n.relayed1_6);
-    in.perm(1, n.relayed1_4, n.peer4);
-    in.perm(1, n.relayed1_4, n.perm_only4);
-    in.perm(1, n.relayed1_6, n.peer6);
-    in.chan(1, n.relayed1_4, n.peer4, 0x4001);
-    in.chan(1, n.relayed1_4, n.peer4b, 0x4002);
-    in.chan(1, n.relayed1_4, n.peer4c, 0x4003);
-    in.chan(1, n.relayed1_6, n.peer6, 0x4004);
-    in.alloc(2, n.client2, n.listen6, nullptr, &n.relayed2);
-    in.perm(2, n.relayed2, n.peer6);
-    in.perm(2, n.relayed2, n.perm_only6);
-    in.chan(2, n.relayed2, n.peer6, 0x4001);
-    in.alloc(3, n.client3, n.listen4, &n.relayed3, nullptr, 100000);
-    in.perm(3, n.relayed3, n.peer4d);
-    in.chan(3, n.relayed3, n.peer4d, 0x4001);
+    using dptest::allocation_add, dptest::channel_add, dptest::permission_add;
+    in.send(allocation_add(1, n.client1, n.listen4, &n.relayed1_4, &n.relayed1_6));
+    in.send(permission_add(1, n.relayed1_4, n.peer4));
+    in.send(permission_add(1, n.relayed1_4, n.perm_only4));
+    in.send(permission_add(1, n.relayed1_6, n.peer6));
+    in.send(channel_add(1, n.relayed1_4, n.peer4, 0x4001));
+    in.send(channel_add(1, n.relayed1_4, n.peer4b, 0x4002));
+    in.send(channel_add(1, n.relayed1_4, n.peer4c, 0x4003));
+    in.send(channel_add(1, n.relayed1_6, n.peer6, 0x4004));
+    in.send(allocation_add(2, n.client2, n.listen6, nullptr, &n.relayed2));
+    in.send(permission_add(2, n.relayed2, n.peer6));
+    in.send(permission_add(2, n.relayed2, n.perm_only6));
+    in.send(channel_add(2, n.relayed2, n.peer6, 0x4001));
+    in.send(allocation_add(3, n.client3, n.listen4, &n.relayed3, nullptr, 100000));
+    in.send(permission_add(3, n.relayed3, n.peer4d));
+    in.send(channel_add(3, n.relayed3, n.peer4d, 0x4001));
 
     for (uint32_t id = 0; id < 2; id++) {
         dp::WorkerConfig wc;
