@@ -263,7 +263,7 @@ void check_peer_sends(World& w, size_t from) {
     }
 }
 
-const Address kPeers[] = {A("198.18.9.9:7000"), A("198.18.9.10:7001"), A("[fd00:9::9]:7000")};
+Address peer_of(uint8_t sel) { return A(servernet::kPeers[(sel >> 4) % std::size(servernet::kPeers)]); }
 
 }  // namespace
 
@@ -315,7 +315,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
             auto it = w->io.open.begin();
             std::advance(it, sel % w->io.open.size());
-            w->server->on_peer_datagram(it->first, kPeers[(sel >> 4) % std::size(kPeers)], pl);
+            w->server->on_peer_datagram(it->first, peer_of(sel), pl);
             check_sent(*w, before, nullptr, nullptr);
             break;
         }
@@ -325,7 +325,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
             auto it = w->io.open.begin();
             std::advance(it, sel % w->io.open.size());
-            w->server->on_peer_icmp(it->first, kPeers[(sel >> 4) % std::size(kPeers)], pl[0], pl[1],
+            w->server->on_peer_icmp(it->first, peer_of(sel), pl[0], pl[1],
                                     len >= 6 ? uint32_t{pl[2]} << 24 | uint32_t{pl[3]} << 16 | uint32_t{pl[4]} << 8 | pl[5]
                                              : 0);
             check_sent(*w, before, nullptr, nullptr);

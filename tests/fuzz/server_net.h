@@ -33,6 +33,9 @@ namespace servernet {
 constexpr const char* kListen4 = "198.18.0.1:3478";
 constexpr const char* kListen6 = "[fd00::1]:3478";
 constexpr const char* kRealm = "example.org";
+// The peers kPeer and kPeerIcmp steps come from ((selector >> 4) % 3); the
+// seeds grant permissions to them by the same index.
+constexpr const char* kPeers[] = {"198.18.9.9:7000", "198.18.9.10:7001", "[fd00:9::9]:7000"};
 
 enum Op : uint8_t { kClientRaw, kClientSigned, kPeer, kPeerIcmp, kClock, kClientClosed, kTcpPeer, kOps };
 

@@ -26,8 +26,8 @@ using Bytes = std::vector<uint8_t>;
 namespace attr = turn::stun::attr;
 
 Address A(const char* s) { return *Address::parse(s); }
-const Address kPeer0 = A("198.18.9.9:7000");
-const Address kPeer6 = A("[fd00:9::9]:7000");
+const Address kPeer0 = A(kPeers[0]);
+const Address kPeer6 = A(kPeers[2]);
 
 Bytes msg(stun::Method m, stun::Class c, const std::function<void(stun::MessageBuilder&)>& f = {}) {
     static uint8_t n = 0;
@@ -106,7 +106,7 @@ fuzzseeds::Files scripts() {
                        .step(kClientSigned, 0, channel_bind(0x4000, kPeer0))
                        .step(kClientRaw, 0, channel_data(0x4000, 20))
                        .step(kClientRaw, 0, send(kPeer0))
-                       .step(kClientRaw, 0, send(A("198.18.9.10:7001")))  // no permission: dropped
+                       .step(kClientRaw, 0, send(A(kPeers[1])))  // no permission: dropped
                        .step(kPeer, 0x00, payload)
                        .step(kPeer, 0x10, payload)
                        .step(kPeerIcmp, 0x00, {3, 3, 0, 0, 5, 0xdc})
