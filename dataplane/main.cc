@@ -2,7 +2,8 @@
 //
 //   turn-dataplane <EAL args, ports as --vdev> -- --nic <port name> --exc <port name>
 //                  [--ipc /run/turnrelay/dataplane.sock] [--mtu 1500]
-//                  [--gw4 MAC] [--gw6 MAC] [--flows N] [--no-kernel-mirror]
+//                  [--gw4 MAC [--gw4-vlan ID]] [--gw6 MAC [--gw6-vlan ID]] [--flows N]
+//                  [--no-kernel-mirror]
 //
 // e.g. on a veth pair whose kernel end (exc0-k) holds the relay IP:
 //   turn-dataplane -l 0,1 --vdev=net_af_packet0,iface=nic0
@@ -25,6 +26,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/dpdk.h"
@@ -48,6 +50,8 @@ struct Options {
     uint16_t mtu = 1500;
     std::string gw4;
     std::string gw6;
+    uint16_t gw4_vlan = 0;  // 802.1Q VLAN of the static default next hop (0: untagged)
+    uint16_t gw6_vlan = 0;
     uint32_t flows = 1u << 16;
     bool kernel_mirror = true;
 };
@@ -244,6 +248,10 @@ int main(int argc, char** argv) {
             o.gw4 = val();
         } else if (a == "--gw6") {
             o.gw6 = val();
+        } else if (a == "--gw4-vlan") {
+            o.gw4_vlan = static_cast<uint16_t>(parse_uint(a, val(), 1, dp::kMaxVlanId));
+        } else if (a == "--gw6-vlan") {
+            o.gw6_vlan = static_cast<uint16_t>(parse_uint(a, val(), 1, dp::kMaxVlanId));
         } else if (a == "--no-kernel-mirror") {
             o.kernel_mirror = false;
         } else if (a == "--flows") {
@@ -254,6 +262,9 @@ int main(int argc, char** argv) {
     }
     if (o.nic.empty() || o.exc.empty()) {
         die("--nic and --exc name the NIC and exception ports");
+    }
+    if ((o.gw4_vlan != 0 && o.gw4.empty()) || (o.gw6_vlan != 0 && o.gw6.empty())) {
+        die("--gw4-vlan / --gw6-vlan tag the static default next hop: give its MAC with --gw4 / --gw6 too");
     }
     const uint32_t workers = rte_lcore_count() - 1;
     if (workers == 0) {
@@ -296,7 +307,8 @@ int main(int argc, char** argv) {
     if (nh == nullptr) {
         die(err);
     }
-    for (auto [fam, mac] : {std::pair<uint8_t, std::string>{4, o.gw4}, {6, o.gw6}}) {
+    for (auto [fam, mac, vlan] : {std::tuple<uint8_t, std::string, uint16_t>{4, o.gw4, o.gw4_vlan},
+                                  {6, o.gw6, o.gw6_vlan}}) {
         if (mac.empty()) {
             continue;
         }
@@ -305,6 +317,7 @@ int main(int argc, char** argv) {
             die("bad MAC " + mac);
         }
         h.port = nic;
+        h.vlan = vlan;
         nh->set_default(fam, h);
     }
 

@@ -1,6 +1,8 @@
 #include "nexthop/kernel_mirror.h"
 
 #include <libmnl/libmnl.h>
+#include <linux/if_ether.h>
+#include <linux/if_link.h>
 #include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
@@ -44,6 +46,46 @@ int neigh_attr(const nlattr* a, void* data) {
     return MNL_CB_OK;
 }
 
+// A link's IFLA_LINK (lower device), and from IFLA_LINKINFO its kind and,
+// for a VLAN device, IFLA_INFO_DATA's ID and protocol.
+struct LinkAttrs {
+    const nlattr* link = nullptr;
+    const nlattr* kind = nullptr;
+    const nlattr* data = nullptr;
+    const nlattr* vlan_id = nullptr;
+    const nlattr* vlan_proto = nullptr;
+};
+
+int link_info_data_attr(const nlattr* a, void* data) {
+    auto* out = static_cast<LinkAttrs*>(data);
+    switch (mnl_attr_get_type(a)) {
+    case IFLA_VLAN_ID: out->vlan_id = a; break;
+    case IFLA_VLAN_PROTOCOL: out->vlan_proto = a; break;
+    default: break;
+    }
+    return MNL_CB_OK;
+}
+
+int link_info_attr(const nlattr* a, void* data) {
+    auto* out = static_cast<LinkAttrs*>(data);
+    switch (mnl_attr_get_type(a)) {
+    case IFLA_INFO_KIND: out->kind = a; break;
+    case IFLA_INFO_DATA: out->data = a; break;
+    default: break;
+    }
+    return MNL_CB_OK;
+}
+
+int link_attr(const nlattr* a, void* data) {
+    auto* out = static_cast<LinkAttrs*>(data);
+    switch (mnl_attr_get_type(a)) {
+    case IFLA_LINK: out->link = a; break;
+    case IFLA_LINKINFO: mnl_attr_parse_nested(a, link_info_attr, data); break;
+    default: break;
+    }
+    return MNL_CB_OK;
+}
+
 constexpr uint16_t kUsable = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
 
 }  // namespace
@@ -54,7 +96,7 @@ std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port
     m->gw_[0].is_static = static_default4;
     m->gw_[1].is_static = static_default6;
     m->events_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    const unsigned groups = RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
+    const unsigned groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
     if (m->events_ == nullptr || mnl_socket_bind(m->events_, groups, MNL_SOCKET_AUTOPID) < 0) {
         *error = std::string("rtnetlink (neighbour and route notifications): ") + std::strerror(errno);
         return nullptr;
@@ -65,15 +107,26 @@ std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port
     return m;
 }
 
+std::unique_ptr<KernelMirror> KernelMirror::detached(NextHops& nh, uint16_t nic_port) {
+    return std::unique_ptr<KernelMirror>(new KernelMirror(nh, nic_port));
+}
+
+void KernelMirror::apply(const nlmsghdr* n) {
+    dumping_ = true;
+    on_message(n, this);
+    dumping_ = false;
+}
+
 KernelMirror::~KernelMirror() {
     if (events_ != nullptr) {
         mnl_socket_close(events_);
     }
 }
 
-// Routes first (to know the gateways), then neighbours.
+// Links first (to know the VLAN devices), routes (to know the gateways),
+// then neighbours.
 bool KernelMirror::dump_all(std::string* error) {
-    return dump(RTM_GETROUTE, error) && dump(RTM_GETNEIGH, error);
+    return dump(RTM_GETLINK, error) && dump(RTM_GETROUTE, error) && dump(RTM_GETNEIGH, error);
 }
 
 // Reads a whole table on a socket of its own (so notifications and the dump
@@ -96,6 +149,9 @@ bool KernelMirror::dump(uint16_t type, std::string* error) {
     if (type == RTM_GETNEIGH) {
         auto* nd = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(req, sizeof(ndmsg)));
         nd->ndm_family = AF_UNSPEC;
+    } else if (type == RTM_GETLINK) {
+        auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(req, sizeof(ifinfomsg)));
+        ifi->ifi_family = AF_UNSPEC;
     } else {
         auto* rt = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(req, sizeof(rtmsg)));
         rt->rtm_family = AF_UNSPEC;
@@ -119,7 +175,9 @@ bool KernelMirror::dump(uint16_t type, std::string* error) {
     }
     dumping_ = false;
     if (!ok) {
-        *error = std::string(type == RTM_GETNEIGH ? "rtnetlink neighbour dump: " : "rtnetlink route dump: ") +
+        *error = std::string(type == RTM_GETNEIGH  ? "rtnetlink neighbour dump: "
+                             : type == RTM_GETLINK ? "rtnetlink link dump: "
+                                                   : "rtnetlink route dump: ") +
                  std::strerror(errno);
     }
     mnl_socket_close(s);
@@ -128,6 +186,7 @@ bool KernelMirror::dump(uint16_t type, std::string* error) {
 
 void KernelMirror::full_resync() {
     nh_.flush_hosts();
+    vlans_.clear();  // re-read below (a lost notification may have been a link's)
     stats_.flushes++;
     for (auto& g : gw_) {
         g.present = false;  // re-read below
@@ -163,6 +222,8 @@ unsigned KernelMirror::poll() {
 int KernelMirror::on_message(const nlmsghdr* n, void* self) {
     auto* m = static_cast<KernelMirror*>(self);
     switch (n->nlmsg_type) {
+    case RTM_NEWLINK:
+    case RTM_DELLINK: m->on_link(n); break;
     case RTM_NEWNEIGH:
     case RTM_DELNEIGH: m->on_neighbour(n); break;
     case RTM_NEWROUTE:
@@ -170,6 +231,43 @@ int KernelMirror::on_message(const nlmsghdr* n, void* self) {
     default: break;
     }
     return MNL_CB_OK;
+}
+
+// Which interfaces are 802.1Q VLAN devices, and their IDs. A VLAN device
+// on another VLAN device (Q-in-Q) or an 802.1ad one is marked unsupported:
+// its neighbours get no entry (their traffic takes the slow path). A
+// device's VLAN ID cannot change while it exists.
+void KernelMirror::on_link(const nlmsghdr* n) {
+    if (mnl_nlmsg_get_payload_len(n) < sizeof(ifinfomsg)) {
+        return;
+    }
+    const auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(n));
+    if (n->nlmsg_type == RTM_DELLINK) {
+        vlans_.erase(ifi->ifi_index);
+        return;
+    }
+    LinkAttrs a;
+    mnl_attr_parse(n, sizeof(ifinfomsg), link_attr, &a);
+    if (a.kind == nullptr || mnl_attr_validate(a.kind, MNL_TYPE_NUL_STRING) < 0 ||
+        std::strcmp(mnl_attr_get_str(a.kind), "vlan") != 0) {
+        vlans_.erase(ifi->ifi_index);
+        return;
+    }
+    if (a.data != nullptr) {
+        mnl_attr_parse_nested(a.data, link_info_data_attr, &a);
+    }
+    uint16_t vid = kUnsupportedVlan;
+    if (a.vlan_id != nullptr && mnl_attr_get_payload_len(a.vlan_id) == 2) {
+        vid = mnl_attr_get_u16(a.vlan_id);
+    }
+    const bool dot1q = a.vlan_proto == nullptr || (mnl_attr_get_payload_len(a.vlan_proto) == 2 &&
+                                                   mnl_attr_get_u16(a.vlan_proto) == htons(ETH_P_8021Q));
+    const bool stacked = a.link != nullptr && mnl_attr_get_payload_len(a.link) == 4 &&
+                         vlans_.count(static_cast<int>(mnl_attr_get_u32(a.link))) != 0;
+    if (!dot1q || stacked || vid == 0 || vid > kMaxVlanId) {
+        vid = kUnsupportedVlan;
+    }
+    vlans_[ifi->ifi_index] = vid;
 }
 
 void KernelMirror::on_neighbour(const nlmsghdr* n) {
@@ -190,8 +288,10 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
     const auto* ip = static_cast<const uint8_t*>(mnl_attr_get_payload(a.dst));
     NextHop old;
     const bool had = nh_.get_host(family, ip, &old);
+    const auto v = vlans_.find(nd->ndm_ifindex);
+    const uint16_t vlan = v == vlans_.end() ? 0 : v->second;
     const bool usable = n->nlmsg_type == RTM_NEWNEIGH && (nd->ndm_state & kUsable) != 0 && a.lladdr != nullptr &&
-                        mnl_attr_get_payload_len(a.lladdr) == RTE_ETHER_ADDR_LEN;
+                        mnl_attr_get_payload_len(a.lladdr) == RTE_ETHER_ADDR_LEN && vlan != kUnsupportedVlan;
     if (!usable) {
         // INCOMPLETE (resolution under way) changes nothing; FAILED, NONE or
         // a deletion means the kernel no longer knows where this IP is.
@@ -201,7 +301,7 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
         if (had) {
             nh_.del_host(family, ip);
             stats_.neigh_removed++;
-            stats_.mac_retired += nh_.remove_by_mac(old.mac);
+            stats_.mac_retired += nh_.remove_by_mac(old.mac, old.vlan);
         }
         update_default(family);
         return;
@@ -209,11 +309,12 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
     NextHop now;
     std::memcpy(now.mac.addr_bytes, mnl_attr_get_payload(a.lladdr), RTE_ETHER_ADDR_LEN);
     now.port = port_;
-    if (had && std::memcmp(old.mac.addr_bytes, now.mac.addr_bytes, RTE_ETHER_ADDR_LEN) == 0) {
+    now.vlan = vlan;
+    if (had && old.vlan == now.vlan && std::memcmp(old.mac.addr_bytes, now.mac.addr_bytes, RTE_ETHER_ADDR_LEN) == 0) {
         return;
     }
     if (had) {
-        stats_.mac_retired += nh_.remove_by_mac(old.mac);
+        stats_.mac_retired += nh_.remove_by_mac(old.mac, old.vlan);
     }
     if (nh_.set_host(family, ip, now) == 0) {
         stats_.neigh_set++;

@@ -2,7 +2,11 @@
 // dataplane's network namespace, over rtnetlink (libmnl), on the main lcore:
 //
 //   neighbour with a link-layer address (REACHABLE, STALE, DELAY, PROBE,
-//   PERMANENT, NOARP)            -> host entry IP -> MAC out of the NIC port
+//   PERMANENT, NOARP)            -> host entry IP -> MAC out of the NIC port,
+//                                   tagged with the VLAN ID when the neighbour
+//                                   is on an 802.1Q VLAN device (links are
+//                                   followed too; Q-in-Q and 802.1ad devices'
+//                                   neighbours get no entry: slow path)
 //   neighbour whose MAC changed  -> entries learned through the old MAC go
 //                                   (destinations behind that router), the
 //                                   neighbour gets the new MAC
@@ -25,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "nexthop/nexthop.h"
 
@@ -48,12 +53,18 @@ public:
     // the kernel's default route then leaves it alone.
     static std::unique_ptr<KernelMirror> open(NextHops& nh, uint16_t nic_port, bool static_default4,
                                               bool static_default6, std::string* error);
+    // A mirror without sockets, fed one rtnetlink message at a time through
+    // apply() (tests; e.g. VLAN devices on a kernel built without 802.1Q).
+    static std::unique_ptr<KernelMirror> detached(NextHops& nh, uint16_t nic_port);
     ~KernelMirror();
     KernelMirror(const KernelMirror&) = delete;
     KernelMirror& operator=(const KernelMirror&) = delete;
 
     // Applies every pending notification; returns how many messages were read.
     unsigned poll();
+    // Applies one rtnetlink message (RTM_{NEW,DEL}{LINK,NEIGH,ROUTE}) as the
+    // start-up dump does: a route message sets the gateway, no resync.
+    void apply(const nlmsghdr* n);
     const Stats& stats() const { return stats_; }
 
 private:
@@ -62,6 +73,7 @@ private:
     bool dump_all(std::string* error);
     void full_resync();
     static int on_message(const nlmsghdr* n, void* self);
+    void on_link(const nlmsghdr* n);
     void on_neighbour(const nlmsghdr* n);
     void on_route(const nlmsghdr* n);
     // Re-derives the family's default next hop from its gateway's neighbour.
@@ -79,6 +91,8 @@ private:
     bool dumping_ = false;
     bool flush_wanted_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
+    static constexpr uint16_t kUnsupportedVlan = 0xffff;
+    std::unordered_map<int, uint16_t> vlans_;  // ifindex of each VLAN device -> its VLAN ID (or kUnsupportedVlan)
     Stats stats_;
 };
 

@@ -101,8 +101,9 @@ size_t NextHops::remove_if(Pred pred) {
     return doomed.size();
 }
 
-size_t NextHops::remove_by_mac(const rte_ether_addr& mac) {
-    return remove_if([&](const NextHop& nh) { return std::memcmp(nh.mac.addr_bytes, mac.addr_bytes, 6) == 0; });
+size_t NextHops::remove_by_mac(const rte_ether_addr& mac, uint16_t vlan) {
+    return remove_if(
+        [&](const NextHop& nh) { return nh.vlan == vlan && std::memcmp(nh.mac.addr_bytes, mac.addr_bytes, 6) == 0; });
 }
 
 size_t NextHops::flush_hosts() {

@@ -4,9 +4,16 @@
 // Filled by the main lcore from the control plane or from learning kernel
 // egress; a destination with neither is a miss, punted, never guessed.
 //
-// A next hop fits in 64 bits (MAC, port, valid bit), so workers read it as
-// one word out of the hash's data pointer or an atomic: updates need no
-// reclamation. Key slots of deleted host entries are reclaimed through QSBR.
+// A next hop fits in 64 bits (MAC, port, valid bit, VLAN ID), so workers
+// read it as one word out of the hash's data pointer or an atomic: updates
+// need no reclamation. Key slots of deleted host entries are reclaimed
+// through QSBR.
+//
+// VLANs: a next hop reached through an 802.1Q VLAN carries its VLAN ID, and
+// frames to it leave tagged with it (rewrite.cc). The kernel mirror takes it
+// from the VLAN device the neighbour is on; learning from the tag of the
+// kernel's frame. A received frame's own tag decides nothing: where a
+// packet goes decides how it leaves.
 //
 // Mirroring (nexthop/kernel_mirror.h): the kernel's neighbour table and route
 // changes, read over rtnetlink, add, change and remove host entries.
@@ -30,8 +37,10 @@ namespace dp {
 
 struct NextHop {
     rte_ether_addr mac{};
-    uint16_t port = 0;
+    uint16_t port = 0;  // < 8 (three bits of the word; main.cc keeps ports below kMaxPorts)
+    uint16_t vlan = 0;  // 802.1Q VLAN ID the frame leaves with, 1-4094; 0: untagged
 };
+constexpr uint16_t kMaxVlanId = 4094;  // 4095 is reserved (IEEE 802.1Q)
 
 struct NextHopKey {
     uint8_t ip[16] = {};
@@ -79,18 +88,25 @@ public:
         k.family = family;
         return k;
     }
-    static uint8_t port_of(uint64_t w) { return static_cast<uint8_t>(w >> 48); }
+    static uint8_t port_of(uint64_t w) { return static_cast<uint8_t>((w >> 48) & 7); }
+    static uint16_t vlan_of(uint64_t w) { return static_cast<uint16_t>(w >> kVlanShift); }
+    // A next hop at all (the word of a missing one is 0).
+    static bool usable(uint64_t w) { return (w & kValid) != 0; }
+    // Usable and untagged: what the express lane finishes itself.
+    static bool untagged(uint64_t w) { return (w & (kValid | kVlanMask)) == kValid; }
 
     // Worker side, exception path only: the kernel sent a frame to `ip` with
-    // destination MAC `mac` out of `port`; if that differs from what the
-    // table says, queue it for the main lcore (dropped if the queue is full:
-    // the kernel's next frame will teach it again).
-    void learn(uint8_t family, const uint8_t* ip, const rte_ether_addr& mac, uint16_t port) {
+    // destination MAC `mac` out of `port` (tagged `vlan`, 0: untagged); if
+    // that differs from what the table says, queue it for the main lcore
+    // (dropped if the queue is full: the kernel's next frame will teach it
+    // again).
+    void learn(uint8_t family, const uint8_t* ip, const rte_ether_addr& mac, uint16_t port, uint16_t vlan) {
         const NextHopKey k = key(family, ip);
         void* d = nullptr;
         NextHop nh;
         nh.mac = mac;
         nh.port = port;
+        nh.vlan = vlan;
         const uint64_t want = pack(nh);
         if (rte_hash_lookup_data(h_, &k, &d) >= 0 && reinterpret_cast<uint64_t>(d) == want) {
             return;
@@ -108,34 +124,41 @@ public:
     void clear_default(uint8_t family);
     // The host entry for `ip`, if any.
     bool get_host(uint8_t family, const uint8_t* ip, NextHop* out) const;
-    // Removes every host entry whose MAC is `mac` (destinations learned
-    // through a neighbour that is gone or changed); returns how many.
-    size_t remove_by_mac(const rte_ether_addr& mac);
+    // Removes every host entry whose MAC is `mac` on VLAN `vlan`
+    // (destinations learned through a neighbour that is gone or changed);
+    // returns how many.
+    size_t remove_by_mac(const rte_ether_addr& mac, uint16_t vlan);
     // Removes every host entry; returns how many.
     size_t flush_hosts();
     uint32_t hosts() const { return hosts_.load(std::memory_order_relaxed); }
 
-    // Word layout (little endian): bytes 0-5 MAC, byte 6 port, byte 7 = 1 (valid).
+    // Word layout: bits 0-47 the MAC (its bytes in order in a little-endian
+    // word), 48-50 the port, 51 valid, 52-63 the VLAN ID.
+    static constexpr uint64_t kValid = 1ull << 51;
+    static constexpr unsigned kVlanShift = 52;
+    static constexpr uint64_t kVlanMask = 0xfffull << kVlanShift;
     static uint64_t pack(const NextHop& nh) {
-        uint8_t b[8];
-        std::memcpy(b, nh.mac.addr_bytes, 6);
-        b[6] = static_cast<uint8_t>(nh.port);
-        b[7] = 1;
-        uint64_t w;
-        std::memcpy(&w, b, 8);
-        return w;
+        uint64_t mac = 0;
+        for (int i = 5; i >= 0; i--) {
+            mac = mac << 8 | nh.mac.addr_bytes[i];
+        }
+        return mac | uint64_t{nh.port & 7u} << 48 | kValid | uint64_t{nh.vlan & 0xfffu} << kVlanShift;
     }
     static void unpack(uint64_t w, NextHop* out) {
         if constexpr (RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN) {
-            // MAC then port as one 8-byte store: the valid byte cleared, the
-            // port byte is the low byte of the 16-bit port.
-            static_assert(sizeof(NextHop) == 8 && offsetof(NextHop, port) == 6);
-            const uint64_t v = w & 0x00ffffffffffffffull;
+            // MAC then port as one 8-byte store (rewrite44 reads them back as
+            // one word): the port's three bits are the low byte of the
+            // 16-bit port.
+            static_assert(offsetof(NextHop, port) == 6 && offsetof(NextHop, vlan) == 8);
+            const uint64_t v = w & 0x0007ffffffffffffull;
             std::memcpy(static_cast<void*>(out), &v, 8);
         } else {
-            std::memcpy(out->mac.addr_bytes, &w, 6);
-            out->port = static_cast<uint8_t>(w >> 48);
+            for (int i = 0; i < 6; i++) {
+                out->mac.addr_bytes[i] = static_cast<uint8_t>(w >> (8 * i));
+            }
+            out->port = port_of(w);
         }
+        out->vlan = vlan_of(w);
     }
 
 private:

@@ -27,7 +27,7 @@
 //      the slot of the peer's address; those without one (Data indications,
 //      channels in the hash) get classify's verdict then;
 //   4. next hops: the default, or one bulk lookup where the table has host
-//      entries (as route.cc);
+//      entries (as route.cc); one on a VLAN goes to route (kRoute);
 //   5. police's counters in this worker's state line, first needed here, a
 //      whole burst after it was requested, and rewrite44 (rewrite44.h,
 //      shared with the rewrite stage).
@@ -236,7 +236,8 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     }
     // 4. Next hops, as route.cc: the family's default, or where the table
     // has host entries, the destinations' own (one bulk lookup) falling
-    // back to the default. Without a usable one, route decides (it punts).
+    // back to the default. Without a usable untagged one, route decides (it
+    // punts, or the packet leaves through the stages with a VLAN tag).
     const uint64_t def4 = w.nexthops->default_word(4);
     const bool hosts = l.ndone != 0 && w.nexthops->any_hosts();
     uint64_t nh[kBurst];
@@ -255,7 +256,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     }
     NextHop dnh;
     NextHops::unpack(def4, &dnh);
-    const bool def_ok = nexthop_usable(def4);
+    const bool def_ok = NextHops::untagged(def4);
 
     // 5. Police's counters and rewrite, in a pass of their own: this
     // worker's state line of each allocation was requested with its
@@ -276,7 +277,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             q.nh = dnh;
             port = dnh.port;
         } else {
-            if (unlikely(!nexthop_usable(nh[j]))) {
+            if (unlikely(!NextHops::untagged(nh[j]))) {
                 q.next = Next::kRoute;
                 l.rest = true;
                 continue;

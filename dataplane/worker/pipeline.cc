@@ -33,17 +33,33 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
 
 namespace {
 
+// The kernel's frame to an IP: its destination MAC, and the VLAN it left on
+// (a frame from a VLAN device carries the tag; one 802.1Q tag, priority and
+// DEI ignored; VLAN 0, priority-only, is untagged).
 void learn_next_hop(Worker& w, const rte_mbuf* m) {
     const auto* d = rte_pktmbuf_mtod(m, const uint8_t*);
-    if (m->data_len < sizeof(rte_ether_hdr) + sizeof(rte_ipv6_hdr) || (d[0] & 1) != 0) {
-        return;  // runt (for this purpose) or multicast/broadcast destination
+    const uint32_t len = m->data_len;
+    if (len < sizeof(rte_ether_hdr) + sizeof(rte_vlan_hdr) || (d[0] & 1) != 0) {
+        return;  // runt or multicast/broadcast destination
     }
     const auto* eth = reinterpret_cast<const rte_ether_hdr*>(d);
-    const uint8_t* l3 = d + sizeof(rte_ether_hdr);
-    if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) && (l3[0] >> 4) == 4) {
-        w.nexthops->learn(4, l3 + offsetof(rte_ipv4_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port);
-    } else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) && (l3[0] >> 4) == 6) {
-        w.nexthops->learn(6, l3 + offsetof(rte_ipv6_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port);
+    uint16_t type = eth->ether_type;
+    uint32_t off = sizeof(rte_ether_hdr);
+    uint16_t vlan = 0;
+    if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN)) {
+        vlan = load_be16(d + off) & 0xfff;
+        std::memcpy(&type, d + off + 2, 2);
+        off += sizeof(rte_vlan_hdr);
+        if (vlan > kMaxVlanId) {
+            return;
+        }
+    }
+    const uint8_t* l3 = d + off;
+    if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) && len >= off + sizeof(rte_ipv4_hdr) && (l3[0] >> 4) == 4) {
+        w.nexthops->learn(4, l3 + offsetof(rte_ipv4_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port, vlan);
+    } else if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) && len >= off + sizeof(rte_ipv6_hdr) &&
+               (l3[0] >> 4) == 6) {
+        w.nexthops->learn(6, l3 + offsetof(rte_ipv6_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port, vlan);
     }
 }
 

@@ -185,7 +185,7 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     // spills 2 bytes that the next one overwrites), source MAC, type.
     uint8_t* eth = ip - sizeof(rte_ether_hdr);
     uint64_t nh;
-    static_assert(sizeof(NextHop) == 8);
+    static_assert(offsetof(NextHop, port) == 6 && sizeof(NextHop::port) == 2);  // MAC + port: 8 bytes
     std::memcpy(&nh, &q.nh, 8);
 
     store64(eth, nh);

@@ -35,6 +35,10 @@ def main():
         ("flows zero", null2, base + ["--flows", "0"], "--flows 0: expected a whole number from 1 to 16777216"),
         ("mtu too small", null2, base + ["--mtu", "100"], "--mtu 100: expected a whole number from 576 to 9216"),
         ("bad gateway MAC", null2, base + ["--gw4", "not-a-mac"], "bad MAC not-a-mac"),
+        ("VLAN ID out of range", null2, base + ["--gw4", "02:00:00:00:00:01", "--gw4-vlan", "4095"],
+         "--gw4-vlan 4095: expected a whole number from 1 to 4094"),
+        ("VLAN without its gateway", null2, base + ["--gw6-vlan", "10"],
+         "--gw4-vlan / --gw6-vlan tag the static default next hop: give its MAC with --gw4 / --gw6 too"),
         ("unknown option", null2, base + ["--bogus"], "unknown option --bogus"),
         ("missing value", null2, base + ["--mtu"], "missing value for --mtu"),
     ]

@@ -1,0 +1,239 @@
+// The kernel mirror's VLAN handling (nexthop/kernel_mirror.h), fed rtnetlink
+// messages built here the way the kernel lays them out (libmnl), because
+// these machines' kernel has no 802.1Q support to make VLAN devices with
+// (tests/dataplane/netns_neigh.py covers the mirror against a real kernel,
+// untagged). The NextHops table is the real one.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_ether.h>
+#include <linux/if_link.h>
+#include <linux/neighbour.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "common/dpdk.h"
+#include "flow/tables.h"
+#include "nexthop/kernel_mirror.h"
+#include "nexthop/nexthop.h"
+
+namespace dptest {
+bool ensure_eal();
+}
+
+namespace {
+
+constexpr int kEth = 3;        // the exception interface's kernel end
+constexpr int kVlan100 = 7;    // eth.100
+constexpr int kDot1ad = 8;     // an 802.1ad device on eth
+constexpr int kStacked = 9;    // a VLAN device on eth.100 (Q-in-Q)
+constexpr uint16_t kPort = 0;  // the NIC port the mirror's entries leave by
+
+class Msg {
+public:
+    explicit Msg(uint16_t type) : buf_(MNL_SOCKET_BUFFER_SIZE) {
+        n_ = mnl_nlmsg_put_header(buf_.data());
+        n_->nlmsg_type = type;
+    }
+    Msg(Msg&&) = default;  // the buffer moves with its header pointer
+    Msg(const Msg&) = delete;
+    nlmsghdr* n() const { return n_; }
+
+private:
+    std::vector<char> buf_;
+    nlmsghdr* n_;
+};
+
+// RTM_NEWLINK of `ifindex` on lower device `link` (0: none); `kind` "vlan"
+// with its ID and protocol, or another kind.
+Msg link(int ifindex, const char* kind, int lower = 0, uint16_t vid = 0, uint16_t proto = ETH_P_8021Q) {
+    Msg m(RTM_NEWLINK);
+    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(m.n(), sizeof(ifinfomsg)));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = ifindex;
+    if (lower != 0) {
+        mnl_attr_put_u32(m.n(), IFLA_LINK, static_cast<uint32_t>(lower));
+    }
+    nlattr* info = mnl_attr_nest_start(m.n(), IFLA_LINKINFO);
+    mnl_attr_put_strz(m.n(), IFLA_INFO_KIND, kind);
+    if (std::strcmp(kind, "vlan") == 0) {
+        nlattr* data = mnl_attr_nest_start(m.n(), IFLA_INFO_DATA);
+        mnl_attr_put_u16(m.n(), IFLA_VLAN_ID, vid);
+        mnl_attr_put_u16(m.n(), IFLA_VLAN_PROTOCOL, htons(proto));
+        mnl_attr_nest_end(m.n(), data);
+    }
+    mnl_attr_nest_end(m.n(), info);
+    return m;
+}
+
+Msg del_link(int ifindex) {
+    Msg m(RTM_DELLINK);
+    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(m.n(), sizeof(ifinfomsg)));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = ifindex;
+    return m;
+}
+
+// RTM_NEWNEIGH (REACHABLE, with a MAC) or RTM_DELNEIGH for ip on ifindex.
+Msg neigh(uint16_t type, int ifindex, const std::vector<uint8_t>& ip, const std::array<uint8_t, 6>& mac) {
+    Msg m(type);
+    auto* nd = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(m.n(), sizeof(ndmsg)));
+    nd->ndm_family = ip.size() == 4 ? AF_INET : AF_INET6;
+    nd->ndm_ifindex = ifindex;
+    nd->ndm_state = NUD_REACHABLE;
+    mnl_attr_put(m.n(), NDA_DST, ip.size(), ip.data());
+    mnl_attr_put(m.n(), NDA_LLADDR, mac.size(), mac.data());
+    return m;
+}
+
+// The IPv4 default route via `gw`.
+Msg default_route(const std::vector<uint8_t>& gw) {
+    Msg m(RTM_NEWROUTE);
+    auto* rt = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(m.n(), sizeof(rtmsg)));
+    rt->rtm_family = AF_INET;
+    rt->rtm_table = RT_TABLE_MAIN;
+    rt->rtm_type = RTN_UNICAST;
+    rt->rtm_dst_len = 0;
+    mnl_attr_put(m.n(), RTA_GATEWAY, gw.size(), gw.data());
+    return m;
+}
+
+class KernelMirrorVlan : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ASSERT_TRUE(dptest::ensure_eal());
+        static int instance = 0;
+        instance++;
+        dp::FlowConfig fc;
+        fc.name = "km" + std::to_string(instance);
+        fc.entries_v4 = 64;
+        fc.entries_v6 = 64;
+        fc.max_allocations = 8;
+        fc.max_channels = 8;
+        fc.client_cache = false;
+        std::string err;
+        flows_ = dp::FlowTables::create(fc, &err);
+        ASSERT_NE(flows_, nullptr) << err;
+        nh_ = dp::NextHops::create("kmnh" + std::to_string(instance), 64, flows_->rcu, SOCKET_ID_ANY, &err);
+        ASSERT_NE(nh_, nullptr) << err;
+        mirror_ = dp::KernelMirror::detached(*nh_, kPort);
+        mirror_->apply(link(kEth, "veth").n());
+        mirror_->apply(link(kVlan100, "vlan", kEth, 100).n());
+        mirror_->apply(link(kDot1ad, "vlan", kEth, 200, 0x88a8).n());
+        mirror_->apply(link(kStacked, "vlan", kVlan100, 300).n());
+    }
+    void TearDown() override {
+        mirror_.reset();
+        delete nh_;
+        delete flows_;
+    }
+    // The host entry of an IP: its VLAN, or -1 without one.
+    int vlan_of(const std::vector<uint8_t>& ip) const {
+        dp::NextHop h;
+        if (!nh_->get_host(ip.size() == 4 ? 4 : 6, ip.data(), &h)) {
+            return -1;
+        }
+        EXPECT_EQ(h.port, kPort);
+        return h.vlan;
+    }
+
+    dp::FlowTables* flows_ = nullptr;
+    dp::NextHops* nh_ = nullptr;
+    std::unique_ptr<dp::KernelMirror> mirror_;
+};
+
+const std::vector<uint8_t> kClient{198, 18, 1, 2};
+const std::vector<uint8_t> kPeer{198, 18, 2, 3};
+const std::array<uint8_t, 6> kMacA{0x02, 0, 0, 0, 0, 0x0a};
+const std::array<uint8_t, 6> kMacB{0x02, 0, 0, 0, 0, 0x0b};
+
+TEST_F(KernelMirrorVlan, NeighbourOnAVlanDeviceIsTagged) {
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kClient, kMacA).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    EXPECT_EQ(vlan_of(kClient), 100);
+    EXPECT_EQ(vlan_of(kPeer), 0);
+    std::vector<uint8_t> v6(16, 0);
+    v6[0] = 0xfd;
+    v6[15] = 2;
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, v6, kMacA).n());
+    EXPECT_EQ(vlan_of(v6), 100);
+}
+
+TEST_F(KernelMirrorVlan, UnsupportedVlanDevicesGiveNoEntry) {
+    mirror_->apply(neigh(RTM_NEWNEIGH, kDot1ad, kClient, kMacA).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kStacked, kPeer, kMacB).n());
+    EXPECT_EQ(vlan_of(kClient), -1);
+    EXPECT_EQ(vlan_of(kPeer), -1);
+    // VLAN 0 (priority tags only) and 4095 (reserved) are no VLAN to tag with.
+    for (uint16_t vid : {0, 4095}) {
+        mirror_->apply(link(20 + vid % 2, "vlan", kEth, vid).n());
+        mirror_->apply(neigh(RTM_NEWNEIGH, 20 + vid % 2, kPeer, kMacB).n());
+        EXPECT_EQ(vlan_of(kPeer), -1) << vid;
+    }
+    // An entry the kernel then moves onto such a device goes.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), 100);
+    mirror_->apply(neigh(RTM_NEWNEIGH, kDot1ad, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), -1);
+}
+
+// The same IP and MAC seen on another device (VLAN) is a change.
+TEST_F(KernelMirrorVlan, SameMacOnAnotherVlanIsAChange) {
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), 0);
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), 100);
+}
+
+// The default next hop is the gateway neighbour's, VLAN included.
+TEST_F(KernelMirrorVlan, DefaultViaAGatewayOnAVlan) {
+    mirror_->apply(default_route(kPeer).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kPeer, kMacB).n());
+    const uint64_t w = nh_->default_word(4);
+    ASSERT_TRUE(dp::NextHops::usable(w));
+    EXPECT_EQ(dp::NextHops::vlan_of(w), 100);
+    EXPECT_FALSE(dp::NextHops::untagged(w));
+    dp::NextHop h;
+    dp::NextHops::unpack(w, &h);
+    EXPECT_EQ(0, std::memcmp(h.mac.addr_bytes, kMacB.data(), 6));
+    EXPECT_EQ(mirror_->stats().defaults_set, 1u);
+}
+
+// A gateway leaving a VLAN retires what was learned through it there, and
+// only there: the same router MAC on another VLAN keeps its destinations.
+TEST_F(KernelMirrorVlan, RetiringAMacStaysOnItsVlan) {
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kClient, kMacA).n());
+    const std::vector<uint8_t> far1{198, 19, 9, 1}, far2{198, 19, 9, 2};
+    dp::NextHop h;
+    std::memcpy(h.mac.addr_bytes, kMacA.data(), 6);
+    h.port = kPort;
+    h.vlan = 100;
+    ASSERT_EQ(nh_->set_host(4, far1.data(), h), 0);  // learned behind the router on VLAN 100
+    h.vlan = 0;
+    ASSERT_EQ(nh_->set_host(4, far2.data(), h), 0);  // and behind the same MAC untagged
+    mirror_->apply(neigh(RTM_DELNEIGH, kVlan100, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), -1);
+    EXPECT_EQ(vlan_of(far1), -1);
+    EXPECT_EQ(vlan_of(far2), 0);
+    EXPECT_EQ(mirror_->stats().mac_retired, 1u);
+}
+
+// A deleted VLAN device's index means nothing any more.
+TEST_F(KernelMirrorVlan, DeletedLinkIsForgotten) {
+    mirror_->apply(del_link(kDot1ad).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kDot1ad, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), 0);
+    // A message too short to hold its header changes nothing.
+    Msg m(RTM_NEWLINK);
+    mirror_->apply(m.n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kPeer, kMacB).n());
+    EXPECT_EQ(vlan_of(kPeer), 100);
+}
+
+}  // namespace
