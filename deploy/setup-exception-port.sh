@@ -5,11 +5,15 @@
 # dataplane drives the other end with AF_XDP (--vdev=net_af_xdp1,iface=...).
 # Idempotent. Run as root (turn-exception-port.service runs it at boot).
 #
-#   setup-exception-port.sh [--dry-run] [--kernel-if exc0-k] [--dataplane-if exc0-d] ADDR/LEN...
+#   setup-exception-port.sh [--dry-run] [--kernel-if exc0-k] [--dataplane-if exc0-d] ADDR/LEN[@VLAN]...
 #
 # ADDR/LEN: the relay's addresses with their prefix length (203.0.113.10/24,
 # 2001:db8::10/64): turn-relay's listen and [server].relay_ips. The NIC itself
 # keeps no IP address in the kernel.
+# @VLAN (1-4094): the address is on that 802.1Q VLAN of the NIC's link (a
+# trunk port): it goes on a VLAN device of the kernel end (exc0-k.VLAN),
+# whose neighbours turn-dataplane's next hops then carry the tag of
+# (dataplane/README.md "VLANs"). Needs the kernel's 8021q support.
 #
 # Exit codes: 0 done (or nothing to do), 1 failed, 2 bad arguments.
 set -eu
@@ -22,7 +26,7 @@ addrs=""
 
 bad() {
     echo "$prog: $*" >&2
-    echo "usage: $prog [--dry-run] [--kernel-if NAME] [--dataplane-if NAME] ADDR/LEN..." >&2
+    echo "usage: $prog [--dry-run] [--kernel-if NAME] [--dataplane-if NAME] ADDR/LEN[@VLAN]..." >&2
     exit 2
 }
 fail() {
@@ -62,6 +66,20 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$addrs" ] || bad "which relay address(es)? e.g. 203.0.113.10/24"
 [ "$kif" != "$dif" ] || bad "--kernel-if and --dataplane-if must differ"
+vlans=""
+for a in $addrs; do
+    case $a in
+        *@*)
+            v=${a##*@}
+            case $v in
+                '' | *[!0-9]* | 0* | ?????*) bad "'$a': the VLAN after @ is a number from 1 to 4094" ;;
+            esac
+            [ "$v" -le 4094 ] || bad "'$a': the VLAN after @ is a number from 1 to 4094"
+            ifname_ok "$kif.$v" || bad "'$a': the VLAN device $kif.$v needs a shorter --kernel-if (at most 15 characters in all)"
+            case " $vlans " in *" $v "*) ;; *) vlans="$vlans $v" ;; esac
+            ;;
+    esac
+done
 command -v ip >/dev/null 2>&1 || fail "ip not found: install iproute2"
 [ "$dry" -eq 1 ] || [ "$(id -u)" -eq 0 ] || fail "run as root, or use --dry-run"
 
@@ -74,33 +92,60 @@ else
     ip link show dev "$dif" >/dev/null 2>&1 && fail "$dif exists but $kif does not: delete $dif or choose other names"
     run ip link add "$kif" type veth peer name "$dif"
 fi
+for v in $vlans; do
+    if ip link show dev "$kif.$v" >/dev/null 2>&1; then
+        ip -d link show dev "$kif.$v" | grep -q "vlan protocol 802.1Q id $v " ||
+            fail "$kif.$v exists and is not VLAN $v of $kif: delete it (ip link del $kif.$v)"
+        say "VLAN device $kif.$v exists already"
+    elif [ "$dry" -eq 1 ]; then
+        say "would run: ip link add link $kif name $kif.$v type vlan id $v"
+    else
+        ip link add link "$kif" name "$kif.$v" type vlan id "$v" ||
+            fail "failed: ip link add link $kif name $kif.$v type vlan id $v (the kernel needs 802.1Q VLAN support: modprobe 8021q)"
+    fi
+done
 for a in $addrs; do
+    dev=$kif
+    case $a in
+        *@*)
+            dev=$kif.${a##*@}
+            a=${a%@*}
+            ;;
+    esac
     case $a in
         *:*) fam=-6 ;;
         *) fam=-4 ;;
     esac
-    if ip "$fam" -o addr show dev "$kif" 2>/dev/null | grep -q " $a "; then
-        say "$kif has $a already"
+    if ip "$fam" -o addr show dev "$dev" 2>/dev/null | grep -q " $a "; then
+        say "$dev has $a already"
     else
         # nodad: the relay's address must be usable at once (turn-relay binds it).
         if [ "$fam" = -6 ]; then
-            run ip -6 addr add "$a" dev "$kif" nodad
+            run ip -6 addr add "$a" dev "$dev" nodad
         else
-            run ip -4 addr add "$a" dev "$kif"
+            run ip -4 addr add "$a" dev "$dev"
         fi
     fi
 done
 # The dataplane sends the kernel's egress out the NIC as it is: the kernel
-# must fill in checksums itself, not leave them to a veth "offload".
+# must fill in checksums itself, not leave them to a veth "offload", and
+# (with VLANs) write the tag into the frame rather than beside it, where an
+# AF_XDP socket would not see it.
+off="tx off"
+[ -z "$vlans" ] || off="tx off txvlan off"
 if command -v ethtool >/dev/null 2>&1; then
     if [ "$dry" -eq 1 ]; then
-        say "would run: ethtool -K $kif tx off"
+        say "would run: ethtool -K $kif $off"
     else
-        ethtool -K "$kif" tx off >/dev/null || fail "failed: ethtool -K $kif tx off"
+        # shellcheck disable=SC2086  # $off is several words on purpose
+        ethtool -K "$kif" $off >/dev/null || fail "failed: ethtool -K $kif $off"
     fi
 else
-    say "warning: ethtool not found (package ethtool): turn off tx checksum offload on $kif yourself"
+    say "warning: ethtool not found (package ethtool): run ethtool -K $kif $off yourself"
 fi
 run ip link set "$dif" up
 run ip link set "$kif" up
+for v in $vlans; do
+    run ip link set "$kif.$v" up
+done
 [ "$dry" -eq 1 ] || say "exception port ready: $kif (${addrs# }) <-> $dif"

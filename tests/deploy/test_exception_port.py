@@ -1,7 +1,8 @@
 """deploy/setup-exception-port.sh in a network namespace the test makes:
 argument errors, a dry run that creates nothing, the veth pair with the relay
 addresses (198.18.0.0/15, fd00::/8), up, tx checksum offload off on the kernel
-end, a second run that changes nothing, and names taken by something else."""
+end, a second run that changes nothing, names taken by something else, and
+addresses on 802.1Q VLANs (ADDR/LEN@VLAN: a VLAN device of the kernel end)."""
 import os
 import shutil
 import subprocess
@@ -43,6 +44,11 @@ def ip(ns, *args):
     (["--kernel-if", "bad/name", "198.18.5.1/24"], "not an interface name"),
     (["--kernel-if", "x" * 16, "198.18.5.1/24"], "not an interface name"),
     (["--frob", "198.18.5.1/24"], "unknown option --frob"),
+    (["198.18.5.1/24@0"], "the VLAN after @ is a number from 1 to 4094"),
+    (["198.18.5.1/24@4095"], "the VLAN after @ is a number from 1 to 4094"),
+    (["198.18.5.1/24@1x"], "the VLAN after @ is a number from 1 to 4094"),
+    (["198.18.5.1/24@"], "the VLAN after @ is a number from 1 to 4094"),
+    (["--kernel-if", "x" * 12, "198.18.5.1/24@4094"], "needs a shorter --kernel-if"),
 ])
 def test_bad_arguments_exit_2(ns, args, message):
     r = run(ns, *args)
@@ -93,3 +99,48 @@ def test_names_taken_by_something_else(ns):
     r = run(ns, "--kernel-if", "exc0-k", "--dataplane-if", "other-p", "198.18.5.1/24")
     assert r.returncode == 1 and "other-p exists but exc0-k does not" in r.stderr
     assert "exc0-k" not in ip(ns, "link")
+
+
+def test_dry_run_with_vlans(ns):
+    r = run(ns, "--dry-run", "198.18.5.1/24@200", "fd00:5::1/64@200", "198.18.6.1/24@4094", "198.18.7.1/24")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for line in ["would run: ip link add link exc0-k name exc0-k.200 type vlan id 200",
+                 "would run: ip link add link exc0-k name exc0-k.4094 type vlan id 4094",
+                 "would run: ip -4 addr add 198.18.5.1/24 dev exc0-k.200",
+                 "would run: ip -6 addr add fd00:5::1/64 dev exc0-k.200 nodad",
+                 "would run: ip -4 addr add 198.18.6.1/24 dev exc0-k.4094",
+                 "would run: ip -4 addr add 198.18.7.1/24 dev exc0-k",
+                 "would run: ethtool -K exc0-k tx off txvlan off",
+                 "would run: ip link set exc0-k.200 up"]:
+        assert line in out, out
+    assert out.count("type vlan id 200") == 1  # one device per VLAN
+    assert "exc0" not in ip(ns, "link")
+
+
+def kernel_has_vlans(ns):
+    subprocess.run(["ip", "-n", ns, "link", "add", "probe-a", "type", "veth", "peer", "name", "probe-b"], check=True)
+    ok = subprocess.run(["ip", "-n", ns, "link", "add", "link", "probe-a", "name", "probe-a.5", "type", "vlan",
+                         "id", "5"], capture_output=True).returncode == 0
+    subprocess.run(["ip", "-n", ns, "link", "del", "probe-a"])
+    return ok
+
+
+def test_vlan_device_holds_its_addresses(ns):
+    args = ["--kernel-if", "exck", "--dataplane-if", "excd", "198.18.5.1/24@200", "198.18.7.1/24"]
+    r = run(ns, *args)
+    if not kernel_has_vlans(ns):
+        # This kernel cannot make VLAN devices (no 8021q): a clear failure naming what is missing.
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "the kernel needs 802.1Q VLAN support: modprobe 8021q" in r.stderr
+        return
+    assert r.returncode == 0, r.stdout + r.stderr
+    link = ip(ns, "-d", "link", "show", "exck.200")
+    assert "vlan protocol 802.1Q id 200 " in link and "state UP" in link
+    assert "inet 198.18.5.1/24" in ip(ns, "-o", "addr", "show", "dev", "exck.200")
+    assert "inet 198.18.7.1/24" in ip(ns, "-o", "addr", "show", "dev", "exck")
+    offload = subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-k", "exck"], capture_output=True,
+                             text=True).stdout
+    assert "tx-vlan-offload: off" in offload
+    r = run(ns, *args)
+    assert r.returncode == 0 and "VLAN device exck.200 exists already" in r.stdout, r.stdout + r.stderr
