@@ -52,8 +52,13 @@ inline const uint8_t* destination(const Allocation* allocs, Pkt& q, uint32_t* pr
     return allocs[q.alloc].client_ip;
 }
 
-// Next hop word nh (0: none) resolved; the MTU and headroom checks.
-inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t prefix, uint32_t pad) {
+// Ethernet header bytes in front of a packet to next hop word nh: with an
+// 802.1Q tag where the next hop is on a VLAN.
+inline uint32_t l2_bytes(uint64_t nh) { return kEth + (NextHops::vlan_of(nh) != 0 ? sizeof(rte_vlan_hdr) : 0); }
+
+// Next hop word nh (0: none) resolved; the MTU and headroom checks (l2:
+// l2_bytes(nh)).
+inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, uint32_t prefix, uint32_t pad) {
     q.prefix_len = static_cast<uint16_t>(prefix);
     q.pad_len = static_cast<uint8_t>(pad);
     if (unlikely(!ok)) {
@@ -71,7 +76,6 @@ inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t prefi
     }
     const uint8_t* data = reinterpret_cast<const uint8_t*>(q.udp + 1) + q.data_off;
     const uint8_t* buf = static_cast<const uint8_t*>(q.m->buf_addr);
-    const uint32_t l2 = kEth + (q.nh.vlan != 0 ? sizeof(rte_vlan_hdr) : 0);  // a tag for a next hop on a VLAN
     if (unlikely(data < buf + l2 + hdrs || data + tail > buf + q.m->buf_len)) {
         punt(q, Counter::punt_no_headroom);
         return;
@@ -88,6 +92,8 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n) {
     const uint64_t def6 = w.nexthops->default_word(6);
     const bool ok4 = nexthop_usable(def4);
     const bool ok6 = nexthop_usable(def6);
+    const uint32_t l2_4 = l2_bytes(def4);
+    const uint32_t l2_6 = l2_bytes(def6);
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
         if (q.next != Next::kRoute) {
@@ -96,7 +102,7 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n) {
         uint32_t prefix, pad;
         (void)destination(allocs, q, &prefix, &pad);
         const bool v4 = q.out_family == 4;
-        finish(w, q, v4 ? def4 : def6, v4 ? ok4 : ok6, prefix, pad);
+        finish(w, q, v4 ? def4 : def6, v4 ? ok4 : ok6, v4 ? l2_4 : l2_6, prefix, pad);
     }
 }
 
@@ -129,7 +135,7 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n) {
     for (uint16_t j = 0; j < cnt; j++) {
         Pkt& q = p[idx[j]];
         const uint64_t nh = host[j] != 0 ? host[j] : q.out_family == 4 ? def4 : def6;
-        finish(w, q, nh, nexthop_usable(nh), prefix[j], pad[j]);
+        finish(w, q, nh, nexthop_usable(nh), l2_bytes(nh), prefix[j], pad[j]);
     }
 }
 
