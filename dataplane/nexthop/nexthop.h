@@ -42,12 +42,14 @@ struct NextHop {
 };
 constexpr uint16_t kMaxVlanId = 4094;  // 4095 is reserved (IEEE 802.1Q)
 
-struct NextHopKey {
+// 8-byte aligned and sized: rte_hash_crc reads keys 8 bytes at a time, also
+// in arrays of them (route.cc, express.cc). Every byte is part of the key.
+struct alignas(8) NextHopKey {
     uint8_t ip[16] = {};
     uint8_t family = 0;
-    uint8_t pad[3] = {};
+    uint8_t pad[7] = {};
 };
-static_assert(sizeof(NextHopKey) == 20);
+static_assert(sizeof(NextHopKey) == 24);
 
 class NextHops {
 public:

@@ -2,6 +2,7 @@
 // worker's stack (pipeline.cc), one per received mbuf; never in the mbuf.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "common/dpdk.h"
@@ -64,11 +65,13 @@ struct Pkt {
     union {
         NextHop nh;  // in a union: not zeroed for every packet of every burst (route fills it)
     };
-    union {
+    union alignas(8) {  // rte_hash_crc reads keys 8 bytes at a time
         Key4 k4;
         Key6 k6;
     };
 };
+
+static_assert(offsetof(Pkt, k4) % 8 == 0 && offsetof(Pkt, k6) % 8 == 0);
 
 inline void punt(Pkt& p, Counter why) {
     p.next = Next::kPunt;
