@@ -10,9 +10,19 @@
 //     0x4001 to kPeer6:6000, permission only for kPermOnly6.
 //   allocation 3: IPv4 client with a bandwidth limit of 100 kbit/s, channel
 //     0x4001 to kPeer4:7000 (police drops what exceeds the bucket).
+//
+// Next hops (L2, nexthop/nexthop.h), as byte 1 of the input sets them up
+// (kNh*): the family's default is the gateway (kGatewayMac), untagged, on a
+// VLAN (kGatewayVlan4/6) or absent; with kNhHosts the table has the host
+// entries of host_hops(): kPeer4's IP (every peer4* address) on VLAN 300,
+// client2 on VLAN 4094 (the highest), client1 and kPeer6 untagged, each
+// with a MAC of its own; any other destination takes its family's default.
+// So the express lane finishes ChannelData to client1 and hands that to
+// kPeer4 to the stages, which tag it.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "net/address.h"
 #include "packet_builder.h"
@@ -24,6 +34,13 @@ using turn::Address;
 inline const dptest::Mac kPortMac{0x02, 0, 0, 0, 0, 0x01};
 inline const dptest::Mac kGatewayMac{0x02, 0, 0, 0, 0, 0xfe};
 inline const dptest::Mac kHostMac{0x02, 0, 0, 0, 0, 0xaa};
+// Next hops with host entries (host_hops), and the gateway's VLANs.
+inline const dptest::Mac kPeer4Mac{0x02, 0, 0, 0, 0x04, 0x20};
+inline const dptest::Mac kPeer6Mac{0x02, 0, 0, 0, 0x06, 0x20};
+inline const dptest::Mac kClient1Mac{0x02, 0, 0, 0, 0x01, 0x10};
+inline const dptest::Mac kClient2Mac{0x02, 0, 0, 0, 0x02, 0x10};
+constexpr uint16_t kGatewayVlan4 = 1;
+constexpr uint16_t kGatewayVlan6 = 2049;
 
 inline Address addr(const char* s) { return *Address::parse(s); }
 
@@ -48,10 +65,24 @@ struct Net {
     Address stranger6 = addr("[fd00:1::99]:7000");
 };
 
+// A host entry: the destination's IP (port ignored), the MAC and the 802.1Q
+// VLAN ID (0: untagged) frames to it leave with.
+struct HostHop {
+    Address ip;
+    dptest::Mac mac;
+    uint16_t vlan;
+};
+inline std::vector<HostHop> host_hops(const Net& n) {
+    return {{n.peer4, kPeer4Mac, 300}, {n.client2, kClient2Mac, 4094}, {n.client1, kClient1Mac, 0},
+            {n.peer6, kPeer6Mac, 0}};
+}
+
 // Input format: byte 0 = (burst size - 1) in its low 5 bits, the clock step
-// between bursts in its high 3 (0: none; k: 2^(4k) TSC cycles); then frames,
-// each a big-endian 16-bit word and that many bytes (the last one cut to what
-// is left). The word's low 11 bits are the frame's length; the next 3 the
+// between bursts in its high 3 (0: none; k: 2^(4k) TSC cycles); byte 1 = the
+// next hops (its low 5 bits, kNh*) and, in its high 3, the headroom every
+// frame's buffer has before it (an index in kHeadrooms); then frames, each
+// a big-endian 16-bit word and that many bytes (the last one cut to what is
+// left). The word's low 11 bits are the frame's length; the next 3 the
 // bytes of tailroom its buffer has after it (padding a Data indication needs
 // some); the top 2 the checksum flags a NIC would have set on it (0: none;
 // 1: IP and UDP checksums good; 2: IP bad; 3: UDP bad; kRxFlags in
@@ -62,5 +93,19 @@ constexpr uint16_t kLenMask = 0x07ff;
 constexpr unsigned kTailShift = 11;
 constexpr unsigned kTailMask = 7;
 constexpr unsigned kFlagsShift = 14;
+
+// Byte 1.
+constexpr uint8_t kNhHosts = 1;    // the host entries of host_hops()
+constexpr uint8_t kNhGw4Vlan = 2;  // the IPv4 default on kGatewayVlan4
+constexpr uint8_t kNhNoGw4 = 4;    // no IPv4 default (over kNhGw4Vlan)
+constexpr uint8_t kNhGw6Vlan = 8;  // the IPv6 default on kGatewayVlan6
+constexpr uint8_t kNhNoGw6 = 16;   // no IPv6 default (over kNhGw6Vlan)
+constexpr unsigned kHeadroomShift = 5;
+// Headroom in bytes; 0xffff: the mbuf's default (RTE_PKTMBUF_HEADROOM). The
+// others are where the new headers of a frame to a client just fit, or
+// not, without and with the 802.1Q tag: ChannelData needs 4 bytes more
+// than it came with (8 tagged), an IPv4 Data indication 36 (40), an IPv6
+// one 48 (52).
+constexpr uint16_t kHeadrooms[8] = {0xffff, 0, 4, 8, 36, 40, 48, 52};
 
 }  // namespace workerfuzz

@@ -1,7 +1,9 @@
 // Writes the seed corpus of worker_fuzz.cc (tests/fuzz/corpus/worker/): one
-// input per fast-path case, drop and punt of the relay in worker_net.h, and
-// mixed bursts of all of them, with frames built by the golden tests'
-// independent packet builder (tests/dataplane/packet_builder.h).
+// input per fast-path case, drop and punt of the relay in worker_net.h (with
+// its host next hops, some on VLANs), and mixed bursts of all of them under
+// each next-hop set-up and at headrooms where tagging needs the room, with
+// frames built by the golden tests' independent packet builder
+// (tests/dataplane/packet_builder.h).
 //
 //   build/tests/fuzz/worker_seeds tests/fuzz/corpus/worker
 //
@@ -122,10 +124,11 @@ std::vector<std::pair<std::string, Bytes>> cases() {
     return c;
 }
 
-// tail: bytes of tailroom after each frame; flags: index in kRxFlags
-// (worker_net.h).
-Bytes input(uint8_t ctl, const std::vector<const Bytes*>& frames, unsigned tail = 4, unsigned flags = 0) {
-    Bytes in{ctl};
+// nh: byte 1, the next hops (kNh*) and the headroom (an index in
+// kHeadrooms); tail: bytes of tailroom after each frame; flags: index in
+// kRxFlags (worker_net.h).
+Bytes input(uint8_t ctl, uint8_t nh, const std::vector<const Bytes*>& frames, unsigned tail = 4, unsigned flags = 0) {
+    Bytes in{ctl, nh};
     for (const Bytes* f : frames) {
         in.push_back(static_cast<uint8_t>(f->size() >> 8 | tail << (workerfuzz::kTailShift - 8) |
                                           flags << (workerfuzz::kFlagsShift - 8)));
@@ -138,25 +141,36 @@ Bytes input(uint8_t ctl, const std::vector<const Bytes*>& frames, unsigned tail 
 }  // namespace
 
 int main(int argc, char** argv) {
+    using namespace workerfuzz;
     const auto c = cases();
     fuzzseeds::Files files;
     auto write = [&](const std::string& name, const Bytes& b) { files.emplace_back(name, b); };
+    // Each case alone with the host next hops (so cd4-slot0 goes to a peer
+    // on VLAN 300 through the stages, peer6-channel to client2 on VLAN
+    // 4094, peer4-channel to client1 untagged through the lane).
     std::vector<const Bytes*> all;
     for (const auto& [name, frame] : c) {
-        write(name, input(0, {&frame}));
+        write(name, input(0, kNhHosts, {&frame}));
         all.push_back(&frame);
     }
     // Every case in one burst of 32 and the rest in a second (with and
-    // without tailroom); the same in bursts of 4 with the clock moving
-    // (bandwidth buckets refill); and the lane's common case, 40 ChannelData
-    // frames from both sides.
-    write("mixed-burst32", input(31, all));
-    write("mixed-burst32-no-tailroom", input(31, all, 0));
+    // without tailroom), with the untagged gateway as the only next hop; the
+    // same in bursts of 4 with the clock moving (bandwidth buckets refill);
+    // and the lane's common case, 40 ChannelData frames from both sides.
+    write("mixed-burst32", input(31, 0, all));
+    write("mixed-burst32-no-tailroom", input(31, 0, all, 0));
     // As a NIC with checksum offload delivers them: all good, IP bad, UDP bad.
-    write("mixed-burst32-nic-good", input(31, all, 4, 1));
-    write("mixed-burst32-nic-ip-bad", input(31, all, 4, 2));
-    write("mixed-burst32-nic-udp-bad", input(31, all, 4, 3));
-    write("mixed-burst4-clock", input(3 | 3 << 5, all));
+    write("mixed-burst32-nic-good", input(31, 0, all, 4, 1));
+    write("mixed-burst32-nic-ip-bad", input(31, 0, all, 4, 2));
+    write("mixed-burst32-nic-udp-bad", input(31, 0, all, 4, 3));
+    write("mixed-burst4-clock", input(3 | 3 << 5, 0, all));
+    // The other next-hop set-ups: host entries (tagged and untagged, the
+    // rest to the gateway); the gateway on a VLAN in both families (the
+    // lane hands every packet to the stages); host entries and no gateway
+    // (the rest punted for want of a next hop).
+    write("mixed-burst32-hosts", input(31, kNhHosts, all));
+    write("mixed-burst32-gateway-vlan", input(31, kNhGw4Vlan | kNhGw6Vlan, all));
+    write("mixed-burst32-hosts-no-gateway", input(31, kNhHosts | kNhNoGw4 | kNhNoGw6, all));
     auto frame = [&](const std::string& name) -> const Bytes* {
         for (const auto& [nm, f] : c) {
             if (nm == name) {
@@ -171,10 +185,25 @@ int main(int argc, char** argv) {
         cd.push_back(frame("cd4-slot0"));
         cd.push_back(frame("peer4-channel"));
     }
-    write("channeldata-both-ways", input(31, cd));
+    write("channeldata-both-ways", input(31, 0, cd));
+    // The same bursts with the host next hops: the lane finishes the frames
+    // to client1 and hands those to the peer (VLAN 300) to the stages; with
+    // the IPv4 gateway on a VLAN, both directions go through the stages
+    // tagged.
+    write("channeldata-both-ways-hosts", input(31, kNhHosts, cd));
+    write("channeldata-both-ways-gateway-vlan", input(31, kNhGw4Vlan, cd));
+    // Frames to clients with just the headroom their new headers need
+    // untagged, or tagged (worker_net.h kHeadrooms): ChannelData and Data
+    // indications, to tagged and untagged next hops, in both families.
+    const std::vector<const Bytes*> to_clients = {frame("peer4-channel"), frame("peer6-channel"),
+                                                  frame("peer4-data"),    frame("peer6-data"),
+                                                  frame("cd4-slot0"),     frame("peer6-channel-to-v4-client")};
+    write("headroom4-hosts", input(31, kNhHosts | 2 << kHeadroomShift, to_clients));
+    write("headroom8-gateway-vlan", input(31, kNhGw4Vlan | kNhGw6Vlan | 3 << kHeadroomShift, to_clients));
+    write("headroom40-gateway-vlan", input(31, kNhGw4Vlan | kNhGw6Vlan | 5 << kHeadroomShift, to_clients));
     // Allocation 3's bandwidth limit: 80 kB in bursts of 32, 16 cycles
     // apart, against a bucket of 64 KiB (worker/police.cc).
     const std::vector<const Bytes*> limited(80, frame("cd4-limited-allocation"));
-    write("rate-limited-bursts", input(31 | 1 << 5, limited));
+    write("rate-limited-bursts", input(31 | 1 << 5, 0, limited));
     return fuzzseeds::write_seeds(argc, argv, files);
 }
