@@ -8,10 +8,6 @@
 namespace turn::cp {
 
 namespace {
-// Allocation ids are unique across the process (all loops), so the offload
-// and logs can name an allocation without its 5-tuple.
-std::atomic<uint64_t> g_next_allocation_id{1};
-
 std::string relays_string(const Allocation& a) {
     std::string s;
     for (const auto& r : a.relays) {
@@ -135,7 +131,7 @@ void AllocationManager::close_relay(Family f, const RelayEndpoint& e) {
 Allocation& AllocationManager::create(const FiveTuple& ft, std::string username, std::string realm,
                                       std::array<RelayEndpoint, 2> relays, uint64_t lifetime_ms, bool dont_fragment) {
     auto a = std::make_unique<Allocation>();
-    a->id = g_next_allocation_id.fetch_add(1, std::memory_order_relaxed);
+    a->id = shared_.next_allocation_id.fetch_add(1, std::memory_order_relaxed);
     a->five_tuple = ft;
     a->username = std::move(username);
     a->realm = std::move(realm);
@@ -510,8 +506,9 @@ std::string AllocationManager::restore(const SavedAllocation& s) {
     }
     // Later allocations must not reuse a restored id (the dataplane keys its
     // entries by id).
-    uint64_t next = g_next_allocation_id.load(std::memory_order_relaxed);
-    while (next <= s.id && !g_next_allocation_id.compare_exchange_weak(next, s.id + 1, std::memory_order_relaxed)) {
+    uint64_t next = shared_.next_allocation_id.load(std::memory_order_relaxed);
+    while (next <= s.id &&
+           !shared_.next_allocation_id.compare_exchange_weak(next, s.id + 1, std::memory_order_relaxed)) {
     }
     Allocation& ref = insert(std::move(a));
     for (const auto& p : s.permissions) {

@@ -94,6 +94,16 @@ struct Config {
     std::string redirect_tls_domain;            // ALTERNATE-DOMAIN for TLS and DTLS clients, "" = none
     RedirectWhen redirect_when = RedirectWhen::kDraining;
 
+    // Not a configuration key: tests and fuzz targets set it to replay a run.
+    // Non-zero seeds every pseudo-random choice of the protocol core that does
+    // not come from OpenSSL's RAND_bytes: relayed ports and RESERVATION-TOKENs
+    // (PortAllocator), which entry a full rate-limiter shard replaces
+    // (SourceRateLimiter), and the transaction ids of Data and
+    // ConnectionAttempt indications and the CONNECTION-IDs (Server). 0, as
+    // load_config() always leaves it: seeds from std::random_device and the
+    // Server's address, as in production.
+    uint64_t seed = 0;
+
     // Relay address of a family, if configured.
     std::optional<Address> relay_ip(Family f) const;
 };

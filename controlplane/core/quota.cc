@@ -47,8 +47,15 @@ Address SourceRateLimiter::source_key(const Address& source) {
     return key;
 }
 
-SourceRateLimiter::SourceRateLimiter(uint32_t per_s, size_t max_sources)
+SourceRateLimiter::SourceRateLimiter(uint32_t per_s, size_t max_sources, uint64_t seed)
     : per_s_(per_s), max_per_shard_(std::max<size_t>(max_sources / kShards, 1)) {
+    if (seed != 0) {  // tests: the same choices every run
+        std::mt19937_64 gen(seed);
+        for (Shard& sh : shards_) {
+            sh.rng = gen() | 1;
+        }
+        return;
+    }
     std::random_device rd;
     for (Shard& sh : shards_) {
         sh.rng = (uint64_t{rd()} << 32 | rd()) | 1;

@@ -83,7 +83,10 @@ public:
     static constexpr size_t kShards = 16;
     static constexpr uint64_t kIdleMs = 1000;
     static constexpr uint64_t kPurgeIntervalMs = 100;
-    explicit SourceRateLimiter(uint32_t per_s, size_t max_sources = 65536);
+    static constexpr size_t kDefaultMaxSources = 65536;
+    // seed: which entries full shards replace; 0 (production) draws it from
+    // std::random_device, tests pass Config::seed to replay a run.
+    explicit SourceRateLimiter(uint32_t per_s, size_t max_sources = kDefaultMaxSources, uint64_t seed = 0);
     bool allow(const Address& source, uint64_t now_ms);
     size_t size() const;
     // The bucket key of a source: IPv4 address, or the IPv6 /64; port 0.

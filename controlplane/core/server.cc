@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 
 #include "common/bytes.h"
 #include "core/event_log.h"
@@ -25,8 +26,15 @@ Server::Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& of
     : shared_(shared), clock_(clock), io_(io), stats_(stats), wheel_(clock.now_ms()),
       allocations_(shared, clock, wheel_, io, offload, stats), auth_(shared, clock), policy_(shared.policy) {
     schedule_housekeeping();
-    txid_state_ = g_seed_counter ^ reinterpret_cast<uintptr_t>(this) ^ clock.now_ms();
-    g_seed_counter += 0x9E3779B97F4A7C15ull;
+    if (shared.config.seed != 0) {
+        // Config::seed (tests, fuzzing): the same sequence whatever this
+        // object's address and however many servers the process made before
+        // (| 1: never xorshift's fixed point 0).
+        txid_state_ = std::mt19937_64(shared.config.seed)() | 1;
+    } else {
+        txid_state_ = g_seed_counter ^ reinterpret_cast<uintptr_t>(this) ^ clock.now_ms();
+        g_seed_counter += 0x9E3779B97F4A7C15ull;
+    }
 }
 
 void Server::schedule_housekeeping() {

@@ -7,9 +7,13 @@ namespace turn::cp {
 Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
     : config(c), credentials(std::make_shared<auth::CredentialStore>(c.realm)), nonces(std::move(n)),
       policy(make_policy(c)),
-      ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000, std::random_device{}()),
-      quota(c.max_per_user, c.max_total), unauth_limiter(c.unauth_per_ip_per_s),
-      accept_limiter(c.tcp_accepts_per_ip_per_s), dtls_handshake_limiter(c.dtls_handshakes_per_ip_per_s) {}
+      // Config::seed: 0 (production) draws the seeds from std::random_device.
+      ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000,
+            c.seed != 0 ? c.seed : std::random_device{}()),
+      quota(c.max_per_user, c.max_total),
+      unauth_limiter(c.unauth_per_ip_per_s, SourceRateLimiter::kDefaultMaxSources, c.seed),
+      accept_limiter(c.tcp_accepts_per_ip_per_s, SourceRateLimiter::kDefaultMaxSources, c.seed),
+      dtls_handshake_limiter(c.dtls_handshakes_per_ip_per_s, SourceRateLimiter::kDefaultMaxSources, c.seed) {}
 
 std::shared_ptr<auth::CredentialStore> Shared::make_credentials(const Config& c, std::string& error) {
     auto store = std::make_shared<auth::CredentialStore>(c.realm);

@@ -67,6 +67,12 @@ struct Shared {
     std::atomic<bool> draining{false};
     // RFC 8016 tickets: sealed under this process's key, opened by any loop.
     MobilityTickets tickets;
+    // The next allocation id. Ids are unique across the process (one Shared,
+    // all loops), so the offload and logs can name an allocation without its
+    // 5-tuple; restoring a saved allocation moves this past its id. Here
+    // rather than in a global so that each Shared (a test's, a fuzz input's)
+    // numbers its allocations from 1.
+    std::atomic<uint64_t> next_allocation_id{1};
     // Live gauges: allocations holding a relayed address of each family.
     std::atomic<int64_t> allocations_v4{0};
     std::atomic<int64_t> allocations_v6{0};
