@@ -25,6 +25,19 @@
 //   3. an error response carries an ERROR-CODE between 300 and 699;
 //   4. every datagram relayed to a peer leaves through a relayed socket of a
 //      live allocation with a permission for that peer.
+//
+// Deterministic: an input gives the same run whether it is the first in a
+// process, follows other inputs, or runs in another process, so whatever
+// libFuzzer reports reproduces. OpenSSL's RAND_bytes is a fixed stream
+// restarted at every input (det_rand below: it yields the mobility tickets'
+// keys and random bytes, and, once per process from its own fixed start, the
+// SipHash key of the address hash tables, so their iteration order is the
+// same in every process); Config::seed fixes the core's own pseudo-random
+// choices (relayed ports, RESERVATION-TOKENs, transaction ids of indications,
+// CONNECTION-IDs); allocation ids count from 1 in each Shared, so per input.
+// fuzz_output_digest() hashes everything the server sent and what the checks
+// made of it; corpus_driver.cc --determinism (the fuzz-determinism-server
+// test) compares it across runs.
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -37,9 +50,12 @@
 #include <string>
 #include <vector>
 
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include "auth/credentials.h"
+#include "common/siphash.h"
 #include "core/auth.h"
 #include "core/clock.h"
 #include "core/offload.h"
@@ -64,6 +80,121 @@ namespace attr = turn::stun::attr;
 }
 
 Address A(const char* s) { return *Address::parse(s); }
+
+// OpenSSL's randomness as a fixed stream (splitmix64), installed with the
+// legacy RAND_METHOD hook (deprecated in OpenSSL 3, still what RAND_bytes
+// consults first) and restarted at every input.
+namespace det_rand {
+
+constexpr uint64_t kSipKeyStart = 0x5eed0001;  // the SipHash key, drawn once per process
+constexpr uint64_t kInputStart = 0x5eed0002;   // every input
+
+uint64_t g_state = 0;
+
+void restart(uint64_t start) { g_state = start; }
+
+uint64_t next() {
+    uint64_t z = (g_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int bytes(unsigned char* buf, int num) {
+    for (int i = 0; i < num; i += 8) {
+        const uint64_t v = next();
+        std::memcpy(buf + i, &v, static_cast<size_t>(std::min(8, num - i)));
+    }
+    return 1;
+}
+int seed(const void*, int) { return 1; }
+int add(const void*, int, double) { return 1; }
+int status() { return 1; }
+
+const RAND_METHOD kMethod = {seed, bytes, nullptr, add, bytes, status};
+
+// Once per process, before anything draws: installs the stream, checks that
+// RAND_bytes reads it, and has the per-process SipHash key drawn from it at a
+// fixed point (not at whatever point of whichever input first hashes an
+// address).
+void install() {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    if (RAND_set_rand_method(&kMethod) != 1) {
+        fail("RAND_set_rand_method refused the fixed stream");
+    }
+#pragma GCC diagnostic pop
+    uint8_t want[16];
+    uint8_t got[16];
+    restart(kSipKeyStart);
+    bytes(want, sizeof want);
+    restart(kSipKeyStart);
+    if (RAND_bytes(got, sizeof got) != 1 || std::memcmp(want, got, sizeof want) != 0) {
+        fail("RAND_bytes does not read the harness's fixed stream");
+    }
+    restart(kSipKeyStart);
+    const SipKey& key = process_sip_key();
+    uint8_t drawn[16];
+    std::memcpy(drawn, &key.k0, 8);
+    std::memcpy(drawn + 8, &key.k1, 8);
+    if (std::memcmp(want, drawn, sizeof want) != 0) {
+        fail("the SipHash key was drawn before the harness's fixed stream was installed");
+    }
+}
+
+}  // namespace det_rand
+
+// What an input made the server do, for fuzz_output_digest(): SHA-256 over
+// every datagram sent (with where it went), the relays, connections and
+// paths the core asked for, and the checks' findings, step by step.
+class Transcript {
+public:
+    Transcript() : ctx_(EVP_MD_CTX_new()) {}
+    ~Transcript() { EVP_MD_CTX_free(ctx_); }
+    Transcript(const Transcript&) = delete;
+    Transcript& operator=(const Transcript&) = delete;
+
+    void start() {
+        if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) {
+            fail("cannot start SHA-256");
+        }
+    }
+    void raw(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
+    void u64(uint64_t v) {
+        uint8_t b[8];
+        for (int i = 0; i < 8; ++i) {
+            b[i] = static_cast<uint8_t>(v >> (56 - 8 * i));
+        }
+        raw(b, sizeof b);
+    }
+    void tag(char c) { raw(&c, 1); }
+    void data(std::span<const uint8_t> d) {
+        u64(d.size());
+        raw(d.data(), d.size());
+    }
+    void addr(const Address& a) {
+        u64(static_cast<uint64_t>(a.family));
+        raw(a.ip.data(), a.ip.size());
+        u64(a.port);
+    }
+    void tuple(const FiveTuple& t) {
+        addr(t.client);
+        addr(t.server);
+        u64(static_cast<uint64_t>(t.transport));
+    }
+    void finish(uint8_t out[32]) {
+        unsigned n = 0;
+        if (EVP_DigestFinal_ex(ctx_, out, &n) != 1 || n != 32) {
+            fail("cannot finish SHA-256");
+        }
+    }
+
+private:
+    EVP_MD_CTX* ctx_;
+};
+
+Transcript g_transcript;
+uint8_t g_last_digest[32] = {};
 
 // Values a client can only learn from the server, remembered from what it
 // sent, for kSelReuse steps.
@@ -90,6 +221,7 @@ std::unique_ptr<World> make_world() {
     c.realm = servernet::kRealm;
     c.users = {{"alice", "alice-pw"}, {"bob", "bob-pw"}};
     c.metrics_listen = "";
+    c.seed = 0x5eed;  // relayed ports, reservation tokens, txids and CONNECTION-IDs replayable
     std::string err;
     const std::array<uint8_t, 32> secret{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
     w->shared = Shared::create(c, secret, err);
@@ -196,6 +328,7 @@ void check_sent(World& w, size_t from, const FiveTuple* asker, const stun::Messa
             fail("an empty datagram to a client");
         }
         if (classic_binding_response(d, s.to, asker, raw)) {
+            g_transcript.tag('3');
             continue;
         }
         if (g_verbose) {
@@ -215,6 +348,7 @@ void check_sent(World& w, size_t from, const FiveTuple* asker, const stun::Messa
             if (d.size() < 4 || size_t{4} + (size_t{d[2]} << 8 | d[3]) > d.size()) {
                 fail("ChannelData to a client with a length beyond the datagram");
             }
+            g_transcript.tag('D');
             continue;
         }
         stun::MessageView v;
@@ -227,6 +361,8 @@ void check_sent(World& w, size_t from, const FiveTuple* asker, const stun::Messa
                 w.learned[t].assign(val.begin(), val.end());
             }
         }
+        g_transcript.tag('S');
+        g_transcript.u64(v.type());
         if (v.cls() != stun::Class::kSuccess && v.cls() != stun::Class::kError) {
             continue;
         }
@@ -240,12 +376,14 @@ void check_sent(World& w, size_t from, const FiveTuple* asker, const stun::Messa
             if (code < 300 || code > 699) {
                 fail("an error response with a code outside 300-699");
             }
+            g_transcript.u64(code);
         }
         if (asker != nullptr && req != nullptr && s.to == *asker && req->cls() == stun::Class::kRequest) {
             if (!std::equal(v.transaction_id().begin(), v.transaction_id().end(), req->transaction_id().begin()) ||
                 v.method() != req->method()) {
                 fail("a response that does not answer the request (transaction id or method)");
             }
+            g_transcript.tag('R');
         }
     }
 }
@@ -260,6 +398,58 @@ void check_peer_sends(World& w, size_t from) {
         if (a == nullptr || !a->permitted(s.peer, w.clock.now_ms())) {
             fail("relayed to a peer without a permission, or through no allocation's socket");
         }
+        g_transcript.tag('P');
+        g_transcript.u64(a->id);
+        g_transcript.u64(static_cast<uint64_t>(f));
+    }
+}
+
+// Everything a step made the server do, into the transcript: datagrams to
+// clients and peers, the relayed sockets and client paths open after it, and
+// the TCP connects, data-connection binds and hand-offs it asked for.
+void record_step(const World& w, size_t before, size_t before_peer, size_t before_connects, size_t before_binds,
+                 size_t before_handoffs) {
+    Transcript& t = g_transcript;
+    for (size_t i = before; i < w.io.client.size(); i++) {
+        t.tag('c');
+        t.tuple(w.io.client[i].to);
+        t.data(w.io.client[i].bytes);
+    }
+    for (size_t i = before_peer; i < w.io.peer_sends.size(); i++) {
+        const auto& s = w.io.peer_sends[i];
+        t.tag('p');
+        t.u64(s.relay);
+        t.addr(s.peer);
+        t.u64(s.dont_fragment ? 1 : 0);
+        t.data(s.bytes);
+    }
+    t.tag('o');
+    for (const auto& [id, addr] : w.io.open) {
+        t.u64(id);
+        t.addr(addr);
+        const auto df = w.io.df.find(id);
+        t.u64(df == w.io.df.end() ? 2 : df->second ? 1 : 0);
+    }
+    t.tag('a');
+    for (const auto& [id, ft] : w.io.paths) {
+        t.u64(id);
+        t.tuple(ft);
+    }
+    for (size_t i = before_connects; i < w.io.connects.size(); i++) {
+        t.tag('k');
+        t.addr(w.io.connects[i].first);
+        t.u64(w.io.connects[i].second);
+    }
+    for (size_t i = before_binds; i < w.io.binds.size(); i++) {
+        t.tag('b');
+        t.tuple(w.io.binds[i].first);
+        t.u64(w.io.binds[i].second);
+    }
+    for (size_t i = before_handoffs; i < w.io.handoffs.size(); i++) {
+        t.tag('h');
+        t.tuple(w.io.handoffs[i].client);
+        t.u64(w.io.handoffs[i].loop);
+        t.data(w.io.handoffs[i].message);
     }
 }
 
@@ -273,6 +463,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         return true;
     }();
     (void)quiet;
+    static const bool installed = [] {
+        det_rand::install();
+        return true;
+    }();
+    (void)installed;
+    det_rand::restart(det_rand::kInputStart);
+    g_transcript.start();
     auto w = make_world();
     size_t steps = 0;
     for (size_t off = 0; off + 4 <= size && steps < servernet::kMaxSteps; steps++) {
@@ -283,6 +480,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         off += 4 + len;
         const size_t before = w->io.client.size();
         const size_t before_peer = w->io.peer_sends.size();
+        const size_t before_connects = w->io.connects.size();
+        const size_t before_binds = w->io.binds.size();
+        const size_t before_handoffs = w->io.handoffs.size();
+        g_transcript.tag('s');
+        g_transcript.u64(op % servernet::kOps);
+        g_transcript.u64(sel);
+        g_transcript.u64(len);
         const FiveTuple ft = client_tuple(sel);
         if (g_verbose) {
             std::fprintf(stderr, "step %zu: op %u sel 0x%02x, %zu bytes from %s/%s\n", steps, op % servernet::kOps, sel,
@@ -299,6 +503,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         case servernet::kClientSigned: {
             const auto m = sign(*w, ft, sel, pl);
             if (!m) {
+                g_transcript.tag('x');
                 break;
             }
             w->server->on_client_datagram(ft, *m);
@@ -364,10 +569,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             break;
         }
         check_peer_sends(*w, before_peer);
+        record_step(*w, before, before_peer, before_connects, before_binds, before_handoffs);
         if (w->io.client.size() > 4096) {
             w->io.client.clear();
             w->io.peer_sends.clear();
         }
     }
+    g_transcript.tag('e');
+    g_transcript.u64(steps);
+    g_transcript.finish(g_last_digest);
     return 0;
 }
+
+// For corpus_driver.cc (--digest, --determinism): the digest of what the
+// last input made the server do.
+extern "C" void fuzz_output_digest(uint8_t out[32]) { std::memcpy(out, g_last_digest, sizeof g_last_digest); }
