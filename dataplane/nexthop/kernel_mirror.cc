@@ -24,6 +24,7 @@ struct NeighAttrs {
 struct RouteAttrs {
     const nlattr* gateway = nullptr;
     const nlattr* table = nullptr;
+    const nlattr* oif = nullptr;
 };
 
 int route_attr(const nlattr* a, void* data) {
@@ -31,6 +32,7 @@ int route_attr(const nlattr* a, void* data) {
     switch (mnl_attr_get_type(a)) {
     case RTA_GATEWAY: out->gateway = a; break;
     case RTA_TABLE: out->table = a; break;
+    case RTA_OIF: out->oif = a; break;
     default: break;
     }
     return MNL_CB_OK;
@@ -190,6 +192,7 @@ void KernelMirror::full_resync() {
     stats_.flushes++;
     for (auto& g : gw_) {
         g.present = false;  // re-read below
+        g.has_neighbour = false;
     }
     std::string err;
     dump_all(&err);  // a failed re-read leaves fewer entries: more slow path, never a wrong one
@@ -233,15 +236,18 @@ int KernelMirror::on_message(const nlmsghdr* n, void* self) {
     return MNL_CB_OK;
 }
 
-// Which interfaces are 802.1Q VLAN devices, and their IDs. A VLAN device
-// on another VLAN device (Q-in-Q) or an 802.1ad one is marked unsupported:
-// its neighbours get no entry (their traffic takes the slow path). A
-// device's VLAN ID cannot change while it exists.
+// Which interfaces are VLAN devices: their ID, protocol and lower device
+// (vlan_of decides what their neighbours get). A device's VLAN ID cannot
+// change while it exists. Only AF_UNSPEC link messages describe devices
+// (the bridge code sends AF_BRIDGE ones, deletions included, for ports).
 void KernelMirror::on_link(const nlmsghdr* n) {
     if (mnl_nlmsg_get_payload_len(n) < sizeof(ifinfomsg)) {
         return;
     }
     const auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(n));
+    if (ifi->ifi_family != AF_UNSPEC) {
+        return;
+    }
     if (n->nlmsg_type == RTM_DELLINK) {
         vlans_.erase(ifi->ifi_index);
         return;
@@ -256,18 +262,35 @@ void KernelMirror::on_link(const nlmsghdr* n) {
     if (a.data != nullptr) {
         mnl_attr_parse_nested(a.data, link_info_data_attr, &a);
     }
-    uint16_t vid = kUnsupportedVlan;
+    VlanDevice d;
     if (a.vlan_id != nullptr && mnl_attr_get_payload_len(a.vlan_id) == 2) {
-        vid = mnl_attr_get_u16(a.vlan_id);
+        d.vid = mnl_attr_get_u16(a.vlan_id);
     }
     const bool dot1q = a.vlan_proto == nullptr || (mnl_attr_get_payload_len(a.vlan_proto) == 2 &&
                                                    mnl_attr_get_u16(a.vlan_proto) == htons(ETH_P_8021Q));
-    const bool stacked = a.link != nullptr && mnl_attr_get_payload_len(a.link) == 4 &&
-                         vlans_.count(static_cast<int>(mnl_attr_get_u32(a.link))) != 0;
-    if (!dot1q || stacked || vid == 0 || vid > kMaxVlanId) {
-        vid = kUnsupportedVlan;
+    if (!dot1q || d.vid == 0 || d.vid > kMaxVlanId) {
+        d.vid = kUnsupportedVlan;
     }
-    vlans_[ifi->ifi_index] = vid;
+    if (a.link != nullptr && mnl_attr_get_payload_len(a.link) == 4) {
+        d.lower = static_cast<int>(mnl_attr_get_u32(a.link));
+    }
+    vlans_[ifi->ifi_index] = d;
+}
+
+// The VLAN ID a neighbour on `ifindex` is reached with: 0 for a device that
+// is no VLAN device; kUnsupportedVlan for an 802.1ad one, one with an ID
+// that cannot be tagged, or one on another VLAN device (Q-in-Q), decided
+// here rather than when the link arrived, so the order in which the
+// devices were seen does not matter.
+uint16_t KernelMirror::vlan_of(int ifindex) const {
+    const auto v = vlans_.find(ifindex);
+    if (v == vlans_.end()) {
+        return 0;
+    }
+    if (v->second.lower != 0 && vlans_.count(v->second.lower) != 0) {
+        return kUnsupportedVlan;
+    }
+    return v->second.vid;
 }
 
 void KernelMirror::on_neighbour(const nlmsghdr* n) {
@@ -286,24 +309,39 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
         return;
     }
     const auto* ip = static_cast<const uint8_t*>(mnl_attr_get_payload(a.dst));
-    NextHop old;
-    const bool had = nh_.get_host(family, ip, &old);
-    const auto v = vlans_.find(nd->ndm_ifindex);
-    const uint16_t vlan = v == vlans_.end() ? 0 : v->second;
+    const uint16_t vlan = vlan_of(nd->ndm_ifindex);
     const bool usable = n->nlmsg_type == RTM_NEWNEIGH && (nd->ndm_state & kUsable) != 0 && a.lladdr != nullptr &&
                         mnl_attr_get_payload_len(a.lladdr) == RTE_ETHER_ADDR_LEN && vlan != kUnsupportedVlan;
-    if (!usable) {
-        // INCOMPLETE (resolution under way) changes nothing; FAILED, NONE or
-        // a deletion means the kernel no longer knows where this IP is.
-        if (n->nlmsg_type == RTM_NEWNEIGH && (nd->ndm_state & NUD_INCOMPLETE) != 0) {
-            return;
+    // INCOMPLETE (resolution under way) changes nothing; FAILED, NONE or a
+    // deletion means the kernel no longer knows where this IP is.
+    if (!usable && n->nlmsg_type == RTM_NEWNEIGH && (nd->ndm_state & NUD_INCOMPLETE) != 0) {
+        return;
+    }
+    // The default route's gateway: its neighbour on the route's device (an
+    // IPv6 router is often fe80::1 on every VLAN).
+    Gateway& g = gw_[family == 4 ? 0 : 1];
+    if (g.present && std::memcmp(g.ip, ip, ip_len) == 0 && (g.oif == 0 || g.oif == nd->ndm_ifindex)) {
+        g.has_neighbour = usable;
+        if (usable) {
+            std::memcpy(g.neighbour.mac.addr_bytes, mnl_attr_get_payload(a.lladdr), RTE_ETHER_ADDR_LEN);
+            g.neighbour.port = port_;
+            g.neighbour.vlan = vlan;
         }
+        update_default(family);
+    }
+    // IPv6 link-local addresses are no relayed packet's destination, and the
+    // same one is on every link: gateways only, never a host entry.
+    if (family == 6 && ip[0] == 0xfe && (ip[1] & 0xc0) == 0x80) {
+        return;
+    }
+    NextHop old;
+    const bool had = nh_.get_host(family, ip, &old);
+    if (!usable) {
         if (had) {
             nh_.del_host(family, ip);
             stats_.neigh_removed++;
             stats_.mac_retired += nh_.remove_by_mac(old.mac, old.vlan);
         }
-        update_default(family);
         return;
     }
     NextHop now;
@@ -319,7 +357,6 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
     if (nh_.set_host(family, ip, now) == 0) {
         stats_.neigh_set++;
     }
-    update_default(family);
 }
 
 void KernelMirror::update_default(uint8_t family) {
@@ -327,9 +364,8 @@ void KernelMirror::update_default(uint8_t family) {
     if (g.is_static) {
         return;
     }
-    NextHop nh;
-    if (g.present && nh_.get_host(family, g.ip, &nh)) {
-        nh_.set_default(family, nh);
+    if (g.present && g.has_neighbour) {
+        nh_.set_default(family, g.neighbour);
         stats_.defaults_set++;
     } else {
         nh_.clear_default(family);
@@ -356,10 +392,14 @@ void KernelMirror::on_route(const nlmsghdr* n) {
         const size_t len = family == 4 ? 4 : 16;
         if (n->nlmsg_type == RTM_NEWROUTE && a.gateway != nullptr && mnl_attr_get_payload_len(a.gateway) == len) {
             g.present = true;
+            g.has_neighbour = false;  // the neighbour dump (or a resync's) follows
             std::memset(g.ip, 0, sizeof g.ip);
             std::memcpy(g.ip, mnl_attr_get_payload(a.gateway), len);
+            g.oif = a.oif != nullptr && mnl_attr_get_payload_len(a.oif) == 4 ? static_cast<int>(mnl_attr_get_u32(a.oif))
+                                                                             : 0;
         } else if (n->nlmsg_type == RTM_DELROUTE) {
             g.present = false;
+            g.has_neighbour = false;
         }
     }
     // During a dump the neighbours follow and update_default() runs as they

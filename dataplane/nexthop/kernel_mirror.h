@@ -78,10 +78,14 @@ private:
     void on_route(const nlmsghdr* n);
     // Re-derives the family's default next hop from its gateway's neighbour.
     void update_default(uint8_t family);
+    uint16_t vlan_of(int ifindex) const;
 
     struct Gateway {
         bool present = false;  // the kernel has a default route via a gateway
         uint8_t ip[16] = {};
+        int oif = 0;                 // the route's device (0: not given)
+        bool has_neighbour = false;  // the kernel has the gateway's MAC on that device:
+        NextHop neighbour;           // this
         bool is_static = false;
     };
 
@@ -92,7 +96,11 @@ private:
     bool flush_wanted_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
     static constexpr uint16_t kUnsupportedVlan = 0xffff;
-    std::unordered_map<int, uint16_t> vlans_;  // ifindex of each VLAN device -> its VLAN ID (or kUnsupportedVlan)
+    struct VlanDevice {
+        uint16_t vid = kUnsupportedVlan;  // 802.1Q ID 1-4094, else kUnsupportedVlan (802.1ad, 0, 4095)
+        int lower = 0;                    // IFLA_LINK
+    };
+    std::unordered_map<int, VlanDevice> vlans_;  // by ifindex, VLAN devices only
     Stats stats_;
 };
 

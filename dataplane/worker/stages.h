@@ -228,7 +228,7 @@ inline const ChanSlot* slot_of_channel(const Allocation& a, uint16_t ch) {
 }
 
 // A next-hop word (nexthop/nexthop.h) that names a MAC on one of our ports.
-static_assert(kMaxPorts >= 8, "a next hop word's port (three bits) indexes per-port arrays");
+static_assert(kMaxPorts == 8, "a next hop word holds ports 0-7 (three bits), which index per-port arrays");
 inline bool nexthop_usable(uint64_t nh) { return NextHops::usable(nh); }
 
 // The channel (network order) a slot binds to the IPv4 peer (ip, port), or 0.

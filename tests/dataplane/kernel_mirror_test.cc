@@ -72,10 +72,10 @@ Msg link(int ifindex, const char* kind, int lower = 0, uint16_t vid = 0, uint16_
     return m;
 }
 
-Msg del_link(int ifindex) {
+Msg del_link(int ifindex, uint8_t family = AF_UNSPEC) {
     Msg m(RTM_DELLINK);
     auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(m.n(), sizeof(ifinfomsg)));
-    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_family = family;
     ifi->ifi_index = ifindex;
     return m;
 }
@@ -92,15 +92,18 @@ Msg neigh(uint16_t type, int ifindex, const std::vector<uint8_t>& ip, const std:
     return m;
 }
 
-// The IPv4 default route via `gw`.
-Msg default_route(const std::vector<uint8_t>& gw) {
+// The default route via `gw` (4 or 16 bytes), out of device `oif` (0: not given).
+Msg default_route(const std::vector<uint8_t>& gw, int oif = 0) {
     Msg m(RTM_NEWROUTE);
     auto* rt = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(m.n(), sizeof(rtmsg)));
-    rt->rtm_family = AF_INET;
+    rt->rtm_family = gw.size() == 4 ? AF_INET : AF_INET6;
     rt->rtm_table = RT_TABLE_MAIN;
     rt->rtm_type = RTN_UNICAST;
     rt->rtm_dst_len = 0;
     mnl_attr_put(m.n(), RTA_GATEWAY, gw.size(), gw.data());
+    if (oif != 0) {
+        mnl_attr_put_u32(m.n(), RTA_OIF, static_cast<uint32_t>(oif));
+    }
     return m;
 }
 
@@ -222,6 +225,51 @@ TEST_F(KernelMirrorVlan, RetiringAMacStaysOnItsVlan) {
     EXPECT_EQ(vlan_of(far1), -1);
     EXPECT_EQ(vlan_of(far2), 0);
     EXPECT_EQ(mirror_->stats().mac_retired, 1u);
+}
+
+// An IPv6 router is fe80::1 on every VLAN: the default follows the
+// neighbour on the default route's device only, and a link-local address
+// is never a host entry.
+TEST_F(KernelMirrorVlan, LinkLocalGatewayOnTwoVlans) {
+    constexpr int kVlan200 = 11;
+    mirror_->apply(link(kVlan200, "vlan", kEth, 200).n());
+    std::vector<uint8_t> ll(16, 0);
+    ll[0] = 0xfe;
+    ll[1] = 0x80;
+    ll[15] = 1;
+    mirror_->apply(default_route(ll, kVlan200).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan200, ll, kMacA).n());
+    auto def = [&] { return nh_->default_word(6); };
+    ASSERT_TRUE(dp::NextHops::usable(def()));
+    EXPECT_EQ(dp::NextHops::vlan_of(def()), 200);
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, ll, kMacB).n());  // the same address on VLAN 100
+    EXPECT_EQ(dp::NextHops::vlan_of(def()), 200);
+    dp::NextHop h;
+    dp::NextHops::unpack(def(), &h);
+    EXPECT_EQ(0, std::memcmp(h.mac.addr_bytes, kMacA.data(), 6));
+    mirror_->apply(neigh(RTM_DELNEIGH, kVlan100, ll, kMacB).n());
+    EXPECT_TRUE(dp::NextHops::usable(def()));
+    EXPECT_EQ(vlan_of(ll), -1);
+    mirror_->apply(neigh(RTM_DELNEIGH, kVlan200, ll, kMacA).n());
+    EXPECT_FALSE(dp::NextHops::usable(def()));
+}
+
+// Q-in-Q is recognised whichever device the kernel reported first.
+TEST_F(KernelMirrorVlan, StackedVlanSeenBeforeItsLowerDevice) {
+    mirror_->apply(link(31, "vlan", 30, 400).n());  // on 30, not known yet
+    mirror_->apply(link(30, "vlan", kEth, 40).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, 31, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), -1);
+    mirror_->apply(neigh(RTM_NEWNEIGH, 30, kPeer, kMacB).n());
+    EXPECT_EQ(vlan_of(kPeer), 40);
+}
+
+// The bridge code's AF_BRIDGE link messages (deletions too) are about
+// bridge ports, not devices: they change nothing.
+TEST_F(KernelMirrorVlan, BridgeFamilyLinkMessagesAreIgnored) {
+    mirror_->apply(del_link(kVlan100, AF_BRIDGE).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), 100);
 }
 
 // A deleted VLAN device's index means nothing any more.
