@@ -94,7 +94,8 @@ else
 fi
 for v in $vlans; do
     if ip link show dev "$kif.$v" >/dev/null 2>&1; then
-        ip -d link show dev "$kif.$v" | grep -q "vlan protocol 802.1Q id $v " ||
+        ip -d link show dev "$kif.$v" | grep -q "^[0-9]*: $kif\.$v@$kif:" &&
+            ip -d link show dev "$kif.$v" | grep -q "vlan protocol 802.1Q id $v " ||
             fail "$kif.$v exists and is not VLAN $v of $kif: delete it (ip link del $kif.$v)"
         say "VLAN device $kif.$v exists already"
     elif [ "$dry" -eq 1 ]; then
@@ -129,10 +130,10 @@ for a in $addrs; do
 done
 # The dataplane sends the kernel's egress out the NIC as it is: the kernel
 # must fill in checksums itself, not leave them to a veth "offload", and
-# (with VLANs) write the tag into the frame rather than beside it, where an
-# AF_XDP socket would not see it.
+# (with VLANs) write tags, 802.1Q and 802.1ad, into the frame rather than
+# beside it, where an AF_XDP socket would not see them.
 off="tx off"
-[ -z "$vlans" ] || off="tx off txvlan off"
+[ -z "$vlans" ] || off="tx off txvlan off tx-vlan-stag-hw-insert off"
 if command -v ethtool >/dev/null 2>&1; then
     if [ "$dry" -eq 1 ]; then
         say "would run: ethtool -K $kif $off"

@@ -99,6 +99,12 @@ def test_names_taken_by_something_else(ns):
     r = run(ns, "--kernel-if", "exc0-k", "--dataplane-if", "other-p", "198.18.5.1/24")
     assert r.returncode == 1 and "other-p exists but exc0-k does not" in r.stderr
     assert "exc0-k" not in ip(ns, "link")
+    # A device with the VLAN device's name that is not that VLAN of the kernel end.
+    subprocess.run(["ip", "-n", ns, "link", "add", "exc0-k", "type", "veth", "peer", "name", "exc0-d"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "add", "exc0-k.200", "type", "veth", "peer", "name", "other-v"],
+                   check=True)
+    r = run(ns, "198.18.5.1/24@200")
+    assert r.returncode == 1 and "exc0-k.200 exists and is not VLAN 200 of exc0-k" in r.stderr, r.stderr
 
 
 def test_dry_run_with_vlans(ns):
@@ -111,7 +117,7 @@ def test_dry_run_with_vlans(ns):
                  "would run: ip -6 addr add fd00:5::1/64 dev exc0-k.200 nodad",
                  "would run: ip -4 addr add 198.18.6.1/24 dev exc0-k.4094",
                  "would run: ip -4 addr add 198.18.7.1/24 dev exc0-k",
-                 "would run: ethtool -K exc0-k tx off txvlan off",
+                 "would run: ethtool -K exc0-k tx off txvlan off tx-vlan-stag-hw-insert off",
                  "would run: ip link set exc0-k.200 up"]:
         assert line in out, out
     assert out.count("type vlan id 200") == 1  # one device per VLAN
