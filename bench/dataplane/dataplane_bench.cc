@@ -9,7 +9,7 @@
 //
 //   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data]
 //                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
-//                   [--no-client-cache] [--no-express]
+//                   [--no-client-cache] [--no-express] [--vlan ID]
 //                   -- <EAL args>
 //
 // --no-express sends every packet through the stages (no express lane,
@@ -17,7 +17,8 @@
 // --no-client-cache runs the workers without their client cache (every
 // client packet through the rte_hash bulk lookup), to measure what it gives.
 // --host-nexthops installs a next-hop entry per client and peer (else only
-// the default route). After each client case a "#" line gives the worker's
+// the default route). --vlan puts every next hop on that 802.1Q VLAN
+// (forwarded frames leave tagged). After each client case a "#" line gives the worker's
 // client-cache miss rate over the timed runs (flow/client_cache.h).
 //
 // Under callgrind use --callgrind (one short run, plain loop skipped) and
@@ -152,6 +153,7 @@ struct Options {
     bool client_cache = true;    // --no-client-cache: every client packet through the hash
     bool express = true;         // --no-express: every packet through the stages
     bool host_nexthops = false;  // a host next hop per client and peer (else only the default route)
+    uint16_t vlan = 0;           // 802.1Q VLAN of every next hop (0: untagged)
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -262,6 +264,9 @@ int main(int argc, char** argv) {
             o.callgrind = true;
         } else if (a == "--host-nexthops") {
             o.host_nexthops = true;
+        } else if (a == "--vlan") {
+            o.vlan = static_cast<uint16_t>(std::stoul(v));
+            i++;
         } else if (a == "--no-client-cache") {
             o.client_cache = false;
         } else if (a == "--no-express") {
@@ -335,6 +340,7 @@ int main(int argc, char** argv) {
         dp::NextHop gw;
         std::copy(kGatewayMac.begin(), kGatewayMac.end(), gw.mac.addr_bytes);
         gw.port = null_port;
+        gw.vlan = o.vlan;
         nh->set_default(4, gw);
         if (o.host_nexthops) {
             // On-link peers and clients, as the kernel mirror installs them.

@@ -27,7 +27,8 @@
 //      the slot of the peer's address; those without one (Data indications,
 //      channels in the hash) get classify's verdict then;
 //   4. next hops: the default, or one bulk lookup where the table has host
-//      entries (as route.cc); one on a VLAN goes to route (kRoute);
+//      entries (as route.cc); one on a VLAN gets its 802.1Q tag from
+//      rewrite44 (a peer packet whose mbuf lacks room for it goes to route);
 //   5. police's counters in this worker's state line, first needed here, a
 //      whole burst after it was requested, and rewrite44 (rewrite44.h,
 //      shared with the rewrite stage).
@@ -236,8 +237,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     }
     // 4. Next hops, as route.cc: the family's default, or where the table
     // has host entries, the destinations' own (one bulk lookup) falling
-    // back to the default. Without a usable untagged one, route decides (it
-    // punts, or the packet leaves through the stages with a VLAN tag).
+    // back to the default. Without a usable one, route decides (it punts).
     const uint64_t def4 = w.nexthops->default_word(4);
     const bool hosts = l.ndone != 0 && w.nexthops->any_hosts();
     uint64_t nh[kBurst];
@@ -256,7 +256,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     }
     NextHop dnh;
     NextHops::unpack(def4, &dnh);
-    const bool def_ok = NextHops::untagged(def4);
+    const bool def_ok = nexthop_usable(def4);
 
     // 5. Police's counters and rewrite, in a pass of their own: this
     // worker's state line of each allocation was requested with its
@@ -277,13 +277,21 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
             q.nh = dnh;
             port = dnh.port;
         } else {
-            if (unlikely(!NextHops::untagged(nh[j]))) {
+            if (unlikely(!nexthop_usable(nh[j]))) {
                 q.next = Next::kRoute;
                 l.rest = true;
                 continue;
             }
             NextHops::unpack(nh[j], &q.nh);
             port = port == UINT16_MAX || port == q.nh.port ? q.nh.port : kMaxPorts;
+        }
+        // A tag takes 4 bytes more in front of a peer packet than found()
+        // checked (a client packet's new headers, tag included, fit where
+        // its old ones were).
+        if (unlikely(q.nh.vlan != 0) && q.kind == Kind::kToClientChannel && q.m->data_off < 8) {
+            q.next = Next::kRoute;
+            l.rest = true;
+            continue;
         }
         count_forwarded(w.alloc_state(q.alloc), q.kind, q.data_len);
         if (q.kind == Kind::kToPeerChannel) {

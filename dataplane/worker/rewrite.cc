@@ -23,7 +23,8 @@
 // rewrite44.h, shared with the express lane (express.cc), which rewrites the
 // ChannelData it finishes itself.
 //
-// A next hop on a VLAN gets its 802.1Q tag last (push_vlan).
+// A next hop on a VLAN gets its 802.1Q tag: from rewrite44 with the other
+// headers, after the generic rewrite from push_vlan.
 //
 // Edges: kTx. route.cc has already checked next hop, MTU and headroom.
 #include <bit>
@@ -217,6 +218,23 @@ void rewrite_one(Worker& w, Pkt& q) {
     q.next = Next::kTx;
 }
 
+// The 802.1Q tag of a next hop on a VLAN, after the generic rewrite (route
+// left room for it): the two MACs move 4 bytes forward, the tag (priority
+// 0, the VLAN ID) goes between them and the type. (rte_vlan_insert does the
+// same, but refuses mbufs with external buffers, which some PMDs receive
+// into.) rewrite44 writes the tag itself.
+inline void push_vlan(Pkt& q) {
+    rte_mbuf* m = q.m;
+    uint8_t* old = rte_pktmbuf_mtod(m, uint8_t*);
+    uint8_t* eth = old - sizeof(rte_vlan_hdr);
+    std::memmove(eth, old, 2 * RTE_ETHER_ADDR_LEN);
+    store_be16(eth + 2 * RTE_ETHER_ADDR_LEN, RTE_ETHER_TYPE_VLAN);
+    store_be16(eth + 2 * RTE_ETHER_ADDR_LEN + 2, q.nh.vlan);
+    m->data_off = static_cast<uint16_t>(m->data_off - sizeof(rte_vlan_hdr));
+    m->data_len = static_cast<uint16_t>(m->data_len + sizeof(rte_vlan_hdr));
+    m->pkt_len = m->data_len;
+}
+
 inline void rewrite_packet(const RewriteCtx& c, Pkt& q) {
     if (likely(q.family == 4 && q.out_family == 4)) {
         if (q.kind == Kind::kToPeerChannel) {
@@ -250,23 +268,9 @@ inline void rewrite_packet(const RewriteCtx& c, Pkt& q) {
     case 6: rewrite_one<6, 6, false>(c.w, q); break;
     default: rewrite_one<6, 6, true>(c.w, q); break;
     }
-}
-
-// The 802.1Q tag of a next hop on a VLAN, after the untagged rewrite (route
-// left room for it): the two MACs move 4 bytes forward, the tag (priority
-// 0, the VLAN ID) goes between them and the type. (rte_vlan_insert does the
-// same, but refuses mbufs with external buffers, which some PMDs receive
-// into.) The express lane never finishes such a packet.
-inline void push_vlan(Pkt& q) {
-    rte_mbuf* m = q.m;
-    uint8_t* old = rte_pktmbuf_mtod(m, uint8_t*);
-    uint8_t* eth = old - sizeof(rte_vlan_hdr);
-    std::memmove(eth, old, 2 * RTE_ETHER_ADDR_LEN);
-    store_be16(eth + 2 * RTE_ETHER_ADDR_LEN, RTE_ETHER_TYPE_VLAN);
-    store_be16(eth + 2 * RTE_ETHER_ADDR_LEN + 2, q.nh.vlan);
-    m->data_off = static_cast<uint16_t>(m->data_off - sizeof(rte_vlan_hdr));
-    m->data_len = static_cast<uint16_t>(m->data_len + sizeof(rte_vlan_hdr));
-    m->pkt_len = m->data_len;
+    if (unlikely(q.nh.vlan != 0)) {
+        push_vlan(q);
+    }
 }
 
 }  // namespace
@@ -279,9 +283,6 @@ void rewrite(Worker& w, Pkt* p, uint16_t n) {
             continue;
         }
         rewrite_packet(c, q);
-        if (unlikely(q.nh.vlan != 0)) {
-            push_vlan(q);
-        }
     }
 }
 

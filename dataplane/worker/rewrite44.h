@@ -182,18 +182,26 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     }
 
     // 6. Ethernet, from the next hop: destination MAC (the 8-byte store
-    // spills 2 bytes that the next one overwrites), source MAC, type.
+    // spills 2 bytes that the next one overwrites), source MAC, type; for a
+    // next hop on a VLAN, the 802.1Q tag (TPID, priority 0 and the VLAN ID)
+    // before the type (route.cc or the express lane checked the room).
     uint8_t* eth = ip - sizeof(rte_ether_hdr);
     uint64_t nh;
     static_assert(offsetof(NextHop, port) == 6 && sizeof(NextHop::port) == 2);  // MAC + port: 8 bytes
     std::memcpy(&nh, &q.nh, 8);
-
-    store64(eth, nh);
-    store64(eth + 6, c.w.eth_src4[q.nh.port]);
+    if (likely(q.nh.vlan == 0)) {
+        store64(eth, nh);
+        store64(eth + 6, c.w.eth_src4[q.nh.port]);
+    } else {
+        eth -= sizeof(rte_vlan_hdr);
+        store64(eth, nh);
+        store64(eth + 6, (c.w.eth_src4[q.nh.port] & 0xffffffffffffull) | uint64_t{be16(RTE_ETHER_TYPE_VLAN)} << 48);
+        store32(eth + 14, be16(q.nh.vlan) | uint32_t{be16(RTE_ETHER_TYPE_IPV4)} << 16);
+    }
 
     rte_mbuf* m = q.m;
     m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));
-    m->data_len = static_cast<uint16_t>(sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + udp_len);
+    m->data_len = static_cast<uint16_t>((ip - eth) + sizeof(rte_ipv4_hdr) + udp_len);
     m->pkt_len = m->data_len;
     // The rx flags (checksum status, RSS hash, VLAN) described the received
     // packet; who owns the buffer stays: a PMD may attach its own memory
