@@ -10,7 +10,9 @@
 // plus its length plus the tailroom the input chose, attached to an mbuf as
 // an external buffer, so a read or write past the frame (or more than the
 // headroom before it) is an AddressSanitizer report rather than a stray
-// access to the mempool.
+// access to the mempool. The input can deliver a frame as a chain of 2-4
+// mbufs (nb_segs > 1, as scattered rx does), split where it says, each
+// segment in an exact-size block of its own (worker_net.h).
 //
 // Invariants (a violation prints what failed and traps):
 //   1. every frame is accounted for: rx counts them all, each forwarded one
@@ -35,7 +37,21 @@
 //      payload is bytes of the received frame; to a client, a ChannelData
 //      message with an exact length field, or a Data indication that parses,
 //      whose DATA is bytes of the received frame and whose padding is zero
-//      (the tailroom it is written into starts as 0xa5).
+//      (the tailroom it is written into starts as 0xa5);
+//   7. a chained frame is never forwarded: it reaches the exception port
+//      unchanged (classify.cc punts every nb_segs != 1 as
+//      punt_multi_segment, and the express lane's parse_udp4 hands them to
+//      it), counted as punt_multi_segment, which counts nothing else; every
+//      punted frame, chained or not, leaves as the same mbufs in the same
+//      order with the same data_off, data_len, nb_segs and pkt_len (the
+//      chain passes rte_mbuf_check), and its bytes across the segments are
+//      those received;
+//   8. every mbuf is freed exactly once: after each burst, every segment's
+//      external buffer was released once (its free callback; a second call
+//      fails) and the mempool holds exactly the mbufs it started with
+//      (fewer: a leak, e.g. a chain freed by its first segment only; more:
+//      an mbuf freed twice; the pool is smaller than its ring, so a second
+//      free is counted, not lost).
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
@@ -49,6 +65,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/dpdk.h"
@@ -88,8 +105,20 @@ constexpr uint64_t kRxFlags[4] = {0, RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX
     __builtin_trap();
 }
 
+// The segments' heap blocks not yet released: which frame (index in the
+// input) and segment each belongs to.
+struct Owner {
+    size_t frame;
+    unsigned seg;
+};
+
+// Fewer mbufs than the mempool's ring holds (1023), so that one freed twice
+// shows as one too many in the pool instead of being lost.
+constexpr unsigned kPoolMbufs = 1000;
+
 struct Env {
     rte_mempool* pool = nullptr;
+    std::unordered_map<const void*, Owner> live;  // external buffers attached, not yet released
     rte_ring* nic_out = nullptr;
     rte_ring* exc_out = nullptr;
     uint16_t nic_port = 0;
@@ -146,8 +175,15 @@ struct In {
     size_t tail;      // bytes of tailroom after it
     uint64_t flags;   // rx checksum flags
     size_t headroom;  // bytes before it
+    unsigned nsegs = 1;  // mbufs it arrives in (worker_net.h: chain markers)
+    uint16_t seg[workerfuzz::kMaxSegs] = {};  // each one's bytes, summing to bytes.size()
 };
-rte_mbuf* frame_mbuf(const In& in);
+// A segment of a received frame as the harness made it.
+struct Seg {
+    rte_mbuf* m;
+    uint16_t off, len;  // data_off, data_len
+};
+rte_mbuf* frame_mbuf(const In& in, size_t frame, std::vector<Seg>* segs = nullptr);
 
 // Both workers on the table byte 1 of the input names (worker_net.h), its
 // defaults set as it says.
@@ -191,7 +227,7 @@ void init() {
     }
     g = new Env();
     std::atexit(cleanup);
-    g->pool = rte_pktmbuf_pool_create("fz_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+    g->pool = rte_pktmbuf_pool_create("fz_pool", kPoolMbufs, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
     auto ring = [](const char* n) { return rte_ring_create(n, 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ); };
     rte_ring* nic_in = ring("fz_nic_in");
     rte_ring* exc_in = ring("fz_exc_in");
@@ -276,7 +312,9 @@ void init() {
         f.payload = dptest::channel_data(0x4001, dptest::pattern(16));
         const Bytes b = dptest::build(f);
         for (dp::Worker& w : g->w) {
-            rte_mbuf* m = frame_mbuf({{b.data(), b.size()}, 0, 0, RTE_PKTMBUF_HEADROOM});
+            In one{{b.data(), b.size()}, 0, 0, RTE_PKTMBUF_HEADROOM};
+            one.seg[0] = static_cast<uint16_t>(b.size());
+            rte_mbuf* m = frame_mbuf(one, 0);
             dp::process_burst(w, &m, 1, g->now);
             void* o = nullptr;
             while (rte_ring_dequeue(g->nic_out, &o) == 0 || rte_ring_dequeue(g->exc_out, &o) == 0) {
@@ -286,44 +324,83 @@ void init() {
     }
 }
 
+// Called by DPDK when an mbuf's external buffer is released (the mbuf
+// freed): once per buffer.
 void free_ext(void* addr, void* opaque) {
+    const auto it = g->live.find(addr);
+    if (it == g->live.end()) {
+        fail("an mbuf's external buffer released twice (its mbuf freed twice)");
+    }
+    g->live.erase(it);
     std::free(addr);
     delete static_cast<rte_mbuf_ext_shared_info*>(opaque);
 }
 
-// An mbuf whose buffer is a heap block of exactly headroom + frame +
-// tailroom bytes.
-rte_mbuf* frame_mbuf(const In& in) {
-    const std::span<const uint8_t> f = in.bytes;
+// An mbuf whose buffer is a heap block of exactly headroom + `f` + tailroom
+// bytes, registered in g->live as segment `seg` of frame `frame`.
+rte_mbuf* ext_mbuf(std::span<const uint8_t> f, size_t headroom, size_t tail, size_t frame, unsigned seg) {
     rte_mbuf* m = rte_pktmbuf_alloc(g->pool);
     if (m == nullptr) {
         fail("mempool empty");
     }
-    const size_t len = in.headroom + f.size() + in.tail;
-    auto* buf = static_cast<uint8_t*>(std::malloc(len));
+    const size_t len = headroom + f.size() + tail;
+    auto* buf = static_cast<uint8_t*>(std::malloc(len));  // may be 0 bytes: an empty segment, no room
     if (buf == nullptr) {
         fail("malloc");
     }
+    g->live.emplace(buf, Owner{frame, seg});
     auto* sh = new rte_mbuf_ext_shared_info{};
     sh->free_cb = free_ext;
     sh->fcb_opaque = sh;
     rte_mbuf_ext_refcnt_set(sh, 1);
-    std::memset(buf, 0, in.headroom);
+    std::memset(buf, 0, headroom);
     if (!f.empty()) {
-        std::memcpy(buf + in.headroom, f.data(), f.size());
+        std::memcpy(buf + headroom, f.data(), f.size());
     }
-    std::memset(buf + in.headroom + f.size(), 0xa5, in.tail);  // not zero: padding must be written
+    std::memset(buf + headroom + f.size(), 0xa5, tail);  // not zero: padding must be written
     rte_pktmbuf_attach_extbuf(m, buf, RTE_BAD_IOVA, static_cast<uint16_t>(len), sh);
-    m->data_off = static_cast<uint16_t>(in.headroom);
-    m->ol_flags |= in.flags;
+    m->data_off = static_cast<uint16_t>(headroom);
     m->data_len = static_cast<uint16_t>(f.size());
     m->pkt_len = f.size();
     return m;
 }
 
+// The frame as the NIC would hand it over: one mbuf, or a chain of
+// in.nsegs (worker_net.h: the first with the headroom and the tailroom, the
+// middle ones exact, the last with the tailroom), the rx flags on the
+// first. Records each segment in *segs.
+rte_mbuf* frame_mbuf(const In& in, size_t frame, std::vector<Seg>* segs) {
+    rte_mbuf* head = nullptr;
+    rte_mbuf* last = nullptr;
+    size_t off = 0;
+    for (unsigned k = 0; k < in.nsegs; k++) {
+        const bool first = k == 0, final = k + 1 == in.nsegs;
+        rte_mbuf* m = ext_mbuf(in.bytes.subspan(off, in.seg[k]), first ? in.headroom : 0, first || final ? in.tail : 0,
+                               frame, k);
+        off += in.seg[k];
+        (first ? head : last->next) = m;
+        last = m;
+        if (segs != nullptr) {
+            segs->push_back({m, m->data_off, m->data_len});
+        }
+    }
+    if (off != in.bytes.size()) {
+        fail("harness: segments do not add up to the frame", frame);
+    }
+    head->nb_segs = static_cast<uint16_t>(in.nsegs);
+    head->pkt_len = static_cast<uint32_t>(off);
+    head->ol_flags |= in.flags;
+    const char* why = nullptr;
+    if (rte_mbuf_check(head, 1, &why) != 0) {
+        fail(why, frame);
+    }
+    return head;
+}
+
 struct Sent {
     size_t frame;  // index of the received frame it came from
-    Bytes bytes;
+    Bytes bytes;   // of every segment, in order
+    std::vector<uint16_t> segs;  // each segment's data_len
 };
 struct Run {
     std::vector<Sent> nic, exc;
@@ -331,25 +408,77 @@ struct Run {
     uint64_t express = 0;  // packets the express lane finished
 };
 
-void drain(rte_ring* r, const std::vector<rte_mbuf*>& in, size_t base, std::vector<Sent>& out) {
+// Takes what a port sent (`nic`: the NIC's, else the exception port's) of
+// the burst whose frames start at index `base`, `segs` their segments as
+// received, and frees it.
+void drain(rte_ring* r, const std::vector<std::vector<Seg>>& segs, size_t base, bool nic, std::vector<Sent>& out) {
     void* o = nullptr;
     while (rte_ring_dequeue(r, &o) == 0) {
         auto* m = static_cast<rte_mbuf*>(o);
-        size_t idx = SIZE_MAX;
-        for (size_t i = 0; i < in.size(); i++) {
-            if (in[i] == m) {
-                idx = base + i;
+        size_t i = SIZE_MAX;
+        for (size_t k = 0; k < segs.size(); k++) {
+            if (segs[k][0].m == m) {
+                i = k;
             }
         }
-        if (idx == SIZE_MAX) {
-            fail("an mbuf left that was not received");
+        if (i == SIZE_MAX) {
+            fail("an mbuf left that was not received (or not the first of its chain)");
         }
-        if (m->nb_segs != 1 || m->pkt_len != m->data_len) {
-            fail("a chained mbuf left", idx);
+        const size_t idx = base + i;
+        const std::vector<Seg>& want = segs[i];
+        Sent s{idx, {}, {}};
+        if (nic) {
+            if (want.size() != 1) {
+                fail("a chained frame was forwarded (NIC port)", idx);
+            }
+            if (m->nb_segs != 1 || m->next != nullptr || m->pkt_len != m->data_len) {
+                fail("a chained mbuf left by the NIC port", idx);
+            }
+        } else {
+            // To the kernel as received: the same mbufs, each with its data
+            // where it was, and a chain that is still one.
+            uint32_t total = 0;
+            for (const Seg& g2 : want) {
+                total += g2.len;
+            }
+            if (m->nb_segs != want.size() || m->pkt_len != total) {
+                fail("a punted frame's nb_segs or pkt_len changed", idx);
+            }
+            const rte_mbuf* x = m;
+            for (const Seg& g2 : want) {
+                if (x != g2.m || x->data_off != g2.off || x->data_len != g2.len) {
+                    fail("a punted frame's segments changed (mbuf, data_off or data_len)", idx);
+                }
+                x = x->next;
+            }
+            const char* why = nullptr;
+            if (x != nullptr || rte_mbuf_check(m, 1, &why) != 0) {
+                fail(why != nullptr ? why : "a punted frame has more segments than it came with", idx);
+            }
         }
-        const auto* d = rte_pktmbuf_mtod(m, const uint8_t*);
-        out.push_back({idx, Bytes(d, d + m->data_len)});
+        for (const rte_mbuf* x = m; x != nullptr; x = x->next) {
+            const auto* d = rte_pktmbuf_mtod(x, const uint8_t*);
+            s.bytes.insert(s.bytes.end(), d, d + x->data_len);
+            s.segs.push_back(x->data_len);
+        }
+        out.push_back(std::move(s));
         rte_pktmbuf_free(m);
+    }
+}
+
+// After a burst: every segment of its frames freed exactly once.
+void check_freed() {
+    if (!g->live.empty()) {
+        const Owner& o = g->live.begin()->second;
+        std::fprintf(stderr, "worker_fuzz: segment %u of frame %zu (and %zu buffers in all) never released\n", o.seg,
+                     o.frame, g->live.size());
+        fail("an mbuf not freed: its external buffer is still attached", o.frame);
+    }
+    const unsigned avail = rte_mempool_avail_count(g->pool);
+    if (avail != kPoolMbufs) {
+        std::fprintf(stderr, "worker_fuzz: %u mbufs in the pool of %u\n", avail, kPoolMbufs);
+        fail(avail < kPoolMbufs ? "mbufs missing from the pool after a burst (leaked)"
+                                : "more mbufs in the pool than it has: one freed twice");
     }
 }
 
@@ -361,13 +490,14 @@ Run run(dp::Worker& w, const std::vector<In>& frames, size_t burst, uint64_t ste
     for (size_t b = 0; b < frames.size(); b += burst) {
         const size_t n = std::min(burst, frames.size() - b);
         std::vector<rte_mbuf*> mb(n);
+        std::vector<std::vector<Seg>> segs(n);
         for (size_t i = 0; i < n; i++) {
-            mb[i] = frame_mbuf(frames[b + i]);
+            mb[i] = frame_mbuf(frames[b + i], b + i, &segs[i]);
         }
-        std::vector<rte_mbuf*> arg = mb;
-        dp::process_burst(w, arg.data(), static_cast<uint16_t>(n), now);
-        drain(g->nic_out, mb, b, r.nic);
-        drain(g->exc_out, mb, b, r.exc);
+        dp::process_burst(w, mb.data(), static_cast<uint16_t>(n), now);
+        drain(g->nic_out, segs, b, true, r.nic);
+        drain(g->exc_out, segs, b, false, r.exc);
+        check_freed();
         now += step;
     }
     for (size_t k = 0; k < dp::kCounterCount; k++) {
@@ -627,17 +757,43 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint16_t hr = workerfuzz::kHeadrooms[sel >> workerfuzz::kHeadroomShift];
     const size_t headroom = hr == 0xffff ? RTE_PKTMBUF_HEADROOM : hr;
     std::vector<In> frames;
+    unsigned nsegs = 1;  // of the next frame: a chain marker before it says more
+    uint16_t req[workerfuzz::kMaxSegs] = {};  // the marker's segment lengths
     for (size_t off = 2; off + 2 <= size && frames.size() < workerfuzz::kMaxFrames;) {
         const uint16_t word = be16(data + off);
-        const size_t len = std::min<size_t>(word & workerfuzz::kLenMask, size - off - 2);
-        frames.push_back({{data + off + 2, len},
-                          size_t{word} >> workerfuzz::kTailShift & workerfuzz::kTailMask,
-                          kRxFlags[word >> workerfuzz::kFlagsShift],
-                          headroom});
-        off += 2 + len;
+        off += 2;
+        if (const unsigned c = workerfuzz::chain_segs(word); c != 0) {
+            if (off + 2 * (c - 1) > size) {
+                break;  // no frame follows
+            }
+            nsegs = c;
+            for (unsigned j = 0; j + 1 < c; j++, off += 2) {
+                req[j] = be16(data + off);
+            }
+            continue;
+        }
+        const size_t len = std::min<size_t>(word & workerfuzz::kLenMask, size - off);
+        In in{{data + off, len},
+              size_t{word} >> workerfuzz::kTailShift & workerfuzz::kTailMask,
+              kRxFlags[word >> workerfuzz::kFlagsShift],
+              headroom};
+        in.nsegs = nsegs;
+        size_t left = len;
+        for (unsigned j = 0; j + 1 < nsegs; j++) {
+            in.seg[j] = static_cast<uint16_t>(std::min<size_t>(req[j], left));
+            left -= in.seg[j];
+        }
+        in.seg[nsegs - 1] = static_cast<uint16_t>(left);
+        frames.push_back(in);
+        nsegs = 1;
+        off += len;
     }
     if (frames.empty()) {
         return 0;
+    }
+    size_t chained = 0;
+    for (const In& f : frames) {
+        chained += f.nsegs > 1;
     }
     set_next_hops(sel);
 
@@ -658,14 +814,31 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (const Sent& s : a.nic) {
             tagged += s.bytes.size() >= 14 && be16(s.bytes.data() + 12) == 0x8100;
         }
-        std::fprintf(stderr, " (lane finished %llu; %zu forwarded tagged)\n",
-                     static_cast<unsigned long long>(a.express), tagged);
+        std::fprintf(stderr, " (lane finished %llu; %zu forwarded tagged; %zu chained)\n",
+                     static_cast<unsigned long long>(a.express), tagged, chained);
     }
     for (const Run* r : {&a, &b}) {
         const uint64_t fwd = sum(r->delta, "fwd_"), punt = sum(r->delta, "punt_"), drop = sum(r->delta, "drop_");
         if (r->delta.get(Counter::rx) != frames.size() || fwd != r->nic.size() || punt != r->exc.size() ||
             fwd + punt + drop != frames.size()) {
             fail("frames not accounted for: rx, fwd_* (NIC), punt_* (exception port) and drop_* disagree");
+        }
+    }
+    // Chained frames: punted, each of them, and nothing else as
+    // punt_multi_segment (never forwarded: drain).
+    for (const Run* r : {&a, &b}) {
+        const bool lane = r == &a;
+        if (r->delta.get(Counter::punt_multi_segment) != chained) {
+            fail(lane ? "punt_multi_segment does not count the chained frames (express lane)"
+                      : "punt_multi_segment does not count the chained frames (stages)");
+        }
+        size_t seen = 0;
+        for (const Sent& s : r->exc) {
+            seen += frames[s.frame].nsegs > 1;
+        }
+        if (seen != chained) {
+            fail(lane ? "a chained frame did not reach the exception port (express lane)"
+                      : "a chained frame did not reach the exception port (stages)");
         }
     }
     for (size_t k2 = 0; k2 < dp::kCounterCount; k2++) {
@@ -675,7 +848,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     for (auto [x, y] : {std::pair{&a.nic, &b.nic}, std::pair{&a.exc, &b.exc}}) {
         for (size_t i = 0; i < x->size(); i++) {
-            if ((*x)[i].frame != (*y)[i].frame || (*x)[i].bytes != (*y)[i].bytes) {
+            if ((*x)[i].frame != (*y)[i].frame || (*x)[i].bytes != (*y)[i].bytes || (*x)[i].segs != (*y)[i].segs) {
                 fail("the lane and the stages sent different frames", (*x)[i].frame);
             }
         }

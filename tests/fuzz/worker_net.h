@@ -88,11 +88,37 @@ inline std::vector<HostHop> host_hops(const Net& n) {
 // 1: IP and UDP checksums good; 2: IP bad; 3: UDP bad; kRxFlags in
 // worker_fuzz.cc).
 // At most kMaxFrames frames.
+//
+// Chained mbufs (nb_segs > 1, as a NIC with scattered rx delivers a frame
+// longer than its mbufs): a word whose length bits are 0 and whose tailroom
+// bits t are not (an empty frame with tailroom, which no seed had; an empty
+// frame is still a word with length and tailroom 0) is no frame but a chain
+// marker: the next frame arrives in 2 + (t - 1) % 3 segments (t = 1, 2, 3:
+// 2, 3, 4 segments). The marker is followed by one big-endian 16-bit word
+// per segment but the last, that segment's length (cut to what is left of
+// the frame, so a segment can be empty), then by the frame as usual (word
+// and bytes): the last segment holds the rest. The marker's top 2 bits are
+// ignored; the last marker before a frame counts. Each segment has a heap
+// block of its own, of exactly: the first, the headroom of byte 1 + its
+// bytes + the frame's tailroom (as an unchained frame's); the middle ones
+// their bytes alone; the last its bytes + the frame's tailroom. The rx
+// checksum flags are on the first mbuf.
 constexpr size_t kMaxFrames = 128;
 constexpr uint16_t kLenMask = 0x07ff;
 constexpr unsigned kTailShift = 11;
 constexpr unsigned kTailMask = 7;
 constexpr unsigned kFlagsShift = 14;
+constexpr unsigned kMaxSegs = 4;
+
+// The number of segments a chain marker asks for (2-4), or 0 when `word`
+// is a frame's.
+constexpr unsigned chain_segs(uint16_t word) {
+    const unsigned t = word >> kTailShift & kTailMask;
+    return (word & kLenMask) != 0 || t == 0 ? 0 : 2 + (t - 1) % 3;
+}
+// The marker for a chain of `segs` (2-4) segments.
+constexpr uint16_t chain_marker(unsigned segs) { return static_cast<uint16_t>((segs - 1) << kTailShift); }
+static_assert(chain_segs(chain_marker(2)) == 2 && chain_segs(chain_marker(3)) == 3 && chain_segs(chain_marker(4)) == 4);
 
 // Byte 1.
 constexpr uint8_t kNhHosts = 1;    // the host entries of host_hops()

@@ -1,7 +1,8 @@
 // Writes the seed corpus of worker_fuzz.cc (tests/fuzz/corpus/worker/): one
 // input per fast-path case, drop and punt of the relay in worker_net.h (with
 // its host next hops, some on VLANs), and mixed bursts of all of them under
-// each next-hop set-up and at headrooms where tagging needs the room, with
+// each next-hop set-up and at headrooms where tagging needs the room, and
+// frames delivered as chains of mbufs split inside every header, with
 // frames built by the golden tests' independent packet builder
 // (tests/dataplane/packet_builder.h).
 //
@@ -124,18 +125,44 @@ std::vector<std::pair<std::string, Bytes>> cases() {
     return c;
 }
 
+// A frame and where the NIC splits it into mbufs: the offsets at which
+// segments 2, 3 and 4 start (increasing; none: one mbuf).
+struct Rx {
+    const Bytes* f;
+    std::vector<uint16_t> cuts = {};
+};
+
+void put16(Bytes& b, unsigned v) {
+    b.push_back(static_cast<uint8_t>(v >> 8));
+    b.push_back(static_cast<uint8_t>(v));
+}
+
 // nh: byte 1, the next hops (kNh*) and the headroom (an index in
 // kHeadrooms); tail: bytes of tailroom after each frame; flags: index in
-// kRxFlags (worker_net.h).
-Bytes input(uint8_t ctl, uint8_t nh, const std::vector<const Bytes*>& frames, unsigned tail = 4, unsigned flags = 0) {
+// kRxFlags (worker_net.h). A chained frame is preceded by its chain marker
+// and segment lengths.
+Bytes input(uint8_t ctl, uint8_t nh, const std::vector<Rx>& frames, unsigned tail = 4, unsigned flags = 0) {
     Bytes in{ctl, nh};
-    for (const Bytes* f : frames) {
-        in.push_back(static_cast<uint8_t>(f->size() >> 8 | tail << (workerfuzz::kTailShift - 8) |
-                                          flags << (workerfuzz::kFlagsShift - 8)));
-        in.push_back(static_cast<uint8_t>(f->size()));
-        in.insert(in.end(), f->begin(), f->end());
+    for (const Rx& r : frames) {
+        if (!r.cuts.empty()) {
+            put16(in, workerfuzz::chain_marker(static_cast<unsigned>(r.cuts.size() + 1)));
+            unsigned at = 0;
+            for (const uint16_t c : r.cuts) {
+                put16(in, c - at);
+                at = c;
+            }
+        }
+        put16(in, static_cast<unsigned>(r.f->size()) | tail << workerfuzz::kTailShift | flags << workerfuzz::kFlagsShift);
+        in.insert(in.end(), r.f->begin(), r.f->end());
     }
     return in;
+}
+Bytes input(uint8_t ctl, uint8_t nh, const std::vector<const Bytes*>& frames, unsigned tail = 4, unsigned flags = 0) {
+    std::vector<Rx> rx;
+    for (const Bytes* f : frames) {
+        rx.push_back({f});
+    }
+    return input(ctl, nh, rx, tail, flags);
 }
 
 }  // namespace
@@ -205,5 +232,52 @@ int main(int argc, char** argv) {
     // apart, against a bucket of 64 KiB (worker/police.cc).
     const std::vector<const Bytes*> limited(80, frame("cd4-limited-allocation"));
     write("rate-limited-bursts", input(31 | 1 << 5, 0, limited));
+
+    // Chained mbufs (scattered rx): each is punted to the kernel unchanged
+    // (punt_multi_segment), wherever it is split, with the host next hops
+    // (unchained, most of these would be forwarded, some tagged). Offsets:
+    // Ethernet 0-13 (802.1Q tag 12-15), IPv4 14-33 (IPv6 14-53), UDP 34-41
+    // (54-61), then the ChannelData header (4 bytes) or STUN's (20).
+    auto chain = [&](const std::string& name, const std::string& of, std::vector<uint16_t> cuts) {
+        write(name, input(0, kNhHosts, std::vector<Rx>{{frame(of), std::move(cuts)}}));
+    };
+    chain("chain-cd4-slot0", "cd4-slot0", {10, 30, 38});   // in the MACs, the IPv4 addresses, the UDP length
+    chain("chain-cd4-channel-header", "cd4-slot0", {44});  // between channel number and length
+    chain("chain-peer4-channel", "peer4-channel", {20, 40});  // IPv4 fragment field, UDP checksum
+    chain("chain-peer4-data", "peer4-data", {42});            // UDP header | payload
+    chain("chain-send4", "send4", {52, 70});  // STUN transaction ID, XOR-PEER-ADDRESS's address
+    chain("chain-cd6-slot0", "cd6-slot0", {38, 58});  // IPv6 source address, UDP length
+    chain("chain-cd4-vlan", "cd4-vlan", {16});        // inside the 802.1Q tag
+    chain("chain-peer4-over-mtu", "peer4-over-mtu", {512, 1024, 1500});
+    // A first segment shorter than an Ethernet header; empty segments.
+    chain("chain-first-seg-6", "cd4-slot0", {6});
+    chain("chain-first-seg-13", "cd4-slot0", {13});
+    chain("chain-empty-segments", "cd4-slot0", {0, 34, 34});
+    // The whole IP datagram in the first segment, the Ethernet padding of a
+    // minimum-size frame in the second: a parser that looked at the first
+    // segment alone would find it complete. The same frame unchained after
+    // it is forwarded, by the express lane (the untagged gateway).
+    Bytes small = dptest::build(udp(kNet.client1, kNet.listen4, dptest::channel_data(0x4001, dptest::pattern(4))));
+    const uint16_t datagram = static_cast<uint16_t>(small.size());
+    small.resize(60, 0);
+    write("chain-cd4-trailer", input(0, 0, std::vector<Rx>{{&small, {datagram}}, {&small}}));
+    // Every case, every other one chained (2-4 segments, cut at offsets
+    // that move through the headers), with the host next hops; and the same
+    // with no headroom nor tailroom at all, as a NIC with checksum offload
+    // delivers them.
+    std::vector<Rx> mixed;
+    for (size_t i = 0; i < all.size(); i++) {
+        Rx r{all[i]};
+        if (i % 2 == 1) {
+            const auto size = static_cast<uint16_t>(all[i]->size());
+            const unsigned segs = 2 + (i / 2) % 3;
+            for (unsigned k = 1; k < segs; k++) {
+                r.cuts.push_back(std::min<uint16_t>(size, static_cast<uint16_t>(i + 14 * k)));
+            }
+        }
+        mixed.push_back(r);
+    }
+    write("mixed-burst32-chained", input(31, kNhHosts, mixed));
+    write("mixed-burst32-chained-exact", input(31, kNhHosts | 1 << kHeadroomShift, mixed, 0, 1));
     return fuzzseeds::write_seeds(argc, argv, files);
 }
