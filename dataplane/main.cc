@@ -13,6 +13,7 @@
 // writer) and keeps the IPC session alive; every other lcore is a worker with
 // its own rx/tx queue on both ports. Fatal errors happen only at start-up.
 #include <fcntl.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -344,9 +345,21 @@ int main(int argc, char** argv) {
     // Host next hops follow the kernel's neighbour table and routes.
     std::unique_ptr<dp::KernelMirror> mirror;
     if (o.kernel_mirror) {
-        mirror = dp::KernelMirror::open(*nh, nic, !o.gw4.empty(), !o.gw6.empty(), &err);
+        // Only the exception port's kernel end (and VLAN devices on it) says
+        // where the NIC's traffic goes; the PMD knows its interface.
+        rte_eth_dev_info exc_info{};
+        const int exc_if = rte_eth_dev_info_get(exc, &exc_info) == 0 ? static_cast<int>(exc_info.if_index) : 0;
+        mirror = dp::KernelMirror::open(*nh, nic, exc_if, !o.gw4.empty(), !o.gw6.empty(), &err);
         if (mirror == nullptr) {
             die(err + " (or run with --no-kernel-mirror to rely on learning from kernel egress alone)");
+        }
+        char name[IF_NAMESIZE] = "?";
+        if (mirror->kernel_ifindex() != 0 && if_indextoname(static_cast<unsigned>(mirror->kernel_ifindex()), name)) {
+            std::fprintf(stderr, "turn-dataplane: next hops follow the kernel's neighbours and routes on %s\n", name);
+        } else {
+            std::fprintf(stderr,
+                         "turn-dataplane: the exception port's kernel interface is unknown (its PMD names none): "
+                         "next hops follow the neighbours and routes of every interface in this namespace\n");
         }
     }
 

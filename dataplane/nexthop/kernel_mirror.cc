@@ -52,6 +52,7 @@ int neigh_attr(const nlattr* a, void* data) {
 // for a VLAN device, IFLA_INFO_DATA's ID and protocol.
 struct LinkAttrs {
     const nlattr* link = nullptr;
+    const nlattr* link_netnsid = nullptr;
     const nlattr* kind = nullptr;
     const nlattr* data = nullptr;
     const nlattr* vlan_id = nullptr;
@@ -82,6 +83,7 @@ int link_attr(const nlattr* a, void* data) {
     auto* out = static_cast<LinkAttrs*>(data);
     switch (mnl_attr_get_type(a)) {
     case IFLA_LINK: out->link = a; break;
+    case IFLA_LINK_NETNSID: out->link_netnsid = a; break;
     case IFLA_LINKINFO: mnl_attr_parse_nested(a, link_info_attr, data); break;
     default: break;
     }
@@ -92,9 +94,9 @@ constexpr uint16_t kUsable = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE |
 
 }  // namespace
 
-std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port, bool static_default4,
-                                                 bool static_default6, std::string* error) {
-    std::unique_ptr<KernelMirror> m(new KernelMirror(nh, nic_port));
+std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port, int exc_ifindex,
+                                                 bool static_default4, bool static_default6, std::string* error) {
+    std::unique_ptr<KernelMirror> m(new KernelMirror(nh, nic_port, exc_ifindex));
     m->gw_[0].is_static = static_default4;
     m->gw_[1].is_static = static_default6;
     m->events_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -109,8 +111,16 @@ std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port
     return m;
 }
 
-std::unique_ptr<KernelMirror> KernelMirror::detached(NextHops& nh, uint16_t nic_port) {
-    return std::unique_ptr<KernelMirror>(new KernelMirror(nh, nic_port));
+std::unique_ptr<KernelMirror> KernelMirror::detached(NextHops& nh, uint16_t nic_port, int exc_ifindex) {
+    return std::unique_ptr<KernelMirror>(new KernelMirror(nh, nic_port, exc_ifindex));
+}
+
+bool KernelMirror::ours(int ifindex) const {
+    if (kernel_if_ == 0 || ifindex == kernel_if_) {
+        return true;
+    }
+    const auto v = vlans_.find(ifindex);
+    return v != vlans_.end() && v->second.lower == kernel_if_;
 }
 
 void KernelMirror::apply(const nlmsghdr* n) {
@@ -254,6 +264,16 @@ void KernelMirror::on_link(const nlmsghdr* n) {
     }
     LinkAttrs a;
     mnl_attr_parse(n, sizeof(ifinfomsg), link_attr, &a);
+    if (exc_if_ != 0 && ifi->ifi_index == exc_if_) {
+        // A veth's IFLA_LINK is its peer, the kernel's end (unless the peer
+        // is in another namespace: then nothing here is, and every
+        // interface is followed); a tap has none and is the kernel's own.
+        if (a.link == nullptr || mnl_attr_get_payload_len(a.link) != 4) {
+            kernel_if_ = exc_if_;
+        } else if (a.link_netnsid == nullptr) {
+            kernel_if_ = static_cast<int>(mnl_attr_get_u32(a.link));
+        }
+    }
     if (a.kind == nullptr || mnl_attr_validate(a.kind, MNL_TYPE_NUL_STRING) < 0 ||
         std::strcmp(mnl_attr_get_str(a.kind), "vlan") != 0) {
         vlans_.erase(ifi->ifi_index);
@@ -309,6 +329,9 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
         return;
     }
     const auto* ip = static_cast<const uint8_t*>(mnl_attr_get_payload(a.dst));
+    if (!ours(nd->ndm_ifindex)) {
+        return;  // another interface's neighbour: the NIC does not reach it
+    }
     const uint16_t vlan = vlan_of(nd->ndm_ifindex);
     const bool usable = n->nlmsg_type == RTM_NEWNEIGH && (nd->ndm_state & kUsable) != 0 && a.lladdr != nullptr &&
                         mnl_attr_get_payload_len(a.lladdr) == RTE_ETHER_ADDR_LEN && vlan != kUnsupportedVlan;
@@ -390,14 +413,17 @@ void KernelMirror::on_route(const nlmsghdr* n) {
     if (rt->rtm_dst_len == 0) {
         Gateway& g = gw_[family == 4 ? 0 : 1];
         const size_t len = family == 4 ? 4 : 16;
-        if (n->nlmsg_type == RTM_NEWROUTE && a.gateway != nullptr && mnl_attr_get_payload_len(a.gateway) == len) {
+        const int oif = a.oif != nullptr && mnl_attr_get_payload_len(a.oif) == 4
+                            ? static_cast<int>(mnl_attr_get_u32(a.oif))
+                            : 0;
+        if (n->nlmsg_type == RTM_NEWROUTE && a.gateway != nullptr && mnl_attr_get_payload_len(a.gateway) == len &&
+            (oif == 0 || ours(oif))) {
             g.present = true;
             g.has_neighbour = false;  // the neighbour dump (or a resync's) follows
             std::memset(g.ip, 0, sizeof g.ip);
             std::memcpy(g.ip, mnl_attr_get_payload(a.gateway), len);
-            g.oif = a.oif != nullptr && mnl_attr_get_payload_len(a.oif) == 4 ? static_cast<int>(mnl_attr_get_u32(a.oif))
-                                                                             : 0;
-        } else if (n->nlmsg_type == RTM_DELROUTE) {
+            g.oif = oif;
+        } else if (n->nlmsg_type == RTM_DELROUTE && (oif == 0 || oif == g.oif)) {
             g.present = false;
             g.has_neighbour = false;
         }

@@ -1,5 +1,8 @@
 // Keeps the next-hop table (nexthop.h) in step with the kernel of the
-// dataplane's network namespace, over rtnetlink (libmnl), on the main lcore:
+// dataplane's network namespace, over rtnetlink (libmnl), on the main lcore,
+// for the exception port's kernel interface and the VLAN devices on it
+// (open()'s exc_ifindex; other interfaces' neighbours and routes are
+// ignored):
 //
 //   neighbour with a link-layer address (REACHABLE, STALE, DELAY, PROBE,
 //   PERMANENT, NOARP)            -> host entry IP -> MAC out of the NIC port,
@@ -51,11 +54,20 @@ public:
     // nullptr and *error set if rtnetlink cannot be opened (start-up only).
     // static_default[f]: the family's default was set by hand (--gw4/--gw6);
     // the kernel's default route then leaves it alone.
-    static std::unique_ptr<KernelMirror> open(NextHops& nh, uint16_t nic_port, bool static_default4,
+    // exc_ifindex: the interface the exception port's PMD drives (its
+    // rte_eth_dev_info if_index; 0: unknown). The kernel's end of it (the
+    // veth peer, or the interface itself, a tap) and the VLAN devices on that
+    // are the only interfaces whose neighbours and default route the mirror
+    // takes: the NIC's traffic goes nowhere else (a management NIC's
+    // neighbours and routes are not the NIC's). 0 follows every interface.
+    static std::unique_ptr<KernelMirror> open(NextHops& nh, uint16_t nic_port, int exc_ifindex, bool static_default4,
                                               bool static_default6, std::string* error);
     // A mirror without sockets, fed one rtnetlink message at a time through
     // apply() (tests; e.g. VLAN devices on a kernel built without 802.1Q).
-    static std::unique_ptr<KernelMirror> detached(NextHops& nh, uint16_t nic_port);
+    static std::unique_ptr<KernelMirror> detached(NextHops& nh, uint16_t nic_port, int exc_ifindex = 0);
+    // The kernel's end of the exception port, once its link was seen (0: not
+    // known, every interface followed).
+    int kernel_ifindex() const { return kernel_if_; }
     ~KernelMirror();
     KernelMirror(const KernelMirror&) = delete;
     KernelMirror& operator=(const KernelMirror&) = delete;
@@ -68,7 +80,10 @@ public:
     const Stats& stats() const { return stats_; }
 
 private:
-    KernelMirror(NextHops& nh, uint16_t port) : nh_(nh), port_(port) {}
+    KernelMirror(NextHops& nh, uint16_t port, int exc_ifindex) : nh_(nh), port_(port), exc_if_(exc_ifindex) {}
+    // Whether the NIC's traffic can be on this interface: the exception
+    // port's kernel end or a VLAN device on it (everything while unknown).
+    bool ours(int ifindex) const;
     bool dump(uint16_t type, std::string* error);
     bool dump_all(std::string* error);
     void full_resync();
@@ -91,6 +106,8 @@ private:
 
     NextHops& nh_;
     uint16_t port_;
+    int exc_if_ = 0;     // the exception port's interface (the PMD's side)
+    int kernel_if_ = 0;  // its kernel end, from exc_if_'s link message
     mnl_socket* events_ = nullptr;
     bool dumping_ = false;
     bool flush_wanted_ = false;

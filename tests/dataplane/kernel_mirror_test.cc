@@ -30,6 +30,8 @@ bool ensure_eal();
 namespace {
 
 constexpr int kEth = 3;        // the exception interface's kernel end
+constexpr int kExcDp = 4;      // its veth peer, which the exception port's PMD drives
+constexpr int kOther = 50;     // another NIC (management)
 constexpr int kVlan100 = 7;    // eth.100
 constexpr int kDot1ad = 8;     // an 802.1ad device on eth
 constexpr int kStacked = 9;    // a VLAN device on eth.100 (Q-in-Q)
@@ -125,8 +127,10 @@ protected:
         ASSERT_NE(flows_, nullptr) << err;
         nh_ = dp::NextHops::create("kmnh" + std::to_string(instance), 64, flows_->rcu, SOCKET_ID_ANY, &err);
         ASSERT_NE(nh_, nullptr) << err;
-        mirror_ = dp::KernelMirror::detached(*nh_, kPort);
-        mirror_->apply(link(kEth, "veth").n());
+        mirror_ = dp::KernelMirror::detached(*nh_, kPort, kExcDp);
+        mirror_->apply(link(kEth, "veth", kExcDp).n());
+        mirror_->apply(link(kExcDp, "veth", kEth).n());
+        mirror_->apply(link(kOther, "veth").n());
         mirror_->apply(link(kVlan100, "vlan", kEth, 100).n());
         mirror_->apply(link(kDot1ad, "vlan", kEth, 200, 0x88a8).n());
         mirror_->apply(link(kStacked, "vlan", kVlan100, 300).n());
@@ -272,16 +276,74 @@ TEST_F(KernelMirrorVlan, BridgeFamilyLinkMessagesAreIgnored) {
     EXPECT_EQ(vlan_of(kClient), 100);
 }
 
-// A deleted VLAN device's index means nothing any more.
+// Only the exception port's kernel end and the VLAN devices on it: another
+// NIC's neighbours, VLANs and default route are not where the NIC's traffic
+// goes.
+TEST_F(KernelMirrorVlan, OtherInterfacesAreNotFollowed) {
+    EXPECT_EQ(mirror_->kernel_ifindex(), kEth);
+    mirror_->apply(link(51, "vlan", kOther, 60).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kOther, kClient, kMacA).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, 51, kPeer, kMacB).n());
+    EXPECT_EQ(vlan_of(kClient), -1);
+    EXPECT_EQ(vlan_of(kPeer), -1);
+    const std::vector<uint8_t> mgmt_gw{198, 18, 9, 1}, our_gw{198, 18, 1, 1};
+    mirror_->apply(default_route(mgmt_gw, kOther).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kOther, mgmt_gw, kMacA).n());
+    EXPECT_FALSE(dp::NextHops::usable(nh_->default_word(4)));
+    mirror_->apply(default_route(our_gw, kVlan100).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, our_gw, kMacB).n());
+    ASSERT_TRUE(dp::NextHops::usable(nh_->default_word(4)));
+    EXPECT_EQ(dp::NextHops::vlan_of(nh_->default_word(4)), 100);
+    // The management route going away leaves ours alone.
+    Msg del(RTM_DELROUTE);
+    auto* rt = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(del.n(), sizeof(rtmsg)));
+    rt->rtm_family = AF_INET;
+    rt->rtm_table = RT_TABLE_MAIN;
+    rt->rtm_type = RTN_UNICAST;
+    mnl_attr_put(del.n(), RTA_GATEWAY, mgmt_gw.size(), mgmt_gw.data());
+    mnl_attr_put_u32(del.n(), RTA_OIF, kOther);
+    mirror_->apply(del.n());
+    EXPECT_TRUE(dp::NextHops::usable(nh_->default_word(4)));
+}
+
+// Without the exception port's interface (a PMD that names none), every
+// interface is followed, as before.
+TEST(KernelMirrorUnknownInterface, FollowsEveryInterface) {
+    ASSERT_TRUE(dptest::ensure_eal());
+    dp::FlowConfig fc;
+    fc.name = "kmu";
+    fc.entries_v4 = 64;
+    fc.entries_v6 = 64;
+    fc.max_allocations = 8;
+    fc.max_channels = 8;
+    fc.client_cache = false;
+    std::string err;
+    std::unique_ptr<dp::FlowTables> flows(dp::FlowTables::create(fc, &err));
+    ASSERT_NE(flows, nullptr) << err;
+    std::unique_ptr<dp::NextHops> nh(dp::NextHops::create("kmunh", 64, flows->rcu, SOCKET_ID_ANY, &err));
+    ASSERT_NE(nh, nullptr) << err;
+    auto mirror = dp::KernelMirror::detached(*nh, kPort);
+    mirror->apply(link(kOther, "veth").n());
+    mirror->apply(neigh(RTM_NEWNEIGH, kOther, kClient, kMacA).n());
+    EXPECT_EQ(mirror->kernel_ifindex(), 0);
+    dp::NextHop h;
+    EXPECT_TRUE(nh->get_host(4, kClient.data(), &h));
+}
+
+// A deleted VLAN device's index means nothing any more (an index the
+// kernel reuses is a new device).
 TEST_F(KernelMirrorVlan, DeletedLinkIsForgotten) {
-    mirror_->apply(del_link(kDot1ad).n());
-    mirror_->apply(neigh(RTM_NEWNEIGH, kDot1ad, kClient, kMacA).n());
-    EXPECT_EQ(vlan_of(kClient), 0);
+    mirror_->apply(del_link(kVlan100).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), -1);  // no longer a device on the exception interface
+    mirror_->apply(link(kVlan100, "vlan", kEth, 150).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kClient, kMacA).n());
+    EXPECT_EQ(vlan_of(kClient), 150);
     // A message too short to hold its header changes nothing.
     Msg m(RTM_NEWLINK);
     mirror_->apply(m.n());
     mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kPeer, kMacB).n());
-    EXPECT_EQ(vlan_of(kPeer), 100);
+    EXPECT_EQ(vlan_of(kPeer), 150);
 }
 
 }  // namespace
