@@ -94,8 +94,6 @@ public:
     static uint16_t vlan_of(uint64_t w) { return static_cast<uint16_t>(w >> kVlanShift); }
     // A next hop at all (the word of a missing one is 0).
     static bool usable(uint64_t w) { return (w & kValid) != 0; }
-    // Usable and untagged: what the express lane finishes itself.
-    static bool untagged(uint64_t w) { return (w & (kValid | kVlanMask)) == kValid; }
 
     // Worker side, exception path only: the kernel sent a frame to `ip` with
     // destination MAC `mac` out of `port` (tagged `vlan`, 0: untagged); if
