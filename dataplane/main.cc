@@ -3,7 +3,7 @@
 //   turn-dataplane <EAL args, ports as --vdev> -- --nic <port name> --exc <port name>
 //                  [--ipc /run/turnrelay/dataplane.sock] [--mtu 1500]
 //                  [--gw4 MAC [--gw4-vlan ID]] [--gw6 MAC [--gw6-vlan ID]] [--flows N]
-//                  [--no-kernel-mirror]
+//                  [--exc-kernel-if NAME] [--no-kernel-mirror]
 //
 // e.g. on a veth pair whose kernel end (exc0-k) holds the relay IP:
 //   turn-dataplane -l 0,1 --vdev=net_af_packet0,iface=nic0
@@ -54,6 +54,7 @@ struct Options {
     uint16_t gw4_vlan = 0;  // 802.1Q VLAN of the static default next hop (0: untagged)
     uint16_t gw6_vlan = 0;
     uint32_t flows = 1u << 16;
+    std::string exc_kernel_if;  // the exception port's kernel end, when its PMD cannot name it
     bool kernel_mirror = true;
 };
 
@@ -94,7 +95,22 @@ uint16_t port_by_name(const std::string& name) {
     return p;
 }
 
-void setup_port(uint16_t port, uint16_t queues, rte_mempool* pool) {
+// Bytes of the largest frame a port must carry for --mtu: Ethernet, one
+// 802.1Q tag (a trunk port; Q-in-Q is never forwarded) and the IP packet.
+uint32_t max_frame(uint16_t mtu) { return uint32_t{mtu} + RTE_ETHER_HDR_LEN + 4; }
+
+// The mbufs' data room: headroom plus the largest frame, so that every
+// received frame is one segment (the fast path punts chains; no port is
+// set up for scattered rx), plus 256 bytes that AF_XDP keeps in front of
+// each frame inside the buffer (XDP_PACKET_HEADROOM: net_af_xdp receives
+// into the mbufs' memory and drops a frame longer than what is left).
+uint16_t data_room(uint16_t mtu) {
+    constexpr uint32_t kXdpHeadroom = 256;
+    return static_cast<uint16_t>(RTE_PKTMBUF_HEADROOM +
+                                 std::max<uint32_t>(RTE_MBUF_DEFAULT_DATAROOM, max_frame(mtu) + kXdpHeadroom));
+}
+
+void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mempool* pool, uint16_t mtu) {
     rte_eth_dev_info info{};
     if (rte_eth_dev_info_get(port, &info) != 0) {
         die("rte_eth_dev_info_get");
@@ -103,14 +119,44 @@ void setup_port(uint16_t port, uint16_t queues, rte_mempool* pool) {
         die("port " + std::to_string(port) + " has fewer queues than workers (" + std::to_string(info.max_rx_queues) +
             "); for af_packet add qpairs=<workers>");
     }
+    // The port's MTU is --mtu: the fast path sends packets up to it and the
+    // kernel's egress through the exception port is sized by it too. The
+    // largest MTU the port takes is max_mtu, and no more than its largest
+    // frame less the overhead ethdev assumes (rte_eth_dev_configure's check).
+    const uint32_t overhead = info.max_mtu != UINT16_MAX && info.max_rx_pktlen > info.max_mtu
+                                  ? info.max_rx_pktlen - info.max_mtu
+                                  : RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN;
+    const uint32_t max_mtu =
+        std::min<uint32_t>(info.max_mtu, info.max_rx_pktlen > overhead ? info.max_rx_pktlen - overhead : 0);
+    if (mtu < info.min_mtu || mtu > max_mtu) {
+        std::string hint;
+        const std::string drv = info.driver_name != nullptr ? info.driver_name : "";
+        if (drv.find("af_packet") != std::string::npos) {
+            hint = "; net_af_packet carries standard frames only: for a larger MTU use net_af_xdp (up to a page "
+                   "per frame) or virtio-user";
+        } else if (drv.find("af_xdp") != std::string::npos) {
+            hint = "; AF_XDP takes one page per frame";
+        }
+        die(name + " (" + drv + ") takes an MTU from " + std::to_string(info.min_mtu) + " to " +
+            std::to_string(max_mtu) + ", not --mtu " + std::to_string(mtu) + hint);
+    }
     rte_eth_conf conf{};
+    conf.rxmode.mtu = mtu;
     if (queues > 1) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_hf =
             (RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
     }
-    if (rte_eth_dev_configure(port, queues, queues, &conf) != 0) {
-        die("rte_eth_dev_configure port " + std::to_string(port));
+    int rc = rte_eth_dev_configure(port, queues, queues, &conf);
+    if (rc != 0) {
+        die("rte_eth_dev_configure " + name + ": " + rte_strerror(-rc));
+    }
+    // Ports whose driver sets a link MTU (the NIC's, af_packet's and
+    // af_xdp's interface) get it now; net_null/net_ring/net_pcap have none
+    // to set and enforce nothing (-ENOTSUP).
+    rc = rte_eth_dev_set_mtu(port, mtu);
+    if (rc != 0 && rc != -ENOTSUP) {
+        die("setting the MTU of " + name + " to " + std::to_string(mtu) + ": " + rte_strerror(-rc));
     }
     for (uint16_t q = 0; q < queues; q++) {
         if (rte_eth_rx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr, pool) != 0 ||
@@ -122,6 +168,28 @@ void setup_port(uint16_t port, uint16_t queues, rte_mempool* pool) {
         die("rte_eth_dev_start port " + std::to_string(port));
     }
     rte_eth_promiscuous_enable(port);
+}
+
+// The exception port's kernel end must carry the same MTU as the ports:
+// a larger one sends frames the NIC drops, a smaller one drops what the
+// dataplane punts to it.
+void check_kernel_mtu(int ifindex, uint16_t mtu) {
+    char name[IF_NAMESIZE] = {};
+    if (ifindex == 0 || if_indextoname(static_cast<unsigned>(ifindex), name) == nullptr) {
+        return;
+    }
+    FILE* f = std::fopen(("/sys/class/net/" + std::string(name) + "/mtu").c_str(), "r");
+    unsigned kmtu = 0;
+    const bool ok = f != nullptr && std::fscanf(f, "%u", &kmtu) == 1;
+    if (f != nullptr) {
+        std::fclose(f);
+    }
+    if (ok && kmtu != mtu) {
+        die(std::string("the exception port's kernel interface ") + name + " has MTU " + std::to_string(kmtu) +
+            " and --mtu is " + std::to_string(mtu) + ": make them equal (ip link set " + name + " mtu " +
+            std::to_string(mtu) + ", or deploy/setup-exception-port.sh --mtu " + std::to_string(mtu) +
+            ", or --mtu " + std::to_string(kmtu) + ")");
+    }
 }
 
 int worker_main(void* arg) {
@@ -253,6 +321,8 @@ int main(int argc, char** argv) {
             o.gw4_vlan = static_cast<uint16_t>(parse_uint(a, val(), 1, dp::kMaxVlanId));
         } else if (a == "--gw6-vlan") {
             o.gw6_vlan = static_cast<uint16_t>(parse_uint(a, val(), 1, dp::kMaxVlanId));
+        } else if (a == "--exc-kernel-if") {
+            o.exc_kernel_if = val();
         } else if (a == "--no-kernel-mirror") {
             o.kernel_mirror = false;
         } else if (a == "--flows") {
@@ -276,13 +346,20 @@ int main(int argc, char** argv) {
 
     const uint16_t nic = port_by_name(o.nic);
     const uint16_t exc = port_by_name(o.exc);
+    int named_kernel_if = 0;
+    if (!o.exc_kernel_if.empty()) {
+        named_kernel_if = static_cast<int>(if_nametoindex(o.exc_kernel_if.c_str()));
+        if (named_kernel_if == 0) {
+            die("--exc-kernel-if " + o.exc_kernel_if + ": no such interface in this network namespace");
+        }
+    }
     rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", 8191 * workers + 4096, 256, 0,
-                                                RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
+                                                data_room(o.mtu), static_cast<int>(rte_socket_id()));
     if (pool == nullptr) {
         die(std::string("mbuf pool: ") + rte_strerror(rte_errno));
     }
-    setup_port(nic, static_cast<uint16_t>(workers), pool);
-    setup_port(exc, static_cast<uint16_t>(workers), pool);
+    setup_port(o.nic, nic, static_cast<uint16_t>(workers), pool, o.mtu);
+    setup_port(o.exc, exc, static_cast<uint16_t>(workers), pool, o.mtu);
 
     dp::FlowConfig fc;
     // A flow (allocation + permission + channel) takes 2 hash entries
@@ -349,7 +426,7 @@ int main(int argc, char** argv) {
         // where the NIC's traffic goes; the PMD knows its interface.
         rte_eth_dev_info exc_info{};
         const int exc_if = rte_eth_dev_info_get(exc, &exc_info) == 0 ? static_cast<int>(exc_info.if_index) : 0;
-        mirror = dp::KernelMirror::open(*nh, nic, exc_if, !o.gw4.empty(), !o.gw6.empty(), &err);
+        mirror = dp::KernelMirror::open(*nh, nic, exc_if, !o.gw4.empty(), !o.gw6.empty(), &err, named_kernel_if);
         if (mirror == nullptr) {
             die(err + " (or run with --no-kernel-mirror to rely on learning from kernel egress alone)");
         }
@@ -358,10 +435,12 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "turn-dataplane: next hops follow the kernel's neighbours and routes on %s\n", name);
         } else {
             std::fprintf(stderr,
-                         "turn-dataplane: the exception port's kernel interface is unknown (its PMD names none): "
-                         "next hops follow the neighbours and routes of every interface in this namespace\n");
+                         "turn-dataplane: the exception port's kernel interface is unknown (its PMD names none; "
+                         "name it with --exc-kernel-if): next hops follow the neighbours and routes of every "
+                         "interface in this namespace\n");
         }
     }
+    check_kernel_mtu(named_kernel_if != 0 ? named_kernel_if : mirror ? mirror->kernel_ifindex() : 0, o.mtu);
 
     dp::Applier applier(*flows);
     // Each worker's counters for the control plane's metrics, read while the

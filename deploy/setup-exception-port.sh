@@ -5,8 +5,11 @@
 # dataplane drives the other end with AF_XDP (--vdev=net_af_xdp1,iface=...).
 # Idempotent. Run as root (turn-exception-port.service runs it at boot).
 #
-#   setup-exception-port.sh [--dry-run] [--kernel-if exc0-k] [--dataplane-if exc0-d] ADDR/LEN[@VLAN]...
+#   setup-exception-port.sh [--dry-run] [--kernel-if exc0-k] [--dataplane-if exc0-d] [--mtu M] ADDR/LEN[@VLAN]...
 #
+# --mtu M (576-9216): the MTU of both ends (and of the VLAN devices); it must
+# equal turn-dataplane's --mtu, which refuses to start otherwise. Without it
+# the MTU is left as it is (1500 on a new pair).
 # ADDR/LEN: the relay's addresses with their prefix length (203.0.113.10/24,
 # 2001:db8::10/64): turn-relay's listen and [server].relay_ips. The NIC itself
 # keeps no IP address in the kernel.
@@ -22,11 +25,12 @@ prog=setup-exception-port.sh
 kif=exc0-k
 dif=exc0-d
 dry=0
+mtu=""
 addrs=""
 
 bad() {
     echo "$prog: $*" >&2
-    echo "usage: $prog [--dry-run] [--kernel-if NAME] [--dataplane-if NAME] ADDR/LEN[@VLAN]..." >&2
+    echo "usage: $prog [--dry-run] [--kernel-if NAME] [--dataplane-if NAME] [--mtu M] ADDR/LEN[@VLAN]..." >&2
     exit 2
 }
 fail() {
@@ -56,6 +60,15 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || bad "$1 needs an interface name"
             ifname_ok "$2" || bad "$1: '$2' is not an interface name (at most 15 of A-Z a-z 0-9 _ . -)"
             if [ "$1" = --kernel-if ]; then kif=$2; else dif=$2; fi
+            shift
+            ;;
+        --mtu)
+            [ $# -ge 2 ] || bad "--mtu needs a number"
+            case $2 in
+                '' | *[!0-9]* | 0* | ?????*) bad "--mtu '$2': a number from 576 to 9216" ;;
+            esac
+            { [ "$2" -ge 576 ] && [ "$2" -le 9216 ]; } || bad "--mtu '$2': a number from 576 to 9216"
+            mtu=$2
             shift
             ;;
         -*) bad "unknown option $1" ;;
@@ -143,6 +156,15 @@ if command -v ethtool >/dev/null 2>&1; then
     fi
 else
     say "warning: ethtool not found (package ethtool): run ethtool -K $kif $off yourself"
+fi
+# Lower device first: a VLAN device's MTU cannot exceed its lower's.
+if [ -n "$mtu" ]; then
+    for dev in "$kif" "$dif"; do
+        run ip link set "$dev" mtu "$mtu"
+    done
+    for v in $vlans; do
+        run ip link set "$kif.$v" mtu "$mtu"
+    done
 fi
 run ip link set "$dif" up
 run ip link set "$kif" up

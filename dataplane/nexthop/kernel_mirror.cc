@@ -95,8 +95,9 @@ constexpr uint16_t kUsable = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE |
 }  // namespace
 
 std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port, int exc_ifindex,
-                                                 bool static_default4, bool static_default6, std::string* error) {
-    std::unique_ptr<KernelMirror> m(new KernelMirror(nh, nic_port, exc_ifindex));
+                                                 bool static_default4, bool static_default6, std::string* error,
+                                                 int kernel_ifindex) {
+    std::unique_ptr<KernelMirror> m(new KernelMirror(nh, nic_port, exc_ifindex, kernel_ifindex));
     m->gw_[0].is_static = static_default4;
     m->gw_[1].is_static = static_default6;
     m->events_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -111,8 +112,9 @@ std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port
     return m;
 }
 
-std::unique_ptr<KernelMirror> KernelMirror::detached(NextHops& nh, uint16_t nic_port, int exc_ifindex) {
-    return std::unique_ptr<KernelMirror>(new KernelMirror(nh, nic_port, exc_ifindex));
+std::unique_ptr<KernelMirror> KernelMirror::detached(NextHops& nh, uint16_t nic_port, int exc_ifindex,
+                                                     int kernel_ifindex) {
+    return std::unique_ptr<KernelMirror>(new KernelMirror(nh, nic_port, exc_ifindex, kernel_ifindex));
 }
 
 bool KernelMirror::ours(int ifindex) const {

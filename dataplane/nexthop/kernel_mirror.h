@@ -60,11 +60,15 @@ public:
     // are the only interfaces whose neighbours and default route the mirror
     // takes: the NIC's traffic goes nowhere else (a management NIC's
     // neighbours and routes are not the NIC's). 0 follows every interface.
+    // kernel_ifindex: the kernel's end named by the operator
+    // (--exc-kernel-if, for a PMD that names no interface, e.g. virtio-user);
+    // when not 0 it is the one followed and exc_ifindex is not consulted.
     static std::unique_ptr<KernelMirror> open(NextHops& nh, uint16_t nic_port, int exc_ifindex, bool static_default4,
-                                              bool static_default6, std::string* error);
+                                              bool static_default6, std::string* error, int kernel_ifindex = 0);
     // A mirror without sockets, fed one rtnetlink message at a time through
     // apply() (tests; e.g. VLAN devices on a kernel built without 802.1Q).
-    static std::unique_ptr<KernelMirror> detached(NextHops& nh, uint16_t nic_port, int exc_ifindex = 0);
+    static std::unique_ptr<KernelMirror> detached(NextHops& nh, uint16_t nic_port, int exc_ifindex = 0,
+                                                  int kernel_ifindex = 0);
     // The kernel's end of the exception port, once its link was seen (0: not
     // known, every interface followed).
     int kernel_ifindex() const { return kernel_if_; }
@@ -80,7 +84,8 @@ public:
     const Stats& stats() const { return stats_; }
 
 private:
-    KernelMirror(NextHops& nh, uint16_t port, int exc_ifindex) : nh_(nh), port_(port), exc_if_(exc_ifindex) {}
+    KernelMirror(NextHops& nh, uint16_t port, int exc_ifindex, int kernel_ifindex)
+        : nh_(nh), port_(port), exc_if_(kernel_ifindex != 0 ? 0 : exc_ifindex), kernel_if_(kernel_ifindex) {}
     // Whether the NIC's traffic can be on this interface: the exception
     // port's kernel end or a VLAN device on it (everything while unknown).
     bool ours(int ifindex) const;
@@ -107,7 +112,7 @@ private:
     NextHops& nh_;
     uint16_t port_;
     int exc_if_ = 0;     // the exception port's interface (the PMD's side)
-    int kernel_if_ = 0;  // its kernel end, from exc_if_'s link message
+    int kernel_if_ = 0;  // its kernel end, from exc_if_'s link message (or named)
     mnl_socket* events_ = nullptr;
     bool dumping_ = false;
     bool flush_wanted_ = false;

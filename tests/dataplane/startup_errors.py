@@ -39,6 +39,8 @@ def main():
          "--gw4-vlan 4095: expected a whole number from 1 to 4094"),
         ("VLAN without its gateway", null2, base + ["--gw6-vlan", "10"],
          "--gw4-vlan / --gw6-vlan tag the static default next hop: give its MAC with --gw4 / --gw6 too"),
+        ("unknown exception kernel interface", null2, base + ["--exc-kernel-if", "nosuch0"],
+         "--exc-kernel-if nosuch0: no such interface in this network namespace"),
         ("unknown option", null2, base + ["--bogus"], "unknown option --bogus"),
         ("missing value", null2, base + ["--mtu"], "missing value for --mtu"),
     ]

@@ -1,8 +1,9 @@
 """deploy/setup-exception-port.sh in a network namespace the test makes:
 argument errors, a dry run that creates nothing, the veth pair with the relay
 addresses (198.18.0.0/15, fd00::/8), up, tx checksum offload off on the kernel
-end, a second run that changes nothing, names taken by something else, and
-addresses on 802.1Q VLANs (ADDR/LEN@VLAN: a VLAN device of the kernel end)."""
+end, a second run that changes nothing, names taken by something else,
+addresses on 802.1Q VLANs (ADDR/LEN@VLAN: a VLAN device of the kernel end), and
+the MTU of both ends (--mtu, turn-dataplane's --mtu)."""
 import os
 import shutil
 import subprocess
@@ -49,6 +50,11 @@ def ip(ns, *args):
     (["198.18.5.1/24@1x"], "the VLAN after @ is a number from 1 to 4094"),
     (["198.18.5.1/24@"], "the VLAN after @ is a number from 1 to 4094"),
     (["--kernel-if", "x" * 12, "198.18.5.1/24@4094"], "needs a shorter --kernel-if"),
+    (["--mtu", "575", "198.18.5.1/24"], "--mtu '575': a number from 576 to 9216"),
+    (["--mtu", "9217", "198.18.5.1/24"], "--mtu '9217': a number from 576 to 9216"),
+    (["--mtu", "01500", "198.18.5.1/24"], "--mtu '01500': a number from 576 to 9216"),
+    (["--mtu", "big", "198.18.5.1/24"], "--mtu 'big': a number from 576 to 9216"),
+    (["198.18.5.1/24", "--mtu"], "--mtu needs a number"),
 ])
 def test_bad_arguments_exit_2(ns, args, message):
     r = run(ns, *args)
@@ -90,6 +96,28 @@ def test_creates_the_pair_and_is_idempotent(ns):
     assert r.returncode == 0, r.stderr
     addrs = ip(ns, "-o", "addr", "show", "dev", "exck")
     assert "198.18.6.1/24" in addrs and "198.18.5.1/24" in addrs
+
+
+def mtu_of(ns, dev):
+    return int(subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/mtu"], capture_output=True,
+                              text=True).stdout)
+
+
+def test_mtu_of_both_ends(ns):
+    r = run(ns, "--dry-run", "--mtu", "9000", "198.18.5.1/24")
+    assert r.returncode == 0, r.stderr
+    assert "would run: ip link set exc0-k mtu 9000" in r.stdout
+    assert "would run: ip link set exc0-d mtu 9000" in r.stdout
+    args = ["--kernel-if", "exck", "--dataplane-if", "excd", "198.18.5.1/24"]
+    r = run(ns, *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mtu_of(ns, "exck") == 1500 and mtu_of(ns, "excd") == 1500  # left as it is without --mtu
+    r = run(ns, "--mtu", "9000", *args)  # on the existing pair
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mtu_of(ns, "exck") == 9000 and mtu_of(ns, "excd") == 9000
+    r = run(ns, "--mtu", "1400", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mtu_of(ns, "exck") == 1400 and mtu_of(ns, "excd") == 1400
 
 
 def test_names_taken_by_something_else(ns):

@@ -88,6 +88,9 @@ def test_turn_relay_settings_match_the_relay():
     dp_args = [line for line in default.splitlines() if line.startswith("DP_ARGS=")][0]
     ipc = dp_args.split("--ipc ", 1)[1].split()[0]
     assert os.path.dirname(ipc) == "/run/" + get(u, "Service", "RuntimeDirectory")
+    # turn-dataplane refuses an exception port whose kernel end has another MTU than --mtu.
+    exc_mtu = [line for line in default.splitlines() if line.startswith("EXC_MTU=")][0].split("=", 1)[1]
+    assert dp_args.split("--mtu ", 1)[1].split()[0] == exc_mtu
     assert get(u, "Service", "User") != "root"
     assert get(u, "Service", "AmbientCapabilities") == "CAP_NET_BIND_SERVICE"
     assert get(u, "Service", "CapabilityBoundingSet") == "CAP_NET_BIND_SERVICE"
