@@ -315,6 +315,24 @@ TEST_F(KernelMirrorVlan, WithoutTheExceptionInterfaceEveryInterfaceIsFollowed) {
     EXPECT_EQ(vlan_of(kClient), 0);
 }
 
+// --exc-kernel-if: the kernel end named by the operator is the one followed,
+// with its VLAN devices, and what the PMD's interface links to changes
+// nothing (virtio-user names no interface; a name given wins).
+TEST_F(KernelMirrorVlan, NamedKernelInterfaceIsTheOneFollowed) {
+    auto named = dp::KernelMirror::detached(*nh_, kPort, kExcDp, kOther);  // on the fixture's table
+    EXPECT_EQ(named->kernel_ifindex(), kOther);
+    named->apply(link(kExcDp, "veth", kEth).n());  // the PMD's veth says its peer is kEth
+    EXPECT_EQ(named->kernel_ifindex(), kOther);
+    named->apply(link(61, "vlan", kOther, 70).n());
+    named->apply(neigh(RTM_NEWNEIGH, kEth, kClient, kMacA).n());
+    named->apply(neigh(RTM_NEWNEIGH, kOther, kPeer, kMacB).n());
+    EXPECT_EQ(vlan_of(kClient), -1);
+    EXPECT_EQ(vlan_of(kPeer), 0);
+    const std::vector<uint8_t> other{198, 18, 1, 77};
+    named->apply(neigh(RTM_NEWNEIGH, 61, other, kMacA).n());
+    EXPECT_EQ(vlan_of(other), 70);
+}
+
 // A deleted VLAN device's index means nothing any more (an index the
 // kernel reuses is a new device).
 TEST_F(KernelMirrorVlan, DeletedLinkIsForgotten) {
