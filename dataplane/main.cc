@@ -353,10 +353,17 @@ int main(int argc, char** argv) {
             die("--exc-kernel-if " + o.exc_kernel_if + ": no such interface in this network namespace");
         }
     }
-    rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", 8191 * workers + 4096, 256, 0,
-                                                data_room(o.mtu), static_cast<int>(rte_socket_id()));
+    const uint32_t mbufs = 8191 * workers + 4096;
+    rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", mbufs, 256, 0, data_room(o.mtu),
+                                                static_cast<int>(rte_socket_id()));
     if (pool == nullptr) {
-        die(std::string("mbuf pool: ") + rte_strerror(rte_errno));
+        // What it asked for, so that the operator can size hugepages: the
+        // mbufs grow with --mtu and their number with the workers.
+        const uint64_t mib = (uint64_t{mbufs} * (data_room(o.mtu) + sizeof(rte_mbuf) + 64) >> 20) + 1;
+        die(std::string("mbuf pool: ") + rte_strerror(rte_errno) + " (" + std::to_string(mbufs) + " mbufs of " +
+            std::to_string(data_room(o.mtu)) + " bytes for " + std::to_string(workers) + " workers and --mtu " +
+            std::to_string(o.mtu) + ", about " + std::to_string(mib) +
+            " MiB: reserve more hugepages, raise --socket-mem or -m, or lower --mtu)");
     }
     setup_port(o.nic, nic, static_cast<uint16_t>(workers), pool, o.mtu);
     setup_port(o.exc, exc, static_cast<uint16_t>(workers), pool, o.mtu);
