@@ -6,6 +6,7 @@
 #include "worker/pipeline.h"
 
 #include <cstddef>
+#include <cstring>
 
 #include "worker/packet.h"
 #include "worker/stages.h"
@@ -42,8 +43,12 @@ void learn_next_hop(Worker& w, const rte_mbuf* m) {
     if (len < sizeof(rte_ether_hdr) + sizeof(rte_vlan_hdr) || (d[0] & 1) != 0) {
         return;  // runt or multicast/broadcast destination
     }
-    const auto* eth = reinterpret_cast<const rte_ether_hdr*>(d);
-    uint16_t type = eth->ether_type;
+    // Copied out, not read through rte_ether_hdr (2-byte aligned): a frame
+    // may start at any address.
+    rte_ether_addr dst;
+    std::memcpy(&dst, d, sizeof dst);
+    uint16_t type;
+    std::memcpy(&type, d + offsetof(rte_ether_hdr, ether_type), 2);
     uint32_t off = sizeof(rte_ether_hdr);
     uint16_t vlan = 0;
     if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN)) {
@@ -56,10 +61,10 @@ void learn_next_hop(Worker& w, const rte_mbuf* m) {
     }
     const uint8_t* l3 = d + off;
     if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) && len >= off + sizeof(rte_ipv4_hdr) && (l3[0] >> 4) == 4) {
-        w.nexthops->learn(4, l3 + offsetof(rte_ipv4_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port, vlan);
+        w.nexthops->learn(4, l3 + offsetof(rte_ipv4_hdr, dst_addr), dst, w.cfg.nic_port, vlan);
     } else if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) && len >= off + sizeof(rte_ipv6_hdr) &&
                (l3[0] >> 4) == 6) {
-        w.nexthops->learn(6, l3 + offsetof(rte_ipv6_hdr, dst_addr), eth->dst_addr, w.cfg.nic_port, vlan);
+        w.nexthops->learn(6, l3 + offsetof(rte_ipv6_hdr, dst_addr), dst, w.cfg.nic_port, vlan);
     }
 }
 

@@ -201,13 +201,16 @@ void rewrite_one(Worker& w, Pkt& q) {
     }
 
     // 5. Ethernet, from the next hop.
-    auto* eth = reinterpret_cast<rte_ether_hdr*>(l3 - sizeof(rte_ether_hdr));
-    eth->dst_addr = q.nh.mac;
-    eth->src_addr = w.cfg.port_mac[q.nh.port];
-    eth->ether_type = rte_cpu_to_be_16(Out == 4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
+    // Stored bytewise, not through rte_ether_hdr (2-byte aligned): the new
+    // headers start wherever the forwarded bytes put them.
+    uint8_t* eth = l3 - sizeof(rte_ether_hdr);
+    const uint16_t type = rte_cpu_to_be_16(Out == 4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
+    std::memcpy(eth, &q.nh.mac, RTE_ETHER_ADDR_LEN);
+    std::memcpy(eth + RTE_ETHER_ADDR_LEN, &w.cfg.port_mac[q.nh.port], RTE_ETHER_ADDR_LEN);
+    std::memcpy(eth + offsetof(rte_ether_hdr, ether_type), &type, 2);
 
     rte_mbuf* m = q.m;
-    m->data_off = static_cast<uint16_t>(reinterpret_cast<uint8_t*>(eth) - static_cast<uint8_t*>(m->buf_addr));
+    m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));
     m->data_len = static_cast<uint16_t>(sizeof(rte_ether_hdr) + iph + udp_len);
     m->pkt_len = m->data_len;
     // The rx flags (checksum status, RSS hash, VLAN) described the received

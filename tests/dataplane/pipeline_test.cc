@@ -654,7 +654,7 @@ TEST_P(Pipeline, ChannelDataLengthOverrunIsDropped) {
 
 TEST_P(Pipeline, IpLengthBeyondFrameIsDropped) {
     Bytes f = build(from_client(channel_data(kChannel, pattern(10))));
-    f.resize(f.size() - 3);  // truncated frame
+    f.erase(f.end() - 3, f.end());  // truncated frame
     const Out o = run1(f);
     EXPECT_TRUE(o.nic.empty() && o.exc.empty());
     expect_deltas({{Counter::rx, 1}, {Counter::drop_bad_length, 1}});
