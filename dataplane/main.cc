@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "common/dpdk.h"
+#include "common/port_counters.h"
 #include "flow/apply.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
@@ -466,6 +467,18 @@ int main(int argc, char** argv) {
             c.cache_misses = w.cache.misses;
             c.express_packets = w.express_packets;
             out.push_back(c);
+        }
+    };
+    // Both ports' link and rte_eth_stats (rx ring full, no mbuf, tx errors:
+    // drops no worker counter sees), read on this lcore, the Applier's. A
+    // port whose statistics cannot be read this time is left out of this
+    // report only: its series keep their last values and nothing stops.
+    applier.port_counters = [nic, exc](std::vector<turn::ipc::PortCounters>& out) {
+        for (const auto& [port, role] : {std::pair{nic, turn::ipc::PortRole::kNic},
+                                         std::pair{exc, turn::ipc::PortRole::kException}}) {
+            if (const auto c = dp::read_port_counters(port, role)) {
+                out.push_back(*c);
+            }
         }
     };
     IpcClient ipc(o.ipc, applier, workers);

@@ -5,6 +5,7 @@
 #include <prometheus/metric_family.h>
 
 #include <algorithm>
+#include <deque>
 #include <iterator>
 #include <string>
 
@@ -21,8 +22,7 @@ public:
         using prometheus::ClientMetric;
         using prometheus::MetricFamily;
         using prometheus::MetricType;
-        std::vector<MetricFamily> out;
-        out.reserve(32);  // family() hands out references: no reallocation allowed
+        std::deque<MetricFamily> out;  // family() hands out references: a deque's push_back keeps them valid
         auto family = [&](const char* name, const char* help, MetricType t) -> MetricFamily& {
             out.push_back(MetricFamily{name, help, t, {}});
             return out.back();
@@ -187,10 +187,69 @@ public:
                 counter(cm, {{"worker", std::to_string(id)}}, static_cast<double>(c.cache_misses));
                 counter(ex, {{"worker", std::to_string(id)}}, static_cast<double>(c.express_packets));
             }
+            // The dataplane's two DPDK ports (rte_eth_stats and link), as of its
+            // last report, kept like the workers' until a new dataplane process
+            // reports: port="nic" is the network, port="exception" the kernel's
+            // side (rx: kernel egress, tx: packets punted to the kernel).
+            const auto ports = dp_->ports();
+            auto port_labels = [](const ipc::PortCounters& p) -> std::vector<ClientMetric::Label> {
+                return {{"port", p.role == ipc::PortRole::kNic ? "nic" : "exception"}, {"name", p.name}};
+            };
+            struct PortFamily {
+                const char* name;
+                const char* help;
+                uint64_t ipc::PortCounters::*value;
+            };
+            static constexpr PortFamily kPortFamilies[] = {
+                {"turn_dataplane_port_rx_packets_total",
+                 "Packets a dataplane port received (rte_eth_stats ipackets); port=\"exception\": the kernel's egress",
+                 &ipc::PortCounters::ipackets},
+                {"turn_dataplane_port_tx_packets_total",
+                 "Packets a dataplane port sent (opackets); port=\"exception\": packets punted to the kernel",
+                 &ipc::PortCounters::opackets},
+                {"turn_dataplane_port_rx_bytes_total", "Bytes a dataplane port received (ibytes)",
+                 &ipc::PortCounters::ibytes},
+                {"turn_dataplane_port_tx_bytes_total", "Bytes a dataplane port sent (obytes)", &ipc::PortCounters::obytes},
+                {"turn_dataplane_port_rx_missed_total",
+                 "Packets a dataplane port dropped because its rx ring was full (imissed): rising, the workers do not "
+                 "keep up with the traffic (more workers/queues, or less load)",
+                 &ipc::PortCounters::imissed},
+                {"turn_dataplane_port_rx_errors_total",
+                 "Erroneous frames a dataplane port received and dropped (ierrors: bad FCS, runts, oversized): rising, "
+                 "look at the link, its MTU and the device on the other end",
+                 &ipc::PortCounters::ierrors},
+                {"turn_dataplane_port_tx_errors_total",
+                 "Packets a dataplane port failed to transmit (oerrors): rising, the packets are lost on the way out",
+                 &ipc::PortCounters::oerrors},
+                {"turn_dataplane_port_rx_nombuf_total",
+                 "Receives a dataplane port could not do for want of an mbuf (rx_nombuf): rising, the mbuf pool is "
+                 "exhausted and packets are dropped",
+                 &ipc::PortCounters::rx_nombuf},
+            };
+            for (const PortFamily& pf : kPortFamilies) {
+                auto& f = family(pf.name, pf.help, MetricType::Counter);
+                for (const auto& p : ports) {
+                    if (p.reported) {
+                        counter(f, port_labels(p.c), static_cast<double>(p.c.*pf.value));
+                    }
+                }
+            }
+            auto& lu = family("turn_dataplane_port_link_up",
+                              "1 while a dataplane port's link is up, as of the dataplane's last report (0 on "
+                              "port=\"nic\": no traffic reaches the relay)",
+                              MetricType::Gauge);
+            auto& ls = family("turn_dataplane_port_link_speed_mbps",
+                              "A dataplane port's link speed in Mb/s (0: down or unknown)", MetricType::Gauge);
+            for (const auto& p : ports) {
+                if (p.reported) {
+                    gauge(lu, port_labels(p.c), p.c.link_up != 0 ? 1.0 : 0.0);
+                    gauge(ls, port_labels(p.c), static_cast<double>(p.c.link_speed_mbps));
+                }
+            }
         }
         auto& draining = family("turn_draining", "1 while the relay drains after SIGTERM", MetricType::Gauge);
         gauge(draining, {}, shared_.draining.load() ? 1.0 : 0.0);
-        return out;
+        return {std::make_move_iterator(out.begin()), std::make_move_iterator(out.end())};
     }
 
 private:

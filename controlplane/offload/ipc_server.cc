@@ -55,6 +55,25 @@ uint64_t delta(uint64_t cur, uint64_t last) { return cur >= last ? cur - last : 
 
 }  // namespace
 
+bool DataplaneCounters::set_port(const ipc::PortCounters& c) {
+    const auto role = static_cast<size_t>(c.role);
+    if (role >= ipc::kPortRoles) {
+        return false;
+    }
+    ipc::PortCounters p = c;
+    const size_t len = strnlen(p.name, sizeof p.name - 1);
+    std::memset(p.name + len, 0, sizeof p.name - len);
+    for (size_t i = 0; i < len; ++i) {
+        const auto b = static_cast<unsigned char>(p.name[i]);
+        if (b < 0x20 || b > 0x7e) {
+            p.name[i] = '?';
+        }
+    }
+    std::lock_guard lk(ports_mu);
+    ports_[role] = Port{true, p};
+    return true;
+}
+
 IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms)
     : path_(std::move(path)), counters_interval_ms_(counters_interval_ms) {
     // Random start: a restarted control plane never reuses the generation the
@@ -397,6 +416,11 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
             return;
         }
         break;
+    case ipc::MsgType::kPortCounters:
+        if (auto m = ipc::decode<ipc::PortCounters>(d); m && counters_.set_port(*m)) {
+            return;
+        }
+        break;
     default: break;
     }
     log_event(LogLevel::kWarn, "dataplane_bad_message",
@@ -407,6 +431,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
     if (h.boot_id != boot_id_) {
         last_.clear();  // a new dataplane process: its counters start at zero
         counters_.clear_workers();
+        counters_.clear_ports();
         boot_id_ = h.boot_id;
     }
     ++generation_;

@@ -59,9 +59,33 @@ struct DataplaneCounters {
         workers_.clear();
     }
 
+    // The dataplane's ports' last PortCounters, indexed by ipc::PortRole
+    // (`reported` false until one came; a new dataplane process starts them
+    // over, like the workers'). Their names are NUL-terminated printable
+    // ASCII.
+    struct Port {
+        bool reported = false;
+        ipc::PortCounters c{};
+    };
+    using Ports = std::array<Port, ipc::kPortRoles>;
+    Ports ports() const {
+        std::lock_guard lk(ports_mu);
+        return ports_;
+    }
+    // Stores `c` under its role, its name cut to kNameLen - 1 bytes with
+    // anything but printable ASCII replaced by '?' (it came over a socket and
+    // becomes a label value). False, and nothing stored, for an unknown role.
+    bool set_port(const ipc::PortCounters& c);
+    void clear_ports() {
+        std::lock_guard lk(ports_mu);
+        ports_ = {};
+    }
+
 private:
     mutable std::mutex workers_mu;
     std::map<uint32_t, ipc::WorkerCounters> workers_;
+    mutable std::mutex ports_mu;
+    Ports ports_;
 };
 
 class IpcServer final : public OffloadHook {

@@ -454,6 +454,13 @@ void Applier::report_counters(const std::function<void(std::span<const uint8_t>)
             send(ipc::encode(wc, ++seq_));
         }
     }
+    if (port_counters) {
+        std::vector<ipc::PortCounters> ps;
+        port_counters(ps);
+        for (ipc::PortCounters& pc : ps) {
+            send(ipc::encode(pc, ++seq_));
+        }
+    }
     ipc::CountersReport r{};
     auto flush = [&](bool last) {
         r.last = last ? 1 : 0;

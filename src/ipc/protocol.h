@@ -39,7 +39,16 @@ enum class MsgType : uint16_t {
     kCountersRequest = 20, // cp -> dp
     kCountersReport = 21,  // dp -> cp: per-allocation counters, in chunks
     kWorkerCounters = 22,  // dp -> cp: one worker's packet counters, with each CountersReport
+    kPortCounters = 23,    // dp -> cp: one DPDK port's link and statistics, with each CountersReport
 };
+// New types are appended without a version change as long as a peer that
+// does not know one can drop it and go on: the control plane logs an unknown
+// or malformed datagram (dataplane_bad_message) and keeps the link, and the
+// dataplane's Applier counts it as malformed and keeps the link. So a
+// dataplane that sends PortCounters works with a control plane that predates
+// them (which logs a warning per message: two per counters request), and a
+// control plane that knows them just exports no port series for an older
+// dataplane. A message an old peer must not ignore needs kVersion 2.
 
 // Address on the wire: 20 bytes.
 struct WireAddress {
@@ -200,6 +209,41 @@ struct WorkerCounters {
 };
 static_assert(sizeof(WorkerCounters) <= kMaxMessage);
 
+// Which of the dataplane's two ports a PortCounters describes.
+enum class PortRole : uint8_t {
+    kNic = 0,        // the network
+    kException = 1,  // the kernel's side: rx = kernel egress, tx = packets punted to the kernel
+};
+constexpr size_t kPortRoles = 2;
+
+// One of the dataplane's DPDK ports: its name, its link as
+// rte_eth_link_get_nowait reports it and its rte_eth_stats, cumulative since
+// the port started (the dataplane process's start). Sent after the
+// WorkerCounters and before the CountersReport chunks that answer a
+// CountersRequest; a port whose statistics could not be read is left out
+// of that report.
+struct PortCounters {
+    static constexpr MsgType kType = MsgType::kPortCounters;
+    // RTE_ETH_NAME_MAX_LEN, so no DPDK port name is cut. NUL-padded; the
+    // dataplane always leaves a NUL, the control plane does not rely on it.
+    static constexpr size_t kNameLen = 64;
+    Header h;
+    PortRole role{};
+    uint8_t link_up = 0;  // 1: up
+    uint8_t pad[2] = {};
+    uint32_t link_speed_mbps = 0;  // 0: down, none or unknown
+    char name[kNameLen] = {};
+    uint64_t ipackets = 0;
+    uint64_t opackets = 0;
+    uint64_t ibytes = 0;
+    uint64_t obytes = 0;
+    uint64_t imissed = 0;    // dropped by the port: its rx ring was full
+    uint64_t ierrors = 0;    // erroneous frames received
+    uint64_t oerrors = 0;    // transmissions that failed
+    uint64_t rx_nombuf = 0;  // receives that failed for want of an mbuf
+};
+static_assert(sizeof(PortCounters) == 152);
+
 // has_unique_object_representations: no hidden padding, so encode() never
 // sends uninitialised bytes.
 template <typename M>
@@ -251,6 +295,11 @@ bool valid(const M& m) {
     }
     if constexpr (std::is_same_v<M, WorkerCounters>) {
         if (m.count > WorkerCounters::kMaxCounters) {
+            return false;
+        }
+    }
+    if constexpr (std::is_same_v<M, PortCounters>) {
+        if (m.role != PortRole::kNic && m.role != PortRole::kException) {
             return false;
         }
     }

@@ -16,7 +16,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -26,6 +29,7 @@
 
 #include "ipc/protocol.h"
 #include "loopback_util.h"
+#include "offload/ipc_server.h"
 #include "stun_client.h"
 #include "tcp_client.h"
 #include "udp_socket.h"
@@ -210,6 +214,13 @@ public:
                     auto b = ipc::encode(wc, ++seq_);
                     ::send(fd_, b.data(), b.size(), 0);
                 }
+                for (auto pc : ports) {  // then the ports'
+                    auto b = ipc::encode(pc, ++seq_);
+                    ::send(fd_, b.data(), b.size(), 0);
+                }
+                for (const auto& r : raw_with_counters) {
+                    ::send(fd_, r.data(), r.size(), 0);
+                }
                 if (report) {
                     auto r = *report;
                     auto b = ipc::encode(r, ++seq_);
@@ -247,6 +258,8 @@ public:
 
     std::optional<ipc::CountersReport> report;
     std::vector<ipc::WorkerCounters> workers;
+    std::vector<ipc::PortCounters> ports;
+    std::vector<std::vector<uint8_t>> raw_with_counters;  // sent as they are, after the ports
     int counter_requests = 0;
 
 private:
@@ -664,6 +677,255 @@ TEST_F(DataplaneIpc, TcpClientsAllocationsStayInTheControlPlane) {
     ASSERT_TRUE(add);
     EXPECT_TRUE(same(add->client, u.local()));
     EXPECT_TRUE(same(add->relayed_v4, urelayed));
+}
+
+}  // namespace
+}  // namespace turn::cp::test
+
+namespace turn::cp::test {
+namespace {
+
+// A port's message with every counter distinct: base, base + 1, ... in
+// protocol order (ipackets, opackets, ibytes, obytes, imissed, ierrors,
+// oerrors, rx_nombuf).
+ipc::PortCounters port_message(ipc::PortRole role, const char* name, uint64_t base) {
+    ipc::PortCounters p{};
+    p.role = role;
+    p.link_up = 1;
+    p.link_speed_mbps = 10000;
+    std::snprintf(p.name, sizeof p.name, "%s", name);
+    p.ipackets = base;
+    p.opackets = base + 1;
+    p.ibytes = base + 2;
+    p.obytes = base + 3;
+    p.imissed = base + 4;
+    p.ierrors = base + 5;
+    p.oerrors = base + 6;
+    p.rx_nombuf = base + 7;
+    return p;
+}
+
+std::vector<uint8_t> wire(ipc::PortCounters p, uint64_t seq = 1) {
+    const auto b = ipc::encode(p, seq);
+    return {b.begin(), b.end()};
+}
+
+// The datagram with its header's length field set to its (changed) size, so
+// that only decode()'s per-type size check can refuse it.
+std::vector<uint8_t> with_length(std::vector<uint8_t> d) {
+    const auto len = static_cast<uint32_t>(d.size());
+    std::memcpy(d.data() + offsetof(ipc::Header, length), &len, sizeof len);
+    return d;
+}
+
+TEST(PortCountersMessage, RoundTripsAndRefusesWrongLengthTypeAndRole) {
+    ipc::PortCounters p = port_message(ipc::PortRole::kException, "net_af_xdp1", 100);
+    p.link_speed_mbps = 25000;
+    const std::vector<uint8_t> d = wire(p, 42);
+    ASSERT_EQ(d.size(), sizeof(ipc::PortCounters));
+    const auto got = ipc::decode<ipc::PortCounters>(d);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->h.type, ipc::MsgType::kPortCounters);
+    EXPECT_EQ(static_cast<unsigned>(got->h.type), 23u);
+    EXPECT_EQ(got->h.seq, 42u);
+    EXPECT_EQ(got->role, ipc::PortRole::kException);
+    EXPECT_EQ(got->link_up, 1);
+    EXPECT_EQ(got->link_speed_mbps, 25000u);
+    EXPECT_STREQ(got->name, "net_af_xdp1");
+    EXPECT_EQ(got->ipackets, 100u);
+    EXPECT_EQ(got->opackets, 101u);
+    EXPECT_EQ(got->ibytes, 102u);
+    EXPECT_EQ(got->obytes, 103u);
+    EXPECT_EQ(got->imissed, 104u);
+    EXPECT_EQ(got->ierrors, 105u);
+    EXPECT_EQ(got->oerrors, 106u);
+    EXPECT_EQ(got->rx_nombuf, 107u);
+    EXPECT_EQ(std::memcmp(&*got, d.data(), d.size()), 0);  // every byte as sent
+
+    // One byte more or less, with or without a header that agrees.
+    auto longer = d;
+    longer.push_back(0);
+    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(longer));
+    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(with_length(longer)));
+    auto shorter = d;
+    shorter.pop_back();
+    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(shorter));
+    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(with_length(shorter)));
+    // Not another message, nor another message this one.
+    EXPECT_FALSE(ipc::decode<ipc::WorkerCounters>(d));
+    ipc::Hello h{};
+    const auto hb = ipc::encode(h, 1);
+    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(std::vector<uint8_t>(hb.begin(), hb.end())));
+
+    // Roles other than the two ports are refused.
+    p.role = ipc::PortRole::kNic;
+    EXPECT_TRUE(ipc::decode<ipc::PortCounters>(wire(p)));
+    for (const uint8_t bad : {2, 7, 255}) {
+        p.role = static_cast<ipc::PortRole>(bad);
+        EXPECT_FALSE(ipc::decode<ipc::PortCounters>(wire(p))) << "role " << unsigned{bad};
+    }
+}
+
+// What the control plane keeps of a message is bounded whatever came in:
+// the name NUL-terminated within the array and printable ASCII (it becomes
+// a Prometheus label value), an unknown role not stored at all.
+TEST(PortCountersMessage, StoredNameIsBoundedAndPrintableAndUnknownRolesAreNotStored) {
+    DataplaneCounters dc;
+    ipc::PortCounters p = port_message(ipc::PortRole::kNic, "", 1);
+    std::memset(p.name, 'A', sizeof p.name);  // no NUL anywhere
+    p.name[3] = '\n';
+    p.name[4] = static_cast<char>(0xff);
+    p.name[5] = '"';
+    p.name[6] = '\\';
+    ASSERT_TRUE(dc.set_port(p));
+    auto ports = dc.ports();
+    ASSERT_TRUE(ports[0].reported);
+    EXPECT_FALSE(ports[1].reported);
+    const ipc::PortCounters& n = ports[0].c;
+    EXPECT_EQ(strnlen(n.name, sizeof n.name), sizeof n.name - 1);
+    EXPECT_EQ(std::string(n.name), "AAA??\"\\" + std::string(ipc::PortCounters::kNameLen - 8, 'A'));
+    EXPECT_EQ(n.ipackets, 1u);
+
+    // Bytes after the NUL are not kept.
+    ipc::PortCounters q = port_message(ipc::PortRole::kException, "exc", 2);
+    std::memcpy(q.name + 4, "\x01garbage", 8);
+    ASSERT_TRUE(dc.set_port(q));
+    ports = dc.ports();
+    ASSERT_TRUE(ports[0].reported && ports[1].reported);
+    const ipc::PortCounters& e = ports[1].c;
+    EXPECT_STREQ(e.name, "exc");
+    EXPECT_TRUE(std::all_of(e.name + 3, e.name + sizeof e.name, [](char c) { return c == 0; }));
+
+    // Another role: refused, nothing replaced.
+    ipc::PortCounters r = port_message(static_cast<ipc::PortRole>(2), "bad", 99);
+    EXPECT_FALSE(dc.set_port(r));
+    r.role = static_cast<ipc::PortRole>(255);
+    EXPECT_FALSE(dc.set_port(r));
+    ports = dc.ports();
+    ASSERT_TRUE(ports[0].reported && ports[1].reported);
+    EXPECT_EQ(ports[0].c.ipackets, 1u);
+    EXPECT_EQ(ports[1].c.ipackets, 2u);
+    dc.clear_ports();
+    ports = dc.ports();
+    EXPECT_FALSE(ports[0].reported || ports[1].reported);
+}
+
+// Polls /metrics until it contains `want` (up to ~2 s); returns the last body.
+std::string metrics_with(uint16_t port, const std::string& want) {
+    std::string body;
+    for (int i = 0; i < 100 && body.find(want) == std::string::npos; ++i) {
+        body = http_get(port, "/metrics");
+        ::usleep(20'000);
+    }
+    return body;
+}
+
+// promtool's verdict on an exposition (the HTTP body of `response`); true
+// without promtool.
+bool promtool_accepts(const std::string& response, std::string* out) {
+    if (::access("/usr/bin/promtool", X_OK) != 0) {
+        return true;
+    }
+    const size_t at = response.find("\r\n\r\n");
+    const std::string body = at == std::string::npos ? response : response.substr(at + 4);
+    char path[] = "/tmp/turn-ipc-metrics-XXXXXX";
+    const int fd = ::mkstemp(path);
+    if (fd < 0) {
+        return false;
+    }
+    (void)!::write(fd, body.data(), body.size());
+    ::close(fd);
+    const std::string cmd = std::string("/usr/bin/promtool check metrics < ") + path + " 2>&1";
+    FILE* f = ::popen(cmd.c_str(), "r");
+    char buf[512];
+    while (f != nullptr && std::fgets(buf, sizeof buf, f) != nullptr) {
+        *out += buf;
+    }
+    const int status = f != nullptr ? ::pclose(f) : -1;
+    ::unlink(path);
+    return status == 0;
+}
+
+// The ports' statistics, from the dataplane's reports to /metrics: every
+// family with port and name labels; a hostile name (no NUL, quote,
+// backslash, newline, a byte above 0x7f) is cut, made printable and escaped,
+// and the exposition stays valid; an unknown role and a datagram of the
+// wrong length change nothing and keep the link; after a disconnect the
+// series stay (as the workers'), a new dataplane process starts them over.
+TEST_F(DataplaneIpc, PortCountersReachMetricsAndHostileOnesAreContained) {
+    auto dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(21);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+
+    dp->ports = {port_message(ipc::PortRole::kNic, "net_af_xdp0", 1000),
+                 port_message(ipc::PortRole::kException, "net_af_xdp1", 2000)};
+    dp->ports[1].link_up = 0;
+    dp->ports[1].link_speed_mbps = 0;
+    dp->serve_counters(3000);
+    ASSERT_GT(dp->counter_requests, 0) << "no CountersRequest within 3 s";
+    const std::string nic = "{port=\"nic\",name=\"net_af_xdp0\"} ";
+    const std::string exc = "{port=\"exception\",name=\"net_af_xdp1\"} ";
+    std::string body = metrics_with(relay_.metrics_port(), "turn_dataplane_port_rx_packets_total" + nic + "1000");
+    const char* families[] = {"rx_packets", "tx_packets", "rx_bytes",  "tx_bytes",
+                              "rx_missed",  "rx_errors",  "tx_errors", "rx_nombuf"};
+    for (size_t i = 0; i < std::size(families); ++i) {
+        const std::string f = std::string("turn_dataplane_port_") + families[i] + "_total";
+        EXPECT_NE(body.find("\n" + f + nic + std::to_string(1000 + i) + "\n"), std::string::npos) << f << "\n" << body;
+        EXPECT_NE(body.find("\n" + f + exc + std::to_string(2000 + i) + "\n"), std::string::npos) << f;
+        EXPECT_NE(body.find("# TYPE " + f + " counter\n"), std::string::npos) << f;
+    }
+    EXPECT_NE(body.find("\nturn_dataplane_port_link_up" + nic + "1\n"), std::string::npos);
+    EXPECT_NE(body.find("\nturn_dataplane_port_link_up" + exc + "0\n"), std::string::npos);
+    EXPECT_NE(body.find("\nturn_dataplane_port_link_speed_mbps" + nic + "10000\n"), std::string::npos);
+    EXPECT_NE(body.find("\nturn_dataplane_port_link_speed_mbps" + exc + "0\n"), std::string::npos);
+    EXPECT_NE(body.find("# TYPE turn_dataplane_port_link_up gauge\n"), std::string::npos);
+    std::string lint;
+    EXPECT_TRUE(promtool_accepts(body, &lint)) << lint;
+
+    // Hostile: a NIC name without NUL and with characters that would break
+    // the exposition, a role that is neither port, a PortCounters one byte
+    // too long (its header agreeing).
+    ipc::PortCounters hostile = port_message(ipc::PortRole::kNic, "", 3000);
+    std::memset(hostile.name, 'z', sizeof hostile.name);
+    std::memcpy(hostile.name, "nic\"\\\n\xff", 7);
+    ipc::PortCounters bad_role = port_message(static_cast<ipc::PortRole>(9), "net_bad", 999000);
+    auto too_long = wire(port_message(ipc::PortRole::kException, "net_long", 888000));
+    too_long.push_back(0);
+    dp->ports = {hostile, bad_role};
+    dp->raw_with_counters = {with_length(too_long)};
+    const std::string hostile_labels =
+        "{port=\"nic\",name=\"nic\\\"\\\\??" + std::string(ipc::PortCounters::kNameLen - 8, 'z') + "\"} ";
+    dp->serve_counters(3000);
+    body = metrics_with(relay_.metrics_port(), "turn_dataplane_port_rx_packets_total" + hostile_labels + "3000");
+    EXPECT_NE(body.find("\nturn_dataplane_port_rx_packets_total" + hostile_labels + "3000\n"), std::string::npos)
+        << body;
+    EXPECT_NE(body.find("\nturn_dataplane_port_rx_nombuf_total" + hostile_labels + "3007\n"), std::string::npos);
+    EXPECT_EQ(body.find("net_af_xdp0"), std::string::npos) << "the NIC's earlier series replaced";
+    EXPECT_EQ(body.find("999000"), std::string::npos) << "unknown role exported";
+    EXPECT_EQ(body.find("net_bad"), std::string::npos);
+    EXPECT_EQ(body.find("net_long"), std::string::npos) << "wrong-length message exported";
+    EXPECT_NE(body.find("\nturn_dataplane_port_rx_packets_total" + exc + "2000\n"), std::string::npos)
+        << "the exception port's last good report kept";
+    EXPECT_NE(body.find("\nturn_dataplane_connected 1\n"), std::string::npos) << "link kept";
+    lint.clear();
+    EXPECT_TRUE(promtool_accepts(body, &lint)) << lint;
+
+    // Disconnect: the last figures stay, like the workers' counters.
+    dp.reset();
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_connected 0\n");
+    ASSERT_NE(body.find("\nturn_dataplane_connected 0\n"), std::string::npos);
+    EXPECT_NE(body.find("\nturn_dataplane_port_rx_packets_total" + exc + "2000\n"), std::string::npos);
+    // A new dataplane process (another boot id): its ports start over.
+    dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(22);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_connected 1\n");
+    EXPECT_EQ(body.find("turn_dataplane_port_rx_packets_total{"), std::string::npos) << body;
+    EXPECT_EQ(body.find("turn_dataplane_port_link_up{"), std::string::npos);
 }
 
 }  // namespace

@@ -20,7 +20,11 @@ path: fwd_client_send == fwd_peer_data == sent, path="socket" does not move.
 The channels run's dataplane counters are also checked as operators see them: turn-relay's
 /metrics (turn_dataplane_worker_packets_total and friends) against what turn-dataplane prints
 at exit, promtool's linter on that exposition, and a real Prometheus server (Debian's
-`prometheus`, in the relay's namespace) scraping it, whose stored series must agree.
+`prometheus`, in the relay's namespace) scraping it, whose stored series must agree. So are
+its ports' statistics (turn_dataplane_port_*, rte_eth_stats): both ports named as started and
+link up, the NIC's rx/tx packets at least what the workers received and sent out it, the
+exception port's at least the punts and the kernel's egress (both > 0: the STUN requests and
+answers), bytes >= 42 per packet, and Prometheus stored the same values.
 A fourth run: uclient over TCP (-t, RFC 8656 section 3.1): the connection reaches turn-relay
 through the dataplane's exception path and its allocations are never offloaded, so every
 packet of it is relayed by turn-relay's sockets (path="socket" moves by exactly what was sent
@@ -122,6 +126,30 @@ def socket_counts():
 
 
 PROM_PORT = 9732
+# The dataplane's ports as /metrics labels them (netns_offload_e2e.start_dataplane's --vdev names).
+PORT_NAMES = {"nic": f"net_{e2e.PMD}0", "exception": f"net_{e2e.PMD}1"}
+PORT_COUNTERS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_missed", "rx_errors", "tx_errors",
+                 "rx_nombuf")
+
+
+def port_series(text):
+    """{(family without turn_dataplane_port_, port label): (name label, value)} from an exposition."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'turn_dataplane_port_(\w+)\{port="(\w+)",name="([^"]*)"\} (\S+)$', line)
+        if m:
+            out[(m.group(1), m.group(2))] = (m.group(3), float(m.group(4)))
+    return out
+
+
+def worker_totals(text):
+    """turn_dataplane_worker_packets_total summed over workers, by counter name."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'turn_dataplane_worker_packets_total\{worker="\d+",counter="(\w+)"\} (\S+)$', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0) + int(float(m.group(2)))
+    return out
 
 
 class Prometheus:
@@ -201,6 +229,60 @@ def main():
             ok = False
             fails.append(what)
 
+    def check_ports(name, sent):
+        """The dataplane's port statistics (rte_eth_stats, turn_dataplane_port_*). Called once the
+        dataplane has stopped: /metrics then holds its last report, workers' and ports' counters
+        read together, with no traffic since. Every packet a worker took from the NIC the NIC
+        received, every forward and every frame of kernel egress the NIC sent (less what its tx
+        queue refused), every punt the exception port sent and every frame of kernel egress it
+        received; the STUN exchanges went through the exception port both ways."""
+        text = metrics(MPORT)
+        ports, w = port_series(text), worker_totals(text)
+        print(f"{name}: port series {ports}", flush=True)
+        for port, dev in PORT_NAMES.items():
+            for fam in [c + "_total" for c in PORT_COUNTERS] + ["link_up", "link_speed_mbps"]:
+                got = ports.get((fam, port))
+                check(got is not None and got[0] == dev,
+                      f"{name}: turn_dataplane_port_{fam}{{port=\"{port}\"}} exported with name=\"{dev}\" ({got})")
+            check(ports.get(("link_up", port), ("", 0))[1] == 1, f"{name}: {port} port link up")
+
+        def v(fam, port):
+            return ports.get((fam + "_total", port), ("", -1))[1]
+
+        fwd = sum(w.get(k, 0) for k in ("fwd_client_channel", "fwd_client_send", "fwd_peer_channel", "fwd_peer_data"))
+        punts = sum(n for k, n in w.items() if k.startswith("punt_"))
+        egress = w.get("exception_to_nic", 0)
+        check(w.get("rx", 0) >= 2 * sent and fwd >= 2 * sent,
+              f"{name}: workers received {w.get('rx', 0)} and forwarded {fwd} >= 2 x sent {sent}")
+        check(v("rx_packets", "nic") >= w.get("rx", 0),
+              f"{name}: NIC rx_packets {v('rx_packets', 'nic')} >= workers' rx {w.get('rx', 0)}")
+        nic_out = fwd + egress - w.get("drop_nic_tx_full", 0)
+        check(v("tx_packets", "nic") >= nic_out,
+              f"{name}: NIC tx_packets {v('tx_packets', 'nic')} >= forwarded + kernel egress {nic_out}")
+        # Frames of at least Ethernet + IPv4 + UDP (or ARP): bytes are bytes, not packets.
+        for d in ("rx", "tx"):
+            check(v(d + "_bytes", "nic") >= 42 * v(d + "_packets", "nic") > 0,
+                  f"{name}: NIC {d}_bytes {v(d + '_bytes', 'nic')} >= 42 x {d}_packets")
+        exc_out = punts - w.get("drop_exception_tx_full", 0)
+        check(punts > 0 and v("tx_packets", "exception") >= exc_out,
+              f"{name}: exception tx_packets {v('tx_packets', 'exception')} >= punts {exc_out} > 0")
+        check(egress > 0 and v("rx_packets", "exception") >= egress,
+              f"{name}: exception rx_packets {v('rx_packets', 'exception')} >= kernel egress {egress} > 0")
+        if prom is None:
+            return
+        # The Prometheus server stored the same figures (the series keep their last values
+        # while no dataplane is attached, so it converges on them).
+        for fam, port in [(f + "_total", p) for f in ("rx_packets", "tx_packets") for p in PORT_NAMES] + \
+                         [("link_up", p) for p in PORT_NAMES]:
+            q = f'turn_dataplane_port_{fam}{{port="{port}",name="{PORT_NAMES[port]}"}}'
+            want, got = ports.get((fam, port), ("", None))[1], None
+            for _ in range(20):
+                got = prom.value(q)
+                if got == want:
+                    break
+                time.sleep(0.5)
+            check(got == want, f"{name}: Prometheus {q} = {got} == /metrics {want}")
+
     def one_run(name, extra, prefix, resyncs, port=TURN_PORT):
         nonlocal dp
         dp = start_dataplane(dp_bin, sock, prefix)
@@ -258,6 +340,8 @@ def main():
         for k in ("fwd_client_channel", "fwd_peer_channel", "fwd_client_send", "fwd_peer_data"):
             check(exported.get(k, 0) == int(counters.get(k, 0)),
                   f"{name}: /metrics {k} {exported.get(k, 0)} == dataplane's {counters.get(k, 0)}")
+        if name == "channels":
+            check_ports(name, s["sent"])
         return s, out, counters, delta
 
     try:

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/dpdk.h"
+#include "common/port_counters.h"
 #include "flow/apply.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
@@ -1089,6 +1090,69 @@ TEST_P(Pipeline, CountersReportThroughIpc) {
     EXPECT_EQ(r->entries[0].to_client_packets, 1u);
     EXPECT_EQ(r->entries[0].to_client_bytes, 50u);
     EXPECT_EQ(r->entries[0].dropped_packets, 1u);
+}
+
+// The ports' statistics as turn-dataplane reports them (common/port_counters.h,
+// set as Applier::port_counters in main.cc): the ring ports' own rte_eth_stats
+// move by what the worker received and sent, and a CountersRequest is
+// answered with the worker's counters, then the ports', then the report.
+TEST_P(Pipeline, PortCountersReadFromThePortsAndReportedBeforeTheAllocations) {
+    using ipc::PortRole;
+    const auto nic0 = dp::read_port_counters(g_env->nic_port, PortRole::kNic);
+    const auto exc0 = dp::read_port_counters(g_env->exc_port, PortRole::kException);
+    ASSERT_TRUE(nic0 && exc0);
+    // Two forwarded to the NIC, one punted to the exception port; one frame of
+    // kernel egress from the exception port out the NIC.
+    const Bytes cd = build(from_client(channel_data(kChannel, pattern(40))));
+    const Bytes unknown = build(from_client(channel_data(0x4002, pattern(10))));
+    const Out o = run({cd, cd, unknown}, {build(relayed(n_.listen, n_.client, pattern(20)))});
+    ASSERT_EQ(o.nic.size(), 3u);
+    ASSERT_EQ(o.exc.size(), 1u);
+    const auto nic = dp::read_port_counters(g_env->nic_port, PortRole::kNic);
+    const auto exc = dp::read_port_counters(g_env->exc_port, PortRole::kException);
+    ASSERT_TRUE(nic && exc);
+    EXPECT_EQ(nic->role, PortRole::kNic);
+    EXPECT_EQ(exc->role, PortRole::kException);
+    EXPECT_STREQ(nic->name, "net_ring_net_nic");  // net_ring prefixes the name given to it
+    EXPECT_STREQ(exc->name, "net_ring_net_exc");
+    EXPECT_EQ(nic->link_up, 1);
+    EXPECT_EQ(nic->link_speed_mbps, RTE_ETH_SPEED_NUM_10G);  // what net_ring reports
+    EXPECT_EQ(nic->ipackets - nic0->ipackets, 3u);
+    EXPECT_EQ(nic->opackets - nic0->opackets, 3u);
+    EXPECT_EQ(exc->ipackets - exc0->ipackets, 1u);
+    EXPECT_EQ(exc->opackets - exc0->opackets, 1u);
+    EXPECT_EQ(nic->imissed + nic->ierrors + nic->oerrors + nic->rx_nombuf, 0u);
+    // A port that does not exist: no message (main.cc skips it), no crash.
+    EXPECT_FALSE(dp::read_port_counters(RTE_MAX_ETHPORTS - 1, PortRole::kNic));
+
+    applier_->worker_counters = [](std::vector<ipc::WorkerCounters>& out) { out.push_back(ipc::WorkerCounters{}); };
+    applier_->port_counters = [](std::vector<ipc::PortCounters>& out) {
+        for (const auto& [port, role] : {std::pair{g_env->nic_port, PortRole::kNic},
+                                         std::pair{g_env->exc_port, PortRole::kException},
+                                         std::pair<uint16_t, PortRole>{RTE_MAX_ETHPORTS - 1, PortRole::kNic}}) {
+            if (const auto c = dp::read_port_counters(port, role)) {
+                out.push_back(*c);
+            }
+        }
+    };
+    std::vector<Bytes> replies;
+    ipc::CountersRequest rq{};
+    ASSERT_TRUE(applier_->apply(ipc::encode(rq, 99), [&](std::span<const uint8_t> b) {
+        replies.emplace_back(b.begin(), b.end());
+    }));
+    ASSERT_EQ(replies.size(), 4u);
+    EXPECT_TRUE(ipc::decode<ipc::WorkerCounters>(replies[0]));
+    const auto pn = ipc::decode<ipc::PortCounters>(replies[1]);
+    const auto pe = ipc::decode<ipc::PortCounters>(replies[2]);
+    ASSERT_TRUE(pn && pe);
+    EXPECT_EQ(pn->role, PortRole::kNic);
+    EXPECT_EQ(pn->ipackets, nic->ipackets);
+    EXPECT_STREQ(pn->name, "net_ring_net_nic");
+    EXPECT_EQ(pe->role, PortRole::kException);
+    EXPECT_EQ(pe->opackets, exc->opackets);
+    const auto r = ipc::decode<ipc::CountersReport>(replies[3]);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->last, 1);
 }
 
 // An allocation's last packets before its deletion are reported once, in the
