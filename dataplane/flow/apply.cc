@@ -42,10 +42,10 @@ int with_key(KeyKind kind, const WireAddress& a, const WireAddress& b, bool with
 // client before the old one is deleted or swept), and the later add owns
 // the kClient/kChannelIn keys.
 int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
-           uint16_t channel, void* data, uint32_t only_alloc = UINT32_MAX) {
+           uint16_t channel, void* data, uint32_t only_alloc = UINT32_MAX, const void* only_data = nullptr) {
     return with_key(kind, a, b, with_b_port, channel, [&](const auto& k) {
         if (data == nullptr) {
-            t.del(k, only_alloc);
+            t.del(k, only_alloc, only_data);
             return 0;
         }
         return t.add(k, data);
@@ -61,6 +61,17 @@ uint32_t key_alloc(FlowTables& t, KeyKind kind, const WireAddress& a, const Wire
         return 0;
     });
     return alloc;
+}
+
+// The key's value now (nullptr: none).
+const void* key_data(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
+                     uint16_t channel) {
+    const void* d = nullptr;
+    with_key(kind, a, b, with_b_port, channel, [&](const auto& k) {
+        d = t.data_of(k);
+        return 0;
+    });
+    return d;
 }
 
 std::array<uint8_t, 40> perm_key(const WireAddress& relayed, const WireAddress& peer) {
@@ -200,6 +211,13 @@ bool Applier::install_alloc(Alloc& a) {
     r.slot_busy = 0;
     r.hashed.store(0, std::memory_order_relaxed);
     r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+    a.described = true;
+    return publish_alloc(a);
+}
+
+bool Applier::publish_alloc(Alloc& a) {
+    const ipc::AllocationAdd& m = a.msg;
+    Allocation& r = t_.allocs[a.idx];
     // The entries below publish the allocation (release in rte_hash add and
     // in the relayed-port stores).
     // Another live allocation with this client 5-tuple (an id the control
@@ -209,8 +227,7 @@ bool Applier::install_alloc(Alloc& a) {
     if (prev != UINT32_MAX && prev != a.idx) {
         t_.allocs[prev].live.store(0, std::memory_order_release);
     }
-    void* d = inline_data(a.idx, 0);
-    bool ok = key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, d) == 0;
+    bool ok = prev == a.idx || key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, inline_data(a.idx, 0)) == 0;
     if (ok) {
         // Workers' caches accept the index only while live (acquire, then
         // the fields above), and only while the kClient key exists: a key
@@ -219,11 +236,18 @@ bool Applier::install_alloc(Alloc& a) {
         // same client.
         r.live.store(1, std::memory_order_release);
     }
+    uint32_t now = UINT32_MAX;
     if (m.relayed_v4.family == 4) {
-        ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) >= 0 && ok;
+        const uint16_t port = rte_cpu_to_be_16(m.relayed_v4.port);
+        ok = ((t_.relay_ports->find(4, m.relayed_v4.ip, port, &now) && now == a.idx) ||
+              t_.set_relayed(4, m.relayed_v4.ip, port, a.idx) >= 0) &&
+             ok;
     }
     if (m.relayed_v6.family == 6) {
-        ok = t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), a.idx) >= 0 && ok;
+        const uint16_t port = rte_cpu_to_be_16(m.relayed_v6.port);
+        ok = ((t_.relay_ports->find(6, m.relayed_v6.ip, port, &now) && now == a.idx) ||
+              t_.set_relayed(6, m.relayed_v6.ip, port, a.idx) >= 0) &&
+             ok;
     }
     return ok;
 }
@@ -236,6 +260,13 @@ void Applier::on(const ipc::AllocationAdd& m) {
         if (same_addresses(a.msg, m)) {  // refresh (resync): keep entries, update the limit
             a.msg = m;
             t_.allocs[a.idx].rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+            // And take back the client 5-tuple and relayed address if an
+            // allocation added after this one took them (a duplicate the
+            // control plane has since deleted, or one a resync sweeps): the
+            // latest Add is the control plane's word.
+            if (a.described && !publish_alloc(a)) {
+                stats_.table_full++;
+            }
             return;
         }
         remove_alloc(a);  // addresses changed: a different allocation under the same id
@@ -265,11 +296,14 @@ void Applier::remove_alloc(Alloc& a) {
     }
     const ipc::AllocationAdd& m = a.msg;
     key_op(t_, KeyKind::kClient, m.listen, m.client, true, 0, nullptr, a.idx);  // unless a newer allocation took it
+    // Every key and relayed address only while it is still this
+    // allocation's: another may have been given it since (a relayed port the
+    // control plane reused while the link was down, swept here afterwards).
     if (m.relayed_v4.family == 4) {
-        t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), UINT32_MAX);
+        t_.clear_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx);
     }
     if (m.relayed_v6.family == 6) {
-        t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), UINT32_MAX);
+        t_.clear_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), a.idx);
     }
     t_.retire_alloc(a.idx);
 }
@@ -292,14 +326,17 @@ void Applier::on(const ipc::PermissionAdd& m) {
     const auto k = perm_key(m.relayed, m.peer);
     auto [it, inserted] = a->perms.try_emplace(k, Perm{m.relayed, m.peer, gen_});
     it->second.gen = gen_;
-    if (inserted && key_op(t_, KeyKind::kPermission, m.relayed, m.peer, false, 0, inline_data(a->idx, 0)) != 0) {
+    // New, or a refresh whose key another allocation on the same relayed
+    // address took since: (re)published as this allocation's.
+    if ((inserted || key_alloc(t_, KeyKind::kPermission, m.relayed, m.peer, false, 0) != a->idx) &&
+        key_op(t_, KeyKind::kPermission, m.relayed, m.peer, false, 0, inline_data(a->idx, 0)) != 0) {
         stats_.table_full++;
         a->perms.erase(it);
     }
 }
 
-void Applier::remove_perm(const Alloc& /*a*/, const Perm& p) {
-    key_op(t_, KeyKind::kPermission, p.relayed, p.peer, false, 0, nullptr);
+void Applier::remove_perm(const Alloc& a, const Perm& p) {
+    key_op(t_, KeyKind::kPermission, p.relayed, p.peer, false, 0, nullptr, a.idx);
 }
 
 void Applier::on(const ipc::PermissionDel& m) {
@@ -325,8 +362,13 @@ void Applier::remove_chan(Alloc& a, uint16_t channel, const Chan& c, bool retire
         }
         return;
     }
+    // Each only while it is this channel's: another channel (of this
+    // allocation, rebinding the peer, or of another on the same relayed
+    // address) may have taken the peer side since, and an allocation with
+    // the same client 5-tuple the client side.
     key_op(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel, nullptr, a.idx);
-    key_op(t_, KeyKind::kChannelOut, c.relayed, c.peer, true, 0, nullptr);
+    key_op(t_, KeyKind::kChannelOut, c.relayed, c.peer, true, 0, nullptr, UINT32_MAX,
+           inline_data(a.idx, rte_cpu_to_be_16(channel)));
     if (a.hashed > 0 && --a.hashed == 0) {
         r.hashed.store(0, std::memory_order_release);
     }
@@ -342,6 +384,11 @@ void Applier::on(const ipc::ChannelAdd& m) {
         if (std::memcmp(&it->second.peer, &m.peer, sizeof(WireAddress)) == 0 &&
             std::memcmp(&it->second.relayed, &m.relayed, sizeof(WireAddress)) == 0) {
             it->second.gen = gen_;  // refresh
+            if (it->second.slot < 0 && !republish_chan(*a, m.channel, it->second)) {
+                stats_.table_full++;
+                remove_chan(*a, m.channel, it->second);
+                a->chans.erase(it);
+            }
             return;
         }
         remove_chan(*a, m.channel, it->second);
@@ -394,6 +441,33 @@ void Applier::on(const ipc::ChannelAdd& m) {
         return;
     }
     a->chans.emplace(m.channel, Chan{m.relayed, m.peer, gen_, -1});
+}
+
+bool Applier::republish_chan(Alloc& a, uint16_t channel, const Chan& c) {
+    // A slot lives in the allocation's own line; hash entries may have been
+    // taken by another channel or allocation since they were added.
+    void* out = inline_data(a.idx, rte_cpu_to_be_16(channel));
+    if (key_data(t_, KeyKind::kChannelOut, c.relayed, c.peer, true, 0) != out &&
+        key_op(t_, KeyKind::kChannelOut, c.relayed, c.peer, true, 0, out) != 0) {
+        return false;
+    }
+    if (key_alloc(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel) == a.idx) {
+        return true;
+    }
+    ChannelValue* v = t_.new_value();
+    if (v == nullptr) {
+        return false;
+    }
+    *v = ChannelValue{};
+    std::memcpy(v->peer_ip, c.peer.ip, 16);
+    v->peer_port = rte_cpu_to_be_16(c.peer.port);
+    v->family = c.peer.family;
+    v->alloc = a.idx;
+    if (key_op(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel, v) != 0) {
+        t_.free_unpublished(v);
+        return false;
+    }
+    return true;
 }
 
 void Applier::on(const ipc::ChannelDel& m) {

@@ -86,6 +86,7 @@ private:
         std::map<std::array<uint8_t, 40>, Perm> perms;  // by (relayed, peer IP)
         std::map<uint16_t, Chan> chans;                  // by channel number
         uint32_t hashed = 0;                             // chans with slot -1
+        bool described = false;                          // the Allocation line was filled in (install_alloc)
     };
 
     Alloc* find(uint64_t id);
@@ -98,6 +99,12 @@ private:
     // retired after the slot would be anyway).
     void remove_chan(Alloc& a, uint16_t channel, const Chan& c, bool retire_slot = true);
     bool install_alloc(Alloc& a);
+    // Makes the client 5-tuple's key and the relayed address(es) name `a`
+    // (install, and every refresh); false if a table refused one.
+    bool publish_alloc(Alloc& a);
+    // A refreshed hashed channel: its kChannelOut/kChannelIn entries made
+    // this channel's again where another took them; false if a table refused.
+    bool republish_chan(Alloc& a, uint16_t channel, const Chan& c);
 
     FlowTables& t_;
     std::unordered_map<uint64_t, Alloc> allocs_;

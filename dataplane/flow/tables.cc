@@ -245,10 +245,11 @@ static uint32_t value_alloc(const void* d) {
 }
 
 template <typename K>
-static void del_impl(rte_hash* h, const K& k, uint32_t only_alloc, void (FlowTables::*retire_fn)(uint64_t),
-                     FlowTables& t) {
+static void del_impl(rte_hash* h, const K& k, uint32_t only_alloc, const void* only_data,
+                     void (FlowTables::*retire_fn)(uint64_t), FlowTables& t) {
     void* old = nullptr;
-    if (rte_hash_lookup_data(h, &k, &old) < 0 || (only_alloc != UINT32_MAX && value_alloc(old) != only_alloc)) {
+    if (rte_hash_lookup_data(h, &k, &old) < 0 || (only_alloc != UINT32_MAX && value_alloc(old) != only_alloc) ||
+        (only_data != nullptr && old != only_data)) {
         return;
     }
     if (rte_hash_del_key(h, &k) >= 0 && !is_inline(old)) {
@@ -256,8 +257,12 @@ static void del_impl(rte_hash* h, const K& k, uint32_t only_alloc, void (FlowTab
     }
 }
 
-void FlowTables::del(const Key4& k, uint32_t only_alloc) { del_impl(h4, k, only_alloc, &FlowTables::retire, *this); }
-void FlowTables::del(const Key6& k, uint32_t only_alloc) { del_impl(h6, k, only_alloc, &FlowTables::retire, *this); }
+void FlowTables::del(const Key4& k, uint32_t only_alloc, const void* only_data) {
+    del_impl(h4, k, only_alloc, only_data, &FlowTables::retire, *this);
+}
+void FlowTables::del(const Key6& k, uint32_t only_alloc, const void* only_data) {
+    del_impl(h6, k, only_alloc, only_data, &FlowTables::retire, *this);
+}
 
 template <typename K>
 static uint32_t alloc_of_impl(const rte_hash* h, const K& k) {
@@ -266,6 +271,14 @@ static uint32_t alloc_of_impl(const rte_hash* h, const K& k) {
 }
 uint32_t FlowTables::alloc_of(const Key4& k) const { return alloc_of_impl(h4, k); }
 uint32_t FlowTables::alloc_of(const Key6& k) const { return alloc_of_impl(h6, k); }
+
+template <typename K>
+static const void* data_of_impl(const rte_hash* h, const K& k) {
+    void* d = nullptr;
+    return rte_hash_lookup_data(h, &k, &d) >= 0 ? d : nullptr;
+}
+const void* FlowTables::data_of(const Key4& k) const { return data_of_impl(h4, k); }
+const void* FlowTables::data_of(const Key6& k) const { return data_of_impl(h6, k); }
 
 ChannelValue* FlowTables::new_value() {
     if (free_values_.empty()) {
@@ -382,6 +395,13 @@ int FlowTables::set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be,
     }
     c[port & 0xff].store(alloc == UINT32_MAX ? 0 : alloc + 1, std::memory_order_release);
     return static_cast<int>(i);
+}
+
+void FlowTables::clear_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc) {
+    uint32_t now = UINT32_MAX;
+    if (relay_ports->find(family, ip, port_be, &now) && now == alloc) {
+        set_relayed(family, ip, port_be, UINT32_MAX);
+    }
 }
 
 void FlowTables::reclaim() {

@@ -202,12 +202,16 @@ public:
     int add(const Key4& k, void* data);
     int add(const Key6& k, void* data);
     // del() with only_alloc != UINT32_MAX deletes only while the key names
-    // that allocation (inline value or ChannelValue::alloc).
-    void del(const Key4& k, uint32_t only_alloc = UINT32_MAX);
-    void del(const Key6& k, uint32_t only_alloc = UINT32_MAX);
+    // that allocation (inline value or ChannelValue::alloc); with only_data,
+    // only while its value is exactly that (an inline allocation + channel).
+    void del(const Key4& k, uint32_t only_alloc = UINT32_MAX, const void* only_data = nullptr);
+    void del(const Key6& k, uint32_t only_alloc = UINT32_MAX, const void* only_data = nullptr);
     // The allocation a key names (UINT32_MAX: not in the table).
     uint32_t alloc_of(const Key4& k) const;
     uint32_t alloc_of(const Key6& k) const;
+    // The key's value (nullptr: not in the table).
+    const void* data_of(const Key4& k) const;
+    const void* data_of(const Key6& k) const;
     ChannelValue* new_value();        // nullptr when the pool is empty
     void free_unpublished(ChannelValue* v) { release(reinterpret_cast<uint64_t>(v)); }
     uint32_t new_alloc();             // UINT32_MAX when full
@@ -219,6 +223,9 @@ public:
     // IP's index in RelayPorts, -1 when the relay has more relayed IPs than
     // RelayPorts::kMaxIps or memory ran out.
     int set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc);
+    // Clears the relayed address only while it names `alloc` (another
+    // allocation may have been given the address since).
+    void clear_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc);
     // Index of a relayed IP in RelayPorts, added (no port published) if new;
     // -1 when full.
     int relay_ip(uint8_t family, const uint8_t* ip);
