@@ -4,8 +4,8 @@
 #
 #   tests/fuzz/run-fuzz.sh [SECONDS] [TARGET...]
 #
-# SECONDS defaults to 60 per target; TARGET is stun, channel_data, worker
-# and/or server (default all four, one after the other). Environment:
+# SECONDS defaults to 60 per target; TARGET is stun, channel_data, worker, applier
+# and/or server (default all five, one after the other). Environment:
 #   BUILD_DIR   fuzzing build directory (default <repo>/build-fuzz); configured
 #               with clang-14 and -Dfuzzing=true if it does not exist yet
 #   FUZZ_JOBS   parallel fuzzing processes per target (default 1)
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-stun channel_data worker server}
+targets=${*:-stun channel_data worker applier server}
 build=${BUILD_DIR:-$root/build-fuzz}
 jobs=${FUZZ_JOBS:-1}
 crashes=$here/crashes

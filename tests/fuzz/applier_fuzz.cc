@@ -1,0 +1,534 @@
+// Fuzz target: the dataplane's IPC Applier (dataplane/flow/apply.{h,cc}) over
+// real FlowTables (dataplane/flow/tables.{h,cc}), fed a sequence of
+// control-plane datagrams: mostly structured messages drawn from a small
+// space (alloc ids 0-7, a few IPv4/IPv6 addresses per role in 198.18.0.0/15
+// and fd00::/8, channels 0x4000-0x4003 and invalid ones, small generations),
+// so that adds, deletes, re-adds under changed addresses, limits, resyncs and
+// full tables happen, plus raw and corrupted datagrams. The input format is
+// in applier_input.h.
+//
+// Invariants (a violation prints what failed and traps):
+//   1. no crash, no sanitizer report;
+//   2. every datagram the Applier sends back (CountersRequest) decodes as a
+//      CountersReport (ipc::decode), with count <= kMaxEntries, `last` set on
+//      exactly the final chunk of each answer, sequence numbers rising, alloc
+//      ids from the input's space; an answer carries at least every live
+//      allocation;
+//   3. apply() returns true exactly for the datagrams this file's own
+//      decoder of the input calls valid, and stats().applied / malformed
+//      count exactly those (applied + malformed = datagrams);
+//   4. resync convergence: after the input, a fixed reference resync
+//      (ResyncBegin with a generation the input cannot name, the reference
+//      AllocationAdd/PermissionAdd/ChannelAdd messages, ResyncEnd) leaves the
+//      tables in the state a fresh Applier on fresh tables reaches from that
+//      resync alone. Compared: what every probe key (kClient, kPermission,
+//      kChannelIn, kChannelOut over every address, channel and family of the
+//      input's space) and every relayed address (RelayPorts) answers, with an
+//      allocation index replaced by what it means (client, listening and
+//      relayed addresses), and per allocation reached: rate, `live`, and its
+//      channels whether in a slot or in the hash (slot vs hash is a
+//      representation: a refreshed channel may stay hashed where a fresh
+//      table puts it in a slot), a hashed channel only counting when the
+//      allocation's `hashed` flag lets workers see it. Skipped (and said so
+//      with APPLIER_FUZZ_VERBOSE=1) with small tables when the reference
+//      resync itself hit a full table: the sweep comes after the re-adds, so
+//      the input's leftovers may still hold the room (a documented limit of
+//      the protocol, not a bug); with roomy tables a full table during the
+//      reference resync fails the input.
+//
+// APPLIER_FUZZ_VERBOSE=1 prints every datagram's verdict, the stats and the
+// compared facts.
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <rte_eal.h>
+#include <rte_hash.h>
+
+#include "applier_input.h"
+#include "flow/apply.h"
+#include "flow/tables.h"
+
+namespace {
+
+namespace ipc = turn::ipc;
+using namespace applierfuzz;
+
+bool verbose = false;
+
+[[noreturn]] void fail(const char* what, const std::string& detail = {}) {
+    std::fprintf(stderr, "applier_fuzz: %s%s%s\n", what, detail.empty() ? "" : ": ", detail.c_str());
+    __builtin_trap();
+}
+
+void cleanup() {
+    const std::string dir = rte_eal_get_runtime_dir();
+    rte_eal_cleanup();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+}
+
+void init() {
+    static bool done = false;
+    if (done) {
+        return;
+    }
+    done = true;
+    verbose = std::getenv("APPLIER_FUZZ_VERBOSE") != nullptr;
+    char prefix[64];
+    std::snprintf(prefix, sizeof prefix, "--file-prefix=apfuzz%d", static_cast<int>(getpid()));
+    const char* argv[] = {"applier_fuzz", "--no-huge", "-m", "128", "--no-pci", "--no-shconf",
+                          prefix, "--log-level=*:error", "-l", "0"};
+    cpu_set_t cpus;
+    const bool have_cpus = sched_getaffinity(0, sizeof cpus, &cpus) == 0;
+    if (rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv)) < 0) {
+        fail("rte_eal_init");
+    }
+    if (have_cpus) {
+        pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);  // parallel jobs spread over the cores
+    }
+    std::atexit(cleanup);
+}
+
+// Small: 4 allocations for 8 ids, 2 ChannelValues, hashes of 16 / 8 entries,
+// so every "full" path is reachable (the reference resync alone still fits).
+// Roomy: nothing the input can do fills them.
+dp::FlowTables* make_tables(bool small) {
+    static unsigned n = 0;
+    dp::FlowConfig fc;
+    fc.name = "apf" + std::to_string(n++);
+    fc.entries_v4 = small ? 16 : 1024;
+    fc.entries_v6 = small ? 8 : 1024;
+    fc.max_allocations = small ? 4 : 64;
+    fc.max_channels = small ? 2 : 64;
+    fc.workers = 1;
+    std::string err;
+    dp::FlowTables* t = dp::FlowTables::create(fc, &err);
+    if (t == nullptr) {
+        fail("FlowTables::create", err);
+    }
+    return t;
+}
+
+// ---- invariant 3: the harness's own view of which datagrams are valid ----
+
+bool family_ok(const std::vector<uint8_t>& d, size_t off) { return d[off] == 0 || d[off] == 4 || d[off] == 6; }
+
+// Independent of ipc::decode: header, a type the Applier takes, its exact
+// size, and the address families.
+bool expect_valid(const std::vector<uint8_t>& d) {
+    if (d.size() < sizeof(ipc::Header)) {
+        return false;
+    }
+    const uint16_t version = static_cast<uint16_t>(d[0] | d[1] << 8);
+    uint16_t type = 0;
+    uint32_t length = 0;
+    std::memcpy(&type, d.data() + 2, 2);
+    std::memcpy(&length, d.data() + 4, 4);
+    if (version != 1 || length != d.size()) {
+        return false;
+    }
+    auto fams = [&](std::initializer_list<size_t> offs) {
+        for (size_t o : offs) {
+            if (!family_ok(d, o)) {
+                return false;
+            }
+        }
+        return true;
+    };
+    // Sizes and address offsets as protocol.h lays them out (16-byte header,
+    // 8-byte alloc id, 20-byte addresses).
+    switch (type) {
+    case 2: return d.size() == 24;                      // ResyncBegin
+    case 3: return d.size() == 32;                      // ResyncEnd
+    case 10: return d.size() == 120 && fams({24, 44, 64, 84});  // AllocationAdd
+    case 11: return d.size() == 24;                     // AllocationDel
+    case 12:
+    case 13: return d.size() == 64 && fams({24, 44});   // PermissionAdd/Del
+    case 14:
+    case 15: return d.size() == 72 && fams({24, 44});   // ChannelAdd/Del
+    case 16: return d.size() == 32;                     // LimitSet
+    case 20: return d.size() == 16;                     // CountersRequest
+    default: return false;
+    }
+}
+static_assert(sizeof(ipc::AllocationAdd) == 120 && sizeof(ipc::PermissionAdd) == 64 &&
+              sizeof(ipc::ChannelAdd) == 72 && sizeof(ipc::ResyncEnd) == 32 && sizeof(ipc::LimitSet) == 32);
+
+// ---- invariant 2: replies ----
+
+struct Replies {
+    std::vector<std::vector<uint8_t>> got;
+    uint64_t last_seq = 0;
+};
+
+void check_replies(Replies& r, size_t live_allocs) {
+    if (r.got.empty()) {
+        fail("CountersRequest answered with nothing");
+    }
+    size_t entries = 0;
+    for (size_t i = 0; i < r.got.size(); i++) {
+        const auto m = ipc::decode<ipc::CountersReport>(r.got[i]);
+        if (!m) {
+            fail("reply does not decode as CountersReport", "chunk " + std::to_string(i));
+        }
+        if (m->count > ipc::CountersReport::kMaxEntries) {
+            fail("CountersReport count > kMaxEntries");
+        }
+        if ((m->last != 0) != (i + 1 == r.got.size())) {
+            fail("CountersReport `last` not on exactly the final chunk", "chunk " + std::to_string(i));
+        }
+        if (m->h.seq <= r.last_seq) {
+            fail("reply sequence numbers not rising");
+        }
+        r.last_seq = m->h.seq;
+        for (uint32_t k = 0; k < m->count; k++) {
+            if (m->entries[k].alloc_id > 7) {
+                fail("CountersReport names an alloc id the input never used");
+            }
+        }
+        entries += m->count;
+    }
+    if (entries < live_allocs) {
+        fail("CountersReport misses live allocations");
+    }
+    r.got.clear();
+}
+
+// ---- invariant 4: what the tables answer ----
+
+std::string hex(const uint8_t* p, size_t n) {
+    static const char* d = "0123456789abcdef";
+    std::string s;
+    for (size_t i = 0; i < n; i++) {
+        s += d[p[i] >> 4];
+        s += d[p[i] & 15];
+    }
+    return s;
+}
+std::string wire(const ipc::WireAddress& a) {
+    return std::to_string(a.family) + "/" + hex(a.ip, a.family == 4 ? 4 : 16) + ":" + std::to_string(a.port);
+}
+
+// The addresses of the input's space.
+std::vector<ipc::WireAddress> pool(Pool p) {
+    std::vector<ipc::WireAddress> v;
+    const unsigned lim = p == kListenPool ? 2 : 4;
+    for (bool v6 : {false, true}) {
+        for (unsigned ip = 0; ip < lim; ip++) {
+            for (unsigned port = 0; port < lim; port++) {
+                v.push_back(addr(p, sel(v6, ip, port)));
+            }
+        }
+    }
+    return v;
+}
+
+void* lookup(const dp::FlowTables& t, dp::KeyKind kind, const ipc::WireAddress& a, const ipc::WireAddress& b,
+             bool b_port, uint16_t channel) {
+    void* data = nullptr;
+    auto fill = [&](auto& k, size_t n) {
+        std::memcpy(&k.a_ip, a.ip, n);
+        std::memcpy(&k.b_ip, b.ip, n);
+        k.a_port = rte_cpu_to_be_16(a.port);
+        k.b_port = b_port ? rte_cpu_to_be_16(b.port) : 0;
+        k.channel = rte_cpu_to_be_16(channel);
+        k.kind = kind;
+    };
+    if (a.family == 4) {
+        dp::Key4 k{};
+        fill(k, 4);
+        return rte_hash_lookup_data(t.h4, &k, &data) >= 0 ? data : nullptr;
+    }
+    dp::Key6 k{};
+    fill(k, 16);
+    return rte_hash_lookup_data(t.h6, &k, &data) >= 0 ? data : nullptr;
+}
+
+struct Facts {
+    const dp::FlowTables& t;
+    std::set<std::string> s;
+    std::set<uint32_t> reached;
+
+    // What allocation `idx` is, without its index.
+    std::string who(uint32_t idx) {
+        if (idx >= t.config().max_allocations) {
+            return "bad-index-" + std::to_string(idx);
+        }
+        reached.insert(idx);
+        const dp::Allocation& a = t.allocs[idx];
+        std::string w = "fam" + std::to_string(a.family) + " c=" + hex(a.client_ip, a.family == 4 ? 4 : 16) + ":" +
+                        std::to_string(rte_be_to_cpu_16(a.client_port));
+        if (a.family == 4 && a.listen < t.listen->n4.load()) {
+            w += " l=" + hex(reinterpret_cast<const uint8_t*>(&t.listen->v4_ip[a.listen]), 4) + ":" +
+                 std::to_string(rte_be_to_cpu_16(t.listen->v4_port[a.listen]));
+        } else if (a.family == 6 && a.listen < t.listen->n6.load()) {
+            w += " l=" + hex(t.listen->v6_ip[a.listen], 16) + ":" +
+                 std::to_string(rte_be_to_cpu_16(t.listen->v6_port[a.listen]));
+        } else {
+            w += " l=?";
+        }
+        if (a.relayed4_port != 0) {
+            w += " r4=" + hex(reinterpret_cast<const uint8_t*>(&a.relayed4_ip), 4) + ":" +
+                 std::to_string(rte_be_to_cpu_16(a.relayed4_port));
+        }
+        if (a.relayed6_port != 0) {
+            w += " r6=" + hex(t.relay_ports->ip[a.relayed6_ip], 16) + ":" +
+                 std::to_string(rte_be_to_cpu_16(a.relayed6_port));
+        }
+        return "[" + w + "]";
+    }
+    std::string chan_fact(uint32_t idx, uint16_t ch, uint8_t fam, const uint8_t* ip, uint16_t port_be) {
+        return "chan " + who(idx) + " " + std::to_string(ch) + " -> " + std::to_string(fam) + "/" +
+               hex(ip, fam == 4 ? 4 : 16) + ":" + std::to_string(rte_be_to_cpu_16(port_be));
+    }
+
+    void collect() {
+        const auto listens = pool(kListenPool);
+        const auto clients = pool(kClientPool);
+        const auto relayeds = pool(kRelayedPool);
+        const auto peers = pool(kPeerPool);
+        for (const auto& l : listens) {
+            for (const auto& c : clients) {
+                if (l.family != c.family) {
+                    continue;
+                }
+                if (void* d = lookup(t, dp::KeyKind::kClient, l, c, true, 0)) {
+                    const uint32_t idx = dp::inline_alloc(d);
+                    s.insert("client " + wire(l) + " " + wire(c) + " -> " + who(idx) +
+                             (dp::is_inline(d) ? "" : " not-inline"));
+                }
+                for (uint16_t ch : kChannels) {
+                    void* d = lookup(t, dp::KeyKind::kChannelIn, l, c, true, ch);
+                    if (d == nullptr) {
+                        continue;
+                    }
+                    if (dp::is_inline(d)) {
+                        s.insert("chan-in inline " + wire(l) + " " + wire(c));
+                        continue;
+                    }
+                    const auto* v = static_cast<const dp::ChannelValue*>(d);
+                    const bool seen = v->alloc < t.config().max_allocations &&
+                                      t.allocs[v->alloc].hashed.load() != 0;
+                    s.insert(std::string(seen ? "" : "invisible ") +
+                             chan_fact(v->alloc, ch, v->family, v->peer_ip, v->peer_port));
+                    // The key must be the client's of the allocation it names.
+                    const std::string w = who(v->alloc);
+                    if (w.find(" c=" + hex(c.ip, c.family == 4 ? 4 : 16) + ":" + std::to_string(c.port) + " ") ==
+                        std::string::npos) {
+                        s.insert("chan-in of another client " + wire(l) + " " + wire(c) + " -> " + w);
+                    }
+                }
+            }
+        }
+        for (const auto& r : relayeds) {
+            uint32_t idx = 0;
+            if (t.relay_ports->find(r.family, r.ip, rte_cpu_to_be_16(r.port), &idx)) {
+                s.insert("relayed " + wire(r) + " -> " + who(idx));
+            }
+            for (const auto& p : peers) {
+                if (p.family != r.family) {
+                    continue;
+                }
+                ipc::WireAddress pip = p;
+                pip.port = 0;
+                if (void* d = lookup(t, dp::KeyKind::kPermission, r, pip, false, 0)) {
+                    s.insert("perm " + wire(r) + " " + wire(pip) + " -> " + who(dp::inline_alloc(d)));
+                }
+                if (void* d = lookup(t, dp::KeyKind::kChannelOut, r, p, true, 0)) {
+                    const uint32_t a = dp::inline_alloc(d);
+                    const bool seen = a < t.config().max_allocations && t.allocs[a].hashed.load() != 0;
+                    s.insert(std::string(seen ? "" : "invisible ") + "chan-out " + wire(r) + " " + wire(p) + " -> " +
+                             who(a) + " " + std::to_string(rte_be_to_cpu_16(dp::inline_channel(d))));
+                }
+            }
+        }
+        // Per allocation reached: its line's state and slot channels (slots
+        // answer both directions: peer side from the relayed IPv4 address).
+        for (const uint32_t idx : std::set<uint32_t>(reached)) {
+            if (idx >= t.config().max_allocations) {
+                continue;
+            }
+            const dp::Allocation& a = t.allocs[idx];
+            s.insert("alloc " + who(idx) + " rate=" + std::to_string(a.rate_bps.load()) +
+                     " live=" + std::to_string(a.live.load()));
+            for (const dp::ChanSlot& sl : a.slots) {
+                const uint16_t ch = rte_be_to_cpu_16(sl.channel_be.load());
+                if (ch == 0) {
+                    continue;
+                }
+                s.insert(chan_fact(idx, ch, 4, reinterpret_cast<const uint8_t*>(&sl.peer_ip), sl.peer_port));
+                if (a.relayed4_port != 0) {
+                    ipc::WireAddress r{};
+                    r.family = 4;
+                    std::memcpy(r.ip, &a.relayed4_ip, 4);
+                    r.port = rte_be_to_cpu_16(a.relayed4_port);
+                    ipc::WireAddress p{};
+                    p.family = 4;
+                    std::memcpy(p.ip, &sl.peer_ip, 4);
+                    p.port = rte_be_to_cpu_16(sl.peer_port);
+                    s.insert("chan-out " + wire(r) + " " + wire(p) + " -> " + who(idx) + " " + std::to_string(ch));
+                }
+            }
+        }
+    }
+};
+
+// ---- the reference resync ----
+
+constexpr uint64_t kRefGeneration = 1000;  // the input's generations are bytes
+
+std::vector<std::vector<uint8_t>> reference(uint64_t& seq) {
+    std::vector<std::vector<uint8_t>> out;
+    auto op = [&](uint8_t o, std::initializer_list<uint8_t> f) {
+        const std::vector<uint8_t> v(f);
+        out.push_back(build(o, Fields{v.data(), v.size()}, ++seq));
+    };
+    ipc::ResyncBegin b{};
+    b.generation = kRefGeneration;
+    out.push_back(bytes_of(b, ++seq));
+    const uint8_t c4a = sel(false, 0, 0), c4b = sel(false, 1, 1), c6 = sel(true, 0, 0);
+    const uint8_t l4 = sel(false, 0, 0), l6 = sel(true, 0, 0);
+    const uint8_t r4a = sel(false, 0, 0), r4b = sel(false, 1, 0), r4c = sel(false, 2, 1), r6 = sel(true, 0, 0);
+    const uint8_t p4a = sel(false, 0, 0), p4b = sel(false, 1, 1), p4c = sel(false, 2, 2), p6 = sel(true, 0, 0);
+    // 1: IPv4, two slot channels and a third in the hash, two permissions.
+    op(kAllocationAdd, {1, c4a, l4, r4a, kNone, 0});
+    op(kPermissionAdd, {1, r4a, p4a});
+    op(kPermissionAdd, {1, r4a, p4b});
+    op(kChannelAdd, {1, r4a, p4a, chan_sel(0x4000)});
+    op(kChannelAdd, {1, r4a, p4b, chan_sel(0x4001)});
+    op(kChannelAdd, {1, r4a, p4c, chan_sel(0x4002)});
+    // 2: IPv6 client, dual relayed, an IPv6 (hashed) and an IPv4 (slot) channel.
+    op(kAllocationAdd, {2, c6, l6, r4b, r6, 2});
+    op(kPermissionAdd, {2, r6, p6});
+    op(kPermissionAdd, {2, r4b, p4a});
+    op(kChannelAdd, {2, r6, p6, chan_sel(0x4000)});
+    op(kChannelAdd, {2, r4b, p4a, chan_sel(0x4001)});
+    // 5: IPv4 with a limit, one permission.
+    op(kAllocationAdd, {5, c4b, l4, r4c, kNone, 1});
+    op(kPermissionAdd, {5, r4c, p4a});
+    ipc::ResyncEnd e{};
+    e.generation = kRefGeneration;
+    e.entries = out.size() - 1;
+    out.push_back(bytes_of(e, ++seq));
+    return out;
+}
+
+void print_diff(const std::set<std::string>& got, const std::set<std::string>& want) {
+    for (const auto& f : got) {
+        if (!want.contains(f)) {
+            std::fprintf(stderr, "  extra:   %s\n", f.c_str());
+        }
+    }
+    for (const auto& f : want) {
+        if (!got.contains(f)) {
+            std::fprintf(stderr, "  missing: %s\n", f.c_str());
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    init();
+    if (size < 1) {
+        return 0;
+    }
+    const bool small = (data[0] & kConfigSmall) != 0;
+    dp::FlowTables* t = make_tables(small);
+    dp::Applier ap(*t);
+    Replies replies;
+    auto reply = [&](std::span<const uint8_t> d) { replies.got.emplace_back(d.begin(), d.end()); };
+    uint64_t seq = 0;
+    uint64_t valid = 0;
+    uint64_t invalid = 0;
+    for (size_t off = 1; off + 2 <= size;) {
+        size_t len = size_t{data[off]} | size_t{data[off + 1]} << 8;
+        off += 2;
+        len = std::min(len % (ipc::kMaxMessage + 1), size - off);
+        const std::vector<uint8_t> d = datagram(data + off, len, ++seq);
+        off += len;
+        const bool want = expect_valid(d);
+        const bool got = ap.apply(d, reply);
+        if (verbose) {
+            std::fprintf(stderr, "datagram %llu: %zu bytes type %u: %s (expected %s)\n",
+                         static_cast<unsigned long long>(seq), d.size(), d.size() >= 4 ? d[2] | d[3] << 8 : 0,
+                         got ? "applied" : "malformed", want ? "valid" : "invalid");
+        }
+        if (got != want) {
+            fail("apply() verdict differs from the input's", "datagram " + std::to_string(seq));
+        }
+        (want ? valid : invalid)++;
+        if (!replies.got.empty() || (want && d.size() == sizeof(ipc::CountersRequest) && d[2] == 20)) {
+            check_replies(replies, ap.allocations());
+        }
+    }
+    if (ap.stats().applied != valid || ap.stats().malformed != invalid) {
+        fail("stats applied/malformed differ from the input's count");
+    }
+
+    // Invariant 4: the reference resync on top, and alone on fresh tables.
+    const uint64_t full_before = ap.stats().table_full;
+    uint64_t rseq = seq;
+    for (const auto& d : reference(rseq)) {
+        if (!ap.apply(d, reply)) {
+            fail("reference datagram refused");
+        }
+    }
+    const bool hit_full = ap.stats().table_full != full_before;
+    dp::FlowTables* ft = make_tables(small);
+    {
+        dp::Applier fresh(*ft);
+        uint64_t fseq = 0;
+        for (const auto& d : reference(fseq)) {
+            if (!fresh.apply(d, reply)) {
+                fail("reference datagram refused (fresh)");
+            }
+        }
+        if (fresh.stats().table_full != 0) {
+            fail("harness: the reference resync does not fit fresh tables");
+        }
+        if (hit_full && !small) {
+            fail("reference resync hit a full table on roomy tables");
+        }
+        if (!hit_full) {
+            Facts got{*t, {}, {}};
+            Facts want{*ft, {}, {}};
+            got.collect();
+            want.collect();
+            if (verbose) {
+                std::fprintf(stderr, "stats: applied %llu malformed %llu unknown_alloc %llu table_full %llu swept %llu\n",
+                             static_cast<unsigned long long>(ap.stats().applied),
+                             static_cast<unsigned long long>(ap.stats().malformed),
+                             static_cast<unsigned long long>(ap.stats().unknown_alloc),
+                             static_cast<unsigned long long>(ap.stats().table_full),
+                             static_cast<unsigned long long>(ap.stats().swept));
+                for (const auto& f : want.s) {
+                    std::fprintf(stderr, "  fact: %s\n", f.c_str());
+                }
+            }
+            if (got.s != want.s) {
+                print_diff(got.s, want.s);
+                fail("tables after the reference resync differ from a fresh resync's");
+            }
+            if (ap.allocations() != fresh.allocations()) {
+                fail("allocation count after the reference resync differs from a fresh resync's");
+            }
+        } else if (verbose) {
+            std::fprintf(stderr, "reference resync hit a full table (small tables): convergence not checked\n");
+        }
+    }
+    delete ft;
+    delete t;
+    return 0;
+}
