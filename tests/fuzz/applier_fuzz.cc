@@ -45,11 +45,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <set>
 #include <span>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include <rte_eal.h>
@@ -58,6 +56,7 @@
 #include "applier_input.h"
 #include "flow/apply.h"
 #include "flow/tables.h"
+#include "fuzz_eal.h"
 
 namespace {
 
@@ -71,13 +70,6 @@ bool verbose = false;
     __builtin_trap();
 }
 
-void cleanup() {
-    const std::string dir = rte_eal_get_runtime_dir();
-    rte_eal_cleanup();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-}
-
 void init() {
     static bool done = false;
     if (done) {
@@ -85,19 +77,10 @@ void init() {
     }
     done = true;
     verbose = std::getenv("APPLIER_FUZZ_VERBOSE") != nullptr;
-    char prefix[64];
-    std::snprintf(prefix, sizeof prefix, "--file-prefix=apfuzz%d", static_cast<int>(getpid()));
-    const char* argv[] = {"applier_fuzz", "--no-huge", "-m", "128", "--no-pci", "--no-shconf",
-                          prefix, "--log-level=*:error", "-l", "0"};
-    cpu_set_t cpus;
-    const bool have_cpus = sched_getaffinity(0, sizeof cpus, &cpus) == 0;
-    if (rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv)) < 0) {
+    if (!fuzzeal::init("applier_fuzz", 128)) {
         fail("rte_eal_init");
     }
-    if (have_cpus) {
-        pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);  // parallel jobs spread over the cores
-    }
-    std::atexit(cleanup);
+    std::atexit(fuzzeal::cleanup);
 }
 
 // Small: 4 allocations for 8 ids, 2 ChannelValues, hashes of 16 / 8 entries,

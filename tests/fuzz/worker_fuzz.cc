@@ -61,7 +61,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
@@ -70,6 +69,7 @@
 
 #include "common/dpdk.h"
 #include "flow/apply.h"
+#include "fuzz_eal.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
 #include "ipc_messages.h"
@@ -131,13 +131,6 @@ struct Env {
     Net net;
 };
 Env* g = nullptr;
-
-void cleanup() {
-    const std::string dir = rte_eal_get_runtime_dir();
-    rte_eal_cleanup();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-}
 
 uint16_t ring_port(const char* name, rte_ring* rx, rte_ring* txr) {
     const int id = rte_eth_from_rings(name, &rx, 1, &txr, 1, static_cast<unsigned>(rte_socket_id()));
@@ -211,22 +204,11 @@ void init() {
     if (g != nullptr) {
         return;
     }
-    char prefix[64];
-    std::snprintf(prefix, sizeof prefix, "--file-prefix=dpfuzz%d", static_cast<int>(getpid()));
-    const char* argv[] = {"worker_fuzz", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
-                          prefix, "--log-level=*:error", "-l", "0"};
-    // EAL pins this thread to lcore 0; parallel fuzzing jobs (-jobs) would
-    // all share that CPU, so the thread gets its CPUs back afterwards.
-    cpu_set_t cpus;
-    const bool have_cpus = sched_getaffinity(0, sizeof cpus, &cpus) == 0;
-    if (rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv)) < 0) {
+    if (!fuzzeal::init("worker_fuzz", 256)) {
         fail("rte_eal_init");
     }
-    if (have_cpus) {
-        pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
-    }
     g = new Env();
-    std::atexit(cleanup);
+    std::atexit(fuzzeal::cleanup);
     g->pool = rte_pktmbuf_pool_create("fz_pool", kPoolMbufs, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
     auto ring = [](const char* n) { return rte_ring_create(n, 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ); };
     rte_ring* nic_in = ring("fz_nic_in");
