@@ -10,7 +10,11 @@
 // plus its length plus the tailroom the input chose, attached to an mbuf as
 // an external buffer, so a read or write past the frame (or more than the
 // headroom before it) is an AddressSanitizer report rather than a stray
-// access to the mempool. The input can deliver a frame as a chain of 2-4
+// access to the mempool. Every other frame's buffer starts at an odd
+// address (one poisoned byte before the block's start), as no allocator
+// would place it, so that an access through a type with alignment (e.g.
+// rte_ether_hdr) at a packet offset is an UndefinedBehaviorSanitizer
+// report on any PMD's layout. The input can deliver a frame as a chain of 2-4
 // mbufs (nb_segs > 1, as scattered rx does), split where it says, each
 // segment in an exact-size block of its own (worker_net.h).
 //
@@ -67,6 +71,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <sanitizer/asan_interface.h>
+
 #include "common/dpdk.h"
 #include "flow/apply.h"
 #include "fuzz_eal.h"
@@ -110,6 +116,7 @@ constexpr uint64_t kRxFlags[4] = {0, RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX
 struct Owner {
     size_t frame;
     unsigned seg;
+    size_t skew;  // the buffer starts this many (poisoned) bytes into its heap block
 };
 
 // Fewer mbufs than the mempool's ring holds (1023), so that one freed twice
@@ -313,24 +320,30 @@ void free_ext(void* addr, void* opaque) {
     if (it == g->live.end()) {
         fail("an mbuf's external buffer released twice (its mbuf freed twice)");
     }
+    uint8_t* block = static_cast<uint8_t*>(addr) - it->second.skew;
+    ASAN_UNPOISON_MEMORY_REGION(block, it->second.skew);
     g->live.erase(it);
-    std::free(addr);
+    std::free(block);
     delete static_cast<rte_mbuf_ext_shared_info*>(opaque);
 }
 
 // An mbuf whose buffer is a heap block of exactly headroom + `f` + tailroom
-// bytes, registered in g->live as segment `seg` of frame `frame`.
+// bytes (after one poisoned byte for odd frames: the buffer at an odd
+// address), registered in g->live as segment `seg` of frame `frame`.
 rte_mbuf* ext_mbuf(std::span<const uint8_t> f, size_t headroom, size_t tail, size_t frame, unsigned seg) {
     rte_mbuf* m = rte_pktmbuf_alloc(g->pool);
     if (m == nullptr) {
         fail("mempool empty");
     }
     const size_t len = headroom + f.size() + tail;
-    auto* buf = static_cast<uint8_t*>(std::malloc(len));  // may be 0 bytes: an empty segment, no room
-    if (buf == nullptr) {
+    const size_t skew = frame & 1;
+    auto* block = static_cast<uint8_t*>(std::malloc(skew + len));  // may be 0 bytes: an empty segment, no room
+    if (block == nullptr) {
         fail("malloc");
     }
-    g->live.emplace(buf, Owner{frame, seg});
+    ASAN_POISON_MEMORY_REGION(block, skew);
+    uint8_t* buf = block + skew;
+    g->live.emplace(buf, Owner{frame, seg, skew});
     auto* sh = new rte_mbuf_ext_shared_info{};
     sh->free_cb = free_ext;
     sh->fcb_opaque = sh;
