@@ -72,7 +72,24 @@ struct WireAddress {
         std::memcpy(a.ip.data(), ip, a.ip_len());
         return a;
     }
-    bool valid() const { return family == 0 || family == 4 || family == 6; }
+    // A known family in canonical form: pad zero, and the bytes the family
+    // does not use (ip[4..15] for IPv4, all of ip for none) zero. The
+    // dataplane compares whole WireAddresses to tell a refresh from a change
+    // while its hash keys use only the family's bytes, so two spellings of
+    // one address would be two records for one key (to() and from() always
+    // give the canonical one).
+    bool valid() const {
+        const size_t used = family == 4 ? 4 : family == 6 ? 16 : 0;
+        if ((family != 0 && family != 4 && family != 6) || pad != 0) {
+            return false;
+        }
+        for (size_t i = used; i < sizeof ip; i++) {
+            if (ip[i] != 0) {
+                return false;
+            }
+        }
+        return family != 0 || port == 0;
+    }
 };
 static_assert(sizeof(WireAddress) == 20);
 

@@ -705,8 +705,9 @@ ipc::PortCounters port_message(ipc::PortRole role, const char* name, uint64_t ba
     return p;
 }
 
-std::vector<uint8_t> wire(ipc::PortCounters p, uint64_t seq = 1) {
-    const auto b = ipc::encode(p, seq);
+template <typename M>
+std::vector<uint8_t> wire(M m, uint64_t seq = 1) {
+    const auto b = ipc::encode(m, seq);
     return {b.begin(), b.end()};
 }
 
@@ -764,6 +765,58 @@ TEST(PortCountersMessage, RoundTripsAndRefusesWrongLengthTypeAndRole) {
         p.role = static_cast<ipc::PortRole>(bad);
         EXPECT_FALSE(ipc::decode<ipc::PortCounters>(wire(p))) << "role " << unsigned{bad};
     }
+}
+
+// Addresses are taken only in canonical form: the dataplane tells a refresh
+// from a change by comparing whole WireAddresses while its keys use only the
+// family's bytes, so a second spelling of one address would be a second
+// record for one key (the applier fuzz target found the resync keeping
+// neither).
+TEST(WireAddressForm, OnlyCanonicalAddressesDecode) {
+    Address v4;
+    v4.family = Family::kIPv4;
+    v4.port = 3478;
+    v4.ip[0] = 198;
+    v4.ip[1] = 18;
+    v4.ip[3] = 1;
+    Address v6;
+    v6.family = Family::kIPv6;
+    v6.port = 3478;
+    v6.ip[0] = 0xfd;
+    v6.ip[15] = 1;
+    ipc::PermissionAdd m{};
+    m.alloc_id = 1;
+    m.relayed = ipc::WireAddress::from(v4);
+    m.peer = ipc::WireAddress::from(v4);
+    EXPECT_TRUE(ipc::decode<ipc::PermissionAdd>(wire(m)));
+    m.relayed = ipc::WireAddress::from(v6);
+    m.peer = ipc::WireAddress::from(v6);
+    EXPECT_TRUE(ipc::decode<ipc::PermissionAdd>(wire(m)));  // all 16 bytes are IPv6's
+    m.relayed = ipc::WireAddress::from(v4);
+    m.peer = ipc::WireAddress::from(v4);
+    m.peer.pad = 1;
+    EXPECT_FALSE(ipc::decode<ipc::PermissionAdd>(wire(m)));
+    m.peer.pad = 0;
+    m.peer.ip[8] = 1;  // beyond IPv4's 4 bytes
+    EXPECT_FALSE(ipc::decode<ipc::PermissionAdd>(wire(m)));
+    m.peer.ip[8] = 0;
+    m.relayed.ip[15] = 9;
+    EXPECT_FALSE(ipc::decode<ipc::PermissionAdd>(wire(m)));
+    m.relayed.ip[15] = 0;
+    EXPECT_TRUE(ipc::decode<ipc::PermissionAdd>(wire(m)));
+    // No family: nothing else either (AllocationAdd's absent relayed address).
+    ipc::AllocationAdd a{};
+    a.alloc_id = 2;
+    a.client = ipc::WireAddress::from(v4);
+    a.listen = ipc::WireAddress::from(v4);
+    a.relayed_v4 = ipc::WireAddress::from(v4);
+    a.relayed_v6 = ipc::WireAddress::from(Address{});
+    EXPECT_TRUE(ipc::decode<ipc::AllocationAdd>(wire(a)));
+    a.relayed_v6.port = 1;
+    EXPECT_FALSE(ipc::decode<ipc::AllocationAdd>(wire(a)));
+    a.relayed_v6.port = 0;
+    a.relayed_v6.ip[0] = 1;
+    EXPECT_FALSE(ipc::decode<ipc::AllocationAdd>(wire(a)));
 }
 
 // What the control plane keeps of a message is bounded whatever came in:

@@ -12,7 +12,7 @@
 //   2. every datagram the Applier sends back (CountersRequest) decodes as a
 //      CountersReport (ipc::decode), with count <= kMaxEntries, `last` set on
 //      exactly the final chunk of each answer, sequence numbers rising, alloc
-//      ids from the input's space; an answer carries at least every live
+//      ids that valid AllocationAdds named; an answer carries at least every live
 //      allocation;
 //   3. apply() returns true exactly for the datagrams this file's own
 //      decoder of the input calls valid, and stats().applied / malformed
@@ -105,10 +105,25 @@ dp::FlowTables* make_tables(bool small) {
 
 // ---- invariant 3: the harness's own view of which datagrams are valid ----
 
-bool family_ok(const std::vector<uint8_t>& d, size_t off) { return d[off] == 0 || d[off] == 4 || d[off] == 6; }
+// A 20-byte WireAddress at `off` in canonical form: family 0, 4 or 6, pad
+// zero, the ip bytes the family does not use zero, and no port without a
+// family (ipc::WireAddress::valid()).
+bool addr_ok(const std::vector<uint8_t>& d, size_t off) {
+    const uint8_t fam = d[off];
+    if ((fam != 0 && fam != 4 && fam != 6) || d[off + 1] != 0) {
+        return false;
+    }
+    const size_t used = fam == 4 ? 4 : fam == 6 ? 16 : 0;
+    for (size_t i = used; i < 16; i++) {
+        if (d[off + 4 + i] != 0) {
+            return false;
+        }
+    }
+    return fam != 0 || (d[off + 2] == 0 && d[off + 3] == 0);
+}
 
 // Independent of ipc::decode: header, a type the Applier takes, its exact
-// size, and the address families.
+// size, and its addresses' form.
 bool expect_valid(const std::vector<uint8_t>& d) {
     if (d.size() < sizeof(ipc::Header)) {
         return false;
@@ -123,7 +138,7 @@ bool expect_valid(const std::vector<uint8_t>& d) {
     }
     auto fams = [&](std::initializer_list<size_t> offs) {
         for (size_t o : offs) {
-            if (!family_ok(d, o)) {
+            if (!addr_ok(d, o)) {
                 return false;
             }
         }
@@ -155,7 +170,9 @@ struct Replies {
     uint64_t last_seq = 0;
 };
 
-void check_replies(Replies& r, size_t live_allocs) {
+// `ids`: every alloc id a valid AllocationAdd of the input named (raw
+// datagrams may carry any id).
+void check_replies(Replies& r, size_t live_allocs, const std::set<uint64_t>& ids) {
     if (r.got.empty()) {
         fail("CountersRequest answered with nothing");
     }
@@ -176,7 +193,7 @@ void check_replies(Replies& r, size_t live_allocs) {
         }
         r.last_seq = m->h.seq;
         for (uint32_t k = 0; k < m->count; k++) {
-            if (m->entries[k].alloc_id > 7) {
+            if (ids.count(m->entries[k].alloc_id) == 0) {
                 fail("CountersReport names an alloc id the input never used");
             }
         }
@@ -435,6 +452,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint64_t seq = 0;
     uint64_t valid = 0;
     uint64_t invalid = 0;
+    std::set<uint64_t> ids;  // alloc ids valid AllocationAdds named
     for (size_t off = 1; off + 2 <= size;) {
         size_t len = size_t{data[off]} | size_t{data[off + 1]} << 8;
         off += 2;
@@ -452,8 +470,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             fail("apply() verdict differs from the input's", "datagram " + std::to_string(seq));
         }
         (want ? valid : invalid)++;
+        if (want && d[2] == static_cast<uint8_t>(ipc::MsgType::kAllocationAdd) && d[3] == 0) {
+            uint64_t id;
+            std::memcpy(&id, d.data() + sizeof(ipc::Header), sizeof id);
+            ids.insert(id);
+        }
         if (!replies.got.empty() || (want && d.size() == sizeof(ipc::CountersRequest) && d[2] == 20)) {
-            check_replies(replies, ap.allocations());
+            check_replies(replies, ap.allocations(), ids);
         }
     }
     if (ap.stats().applied != valid || ap.stats().malformed != invalid) {

@@ -69,7 +69,10 @@ enum Corruption : uint8_t {
     kTruncatedFix = 0xf5, // last byte cut, header length matching: wrong size for its type
     kExtended = 0xf6,     // one zero byte more, header length matching
     kBadFamily = 0xf7,    // first address field's family 5 (no effect on types without addresses)
-    kLastCorruption = kBadFamily,
+    kPadSet = 0xf8,       // first address field's pad byte 1: not canonical
+    kIpTail = 0xf9,       // first address field's ip[15] = 1: not canonical for IPv4 or no family,
+                          // another address for IPv6
+    kLastCorruption = kIpTail,
 };
 
 enum Pool : uint8_t { kClientPool = 0, kListenPool = 1, kRelayedPool = 2, kPeerPool = 3 };
@@ -240,7 +243,14 @@ inline std::vector<uint8_t> datagram(const uint8_t* b, size_t n, uint64_t seq) {
     case kExtended: d.push_back(0); h.length++; break;
     default:
         if (const size_t off = first_address(op); off != 0) {
-            d[off] = 5;
+            // WireAddress: family, pad, port, ip[16].
+            if (b[0] == kBadFamily) {
+                d[off] = 5;
+            } else if (b[0] == kPadSet) {
+                d[off + 1] = 1;
+            } else {
+                d[off + 4 + 15] = 1;
+            }
         }
         break;
     }
