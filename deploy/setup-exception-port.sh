@@ -8,8 +8,8 @@
 #   setup-exception-port.sh [--dry-run] [--kernel-if exc0-k] [--dataplane-if exc0-d] [--mtu M] ADDR/LEN[@VLAN]...
 #
 # --mtu M (576-9216): the MTU of both ends (and of the VLAN devices); it must
-# equal turn-dataplane's --mtu, which refuses to start otherwise. Without it
-# the MTU is left as it is (1500 on a new pair).
+# equal turn-dataplane's --mtu, which refuses to start otherwise. Without it,
+# or with an empty M, the MTU is left as it is (1500 on a new pair).
 # ADDR/LEN: the relay's addresses with their prefix length (203.0.113.10/24,
 # 2001:db8::10/64): turn-relay's listen and [server].relay_ips. The NIC itself
 # keeps no IP address in the kernel.
@@ -64,10 +64,14 @@ while [ $# -gt 0 ]; do
             ;;
         --mtu)
             [ $# -ge 2 ] || bad "--mtu needs a number"
-            case $2 in
-                '' | *[!0-9]* | 0* | ?????*) bad "--mtu '$2': a number from 576 to 9216" ;;
-            esac
-            { [ "$2" -ge 576 ] && [ "$2" -le 9216 ]; } || bad "--mtu '$2': a number from 576 to 9216"
+            # Empty: leave the MTU as it is (an /etc/default/turn-dataplane
+            # from before EXC_MTU existed gives the unit an empty ${EXC_MTU}).
+            if [ -n "$2" ]; then
+                case $2 in
+                    *[!0-9]* | 0* | ?????*) bad "--mtu '$2': a number from 576 to 9216" ;;
+                esac
+                { [ "$2" -ge 576 ] && [ "$2" -le 9216 ]; } || bad "--mtu '$2': a number from 576 to 9216"
+            fi
             mtu=$2
             shift
             ;;

@@ -118,6 +118,12 @@ def test_mtu_of_both_ends(ns):
     r = run(ns, "--mtu", "1400", *args)
     assert r.returncode == 0, r.stdout + r.stderr
     assert mtu_of(ns, "exck") == 1400 and mtu_of(ns, "excd") == 1400
+    # An /etc/default/turn-dataplane without EXC_MTU (written before it existed; the
+    # install copies the example with cp -n) gives the unit's --mtu ${EXC_MTU} an empty
+    # value: the pair is set up as before, its MTU left alone.
+    r = run(ns, "--mtu", "", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mtu_of(ns, "exck") == 1400 and mtu_of(ns, "excd") == 1400
 
 
 def test_names_taken_by_something_else(ns):
