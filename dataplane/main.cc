@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -160,9 +161,21 @@ void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mem
         die("setting the MTU of " + name + " to " + std::to_string(mtu) + ": " + rte_strerror(-rc));
     }
     for (uint16_t q = 0; q < queues; q++) {
-        if (rte_eth_rx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr, pool) != 0 ||
-            rte_eth_tx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr) != 0) {
-            die("queue setup on port " + std::to_string(port));
+        rc = rte_eth_rx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr, pool);
+        if (rc == 0) {
+            rc = rte_eth_tx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr);
+        }
+        if (rc != 0) {
+            std::string hint;
+            if (info.driver_name != nullptr && std::strstr(info.driver_name, "af_xdp") != nullptr &&
+                data_room(mtu) + sizeof(rte_mbuf) + 64 > static_cast<size_t>(getpagesize())) {
+                // net_af_xdp registers each mbuf as one UMEM frame; kernels
+                // before 6.6 refuse frames larger than a page.
+                hint = "; with --mtu " + std::to_string(mtu) +
+                       " an mbuf is larger than a page, which AF_XDP takes only on kernels from 6.6: lower --mtu "
+                       "to 3400 or less";
+            }
+            die("queue setup on " + name + " (queue " + std::to_string(q) + "): " + rte_strerror(-rc) + hint);
         }
     }
     if (rte_eth_dev_start(port) != 0) {
@@ -174,19 +187,22 @@ void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mem
 // The exception port's kernel end must carry the same MTU as the ports:
 // a larger one sends frames the NIC drops, a smaller one drops what the
 // dataplane punts to it.
+// Read with SIOCGIFMTU in this process's network namespace (sysfs would
+// follow its mount, which nsenter does not change).
 void check_kernel_mtu(int ifindex, uint16_t mtu) {
-    char name[IF_NAMESIZE] = {};
-    if (ifindex == 0 || if_indextoname(static_cast<unsigned>(ifindex), name) == nullptr) {
+    ifreq r{};
+    if (ifindex == 0 || if_indextoname(static_cast<unsigned>(ifindex), r.ifr_name) == nullptr) {
         return;
     }
-    FILE* f = std::fopen(("/sys/class/net/" + std::string(name) + "/mtu").c_str(), "r");
-    unsigned kmtu = 0;
-    const bool ok = f != nullptr && std::fscanf(f, "%u", &kmtu) == 1;
-    if (f != nullptr) {
-        std::fclose(f);
+    const std::string name = r.ifr_name;
+    const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    const bool ok = fd >= 0 && ioctl(fd, SIOCGIFMTU, &r) == 0;
+    if (fd >= 0) {
+        close(fd);
     }
+    const auto kmtu = static_cast<unsigned>(r.ifr_mtu);
     if (ok && kmtu != mtu) {
-        die(std::string("the exception port's kernel interface ") + name + " has MTU " + std::to_string(kmtu) +
+        die("the exception port's kernel interface " + name + " has MTU " + std::to_string(kmtu) +
             " and --mtu is " + std::to_string(mtu) + ": make them equal (ip link set " + name + " mtu " +
             std::to_string(mtu) + ", or deploy/setup-exception-port.sh --mtu " + std::to_string(mtu) +
             ", or --mtu " + std::to_string(kmtu) + ")");
@@ -353,6 +369,7 @@ int main(int argc, char** argv) {
         if (named_kernel_if == 0) {
             die("--exc-kernel-if " + o.exc_kernel_if + ": no such interface in this network namespace");
         }
+        check_kernel_mtu(named_kernel_if, o.mtu);  // before any port's MTU changes
     }
     const uint32_t mbufs = 8191 * workers + 4096;
     rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", mbufs, 256, 0, data_room(o.mtu),
@@ -448,7 +465,12 @@ int main(int argc, char** argv) {
                          "interface in this namespace\n");
         }
     }
-    check_kernel_mtu(named_kernel_if != 0 ? named_kernel_if : mirror ? mirror->kernel_ifindex() : 0, o.mtu);
+    // The kernel end the mirror found (its PMD's veth peer or tap): known
+    // only now, after the ports' set-up. Without the mirror and without
+    // --exc-kernel-if it is not known and not checked.
+    if (named_kernel_if == 0 && mirror) {
+        check_kernel_mtu(mirror->kernel_ifindex(), o.mtu);
+    }
 
     dp::Applier applier(*flows);
     // Each worker's counters for the control plane's metrics, read while the

@@ -57,9 +57,10 @@ def main():
         # x0k still has 1500: the kernel would drop the large packets punted to it.
         checks.append(start_fails("af_xdp", ["--mtu", str(MTU), "--exc-kernel-if", "x0k"],
                                   "the exception port's kernel interface x0k has MTU 1500 and --mtu is 3000"))
+        # Refused before any port was set up: n0 and x0d still have 1500.
+        for dev in ("n0", "x0d"):
+            checks.append(" mtu 1500 " in smoke.sh(f"ip -n {smoke.NS_R} -o link show {dev}").stdout)
         smoke.sh(f"ip -n {smoke.NS_R} link set x0k mtu {MTU}")
-        for dev in ("n0", "x0d"):  # as they were before the refused start
-            smoke.sh(f"ip -n {smoke.NS_R} link set {dev} mtu 1500")
 
         srv = smoke.listen_ipc(SOCK)
         gw = smoke.mac_of(smoke.NS_H, "h0")
