@@ -65,6 +65,16 @@ public:
 
     const Stats& stats() const { return stats_; }
     size_t allocations() const { return allocs_.size(); }
+    // The table index of every allocation it holds (tests: no entry may
+    // name any other index, since indices are reused).
+    std::vector<uint32_t> indices() const {
+        std::vector<uint32_t> v;
+        v.reserve(allocs_.size());
+        for (const auto& [id, a] : allocs_) {
+            v.push_back(a.idx);
+        }
+        return v;
+    }
     uint64_t generation() const { return gen_; }
 
 private:

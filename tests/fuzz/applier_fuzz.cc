@@ -35,6 +35,10 @@
 //      the input's leftovers may still hold the room (a documented limit of
 //      the protocol, not a bug); with roomy tables a full table during the
 //      reference resync fails the input.
+//   5. after the input and after the reference resync, every hash entry and
+//      relayed-port word names an allocation index the Applier holds (an
+//      index is reused after its grace period: an entry left naming a
+//      removed one would hand its traffic to the index's next allocation).
 //
 // APPLIER_FUZZ_VERBOSE=1 prints every datagram's verdict, the stats and the
 // compared facts.
@@ -203,6 +207,40 @@ void check_replies(Replies& r, size_t live_allocs, const std::set<uint64_t>& ids
         fail("CountersReport misses live allocations");
     }
     r.got.clear();
+}
+
+// ---- invariant 5: nothing names an allocation the Applier no longer holds ----
+
+// Every hash entry and relayed-port word names an allocation index the
+// Applier holds: an index is reused after its grace period, so an entry
+// left naming a removed one would hand its traffic to whichever allocation
+// gets the index next.
+void check_owners(const dp::FlowTables& t, const dp::Applier& ap, const char* when) {
+    const std::vector<uint32_t> v = ap.indices();
+    const std::set<uint32_t> held(v.begin(), v.end());
+    for (rte_hash* h : {t.h4, t.h6}) {
+        const void* key = nullptr;
+        void* data = nullptr;
+        uint32_t next = 0;
+        while (rte_hash_iterate(h, &key, &data, &next) >= 0) {
+            const uint32_t a = dp::is_inline(data) ? dp::inline_alloc(data) : static_cast<const dp::ChannelValue*>(data)->alloc;
+            if (held.count(a) == 0) {
+                fail("a hash entry names an allocation index the Applier does not hold", when);
+            }
+        }
+    }
+    const dp::RelayPorts& r = *t.relay_ports;
+    for (uint32_t i = 0; i < r.n.load(); i++) {
+        for (uint32_t c = 0; c < 256; c++) {
+            const dp::RelayPorts::Chunk* chunk = r.ports[i][c].load();
+            for (uint32_t p = 0; chunk != nullptr && p < 256; p++) {
+                const uint32_t w = chunk[p].load();
+                if (w != 0 && held.count(w - 1) == 0) {
+                    fail("a relayed port names an allocation index the Applier does not hold", when);
+                }
+            }
+        }
+    }
 }
 
 // ---- invariant 4: what the tables answer ----
@@ -482,6 +520,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (ap.stats().applied != valid || ap.stats().malformed != invalid) {
         fail("stats applied/malformed differ from the input's count");
     }
+    check_owners(*t, ap, "after the input");
 
     // Invariant 4: the reference resync on top, and alone on fresh tables.
     const uint64_t full_before = ap.stats().table_full;
@@ -492,6 +531,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
     }
     const bool hit_full = ap.stats().table_full != full_before;
+    check_owners(*t, ap, "after the reference resync");
     dp::FlowTables* ft = make_tables(small);
     {
         dp::Applier fresh(*ft);
