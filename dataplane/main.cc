@@ -544,10 +544,11 @@ int main(int argc, char** argv) {
     // swept (entries a new control plane did not re-add).
     const auto& as = applier.stats();
     std::printf("ipc_applied %llu\nipc_malformed %llu\nipc_unknown_alloc %llu\nipc_table_full %llu\nipc_swept %llu\n"
-                "ipc_finals_dropped %llu\n",
+                "ipc_finals_dropped %llu\nipc_resync_retried %llu\n",
                 static_cast<unsigned long long>(as.applied), static_cast<unsigned long long>(as.malformed),
                 static_cast<unsigned long long>(as.unknown_alloc), static_cast<unsigned long long>(as.table_full),
-                static_cast<unsigned long long>(as.swept), static_cast<unsigned long long>(as.finals_dropped));
+                static_cast<unsigned long long>(as.swept), static_cast<unsigned long long>(as.finals_dropped),
+                static_cast<unsigned long long>(as.resync_retried));
     if (mirror) {
         const auto& ms = mirror->stats();
         std::printf("nexthop_neigh_set %llu\nnexthop_neigh_removed %llu\nnexthop_mac_retired %llu\n"

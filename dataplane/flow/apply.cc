@@ -106,6 +106,8 @@ bool Applier::apply(std::span<const uint8_t> d, const std::function<void(std::sp
         return false;
     }
     bool ok = true;
+    const uint64_t full_before = stats_.table_full;
+    const uint64_t unknown_before = stats_.unknown_alloc;
     auto run = [&]<typename M>(M*) {
         if (auto m = ipc::decode<M>(d)) {
             on(*m);
@@ -137,11 +139,45 @@ bool Applier::apply(std::span<const uint8_t> d, const std::function<void(std::sp
     } else {
         stats_.malformed++;
     }
+    if (ok && resyncing_) {
+        const bool add = h->type == ipc::MsgType::kAllocationAdd || h->type == ipc::MsgType::kPermissionAdd ||
+                         h->type == ipc::MsgType::kChannelAdd;
+        const bool del = h->type == ipc::MsgType::kAllocationDel || h->type == ipc::MsgType::kPermissionDel ||
+                         h->type == ipc::MsgType::kChannelDel;
+        // Refused for a full table, or for an allocation a full table
+        // refused earlier in this resync (it may be in after the sweep).
+        const bool refused = stats_.table_full != full_before || stats_.unknown_alloc != unknown_before;
+        if (add && refused && retry_.size() < kMaxRetries) {
+            retry_.emplace_back(d.begin(), d.end());
+        } else if (del && !retry_.empty()) {
+            // A delete inside a resync (the control plane sends none, but
+            // order must hold): the allocation's kept Adds are not retried.
+            std::erase_if(retry_, [&](const std::vector<uint8_t>& r) {
+                return std::memcmp(r.data() + sizeof(ipc::Header), d.data() + sizeof(ipc::Header), 8) == 0;
+            });
+        }
+    }
     t_.reclaim();
     return ok;
 }
 
-void Applier::on(const ipc::ResyncBegin& m) { gen_ = m.generation; }
+void Applier::retry(std::span<const uint8_t> d) {
+    stats_.resync_retried++;
+    const auto h = ipc::peek(d);
+    if (h && h->type == ipc::MsgType::kAllocationAdd) {
+        on(*ipc::decode<ipc::AllocationAdd>(d));
+    } else if (h && h->type == ipc::MsgType::kPermissionAdd) {
+        on(*ipc::decode<ipc::PermissionAdd>(d));
+    } else if (h && h->type == ipc::MsgType::kChannelAdd) {
+        on(*ipc::decode<ipc::ChannelAdd>(d));
+    }
+}
+
+void Applier::on(const ipc::ResyncBegin& m) {
+    gen_ = m.generation;
+    resyncing_ = true;
+    retry_.clear();
+}
 
 void Applier::on(const ipc::ResyncEnd& m) {
     if (m.generation != gen_) {
@@ -174,6 +210,16 @@ void Applier::on(const ipc::ResyncEnd& m) {
             }
         }
         ++it;
+    }
+    // What the swept entries held is free now (indices, ChannelValues and
+    // hash slots after their grace period: reclaim first), so the resync's
+    // refused Adds get a second try, in the order they came.
+    resyncing_ = false;
+    t_.reclaim();
+    const auto kept = std::move(retry_);
+    retry_.clear();
+    for (const auto& d : kept) {
+        retry(d);
     }
 }
 

@@ -5,7 +5,10 @@
 //
 // Resync (protocol.h): ResyncBegin sets the current generation; every Add
 // stamps its entries with it; ResyncEnd removes whatever was not re-added
-// since ResyncBegin. Adds outside a resync carry the current generation too.
+// since ResyncBegin, then applies again, in order, the resync's Adds a full
+// table refused (and those for an allocation it refused): what the sweep
+// removed may have held their room. Adds outside a resync carry the current
+// generation too.
 #pragma once
 
 #include <cstdint>
@@ -32,10 +35,15 @@ public:
         uint64_t table_full = 0;     // hash or pool full: the flow stays on the slow path
         uint64_t swept = 0;          // entries removed by ResyncEnd
         uint64_t finals_dropped = 0; // final counters of removed allocations lost to the kMaxFinals bound
+        uint64_t resync_retried = 0; // adds a resync's full table refused, applied again after its sweep
     };
     // Final counters of removed allocations kept for the next report (a
     // control plane that never asks must not grow this without bound).
     static constexpr size_t kMaxFinals = 1u << 16;
+    // Adds of a resync that a full table refused, kept to be applied again
+    // once its sweep has removed what the new control plane did not re-add
+    // (that may have held the room); beyond this many they stay refused.
+    static constexpr size_t kMaxRetries = 1u << 16;
 
     // One received datagram. Returns false if it was not a valid message.
     // A CountersRequest is answered through `reply` (one datagram per call).
@@ -116,8 +124,13 @@ private:
     // this channel's again where another took them; false if a table refused.
     bool republish_chan(Alloc& a, uint16_t channel, const Chan& c);
 
+    // Applies a kept Add datagram again (ResyncEnd, after the sweep).
+    void retry(std::span<const uint8_t> d);
+
     FlowTables& t_;
     std::unordered_map<uint64_t, Alloc> allocs_;
+    bool resyncing_ = false;                    // between ResyncBegin and its ResyncEnd
+    std::vector<std::vector<uint8_t>> retry_;  // refused Adds of this resync, in order
     std::deque<turn::ipc::AllocationCounters> finals_;
     uint64_t gen_ = 0;
     uint64_t seq_ = 0;
