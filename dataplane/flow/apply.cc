@@ -105,35 +105,9 @@ bool Applier::apply(std::span<const uint8_t> d, const std::function<void(std::sp
         stats_.malformed++;
         return false;
     }
-    bool ok = true;
     const uint64_t full_before = stats_.table_full;
     const uint64_t unknown_before = stats_.unknown_alloc;
-    auto run = [&]<typename M>(M*) {
-        if (auto m = ipc::decode<M>(d)) {
-            on(*m);
-        } else {
-            ok = false;
-        }
-    };
-    switch (h->type) {
-    case ipc::MsgType::kResyncBegin: run(static_cast<ipc::ResyncBegin*>(nullptr)); break;
-    case ipc::MsgType::kResyncEnd: run(static_cast<ipc::ResyncEnd*>(nullptr)); break;
-    case ipc::MsgType::kAllocationAdd: run(static_cast<ipc::AllocationAdd*>(nullptr)); break;
-    case ipc::MsgType::kAllocationDel: run(static_cast<ipc::AllocationDel*>(nullptr)); break;
-    case ipc::MsgType::kPermissionAdd: run(static_cast<ipc::PermissionAdd*>(nullptr)); break;
-    case ipc::MsgType::kPermissionDel: run(static_cast<ipc::PermissionDel*>(nullptr)); break;
-    case ipc::MsgType::kChannelAdd: run(static_cast<ipc::ChannelAdd*>(nullptr)); break;
-    case ipc::MsgType::kChannelDel: run(static_cast<ipc::ChannelDel*>(nullptr)); break;
-    case ipc::MsgType::kLimitSet: run(static_cast<ipc::LimitSet*>(nullptr)); break;
-    case ipc::MsgType::kCountersRequest:
-        if (ipc::decode<ipc::CountersRequest>(d) && reply) {
-            report_counters(reply);
-        } else {
-            ok = false;
-        }
-        break;
-    default: ok = false; break;
-    }
+    const bool ok = dispatch(h->type, d, reply);
     if (ok) {
         stats_.applied++;
     } else {
@@ -161,16 +135,36 @@ bool Applier::apply(std::span<const uint8_t> d, const std::function<void(std::sp
     return ok;
 }
 
-void Applier::retry(std::span<const uint8_t> d) {
-    stats_.resync_retried++;
-    const auto h = ipc::peek(d);
-    if (h && h->type == ipc::MsgType::kAllocationAdd) {
-        on(*ipc::decode<ipc::AllocationAdd>(d));
-    } else if (h && h->type == ipc::MsgType::kPermissionAdd) {
-        on(*ipc::decode<ipc::PermissionAdd>(d));
-    } else if (h && h->type == ipc::MsgType::kChannelAdd) {
-        on(*ipc::decode<ipc::ChannelAdd>(d));
+bool Applier::dispatch(ipc::MsgType type, std::span<const uint8_t> d,
+                       const std::function<void(std::span<const uint8_t>)>& reply) {
+    bool ok = true;
+    auto run = [&]<typename M>(M*) {
+        if (auto m = ipc::decode<M>(d)) {
+            on(*m);
+        } else {
+            ok = false;
+        }
+    };
+    switch (type) {
+    case ipc::MsgType::kResyncBegin: run(static_cast<ipc::ResyncBegin*>(nullptr)); break;
+    case ipc::MsgType::kResyncEnd: run(static_cast<ipc::ResyncEnd*>(nullptr)); break;
+    case ipc::MsgType::kAllocationAdd: run(static_cast<ipc::AllocationAdd*>(nullptr)); break;
+    case ipc::MsgType::kAllocationDel: run(static_cast<ipc::AllocationDel*>(nullptr)); break;
+    case ipc::MsgType::kPermissionAdd: run(static_cast<ipc::PermissionAdd*>(nullptr)); break;
+    case ipc::MsgType::kPermissionDel: run(static_cast<ipc::PermissionDel*>(nullptr)); break;
+    case ipc::MsgType::kChannelAdd: run(static_cast<ipc::ChannelAdd*>(nullptr)); break;
+    case ipc::MsgType::kChannelDel: run(static_cast<ipc::ChannelDel*>(nullptr)); break;
+    case ipc::MsgType::kLimitSet: run(static_cast<ipc::LimitSet*>(nullptr)); break;
+    case ipc::MsgType::kCountersRequest:
+        if (ipc::decode<ipc::CountersRequest>(d) && reply) {
+            report_counters(reply);
+        } else {
+            ok = false;
+        }
+        break;
+    default: ok = false; break;
     }
+    return ok;
 }
 
 void Applier::on(const ipc::ResyncBegin& m) {
@@ -219,7 +213,8 @@ void Applier::on(const ipc::ResyncEnd& m) {
     const auto kept = std::move(retry_);
     retry_.clear();
     for (const auto& d : kept) {
-        retry(d);
+        stats_.resync_retried++;
+        dispatch(ipc::peek(d)->type, d, {});  // an Add apply() accepted: its header is valid
     }
 }
 
@@ -282,18 +277,12 @@ bool Applier::publish_alloc(Alloc& a) {
         // same client.
         r.live.store(1, std::memory_order_release);
     }
-    uint32_t now = UINT32_MAX;
+    // (Storing the index again where the word has it already changes nothing.)
     if (m.relayed_v4.family == 4) {
-        const uint16_t port = rte_cpu_to_be_16(m.relayed_v4.port);
-        ok = ((t_.relay_ports->find(4, m.relayed_v4.ip, port, &now) && now == a.idx) ||
-              t_.set_relayed(4, m.relayed_v4.ip, port, a.idx) >= 0) &&
-             ok;
+        ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) >= 0 && ok;
     }
     if (m.relayed_v6.family == 6) {
-        const uint16_t port = rte_cpu_to_be_16(m.relayed_v6.port);
-        ok = ((t_.relay_ports->find(6, m.relayed_v6.ip, port, &now) && now == a.idx) ||
-              t_.set_relayed(6, m.relayed_v6.ip, port, a.idx) >= 0) &&
-             ok;
+        ok = t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), a.idx) >= 0 && ok;
     }
     return ok;
 }
@@ -459,16 +448,11 @@ void Applier::on(const ipc::ChannelAdd& m) {
             return;
         }
     }
-    ChannelValue* v = t_.new_value();
+    ChannelValue* v = new_value(m.peer, a->idx);
     if (v == nullptr) {
         stats_.table_full++;
         return;
     }
-    *v = ChannelValue{};
-    std::memcpy(v->peer_ip, m.peer.ip, 16);
-    v->peer_port = rte_cpu_to_be_16(m.peer.port);
-    v->family = m.peer.family;
-    v->alloc = a->idx;
     // Workers look for hashed channels only while the flag is set: set it
     // before the entries appear.
     if (a->hashed++ == 0) {
@@ -489,6 +473,18 @@ void Applier::on(const ipc::ChannelAdd& m) {
     a->chans.emplace(m.channel, Chan{m.relayed, m.peer, gen_, -1});
 }
 
+ChannelValue* Applier::new_value(const WireAddress& peer, uint32_t alloc) {
+    ChannelValue* v = t_.new_value();
+    if (v != nullptr) {
+        *v = ChannelValue{};
+        std::memcpy(v->peer_ip, peer.ip, 16);
+        v->peer_port = rte_cpu_to_be_16(peer.port);
+        v->family = peer.family;
+        v->alloc = alloc;
+    }
+    return v;
+}
+
 bool Applier::republish_chan(Alloc& a, uint16_t channel, const Chan& c) {
     // A slot lives in the allocation's own line; hash entries may have been
     // taken by another channel or allocation since they were added.
@@ -500,15 +496,10 @@ bool Applier::republish_chan(Alloc& a, uint16_t channel, const Chan& c) {
     if (key_alloc(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel) == a.idx) {
         return true;
     }
-    ChannelValue* v = t_.new_value();
+    ChannelValue* v = new_value(c.peer, a.idx);
     if (v == nullptr) {
         return false;
     }
-    *v = ChannelValue{};
-    std::memcpy(v->peer_ip, c.peer.ip, 16);
-    v->peer_port = rte_cpu_to_be_16(c.peer.port);
-    v->family = c.peer.family;
-    v->alloc = a.idx;
     if (key_op(t_, KeyKind::kChannelIn, a.msg.listen, a.msg.client, true, channel, v) != 0) {
         t_.free_unpublished(v);
         return false;

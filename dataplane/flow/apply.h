@@ -124,8 +124,13 @@ private:
     // this channel's again where another took them; false if a table refused.
     bool republish_chan(Alloc& a, uint16_t channel, const Chan& c);
 
-    // Applies a kept Add datagram again (ResyncEnd, after the sweep).
-    void retry(std::span<const uint8_t> d);
+    // Decodes a datagram of `type` and applies it (apply(), and the kept
+    // Adds ResyncEnd applies again); false if it was not a valid message.
+    bool dispatch(turn::ipc::MsgType type, std::span<const uint8_t> d,
+                  const std::function<void(std::span<const uint8_t>)>& reply);
+    // A ChannelValue for `peer` of allocation `alloc`, not yet published;
+    // nullptr when the pool is empty.
+    ChannelValue* new_value(const turn::ipc::WireAddress& peer, uint32_t alloc);
 
     FlowTables& t_;
     std::unordered_map<uint64_t, Alloc> allocs_;

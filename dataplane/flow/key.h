@@ -77,5 +77,9 @@ inline uint32_t inline_alloc(const void* d) {
 inline uint16_t inline_channel(const void* d) {
     return static_cast<uint16_t>(reinterpret_cast<uintptr_t>(d) >> 16);
 }
+// The allocation a hash value names: inline, or the ChannelValue's.
+inline uint32_t value_alloc(const void* d) {
+    return is_inline(d) ? inline_alloc(d) : static_cast<const ChannelValue*>(d)->alloc;
+}
 
 }  // namespace dp

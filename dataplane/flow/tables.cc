@@ -240,10 +240,6 @@ static int add_impl(FlowTables& t, rte_hash* h, const K& k, void* data, void (Fl
 
 int FlowTables::add(const Key4& k, void* data) { return add_impl(*this, h4, k, data, &FlowTables::retire); }
 int FlowTables::add(const Key6& k, void* data) { return add_impl(*this, h6, k, data, &FlowTables::retire); }
-static uint32_t value_alloc(const void* d) {
-    return is_inline(d) ? inline_alloc(d) : static_cast<const ChannelValue*>(d)->alloc;
-}
-
 template <typename K>
 static void del_impl(rte_hash* h, const K& k, uint32_t only_alloc, const void* only_data,
                      void (FlowTables::*retire_fn)(uint64_t), FlowTables& t) {
@@ -265,20 +261,21 @@ void FlowTables::del(const Key6& k, uint32_t only_alloc, const void* only_data) 
 }
 
 template <typename K>
-static uint32_t alloc_of_impl(const rte_hash* h, const K& k) {
-    void* d = nullptr;
-    return rte_hash_lookup_data(h, &k, &d) >= 0 ? value_alloc(d) : UINT32_MAX;
-}
-uint32_t FlowTables::alloc_of(const Key4& k) const { return alloc_of_impl(h4, k); }
-uint32_t FlowTables::alloc_of(const Key6& k) const { return alloc_of_impl(h6, k); }
-
-template <typename K>
 static const void* data_of_impl(const rte_hash* h, const K& k) {
     void* d = nullptr;
     return rte_hash_lookup_data(h, &k, &d) >= 0 ? d : nullptr;
 }
 const void* FlowTables::data_of(const Key4& k) const { return data_of_impl(h4, k); }
 const void* FlowTables::data_of(const Key6& k) const { return data_of_impl(h6, k); }
+
+uint32_t FlowTables::alloc_of(const Key4& k) const {
+    const void* d = data_of(k);
+    return d != nullptr ? value_alloc(d) : UINT32_MAX;
+}
+uint32_t FlowTables::alloc_of(const Key6& k) const {
+    const void* d = data_of(k);
+    return d != nullptr ? value_alloc(d) : UINT32_MAX;
+}
 
 ChannelValue* FlowTables::new_value() {
     if (free_values_.empty()) {

@@ -222,8 +222,7 @@ void check_owners(const dp::FlowTables& t, const dp::Applier& ap, const char* wh
         void* data = nullptr;
         uint32_t next = 0;
         while (rte_hash_iterate(h, &key, &data, &next) >= 0) {
-            const uint32_t a = dp::is_inline(data) ? dp::inline_alloc(data) : static_cast<const dp::ChannelValue*>(data)->alloc;
-            if (held.count(a) == 0) {
+            if (held.count(dp::value_alloc(data)) == 0) {
                 fail("a hash entry names an allocation index the Applier does not hold", when);
             }
         }
