@@ -112,6 +112,11 @@ uint16_t data_room(uint16_t mtu) {
                                  std::max<uint32_t>(RTE_MBUF_DEFAULT_DATAROOM, max_frame(mtu) + kXdpHeadroom));
 }
 
+// Bytes one mbuf takes in the pool (header, data room, the mempool's own
+// header and padding): what net_af_xdp registers as one UMEM frame, and what
+// the pool's memory is made of.
+size_t mbuf_object(uint16_t mtu) { return rte_mempool_calc_obj_size(sizeof(rte_mbuf) + data_room(mtu), 0, nullptr); }
+
 void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mempool* pool, uint16_t mtu) {
     rte_eth_dev_info info{};
     if (rte_eth_dev_info_get(port, &info) != 0) {
@@ -130,13 +135,14 @@ void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mem
                                   : RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN;
     const uint32_t max_mtu =
         std::min<uint32_t>(info.max_mtu, info.max_rx_pktlen > overhead ? info.max_rx_pktlen - overhead : 0);
+    const std::string drv = info.driver_name != nullptr ? info.driver_name : "";
+    const bool af_xdp = drv.find("af_xdp") != std::string::npos;
     if (mtu < info.min_mtu || mtu > max_mtu) {
         std::string hint;
-        const std::string drv = info.driver_name != nullptr ? info.driver_name : "";
         if (drv.find("af_packet") != std::string::npos) {
             hint = "; net_af_packet carries standard frames only: for a larger MTU use net_af_xdp (up to a page "
                    "per frame) or virtio-user";
-        } else if (drv.find("af_xdp") != std::string::npos) {
+        } else if (af_xdp) {
             hint = "; AF_XDP takes one page per frame";
         }
         die(name + " (" + drv + ") takes an MTU from " + std::to_string(info.min_mtu) + " to " +
@@ -167,8 +173,7 @@ void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mem
         }
         if (rc != 0) {
             std::string hint;
-            if (info.driver_name != nullptr && std::strstr(info.driver_name, "af_xdp") != nullptr &&
-                data_room(mtu) + sizeof(rte_mbuf) + 64 > static_cast<size_t>(getpagesize())) {
+            if (af_xdp && mbuf_object(mtu) > static_cast<size_t>(getpagesize())) {
                 // net_af_xdp registers each mbuf as one UMEM frame; kernels
                 // before 6.6 refuse frames larger than a page.
                 hint = "; with --mtu " + std::to_string(mtu) +
@@ -377,7 +382,7 @@ int main(int argc, char** argv) {
     if (pool == nullptr) {
         // What it asked for, so that the operator can size hugepages: the
         // mbufs grow with --mtu and their number with the workers.
-        const uint64_t mib = (uint64_t{mbufs} * (data_room(o.mtu) + sizeof(rte_mbuf) + 64) >> 20) + 1;
+        const uint64_t mib = (uint64_t{mbufs} * mbuf_object(o.mtu) >> 20) + 1;
         die(std::string("mbuf pool: ") + rte_strerror(rte_errno) + " (" + std::to_string(mbufs) + " mbufs of " +
             std::to_string(data_room(o.mtu)) + " bytes for " + std::to_string(workers) + " workers and --mtu " +
             std::to_string(o.mtu) + ", about " + std::to_string(mib) +

@@ -48,7 +48,7 @@ def main():
     small = [e if e != "256" else "64" for e in EAL]
     cases.append(("mbufs for a jumbo MTU without the memory", null2, base + ["--mtu", "9000"],
                   "mbuf pool: Cannot allocate memory (12287 mbufs of 9402 bytes for 1 workers and --mtu 9000, "
-                  "about 113 MiB: reserve more hugepages", small))
+                  "about 114 MiB: reserve more hugepages", small))
     if not os.path.exists("/dev/vhost-net"):
         cases.append(("virtio-user without vhost-net",
                       ["net_null0", "virtio_user1,path=/dev/vhost-net,queues=1,queue_size=1024,iface=dpst0"],
