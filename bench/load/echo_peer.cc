@@ -30,9 +30,9 @@ EchoPeers::~EchoPeers() {
     }
 }
 
-bool EchoPeers::open(const Address& ip, size_t sockets, std::string& err, const std::string& netns) {
+bool EchoPeers::open(const Address& ip, size_t sockets, std::string& err, const std::string& netns, int tos) {
     if (netns.empty()) {
-        return open_here(ip, sockets, err);
+        return open_here(ip, sockets, err, tos);
     }
     const std::string path = netns.find('/') == std::string::npos ? "/var/run/netns/" + netns : netns;
     bool ok = false;
@@ -50,13 +50,13 @@ bool EchoPeers::open(const Address& ip, size_t sockets, std::string& err, const 
             return;
         }
         ::close(nsfd);
-        ok = open_here(ip, sockets, err);
+        ok = open_here(ip, sockets, err, tos);
     });
     t.join();
     return ok;
 }
 
-bool EchoPeers::open_here(const Address& ip, size_t sockets, std::string& err) {
+bool EchoPeers::open_here(const Address& ip, size_t sockets, std::string& err, int tos) {
     for (size_t i = 0; i < sockets; ++i) {
         Sock s;
         s.fd = socket(ip.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -70,6 +70,12 @@ bool EchoPeers::open_here(const Address& ip, size_t sockets, std::string& err) {
         }
         if (setsockopt(s.fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
             setsockopt(s.fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        }
+        if (tos != 0 && (ip.is_v6() ? setsockopt(s.fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof tos)
+                                    : setsockopt(s.fd, IPPROTO_IP, IP_TOS, &tos, sizeof tos)) != 0) {
+            err = std::string("--tos: ") + std::strerror(errno);
+            close(s.fd);
+            return false;
         }
         sockaddr_storage ss{};
         const size_t len = ip.with_port(0).to_sockaddr(&ss);

@@ -25,7 +25,8 @@ public:
     // sockets are created by a short-lived thread that has first joined that
     // network namespace: a socket stays in the namespace it was created in, so
     // the echo peers live on another (emulated) host than the client sockets.
-    bool open(const Address& ip, size_t sockets, std::string& err, const std::string& netns = "");
+    // tos != 0: the IPv4 TOS / IPv6 Traffic Class of every echo.
+    bool open(const Address& ip, size_t sockets, std::string& err, const std::string& netns = "", int tos = 0);
     size_t size() const { return socks_.size(); }
     int fd(size_t i) const { return socks_[i].fd; }
     const Address& address(size_t i) const { return socks_[i].addr; }
@@ -46,7 +47,7 @@ private:
         int fd = -1;
         Address addr;
     };
-    bool open_here(const Address& ip, size_t sockets, std::string& err);
+    bool open_here(const Address& ip, size_t sockets, std::string& err, int tos);
     void run(size_t first, size_t step, uint64_t deadline_ns);
     bool allowed(const Address& src);
 

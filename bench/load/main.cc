@@ -130,7 +130,7 @@ public:
                 return 1;
             }
         }
-        if (!peers_.open(o_.peer, o_.peer_sockets, err, o_.peer_netns)) {
+        if (!peers_.open(o_.peer, o_.peer_sockets, err, o_.peer_netns, o_.tos)) {
             std::cerr << "turn-load: " << err << "\n";
             return 1;
         }
@@ -172,6 +172,7 @@ private:
             c["peer_netns"] = o_.peer_netns;
         }
         c["batch"] = std::to_string(o_.batch);
+        c["tos"] = std::to_string(o_.tos);
         c["latency"] = o_.transport == Transport::kTcp || o_.transport == Transport::kTls
                            ? "round trip: payload send time (CLOCK_MONOTONIC) to turn-load's read of the stream"
                            : "round trip: payload send time (CLOCK_MONOTONIC) to kernel receive time (SO_TIMESTAMPNS)";
@@ -203,6 +204,7 @@ private:
         sc.errors = &errors_;
         sc.transport = o_.transport;
         sc.tls = tls_.get();
+        sc.tos = o_.tos;
         return sc;
     }
 

@@ -101,6 +101,11 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     app.add_option("--sweep", o.sweep_text, "comma-separated offered rates; one phase of --duration each");
     app.add_option("--grace", o.grace_s, "seconds to wait for echoes after sending stops")->capture_default_str()
         ->check(CLI::Range(0.05, 30.0));
+    app.add_option("--tos", o.tos,
+                   "IPv4 TOS / IPv6 Traffic Class byte (DSCP << 2 | ECN) of every UDP datagram the clients and echo "
+                   "peers send, 0-255 (e.g. 184: EF)")
+        ->check(CLI::Range(0, 255))
+        ->capture_default_str();
     app.add_option("--batch", o.batch, "packets per sendmmsg")->capture_default_str()
         ->check(CLI::Range(size_t{1}, size_t{64}));
     app.add_option("--refresh-interval", o.refresh_interval_s,

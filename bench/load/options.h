@@ -41,6 +41,7 @@ struct Options {
     std::vector<double> sweep;
     double grace_s = 1.0;
     size_t batch = 32;
+    int tos = 0;  // IPv4 TOS / IPv6 Traffic Class of UDP datagrams (clients and echo peers)
     double refresh_interval_s = 120;
     double setup_timeout_s = 30;
     bool quiet = false;

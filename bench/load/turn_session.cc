@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,6 +94,11 @@ bool TurnSession::open(std::string& err) {
     }
     if (setsockopt(fd_, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
         setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    }
+    if (cfg_.tos != 0 && (af == AF_INET6 ? setsockopt(fd_, IPPROTO_IPV6, IPV6_TCLASS, &cfg_.tos, sizeof cfg_.tos)
+                                         : setsockopt(fd_, IPPROTO_IP, IP_TOS, &cfg_.tos, sizeof cfg_.tos)) != 0) {
+        err = std::string("--tos: ") + std::strerror(errno);
+        return false;
     }
     sockaddr_storage ss{};
     const size_t len = cfg_.server.to_sockaddr(&ss);

@@ -50,6 +50,7 @@ struct SessionConfig {
     Transport transport = Transport::kUdp;
     TlsClient* tls = nullptr;        // kTls, kDtls: the shared client context
     uint64_t connect_timeout_ns = 5'000'000'000;  // TCP connect + TLS handshake, or the DTLS handshake
+    int tos = 0;  // UDP: IPv4 TOS / IPv6 Traffic Class of everything sent (DSCP << 2 | ECN)
 };
 
 enum class Request : uint8_t { kAllocate, kCreatePermission, kChannelBind, kRefresh };

@@ -21,12 +21,16 @@ class PacketIo {
 public:
     virtual ~PacketIo() = default;
     // To a client over the 5-tuple's listener. The span is only valid during the call.
-    virtual void send_to_client(const FiveTuple& to, std::span<const uint8_t> data) = 0;
+    // tos: the IPv4 TOS / IPv6 Traffic Class byte (DSCP and ECN) the
+    // datagram leaves with, where the transport is UDP: relayed data keeps
+    // the received datagram's (RFC 8656 section 14); 0 is the socket's
+    // default (what the server's own messages use).
+    virtual void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0) = 0;
     // From a relayed socket to a peer. dont_fragment: this datagram must
     // leave with DF set (IPv4) / unfragmented (IPv6) even if the socket was
     // not opened that way (a Send indication's DONT-FRAGMENT, RFC 8656 11.2).
     virtual void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data,
-                              bool dont_fragment = false) = 0;
+                              bool dont_fragment = false, uint8_t tos = 0) = 0;
     // Binds a relayed UDP socket at `addr` (IP and port). DONT-FRAGMENT sets
     // IP_MTU_DISCOVER=IP_PMTUDISC_DO / IPV6_DONTFRAG on it.
     virtual OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) = 0;

@@ -46,13 +46,13 @@ void Server::schedule_housekeeping() {
 
 void Server::tick() { wheel_.advance(clock_.now_ms()); }
 
-void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data) {
+void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos) {
     if (data.empty()) {
         stats_.drop(Drop::kMalformed);
         return;
     }
     if (is_channel_data(data[0])) {
-        on_channel_data(ft, data);
+        on_channel_data(ft, data, tos);
         return;
     }
     stun::MessageView m;
@@ -70,7 +70,7 @@ void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> da
             on_request(ft, m);
             return;
         case stun::Class::kIndication:
-            on_indication(ft, m);
+            on_indication(ft, m, tos);
             return;
         default:
             stats_.drop(Drop::kUnexpectedClass);
@@ -275,9 +275,9 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
     }
 }
 
-void Server::on_indication(const FiveTuple& ft, const stun::MessageView& m) {
+void Server::on_indication(const FiveTuple& ft, const stun::MessageView& m, uint8_t tos) {
     if (m.method() == static_cast<uint16_t>(stun::Method::kSend)) {
-        handle_send(ft, m);
+        handle_send(ft, m, tos);
         return;
     }
     if (m.method() == static_cast<uint16_t>(stun::Method::kBinding)) {
@@ -362,7 +362,7 @@ uint32_t Server::lifetime_for(const stun::MessageView& m, bool& bad) const {
 // Measured: 37 ns CPU per datagram with one allocation, 61 ns with 1,000,
 // 604 ns with 50,000 (hash-map cache misses), I/O excluded
 // (tests/controlplane/relay_path_bench.cc, BM_ChannelDataClientToPeer).
-void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data) {
+void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos) {
     // RFC 5766 channel numbers (0x5000-0x7FFF) pass framing unless the
     // range is strict; only a bound channel is relayed either way.
     ChannelDataView cd;
@@ -387,10 +387,11 @@ void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data)
         stats_.drop(Drop::kNoPermission);
         return;
     }
-    relay_to_peer(*a, *peer, cd.payload);
+    relay_to_peer(*a, *peer, cd.payload, false, tos);
 }
 
-void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment) {
+void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment,
+                           uint8_t tos) {
     const RelayEndpoint* relay = a.relay(peer.family);
     if (relay == nullptr) {
         stats_.drop(Drop::kFamilyMismatch);
@@ -400,7 +401,7 @@ void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const u
         stats_.drop(Drop::kBandwidth);
         return;
     }
-    io_.send_to_peer(relay->id, peer, payload, dont_fragment);
+    io_.send_to_peer(relay->id, peer, payload, dont_fragment, tos);
     ++a.packets_out;
     stats_.relayed(Direction::kClientToPeer, payload.size());
 }
@@ -447,7 +448,7 @@ void Server::on_client_closed(const FiveTuple& ft) {
     }
 }
 
-void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data) {
+void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data, uint8_t tos) {
     Family family = Family::kNone;
     Allocation* a = allocations_.find_by_relay(relay, family);
     if (a == nullptr) {
@@ -493,7 +494,7 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
         stats_.drop(Drop::kTooLarge);
         return;
     }
-    io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n));
+    io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n), tos);
     ++a->packets_in;
     stats_.relayed(Direction::kPeerToClient, data.size());
 }

@@ -42,7 +42,10 @@ public:
     Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats);
 
     // A datagram, or one message framed off a TCP/TLS stream (ft.transport).
-    void on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data);
+    // tos: the UDP datagram's IPv4 TOS / IPv6 Traffic Class byte (DSCP and
+    // ECN), which data relayed from it keeps (RFC 8656 section 14); 0 for
+    // streams and DTLS.
+    void on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos = 0);
     // A TCP/TLS client connection ended: its 5-tuple can never be used again,
     // so the allocation on it (if any) ends too.
     void on_client_closed(const FiveTuple& ft);
@@ -58,7 +61,7 @@ public:
     // A peer connection ended (either side, bound or not).
     void on_tcp_peer_closed(uint32_t conn_id);
     size_t tcp_peer_count() const { return tcp_peers_.size(); }
-    void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data);
+    void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data, uint8_t tos = 0);
     // An ICMP error about a datagram the relayed socket sent to `peer`
     // (RFC 8656 section 11.5): reported to the client as a Data indication
     // with an ICMP attribute, if the peer has a permission.
@@ -93,9 +96,9 @@ private:
         bool fingerprint = false;           // the request had FINGERPRINT
     };
 
-    void on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data);
+    void on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos);
     void on_request(const FiveTuple& ft, const stun::MessageView& m);
-    void on_indication(const FiveTuple& ft, const stun::MessageView& m);
+    void on_indication(const FiveTuple& ft, const stun::MessageView& m, uint8_t tos);
     void on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> data);
     void on_parse_error(const FiveTuple& ft, std::span<const uint8_t> data);
 
@@ -110,7 +113,7 @@ private:
     void handle_channel_bind(const Request& r, Allocation& a);
     void handle_connect(const Request& r, Allocation& a);
     void handle_connection_bind(const Request& r);
-    void handle_send(const FiveTuple& ft, const stun::MessageView& m);
+    void handle_send(const FiveTuple& ft, const stun::MessageView& m, uint8_t tos);
     // RFC 8016 (handlers/mobility.cc): a Refresh with MOBILITY-TICKET from a
     // 5-tuple without an allocation; and the ticket a success answer carries.
     void handle_mobility_refresh(const Request& r);
@@ -131,7 +134,8 @@ private:
     void challenge(const Request& r, uint16_t code);
 
     // Relaying.
-    void relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment = false);
+    void relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment,
+                       uint8_t tos);
     std::array<uint8_t, stun::kTxIdSize> next_txid();
     uint32_t lifetime_for(const stun::MessageView& m, bool& bad) const;
     void schedule_housekeeping();

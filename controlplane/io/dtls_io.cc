@@ -206,9 +206,12 @@ void DtlsIo::on_event(uint64_t tag) {
 void DtlsIo::receive(uint32_t index) {
     // A few batches per event, so one busy listener does not starve the loop.
     for (int round = 0; round < 4; ++round) {
-        const size_t n = rx_.receive(listeners_[index].fd, stats_, [&](const Address& src, std::span<const uint8_t> data) {
-            on_datagram(index, src, data);
-        });
+        // A DTLS record's TOS is not carried over to what it holds (only
+        // UDP-to-UDP relaying keeps it, RFC 8656 section 14).
+        const size_t n = rx_.receive(listeners_[index].fd, stats_,
+                                     [&](const Address& src, std::span<const uint8_t> data, uint8_t /*tos*/) {
+                                         on_datagram(index, src, data);
+                                     });
         if (n < kBatch) {
             return;
         }

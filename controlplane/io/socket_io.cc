@@ -89,6 +89,25 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     return fd;
 }
 
+namespace {
+
+// The TOS / Traffic Class control message of one datagram into `buf`
+// (CMSG_SPACE(sizeof(int)) bytes); its length.
+size_t tos_control(uint8_t* buf, bool v6, uint8_t tos) {
+    msghdr h{};
+    h.msg_control = buf;
+    h.msg_controllen = CMSG_SPACE(sizeof(int));
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+    c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    const int v = tos;
+    std::memcpy(CMSG_DATA(c), &v, sizeof v);
+    return CMSG_SPACE(sizeof(int));
+}
+
+}  // namespace
+
 SocketIo::SocketIo(Stats& stats)
     : stats_(stats), epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), tx_buf_(kTxBatch * kTxSlot) {}
 
@@ -123,6 +142,7 @@ std::string SocketIo::add_listener(const Address& local) {
     if (fd < 0) {
         return "cannot listen on " + local.to_string() + ": " + err;
     }
+    enable_tos_receive(fd, !local.is_v4());  // relayed data keeps DSCP and ECN (RFC 8656 section 14)
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = kListenerTag | listeners_.size();
@@ -182,6 +202,7 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
         // RFC 8656 section 18.10: DONT-FRAGMENT -> set DF on relayed packets.
         set_dont_fragment_option(fd, !addr.is_v4(), kDontFragmentOn[!addr.is_v4()]);
     }
+    enable_tos_receive(fd, !addr.is_v4());
     // ICMP errors about relayed datagrams arrive on the error queue
     // (EPOLLERR) and become Data indications with an ICMP attribute.
     {
@@ -224,6 +245,7 @@ RelayId SocketIo::open_client_path(const FiveTuple& ft) {
         }
         return kNoRelay;
     }
+    enable_tos_receive(fd, !ft.server.is_v4());
     return add_slot(paths_, free_paths_, Listener{fd, ft.server}, epoll_fd_, kListenerTag | kPathTag);
 }
 
@@ -238,7 +260,7 @@ void SocketIo::close_client_path(RelayId path) {
     free_paths_.push_back(path);
 }
 
-void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data) {
+void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos) {
     if (to.transport == Transport::kDtls) {
         if (!dtls_ || !dtls_->send(to, data)) {
             stats_.drop(Drop::kSendError);  // the session has gone
@@ -253,21 +275,22 @@ void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data
     }
     for (const auto& l : listeners_) {
         if (l.local == to.server) {
-            queue(l.fd, to.client, data);
+            queue(l.fd, to.client, data, tos);
             return;
         }
     }
     stats_.drop(Drop::kSendError);
 }
 
-void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment) {
+void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment,
+                            uint8_t tos) {
     if (relay >= relays_.size() || relays_[relay].fd < 0) {
         stats_.drop(Drop::kSendError);
         return;
     }
     const Relay& r = relays_[relay];
     if (!dont_fragment || r.dont_fragment) {
-        queue(r.fd, peer, data);
+        queue(r.fd, peer, data, tos);
         return;
     }
     // One datagram with DF on a socket without it (rare: a Send indication
@@ -277,23 +300,33 @@ void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const 
     // 11.2 wants it not fragmented.
     flush();
     const bool v6 = !r.local.is_v4();
-    sockaddr_storage ss{};
-    const size_t len = peer.to_sockaddr(&ss);
     const int before = dont_fragment_option(r.fd, v6);
-    if (!set_dont_fragment_option(r.fd, v6, kDontFragmentOn[v6]) ||
-        ::sendto(r.fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) < 0) {
+    if (!set_dont_fragment_option(r.fd, v6, kDontFragmentOn[v6]) || !send_now(r.fd, peer, data, tos)) {
         stats_.drop(Drop::kSendError);
     }
     set_dont_fragment_option(r.fd, v6, before);  // as it was (the kernel's default, normally)
 }
 
-void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data) {
+bool SocketIo::send_now(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos) {
+    sockaddr_storage ss{};
+    iovec iov{const_cast<uint8_t*>(data.data()), data.size()};
+    msghdr h{};
+    h.msg_name = &ss;
+    h.msg_namelen = static_cast<socklen_t>(to.to_sockaddr(&ss));
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    TxControl ctl{};
+    if (tos != 0) {
+        h.msg_control = ctl.data();
+        h.msg_controllen = tos_control(ctl.data(), !to.is_v4(), tos);
+    }
+    return ::sendmsg(fd, &h, 0) >= 0;
+}
+
+void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos) {
     if (data.size() > kTxSlot) {
         flush();  // keep order with what is already queued
-        sockaddr_storage ss{};
-        const size_t len = to.to_sockaddr(&ss);
-        if (::sendto(fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss),
-                     static_cast<socklen_t>(len)) < 0) {
+        if (!send_now(fd, to, data, tos)) {
             stats_.drop(Drop::kSendError);
         }
         return;
@@ -312,6 +345,10 @@ void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data) {
     tx_msgs_[i].msg_hdr.msg_namelen = static_cast<socklen_t>(len);
     tx_msgs_[i].msg_hdr.msg_iov = &tx_iov_[i];
     tx_msgs_[i].msg_hdr.msg_iovlen = 1;
+    if (tos != 0) {
+        tx_msgs_[i].msg_hdr.msg_control = tx_ctl_[i].data();
+        tx_msgs_[i].msg_hdr.msg_controllen = tos_control(tx_ctl_[i].data(), !to.is_v4(), tos);
+    }
     tx_fd_[i] = fd;
 }
 
@@ -357,11 +394,11 @@ void SocketIo::flush() {
 void SocketIo::receive(int fd, const Address* local, uint32_t index) {
     // A copy: the server may open or close client paths (paths_ moves).
     const Address here = local != nullptr ? *local : Address{};
-    rx_.receive(fd, stats_, [&](const Address& src, std::span<const uint8_t> data) {
+    rx_.receive(fd, stats_, [&](const Address& src, std::span<const uint8_t> data, uint8_t tos) {
         if (local != nullptr) {
-            server_->on_client_datagram(FiveTuple{src, here, Transport::kUdp}, data);
+            server_->on_client_datagram(FiveTuple{src, here, Transport::kUdp}, data, tos);
         } else {
-            server_->on_peer_datagram(index, src, data);
+            server_->on_peer_datagram(index, src, data, tos);
         }
     });
 }

@@ -57,9 +57,9 @@ public:
     void tick(uint64_t now_ms);
 
     // PacketIo
-    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data) override;
-    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data,
-                      bool dont_fragment = false) override;
+    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0) override;
+    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment = false,
+                      uint8_t tos = 0) override;
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override;
     void close_relay(RelayId relay) override;
     // RFC 8016: a UDP socket on the listening address connected to the
@@ -112,7 +112,11 @@ private:
         Address local;
         bool dont_fragment = false;  // opened with DF (the allocation's DONT-FRAGMENT)
     };
-    void queue(int fd, const Address& to, std::span<const uint8_t> data);
+    // tos != 0: the datagram leaves with that TOS / Traffic Class (an
+    // IP_TOS / IPV6_TCLASS control message), else with the socket's.
+    void queue(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos = 0);
+    // One datagram now, with sendmsg (what does not fit the batch).
+    bool send_now(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos);
     // `local`: the listening address of a client socket (listener or client
     // path); nullptr: relayed socket `index`.
     void receive(int fd, const Address* local, uint32_t index);
@@ -136,6 +140,8 @@ private:
     std::array<iovec, kTxBatch> tx_iov_{};
     std::array<sockaddr_storage, kTxBatch> tx_addr_{};
     std::array<int, kTxBatch> tx_fd_{};
+    struct alignas(cmsghdr) TxControl : std::array<uint8_t, CMSG_SPACE(sizeof(int))> {};
+    std::array<TxControl, kTxBatch> tx_ctl_{};
     size_t tx_count_ = 0;
 
     std::unique_ptr<StreamIo> streams_;  // with TCP/TLS listeners only

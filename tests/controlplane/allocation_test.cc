@@ -281,6 +281,56 @@ TEST_F(ServerTest, ChannelDataRoundTrip) {
     EXPECT_EQ(stats->drops_of(Drop::kNoChannel), 1u);
 }
 
+// RFC 8656 section 14 (UDP to UDP): relayed data keeps the received
+// datagram's TOS / Traffic Class byte, DSCP and ECN alike, in both
+// directions and for both framings; what the server says itself (answers,
+// Data indications of ICMP errors) uses the socket's default (0).
+TEST_F(ServerTest, RelayedDataKeepsDscpAndEcn) {
+    const Address peer = A("198.18.9.9:7000");
+    const Address other = A("198.18.9.9:7001");  // permission (same IP), no channel
+    const std::vector<uint8_t> req = build(M::kAllocate, stun::Class::kRequest, [](auto& b) {
+        b.add_requested_transport(stun::kProtoUdp);
+    }, nullptr);
+    server->on_client_datagram(tuple(), req, 0xB8);
+    ASSERT_FALSE(io.client.empty());
+    EXPECT_EQ(io.client.back().tos, 0) << "the 401 is the server's own message";
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, peer).success());
+    EXPECT_EQ(io.client.back().tos, 0);
+
+    // Client -> peer: ChannelData (EF + ECT(1)) and a Send indication (CE).
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0}, 0xB9);
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    EXPECT_EQ(io.peer_sends.back().tos, 0xB9);
+    server->on_client_datagram(tuple(), build(M::kSend, stun::Class::kIndication, [&](auto& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, other);
+        const std::array<uint8_t, 1> d{'s'};
+        b.add(stun::attr::kData, d);
+    }, nullptr), 0x03);
+    ASSERT_EQ(io.peer_sends.size(), 2u);
+    EXPECT_EQ(io.peer_sends.back().peer, other);
+    EXPECT_EQ(io.peer_sends.back().tos, 0x03);
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'b', 0, 0, 0});
+    ASSERT_EQ(io.peer_sends.size(), 3u);
+    EXPECT_EQ(io.peer_sends.back().tos, 0) << "nothing sticks from the datagram before";
+
+    // Peer -> client: as ChannelData (AF41 + ECT(0)) and as a Data indication.
+    Allocation* a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    const RelayId relay = a->relay(Family::kIPv4)->id;
+    const size_t before = io.client.size();
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, 0x8A);
+    server->on_peer_datagram(relay, other, std::vector<uint8_t>{'y'}, 0x2E << 2);
+    ASSERT_EQ(io.client.size(), before + 2);
+    EXPECT_EQ(io.client[before].bytes[0], 0x40);
+    EXPECT_EQ(io.client[before].tos, 0x8A);
+    EXPECT_TRUE(Answer(io.client[before + 1].bytes).view.is(M::kData, stun::Class::kIndication));
+    EXPECT_EQ(io.client[before + 1].tos, 0x2E << 2);
+    server->on_peer_icmp(relay, peer, 3, 3, 0);
+    ASSERT_EQ(io.client.size(), before + 3);
+    EXPECT_EQ(io.client.back().tos, 0);
+}
+
 TEST_F(ServerTest, SendIndicationNeedsPermission) {
     ASSERT_TRUE(allocate(tuple()).success());
     const Address peer = A("198.18.9.9:7000");

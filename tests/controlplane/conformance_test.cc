@@ -532,6 +532,139 @@ TEST_F(Conformance, IcmpPortUnreachableIPv6) { icmp_round_trip(*main_, true); }
 TEST_F(Conformance, HappyPathIPv4) { round_trip(*main_, false); }
 TEST_F(Conformance, HappyPathIPv6) { round_trip(*main_, true); }
 
+// RFC 8656 section 14, preferred behaviour: a datagram relayed UDP to UDP
+// leaves with the DSCP and ECN bits it arrived with (IPv4 TOS <-> IPv6
+// Traffic Class, also across families), in both directions and for
+// ChannelData, Send and Data indications; the relay's own answers keep the
+// socket's default. Real sockets on loopback read the byte with
+// IP_RECVTOS / IPV6_RECVTCLASS.
+namespace tos {
+
+void set(const UdpSocket& s, bool v6, int tos) {
+    ASSERT_EQ(v6 ? ::setsockopt(s.fd(), IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof tos)
+                 : ::setsockopt(s.fd(), IPPROTO_IP, IP_TOS, &tos, sizeof tos),
+              0);
+}
+void want(const UdpSocket& s, bool v6) {
+    const int on = 1;
+    ASSERT_EQ(v6 ? ::setsockopt(s.fd(), IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on)
+                 : ::setsockopt(s.fd(), IPPROTO_IP, IP_RECVTOS, &on, sizeof on),
+              0);
+}
+struct Got {
+    std::vector<uint8_t> bytes;
+    int tos = -1;  // -1: no control message
+};
+std::optional<Got> recv(const UdpSocket& s, int timeout_ms = 2000) {
+    pollfd p{s.fd(), POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) != 1) {
+        return std::nullopt;
+    }
+    Got g;
+    g.bytes.resize(65536);
+    iovec iov{g.bytes.data(), g.bytes.size()};
+    alignas(cmsghdr) uint8_t ctl[128];
+    msghdr h{};
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    h.msg_control = ctl;
+    h.msg_controllen = sizeof ctl;
+    const ssize_t n = ::recvmsg(s.fd(), &h, 0);
+    if (n < 0) {
+        return std::nullopt;
+    }
+    g.bytes.resize(static_cast<size_t>(n));
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
+            g.tos = *CMSG_DATA(c);
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+            int v = 0;
+            std::memcpy(&v, CMSG_DATA(c), sizeof v);
+            g.tos = v;
+        }
+    }
+    return g;
+}
+
+// client_v6: the client's transport; peer_v6: the relayed address's and
+// the peer's family (REQUESTED-ADDRESS-FAMILY).
+void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
+    Client c(client_v6 ? relay.v6() : relay.v4());
+    const Address pip = peer_v6 ? A("[::1]:0") : A("127.0.0.1:0");
+    UdpSocket peer(pip), other(pip);  // other: a permission (same IP), no channel
+    want(c.socket(), client_v6);
+    want(peer, peer_v6);
+    want(other, peer_v6);
+    set(c.socket(), client_v6, 0xB8);  // EF, requests included
+    auto alloc = c.allocate([&](auto& b) {
+        b.add_address_family(stun::attr::kRequestedAddressFamily, peer_v6 ? Family::kIPv6 : Family::kIPv4);
+    });
+    ASSERT_TRUE(alloc.success()) << alloc.code();
+    const auto relayed = alloc.xor_address(stun::attr::kXorRelayedAddress);
+    ASSERT_TRUE(relayed && relayed->is_v6() == peer_v6);
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                    b.add_channel_number(0x4002);
+                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+                }).success());
+    // The answers: the server's own, default TOS (read with the byte).
+    c.socket().send(c.server(), build(M::kBinding, C::kRequest, {}, nullptr));
+    auto ans = recv(c.socket());
+    ASSERT_TRUE(ans);
+    EXPECT_EQ(ans->tos, 0) << "a Binding answer to an EF request";
+
+    // Client -> peer, ChannelData: EF + ECT(1).
+    set(c.socket(), client_v6, 0xB9);
+    c.socket().send(c.server(), channel_data(0x4002, "cd up"));
+    auto up = recv(peer);
+    ASSERT_TRUE(up) << "ChannelData did not reach the peer";
+    EXPECT_EQ(std::string(up->bytes.begin(), up->bytes.end()), "cd up");
+    EXPECT_EQ(up->tos, 0xB9);
+    // A Send indication: CE on a best-effort datagram.
+    set(c.socket(), client_v6, 0x03);
+    c.socket().send(c.server(), build(M::kSend, C::kIndication, [&](auto& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, other.local());
+        const std::array<uint8_t, 4> d{'s', 'e', 'n', 'd'};
+        b.add(stun::attr::kData, d);
+    }, nullptr));
+    auto sent = recv(other);
+    ASSERT_TRUE(sent) << "Send indication did not reach the peer";
+    EXPECT_EQ(sent->bytes.size(), 4u);
+    EXPECT_EQ(sent->tos, 0x03);
+    // Unmarked stays unmarked.
+    set(c.socket(), client_v6, 0);
+    c.socket().send(c.server(), channel_data(0x4002, "plain"));
+    auto plain = recv(peer);
+    ASSERT_TRUE(plain);
+    EXPECT_EQ(plain->tos, 0);
+
+    // Peer -> client: AF41 + ECT(0) as ChannelData, CS1 as a Data indication.
+    set(peer, peer_v6, 0x8A);
+    peer.send(*relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
+    auto down = recv(c.socket());
+    ASSERT_TRUE(down) << "peer datagram did not reach the client";
+    ASSERT_GE(down->bytes.size(), 8u);
+    EXPECT_EQ(load_be16(down->bytes.data()), 0x4002);
+    EXPECT_EQ(down->tos, 0x8A);
+    set(other, peer_v6, 0x20);
+    other.send(*relayed, std::vector<uint8_t>{'i', 'n', 'd'});
+    auto ind = recv(c.socket());
+    ASSERT_TRUE(ind);
+    Answer a(ind->bytes);
+    ASSERT_TRUE(a.ok);
+    EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
+    EXPECT_EQ(ind->tos, 0x20);
+
+    set(c.socket(), client_v6, 0);
+    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+}
+
+}  // namespace tos
+
+TEST_F(Conformance, DscpAndEcnKeptIPv4) { tos::round_trip(*main_, false, false); }
+TEST_F(Conformance, DscpAndEcnKeptIPv6) { tos::round_trip(*main_, true, true); }
+TEST_F(Conformance, DscpAndEcnKeptIPv4ClientIPv6Peer) { tos::round_trip(*main_, false, true); }
+TEST_F(Conformance, DscpAndEcnKeptIPv6ClientIPv4Peer) { tos::round_trip(*main_, true, false); }
+
 TEST_F(Conformance, DualStackAllocation) {
     Client c(main_->v6());
     auto a = c.allocate([](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });

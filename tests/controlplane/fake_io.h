@@ -14,22 +14,24 @@ namespace turn::cp::test {
 struct SentToClient {
     FiveTuple to;
     std::vector<uint8_t> bytes;
+    uint8_t tos = 0;
 };
 struct SentToPeer {
     RelayId relay;
     Address peer;
     std::vector<uint8_t> bytes;
     bool dont_fragment = false;
+    uint8_t tos = 0;
 };
 
 class FakeIo final : public PacketIo {
 public:
-    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data) override {
-        client.push_back({to, {data.begin(), data.end()}});
+    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0) override {
+        client.push_back({to, {data.begin(), data.end()}, tos});
     }
-    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data,
-                      bool dont_fragment = false) override {
-        peer_sends.push_back({relay, peer, {data.begin(), data.end()}, dont_fragment});
+    void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment = false,
+                      uint8_t tos = 0) override {
+        peer_sends.push_back({relay, peer, {data.begin(), data.end()}, dont_fragment, tos});
     }
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override {
         if (busy_ports.count(addr.port) != 0) {

@@ -10,7 +10,10 @@ datagrams at both ends:
   - Send indications -> peer:6001 (permission only, no channel), echoed back to the client
     as Data indications (compared with the transaction ID masked);
   - a second peer host (198.18.2.4, no permission) sends to the relayed port: nothing may
-    reach the client; with offload the dataplane's drop_no_permission counts exactly these.
+    reach the client; with offload the dataplane's drop_no_permission counts exactly these;
+  - every datagram carries a TOS byte (DSCP and ECN, several values, 0 among them), which the
+    peer echoes with the TOS it received: both runs must keep it in both directions (RFC 8656
+    section 14), compared with the payloads.
 
 The counters say which path carried the traffic: the dataplane's fwd_* counters and /metrics
 turn_relayed_packets_total path="dataplane" (offload) vs path="socket" (socket mode).
@@ -38,6 +41,25 @@ STRANGER = "198.18.2.4"             # second peer host, no permission
 SIZES = [1, 3, 4, 5, 64, 255, 512, 1000, 1200]
 SEND_SIZES = [1, 7, 100, 800]
 N_STRANGER = 7
+# IPv4 TOS per datagram (i-th ChannelData / Send indication): EF, EF + ECT(1), AF41 + ECT(0),
+# CE, none, CS1.
+TOS = [0xB8, 0xB9, 0x8A, 0x03, 0x00, 0x20]
+IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
+
+
+def recv_tos(s):
+    """A datagram, its source and its TOS byte (None without the control message)."""
+    data, anc, _, src = s.recvmsg(4096, socket.CMSG_SPACE(4))
+    tos = None
+    for level, kind, value in anc:
+        if level == socket.IPPROTO_IP and kind == socket.IP_TOS and value:
+            tos = value[0]
+    return data, src, tos
+
+
+def send_tos(s, data, dst, tos):
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    s.sendto(data, dst)
 
 
 def payload(tag, i, size):
@@ -55,6 +77,7 @@ def strip_txid(msg):
 def client():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((CLIENT, CLIENT_PORT))
+    s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
     s.settimeout(2)
     turn = Turn(s, (RELAY, TURN_PORT), "alice", "alice-pw")
     t, a = turn.authed(0x0003, attr(0x0019, bytes([17, 0, 0, 0])))
@@ -71,21 +94,24 @@ def client():
             got = {"channel": [], "data_ind": []}
             for i, size in enumerate(SIZES):
                 p = payload(b"cd", i, size)
-                s.sendto(struct.pack("!HH", 0x4001, len(p)) + p + b"\0" * (-len(p) % 4), (RELAY, TURN_PORT))
+                send_tos(s, struct.pack("!HH", 0x4001, len(p)) + p + b"\0" * (-len(p) % 4), (RELAY, TURN_PORT),
+                         TOS[i % len(TOS)])
                 try:
-                    data, src = s.recvfrom(4096)
-                    got["channel"].append([data.hex(), list(src)])
+                    data, src, tos = recv_tos(s)
+                    got["channel"].append([data.hex(), list(src), tos])
                 except socket.timeout:
                     got["channel"].append(None)
             for i, size in enumerate(SEND_SIZES):
                 p = payload(b"si", i, size)
                 body = attr(0x0012, xor_addr(PEER, PEER_PORT2)) + attr(0x0013, p)
-                s.sendto(struct.pack("!HHI", 0x0016, len(body), COOKIE) + os.urandom(12) + body, (RELAY, TURN_PORT))
+                send_tos(s, struct.pack("!HHI", 0x0016, len(body), COOKIE) + os.urandom(12) + body,
+                         (RELAY, TURN_PORT), TOS[(i + 3) % len(TOS)])
                 try:
-                    data, src = s.recvfrom(4096)
-                    got["data_ind"].append([strip_txid(data).hex(), list(src)])
+                    data, src, tos = recv_tos(s)
+                    got["data_ind"].append([strip_txid(data).hex(), list(src), tos])
                 except socket.timeout:
                     got["data_ind"].append(None)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0)
             print(json.dumps(got), flush=True)
         elif cmd[0] == "listen":  # anything arriving now is a leak
             s.settimeout(float(cmd[1]))
@@ -106,15 +132,16 @@ def peer():
     for port in (PEER_PORT, PEER_PORT2):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind((PEER, port))
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
         socks.append(s)
     while True:
         r, _, _ = select.select(socks, [], [], 30)
         if not r:
             return
         for s in r:
-            data, src = s.recvfrom(4096)
-            print(json.dumps([s.getsockname()[1], data.hex(), list(src)]), flush=True)
-            s.sendto(data, src)
+            data, src, tos = recv_tos(s)
+            print(json.dumps([s.getsockname()[1], data.hex(), list(src), tos]), flush=True)
+            send_tos(s, data, src, tos or 0)  # echoed with the TOS it came with
 
 
 def stranger(relayed_port):
@@ -224,6 +251,11 @@ def main():
                      + [[PEER_PORT2, payload(b"si", i, sz).hex()] for i, sz in enumerate(SEND_SIZES)])
         check([x[:2] for x in r["peer"]] == want_peer, f"{name}: peer got exactly the payloads")
         check(all(x[2] == [RELAY, r.get("relayed", [0, 0])[1]] for x in r["peer"]), f"{name}: peer saw the relayed address")
+        # RFC 8656 section 14: the TOS byte (DSCP + ECN) kept both ways; the peer echoed what it got.
+        want_tos = [TOS[i % len(TOS)] for i in range(len(SIZES))] + [TOS[(i + 3) % len(TOS)] for i in range(len(SEND_SIZES))]
+        check([x[3] for x in r["peer"]] == want_tos, f"{name}: peer got each datagram's TOS {[x[3] for x in r['peer']]}")
+        back = [x[2] if x else None for x in c.get("channel", []) + c.get("data_ind", [])]
+        check(back == want_tos, f"{name}: client got each echo's TOS {back}")
         # Client side: framing as the client expects it, independent of the other run.
         for i, sz in enumerate(SIZES):
             got = c.get("channel", [None] * n_cd)[i]
@@ -250,8 +282,8 @@ def main():
             if x != y:
                 print(f"DIFF client {key}[{i}]:\n  offload {x}\n  socket  {y}")
         check(a == b and len(a) > 0, f"client {key} bytes identical offload vs socket")
-    pa = [x[:2] for x in on["peer"]]
-    pb = [x[:2] for x in off["peer"]]
+    pa = [x[:2] + x[3:] for x in on["peer"]]
+    pb = [x[:2] + x[3:] for x in off["peer"]]
     check(pa == pb, "peer datagrams identical offload vs socket")
     # Which path carried them.
     n = n_cd + n_si

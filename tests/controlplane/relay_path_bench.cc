@@ -23,13 +23,15 @@ namespace {
 
 class NullIo final : public PacketIo {
 public:
-    void send_to_client(const FiveTuple&, std::span<const uint8_t> d) override {
+    void send_to_client(const FiveTuple&, std::span<const uint8_t> d, uint8_t = 0) override {
         bytes += d.size();
         if (capture) {
             last.assign(d.begin(), d.end());
         }
     }
-    void send_to_peer(RelayId, const Address&, std::span<const uint8_t> d, bool = false) override { bytes += d.size(); }
+    void send_to_peer(RelayId, const Address&, std::span<const uint8_t> d, bool = false, uint8_t = 0) override {
+        bytes += d.size();
+    }
     OpenResult open_relay(const Address&, bool, RelayId& out) override {
         out = next++;
         return OpenResult::kOk;
