@@ -158,6 +158,11 @@ public:
             auto& rs = family("turn_dataplane_resyncs_total", "Full state resyncs sent to the dataplane",
                               MetricType::Counter);
             counter(rs, {}, static_cast<double>(dp_->resyncs.load()));
+            auto& bm = family("turn_dataplane_bad_messages_total",
+                              "IPC messages from the dataplane this control plane could not decode or does not know "
+                              "(a dataplane newer than the control plane; logged once per type and connection)",
+                              MetricType::Counter);
+            counter(bm, {}, static_cast<double>(dp_->bad_messages.load(std::memory_order_relaxed)));
             // Each worker's packet counters: forwards, every punt and drop reason.
             const auto workers = dp_->workers();
             auto& wp = family("turn_dataplane_worker_packets_total",

@@ -371,6 +371,8 @@ void IpcServer::accept_one() {
     const int sndbuf = 4 << 20;
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     conn_fd_ = fd;
+    bad_logged_.clear();
+    bad_logged_short_ = false;
     log_event("dataplane_connected", {{"socket", path_}});
 }
 
@@ -394,7 +396,12 @@ void IpcServer::close_conn(const char* why) {
 void IpcServer::on_message(std::span<const uint8_t> d) {
     const auto h = ipc::peek(d);
     if (!h) {
-        log_event(LogLevel::kWarn, "dataplane_bad_message", {{"bytes", std::to_string(d.size())}});
+        counters_.bad_messages.fetch_add(1, std::memory_order_relaxed);
+        if (!bad_logged_short_) {
+            bad_logged_short_ = true;
+            log_event(LogLevel::kWarn, "dataplane_bad_message",
+                      {{"bytes", std::to_string(d.size())}, {"note", "logged once per connection"}});
+        }
         return;
     }
     switch (h->type) {
@@ -423,8 +430,15 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
         break;
     default: break;
     }
-    log_event(LogLevel::kWarn, "dataplane_bad_message",
-              {{"type", std::to_string(static_cast<unsigned>(h->type))}, {"bytes", std::to_string(d.size())}});
+    // Undecodable, or a type this control plane does not know (a newer
+    // dataplane's): counted, logged once per type and connection, link kept.
+    counters_.bad_messages.fetch_add(1, std::memory_order_relaxed);
+    if (bad_logged_.insert(static_cast<uint16_t>(h->type)).second) {
+        log_event(LogLevel::kWarn, "dataplane_bad_message",
+                  {{"type", std::to_string(static_cast<unsigned>(h->type))},
+                   {"bytes", std::to_string(d.size())},
+                   {"note", "logged once per type and connection, counted in turn_dataplane_bad_messages_total"}});
+    }
 }
 
 void IpcServer::on_hello(const ipc::Hello& h) {

@@ -21,6 +21,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -42,6 +43,7 @@ struct DataplaneCounters {
     std::atomic<uint64_t> reports{0};     // complete CountersReports received
     std::atomic<uint64_t> resyncs{0};     // full resyncs sent
     std::atomic<uint64_t> disconnects{0};
+    std::atomic<uint64_t> bad_messages{0};  // undecodable or of a type this control plane does not know
     std::atomic<bool> connected{false};   // a dataplane is attached and in sync
 
     // Each dataplane worker's last WorkerCounters, by worker id (a new
@@ -170,6 +172,11 @@ private:
     size_t backlog_limit_ = kMaxBacklog;  // the resync's size + kMaxBacklog
     uint64_t generation_;
     uint64_t boot_id_ = 0;
+    // Message types already logged as bad on this connection: a dataplane
+    // newer than this control plane sends its unknown types with every
+    // report, so each is logged once per connection (all are counted).
+    std::set<uint16_t> bad_logged_;
+    bool bad_logged_short_ = false;  // a datagram without a header
     struct Last {
         ipc::AllocationCounters c;
         bool seen = false;

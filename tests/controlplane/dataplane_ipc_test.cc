@@ -6,6 +6,7 @@
 // Permission/ChannelAdd as they are created, the Del messages on deletion, a
 // full resync of the live state after a reconnect, and a CountersReport folded
 // into /metrics as path="dataplane".
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -68,8 +69,13 @@ public:
                            << "[metrics]\nlisten = \"127.0.0.1:" << metrics_port_ << "\"\n"
                            << "[dataplane]\nsocket = \"" << sock_path_ << "\"\n"
                            << "[log]\nlevel = \"warn\"\n[drain]\ndeadline_s = 1\n";
+        const std::string log = dir_ + "/relay.log";
         pid_ = ::fork();
         if (pid_ == 0) {
+            const int lfd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (lfd >= 0) {
+                ::dup2(lfd, 2);  // its log, for the tests that read it (log())
+            }
             ::execl(TURN_RELAY_PATH, "turn-relay", "--config", cfg.c_str(), static_cast<char*>(nullptr));
             ::_exit(127);
         }
@@ -96,6 +102,11 @@ public:
     Address tcp_server() const { return A("127.0.0.1").with_port(tcp_port_); }
     const std::string& socket_path() const { return sock_path_; }
     uint16_t metrics_port() const { return metrics_port_; }
+    // Everything it has logged so far (its stderr).
+    std::string log() const {
+        std::ifstream f(dir_ + "/relay.log");
+        return std::string(std::istreambuf_iterator<char>(f), {});
+    }
 
 private:
     std::string dir_;
@@ -897,6 +908,54 @@ bool promtool_accepts(const std::string& response, std::string* out) {
     const int status = f != nullptr ? ::pclose(f) : -1;
     ::unlink(path);
     return status == 0;
+}
+
+// Occurrences of `needle` in `hay`.
+size_t count_of(const std::string& hay, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+// A dataplane newer than the control plane sends message types it does not
+// know with every counters report: each is counted
+// (turn_dataplane_bad_messages_total), logged once per type and connection
+// rather than each time, and the link stays; a new connection logs again.
+TEST_F(DataplaneIpc, UnknownMessageTypesAreCountedAndLoggedOncePerConnection) {
+    auto unknown = [](uint16_t type) {
+        ipc::Header h{};
+        h.type = static_cast<ipc::MsgType>(type);
+        h.length = sizeof h + 8;
+        h.seq = 1;
+        std::vector<uint8_t> b(h.length, 0xab);
+        std::memcpy(b.data(), &h, sizeof h);
+        return b;
+    };
+    int total = 0;
+    for (int conn = 1; conn <= 2; ++conn) {
+        auto dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+        ASSERT_TRUE(dp->connected());
+        dp->hello(40);
+        ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+        ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+        dp->raw_with_counters = {unknown(200), unknown(201), std::vector<uint8_t>{1, 2, 3}};
+        for (int i = 0; i < 3; ++i) {
+            dp->serve_counters(3000);
+        }
+        ASSERT_GE(dp->counter_requests, 3);
+        total += 3 * dp->counter_requests;  // three bad messages with each report
+        const std::string want = "\nturn_dataplane_bad_messages_total " + std::to_string(total) + "\n";
+        const std::string body = metrics_with(relay_.metrics_port(), want);
+        EXPECT_NE(body.find(want), std::string::npos) << body;
+        EXPECT_NE(body.find("\nturn_dataplane_connected 1\n"), std::string::npos) << "link kept";
+        const std::string log = relay_.log();
+        EXPECT_EQ(count_of(log, "event=dataplane_bad_message "), 3u * static_cast<size_t>(conn)) << log;
+        EXPECT_EQ(count_of(log, "type=200"), static_cast<size_t>(conn)) << log;
+        EXPECT_EQ(count_of(log, "type=201"), static_cast<size_t>(conn)) << log;
+        EXPECT_EQ(count_of(log, "bytes=3 "), static_cast<size_t>(conn)) << log;
+    }
 }
 
 // The ports' statistics, from the dataplane's reports to /metrics: every
