@@ -147,7 +147,7 @@ void parse_user(const std::string& key, const std::string& s, Config& c) {
 void apply_toml(const toml::table& root, Config& c) {
     static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
         {"server", {"listen", "listen_tcp", "listen_tls", "listen_dtls", "relay_ips", "alternate_ips", "alternate_port", "relay_port_min", "relay_port_max", "realm", "software", "threads",
-                    "strict_channel_range"}},
+                    "strict_channel_range", "dscp"}},
         {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
         {"tls", {"certificate", "private_key"}},
         {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes", "accepts_per_ip_per_s"}},
@@ -213,6 +213,17 @@ void apply_toml(const toml::table& root, Config& c) {
             fail("[server].strict_channel_range", "must be true or false");
         }
         c.strict_channel_range = *n->value<bool>();
+    }
+    if (const toml::node* n = find(root, "server", "dscp")) {
+        const auto v = n->value<int64_t>();
+        if (n->is_string() && *n->value<std::string>() == "keep") {
+            c.dscp = -1;
+        } else if (n->is_integer() && v && *v >= 0 && *v <= 63) {
+            c.dscp = static_cast<int>(*v);
+        } else {
+            fail("[server].dscp", "must be \"keep\" (relayed data keeps the DSCP it came with) or a DSCP number "
+                                  "0..63 every relayed datagram gets (0: best effort, 46: EF)");
+        }
     }
     if (auto l = get_strings(root, "auth", "users")) {
         c.users.clear();

@@ -34,6 +34,12 @@ struct Config {
     // RFC 8656 channels are 0x4000-0x4FFF; RFC 5766 allowed up to 0x7FFF and
     // clients still use it (coturn's turnutils_uclient). false accepts both.
     bool strict_channel_range = false;
+    // DSCP of relayed UDP data: -1 keeps the received one (RFC 8656 section
+    // 14), 0..63 sets it; ECN is always kept. relayed_tos() applies it.
+    int dscp = -1;
+    uint8_t relayed_tos(uint8_t received) const {
+        return dscp < 0 ? received : static_cast<uint8_t>((received & 0x03) | dscp << 2);
+    }
     // [auth]
     std::vector<std::pair<std::string, std::string>> users;
     std::vector<std::string> rest_secrets;  // newest first

@@ -27,8 +27,8 @@ const std::vector<Fixed>& fixed_keys() {
         fixed("[server].relay_port_min / relay_port_max",
               [](const Config& c) { return std::tie(c.relay_port_min, c.relay_port_max); }),
         fixed("[server].realm", [](const Config& c) { return std::tie(c.realm); }),
-        fixed("[server].software / threads / strict_channel_range",
-              [](const Config& c) { return std::tie(c.software, c.threads, c.strict_channel_range); }),
+        fixed("[server].software / threads / strict_channel_range / dscp",
+              [](const Config& c) { return std::tie(c.software, c.threads, c.strict_channel_range, c.dscp); }),
         fixed("[auth].nonce_lifetime_s", [](const Config& c) { return std::tie(c.nonce_lifetime_s); }),
         fixed("[tcp]", [](const Config& c) {
             return std::tie(c.tcp_max_connections, c.tcp_max_connections_per_ip, c.tcp_idle_timeout_s,

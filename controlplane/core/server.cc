@@ -401,7 +401,7 @@ void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const u
         stats_.drop(Drop::kBandwidth);
         return;
     }
-    io_.send_to_peer(relay->id, peer, payload, dont_fragment, tos);
+    io_.send_to_peer(relay->id, peer, payload, dont_fragment, shared_.config.relayed_tos(tos));
     ++a.packets_out;
     stats_.relayed(Direction::kClientToPeer, payload.size());
 }
@@ -494,7 +494,7 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
         stats_.drop(Drop::kTooLarge);
         return;
     }
-    io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n), tos);
+    io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n), shared_.config.relayed_tos(tos));
     ++a->packets_in;
     stats_.relayed(Direction::kPeerToClient, data.size());
 }

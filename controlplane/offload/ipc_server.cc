@@ -441,6 +441,11 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
     }
 }
 
+void IpcServer::set_dscp(int dscp) {
+    settings_.tos_keep = dscp < 0 ? 0xFF : 0x03;
+    settings_.tos_set = dscp < 0 ? 0 : static_cast<uint8_t>(dscp << 2);
+}
+
 void IpcServer::on_hello(const ipc::Hello& h) {
     if (h.boot_id != boot_id_) {
         last_.clear();  // a new dataplane process: its counters start at zero
@@ -456,6 +461,8 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         // Whatever was queued is superseded by the snapshot.
         outbox_.clear();
         pending_.clear();
+        ipc::Settings st = settings_;
+        pending_.push_back(encode_buf(st));
         ipc::ResyncBegin b{};
         b.generation = generation_;
         pending_.push_back(encode_buf(b));

@@ -100,6 +100,9 @@ public:
     IpcServer(const IpcServer&) = delete;
     IpcServer& operator=(const IpcServer&) = delete;
 
+    // The relay-wide rules every resync starts with (ipc::Settings): the
+    // DSCP of relayed data, [server].dscp (-1 keep, else 0..63). Before start().
+    void set_dscp(int dscp);
     // Binds and listens (replacing a stale socket file), starts the IPC
     // thread. Returns an error message on failure.
     std::string start();
@@ -172,6 +175,7 @@ private:
     size_t backlog_limit_ = kMaxBacklog;  // the resync's size + kMaxBacklog
     uint64_t generation_;
     uint64_t boot_id_ = 0;
+    ipc::Settings settings_{};  // sent before each ResyncBegin
     // Message types already logged as bad on this connection: a dataplane
     // newer than this control plane sends its unknown types with every
     // report, so each is logged once per connection (all are counted).

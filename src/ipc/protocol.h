@@ -5,15 +5,17 @@
 // decode() checks type, version and exact length before a message is used.
 //
 // Session: on every (re)connect the dataplane sends Hello; the control plane
-// answers ResyncBegin, re-sends its whole offloaded state (Allocation/
+// answers Settings (relay-wide rules), ResyncBegin, re-sends its whole offloaded state (Allocation/
 // Permission/Channel Add), then ResyncEnd; the dataplane drops any entry not
 // re-added between the two. After that, incremental Add/Del messages follow.
 // The dataplane never decides policy: it only caches what it is told.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <optional>
 #include <span>
 #include <type_traits>
@@ -29,6 +31,7 @@ enum class MsgType : uint16_t {
     kHello = 1,            // dp -> cp: (re)connected, please resync
     kResyncBegin = 2,      // cp -> dp
     kResyncEnd = 3,        // cp -> dp
+    kSettings = 4,         // cp -> dp: relay-wide forwarding rules, before each ResyncBegin
     kAllocationAdd = 10,   // cp -> dp: client 5-tuple and relayed address(es)
     kAllocationDel = 11,
     kPermissionAdd = 12,   // (relayed addr, peer IP) may exchange data
@@ -49,6 +52,9 @@ enum class MsgType : uint16_t {
 // them (which logs a warning per message: two per counters request), and a
 // control plane that knows them just exports no port series for an older
 // dataplane. A message an old peer must not ignore needs kVersion 2.
+// Settings are such an addition: a dataplane that predates them counts them
+// as malformed and forwards as before (the received DSCP kept), which is
+// what a control plane without [server].dscp asks for anyway.
 
 // Address on the wire: 20 bytes.
 struct WireAddress {
@@ -114,6 +120,20 @@ struct ResyncBegin {
     Header h;
     uint64_t generation = 0;
 };
+
+// How relayed datagrams' IPv4 TOS / IPv6 Traffic Class byte is formed from
+// the received one: (received & tos_keep) | tos_set. The control plane's
+// [server].dscp: "keep" is {0xFF, 0}; a fixed DSCP d is {0x03, d << 2}
+// (ECN is always kept, RFC 8656 section 14). Applies from the next packet a
+// worker forwards; a dataplane starts with {0xFF, 0}.
+struct Settings {
+    static constexpr MsgType kType = MsgType::kSettings;
+    Header h;
+    uint8_t tos_keep = 0xFF;
+    uint8_t tos_set = 0;
+    uint8_t pad[6] = {};
+};
+static_assert(sizeof(Settings) == 24);
 
 struct ResyncEnd {
     static constexpr MsgType kType = MsgType::kResyncEnd;
@@ -312,6 +332,13 @@ bool valid(const M& m) {
     }
     if constexpr (std::is_same_v<M, WorkerCounters>) {
         if (m.count > WorkerCounters::kMaxCounters) {
+            return false;
+        }
+    }
+    if constexpr (std::is_same_v<M, Settings>) {
+        // ECN kept, set bits not also kept, padding zero.
+        if ((m.tos_keep & 0x03) != 0x03 || (m.tos_keep & m.tos_set) != 0 ||
+            std::any_of(std::begin(m.pad), std::end(m.pad), [](uint8_t b) { return b != 0; })) {
             return false;
         }
     }

@@ -331,6 +331,26 @@ TEST_F(ServerTest, RelayedDataKeepsDscpAndEcn) {
     EXPECT_EQ(io.client.back().tos, 0);
 }
 
+// [server].dscp = 10 (AF11): relayed data gets that DSCP with its own ECN
+// bits, both ways; answers stay unmarked.
+TEST_F(ServerTest, FixedDscpReplacesTheDscpAndKeepsEcn) {
+    Config c = base_config();
+    c.dscp = 10;
+    start(c);
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, peer).success());
+    EXPECT_EQ(io.client.back().tos, 0);
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0}, 0xB9);
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'b', 0, 0, 0}, 0);
+    ASSERT_EQ(io.peer_sends.size(), 2u);
+    EXPECT_EQ(io.peer_sends[0].tos, (10 << 2) | 0x01);
+    EXPECT_EQ(io.peer_sends[1].tos, 10 << 2);
+    const RelayId relay = server->allocations().find(tuple())->relay(Family::kIPv4)->id;
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, 0x8B);
+    EXPECT_EQ(io.client.back().tos, (10 << 2) | 0x03);
+}
+
 TEST_F(ServerTest, SendIndicationNeedsPermission) {
     ASSERT_TRUE(allocate(tuple()).success());
     const Address peer = A("198.18.9.9:7000");

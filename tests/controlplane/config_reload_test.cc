@@ -75,12 +75,15 @@ TEST_F(ReloadTest, WhatNeedsARestartIsReportedAndNotApplied) {
     next.max_per_user = 1;
     next.realm = "other.example";
     next.redirect_servers = {A("198.18.0.7:3478")};
+    next.dscp = 46;
     const auto r = apply_reload(*shared, running, next);
     EXPECT_TRUE(r.error.empty());
     EXPECT_TRUE(r.applied.empty());
     EXPECT_EQ(r.need_restart, (std::vector<std::string>{"[server].listen / listen_tcp / listen_tls / listen_dtls", "[server].realm",
+                                                        "[server].software / threads / strict_channel_range / dscp",
                                                         "[allocation]", "[redirect]"}));
     EXPECT_EQ(running.listen, base_config().listen);
+    EXPECT_EQ(running.dscp, -1);
     ASSERT_TRUE(allocate_as(1, "alice", "alice-pw").success());
     EXPECT_TRUE(allocate_as(2, "alice", "alice-pw").success());  // max_per_user still 10
 }

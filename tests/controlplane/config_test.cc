@@ -164,6 +164,34 @@ TEST(Config, RedirectFromFileAndCli) {
     EXPECT_EQ(std::get<Config>(r).redirect_when, Config::RedirectWhen::kDraining);
 }
 
+// [server].dscp: "keep" (the default) or 0..63; what relayed data then
+// carries (ECN always kept); anything else stops start-up naming the key.
+TEST(Config, DscpKeepOrFixed) {
+    auto text = [](const std::string& server) { return "[server]\n" + server + "[auth]\nusers = [\"a:b\"]\n"; };
+    auto keep = load_config_text(text(""), {});
+    ASSERT_TRUE(std::holds_alternative<Config>(keep)) << error_of(text(""));
+    const Config& k = std::get<Config>(keep);
+    EXPECT_EQ(k.dscp, -1);
+    EXPECT_EQ(k.relayed_tos(0xB9), 0xB9);
+    auto explicit_keep = load_config_text(text("dscp = \"keep\"\n"), {});
+    ASSERT_TRUE(std::holds_alternative<Config>(explicit_keep));
+    EXPECT_EQ(std::get<Config>(explicit_keep).dscp, -1);
+    for (int d : {0, 10, 46, 63}) {
+        auto r = load_config_text(text("dscp = " + std::to_string(d) + "\n"), {});
+        ASSERT_TRUE(std::holds_alternative<Config>(r)) << d;
+        const Config& c = std::get<Config>(r);
+        EXPECT_EQ(c.dscp, d);
+        EXPECT_EQ(c.relayed_tos(0xB9), (d << 2) | 0x01) << "ECT(1) kept, DSCP replaced";
+        EXPECT_EQ(c.relayed_tos(0x03), (d << 2) | 0x03) << "CE kept";
+        EXPECT_EQ(c.relayed_tos(0), d << 2);
+    }
+    for (const char* bad : {"64", "-1", "\"46\"", "\"EF\"", "true", "4.5"}) {
+        const std::string e = error_of(text(std::string("dscp = ") + bad + "\n"));
+        EXPECT_NE(e.find("[server].dscp"), std::string::npos) << bad << ": " << e;
+        EXPECT_NE(e.find("0..63"), std::string::npos) << e;
+    }
+}
+
 TEST(Config, AdminSocket) {
     const std::string base = "[server]\nlisten=[\"127.0.0.1:3478\"]\n[auth]\nusers=[\"a:b\"]\n";
     auto r = load_config_text(base, {});

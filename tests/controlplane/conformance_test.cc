@@ -587,8 +587,12 @@ std::optional<Got> recv(const UdpSocket& s, int timeout_ms = 2000) {
 }
 
 // client_v6: the client's transport; peer_v6: the relayed address's and
-// the peer's family (REQUESTED-ADDRESS-FAMILY).
-void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
+// the peer's family (REQUESTED-ADDRESS-FAMILY); dscp: the relay's
+// [server].dscp (-1: "keep").
+void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6, int dscp = -1) {
+    // What a datagram sent with `t` arrives with: the same, or the fixed
+    // DSCP with its own ECN bits.
+    auto out = [dscp](int t) { return dscp < 0 ? t : (t & 0x03) | dscp << 2; };
     Client c(client_v6 ? relay.v6() : relay.v4());
     const Address pip = peer_v6 ? A("[::1]:0") : A("127.0.0.1:0");
     UdpSocket peer(pip), other(pip);  // other: a permission (same IP), no channel
@@ -618,7 +622,7 @@ void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
     auto up = recv(peer);
     ASSERT_TRUE(up) << "ChannelData did not reach the peer";
     EXPECT_EQ(std::string(up->bytes.begin(), up->bytes.end()), "cd up");
-    EXPECT_EQ(up->tos, 0xB9);
+    EXPECT_EQ(up->tos, out(0xB9));
     // A Send indication: CE on a best-effort datagram.
     set(c.socket(), client_v6, 0x03);
     c.socket().send(c.server(), build(M::kSend, C::kIndication, [&](auto& b) {
@@ -629,13 +633,13 @@ void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
     auto sent = recv(other);
     ASSERT_TRUE(sent) << "Send indication did not reach the peer";
     EXPECT_EQ(sent->bytes.size(), 4u);
-    EXPECT_EQ(sent->tos, 0x03);
+    EXPECT_EQ(sent->tos, out(0x03));
     // Unmarked stays unmarked.
     set(c.socket(), client_v6, 0);
     c.socket().send(c.server(), channel_data(0x4002, "plain"));
     auto plain = recv(peer);
     ASSERT_TRUE(plain);
-    EXPECT_EQ(plain->tos, 0);
+    EXPECT_EQ(plain->tos, out(0));
 
     // Peer -> client: AF41 + ECT(0) as ChannelData, CS1 as a Data indication.
     set(peer, peer_v6, 0x8A);
@@ -644,7 +648,7 @@ void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
     ASSERT_TRUE(down) << "peer datagram did not reach the client";
     ASSERT_GE(down->bytes.size(), 8u);
     EXPECT_EQ(load_be16(down->bytes.data()), 0x4002);
-    EXPECT_EQ(down->tos, 0x8A);
+    EXPECT_EQ(down->tos, out(0x8A));
     set(other, peer_v6, 0x20);
     other.send(*relayed, std::vector<uint8_t>{'i', 'n', 'd'});
     auto ind = recv(c.socket());
@@ -652,7 +656,7 @@ void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
     Answer a(ind->bytes);
     ASSERT_TRUE(a.ok);
     EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
-    EXPECT_EQ(ind->tos, 0x20);
+    EXPECT_EQ(ind->tos, out(0x20));
 
     set(c.socket(), client_v6, 0);
     EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
@@ -664,6 +668,7 @@ TEST_F(Conformance, DscpAndEcnKeptIPv4) { tos::round_trip(*main_, false, false);
 TEST_F(Conformance, DscpAndEcnKeptIPv6) { tos::round_trip(*main_, true, true); }
 TEST_F(Conformance, DscpAndEcnKeptIPv4ClientIPv6Peer) { tos::round_trip(*main_, false, true); }
 TEST_F(Conformance, DscpAndEcnKeptIPv6ClientIPv4Peer) { tos::round_trip(*main_, true, false); }
+
 
 TEST_F(Conformance, DualStackAllocation) {
     Client c(main_->v6());
@@ -923,6 +928,21 @@ TEST(ConformanceProcess, KilledRelayWithSeveralLoopsFindsEveryAllocation) {
     }
     std::error_code ec;  // after the relay has exited: it writes snapshots until then
     std::filesystem::remove_all(dir, ec);
+}
+
+// [server].dscp = 46: every relayed datagram leaves as EF, with the ECN bits
+// it came with; answers are not marked.
+TEST(ConformanceProcess, FixedDscpMarksRelayedDataAndKeepsEcn) {
+    const uint16_t port = free_udp_port(A("127.0.0.1:0"));
+    const uint16_t base = random_port_base(7);
+    std::string cfg = config(port, "[\"127.0.0.1\", \"::1\"]", base, base + 20, "");
+    const size_t at = cfg.find("threads = 1\n");
+    ASSERT_NE(at, std::string::npos);
+    cfg.insert(at, "dscp = 46\n");  // in [server]
+    RelayProcess relay("dscp", cfg, port);
+    ASSERT_TRUE(relay.ready());
+    tos::round_trip(relay, false, false, 46);
+    tos::round_trip(relay, true, false, 46);
 }
 
 TEST(ConformanceProcess, BadConfigExitsTwoNamingTheKey) {

@@ -48,8 +48,8 @@ Address A(const char* s) { return *Address::parse(s); }
 class RelayProcess {
 public:
     // dual: relayed addresses of both families (and IPv6 peers allowed);
-    // bandwidth_bps: [allocation].bandwidth_bps.
-    explicit RelayProcess(bool dual = false, uint64_t bandwidth_bps = 0) {
+    // bandwidth_bps: [allocation].bandwidth_bps; server_extra: more [server] lines.
+    explicit RelayProcess(bool dual = false, uint64_t bandwidth_bps = 0, const std::string& server_extra = "") {
         char tmpl[] = "/tmp/turn-ipc-test-XXXXXX";
         dir_ = ::mkdtemp(tmpl);
         sock_path_ = dir_ + "/dataplane.sock";
@@ -62,7 +62,7 @@ public:
                            << "listen_tcp = [\"127.0.0.1:" << tcp_port_ << "\"]\nrelay_ips = "
                            << (dual ? "[\"127.0.0.1\", \"::1\"]" : "[\"127.0.0.1\"]") << "\n"
                            << "relay_port_min = " << base << "\nrelay_port_max = " << base + 49
-                           << "\nrealm = \"ipc.test\"\nthreads = 2\n"
+                           << "\nrealm = \"ipc.test\"\nthreads = 2\n" << server_extra
                            << "[auth]\nusers = [\"alice:alice-pw\"]\n"
                            << "[allocation]\nbandwidth_bps = " << bandwidth_bps << "\n"
                            << "[policy]\nallow_peers = [\"127.0.0.0/8\", \"::1/128\"]\n"
@@ -205,7 +205,8 @@ public:
         ASSERT_EQ(::send(fd_, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
     }
 
-    // Next message other than CountersRequest (answered if a report is set).
+    // Next message other than CountersRequest (answered if a report is set)
+    // and Settings (kept in `settings`, counted).
     std::optional<std::vector<uint8_t>> next(int timeout_ms = 3000) {
         for (;;) {
             pollfd p{fd_, POLLIN, 0};
@@ -237,6 +238,12 @@ public:
                     auto b = ipc::encode(r, ++seq_);
                     ::send(fd_, b.data(), b.size(), 0);
                 }
+                continue;
+            }
+            if (h && h->type == ipc::MsgType::kSettings) {
+                settings = ipc::decode<ipc::Settings>(buf);
+                EXPECT_TRUE(settings) << "a Settings message that does not decode";
+                ++settings_count;
                 continue;
             }
             return buf;
@@ -272,6 +279,8 @@ public:
     std::vector<ipc::PortCounters> ports;
     std::vector<std::vector<uint8_t>> raw_with_counters;  // sent as they are, after the ports
     int counter_requests = 0;
+    std::optional<ipc::Settings> settings;  // the last one received
+    int settings_count = 0;
 
 private:
     int fd_ = -1;
@@ -908,6 +917,32 @@ bool promtool_accepts(const std::string& response, std::string* out) {
     const int status = f != nullptr ? ::pclose(f) : -1;
     ::unlink(path);
     return status == 0;
+}
+
+// [server].dscp reaches the dataplane as ipc::Settings before every
+// ResyncBegin: "keep" (the default) as {0xFF, 0}, a number as {0x03, d << 2}
+// (ECN kept); a reconnect sends it again.
+TEST_F(DataplaneIpc, SettingsCarryTheDscpRuleBeforeEveryResync) {
+    RelayProcess fixed(false, 0, "dscp = 46\n");
+    ASSERT_TRUE(fixed.ready());
+    for (auto* r : {&relay_, &fixed}) {
+        for (int conn = 0; conn < 2; ++conn) {
+            FakeDataplane dp(r->socket_path());
+            ASSERT_TRUE(dp.connected());
+            dp.hello(50 + static_cast<uint64_t>(conn));
+            ASSERT_TRUE(dp.expect<ipc::ResyncBegin>());
+            EXPECT_EQ(dp.settings_count, 1) << "Settings before ResyncBegin";
+            ASSERT_TRUE(dp.settings);
+            if (r == &relay_) {
+                EXPECT_EQ(dp.settings->tos_keep, 0xFF);
+                EXPECT_EQ(dp.settings->tos_set, 0);
+            } else {
+                EXPECT_EQ(dp.settings->tos_keep, 0x03);
+                EXPECT_EQ(dp.settings->tos_set, 46 << 2);
+            }
+            ASSERT_TRUE(dp.expect<ipc::ResyncEnd>());
+        }
+    }
 }
 
 // Occurrences of `needle` in `hay`.

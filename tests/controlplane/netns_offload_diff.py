@@ -13,7 +13,9 @@ datagrams at both ends:
     reach the client; with offload the dataplane's drop_no_permission counts exactly these;
   - every datagram carries a TOS byte (DSCP and ECN, several values, 0 among them), which the
     peer echoes with the TOS it received: both runs must keep it in both directions (RFC 8656
-    section 14), compared with the payloads.
+    section 14), compared with the payloads. A third run, offload on with [server].dscp = 46,
+    must deliver the same payloads with every datagram marked EF and its ECN bits kept (the
+    rule reaches the dataplane as IPC Settings).
 
 The counters say which path carried the traffic: the dataplane's fwd_* counters and /metrics
 turn_relayed_packets_total path="dataplane" (offload) vs path="socket" (socket mode).
@@ -154,12 +156,13 @@ def stranger(relayed_port):
 
 # ---- orchestrator ------------------------------------------------------------
 
-def run_mode(relay_bin, dp_bin, offload, mport):
+def run_mode(relay_bin, dp_bin, offload, mport, dscp=None):
     tmp = tempfile.mkdtemp(prefix="turn-offload-diff-")
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
     prefix = "tcpdiff"
-    write_relay_config(cfg, mport, sock if offload else None)
+    write_relay_config(cfg, mport, sock if offload else None,
+                       server_extra=f"dscp = {dscp}\n" if dscp is not None else "")
     setup()
     sh(f"ip -n {NS_H} addr add {STRANGER}/24 dev h0")
     if not offload:
@@ -238,8 +241,9 @@ def main():
 
     on = run_mode(relay_bin, dp_bin, True, 9701)
     off = run_mode(relay_bin, dp_bin, False, 9702)
+    ef = run_mode(relay_bin, dp_bin, True, 9703, dscp=46)
     n_cd, n_si = len(SIZES), len(SEND_SIZES)
-    for name, r in (("offload", on), ("socket", off)):
+    for name, r, dscp in (("offload", on, None), ("socket", off, None), ("offload dscp=46", ef, 46)):
         print(f"{name}: relayed={r.get('relayed')} metrics={r.get('metrics')} leaked={r.get('leaked')}")
         fails.extend(f"{name}: {f}" for f in r["fails"])
         c = r.get("client", {})
@@ -253,6 +257,8 @@ def main():
         check(all(x[2] == [RELAY, r.get("relayed", [0, 0])[1]] for x in r["peer"]), f"{name}: peer saw the relayed address")
         # RFC 8656 section 14: the TOS byte (DSCP + ECN) kept both ways; the peer echoed what it got.
         want_tos = [TOS[i % len(TOS)] for i in range(len(SIZES))] + [TOS[(i + 3) % len(TOS)] for i in range(len(SEND_SIZES))]
+        if dscp is not None:  # that DSCP, the datagram's own ECN bits (the peer echoes what it got)
+            want_tos = [(t & 0x03) | dscp << 2 for t in want_tos]
         check([x[3] for x in r["peer"]] == want_tos, f"{name}: peer got each datagram's TOS {[x[3] for x in r['peer']]}")
         back = [x[2] if x else None for x in c.get("channel", []) + c.get("data_ind", [])]
         check(back == want_tos, f"{name}: client got each echo's TOS {back}")
@@ -291,11 +297,13 @@ def main():
         check(on["metrics"].get(d) == {"dataplane": n, "socket": 0}, f"offload: /metrics {d} {on['metrics'].get(d)}")
         check(off["metrics"].get(d, {}).get("socket") == n and not off["metrics"].get(d, {}).get("dataplane"),
               f"socket mode: /metrics {d} {off['metrics'].get(d)}")
-    cnt = on["counters"]
-    print("offload dataplane counters:", {k: v for k, v in cnt.items() if k.startswith(("fwd_", "drop_"))})
-    for k, v in (("fwd_client_channel", n_cd), ("fwd_peer_channel", n_cd), ("fwd_client_send", n_si),
-                 ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER)):
-        check(cnt.get(k) == str(v), f"offload: dataplane {k} == {v} (got {cnt.get(k)})")
+    check([x[:2] for x in ef["peer"]] == [x[:2] for x in on["peer"]], "peer datagrams identical with dscp=46")
+    for name, r in (("offload", on), ("offload dscp=46", ef)):
+        cnt = r["counters"]
+        print(f"{name} dataplane counters:", {k: v for k, v in cnt.items() if k.startswith(("fwd_", "drop_"))})
+        for k, v in (("fwd_client_channel", n_cd), ("fwd_peer_channel", n_cd), ("fwd_client_send", n_si),
+                     ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER)):
+            check(cnt.get(k) == str(v), f"{name}: dataplane {k} == {v} (got {cnt.get(k)})")
     print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
     sys.exit(0 if not fails else 1)
 

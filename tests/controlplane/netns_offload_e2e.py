@@ -193,9 +193,10 @@ def metric(text, prefix):
 
 
 def write_relay_config(path, mport, sock=None, relay=None, allow="198.18.0.0/15", port_max=49160,
-                       users=("alice:alice-pw",), extra="", tcp=False, dtls_port=None):
+                       users=("alice:alice-pw",), extra="", tcp=False, dtls_port=None, server_extra=""):
     """turn-relay's TOML for these tests: one loop on the relay IP, the dataplane socket
-    (None: socket mode only), metrics on loopback port `mport`, `extra` sections appended;
+    (None: socket mode only), metrics on loopback port `mport`, `extra` sections appended,
+    `server_extra` lines added to [server];
     `tcp`: a TURN over TCP listener on the same address too; `dtls_port`: a TURN over DTLS
     listener on that port (`extra` must then carry the [tls] section)."""
     relay = relay or RELAY
@@ -206,7 +207,8 @@ def write_relay_config(path, mport, sock=None, relay=None, allow="198.18.0.0/15"
                 + (f'listen_tcp = ["{listen}:{TURN_PORT}"]\n' if tcp else '')
                 + (f'listen_dtls = ["{listen}:{dtls_port}"]\n' if dtls_port else '')
                 + f'relay_port_min = 49152\nrelay_port_max = {port_max}\nthreads = 1\nrealm = "e2e.test"\n'
-                f'[auth]\nusers = [{users_toml}]\n[policy]\nallow_peers = ["{allow}"]\n'
+                + server_extra
+                + f'[auth]\nusers = [{users_toml}]\n[policy]\nallow_peers = ["{allow}"]\n'
                 f'[metrics]\nlisten = "127.0.0.1:{mport}"\n'
                 + (f'[dataplane]\nsocket = "{sock}"\n' if sock else '')
                 + extra + '[log]\nlevel = "info"\n[drain]\ndeadline_s = 1\n')
