@@ -146,6 +146,7 @@ bool Applier::dispatch(ipc::MsgType type, std::span<const uint8_t> d,
         }
     };
     switch (type) {
+    case ipc::MsgType::kSettings: run(static_cast<ipc::Settings*>(nullptr)); break;
     case ipc::MsgType::kResyncBegin: run(static_cast<ipc::ResyncBegin*>(nullptr)); break;
     case ipc::MsgType::kResyncEnd: run(static_cast<ipc::ResyncEnd*>(nullptr)); break;
     case ipc::MsgType::kAllocationAdd: run(static_cast<ipc::AllocationAdd*>(nullptr)); break;
@@ -165,6 +166,10 @@ bool Applier::dispatch(ipc::MsgType type, std::span<const uint8_t> d,
     default: ok = false; break;
     }
     return ok;
+}
+
+void Applier::on(const ipc::Settings& m) {
+    t_.tos_rule.store(pack_tos_rule(m.tos_keep, m.tos_set), std::memory_order_relaxed);
 }
 
 void Applier::on(const ipc::ResyncBegin& m) {

@@ -9,6 +9,11 @@
 // table refused (and those for an allocation it refused): what the sweep
 // removed may have held their room. Adds outside a resync carry the current
 // generation too.
+//
+// Settings (the relay-wide TOS rule) apply at once wherever they come; the
+// control plane sends them before each ResyncBegin. Nothing is answered but
+// a CountersRequest; an invalid message of any type only counts as
+// malformed.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +55,10 @@ public:
     bool apply(std::span<const uint8_t> datagram,
                const std::function<void(std::span<const uint8_t>)>& reply = {});
 
+    // The relay-wide TOS rule (FlowTables::tos_rule), at once, in a resync
+    // or not: workers use it from their next burst. ipc::decode() has
+    // refused rules that would touch ECN or set a kept bit.
+    void on(const turn::ipc::Settings& m);
     void on(const turn::ipc::ResyncBegin& m);
     void on(const turn::ipc::ResyncEnd& m);
     void on(const turn::ipc::AllocationAdd& m);

@@ -11,7 +11,8 @@
 // allocation index, a channel slot) go through a second defer queue on the
 // same QSBR variable. Every object a worker can reach is immutable while
 // reachable, except the allocation's rate, `hashed` flag and slot channel
-// numbers (atomic words; see ChanSlot for the slots' protocol).
+// numbers (atomic words; see ChanSlot for the slots' protocol) and the
+// relay-wide TOS rule (FlowTables::tos_rule).
 #pragma once
 
 #include <atomic>
@@ -154,6 +155,10 @@ struct ListenSet {
     bool has6(const uint8_t* ip, uint16_t port) const;
 };
 
+// FlowTables::tos_rule's word: keep in bits 0-7, set in bits 8-15.
+constexpr uint16_t pack_tos_rule(uint8_t keep, uint8_t set) { return static_cast<uint16_t>(keep | set << 8); }
+constexpr uint16_t kTosKeepAll = pack_tos_rule(0xff, 0);
+
 struct FlowConfig {
     std::string name = "flows";
     uint32_t entries_v4 = 1u << 16;   // hash entries (all kinds together)
@@ -183,6 +188,13 @@ public:
     ChannelValue* values = nullptr;
     ListenSet* listen = nullptr;
     RelayPorts* relay_ports = nullptr;
+    // The TOS / Traffic Class byte of relayed datagrams: (received & keep) |
+    // set, as pack_tos_rule() packs it (ipc::Settings; the control plane's
+    // [server].dscp). One word, so a worker never combines one rule's keep
+    // with another's set. Written by the main lcore (the Applier), loaded
+    // (relaxed) by workers once per burst (rewrite_ctx, worker/rewrite44.h).
+    // Starts as "keep everything".
+    std::atomic<uint16_t> tos_rule{kTosKeepAll};
     AllocState* state(uint32_t worker) const { return states_ + size_t{worker} * cfg_.max_allocations; }
     // Worker `worker`'s kClient cache (entries zeroed at creation; disabled
     // when the table has more allocations than the cache can name, or there

@@ -263,7 +263,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     // allocation line but is first needed here, a whole burst later (at 1M
     // flows both are DRAM reads; using the state as early as the allocation
     // waited for it).
-    const RewriteCtx rw{w, l.allocs, &l.listen};
+    const RewriteCtx rw = rewrite_ctx(w, l.allocs, &l.listen);
     uint16_t to_peer = 0, to_client = 0;
     uint16_t port = UINT16_MAX;  // the one port every finished packet leaves by (kMaxPorts: several)
     for (uint16_t j = 0; j < l.ndone; j++) {

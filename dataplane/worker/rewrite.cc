@@ -6,7 +6,10 @@
 //   peer -> client:   [eth][ip listen->client][udp][ChannelData hdr][data]
 //                     [eth][ip listen->client][udp][STUN hdr][XOR-PEER-ADDRESS][DATA hdr][data][pad]
 // (RFC 8656 sections 11.3, 11.6, 12.4, 12.6). IPv4: TTL 64, DF, ID 0, TOS
-// kept; IPv6: hop limit 64, traffic class kept, flow label 0. The UDP
+// kept; IPv6: hop limit 64, traffic class kept, flow label 0. "Kept" by the
+// relay's rule (ipc::Settings, RewriteCtx): (received & keep) | set, the
+// received byte unchanged unless the control plane's [server].dscp fixes the
+// DSCP (ECN always kept, RFC 8656 section 14). The UDP
 // checksum is updated incrementally from the received one (common/checksum.h);
 // an IPv4 datagram received without a checksum gets a full one.
 //
@@ -59,8 +62,9 @@ struct Endpoint {
 // families (RFC 8656 allocations with a relayed address of the other family).
 // Used for IPv6 and between families; IPv4 -> IPv4 has rewrite44 below.
 template <uint8_t In, uint8_t Out, bool ToPeer>
-void rewrite_one(Worker& w, Pkt& q) {
-    const Allocation& a = w.flows->allocs[q.alloc];
+void rewrite_one(const RewriteCtx& c, Pkt& q) {
+    Worker& w = c.w;
+    const Allocation& a = c.allocs[q.alloc];
     constexpr size_t ilen = Out == 4 ? 4 : 16;
     constexpr uint16_t iph = Out == 4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr);
     uint8_t* payload = reinterpret_cast<uint8_t*>(q.udp + 1);
@@ -85,6 +89,7 @@ void rewrite_one(Worker& w, Pkt& q) {
         tclass = (rte_be_to_cpu_32(ip->vtc_flow) >> 20) & 0xff;
         pseudo_old = pseudo6(ip->src_addr, ip->dst_addr, q.udp->dgram_len);
     }
+    tclass = (tclass & c.tos_keep()) | c.tos_set();  // the relay's rule (RewriteCtx)
     old_src.port_be = q.udp->src_port;
     // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with m everything of the old
     // datagram that is not kept (pseudo-header, UDP header, bytes around the
@@ -114,7 +119,7 @@ void rewrite_one(Worker& w, Pkt& q) {
         std::memcpy(dst.ip, q.peer_ip, ilen);  // lookup put the channel's peer here too
         dst.port_be = q.peer_port_be;
     } else {
-        const ListenSet& l = *w.flows->listen;
+        const ListenSet& l = *c.listen;
         if constexpr (Out == 4) {
             std::memcpy(src.ip, &l.v4_ip[a.listen], 4);
             src.port_be = l.v4_port[a.listen];
@@ -262,14 +267,14 @@ inline void rewrite_packet(const RewriteCtx& c, Pkt& q) {
     // 0 and 1 (IPv4 -> IPv4) are taken by rewrite44 above for every kind
     // rewrite sees today; the generic version stays as the fallback for a
     // kind that gets no specialisation.
-    case 0: rewrite_one<4, 4, false>(c.w, q); break;
-    case 1: rewrite_one<4, 4, true>(c.w, q); break;
-    case 2: rewrite_one<4, 6, false>(c.w, q); break;
-    case 3: rewrite_one<4, 6, true>(c.w, q); break;
-    case 4: rewrite_one<6, 4, false>(c.w, q); break;
-    case 5: rewrite_one<6, 4, true>(c.w, q); break;
-    case 6: rewrite_one<6, 6, false>(c.w, q); break;
-    default: rewrite_one<6, 6, true>(c.w, q); break;
+    case 0: rewrite_one<4, 4, false>(c, q); break;
+    case 1: rewrite_one<4, 4, true>(c, q); break;
+    case 2: rewrite_one<4, 6, false>(c, q); break;
+    case 3: rewrite_one<4, 6, true>(c, q); break;
+    case 4: rewrite_one<6, 4, false>(c, q); break;
+    case 5: rewrite_one<6, 4, true>(c, q); break;
+    case 6: rewrite_one<6, 6, false>(c, q); break;
+    default: rewrite_one<6, 6, true>(c, q); break;
     }
     if (unlikely(q.nh.vlan != 0)) {
         push_vlan(q);
@@ -279,7 +284,7 @@ inline void rewrite_packet(const RewriteCtx& c, Pkt& q) {
 }  // namespace
 
 void rewrite(Worker& w, Pkt* p, uint16_t n) {
-    const RewriteCtx c{w, w.flows->allocs, w.flows->listen};
+    const RewriteCtx c = rewrite_ctx(w, w.flows->allocs, w.flows->listen);
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
         if (q.next != Next::kRewrite) {

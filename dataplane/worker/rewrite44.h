@@ -34,7 +34,23 @@ struct RewriteCtx {
     Worker& w;
     const Allocation* allocs;
     const ListenSet* listen;
+    // The relay-wide TOS rule (FlowTables::tos_rule, ipc::Settings): the
+    // relayed datagram's IPv4 TOS / IPv6 Traffic Class is
+    // (received & keep) | set. For rewrite44, in place in the first word of
+    // an IPv4 header (version/IHL, TOS, total length): tos_and = keep << 8,
+    // tos_or = set << 8 | 0x45 (version 4, IHL 5).
+    uint32_t tos_and;
+    uint32_t tos_or;
+    uint8_t tos_keep() const { return static_cast<uint8_t>(tos_and >> 8); }
+    uint8_t tos_set() const { return static_cast<uint8_t>(tos_or >> 8); }
 };
+
+// The context of one burst: the TOS rule as the main lcore left it (one
+// relaxed load; a rule that changes during the burst applies from the next).
+inline RewriteCtx rewrite_ctx(Worker& w, const Allocation* allocs, const ListenSet* listen) {
+    const uint32_t rule = w.flows->tos_rule.load(std::memory_order_relaxed);
+    return RewriteCtx{w, allocs, listen, (rule & 0xffu) << 8, (rule & 0xff00u) | 0x45u};
+}
 
 // One's complement subtraction without a per-word ~: everything removed is
 // summed, unfolded, and subtracted from this multiple of 0xffff (2^32 - 1 is
@@ -53,7 +69,7 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     // new headers overlap them).
     const uint32_t old_src = load32(q.l3 + 12);
     const uint32_t old_dst = load32(q.l3 + 16);
-    const uint32_t tos = q.l3[1];
+    const uint32_t tos_kept = load32(q.l3) & c.tos_and;  // the received TOS bits the rule keeps, in place
     const uint32_t old_ports = load32(q.udp);               // source port | destination port
     const uint32_t old_len_ck = load32(&q.udp->dgram_len);  // length | checksum
     const bool full = (old_len_ck >> 16) == 0;             // IPv4 "no checksum": we send one
@@ -158,11 +174,11 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     // the second 16-bit word of a 32-bit word, and worth the same in a sum.
     const uint32_t len_hi = __builtin_bswap32(udp_len);
 
-    // 4. IPv4 header: version/IHL, TOS, total length | ID 0, DF | TTL 64,
+    // 4. IPv4 header: version/IHL, TOS (by the relay's rule), total length | ID 0, DF | TTL 64,
     // UDP, checksum | addresses; its checksum from the same words.
     auto* udp = reinterpret_cast<rte_udp_hdr*>(pre - sizeof(rte_udp_hdr));
     uint8_t* ip = reinterpret_cast<uint8_t*>(udp) - sizeof(rte_ipv4_hdr);
-    const uint32_t h0 = 0x45u | tos << 8 | __builtin_bswap32(static_cast<uint32_t>(sizeof(rte_ipv4_hdr)) + udp_len);
+    const uint32_t h0 = c.tos_or | tos_kept | __builtin_bswap32(static_cast<uint32_t>(sizeof(rte_ipv4_hdr)) + udp_len);
     constexpr uint32_t h1 = uint32_t{be16(RTE_IPV4_HDR_DF_FLAG)} << 16;
     constexpr uint32_t h2 = 64u | uint32_t{IPPROTO_UDP} << 8;
     const uint16_t ip_ck = csum::neg(csum::fold(uint64_t{h0} + h1 + h2 + addrs));

@@ -7,8 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstddef>
 #include <random>
+#include <span>
 #include <thread>
+#include <vector>
 
 #include "common/dpdk.h"
 #include "flow/apply.h"
@@ -162,6 +165,97 @@ TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
     t->reclaim();
     EXPECT_LE(t->channel_values_in_use(), kChannels);
     EXPECT_LE(t->channel_slots_in_use(), dp::Allocation::kSlots);
+    delete t;
+}
+
+// ipc::Settings through the Applier: a valid rule is stored where workers
+// read it (FlowTables::tos_rule), inside a resync or not, and counted as
+// applied; an invalid one is refused, counted as malformed, and leaves the
+// rule as it was. Nothing is answered.
+TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
+    ASSERT_TRUE(dptest::ensure_eal());
+    dp::FlowConfig fc;
+    fc.name = "settings";
+    fc.entries_v4 = 64;
+    fc.entries_v6 = 64;
+    fc.max_allocations = 4;
+    fc.max_channels = 4;
+    std::string err;
+    dp::FlowTables* t = dp::FlowTables::create(fc, &err);
+    ASSERT_NE(t, nullptr) << err;
+    dp::Applier ap(*t);
+    uint64_t seq = 0;
+    int replies = 0;
+    auto reply = [&](std::span<const uint8_t>) { replies++; };
+    auto settings = [&](uint8_t keep, uint8_t set) {
+        ipc::Settings m{};
+        m.tos_keep = keep;
+        m.tos_set = set;
+        const auto b = ipc::encode(m, ++seq);
+        return std::vector<uint8_t>(b.begin(), b.end());
+    };
+    EXPECT_EQ(t->tos_rule.load(), dp::kTosKeepAll);  // a new dataplane keeps the received byte
+    EXPECT_EQ(dp::kTosKeepAll, 0x00ff);
+
+    // Valid: every DSCP with ECN kept, and keep. Word: keep | set << 8.
+    for (uint8_t dscp = 0; dscp < 64; dscp++) {
+        const uint8_t set = static_cast<uint8_t>(dscp << 2);
+        EXPECT_TRUE(ap.apply(settings(0x03, set), reply)) << int{dscp};
+        EXPECT_EQ(t->tos_rule.load(), 0x0003 | set << 8) << int{dscp};
+    }
+    EXPECT_TRUE(ap.apply(settings(0xFF, 0), reply));
+    EXPECT_EQ(t->tos_rule.load(), 0x00ff);
+    // Also valid by the message's own rule (ECN kept, no bit both kept and
+    // set), if not what today's control plane sends.
+    EXPECT_TRUE(ap.apply(settings(0x0F, 0xA0), reply));
+    EXPECT_EQ(t->tos_rule.load(), 0xA00f);
+    EXPECT_EQ(ap.stats().applied, 66u);
+    EXPECT_EQ(ap.stats().malformed, 0u);
+
+    // In a resync, at once; kept through its end.
+    ipc::ResyncBegin b{};
+    b.generation = 3;
+    ASSERT_TRUE(ap.apply(ipc::encode(b, ++seq), reply));
+    EXPECT_TRUE(ap.apply(settings(0x03, 46 << 2), reply));
+    EXPECT_EQ(t->tos_rule.load(), 0xB803);
+    ipc::ResyncEnd e{};
+    e.generation = 3;
+    ASSERT_TRUE(ap.apply(ipc::encode(e, ++seq), reply));
+    EXPECT_EQ(t->tos_rule.load(), 0xB803);
+    EXPECT_EQ(ap.stats().resync_retried, 0u);  // Settings are no Add to retry
+
+    // Invalid: ECN not kept (either bit), a bit both kept and set, padding,
+    // a byte short or long (length field matching), another version, a
+    // header length that disagrees with the datagram.
+    std::vector<std::vector<uint8_t>> bad{settings(0xFC, 46 << 2), settings(0xFE, 0), settings(0xFD, 0),
+                                          settings(0x00, 0),       settings(0xFF, 0xB8), settings(0x03, 0x01),
+                                          settings(0x07, 0x04)};
+    for (size_t i = 0; i < 6; i++) {
+        std::vector<uint8_t> m = settings(0x03, 0);
+        m[offsetof(ipc::Settings, pad) + i] = 0x40;
+        bad.push_back(m);
+    }
+    std::vector<uint8_t> m = settings(0x03, 0);
+    m.pop_back();
+    m[4] = static_cast<uint8_t>(m.size());
+    bad.push_back(m);
+    m = settings(0x03, 0);
+    m.push_back(0);
+    m[4] = static_cast<uint8_t>(m.size());
+    bad.push_back(m);
+    m = settings(0x03, 0);
+    m[0] = 2;
+    bad.push_back(m);
+    m = settings(0x03, 0);
+    m.pop_back();  // header length still 24
+    bad.push_back(m);
+    for (size_t i = 0; i < bad.size(); i++) {
+        EXPECT_FALSE(ap.apply(bad[i], reply)) << i;
+        EXPECT_EQ(t->tos_rule.load(), 0xB803) << i;
+    }
+    EXPECT_EQ(ap.stats().malformed, bad.size());
+    EXPECT_EQ(ap.stats().applied, 69u);
+    EXPECT_EQ(replies, 0);
     delete t;
 }
 

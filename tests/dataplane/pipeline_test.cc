@@ -204,6 +204,14 @@ protected:
         d.alloc_id = id;
         ipc_send(d);
     }
+    // The control plane's Settings (sent before each ResyncBegin): relayed
+    // datagrams' TOS / Traffic Class = (received & keep) | set.
+    void set_tos_rule(uint8_t keep, uint8_t set) {
+        ipc::Settings m{};
+        m.tos_keep = keep;
+        m.tos_set = set;
+        ipc_send(m);
+    }
     void install(uint64_t bandwidth = 0) {
         add_allocation(kAllocId, n_.client, n_.relayed, bandwidth);
         add_permission(kAllocId, n_.relayed, n_.peer);
@@ -623,6 +631,61 @@ TEST_P(CrossPipeline, PeerOfOtherFamilyToClientDataIndication) {
               txid.begin());
     EXPECT_EQ(o.nic[0], build(relayed(n_.listen, x_.client, data_indication(txid, peer2, pattern(7)))));
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_data, 1}});
+}
+
+// The relay's TOS rule (ipc::Settings) between families too: an IPv4 TOS
+// becomes an IPv6 Traffic Class and the reverse, by the rule, ECN kept.
+TEST_P(CrossPipeline, TosRuleBetweenFamilies) {
+    const Address peer2 = x_.peer.with_port(6101);
+    const size_t stun = 14 + (GetParam() == 4 ? 20 : 40) + 8;  // headers of the client's family
+    // {keep, set, received, relayed}
+    const std::array<std::array<uint8_t, 4>, 4> cases{{
+        {0x03, 46 << 2, 0x8B, 0xBB},  // AF41 + CE -> EF + CE
+        {0x03, 46 << 2, 0xB9, 0xB9},  // EF + ECT(1) stays
+        {0x03, 0, 0x8B, 0x03},        // DSCP cleared, CE kept
+        {0xFF, 0, 0x8B, 0x8B},        // back to keep
+    }};
+    for (const auto& [keep, set, in, want] : cases) {
+        set_tos_rule(keep, set);
+        const std::string what = "rule " + std::to_string(keep) + "/" + std::to_string(set) + " in " + std::to_string(in);
+        Frame f = from_client2(channel_data(kCrossChannel, pattern(33)));
+        f.tos = in;
+        Frame e = relayed(x_.relayed, x_.peer, pattern(33));
+        e.tos = want;
+        Out o = run1(build(f));
+        ASSERT_EQ(o.nic.size(), 1u) << what;
+        EXPECT_EQ(o.nic[0], build(e)) << what;
+
+        const std::array<uint8_t, 12> tx{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2};
+        f = from_client2(send_indication(tx, x_.peer, pattern(21), true));
+        f.tos = in;
+        e = relayed(x_.relayed, x_.peer, pattern(21));
+        e.tos = want;
+        o = run1(build(f));
+        ASSERT_EQ(o.nic.size(), 1u) << what;
+        EXPECT_EQ(o.nic[0], build(e)) << what;
+
+        f = from_peer2(pattern(50), x_.peer);
+        f.tos = in;
+        e = relayed(n_.listen, x_.client, channel_data(kCrossChannel, pattern(50)));
+        e.tos = want;
+        o = run1(build(f));
+        ASSERT_EQ(o.nic.size(), 1u) << what;
+        EXPECT_EQ(o.nic[0], build(e)) << what;
+
+        f = from_peer2(pattern(7), peer2);
+        f.tos = in;
+        o = run1(build(f));
+        ASSERT_EQ(o.nic.size(), 1u) << what;
+        ASSERT_GT(o.nic[0].size(), stun + 20);
+        std::array<uint8_t, 12> txid;
+        std::copy(o.nic[0].begin() + static_cast<long>(stun + 8), o.nic[0].begin() + static_cast<long>(stun + 20),
+                  txid.begin());
+        e = relayed(n_.listen, x_.client, data_indication(txid, peer2, pattern(7)));
+        e.tos = want;
+        EXPECT_EQ(o.nic[0], build(e)) << what;
+        expect_valid_checksums(o.nic[0]);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CrossPipeline, ::testing::Values(4, 6),
@@ -1731,10 +1794,17 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
         const uint32_t r = rng() % 8;
         return r < 5 ? rng() % 200 : r < 7 ? 1400 + rng() % 80 : rng() % 1473;
     };
+    // Received TOS bytes, and the relay's TOS rule changed now and then
+    // (ipc::Settings): both ways must apply it alike. (Own generator: the
+    // mix of frames stays what it was.)
+    std::mt19937 tos_rng(static_cast<unsigned>(GetParam()) * 11 + 3);
+    const std::pair<uint8_t, uint8_t> tos_rules[] = {{0xFF, 0}, {0x03, 46 << 2}, {0x03, 0}, {0x03, 10 << 2}};
     auto lane_frame = [&](size_t len) {  // what the lane finishes (when nothing else is in the way)
         const Bytes d = pattern(len, static_cast<uint8_t>(rng()));
         // (Client ChannelData only with the cache: without it lookup finds the allocation.)
-        return rng() % 2 && client_cache_ ? from_client(channel_data(kChannel, d)) : from_peer(d, n_.peer);
+        Frame f = rng() % 2 && client_cache_ ? from_client(channel_data(kChannel, d)) : from_peer(d, n_.peer);
+        f.tos = static_cast<uint8_t>(tos_rng());
+        return f;
     };
     // ChannelData on kChannel of the allocation of (client, relayed), one way or the other.
     auto either_way = [&](const Address& client, const Address& relayed, const Bytes& d) {
@@ -1799,6 +1869,7 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
             break;
         }
         f.df = rng() % 2 == 0;
+        f.tos = static_cast<uint8_t>(tos_rng());
         Bytes b = build(f);
         if (rng() % 6 == 0) {  // damaged: a flipped bit in the headers, cut short, or grown
             switch (rng() % 3) {
@@ -1910,6 +1981,10 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
         for (int iter = 0; iter < 300; iter++) {
             if (iter % 37 == 36) {
                 toggle3();
+            }
+            if (iter % 50 == 0) {
+                const auto [keep, set] = tos_rules[static_cast<size_t>(phase + iter / 50) % std::size(tos_rules)];
+                set_tos_rule(keep, set);
             }
             // One burst in five only what the lane finishes: whole bursts.
             const bool pure = rng() % 5 == 0;
@@ -2132,6 +2207,207 @@ TEST_P(Pipeline, EveryDirectionAtEveryLengthModulo4) {
                   txid.begin());
         EXPECT_EQ(o.nic[0], build(relayed(n_.listen, n_.client, data_indication(txid, peer2, data)))) << len;
     }
+}
+
+}  // namespace
+
+// ---- the relay's TOS rule (ipc::Settings, the control plane's [server].dscp) ----
+namespace {
+
+// The TOS / Traffic Class byte of a frame built without VLAN tag.
+uint8_t tos_of(const Bytes& f) {
+    if (f.size() < 16) {
+        return 0;
+    }
+    return f[12] == 0x08 ? f[15] : static_cast<uint8_t>((f[14] & 0x0f) << 4 | f[15] >> 4);
+}
+
+struct TosCase {
+    uint8_t keep, set, in, want;
+};
+// Every rule the control plane can send is {0xFF, 0} or {0x03, dscp << 2}.
+constexpr TosCase kTosCases[] = {
+    {0xFF, 0, 0x8B, 0x8B},        // keep (the default): AF41 + CE as received
+    {0x03, 46 << 2, 0x8B, 0xBB},  // EF: AF41 + CE -> EF + CE
+    {0x03, 46 << 2, 0xB9, 0xB9},  // EF + ECT(1) stays
+    {0x03, 46 << 2, 0x00, 0xB8},  // unmarked, not-ECT -> EF
+    {0x03, 0, 0x8B, 0x03},        // DSCP cleared, CE kept
+    {0x03, 0, 0xB9, 0x01},        // DSCP cleared, ECT(1) kept
+    {0x03, 63 << 2, 0x02, 0xFE},  // the largest DSCP, ECT(0) kept
+    {0xFF, 0, 0xB9, 0xB9},        // keep again: the rule is not sticky
+};
+
+// Each kind the relay forwards, its received TOS `in`, forwarded with `want`:
+// the whole frame compared with one built independently (IP header checksum
+// included; the UDP checksum does not cover the TOS, but is compared too).
+TEST_P(Pipeline, TosRuleAppliesToEveryKind) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const Address peer2 = n_.peer.with_port(6001);  // permission, no channel: Data indication
+    const size_t stun = 14 + (GetParam() == 4 ? 20 : 40) + 8;
+    EXPECT_EQ(flows_->tos_rule.load(), dp::kTosKeepAll);  // before any Settings
+    bool first = true;
+    for (const TosCase& c : kTosCases) {
+        if (!first) {  // the first case is the tables' initial rule, no Settings yet
+            set_tos_rule(c.keep, c.set);
+        }
+        first = false;
+        const std::string what = "rule " + std::to_string(c.keep) + "/" + std::to_string(c.set) + " in " +
+                                 std::to_string(c.in);
+        auto check = [&](Frame f, Frame want, const char* kind, Counter counter) {
+            f.tos = c.in;
+            want.tos = c.want;
+            const Out o = run1(build(f));
+            ASSERT_EQ(o.nic.size(), 1u) << what << " " << kind;
+            EXPECT_EQ(tos_of(o.nic[0]), c.want) << what << " " << kind;
+            EXPECT_EQ(o.nic[0], build(want)) << what << " " << kind;
+            expect_valid_checksums(o.nic[0]);
+            expect_deltas({{Counter::rx, 1}, {counter, 1}});
+        };
+        check(from_client(channel_data(kChannel, pattern(61))), relayed(n_.relayed, n_.peer, pattern(61)),
+              "client ChannelData", Counter::fwd_client_channel);
+        check(from_client(send_indication(tx, n_.peer, pattern(37), true)), relayed(n_.relayed, n_.peer, pattern(37)),
+              "Send", Counter::fwd_client_send);
+        check(from_peer(pattern(99), n_.peer), relayed(n_.listen, n_.client, channel_data(kChannel, pattern(99))),
+              "peer ChannelData", Counter::fwd_peer_channel);
+        // Data indication: its transaction id is the relay's own.
+        Frame f = from_peer(pattern(45), peer2);
+        f.tos = c.in;
+        const Out o = run1(build(f));
+        ASSERT_EQ(o.nic.size(), 1u) << what << " Data";
+        ASSERT_GT(o.nic[0].size(), stun + 20);
+        std::array<uint8_t, 12> txid;
+        std::copy(o.nic[0].begin() + static_cast<long>(stun + 8), o.nic[0].begin() + static_cast<long>(stun + 20),
+                  txid.begin());
+        Frame want = relayed(n_.listen, n_.client, data_indication(txid, peer2, pattern(45)));
+        want.tos = c.want;
+        EXPECT_EQ(tos_of(o.nic[0]), c.want) << what << " Data";
+        EXPECT_EQ(o.nic[0], build(want)) << what << " Data";
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_data, 1}});
+    }
+}
+
+// One burst of every kind, each with its own received TOS: the express lane
+// (IPv4 ChannelData) and the rewrite stage (the rest) of one burst apply the
+// same rule; the next burst after a new Settings the new one.
+TEST_P(Pipeline, TosRuleInAMixedBurst) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const uint8_t ins[] = {0x00, 0x01, 0x8B, 0xB9, 0xFF, 0x02, 0x4A, 0xFC};
+    for (const auto& [keep, set] : {std::pair<uint8_t, uint8_t>{0x03, 46 << 2}, {0x03, 0}, {0x03, 10 << 2}}) {
+        set_tos_rule(keep, set);
+        std::vector<Bytes> in;
+        std::vector<Bytes> want;
+        for (size_t i = 0; i < std::size(ins); i++) {
+            const Bytes d = pattern(20 + i, static_cast<uint8_t>(i));
+            Frame f = i % 3 == 0   ? from_client(channel_data(kChannel, d))
+                      : i % 3 == 1 ? from_client(send_indication(tx, n_.peer, d, false))
+                                   : from_peer(d, n_.peer);
+            f.tos = ins[i];
+            in.push_back(build(f));
+            Frame w = i % 3 == 2 ? relayed(n_.listen, n_.client, channel_data(kChannel, d))
+                                 : relayed(n_.relayed, n_.peer, d);
+            w.tos = static_cast<uint8_t>((ins[i] & keep) | set);
+            want.push_back(build(w));
+        }
+        // Frames leave in order per direction (tx.cc), not necessarily
+        // across directions: compared as sets.
+        const uint64_t lane0 = w_.express_packets;
+        const Out o = run(in);
+        if (GetParam() == 4 && w_.cfg.express) {  // the peer ChannelData at least (slot channel)
+            EXPECT_GE(w_.express_packets - lane0, 2u);
+        }
+        ASSERT_EQ(o.nic.size(), in.size());
+        std::vector<Bytes> left = o.nic;
+        for (size_t i = 0; i < want.size(); i++) {
+            const auto it = std::find(left.begin(), left.end(), want[i]);
+            if (it == left.end()) {
+                ADD_FAILURE() << "rule " << int{keep} << "/" << int{set} << ": frame " << i << " (received TOS "
+                              << int{ins[i]} << ") not forwarded as expected";
+                continue;
+            }
+            left.erase(it);
+        }
+        expect_deltas({{Counter::rx, in.size()},
+                       {Counter::fwd_client_channel, 3},
+                       {Counter::fwd_client_send, 3},
+                       {Counter::fwd_peer_channel, 2}});
+    }
+}
+
+// Settings through the Applier as the control plane sends them: before a
+// resync's ResyncBegin and, on a later reconnect, again; each applies to the
+// next packet, inside a resync too (the old state still forwarding), and
+// outlives ResyncEnd's sweep. A Settings the Applier refuses (malformed)
+// leaves the rule the packets get as it was.
+TEST_P(Pipeline, TosRuleFromSettingsInAndAroundResyncs) {
+    auto forwarded_tos = [&](uint8_t in) -> int {
+        Frame f = from_client(channel_data(kChannel, pattern(24)));
+        f.tos = in;
+        const Out o = run1(build(f));
+        if (o.nic.size() != 1) {
+            return -1;
+        }
+        Frame want = relayed(n_.relayed, n_.peer, pattern(24));
+        want.tos = tos_of(o.nic[0]);
+        EXPECT_EQ(o.nic[0], build(want));  // the rest of the frame as always
+        return tos_of(o.nic[0]);
+    };
+    EXPECT_EQ(forwarded_tos(0x8B), 0x8B);
+
+    // A reconnect: Settings, ResyncBegin, the state again, ResyncEnd.
+    set_tos_rule(0x03, 46 << 2);
+    EXPECT_EQ(forwarded_tos(0x8B), 0xBB);
+    ipc::ResyncBegin b{};
+    b.generation = 2;
+    ipc_send(b);
+    EXPECT_EQ(forwarded_tos(0x8B), 0xBB);
+    // Inside the resync, before anything is re-added: at once.
+    set_tos_rule(0x03, 0);
+    EXPECT_EQ(forwarded_tos(0x8B), 0x03);
+    install();
+    ipc::ResyncEnd e{};
+    e.generation = 2;
+    ipc_send(e);
+    EXPECT_EQ(applier_->stats().swept, 0u);
+    EXPECT_EQ(forwarded_tos(0x8B), 0x03);
+    EXPECT_EQ(forwarded_tos(0xB9), 0x01);
+
+    // Refused: ECN not kept, a set bit also kept, padding, wrong size, wrong
+    // version. Each counted as malformed; the packets keep the last rule.
+    auto bytes_of = [&](uint8_t keep, uint8_t set, uint8_t pad0) {
+        ipc::Settings m{};
+        m.tos_keep = keep;
+        m.tos_set = set;
+        m.pad[0] = pad0;
+        const auto sp = ipc::encode(m, ++seq_);
+        return Bytes(sp.begin(), sp.end());
+    };
+    std::vector<Bytes> bad{bytes_of(0xFC, 46 << 2, 0), bytes_of(0x00, 0, 0), bytes_of(0xFF, 46 << 2, 0),
+                           bytes_of(0x03, 0x07, 0), bytes_of(0x03, 46 << 2, 1)};
+    Bytes shorter = bytes_of(0x03, 46 << 2, 0);
+    shorter.pop_back();
+    shorter[4] = static_cast<uint8_t>(shorter.size());  // header length matching: wrong size for its type
+    bad.push_back(shorter);
+    Bytes longer = bytes_of(0x03, 46 << 2, 0);
+    longer.push_back(0);
+    longer[4] = static_cast<uint8_t>(longer.size());
+    bad.push_back(longer);
+    Bytes version = bytes_of(0x03, 46 << 2, 0);
+    version[0] = 2;
+    bad.push_back(version);
+    const auto stats0 = applier_->stats();
+    for (const Bytes& m : bad) {
+        EXPECT_FALSE(applier_->apply(m));
+        EXPECT_EQ(flows_->tos_rule.load(), dp::pack_tos_rule(0x03, 0));
+    }
+    EXPECT_EQ(applier_->stats().malformed, stats0.malformed + bad.size());
+    EXPECT_EQ(applier_->stats().applied, stats0.applied);
+    EXPECT_EQ(forwarded_tos(0x8B), 0x03);
+
+    // Back to keep, as a control plane with dscp = "keep" sends on its
+    // next connect.
+    set_tos_rule(0xFF, 0);
+    EXPECT_EQ(forwarded_tos(0x8B), 0x8B);
+    EXPECT_EQ(forwarded_tos(0xB9), 0xB9);
 }
 
 }  // namespace

@@ -37,13 +37,20 @@
 //   5. after the input and after the reference resync, every hash entry and
 //      relayed-port word names an allocation index the Applier holds (an
 //      index is reused after its grace period: an entry left naming a
-//      removed one would hand its traffic to the index's next allocation).
+//      removed one would hand its traffic to the index's next allocation);
+//   6. after every datagram the tables' TOS rule (FlowTables::tos_rule, what
+//      workers apply to relayed datagrams) is the last valid Settings' rule,
+//      "keep everything" before any: an invalid one changes nothing. The
+//      reference resync starts with Settings, as the control plane's do, so
+//      its rule is part of what invariant 4 compares.
 //
 // APPLIER_FUZZ_VERBOSE=1 prints every datagram's verdict, the stats and the
 // compared facts.
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -150,6 +157,9 @@ bool expect_valid(const std::vector<uint8_t>& d) {
     // Sizes and address offsets as protocol.h lays them out (16-byte header,
     // 8-byte alloc id, 20-byte addresses).
     switch (type) {
+    case 4:  // Settings: ECN kept, no bit both kept and set, padding zero
+        return d.size() == 24 && (d[16] & 0x03) == 0x03 && (d[16] & d[17]) == 0 &&
+               std::all_of(d.begin() + 18, d.end(), [](uint8_t b) { return b == 0; });
     case 2: return d.size() == 24;                      // ResyncBegin
     case 3: return d.size() == 32;                      // ResyncEnd
     case 10: return d.size() == 120 && fams({24, 44, 64, 84});  // AllocationAdd
@@ -165,6 +175,8 @@ bool expect_valid(const std::vector<uint8_t>& d) {
 }
 static_assert(sizeof(ipc::AllocationAdd) == 120 && sizeof(ipc::PermissionAdd) == 64 &&
               sizeof(ipc::ChannelAdd) == 72 && sizeof(ipc::ResyncEnd) == 32 && sizeof(ipc::LimitSet) == 32);
+static_assert(sizeof(ipc::Settings) == 24 && offsetof(ipc::Settings, tos_keep) == 16 &&
+              offsetof(ipc::Settings, tos_set) == 17 && offsetof(ipc::Settings, pad) == 18);
 
 // ---- invariant 2: replies ----
 
@@ -330,6 +342,7 @@ struct Facts {
     }
 
     void collect() {
+        s.insert("tos-rule " + std::to_string(t.tos_rule.load()));
         const auto listens = pool(kListenPool);
         const auto clients = pool(kClientPool);
         const auto relayeds = pool(kRelayedPool);
@@ -430,6 +443,8 @@ std::vector<std::vector<uint8_t>> reference(uint64_t& seq) {
         const std::vector<uint8_t> v(f);
         out.push_back(build(o, Fields{v.data(), v.size()}, ++seq));
     };
+    // The control plane's rule first, as on every connect.
+    op(kSettings, {0x03, 46 << 2, 0});
     ipc::ResyncBegin b{};
     b.generation = kRefGeneration;
     out.push_back(bytes_of(b, ++seq));
@@ -455,7 +470,7 @@ std::vector<std::vector<uint8_t>> reference(uint64_t& seq) {
     op(kPermissionAdd, {5, r4c, p4a});
     ipc::ResyncEnd e{};
     e.generation = kRefGeneration;
-    e.entries = out.size() - 1;
+    e.entries = out.size() - 2;  // the Adds
     out.push_back(bytes_of(e, ++seq));
     return out;
 }
@@ -489,6 +504,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint64_t valid = 0;
     uint64_t invalid = 0;
     std::set<uint64_t> ids;  // alloc ids valid AllocationAdds named
+    uint16_t tos_rule = dp::kTosKeepAll;  // invariant 6: the last valid Settings' rule
     for (size_t off = 1; off + 2 <= size;) {
         size_t len = size_t{data[off]} | size_t{data[off + 1]} << 8;
         off += 2;
@@ -513,6 +529,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         if (!replies.got.empty() || (want && d.size() == sizeof(ipc::CountersRequest) && d[2] == 20)) {
             check_replies(replies, ap.allocations(), ids);
+        }
+        if (want && d[2] == static_cast<uint8_t>(ipc::MsgType::kSettings) && d[3] == 0) {
+            tos_rule = dp::pack_tos_rule(d[16], d[17]);
+        }
+        if (t->tos_rule.load() != tos_rule) {
+            fail("TOS rule differs from the last valid Settings'", "datagram " + std::to_string(seq));
         }
     }
     if (ap.stats().applied != valid || ap.stats().malformed != invalid) {

@@ -21,6 +21,8 @@
 //   ChannelAdd      id relayed peer channel   (ChannelDel the same)
 //   LimitSet        id bw
 //   CountersRequest -
+//   Settings        keep set pad          (tos_keep, tos_set and pad[0] as
+//                                          they are: valid and invalid rules)
 // id: alloc id (byte & 7); gen: the byte; bw: kBandwidths[byte & 3];
 // channel: kChannels[byte & 7] (0x4000-0x4003 and four invalid numbers);
 // an address byte: 0xff = family 0 (none), else bit 7 = IPv6, bits 4-5 = IP
@@ -56,6 +58,7 @@ enum Op : uint8_t {
     kChannelDel,
     kLimitSet,
     kCountersRequest,
+    kSettings,  // appended: the ops before it keep their numbers (committed seeds)
     kOps,
 };
 
@@ -198,6 +201,13 @@ inline std::vector<uint8_t> build(uint8_t op, Fields f, uint64_t seq) {
         ipc::LimitSet m{};
         m.alloc_id = f.next() & 7u;
         m.bandwidth_bps = kBandwidths[f.next() & 3u];
+        return bytes_of(m, seq);
+    }
+    case kSettings: {
+        ipc::Settings m{};
+        m.tos_keep = f.next();
+        m.tos_set = f.next();
+        m.pad[0] = f.next();
         return bytes_of(m, seq);
     }
     default: {

@@ -1,7 +1,7 @@
 // Writes the seed corpus of applier_fuzz.cc (tests/fuzz/corpus/applier/):
 // every message type alone and in the flows the control plane sends (a
 // session's resync, incremental adds and deletes, channel churn, limits,
-// counters requests), tables filled to "full", re-adds under changed
+// counters requests, Settings), tables filled to "full", re-adds under changed
 // addresses, stale resyncs, and every kind of malformed datagram. The input
 // format is in applier_input.h.
 //
@@ -227,6 +227,32 @@ fuzzseeds::Files seeds() {
     record(in, {kAllocationAdd, 2, v4(0, 0), v6(0, 0), v6(0, 0), v4(0, 0), 0});
     perm(in, 2, v4(0, 0), v6(0, 0));
     add("allocation-odd-families", in);
+
+    // Settings (the relay-wide TOS rule): the rules the control plane sends
+    // ({0xff, 0} keep, {0x03, dscp << 2}), around and inside a resync as on a
+    // reconnect; and refused ones: ECN not kept, a bit both kept and set,
+    // padding, and the header corruptions.
+    in = start(false);
+    record(in, {kSettings, 0x03, 46 << 2});
+    begin(in, 1);
+    session(in);
+    record(in, {kSettings, 0x03, 0});
+    end(in, 1, 6);
+    record(in, {kSettings, 0x03, 63 << 2});
+    record(in, {kSettings, 0xff, 0});
+    add("settings", in);
+    in = start(false);
+    record(in, {kSettings, 0x03, 46 << 2});
+    record(in, {kSettings, 0xfc, 46 << 2});  // ECN not kept
+    record(in, {kSettings, 0x02, 0});
+    record(in, {kSettings, 0xff, 46 << 2});  // set bits also kept
+    record(in, {kSettings, 0x03, 0x01});
+    record(in, {kSettings, 0x03, 0, 1});     // padding
+    for (uint8_t c = kBadVersion; c <= kExtended; c++) {
+        record(in, {c, kSettings, 0x03, 0});
+    }
+    record(in, {kSettings});  // short body: fields 0, keep 0: refused
+    add("settings-invalid", in);
 
     // Malformed datagrams, each kind, between valid ones.
     in = start(false);
