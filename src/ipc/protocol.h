@@ -45,16 +45,16 @@ enum class MsgType : uint16_t {
     kPortCounters = 23,    // dp -> cp: one DPDK port's link and statistics, with each CountersReport
 };
 // New types are appended without a version change as long as a peer that
-// does not know one can drop it and go on: the control plane logs an unknown
-// or malformed datagram (dataplane_bad_message) and keeps the link, and the
-// dataplane's Applier counts it as malformed and keeps the link. So a
-// dataplane that sends PortCounters works with a control plane that predates
-// them (which logs a warning per message: two per counters request), and a
-// control plane that knows them just exports no port series for an older
-// dataplane. A message an old peer must not ignore needs kVersion 2.
-// Settings are such an addition: a dataplane that predates them counts them
-// as malformed and forwards as before (the received DSCP kept), which is
-// what a control plane without [server].dscp asks for anyway.
+// does not know one can drop it and go on: the control plane counts an
+// unknown or malformed datagram (turn_dataplane_bad_messages_total), logs
+// each unknown type once per connection (dataplane_bad_message) and keeps
+// the link, and the dataplane's Applier counts it as malformed and keeps the
+// link. So a dataplane that sends PortCounters works with a control plane
+// that predates them, and a control plane that knows them just exports no
+// port series for an older dataplane. A message an old peer must not ignore
+// needs kVersion 2. Settings were added without one: a dataplane that predates
+// them counts them as malformed and forwards as before (the received DSCP
+// kept), which is only wrong where [server].dscp sets a DSCP.
 
 // Address on the wire: 20 bytes.
 struct WireAddress {
