@@ -941,8 +941,12 @@ TEST(ConformanceProcess, FixedDscpMarksRelayedDataAndKeepsEcn) {
     cfg.insert(at, "dscp = 46\n");  // in [server]
     RelayProcess relay("dscp", cfg, port);
     ASSERT_TRUE(relay.ready());
-    tos::round_trip(relay, false, false, 46);
-    tos::round_trip(relay, true, false, 46);
+    for (bool client_v6 : {false, true}) {
+        for (bool peer_v6 : {false, true}) {
+            SCOPED_TRACE(std::string(client_v6 ? "IPv6" : "IPv4") + " client, " + (peer_v6 ? "IPv6" : "IPv4") + " peer");
+            tos::round_trip(relay, client_v6, peer_v6, 46);
+        }
+    }
 }
 
 TEST(ConformanceProcess, BadConfigExitsTwoNamingTheKey) {
