@@ -170,9 +170,17 @@ bool Applier::dispatch(ipc::MsgType type, std::span<const uint8_t> d,
 
 void Applier::on(const ipc::Settings& m) {
     t_.tos_rule.store(pack_tos_rule(m.tos_keep, m.tos_set), std::memory_order_relaxed);
+    settings_seen_ = true;
 }
 
 void Applier::on(const ipc::ResyncBegin& m) {
+    // A control plane sends Settings right before each ResyncBegin; one that
+    // sent none since the last resync predates them (an older turn-relay
+    // after a newer one): its rule is "keep", not what the other one set.
+    if (!settings_seen_) {
+        t_.tos_rule.store(kTosKeepAll, std::memory_order_relaxed);
+    }
+    settings_seen_ = false;
     gen_ = m.generation;
     resyncing_ = true;
     retry_.clear();

@@ -11,7 +11,9 @@
 // generation too.
 //
 // Settings (the relay-wide TOS rule) apply at once wherever they come; the
-// control plane sends them before each ResyncBegin. Nothing is answered but
+// control plane sends them before each ResyncBegin, and a ResyncBegin with
+// none since the previous one (a control plane that predates them) resets
+// the rule to "keep". Nothing is answered but
 // a CountersRequest; an invalid message of any type only counts as
 // malformed.
 #pragma once
@@ -144,6 +146,7 @@ private:
     FlowTables& t_;
     std::unordered_map<uint64_t, Alloc> allocs_;
     bool resyncing_ = false;                    // between ResyncBegin and its ResyncEnd
+    bool settings_seen_ = false;                // a valid Settings since the last ResyncBegin
     std::vector<std::vector<uint8_t>> retry_;  // refused Adds of this resync, in order
     std::deque<turn::ipc::AllocationCounters> finals_;
     uint64_t gen_ = 0;

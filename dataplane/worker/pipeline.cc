@@ -16,6 +16,9 @@ namespace dp {
 void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     Pkt p[kBurst];
     w.counters.inc(Counter::rx, n);
+    // The relay's TOS rule, once for the whole burst: the lane and the
+    // rewrite stage apply the same one even if the main lcore changes it now.
+    w.tos_rule = w.flows->tos_rule.load(std::memory_order_relaxed);
     if (express_wanted(w)) {
         // IPv4 ChannelData on slot channels, both directions, through every
         // stage below at once; the other packets classified for the rest.

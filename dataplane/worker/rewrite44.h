@@ -45,10 +45,11 @@ struct RewriteCtx {
     uint8_t tos_set() const { return static_cast<uint8_t>(tos_or >> 8); }
 };
 
-// The context of one burst: the TOS rule as the main lcore left it (one
-// relaxed load; a rule that changes during the burst applies from the next).
+// The context of one burst: the TOS rule process_burst loaded for it (one
+// relaxed load per burst, shared by the express lane and the rewrite stage;
+// a rule that changes during the burst applies from the next).
 inline RewriteCtx rewrite_ctx(Worker& w, const Allocation* allocs, const ListenSet* listen) {
-    const uint32_t rule = w.flows->tos_rule.load(std::memory_order_relaxed);
+    const uint32_t rule = w.tos_rule;
     return RewriteCtx{w, allocs, listen, (rule & 0xffu) << 8, (rule & 0xff00u) | 0x45u};
 }
 

@@ -42,6 +42,7 @@ struct Worker {
     uint64_t eth_src4[kMaxPorts] = {};
     uint64_t express_packets = 0;  // finished by the express lane (express.cc; statistics)
     uint8_t express_skip = 0;      // bursts left before the lane is tried again (express_wanted)
+    uint16_t tos_rule = kTosKeepAll;  // this burst's FlowTables::tos_rule (process_burst; rewrite_ctx)
     Counters counters;
 
     // Bind to tables; call on the worker's lcore before the first poll.

@@ -256,6 +256,22 @@ TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
     EXPECT_EQ(ap.stats().malformed, bad.size());
     EXPECT_EQ(ap.stats().applied, 69u);
     EXPECT_EQ(replies, 0);
+
+    // A control plane that predates Settings (an older turn-relay after this
+    // one) resyncs without them: its rule is "keep", not the last one's.
+    b.generation = 4;
+    ASSERT_TRUE(ap.apply(ipc::encode(b, ++seq), reply));
+    EXPECT_EQ(t->tos_rule.load(), 0xB803) << "Settings came before the previous ResyncBegin";
+    e.generation = 4;
+    ASSERT_TRUE(ap.apply(ipc::encode(e, ++seq), reply));
+    b.generation = 5;
+    ASSERT_TRUE(ap.apply(ipc::encode(b, ++seq), reply));
+    EXPECT_EQ(t->tos_rule.load(), dp::kTosKeepAll) << "a resync without Settings";
+    // And a newer one again: its Settings before its ResyncBegin hold.
+    EXPECT_TRUE(ap.apply(settings(0x03, 10 << 2), reply));
+    b.generation = 6;
+    ASSERT_TRUE(ap.apply(ipc::encode(b, ++seq), reply));
+    EXPECT_EQ(t->tos_rule.load(), 0x2803);
     delete t;
 }
 

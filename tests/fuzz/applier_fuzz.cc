@@ -40,7 +40,8 @@
 //      removed one would hand its traffic to the index's next allocation);
 //   6. after every datagram the tables' TOS rule (FlowTables::tos_rule, what
 //      workers apply to relayed datagrams) is the last valid Settings' rule,
-//      "keep everything" before any: an invalid one changes nothing. The
+//      "keep everything" before any and after a valid ResyncBegin with no
+//      valid Settings since the previous one: an invalid one changes nothing. The
 //      reference resync starts with Settings, as the control plane's do, so
 //      its rule is part of what invariant 4 compares.
 //
@@ -505,6 +506,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint64_t invalid = 0;
     std::set<uint64_t> ids;  // alloc ids valid AllocationAdds named
     uint16_t tos_rule = dp::kTosKeepAll;  // invariant 6: the last valid Settings' rule
+    bool settings_seen = false;           // a valid Settings since the last valid ResyncBegin
     for (size_t off = 1; off + 2 <= size;) {
         size_t len = size_t{data[off]} | size_t{data[off + 1]} << 8;
         off += 2;
@@ -532,6 +534,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         if (want && d[2] == static_cast<uint8_t>(ipc::MsgType::kSettings) && d[3] == 0) {
             tos_rule = dp::pack_tos_rule(d[16], d[17]);
+            settings_seen = true;
+        }
+        if (want && d[2] == static_cast<uint8_t>(ipc::MsgType::kResyncBegin) && d[3] == 0) {
+            if (!settings_seen) {
+                tos_rule = dp::kTosKeepAll;  // a control plane without Settings
+            }
+            settings_seen = false;
         }
         if (t->tos_rule.load() != tos_rule) {
             fail("TOS rule differs from the last valid Settings'", "datagram " + std::to_string(seq));

@@ -241,6 +241,22 @@ fuzzseeds::Files seeds() {
     record(in, {kSettings, 0x03, 63 << 2});
     record(in, {kSettings, 0xff, 0});
     add("settings", in);
+    // A control plane that predates Settings after one that sent a fixed
+    // DSCP: its resync (no Settings before it) resets the rule to "keep";
+    // then a newer one again.
+    in = start(false);
+    record(in, {kSettings, 0x03, 46 << 2});
+    begin(in, 1);
+    session(in);
+    end(in, 1, 6);
+    begin(in, 2);
+    session(in);
+    end(in, 2, 6);
+    record(in, {kSettings, 0x03, 10 << 2});
+    begin(in, 3);
+    session(in);
+    end(in, 3, 6);
+    add("settings-old-control-plane", in);
     in = start(false);
     record(in, {kSettings, 0x03, 46 << 2});
     record(in, {kSettings, 0xfc, 46 << 2});  // ECN not kept
