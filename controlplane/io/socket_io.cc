@@ -76,6 +76,13 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     if (local.is_v6()) {
         ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     }
+    // Each datagram's TOS / Traffic Class from the first one on (before
+    // bind: relayed data keeps DSCP and ECN, RFC 8656 section 14; DTLS
+    // listeners get it too and ignore it).
+    if (!enable_tos_receive(fd, local.is_v6())) {
+        log_event(LogLevel::kWarn, "tos_receive_unavailable",
+                  {{"address", local.to_string()}, {"error", std::strerror(errno)}});
+    }
     const int buf = 4 << 20;
     ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
@@ -142,7 +149,6 @@ std::string SocketIo::add_listener(const Address& local) {
     if (fd < 0) {
         return "cannot listen on " + local.to_string() + ": " + err;
     }
-    enable_tos_receive(fd, !local.is_v4());  // relayed data keeps DSCP and ECN (RFC 8656 section 14)
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = kListenerTag | listeners_.size();
@@ -202,7 +208,6 @@ OpenResult SocketIo::open_relay(const Address& addr, bool dont_fragment, RelayId
         // RFC 8656 section 18.10: DONT-FRAGMENT -> set DF on relayed packets.
         set_dont_fragment_option(fd, !addr.is_v4(), kDontFragmentOn[!addr.is_v4()]);
     }
-    enable_tos_receive(fd, !addr.is_v4());
     // ICMP errors about relayed datagrams arrive on the error queue
     // (EPOLLERR) and become Data indications with an ICMP attribute.
     {
@@ -245,7 +250,6 @@ RelayId SocketIo::open_client_path(const FiveTuple& ft) {
         }
         return kNoRelay;
     }
-    enable_tos_receive(fd, !ft.server.is_v4());
     return add_slot(paths_, free_paths_, Listener{fd, ft.server}, epoll_fd_, kListenerTag | kPathTag);
 }
 
