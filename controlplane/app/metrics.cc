@@ -158,6 +158,11 @@ public:
             auto& rs = family("turn_dataplane_resyncs_total", "Full state resyncs sent to the dataplane",
                               MetricType::Counter);
             counter(rs, {}, static_cast<double>(dp_->resyncs.load()));
+            auto& sa = family("turn_dataplane_settings_applied",
+                              "1 when the attached dataplane confirmed the relay-wide settings ([server].dscp); 0 "
+                              "with a dataplane older than them, whose fast path keeps the received DSCP",
+                              MetricType::Gauge);
+            gauge(sa, {}, dp_->settings_applied.load() ? 1.0 : 0.0);
             auto& bm = family("turn_dataplane_bad_messages_total",
                               "IPC messages from the dataplane this control plane could not decode or does not know "
                               "(a dataplane newer than the control plane; logged once per type and connection)",

@@ -389,6 +389,7 @@ void IpcServer::close_conn(const char* why) {
     }
     pending_.clear();
     counters_.connected.store(false);
+    counters_.settings_applied.store(false);
     counters_.disconnects.fetch_add(1);
     log_event(LogLevel::kWarn, "dataplane_disconnected", {{"reason", why}});
 }
@@ -420,6 +421,14 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
     case ipc::MsgType::kWorkerCounters:
         if (auto m = ipc::decode<ipc::WorkerCounters>(d)) {
             counters_.set_worker(*m);
+            return;
+        }
+        break;
+    case ipc::MsgType::kSettings:  // the dataplane applied them
+        if (auto m = ipc::decode<ipc::Settings>(d)) {
+            if (m->tos_keep == settings_.tos_keep && m->tos_set == settings_.tos_set) {
+                counters_.settings_applied.store(true);
+            }
             return;
         }
         break;
@@ -463,6 +472,8 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         pending_.clear();
         ipc::Settings st = settings_;
         pending_.push_back(encode_buf(st));
+        counters_.settings_applied.store(false);
+        settings_warned_ = false;
         ipc::ResyncBegin b{};
         b.generation = generation_;
         pending_.push_back(encode_buf(b));
@@ -521,6 +532,15 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
             l.seen = false;
         }
         counters_.reports.fetch_add(1);
+        // By the first report the answer to this connection's Settings has
+        // long come (the dataplane answers them at once, before the resync).
+        // Without it a fixed [server].dscp does not hold on the fast path.
+        if (!counters_.settings_applied.load() && !settings_warned_ && settings_.tos_keep != 0xFF) {
+            settings_warned_ = true;
+            log_event(LogLevel::kWarn, "dataplane_ignores_settings",
+                      {{"dscp", std::to_string(settings_.tos_set >> 2)},
+                       {"fix", "upgrade turn-dataplane: an older one keeps the received DSCP on the fast path"}});
+        }
     }
 }
 

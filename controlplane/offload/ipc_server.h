@@ -44,6 +44,9 @@ struct DataplaneCounters {
     std::atomic<uint64_t> resyncs{0};     // full resyncs sent
     std::atomic<uint64_t> disconnects{0};
     std::atomic<uint64_t> bad_messages{0};  // undecodable or of a type this control plane does not know
+    // The attached dataplane answered this connection's Settings with the
+    // same rule (a dataplane that predates them does not answer).
+    std::atomic<bool> settings_applied{false};
     std::atomic<bool> connected{false};   // a dataplane is attached and in sync
 
     // Each dataplane worker's last WorkerCounters, by worker id (a new
@@ -176,6 +179,7 @@ private:
     uint64_t generation_;
     uint64_t boot_id_ = 0;
     ipc::Settings settings_{};  // sent before each ResyncBegin
+    bool settings_warned_ = false;  // dataplane_ignores_settings logged on this connection
     // Message types already logged as bad on this connection: a dataplane
     // newer than this control plane sends its unknown types with every
     // report, so each is logged once per connection (all are counted).

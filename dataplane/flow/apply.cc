@@ -146,7 +146,17 @@ bool Applier::dispatch(ipc::MsgType type, std::span<const uint8_t> d,
         }
     };
     switch (type) {
-    case ipc::MsgType::kSettings: run(static_cast<ipc::Settings*>(nullptr)); break;
+    case ipc::MsgType::kSettings:
+        if (auto m = ipc::decode<ipc::Settings>(d)) {
+            on(*m);
+            if (reply) {  // acknowledged: the control plane can tell a dataplane that ignores them
+                ipc::Settings ack = *m;
+                reply(ipc::encode(ack, ++seq_));
+            }
+        } else {
+            ok = false;
+        }
+        break;
     case ipc::MsgType::kResyncBegin: run(static_cast<ipc::ResyncBegin*>(nullptr)); break;
     case ipc::MsgType::kResyncEnd: run(static_cast<ipc::ResyncEnd*>(nullptr)); break;
     case ipc::MsgType::kAllocationAdd: run(static_cast<ipc::AllocationAdd*>(nullptr)); break;

@@ -10,10 +10,11 @@
 // removed may have held their room. Adds outside a resync carry the current
 // generation too.
 //
-// Settings (the relay-wide TOS rule) apply at once wherever they come; the
-// control plane sends them before each ResyncBegin, and a ResyncBegin with
-// none since the previous one (a control plane that predates them) resets
-// the rule to "keep". Nothing is answered but
+// Settings (the relay-wide TOS rule) apply at once wherever they come and
+// are answered with themselves (through `reply`, like a CountersRequest):
+// the control plane learns the dataplane applies them. It sends them before
+// each ResyncBegin, and a ResyncBegin with none since the previous one (a
+// control plane that predates them) resets the rule to "keep". Nothing is answered but
 // a CountersRequest; an invalid message of any type only counts as
 // malformed.
 #pragma once

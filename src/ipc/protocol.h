@@ -31,7 +31,7 @@ enum class MsgType : uint16_t {
     kHello = 1,            // dp -> cp: (re)connected, please resync
     kResyncBegin = 2,      // cp -> dp
     kResyncEnd = 3,        // cp -> dp
-    kSettings = 4,         // cp -> dp: relay-wide forwarding rules, before each ResyncBegin
+    kSettings = 4,         // cp -> dp: relay-wide forwarding rules, before each ResyncBegin; dp -> cp: applied
     kAllocationAdd = 10,   // cp -> dp: client 5-tuple and relayed address(es)
     kAllocationDel = 11,
     kPermissionAdd = 12,   // (relayed addr, peer IP) may exchange data
@@ -125,7 +125,9 @@ struct ResyncBegin {
 // the received one: (received & tos_keep) | tos_set. The control plane's
 // [server].dscp: "keep" is {0xFF, 0}; a fixed DSCP d is {0x03, d << 2}
 // (ECN is always kept, RFC 8656 section 14). Applies from the next packet a
-// worker forwards; a dataplane starts with {0xFF, 0}.
+// worker forwards; a dataplane starts with {0xFF, 0}. The dataplane sends
+// each valid Settings back once applied, so the control plane can tell a
+// dataplane that predates them (turn_dataplane_settings_applied).
 struct Settings {
     static constexpr MsgType kType = MsgType::kSettings;
     Header h;

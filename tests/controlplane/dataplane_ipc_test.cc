@@ -244,6 +244,11 @@ public:
                 settings = ipc::decode<ipc::Settings>(buf);
                 EXPECT_TRUE(settings) << "a Settings message that does not decode";
                 ++settings_count;
+                if (settings && ack_settings) {  // as turn-dataplane: applied, answered with itself
+                    auto s = *settings;
+                    auto b = ipc::encode(s, ++seq_);
+                    ::send(fd_, b.data(), b.size(), 0);
+                }
                 continue;
             }
             return buf;
@@ -281,6 +286,7 @@ public:
     int counter_requests = 0;
     std::optional<ipc::Settings> settings;  // the last one received
     int settings_count = 0;
+    bool ack_settings = true;  // false: a dataplane that predates Settings
 
 private:
     int fd_ = -1;
@@ -919,6 +925,15 @@ bool promtool_accepts(const std::string& response, std::string* out) {
     return status == 0;
 }
 
+// Occurrences of `needle` in `hay`.
+size_t count_of(const std::string& hay, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
 // [server].dscp reaches the dataplane as ipc::Settings before every
 // ResyncBegin: "keep" (the default) as {0xFF, 0}, a number as {0x03, d << 2}
 // (ECN kept); a reconnect sends it again.
@@ -941,18 +956,47 @@ TEST_F(DataplaneIpc, SettingsCarryTheDscpRuleBeforeEveryResync) {
                 EXPECT_EQ(dp.settings->tos_set, 46 << 2);
             }
             ASSERT_TRUE(dp.expect<ipc::ResyncEnd>());
+            EXPECT_NE(metrics_with(r->metrics_port(), "\nturn_dataplane_settings_applied 1\n")
+                          .find("\nturn_dataplane_settings_applied 1\n"),
+                      std::string::npos)
+                << "answered Settings";
         }
     }
+    EXPECT_EQ(count_of(fixed.log(), "event=dataplane_ignores_settings"), 0u);
+    // A dataplane that predates Settings does not answer them: with a fixed
+    // DSCP that is logged once per connection and shown as 0.
+    for (int conn = 1; conn <= 2; ++conn) {
+        FakeDataplane old(fixed.socket_path());
+        old.ack_settings = false;
+        ASSERT_TRUE(old.connected());
+        old.hello(60 + static_cast<uint64_t>(conn));
+        ASSERT_TRUE(old.expect<ipc::ResyncBegin>());
+        ASSERT_TRUE(old.expect<ipc::ResyncEnd>());
+        old.report = ipc::CountersReport{};
+        old.report->last = 1;
+        old.serve_counters(3000);
+        ASSERT_GT(old.counter_requests, 0);
+        const std::string body = metrics_with(fixed.metrics_port(), "\nturn_dataplane_settings_applied 0\n");
+        EXPECT_NE(body.find("\nturn_dataplane_settings_applied 0\n"), std::string::npos) << body;
+        EXPECT_NE(body.find("\nturn_dataplane_connected 1\n"), std::string::npos) << "the link stays";
+        for (int i = 0; i < 50 && count_of(fixed.log(), "event=dataplane_ignores_settings") < static_cast<size_t>(conn); ++i) {
+            ::usleep(20'000);
+        }
+        old.serve_counters(3000);  // a second report: no second warning
+        EXPECT_EQ(count_of(fixed.log(), "event=dataplane_ignores_settings"), static_cast<size_t>(conn)) << fixed.log();
+    }
+    // "keep" needs nothing of the dataplane: no warning for an old one.
+    FakeDataplane old(relay_.socket_path());
+    old.ack_settings = false;
+    old.hello(70);
+    ASSERT_TRUE(old.expect<ipc::ResyncBegin>());
+    old.report = ipc::CountersReport{};
+    old.report->last = 1;
+    old.serve_counters(3000);
+    old.serve_counters(3000);
+    EXPECT_EQ(count_of(relay_.log(), "event=dataplane_ignores_settings"), 0u);
 }
 
-// Occurrences of `needle` in `hay`.
-size_t count_of(const std::string& hay, const std::string& needle) {
-    size_t n = 0;
-    for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) {
-        ++n;
-    }
-    return n;
-}
 
 // A dataplane newer than the control plane sends message types it does not
 // know with every counters report: each is counted

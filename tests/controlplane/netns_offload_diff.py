@@ -218,6 +218,7 @@ def run_mode(relay_bin, dp_bin, offload, mport, dscp=None):
             text = metrics(mport)
             res["metrics"][d] = {p: metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}')
                                  for p in ("dataplane", "socket")}
+        res["settings_applied"] = metric(text, "turn_dataplane_settings_applied")
     finally:
         for p in (client_p, peer_p):
             if p is not None and p.poll() is None:
@@ -299,6 +300,8 @@ def main():
               f"socket mode: /metrics {d} {off['metrics'].get(d)}")
     check([x[:2] for x in ef["peer"]] == [x[:2] for x in on["peer"]], "peer datagrams identical with dscp=46")
     for name, r in (("offload", on), ("offload dscp=46", ef)):
+        # turn-dataplane answered the Settings with the same rule.
+        check(r.get("settings_applied") == 1, f"{name}: turn_dataplane_settings_applied {r.get('settings_applied')}")
         cnt = r["counters"]
         print(f"{name} dataplane counters:", {k: v for k, v in cnt.items() if k.startswith(("fwd_", "drop_"))})
         for k, v in (("fwd_client_channel", n_cd), ("fwd_peer_channel", n_cd), ("fwd_client_send", n_si),

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <optional>
 #include <random>
 #include <span>
 #include <thread>
@@ -186,7 +187,11 @@ TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
     dp::Applier ap(*t);
     uint64_t seq = 0;
     int replies = 0;
-    auto reply = [&](std::span<const uint8_t>) { replies++; };
+    std::optional<ipc::Settings> last_ack;  // each valid Settings is answered with itself
+    auto reply = [&](std::span<const uint8_t> r) {
+        replies++;
+        last_ack = ipc::decode<ipc::Settings>(r);
+    };
     auto settings = [&](uint8_t keep, uint8_t set) {
         ipc::Settings m{};
         m.tos_keep = keep;
@@ -202,6 +207,9 @@ TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
         const uint8_t set = static_cast<uint8_t>(dscp << 2);
         EXPECT_TRUE(ap.apply(settings(0x03, set), reply)) << int{dscp};
         EXPECT_EQ(t->tos_rule.load(), 0x0003 | set << 8) << int{dscp};
+        ASSERT_TRUE(last_ack) << "no acknowledgement";
+        EXPECT_EQ(last_ack->tos_keep, 0x03);
+        EXPECT_EQ(last_ack->tos_set, set);
     }
     EXPECT_TRUE(ap.apply(settings(0xFF, 0), reply));
     EXPECT_EQ(t->tos_rule.load(), 0x00ff);
@@ -255,7 +263,7 @@ TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
     }
     EXPECT_EQ(ap.stats().malformed, bad.size());
     EXPECT_EQ(ap.stats().applied, 69u);
-    EXPECT_EQ(replies, 0);
+    EXPECT_EQ(replies, 67) << "one acknowledgement per valid Settings, none for the invalid ones";
 
     // A control plane that predates Settings (an older turn-relay after this
     // one) resyncs without them: its rule is "keep", not the last one's.

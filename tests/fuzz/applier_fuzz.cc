@@ -38,7 +38,7 @@
 //      relayed-port word names an allocation index the Applier holds (an
 //      index is reused after its grace period: an entry left naming a
 //      removed one would hand its traffic to the index's next allocation);
-//   6. after every datagram the tables' TOS rule (FlowTables::tos_rule, what
+//   6. a valid Settings is answered with exactly itself; after every datagram the tables' TOS rule (FlowTables::tos_rule, what
 //      workers apply to relayed datagrams) is the last valid Settings' rule,
 //      "keep everything" before any and after a valid ResyncBegin with no
 //      valid Settings since the previous one: an invalid one changes nothing. The
@@ -528,6 +528,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             uint64_t id;
             std::memcpy(&id, d.data() + sizeof(ipc::Header), sizeof id);
             ids.insert(id);
+        }
+        if (want && d[2] == static_cast<uint8_t>(ipc::MsgType::kSettings) && d[3] == 0) {
+            // Answered with itself, once applied (the control plane's check).
+            const auto ack = replies.got.size() == 1 ? ipc::decode<ipc::Settings>(replies.got[0]) : std::nullopt;
+            if (!ack || ack->tos_keep != d[16] || ack->tos_set != d[17] || ack->h.seq <= replies.last_seq) {
+                fail("valid Settings not answered with exactly itself", "datagram " + std::to_string(seq));
+            }
+            replies.last_seq = ack->h.seq;
+            replies.got.clear();
         }
         if (!replies.got.empty() || (want && d.size() == sizeof(ipc::CountersRequest) && d[2] == 20)) {
             check_replies(replies, ap.allocations(), ids);
