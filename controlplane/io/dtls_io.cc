@@ -24,6 +24,7 @@ struct DtlsIo::Bio {
     Address peer;                 // the client (the SSL's app data: the cookie callbacks read it)
     const uint8_t* in = nullptr;  // the datagram not read yet, if any
     size_t in_len = 0;
+    uint8_t tos = 0;              // of what SSL_write sends now (DtlsIo::send), else 0
 };
 
 namespace {
@@ -66,7 +67,8 @@ int bio_write(BIO* b, const char* data, int len) {
     if (s == nullptr || len < 0) {
         return -1;
     }
-    (*s->send)(s->fd, s->peer, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(len)));
+    (*s->send)(s->fd, s->peer, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(len)),
+               s->tos);
     return len;
 }
 
@@ -206,11 +208,14 @@ void DtlsIo::on_event(uint64_t tag) {
 void DtlsIo::receive(uint32_t index) {
     // A few batches per event, so one busy listener does not starve the loop.
     for (int round = 0; round < 4; ++round) {
-        // A DTLS record's TOS is not carried over to what it holds (only
-        // UDP-to-UDP relaying keeps it, RFC 8656 section 14).
+        // The datagram's TOS / Traffic Class goes with the messages its
+        // records hold (the client marked its DTLS traffic; relayed data
+        // keeps DSCP and ECN, RFC 8656 section 14).
         const size_t n = rx_.receive(listeners_[index].fd, stats_,
-                                     [&](const Address& src, std::span<const uint8_t> data, uint8_t /*tos*/) {
+                                     [&](const Address& src, std::span<const uint8_t> data, uint8_t tos) {
+                                         rx_tos_ = tos;
                                          on_datagram(index, src, data);
+                                         rx_tos_ = 0;
                                      });
         if (n < kBatch) {
             return;
@@ -358,7 +363,7 @@ bool DtlsIo::read_records(Session& s) {
         const int n = SSL_read(s.ssl, plain_.data(), static_cast<int>(plain_.size()));
         if (n > 0) {
             if (server_ != nullptr) {
-                server_->on_client_datagram(s.ft, {plain_.data(), static_cast<size_t>(n)});
+                server_->on_client_datagram(s.ft, {plain_.data(), static_cast<size_t>(n)}, rx_tos_);
             }
             continue;
         }
@@ -373,7 +378,7 @@ bool DtlsIo::read_records(Session& s) {
     }
 }
 
-bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data) {
+bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos) {
     auto it = sessions_.find(to);
     if (it == sessions_.end() || !it->second->established) {
         return false;
@@ -384,7 +389,10 @@ bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data) {
         stats_.drop(Drop::kTooLarge);
         return true;
     }
+    Bio& bio = *it->second->bio;
+    bio.tos = tos;  // the record's datagram (bio_write, at once)
     const int r = SSL_write(it->second->ssl, data.data(), static_cast<int>(data.size()));
+    bio.tos = 0;
     if (r <= 0) {
         ERR_clear_error();
         stats_.drop(Drop::kSendError);

@@ -69,8 +69,9 @@ public:
     static constexpr uint64_t kTag = 1ull << 60;
     // The largest plaintext one DTLS record carries (2^14).
     static constexpr size_t kMaxRecord = 16384;
-    // Sends one datagram from listener socket `fd` (the loop's transmit batch).
-    using SendFn = std::function<void(int fd, const Address& to, std::span<const uint8_t> data)>;
+    // Sends one datagram from listener socket `fd` (the loop's transmit batch)
+    // with that TOS / Traffic Class (0: the socket's default).
+    using SendFn = std::function<void(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos)>;
 
     DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send);
     ~DtlsIo();  // close_all() first
@@ -85,9 +86,11 @@ public:
     std::string add_listener(const Address& local, const TlsContexts* tls);
 
     void on_event(uint64_t tag);
-    // Encrypts `data` as one record to the session of `to`; false if there
-    // is no established session.
-    bool send(const FiveTuple& to, std::span<const uint8_t> data);
+    // Encrypts `data` as one record to the session of `to`, the datagram
+    // carrying `tos` (relayed data keeps DSCP and ECN, RFC 8656 section 14;
+    // handshake records and alerts leave with 0); false if there is no
+    // established session.
+    bool send(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0);
     // The loop's clock, every iteration: handshake retransmissions, idle
     // sessions (a pass every 100 ms).
     void expire(uint64_t now_ms);
@@ -137,6 +140,7 @@ private:
     std::vector<Listener> listeners_;
     std::unordered_map<FiveTuple, std::unique_ptr<Session>, FiveTupleHash> sessions_;
     uint64_t now_ms_ = 0;
+    uint8_t rx_tos_ = 0;  // the TOS / Traffic Class of the datagram being handled
     uint64_t last_expire_ms_ = 0;
 
     // Receive batch and the decrypted record.

@@ -168,9 +168,8 @@ std::string SocketIo::add_stream_listener(Shared& shared, const Address& local, 
 std::string SocketIo::add_dtls_listener(Shared& shared, const Address& local, const TlsContexts* tls) {
     if (!dtls_) {
         dtls_ = std::make_unique<DtlsIo>(shared, stats_, epoll_fd_,
-                                         [this](int fd, const Address& to, std::span<const uint8_t> data) {
-                                             queue(fd, to, data);
-                                         });
+                                         [this](int fd, const Address& to, std::span<const uint8_t> data,
+                                                uint8_t tos) { queue(fd, to, data, tos); });
         dtls_->set_server(server_);
     }
     return dtls_->add_listener(local, tls);
@@ -266,7 +265,7 @@ void SocketIo::close_client_path(RelayId path) {
 
 void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos) {
     if (to.transport == Transport::kDtls) {
-        if (!dtls_ || !dtls_->send(to, data)) {
+        if (!dtls_ || !dtls_->send(to, data, tos)) {
             stats_.drop(Drop::kSendError);  // the session has gone
         }
         return;
