@@ -540,51 +540,9 @@ TEST_F(Conformance, HappyPathIPv6) { round_trip(*main_, true); }
 // IP_RECVTOS / IPV6_RECVTCLASS.
 namespace tos {
 
-void set(const UdpSocket& s, bool v6, int tos) {
-    ASSERT_EQ(v6 ? ::setsockopt(s.fd(), IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof tos)
-                 : ::setsockopt(s.fd(), IPPROTO_IP, IP_TOS, &tos, sizeof tos),
-              0);
-}
-void want(const UdpSocket& s, bool v6) {
-    const int on = 1;
-    ASSERT_EQ(v6 ? ::setsockopt(s.fd(), IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on)
-                 : ::setsockopt(s.fd(), IPPROTO_IP, IP_RECVTOS, &on, sizeof on),
-              0);
-}
-struct Got {
-    std::vector<uint8_t> bytes;
-    int tos = -1;  // -1: no control message
-};
-std::optional<Got> recv(const UdpSocket& s, int timeout_ms = 2000) {
-    pollfd p{s.fd(), POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) != 1) {
-        return std::nullopt;
-    }
-    Got g;
-    g.bytes.resize(65536);
-    iovec iov{g.bytes.data(), g.bytes.size()};
-    alignas(cmsghdr) uint8_t ctl[128];
-    msghdr h{};
-    h.msg_iov = &iov;
-    h.msg_iovlen = 1;
-    h.msg_control = ctl;
-    h.msg_controllen = sizeof ctl;
-    const ssize_t n = ::recvmsg(s.fd(), &h, 0);
-    if (n < 0) {
-        return std::nullopt;
-    }
-    g.bytes.resize(static_cast<size_t>(n));
-    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
-            g.tos = *CMSG_DATA(c);
-        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
-            int v = 0;
-            std::memcpy(&v, CMSG_DATA(c), sizeof v);
-            g.tos = v;
-        }
-    }
-    return g;
-}
+void set(const UdpSocket& s, bool v6, int tos) { ASSERT_TRUE(set_tos(s.fd(), v6, tos)); }
+void want(const UdpSocket& s, bool v6) { ASSERT_TRUE(want_tos(s.fd(), v6)); }
+std::optional<WithTos> recv(const UdpSocket& s) { return recv_with_tos(s.fd()); }
 
 // client_v6: the client's transport; peer_v6: the relayed address's and
 // the peer's family (REQUESTED-ADDRESS-FAMILY); dscp: the relay's

@@ -319,30 +319,10 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
 }
 
 // The TOS byte of the next datagram on `fd` (IP_RECVTOS on), left queued
-// (MSG_PEEK) for whoever reads it; -1 if none comes within 2 s or it has
-// no TOS control message.
+// for whoever reads it; -1 if none comes within 2 s or it has none.
 int peek_tos(int fd) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 2000) != 1) {
-        return -1;
-    }
-    uint8_t b[1];
-    iovec iov{b, sizeof b};
-    alignas(cmsghdr) uint8_t ctl[64];
-    msghdr h{};
-    h.msg_iov = &iov;
-    h.msg_iovlen = 1;
-    h.msg_control = ctl;
-    h.msg_controllen = sizeof ctl;
-    if (::recvmsg(fd, &h, MSG_PEEK) < 0) {
-        return -1;
-    }
-    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
-            return *CMSG_DATA(c);
-        }
-    }
-    return -1;
+    const auto g = recv_with_tos(fd, 2000, MSG_PEEK);
+    return g ? g->tos : -1;
 }
 
 // RFC 8656 section 14 over DTLS: the client's marking of its DTLS datagram
@@ -353,14 +333,12 @@ TEST(DtlsIo, RelayedDataKeepsDscpAndEcn) {
     DtlsLoop loop;
     DtlsClient c(loop.dtls());
     ASSERT_TRUE(c.ok());
-    const int on = 1;
-    ASSERT_EQ(::setsockopt(c.fd(), IPPROTO_IP, IP_RECVTOS, &on, sizeof on), 0);
-    int tos = 0xB9;  // EF + ECT(1)
-    ASSERT_EQ(::setsockopt(c.fd(), IPPROTO_IP, IP_TOS, &tos, sizeof tos), 0);
+    ASSERT_TRUE(want_tos(c.fd(), false));
+    ASSERT_TRUE(set_tos(c.fd(), false, 0xB9));  // EF + ECT(1)
     const Address relayed = c.allocate();
     ASSERT_NE(relayed.port, 0);
     const UdpSocket peer(kLoopback);
-    ASSERT_EQ(::setsockopt(peer.fd(), IPPROTO_IP, IP_RECVTOS, &on, sizeof on), 0);
+    ASSERT_TRUE(want_tos(peer.fd(), false));
     ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
                      b.add_channel_number(0x4002);
                      b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
@@ -370,22 +348,19 @@ TEST(DtlsIo, RelayedDataKeepsDscpAndEcn) {
     auto up = peer.recv(2000);
     ASSERT_TRUE(up);
     EXPECT_EQ(*up, (std::vector<uint8_t>{'u', 'p'}));
-    tos = 0;
-    ASSERT_EQ(::setsockopt(c.fd(), IPPROTO_IP, IP_TOS, &tos, sizeof tos), 0);
+    ASSERT_TRUE(set_tos(c.fd(), false, 0));
     ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'p'}));
     EXPECT_EQ(peek_tos(peer.fd()), 0) << "unmarked stays unmarked";
     ASSERT_TRUE(peer.recv(2000));
 
-    tos = 0x8A;  // AF41 + ECT(0)
-    ASSERT_EQ(::setsockopt(peer.fd(), IPPROTO_IP, IP_TOS, &tos, sizeof tos), 0);
+    ASSERT_TRUE(set_tos(peer.fd(), false, 0x8A));  // AF41 + ECT(0)
     peer.send(relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
     EXPECT_EQ(peek_tos(c.fd()), 0x8A);
     auto down = c.recv();
     ASSERT_TRUE(down);
     EXPECT_EQ(*down, (std::vector<uint8_t>{0x40, 0x02, 0x00, 0x04, 'd', 'o', 'w', 'n'}));
     // An answer (to a request sent marked EF above) is the relay's own: 0.
-    tos = 0xB8;
-    ASSERT_EQ(::setsockopt(c.fd(), IPPROTO_IP, IP_TOS, &tos, sizeof tos), 0);
+    ASSERT_TRUE(set_tos(c.fd(), false, 0xB8));
     ASSERT_TRUE(c.send(binding()));
     EXPECT_EQ(peek_tos(c.fd()), 0);
     ASSERT_TRUE(c.recv());
