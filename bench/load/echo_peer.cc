@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "clock.h"
+#include "net/tos.h"
 
 namespace turn::load {
 
@@ -71,8 +72,7 @@ bool EchoPeers::open_here(const Address& ip, size_t sockets, std::string& err, i
         if (setsockopt(s.fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
             setsockopt(s.fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
         }
-        if (tos != 0 && (ip.is_v6() ? setsockopt(s.fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof tos)
-                                    : setsockopt(s.fd, IPPROTO_IP, IP_TOS, &tos, sizeof tos)) != 0) {
+        if (tos != 0 && !set_socket_tos(s.fd, ip.is_v6(), tos)) {
             err = std::string("--tos: ") + std::strerror(errno);
             close(s.fd);
             return false;

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <random>
 
 #include "clock.h"
+#include "net/tos.h"
 #include "stun/attributes.h"
 #include "stun/builder.h"
 #include "stun/integrity.h"
@@ -95,8 +95,7 @@ bool TurnSession::open(std::string& err) {
     if (setsockopt(fd_, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
         setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     }
-    if (cfg_.tos != 0 && (af == AF_INET6 ? setsockopt(fd_, IPPROTO_IPV6, IPV6_TCLASS, &cfg_.tos, sizeof cfg_.tos)
-                                         : setsockopt(fd_, IPPROTO_IP, IP_TOS, &cfg_.tos, sizeof cfg_.tos)) != 0) {
+    if (cfg_.tos != 0 && !set_socket_tos(fd_, af == AF_INET6, cfg_.tos)) {
         err = std::string("--tos: ") + std::strerror(errno);
         return false;
     }

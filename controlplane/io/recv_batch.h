@@ -3,48 +3,24 @@
 // sockets, DtlsIo's listeners). A datagram larger than Slot is dropped and
 // counted (turn_drops_total{reason="too_large"}); nothing is allocated per
 // datagram. With IP_RECVTOS / IPV6_RECVTCLASS on the socket
-// (enable_tos_receive) each datagram comes with its TOS / Traffic Class
-// byte, else with 0.
+// (net/tos.h) each datagram comes with its TOS / Traffic Class byte,
+// else with 0.
 #pragma once
 
-#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <vector>
 
 #include "core/stats.h"
 #include "net/address.h"
+#include "net/tos.h"
 
 namespace turn::cp {
-
-// Asks the kernel for each received datagram's IPv4 TOS / IPv6 Traffic
-// Class (DSCP and ECN) as a control message. false: the option failed.
-inline bool enable_tos_receive(int fd, bool v6) {
-    const int on = 1;
-    return v6 ? ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on) == 0
-              : ::setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &on, sizeof on) == 0;
-}
-
-// The TOS / Traffic Class byte among a received datagram's control
-// messages (IP_TOS: one byte; IPV6_TCLASS: an int), 0 without one.
-inline uint8_t received_tos(const msghdr& h) {
-    for (const cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), const_cast<cmsghdr*>(c))) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS && c->cmsg_len >= CMSG_LEN(1)) {
-            return *CMSG_DATA(c);
-        }
-        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-            int v = 0;
-            std::memcpy(&v, CMSG_DATA(c), sizeof v);
-            return static_cast<uint8_t>(v);
-        }
-    }
-    return 0;
-}
 
 template <size_t N, size_t Slot>
 class RecvBatch {
@@ -83,7 +59,7 @@ public:
             }
             if (auto src = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&addr_[i]))) {
                 fn(*src, std::span<const uint8_t>(static_cast<const uint8_t*>(iov_[i].iov_base), msgs_[i].msg_len),
-                   received_tos(msgs_[i].msg_hdr));
+                   static_cast<uint8_t>(std::max(0, received_tos(msgs_[i].msg_hdr))));
             }
         }
         return static_cast<size_t>(n);

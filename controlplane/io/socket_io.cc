@@ -79,7 +79,7 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     // Each datagram's TOS / Traffic Class from the first one on (before
     // bind: relayed data keeps DSCP and ECN, RFC 8656 section 14; DTLS
     // listeners get it too and ignore it).
-    if (!enable_tos_receive(fd, local.is_v6())) {
+    if (!receive_socket_tos(fd, local.is_v6())) {
         log_event(LogLevel::kWarn, "tos_receive_unavailable",
                   {{"address", local.to_string()}, {"error", std::strerror(errno)}});
     }

@@ -540,8 +540,8 @@ TEST_F(Conformance, HappyPathIPv6) { round_trip(*main_, true); }
 // IP_RECVTOS / IPV6_RECVTCLASS.
 namespace tos {
 
-void set(const UdpSocket& s, bool v6, int tos) { ASSERT_TRUE(set_tos(s.fd(), v6, tos)); }
-void want(const UdpSocket& s, bool v6) { ASSERT_TRUE(want_tos(s.fd(), v6)); }
+void set(const UdpSocket& s, bool v6, int tos) { ASSERT_TRUE(set_socket_tos(s.fd(), v6, tos)); }
+void want(const UdpSocket& s, bool v6) { ASSERT_TRUE(receive_socket_tos(s.fd(), v6)); }
 std::optional<WithTos> recv(const UdpSocket& s) { return recv_with_tos(s.fd()); }
 
 // client_v6: the client's transport; peer_v6: the relayed address's and

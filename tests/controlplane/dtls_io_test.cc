@@ -333,12 +333,12 @@ TEST(DtlsIo, RelayedDataKeepsDscpAndEcn) {
     DtlsLoop loop;
     DtlsClient c(loop.dtls());
     ASSERT_TRUE(c.ok());
-    ASSERT_TRUE(want_tos(c.fd(), false));
-    ASSERT_TRUE(set_tos(c.fd(), false, 0xB9));  // EF + ECT(1)
+    ASSERT_TRUE(receive_socket_tos(c.fd(), false));
+    ASSERT_TRUE(set_socket_tos(c.fd(), false, 0xB9));  // EF + ECT(1)
     const Address relayed = c.allocate();
     ASSERT_NE(relayed.port, 0);
     const UdpSocket peer(kLoopback);
-    ASSERT_TRUE(want_tos(peer.fd(), false));
+    ASSERT_TRUE(receive_socket_tos(peer.fd(), false));
     ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
                      b.add_channel_number(0x4002);
                      b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
@@ -348,19 +348,19 @@ TEST(DtlsIo, RelayedDataKeepsDscpAndEcn) {
     auto up = peer.recv(2000);
     ASSERT_TRUE(up);
     EXPECT_EQ(*up, (std::vector<uint8_t>{'u', 'p'}));
-    ASSERT_TRUE(set_tos(c.fd(), false, 0));
+    ASSERT_TRUE(set_socket_tos(c.fd(), false, 0));
     ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'p'}));
     EXPECT_EQ(peek_tos(peer.fd()), 0) << "unmarked stays unmarked";
     ASSERT_TRUE(peer.recv(2000));
 
-    ASSERT_TRUE(set_tos(peer.fd(), false, 0x8A));  // AF41 + ECT(0)
+    ASSERT_TRUE(set_socket_tos(peer.fd(), false, 0x8A));  // AF41 + ECT(0)
     peer.send(relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
     EXPECT_EQ(peek_tos(c.fd()), 0x8A);
     auto down = c.recv();
     ASSERT_TRUE(down);
     EXPECT_EQ(*down, (std::vector<uint8_t>{0x40, 0x02, 0x00, 0x04, 'd', 'o', 'w', 'n'}));
     // An answer (to a request sent marked EF above) is the relay's own: 0.
-    ASSERT_TRUE(set_tos(c.fd(), false, 0xB8));
+    ASSERT_TRUE(set_socket_tos(c.fd(), false, 0xB8));
     ASSERT_TRUE(c.send(binding()));
     EXPECT_EQ(peek_tos(c.fd()), 0);
     ASSERT_TRUE(c.recv());

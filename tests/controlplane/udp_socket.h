@@ -2,7 +2,6 @@
 // a real turn-relay process.
 #pragma once
 
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,34 +9,23 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <set>
 #include <span>
 #include <vector>
 
 #include "net/address.h"
+#include "net/tos.h"
 
 namespace turn::cp::test {
 
-// The IPv4 TOS / IPv6 Traffic Class byte (DSCP << 2 | ECN) of what a UDP
-// socket sends, and asking for each received datagram's
-// (IP_RECVTOS / IPV6_RECVTCLASS): for the tests of RFC 8656 section 14.
-inline bool set_tos(int fd, bool v6, int tos) {
-    return (v6 ? ::setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof tos)
-               : ::setsockopt(fd, IPPROTO_IP, IP_TOS, &tos, sizeof tos)) == 0;
-}
-inline bool want_tos(int fd, bool v6) {
-    const int on = 1;
-    return (v6 ? ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on)
-               : ::setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &on, sizeof on)) == 0;
-}
+// The next datagram on fd within timeout_ms and its TOS / Traffic Class
+// byte (the socket asked for it: turn::receive_socket_tos); flags MSG_PEEK
+// leaves it queued (for a DTLS client's SSL to read).
 struct WithTos {
     std::vector<uint8_t> bytes;
     int tos = -1;  // -1: no TOS control message
 };
-// The next datagram on fd within timeout_ms and its TOS byte; flags
-// MSG_PEEK leaves it queued (for a DTLS client's SSL to read).
 inline std::optional<WithTos> recv_with_tos(int fd, int timeout_ms = 2000, int flags = 0) {
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, timeout_ms) != 1) {
@@ -57,15 +45,7 @@ inline std::optional<WithTos> recv_with_tos(int fd, int timeout_ms = 2000, int f
         return std::nullopt;
     }
     g.bytes.resize(static_cast<size_t>(n));
-    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
-            g.tos = *CMSG_DATA(c);
-        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
-            int v = 0;
-            std::memcpy(&v, CMSG_DATA(c), sizeof v);
-            g.tos = v;
-        }
-    }
+    g.tos = received_tos(h);
     return g;
 }
 
