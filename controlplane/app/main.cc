@@ -297,7 +297,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<IpcServer> dataplane;
     if (!config.dataplane_socket.empty()) {
         dataplane = std::make_unique<IpcServer>(config.dataplane_socket);
-        dataplane->set_dscp(config.dscp);
+        dataplane->set_tos_rule(config.tos_keep(), config.tos_set());
     }
     OffloadHook& offload = dataplane ? static_cast<OffloadHook&>(*dataplane) : no_offload;
     // TCP/TLS connections between loops (RFC 6062 data connections); it

@@ -35,11 +35,13 @@ struct Config {
     // clients still use it (coturn's turnutils_uclient). false accepts both.
     bool strict_channel_range = false;
     // DSCP of relayed UDP data: -1 keeps the received one (RFC 8656 section
-    // 14), 0..63 sets it; ECN is always kept. relayed_tos() applies it.
+    // 14), 0..63 sets it; ECN is always kept. As a rule on the received
+    // TOS / Traffic Class byte, (received & tos_keep()) | tos_set(), which
+    // relayed_tos() applies and the dataplane gets as ipc::Settings.
     int dscp = -1;
-    uint8_t relayed_tos(uint8_t received) const {
-        return dscp < 0 ? received : static_cast<uint8_t>((received & 0x03) | dscp << 2);
-    }
+    uint8_t tos_keep() const { return dscp < 0 ? 0xFF : 0x03; }
+    uint8_t tos_set() const { return dscp < 0 ? 0 : static_cast<uint8_t>(dscp << 2); }
+    uint8_t relayed_tos(uint8_t received) const { return static_cast<uint8_t>((received & tos_keep()) | tos_set()); }
     // [auth]
     std::vector<std::pair<std::string, std::string>> users;
     std::vector<std::string> rest_secrets;  // newest first

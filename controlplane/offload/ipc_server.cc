@@ -372,7 +372,6 @@ void IpcServer::accept_one() {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     conn_fd_ = fd;
     bad_logged_.clear();
-    bad_logged_short_ = false;
     log_event("dataplane_connected", {{"socket", path_}});
 }
 
@@ -397,12 +396,7 @@ void IpcServer::close_conn(const char* why) {
 void IpcServer::on_message(std::span<const uint8_t> d) {
     const auto h = ipc::peek(d);
     if (!h) {
-        counters_.bad_messages.fetch_add(1, std::memory_order_relaxed);
-        if (!bad_logged_short_) {
-            bad_logged_short_ = true;
-            log_event(LogLevel::kWarn, "dataplane_bad_message",
-                      {{"bytes", std::to_string(d.size())}, {"note", "logged once per connection"}});
-        }
+        bad_message(-1, d.size());
         return;
     }
     switch (h->type) {
@@ -439,20 +433,23 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
         break;
     default: break;
     }
-    // Undecodable, or a type this control plane does not know (a newer
-    // dataplane's): counted, logged once per type and connection, link kept.
-    counters_.bad_messages.fetch_add(1, std::memory_order_relaxed);
-    if (bad_logged_.insert(static_cast<uint16_t>(h->type)).second) {
-        log_event(LogLevel::kWarn, "dataplane_bad_message",
-                  {{"type", std::to_string(static_cast<unsigned>(h->type))},
-                   {"bytes", std::to_string(d.size())},
-                   {"note", "logged once per type and connection, counted in turn_dataplane_bad_messages_total"}});
-    }
+    bad_message(static_cast<int>(h->type), d.size());
 }
 
-void IpcServer::set_dscp(int dscp) {
-    settings_.tos_keep = dscp < 0 ? 0xFF : 0x03;
-    settings_.tos_set = dscp < 0 ? 0 : static_cast<uint8_t>(dscp << 2);
+void IpcServer::bad_message(int type, size_t bytes) {
+    counters_.bad_messages.fetch_add(1, std::memory_order_relaxed);
+    if (!bad_logged_.insert(type).second) {
+        return;
+    }
+    if (type < 0) {
+        log_event(LogLevel::kWarn, "dataplane_bad_message",
+                  {{"bytes", std::to_string(bytes)}, {"note", "logged once per connection"}});
+    } else {
+        log_event(LogLevel::kWarn, "dataplane_bad_message",
+                  {{"type", std::to_string(type)},
+                   {"bytes", std::to_string(bytes)},
+                   {"note", "logged once per type and connection, counted in turn_dataplane_bad_messages_total"}});
+    }
 }
 
 void IpcServer::on_hello(const ipc::Hello& h) {

@@ -104,8 +104,12 @@ public:
     IpcServer& operator=(const IpcServer&) = delete;
 
     // The relay-wide rules every resync starts with (ipc::Settings): the
-    // DSCP of relayed data, [server].dscp (-1 keep, else 0..63). Before start().
-    void set_dscp(int dscp);
+    // TOS rule of relayed data, Config::tos_keep() / tos_set() ([server].dscp).
+    // Before start().
+    void set_tos_rule(uint8_t keep, uint8_t set) {
+        settings_.tos_keep = keep;
+        settings_.tos_set = set;
+    }
     // Binds and listens (replacing a stale socket file), starts the IPC
     // thread. Returns an error message on failure.
     std::string start();
@@ -140,6 +144,10 @@ private:
     void accept_one();
     void close_conn(const char* why);
     void on_message(std::span<const uint8_t> d);
+    // An undecodable datagram (type -1: not even a header) or one of a type
+    // this control plane does not know (a newer dataplane's): counted,
+    // logged once per type and connection; the link stays.
+    void bad_message(int type, size_t bytes);
     void on_hello(const ipc::Hello& h);
     void on_counters(const ipc::CountersReport& r);
     bool flush();  // false: connection dropped
@@ -180,11 +188,11 @@ private:
     uint64_t boot_id_ = 0;
     ipc::Settings settings_{};  // sent before each ResyncBegin
     bool settings_warned_ = false;  // dataplane_ignores_settings logged on this connection
-    // Message types already logged as bad on this connection: a dataplane
-    // newer than this control plane sends its unknown types with every
-    // report, so each is logged once per connection (all are counted).
-    std::set<uint16_t> bad_logged_;
-    bool bad_logged_short_ = false;  // a datagram without a header
+    // Message types already logged as bad on this connection (-1: datagrams
+    // without a header): a dataplane newer than this control plane sends its
+    // unknown types with every report, so each is logged once per connection
+    // (all are counted).
+    std::set<int> bad_logged_;
     struct Last {
         ipc::AllocationCounters c;
         bool seen = false;
