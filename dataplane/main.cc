@@ -435,7 +435,6 @@ int main(int argc, char** argv) {
     RTE_LCORE_FOREACH_WORKER(lcore) {
         dp::WorkerConfig wc;
         wc.id = id;
-        wc.workers = workers;
         wc.nic_port = nic;
         wc.exc_port = exc;
         wc.queue = static_cast<uint16_t>(id);

@@ -9,7 +9,7 @@
 //
 //   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data]
 //                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
-//                   [--no-client-cache] [--no-express] [--vlan ID]
+//                   [--no-client-cache] [--no-express] [--vlan ID] [--limit BPS]
 //                   -- <EAL args>
 //
 // --no-express sends every packet through the stages (no express lane,
@@ -18,7 +18,10 @@
 // client packet through the rte_hash bulk lookup), to measure what it gives.
 // --host-nexthops installs a next-hop entry per client and peer (else only
 // the default route). --vlan puts every next hop on that 802.1Q VLAN
-// (forwarded frames leave tagged). After each client case a "#" line gives the worker's
+// (forwarded frames leave tagged). --limit gives every allocation a bandwidth
+// limit of BPS bits/s (choose one the run never reaches, e.g. 1e12, to
+// measure what policing costs a packet: such packets take the stages, not
+// the express lane). After each client case a "#" line gives the worker's
 // client-cache miss rate over the timed runs (flow/client_cache.h).
 //
 // Under callgrind use --callgrind (one short run, plain loop skipped) and
@@ -154,6 +157,7 @@ struct Options {
     bool express = true;         // --no-express: every packet through the stages
     bool host_nexthops = false;  // a host next hop per client and peer (else only the default route)
     uint16_t vlan = 0;           // 802.1Q VLAN of every next hop (0: untagged)
+    uint64_t limit_bps = 0;      // --limit: every allocation's bandwidth limit (0: none)
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -267,6 +271,9 @@ int main(int argc, char** argv) {
         } else if (a == "--vlan") {
             o.vlan = static_cast<uint16_t>(std::stoul(v));
             i++;
+        } else if (a == "--limit") {
+            o.limit_bps = static_cast<uint64_t>(std::stod(v));
+            i++;
         } else if (a == "--no-client-cache") {
             o.client_cache = false;
         } else if (a == "--no-express") {
@@ -325,7 +332,7 @@ int main(int argc, char** argv) {
         auto send = [&](auto m) { ap.apply(ipc::encode(m, ++seq)); };
         for (uint32_t f = 0; f < nflows; f++) {
             const FlowAddrs a = flow(f);
-            send(dptest::allocation_add(f + 1, a.client, a.listen, &a.relayed, nullptr));
+            send(dptest::allocation_add(f + 1, a.client, a.listen, &a.relayed, nullptr, o.limit_bps));
             send(dptest::permission_add(f + 1, a.relayed, a.peer));
             send(dptest::channel_add(f + 1, a.relayed, a.peer, kChannel));
         }

@@ -274,7 +274,8 @@ bool Applier::install_alloc(Alloc& a) {
     }
     r.slot_busy = 0;
     r.hashed.store(0, std::memory_order_relaxed);
-    r.rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+    r.byte_ticks.store(byte_ticks_of(m.bandwidth_bps, t_.tsc_hz), std::memory_order_relaxed);
+    r.tat.store(0, std::memory_order_relaxed);  // a full bucket
     a.described = true;
     return publish_alloc(a);
 }
@@ -317,7 +318,7 @@ void Applier::on(const ipc::AllocationAdd& m) {
         a.gen = gen_;
         if (same_addresses(a.msg, m)) {  // refresh (resync): keep entries, update the limit
             a.msg = m;
-            t_.allocs[a.idx].rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+            t_.allocs[a.idx].byte_ticks.store(byte_ticks_of(m.bandwidth_bps, t_.tsc_hz), std::memory_order_relaxed);
             // And take back the client 5-tuple and relayed address if an
             // allocation added after this one took them (a duplicate the
             // control plane has since deleted, or one a resync sweeps): the
@@ -546,7 +547,8 @@ void Applier::on(const ipc::LimitSet& m) {
     Alloc* a = find(m.alloc_id);
     if (a != nullptr) {
         a->msg.bandwidth_bps = m.bandwidth_bps;
-        t_.allocs[a->idx].rate_bps.store(m.bandwidth_bps, std::memory_order_relaxed);
+        // The bucket's clock stays: what was spent at the old rate is spent.
+        t_.allocs[a->idx].byte_ticks.store(byte_ticks_of(m.bandwidth_bps, t_.tsc_hz), std::memory_order_relaxed);
     }
 }
 

@@ -46,6 +46,7 @@ bool ListenSet::has6(const uint8_t* ip, uint16_t port) const {
 FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     auto* t = new FlowTables();
     t->cfg_ = cfg;
+    t->tsc_hz = static_cast<double>(rte_get_tsc_hz());
     const size_t before = heap_allocated();
     auto fail = [&](const std::string& what) {
         *error = what + ": " + rte_strerror(rte_errno);

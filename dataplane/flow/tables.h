@@ -10,12 +10,14 @@
 // delete. Values that are replaced rather than deleted (a ChannelValue, an
 // allocation index, a channel slot) go through a second defer queue on the
 // same QSBR variable. Every object a worker can reach is immutable while
-// reachable, except the allocation's rate, `hashed` flag and slot channel
-// numbers (atomic words; see ChanSlot for the slots' protocol) and the
-// relay-wide TOS rule (FlowTables::tos_rule).
+// reachable, except the allocation's bandwidth cost, `hashed` flag and slot
+// channel numbers (atomic words; see ChanSlot for the slots' protocol), the
+// relay-wide TOS rule (FlowTables::tos_rule), and the one word workers write:
+// an allocation's bandwidth clock (Allocation::tat, shared by every worker).
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -44,9 +46,23 @@ struct ChanSlot {
 static_assert(sizeof(ChanSlot) == 8);
 
 // Addresses in network byte order, as in packets. One cache line holds
-// everything a packet needs (police: epoch, rate; rewrite: relayed and client
-// addresses, indices of the listening address and the IPv6 relayed IP;
-// lookup: the channel slots), for both directions.
+// everything a packet needs (police: epoch, bandwidth; rewrite: relayed and
+// client addresses, indices of the listening address and the IPv6 relayed
+// IP; lookup: the channel slots), for both directions.
+//
+// Bandwidth limit (worker/police.cc): one budget per allocation, both
+// directions and every worker together, as the control plane's own bucket
+// in socket mode (docs/CONFIGURATION.md, [allocation].bandwidth_bps): a
+// token bucket kept as its "theoretical arrival time" (GCRA, the virtual
+// scheduling form of a token bucket), so that the whole state is one word
+// that workers advance with compare-and-swap. `tat` is in TSC ticks: the
+// bucket is full while tat <= now, and a packet of b bytes passes when
+// max(tat, now) + b * byte_ticks - now <= the depth in ticks (one second, or
+// 64 KiB when that is more), advancing tat by b * byte_ticks. RSS puts an
+// allocation's client and its peers on different workers; each enforcing a
+// share of the rate would cut the allocation to a fraction of its limit.
+// Only allocations with a limit write the line (and only for packets that
+// pass); the main lcore zeroes tat before publishing a (re)used index.
 struct alignas(64) Allocation {
     static constexpr uint32_t kSlots = 2;
     uint32_t epoch;          // changes whenever the index is reused
@@ -54,18 +70,30 @@ struct alignas(64) Allocation {
     std::atomic<uint8_t> live;  // 1 from publication (release) until removal; workers' ClientCache check
     uint8_t listen;          // index in ListenSet (v4_* or v6_* by family)
     uint8_t relayed6_ip;     // index in RelayPorts::ip (if relayed6_port != 0)
-    std::atomic<uint64_t> rate_bps;  // 0 = unlimited
+    mutable std::atomic<uint64_t> tat;  // bandwidth clock (above), TSC ticks; written by workers
     uint32_t relayed4_ip;
     uint16_t relayed4_port;  // 0 if no IPv4 relayed address
     uint16_t relayed6_port;  // 0 if no IPv6 relayed address
     uint16_t client_port;
     std::atomic<uint8_t> hashed;  // != 0: channels in the hash too (kChannelIn/kChannelOut)
     uint8_t slot_busy;       // main lcore only: bit i = slot i bound or waiting for a grace period
-    uint32_t pad;
+    std::atomic<float> byte_ticks;  // TSC ticks per payload byte at the limit (byte_ticks_of); 0 = unlimited
     uint8_t client_ip[16];
     ChanSlot slots[kSlots];
+
+    // No bandwidth limit (byte_ticks +0.0), tested as bits: an integer
+    // compare on the express lane's path, 3 instructions fewer than a float one.
+    bool unlimited() const { return std::bit_cast<uint32_t>(byte_ticks.load(std::memory_order_relaxed)) == 0; }
 };
 static_assert(sizeof(Allocation) == 64);
+static_assert(std::atomic<float>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
+
+// Allocation::byte_ticks for a limit of `bps` payload bits per second on a
+// TSC of `tsc_hz` (0: unlimited). A float: 24 bits of precision for any
+// rate from 1 bit/s up.
+inline float byte_ticks_of(uint64_t bps, double tsc_hz) {
+    return bps == 0 ? 0.0f : static_cast<float>(tsc_hz * 8.0 / static_cast<double>(bps));
+}
 
 // Relayed transport addresses -> allocation, without hash entries: a relay
 // has few relayed IPs and each has at most 65536 ports, so per relayed IP a
@@ -119,13 +147,12 @@ struct RelayPorts {
     }
 };
 
-// One worker's view of one allocation; only that worker writes it, the main
-// lcore reads the counters (aligned 64-bit loads, no tearing on x86-64).
+// One worker's counters of one allocation; only that worker writes them, the
+// main lcore reads them (aligned 64-bit loads, no tearing on x86-64). A line
+// of its own: workers never write each other's lines.
 struct alignas(64) AllocState {
     uint32_t epoch;        // != Allocation::epoch: stale, reset before use
     uint32_t pad;
-    double tokens;         // bytes
-    uint64_t last_tsc;
     uint64_t to_peer_packets;
     uint64_t to_peer_bytes;
     uint64_t to_client_packets;
@@ -195,6 +222,11 @@ public:
     // (relaxed) by workers once per burst (rewrite_ctx, worker/rewrite44.h).
     // Starts as "keep everything".
     std::atomic<uint16_t> tos_rule{kTosKeepAll};
+    // The TSC rate bandwidth limits are computed with (Allocation::byte_ticks
+    // by the Applier, the bucket depth by the workers): rte_get_tsc_hz() at
+    // create(). Tests that step their own clock set it before the first
+    // allocation.
+    double tsc_hz = 0;
     AllocState* state(uint32_t worker) const { return states_ + size_t{worker} * cfg_.max_allocations; }
     // Worker `worker`'s kClient cache (entries zeroed at creation; disabled
     // when the table has more allocations than the cache can name, or there

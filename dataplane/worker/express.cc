@@ -71,7 +71,7 @@ struct Lane {
 // MTU; `room`: the mbuf has room for them and Ethernet in front of the
 // data), else hands it to route, which decides (kRoute).
 inline void found(Lane& l, const Allocation& a, Pkt& q, uint32_t hdrs, bool room) {
-    if (likely(a.rate_bps.load(std::memory_order_relaxed) == 0 && hdrs + q.data_len <= l.w.cfg.mtu && room)) {
+    if (likely(a.unlimited() && hdrs + q.data_len <= l.w.cfg.mtu && room)) {
         l.done[l.ndone++] = &q;
     } else {
         q.next = Next::kRoute;

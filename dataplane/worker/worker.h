@@ -16,7 +16,6 @@ constexpr uint16_t kMaxPorts = 8;
 
 struct WorkerConfig {
     uint32_t id = 0;          // QSBR thread id, index of the AllocState slice
-    uint32_t workers = 1;     // bandwidth limits are split evenly between workers
     uint16_t nic_port = 0;
     uint16_t exc_port = 1;    // exception port (kernel side)
     uint16_t queue = 0;       // rx and tx queue id on every port
@@ -35,7 +34,6 @@ struct Worker {
     NextHops* nexthops = nullptr;
     AllocState* state = nullptr;  // flows->state(cfg.id)
     ClientCache cache;            // flows->client_cache(cfg.id); this worker's only
-    double tsc_hz = 0;
     uint64_t rng = 0;
     // Bytes 6-13 of an IPv4 frame leaving each port (source MAC, ethertype)
     // as one word, for rewrite44's store (from cfg.port_mac at init).
@@ -57,7 +55,6 @@ struct Worker {
         nexthops = n;
         state = f->state(c.id);
         cache = f->client_cache(c.id);
-        tsc_hz = static_cast<double>(rte_get_tsc_hz());
         rng = c.seed | 1;
         rte_rcu_qsbr_thread_register(f->rcu, c.id);
         rte_rcu_qsbr_thread_online(f->rcu, c.id);
@@ -66,7 +63,7 @@ struct Worker {
         rte_rcu_qsbr_thread_offline(flows->rcu, cfg.id);
         rte_rcu_qsbr_thread_unregister(flows->rcu, cfg.id);
     }
-    // This worker's state for an allocation, reset the first time it is
+    // This worker's counters of an allocation, reset the first time they are
     // touched after the allocation index was (re)used.
     AllocState& alloc_state(uint32_t idx) {
         AllocState& s = state[idx];
@@ -74,7 +71,6 @@ struct Worker {
         if (unlikely(s.epoch != e)) {
             s = AllocState{};
             s.epoch = e;
-            s.tokens = -1;  // police.cc fills the bucket on first use
         }
         return s;
     }

@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -410,7 +411,7 @@ struct Facts {
                 continue;
             }
             const dp::Allocation& a = t.allocs[idx];
-            s.insert("alloc " + who(idx) + " rate=" + std::to_string(a.rate_bps.load()) +
+            s.insert("alloc " + who(idx) + " byte_ticks=" + std::to_string(std::bit_cast<uint32_t>(a.byte_ticks.load())) +
                      " live=" + std::to_string(a.live.load()));
             for (const dp::ChanSlot& sl : a.slots) {
                 const uint16_t ch = rte_be_to_cpu_16(sl.channel_be.load());

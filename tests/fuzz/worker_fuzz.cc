@@ -23,7 +23,8 @@
 //      leaves by the NIC port, each punted one by the exception port, and the
 //      rest are counted as drops;
 //   2. the two workers agree: the same frames out of each port, in the same
-//      order, byte for byte, and the same counter deltas;
+//      order, byte for byte, and the same counter deltas (both start from the
+//      same bandwidth budgets: the shared allocation clocks are put back);
 //   3. a punted frame reaches the kernel exactly as it came;
 //   4. a forwarded frame is well formed: from the port's MAC to the MAC of
 //      its destination's next hop (host entry, else the family's default;
@@ -258,6 +259,9 @@ void init() {
             fail("set_host");
         }
     }
+    // The clock the input steps, not the host's: the same bandwidth budgets
+    // everywhere (set before the limited allocation is added).
+    g->flows->tsc_hz = 2e9;
     Installer in(*g->flows);
     using dptest::allocation_add, dptest::channel_add, dptest::permission_add;
     in.send(allocation_add(1, n.client1, n.listen4, &n.relayed1_4, &n.relayed1_6));
@@ -279,14 +283,12 @@ void init() {
     for (uint32_t id = 0; id < 2; id++) {
         dp::WorkerConfig wc;
         wc.id = id;
-        wc.workers = 2;
         wc.nic_port = g->nic_port;
         wc.exc_port = g->exc_port;
         wc.express = id == 0;
         wc.express_rest = 0;  // the lane tries every burst, however the last one went
         std::memcpy(wc.port_mac[g->nic_port].addr_bytes, workerfuzz::kPortMac.data(), 6);
         g->w[id].init(wc, g->flows, g->nh_plain);
-        g->w[id].tsc_hz = 2e9;  // the clock the input steps, not the host's: the same refills everywhere
     }
     // Each worker's client cache learns the three clients (lookup.cc fills
     // it on a miss), so that an input's first ChannelData can take the
@@ -792,7 +794,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     set_next_hops(sel);
 
+    // Bandwidth budgets are per allocation, shared by the workers
+    // (Allocation::tat): the second worker starts from the same ones.
+    const uint32_t nalloc = g->flows->config().max_allocations;
+    std::vector<uint64_t> tat(nalloc);
+    for (uint32_t i = 0; i < nalloc; i++) {
+        tat[i] = g->flows->allocs[i].tat.load();
+    }
     const Run a = run(g->w[0], frames, burst, step);
+    for (uint32_t i = 0; i < nalloc; i++) {
+        g->flows->allocs[i].tat.store(tat[i]);
+    }
     const Run b = run(g->w[1], frames, burst, step);
     g->now += step * (frames.size() / burst + 1) + (uint64_t{1} << 40);  // buckets full again for the next input
 
