@@ -117,14 +117,30 @@ uint16_t data_room(uint16_t mtu) {
 // the pool's memory is made of.
 size_t mbuf_object(uint16_t mtu) { return rte_mempool_calc_obj_size(sizeof(rte_mbuf) + data_room(mtu), 0, nullptr); }
 
+// Queue pairs to set up on a port for `workers` workers: one each, or as
+// many as the port has.
+uint16_t queues_for(uint16_t port, uint32_t workers) {
+    rte_eth_dev_info info{};
+    if (rte_eth_dev_info_get(port, &info) != 0) {
+        die("rte_eth_dev_info_get");
+    }
+    const uint32_t have = std::min(info.max_rx_queues, info.max_tx_queues);
+    if (have == 0) {
+        die("port " + std::to_string(port) + " has no queues");
+    }
+    return static_cast<uint16_t>(std::min(have, workers));
+}
+
 void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mempool* pool, uint16_t mtu) {
     rte_eth_dev_info info{};
     if (rte_eth_dev_info_get(port, &info) != 0) {
         die("rte_eth_dev_info_get");
     }
     if (queues > info.max_rx_queues || queues > info.max_tx_queues) {
-        die("port " + std::to_string(port) + " has fewer queues than workers (" + std::to_string(info.max_rx_queues) +
-            "); for af_packet add qpairs=<workers>");
+        die(name + " has " + std::to_string(std::min(info.max_rx_queues, info.max_tx_queues)) +
+            " queue pair(s), fewer than the " + std::to_string(queues) +
+            " workers: each worker needs its own NIC queue (one worker lcore per queue; for net_af_packet add "
+            "qpairs=<workers> to its --vdev)");
     }
     // The port's MTU is --mtu: the fast path sends packets up to it and the
     // kernel's egress through the exception port is sized by it too. The
@@ -376,7 +392,13 @@ int main(int argc, char** argv) {
         }
         check_kernel_mtu(named_kernel_if, o.mtu);  // before any port's MTU changes
     }
-    const uint32_t mbufs = 8191 * workers + 4096;
+    // The exception port may have fewer queues than there are workers (a veth
+    // driven by AF_XDP in DPDK 22.11 has one): the workers beyond its queues
+    // hand their punts to those that own one through a ring
+    // (WorkerConfig::exc_ring). The NIC needs a queue per worker.
+    const uint16_t exc_queues = queues_for(exc, workers);
+    constexpr unsigned kExcRingSize = 4096;
+    const uint32_t mbufs = 8191 * workers + 4096 + (exc_queues < workers ? kExcRingSize : 0);
     rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", mbufs, 256, 0, data_room(o.mtu),
                                                 static_cast<int>(rte_socket_id()));
     if (pool == nullptr) {
@@ -389,7 +411,18 @@ int main(int argc, char** argv) {
             " MiB: reserve more hugepages, raise --socket-mem or -m, or lower --mtu)");
     }
     setup_port(o.nic, nic, static_cast<uint16_t>(workers), pool, o.mtu);
-    setup_port(o.exc, exc, static_cast<uint16_t>(workers), pool, o.mtu);
+    setup_port(o.exc, exc, exc_queues, pool, o.mtu);
+    rte_ring* exc_ring = nullptr;
+    if (exc_queues < workers) {
+        exc_ring = rte_ring_create("dp_exc_punts", kExcRingSize, static_cast<int>(rte_socket_id()), 0);
+        if (exc_ring == nullptr) {
+            die(std::string("exception ring: ") + rte_strerror(rte_errno));
+        }
+        std::fprintf(stderr,
+                     "turn-dataplane: %s has %u queue(s) for %u workers: the workers without one hand their "
+                     "punts to those with one, through a ring\n",
+                     o.exc.c_str(), exc_queues, workers);
+    }
 
     dp::FlowConfig fc;
     // A flow (allocation + permission + channel) takes 2 hash entries
@@ -438,6 +471,8 @@ int main(int argc, char** argv) {
         wc.nic_port = nic;
         wc.exc_port = exc;
         wc.queue = static_cast<uint16_t>(id);
+        wc.exc_owner = id < exc_queues;
+        wc.exc_ring = exc_ring;
         wc.mtu = o.mtu;
         wc.seed ^= (uint64_t{id} + 1) * 0x9E3779B97F4A7C15ull;
         rte_eth_macaddr_get(nic, &wc.port_mac[nic]);
@@ -563,6 +598,13 @@ int main(int argc, char** argv) {
     }
     rte_eth_dev_stop(nic);
     rte_eth_dev_stop(exc);
+    if (exc_ring != nullptr) {  // punts no owner sent before the workers stopped
+        void* m = nullptr;
+        while (rte_ring_dequeue(exc_ring, &m) == 0) {
+            rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+        }
+        rte_ring_free(exc_ring);
+    }
     delete nh;
     delete flows;
     rte_eal_cleanup();

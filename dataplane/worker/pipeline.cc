@@ -71,6 +71,32 @@ void learn_next_hop(Worker& w, const rte_mbuf* m) {
     }
 }
 
+// The exception port's side of a poll, for a worker that owns a queue there:
+// the punts other workers left on the shared ring (WorkerConfig::exc_ring; a
+// few bursts at most), then the kernel's egress, out of the NIC unchanged
+// (the kernel resolved its L2 header, which teaches the next-hop table,
+// nexthop/nexthop.h).
+void exception_io(Worker& w) {
+    rte_mbuf* b[kBurst];
+    if (w.cfg.exc_ring != nullptr) {
+        for (int k = 0; k < 4; k++) {
+            const unsigned got = rte_ring_dequeue_burst(w.cfg.exc_ring, reinterpret_cast<void**>(b), kBurst, nullptr);
+            tx_send(w, w.cfg.exc_port, b, static_cast<uint16_t>(got), Counter::drop_exception_tx_full);
+            if (got < kBurst) {
+                break;
+            }
+        }
+    }
+    const uint16_t e = rte_eth_rx_burst(w.cfg.exc_port, w.cfg.queue, b, kBurst);
+    if (e != 0) {
+        w.counters.inc(Counter::exception_to_nic, e);
+        for (uint16_t i = 0; i < e; i++) {
+            learn_next_hop(w, b[i]);
+        }
+        tx_send(w, w.cfg.nic_port, b, e, Counter::drop_nic_tx_full);
+    }
+}
+
 }  // namespace
 
 uint16_t poll_once(Worker& w) {
@@ -79,19 +105,8 @@ uint16_t poll_once(Worker& w) {
     if (n != 0) {
         process_burst(w, b, n, rte_rdtsc());
     }
-    // Kernel egress goes out unchanged; the kernel resolved its L2 header,
-    // which teaches the next-hop table (nexthop/nexthop.h).
-    const uint16_t e = rte_eth_rx_burst(w.cfg.exc_port, w.cfg.queue, b, kBurst);
-    if (e != 0) {
-        w.counters.inc(Counter::exception_to_nic, e);
-        for (uint16_t i = 0; i < e; i++) {
-            learn_next_hop(w, b[i]);
-        }
-        const uint16_t sent = rte_eth_tx_burst(w.cfg.nic_port, w.cfg.queue, b, e);
-        if (unlikely(sent < e)) {
-            w.counters.inc(Counter::drop_nic_tx_full, e - sent);
-            rte_pktmbuf_free_bulk(b + sent, e - sent);
-        }
+    if (w.cfg.exc_owner) {
+        exception_io(w);
     }
     rte_rcu_qsbr_quiescent(w.flows->rcu, w.cfg.id);
     return n;

@@ -54,6 +54,9 @@ void tx(Worker& w, Pkt* p, uint16_t n);
 // n mbufs out of `port` (this worker's queue); what the queue does not take
 // is freed and counted as `on_full`.
 void tx_send(Worker& w, uint16_t port, rte_mbuf** b, uint16_t n, Counter on_full);
+// n punted mbufs to the kernel: out of this worker's exception queue, or
+// onto WorkerConfig::exc_ring for an owner to send (full: freed, counted).
+void punt_send(Worker& w, rte_mbuf** b, uint16_t n);
 
 // Helpers shared by the stages: unaligned big-endian loads and stores. The
 // builtins, not rte_be_to_cpu_*: DPDK's byte swap is an asm statement on

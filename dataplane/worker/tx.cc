@@ -36,6 +36,22 @@ void tx_send(Worker& w, uint16_t port, rte_mbuf** b, uint16_t n, Counter on_full
     }
 }
 
+void punt_send(Worker& w, rte_mbuf** b, uint16_t n) {
+    if (likely(w.cfg.exc_owner)) {
+        tx_send(w, w.cfg.exc_port, b, n, Counter::drop_exception_tx_full);
+        return;
+    }
+    if (n == 0) {
+        return;
+    }
+    // To a worker that owns an exception queue (WorkerConfig::exc_ring).
+    const unsigned queued = rte_ring_enqueue_burst(w.cfg.exc_ring, reinterpret_cast<void**>(b), n, nullptr);
+    if (unlikely(queued < n)) {
+        w.counters.inc(Counter::drop_exception_tx_full, n - queued);
+        rte_pktmbuf_free_bulk(b + queued, n - queued);
+    }
+}
+
 void tx(Worker& w, Pkt* p, uint16_t n) {
     rte_mbuf* out[kMaxPorts][kBurst];
     uint16_t nout[kMaxPorts] = {};
@@ -70,7 +86,7 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
     for (uint16_t port = 0; port < kMaxPorts; port++) {
         tx_send(w, port, out[port], nout[port], Counter::drop_nic_tx_full);
     }
-    tx_send(w, w.cfg.exc_port, exc, nexc, Counter::drop_exception_tx_full);
+    punt_send(w, exc, nexc);
     if (ndead != 0) {
         rte_pktmbuf_free_bulk(dead, ndead);
     }

@@ -18,7 +18,14 @@ struct WorkerConfig {
     uint32_t id = 0;          // QSBR thread id, index of the AllocState slice
     uint16_t nic_port = 0;
     uint16_t exc_port = 1;    // exception port (kernel side)
-    uint16_t queue = 0;       // rx and tx queue id on every port
+    uint16_t queue = 0;       // rx and tx queue id on every port (the exception port: if exc_owner)
+    // The exception port can have fewer queues than there are workers (a
+    // veth driven by AF_XDP has one): a worker without a queue of its own
+    // there (exc_owner false) puts its punts on exc_ring, which the workers
+    // that own one drain to it (poll_once); only owners take the kernel's
+    // egress. nullptr when every worker has its own exception queue.
+    bool exc_owner = true;
+    rte_ring* exc_ring = nullptr;
     uint16_t mtu = 1500;      // IP MTU of the NIC ports
     rte_ether_addr port_mac[kMaxPorts] = {};  // source MAC per egress port
     uint64_t seed = 0x9e3779b97f4a7c15ull;    // STUN transaction ids

@@ -916,6 +916,53 @@ TEST_P(Pipeline, RateLimitBudgetIsExactUnderConcurrentWorkers) {
 
 // ---- punts: the original frame goes to the kernel unchanged ----
 
+// An exception port with fewer queues than workers (a veth under AF_XDP has
+// one): a worker without a queue there puts its punts on the shared ring,
+// and the worker that owns the queue sends them on its next poll, unchanged
+// and in order; a full ring drops them, counted.
+TEST_P(Pipeline, PuntsOfAWorkerWithoutAnExceptionQueueGoThroughTheOwner) {
+    rte_ring* ring = rte_ring_create(numbered("excr", static_cast<int>(seq_) + GetParam() * 100).c_str(), 4,
+                                     SOCKET_ID_ANY, 0);  // holds 3
+    ASSERT_NE(ring, nullptr);
+    w_.cfg.exc_ring = ring;  // w_ owns the exception queue
+    dp::Worker w1;
+    dp::WorkerConfig wc = w_.cfg;
+    wc.id = 1;
+    wc.exc_owner = false;
+    w1.init(wc, flows_, nh_);
+    std::vector<Bytes> in;
+    for (uint16_t i = 0; i < 5; i++) {
+        in.push_back(build(from_client(channel_data(static_cast<uint16_t>(0x4100 + i), pattern(10 + i)))));
+    }
+    rte_mbuf* b[5];
+    for (int i = 0; i < 5; i++) {
+        b[i] = mbuf_of(in[i]);
+    }
+    const dp::Counters c1 = w1.counters;
+    dp::process_burst(w1, b, 3, rte_rdtsc());
+    EXPECT_TRUE(drain(g_env->exc_out).empty()) << "worker 1 has no exception queue of its own";
+    EXPECT_EQ(rte_ring_count(ring), 3u);
+    dp::process_burst(w1, b + 3, 2, rte_rdtsc());  // the ring is full: dropped
+    EXPECT_EQ(w1.counters.get(Counter::punt_miss) - c1.get(Counter::punt_miss), 5u);
+    EXPECT_EQ(w1.counters.get(Counter::drop_exception_tx_full) - c1.get(Counter::drop_exception_tx_full), 2u);
+    const Out o = run({});  // worker 0's poll sends what waits on the ring
+    ASSERT_EQ(o.exc.size(), 3u);
+    for (size_t i = 0; i < 3; i++) {
+        EXPECT_EQ(o.exc[i], in[i]) << i;
+    }
+    EXPECT_EQ(rte_ring_count(ring), 0u);
+    EXPECT_EQ(rte_mempool_avail_count(g_env->pool), 1023u) << "every mbuf back in the pool";
+    // A worker without an exception queue leaves the kernel's egress to the owner.
+    const Bytes egress = build(relayed(n_.relayed, n_.peer, pattern(20)));
+    rte_ring_enqueue(g_env->exc_in, mbuf_of(egress));
+    dp::poll_once(w1);
+    EXPECT_TRUE(drain(g_env->nic_out).empty());
+    EXPECT_EQ(run({}).nic.size(), 1u);
+    w_.cfg.exc_ring = nullptr;
+    w1.fini();
+    rte_ring_free(ring);
+}
+
 TEST_P(Pipeline, UnknownChannelIsPunted) {
     const Bytes f = build(from_client(channel_data(0x4002, pattern(10))));
     const Out o = run1(f);

@@ -7,6 +7,7 @@ Usage: startup_errors.py <turn-dataplane>
 """
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -49,6 +50,17 @@ def main():
     cases.append(("mbufs for a jumbo MTU without the memory", null2, base + ["--mtu", "9000"],
                   "mbuf pool: Cannot allocate memory (12287 mbufs of 9402 bytes for 1 workers and --mtu 9000, "
                   "about 114 MiB: reserve more hugepages", small))
+    # Two workers, a NIC with one queue pair (net_pcap on an empty capture): each worker needs
+    # its own NIC queue. (An exception port with fewer queues is fine: netns_offload_workers.py.)
+    pcap_in = f"/tmp/dp-startup-{os.getpid()}.pcap"
+    with open(pcap_in, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # a capture with no packets
+    two_workers = ["--lcores", "0@0,1@1,2@1", *EAL[2:]]
+    cases.append(("fewer NIC queues than workers",
+                  [f"net_pcap0,rx_pcap={pcap_in},tx_pcap={pcap_in}.out", "net_null1"],
+                  ["--nic", "net_pcap0", *base[2:]],
+                  "net_pcap0 has 1 queue pair(s), fewer than the 2 workers: each worker needs its own NIC queue",
+                  two_workers))
     if not os.path.exists("/dev/vhost-net"):
         cases.append(("virtio-user without vhost-net",
                       ["net_null0", "virtio_user1,path=/dev/vhost-net,queues=1,queue_size=1024,iface=dpst0"],
@@ -62,6 +74,9 @@ def main():
         if not good:
             print(out)
             fails.append(name)
+    for f in (pcap_in, pcap_in + ".out"):
+        if os.path.exists(f):
+            os.unlink(f)
     print("RESULT:", "PASS" if not fails else "FAIL " + ", ".join(fails))
     sys.exit(1 if fails else 0)
 
