@@ -395,10 +395,11 @@ int main(int argc, char** argv) {
     // The exception port may have fewer queues than there are workers (a veth
     // driven by AF_XDP in DPDK 22.11 has one): the workers beyond its queues
     // hand their punts to those that own one through a ring
-    // (WorkerConfig::exc_ring). The NIC needs a queue per worker.
+    // (WorkerConfig::exc_ring: one per owner, so that a worker's punts keep
+    // their order). The NIC needs a queue per worker.
     const uint16_t exc_queues = queues_for(exc, workers);
     constexpr unsigned kExcRingSize = 4096;
-    const uint32_t mbufs = 8191 * workers + 4096 + (exc_queues < workers ? kExcRingSize : 0);
+    const uint32_t mbufs = 8191 * workers + 4096 + (exc_queues < workers ? kExcRingSize * exc_queues : 0);
     rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", mbufs, 256, 0, data_room(o.mtu),
                                                 static_cast<int>(rte_socket_id()));
     if (pool == nullptr) {
@@ -412,11 +413,15 @@ int main(int argc, char** argv) {
     }
     setup_port(o.nic, nic, static_cast<uint16_t>(workers), pool, o.mtu);
     setup_port(o.exc, exc, exc_queues, pool, o.mtu);
-    rte_ring* exc_ring = nullptr;
+    std::vector<rte_ring*> exc_rings;  // [owner]: the punts of workers id % exc_queues == owner
     if (exc_queues < workers) {
-        exc_ring = rte_ring_create("dp_exc_punts", kExcRingSize, static_cast<int>(rte_socket_id()), 0);
-        if (exc_ring == nullptr) {
-            die(std::string("exception ring: ") + rte_strerror(rte_errno));
+        for (uint16_t q = 0; q < exc_queues; q++) {
+            rte_ring* r = rte_ring_create(("dp_exc_punts" + std::to_string(q)).c_str(), kExcRingSize,
+                                          static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+            if (r == nullptr) {
+                die(std::string("exception ring: ") + rte_strerror(rte_errno));
+            }
+            exc_rings.push_back(r);
         }
         std::fprintf(stderr,
                      "turn-dataplane: %s has %u queue(s) for %u workers: the workers without one hand their "
@@ -472,7 +477,7 @@ int main(int argc, char** argv) {
         wc.exc_port = exc;
         wc.queue = static_cast<uint16_t>(id);
         wc.exc_owner = id < exc_queues;
-        wc.exc_ring = exc_ring;
+        wc.exc_ring = exc_rings.empty() ? nullptr : exc_rings[id % exc_queues];
         wc.mtu = o.mtu;
         wc.seed ^= (uint64_t{id} + 1) * 0x9E3779B97F4A7C15ull;
         rte_eth_macaddr_get(nic, &wc.port_mac[nic]);
@@ -598,12 +603,12 @@ int main(int argc, char** argv) {
     }
     rte_eth_dev_stop(nic);
     rte_eth_dev_stop(exc);
-    if (exc_ring != nullptr) {  // punts no owner sent before the workers stopped
+    for (rte_ring* r : exc_rings) {  // punts no owner sent before the workers stopped
         void* m = nullptr;
-        while (rte_ring_dequeue(exc_ring, &m) == 0) {
+        while (rte_ring_dequeue(r, &m) == 0) {
             rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
         }
-        rte_ring_free(exc_ring);
+        rte_ring_free(r);
     }
     delete nh;
     delete flows;

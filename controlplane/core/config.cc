@@ -576,6 +576,12 @@ void validate(Config& c, bool have_file) {
             fail("[auth].rest_secrets", "a secret is empty");
         }
     }
+    if (c.bandwidth_bps > 0 && c.bandwidth_bps < 8) {
+        // The buckets count bytes: below 8 bit/s the socket path's rate would
+        // round to 0 (unlimited) while the dataplane's would not.
+        fail("[allocation].bandwidth_bps", "must be 0 (unlimited) or at least 8 (one byte per second), not " +
+                                               std::to_string(c.bandwidth_bps));
+    }
     if (c.default_lifetime_s > c.max_lifetime_s) {
         fail("[allocation].default_lifetime_s", "greater than max_lifetime_s (" +
                                                      std::to_string(c.max_lifetime_s) + ")");

@@ -1,5 +1,6 @@
 #include "flow/apply.h"
 
+#include <bit>
 #include <cstring>
 
 namespace dp {
@@ -318,7 +319,7 @@ void Applier::on(const ipc::AllocationAdd& m) {
         a.gen = gen_;
         if (same_addresses(a.msg, m)) {  // refresh (resync): keep entries, update the limit
             a.msg = m;
-            t_.allocs[a.idx].byte_ticks.store(byte_ticks_of(m.bandwidth_bps, t_.tsc_hz), std::memory_order_relaxed);
+            set_limit(t_.allocs[a.idx], m.bandwidth_bps);
             // And take back the client 5-tuple and relayed address if an
             // allocation added after this one took them (a duplicate the
             // control plane has since deleted, or one a resync sweeps): the
@@ -543,12 +544,25 @@ void Applier::on(const ipc::ChannelDel& m) {
     }
 }
 
+void Applier::set_limit(Allocation& r, uint64_t bps) const {
+    const float bt = byte_ticks_of(bps, t_.tsc_hz);
+    if (std::bit_cast<uint32_t>(bt) == std::bit_cast<uint32_t>(r.byte_ticks.load(std::memory_order_relaxed))) {
+        return;  // unchanged (a resync's refresh): the budget stays as spent
+    }
+    r.byte_ticks.store(bt, std::memory_order_relaxed);
+    // A new rate starts with a full budget, as the control plane's bucket of a
+    // restarted turn-relay does: the clock's lead over now was run up at the
+    // old cost per byte and would hold a raised limit back for as long as the
+    // old one needed (a minute at 8 kbit/s). A worker's compare-and-swap that
+    // loaded the old clock fails and retries from this one.
+    r.tat.store(0, std::memory_order_relaxed);
+}
+
 void Applier::on(const ipc::LimitSet& m) {
     Alloc* a = find(m.alloc_id);
     if (a != nullptr) {
         a->msg.bandwidth_bps = m.bandwidth_bps;
-        // The bucket's clock stays: what was spent at the old rate is spent.
-        t_.allocs[a->idx].byte_ticks.store(byte_ticks_of(m.bandwidth_bps, t_.tsc_hz), std::memory_order_relaxed);
+        set_limit(t_.allocs[a->idx], m.bandwidth_bps);
     }
 }
 

@@ -132,6 +132,9 @@ private:
     // Makes the client 5-tuple's key and the relayed address(es) name `a`
     // (install, and every refresh); false if a table refused one.
     bool publish_alloc(Alloc& a);
+    // Allocation::byte_ticks for a limit of `bps`; a changed rate refills the
+    // budget (Allocation::tat = 0).
+    void set_limit(Allocation& r, uint64_t bps) const;
     // A refreshed hashed channel: its kChannelOut/kChannelIn entries made
     // this channel's again where another took them; false if a table refused.
     bool republish_chan(Alloc& a, uint16_t channel, const Chan& c);

@@ -72,7 +72,7 @@ void learn_next_hop(Worker& w, const rte_mbuf* m) {
 }
 
 // The exception port's side of a poll, for a worker that owns a queue there:
-// the punts other workers left on the shared ring (WorkerConfig::exc_ring; a
+// the punts other workers left on its ring (WorkerConfig::exc_ring; a
 // few bursts at most), then the kernel's egress, out of the NIC unchanged
 // (the kernel resolved its L2 header, which teaches the next-hop table,
 // nexthop/nexthop.h).

@@ -13,7 +13,7 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc);
 
 // One iteration of the worker loop: NIC rx -> process_burst; for a worker
 // that owns an exception queue (WorkerConfig::exc_owner), the other
-// workers' punts from the shared ring -> exception tx, and exception-port rx
+// workers' punts from its ring -> exception tx, and exception-port rx
 // (kernel egress) -> NIC tx; then a QSBR quiescent state. Returns the number
 // of packets received on the NIC.
 uint16_t poll_once(Worker& w);

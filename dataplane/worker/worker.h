@@ -21,9 +21,11 @@ struct WorkerConfig {
     uint16_t queue = 0;       // rx and tx queue id on every port (the exception port: if exc_owner)
     // The exception port can have fewer queues than there are workers (a
     // veth driven by AF_XDP has one): a worker without a queue of its own
-    // there (exc_owner false) puts its punts on exc_ring, which the workers
-    // that own one drain to it (poll_once); only owners take the kernel's
-    // egress. nullptr when every worker has its own exception queue.
+    // there (exc_owner false) puts its punts on exc_ring, the ring of the
+    // owner of queue id % queues, which that owner alone drains to its queue
+    // (poll_once), so a worker's punts keep their order; only owners take
+    // the kernel's egress. nullptr when every worker has its own exception
+    // queue.
     bool exc_owner = true;
     rte_ring* exc_ring = nullptr;
     uint16_t mtu = 1500;      // IP MTU of the NIC ports

@@ -79,6 +79,10 @@ TEST(Config, ErrorsNameTheKey) {
     EXPECT_NE(error_of("[server]\nlisten=[\"127.0.0.1:1\"]\n").find("[auth]"), std::string::npos);
     EXPECT_NE(error_of("[auth]\nusers=[\"a:b\"]\n[allocation]\ndefault_lifetime_s = 7200\n").find("default_lifetime_s"), std::string::npos);
     EXPECT_NE(error_of("[server\n").find("config:"), std::string::npos);
+    EXPECT_NE(error_of("[auth]\nusers=[\"a:b\"]\n[allocation]\nbandwidth_bps = 7\n")
+                  .find("[allocation].bandwidth_bps: must be 0 (unlimited) or at least 8"),
+              std::string::npos);
+    EXPECT_EQ(error_of("[auth]\nusers=[\"a:b\"]\n[allocation]\nbandwidth_bps = 8\n"), "");
 }
 
 TEST(Config, CliOverridesFile) {

@@ -23,8 +23,8 @@
 //      leaves by the NIC port, each punted one by the exception port, and the
 //      rest are counted as drops;
 //   2. the two workers agree: the same frames out of each port, in the same
-//      order, byte for byte, and the same counter deltas (both start from the
-//      same bandwidth budgets: the shared allocation clocks are put back);
+//      order, byte for byte, and the same counter deltas (both start from
+//      full bandwidth budgets: the shared allocation clocks are reset);
 //   3. a punted frame reaches the kernel exactly as it came;
 //   4. a forwarded frame is well formed: from the port's MAC to the MAC of
 //      its destination's next hop (host entry, else the family's default;
@@ -795,18 +795,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     set_next_hops(sel);
 
     // Bandwidth budgets are per allocation, shared by the workers
-    // (Allocation::tat): the second worker starts from the same ones.
+    // (Allocation::tat): each worker starts from full ones, on the same clock
+    // (g->now, never advanced between inputs: each input is its own run).
     const uint32_t nalloc = g->flows->config().max_allocations;
-    std::vector<uint64_t> tat(nalloc);
-    for (uint32_t i = 0; i < nalloc; i++) {
-        tat[i] = g->flows->allocs[i].tat.load();
-    }
+    auto fill_budgets = [&] {
+        for (uint32_t i = 0; i < nalloc; i++) {
+            g->flows->allocs[i].tat.store(0);
+        }
+    };
+    fill_budgets();
     const Run a = run(g->w[0], frames, burst, step);
-    for (uint32_t i = 0; i < nalloc; i++) {
-        g->flows->allocs[i].tat.store(tat[i]);
-    }
+    fill_budgets();
     const Run b = run(g->w[1], frames, burst, step);
-    g->now += step * (frames.size() / burst + 1) + (uint64_t{1} << 40);  // buckets full again for the next input
 
     if (std::getenv("WORKER_FUZZ_VERBOSE") != nullptr) {  // what the input did, for people
         std::fprintf(stderr, "%zu frames, next hops 0x%02x, headroom %zu:", frames.size(), sel & 31u, headroom);
