@@ -6,8 +6,9 @@
 // for these packets. Every other packet gets classify's verdict from
 // classify's own code (classify_udp4 with the headers already checked, or
 // classify_other) and goes on through the stages; a packet the lane found
-// but whose next hop, bandwidth limit, MTU or headroom it leaves to route
-// goes on from route (kRoute) with every field lookup would have set.
+// but whose next hop, MTU or headroom it leaves to route (or whose bandwidth
+// limit, in a burst the lane does not finish) goes on from route (kRoute)
+// with every field lookup would have set.
 //
 // Why: the stages' IPv4 common cases were already straight-line, and fusing
 // their loops saved nothing (bench/RESULTS.md); what costs at 1k-10k flows
@@ -29,12 +30,14 @@
 //   4. next hops: the default, or one bulk lookup where the table has host
 //      entries (as route.cc); one on a VLAN gets its 802.1Q tag from
 //      rewrite44 (a peer packet whose mbuf lacks room for it goes to route);
-//   5. police's counters in this worker's state line, first needed here, a
-//      whole burst after it was requested, and rewrite44 (rewrite44.h,
-//      shared with the rewrite stage).
+//   5. next hops checked; bandwidth limits (police_lane: in packet order,
+//      and only when the lane finishes the whole burst, so that it drops
+//      what the police stage would); police's counters in this worker's
+//      state line, first needed here, a whole burst after it was requested,
+//      and rewrite44 (rewrite44.h, shared with the rewrite stage).
 //
 // A burst the lane finished less than half of (Send or Data indications,
-// channels in the hash, bandwidth limits) costs more through it than
+// channels in the hash) costs more through it than
 // through the stages alone; after one, the next WorkerConfig::express_rest
 // bursts go to classify directly (express_wanted).
 //
@@ -46,6 +49,9 @@
 // "Express lane").
 //
 // Edges: kTx (finished; or the whole burst sent); kRoute; classify's edges.
+#include <algorithm>
+#include <bit>
+
 #include "worker/rewrite44.h"
 #include "worker/stages.h"
 
@@ -60,19 +66,21 @@ struct Lane {
     Worker& w;
     const Allocation* allocs;
     const ListenSet& listen;
-    Pkt* done[kBurst];  // found, and nothing for route or police to decide
+    Pkt* done[kBurst];  // found, and nothing for route to decide
     uint16_t ndone = 0;
-    bool rest = false;  // some packets for the stages
+    bool rest = false;     // some packets for the stages
+    bool limited = false;  // some found packet's allocation has a bandwidth limit
 };
 
 // q's allocation `a` is found and every field lookup would set is set:
-// the lane keeps q when route and police would pass it (no bandwidth limit
-// to police; `hdrs` bytes of new IP + UDP (+ ChannelData) headers fit the
-// MTU; `room`: the mbuf has room for them and Ethernet in front of the
-// data), else hands it to route, which decides (kRoute).
+// the lane keeps q when route would pass it (`hdrs` bytes of new IP + UDP
+// (+ ChannelData) headers fit the MTU; `room`: the mbuf has room for them
+// and Ethernet in front of the data), else hands it to route, which decides
+// (kRoute). A bandwidth limit is policed in phase 5.
 inline void found(Lane& l, const Allocation& a, Pkt& q, uint32_t hdrs, bool room) {
-    if (likely(a.unlimited() && hdrs + q.data_len <= l.w.cfg.mtu && room)) {
+    if (likely(hdrs + q.data_len <= l.w.cfg.mtu && room)) {
         l.done[l.ndone++] = &q;
+        l.limited |= !a.unlimited();
     } else {
         q.next = Next::kRoute;
         l.rest = true;
@@ -91,9 +99,63 @@ void give_back(Lane& l, Pkt& q, bool to_listen) {
     l.rest = true;
 }
 
+// Bandwidth limits of the packets the lane finishes (`nok` of l.done, next
+// hops checked), in the order the police stage would take them, so that a
+// worker with the lane and one without drop the same packets: in packet
+// order, and only when the lane finishes the whole burst. When some packet
+// goes to the stages, the limited ones go too (kRoute: route, then police
+// in packet order with the rest). Unlimited packets are left kTx; a limited
+// one is kTx when its bytes were taken, else dropped (drop_rate_limited,
+// freed by the tx stage).
+void police_lane(Lane& l, uint16_t nok, uint64_t now_tsc) {
+    for (uint16_t j = 0; j < nok; j++) {
+        l.done[j]->next = Next::kTx;
+    }
+    if (l.rest) {
+        for (uint16_t j = 0; j < nok; j++) {
+            Pkt& q = *l.done[j];
+            if (!l.allocs[q.alloc].unlimited()) {
+                q.next = Next::kRoute;
+            }
+        }
+        return;
+    }
+    // Packet order: l.done holds the client packets, then the peer ones, each
+    // run in packet order (pointers into the burst's Pkt array): one merge.
+    uint16_t b = 0;
+    while (b < nok && l.done[b]->kind == Kind::kToPeerChannel) {
+        b++;
+    }
+    if (b != 0 && b != nok && l.done[b] < l.done[b - 1]) {
+        Pkt* merged[kBurst];
+        uint16_t x = 0, y = b, k = 0;
+        while (x < b && y < nok) {
+            merged[k++] = l.done[x] < l.done[y] ? l.done[x++] : l.done[y++];
+        }
+        while (x < b) {
+            merged[k++] = l.done[x++];
+        }
+        while (y < nok) {
+            merged[k++] = l.done[y++];
+        }
+        std::copy(merged, merged + nok, l.done);
+    }
+    const double tsc_hz = l.w.flows->tsc_hz;
+    for (uint16_t j = 0; j < nok; j++) {
+        Pkt& q = *l.done[j];
+        const Allocation& a = l.allocs[q.alloc];
+        const float byte_ticks = a.byte_ticks.load(std::memory_order_relaxed);
+        if (std::bit_cast<uint32_t>(byte_ticks) != 0 && !take_bandwidth(a, byte_ticks, q.data_len, now_tsc, tsc_hz)) {
+            l.w.alloc_state(q.alloc).dropped_packets++;
+            drop(q, Counter::drop_rate_limited);
+            l.rest = true;  // the tx stage frees it
+        }
+    }
+}
+
 }  // namespace
 
-Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
+Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_tsc) {
     Lane l{w, w.flows->allocs, *w.flows->listen};
     const RelayPorts& rp = *w.flows->relay_ports;
     ClientCache& c = w.cache;
@@ -258,13 +320,12 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
     NextHops::unpack(def4, &dnh);
     const bool def_ok = nexthop_usable(def4);
 
-    // 5. Police's counters and rewrite, in a pass of their own: this
-    // worker's state line of each allocation was requested with its
-    // allocation line but is first needed here, a whole burst later (at 1M
-    // flows both are DRAM reads; using the state as early as the allocation
-    // waited for it).
-    const RewriteCtx rw = rewrite_ctx(w, l.allocs, &l.listen);
-    uint16_t to_peer = 0, to_client = 0;
+    // 5. Next hops checked, then police and rewrite, in a pass of their
+    // own: this worker's state line of each allocation was requested with
+    // its allocation line but is first needed here, a whole burst later (at
+    // 1M flows both are DRAM reads; using the state as early as the
+    // allocation waited for it).
+    uint16_t nok = 0;
     uint16_t port = UINT16_MAX;  // the one port every finished packet leaves by (kMaxPorts: several)
     for (uint16_t j = 0; j < l.ndone; j++) {
         Pkt& q = *l.done[j];
@@ -291,6 +352,18 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n) {
         if (unlikely(q.nh.vlan != 0) && q.kind == Kind::kToClientChannel && q.m->data_off < 8) {
             q.next = Next::kRoute;
             l.rest = true;
+            continue;
+        }
+        l.done[nok++] = &q;
+    }
+    if (unlikely(l.limited)) {
+        police_lane(l, nok, now_tsc);
+    }
+    const RewriteCtx rw = rewrite_ctx(w, l.allocs, &l.listen);
+    uint16_t to_peer = 0, to_client = 0;
+    for (uint16_t j = 0; j < nok; j++) {
+        Pkt& q = *l.done[j];
+        if (unlikely(l.limited) && q.next != Next::kTx) {  // handed to route or dropped by police_lane
             continue;
         }
         count_forwarded(w.alloc_state(q.alloc), q.kind, q.data_len);

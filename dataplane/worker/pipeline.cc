@@ -22,7 +22,7 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     if (express_wanted(w)) {
         // IPv4 ChannelData on slot channels, both directions, through every
         // stage below at once; the other packets classified for the rest.
-        if (express(w, mbufs, p, n) == Express::kSent) {
+        if (express(w, mbufs, p, n, now_tsc) == Express::kSent) {
             return;
         }
     } else {

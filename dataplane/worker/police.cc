@@ -12,36 +12,11 @@
 // Cost (callgrind, IPv4, 10k flows, no limit set): 30 instructions/packet.
 //
 // Edges: kRewrite; kDrop (rate limited).
-#include <algorithm>
 #include <bit>
 
 #include "worker/stages.h"
 
 namespace dp {
-
-namespace {
-
-constexpr double kMinDepthBytes = 65536;  // the bucket holds at least one large datagram
-
-// Takes `bytes` from the allocation's budget at TSC `now`; false (nothing
-// taken) when they are over it. Lock-free: a compare-and-swap on the
-// allocation's clock, retried only when another worker moved it meanwhile.
-bool take(const Allocation& a, float byte_ticks, uint32_t bytes, uint64_t now, double tsc_hz) {
-    const auto cost = static_cast<uint64_t>(static_cast<double>(bytes) * byte_ticks);
-    const auto depth = static_cast<uint64_t>(std::max(tsc_hz, kMinDepthBytes * byte_ticks));  // in ticks
-    uint64_t tat = a.tat.load(std::memory_order_relaxed);
-    for (;;) {
-        const uint64_t start = std::max(tat, now);  // tat in the past: the bucket is full
-        if (start + cost - now > depth) {
-            return false;
-        }
-        if (a.tat.compare_exchange_weak(tat, start + cost, std::memory_order_relaxed)) {
-            return true;
-        }
-    }
-}
-
-}  // namespace
 
 void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
     const Allocation* allocs = w.flows->allocs;
@@ -54,7 +29,7 @@ void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
         const Allocation& a = allocs[q.alloc];
         AllocState& s = w.alloc_state(q.alloc);
         const float byte_ticks = a.byte_ticks.load(std::memory_order_relaxed);
-        if (std::bit_cast<uint32_t>(byte_ticks) != 0 && !take(a, byte_ticks, q.data_len, now_tsc, tsc_hz)) {
+        if (std::bit_cast<uint32_t>(byte_ticks) != 0 && !take_bandwidth(a, byte_ticks, q.data_len, now_tsc, tsc_hz)) {
             s.dropped_packets++;
             drop(q, Counter::drop_rate_limited);
             continue;

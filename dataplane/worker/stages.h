@@ -12,6 +12,7 @@
 //   tx.cc       kTx/kPunt/kDrop -> NIC tx, exception tx, free
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -36,7 +37,7 @@ void classify_other(Worker& w, Pkt& p);
 // it finished all of it; every other packet classified (classify_udp4,
 // classify_other) or, found but for route to decide, kRoute.
 enum class Express : uint8_t { kSent, kStages };
-Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
+Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_tsc);
 // Whether this burst goes through the lane: configured, and not resting
 // after one it finished less than half of (WorkerConfig::express_rest).
 inline bool express_wanted(Worker& w) {
@@ -193,6 +194,26 @@ inline void key4_words(uint64_t addrs, uint64_t udp, KeyKind kind, uint64_t out[
     ports = (ports >> 16) | (ports << 16);
     out[0] = (addrs >> 32) | (addrs << 32);
     out[1] = uint64_t{ports} | (uint64_t(kind) << 48);
+}
+
+// Takes `bytes` from an allocation's bandwidth budget at TSC `now` (police
+// and the express lane; flow/tables.h, Allocation::tat); false (nothing
+// taken) when they are over it. Lock-free: a compare-and-swap on the
+// allocation's clock, retried only when another worker moved it meanwhile.
+inline bool take_bandwidth(const Allocation& a, float byte_ticks, uint32_t bytes, uint64_t now, double tsc_hz) {
+    constexpr double kMinDepthBytes = 65536;  // the bucket holds at least one large datagram
+    const auto cost = static_cast<uint64_t>(static_cast<double>(bytes) * byte_ticks);
+    const auto depth = static_cast<uint64_t>(std::max(tsc_hz, kMinDepthBytes * byte_ticks));  // in ticks
+    uint64_t tat = a.tat.load(std::memory_order_relaxed);
+    for (;;) {
+        const uint64_t start = std::max(tat, now);  // tat in the past: the bucket is full
+        if (start + cost - now > depth) {
+            return false;
+        }
+        if (a.tat.compare_exchange_weak(tat, start + cost, std::memory_order_relaxed)) {
+            return true;
+        }
+    }
 }
 
 // An allocation's forwarded packets and bytes, this worker's share (police

@@ -878,6 +878,62 @@ TEST_P(Pipeline, RateLimitBudgetStartsFullForANewAllocationOrRate) {
     EXPECT_EQ(forward_at(70, t0 + 3'000'000'000), 65u);
 }
 
+// The express lane polices what it finishes (flow/tables.h budgets) in
+// packet order, as the police stage does, so a burst that runs out of
+// budget half-way forwards the same packets with the lane as without it:
+// here client and peer packets of one allocation alternate, and the budget
+// holds 10 of them.
+TEST_P(Pipeline, ExpressLanePolicesInPacketOrder) {
+    flows_->tsc_hz = 1e9;
+    ipc::LimitSet l{};
+    l.alloc_id = kAllocId;
+    l.bandwidth_bps = 8'000;  // 1000 B/s, a 64 KiB budget
+    ipc_send(l);
+    std::vector<Bytes> burst;
+    for (int i = 0; i < 32; i++) {
+        burst.push_back(i % 2 == 0 ? build(from_client(channel_data(kChannel, pattern(1000 + i))))
+                                   : build(from_peer(pattern(1000 + i), n_.peer)));
+    }
+    const uint32_t idx = [&] {  // the allocation's index: the one client packets count in
+        const Out o = run1(build(from_client(channel_data(kChannel, pattern(1)))));
+        EXPECT_EQ(o.nic.size(), 1u);
+        for (uint32_t i = 0; i < flows_->config().max_allocations; i++) {
+            if (w_.state[i].to_peer_packets != 0) {
+                return i;
+            }
+        }
+        return UINT32_MAX;
+    }();
+    ASSERT_NE(idx, UINT32_MAX);
+    const uint64_t now = rte_rdtsc() + 1'000'000'000'000;
+    // 10.5 datagrams of ~1000 bytes left: 55,000 bytes of the 65,536 spent.
+    const uint64_t spent = uint64_t{55'000} * 1'000'000;  // ticks at 1e6 per byte
+    auto once = [&](bool express) {
+        flows_->allocs[idx].tat.store(now + spent);
+        w_.cfg.express = express;
+        rte_mbuf* b[32];
+        for (int i = 0; i < 32; i++) {
+            b[i] = mbuf_of(burst[i]);
+        }
+        const dp::Counters c0 = w_.counters;
+        dp::process_burst(w_, b, 32, now);
+        std::vector<uint64_t> d(dp::kCounterCount);
+        for (size_t k = 0; k < dp::kCounterCount; k++) {
+            d[k] = w_.counters.v[k] - c0.v[k];
+        }
+        return std::make_pair(drain(g_env->nic_out), d);
+    };
+    const auto lane = once(true);
+    const auto stages = once(false);
+    w_.cfg.express = true;
+    EXPECT_EQ(lane.first.size(), 10u);
+    EXPECT_EQ(lane.first, stages.first) << "the same packets forwarded, in the same order";
+    EXPECT_EQ(lane.second, stages.second) << "the same counters";
+    EXPECT_EQ(lane.second[static_cast<size_t>(Counter::drop_rate_limited)], 22u);
+    EXPECT_EQ(lane.second[static_cast<size_t>(Counter::fwd_client_channel)], 5u);
+    EXPECT_EQ(lane.second[static_cast<size_t>(Counter::fwd_peer_channel)], 5u);
+}
+
 // Two workers on two threads draw from one budget at the same instant: the
 // allocation's clock moves by compare-and-swap, so together they pass
 // exactly the depth, however their attempts interleave (a read-modify-write
