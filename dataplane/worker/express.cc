@@ -50,7 +50,6 @@
 //
 // Edges: kTx (finished; or the whole burst sent); kRoute; classify's edges.
 #include <algorithm>
-#include <bit>
 
 #include "worker/rewrite44.h"
 #include "worker/stages.h"
@@ -143,9 +142,7 @@ void police_lane(Lane& l, uint16_t nok, uint64_t now_tsc) {
     const double tsc_hz = l.w.flows->tsc_hz;
     for (uint16_t j = 0; j < nok; j++) {
         Pkt& q = *l.done[j];
-        const Allocation& a = l.allocs[q.alloc];
-        const float byte_ticks = a.byte_ticks.load(std::memory_order_relaxed);
-        if (std::bit_cast<uint32_t>(byte_ticks) != 0 && !take_bandwidth(a, byte_ticks, q.data_len, now_tsc, tsc_hz)) {
+        if (!take_bandwidth(l.allocs[q.alloc], q.data_len, now_tsc, tsc_hz)) {
             l.w.alloc_state(q.alloc).dropped_packets++;
             drop(q, Counter::drop_rate_limited);
             l.rest = true;  // the tx stage frees it

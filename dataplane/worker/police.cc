@@ -5,15 +5,13 @@
 // allocation's client and peers; the same bucket depth as the control
 // plane's (one second at the rate, at least 64 KiB). Also counts the
 // allocation's forwarded packets and bytes in this worker's AllocState for
-// the control plane's metrics and quotas. The express lane counts the
-// packets it finishes itself (allocations without a limit; the others it
-// leaves to this stage).
+// the control plane's metrics and quotas. The express lane polices and
+// counts the packets it finishes itself, taking budgets in the same packet
+// order (express.cc, police_lane).
 //
 // Cost (callgrind, IPv4, 10k flows, no limit set): 30 instructions/packet.
 //
 // Edges: kRewrite; kDrop (rate limited).
-#include <bit>
-
 #include "worker/stages.h"
 
 namespace dp {
@@ -28,8 +26,7 @@ void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
         }
         const Allocation& a = allocs[q.alloc];
         AllocState& s = w.alloc_state(q.alloc);
-        const float byte_ticks = a.byte_ticks.load(std::memory_order_relaxed);
-        if (std::bit_cast<uint32_t>(byte_ticks) != 0 && !take_bandwidth(a, byte_ticks, q.data_len, now_tsc, tsc_hz)) {
+        if (!take_bandwidth(a, q.data_len, now_tsc, tsc_hz)) {
             s.dropped_packets++;
             drop(q, Counter::drop_rate_limited);
             continue;

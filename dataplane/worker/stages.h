@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 
@@ -197,10 +198,15 @@ inline void key4_words(uint64_t addrs, uint64_t udp, KeyKind kind, uint64_t out[
 }
 
 // Takes `bytes` from an allocation's bandwidth budget at TSC `now` (police
-// and the express lane; flow/tables.h, Allocation::tat); false (nothing
-// taken) when they are over it. Lock-free: a compare-and-swap on the
-// allocation's clock, retried only when another worker moved it meanwhile.
-inline bool take_bandwidth(const Allocation& a, float byte_ticks, uint32_t bytes, uint64_t now, double tsc_hz) {
+// and the express lane; flow/tables.h, Allocation::tat); true without a
+// limit, false (nothing taken) when they are over it. Lock-free: a
+// compare-and-swap on the allocation's clock, retried only when another
+// worker moved it meanwhile.
+inline bool take_bandwidth(const Allocation& a, uint32_t bytes, uint64_t now, double tsc_hz) {
+    const float byte_ticks = a.byte_ticks.load(std::memory_order_relaxed);
+    if (std::bit_cast<uint32_t>(byte_ticks) == 0) {  // as Allocation::unlimited()
+        return true;
+    }
     constexpr double kMinDepthBytes = 65536;  // the bucket holds at least one large datagram
     const auto cost = static_cast<uint64_t>(static_cast<double>(bytes) * byte_ticks);
     const auto depth = static_cast<uint64_t>(std::max(tsc_hz, kMinDepthBytes * byte_ticks));  // in ticks
