@@ -25,6 +25,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import Checks  # noqa: E402
+
 NS_C, NS_N, NS_S = "ndc_cli", "ndc_nat", "ndc_srv"
 CLI_IP, NAT_IN, NAT_OUT, SRV_IP, SRV_ALT = "198.18.40.2", "198.18.40.1", "198.18.41.1", "198.18.41.2", "198.18.41.3"
 PORT, ALT_PORT = 3478, 3479
@@ -82,12 +85,7 @@ def main():
         f.write(f'[server]\nlisten = ["{SRV_IP}:{PORT}"]\nalternate_ips = ["{SRV_ALT}"]\nalternate_port = {ALT_PORT}\n'
                 f'relay_ips = ["{SRV_IP}"]\nthreads = 1\n[auth]\nusers = ["a:b"]\n[metrics]\nlisten = ""\n'
                 '[log]\nlevel = "warn"\n[drain]\ndeadline_s = 1\n')
-    ok = True
-
-    def check(cond, what):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + what, flush=True)
-        ok = ok and cond
+    check = Checks()
 
     relay = None
     try:
@@ -132,12 +130,11 @@ def main():
             except subprocess.TimeoutExpired:
                 relay.kill()
                 out = relay.communicate()[0]
-            if not ok:
+            if not check.ok:
                 print("--- turn-relay output ---\n" + out[-3000:])
         teardown()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return check.finish()
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
 import netns_offload_e2e as e2e  # noqa: E402
+from checks import Checks  # noqa: E402
 from netns_offload_e2e import RELAY, PEER, TURN_PORT, metric, metrics, start_dataplane, stop_dataplane, \
     wait_metric  # noqa: E402
 
@@ -218,16 +219,10 @@ def main():
                            extra=f'[tls]\ncertificate = "{cert}"\nprivate_key = "{key}"\n')
     e2e.setup()
     relay = dp = upeer = prom = None
-    ok, fails = True, []
     prefixes = ("tccl_a", "tccl_b", "tccl_c", "tccl_d", "tccl_e", "tccl_f")
     resyncs = 2  # after the first two runs
 
-    def check(cond, what):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + what, flush=True)
-        if not cond:
-            ok = False
-            fails.append(what)
+    check = Checks()
 
     def check_ports(name, sent):
         """The dataplane's port statistics (rte_eth_stats, turn_dataplane_port_*). Called once the
@@ -475,8 +470,7 @@ def main():
         e2e.stop_relay(relay)
         e2e.teardown()
         e2e.sh(f"rm -rf {tmp} " + " ".join(f"/var/run/dpdk/{p}" for p in prefixes), check=False)
-    print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
-    sys.exit(0 if ok else 1)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

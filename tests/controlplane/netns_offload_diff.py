@@ -37,6 +37,7 @@ import time
 from netns_offload_e2e import (NS_H, NS_R, RELAY, CLIENT, PEER, TURN_PORT, PEER_PORT, CLIENT_PORT, COOKIE, Turn, attr,
                                xor_addr, unxor, sh, setup, teardown, metrics, metric, start_dataplane, write_relay_config, stop_relay,
                                stop_dataplane, wait_metric)
+from checks import Checks  # noqa: E402  (netns_offload_e2e put tests/ on the path)
 
 PEER_PORT2 = PEER_PORT + 1          # permission only (no channel): Send / Data indications
 STRANGER = "198.18.2.4"             # second peer host, no permission
@@ -234,11 +235,7 @@ def run_mode(relay_bin, dp_bin, offload, mport, dscp=None):
 
 def main():
     relay_bin, dp_bin = sys.argv[1], sys.argv[2]
-    fails = []
-
-    def check(cond, what):
-        if not cond:
-            fails.append(what)
+    check = Checks(echo=False)
 
     on = run_mode(relay_bin, dp_bin, True, 9701)
     off = run_mode(relay_bin, dp_bin, False, 9702)
@@ -246,7 +243,7 @@ def main():
     n_cd, n_si = len(SIZES), len(SEND_SIZES)
     for name, r, dscp in (("offload", on, None), ("socket", off, None), ("offload dscp=46", ef, 46)):
         print(f"{name}: relayed={r.get('relayed')} metrics={r.get('metrics')} leaked={r.get('leaked')}")
-        fails.extend(f"{name}: {f}" for f in r["fails"])
+        check.fails.extend(f"{name}: {f}" for f in r["fails"])
         c = r.get("client", {})
         check(len(c.get("channel", [])) == n_cd and None not in c["channel"], f"{name}: all ChannelData echoed")
         check(len(c.get("data_ind", [])) == n_si and None not in c["data_ind"], f"{name}: all Data indications")
@@ -307,8 +304,7 @@ def main():
         for k, v in (("fwd_client_channel", n_cd), ("fwd_peer_channel", n_cd), ("fwd_client_send", n_si),
                      ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER)):
             check(cnt.get(k) == str(v), f"{name}: dataplane {k} == {v} (got {cnt.get(k)})")
-    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
-    sys.exit(0 if not fails else 1)
+    sys.exit(check.finish())
 
 
 def sorted_attrs(b):

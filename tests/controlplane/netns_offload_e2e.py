@@ -32,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import dataplane_process  # noqa: E402
+from checks import Checks  # noqa: E402  (tests/checks.py; the scripts importing this one find it too)
 
 NS_H, NS_R = "tcpe_h", "tcpe_r"
 RELAY, CLIENT, PEER = "198.18.2.1", "198.18.2.2", "198.18.2.3"
@@ -274,16 +275,11 @@ def main():
     write_relay_config(cfg, mport, sock)
     setup()
     relay = dp = peer_p = client_p = None
-    ok, fails = True, []
     relay_out = ""
     relayed = ["", 0]
     counters_a, counters_b = {}, {}
 
-    def check(cond, what):
-        nonlocal ok
-        if not cond:
-            ok = False
-            fails.append(what)
+    check = Checks(echo=False)
 
     def client_cmd(cmd):
         client_p.stdin.write(cmd + "\n")
@@ -373,8 +369,7 @@ def main():
         hits = int(c.get("client_cache_lookups", 0)) - int(c.get("client_cache_misses", 0))
         check(hits >= N - 1, f"dataplane {name} client cache hits {hits} >= {N - 1}")
     check(relay_out.count("event=dataplane_resync") == 2, "relay logged two resyncs")
-    print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
-    sys.exit(0 if ok else 1)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

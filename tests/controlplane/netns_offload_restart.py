@@ -44,6 +44,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import netns_offload_e2e as e2e  # noqa: E402
+from checks import Checks  # noqa: E402
 from netns_offload_e2e import RELAY, CLIENT, PEER, TURN_PORT, Turn, attr, xor_addr, metric, metrics, sh, \
     start_dataplane, stop_dataplane, wait_metric  # noqa: E402
 
@@ -132,18 +133,12 @@ def main():
     e2e.setup()
     relays, dps = [], []
     peer_p = client_p = None
-    ok, fails = True, []
     outs = []
     dp_counters = []
     res, peer_res = {}, {}
     events = {}
 
-    def check(cond, what):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            ok = False
-            fails.append(what)
+    check = Checks()
 
     def start_relay():
         p = subprocess.Popen(["ip", "netns", "exec", NS_R, relay_bin, "--config", cfg],
@@ -249,8 +244,7 @@ def main():
     check(c.get("ipc_swept") == "0", "dataplane B's resync by turn-relay 2 swept nothing (got %r)" % c.get("ipc_swept"))
     check(int(c.get("fwd_client_channel", 0)) >= len(after) and int(c.get("fwd_peer_channel", 0)) >= len(after),
           "dataplane B forwarded the stream on the fast path both ways")
-    print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
-    sys.exit(0 if ok else 1)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import netns_offload_e2e as e2e
 from netns_offload_e2e import (COOKIE, TURN_PORT, PEER_PORT, CLIENT_PORT, Turn, attr, sh, setup,
                                teardown, metrics, metric, start_dataplane, stop_dataplane, wait_metric,
                                write_relay_config, stop_relay)
+from checks import Checks  # netns_offload_e2e put tests/ on the path
 
 # Our own namespaces (the imported helpers read these module globals at call time), so this
 # test never collides with netns_offload_e2e.py.
@@ -151,7 +152,7 @@ def main():
     setup()
     sh(f"ip -n {NS_H} addr add {CLIENT6}/64 dev h0 nodad; ip -n {NS_H} addr add {PEER6}/64 dev h0 nodad")
     sh(f"ip -n {NS_R} addr add {RELAY6}/64 dev x0k nodad")
-    fails = []
+    check = Checks(echo=False)
     relay = dp = peer_p = client_p = None
     res, counters, mets, relay_out = {}, {}, {}, ""
     me = os.path.abspath(__file__)
@@ -164,8 +165,7 @@ def main():
             time.sleep(0.1)
         gw = sh(f"ip netns exec {NS_H} cat /sys/class/net/h0/address").stdout.strip()
         dp = start_dataplane(dp_bin, sock, prefix, ["--gw6", gw])
-        if wait_metric(mport, "turn_dataplane_connected", 1, 100) != 1:
-            fails.append("dataplane attached")
+        check(wait_metric(mport, "turn_dataplane_connected", 1, 100) == 1, "dataplane attached")
         peer_p = subprocess.Popen(["ip", "netns", "exec", NS_H, sys.executable, me, "peer"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.3)
@@ -173,8 +173,7 @@ def main():
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out, err = client_p.communicate(timeout=40)
         res = json.loads(out) if out.strip() else {}
-        if not res:
-            fails.append("client: " + err)
+        check(res, "client: " + err)
         for d in ("client_to_peer", "peer_to_client"):
             wait_metric(mport, f'turn_relayed_packets_total{{direction="{d}",path="dataplane"}}', 2 * len(SIZES))
             text = metrics(mport)
@@ -199,30 +198,25 @@ def main():
     n = len(SIZES)
     if res.get("relayed_family") != 2:
         print(relay_out)
-    fails += [] if res.get("relayed_family") == 2 else ["relayed address is IPv6"]
+    check(res.get("relayed_family") == 2, "relayed address is IPv6")
     want_client = [[(struct.pack("!HH", 0x4001, sz) + payload(i, sz)).hex(), [RELAY6, TURN_PORT]]
                    for i, sz in enumerate(SIZES)]
     got_client = [[e[0][:8 + 2 * sz], e[1]] if e else None for e, sz in zip(res.get("echoed", []), SIZES)]
-    if got_client != want_client:
-        fails.append("client got the ChannelData echoes")
-    if [x[0] for x in peer_lines if x[2] == PEER_PORT] != [payload(i, sz).hex() for i, sz in enumerate(SIZES)]:
-        fails.append("peer got exactly the ChannelData payloads")
-    if [x[0] for x in peer_lines if x[2] == SEND_PORT] != [send_payload(i, sz).hex() for i, sz in enumerate(SIZES)]:
-        fails.append("peer got exactly the Send indication payloads on its second port")
-    if not all(x[1] == [RELAY6, res.get("relayed_port")] for x in peer_lines):
-        fails.append("peer saw the relayed address")
+    check(got_client == want_client, "client got the ChannelData echoes")
+    check([x[0] for x in peer_lines if x[2] == PEER_PORT] == [payload(i, sz).hex() for i, sz in enumerate(SIZES)],
+          "peer got exactly the ChannelData payloads")
+    check([x[0] for x in peer_lines if x[2] == SEND_PORT] == [send_payload(i, sz).hex() for i, sz in enumerate(SIZES)],
+          "peer got exactly the Send indication payloads on its second port")
+    check(all(x[1] == [RELAY6, res.get("relayed_port")] for x in peer_lines), "peer saw the relayed address")
     want_ind = [{"type": 0x0017, "peer": [PEER6, SEND_PORT], "data": send_payload(i, sz).hex(),
                  "src": [RELAY6, TURN_PORT]} for i, sz in enumerate(SIZES)]
-    if res.get("data_ind") != want_ind:
-        fails.append("client got one Data indication per payload, DATA byte-identical, from the peer's second port")
+    check(res.get("data_ind") == want_ind,
+          "client got one Data indication per payload, DATA byte-identical, from the peer's second port")
     for d in ("client_to_peer", "peer_to_client"):
-        if mets.get(d) != {"dataplane": 2 * n, "socket": 0}:
-            fails.append(f"/metrics {d}: {mets.get(d)} (want dataplane {2 * n}, socket 0)")
+        check(mets.get(d) == {"dataplane": 2 * n, "socket": 0}, f"/metrics {d}: {mets.get(d)} (want dataplane {2 * n}, socket 0)")
     for k in ("fwd_client_channel", "fwd_peer_channel", "fwd_client_send", "fwd_peer_data"):
-        if counters.get(k) != str(n):
-            fails.append(f"dataplane {k} == {n} (got {counters.get(k)})")
-    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
-    sys.exit(0 if not fails else 1)
+        check(counters.get(k) == str(n), f"dataplane {k} == {n} (got {counters.get(k)})")
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import netns_offload_e2e as e2e  # noqa: E402
+from checks import Checks  # noqa: E402
 from chromium_session import chromium_page, descendants, kill_pids  # noqa: E402
 from netns_offload_e2e import RELAY, PEER, TURN_PORT, metric, metrics, start_dataplane, \
     stop_dataplane, wait_metric  # noqa: E402
@@ -367,15 +368,9 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("SIGTERM"))
     e2e.setup()
     relay = dp = client = None
-    ok, fails = True, []
     want = [digest(m) for m in messages()]
 
-    def check(cond, what):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + what, flush=True)
-        if not cond:
-            ok = False
-            fails.append(what)
+    check = Checks()
 
     def one_run(name, resyncs):
         nonlocal dp, client
@@ -460,16 +455,15 @@ def main():
         if relay is not None:
             e2e.stop_relay(relay)
             relay_log.close()
-            if not ok:
+            if not check.ok:
                 with open(relay_log.name) as f:
                     print("turn-relay log (tail):\n" + "".join(f.readlines()[-60:]), flush=True)
         e2e.teardown()
         e2e.sh(f"rm -rf {tmp} " + " ".join(f"/var/run/dpdk/{p}" for p in prefixes.values()), check=False)
-    if ok and missing:
+    if check.ok and missing:
         print(f"RESULT: SKIP (aiortc run passed; Chromium run skipped, not installed: {', '.join(missing)})")
         sys.exit(77)
-    print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
-    sys.exit(0 if ok else 1)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

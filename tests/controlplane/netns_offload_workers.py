@@ -40,6 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns_offload_e2e as e2e  # noqa: E402
+from checks import Checks  # noqa: E402
 from netns_offload_e2e import RELAY, PEER, PEER_PORT, TURN_PORT, Turn, attr, metric, metrics, sh, stop_relay, \
     unxor, write_relay_config, xor_addr  # noqa: E402
 
@@ -163,14 +164,8 @@ def main():
                        extra=f"[allocation]\nbandwidth_bps = {RATE_BPS}\nmax_per_user = 0\n")
     e2e.setup()
     relay = dp = peer_p = client_p = None
-    ok, fails = True, []
 
-    def check(cond, what):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + what, flush=True)
-        if not cond:
-            ok = False
-            fails.append(what)
+    check = Checks()
 
     def cmd(c):
         client_p.stdin.write(c + "\n")
@@ -284,10 +279,7 @@ def main():
         e2e.teardown()
         sh("rm -rf /var/run/dpdk/tcwk", check=False)
 
-    if not ok:
-        print("FAILED:", *fails, sep="\n  ")
-        sys.exit(1)
-    print("PASS")
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from checks import Checks  # noqa: E402
 from chromium_session import chromium_page, descendants, kill_pids  # noqa: E402
 
 NS = "tredir"
@@ -163,14 +165,8 @@ def main():
     sh(f"ip netns del {NS}", check=False)
     sh(f"ip netns add {NS}")
     relays, logs, page = {}, {}, None
-    ok, fails = True, []
 
-    def check(cond, what):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + what, flush=True)
-        if not cond:
-            ok = False
-            fails.append(what)
+    check = Checks()
 
     try:
         sh(f"ip -n {NS} link set lo up")
@@ -242,13 +238,12 @@ def main():
                 p.kill()
                 p.wait()
             logs[name].close()
-            if not ok:
+            if not check.ok:
                 with open(logs[name].name) as f:
                     print(f"relay {name} log (tail):\n" + "".join(f.readlines()[-30:]), flush=True)
         sh(f"ip netns del {NS}", check=False)
         sh(f"rm -rf {tmp}", check=False)
-    print("RESULT:", "PASS" if ok else "FAIL " + "; ".join(fails))
-    sys.exit(0 if ok else 1)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns_smoke as sm  # noqa: E402  topology and the scripted control plane
+from checks import Checks  # noqa: E402  (netns_smoke put tests/ on the path)
 
 sm.NS_H, sm.NS_R = "tnb_h", "tnb_r"
 NS_H, NS_R = sm.NS_H, sm.NS_R
@@ -72,14 +73,10 @@ def main():
     srv = sm.listen_ipc(SOCK)
     h0 = sm.mac_of(NS_H, "h0")
     dp = sm.start_dataplane(dp_bin, SOCK, "tnbneigh", "af_packet")  # no --gw4: next hops come from the kernel
-    fails = []
     peer = client = far = None
     out, c = "", {}
 
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            fails.append(what)
+    check = Checks()
 
     def neigh(cmd):
         sm.sh(f"ip -n {NS_R} neigh {cmd}")
@@ -153,8 +150,7 @@ def main():
     check(int(c.get("nexthop_neigh_set", 0)) >= 3, f"mirror set >= 3 entries (got {c.get('nexthop_neigh_set')})")
     check(int(c.get("nexthop_neigh_removed", 0)) >= 1,
           f"mirror removed >= 1 entry (got {c.get('nexthop_neigh_removed')})")
-    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
-    sys.exit(1 if fails else 0)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

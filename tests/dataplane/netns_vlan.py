@@ -27,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns_smoke as sm  # noqa: E402  the scripted control plane, start/stop of the dataplane
+from checks import Checks  # noqa: E402  (netns_smoke put tests/ on the path)
 
 sm.NS_H, sm.NS_R = "tvl_h", "tvl_r"
 NS_H, NS_R = sm.NS_H, sm.NS_R
@@ -133,13 +134,9 @@ def main():
     srv = sm.listen_ipc(SOCK)
     h0, n0 = sm.mac_of(NS_H, "h0"), sm.mac_of(NS_R, "n0")
     dp = sm.start_dataplane(dp_bin, SOCK, "tvlvlan", pmd, ["--gw4", h0, "--gw4-vlan", "200"])
-    fails = []
     res, c = {}, {}
 
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            fails.append(what)
+    check = Checks()
 
     try:
         conn, _ = srv.accept()
@@ -171,8 +168,7 @@ def main():
         check(r["ip_ok"] and r["udp_ok"], f"{step}: IPv4 and UDP checksums hold")
     check(c.get("fwd_client_channel") == "2", f"fwd_client_channel == 2 (got {c.get('fwd_client_channel')})")
     check(c.get("fwd_peer_channel") == "1", f"fwd_peer_channel == 1 (got {c.get('fwd_peer_channel')})")
-    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
-    sys.exit(1 if fails else 0)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

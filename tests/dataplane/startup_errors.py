@@ -11,6 +11,9 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import Checks  # noqa: E402
+
 EAL = ["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--log-level=lib.eal:error"]
 
 
@@ -66,19 +69,15 @@ def main():
                       ["net_null0", "virtio_user1,path=/dev/vhost-net,queues=1,queue_size=1024,iface=dpst0"],
                       ["--nic", "net_null0", "--exc", "virtio_user1"],
                       "virtio-user needs /dev/vhost-net (modprobe vhost_net)"))
-    fails = []
+    check = Checks()
     for i, (name, vdevs, args, want, *eal) in enumerate(cases):
         rc, out = run(dp, f"dpstart{os.getpid()}_{i}", vdevs, args, *eal)
-        good = rc == 1 and want in out
-        print(("ok   " if good else "FAIL ") + f"{name}: rc={rc} (want 1), message {'found' if want in out else 'missing'}")
-        if not good:
+        if not check(rc == 1 and want in out, f"{name}: rc={rc} (want 1), message {'found' if want in out else 'missing'}"):
             print(out)
-            fails.append(name)
     for f in (pcap_in, pcap_in + ".out"):
         if os.path.exists(f):
             os.unlink(f)
-    print("RESULT:", "PASS" if not fails else "FAIL " + ", ".join(fails))
-    sys.exit(1 if fails else 0)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":

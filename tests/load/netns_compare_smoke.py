@@ -19,6 +19,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import Checks  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "..", "..", "bench", "load", "netns_compare.py")
 
@@ -30,12 +33,7 @@ def main():
                        capture_output=True, text=True, timeout=600)
     print(p.stdout[-6000:])
     print(p.stderr[-3000:])
-    fails = []
-
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            fails.append(what)
+    check = Checks()
 
     check(p.returncode == 0, f"netns_compare.py exited 0 (got {p.returncode})")
     try:
@@ -64,8 +62,7 @@ def main():
     share = 100 * paths.get("dataplane", 0) / total if total else 0
     check(share >= 90, f"dpdk: {share:.1f} % of relayed packets on the fast path (>= 90)")
     subprocess.run(["rm", "-rf", out], check=False)
-    print("RESULT:", "PASS" if not fails else "FAIL " + "; ".join(fails))
-    sys.exit(1 if fails else 0)
+    sys.exit(check.finish())
 
 
 if __name__ == "__main__":
