@@ -20,8 +20,9 @@
 // the default route). --vlan puts every next hop on that 802.1Q VLAN
 // (forwarded frames leave tagged). --limit gives every allocation a bandwidth
 // limit of BPS bits/s (choose one the run never reaches, e.g. 1e12, to
-// measure what policing costs a packet: such packets take the stages, not
-// the express lane). After each client case a "#" line gives the worker's
+// measure what policing costs a packet; one worker, so the shared clock's
+// line never moves between cores: bandwidth_contention.cc measures that).
+// After each client case a "#" line gives the worker's
 // client-cache miss rate over the timed runs (flow/client_cache.h).
 //
 // Under callgrind use --callgrind (one short run, plain loop skipped) and

@@ -63,6 +63,10 @@ static_assert(sizeof(ChanSlot) == 8);
 // share of the rate would cut the allocation to a fraction of its limit.
 // Only allocations with a limit write the line (and only for packets that
 // pass); the main lcore zeroes tat before publishing a (re)used index.
+// A worker advances the clock for up to 32 packets at once (AllocState::lease,
+// worker/stages.h take_bandwidth): when both directions are busy on two
+// workers, a write per packet would move this line, which the other fields
+// share, between their cores on every packet (bench/RESULTS.md).
 struct alignas(64) Allocation {
     static constexpr uint32_t kSlots = 2;
     uint32_t epoch;          // changes whenever the index is reused
@@ -152,12 +156,14 @@ struct RelayPorts {
 // of its own: workers never write each other's lines.
 struct alignas(64) AllocState {
     uint32_t epoch;        // != Allocation::epoch: stale, reset before use
-    uint32_t pad;
+    uint32_t lease_rate;   // bits of the Allocation::byte_ticks the lease was taken at
     uint64_t to_peer_packets;
     uint64_t to_peer_bytes;
     uint64_t to_client_packets;
     uint64_t to_client_bytes;
     uint64_t dropped_packets;
+    uint64_t lease;        // ticks of the allocation's clock this worker took ahead, not yet spent (take_bandwidth)
+    uint64_t lease_at;     // TSC when the lease was taken
 };
 static_assert(sizeof(AllocState) == 64);
 

@@ -3,7 +3,9 @@
 // directions together: one budget per allocation that every worker draws
 // from (flow/tables.h, Allocation::tat), whichever workers RSS gives the
 // allocation's client and peers; the same bucket depth as the control
-// plane's (one second at the rate, at least 64 KiB). Also counts the
+// plane's (one second at the rate, at least 64 KiB); a worker takes it for
+// up to 32 packets at once and keeps the rest in its AllocState
+// (stages.h, take_bandwidth). Also counts the
 // allocation's forwarded packets and bytes in this worker's AllocState for
 // the control plane's metrics and quotas. The express lane polices and
 // counts the packets it finishes itself, taking budgets in the same packet
@@ -26,7 +28,7 @@ void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
         }
         const Allocation& a = allocs[q.alloc];
         AllocState& s = w.alloc_state(q.alloc);
-        if (!take_bandwidth(a, q.data_len, now_tsc, tsc_hz)) {
+        if (!take_bandwidth(a, s, q.data_len, now_tsc, tsc_hz)) {
             s.dropped_packets++;
             drop(q, Counter::drop_rate_limited);
             continue;

@@ -198,25 +198,57 @@ inline void key4_words(uint64_t addrs, uint64_t udp, KeyKind kind, uint64_t out[
 }
 
 // Takes `bytes` from an allocation's bandwidth budget at TSC `now` (police
-// and the express lane; flow/tables.h, Allocation::tat); true without a
-// limit, false (nothing taken) when they are over it. Lock-free: a
-// compare-and-swap on the allocation's clock, retried only when another
-// worker moved it meanwhile.
-inline bool take_bandwidth(const Allocation& a, uint32_t bytes, uint64_t now, double tsc_hz) {
+// and the express lane; flow/tables.h, Allocation::tat) for worker state `s`;
+// true without a limit, false (nothing taken) when they are over it.
+// Lock-free: a compare-and-swap on the allocation's clock, retried only when
+// another worker moved it meanwhile.
+//
+// A worker that has to move the clock moves it for up to 31 more packets of
+// this size (at most 100 ms of the rate) and keeps what it took ahead as its
+// lease, which its next packets spend without writing the allocation's line:
+// with an allocation's two directions busy on two workers, a write for every
+// packet moved that line between their cores on every packet. When the
+// budget cannot give the lease too, the packet takes its own cost only, so a
+// lease never turns a packet away: a worker is refused only with less than a
+// packet in its lease. A lease is good for one second and at the rate it was
+// taken at (a changed rate starts from a full budget, flow/apply.cc).
+// Every byte passed was taken from the clock, so the rate holds; what a
+// lease shifts is when: a worker may hold up to 100 ms of the rate that the
+// other workers cannot have meanwhile, and spend it on top of a full budget
+// within the second.
+inline bool take_bandwidth(const Allocation& a, AllocState& s, uint32_t bytes, uint64_t now, double tsc_hz) {
     const float byte_ticks = a.byte_ticks.load(std::memory_order_relaxed);
-    if (std::bit_cast<uint32_t>(byte_ticks) == 0) {  // as Allocation::unlimited()
+    const uint32_t rate = std::bit_cast<uint32_t>(byte_ticks);
+    if (rate == 0) {  // as Allocation::unlimited()
+        return true;
+    }
+    const auto cost = static_cast<uint64_t>(static_cast<double>(bytes) * byte_ticks);
+    const auto second = static_cast<uint64_t>(tsc_hz);
+    const uint64_t lease = s.lease_rate == rate && now - s.lease_at < second ? s.lease : 0;
+    if (lease >= cost) {
+        s.lease = lease - cost;
         return true;
     }
     constexpr double kMinDepthBytes = 65536;  // the bucket holds at least one large datagram
-    const auto cost = static_cast<uint64_t>(static_cast<double>(bytes) * byte_ticks);
     const auto depth = static_cast<uint64_t>(std::max(tsc_hz, kMinDepthBytes * byte_ticks));  // in ticks
+    const uint64_t need = cost - lease;
+    const uint64_t ahead = std::min(31 * cost, second / 10);
     uint64_t tat = a.tat.load(std::memory_order_relaxed);
     for (;;) {
         const uint64_t start = std::max(tat, now);  // tat in the past: the bucket is full
-        if (start + cost - now > depth) {
-            return false;
+        const uint64_t used = start - now;
+        uint64_t take = need + ahead;
+        if (used + take > depth) {
+            take = need;
+            if (used + take > depth) {
+                s.lease = lease;
+                return false;
+            }
         }
-        if (a.tat.compare_exchange_weak(tat, start + cost, std::memory_order_relaxed)) {
+        if (a.tat.compare_exchange_weak(tat, start + take, std::memory_order_relaxed)) {
+            s.lease = lease + take - cost;
+            s.lease_rate = rate;
+            s.lease_at = now;
             return true;
         }
     }

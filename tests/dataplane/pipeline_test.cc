@@ -812,14 +812,25 @@ TEST_P(Pipeline, RateLimitIsOneBudgetForEveryWorker) {
     EXPECT_EQ(forward_at(w1, to_client, 40, t0 + 250'000'000), 25u);
     EXPECT_EQ(forward_at(w_, to_peer, 5, t0 + 250'000'000), 0u);
     EXPECT_EQ(forward_at(w_, to_peer, 5, t0 + 260'000'000), 1u);
-    // Idle for long: the bucket is full, and no fuller than its depth.
-    EXPECT_EQ(forward_at(w1, to_client, 60, t0 + 100'000'000'000), 60u);
-    EXPECT_EQ(forward_at(w_, to_peer, 60, t0 + 100'000'000'000), 40u);
+    // Idle for long: the bucket is full, and no fuller than its depth. A
+    // worker takes budget for up to 32 packets at a time, at most 100 ms of
+    // the rate (10 here: 11 at once), and keeps what it took ahead
+    // (worker/stages.h, take_bandwidth): worker 1's 60th packet took budget
+    // for 66, so worker 0 finds 34 left, and worker 1 still has 6 when the
+    // clock has none (3 of them spent here).
+    const uint64_t t1 = t0 + 100'000'000'000;
+    EXPECT_EQ(forward_at(w1, to_client, 60, t1), 60u);
+    EXPECT_EQ(forward_at(w_, to_peer, 60, t1), 34u);
+    EXPECT_EQ(forward_at(w1, to_client, 3, t1), 3u);
+    // What a worker holds ahead is good for a second: 1.5 s later its last 3
+    // are gone and the clock's budget is all there is (150 packets' worth of
+    // time, held to the depth).
+    EXPECT_EQ(forward_at(w1, to_client, 120, t1 + 1'500'000'000), 100u);
     // Each worker counted its own forwards and drops.
-    EXPECT_EQ(w_.counters.get(Counter::fwd_client_channel) - c0.get(Counter::fwd_client_channel), 141u);
-    EXPECT_EQ(w_.counters.get(Counter::drop_rate_limited) - c0.get(Counter::drop_rate_limited), 30u);
-    EXPECT_EQ(w1.counters.get(Counter::fwd_peer_channel) - c1.get(Counter::fwd_peer_channel), 85u);
-    EXPECT_EQ(w1.counters.get(Counter::drop_rate_limited) - c1.get(Counter::drop_rate_limited), 25u);
+    EXPECT_EQ(w_.counters.get(Counter::fwd_client_channel) - c0.get(Counter::fwd_client_channel), 135u);
+    EXPECT_EQ(w_.counters.get(Counter::drop_rate_limited) - c0.get(Counter::drop_rate_limited), 36u);
+    EXPECT_EQ(w1.counters.get(Counter::fwd_peer_channel) - c1.get(Counter::fwd_peer_channel), 188u);
+    EXPECT_EQ(w1.counters.get(Counter::drop_rate_limited) - c1.get(Counter::drop_rate_limited), 45u);
     // And the control plane's per-allocation figures: the two workers' sum.
     uint64_t to_peer_bytes = 0, to_client_bytes = 0, dropped = 0;
     for (uint32_t w = 0; w < 2; w++) {
@@ -830,9 +841,9 @@ TEST_P(Pipeline, RateLimitIsOneBudgetForEveryWorker) {
             dropped += st.dropped_packets;
         }
     }
-    EXPECT_EQ(to_peer_bytes, 141'000u);
-    EXPECT_EQ(to_client_bytes, 85'000u);
-    EXPECT_EQ(dropped, 55u);
+    EXPECT_EQ(to_peer_bytes, 135'000u);
+    EXPECT_EQ(to_client_bytes, 188'000u);
+    EXPECT_EQ(dropped, 81u);
     w1.fini();
 }
 
@@ -910,6 +921,7 @@ TEST_P(Pipeline, ExpressLanePolicesInPacketOrder) {
     const uint64_t spent = uint64_t{55'000} * 1'000'000;  // ticks at 1e6 per byte
     auto once = [&](bool express) {
         flows_->allocs[idx].tat.store(now + spent);
+        w_.state[idx].lease = 0;  // nothing held ahead from the other run
         w_.cfg.express = express;
         rte_mbuf* b[32];
         for (int i = 0; i < 32; i++) {
@@ -936,8 +948,10 @@ TEST_P(Pipeline, ExpressLanePolicesInPacketOrder) {
 
 // Two workers on two threads draw from one budget at the same instant: the
 // allocation's clock moves by compare-and-swap, so together they pass
-// exactly the depth, however their attempts interleave (a read-modify-write
-// that is not atomic lets both spend the same bytes).
+// the depth, however their attempts interleave (a read-modify-write that is
+// not atomic lets both spend the same bytes: 156-167 packets here). Exactly
+// the depth but what each still holds ahead, less than a packet
+// (take_bandwidth refuses a packet only then): 141 or 142 packets.
 TEST_P(Pipeline, RateLimitBudgetIsExactUnderConcurrentWorkers) {
     flows_->tsc_hz = 1e9;
     ipc::LimitSet l{};
@@ -1003,7 +1017,8 @@ TEST_P(Pipeline, RateLimitBudgetIsExactUnderConcurrentWorkers) {
     other.join();
     int both = 0;
     for (int r = 0; r < kRounds; r++) {
-        ASSERT_EQ(passed[0][r] + passed[1][r], 142u) << "round " << r;
+        const uint64_t sum = passed[0][r] + passed[1][r];
+        ASSERT_TRUE(sum == 141 || sum == 142) << "round " << r << ": " << sum;
         both += passed[0][r] != 0 && passed[1][r] != 0;
     }
     // Both passed some in most rounds: they did draw at the same time.

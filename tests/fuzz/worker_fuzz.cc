@@ -796,11 +796,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
     // Bandwidth budgets are per allocation, shared by the workers
     // (Allocation::tat): each worker starts from full ones, on the same clock
-    // (g->now, never advanced between inputs: each input is its own run).
+    // (g->now, never advanced between inputs: each input is its own run),
+    // with nothing held ahead (AllocState::lease).
     const uint32_t nalloc = g->flows->config().max_allocations;
     auto fill_budgets = [&] {
         for (uint32_t i = 0; i < nalloc; i++) {
             g->flows->allocs[i].tat.store(0);
+            for (dp::Worker& wk : g->w) {
+                wk.state[i].lease = 0;
+            }
         }
     };
     fill_budgets();
