@@ -58,7 +58,8 @@ static_assert(sizeof(ChanSlot) == 8);
 // that workers advance with compare-and-swap. `tat` is in TSC ticks: the
 // bucket is full while tat <= now, and a packet of b bytes passes when
 // max(tat, now) + b * byte_ticks - now <= the depth in ticks (one second, or
-// 64 KiB when that is more), advancing tat by b * byte_ticks. RSS puts an
+// 64 KiB when that is more), advancing tat by b * byte_ticks (or by budget
+// for more packets, below). RSS puts an
 // allocation's client and its peers on different workers; each enforcing a
 // share of the rate would cut the allocation to a fraction of its limit.
 // Only allocations with a limit write the line (and only for packets that

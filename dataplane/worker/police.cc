@@ -4,8 +4,9 @@
 // from (flow/tables.h, Allocation::tat), whichever workers RSS gives the
 // allocation's client and peers; the same bucket depth as the control
 // plane's (one second at the rate, at least 64 KiB); a worker takes it for
-// up to 32 packets at once and keeps the rest in its AllocState
-// (stages.h, take_bandwidth). Also counts the
+// up to 32 packets at once (at most 100 ms of the rate) and keeps the rest in
+// its AllocState, which can let a burst pass the depth by that much per
+// worker (stages.h, take_bandwidth). Also counts the
 // allocation's forwarded packets and bytes in this worker's AllocState for
 // the control plane's metrics and quotas. The express lane polices and
 // counts the packets it finishes itself, taking budgets in the same packet

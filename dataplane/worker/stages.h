@@ -204,18 +204,24 @@ inline void key4_words(uint64_t addrs, uint64_t udp, KeyKind kind, uint64_t out[
 // another worker moved it meanwhile.
 //
 // A worker that has to move the clock moves it for up to 31 more packets of
-// this size (at most 100 ms of the rate) and keeps what it took ahead as its
-// lease, which its next packets spend without writing the allocation's line:
-// with an allocation's two directions busy on two workers, a write for every
-// packet moved that line between their cores on every packet. When the
-// budget cannot give the lease too, the packet takes its own cost only, so a
-// lease never turns a packet away: a worker is refused only with less than a
-// packet in its lease. A lease is good for one second and at the rate it was
-// taken at (a changed rate starts from a full budget, flow/apply.cc).
+// this size, as many whole ones as fit 100 ms of the rate (none when one
+// packet costs more), and keeps what it took ahead as its lease, which its
+// next packets spend without writing the allocation's line: with an
+// allocation's two directions busy on two workers, a write for every packet
+// moved that line between their cores on every packet. When the budget
+// cannot give the lease too, the packet takes its own cost only, so a lease
+// never turns a packet away: a worker is refused only with less than a
+// packet in its lease (and keeps that). A lease is good for one second and at
+// the rate it was taken at (a changed rate starts from a full budget,
+// flow/apply.cc).
 // Every byte passed was taken from the clock, so the rate holds; what a
 // lease shifts is when: a worker may hold up to 100 ms of the rate that the
 // other workers cannot have meanwhile, and spend it on top of a full budget
-// within the second.
+// within the second (so a burst may pass the depth by 100 ms of the rate per
+// worker serving the allocation). A lease that lapses unspent stays spent:
+// at most 100 ms of the rate, and it lapses only after a second without a
+// packet, in which the clock pays back ten times that, so a sender under the
+// limit cannot pile such debts up.
 inline bool take_bandwidth(const Allocation& a, AllocState& s, uint32_t bytes, uint64_t now, double tsc_hz) {
     const float byte_ticks = a.byte_ticks.load(std::memory_order_relaxed);
     const uint32_t rate = std::bit_cast<uint32_t>(byte_ticks);
@@ -232,7 +238,11 @@ inline bool take_bandwidth(const Allocation& a, AllocState& s, uint32_t bytes, u
     constexpr double kMinDepthBytes = 65536;  // the bucket holds at least one large datagram
     const auto depth = static_cast<uint64_t>(std::max(tsc_hz, kMinDepthBytes * byte_ticks));  // in ticks
     const uint64_t need = cost - lease;
-    const uint64_t ahead = std::min(31 * cost, second / 10);
+    const uint64_t window = second / 10;  // ahead: whole packets, at most 31 and 100 ms
+    uint64_t ahead = 0;
+    if (cost != 0 && cost <= window) {
+        ahead = 31 * cost <= window ? 31 * cost : cost * (window / cost);  // the division only in between
+    }
     uint64_t tat = a.tat.load(std::memory_order_relaxed);
     for (;;) {
         const uint64_t start = std::max(tat, now);  // tat in the past: the bucket is full

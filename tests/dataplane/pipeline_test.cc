@@ -815,9 +815,9 @@ TEST_P(Pipeline, RateLimitIsOneBudgetForEveryWorker) {
     // Idle for long: the bucket is full, and no fuller than its depth. A
     // worker takes budget for up to 32 packets at a time, at most 100 ms of
     // the rate (10 here: 11 at once), and keeps what it took ahead
-    // (worker/stages.h, take_bandwidth): worker 1's 60th packet took budget
-    // for 66, so worker 0 finds 34 left, and worker 1 still has 6 when the
-    // clock has none (3 of them spent here).
+    // (worker/stages.h, take_bandwidth): worker 1's 56th packet took budget
+    // up to the 66th, so worker 0 finds 34 left, and worker 1 still has 6
+    // when the clock has none (3 of them spent here).
     const uint64_t t1 = t0 + 100'000'000'000;
     EXPECT_EQ(forward_at(w1, to_client, 60, t1), 60u);
     EXPECT_EQ(forward_at(w_, to_peer, 60, t1), 34u);
@@ -826,11 +826,23 @@ TEST_P(Pipeline, RateLimitIsOneBudgetForEveryWorker) {
     // are gone and the clock's budget is all there is (150 packets' worth of
     // time, held to the depth).
     EXPECT_EQ(forward_at(w1, to_client, 120, t1 + 1'500'000'000), 100u);
+    // A packet that costs more than the lease holds, with nothing left on
+    // the clock, is refused and the lease kept for smaller ones: full again
+    // 100 s later, worker 1 sends 95 and has taken budget up to a 99th (its
+    // 89th took 10 ahead), so it holds 4; worker 0 gets the one left; worker
+    // 1's 1400-byte packets pass from its lease until it holds 1200 bytes,
+    // which one more 1000-byte packet spends.
+    const uint64_t t2 = t1 + 100'000'000'000;
+    const Bytes big_to_client = build(from_peer(pattern(1400), n_.peer));
+    EXPECT_EQ(forward_at(w1, to_client, 95, t2), 95u);
+    EXPECT_EQ(forward_at(w_, to_peer, 5, t2), 1u);
+    EXPECT_EQ(forward_at(w1, big_to_client, 3, t2), 2u);
+    EXPECT_EQ(forward_at(w1, to_client, 2, t2), 1u);
     // Each worker counted its own forwards and drops.
-    EXPECT_EQ(w_.counters.get(Counter::fwd_client_channel) - c0.get(Counter::fwd_client_channel), 135u);
-    EXPECT_EQ(w_.counters.get(Counter::drop_rate_limited) - c0.get(Counter::drop_rate_limited), 36u);
-    EXPECT_EQ(w1.counters.get(Counter::fwd_peer_channel) - c1.get(Counter::fwd_peer_channel), 188u);
-    EXPECT_EQ(w1.counters.get(Counter::drop_rate_limited) - c1.get(Counter::drop_rate_limited), 45u);
+    EXPECT_EQ(w_.counters.get(Counter::fwd_client_channel) - c0.get(Counter::fwd_client_channel), 136u);
+    EXPECT_EQ(w_.counters.get(Counter::drop_rate_limited) - c0.get(Counter::drop_rate_limited), 40u);
+    EXPECT_EQ(w1.counters.get(Counter::fwd_peer_channel) - c1.get(Counter::fwd_peer_channel), 286u);
+    EXPECT_EQ(w1.counters.get(Counter::drop_rate_limited) - c1.get(Counter::drop_rate_limited), 47u);
     // And the control plane's per-allocation figures: the two workers' sum.
     uint64_t to_peer_bytes = 0, to_client_bytes = 0, dropped = 0;
     for (uint32_t w = 0; w < 2; w++) {
@@ -841,9 +853,9 @@ TEST_P(Pipeline, RateLimitIsOneBudgetForEveryWorker) {
             dropped += st.dropped_packets;
         }
     }
-    EXPECT_EQ(to_peer_bytes, 135'000u);
-    EXPECT_EQ(to_client_bytes, 188'000u);
-    EXPECT_EQ(dropped, 81u);
+    EXPECT_EQ(to_peer_bytes, 136'000u);
+    EXPECT_EQ(to_client_bytes, 286'800u);
+    EXPECT_EQ(dropped, 87u);
     w1.fini();
 }
 
@@ -873,12 +885,15 @@ TEST_P(Pipeline, RateLimitBudgetStartsFullForANewAllocationOrRate) {
     const uint64_t t0 = rte_rdtsc();
     limit(8'000);  // 1000 B/s: the 64 KiB floor, 65 datagrams, a minute to refill
     EXPECT_EQ(forward_at(70, t0), 65u);
-    // The same rate again (a resync refresh): still spent.
+    // The same rate again (a resync refresh): still spent. 2.514 s later
+    // 3,050 bytes are back: 3 datagrams. (A datagram here costs a second of
+    // the rate, more than the 100 ms a worker may take ahead, so nothing is
+    // taken ahead: 100 bytes taken ahead with each would have left 2,950.)
     limit(8'000);
-    EXPECT_EQ(forward_at(1, t0 + 2'000'000'000), 1u);  // two seconds later: 2,536 bytes left
+    EXPECT_EQ(forward_at(4, t0 + 2'514'000'000), 3u);
     // A raised limit: a full budget at once (one second of 1 MB/s).
     limit(8'000'000);
-    EXPECT_EQ(forward_at(1010, t0 + 2'000'000'000), 1000u);
+    EXPECT_EQ(forward_at(1010, t0 + 2'514'000'000), 1000u);
     // The allocation deleted and added again: a full budget, whatever the
     // index's last owner spent.
     limit(8'000);
@@ -949,9 +964,10 @@ TEST_P(Pipeline, ExpressLanePolicesInPacketOrder) {
 // Two workers on two threads draw from one budget at the same instant: the
 // allocation's clock moves by compare-and-swap, so together they pass
 // the depth, however their attempts interleave (a read-modify-write that is
-// not atomic lets both spend the same bytes: 156-167 packets here). Exactly
-// the depth but what each still holds ahead, less than a packet
-// (take_bandwidth refuses a packet only then): 141 or 142 packets.
+// not atomic lets both spend the same bytes: 156-167 packets here). What a
+// worker takes ahead is whole packets of the size it was taken for, so with
+// one size nothing is stranded in a worker's lease at the end: exactly the
+// depth.
 TEST_P(Pipeline, RateLimitBudgetIsExactUnderConcurrentWorkers) {
     flows_->tsc_hz = 1e9;
     ipc::LimitSet l{};
@@ -1017,8 +1033,7 @@ TEST_P(Pipeline, RateLimitBudgetIsExactUnderConcurrentWorkers) {
     other.join();
     int both = 0;
     for (int r = 0; r < kRounds; r++) {
-        const uint64_t sum = passed[0][r] + passed[1][r];
-        ASSERT_TRUE(sum == 141 || sum == 142) << "round " << r << ": " << sum;
+        ASSERT_EQ(passed[0][r] + passed[1][r], 142u) << "round " << r;
         both += passed[0][r] != 0 && passed[1][r] != 0;
     }
     // Both passed some in most rounds: they did draw at the same time.
