@@ -225,6 +225,14 @@ void AllocationManager::release_resources(Allocation& a) {
 }
 
 void AllocationManager::remove(Allocation& a, EndReason why) {
+    // Out of the maps before anything else: closing its relay sockets flushes
+    // the loop's queued output (SocketIo::close_relay), and a TCP or TLS
+    // connection whose write fails there reports its end
+    // (Server::on_client_closed) from inside this call, which must not find
+    // the allocation again (it would be released twice, and then used after
+    // being freed). `owned` keeps it alive until the end.
+    auto owned = by_tuple_.extract(a.five_tuple);
+    by_id_.erase(a.id);
     if (track_ && why != EndReason::kShutdown) {  // at shutdown the allocations stay saved for the next process
         dirty_.erase(a.id);
         removed_.push_back(a.id);
@@ -248,10 +256,7 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
     if (a.client_path != kNoRelay) {
         io_.close_client_path(a.client_path);
     }
-    by_id_.erase(a.id);
-    const FiveTuple ft = a.five_tuple;
-    by_tuple_.erase(ft);  // destroys `a`
-}
+}  // `owned` destroys `a`
 
 void AllocationManager::move(Allocation& a, const FiveTuple& to) {
     const FiveTuple from = a.five_tuple;

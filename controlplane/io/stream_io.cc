@@ -405,7 +405,10 @@ bool StreamIo::send(const FiveTuple& to, std::span<const uint8_t> data) {
 
 void StreamIo::flush() {
     // write() may close a connection; its slot is not reused before the
-    // next accept, which does not happen in here.
+    // next accept, which does not happen in here. What it closes is reported
+    // to the server later (close, close_peer; expire).
+    const bool outer = in_flush_;
+    in_flush_ = true;
     for (size_t i = 0; i < dirty_.size(); ++i) {
         const uint32_t idx = dirty_[i];
         Conn& c = *conns_[idx];
@@ -415,6 +418,7 @@ void StreamIo::flush() {
         }
     }
     dirty_.clear();
+    in_flush_ = outer;
 }
 
 void StreamIo::write(uint32_t idx) {
@@ -550,12 +554,28 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
         close_peer(static_cast<uint32_t>(partner), notify);
     }
     if (notify && server_ != nullptr) {
-        server_->on_client_closed(ft);
+        if (in_flush_) {
+            ended_clients_.push_back(ft);
+        } else {
+            server_->on_client_closed(ft);
+        }
     }
 }
 
 void StreamIo::expire(uint64_t now_ms) {
     now_ms_ = now_ms;
+    if (server_ != nullptr && (!ended_clients_.empty() || !ended_peers_.empty())) {
+        std::vector<FiveTuple> clients;
+        std::vector<uint32_t> peers;
+        clients.swap(ended_clients_);
+        peers.swap(ended_peers_);
+        for (const FiveTuple& ft : clients) {
+            server_->on_client_closed(ft);
+        }
+        for (const uint32_t id : peers) {
+            server_->on_tcp_peer_closed(id);
+        }
+    }
     if (!paused_listeners_.empty()) {
         std::erase_if(paused_listeners_, [&](const PausedListener& p) {
             if (now_ms < p.until_ms) {
@@ -920,7 +940,11 @@ void StreamIo::close_peer(uint32_t idx, bool notify) {
         close(static_cast<uint32_t>(partner), ConnClose::kClient, server_ != nullptr);
     }
     if (notify && server_ != nullptr) {
-        server_->on_tcp_peer_closed(id);
+        if (in_flush_) {
+            ended_peers_.push_back(id);
+        } else {
+            server_->on_tcp_peer_closed(id);
+        }
     }
 }
 

@@ -83,9 +83,15 @@ public:
     void on_event(uint64_t tag, uint32_t events);
     // Queues one message for the connection of `to`; false if there is none.
     bool send(const FiveTuple& to, std::span<const uint8_t> data);
-    // Writes what is queued (called after every poll).
+    // Writes what is queued (called after every poll, and by SocketIo from
+    // inside the server's handlers: before it closes a relay socket, when its
+    // batch is full). A connection that fails here is closed at once, but the
+    // server hears of it (on_client_closed, on_tcp_peer_closed) only at the
+    // next expire(): a handler must not see the allocation it holds removed
+    // under it.
     void flush();
-    // The loop's clock, every iteration; closes idle connections once a second.
+    // The loop's clock, every iteration, outside the server's handlers:
+    // reports the ends found in flush(); closes idle connections once a second.
     void expire(uint64_t now_ms);
 
     // RFC 6062 (PacketIo's TCP relay operations, through SocketIo).
@@ -209,6 +215,9 @@ private:
     std::vector<uint32_t> free_;
     std::unordered_map<FiveTuple, uint32_t, FiveTupleHash> by_tuple_;
     std::vector<uint32_t> dirty_;  // connections with output to write
+    bool in_flush_ = false;
+    std::vector<FiveTuple> ended_clients_;  // closed in flush(), for on_client_closed
+    std::vector<uint32_t> ended_peers_;     // closed in flush(), for on_tcp_peer_closed (CONNECTION-ID)
     std::vector<uint8_t> rx_;      // read buffer shared by the loop's connections
     std::vector<TcpRelay> tcp_relays_;  // index = RelayId - kTcpRelayBase
     std::vector<uint32_t> free_tcp_relays_;

@@ -72,6 +72,52 @@ TEST_F(ServerTest, RefreshZeroDeletesAtOnce) {
     EXPECT_EQ(refresh(tuple(), 600).code(), 437);
 }
 
+// Removing an allocation closes its relay socket, and the real I/O flushes
+// queued output there (SocketIo::close_relay): a TCP or TLS connection whose
+// write fails then reports its end (Server::on_client_closed) from inside the
+// removal. CI saw it with Chromium over turns: (Refresh 0, then the browser
+// closed its connection): the allocation released twice, the live-allocation
+// gauge at -1, the allocation used after it was freed. Now it ends once.
+TEST_F(ServerTest, ConnectionEndReportedDuringRemovalEndsTheAllocationOnce) {
+    const FiveTuple ft{A("198.18.1.1:6100"), A("198.18.0.1:3478"), Transport::kTcp};
+    const FiveTuple other{A("198.18.1.1:6101"), A("198.18.0.1:3478"), Transport::kTcp};
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(allocate(other).success());
+    ASSERT_EQ(shared->allocations.load(), 2);
+    int reports = 0;
+    io.on_close_relay = [&](RelayId) {  // the connection ends once, as a real one does
+        if (reports++ == 0) {
+            server->on_client_closed(ft);
+        }
+    };
+    ASSERT_TRUE(refresh(ft, 0).success());
+    io.on_close_relay = nullptr;
+    EXPECT_EQ(reports, 1);
+    EXPECT_EQ(server->allocations().find(ft), nullptr);
+    EXPECT_NE(server->allocations().find(other), nullptr);
+    EXPECT_EQ(shared->allocations.load(), 1);
+    EXPECT_EQ(shared->allocations_v4.load(), 1);
+    EXPECT_EQ(shared->allocations_v6.load(), 0);
+    EXPECT_EQ(io.open.size(), 1u);
+    // The same for an end reported while the connection's own end removes it.
+    reports = 0;
+    io.on_close_relay = [&](RelayId) {
+        if (reports++ == 0) {
+            server->on_client_closed(other);
+        }
+    };
+    server->on_client_closed(other);
+    io.on_close_relay = nullptr;
+    EXPECT_EQ(server->allocations().find(other), nullptr);
+    EXPECT_EQ(shared->allocations.load(), 0);
+    EXPECT_EQ(shared->allocations_v4.load(), 0);
+    EXPECT_TRUE(io.open.empty());
+    // Nothing of theirs is held: the user's quota and the 5-tuples are free.
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(allocate(other).success());
+    EXPECT_EQ(shared->allocations.load(), 2);
+}
+
 TEST_F(ServerTest, SecondAllocateOnSameTupleIs437) {
     ASSERT_TRUE(allocate(tuple()).success());
     EXPECT_EQ(allocate(tuple()).code(), 437);

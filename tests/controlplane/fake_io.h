@@ -2,6 +2,7 @@
 // control-plane unit tests (the protocol core under test is the real one).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <utility>
@@ -42,7 +43,12 @@ public:
         df[out] = dont_fragment;
         return OpenResult::kOk;
     }
-    void close_relay(RelayId relay) override { open.erase(relay); }
+    void close_relay(RelayId relay) override {
+        open.erase(relay);
+        if (on_close_relay) {
+            on_close_relay(relay);
+        }
+    }
     // RFC 6062: records what the core asks of the stream layer.
     OpenResult open_tcp_relay(const Address& addr, RelayId& out) override {
         out = (1u << 30) + next_id++;
@@ -73,6 +79,10 @@ public:
         unsigned loop;
         std::vector<uint8_t> message;
     };
+
+    // What the real I/O may do inside close_relay: SocketIo flushes queued
+    // output there, and a stream whose write fails reports its end at once.
+    std::function<void(RelayId)> on_close_relay;
 
     std::vector<SentToClient> client;
     std::vector<SentToPeer> peer_sends;
