@@ -23,9 +23,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -77,6 +79,7 @@ public:
     const Stats& stats() { return loop_->stats(); }
     Shared& shared() { return *shared_; }
     TlsContexts& tls_contexts() { return tls_ctx_; }
+    void post(std::function<void(Server&)> task) { loop_->post(std::move(task)); }
 
 private:
     CertFiles certs_;
@@ -113,6 +116,48 @@ TEST(StreamIo, ConnectionsOverTheLimitAreClosedAtAccept) {
 // buffers fill, then the relay's queue (70000 bytes, the smallest allowed)
 // does, and further answers are dropped whole. Each answer arrives whole or
 // not at all: received + dropped == sent.
+// A client sends a Binding request and Refresh 0 back to back and resets its
+// connection at once (as Chromium closing a turns: connection did in CI,
+// with its data still flowing). The relay reads both before the reset:
+// the Binding answer is queued, the Refresh ends the allocation, and the
+// queued answer's write fails inside that removal (SocketIo::close_relay
+// flushes queued output first). The
+// connection's end is reported to the server after the handler
+// (StreamIo::expire), where it finds nothing: the allocation ends once.
+// Before, the end came from inside the removal, which ended the allocation a
+// second time (allocation gauges at -1, the allocation used after free).
+TEST(StreamIo, AResetRightAfterRefreshZeroEndsTheAllocationOnce) {
+    StreamLoop loop;
+    TcpClient t(loop.tcp(), "alice", "alice-pw");
+    ASSERT_TRUE(t.connected());
+    ASSERT_NE(t.allocate().port, 0);
+    ASSERT_EQ(loop.shared().allocations.load(), 1);
+    // The loop held while the Refresh and the reset arrive, so that it finds
+    // both when it reads.
+    std::atomic<bool> held{false};
+    loop.post([&](Server&) {
+        held = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    });
+    ASSERT_TRUE(eventually([&] { return held.load(); }));
+    std::vector<uint8_t> both = binding();
+    const auto zero = t.signed_request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); });
+    both.insert(both.end(), zero.begin(), zero.end());
+    ASSERT_TRUE(t.send(both));
+    t.reset();
+    ASSERT_TRUE(eventually([&] { return closed(loop.stats(), 0, ConnClose::kSendError) == 1; }))
+        << "the answer's write did not fail: the test did not reach the case";
+    EXPECT_TRUE(eventually([&] { return loop.shared().allocations.load() == 0; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few loop iterations
+    EXPECT_EQ(loop.shared().allocations.load(), 0);
+    EXPECT_EQ(loop.shared().allocations_v4.load(), 0);
+    EXPECT_EQ(loop.shared().connections.load(), 0);
+    // The loop goes on serving.
+    TcpClient next(loop.tcp(), "alice", "alice-pw");
+    EXPECT_NE(next.allocate().port, 0);
+    EXPECT_EQ(loop.shared().allocations.load(), 1);
+}
+
 TEST(StreamIo, AClientThatDoesNotReadLosesWholeAnswersAndTheQueueStaysBounded) {
     StreamLoop loop([](Config& c) { c.tcp_send_buffer_bytes = 70000; });
     TcpClient t(loop.tcp(), "alice", "alice-pw");

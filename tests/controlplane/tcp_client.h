@@ -51,6 +51,15 @@ public:
         ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &l);
         return *Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
     }
+    // Closes with a reset (SO_LINGER 0) instead of a FIN: the relay's next
+    // write on the connection fails.
+    void reset() {
+        if (fd_ >= 0) {
+            const linger l{1, 0};
+            ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+            close();
+        }
+    }
     bool send(std::span<const uint8_t> b) {
         return ::send(fd_, b.data(), b.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(b.size());
     }

@@ -57,6 +57,12 @@ public:
         return v.empty() ? Address{} : v.front();
     }
 
+    // A request signed with the credentials learnt so far (after a request()),
+    // to send without waiting for its answer.
+    std::vector<uint8_t> signed_request(stun::Method m, const Attrs& attrs) {
+        return build(m, stun::Class::kRequest, attrs, &creds_);
+    }
+
 protected:
     Self& self() { return static_cast<Self&>(*this); }
     Credentials creds_;
