@@ -50,6 +50,7 @@
 //
 // Edges: kTx (finished; or the whole burst sent); kRoute; classify's edges.
 #include <algorithm>
+#include <functional>
 
 #include "worker/rewrite44.h"
 #include "worker/stages.h"
@@ -127,16 +128,7 @@ void police_lane(Lane& l, uint16_t nok, uint64_t now_tsc) {
     }
     if (b != 0 && b != nok && l.done[b] < l.done[b - 1]) {
         Pkt* merged[kBurst];
-        uint16_t x = 0, y = b, k = 0;
-        while (x < b && y < nok) {
-            merged[k++] = l.done[x] < l.done[y] ? l.done[x++] : l.done[y++];
-        }
-        while (x < b) {
-            merged[k++] = l.done[x++];
-        }
-        while (y < nok) {
-            merged[k++] = l.done[y++];
-        }
+        std::merge(l.done, l.done + b, l.done + b, l.done + nok, merged, std::less<const Pkt*>());
         std::copy(merged, merged + nok, l.done);
     }
     const double tsc_hz = l.w.flows->tsc_hz;
