@@ -5,8 +5,10 @@
 //   client -> peer:   [eth][ip relayed->peer][udp][data]
 //   peer -> client:   [eth][ip listen->client][udp][ChannelData hdr][data]
 //                     [eth][ip listen->client][udp][STUN hdr][XOR-PEER-ADDRESS][DATA hdr][data][pad]
-// (RFC 8656 sections 11.3, 11.6, 12.4, 12.6). IPv4: TTL 64, DF, ID 0, TOS
-// kept; IPv6: hop limit 64, traffic class kept, flow label 0. "Kept" by the
+// (RFC 8656 sections 11.3, 11.6, 12.4, 12.6). IPv4: TTL one less than
+// received (IPv4 TTL or IPv6 hop limit, RFC 8656 section 14's preferred
+// behaviour; route.cc dropped 0 and 1), DF, ID 0, TOS kept; IPv6: hop limit
+// one less than received, traffic class kept, flow label 0. "Kept" by the
 // relay's rule (ipc::Settings, RewriteCtx): (received & keep) | set, the
 // received byte unchanged unless the control plane's [server].dscp fixes the
 // DSCP (ECN always kept, RFC 8656 section 14). The UDP
@@ -90,6 +92,7 @@ void rewrite_one(const RewriteCtx& c, Pkt& q) {
         pseudo_old = pseudo6(ip->src_addr, ip->dst_addr, q.udp->dgram_len);
     }
     tclass = (tclass & c.tos_keep()) | c.tos_set();  // the relay's rule (RewriteCtx)
+    const uint8_t ttl = static_cast<uint8_t>(received_ttl(q) - 1);  // >= 1: route.cc dropped 0 and 1
     old_src.port_be = q.udp->src_port;
     // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with m everything of the old
     // datagram that is not kept (pseudo-header, UDP header, bytes around the
@@ -179,7 +182,7 @@ void rewrite_one(const RewriteCtx& c, Pkt& q) {
         ip->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(iph + udp_len));
         ip->packet_id = 0;
         ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
-        ip->time_to_live = 64;
+        ip->time_to_live = ttl;
         ip->next_proto_id = IPPROTO_UDP;
         std::memcpy(&ip->src_addr, src.ip, 4);
         std::memcpy(&ip->dst_addr, dst.ip, 4);
@@ -191,7 +194,7 @@ void rewrite_one(const RewriteCtx& c, Pkt& q) {
         ip->vtc_flow = rte_cpu_to_be_32((6u << 28) | (tclass << 20));
         ip->payload_len = rte_cpu_to_be_16(udp_len);
         ip->proto = IPPROTO_UDP;
-        ip->hop_limits = 64;
+        ip->hop_limits = ttl;
         std::memcpy(ip->src_addr, src.ip, 16);
         std::memcpy(ip->dst_addr, dst.ip, 16);
         pseudo_new = pseudo6(ip->src_addr, ip->dst_addr, udp->dgram_len);

@@ -71,6 +71,10 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     const uint32_t old_src = load32(q.l3 + 12);
     const uint32_t old_dst = load32(q.l3 + 16);
     const uint32_t tos_kept = load32(q.l3) & c.tos_and;  // the received TOS bits the rule keeps, in place
+    // TTL | protocol (17, as sent) of the received header, the TTL then one
+    // less (RFC 8656 section 14; at least 2 here: parse_udp4 or route.cc).
+    uint16_t ttl_proto;
+    std::memcpy(&ttl_proto, q.l3 + offsetof(rte_ipv4_hdr, time_to_live), 2);
     const uint32_t old_ports = load32(q.udp);               // source port | destination port
     const uint32_t old_len_ck = load32(&q.udp->dgram_len);  // length | checksum
     const bool full = (old_len_ck >> 16) == 0;             // IPv4 "no checksum": we send one
@@ -175,13 +179,13 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     // the second 16-bit word of a 32-bit word, and worth the same in a sum.
     const uint32_t len_hi = __builtin_bswap32(udp_len);
 
-    // 4. IPv4 header: version/IHL, TOS (by the relay's rule), total length | ID 0, DF | TTL 64,
-    // UDP, checksum | addresses; its checksum from the same words.
+    // 4. IPv4 header: version/IHL, TOS (by the relay's rule), total length | ID 0, DF | TTL
+    // (received - 1), UDP, checksum | addresses; its checksum from the same words.
     auto* udp = reinterpret_cast<rte_udp_hdr*>(pre - sizeof(rte_udp_hdr));
     uint8_t* ip = reinterpret_cast<uint8_t*>(udp) - sizeof(rte_ipv4_hdr);
     const uint32_t h0 = c.tos_or | tos_kept | __builtin_bswap32(static_cast<uint32_t>(sizeof(rte_ipv4_hdr)) + udp_len);
     constexpr uint32_t h1 = uint32_t{be16(RTE_IPV4_HDR_DF_FLAG)} << 16;
-    constexpr uint32_t h2 = 64u | uint32_t{IPPROTO_UDP} << 8;
+    const uint32_t h2 = uint32_t{ttl_proto} - 1u;  // the TTL byte is the low one, >= 2: no borrow into the protocol
     const uint16_t ip_ck = csum::neg(csum::fold(uint64_t{h0} + h1 + h2 + addrs));
     store64(ip, h0 | uint64_t{h1} << 32);
     store32(ip + 8, h2 | uint32_t{ip_ck} << 16);

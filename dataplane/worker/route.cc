@@ -1,4 +1,9 @@
-// Stage 3: route. Decides whether the relayed packet can leave: resolves the
+// Stage 3: route. Decides whether the relayed packet can leave: drops it if
+// it came with a TTL / hop limit of 0 or 1 (RFC 8656 section 14's preferred
+// behaviour: the relay sends one less than it received, and 0 is neither
+// forwarded nor can a kernel send it, so the control plane drops both too;
+// only relayed traffic: a STUN request or kernel-bound datagram with TTL 1 is
+// not affected, since it never reaches this stage), resolves the
 // L2 next hop of its destination (a miss is punted, never guessed), checks
 // the rewritten size against the MTU (RFC 8656 section 12.6 leaves larger
 // packets to the slow path, which can fragment or answer with ICMP) and that
@@ -15,7 +20,7 @@
 // ChannelData it finishes and hands this stage the packets it cannot pass
 // (kRoute: no usable next hop, over the MTU, no headroom, a bandwidth limit).
 //
-// Edges: kPolice; kPunt (no next hop, MTU, no headroom).
+// Edges: kPolice; kPunt (no next hop, MTU, no headroom); kDrop (TTL).
 #include "worker/stages.h"
 
 namespace dp {
@@ -61,6 +66,12 @@ inline uint32_t l2_bytes(uint64_t nh) { return kEth + (NextHops::vlan_of(nh) != 
 inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, uint32_t prefix, uint32_t pad) {
     q.prefix_len = static_cast<uint16_t>(prefix);
     q.pad_len = static_cast<uint8_t>(pad);
+    // The received TTL / hop limit (parse_udp4 sends the IPv4 ones below 2
+    // to the general parser, so the express lane never finishes those).
+    if (unlikely(received_ttl(q) <= 1)) {
+        drop(q, Counter::drop_ttl_expired);
+        return;
+    }
     if (unlikely(!ok)) {
         punt(q, Counter::punt_no_next_hop);
         return;

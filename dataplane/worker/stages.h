@@ -6,7 +6,7 @@
 //   classify.cc  (rx)     -> kLookup | kPunt | kDrop
 //   express.cc   (rx)     -> kTx (or sent) | kRoute | classify's edges
 //   lookup.cc   kLookup   -> kRoute  | kPunt (miss) | kDrop (no permission)
-//   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom)
+//   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom) | kDrop (TTL)
 //   police.cc   kPolice   -> kRewrite | kDrop (rate limited)
 //   rewrite.cc  kRewrite  -> kTx
 //   tx.cc       kTx/kPunt/kDrop -> NIC tx, exception tx, free
@@ -92,10 +92,17 @@ inline uint64_t load64(const void* p) {
 inline void store32(void* p, uint32_t v) { std::memcpy(p, &v, 4); }
 inline void store64(void* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
+// The received packet's IPv4 TTL or IPv6 hop limit (classify checked the
+// header is there). The relayed packet leaves with one less (RFC 8656
+// section 14, preferred behaviour); route.cc drops 0 and 1.
+inline uint8_t received_ttl(const Pkt& q) {
+    return q.l3[q.family == 4 ? offsetof(rte_ipv4_hdr, time_to_live) : offsetof(rte_ipv6_hdr, hop_limits)];
+}
+
 // The common case of the received headers, checked straight-line (shared by
 // classify's fast path and the express lane): one mbuf segment, untagged
 // Ethernet, IPv4 without options or fragmentation, UDP, consistent lengths,
-// good header checksum, L4 checksum not flagged bad. Headers are read as
+// good header checksum, L4 checksum not flagged bad, TTL 2 or more. Headers are read as
 // four unaligned 8-byte words (all inside the 42 bytes checked against
 // data_len) and several fields are compared at once. False for anything
 // else, which the general parser then judges. Little-endian only (the
@@ -128,12 +135,15 @@ inline __attribute__((always_inline)) bool parse_udp4(const rte_mbuf* m, const u
     const uint32_t tot = __builtin_bswap16(tot16);
     const uint32_t ulen = __builtin_bswap16(ulen16);
     // Ethertype 0x0800 then version/IHL 0x45; MF and fragment offset zero
-    // (DF may be set), protocol UDP.
+    // (DF may be set), protocol UDP. And a TTL of at least 2: a packet with 0
+    // or 1 cannot be relayed (route.cc drops it if it is relayed traffic, and
+    // the general parser sends it there).
     const uint64_t hdr = ((w0 & 0xffffff) ^ 0x450008) | ((w1 & 0xff00ff3f) ^ (uint64_t{IPPROTO_UDP} << 24));
+    const bool ttl_low = (w1 & 0xfe0000) == 0;
     // 28 <= tot <= len - 14 and 8 <= ulen <= tot - 20, as two unsigned range
     // checks (len >= 42 above; the second relies on the first).
     constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr);
-    if (unlikely(hdr != 0 || tot - kMinTot > len - kUdp4Min || ulen - uint32_t{sizeof(rte_udp_hdr)} > tot - kMinTot)) {
+    if (unlikely(hdr != 0 || ttl_low || tot - kMinTot > len - kUdp4Min || ulen - uint32_t{sizeof(rte_udp_hdr)} > tot - kMinTot)) {
         return false;
     }
     // The header checksum from the words already loaded: bytes 14-33 are

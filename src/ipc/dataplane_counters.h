@@ -30,4 +30,5 @@
     X(drop_no_permission, "dropped: peer or Send target without a permission")          \
     X(drop_rate_limited, "dropped: allocation over its bandwidth limit")                \
     X(drop_exception_tx_full, "dropped: exception port tx queue full")                  \
-    X(drop_nic_tx_full, "dropped: NIC tx queue full")
+    X(drop_nic_tx_full, "dropped: NIC tx queue full")                                  \
+    X(drop_ttl_expired, "dropped: relayed packet received with TTL / hop limit 0 or 1")

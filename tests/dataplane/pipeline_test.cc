@@ -50,6 +50,7 @@ const Mac kHostMac{0x02, 0, 0, 0, 0, 0xaa};
 constexpr uint16_t kChannel = 0x4001;
 constexpr uint64_t kAllocId = 7;
 constexpr uint8_t kTos = 0xb8;  // EF, kept across the relay
+constexpr uint8_t kTtl = 57;   // received TTL / hop limit; relayed packets leave with kTtl - 1
 
 struct Env {
     rte_mempool* pool = nullptr;
@@ -238,7 +239,7 @@ protected:
         f.src = n_.client;
         f.dst = n_.listen;
         f.payload = payload;
-        f.ttl = 57;
+        f.ttl = kTtl;
         f.ip_id = 0x1234;
         f.df = false;
         f.tos = kTos;
@@ -250,7 +251,8 @@ protected:
         f.dst = n_.relayed;
         return f;
     }
-    // What the relay must emit: fresh IP header from the relay, TOS kept.
+    // What the relay must emit: fresh IP header from the relay, TOS kept,
+    // TTL / hop limit one less than received (RFC 8656 section 14).
     static Frame relayed(const Address& src, const Address& dst, const Bytes& payload) {
         Frame f;
         f.dst_mac = kGatewayMac;
@@ -258,7 +260,7 @@ protected:
         f.src = src;
         f.dst = dst;
         f.payload = payload;
-        f.ttl = 64;
+        f.ttl = kTtl - 1;
         f.ip_id = 0;
         f.df = true;
         f.tos = kTos;
@@ -695,6 +697,84 @@ INSTANTIATE_TEST_SUITE_P(Families, CrossPipeline, ::testing::Values(4, 6),
                          [](const auto& i) { return i.param == 4 ? std::string("IPv4Client") : std::string("IPv6Client"); });
 
 // ---- drops ----
+
+// RFC 8656 section 14, preferred behaviour: the relayed packet leaves with
+// one less TTL / hop limit than it came with (every golden output above:
+// kTtl - 1), and one that came with 0 or 1 is not relayed at all. Every
+// relayed kind, through the express lane and (DP_TEST_NO_EXPRESS) the
+// stages; 2 is the lowest that goes through, with 1.
+TEST_P(Pipeline, TtlIsDecrementedAndZeroOrOneIsDropped) {
+    const std::array<uint8_t, 12> tx{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2};
+    const Address peer2 = n_.peer.with_port(6001);  // permission, no channel: Data indication
+    const std::vector<Frame> relayable = {
+        from_client(channel_data(kChannel, pattern(30))),
+        from_client(send_indication(tx, n_.peer, pattern(31), false)),
+        from_peer(pattern(32), n_.peer),
+        from_peer(pattern(33), peer2),
+    };
+    for (const uint8_t ttl : {uint8_t{0}, uint8_t{1}}) {
+        std::vector<Bytes> in;
+        for (Frame f : relayable) {
+            f.ttl = ttl;
+            in.push_back(build(f));
+        }
+        const Out o = run(in);
+        EXPECT_TRUE(o.nic.empty()) << "TTL " << int{ttl};
+        EXPECT_TRUE(o.exc.empty()) << "TTL " << int{ttl};
+        expect_deltas({{Counter::rx, 4}, {Counter::drop_ttl_expired, 4}});
+    }
+    for (const uint8_t ttl : {uint8_t{2}, uint8_t{255}}) {
+        std::vector<Bytes> in;
+        for (Frame f : relayable) {
+            f.ttl = ttl;
+            in.push_back(build(f));
+        }
+        const Out o = run(in);
+        ASSERT_EQ(o.nic.size(), 4u) << "TTL " << int{ttl};
+        Frame want = relayed(n_.relayed, n_.peer, pattern(30));
+        want.ttl = static_cast<uint8_t>(ttl - 1);
+        EXPECT_EQ(o.nic[0], build(want));
+        want.payload = pattern(31);
+        EXPECT_EQ(o.nic[1], build(want));
+        want = relayed(n_.listen, n_.client, channel_data(kChannel, pattern(32)));
+        want.ttl = static_cast<uint8_t>(ttl - 1);
+        EXPECT_EQ(o.nic[2], build(want));
+        const size_t ttl_at = 14 + (GetParam() == 4 ? 8 : 7);
+        ASSERT_GT(o.nic[3].size(), ttl_at);
+        EXPECT_EQ(o.nic[3][ttl_at], ttl - 1);
+        for (const Bytes& f : o.nic) {
+            expect_valid_checksums(f);
+        }
+        expect_deltas({{Counter::rx, 4},
+                       {Counter::fwd_client_channel, 1},
+                       {Counter::fwd_client_send, 1},
+                       {Counter::fwd_peer_channel, 1},
+                       {Counter::fwd_peer_data, 1}});
+    }
+}
+
+// The TTL rule is for relayed traffic only: a STUN request with TTL 1 still
+// reaches the control plane, and a datagram with TTL 1 for the host that is
+// not to a relayed port still reaches the kernel; a peer without a
+// permission is counted as that, whatever its TTL.
+TEST_P(Pipeline, TtlOneOutsideTheRelayedTrafficIsNotDropped) {
+    Frame stun = from_client(stun_binding_request());
+    stun.ttl = 1;
+    Frame other = from_peer(pattern(10), n_.peer);
+    other.dst = n_.relayed.with_port(50000);  // not an offloaded relayed port
+    other.ttl = 1;
+    Frame stranger = from_peer(pattern(11), n_.stranger);
+    stranger.ttl = 1;
+    const Out o = run({build(stun), build(other), build(stranger)});
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 2u);
+    EXPECT_EQ(o.exc[0], build(stun));
+    EXPECT_EQ(o.exc[1], build(other));
+    expect_deltas({{Counter::rx, 3},
+                   {Counter::punt_not_fast_path, 1},
+                   {Counter::punt_miss, 1},
+                   {Counter::drop_no_permission, 1}});
+}
 
 TEST_P(Pipeline, PeerWithoutPermissionIsDroppedNotPunted) {
     const Out o = run1(build(from_peer(pattern(10), n_.stranger)));
@@ -2200,6 +2280,9 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
         }
         f.df = rng() % 2 == 0;
         f.tos = static_cast<uint8_t>(tos_rng());
+        if (const uint32_t t = tos_rng() % 16; t < 3) {  // TTLs that are dropped (0, 1) or just pass (2)
+            f.ttl = static_cast<uint8_t>(t);
+        }
         Bytes b = build(f);
         if (rng() % 6 == 0) {  // damaged: a flipped bit in the headers, cut short, or grown
             switch (rng() % 3) {

@@ -31,7 +31,8 @@
 //      a destination with neither is never forwarded), with one 802.1Q tag
 //      (TPID 0x8100, priority and DEI 0, the next hop's VLAN ID) exactly
 //      when that next hop is on a VLAN, then IPv4 with a valid header
-//      checksum or IPv6, IP and UDP lengths that match the frame, and a
+//      checksum or IPv6, IP and UDP lengths that match the frame, a
+//      TTL / hop limit one less than received (which was at least 2), and a
 //      valid UDP checksum whenever the received one was valid (or zero over
 //      IPv4);
 //   5. it goes where the flows allow and nowhere else: from an allocation's
@@ -673,6 +674,17 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in, uint8_t sel) {
     }
     if (be16(u + 4) != ulen) {
         fail("forwarded UDP length differs from the IP payload", i);
+    }
+    {
+        // The received frame was IPv4 or IPv6 (after at most one tag) or it
+        // would not have been forwarded; its TTL / hop limit was at least 2
+        // and the forwarded one is one less (RFC 8656 section 14).
+        const size_t l2in = in.size() >= 14 && be16(in.data() + 12) == 0x8100 ? 18 : 14;
+        const size_t at = in.size() >= l2in && be16(in.data() + l2in - 2) == 0x0800 ? 8 : 7;
+        const uint8_t ttl_out = ip[type == 0x0800 ? 8 : 7];
+        if (in.size() < l2in + 20 || in[l2in + at] < 2 || ttl_out != in[l2in + at] - 1) {
+            fail("forwarded TTL / hop limit is not one less than the received one (at least 2)", i);
+        }
     }
     if (received_checksum_ok(in) && !ck) {
         fail("forwarded UDP checksum wrong for a frame received with a valid one", i);
