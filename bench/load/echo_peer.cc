@@ -13,7 +13,7 @@
 #include <cstring>
 
 #include "clock.h"
-#include "net/tos.h"
+#include "net/ip_marks.h"
 
 namespace turn::load {
 

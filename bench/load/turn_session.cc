@@ -11,7 +11,7 @@
 #include <random>
 
 #include "clock.h"
-#include "net/tos.h"
+#include "net/ip_marks.h"
 #include "stun/attributes.h"
 #include "stun/builder.h"
 #include "stun/integrity.h"

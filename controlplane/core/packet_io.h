@@ -9,6 +9,7 @@
 #include <span>
 
 #include "net/address.h"
+#include "net/ip_marks.h"
 
 namespace turn::cp {
 
@@ -21,16 +22,18 @@ class PacketIo {
 public:
     virtual ~PacketIo() = default;
     // To a client over the 5-tuple's listener. The span is only valid during the call.
-    // tos: the IPv4 TOS / IPv6 Traffic Class byte (DSCP and ECN) the
-    // datagram leaves with, where the transport is UDP: relayed data keeps
-    // the received datagram's (RFC 8656 section 14); 0 is the socket's
-    // default (what the server's own messages use).
-    virtual void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0) = 0;
+    // marks: the IPv4 TOS / IPv6 Traffic Class byte (DSCP and ECN) and the
+    // TTL / Hop Limit the datagram leaves with, where the transport is UDP
+    // (DTLS included): relayed data keeps the received datagram's TOS and
+    // leaves with one less TTL (RFC 8656 section 14); 0 in either is the
+    // socket's default (what the server's own messages use).
+    virtual void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, IpMarks marks = {}) = 0;
     // From a relayed socket to a peer. dont_fragment: this datagram must
     // leave with DF set (IPv4) / unfragmented (IPv6) even if the socket was
     // not opened that way (a Send indication's DONT-FRAGMENT, RFC 8656 11.2).
+    // marks: as for send_to_client.
     virtual void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data,
-                              bool dont_fragment = false, uint8_t tos = 0) = 0;
+                              bool dont_fragment = false, IpMarks marks = {}) = 0;
     // Binds a relayed UDP socket at `addr` (IP and port). DONT-FRAGMENT sets
     // IP_MTU_DISCOVER=IP_PMTUDISC_DO / IPV6_DONTFRAG on it.
     virtual OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) = 0;

@@ -46,13 +46,13 @@ void Server::schedule_housekeeping() {
 
 void Server::tick() { wheel_.advance(clock_.now_ms()); }
 
-void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos) {
+void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data, IpMarks marks) {
     if (data.empty()) {
         stats_.drop(Drop::kMalformed);
         return;
     }
     if (is_channel_data(data[0])) {
-        on_channel_data(ft, data, tos);
+        on_channel_data(ft, data, marks);
         return;
     }
     stun::MessageView m;
@@ -70,7 +70,7 @@ void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> da
             on_request(ft, m);
             return;
         case stun::Class::kIndication:
-            on_indication(ft, m, tos);
+            on_indication(ft, m, marks);
             return;
         default:
             stats_.drop(Drop::kUnexpectedClass);
@@ -275,9 +275,9 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
     }
 }
 
-void Server::on_indication(const FiveTuple& ft, const stun::MessageView& m, uint8_t tos) {
+void Server::on_indication(const FiveTuple& ft, const stun::MessageView& m, IpMarks marks) {
     if (m.method() == static_cast<uint16_t>(stun::Method::kSend)) {
-        handle_send(ft, m, tos);
+        handle_send(ft, m, marks);
         return;
     }
     if (m.method() == static_cast<uint16_t>(stun::Method::kBinding)) {
@@ -362,7 +362,7 @@ uint32_t Server::lifetime_for(const stun::MessageView& m, bool& bad) const {
 // Measured: 37 ns CPU per datagram with one allocation, 61 ns with 1,000,
 // 604 ns with 50,000 (hash-map cache misses), I/O excluded
 // (tests/controlplane/relay_path_bench.cc, BM_ChannelDataClientToPeer).
-void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos) {
+void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data, IpMarks marks) {
     // RFC 5766 channel numbers (0x5000-0x7FFF) pass framing unless the
     // range is strict; only a bound channel is relayed either way.
     ChannelDataView cd;
@@ -387,21 +387,46 @@ void Server::on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data,
         stats_.drop(Drop::kNoPermission);
         return;
     }
-    relay_to_peer(*a, *peer, cd.payload, false, tos);
+    relay_to_peer(*a, *peer, cd.payload, false, marks);
+}
+
+// RFC 8656 section 14, for a datagram relayed UDP to UDP (DTLS included):
+// DSCP and ECN kept (or the operator's DSCP: Config::relayed_tos); "Time to
+// Live (TTL) field. Preferred behaviour: if the incoming value is 0, discard
+// the incoming packet. Otherwise, set the outgoing Time to Live/Hop Count to
+// one less than the incoming value." An incoming 1 is discarded too: the
+// outgoing 0 is refused by the kernel (IP_TTL takes 1..255) and would be
+// discarded by the next router anyway. A received 0 arrives here as 1
+// (IpMarks), and a TTL not known (0: TCP/TLS clients) leaves with the
+// socket's default (the alternate behaviour). After the permission checks,
+// so what has no permission is counted as such; before the bandwidth, so a
+// datagram that cannot leave takes no budget.
+bool Server::relayed_marks(IpMarks received, IpMarks& out) {
+    if (received.ttl == 1) {
+        stats_.drop(Drop::kTtlExpired);
+        return false;
+    }
+    out.tos = shared_.config.relayed_tos(received.tos);
+    out.ttl = static_cast<uint8_t>(received.ttl == 0 ? 0 : received.ttl - 1);
+    return true;
 }
 
 void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment,
-                           uint8_t tos) {
+                           IpMarks received) {
     const RelayEndpoint* relay = a.relay(peer.family);
     if (relay == nullptr) {
         stats_.drop(Drop::kFamilyMismatch);
+        return;
+    }
+    IpMarks marks;
+    if (!relayed_marks(received, marks)) {
         return;
     }
     if (!a.bandwidth.take(payload.size(), clock_.now_ms())) {
         stats_.drop(Drop::kBandwidth);
         return;
     }
-    io_.send_to_peer(relay->id, peer, payload, dont_fragment, shared_.config.relayed_tos(tos));
+    io_.send_to_peer(relay->id, peer, payload, dont_fragment, marks);
     ++a.packets_out;
     stats_.relayed(Direction::kClientToPeer, payload.size());
 }
@@ -448,18 +473,27 @@ void Server::on_client_closed(const FiveTuple& ft) {
     }
 }
 
-void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data, uint8_t tos) {
+void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<const uint8_t> data, IpMarks received) {
     Family family = Family::kNone;
     Allocation* a = allocations_.find_by_relay(relay, family);
     if (a == nullptr) {
         stats_.drop(Drop::kNoAllocation);
         return;
     }
+    if (a->five_tuple.transport == Transport::kTcp || a->five_tuple.transport == Transport::kTls) {
+        // RFC 8656 section 14's TTL rule is for datagrams to UDP clients: a
+        // stream's segments leave with the default, whatever the peer's TTL.
+        received.ttl = 0;
+    }
     const Address peer = peer_in.normalised();
     const uint64_t now = clock_.now_ms();
     // RFC 8656 section 11.2 / 12.6: only peers with a permission get through.
     if (!a->permitted(peer, now)) {
         stats_.drop(Drop::kNoPermission);
+        return;
+    }
+    IpMarks marks;
+    if (!relayed_marks(received, marks)) {
         return;
     }
     if (!a->bandwidth.take(data.size(), now)) {
@@ -494,7 +528,7 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
         stats_.drop(Drop::kTooLarge);
         return;
     }
-    io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n), shared_.config.relayed_tos(tos));
+    io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n), marks);
     ++a->packets_in;
     stats_.relayed(Direction::kPeerToClient, data.size());
 }

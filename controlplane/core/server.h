@@ -42,10 +42,12 @@ public:
     Server(Shared& shared, const Clock& clock, PacketIo& io, OffloadHook& offload, Stats& stats);
 
     // A datagram, or one message framed off a TCP/TLS stream (ft.transport).
-    // tos: the UDP datagram's IPv4 TOS / IPv6 Traffic Class byte (DSCP and
-    // ECN), which data relayed from it keeps (RFC 8656 section 14); 0 for
-    // streams and DTLS.
-    void on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos = 0);
+    // marks: the UDP (or DTLS) datagram's IPv4 TOS / IPv6 Traffic Class byte
+    // (DSCP and ECN) and TTL / Hop Limit (0: not known, as for streams).
+    // Data relayed from it keeps the TOS and leaves with one less TTL, and
+    // is dropped if it came with 1 or 0 (RFC 8656 section 14); requests are
+    // answered whatever their TTL.
+    void on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> data, IpMarks marks = {});
     // A TCP/TLS client connection ended: its 5-tuple can never be used again,
     // so the allocation on it (if any) ends too.
     void on_client_closed(const FiveTuple& ft);
@@ -61,7 +63,8 @@ public:
     // A peer connection ended (either side, bound or not).
     void on_tcp_peer_closed(uint32_t conn_id);
     size_t tcp_peer_count() const { return tcp_peers_.size(); }
-    void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data, uint8_t tos = 0);
+    // marks: as for on_client_datagram.
+    void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data, IpMarks marks = {});
     // An ICMP error about a datagram the relayed socket sent to `peer`
     // (RFC 8656 section 11.5): reported to the client as a Data indication
     // with an ICMP attribute, if the peer has a permission.
@@ -96,9 +99,9 @@ private:
         bool fingerprint = false;           // the request had FINGERPRINT
     };
 
-    void on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data, uint8_t tos);
+    void on_channel_data(const FiveTuple& ft, std::span<const uint8_t> data, IpMarks marks);
     void on_request(const FiveTuple& ft, const stun::MessageView& m);
-    void on_indication(const FiveTuple& ft, const stun::MessageView& m, uint8_t tos);
+    void on_indication(const FiveTuple& ft, const stun::MessageView& m, IpMarks marks);
     void on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> data);
     void on_parse_error(const FiveTuple& ft, std::span<const uint8_t> data);
 
@@ -113,7 +116,7 @@ private:
     void handle_channel_bind(const Request& r, Allocation& a);
     void handle_connect(const Request& r, Allocation& a);
     void handle_connection_bind(const Request& r);
-    void handle_send(const FiveTuple& ft, const stun::MessageView& m, uint8_t tos);
+    void handle_send(const FiveTuple& ft, const stun::MessageView& m, IpMarks marks);
     // RFC 8016 (handlers/mobility.cc): a Refresh with MOBILITY-TICKET from a
     // 5-tuple without an allocation; and the ticket a success answer carries.
     void handle_mobility_refresh(const Request& r);
@@ -133,9 +136,14 @@ private:
     // 401 / 438 with REALM, NONCE and PASSWORD-ALGORITHMS (unsigned).
     void challenge(const Request& r, uint16_t code);
 
-    // Relaying.
+    // Relaying. `received`: the marks of the datagram the data came in.
     void relay_to_peer(Allocation& a, const Address& peer, std::span<const uint8_t> payload, bool dont_fragment,
-                       uint8_t tos);
+                       IpMarks received);
+    // RFC 8656 section 14 (preferred behaviour) for data relayed from a
+    // datagram received with `received`: false if its TTL does not allow it
+    // (counted as ttl_expired), else `out` holds the relayed datagram's TOS
+    // ([server].dscp applied) and TTL (one less; not known: the default).
+    bool relayed_marks(IpMarks received, IpMarks& out);
     std::array<uint8_t, stun::kTxIdSize> next_txid();
     uint32_t lifetime_for(const stun::MessageView& m, bool& bad) const;
     void schedule_housekeeping();

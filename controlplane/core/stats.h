@@ -32,7 +32,8 @@ struct Counter {
     X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */  \
     X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */ \
     X(kStreamBackpressure, "stream_backpressure") /* TCP/TLS client not reading: its send buffer is full */ \
-    X(kDtlsNoSession, "dtls_no_session")       /* on a DTLS listener: not a ClientHello, and no session */
+    X(kDtlsNoSession, "dtls_no_session")       /* on a DTLS listener: not a ClientHello, and no session */ \
+    X(kTtlExpired, "ttl_expired")              /* data to relay received with TTL / Hop Limit 0 or 1 (RFC 8656 section 14) */
 
 #define TURN_CP_AUTH_FAILURES(X)              \
     X(kNoCredentials, "no_credentials")       \

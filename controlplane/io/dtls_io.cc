@@ -24,7 +24,7 @@ struct DtlsIo::Bio {
     Address peer;                 // the client (the SSL's app data: the cookie callbacks read it)
     const uint8_t* in = nullptr;  // the datagram not read yet, if any
     size_t in_len = 0;
-    uint8_t tos = 0;              // of what SSL_write sends now (DtlsIo::send), else 0
+    IpMarks marks;                // of what SSL_write sends now (DtlsIo::send), else the defaults
 };
 
 namespace {
@@ -68,7 +68,7 @@ int bio_write(BIO* b, const char* data, int len) {
         return -1;
     }
     (*s->send)(s->fd, s->peer, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(len)),
-               s->tos);
+               s->marks);
     return len;
 }
 
@@ -208,14 +208,15 @@ void DtlsIo::on_event(uint64_t tag) {
 void DtlsIo::receive(uint32_t index) {
     // A few batches per event, so one busy listener does not starve the loop.
     for (int round = 0; round < 4; ++round) {
-        // The datagram's TOS / Traffic Class goes with the messages its
-        // records hold (the client marked its DTLS traffic; relayed data
-        // keeps DSCP and ECN, RFC 8656 section 14).
+        // The datagram's TOS / Traffic Class and TTL / Hop Limit go with
+        // the messages its records hold (the client marked its DTLS
+        // traffic; relayed data keeps DSCP and ECN and leaves with one less
+        // TTL, RFC 8656 section 14).
         const size_t n = rx_.receive(listeners_[index].fd, stats_,
-                                     [&](const Address& src, std::span<const uint8_t> data, uint8_t tos) {
-                                         rx_tos_ = tos;
+                                     [&](const Address& src, std::span<const uint8_t> data, IpMarks marks) {
+                                         rx_marks_ = marks;
                                          on_datagram(index, src, data);
-                                         rx_tos_ = 0;
+                                         rx_marks_ = {};
                                      });
         if (n < kBatch) {
             return;
@@ -363,7 +364,7 @@ bool DtlsIo::read_records(Session& s) {
         const int n = SSL_read(s.ssl, plain_.data(), static_cast<int>(plain_.size()));
         if (n > 0) {
             if (server_ != nullptr) {
-                server_->on_client_datagram(s.ft, {plain_.data(), static_cast<size_t>(n)}, rx_tos_);
+                server_->on_client_datagram(s.ft, {plain_.data(), static_cast<size_t>(n)}, rx_marks_);
             }
             continue;
         }
@@ -378,7 +379,7 @@ bool DtlsIo::read_records(Session& s) {
     }
 }
 
-bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos) {
+bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data, IpMarks marks) {
     auto it = sessions_.find(to);
     if (it == sessions_.end() || !it->second->established) {
         return false;
@@ -390,9 +391,9 @@ bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data, uint8_t to
         return true;
     }
     Bio& bio = *it->second->bio;
-    bio.tos = tos;  // the record's datagram (bio_write, at once)
+    bio.marks = marks;  // the record's datagram (bio_write, at once)
     const int r = SSL_write(it->second->ssl, data.data(), static_cast<int>(data.size()));
-    bio.tos = 0;
+    bio.marks = {};
     if (r <= 0) {
         ERR_clear_error();
         stats_.drop(Drop::kSendError);

@@ -58,6 +58,7 @@
 #include "io/recv_batch.h"
 #include "io/tls.h"
 #include "net/address.h"
+#include "net/ip_marks.h"
 
 namespace turn::cp {
 
@@ -70,8 +71,8 @@ public:
     // The largest plaintext one DTLS record carries (2^14).
     static constexpr size_t kMaxRecord = 16384;
     // Sends one datagram from listener socket `fd` (the loop's transmit batch)
-    // with that TOS / Traffic Class (0: the socket's default).
-    using SendFn = std::function<void(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos)>;
+    // with those marks (TOS, TTL; 0: the socket's default).
+    using SendFn = std::function<void(int fd, const Address& to, std::span<const uint8_t> data, IpMarks marks)>;
 
     DtlsIo(Shared& shared, Stats& stats, int epoll_fd, SendFn send);
     ~DtlsIo();  // close_all() first
@@ -87,10 +88,10 @@ public:
 
     void on_event(uint64_t tag);
     // Encrypts `data` as one record to the session of `to`, the datagram
-    // carrying `tos` (relayed data keeps DSCP and ECN, RFC 8656 section 14;
-    // handshake records and alerts leave with 0); false if there is no
-    // established session.
-    bool send(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0);
+    // leaving with `marks` (relayed data keeps DSCP and ECN and leaves with
+    // one less TTL, RFC 8656 section 14; handshake records and alerts leave
+    // with the defaults); false if there is no established session.
+    bool send(const FiveTuple& to, std::span<const uint8_t> data, IpMarks marks = {});
     // The loop's clock, every iteration: handshake retransmissions, idle
     // sessions (a pass every 100 ms).
     void expire(uint64_t now_ms);
@@ -140,7 +141,7 @@ private:
     std::vector<Listener> listeners_;
     std::unordered_map<FiveTuple, std::unique_ptr<Session>, FiveTupleHash> sessions_;
     uint64_t now_ms_ = 0;
-    uint8_t rx_tos_ = 0;  // the TOS / Traffic Class of the datagram being handled
+    IpMarks rx_marks_;  // the TOS and TTL of the datagram being handled
     uint64_t last_expire_ms_ = 0;
 
     // Receive batch and the decrypted record.

@@ -2,14 +2,14 @@
 // addresses, received in one system call (SocketIo's listeners and relayed
 // sockets, DtlsIo's listeners). A datagram larger than Slot is dropped and
 // counted (turn_drops_total{reason="too_large"}); nothing is allocated per
-// datagram. With IP_RECVTOS / IPV6_RECVTCLASS on the socket
-// (net/tos.h) each datagram comes with its TOS / Traffic Class byte,
-// else with 0.
+// datagram. Each datagram comes with its IpMarks (net/ip_marks.h): the TOS /
+// Traffic Class byte and the TTL / Hop Limit, as far as the socket asked for
+// them (IP_RECVTOS / IPV6_RECVTCLASS, IP_RECVTTL / IPV6_RECVHOPLIMIT: every
+// socket of make_udp_socket does), else 0 (TOS none, TTL not known).
 #pragma once
 
 #include <sys/socket.h>
 
-#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -18,7 +18,7 @@
 
 #include "core/stats.h"
 #include "net/address.h"
-#include "net/tos.h"
+#include "net/ip_marks.h"
 
 namespace turn::cp {
 
@@ -35,7 +35,7 @@ public:
     RecvBatch& operator=(const RecvBatch&) = delete;
 
     // Receives what `fd` has (up to N, without blocking) and calls
-    // fn(source, bytes, tos) for each datagram; the bytes live until the
+    // fn(source, bytes, IpMarks) for each datagram; the bytes live until the
     // next receive(). Returns how many datagrams the kernel gave (0: none).
     template <typename F>
     size_t receive(int fd, Stats& stats, F&& fn) {
@@ -59,7 +59,7 @@ public:
             }
             if (auto src = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&addr_[i]))) {
                 fn(*src, std::span<const uint8_t>(static_cast<const uint8_t*>(iov_[i].iov_base), msgs_[i].msg_len),
-                   static_cast<uint8_t>(std::max(0, received_tos(msgs_[i].msg_hdr))));
+                   received_marks(msgs_[i].msg_hdr).kept());
             }
         }
         return static_cast<size_t>(n);
@@ -70,9 +70,10 @@ private:
     std::array<mmsghdr, N> msgs_{};
     std::array<iovec, N> iov_{};
     std::array<sockaddr_storage, N> addr_{};
-    // Room for the TOS control message and one more the kernel may add
-    // (a control message that does not fit sets MSG_CTRUNC and is lost).
-    struct alignas(cmsghdr) Control : std::array<uint8_t, 2 * CMSG_SPACE(sizeof(int))> {};
+    // Room for the TOS and TTL control messages and one more the kernel may
+    // add (a control message that does not fit sets MSG_CTRUNC and is lost:
+    // a lost TTL would relay the datagram with the default one).
+    struct alignas(cmsghdr) Control : std::array<uint8_t, 3 * CMSG_SPACE(sizeof(int))> {};
     std::array<Control, N> ctl_{};
 };
 

@@ -76,11 +76,17 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     if (local.is_v6()) {
         ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     }
-    // Each datagram's TOS / Traffic Class from the first one on (before
-    // bind: relayed data keeps DSCP and ECN, RFC 8656 section 14; DTLS
-    // listeners get it too and ignore it).
+    // Each datagram's TOS / Traffic Class and TTL / Hop Limit from the first
+    // one on (before bind): relayed data keeps DSCP and ECN and leaves with
+    // one less TTL (RFC 8656 section 14, preferred behaviour; a DTLS
+    // datagram's go with the messages its records carry). Without the TTL a
+    // datagram is relayed with the default one, as before.
     if (!receive_socket_tos(fd, local.is_v6())) {
         log_event(LogLevel::kWarn, "tos_receive_unavailable",
+                  {{"address", local.to_string()}, {"error", std::strerror(errno)}});
+    }
+    if (!receive_socket_ttl(fd, local.is_v6())) {
+        log_event(LogLevel::kWarn, "ttl_receive_unavailable",
                   {{"address", local.to_string()}, {"error", std::strerror(errno)}});
     }
     const int buf = 4 << 20;
@@ -95,25 +101,6 @@ int make_udp_socket(const Address& local, bool reuseport, std::string& err) {
     }
     return fd;
 }
-
-namespace {
-
-// The TOS / Traffic Class control message of one datagram into `buf`
-// (CMSG_SPACE(sizeof(int)) bytes); its length.
-size_t tos_control(uint8_t* buf, bool v6, uint8_t tos) {
-    msghdr h{};
-    h.msg_control = buf;
-    h.msg_controllen = CMSG_SPACE(sizeof(int));
-    cmsghdr* c = CMSG_FIRSTHDR(&h);
-    c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
-    c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    const int v = tos;
-    std::memcpy(CMSG_DATA(c), &v, sizeof v);
-    return CMSG_SPACE(sizeof(int));
-}
-
-}  // namespace
 
 SocketIo::SocketIo(Stats& stats)
     : stats_(stats), epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), tx_buf_(kTxBatch * kTxSlot) {}
@@ -169,7 +156,7 @@ std::string SocketIo::add_dtls_listener(Shared& shared, const Address& local, co
     if (!dtls_) {
         dtls_ = std::make_unique<DtlsIo>(shared, stats_, epoll_fd_,
                                          [this](int fd, const Address& to, std::span<const uint8_t> data,
-                                                uint8_t tos) { queue(fd, to, data, tos); });
+                                                IpMarks marks) { queue(fd, to, data, marks); });
         dtls_->set_server(server_);
     }
     return dtls_->add_listener(local, tls);
@@ -263,9 +250,9 @@ void SocketIo::close_client_path(RelayId path) {
     free_paths_.push_back(path);
 }
 
-void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos) {
+void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data, IpMarks marks) {
     if (to.transport == Transport::kDtls) {
-        if (!dtls_ || !dtls_->send(to, data, tos)) {
+        if (!dtls_ || !dtls_->send(to, data, marks)) {
             stats_.drop(Drop::kSendError);  // the session has gone
         }
         return;
@@ -278,7 +265,7 @@ void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data
     }
     for (const auto& l : listeners_) {
         if (l.local == to.server) {
-            queue(l.fd, to.client, data, tos);
+            queue(l.fd, to.client, data, marks);
             return;
         }
     }
@@ -286,14 +273,14 @@ void SocketIo::send_to_client(const FiveTuple& to, std::span<const uint8_t> data
 }
 
 void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment,
-                            uint8_t tos) {
+                            IpMarks marks) {
     if (relay >= relays_.size() || relays_[relay].fd < 0) {
         stats_.drop(Drop::kSendError);
         return;
     }
     const Relay& r = relays_[relay];
     if (!dont_fragment || r.dont_fragment) {
-        queue(r.fd, peer, data, tos);
+        queue(r.fd, peer, data, marks);
         return;
     }
     // One datagram with DF on a socket without it (rare: a Send indication
@@ -304,13 +291,13 @@ void SocketIo::send_to_peer(RelayId relay, const Address& peer, std::span<const 
     flush();
     const bool v6 = !r.local.is_v4();
     const int before = dont_fragment_option(r.fd, v6);
-    if (!set_dont_fragment_option(r.fd, v6, kDontFragmentOn[v6]) || !send_now(r.fd, peer, data, tos)) {
+    if (!set_dont_fragment_option(r.fd, v6, kDontFragmentOn[v6]) || !send_now(r.fd, peer, data, marks)) {
         stats_.drop(Drop::kSendError);
     }
     set_dont_fragment_option(r.fd, v6, before);  // as it was (the kernel's default, normally)
 }
 
-bool SocketIo::send_now(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos) {
+bool SocketIo::send_now(int fd, const Address& to, std::span<const uint8_t> data, IpMarks marks) {
     sockaddr_storage ss{};
     iovec iov{const_cast<uint8_t*>(data.data()), data.size()};
     msghdr h{};
@@ -319,17 +306,17 @@ bool SocketIo::send_now(int fd, const Address& to, std::span<const uint8_t> data
     h.msg_iov = &iov;
     h.msg_iovlen = 1;
     TxControl ctl{};
-    if (tos != 0) {
+    if (const size_t n = write_marks_control(ctl.data(), !to.is_v4(), marks); n != 0) {
         h.msg_control = ctl.data();
-        h.msg_controllen = tos_control(ctl.data(), !to.is_v4(), tos);
+        h.msg_controllen = n;
     }
     return ::sendmsg(fd, &h, 0) >= 0;
 }
 
-void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos) {
+void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data, IpMarks marks) {
     if (data.size() > kTxSlot) {
         flush();  // keep order with what is already queued
-        if (!send_now(fd, to, data, tos)) {
+        if (!send_now(fd, to, data, marks)) {
             stats_.drop(Drop::kSendError);
         }
         return;
@@ -348,9 +335,11 @@ void SocketIo::queue(int fd, const Address& to, std::span<const uint8_t> data, u
     tx_msgs_[i].msg_hdr.msg_namelen = static_cast<socklen_t>(len);
     tx_msgs_[i].msg_hdr.msg_iov = &tx_iov_[i];
     tx_msgs_[i].msg_hdr.msg_iovlen = 1;
-    if (tos != 0) {
+    // Relayed data: its TOS and TTL as control messages (none for the
+    // relay's own messages and unmarked traffic without a known TTL).
+    if (const size_t n = write_marks_control(tx_ctl_[i].data(), !to.is_v4(), marks); n != 0) {
         tx_msgs_[i].msg_hdr.msg_control = tx_ctl_[i].data();
-        tx_msgs_[i].msg_hdr.msg_controllen = tos_control(tx_ctl_[i].data(), !to.is_v4(), tos);
+        tx_msgs_[i].msg_hdr.msg_controllen = n;
     }
     tx_fd_[i] = fd;
 }
@@ -397,11 +386,11 @@ void SocketIo::flush() {
 void SocketIo::receive(int fd, const Address* local, uint32_t index) {
     // A copy: the server may open or close client paths (paths_ moves).
     const Address here = local != nullptr ? *local : Address{};
-    rx_.receive(fd, stats_, [&](const Address& src, std::span<const uint8_t> data, uint8_t tos) {
+    rx_.receive(fd, stats_, [&](const Address& src, std::span<const uint8_t> data, IpMarks marks) {
         if (local != nullptr) {
-            server_->on_client_datagram(FiveTuple{src, here, Transport::kUdp}, data, tos);
+            server_->on_client_datagram(FiveTuple{src, here, Transport::kUdp}, data, marks);
         } else {
-            server_->on_peer_datagram(index, src, data, tos);
+            server_->on_peer_datagram(index, src, data, marks);
         }
     });
 }

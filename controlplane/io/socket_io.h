@@ -23,6 +23,7 @@
 #include "io/recv_batch.h"
 #include "io/stream_io.h"
 #include "net/address.h"
+#include "net/ip_marks.h"
 
 namespace turn::cp {
 
@@ -57,9 +58,9 @@ public:
     void tick(uint64_t now_ms);
 
     // PacketIo
-    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0) override;
+    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, IpMarks marks = {}) override;
     void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment = false,
-                      uint8_t tos = 0) override;
+                      IpMarks marks = {}) override;
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override;
     void close_relay(RelayId relay) override;
     // RFC 8016: a UDP socket on the listening address connected to the
@@ -112,11 +113,12 @@ private:
         Address local;
         bool dont_fragment = false;  // opened with DF (the allocation's DONT-FRAGMENT)
     };
-    // tos != 0: the datagram leaves with that TOS / Traffic Class (an
-    // IP_TOS / IPV6_TCLASS control message), else with the socket's.
-    void queue(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos = 0);
+    // The datagram leaves with marks.tos != 0 as its TOS / Traffic Class
+    // (an IP_TOS / IPV6_TCLASS control message) and marks.ttl != 0 as its
+    // TTL / Hop Limit (IP_TTL / IPV6_HOPLIMIT), else with the socket's.
+    void queue(int fd, const Address& to, std::span<const uint8_t> data, IpMarks marks = {});
     // One datagram now, with sendmsg (what does not fit the batch).
-    bool send_now(int fd, const Address& to, std::span<const uint8_t> data, uint8_t tos);
+    bool send_now(int fd, const Address& to, std::span<const uint8_t> data, IpMarks marks);
     // `local`: the listening address of a client socket (listener or client
     // path); nullptr: relayed socket `index`.
     void receive(int fd, const Address* local, uint32_t index);
@@ -140,7 +142,8 @@ private:
     std::array<iovec, kTxBatch> tx_iov_{};
     std::array<sockaddr_storage, kTxBatch> tx_addr_{};
     std::array<int, kTxBatch> tx_fd_{};
-    struct alignas(cmsghdr) TxControl : std::array<uint8_t, CMSG_SPACE(sizeof(int))> {};
+    // A relayed datagram's TOS and TTL control messages (write_marks_control).
+    struct alignas(cmsghdr) TxControl : std::array<uint8_t, kMarksControlSpace> {};
     std::array<TxControl, kTxBatch> tx_ctl_{};
     size_t tx_count_ = 0;
 

@@ -1,7 +1,7 @@
 // The event loops' UDP sockets (listeners, DTLS listeners, relayed sockets,
 // RFC 8016 client paths): non-blocking, close-on-exec, 4 MiB buffers, IPv6
-// only for IPv6 addresses, each datagram's TOS / Traffic Class received with
-// it (net/tos.h), bound to `local`.
+// only for IPv6 addresses, each datagram's TOS / Traffic Class and TTL / Hop
+// Limit received with it (net/ip_marks.h), bound to `local`.
 #pragma once
 
 #include <string>

@@ -337,7 +337,7 @@ TEST_F(ServerTest, RelayedDataKeepsDscpAndEcn) {
     const std::vector<uint8_t> req = build(M::kAllocate, stun::Class::kRequest, [](auto& b) {
         b.add_requested_transport(stun::kProtoUdp);
     }, nullptr);
-    server->on_client_datagram(tuple(), req, 0xB8);
+    server->on_client_datagram(tuple(), req, {.tos = 0xB8});
     ASSERT_FALSE(io.client.empty());
     EXPECT_EQ(io.client.back().tos, 0) << "the 401 is the server's own message";
     ASSERT_TRUE(allocate(tuple()).success());
@@ -345,14 +345,14 @@ TEST_F(ServerTest, RelayedDataKeepsDscpAndEcn) {
     EXPECT_EQ(io.client.back().tos, 0);
 
     // Client -> peer: ChannelData (EF + ECT(1)) and a Send indication (CE).
-    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0}, 0xB9);
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0}, {.tos = 0xB9});
     ASSERT_EQ(io.peer_sends.size(), 1u);
     EXPECT_EQ(io.peer_sends.back().tos, 0xB9);
     server->on_client_datagram(tuple(), build(M::kSend, stun::Class::kIndication, [&](auto& b) {
         b.add_xor_address(stun::attr::kXorPeerAddress, other);
         const std::array<uint8_t, 1> d{'s'};
         b.add(stun::attr::kData, d);
-    }, nullptr), 0x03);
+    }, nullptr), {.tos = 0x03});
     ASSERT_EQ(io.peer_sends.size(), 2u);
     EXPECT_EQ(io.peer_sends.back().peer, other);
     EXPECT_EQ(io.peer_sends.back().tos, 0x03);
@@ -365,8 +365,8 @@ TEST_F(ServerTest, RelayedDataKeepsDscpAndEcn) {
     ASSERT_NE(a, nullptr);
     const RelayId relay = a->relay(Family::kIPv4)->id;
     const size_t before = io.client.size();
-    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, 0x8A);
-    server->on_peer_datagram(relay, other, std::vector<uint8_t>{'y'}, 0x2E << 2);
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, {.tos = 0x8A});
+    server->on_peer_datagram(relay, other, std::vector<uint8_t>{'y'}, {.tos = 0x2E << 2});
     ASSERT_EQ(io.client.size(), before + 2);
     EXPECT_EQ(io.client[before].bytes[0], 0x40);
     EXPECT_EQ(io.client[before].tos, 0x8A);
@@ -387,14 +387,170 @@ TEST_F(ServerTest, FixedDscpReplacesTheDscpAndKeepsEcn) {
     ASSERT_TRUE(allocate(tuple()).success());
     ASSERT_TRUE(channel_bind(tuple(), 0x4001, peer).success());
     EXPECT_EQ(io.client.back().tos, 0);
-    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0}, 0xB9);
-    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'b', 0, 0, 0}, 0);
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0}, {.tos = 0xB9});
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'b', 0, 0, 0}, {.tos = 0});
     ASSERT_EQ(io.peer_sends.size(), 2u);
     EXPECT_EQ(io.peer_sends[0].tos, (10 << 2) | 0x01);
     EXPECT_EQ(io.peer_sends[1].tos, 10 << 2);
     const RelayId relay = server->allocations().find(tuple())->relay(Family::kIPv4)->id;
-    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, 0x8B);
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, {.tos = 0x8B});
     EXPECT_EQ(io.client.back().tos, (10 << 2) | 0x03);
+}
+
+// RFC 8656 section 14, TTL preferred behaviour, UDP to UDP: relayed data
+// leaves with one less TTL / Hop Limit than it came with, in both
+// directions and for both framings, with its TOS kept alongside; a TTL not
+// known (0) leaves with the socket's default (0 here), and what the server
+// says itself (answers, ICMP Data indications) never carries one.
+TEST_F(ServerTest, RelayedDataLeavesWithOneLessTtl) {
+    const Address peer = A("198.18.9.9:7000");
+    const Address other = A("198.18.9.9:7001");  // permission (same IP), no channel
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, peer).success());
+    const std::vector<uint8_t> cd{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0};
+    auto send_ind = [&](IpMarks m) {
+        server->on_client_datagram(tuple(), build(M::kSend, stun::Class::kIndication, [&](auto& b) {
+            b.add_xor_address(stun::attr::kXorPeerAddress, other);
+            const std::array<uint8_t, 1> d{'s'};
+            b.add(stun::attr::kData, d);
+        }, nullptr), m);
+    };
+
+    // Client -> peer.
+    server->on_client_datagram(tuple(), cd, {.tos = 0xB9, .ttl = 9});
+    send_ind({.ttl = 9});
+    server->on_client_datagram(tuple(), cd, {.ttl = 255});
+    server->on_client_datagram(tuple(), cd, {.ttl = 2});
+    server->on_client_datagram(tuple(), cd);  // not known
+    ASSERT_EQ(io.peer_sends.size(), 5u);
+    EXPECT_EQ(io.peer_sends[0].ttl, 8);
+    EXPECT_EQ(io.peer_sends[0].tos, 0xB9) << "the TOS goes along";
+    EXPECT_EQ(io.peer_sends[1].peer, other);
+    EXPECT_EQ(io.peer_sends[1].ttl, 8);
+    EXPECT_EQ(io.peer_sends[2].ttl, 254);
+    EXPECT_EQ(io.peer_sends[3].ttl, 1) << "2 is the lowest TTL relayed";
+    EXPECT_EQ(io.peer_sends[4].ttl, 0) << "nothing sticks from the datagram before";
+
+    // Peer -> client, as ChannelData and as a Data indication.
+    const RelayId relay = server->allocations().find(tuple())->relay(Family::kIPv4)->id;
+    const size_t before = io.client.size();
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, {.tos = 0x8A, .ttl = 9});
+    server->on_peer_datagram(relay, other, std::vector<uint8_t>{'y'}, {.ttl = 9});
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'z'});
+    server->on_peer_icmp(relay, peer, 3, 3, 0);
+    ASSERT_EQ(io.client.size(), before + 4);
+    EXPECT_EQ(io.client[before].bytes[0], 0x40);
+    EXPECT_EQ(io.client[before].ttl, 8);
+    EXPECT_EQ(io.client[before].tos, 0x8A);
+    EXPECT_TRUE(Answer(io.client[before + 1].bytes).view.is(M::kData, stun::Class::kIndication));
+    EXPECT_EQ(io.client[before + 1].ttl, 8);
+    EXPECT_EQ(io.client[before + 2].ttl, 0);
+    EXPECT_EQ(io.client[before + 3].ttl, 0) << "an ICMP Data indication is the server's own message";
+    EXPECT_EQ(stats->drops_of(Drop::kTtlExpired), 0u);
+}
+
+// The control message of a datagram received with TTL 0 (IPv6 sends Hop
+// Limit 0; IPv4 0 comes only from raw sockets): what the I/O layer hands
+// the core for it (net/ip_marks.h).
+IpMarks received_with_ttl(int ttl) {
+    alignas(cmsghdr) uint8_t ctl[CMSG_SPACE(sizeof(int))] = {};
+    msghdr h{};
+    h.msg_control = ctl;
+    h.msg_controllen = sizeof ctl;
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_HOPLIMIT;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
+    return received_marks(h).kept();
+}
+
+// RFC 8656 section 14: data received with TTL 0 is discarded, and with 1
+// too (the relayed datagram would have to leave with 0), both directions,
+// counted as turn_drops_total{reason="ttl_expired"}; nothing is sent and no
+// bandwidth is taken. Checks before it keep their own reasons.
+TEST_F(ServerTest, DataWithTtlOneOrZeroIsDroppedAndCounted) {
+    EXPECT_EQ(received_with_ttl(0).ttl, 1) << "a received 0 is kept as 1, not as 'not known'";
+    EXPECT_EQ(received_with_ttl(1).ttl, 1);
+    EXPECT_EQ(received_with_ttl(64).ttl, 64);
+    Config c = base_config();
+    c.bandwidth_bps = 8 * 65536;  // a burst of 64 KiB: the datagrams below fit only if the dropped take nothing
+    start(c);
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, peer).success());
+    const std::vector<uint8_t> cd{0x40, 0x01, 0x00, 0x01, 'a', 0, 0, 0};
+    const auto ind = build(M::kSend, stun::Class::kIndication, [&](auto& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, peer);
+        const std::array<uint8_t, 1> d{'s'};
+        b.add(stun::attr::kData, d);
+    }, nullptr);
+    const RelayId relay = server->allocations().find(tuple())->relay(Family::kIPv4)->id;
+    const std::vector<uint8_t> big(40000, 'p');
+
+    server->on_client_datagram(tuple(), cd, {.ttl = 1});
+    server->on_client_datagram(tuple(), cd, received_with_ttl(0));
+    server->on_client_datagram(tuple(), ind, {.tos = 0xB8, .ttl = 1});
+    EXPECT_TRUE(io.peer_sends.empty());
+    EXPECT_EQ(stats->drops_of(Drop::kTtlExpired), 3u);
+    const size_t before = io.client.size();
+    server->on_peer_datagram(relay, peer, big, {.ttl = 1});
+    server->on_peer_datagram(relay, peer, big, received_with_ttl(0));
+    EXPECT_EQ(io.client.size(), before);
+    EXPECT_EQ(stats->drops_of(Drop::kTtlExpired), 5u);
+    // Without a permission the reason stays no_permission.
+    server->on_peer_datagram(relay, A("198.18.9.10:7000"), std::vector<uint8_t>{'n'}, {.ttl = 1});
+    EXPECT_EQ(stats->drops_of(Drop::kNoPermission), 1u);
+    EXPECT_EQ(stats->drops_of(Drop::kTtlExpired), 5u);
+    // The budget is untouched: a TTL 2 datagram of the same size still goes.
+    server->on_peer_datagram(relay, peer, big, {.ttl = 2});
+    ASSERT_EQ(io.client.size(), before + 1);
+    EXPECT_EQ(io.client.back().ttl, 1);
+    EXPECT_EQ(stats->drops_of(Drop::kBandwidth), 0u);
+}
+
+// The TTL rule is for relayed data only: a STUN request that arrives with
+// TTL 1 (or 0) is answered, Binding and authenticated requests alike, and
+// the answers leave with the default.
+TEST_F(ServerTest, RequestsWithTtlOneAreAnswered) {
+    const auto binding = build(M::kBinding, stun::Class::kRequest, {}, nullptr);
+    for (const IpMarks m : {IpMarks{.ttl = 1}, received_with_ttl(0)}) {
+        const size_t before = io.client.size();
+        server->on_client_datagram(tuple(), binding, m);
+        ASSERT_EQ(io.client.size(), before + 1);
+        EXPECT_TRUE(Answer(io.client.back().bytes).success());
+        EXPECT_EQ(io.client.back().ttl, 0);
+    }
+    const auto cr = creds(tuple());
+    server->on_client_datagram(tuple(), build(M::kAllocate, stun::Class::kRequest, [](auto& b) {
+        b.add_requested_transport(stun::kProtoUdp);
+    }, &cr), {.ttl = 1});
+    ASSERT_FALSE(io.client.empty());
+    EXPECT_TRUE(Answer(io.client.back().bytes).success()) << Answer(io.client.back().bytes).code();
+    EXPECT_EQ(io.client.back().ttl, 0);
+    EXPECT_EQ(stats->drops_of(Drop::kTtlExpired), 0u);
+}
+
+// A TCP (or TLS) client has no per-message TTL: its data leaves for the
+// peer with the socket's default, and a peer's datagram for it is relayed
+// whatever its TTL (RFC 8656 section 14 is about datagrams to UDP clients).
+TEST_F(ServerTest, TcpClientDataLeavesWithTheDefaultTtl) {
+    const FiveTuple tcp{A("198.18.1.1:6200"), A("198.18.0.1:3478"), Transport::kTcp};
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(allocate(tcp).success());
+    ASSERT_TRUE(channel_bind(tcp, 0x4001, peer).success());
+    server->on_client_datagram(tcp, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x01, 'a'});  // as StreamIo frames it
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    EXPECT_EQ(io.peer_sends[0].ttl, 0);
+    const RelayId relay = server->allocations().find(tcp)->relay(Family::kIPv4)->id;
+    const size_t before = io.client.size();
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'x'}, {.ttl = 9});
+    server->on_peer_datagram(relay, peer, std::vector<uint8_t>{'y'}, {.ttl = 1});
+    ASSERT_EQ(io.client.size(), before + 2);
+    EXPECT_EQ(io.client[before].to, tcp);
+    EXPECT_EQ(io.client[before].ttl, 0);
+    EXPECT_EQ(io.client[before + 1].ttl, 0);
+    EXPECT_EQ(stats->drops_of(Drop::kTtlExpired), 0u);
 }
 
 TEST_F(ServerTest, SendIndicationNeedsPermission) {

@@ -542,7 +542,7 @@ namespace tos {
 
 void set(const UdpSocket& s, bool v6, int tos) { ASSERT_TRUE(set_socket_tos(s.fd(), v6, tos)); }
 void want(const UdpSocket& s, bool v6) { ASSERT_TRUE(receive_socket_tos(s.fd(), v6)); }
-std::optional<WithTos> recv(const UdpSocket& s) { return recv_with_tos(s.fd()); }
+std::optional<WithMarks> recv(const UdpSocket& s) { return recv_with_marks(s.fd()); }
 
 // client_v6: the client's transport; peer_v6: the relayed address's and
 // the peer's family (REQUESTED-ADDRESS-FAMILY); dscp: the relay's
@@ -626,6 +626,121 @@ TEST_F(Conformance, DscpAndEcnKeptIPv4) { tos::round_trip(*main_, false, false);
 TEST_F(Conformance, DscpAndEcnKeptIPv6) { tos::round_trip(*main_, true, true); }
 TEST_F(Conformance, DscpAndEcnKeptIPv4ClientIPv6Peer) { tos::round_trip(*main_, false, true); }
 TEST_F(Conformance, DscpAndEcnKeptIPv6ClientIPv4Peer) { tos::round_trip(*main_, true, false); }
+
+// RFC 8656 section 14, TTL preferred behaviour: data relayed UDP to UDP
+// leaves with one less TTL / Hop Limit than it arrived with (IPv4 TTL <->
+// IPv6 Hop Limit across families), both directions, for ChannelData, Send
+// and Data indications; data that arrived with 1 is not relayed; a request
+// with 1 is still answered, with the default. Loopback decrements nothing,
+// so the peer reads exactly what the relay sent (IP_RECVTTL /
+// IPV6_RECVHOPLIMIT).
+namespace ttl {
+
+void set(const UdpSocket& s, bool v6, int t) { ASSERT_TRUE(set_socket_ttl(s.fd(), v6, t)); }
+void want(const UdpSocket& s, bool v6) { ASSERT_TRUE(receive_socket_ttl(s.fd(), v6)); }
+std::optional<WithMarks> recv(const UdpSocket& s) { return recv_with_marks(s.fd()); }
+std::string text(const std::optional<WithMarks>& g) { return g ? std::string(g->bytes.begin(), g->bytes.end()) : "(none)"; }
+std::vector<uint8_t> bytes(std::string_view s) { return {s.begin(), s.end()}; }
+
+std::vector<uint8_t> send_indication(const Address& to, std::string_view payload) {
+    return build(M::kSend, C::kIndication, [&](auto& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, to);
+        b.add(stun::attr::kData, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(payload.data()),
+                                                          payload.size()));
+    }, nullptr);
+}
+
+// client_v6: the client's transport; peer_v6: the relayed address's and
+// the peer's family.
+void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
+    Client c(client_v6 ? relay.v6() : relay.v4());
+    const Address pip = peer_v6 ? A("[::1]:0") : A("127.0.0.1:0");
+    UdpSocket peer(pip), other(pip);  // other: a permission (same IP), no channel
+    want(c.socket(), client_v6);
+    want(peer, peer_v6);
+    want(other, peer_v6);
+    set(c.socket(), client_v6, 9);  // requests included
+    auto alloc = c.allocate([&](auto& b) {
+        b.add_address_family(stun::attr::kRequestedAddressFamily, peer_v6 ? Family::kIPv6 : Family::kIPv4);
+    });
+    ASSERT_TRUE(alloc.success()) << alloc.code();
+    const auto relayed = alloc.xor_address(stun::attr::kXorRelayedAddress);
+    ASSERT_TRUE(relayed && relayed->is_v6() == peer_v6);
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                    b.add_channel_number(0x4003);
+                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+                }).success());
+    // A request with TTL 1 is answered, with the default.
+    set(c.socket(), client_v6, 1);
+    c.socket().send(c.server(), build(M::kBinding, C::kRequest, {}, nullptr));
+    auto ans = recv(c.socket());
+    ASSERT_TRUE(ans) << "a Binding request with TTL 1 must be answered";
+    EXPECT_TRUE(Answer(ans->bytes).success());
+    EXPECT_EQ(ans->ttl, default_ttl(client_v6)) << "the answer is the relay's own message";
+
+    // Client -> peer: 9 arrives as 8, ChannelData and Send indication.
+    set(c.socket(), client_v6, 9);
+    c.socket().send(c.server(), channel_data(0x4003, "cd up"));
+    auto up = recv(peer);
+    ASSERT_TRUE(up) << "ChannelData did not reach the peer";
+    EXPECT_EQ(text(up), "cd up");
+    EXPECT_EQ(up->ttl, 8);
+    c.socket().send(c.server(), send_indication(other.local(), "send"));
+    auto sent = recv(other);
+    ASSERT_TRUE(sent) << "Send indication did not reach the peer";
+    EXPECT_EQ(text(sent), "send");
+    EXPECT_EQ(sent->ttl, 8);
+    // 1 is not relayed: the next datagram each peer gets is the one sent after it.
+    set(c.socket(), client_v6, 1);
+    c.socket().send(c.server(), channel_data(0x4003, "expired"));
+    c.socket().send(c.server(), send_indication(other.local(), "expired"));
+    set(c.socket(), client_v6, 2);
+    c.socket().send(c.server(), channel_data(0x4003, "last hop"));
+    c.socket().send(c.server(), send_indication(other.local(), "last hop"));
+    auto last = recv(peer);
+    EXPECT_EQ(text(last), "last hop");
+    EXPECT_EQ(last ? last->ttl : -1, 1);
+    auto last_ind = recv(other);
+    EXPECT_EQ(text(last_ind), "last hop");
+    EXPECT_EQ(last_ind ? last_ind->ttl : -1, 1);
+
+    // Peer -> client: 9 arrives as 8, as ChannelData and as a Data indication.
+    set(peer, peer_v6, 9);
+    peer.send(*relayed, bytes("down"));
+    auto down = recv(c.socket());
+    ASSERT_TRUE(down) << "peer datagram did not reach the client";
+    ASSERT_GE(down->bytes.size(), 8u);
+    EXPECT_EQ(load_be16(down->bytes.data()), 0x4003);
+    EXPECT_EQ(down->ttl, 8);
+    set(other, peer_v6, 9);
+    other.send(*relayed, bytes("ind"));
+    auto ind = recv(c.socket());
+    ASSERT_TRUE(ind);
+    Answer a(ind->bytes);
+    ASSERT_TRUE(a.ok);
+    EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
+    EXPECT_EQ(ind->ttl, 8);
+    // 1 is not relayed.
+    set(peer, peer_v6, 1);
+    peer.send(*relayed, bytes("expired"));
+    set(peer, peer_v6, 200);
+    peer.send(*relayed, bytes("after"));
+    auto after = recv(c.socket());
+    ASSERT_TRUE(after);
+    ASSERT_GE(after->bytes.size(), 9u);
+    EXPECT_EQ(std::string(after->bytes.begin() + 4, after->bytes.end()).substr(0, 5), "after");
+    EXPECT_EQ(after->ttl, 199);
+
+    set(c.socket(), client_v6, -1);  // the default
+    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+}
+
+}  // namespace ttl
+
+TEST_F(Conformance, TtlDecrementedIPv4) { ttl::round_trip(*main_, false, false); }
+TEST_F(Conformance, TtlDecrementedIPv6) { ttl::round_trip(*main_, true, true); }
+TEST_F(Conformance, TtlDecrementedIPv4ClientIPv6Peer) { ttl::round_trip(*main_, false, true); }
+TEST_F(Conformance, TtlDecrementedIPv6ClientIPv4Peer) { ttl::round_trip(*main_, true, false); }
 
 
 TEST_F(Conformance, DualStackAllocation) {
@@ -717,6 +832,63 @@ TEST(ConformanceProcess, MetricsAreLive) {
     EXPECT_NE(body.find("turn_drops_total{reason=\"no_permission\"} 0"), std::string::npos);
     EXPECT_NE(body.find("turn_quota_rejections_total{kind=\"per_user\"} 0"), std::string::npos);
     EXPECT_NE(body.find("turn_event_loop_busy_ratio{loop=\"0\"}"), std::string::npos);
+}
+
+// Data that arrives with TTL 1, or Hop Limit 0 or 1 (IPv6 sends 0), is
+// dropped and counted as turn_drops_total{reason="ttl_expired"}, one each,
+// from clients and from peers; nothing of it reaches the other side (the
+// datagram sent after it arrives first).
+TEST(ConformanceProcess, TtlExpiredDataIsDroppedAndCounted) {
+    const uint16_t port = free_udp_port(A("127.0.0.1:0"));
+    const uint16_t mport = free_port(SOCK_STREAM);
+    const uint16_t base = random_port_base(8);
+    RelayProcess relay("ttl", config(port, "[\"127.0.0.1\", \"::1\"]", base, base + 20, "",
+                                     "127.0.0.1:" + std::to_string(mport)),
+                       port);
+    ASSERT_TRUE(relay.ready());
+    auto expired = [&] {
+        const std::string body = http_get(mport, "/metrics");
+        const std::string key = "turn_drops_total{reason=\"ttl_expired\"} ";
+        const size_t at = body.find(key);
+        return at == std::string::npos ? -1 : std::atoi(body.c_str() + at + key.size());
+    };
+    EXPECT_EQ(expired(), 0);
+    int want = 0;
+    for (const bool v6 : {false, true}) {
+        Client c(v6 ? relay.v6() : relay.v4());
+        UdpSocket peer(v6 ? A("[::1]:0") : A("127.0.0.1:0"));
+        auto alloc = c.allocate([&](auto& b) {
+            b.add_address_family(stun::attr::kRequestedAddressFamily, v6 ? Family::kIPv6 : Family::kIPv4);
+        });
+        ASSERT_TRUE(alloc.success()) << alloc.code();
+        const Address relayed = *alloc.xor_address(stun::attr::kXorRelayedAddress);
+        ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                        b.add_channel_number(0x4000);
+                        b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+                    }).success());
+        // IPv4 cannot send TTL 0 from a UDP socket; IPv6 sends Hop Limit 0.
+        const std::vector<int> dead = v6 ? std::vector<int>{0, 1} : std::vector<int>{1};
+        for (const int t : dead) {
+            ttl::set(c.socket(), v6, t);
+            c.socket().send(c.server(), channel_data(0x4000, "expired"));
+            c.socket().send(c.server(), ttl::send_indication(peer.local(), "expired"));
+            ttl::set(peer, v6, t);
+            peer.send(relayed, ttl::bytes("expired"));
+            want += 3;
+        }
+        ttl::set(c.socket(), v6, -1);
+        ttl::set(peer, v6, -1);
+        c.socket().send(c.server(), channel_data(0x4000, "after"));
+        EXPECT_EQ(ttl::text(ttl::recv(peer)), "after");
+        peer.send(relayed, ttl::bytes("after"));
+        auto back = c.socket().recv();
+        ASSERT_TRUE(back);
+        ASSERT_GE(back->size(), 9u);
+        EXPECT_EQ(std::string(back->begin() + 4, back->end()).substr(0, 5), "after");
+        EXPECT_EQ(expired(), want);
+        EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    }
+    EXPECT_EQ(want, 9);
 }
 
 TEST(ConformanceProcess, SigtermDrainsThenExitsZero) {

@@ -321,7 +321,7 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
 // The TOS byte of the next datagram on `fd` (IP_RECVTOS on), left queued
 // for whoever reads it; -1 if none comes within 2 s or it has none.
 int peek_tos(int fd) {
-    const auto g = recv_with_tos(fd, 2000, MSG_PEEK);
+    const auto g = recv_with_marks(fd, 2000, MSG_PEEK);
     return g ? g->tos : -1;
 }
 
@@ -364,6 +364,68 @@ TEST(DtlsIo, RelayedDataKeepsDscpAndEcn) {
     ASSERT_TRUE(c.send(binding()));
     EXPECT_EQ(peek_tos(c.fd()), 0);
     ASSERT_TRUE(c.recv());
+}
+
+// The TTL / Hop Limit of the next datagram on `fd` (IP_RECVTTL on), left
+// queued; -1 if none comes within 2 s or it has none.
+int peek_ttl(int fd) {
+    const auto g = recv_with_marks(fd, 2000, MSG_PEEK);
+    return g ? g->ttl : -1;
+}
+
+// RFC 8656 section 14's TTL rule over DTLS (a UDP transport): the TTL of
+// the client's DTLS datagram less one goes with the ChannelData it carries
+// to the peer, and the peer's less one with the record that carries its
+// data to the client; data that came with 1 is dropped (ttl_expired); a
+// request with 1 is answered with the default.
+TEST(DtlsIo, RelayedDataLeavesWithOneLessTtl) {
+    DtlsLoop loop;
+    DtlsClient c(loop.dtls());
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(receive_socket_ttl(c.fd(), false));
+    ASSERT_TRUE(set_socket_ttl(c.fd(), false, 9));
+    const Address relayed = c.allocate();
+    ASSERT_NE(relayed.port, 0);
+    const UdpSocket peer(kLoopback);
+    ASSERT_TRUE(receive_socket_ttl(peer.fd(), false));
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                     b.add_channel_number(0x4002);
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+                 }).success());
+    ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x02, 'u', 'p'}));
+    EXPECT_EQ(peek_ttl(peer.fd()), 8);
+    auto up = peer.recv(2000);
+    ASSERT_TRUE(up);
+    EXPECT_EQ(*up, (std::vector<uint8_t>{'u', 'p'}));
+    // 1: dropped; the datagram after it (2) arrives with 1.
+    ASSERT_TRUE(set_socket_ttl(c.fd(), false, 1));
+    ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'x'}));
+    ASSERT_TRUE(set_socket_ttl(c.fd(), false, 2));
+    ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'y'}));
+    EXPECT_EQ(peek_ttl(peer.fd()), 1);
+    EXPECT_EQ(peer.recv(2000), (std::vector<uint8_t>{'y'}));
+    EXPECT_EQ(loop.stats().drops_of(Drop::kTtlExpired), 1u);
+
+    ASSERT_TRUE(set_socket_ttl(peer.fd(), false, 9));
+    peer.send(relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
+    EXPECT_EQ(peek_ttl(c.fd()), 8);
+    auto down = c.recv();
+    ASSERT_TRUE(down);
+    EXPECT_EQ(*down, (std::vector<uint8_t>{0x40, 0x02, 0x00, 0x04, 'd', 'o', 'w', 'n'}));
+    ASSERT_TRUE(set_socket_ttl(peer.fd(), false, 1));
+    peer.send(relayed, std::vector<uint8_t>{'x'});
+    ASSERT_TRUE(set_socket_ttl(peer.fd(), false, 30));
+    peer.send(relayed, std::vector<uint8_t>{'z'});
+    EXPECT_EQ(peek_ttl(c.fd()), 29);
+    EXPECT_EQ(c.recv(), (std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'z'}));
+    EXPECT_TRUE(eventually([&] { return loop.stats().drops_of(Drop::kTtlExpired) == 2; }));
+    // A request with TTL 1 is answered, with the default.
+    ASSERT_TRUE(set_socket_ttl(c.fd(), false, 1));
+    ASSERT_TRUE(c.send(binding()));
+    EXPECT_EQ(peek_ttl(c.fd()), default_ttl(false));
+    auto answer = c.recv();
+    ASSERT_TRUE(answer);
+    EXPECT_TRUE(Answer(*answer).success());
 }
 
 TEST(DtlsIo, TcpAllocationsAndConnectionBindAreRefused) {

@@ -16,6 +16,7 @@ struct SentToClient {
     FiveTuple to;
     std::vector<uint8_t> bytes;
     uint8_t tos = 0;
+    uint8_t ttl = 0;  // 0: the socket's default
 };
 struct SentToPeer {
     RelayId relay;
@@ -23,16 +24,17 @@ struct SentToPeer {
     std::vector<uint8_t> bytes;
     bool dont_fragment = false;
     uint8_t tos = 0;
+    uint8_t ttl = 0;
 };
 
 class FakeIo final : public PacketIo {
 public:
-    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, uint8_t tos = 0) override {
-        client.push_back({to, {data.begin(), data.end()}, tos});
+    void send_to_client(const FiveTuple& to, std::span<const uint8_t> data, IpMarks marks = {}) override {
+        client.push_back({to, {data.begin(), data.end()}, marks.tos, marks.ttl});
     }
     void send_to_peer(RelayId relay, const Address& peer, std::span<const uint8_t> data, bool dont_fragment = false,
-                      uint8_t tos = 0) override {
-        peer_sends.push_back({relay, peer, {data.begin(), data.end()}, dont_fragment, tos});
+                      IpMarks marks = {}) override {
+        peer_sends.push_back({relay, peer, {data.begin(), data.end()}, dont_fragment, marks.tos, marks.ttl});
     }
     OpenResult open_relay(const Address& addr, bool dont_fragment, RelayId& out) override {
         if (busy_ports.count(addr.port) != 0) {

@@ -15,7 +15,13 @@ datagrams at both ends:
     peer echoes with the TOS it received: both runs must keep it in both directions (RFC 8656
     section 14), compared with the payloads. A third run, offload on with [server].dscp = 46,
     must deliver the same payloads with every datagram marked EF and its ECN bits kept (the
-    rule reaches the dataplane as IPC Settings).
+    rule reaches the dataplane as IPC Settings);
+  - every datagram also carries its own TTL, and the peer echoes with the TTL it received:
+    the peer must get one less than the client sent and the client one less than the peer
+    sent (RFC 8656 section 14, preferred behaviour), in every run; then the client sends
+    ChannelData with TTL 1, which neither path relays: the peer gets nothing more, and the
+    dataplane's drop_ttl_expired or the control plane's turn_drops_total{reason="ttl_expired"}
+    counts exactly those.
 
 The counters say which path carried the traffic: the dataplane's fwd_* counters and /metrics
 turn_relayed_packets_total path="dataplane" (offload) vs path="socket" (socket mode).
@@ -47,21 +53,29 @@ N_STRANGER = 7
 # IPv4 TOS per datagram (i-th ChannelData / Send indication): EF, EF + ECT(1), AF41 + ECT(0),
 # CE, none, CS1.
 TOS = [0xB8, 0xB9, 0x8A, 0x03, 0x00, 0x20]
+# IPv4 TTL per datagram, sent by the client (the peer's echo comes back with one less than the
+# peer got, so at least 3 for the echo to reach the client).
+TTLS = [64, 9, 3, 200, 128, 33, 255]
+N_TTL1 = 5                          # ChannelData with TTL 1 at the end: never relayed
 IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 
 
-def recv_tos(s):
-    """A datagram, its source and its TOS byte (None without the control message)."""
-    data, anc, _, src = s.recvmsg(4096, socket.CMSG_SPACE(4))
-    tos = None
+def recv_marks(s):
+    """A datagram, its source, its TOS byte and its TTL (None without the control message)."""
+    data, anc, _, src = s.recvmsg(4096, 2 * socket.CMSG_SPACE(4))
+    tos = ttl = None
     for level, kind, value in anc:
         if level == socket.IPPROTO_IP and kind == socket.IP_TOS and value:
             tos = value[0]
-    return data, src, tos
+        if level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(value) >= 4:
+            ttl = struct.unpack("=i", value[:4])[0]
+    return data, src, tos, ttl
 
 
-def send_tos(s, data, dst, tos):
+def send_marks(s, data, dst, tos, ttl):
     s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
     s.sendto(data, dst)
 
 
@@ -81,6 +95,7 @@ def client():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((CLIENT, CLIENT_PORT))
     s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+    s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
     s.settimeout(2)
     turn = Turn(s, (RELAY, TURN_PORT), "alice", "alice-pw")
     t, a = turn.authed(0x0003, attr(0x0019, bytes([17, 0, 0, 0])))
@@ -97,24 +112,29 @@ def client():
             got = {"channel": [], "data_ind": []}
             for i, size in enumerate(SIZES):
                 p = payload(b"cd", i, size)
-                send_tos(s, struct.pack("!HH", 0x4001, len(p)) + p + b"\0" * (-len(p) % 4), (RELAY, TURN_PORT),
-                         TOS[i % len(TOS)])
+                send_marks(s, struct.pack("!HH", 0x4001, len(p)) + p + b"\0" * (-len(p) % 4), (RELAY, TURN_PORT),
+                           TOS[i % len(TOS)], TTLS[i % len(TTLS)])
                 try:
-                    data, src, tos = recv_tos(s)
-                    got["channel"].append([data.hex(), list(src), tos])
+                    data, src, tos, ttl = recv_marks(s)
+                    got["channel"].append([data.hex(), list(src), tos, ttl])
                 except socket.timeout:
                     got["channel"].append(None)
             for i, size in enumerate(SEND_SIZES):
                 p = payload(b"si", i, size)
                 body = attr(0x0012, xor_addr(PEER, PEER_PORT2)) + attr(0x0013, p)
-                send_tos(s, struct.pack("!HHI", 0x0016, len(body), COOKIE) + os.urandom(12) + body,
-                         (RELAY, TURN_PORT), TOS[(i + 3) % len(TOS)])
+                send_marks(s, struct.pack("!HHI", 0x0016, len(body), COOKIE) + os.urandom(12) + body,
+                           (RELAY, TURN_PORT), TOS[(i + 3) % len(TOS)], TTLS[(i + 3) % len(TTLS)])
                 try:
-                    data, src, tos = recv_tos(s)
-                    got["data_ind"].append([strip_txid(data).hex(), list(src), tos])
+                    data, src, tos, ttl = recv_marks(s)
+                    got["data_ind"].append([strip_txid(data).hex(), list(src), tos, ttl])
                 except socket.timeout:
                     got["data_ind"].append(None)
+            # TTL 1: relayed by neither path (each counts it); the peer would print anything it got.
+            for i in range(N_TTL1):
+                p = payload(b"ttl1", i, 20)
+                send_marks(s, struct.pack("!HH", 0x4001, len(p)) + p, (RELAY, TURN_PORT), 0, 1)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 64)
             print(json.dumps(got), flush=True)
         elif cmd[0] == "listen":  # anything arriving now is a leak
             s.settimeout(float(cmd[1]))
@@ -136,15 +156,16 @@ def peer():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind((PEER, port))
         s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         socks.append(s)
     while True:
         r, _, _ = select.select(socks, [], [], 30)
         if not r:
             return
         for s in r:
-            data, src, tos = recv_tos(s)
-            print(json.dumps([s.getsockname()[1], data.hex(), list(src), tos]), flush=True)
-            send_tos(s, data, src, tos or 0)  # echoed with the TOS it came with
+            data, src, tos, ttl = recv_marks(s)
+            print(json.dumps([s.getsockname()[1], data.hex(), list(src), tos, ttl]), flush=True)
+            send_marks(s, data, src, tos or 0, ttl or 64)  # echoed with the TOS and TTL it came with
 
 
 def stranger(relayed_port):
@@ -220,6 +241,7 @@ def run_mode(relay_bin, dp_bin, offload, mport, dscp=None):
             res["metrics"][d] = {p: metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}')
                                  for p in ("dataplane", "socket")}
         res["settings_applied"] = metric(text, "turn_dataplane_settings_applied")
+        res["ttl_drops"] = metric(text, 'turn_drops_total{reason="ttl_expired"}')
     finally:
         for p in (client_p, peer_p):
             if p is not None and p.poll() is None:
@@ -260,6 +282,13 @@ def main():
         check([x[3] for x in r["peer"]] == want_tos, f"{name}: peer got each datagram's TOS {[x[3] for x in r['peer']]}")
         back = [x[2] if x else None for x in c.get("channel", []) + c.get("data_ind", [])]
         check(back == want_tos, f"{name}: client got each echo's TOS {back}")
+        # RFC 8656 section 14: one less TTL each way (client sent t, peer got t - 1 and echoed
+        # with it, client got t - 2); direct links, so the relay is the only hop that counts.
+        sent_ttl = [TTLS[i % len(TTLS)] for i in range(len(SIZES))] + [TTLS[(i + 3) % len(TTLS)] for i in range(len(SEND_SIZES))]
+        got_ttl = [x[4] for x in r["peer"]]
+        check(got_ttl == [t - 1 for t in sent_ttl], f"{name}: peer got each datagram's TTL less one {got_ttl}")
+        back_ttl = [x[3] if x else None for x in c.get("channel", []) + c.get("data_ind", [])]
+        check(back_ttl == [t - 2 for t in sent_ttl], f"{name}: client got each echo's TTL less one {back_ttl}")
         # Client side: framing as the client expects it, independent of the other run.
         for i, sz in enumerate(SIZES):
             got = c.get("channel", [None] * n_cd)[i]
@@ -296,13 +325,17 @@ def main():
         check(off["metrics"].get(d, {}).get("socket") == n and not off["metrics"].get(d, {}).get("dataplane"),
               f"socket mode: /metrics {d} {off['metrics'].get(d)}")
     check([x[:2] for x in ef["peer"]] == [x[:2] for x in on["peer"]], "peer datagrams identical with dscp=46")
+    # The TTL-1 ChannelData: dropped by the dataplane with offload (which counts them), by the
+    # control plane in socket mode.
+    check(off.get("ttl_drops") == N_TTL1, f"socket: turn_drops_total{{reason=\"ttl_expired\"}} == {N_TTL1} (got {off.get('ttl_drops')})")
+    check(not on.get("ttl_drops"), f"offload: no ttl_expired drop reached the control plane (got {on.get('ttl_drops')})")
     for name, r in (("offload", on), ("offload dscp=46", ef)):
         # turn-dataplane answered the Settings with the same rule.
         check(r.get("settings_applied") == 1, f"{name}: turn_dataplane_settings_applied {r.get('settings_applied')}")
         cnt = r["counters"]
         print(f"{name} dataplane counters:", {k: v for k, v in cnt.items() if k.startswith(("fwd_", "drop_"))})
         for k, v in (("fwd_client_channel", n_cd), ("fwd_peer_channel", n_cd), ("fwd_client_send", n_si),
-                     ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER)):
+                     ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER), ("drop_ttl_expired", N_TTL1)):
             check(cnt.get(k) == str(v), f"{name}: dataplane {k} == {v} (got {cnt.get(k)})")
     sys.exit(check.finish())
 

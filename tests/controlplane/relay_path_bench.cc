@@ -23,13 +23,13 @@ namespace {
 
 class NullIo final : public PacketIo {
 public:
-    void send_to_client(const FiveTuple&, std::span<const uint8_t> d, uint8_t = 0) override {
+    void send_to_client(const FiveTuple&, std::span<const uint8_t> d, IpMarks = {}) override {
         bytes += d.size();
         if (capture) {
             last.assign(d.begin(), d.end());
         }
     }
-    void send_to_peer(RelayId, const Address&, std::span<const uint8_t> d, bool = false, uint8_t = 0) override {
+    void send_to_peer(RelayId, const Address&, std::span<const uint8_t> d, bool = false, IpMarks = {}) override {
         bytes += d.size();
     }
     OpenResult open_relay(const Address&, bool, RelayId& out) override {
@@ -99,12 +99,16 @@ std::vector<uint8_t> channel_data(size_t payload) {
     return v;
 }
 
+// What a UDP datagram comes with from the socket layer (IP_RECVTTL): a
+// known TTL, so the relayed datagram's is computed (RFC 8656 section 14).
+constexpr IpMarks kUdpMarks{.tos = 0, .ttl = 64};
+
 void BM_ChannelDataClientToPeer(benchmark::State& state) {
     Setup s(static_cast<size_t>(state.range(0)));
     const auto cd = channel_data(172);
     size_t i = 0;
     for (auto _ : state) {
-        s.server->on_client_datagram(s.tuples[i], cd);
+        s.server->on_client_datagram(s.tuples[i], cd, kUdpMarks);
         i = i + 1 == s.tuples.size() ? 0 : i + 1;
     }
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
@@ -116,7 +120,7 @@ void BM_PeerToClientChannelData(benchmark::State& state) {
     const std::vector<uint8_t> payload(172, 0xCD);
     size_t i = 0;
     for (auto _ : state) {
-        s.server->on_peer_datagram(s.relays[i], s.peer, payload);
+        s.server->on_peer_datagram(s.relays[i], s.peer, payload, kUdpMarks);
         i = i + 1 == s.relays.size() ? 0 : i + 1;
     }
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
@@ -128,7 +132,7 @@ void BM_PeerToClientDataIndication(benchmark::State& state) {
     const std::vector<uint8_t> payload(172, 0xCD);
     const Address other = *Address::parse("198.18.9.9:7001");  // permitted IP, no channel
     for (auto _ : state) {
-        s.server->on_peer_datagram(s.relays[0], other, payload);
+        s.server->on_peer_datagram(s.relays[0], other, payload, kUdpMarks);
     }
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
@@ -142,7 +146,7 @@ void BM_SendIndication(benchmark::State& state) {
         b.add(stun::attr::kData, d);
     }, nullptr);
     for (auto _ : state) {
-        s.server->on_client_datagram(s.tuples[0], send);
+        s.server->on_client_datagram(s.tuples[0], send, kUdpMarks);
     }
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }

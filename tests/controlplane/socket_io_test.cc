@@ -5,7 +5,7 @@
 // relayed socket is fragmented and delivered without DF, refused (EMSGSIZE,
 // counted as send_error) with it, and delivered again afterwards: the option
 // is switched back. Needs root (CAP_NET_ADMIN) for the namespace; skipped
-// without it.
+// without it. On plain loopback: the TOS and TTL of relayed datagrams.
 #include <gtest/gtest.h>
 
 #include <net/if.h>
@@ -22,6 +22,8 @@
 #include "core/stats.h"
 #include "io/socket_io.h"
 #include "net/address.h"
+#include "net/ip_marks.h"
+#include "udp_socket.h"
 
 namespace turn::cp {
 namespace {
@@ -117,6 +119,51 @@ TEST(SocketIoTest, SendIndicationDontFragmentAppliesToThatDatagram) {
         GTEST_SKIP() << "needs root for a network namespace";
     }
     EXPECT_EQ(WEXITSTATUS(status), 0) << "step that failed (see run_in_namespace)";
+}
+
+// A relayed datagram's marks leave as control messages of its own
+// (RFC 8656 section 14): TOS and TTL / Hop Limit on every send path of a
+// relayed socket (the sendmmsg batch, a datagram too large for a batch
+// slot, a DONT-FRAGMENT one sent on its own), each family with its own
+// options (IP_TOS / IP_TTL, IPV6_TCLASS / IPV6_HOPLIMIT); no marks: the
+// socket's defaults, nothing carried over from the datagram before.
+TEST(SocketIoTest, RelayedDatagramsLeaveWithTheirMarks) {
+    for (const bool v6 : {false, true}) {
+        SCOPED_TRACE(v6 ? "IPv6" : "IPv4");
+        const Address ip = *Address::parse(v6 ? "[::1]:0" : "127.0.0.1:0");
+        const test::UdpSocket peer(ip);
+        ASSERT_TRUE(receive_socket_tos(peer.fd(), v6));
+        ASSERT_TRUE(receive_socket_ttl(peer.fd(), v6));
+        Stats stats;
+        SocketIo io(stats);
+        RelayId id = 0;
+        ASSERT_EQ(io.open_relay(ip, false, id), OpenResult::kOk);
+        const std::vector<uint8_t> small(100, 0x11);
+        const std::vector<uint8_t> big(SocketIo::kTxSlot + 1000, 0x22);  // past a batch slot: sent at once
+        struct Case {
+            const std::vector<uint8_t>* data;
+            bool dont_fragment;
+            IpMarks marks;
+        };
+        const Case cases[] = {
+            {&small, false, {.tos = 0xB8, .ttl = 7}},
+            {&small, false, {}},
+            {&small, false, {.ttl = 255}},
+            {&big, false, {.tos = 0x01, .ttl = 5}},
+            {&small, true, {.tos = 0x03, .ttl = 3}},  // DF switched on around it
+            {&small, false, {.tos = 0x8A}},
+        };
+        for (const Case& c : cases) {
+            io.send_to_peer(id, peer.local(), *c.data, c.dont_fragment, c.marks);
+            io.flush();
+            const auto got = test::recv_with_marks(peer.fd());
+            ASSERT_TRUE(got);
+            EXPECT_EQ(got->bytes.size(), c.data->size());
+            EXPECT_EQ(got->tos, c.marks.tos);
+            EXPECT_EQ(got->ttl, c.marks.ttl != 0 ? c.marks.ttl : test::default_ttl(v6));
+        }
+        EXPECT_EQ(stats.drops_of(Drop::kSendError), 0u);
+    }
 }
 
 }  // namespace

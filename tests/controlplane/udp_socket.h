@@ -15,23 +15,25 @@
 #include <vector>
 
 #include "net/address.h"
-#include "net/tos.h"
+#include "net/ip_marks.h"
 
 namespace turn::cp::test {
 
-// The next datagram on fd within timeout_ms and its TOS / Traffic Class
-// byte (the socket asked for it: turn::receive_socket_tos); flags MSG_PEEK
+// The next datagram on fd within timeout_ms, its TOS / Traffic Class byte
+// and its TTL / Hop Limit (as far as the socket asked for them:
+// turn::receive_socket_tos, turn::receive_socket_ttl); flags MSG_PEEK
 // leaves it queued (for a DTLS client's SSL to read).
-struct WithTos {
+struct WithMarks {
     std::vector<uint8_t> bytes;
     int tos = -1;  // -1: no TOS control message
+    int ttl = -1;  // -1: no TTL / Hop Limit control message
 };
-inline std::optional<WithTos> recv_with_tos(int fd, int timeout_ms = 2000, int flags = 0) {
+inline std::optional<WithMarks> recv_with_marks(int fd, int timeout_ms = 2000, int flags = 0) {
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, timeout_ms) != 1) {
         return std::nullopt;
     }
-    WithTos g;
+    WithMarks g;
     g.bytes.resize(65536);
     iovec iov{g.bytes.data(), g.bytes.size()};
     alignas(cmsghdr) uint8_t ctl[128];
@@ -45,8 +47,22 @@ inline std::optional<WithTos> recv_with_tos(int fd, int timeout_ms = 2000, int f
         return std::nullopt;
     }
     g.bytes.resize(static_cast<size_t>(n));
-    g.tos = received_tos(h);
+    const ReceivedMarks r = received_marks(h);
+    g.tos = r.tos;
+    g.ttl = r.ttl;
     return g;
+}
+
+// The TTL / Hop Limit a UDP socket of that family sends with by default
+// (what the relay's own messages leave with): 64 unless the sysctls say
+// otherwise.
+inline int default_ttl(bool v6) {
+    const int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int v = -1;
+    socklen_t len = sizeof v;
+    ::getsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL, &v, &len);
+    ::close(fd);
+    return v;
 }
 
 class UdpSocket {

@@ -7,7 +7,7 @@
 
 namespace turn::cp {
 
-void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m, uint8_t tos) {
+void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m, IpMarks marks) {
     using namespace stun;
     Allocation* a = allocations_.find(ft);
     if (a == nullptr || a->tcp) {  // a TCP allocation's data goes over its data connections (RFC 6062)
@@ -38,7 +38,7 @@ void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m, uint8_
         return;
     }
     // DONT-FRAGMENT (RFC 8656 11.2): this datagram leaves with DF set.
-    relay_to_peer(*a, peer, m.value(*data_attr), m.find(attr::kDontFragment) != nullptr, tos);
+    relay_to_peer(*a, peer, m.value(*data_attr), m.find(attr::kDontFragment) != nullptr, marks);
 }
 
 }  // namespace turn::cp
