@@ -29,7 +29,7 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
         classify(w, mbufs, p, n);  // Ethernet/IP/UDP, ChannelData vs Send vs peer
     }
     lookup(w, p, n);           // bulk flow-table lookups
-    route(w, p, n);            // next hop, MTU, headroom
+    route(w, p, n, now_tsc);   // next hop, MTU, headroom
     police(w, p, n, now_tsc);  // per-allocation token bucket and counters
     rewrite(w, p, n);          // new headers in place, incremental checksums
     tx(w, p, n);               // NIC, exception port, or free

@@ -20,7 +20,15 @@
 // ChannelData it finishes and hands this stage the packets it cannot pass
 // (kRoute: no usable next hop, over the MTU, no headroom, a bandwidth limit).
 //
-// Edges: kPolice; kPunt (no next hop, MTU, no headroom); kDrop (TTL).
+// A packet of a rate-limited allocation that it punts (no next hop, MTU,
+// headroom) is charged to the allocation's budget first, as police charges
+// what the fast path sends (stages.h, take_bandwidth), and dropped as
+// drop_rate_limited if the budget cannot cover it: the control plane relays
+// punted data with its own bucket, which sees only those, so without this
+// an allocation sending both kinds could have the whole rate on each path.
+//
+// Edges: kPolice; kPunt (no next hop, MTU, no headroom); kDrop (TTL, the
+// bandwidth limit of a punted packet).
 #include "worker/stages.h"
 
 namespace dp {
@@ -61,9 +69,25 @@ inline const uint8_t* destination(const Allocation* allocs, Pkt& q, uint32_t* pr
 // 802.1Q tag where the next hop is on a VLAN.
 inline uint32_t l2_bytes(uint64_t nh) { return kEth + (NextHops::vlan_of(nh) != 0 ? sizeof(rte_vlan_hdr) : 0); }
 
+// A packet that leaves through the kernel: charged first if its allocation
+// has a bandwidth limit (above).
+inline void punt_relayed(Worker& w, Pkt& q, Counter why, uint64_t now) {
+    const Allocation& a = w.flows->allocs[q.alloc];
+    if (unlikely(!a.unlimited())) {
+        AllocState& s = w.alloc_state(q.alloc);
+        if (!take_bandwidth(a, s, q.data_len, now, w.flows->tsc_hz)) {
+            s.dropped_packets++;
+            drop(q, Counter::drop_rate_limited);
+            return;
+        }
+    }
+    punt(q, why);
+}
+
 // Next hop word nh (0: none) resolved; the MTU and headroom checks (l2:
 // l2_bytes(nh)).
-inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, uint32_t prefix, uint32_t pad) {
+inline void finish(Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, uint32_t prefix, uint32_t pad,
+                   uint64_t now) {
     q.prefix_len = static_cast<uint16_t>(prefix);
     q.pad_len = static_cast<uint8_t>(pad);
     // The received TTL / hop limit (parse_udp4 sends the IPv4 ones below 2
@@ -73,7 +97,7 @@ inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, u
         return;
     }
     if (unlikely(!ok)) {
-        punt(q, Counter::punt_no_next_hop);
+        punt_relayed(w, q, Counter::punt_no_next_hop, now);
         return;
     }
     NextHops::unpack(nh, &q.nh);
@@ -82,13 +106,13 @@ inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, u
     const uint32_t hdrs = (q.out_family == 4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr)) + sizeof(rte_udp_hdr) + prefix;
     const uint32_t tail = uint32_t{q.data_len} + pad;
     if (unlikely(hdrs + tail > w.cfg.mtu)) {
-        punt(q, Counter::punt_mtu);
+        punt_relayed(w, q, Counter::punt_mtu, now);
         return;
     }
     const uint8_t* data = reinterpret_cast<const uint8_t*>(q.udp + 1) + q.data_off;
     const uint8_t* buf = static_cast<const uint8_t*>(q.m->buf_addr);
     if (unlikely(data < buf + l2 + hdrs || data + tail > buf + q.m->buf_len)) {
-        punt(q, Counter::punt_no_headroom);
+        punt_relayed(w, q, Counter::punt_no_headroom, now);
         return;
     }
     q.next = Next::kPolice;
@@ -97,7 +121,7 @@ inline void finish(const Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, u
 // No host entries: every destination resolves to its family's default,
 // read (the main lcore may change it at any time; this stage sees one
 // version per burst) and checked once per burst.
-void route_defaults(Worker& w, Pkt* p, uint16_t n) {
+void route_defaults(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     const Allocation* allocs = w.flows->allocs;
     const uint64_t def4 = w.nexthops->default_word(4);
     const uint64_t def6 = w.nexthops->default_word(6);
@@ -113,13 +137,13 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n) {
         uint32_t prefix, pad;
         (void)destination(allocs, q, &prefix, &pad);
         const bool v4 = q.out_family == 4;
-        finish(w, q, v4 ? def4 : def6, v4 ? ok4 : ok6, v4 ? l2_4 : l2_6, prefix, pad);
+        finish(w, q, v4 ? def4 : def6, v4 ? ok4 : ok6, v4 ? l2_4 : l2_6, prefix, pad, now);
     }
 }
 
 // Host entries exist: the burst's destinations are looked up together
 // (rte_hash_lookup_bulk_data), a miss falls back to the family's default.
-void route_hosts(Worker& w, Pkt* p, uint16_t n) {
+void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     static_assert(kBurst <= RTE_HASH_LOOKUP_BULK_MAX);
     const Allocation* allocs = w.flows->allocs;
     const uint64_t def4 = w.nexthops->default_word(4);
@@ -146,19 +170,19 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n) {
     for (uint16_t j = 0; j < cnt; j++) {
         Pkt& q = p[idx[j]];
         const uint64_t nh = host[j] != 0 ? host[j] : q.out_family == 4 ? def4 : def6;
-        finish(w, q, nh, nexthop_usable(nh), l2_bytes(nh), prefix[j], pad[j]);
+        finish(w, q, nh, nexthop_usable(nh), l2_bytes(nh), prefix[j], pad[j], now);
     }
 }
 
 }  // namespace
 
-void route(Worker& w, Pkt* p, uint16_t n) {
+void route(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
     // Host entries are looked up only when there are some (the kernel
     // mirror and learning add them).
     if (w.nexthops->any_hosts()) {
-        route_hosts(w, p, n);
+        route_hosts(w, p, n, now_tsc);
     } else {
-        route_defaults(w, p, n);
+        route_defaults(w, p, n, now_tsc);
     }
 }
 

@@ -6,7 +6,7 @@
 //   classify.cc  (rx)     -> kLookup | kPunt | kDrop
 //   express.cc   (rx)     -> kTx (or sent) | kRoute | classify's edges
 //   lookup.cc   kLookup   -> kRoute  | kPunt (miss) | kDrop (no permission)
-//   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom) | kDrop (TTL)
+//   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom) | kDrop (TTL, rate limited)
 //   police.cc   kPolice   -> kRewrite | kDrop (rate limited)
 //   rewrite.cc  kRewrite  -> kTx
 //   tx.cc       kTx/kPunt/kDrop -> NIC tx, exception tx, free
@@ -49,7 +49,7 @@ inline bool express_wanted(Worker& w) {
     return w.cfg.express;
 }
 void lookup(Worker& w, Pkt* p, uint16_t n);
-void route(Worker& w, Pkt* p, uint16_t n);
+void route(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc);
 void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc);
 void rewrite(Worker& w, Pkt* p, uint16_t n);
 void tx(Worker& w, Pkt* p, uint16_t n);

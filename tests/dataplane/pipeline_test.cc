@@ -844,6 +844,47 @@ TEST_P(Pipeline, RateLimitedAllocationDropsOverBudget) {
     expect_deltas({{Counter::rx, 80}, {Counter::fwd_client_channel, 54}, {Counter::drop_rate_limited, 26}});
 }
 
+// What the dataplane punts of a limited allocation (here: peer packets the
+// ChannelData header would take over the MTU) is charged to the same budget
+// as what it forwards, before it goes to the kernel, and dropped as
+// drop_rate_limited once the budget is spent: the control plane relays the
+// punted ones with a bucket of its own that sees only those, so the two
+// paths together could otherwise carry twice the rate. 1 B/s: the 64 KiB
+// floor is the whole budget (nothing refills during the test).
+TEST_P(Pipeline, RateLimitCoversWhatIsPunted) {
+    ipc::LimitSet l{};
+    l.alloc_id = kAllocId;
+    l.bandwidth_bps = 8;
+    ipc_send(l);
+    constexpr size_t kDepth = 65536, kFast = 30, kSlow = 40, kFastLen = 1000;
+    const size_t room = 1500 - (GetParam() == 4 ? 20 : 40) - 8;  // as OverMtuIsPunted
+    std::vector<Bytes> in;
+    for (size_t i = 0; i < kFast; i++) {
+        in.push_back(build(from_client(channel_data(kChannel, pattern(kFastLen)))));
+    }
+    std::vector<Bytes> slow;
+    for (size_t i = 0; i < kSlow; i++) {
+        slow.push_back(build(from_peer(pattern(room, static_cast<uint8_t>(i)), n_.peer)));
+        in.push_back(slow.back());
+    }
+    const size_t punted = (kDepth - kFast * kFastLen) / room;
+    ASSERT_LT(punted, kSlow);
+    const Out o = run(in);
+    EXPECT_EQ(o.nic.size(), kFast);
+    ASSERT_EQ(o.exc.size(), punted);
+    for (size_t i = 0; i < punted; i++) {
+        EXPECT_EQ(o.exc[i], slow[i]) << "punted unchanged, in order: " << i;
+    }
+    expect_deltas({{Counter::rx, kFast + kSlow},
+                   {Counter::fwd_client_channel, kFast},
+                   {Counter::punt_mtu, punted},
+                   {Counter::drop_rate_limited, kSlow - punted}});
+    // And the fast path finds the budget spent too.
+    const Out o2 = run1(build(from_client(channel_data(kChannel, pattern(kFastLen)))));
+    EXPECT_TRUE(o2.nic.empty() && o2.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::drop_rate_limited, 1}});
+}
+
 // A bandwidth limit is one budget per allocation, both directions and every
 // worker together (flow/tables.h, Allocation::tat): RSS gives an
 // allocation's client and its peer to different workers, and neither may
