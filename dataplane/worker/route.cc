@@ -1,9 +1,10 @@
 // Stage 3: route. Decides whether the relayed packet can leave: drops it if
 // it came with a TTL / hop limit of 0 or 1 (RFC 8656 section 14's preferred
-// behaviour: the relay sends one less than it received, and 0 is neither
-// forwarded nor can a kernel send it, so the control plane drops both too;
-// only relayed traffic: a STUN request or kernel-bound datagram with TTL 1 is
-// not affected, since it never reaches this stage), resolves the
+// behaviour: the relay sends one less than it received; 0 is discarded, and
+// 1 would leave with 0, which Linux does not send for IPv4 and the next hop
+// would discard, so the control plane drops both too; only relayed traffic:
+// a STUN request or kernel-bound datagram with TTL 1 is not affected, since
+// it never reaches this stage; before the next hop is looked up), resolves the
 // L2 next hop of its destination (a miss is punted, never guessed), checks
 // the rewritten size against the MTU (RFC 8656 section 12.6 leaves larger
 // packets to the slow path, which can fragment or answer with ICMP) and that
@@ -12,9 +13,10 @@
 //
 // Cost (callgrind, IPv4, 10k flows): 46-53 instructions/packet with only a
 // default route (was 74-85: the defaults are now read and checked once per
-// burst). With a host entry per destination (dataplane_bench
-// --host-nexthops) 262 for client ChannelData, was 278: the host lookups go
-// to the hash as one bulk call.
+// burst), about 9 more since the TTL check (bench/RESULTS.md "TTL"). With a
+// host entry per destination (dataplane_bench --host-nexthops) 262 for
+// client ChannelData, was 278: the host lookups go to the hash as one bulk
+// call.
 //
 // The express lane (express.cc) makes the same decisions for the IPv4
 // ChannelData it finishes and hands this stage the packets it cannot pass
@@ -84,18 +86,23 @@ inline void punt_relayed(Worker& w, Pkt& q, Counter why, uint64_t now) {
     punt(q, why);
 }
 
+// False (and q dropped) for a packet that came with TTL / hop limit 0 or 1
+// (parse_udp4 sends the IPv4 ones below 2 to the general parser, so the
+// express lane never finishes those).
+inline bool ttl_left(Pkt& q) {
+    if (unlikely(received_ttl(q) <= 1)) {
+        drop(q, Counter::drop_ttl_expired);
+        return false;
+    }
+    return true;
+}
+
 // Next hop word nh (0: none) resolved; the MTU and headroom checks (l2:
 // l2_bytes(nh)).
 inline void finish(Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, uint32_t prefix, uint32_t pad,
                    uint64_t now) {
     q.prefix_len = static_cast<uint16_t>(prefix);
     q.pad_len = static_cast<uint8_t>(pad);
-    // The received TTL / hop limit (parse_udp4 sends the IPv4 ones below 2
-    // to the general parser, so the express lane never finishes those).
-    if (unlikely(received_ttl(q) <= 1)) {
-        drop(q, Counter::drop_ttl_expired);
-        return;
-    }
     if (unlikely(!ok)) {
         punt_relayed(w, q, Counter::punt_no_next_hop, now);
         return;
@@ -131,7 +138,7 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     const uint32_t l2_6 = l2_bytes(def6);
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
-        if (q.next != Next::kRoute) {
+        if (q.next != Next::kRoute || !ttl_left(q)) {
             continue;
         }
         uint32_t prefix, pad;
@@ -155,7 +162,7 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     uint16_t cnt = 0;
     for (uint16_t i = 0; i < n; i++) {
         Pkt& q = p[i];
-        if (q.next != Next::kRoute) {
+        if (q.next != Next::kRoute || !ttl_left(q)) {
             continue;
         }
         keys[cnt] = NextHops::key(q.out_family, destination(allocs, q, &prefix[cnt], &pad[cnt]));

@@ -638,6 +638,26 @@ TEST_P(CrossPipeline, PeerOfOtherFamilyToClientDataIndication) {
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_data, 1}});
 }
 
+// TTL <-> hop limit between families: one less, and 0 or 1 dropped, both ways.
+TEST_P(CrossPipeline, TtlBetweenFamilies) {
+    Frame c = from_client2(channel_data(kCrossChannel, pattern(33)));
+    Frame p = from_peer2(pattern(50), x_.peer);
+    c.ttl = p.ttl = 1;
+    Out o = run({build(c), build(p)});
+    EXPECT_TRUE(o.nic.empty() && o.exc.empty());
+    expect_deltas({{Counter::rx, 2}, {Counter::drop_ttl_expired, 2}});
+    c.ttl = p.ttl = 2;
+    o = run({build(c), build(p)});
+    ASSERT_EQ(o.nic.size(), 2u);
+    Frame e = relayed(x_.relayed, x_.peer, pattern(33));
+    e.ttl = 1;
+    EXPECT_EQ(o.nic[0], build(e));
+    e = relayed(n_.listen, x_.client, channel_data(kCrossChannel, pattern(50)));
+    e.ttl = 1;
+    EXPECT_EQ(o.nic[1], build(e));
+    expect_deltas({{Counter::rx, 2}, {Counter::fwd_client_channel, 1}, {Counter::fwd_peer_channel, 1}});
+}
+
 // The relay's TOS rule (ipc::Settings) between families too: an IPv4 TOS
 // becomes an IPv6 Traffic Class and the reverse, by the rule, ECN kept.
 TEST_P(CrossPipeline, TosRuleBetweenFamilies) {
@@ -729,7 +749,10 @@ TEST_P(Pipeline, TtlIsDecrementedAndZeroOrOneIsDropped) {
             f.ttl = ttl;
             in.push_back(build(f));
         }
+        const uint64_t lane0 = w_.express_packets;
         const Out o = run(in);
+        // The lane still finishes IPv4 ChannelData with 2 (parse_udp4 turns away only 0 and 1).
+        EXPECT_EQ(w_.express_packets - lane0, w_.cfg.express && GetParam() == 4 ? 2u : 0u) << "TTL " << int{ttl};
         ASSERT_EQ(o.nic.size(), 4u) << "TTL " << int{ttl};
         Frame want = relayed(n_.relayed, n_.peer, pattern(30));
         want.ttl = static_cast<uint8_t>(ttl - 1);
@@ -751,6 +774,35 @@ TEST_P(Pipeline, TtlIsDecrementedAndZeroOrOneIsDropped) {
                        {Counter::fwd_peer_channel, 1},
                        {Counter::fwd_peer_data, 1}});
     }
+}
+
+// A packet with TTL 1 is dropped as that before anything else route
+// decides: one over the MTU of a rate-limited allocation is neither punted
+// nor charged (the budget, 1 B/s with the 64 KiB floor, still holds 44 or 45
+// datagrams that size afterwards, as RateLimitCoversWhatIsPunted).
+TEST_P(Pipeline, TtlExpiredIsDroppedBeforeMtuAndBudget) {
+    ipc::LimitSet l{};
+    l.alloc_id = kAllocId;
+    l.bandwidth_bps = 8;
+    ipc_send(l);
+    const size_t room = 1500 - (GetParam() == 4 ? 20 : 40) - 8;  // over the MTU as ChannelData
+    std::vector<Bytes> in;
+    for (int i = 0; i < 10; i++) {
+        Frame f = from_peer(pattern(room), n_.peer);
+        f.ttl = 1;
+        in.push_back(build(f));
+    }
+    const Out o = run(in);
+    EXPECT_TRUE(o.nic.empty() && o.exc.empty());
+    expect_deltas({{Counter::rx, 10}, {Counter::drop_ttl_expired, 10}});
+    in.clear();
+    for (int i = 0; i < 50; i++) {
+        in.push_back(build(from_peer(pattern(room), n_.peer)));
+    }
+    const size_t fit = 65536 / room;
+    const Out o2 = run(in);
+    EXPECT_EQ(o2.exc.size(), fit);
+    expect_deltas({{Counter::rx, 50}, {Counter::punt_mtu, fit}, {Counter::drop_rate_limited, 50 - fit}});
 }
 
 // The TTL rule is for relayed traffic only: a STUN request with TTL 1 still

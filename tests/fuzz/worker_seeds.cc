@@ -100,6 +100,19 @@ std::vector<std::pair<std::string, Bytes>> cases() {
         add("icmp4", f);
         f = udp(n.peer4, n.relayed1_4, dptest::pattern(1480));
         add("peer4-over-mtu", f);
+        // TTL / hop limit: 1 and 0 are dropped when relayed, 2 leaves with 1
+        // (RFC 8656 section 14); a request with 1 is still punted.
+        f = udp(n.client1, n.listen4, dptest::channel_data(0x4001, d));
+        f.ttl = 1;
+        add("cd4-ttl1", f);
+        f.ttl = 2;
+        add("cd4-ttl2", f);
+        f = udp(n.peer6, n.relayed2, d);
+        f.ttl = 0;
+        add("peer6-ttl0", f);
+        f = udp(n.stranger4, n.listen4, dptest::stun_binding_request());
+        f.ttl = 1;
+        add("stun-binding-ttl1", f);
     }
     {
         Bytes b = dptest::build(udp(n.client1, n.listen4, dptest::channel_data(0x4001, d)));
