@@ -538,6 +538,36 @@ TEST_F(Conformance, HappyPathIPv6) { round_trip(*main_, true); }
 // ChannelData, Send and Data indications; the relay's own answers keep the
 // socket's default. Real sockets on loopback read the byte with
 // IP_RECVTOS / IPV6_RECVTCLASS.
+
+// The set-up both round trips below share: a client of `relay` (IPv6 if
+// client_v6) with an allocation of the peer's family (peer_v6), `channel`
+// bound to `peer`, and `other` on the peer's IP (a permission, no channel).
+// prepare(socket, v6) runs on each of the three sockets first (asking for
+// the marks to read), `before_allocate` on the client after that. Then
+// body(client, peer, other, relayed address).
+template <typename Prepare, typename Before, typename Body>
+void with_relayed(RelayProcess& relay, bool client_v6, bool peer_v6, uint16_t channel, Prepare prepare,
+                  Before before_allocate, Body body) {
+    Client c(client_v6 ? relay.v6() : relay.v4());
+    const Address pip = peer_v6 ? A("[::1]:0") : A("127.0.0.1:0");
+    UdpSocket peer(pip), other(pip);
+    prepare(c.socket(), client_v6);
+    prepare(peer, peer_v6);
+    prepare(other, peer_v6);
+    before_allocate(c.socket());
+    auto alloc = c.allocate([&](auto& b) {
+        b.add_address_family(stun::attr::kRequestedAddressFamily, peer_v6 ? Family::kIPv6 : Family::kIPv4);
+    });
+    ASSERT_TRUE(alloc.success()) << alloc.code();
+    const auto relayed = alloc.xor_address(stun::attr::kXorRelayedAddress);
+    ASSERT_TRUE(relayed && relayed->is_v6() == peer_v6);
+    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
+                    b.add_channel_number(channel);
+                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+                }).success());
+    body(c, peer, other, *relayed);
+}
+
 namespace tos {
 
 void set(const UdpSocket& s, bool v6, int tos) { ASSERT_TRUE(set_socket_tos(s.fd(), v6, tos)); }
@@ -551,73 +581,61 @@ void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6, int dscp = -1
     // What a datagram sent with `t` arrives with: the same, or the fixed
     // DSCP with its own ECN bits.
     auto out = [dscp](int t) { return dscp < 0 ? t : (t & 0x03) | dscp << 2; };
-    Client c(client_v6 ? relay.v6() : relay.v4());
-    const Address pip = peer_v6 ? A("[::1]:0") : A("127.0.0.1:0");
-    UdpSocket peer(pip), other(pip);  // other: a permission (same IP), no channel
-    want(c.socket(), client_v6);
-    want(peer, peer_v6);
-    want(other, peer_v6);
-    set(c.socket(), client_v6, 0xB8);  // EF, requests included
-    auto alloc = c.allocate([&](auto& b) {
-        b.add_address_family(stun::attr::kRequestedAddressFamily, peer_v6 ? Family::kIPv6 : Family::kIPv4);
-    });
-    ASSERT_TRUE(alloc.success()) << alloc.code();
-    const auto relayed = alloc.xor_address(stun::attr::kXorRelayedAddress);
-    ASSERT_TRUE(relayed && relayed->is_v6() == peer_v6);
-    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
-                    b.add_channel_number(0x4002);
-                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
-                }).success());
-    // The answers: the server's own, default TOS (read with the byte).
-    c.socket().send(c.server(), build(M::kBinding, C::kRequest, {}, nullptr));
-    auto ans = recv(c.socket());
-    ASSERT_TRUE(ans);
-    EXPECT_EQ(ans->tos, 0) << "a Binding answer to an EF request";
+    auto body = [&](Client& c, UdpSocket& peer, UdpSocket& other, const Address& relayed) {
+        // The answers: the server's own, default TOS (read with the byte).
+        c.socket().send(c.server(), build(M::kBinding, C::kRequest, {}, nullptr));
+        auto ans = recv(c.socket());
+        ASSERT_TRUE(ans);
+        EXPECT_EQ(ans->tos, 0) << "a Binding answer to an EF request";
 
-    // Client -> peer, ChannelData: EF + ECT(1).
-    set(c.socket(), client_v6, 0xB9);
-    c.socket().send(c.server(), channel_data(0x4002, "cd up"));
-    auto up = recv(peer);
-    ASSERT_TRUE(up) << "ChannelData did not reach the peer";
-    EXPECT_EQ(std::string(up->bytes.begin(), up->bytes.end()), "cd up");
-    EXPECT_EQ(up->tos, out(0xB9));
-    // A Send indication: CE on a best-effort datagram.
-    set(c.socket(), client_v6, 0x03);
-    c.socket().send(c.server(), build(M::kSend, C::kIndication, [&](auto& b) {
-        b.add_xor_address(stun::attr::kXorPeerAddress, other.local());
-        const std::array<uint8_t, 4> d{'s', 'e', 'n', 'd'};
-        b.add(stun::attr::kData, d);
-    }, nullptr));
-    auto sent = recv(other);
-    ASSERT_TRUE(sent) << "Send indication did not reach the peer";
-    EXPECT_EQ(sent->bytes.size(), 4u);
-    EXPECT_EQ(sent->tos, out(0x03));
-    // Unmarked stays unmarked.
-    set(c.socket(), client_v6, 0);
-    c.socket().send(c.server(), channel_data(0x4002, "plain"));
-    auto plain = recv(peer);
-    ASSERT_TRUE(plain);
-    EXPECT_EQ(plain->tos, out(0));
+        // Client -> peer, ChannelData: EF + ECT(1).
+        set(c.socket(), client_v6, 0xB9);
+        c.socket().send(c.server(), channel_data(0x4002, "cd up"));
+        auto up = recv(peer);
+        ASSERT_TRUE(up) << "ChannelData did not reach the peer";
+        EXPECT_EQ(std::string(up->bytes.begin(), up->bytes.end()), "cd up");
+        EXPECT_EQ(up->tos, out(0xB9));
+        // A Send indication: CE on a best-effort datagram.
+        set(c.socket(), client_v6, 0x03);
+        c.socket().send(c.server(), build(M::kSend, C::kIndication, [&](auto& b) {
+            b.add_xor_address(stun::attr::kXorPeerAddress, other.local());
+            const std::array<uint8_t, 4> d{'s', 'e', 'n', 'd'};
+            b.add(stun::attr::kData, d);
+        }, nullptr));
+        auto sent = recv(other);
+        ASSERT_TRUE(sent) << "Send indication did not reach the peer";
+        EXPECT_EQ(sent->bytes.size(), 4u);
+        EXPECT_EQ(sent->tos, out(0x03));
+        // Unmarked stays unmarked.
+        set(c.socket(), client_v6, 0);
+        c.socket().send(c.server(), channel_data(0x4002, "plain"));
+        auto plain = recv(peer);
+        ASSERT_TRUE(plain);
+        EXPECT_EQ(plain->tos, out(0));
 
-    // Peer -> client: AF41 + ECT(0) as ChannelData, CS1 as a Data indication.
-    set(peer, peer_v6, 0x8A);
-    peer.send(*relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
-    auto down = recv(c.socket());
-    ASSERT_TRUE(down) << "peer datagram did not reach the client";
-    ASSERT_GE(down->bytes.size(), 8u);
-    EXPECT_EQ(load_be16(down->bytes.data()), 0x4002);
-    EXPECT_EQ(down->tos, out(0x8A));
-    set(other, peer_v6, 0x20);
-    other.send(*relayed, std::vector<uint8_t>{'i', 'n', 'd'});
-    auto ind = recv(c.socket());
-    ASSERT_TRUE(ind);
-    Answer a(ind->bytes);
-    ASSERT_TRUE(a.ok);
-    EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
-    EXPECT_EQ(ind->tos, out(0x20));
+        // Peer -> client: AF41 + ECT(0) as ChannelData, CS1 as a Data indication.
+        set(peer, peer_v6, 0x8A);
+        peer.send(relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
+        auto down = recv(c.socket());
+        ASSERT_TRUE(down) << "peer datagram did not reach the client";
+        ASSERT_GE(down->bytes.size(), 8u);
+        EXPECT_EQ(load_be16(down->bytes.data()), 0x4002);
+        EXPECT_EQ(down->tos, out(0x8A));
+        set(other, peer_v6, 0x20);
+        other.send(relayed, std::vector<uint8_t>{'i', 'n', 'd'});
+        auto ind = recv(c.socket());
+        ASSERT_TRUE(ind);
+        Answer a(ind->bytes);
+        ASSERT_TRUE(a.ok);
+        EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
+        EXPECT_EQ(ind->tos, out(0x20));
 
-    set(c.socket(), client_v6, 0);
-    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+        set(c.socket(), client_v6, 0);
+        EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    };
+    with_relayed(relay, client_v6, peer_v6, 0x4002, want,
+                 [&](const UdpSocket& s) { set(s, client_v6, 0xB8); },  // EF, requests included
+                 body);
 }
 
 }  // namespace tos
@@ -653,86 +671,74 @@ std::vector<uint8_t> send_indication(const Address& to, std::string_view payload
 // client_v6: the client's transport; peer_v6: the relayed address's and
 // the peer's family.
 void round_trip(RelayProcess& relay, bool client_v6, bool peer_v6) {
-    Client c(client_v6 ? relay.v6() : relay.v4());
-    const Address pip = peer_v6 ? A("[::1]:0") : A("127.0.0.1:0");
-    UdpSocket peer(pip), other(pip);  // other: a permission (same IP), no channel
-    want(c.socket(), client_v6);
-    want(peer, peer_v6);
-    want(other, peer_v6);
-    set(c.socket(), client_v6, 9);  // requests included
-    auto alloc = c.allocate([&](auto& b) {
-        b.add_address_family(stun::attr::kRequestedAddressFamily, peer_v6 ? Family::kIPv6 : Family::kIPv4);
-    });
-    ASSERT_TRUE(alloc.success()) << alloc.code();
-    const auto relayed = alloc.xor_address(stun::attr::kXorRelayedAddress);
-    ASSERT_TRUE(relayed && relayed->is_v6() == peer_v6);
-    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
-                    b.add_channel_number(0x4003);
-                    b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
-                }).success());
-    // A request with TTL 1 is answered, with the default.
-    set(c.socket(), client_v6, 1);
-    c.socket().send(c.server(), build(M::kBinding, C::kRequest, {}, nullptr));
-    auto ans = recv(c.socket());
-    ASSERT_TRUE(ans) << "a Binding request with TTL 1 must be answered";
-    EXPECT_TRUE(Answer(ans->bytes).success());
-    EXPECT_EQ(ans->ttl, default_ttl(client_v6)) << "the answer is the relay's own message";
+    auto body = [&](Client& c, UdpSocket& peer, UdpSocket& other, const Address& relayed) {
+        // A request with TTL 1 is answered, with the default.
+        set(c.socket(), client_v6, 1);
+        c.socket().send(c.server(), build(M::kBinding, C::kRequest, {}, nullptr));
+        auto ans = recv(c.socket());
+        ASSERT_TRUE(ans) << "a Binding request with TTL 1 must be answered";
+        EXPECT_TRUE(Answer(ans->bytes).success());
+        EXPECT_EQ(ans->ttl, default_ttl(client_v6)) << "the answer is the relay's own message";
 
-    // Client -> peer: 9 arrives as 8, ChannelData and Send indication.
-    set(c.socket(), client_v6, 9);
-    c.socket().send(c.server(), channel_data(0x4003, "cd up"));
-    auto up = recv(peer);
-    ASSERT_TRUE(up) << "ChannelData did not reach the peer";
-    EXPECT_EQ(text(up), "cd up");
-    EXPECT_EQ(up->ttl, 8);
-    c.socket().send(c.server(), send_indication(other.local(), "send"));
-    auto sent = recv(other);
-    ASSERT_TRUE(sent) << "Send indication did not reach the peer";
-    EXPECT_EQ(text(sent), "send");
-    EXPECT_EQ(sent->ttl, 8);
-    // 1 is not relayed: the next datagram each peer gets is the one sent after it.
-    set(c.socket(), client_v6, 1);
-    c.socket().send(c.server(), channel_data(0x4003, "expired"));
-    c.socket().send(c.server(), send_indication(other.local(), "expired"));
-    set(c.socket(), client_v6, 2);
-    c.socket().send(c.server(), channel_data(0x4003, "last hop"));
-    c.socket().send(c.server(), send_indication(other.local(), "last hop"));
-    auto last = recv(peer);
-    EXPECT_EQ(text(last), "last hop");
-    EXPECT_EQ(last ? last->ttl : -1, 1);
-    auto last_ind = recv(other);
-    EXPECT_EQ(text(last_ind), "last hop");
-    EXPECT_EQ(last_ind ? last_ind->ttl : -1, 1);
+        // Client -> peer: 9 arrives as 8, ChannelData and Send indication.
+        set(c.socket(), client_v6, 9);
+        c.socket().send(c.server(), channel_data(0x4003, "cd up"));
+        auto up = recv(peer);
+        ASSERT_TRUE(up) << "ChannelData did not reach the peer";
+        EXPECT_EQ(text(up), "cd up");
+        EXPECT_EQ(up->ttl, 8);
+        c.socket().send(c.server(), send_indication(other.local(), "send"));
+        auto sent = recv(other);
+        ASSERT_TRUE(sent) << "Send indication did not reach the peer";
+        EXPECT_EQ(text(sent), "send");
+        EXPECT_EQ(sent->ttl, 8);
+        // 1 is not relayed: the next datagram each peer gets is the one sent after it.
+        set(c.socket(), client_v6, 1);
+        c.socket().send(c.server(), channel_data(0x4003, "expired"));
+        c.socket().send(c.server(), send_indication(other.local(), "expired"));
+        set(c.socket(), client_v6, 2);
+        c.socket().send(c.server(), channel_data(0x4003, "last hop"));
+        c.socket().send(c.server(), send_indication(other.local(), "last hop"));
+        auto last = recv(peer);
+        EXPECT_EQ(text(last), "last hop");
+        EXPECT_EQ(last ? last->ttl : -1, 1);
+        auto last_ind = recv(other);
+        EXPECT_EQ(text(last_ind), "last hop");
+        EXPECT_EQ(last_ind ? last_ind->ttl : -1, 1);
 
-    // Peer -> client: 9 arrives as 8, as ChannelData and as a Data indication.
-    set(peer, peer_v6, 9);
-    peer.send(*relayed, bytes("down"));
-    auto down = recv(c.socket());
-    ASSERT_TRUE(down) << "peer datagram did not reach the client";
-    ASSERT_GE(down->bytes.size(), 8u);
-    EXPECT_EQ(load_be16(down->bytes.data()), 0x4003);
-    EXPECT_EQ(down->ttl, 8);
-    set(other, peer_v6, 9);
-    other.send(*relayed, bytes("ind"));
-    auto ind = recv(c.socket());
-    ASSERT_TRUE(ind);
-    Answer a(ind->bytes);
-    ASSERT_TRUE(a.ok);
-    EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
-    EXPECT_EQ(ind->ttl, 8);
-    // 1 is not relayed.
-    set(peer, peer_v6, 1);
-    peer.send(*relayed, bytes("expired"));
-    set(peer, peer_v6, 200);
-    peer.send(*relayed, bytes("after"));
-    auto after = recv(c.socket());
-    ASSERT_TRUE(after);
-    ASSERT_GE(after->bytes.size(), 9u);
-    EXPECT_EQ(std::string(after->bytes.begin() + 4, after->bytes.end()).substr(0, 5), "after");
-    EXPECT_EQ(after->ttl, 199);
+        // Peer -> client: 9 arrives as 8, as ChannelData and as a Data indication.
+        set(peer, peer_v6, 9);
+        peer.send(relayed, bytes("down"));
+        auto down = recv(c.socket());
+        ASSERT_TRUE(down) << "peer datagram did not reach the client";
+        ASSERT_GE(down->bytes.size(), 8u);
+        EXPECT_EQ(load_be16(down->bytes.data()), 0x4003);
+        EXPECT_EQ(down->ttl, 8);
+        set(other, peer_v6, 9);
+        other.send(relayed, bytes("ind"));
+        auto ind = recv(c.socket());
+        ASSERT_TRUE(ind);
+        Answer a(ind->bytes);
+        ASSERT_TRUE(a.ok);
+        EXPECT_TRUE(a.view.is(M::kData, C::kIndication));
+        EXPECT_EQ(ind->ttl, 8);
+        // 1 is not relayed.
+        set(peer, peer_v6, 1);
+        peer.send(relayed, bytes("expired"));
+        set(peer, peer_v6, 200);
+        peer.send(relayed, bytes("after"));
+        auto after = recv(c.socket());
+        ASSERT_TRUE(after);
+        ASSERT_GE(after->bytes.size(), 9u);
+        EXPECT_EQ(std::string(after->bytes.begin() + 4, after->bytes.end()).substr(0, 5), "after");
+        EXPECT_EQ(after->ttl, 199);
 
-    set(c.socket(), client_v6, -1);  // the default
-    EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+        set(c.socket(), client_v6, -1);  // the default
+        EXPECT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    };
+    with_relayed(relay, client_v6, peer_v6, 0x4003, want,
+                 [&](const UdpSocket& s) { set(s, client_v6, 9); },  // requests included
+                 body);
 }
 
 }  // namespace ttl
