@@ -19,9 +19,10 @@ datagrams at both ends:
   - every datagram also carries its own TTL, and the peer echoes with the TTL it received:
     the peer must get one less than the client sent and the client one less than the peer
     sent (RFC 8656 section 14, preferred behaviour), in every run; then the client sends
-    ChannelData with TTL 1, which neither path relays: the peer gets nothing more, and the
-    dataplane's drop_ttl_expired or the control plane's turn_drops_total{reason="ttl_expired"}
-    counts exactly those.
+    ChannelData with TTL 1 and the peer host (with its permission) datagrams with TTL 1,
+    which neither path relays: the peer and the client get nothing more, and the dataplane's
+    drop_ttl_expired or the control plane's turn_drops_total{reason="ttl_expired"} counts
+    exactly those.
 
 The counters say which path carried the traffic: the dataplane's fwd_* counters and /metrics
 turn_relayed_packets_total path="dataplane" (offload) vs path="socket" (socket mode).
@@ -57,6 +58,7 @@ TOS = [0xB8, 0xB9, 0x8A, 0x03, 0x00, 0x20]
 # peer got, so at least 3 for the echo to reach the client).
 TTLS = [64, 9, 3, 200, 128, 33, 255]
 N_TTL1 = 5                          # ChannelData with TTL 1 at the end: never relayed
+N_TTL1_PEER = 4                     # and from the permitted peer host, TTL 1, to the relayed port
 IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 
@@ -173,6 +175,13 @@ def stranger(relayed_port):
     s.bind((STRANGER, 7000))
     for i in range(N_STRANGER):
         s.sendto(b"stranger-%d" % i, (RELAY, relayed_port))
+        time.sleep(0.01)
+    # The permitted peer host, TTL 1: dropped for its TTL, not its permission.
+    p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    p.bind((PEER, 7001))
+    p.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+    for i in range(N_TTL1_PEER):
+        p.sendto(b"ttl1-peer-%d" % i, (RELAY, relayed_port))
         time.sleep(0.01)
 
 
@@ -327,7 +336,8 @@ def main():
     check([x[:2] for x in ef["peer"]] == [x[:2] for x in on["peer"]], "peer datagrams identical with dscp=46")
     # The TTL-1 ChannelData: dropped by the dataplane with offload (which counts them), by the
     # control plane in socket mode.
-    check(off.get("ttl_drops") == N_TTL1, f"socket: turn_drops_total{{reason=\"ttl_expired\"}} == {N_TTL1} (got {off.get('ttl_drops')})")
+    check(off.get("ttl_drops") == N_TTL1 + N_TTL1_PEER,
+          f"socket: turn_drops_total{{reason=\"ttl_expired\"}} == {N_TTL1 + N_TTL1_PEER} (got {off.get('ttl_drops')})")
     check(not on.get("ttl_drops"), f"offload: no ttl_expired drop reached the control plane (got {on.get('ttl_drops')})")
     for name, r in (("offload", on), ("offload dscp=46", ef)):
         # turn-dataplane answered the Settings with the same rule.
@@ -335,7 +345,7 @@ def main():
         cnt = r["counters"]
         print(f"{name} dataplane counters:", {k: v for k, v in cnt.items() if k.startswith(("fwd_", "drop_"))})
         for k, v in (("fwd_client_channel", n_cd), ("fwd_peer_channel", n_cd), ("fwd_client_send", n_si),
-                     ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER), ("drop_ttl_expired", N_TTL1)):
+                     ("fwd_peer_data", n_si), ("drop_no_permission", N_STRANGER), ("drop_ttl_expired", N_TTL1 + N_TTL1_PEER)):
             check(cnt.get(k) == str(v), f"{name}: dataplane {k} == {v} (got {cnt.get(k)})")
     sys.exit(check.finish())
 
