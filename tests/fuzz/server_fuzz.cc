@@ -24,7 +24,12 @@
 //      request's transaction id and method;
 //   3. an error response carries an ERROR-CODE between 300 and 699;
 //   4. every datagram relayed to a peer leaves through a relayed socket of a
-//      live allocation with a permission for that peer.
+//      live allocation with a permission for that peer;
+//   5. relayed data keeps its TOS and leaves with one less TTL than it came
+//      with (RFC 8656 section 14; none when not known: a stream client, or a
+//      peer's data for one), and data that came with TTL 1 is not relayed
+//      (the step's marks come from op / kOps, server_net.h: 0, what the
+//      seeds use, is "not known").
 //
 // Deterministic: an input gives the same run whether it is the first in a
 // process, follows other inputs, or runs in another process, so whatever
@@ -388,6 +393,44 @@ void check_sent(World& w, size_t from, const FiveTuple* asker, const stun::Messa
     }
 }
 
+// A step's IpMarks, from what op carries beyond op % kOps (v = op / kOps):
+// 0 none (TOS 0, TTL not known, as every seed), else TTL 1, 2, 255 or 64 and
+// TOS EF or 0.
+IpMarks step_marks(uint8_t v) {
+    if (v == 0) {
+        return {};
+    }
+    constexpr uint8_t kTtl[] = {64, 1, 2, 255};
+    return IpMarks{static_cast<uint8_t>((v & 4) != 0 ? 0xB8 : 0), kTtl[v % 4]};
+}
+
+// Invariant 5 for the data relayed since `from` (to peers, or to clients as
+// ChannelData or Data indications) by a step that received `in`.
+void check_relayed_marks(const World& w, size_t from_client, size_t from_peer, IpMarks in) {
+    auto check = [&](IpMarks out, bool stream_client) {
+        const IpMarks want{in.tos, static_cast<uint8_t>(stream_client || in.ttl == 0 ? 0 : in.ttl - 1)};
+        if (!stream_client && in.ttl == 1) {
+            fail("relayed data that came with TTL 1");
+        }
+        if (out.ttl != want.ttl || out.tos != want.tos) {
+            fail("relayed data without its TOS or with a TTL other than one less than it came with");
+        }
+    };
+    for (size_t i = from_peer; i < w.io.peer_sends.size(); i++) {
+        check(IpMarks{w.io.peer_sends[i].tos, w.io.peer_sends[i].ttl}, false);
+    }
+    for (size_t i = from_client; i < w.io.client.size(); i++) {
+        const auto& c = w.io.client[i];
+        stun::MessageView v;
+        const bool data = (!c.bytes.empty() && (c.bytes[0] & 0xc0) == 0x40) ||
+                          (stun::parse(c.bytes, v) == stun::ParseError::kOk &&
+                           v.is(stun::Method::kData, stun::Class::kIndication));
+        if (data) {
+            check(IpMarks{c.tos, c.ttl}, c.to.transport != Transport::kUdp);
+        }
+    }
+}
+
 // Datagrams the core relayed to peers since `from`: each through a relayed
 // socket of a live allocation that has a permission for that peer.
 void check_peer_sends(World& w, size_t from) {
@@ -492,12 +535,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             std::fprintf(stderr, "step %zu: op %u sel 0x%02x, %zu bytes from %s/%s\n", steps, op % servernet::kOps, sel,
                          len, ft.client.to_string().c_str(), std::string(transport_name(ft.transport)).c_str());
         }
+        // A stream client's messages have no marks (as StreamIo passes them).
+        const IpMarks marks = ft.transport == Transport::kUdp ? step_marks(op / servernet::kOps) : IpMarks{};
+        g_transcript.u64(uint64_t{marks.tos} << 8 | marks.ttl);
         switch (op % servernet::kOps) {
         case servernet::kClientRaw: {
-            w->server->on_client_datagram(ft, pl);
+            w->server->on_client_datagram(ft, pl, marks);
             stun::MessageView req;
             const bool is_stun = stun::parse(pl, req) == stun::ParseError::kOk;
             check_sent(*w, before, &ft, is_stun ? &req : nullptr, pl);
+            check_relayed_marks(*w, w->io.client.size(), before_peer, marks);
             break;
         }
         case servernet::kClientSigned: {
@@ -506,12 +553,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 g_transcript.tag('x');
                 break;
             }
-            w->server->on_client_datagram(ft, *m);
+            w->server->on_client_datagram(ft, *m, marks);
             stun::MessageView req;
             if (stun::parse(*m, req) != stun::ParseError::kOk) {
                 fail("the harness signed a message that does not parse");
             }
             check_sent(*w, before, &ft, &req);
+            check_relayed_marks(*w, w->io.client.size(), before_peer, marks);
             break;
         }
         case servernet::kPeer: {
@@ -520,8 +568,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
             auto it = w->io.open.begin();
             std::advance(it, sel % w->io.open.size());
-            w->server->on_peer_datagram(it->first, peer_of(sel), pl);
+            const IpMarks peer_marks = step_marks(op / servernet::kOps);
+            w->server->on_peer_datagram(it->first, peer_of(sel), pl, peer_marks);
             check_sent(*w, before, nullptr, nullptr);
+            check_relayed_marks(*w, before, before_peer, peer_marks);
             break;
         }
         case servernet::kPeerIcmp: {

@@ -3,7 +3,9 @@
 //
 // A script is a sequence of records: op (byte), selector (byte), length
 // (16-bit big endian) and that many payload bytes (the last record's cut to
-// what is left); at most kMaxSteps records. op % kOps picks the event:
+// what is left); at most kMaxSteps records. op % kOps picks the event, and
+// op / kOps the IpMarks of a datagram from a UDP client or a peer (0: none,
+// as the seeds write them; server_fuzz.cc step_marks):
 //   kClientRaw     the payload as a datagram (or TCP-framed message) from the
 //                  client the selector names;
 //   kClientSigned  the same, after the harness re-signed it as that client's

@@ -114,6 +114,22 @@ fuzzseeds::Files scripts() {
                        .step(kClock, 100)
                        .step(kClientSigned, 0, refresh(0))
                        .bytes());
+    // Marks (server_net.h: op / kOps): TTL 2 and 255 relayed with one less,
+    // TTL 1 not relayed, both ways; TOS EF kept.
+    auto marked = [](Op op, uint8_t v) { return static_cast<Op>(op + kOps * v); };
+    s.emplace_back("udp-ttl-marks",
+                   Script()
+                       .step(kClientSigned, 0, allocate())
+                       .step(kClientSigned, 0, permission(kPeer0))
+                       .step(kClientSigned, 0, channel_bind(0x4000, kPeer0))
+                       .step(marked(kClientRaw, 2), 0, channel_data(0x4000, 20))  // TTL 2
+                       .step(marked(kClientRaw, 1), 0, channel_data(0x4000, 20))  // TTL 1: dropped
+                       .step(marked(kClientRaw, 7), 0, send(kPeer0))              // TTL 255, EF
+                       .step(marked(kPeer, 6), 0x00, payload)                     // TTL 2, EF: ChannelData
+                       .step(marked(kPeer, 5), 0x00, payload)                     // TTL 1, EF: dropped
+                       .step(marked(kPeer, 4), 0x00, payload)                     // TTL 64, EF
+                       .step(kClientSigned, 0, refresh(0))
+                       .bytes());
     s.emplace_back("udp-dual-stack",
                    Script()
                        .step(kClientSigned, 0,
