@@ -134,10 +134,7 @@ void police_lane(Lane& l, uint16_t nok, uint64_t now_tsc) {
     const double tsc_hz = l.w.flows->tsc_hz;
     for (uint16_t j = 0; j < nok; j++) {
         Pkt& q = *l.done[j];
-        AllocState& s = l.w.alloc_state(q.alloc);
-        if (!take_bandwidth(l.allocs[q.alloc], s, q.data_len, now_tsc, tsc_hz)) {
-            s.dropped_packets++;
-            drop(q, Counter::drop_rate_limited);
+        if (!charge(l.allocs[q.alloc], l.w.alloc_state(q.alloc), q, now_tsc, tsc_hz)) {
             l.rest = true;  // the tx stage frees it
         }
     }

@@ -29,9 +29,7 @@ void police(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
         }
         const Allocation& a = allocs[q.alloc];
         AllocState& s = w.alloc_state(q.alloc);
-        if (!take_bandwidth(a, s, q.data_len, now_tsc, tsc_hz)) {
-            s.dropped_packets++;
-            drop(q, Counter::drop_rate_limited);
+        if (!charge(a, s, q, now_tsc, tsc_hz)) {
             continue;
         }
         count_forwarded(s, q.kind, q.data_len);

@@ -75,13 +75,8 @@ inline uint32_t l2_bytes(uint64_t nh) { return kEth + (NextHops::vlan_of(nh) != 
 // has a bandwidth limit (above).
 inline void punt_relayed(Worker& w, Pkt& q, Counter why, uint64_t now) {
     const Allocation& a = w.flows->allocs[q.alloc];
-    if (unlikely(!a.unlimited())) {
-        AllocState& s = w.alloc_state(q.alloc);
-        if (!take_bandwidth(a, s, q.data_len, now, w.flows->tsc_hz)) {
-            s.dropped_packets++;
-            drop(q, Counter::drop_rate_limited);
-            return;
-        }
+    if (unlikely(!a.unlimited()) && !charge(a, w.alloc_state(q.alloc), q, now, w.flows->tsc_hz)) {
+        return;
     }
     punt(q, why);
 }

@@ -274,6 +274,19 @@ inline bool take_bandwidth(const Allocation& a, AllocState& s, uint32_t bytes, u
     }
 }
 
+// q's data from its allocation `a`'s budget (take_bandwidth, with this
+// worker's state `s`): false when it is spent, q then dropped and counted
+// (drop_rate_limited, and the allocation's dropped packets). Police, the
+// express lane and route's punts.
+inline bool charge(const Allocation& a, AllocState& s, Pkt& q, uint64_t now, double tsc_hz) {
+    if (!take_bandwidth(a, s, q.data_len, now, tsc_hz)) {
+        s.dropped_packets++;
+        drop(q, Counter::drop_rate_limited);
+        return false;
+    }
+    return true;
+}
+
 // An allocation's forwarded packets and bytes, this worker's share (police
 // and the express lane).
 inline void count_forwarded(AllocState& s, Kind k, uint16_t data_len) {
