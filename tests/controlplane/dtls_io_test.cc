@@ -298,10 +298,7 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
     ASSERT_NE(d, nullptr);
     EXPECT_EQ(std::vector<uint8_t>(ind.view.value(*d).begin(), ind.view.value(*d).end()), back);
     // ChannelBind, then ChannelData both ways (one message per record, no padding).
-    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
-                     b.add_channel_number(0x4001);
-                     b.add_xor_address(stun::attr::kXorPeerAddress, peer_addr);
-                 }).success());
+    ASSERT_TRUE(c.bind_channel(0x4001, peer_addr).success());
     const std::vector<uint8_t> cd = {0x40, 0x01, 0x00, 0x03, 'a', 'b', 'c'};
     ASSERT_TRUE(c.send(cd));
     got = peer.recv(2000);
@@ -318,11 +315,12 @@ TEST(DtlsIo, RelaysBothWaysAndCloseNotifyEndsTheAllocation) {
     EXPECT_EQ(loop.shared().dtls_sessions.load(), 0);
 }
 
-// The TOS byte of the next datagram on `fd` (IP_RECVTOS on), left queued
-// for whoever reads it; -1 if none comes within 2 s or it has none.
-int peek_tos(int fd) {
+// The TOS byte and TTL of the next datagram on `fd` (as far as the socket
+// asked for them: IP_RECVTOS, IP_RECVTTL), left queued for whoever reads it;
+// -1 each if none comes within 2 s or it has none.
+WithMarks peek_marks(int fd) {
     const auto g = recv_with_marks(fd, 2000, MSG_PEEK);
-    return g ? g->tos : -1;
+    return g ? *g : WithMarks{};
 }
 
 // RFC 8656 section 14 over DTLS: the client's marking of its DTLS datagram
@@ -339,38 +337,28 @@ TEST(DtlsIo, RelayedDataKeepsDscpAndEcn) {
     ASSERT_NE(relayed.port, 0);
     const UdpSocket peer(kLoopback);
     ASSERT_TRUE(receive_socket_tos(peer.fd(), false));
-    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
-                     b.add_channel_number(0x4002);
-                     b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
-                 }).success());
+    ASSERT_TRUE(c.bind_channel(0x4002, peer.local()).success());
     ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x02, 'u', 'p'}));
-    EXPECT_EQ(peek_tos(peer.fd()), 0xB9);
+    EXPECT_EQ(peek_marks(peer.fd()).tos, 0xB9);
     auto up = peer.recv(2000);
     ASSERT_TRUE(up);
     EXPECT_EQ(*up, (std::vector<uint8_t>{'u', 'p'}));
     ASSERT_TRUE(set_socket_tos(c.fd(), false, 0));
     ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'p'}));
-    EXPECT_EQ(peek_tos(peer.fd()), 0) << "unmarked stays unmarked";
+    EXPECT_EQ(peek_marks(peer.fd()).tos, 0) << "unmarked stays unmarked";
     ASSERT_TRUE(peer.recv(2000));
 
     ASSERT_TRUE(set_socket_tos(peer.fd(), false, 0x8A));  // AF41 + ECT(0)
     peer.send(relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
-    EXPECT_EQ(peek_tos(c.fd()), 0x8A);
+    EXPECT_EQ(peek_marks(c.fd()).tos, 0x8A);
     auto down = c.recv();
     ASSERT_TRUE(down);
     EXPECT_EQ(*down, (std::vector<uint8_t>{0x40, 0x02, 0x00, 0x04, 'd', 'o', 'w', 'n'}));
     // An answer (to a request sent marked EF above) is the relay's own: 0.
     ASSERT_TRUE(set_socket_tos(c.fd(), false, 0xB8));
     ASSERT_TRUE(c.send(binding()));
-    EXPECT_EQ(peek_tos(c.fd()), 0);
+    EXPECT_EQ(peek_marks(c.fd()).tos, 0);
     ASSERT_TRUE(c.recv());
-}
-
-// The TTL / Hop Limit of the next datagram on `fd` (IP_RECVTTL on), left
-// queued; -1 if none comes within 2 s or it has none.
-int peek_ttl(int fd) {
-    const auto g = recv_with_marks(fd, 2000, MSG_PEEK);
-    return g ? g->ttl : -1;
 }
 
 // RFC 8656 section 14's TTL rule over DTLS (a UDP transport): the TTL of
@@ -388,12 +376,9 @@ TEST(DtlsIo, RelayedDataLeavesWithOneLessTtl) {
     ASSERT_NE(relayed.port, 0);
     const UdpSocket peer(kLoopback);
     ASSERT_TRUE(receive_socket_ttl(peer.fd(), false));
-    ASSERT_TRUE(c.request(M::kChannelBind, [&](auto& b) {
-                     b.add_channel_number(0x4002);
-                     b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
-                 }).success());
+    ASSERT_TRUE(c.bind_channel(0x4002, peer.local()).success());
     ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x02, 'u', 'p'}));
-    EXPECT_EQ(peek_ttl(peer.fd()), 8);
+    EXPECT_EQ(peek_marks(peer.fd()).ttl, 8);
     auto up = peer.recv(2000);
     ASSERT_TRUE(up);
     EXPECT_EQ(*up, (std::vector<uint8_t>{'u', 'p'}));
@@ -402,13 +387,13 @@ TEST(DtlsIo, RelayedDataLeavesWithOneLessTtl) {
     ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'x'}));
     ASSERT_TRUE(set_socket_ttl(c.fd(), false, 2));
     ASSERT_TRUE(c.send(std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'y'}));
-    EXPECT_EQ(peek_ttl(peer.fd()), 1);
+    EXPECT_EQ(peek_marks(peer.fd()).ttl, 1);
     EXPECT_EQ(peer.recv(2000), (std::vector<uint8_t>{'y'}));
     EXPECT_EQ(loop.stats().drops_of(Drop::kTtlExpired), 1u);
 
     ASSERT_TRUE(set_socket_ttl(peer.fd(), false, 9));
     peer.send(relayed, std::vector<uint8_t>{'d', 'o', 'w', 'n'});
-    EXPECT_EQ(peek_ttl(c.fd()), 8);
+    EXPECT_EQ(peek_marks(c.fd()).ttl, 8);
     auto down = c.recv();
     ASSERT_TRUE(down);
     EXPECT_EQ(*down, (std::vector<uint8_t>{0x40, 0x02, 0x00, 0x04, 'd', 'o', 'w', 'n'}));
@@ -416,13 +401,13 @@ TEST(DtlsIo, RelayedDataLeavesWithOneLessTtl) {
     peer.send(relayed, std::vector<uint8_t>{'x'});
     ASSERT_TRUE(set_socket_ttl(peer.fd(), false, 30));
     peer.send(relayed, std::vector<uint8_t>{'z'});
-    EXPECT_EQ(peek_ttl(c.fd()), 29);
+    EXPECT_EQ(peek_marks(c.fd()).ttl, 29);
     EXPECT_EQ(c.recv(), (std::vector<uint8_t>{0x40, 0x02, 0x00, 0x01, 'z'}));
     EXPECT_TRUE(eventually([&] { return loop.stats().drops_of(Drop::kTtlExpired) == 2; }));
     // A request with TTL 1 is answered, with the default.
     ASSERT_TRUE(set_socket_ttl(c.fd(), false, 1));
     ASSERT_TRUE(c.send(binding()));
-    EXPECT_EQ(peek_ttl(c.fd()), default_ttl(false));
+    EXPECT_EQ(peek_marks(c.fd()).ttl, default_ttl(false));
     auto answer = c.recv();
     ASSERT_TRUE(answer);
     EXPECT_TRUE(Answer(*answer).success());

@@ -56,6 +56,13 @@ public:
         auto v = a.xor_addresses(stun::attr::kXorRelayedAddress);
         return v.empty() ? Address{} : v.front();
     }
+    // ChannelBind of `channel` to `peer`.
+    Answer bind_channel(uint16_t channel, const Address& peer) {
+        return request(stun::Method::kChannelBind, [&](auto& b) {
+            b.add_channel_number(channel);
+            b.add_xor_address(stun::attr::kXorPeerAddress, peer);
+        });
+    }
 
     // A request signed with the credentials learnt so far (after a request()),
     // to send without waiting for its answer.
