@@ -660,10 +660,7 @@ TEST_F(DataplaneIpc, TcpClientsAllocationsStayInTheControlPlane) {
     ASSERT_TRUE(t.connected());
     const Address relayed = t.allocate();
     ASSERT_EQ(relayed.family, Family::kIPv4);
-    ASSERT_TRUE(t.request(M::kChannelBind, [&](auto& b) {
-                     b.add_channel_number(0x4002);
-                     b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
-                 }).success());
+    ASSERT_TRUE(t.bind_channel(0x4002, peer.local()).success());
 
     // Client -> peer: 5 bytes of data, padded to 8 on the stream.
     const std::vector<uint8_t> cd = {0x40, 0x02, 0x00, 0x05, 'h', 'e', 'l', 'l', 'o', 0, 0, 0};

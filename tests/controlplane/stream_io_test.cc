@@ -6,7 +6,10 @@
 // parts of one, and the relay's queue stays bounded; bytes that are neither
 // STUN nor ChannelData close the connection; a connection without an
 // allocation that goes quiet is closed; a TLS port given plain bytes closes
-// with reason tls_handshake. TLS answers Binding, negotiates ALPN
+// with reason tls_handshake. A connection whose queued answer fails to
+// write inside one of the server's handlers (Refresh 0, of one family too;
+// large ChannelData to a peer) ends its allocation once, after the handler.
+// TLS answers Binding, negotiates ALPN
 // "stun.turn" when offered (RFC 7443) and serves clients that offer other
 // protocols only. Start-up errors of the TLS files and of the new keys name
 // what to fix.
@@ -41,6 +44,8 @@
 #include "cert_files.h"
 #include "stun_client.h"
 #include "tcp_client.h"
+#include "turn/channel_data.h"
+#include "udp_socket.h"
 
 namespace turn::cp::test {
 namespace {
@@ -112,52 +117,134 @@ TEST(StreamIo, ConnectionsOverTheLimitAreClosedAtAccept) {
     EXPECT_EQ(loop.stats().connections_accepted[0].get(), 4u);
 }
 
-// 20000 Binding requests written without reading an answer: the kernel's
-// buffers fill, then the relay's queue (70000 bytes, the smallest allowed)
-// does, and further answers are dropped whole. Each answer arrives whole or
-// not at all: received + dropped == sent.
-// A client sends a Binding request and Refresh 0 back to back and resets its
-// connection at once (as Chromium closing a turns: connection did in CI,
-// with its data still flowing). The relay reads both before the reset:
-// the Binding answer is queued, the Refresh ends the allocation, and the
-// queued answer's write fails inside that removal (SocketIo::close_relay
-// flushes queued output first). The
-// connection's end is reported to the server after the handler
-// (StreamIo::expire), where it finds nothing: the allocation ends once.
-// Before, the end came from inside the removal, which ended the allocation a
-// second time (allocation gauges at -1, the allocation used after free).
-TEST(StreamIo, AResetRightAfterRefreshZeroEndsTheAllocationOnce) {
-    StreamLoop loop;
-    TcpClient t(loop.tcp(), "alice", "alice-pw");
-    ASSERT_TRUE(t.connected());
-    ASSERT_NE(t.allocate().port, 0);
-    ASSERT_EQ(loop.shared().allocations.load(), 1);
-    // The loop held while the Refresh and the reset arrive, so that it finds
-    // both when it reads.
-    std::atomic<bool> held{false};
-    loop.post([&](Server&) {
-        held = true;
+// A client's connection whose queued output fails to write inside one of the
+// server's handlers: SocketIo flushes the loop's queued output from inside
+// them (before it closes a relayed or client-path socket, before a datagram
+// larger than its batch slots or a DONT-FRAGMENT one it sends at once, when
+// its batch is full). The connection closes there, but the server hears of
+// its end only at the next StreamIo::expire(), after the handler: one that
+// holds the client's allocation must not see it removed under it. Each test
+// holds the loop while the client's messages and its reset (SO_LINGER 0)
+// arrive, so that the relay reads them together: the first message's answer
+// is queued, the second makes its handler flush, and the write fails there.
+
+// Holds the loop's thread for 300 ms with a posted task; true once it is held.
+bool hold(StreamLoop& loop) {
+    auto held = std::make_shared<std::atomic<bool>>(false);
+    loop.post([held](Server&) {
+        *held = true;
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
     });
-    ASSERT_TRUE(eventually([&] { return held.load(); }));
-    std::vector<uint8_t> both = binding();
-    const auto zero = t.signed_request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); });
-    both.insert(both.end(), zero.begin(), zero.end());
-    ASSERT_TRUE(t.send(both));
-    t.reset();
+    return eventually([&] { return held->load(); });
+}
+
+// After the reset of the client's only connection: its queued answer's write
+// failed (else the test did not reach the case), the connection closed once,
+// the allocation ended once (every gauge at exactly 0 some loop iterations
+// later; -1 is an allocation ended twice), and the loop serves a new client.
+void expect_ended_once_by_a_failed_write(StreamLoop& loop) {
     ASSERT_TRUE(eventually([&] { return closed(loop.stats(), 0, ConnClose::kSendError) == 1; }))
         << "the answer's write did not fail: the test did not reach the case";
     EXPECT_TRUE(eventually([&] { return loop.shared().allocations.load() == 0; }));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few loop iterations
     EXPECT_EQ(loop.shared().allocations.load(), 0);
     EXPECT_EQ(loop.shared().allocations_v4.load(), 0);
+    EXPECT_EQ(loop.shared().allocations_v6.load(), 0);
     EXPECT_EQ(loop.shared().connections.load(), 0);
-    // The loop goes on serving.
+    uint64_t ends = 0;
+    for (size_t why = 0; why < static_cast<size_t>(ConnClose::kCount); ++why) {
+        ends += closed(loop.stats(), 0, static_cast<ConnClose>(why));
+    }
+    EXPECT_EQ(ends, 1u);
     TcpClient next(loop.tcp(), "alice", "alice-pw");
     EXPECT_NE(next.allocate().port, 0);
     EXPECT_EQ(loop.shared().allocations.load(), 1);
 }
 
+// A Binding request and Refresh 0 back to back, then a reset (as Chromium
+// closing a turns: connection did in CI, with its data still flowing): the
+// Refresh ends the allocation, and the Binding answer's write fails inside
+// that removal (SocketIo::close_relay). Before 11d8955 the end came from
+// inside the removal, which ended the allocation a second time (allocation
+// gauges at -1, the allocation used after free). Since then remove() also
+// takes the allocation out of its maps first, so this case holds even
+// without the deferral; the two below do not.
+TEST(StreamIo, AResetRightAfterRefreshZeroEndsTheAllocationOnce) {
+    StreamLoop loop;
+    TcpClient t(loop.tcp(), "alice", "alice-pw");
+    ASSERT_TRUE(t.connected());
+    ASSERT_NE(t.allocate().port, 0);
+    ASSERT_EQ(loop.shared().allocations.load(), 1);
+    ASSERT_TRUE(hold(loop));
+    std::vector<uint8_t> both = binding();
+    const auto zero = t.signed_request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); });
+    both.insert(both.end(), zero.begin(), zero.end());
+    ASSERT_TRUE(t.send(both));
+    t.reset();
+    expect_ended_once_by_a_failed_write(loop);
+}
+
+// The same with Refresh 0 of one family of a dual-stack allocation (RFC 8656
+// section 7.3, REQUESTED-ADDRESS-FAMILY): AllocationManager::remove_family
+// closes the IPv6 relayed socket, and the write fails there. The allocation
+// stays in its maps meanwhile, so an end reported from inside would remove it
+// under remove_family (IPv6 gauge at -1, the allocation written after free).
+TEST(StreamIo, AResetRightAfterRefreshZeroOfOneFamilyEndsTheAllocationOnce) {
+    StreamLoop loop([](Config& c) { c.relay_ips = {*Address::parse("127.0.0.1"), *Address::parse("::1")}; });
+    TcpClient t(loop.tcp(), "alice", "alice-pw");
+    const Answer a = t.request(M::kAllocate, [](auto& b) {
+        b.add_requested_transport(stun::kProtoUdp);
+        b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6);
+    });
+    ASSERT_TRUE(a.success()) << a.code();
+    ASSERT_EQ(a.xor_addresses(stun::attr::kXorRelayedAddress).size(), 2u);
+    ASSERT_EQ(loop.shared().allocations_v6.load(), 1);
+    ASSERT_TRUE(hold(loop));
+    std::vector<uint8_t> both = binding();
+    const auto zero = t.signed_request(M::kRefresh, [](auto& b) {
+        b.add_u32(stun::attr::kLifetime, 0);
+        b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6);
+    });
+    both.insert(both.end(), zero.begin(), zero.end());
+    ASSERT_TRUE(t.send(both));
+    t.reset();
+    expect_ended_once_by_a_failed_write(loop);
+}
+
+// Client data to a peer (Server::relay_to_peer): ChannelData larger than
+// SocketIo's batch slots is sent at once, after a flush, and the Binding
+// answer's write fails there. The data read before the reset still reaches
+// the peer: its allocation stands until the handler is done. An end reported
+// from inside would remove the allocation under relay_to_peer (the peer's
+// address, which the allocation holds, read after free and the datagram sent
+// on a closed socket; the allocation's counters written after free).
+TEST(StreamIo, AResetRightAfterLargeChannelDataEndsTheAllocationOnce) {
+    StreamLoop loop([](Config& c) { c.allow_peers = {*Prefix::parse("127.0.0.0/8")}; });
+    TcpClient t(loop.tcp(), "alice", "alice-pw");
+    ASSERT_NE(t.allocate().port, 0);
+    const UdpSocket peer(*Address::parse("127.0.0.1:0"));
+    ASSERT_TRUE(t.bind_channel(0x4000, peer.local()).success());
+    ASSERT_TRUE(hold(loop));
+    constexpr size_t kLarge = 3000;
+    static_assert(kLarge > SocketIo::kTxSlot && kLarge % 4 == 0, "sent at once, and needs no padding");
+    const std::vector<uint8_t> data(kLarge, 0x5a);
+    std::vector<uint8_t> both = binding();
+    const size_t at = both.size();
+    both.resize(at + kChannelDataHeader);
+    write_channel_data_header(both.data() + at, 0x4000, static_cast<uint16_t>(kLarge));
+    both.insert(both.end(), data.begin(), data.end());
+    ASSERT_TRUE(t.send(both));
+    t.reset();
+    expect_ended_once_by_a_failed_write(loop);
+    const auto got = peer.recv(2000);
+    ASSERT_TRUE(got) << "the ChannelData read before the reset was not relayed";
+    EXPECT_TRUE(*got == data) << got->size() << " bytes";
+}
+
+// 20000 Binding requests written without reading an answer: the kernel's
+// buffers fill, then the relay's queue (70000 bytes, the smallest allowed)
+// does, and further answers are dropped whole. Each answer arrives whole or
+// not at all: received + dropped == sent.
 TEST(StreamIo, AClientThatDoesNotReadLosesWholeAnswersAndTheQueueStaysBounded) {
     StreamLoop loop([](Config& c) { c.tcp_send_buffer_bytes = 70000; });
     TcpClient t(loop.tcp(), "alice", "alice-pw");
