@@ -15,6 +15,7 @@
 #include "core/packet_io.h"
 #include "core/permission.h"
 #include "core/quota.h"
+#include "core/relay_usage.h"
 #include "net/address.h"
 
 namespace turn::cp {
@@ -48,9 +49,9 @@ public:
     uint32_t moves = 0;  // RFC 8016 moves so far: tickets of earlier counts are spent
     RelayId client_path = kNoRelay;
     TokenBucket bandwidth;
-    // Relay accounting for logs.
-    uint64_t packets_in = 0;
-    uint64_t packets_out = 0;
+    // What the control plane relayed for it (the dataplane's fast path
+    // counts its own share: AllocationManager::usage).
+    RelayUsage relayed;
 
     std::unordered_map<Address, Permission, AddressHash> permissions;  // key: peer IP, port 0
     std::unordered_map<uint16_t, ChannelBinding> channels;

@@ -75,6 +75,16 @@ public:
     void bind_channel(Allocation& a, uint16_t channel, const Address& peer);
 
     void for_each(const std::function<void(const Allocation&)>& fn) const;
+    // What `a` relayed so far: the datagrams the control plane relayed and,
+    // for an offloaded (UDP client) allocation, those of the dataplane's fast
+    // path as far as it has reported them (OffloadHook::offloaded_usage).
+    RelayUsage usage(const Allocation& a) const {
+        RelayUsage u = a.relayed;
+        if (a.five_tuple.transport == Transport::kUdp) {
+            u += offload_.offloaded_usage(a.id);
+        }
+        return u;
+    }
 
     // Restarts (core/state_snapshot.h). With tracking on, every change to an
     // allocation, its permissions or channels marks it dirty (O(1)); a saver
@@ -121,7 +131,8 @@ private:
     void on_permission_timer(uint64_t id, const Address& key);
     void on_channel_timer(uint64_t id, uint16_t channel);
     void release_resources(Allocation& a);
-    void log(std::string_view event, const Allocation& a);
+    // One allocation event; `ended`: its end, with what it relayed (usage).
+    void log(std::string_view event, const Allocation& a, bool ended = false);
 
     Shared& shared_;
     const Clock& clock_;

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 
+#include "core/relay_usage.h"
 #include "net/address.h"
 
 namespace turn::cp {
@@ -31,6 +32,10 @@ public:
     virtual void permission_removed(uint64_t /*allocation_id*/, const Address& /*peer_ip*/) {}
     virtual void channel_added(uint64_t /*allocation_id*/, uint16_t /*channel*/, const Address& /*peer*/) {}
     virtual void channel_removed(uint64_t /*allocation_id*/, uint16_t /*channel*/, const Address& /*peer*/) {}
+    // What the offload relayed for the allocation so far, as far as it has
+    // reported it (the dataplane: as of its last counters report). Called
+    // from any event loop.
+    virtual RelayUsage offloaded_usage(uint64_t /*allocation_id*/) const { return {}; }
 };
 
 }  // namespace turn::cp

@@ -427,7 +427,7 @@ void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const u
         return;
     }
     io_.send_to_peer(relay->id, peer, payload, dont_fragment, marks);
-    ++a.packets_out;
+    a.relayed.to_peer(payload.size());
     stats_.relayed(Direction::kClientToPeer, payload.size());
 }
 
@@ -529,7 +529,7 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
         return;
     }
     io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n), marks);
-    ++a->packets_in;
+    a->relayed.to_client(data.size());
     stats_.relayed(Direction::kPeerToClient, data.size());
 }
 

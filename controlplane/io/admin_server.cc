@@ -45,8 +45,7 @@ struct AllocRow {
     bool tcp = false;
     uint64_t age_s = 0;
     uint64_t expires_unix_ms = 0;
-    uint64_t packets_client_to_peer = 0;
-    uint64_t packets_peer_to_client = 0;
+    RelayUsage usage;
     size_t permission_count = 0;
     size_t channel_count = 0;
     std::vector<SavedPermission> permissions;
@@ -316,8 +315,7 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
             }
             r.tcp = a.tcp;
             r.age_s = now_ms > a.created_ms ? (now_ms - a.created_ms) / 1000 : 0;
-            r.packets_client_to_peer = a.packets_out;
-            r.packets_peer_to_client = a.packets_in;
+            r.usage = s.allocations().usage(a);
             r.permission_count = a.permissions.size();
             r.channel_count = a.channels.size();
             // Lifetimes as saved_view gives them (wall clock), the lists bounded.
@@ -356,10 +354,12 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
                          {"tcp_allocation", r.tcp},
                          {"age_s", r.age_s},
                          {"expires_in_s", left_s(r.expires_unix_ms)},
-                         // Relayed by the control plane (socket mode); the
-                         // dataplane's fast path counts its own (/metrics).
-                         {"packets_client_to_peer", r.packets_client_to_peer},
-                         {"packets_peer_to_client", r.packets_peer_to_client},
+                         // Both paths: the control plane's datagrams and the
+                         // dataplane's fast path as of its last report.
+                         {"packets_client_to_peer", r.usage.packets_to_peer},
+                         {"packets_peer_to_client", r.usage.packets_to_client},
+                         {"bytes_client_to_peer", r.usage.bytes_to_peer},
+                         {"bytes_peer_to_client", r.usage.bytes_to_client},
                          {"permission_count", r.permission_count},
                          {"channel_count", r.channel_count},
                          {"permissions", perms},  // the first 64

@@ -506,20 +506,49 @@ void IpcServer::send_counters_request() {
     pending_.push_back(encode_buf(r));
 }
 
+RelayUsage IpcServer::offloaded_usage(uint64_t id) const {
+    std::lock_guard lk(mu_);
+    auto it = usage_.find(id);
+    return it == usage_.end() ? RelayUsage{} : it->second;
+}
+
 void IpcServer::on_counters(const ipc::CountersReport& r) {
     constexpr auto kToPeer = static_cast<size_t>(Direction::kClientToPeer);
     constexpr auto kToClient = static_cast<size_t>(Direction::kPeerToClient);
-    for (uint32_t i = 0; i < r.count; ++i) {
+    const uint32_t n = std::min<uint32_t>(r.count, ipc::CountersReport::kMaxEntries);
+    std::array<RelayUsage, ipc::CountersReport::kMaxEntries> d;
+    for (uint32_t i = 0; i < n; ++i) {
         const ipc::AllocationCounters& c = r.entries[i];
-        Last& l = last_[c.alloc_id];
-        counters_.packets[kToPeer].fetch_add(delta(c.to_peer_packets, l.c.to_peer_packets), std::memory_order_relaxed);
-        counters_.bytes[kToPeer].fetch_add(delta(c.to_peer_bytes, l.c.to_peer_bytes), std::memory_order_relaxed);
-        counters_.packets[kToClient].fetch_add(delta(c.to_client_packets, l.c.to_client_packets),
-                                               std::memory_order_relaxed);
-        counters_.bytes[kToClient].fetch_add(delta(c.to_client_bytes, l.c.to_client_bytes), std::memory_order_relaxed);
+        Last& l = last_[c.alloc_id];  // a final of an install never seen live: all of it is new
+        d[i] = {delta(c.to_peer_packets, l.c.to_peer_packets), delta(c.to_peer_bytes, l.c.to_peer_bytes),
+                delta(c.to_client_packets, l.c.to_client_packets), delta(c.to_client_bytes, l.c.to_client_bytes)};
+        counters_.packets[kToPeer].fetch_add(d[i].packets_to_peer, std::memory_order_relaxed);
+        counters_.bytes[kToPeer].fetch_add(d[i].bytes_to_peer, std::memory_order_relaxed);
+        counters_.packets[kToClient].fetch_add(d[i].packets_to_client, std::memory_order_relaxed);
+        counters_.bytes[kToClient].fetch_add(d[i].bytes_to_client, std::memory_order_relaxed);
         counters_.dropped.fetch_add(delta(c.dropped_packets, l.c.dropped_packets), std::memory_order_relaxed);
+        if (r.finals != 0) {
+            last_.erase(c.alloc_id);  // that install is gone; a live entry of the id is another one
+            continue;
+        }
         l.c = c;
         l.seen = true;
+    }
+    {
+        // Per allocation, for its end log line and turn-ctl (one lock per
+        // chunk of a report). An allocation the control plane has removed is
+        // not counted any more: its end is logged already.
+        std::lock_guard lk(mu_);
+        // A final belongs to a removed install, whose end is logged already,
+        // or to an earlier allocation under a reused id: never to a live one.
+        for (uint32_t i = 0; i < n && r.finals == 0; ++i) {
+            if (d[i] != RelayUsage{} && mirror_.contains(r.entries[i].alloc_id)) {
+                usage_[r.entries[i].alloc_id] += d[i];
+            }
+        }
+        if (r.last != 0) {
+            std::erase_if(usage_, [&](const auto& kv) { return !mirror_.contains(kv.first); });
+        }
     }
     if (r.last != 0) {
         // Allocations absent from a whole report are gone from the dataplane.

@@ -125,6 +125,9 @@ public:
     void permission_removed(uint64_t allocation_id, const Address& peer_ip) override;
     void channel_added(uint64_t allocation_id, uint16_t channel, const Address& peer) override;
     void channel_removed(uint64_t allocation_id, uint16_t channel, const Address& peer) override;
+    // The dataplane's fast-path traffic of the allocation, summed over its
+    // counters reports (and over dataplane restarts) up to the last one.
+    RelayUsage offloaded_usage(uint64_t allocation_id) const override;
 
 private:
     // One encoded message, inline (no heap allocation per message on the
@@ -175,8 +178,11 @@ private:
     DataplaneCounters counters_;
 
     // Shared with the event loops.
-    std::mutex mu_;
+    mutable std::mutex mu_;
     std::unordered_map<uint64_t, Mirrored> mirror_;
+    // Fast-path usage of the allocations in mirror_ (others are dropped at
+    // each complete report: the control plane has logged their end).
+    std::unordered_map<uint64_t, RelayUsage> usage_;
     std::vector<Buf> outbox_;
     bool in_sync_ = false;  // outbox_ is collected only while true
     std::atomic<uint64_t> seq_{0};
@@ -195,7 +201,7 @@ private:
     std::set<int> bad_logged_;
     struct Last {
         ipc::AllocationCounters c;
-        bool seen = false;
+        bool seen = false;  // in this report (cleared at each complete one)
     };
     std::unordered_map<uint64_t, Last> last_;
 };

@@ -193,6 +193,7 @@ void Applier::on(const ipc::ResyncBegin& m) {
     }
     settings_seen_ = false;
     gen_ = m.generation;
+    reusable_.clear();  // a Del before this resync is another connection's word
     resyncing_ = true;
     retry_.clear();
 }
@@ -204,7 +205,7 @@ void Applier::on(const ipc::ResyncEnd& m) {
     for (auto it = allocs_.begin(); it != allocs_.end();) {
         Alloc& a = it->second;
         if (a.gen != gen_) {
-            finish(it->first, a);
+            finish(it->first, a, false);
             stats_.swept++;
             it = allocs_.erase(it);
             continue;
@@ -329,7 +330,11 @@ void Applier::on(const ipc::AllocationAdd& m) {
             }
             return;
         }
-        remove_alloc(a);  // addresses changed: a different allocation under the same id
+        // Addresses changed: another allocation under this id (a control
+        // plane restarted without its state numbers its own from 1 again).
+        // The old one's final goes into the next report; this one counts
+        // from zero.
+        finish(it->first, a, false);
         allocs_.erase(it);
     }
     const uint32_t idx = t_.new_alloc();
@@ -338,6 +343,14 @@ void Applier::on(const ipc::AllocationAdd& m) {
         return;
     }
     Alloc a{idx, gen_, m, {}, {}, 0};
+    if (auto f = reusable_.find(m.alloc_id); f != reusable_.end()) {
+        // Deleted and added again since the last report (the control plane
+        // re-announces a moved allocation with a Del and an Add): one
+        // allocation, one count that only grows.
+        a.base = finals_[f->second].c;
+        finals_[f->second].taken = true;
+        reusable_.erase(f);
+    }
     if (!install_alloc(a)) {
         stats_.table_full++;
     }
@@ -374,7 +387,7 @@ void Applier::on(const ipc::AllocationDel& m) {
         stats_.unknown_alloc++;
         return;
     }
-    finish(it->first, it->second);
+    finish(it->first, it->second, true);
     allocs_.erase(it);
 }
 
@@ -567,7 +580,7 @@ void Applier::on(const ipc::LimitSet& m) {
 }
 
 ipc::AllocationCounters Applier::sum_counters(uint64_t id, const Alloc& a) const {
-    ipc::AllocationCounters c{};
+    ipc::AllocationCounters c = a.base;
     c.alloc_id = id;
     const uint32_t epoch = t_.allocs[a.idx].epoch;
     for (uint32_t w = 0; w < t_.config().workers; w++) {
@@ -584,16 +597,19 @@ ipc::AllocationCounters Applier::sum_counters(uint64_t id, const Alloc& a) const
     return c;
 }
 
-void Applier::finish(uint64_t id, Alloc& a) {
+void Applier::finish(uint64_t id, Alloc& a, bool reusable) {
     // Entries first: after remove_alloc no new lookup finds the allocation,
     // so the sum below misses at most the packets workers are handling right
     // now. Its slot is reused only after a grace period, so it is still ours.
     remove_alloc(a);
     if (finals_.size() >= kMaxFinals) {
-        finals_.pop_front();
-        stats_.finals_dropped++;
+        stats_.finals_dropped++;  // this one's last packets go uncounted
+        return;
     }
-    finals_.push_back(sum_counters(id, a));
+    finals_.push_back({sum_counters(id, a)});
+    if (reusable) {
+        reusable_[id] = finals_.size() - 1;
+    }
 }
 
 void Applier::report_counters(const std::function<void(std::span<const uint8_t>)>& send) {
@@ -623,15 +639,24 @@ void Applier::report_counters(const std::function<void(std::span<const uint8_t>)
             flush(false);
         }
     };
+    // First the allocations removed since the last report, with their final
+    // totals (a report has no other way to carry an allocation's last
+    // packets), in chunks of their own; then the live ones.
+    r.finals = 1;
+    for (const Final& f : finals_) {
+        if (!f.taken) {
+            add(f.c);
+        }
+    }
+    if (r.count != 0) {
+        flush(false);
+    }
+    r.finals = 0;
+    finals_.clear();
+    reusable_.clear();
     for (const auto& [id, a] : allocs_) {
         add(sum_counters(id, a));
     }
-    // Allocations removed since the last report, with their final totals (a
-    // report has no other way to carry an allocation's last packets).
-    for (const auto& c : finals_) {
-        add(c);
-    }
-    finals_.clear();
     flush(true);
 }
 

@@ -20,7 +20,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <span>
@@ -117,12 +116,18 @@ private:
         std::map<uint16_t, Chan> chans;                  // by channel number
         uint32_t hashed = 0;                             // chans with slot -1
         bool described = false;                          // the Allocation line was filled in (install_alloc)
+        // Counters of earlier installs of this id (the control plane removes
+        // and re-adds an allocation whose client 5-tuple or families
+        // changed): an id's counters only grow, whatever became of its index.
+        turn::ipc::AllocationCounters base{};
     };
 
     Alloc* find(uint64_t id);
     void remove_alloc(Alloc& a);
-    // Removes `a` and keeps its final counters for the next report.
-    void finish(uint64_t id, Alloc& a);
+    // Removes `a` and keeps its final counters for the next report;
+    // `reusable`: an Add of the same id before then continues them (a Del
+    // of this control plane's, not a sweep or a replaced install).
+    void finish(uint64_t id, Alloc& a, bool reusable);
     turn::ipc::AllocationCounters sum_counters(uint64_t id, const Alloc& a) const;
     void remove_perm(const Alloc& a, const Perm& p);
     // retire_slot = false when the whole allocation goes (its index is
@@ -152,7 +157,14 @@ private:
     bool resyncing_ = false;                    // between ResyncBegin and its ResyncEnd
     bool settings_seen_ = false;                // a valid Settings since the last ResyncBegin
     std::vector<std::vector<uint8_t>> retry_;  // refused Adds of this resync, in order
-    std::deque<turn::ipc::AllocationCounters> finals_;
+    // Final counters of removed allocations until the next report, unless
+    // an Add of the same id took them as its base (`taken`).
+    struct Final {
+        turn::ipc::AllocationCounters c;
+        bool taken = false;
+    };
+    std::vector<Final> finals_;
+    std::unordered_map<uint64_t, size_t> reusable_;  // id -> finals_ index, finish(reusable), this generation
     uint64_t gen_ = 0;
     uint64_t seq_ = 0;
     Stats stats_;

@@ -225,7 +225,13 @@ struct CountersReport {
     Header h;
     uint32_t count = 0;
     uint8_t last = 0;  // 1 on the final chunk of a report
-    uint8_t pad[3] = {};
+    // 1: the entries are the final totals of allocations removed since the
+    // last report (their chunks come first, before the live allocations'; a
+    // control plane that predates the flag reads them as live ones). An
+    // id's final and a live entry of the same id belong to two installs
+    // (ids of a control plane that restarted without its state start again).
+    uint8_t finals = 0;
+    uint8_t pad[2] = {};
     AllocationCounters entries[kMaxEntries];
 };
 static_assert(sizeof(CountersReport) <= kMaxMessage);

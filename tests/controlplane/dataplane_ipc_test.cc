@@ -49,7 +49,8 @@ class RelayProcess {
 public:
     // dual: relayed addresses of both families (and IPv6 peers allowed);
     // bandwidth_bps: [allocation].bandwidth_bps; server_extra: more [server] lines.
-    explicit RelayProcess(bool dual = false, uint64_t bandwidth_bps = 0, const std::string& server_extra = "") {
+    explicit RelayProcess(bool dual = false, uint64_t bandwidth_bps = 0, const std::string& server_extra = "",
+                          const std::string& log_level = "warn") {
         char tmpl[] = "/tmp/turn-ipc-test-XXXXXX";
         dir_ = ::mkdtemp(tmpl);
         sock_path_ = dir_ + "/dataplane.sock";
@@ -68,7 +69,7 @@ public:
                            << "[policy]\nallow_peers = [\"127.0.0.0/8\", \"::1/128\"]\n"
                            << "[metrics]\nlisten = \"127.0.0.1:" << metrics_port_ << "\"\n"
                            << "[dataplane]\nsocket = \"" << sock_path_ << "\"\n"
-                           << "[log]\nlevel = \"warn\"\n[drain]\ndeadline_s = 1\n";
+                           << "[log]\nlevel = \"" << log_level << "\"\n[drain]\ndeadline_s = 1\n";
         const std::string log = dir_ + "/relay.log";
         pid_ = ::fork();
         if (pid_ == 0) {
@@ -169,6 +170,9 @@ public:
         return v;
     }
     Address local() const { return sock_.local(); }
+    // Datagrams without waiting for an answer (indications, ChannelData).
+    void send(const std::vector<uint8_t>& d) { sock_.send(server_, d); }
+    std::optional<std::vector<uint8_t>> recv(int timeout_ms = 2000) { return sock_.recv(timeout_ms); }
 
 private:
     Address server_;
@@ -1114,6 +1118,109 @@ TEST_F(DataplaneIpc, PortCountersReachMetricsAndHostileOnesAreContained) {
     body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_connected 1\n");
     EXPECT_EQ(body.find("turn_dataplane_port_rx_packets_total{"), std::string::npos) << body;
     EXPECT_EQ(body.find("turn_dataplane_port_link_up{"), std::string::npos);
+}
+
+// What an allocation relayed, in its end log line: the datagrams the control
+// plane relayed itself plus those the dataplane's fast path reported, summed
+// over the dataplane's cumulative reports and across a dataplane restart
+// (whose counters start again at zero). A final of another install under the
+// same id (a control plane restarted without its state numbers from 1 again)
+// and reports of the allocation after its end change only /metrics.
+TEST(DataplaneIpcUsage, TheEndLineAddsBothPathsAcrossADataplaneRestart) {
+    RelayProcess relay(false, 0, "", "info");
+    ASSERT_TRUE(relay.ready()) << "turn-relay did not start";
+    auto dp = std::make_unique<FakeDataplane>(relay.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(1);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+
+    Client c(relay.server());
+    const Address relayed = c.allocate();
+    ASSERT_EQ(relayed.family, Family::kIPv4);
+    auto add = dp->expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add);
+    const uint64_t id = add->alloc_id;
+    UdpSocket peer(A("127.0.0.1:0"));
+    ASSERT_TRUE(c.request(M::kCreatePermission, [&](auto& b) {
+                     b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+                 }).success());
+    ASSERT_TRUE(dp->expect<ipc::PermissionAdd>());
+
+    // The socket path (this fake dataplane forwards nothing): a Send
+    // indication of 5 bytes to the peer, 7 bytes back as a Data indication.
+    c.send(build(M::kSend, C::kIndication, [&](auto& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, peer.local());
+        const uint8_t hello[] = {'h', 'e', 'l', 'l', 'o'};
+        b.add(stun::attr::kData, hello);
+    }, nullptr));
+    auto got = peer.recv();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->size(), 5u);
+    peer.send(relayed, std::vector<uint8_t>(7, 'x'));
+    ASSERT_TRUE(c.recv()) << "no Data indication";
+
+    // The fast path: two cumulative reports, then a new dataplane process
+    // (another boot id) whose counters start again.
+    auto report = [&](uint64_t pp, uint64_t bp, uint64_t pc, uint64_t bc, bool final = false) {
+        ipc::CountersReport r{};
+        r.count = 1;
+        r.last = 1;
+        r.finals = final ? 1 : 0;
+        r.entries[0] = {id, pp, bp, pc, bc, 0};
+        dp->report = r;
+        const int before = dp->counter_requests;
+        dp->serve_counters(3000);
+        ASSERT_GT(dp->counter_requests, before) << "no CountersRequest within 3 s";
+    };
+    // The first report also carries, in a chunk of finals before it, the
+    // final totals of an earlier install under this id.
+    ipc::CountersReport earlier{};
+    earlier.count = 1;
+    earlier.finals = 1;
+    earlier.entries[0] = {id, 50, 5000, 20, 2000, 0};
+    const auto earlier_bytes = ipc::encode(earlier, 1000);
+    dp->raw_with_counters = {std::vector<uint8_t>(earlier_bytes.begin(), earlier_bytes.end())};
+    report(10, 1000, 4, 400);
+    dp->raw_with_counters.clear();
+    report(12, 1200, 6, 600);
+    dp.reset();
+    dp = std::make_unique<FakeDataplane>(relay.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(2);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    ASSERT_TRUE(dp->expect<ipc::AllocationAdd>());
+    ASSERT_TRUE(dp->expect<ipc::PermissionAdd>());
+    ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+    report(3, 300, 1, 100);
+    const std::string want = "turn_relayed_packets_total{direction=\"client_to_peer\",path=\"dataplane\"} 65";
+    const std::string body = metrics_with(relay.metrics_port(), want);
+    ASSERT_NE(body.find(want), std::string::npos) << body;
+
+    ASSERT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    std::string line;
+    for (int i = 0; i < 100 && line.empty(); ++i) {
+        const std::string log = relay.log();
+        if (const size_t at = log.find("event=allocation_deleted id=" + std::to_string(id) + " "); at != std::string::npos) {
+            line = log.substr(at, log.find('\n', at) - at);
+        } else {
+            ::usleep(20'000);
+        }
+    }
+    ASSERT_FALSE(line.empty()) << relay.log();
+    // 15 + 1 datagrams to the peer (1500 + 5 bytes), 7 + 1 to the client (700 + 7).
+    EXPECT_NE(line.find(" packets_to_peer=16 bytes_to_peer=1505 packets_to_client=8 bytes_to_client=707"),
+              std::string::npos)
+        << line;
+    EXPECT_NE(line.find(" user=alice "), std::string::npos) << line;
+
+    // The dataplane's final report of the ended allocation reaches /metrics only.
+    ASSERT_TRUE(dp->expect<ipc::PermissionDel>());
+    ASSERT_TRUE(dp->expect<ipc::AllocationDel>());
+    report(5, 500, 1, 100, true);
+    const std::string after = "turn_relayed_packets_total{direction=\"client_to_peer\",path=\"dataplane\"} 67";
+    EXPECT_NE(metrics_with(relay.metrics_port(), after).find(after), std::string::npos);
+    EXPECT_EQ(count_of(relay.log(), "event=allocation_deleted "), 1u);
 }
 
 }  // namespace

@@ -8,9 +8,12 @@
 
 #include <atomic>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <random>
 #include <span>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -281,6 +284,403 @@ TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
     ASSERT_TRUE(ap.apply(ipc::encode(b, ++seq), reply));
     EXPECT_EQ(t->tos_rule.load(), 0x2803);
     delete t;
+}
+
+// Per-allocation counters as the Applier reports them (CountersReport, in
+// answer to a CountersRequest): every worker's AllocState line of the
+// allocation's index summed, plus what earlier installs of the same id
+// counted. The control plane turns each id's cumulative figures into deltas
+// (controlplane/offload/ipc_server.cc), so an id must appear at most once per
+// report and its figures must never go back, including when the control
+// plane removes and re-adds it (RFC 8016 mobility, a dropped address family:
+// a Del and an Add with the same id, or an Add with other addresses).
+// Traffic is counted into the lines the way a worker does
+// (Worker::alloc_state, worker/worker.h), at the index the allocation's
+// kClient entry names.
+class ApplierCounters : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ASSERT_TRUE(dptest::ensure_eal());
+        dp::FlowConfig fc;
+        fc.name = "counters";
+        fc.entries_v4 = 64;
+        fc.entries_v6 = 64;
+        fc.max_allocations = 8;
+        fc.max_channels = 4;
+        fc.workers = 2;  // a report sums both workers' lines
+        std::string err;
+        t_ = dp::FlowTables::create(fc, &err);
+        ASSERT_NE(t_, nullptr) << err;
+        ap_ = std::make_unique<dp::Applier>(*t_);
+    }
+    void TearDown() override {
+        ap_.reset();
+        delete t_;
+    }
+
+    // Allocation `id` of client 198.18.3.<client>:50000 on 198.18.3.1:3478,
+    // relayed at 198.18.3.1:<relayed_port>.
+    static ipc::AllocationAdd allocation(uint64_t id, uint8_t client, uint16_t relayed_port) {
+        ipc::AllocationAdd a{};
+        a.alloc_id = id;
+        a.client = v4(client, 50000);
+        a.listen = v4(1, 3478);
+        a.relayed_v4 = v4(1, relayed_port);
+        return a;
+    }
+    static ipc::AllocationCounters figures(uint64_t id, uint64_t to_peer_packets, uint64_t to_peer_bytes,
+                                           uint64_t to_client_packets, uint64_t to_client_bytes, uint64_t dropped) {
+        ipc::AllocationCounters c{};
+        c.alloc_id = id;
+        c.to_peer_packets = to_peer_packets;
+        c.to_peer_bytes = to_peer_bytes;
+        c.to_client_packets = to_client_packets;
+        c.to_client_bytes = to_client_bytes;
+        c.dropped_packets = dropped;
+        return c;
+    }
+
+    void add(ipc::AllocationAdd m) { ASSERT_TRUE(ap_->apply(ipc::encode(m, ++seq_))); }
+    void resync_begin(uint64_t generation) {
+        ipc::ResyncBegin b{};
+        b.generation = generation;
+        ASSERT_TRUE(ap_->apply(ipc::encode(b, ++seq_)));
+    }
+    void resync_end(uint64_t generation) {
+        ipc::ResyncEnd e{};
+        e.generation = generation;
+        ASSERT_TRUE(ap_->apply(ipc::encode(e, ++seq_)));
+    }
+    void del(uint64_t id) {
+        ipc::AllocationDel d{};
+        d.alloc_id = id;
+        ASSERT_TRUE(ap_->apply(ipc::encode(d, ++seq_)));
+    }
+
+    // The index a worker finds for the allocation's client 5-tuple (its
+    // kClient entry); UINT32_MAX when there is none.
+    uint32_t index_of(const ipc::AllocationAdd& m) const {
+        dp::Key4 k{};
+        std::memcpy(&k.a_ip, m.listen.ip, 4);
+        std::memcpy(&k.b_ip, m.client.ip, 4);
+        k.a_port = rte_cpu_to_be_16(m.listen.port);
+        k.b_port = rte_cpu_to_be_16(m.client.port);
+        k.kind = dp::KeyKind::kClient;
+        void* d = nullptr;
+        if (rte_hash_lookup_data(t_->h4, &k, &d) < 0) {
+            return UINT32_MAX;
+        }
+        return dp::inline_alloc(d);
+    }
+
+    // Worker `w` relays traffic of the allocation at `idx`: as
+    // Worker::alloc_state, its line starts from zero the first time it is
+    // touched after the index was (re)used.
+    void count(uint32_t w, uint32_t idx, const ipc::AllocationCounters& f) {
+        ASSERT_LT(idx, t_->config().max_allocations);
+        dp::AllocState& s = t_->state(w)[idx];
+        const uint32_t e = t_->allocs[idx].epoch;
+        if (s.epoch != e) {
+            s = dp::AllocState{};
+            s.epoch = e;
+        }
+        s.to_peer_packets += f.to_peer_packets;
+        s.to_peer_bytes += f.to_peer_bytes;
+        s.to_client_packets += f.to_client_packets;
+        s.to_client_bytes += f.to_client_bytes;
+        s.dropped_packets += f.dropped_packets;
+    }
+
+    // A CountersRequest's answer: every chunk decoded, the entries in order
+    // (finals first); `finals` and `live` get them apart.
+    std::vector<ipc::AllocationCounters> report() {
+        std::vector<ipc::AllocationCounters> out;
+        finals.clear();
+        live.clear();
+        bool last = false;
+        ipc::CountersRequest rq{};
+        EXPECT_TRUE(ap_->apply(ipc::encode(rq, ++seq_), [&](std::span<const uint8_t> b) {
+            const auto r = ipc::decode<ipc::CountersReport>(b);
+            EXPECT_TRUE(r) << "an answer that is not a CountersReport";
+            if (!r) {
+                return;
+            }
+            EXPECT_FALSE(last) << "a chunk after the last one";
+            last = r->last != 0;
+            EXPECT_TRUE(r->finals == 0 || live.empty()) << "a chunk of finals after live entries";
+            out.insert(out.end(), r->entries, r->entries + r->count);
+            (r->finals != 0 ? finals : live).insert((r->finals != 0 ? finals : live).end(), r->entries,
+                                                     r->entries + r->count);
+        }));
+        EXPECT_TRUE(last) << "no final chunk";
+        return out;
+    }
+    std::vector<ipc::AllocationCounters> finals, live;  // of the last report()
+
+    static std::string str(const ipc::AllocationCounters& c) {
+        std::ostringstream s;
+        s << "{id " << c.alloc_id << ": to peer " << c.to_peer_packets << "/" << c.to_peer_bytes << ", to client "
+          << c.to_client_packets << "/" << c.to_client_bytes << ", dropped " << c.dropped_packets << "}";
+        return s.str();
+    }
+    static std::string str(const std::vector<ipc::AllocationCounters>& r) {
+        if (r.empty()) {
+            return "empty report";
+        }
+        std::ostringstream s;
+        s << "report:";
+        for (const auto& c : r) {
+            s << " " << str(c);
+        }
+        return s.str();
+    }
+    // Exactly one entry for want.alloc_id, with want's figures.
+    static ::testing::AssertionResult reported_once(const std::vector<ipc::AllocationCounters>& r,
+                                                    const ipc::AllocationCounters& want) {
+        const ipc::AllocationCounters* got = nullptr;
+        size_t n = 0;
+        for (const auto& c : r) {
+            if (c.alloc_id == want.alloc_id) {
+                got = &c;
+                n++;
+            }
+        }
+        if (n != 1) {
+            return ::testing::AssertionFailure()
+                   << "id " << want.alloc_id << " reported " << n << " times, want once as " << str(want) << "; "
+                   << str(r);
+        }
+        if (std::memcmp(got, &want, sizeof want) != 0) {
+            return ::testing::AssertionFailure() << "want " << str(want) << "; " << str(r);
+        }
+        return ::testing::AssertionSuccess();
+    }
+    static bool mentions(const std::vector<ipc::AllocationCounters>& r, uint64_t id) {
+        for (const auto& c : r) {
+            if (c.alloc_id == id) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    dp::FlowTables* t_ = nullptr;
+    std::unique_ptr<dp::Applier> ap_;
+    uint64_t seq_ = 0;
+};
+
+// One installed allocation: the report has one entry, both workers' lines
+// summed; a report without new traffic repeats the cumulative figures.
+TEST_F(ApplierCounters, LiveAllocationReportsBothWorkersSummed) {
+    const ipc::AllocationAdd a = allocation(7, 10, 49152);
+    add(a);
+    const uint32_t idx = index_of(a);
+    ASSERT_NE(idx, UINT32_MAX);
+    count(0, idx, figures(7, 6, 600, 3, 300, 1));
+    count(1, idx, figures(7, 4, 400, 1, 100, 1));
+    auto r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 10, 1000, 4, 400, 2)));
+    r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 10, 1000, 4, 400, 2)));
+}
+
+// Del then Add of the same id with the same addresses before the next
+// report (the control plane re-announcing an allocation): one entry for the
+// id, the old install's figures plus the new one's, and they keep growing
+// over further re-adds and reports. Right after the re-add, before any new
+// traffic, the figures are the old install's exactly: the new install does
+// not count the old one's lines again, whether or not it got the same index
+// (a worker's line of a reused index is stale until the worker touches it).
+TEST_F(ApplierCounters, DelThenAddOfTheSameIdReportsOneCumulativeEntry) {
+    const ipc::AllocationAdd a = allocation(7, 10, 49152);
+    add(a);
+    uint32_t idx = index_of(a);
+    ASSERT_NE(idx, UINT32_MAX);
+    count(0, idx, figures(7, 6, 600, 3, 300, 1));
+    count(1, idx, figures(7, 4, 400, 1, 100, 0));
+    auto r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 10, 1000, 4, 400, 1)));
+
+    del(7);
+    EXPECT_EQ(index_of(a), UINT32_MAX);
+    add(a);
+    ASSERT_EQ(ap_->allocations(), 1u);
+    idx = index_of(a);
+    ASSERT_NE(idx, UINT32_MAX);
+    r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 10, 1000, 4, 400, 1))) << "nothing relayed since";
+
+    count(1, idx, figures(7, 3, 300, 1, 100, 2));
+    r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 13, 1300, 5, 500, 3)));
+
+    // Traffic on both installs between two reports, re-added twice.
+    count(0, idx, figures(7, 2, 200, 0, 0, 0));
+    del(7);
+    add(a);
+    idx = index_of(a);
+    ASSERT_NE(idx, UINT32_MAX);
+    count(0, idx, figures(7, 1, 100, 1, 100, 0));
+    del(7);
+    add(a);
+    idx = index_of(a);
+    ASSERT_NE(idx, UINT32_MAX);
+    count(1, idx, figures(7, 0, 0, 2, 200, 1));
+    r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 16, 1600, 8, 800, 4)));
+    EXPECT_EQ(ap_->stats().finals_dropped, 0u);
+}
+
+// An Add for a known id with other addresses is another allocation under
+// that id (a control plane restarted without its state numbers its own from
+// 1 again; a moved allocation comes as a Del and an Add): the old install's
+// final totals are reported apart, in the finals chunk, and the new one
+// counts from zero.
+TEST_F(ApplierCounters, AddWithOtherAddressesIsAnotherInstall) {
+    const ipc::AllocationAdd a = allocation(7, 10, 49152);
+    add(a);
+    uint32_t idx = index_of(a);
+    ASSERT_NE(idx, UINT32_MAX);
+    count(0, idx, figures(7, 10, 1000, 4, 400, 0));
+    auto r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(live, figures(7, 10, 1000, 4, 400, 0)));
+
+    count(1, idx, figures(7, 1, 100, 0, 0, 1));  // not reported yet
+    const ipc::AllocationAdd other = allocation(7, 11, 49152);
+    add(other);
+    EXPECT_EQ(ap_->allocations(), 1u);
+    EXPECT_EQ(index_of(a), UINT32_MAX) << "the old client 5-tuple still names an allocation";
+    idx = index_of(other);
+    ASSERT_NE(idx, UINT32_MAX);
+    count(0, idx, figures(7, 3, 300, 1, 100, 0));
+    r = report();
+    EXPECT_EQ(r.size(), 2u) << str(r);
+    EXPECT_TRUE(reported_once(finals, figures(7, 11, 1100, 4, 400, 1)));
+    EXPECT_TRUE(reported_once(live, figures(7, 3, 300, 1, 100, 0)));
+
+    // The Del after it reports the new install's total once, as a final.
+    count(1, idx, figures(7, 1, 50, 1, 50, 0));
+    del(7);
+    r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(finals, figures(7, 4, 350, 2, 150, 0)));
+    r = report();
+    EXPECT_TRUE(r.empty()) << str(r);
+}
+
+// Only a Del of the current control-plane connection lets an Add of the
+// same id go on counting: what a resync sweeps (an allocation the new
+// control plane did not re-add), and a Del from before a new resync, are
+// finals of their own, and the next allocation under the id starts at zero.
+TEST_F(ApplierCounters, SweptOrEarlierDeletedIdsAreNotContinued) {
+    const ipc::AllocationAdd a = allocation(7, 10, 49152);
+    add(a);
+    count(0, index_of(a), figures(7, 10, 1000, 4, 400, 0));
+    const ipc::AllocationAdd b = allocation(8, 12, 49160);
+    add(b);
+    count(1, index_of(b), figures(8, 6, 600, 2, 200, 0));
+    auto r = report();
+    EXPECT_EQ(live.size(), 2u) << str(r);
+
+    // A new control plane without state: its resync re-adds neither, then
+    // its own first allocations get ids 7 and 8 again.
+    resync_begin(2);
+    resync_end(2);
+    const ipc::AllocationAdd a2 = allocation(7, 20, 49170);
+    add(a2);
+    count(0, index_of(a2), figures(7, 1, 10, 0, 0, 0));
+    // And id 8: deleted by this control plane before the next resync.
+    const ipc::AllocationAdd b2 = allocation(8, 21, 49171);
+    add(b2);
+    count(0, index_of(b2), figures(8, 2, 20, 0, 0, 0));
+    del(8);
+    resync_begin(3);
+    add(a2);  // the live one re-added by this resync, as it is
+    resync_end(3);
+    const ipc::AllocationAdd b3 = allocation(8, 22, 49172);
+    add(b3);
+    count(0, index_of(b3), figures(8, 1, 5, 0, 0, 0));
+    r = report();
+    EXPECT_TRUE(reported_once(live, figures(7, 1, 10, 0, 0, 0))) << "the swept id 7 was continued";
+    EXPECT_TRUE(reported_once(live, figures(8, 1, 5, 0, 0, 0))) << "a Del from before the resync was continued";
+    EXPECT_EQ(finals.size(), 3u) << str(r);  // swept 7 and 8, then 8 deleted
+}
+
+// A Del with no Add after it: the next report carries the allocation's final
+// figures (including what was relayed after the previous report) once; the
+// report after that does not name it.
+TEST_F(ApplierCounters, DeletedAllocationReportsItsFinalOnce) {
+    const ipc::AllocationAdd a = allocation(7, 10, 49152);
+    add(a);
+    const uint32_t idx = index_of(a);
+    ASSERT_NE(idx, UINT32_MAX);
+    count(0, idx, figures(7, 10, 1000, 4, 400, 0));
+    auto r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 10, 1000, 4, 400, 0)));
+
+    count(1, idx, figures(7, 2, 200, 1, 100, 3));
+    del(7);
+    EXPECT_EQ(ap_->allocations(), 0u);
+    EXPECT_EQ(index_of(a), UINT32_MAX);
+    r = report();
+    EXPECT_EQ(r.size(), 1u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 12, 1200, 5, 500, 3)));
+    r = report();
+    EXPECT_FALSE(mentions(r, 7)) << str(r);
+    EXPECT_TRUE(r.empty()) << str(r);
+    EXPECT_EQ(ap_->stats().finals_dropped, 0u);
+}
+
+// Different ids deleted and added between two reports (a new id may get a
+// deleted one's index): each id once, with its own figures only.
+TEST_F(ApplierCounters, DifferentIdsDeletedAndAddedAreReportedApart) {
+    const ipc::AllocationAdd a7 = allocation(7, 10, 49152);
+    const ipc::AllocationAdd a8 = allocation(8, 20, 49153);
+    add(a7);
+    add(a8);
+    const uint32_t i7 = index_of(a7);
+    const uint32_t i8 = index_of(a8);
+    ASSERT_NE(i7, UINT32_MAX);
+    ASSERT_NE(i8, UINT32_MAX);
+    ASSERT_NE(i7, i8);
+    count(0, i7, figures(7, 10, 1000, 4, 400, 1));
+    count(1, i8, figures(8, 20, 2000, 8, 800, 0));
+    auto r = report();
+    EXPECT_EQ(r.size(), 2u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 10, 1000, 4, 400, 1)));
+    EXPECT_TRUE(reported_once(r, figures(8, 20, 2000, 8, 800, 0)));
+
+    count(1, i7, figures(7, 1, 100, 0, 0, 0));
+    del(7);
+    const ipc::AllocationAdd a9 = allocation(9, 30, 49154);
+    add(a9);
+    del(8);
+    const ipc::AllocationAdd a10 = allocation(10, 40, 49155);
+    add(a10);
+    const uint32_t i9 = index_of(a9);
+    const uint32_t i10 = index_of(a10);
+    ASSERT_NE(i9, UINT32_MAX);
+    ASSERT_NE(i10, UINT32_MAX);
+    count(0, i9, figures(9, 5, 500, 2, 200, 0));
+    count(1, i10, figures(10, 7, 700, 3, 300, 2));
+    r = report();
+    EXPECT_EQ(r.size(), 4u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(7, 11, 1100, 4, 400, 1)));
+    EXPECT_TRUE(reported_once(r, figures(8, 20, 2000, 8, 800, 0)));
+    EXPECT_TRUE(reported_once(r, figures(9, 5, 500, 2, 200, 0)));
+    EXPECT_TRUE(reported_once(r, figures(10, 7, 700, 3, 300, 2)));
+    r = report();
+    EXPECT_EQ(r.size(), 2u) << str(r);
+    EXPECT_TRUE(reported_once(r, figures(9, 5, 500, 2, 200, 0)));
+    EXPECT_TRUE(reported_once(r, figures(10, 7, 700, 3, 300, 2)));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@ at the socket (exit 3); the socket is its owner's only.
 import asyncio
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -111,14 +112,24 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
             assert [p["peer"] for p in a["permissions"]] == ["127.0.0.1"], a
             assert a["packets_client_to_peer"] >= 1 and a["packets_peer_to_client"] >= 1, a
         assert set(by_relayed) == {f"{h}:{p}" for h, p in relayed}
+        # What each relayed, payload bytes: b"zero" one way and back, b"one" the same.
+        for (h, p), size in zip(relayed, (4, 3)):
+            a = by_relayed[f"{h}:{p}"]
+            assert a["bytes_client_to_peer"] == size * a["packets_client_to_peer"], a
+            assert a["bytes_peer_to_client"] == size * a["packets_peer_to_client"], a
         rc, out, err = r["table"]
-        assert rc == 0 and "2 allocation(s)" in out and USER in out
+        assert rc == 0 and "2 allocation(s)" in out and USER in out and "BYTES_UP" in out
         assert r["nobody"][0] == 0 and r["nobody"][1]["allocations"] == []
         rc, out, err = r["close"]
         assert rc == 0 and f"closed allocation {by_relayed[f'{relayed[0][0]}:{relayed[0][1]}']['id']}" in out, (out, err)
         assert r["after_close"] is None and r["still"] == b"still"
         assert len(r["left"][1]["allocations"]) == 1
-        assert "event=allocation_closed_by_operator" in relay.log.read_text()
+        closed = by_relayed[f"{relayed[0][0]}:{relayed[0][1]}"]
+        end = re.search(rf"event=allocation_closed_by_operator id={closed['id']} .*", relay.log.read_text())
+        assert end, relay.log.read_text()
+        assert (f" packets_to_peer={closed['packets_client_to_peer']} bytes_to_peer={closed['bytes_client_to_peer']}"
+                f" packets_to_client={closed['packets_peer_to_client']} bytes_to_client={closed['bytes_peer_to_client']}"
+                in end.group(0)), end.group(0)
         rc, out, err = r["unknown"]
         assert rc == 1 and "no allocation 987654321" in err
         rc, out, err = r["reload"]
