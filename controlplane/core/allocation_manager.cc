@@ -237,14 +237,19 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
         dirty_.erase(a.id);
         removed_.push_back(a.id);
     }
-    // Before the offload forgets it: its fast path's share of the usage.
-    log(why == EndReason::kDeleted ? "allocation_deleted"
-        : why == EndReason::kExpired ? "allocation_expired"
-        : why == EndReason::kConnectionClosed ? "allocation_connection_closed"
-        : why == EndReason::kOperator       ? "allocation_closed_by_operator"
-                                              : "allocation_closed",
-        a, true);
+    // Its end line, before the offload forgets it: the offload's share of
+    // its usage comes with the line now, or the offload logs the line when
+    // it has its final share.
     OffloadHook& hook = offload_for(a);
+    EndLine line = end_line(why == EndReason::kDeleted ? "allocation_deleted"
+                            : why == EndReason::kExpired ? "allocation_expired"
+                            : why == EndReason::kConnectionClosed ? "allocation_connection_closed"
+                            : why == EndReason::kOperator       ? "allocation_closed_by_operator"
+                                                                  : "allocation_closed",
+                            a);
+    if (!hook.defer_end(a.id, line)) {
+        log_end(line, hook.offloaded_usage(a.id));
+    }
     for (const auto& [ch, b] : a.channels) {
         hook.channel_removed(a.id, ch, b.peer);
     }
@@ -550,33 +555,27 @@ OffloadAllocation AllocationManager::offload_view(const Allocation& a, uint64_t 
     return v;
 }
 
-void AllocationManager::log(std::string_view event, const Allocation& a, bool ended) {
+void AllocationManager::log(std::string_view event, const Allocation& a) {
+    log_event(LogLevel::kInfo, event, end_line(event, a).fields);
+}
+
+EndLine AllocationManager::end_line(std::string_view event, const Allocation& a) const {
     const uint64_t now = clock_.now_ms();
     const uint64_t remaining = a.expires_ms > now ? (a.expires_ms - now) / 1000 : 0;
-    const auto id = std::to_string(a.id);
-    const auto client = a.five_tuple.client.to_string();
-    const auto server = a.five_tuple.server.to_string();
-    const auto transport = std::string(transport_name(a.five_tuple.transport));
-    const auto relayed = relays_string(a);
-    const auto lifetime = std::to_string(remaining);
-    const auto permissions = std::to_string(a.permissions.size());
-    const auto channels = std::to_string(a.channels.size());
-    if (!ended) {
-        log_event(event, {{"id", id}, {"client", client}, {"server", server}, {"transport", transport},
-                          {"user", a.username}, {"relayed", relayed}, {"lifetime_s", lifetime},
-                          {"permissions", permissions}, {"channels", channels}});
-        return;
-    }
-    // The allocation's whole life: what it relayed each way, and for how long.
-    const RelayUsage u = usage(a);
-    log_event(event, {{"id", id}, {"client", client}, {"server", server}, {"transport", transport},
-                      {"user", a.username}, {"relayed", relayed}, {"lifetime_s", lifetime},
-                      {"permissions", permissions}, {"channels", channels},
-                      {"age_s", std::to_string(now > a.created_ms ? (now - a.created_ms) / 1000 : 0)},
-                      {"packets_to_peer", std::to_string(u.packets_to_peer)},
-                      {"bytes_to_peer", std::to_string(u.bytes_to_peer)},
-                      {"packets_to_client", std::to_string(u.packets_to_client)},
-                      {"bytes_to_client", std::to_string(u.bytes_to_client)}});
+    EndLine e;
+    e.event = event;
+    e.fields = {{"id", std::to_string(a.id)},
+                {"client", a.five_tuple.client.to_string()},
+                {"server", a.five_tuple.server.to_string()},
+                {"transport", std::string(transport_name(a.five_tuple.transport))},
+                {"user", a.username},
+                {"relayed", relays_string(a)},
+                {"lifetime_s", std::to_string(remaining)},
+                {"permissions", std::to_string(a.permissions.size())},
+                {"channels", std::to_string(a.channels.size())},
+                {"age_s", std::to_string(now > a.created_ms ? (now - a.created_ms) / 1000 : 0)}};
+    e.relayed = a.relayed;
+    return e;
 }
 
 }  // namespace turn::cp

@@ -131,8 +131,9 @@ private:
     void on_permission_timer(uint64_t id, const Address& key);
     void on_channel_timer(uint64_t id, uint16_t channel);
     void release_resources(Allocation& a);
-    // One allocation event; `ended`: its end, with what it relayed (usage).
-    void log(std::string_view event, const Allocation& a, bool ended = false);
+    void log(std::string_view event, const Allocation& a);  // its fields as end_line's
+    // The end line of `a` (event: how it ended), without its usage.
+    EndLine end_line(std::string_view event, const Allocation& a) const;
 
     Shared& shared_;
     const Clock& clock_;

@@ -32,6 +32,10 @@ void set_log_json(bool json) { g_json.store(json); }
 bool log_json() { return g_json.load(); }
 
 std::string format_event(std::string_view event, std::initializer_list<Field> fields, bool json) {
+    return format_event(event, std::span<const Field>(fields.begin(), fields.size()), json);
+}
+
+std::string format_event(std::string_view event, std::span<const Field> fields, bool json) {
     std::string out;
     if (json) {
         out += "\"event\":\"";
@@ -78,6 +82,10 @@ spdlog::level::level_enum to_spdlog(LogLevel l) {
 bool log_enabled(LogLevel level) { return spdlog::should_log(to_spdlog(level)); }
 
 void log_event(LogLevel level, std::string_view event, std::initializer_list<Field> fields) {
+    log_event(level, event, std::span<const Field>(fields.begin(), fields.size()));
+}
+
+void log_event(LogLevel level, std::string_view event, std::span<const Field> fields) {
     const auto l = to_spdlog(level);
     if (!spdlog::should_log(l)) {
         return;

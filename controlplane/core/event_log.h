@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -20,8 +21,10 @@ enum class LogLevel : uint8_t { kDebug, kInfo, kWarn, kError };
 // JSON object per line.
 void log_event(std::string_view event, std::initializer_list<Field> fields);
 void log_event(LogLevel level, std::string_view event, std::initializer_list<Field> fields);
+void log_event(LogLevel level, std::string_view event, std::span<const Field> fields);  // fields built at run time
 bool log_enabled(LogLevel level);
 // Formats (exposed for tests).
 std::string format_event(std::string_view event, std::initializer_list<Field> fields, bool json);
+std::string format_event(std::string_view event, std::span<const Field> fields, bool json);
 
 }  // namespace turn::cp

@@ -36,6 +36,12 @@ public:
     // reported it (the dataplane: as of its last counters report). Called
     // from any event loop.
     virtual RelayUsage offloaded_usage(uint64_t /*allocation_id*/) const { return {}; }
+    // The allocation is ending (called right before allocation_removed):
+    // true if the offload takes `line` (moved from) and logs it, with its
+    // own share of the usage, once it knows that share in full (the
+    // dataplane: its final totals, in the report after the Del); false, and
+    // `line` untouched, to have the caller log it now.
+    virtual bool defer_end(uint64_t /*allocation_id*/, EndLine& /*line*/) { return false; }
 };
 
 }  // namespace turn::cp

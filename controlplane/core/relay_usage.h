@@ -7,6 +7,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/event_log.h"
 
 namespace turn::cp {
 
@@ -34,5 +39,25 @@ struct RelayUsage {
     friend RelayUsage operator+(RelayUsage a, const RelayUsage& b) { return a += b; }
     bool operator==(const RelayUsage&) const = default;
 };
+
+// An allocation's end log line (AllocationManager::remove) before its usage
+// is added: the offload may keep it until it knows its own share
+// (OffloadHook::defer_end).
+struct EndLine {
+    std::string event;          // allocation_deleted, allocation_expired, ...
+    std::vector<Field> fields;  // who and what it was; keys are literals
+    RelayUsage relayed;         // the control plane's share
+};
+
+// Logs `e` with its usage: the control plane's share plus `offloaded`.
+inline void log_end(const EndLine& e, const RelayUsage& offloaded) {
+    const RelayUsage u = e.relayed + offloaded;
+    std::vector<Field> f = e.fields;
+    f.emplace_back("packets_to_peer", std::to_string(u.packets_to_peer));
+    f.emplace_back("bytes_to_peer", std::to_string(u.bytes_to_peer));
+    f.emplace_back("packets_to_client", std::to_string(u.packets_to_client));
+    f.emplace_back("bytes_to_client", std::to_string(u.bytes_to_client));
+    log_event(LogLevel::kInfo, e.event, f);
+}
 
 }  // namespace turn::cp

@@ -146,9 +146,12 @@ void IpcServer::stop() {
         ::unlink(path_.c_str());
     }
     // wake_fd_ stays open until destruction: a loop thread may still call wake().
-    std::lock_guard lk(mu_);
-    in_sync_ = false;
-    outbox_.clear();
+    {
+        std::lock_guard lk(mu_);
+        in_sync_ = false;
+        outbox_.clear();
+    }
+    log_ended();
     counters_.connected.store(false);
 }
 
@@ -386,6 +389,7 @@ void IpcServer::close_conn(const char* why) {
         in_sync_ = false;
         outbox_.clear();
     }
+    log_ended();  // their finals will not come on this link
     pending_.clear();
     counters_.connected.store(false);
     counters_.settings_applied.store(false);
@@ -453,6 +457,7 @@ void IpcServer::bad_message(int type, size_t bytes) {
 }
 
 void IpcServer::on_hello(const ipc::Hello& h) {
+    log_ended();  // requests are counted anew from this resync on
     if (h.boot_id != boot_id_) {
         last_.clear();  // a new dataplane process: its counters start at zero
         counters_.clear_workers();
@@ -484,6 +489,8 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         e.entries = adds;
         pending_.push_back(encode_buf(e));
         in_sync_ = true;
+        requests_ = 0;
+        answered_ = 0;
     }
     backlog_limit_ = pending_.size() + kMaxBacklog;
     counters_.connected.store(true);
@@ -501,9 +508,35 @@ void IpcServer::send_counters_request() {
         if (!in_sync_) {
             return;
         }
+        ++requests_;
     }
     ipc::CountersRequest r{};
     pending_.push_back(encode_buf(r));
+}
+
+bool IpcServer::defer_end(uint64_t id, EndLine& line) {
+    std::lock_guard lk(mu_);
+    if (!in_sync_ || !mirror_.contains(id) || ended_.size() >= kMaxEnded) {
+        return false;
+    }
+    // The Del goes out after this; a request sent after it is answered with
+    // the final totals: request requests_ + 1 may be queued ahead of the
+    // Del, requests_ + 2 is not.
+    auto u = usage_.find(id);
+    ended_[id] = Ended{std::move(line), u == usage_.end() ? RelayUsage{} : u->second, requests_ + 2};
+    return true;
+}
+
+void IpcServer::log_ended() {
+    std::unordered_map<uint64_t, Ended> all;
+    {
+        std::lock_guard lk(mu_);
+        all.swap(ended_);
+    }
+    for (const auto& [id, e] : all) {
+        (void)id;
+        log_end(e.line, e.fast);
+    }
 }
 
 RelayUsage IpcServer::offloaded_usage(uint64_t id) const {
@@ -517,6 +550,7 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
     constexpr auto kToClient = static_cast<size_t>(Direction::kPeerToClient);
     const uint32_t n = std::min<uint32_t>(r.count, ipc::CountersReport::kMaxEntries);
     std::array<RelayUsage, ipc::CountersReport::kMaxEntries> d;
+    std::vector<Ended> ready;  // end lines complete with this chunk
     for (uint32_t i = 0; i < n; ++i) {
         const ipc::AllocationCounters& c = r.entries[i];
         Last& l = last_[c.alloc_id];  // a final of an install never seen live: all of it is new
@@ -539,16 +573,36 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
         // chunk of a report). An allocation the control plane has removed is
         // not counted any more: its end is logged already.
         std::lock_guard lk(mu_);
-        // A final belongs to a removed install, whose end is logged already,
-        // or to an earlier allocation under a reused id: never to a live one.
-        for (uint32_t i = 0; i < n && r.finals == 0; ++i) {
-            if (d[i] != RelayUsage{} && mirror_.contains(r.entries[i].alloc_id)) {
-                usage_[r.entries[i].alloc_id] += d[i];
+        // A final belongs to a removed install, whose end line may be waiting
+        // for it, or to an earlier allocation under a reused id: never to a
+        // live one.
+        for (uint32_t i = 0; i < n; ++i) {
+            const uint64_t id = r.entries[i].alloc_id;
+            if (r.finals == 0) {
+                if (d[i] != RelayUsage{} && mirror_.contains(id)) {
+                    usage_[id] += d[i];
+                }
+            } else if (auto e = ended_.find(id); e != ended_.end() && !mirror_.contains(id)) {
+                e->second.fast += d[i];
+                ready.push_back(std::move(e->second));
+                ended_.erase(e);
             }
         }
         if (r.last != 0) {
             std::erase_if(usage_, [&](const auto& kv) { return !mirror_.contains(kv.first); });
+            ++answered_;
+            for (auto e = ended_.begin(); e != ended_.end();) {
+                if (e->second.due <= answered_) {  // no final came (none installed, or lost)
+                    ready.push_back(std::move(e->second));
+                    e = ended_.erase(e);
+                } else {
+                    ++e;
+                }
+            }
         }
+    }
+    for (const Ended& e : ready) {
+        log_end(e.line, e.fast);
     }
     if (r.last != 0) {
         // Allocations absent from a whole report are gone from the dataplane.

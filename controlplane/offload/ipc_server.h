@@ -128,6 +128,12 @@ public:
     // The dataplane's fast-path traffic of the allocation, summed over its
     // counters reports (and over dataplane restarts) up to the last one.
     RelayUsage offloaded_usage(uint64_t allocation_id) const override;
+    // Keeps an offloaded allocation's end line until the report after its Del
+    // (its final totals: the last second of its fast-path traffic), at most
+    // two counters requests after the removal; a lost dataplane logs it with
+    // what was reported.
+    bool defer_end(uint64_t allocation_id, EndLine& line) override;
+    static constexpr size_t kMaxEnded = 1u << 16;  // more end at once: logged at once
 
 private:
     // One encoded message, inline (no heap allocation per message on the
@@ -155,6 +161,8 @@ private:
     void on_counters(const ipc::CountersReport& r);
     bool flush();  // false: connection dropped
     void send_counters_request();
+    // Logs every kept end line now (the link is gone, or the server stops).
+    void log_ended();
 
     // Under mu_: append to the outbox if a dataplane is in sync; true if queued.
     template <typename M>
@@ -183,6 +191,14 @@ private:
     // Fast-path usage of the allocations in mirror_ (others are dropped at
     // each complete report: the control plane has logged their end).
     std::unordered_map<uint64_t, RelayUsage> usage_;
+    struct Ended {
+        EndLine line;
+        RelayUsage fast;   // the fast path's share reported so far
+        uint64_t due = 0;  // logged when answered_ reaches it, final or not
+    };
+    std::unordered_map<uint64_t, Ended> ended_;  // by allocation id
+    uint64_t requests_ = 0;  // CountersRequests sent on this connection
+    uint64_t answered_ = 0;  // complete reports received on this connection
     std::vector<Buf> outbox_;
     bool in_sync_ = false;  // outbox_ is collected only while true
     std::atomic<uint64_t> seq_{0};

@@ -1120,12 +1120,26 @@ TEST_F(DataplaneIpc, PortCountersReachMetricsAndHostileOnesAreContained) {
     EXPECT_EQ(body.find("turn_dataplane_port_link_up{"), std::string::npos);
 }
 
+// The first line of the relay's log that has `what` (waits up to 3 s); "".
+std::string log_line(const RelayProcess& relay, const std::string& what) {
+    for (int i = 0; i < 150; ++i) {
+        const std::string log = relay.log();
+        if (const size_t at = log.find(what); at != std::string::npos) {
+            return log.substr(at, log.find('\n', at) - at);
+        }
+        ::usleep(20'000);
+    }
+    return "";
+}
+
 // What an allocation relayed, in its end log line: the datagrams the control
 // plane relayed itself plus those the dataplane's fast path reported, summed
 // over the dataplane's cumulative reports and across a dataplane restart
-// (whose counters start again at zero). A final of another install under the
-// same id (a control plane restarted without its state numbers from 1 again)
-// and reports of the allocation after its end change only /metrics.
+// (whose counters start again at zero), and its final totals: the line waits
+// for the report after the Del. A final of another install under the same id
+// (a control plane restarted without its state numbers from 1 again) changes
+// only /metrics. Without a final the line comes two reports after the Del;
+// a lost dataplane lets the waiting lines go at once.
 TEST(DataplaneIpcUsage, TheEndLineAddsBothPathsAcrossADataplaneRestart) {
     RelayProcess relay(false, 0, "", "info");
     ASSERT_TRUE(relay.ready()) << "turn-relay did not start";
@@ -1197,30 +1211,58 @@ TEST(DataplaneIpcUsage, TheEndLineAddsBothPathsAcrossADataplaneRestart) {
     const std::string body = metrics_with(relay.metrics_port(), want);
     ASSERT_NE(body.find(want), std::string::npos) << body;
 
+    // The end: its line waits for the dataplane's final totals, which come
+    // in the report after the Del (the last second of fast-path traffic).
     ASSERT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
-    std::string line;
-    for (int i = 0; i < 100 && line.empty(); ++i) {
-        const std::string log = relay.log();
-        if (const size_t at = log.find("event=allocation_deleted id=" + std::to_string(id) + " "); at != std::string::npos) {
-            line = log.substr(at, log.find('\n', at) - at);
-        } else {
-            ::usleep(20'000);
-        }
-    }
+    ASSERT_TRUE(dp->expect<ipc::PermissionDel>());
+    ASSERT_TRUE(dp->expect<ipc::AllocationDel>());
+    const std::string ended = "event=allocation_deleted id=" + std::to_string(id) + " ";
+    EXPECT_EQ(count_of(relay.log(), ended), 0u) << "logged before the final totals came";
+    report(5, 500, 1, 100, true);
+    const std::string line = log_line(relay, ended);
     ASSERT_FALSE(line.empty()) << relay.log();
-    // 15 + 1 datagrams to the peer (1500 + 5 bytes), 7 + 1 to the client (700 + 7).
-    EXPECT_NE(line.find(" packets_to_peer=16 bytes_to_peer=1505 packets_to_client=8 bytes_to_client=707"),
+    // To the peer: 15 reported + 2 more in the final + 1 relayed by the
+    // control plane (1500 + 200 + 5 bytes); to the client: 7 + 0 + 1 (700 + 7).
+    EXPECT_NE(line.find(" packets_to_peer=18 bytes_to_peer=1705 packets_to_client=8 bytes_to_client=707"),
               std::string::npos)
         << line;
     EXPECT_NE(line.find(" user=alice "), std::string::npos) << line;
-
-    // The dataplane's final report of the ended allocation reaches /metrics only.
-    ASSERT_TRUE(dp->expect<ipc::PermissionDel>());
-    ASSERT_TRUE(dp->expect<ipc::AllocationDel>());
-    report(5, 500, 1, 100, true);
     const std::string after = "turn_relayed_packets_total{direction=\"client_to_peer\",path=\"dataplane\"} 67";
     EXPECT_NE(metrics_with(relay.metrics_port(), after).find(after), std::string::npos);
     EXPECT_EQ(count_of(relay.log(), "event=allocation_deleted "), 1u);
+
+    // No final (the allocation never reached the fast path, or the final was
+    // lost): the line comes two reports after the Del, with what was reported.
+    Client c2(relay.server());
+    ASSERT_EQ(c2.allocate().family, Family::kIPv4);
+    auto add2 = dp->expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add2);
+    ASSERT_TRUE(c2.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    ASSERT_TRUE(dp->expect<ipc::AllocationDel>());
+    const std::string ended2 = "event=allocation_deleted id=" + std::to_string(add2->alloc_id) + " ";
+    dp->report = ipc::CountersReport{};
+    dp->report->last = 1;
+    const int requests_before = dp->counter_requests;
+    for (int i = 0; i < 4 && count_of(relay.log(), ended2) == 0; ++i) {
+        dp->serve_counters(3000);
+    }
+    const std::string line2 = log_line(relay, ended2);
+    EXPECT_NE(line2.find(" packets_to_peer=0 bytes_to_peer=0 packets_to_client=0 bytes_to_client=0"),
+              std::string::npos)
+        << relay.log();
+    EXPECT_LE(dp->counter_requests - requests_before, 3) << "the line waited longer than two reports";
+
+    // A lost dataplane: the lines waiting for it are logged at once.
+    Client c3(relay.server());
+    ASSERT_EQ(c3.allocate().family, Family::kIPv4);
+    auto add3 = dp->expect<ipc::AllocationAdd>();
+    ASSERT_TRUE(add3);
+    ASSERT_TRUE(c3.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
+    ASSERT_TRUE(dp->expect<ipc::AllocationDel>());
+    const std::string ended3 = "event=allocation_deleted id=" + std::to_string(add3->alloc_id) + " ";
+    EXPECT_EQ(count_of(relay.log(), ended3), 0u);
+    dp.reset();
+    EXPECT_FALSE(log_line(relay, ended3).empty()) << relay.log();
 }
 
 }  // namespace
