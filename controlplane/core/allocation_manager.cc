@@ -247,8 +247,14 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
                             : why == EndReason::kOperator       ? "allocation_closed_by_operator"
                                                                   : "allocation_closed",
                             a);
-    if (!hook.defer_end(a.id, line)) {
-        log_end(line, hook.offloaded_usage(a.id));
+    if (why == EndReason::kShutdown && track_) {
+        // Saved for the next process, which goes on counting it (the fast
+        // path's share from the dataplane's running totals): no usage here,
+        // so that summing end lines counts nothing twice.
+        line.fields.emplace_back("continues", "yes");
+        log_event(LogLevel::kInfo, line.event, line.fields);
+    } else if (const RelayUsage fast = hook.offloaded_usage(a.id); !hook.defer_end(a.id, line)) {
+        log_end(line, fast);
     }
     for (const auto& [ch, b] : a.channels) {
         hook.channel_removed(a.id, ch, b.peer);

@@ -217,6 +217,11 @@ void IpcServer::allocation_removed(uint64_t id) {
         mirror_.erase(id);
         ipc::AllocationDel d{};
         d.alloc_id = id;
+        if (auto e = ended_.find(id); e != ended_.end()) {
+            // The next CountersRequest goes out after this Del (run() queues
+            // the outbox ahead of it): its answer has the final totals.
+            e->second.due = requests_ + 1;
+        }
         return push_locked(d);
     });
 }
@@ -345,16 +350,23 @@ void IpcServer::run() {
         }
         if (conn_fd_ >= 0) {
             {
+                // The outbox first, then the request, in one critical
+                // section: a Del queued before the request precedes it.
                 std::lock_guard lk(mu_);
                 for (auto& b : outbox_) {
                     pending_.push_back(std::move(b));
                 }
                 outbox_.clear();
+                if (now_ms() >= next_counters) {
+                    next_counters = now_ms() + counters_interval_ms_;
+                    if (in_sync_) {
+                        ++requests_;
+                        ipc::CountersRequest r{};
+                        pending_.push_back(encode_buf(r));
+                    }
+                }
             }
-            if (now_ms() >= next_counters) {
-                next_counters = now_ms() + counters_interval_ms_;
-                send_counters_request();
-            }
+            log_overdue(now_ms());
             flush();
         } else if (now_ms() >= next_counters) {
             next_counters = now_ms() + counters_interval_ms_;
@@ -457,7 +469,7 @@ void IpcServer::bad_message(int type, size_t bytes) {
 }
 
 void IpcServer::on_hello(const ipc::Hello& h) {
-    log_ended();  // requests are counted anew from this resync on
+    std::unordered_map<uint64_t, Ended> waiting;  // requests are counted anew from this resync on
     if (h.boot_id != boot_id_) {
         last_.clear();  // a new dataplane process: its counters start at zero
         counters_.clear_workers();
@@ -491,6 +503,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         in_sync_ = true;
         requests_ = 0;
         answered_ = 0;
+        waiting.swap(ended_);
     }
     backlog_limit_ = pending_.size() + kMaxBacklog;
     counters_.connected.store(true);
@@ -500,30 +513,25 @@ void IpcServer::on_hello(const ipc::Hello& h) {
                                    {"generation", std::to_string(generation_)},
                                    {"allocations", std::to_string(allocations)},
                                    {"entries", std::to_string(adds)}});
-}
-
-void IpcServer::send_counters_request() {
-    {
-        std::lock_guard lk(mu_);
-        if (!in_sync_) {
-            return;
-        }
-        ++requests_;
+    for (const auto& [id, e] : waiting) {
+        (void)id;
+        log_end(e.line, e.fast);
     }
-    ipc::CountersRequest r{};
-    pending_.push_back(encode_buf(r));
 }
 
 bool IpcServer::defer_end(uint64_t id, EndLine& line) {
     std::lock_guard lk(mu_);
+    // Its usage leaves usage_ either way: the caller read it already.
+    RelayUsage fast;
+    if (auto u = usage_.find(id); u != usage_.end()) {
+        fast = u->second;
+        usage_.erase(u);
+    }
     if (!in_sync_ || !mirror_.contains(id) || ended_.size() >= kMaxEnded) {
         return false;
     }
-    // The Del goes out after this; a request sent after it is answered with
-    // the final totals: request requests_ + 1 may be queued ahead of the
-    // Del, requests_ + 2 is not.
-    auto u = usage_.find(id);
-    ended_[id] = Ended{std::move(line), u == usage_.end() ? RelayUsage{} : u->second, requests_ + 2};
+    // due: set again by allocation_removed, under the lock that queues the Del.
+    ended_[id] = Ended{std::move(line), fast, requests_ + 2, now_ms() + 3 * uint64_t{counters_interval_ms_}};
     return true;
 }
 
@@ -535,6 +543,28 @@ void IpcServer::log_ended() {
     }
     for (const auto& [id, e] : all) {
         (void)id;
+        log_end(e.line, e.fast);
+    }
+}
+
+void IpcServer::log_overdue(uint64_t now) {
+    std::vector<Ended> late;
+    {
+        std::lock_guard lk(mu_);
+        if (ended_.empty() || now < next_deadline_check_) {
+            return;
+        }
+        next_deadline_check_ = now + counters_interval_ms_;
+        for (auto e = ended_.begin(); e != ended_.end();) {
+            if (now >= e->second.deadline_ms) {  // a dataplane that does not answer
+                late.push_back(std::move(e->second));
+                e = ended_.erase(e);
+            } else {
+                ++e;
+            }
+        }
+    }
+    for (const Ended& e : late) {
         log_end(e.line, e.fast);
     }
 }
@@ -579,7 +609,12 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
         for (uint32_t i = 0; i < n; ++i) {
             const uint64_t id = r.entries[i].alloc_id;
             if (r.finals == 0) {
-                if (d[i] != RelayUsage{} && mirror_.contains(id)) {
+                if (d[i] == RelayUsage{}) {
+                    continue;
+                }
+                if (auto e = ended_.find(id); e != ended_.end()) {
+                    e->second.fast += d[i];  // reported live once more before its Del took effect
+                } else if (mirror_.contains(id)) {
                     usage_[id] += d[i];
                 }
             } else if (auto e = ended_.find(id); e != ended_.end() && !mirror_.contains(id)) {
@@ -589,7 +624,6 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
             }
         }
         if (r.last != 0) {
-            std::erase_if(usage_, [&](const auto& kv) { return !mirror_.contains(kv.first); });
             ++answered_;
             for (auto e = ended_.begin(); e != ended_.end();) {
                 if (e->second.due <= answered_) {  // no final came (none installed, or lost)

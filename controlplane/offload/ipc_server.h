@@ -160,9 +160,10 @@ private:
     void on_hello(const ipc::Hello& h);
     void on_counters(const ipc::CountersReport& r);
     bool flush();  // false: connection dropped
-    void send_counters_request();
     // Logs every kept end line now (the link is gone, or the server stops).
     void log_ended();
+    // Logs the kept end lines past their deadline (checked once an interval).
+    void log_overdue(uint64_t now);
 
     // Under mu_: append to the outbox if a dataplane is in sync; true if queued.
     template <typename M>
@@ -188,17 +189,19 @@ private:
     // Shared with the event loops.
     mutable std::mutex mu_;
     std::unordered_map<uint64_t, Mirrored> mirror_;
-    // Fast-path usage of the allocations in mirror_ (others are dropped at
-    // each complete report: the control plane has logged their end).
+    // Fast-path usage of the allocations in mirror_ (an ending one's moves
+    // to ended_ in defer_end).
     std::unordered_map<uint64_t, RelayUsage> usage_;
     struct Ended {
         EndLine line;
-        RelayUsage fast;   // the fast path's share reported so far
-        uint64_t due = 0;  // logged when answered_ reaches it, final or not
+        RelayUsage fast;           // the fast path's share reported so far
+        uint64_t due = 0;          // logged when answered_ reaches it, final or not
+        uint64_t deadline_ms = 0;  // or then, whatever the dataplane answers
     };
     std::unordered_map<uint64_t, Ended> ended_;  // by allocation id
     uint64_t requests_ = 0;  // CountersRequests sent on this connection
     uint64_t answered_ = 0;  // complete reports received on this connection
+    uint64_t next_deadline_check_ = 0;
     std::vector<Buf> outbox_;
     bool in_sync_ = false;  // outbox_ is collected only while true
     std::atomic<uint64_t> seq_{0};

@@ -347,8 +347,10 @@ void Applier::on(const ipc::AllocationAdd& m) {
         // Deleted and added again since the last report (the control plane
         // re-announces a moved allocation with a Del and an Add): one
         // allocation, one count that only grows.
-        a.base = finals_[f->second].c;
-        finals_[f->second].taken = true;
+        a.base = f->second.c;
+        if (f->second.at != SIZE_MAX) {
+            finals_[f->second.at].taken = true;
+        }
         reusable_.erase(f);
     }
     if (!install_alloc(a)) {
@@ -602,13 +604,19 @@ void Applier::finish(uint64_t id, Alloc& a, bool reusable) {
     // so the sum below misses at most the packets workers are handling right
     // now. Its slot is reused only after a grace period, so it is still ours.
     remove_alloc(a);
-    if (finals_.size() >= kMaxFinals) {
-        stats_.finals_dropped++;  // this one's last packets go uncounted
-        return;
+    const ipc::AllocationCounters c = sum_counters(id, a);
+    size_t at = SIZE_MAX;
+    if (finals_.size() < kMaxFinals) {
+        finals_.push_back({c});
+        at = finals_.size() - 1;
+    } else {
+        stats_.finals_dropped++;  // this one's last packets go unreported, unless an Add continues them
     }
-    finals_.push_back({sum_counters(id, a)});
     if (reusable) {
-        reusable_[id] = finals_.size() - 1;
+        if (reusable_.size() >= kMaxFinals) {
+            reusable_.erase(reusable_.begin());  // the newest Del is the one an Add follows
+        }
+        reusable_[id] = {c, at};
     }
 }
 

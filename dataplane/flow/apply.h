@@ -164,7 +164,14 @@ private:
         bool taken = false;
     };
     std::vector<Final> finals_;
-    std::unordered_map<uint64_t, size_t> reusable_;  // id -> finals_ index, finish(reusable), this generation
+    // Finals an Add of the same id may continue (finish(reusable), this
+    // generation): the totals, and their finals_ index (SIZE_MAX: not kept
+    // there, finals_ was full).
+    struct Reusable {
+        turn::ipc::AllocationCounters c;
+        size_t at;
+    };
+    std::unordered_map<uint64_t, Reusable> reusable_;
     uint64_t gen_ = 0;
     uint64_t seq_ = 0;
     Stats stats_;

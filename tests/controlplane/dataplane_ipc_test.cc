@@ -1213,6 +1213,15 @@ TEST(DataplaneIpcUsage, TheEndLineAddsBothPathsAcrossADataplaneRestart) {
 
     // The end: its line waits for the dataplane's final totals, which come
     // in the report after the Del (the last second of fast-path traffic).
+    // A request sent before the Del is still unanswered then (this fake
+    // answers requests as it reads them): its answer, read after the Del,
+    // carries the allocation live once more, 4/400.
+    ipc::CountersReport live{};
+    live.count = 1;
+    live.last = 1;
+    live.entries[0] = {id, 4, 400, 1, 100, 0};
+    dp->report = live;
+    ::usleep(1'500'000);  // a request waits in the socket
     ASSERT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());
     ASSERT_TRUE(dp->expect<ipc::PermissionDel>());
     ASSERT_TRUE(dp->expect<ipc::AllocationDel>());
@@ -1221,8 +1230,9 @@ TEST(DataplaneIpcUsage, TheEndLineAddsBothPathsAcrossADataplaneRestart) {
     report(5, 500, 1, 100, true);
     const std::string line = log_line(relay, ended);
     ASSERT_FALSE(line.empty()) << relay.log();
-    // To the peer: 15 reported + 2 more in the final + 1 relayed by the
-    // control plane (1500 + 200 + 5 bytes); to the client: 7 + 0 + 1 (700 + 7).
+    // To the peer: 15 reported + 1 more live after the Del + 1 more in the
+    // final + 1 relayed by the control plane (1500 + 100 + 100 + 5 bytes);
+    // to the client: 7 + 0 + 0 + 1 (700 + 7).
     EXPECT_NE(line.find(" packets_to_peer=18 bytes_to_peer=1705 packets_to_client=8 bytes_to_client=707"),
               std::string::npos)
         << line;

@@ -7,9 +7,12 @@
 #include <zlib.h>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/bytes.h"
 #include "core/state_snapshot.h"
@@ -434,6 +437,67 @@ TEST_F(Restore, QuotaIsTakenAgain) {
     EXPECT_EQ(server->allocations().restore(saved[0]), "");
     // alice's one allocation is the restored one.
     EXPECT_EQ(allocate(tuple(5001)).code(), 486);
+}
+
+// The event log's lines while it lives (spdlog's default logger, restored after).
+class LogCapture {
+public:
+    LogCapture() : old_(spdlog::default_logger()) {
+        auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
+        sink->set_pattern("%v");
+        spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+    }
+    ~LogCapture() { spdlog::set_default_logger(old_); }
+    std::string line(const std::string& what) const {
+        const std::string all = out_.str();
+        const size_t at = all.find(what);
+        return at == std::string::npos ? "" : all.substr(at, all.find('\n', at) - at);
+    }
+
+private:
+    std::shared_ptr<spdlog::logger> old_;
+    std::ostringstream out_;
+};
+
+// An offload that reports the same fast-path usage for every allocation.
+struct UsageHook final : OffloadHook {
+    RelayUsage offloaded_usage(uint64_t) const override { return {10, 1000, 4, 400}; }
+};
+
+class EndLine : public ServerTest {
+protected:
+    void SetUp() override {
+        ServerTest::SetUp();
+        server = std::make_unique<Server>(*shared, clock, io, usage, *stats);
+    }
+    void TearDown() override { server.reset(); }  // before `usage`, which it calls
+    UsageHook usage;
+};
+
+// An allocation's end line adds what the control plane relayed (ChannelData
+// to the peer: 1 datagram of 4 bytes) and what the offload reports; one the
+// process keeps for the next ([state].dir, shutdown) says it continues and
+// carries no usage, which the next process's end line will count whole.
+TEST_F(EndLine, AddsBothSharesAndAKeptAllocationContinues) {
+    LogCapture log;
+    const auto ft = tuple(5000);
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, A("198.18.2.2:7000")).success());
+    server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x04, 'p', 'i', 'n', 'g'});
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    ASSERT_TRUE(refresh(ft, 0).success());
+    const std::string ended = log.line("event=allocation_deleted ");
+    EXPECT_NE(ended.find(" packets_to_peer=11 bytes_to_peer=1004 packets_to_client=4 bytes_to_client=400"),
+              std::string::npos)
+        << ended;
+    EXPECT_EQ(ended.find("continues"), std::string::npos) << ended;
+
+    ASSERT_TRUE(allocate(tuple(5001)).success());
+    server->allocations().track_changes(true);
+    server.reset();  // the process goes; its allocations stay saved
+    const std::string kept = log.line("event=allocation_closed ");
+    EXPECT_NE(kept.find(" continues=yes"), std::string::npos) << kept;
+    EXPECT_EQ(kept.find("packets_to_peer"), std::string::npos) << kept;
 }
 
 }  // namespace

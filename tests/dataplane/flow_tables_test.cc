@@ -613,6 +613,27 @@ TEST_F(ApplierCounters, SweptOrEarlierDeletedIdsAreNotContinued) {
     EXPECT_EQ(finals.size(), 3u) << str(r);  // swept 7 and 8, then 8 deleted
 }
 
+// With finals_ full (a control plane that has not asked for counters for a
+// while), a Del's final is not kept for the report, but an Add of the same
+// id still continues its count.
+TEST_F(ApplierCounters, FullFinalsStillLetADelAndAddContinue) {
+    for (uint64_t id = 100; id < 100 + dp::Applier::kMaxFinals; ++id) {
+        add(allocation(id, 30, 49180));
+        del(id);
+    }
+    EXPECT_EQ(ap_->stats().finals_dropped, 0u);
+    const ipc::AllocationAdd a = allocation(7, 10, 49152);
+    add(a);
+    count(0, index_of(a), figures(7, 10, 1000, 4, 400, 0));
+    del(7);
+    EXPECT_EQ(ap_->stats().finals_dropped, 1u);
+    add(a);
+    count(1, index_of(a), figures(7, 1, 100, 0, 0, 0));
+    const auto r = report();
+    EXPECT_TRUE(reported_once(live, figures(7, 11, 1100, 4, 400, 0)));
+    EXPECT_EQ(finals.size(), dp::Applier::kMaxFinals) << "the earlier finals, and not 7's";
+}
+
 // A Del with no Add after it: the next report carries the allocation's final
 // figures (including what was relayed after the previous report) once; the
 // report after that does not name it.
