@@ -172,20 +172,26 @@ TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
     delete t;
 }
 
+// Flow tables for an Applier test: 64 entries per family, 4 channels.
+dp::FlowConfig small_config(const char* name, uint32_t max_allocations, uint32_t workers) {
+    dp::FlowConfig fc;
+    fc.name = name;
+    fc.entries_v4 = 64;
+    fc.entries_v6 = 64;
+    fc.max_allocations = max_allocations;
+    fc.max_channels = 4;
+    fc.workers = workers;
+    return fc;
+}
+
 // ipc::Settings through the Applier: a valid rule is stored where workers
 // read it (FlowTables::tos_rule), inside a resync or not, and counted as
 // applied; an invalid one is refused, counted as malformed, and leaves the
 // rule as it was. Nothing is answered.
 TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
     ASSERT_TRUE(dptest::ensure_eal());
-    dp::FlowConfig fc;
-    fc.name = "settings";
-    fc.entries_v4 = 64;
-    fc.entries_v6 = 64;
-    fc.max_allocations = 4;
-    fc.max_channels = 4;
     std::string err;
-    dp::FlowTables* t = dp::FlowTables::create(fc, &err);
+    dp::FlowTables* t = dp::FlowTables::create(small_config("settings", 4, 1), &err);
     ASSERT_NE(t, nullptr) << err;
     dp::Applier ap(*t);
     uint64_t seq = 0;
@@ -301,15 +307,8 @@ class ApplierCounters : public ::testing::Test {
 protected:
     void SetUp() override {
         ASSERT_TRUE(dptest::ensure_eal());
-        dp::FlowConfig fc;
-        fc.name = "counters";
-        fc.entries_v4 = 64;
-        fc.entries_v6 = 64;
-        fc.max_allocations = 8;
-        fc.max_channels = 4;
-        fc.workers = 2;  // a report sums both workers' lines
         std::string err;
-        t_ = dp::FlowTables::create(fc, &err);
+        t_ = dp::FlowTables::create(small_config("counters", 8, 2), &err);  // a report sums both workers' lines
         ASSERT_NE(t_, nullptr) << err;
         ap_ = std::make_unique<dp::Applier>(*t_);
     }
