@@ -25,7 +25,9 @@ clients verify it for real. Clients:
   5-tuple can allocate again at once; a client that restarts on the same port (new
   handshake, no close_notify) replaces its session and its old allocation is gone;
   turn-relay carries 9216-byte datagrams (its largest) both ways, one record each, and drops
-  a larger peer datagram (`too_large`); REQUESTED-TRANSPORT TCP gets 400.
+  a larger peer datagram (`too_large`); REQUESTED-TRANSPORT TCP gets 400; data relayed
+  leaves with one less TTL / Hop Limit than its record arrived with (9 -> 8), and a peer
+  datagram that arrived with 1 is dropped (`ttl_expired`), not relayed to the client.
 - Hand-made datagrams: a ClientHello without cookie gets exactly one HelloVerifyRequest, no
   larger than the ClientHello, and no session (also from 200 source ports); the same
   ClientHello with the cookie starts one (ServerHello back), but not from another source
@@ -744,6 +746,69 @@ def test_client_restart_on_same_port_replaces_session(server):
         r = new.request(ALLOCATE, [(A_REQUESTED_TRANSPORT, UDP)])
         assert r.type == ALLOCATE | 0x0100, f"Allocate after the restart: {r} ({r.error_code})"
         assert new.binding().xor_addr(A_XOR_MAPPED) == source
+
+
+# Linux socket options (not all in Python's socket module): the TTL / Hop Limit to send
+# with, and asking for the received one as ancillary data.
+_IP_TTL, _IP_RECVTTL, _IPV6_UNICAST_HOPS, _IPV6_RECVHOPLIMIT, _IPV6_HOPLIMIT = 2, 12, 16, 51, 52
+
+
+def _set_ttl(sock: socket.socket, family: int, ttl: int) -> None:
+    if family == 6:
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_UNICAST_HOPS, ttl)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_TTL, ttl)
+
+
+def _recv_with_ttl(sock: socket.socket, timeout: float = TIMEOUT_S):
+    """(payload, TTL or Hop Limit it arrived with)."""
+    sock.settimeout(timeout)
+    data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(4))
+    for level, kind, value in anc:
+        if (level, kind) in ((socket.IPPROTO_IP, _IP_TTL), (socket.IPPROTO_IPV6, _IPV6_HOPLIMIT)):
+            return data, struct.unpack("=i", value[:4])[0]
+    return data, None
+
+
+@turnrelay_only
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_relayed_data_leaves_with_one_less_ttl(server, family):
+    """RFC 8656 section 14's preferred behaviour over DTLS, through the turn-relay process: a
+    Send indication in a record that arrived with TTL (Hop Limit) 9 reaches the peer with 8;
+    a peer datagram that arrived with 1 is dropped (ttl_expired) rather than relayed to the
+    client, one with 7 is."""
+    peer = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("::1" if family == 6 else "127.0.0.1", 0))
+    if family == 6:
+        peer.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)
+    else:
+        peer.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
+    paddr = peer.getsockname()[:2]
+    try:
+        with DtlsTurnClient(server, family) as c:
+            r = c.request(ALLOCATE, [(A_REQUESTED_TRANSPORT, UDP)] + (
+                [(A_REQUESTED_ADDRESS_FAMILY, b"\x02\x00\x00\x00")] if family == 6 else []))
+            assert r.type == ALLOCATE | 0x0100, f"Allocate failed: {r} (error {r.error_code})"
+            relayed = r.xor_addr(A_XOR_RELAYED)
+            create_permission(c, paddr)
+            _set_ttl(c.sock, family, 9)
+            c.send(send_indication(paddr, b"ttl nine"))
+            data, ttl = _recv_with_ttl(peer)
+            assert data == b"ttl nine" and ttl == 8, (data, ttl)
+
+            drops = metric0(server, "turn_drops_total", reason="ttl_expired")
+            _set_ttl(peer, family, 1)
+            peer.sendto(b"expired", relayed)
+            with pytest.raises((socket.timeout, TimeoutError)):
+                c.read_frame(timeout=0.5)
+            wait_value(lambda: metric0(server, "turn_drops_total", reason="ttl_expired"), drops + 1,
+                       "turn_drops_total{reason=ttl_expired}")
+            _set_ttl(peer, family, 7)
+            peer.sendto(b"seven", relayed)
+            kind, m = c.read_frame()
+            assert kind == "stun" and m.get(A_DATA) == b"seven", (kind, m)
+    finally:
+        peer.close()
 
 
 @turnrelay_only
