@@ -62,6 +62,10 @@ public:
     bool on_tcp_peer_accepted(RelayId relay, const Address& peer, uint32_t& conn_id);
     // A peer connection ended (either side, bound or not).
     void on_tcp_peer_closed(uint32_t conn_id);
+    // RFC 6062: `bytes` piped between a data connection and its peer
+    // connection `conn_id`, for the allocation's usage (bytes only: a stream
+    // has no datagrams to count).
+    void on_tcp_relayed(uint32_t conn_id, Direction d, size_t bytes);
     size_t tcp_peer_count() const { return tcp_peers_.size(); }
     // marks: as for on_client_datagram.
     void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data, IpMarks marks = {});

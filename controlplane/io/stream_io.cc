@@ -811,6 +811,9 @@ bool StreamIo::tcp_bind_data(const FiveTuple& client, uint32_t conn_id) {
         std::vector<uint8_t> early;
         early.swap(p.in);
         stats_.tcp_relayed_bytes[static_cast<size_t>(Direction::kPeerToClient)].add(early.size());
+        if (server_ != nullptr) {
+            server_->on_tcp_relayed(p.conn_id, Direction::kPeerToClient, early.size());
+        }
         queue_raw(cidx, early);
     }
     if (p.eof) {
@@ -853,9 +856,11 @@ void StreamIo::raw_in(uint32_t idx, std::span<const uint8_t> bytes) {
         return;
     }
     const uint32_t pidx = static_cast<uint32_t>(c.partner);
-    stats_.tcp_relayed_bytes[static_cast<size_t>(c.role == Role::kData ? Direction::kClientToPeer
-                                                                       : Direction::kPeerToClient)]
-        .add(bytes.size());
+    const Direction d = c.role == Role::kData ? Direction::kClientToPeer : Direction::kPeerToClient;
+    stats_.tcp_relayed_bytes[static_cast<size_t>(d)].add(bytes.size());
+    if (server_ != nullptr) {  // the allocation's usage, by its peer connection's CONNECTION-ID
+        server_->on_tcp_relayed(c.role == Role::kData ? conns_[pidx]->conn_id : c.conn_id, d, bytes.size());
+    }
     queue_raw(pidx, bytes);
     const Conn& p = *conns_[pidx];
     if (p.out.size() - p.out_off > shared_.config.tcp_send_buffer_bytes && !c.paused) {

@@ -352,6 +352,18 @@ def test_connect_bind_and_a_megabyte_each_way(relay, tls):
     data.close()
     ctl.close()
     peer.close()
+    # The allocation's end line counts the bytes its data connection piped, each way (a
+    # stream has no datagrams: packets stay 0).
+    want = f"relayed={relayed[0]}:{relayed[1]} "
+    line = ""
+    for _ in range(150):
+        line = next((l for l in relay.log.read_text().splitlines()
+                     if "event=allocation_connection_closed" in l and want in l), "")
+        if line:
+            break
+        time.sleep(0.02)
+    assert (f" packets_to_peer=0 bytes_to_peer={len(payload)} packets_to_client=0 bytes_to_client={len(payload)}"
+            in line), line or log_tail(relay.log)
 
 
 @pytest.mark.parametrize("tls", [False, True])

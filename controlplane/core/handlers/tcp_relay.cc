@@ -177,6 +177,16 @@ void Server::on_tcp_peer_closed(uint32_t conn_id) {
     tcp_peers_.erase(it);
 }
 
+void Server::on_tcp_relayed(uint32_t conn_id, Direction d, size_t bytes) {
+    auto it = tcp_peers_.find(conn_id);
+    if (it == tcp_peers_.end()) {
+        return;
+    }
+    if (Allocation* a = allocations_.find_by_id(it->second.alloc_id)) {
+        (d == Direction::kClientToPeer ? a->relayed.bytes_to_peer : a->relayed.bytes_to_client) += bytes;
+    }
+}
+
 void Server::handle_connection_bind(const Request& r) {
     using namespace stun;
     // Section 5.4: on a fresh TCP/TLS connection that holds no allocation.
