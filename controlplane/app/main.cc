@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -258,6 +259,13 @@ int main(int argc, char** argv) {
     if (!shared) {
         return fatal_config(err);
     }
+    // Allocation ids unique across this host's turn-relay processes, not only
+    // within one: a dataplane outlives a control plane restarted without
+    // [state].dir (its old ids must not name the new one's allocations), and
+    // logs name allocations by id. Seconds since the epoch times 2^24: a
+    // process would have to make 16.7 million allocations per second of its
+    // life to reach the next one's first id. Restored allocations keep theirs.
+    shared->next_allocation_id.store(static_cast<uint64_t>(::time(nullptr)) << 24);
 
     // Every TCP/TLS client, relayed socket and peer connection is a file
     // descriptor: take the hard limit, and say so when it is still short.

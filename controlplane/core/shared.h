@@ -71,7 +71,8 @@ struct Shared {
     // all loops), so the offload and logs can name an allocation without its
     // 5-tuple; restoring a saved allocation moves this past its id. Here
     // rather than in a global so that each Shared (a test's, a fuzz input's)
-    // numbers its allocations from 1.
+    // numbers its allocations from 1; turn-relay starts it from the time
+    // (app/main.cc), so that ids are unique across its processes too.
     std::atomic<uint64_t> next_allocation_id{1};
     // Live gauges: allocations holding a relayed address of each family.
     std::atomic<int64_t> allocations_v4{0};

@@ -126,14 +126,14 @@ void print_status(const nlohmann::json& j) {
 }
 
 void print_allocations(const nlohmann::json& j) {
-    std::printf("%-8s %-4s %-5s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s %12s %12s\n", "ID", "LOOP", "PROTO", "CLIENT",
+    std::printf("%-18s %-4s %-5s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s %12s %12s\n", "ID", "LOOP", "PROTO", "CLIENT",
                 "USER", "RELAYED", "AGE_S", "LEFT_S", "PERMS", "CHANS", "PKTS_UP", "PKTS_DOWN", "BYTES_UP", "BYTES_DOWN");
     const auto& all = member(j, "allocations");
     size_t n = 0;
     for (const auto& a : all.is_array() ? all : nlohmann::json::array()) {
         ++n;
         const std::string proto = field(a, "transport") + (a.value("tcp_allocation", false) ? "/T" : "");
-        std::printf("%-8s %-4s %-5s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s %12s %12s\n", field(a, "id").c_str(),
+        std::printf("%-18s %-4s %-5s %-42s %-16s %-42s %7s %7s %5s %5s %10s %10s %12s %12s\n", field(a, "id").c_str(),
                     field(a, "loop").c_str(), proto.c_str(), field(a, "client").c_str(), field(a, "user").c_str(),
                     list(member(a, "relayed")).c_str(), field(a, "age_s").c_str(), field(a, "expires_in_s").c_str(),
                     field(a, "permission_count").c_str(), field(a, "channel_count").c_str(),
