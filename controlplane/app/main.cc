@@ -262,10 +262,12 @@ int main(int argc, char** argv) {
     // Allocation ids unique across this host's turn-relay processes, not only
     // within one: a dataplane outlives a control plane restarted without
     // [state].dir (its old ids must not name the new one's allocations), and
-    // logs name allocations by id. Seconds since the epoch times 2^24: a
-    // process would have to make 16.7 million allocations per second of its
-    // life to reach the next one's first id. Restored allocations keep theirs.
-    shared->next_allocation_id.store(static_cast<uint64_t>(::time(nullptr)) << 24);
+    // logs name allocations by id. Seconds since the epoch times 2^21: a
+    // process would have to make 2 million allocations per second of its
+    // life to reach the next one's first id, and ids stay below 2^53 (exact
+    // as doubles, for JSON tools such as jq) until 2106. Restored allocations
+    // keep theirs.
+    shared->next_allocation_id.store(static_cast<uint64_t>(::time(nullptr)) << 21);
 
     // Every TCP/TLS client, relayed socket and peer connection is a file
     // descriptor: take the hard limit, and say so when it is still short.

@@ -247,13 +247,14 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
                             : why == EndReason::kOperator       ? "allocation_closed_by_operator"
                                                                   : "allocation_closed",
                             a);
-    if (why == EndReason::kShutdown && track_) {
+    RelayUsage fast;
+    if (why == EndReason::kShutdown && track_ && saved(a)) {
         // Saved for the next process, which goes on counting it (the fast
         // path's share from the dataplane's running totals): no usage here,
         // so that summing end lines counts nothing twice.
         line.fields.emplace_back("continues", "yes");
         log_event(LogLevel::kInfo, line.event, line.fields);
-    } else if (const RelayUsage fast = hook.offloaded_usage(a.id); !hook.defer_end(a.id, line)) {
+    } else if (!hook.defer_end(a.id, line, fast)) {
         log_end(line, fast);
     }
     for (const auto& [ch, b] : a.channels) {
@@ -437,7 +438,7 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
 
 void AllocationManager::snapshot(std::vector<SavedAllocation>& out) const {
     for (const auto& [ft, a] : by_tuple_) {
-        if (ft.transport == Transport::kUdp) {  // a TCP/TLS one ends with its connection, so with this process
+        if (saved(*a)) {
             out.push_back(saved_view(*a));
         }
     }
@@ -445,7 +446,7 @@ void AllocationManager::snapshot(std::vector<SavedAllocation>& out) const {
 
 void AllocationManager::take_changes(std::vector<SavedAllocation>& changed, std::vector<uint64_t>& removed) {
     for (const uint64_t id : dirty_) {
-        if (auto it = by_id_.find(id); it != by_id_.end() && it->second->five_tuple.transport == Transport::kUdp) {
+        if (auto it = by_id_.find(id); it != by_id_.end() && saved(*it->second)) {
             changed.push_back(saved_view(*it->second));
         }
     }

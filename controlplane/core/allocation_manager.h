@@ -132,6 +132,10 @@ private:
     void on_channel_timer(uint64_t id, uint16_t channel);
     void release_resources(Allocation& a);
     void log(std::string_view event, const Allocation& a);  // its fields as end_line's
+    // Saved for a restarted process (snapshot, take_changes): a UDP client's
+    // allocation; a TCP/TLS/DTLS one ends with its connection or session,
+    // so with this process.
+    static bool saved(const Allocation& a) { return a.five_tuple.transport == Transport::kUdp; }
     // The end line of `a` (event: how it ended), without its usage.
     EndLine end_line(std::string_view event, const Allocation& a) const;
 

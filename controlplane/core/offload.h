@@ -40,8 +40,12 @@ public:
     // true if the offload takes `line` (moved from) and logs it, with its
     // own share of the usage, once it knows that share in full (the
     // dataplane: its final totals, in the report after the Del); false, and
-    // `line` untouched, to have the caller log it now.
-    virtual bool defer_end(uint64_t /*allocation_id*/, EndLine& /*line*/) { return false; }
+    // `line` untouched, to have the caller log it now with `offloaded`, the
+    // offload's share as far as it knows it (it counts no more of it).
+    virtual bool defer_end(uint64_t allocation_id, EndLine& /*line*/, RelayUsage& offloaded) {
+        offloaded = offloaded_usage(allocation_id);
+        return false;
+    }
 };
 
 }  // namespace turn::cp

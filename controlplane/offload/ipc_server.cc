@@ -519,15 +519,20 @@ void IpcServer::on_hello(const ipc::Hello& h) {
     }
 }
 
-bool IpcServer::defer_end(uint64_t id, EndLine& line) {
+bool IpcServer::defer_end(uint64_t id, EndLine& line, RelayUsage& offloaded) {
     std::lock_guard lk(mu_);
-    // Its usage leaves usage_ either way: the caller read it already.
+    // Its usage leaves usage_ either way, to the caller or to ended_.
     RelayUsage fast;
     if (auto u = usage_.find(id); u != usage_.end()) {
         fast = u->second;
         usage_.erase(u);
     }
-    if (!in_sync_ || !mirror_.contains(id) || ended_.size() >= kMaxEnded) {
+    auto m = mirror_.find(id);
+    if (!in_sync_ || m == mirror_.end() || ended_.size() >= kMaxEnded) {
+        if (m != mirror_.end()) {
+            m->second.ending = true;  // until allocation_removed: reports add nothing back
+        }
+        offloaded = fast;
         return false;
     }
     // due: set again by allocation_removed, under the lock that queues the Del.
@@ -614,7 +619,7 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
                 }
                 if (auto e = ended_.find(id); e != ended_.end()) {
                     e->second.fast += d[i];  // reported live once more before its Del took effect
-                } else if (mirror_.contains(id)) {
+                } else if (auto m = mirror_.find(id); m != mirror_.end() && !m->second.ending) {
                     usage_[id] += d[i];
                 }
             } else if (auto e = ended_.find(id); e != ended_.end() && !mirror_.contains(id)) {

@@ -132,7 +132,7 @@ public:
     // (its final totals: the last second of its fast-path traffic), at most
     // two counters requests after the removal; a lost dataplane logs it with
     // what was reported.
-    bool defer_end(uint64_t allocation_id, EndLine& line) override;
+    bool defer_end(uint64_t allocation_id, EndLine& line, RelayUsage& offloaded) override;
     static constexpr size_t kMaxEnded = 1u << 16;  // more end at once: logged at once
 
 private:
@@ -146,6 +146,7 @@ private:
         OffloadAllocation a;
         std::unordered_set<Address, AddressHash> permissions;  // peer IPs, port 0
         std::map<uint16_t, Address> channels;     // channel -> peer
+        bool ending = false;  // defer_end came (and did not keep its line): no more usage
     };
 
     void run();

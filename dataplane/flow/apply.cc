@@ -331,9 +331,9 @@ void Applier::on(const ipc::AllocationAdd& m) {
             return;
         }
         // Addresses changed: another allocation under this id (a control
-        // plane restarted without its state numbers its own from 1 again).
-        // The old one's final goes into the next report; this one counts
-        // from zero.
+        // plane whose ids collide with an earlier one's; turn-relay's start
+        // from its start time, so this should not happen). The old one's
+        // final goes into the next report; this one counts from zero.
         finish(it->first, a, false);
         allocs_.erase(it);
     }

@@ -448,10 +448,15 @@ public:
         spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
     }
     ~LogCapture() { spdlog::set_default_logger(old_); }
-    std::string line(const std::string& what) const {
-        const std::string all = out_.str();
-        const size_t at = all.find(what);
-        return at == std::string::npos ? "" : all.substr(at, all.find('\n', at) - at);
+    // The first line with `what` (and `also`); "".
+    std::string line(const std::string& what, const std::string& also = "") const {
+        std::istringstream in(out_.str());
+        for (std::string l; std::getline(in, l);) {
+            if (l.find(what) != std::string::npos && l.find(also) != std::string::npos) {
+                return l;
+            }
+        }
+        return "";
     }
 
 private:
@@ -493,11 +498,17 @@ TEST_F(EndLine, AddsBothSharesAndAKeptAllocationContinues) {
     EXPECT_EQ(ended.find("continues"), std::string::npos) << ended;
 
     ASSERT_TRUE(allocate(tuple(5001)).success());
+    // A TCP client's allocation is not saved: it ends with this process, usage and all.
+    const FiveTuple tcp{A("198.18.1.1:6000"), A("198.18.0.1:3478"), Transport::kTcp};
+    ASSERT_TRUE(allocate(tcp).success());
     server->allocations().track_changes(true);
-    server.reset();  // the process goes; its allocations stay saved
-    const std::string kept = log.line("event=allocation_closed ");
+    server.reset();  // the process goes; its UDP allocations stay saved
+    const std::string kept = log.line("event=allocation_closed ", " client=198.18.1.1:5001 ");
     EXPECT_NE(kept.find(" continues=yes"), std::string::npos) << kept;
     EXPECT_EQ(kept.find("packets_to_peer"), std::string::npos) << kept;
+    const std::string gone = log.line("event=allocation_closed ", " client=198.18.1.1:6000 ");
+    EXPECT_EQ(gone.find("continues"), std::string::npos) << gone;
+    EXPECT_NE(gone.find(" packets_to_peer=0 bytes_to_peer=0"), std::string::npos) << gone;  // not offloaded
 }
 
 }  // namespace
