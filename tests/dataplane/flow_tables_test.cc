@@ -43,6 +43,22 @@ ipc::WireAddress v4(uint8_t last, uint16_t port) {
     return a;
 }
 
+// The allocation index a worker finds for an IPv4 allocation's client
+// 5-tuple (its kClient entry, as lookup does); UINT32_MAX when there is none.
+uint32_t client_index(const dp::FlowTables& t, const ipc::AllocationAdd& m) {
+    dp::Key4 k{};
+    std::memcpy(&k.a_ip, m.listen.ip, 4);
+    std::memcpy(&k.b_ip, m.client.ip, 4);
+    k.a_port = rte_cpu_to_be_16(m.listen.port);
+    k.b_port = rte_cpu_to_be_16(m.client.port);
+    k.kind = dp::KeyKind::kClient;
+    void* d = nullptr;
+    if (rte_hash_lookup_data(t.h4, &k, &d) < 0) {
+        return UINT32_MAX;
+    }
+    return dp::inline_alloc(d);
+}
+
 TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
     ASSERT_TRUE(dptest::ensure_eal());
     dp::FlowConfig fc;
@@ -94,32 +110,23 @@ TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
             // The allocation's channel slots (flow/tables.h ChanSlot): a
             // slot rewritten before its grace period would show a channel
             // number with another channel's peer.
-            {
-                dp::Key4 k{};
-                std::memcpy(&k.a_ip, a.listen.ip, 4);
-                std::memcpy(&k.b_ip, a.client.ip, 4);
-                k.a_port = rte_cpu_to_be_16(a.listen.port);
-                k.b_port = rte_cpu_to_be_16(a.client.port);
-                k.kind = dp::KeyKind::kClient;
-                void* d = nullptr;
-                if (rte_hash_lookup_data(t->h4, &k, &d) >= 0) {
-                    const dp::Allocation& al = t->allocs[dp::inline_alloc(d)];
-                    for (const dp::ChanSlot& s : al.slots) {
-                        const uint16_t ch_be = s.channel_be.load(std::memory_order_acquire);
-                        if (ch_be == 0) {
-                            continue;
-                        }
-                        const uint16_t ch = static_cast<uint16_t>(rte_be_to_cpu_16(ch_be) - 0x4000);
-                        // Widen the window a worker has between the two
-                        // loads (without it a premature reuse is rarely hit).
-                        for (int spin = 0; spin < 64; spin++) {
-                            rte_pause();
-                        }
-                        if (rte_be_to_cpu_16(s.peer_port) != 20000 + ch) {
-                            bad.fetch_add(1);
-                        }
-                        slot_hits.fetch_add(1, std::memory_order_relaxed);
+            if (const uint32_t idx = client_index(*t, a); idx != UINT32_MAX) {
+                const dp::Allocation& al = t->allocs[idx];
+                for (const dp::ChanSlot& s : al.slots) {
+                    const uint16_t ch_be = s.channel_be.load(std::memory_order_acquire);
+                    if (ch_be == 0) {
+                        continue;
                     }
+                    const uint16_t ch = static_cast<uint16_t>(rte_be_to_cpu_16(ch_be) - 0x4000);
+                    // Widen the window a worker has between the two
+                    // loads (without it a premature reuse is rarely hit).
+                    for (int spin = 0; spin < 64; spin++) {
+                        rte_pause();
+                    }
+                    if (rte_be_to_cpu_16(s.peer_port) != 20000 + ch) {
+                        bad.fetch_add(1);
+                    }
+                    slot_hits.fetch_add(1, std::memory_order_relaxed);
                 }
             }
             rte_rcu_qsbr_quiescent(t->rcu, 1);
@@ -358,19 +365,7 @@ protected:
 
     // The index a worker finds for the allocation's client 5-tuple (its
     // kClient entry); UINT32_MAX when there is none.
-    uint32_t index_of(const ipc::AllocationAdd& m) const {
-        dp::Key4 k{};
-        std::memcpy(&k.a_ip, m.listen.ip, 4);
-        std::memcpy(&k.b_ip, m.client.ip, 4);
-        k.a_port = rte_cpu_to_be_16(m.listen.port);
-        k.b_port = rte_cpu_to_be_16(m.client.port);
-        k.kind = dp::KeyKind::kClient;
-        void* d = nullptr;
-        if (rte_hash_lookup_data(t_->h4, &k, &d) < 0) {
-            return UINT32_MAX;
-        }
-        return dp::inline_alloc(d);
-    }
+    uint32_t index_of(const ipc::AllocationAdd& m) const { return client_index(*t_, m); }
 
     // Worker `w` relays traffic of the allocation at `idx`: as
     // Worker::alloc_state, its line starts from zero the first time it is
