@@ -78,13 +78,7 @@ public:
     // What `a` relayed so far: the datagrams the control plane relayed and,
     // for an offloaded (UDP client) allocation, those of the dataplane's fast
     // path as far as it has reported them (OffloadHook::offloaded_usage).
-    RelayUsage usage(const Allocation& a) const {
-        RelayUsage u = a.relayed;
-        if (a.five_tuple.transport == Transport::kUdp) {
-            u += offload_.offloaded_usage(a.id);
-        }
-        return u;
-    }
+    RelayUsage usage(const Allocation& a) const { return a.relayed + offload_for(a).offloaded_usage(a.id); }
 
     // Restarts (core/state_snapshot.h). With tracking on, every change to an
     // allocation, its permissions or channels marks it dirty (O(1)); a saver
@@ -115,6 +109,9 @@ private:
     // does nothing.
     OffloadHook& offload_for(const Allocation& a) {
         return a.five_tuple.transport == Transport::kUdp ? offload_ : no_offload_;
+    }
+    const OffloadHook& offload_for(const Allocation& a) const {
+        return const_cast<AllocationManager*>(this)->offload_for(a);
     }
     // Tells the offload the allocation again (removed, added, its permissions
     // and channels): after a change of what it is keyed or sized by.

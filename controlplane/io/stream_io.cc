@@ -810,10 +810,7 @@ bool StreamIo::tcp_bind_data(const FiveTuple& client, uint32_t conn_id) {
     if (!p.in.empty()) {  // what the peer sent before the bind, after the success answer
         std::vector<uint8_t> early;
         early.swap(p.in);
-        stats_.tcp_relayed_bytes[static_cast<size_t>(Direction::kPeerToClient)].add(early.size());
-        if (server_ != nullptr) {
-            server_->on_tcp_relayed(p.conn_id, Direction::kPeerToClient, early.size());
-        }
+        count_piped(p.conn_id, Direction::kPeerToClient, early.size());
         queue_raw(cidx, early);
     }
     if (p.eof) {
@@ -828,6 +825,13 @@ bool StreamIo::tcp_bind_data(const FiveTuple& client, uint32_t conn_id) {
         update_events(p, pidx);
     }
     return true;
+}
+
+void StreamIo::count_piped(uint32_t conn_id, Direction d, size_t bytes) {
+    stats_.tcp_relayed_bytes[static_cast<size_t>(d)].add(bytes);
+    if (server_ != nullptr) {  // the allocation's usage, by its peer connection's CONNECTION-ID
+        server_->on_tcp_relayed(conn_id, d, bytes);
+    }
 }
 
 void StreamIo::queue_raw(uint32_t idx, std::span<const uint8_t> bytes) {
@@ -856,10 +860,10 @@ void StreamIo::raw_in(uint32_t idx, std::span<const uint8_t> bytes) {
         return;
     }
     const uint32_t pidx = static_cast<uint32_t>(c.partner);
-    const Direction d = c.role == Role::kData ? Direction::kClientToPeer : Direction::kPeerToClient;
-    stats_.tcp_relayed_bytes[static_cast<size_t>(d)].add(bytes.size());
-    if (server_ != nullptr) {  // the allocation's usage, by its peer connection's CONNECTION-ID
-        server_->on_tcp_relayed(c.role == Role::kData ? conns_[pidx]->conn_id : c.conn_id, d, bytes.size());
+    if (c.role == Role::kData) {
+        count_piped(conns_[pidx]->conn_id, Direction::kClientToPeer, bytes.size());
+    } else {
+        count_piped(c.conn_id, Direction::kPeerToClient, bytes.size());
     }
     queue_raw(pidx, bytes);
     const Conn& p = *conns_[pidx];

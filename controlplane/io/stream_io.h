@@ -181,6 +181,9 @@ private:
     void send_fin(uint32_t idx);
     bool pipe_done(uint32_t idx) const;
     void queue_raw(uint32_t idx, std::span<const uint8_t> bytes);
+    // `bytes` piped for the peer connection `conn_id` (CONNECTION-ID): the
+    // relay's turn_tcp_relayed_bytes_total and its allocation's usage.
+    void count_piped(uint32_t conn_id, Direction d, size_t bytes);
     void connect_done(uint32_t idx, bool ok);
     // A peer connection of relay `relay_index` on `fd` (connecting: an
     // outgoing connect still in progress).

@@ -469,7 +469,7 @@ void IpcServer::bad_message(int type, size_t bytes) {
 }
 
 void IpcServer::on_hello(const ipc::Hello& h) {
-    std::unordered_map<uint64_t, Ended> waiting;  // requests are counted anew from this resync on
+    std::vector<Ended> waiting;  // requests are counted anew from this resync on
     if (h.boot_id != boot_id_) {
         last_.clear();  // a new dataplane process: its counters start at zero
         counters_.clear_workers();
@@ -503,7 +503,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         in_sync_ = true;
         requests_ = 0;
         answered_ = 0;
-        waiting.swap(ended_);
+        take_ended_locked([](const Ended&) { return true; }, waiting);
     }
     backlog_limit_ = pending_.size() + kMaxBacklog;
     counters_.connected.store(true);
@@ -513,10 +513,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
                                    {"generation", std::to_string(generation_)},
                                    {"allocations", std::to_string(allocations)},
                                    {"entries", std::to_string(adds)}});
-    for (const auto& [id, e] : waiting) {
-        (void)id;
-        log_end(e.line, e.fast);
-    }
+    log_ends(waiting);
 }
 
 bool IpcServer::defer_end(uint64_t id, EndLine& line, RelayUsage& offloaded) {
@@ -540,16 +537,31 @@ bool IpcServer::defer_end(uint64_t id, EndLine& line, RelayUsage& offloaded) {
     return true;
 }
 
-void IpcServer::log_ended() {
-    std::unordered_map<uint64_t, Ended> all;
-    {
-        std::lock_guard lk(mu_);
-        all.swap(ended_);
+template <typename P>
+void IpcServer::take_ended_locked(P&& pick, std::vector<Ended>& out) {
+    for (auto e = ended_.begin(); e != ended_.end();) {
+        if (pick(e->second)) {
+            out.push_back(std::move(e->second));
+            e = ended_.erase(e);
+        } else {
+            ++e;
+        }
     }
-    for (const auto& [id, e] : all) {
-        (void)id;
+}
+
+void IpcServer::log_ends(const std::vector<Ended>& lines) {
+    for (const Ended& e : lines) {
         log_end(e.line, e.fast);
     }
+}
+
+void IpcServer::log_ended() {
+    std::vector<Ended> all;
+    {
+        std::lock_guard lk(mu_);
+        take_ended_locked([](const Ended&) { return true; }, all);
+    }
+    log_ends(all);
 }
 
 void IpcServer::log_overdue(uint64_t now) {
@@ -560,18 +572,10 @@ void IpcServer::log_overdue(uint64_t now) {
             return;
         }
         next_deadline_check_ = now + counters_interval_ms_;
-        for (auto e = ended_.begin(); e != ended_.end();) {
-            if (now >= e->second.deadline_ms) {  // a dataplane that does not answer
-                late.push_back(std::move(e->second));
-                e = ended_.erase(e);
-            } else {
-                ++e;
-            }
-        }
+        // A dataplane that does not answer.
+        take_ended_locked([now](const Ended& e) { return now >= e.deadline_ms; }, late);
     }
-    for (const Ended& e : late) {
-        log_end(e.line, e.fast);
-    }
+    log_ends(late);
 }
 
 RelayUsage IpcServer::offloaded_usage(uint64_t id) const {
@@ -630,19 +634,11 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
         }
         if (r.last != 0) {
             ++answered_;
-            for (auto e = ended_.begin(); e != ended_.end();) {
-                if (e->second.due <= answered_) {  // no final came (none installed, or lost)
-                    ready.push_back(std::move(e->second));
-                    e = ended_.erase(e);
-                } else {
-                    ++e;
-                }
-            }
+            // No final came (none installed, or lost).
+            take_ended_locked([this](const Ended& e) { return e.due <= answered_; }, ready);
         }
     }
-    for (const Ended& e : ready) {
-        log_end(e.line, e.fast);
-    }
+    log_ends(ready);
     if (r.last != 0) {
         // Allocations absent from a whole report are gone from the dataplane.
         std::erase_if(last_, [](auto& kv) { return !kv.second.seen; });

@@ -200,6 +200,11 @@ private:
         uint64_t deadline_ms = 0;  // or then, whatever the dataplane answers
     };
     std::unordered_map<uint64_t, Ended> ended_;  // by allocation id
+    // Under mu_: moves the waiting end lines `pick` chooses out of ended_
+    // into `out` (to be logged outside the lock, log_ends).
+    template <typename P>
+    void take_ended_locked(P&& pick, std::vector<Ended>& out);
+    static void log_ends(const std::vector<Ended>& lines);
     uint64_t requests_ = 0;  // CountersRequests sent on this connection
     uint64_t answered_ = 0;  // complete reports received on this connection
     uint64_t next_deadline_check_ = 0;
