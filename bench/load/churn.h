@@ -3,7 +3,9 @@
 // so each is a new 5-tuple), keeps each for `hold`, then deletes it (Refresh
 // LIFETIME 0). Reports setup latency, how many were created, deleted and
 // failed, and the rate actually achieved (a slow server makes the thread fall
-// behind its target, which is itself a result).
+// behind its target, which is itself a result). The window's end stops new
+// setups only: each setup has 5 s and each delete 1 s of its own, so the
+// thread can outlast the window by that much.
 #pragma once
 
 #include <atomic>

@@ -97,10 +97,13 @@ start_coturn rest --use-auth-secret --static-auth-secret=load-test-secret
 check "$dir/rest.json" "coturn REST"
 "$PY" - "$dir/rest.json" <<'PYEOF'
 import json, sys
-c = json.load(open(sys.argv[1]))["traffic"]["churn"]
+d = json.load(open(sys.argv[1]))
+c = d["traffic"]["churn"]
 ok = c["created"] >= 10 and c["failed"] == 0 and c["delete_failed"] == 0 and c["deleted"] == c["created"]
+# On failure, why (STUN codes, timeouts: turn-load's error tally).
 print("churn: created %d, failed %d, deleted %d, setup p50 %.2f ms%s" % (
-    c["created"], c["failed"], c["deleted"], c["setup_latency_ms"]["p50"], "" if ok else " -- FAIL"))
+    c["created"], c["failed"], c["deleted"], c["setup_latency_ms"]["p50"],
+    "" if ok else " -- FAIL; errors %s" % d.get("errors")))
 sys.exit(0 if ok else 1)
 PYEOF
 
