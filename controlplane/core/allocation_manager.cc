@@ -418,6 +418,8 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
         s.relayed[i] = a.relays[i].active() ? a.relays[i].addr : Address{};
     }
     s.expires_unix_ms = at(a.expires_ms);
+    s.created_unix_ms = unix_now - std::min(unix_now, now > a.created_ms ? now - a.created_ms : 0);
+    s.usage = a.relayed;
     s.dont_fragment = a.dont_fragment;
     s.mobile = a.mobile;
     s.moved = a.moved;
@@ -511,7 +513,12 @@ std::string AllocationManager::restore(const SavedAllocation& s) {
     a->username = s.username;
     a->realm = s.realm;
     a->relays = relays;
-    a->created_ms = now;
+    // Its age and the control plane's share of its usage go on from the
+    // previous process's (unknown in a version 1 file: from now); the time
+    // no process ran counts in its age, as in its lifetime.
+    const uint64_t age = s.created_unix_ms != 0 && s.created_unix_ms < unix_now ? unix_now - s.created_unix_ms : 0;
+    a->created_ms = now - std::min(now, age);
+    a->relayed = s.usage;
     a->expires_ms = now + (s.expires_unix_ms - unix_now);
     a->dont_fragment = s.dont_fragment;
     // RFC 8016: the previous process's tickets do not open here (its key is

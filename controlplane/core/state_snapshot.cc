@@ -129,6 +129,7 @@ constexpr size_t kAddrSize = 1 + 16 + 2;
 constexpr size_t kMinAllocationSize = 8 + 1 + 2 * kAddrSize + 2 + 2 + 2 * kAddrSize + 8 + 1 + 4 + 4;
 constexpr size_t kPermissionSize = kAddrSize + 8;
 constexpr size_t kChannelSize = 2 + kAddrSize + 8;
+constexpr size_t kUsageSize = 8 + 4 * 8;  // version 2: created_unix_ms, RelayUsage
 
 }  // namespace
 
@@ -144,7 +145,7 @@ std::vector<uint8_t> encode_snapshot(const LoopSnapshot& s) {
 std::vector<uint8_t> encode_snapshot(uint32_t loop, uint32_t loops, uint64_t saved_unix_ms,
                                      std::span<const SavedAllocation* const> allocations) {
     Writer w;
-    w.out.reserve(64 + allocations.size() * 176);
+    w.out.reserve(64 + allocations.size() * 216);
     w.bytes(kMagic);
     w.u32(kSnapshotVersion);
     w.u32(loop);
@@ -176,6 +177,11 @@ std::vector<uint8_t> encode_snapshot(uint32_t loop, uint32_t loops, uint64_t sav
             w.addr(c.peer);
             w.u64(c.expires_unix_ms);
         }
+        w.u64(a.created_unix_ms);
+        w.u64(a.usage.packets_to_peer);
+        w.u64(a.usage.bytes_to_peer);
+        w.u64(a.usage.packets_to_client);
+        w.u64(a.usage.bytes_to_client);
     }
     w.u32(crc_of(w.out));
     return std::move(w.out);
@@ -197,17 +203,18 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
     }
     Reader r(body.subspan(kMagic.size()));
     const uint32_t version = r.u32("header");
-    if (r.ok() && version != kSnapshotVersion) {
-        error = "snapshot version " + std::to_string(version) + ", this build reads version " +
-                std::to_string(kSnapshotVersion);
+    if (r.ok() && (version < kSnapshotOldestVersion || version > kSnapshotVersion)) {
+        error = "snapshot version " + std::to_string(version) + ", this build reads versions " +
+                std::to_string(kSnapshotOldestVersion) + " to " + std::to_string(kSnapshotVersion);
         return std::nullopt;
     }
+    const size_t min_allocation = kMinAllocationSize + (version >= 2 ? kUsageSize : 0);
     LoopSnapshot s;
     s.loop = r.u32("header");
     s.loops = r.u32("header");
     s.saved_unix_ms = r.u64("header");
     const uint32_t count = r.u32("header");
-    if (r.ok() && (count > kSnapshotMaxAllocations || count > r.left() / kMinAllocationSize)) {
+    if (r.ok() && (count > kSnapshotMaxAllocations || count > r.left() / min_allocation)) {
         r.error = "allocation count " + std::to_string(count) + " does not fit the file";
     }
     if (r.ok()) {
@@ -258,6 +265,13 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
             c.peer = r.addr("channel", false);
             c.expires_unix_ms = r.u64("channel");
             a.channels.push_back(c);
+        }
+        if (version >= 2) {
+            a.created_unix_ms = r.u64("allocation");
+            a.usage.packets_to_peer = r.u64("usage");
+            a.usage.bytes_to_peer = r.u64("usage");
+            a.usage.packets_to_client = r.u64("usage");
+            a.usage.bytes_to_client = r.u64("usage");
         }
         s.allocations.push_back(std::move(a));
     }

@@ -14,6 +14,10 @@
 // Format (little-endian is not assumed: every integer is big-endian):
 //   "TURNSNAP" u32 version u32 loop u32 loops u64 saved_unix_ms u32 count
 //   count x allocation, then u32 CRC-32 (zlib) of everything before it.
+// Version 2 adds to each allocation, after its channels, when it was created
+// and what the control plane relayed for it (RelayUsage); version 1 files
+// (without them) are still read: their allocations restart their age and
+// usage at the restore.
 // The file is read as untrusted input: every length is bounded, a bad magic,
 // version, length or CRC rejects the whole file with a message.
 #pragma once
@@ -25,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "core/relay_usage.h"
 #include "net/address.h"
 
 namespace turn::cp {
@@ -58,6 +63,13 @@ struct SavedAllocation {
     bool moved = false;
     std::vector<SavedPermission> permissions;
     std::vector<SavedChannel> channels;
+    // Version 2: when it was created (0: not known, a version 1 file), and
+    // the control plane's share of its usage (Allocation::relayed) when it
+    // was saved: its end line in the next process counts its whole life. The
+    // dataplane's share is not saved; its counters run on across a control
+    // plane restart.
+    uint64_t created_unix_ms = 0;
+    RelayUsage usage;
     friend bool operator==(const SavedAllocation&, const SavedAllocation&) = default;
 };
 
@@ -68,7 +80,8 @@ struct LoopSnapshot {
     std::vector<SavedAllocation> allocations;
 };
 
-constexpr uint32_t kSnapshotVersion = 1;
+constexpr uint32_t kSnapshotVersion = 2;
+constexpr uint32_t kSnapshotOldestVersion = 1;  // still read
 // Bounds a hostile or corrupt file cannot push past.
 constexpr size_t kSnapshotMaxBytes = size_t{1} << 30;
 constexpr uint32_t kSnapshotMaxAllocations = 1u << 22;

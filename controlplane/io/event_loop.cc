@@ -97,6 +97,15 @@ void EventLoop::save_state(uint64_t now_ms, bool final) {
     std::vector<SavedAllocation> changed;
     std::vector<uint64_t> removed;
     server_.allocations().take_changes(changed, removed);
+    if (final) {
+        // The last save has every allocation as it is now: what the control
+        // plane relayed for each moves with every datagram, which the
+        // changes do not track (between saves it is as of the last change).
+        changed.clear();
+        server_.allocations().snapshot(changed);
+        store_->submit(index_, std::move(changed), {}, true);
+        return;
+    }
     if (!changed.empty() || !removed.empty()) {
         store_->submit(index_, std::move(changed), std::move(removed), false);
     }

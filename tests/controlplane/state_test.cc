@@ -38,6 +38,8 @@ LoopSnapshot sample() {
     a.dont_fragment = true;
     a.permissions = {{A("198.18.2.2:0"), 1'700'000'299'000}, {A("[fd00::2]:0"), 1'700'000'000'100}};
     a.channels = {{0x4000, A("198.18.2.2:7000"), 1'700'000'598'000}};
+    a.created_unix_ms = 1'699'999'400'000;
+    a.usage = {7, 700, 3, 1'234'567'890'123};
     s.allocations.push_back(a);
     SavedAllocation b;
     b.id = 43;
@@ -98,7 +100,35 @@ TEST(StateSnapshot, BadMagicAndVersion) {
     store_be32(v.data() + 8, 99);
     reseal(v);
     EXPECT_FALSE(decode_snapshot(v, err));
-    EXPECT_EQ(err, "snapshot version 99, this build reads version 1");
+    EXPECT_EQ(err, "snapshot version 99, this build reads versions 1 to 2");
+    store_be32(v.data() + 8, 0);
+    reseal(v);
+    EXPECT_FALSE(decode_snapshot(v, err));
+    EXPECT_EQ(err, "snapshot version 0, this build reads versions 1 to 2");
+}
+
+// A file from a build before version 2 (no creation time or usage after the
+// channels) still loads: the allocation comes back with both unknown (0).
+TEST(StateSnapshot, AVersionOneFileStillLoads) {
+    LoopSnapshot one = sample();
+    one.allocations.resize(1);
+    auto v1 = encode_snapshot(one);
+    // Version 2 ends each allocation with 5 x u64; version 1 had none.
+    v1.erase(v1.end() - 4 - 40, v1.end() - 4);
+    store_be32(v1.data() + 8, 1);
+    reseal(v1);
+    std::string err;
+    auto d = decode_snapshot(v1, err);
+    ASSERT_TRUE(d) << err;
+    ASSERT_EQ(d->allocations.size(), 1u);
+    SavedAllocation want = one.allocations[0];
+    want.created_unix_ms = 0;
+    want.usage = {};
+    EXPECT_EQ(d->allocations[0], want);
+    // The same bytes said to be version 2 are 40 bytes short.
+    store_be32(v1.data() + 8, 2);
+    reseal(v1);
+    EXPECT_FALSE(decode_snapshot(v1, err));
 }
 
 TEST(StateSnapshot, HostileCountsAndFieldsAreBounded) {
@@ -509,6 +539,52 @@ TEST_F(EndLine, AddsBothSharesAndAKeptAllocationContinues) {
     const std::string gone = log.line("event=allocation_closed ", " client=198.18.1.1:6000 ");
     EXPECT_EQ(gone.find("continues"), std::string::npos) << gone;
     EXPECT_NE(gone.find(" packets_to_peer=0 bytes_to_peer=0"), std::string::npos) << gone;  // not offloaded
+}
+
+// A restored allocation's age and the control plane's share of its usage go
+// on from the previous process's (its end line counts its whole life, the
+// time no process ran included); one from a version 1 file (neither saved)
+// starts both at the restore.
+TEST_F(Restore, AgeAndUsageGoOn) {
+    LogCapture log;
+    const auto ft = tuple(5000);
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, A("198.18.2.2:7000")).success());
+    server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x04, 'p', 'i', 'n', 'g'});
+    ASSERT_EQ(io.peer_sends.size(), 1u);
+    advance_s(100);
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    EXPECT_EQ(saved[0].created_unix_ms, clock.unix_ms() - 100'000);
+    EXPECT_EQ(saved[0].usage, (RelayUsage{1, 4, 0, 0}));
+
+    restart();
+    clock.advance_s(20);  // while no control plane runs
+    ASSERT_EQ(server->allocations().restore(saved[0]), "");
+    Allocation* a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(clock.now_ms() - a->created_ms, 120'000u);
+    EXPECT_EQ(a->relayed, (RelayUsage{1, 4, 0, 0}));
+    server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x05, 'a', 'g', 'a', 'i', 'n', 0, 0, 0});
+    ASSERT_EQ(io.peer_sends.size(), 2u);
+    advance_s(3);
+    ASSERT_TRUE(refresh(ft, 0).success());
+    const std::string ended = log.line("event=allocation_deleted ");
+    EXPECT_NE(ended.find(" age_s=123 "), std::string::npos) << ended;
+    EXPECT_NE(ended.find(" packets_to_peer=2 bytes_to_peer=9 packets_to_client=0 bytes_to_client=0"), std::string::npos)
+        << ended;
+
+    // From a version 1 file: neither is known.
+    restart();
+    SavedAllocation v1 = saved[0];
+    v1.created_unix_ms = 0;
+    v1.usage = {};
+    ASSERT_EQ(server->allocations().restore(v1), "");
+    a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->created_ms, clock.now_ms());
+    EXPECT_EQ(a->relayed, RelayUsage{});
 }
 
 }  // namespace

@@ -4,7 +4,8 @@ clients hold (users, relayed addresses, permissions, channels), `close` ends one
 its client's data stops being relayed, `reload` applies a rewritten [auth] and says so, and
 `drain` with a deadline drains the relay, which exits once its last allocation ends. Errors:
 an unknown allocation, a reload whose TLS key does not load, a second drain (exit 1), no relay
-at the socket (exit 3); the socket is its owner's only.
+at the socket (exit 3); the socket is its owner's only. Across a restart with [state].dir, an
+allocation's age and usage go on where the previous process left them.
 """
 
 import asyncio
@@ -19,7 +20,8 @@ import time
 import pytest
 
 from conftest import log_tail, stop_process
-from test_turn_probe import PASSWORD, USER, Relay
+from conftest import find_turn_relay_bin
+from test_turn_probe import PASSWORD, USER, Relay, wait_tcp
 from tool_paths import find_tool
 
 aioice_turn = pytest.importorskip("aioice.turn")
@@ -150,3 +152,77 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
         echo.close()
         if relay.proc.poll() is None:
             stop_process(relay.proc, second_signal_after=1.0)
+
+
+def test_usage_and_age_go_on_across_a_restart(tmp_path):
+    """A client's allocation relays 3 datagrams through one turn-relay, which stops cleanly
+    (its end line says the allocation continues, with no usage); the next turn-relay on the
+    same [state].dir relays 2 more: turn-ctl then shows 5 each way and the age since the
+    first Allocate, and the end line when the client leaves counts all 5."""
+    sock = tmp_path / "admin.sock"
+    state = tmp_path / "state"
+    relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n[state]\ndir = "{state}"\nsave_interval_ms = 100\n')
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+    echo.settimeout(3)
+    second = None
+    try:
+        async def scenario():
+            nonlocal second
+            t, proto = await asyncio.wait_for(aioice_turn.create_turn_endpoint(
+                Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10)
+            born = time.monotonic()
+
+            async def round_trip(payload):
+                t.sendto(payload, echo.getsockname())
+                data, src = await asyncio.to_thread(echo.recvfrom, 100)
+                echo.sendto(data, src)
+                return (await asyncio.wait_for(proto.queue.get(), 3))[0]
+
+            for i in range(3):
+                assert await round_trip(b"abc%d" % i) == b"abc%d" % i
+                # Traffic changes nothing the periodic saves track (the first
+                # datagram's CreatePermission does): only the last save at the
+                # stop has the later datagrams.
+                await asyncio.sleep(0.5)
+            rc, first = await asyncio.to_thread(ctl_json, sock, "allocations")
+            assert rc == 0 and len(first["allocations"]) == 1, first
+            await asyncio.sleep(2)
+            # A clean stop: the drain's second signal ends it; the allocation is saved.
+            await asyncio.to_thread(stop_process, relay.proc, 5.0, 1.0)
+            assert relay.proc.returncode == 0, log_tail(relay.log)
+            log2 = tmp_path / "relay2.log"
+            with open(log2, "wb") as f:
+                second = subprocess.Popen([find_turn_relay_bin(), "--config", str(tmp_path / "relay.toml")], stdout=f,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            assert await asyncio.to_thread(wait_tcp, relay.tls_port), log_tail(log2)
+            for i in range(2):
+                assert await round_trip(b"def%d" % i) == b"def%d" % i
+            rc, after = await asyncio.to_thread(ctl_json, sock, "allocations")
+            lived = time.monotonic() - born
+            t.close()  # Refresh 0 to the second process
+            deadline = time.monotonic() + 5
+            while "event=allocation_deleted" not in log2.read_text() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return first["allocations"][0], rc, after, lived, log2
+
+        a, rc, after, lived, log2 = asyncio.run(scenario())
+        stopped = re.search(rf"event=allocation_closed id={a['id']} .*", relay.log.read_text())
+        assert stopped and " continues=yes" in stopped.group(0) and "packets_to_peer" not in stopped.group(0), \
+            relay.log.read_text()
+        assert rc == 0 and len(after["allocations"]) == 1, after
+        b = after["allocations"][0]
+        assert b["id"] == a["id"] and b["relayed"] == a["relayed"], (a, b)
+        assert (b["packets_client_to_peer"], b["bytes_client_to_peer"]) == (5, 20), b
+        assert (b["packets_peer_to_client"], b["bytes_peer_to_client"]) == (5, 20), b
+        assert int(lived) - 1 <= b["age_s"] <= lived + 1 and b["age_s"] >= 2, (b, lived)
+        text = log2.read_text()
+        assert "event=state_restored" in text, text
+        end = re.search(rf"event=allocation_deleted id={a['id']} .*", text)
+        assert end, text
+        assert " packets_to_peer=5 bytes_to_peer=20 packets_to_client=5 bytes_to_client=20" in end.group(0), end.group(0)
+    finally:
+        echo.close()
+        for p in (relay.proc, second):
+            if p is not None and p.poll() is None:
+                stop_process(p, second_signal_after=1.0)
