@@ -81,21 +81,24 @@ uint64_t unix_now_ms() {
 
 // Restores every loop's snapshot, or none: a snapshot belongs to the loop the
 // kernel's SO_REUSEPORT hash sends its clients to, which holds only while the
-// number of loops is the same as when it was saved.
+// number of loops is the same as when it was saved. When none is restored,
+// each allocation in the files that could be read gets its last line
+// (allocation_not_restored), so that its usage is still logged once.
 void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops) {
     const auto n = static_cast<unsigned>(loops.size());
     std::vector<LoopSnapshot> snaps;
     std::string problem;
-    for (unsigned i = 0; i < n && problem.empty(); ++i) {
+    for (unsigned i = 0; i < n; ++i) {
         std::string err;
         auto s = store.load(i, err);
         if (!err.empty()) {
-            problem = err;
-        } else if (s && (s->loops != n || s->loop != i)) {
-            problem = "saved by " + std::to_string(s->loops) + " event loops, this process runs " +
-                      std::to_string(n) + " (set [server].threads = " + std::to_string(s->loops) +
-                      " to take them over)";
+            problem = problem.empty() ? err : problem;
         } else if (s) {
+            if (problem.empty() && (s->loops != n || s->loop != i)) {
+                problem = "saved by " + std::to_string(s->loops) + " event loops, this process runs " +
+                          std::to_string(n) + " (set [server].threads = " + std::to_string(s->loops) +
+                          " to take them over)";
+            }
             snaps.push_back(std::move(*s));
         }
     }
@@ -103,11 +106,25 @@ void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoo
     if (problem.empty() && !extra.empty()) {
         problem = "snapshots of more event loops than this process runs (" + extra.front() + ")";
     }
+    if (!problem.empty()) {
+        for (unsigned i = n; i < n + 1024 && !extra.empty(); ++i) {
+            std::string err;
+            if (auto s = store.load(i, err)) {
+                snaps.push_back(std::move(*s));
+            }
+        }
+    }
     for (const auto& path : extra) {
         ::unlink(path.c_str());  // never consistent with this process's loops
     }
     if (!problem.empty()) {
         log_event(LogLevel::kError, "state_not_restored", {{"reason", problem}});
+        const uint64_t now = unix_now_ms();
+        for (const auto& s : snaps) {
+            for (const auto& a : s.allocations) {
+                AllocationManager::log_not_restored(a, now, "its snapshot was not restored");
+            }
+        }
         return;
     }
     size_t saved = 0;

@@ -457,7 +457,37 @@ void AllocationManager::take_changes(std::vector<SavedAllocation>& changed, std:
     removed_.clear();
 }
 
+void AllocationManager::log_not_restored(const SavedAllocation& s, uint64_t unix_now_ms, const std::string& why) {
+    std::string relayed;
+    for (const auto& r : s.relayed) {
+        if (r.family != Family::kNone) {
+            relayed += (relayed.empty() ? "" : ",") + r.to_string();
+        }
+    }
+    const uint64_t age_s = s.created_unix_ms != 0 && s.created_unix_ms < unix_now_ms ? (unix_now_ms - s.created_unix_ms) / 1000 : 0;
+    EndLine e;
+    e.event = "allocation_not_restored";
+    e.fields = {{"id", std::to_string(s.id)},
+                {"client", s.five_tuple.client.to_string()},
+                {"server", s.five_tuple.server.to_string()},
+                {"transport", std::string(transport_name(s.five_tuple.transport))},
+                {"user", s.username},
+                {"relayed", relayed},
+                {"age_s", std::to_string(age_s)},
+                {"reason", why}};
+    e.relayed = s.usage;
+    log_end(e, {}, LogLevel::kWarn);
+}
+
 std::string AllocationManager::restore(const SavedAllocation& s) {
+    std::string why = restore_or_why(s);
+    if (!why.empty()) {
+        log_not_restored(s, clock_.unix_ms(), why);
+    }
+    return why;
+}
+
+std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     const uint64_t unix_now = clock_.unix_ms();
     if (s.expires_unix_ms <= unix_now) {
         return "expired while no control plane ran";

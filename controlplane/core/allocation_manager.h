@@ -92,14 +92,22 @@ public:
     // (re-opened), user quota, permissions and channels with what is left of
     // their lifetimes at the current wall-clock time, reported to the offload
     // hook like new ones (and marked dirty if tracking is on).
-    // Returns "" or why it was not restored (nothing is taken then).
+    // Returns "" or why it was not restored (nothing is taken then; the
+    // allocation's last line, log_not_restored, is logged).
     std::string restore(const SavedAllocation& s);
+    // The last line of a saved allocation this process does not take over
+    // (allocation_not_restored, with `why`): who it was, its age and what the
+    // control plane relayed for it, as an end line would say, so that summed
+    // end lines still count it.
+    static void log_not_restored(const SavedAllocation& s, uint64_t unix_now_ms, const std::string& why);
+
     static OffloadAllocation offload_view(const Allocation& a, uint64_t bandwidth_bps);
     // `a` as it would be saved now (expiry times in wall-clock Unix ms); also
     // what the admin interface lists (io/admin_server.h).
     SavedAllocation saved_view(const Allocation& a) const;
 
 private:
+    std::string restore_or_why(const SavedAllocation& s);
     Allocation& insert(std::unique_ptr<Allocation> a);
     void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
     void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);

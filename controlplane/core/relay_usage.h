@@ -50,14 +50,14 @@ struct EndLine {
 };
 
 // Logs `e` with its usage: the control plane's share plus `offloaded`.
-inline void log_end(const EndLine& e, const RelayUsage& offloaded) {
+inline void log_end(const EndLine& e, const RelayUsage& offloaded, LogLevel level = LogLevel::kInfo) {
     const RelayUsage u = e.relayed + offloaded;
     std::vector<Field> f = e.fields;
     f.emplace_back("packets_to_peer", std::to_string(u.packets_to_peer));
     f.emplace_back("bytes_to_peer", std::to_string(u.bytes_to_peer));
     f.emplace_back("packets_to_client", std::to_string(u.packets_to_client));
     f.emplace_back("bytes_to_client", std::to_string(u.bytes_to_client));
-    log_event(LogLevel::kInfo, e.event, f);
+    log_event(level, e.event, f);
 }
 
 }  // namespace turn::cp

@@ -585,6 +585,17 @@ TEST_F(Restore, AgeAndUsageGoOn) {
     ASSERT_NE(a, nullptr);
     EXPECT_EQ(a->created_ms, clock.now_ms());
     EXPECT_EQ(a->relayed, RelayUsage{});
+
+    // One that cannot come back (here: its 5-tuple is taken) still gets a
+    // last line with its age and usage, so that summed end lines count it.
+    EXPECT_EQ(server->allocations().restore(saved[0]), "its 5-tuple already has an allocation");
+    const std::string lost = log.line("event=allocation_not_restored ");
+    EXPECT_NE(lost.find(" id=" + std::to_string(saved[0].id) + " "), std::string::npos) << lost;
+    EXPECT_NE(lost.find(" user=alice "), std::string::npos) << lost;
+    EXPECT_NE(lost.find(" age_s=123 "), std::string::npos) << lost;
+    EXPECT_NE(lost.find(" reason=\"its 5-tuple already has an allocation\" packets_to_peer=1 bytes_to_peer=4 "),
+              std::string::npos)
+        << lost;
 }
 
 }  // namespace

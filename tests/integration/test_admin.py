@@ -200,13 +200,21 @@ def test_usage_and_age_go_on_across_a_restart(tmp_path):
                 assert await round_trip(b"def%d" % i) == b"def%d" % i
             rc, after = await asyncio.to_thread(ctl_json, sock, "allocations")
             lived = time.monotonic() - born
+            # Another client's allocation, kept by the second process when it stops.
+            t2, proto2 = await asyncio.wait_for(aioice_turn.create_turn_endpoint(
+                Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10)
+            t2.sendto(b"kept", echo.getsockname())
+            await asyncio.to_thread(echo.recvfrom, 100)
             t.close()  # Refresh 0 to the second process
             deadline = time.monotonic() + 5
             while "event=allocation_deleted" not in log2.read_text() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            return first["allocations"][0], rc, after, lived, log2
+            rc2, kept = await asyncio.to_thread(ctl_json, sock, "allocations")
+            await asyncio.to_thread(stop_process, second, 5.0, 1.0)
+            t2.close()
+            return first["allocations"][0], rc, after, lived, log2, kept
 
-        a, rc, after, lived, log2 = asyncio.run(scenario())
+        a, rc, after, lived, log2, kept = asyncio.run(scenario())
         stopped = re.search(rf"event=allocation_closed id={a['id']} .*", relay.log.read_text())
         assert stopped and " continues=yes" in stopped.group(0) and "packets_to_peer" not in stopped.group(0), \
             relay.log.read_text()
@@ -221,6 +229,27 @@ def test_usage_and_age_go_on_across_a_restart(tmp_path):
         end = re.search(rf"event=allocation_deleted id={a['id']} .*", text)
         assert end, text
         assert " packets_to_peer=5 bytes_to_peer=20 packets_to_client=5 bytes_to_client=20" in end.group(0), end.group(0)
+
+        # A third process on another number of event loops cannot take the kept allocation
+        # over; its last line still says what it relayed (the control plane's share).
+        assert len(kept["allocations"]) == 1, kept
+        k = kept["allocations"][0]
+        assert (k["packets_client_to_peer"], k["bytes_client_to_peer"]) == (1, 4), k
+        cfg = tmp_path / "relay.toml"
+        cfg.write_text(cfg.read_text().replace("threads = 2", "threads = 1"))
+        log3 = tmp_path / "relay3.log"
+        with open(log3, "wb") as f:
+            third = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            assert wait_tcp(relay.tls_port), log_tail(log3)
+            text = log3.read_text()
+            assert "event=state_not_restored" in text and "threads = 2" in text, text
+            lost = re.search(rf"event=allocation_not_restored id={k['id']} .*", text)
+            assert lost and ' reason="its snapshot was not restored"' in lost.group(0), text
+            assert " packets_to_peer=1 bytes_to_peer=4 " in lost.group(0), lost.group(0)
+        finally:
+            stop_process(third, second_signal_after=1.0)
     finally:
         echo.close()
         for p in (relay.proc, second):
