@@ -37,6 +37,10 @@ public:
     std::string realm;
     std::array<RelayEndpoint, 2> relays{};  // [family_slot]
     uint64_t created_ms = 0;
+    // Age carried over from a previous process that created_ms (monotonic,
+    // since boot) cannot hold: an allocation restored after a host reboot
+    // may be older than the uptime.
+    uint64_t age_before_ms = 0;
     uint64_t expires_ms = 0;
     uint64_t timer_at_ms = 0;  // deadline of the wheel entry that counts
     bool dont_fragment = false;
@@ -52,6 +56,8 @@ public:
     // What the control plane relayed for it (the dataplane's fast path
     // counts its own share: AllocationManager::usage).
     RelayUsage relayed;
+    // Milliseconds since it was created (by this process or a previous one).
+    uint64_t age_ms(uint64_t now_ms) const { return (now_ms > created_ms ? now_ms - created_ms : 0) + age_before_ms; }
 
     std::unordered_map<Address, Permission, AddressHash> permissions;  // key: peer IP, port 0
     std::unordered_map<uint16_t, ChannelBinding> channels;

@@ -418,7 +418,7 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
         s.relayed[i] = a.relays[i].active() ? a.relays[i].addr : Address{};
     }
     s.expires_unix_ms = at(a.expires_ms);
-    s.created_unix_ms = unix_now - std::min(unix_now, now > a.created_ms ? now - a.created_ms : 0);
+    s.created_unix_ms = unix_now - std::min(unix_now, a.age_ms(now));
     s.usage = a.relayed;
     s.dont_fragment = a.dont_fragment;
     s.mobile = a.mobile;
@@ -548,6 +548,7 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     // no process ran counts in its age, as in its lifetime.
     const uint64_t age = s.created_unix_ms != 0 && s.created_unix_ms < unix_now ? unix_now - s.created_unix_ms : 0;
     a->created_ms = now - std::min(now, age);
+    a->age_before_ms = age - std::min(now, age);
     a->relayed = s.usage;
     a->expires_ms = now + (s.expires_unix_ms - unix_now);
     a->dont_fragment = s.dont_fragment;
@@ -617,7 +618,7 @@ EndLine AllocationManager::end_line(std::string_view event, const Allocation& a)
                 {"lifetime_s", std::to_string(remaining)},
                 {"permissions", std::to_string(a.permissions.size())},
                 {"channels", std::to_string(a.channels.size())},
-                {"age_s", std::to_string(now > a.created_ms ? (now - a.created_ms) / 1000 : 0)}};
+                {"age_s", std::to_string(a.age_ms(now) / 1000)}};
     e.relayed = a.relayed;
     return e;
 }

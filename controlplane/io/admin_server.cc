@@ -314,7 +314,7 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
                 }
             }
             r.tcp = a.tcp;
-            r.age_s = now_ms > a.created_ms ? (now_ms - a.created_ms) / 1000 : 0;
+            r.age_s = a.age_ms(now_ms) / 1000;
             r.usage = s.allocations().usage(a);
             r.permission_count = a.permissions.size();
             r.channel_count = a.channels.size();

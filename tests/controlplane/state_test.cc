@@ -585,6 +585,19 @@ TEST_F(Restore, AgeAndUsageGoOn) {
     ASSERT_NE(a, nullptr);
     EXPECT_EQ(a->created_ms, clock.now_ms());
     EXPECT_EQ(a->relayed, RelayUsage{});
+    EXPECT_EQ(a->age_ms(clock.now_ms()), 0u);
+
+    // Older than the monotonic clock's count (here since its start; a host
+    // that rebooted while the state was kept): the age is whole.
+    restart();
+    SavedAllocation old = saved[0];
+    old.created_unix_ms = clock.unix_ms() - 7'200'000;
+    ASSERT_LT(clock.now_ms(), 7'200'000u);
+    ASSERT_EQ(server->allocations().restore(old), "");
+    a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->age_ms(clock.now_ms()), 7'200'000u);
+    EXPECT_EQ(server->allocations().saved_view(*a).created_unix_ms, old.created_unix_ms);
 
     // One that cannot come back (here: its 5-tuple is taken) still gets a
     // last line with its age and usage, so that summed end lines count it.
