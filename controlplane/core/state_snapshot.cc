@@ -114,6 +114,8 @@ public:
             std::memcpy(a.ip.data(), ip, 16);
         } else if (fam != 0 || !may_be_none) {
             error = std::string(what) + ": bad address family " + std::to_string(fam);
+        } else {
+            return {};  // none: whatever bytes follow (the writer puts zeros) mean nothing
         }
         return a;
     }

@@ -107,6 +107,29 @@ TEST(StateSnapshot, BadMagicAndVersion) {
     EXPECT_EQ(err, "snapshot version 0, this build reads versions 1 to 2");
 }
 
+// An absent relayed address is family 0; the bytes after it mean nothing
+// (the writer puts zeros) and decode as no address at all, so that the
+// snapshot saved again is the same (the fuzzer found a port kept there).
+TEST(StateSnapshot, AnAbsentAddressCarriesNothing) {
+    LoopSnapshot one = sample();
+    one.allocations.resize(1);
+    one.allocations[0].relayed[1] = Address{};
+    auto bytes = encode_snapshot(one);
+    // The second relayed address: after id, transport, client, server,
+    // username and realm (u16 length + bytes each) and the first relayed one.
+    const size_t rec = 8 + 4 + 4 + 4 + 8 + 4;
+    const size_t at = rec + 8 + 1 + 19 + 19 + 2 + 5 + 2 + 11 + 19;
+    ASSERT_EQ(bytes[at], 0);
+    bytes[at + 1] = 0xAB;   // an IP byte
+    bytes[at + 17] = 0xFF;  // the port's
+    reseal(bytes);
+    std::string err;
+    auto d = decode_snapshot(bytes, err);
+    ASSERT_TRUE(d) << err;
+    EXPECT_EQ(d->allocations[0].relayed[1], Address{});
+    EXPECT_EQ(d->allocations, one.allocations);
+}
+
 // A file from a build before version 2 (no creation time or usage after the
 // channels) still loads: the allocation comes back with both unknown (0).
 TEST(StateSnapshot, AVersionOneFileStillLoads) {

@@ -4,8 +4,8 @@
 #
 #   tests/fuzz/run-fuzz.sh [SECONDS] [TARGET...]
 #
-# SECONDS defaults to 60 per target; TARGET is stun, channel_data, worker, applier
-# and/or server (default all five, one after the other). Environment:
+# SECONDS defaults to 60 per target; TARGET is stun, channel_data, worker, applier,
+# server and/or snapshot (default all six, one after the other). Environment:
 #   BUILD_DIR   fuzzing build directory (default <repo>/build-fuzz); configured
 #               with clang-14 and -Dfuzzing=true if it does not exist yet
 #   FUZZ_JOBS   parallel fuzzing processes per target (default 1)
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-stun channel_data worker applier server}
+targets=${*:-stun channel_data worker applier server snapshot}
 build=${BUILD_DIR:-$root/build-fuzz}
 jobs=${FUZZ_JOBS:-1}
 crashes=$here/crashes
@@ -25,7 +25,7 @@ crashes=$here/crashes
 if [ ! -f "$build/build.ninja" ]; then
     CC=clang-14 CXX=clang++-14 meson setup "$build" "$root" -Dfuzzing=true -Dbench=false
 fi
-# worker needs DPDK, server the control plane: skip what this build lacks.
+# worker and applier need DPDK, server and snapshot the control plane: skip what this build lacks.
 available=""
 for t in $targets; do
     if ninja -C "$build" -t targets all | grep -q "^tests/fuzz/${t}_fuzz:"; then

@@ -1,0 +1,169 @@
+// libFuzzer target: the state snapshot file (controlplane/core/state_snapshot.h),
+// which turn-relay reads from [state].dir at start-up as untrusted input, and
+// AllocationManager::restore of every allocation it decodes, into a fresh
+// core with a recording PacketIo (as server_fuzz.cc).
+//
+// Input: byte 0's low bit set: the rest is the whole file; clear: the rest is
+// the file without its CRC, which the harness appends, so that mutations get
+// past the checksum to the parser. Seeds from snapshot_seeds.cc.
+//
+// Invariants (a violation prints what failed and traps):
+//   - decoding fails with a message, or succeeds; encoding what it decoded
+//     decodes to the same snapshot (a version 1 file comes back as version 2
+//     with the same allocations);
+//   - restore of each decoded allocation either says why not (and the core
+//     holds no more allocations than before) or re-creates it: found under
+//     its 5-tuple, with its id, relayed addresses (re-bound through the
+//     PacketIo), user, the control plane's usage and its age; saved again, it
+//     has the same id, 5-tuple and relayed addresses, expires at the same time
+//     and keeps at most the permissions and channels it was saved with;
+//   - the allocations gauge counts exactly the restored ones, and ending the
+//     core takes it back to zero.
+#include <zlib.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "core/clock.h"
+#include "core/offload.h"
+#include "core/server.h"
+#include "core/shared.h"
+#include "core/state_snapshot.h"
+#include "core/stats.h"
+#include "fake_io.h"
+
+namespace {
+
+using namespace turn;
+using namespace turn::cp;
+
+[[noreturn]] void fail(const char* what) {
+    std::fprintf(stderr, "snapshot_fuzz: %s\n", what);
+    __builtin_trap();
+}
+
+void check(bool ok, const char* what) {
+    if (!ok) {
+        fail(what);
+    }
+}
+
+Address A(const char* s) { return *Address::parse(s); }
+
+// The relay the seeds' allocations fit (snapshot_seeds.cc): relay IPs and port
+// range; the clock at the seeds' "now".
+constexpr uint64_t kUnixStartS = 1'700'000'000;
+
+struct World {
+    ManualClock clock{1'000'000, kUnixStartS};
+    test::FakeIo io;
+    OffloadHook hook;
+    Stats stats;
+    std::unique_ptr<Shared> shared;
+    std::unique_ptr<Server> server;
+};
+
+std::unique_ptr<World> make_world() {
+    auto w = std::make_unique<World>();
+    Config c;
+    c.listen = {A("198.18.0.1:3478"), A("[fd00::1]:3478")};
+    c.relay_ips = {A("198.18.0.1"), A("fd00::1")};
+    c.relay_port_min = 50000;
+    c.relay_port_max = 50099;
+    c.realm = "example.org";
+    c.users = {{"alice", "alice-pw"}, {"bob", "bob-pw"}};
+    c.metrics_listen = "";
+    c.seed = 0x5eed;
+    std::string err;
+    const std::array<uint8_t, 32> secret{1, 2, 3, 4, 5, 6, 7, 8};
+    w->shared = Shared::create(c, secret, err);
+    if (!w->shared) {
+        std::fprintf(stderr, "snapshot_fuzz: %s\n", err.c_str());
+        fail("configuration refused");
+    }
+    w->server = std::make_unique<Server>(*w->shared, w->clock, w->io, w->hook, w->stats);
+    return w;
+}
+
+void restore_all(const LoopSnapshot& s) {
+    auto w = make_world();
+    AllocationManager& m = w->server->allocations();
+    int64_t restored = 0;
+    for (const SavedAllocation& a : s.allocations) {
+        const int64_t before = w->shared->allocations.load();
+        const std::string why = m.restore(a);
+        if (!why.empty()) {
+            check(w->shared->allocations.load() == before, "a refused restore took an allocation");
+            continue;
+        }
+        ++restored;
+        const Allocation* r = m.find(a.five_tuple);
+        check(r != nullptr, "a restored allocation is not found under its 5-tuple");
+        check(r->id == a.id, "restored under another id");
+        check(r->username == a.username, "restored for another user");
+        check(r->relayed == a.usage, "the control plane's usage changed");
+        for (size_t f = 0; f < 2; ++f) {
+            check(r->relays[f].active() == (a.relayed[f].family != Family::kNone), "relayed family lost or added");
+            check(!r->relays[f].active() || r->relays[f].addr == a.relayed[f], "relayed address changed");
+        }
+        const uint64_t unix_now = w->clock.unix_ms();
+        if (a.created_unix_ms != 0 && a.created_unix_ms <= unix_now) {
+            check(r->age_ms(w->clock.now_ms()) == unix_now - a.created_unix_ms, "age changed");
+        }
+        const SavedAllocation again = m.saved_view(*r);
+        check(again.id == a.id && again.five_tuple == a.five_tuple && again.relayed == a.relayed,
+              "saved again as another allocation");
+        check(again.expires_unix_ms == a.expires_unix_ms, "expiry changed");
+        check(again.usage == a.usage, "usage saved differently");
+        check(again.permissions.size() <= a.permissions.size() && again.channels.size() <= a.channels.size(),
+              "permissions or channels appeared");
+    }
+    check(w->shared->allocations.load() == restored, "allocations gauge differs from the restored count");
+    w->server.reset();
+    check(w->shared->allocations.load() == 0, "allocations left after the core ended");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    // SNAPSHOT_FUZZ_LOG=1: the core's lines (allocation_restored,
+    // allocation_not_restored and why), to see what a seed reaches.
+    static const bool quiet = [] {
+        if (std::getenv("SNAPSHOT_FUZZ_LOG") == nullptr) {
+            spdlog::set_level(spdlog::level::off);
+        }
+        return true;
+    }();
+    (void)quiet;
+    if (size == 0) {
+        return 0;
+    }
+    std::vector<uint8_t> file(data + 1, data + size);
+    if ((data[0] & 1) == 0) {
+        const uLong crc = crc32(crc32(0L, Z_NULL, 0), file.data(), static_cast<uInt>(file.size()));
+        for (int i = 3; i >= 0; --i) {
+            file.push_back(static_cast<uint8_t>(crc >> (8 * i)));
+        }
+    }
+    std::string err;
+    const auto s = decode_snapshot(file, err);
+    if (!s) {
+        check(!err.empty(), "decoding failed without a message");
+        return 0;
+    }
+    std::string err2;
+    const auto again = decode_snapshot(encode_snapshot(*s), err2);
+    check(again.has_value(), "an encoded snapshot does not decode");
+    check(again->loop == s->loop && again->loops == s->loops && again->saved_unix_ms == s->saved_unix_ms &&
+              again->allocations == s->allocations,
+          "decode(encode(snapshot)) differs");
+    restore_all(*s);
+    return 0;
+}
