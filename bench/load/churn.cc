@@ -37,9 +37,10 @@ void Churner::run(uint64_t start_ns, uint64_t end_ns) {
     const uint64_t interval = static_cast<uint64_t>(1e9 / rate_);
     uint64_t next = start_ns;
     uint64_t i = 0;
-    auto release_due = [&](uint64_t now, bool all, uint64_t deadline) {
+    // Each delete has its own second.
+    auto release_due = [&](uint64_t now, bool all) {
         while (!live.empty() && (all || live.front().expires_ns <= now)) {
-            if (live.front().s->release(deadline)) {
+            if (live.front().s->release(mono_ns() + kNsPerSec)) {
                 result_.deleted++;
             } else {
                 result_.delete_failed++;
@@ -52,7 +53,7 @@ void Churner::run(uint64_t start_ns, uint64_t end_ns) {
         if (now >= end_ns) {
             break;
         }
-        release_due(now, false, now + kNsPerSec);
+        release_due(now, false);
         if (now < next) {
             const uint64_t wait = std::min(next, end_ns) - now;
             const timespec ts{static_cast<time_t>(wait / kNsPerSec), static_cast<long>(wait % kNsPerSec)};
@@ -87,8 +88,8 @@ void Churner::run(uint64_t start_ns, uint64_t end_ns) {
             }
         }
     }
-    // Teardown after the churn window, bounded by one second.
-    release_due(0, true, mono_ns() + kNsPerSec);
+    // Teardown after the churn window.
+    release_due(0, true);
     result_.elapsed_s = static_cast<double>(end_ns - start_ns) / 1e9;
     result_.achieved_rate = result_.elapsed_s > 0 ? static_cast<double>(result_.created) / result_.elapsed_s : 0;
 }

@@ -87,42 +87,52 @@ uint64_t unix_now_ms() {
 void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops) {
     const auto n = static_cast<unsigned>(loops.size());
     std::vector<LoopSnapshot> snaps;
-    std::string problem;
+    std::vector<std::string> problems;  // the first one says why nothing is restored
     for (unsigned i = 0; i < n; ++i) {
         std::string err;
         auto s = store.load(i, err);
         if (!err.empty()) {
-            problem = problem.empty() ? err : problem;
+            problems.push_back(err);
         } else if (s) {
-            if (problem.empty() && (s->loops != n || s->loop != i)) {
-                problem = "saved by " + std::to_string(s->loops) + " event loops, this process runs " +
-                          std::to_string(n) + " (set [server].threads = " + std::to_string(s->loops) +
-                          " to take them over)";
+            if (s->loops != n || s->loop != i) {
+                problems.push_back("saved by " + std::to_string(s->loops) + " event loops, this process runs " +
+                                   std::to_string(n) + " (set [server].threads = " + std::to_string(s->loops) +
+                                   " to take them over)");
             }
             snaps.push_back(std::move(*s));
         }
     }
     const auto extra = store.extra_snapshots(n);
-    if (problem.empty() && !extra.empty()) {
-        problem = "snapshots of more event loops than this process runs (" + extra.front() + ")";
-    }
-    if (!problem.empty()) {
-        for (unsigned i = n; i < n + 1024 && !extra.empty(); ++i) {
+    if (!extra.empty()) {
+        problems.push_back("snapshots of more event loops than this process runs (" + extra.front() + ")");
+        for (unsigned i = n; i < n + 1024; ++i) {
             std::string err;
             if (auto s = store.load(i, err)) {
                 snaps.push_back(std::move(*s));
+            } else if (!err.empty() && ::access(store.loop_path(i).c_str(), F_OK) == 0) {
+                problems.push_back(err);
             }
         }
     }
     for (const auto& path : extra) {
         ::unlink(path.c_str());  // never consistent with this process's loops
     }
-    if (!problem.empty()) {
-        log_event(LogLevel::kError, "state_not_restored", {{"reason", problem}});
+    if (!problems.empty()) {
+        for (const auto& p : problems) {
+            log_event(LogLevel::kError, "state_not_restored", {{"reason", p}});
+        }
         const uint64_t now = unix_now_ms();
         for (const auto& s : snaps) {
             for (const auto& a : s.allocations) {
                 AllocationManager::log_not_restored(a, now, "its snapshot was not restored");
+            }
+        }
+        // Out of the way (kept for a look), so that a process that stops
+        // before its first save does not log these allocations again.
+        for (unsigned i = 0; i < n; ++i) {
+            const std::string path = store.loop_path(i);
+            if (::access(path.c_str(), F_OK) == 0) {
+                ::rename(path.c_str(), (path + ".rejected").c_str());
             }
         }
         return;

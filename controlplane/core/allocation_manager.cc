@@ -150,7 +150,7 @@ Allocation& AllocationManager::insert(std::unique_ptr<Allocation> a) {
     if (bps != 0) {
         // Bytes per second, one second of burst (and at least one full datagram).
         const uint64_t rate = bps / 8;
-        a->bandwidth = TokenBucket(rate, rate < 65536 ? 65536 : rate, a->created_ms);
+        a->bandwidth = TokenBucket(rate, rate < 65536 ? 65536 : rate, clock_.now_ms());  // full, from now (a restored one's created_ms is in the past)
     }
     Allocation& ref = *a;
     by_id_[ref.id] = &ref;
@@ -464,7 +464,9 @@ void AllocationManager::log_not_restored(const SavedAllocation& s, uint64_t unix
             relayed += (relayed.empty() ? "" : ",") + r.to_string();
         }
     }
-    const uint64_t age_s = s.created_unix_ms != 0 && s.created_unix_ms < unix_now_ms ? (unix_now_ms - s.created_unix_ms) / 1000 : 0;
+    // It lived until now, or until it expired while no process ran.
+    const uint64_t end = std::min(unix_now_ms, s.expires_unix_ms);
+    const uint64_t age_s = s.created_unix_ms != 0 && s.created_unix_ms < end ? (end - s.created_unix_ms) / 1000 : 0;
     EndLine e;
     e.event = "allocation_not_restored";
     e.fields = {{"id", std::to_string(s.id)},
@@ -550,7 +552,9 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     a->created_ms = now - std::min(now, age);
     a->age_before_ms = age - std::min(now, age);
     a->relayed = s.usage;
-    a->expires_ms = now + (s.expires_unix_ms - unix_now);
+    // Lifetimes left, at most what this configuration and RFC 8656 grant (a
+    // file is not trusted to say more).
+    a->expires_ms = now + std::min(s.expires_unix_ms - unix_now, uint64_t{shared_.config.max_lifetime_s} * 1000);
     a->dont_fragment = s.dont_fragment;
     // RFC 8016: the previous process's tickets do not open here (its key is
     // gone); the client's next Refresh showing one gets a new ticket. A moved
@@ -569,14 +573,14 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     Allocation& ref = insert(std::move(a));
     for (const auto& p : s.permissions) {
         if (p.expires_unix_ms > unix_now && p.peer.family != Family::kNone) {
-            set_permission(ref, Allocation::permission_key(p.peer), now + (p.expires_unix_ms - unix_now));
+            set_permission(ref, Allocation::permission_key(p.peer), now + std::min(p.expires_unix_ms - unix_now, kPermissionLifetimeMs));
         }
     }
     for (const auto& c : s.channels) {
         const Address peer = c.peer.normalised();
         if (c.expires_unix_ms > unix_now && peer.family != Family::kNone &&
             ref.can_bind(c.number, peer, now) == Allocation::BindCheck::kOk) {
-            set_channel(ref, c.number, peer, now + (c.expires_unix_ms - unix_now));
+            set_channel(ref, c.number, peer, now + std::min(c.expires_unix_ms - unix_now, kChannelLifetimeMs));
         }
     }
     log("allocation_restored", ref);

@@ -86,6 +86,17 @@ public:
     // loop's cost follows the changes, not the number of allocations.
     void track_changes(bool on) { track_ = on; }
     void take_changes(std::vector<SavedAllocation>& changed, std::vector<uint64_t>& removed);
+    // After the control plane relayed a datagram for `a` (Allocation::relayed
+    // counted it): its saved copy follows its usage every kUsageSaveEvery
+    // datagrams, so that a crash loses less than that of each allocation's
+    // usage (plus what the last save interval had); a clean stop saves all.
+    static constexpr uint64_t kUsageSaveEvery = 1024;
+    void relayed_one(const Allocation& a) {
+        static_assert((kUsageSaveEvery & (kUsageSaveEvery - 1)) == 0);
+        if (track_ && ((a.relayed.packets_to_peer + a.relayed.packets_to_client) & (kUsageSaveEvery - 1)) == 0) {
+            dirty_.insert(a.id);
+        }
+    }
     // Every allocation as it would be saved now.
     void snapshot(std::vector<SavedAllocation>& out) const;
     // Re-creates a saved allocation: the same id, 5-tuple, relayed ports
@@ -96,9 +107,10 @@ public:
     // allocation's last line, log_not_restored, is logged).
     std::string restore(const SavedAllocation& s);
     // The last line of a saved allocation this process does not take over
-    // (allocation_not_restored, with `why`): who it was, its age and what the
-    // control plane relayed for it, as an end line would say, so that summed
-    // end lines still count it.
+    // (allocation_not_restored, with `why`): who it was, its age (to its
+    // expiry, if it expired) and what the control plane relayed for it, as an
+    // end line would say, so that summed end lines still count that share
+    // (the dataplane's final totals for it go to the metrics only).
     static void log_not_restored(const SavedAllocation& s, uint64_t unix_now_ms, const std::string& why);
 
     static OffloadAllocation offload_view(const Allocation& a, uint64_t bandwidth_bps);

@@ -428,6 +428,7 @@ void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const u
     }
     io_.send_to_peer(relay->id, peer, payload, dont_fragment, marks);
     a.relayed.to_peer(payload.size());
+    allocations_.relayed_one(a);
     stats_.relayed(Direction::kClientToPeer, payload.size());
 }
 
@@ -530,6 +531,7 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
     }
     io_.send_to_client(a->five_tuple, std::span<const uint8_t>(scratch_.data(), n), marks);
     a->relayed.to_client(data.size());
+    allocations_.relayed_one(*a);
     stats_.relayed(Direction::kPeerToClient, data.size());
 }
 

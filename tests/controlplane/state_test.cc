@@ -443,6 +443,63 @@ TEST_F(Restore, ChangesAreCollectedIncrementally) {
     EXPECT_TRUE(changed[0].permissions.empty());
 }
 
+// A file is not trusted with lifetimes: what is left of each is at most what
+// the configuration ([allocation].max_lifetime_s) and RFC 8656 (permissions
+// 300 s, channels 600 s) grant.
+TEST_F(Restore, LifetimesAreCappedAtWhatTheConfigurationGrants) {
+    const auto ft = tuple(5000);
+    const Address peer = A("198.18.2.2:7000");
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, peer).success());
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    const uint64_t far = clock.unix_ms() + 10 * 86'400'000ull;
+    saved[0].expires_unix_ms = far;
+    ASSERT_EQ(saved[0].permissions.size(), 1u);
+    saved[0].permissions[0].expires_unix_ms = far;
+    saved[0].channels[0].expires_unix_ms = far;
+    restart();
+    ASSERT_EQ(server->allocations().restore(saved[0]), "");
+    const Allocation* a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    const uint64_t now = clock.now_ms();
+    EXPECT_EQ(a->expires_ms, now + uint64_t{shared->config.max_lifetime_s} * 1000);
+    ASSERT_EQ(a->permissions.size(), 1u);
+    EXPECT_EQ(a->permissions.begin()->second.expires_ms, now + 300'000);
+    ASSERT_EQ(a->channels.size(), 1u);
+    EXPECT_EQ(a->channels.begin()->second.expires_ms, now + 600'000);
+}
+
+// What the control plane relays changes the allocation's saved usage only
+// every 1024 datagrams (either way), so that a crash loses less than that.
+TEST_F(Restore, UsageIsSavedEvery1024Datagrams) {
+    server->allocations().track_changes(true);
+    auto& m = server->allocations();
+    const auto ft = tuple(5000);
+    const Address peer = A("198.18.2.2:7000");
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, peer).success());
+    std::vector<SavedAllocation> changed;
+    std::vector<uint64_t> removed;
+    m.take_changes(changed, removed);
+    changed.clear();
+    const std::vector<uint8_t> cd{0x40, 0x01, 0x00, 0x02, 'h', 'i', 0, 0};
+    for (int i = 0; i < 1000; ++i) {
+        server->on_client_datagram(ft, cd);
+    }
+    const std::vector<uint8_t> back{'y', 'o', 'u'};
+    for (int i = 0; i < 23; ++i) {
+        server->on_peer_datagram(m.find(ft)->relays[0].id, peer, back);
+    }
+    m.take_changes(changed, removed);
+    EXPECT_TRUE(changed.empty());  // 1023 datagrams
+    server->on_peer_datagram(m.find(ft)->relays[0].id, peer, back);
+    m.take_changes(changed, removed);
+    ASSERT_EQ(changed.size(), 1u);
+    EXPECT_EQ(changed[0].usage, (RelayUsage{1000, 2000, 24, 72}));
+}
+
 TEST_F(Restore, WhatCannotComeBackTakesNothing) {
     const auto ft = tuple(5000);
     ASSERT_TRUE(allocate(ft).success());

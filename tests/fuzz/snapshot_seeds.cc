@@ -4,6 +4,7 @@
 // one whole file after a 1 byte. The allocations fit snapshot_fuzz.cc's relay
 // (198.18.0.1 and fd00::1, ports 50000-50099, the clock at 1'700'000'000 s)
 // or miss it in one way each, so that restore's every refusal is reached.
+// (Restore caps lifetimes at the relay's: 3600 s for an allocation.)
 //
 //   build/tests/fuzz/snapshot_seeds tests/fuzz/corpus/snapshot
 #include <string>
@@ -100,6 +101,17 @@ int main(int argc, char** argv) {
         std::vector<uint8_t> f = body(snap({v4(30, 5030, 50033)}), 40);
         f[1 + 8 + 3] = 1;  // version (big-endian u32 after the mode byte and the magic)
         files.emplace_back("version1", f);
+    }
+    // An absent relayed address (family 0) with bytes after it: no address
+    // (what the fuzzer found first: such a port was kept).
+    {
+        std::vector<uint8_t> f = body(snap({v4(50, 5050, 50035)}));
+        // Mode byte, header, then id, transport, client, server, username,
+        // realm and the first relayed address; the second's family, IP, port.
+        const size_t at = 1 + 8 + 4 + 4 + 4 + 8 + 4 + 8 + 1 + 19 + 19 + 2 + 5 + 2 + 11 + 19;
+        f[at + 1] = 0xAB;
+        f[at + 17] = 0xFF;
+        files.emplace_back("none-address-with-port", f);
     }
     // The whole file, its own CRC checked.
     {

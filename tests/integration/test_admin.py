@@ -243,8 +243,14 @@ def test_usage_and_age_go_on_across_a_restart(tmp_path):
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             assert wait_tcp(relay.tls_port), log_tail(log3)
+            deadline = time.monotonic() + 5
+            while "event=allocation_not_restored" not in log3.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
             text = log3.read_text()
             assert "event=state_not_restored" in text and "threads = 2" in text, text
+            # Its own loop's file is kept aside (not read again by a later start), the
+            # second loop's removed (this process has one loop).
+            assert (state / "loop-0.state.rejected").exists() and not (state / "loop-1.state").exists()
             lost = re.search(rf"event=allocation_not_restored id={k['id']} .*", text)
             assert lost and ' reason="its snapshot was not restored"' in lost.group(0), text
             assert " packets_to_peer=1 bytes_to_peer=4 " in lost.group(0), lost.group(0)
