@@ -98,6 +98,21 @@ protected:
         });
     }
 
+    // ChannelData of 4 bytes ("ping") on channel 0x4001 from the client of
+    // `ft`, which must reach a peer.
+    void ping(const FiveTuple& ft) {
+        const size_t sends = io.peer_sends.size();
+        server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x04, 'p', 'i', 'n', 'g'});
+        ASSERT_EQ(io.peer_sends.size(), sends + 1);
+    }
+    // An allocation for `ft` with channel 0x4001 bound to `peer`, which one
+    // ping reached.
+    void allocate_and_ping(const FiveTuple& ft, const Address& peer) {
+        ASSERT_TRUE(allocate(ft).success());
+        ASSERT_TRUE(channel_bind(ft, 0x4001, peer).success());
+        ping(ft);
+    }
+
     Answer refresh(const FiveTuple& ft, uint32_t lifetime) {
         return request(ft, stun::Method::kRefresh,
                        [&](stun::MessageBuilder& b) { b.add_u32(stun::attr::kLifetime, lifetime); });

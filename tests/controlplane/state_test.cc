@@ -327,9 +327,7 @@ TEST_F(Restore, AllocationComesBackWithItsStateAndServesTheClient) {
     // Refresh works, and ChannelData reaches the peer.
     EXPECT_EQ(allocate(ft).code(), 437);
     EXPECT_TRUE(refresh(ft, 600).success());
-    const size_t sends = io.peer_sends.size();
-    server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x04, 'p', 'i', 'n', 'g'});
-    ASSERT_EQ(io.peer_sends.size(), sends + 1);
+    ASSERT_NO_FATAL_FAILURE(ping(ft));
     EXPECT_EQ(io.peer_sends.back().peer, peer);
     // The permission expires when it would have without the restart.
     advance_s(181);
@@ -596,10 +594,7 @@ protected:
 TEST_F(EndLine, AddsBothSharesAndAKeptAllocationContinues) {
     LogCapture log;
     const auto ft = tuple(5000);
-    ASSERT_TRUE(allocate(ft).success());
-    ASSERT_TRUE(channel_bind(ft, 0x4001, A("198.18.2.2:7000")).success());
-    server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x04, 'p', 'i', 'n', 'g'});
-    ASSERT_EQ(io.peer_sends.size(), 1u);
+    ASSERT_NO_FATAL_FAILURE(allocate_and_ping(ft, A("198.18.2.2:7000")));
     ASSERT_TRUE(refresh(ft, 0).success());
     const std::string ended = log.line("event=allocation_deleted ");
     EXPECT_NE(ended.find(" packets_to_peer=11 bytes_to_peer=1004 packets_to_client=4 bytes_to_client=400"),
@@ -628,10 +623,7 @@ TEST_F(EndLine, AddsBothSharesAndAKeptAllocationContinues) {
 TEST_F(Restore, AgeAndUsageGoOn) {
     LogCapture log;
     const auto ft = tuple(5000);
-    ASSERT_TRUE(allocate(ft).success());
-    ASSERT_TRUE(channel_bind(ft, 0x4001, A("198.18.2.2:7000")).success());
-    server->on_client_datagram(ft, std::vector<uint8_t>{0x40, 0x01, 0x00, 0x04, 'p', 'i', 'n', 'g'});
-    ASSERT_EQ(io.peer_sends.size(), 1u);
+    ASSERT_NO_FATAL_FAILURE(allocate_and_ping(ft, A("198.18.2.2:7000")));
     advance_s(100);
     std::vector<SavedAllocation> saved;
     server->allocations().snapshot(saved);

@@ -67,6 +67,7 @@
 #include "core/server.h"
 #include "core/shared.h"
 #include "core/stats.h"
+#include "core_world.h"
 #include "fake_io.h"
 #include "server_net.h"
 #include "stun/builder.h"
@@ -205,36 +206,16 @@ uint8_t g_last_digest[32] = {};
 // sent, for kSelReuse steps.
 constexpr uint16_t kLearned[] = {attr::kMobilityTicket, attr::kConnectionId, attr::kReservationToken};
 
-struct World {
+struct World : fuzzcore::CoreWorld {
     std::map<uint16_t, std::vector<uint8_t>> learned;
-    ManualClock clock;
-    test::FakeIo io;
-    OffloadHook hook;
-    Stats stats;
-    std::unique_ptr<Shared> shared;
-    std::unique_ptr<Server> server;
 };
 
 std::unique_ptr<World> make_world() {
     auto w = std::make_unique<World>();
-    Config c;
-    c.listen = {A(servernet::kListen4), A(servernet::kListen6)};
-    c.listen_tcp = c.listen;
-    c.relay_ips = {A("198.18.0.1"), A("fd00::1")};
-    c.relay_port_min = 50000;
-    c.relay_port_max = 50099;
-    c.realm = servernet::kRealm;
-    c.users = {{"alice", "alice-pw"}, {"bob", "bob-pw"}};
-    c.metrics_listen = "";
-    c.seed = 0x5eed;  // relayed ports, reservation tokens, txids and CONNECTION-IDs replayable
-    std::string err;
-    const std::array<uint8_t, 32> secret{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
-    w->shared = Shared::create(c, secret, err);
-    if (!w->shared) {
+    if (const std::string err = fuzzcore::start_core(*w); !err.empty()) {
         std::fprintf(stderr, "server_fuzz: %s\n", err.c_str());
         fail("configuration refused");
     }
-    w->server = std::make_unique<Server>(*w->shared, w->clock, w->io, w->hook, w->stats);
     return w;
 }
 

@@ -33,13 +33,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "core/clock.h"
-#include "core/offload.h"
-#include "core/server.h"
-#include "core/shared.h"
 #include "core/state_snapshot.h"
-#include "core/stats.h"
-#include "fake_io.h"
+#include "core_world.h"
 
 namespace {
 
@@ -57,40 +52,14 @@ void check(bool ok, const char* what) {
     }
 }
 
-Address A(const char* s) { return *Address::parse(s); }
-
-// The relay the seeds' allocations fit (snapshot_seeds.cc): relay IPs and port
-// range; the clock at the seeds' "now".
-constexpr uint64_t kUnixStartS = 1'700'000'000;
-
-struct World {
-    ManualClock clock{1'000'000, kUnixStartS};
-    test::FakeIo io;
-    OffloadHook hook;
-    Stats stats;
-    std::unique_ptr<Shared> shared;
-    std::unique_ptr<Server> server;
-};
-
-std::unique_ptr<World> make_world() {
-    auto w = std::make_unique<World>();
-    Config c;
-    c.listen = {A("198.18.0.1:3478"), A("[fd00::1]:3478")};
-    c.relay_ips = {A("198.18.0.1"), A("fd00::1")};
-    c.relay_port_min = 50000;
-    c.relay_port_max = 50099;
-    c.realm = "example.org";
-    c.users = {{"alice", "alice-pw"}, {"bob", "bob-pw"}};
-    c.metrics_listen = "";
-    c.seed = 0x5eed;
-    std::string err;
-    const std::array<uint8_t, 32> secret{1, 2, 3, 4, 5, 6, 7, 8};
-    w->shared = Shared::create(c, secret, err);
-    if (!w->shared) {
+// The relay the seeds' allocations fit (snapshot_seeds.cc): server_net.h's, the
+// clock at Unix 1'700'000'000 s.
+std::unique_ptr<fuzzcore::CoreWorld> make_world() {
+    auto w = std::make_unique<fuzzcore::CoreWorld>();
+    if (const std::string err = fuzzcore::start_core(*w); !err.empty()) {
         std::fprintf(stderr, "snapshot_fuzz: %s\n", err.c_str());
         fail("configuration refused");
     }
-    w->server = std::make_unique<Server>(*w->shared, w->clock, w->io, w->hook, w->stats);
     return w;
 }
 
