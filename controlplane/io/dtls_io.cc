@@ -38,7 +38,7 @@ constexpr size_t kRecordHeader = 13;
 constexpr size_t kHandshakeHeader = 12;
 constexpr uint8_t kContentHandshake = 22;
 constexpr uint8_t kClientHello = 1;
-constexpr uint64_t kExpireEveryMs = 100;
+constexpr uint64_t kHandshakeTickMs = 100;  // how often a handshake's retransmission timer is looked at
 
 // A ClientHello that starts a handshake: a handshake record of epoch 0 whose
 // first message is a ClientHello. Nothing else from a source without a
@@ -312,8 +312,11 @@ void DtlsIo::on_hello(Listener& l, const FiveTuple& ft, std::span<const uint8_t>
     s->bio = std::move(bio);
     s->ft = ft;
     s->last_rx_ms = now_ms_;
+    s->serial = ++next_serial_;
     Session& ref = *s;
     sessions_.emplace(ft, std::move(s));
+    arm_handshake_timer(ft, ref.serial);
+    arm_idle_timer(ft, ref.serial, now_ms_ + uint64_t{shared_.config.dtls_idle_timeout_s} * 1000);
     feed(ref, {});  // ServerHello ... ServerHelloDone, from the ClientHello DTLSv1_listen kept
 }
 
@@ -403,33 +406,55 @@ bool DtlsIo::send(const FiveTuple& to, std::span<const uint8_t> data, IpMarks ma
 
 void DtlsIo::expire(uint64_t now_ms) {
     now_ms_ = now_ms;
-    if (now_ms < last_expire_ms_ + kExpireEveryMs) {
+    wheel_.advance(now_ms);
+}
+
+DtlsIo::Session* DtlsIo::session_of(const FiveTuple& ft, uint64_t serial) {
+    auto it = sessions_.find(ft);
+    return it != sessions_.end() && it->second->serial == serial ? it->second.get() : nullptr;
+}
+
+void DtlsIo::arm_handshake_timer(const FiveTuple& ft, uint64_t serial) {
+    wheel_.schedule(now_ms_ + kHandshakeTickMs, [this, ft, serial] { on_handshake_timer(ft, serial); });
+}
+
+void DtlsIo::arm_idle_timer(const FiveTuple& ft, uint64_t serial, uint64_t at_ms) {
+    wheel_.schedule(at_ms, [this, ft, serial] { on_idle_timer(ft, serial); });
+}
+
+void DtlsIo::on_handshake_timer(const FiveTuple& ft, uint64_t serial) {
+    Session* s = session_of(ft, serial);
+    if (s == nullptr || s->established) {
         return;
     }
-    last_expire_ms_ = now_ms;
+    // Resends the last flight when its timer has run out; < 0: too many
+    // tries, the client has gone.
+    timeval tv{};
+    if (DTLSv1_get_timeout(s->ssl, &tv) == 1 && tv.tv_sec == 0 && tv.tv_usec == 0 &&
+        DTLSv1_handle_timeout(s->ssl) < 0) {
+        ERR_clear_error();
+        close(ft, ConnClose::kTlsHandshake);
+        return;
+    }
+    arm_handshake_timer(ft, serial);
+}
+
+void DtlsIo::on_idle_timer(const FiveTuple& ft, uint64_t serial) {
+    Session* s = session_of(ft, serial);
+    if (s == nullptr) {
+        return;
+    }
     const uint64_t idle_ms = uint64_t{shared_.config.dtls_idle_timeout_s} * 1000;
+    if (now_ms_ < s->last_rx_ms + idle_ms) {
+        arm_idle_timer(ft, serial, s->last_rx_ms + idle_ms);  // it heard from its client since
+        return;
+    }
+    if (server_ != nullptr && server_->has_allocation(ft)) {
+        arm_idle_timer(ft, serial, now_ms_ + idle_ms);  // an allocation keeps its session
+        return;
+    }
     // An unfinished handshake ends as tls_handshake, a quiet session as idle.
-    std::vector<std::pair<FiveTuple, ConnClose>> ending;
-    for (auto& [ft, s] : sessions_) {
-        const ConnClose why = s->established ? ConnClose::kIdle : ConnClose::kTlsHandshake;
-        if (!s->established) {
-            // Resends the last flight when its timer has run out; < 0: too
-            // many tries, the client has gone.
-            timeval tv{};
-            if (DTLSv1_get_timeout(s->ssl, &tv) == 1 && tv.tv_sec == 0 && tv.tv_usec == 0 &&
-                DTLSv1_handle_timeout(s->ssl) < 0) {
-                ERR_clear_error();
-                ending.emplace_back(ft, why);
-                continue;
-            }
-        }
-        if (now_ms >= s->last_rx_ms + idle_ms && (server_ == nullptr || !server_->has_allocation(ft))) {
-            ending.emplace_back(ft, why);
-        }
-    }
-    for (const auto& [ft, why] : ending) {
-        close(ft, why);
-    }
+    close(ft, s->established ? ConnClose::kIdle : ConnClose::kTlsHandshake);
 }
 
 void DtlsIo::close(const FiveTuple& key, ConnClose why, bool notify) {

@@ -55,6 +55,7 @@
 
 #include "core/shared.h"
 #include "core/stats.h"
+#include "core/timer_wheel.h"
 #include "io/recv_batch.h"
 #include "io/tls.h"
 #include "net/address.h"
@@ -92,8 +93,10 @@ public:
     // one less TTL, RFC 8656 section 14; handshake records and alerts leave
     // with the defaults); false if there is no established session.
     bool send(const FiveTuple& to, std::span<const uint8_t> data, IpMarks marks = {});
-    // The loop's clock, every iteration: handshake retransmissions, idle
-    // sessions (a pass every 100 ms).
+    // The loop's clock, every iteration: the sessions' timers (handshake
+    // retransmissions every 100 ms while one lasts; the idle check when a
+    // session's idle time may have run out), on a wheel of this DtlsIo's:
+    // O(timers due), not O(sessions).
     void expire(uint64_t now_ms);
 
     size_t session_count() const { return sessions_.size(); }
@@ -118,6 +121,7 @@ private:
         bool established = false;
         uint64_t last_rx_ms = 0;  // last datagram from the client (or the session's start)
         size_t max_plain = kMaxRecord;  // the largest record it takes
+        uint64_t serial = 0;  // tells its timers from those of an earlier session on its 5-tuple
     };
 
     bool new_listen_ssl(Listener& l);
@@ -131,6 +135,18 @@ private:
     // Decrypted records to the server; false if the session was closed.
     bool read_records(Session& s);
     void close(const FiveTuple& key, ConnClose why, bool notify = true);
+    // The session of `ft` if it is the one numbered `serial`.
+    Session* session_of(const FiveTuple& ft, uint64_t serial);
+    // Lazy timers (core/timer_wheel.h): each looks its session up and
+    // re-arms itself or ends it. The handshake's: OpenSSL's retransmission
+    // timer, every 100 ms until established. The idle one: due at the last
+    // datagram + [dtls].idle_timeout_s; a session with an allocation is kept
+    // (checked again one idle time later), one without is closed (idle, or
+    // tls_handshake if never established).
+    void arm_handshake_timer(const FiveTuple& ft, uint64_t serial);
+    void arm_idle_timer(const FiveTuple& ft, uint64_t serial, uint64_t at_ms);
+    void on_handshake_timer(const FiveTuple& ft, uint64_t serial);
+    void on_idle_timer(const FiveTuple& ft, uint64_t serial);
     void count_closed(ConnClose why);
 
     Shared& shared_;
@@ -142,7 +158,8 @@ private:
     std::unordered_map<FiveTuple, std::unique_ptr<Session>, FiveTupleHash> sessions_;
     uint64_t now_ms_ = 0;
     IpMarks rx_marks_;  // the TOS and TTL of the datagram being handled
-    uint64_t last_expire_ms_ = 0;
+    TimerWheel wheel_{0};  // 100 ms ticks
+    uint64_t next_serial_ = 0;
 
     // Receive batch and the decrypted record.
     static constexpr size_t kBatch = 16;

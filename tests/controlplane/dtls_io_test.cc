@@ -467,6 +467,69 @@ TEST(DtlsIo, IdleSessionsAreClosedAndTold) {
     EXPECT_EQ(loop.shared().allocations.load(), 1);
 }
 
+// A session keeps its timers on the loop's wheel: one whose client keeps
+// talking (without an allocation) stays open past the idle timeout, and goes
+// once the client stops.
+TEST(DtlsIo, ASessionThatKeepsTalkingStaysOpen) {
+    DtlsLoop loop([](Config& c) { c.dtls_idle_timeout_s = 1; });
+    DtlsClient c(loop.dtls());
+    ASSERT_TRUE(c.ok());
+    for (int i = 0; i < 7; ++i) {  // 2.8 s, a request every 400 ms
+        ASSERT_TRUE(c.exchange(binding())) << i;
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    }
+    EXPECT_EQ(closed(loop.stats(), ConnClose::kIdle), 0u);
+    EXPECT_FALSE(c.recv(3000));
+    EXPECT_TRUE(c.closed_by_peer()) << "close_notify expected";
+    EXPECT_EQ(closed(loop.stats(), ConnClose::kIdle), 1u);
+}
+
+// A client that echoes the cookie and then goes silent: the relay resends
+// its flight on OpenSSL's timer (1 s), then ends the session when the idle
+// timeout runs out, as tls_handshake (it never became a session).
+TEST(DtlsIo, AnAbandonedHandshakeIsResentThenClosed) {
+    DtlsLoop loop([](Config& c) { c.dtls_idle_timeout_s = 3; });
+    SSL_CTX* ctx = SSL_CTX_new(DTLS_client_method());
+    SSL_CTX_set_min_proto_version(ctx, DTLS1_2_VERSION);
+    SSL* ssl = SSL_new(ctx);
+    BIO* rb = BIO_new(BIO_s_mem());
+    BIO* wb = BIO_new(BIO_s_mem());
+    BIO_set_mem_eof_return(rb, -1);
+    SSL_set_bio(ssl, rb, wb);
+    const UdpSocket src(kLoopback);
+    auto send_written = [&] {
+        char* p = nullptr;
+        const long n = BIO_get_mem_data(wb, &p);
+        ASSERT_GT(n, 0);
+        src.send(loop.dtls(), std::span(reinterpret_cast<const uint8_t*>(p), static_cast<size_t>(n)));
+        (void)BIO_reset(wb);
+    };
+    SSL_connect(ssl);
+    send_written();  // ClientHello
+    auto hvr = src.recv(2000);
+    ASSERT_TRUE(hvr);
+    BIO_write(rb, hvr->data(), static_cast<int>(hvr->size()));
+    SSL_connect(ssl);
+    const auto t0 = std::chrono::steady_clock::now();
+    send_written();  // ClientHello with the cookie: the relay makes a session
+    auto count_until = [&](int ms) {
+        size_t n = 0;
+        while (std::chrono::steady_clock::now() < t0 + std::chrono::milliseconds(ms)) {
+            n += src.recv(50).has_value() ? 1 : 0;
+        }
+        return n;
+    };
+    EXPECT_GE(count_until(600), 1u) << "the relay's first flight";
+    EXPECT_EQ(loop.shared().dtls_sessions.load(), 1);
+    EXPECT_GE(count_until(2500), 1u) << "the flight again, on the retransmission timer";
+    count_until(4500);
+    EXPECT_EQ(closed(loop.stats(), ConnClose::kTlsHandshake), 1u);
+    EXPECT_EQ(loop.shared().dtls_sessions.load(), 0);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+}
+
 TEST(DtlsIo, TheLoopsEndSendsCloseNotify) {
     DtlsLoop loop;
     DtlsClient c(loop.dtls());
