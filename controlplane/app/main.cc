@@ -104,18 +104,19 @@ void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoo
     }
     const auto extra = store.extra_snapshots(n);
     if (!extra.empty()) {
-        problems.push_back("snapshots of more event loops than this process runs (" + extra.front() + ")");
-        for (unsigned i = n; i < n + 1024; ++i) {
+        problems.push_back("snapshots of more event loops than this process runs (" +
+                           store.loop_path(extra.front()) + ")");
+        for (const unsigned i : extra) {
             std::string err;
             if (auto s = store.load(i, err)) {
                 snaps.push_back(std::move(*s));
-            } else if (!err.empty() && ::access(store.loop_path(i).c_str(), F_OK) == 0) {
+            } else if (!err.empty()) {
                 problems.push_back(err);
             }
         }
     }
-    for (const auto& path : extra) {
-        ::unlink(path.c_str());  // never consistent with this process's loops
+    for (const unsigned i : extra) {
+        ::unlink(store.loop_path(i).c_str());  // never consistent with this process's loops
     }
     if (!problems.empty()) {
         for (const auto& p : problems) {

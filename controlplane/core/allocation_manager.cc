@@ -1,5 +1,7 @@
 #include "core/allocation_manager.h"
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 
 #include "core/event_log.h"
@@ -8,17 +10,34 @@
 namespace turn::cp {
 
 namespace {
-std::string relays_string(const Allocation& a) {
+// [0] IPv4, [1] IPv6; Address{} (family none) where it has none, as saved
+// and as the offload is told.
+std::array<Address, 2> relayed_addresses(const Allocation& a) {
+    std::array<Address, 2> out{};
+    for (size_t i = 0; i < 2; ++i) {
+        out[i] = a.relays[i].active() ? a.relays[i].addr : Address{};
+    }
+    return out;
+}
+
+// For log lines: the relayed addresses there are, comma-separated.
+std::string relays_string(const std::array<Address, 2>& relayed) {
     std::string s;
-    for (const auto& r : a.relays) {
-        if (r.active()) {
+    for (const auto& r : relayed) {
+        if (r.family != Family::kNone) {
             if (!s.empty()) {
                 s += ',';
             }
-            s += r.addr.to_string();
+            s += r.to_string();
         }
     }
     return s;
+}
+
+// A saved allocation's age at wall-clock `unix_ms`: 0 if its creation time
+// is unknown (a version 1 file) or not before then.
+uint64_t saved_age_ms(const SavedAllocation& s, uint64_t unix_ms) {
+    return s.created_unix_ms != 0 && s.created_unix_ms < unix_ms ? unix_ms - s.created_unix_ms : 0;
 }
 }  // namespace
 
@@ -414,9 +433,7 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
     s.five_tuple = a.five_tuple;
     s.username = a.username;
     s.realm = a.realm;
-    for (size_t i = 0; i < 2; ++i) {
-        s.relayed[i] = a.relays[i].active() ? a.relays[i].addr : Address{};
-    }
+    s.relayed = relayed_addresses(a);
     s.expires_unix_ms = at(a.expires_ms);
     s.created_unix_ms = unix_now - std::min(unix_now, a.age_ms(now));
     s.usage = a.relayed;
@@ -458,15 +475,8 @@ void AllocationManager::take_changes(std::vector<SavedAllocation>& changed, std:
 }
 
 void AllocationManager::log_not_restored(const SavedAllocation& s, uint64_t unix_now_ms, const std::string& why) {
-    std::string relayed;
-    for (const auto& r : s.relayed) {
-        if (r.family != Family::kNone) {
-            relayed += (relayed.empty() ? "" : ",") + r.to_string();
-        }
-    }
     // It lived until now, or until it expired while no process ran.
-    const uint64_t end = std::min(unix_now_ms, s.expires_unix_ms);
-    const uint64_t age_s = s.created_unix_ms != 0 && s.created_unix_ms < end ? (end - s.created_unix_ms) / 1000 : 0;
+    const uint64_t age_s = saved_age_ms(s, std::min(unix_now_ms, s.expires_unix_ms)) / 1000;
     EndLine e;
     e.event = "allocation_not_restored";
     e.fields = {{"id", std::to_string(s.id)},
@@ -474,7 +484,7 @@ void AllocationManager::log_not_restored(const SavedAllocation& s, uint64_t unix
                 {"server", s.five_tuple.server.to_string()},
                 {"transport", std::string(transport_name(s.five_tuple.transport))},
                 {"user", s.username},
-                {"relayed", relayed},
+                {"relayed", relays_string(s.relayed)},
                 {"age_s", std::to_string(age_s)},
                 {"reason", why}};
     e.relayed = s.usage;
@@ -548,7 +558,7 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     // Its age and the control plane's share of its usage go on from the
     // previous process's (unknown in a version 1 file: from now); the time
     // no process ran counts in its age, as in its lifetime.
-    const uint64_t age = s.created_unix_ms != 0 && s.created_unix_ms < unix_now ? unix_now - s.created_unix_ms : 0;
+    const uint64_t age = saved_age_ms(s, unix_now);
     a->created_ms = now - std::min(now, age);
     a->age_before_ms = age - std::min(now, age);
     a->relayed = s.usage;
@@ -598,8 +608,7 @@ OffloadAllocation AllocationManager::offload_view(const Allocation& a, uint64_t 
     OffloadAllocation v;
     v.id = a.id;
     v.five_tuple = a.five_tuple;
-    v.relayed[0] = a.relays[0].active() ? a.relays[0].addr : Address{};
-    v.relayed[1] = a.relays[1].active() ? a.relays[1].addr : Address{};
+    v.relayed = relayed_addresses(a);
     v.bandwidth_bps = bandwidth_bps;
     return v;
 }
@@ -618,7 +627,7 @@ EndLine AllocationManager::end_line(std::string_view event, const Allocation& a)
                 {"server", a.five_tuple.server.to_string()},
                 {"transport", std::string(transport_name(a.five_tuple.transport))},
                 {"user", a.username},
-                {"relayed", relays_string(a)},
+                {"relayed", relays_string(relayed_addresses(a))},
                 {"lifetime_s", std::to_string(remaining)},
                 {"permissions", std::to_string(a.permissions.size())},
                 {"channels", std::to_string(a.channels.size())},

@@ -316,7 +316,7 @@ void DtlsIo::on_hello(Listener& l, const FiveTuple& ft, std::span<const uint8_t>
     Session& ref = *s;
     sessions_.emplace(ft, std::move(s));
     arm_handshake_timer(ft, ref.serial);
-    arm_idle_timer(ft, ref.serial, now_ms_ + uint64_t{shared_.config.dtls_idle_timeout_s} * 1000);
+    arm_idle_timer(ft, ref.serial, now_ms_ + idle_ms());
     feed(ref, {});  // ServerHello ... ServerHelloDone, from the ClientHello DTLSv1_listen kept
 }
 
@@ -444,7 +444,7 @@ void DtlsIo::on_idle_timer(const FiveTuple& ft, uint64_t serial) {
     if (s == nullptr) {
         return;
     }
-    const uint64_t idle_ms = uint64_t{shared_.config.dtls_idle_timeout_s} * 1000;
+    const uint64_t idle_ms = this->idle_ms();
     if (now_ms_ < s->last_rx_ms + idle_ms) {
         arm_idle_timer(ft, serial, s->last_rx_ms + idle_ms);  // it heard from its client since
         return;

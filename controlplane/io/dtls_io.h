@@ -147,6 +147,7 @@ private:
     void arm_idle_timer(const FiveTuple& ft, uint64_t serial, uint64_t at_ms);
     void on_handshake_timer(const FiveTuple& ft, uint64_t serial);
     void on_idle_timer(const FiveTuple& ft, uint64_t serial);
+    uint64_t idle_ms() const { return uint64_t{shared_.config.dtls_idle_timeout_s} * 1000; }
     void count_closed(ConnClose why);
 
     Shared& shared_;

@@ -80,11 +80,11 @@ std::optional<LoopSnapshot> StateStore::load(unsigned loop, std::string& error) 
     return s;
 }
 
-std::vector<std::string> StateStore::extra_snapshots(unsigned loops) const {
-    std::vector<std::string> out;
+std::vector<unsigned> StateStore::extra_snapshots(unsigned loops) const {
+    std::vector<unsigned> out;
     for (unsigned i = loops; i < loops + 1024; ++i) {
         if (::access(loop_path(i).c_str(), F_OK) == 0) {
-            out.push_back(loop_path(i));
+            out.push_back(i);
         }
     }
     return out;

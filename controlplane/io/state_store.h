@@ -41,9 +41,9 @@ public:
     std::optional<std::vector<uint8_t>> nonce_secret(std::string& error);
     // Loop `loop`'s snapshot; nullopt with `error` empty if there is none.
     std::optional<LoopSnapshot> load(unsigned loop, std::string& error) const;
-    // Snapshot files of loops numbered `loops` and above (left by a process
-    // that ran more loops).
-    std::vector<std::string> extra_snapshots(unsigned loops) const;
+    // The loop numbers, `loops` and above, of snapshot files there are (left
+    // by a process that ran more loops; loop_path names them).
+    std::vector<unsigned> extra_snapshots(unsigned loops) const;
 
     // Starts the writer thread; snapshots say they were written by `loops` loops.
     void start(unsigned loops);

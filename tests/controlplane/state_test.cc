@@ -230,7 +230,7 @@ TEST(StateStore, SavesLoadsAndKeepsTheNonceSecret) {
     EXPECT_EQ(s->allocations[0].id, 42u);
     EXPECT_EQ(s->allocations[0].expires_unix_ms, sample().allocations[0].expires_unix_ms + 60'000);
     EXPECT_EQ(s->allocations[0].channels, sample().allocations[0].channels);
-    EXPECT_EQ(st.extra_snapshots(1), std::vector<std::string>{st.loop_path(1)});
+    EXPECT_EQ(st.extra_snapshots(1), std::vector<unsigned>{1});
     EXPECT_TRUE(st.extra_snapshots(2).empty());
     // A damaged file is reported with its path.
     std::ofstream(st.loop_path(0)) << "garbage that is not a snapshot";
