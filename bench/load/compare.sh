@@ -21,9 +21,17 @@
 # certificate (IP SAN 127.0.0.1) is made with the openssl command in a
 # temporary directory, and turn-load verifies the servers against it (--tls-ca).
 #
+# MODE=tcp-relay (with --transport tcp or tls): RFC 6062 TCP allocations, each
+# a control and a data connection piping messages to TCP echo peers; the
+# setup step then measures connect + Allocate + Connect + ConnectionBind.
+#
+# PORT_RANGE=LO-HI picks the servers' listening ports at random in LO..HI-1
+# (default: ports the kernel picks); COTURN_RELAY_PORTS and RELAY_RELAY_PORTS
+# (LO-HI) move their relayed port ranges (default 45000-47999, 48000-50999).
+#
 # usage: bench/load/compare.sh [--transport udp|tcp|tls|dtls] [OUT]   (env: REPS RATES
 #        SETUP_N SETUP_THREADS ALLOCS THREADS SIZE MODE TRANSPORT COMMON_RATE TURN_LOAD
-#        TURN_RELAY TURNSERVER)
+#        TURN_RELAY TURNSERVER PORT_RANGE COTURN_RELAY_PORTS RELAY_RELAY_PORTS)
 set -eu
 
 TRANSPORT=${TRANSPORT:-udp}
@@ -32,7 +40,7 @@ while [ $# -gt 0 ]; do
         --transport) [ $# -ge 2 ] || { echo "compare.sh: --transport needs udp, tcp, tls or dtls" >&2; exit 2; }
                      TRANSPORT=$2; shift 2 ;;
         --transport=*) TRANSPORT=${1#--transport=}; shift ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         -*) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -54,6 +62,21 @@ THREADS=${THREADS:-1}
 SIZE=${SIZE:-172}
 MODE=${MODE:-channel}
 COMMON_RATE=${COMMON_RATE:-}
+PORT_RANGE=${PORT_RANGE:-}
+COTURN_RELAY_PORTS=${COTURN_RELAY_PORTS:-45000-47999}
+RELAY_RELAY_PORTS=${RELAY_RELAY_PORTS:-48000-50999}
+case $MODE in
+    tcp-relay)
+        case $TRANSPORT in
+            tcp|tls) ;;
+            *) echo "compare.sh: MODE=tcp-relay needs --transport tcp or tls (RFC 6062)" >&2; exit 2 ;;
+        esac
+        PEERS=tcp
+        SETUP_MODE="--mode tcp-relay" ;;
+    *)
+        PEERS=udp
+        SETUP_MODE="" ;;
+esac
 TURN_LOAD=${TURN_LOAD:-$ROOT/build-load/bench/load/turn-load}
 TURN_RELAY=${TURN_RELAY:-$ROOT/build-load/controlplane/turn-relay}
 TURNSERVER=${TURNSERVER:-/usr/bin/turnserver}
@@ -75,6 +98,14 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 . "$ROOT/bench/load/ports.sh"  # free_port
+# A listening port: in PORT_RANGE if set.
+listen_port() {
+    if [ -n "$PORT_RANGE" ]; then
+        free_port "${PORT_RANGE%-*}" "${PORT_RANGE#*-}"
+    else
+        free_port
+    fi
+}
 # wait_listen PORT [u|t]: UDP (default) or TCP listener.
 wait_listen() {
     i=0
@@ -101,10 +132,10 @@ fi
 # coturn: Debian defaults plus what loopback testing needs.
 # coturn listens on TCP on its UDP port by default; TLS (TCP) and DTLS (UDP)
 # on a port of their own (and, like the UDP port, that port + 1: reserve two).
-COTURN_PORT=$(free_port)
+COTURN_PORT=$(listen_port)
 COTURN_TARGET=$COTURN_PORT
 if [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = dtls ]; then
-    COTURN_TLS_PORT=$(free_port)
+    COTURN_TLS_PORT=$(listen_port)
     COTURN_TARGET=$COTURN_TLS_PORT
     COTURN_TLS="--tls-listening-port=$COTURN_TLS_PORT --cert=$tmp/cert.pem --pkey=$tmp/key.pem"
     # DTLS only for the DTLS run (its TLS listener on the same port stays on, idle).
@@ -114,7 +145,7 @@ fi
 TARGET_PROTO=t
 case $TRANSPORT in udp|dtls) TARGET_PROTO=u ;; esac
 COTURN_CMD="$TURNSERVER -n --listening-ip=127.0.0.1 --listening-port=$COTURN_PORT --relay-ip=127.0.0.1 \
---min-port=45000 --max-port=47999 --lt-cred-mech --user=demo:demo-password --realm=turnrelay.local \
+--min-port=${COTURN_RELAY_PORTS%-*} --max-port=${COTURN_RELAY_PORTS#*-} --lt-cred-mech --user=demo:demo-password --realm=turnrelay.local \
 --allow-loopback-peers $COTURN_TLS $COTURN_DTLS --no-cli --db=$OUT/coturn.db --log-file=stdout"
 # shellcheck disable=SC2086
 $COTURN_CMD > "$OUT/coturn.log" 2>&1 &
@@ -124,14 +155,14 @@ wait_listen "$COTURN_TARGET" $TARGET_PROTO
 servers="coturn=127.0.0.1:$COTURN_TARGET=$!"
 
 if [ -x "$TURN_RELAY" ]; then
-    RELAY_PORT=$(free_port)
+    RELAY_PORT=$(listen_port)
     RELAY_TARGET=$RELAY_PORT
     STREAM_KEYS=""
     TLS_SECTION=""
     if [ "$TRANSPORT" = tcp ]; then
         STREAM_KEYS="listen_tcp = [\"127.0.0.1:$RELAY_PORT\"]"
     elif [ "$TRANSPORT" = tls ] || [ "$TRANSPORT" = dtls ]; then
-        RELAY_TARGET=$(free_port)
+        RELAY_TARGET=$(listen_port)
         STREAM_KEYS="listen_$TRANSPORT = [\"127.0.0.1:$RELAY_TARGET\"]"
         TLS_SECTION="[tls]
 certificate = \"$tmp/cert.pem\"
@@ -150,8 +181,8 @@ handshakes_per_ip_per_s = 0"
 listen = ["127.0.0.1:$RELAY_PORT"]
 $STREAM_KEYS
 relay_ips = ["127.0.0.1"]
-relay_port_min = 48000
-relay_port_max = 50999
+relay_port_min = ${RELAY_RELAY_PORTS%-*}
+relay_port_max = ${RELAY_RELAY_PORTS#*-}
 realm = "turnrelay.local"
 
 [auth]
@@ -190,13 +221,13 @@ COMMON="--allocations $ALLOCS --threads $THREADS --mode $MODE --size $SIZE --qui
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "transport: $TRANSPORT (client <-> server; peers UDP)"
+    echo "transport: $TRANSPORT (client <-> server; peers $PEERS), mode $MODE"
     echo "coturn: $COTURN_CMD"
     [ -x "$TURN_RELAY" ] && echo "turn-relay: $TURN_RELAY --config $OUT/turn-relay.toml"
     echo "sweep: turn-load --server S $AUTH $COMMON --sweep $RATES --duration $STEP_S --json F --plot F.png"
     echo "latency: turn-load --server S $AUTH $COMMON --rate R/2 --duration 5 --json F"
     [ -z "$COMMON_RATE" ] || echo "equal load: turn-load --server S $AUTH $COMMON --rate $COMMON_RATE --duration 5 --json F"
-    echo "setup: turn-load --server S $AUTH --allocations $SETUP_N --threads $SETUP_THREADS --setup-only --duration 60 --json F"
+    echo "setup: turn-load --server S $AUTH $SETUP_MODE --allocations $SETUP_N --threads $SETUP_THREADS --setup-only --duration 60 --json F"
 } > "$OUT/commands.txt"
 cat "$OUT/commands.txt" >&2
 
@@ -232,15 +263,17 @@ print(int(best))' "$OUT/$name-sweep-$rep.json")
         fi
         echo "rep $rep: $name setup" >&2
         # shellcheck disable=SC2086
-        "$TURN_LOAD" --server "$addr" $AUTH --allocations "$SETUP_N" --threads "$SETUP_THREADS" --setup-only \
+        "$TURN_LOAD" --server "$addr" $AUTH $SETUP_MODE --allocations "$SETUP_N" --threads "$SETUP_THREADS" --setup-only \
             --duration 60 --quiet --json "$OUT/$name-setup-$rep.json"
     done
 done
 
-"$PY" - "$OUT" "$REPS" "$TRANSPORT" "${COMMON_RATE:-0}" $servers <<'PYEOF' | tee "$OUT/summary.md"
+"$PY" - "$OUT" "$REPS" "$TRANSPORT" "${COMMON_RATE:-0}" "$MODE" $servers <<'PYEOF' | tee "$OUT/summary.md"
 import json, statistics, sys
-out, reps, transport, common = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-servers = [s.split("=")[0] for s in sys.argv[5:]]
+out, reps, transport, common, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5]
+servers = [s.split("=")[0] for s in sys.argv[6:]]
+# RFC 6062 pipes carry messages, not packets: name them so.
+unit, echo = ("message", "messages") if mode == "tcp-relay" else ("packet", "echoes")
 
 # Highest zero-loss rate: the highest rate actually offered (not the target:
 # a CPU-starved harness may fall short of it) before the first lossy step.
@@ -279,7 +312,7 @@ for name in servers:
         setup_fail.append(s["failed"])
     rows[name] = dict(zl=zl, p50=p50, p99=p99, loss=loss, setup=setup, setup_fail=setup_fail, cpu=cpu, bounds=bounds)
 
-print(f"| relay | highest zero-loss offered rate (echoes/s) | p50 at half (us) | p99 at half (us) | loss at half (%) | server CPU per relayed packet at half (ns) | setup (allocations/s) | setup failures |")
+print(f"| relay | highest zero-loss offered rate ({echo}/s) | p50 at half (us) | p99 at half (us) | loss at half (%) | server CPU per relayed {unit} at half (ns) | setup (allocations/s) | setup failures |")
 print("|---|---|---|---|---|---|---|---|")
 for name, r in rows.items():
     lb = f" [lower bound in {r['bounds']} of {reps}]" if r["bounds"] else ""
@@ -292,11 +325,11 @@ if "coturn" in rows and "turn-relay" in rows:
     print()
     print(f"turn-relay / coturn (medians): zero-loss rate {ratio(t['zl'], c['zl']):.2f}x, "
           f"setup {ratio(t['setup'], c['setup']):.2f}x, p99 at half load {ratio(t['p99'], c['p99']):.2f}x, "
-          f"CPU per relayed packet {ratio(t['cpu'], c['cpu']):.2f}x "
+          f"CPU per relayed {unit} {ratio(t['cpu'], c['cpu']):.2f}x "
           f"(each at its own half rate)")
 if common > 0:
     print()
-    print(f"| relay | equal load {common:,.0f}/s: loss (%) | p50 (us) | p99 (us) | server CPU per relayed packet (ns) |")
+    print(f"| relay | equal load {common:,.0f}/s: loss (%) | p50 (us) | p99 (us) | server CPU per relayed {unit} (ns) |")
     print("|---|---|---|---|---|")
     for name in servers:
         c = [json.load(open(f"{out}/{name}-common-{rep}.json"))["traffic"] for rep in range(1, reps + 1)]
@@ -304,18 +337,23 @@ if common > 0:
               f"{fmt([x['latency_us']['p50'] for x in c], digits=1)} | {fmt([x['latency_us']['p99'] for x in c], digits=1)} | "
               f"{fmt([x.get('server_cpu_ns_per_relayed_packet', float('nan')) for x in c])} |")
 print()
-print("first lossy sweep step (kernel UDP drops on turn-load's own sockets / on other sockets, i.e. the relay's):")
+if mode == "tcp-relay":
+    print("first lossy sweep step (refused by turn-load's full output queue / not back within --grace):")
+else:
+    print("first lossy sweep step (kernel UDP drops on turn-load's own sockets / on other sockets, i.e. the relay's):")
 for name in servers:
     for rep in range(1, reps + 1):
         for p in json.load(open(f"{out}/{name}-sweep-{rep}.json"))["sweep"]:
             if p["lost"] != 0:
                 d = p["udp_drops"]
+                why = (f"refused {p['send_failed']:,}, late or missing {p['lost'] - p['send_failed']:,}"
+                       if mode == "tcp-relay" else f"drops: own {d['own_sockets']:,}, other {d['other_sockets']:,}")
                 print(f"- {name} run {rep}: target {p['target_pps']:,.0f}/s, offered {p['offered_pps']:,.0f}/s, "
-                      f"lost {p['lost']:,} (drops: own {d['own_sockets']:,}, other {d['other_sockets']:,})")
+                      f"lost {p['lost']:,} ({why})")
                 break
         else:
             print(f"- {name} run {rep}: no loss up to the last step")
 stream_note = " (latency to turn-load reading the stream)" if transport in ("tcp", "tls") else ""
-print(f"\nmedian (min-max) of {reps} runs; one echo = two relayed packets; client <-> server over {transport}"
-      f"{stream_note}; raw JSON and plots in {out}")
+print(f"\nmedian (min-max) of {reps} runs; one echo = two relayed {unit}s; client <-> server over {transport}"
+      f"{stream_note}; mode {mode}; raw JSON and plots in {out}")
 PYEOF

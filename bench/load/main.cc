@@ -1,7 +1,8 @@
 // turn-load: load harness for any TURN server over UDP, TCP, TLS or DTLS. See README.md.
 //
 // Flow: parse flags -> start echo peers -> set up N allocations in parallel
-// (401 -> authenticated Allocate -> CreatePermission [-> ChannelBind]) ->
+// (401 -> authenticated Allocate -> CreatePermission [-> ChannelBind]; RFC
+// 6062: Allocate -> Connect -> data connection -> ConnectionBind) ->
 // one traffic phase per offered rate (progress every second, churn alongside)
 // -> delete the allocations -> JSON and plots. Every phase is bounded by the
 // flags, and a watchdog ends the process if the whole run overshoots.
@@ -28,6 +29,7 @@
 #include "echo_peer.h"
 #include "options.h"
 #include "report.h"
+#include "tcp_echo_peer.h"
 #include "traffic.h"
 #include "turn_session.h"
 #include "udp_drops.h"
@@ -130,11 +132,19 @@ public:
                 return 1;
             }
         }
-        if (!peers_.open(o_.peer, o_.peer_sockets, err, o_.peer_netns, o_.tos)) {
-            std::cerr << "turn-load: " << err << "\n";
-            return 1;
+        if (tcp_relay()) {
+            if (!tcp_peers_.open(o_.peer, o_.peer_sockets, err)) {
+                std::cerr << "turn-load: " << err << "\n";
+                return 1;
+            }
+            tcp_peers_.start(o_.peer_threads, hard_deadline_);
+        } else {
+            if (!peers_.open(o_.peer, o_.peer_sockets, err, o_.peer_netns, o_.tos)) {
+                std::cerr << "turn-load: " << err << "\n";
+                return 1;
+            }
+            peers_.start(o_.peer_threads, hard_deadline_);
         }
-        peers_.start(o_.peer_threads, hard_deadline_);
         make_sessions();
         if (!setup(err)) {
             std::cerr << "turn-load: " << err << "\n";
@@ -147,10 +157,23 @@ public:
         }
         teardown();
         peers_.stop();
+        tcp_peers_.stop();
         return finish();
     }
 
 private:
+    bool tcp_relay() const { return o_.mode == Mode::kTcpRelay; }
+
+    // The echo peers must know a relayed address's IP before it sends to
+    // them (over RFC 6062 the server connects to the peer during Connect).
+    void allow_relayed(const Address& relayed) {
+        if (tcp_relay()) {
+            tcp_peers_.allow_ip(relayed);
+        } else {
+            peers_.allow_ip(relayed);
+        }
+    }
+
     void fill_config() {
         auto& c = result_.config;
         c["server"] = o_.server.to_string();
@@ -168,6 +191,7 @@ private:
         c["peer_threads"] = std::to_string(o_.peer_threads);
         c["peer_sockets"] = std::to_string(o_.peer_sockets);
         c["peer_addr"] = o_.peer.ip_string();
+        c["peer_transport"] = tcp_relay() ? "tcp" : "udp";
         if (!o_.peer_netns.empty()) {
             c["peer_netns"] = o_.peer_netns;
         }
@@ -199,8 +223,9 @@ private:
         sc.server = o_.server;
         sc.creds = credentials();
         sc.realm = o_.realm;
-        sc.peer = peers_.address(i % peers_.size());
+        sc.peer = tcp_relay() ? tcp_peers_.address(i % tcp_peers_.size()) : peers_.address(i % peers_.size());
         sc.channel = o_.mode == Mode::kChannel ? static_cast<uint16_t>(0x4000 + i % 0x1000) : 0;
+        sc.tcp_relay = tcp_relay();
         sc.errors = &errors_;
         sc.transport = o_.transport;
         sc.tls = tls_.get();
@@ -256,9 +281,8 @@ private:
                 failed++;
                 return;
             }
-            if (ses.setup(deadline) == outcome::kOk) {
+            if (ses.setup(deadline, [this](const Address& relayed) { allow_relayed(relayed); }) == outcome::kOk) {
                 lat[t].record(mono_ns() - a);
-                peers_.allow_ip(ses.relayed());
                 ok++;
             } else {
                 failed++;
@@ -380,7 +404,8 @@ private:
                     }
                     return sc;
                 },
-                nullptr, o_.churn_rate, static_cast<uint64_t>(o_.churn_hold_s * 1e9));
+                [this](const Address& relayed) { allow_relayed(relayed); }, o_.churn_rate,
+                static_cast<uint64_t>(o_.churn_hold_s * 1e9));
             churner->start(ph.start_ns, ph.send_end_ns);
         }
 
@@ -469,6 +494,7 @@ private:
         r.loss_ratio = offered > 0 ? static_cast<double>(r.lost) / static_cast<double>(offered) : 0.0;
         r.offered_pps = static_cast<double>(offered) / o_.duration_s;
         r.delivered_pps = static_cast<double>(r.received) / o_.duration_s;
+        r.delivered_bytes_per_s = r.delivered_pps * static_cast<double>(o_.size);
         if (!o_.quiet) {
             const Percentiles p = Percentiles::of(r.latency);
             char wait_note[96] = "(to turn-load's read: no kernel timestamp per message on a stream)";
@@ -483,14 +509,18 @@ private:
                          static_cast<unsigned long>(offered), 100 * r.loss_ratio, p.p50_us, p.p90_us, p.p99_us,
                          p.p999_us, p.max_us,
                          wait_note);
+            if (tcp_relay()) {
+                std::fprintf(stderr, "phase %u: %.2f MB/s of payload each way through the data connections\n", id,
+                             r.delivered_bytes_per_s / 1e6);
+            }
             if (r.lost != 0 && (o_.transport == Transport::kUdp || o_.transport == Transport::kDtls)) {
                 std::fprintf(stderr, "kernel UDP drops: %lu on turn-load's sockets, %lu host-wide\n",
                              static_cast<unsigned long>(r.own_socket_drops), static_cast<unsigned long>(r.host_udp_drops));
             }
             if (r.server_cpu_s >= 0 && r.received > 0) {
-                std::fprintf(stderr, "server CPU %.2f s (%.0f ns per relayed packet), turn-load CPU %.2f s\n",
+                std::fprintf(stderr, "server CPU %.2f s (%.0f ns per relayed %s), turn-load CPU %.2f s\n",
                              r.server_cpu_s, r.server_cpu_s * 1e9 / (2.0 * static_cast<double>(r.received)),
-                             r.client_cpu_s);
+                             tcp_relay() ? "message" : "packet", r.client_cpu_s);
             }
             if (r.churn) {
                 std::fprintf(stderr, "churn: target %.1f/s achieved %.1f/s, created %lu failed %lu deleted %lu\n",
@@ -519,8 +549,10 @@ private:
 
     int finish() {
         result_.errors = errors_.snapshot();
-        result_.peer_echoed = peers_.echoed();
-        result_.peer_refused = peers_.refused();
+        result_.tcp_peers = tcp_relay();
+        result_.peer_echoed = tcp_relay() ? tcp_peers_.echoed_bytes() : peers_.echoed();
+        result_.peer_refused = tcp_relay() ? tcp_peers_.refused() : peers_.refused();
+        result_.peer_connections = tcp_peers_.accepted();
         int rc = 0;
         if (!o_.json_path.empty()) {
             std::ofstream f(o_.json_path);
@@ -544,6 +576,7 @@ private:
     uint64_t hard_deadline_ = 0;
     std::unique_ptr<TlsClient> tls_;
     EchoPeers peers_;
+    TcpEchoPeers tcp_peers_;  // --mode tcp-relay, instead of peers_
     ErrorTally errors_;
     std::vector<std::unique_ptr<TurnSession>> sessions_;
     std::vector<std::unique_ptr<TrafficThread>> workers_;

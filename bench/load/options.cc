@@ -75,9 +75,12 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     app.add_option("--realm", o.realm, "realm (default: learned from the server's 401)");
     app.add_option("--allocations,-n", o.allocations, "number of allocations")->capture_default_str()
         ->check(CLI::Range(size_t{1}, size_t{65536}));
-    app.add_option("--mode", o.mode_text, "channel (ChannelData) or send (Send/Data indications)")
-        ->capture_default_str()->check(CLI::IsMember({"channel", "send"}));
-    app.add_option("--rate", o.rate, "total offered packets/s; 0 = as fast as possible")->capture_default_str()
+    app.add_option("--mode", o.mode_text,
+                   "channel (ChannelData), send (Send/Data indications) or tcp-relay (RFC 6062 TCP allocations: "
+                   "Connect + ConnectionBind to TCP echo peers, payloads through the data connections; needs "
+                   "--transport tcp or tls)")
+        ->capture_default_str()->check(CLI::IsMember({"channel", "send", "tcp-relay"}));
+    app.add_option("--rate", o.rate, "total offered packets (tcp-relay: messages)/s; 0 = as fast as possible")->capture_default_str()
         ->check(CLI::Range(0.0, 1e8));
     app.add_option("--size", o.size, "application payload bytes per packet (>= 24)")->capture_default_str()
         ->check(CLI::Range(size_t{kPayloadHeader}, size_t{8000}));
@@ -93,7 +96,8 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
         ->capture_default_str();
     app.add_option("--json", o.json_path, "write the results as JSON to FILE");
     app.add_option("--plot", o.plot_path, "draw a PNG with gnuplot (FILE.png; data in FILE.dat)");
-    app.add_flag("--setup-only", o.setup_only, "only measure Allocate + CreatePermission(+ChannelBind) per second");
+    app.add_flag("--setup-only", o.setup_only, "only measure Allocate + CreatePermission(+ChannelBind) per second "
+                 "(tcp-relay: connect + Allocate + Connect + data connection + ConnectionBind)");
     app.add_option("--churn", o.churn_rate, "create and delete allocations at RATE/s while traffic flows")
         ->check(CLI::Range(0.0, 100000.0));
     app.add_option("--churn-hold", o.churn_hold_s, "seconds each churned allocation lives")->capture_default_str()
@@ -173,7 +177,21 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
         return fail("--peer-addr must be an IP address without port, got '" + o.peer_text + "'");
     }
     o.peer = *peer;
-    o.mode = o.mode_text == "send" ? Mode::kSend : Mode::kChannel;
+    o.mode = o.mode_text == "send"        ? Mode::kSend
+             : o.mode_text == "tcp-relay" ? Mode::kTcpRelay
+                                          : Mode::kChannel;
+    if (o.mode == Mode::kTcpRelay) {
+        if (o.transport != Transport::kTcp && o.transport != Transport::kTls) {
+            // RFC 6062 section 4.1: TCP allocations are made over a TCP or TLS control connection.
+            return fail("--mode tcp-relay needs --transport tcp or tls");
+        }
+        if (o.tos != 0) {
+            return fail("--tos marks UDP datagrams; --mode tcp-relay sends none");
+        }
+        if (!o.peer_netns.empty()) {
+            return fail("--peer-netns is not supported with --mode tcp-relay (its TCP echo peers listen here)");
+        }
+    }
     if (o.mode == Mode::kChannel && o.allocations > 0x1000) {
         // Each allocation gets its own channel number from 0x4000..0x4FFF.
         return fail("--mode channel supports at most 4096 allocations");

@@ -54,6 +54,7 @@ json phase_json(const PhaseResult& p) {
               {"offered_pps", p.offered_pps},
               {"delivered_pps", p.delivered_pps},
               {"relayed_pps", 2 * p.delivered_pps},
+              {"delivered_bytes_per_s", p.delivered_bytes_per_s},
               {"sent", p.sent},
               {"send_failed", p.send_failed},
               {"received", p.received},
@@ -164,7 +165,14 @@ std::string to_json(const RunResult& r) {
     }
     j["errors"] = r.errors;
     j["refresh_requests"] = {{"ok", r.async_ok}, {"failed", r.async_failed}};
-    j["peers"] = {{"echoed", r.peer_echoed}, {"refused", r.peer_refused}};
+    if (r.tcp_peers) {
+        j["peers"] = {{"transport", "tcp"},
+                      {"connections", r.peer_connections},
+                      {"echoed_bytes", r.peer_echoed},
+                      {"refused_connections", r.peer_refused}};
+    } else {
+        j["peers"] = {{"echoed", r.peer_echoed}, {"refused", r.peer_refused}};
+    }
     return j.dump(2) + "\n";
 }
 

@@ -41,6 +41,7 @@ struct PhaseResult {
     double rx_queue_us_mean = 0; // mean time an echo waited in turn-load's socket before it was read
     double offered_pps = 0;
     double delivered_pps = 0;    // echoes per second; each is two relayed packets
+    double delivered_bytes_per_s = 0;  // payload bytes of those echoes per second (one way)
     double loss_ratio = 0;
     Histogram latency;
     std::vector<SecondSample> seconds;
@@ -73,8 +74,10 @@ struct RunResult {
     std::map<std::string, uint64_t> errors;
     uint64_t async_ok = 0;       // refresh-cycle requests answered during traffic
     uint64_t async_failed = 0;
-    uint64_t peer_echoed = 0;
-    uint64_t peer_refused = 0;
+    uint64_t peer_echoed = 0;    // datagrams; with tcp_peers, bytes
+    uint64_t peer_refused = 0;   // datagrams; with tcp_peers, connections
+    bool tcp_peers = false;      // --mode tcp-relay: TCP echo peers
+    uint64_t peer_connections = 0;  // tcp_peers: connections accepted from the server
 };
 
 std::string to_json(const RunResult& r);

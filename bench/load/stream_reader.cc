@@ -37,6 +37,14 @@ std::span<uint8_t> StreamReader::space() {
     return {buf_.data() + end_, buf_.size() - end_};
 }
 
+bool StreamReader::cut_fixed(size_t n) {
+    if (n == 0 || n > max_frame_) {
+        return false;
+    }
+    fixed_ = n;
+    return true;
+}
+
 void StreamReader::commit(size_t n) { end_ = std::min(buf_.size(), end_ + n); }
 
 StreamReadStatus StreamReader::next(std::span<const uint8_t>& message) {
@@ -44,6 +52,14 @@ StreamReadStatus StreamReader::next(std::span<const uint8_t>& message) {
         return error_;
     }
     const std::span<const uint8_t> avail{buf_.data() + begin_, end_ - begin_};
+    if (fixed_ != 0) {
+        if (avail.size() < fixed_) {
+            return StreamReadStatus::kNeedMore;
+        }
+        message = avail.first(fixed_);
+        begin_ += fixed_;
+        return StreamReadStatus::kMessage;
+    }
     const StreamFrame f = next_stream_frame(avail);
     switch (f.status) {
         case StreamFrameStatus::kFrame:

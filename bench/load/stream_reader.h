@@ -9,6 +9,11 @@
 // STUN nor ChannelData or a STUN length not a multiple of 4 is an error that
 // sticks (the stream has no next message boundary to resynchronise on); the
 // owner counts it and closes the connection. The buffer never grows.
+//
+// An RFC 6062 data connection carries TURN framing only up to the
+// ConnectionBind success response; after it the stream is the peer's raw
+// bytes. turn-load writes fixed-size messages into such a pipe, so from then on
+// the reader cuts every `n` bytes instead (cut_fixed()).
 #pragma once
 
 #include <cstddef>
@@ -43,9 +48,14 @@ public:
     std::span<uint8_t> space();
     // `n` bytes were written at the start of space().
     void commit(size_t n);
-    // The next whole message (ChannelData without its padding); the span stays
-    // valid until the next space() call.
+    // The next whole message (ChannelData without its padding; with
+    // cut_fixed(n), the next n bytes); the span stays valid until the next
+    // space() call.
     StreamReadStatus next(std::span<const uint8_t>& message);
+    // From now on every message is `n` bytes (1..max_frame) without any
+    // framing of TURN's: what is buffered already is cut the same way.
+    // False (nothing changes) for an n out of that range.
+    bool cut_fixed(size_t n);
 
     size_t buffered() const { return end_ - begin_; }
     bool failed() const { return error_ != StreamReadStatus::kNeedMore; }
@@ -56,6 +66,7 @@ private:
     std::vector<uint8_t> buf_;
     size_t begin_ = 0;
     size_t end_ = 0;
+    size_t fixed_ = 0;  // cut_fixed(): message size; 0: TURN framing
     StreamReadStatus error_ = StreamReadStatus::kNeedMore;
 };
 

@@ -20,6 +20,8 @@ namespace {
 constexpr size_t kRxBatch = 64;
 constexpr size_t kRxFrame = 9216;
 constexpr uint64_t kPollEveryNs = 50 * kNsPerMs;
+// epoll tag of a kTcpRelay session's control connection (its data connection has the bare index).
+constexpr uint64_t kControlTag = uint64_t{1} << 63;
 }  // namespace
 
 TrafficThread::TrafficThread(uint16_t index, Mode mode, size_t payload_size, size_t batch,
@@ -43,6 +45,12 @@ TrafficThread::TrafficThread(uint16_t index, Mode mode, size_t payload_size, siz
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = i;
+        if (mode_ == Mode::kTcpRelay) {
+            // The pipe carries our fixed-size payloads back to back from now on.
+            sessions_[i]->data()->reader().cut_fixed(payload_size_);
+            epoll_ctl(epfd_, EPOLL_CTL_ADD, sessions_[i]->data()->fd(), &ev);
+            ev.data.u64 = i | kControlTag;
+        }
         epoll_ctl(epfd_, EPOLL_CTL_ADD, sessions_[i]->fd(), &ev);
     }
     build_templates();
@@ -61,7 +69,9 @@ void TrafficThread::build_templates() {
         std::vector<uint8_t> t(payload_size_ + 128, 0);
         size_t off = 0;
         size_t len = 0;
-        if (mode_ == Mode::kChannel) {
+        if (mode_ == Mode::kTcpRelay) {
+            len = payload_size_;  // no TURN framing inside the pipe
+        } else if (mode_ == Mode::kChannel) {
             write_channel_data_header(t.data(), s->config().channel, static_cast<uint16_t>(payload_size_));
             off = kChannelDataHeader;
             len = kChannelDataHeader + payload_size_;
@@ -89,6 +99,10 @@ void TrafficThread::build_templates() {
         sealed_frame_ = frame_ + DtlsConn::kMaxOverhead;
         sealed_.assign(batch_ * sealed_frame_, 0);
     }
+}
+
+StreamConn* TrafficThread::traffic_stream(size_t si) const {
+    return mode_ == Mode::kTcpRelay ? sessions_[si]->data() : sessions_[si]->stream();
 }
 
 void TrafficThread::send_batch(size_t si, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c) {
@@ -162,7 +176,7 @@ void TrafficThread::count_sent(size_t n, size_t done, uint64_t now, const Phase&
 // rest is refused like a datagram the socket buffer refuses (send_failed).
 void TrafficThread::send_stream(size_t si, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c) {
     n = std::min<size_t>(n, 64);
-    StreamConn& conn = *sessions_[si]->stream();
+    StreamConn& conn = *traffic_stream(si);
     const auto& tpl = templates_[si];
     const size_t fit = dead_[si] ? 0 : std::min(n, conn.out_space() / tpl.size());
     if (ph.rate_pps <= 0) {
@@ -189,13 +203,16 @@ void TrafficThread::retire(size_t si, ThreadCounters& c) {
     if (!dead_[si]) {
         dead_[si] = 1;
         epoll_ctl(epfd_, EPOLL_CTL_DEL, sessions_[si]->fd(), nullptr);
+        if (mode_ == Mode::kTcpRelay) {
+            epoll_ctl(epfd_, EPOLL_CTL_DEL, sessions_[si]->data()->fd(), nullptr);
+        }
         sessions_[si]->count_break();
         c.stream_broken.store(c.stream_broken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
 }
 
 void TrafficThread::update_stream_events(size_t si, ThreadCounters& c) {
-    StreamConn& conn = *sessions_[si]->stream();
+    StreamConn& conn = *traffic_stream(si);
     if (dead_[si]) {
         return;
     }
@@ -215,10 +232,10 @@ void TrafficThread::update_stream_events(size_t si, ThreadCounters& c) {
 
 // Reads what the connection has (bounded rounds, so one busy connection does
 // not starve the others; level-triggered epoll calls again) and hands every
-// whole message to on_datagram. Latency is measured to this read: there is no
-// per-message kernel timestamp on a byte stream (and none through TLS).
-void TrafficThread::drain_stream(size_t si, const Phase& ph, ThreadCounters& c) {
-    StreamConn& conn = *sessions_[si]->stream();
+// whole message to on_datagram (an RFC 6062 pipe's payloads straight to
+// on_payload). Latency is measured to this read: there is no per-message
+// kernel timestamp on a byte stream (and none through TLS).
+void TrafficThread::drain_stream(size_t si, StreamConn& conn, bool pipe, const Phase& ph, ThreadCounters& c) {
     if (dead_[si]) {
         return;
     }
@@ -231,7 +248,11 @@ void TrafficThread::drain_stream(size_t si, const Phase& ph, ThreadCounters& c) 
         std::span<const uint8_t> m;
         StreamReadStatus st;
         while ((st = conn.reader().next(m)) == StreamReadStatus::kMessage) {
-            on_datagram(si, m.data(), m.size(), now, now, ph, c);
+            if (pipe) {
+                on_payload(m.data(), m.size(), now, now, ph, c);
+            } else {
+                on_datagram(si, m.data(), m.size(), now, now, ph, c);
+            }
         }
         if (st != StreamReadStatus::kNeedMore) {
             conn.mark_broken(to_string(st));  // malformed frame: no next boundary to find
@@ -243,7 +264,11 @@ void TrafficThread::drain_stream(size_t si, const Phase& ph, ThreadCounters& c) 
             break;  // bound even if OpenSSL keeps reporting buffered input
         }
     }
-    update_stream_events(si, c);
+    if (&conn == traffic_stream(si)) {
+        update_stream_events(si, c);
+    } else if (conn.broken()) {
+        retire(si, c);  // the control connection: the allocation is gone with it
+    }
 }
 
 void TrafficThread::on_payload(const uint8_t* p, size_t len, uint64_t now, uint64_t rx, const Phase& ph,
@@ -338,9 +363,14 @@ void TrafficThread::open_records(size_t si, std::span<const uint8_t> datagram, u
     }
 }
 
-void TrafficThread::drain(size_t si, const Phase& ph, ThreadCounters& c) {
-    if (sessions_[si]->stream() != nullptr) {
-        drain_stream(si, ph, c);
+void TrafficThread::drain(uint64_t tag, const Phase& ph, ThreadCounters& c) {
+    const size_t si = static_cast<size_t>(tag & ~kControlTag);
+    if ((tag & kControlTag) != 0) {
+        drain_stream(si, *sessions_[si]->stream(), false, ph, c);  // answers to refresh cycles
+        return;
+    }
+    if (StreamConn* conn = traffic_stream(si)) {
+        drain_stream(si, *conn, mode_ == Mode::kTcpRelay, ph, c);
         return;
     }
     const bool dtls = sessions_[si]->dtls() != nullptr;
@@ -450,7 +480,7 @@ void TrafficThread::run(const Phase& ph, ThreadCounters& c) {
         const timespec ts{static_cast<time_t>(timeout_ns / kNsPerSec), static_cast<long>(timeout_ns % kNsPerSec)};
         const int n = epoll_pwait2(epfd_, evs, 64, &ts, nullptr);
         for (int i = 0; i < n; ++i) {
-            drain(static_cast<size_t>(evs[i].data.u64), ph, c);
+            drain(evs[i].data.u64, ph, c);
         }
 
         now = mono_ns();
@@ -469,6 +499,9 @@ void TrafficThread::run(const Phase& ph, ThreadCounters& c) {
                     s->start_refresh_cycle(now);
                 }
                 s->poll(now);
+                if (mode_ == Mode::kTcpRelay && s->stream()->want_write()) {
+                    s->stream()->flush();  // a refresh request the control connection's queue still holds
+                }
                 if (s->stream() != nullptr) {
                     update_stream_events(i, c);
                 }

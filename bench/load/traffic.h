@@ -11,7 +11,10 @@
 // DTLS (RFC 7350) the sockets are the UDP ones: each message of a batch is
 // sealed into a record of its own and the batch goes out with sendmmsg; each
 // datagram from recvmmsg (kernel timestamp kept) is decrypted into its
-// message(s).
+// message(s). RFC 6062 TCP allocations (Mode::kTcpRelay): the messages are the
+// bare payloads, written into each allocation's data connection (a raw byte
+// pipe to a TCP echo peer) and cut out of its echo every payload-size bytes;
+// the control connection is in the same epoll set for the refresh cycles.
 //
 // Payload layout (native byte order: only this process reads it):
 //   u32 magic | u16 thread | u16 phase | u64 sequence | u64 send time (ns) | zeros
@@ -27,7 +30,8 @@
 
 namespace turn::load {
 
-enum class Mode : uint8_t { kChannel, kSend };
+// kTcpRelay: RFC 6062 TCP allocation, payloads through its data connection.
+enum class Mode : uint8_t { kChannel, kSend, kTcpRelay };
 
 constexpr uint32_t kPayloadMagic = 0x544c4f44;  // "TLOD"
 constexpr size_t kPayloadHeader = 24;
@@ -76,13 +80,20 @@ public:
 private:
     void build_templates();
     void send_batch(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
-    void drain(size_t session, const Phase& ph, ThreadCounters& c);
-    void drain_stream(size_t session, const Phase& ph, ThreadCounters& c);
+    // `tag`: the epoll tag, a session index (kTcpRelay: with kControlTag for its control connection).
+    void drain(uint64_t tag, const Phase& ph, ThreadCounters& c);
+    // One connection of a session: its TURN stream, its RFC 6062 data
+    // connection (`pipe`: payloads back to back) or control connection.
+    void drain_stream(size_t session, StreamConn& conn, bool pipe, const Phase& ph, ThreadCounters& c);
+    // The connection a session's messages go out on: its TURN stream, or with
+    // kTcpRelay its data connection; null over UDP and DTLS.
+    StreamConn* traffic_stream(size_t session) const;
     void send_stream(size_t session, size_t n, uint64_t now, const Phase& ph, ThreadCounters& c);
     // DTLS: the messages of the decrypted records of one datagram to on_datagram.
     void open_records(size_t session, std::span<const uint8_t> datagram, uint64_t now, uint64_t rx, const Phase& ph,
                       ThreadCounters& c);
-    // A TCP/TLS connection or DTLS session that broke leaves epoll and is counted, once.
+    // A TCP/TLS connection or DTLS session that broke leaves epoll and is
+    // counted, once (kTcpRelay: both connections leave, either one broke).
     void retire(size_t session, ThreadCounters& c);
     // One message at `f`: the session's template with the next sequence
     // number and `now` stamped into its payload (and into the transaction ID

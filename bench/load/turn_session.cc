@@ -13,7 +13,6 @@
 #include "clock.h"
 #include "net/ip_marks.h"
 #include "stun/attributes.h"
-#include "stun/builder.h"
 #include "stun/integrity.h"
 
 namespace turn::load {
@@ -35,16 +34,6 @@ std::string outcome_name(int o) {
 }
 
 namespace {
-
-Method method_of(Request r) {
-    switch (r) {
-        case Request::kAllocate: return Method::kAllocate;
-        case Request::kCreatePermission: return Method::kCreatePermission;
-        case Request::kChannelBind: return Method::kChannelBind;
-        case Request::kRefresh: return Method::kRefresh;
-    }
-    return Method::kBinding;
-}
 
 void random_txid(std::array<uint8_t, 12>& t) {
     thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -136,33 +125,17 @@ void TurnSession::count(int o) const {
 
 size_t TurnSession::build(Request kind, uint32_t lifetime_s, std::span<const uint8_t, 12> txid, uint8_t* buf,
                           size_t cap) const {
-    stun::MessageBuilder b({buf, cap}, method_of(kind), Class::kRequest, txid);
-    switch (kind) {
-        case Request::kAllocate:
-            b.add_requested_transport(17);  // UDP (RFC 8656 18.11)
-            if (cfg_.peer.is_v6()) {
-                b.add_address_family(attr::kRequestedAddressFamily, Family::kIPv6);
-            }
-            break;
-        case Request::kCreatePermission:
-            b.add_xor_address(attr::kXorPeerAddress, cfg_.peer);
-            break;
-        case Request::kChannelBind:
-            b.add_channel_number(cfg_.channel);
-            b.add_xor_address(attr::kXorPeerAddress, cfg_.peer);
-            break;
-        case Request::kRefresh:
-            b.add_u32(attr::kLifetime, lifetime_s);
-            break;
-    }
+    RequestFields f;
+    f.requested_transport = cfg_.tcp_relay ? kTransportTcp : kTransportUdp;
+    f.peer = cfg_.peer;
+    f.channel = cfg_.channel;
+    f.lifetime_s = lifetime_s;
+    f.connection_id = connection_id_;
+    RequestAuth auth;
     if (have_key_) {
-        b.add_text(attr::kUsername, cfg_.creds.username);
-        b.add_text(attr::kRealm, realm_);
-        b.add_text(attr::kNonce, nonce_);
-        b.add_message_integrity(key_.span());
+        auth = {cfg_.creds.username, realm_, nonce_, key_.span()};
     }
-    b.add_fingerprint();
-    return b.ok() ? b.size() : 0;
+    return build_request(kind, f, auth, txid, {buf, cap});
 }
 
 int TurnSession::handle_response(Request kind, const stun::MessageView& m, bool& retry) {
@@ -186,6 +159,8 @@ int TurnSession::handle_response(Request kind, const stun::MessageView& m, bool&
             }
             refresh_lifetime_s_ = lifetime_s_;
             allocated_ = true;
+        } else if (kind == Request::kConnect && !connection_id_of(m, connection_id_)) {
+            return outcome::kBadResponse;
         }
         return outcome::kOk;
     }
@@ -233,18 +208,18 @@ int TurnSession::handle_response(Request kind, const stun::MessageView& m, bool&
     return ec.code;
 }
 
-bool TurnSession::send_message(std::span<const uint8_t> m, uint64_t deadline_ns) {
-    if (stream_) {
+bool TurnSession::send_message(std::span<const uint8_t> m, uint64_t deadline_ns, StreamConn* via) {
+    if (StreamConn* conn = via != nullptr ? via : stream_.get()) {
         // A full output queue (traffic still draining at teardown) is waited
         // out until the deadline; the asynchronous path (deadline 0) does not wait.
-        while (!stream_->write(m)) {
-            if (stream_->broken() || !stream_->flush() || mono_ns() >= deadline_ns) {
+        while (!conn->write(m)) {
+            if (conn->broken() || !conn->flush() || mono_ns() >= deadline_ns) {
                 count_break();
                 return false;
             }
-            if (stream_->out_space() < m.size()) {
-                stream_->wait(deadline_ns);
-                stream_->flush();
+            if (conn->out_space() < m.size()) {
+                conn->wait(deadline_ns);
+                conn->flush();
             }
         }
         return true;
@@ -259,7 +234,7 @@ bool TurnSession::send_message(std::span<const uint8_t> m, uint64_t deadline_ns)
     return send(fd_, m.data(), m.size(), MSG_DONTWAIT) >= 0 || errno == EAGAIN;
 }
 
-bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m, int& o) {
+bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m, int& o, StreamConn* via) {
     o = outcome::kOk;
     // The socket failed, or the connection or DTLS session broke (counted once).
     auto failed = [&] {
@@ -267,7 +242,8 @@ bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m,
         o = outcome::kSocket;
         return false;
     };
-    if (dtls_) {
+    StreamConn* conn = via != nullptr ? via : stream_.get();
+    if (conn == nullptr && dtls_) {
         for (;;) {
             const IoStatus st = dtls_->read(m, true);
             if (st == IoStatus::kOk) {
@@ -282,7 +258,7 @@ bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m,
             dtls_->wait(wait_until);
         }
     }
-    if (!stream_) {
+    if (conn == nullptr) {
         for (;;) {
             const uint64_t t_now = mono_ns();
             if (t_now >= wait_until) {
@@ -304,28 +280,28 @@ bool TurnSession::next_message(uint64_t wait_until, std::span<const uint8_t>& m,
         }
     }
     for (;;) {
-        const StreamReadStatus st = stream_->reader().next(m);
+        const StreamReadStatus st = conn->reader().next(m);
         if (st == StreamReadStatus::kMessage) {
             return true;
         }
         if (st != StreamReadStatus::kNeedMore) {
-            stream_->mark_broken(to_string(st));
+            conn->mark_broken(to_string(st));
             return failed();
         }
-        const IoStatus io = stream_->read_once();
+        const IoStatus io = conn->read_once();
         if (io == IoStatus::kOk) {
             continue;
         }
         if (io != IoStatus::kAgain) {
             return failed();
         }
-        if (stream_->want_write() && !stream_->flush()) {
+        if (conn->want_write() && !conn->flush()) {
             return failed();
         }
         if (mono_ns() >= wait_until) {
             return false;
         }
-        stream_->wait(wait_until);
+        conn->wait(wait_until);
     }
 }
 
@@ -337,9 +313,15 @@ void TurnSession::count_break() {
             cfg_.errors->add(stream_ ? stream_->break_reason() : dtls_->break_reason());
         }
     }
+    if (data_ && data_->broken() && !data_break_counted_) {
+        data_break_counted_ = true;
+        if (cfg_.errors != nullptr) {
+            cfg_.errors->add(data_->break_reason());
+        }
+    }
 }
 
-int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_ns) {
+int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_ns, StreamConn* via) {
     std::array<uint8_t, 1024> tx{};
     // Initial request, then up to two credential retries (401 challenge, 438).
     for (int round = 0; round < 4; ++round) {
@@ -353,8 +335,9 @@ int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_n
         // A stream is reliable: send once and wait as long as the
         // retransmissions would have taken (RFC 8489 6.2.2: no retransmission
         // over TCP; its 39.5 s timeout is longer than the harness wants).
-        const int tries = stream_ ? 1 : cfg_.max_tries;
-        if (stream_) {
+        const bool reliable = via != nullptr || stream_;
+        const int tries = reliable ? 1 : cfg_.max_tries;
+        if (reliable) {
             rto = cfg_.rto_ns * ((uint64_t{1} << cfg_.max_tries) - 1);
         }
         bool answered = false;
@@ -363,7 +346,7 @@ int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_n
             if (now >= deadline_ns) {
                 return outcome::kTimeout;
             }
-            if (!send_message({tx.data(), n}, deadline_ns)) {
+            if (!send_message({tx.data(), n}, deadline_ns, via)) {
                 return outcome::kSocket;
             }
             const uint64_t wait_until = std::min(deadline_ns, now + rto);
@@ -371,7 +354,7 @@ int TurnSession::transact(Request kind, uint32_t lifetime_s, uint64_t deadline_n
             for (;;) {
                 std::span<const uint8_t> got;
                 int o = outcome::kOk;
-                if (!next_message(wait_until, got, o)) {
+                if (!next_message(wait_until, got, o, via)) {
                     if (o != outcome::kOk) {
                         return o;
                     }
@@ -420,10 +403,49 @@ int TurnSession::refresh(uint32_t lifetime_s, uint64_t deadline_ns) {
     return o;
 }
 
-int TurnSession::setup(uint64_t deadline_ns) {
+int TurnSession::connect_pipe(uint64_t deadline_ns) {
+    int o = transact(Request::kConnect, 0, deadline_ns);
+    if (o == outcome::kOk) {
+        data_ = std::make_unique<StreamConn>();
+        std::string err;
+        ConnectError why = ConnectError::kNone;
+        if (!data_->connect(cfg_.server, cfg_.transport == Transport::kTls ? cfg_.tls : nullptr,
+                            std::min(deadline_ns, mono_ns() + cfg_.connect_timeout_ns), err, why)) {
+            data_break_counted_ = true;  // counted here, by its set-up reason
+            if (cfg_.errors != nullptr) {
+                cfg_.errors->add("data_" + std::string(to_string(why)));
+            }
+            o = outcome::kSocket;
+        } else {
+            o = transact(Request::kConnectionBind, 0, deadline_ns, data_.get());
+            count(o);
+        }
+    } else {
+        count(o);  // e.g. 447: the server could not connect to the peer
+    }
+    if (o != outcome::kOk) {
+        data_.reset();
+        // A server that answers is there to delete the allocation now; one
+        // that timed out, or a broken control connection, ends it with the
+        // control connection, at exit.
+        if (o != outcome::kTimeout && stream_ && !stream_->broken()) {
+            release(deadline_ns);
+        }
+        allocated_ = false;
+    }
+    return o;
+}
+
+int TurnSession::setup(uint64_t deadline_ns, const std::function<void(const Address&)>& on_relayed) {
     int o = allocate(deadline_ns);
     if (o != outcome::kOk) {
         return o;
+    }
+    if (on_relayed) {
+        on_relayed(relayed_);
+    }
+    if (cfg_.tcp_relay) {
+        return connect_pipe(deadline_ns);
     }
     o = create_permission(deadline_ns);
     if (o != outcome::kOk || cfg_.channel == 0) {
@@ -433,6 +455,7 @@ int TurnSession::setup(uint64_t deadline_ns) {
 }
 
 bool TurnSession::release(uint64_t deadline_ns) {
+    data_.reset();  // the pipe first: the peer sees its end before the allocation's
     if (!allocated_) {
         return false;
     }

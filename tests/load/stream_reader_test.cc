@@ -1,6 +1,8 @@
 // bench/load/stream_reader.h and stream_conn.h: reassembly of TURN messages
-// from a TCP/TLS byte stream (RFC 8656 section 3.1, ChannelData padding 12.5)
-// and the connection's bounded output queue and connect errors.
+// from a TCP/TLS byte stream (RFC 8656 section 3.1, ChannelData padding 12.5),
+// of fixed-size payloads from an RFC 6062 data connection after its
+// ConnectionBind answer, and the connection's bounded output queue and connect
+// errors.
 #include "stream_reader.h"
 
 #include <gtest/gtest.h>
@@ -203,6 +205,83 @@ TEST(LoadStreamReader, MalformedFramesAreErrorsThatStick) {
         EXPECT_EQ(got.size(), 1u);
         EXPECT_EQ(last, StreamReadStatus::kBadType);
     }
+}
+
+// `count` payloads of `size` bytes as turn-load writes them into an RFC 6062
+// pipe: no framing, first bytes that TURN framing would reject (0xC0: neither
+// STUN nor ChannelData).
+Bytes raw_records(size_t count, size_t size) {
+    Bytes b;
+    for (size_t i = 0; i < count; ++i) {
+        Bytes rec(size, static_cast<uint8_t>(i));
+        rec[0] = 0xC0;
+        b.insert(b.end(), rec.begin(), rec.end());
+    }
+    return b;
+}
+
+TEST(LoadStreamReader, FixedCutAfterTheConnectionBindAnswer) {
+    // The data connection: the ConnectionBind success response (STUN framing),
+    // then the pipe's raw bytes, here already in the same read as the answer.
+    const Bytes answer = stun_message(8, 0x11);
+    const Bytes pipe = raw_records(3, 173);
+    for (size_t cut = 0; cut <= pipe.size(); ++cut) {
+        StreamReader r;
+        Bytes first = answer;
+        first.insert(first.end(), pipe.begin(), pipe.begin() + static_cast<std::ptrdiff_t>(cut));
+        auto space = r.space();
+        std::memcpy(space.data(), first.data(), first.size());
+        r.commit(first.size());
+        std::span<const uint8_t> m;
+        ASSERT_EQ(r.next(m), StreamReadStatus::kMessage);
+        EXPECT_EQ(Bytes(m.begin(), m.end()), answer);
+        ASSERT_TRUE(r.cut_fixed(173));
+        StreamReadStatus last;
+        const Bytes rest(pipe.begin() + static_cast<std::ptrdiff_t>(cut), pipe.end());
+        // What came with the answer is cut the same way, ahead of the rest.
+        const auto got = feed(r, rest, {rest.size()}, last);
+        ASSERT_EQ(last, StreamReadStatus::kNeedMore) << "cut at " << cut;
+        ASSERT_EQ(got.size(), 3u) << "cut at " << cut;
+        for (size_t i = 0; i < 3; ++i) {
+            EXPECT_EQ(got[i], Bytes(pipe.begin() + static_cast<std::ptrdiff_t>(i * 173),
+                                    pipe.begin() + static_cast<std::ptrdiff_t>((i + 1) * 173)));
+        }
+        EXPECT_EQ(r.buffered(), 0u);
+    }
+}
+
+TEST(LoadStreamReader, FixedCutEverySplitAndThroughTheBoundedBuffer) {
+    const Bytes pipe = raw_records(40, 173);  // 6920 bytes, more than 4 x 512
+    std::vector<Bytes> expect;
+    for (size_t i = 0; i < 40; ++i) {
+        expect.emplace_back(pipe.begin() + static_cast<std::ptrdiff_t>(i * 173),
+                            pipe.begin() + static_cast<std::ptrdiff_t>((i + 1) * 173));
+    }
+    // Chunks up to max_frame: what one read may bring when the buffer is at its fullest.
+    for (const size_t chunk : {size_t{1}, size_t{7}, size_t{172}, size_t{174}, size_t{512}}) {
+        StreamReader r(512);
+        ASSERT_TRUE(r.cut_fixed(173));
+        std::vector<size_t> chunks(pipe.size() / chunk, chunk);
+        if (pipe.size() % chunk != 0) {
+            chunks.push_back(pipe.size() % chunk);
+        }
+        StreamReadStatus last;
+        EXPECT_TRUE(feed(r, pipe, chunks, last) == expect) << "chunks of " << chunk;
+        EXPECT_EQ(last, StreamReadStatus::kNeedMore);
+    }
+}
+
+TEST(LoadStreamReader, FixedCutSizeMustFitTheBuffer) {
+    StreamReader r(512);
+    EXPECT_FALSE(r.cut_fixed(0));
+    EXPECT_FALSE(r.cut_fixed(513));
+    // Unchanged: still TURN framing, so a raw record is a framing error.
+    const Bytes b = raw_records(1, 64);
+    StreamReadStatus last;
+    feed(r, b, {b.size()}, last);
+    EXPECT_EQ(last, StreamReadStatus::kBadType);
+    StreamReader r2(512);
+    EXPECT_TRUE(r2.cut_fixed(512));
 }
 
 // A listening TCP socket on 127.0.0.1, port chosen by the kernel.
