@@ -84,8 +84,28 @@ uint64_t unix_now_ms() {
 // number of loops is the same as when it was saved. When none is restored,
 // each allocation in the files that could be read gets its last line
 // (allocation_not_restored), so that its usage is still logged once.
-void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops) {
+// Allocations an end journal names are neither. Returns the sequence number
+// this process's end journals start at.
+uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops) {
     const auto n = static_cast<unsigned>(loops.size());
+    // Allocations that ended after their loop's last save (io/state_store.h
+    // EndJournal): their end lines were logged by the previous process, and
+    // they do not come back.
+    StateStore::Ended ended = store.ended_allocations(n);
+    for (const auto& e : ended.errors) {
+        log_event(LogLevel::kWarn, "state_journal_unreadable",
+                  {{"error", e}, {"effect", "allocations that ended in its save interval may come back"}});
+    }
+    for (const unsigned loop : ended.loops) {
+        if (loop >= n) {
+            store.remove_journals(loop);  // their snapshots are never restored (below)
+        }
+    }
+    size_t already_ended = 0;
+    const auto drop_ended = [&](LoopSnapshot& s) {
+        const auto gone = std::erase_if(s.allocations, [&](const SavedAllocation& a) { return ended.ids.contains(a.id); });
+        already_ended += gone;
+    };
     std::vector<LoopSnapshot> snaps;
     std::vector<std::string> problems;  // the first one says why nothing is restored
     for (unsigned i = 0; i < n; ++i) {
@@ -99,6 +119,7 @@ void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoo
                                    std::to_string(n) + " (set [server].threads = " + std::to_string(s->loops) +
                                    " to take them over)");
             }
+            drop_ended(*s);
             snaps.push_back(std::move(*s));
         }
     }
@@ -109,6 +130,7 @@ void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoo
         for (const unsigned i : extra) {
             std::string err;
             if (auto s = store.load(i, err)) {
+                drop_ended(*s);
                 snaps.push_back(std::move(*s));
             } else if (!err.empty()) {
                 problems.push_back(err);
@@ -136,7 +158,7 @@ void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoo
                 ::rename(path.c_str(), (path + ".rejected").c_str());
             }
         }
-        return;
+        return ended.next_seq;
     }
     size_t saved = 0;
     size_t restored = 0;
@@ -150,8 +172,10 @@ void restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoo
     if (!snaps.empty()) {
         log_event("state_restored", {{"allocations", std::to_string(restored)},
                                      {"saved", std::to_string(saved)},
+                                     {"ended_after_save", std::to_string(already_ended)},
                                      {"age_ms", std::to_string(oldest_ms)}});
     }
+    return ended.next_seq;
 }
 
 }  // namespace
@@ -375,10 +399,10 @@ int main(int argc, char** argv) {
     // connect: its first resync then carries them, and the flows it is still
     // forwarding stay installed.
     if (store) {
-        restore_state(*store, loops);
+        const uint64_t first_journal = restore_state(*store, loops);
         store->start(n);
         for (auto& l : loops) {
-            l->save_state_to(store.get(), config.state_save_interval_ms);
+            l->save_state_to(store.get(), config.state_save_interval_ms, first_journal);
         }
     }
     if (dataplane) {

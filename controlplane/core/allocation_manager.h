@@ -86,6 +86,10 @@ public:
     // loop's cost follows the changes, not the number of allocations.
     void track_changes(bool on) { track_ = on; }
     void take_changes(std::vector<SavedAllocation>& changed, std::vector<uint64_t>& removed);
+    // The ids of allocations that ended (not at shutdown) since the last
+    // take_changes, in order: what the loop's end journal records between
+    // saves (io/state_store.h EndJournal).
+    const std::vector<uint64_t>& removed_since_take() const { return removed_; }
     // After the control plane relayed a datagram for `a` (Allocation::relayed
     // counted it): its saved copy follows its usage every kUsageSaveEvery
     // datagrams, so that a crash loses less than that of each allocation's

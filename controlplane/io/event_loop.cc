@@ -69,41 +69,54 @@ size_t EventLoop::restore(const LoopSnapshot& s) {
     return restored;
 }
 
-void EventLoop::save_state_to(StateStore* store, uint32_t interval_ms) {
+void EventLoop::save_state_to(StateStore* store, uint32_t interval_ms, uint64_t first_journal) {
     store_ = store;
     save_interval_ms_ = interval_ms;
     server_.allocations().track_changes(store != nullptr);
     if (store != nullptr) {
+        journal_ = std::make_unique<EndJournal>(*store, index_, first_journal);
         // Everything there is now (restored allocations included: they came
         // back before tracking started) goes into the first save; after that
-        // only what changes.
+        // only what changes. It covers the previous process's journals (what
+        // they name was not restored).
         std::vector<SavedAllocation> all;
         server_.allocations().snapshot(all);
-        store->submit(index_, std::move(all), {}, true);
+        store->submit(index_, std::move(all), {}, true, journal_->roll());
     }
 }
 
 // O(changes since the last save) on the loop's thread; the writer thread
 // merges them into its copy of the loop's allocations and writes the file.
 void EventLoop::save_state(uint64_t now_ms, bool final) {
-    if (store_ == nullptr || (!final && now_ms - last_save_ms_ < save_interval_ms_)) {
+    if (store_ == nullptr) {
+        return;
+    }
+    // Every pass: the ends since the last one into the journal (one write).
+    const auto& ended = server_.allocations().removed_since_take();
+    if (journaled_ < ended.size()) {
+        journal_->append(std::span(ended).subspan(journaled_));
+        journaled_ = ended.size();
+    }
+    if (!final && now_ms - last_save_ms_ < save_interval_ms_) {
         return;
     }
     last_save_ms_ = now_ms;
     std::vector<SavedAllocation> changed;
     std::vector<uint64_t> removed;
     server_.allocations().take_changes(changed, removed);
+    journaled_ = 0;
     if (final) {
         // The last save has every allocation as it is now: what the control
         // plane relayed for each moves with every datagram, which the
         // changes do not track (between saves it is as of the last change).
         changed.clear();
         server_.allocations().snapshot(changed);
-        store_->submit(index_, std::move(changed), {}, true);
+        store_->submit(index_, std::move(changed), {}, true, journal_->roll());
         return;
     }
     if (!changed.empty() || !removed.empty()) {
-        store_->submit(index_, std::move(changed), std::move(removed), false);
+        // This save covers the journal written so far (its ids are in `removed`).
+        store_->submit(index_, std::move(changed), std::move(removed), false, journal_->roll());
     }
 }
 

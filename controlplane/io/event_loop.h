@@ -43,7 +43,9 @@ public:
     // afterwards what changed, at most every `interval_ms` and once more when
     // the loop stops.
     size_t restore(const LoopSnapshot& s);
-    void save_state_to(StateStore* store, uint32_t interval_ms);
+    // `first_journal`: the sequence number this loop's end journals start at
+    // (StateStore::Ended::next_seq; the first save covers the ones below).
+    void save_state_to(StateStore* store, uint32_t interval_ms, uint64_t first_journal);
 
     Stats& stats() { return stats_; }
     unsigned index() const { return index_; }
@@ -67,6 +69,8 @@ private:
     SocketIo io_;
     Server server_;
     StateStore* store_ = nullptr;
+    std::unique_ptr<EndJournal> journal_;  // with store_
+    size_t journaled_ = 0;                 // of removed_since_take(), the ids already in the journal
     uint32_t save_interval_ms_ = 1000;
     uint64_t last_save_ms_ = 0;
     std::atomic<bool> stop_{false};

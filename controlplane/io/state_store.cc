@@ -6,7 +6,9 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -16,7 +18,36 @@
 namespace turn::cp {
 
 namespace {
+
 constexpr size_t kNonceSecretBytes = 32;
+// A journal holds the ends of one save interval (at most 600 s); 64 MiB is
+// 8M ids, far more than any loop ends in that time.
+constexpr size_t kJournalMaxBytes = size_t{64} << 20;
+
+// "loop-N.ended.SEQ" -> (N, SEQ).
+std::optional<std::pair<unsigned, uint64_t>> parse_journal_name(std::string_view name) {
+    constexpr std::string_view kPrefix = "loop-";
+    constexpr std::string_view kMiddle = ".ended.";
+    if (!name.starts_with(kPrefix)) {
+        return std::nullopt;
+    }
+    name.remove_prefix(kPrefix.size());
+    const size_t mid = name.find(kMiddle);
+    if (mid == std::string_view::npos || mid == 0 || mid + kMiddle.size() == name.size()) {
+        return std::nullopt;
+    }
+    unsigned loop = 0;
+    uint64_t seq = 0;
+    const char* loop_end = name.data() + mid;
+    const char* seq_begin = loop_end + kMiddle.size();
+    const char* end = name.data() + name.size();
+    if (std::from_chars(name.data(), loop_end, loop).ptr != loop_end ||
+        std::from_chars(seq_begin, end, seq).ptr != end || seq == 0) {
+        return std::nullopt;
+    }
+    return std::pair{loop, seq};
+}
+
 }  // namespace
 
 StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {}
@@ -90,16 +121,71 @@ std::vector<unsigned> StateStore::extra_snapshots(unsigned loops) const {
     return out;
 }
 
+std::string StateStore::journal_path(unsigned loop, uint64_t seq) const {
+    return dir_ + "/loop-" + std::to_string(loop) + ".ended." + std::to_string(seq);
+}
+
+std::vector<std::pair<unsigned, uint64_t>> StateStore::list_journals() const {
+    std::vector<std::pair<unsigned, uint64_t>> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+        if (auto j = parse_journal_name(e.path().filename().string())) {
+            out.push_back(*j);
+        }
+    }
+    return out;
+}
+
+StateStore::Ended StateStore::ended_allocations(unsigned loops) {
+    Ended out;
+    const auto journals = list_journals();
+    uint64_t max_seq = 0;
+    for (const auto& [loop, seq] : journals) {
+        max_seq = std::max(max_seq, seq);
+        if (loop < loops) {
+            auto [it, fresh] = journal_low_.try_emplace(loop, seq);
+            it->second = std::min(it->second, seq);
+        }
+        if (std::find(out.loops.begin(), out.loops.end(), loop) == out.loops.end()) {
+            out.loops.push_back(loop);
+        }
+        std::string err;
+        const std::string path = journal_path(loop, seq);
+        auto d = read_file(path, kJournalMaxBytes, err);
+        if (!d) {
+            out.errors.push_back(err.empty() ? "cannot read " + path : err);
+            continue;
+        }
+        // 8-byte ids in the host's order; a crash may leave a torn last one.
+        for (size_t off = 0; off + 8 <= d->size(); off += 8) {
+            uint64_t id;
+            std::memcpy(&id, d->data() + off, 8);
+            out.ids.insert(id);
+        }
+    }
+    out.next_seq = max_seq + 1;
+    first_journal_ = out.next_seq;
+    return out;
+}
+
+void StateStore::remove_journals(unsigned loop) {
+    for (const auto& [l, seq] : list_journals()) {
+        if (l == loop) {
+            ::unlink(journal_path(l, seq).c_str());
+        }
+    }
+}
+
 void StateStore::start(unsigned loops) {
     loops_ = loops;
     thread_ = std::thread([this] { run(); });
 }
 
 void StateStore::submit(unsigned loop, std::vector<SavedAllocation> changed, std::vector<uint64_t> removed,
-                        bool replace_all) {
+                        bool replace_all, uint64_t journals_upto) {
     {
         std::lock_guard lock(mu_);
-        pending_.push_back(Batch{loop, std::move(changed), std::move(removed), replace_all});
+        pending_.push_back(Batch{loop, std::move(changed), std::move(removed), replace_all, journals_upto});
     }
     cv_.notify_one();
 }
@@ -148,17 +234,27 @@ void StateStore::run() {
             for (const uint64_t id : b.removed) {
                 m.erase(id);
             }
+            auto& covered = journal_covered_[b.loop];
+            covered = std::max(covered, b.journals_upto);
             touched[b.loop] = true;
         }
         for (const auto& [loop, t] : touched) {
             (void)t;
-            write_loop(loop);
+            if (!write_loop(loop)) {
+                continue;  // the journals stay until a snapshot without their allocations is written
+            }
+            // Written: the journals it covers are no longer needed.
+            auto [low, fresh] = journal_low_.try_emplace(loop, first_journal_);
+            const uint64_t covered = journal_covered_[loop];
+            for (; low->second <= covered; ++low->second) {
+                ::unlink(journal_path(loop, low->second).c_str());  // ENOENT: a sequence number without ends
+            }
         }
         lock.lock();
     }
 }
 
-void StateStore::write_loop(unsigned loop) {
+bool StateStore::write_loop(unsigned loop) {
     const auto& m = mirror_[loop];
     std::vector<const SavedAllocation*> all;
     all.reserve(m.size());
@@ -176,6 +272,68 @@ void StateStore::write_loop(unsigned loop) {
     }
     std::lock_guard lock(mu_);
     (ok ? writes_ : write_errors_)++;
+    return ok;
+}
+
+EndJournal::~EndJournal() {
+    if (fd_ >= 0) {
+        ::close(fd_);
+    }
+}
+
+void EndJournal::fail(const std::string& what) {
+    if (!logged_) {
+        logged_ = true;  // once per loop: a full disk would otherwise log every pass
+        log_event(LogLevel::kWarn, "state_journal_failed", {{"error", what + ": " + std::strerror(errno)}});
+    }
+    if (fd_ >= 0) {
+        ::close(fd_);
+        fd_ = -1;
+    }
+    broken_ = true;
+}
+
+void EndJournal::append(std::span<const uint64_t> ids) {
+    if (ids.empty() || broken_) {
+        return;  // a file that failed takes nothing more (its ids would lose their 8-byte alignment)
+    }
+    if (fd_ < 0) {
+        const std::string path = store_.journal_path(loop_, seq_);
+        fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+        if (fd_ < 0) {
+            fail("cannot create " + path);
+            return;
+        }
+    }
+    const auto* p = reinterpret_cast<const uint8_t*>(ids.data());
+    size_t left = ids.size_bytes();
+    while (left != 0) {
+        const ssize_t n = ::write(fd_, p, left);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            if (n == 0) {
+                errno = ENOSPC;
+            }
+            fail("cannot write " + store_.journal_path(loop_, seq_));
+            return;
+        }
+        p += n;
+        left -= static_cast<size_t>(n);
+    }
+}
+
+uint64_t EndJournal::roll() {
+    if (fd_ >= 0 || broken_) {
+        if (fd_ >= 0) {
+            ::close(fd_);
+            fd_ = -1;
+        }
+        broken_ = false;
+        closed_ = seq_++;
+    }
+    return closed_;
 }
 
 bool write_file_atomically(const std::string& path, std::span<const uint8_t> data, std::string& error) {

@@ -9,6 +9,9 @@
 // allocations, encodes the loop's snapshot and writes it (temporary file,
 // fdatasync, rename), so neither the O(allocations) encoding nor a slow disk
 // ever stalls relaying.
+//
+// Ends between saves go to end journals (EndJournal, below), so that a crash
+// between two saves does not bring back allocations that had ended.
 #pragma once
 
 #include <condition_variable>
@@ -20,6 +23,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/state_snapshot.h"
@@ -48,9 +52,12 @@ public:
     // Starts the writer thread; snapshots say they were written by `loops` loops.
     void start(unsigned loops);
     // Loop `loop`'s allocations that changed (added or updated) and those
-    // removed since its last submission; `replace_all`: `changed` is all it has.
+    // removed since its last submission; `replace_all`: `changed` is all it
+    // has. `journals_upto`: the loop's end journals up to this sequence number
+    // hold no allocation the snapshot will have (0: none), so the writer
+    // deletes them once it has written that snapshot.
     void submit(unsigned loop, std::vector<SavedAllocation> changed, std::vector<uint64_t> removed,
-                bool replace_all);
+                bool replace_all, uint64_t journals_upto = 0);
     // Writes everything queued, then stops the writer thread.
     void stop();
     uint64_t writes() const;
@@ -58,15 +65,32 @@ public:
 
     std::string loop_path(unsigned loop) const;
 
+    // End journals (EndJournal): loop-N.ended.SEQ.
+    std::string journal_path(unsigned loop, uint64_t seq) const;
+    struct Ended {
+        std::unordered_set<uint64_t> ids;  // allocations that ended after their loop's last save
+        uint64_t next_seq = 1;             // the sequence number this process's journals start at
+        std::vector<std::string> errors;   // journals that could not be read (their ends are not known)
+        std::vector<unsigned> loops;       // loops that have journals
+    };
+    // The journals the previous process left (before start()). Those of
+    // loops below `loops` are deleted by their loop's first save; the
+    // caller deletes the others (remove_journals) with their snapshots.
+    Ended ended_allocations(unsigned loops);
+    void remove_journals(unsigned loop);
+
 private:
     struct Batch {
         unsigned loop;
         std::vector<SavedAllocation> changed;
         std::vector<uint64_t> removed;
         bool replace_all;
+        uint64_t journals_upto;
     };
     void run();
-    void write_loop(unsigned loop);
+    bool write_loop(unsigned loop);
+    // loop-N.ended.SEQ files in the directory: (loop, seq).
+    std::vector<std::pair<unsigned, uint64_t>> list_journals() const;
 
     std::string dir_;
     unsigned loops_ = 1;
@@ -75,10 +99,59 @@ private:
     std::vector<Batch> pending_;
     // Writer thread only: each loop's allocations as last submitted.
     std::map<unsigned, std::unordered_map<uint64_t, SavedAllocation>> mirror_;
+    // Writer thread only (set before start()): per loop, the lowest journal
+    // sequence number not yet deleted, and the highest a submitted batch
+    // covers; journals below first_journal_ (no loop has one) need no delete.
+    std::map<unsigned, uint64_t> journal_low_;
+    std::map<unsigned, uint64_t> journal_covered_;
+    uint64_t first_journal_ = 1;
     bool stop_ = false;
     uint64_t writes_ = 0;
     uint64_t write_errors_ = 0;
     std::thread thread_;
+};
+
+// Allocations that ended since the loop's last save, written as they end:
+// a loop saves at most every save_interval_ms, so without this a process
+// that crashed between two saves would leave the next one allocations that
+// had already ended (their clients had deleted them, or they had expired),
+// holding their relayed ports and quota again until they expired, and
+// counting their usage in a second end line. The loop appends the ids once
+// per pass that ended any (write(2) with O_APPEND, no fsync: this survives a
+// crash of the process, not necessarily one of the host) to
+// loop-N.ended.SEQ; each submitted save closes the file and names its
+// sequence number (StateStore::submit's journals_upto), and the writer
+// deletes the files once the snapshot without those allocations is written.
+// A restarted process skips every saved allocation a journal names
+// (StateStore::ended_allocations). Ids are unique across processes
+// (app/main.cc), so a journal never names another allocation.
+class EndJournal {
+public:
+    EndJournal(const StateStore& store, unsigned loop, uint64_t first_seq)
+        : store_(store), loop_(loop), seq_(first_seq), closed_(first_seq - 1) {}
+    ~EndJournal();
+    EndJournal(const EndJournal&) = delete;
+    EndJournal& operator=(const EndJournal&) = delete;
+
+    // Appends the ids (opening the next file if none is open); a failure is
+    // logged once (state_journal_failed) and leaves the save interval's
+    // window open for those allocations, as without the journal.
+    void append(std::span<const uint64_t> ids);
+    // Closes the current file: the sequence number of the last file written
+    // and closed (first_seq - 1 before any: the previous process's), which
+    // the next submitted save covers.
+    uint64_t roll();
+
+private:
+    void fail(const std::string& what);  // logs once (with errno), closes the file
+
+    const StateStore& store_;
+    unsigned loop_;
+    uint64_t seq_;  // of the file open (or failed) or the next one
+    uint64_t closed_;
+    int fd_ = -1;
+    bool broken_ = false;  // the current file failed: no more appends to it
+    bool logged_ = false;
 };
 
 // Writes `data` to `path` atomically (temporary file, fdatasync, rename), mode 0600.

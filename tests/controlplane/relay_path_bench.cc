@@ -6,6 +6,7 @@
 // and the timer wheel in steady state.
 #include <benchmark/benchmark.h>
 
+#include <filesystem>
 #include <memory>
 #include <random>
 
@@ -16,6 +17,7 @@
 #include "core/shared.h"
 #include "core/state_snapshot.h"
 #include "core/timer_wheel.h"
+#include "io/state_store.h"
 #include "stun_client.h"
 
 namespace turn::cp {
@@ -295,6 +297,40 @@ void BM_StateWriterEncode(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
 BENCHMARK(BM_StateWriterEncode)->Arg(1000)->Arg(50000)->Unit(benchmark::kMillisecond);
+
+// The end journal (io/state_store.h EndJournal): an event loop's pass that
+// ended N allocations appends their ids with one write(2), on the file
+// system of /var/tmp (the state directory's, /var/lib, on most hosts). A
+// save's roll closes the file; the next append creates another (every 1000
+// passes here, untimed, so the file stays small).
+void BM_StateEndJournalAppend(benchmark::State& state) {
+    const std::string dir = "/var/tmp/turn-relay-journal-bench-" + std::to_string(::getpid());
+    StateStore store(dir);
+    if (auto err = store.prepare(); !err.empty()) {
+        state.SkipWithError(err.c_str());
+        return;
+    }
+    EndJournal journal(store, 0, 1);
+    std::vector<uint64_t> ids(static_cast<size_t>(state.range(0)));
+    uint64_t next = 1;
+    uint64_t passes = 0;
+    for (auto _ : state) {
+        for (auto& id : ids) {
+            id = next++;
+        }
+        journal.append(ids);
+        if (++passes % 1000 == 0) {
+            state.PauseTiming();
+            const uint64_t done = journal.roll();
+            ::unlink(store.journal_path(0, done).c_str());
+            state.ResumeTiming();
+        }
+    }
+    ::unlink(store.journal_path(0, journal.roll()).c_str());
+    std::filesystem::remove_all(dir);
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_StateEndJournalAppend)->Arg(1)->Arg(32);
 
 }  // namespace
 }  // namespace turn::cp

@@ -10,9 +10,11 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 
 #include "common/bytes.h"
 #include "core/state_snapshot.h"
@@ -236,6 +238,76 @@ TEST(StateStore, SavesLoadsAndKeepsTheNonceSecret) {
     std::ofstream(st.loop_path(0)) << "garbage that is not a snapshot";
     EXPECT_FALSE(st.load(0, err));
     EXPECT_EQ(err, st.loop_path(0) + ": not a turn-relay state snapshot (bad magic)");
+    std::filesystem::remove_all(dir);
+}
+
+// The ends between two saves: what a crashed process's journals name is
+// known to the next one (a torn last id ignored), and a journal goes only
+// once a snapshot written without its allocations covers it.
+TEST(StateStore, EndJournalsLastUntilASnapshotCoversThem) {
+    const std::string dir = "/tmp/turn-state-journal-test-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    const auto exists = [](const std::string& p) { return std::filesystem::exists(p); };
+    {
+        StateStore st(dir);
+        ASSERT_EQ(st.prepare(), "");
+        const auto e = st.ended_allocations(2);
+        EXPECT_TRUE(e.ids.empty());
+        EXPECT_EQ(e.next_seq, 1u);
+        EndJournal j(st, 1, e.next_seq);
+        EXPECT_EQ(j.roll(), 0u);  // nothing written: covers none
+        j.append(std::vector<uint64_t>{7, 8});
+        j.append(std::vector<uint64_t>{9});
+        EXPECT_TRUE(exists(st.journal_path(1, 1)));
+        EXPECT_EQ(j.roll(), 1u);
+        EXPECT_EQ(j.roll(), 1u);  // no file since: still 1
+        j.append(std::vector<uint64_t>{10});
+        EXPECT_TRUE(exists(st.journal_path(1, 2)));
+        // The process dies here: nothing submitted, nothing deleted.
+    }
+    std::ofstream(dir + "/loop-1.ended.2", std::ios::app) << "abc";  // torn by the crash
+    std::ofstream(dir + "/loop-1.ended.x") << "not a journal";
+    std::ofstream(dir + "/loop-5.ended.1") << std::string(8, '\0');  // of a loop this process does not run
+    {
+        StateStore st(dir);
+        ASSERT_EQ(st.prepare(), "");
+        auto e = st.ended_allocations(2);
+        EXPECT_EQ(e.ids, (std::unordered_set<uint64_t>{0, 7, 8, 9, 10}));
+        EXPECT_EQ(e.next_seq, 3u);
+        std::sort(e.loops.begin(), e.loops.end());
+        EXPECT_EQ(e.loops, (std::vector<unsigned>{1, 5}));
+        EXPECT_TRUE(e.errors.empty());
+        st.remove_journals(5);
+        EXPECT_FALSE(exists(dir + "/loop-5.ended.1"));
+        // The loop's first save covers the previous process's journals; an
+        // end after it goes to a journal of this process, which stays.
+        EndJournal j(st, 1, e.next_seq);
+        st.submit(1, {}, {}, true, j.roll());
+        j.append(std::vector<uint64_t>{11});
+        st.start(2);
+        st.stop();
+        EXPECT_EQ(st.writes(), 1u);
+        EXPECT_FALSE(exists(st.journal_path(1, 1)));
+        EXPECT_FALSE(exists(st.journal_path(1, 2)));
+        EXPECT_TRUE(exists(st.journal_path(1, 3)));
+        EXPECT_TRUE(exists(dir + "/loop-1.ended.x"));  // not ours to delete
+    }
+    {
+        StateStore st(dir);
+        ASSERT_EQ(st.prepare(), "");
+        const auto e = st.ended_allocations(2);
+        EXPECT_EQ(e.ids, (std::unordered_set<uint64_t>{11}));
+        // A snapshot that cannot be written (a directory in its place) does
+        // not take the journals it would have covered with it.
+        std::filesystem::remove(st.loop_path(1));
+        std::filesystem::create_directories(st.loop_path(1) + "/in-the-way");
+        EndJournal j(st, 1, e.next_seq);
+        st.submit(1, {}, {}, true, j.roll());
+        st.start(2);
+        st.stop();
+        EXPECT_EQ(st.write_errors(), 1u);
+        EXPECT_TRUE(exists(st.journal_path(1, 3)));
+    }
     std::filesystem::remove_all(dir);
 }
 

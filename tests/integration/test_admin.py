@@ -5,7 +5,8 @@ its client's data stops being relayed, `reload` applies a rewritten [auth] and s
 `drain` with a deadline drains the relay, which exits once its last allocation ends. Errors:
 an unknown allocation, a reload whose TLS key does not load, a second drain (exit 1), no relay
 at the socket (exit 3); the socket is its owner's only. Across a restart with [state].dir, an
-allocation's age and usage go on where the previous process left them.
+allocation's age and usage go on where the previous process left them, and one that ended
+after the last save before a crash stays ended.
 """
 
 import asyncio
@@ -256,6 +257,86 @@ def test_usage_and_age_go_on_across_a_restart(tmp_path):
             assert " packets_to_peer=1 bytes_to_peer=4 " in lost.group(0), lost.group(0)
         finally:
             stop_process(third, second_signal_after=1.0)
+    finally:
+        echo.close()
+        for p in (relay.proc, second):
+            if p is not None and p.poll() is None:
+                stop_process(p, second_signal_after=1.0)
+
+
+def test_an_allocation_ended_between_saves_stays_ended_after_a_crash(tmp_path):
+    """Two clients' allocations are saved; one client deletes its allocation and turn-relay is
+    killed (SIGKILL) before its next save, so the snapshot on disk still holds that allocation.
+    Its end journal names it: the next turn-relay takes over only the other one (the ended one
+    would otherwise come back, holding its port and quota and counting its usage twice), and
+    deletes the journal once it has saved a snapshot of its own."""
+    sock = tmp_path / "admin.sock"
+    state = tmp_path / "state"
+    relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n[state]\ndir = "{state}"\nsave_interval_ms = 4000\n')
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+    echo.settimeout(3)
+    second = None
+
+    def saved_in(loop, id_):
+        try:
+            return id_.to_bytes(8, "big") in (state / f"loop-{loop}.state").read_bytes()
+        except FileNotFoundError:
+            return False
+
+    try:
+        async def scenario():
+            ends = []
+            for _ in range(2):
+                t, proto = await asyncio.wait_for(aioice_turn.create_turn_endpoint(
+                    Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10)
+                t.sendto(b"hello", echo.getsockname())
+                data, src = await asyncio.to_thread(echo.recvfrom, 100)
+                assert data == b"hello"
+                ends.append(t)
+            rc, listed = await asyncio.to_thread(ctl_json, sock, "allocations")
+            assert rc == 0 and len(listed["allocations"]) == 2, listed
+            gone, kept = listed["allocations"]
+            deadline = time.monotonic() + 10
+            while not (saved_in(gone["loop"], gone["id"]) and saved_in(kept["loop"], kept["id"])):
+                assert time.monotonic() < deadline, "the allocations were not saved:\n" + log_tail(relay.log)
+                await asyncio.sleep(0.05)
+            # Just saved: the next save is ~4 s away. The client whose allocation is listed
+            # first deletes it (Refresh 0), and the process dies at once.
+            saved_at = time.monotonic()
+            victim = next(t for t in ends if f"127.0.0.1:{t.get_extra_info('related_address')[1]}" == gone["client"])
+            victim.close()
+            deadline = time.monotonic() + 3
+            while f"event=allocation_deleted id={gone['id']} " not in relay.log.read_text():
+                assert time.monotonic() < deadline, log_tail(relay.log)
+                await asyncio.sleep(0.02)
+            relay.proc.kill()
+            relay.proc.wait(timeout=5)
+            return gone, kept, time.monotonic() - saved_at
+
+        gone, kept, window = asyncio.run(scenario())
+        # The crash came before the next save: the snapshot still has the ended allocation,
+        # and a journal names it.
+        assert window < 3.5 and saved_in(gone["loop"], gone["id"]), window
+        journals = list(state.glob(f"loop-{gone['loop']}.ended.*"))
+        assert any(gone["id"].to_bytes(8, "little") in j.read_bytes() for j in journals), journals
+
+        log2 = tmp_path / "relay2.log"
+        with open(log2, "wb") as f:
+            second = subprocess.Popen([find_turn_relay_bin(), "--config", str(tmp_path / "relay.toml")], stdout=f,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        assert wait_tcp(relay.tls_port), log_tail(log2)
+        text = log2.read_text()
+        assert "event=state_restored allocations=1 saved=1 ended_after_save=1 " in text, text
+        assert f"id={gone['id']} " not in text, text
+        rc, after = ctl_json(sock, "allocations")
+        assert rc == 0 and [a["id"] for a in after["allocations"]] == [kept["id"]], after
+        # Its first save has no such allocation: the journal goes.
+        deadline = time.monotonic() + 5
+        while any(state.glob("loop-*.ended.*")):
+            assert time.monotonic() < deadline, list(state.glob("loop-*.ended.*"))
+            time.sleep(0.05)
+        assert not saved_in(gone["loop"], gone["id"]) and saved_in(kept["loop"], kept["id"])
     finally:
         echo.close()
         for p in (relay.proc, second):
