@@ -154,7 +154,7 @@ void apply_toml(const toml::table& root, Config& c) {
         {"dtls", {"max_sessions", "max_sessions_per_ip", "idle_timeout_s", "handshakes_per_ip_per_s", "mtu"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
                         "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels", "mobility"}},
-        {"policy", {"allow_peers", "deny_peers", "unauth_per_ip_per_s"}},
+        {"policy", {"allow_peers", "deny_peers", "allow_private_peers", "unauth_per_ip_per_s"}},
         {"metrics", {"listen"}},
         {"dataplane", {"socket"}},
         {"state", {"dir", "save_interval_ms"}},
@@ -273,6 +273,12 @@ void apply_toml(const toml::table& root, Config& c) {
         for (const auto& s : *l) {
             c.deny_peers.push_back(parse_prefix("[policy].deny_peers", s));
         }
+    }
+    if (const toml::node* n = find(root, "policy", "allow_private_peers")) {
+        if (!n->is_boolean()) {
+            fail("[policy].allow_private_peers", "must be true or false");
+        }
+        c.allow_private_peers = *n->value<bool>();
     }
     get_int(root, "policy", "unauth_per_ip_per_s", c.unauth_per_ip_per_s, 0, 1'000'000);
     get_string(root, "metrics", "listen", c.metrics_listen);

@@ -78,6 +78,7 @@ struct Config {
     // [policy]
     std::vector<Prefix> allow_peers;
     std::vector<Prefix> deny_peers;
+    bool allow_private_peers = false;  // core/peer_policy.h: private ranges denied unless true
     uint32_t unauth_per_ip_per_s = 20;
     // [metrics]
     std::string metrics_listen = "127.0.0.1:9641";  // "" disables

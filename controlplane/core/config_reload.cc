@@ -66,7 +66,8 @@ ReloadOutcome apply_reload(Shared& shared, Config& running, const Config& next) 
         }
     }
     const bool auth_changed = running.users != next.users || running.rest_secrets != next.rest_secrets;
-    const bool policy_changed = running.allow_peers != next.allow_peers || running.deny_peers != next.deny_peers;
+    const bool policy_changed = running.allow_peers != next.allow_peers || running.deny_peers != next.deny_peers ||
+                                running.allow_private_peers != next.allow_private_peers;
     std::shared_ptr<auth::CredentialStore> store;
     if (auth_changed) {
         // The realm stays the running one (a new realm needs a restart).
@@ -92,10 +93,17 @@ ReloadOutcome apply_reload(Shared& shared, Config& running, const Config& next) 
         Config c = running;  // the running listeners and relay IPs stay denied as peers
         c.allow_peers = next.allow_peers;
         c.deny_peers = next.deny_peers;
+        c.allow_private_peers = next.allow_private_peers;
         shared.policy.set(Shared::make_policy(c));
-        out.applied.emplace_back("[policy].allow_peers / deny_peers");
+        if (running.allow_peers != next.allow_peers || running.deny_peers != next.deny_peers) {
+            out.applied.emplace_back("[policy].allow_peers / deny_peers");
+        }
+        if (running.allow_private_peers != next.allow_private_peers) {
+            out.applied.emplace_back("[policy].allow_private_peers");
+        }
         running.allow_peers = next.allow_peers;
         running.deny_peers = next.deny_peers;
+        running.allow_private_peers = next.allow_private_peers;
     }
     if (running.tls_certificate != next.tls_certificate || running.tls_private_key != next.tls_private_key) {
         out.applied.emplace_back("[tls].certificate / private_key");

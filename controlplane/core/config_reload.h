@@ -4,8 +4,8 @@
 //                                allocation made with a removed credential
 //                                ends when it can no longer refresh;
 //   [policy] allow_peers,        new CreatePermission / ChannelBind / Connect
-//            deny_peers          and every Send indication; permissions
-//                                already granted run out (5 minutes);
+//            deny_peers,         and every Send indication; permissions
+//            allow_private_peers already granted run out (5 minutes);
 //   [tls] certificate,           re-read by the caller (io/tls.h): new
 //         private_key            connections get the new certificate.
 // Everything else needs a restart: a change there is reported and not

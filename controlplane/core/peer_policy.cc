@@ -39,9 +39,37 @@ const std::vector<Prefix>& PeerPolicy::default_denied() {
     return ranges;
 }
 
+const std::vector<Prefix>& PeerPolicy::private_ranges() {
+    static const std::vector<Prefix> ranges = [] {
+        std::vector<Prefix> r;
+        for (const char* s : {
+                 "10.0.0.0/8",      // RFC 1918
+                 "172.16.0.0/12",   // RFC 1918
+                 "192.168.0.0/16",  // RFC 1918
+                 "100.64.0.0/10",   // shared address space (carrier-grade NAT), RFC 6598
+                 "fc00::/7",        // unique local, RFC 4193
+             }) {
+            r.push_back(*Prefix::parse(s));
+        }
+        return r;
+    }();
+    return ranges;
+}
+
+const char* verdict_name(PeerVerdict v) {
+    switch (v) {
+        case PeerVerdict::kPermitted: return "";
+        case PeerVerdict::kDeniedByOperator: return "operator";
+        case PeerVerdict::kDeniedByDefault: return "default";
+        case PeerVerdict::kDeniedSelf: return "self";
+        case PeerVerdict::kDeniedPrivate: return "private";
+    }
+    return "";
+}
+
 PeerPolicy::PeerPolicy(std::vector<Prefix> allow, std::vector<Prefix> deny, std::vector<Address> own_listen,
-                       std::vector<Address> own_relay_ips)
-    : allow_(std::move(allow)), deny_(std::move(deny)) {
+                       std::vector<Address> own_relay_ips, bool allow_private)
+    : allow_(std::move(allow)), deny_(std::move(deny)), allow_private_(allow_private) {
     for (const auto& l : own_listen) {
         own_listen_.push_back(l.normalised());
         own_ips_.push_back(l.normalised().with_port(0));
@@ -100,6 +128,9 @@ PeerVerdict PeerPolicy::check_ip(const Address& peer) const {
     }
     if (is_own_ip(a)) {
         return PeerVerdict::kDeniedSelf;
+    }
+    if (!allow_private_ && in_any(private_ranges(), a)) {
+        return PeerVerdict::kDeniedPrivate;
     }
     return PeerVerdict::kPermitted;
 }

@@ -9,7 +9,16 @@
 //   3. IPv6 with an embedded IPv4 address (NAT64 64:ff9b::/96, 6to4
 //      2002::/16)                      -> the embedded IPv4 address's verdict
 //   4. default-denied ranges and the relay's own IPs -> denied
-//   5. everything else                 -> permitted
+//   5. private ranges (RFC 1918, shared address space RFC 6598, IPv6
+//      unique local RFC 4193), unless allow_private -> denied
+//   6. everything else                 -> permitted
+// Private ranges are denied by default because a relay's host usually sits
+// in a network of such addresses (management, storage, other services) that
+// its clients must not reach through it: the way into internal networks
+// that TURN relays have been used for (the "TURN as a proxy" class of
+// reports). A relay whose peers are on a private network (an enterprise
+// deployment) sets [policy].allow_private_peers, or allows the ranges it
+// serves with allow_peers.
 // On paths that carry a peer port (ChannelBind, Send), the relay's own
 // listening transport addresses are denied even when an allow range covers the
 // IP, so a client can never make the relay feed its own STUN/TURN port.
@@ -32,12 +41,15 @@ enum class PeerVerdict : uint8_t {
     kDeniedByOperator,
     kDeniedByDefault,   // 0.0.0.0/8, 127/8, ::, ::1, link-local, multicast, ...
     kDeniedSelf,        // one of the relay's own addresses
+    kDeniedPrivate,     // a private range (private_ranges()) without allow_private
 };
+// For logs: "operator", "default", "self", "private" ("" when permitted).
+const char* verdict_name(PeerVerdict v);
 
 class PeerPolicy {
 public:
     PeerPolicy(std::vector<Prefix> allow, std::vector<Prefix> deny, std::vector<Address> own_listen,
-               std::vector<Address> own_relay_ips);
+               std::vector<Address> own_relay_ips, bool allow_private = false);
 
     // For permissions (IP only).
     PeerVerdict check_ip(const Address& peer) const;
@@ -49,6 +61,8 @@ public:
     }
 
     static const std::vector<Prefix>& default_denied();
+    // 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7.
+    static const std::vector<Prefix>& private_ranges();
     // The IPv4 address a NAT64 (64:ff9b::/96) or 6to4 (2002::/16) address stands for.
     static std::optional<Address> embedded_ipv4(const Address& a);
 
@@ -57,6 +71,7 @@ private:
 
     std::vector<Prefix> allow_;
     std::vector<Prefix> deny_;
+    bool allow_private_;
     std::vector<Address> own_listen_;  // normalised, with ports
     std::vector<Address> own_ips_;     // normalised, port 0: listen + relay IPs
 };

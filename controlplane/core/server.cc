@@ -330,6 +330,22 @@ void Server::reply_error(const Request& r, uint16_t code) {
     finish(r, b, code);
 }
 
+bool Server::peer_permitted(const Request& r, const Address& peer, bool with_port) {
+    const PeerVerdict v = with_port ? policy_->check_transport(peer) : policy_->check_ip(peer);
+    if (v == PeerVerdict::kPermitted) {
+        return true;
+    }
+    if (log_enabled(LogLevel::kDebug)) {
+        log_event(LogLevel::kDebug, "peer_denied",
+                  {{"method", std::string(stun::method_name(r.msg.method()))},
+                   {"peer", with_port ? peer.to_string() : peer.ip_string()},
+                   {"rule", verdict_name(v)},
+                   {"client", r.ft.client.to_string()}});
+    }
+    reply_error(r, stun::err::kForbidden);
+    return false;
+}
+
 void Server::challenge(const Request& r, uint16_t code) {
     stun::MessageBuilder b = begin(r, stun::Class::kError);
     b.add_error_code(code);

@@ -34,7 +34,7 @@ std::shared_ptr<auth::CredentialStore> Shared::make_credentials(const Config& c,
 }
 
 std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {
-    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, c.listen, c.relay_ips);
+    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, c.listen, c.relay_ips, c.allow_private_peers);
 }
 
 namespace {

@@ -55,6 +55,23 @@ TEST_F(ReloadTest, PeerPolicyChangesForTheNextPermission) {
     EXPECT_TRUE(create_permission(tuple(), {A("198.18.10.1:7000")}).success());
 }
 
+TEST_F(ReloadTest, PrivatePeersFollowTheReload) {
+    Config running = base_config();
+    ASSERT_TRUE(allocate(tuple()).success());
+    const Address peer = A("10.1.2.3:7000");
+    EXPECT_EQ(create_permission(tuple(), {peer}).code(), 403);  // denied by default
+    Config next = running;
+    next.allow_private_peers = true;
+    auto r = apply_reload(*shared, running, next);
+    EXPECT_EQ(r.applied, (std::vector<std::string>{"[policy].allow_private_peers"}));
+    EXPECT_TRUE(create_permission(tuple(), {peer}).success());
+    EXPECT_TRUE(running.allow_private_peers);
+    next.allow_private_peers = false;
+    r = apply_reload(*shared, running, next);
+    EXPECT_EQ(r.applied, (std::vector<std::string>{"[policy].allow_private_peers"}));
+    EXPECT_EQ(create_permission(tuple(), {A("192.168.7.7:7000")}).code(), 403);
+}
+
 TEST_F(ReloadTest, RefusedReloadChangesNothing) {
     Config running = base_config();
     Config next = running;

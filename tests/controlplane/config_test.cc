@@ -83,6 +83,18 @@ TEST(Config, ErrorsNameTheKey) {
                   .find("[allocation].bandwidth_bps: must be 0 (unlimited) or at least 8"),
               std::string::npos);
     EXPECT_EQ(error_of("[auth]\nusers=[\"a:b\"]\n[allocation]\nbandwidth_bps = 8\n"), "");
+    EXPECT_NE(error_of("[auth]\nusers=[\"a:b\"]\n[policy]\nallow_private_peers = \"yes\"\n")
+                  .find("[policy].allow_private_peers: must be true or false"),
+              std::string::npos);
+}
+
+TEST(Config, PrivatePeersDeniedUnlessAllowed) {
+    auto r = load_config_text("[auth]\nusers=[\"a:b\"]\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r));
+    EXPECT_FALSE(std::get<Config>(r).allow_private_peers);
+    r = load_config_text("[auth]\nusers=[\"a:b\"]\n[policy]\nallow_private_peers = true\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    EXPECT_TRUE(std::get<Config>(r).allow_private_peers);
 }
 
 TEST(Config, CliOverridesFile) {

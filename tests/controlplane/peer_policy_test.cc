@@ -119,6 +119,45 @@ TEST(PeerPolicy, OperatorDenyWinsOverAllow) {
     EXPECT_EQ(p.check_ip(A("::ffff:10.1.3.4")), PeerVerdict::kDeniedByOperator);
 }
 
+// Private ranges (RFC 1918, RFC 6598 shared space, RFC 4193 unique local):
+// the networks around a relay's host, denied unless the operator says so.
+TEST(PeerPolicy, DeniesPrivateRangesByDefault) {
+    const auto p = default_policy();
+    for (const char* ip : {"10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.255", "192.168.0.1",
+                           "192.168.255.255", "100.64.0.1", "100.127.255.255", "fc00::1", "fd12:3456::1",
+                           "::ffff:10.1.2.3", "64:ff9b::a01:203", "2002:c0a8:101::1"}) {
+        EXPECT_EQ(p.check_ip(A(ip)), PeerVerdict::kDeniedPrivate) << ip;
+    }
+    EXPECT_EQ(p.check_transport(A("192.168.1.1:5000")), PeerVerdict::kDeniedPrivate);
+    EXPECT_EQ(p.check_transport(A("[fd00::5]:5000")), PeerVerdict::kDeniedPrivate);
+    // Their neighbours are public.
+    for (const char* ip : {"9.255.255.255", "11.0.0.0", "172.15.255.255", "172.32.0.0", "192.167.255.255",
+                           "192.169.0.0", "100.63.255.255", "100.128.0.0", "fe00::1", "fbff::1"}) {
+        EXPECT_TRUE(p.permitted_ip(A(ip))) << ip;
+    }
+    // The relay's own IPs say so first.
+    EXPECT_EQ(p.check_ip(A("fd00::2")), PeerVerdict::kDeniedSelf);
+    EXPECT_STREQ(verdict_name(PeerVerdict::kDeniedPrivate), "private");
+    EXPECT_STREQ(verdict_name(PeerVerdict::kDeniedByOperator), "operator");
+    EXPECT_STREQ(verdict_name(PeerVerdict::kPermitted), "");
+}
+
+TEST(PeerPolicy, PrivateRangesWhereTheOperatorAllowsThem) {
+    // All of them ([policy].allow_private_peers): the other rules stay.
+    PeerPolicy all({}, {*Prefix::parse("10.9.0.0/16")}, {A("10.0.0.1:3478")}, {A("10.0.0.2")}, true);
+    EXPECT_TRUE(all.permitted_ip(A("10.1.2.3")));
+    EXPECT_TRUE(all.permitted_ip(A("fd00::5")));
+    EXPECT_TRUE(all.permitted_transport(A("192.168.1.1:5000")));
+    EXPECT_EQ(all.check_ip(A("10.0.0.2")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(all.check_transport(A("10.0.0.1:3478")), PeerVerdict::kDeniedSelf);
+    EXPECT_EQ(all.check_ip(A("10.9.1.1")), PeerVerdict::kDeniedByOperator);
+    EXPECT_EQ(all.check_ip(A("127.0.0.1")), PeerVerdict::kDeniedByDefault);
+    // Or one range (allow_peers): only that one.
+    PeerPolicy one({*Prefix::parse("10.1.0.0/16")}, {}, {}, {});
+    EXPECT_TRUE(one.permitted_ip(A("10.1.2.3")));
+    EXPECT_EQ(one.check_ip(A("10.2.0.1")), PeerVerdict::kDeniedPrivate);
+}
+
 TEST(PeerPolicy, WildcardListenerOwnsItsPortOnEveryIP) {
     PeerPolicy p({*Prefix::parse("127.0.0.0/8")}, {}, {A("0.0.0.0:3478")}, {A("198.18.0.2")});
     EXPECT_EQ(p.check_transport(A("127.0.0.1:3478")), PeerVerdict::kDeniedSelf);

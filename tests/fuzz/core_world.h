@@ -37,6 +37,10 @@ inline std::string start_core(CoreWorld& w) {
     c.listen = {A(servernet::kListen4), A(servernet::kListen6)};
     c.listen_tcp = c.listen;
     c.relay_ips = {A("198.18.0.1"), A("fd00::1")};
+    // The world's IPv6 peers are unique local addresses (fd00::/8), which
+    // the default policy denies: permitted, so that inputs reach IPv6
+    // permissions, channels and relaying (the private rule has unit tests).
+    c.allow_private_peers = true;
     c.relay_port_min = 50000;
     c.relay_port_max = 50099;
     c.realm = servernet::kRealm;

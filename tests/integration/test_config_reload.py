@@ -75,3 +75,57 @@ def test_sighup_applies_credentials_and_peer_policy(tmp_path):
         alive = relay.proc.poll() is None
         stop_process(relay.proc, second_signal_after=1.0)
         assert alive, log_tail(relay.log)
+
+
+def test_private_peers_denied_until_the_operator_allows_them(tmp_path):
+    """With the default policy a client cannot reach private addresses (RFC 1918, RFC 6598,
+    unique local IPv6) through the relay: CreatePermission and ChannelBind get 403, and at debug
+    level the log names the peer and the rule. `[policy].allow_private_peers = true`, applied by
+    SIGHUP, permits them. Only requests are made: nothing is sent to those addresses."""
+    aioice_stun = pytest.importorskip("aioice.stun")
+    aioice_turn = pytest.importorskip("aioice.turn")
+    import asyncio
+
+    relay = Relay(tmp_path, extra='[log]\nlevel = "debug"\n')
+
+    async def answers(peers):
+        loop = asyncio.get_event_loop()
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: aioice_turn.TurnClientUdpProtocol(("127.0.0.1", relay.port), USER, PASSWORD, 600, 300),
+            remote_addr=("127.0.0.1", relay.port))
+        try:
+            await asyncio.wait_for(proto.connect(), 10)
+            out = []
+            for method, peer in peers:
+                req = aioice_stun.Message(message_method=method, message_class=aioice_stun.Class.REQUEST)
+                req.attributes["XOR-PEER-ADDRESS"] = peer
+                if method == aioice_stun.Method.CHANNEL_BIND:
+                    req.attributes["CHANNEL-NUMBER"] = 0x4000 + len(out)
+                try:
+                    await asyncio.wait_for(proto.request_with_retry(req), 10)
+                    out.append(200)
+                except aioice_stun.TransactionFailed as e:
+                    out.append(e.response.attributes["ERROR-CODE"][0])
+            return out
+        finally:
+            transport.close()
+
+    perm, bind = aioice_stun.Method.CREATE_PERMISSION, aioice_stun.Method.CHANNEL_BIND
+    peers = [(perm, ("10.1.2.3", 7000)), (perm, ("172.20.0.9", 7000)), (bind, ("192.168.1.1", 7000)),
+             (perm, ("100.64.0.1", 7000)), (perm, ("198.18.77.1", 7000))]
+    try:
+        assert asyncio.run(answers(peers)) == [403, 403, 403, 403, 200]
+        text = relay.log.read_text(errors="replace")
+        assert "event=peer_denied method=CreatePermission peer=10.1.2.3 rule=private " in text, log_tail(relay.log)
+        assert "event=peer_denied method=ChannelBind peer=192.168.1.1:7000 rule=private " in text, log_tail(relay.log)
+
+        lines = reload(relay, lambda t: t.replace("[policy]\n", "[policy]\nallow_private_peers = true\n"))
+        assert any("event=config_reloaded" in ln and "[policy].allow_private_peers" in ln for ln in lines), lines[-5:]
+        assert asyncio.run(answers(peers)) == [200, 200, 200, 200, 200]
+        # Loopback stays a matter of allow_peers (the test's own rule), not of this switch.
+        lines = reload(relay, lambda t: t.replace('allow_peers = ["127.0.0.0/8", "::1/128"]', 'allow_peers = []'))
+        assert asyncio.run(answers([(perm, ("127.0.0.1", 7000)), (perm, ("10.1.2.3", 7000))])) == [403, 200]
+    finally:
+        alive = relay.proc.poll() is None
+        stop_process(relay.proc, second_signal_after=1.0)
+        assert alive, log_tail(relay.log)

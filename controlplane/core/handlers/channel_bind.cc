@@ -38,8 +38,7 @@ void Server::handle_channel_bind(const Request& r, Allocation& a) {
         reply_error(r, err::kPeerAddressFamilyMismatch);
         return;
     }
-    if (!policy_->permitted_transport(peer)) {
-        reply_error(r, err::kForbidden);
+    if (!peer_permitted(r, peer, true)) {
         return;
     }
     if (const auto check = a.can_bind(channel, peer, clock_.now_ms()); check != Allocation::BindCheck::kOk) {

@@ -34,8 +34,7 @@ void Server::handle_create_permission(const Request& r, Allocation& a) {
         }
     }
     for (size_t i = 0; i < n; ++i) {
-        if (!policy_->permitted_ip(peers[i])) {
-            reply_error(r, err::kForbidden);
+        if (!peer_permitted(r, peers[i], false)) {
             return;
         }
     }

@@ -82,8 +82,7 @@ void Server::handle_connect(const Request& r, Allocation& a) {
         reply_error(r, err::kPeerAddressFamilyMismatch);
         return;
     }
-    if (!policy_->permitted_ip(peer)) {
-        reply_error(r, err::kForbidden);
+    if (!peer_permitted(r, peer, false)) {
         return;
     }
     for (const auto& [id, p] : tcp_peers_) {
