@@ -40,6 +40,26 @@ def ctl_json(sock, *args):
     return rc, json.loads(out) if out.strip() else None
 
 
+def echo_socket():
+    """A UDP peer on loopback for the clients' data (3 s receive timeout)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(3)
+    return s
+
+
+def start_relay_again(relay, log):
+    """Another turn-relay on `relay`'s configuration file (as it is now), logging to `log`;
+    returns once it listens (stopped again if it does not)."""
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(relay.dir / "relay.toml")], stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if not wait_tcp(relay.tls_port):
+        stop_process(proc, second_signal_after=1.0)
+        raise AssertionError("turn-relay did not listen again:\n" + log_tail(log))
+    return proc
+
+
 class Collector(asyncio.DatagramProtocol):
     def __init__(self):
         self.queue = asyncio.Queue()
@@ -51,9 +71,7 @@ class Collector(asyncio.DatagramProtocol):
 def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
     sock = tmp_path / "run" / "admin.sock"
     relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n[drain]\ndeadline_s = 600\n')
-    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    echo.bind(("127.0.0.1", 0))
-    echo.settimeout(3)
+    echo = echo_socket()
     try:
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
 
@@ -163,9 +181,7 @@ def test_usage_and_age_go_on_across_a_restart(tmp_path):
     sock = tmp_path / "admin.sock"
     state = tmp_path / "state"
     relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n[state]\ndir = "{state}"\nsave_interval_ms = 100\n')
-    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    echo.bind(("127.0.0.1", 0))
-    echo.settimeout(3)
+    echo = echo_socket()
     second = None
     try:
         async def scenario():
@@ -193,10 +209,7 @@ def test_usage_and_age_go_on_across_a_restart(tmp_path):
             await asyncio.to_thread(stop_process, relay.proc, 5.0, 1.0)
             assert relay.proc.returncode == 0, log_tail(relay.log)
             log2 = tmp_path / "relay2.log"
-            with open(log2, "wb") as f:
-                second = subprocess.Popen([find_turn_relay_bin(), "--config", str(tmp_path / "relay.toml")], stdout=f,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            assert await asyncio.to_thread(wait_tcp, relay.tls_port), log_tail(log2)
+            second = await asyncio.to_thread(start_relay_again, relay, log2)
             for i in range(2):
                 assert await round_trip(b"def%d" % i) == b"def%d" % i
             rc, after = await asyncio.to_thread(ctl_json, sock, "allocations")
@@ -239,11 +252,8 @@ def test_usage_and_age_go_on_across_a_restart(tmp_path):
         cfg = tmp_path / "relay.toml"
         cfg.write_text(cfg.read_text().replace("threads = 2", "threads = 1"))
         log3 = tmp_path / "relay3.log"
-        with open(log3, "wb") as f:
-            third = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        third = start_relay_again(relay, log3)
         try:
-            assert wait_tcp(relay.tls_port), log_tail(log3)
             deadline = time.monotonic() + 5
             while "event=allocation_not_restored" not in log3.read_text() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -273,9 +283,7 @@ def test_an_allocation_ended_between_saves_stays_ended_after_a_crash(tmp_path):
     sock = tmp_path / "admin.sock"
     state = tmp_path / "state"
     relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n[state]\ndir = "{state}"\nsave_interval_ms = 4000\n')
-    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    echo.bind(("127.0.0.1", 0))
-    echo.settimeout(3)
+    echo = echo_socket()
     second = None
 
     def saved_in(loop, id_):
@@ -322,10 +330,7 @@ def test_an_allocation_ended_between_saves_stays_ended_after_a_crash(tmp_path):
         assert any(gone["id"].to_bytes(8, "little") in j.read_bytes() for j in journals), journals
 
         log2 = tmp_path / "relay2.log"
-        with open(log2, "wb") as f:
-            second = subprocess.Popen([find_turn_relay_bin(), "--config", str(tmp_path / "relay.toml")], stdout=f,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        assert wait_tcp(relay.tls_port), log_tail(log2)
+        second = start_relay_again(relay, log2)
         text = log2.read_text()
         assert "event=state_restored allocations=1 saved=1 ended_after_save=1 " in text, text
         assert f"id={gone['id']} " not in text, text
