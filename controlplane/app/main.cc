@@ -86,20 +86,19 @@ uint64_t unix_now_ms() {
 // (allocation_not_restored), so that its usage is still logged once.
 // Allocations an end journal names are neither. Returns the sequence number
 // this process's end journals start at.
-uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops) {
+uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops, Shared& shared) {
     const auto n = static_cast<unsigned>(loops.size());
     // Allocations that ended after their loop's last save (io/state_store.h
     // EndJournal): their end lines were logged by the previous process, and
-    // they do not come back.
+    // they do not come back. New ids stay above theirs (a clock set back
+    // must not make a new allocation one the journals name).
     StateStore::Ended ended = store.ended_allocations(n);
+    uint64_t next_id = shared.next_allocation_id.load();
+    while (next_id <= ended.max_id && !shared.next_allocation_id.compare_exchange_weak(next_id, ended.max_id + 1)) {
+    }
     for (const auto& e : ended.errors) {
         log_event(LogLevel::kWarn, "state_journal_unreadable",
                   {{"error", e}, {"effect", "allocations that ended in its save interval may come back"}});
-    }
-    for (const unsigned loop : ended.loops) {
-        if (loop >= n) {
-            store.remove_journals(loop);  // their snapshots are never restored (below)
-        }
     }
     size_t already_ended = 0;
     const auto drop_ended = [&](LoopSnapshot& s) {
@@ -139,6 +138,11 @@ uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<Even
     }
     for (const unsigned i : extra) {
         ::unlink(store.loop_path(i).c_str());  // never consistent with this process's loops
+    }
+    for (const unsigned loop : ended.loops) {
+        if (loop >= n) {
+            store.remove_journals(loop);  // after their snapshots: those are never restored
+        }
     }
     if (!problems.empty()) {
         for (const auto& p : problems) {
@@ -399,7 +403,7 @@ int main(int argc, char** argv) {
     // connect: its first resync then carries them, and the flows it is still
     // forwarding stay installed.
     if (store) {
-        const uint64_t first_journal = restore_state(*store, loops);
+        const uint64_t first_journal = restore_state(*store, loops, *shared);
         store->start(n);
         for (auto& l : loops) {
             l->save_state_to(store.get(), config.state_save_interval_ms, first_journal);

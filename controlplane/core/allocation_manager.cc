@@ -581,14 +581,18 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
            !shared_.next_allocation_id.compare_exchange_weak(next, s.id + 1, std::memory_order_relaxed)) {
     }
     Allocation& ref = insert(std::move(a));
+    // The peer policy is this process's: a permission or channel it would
+    // refuse now (a range denied since, e.g. private peers after an upgrade)
+    // does not come back.
+    const auto policy = shared_.policy.get();
     for (const auto& p : s.permissions) {
-        if (p.expires_unix_ms > unix_now && p.peer.family != Family::kNone) {
+        if (p.expires_unix_ms > unix_now && p.peer.family != Family::kNone && policy->permitted_ip(p.peer)) {
             set_permission(ref, Allocation::permission_key(p.peer), now + std::min(p.expires_unix_ms - unix_now, kPermissionLifetimeMs));
         }
     }
     for (const auto& c : s.channels) {
         const Address peer = c.peer.normalised();
-        if (c.expires_unix_ms > unix_now && peer.family != Family::kNone &&
+        if (c.expires_unix_ms > unix_now && peer.family != Family::kNone && policy->permitted_transport(peer) &&
             ref.can_bind(c.number, peer, now) == Allocation::BindCheck::kOk) {
             set_channel(ref, c.number, peer, now + std::min(c.expires_unix_ms - unix_now, kChannelLifetimeMs));
         }

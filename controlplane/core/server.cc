@@ -335,6 +335,15 @@ bool Server::peer_permitted(const Request& r, const Address& peer, bool with_por
     if (v == PeerVerdict::kPermitted) {
         return true;
     }
+    // A relay whose peers are on private networks, upgraded from before
+    // they were denied by default, would otherwise only see ICE fail.
+    if (v == PeerVerdict::kDeniedPrivate && !shared_.private_peer_warned.exchange(true, std::memory_order_relaxed)) {
+        log_event(LogLevel::kWarn, "private_peer_denied",
+                  {{"peer", peer.ip_string()},
+                   {"client", r.ft.client.to_string()},
+                   {"fix", "private peer ranges are denied by default; set [policy].allow_private_peers = true, or "
+                           "list the ranges in allow_peers, if clients must reach peers there (logged once)"}});
+    }
     if (log_enabled(LogLevel::kDebug)) {
         log_event(LogLevel::kDebug, "peer_denied",
                   {{"method", std::string(stun::method_name(r.msg.method()))},

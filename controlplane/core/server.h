@@ -137,9 +137,10 @@ private:
     // SOFTWARE, the integrity attribute of `auth` (none without), FINGERPRINT if asked.
     void seal(stun::MessageBuilder& b, const AuthContext* auth, bool fingerprint) const;
     void reply_error(const Request& r, uint16_t code);
-    // Whether r may reach `peer` (with its port: ChannelBind; without:
-    // CreatePermission, Connect); when not, 403 is answered and, at debug
-    // level, the peer and the rule that denied it logged (peer_denied).
+    // Whether r may reach `peer` (with its port: ChannelBind, Connect;
+    // without: CreatePermission); when not, 403 is answered and, at debug
+    // level, the peer and the rule that denied it logged (peer_denied; the
+    // first private one of the process also at warn, private_peer_denied).
     bool peer_permitted(const Request& r, const Address& peer, bool with_port);
     // 401 / 438 with REALM, NONCE and PASSWORD-ALGORITHMS (unsigned).
     void challenge(const Request& r, uint16_t code);

@@ -65,6 +65,9 @@ struct Shared {
     // connect-handshake-close flood is closed at accept, before any TLS work.
     SourceRateLimiter accept_limiter;
     std::atomic<bool> draining{false};
+    // The first peer refused for being private was logged at warn level
+    // (Server::peer_permitted): once per process, naming the key to set.
+    std::atomic<bool> private_peer_warned{false};
     // RFC 8016 tickets: sealed under this process's key, opened by any loop.
     MobilityTickets tickets;
     // The next allocation id. Ids are unique across the process (one Shared,

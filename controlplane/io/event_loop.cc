@@ -94,7 +94,7 @@ void EventLoop::save_state(uint64_t now_ms, bool final) {
     // Every pass: the ends since the last one into the journal (one write).
     const auto& ended = server_.allocations().removed_since_take();
     if (journaled_ < ended.size()) {
-        journal_->append(std::span(ended).subspan(journaled_));
+        journal_->append(std::span(ended).subspan(journaled_), now_ms);
         journaled_ = ended.size();
     }
     if (!final && now_ms - last_save_ms_ < save_interval_ms_) {
@@ -115,8 +115,11 @@ void EventLoop::save_state(uint64_t now_ms, bool final) {
         return;
     }
     if (!changed.empty() || !removed.empty()) {
-        // This save covers the journal written so far (its ids are in `removed`).
-        store_->submit(index_, std::move(changed), std::move(removed), false, journal_->roll());
+        // This save covers the journal written so far (its ids are in
+        // `removed`); the file is closed, so that the writer may delete it,
+        // at most once a minute (EndJournal::roll_due).
+        const uint64_t covered = journal_->roll_due(now_ms) ? journal_->roll() : journal_->closed();
+        store_->submit(index_, std::move(changed), std::move(removed), false, covered);
     }
 }
 

@@ -125,26 +125,33 @@ std::string StateStore::journal_path(unsigned loop, uint64_t seq) const {
     return dir_ + "/loop-" + std::to_string(loop) + ".ended." + std::to_string(seq);
 }
 
-std::vector<std::pair<unsigned, uint64_t>> StateStore::list_journals() const {
+std::vector<std::pair<unsigned, uint64_t>> StateStore::list_journals(std::string& error) const {
     std::vector<std::pair<unsigned, uint64_t>> out;
     std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
-        if (auto j = parse_journal_name(e.path().filename().string())) {
+    std::filesystem::directory_iterator it(dir_, ec);
+    for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        if (auto j = parse_journal_name(it->path().filename().string())) {
             out.push_back(*j);
         }
+    }
+    if (ec) {
+        error = "cannot list " + dir_ + ": " + ec.message();
     }
     return out;
 }
 
 StateStore::Ended StateStore::ended_allocations(unsigned loops) {
     Ended out;
-    const auto journals = list_journals();
+    std::string list_error;
+    const auto journals = list_journals(list_error);
+    if (!list_error.empty()) {
+        out.errors.push_back(list_error);
+    }
     uint64_t max_seq = 0;
     for (const auto& [loop, seq] : journals) {
         max_seq = std::max(max_seq, seq);
         if (loop < loops) {
-            auto [it, fresh] = journal_low_.try_emplace(loop, seq);
-            it->second = std::min(it->second, seq);
+            old_journals_[loop].push_back(seq);
         }
         if (std::find(out.loops.begin(), out.loops.end(), loop) == out.loops.end()) {
             out.loops.push_back(loop);
@@ -161,6 +168,7 @@ StateStore::Ended StateStore::ended_allocations(unsigned loops) {
             uint64_t id;
             std::memcpy(&id, d->data() + off, 8);
             out.ids.insert(id);
+            out.max_id = std::max(out.max_id, id);
         }
     }
     out.next_seq = max_seq + 1;
@@ -169,7 +177,8 @@ StateStore::Ended StateStore::ended_allocations(unsigned loops) {
 }
 
 void StateStore::remove_journals(unsigned loop) {
-    for (const auto& [l, seq] : list_journals()) {
+    std::string error;  // what cannot be listed cannot be removed either
+    for (const auto& [l, seq] : list_journals(error)) {
         if (l == loop) {
             ::unlink(journal_path(l, seq).c_str());
         }
@@ -243,11 +252,18 @@ void StateStore::run() {
             if (!write_loop(loop)) {
                 continue;  // the journals stay until a snapshot without their allocations is written
             }
-            // Written: the journals it covers are no longer needed.
-            auto [low, fresh] = journal_low_.try_emplace(loop, first_journal_);
+            // Written: the journals it covers are no longer needed. Every
+            // save covers the previous process's (below first_journal_).
             const uint64_t covered = journal_covered_[loop];
+            if (auto old = old_journals_.find(loop); old != old_journals_.end() && covered + 1 >= first_journal_) {
+                for (const uint64_t seq : old->second) {
+                    ::unlink(journal_path(loop, seq).c_str());
+                }
+                old_journals_.erase(old);
+            }
+            auto [low, fresh] = journal_low_.try_emplace(loop, first_journal_);
             for (; low->second <= covered; ++low->second) {
-                ::unlink(journal_path(loop, low->second).c_str());  // ENOENT: a sequence number without ends
+                ::unlink(journal_path(loop, low->second).c_str());  // ENOENT: a number skipped (EndJournal::append)
             }
         }
         lock.lock();
@@ -282,10 +298,10 @@ EndJournal::~EndJournal() {
 }
 
 void EndJournal::fail(const std::string& what) {
-    if (!logged_) {
-        logged_ = true;  // once per loop: a full disk would otherwise log every pass
-        log_event(LogLevel::kWarn, "state_journal_failed", {{"error", what + ": " + std::strerror(errno)}});
-    }
+    // Once per file: after a failure the next file is tried at the next roll.
+    log_event(LogLevel::kWarn, "state_journal_failed",
+              {{"error", what + ": " + std::strerror(errno)},
+               {"effect", "allocations ending now may come back after a crash"}});
     if (fd_ >= 0) {
         ::close(fd_);
         fd_ = -1;
@@ -293,15 +309,26 @@ void EndJournal::fail(const std::string& what) {
     broken_ = true;
 }
 
-void EndJournal::append(std::span<const uint64_t> ids) {
+void EndJournal::append(std::span<const uint64_t> ids, uint64_t now_ms) {
     if (ids.empty() || broken_) {
         return;  // a file that failed takes nothing more (its ids would lose their 8-byte alignment)
     }
     if (fd_ < 0) {
-        const std::string path = store_.journal_path(loop_, seq_);
-        fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+        opened_ms_ = now_ms;
+        bytes_ = 0;
+        // A new name: a file there (from a process this one could not list)
+        // may still be needed, so it is never truncated; the next number is tried.
+        for (int tries = 0; fd_ < 0 && tries < 64; ++tries) {
+            fd_ = ::open(store_.journal_path(loop_, seq_).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC,
+                         0600);
+            if (fd_ < 0 && errno == EEXIST) {
+                ++seq_;
+            } else if (fd_ < 0) {
+                break;
+            }
+        }
         if (fd_ < 0) {
-            fail("cannot create " + path);
+            fail("cannot create " + store_.journal_path(loop_, seq_));
             return;
         }
     }
@@ -321,6 +348,7 @@ void EndJournal::append(std::span<const uint64_t> ids) {
         }
         p += n;
         left -= static_cast<size_t>(n);
+        bytes_ += static_cast<uint64_t>(n);
     }
 }
 

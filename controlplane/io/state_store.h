@@ -7,11 +7,13 @@
 // Loops hand over what changed since their last save (O(changes) on the
 // loop's thread); the writer thread merges it into its own copy of each loop's
 // allocations, encodes the loop's snapshot and writes it (temporary file,
-// fdatasync, rename), so neither the O(allocations) encoding nor a slow disk
-// ever stalls relaying.
+// fdatasync, rename), so neither the O(allocations) encoding nor the disk's
+// sync ever stalls relaying.
 //
 // Ends between saves go to end journals (EndJournal, below), so that a crash
-// between two saves does not bring back allocations that had ended.
+// between two saves does not bring back allocations that had ended: an
+// append to the page cache on the loop's thread (the state directory belongs
+// on a local disk; on a network file system that write could stall a loop).
 #pragma once
 
 #include <condition_variable>
@@ -69,8 +71,9 @@ public:
     std::string journal_path(unsigned loop, uint64_t seq) const;
     struct Ended {
         std::unordered_set<uint64_t> ids;  // allocations that ended after their loop's last save
+        uint64_t max_id = 0;               // the highest of them (ids after it are new)
         uint64_t next_seq = 1;             // the sequence number this process's journals start at
-        std::vector<std::string> errors;   // journals that could not be read (their ends are not known)
+        std::vector<std::string> errors;   // journals (or the directory) that could not be read
         std::vector<unsigned> loops;       // loops that have journals
     };
     // The journals the previous process left (before start()). Those of
@@ -89,8 +92,9 @@ private:
     };
     void run();
     bool write_loop(unsigned loop);
-    // loop-N.ended.SEQ files in the directory: (loop, seq).
-    std::vector<std::pair<unsigned, uint64_t>> list_journals() const;
+    // loop-N.ended.SEQ files in the directory: (loop, seq); `error` set if it
+    // could not be read whole.
+    std::vector<std::pair<unsigned, uint64_t>> list_journals(std::string& error) const;
 
     std::string dir_;
     unsigned loops_ = 1;
@@ -99,9 +103,11 @@ private:
     std::vector<Batch> pending_;
     // Writer thread only: each loop's allocations as last submitted.
     std::map<unsigned, std::unordered_map<uint64_t, SavedAllocation>> mirror_;
-    // Writer thread only (set before start()): per loop, the lowest journal
-    // sequence number not yet deleted, and the highest a submitted batch
-    // covers; journals below first_journal_ (no loop has one) need no delete.
+    // Writer thread only (set before start()): per loop, the previous
+    // process's journals (deleted with the loop's first written save, which
+    // covers them all), the lowest sequence number of this process's not yet
+    // deleted, and the highest a submitted batch covers.
+    std::map<unsigned, std::vector<uint64_t>> old_journals_;
     std::map<unsigned, uint64_t> journal_low_;
     std::map<unsigned, uint64_t> journal_covered_;
     uint64_t first_journal_ = 1;
@@ -122,36 +128,50 @@ private:
 // loop-N.ended.SEQ; each submitted save closes the file and names its
 // sequence number (StateStore::submit's journals_upto), and the writer
 // deletes the files once the snapshot without those allocations is written.
-// A restarted process skips every saved allocation a journal names
+// A file is closed at most once a minute (or at 1 MiB; roll_due), so that
+// saves that keep failing leave a file a minute, not one per save. A
+// restarted process skips every saved allocation a journal names
 // (StateStore::ended_allocations). Ids are unique across processes
-// (app/main.cc), so a journal never names another allocation.
+// (app/main.cc, and start-up keeps new ids above the journals' ones), so a
+// journal never names another allocation.
 class EndJournal {
 public:
+    static constexpr uint64_t kRollEveryMs = 60'000;
+    static constexpr uint64_t kRollBytes = uint64_t{1} << 20;
+
     EndJournal(const StateStore& store, unsigned loop, uint64_t first_seq)
         : store_(store), loop_(loop), seq_(first_seq), closed_(first_seq - 1) {}
     ~EndJournal();
     EndJournal(const EndJournal&) = delete;
     EndJournal& operator=(const EndJournal&) = delete;
 
-    // Appends the ids (opening the next file if none is open); a failure is
-    // logged once (state_journal_failed) and leaves the save interval's
-    // window open for those allocations, as without the journal.
-    void append(std::span<const uint64_t> ids);
+    // Appends the ids (opening the next file if none is open; a name that
+    // exists is never reused); a failure is logged (state_journal_failed,
+    // once per file) and leaves the save interval's window open for those
+    // allocations, as without the journal. `now_ms`: the loop's clock.
+    void append(std::span<const uint64_t> ids, uint64_t now_ms = 0);
+    // Whether the current file should be closed at this save (one that
+    // failed too, so that the next file is tried a minute after the failure).
+    bool roll_due(uint64_t now_ms) const {
+        return (fd_ >= 0 || broken_) && (bytes_ >= kRollBytes || now_ms - opened_ms_ >= kRollEveryMs);
+    }
     // Closes the current file: the sequence number of the last file written
     // and closed (first_seq - 1 before any: the previous process's), which
     // the next submitted save covers.
     uint64_t roll();
+    uint64_t closed() const { return closed_; }
 
 private:
-    void fail(const std::string& what);  // logs once (with errno), closes the file
+    void fail(const std::string& what);  // logs (with errno) once per file, closes it
 
     const StateStore& store_;
     unsigned loop_;
     uint64_t seq_;  // of the file open (or failed) or the next one
     uint64_t closed_;
     int fd_ = -1;
+    uint64_t opened_ms_ = 0;
+    uint64_t bytes_ = 0;
     bool broken_ = false;  // the current file failed: no more appends to it
-    bool logged_ = false;
 };
 
 // Writes `data` to `path` atomically (temporary file, fdatasync, rename), mode 0600.

@@ -297,6 +297,7 @@ TEST(StateStore, EndJournalsLastUntilASnapshotCoversThem) {
         ASSERT_EQ(st.prepare(), "");
         const auto e = st.ended_allocations(2);
         EXPECT_EQ(e.ids, (std::unordered_set<uint64_t>{11}));
+        EXPECT_EQ(e.max_id, 11u);
         // A snapshot that cannot be written (a directory in its place) does
         // not take the journals it would have covered with it.
         std::filesystem::remove(st.loop_path(1));
@@ -307,6 +308,44 @@ TEST(StateStore, EndJournalsLastUntilASnapshotCoversThem) {
         st.stop();
         EXPECT_EQ(st.write_errors(), 1u);
         EXPECT_TRUE(exists(st.journal_path(1, 3)));
+    }
+    std::filesystem::remove_all(dir);
+}
+
+// A file is closed at a save only a minute after it was opened (or at 1 MiB),
+// a name that exists is never reused, and the previous process's journals go
+// with the first save however far apart their numbers are.
+TEST(StateStore, EndJournalsRollAMinuteApartAndNeverOverwrite) {
+    const std::string dir = "/tmp/turn-state-journal-roll-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    const auto exists = [](const std::string& p) { return std::filesystem::exists(p); };
+    {
+        StateStore st(dir);
+        ASSERT_EQ(st.prepare(), "");
+        std::ofstream(st.journal_path(0, 5)) << std::string(8, '\1');        // a quiet loop's old journal
+        std::ofstream(st.journal_path(1, 1'000'000)) << std::string(8, '\2');  // a busy loop's
+        const auto e = st.ended_allocations(2);
+        EXPECT_EQ(e.next_seq, 1'000'001u);
+        std::ofstream(st.journal_path(0, 1'000'001)) << "someone else's";  // appeared since the listing
+        EndJournal j(st, 0, e.next_seq);
+        EXPECT_FALSE(j.roll_due(1'000));
+        j.append(std::vector<uint64_t>{21}, 1'000);
+        EXPECT_EQ(std::filesystem::file_size(st.journal_path(0, 1'000'002)), 8u);
+        EXPECT_EQ(std::filesystem::file_size(st.journal_path(0, 1'000'001)), 14u);  // untouched
+        EXPECT_FALSE(j.roll_due(1'000 + EndJournal::kRollEveryMs - 1));
+        EXPECT_TRUE(j.roll_due(1'000 + EndJournal::kRollEveryMs));
+        EXPECT_EQ(j.closed(), 1'000'000u);
+        st.submit(0, {}, {}, true, j.closed());  // the first save: the old journals go
+        st.submit(1, {}, {}, true, j.closed());
+        st.start(2);
+        st.stop();
+        EXPECT_FALSE(exists(st.journal_path(0, 5)));
+        EXPECT_FALSE(exists(st.journal_path(1, 1'000'000)));
+        EXPECT_TRUE(exists(st.journal_path(0, 1'000'002)));  // this process's, not covered yet
+        EXPECT_EQ(j.roll(), 1'000'002u);
+        // 1 MiB makes a file due at once.
+        j.append(std::vector<uint64_t>(EndJournal::kRollBytes / 8, 7), 5'000);
+        EXPECT_TRUE(j.roll_due(5'000));
     }
     std::filesystem::remove_all(dir);
 }
@@ -539,6 +578,36 @@ TEST_F(Restore, LifetimesAreCappedAtWhatTheConfigurationGrants) {
     EXPECT_EQ(a->permissions.begin()->second.expires_ms, now + 300'000);
     ASSERT_EQ(a->channels.size(), 1u);
     EXPECT_EQ(a->channels.begin()->second.expires_ms, now + 600'000);
+}
+
+// The peer policy is the restoring process's: permissions and channels it
+// refuses (here private peers, permitted by the process that saved them) do
+// not come back, the others do.
+TEST_F(Restore, PermissionsAndChannelsFollowThisProcesssPolicy) {
+    Config permissive = base_config();
+    permissive.allow_private_peers = true;
+    start(permissive);
+    server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    const auto ft = tuple(5000);
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(create_permission(ft, {A("10.1.2.3:0"), A("198.18.2.2:0")}).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, A("192.168.1.1:7000")).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4002, A("198.18.2.3:7000")).success());
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    ASSERT_EQ(saved[0].permissions.size(), 4u);  // the channels' peers have permissions too
+    restart();  // the default policy: private peers denied
+    ASSERT_EQ(server->allocations().restore(saved[0]), "");
+    const Allocation* a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    const uint64_t now = clock.now_ms();
+    EXPECT_TRUE(a->permitted(A("198.18.2.2:1"), now));
+    EXPECT_TRUE(a->permitted(A("198.18.2.3:1"), now));
+    EXPECT_FALSE(a->permitted(A("10.1.2.3:1"), now));
+    EXPECT_FALSE(a->permitted(A("192.168.1.1:1"), now));
+    ASSERT_EQ(a->channels.size(), 1u);
+    EXPECT_EQ(a->channels.begin()->first, 0x4002);
 }
 
 // What the control plane relays changes the allocation's saved usage only

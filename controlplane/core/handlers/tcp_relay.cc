@@ -82,7 +82,7 @@ void Server::handle_connect(const Request& r, Allocation& a) {
         reply_error(r, err::kPeerAddressFamilyMismatch);
         return;
     }
-    if (!peer_permitted(r, peer, false)) {
+    if (!peer_permitted(r, peer, true)) {
         return;
     }
     for (const auto& [id, p] : tcp_peers_) {
