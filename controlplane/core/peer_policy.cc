@@ -48,6 +48,7 @@ const std::vector<Prefix>& PeerPolicy::private_ranges() {
                  "192.168.0.0/16",  // RFC 1918
                  "100.64.0.0/10",   // shared address space (carrier-grade NAT), RFC 6598
                  "fc00::/7",        // unique local, RFC 4193
+                 "fec0::/10",       // site-local, deprecated (RFC 3879) but still routed inside some sites
              }) {
             r.push_back(*Prefix::parse(s));
         }

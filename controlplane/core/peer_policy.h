@@ -10,7 +10,8 @@
 //      2002::/16)                      -> the embedded IPv4 address's verdict
 //   4. default-denied ranges and the relay's own IPs -> denied
 //   5. private ranges (RFC 1918, shared address space RFC 6598, IPv6
-//      unique local RFC 4193), unless allow_private -> denied
+//      unique local RFC 4193 and the old site-local), unless allow_private
+//                                      -> denied
 //   6. everything else                 -> permitted
 // Private ranges are denied by default because a relay's host usually sits
 // in a network of such addresses (management, storage, other services) that
@@ -61,7 +62,7 @@ public:
     }
 
     static const std::vector<Prefix>& default_denied();
-    // 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7.
+    // 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, fec0::/10.
     static const std::vector<Prefix>& private_ranges();
     // The IPv4 address a NAT64 (64:ff9b::/96) or 6to4 (2002::/16) address stands for.
     static std::optional<Address> embedded_ipv4(const Address& a);
