@@ -9,6 +9,7 @@
 #include <iterator>
 #include <string>
 
+#include "core/peer_policy.h"
 #include "ipc/dataplane_counters.h"
 
 namespace turn::cp {
@@ -98,6 +99,13 @@ public:
         for (size_t i = 0; i < static_cast<size_t>(Drop::kCount); ++i) {
             counter(dr, {{"reason", std::string(name(static_cast<Drop>(i)))}},
                     sum([&](const Stats& s) { return s.drops[i].get(); }));
+        }
+        auto& pd = family("turn_peer_denials_total",
+                          "Peers refused by the peer policy (CreatePermission, ChannelBind, Connect, Send), by rule",
+                          MetricType::Counter);
+        for (size_t i = 0; i < Stats::kPeerDenyRules; ++i) {
+            counter(pd, {{"rule", verdict_name(static_cast<PeerVerdict>(i + 1))}},
+                    sum([&](const Stats& s) { return s.peer_denials[i].get(); }));
         }
         auto& q = family("turn_quota_rejections_total", "Allocations refused by a quota, by kind",
                          MetricType::Counter);

@@ -44,8 +44,9 @@ enum class PeerVerdict : uint8_t {
     kDeniedSelf,        // one of the relay's own addresses
     kDeniedPrivate,     // a private range (private_ranges()) without allow_private
 };
-// For logs: "operator", "default", "self", "private" ("" when permitted).
+// For logs and metrics: "operator", "default", "self", "private" ("" when permitted).
 const char* verdict_name(PeerVerdict v);
+static_assert(static_cast<size_t>(PeerVerdict::kDeniedPrivate) == 4, "Stats::peer_denials is indexed by verdict - 1");
 
 class PeerPolicy {
 public:

@@ -335,6 +335,7 @@ bool Server::peer_permitted(const Request& r, const Address& peer, bool with_por
     if (v == PeerVerdict::kPermitted) {
         return true;
     }
+    stats_.peer_denials[static_cast<size_t>(v) - 1].add();
     // A relay whose peers are on private networks, upgraded from before
     // they were denied by default, would otherwise only see ICE fail.
     if (v == PeerVerdict::kDeniedPrivate && !shared_.private_peer_warned.exchange(true, std::memory_order_relaxed)) {

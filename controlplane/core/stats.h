@@ -111,6 +111,10 @@ struct Stats {
     Counter mobility_forwarded;
     // RFC 6062: bytes piped between data connections and peer connections.
     std::array<Counter, static_cast<size_t>(Direction::kCount)> tcp_relayed_bytes;
+    // Peers refused by the peer policy (requests and Send indications), by
+    // the rule that refused them: PeerVerdict (core/peer_policy.h) - 1.
+    static constexpr size_t kPeerDenyRules = 4;
+    std::array<Counter, kPeerDenyRules> peer_denials;
     // Event loop utilisation over the last window, in parts per million.
     std::atomic<uint32_t> busy_ppm{0};
 

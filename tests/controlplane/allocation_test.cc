@@ -574,6 +574,13 @@ TEST_F(ServerTest, SendIndicationNeedsPermission) {
     EXPECT_EQ(stats->drops_of(Drop::kPeerPolicy), 1u);
     send(A("[::ffff:127.0.0.1]:7000"));
     EXPECT_EQ(stats->drops_of(Drop::kPeerPolicy), 2u);
+    send(A("10.1.2.3:7000"));  // private, denied by default
+    EXPECT_EQ(stats->drops_of(Drop::kPeerPolicy), 3u);
+    EXPECT_EQ(io.peer_sends.size(), 1u);
+    // By rule: two by the default ranges (loopback), one private.
+    EXPECT_EQ(stats->peer_denials[0].get(), 0u);  // operator
+    EXPECT_EQ(stats->peer_denials[1].get(), 2u);  // default
+    EXPECT_EQ(stats->peer_denials[3].get(), 1u);  // private
 }
 
 // RFC 8656 11.2: a Send indication's DONT-FRAGMENT asks for DF on that one

@@ -7,6 +7,7 @@ is; a file that does not load changes nothing. One real turn-relay process.
 
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -115,6 +116,9 @@ def test_private_peers_denied_until_the_operator_allows_them(tmp_path):
              (perm, ("100.64.0.1", 7000)), (perm, ("198.18.77.1", 7000))]
     try:
         assert asyncio.run(answers(peers)) == [403, 403, 403, 403, 200]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{relay.metrics}/metrics", timeout=5).read().decode()
+        assert 'turn_peer_denials_total{rule="private"} 4' in metrics, \
+            [ln for ln in metrics.splitlines() if "peer_denials" in ln]
         text = relay.log.read_text(errors="replace")
         assert "event=peer_denied method=CreatePermission peer=10.1.2.3 rule=private " in text, log_tail(relay.log)
         assert "event=peer_denied method=ChannelBind peer=192.168.1.1:7000 rule=private " in text, log_tail(relay.log)

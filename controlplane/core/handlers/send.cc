@@ -29,8 +29,9 @@ void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m, IpMark
         return;
     }
     peer = peer.normalised();
-    if (!policy_->permitted_transport(peer)) {
+    if (const PeerVerdict v = policy_->check_transport(peer); v != PeerVerdict::kPermitted) {
         stats_.drop(Drop::kPeerPolicy);
+        stats_.peer_denials[static_cast<size_t>(v) - 1].add();
         return;
     }
     if (!a->permitted(peer, clock_.now_ms())) {
