@@ -337,9 +337,11 @@ bool Server::peer_permitted(const Request& r, const Address& peer, bool with_por
     }
     stats_.peer_denials[static_cast<size_t>(v) - 1].add();
     // A relay whose peers are on private networks, upgraded from before
-    // they were denied by default, would otherwise only see ICE fail.
+    // they were denied by default, would otherwise only see ICE fail. Info,
+    // not a warning: browsers ask for their peer's private host candidates
+    // too, so on a public relay this happens in the first calls and is right.
     if (v == PeerVerdict::kDeniedPrivate && !shared_.private_peer_warned.exchange(true, std::memory_order_relaxed)) {
-        log_event(LogLevel::kWarn, "private_peer_denied",
+        log_event(LogLevel::kInfo, "private_peer_denied",
                   {{"peer", peer.ip_string()},
                    {"client", r.ft.client.to_string()},
                    {"fix", "private peer ranges are denied by default; set [policy].allow_private_peers = true, or "

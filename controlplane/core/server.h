@@ -140,7 +140,7 @@ private:
     // Whether r may reach `peer` (with its port: ChannelBind, Connect;
     // without: CreatePermission); when not, 403 is answered and, at debug
     // level, the peer and the rule that denied it logged (peer_denied; the
-    // first private one of the process also at warn, private_peer_denied).
+    // first private one of the process also at info, private_peer_denied).
     bool peer_permitted(const Request& r, const Address& peer, bool with_port);
     // 401 / 438 with REALM, NONCE and PASSWORD-ALGORITHMS (unsigned).
     void challenge(const Request& r, uint16_t code);

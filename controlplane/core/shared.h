@@ -65,7 +65,7 @@ struct Shared {
     // connect-handshake-close flood is closed at accept, before any TLS work.
     SourceRateLimiter accept_limiter;
     std::atomic<bool> draining{false};
-    // The first peer refused for being private was logged at warn level
+    // The first peer refused for being private was logged
     // (Server::peer_permitted): once per process, naming the key to set.
     std::atomic<bool> private_peer_warned{false};
     // RFC 8016 tickets: sealed under this process's key, opened by any loop.

@@ -122,9 +122,9 @@ def test_private_peers_denied_until_the_operator_allows_them(tmp_path):
         text = relay.log.read_text(errors="replace")
         assert "event=peer_denied method=CreatePermission peer=10.1.2.3 rule=private " in text, log_tail(relay.log)
         assert "event=peer_denied method=ChannelBind peer=192.168.1.1:7000 rule=private " in text, log_tail(relay.log)
-        # The first one also at warn level, naming the key to set; only once.
+        # The first one also at info level, naming the key to set; only once.
         assert text.count("event=private_peer_denied") == 1, log_tail(relay.log)
-        assert "warning event=private_peer_denied peer=10.1.2.3 " in text and "allow_private_peers" in text
+        assert "info event=private_peer_denied peer=10.1.2.3 " in text and "allow_private_peers" in text
 
         lines = reload(relay, lambda t: t.replace("[policy]\n", "[policy]\nallow_private_peers = true\n"))
         assert any("event=config_reloaded" in ln and "[policy].allow_private_peers" in ln for ln in lines), lines[-5:]
