@@ -139,10 +139,8 @@ uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<Even
     for (const unsigned i : extra) {
         ::unlink(store.loop_path(i).c_str());  // never consistent with this process's loops
     }
-    for (const unsigned loop : ended.loops) {
-        if (loop >= n) {
-            store.remove_journals(loop);  // after their snapshots: those are never restored
-        }
+    for (const auto& path : ended.extra_journals) {
+        ::unlink(path.c_str());  // after their loops' snapshots: those are never restored
     }
     if (!problems.empty()) {
         for (const auto& p : problems) {

@@ -48,6 +48,25 @@ std::optional<std::pair<unsigned, uint64_t>> parse_journal_name(std::string_view
     return std::pair{loop, seq};
 }
 
+// Writes all of `data` to `fd`, through short writes and EINTR; false with
+// errno set (ENOSPC for a write that wrote nothing) when it cannot.
+bool write_all(int fd, std::span<const uint8_t> data) {
+    while (!data.empty()) {
+        const ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            if (n == 0) {
+                errno = ENOSPC;
+            }
+            return false;
+        }
+        data = data.subspan(static_cast<size_t>(n));
+    }
+    return true;
+}
+
 }  // namespace
 
 StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {}
@@ -150,14 +169,13 @@ StateStore::Ended StateStore::ended_allocations(unsigned loops) {
     uint64_t max_seq = 0;
     for (const auto& [loop, seq] : journals) {
         max_seq = std::max(max_seq, seq);
+        const std::string path = journal_path(loop, seq);
         if (loop < loops) {
             old_journals_[loop].push_back(seq);
-        }
-        if (std::find(out.loops.begin(), out.loops.end(), loop) == out.loops.end()) {
-            out.loops.push_back(loop);
+        } else {
+            out.extra_journals.push_back(path);
         }
         std::string err;
-        const std::string path = journal_path(loop, seq);
         auto d = read_file(path, kJournalMaxBytes, err);
         if (!d) {
             out.errors.push_back(err.empty() ? "cannot read " + path : err);
@@ -174,15 +192,6 @@ StateStore::Ended StateStore::ended_allocations(unsigned loops) {
     out.next_seq = max_seq + 1;
     first_journal_ = out.next_seq;
     return out;
-}
-
-void StateStore::remove_journals(unsigned loop) {
-    std::string error;  // what cannot be listed cannot be removed either
-    for (const auto& [l, seq] : list_journals(error)) {
-        if (l == loop) {
-            ::unlink(journal_path(l, seq).c_str());
-        }
-    }
 }
 
 void StateStore::start(unsigned loops) {
@@ -332,24 +341,11 @@ void EndJournal::append(std::span<const uint64_t> ids, uint64_t now_ms) {
             return;
         }
     }
-    const auto* p = reinterpret_cast<const uint8_t*>(ids.data());
-    size_t left = ids.size_bytes();
-    while (left != 0) {
-        const ssize_t n = ::write(fd_, p, left);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            if (n == 0) {
-                errno = ENOSPC;
-            }
-            fail("cannot write " + store_.journal_path(loop_, seq_));
-            return;
-        }
-        p += n;
-        left -= static_cast<size_t>(n);
-        bytes_ += static_cast<uint64_t>(n);
+    if (!write_all(fd_, std::span(reinterpret_cast<const uint8_t*>(ids.data()), ids.size_bytes()))) {
+        fail("cannot write " + store_.journal_path(loop_, seq_));
+        return;
     }
+    bytes_ += ids.size_bytes();
 }
 
 uint64_t EndJournal::roll() {
@@ -371,19 +367,11 @@ bool write_file_atomically(const std::string& path, std::span<const uint8_t> dat
         error = "cannot create " + tmp + ": " + std::strerror(errno);
         return false;
     }
-    size_t done = 0;
-    while (done < data.size()) {
-        const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            error = "cannot write " + tmp + ": " + std::strerror(errno);
-            ::close(fd);
-            ::unlink(tmp.c_str());
-            return false;
-        }
-        done += static_cast<size_t>(n);
+    if (!write_all(fd, data)) {
+        error = "cannot write " + tmp + ": " + std::strerror(errno);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return false;
     }
     // fdatasync: a crash of the machine (not only of the process) must not
     // leave a renamed but empty file behind.

@@ -74,13 +74,13 @@ public:
         uint64_t max_id = 0;               // the highest of them (ids after it are new)
         uint64_t next_seq = 1;             // the sequence number this process's journals start at
         std::vector<std::string> errors;   // journals (or the directory) that could not be read
-        std::vector<unsigned> loops;       // loops that have journals
+        // Journals of loops `loops` and above (the caller deletes them with
+        // those loops' snapshots, which are never restored).
+        std::vector<std::string> extra_journals;
     };
     // The journals the previous process left (before start()). Those of
-    // loops below `loops` are deleted by their loop's first save; the
-    // caller deletes the others (remove_journals) with their snapshots.
+    // loops below `loops` are deleted by their loop's first save.
     Ended ended_allocations(unsigned loops);
-    void remove_journals(unsigned loop);
 
 private:
     struct Batch {
