@@ -66,8 +66,8 @@ ReloadOutcome apply_reload(Shared& shared, Config& running, const Config& next) 
         }
     }
     const bool auth_changed = running.users != next.users || running.rest_secrets != next.rest_secrets;
-    const bool policy_changed = running.allow_peers != next.allow_peers || running.deny_peers != next.deny_peers ||
-                                running.allow_private_peers != next.allow_private_peers;
+    const bool ranges_changed = running.allow_peers != next.allow_peers || running.deny_peers != next.deny_peers;
+    const bool private_changed = running.allow_private_peers != next.allow_private_peers;
     std::shared_ptr<auth::CredentialStore> store;
     if (auth_changed) {
         // The realm stays the running one (a new realm needs a restart).
@@ -89,16 +89,16 @@ ReloadOutcome apply_reload(Shared& shared, Config& running, const Config& next) 
         running.users = next.users;
         running.rest_secrets = next.rest_secrets;
     }
-    if (policy_changed) {
+    if (ranges_changed || private_changed) {
         Config c = running;  // the running listeners and relay IPs stay denied as peers
         c.allow_peers = next.allow_peers;
         c.deny_peers = next.deny_peers;
         c.allow_private_peers = next.allow_private_peers;
         shared.policy.set(Shared::make_policy(c));
-        if (running.allow_peers != next.allow_peers || running.deny_peers != next.deny_peers) {
+        if (ranges_changed) {
             out.applied.emplace_back("[policy].allow_peers / deny_peers");
         }
-        if (running.allow_private_peers != next.allow_private_peers) {
+        if (private_changed) {
             out.applied.emplace_back("[policy].allow_private_peers");
         }
         running.allow_peers = next.allow_peers;

@@ -2,11 +2,20 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <utility>
 
 namespace turn::cp {
 
 namespace {
+std::vector<Prefix> prefixes(std::initializer_list<const char*> cidrs) {
+    std::vector<Prefix> r;
+    for (const char* s : cidrs) {
+        r.push_back(*Prefix::parse(s));
+    }
+    return r;
+}
+
 bool in_any(const std::vector<Prefix>& ranges, const Address& a) {
     for (const auto& p : ranges) {
         if (p.contains(a)) {
@@ -18,42 +27,30 @@ bool in_any(const std::vector<Prefix>& ranges, const Address& a) {
 }  // namespace
 
 const std::vector<Prefix>& PeerPolicy::default_denied() {
-    static const std::vector<Prefix> ranges = [] {
-        std::vector<Prefix> r;
-        for (const char* s : {
-                 "0.0.0.0/8",        // "this network"; 0.0.0.0 reaches the host itself on Linux
-                 "127.0.0.0/8",      // loopback
-                 "169.254.0.0/16",   // link-local
-                 "224.0.0.0/4",      // multicast
-                 "240.0.0.0/4",      // reserved, includes 255.255.255.255 broadcast
-                 "::/128",           // unspecified
-                 "::1/128",          // loopback
-                 "::/96",            // deprecated IPv4-compatible (::a.b.c.d)
-                 "fe80::/10",        // link-local
-                 "ff00::/8",         // multicast
-             }) {
-            r.push_back(*Prefix::parse(s));
-        }
-        return r;
-    }();
+    static const std::vector<Prefix> ranges = prefixes({
+        "0.0.0.0/8",        // "this network"; 0.0.0.0 reaches the host itself on Linux
+        "127.0.0.0/8",      // loopback
+        "169.254.0.0/16",   // link-local
+        "224.0.0.0/4",      // multicast
+        "240.0.0.0/4",      // reserved, includes 255.255.255.255 broadcast
+        "::/128",           // unspecified
+        "::1/128",          // loopback
+        "::/96",            // deprecated IPv4-compatible (::a.b.c.d)
+        "fe80::/10",        // link-local
+        "ff00::/8",         // multicast
+    });
     return ranges;
 }
 
 const std::vector<Prefix>& PeerPolicy::private_ranges() {
-    static const std::vector<Prefix> ranges = [] {
-        std::vector<Prefix> r;
-        for (const char* s : {
-                 "10.0.0.0/8",      // RFC 1918
-                 "172.16.0.0/12",   // RFC 1918
-                 "192.168.0.0/16",  // RFC 1918
-                 "100.64.0.0/10",   // shared address space (carrier-grade NAT), RFC 6598
-                 "fc00::/7",        // unique local, RFC 4193
-                 "fec0::/10",       // site-local, deprecated (RFC 3879) but still routed inside some sites
-             }) {
-            r.push_back(*Prefix::parse(s));
-        }
-        return r;
-    }();
+    static const std::vector<Prefix> ranges = prefixes({
+        "10.0.0.0/8",      // RFC 1918
+        "172.16.0.0/12",   // RFC 1918
+        "192.168.0.0/16",  // RFC 1918
+        "100.64.0.0/10",   // shared address space (carrier-grade NAT), RFC 6598
+        "fc00::/7",        // unique local, RFC 4193
+        "fec0::/10",       // site-local, deprecated (RFC 3879) but still routed inside some sites
+    });
     return ranges;
 }
 
