@@ -104,7 +104,7 @@ public:
                           "Peers refused by the peer policy (CreatePermission, ChannelBind, Connect, Send), by rule",
                           MetricType::Counter);
         for (size_t i = 0; i < Stats::kPeerDenyRules; ++i) {
-            counter(pd, {{"rule", verdict_name(static_cast<PeerVerdict>(i + 1))}},
+            counter(pd, {{"rule", verdict_name(Stats::peer_denial_rule(i))}},
                     sum([&](const Stats& s) { return s.peer_denials[i].get(); }));
         }
         auto& q = family("turn_quota_rejections_total", "Allocations refused by a quota, by kind",

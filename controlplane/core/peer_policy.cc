@@ -50,6 +50,11 @@ const std::vector<Prefix>& PeerPolicy::private_ranges() {
         "100.64.0.0/10",   // shared address space (carrier-grade NAT), RFC 6598
         "fc00::/7",        // unique local, RFC 4193
         "fec0::/10",       // site-local, deprecated (RFC 3879) but still routed inside some sites
+        // Local-use IPv4/IPv6 translation (RFC 8215): a site's own NAT64,
+        // which embeds an IPv4 address (a private one as easily as any) at a
+        // prefix length only the site knows, so it cannot be decoded as
+        // 64:ff9b::/96 is (embedded_ipv4); not globally reachable (IANA).
+        "64:ff9b:1::/48",
     });
     return ranges;
 }

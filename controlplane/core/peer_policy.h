@@ -46,7 +46,7 @@ enum class PeerVerdict : uint8_t {
 };
 // For logs and metrics: "operator", "default", "self", "private" ("" when permitted).
 const char* verdict_name(PeerVerdict v);
-static_assert(static_cast<size_t>(PeerVerdict::kDeniedPrivate) == 4, "Stats::peer_denials is indexed by verdict - 1");
+static_assert(static_cast<size_t>(PeerVerdict::kDeniedPrivate) == 4, "Stats::kPeerDenyRules counts every verdict but kPermitted");
 
 class PeerPolicy {
 public:

@@ -335,7 +335,7 @@ bool Server::peer_permitted(const Request& r, const Address& peer, bool with_por
     if (v == PeerVerdict::kPermitted) {
         return true;
     }
-    stats_.peer_denials[static_cast<size_t>(v) - 1].add();
+    stats_.peer_denied(v);
     // A relay whose peers are on private networks, upgraded from before
     // they were denied by default, would otherwise only see ICE fail. Info,
     // not a warning: browsers ask for their peer's private host candidates

@@ -12,6 +12,8 @@
 
 namespace turn::cp {
 
+enum class PeerVerdict : uint8_t;  // core/peer_policy.h
+
 struct Counter {
     std::atomic<uint64_t> v{0};
     void add(uint64_t n = 1) { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
@@ -112,9 +114,12 @@ struct Stats {
     // RFC 6062: bytes piped between data connections and peer connections.
     std::array<Counter, static_cast<size_t>(Direction::kCount)> tcp_relayed_bytes;
     // Peers refused by the peer policy (requests and Send indications), by
-    // the rule that refused them: PeerVerdict (core/peer_policy.h) - 1.
+    // the rule that refused them: peer_denied(v) counts verdict v (not
+    // kPermitted), peer_denial_rule(i) is the verdict counted at index i.
     static constexpr size_t kPeerDenyRules = 4;
     std::array<Counter, kPeerDenyRules> peer_denials;
+    void peer_denied(PeerVerdict v) { peer_denials[static_cast<size_t>(v) - 1].add(); }
+    static PeerVerdict peer_denial_rule(size_t i) { return static_cast<PeerVerdict>(i + 1); }
     // Event loop utilisation over the last window, in parts per million.
     std::atomic<uint32_t> busy_ppm{0};
 

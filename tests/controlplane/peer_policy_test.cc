@@ -119,13 +119,14 @@ TEST(PeerPolicy, OperatorDenyWinsOverAllow) {
     EXPECT_EQ(p.check_ip(A("::ffff:10.1.3.4")), PeerVerdict::kDeniedByOperator);
 }
 
-// Private ranges (RFC 1918, RFC 6598 shared space, RFC 4193 unique local):
+// Private ranges (RFC 1918, RFC 6598 shared space, RFC 4193 unique local,
+// RFC 8215 local-use NAT64):
 // the networks around a relay's host, denied unless the operator says so.
 TEST(PeerPolicy, DeniesPrivateRangesByDefault) {
     const auto p = default_policy();
     for (const char* ip : {"10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.255", "192.168.0.1",
                            "192.168.255.255", "100.64.0.1", "100.127.255.255", "fc00::1", "fd12:3456::1",
-                           "fec0::1", "feff:ffff::1",
+                           "fec0::1", "feff:ffff::1", "64:ff9b:1::a01:203", "64:ff9b:1:ffff:ffff::1",
                            "::ffff:10.1.2.3", "64:ff9b::a01:203", "2002:c0a8:101::1"}) {
         EXPECT_EQ(p.check_ip(A(ip)), PeerVerdict::kDeniedPrivate) << ip;
     }
@@ -133,7 +134,8 @@ TEST(PeerPolicy, DeniesPrivateRangesByDefault) {
     EXPECT_EQ(p.check_transport(A("[fd00::5]:5000")), PeerVerdict::kDeniedPrivate);
     // Their neighbours are public.
     for (const char* ip : {"9.255.255.255", "11.0.0.0", "172.15.255.255", "172.32.0.0", "192.167.255.255",
-                           "192.169.0.0", "100.63.255.255", "100.128.0.0", "fe00::1", "fbff::1", "fe7f::1"}) {
+                           "192.169.0.0", "100.63.255.255", "100.128.0.0", "fe00::1", "fbff::1", "fe7f::1",
+                           "64:ff9b:0:1::1", "64:ff9b:2::1"}) {
         EXPECT_TRUE(p.permitted_ip(A(ip))) << ip;
     }
     // The relay's own IPs say so first.

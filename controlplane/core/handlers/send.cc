@@ -31,7 +31,7 @@ void Server::handle_send(const FiveTuple& ft, const stun::MessageView& m, IpMark
     peer = peer.normalised();
     if (const PeerVerdict v = policy_->check_transport(peer); v != PeerVerdict::kPermitted) {
         stats_.drop(Drop::kPeerPolicy);
-        stats_.peer_denials[static_cast<size_t>(v) - 1].add();
+        stats_.peer_denied(v);
         return;
     }
     if (!a->permitted(peer, clock_.now_ms())) {
