@@ -14,21 +14,8 @@ PY=/usr/bin/python3
 [ -x "$TURNSERVER" ] || { echo "SKIP: $TURNSERVER not installed (Debian package coturn)"; exit 77; }
 [ -x "$PY" ] || { echo "SKIP: $PY missing"; exit 77; }
 
-dir=$(mktemp -d /tmp/turn-load-test.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-
-# A free UDP port on loopback (bound and released; coturn takes it next).
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+. "$(dirname "$0")/lib.sh"  # scratch_dir, pids, wait_listen, free_port
+scratch_dir turn-load-test
 
 # start_coturn NAME EXTRA_FLAGS...: starts coturn on a free port, sets $port.
 start_coturn() {
@@ -42,14 +29,7 @@ start_coturn() {
         --allow-loopback-peers --no-tls --no-dtls --no-cli --no-stun-backward-compatibility \
         --db="$dir/$name.db" --log-file=stdout "$@" > "$dir/$name.log" 2>&1 &
     pids="$pids $!"
-    i=0
-    while ! ss -Hlun "sport = :$port" | grep -q .; do
-        i=$((i + 1))
-        if [ $i -gt 50 ]; then
-            echo "FAIL: coturn did not listen on 127.0.0.1:$port"; cat "$dir/$name.log"; exit 1
-        fi
-        sleep 0.1
-    done
+    wait_listen "$port" "$name" u
 }
 
 check() {  # check JSON_FILE LABEL

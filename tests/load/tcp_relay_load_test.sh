@@ -36,34 +36,9 @@ PY=/usr/bin/python3
 command -v openssl > /dev/null || { echo "SKIP: no openssl command"; exit 77; }
 [ -x "$TL" ] || { echo "FAIL: no turn-load at $TL"; exit 1; }
 
-dir=$(mktemp -d /tmp/turn-load-tcp-relay-test.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-
-. "$(dirname "$0")/../../bench/load/ports.sh"  # free_port
-wait_listen() {  # wait_listen PORT NAME: a TCP listener
-    i=0
-    while ! ss -Hltn "sport = :$1" | grep -q .; do
-        i=$((i + 1))
-        if [ $i -gt 50 ]; then
-            echo "FAIL: $2 did not listen on TCP 127.0.0.1:$1"
-            cat "$dir/$2.log"; exit 1
-        fi
-        sleep 0.1
-    done
-}
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=turnrelay.test \
-    -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:TRUE" \
-    -keyout "$dir/key.pem" -out "$dir/cert.pem" > "$dir/openssl.log" 2>&1 \
-    || { echo "FAIL: openssl req"; cat "$dir/openssl.log"; exit 1; }
+. "$(dirname "$0")/lib.sh"  # scratch_dir, pids, wait_listen, make_cert, free_port
+scratch_dir turn-load-tcp-relay-test
+make_cert
 
 check() {  # check JSON_FILE LABEL TRANSPORT
     "$PY" - "$@" <<'PYEOF'
