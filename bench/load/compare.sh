@@ -10,6 +10,14 @@
 #      round trip, CreatePermission, ChannelBind), SETUP_THREADS in parallel;
 #   4. with COMMON_RATE set: 5 s at that same rate for every server (loss,
 #      p50/p99 and CPU per relayed packet at equal load).
+# With HOLD_N=N1,N2,... (increasing), before step 1: each server holds N
+# allocations (N connections or DTLS sessions over TCP, TLS, DTLS) for
+# HOLD_S seconds (default 20) at HOLD_PPS packets/s each (default 0.1: mostly
+# idle), every size in turn on the freshly started server, while its resident
+# memory (VmRSS) is sampled every 0.2 s; hold.md gets the peak against the
+# size before, the memory per allocation between sizes (the slope, which
+# memory the allocator kept from a smaller size does not hide) and the
+# server's CPU (cores) while holding them. REPS=0 runs only that.
 # Prints a Markdown table of medians (min-max) and writes every JSON and PNG
 # to OUT. Loopback only; every process it starts is stopped by PID.
 #
@@ -31,7 +39,7 @@
 #
 # usage: bench/load/compare.sh [--transport udp|tcp|tls|dtls] [OUT]   (env: REPS RATES
 #        SETUP_N SETUP_THREADS ALLOCS THREADS SIZE MODE TRANSPORT COMMON_RATE TURN_LOAD
-#        TURN_RELAY TURNSERVER PORT_RANGE COTURN_RELAY_PORTS RELAY_RELAY_PORTS)
+#        TURN_RELAY TURNSERVER PORT_RANGE COTURN_RELAY_PORTS RELAY_RELAY_PORTS HOLD_N HOLD_S HOLD_PPS)
 set -eu
 
 TRANSPORT=${TRANSPORT:-udp}
@@ -40,7 +48,7 @@ while [ $# -gt 0 ]; do
         --transport) [ $# -ge 2 ] || { echo "compare.sh: --transport needs udp, tcp, tls or dtls" >&2; exit 2; }
                      TRANSPORT=$2; shift 2 ;;
         --transport=*) TRANSPORT=${1#--transport=}; shift ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
         -*) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -65,6 +73,9 @@ COMMON_RATE=${COMMON_RATE:-}
 PORT_RANGE=${PORT_RANGE:-}
 COTURN_RELAY_PORTS=${COTURN_RELAY_PORTS:-45000-47999}
 RELAY_RELAY_PORTS=${RELAY_RELAY_PORTS:-48000-50999}
+HOLD_N=${HOLD_N:-}
+HOLD_S=${HOLD_S:-20}
+HOLD_PPS=${HOLD_PPS:-0.1}
 case $MODE in
     tcp-relay)
         case $TRANSPORT in
@@ -228,8 +239,60 @@ COMMON="--allocations $ALLOCS --threads $THREADS --mode $MODE --size $SIZE --qui
     echo "latency: turn-load --server S $AUTH $COMMON --rate R/2 --duration 5 --json F"
     [ -z "$COMMON_RATE" ] || echo "equal load: turn-load --server S $AUTH $COMMON --rate $COMMON_RATE --duration 5 --json F"
     echo "setup: turn-load --server S $AUTH $SETUP_MODE --allocations $SETUP_N --threads $SETUP_THREADS --setup-only --duration 60 --json F"
+    [ -z "$HOLD_N" ] || echo "hold (before the first sweep, N in $HOLD_N): turn-load --server S $AUTH --mode $MODE --size $SIZE --quiet --allocations N --threads $SETUP_THREADS --rate N*$HOLD_PPS --duration $HOLD_S --json F, server VmRSS sampled every 0.2 s"
 } > "$OUT/commands.txt"
 cat "$OUT/commands.txt" >&2
+
+rss_kib() {  # rss_kib PID: resident set of PID in KiB
+    awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
+}
+if [ -n "$HOLD_N" ]; then
+    for entry in $servers; do
+        name=${entry%%=*}
+        rest=${entry#*=}
+        addr=${rest%%=*}
+        spid=${rest#*=}
+        for n in $(echo "$HOLD_N" | tr ',' ' '); do
+            before=$(rss_kib "$spid")
+            rate=$("$PY" -c "print(max(1.0, $n * $HOLD_PPS))")
+            echo "hold: $name $n allocations at $rate packets/s for $HOLD_S s" >&2
+            # shellcheck disable=SC2086
+            "$TURN_LOAD" --server "$addr" $AUTH --mode "$MODE" --size "$SIZE" --quiet --allocations "$n" \
+                --threads "$SETUP_THREADS" --rate "$rate" --duration "$HOLD_S" --server-pid "$spid" \
+                --json "$OUT/$name-hold-$n.json" &
+            tl=$!
+            peak=$before
+            while kill -0 "$tl" 2>/dev/null; do
+                r=$(rss_kib "$spid")
+                [ "$r" -le "$peak" ] || peak=$r
+                sleep 0.2
+            done
+            wait "$tl" || { echo "compare.sh: turn-load failed holding $n allocations on $name" >&2; exit 1; }
+            echo "$name $n $before $peak" >> "$OUT/hold.txt"
+        done
+    done
+    "$PY" - "$OUT" "$HOLD_S" <<'PYEOF' | tee "$OUT/hold.md"
+import json, sys
+out, hold_s = sys.argv[1], float(sys.argv[2])
+rows = [l.split() for l in open(f"{out}/hold.txt")]
+print("| relay | allocations held | RSS before (MiB) | peak RSS holding them (MiB) | KiB per allocation (peak - before) / N | KiB per allocation between sizes | server CPU while holding (cores) | set up / failed |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
+prev = {}
+for name, n, before, peak in rows:
+    n, before, peak = int(n), int(before), int(peak)
+    j = json.load(open(f"{out}/{name}-hold-{n}.json"))
+    t, s = j["traffic"], j["setup"]
+    cores = t.get("server_cpu_s", float("nan")) / t["duration_s"] if t.get("duration_s") else float("nan")
+    slope = ""
+    if name in prev and n > prev[name][0]:
+        slope = f"{(peak - prev[name][1]) / (n - prev[name][0]):.1f}"
+    prev[name] = (n, peak)
+    print(f"| {name} | {n:,} | {before / 1024:.1f} | {peak / 1024:.1f} | {(peak - before) / n:.1f} | {slope} | "
+          f"{cores:.3f} | {s['ok']} / {s['failed']} |")
+print(f"\nresident memory sampled every 0.2 s; {hold_s:g} s of traffic per size; raw JSON in {out}")
+PYEOF
+fi
+[ "$REPS" -gt 0 ] || exit 0
 
 for rep in $(seq 1 "$REPS"); do
     for entry in $servers; do
