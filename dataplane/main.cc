@@ -1,9 +1,10 @@
 // turn-dataplane: the DPDK primary process (DESIGN.md "Two processes").
 //
 //   turn-dataplane <EAL args, ports as --vdev> -- --nic <port name> --exc <port name>
-//                  [--ipc /run/turnrelay/dataplane.sock] [--mtu 1500]
+//                  --ipc /run/turnrelay/dataplane.sock [--mtu 1500]
 //                  [--gw4 MAC [--gw4-vlan ID]] [--gw6 MAC [--gw6-vlan ID]] [--flows N]
 //                  [--exc-kernel-if NAME] [--no-kernel-mirror]
+//   turn-dataplane -- --help     (options.cc: every option; EAL is not started)
 //
 // e.g. on a veth pair whose kernel end (exc0-k) holds the relay IP:
 //   turn-dataplane -l 0,1 --vdev=net_af_packet0,iface=nic0
@@ -11,7 +12,10 @@
 //
 // The main lcore applies control-plane messages (the flow tables' only
 // writer) and keeps the IPC session alive; every other lcore is a worker with
-// its own rx/tx queue on both ports. Fatal errors happen only at start-up.
+// its own rx/tx queue on both ports. Fatal errors happen only at start-up:
+// usage errors exit 2, found before rte_eal_init; the rest exit 1, and those
+// after rte_eal_init only after the Dataplane's teardown and eal_cleanup()
+// (README "Command line").
 #include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
@@ -26,6 +30,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <random>
 #include <string>
 #include <tuple>
@@ -33,11 +39,13 @@
 
 #include "common/dpdk.h"
 #include "common/port_counters.h"
+#include "eal_cleanup.h"
 #include "flow/apply.h"
 #include "flow/tables.h"
 #include "ipc/protocol.h"
 #include "nexthop/kernel_mirror.h"
 #include "nexthop/nexthop.h"
+#include "options.h"
 #include "worker/pipeline.h"
 
 namespace {
@@ -46,40 +54,16 @@ std::atomic<bool> g_stop{false};
 
 void on_signal(int) { g_stop.store(true); }
 
-struct Options {
-    std::string nic;
-    std::string exc;
-    std::string ipc = "/run/turnrelay/dataplane.sock";
-    uint16_t mtu = 1500;
-    std::string gw4;
-    std::string gw6;
-    uint16_t gw4_vlan = 0;  // 802.1Q VLAN of the static default next hop (0: untagged)
-    uint16_t gw6_vlan = 0;
-    uint32_t flows = 1u << 16;
-    std::string exc_kernel_if;  // the exception port's kernel end, when its PMD cannot name it
-    bool kernel_mirror = true;
+// A start-up error after rte_eal_init. fatal() throws it; main() catches it
+// after the Dataplane's destructor has released what was set up, calls
+// eal_cleanup() and exits with `code`, so that an error leaves nothing in
+// /var/run/dpdk/<prefix> or the hugepage directory.
+struct Fatal {
+    std::string what;
+    int code = dp::kExitFailed;
 };
 
-[[noreturn]] void die(const std::string& what) {
-    std::fprintf(stderr, "turn-dataplane: %s\n", what.c_str());
-    std::exit(1);
-}
-
-// A decimal option value within [min, max], or a start-up error naming the option.
-uint32_t parse_uint(const std::string& opt, const std::string& v, uint32_t min, uint32_t max) {
-    uint64_t n = 0;
-    const bool digits = !v.empty() && v.size() <= 10 &&
-                        std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (digits) {
-        n = std::stoull(v);
-    }
-    if (!digits || n < min || n > max) {
-        die(opt + " " + v + ": expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
-    }
-    return static_cast<uint32_t>(n);
-}
-
-bool parse_mac(const std::string& s, rte_ether_addr* out) { return rte_ether_unformat_addr(s.c_str(), out) == 0; }
+[[noreturn]] void fatal(const std::string& what) { throw Fatal{what}; }
 
 uint16_t port_by_name(const std::string& name) {
     uint16_t p;
@@ -89,10 +73,10 @@ uint16_t port_by_name(const std::string& name) {
             hint = "; virtio-user needs /dev/vhost-net (modprobe vhost_net), or use a veth pair with "
                    "net_af_xdp / net_af_packet as the exception port";
         }
-        die("no DPDK port named '" + name + "' (add it with --vdev=... or -a <pci>)" + hint);
+        fatal("no DPDK port named '" + name + "' (add it with --vdev=... or -a <pci>)" + hint);
     }
     if (p >= dp::kMaxPorts) {
-        die("port id " + std::to_string(p) + " is above the supported maximum");
+        fatal("port id " + std::to_string(p) + " is above the supported maximum");
     }
     return p;
 }
@@ -122,11 +106,11 @@ size_t mbuf_object(uint16_t mtu) { return rte_mempool_calc_obj_size(sizeof(rte_m
 uint16_t queues_for(uint16_t port, uint32_t workers) {
     rte_eth_dev_info info{};
     if (rte_eth_dev_info_get(port, &info) != 0) {
-        die("rte_eth_dev_info_get");
+        fatal("rte_eth_dev_info_get");
     }
     const uint32_t have = std::min(info.max_rx_queues, info.max_tx_queues);
     if (have == 0) {
-        die("port " + std::to_string(port) + " has no queues");
+        fatal("port " + std::to_string(port) + " has no queues");
     }
     return static_cast<uint16_t>(std::min(have, workers));
 }
@@ -134,10 +118,10 @@ uint16_t queues_for(uint16_t port, uint32_t workers) {
 void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mempool* pool, uint16_t mtu) {
     rte_eth_dev_info info{};
     if (rte_eth_dev_info_get(port, &info) != 0) {
-        die("rte_eth_dev_info_get");
+        fatal("rte_eth_dev_info_get");
     }
     if (queues > info.max_rx_queues || queues > info.max_tx_queues) {
-        die(name + " has " + std::to_string(std::min(info.max_rx_queues, info.max_tx_queues)) +
+        fatal(name + " has " + std::to_string(std::min(info.max_rx_queues, info.max_tx_queues)) +
             " queue pair(s), fewer than the " + std::to_string(queues) +
             " workers: each worker needs its own NIC queue (one worker lcore per queue; for net_af_packet add "
             "qpairs=<workers> to its --vdev)");
@@ -161,7 +145,7 @@ void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mem
         } else if (af_xdp) {
             hint = "; AF_XDP takes one page per frame";
         }
-        die(name + " (" + drv + ") takes an MTU from " + std::to_string(info.min_mtu) + " to " +
+        fatal(name + " (" + drv + ") takes an MTU from " + std::to_string(info.min_mtu) + " to " +
             std::to_string(max_mtu) + ", not --mtu " + std::to_string(mtu) + hint);
     }
     rte_eth_conf conf{};
@@ -173,14 +157,14 @@ void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mem
     }
     int rc = rte_eth_dev_configure(port, queues, queues, &conf);
     if (rc != 0) {
-        die("rte_eth_dev_configure " + name + ": " + rte_strerror(-rc));
+        fatal("rte_eth_dev_configure " + name + ": " + rte_strerror(-rc));
     }
     // Ports whose driver sets a link MTU (the NIC's, af_packet's and
     // af_xdp's interface) get it now; net_null/net_ring/net_pcap have none
     // to set and enforce nothing (-ENOTSUP).
     rc = rte_eth_dev_set_mtu(port, mtu);
     if (rc != 0 && rc != -ENOTSUP) {
-        die("setting the MTU of " + name + " to " + std::to_string(mtu) + ": " + rte_strerror(-rc));
+        fatal("setting the MTU of " + name + " to " + std::to_string(mtu) + ": " + rte_strerror(-rc));
     }
     for (uint16_t q = 0; q < queues; q++) {
         rc = rte_eth_rx_queue_setup(port, q, 1024, rte_eth_dev_socket_id(port), nullptr, pool);
@@ -196,11 +180,11 @@ void setup_port(const std::string& name, uint16_t port, uint16_t queues, rte_mem
                        " an mbuf is larger than a page, which AF_XDP takes only on kernels from 6.6: lower --mtu "
                        "to 3400 or less";
             }
-            die("queue setup on " + name + " (queue " + std::to_string(q) + "): " + rte_strerror(-rc) + hint);
+            fatal("queue setup on " + name + " (queue " + std::to_string(q) + "): " + rte_strerror(-rc) + hint);
         }
     }
     if (rte_eth_dev_start(port) != 0) {
-        die("rte_eth_dev_start port " + std::to_string(port));
+        fatal("rte_eth_dev_start port " + std::to_string(port));
     }
     rte_eth_promiscuous_enable(port);
 }
@@ -223,7 +207,7 @@ void check_kernel_mtu(int ifindex, uint16_t mtu) {
     }
     const auto kmtu = static_cast<unsigned>(r.ifr_mtu);
     if (ok && kmtu != mtu) {
-        die("the exception port's kernel interface " + name + " has MTU " + std::to_string(kmtu) +
+        fatal("the exception port's kernel interface " + name + " has MTU " + std::to_string(kmtu) +
             " and --mtu is " + std::to_string(mtu) + ": make them equal (ip link set " + name + " mtu " +
             std::to_string(mtu) + ", or deploy/setup-exception-port.sh --mtu " + std::to_string(mtu) +
             ", or --mtu " + std::to_string(kmtu) + ")");
@@ -327,71 +311,79 @@ private:
     uint64_t next_try_ = 0;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    const int eal = rte_eal_init(argc, argv);
-    if (eal < 0) {
-        die(std::string("rte_eal_init: ") + rte_strerror(rte_errno));
-    }
-    Options o;
-    for (int i = eal + 1; i < argc; i++) {
-        const std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                die("missing value for " + a);
+// Everything turn-dataplane sets up after rte_eal_init, filled in by start()
+// as it goes. The destructor releases it in one order on every way out (a
+// start-up error unwinding from fatal(), or the main loop's end after
+// SIGTERM/SIGINT): workers stopped, the kernel mirror closed, the workers'
+// QSBR ids released, ports stopped, punt rings drained, the tables freed,
+// every port closed (its queues back to the pool), the mbuf pool freed.
+// main() then calls eal_cleanup().
+struct Dataplane {
+    Dataplane() = default;
+    Dataplane(const Dataplane&) = delete;
+    Dataplane& operator=(const Dataplane&) = delete;
+    ~Dataplane() {
+        stop_workers();
+        mirror.reset();
+        for (uint32_t i = 0; i < registered; i++) {
+            ws[i].fini();
+        }
+        for (const uint16_t p : started) {
+            rte_eth_dev_stop(p);
+        }
+        for (rte_ring* r : exc_rings) {  // punts no owner sent before the workers stopped
+            void* m = nullptr;
+            while (rte_ring_dequeue(r, &m) == 0) {
+                rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
             }
-            return argv[++i];
-        };
-        if (a == "--nic") {
-            o.nic = val();
-        } else if (a == "--exc") {
-            o.exc = val();
-        } else if (a == "--ipc") {
-            o.ipc = val();
-        } else if (a == "--mtu") {
-            o.mtu = static_cast<uint16_t>(parse_uint(a, val(), 576, 9216));
-        } else if (a == "--gw4") {
-            o.gw4 = val();
-        } else if (a == "--gw6") {
-            o.gw6 = val();
-        } else if (a == "--gw4-vlan") {
-            o.gw4_vlan = static_cast<uint16_t>(parse_uint(a, val(), 1, dp::kMaxVlanId));
-        } else if (a == "--gw6-vlan") {
-            o.gw6_vlan = static_cast<uint16_t>(parse_uint(a, val(), 1, dp::kMaxVlanId));
-        } else if (a == "--exc-kernel-if") {
-            o.exc_kernel_if = val();
-        } else if (a == "--no-kernel-mirror") {
-            o.kernel_mirror = false;
-        } else if (a == "--flows") {
-            o.flows = parse_uint(a, val(), 1, 1u << 24);
-        } else if (a != "--") {
-            die("unknown option " + a);
+            rte_ring_free(r);
+        }
+        delete nh;
+        delete flows;
+        // Every probed port, also those start() did not get to (DPDK 22.11's
+        // rte_eal_cleanup closes none).
+        std::vector<uint16_t> ports;
+        uint16_t p;
+        RTE_ETH_FOREACH_DEV(p) { ports.push_back(p); }
+        for (const uint16_t q : ports) {
+            rte_eth_dev_close(q);
+        }
+        rte_mempool_free(pool);
+    }
+    void stop_workers() {
+        if (launched) {
+            g_stop.store(true);
+            rte_eal_mp_wait_lcore();
+            launched = false;
         }
     }
-    if (o.nic.empty() || o.exc.empty()) {
-        die("--nic and --exc name the NIC and exception ports");
-    }
-    if ((o.gw4_vlan != 0 && o.gw4.empty()) || (o.gw6_vlan != 0 && o.gw6.empty())) {
-        die("--gw4-vlan / --gw6-vlan tag the static default next hop: give its MAC with --gw4 / --gw6 too");
-    }
-    const uint32_t workers = rte_lcore_count() - 1;
-    if (workers == 0) {
-        die("needs at least two lcores (-l main,worker...): the main lcore applies control-plane updates");
-    }
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
 
-    const uint16_t nic = port_by_name(o.nic);
-    const uint16_t exc = port_by_name(o.exc);
-    int named_kernel_if = 0;
-    if (!o.exc_kernel_if.empty()) {
-        named_kernel_if = static_cast<int>(if_nametoindex(o.exc_kernel_if.c_str()));
-        if (named_kernel_if == 0) {
-            die("--exc-kernel-if " + o.exc_kernel_if + ": no such interface in this network namespace");
-        }
-        check_kernel_mtu(named_kernel_if, o.mtu);  // before any port's MTU changes
+    uint16_t nic = 0;
+    uint16_t exc = 0;
+    uint32_t workers = 0;
+    rte_mempool* pool = nullptr;
+    std::vector<uint16_t> started;     // ports rte_eth_dev_start started
+    std::vector<rte_ring*> exc_rings;  // [owner]: the punts of workers id % exc_queues == owner
+    dp::FlowTables* flows = nullptr;
+    dp::NextHops* nh = nullptr;
+    std::unique_ptr<dp::KernelMirror> mirror;
+    std::vector<dp::Worker> ws;
+    uint32_t registered = 0;  // ws[0, registered) hold a QSBR thread id (Worker::init)
+    bool launched = false;    // workers running on their lcores
+};
+
+// Ports, memory, tables, next hops, then the workers: the last step, so that
+// no start-up error can happen while they run.
+void start(const dp::Options& o, int named_kernel_if, Dataplane& d) {
+    d.workers = rte_lcore_count() - 1;
+    if (d.workers == 0) {
+        fatal("needs at least two lcores (-l main,worker...): the main lcore applies control-plane updates");
     }
+    const uint32_t workers = d.workers;
+    d.nic = port_by_name(o.nic);
+    d.exc = port_by_name(o.exc);
+    const uint16_t nic = d.nic;
+    const uint16_t exc = d.exc;
     // The exception port may have fewer queues than there are workers (a veth
     // driven by AF_XDP in DPDK 22.11 has one): the workers beyond its queues
     // hand their punts to those that own one through a ring
@@ -400,28 +392,28 @@ int main(int argc, char** argv) {
     const uint16_t exc_queues = queues_for(exc, workers);
     constexpr unsigned kExcRingSize = 4096;
     const uint32_t mbufs = 8191 * workers + 4096 + (exc_queues < workers ? kExcRingSize * exc_queues : 0);
-    rte_mempool* pool = rte_pktmbuf_pool_create("dp_mbufs", mbufs, 256, 0, data_room(o.mtu),
-                                                static_cast<int>(rte_socket_id()));
-    if (pool == nullptr) {
+    d.pool = rte_pktmbuf_pool_create("dp_mbufs", mbufs, 256, 0, data_room(o.mtu), static_cast<int>(rte_socket_id()));
+    if (d.pool == nullptr) {
         // What it asked for, so that the operator can size hugepages: the
         // mbufs grow with --mtu and their number with the workers.
         const uint64_t mib = (uint64_t{mbufs} * mbuf_object(o.mtu) >> 20) + 1;
-        die(std::string("mbuf pool: ") + rte_strerror(rte_errno) + " (" + std::to_string(mbufs) + " mbufs of " +
-            std::to_string(data_room(o.mtu)) + " bytes for " + std::to_string(workers) + " workers and --mtu " +
-            std::to_string(o.mtu) + ", about " + std::to_string(mib) +
-            " MiB: reserve more hugepages, raise --socket-mem or -m, or lower --mtu)");
+        fatal(std::string("mbuf pool: ") + rte_strerror(rte_errno) + " (" + std::to_string(mbufs) + " mbufs of " +
+              std::to_string(data_room(o.mtu)) + " bytes for " + std::to_string(workers) + " workers and --mtu " +
+              std::to_string(o.mtu) + ", about " + std::to_string(mib) +
+              " MiB: reserve more hugepages, raise --socket-mem or -m, or lower --mtu)");
     }
-    setup_port(o.nic, nic, static_cast<uint16_t>(workers), pool, o.mtu);
-    setup_port(o.exc, exc, exc_queues, pool, o.mtu);
-    std::vector<rte_ring*> exc_rings;  // [owner]: the punts of workers id % exc_queues == owner
+    setup_port(o.nic, nic, static_cast<uint16_t>(workers), d.pool, o.mtu);
+    d.started.push_back(nic);
+    setup_port(o.exc, exc, exc_queues, d.pool, o.mtu);
+    d.started.push_back(exc);
     if (exc_queues < workers) {
         for (uint16_t q = 0; q < exc_queues; q++) {
             rte_ring* r = rte_ring_create(("dp_exc_punts" + std::to_string(q)).c_str(), kExcRingSize,
                                           static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
             if (r == nullptr) {
-                die(std::string("exception ring: ") + rte_strerror(rte_errno));
+                fatal(std::string("exception ring: ") + rte_strerror(rte_errno));
             }
-            exc_rings.push_back(r);
+            d.exc_rings.push_back(r);
         }
         std::fprintf(stderr,
                      "turn-dataplane: %s has %u queue(s) for %u workers: the workers without one hand their "
@@ -440,67 +432,44 @@ int main(int argc, char** argv) {
     fc.max_channels = o.flows / 2 + 64;
     fc.workers = workers;
     std::string err;
-    dp::FlowTables* flows = dp::FlowTables::create(fc, &err);
-    if (flows == nullptr) {
-        die(err);
+    d.flows = dp::FlowTables::create(fc, &err);
+    if (d.flows == nullptr) {
+        fatal(err);
     }
-    if (!flows->cache_enabled()) {
+    if (!d.flows->cache_enabled()) {
         std::fprintf(stderr,
                      "turn-dataplane: no hugepage memory for the workers' client caches; client packets go to the "
                      "flow hash every time (slower); reserve more hugepages or lower --flows\n");
     }
-    dp::NextHops* nh = dp::NextHops::create("nexthops", 4096, flows->rcu, SOCKET_ID_ANY, &err);
-    if (nh == nullptr) {
-        die(err);
+    d.nh = dp::NextHops::create("nexthops", 4096, d.flows->rcu, SOCKET_ID_ANY, &err);
+    if (d.nh == nullptr) {
+        fatal(err);
     }
-    for (auto [fam, mac, vlan] : {std::tuple<uint8_t, std::string, uint16_t>{4, o.gw4, o.gw4_vlan},
-                                  {6, o.gw6, o.gw6_vlan}}) {
-        if (mac.empty()) {
+    for (auto [fam, has, mac, vlan] : {std::tuple{uint8_t{4}, o.has_gw4, o.gw4, o.gw4_vlan},
+                                       std::tuple{uint8_t{6}, o.has_gw6, o.gw6, o.gw6_vlan}}) {
+        if (!has) {
             continue;
         }
         dp::NextHop h;
-        if (!parse_mac(mac, &h.mac)) {
-            die("bad MAC " + mac);
-        }
+        h.mac = mac;
         h.port = nic;
         h.vlan = vlan;
-        nh->set_default(fam, h);
-    }
-
-    std::vector<dp::Worker> ws(workers);
-    uint32_t id = 0;
-    unsigned lcore;
-    RTE_LCORE_FOREACH_WORKER(lcore) {
-        dp::WorkerConfig wc;
-        wc.id = id;
-        wc.nic_port = nic;
-        wc.exc_port = exc;
-        wc.queue = static_cast<uint16_t>(id);
-        wc.exc_owner = id < exc_queues;
-        wc.exc_ring = exc_rings.empty() ? nullptr : exc_rings[id % exc_queues];
-        wc.mtu = o.mtu;
-        wc.seed ^= (uint64_t{id} + 1) * 0x9E3779B97F4A7C15ull;
-        rte_eth_macaddr_get(nic, &wc.port_mac[nic]);
-        ws[id].init(wc, flows, nh);
-        if (rte_eal_remote_launch(worker_main, &ws[id], lcore) != 0) {
-            die("rte_eal_remote_launch");
-        }
-        id++;
+        d.nh->set_default(fam, h);
     }
 
     // Host next hops follow the kernel's neighbour table and routes.
-    std::unique_ptr<dp::KernelMirror> mirror;
     if (o.kernel_mirror) {
         // Only the exception port's kernel end (and VLAN devices on it) says
         // where the NIC's traffic goes; the PMD knows its interface.
         rte_eth_dev_info exc_info{};
         const int exc_if = rte_eth_dev_info_get(exc, &exc_info) == 0 ? static_cast<int>(exc_info.if_index) : 0;
-        mirror = dp::KernelMirror::open(*nh, nic, exc_if, !o.gw4.empty(), !o.gw6.empty(), &err, named_kernel_if);
-        if (mirror == nullptr) {
-            die(err + " (or run with --no-kernel-mirror to rely on learning from kernel egress alone)");
+        d.mirror = dp::KernelMirror::open(*d.nh, nic, exc_if, o.has_gw4, o.has_gw6, &err, named_kernel_if);
+        if (d.mirror == nullptr) {
+            fatal(err + " (or run with --no-kernel-mirror to rely on learning from kernel egress alone)");
         }
         char name[IF_NAMESIZE] = "?";
-        if (mirror->kernel_ifindex() != 0 && if_indextoname(static_cast<unsigned>(mirror->kernel_ifindex()), name)) {
+        if (d.mirror->kernel_ifindex() != 0 &&
+            if_indextoname(static_cast<unsigned>(d.mirror->kernel_ifindex()), name)) {
             std::fprintf(stderr, "turn-dataplane: next hops follow the kernel's neighbours and routes on %s\n", name);
         } else {
             std::fprintf(stderr,
@@ -512,15 +481,41 @@ int main(int argc, char** argv) {
     // The kernel end the mirror found (its PMD's veth peer or tap): known
     // only now, after the ports' set-up. Without the mirror and without
     // --exc-kernel-if it is not known and not checked.
-    if (named_kernel_if == 0 && mirror) {
-        check_kernel_mtu(mirror->kernel_ifindex(), o.mtu);
+    if (named_kernel_if == 0 && d.mirror) {
+        check_kernel_mtu(d.mirror->kernel_ifindex(), o.mtu);
     }
 
-    dp::Applier applier(*flows);
+    d.ws.resize(workers);
+    uint32_t id = 0;
+    unsigned lcore;
+    RTE_LCORE_FOREACH_WORKER(lcore) {
+        dp::WorkerConfig wc;
+        wc.id = id;
+        wc.nic_port = nic;
+        wc.exc_port = exc;
+        wc.queue = static_cast<uint16_t>(id);
+        wc.exc_owner = id < exc_queues;
+        wc.exc_ring = d.exc_rings.empty() ? nullptr : d.exc_rings[id % exc_queues];
+        wc.mtu = o.mtu;
+        wc.seed ^= (uint64_t{id} + 1) * 0x9E3779B97F4A7C15ull;
+        rte_eth_macaddr_get(nic, &wc.port_mac[nic]);
+        d.ws[id].init(wc, d.flows, d.nh);
+        d.registered = id + 1;
+        if (rte_eal_remote_launch(worker_main, &d.ws[id], lcore) != 0) {
+            fatal("rte_eal_remote_launch");
+        }
+        d.launched = true;
+        id++;
+    }
+}
+
+// The main loop until SIGTERM/SIGINT, then the totals on stdout.
+void run(const dp::Options& o, Dataplane& d) {
+    dp::Applier applier(*d.flows);
     // Each worker's counters for the control plane's metrics, read while the
     // workers run (single-writer 64-bit counters: a report may be a burst
     // behind, never torn on the 64-bit targets DPDK supports).
-    applier.worker_counters = [&ws](std::vector<turn::ipc::WorkerCounters>& out) {
+    applier.worker_counters = [&ws = d.ws](std::vector<turn::ipc::WorkerCounters>& out) {
         static_assert(dp::kCounterCount <= turn::ipc::WorkerCounters::kMaxCounters);
         for (const auto& w : ws) {
             turn::ipc::WorkerCounters c{};
@@ -539,7 +534,7 @@ int main(int argc, char** argv) {
     // drops no worker counter sees), read on this lcore, the Applier's. A
     // port whose statistics cannot be read this time is left out of this
     // report only: its series keep their last values and nothing stops.
-    applier.port_counters = [nic, exc](std::vector<turn::ipc::PortCounters>& out) {
+    applier.port_counters = [nic = d.nic, exc = d.exc](std::vector<turn::ipc::PortCounters>& out) {
         for (const auto& [port, role] : {std::pair{nic, turn::ipc::PortRole::kNic},
                                          std::pair{exc, turn::ipc::PortRole::kException}}) {
             if (const auto c = dp::read_port_counters(port, role)) {
@@ -547,16 +542,16 @@ int main(int argc, char** argv) {
             }
         }
     };
-    IpcClient ipc(o.ipc, applier, workers);
+    IpcClient ipc(o.ipc, applier, d.workers);
     while (!g_stop.load()) {
         ipc.step(100);
-        nh->apply_learned();
-        if (mirror) {
-            mirror->poll();
+        d.nh->apply_learned();
+        if (d.mirror) {
+            d.mirror->poll();
         }
-        flows->reclaim();
+        d.flows->reclaim();
     }
-    rte_eal_mp_wait_lcore();
+    d.stop_workers();
     // The same per-worker figures the control plane gets, summed.
     std::vector<turn::ipc::WorkerCounters> snap;
     applier.worker_counters(snap);
@@ -569,9 +564,6 @@ int main(int argc, char** argv) {
         cache_lookups += c.cache_lookups;
         cache_misses += c.cache_misses;
         express += c.express_packets;
-    }
-    for (auto& w : ws) {
-        w.fini();
     }
     for (size_t k = 0; k < dp::kCounterCount; k++) {
         if (total.v[k] != 0) {
@@ -593,25 +585,99 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(as.unknown_alloc), static_cast<unsigned long long>(as.table_full),
                 static_cast<unsigned long long>(as.swept), static_cast<unsigned long long>(as.finals_dropped),
                 static_cast<unsigned long long>(as.resync_retried));
-    if (mirror) {
-        const auto& ms = mirror->stats();
+    if (d.mirror) {
+        const auto& ms = d.mirror->stats();
         std::printf("nexthop_neigh_set %llu\nnexthop_neigh_removed %llu\nnexthop_mac_retired %llu\n"
                     "nexthop_flushes %llu\nnexthop_defaults_set %llu\n",
                     static_cast<unsigned long long>(ms.neigh_set), static_cast<unsigned long long>(ms.neigh_removed),
                     static_cast<unsigned long long>(ms.mac_retired), static_cast<unsigned long long>(ms.flushes),
                     static_cast<unsigned long long>(ms.defaults_set));
     }
-    rte_eth_dev_stop(nic);
-    rte_eth_dev_stop(exc);
-    for (rte_ring* r : exc_rings) {  // punts no owner sent before the workers stopped
-        void* m = nullptr;
-        while (rte_ring_dequeue(r, &m) == 0) {
-            rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
-        }
-        rte_ring_free(r);
+    std::fflush(stdout);
+}
+
+// Printed by EAL after its own help (turn-dataplane --help, EAL's option).
+void usage_hook(const char* prgname) { std::fputs(dp::usage(prgname).c_str(), stdout); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    // Our options first, before EAL is started: --help and usage errors
+    // leave no trace of EAL (no hugepages mapped, no /var/run/dpdk/<prefix>).
+    dp::Options o;
+    std::string usage_error;
+    switch (dp::parse_command_line(argc, argv, &o, &usage_error)) {
+    case dp::Parsed::kHelp:
+        std::fputs(dp::usage(argv[0]).c_str(), stdout);
+        return dp::kExitOk;
+    case dp::Parsed::kVersion:
+        std::puts("turn-dataplane " TURN_RELAY_VERSION);
+        return dp::kExitOk;
+    case dp::Parsed::kError:
+        std::fprintf(stderr, "turn-dataplane: %s\n(turn-dataplane -- --help lists its options; EAL's go before \"--\")\n",
+                     usage_error.c_str());
+        return dp::kExitUsage;
+    case dp::Parsed::kEalHelp: {
+        // EAL's help, then ours through its usage hook; EAL's option parser
+        // exits at --help, before it creates any file or maps any memory.
+        rte_set_application_usage_hook(usage_hook);
+        char help[] = "--help";
+        char* eal_argv[] = {argv[0], help, nullptr};
+        rte_eal_init(2, eal_argv);
+        return dp::kExitOk;  // not reached
     }
-    delete nh;
-    delete flows;
-    rte_eal_cleanup();
-    return 0;
+    case dp::Parsed::kRun:
+        break;
+    }
+    // The exception port's kernel end named on the command line is checked
+    // before EAL too: a missing interface or another MTU costs no start-up.
+    int named_kernel_if = 0;
+    if (!o.exc_kernel_if.empty()) {
+        named_kernel_if = static_cast<int>(if_nametoindex(o.exc_kernel_if.c_str()));
+        if (named_kernel_if == 0) {
+            std::fprintf(stderr, "turn-dataplane: --exc-kernel-if %s: no such interface in this network namespace\n",
+                         o.exc_kernel_if.c_str());
+            return dp::kExitFailed;
+        }
+        try {
+            check_kernel_mtu(named_kernel_if, o.mtu);  // before any port's MTU changes
+        } catch (const Fatal& f) {
+            std::fprintf(stderr, "turn-dataplane: %s\n", f.what.c_str());
+            return dp::kExitFailed;
+        }
+    }
+    // From here a signal ends the main loop (or start-up, which checks it),
+    // so that a stop always goes through the teardown below.
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    rte_set_application_usage_hook(usage_hook);  // after EAL's usage on a bad EAL option
+    const int eal = rte_eal_init(argc, argv);
+    if (eal < 0) {
+        std::fprintf(stderr, "turn-dataplane: rte_eal_init: %s\n", rte_strerror(rte_errno));
+        return dp::kExitFailed;
+    }
+    int rc = dp::kExitOk;
+    try {
+        // EAL's getopt moves arguments that are no option of its own to its
+        // end, ahead of ours: one before "--" would otherwise go unnoticed.
+        if (argc - eal - 1 != o.program_args) {
+            std::string stray;
+            for (int i = eal + 1; i < argc - o.program_args; i++) {
+                stray += std::string(" ") + argv[i];
+            }
+            throw Fatal{"unexpected argument(s) before \"--\":" + stray + " (EAL options go before \"--\", "
+                        "turn-dataplane's after it)", dp::kExitUsage};
+        }
+        Dataplane d;
+        start(o, named_kernel_if, d);
+        run(o, d);
+    } catch (const Fatal& f) {
+        std::fprintf(stderr, "turn-dataplane: %s\n", f.what.c_str());
+        rc = f.code;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "turn-dataplane: %s\n", e.what());
+        rc = dp::kExitFailed;
+    }
+    dp::eal_cleanup(o.keep_hugepage_files);
+    return rc;
 }

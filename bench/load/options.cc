@@ -54,6 +54,7 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
                  "authenticated allocations toward UDP echo peers it runs itself, drives ChannelData or "
                  "Send-indication traffic, and reports delivered packets/s, loss and round-trip latency."};
     app.get_formatter()->column_width(34);
+    app.set_version_flag("--version", "turn-load " TURN_RELAY_VERSION);
     app.add_option("--server", o.server_text, "TURN server HOST:PORT")->required();
     app.add_option("--transport", o.transport_text,
                    "client-to-server transport: udp, tcp, tls or dtls (RFC 8656 3.1, RFC 7350 DTLS 1.2+ over "

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """turn-dataplane refuses bad configurations at start-up with a message that says what to fix,
-and exits non-zero without a crash (no abort, no core): one case per kind of mistake.
+and exits non-zero without a crash (no abort, no core): one case per kind of mistake. Usage
+errors (an option missing, unknown or out of range) exit 2 before EAL starts; the rest (ports,
+memory, the exception port's interface) exit 1, after EAL if they need it, which is then
+cleaned up: no case leaves /var/run/dpdk/<its prefix> behind (dataplane/README.md "Command
+line"; tests/dataplane/usage_exit.py has --help, hugepages and SIGTERM).
 Ports are in-memory (net_null), no namespaces, no hugepages (--no-huge).
 
 Usage: startup_errors.py <turn-dataplane>
@@ -22,37 +26,41 @@ def run(dp, prefix, vdevs, args, eal=EAL):
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     finally:
+        left = os.path.exists(f"/var/run/dpdk/{prefix}")
         shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
-    return p.returncode, p.stdout + p.stderr
+    return p.returncode, p.stdout + p.stderr, left
 
 
 def main():
     dp = sys.argv[1]
     null2 = ["net_null0", "net_null1"]
     base = ["--nic", "net_null0", "--exc", "net_null1", "--ipc", f"/tmp/dp-startup-{os.getpid()}.sock"]
+    ipc = base[4:]
+    # (name, vdevs, args, message, exit status[, EAL arguments])
     cases = [
-        ("no --exc", null2, ["--nic", "net_null0"], "--nic and --exc name the NIC and exception ports"),
-        ("unknown port", null2, ["--nic", "net_null0", "--exc", "net_tap9"],
-         "no DPDK port named 'net_tap9' (add it with --vdev=... or -a <pci>)"),
+        ("no --exc", null2, ["--nic", "net_null0", *ipc], "--nic and --exc name the NIC and exception ports", 2),
+        ("no --ipc", null2, base[:4], "--ipc is required", 2),
+        ("unknown port", null2, ["--nic", "net_null0", "--exc", "net_tap9", *ipc],
+         "no DPDK port named 'net_tap9' (add it with --vdev=... or -a <pci>)", 1),
         ("flows not a number", null2, base + ["--flows", "lots"],
-         "--flows lots: expected a whole number from 1 to 16777216"),
-        ("flows zero", null2, base + ["--flows", "0"], "--flows 0: expected a whole number from 1 to 16777216"),
-        ("mtu too small", null2, base + ["--mtu", "100"], "--mtu 100: expected a whole number from 576 to 9216"),
-        ("bad gateway MAC", null2, base + ["--gw4", "not-a-mac"], "bad MAC not-a-mac"),
+         "--flows lots: expected a whole number from 1 to 16777216", 2),
+        ("flows zero", null2, base + ["--flows", "0"], "--flows 0: expected a whole number from 1 to 16777216", 2),
+        ("mtu too small", null2, base + ["--mtu", "100"], "--mtu 100: expected a whole number from 576 to 9216", 2),
+        ("bad gateway MAC", null2, base + ["--gw4", "not-a-mac"], "bad MAC not-a-mac for --gw4", 2),
         ("VLAN ID out of range", null2, base + ["--gw4", "02:00:00:00:00:01", "--gw4-vlan", "4095"],
-         "--gw4-vlan 4095: expected a whole number from 1 to 4094"),
+         "--gw4-vlan 4095: expected a whole number from 1 to 4094", 2),
         ("VLAN without its gateway", null2, base + ["--gw6-vlan", "10"],
-         "--gw4-vlan / --gw6-vlan tag the static default next hop: give its MAC with --gw4 / --gw6 too"),
+         "--gw4-vlan / --gw6-vlan tag the static default next hop: give its MAC with --gw4 / --gw6 too", 2),
         ("unknown exception kernel interface", null2, base + ["--exc-kernel-if", "nosuch0"],
-         "--exc-kernel-if nosuch0: no such interface in this network namespace"),
-        ("unknown option", null2, base + ["--bogus"], "unknown option --bogus"),
-        ("missing value", null2, base + ["--mtu"], "missing value for --mtu"),
+         "--exc-kernel-if nosuch0: no such interface in this network namespace", 1),
+        ("unknown option", null2, base + ["--bogus"], "unknown option --bogus", 2),
+        ("missing value", null2, base + ["--mtu"], "missing value for --mtu", 2),
     ]
     # 12287 mbufs of ~9.4 KB do not fit in 64 MiB: the message says how much they need.
     small = [e if e != "256" else "64" for e in EAL]
     cases.append(("mbufs for a jumbo MTU without the memory", null2, base + ["--mtu", "9000"],
                   "mbuf pool: Cannot allocate memory (12287 mbufs of 9402 bytes for 1 workers and --mtu 9000, "
-                  "about 114 MiB: reserve more hugepages", small))
+                  "about 114 MiB: reserve more hugepages", 1, small))
     # Two workers, a NIC with one queue pair (net_pcap on an empty capture): each worker needs
     # its own NIC queue. (An exception port with fewer queues is fine: netns_offload_workers.py.)
     pcap_in = f"/tmp/dp-startup-{os.getpid()}.pcap"
@@ -63,16 +71,18 @@ def main():
                   [f"net_pcap0,rx_pcap={pcap_in},tx_pcap={pcap_in}.out", "net_null1"],
                   ["--nic", "net_pcap0", *base[2:]],
                   "net_pcap0 has 1 queue pair(s), fewer than the 2 workers: each worker needs its own NIC queue",
-                  two_workers))
+                  1, two_workers))
     if not os.path.exists("/dev/vhost-net"):
         cases.append(("virtio-user without vhost-net",
                       ["net_null0", "virtio_user1,path=/dev/vhost-net,queues=1,queue_size=1024,iface=dpst0"],
-                      ["--nic", "net_null0", "--exc", "virtio_user1"],
-                      "virtio-user needs /dev/vhost-net (modprobe vhost_net)"))
+                      ["--nic", "net_null0", "--exc", "virtio_user1", *ipc],
+                      "virtio-user needs /dev/vhost-net (modprobe vhost_net)", 1))
     check = Checks()
-    for i, (name, vdevs, args, want, *eal) in enumerate(cases):
-        rc, out = run(dp, f"dpstart{os.getpid()}_{i}", vdevs, args, *eal)
-        if not check(rc == 1 and want in out, f"{name}: rc={rc} (want 1), message {'found' if want in out else 'missing'}"):
+    for i, (name, vdevs, args, want, want_rc, *eal) in enumerate(cases):
+        rc, out, left = run(dp, f"dpstart{os.getpid()}_{i}", vdevs, args, *eal)
+        if not check(rc == want_rc and want in out and not left,
+                     f"{name}: rc={rc} (want {want_rc}), message {'found' if want in out else 'missing'}, "
+                     f"/var/run/dpdk/<prefix> {'left behind' if left else 'removed'}"):
             print(out)
     for f in (pcap_in, pcap_in + ".out"):
         if os.path.exists(f):

@@ -153,6 +153,7 @@ std::optional<Address> resolve(const std::string& s, std::string& err) {
 int main(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);
     CLI::App app{"turn-natcheck: NAT mapping and filtering behaviour (RFC 5780) against a STUN/TURN server"};
+    app.set_version_flag("--version", "turn-natcheck " TURN_RELAY_VERSION);
     std::string server;
     std::string local;
     int timeout_ms = 1500;

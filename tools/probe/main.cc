@@ -97,6 +97,7 @@ std::optional<Address> resolve(const std::string& host, uint16_t port, std::stri
 int main(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);  // a reset connection is a FAIL line, not a killed probe
     CLI::App app{"turn-probe: checks a TURN server (RFC 8656) the way a client uses it"};
+    app.set_version_flag("--version", "turn-probe " TURN_RELAY_VERSION);
     std::string server;
     std::string transport = "udp";
     std::string user;
