@@ -3,6 +3,7 @@
 //   shared state -> one event loop per core (SO_REUSEPORT listeners) ->
 //   metrics endpoint -> wait for SIGTERM/SIGINT (SIGHUP: reload the TLS
 //   certificate) -> drain -> exit 0.
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -184,6 +185,7 @@ uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<Even
 
 int main(int argc, char** argv) {
     CLI::App app{"turn-relay: TURN server (RFC 8656) control plane, socket mode"};
+    app.set_version_flag("--version", "turn-relay " TURN_RELAY_VERSION);
     CliOverrides cli;
     std::string config_path;
     std::string realm;
@@ -223,7 +225,7 @@ int main(int argc, char** argv) {
     app.add_option("--allow-peer", cli.allow_peers, "CIDR of peers to permit despite the default deny list");
     auto* metrics_opt = app.add_option("--metrics", metrics, "Prometheus listen address IP:port, \"\" disables");
     auto* level_opt = app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
-    auto* threads_opt = app.add_option("--threads", threads, "event loops (0 = one per core)");
+    auto* threads_opt = app.add_option("--threads", threads, "event loops, 0..256 (0 = one per CPU the process may run on)");
     auto* range_opt = app.add_option("--port-range", port_range, "relayed port range MIN-MAX");
     auto* dp_opt = app.add_option("--dataplane-socket", dataplane_socket,
                                   "unix socket the DPDK dataplane connects to, \"\" = no offload");
@@ -352,7 +354,13 @@ int main(int argc, char** argv) {
 
     unsigned n = config.threads;
     if (n == 0) {
-        n = std::max(1u, std::thread::hardware_concurrency());
+        // One per CPU this process may run on (taskset, systemd's
+        // CPUAffinity=: a host shared with a dataplane leaves its lcores out).
+        cpu_set_t cpus;
+        CPU_ZERO(&cpus);
+        const int allowed = ::sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
+        n = allowed > 0 ? static_cast<unsigned>(allowed) : std::thread::hardware_concurrency();
+        n = std::clamp(n, 1u, 256u);
     }
     // Socket mode relays everything itself; with [dataplane].socket set, the
     // IPC server also offloads UDP allocations to the DPDK dataplane (it
@@ -375,6 +383,11 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
         }
+    }
+    if (auto e = check_addresses(config); !e.empty()) {
+        log_event("startup_failed", {{"error", e}});
+        std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+        return kExitRuntime;
     }
     std::vector<std::unique_ptr<EventLoop>> loops;
     std::vector<const Stats*> stats;
@@ -409,6 +422,7 @@ int main(int argc, char** argv) {
     }
     if (dataplane) {
         if (auto e = dataplane->start(); !e.empty()) {
+            log_event("startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
         }
@@ -416,6 +430,7 @@ int main(int argc, char** argv) {
     MetricsExporter exporter(*shared, stats, dataplane ? &dataplane->counters() : nullptr);
     if (!config.metrics_listen.empty()) {
         if (auto e = exporter.start(config.metrics_listen); !e.empty()) {
+            log_event("startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
         }
@@ -521,7 +536,9 @@ int main(int argc, char** argv) {
         mode += std::string(mode.empty() ? "" : " + ") + "TURN REST shared secrets (" +
                 std::to_string(config.rest_secrets.size()) + ")";
     }
-    const bool demo = config.users.size() == 1 && config.users[0].first == "demo";
+    // The built-in demo credential only (no [auth] given): a real password,
+    // even a "demo" user's, is never logged.
+    const bool demo = config.users.size() == 1 && config.users[0] == std::pair<std::string, std::string>{"demo", "demo-password"};
     log_event("started", {{"urls", turn_urls(config)},
                           {"realm", config.realm},
                           {"credentials", mode},
@@ -561,6 +578,9 @@ int main(int argc, char** argv) {
     admin.stop();     // it posts to the loops
     exporter.stop();  // it reads the loops' counters
     for (auto& l : loops) {
+        l->request_stop();  // all at once: each finishes within its 100 ms poll
+    }
+    for (auto& l : loops) {
         l->stop();
     }
     // Before the loops' allocations are destroyed: a control-plane restart must
@@ -572,8 +592,8 @@ int main(int argc, char** argv) {
     if (store) {
         store->stop();
     }
+    loops.clear();  // the allocations left log their usage (allocation_closed)
     log_event("stopped", {{"allocations_left", std::to_string(left)}});
-    loops.clear();
     spdlog::shutdown();
     return 0;
 }

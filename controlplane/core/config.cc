@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <tuple>
@@ -141,7 +142,13 @@ void parse_user(const std::string& key, const std::string& s, Config& c) {
     if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
         fail(key, "\"" + s + "\" must be \"user:password\" with both parts non-empty");
     }
-    c.users.emplace_back(s.substr(0, colon), s.substr(colon + 1));
+    const std::string name = s.substr(0, colon);
+    for (const auto& u : c.users) {
+        if (u.first == name) {
+            fail(key, "user \"" + name + "\" is listed twice (only one password would work); keep one entry per user");
+        }
+    }
+    c.users.emplace_back(name, s.substr(colon + 1));
 }
 
 void apply_toml(const toml::table& root, Config& c) {
@@ -385,6 +392,9 @@ void apply_cli(const CliOverrides& cli, Config& c) {
         c.log_level = *cli.log_level;
     }
     if (cli.threads) {
+        if (*cli.threads > 256) {
+            fail("--threads", std::to_string(*cli.threads) + " is out of range 0..256 (0 = one per CPU)");
+        }
         c.threads = *cli.threads;
     }
     if (cli.port_range) {
@@ -490,6 +500,15 @@ void validate(Config& c, bool have_file) {
         for (size_t j = i + 1; j < c.listen_dtls.size(); ++j) {
             if (d == c.listen_dtls[j]) {
                 fail("[server].listen_dtls", d.to_string() + " is listed twice");
+            }
+        }
+    }
+    // A UDP listener address listed twice would be bound twice per loop
+    // (SO_REUSEPORT lets it) and offered twice to clients.
+    for (size_t i = 0; i < c.listen.size(); ++i) {
+        for (size_t j = i + 1; j < c.listen.size(); ++j) {
+            if (c.listen[i] == c.listen[j]) {
+                fail("[server].listen", c.listen[i].to_string() + " is listed twice");
             }
         }
     }
@@ -652,6 +671,10 @@ std::variant<Config, ConfigError> load_config_text(std::string_view toml_text, c
 std::variant<Config, ConfigError> load_config(const CliOverrides& cli) {
     if (!cli.config_path) {
         return load_impl(std::nullopt, "", cli);
+    }
+    std::error_code ec;
+    if (std::filesystem::exists(*cli.config_path, ec) && !std::filesystem::is_regular_file(*cli.config_path, ec)) {
+        return ConfigError{"--config: \"" + *cli.config_path + "\" is not a regular file; give the path of the TOML file"};
     }
     std::ifstream in(*cli.config_path);
     if (!in) {

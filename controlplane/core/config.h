@@ -52,7 +52,7 @@ struct Config {
     // [tcp]: client connections of listen_tcp and listen_tls
     uint32_t tcp_max_connections = 10000;  // whole process; more are closed at accept
     uint32_t tcp_max_connections_per_ip = 1000;  // from one client IP
-    uint32_t tcp_idle_timeout_s = 30;      // without an allocation, closed after this long without a message
+    uint32_t tcp_idle_timeout_s = 30;      // closed after this long without an allocation (since accept or its end; messages do not count)
     uint32_t tcp_send_buffer_bytes = 256 * 1024;  // queued output per connection; beyond it output is dropped
     uint32_t tcp_accepts_per_ip_per_s = 200;  // new connections per client source and second, 0 = no limit
     // [dtls]: sessions of listen_dtls (io/dtls_io.h)

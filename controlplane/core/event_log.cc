@@ -1,5 +1,6 @@
 #include "core/event_log.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include <spdlog/spdlog.h>
@@ -56,13 +57,20 @@ std::string format_event(std::string_view event, std::span<const Field> fields, 
         out += ' ';
         out += k;
         out += '=';
-        const bool quote = v.empty() || v.find(' ') != std::string::npos;
+        // Quoted, with JSON's escapes inside, when the value would otherwise
+        // not read back as one value: empty, with a space, quote, backslash
+        // or '=', or with a control character (a client-chosen name with a
+        // newline must not forge a second log line).
+        const bool quote = v.empty() || std::any_of(v.begin(), v.end(), [](char c) {
+                               return c == ' ' || c == '"' || c == '\\' || c == '=' ||
+                                      static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+                           });
         if (quote) {
             out += '"';
-        }
-        out += v;
-        if (quote) {
+            json_escape(out, v);
             out += '"';
+        } else {
+            out += v;
         }
     }
     return out;

@@ -58,10 +58,10 @@ struct Counter {
 #define TURN_CP_CONN_CLOSE_REASONS(X)                                                    \
     X(kClient, "client")              /* the client closed or reset it */               \
     X(kBadFrame, "bad_frame")         /* bytes that are neither STUN nor ChannelData */  \
-    X(kIdle, "idle")                  /* no allocation and no message for idle_timeout_s */ \
+    X(kIdle, "idle")                  /* TCP/TLS: no allocation for [tcp].idle_timeout_s; DTLS: no allocation and no record for [dtls].idle_timeout_s */ \
     X(kTlsHandshake, "tls_handshake") /* the TLS (DTLS) handshake failed (or did not end in time) */ \
-    X(kLimit, "limit")                /* over [tcp].max_connections: closed at accept */ \
-    X(kRate, "rate")                  /* over [tcp].accepts_per_ip_per_s: closed at accept */ \
+    X(kLimit, "limit")                /* over [tcp].max_connections(_per_ip) or [dtls].max_sessions(_per_ip): closed at accept */ \
+    X(kRate, "rate")                  /* over [tcp].accepts_per_ip_per_s or [dtls].handshakes_per_ip_per_s: closed at accept */ \
     X(kSendError, "send_error")       /* writing to it failed */                        \
     X(kShutdown, "shutdown")          /* the event loop stopped */
 

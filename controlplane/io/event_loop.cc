@@ -1,11 +1,85 @@
 #include "io/event_loop.h"
 
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "core/event_log.h"
 #include "core/nat_behavior.h"
 
 namespace turn::cp {
+
+namespace {
+
+// Binds a throwaway socket of `type` to `a` (TCP with SO_REUSEADDR, as a
+// listener would, so that connections left in TIME_WAIT do not count; never
+// SO_REUSEPORT); the bind's errno, or 0.
+int probe_bind(const Address& a, int type) {
+    const int fd = ::socket(a.is_v6() ? AF_INET6 : AF_INET, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return errno;
+    }
+    const int one = 1;
+    if (type == SOCK_STREAM) {
+        ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    }
+    if (a.is_v6()) {
+        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    sockaddr_storage ss{};
+    const size_t len = a.to_sockaddr(&ss);
+    const int e = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) == 0 ? 0 : errno;
+    ::close(fd);
+    return e;
+}
+
+}  // namespace
+
+std::string check_addresses(const Config& c) {
+    struct Listener {
+        const std::vector<Address>* addrs;
+        int type;
+        const char* what;
+    };
+    const std::vector<Address> alternates = nat_extra_listeners(c);
+    for (const Listener& l : {Listener{&c.listen, SOCK_DGRAM, "UDP listener"},
+                              Listener{&alternates, SOCK_DGRAM, "RFC 5780 alternate listener"},
+                              Listener{&c.listen_dtls, SOCK_DGRAM, "DTLS listener"},
+                              Listener{&c.listen_tcp, SOCK_STREAM, "TCP listener"},
+                              Listener{&c.listen_tls, SOCK_STREAM, "TLS listener"}}) {
+        for (const Address& a : *l.addrs) {
+            if (const int e = probe_bind(a, l.type); e == EADDRINUSE) {
+                return std::string(l.what) + " " + a.to_string() +
+                       ": the port is in use by another process (another turn-relay? fix: stop it, or choose "
+                       "another port)";
+            } else if (e != 0) {
+                return std::string(l.what) + " " + a.to_string() + ": " + std::strerror(e);
+            }
+        }
+    }
+    if (const auto m = Address::parse(c.metrics_listen)) {
+        if (const int e = probe_bind(*m, SOCK_STREAM); e != 0) {
+            return "[metrics].listen " + m->to_string() + ": " +
+                   (e == EADDRINUSE ? std::string("the port is in use by another process (another turn-relay? fix: "
+                                                  "stop it, or choose another port)")
+                                    : std::strerror(e));
+        }
+    }
+    for (const Address& ip : c.relay_ips) {
+        if (const int e = probe_bind(ip.with_port(0), SOCK_DGRAM); e != 0) {
+            return "[server].relay_ips: cannot bind " + ip.ip_string() + ": " + std::strerror(e) +
+                   (e == EADDRNOTAVAIL ? " (fix: an address of this host's interfaces; for a floating address "
+                                         "that arrives later, set net.ipv4.ip_nonlocal_bind = 1 "
+                                         "(net.ipv6.ip_nonlocal_bind for IPv6))"
+                                       : "");
+        }
+    }
+    return {};
+}
 
 EventLoop::EventLoop(Shared& shared, OffloadHook& offload, unsigned index)
     : shared_(shared), index_(index), io_(stats_), server_(shared, clock_, io_, offload, stats_) {

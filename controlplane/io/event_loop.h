@@ -24,6 +24,16 @@
 
 namespace turn::cp {
 
+// Before any loop binds (turn-relay's start-up): every listening address is
+// free, by a probe socket without SO_REUSEPORT, so that a second turn-relay on
+// the same ports (a manual start while the service runs) stops instead of
+// silently taking a share of the first one's clients through SO_REUSEPORT
+// (the metrics address too: a taken one otherwise fails without a reason);
+// and every [server].relay_ips address can be bound (is this host's, or
+// net.ipv4.ip_nonlocal_bind allows it), instead of answering every Allocate
+// with 508. "" or the first problem, naming the address and what to fix.
+std::string check_addresses(const Config& c);
+
 class EventLoop {
 public:
     EventLoop(Shared& shared, OffloadHook& offload, unsigned index);
@@ -35,6 +45,9 @@ public:
     // connections to the loop of their allocation (io/stream_handoff.h).
     std::string bind_listeners(const TlsContexts* tls = nullptr, StreamHandoffs* handoffs = nullptr);
     void start();
+    // Asks the thread to finish (it does within one 100 ms poll), without
+    // waiting: a process stopping many loops asks them all first.
+    void request_stop() { stop_.store(true); }
     void stop();  // asks the thread to finish and joins it
 
     // Restarts: restores a previous process's snapshot of this loop (before

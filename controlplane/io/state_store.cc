@@ -1,6 +1,7 @@
 #include "io/state_store.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,7 +72,12 @@ bool write_all(int fd, std::span<const uint8_t> data) {
 
 StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {}
 
-StateStore::~StateStore() { stop(); }
+StateStore::~StateStore() {
+    stop();
+    if (lock_fd_ >= 0) {
+        ::close(lock_fd_);
+    }
+}
 
 std::string StateStore::prepare() {
     std::error_code ec;
@@ -88,6 +94,33 @@ std::string StateStore::prepare() {
         return "[state].dir: \"" + dir_ + "\" is not writable: " + err;
     }
     ::unlink(probe.c_str());
+    // One process per directory: each would overwrite the other's snapshots
+    // and journals (and restore allocations the other still serves).
+    const std::string lock = dir_ + "/lock";
+    lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd_ < 0) {
+        return "[state].dir: cannot open \"" + lock + "\": " + std::strerror(errno);
+    }
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+        const int e = errno;
+        char pid[32] = {};
+        const ssize_t n = ::pread(lock_fd_, pid, sizeof pid - 1, 0);
+        std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string();
+        holder.erase(std::remove_if(holder.begin(), holder.end(), [](char c) { return c < '0' || c > '9'; }),
+                     holder.end());
+        ::close(lock_fd_);
+        lock_fd_ = -1;
+        if (e == EWOULDBLOCK) {
+            return "[state].dir: \"" + dir_ + "\" is in use by another turn-relay" +
+                   (holder.empty() ? std::string() : " (PID " + holder + ")") +
+                   " (fix: stop that one first, or give this one a [state].dir of its own)";
+        }
+        return "[state].dir: cannot lock \"" + lock + "\": " + std::strerror(e);
+    }
+    const std::string me = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, me.data(), me.size(), 0) < 0) {
+        log_event(LogLevel::kWarn, "state_lock_pid_unwritten", {{"path", lock}, {"error", std::strerror(errno)}});
+    }
     return {};
 }
 

@@ -39,8 +39,12 @@ public:
     StateStore(const StateStore&) = delete;
     StateStore& operator=(const StateStore&) = delete;
 
-    // Creates the directory (0700) if needed and checks it is writable; "" or
-    // an error naming the directory and what to fix.
+    // Creates the directory (0700) if needed, checks it is writable and
+    // takes its lock (`lock`, flock held until this object is destroyed, with
+    // the holder's PID in it): a second turn-relay given the same directory
+    // (a manual start while the service runs) stops here, before it reads or
+    // writes anything of the first one's. "" or an error naming the directory
+    // and what to fix.
     std::string prepare();
     // The nonce secret kept across restarts: read, or created (32 random
     // bytes, mode 0600) on first use.
@@ -97,6 +101,7 @@ private:
     std::vector<std::pair<unsigned, uint64_t>> list_journals(std::string& error) const;
 
     std::string dir_;
+    int lock_fd_ = -1;  // prepare()'s lock on the directory
     unsigned loops_ = 1;
     mutable std::mutex mu_;
     std::condition_variable cv_;

@@ -140,7 +140,7 @@ private:
         bool arrived = false;        // handed over by another loop (it is not handed on again)
         bool queued = false;         // in dirty_
         FiveTuple ft;
-        uint64_t last_rx_ms = 0;     // last complete message (or accept)
+        uint64_t last_rx_ms = 0;     // accept / connect; for a client, then the last tick it had an allocation
         std::vector<uint8_t> in;     // a partial message
         std::vector<uint8_t> out;    // queued output from out_off on
         size_t out_off = 0;

@@ -7,19 +7,42 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdlib>
 #include <ctime>
 
+#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <iterator>
+#include <utility>
 
 namespace turn::cp {
 
 namespace {
+
+// What the regular file `path` holds (its first MiB: certificates and keys
+// are a few KiB), for telling a renewed file from the loaded one; "" if it
+// cannot be read (make_tls_context then says why).
+std::string file_contents(const std::string& path) {
+    std::string out;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return out;
+    }
+    char buf[4096];
+    ssize_t n = 0;
+    while (out.size() < (size_t{1} << 20) && ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))) {
+        if (n > 0) {
+            out.append(buf, static_cast<size_t>(n));
+        }
+    }
+    ::close(fd);
+    return out;
+}
 
 std::string openssl_error() {
     std::string s;
@@ -160,11 +183,17 @@ TlsContexts::~TlsContexts() {
 
 bool TlsContexts::load(const std::string& certificate, const std::string& private_key, std::string& error,
                        bool* unchanged) {
-    const auto contents = [](const std::string& path) {
-        std::ifstream f(path, std::ios::binary);
-        return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()) + '\0';
-    };
-    const std::string both = contents(certificate) + contents(private_key);
+    // A directory (or a device) named as a file stops start-up or a reload
+    // with the key to fix, as a missing file does (make_tls_context).
+    for (const auto& [key, path] : {std::pair{"[tls].certificate", &certificate}, {"[tls].private_key", &private_key}}) {
+        struct stat st{};
+        if (::stat(path->c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+            error = std::string(key) + ": \"" + *path + "\" is not a regular file" +
+                    (S_ISDIR(st.st_mode) ? " but a directory" : "") + "; give the path of a readable PEM file";
+            return false;
+        }
+    }
+    const std::string both = file_contents(certificate) + '\0' + file_contents(private_key) + '\0';
     if (unchanged != nullptr) {
         *unchanged = false;
     }

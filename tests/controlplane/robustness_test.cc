@@ -70,6 +70,11 @@ TEST(EventLog, TextAndJsonFormats) {
               "event=allocation_created user=alice relayed=1.2.3.4:5");
     EXPECT_EQ(format_event("x", {{"user", "a \"b\""}}, true), R"("event":"x","user":"a \"b\"")");
     EXPECT_EQ(format_event("x", {{"empty", ""}}, false), "event=x empty=\"\"");
+    // Text values that would not read back as one value are quoted and escaped.
+    EXPECT_EQ(format_event("x", {{"error", "[auth].users: \"alice:\" must be"}}, false),
+              R"(event=x error="[auth].users: \"alice:\" must be")");
+    EXPECT_EQ(format_event("x", {{"user", "a\nevent=forged"}}, false), R"(event=x user="a\nevent=forged")");
+    EXPECT_EQ(format_event("x", {{"k", "a=b"}, {"p", "C:\\x"}}, false), R"(event=x k="a=b" p="C:\\x")");
 }
 
 }  // namespace

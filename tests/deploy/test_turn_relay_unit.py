@@ -137,7 +137,7 @@ def make_env(tmp_path):
         (r'(?m)^threads = 0', 'threads = 1'),
         (r'(?m)^listen = "127.0.0.1:9641"', f'listen = "127.0.0.1:{metrics_port}"'),
         (r'(?m)^dir = "/var/lib/turn-relay"', f'dir = "{state}"'),
-        (r'(?m)^\[state\]', f'[dataplane]\nsocket = "{run}/dataplane.sock"\n\n[state]'),
+        (r'(?m)^socket = ""', f'socket = "{run}/dataplane.sock"'),  # [dataplane].socket
         (r'(?m)^socket = "/run/turnrelay/admin.sock"', f'socket = "{run}/admin.sock"'),
     ]
     for pattern, repl in swaps:

@@ -173,6 +173,44 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
             stop_process(relay.proc, second_signal_after=1.0)
 
 
+def test_global_options_after_the_subcommand(tmp_path):
+    """`--json` and `--socket` are accepted after the subcommand as well as before it
+    (`turn-ctl status --json`), alone or mixed, with the same JSON answer; without `--json`
+    the text form stays. `--help` names the default admin socket."""
+    sock = tmp_path / "run" / "admin.sock"
+    relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n')
+
+    def run(*args):
+        p = subprocess.run([CTL, *args], capture_output=True, text=True, timeout=20)
+        return p.returncode, p.stdout, p.stderr
+
+    try:
+        answers = []
+        for args in (("status", "--json", "--socket", str(sock)),
+                     ("--socket", str(sock), "status", "--json"),
+                     ("--json", "status", "-s", str(sock)),
+                     ("--socket", str(sock), "--json", "status")):
+            rc, out, err = run(*args)
+            assert rc == 0 and err == "", (args, out, err)
+            st = json.loads(out)
+            assert st["ok"] is True and st["pid"] == relay.proc.pid and st["draining"] is False, (args, st)
+            assert st["listen"] == [f"127.0.0.1:{relay.port}", f"[::1]:{relay.port}"], (args, st)
+            assert st["relay_ips"] == ["127.0.0.1", "::1"] and st["allocations"]["total"] == 0, (args, st)
+            answers.append(st)
+        assert {a["realm"] for a in answers} == {"turnrelay.local"}
+        rc, out, err = run("allocations", "--user", "nobody", "--json", "-s", str(sock))
+        assert rc == 0 and json.loads(out)["allocations"] == [], (out, err)
+        rc, out, err = run("status", "--socket", str(sock))
+        assert rc == 0 and out.startswith("pid ") and f"127.0.0.1:{relay.port}" in out, (out, err)
+        rc, out, err = run("--help")
+        assert rc == 0 and "/run/turnrelay/admin.sock" in out, out
+        # A subcommand's own option is still refused before the subcommand (usage error).
+        rc, out, err = run("--user", "nobody", "allocations", "-s", str(sock))
+        assert rc == 2, (rc, out, err)
+    finally:
+        stop_process(relay.proc, second_signal_after=1.0)
+
+
 def test_usage_and_age_go_on_across_a_restart(tmp_path):
     """A client's allocation relays 3 datagrams through one turn-relay, which stops cleanly
     (its end line says the allocation continues, with no usage); the next turn-relay on the

@@ -3,10 +3,11 @@
 //
 //   turn-ctl [--socket PATH] [--json] status
 //   turn-ctl [--socket PATH] [--json] allocations [--user U]
-//   turn-ctl [--socket PATH] close ID
-//   turn-ctl [--socket PATH] drain [--deadline S]
-//   turn-ctl [--socket PATH] reload
+//   turn-ctl [--socket PATH] [--json] close ID
+//   turn-ctl [--socket PATH] [--json] drain [--deadline S]
+//   turn-ctl [--socket PATH] [--json] reload
 //
+// --socket and --json may also follow the subcommand (`turn-ctl status --json`).
 // Exit 0 when the relay did what was asked, 1 when it answered with an error,
 // 2 on a usage error, 3 when the relay cannot be reached.
 #include <poll.h>
@@ -148,11 +149,17 @@ void print_allocations(const nlohmann::json& j) {
 
 int main(int argc, char** argv) {
     CLI::App app{"turn-ctl: inspect and steer a running turn-relay (its [admin].socket)"};
+    app.set_version_flag("--version", "turn-ctl " TURN_RELAY_VERSION);
     std::string socket_path = "/run/turnrelay/admin.sock";
     bool json = false;
-    app.add_option("--socket,-s", socket_path, "the relay's admin socket ([admin].socket)");
+    app.add_option("--socket,-s", socket_path, "the relay's admin socket ([admin].socket)")->capture_default_str();
     app.add_flag("--json", json, "print the relay's JSON answer as it is");
+    app.footer("--socket and --json go before or after the subcommand: turn-ctl status --json");
     app.require_subcommand(1);
+    // Options a subcommand does not know go on to the main command, so the
+    // global ones are accepted after the subcommand too (set before the
+    // subcommands are added: they inherit it).
+    app.fallthrough();
     auto* status = app.add_subcommand("status", "process, loops, allocations, connections, draining");
     auto* allocs = app.add_subcommand("allocations", "every allocation: 5-tuple, user, relayed addresses, lifetimes");
     std::string user;
@@ -163,7 +170,9 @@ int main(int argc, char** argv) {
     auto* drain = app.add_subcommand("drain", "what SIGTERM does: redirect/refuse new allocations, exit when the rest end");
     unsigned deadline = 0;
     auto* deadline_opt = drain->add_option("--deadline", deadline, "seconds to wait for allocations to end ([drain].deadline_s)");
-    auto* reload = app.add_subcommand("reload", "what SIGHUP does: [auth], [policy] and the [tls] files again");
+    auto* reload = app.add_subcommand("reload",
+                                      "what SIGHUP does: applies [auth] users, rest_secrets and [policy] allow_peers, "
+                                      "deny_peers, allow_private_peers, re-reads the [tls] files; other keys need a restart");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

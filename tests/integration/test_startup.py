@@ -1,0 +1,210 @@
+"""Start-up guards of the real turn-relay: what an operator's mistake does before anything is served.
+
+- A second turn-relay started by hand while the service runs (same [state].dir, or the same
+  ports) stops at once, naming what is in use, and leaves the first one's saved state and
+  clients alone (before: it overwrote the first one's snapshot and took a share of its clients
+  through SO_REUSEPORT).
+- A [server].relay_ips address that is not this host's stops start-up (before: every Allocate
+  got 508, counted as a full port range).
+- A [tls] path that is a directory stops start-up with exit 2, and on SIGHUP is refused while
+  the relay keeps serving (before: an uncaught exception aborted the process in both cases).
+- `--config DIR`, `--threads 300`, a UDP listener or a user listed twice: exit 2 with the key.
+- Many event loops stop together (before: one after another, 100 ms each), and `threads = 0`
+  counts the CPUs the process may run on (taskset), not the machine's.
+"""
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import find_turn_relay_bin, free_port, log_tail, stop_process
+from test_admin import Collector, echo_socket
+from test_turn_probe import PASSWORD, USER, Relay, wait_tcp
+
+aioice_turn = pytest.importorskip("aioice.turn")
+
+
+def run_relay(*args, timeout=20):
+    """turn-relay run to its exit (a start-up that fails); (returncode, output)."""
+    p = subprocess.run([find_turn_relay_bin(), *args], capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout + p.stderr
+
+
+def minimal_config(path: Path, body: str = "") -> Path:
+    """A configuration on a free loopback port with one user; `body` is added to [server]."""
+    port = free_port()
+    path.write_text(f'[server]\nlisten = ["127.0.0.1:{port}"]\n{body}\n[auth]\nusers = ["a:one"]\n'
+                    '[metrics]\nlisten = ""\n')
+    return path
+
+
+def test_a_second_relay_stops_before_touching_the_first_ones_state_or_clients(tmp_path):
+    state = tmp_path / "state"
+    relay = Relay(tmp_path, extra=f'[state]\ndir = "{state}"\nsave_interval_ms = 100\n')
+    echo = echo_socket()
+    try:
+        async def allocate():
+            t, _ = await asyncio.wait_for(aioice_turn.create_turn_endpoint(
+                Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10)
+            t.sendto(b"hello", echo.getsockname())
+            data, _ = await asyncio.to_thread(echo.recvfrom, 100)
+            assert data == b"hello"
+            return t
+
+        loop = asyncio.new_event_loop()
+        client = loop.run_until_complete(allocate())
+        deadline = time.monotonic() + 5
+        while not any(p.stat().st_size > 64 for p in state.glob("loop-*.state")):
+            assert time.monotonic() < deadline, "the allocation was not saved:\n" + log_tail(relay.log)
+            time.sleep(0.05)
+        time.sleep(0.3)  # past the next save interval: nothing changes on disk from here on
+        saved = {p.name: p.read_bytes() for p in state.glob("loop-*.state")}
+        lock = (state / "lock").read_text().strip()
+        assert lock == str(relay.proc.pid), lock
+
+        # The same configuration again: the state directory is taken.
+        rc, out = run_relay("--config", str(relay.dir / "relay.toml"))
+        assert rc == 2, out
+        assert f'is in use by another turn-relay (PID {relay.proc.pid})' in out, out
+        assert "allocation_not_restored" not in out and "state_restored" not in out, out
+        # Another state directory but the same ports: the listeners are taken.
+        other = relay.dir / "other.toml"
+        other.write_text((relay.dir / "relay.toml").read_text().replace(str(state), str(tmp_path / "state2")))
+        rc, out = run_relay("--config", str(other))
+        assert rc == 1, out
+        assert re.search(rf"UDP listener 127\.0\.0\.1:{relay.port}: the port is in use by another process", out), out
+        assert not (tmp_path / "state2" / "loop-0.state").exists()
+
+        # The first relay's snapshot is as it was, and it still serves its client.
+        assert {p.name: p.read_bytes() for p in state.glob("loop-*.state")} == saved
+        assert relay.proc.poll() is None
+        async def send_again():
+            client.sendto(b"again", echo.getsockname())
+            data, _ = await asyncio.to_thread(echo.recvfrom, 100)
+            assert data == b"again"
+            client.close()
+            await asyncio.sleep(0.2)
+
+        loop.run_until_complete(send_again())
+        loop.close()
+    finally:
+        echo.close()
+        stop_process(relay.proc, second_signal_after=1.0)
+    # Its lock went with it: the same directory is usable again.
+    again = tmp_path / "again"
+    again.mkdir()
+    second = Relay(again, extra=f'[state]\ndir = "{state}"\n')
+    try:
+        assert second.proc.poll() is None, log_tail(second.log)
+    finally:
+        stop_process(second.proc, second_signal_after=1.0)
+
+
+def test_a_relay_ip_that_is_not_this_hosts_stops_start_up(tmp_path):
+    # 198.18.0.0/15 (benchmarking) is on no interface of the test host.
+    cfg = minimal_config(tmp_path / "relay.toml", 'relay_ips = ["198.18.255.254"]')
+    rc, out = run_relay("--config", str(cfg))
+    assert rc == 1, out
+    assert "[server].relay_ips: cannot bind 198.18.255.254: Cannot assign requested address" in out, out
+    assert "ip_nonlocal_bind" in out, out
+
+
+def test_a_tls_path_that_is_a_directory_stops_start_up_and_is_refused_on_reload(tmp_path):
+    relay = Relay(tmp_path)
+    try:
+        cfg = relay.dir / "relay.toml"
+        good = cfg.read_text()
+        bad = good.replace(f'certificate = "{relay.cert}"', f'certificate = "{tmp_path}"')
+        assert bad != good
+        bad_cfg = tmp_path / "bad.toml"
+        bad_cfg.write_text(bad)
+        rc, out = run_relay("--config", str(bad_cfg))
+        assert rc == 2, out
+        assert f'[tls].certificate: "{tmp_path}" is not a regular file but a directory' in out, out
+
+        # The running relay, told to reload the same mistake, keeps its certificate and serves on.
+        cfg.write_text(bad)
+        relay.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "event=tls_reload_failed" not in relay.log.read_text():
+            assert relay.proc.poll() is None, "turn-relay died on the reload:\n" + log_tail(relay.log)
+            assert time.monotonic() < deadline, log_tail(relay.log)
+            time.sleep(0.05)
+        assert "is not a regular file but a directory" in relay.log.read_text()
+        time.sleep(0.2)
+        assert relay.proc.poll() is None, log_tail(relay.log)
+        assert wait_tcp(relay.tls_port)
+    finally:
+        stop_process(relay.proc, second_signal_after=1.0)
+
+
+@pytest.mark.parametrize("case", ["config_dir", "threads", "udp_listener_twice", "user_twice"])
+def test_operator_mistakes_stop_start_up_with_the_key_to_fix(tmp_path, case):
+    if case == "config_dir":
+        rc, out = run_relay("--config", str(tmp_path))
+        expect = f'--config: "{tmp_path}" is not a regular file'
+    elif case == "threads":
+        rc, out = run_relay("--config", str(minimal_config(tmp_path / "r.toml")), "--threads", "300")
+        expect = "--threads: 300 is out of range 0..256"
+    elif case == "udp_listener_twice":
+        port = free_port()
+        cfg = tmp_path / "r.toml"
+        cfg.write_text(f'[server]\nlisten = ["127.0.0.1:{port}", "127.0.0.1:{port}"]\n[auth]\nusers = ["a:one"]\n')
+        rc, out = run_relay("--config", str(cfg))
+        expect = f"[server].listen: 127.0.0.1:{port} is listed twice"
+    else:
+        cfg = minimal_config(tmp_path / "r.toml")
+        cfg.write_text(cfg.read_text().replace('users = ["a:one"]', 'users = ["a:one", "a:two"]'))
+        rc, out = run_relay("--config", str(cfg))
+        expect = '[auth].users: user "a" is listed twice'
+    assert rc == 2, out
+    assert expect in out, out
+
+
+def test_many_loops_stop_together_and_threads_0_follows_the_cpu_affinity(tmp_path):
+    cfg = minimal_config(tmp_path / "r.toml", "threads = 128")
+    log = tmp_path / "relay.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while "event=started" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
+            time.sleep(0.05)
+        assert "loops=128 " in log.read_text()
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+    assert proc.returncode == 0, log_tail(log)
+    # One after another this took 128 x 100 ms; together, about one poll.
+    assert took < 6, f"128 loops took {took:.1f} s to stop"
+
+    if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs taskset and 2 CPUs for the affinity half")
+    cfg0 = minimal_config(tmp_path / "r0.toml", "threads = 0")
+    log0 = tmp_path / "relay0.log"
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    with open(log0, "wb") as f:
+        proc = subprocess.Popen(["taskset", "-c", str(cpu), find_turn_relay_bin(), "--config", str(cfg0)], stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while "event=started" not in log0.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log0)
+            time.sleep(0.05)
+        assert "loops=1 " in log0.read_text(), log_tail(log0)
+    finally:
+        stop_process(proc)
