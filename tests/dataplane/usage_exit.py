@@ -26,6 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from checks import Checks  # noqa: E402
+from netns_smoke import listen_ipc  # noqa: E402  (the control plane's end of the IPC socket)
 
 NULL = ["--no-pci", "--vdev=net_null0", "--vdev=net_null1", "--log-level=lib.eal:error"]
 NO_HUGE = ["-l", "0,1", "--no-huge", "-m", "256", *NULL]
@@ -97,14 +98,7 @@ class Runs:
     def sigterm(self, name, eal):
         """Runs until it connects to our socket and says Hello, then SIGTERM: exit 0, totals printed."""
         prefix = self.prefix()
-        try:
-            os.unlink(SOCK)
-        except FileNotFoundError:
-            pass
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        srv.bind(SOCK)
-        srv.listen(1)
-        srv.settimeout(60)
+        srv = listen_ipc(SOCK)
         p = subprocess.Popen([self.dp, *eal, f"--file-prefix={prefix}", "--", *GOOD],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
