@@ -26,6 +26,7 @@
 #include "core/config.h"
 #include "core/config_reload.h"
 #include "core/event_log.h"
+#include "core/nat_behavior.h"
 #include "core/offload.h"
 #include "core/shared.h"
 #include "io/admin_server.h"
@@ -58,6 +59,32 @@ void setup_logging(const Config& c) {
         spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
     }
     spdlog::flush_on(spdlog::level::info);
+}
+
+// Listening ports inside the relayed port range on a relay IP: harmless (the
+// allocator skips a port it cannot bind) but a planning mistake that shrinks
+// the range, so said once at start-up.
+void warn_listeners_in_relay_range(const Config& c) {
+    std::vector<Address> listening = c.listen;
+    for (const auto* more : {&c.listen_dtls, &c.listen_tcp, &c.listen_tls}) {
+        listening.insert(listening.end(), more->begin(), more->end());
+    }
+    const auto alternates = nat_extra_listeners(c);
+    listening.insert(listening.end(), alternates.begin(), alternates.end());
+    if (const auto m = Address::parse(c.metrics_listen)) {
+        listening.push_back(*m);
+    }
+    for (const Address& l : listening) {
+        const auto relay = c.relay_ip(l.family);
+        if (l.port >= c.relay_port_min && l.port <= c.relay_port_max && relay &&
+            (l.is_unspecified() || l.same_ip(*relay))) {
+            log_event(LogLevel::kWarn, "listener_in_relay_range",
+                      {{"listener", l.to_string()},
+                       {"range", std::to_string(c.relay_port_min) + "-" + std::to_string(c.relay_port_max)},
+                       {"fix", "move the listener or [server].relay_port_min/relay_port_max apart; that port is "
+                               "never relayed"}});
+        }
+    }
 }
 
 std::string turn_urls(const Config& c) {
@@ -384,6 +411,7 @@ int main(int argc, char** argv) {
             return kExitRuntime;
         }
     }
+    warn_listeners_in_relay_range(config);
     if (auto e = check_addresses(config); !e.empty()) {
         log_event("startup_failed", {{"error", e}});
         std::fprintf(stderr, "turn-relay: %s\n", e.c_str());

@@ -9,6 +9,7 @@
 - A [tls] path that is a directory stops start-up with exit 2, and on SIGHUP is refused while
   the relay keeps serving (before: an uncaught exception aborted the process in both cases).
 - `--config DIR`, `--threads 300`, a UDP listener or a user listed twice: exit 2 with the key.
+- A listening port inside the relayed port range is reported at start-up (it is never relayed).
 - Many event loops stop together (before: one after another, 100 ms each), and `threads = 0`
   counts the CPUs the process may run on (taskset), not the machine's.
 """
@@ -38,9 +39,9 @@ def run_relay(*args, timeout=20):
     return p.returncode, p.stdout + p.stderr
 
 
-def minimal_config(path: Path, body: str = "") -> Path:
-    """A configuration on a free loopback port with one user; `body` is added to [server]."""
-    port = free_port()
+def minimal_config(path: Path, body: str = "", port: int = 0) -> Path:
+    """A configuration on loopback (`port`, or a free one) with one user; `body` is added to [server]."""
+    port = port or free_port()
     path.write_text(f'[server]\nlisten = ["127.0.0.1:{port}"]\n{body}\n[auth]\nusers = ["a:one"]\n'
                     '[metrics]\nlisten = ""\n')
     return path
@@ -206,5 +207,24 @@ def test_many_loops_stop_together_and_threads_0_follows_the_cpu_affinity(tmp_pat
             assert proc.poll() is None and time.monotonic() < deadline, log_tail(log0)
             time.sleep(0.05)
         assert "loops=1 " in log0.read_text(), log_tail(log0)
+    finally:
+        stop_process(proc)
+
+
+def test_a_listener_inside_the_relay_port_range_is_reported(tmp_path):
+    port = free_port()
+    cfg = minimal_config(tmp_path / "r.toml", f"relay_port_min = {port - 5}\nrelay_port_max = {port + 5}", port)
+    log = tmp_path / "relay.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while "event=started" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
+            time.sleep(0.05)
+        text = log.read_text()
+        assert (f"event=listener_in_relay_range listener=127.0.0.1:{port} range={port - 5}-{port + 5} "
+                in text), text
     finally:
         stop_process(proc)
