@@ -286,7 +286,11 @@ void MetricsExporter::stop() { exposer_.reset(); }
 
 std::string MetricsExporter::start(const std::string& listen) {
     try {
-        exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+        // civetweb: a few threads, and a client that sends half a request (or
+        // reads nothing) holds one for at most the request timeout, not for as
+        // long as it keeps the connection open, which blocked every scrape.
+        exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+            "listening_ports", listen, "num_threads", "4", "request_timeout_ms", "3000"});
         exposer_->RegisterCollectable(collector_);
     } catch (const std::exception& e) {
         return "[metrics].listen: cannot serve on " + listen + ": " + e.what();

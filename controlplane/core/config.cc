@@ -160,7 +160,7 @@ void apply_toml(const toml::table& root, Config& c) {
         {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes", "accepts_per_ip_per_s"}},
         {"dtls", {"max_sessions", "max_sessions_per_ip", "idle_timeout_s", "handshakes_per_ip_per_s", "mtu"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
-                        "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels", "mobility"}},
+                        "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels", "max_tcp_peer_connections", "mobility"}},
         {"policy", {"allow_peers", "deny_peers", "allow_private_peers", "unauth_per_ip_per_s"}},
         {"metrics", {"listen"}},
         {"dataplane", {"socket"}},
@@ -263,6 +263,7 @@ void apply_toml(const toml::table& root, Config& c) {
     get_int(root, "allocation", "reservation_lifetime_s", c.reservation_lifetime_s, 1, 3600);
     get_int(root, "allocation", "max_permissions", c.max_permissions, 1, 1'000'000);
     get_int(root, "allocation", "max_channels", c.max_channels, 1, 16384);
+    get_int(root, "allocation", "max_tcp_peer_connections", c.max_tcp_peer_connections, 1, 65536);
     if (const toml::node* n = find(root, "allocation", "mobility")) {
         if (!n->is_boolean()) {
             fail("[allocation].mobility", "must be true or false");

@@ -72,6 +72,7 @@ struct Config {
     // (beyond them CreatePermission / ChannelBind get 508).
     uint32_t max_permissions = 1000;
     uint32_t max_channels = 1000;
+    uint32_t max_tcp_peer_connections = 64;  // RFC 6062: peer connections per TCP allocation (Connect + accepted)
     // RFC 8016: clients that ask (MOBILITY-TICKET in Allocate) may take their
     // UDP allocation to a new address; false ignores the request.
     bool mobility = true;

@@ -89,6 +89,9 @@ void Server::on_parse_error(const FiveTuple& ft, std::span<const uint8_t> data) 
     if (stun::type_class(type) != stun::Class::kRequest) {
         return;
     }
+    if (!unauth_answer_allowed(ft)) {
+        return;
+    }
     std::array<uint8_t, stun::kTxIdSize> txid{};
     std::memcpy(txid.data(), data.data() + 8, txid.size());
     stun::MessageBuilder b(scratch_, stun::make_type(stun::type_method(type), stun::Class::kError), txid);
@@ -163,6 +166,19 @@ void Server::on_rfc3489_binding(const FiveTuple& ft, std::span<const uint8_t> da
     io_.send_to_client(out, std::span<const uint8_t>(scratch_.data(), b.size()));
 }
 
+// Unauthenticated answers (401/438 challenges, and 400 to unknown methods
+// and malformed requests, each larger than the request) are rate-limited per
+// source (IPv4 address, IPv6 /64; all loops together) so that spoofed
+// requests cannot turn the relay into a reflector. Binding answers are not
+// (any STUN server's; ICE needs them).
+bool Server::unauth_answer_allowed(const FiveTuple& ft) {
+    if (shared_.unauth_limiter.allow(ft.client, clock_.now_ms())) {
+        return true;
+    }
+    stats_.drop(Drop::kUnauthRateLimit);
+    return false;
+}
+
 void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
     const uint64_t now = clock_.now_ms();
     // A retransmission gets the answer it had. A request that reuses a
@@ -188,7 +204,9 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
         case stun::Method::kConnectionBind:
             break;
         default:
-            reply_error(r, stun::err::kBadRequest);  // unknown method
+            if (unauth_answer_allowed(ft)) {
+                reply_error(r, stun::err::kBadRequest);  // unknown method
+            }
             return;
     }
 
@@ -200,15 +218,11 @@ void Server::on_request(const FiveTuple& ft, const stun::MessageView& m) {
         if (!first_allocate) {
             stats_.auth_failure(auth.reason);
         }
-        if (auth.verdict == AuthVerdict::kBadRequest) {
-            reply_error(r, stun::err::kBadRequest);
+        if (!unauth_answer_allowed(ft)) {
             return;
         }
-        // Unauthenticated answers are rate-limited per source (IPv4 address,
-        // IPv6 /64; all loops together) so that spoofed requests cannot turn
-        // the relay into a reflector.
-        if (!shared_.unauth_limiter.allow(ft.client, now)) {
-            stats_.drop(Drop::kUnauthRateLimit);
+        if (auth.verdict == AuthVerdict::kBadRequest) {
+            reply_error(r, stun::err::kBadRequest);
             return;
         }
         if (first_allocate) {

@@ -137,6 +137,9 @@ private:
     // SOFTWARE, the integrity attribute of `auth` (none without), FINGERPRINT if asked.
     void seal(stun::MessageBuilder& b, const AuthContext* auth, bool fingerprint) const;
     void reply_error(const Request& r, uint16_t code);
+    // The per-source budget for answers to unauthenticated requests (counts
+    // drop_unauth_rate_limit when spent).
+    bool unauth_answer_allowed(const FiveTuple& ft);
     // Whether r may reach `peer` (with its port: ChannelBind, Connect;
     // without: CreatePermission); when not, 403 is answered and, at debug
     // level, the peer and the rule that denied it logged (peer_denied; the

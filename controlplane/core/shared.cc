@@ -2,6 +2,8 @@
 
 #include <random>
 
+#include "core/nat_behavior.h"
+
 namespace turn::cp {
 
 Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
@@ -34,7 +36,20 @@ std::shared_ptr<auth::CredentialStore> Shared::make_credentials(const Config& c,
 }
 
 std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {
-    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, c.listen, c.relay_ips, c.allow_private_peers);
+    // The relay's own transport addresses, which no client may make it send
+    // to or connect to: every listener of every transport (a Connect to the
+    // TLS port, a Send to the DTLS port would otherwise reach the relay
+    // itself), the RFC 5780 alternates and the metrics endpoint.
+    std::vector<Address> own = c.listen;
+    for (const auto* more : {&c.listen_tcp, &c.listen_tls, &c.listen_dtls}) {
+        own.insert(own.end(), more->begin(), more->end());
+    }
+    const auto alternates = nat_extra_listeners(c);
+    own.insert(own.end(), alternates.begin(), alternates.end());
+    if (const auto m = Address::parse(c.metrics_listen)) {
+        own.push_back(*m);
+    }
+    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, own, c.relay_ips, c.allow_private_peers);
 }
 
 namespace {

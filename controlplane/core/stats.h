@@ -29,13 +29,14 @@ struct Counter {
     X(kPeerPolicy, "peer_policy")              /* Send/peer traffic to a denied peer */  \
     X(kFamilyMismatch, "family_mismatch")      /* no relayed address of that family */  \
     X(kBandwidth, "bandwidth")                 /* allocation over its bandwidth quota */ \
-    X(kUnauthRateLimit, "unauth_rate_limit")   /* 401/438 answers over the per-source limit */   \
+    X(kUnauthRateLimit, "unauth_rate_limit")   /* 401/438/400 answers over the per-source limit */   \
     X(kSendError, "send_error")                /* sendmsg failed */                      \
     X(kTooLarge, "too_large")                  /* framed result exceeds 65535 bytes */  \
     X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */ \
     X(kStreamBackpressure, "stream_backpressure") /* TCP/TLS client not reading: its send buffer is full */ \
     X(kDtlsNoSession, "dtls_no_session")       /* on a DTLS listener: not a ClientHello, and no session */ \
-    X(kTtlExpired, "ttl_expired")              /* data to relay received with TTL / Hop Limit 0 or 1 (RFC 8656 section 14) */
+    X(kTtlExpired, "ttl_expired")              /* data to relay received with TTL / Hop Limit 0 or 1 (RFC 8656 section 14) */ \
+    X(kTcpPeerLimit, "tcp_peer_limit")         /* RFC 6062: a peer's connection to an allocation at [allocation].max_tcp_peer_connections */
 
 #define TURN_CP_AUTH_FAILURES(X)              \
     X(kNoCredentials, "no_credentials")       \

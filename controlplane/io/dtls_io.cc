@@ -13,6 +13,8 @@
 #include "core/event_log.h"
 #include "core/server.h"
 #include "io/udp_socket.h"
+#include "stun/message.h"
+#include "turn/channel_data.h"
 
 namespace turn::cp {
 
@@ -324,7 +326,6 @@ bool DtlsIo::feed(Session& s, std::span<const uint8_t> data) {
     if (!data.empty()) {
         s.bio->in = data.data();
         s.bio->in_len = data.size();
-        s.last_rx_ms = now_ms_;
     }
     if (!s.established) {
         const int r = SSL_do_handshake(s.ssl);
@@ -366,8 +367,19 @@ bool DtlsIo::read_records(Session& s) {
     for (;;) {
         const int n = SSL_read(s.ssl, plain_.data(), static_cast<int>(plain_.size()));
         if (n > 0) {
+            const std::span<const uint8_t> msg{plain_.data(), static_cast<size_t>(n)};
+            // A record holding a STUN or ChannelData message keeps the session
+            // from its idle timeout; anything else inside valid records (or
+            // datagrams that are no record) does not, so that a session
+            // without an allocation cannot be held by junk (as over TCP,
+            // where nothing but an allocation holds a connection).
+            turn::ChannelDataView cd;
+            if (stun::looks_like_stun(msg) ||
+                turn::parse_channel_data(msg, cd, turn::ChannelRange::kRfc5766) == turn::ChannelDataError::kOk) {
+                s.last_rx_ms = now_ms_;
+            }
             if (server_ != nullptr) {
-                server_->on_client_datagram(s.ft, {plain_.data(), static_cast<size_t>(n)}, rx_marks_);
+                server_->on_client_datagram(s.ft, msg, rx_marks_);
             }
             continue;
         }

@@ -119,7 +119,7 @@ private:
         std::unique_ptr<Bio> bio;
         FiveTuple ft;
         bool established = false;
-        uint64_t last_rx_ms = 0;  // last datagram from the client (or the session's start)
+        uint64_t last_rx_ms = 0;  // last STUN or ChannelData record from the client (or the session's start)
         size_t max_plain = kMaxRecord;  // the largest record it takes
         uint64_t serial = 0;  // tells its timers from those of an earlier session on its 5-tuple
     };

@@ -224,6 +224,35 @@ TEST_F(ServerTest, UnauthenticatedAnswersAreRateLimited) {
     EXPECT_TRUE(exchange(other, plain_allocate()).has_value());
 }
 
+// 400 answers to unknown methods and to requests with malformed attributes
+// are larger than what provoked them: the same per-source budget as the
+// challenges (spoofed sources must not get a reflector). Binding is answered.
+TEST_F(ServerTest, BadRequestAnswersShareTheUnauthenticatedLimit) {
+    Config c = base_config();
+    c.unauth_per_ip_per_s = 4;
+    start(c);
+    int answered = 0;
+    for (int i = 0; i < 10; ++i) {
+        // Method 0x0FF: no such TURN method.
+        const auto m = build(static_cast<stun::Method>(0x0FF), stun::Class::kRequest, {}, nullptr);
+        answered += exchange(tuple(static_cast<uint16_t>(3000 + i)), m).has_value() ? 1 : 0;
+    }
+    for (int i = 0; i < 10; ++i) {
+        // A sound header whose one attribute overruns the message: 400 from on_parse_error.
+        auto m = build(M::kBinding, stun::Class::kRequest, {}, nullptr);
+        m.resize(m.size() + 4);
+        const uint8_t attr[4] = {0x80, 0x22, 0x00, 0x40};  // SOFTWARE, 64 bytes, none present
+        std::memcpy(m.data() + m.size() - 4, attr, 4);
+        m[2] = static_cast<uint8_t>((m.size() - 20) >> 8);
+        m[3] = static_cast<uint8_t>(m.size() - 20);
+        answered += exchange(tuple(static_cast<uint16_t>(3100 + i)), m).has_value() ? 1 : 0;
+    }
+    EXPECT_EQ(answered, 4);
+    EXPECT_EQ(stats->drops_of(Drop::kUnauthRateLimit), 16u);
+    // Binding is not limited.
+    EXPECT_TRUE(exchange(tuple(3200), build(M::kBinding, stun::Class::kRequest, {}, nullptr)).has_value());
+}
+
 // Event loops are separate Servers on one Shared: a source whose ports
 // SO_REUSEPORT spreads over loops still gets the configured rate in total.
 TEST_F(ServerTest, UnauthenticatedLimitIsSharedByEventLoops) {

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include "core/config.h"
+#include "core/shared.h"
+
 namespace turn::cp {
 namespace {
 
@@ -165,6 +168,39 @@ TEST(PeerPolicy, WildcardListenerOwnsItsPortOnEveryIP) {
     PeerPolicy p({*Prefix::parse("127.0.0.0/8")}, {}, {A("0.0.0.0:3478")}, {A("198.18.0.2")});
     EXPECT_EQ(p.check_transport(A("127.0.0.1:3478")), PeerVerdict::kDeniedSelf);
     EXPECT_TRUE(p.permitted_transport(A("127.0.0.1:3479")));
+}
+
+// The policy the relay runs with knows every transport address of its own:
+// a client must not make it connect to its TLS port or send to its DTLS,
+// RFC 5780 or metrics port (each on a relay IP a peer may otherwise use).
+TEST(PeerPolicy, TheRelaysOwnListenersOfEveryKindAreSelf) {
+    auto loaded = load_config_text(R"(
+[server]
+listen = ["198.18.0.1:3478"]
+listen_tcp = ["198.18.0.1:3478"]
+listen_tls = ["198.18.0.9:443"]
+listen_dtls = ["198.18.0.1:5349"]
+alternate_ips = ["198.18.0.7"]
+alternate_port = 3479
+relay_ips = ["198.18.0.1"]
+[tls]
+certificate = "/nonexistent/cert.pem"
+private_key = "/nonexistent/key.pem"
+[auth]
+users = ["a:b"]
+[metrics]
+listen = "198.18.0.1:9641"
+)",
+                                   {});
+    ASSERT_TRUE(std::holds_alternative<Config>(loaded)) << std::get<ConfigError>(loaded).message;
+    const auto p = Shared::make_policy(std::get<Config>(loaded));
+    for (const char* own : {"198.18.0.9:443", "198.18.0.1:5349", "198.18.0.1:9641", "198.18.0.1:3479",
+                            "198.18.0.7:3478", "198.18.0.7:3479", "198.18.0.1:3478"}) {
+        EXPECT_EQ(p->check_transport(A(own)), PeerVerdict::kDeniedSelf) << own;
+    }
+    // The TLS listener's IP is the relay's own, whatever the port; another host is a peer.
+    EXPECT_EQ(p->check_ip(A("198.18.0.9")), PeerVerdict::kDeniedSelf);
+    EXPECT_TRUE(p->permitted_transport(A("198.18.0.2:443")));
 }
 
 }  // namespace

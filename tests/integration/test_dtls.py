@@ -944,6 +944,28 @@ def test_idle_timeout_and_mtu(tmp_path, dtls_cert):
 
 
 @turnrelay_only
+def test_junk_records_do_not_hold_a_session(tmp_path, dtls_cert):
+    """A session without allocation that sends only records holding no STUN or ChannelData
+    message is closed at idle_timeout_s like a silent one (before: every datagram restarted
+    the clock, so junk held a session, and its slot of max_sessions, for ever)."""
+    srv = own_server(tmp_path, dtls_cert, idle_timeout_s=IDLE_TIMEOUT_S)
+    try:
+        junk = DtlsTurnClient(srv, 4)
+        t0 = time.monotonic()
+        closed_after: Optional[float] = None
+        while closed_after is None and time.monotonic() - t0 < 2 * IDLE_TIMEOUT_S + 1:
+            junk.send(b"junk: neither STUN nor ChannelData")
+            if junk.wait_close_notify(0.3) is not None:
+                closed_after = time.monotonic() - t0
+        junk.close(notify=False)
+        assert closed_after is not None, f"junk every 0.3 s held the session past {2 * IDLE_TIMEOUT_S + 1} s"
+        assert closed_after >= IDLE_TIMEOUT_S - 0.7, closed_after
+        assert closed(srv, "dtls", "idle") == 1
+    finally:
+        stop_server(srv)
+
+
+@turnrelay_only
 def test_session_limits(tmp_path, dtls_cert):
     """max_sessions_per_ip = 1, max_sessions = 3: a second session from 127.0.0.1 and a
     fourth in all get no handshake (reason limit); ::1 and 127.0.0.2 are other addresses;

@@ -226,6 +226,8 @@ certificate = "{cert}"
 private_key = "{key}"
 [auth]
 users = ["alice:alice-pw", "bob:bob-pw"]
+[allocation]
+max_tcp_peer_connections = {MAX_PEER_CONNECTIONS}
 [policy]
 allow_peers = ["127.0.0.0/8"]
 unauth_per_ip_per_s = 1000
@@ -248,6 +250,9 @@ listen = "127.0.0.1:{metrics}"
     alive = proc.poll() is None
     stop_process(proc, second_signal_after=0.5)
     assert alive, "turn-relay died:\n" + log_tail(log)
+
+
+MAX_PEER_CONNECTIONS = 3  # [allocation].max_tcp_peer_connections of the module's relay
 
 
 def metric(relay, prefix):
@@ -331,6 +336,7 @@ def test_uclient_tcp_relay(relay, tls):
 @pytest.mark.parametrize("tls", [False, True])
 def test_connect_bind_and_a_megabyte_each_way(relay, tls):
     peer = EchoPeer()
+    log_from = len(relay.log.read_text())  # an earlier allocation may have had the same relayed port
     ctl, relayed = tcp_allocation(relay, tls)
     c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peer.port))])
     assert c == 2, error_code(a)
@@ -357,7 +363,7 @@ def test_connect_bind_and_a_megabyte_each_way(relay, tls):
     want = f"relayed={relayed[0]}:{relayed[1]} "
     line = ""
     for _ in range(150):
-        line = next((l for l in relay.log.read_text().splitlines()
+        line = next((l for l in relay.log.read_text()[log_from:].splitlines()
                      if "event=allocation_connection_closed" in l and want in l), "")
         if line:
             break
@@ -655,3 +661,57 @@ def test_error_answers(relay):
     for s in (ctl, ctl2):
         s.close()
     peer.close()
+
+
+def test_one_allocation_cannot_take_every_peer_connection(relay):
+    """[allocation].max_tcp_peer_connections (3 here): a fourth Connect on one allocation gets
+    508 and a fourth peer connecting to it is closed unannounced (tcp_peer_limit); another
+    user's allocation still connects, and a closed connection makes room again."""
+    peers = [EchoPeer() for _ in range(MAX_PEER_CONNECTIONS + 2)]
+    ctl, relayed = tcp_allocation(relay)
+    other = None
+    try:
+        ids = []
+        for p in peers[:MAX_PEER_CONNECTIONS]:
+            c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", p.port))])
+            assert c == 2, error_code(a)
+            ids.append(struct.unpack("!I", a[A_CONNECTION_ID])[0])
+        c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peers[-2].port))])
+        assert error_code(a) == 508
+        # A peer's own connection to the full allocation: closed, no ConnectionAttempt.
+        dropped = metric(relay, 'turn_drops_total{reason="tcp_peer_limit"}')
+        s = socket.create_connection(relayed, timeout=5)
+        s.settimeout(5)
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        s.close()
+        deadline = time.monotonic() + 5
+        while metric(relay, 'turn_drops_total{reason="tcp_peer_limit"}') != dropped + 1:
+            assert time.monotonic() < deadline, "tcp_peer_limit not counted"
+            time.sleep(0.05)
+        with pytest.raises(socket.timeout):
+            ctl.indication(timeout=0.5)
+        # Another allocation is not affected.
+        other, _ = tcp_allocation(relay, user="bob")
+        c, a, _ = other.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peers[-1].port))])
+        assert c == 2, error_code(a)
+        # One of the three ends (its bind never comes: closed at the bind timeout is too slow
+        # here, so bind it and close the data connection): room for another.
+        data, c, a = bind(relay, ids[0])
+        assert c == 2, error_code(a)
+        data.close()
+        deadline = time.monotonic() + 5
+        while True:
+            c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peers[-2].port))])
+            if c == 2:
+                break
+            assert error_code(a) == 508 and time.monotonic() < deadline, error_code(a)
+            time.sleep(0.1)
+    finally:
+        ctl.close()
+        if other is not None:
+            other.close()
+        for p in peers:
+            p.close()

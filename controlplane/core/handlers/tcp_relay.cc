@@ -12,6 +12,7 @@
 // (io/stream_io.cc); this file keeps only what the protocol needs.
 #include "core/server.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "stun/attributes.h"
@@ -85,11 +86,19 @@ void Server::handle_connect(const Request& r, Allocation& a) {
     if (!peer_permitted(r, peer, true)) {
         return;
     }
+    uint32_t mine = 0;
     for (const auto& [id, p] : tcp_peers_) {
         if (p.alloc_id == a.id && p.peer == peer) {
             reply_error(r, err::kConnectionAlreadyExists);  // section 5.2: one connection per peer address
             return;
         }
+        mine += p.alloc_id == a.id ? 1 : 0;
+    }
+    // One allocation may not take every peer connection of the process
+    // ([tcp].max_connections, shared): RFC 6062 sets no limit, this one is ours.
+    if (mine >= shared_.config.max_tcp_peer_connections) {
+        reply_error(r, err::kInsufficientCapacity);
+        return;
     }
     if (a.permissions.count(Allocation::permission_key(peer)) == 0 &&
         a.permissions.size() + 1 > shared_.config.max_permissions) {
@@ -145,6 +154,12 @@ bool Server::on_tcp_peer_accepted(RelayId relay, const Address& peer_in, uint32_
     const Address peer = peer_in.normalised();
     if (!a->permitted(peer, clock_.now_ms())) {
         stats_.drop(Drop::kNoPermission);  // section 5.3: no permission, no connection
+        return false;
+    }
+    const auto mine = std::count_if(tcp_peers_.begin(), tcp_peers_.end(),
+                                    [&](const auto& e) { return e.second.alloc_id == a->id; });
+    if (static_cast<uint64_t>(mine) >= shared_.config.max_tcp_peer_connections) {
+        stats_.drop(Drop::kTcpPeerLimit);  // as for Connect (handle_connect): the connection is closed
         return false;
     }
     conn_id = new_connection_id();
