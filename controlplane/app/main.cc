@@ -26,7 +26,6 @@
 #include "core/config.h"
 #include "core/config_reload.h"
 #include "core/event_log.h"
-#include "core/nat_behavior.h"
 #include "core/offload.h"
 #include "core/shared.h"
 #include "io/admin_server.h"
@@ -65,16 +64,7 @@ void setup_logging(const Config& c) {
 // allocator skips a port it cannot bind) but a planning mistake that shrinks
 // the range, so said once at start-up.
 void warn_listeners_in_relay_range(const Config& c) {
-    std::vector<Address> listening = c.listen;
-    for (const auto* more : {&c.listen_dtls, &c.listen_tcp, &c.listen_tls}) {
-        listening.insert(listening.end(), more->begin(), more->end());
-    }
-    const auto alternates = nat_extra_listeners(c);
-    listening.insert(listening.end(), alternates.begin(), alternates.end());
-    if (const auto m = Address::parse(c.metrics_listen)) {
-        listening.push_back(*m);
-    }
-    for (const Address& l : listening) {
+    for (const Address& l : Shared::own_listeners(c)) {
         const auto relay = c.relay_ip(l.family);
         if (l.port >= c.relay_port_min && l.port <= c.relay_port_max && relay &&
             (l.is_unspecified() || l.same_ip(*relay))) {

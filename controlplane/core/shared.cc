@@ -35,11 +35,7 @@ std::shared_ptr<auth::CredentialStore> Shared::make_credentials(const Config& c,
     return store;
 }
 
-std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {
-    // The relay's own transport addresses, which no client may make it send
-    // to or connect to: every listener of every transport (a Connect to the
-    // TLS port, a Send to the DTLS port would otherwise reach the relay
-    // itself), the RFC 5780 alternates and the metrics endpoint.
+std::vector<Address> Shared::own_listeners(const Config& c) {
     std::vector<Address> own = c.listen;
     for (const auto* more : {&c.listen_tcp, &c.listen_tls, &c.listen_dtls}) {
         own.insert(own.end(), more->begin(), more->end());
@@ -49,7 +45,15 @@ std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {
     if (const auto m = Address::parse(c.metrics_listen)) {
         own.push_back(*m);
     }
-    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, own, c.relay_ips, c.allow_private_peers);
+    return own;
+}
+
+std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {
+    // No client may make the relay send or connect to one of its own
+    // listeners of any transport (a Connect to the TLS port, a Send to the
+    // DTLS port would otherwise reach the relay itself).
+    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, own_listeners(c), c.relay_ips,
+                                        c.allow_private_peers);
 }
 
 namespace {

@@ -51,6 +51,9 @@ struct Shared {
     // `error` naming the key when a password or secret is refused.
     static std::shared_ptr<auth::CredentialStore> make_credentials(const Config& c, std::string& error);
     static std::shared_ptr<PeerPolicy> make_policy(const Config& c);
+    // Every transport address the relay listens on: UDP, TCP, TLS and DTLS
+    // listeners, the RFC 5780 alternates and the metrics endpoint.
+    static std::vector<Address> own_listeners(const Config& c);
 
     // Start-up configuration. What SIGHUP may replace (core/config_reload.h) is read
     // through `credentials` and `policy`, not from here.

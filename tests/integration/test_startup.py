@@ -47,6 +47,20 @@ def minimal_config(path: Path, body: str = "", port: int = 0) -> Path:
     return path
 
 
+def start_until_started(cfg: Path, log: Path, prefix=(), timeout=30):
+    """turn-relay on `cfg` (run under `prefix`, e.g. taskset), returned once it logged `started`."""
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([*prefix, find_turn_relay_bin(), "--config", str(cfg)], stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while "event=started" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise AssertionError("turn-relay did not start:\n" + log_tail(log))
+        time.sleep(0.05)
+    return proc
+
+
 def test_a_second_relay_stops_before_touching_the_first_ones_state_or_clients(tmp_path):
     state = tmp_path / "state"
     relay = Relay(tmp_path, extra=f'[state]\ndir = "{state}"\nsave_interval_ms = 100\n')
@@ -171,16 +185,9 @@ def test_operator_mistakes_stop_start_up_with_the_key_to_fix(tmp_path, case):
 
 
 def test_many_loops_stop_together_and_threads_0_follows_the_cpu_affinity(tmp_path):
-    cfg = minimal_config(tmp_path / "r.toml", "threads = 128")
     log = tmp_path / "relay.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+    proc = start_until_started(minimal_config(tmp_path / "r.toml", "threads = 128"), log)
     try:
-        deadline = time.monotonic() + 30
-        while "event=started" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
-            time.sleep(0.05)
         assert "loops=128 " in log.read_text()
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -195,17 +202,11 @@ def test_many_loops_stop_together_and_threads_0_follows_the_cpu_affinity(tmp_pat
 
     if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs taskset and 2 CPUs for the affinity half")
-    cfg0 = minimal_config(tmp_path / "r0.toml", "threads = 0")
     log0 = tmp_path / "relay0.log"
     cpu = sorted(os.sched_getaffinity(0))[0]
-    with open(log0, "wb") as f:
-        proc = subprocess.Popen(["taskset", "-c", str(cpu), find_turn_relay_bin(), "--config", str(cfg0)], stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = start_until_started(minimal_config(tmp_path / "r0.toml", "threads = 0"), log0,
+                               prefix=("taskset", "-c", str(cpu)))
     try:
-        deadline = time.monotonic() + 15
-        while "event=started" not in log0.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log0)
-            time.sleep(0.05)
         assert "loops=1 " in log0.read_text(), log_tail(log0)
     finally:
         stop_process(proc)
@@ -215,14 +216,8 @@ def test_a_listener_inside_the_relay_port_range_is_reported(tmp_path):
     port = free_port()
     cfg = minimal_config(tmp_path / "r.toml", f"relay_port_min = {port - 5}\nrelay_port_max = {port + 5}", port)
     log = tmp_path / "relay.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+    proc = start_until_started(cfg, log)
     try:
-        deadline = time.monotonic() + 15
-        while "event=started" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
-            time.sleep(0.05)
         text = log.read_text()
         assert (f"event=listener_in_relay_range listener=127.0.0.1:{port} range={port - 5}-{port + 5} "
                 in text), text
