@@ -396,14 +396,14 @@ int main(int argc, char** argv) {
         std::string e;
         handoffs = std::make_unique<StreamHandoffs>(n, e);
         if (!e.empty()) {
-            log_event("startup_failed", {{"error", e}});
+            log_event(LogLevel::kError, "startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
         }
     }
     warn_listeners_in_relay_range(config);
     if (auto e = check_addresses(config); !e.empty()) {
-        log_event("startup_failed", {{"error", e}});
+        log_event(LogLevel::kError, "startup_failed", {{"error", e}});
         std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
         return kExitRuntime;
     }
@@ -413,7 +413,7 @@ int main(int argc, char** argv) {
         loops.push_back(std::make_unique<EventLoop>(*shared, offload, i));
         if (auto e = loops.back()->bind_listeners(any_tls ? &tls : nullptr, handoffs.get());
             !e.empty()) {
-            log_event("startup_failed", {{"error", e}});
+            log_event(LogLevel::kError, "startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
         }
@@ -440,7 +440,7 @@ int main(int argc, char** argv) {
     }
     if (dataplane) {
         if (auto e = dataplane->start(); !e.empty()) {
-            log_event("startup_failed", {{"error", e}});
+            log_event(LogLevel::kError, "startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
         }
@@ -448,7 +448,7 @@ int main(int argc, char** argv) {
     MetricsExporter exporter(*shared, stats, dataplane ? &dataplane->counters() : nullptr);
     if (!config.metrics_listen.empty()) {
         if (auto e = exporter.start(config.metrics_listen); !e.empty()) {
-            log_event("startup_failed", {{"error", e}});
+            log_event(LogLevel::kError, "startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             return kExitRuntime;
         }
@@ -534,7 +534,7 @@ int main(int argc, char** argv) {
                        }});
     if (!config.admin_socket.empty()) {
         if (auto e = admin.start(config.admin_socket); !e.empty()) {
-            log_event("startup_failed", {{"error", e}});
+            log_event(LogLevel::kError, "startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
             for (auto& l : loops) {
                 l->stop();
