@@ -46,11 +46,16 @@ std::string check_addresses(const Config& c) {
         const char* what;
     };
     const std::vector<Address> alternates = nat_extra_listeners(c);
+    std::vector<Address> metrics;
+    if (const auto m = Address::parse(c.metrics_listen)) {
+        metrics.push_back(*m);
+    }
     for (const Listener& l : {Listener{&c.listen, SOCK_DGRAM, "UDP listener"},
                               Listener{&alternates, SOCK_DGRAM, "RFC 5780 alternate listener"},
                               Listener{&c.listen_dtls, SOCK_DGRAM, "DTLS listener"},
                               Listener{&c.listen_tcp, SOCK_STREAM, "TCP listener"},
-                              Listener{&c.listen_tls, SOCK_STREAM, "TLS listener"}}) {
+                              Listener{&c.listen_tls, SOCK_STREAM, "TLS listener"},
+                              Listener{&metrics, SOCK_STREAM, "[metrics].listen"}}) {
         for (const Address& a : *l.addrs) {
             if (const int e = probe_bind(a, l.type); e == EADDRINUSE) {
                 return std::string(l.what) + " " + a.to_string() +
@@ -59,14 +64,6 @@ std::string check_addresses(const Config& c) {
             } else if (e != 0) {
                 return std::string(l.what) + " " + a.to_string() + ": " + std::strerror(e);
             }
-        }
-    }
-    if (const auto m = Address::parse(c.metrics_listen)) {
-        if (const int e = probe_bind(*m, SOCK_STREAM); e != 0) {
-            return "[metrics].listen " + m->to_string() + ": " +
-                   (e == EADDRINUSE ? std::string("the port is in use by another process (another turn-relay? fix: "
-                                                  "stop it, or choose another port)")
-                                    : std::strerror(e));
         }
     }
     for (const Address& ip : c.relay_ips) {

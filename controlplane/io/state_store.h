@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/state_snapshot.h"
+#include "io/files.h"
 
 namespace turn::cp {
 
@@ -178,10 +179,5 @@ private:
     uint64_t bytes_ = 0;
     bool broken_ = false;  // the current file failed: no more appends to it
 };
-
-// Writes `data` to `path` atomically (temporary file, fdatasync, rename), mode 0600.
-bool write_file_atomically(const std::string& path, std::span<const uint8_t> data, std::string& error);
-// Whole file, at most `max_bytes`; nullopt if missing (error empty) or unreadable (error set).
-std::optional<std::vector<uint8_t>> read_file(const std::string& path, size_t max_bytes, std::string& error);
 
 }  // namespace turn::cp

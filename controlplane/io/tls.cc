@@ -7,41 +7,29 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <array>
 #include <cstdlib>
 #include <ctime>
 
-#include <cerrno>
 #include <cstring>
 #include <utility>
+
+#include "io/files.h"
 
 namespace turn::cp {
 
 namespace {
 
-// What the regular file `path` holds (its first MiB: certificates and keys
-// are a few KiB), for telling a renewed file from the loaded one; "" if it
-// cannot be read (make_tls_context then says why).
+// What the file `path` holds, for telling a renewed file from the loaded
+// one (certificates and keys are a few KiB; at most 64 MiB is read); empty if
+// it cannot be read (make_tls_context then says why).
 std::string file_contents(const std::string& path) {
-    std::string out;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return out;
-    }
-    char buf[4096];
-    ssize_t n = 0;
-    while (out.size() < (size_t{1} << 20) && ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))) {
-        if (n > 0) {
-            out.append(buf, static_cast<size_t>(n));
-        }
-    }
-    ::close(fd);
-    return out;
+    std::string ignored;
+    const auto d = read_file(path, size_t{64} << 20, ignored);
+    return d ? std::string(d->begin(), d->end()) : std::string();
 }
 
 std::string openssl_error() {
