@@ -77,6 +77,39 @@ void warn_listeners_in_relay_range(const Config& c) {
     }
 }
 
+// Credentials on the command line: any local user reads them (ps,
+// /proc/PID/cmdline). Said once at start-up, naming the options, never a value.
+void warn_secrets_on_command_line(const CliOverrides& cli) {
+    std::string options;
+    if (!cli.users.empty()) {
+        options = "--user";
+    }
+    if (!cli.rest_secrets.empty()) {
+        options += std::string(options.empty() ? "" : ",") + "--rest-secret";
+    }
+    if (!options.empty()) {
+        log_event(LogLevel::kWarn, "secrets_on_command_line",
+                  {{"options", options},
+                   {"risk", "other local users can read the command line (ps, /proc/PID/cmdline)"},
+                   {"fix", "put them in a file only turn-relay can read: --users-file / --rest-secret-file "
+                           "([auth].users_file / rest_secrets_file)"}});
+    }
+}
+
+// Files holding credentials that group or others may access: at start-up and
+// on each reload (a rewritten file may come with the wrong mode). A warning,
+// not an error: a group of its own may be on purpose.
+void warn_open_secret_files(const Config& c) {
+    for (const auto& f : secret_files_open_to_others(c)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(f.mode));
+        log_event(LogLevel::kWarn, "secrets_file_readable",
+                  {{"path", f.path},
+                   {"mode", mode},
+                   {"fix", "chmod 0600 it, owned by the user turn-relay runs as, unless its group is meant to read it"}});
+    }
+}
+
 std::string turn_urls(const Config& c) {
     std::string s;
     auto add = [&](const std::vector<Address>& ls, const char* scheme, const char* transport) {
@@ -237,8 +270,15 @@ int main(int argc, char** argv) {
     auto* admin_opt = app.add_option("--admin-socket", admin_socket,
                                      "unix socket of the admin interface (turn-ctl), \"\" = off");
     auto* realm_opt = app.add_option("--realm", realm, "authentication realm");
-    app.add_option("--user", cli.users, "static user NAME:PASS (repeatable)");
-    app.add_option("--rest-secret", cli.rest_secrets, "TURN REST API shared secret, newest first (repeatable)");
+    app.add_option("--user", cli.users, "static user NAME:PASS (repeatable; visible to local users, see --users-file)");
+    app.add_option("--rest-secret", cli.rest_secrets,
+                   "TURN REST API shared secret, newest first (repeatable; visible to local users, see --rest-secret-file)");
+    std::string users_file;
+    std::string rest_secrets_file;
+    auto* users_file_opt = app.add_option("--users-file", users_file,
+                                          "file of static users, one NAME:PASS per line (read again on SIGHUP)");
+    auto* secrets_file_opt = app.add_option("--rest-secret-file", rest_secrets_file,
+                                            "file of TURN REST API shared secrets, one per line, newest first (read again on SIGHUP)");
     app.add_option("--allow-peer", cli.allow_peers, "CIDR of peers to permit despite the default deny list");
     auto* metrics_opt = app.add_option("--metrics", metrics, "Prometheus listen address IP:port, \"\" disables");
     auto* level_opt = app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
@@ -293,6 +333,12 @@ int main(int argc, char** argv) {
     if (key_opt->count() > 0) {
         cli.tls_private_key = tls_key;
     }
+    if (users_file_opt->count() > 0) {
+        cli.users_file = users_file;
+    }
+    if (secrets_file_opt->count() > 0) {
+        cli.rest_secrets_file = rest_secrets_file;
+    }
 
     auto loaded = load_config(cli);
     if (auto* err = std::get_if<ConfigError>(&loaded)) {
@@ -300,6 +346,8 @@ int main(int argc, char** argv) {
     }
     const Config config = std::get<Config>(loaded);
     setup_logging(config);
+    warn_secrets_on_command_line(cli);
+    warn_open_secret_files(config);
     // TURN over TLS and DTLS: the certificate and key are read (and checked
     // against each other) now, so a bad file stops start-up with the key to fix.
     TlsContexts tls;
@@ -482,6 +530,7 @@ int main(int argc, char** argv) {
             log_event(LogLevel::kError, "config_reload_failed", {{"error", bad->message}, {"kept", "everything"}});
             out["error"] = bad->message;
         } else {
+            warn_open_secret_files(std::get<Config>(reloaded));
             const ReloadOutcome r = apply_reload(*shared, running, std::get<Config>(reloaded));
             if (!r.error.empty()) {
                 log_event(LogLevel::kError, "config_reload_failed", {{"error", r.error}, {"kept", "everything"}});
@@ -556,7 +605,7 @@ int main(int argc, char** argv) {
     }
     // The built-in demo credential only (no [auth] given): a real password,
     // even a "demo" user's, is never logged.
-    const bool demo = config.users.size() == 1 && config.users[0] == std::pair<std::string, std::string>{"demo", "demo-password"};
+    const bool demo = config.users.size() == 1 && config.users[0] == std::pair<std::string, std::string>{kDemoUser, kDemoPassword};
     log_event("started", {{"urls", turn_urls(config)},
                           {"realm", config.realm},
                           {"credentials", mode},

@@ -1,12 +1,19 @@
 #include "core/config.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <tuple>
+#include <unordered_map>
 
 #include <toml++/toml.h>
+
+#include "auth/credentials.h"
+#include "io/files.h"
 
 namespace turn::cp {
 
@@ -20,6 +27,8 @@ std::optional<Address> Config::relay_ip(Family f) const {
 }
 
 namespace {
+
+constexpr size_t kMaxRestSecrets = 8;  // auth::CredentialStore::kMaxSecrets
 
 struct Fail {
     std::string message;
@@ -137,25 +146,138 @@ Prefix parse_prefix(const std::string& key, const std::string& s) {
     return *p;
 }
 
-void parse_user(const std::string& key, const std::string& s, Config& c) {
+// "name:password" -> (name, password); the password is everything after the
+// first ':'. A message quotes an entry only when it has no password part: a
+// reload logs it.
+std::pair<std::string, std::string> split_user(const std::string& key, const std::string& s) {
     const auto colon = s.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
+    if (colon == 0) {
+        fail(key, "an entry has an empty user name (nothing before the first \":\"); write \"user:password\"");
+    }
+    if (colon == std::string::npos || colon + 1 == s.size()) {
         fail(key, "\"" + s + "\" must be \"user:password\" with both parts non-empty");
     }
-    const std::string name = s.substr(0, colon);
+    return {s.substr(0, colon), s.substr(colon + 1)};
+}
+
+void parse_user(const std::string& key, const std::string& s, Config& c) {
+    auto [name, password] = split_user(key, s);
     for (const auto& u : c.users) {
         if (u.first == name) {
             fail(key, "user \"" + name + "\" is listed twice (only one password would work); keep one entry per user");
         }
     }
-    c.users.emplace_back(name, s.substr(colon + 1));
+    c.users.emplace_back(std::move(name), std::move(password));
+}
+
+// A line of an [auth] secrets file that is neither blank nor a comment.
+struct SecretLine {
+    size_t number;  // from 1
+    std::string text;
+};
+
+// The entries of an [auth] secrets file: one per line; blank lines and lines
+// whose first non-blank character is '#' are skipped; trailing whitespace
+// (CRLF's '\r' too) is cut, leading whitespace is kept. `origin` names the
+// file in messages: `[auth].users_file "/etc/turn-relay/users"`.
+std::vector<SecretLine> read_secret_lines(const std::string& origin, const std::string& path) {
+    // Not a regular file: a directory cannot be read, a FIFO would block start-up.
+    struct stat st{};
+    if (::stat(path.c_str(), &st) == 0) {
+        if (!S_ISREG(st.st_mode)) {
+            fail(origin, std::string("is not a regular file") + (S_ISDIR(st.st_mode) ? " but a directory" : "") +
+                             "; give the path of the file itself");
+        }
+        if (st.st_size > static_cast<off_t>(kSecretsFileMaxBytes)) {
+            fail(origin, "is larger than 1 MiB (" + std::to_string(st.st_size) +
+                             " bytes); is it the right file? It holds one entry per line");
+        }
+    }
+    std::string error;
+    const auto data = read_file(path, kSecretsFileMaxBytes, error);
+    if (!data) {
+        fail(origin, error.empty() ? "no such file; check the path, or set \"\" for none"
+                                   : error + "; make it readable by the user turn-relay runs as (and by no one "
+                                             "else: chmod 0600)");
+    }
+    std::vector<SecretLine> out;
+    const std::string_view text(reinterpret_cast<const char*>(data->data()), data->size());
+    size_t number = 0;
+    for (size_t pos = 0; pos < text.size();) {
+        const size_t nl = std::min(text.find('\n', pos), text.size());
+        std::string_view line = text.substr(pos, nl - pos);
+        pos = nl + 1;
+        ++number;
+        while (!line.empty() && (line.back() == ' ' || line.back() == '\t' || line.back() == '\r' ||
+                                 line.back() == '\v' || line.back() == '\f')) {
+            line.remove_suffix(1);
+        }
+        const size_t first = line.find_first_not_of(" \t");
+        if (first == std::string_view::npos || line[first] == '#') {
+            continue;
+        }
+        out.push_back({number, std::string(line)});
+    }
+    return out;
+}
+
+// [auth].users_file and rest_secrets_file (or --users-file and
+// --rest-secret-file, which replace them): their entries follow the inline
+// ones, with the checks the inline ones get; a message names the file and line.
+void apply_secret_files(const CliOverrides& cli, Config& c) {
+    if (!c.users_file.empty()) {
+        const std::string origin = std::string(cli.users_file ? "--users-file" : "[auth].users_file") + " \"" +
+                                   c.users_file + "\"";
+        const std::string inline_key = cli.users.empty() ? "[auth].users" : "--user";
+        // Where each user was listed: "in [auth].users" or "on line 4".
+        std::unordered_map<std::string, std::string> seen;
+        for (const auto& u : c.users) {
+            seen.emplace(u.first, "in " + inline_key);
+        }
+        for (const auto& l : read_secret_lines(origin, c.users_file)) {
+            const std::string key = origin + ": line " + std::to_string(l.number);
+            auto [name, password] = split_user(key, l.text);
+            // Checked here rather than when the credential store is made, so
+            // that the message names the line.
+            if (!auth::opaque_string(name)) {
+                fail(key, "user name \"" + name + "\" is not a valid OpaqueString (RFC 8265: no control characters)");
+            }
+            if (!auth::opaque_string(password)) {
+                fail(key, "the password of \"" + name +
+                              "\" is not a valid OpaqueString (RFC 8265: no control characters, not empty)");
+            }
+            const auto [it, fresh] = seen.emplace(name, "on line " + std::to_string(l.number));
+            if (!fresh) {
+                fail(key, "user \"" + name + "\" is listed twice, here and " + it->second +
+                              " (only one password would work); keep one entry per user");
+            }
+            c.users.emplace_back(std::move(name), std::move(password));
+        }
+    }
+    if (!c.rest_secrets_file.empty()) {
+        const std::string origin = std::string(cli.rest_secrets_file ? "--rest-secret-file" : "[auth].rest_secrets_file") +
+                                   " \"" + c.rest_secrets_file + "\"";
+        const std::string inline_key = cli.rest_secrets.empty() ? "[auth].rest_secrets" : "--rest-secret";
+        const size_t inline_count = c.rest_secrets.size();
+        for (const auto& l : read_secret_lines(origin, c.rest_secrets_file)) {
+            if (c.rest_secrets.size() >= kMaxRestSecrets) {
+                const std::string max = std::to_string(kMaxRestSecrets);
+                fail(origin + ": line " + std::to_string(l.number),
+                     "more than " + max + " REST secrets" +
+                         (inline_count == 0 ? std::string()
+                                            : " with the " + std::to_string(inline_count) + " of " + inline_key) +
+                         "; keep at most " + max + " in all, newest first, and drop the oldest");
+            }
+            c.rest_secrets.push_back(l.text);
+        }
+    }
 }
 
 void apply_toml(const toml::table& root, Config& c) {
     static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
         {"server", {"listen", "listen_tcp", "listen_tls", "listen_dtls", "relay_ips", "alternate_ips", "alternate_port", "relay_port_min", "relay_port_max", "realm", "software", "threads",
                     "strict_channel_range", "dscp"}},
-        {"auth", {"users", "rest_secrets", "nonce_lifetime_s"}},
+        {"auth", {"users", "rest_secrets", "users_file", "rest_secrets_file", "nonce_lifetime_s"}},
         {"tls", {"certificate", "private_key"}},
         {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes", "accepts_per_ip_per_s"}},
         {"dtls", {"max_sessions", "max_sessions_per_ip", "idle_timeout_s", "handshakes_per_ip_per_s", "mtu"}},
@@ -241,6 +363,8 @@ void apply_toml(const toml::table& root, Config& c) {
     if (auto l = get_strings(root, "auth", "rest_secrets")) {
         c.rest_secrets = *l;
     }
+    get_string(root, "auth", "users_file", c.users_file);
+    get_string(root, "auth", "rest_secrets_file", c.rest_secrets_file);
     get_int(root, "auth", "nonce_lifetime_s", c.nonce_lifetime_s, 1, 86400);
     get_string(root, "tls", "certificate", c.tls_certificate);
     get_string(root, "tls", "private_key", c.tls_private_key);
@@ -373,6 +497,12 @@ void apply_cli(const CliOverrides& cli, Config& c) {
     }
     if (!cli.rest_secrets.empty()) {
         c.rest_secrets = cli.rest_secrets;
+    }
+    if (cli.users_file) {
+        c.users_file = *cli.users_file;
+    }
+    if (cli.rest_secrets_file) {
+        c.rest_secrets_file = *cli.rest_secrets_file;
     }
     if (!cli.allow_peers.empty()) {
         c.allow_peers.clear();
@@ -589,12 +719,18 @@ void validate(Config& c, bool have_file) {
         fail("[server].software", "must be at most 763 bytes");
     }
     if (c.users.empty() && c.rest_secrets.empty()) {
-        if (have_file) {
-            fail("[auth]", "no credentials; set users = [\"name:password\"] or rest_secrets = [\"...\"]");
+        // A secrets file that is empty (by mistake, or half written) never
+        // brings the demo user back.
+        const bool files = !c.users_file.empty() || !c.rest_secrets_file.empty();
+        if (have_file || files) {
+            fail("[auth]", std::string("no credentials") +
+                               (files ? " (users_file / rest_secrets_file have no entries)" : "") +
+                               "; set users = [\"name:password\"] or rest_secrets = [\"...\"], or name a users_file "
+                               "or rest_secrets_file with one entry per line");
         }
-        c.users.emplace_back("demo", "demo-password");
+        c.users.emplace_back(kDemoUser, kDemoPassword);
     }
-    if (c.rest_secrets.size() > 8) {
+    if (c.rest_secrets.size() > kMaxRestSecrets) {
         fail("[auth].rest_secrets", "at most 8 secrets (newest first); drop the oldest");
     }
     for (const auto& s : c.rest_secrets) {
@@ -639,8 +775,9 @@ void validate(Config& c, bool have_file) {
     }
 }
 
+// `path`: the file `text` was read from (load_config), if any.
 std::variant<Config, ConfigError> load_impl(std::optional<std::string_view> text, const std::string& origin,
-                                            const CliOverrides& cli) {
+                                            const CliOverrides& cli, const std::optional<std::string>& path) {
     Config c;
     try {
         if (text) {
@@ -654,8 +791,33 @@ std::variant<Config, ConfigError> load_impl(std::optional<std::string_view> text
                 return ConfigError{os.str()};
             }
             apply_toml(root, c);
+            // The configuration file holds secrets itself (even when
+            // --user / --rest-secret replace them). The built-in demo
+            // credential alone (deploy/turnrelay.toml, which the start line
+            // flags as the demo's) is no secret to protect.
+            bool inline_secrets = false;
+            for (const char* key : {"users", "rest_secrets"}) {
+                const toml::node* n = find(root, "auth", key);
+                if (n == nullptr || !n->is_array()) {
+                    continue;
+                }
+                for (const auto& e : *n->as_array()) {
+                    const auto* v = e.as_string();
+                    inline_secrets = inline_secrets || std::string_view(key) != "users" || v == nullptr ||
+                                     v->get() != std::string(kDemoUser) + ":" + kDemoPassword;
+                }
+            }
+            if (path && inline_secrets) {
+                c.secret_files.push_back(*path);
+            }
         }
         apply_cli(cli, c);
+        apply_secret_files(cli, c);
+        for (const auto* f : {&c.users_file, &c.rest_secrets_file}) {
+            if (!f->empty()) {
+                c.secret_files.push_back(*f);
+            }
+        }
         validate(c, text.has_value());
     } catch (const Fail& f) {
         return ConfigError{f.message};
@@ -666,12 +828,12 @@ std::variant<Config, ConfigError> load_impl(std::optional<std::string_view> text
 }  // namespace
 
 std::variant<Config, ConfigError> load_config_text(std::string_view toml_text, const CliOverrides& cli) {
-    return load_impl(toml_text, "config", cli);
+    return load_impl(toml_text, "config", cli, std::nullopt);
 }
 
 std::variant<Config, ConfigError> load_config(const CliOverrides& cli) {
     if (!cli.config_path) {
-        return load_impl(std::nullopt, "", cli);
+        return load_impl(std::nullopt, "", cli, std::nullopt);
     }
     std::error_code ec;
     if (std::filesystem::exists(*cli.config_path, ec) && !std::filesystem::is_regular_file(*cli.config_path, ec)) {
@@ -684,7 +846,18 @@ std::variant<Config, ConfigError> load_config(const CliOverrides& cli) {
     std::stringstream ss;
     ss << in.rdbuf();
     const std::string text = ss.str();
-    return load_impl(std::string_view(text), *cli.config_path, cli);
+    return load_impl(std::string_view(text), *cli.config_path, cli, cli.config_path);
+}
+
+std::vector<OpenSecretFile> secret_files_open_to_others(const Config& c) {
+    std::vector<OpenSecretFile> out;
+    for (const auto& path : c.secret_files) {
+        struct stat st{};
+        if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+            out.push_back({path, static_cast<uint32_t>(st.st_mode & 07777)});
+        }
+    }
+    return out;
 }
 
 }  // namespace turn::cp

@@ -3,6 +3,7 @@
 // start-up error whose message names the key and says what to fix.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,9 +43,13 @@ struct Config {
     uint8_t tos_keep() const { return dscp < 0 ? 0xFF : 0x03; }
     uint8_t tos_set() const { return dscp < 0 ? 0 : static_cast<uint8_t>(dscp << 2); }
     uint8_t relayed_tos(uint8_t received) const { return static_cast<uint8_t>((received & tos_keep()) | tos_set()); }
-    // [auth]
+    // [auth]: users and rest_secrets hold the inline entries (the key, or
+    // --user / --rest-secret) followed by those of users_file and
+    // rest_secrets_file, which load_config reads (again on every reload).
     std::vector<std::pair<std::string, std::string>> users;
     std::vector<std::string> rest_secrets;  // newest first
+    std::string users_file;         // one "name:password" per line, "" = none
+    std::string rest_secrets_file;  // one secret per line, newest first, "" = none
     uint32_t nonce_lifetime_s = 3600;
     // [tls]: PEM files, read at start-up
     std::string tls_certificate;  // the chain, leaf first
@@ -114,11 +119,20 @@ struct Config {
     // Server's address, as in production.
     uint64_t seed = 0;
 
+    // Not a configuration key: the files credentials were read from (the
+    // --config file when it sets [auth].users or rest_secrets, users_file,
+    // rest_secrets_file), for secret_files_open_to_others().
+    std::vector<std::string> secret_files;
+
     // Relay address of a family, if configured.
     std::optional<Address> relay_ip(Family f) const;
 };
 
 // Command-line overrides; each set field replaces (lists: replace) the file's value.
+// The demo credential, built in when no configuration file is given.
+inline constexpr const char* kDemoUser = "demo";
+inline constexpr const char* kDemoPassword = "demo-password";
+
 struct CliOverrides {
     std::optional<std::string> config_path;
     std::vector<std::string> listen;
@@ -133,6 +147,8 @@ struct CliOverrides {
     std::optional<std::string> realm;
     std::vector<std::string> users;
     std::vector<std::string> rest_secrets;
+    std::optional<std::string> users_file;
+    std::optional<std::string> rest_secrets_file;
     std::vector<std::string> allow_peers;
     std::optional<std::string> metrics;
     std::optional<std::string> dataplane_socket;
@@ -154,5 +170,17 @@ struct ConfigError {
 // nothing is configured, validates. TOML text can be given directly for tests.
 std::variant<Config, ConfigError> load_config(const CliOverrides& cli);
 std::variant<Config, ConfigError> load_config_text(std::string_view toml_text, const CliOverrides& cli);
+
+// Largest [auth].users_file / rest_secrets_file read; a bigger one is a configuration error.
+constexpr size_t kSecretsFileMaxBytes = size_t{1} << 20;
+
+// A file of Config::secret_files that group or others have any access to
+// (mode & 077): turn-relay warns (secrets_file_readable) and still starts,
+// since a group of its own may be on purpose.
+struct OpenSecretFile {
+    std::string path;
+    uint32_t mode = 0;  // permission bits, e.g. 0644
+};
+std::vector<OpenSecretFile> secret_files_open_to_others(const Config& c);
 
 }  // namespace turn::cp

@@ -89,6 +89,11 @@ ReloadOutcome apply_reload(Shared& shared, Config& running, const Config& next) 
         running.users = next.users;
         running.rest_secrets = next.rest_secrets;
     }
+    // The files were read by load_config; what they hold is in users and
+    // rest_secrets above, so a new path alone changes nothing else.
+    running.users_file = next.users_file;
+    running.rest_secrets_file = next.rest_secrets_file;
+    running.secret_files = next.secret_files;
     if (ranges_changed || private_changed) {
         Config c = running;  // the running listeners and relay IPs stay denied as peers
         c.allow_peers = next.allow_peers;

@@ -1,8 +1,9 @@
 // SIGHUP: the configuration (file + the same command-line overrides) is read
 // again and what can change under running event loops is applied at once:
 //   [auth] users, rest_secrets   new requests authenticate against them; an
-//                                allocation made with a removed credential
-//                                ends when it can no longer refresh;
+//   (and the users_file and      allocation made with a removed credential
+//   rest_secrets_file entries,   ends when it can no longer refresh;
+//   read again by load_config)
 //   [policy] allow_peers,        new CreatePermission / ChannelBind / Connect
 //            deny_peers,         and every Send indication; permissions
 //            allow_private_peers already granted run out (5 minutes);

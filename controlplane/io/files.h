@@ -1,6 +1,8 @@
-// Whole-file reads and atomic writes (defined in io/state_store.cc, whose
-// snapshots and nonce secret they were written for; io/tls.cc reads the
-// certificate files with read_file too).
+// Whole-file reads and atomic writes, written for io/state_store.cc's
+// snapshots and nonce secret. write_file_atomically is defined there;
+// read_file in io/files.cc, which the core sources include because
+// core/config.cc reads the [auth] secrets files with it (io/tls.cc reads the
+// certificate files with it too).
 #pragma once
 
 #include <cstddef>

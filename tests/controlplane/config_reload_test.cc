@@ -5,6 +5,7 @@
 #include "core/config_reload.h"
 
 #include "server_fixture.h"
+#include "temp_files.h"
 
 namespace turn::cp::test {
 namespace {
@@ -40,6 +41,57 @@ TEST_F(ReloadTest, UsersAndRestSecretsChangeForTheNextRequest) {
     // The allocation alice made before stays until it can no longer refresh.
     EXPECT_NE(server->allocations().find(tuple(1)), nullptr);
     EXPECT_EQ(refresh(tuple(1), 600).code(), 401);
+}
+
+// [auth].users_file / rest_secrets_file: load_config reads them again, so
+// rotating a secret is "write the file, reload"; a file that cannot be read
+// is a configuration error, which applies nothing (main.cc logs it).
+TEST_F(ReloadTest, SecretFilesAreReadAgain) {
+    TempDir t;
+    const std::string secrets = t.write("secrets", "secret-a\n");
+    const std::string users = t.write("users", "bob:bob-pw\n");
+    // base_config() as a file, with part of its credentials in the two files.
+    const std::string text = "[server]\nlisten=[\"198.18.0.1:3478\", \"[fd00::1]:3478\"]\nrelay_ips=[\"198.18.0.1\", \"fd00::1\"]\n"
+                             "relay_port_min=50000\nrelay_port_max=50099\nrealm=\"example.org\"\n"
+                             "[auth]\nusers=[\"alice:alice-pw\"]\nusers_file=\"" + users + "\"\nrest_secrets_file=\"" + secrets +
+                             "\"\n[metrics]\nlisten=\"\"\n";
+    const auto load = [&]() {
+        auto r = load_config_text(text, {});
+        EXPECT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+        return std::holds_alternative<Config>(r) ? std::get<Config>(r) : Config{};
+    };
+    Config running = base_config();
+    auto r = apply_reload(*shared, running, load());
+    EXPECT_TRUE(r.error.empty()) << r.error;
+    EXPECT_EQ(r.applied, (std::vector<std::string>{"[auth].rest_secrets"}));  // the users are the same two
+    EXPECT_TRUE(r.need_restart.empty()) << r.need_restart.front();
+    EXPECT_EQ(running.rest_secrets_file, secrets);
+    const std::string rest_user = std::to_string(clock.unix_s() + 3600) + ":app";
+    EXPECT_TRUE(allocate_as(1, rest_user, auth::rest_password("secret-a", rest_user)).success());
+
+    // Rotated: the new secret first, then (later) the old one removed.
+    t.write("secrets", "secret-b\nsecret-a\n");
+    r = apply_reload(*shared, running, load());
+    EXPECT_EQ(r.applied, (std::vector<std::string>{"[auth].rest_secrets"}));
+    EXPECT_TRUE(allocate_as(2, rest_user, auth::rest_password("secret-b", rest_user)).success());
+    EXPECT_TRUE(allocate_as(3, rest_user, auth::rest_password("secret-a", rest_user)).success());
+    t.write("secrets", "secret-b\n");
+    t.write("users", "# bob left\ncarol:carol-pw\n");
+    r = apply_reload(*shared, running, load());
+    EXPECT_EQ(r.applied, (std::vector<std::string>{"[auth].users", "[auth].rest_secrets"}));
+    EXPECT_EQ(allocate_as(4, rest_user, auth::rest_password("secret-a", rest_user)).code(), 401);
+    EXPECT_TRUE(allocate_as(5, rest_user, auth::rest_password("secret-b", rest_user)).success());
+    EXPECT_EQ(allocate_as(6, "bob", "bob-pw").code(), 401);
+    EXPECT_TRUE(allocate_as(7, "carol", "carol-pw").success());
+    EXPECT_TRUE(allocate_as(8, "alice", "alice-pw").success());
+
+    // The file gone: the reload is refused with the file named, and the running credentials stay.
+    std::filesystem::remove(secrets);
+    auto bad = load_config_text(text, {});
+    ASSERT_TRUE(std::holds_alternative<ConfigError>(bad));
+    EXPECT_EQ(std::get<ConfigError>(bad).message,
+              "[auth].rest_secrets_file \"" + secrets + "\": no such file; check the path, or set \"\" for none");
+    EXPECT_TRUE(allocate_as(9, rest_user, auth::rest_password("secret-b", rest_user)).success());
 }
 
 TEST_F(ReloadTest, PeerPolicyChangesForTheNextPermission) {

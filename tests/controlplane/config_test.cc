@@ -1,6 +1,10 @@
 #include "core/config.h"
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include "temp_files.h"
 
 namespace turn::cp {
 namespace {
@@ -296,6 +300,224 @@ TEST(Config, RedirectErrorsSayWhatToFix) {
     cli.redirect_servers = {};
     cli.redirect_when = "never";
     EXPECT_NE(error_of(base, cli).find("--redirect-when"), std::string::npos);
+}
+
+// [auth].users_file and rest_secrets_file: real files, read by load_config
+// (and again on every reload), their entries after the inline ones.
+const std::string kListen = "[server]\nlisten=[\"127.0.0.1:3478\"]\n";
+
+std::string in_quotes(const std::string& path) { return "\"" + path + "\""; }
+
+TEST(ConfigSecretFiles, CommentsBlanksAndLineEndings) {
+    test::TempDir t;
+    const std::string users = t.write("users",
+                                      "# static users\n"
+                                      "\n"
+                                      "   \t\r\n"
+                                      "   # an indented comment\n"
+                                      "alice:pw one\r\n"  // CRLF; inner spaces stay
+                                      "bob:pw#x \t\r\n"   // '#' inside an entry is part of it
+                                      " carol:c:d\n"      // leading blank and second ':' stay
+                                      "dave:last");       // no final newline
+    const std::string secrets = t.write("secrets", "# newest first\r\nnew-secret  \r\n\r\n#old-comment\n old-secret\n");
+    auto r = load_config_text(kListen + "[auth]\nusers_file=" + in_quotes(users) + "\nrest_secrets_file=" + in_quotes(secrets) + "\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    const Config& c = std::get<Config>(r);
+    EXPECT_EQ(c.users, (std::vector<std::pair<std::string, std::string>>{
+                           {"alice", "pw one"}, {"bob", "pw#x"}, {" carol", "c:d"}, {"dave", "last"}}));
+    EXPECT_EQ(c.rest_secrets, (std::vector<std::string>{"new-secret", " old-secret"}));
+    EXPECT_EQ(c.users_file, users);
+    EXPECT_EQ(c.rest_secrets_file, secrets);
+}
+
+TEST(ConfigSecretFiles, MergedAfterTheInlineEntries) {
+    test::TempDir t;
+    const std::string users = t.write("users", "bob:b\n");
+    const std::string secrets = t.write("secrets", "file-1\nfile-2\n");
+    const std::string text = kListen + "[auth]\nusers=[\"alice:a\"]\nrest_secrets=[\"inline-1\"]\nusers_file=" +
+                             in_quotes(users) + "\nrest_secrets_file=" + in_quotes(secrets) + "\n";
+    auto r = load_config_text(text, {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    EXPECT_EQ(std::get<Config>(r).users,
+              (std::vector<std::pair<std::string, std::string>>{{"alice", "a"}, {"bob", "b"}}));
+    EXPECT_EQ(std::get<Config>(r).rest_secrets, (std::vector<std::string>{"inline-1", "file-1", "file-2"}));
+    // --user / --rest-secret replace the inline entries only; the files still count.
+    CliOverrides cli;
+    cli.users = {"carol:c"};
+    cli.rest_secrets = {"cli-1"};
+    r = load_config_text(text, cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    EXPECT_EQ(std::get<Config>(r).users,
+              (std::vector<std::pair<std::string, std::string>>{{"carol", "c"}, {"bob", "b"}}));
+    EXPECT_EQ(std::get<Config>(r).rest_secrets, (std::vector<std::string>{"cli-1", "file-1", "file-2"}));
+}
+
+TEST(ConfigSecretFiles, CommandLineReplacesTheKeys) {
+    test::TempDir t;
+    const std::string from_key = t.write("users-key", "alice:a\n");
+    const std::string from_cli = t.write("users-cli", "bob:b\n");
+    const std::string secrets_key = t.write("secrets-key", "key-secret\n");
+    const std::string secrets_cli = t.write("secrets-cli", "cli-secret\n");
+    const std::string text = kListen + "[auth]\nusers_file=" + in_quotes(from_key) + "\nrest_secrets_file=" +
+                             in_quotes(secrets_key) + "\n";
+    CliOverrides cli;
+    cli.users_file = from_cli;
+    cli.rest_secrets_file = secrets_cli;
+    auto r = load_config_text(text, cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    EXPECT_EQ(std::get<Config>(r).users, (std::vector<std::pair<std::string, std::string>>{{"bob", "b"}}));
+    EXPECT_EQ(std::get<Config>(r).rest_secrets, (std::vector<std::string>{"cli-secret"}));
+    EXPECT_EQ(std::get<Config>(r).users_file, from_cli);
+    // "" turns the key's file off.
+    cli.users_file = "";
+    r = load_config_text(text, cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    EXPECT_TRUE(std::get<Config>(r).users.empty());
+    // A message names the option the path came from.
+    cli.users_file = t.path("missing");
+    EXPECT_EQ(error_of(text, cli).rfind("--users-file " + in_quotes(t.path("missing")) + ": no such file", 0), 0u)
+        << error_of(text, cli);
+    // Without a configuration file too, and an empty file is no credential (never the demo user).
+    CliOverrides only;
+    only.rest_secrets_file = secrets_cli;
+    auto bare = load_config(only);
+    ASSERT_TRUE(std::holds_alternative<Config>(bare)) << std::get<ConfigError>(bare).message;
+    EXPECT_TRUE(std::get<Config>(bare).users.empty());
+    EXPECT_EQ(std::get<Config>(bare).rest_secrets, (std::vector<std::string>{"cli-secret"}));
+    only.rest_secrets_file = t.write("empty", "# nothing yet\n\n");
+    bare = load_config(only);
+    ASSERT_TRUE(std::holds_alternative<ConfigError>(bare));
+    EXPECT_NE(std::get<ConfigError>(bare).message.find("[auth]: no credentials (users_file / rest_secrets_file have no entries)"),
+              std::string::npos)
+        << std::get<ConfigError>(bare).message;
+}
+
+TEST(ConfigSecretFiles, ErrorsNameTheFileAndLine) {
+    test::TempDir t;
+    auto users_error = [&](const std::string& content) {
+        return error_of(kListen + "[auth]\nusers=[\"alice:a\"]\nusers_file=" + in_quotes(t.write("users", content)) + "\n");
+    };
+    const std::string origin = "[auth].users_file " + in_quotes(t.path("users"));
+    EXPECT_EQ(users_error("# users\nzed:z\nbob\n"),
+              origin + ": line 3: \"bob\" must be \"user:password\" with both parts non-empty");
+    EXPECT_EQ(users_error("bob:\n"), origin + ": line 1: \"bob:\" must be \"user:password\" with both parts non-empty");
+    // An empty name: the message does not repeat the rest of the line (a password).
+    const std::string no_name = users_error("\n:hunter2-secret\n");
+    EXPECT_EQ(no_name.rfind(origin + ": line 2: an entry has an empty user name", 0), 0u) << no_name;
+    EXPECT_EQ(no_name.find("hunter2"), std::string::npos) << no_name;
+    // A user in the file and inline, or twice in the file.
+    EXPECT_EQ(users_error("bob:b\nalice:other\n"),
+              origin + ": line 2: user \"alice\" is listed twice, here and in [auth].users (only one password "
+                       "would work); keep one entry per user");
+    EXPECT_EQ(users_error("bob:b\n\nbob:c\n"),
+              origin + ": line 3: user \"bob\" is listed twice, here and on line 1 (only one password would work); "
+                       "keep one entry per user");
+    CliOverrides cli;
+    cli.users = {"bob:cli"};
+    const std::string with_cli = error_of(kListen + "[auth]\nusers_file=" + in_quotes(t.write("users", "bob:b\n")) + "\n", cli);
+    EXPECT_NE(with_cli.find("line 1: user \"bob\" is listed twice, here and in --user"), std::string::npos) << with_cli;
+    // OpaqueString (RFC 8265), as for the inline users, but with the line.
+    const std::string control = users_error("bob:s3cr\x01t\n");
+    EXPECT_EQ(control.rfind(origin + ": line 1: the password of \"bob\" is not a valid OpaqueString", 0), 0u) << control;
+    EXPECT_EQ(control.find("s3cr"), std::string::npos) << control;
+}
+
+TEST(ConfigSecretFiles, FilesThatCannotBeUsed) {
+    test::TempDir t;
+    auto secrets_error = [&](const std::string& path) {
+        return error_of(kListen + "[auth]\nusers=[\"a:b\"]\nrest_secrets_file=" + in_quotes(path) + "\n");
+    };
+    const std::string missing = t.path("missing");
+    EXPECT_EQ(secrets_error(missing),
+              "[auth].rest_secrets_file " + in_quotes(missing) + ": no such file; check the path, or set \"\" for none");
+    EXPECT_EQ(secrets_error(t.dir), "[auth].rest_secrets_file " + in_quotes(t.dir) +
+                                        ": is not a regular file but a directory; give the path of the file itself");
+    // At most 1 MiB: exactly that much is read, one byte more is refused.
+    std::string big = "secret\n";
+    big += std::string(kSecretsFileMaxBytes - big.size() - 1, '#') + "\n";
+    ASSERT_EQ(big.size(), kSecretsFileMaxBytes);
+    EXPECT_EQ(secrets_error(t.write("big", big)), "");
+    const std::string too_big = secrets_error(t.write("big", big + "x"));
+    EXPECT_EQ(too_big.rfind("[auth].rest_secrets_file " + in_quotes(t.path("big")) + ": is larger than 1 MiB (1048577 bytes)", 0), 0u)
+        << too_big;
+    if (::geteuid() != 0) {  // root reads any file
+        const std::string unreadable = secrets_error(t.write("unreadable", "s\n", 0000));
+        EXPECT_NE(unreadable.find("Permission denied"), std::string::npos) << unreadable;
+        EXPECT_NE(unreadable.find("chmod 0600"), std::string::npos) << unreadable;
+    }
+}
+
+TEST(ConfigSecretFiles, AtMostEightSecretsInAll) {
+    test::TempDir t;
+    const std::string four = t.write("four", "s5\ns6\n# comment\ns7\ns8\n");
+    const std::string five = t.write("five", "s5\ns6\n# comment\ns7\ns8\ns9\n");
+    const std::string inline4 = "rest_secrets=[\"s1\", \"s2\", \"s3\", \"s4\"]\n";
+    auto r = load_config_text(kListen + "[auth]\n" + inline4 + "rest_secrets_file=" + in_quotes(four) + "\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    EXPECT_EQ(std::get<Config>(r).rest_secrets.size(), 8u);
+    EXPECT_EQ(error_of(kListen + "[auth]\n" + inline4 + "rest_secrets_file=" + in_quotes(five) + "\n"),
+              "[auth].rest_secrets_file " + in_quotes(five) +
+                  ": line 6: more than 8 REST secrets with the 4 of [auth].rest_secrets; keep at most 8 in all, newest "
+                  "first, and drop the oldest");
+    const std::string nine = t.write("nine", "1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+    EXPECT_EQ(error_of(kListen + "[auth]\nrest_secrets_file=" + in_quotes(nine) + "\n"),
+              "[auth].rest_secrets_file " + in_quotes(nine) +
+                  ": line 9: more than 8 REST secrets; keep at most 8 in all, newest first, and drop the oldest");
+    // The inline list alone: the existing message.
+    EXPECT_NE(error_of(kListen + "[auth]\nrest_secrets=[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]\n")
+                  .find("[auth].rest_secrets: at most 8 secrets"),
+              std::string::npos);
+}
+
+TEST(ConfigSecretFiles, FilesOthersMayReadAreReported) {
+    test::TempDir t;
+    const std::string users = t.write("users", "bob:b\n", 0640);
+    const std::string secrets = t.write("secrets", "s\n", 0600);
+    // A configuration file with secrets of its own counts; one without does not.
+    const std::string with_secrets = t.write("with.toml", kListen + "[auth]\nusers=[\"a:b\"]\nrest_secrets_file=" +
+                                                              in_quotes(secrets) + "\n", 0644);
+    const std::string without = t.write("without.toml", kListen + "[auth]\nusers=[]\nusers_file=" + in_quotes(users) +
+                                                            "\nrest_secrets_file=" + in_quotes(secrets) + "\n", 0644);
+    CliOverrides cli;
+    cli.config_path = with_secrets;
+    auto r = load_config(cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    EXPECT_EQ(std::get<Config>(r).secret_files, (std::vector<std::string>{with_secrets, secrets}));
+    auto open = secret_files_open_to_others(std::get<Config>(r));
+    ASSERT_EQ(open.size(), 1u);
+    EXPECT_EQ(open[0].path, with_secrets);
+    EXPECT_EQ(open[0].mode, 0644u);
+
+    cli.config_path = without;
+    r = load_config(cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    open = secret_files_open_to_others(std::get<Config>(r));
+    ASSERT_EQ(open.size(), 1u);
+    EXPECT_EQ(open[0].path, users);
+    EXPECT_EQ(open[0].mode, 0640u);
+    ::chmod(users.c_str(), 0600);
+    EXPECT_TRUE(secret_files_open_to_others(std::get<Config>(r)).empty());
+    ::chmod(users.c_str(), 0604);  // others only
+    EXPECT_EQ(secret_files_open_to_others(std::get<Config>(r)).size(), 1u);
+}
+
+// The demo configuration (deploy/turnrelay.toml, 0644 in a checkout) holds
+// only the built-in demo credential: nothing to warn about. Any other inline
+// user, the demo name with another password included, counts.
+TEST(ConfigSecretFiles, TheBuiltInDemoCredentialAloneIsNoSecret) {
+    test::TempDir t;
+    for (const auto& [users, counts] : std::vector<std::pair<std::string, bool>>{
+             {"[\"demo:demo-password\"]", false},
+             {"[\"demo:hunter2\"]", true},
+             {"[\"demo:demo-password\", \"bob:b\"]", true}}) {
+        SCOPED_TRACE(users);
+        const std::string conf = t.write("c.toml", kListen + "[auth]\nusers=" + users + "\n", 0644);
+        CliOverrides cli;
+        cli.config_path = conf;
+        auto r = load_config(cli);
+        ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+        EXPECT_EQ(secret_files_open_to_others(std::get<Config>(r)).size(), counts ? 1u : 0u);
+    }
 }
 
 }  // namespace
