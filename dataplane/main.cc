@@ -17,6 +17,7 @@
 // after rte_eal_init only after the Dataplane's teardown and eal_cleanup()
 // (README "Command line").
 #include <fcntl.h>
+#include <rte_net_crc.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sys/ioctl.h>
@@ -656,6 +657,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "turn-dataplane: rte_eal_init: %s\n", rte_strerror(rte_errno));
         return dp::kExitFailed;
     }
+    // Send indications' FINGERPRINT check (worker/classify.cc): the CPU's
+    // carry-less multiply where it has one (SSE4.2 + PCLMULQDQ), else DPDK
+    // keeps its table-driven CRC.
+    rte_net_crc_set_alg(RTE_NET_CRC_SSE42);
     int rc = dp::kExitOk;
     try {
         // EAL's getopt moves arguments that are no option of its own to its

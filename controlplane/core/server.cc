@@ -9,6 +9,7 @@
 #include "common/bytes.h"
 #include "core/event_log.h"
 #include "stun/attributes.h"
+#include "stun/integrity.h"
 #include "turn/channel_data.h"
 
 namespace turn::cp {
@@ -63,6 +64,12 @@ void Server::on_client_datagram(const FiveTuple& ft, std::span<const uint8_t> da
     }
     if (err != stun::ParseError::kOk) {
         on_parse_error(ft, data);
+        return;
+    }
+    // RFC 8489 section 7.3: a FINGERPRINT that does not match says this is
+    // not STUN (or was damaged): discarded unanswered.
+    if (m.fingerprint() != nullptr && !stun::verify_fingerprint(m)) {
+        stats_.drop(Drop::kBadFingerprint);
         return;
     }
     switch (m.cls()) {
@@ -487,6 +494,20 @@ std::array<uint8_t, stun::kTxIdSize> Server::next_txid() {
 }
 
 void Server::on_peer_icmp(RelayId relay, const Address& peer_in, uint8_t type, uint8_t code, uint32_t error_data) {
+    // RFC 8656 section 11.5: only ICMPv4 Destination Unreachable (3) and Time
+    // Exceeded (11), ICMPv6 Destination Unreachable (1), Packet Too Big (2)
+    // and Time Exceeded (3) are relayed; the others are dropped. Error Data
+    // is the next hop's MTU for fragmentation needed (3/4) and Packet Too
+    // Big, else 0 (section 18.13; the kernel reports e.g. a parameter
+    // problem's pointer there).
+    const bool v6 = !peer_in.normalised().is_v4();
+    if (v6 ? (type < 1 || type > 3) : (type != 3 && type != 11)) {
+        stats_.drop(Drop::kIcmpType);
+        return;
+    }
+    if (v6 ? type != 2 : !(type == 3 && code == 4)) {
+        error_data = 0;
+    }
     Family family = Family::kNone;
     Allocation* a = allocations_.find_by_relay(relay, family);
     if (a == nullptr) {

@@ -21,11 +21,14 @@
 // Edges: kLookup; kPunt (not IP, not UDP, fragments, options/extension
 // headers, other traffic to a listening address, Send indications outside
 // the fast parser); kDrop (bad lengths, bad IPv4 header checksum).
+#include <rte_net_crc.h>
+
 #include <cstring>
 
 #include "common/checksum.h"
 #include "net/address.h"
 #include "stun/constants.h"
+#include "stun/integrity.h"
 #include "worker/stages.h"
 
 namespace dp {
@@ -62,6 +65,17 @@ inline bool xor_peer(const uint8_t* s, size_t v, uint16_t len, Pkt& p) {
     return false;
 }
 
+// A Send indication's FINGERPRINT (its last attribute, at s+pos): CRC-32 of
+// the message before it (the header as received: its length already counts
+// the FINGERPRINT), xor 0x5354554e (RFC 8489 section 14.7). DPDK's
+// PCLMULQDQ CRC once main() selected it (rte_net_crc_set_alg), ~1 cycle
+// per 8 bytes. A wrong one is not forwarded: the control plane discards it
+// (section 7.3), so the packet is punted and both paths agree.
+inline bool fingerprint_ok(const uint8_t* s, size_t pos) {
+    const uint32_t crc = rte_net_crc_calc(s, static_cast<uint32_t>(pos), RTE_NET_CRC32_ETH) ^ turn::stun::kFingerprintXor;
+    return load_be32(s + pos + 4) == crc;
+}
+
 // RFC 8656 section 11.2 / RFC 8489 section 14: a bounded walk over the
 // attributes of a Send indication. Finds XOR-PEER-ADDRESS (the first one) and
 // DATA; gives up (slow path) on anything it does not understand. The common
@@ -89,10 +103,10 @@ bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
         p.data_len = len;
         have_peer = have_data = true;
         pos = 36 + ((len + 3u) & ~3u);
-        // And nothing after DATA but a FINGERPRINT (ignored, see below).
+        // And nothing after DATA but a FINGERPRINT.
         constexpr uint32_t kFingerprintHdr = (uint32_t{turn::stun::attr::kFingerprint} << 16) | 4;
         if (pos + 8 == end && load_be32(s + pos) == kFingerprintHdr) {
-            return true;
+            return fingerprint_ok(s, pos);
         }
     }
     while (pos + 4 <= end) {
@@ -103,10 +117,15 @@ bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
             return false;
         }
         pos = v + ((len + 3u) & ~3u);
-        // FINGERPRINT, SOFTWARE and every other comprehension-optional type
-        // are not needed to forward. FINGERPRINT is not verified here: RFC
-        // 8489 section 14.7 makes it a demultiplexing aid, and a Send with a
-        // wrong one reaches the peer exactly as its DATA says.
+        // FINGERPRINT is checked, and must be last (the control plane's
+        // parser refuses anything after it); SOFTWARE and every other
+        // comprehension-optional type are not needed to forward.
+        if (type == turn::stun::attr::kFingerprint) {
+            if (len != 4 || pos != end || !fingerprint_ok(s, v - 4)) {
+                return false;
+            }
+            continue;
+        }
         static_assert(!turn::stun::attr::is_comprehension_required(turn::stun::attr::kFingerprint) &&
                       !turn::stun::attr::is_comprehension_required(turn::stun::attr::kSoftware));
         if (!turn::stun::attr::is_comprehension_required(type) || type == turn::stun::attr::kDontFragment) {

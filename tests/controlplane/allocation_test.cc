@@ -658,6 +658,100 @@ TEST_F(ServerTest, PeerIcmpBecomesDataIndicationWithIcmpAttribute) {
     EXPECT_EQ(stats->icmp_indications.get(), 1u);
 }
 
+// RFC 8656 section 11.5: only Destination Unreachable and Time Exceeded
+// (and ICMPv6 Packet Too Big) reach the client; Error Data is the MTU for
+// "fragmentation needed" and Packet Too Big only, else 0 (section 18.13),
+// whatever the kernel reported there (a parameter problem's pointer).
+TEST_F(ServerTest, PeerIcmpOfOtherTypesIsDroppedAndErrorDataIsOnlyAnMtu) {
+    auto a = allocate(tuple(), [](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
+    ASSERT_TRUE(a.success()) << a.code();
+    const Address peer4 = A("198.18.9.9:7000");
+    const Address peer6 = A("[2001:db8::9]:7000");
+    ASSERT_TRUE(create_permission(tuple(), {peer4, peer6}).success());
+    const Allocation& al = *server->allocations().find(tuple());
+    const RelayId r4 = al.relay(Family::kIPv4)->id;
+    const RelayId r6 = al.relay(Family::kIPv6)->id;
+    struct Case {
+        RelayId relay;
+        Address peer;
+        uint8_t type, code;
+        uint32_t data;
+        bool relayed;
+        uint32_t want_data;
+    };
+    const Case cases[] = {
+        {r4, peer4, 12, 0, 7, false, 0},     // parameter problem
+        {r4, peer4, 5, 1, 0, false, 0},      // redirect
+        {r4, peer4, 0, 0, 0, false, 0},      // echo reply
+        {r4, peer4, 3, 3, 7, true, 0},       // port unreachable: no MTU
+        {r4, peer4, 3, 4, 1280, true, 1280}, // fragmentation needed
+        {r4, peer4, 11, 0, 9, true, 0},      // TTL exceeded
+        {r6, peer6, 4, 0, 40, false, 0},     // parameter problem
+        {r6, peer6, 128, 0, 0, false, 0},    // echo request
+        {r6, peer6, 1, 4, 5, true, 0},       // port unreachable
+        {r6, peer6, 2, 0, 1400, true, 1400}, // packet too big
+        {r6, peer6, 3, 0, 9, true, 0},       // hop limit exceeded
+    };
+    uint64_t dropped = 0;
+    for (const Case& c : cases) {
+        SCOPED_TRACE(testing::Message() << c.peer.to_string() << " type " << int{c.type} << " code " << int{c.code});
+        const size_t before = io.client.size();
+        server->on_peer_icmp(c.relay, c.peer, c.type, c.code, c.data);
+        if (!c.relayed) {
+            EXPECT_EQ(io.client.size(), before);
+            EXPECT_EQ(stats->drops_of(Drop::kIcmpType), ++dropped);
+            continue;
+        }
+        ASSERT_EQ(io.client.size(), before + 1);
+        Answer ind(io.client.back().bytes);
+        ASSERT_TRUE(ind.ok);
+        EXPECT_EQ(ind.xor_address(stun::attr::kXorPeerAddress), c.peer);
+        const auto* icmp = ind.view.find(stun::attr::kIcmp);
+        ASSERT_NE(icmp, nullptr);
+        stun::IcmpValue v;
+        ASSERT_EQ(stun::decode_icmp(ind.view.value(*icmp), v), stun::AttrError::kOk);
+        EXPECT_EQ(v.type, c.type);
+        EXPECT_EQ(v.code, c.code);
+        EXPECT_EQ(v.error_data, c.want_data);
+    }
+    EXPECT_EQ(stats->icmp_indications.get(), 6u);
+}
+
+// RFC 8489 section 7.3: a message whose FINGERPRINT does not match is
+// discarded unanswered (and counted); a correct one is answered. Applies to
+// requests and indications alike.
+TEST_F(ServerTest, WrongFingerprintIsDiscarded) {
+    const auto c = creds(tuple());
+    const Attrs transport = [](stun::MessageBuilder& b) { b.add_requested_transport(stun::kProtoUdp); };
+    auto good = build(M::kAllocate, stun::Class::kRequest, transport, &c, random_txid(), true);
+    auto bad = build(M::kAllocate, stun::Class::kRequest, transport, &c, random_txid(), true);
+    bad[bad.size() - 1] ^= 1;
+    EXPECT_FALSE(exchange(tuple(), bad).has_value());
+    EXPECT_EQ(stats->drops_of(Drop::kBadFingerprint), 1u);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+    auto a = exchange(tuple(), good);
+    ASSERT_TRUE(a.has_value());
+    EXPECT_TRUE(a->success()) << a->code();
+    // A Binding request too, and a Send indication: nothing goes to the peer.
+    auto binding = build(M::kBinding, stun::Class::kRequest, {}, nullptr, random_txid(), true);
+    binding[binding.size() - 2] ^= 0x80;
+    EXPECT_FALSE(exchange(tuple(), binding).has_value());
+    const Address peer = A("198.18.9.9:7000");
+    ASSERT_TRUE(create_permission(tuple(), {peer}).success());
+    auto send = build(M::kSend, stun::Class::kIndication, [&](stun::MessageBuilder& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, peer);
+        b.add(stun::attr::kData, std::vector<uint8_t>{1, 2, 3});
+    }, nullptr, random_txid(), true);
+    const size_t sends = io.peer_sends.size();
+    auto damaged = send;
+    damaged[damaged.size() - 1] ^= 4;
+    server->on_client_datagram(tuple(), damaged);
+    EXPECT_EQ(io.peer_sends.size(), sends);
+    EXPECT_EQ(stats->drops_of(Drop::kBadFingerprint), 3u);
+    server->on_client_datagram(tuple(), send);
+    EXPECT_EQ(io.peer_sends.size(), sends + 1);
+}
+
 TEST_F(ServerTest, DualStackAllocation) {
     auto a = allocate(tuple(), [](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); });
     ASSERT_TRUE(a.success()) << a.code();
@@ -779,6 +873,26 @@ TEST_F(ServerTest, EvenPortAndTokenTogetherAre400) {
         b.add_u64(stun::attr::kReservationToken, 42);
     });
     EXPECT_EQ(a.code(), 400);
+}
+
+// RFC 8656 section 7.2 item 8: a reservation (EVEN-PORT with R) is of one
+// port of one family; with ADDITIONAL-ADDRESS-FAMILY it is 400, and nothing
+// is allocated or reserved. Without R the pair is fine.
+TEST_F(ServerTest, EvenPortReservationWithAdditionalFamilyIs400) {
+    auto a = allocate(tuple(), [](auto& b) {
+        b.add_even_port(true);
+        b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6);
+    });
+    EXPECT_EQ(a.code(), 400);
+    EXPECT_FALSE(a.has(stun::attr::kReservationToken));
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 0u);
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv6), 0u);
+    auto b = allocate(tuple(), [](auto& m) {
+        m.add_even_port(false);
+        m.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6);
+    });
+    ASSERT_TRUE(b.success()) << b.code();
+    EXPECT_EQ(b.xor_addresses(kXorRelayedAddress).size(), 2u);
 }
 
 TEST_F(ServerTest, PortRangeExhaustedIs508) {

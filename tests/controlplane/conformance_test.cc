@@ -394,10 +394,11 @@ TEST_F(Conformance, E443_PeerFamilyMismatch) {
     EXPECT_EQ(r.code(), 443);
 }
 
-// 446 (Connection Already Exists) belongs to RFC 6062 Connect, which needs a
-// TCP allocation. This relay offers UDP allocations only, so Connect is
-// answered 400 and 446 cannot occur; this test pins that answer.
-TEST_F(Conformance, Connect_OnUdpAllocationIs400_So446NeverOccurs) {
+// Connect (RFC 6062) needs a TCP allocation, made over a TCP or TLS client
+// connection: on a UDP allocation it is answered 400 (section 5.2). 446 for a
+// second connection to the same peer, on a TCP allocation, is tested in
+// tests/integration/test_tcp_allocations.py.
+TEST_F(Conformance, Connect_OnUdpAllocationIs400) {
     Client c(main_->v4());
     ASSERT_TRUE(c.allocate().success());
     auto a = c.request(M::kConnect,

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "stun/integrity.h"
+
 namespace dptest {
 
 namespace {
@@ -122,17 +124,18 @@ Bytes send_indication(const std::array<uint8_t, 12>& txid, const turn::Address& 
     while (attrs.size() % 4) {
         attrs.push_back(0);
     }
-    if (fingerprint) {
-        put16(attrs, 0x8028);
-        put16(attrs, 4);
-        put32(attrs, 0xdeadbeef);  // not verified by the fast path
-    }
     Bytes b;
     put16(b, 0x0016);
-    put16(b, static_cast<uint16_t>(attrs.size()));
+    put16(b, static_cast<uint16_t>(attrs.size() + (fingerprint ? 8 : 0)));
     put32(b, kCookie);
     b.insert(b.end(), txid.begin(), txid.end());
     b.insert(b.end(), attrs.begin(), attrs.end());
+    if (fingerprint) {  // the control plane's own FINGERPRINT code (zlib's CRC-32)
+        const uint32_t fp = turn::stun::fingerprint_value(b);
+        put16(b, 0x8028);
+        put16(b, 4);
+        put32(b, fp);
+    }
     return b;
 }
 

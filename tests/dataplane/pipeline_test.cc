@@ -29,6 +29,7 @@
 #include "ipc_messages.h"
 #include "nexthop/nexthop.h"
 #include "packet_builder.h"
+#include "stun/integrity.h"
 #include "worker/pipeline.h"
 #include "worker/stages.h"
 
@@ -2968,6 +2969,81 @@ TEST_P(Pipeline, SendWithUnknownRequiredAttributeAfterDataIsPunted) {
     const Out o = run1(f);
     ASSERT_EQ(o.exc.size(), 1u);
     EXPECT_EQ(o.exc[0], f);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
+}
+
+// RFC 8489 section 7.3: a Send indication whose FINGERPRINT is wrong is
+// discarded by the control plane; the fast path must not forward it, so it
+// punts it (the control plane then drops it, turn_drops_total
+// {reason="bad_fingerprint"}). A correct one is forwarded, in the common
+// layout (checked straight-line) and in any other (the attribute walk); a
+// FINGERPRINT that is not the last attribute is the control plane's to refuse.
+TEST_P(Pipeline, SendWithWrongFingerprintIsPunted) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    for (size_t len : {size_t{1}, size_t{8}, size_t{37}, size_t{160}}) {
+        SCOPED_TRACE(len);
+        const Bytes data = pattern(len);
+        const Bytes good = send_indication(tx, n_.peer, data, true);
+        const Out ok = run1(build(from_client(good)));
+        ASSERT_EQ(ok.nic.size(), 1u);
+        EXPECT_EQ(ok.nic[0], build(relayed(n_.relayed, n_.peer, data)));
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}});
+        for (size_t at : {good.size() - 1, good.size() - 4, size_t{28}}) {  // in the value, in the peer address
+            Bytes bad = good;
+            bad[at] ^= 0x10;
+            const Bytes f = build(from_client(bad));
+            const Out o = run1(f);
+            ASSERT_EQ(o.exc.size(), 1u) << at;
+            EXPECT_EQ(o.exc[0], f);
+            EXPECT_TRUE(o.nic.empty());
+            expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
+        }
+    }
+}
+
+TEST_P(Pipeline, SendFingerprintIsCheckedInAnyLayout) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const Bytes data = pattern(37);
+    // DATA before XOR-PEER-ADDRESS (the walk), then a FINGERPRINT computed
+    // over the reordered message.
+    const Bytes s = send_indication(tx, n_.peer, data, false);
+    const size_t peer_attr = 4 + (n_.peer.is_v4() ? 8 : 20);
+    Bytes r(s.begin(), s.begin() + 20);
+    r.insert(r.end(), s.begin() + 20 + peer_attr, s.end());
+    r.insert(r.end(), s.begin() + 20, s.begin() + 20 + peer_attr);
+    const uint16_t mlen = static_cast<uint16_t>(r.size() - 20 + 8);
+    r[2] = static_cast<uint8_t>(mlen >> 8);
+    r[3] = static_cast<uint8_t>(mlen);
+    const uint32_t fp = turn::stun::fingerprint_value(r);
+    for (uint8_t b : {uint8_t{0x80}, uint8_t{0x28}, uint8_t{0}, uint8_t{4}, static_cast<uint8_t>(fp >> 24),
+                      static_cast<uint8_t>(fp >> 16), static_cast<uint8_t>(fp >> 8), static_cast<uint8_t>(fp)}) {
+        r.push_back(b);
+    }
+    const Out o = run1(build(from_client(r)));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, data)));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}});
+
+    Bytes bad = r;
+    bad.back() ^= 1;
+    const Bytes f = build(from_client(bad));
+    const Out p = run1(f);
+    ASSERT_EQ(p.exc.size(), 1u);
+    EXPECT_EQ(p.exc[0], f);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
+
+    // A (correct) FINGERPRINT followed by SOFTWARE: not the last attribute.
+    Bytes after = send_indication(tx, n_.peer, data, true);
+    for (int b : {0x80, 0x22, 0x00, 0x04, 0x61, 0x62, 0x63, 0x64}) {
+        after.push_back(static_cast<uint8_t>(b));
+    }
+    const uint16_t alen = static_cast<uint16_t>(after.size() - 20);
+    after[2] = static_cast<uint8_t>(alen >> 8);
+    after[3] = static_cast<uint8_t>(alen);
+    const Bytes g = build(from_client(after));
+    const Out q = run1(g);
+    ASSERT_EQ(q.exc.size(), 1u);
+    EXPECT_EQ(q.exc[0], g);
     expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
 }
 

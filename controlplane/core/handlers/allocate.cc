@@ -87,7 +87,10 @@ void Server::handle_allocate(const Request& r) {
     bool even = false;
     bool reserve_next = false;
     if (even_attr != nullptr) {
-        if (decode_even_port(m.value(*even_attr), reserve_next) != AttrError::kOk) {
+        // A reservation is of one port of one family: not with a second
+        // family (section 7.2 item 8).
+        if (decode_even_port(m.value(*even_attr), reserve_next) != AttrError::kOk ||
+            (reserve_next && add_family != nullptr)) {
             reply_error(r, err::kBadRequest);
             return;
         }
