@@ -526,26 +526,28 @@ int main(int argc, char** argv) {
             return s.empty() ? std::string("none") : s;
         };
         auto reloaded = load_config(cli);
+        // The outcome line (config_reloaded) comes last, after the TLS
+        // files' own line, and names a new certificate among what it applied.
+        std::optional<ReloadOutcome> applied;
         if (auto* bad = std::get_if<ConfigError>(&reloaded)) {
             log_event(LogLevel::kError, "config_reload_failed", {{"error", bad->message}, {"kept", "everything"}});
             out["error"] = bad->message;
         } else {
             warn_open_secret_files(std::get<Config>(reloaded));
-            const ReloadOutcome r = apply_reload(*shared, running, std::get<Config>(reloaded));
-            if (!r.error.empty()) {
-                log_event(LogLevel::kError, "config_reload_failed", {{"error", r.error}, {"kept", "everything"}});
-                out["error"] = r.error;
-            } else {
-                log_event("config_reloaded", {{"applied", join(r.applied)}});
-                out["ok"] = true;
-                out["applied"] = r.applied;
-            }
+            ReloadOutcome r = apply_reload(*shared, running, std::get<Config>(reloaded));
             if (!r.need_restart.empty()) {
                 log_event(LogLevel::kWarn, "config_reload_needs_restart",
                           {{"changed", join(r.need_restart)}, {"fix", "restart turn-relay to apply these; the running values stay"}});
             }
             out["need_restart"] = r.need_restart;
+            if (!r.error.empty()) {
+                log_event(LogLevel::kError, "config_reload_failed", {{"error", r.error}, {"kept", "everything"}});
+                out["error"] = r.error;
+            } else {
+                applied = std::move(r);
+            }
         }
+        bool tls_ok = true;
         if (any_tls) {
             std::string e;
             bool same = false;
@@ -553,14 +555,22 @@ int main(int argc, char** argv) {
                 log_event(same ? "tls_unchanged" : "tls_reloaded", {{"certificate", tls.describe()}});
                 out["tls_certificate"] = tls.describe();
                 out["tls_changed"] = !same;
+                if (applied && !same) {
+                    applied->applied.emplace_back("[tls] certificate");
+                }
             } else {
                 // The certificate a renewal hook meant to install is not in
                 // use: the reload as a whole failed, whatever else it applied.
                 log_event(LogLevel::kError, "tls_reload_failed", {{"error", e}, {"kept", tls.describe()}});
                 out["tls_error"] = e;
-                out["ok"] = false;
                 out["error"] = "[tls]: " + e;
+                tls_ok = false;
             }
+        }
+        if (applied) {
+            log_event("config_reloaded", {{"applied", join(applied->applied)}});
+            out["ok"] = tls_ok;
+            out["applied"] = applied->applied;
         }
         return out;
     };

@@ -201,7 +201,10 @@ std::vector<SecretLine> read_secret_lines(const std::string& origin, const std::
                                              "else: chmod 0600)");
     }
     std::vector<SecretLine> out;
-    const std::string_view text(reinterpret_cast<const char*>(data->data()), data->size());
+    std::string_view text(reinterpret_cast<const char*>(data->data()), data->size());
+    if (text.starts_with("\xEF\xBB\xBF")) {
+        text.remove_prefix(3);  // a UTF-8 byte order mark (Windows editors) is no part of the first entry
+    }
     size_t number = 0;
     for (size_t pos = 0; pos < text.size();) {
         const size_t nl = std::min(text.find('\n', pos), text.size());

@@ -328,6 +328,11 @@ TEST(ConfigSecretFiles, CommentsBlanksAndLineEndings) {
     EXPECT_EQ(c.rest_secrets, (std::vector<std::string>{"new-secret", " old-secret"}));
     EXPECT_EQ(c.users_file, users);
     EXPECT_EQ(c.rest_secrets_file, secrets);
+    // A UTF-8 byte order mark (as Windows editors write) is not part of the first entry.
+    const std::string bom = t.write("bom", "\xEF\xBB\xBF" "erin:e\r\n");
+    auto b = load_config_text(kListen + "[auth]\nusers_file=" + in_quotes(bom) + "\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(b)) << std::get<ConfigError>(b).message;
+    EXPECT_EQ(std::get<Config>(b).users, (std::vector<std::pair<std::string, std::string>>{{"erin", "e"}}));
 }
 
 TEST(ConfigSecretFiles, MergedAfterTheInlineEntries) {

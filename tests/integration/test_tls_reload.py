@@ -84,6 +84,12 @@ def test_sighup_reloads_the_certificate(tmp_path):
         relay.proc.send_signal(signal.SIGHUP)
         assert wait_log(relay, "event=tls_reloaded"), relay.log.read_text()[-2000:]
         assert "renewed.test" in relay.log.read_text().split("event=tls_reloaded", 1)[1].splitlines()[0]
+        # The outcome line follows the certificate's and names it (it said
+        # applied=none, before tls_reloaded, for a certificate-only reload).
+        assert wait_log(relay, "event=config_reloaded"), relay.log.read_text()[-2000:]
+        after = relay.log.read_text().split("event=tls_reloaded", 1)[1]
+        outcome = [ln for ln in after.splitlines() if "event=config_reloaded" in ln]
+        assert outcome and "[tls] certificate" in outcome[0], after[:2000]
         second = tls_connect(relay.tls_port)
         assert "renewed.test" in cn_of(second)
         assert binding(first), "a connection made before the reload must keep working"
