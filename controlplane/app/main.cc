@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <algorithm>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -107,6 +108,34 @@ void warn_open_secret_files(const Config& c) {
                   {{"path", f.path},
                    {"mode", mode},
                    {"fix", "chmod 0600 it, owned by the user turn-relay runs as, unless its group is meant to read it"}});
+    }
+}
+
+// The demo credential (deploy/turnrelay.toml's) accepted where it is more
+// than a demo: beside other credentials (users or REST secrets added to the
+// example file, which keeps it), or on a listener other clients can reach.
+// Anyone who has read the README could use such a relay.
+void warn_demo_credential(const Config& c) {
+    const bool demo = std::any_of(c.users.begin(), c.users.end(), [](const auto& u) {
+        return u.first == kDemoUser && u.second == kDemoPassword;
+    });
+    if (!demo) {
+        return;
+    }
+    bool reachable = false;
+    for (const auto* ls : {&c.listen, &c.listen_tcp, &c.listen_tls, &c.listen_dtls}) {
+        for (const Address& a : *ls) {
+            const Address n = a.normalised();
+            const bool loopback = n.is_v4() ? n.ip_string().rfind("127.", 0) == 0 : n.ip_string() == "::1";
+            reachable = reachable || !loopback;
+        }
+    }
+    if (reachable || c.users.size() > 1 || !c.rest_secrets.empty()) {
+        log_event(LogLevel::kWarn, "demo_credential_enabled",
+                  {{"user", kDemoUser},
+                   {"risk", reachable ? "the README's demo password opens a relay reachable beyond this host"
+                                      : "the README's demo password is accepted beside the real credentials"},
+                   {"fix", std::string("remove \"") + kDemoUser + ":" + kDemoPassword + "\" from [auth].users"}});
     }
 }
 
@@ -348,6 +377,7 @@ int main(int argc, char** argv) {
     setup_logging(config);
     warn_secrets_on_command_line(cli);
     warn_open_secret_files(config);
+    warn_demo_credential(config);
     // TURN over TLS and DTLS: the certificate and key are read (and checked
     // against each other) now, so a bad file stops start-up with the key to fix.
     TlsContexts tls;
@@ -534,6 +564,7 @@ int main(int argc, char** argv) {
             out["error"] = bad->message;
         } else {
             warn_open_secret_files(std::get<Config>(reloaded));
+            warn_demo_credential(std::get<Config>(reloaded));
             ReloadOutcome r = apply_reload(*shared, running, std::get<Config>(reloaded));
             if (!r.need_restart.empty()) {
                 log_event(LogLevel::kWarn, "config_reload_needs_restart",

@@ -12,6 +12,7 @@
 
 #include <toml++/toml.h>
 
+#include "auth/credential_store.h"
 #include "auth/credentials.h"
 #include "io/files.h"
 
@@ -28,7 +29,7 @@ std::optional<Address> Config::relay_ip(Family f) const {
 
 namespace {
 
-constexpr size_t kMaxRestSecrets = 8;  // auth::CredentialStore::kMaxSecrets
+constexpr size_t kMaxRestSecrets = auth::CredentialStore::kMaxSecrets;
 
 struct Fail {
     std::string message;
@@ -147,15 +148,19 @@ Prefix parse_prefix(const std::string& key, const std::string& s) {
 }
 
 // "name:password" -> (name, password); the password is everything after the
-// first ':'. A message quotes an entry only when it has no password part: a
-// reload logs it.
+// first ':'. A message never quotes an entry: one without a ':' may be a
+// password or a REST secret written in the wrong place, and a reload logs it
+// (and answers turn-ctl with it). Only a user name is named.
 std::pair<std::string, std::string> split_user(const std::string& key, const std::string& s) {
     const auto colon = s.find(':');
     if (colon == 0) {
         fail(key, "an entry has an empty user name (nothing before the first \":\"); write \"user:password\"");
     }
-    if (colon == std::string::npos || colon + 1 == s.size()) {
-        fail(key, "\"" + s + "\" must be \"user:password\" with both parts non-empty");
+    if (colon == std::string::npos) {
+        fail(key, "an entry has no \":\"; write \"user:password\"");
+    }
+    if (colon + 1 == s.size()) {
+        fail(key, "user \"" + s.substr(0, colon) + "\" has an empty password; write \"user:password\"");
     }
     return {s.substr(0, colon), s.substr(colon + 1)};
 }
@@ -270,6 +275,11 @@ void apply_secret_files(const CliOverrides& cli, Config& c) {
                          (inline_count == 0 ? std::string()
                                             : " with the " + std::to_string(inline_count) + " of " + inline_key) +
                          "; keep at most " + max + " in all, newest first, and drop the oldest");
+            }
+            if (std::any_of(l.text.begin(), l.text.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; })) {
+                // A lone CR as line end, a NUL: the secret would silently never match.
+                fail(origin + ": line " + std::to_string(l.number),
+                     "a secret holds a control character (a CR-only line end?); one secret per line, LF or CRLF line ends");
             }
             c.rest_secrets.push_back(l.text);
         }

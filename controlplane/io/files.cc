@@ -1,6 +1,7 @@
 #include "io/files.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,11 +10,19 @@
 namespace turn::cp {
 
 std::optional<std::vector<uint8_t>> read_file(const std::string& path, size_t max_bytes, std::string& error) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Non-blocking, and the descriptor itself checked: a FIFO or device put
+    // at the path (even after a caller's stat) cannot hang start-up or a reload.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (errno != ENOENT) {
             error = "cannot open " + path + ": " + std::strerror(errno);
         }
+        return std::nullopt;
+    }
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        error = path + " is not a regular file";
+        ::close(fd);
         return std::nullopt;
     }
     std::vector<uint8_t> out;

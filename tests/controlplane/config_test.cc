@@ -403,9 +403,10 @@ TEST(ConfigSecretFiles, ErrorsNameTheFileAndLine) {
         return error_of(kListen + "[auth]\nusers=[\"alice:a\"]\nusers_file=" + in_quotes(t.write("users", content)) + "\n");
     };
     const std::string origin = "[auth].users_file " + in_quotes(t.path("users"));
-    EXPECT_EQ(users_error("# users\nzed:z\nbob\n"),
-              origin + ": line 3: \"bob\" must be \"user:password\" with both parts non-empty");
-    EXPECT_EQ(users_error("bob:\n"), origin + ": line 1: \"bob:\" must be \"user:password\" with both parts non-empty");
+    EXPECT_EQ(users_error("# users\nzed:z\nbob\n"), origin + ": line 3: an entry has no \":\"; write \"user:password\"");
+    EXPECT_EQ(users_error("bob:\n"), origin + ": line 1: user \"bob\" has an empty password; write \"user:password\"");
+    // A line without ':' may be a secret (a REST secrets file given as users_file): never quoted.
+    EXPECT_EQ(users_error("bG9uZy1iYXNlNjQtc2VjcmV0\n").find("bG9uZy"), std::string::npos);
     // An empty name: the message does not repeat the rest of the line (a password).
     const std::string no_name = users_error("\n:hunter2-secret\n");
     EXPECT_EQ(no_name.rfind(origin + ": line 2: an entry has an empty user name", 0), 0u) << no_name;

@@ -146,8 +146,41 @@ def test_a_secrets_file_that_cannot_be_used_stops_start_up(tmp_path, case):
     else:
         option = "--users-file"
         write_secrets(path, f"alice:{SECRET_ONE}\nbob\n", 0o600)
-        expect = (f'--users-file "{path}": line 2: "bob" must be "user:password" with both parts non-empty')
+        expect = (f'--users-file "{path}": line 2: an entry has no ":"; write "user:password"')
     rc, out = run_relay("--config", str(cfg), option, str(path))
     assert rc == 2, out
     assert f"turn-relay: configuration error: {expect}" in out, out
     assert SECRET_ONE not in out, out
+
+
+@pytest.mark.parametrize("case", ["demo_alone", "demo_beside_file_users", "demo_on_wildcard"])
+def test_demo_credential_outside_the_demo_is_reported(tmp_path, case):
+    """deploy/turnrelay.toml keeps users = ["demo:demo-password"]; an operator who adds a users
+    file (or listens beyond loopback) and leaves it there runs a relay the README's password
+    opens: demo_credential_enabled, at start-up. The demo itself (loopback, demo alone) is quiet."""
+    port = free_port()
+    lo, hi = relay_port_window()
+    listen = "0.0.0.0" if case == "demo_on_wildcard" else "127.0.0.1"
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(f'[server]\nlisten = ["{listen}:{port}"]\nrelay_ips = ["127.0.0.1"]\n'
+                   f'relay_port_min = {lo}\nrelay_port_max = {hi}\nthreads = 1\n'
+                   '[auth]\nusers = ["demo:demo-password"]\n[metrics]\nlisten = ""\n')
+    args = [find_turn_relay_bin(), "--config", str(cfg)]
+    if case == "demo_beside_file_users":
+        users = tmp_path / "users"
+        write_secrets(users, f"alice:{SECRET_ONE}\n", 0o600)
+        args += ["--users-file", str(users)]
+    log = tmp_path / "relay.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        text = wait_for(log, "event=started", proc=proc)
+    finally:
+        stop_process(proc, second_signal_after=1.0)
+    warned = [ln for ln in text.splitlines() if "event=demo_credential_enabled" in ln]
+    if case == "demo_alone":
+        assert not warned, text
+    else:
+        assert len(warned) == 1 and "remove" in warned[0], text
+        assert ("reachable beyond this host" in warned[0]) == (case == "demo_on_wildcard"), warned[0]
+    assert SECRET_ONE not in log.read_text(errors="replace")
