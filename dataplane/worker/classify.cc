@@ -10,7 +10,10 @@
 // straight-line IPv4 check (parse_udp4, stages.h, shared with the express
 // lane) took the common case off the general parser. start_lookup adds ~17
 // per client packet (the key's CRC, moved here from lookup, and the
-// cache-bucket prefetch): 125 ChannelData.
+// cache-bucket prefetch): 125 ChannelData. A Send indication with a
+// FINGERPRINT adds its CRC-32 (fingerprint_ok): 216 -> 261 cycles per packet
+// through the pipeline at 10k flows, 120-byte payloads (bench/RESULTS.md,
+// "FINGERPRINT").
 // Per-stage cycles are not separable on these machines (no PMU);
 // bench/RESULTS.md has the pipeline total.
 //
@@ -83,7 +86,9 @@ inline bool fingerprint_ok(const uint8_t* s, size_t pos) {
 // matched straight-line; the loop then only walks what follows DATA.
 bool parse_send(const uint8_t* s, uint16_t plen, Pkt& p) {
     const uint16_t mlen = load_be16(s + 2);
-    if ((mlen & 3) != 0 || size_t{20} + mlen > plen) {
+    // The message fills the datagram exactly, as the control plane's parser
+    // requires (bytes after it: it discards the datagram as malformed).
+    if ((mlen & 3) != 0 || size_t{20} + mlen != plen) {
         return false;
     }
     const size_t end = size_t{20} + mlen;

@@ -23,7 +23,7 @@
     X(punt_no_next_hop, "punted: no L2 next hop for the destination")                   \
     X(punt_multi_segment, "punted: chained mbuf")                                       \
     X(punt_no_headroom, "punted: not enough headroom to prepend headers")               \
-    X(punt_send_unparsed, "punted: Send indication the fast parser does not handle")    \
+    X(punt_send_unparsed, "punted: Send indication the fast parser does not handle, or a wrong FINGERPRINT") \
     X(drop_bad_length, "dropped: IP/UDP/ChannelData/STUN length inconsistent")          \
     X(drop_bad_ip_checksum, "dropped: IPv4 header checksum wrong")                      \
     X(drop_bad_l4_checksum, "dropped: bad UDP checksum (port flag, or zero over IPv6)") \

@@ -36,6 +36,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic"
 #include <rte_eth_ring.h>
+#include <rte_net_crc.h>
 #pragma GCC diagnostic pop
 
 using namespace dptest;
@@ -112,6 +113,7 @@ void init_env() {
     const char* argv[] = {"dataplane_tests", "--no-huge", "-m", "512", "--no-pci", "--no-shconf",
                           prefix.c_str(), "--log-level=lib.eal:error", "-l", "0"};
     ASSERT_GE(rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv)), 0) << rte_strerror(rte_errno);
+    rte_net_crc_set_alg(RTE_NET_CRC_SSE42);  // the FINGERPRINT CRC turn-dataplane selects
     g_env = new Env();
     g_env->pool = rte_pktmbuf_pool_create("dpt_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
     ASSERT_NE(g_env->pool, nullptr);
@@ -3032,19 +3034,45 @@ TEST_P(Pipeline, SendFingerprintIsCheckedInAnyLayout) {
     EXPECT_EQ(p.exc[0], f);
     expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
 
-    // A (correct) FINGERPRINT followed by SOFTWARE: not the last attribute.
-    Bytes after = send_indication(tx, n_.peer, data, true);
+    // A FINGERPRINT followed by SOFTWARE: not the last attribute, though its
+    // CRC is right for the message before it (with the final length).
+    Bytes after = send_indication(tx, n_.peer, data, false);
+    const uint16_t alen = static_cast<uint16_t>(after.size() - 20 + 8 + 8);
+    after[2] = static_cast<uint8_t>(alen >> 8);
+    after[3] = static_cast<uint8_t>(alen);
+    const uint32_t afp = turn::stun::fingerprint_value(after);
+    for (int b : {0x80, 0x28, 0x00, 0x04}) {
+        after.push_back(static_cast<uint8_t>(b));
+    }
+    for (int k = 24; k >= 0; k -= 8) {
+        after.push_back(static_cast<uint8_t>(afp >> k));
+    }
     for (int b : {0x80, 0x22, 0x00, 0x04, 0x61, 0x62, 0x63, 0x64}) {
         after.push_back(static_cast<uint8_t>(b));
     }
-    const uint16_t alen = static_cast<uint16_t>(after.size() - 20);
-    after[2] = static_cast<uint8_t>(alen >> 8);
-    after[3] = static_cast<uint8_t>(alen);
     const Bytes g = build(from_client(after));
     const Out q = run1(g);
     ASSERT_EQ(q.exc.size(), 1u);
     EXPECT_EQ(q.exc[0], g);
     expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
+}
+
+// Bytes after the STUN message in the datagram: the control plane's parser
+// refuses such a datagram (malformed), so the fast path must not forward it.
+TEST_P(Pipeline, SendWithBytesAfterTheMessageIsPunted) {
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    for (bool fingerprint : {false, true}) {
+        Bytes s = send_indication(tx, n_.peer, pattern(8), fingerprint);
+        for (int k = 0; k < 4; k++) {
+            s.push_back(0);
+        }
+        const Bytes f = build(from_client(s));
+        const Out o = run1(f);
+        ASSERT_EQ(o.exc.size(), 1u) << fingerprint;
+        EXPECT_EQ(o.exc[0], f);
+        EXPECT_TRUE(o.nic.empty());
+        expect_deltas({{Counter::rx, 1}, {Counter::punt_send_unparsed, 1}});
+    }
 }
 
 TEST_P(Pipeline, SendWithTruncatedDataIsPunted) {

@@ -91,6 +91,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic"
 #include <rte_eth_ring.h>
+#include <rte_net_crc.h>
 #pragma GCC diagnostic pop
 
 namespace {
@@ -216,6 +217,7 @@ void init() {
     if (!fuzzeal::init("worker_fuzz", 256)) {
         fail("rte_eal_init");
     }
+    rte_net_crc_set_alg(RTE_NET_CRC_SSE42);  // the FINGERPRINT CRC turn-dataplane selects
     g = new Env();
     std::atexit(fuzzeal::cleanup);
     g->pool = rte_pktmbuf_pool_create("fz_pool", kPoolMbufs, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
