@@ -261,6 +261,15 @@ void StreamIo::pause_on_exhaustion(int fd, uint64_t tag) {
 }
 
 void StreamIo::read(uint32_t idx) {
+    read_some(idx);
+    // What a pipe side read goes on to its partner now (forward_now), once
+    // per event, so that the reads of one event still make one write.
+    if (conns_[idx]->fd >= 0 && conns_[idx]->role != Role::kClient) {
+        forward_now(idx);
+    }
+}
+
+void StreamIo::read_some(uint32_t idx) {
     for (int k = 0; k < kReadsPerEvent; ++k) {
         Conn& c = *conns_[idx];
         if (c.fd < 0 || c.paused || c.eof) {
@@ -870,6 +879,22 @@ void StreamIo::raw_in(uint32_t idx, std::span<const uint8_t> bytes) {
     if (p.out.size() - p.out_off > shared_.config.tcp_send_buffer_bytes && !c.paused) {
         c.paused = true;
         update_events(c, idx);
+    }
+}
+
+// What one event's reads of a pipe side queued is written to its partner at
+// once instead of with the rest of the epoll batch (flush): a side appears
+// once per batch, so waiting would coalesce nothing and only add the time
+// the batch's other connections take to every byte's latency.
+void StreamIo::forward_now(uint32_t idx) {
+    const Conn& c = *conns_[idx];
+    if (c.partner < 0) {
+        return;  // a peer not bound yet: its bytes wait for the bind
+    }
+    const auto pidx = static_cast<uint32_t>(c.partner);
+    const Conn& p = *conns_[pidx];
+    if (p.fd >= 0 && !p.want_write && p.out_off < p.out.size()) {
+        write(pidx);  // a failed send closes both sides (close_any)
     }
 }
 

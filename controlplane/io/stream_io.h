@@ -148,6 +148,7 @@ private:
 
     void accept_all(Listener& l);
     void read(uint32_t idx);
+    void read_some(uint32_t idx);  // up to kReadsPerEvent reads, handed on (consume, raw_in)
     // Frames messages off `bytes` (the connection's partial message first);
     // false if the connection was closed.
     bool consume(uint32_t idx, std::span<const uint8_t> bytes);
@@ -174,6 +175,9 @@ private:
     void accept_peers(uint32_t relay_index);
     uint32_t new_conn_slot();
     void raw_in(uint32_t idx, std::span<const uint8_t> bytes);
+    // What the reads of pipe side idx queued for its partner, written now
+    // (unless the partner waits for room; a failed write closes both).
+    void forward_now(uint32_t idx);
     // Half-close: side idx ended its stream; its partner gets a FIN after
     // what is queued for it (send_fin), and a pipe whose two directions have
     // both ended closes.
