@@ -72,6 +72,7 @@
 #include "server_net.h"
 #include "stun/builder.h"
 #include "stun/constants.h"
+#include "stun/integrity.h"
 #include "stun/message.h"
 
 namespace {
@@ -225,6 +226,22 @@ FiveTuple client_tuple(uint8_t sel) {
     return FiveTuple{A(v6 ? "[fd00::99]:5000" : "198.18.1.1:5000").with_port(port),
                      A(v6 ? servernet::kListen6 : servernet::kListen4),
                      (sel & servernet::kSelTcp) != 0 ? Transport::kTcp : Transport::kUdp};
+}
+
+// `msg` with its FINGERPRINT (if it parses as STUN and has one) set to the
+// right value for the bytes before it; otherwise unchanged.
+std::vector<uint8_t> with_right_fingerprint(std::span<const uint8_t> msg) {
+    std::vector<uint8_t> out(msg.begin(), msg.end());
+    stun::MessageView v;
+    if (stun::parse(msg, v) != stun::ParseError::kOk || v.fingerprint() == nullptr || v.fingerprint()->length != 4) {
+        return out;
+    }
+    const size_t at = v.fingerprint()->offset;
+    const uint32_t fp = stun::fingerprint_value(msg.first(at - 4));
+    for (int k = 0; k < 4; k++) {
+        out[at + static_cast<size_t>(k)] = static_cast<uint8_t>(fp >> (24 - 8 * k));
+    }
+    return out;
 }
 
 // The message signed for the client of `ft`: its type, transaction id and
@@ -521,10 +538,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         g_transcript.u64(uint64_t{marks.tos} << 8 | marks.ttl);
         switch (op % servernet::kOps) {
         case servernet::kClientRaw: {
-            w->server->on_client_datagram(ft, pl, marks);
+            std::vector<uint8_t> fixed;
+            std::span<const uint8_t> msg = pl;
+            if ((sel & servernet::kSelFingerprint) != 0) {
+                fixed = with_right_fingerprint(pl);
+                msg = fixed;
+            }
+            w->server->on_client_datagram(ft, msg, marks);
             stun::MessageView req;
-            const bool is_stun = stun::parse(pl, req) == stun::ParseError::kOk;
-            check_sent(*w, before, &ft, is_stun ? &req : nullptr, pl);
+            const bool is_stun = stun::parse(msg, req) == stun::ParseError::kOk;
+            check_sent(*w, before, &ft, is_stun ? &req : nullptr, msg);
             check_relayed_marks(*w, w->io.client.size(), before_peer, marks);
             break;
         }

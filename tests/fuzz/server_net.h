@@ -7,7 +7,11 @@
 // op / kOps the IpMarks of a datagram from a UDP client or a peer (0: none,
 // as the seeds write them; server_fuzz.cc step_marks):
 //   kClientRaw     the payload as a datagram (or TCP-framed message) from the
-//                  client the selector names;
+//                  client the selector names; with kSelFingerprint, a STUN
+//                  message's FINGERPRINT is first made right for its
+//                  (mutated) bytes, so that mutations of unsigned messages
+//                  that carry one (Binding, Send indications) reach the
+//                  handlers instead of stopping at the FINGERPRINT check;
 //   kClientSigned  the same, after the harness re-signed it as that client's
 //                  user (alice, or bob with kSelBob; SHA-256 key with
 //                  kSelSha256): it must parse as STUN, or the step is skipped;
@@ -47,6 +51,7 @@ constexpr uint8_t kSelTcp = 0x08;
 constexpr uint8_t kSelBob = 0x10;
 constexpr uint8_t kSelSha256 = 0x20;
 constexpr uint8_t kSelReuse = 0x40;
+constexpr uint8_t kSelFingerprint = 0x80;  // kClientRaw only
 
 constexpr size_t kMaxSteps = 64;
 

@@ -219,6 +219,27 @@ fuzzseeds::Files scripts() {
                                  [](auto& b) { b.add_address_family(attr::kRequestedAddressFamily, Family::kIPv6); }))
                        .step(kClientRaw, 0, channel_data(0x4fff, 8))
                        .bytes());
+    // FINGERPRINT (RFC 8489 section 7.3): a Send indication and a Binding
+    // whose FINGERPRINT is wrong are dropped (bad_fingerprint); the same with
+    // kSelFingerprint, which makes it right, are relayed / answered.
+    Bytes bad_fp = msg(stun::Method::kSend, stun::Class::kIndication, [&](stun::MessageBuilder& b) {
+        b.add_xor_address(attr::kXorPeerAddress, kPeer0);
+        const std::array<uint8_t, 5> d{1, 2, 3, 4, 5};
+        b.add(attr::kData, d);
+        b.add_fingerprint();
+    });
+    bad_fp.back() ^= 0xff;
+    Bytes bad_binding = msg(stun::Method::kBinding, stun::Class::kRequest, [](stun::MessageBuilder& b) { b.add_fingerprint(); });
+    bad_binding.back() ^= 0xff;
+    s.emplace_back("fingerprint",
+                   Script()
+                       .step(kClientSigned, 0, allocate())
+                       .step(kClientSigned, 0, permission(kPeer0))
+                       .step(kClientRaw, 0, bad_fp)
+                       .step(kClientRaw, kSelFingerprint, bad_fp)
+                       .step(kClientRaw, 1, bad_binding)
+                       .step(kClientRaw, 1 | kSelFingerprint, bad_binding)
+                       .bytes());
     return s;
 }
 
