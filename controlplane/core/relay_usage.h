@@ -22,19 +22,28 @@ struct RelayUsage {
     uint64_t bytes_to_client = 0;
 
     void to_peer(size_t bytes) {
-        ++packets_to_peer;
-        bytes_to_peer += bytes;
+        add(packets_to_peer, 1);
+        add(bytes_to_peer, bytes);
     }
     void to_client(size_t bytes) {
-        ++packets_to_client;
-        bytes_to_client += bytes;
+        add(packets_to_client, 1);
+        add(bytes_to_client, bytes);
     }
+    // Counts and shares added up (the control plane's, the dataplane's
+    // reports, a saved snapshot's) saturate at 2^64 - 1 instead of wrapping
+    // to a small count: no traffic gets there, but a corrupt report or state
+    // file could, and a billing line must not turn a huge figure into a small one.
     RelayUsage& operator+=(const RelayUsage& o) {
-        packets_to_peer += o.packets_to_peer;
-        bytes_to_peer += o.bytes_to_peer;
-        packets_to_client += o.packets_to_client;
-        bytes_to_client += o.bytes_to_client;
+        add(packets_to_peer, o.packets_to_peer);
+        add(bytes_to_peer, o.bytes_to_peer);
+        add(packets_to_client, o.packets_to_client);
+        add(bytes_to_client, o.bytes_to_client);
         return *this;
+    }
+    static void add(uint64_t& a, uint64_t b) {
+        if (__builtin_add_overflow(a, b, &a)) {
+            a = UINT64_MAX;
+        }
     }
     friend RelayUsage operator+(RelayUsage a, const RelayUsage& b) { return a += b; }
     bool operator==(const RelayUsage&) const = default;

@@ -833,5 +833,19 @@ TEST_F(Restore, AgeAndUsageGoOn) {
         << lost;
 }
 
+// A saved snapshot or a dataplane report with usage near 2^64 (corrupt, or
+// hostile) must not wrap an allocation's billing figures to small numbers.
+TEST(RelayUsage, CountsAndSumsSaturateInsteadOfWrapping) {
+    constexpr uint64_t kMax = UINT64_MAX;
+    RelayUsage u{kMax - 1, kMax - 10, 3, 4};
+    u.to_peer(100);
+    EXPECT_EQ(u, (RelayUsage{kMax, kMax, 3, 4}));
+    u.to_peer(1);
+    u.to_client(7);
+    EXPECT_EQ(u, (RelayUsage{kMax, kMax, 4, 11}));
+    EXPECT_EQ((u + RelayUsage{5, 5, kMax, 1}), (RelayUsage{kMax, kMax, kMax, 12}));
+    EXPECT_EQ((RelayUsage{1, 2, 3, 4} + RelayUsage{10, 20, 30, 40}), (RelayUsage{11, 22, 33, 44}));
+}
+
 }  // namespace
 }  // namespace turn::cp::test
