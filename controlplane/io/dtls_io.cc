@@ -477,8 +477,10 @@ void DtlsIo::close(const FiveTuple& key, ConnClose why, bool notify) {
     }
     std::unique_ptr<Session> s = std::move(it->second);
     sessions_.erase(it);
-    if (s->established && why != ConnClose::kClient) {
-        SSL_shutdown(s->ssl);  // close_notify: the client learns at once
+    // close_notify: the client learns at once; a client that sent one gets
+    // one back (RFC 6347 via RFC 5246 section 7.2.1), not one that failed.
+    if (s->established && (why != ConnClose::kClient || (SSL_get_shutdown(s->ssl) & SSL_RECEIVED_SHUTDOWN) != 0)) {
+        SSL_shutdown(s->ssl);
     }
     SSL_free(s->ssl);
     ERR_clear_error();

@@ -280,6 +280,7 @@ void StreamIo::read_some(uint32_t idx) {
             n = ::recv(c.fd, rx_.data(), rx_.size(), MSG_DONTWAIT);
             if (n == 0) {
                 if (c.role == Role::kClient) {
+                    c.eof = true;  // an orderly end: the answers already queued still go (close)
                     close_any(idx, ConnClose::kClient);
                 } else {
                     half_close(idx);
@@ -315,6 +316,9 @@ void StreamIo::read_some(uint32_t idx) {
                     half_close(idx);  // close_notify: the client's stream to the peer ended
                     return;
                 }
+                // close_notify, maybe in the same segment as the client's last
+                // request: its answer, already queued, still goes (close).
+                c.eof = e == SSL_ERROR_ZERO_RETURN;
                 close_any(idx, !c.handshake_done && e != SSL_ERROR_ZERO_RETURN ? ConnClose::kTlsHandshake : ConnClose::kClient);
                 return;
             }
@@ -521,10 +525,11 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
         return;
     }
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
-    // Answers to the messages before a bad one (or before shutdown) go out
-    // if the socket takes them now; nothing waits for them.
+    // Answers to the messages before a bad one (or before shutdown, or
+    // before the client's orderly end: FIN or close_notify, `eof`) go out if
+    // the socket takes them now; nothing waits for them.
     const bool graceful = why == ConnClose::kBadFrame || why == ConnClose::kIdle || why == ConnClose::kShutdown ||
-                          (c.role == Role::kData && why == ConnClose::kClient);
+                          (why == ConnClose::kClient && (c.role == Role::kData || c.eof));
     if (graceful && c.out_off < c.out.size() && c.handshake_done) {
         const size_t len = c.out.size() - c.out_off;
         if (c.ssl == nullptr) {
@@ -534,8 +539,11 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
         }
     }
     if (c.ssl != nullptr) {
-        if (c.handshake_done && why != ConnClose::kSendError && why != ConnClose::kClient) {
-            SSL_shutdown(c.ssl);  // close_notify, best effort
+        // close_notify, best effort; to a client that sent one, as the answer
+        // TLS asks for (RFC 8446 section 6.1), not after a reset or an error.
+        if (c.handshake_done && why != ConnClose::kSendError &&
+            (why != ConnClose::kClient || (SSL_get_shutdown(c.ssl) & SSL_RECEIVED_SHUTDOWN) != 0)) {
+            SSL_shutdown(c.ssl);
         }
         SSL_free(c.ssl);
         c.ssl = nullptr;

@@ -133,7 +133,7 @@ private:
         SSL* ssl = nullptr;          // TLS connections
         bool handshake_done = false;
         bool want_write = false;     // EPOLLOUT registered
-        bool eof = false;            // pipes: its side ended (FIN), not read any more
+        bool eof = false;            // its side ended (FIN, close_notify): not read any more
         bool fin_pending = false;    // pipes: send FIN once `out` is written
         bool fin_sent = false;
         bool parked = false;         // pipes: out of the epoll set (shut down both ways, see on_event)

@@ -651,6 +651,42 @@ def test_binding_over_dtls(server, dtls_cert, family):
                 f"XOR-MAPPED-ADDRESS {r.xor_addr(A_XOR_MAPPED)} != {c.local()}")
 
 
+@turnrelay_only
+def test_last_request_then_close_notify(server):
+    """A Binding and the client's close_notify in one datagram: the answer comes, then the
+    server's own close_notify (RFC 6347 keeps RFC 5246 section 7.2.1's reply). Before, the
+    session closed without one."""
+    with DtlsTurnClient(server, 4) as c:
+        tid = os.urandom(12)
+        c.tls.send(encode(BINDING, [], tid=tid))
+        try:
+            c.tls.shutdown()
+        except SSL.Error:
+            pass
+        out = b""
+        while True:
+            try:
+                out += c.tls.bio_read(65536)
+            except SSL.WantReadError:
+                break
+        c.sock.send(out)  # the Binding's record and the close_notify alert, one datagram
+        answers = []
+        while select.select([c.sock], [], [], 1.0)[0]:
+            answers.append(c.sock.recv(65536))
+        for d in answers:
+            c.tls.bio_write(d)
+        got, close_notify = b"", False
+        try:
+            while True:
+                got += c.tls.recv(65536)
+        except SSL.ZeroReturnError:
+            close_notify = True
+        except SSL.WantReadError:
+            pass
+        assert tid in got, f"no answer to the request before close_notify: {[(d[0], len(d)) for d in answers]}"
+        assert close_notify, f"no close_notify from the server: {[(d[0], len(d)) for d in answers]}"
+
+
 @pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
 def test_plain_udp_listener_unaffected(server, family):
     drops = metric0(server, "turn_drops_total", reason="dtls_no_session")

@@ -745,6 +745,50 @@ def test_binding_mapped_address(server, client_ctx, family, tls):
             f"XOR-MAPPED-ADDRESS {r.xor_addr(A_XOR_MAPPED)} != client address {c.local()}")
 
 
+@turnrelay_only
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_tls_last_request_then_close_notify(server, version):
+    """A client that sends its last request and its close_notify in one TCP segment (a
+    Refresh 0, then close) gets the answer, then the server's own close_notify (RFC 8446
+    section 6.1, RFC 5246 section 7.2.1). Before, the queued answer was dropped with the
+    connection and no close_notify came: the client saw an EOF, every time."""
+    from OpenSSL import SSL
+    ver = SSL.TLS1_3_VERSION if version == "1.3" else SSL.TLS1_2_VERSION
+    for _ in range(5):
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(ver)
+        ctx.set_max_proto_version(ver)
+        s = socket.create_connection(server.stream_addr(4, tls=True), timeout=5)
+        s.settimeout(None)  # blocking for pyOpenSSL's handshake; the reads below wait in select
+        try:
+            c = SSL.Connection(ctx, s)
+            c.set_connect_state()
+            c.do_handshake()
+            tid = os.urandom(12)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # request + close_notify: one segment
+            c.sendall(encode(BINDING, [], tid=tid))
+            c.shutdown()
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            got, end, how = b"", time.monotonic() + 5, "timeout"
+            while time.monotonic() < end:
+                if not select.select([s], [], [], 0.2)[0]:
+                    continue
+                try:
+                    got += c.recv(65536)
+                except SSL.WantReadError:
+                    continue
+                except SSL.ZeroReturnError:
+                    how = "close_notify"
+                    break
+                except SSL.Error as e:
+                    how = f"no close_notify: {e!r}"
+                    break
+            assert tid in got, f"TLS {version}: the answer to the request before close_notify was lost ({how})"
+            assert how == "close_notify", f"TLS {version}: {how}"
+        finally:
+            s.close()
+
+
 @pytest.mark.parametrize("offer,selected", [(["stun.turn"], "stun.turn"),
                                             (["h2", "stun.turn"], "stun.turn"),
                                             (["h2"], None)],
