@@ -116,9 +116,7 @@ void warn_open_secret_files(const Config& c) {
 // example file, which keeps it), or on a listener other clients can reach.
 // Anyone who has read the README could use such a relay.
 void warn_demo_credential(const Config& c) {
-    const bool demo = std::any_of(c.users.begin(), c.users.end(), [](const auto& u) {
-        return u.first == kDemoUser && u.second == kDemoPassword;
-    });
+    const bool demo = std::any_of(c.users.begin(), c.users.end(), is_demo_credential);
     if (!demo) {
         return;
     }
@@ -646,7 +644,7 @@ int main(int argc, char** argv) {
     }
     // The built-in demo credential only (no [auth] given): a real password,
     // even a "demo" user's, is never logged.
-    const bool demo = config.users.size() == 1 && config.users[0] == std::pair<std::string, std::string>{kDemoUser, kDemoPassword};
+    const bool demo = config.users.size() == 1 && is_demo_credential(config.users[0]);
     log_event("started", {{"urls", turn_urls(config)},
                           {"realm", config.realm},
                           {"credentials", mode},

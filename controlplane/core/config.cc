@@ -808,18 +808,10 @@ std::variant<Config, ConfigError> load_impl(std::optional<std::string_view> text
             // --user / --rest-secret replace them). The built-in demo
             // credential alone (deploy/turnrelay.toml, which the start line
             // flags as the demo's) is no secret to protect.
-            bool inline_secrets = false;
-            for (const char* key : {"users", "rest_secrets"}) {
-                const toml::node* n = find(root, "auth", key);
-                if (n == nullptr || !n->is_array()) {
-                    continue;
-                }
-                for (const auto& e : *n->as_array()) {
-                    const auto* v = e.as_string();
-                    inline_secrets = inline_secrets || std::string_view(key) != "users" || v == nullptr ||
-                                     v->get() != std::string(kDemoUser) + ":" + kDemoPassword;
-                }
-            }
+            // (c.users and c.rest_secrets hold the file's own entries here,
+            // before the command line and the secrets files.)
+            const bool inline_secrets = !c.rest_secrets.empty() ||
+                                        !std::all_of(c.users.begin(), c.users.end(), is_demo_credential);
             if (path && inline_secrets) {
                 c.secret_files.push_back(*path);
             }

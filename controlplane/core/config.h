@@ -132,6 +132,9 @@ struct Config {
 // The demo credential, built in when no configuration file is given.
 inline constexpr const char* kDemoUser = "demo";
 inline constexpr const char* kDemoPassword = "demo-password";
+inline bool is_demo_credential(const std::pair<std::string, std::string>& user) {
+    return user.first == kDemoUser && user.second == kDemoPassword;
+}
 
 struct CliOverrides {
     std::optional<std::string> config_path;
