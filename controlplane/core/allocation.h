@@ -26,6 +26,10 @@ struct RelayEndpoint {
     Address addr;           // relayed transport address (IP and port)
     RelayId id = kNoRelay;  // the I/O layer's socket handle
     bool tcp = false;       // an RFC 6062 listening TCP socket, not a UDP one
+    // Its own time to expiry (monotonic ms): each relayed address of a dual
+    // allocation lives until its family is refreshed no more (RFC 8656
+    // section 7.3, REQUESTED-ADDRESS-FAMILY in a Refresh).
+    uint64_t expires_ms = 0;
     bool active() const { return id != kNoRelay; }
 };
 
@@ -41,6 +45,8 @@ public:
     // since boot) cannot hold: an allocation restored after a host reboot
     // may be older than the uptime.
     uint64_t age_before_ms = 0;
+    // The latest expiry of its relayed addresses: when the allocation ends
+    // unless refreshed (AllocationManager keeps it equal to their maximum).
     uint64_t expires_ms = 0;
     uint64_t timer_at_ms = 0;  // deadline of the wheel entry that counts
     bool dont_fragment = false;
@@ -69,6 +75,17 @@ public:
         return r.active() ? &r : nullptr;
     }
     bool has_family(Family f) const { return relay(f) != nullptr; }
+    bool dual() const { return relays[0].active() && relays[1].active(); }
+    // The earliest expiry among its relayed addresses: when its timer is due.
+    uint64_t next_expiry_ms() const {
+        uint64_t t = UINT64_MAX;
+        for (const auto& r : relays) {
+            if (r.active() && r.expires_ms < t) {
+                t = r.expires_ms;
+            }
+        }
+        return t == UINT64_MAX ? expires_ms : t;
+    }
 
     // Permission for `peer`'s IP (normalised) valid at `now_ms`.
     bool permitted(const Address& peer, uint64_t now_ms) const;

@@ -39,6 +39,18 @@ std::string relays_string(const std::array<Address, 2>& relayed) {
 uint64_t saved_age_ms(const SavedAllocation& s, uint64_t unix_ms) {
     return s.created_unix_ms != 0 && s.created_unix_ms < unix_ms ? unix_ms - s.created_unix_ms : 0;
 }
+
+// The allocation lives as long as its longest-lived relayed address.
+void sync_expiry(Allocation& a) {
+    uint64_t latest = 0;
+    for (const auto& r : a.relays) {
+        if (r.active()) {
+            latest = std::max(latest, r.expires_ms);
+        }
+    }
+    a.expires_ms = latest;
+}
+
 }  // namespace
 
 AllocationManager::AllocationManager(Shared& shared, const Clock& clock, TimerWheel& wheel, PacketIo& io,
@@ -157,6 +169,9 @@ Allocation& AllocationManager::create(const FiveTuple& ft, std::string username,
     a->relays = relays;
     a->created_ms = clock_.now_ms();
     a->expires_ms = a->created_ms + lifetime_ms;
+    for (auto& r : a->relays) {
+        r.expires_ms = r.active() ? a->expires_ms : 0;
+    }
     a->dont_fragment = dont_fragment;
     Allocation& ref = insert(std::move(a));
     log("allocation_created", ref);
@@ -186,34 +201,64 @@ Allocation& AllocationManager::insert(std::unique_ptr<Allocation> a) {
     if (ref.has_family(Family::kIPv6)) {
         shared_.allocations_v6.fetch_add(1);
     }
-    arm_allocation_timer(ref.id, ref.expires_ms);
+    arm_allocation_timer(ref.id, ref.next_expiry_ms());
     offload_for(ref).allocation_added(offload_view(ref, bps));
     return ref;
 }
 
-void AllocationManager::refresh(Allocation& a, uint64_t lifetime_ms) {
+void AllocationManager::refresh(Allocation& a, uint64_t lifetime_ms, Family only) {
     changed(a);
-    a.expires_ms = clock_.now_ms() + lifetime_ms;
+    const uint64_t at = clock_.now_ms() + lifetime_ms;
+    for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        auto& r = a.relays[family_slot(f)];
+        if (r.active() && (only == Family::kNone || only == f)) {
+            r.expires_ms = at;
+        }
+    }
+    sync_expiry(a);
     // Extending needs no wheel operation (the pending timer re-arms itself);
     // shortening needs an earlier entry, which supersedes the pending one.
-    if (a.expires_ms < a.timer_at_ms) {
-        arm_allocation_timer(a.id, a.expires_ms);
+    if (const uint64_t next = a.next_expiry_ms(); next < a.timer_at_ms) {
+        arm_allocation_timer(a.id, next);
     }
     log("allocation_refreshed", a);
 }
 
-void AllocationManager::remove_family(Allocation& a, Family f) {
+void AllocationManager::remove_family(Allocation& a, Family f, bool expired) {
     auto& r = a.relays[family_slot(f)];
     if (!r.active()) {
         return;
     }
     changed(a);
+    const RelayEndpoint gone = r;
     by_relay_.erase(r.id);
-    close_relay(f, r);
     (f == Family::kIPv4 ? shared_.allocations_v4 : shared_.allocations_v6).fetch_sub(1);
     r = RelayEndpoint{};
+    // Its permissions and channels served only that relayed address (peers
+    // of one family go through the relayed address of that family); the
+    // channels' numbers and peers stay reserved as after an expiry (RFC 8656
+    // section 12.2).
+    const uint64_t now = clock_.now_ms();
+    std::erase_if(a.permissions, [f](const auto& p) { return p.first.family == f; });
+    for (auto it = a.channels.begin(); it != a.channels.end();) {
+        if (it->second.peer.family == f) {
+            a.channel_by_peer.erase(it->second.peer);
+            a.quarantine.push_back(ChannelQuarantine{it->first, it->second.peer, now + kChannelQuarantineMs});
+            it = a.channels.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    sync_expiry(a);
     reannounce(a);  // offloaded state follows: the allocation without that family
-    log("allocation_refreshed", a);
+    EndLine line = end_line(expired ? "relayed_address_expired" : "relayed_address_deleted", a);
+    line.fields.insert(line.fields.begin() + 6, {"address", gone.addr.to_string()});  // after "relayed": what is left
+    log_event(LogLevel::kInfo, line.event, line.fields);
+    // Last: closing the socket flushes the loop's queued output, and a
+    // TCP/TLS client connection whose write fails there ends (and removes)
+    // this very allocation from inside the call (see remove()); nothing
+    // touches `a` after it.
+    close_relay(f, gone);
 }
 
 void AllocationManager::reannounce(const Allocation& a) {
@@ -368,11 +413,25 @@ void AllocationManager::on_allocation_timer(uint64_t id, uint64_t at_ms) {
     if (a.timer_at_ms != at_ms) {
         return;  // superseded by an earlier entry
     }
-    if (a.expires_ms > clock_.now_ms()) {
-        arm_allocation_timer(id, a.expires_ms);  // refreshed meanwhile
+    const uint64_t now = clock_.now_ms();
+    if (a.expires_ms <= now) {
+        remove(a, EndReason::kExpired);
         return;
     }
-    remove(a, EndReason::kExpired);
+    // A dual allocation whose relayed address of one family was not
+    // refreshed: that address ends, the other lives on.
+    for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        const RelayEndpoint* r = a.relay(f);
+        if (r != nullptr && r->expires_ms <= now) {
+            remove_family(a, f, true);
+            break;  // at most one: a.expires_ms > now, so the other is unexpired
+        }
+    }
+    // remove_family may have ended the allocation (its client connection
+    // closed while the socket's output was flushed): look it up again.
+    if (auto again = by_id_.find(id); again != by_id_.end()) {
+        arm_allocation_timer(id, again->second->next_expiry_ms());  // refreshed meanwhile, or the other family's
+    }
 }
 
 void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
@@ -435,6 +494,9 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
     s.realm = a.realm;
     s.relayed = relayed_addresses(a);
     s.expires_unix_ms = at(a.expires_ms);
+    for (size_t i = 0; i < a.relays.size(); ++i) {
+        s.relayed_expires_unix_ms[i] = a.relays[i].active() ? at(a.relays[i].expires_ms) : 0;
+    }
     s.created_unix_ms = unix_now - std::min(unix_now, a.age_ms(now));
     s.usage = a.relayed;
     s.dont_fragment = a.dont_fragment;
@@ -519,9 +581,16 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
             close_relay(f, relays[family_slot(f)]);
         }
     };
+    const uint64_t now = clock_.now_ms();
+    const uint64_t max_ms = uint64_t{shared_.config.max_lifetime_s} * 1000;
     for (Family f : {Family::kIPv4, Family::kIPv6}) {
         const Address& addr = s.relayed[family_slot(f)];
-        if (addr.family == Family::kNone) {
+        // Each relayed address's own lifetime (0 in a file before version
+        // 3: the allocation's); one that ran out while no process ran is
+        // not re-opened.
+        const uint64_t own = s.relayed_expires_unix_ms[family_slot(f)];
+        const uint64_t expires = own != 0 ? std::min(own, s.expires_unix_ms) : s.expires_unix_ms;
+        if (addr.family == Family::kNone || expires <= unix_now) {
             continue;
         }
         const auto ip = shared_.config.relay_ip(f);
@@ -540,6 +609,9 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
             return "cannot bind relayed address " + addr.to_string();
         }
         relays[family_slot(f)] = RelayEndpoint{addr, id};
+        // What is left of it, at most what this configuration and RFC 8656
+        // grant (a file is not trusted to say more).
+        relays[family_slot(f)].expires_ms = now + std::min(expires - unix_now, max_ms);
     }
     if (!relays[0].active() && !relays[1].active()) {
         return "no relayed address";
@@ -548,7 +620,6 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
         undo();
         return "user \"" + s.username + "\" is over its allocation quota";
     }
-    const uint64_t now = clock_.now_ms();
     auto a = std::make_unique<Allocation>();
     a->id = s.id;
     a->five_tuple = s.five_tuple;
@@ -562,9 +633,7 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     a->created_ms = now - std::min(now, age);
     a->age_before_ms = age - std::min(now, age);
     a->relayed = s.usage;
-    // Lifetimes left, at most what this configuration and RFC 8656 grant (a
-    // file is not trusted to say more).
-    a->expires_ms = now + std::min(s.expires_unix_ms - unix_now, uint64_t{shared_.config.max_lifetime_s} * 1000);
+    sync_expiry(*a);
     a->dont_fragment = s.dont_fragment;
     // RFC 8016: the previous process's tickets do not open here (its key is
     // gone); the client's next Refresh showing one gets a new ticket. A moved
@@ -585,14 +654,17 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     // refuse now (a range denied since, e.g. private peers after an upgrade)
     // does not come back.
     const auto policy = shared_.policy.get();
+    // Nor one for a peer of a family whose relayed address did not come back.
+    auto served = [&ref](const Address& peer) { return peer.family != Family::kNone && ref.has_family(peer.family); };
     for (const auto& p : s.permissions) {
-        if (p.expires_unix_ms > unix_now && p.peer.family != Family::kNone && policy->permitted_ip(p.peer)) {
-            set_permission(ref, Allocation::permission_key(p.peer), now + std::min(p.expires_unix_ms - unix_now, kPermissionLifetimeMs));
+        const Address key = Allocation::permission_key(p.peer);
+        if (p.expires_unix_ms > unix_now && served(key) && policy->permitted_ip(p.peer)) {
+            set_permission(ref, key, now + std::min(p.expires_unix_ms - unix_now, kPermissionLifetimeMs));
         }
     }
     for (const auto& c : s.channels) {
         const Address peer = c.peer.normalised();
-        if (c.expires_unix_ms > unix_now && peer.family != Family::kNone && policy->permitted_transport(peer) &&
+        if (c.expires_unix_ms > unix_now && served(peer) && policy->permitted_transport(peer) &&
             ref.can_bind(c.number, peer, now) == Allocation::BindCheck::kOk) {
             set_channel(ref, c.number, peer, now + std::min(c.expires_unix_ms - unix_now, kChannelLifetimeMs));
         }

@@ -57,10 +57,15 @@ public:
     // Creates the allocation (quota already taken by the caller).
     Allocation& create(const FiveTuple& ft, std::string username, std::string realm,
                        std::array<RelayEndpoint, 2> relays, uint64_t lifetime_ms, bool dont_fragment);
-    void refresh(Allocation& a, uint64_t lifetime_ms);
-    // Refresh with LIFETIME 0 and REQUESTED-ADDRESS-FAMILY on a dual-stack
-    // allocation: drop only that family's relayed address.
-    void remove_family(Allocation& a, Family f);
+    // A new lifetime for every relayed address, or with `only` (a Refresh's
+    // REQUESTED-ADDRESS-FAMILY) for that family's alone.
+    void refresh(Allocation& a, uint64_t lifetime_ms, Family only = Family::kNone);
+    // One relayed address of a dual allocation ends, the other lives on: a
+    // Refresh with LIFETIME 0 and REQUESTED-ADDRESS-FAMILY, or (`expired`)
+    // that address's own lifetime ran out. Its family's permissions and
+    // channels go with it. The caller must not use `a` afterwards (closing
+    // the socket may end the allocation, as in remove()).
+    void remove_family(Allocation& a, Family f, bool expired = false);
     // kConnectionClosed: the client's TCP/TLS connection, and with it the
     // 5-tuple, is gone.
     enum class EndReason : uint8_t { kDeleted, kExpired, kShutdown, kConnectionClosed, kOperator };

@@ -132,6 +132,7 @@ constexpr size_t kMinAllocationSize = 8 + 1 + 2 * kAddrSize + 2 + 2 + 2 * kAddrS
 constexpr size_t kPermissionSize = kAddrSize + 8;
 constexpr size_t kChannelSize = 2 + kAddrSize + 8;
 constexpr size_t kUsageSize = 8 + 4 * 8;  // version 2: created_unix_ms, RelayUsage
+constexpr size_t kRelayedExpirySize = 2 * 8;  // version 3: relayed_expires_unix_ms
 
 }  // namespace
 
@@ -184,6 +185,8 @@ std::vector<uint8_t> encode_snapshot(uint32_t loop, uint32_t loops, uint64_t sav
         w.u64(a.usage.bytes_to_peer);
         w.u64(a.usage.packets_to_client);
         w.u64(a.usage.bytes_to_client);
+        w.u64(a.relayed_expires_unix_ms[0]);
+        w.u64(a.relayed_expires_unix_ms[1]);
     }
     w.u32(crc_of(w.out));
     return std::move(w.out);
@@ -210,7 +213,8 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
                 std::to_string(kSnapshotOldestVersion) + " to " + std::to_string(kSnapshotVersion);
         return std::nullopt;
     }
-    const size_t min_allocation = kMinAllocationSize + (version >= 2 ? kUsageSize : 0);
+    const size_t min_allocation =
+        kMinAllocationSize + (version >= 2 ? kUsageSize : 0) + (version >= 3 ? kRelayedExpirySize : 0);
     LoopSnapshot s;
     s.loop = r.u32("header");
     s.loops = r.u32("header");
@@ -274,6 +278,10 @@ std::optional<LoopSnapshot> decode_snapshot(std::span<const uint8_t> data, std::
             a.usage.bytes_to_peer = r.u64("usage");
             a.usage.packets_to_client = r.u64("usage");
             a.usage.bytes_to_client = r.u64("usage");
+        }
+        if (version >= 3) {
+            a.relayed_expires_unix_ms[0] = r.u64("relayed address expiry");
+            a.relayed_expires_unix_ms[1] = r.u64("relayed address expiry");
         }
         s.allocations.push_back(std::move(a));
     }

@@ -17,7 +17,10 @@
 // Version 2 adds to each allocation, after its channels, when it was created
 // and what the control plane relayed for it (RelayUsage); version 1 files
 // (without them) are still read: their allocations restart their age and
-// usage at the restore.
+// usage at the restore. Version 3 adds, after those, the expiry of each
+// relayed address (u64 IPv4, u64 IPv6; 0 where it has none): a dual
+// allocation's addresses have lifetimes of their own. In older files both
+// have the allocation's.
 // The file is read as untrusted input: every length is bounded, a bad magic,
 // version, length or CRC rejects the whole file with a message.
 #pragma once
@@ -70,6 +73,9 @@ struct SavedAllocation {
     // plane restart.
     uint64_t created_unix_ms = 0;
     RelayUsage usage;
+    // Version 3: each relayed address's own expiry ([0] IPv4, [1] IPv6); 0:
+    // none saved (the allocation's expires_unix_ms, which is their maximum).
+    std::array<uint64_t, 2> relayed_expires_unix_ms{};
     friend bool operator==(const SavedAllocation&, const SavedAllocation&) = default;
 };
 
@@ -80,7 +86,7 @@ struct LoopSnapshot {
     std::vector<SavedAllocation> allocations;
 };
 
-constexpr uint32_t kSnapshotVersion = 2;
+constexpr uint32_t kSnapshotVersion = 3;
 constexpr uint32_t kSnapshotOldestVersion = 1;  // still read
 // Bounds a hostile or corrupt file cannot push past.
 constexpr size_t kSnapshotMaxBytes = size_t{1} << 30;

@@ -42,6 +42,7 @@ struct AllocRow {
     FiveTuple ft;
     std::string user;
     std::vector<Address> relayed;
+    std::vector<uint64_t> relayed_expires_unix_ms;  // each relayed address's own (dual allocations)
     bool tcp = false;
     uint64_t age_s = 0;
     uint64_t expires_unix_ms = 0;
@@ -321,6 +322,11 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
             // Lifetimes as saved_view gives them (wall clock), the lists bounded.
             SavedAllocation v = s.allocations().saved_view(a);
             r.expires_unix_ms = v.expires_unix_ms;
+            for (size_t i = 0; i < a.relays.size(); ++i) {
+                if (a.relays[i].active()) {
+                    r.relayed_expires_unix_ms.push_back(v.relayed_expires_unix_ms[i]);
+                }
+            }
             v.permissions.resize(std::min(v.permissions.size(), kListed));
             v.channels.resize(std::min(v.channels.size(), kListed));
             r.permissions = std::move(v.permissions);
@@ -335,6 +341,10 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
         nlohmann::json relayed = nlohmann::json::array();
         for (const auto& a : r.relayed) {
             relayed.push_back(a.to_string());
+        }
+        nlohmann::json relayed_left = nlohmann::json::array();
+        for (const uint64_t t : r.relayed_expires_unix_ms) {
+            relayed_left.push_back(left_s(t));
         }
         nlohmann::json perms = nlohmann::json::array();
         for (const auto& p : r.permissions) {
@@ -354,6 +364,9 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
                          {"tcp_allocation", r.tcp},
                          {"age_s", r.age_s},
                          {"expires_in_s", left_s(r.expires_unix_ms)},
+                         // One per "relayed" entry, in its order: a dual
+                         // allocation's addresses expire one by one.
+                         {"relayed_expires_in_s", relayed_left},
                          // Both paths: the control plane's datagrams and the
                          // dataplane's fast path as of its last report.
                          {"packets_client_to_peer", r.usage.packets_to_peer},

@@ -802,6 +802,146 @@ TEST_F(ServerTest, RefreshWithOtherFamilyIs443) {
     EXPECT_EQ(r.code(), 443);
 }
 
+// RFC 8656 section 7.3: with REQUESTED-ADDRESS-FAMILY a Refresh applies to
+// that family's relayed address only; each relayed address of a dual
+// allocation has its own lifetime, and one not refreshed ends alone, with the
+// permissions and channels of its family.
+class DualStack : public ServerTest {
+protected:
+    static void dual(stun::MessageBuilder& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); }
+    Answer refresh_family(const FiveTuple& ft, uint32_t lifetime, Family f) {
+        return request(ft, M::kRefresh, [&](auto& b) {
+            b.add_u32(stun::attr::kLifetime, lifetime);
+            b.add_address_family(stun::attr::kRequestedAddressFamily, f);
+        });
+    }
+    const Address v4peer = A("198.18.9.9:7000");
+    const Address v6peer = A("[2001:db8::1]:7000");
+};
+
+TEST_F(DualStack, RelayedAddressNotRefreshedEndsAloneWithItsPermissionsAndChannels) {
+    ASSERT_TRUE(allocate(tuple(), dual).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, v4peer).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4002, v6peer).success());
+    advance_s(500);
+    auto r = refresh_family(tuple(), 600, Family::kIPv6);
+    ASSERT_TRUE(r.success()) << r.code();
+    EXPECT_EQ(r.u32(stun::attr::kLifetime), 600u);
+    // Both channels renewed, as a client keeps them.
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, v4peer).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4002, v6peer).success());
+    advance_s(99);  // 599 s: both still there
+    const Allocation* a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    EXPECT_TRUE(a->has_family(Family::kIPv4));
+    advance_s(2);  // IPv4's 600 s are over, IPv6's were renewed at 500 s
+    a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    EXPECT_FALSE(a->has_family(Family::kIPv4));
+    EXPECT_TRUE(a->has_family(Family::kIPv6));
+    EXPECT_EQ(io.open.size(), 1u);
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 0u);
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv6), 1u);
+    EXPECT_EQ(shared->allocations.load(), 1);
+    EXPECT_EQ(shared->allocations_v4.load(), 0);
+    EXPECT_EQ(shared->allocations_v6.load(), 1);
+    const uint64_t now = clock.now_ms();
+    EXPECT_FALSE(a->permitted(v4peer, now));
+    EXPECT_EQ(a->channel_for(v4peer, now), std::nullopt);
+    EXPECT_TRUE(a->permitted(v6peer, now));
+    EXPECT_EQ(a->channel_for(v6peer, now), std::optional<uint16_t>(0x4002));
+    EXPECT_EQ(a->expires_ms, a->relays[1].expires_ms);
+    // The allocation is IPv6-only now.
+    EXPECT_EQ(create_permission(tuple(), {v4peer}).code(), 443);
+    EXPECT_EQ(refresh_family(tuple(), 600, Family::kIPv4).code(), 443);
+    const size_t sends = io.peer_sends.size();
+    server->on_client_datagram(tuple(), std::vector<uint8_t>{0x40, 0x02, 0x00, 0x02, 'h', 'i'});
+    ASSERT_EQ(io.peer_sends.size(), sends + 1);
+    EXPECT_EQ(io.peer_sends.back().peer, v6peer);
+    // Its own lifetime ends at 1100 s.
+    advance_s(497);
+    EXPECT_NE(server->allocations().find(tuple()), nullptr);
+    advance_s(2);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+    EXPECT_TRUE(io.open.empty());
+    EXPECT_EQ(shared->allocations.load(), 0);
+    EXPECT_EQ(shared->allocations_v6.load(), 0);
+    EXPECT_EQ(shared->quota.total(), 0u);
+}
+
+TEST_F(DualStack, RefreshWithoutAFamilyRenewsBoth) {
+    ASSERT_TRUE(allocate(tuple(), dual).success());
+    advance_s(500);
+    ASSERT_TRUE(refresh(tuple(), 600).success());
+    advance_s(200);
+    const Allocation* a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    EXPECT_TRUE(a->dual());
+    EXPECT_EQ(io.open.size(), 2u);
+}
+
+TEST_F(DualStack, EachFamilyCanBeShortenedOrRenewedOnItsOwn) {
+    ASSERT_TRUE(allocate(tuple(), [](auto& b) {
+                    dual(b);
+                    b.add_u32(stun::attr::kLifetime, 3600);
+                }).success());
+    // IPv4's cut to 600 s; IPv6's keeps 3600 s.
+    ASSERT_TRUE(refresh_family(tuple(), 600, Family::kIPv4).success());
+    advance_s(601);
+    const Allocation* a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    EXPECT_FALSE(a->has_family(Family::kIPv4));
+    EXPECT_TRUE(a->has_family(Family::kIPv6));
+    advance_s(2990);  // 3591 s
+    EXPECT_NE(server->allocations().find(tuple()), nullptr);
+    advance_s(10);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+}
+
+TEST_F(DualStack, DeletingOneFamilyTakesItsPermissionsAndChannels) {
+    ASSERT_TRUE(allocate(tuple(), dual).success());
+    ASSERT_TRUE(channel_bind(tuple(), 0x4001, v4peer).success());
+    ASSERT_TRUE(create_permission(tuple(), {v6peer}).success());
+    auto r = refresh_family(tuple(), 0, Family::kIPv4);
+    ASSERT_TRUE(r.success()) << r.code();
+    EXPECT_EQ(r.u32(stun::attr::kLifetime), 0u);
+    const Allocation* a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    EXPECT_FALSE(a->has_family(Family::kIPv4));
+    EXPECT_TRUE(a->channels.empty());
+    EXPECT_EQ(a->permissions.size(), 1u);
+    EXPECT_TRUE(a->permitted(v6peer, clock.now_ms()));
+    // The channel's number and peer stay reserved as after an expiry (RFC
+    // 8656 section 12.2): not bindable to another peer for 5 minutes.
+    EXPECT_EQ(channel_bind(tuple(), 0x4001, v6peer).code(), 400);
+}
+
+// As ConnectionEndReportedDuringRemovalEndsTheAllocationOnce: closing the
+// expired address's socket flushes the loop's output, and the client's TCP
+// connection failing there ends the allocation from inside the expiry.
+TEST_F(DualStack, ConnectionEndDuringOneFamilysExpiryEndsTheAllocationOnce) {
+    const FiveTuple ft{A("198.18.1.1:6100"), A("198.18.0.1:3478"), Transport::kTcp};
+    ASSERT_TRUE(allocate(ft, dual).success());
+    advance_s(500);
+    ASSERT_TRUE(refresh_family(ft, 600, Family::kIPv6).success());
+    int reports = 0;
+    io.on_close_relay = [&](RelayId) {
+        if (reports++ == 0) {
+            server->on_client_closed(ft);
+        }
+    };
+    advance_s(101);
+    io.on_close_relay = nullptr;
+    EXPECT_EQ(server->allocations().find(ft), nullptr);
+    EXPECT_EQ(shared->allocations.load(), 0);
+    EXPECT_EQ(shared->allocations_v4.load(), 0);
+    EXPECT_EQ(shared->allocations_v6.load(), 0);
+    EXPECT_TRUE(io.open.empty());
+    EXPECT_EQ(shared->quota.total(), 0u);
+    advance_s(600);  // no timer of it left to run
+    EXPECT_EQ(shared->allocations.load(), 0);
+}
+
 TEST_F(ServerTest, DontFragmentIsPassedToTheRelaySocket) {
     ASSERT_TRUE(allocate(tuple(), [](auto& b) { b.add_empty(stun::attr::kDontFragment); }).success());
     ASSERT_EQ(io.df.size(), 1u);

@@ -42,6 +42,7 @@ LoopSnapshot sample() {
     a.channels = {{0x4000, A("198.18.2.2:7000"), 1'700'000'598'000}};
     a.created_unix_ms = 1'699'999'400'000;
     a.usage = {7, 700, 3, 1'234'567'890'123};
+    a.relayed_expires_unix_ms = {1'700'000'599'000, 1'700'000'300'000};  // IPv6's refreshed no more
     s.allocations.push_back(a);
     SavedAllocation b;
     b.id = 43;
@@ -52,6 +53,7 @@ LoopSnapshot sample() {
     b.expires_unix_ms = 1'700'000'000'001;
     b.mobile = true;
     b.moved = true;
+    b.relayed_expires_unix_ms = {0, 1'700'000'000'001};
     s.allocations.push_back(b);
     return s;
 }
@@ -102,11 +104,11 @@ TEST(StateSnapshot, BadMagicAndVersion) {
     store_be32(v.data() + 8, 99);
     reseal(v);
     EXPECT_FALSE(decode_snapshot(v, err));
-    EXPECT_EQ(err, "snapshot version 99, this build reads versions 1 to 2");
+    EXPECT_EQ(err, "snapshot version 99, this build reads versions 1 to 3");
     store_be32(v.data() + 8, 0);
     reseal(v);
     EXPECT_FALSE(decode_snapshot(v, err));
-    EXPECT_EQ(err, "snapshot version 0, this build reads versions 1 to 2");
+    EXPECT_EQ(err, "snapshot version 0, this build reads versions 1 to 3");
 }
 
 // An absent relayed address is family 0; the bytes after it mean nothing
@@ -138,8 +140,8 @@ TEST(StateSnapshot, AVersionOneFileStillLoads) {
     LoopSnapshot one = sample();
     one.allocations.resize(1);
     auto v1 = encode_snapshot(one);
-    // Version 2 ends each allocation with 5 x u64; version 1 had none.
-    v1.erase(v1.end() - 4 - 40, v1.end() - 4);
+    // Version 3 ends each allocation with 5 + 2 x u64; version 1 had none.
+    v1.erase(v1.end() - 4 - 56, v1.end() - 4);
     store_be32(v1.data() + 8, 1);
     reseal(v1);
     std::string err;
@@ -149,11 +151,34 @@ TEST(StateSnapshot, AVersionOneFileStillLoads) {
     SavedAllocation want = one.allocations[0];
     want.created_unix_ms = 0;
     want.usage = {};
+    want.relayed_expires_unix_ms = {};
     EXPECT_EQ(d->allocations[0], want);
     // The same bytes said to be version 2 are 40 bytes short.
     store_be32(v1.data() + 8, 2);
     reseal(v1);
     EXPECT_FALSE(decode_snapshot(v1, err));
+}
+
+// A version 2 file (no relayed addresses' own expiries) loads with them
+// unknown (0): each relayed address has the allocation's lifetime.
+TEST(StateSnapshot, AVersionTwoFileStillLoads) {
+    LoopSnapshot one = sample();
+    one.allocations.resize(1);
+    auto v2 = encode_snapshot(one);
+    v2.erase(v2.end() - 4 - 16, v2.end() - 4);
+    store_be32(v2.data() + 8, 2);
+    reseal(v2);
+    std::string err;
+    auto d = decode_snapshot(v2, err);
+    ASSERT_TRUE(d) << err;
+    ASSERT_EQ(d->allocations.size(), 1u);
+    SavedAllocation want = one.allocations[0];
+    want.relayed_expires_unix_ms = {};
+    EXPECT_EQ(d->allocations[0], want);
+    // Said to be version 3, the same bytes are 16 short.
+    store_be32(v2.data() + 8, 3);
+    reseal(v2);
+    EXPECT_FALSE(decode_snapshot(v2, err));
 }
 
 TEST(StateSnapshot, HostileCountsAndFieldsAreBounded) {
@@ -561,6 +586,74 @@ TEST_F(Restore, ChangesAreCollectedIncrementally) {
     EXPECT_TRUE(changed[0].permissions.empty());
 }
 
+// A dual allocation's relayed addresses are saved with their own lifetimes;
+// one that ran out while no process ran does not come back, nor do its
+// family's permissions and channels; the other comes back with what it had.
+TEST_F(Restore, EachRelayedAddressKeepsItsOwnLifetime) {
+    const auto ft = tuple(5000);
+    const Address v4peer = A("198.18.2.2:7000");
+    const Address v6peer = A("[2001:db8::2]:7000");
+    ASSERT_TRUE(allocate(ft, [](auto& b) { b.add_address_family(stun::attr::kAdditionalAddressFamily, Family::kIPv6); })
+                    .success());
+    advance_s(500);
+    ASSERT_TRUE(request(ft, stun::Method::kRefresh, [](auto& b) {
+                    b.add_u32(stun::attr::kLifetime, 600);
+                    b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv4);
+                }).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, v4peer).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4002, v6peer).success());
+    advance_s(50);
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    const uint64_t unix_now = clock.unix_ms();
+    EXPECT_EQ(saved[0].relayed_expires_unix_ms[0], unix_now + 550'000);
+    EXPECT_EQ(saved[0].relayed_expires_unix_ms[1], unix_now + 50'000);
+    EXPECT_EQ(saved[0].expires_unix_ms, unix_now + 550'000);
+    std::string err;
+    auto round = decode_snapshot(encode_snapshot(LoopSnapshot{0, 1, unix_now, saved}), err);
+    ASSERT_TRUE(round) << err;
+    ASSERT_EQ(round->allocations, saved);
+
+    // Back 10 s later: both, each with what it had left.
+    restart();
+    clock.advance_s(10);
+    ASSERT_EQ(server->allocations().restore(saved[0]), "");
+    const Allocation* a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    ASSERT_TRUE(a->dual());
+    EXPECT_EQ(a->relays[0].expires_ms, clock.now_ms() + 540'000);
+    EXPECT_EQ(a->relays[1].expires_ms, clock.now_ms() + 40'000);
+    EXPECT_EQ(a->channels.size(), 2u);
+    advance_s(41);
+    a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_FALSE(a->has_family(Family::kIPv6));
+    EXPECT_EQ(a->channels.size(), 1u);
+
+    // Back 60 s after that (111 s after the save): IPv6's ran out meanwhile; IPv4 alone, with its
+    // family's permission and channel only.
+    restart();
+    rec = RecordingHook{};
+    clock.advance_s(60);
+    ASSERT_EQ(server->allocations().restore(saved[0]), "");
+    a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_TRUE(a->has_family(Family::kIPv4));
+    EXPECT_FALSE(a->has_family(Family::kIPv6));
+    EXPECT_EQ(shared->ports.in_use(Family::kIPv6), 0u);
+    EXPECT_EQ(shared->allocations_v6.load(), 0);
+    EXPECT_EQ(a->channel_for(v4peer, clock.now_ms()), std::optional<uint16_t>(0x4001));
+    EXPECT_EQ(a->channels.size(), 1u);
+    EXPECT_EQ(a->permissions.size(), 1u);
+    ASSERT_EQ(rec.added.size(), 1u);
+    EXPECT_EQ(rec.added[0].relayed[1].family, Family::kNone);
+    for (const auto& [id, ip] : rec.perms) {
+        EXPECT_TRUE(ip.is_v4()) << ip.to_string();
+    }
+    EXPECT_EQ(a->expires_ms, clock.now_ms() + (saved[0].relayed_expires_unix_ms[0] - clock.unix_ms()));  // 439 s
+}
+
 // A file is not trusted with lifetimes: what is left of each is at most what
 // the configuration ([allocation].max_lifetime_s) and RFC 8656 (permissions
 // 300 s, channels 600 s) grant.
@@ -574,6 +667,7 @@ TEST_F(Restore, LifetimesAreCappedAtWhatTheConfigurationGrants) {
     ASSERT_EQ(saved.size(), 1u);
     const uint64_t far = clock.unix_ms() + 10 * 86'400'000ull;
     saved[0].expires_unix_ms = far;
+    saved[0].relayed_expires_unix_ms[0] = far;
     ASSERT_EQ(saved[0].permissions.size(), 1u);
     saved[0].permissions[0].expires_unix_ms = far;
     saved[0].channels[0].expires_unix_ms = far;

@@ -9,20 +9,25 @@
 //
 // Invariants (a violation prints what failed and traps):
 //   - decoding fails with a message, or succeeds; encoding what it decoded
-//     decodes to the same snapshot (a version 1 file comes back as version 2
-//     with the same allocations);
+//     decodes to the same snapshot (a version 1 or 2 file comes back as
+//     version 3 with the same allocations);
 //   - restore of each decoded allocation either says why not (and the core
 //     holds no more allocations than before) or re-creates it: found under
-//     its 5-tuple, with its id, relayed addresses (re-bound through the
-//     PacketIo), user, the control plane's usage and its age; saved again, it
-//     has the same id, 5-tuple and relayed addresses, expires at the same time
-//     (or at the longest lifetime the configuration grants, if that is sooner)
-//     and keeps at most the permissions and channels it was saved with;
+//     its 5-tuple, with its id, user, the control plane's usage and its age,
+//     and exactly the relayed addresses whose own expiry (a dual
+//     allocation's, version 3; else the allocation's) is still ahead,
+//     re-bound through the PacketIo; saved again, it has the same id and
+//     5-tuple, those relayed addresses, each expiring at the same time (or at
+//     the longest lifetime the configuration grants, if that is sooner), the
+//     allocation at the latest of them, and keeps at most the permissions and
+//     channels it was saved with, none for a family it has no relayed
+//     address of;
 //   - the allocations gauge counts exactly the restored ones, and ending the
 //     core takes it back to zero.
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -80,22 +85,40 @@ void restore_all(const LoopSnapshot& s) {
         check(r->id == a.id, "restored under another id");
         check(r->username == a.username, "restored for another user");
         check(r->relayed == a.usage, "the control plane's usage changed");
+        const uint64_t unix_now = w->clock.unix_ms();
+        // What each relayed address should come back with (0: not at all).
+        std::array<uint64_t, 2> expect{};
+        uint64_t latest = 0;
         for (size_t f = 0; f < 2; ++f) {
-            check(r->relays[f].active() == (a.relayed[f].family != Family::kNone), "relayed family lost or added");
+            const uint64_t own = a.relayed_expires_unix_ms[f];
+            const uint64_t exp = own != 0 ? std::min(own, a.expires_unix_ms) : a.expires_unix_ms;
+            if (a.relayed[f].family != Family::kNone && exp > unix_now) {
+                expect[f] = std::min(exp, unix_now + 3'600'000);
+                latest = std::max(latest, expect[f]);
+            }
+            check(r->relays[f].active() == (expect[f] != 0), "relayed family lost or added");
             check(!r->relays[f].active() || r->relays[f].addr == a.relayed[f], "relayed address changed");
         }
-        const uint64_t unix_now = w->clock.unix_ms();
         if (a.created_unix_ms != 0 && a.created_unix_ms <= unix_now) {
             check(r->age_ms(w->clock.now_ms()) == unix_now - a.created_unix_ms, "age changed");
         }
         const SavedAllocation again = m.saved_view(*r);
-        check(again.id == a.id && again.five_tuple == a.five_tuple && again.relayed == a.relayed,
-              "saved again as another allocation");
-        check(again.expires_unix_ms == std::min(a.expires_unix_ms, unix_now + 3'600'000),
-              "expiry changed (other than capped at [allocation].max_lifetime_s)");
+        check(again.id == a.id && again.five_tuple == a.five_tuple, "saved again as another allocation");
+        for (size_t f = 0; f < 2; ++f) {
+            check(again.relayed[f] == (expect[f] != 0 ? a.relayed[f] : Address{}), "saved with other relayed addresses");
+            check(again.relayed_expires_unix_ms[f] == expect[f],
+                  "a relayed address's expiry changed (other than capped at [allocation].max_lifetime_s)");
+        }
+        check(again.expires_unix_ms == latest, "the allocation's expiry is not its relayed addresses' latest");
         check(again.usage == a.usage, "usage saved differently");
         check(again.permissions.size() <= a.permissions.size() && again.channels.size() <= a.channels.size(),
               "permissions or channels appeared");
+        for (const auto& p : again.permissions) {
+            check(r->has_family(p.peer.family), "a permission for a family without a relayed address");
+        }
+        for (const auto& c : again.channels) {
+            check(r->has_family(c.peer.family), "a channel for a family without a relayed address");
+        }
     }
     check(w->shared->allocations.load() == restored, "allocations gauge differs from the restored count");
     w->server.reset();

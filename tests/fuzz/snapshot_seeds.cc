@@ -96,11 +96,33 @@ int main(int argc, char** argv) {
     ages[1].created_unix_ms = kNow + 60'000;
     ages[2].created_unix_ms = kNow - 86'400'000;
     files.emplace_back("ages", body(snap({ages[0], ages[1], ages[2]})));
-    // A version 1 file (no creation time or usage): 40 bytes less per allocation.
+    // A version 1 file (no creation time or usage, no relayed addresses' own
+    // expiries): 56 bytes less per allocation; a version 2 file: 16 less.
     {
-        std::vector<uint8_t> f = body(snap({v4(30, 5030, 50033)}), 40);
+        std::vector<uint8_t> f = body(snap({v4(30, 5030, 50033)}), 56);
         f[1 + 8 + 3] = 1;  // version (big-endian u32 after the mode byte and the magic)
         files.emplace_back("version1", f);
+        SavedAllocation two = v4(31, 5031, 50036);
+        two.relayed[1] = A("[fd00::1]:50037");
+        f = body(snap({two}), 16);
+        f[1 + 8 + 3] = 2;
+        files.emplace_back("version2", f);
+    }
+    // Dual allocations whose relayed addresses have lifetimes of their own:
+    // both unexpired, and one whose IPv6 address ran out while no process
+    // ran (restored IPv4-only, without its IPv6 permission and channel).
+    {
+        SavedAllocation both = dual;
+        both.id = 60;
+        both.five_tuple.client = A("198.18.1.1:5060");
+        both.relayed = {A("198.18.0.1:50060"), A("[fd00::1]:50061")};
+        both.relayed_expires_unix_ms = {kNow + 300'000, kNow + 100'000};
+        SavedAllocation half = both;
+        half.id = 61;
+        half.five_tuple.client = A("198.18.1.1:5061");
+        half.relayed = {A("198.18.0.1:50062"), A("[fd00::1]:50063")};
+        half.relayed_expires_unix_ms = {kNow + 300'000, kNow - 1};
+        files.emplace_back("dual-own-lifetimes", body(snap({both, half})));
     }
     // An absent relayed address (family 0) with bytes after it: no address
     // (what the fuzzer found first: such a port was kept).

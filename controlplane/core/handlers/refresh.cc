@@ -1,6 +1,7 @@
 // Refresh (RFC 8656 section 7.3/7.4). LIFETIME 0 deletes the allocation at
-// once; on a dual-stack allocation REQUESTED-ADDRESS-FAMILY limits the
-// deletion to that family.
+// once. On a dual-stack allocation REQUESTED-ADDRESS-FAMILY limits the
+// Refresh to that family's relayed address: each has its own lifetime, and
+// one whose lifetime runs out ends alone.
 #include "core/server.h"
 
 #include "stun/attributes.h"
@@ -44,7 +45,7 @@ void Server::handle_refresh(const Request& r, Allocation& a) {
             allocations_.remove(a, AllocationManager::EndReason::kDeleted);
         }
     } else {
-        allocations_.refresh(a, uint64_t{lifetime} * 1000);
+        allocations_.refresh(a, uint64_t{lifetime} * 1000, only);
     }
     MessageBuilder b = begin(r, Class::kSuccess);
     b.add_u32(attr::kLifetime, lifetime);
