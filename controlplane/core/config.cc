@@ -233,6 +233,17 @@ std::vector<SecretLine> read_secret_lines(const std::string& origin, const std::
 // --rest-secret-file, which replace them): their entries follow the inline
 // ones, with the checks the inline ones get; a message names the file and line.
 void apply_secret_files(const CliOverrides& cli, Config& c) {
+    // One file for both would make every user entry a REST secret (and each
+    // secret line a user, or an error naming a line of the other list).
+    std::error_code same_err;
+    if (!c.users_file.empty() && !c.rest_secrets_file.empty() &&
+        (c.users_file == c.rest_secrets_file ||
+         std::filesystem::equivalent(c.users_file, c.rest_secrets_file, same_err))) {
+        fail(std::string(cli.rest_secrets_file ? "--rest-secret-file" : "[auth].rest_secrets_file") + " \"" +
+                 c.rest_secrets_file + "\"",
+             std::string("is the same file as ") + (cli.users_file ? "--users-file" : "[auth].users_file") + " \"" +
+                 c.users_file + "\"; keep users (name:password lines) and REST secrets in two files");
+    }
     if (!c.users_file.empty()) {
         const std::string origin = std::string(cli.users_file ? "--users-file" : "[auth].users_file") + " \"" +
                                    c.users_file + "\"";

@@ -453,6 +453,25 @@ TEST(ConfigSecretFiles, FilesThatCannotBeUsed) {
     }
 }
 
+// One file named as both would turn every user entry into a REST secret.
+TEST(ConfigSecretFiles, OneFileForUsersAndSecretsIsRefused) {
+    test::TempDir t;
+    const std::string f = t.write("both", "alice:pw\n");
+    const std::string link = t.path("link");
+    ASSERT_EQ(::symlink(f.c_str(), link.c_str()), 0);
+    const std::string want = "[auth].rest_secrets_file " + in_quotes(link) + ": is the same file as [auth].users_file " +
+                             in_quotes(f) + "; keep users (name:password lines) and REST secrets in two files";
+    EXPECT_EQ(error_of(kListen + "[auth]\nusers_file=" + in_quotes(f) + "\nrest_secrets_file=" + in_quotes(link) + "\n"),
+              want);
+    EXPECT_NE(error_of(kListen + "[auth]\nusers_file=" + in_quotes(f) + "\nrest_secrets_file=" + in_quotes(f) + "\n")
+                  .find("is the same file as"),
+              std::string::npos);
+    // Two files with the same content are fine.
+    const std::string other = t.write("other", "alice:pw\n");
+    EXPECT_EQ(error_of(kListen + "[auth]\nusers_file=" + in_quotes(f) + "\nrest_secrets_file=" + in_quotes(other) + "\n"),
+              "");
+}
+
 TEST(ConfigSecretFiles, AtMostEightSecretsInAll) {
     test::TempDir t;
     const std::string four = t.write("four", "s5\ns6\n# comment\ns7\ns8\n");
