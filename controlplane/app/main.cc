@@ -283,6 +283,8 @@ int main(int argc, char** argv) {
     auto* cert_opt = app.add_option("--tls-cert", tls_cert, "PEM certificate chain for --listen-tls and --listen-dtls");
     auto* key_opt = app.add_option("--tls-key", tls_key, "PEM private key for --listen-tls and --listen-dtls");
     app.add_option("--relay-ip", cli.relay_ips, "relayed address IP, at most one per family (repeatable)");
+    app.add_option("--external-ip", cli.external_ips,
+                   "behind a 1:1 NAT: the public IP the relay IP of its family is reached at (repeatable)");
     app.add_option("--alternate-ip", cli.alternate_ips, "RFC 5780 alternate IP, at most one per family (repeatable)");
     unsigned alternate_port = 0;
     auto* alt_port_opt = app.add_option("--alternate-port", alternate_port, "RFC 5780 alternate port");
@@ -632,7 +634,8 @@ int main(int argc, char** argv) {
     }
     std::string relays;
     for (const auto& r : config.relay_ips) {
-        relays += (relays.empty() ? "" : ",") + r.ip_string();
+        const Address outside = config.advertised(r);
+        relays += (relays.empty() ? "" : ",") + r.ip_string() + (outside == r ? "" : " (as " + outside.ip_string() + ")");
     }
     std::string mode;
     if (!config.users.empty()) {

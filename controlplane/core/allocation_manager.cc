@@ -267,10 +267,14 @@ void AllocationManager::reannounce(const Allocation& a) {
     hook.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
     for (const auto& [peer, p] : a.permissions) {
         (void)p;
-        hook.permission_added(a.id, peer);
+        if (offloadable(peer)) {
+            hook.permission_added(a.id, peer);
+        }
     }
     for (const auto& [ch, b] : a.channels) {
-        hook.channel_added(a.id, ch, b.peer);
+        if (offloadable(b.peer)) {
+            hook.channel_added(a.id, ch, b.peer);
+        }
     }
 }
 
@@ -322,11 +326,15 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
         log_end(line, fast);
     }
     for (const auto& [ch, b] : a.channels) {
-        hook.channel_removed(a.id, ch, b.peer);
+        if (offloadable(b.peer)) {
+            hook.channel_removed(a.id, ch, b.peer);
+        }
     }
     for (const auto& [peer, p] : a.permissions) {
         (void)p;
-        hook.permission_removed(a.id, peer);
+        if (offloadable(peer)) {
+            hook.permission_removed(a.id, peer);
+        }
     }
     hook.allocation_removed(a.id);
     release_resources(a);
@@ -359,7 +367,7 @@ void AllocationManager::set_permission(Allocation& a, const Address& key, uint64
     changed(a);
     auto [it, inserted] = a.permissions.try_emplace(key);
     it->second.expires_ms = expires_ms;
-    if (inserted) {
+    if (inserted && offloadable(key)) {
         offload_for(a).permission_added(a.id, key);
     }
     if (!it->second.timer_armed) {
@@ -380,7 +388,7 @@ void AllocationManager::set_channel(Allocation& a, uint16_t channel, const Addre
     it->second.peer = peer;
     it->second.expires_ms = expires_ms;
     a.channel_by_peer[peer] = channel;
-    if (inserted) {
+    if (inserted && offloadable(peer)) {
         offload_for(a).channel_added(a.id, channel, peer);
     }
     if (!it->second.timer_armed) {
@@ -452,7 +460,9 @@ void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
     }
     changed(a);
     a.permissions.erase(p);
-    offload_for(a).permission_removed(id, key);
+    if (offloadable(key)) {
+        offload_for(a).permission_removed(id, key);
+    }
 }
 
 void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
@@ -480,7 +490,9 @@ void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
     a.channel_by_peer.erase(b.peer);
     std::erase_if(a.quarantine, [now](const ChannelQuarantine& q) { return q.until_ms <= now; });
     a.quarantine.push_back(ChannelQuarantine{channel, b.peer, b.expires_ms + kChannelQuarantineMs});
-    offload_for(a).channel_removed(id, channel, b.peer);
+    if (offloadable(b.peer)) {
+        offload_for(a).channel_removed(id, channel, b.peer);
+    }
 }
 
 SavedAllocation AllocationManager::saved_view(const Allocation& a) const {

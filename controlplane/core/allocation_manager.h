@@ -142,6 +142,11 @@ private:
     const OffloadHook& offload_for(const Allocation& a) const {
         return const_cast<AllocationManager*>(this)->offload_for(a);
     }
+    // A peer on this relay's external IP (Config::external_ips) is one of its
+    // own relayed addresses, reached through the kernel (Config::to_internal)
+    // rather than the dataplane, which would send it to the NAT: its
+    // permissions and channels stay on the socket path.
+    bool offloadable(const Address& peer) const { return shared_.config.to_internal(peer) == peer; }
     // Tells the offload the allocation again (removed, added, its permissions
     // and channels): after a change of what it is keyed or sized by.
     void reannounce(const Allocation& a);

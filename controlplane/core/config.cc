@@ -29,6 +29,46 @@ std::optional<Address> Config::relay_ip(Family f) const {
 
 namespace {
 
+// The pair of `ip`'s family (port 0): relay IP and external IP.
+std::optional<std::pair<Address, Address>> nat_pair(const Config& c, Family f) {
+    for (const auto& e : c.external_ips) {
+        if (e.family == f) {
+            if (auto r = c.relay_ip(f)) {
+                return std::pair{*r, e};
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+Address Config::advertised(const Address& relayed) const {
+    if (external_ips.empty()) {
+        return relayed;
+    }
+    const auto p = nat_pair(*this, relayed.family);
+    return p && p->first == relayed.with_port(0) ? p->second.with_port(relayed.port) : relayed;
+}
+
+Address Config::to_internal(const Address& peer) const {
+    if (external_ips.empty()) {
+        return peer;
+    }
+    const auto p = nat_pair(*this, peer.family);
+    return p && p->second == peer.with_port(0) ? p->first.with_port(peer.port) : peer;
+}
+
+Address Config::to_external(const Address& source) const {
+    if (external_ips.empty()) {
+        return source;
+    }
+    const auto p = nat_pair(*this, source.family);
+    return p && p->first == source.with_port(0) ? p->second.with_port(source.port) : source;
+}
+
+namespace {
+
 constexpr size_t kMaxRestSecrets = auth::CredentialStore::kMaxSecrets;
 
 struct Fail {
@@ -299,7 +339,7 @@ void apply_secret_files(const CliOverrides& cli, Config& c) {
 
 void apply_toml(const toml::table& root, Config& c) {
     static const std::vector<std::pair<std::string, std::vector<std::string>>> known = {
-        {"server", {"listen", "listen_tcp", "listen_tls", "listen_dtls", "relay_ips", "alternate_ips", "alternate_port", "relay_port_min", "relay_port_max", "realm", "software", "threads",
+        {"server", {"listen", "listen_tcp", "listen_tls", "listen_dtls", "relay_ips", "external_ips", "alternate_ips", "alternate_port", "relay_port_min", "relay_port_max", "realm", "software", "threads",
                     "strict_channel_range", "dscp"}},
         {"auth", {"users", "rest_secrets", "users_file", "rest_secrets_file", "nonce_lifetime_s"}},
         {"tls", {"certificate", "private_key"}},
@@ -347,7 +387,8 @@ void apply_toml(const toml::table& root, Config& c) {
             }
         }
     }
-    for (auto [key, list] : {std::pair{"relay_ips", &c.relay_ips}, std::pair{"alternate_ips", &c.alternate_ips}}) {
+    for (auto [key, list] : {std::pair{"relay_ips", &c.relay_ips}, std::pair{"external_ips", &c.external_ips},
+                             std::pair{"alternate_ips", &c.alternate_ips}}) {
         if (auto l = get_strings(root, "server", key)) {
             list->clear();
             for (const auto& s : *l) {
@@ -475,6 +516,7 @@ void apply_cli(const CliOverrides& cli, Config& c) {
         }
     }
     for (auto [flag, from, to] : {std::tuple{"--relay-ip", &cli.relay_ips, &c.relay_ips},
+                                  std::tuple{"--external-ip", &cli.external_ips, &c.external_ips},
                                   std::tuple{"--alternate-ip", &cli.alternate_ips, &c.alternate_ips}}) {
         if (!from->empty()) {
             to->clear();
@@ -632,6 +674,30 @@ void validate(Config& c, bool have_file) {
                                            " or the other one of its family");
         }
         seen = true;
+    }
+    bool ext4 = false;
+    bool ext6 = false;
+    for (const auto& e : c.external_ips) {
+        const std::string k = "[server].external_ips";
+        bool& seen = e.is_v4() ? ext4 : ext6;
+        if (seen) {
+            fail(k, "at most one address per family (the one the relay IP of that family is reached at); remove " +
+                        e.ip_string() + " or the other one of its family");
+        }
+        seen = true;
+        const auto r = c.relay_ip(e.family);
+        if (!r) {
+            fail(k, e.ip_string() + " has no relay IP of its family to stand for; add one to relay_ips or remove it");
+        }
+        if (*r == e) {
+            fail(k, e.ip_string() + " is the relay IP itself; list only what a NAT maps to it, or remove it");
+        }
+    }
+    if (!c.external_ips.empty() && !c.alternate_ips.empty()) {
+        // RESPONSE-ORIGIN and OTHER-ADDRESS would name this host's own
+        // addresses, which clients behind the NAT cannot test against.
+        fail("[server].alternate_ips", "NAT behaviour discovery (RFC 5780) cannot be served from behind a NAT "
+                                       "(external_ips is set); remove alternate_ips or external_ips");
     }
     if ((!c.listen_tls.empty() || !c.listen_dtls.empty()) && (c.tls_certificate.empty() || c.tls_private_key.empty())) {
         const std::string which = c.listen_tls.empty() ? "listen_dtls" : "listen_tls";

@@ -22,6 +22,14 @@ struct Config {
     std::vector<Address> listen_tls;  // TURN over TLS over TCP ("turns:")
     std::vector<Address> listen_dtls; // TURN over DTLS over UDP ("turns:...?transport=udp", RFC 7350)
     std::vector<Address> relay_ips;   // at most one per family
+    // Behind a 1:1 NAT (a cloud VM's public IP): the address clients and
+    // peers reach the relay IP of the same family at, at most one per
+    // family. XOR-RELAYED-ADDRESS carries it; a peer address on it is one of
+    // this relay's own relayed addresses, reached directly (relay-to-relay
+    // without the NAT's hairpin, which many do not do), and datagrams from
+    // the relay IP itself come from it (advertised(), to_internal(),
+    // to_external()).
+    std::vector<Address> external_ips;
     // RFC 5780 NAT behaviour discovery: a second IP (at most one per family)
     // and a second port; with both, Binding is answered on the four
     // combinations with the family's UDP listener (core/nat_behavior.h).
@@ -126,6 +134,14 @@ struct Config {
 
     // Relay address of a family, if configured.
     std::optional<Address> relay_ip(Family f) const;
+    // external_ips: what a relayed address is known as outside (its
+    // family's external IP, same port); a peer address on an external IP
+    // as the relay IP itself (same port); a source on a relay IP whose
+    // family has an external IP as that. Each returns its argument
+    // otherwise, and at once without external IPs.
+    Address advertised(const Address& relayed) const;
+    Address to_internal(const Address& peer) const;
+    Address to_external(const Address& source) const;
 };
 
 // Command-line overrides; each set field replaces (lists: replace) the file's value.
@@ -145,6 +161,7 @@ struct CliOverrides {
     std::optional<std::string> tls_certificate;
     std::optional<std::string> tls_private_key;
     std::vector<std::string> relay_ips;
+    std::vector<std::string> external_ips;
     std::vector<std::string> alternate_ips;
     std::optional<unsigned> alternate_port;
     std::optional<std::string> realm;

@@ -22,7 +22,7 @@ const std::vector<Fixed>& fixed_keys() {
     static const std::vector<Fixed> keys = {
         fixed("[server].listen / listen_tcp / listen_tls / listen_dtls",
               [](const Config& c) { return std::tie(c.listen, c.listen_tcp, c.listen_tls, c.listen_dtls); }),
-        fixed("[server].relay_ips", [](const Config& c) { return std::tie(c.relay_ips); }),
+        fixed("[server].relay_ips / external_ips", [](const Config& c) { return std::tie(c.relay_ips, c.external_ips); }),
         fixed("[server].alternate_ips / alternate_port", [](const Config& c) { return std::tie(c.alternate_ips, c.alternate_port); }),
         fixed("[server].relay_port_min / relay_port_max",
               [](const Config& c) { return std::tie(c.relay_port_min, c.relay_port_max); }),

@@ -475,7 +475,9 @@ void Server::relay_to_peer(Allocation& a, const Address& peer, std::span<const u
         stats_.drop(Drop::kBandwidth);
         return;
     }
-    io_.send_to_peer(relay->id, peer, payload, dont_fragment, marks);
+    // A peer on the external IP is one of this relay's relayed addresses:
+    // sent to it directly, not through the NAT's hairpin.
+    io_.send_to_peer(relay->id, shared_.config.to_internal(peer), payload, dont_fragment, marks);
     a.relayed.to_peer(payload.size());
     allocations_.relayed_one(a);
     stats_.relayed(Direction::kClientToPeer, payload.size());
@@ -514,7 +516,7 @@ void Server::on_peer_icmp(RelayId relay, const Address& peer_in, uint8_t type, u
         stats_.drop(Drop::kNoAllocation);
         return;
     }
-    const Address peer = peer_in.normalised();
+    const Address peer = shared_.config.to_external(peer_in.normalised());
     if (!a->permitted(peer, clock_.now_ms())) {
         stats_.drop(Drop::kNoPermission);
         return;
@@ -549,7 +551,9 @@ void Server::on_peer_datagram(RelayId relay, const Address& peer_in, std::span<c
         // stream's segments leave with the default, whatever the peer's TTL.
         received.ttl = 0;
     }
-    const Address peer = peer_in.normalised();
+    // From another of this relay's relayed addresses: as the clients know
+    // it, on the external IP (Config::to_internal sent it directly).
+    const Address peer = shared_.config.to_external(peer_in.normalised());
     const uint64_t now = clock_.now_ms();
     // RFC 8656 section 11.2 / 12.6: only peers with a permission get through.
     if (!a->permitted(peer, now)) {

@@ -45,6 +45,15 @@ std::vector<Address> Shared::own_listeners(const Config& c) {
     if (const auto m = Address::parse(c.metrics_listen)) {
         own.push_back(*m);
     }
+    // Behind a NAT the same ports are reached on the external IPs too.
+    const size_t local = own.size();
+    for (const auto& e : c.external_ips) {
+        for (size_t i = 0; i < local; ++i) {
+            if (own[i].family == e.family) {
+                own.push_back(e.with_port(own[i].port));
+            }
+        }
+    }
     return own;
 }
 
@@ -52,8 +61,9 @@ std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {
     // No client may make the relay send or connect to one of its own
     // listeners of any transport (a Connect to the TLS port, a Send to the
     // DTLS port would otherwise reach the relay itself).
-    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, own_listeners(c), c.relay_ips,
-                                        c.allow_private_peers);
+    std::vector<Address> own_ips = c.relay_ips;
+    own_ips.insert(own_ips.end(), c.external_ips.begin(), c.external_ips.end());
+    return std::make_shared<PeerPolicy>(c.allow_peers, c.deny_peers, own_listeners(c), own_ips, c.allow_private_peers);
 }
 
 namespace {

@@ -285,6 +285,7 @@ nlohmann::json AdminServer::status() {
             {"listen_tls", addrs(c.listen_tls)},
             {"listen_dtls", addrs(c.listen_dtls)},
             {"relay_ips", ips(c.relay_ips)},
+            {"external_ips", ips(c.external_ips)},
             {"loops", loops_.size()},
             {"loop_busy", busy},
             {"draining", shared_.draining.load()},

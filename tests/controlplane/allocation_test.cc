@@ -942,6 +942,81 @@ TEST_F(DualStack, ConnectionEndDuringOneFamilysExpiryEndsTheAllocationOnce) {
     EXPECT_EQ(shared->allocations.load(), 0);
 }
 
+// [server].external_ips: the relay IP 198.18.0.1 is reached at 198.19.0.7
+// through a 1:1 NAT.
+class ExternalIp : public ServerTest {
+protected:
+    struct PeerHook : OffloadHook {
+        void permission_added(uint64_t, const Address& ip) override { perms.push_back(ip); }
+        void permission_removed(uint64_t, const Address& ip) override { std::erase(perms, ip); }
+        void channel_added(uint64_t, uint16_t, const Address& peer) override { chans.push_back(peer); }
+        void channel_removed(uint64_t, uint16_t, const Address& peer) override { std::erase(chans, peer); }
+        std::vector<Address> perms;
+        std::vector<Address> chans;
+    };
+    void SetUp() override { restart({}); }
+    void TearDown() override { server.reset(); }
+    void restart(std::vector<Prefix> allow) {
+        Config c = base_config();
+        c.external_ips = {A("198.19.0.7")};
+        c.allow_peers = std::move(allow);
+        start(c);
+        server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    }
+    Address relayed_of(const Answer& a) { return *a.xor_address(kXorRelayedAddress); }
+    PeerHook rec;
+};
+
+TEST_F(ExternalIp, RelayedAddressIsAdvertisedOnTheExternalIp) {
+    auto a = allocate(tuple());
+    ASSERT_TRUE(a.success()) << a.code();
+    const Address relayed = relayed_of(a);
+    EXPECT_EQ(relayed.ip_string(), "198.19.0.7");
+    const Allocation* al = server->allocations().find(tuple());
+    ASSERT_NE(al, nullptr);
+    EXPECT_EQ(al->relays[0].addr, A("198.18.0.1").with_port(relayed.port));  // bound on the relay IP
+    // IPv6 has no external IP: as it is.
+    auto six = allocate(tuple(5001), [](auto& b) { b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6); });
+    ASSERT_TRUE(six.success());
+    EXPECT_EQ(relayed_of(six).ip_string(), "fd00::1");
+}
+
+// Two clients of this relay talking relay-to-relay (both relay-only): each
+// names the other's advertised address; the relay delivers between its own
+// sockets directly, and each sees the other on its advertised address.
+TEST_F(ExternalIp, RelayToRelayGoesDirectlyBetweenItsOwnSockets) {
+    // Own addresses are denied as peers unless allowed (the default policy).
+    ASSERT_TRUE(allocate(tuple(5000)).success());
+    EXPECT_EQ(create_permission(tuple(5000), {A("198.19.0.7:1")}).code(), 403);
+    restart({*Prefix::parse("198.19.0.7/32")});
+    const Address ra = relayed_of(allocate(tuple(5000)));
+    const Address rb = relayed_of(allocate(tuple(5001)));
+    ASSERT_TRUE(create_permission(tuple(5000), {rb}).success());
+    ASSERT_TRUE(create_permission(tuple(5001), {ra}).success());
+    // The external listener is still the relay's own: never a peer.
+    EXPECT_EQ(channel_bind(tuple(5000), 0x4001, A("198.19.0.7:3478")).code(), 403);
+    ASSERT_TRUE(channel_bind(tuple(5000), 0x4001, rb).success());
+    server->on_client_datagram(tuple(5000), std::vector<uint8_t>{0x40, 0x01, 0x00, 0x02, 'h', 'i'});
+    ASSERT_FALSE(io.peer_sends.empty());
+    EXPECT_EQ(io.peer_sends.back().peer, A("198.18.0.1").with_port(rb.port));  // not the NAT's address
+    // B's socket hears it from A's socket on the relay IP: B's client sees ra.
+    const size_t to_clients = io.client.size();
+    from_peer(tuple(5001), A("198.18.0.1").with_port(ra.port), {'h', 'i'});
+    ASSERT_EQ(io.client.size(), to_clients + 1);
+    Answer ind(io.client.back().bytes);
+    ASSERT_TRUE(ind.ok);
+    EXPECT_EQ(ind.xor_address(stun::attr::kXorPeerAddress), ra);
+    // The fast path cannot do this (it would send to the NAT): these
+    // permissions and channels are not offloaded; others are.
+    EXPECT_TRUE(rec.perms.empty());
+    EXPECT_TRUE(rec.chans.empty());
+    restart({*Prefix::parse("198.19.0.7/32"), *Prefix::parse("203.0.113.0/24")});
+    ASSERT_TRUE(allocate(tuple(5002)).success());
+    ASSERT_TRUE(channel_bind(tuple(5002), 0x4001, A("203.0.113.5:7000")).success());
+    EXPECT_EQ(rec.perms, std::vector<Address>{A("203.0.113.5")});
+    EXPECT_EQ(rec.chans, std::vector<Address>{A("203.0.113.5:7000")});
+}
+
 TEST_F(ServerTest, DontFragmentIsPassedToTheRelaySocket) {
     ASSERT_TRUE(allocate(tuple(), [](auto& b) { b.add_empty(stun::attr::kDontFragment); }).success());
     ASSERT_EQ(io.df.size(), 1u);

@@ -159,6 +159,41 @@ TEST(Config, StateDirFromFileAndCli) {
               std::string::npos);
 }
 
+TEST(Config, ExternalIps) {
+    const std::string auth = "[auth]\nusers=[\"a:b\"]\n";
+    const std::string base = auth + "[server]\nlisten=[\"198.18.0.1:3478\", \"[fd00::1]:3478\"]\n";
+    auto r = load_config_text(base + "external_ips=[\"198.19.0.7\"]\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    const Config& c = std::get<Config>(r);
+    EXPECT_EQ(c.advertised(*Address::parse("198.18.0.1:50000")), *Address::parse("198.19.0.7:50000"));
+    EXPECT_EQ(c.advertised(*Address::parse("[fd00::1]:50000")), *Address::parse("[fd00::1]:50000"));
+    EXPECT_EQ(c.to_internal(*Address::parse("198.19.0.7:50001")), *Address::parse("198.18.0.1:50001"));
+    EXPECT_EQ(c.to_internal(*Address::parse("198.19.0.8:50001")), *Address::parse("198.19.0.8:50001"));
+    EXPECT_EQ(c.to_external(*Address::parse("198.18.0.1:50002")), *Address::parse("198.19.0.7:50002"));
+    EXPECT_EQ(c.to_external(*Address::parse("198.18.0.2:50002")), *Address::parse("198.18.0.2:50002"));
+    CliOverrides cli;
+    cli.external_ips = {"198.19.0.9"};
+    auto o = load_config_text(base + "external_ips=[\"198.19.0.7\"]\n", cli);
+    ASSERT_TRUE(std::holds_alternative<Config>(o));
+    EXPECT_EQ(std::get<Config>(o).external_ips, std::vector<Address>{*Address::parse("198.19.0.9")});
+
+    EXPECT_EQ(error_of(base + "external_ips=[\"198.19.0.7\", \"198.19.0.8\"]\n"),
+              "[server].external_ips: at most one address per family (the one the relay IP of that family is reached "
+              "at); remove 198.19.0.8 or the other one of its family");
+    EXPECT_EQ(error_of(base + "external_ips=[\"0.0.0.0\"]\n"),
+              "[server].external_ips: \"0.0.0.0\" is a wildcard; relayed addresses must be concrete IPs clients can "
+              "reach");
+    EXPECT_EQ(error_of(auth + "[server]\nlisten=[\"198.18.0.1:3478\"]\nexternal_ips=[\"2001:db8::7\"]\n"),
+              "[server].external_ips: 2001:db8::7 has no relay IP of its family to stand for; add one to relay_ips or "
+              "remove it");
+    EXPECT_EQ(error_of(base + "external_ips=[\"198.18.0.1\"]\n"),
+              "[server].external_ips: 198.18.0.1 is the relay IP itself; list only what a NAT maps to it, or remove it");
+    EXPECT_EQ(error_of(base + "external_ips=[\"198.19.0.7\"]\nalternate_ips=[\"198.18.0.2\"]\nalternate_port=3479\n"),
+              "[server].alternate_ips: NAT behaviour discovery (RFC 5780) cannot be served from behind a NAT "
+              "(external_ips is set); remove alternate_ips or external_ips");
+    EXPECT_NE(error_of(base + "external_ips=[\"not-an-ip\"]\n").find("[server].external_ips"), std::string::npos);
+}
+
 TEST(Config, RedirectFromFileAndCli) {
     const std::string base = "[server]\nlisten=[\"198.18.0.1:3478\"]\nlisten_tls=[\"198.18.0.1:5349\"]\n"
                              "[tls]\ncertificate=\"/c.pem\"\nprivate_key=\"/k.pem\"\n[auth]\nusers=[\"a:b\"]\n";

@@ -55,10 +55,10 @@ class Relay:
     """turn-relay with UDP, TCP and TLS listeners; `extra`: TOML sections appended; `san`: the
     certificate's subjectAltName. `dtls`: also TURN over DTLS on 127.0.0.1 and ::1, on the TLS
     port's number (UDP), as RFC 8656 has it (5349 for both); `tls_files`: (chain, key) to use
-    instead of a self-signed certificate."""
+    instead of a self-signed certificate; `args`: more command-line options."""
 
     def __init__(self, workdir: Path, extra: str = "", san: str = "IP:127.0.0.1,IP:::1", dtls: bool = False,
-                 tls_files: Optional[Tuple[Path, Path]] = None):
+                 tls_files: Optional[Tuple[Path, Path]] = None, args: Tuple[str, ...] = ()):
         self.dir = workdir
         self.port = free_port(span=1)
         self.tls_port = free_port() if dtls else free_port(kinds=(socket.SOCK_STREAM,))
@@ -96,7 +96,7 @@ listen = "127.0.0.1:{self.metrics}"
 """ + extra)
         self.log = workdir / "relay.log"
         with open(self.log, "wb") as f:
-            self.proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f,
+            self.proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg), *args], stdout=f,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         assert wait_tcp(self.tls_port), "turn-relay did not listen:\n" + log_tail(self.log)
 

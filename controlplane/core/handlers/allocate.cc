@@ -176,7 +176,7 @@ void Server::handle_allocate(const Request& r) {
     MessageBuilder b = begin(r, Class::kSuccess);
     for (Family f : {Family::kIPv4, Family::kIPv6}) {
         if (const auto* rel = a.relay(f)) {
-            b.add_xor_address(attr::kXorRelayedAddress, rel->addr);
+            b.add_xor_address(attr::kXorRelayedAddress, shared_.config.advertised(rel->addr));
         }
     }
     b.add_u32(attr::kLifetime, lifetime);

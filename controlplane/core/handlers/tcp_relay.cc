@@ -118,7 +118,7 @@ void Server::handle_connect(const Request& r, Allocation& a) {
     p.auth = *r.auth;
     p.fingerprint = r.fingerprint;
     tcp_peers_[id] = std::move(p);
-    if (!io_.tcp_connect(relay->id, peer, id)) {
+    if (!io_.tcp_connect(relay->id, shared_.config.to_internal(peer), id)) {
         answer_connect(tcp_peers_[id], id, err::kConnectionTimeoutOrFailure);
         tcp_peers_.erase(id);
     }
@@ -151,7 +151,7 @@ bool Server::on_tcp_peer_accepted(RelayId relay, const Address& peer_in, uint32_
     if (a == nullptr || !a->tcp) {
         return false;
     }
-    const Address peer = peer_in.normalised();
+    const Address peer = shared_.config.to_external(peer_in.normalised());
     if (!a->permitted(peer, clock_.now_ms())) {
         stats_.drop(Drop::kNoPermission);  // section 5.3: no permission, no connection
         return false;
