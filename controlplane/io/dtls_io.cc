@@ -50,13 +50,21 @@ bool is_initial_client_hello(std::span<const uint8_t> d) {
            d[3] == 0 && d[4] == 0 && d[kRecordHeader] == kClientHello;
 }
 
+// A ClientHello record (is_initial_client_hello) holding a fragment after
+// the first (a ClientHello larger than the client's MTU): it has no client
+// random to tell a new handshake by; it is the rest of the hello whose first
+// fragment started the session.
+bool later_fragment(std::span<const uint8_t> d) {
+    const size_t frag_off = kRecordHeader + 6;
+    return d[frag_off] != 0 || d[frag_off + 1] != 0 || d[frag_off + 2] != 0;
+}
+
 // A copy of the ClientHello that started `ssl`'s session (a retransmission
 // that arrived late, or a duplicate on the path): the same client random,
 // which follows the version in the first fragment.
 bool same_client_hello(SSL* ssl, std::span<const uint8_t> d) {
     constexpr size_t kRandom = kRecordHeader + kHandshakeHeader + 2;
-    const size_t frag_off = kRecordHeader + 6;
-    if (d.size() < kRandom + SSL3_RANDOM_SIZE || d[frag_off] != 0 || d[frag_off + 1] != 0 || d[frag_off + 2] != 0) {
+    if (d.size() < kRandom + SSL3_RANDOM_SIZE || later_fragment(d)) {
         return false;
     }
     uint8_t r[SSL3_RANDOM_SIZE];
@@ -242,8 +250,10 @@ void DtlsIo::on_datagram(uint32_t index, const Address& src, std::span<const uin
     // (the client restarted on the same port, before or after its session
     // was established): answered like a new source's; the old session goes
     // once the new one's cookie checks out. A copy of the session's own
-    // ClientHello is not: the session's SSL takes it (a retransmission).
-    if (is_initial_client_hello(data) && !same_client_hello(it->second->ssl, data)) {
+    // ClientHello is not: the session's SSL takes it (a retransmission), as
+    // it takes the later fragments of a ClientHello (DTLSv1_listen reads
+    // only a first fragment: they would be lost and the handshake stall).
+    if (is_initial_client_hello(data) && !later_fragment(data) && !same_client_hello(it->second->ssl, data)) {
         on_hello(l, ft, data);
         return;
     }

@@ -262,6 +262,10 @@ void StreamIo::pause_on_exhaustion(int fd, uint64_t tag) {
 
 void StreamIo::read(uint32_t idx) {
     read_some(idx);
+    if (conns_[idx]->fd >= 0 && conns_[idx]->write_after_read) {
+        conns_[idx]->write_after_read = false;
+        write(idx);  // the session may have what it waited for (write)
+    }
     // What a pipe side read goes on to its partner now (forward_now), once
     // per event, so that the reads of one event still make one write.
     if (conns_[idx]->fd >= 0 && conns_[idx]->role != Role::kClient) {
@@ -463,7 +467,14 @@ void StreamIo::write(uint32_t idx) {
                 const int e = SSL_get_error(c.ssl, r);
                 if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
                     compact(c);  // allowed: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, same bytes
-                    set_want_write(c, idx, true);
+                    // WANT_READ: the client began a handshake message after
+                    // the handshake (a KeyUpdate, a renegotiation's
+                    // ClientHello) and OpenSSL writes nothing until it has
+                    // the rest. Only the client's bytes help, and the socket
+                    // is writable: EPOLLOUT would wake the loop on every poll
+                    // until they come. The next read() tries again.
+                    c.write_after_read = e == SSL_ERROR_WANT_READ;
+                    set_want_write(c, idx, e == SSL_ERROR_WANT_WRITE);
                     return;
                 }
                 ERR_clear_error();
@@ -660,6 +671,7 @@ uint32_t StreamIo::new_conn_slot() {
     c.ssl = nullptr;
     c.handshake_done = true;
     c.want_write = false;
+    c.write_after_read = false;
     c.queued = false;
     c.eof = false;
     c.fin_pending = false;

@@ -133,6 +133,7 @@ private:
         SSL* ssl = nullptr;          // TLS connections
         bool handshake_done = false;
         bool want_write = false;     // EPOLLOUT registered
+        bool write_after_read = false;  // TLS: the write waits for the client's next bytes (write)
         bool eof = false;            // its side ended (FIN, close_notify): not read any more
         bool fin_pending = false;    // pipes: send FIN once `out` is written
         bool fin_sent = false;

@@ -27,7 +27,10 @@ clients verify it for real. Clients:
   turn-relay carries 9216-byte datagrams (its largest) both ways, one record each, and drops
   a larger peer datagram (`too_large`); REQUESTED-TRANSPORT TCP gets 400; data relayed
   leaves with one less TTL / Hop Limit than its record arrived with (9 -> 8), and a peer
-  datagram that arrived with 1 is dropped (`ttl_expired`), not relayed to the client.
+  datagram that arrived with 1 is dropped (`ttl_expired`), not relayed to the client; a
+  ClientHello in fragments, a datagram each (ciphertext MTU 256, a long server name), in
+  order or with each flight's records reversed (the client resends after 1 s), completes
+  the handshake and relays, as does `openssl s_client -mtu 256` with a long -servername.
 - Hand-made datagrams: a ClientHello without cookie gets exactly one HelloVerifyRequest, no
   larger than the ClientHello, and no session (also from 200 source ports); the same
   ClientHello with the cookie starts one (ServerHello back), but not from another source
@@ -875,6 +878,96 @@ def test_late_copy_of_the_client_hello_changes_nothing(server):
         assert allocations(server) == allocs0 + 1, "the allocation ended"
         assert closed(server, "dtls", "client") == client_closed
         assert c.binding().xor_addr(A_XOR_MAPPED) == c.local()
+
+
+def records_of(data: bytes) -> List[bytes]:
+    """The DTLS records in `data`, back to back (RFC 6347 section 4.1)."""
+    out, i = [], 0
+    while i + 13 <= len(data):
+        n = struct.unpack("!H", data[i + 11:i + 13])[0]
+        out.append(data[i:i + 13 + n])
+        i += 13 + n
+    return out
+
+
+class FragmentingDtlsClient(DtlsTurnClient):
+    """A DtlsTurnClient whose records go in datagrams of their own (a ClientHello larger than
+    its ciphertext MTU goes in fragments, one datagram each), in the order OpenSSL wrote them
+    or, with `reverse`, each flight's last first; it resends its last flight after 1 s
+    without an answer, as DTLS clients do (RFC 6347 section 4.2.4)."""
+
+    def __init__(self, server: TurnServer, family: int = 4, *, mtu: int, server_name: bytes,
+                 reverse: bool = False):
+        self.reverse = reverse
+        self.flight: List[bytes] = []
+        super().__init__(server, family, handshake=False)
+        self.tls.set_ciphertext_mtu(mtu)
+        self.tls.set_tlsext_host_name(server_name)
+        self.handshake()
+
+    def _flush(self) -> None:
+        data = b""
+        while True:
+            try:
+                data += self.tls.bio_read(65536)
+            except SSL.WantReadError:
+                break
+        if not data:
+            return
+        self.flight = records_of(data)[::-1] if self.reverse else records_of(data)
+        for r in self.flight:
+            self.datagrams_out.append(r)
+            self.sock.send(r)
+
+    def handshake(self, timeout: float = TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.tls.do_handshake()
+                self._flush()
+                return
+            except SSL.WantReadError:
+                self._flush()
+            while not select.select([self.sock], [], [], 1.0)[0]:
+                if time.monotonic() >= deadline:
+                    raise socket.timeout("no answer to the handshake")
+                for r in self.flight:
+                    self.sock.send(r)
+            self._receive(deadline)
+
+
+LONG_SERVER_NAME = ".".join(["relay" * 12] * 3)   # 182 bytes: the ClientHello outgrows 228
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "reordered"])
+def test_fragmented_client_hello(server, reverse):
+    """A ClientHello larger than the client's MTU (a long server name, ciphertext MTU 256)
+    goes in fragments, a datagram each: the handshake completes and the session relays.
+    Reordered (each flight's records last first) it completes too, on the client's
+    retransmissions: a later fragment that comes before the first finds no session (cookies
+    keep no state) and is dropped, and OpenSSL drops a ChangeCipherSpec that comes before the
+    ClientKeyExchange. Before, the later fragments of the ClientHello with the cookie were
+    taken for a new handshake on the session's 5-tuple and given to DTLSv1_listen, which
+    reads first fragments only: lost, and the handshake never completed."""
+    with FragmentingDtlsClient(server, 4, mtu=256, server_name=LONG_SERVER_NAME.encode(),
+                               reverse=reverse) as c, udp_socket(4) as peer:
+        hellos = [d for d in c.datagrams_out if d[0] == HANDSHAKE and d[3:5] == b"\0\0" and d[13] == 1]
+        assert any(int.from_bytes(d[19:22], "big") > 0 for d in hellos), (
+            f"the ClientHello was not fragmented: {[len(d) for d in hellos]}")
+        relayed = c.allocate()
+        create_permission(c, peer.getsockname())
+        c.send(send_indication(peer.getsockname(), b"after a fragmented ClientHello"))
+        peer.settimeout(TIMEOUT_S)
+        assert peer.recvfrom(100) == (b"after a fragmented ClientHello", relayed)
+
+
+def test_s_client_small_mtu_fragmented_client_hello(server, dtls_cert):
+    """openssl s_client -mtu 256 with a long -servername sends its ClientHello in two
+    datagrams (228 bytes and the rest): the handshake completes. Before, s_client
+    retransmitted its ClientHello with the cookie until it was killed."""
+    rc, out = s_client(server.dtls_addr(4), "-dtls1_2", "-mtu", "256", "-servername",
+                       LONG_SERVER_NAME, "-CAfile", str(dtls_cert.ca), "-verify_return_error")
+    assert rc == 0 and "Protocol  : DTLSv1.2" in out, f"s_client exit {rc}:\n{out}"
 
 
 @turnrelay_only
