@@ -979,6 +979,14 @@ TEST_F(ExternalIp, RelayedAddressIsAdvertisedOnTheExternalIp) {
     auto six = allocate(tuple(5001), [](auto& b) { b.add_address_family(stun::attr::kRequestedAddressFamily, Family::kIPv6); });
     ASSERT_TRUE(six.success());
     EXPECT_EQ(relayed_of(six).ip_string(), "fd00::1");
+    // Binding's RESPONSE-ORIGIN: the listener on the relay IP as the client reached it.
+    auto bind = exchange(tuple(), build(M::kBinding, stun::Class::kRequest, {}, nullptr));
+    ASSERT_TRUE(bind && bind->success());
+    const auto* origin = bind->view.find(stun::attr::kResponseOrigin);
+    ASSERT_NE(origin, nullptr);
+    Address o;
+    ASSERT_EQ(stun::decode_address(bind->view.value(*origin), o), stun::AttrError::kOk);
+    EXPECT_EQ(o, A("198.19.0.7:3478"));
 }
 
 // Two clients of this relay talking relay-to-relay (both relay-only): each

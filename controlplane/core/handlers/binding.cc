@@ -61,9 +61,10 @@ void Server::handle_binding(const Request& r) {
     const Request resp{r.msg, out, r.auth, r.fingerprint};
     stun::MessageBuilder b = begin(resp, stun::Class::kSuccess);
     b.add_xor_address(stun::attr::kXorMappedAddress, r.ft.client.normalised());
-    // RFC 5780 section 7.3: where the response comes from (our listener).
+    // RFC 5780 section 7.3: where the response comes from (our listener; on
+    // the relay IP behind a NAT, as the client reached it).
     if (!out.server.is_unspecified()) {
-        b.add_address(stun::attr::kResponseOrigin, out.server.normalised());
+        b.add_address(stun::attr::kResponseOrigin, c.advertised(out.server.normalised()));
     }
     if (rfc5780) {
         b.add_address(stun::attr::kOtherAddress, *nat_changed_address(c, r.ft.server, true, true));
