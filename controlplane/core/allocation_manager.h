@@ -146,7 +146,7 @@ private:
     // own relayed addresses, reached through the kernel (Config::to_internal)
     // rather than the dataplane, which would send it to the NAT: its
     // permissions and channels stay on the socket path.
-    bool offloadable(const Address& peer) const { return shared_.config.to_internal(peer) == peer; }
+    bool offloadable(const Address& peer) const { return !shared_.config.on_external_ip(peer); }
     // Tells the offload the allocation again (removed, added, its permissions
     // and channels): after a change of what it is keyed or sized by.
     void reannounce(const Allocation& a);

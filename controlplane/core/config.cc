@@ -43,6 +43,15 @@ std::optional<std::pair<Address, Address>> nat_pair(const Config& c, Family f) {
 
 }  // namespace
 
+bool Config::on_external_ip(const Address& a) const {
+    for (const auto& e : external_ips) {
+        if (e.same_ip(a)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 Address Config::advertised(const Address& relayed) const {
     if (external_ips.empty()) {
         return relayed;
@@ -55,8 +64,11 @@ Address Config::to_internal(const Address& peer) const {
     if (external_ips.empty()) {
         return peer;
     }
+    // Only the relayed port range holds relayed addresses: any other port on
+    // the external IP is not translated (it goes to the NAT, as without
+    // external_ips), so no host service on the relay IP is reached directly.
     const auto p = nat_pair(*this, peer.family);
-    return p && p->second == peer.with_port(0) ? p->first.with_port(peer.port) : peer;
+    return p && p->second == peer.with_port(0) && in_relay_range(peer.port) ? p->first.with_port(peer.port) : peer;
 }
 
 Address Config::to_external(const Address& source) const {
@@ -64,7 +76,8 @@ Address Config::to_external(const Address& source) const {
         return source;
     }
     const auto p = nat_pair(*this, source.family);
-    return p && p->first == source.with_port(0) ? p->second.with_port(source.port) : source;
+    return p && p->first == source.with_port(0) && in_relay_range(source.port) ? p->second.with_port(source.port)
+                                                                               : source;
 }
 
 namespace {

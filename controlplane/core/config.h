@@ -137,11 +137,15 @@ struct Config {
     // external_ips: what a relayed address is known as outside (its
     // family's external IP, same port); a peer address on an external IP
     // as the relay IP itself (same port); a source on a relay IP whose
-    // family has an external IP as that. Each returns its argument
+    // family has an external IP as that; to_internal and to_external only
+    // within [relay_port_min, relay_port_max]. Each returns its argument
     // otherwise, and at once without external IPs.
     Address advertised(const Address& relayed) const;
     Address to_internal(const Address& peer) const;
     Address to_external(const Address& source) const;
+    // Whether `a`'s IP is one of external_ips (any port).
+    bool on_external_ip(const Address& a) const;
+    bool in_relay_range(uint16_t port) const { return port >= relay_port_min && port <= relay_port_max; }
 };
 
 // Command-line overrides; each set field replaces (lists: replace) the file's value.

@@ -13,8 +13,9 @@
 //   3. the hash for the rest: kChannelIn / kChannelOut (only while the
 //      allocation has channels outside its slots), then kPermission
 //      (relayed addr, peer IP) for Sends and peer packets without a channel
-//      (RFC 8656 section 9: permissions are per IP; a miss is a drop, never
-//      a punt).
+//      (RFC 8656 section 9: permissions are per IP; a peer packet's miss is a
+//      drop, never a punt; a Send's is punted: permissions for a peer on an
+//      external IP are not offloaded).
 //
 // Cost (callgrind, IPv4, 10k flows, instructions/packet, stage inclusive):
 // client ChannelData 127 (was 222 with every client packet in rte_hash's
@@ -370,6 +371,13 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
                 return;
             default:  // kPermission
                 if (d == nullptr) {
+                    if (q.kind == Kind::kClientSend) {
+                        // Not every permission is offloaded (a peer on an
+                        // external IP, [server].external_ips, stays with the
+                        // control plane): it decides, as for ChannelData.
+                        punt(q, Counter::punt_miss);
+                        return;
+                    }
                     if (q.kind == Kind::kPeer) {
                         w.alloc_state(q.alloc).dropped_packets++;
                     }

@@ -916,6 +916,32 @@ TEST_F(DualStack, DeletingOneFamilyTakesItsPermissionsAndChannels) {
     EXPECT_EQ(channel_bind(tuple(), 0x4001, v6peer).code(), 400);
 }
 
+// The allocation's timer follows the earliest of its addresses' expiries
+// through shortening, lengthening and a plain Refresh.
+TEST_F(DualStack, TimerFollowsMixedRefreshes) {
+    ASSERT_TRUE(allocate(tuple(), [](auto& b) {
+                    dual(b);
+                    b.add_u32(stun::attr::kLifetime, 3600);
+                }).success());
+    ASSERT_TRUE(refresh_family(tuple(), 600, Family::kIPv4).success());   // IPv4 600 s: the timer moves earlier
+    advance_s(100);
+    ASSERT_TRUE(refresh_family(tuple(), 3600, Family::kIPv4).success());  // IPv4 at 3700 s, IPv6 at 3600 s
+    advance_s(3499);
+    const Allocation* a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    EXPECT_TRUE(a->dual());
+    advance_s(2);  // 3601 s: IPv6 ends
+    a = server->allocations().find(tuple());
+    ASSERT_NE(a, nullptr);
+    EXPECT_FALSE(a->has_family(Family::kIPv6));
+    ASSERT_TRUE(refresh(tuple(), 600).success());  // IPv4 to 4201 s
+    advance_s(598);
+    EXPECT_NE(server->allocations().find(tuple()), nullptr);
+    advance_s(3);
+    EXPECT_EQ(server->allocations().find(tuple()), nullptr);
+    EXPECT_EQ(shared->allocations.load(), 0);
+}
+
 // As ConnectionEndReportedDuringRemovalEndsTheAllocationOnce: closing the
 // expired address's socket flushes the loop's output, and the client's TCP
 // connection failing there ends the allocation from inside the expiry.
@@ -1023,6 +1049,35 @@ TEST_F(ExternalIp, RelayToRelayGoesDirectlyBetweenItsOwnSockets) {
     ASSERT_TRUE(channel_bind(tuple(5002), 0x4001, A("203.0.113.5:7000")).success());
     EXPECT_EQ(rec.perms, std::vector<Address>{A("203.0.113.5")});
     EXPECT_EQ(rec.chans, std::vector<Address>{A("203.0.113.5:7000")});
+}
+
+// Only the relayed port range holds relayed addresses: any other port on the
+// external IP is not this relay's (a host service the NAT's firewall
+// guards) and is not reached on the relay IP, even where allow_peers lets
+// clients reach the external IP; nor is a datagram from such a port on the
+// relay IP presented as the external IP.
+TEST_F(ExternalIp, PortsOutsideTheRelayRangeAreNotTranslated) {
+    Config c = base_config();
+    c.external_ips = {A("198.19.0.7")};
+    c.allow_peers = {*Prefix::parse("198.19.0.7/32")};
+    c.deny_peers = {*Prefix::parse("198.18.0.0/24")};  // the relay IP's network
+    start(c);
+    server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_EQ(create_permission(tuple(), {A("198.18.0.1:1")}).code(), 403);
+    ASSERT_TRUE(create_permission(tuple(), {A("198.19.0.7:1")}).success());
+    EXPECT_TRUE(rec.perms.empty());  // a permission on the external IP stays on the socket path
+    const size_t before = io.peer_sends.size();
+    server->on_client_datagram(tuple(), build(M::kSend, stun::Class::kIndication, [&](auto& b) {
+        b.add_xor_address(stun::attr::kXorPeerAddress, A("198.19.0.7:22"));
+        const std::array<uint8_t, 1> d{'s'};
+        b.add(stun::attr::kData, d);
+    }, nullptr));
+    ASSERT_EQ(io.peer_sends.size(), before + 1);
+    EXPECT_EQ(io.peer_sends.back().peer, A("198.19.0.7:22"));  // to the NAT, as any peer
+    const size_t to_client = io.client.size();
+    from_peer(tuple(), A("198.18.0.1:22"), {'x'});
+    EXPECT_EQ(io.client.size(), to_client);  // the relay IP's port 22 has no permission
 }
 
 TEST_F(ServerTest, DontFragmentIsPassedToTheRelaySocket) {

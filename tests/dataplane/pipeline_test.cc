@@ -838,12 +838,14 @@ TEST_P(Pipeline, PeerWithoutPermissionIsDroppedNotPunted) {
     expect_deltas({{Counter::rx, 1}, {Counter::drop_no_permission, 1}});
 }
 
-TEST_P(Pipeline, SendWithoutPermissionIsDropped) {
+TEST_P(Pipeline, SendWithoutPermissionIsPunted) {
     const std::array<uint8_t, 12> tx{};
-    const Out o = run1(build(from_client(send_indication(tx, n_.stranger, pattern(8), false))));
+    const Bytes in = build(from_client(send_indication(tx, n_.stranger, pattern(8), false)));
+    const Out o = run1(in);
     EXPECT_TRUE(o.nic.empty());
-    EXPECT_TRUE(o.exc.empty());
-    expect_deltas({{Counter::rx, 1}, {Counter::drop_no_permission, 1}});
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], in);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_miss, 1}});
 }
 
 TEST_P(Pipeline, ChannelDataLengthOverrunIsDropped) {

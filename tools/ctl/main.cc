@@ -118,6 +118,9 @@ void print_status(const nlohmann::json& j) {
     std::printf("listen tls     %s\n", list(member(j, "listen_tls")).c_str());
     std::printf("listen dtls    %s\n", list(member(j, "listen_dtls")).c_str());
     std::printf("relay ips      %s\n", list(member(j, "relay_ips")).c_str());
+    if (const auto& ext = member(j, "external_ips"); ext.is_array() && !ext.empty()) {
+        std::printf("external ips   %s\n", list(ext).c_str());
+    }
     std::printf("loops          %s (busy %s)\n", field(j, "loops").c_str(), list(member(j, "loop_busy")).c_str());
     std::printf("allocations    %s (ipv4 %s, ipv6 %s)\n", field(al, "total").c_str(), field(al, "ipv4").c_str(),
                 field(al, "ipv6").c_str());
