@@ -240,6 +240,35 @@ fuzzseeds::Files scripts() {
                        .step(kClientRaw, 1, bad_binding)
                        .step(kClientRaw, 1 | kSelFingerprint, bad_binding)
                        .bytes());
+    // A dual allocation whose IPv6 address alone is refreshed: the IPv4 one
+    // ends on its own (with its permission and channel) while traffic of
+    // both families goes on; then the rest expires. (Last in the list: a
+    // seed inserted earlier shifts the transaction ids of every later one.)
+    auto refresh_family = [](uint32_t lifetime, Family f) {
+        return req(stun::Method::kRefresh, [=](auto& b) {
+            b.add_u32(attr::kLifetime, lifetime);
+            b.add_address_family(attr::kRequestedAddressFamily, f);
+        });
+    };
+    s.emplace_back("udp-dual-stack-lifetimes",
+                   Script()
+                       .step(kClientSigned, 0,
+                             allocate(stun::kProtoUdp,
+                                      [](auto& b) { b.add_address_family(attr::kAdditionalAddressFamily, Family::kIPv6); }))
+                       .step(kClientSigned, 0, channel_bind(0x4000, kPeer0))
+                       .step(kClientSigned, 0, channel_bind(0x4001, kPeer6))
+                       .step(kClock, 250)
+                       .step(kClock, 250)
+                       .step(kClientSigned, 0, refresh_family(600, Family::kIPv6))
+                       .step(kClientSigned, 0, channel_bind(0x4001, kPeer6))
+                       .step(kClock, 101)  // IPv4's 600 s are over
+                       .step(kPeer, 0x21, payload)
+                       .step(kPeer, 0x20, payload)
+                       .step(kClientRaw, 0, channel_data(0x4000, 3))
+                       .step(kClientRaw, 0, channel_data(0x4001, 3))
+                       .step(kClientSigned, 0, refresh_family(600, Family::kIPv4))
+                       .step(kClientSigned, 0, refresh_family(0, Family::kIPv6))
+                       .bytes());
     return s;
 }
 
