@@ -45,9 +45,6 @@ public:
     // since boot) cannot hold: an allocation restored after a host reboot
     // may be older than the uptime.
     uint64_t age_before_ms = 0;
-    // The latest expiry of its relayed addresses: when the allocation ends
-    // unless refreshed (AllocationManager keeps it equal to their maximum).
-    uint64_t expires_ms = 0;
     uint64_t timer_at_ms = 0;  // deadline of the wheel entry that counts
     bool dont_fragment = false;
     bool tcp = false;  // RFC 6062: REQUESTED-TRANSPORT TCP, peers reached over TCP connections
@@ -76,7 +73,19 @@ public:
     }
     bool has_family(Family f) const { return relay(f) != nullptr; }
     bool dual() const { return relays[0].active() && relays[1].active(); }
-    // The earliest expiry among its relayed addresses: when its timer is due.
+    // When it ends unless refreshed: the latest expiry of its relayed
+    // addresses (0 without any).
+    uint64_t expires_ms() const {
+        uint64_t t = 0;
+        for (const auto& r : relays) {
+            if (r.active() && r.expires_ms > t) {
+                t = r.expires_ms;
+            }
+        }
+        return t;
+    }
+    // The earliest expiry among its relayed addresses: when its timer is due
+    // (0 without any).
     uint64_t next_expiry_ms() const {
         uint64_t t = UINT64_MAX;
         for (const auto& r : relays) {
@@ -84,7 +93,7 @@ public:
                 t = r.expires_ms;
             }
         }
-        return t == UINT64_MAX ? expires_ms : t;
+        return t == UINT64_MAX ? 0 : t;
     }
 
     // Permission for `peer`'s IP (normalised) valid at `now_ms`.

@@ -40,17 +40,6 @@ uint64_t saved_age_ms(const SavedAllocation& s, uint64_t unix_ms) {
     return s.created_unix_ms != 0 && s.created_unix_ms < unix_ms ? unix_ms - s.created_unix_ms : 0;
 }
 
-// The allocation lives as long as its longest-lived relayed address.
-void sync_expiry(Allocation& a) {
-    uint64_t latest = 0;
-    for (const auto& r : a.relays) {
-        if (r.active()) {
-            latest = std::max(latest, r.expires_ms);
-        }
-    }
-    a.expires_ms = latest;
-}
-
 }  // namespace
 
 AllocationManager::AllocationManager(Shared& shared, const Clock& clock, TimerWheel& wheel, PacketIo& io,
@@ -168,9 +157,8 @@ Allocation& AllocationManager::create(const FiveTuple& ft, std::string username,
     a->realm = std::move(realm);
     a->relays = relays;
     a->created_ms = clock_.now_ms();
-    a->expires_ms = a->created_ms + lifetime_ms;
     for (auto& r : a->relays) {
-        r.expires_ms = r.active() ? a->expires_ms : 0;
+        r.expires_ms = r.active() ? a->created_ms + lifetime_ms : 0;
     }
     a->dont_fragment = dont_fragment;
     Allocation& ref = insert(std::move(a));
@@ -215,7 +203,6 @@ void AllocationManager::refresh(Allocation& a, uint64_t lifetime_ms, Family only
             r.expires_ms = at;
         }
     }
-    sync_expiry(a);
     // Extending needs no wheel operation (the pending timer re-arms itself);
     // shortening needs an earlier entry, which supersedes the pending one.
     if (const uint64_t next = a.next_expiry_ms(); next < a.timer_at_ms) {
@@ -249,7 +236,6 @@ void AllocationManager::remove_family(Allocation& a, Family f, bool expired) {
             ++it;
         }
     }
-    sync_expiry(a);
     reannounce(a);  // offloaded state follows: the allocation without that family
     EndLine line = end_line(expired ? "relayed_address_expired" : "relayed_address_deleted", a);
     line.fields.insert(line.fields.begin() + 6, {"address", gone.addr.to_string()});  // after "relayed": what is left
@@ -422,7 +408,7 @@ void AllocationManager::on_allocation_timer(uint64_t id, uint64_t at_ms) {
         return;  // superseded by an earlier entry
     }
     const uint64_t now = clock_.now_ms();
-    if (a.expires_ms <= now) {
+    if (a.expires_ms() <= now) {
         remove(a, EndReason::kExpired);
         return;
     }
@@ -432,7 +418,7 @@ void AllocationManager::on_allocation_timer(uint64_t id, uint64_t at_ms) {
         const RelayEndpoint* r = a.relay(f);
         if (r != nullptr && r->expires_ms <= now) {
             remove_family(a, f, true);
-            break;  // at most one: a.expires_ms > now, so the other is unexpired
+            break;  // at most one: a.expires_ms() > now, so the other is unexpired
         }
     }
     // remove_family may have ended the allocation (its client connection
@@ -505,7 +491,7 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
     s.username = a.username;
     s.realm = a.realm;
     s.relayed = relayed_addresses(a);
-    s.expires_unix_ms = at(a.expires_ms);
+    s.expires_unix_ms = at(a.expires_ms());
     for (size_t i = 0; i < a.relays.size(); ++i) {
         s.relayed_expires_unix_ms[i] = a.relays[i].active() ? at(a.relays[i].expires_ms) : 0;
     }
@@ -645,7 +631,6 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     a->created_ms = now - std::min(now, age);
     a->age_before_ms = age - std::min(now, age);
     a->relayed = s.usage;
-    sync_expiry(*a);
     a->dont_fragment = s.dont_fragment;
     // RFC 8016: the previous process's tickets do not open here (its key is
     // gone); the client's next Refresh showing one gets a new ticket. A moved
@@ -707,7 +692,8 @@ void AllocationManager::log(std::string_view event, const Allocation& a) {
 
 EndLine AllocationManager::end_line(std::string_view event, const Allocation& a) const {
     const uint64_t now = clock_.now_ms();
-    const uint64_t remaining = a.expires_ms > now ? (a.expires_ms - now) / 1000 : 0;
+    const uint64_t expires = a.expires_ms();
+    const uint64_t remaining = expires > now ? (expires - now) / 1000 : 0;
     EndLine e;
     e.event = event;
     e.fields = {{"id", std::to_string(a.id)},

@@ -29,7 +29,7 @@ std::optional<Address> Config::relay_ip(Family f) const {
 
 namespace {
 
-// The pair of `ip`'s family (port 0): relay IP and external IP.
+// Family `f`'s relay IP and external IP (port 0), when it has both.
 std::optional<std::pair<Address, Address>> nat_pair(const Config& c, Family f) {
     for (const auto& e : c.external_ips) {
         if (e.family == f) {
@@ -90,6 +90,20 @@ struct Fail {
 
 [[noreturn]] void fail(const std::string& key, const std::string& what) {
     throw Fail{key + ": " + what};
+}
+
+// The first address of `list` whose family an earlier one has: the lists of
+// relay, external and alternate IPs take at most one per family.
+std::optional<Address> second_of_a_family(const std::vector<Address>& list) {
+    bool seen[2] = {false, false};
+    for (const auto& a : list) {
+        bool& s = seen[a.is_v4() ? 0 : 1];
+        if (s) {
+            return a;
+        }
+        s = true;
+    }
+    return std::nullopt;
 }
 
 const toml::node* find(const toml::table& root, std::string_view section, std::string_view key) {
@@ -678,26 +692,17 @@ void validate(Config& c, bool have_file) {
             fail("[server].relay_ips", "cannot be derived from wildcard listeners; set relay_ips = [\"<public IP>\"]");
         }
     }
-    bool v4 = false;
-    bool v6 = false;
-    for (const auto& a : c.relay_ips) {
-        bool& seen = a.is_v4() ? v4 : v6;
-        if (seen) {
-            fail("[server].relay_ips", "at most one address per family; remove " + a.ip_string() +
-                                           " or the other one of its family");
-        }
-        seen = true;
+    if (const auto a = second_of_a_family(c.relay_ips)) {
+        fail("[server].relay_ips", "at most one address per family; remove " + a->ip_string() +
+                                       " or the other one of its family");
     }
-    bool ext4 = false;
-    bool ext6 = false;
+    if (const auto e = second_of_a_family(c.external_ips)) {
+        fail("[server].external_ips",
+             "at most one address per family (the one the relay IP of that family is reached at); remove " +
+                 e->ip_string() + " or the other one of its family");
+    }
     for (const auto& e : c.external_ips) {
         const std::string k = "[server].external_ips";
-        bool& seen = e.is_v4() ? ext4 : ext6;
-        if (seen) {
-            fail(k, "at most one address per family (the one the relay IP of that family is reached at); remove " +
-                        e.ip_string() + " or the other one of its family");
-        }
-        seen = true;
         const auto r = c.relay_ip(e.family);
         if (!r) {
             fail(k, e.ip_string() + " has no relay IP of its family to stand for; add one to relay_ips or remove it");
@@ -767,12 +772,10 @@ void validate(Config& c, bool have_file) {
             fail(c.alternate_ips.empty() ? k : "[server].alternate_port",
                  "NAT behaviour discovery (RFC 5780) needs both alternate_ips and alternate_port; set both or neither");
         }
-        bool seen[2] = {false, false};
+        if (second_of_a_family(c.alternate_ips)) {
+            fail(k, "at most one address per family");
+        }
         for (const auto& a : c.alternate_ips) {
-            if (seen[a.is_v4() ? 0 : 1]) {
-                fail(k, "at most one address per family");
-            }
-            seen[a.is_v4() ? 0 : 1] = true;
             int listeners = 0;
             for (const auto& l : c.listen) {
                 if (l.family != a.family) {

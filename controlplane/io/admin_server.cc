@@ -310,11 +310,6 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
             r.loop = loop;
             r.ft = a.five_tuple;
             r.user = a.username;
-            for (const auto& e : a.relays) {
-                if (e.active()) {
-                    r.relayed.push_back(e.addr);
-                }
-            }
             r.tcp = a.tcp;
             r.age_s = a.age_ms(now_ms) / 1000;
             r.usage = s.allocations().usage(a);
@@ -323,8 +318,9 @@ nlohmann::json AdminServer::allocations(const std::optional<std::string>& user) 
             // Lifetimes as saved_view gives them (wall clock), the lists bounded.
             SavedAllocation v = s.allocations().saved_view(a);
             r.expires_unix_ms = v.expires_unix_ms;
-            for (size_t i = 0; i < a.relays.size(); ++i) {
-                if (a.relays[i].active()) {
+            for (size_t i = 0; i < v.relayed.size(); ++i) {
+                if (v.relayed[i].family != Family::kNone) {
+                    r.relayed.push_back(v.relayed[i]);
                     r.relayed_expires_unix_ms.push_back(v.relayed_expires_unix_ms[i]);
                 }
             }

@@ -850,7 +850,7 @@ TEST_F(DualStack, RelayedAddressNotRefreshedEndsAloneWithItsPermissionsAndChanne
     EXPECT_EQ(a->channel_for(v4peer, now), std::nullopt);
     EXPECT_TRUE(a->permitted(v6peer, now));
     EXPECT_EQ(a->channel_for(v6peer, now), std::optional<uint16_t>(0x4002));
-    EXPECT_EQ(a->expires_ms, a->relays[1].expires_ms);
+    EXPECT_EQ(a->expires_ms(), a->relays[1].expires_ms);
     // The allocation is IPv6-only now.
     EXPECT_EQ(create_permission(tuple(), {v4peer}).code(), 443);
     EXPECT_EQ(refresh_family(tuple(), 600, Family::kIPv4).code(), 443);

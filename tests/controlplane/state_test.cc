@@ -451,7 +451,7 @@ TEST_F(Restore, AllocationComesBackWithItsStateAndServesTheClient) {
     EXPECT_EQ(a->id, id);
     EXPECT_EQ(a->relays[0].addr, relayed);
     EXPECT_EQ(a->username, "alice");
-    EXPECT_EQ(a->expires_ms, clock.now_ms() + 480'000);
+    EXPECT_EQ(a->expires_ms(), clock.now_ms() + 480'000);
     EXPECT_EQ(shared->allocations.load(), 1);
     EXPECT_TRUE(a->permitted(peer2, clock.now_ms()));
     EXPECT_EQ(a->channel_for(peer, clock.now_ms()), std::optional<uint16_t>(0x4001));
@@ -651,7 +651,7 @@ TEST_F(Restore, EachRelayedAddressKeepsItsOwnLifetime) {
     for (const auto& [id, ip] : rec.perms) {
         EXPECT_TRUE(ip.is_v4()) << ip.to_string();
     }
-    EXPECT_EQ(a->expires_ms, clock.now_ms() + (saved[0].relayed_expires_unix_ms[0] - clock.unix_ms()));  // 439 s
+    EXPECT_EQ(a->expires_ms(), clock.now_ms() + (saved[0].relayed_expires_unix_ms[0] - clock.unix_ms()));  // 439 s
 }
 
 // A file is not trusted with lifetimes: what is left of each is at most what
@@ -676,7 +676,7 @@ TEST_F(Restore, LifetimesAreCappedAtWhatTheConfigurationGrants) {
     const Allocation* a = server->allocations().find(ft);
     ASSERT_NE(a, nullptr);
     const uint64_t now = clock.now_ms();
-    EXPECT_EQ(a->expires_ms, now + uint64_t{shared->config.max_lifetime_s} * 1000);
+    EXPECT_EQ(a->expires_ms(), now + uint64_t{shared->config.max_lifetime_s} * 1000);
     ASSERT_EQ(a->permissions.size(), 1u);
     EXPECT_EQ(a->permissions.begin()->second.expires_ms, now + 300'000);
     ASSERT_EQ(a->channels.size(), 1u);
