@@ -76,8 +76,9 @@ uint16_t port_by_name(const std::string& name) {
         }
         fatal("no DPDK port named '" + name + "' (add it with --vdev=... or -a <pci>)" + hint);
     }
-    if (p >= dp::kMaxPorts) {
-        fatal("port id " + std::to_string(p) + " is above the supported maximum");
+    if (p >= dp::kSelfPort) {
+        fatal("port id " + std::to_string(p) + " is above the supported maximum (" + std::to_string(dp::kSelfPort - 1) +
+              ")");
     }
     return p;
 }

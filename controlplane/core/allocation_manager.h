@@ -142,11 +142,26 @@ private:
     const OffloadHook& offload_for(const Allocation& a) const {
         return const_cast<AllocationManager*>(this)->offload_for(a);
     }
-    // A peer on this relay's external IP (Config::external_ips) is one of its
-    // own relayed addresses, reached through the kernel (Config::to_internal)
-    // rather than the dataplane, which would send it to the NAT: its
-    // permissions and channels stay on the socket path.
-    bool offloadable(const Address& peer) const { return !shared_.config.on_external_ip(peer); }
+    // Permissions and channels stay on the socket path when their peer is
+    // on one of the relay's own IPs other than a relay IP, which the kernel
+    // delivers locally and the dataplane would send to its router or NAT:
+    // an external IP (Config::external_ips; such a peer is one of the
+    // relay's relayed addresses, reached through Config::to_internal) or a
+    // listening IP that is no relay IP (Shared::other_own_ips). A peer on a
+    // relay IP is offloaded: the dataplane takes it to the other allocation
+    // itself (relay-to-relay, dataplane/worker/route.cc).
+    bool offloadable(const Address& peer) const {
+        if (shared_.config.on_external_ip(peer)) {
+            return false;
+        }
+        const Address ip = peer.normalised();
+        for (const Address& o : shared_.other_own_ips) {
+            if (o.same_ip(ip)) {
+                return false;
+            }
+        }
+        return true;
+    }
     // Tells the offload the allocation again (removed, added, its permissions
     // and channels): after a change of what it is keyed or sized by.
     void reannounce(const Allocation& a);

@@ -1,5 +1,6 @@
 #include "core/shared.h"
 
+#include <algorithm>
 #include <random>
 
 #include "core/nat_behavior.h"
@@ -9,6 +10,7 @@ namespace turn::cp {
 Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
     : config(c), credentials(std::make_shared<auth::CredentialStore>(c.realm)), nonces(std::move(n)),
       policy(make_policy(c)),
+      other_own_ips(own_other_ips(c)),
       // Config::seed: 0 (production) draws the seeds from std::random_device.
       ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000,
             c.seed != 0 ? c.seed : std::random_device{}()),
@@ -55,6 +57,21 @@ std::vector<Address> Shared::own_listeners(const Config& c) {
         }
     }
     return own;
+}
+
+std::vector<Address> Shared::own_other_ips(const Config& c) {
+    std::vector<Address> out;
+    for (const Address& l : own_listeners(c)) {
+        const Address ip = l.normalised().with_port(0);
+        auto same = [&](const Address& a) { return a.normalised().same_ip(ip); };
+        if (ip.is_unspecified() || std::any_of(c.relay_ips.begin(), c.relay_ips.end(), same) ||
+            std::any_of(c.external_ips.begin(), c.external_ips.end(), same) ||
+            std::any_of(out.begin(), out.end(), same)) {
+            continue;
+        }
+        out.push_back(ip);
+    }
+    return out;
 }
 
 std::shared_ptr<PeerPolicy> Shared::make_policy(const Config& c) {

@@ -54,6 +54,11 @@ struct Shared {
     // Every transport address the relay listens on: UDP, TCP, TLS and DTLS
     // listeners, the RFC 5780 alternates and the metrics endpoint.
     static std::vector<Address> own_listeners(const Config& c);
+    // The IPs of own_listeners() that are not relay IPs or external IPs
+    // (normalised, port 0; wildcards left out): a peer there is one of the
+    // relay's own addresses but no relayed address, which the kernel
+    // delivers locally and the dataplane would send to its router.
+    static std::vector<Address> own_other_ips(const Config& c);
 
     // Start-up configuration. What SIGHUP may replace (core/config_reload.h) is read
     // through `credentials` and `policy`, not from here.
@@ -61,6 +66,7 @@ struct Shared {
     Reloadable<auth::CredentialStore> credentials;
     std::unique_ptr<auth::NonceCodec> nonces;
     Reloadable<PeerPolicy> policy;
+    const std::vector<Address> other_own_ips;  // own_other_ips(config)
     PortAllocator ports;
     AllocationQuota quota;
     SourceRateLimiter unauth_limiter;  // 401/438 answers per source, all loops together

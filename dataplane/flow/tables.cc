@@ -43,6 +43,25 @@ bool ListenSet::has6(const uint8_t* ip, uint16_t port) const {
     return false;
 }
 
+bool ListenSet::has_ip(uint8_t family, const uint8_t* ip) const {
+    if (family == 4) {
+        const uint32_t n = n4.load(std::memory_order_acquire);
+        for (uint32_t i = 0; i < n; i++) {
+            if (std::memcmp(&v4_ip[i], ip, 4) == 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+    const uint32_t n = n6.load(std::memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) {
+        if (std::memcmp(v6_ip[i], ip, 16) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
     auto* t = new FlowTables();
     t->cfg_ = cfg;
@@ -320,6 +339,7 @@ int FlowTables::add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be) 
         }
         listen->v4_ip[n] = ip4;
         listen->v4_port[n] = port_be;
+        own4.add(ip4);  // before the listening address: no packet to it is seen first
         listen->n4.store(n + 1, std::memory_order_release);
         return static_cast<int>(n);
     }
@@ -365,6 +385,9 @@ int FlowTables::relay_ip(uint8_t family, const uint8_t* ip) {
     std::memcpy(&r.ip4[n], ip, 4);
     r.family[n] = family;
     r.ports[n] = top;
+    if (family == 4) {
+        own4.add(r.ip4[n]);
+    }
     r.n.store(n + 1, std::memory_order_release);
     return static_cast<int>(n);
 }

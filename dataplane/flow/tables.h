@@ -141,6 +141,16 @@ struct RelayPorts {
         const Chunk* c = ports[i][port >> 8].load(std::memory_order_acquire);
         return c == nullptr ? nullptr : &c[port & 0xff];
     }
+    // Whether `a` (4 or 16 bytes) is one of the relayed IPs.
+    bool has_ip(uint8_t fam, const uint8_t* a) const {
+        const uint32_t cnt = n.load(std::memory_order_acquire);
+        for (uint32_t i = 0; i < cnt; i++) {
+            if (family[i] == fam && (fam == 4 ? std::memcmp(&ip4[i], a, 4) == 0 : std::memcmp(ip[i], a, 16) == 0)) {
+                return true;
+            }
+        }
+        return false;
+    }
     bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
         const std::atomic<uint32_t>* w = word(fam, a, port_be);
         const uint32_t v = w == nullptr ? 0 : w->load(std::memory_order_acquire);
@@ -187,6 +197,39 @@ struct ListenSet {
         return false;
     }
     bool has6(const uint8_t* ip, uint16_t port) const;
+    // Whether `ip` (4 or 16 bytes by family) is a listening IP, any port.
+    bool has_ip(uint8_t family, const uint8_t* ip) const;
+};
+
+// The relay's own IPv4 addresses as the dataplane knows them: its relayed
+// IPs (RelayPorts) and listening IPs (ListenSet), added with them by the
+// main lcore (release) and never removed before the tables are. A relayed
+// packet to one of them never leaves by the NIC (relay-to-relay, route.cc);
+// the express lane tests every packet's destination against the first two
+// (one IPv4 listening and relayed address in most deployments), the stages
+// with has().
+struct alignas(64) OwnIps4 {
+    static constexpr uint32_t kMax = RelayPorts::kMaxIps + ListenSet::kMax;
+    std::atomic<uint32_t> n{0};
+    uint32_t ip[kMax] = {};  // network byte order; ip[0] and ip[1] are 0 until added
+
+    bool has(uint32_t a) const {
+        const uint32_t cnt = n.load(std::memory_order_acquire);
+        for (uint32_t i = 0; i < cnt; i++) {
+            if (ip[i] == a) {
+                return true;
+            }
+        }
+        return false;
+    }
+    void add(uint32_t a) {  // main lcore
+        const uint32_t cnt = n.load(std::memory_order_relaxed);
+        if (has(a) || cnt == kMax) {
+            return;
+        }
+        ip[cnt] = a;
+        n.store(cnt + 1, std::memory_order_release);
+    }
 };
 
 // FlowTables::tos_rule's word: keep in bits 0-7, set in bits 8-15.
@@ -229,6 +272,17 @@ public:
     // (relaxed) by workers once per burst (rewrite_ctx, worker/rewrite44.h).
     // Starts as "keep everything".
     std::atomic<uint16_t> tos_rule{kTosKeepAll};
+    OwnIps4 own4;  // relayed and listening IPv4 addresses (add_listen, relay_ip)
+    // Whether `ip` (4 or 16 bytes by family) is one of the relay's own
+    // addresses the dataplane knows: relayed or listening.
+    bool own_ip(uint8_t family, const uint8_t* ip) const {
+        if (family == 4) {
+            uint32_t a;
+            std::memcpy(&a, ip, 4);
+            return own4.has(a);
+        }
+        return relay_ports->has_ip(6, ip) || listen->has_ip(6, ip);
+    }
     // The TSC rate bandwidth limits are computed with (Allocation::byte_ticks
     // by the Applier, the bucket depth by the workers): rte_get_tsc_hz() at
     // create(). Tests that step their own clock set it before the first

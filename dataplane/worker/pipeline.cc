@@ -5,6 +5,7 @@
 // the stages, which it skips entirely when it finished the whole burst.
 #include "worker/pipeline.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 
@@ -13,9 +14,10 @@
 
 namespace dp {
 
-void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
+namespace {
+
+void run_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     Pkt p[kBurst];
-    w.counters.inc(Counter::rx, n);
     // The relay's TOS rule, once for the whole burst: the lane and the
     // rewrite stage apply the same one even if the main lcore changes it now.
     w.tos_rule = w.flows->tos_rule.load(std::memory_order_relaxed);
@@ -33,6 +35,30 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     police(w, p, n, now_tsc);  // per-allocation token bucket and counters
     rewrite(w, p, n);          // new headers in place, incremental checksums
     tx(w, p, n);               // NIC, exception port, or free
+}
+
+}  // namespace
+
+void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
+    w.counters.inc(Counter::rx, n);
+    run_burst(w, mbufs, n, now_tsc);
+    if (unlikely(w.nhairpin != 0)) {
+        // Relay-to-relay: packets a client sent to another relayed address of
+        // this relay, rewritten as that peer's packets (source: the sender's
+        // relayed address), received again as if from the NIC; the second
+        // allocation's permission, channel, limit and counters apply as to
+        // any peer packet. Once only: they can only become packets to
+        // clients, and route punts any that would come back here.
+        static_assert(sizeof w.hairpin / sizeof w.hairpin[0] == kBurst);
+        rte_mbuf* b[kBurst];
+        const uint16_t k = w.nhairpin;
+        std::copy(w.hairpin, w.hairpin + k, b);
+        w.nhairpin = 0;
+        w.counters.inc(Counter::hairpin, k);
+        w.hairpinning = true;
+        run_burst(w, b, k, now_tsc);
+        w.hairpinning = false;
+    }
 }
 
 namespace {

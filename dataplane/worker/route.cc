@@ -29,8 +29,13 @@
 // punted data with its own bucket, which sees only those, so without this
 // an allocation sending both kinds could have the whole rate on each path.
 //
-// Edges: kPolice; kPunt (no next hop, MTU, no headroom); kDrop (TTL, the
-// bandwidth limit of a punted packet).
+// A packet to one of the relay's own addresses never goes to a next hop:
+// to another offloaded relayed address it gets the next hop kSelfPort and
+// goes round the pipeline again as a peer packet; otherwise it is punted
+// (own_destination below).
+//
+// Edges: kPolice; kPunt (no next hop, MTU, no headroom, own address); kDrop
+// (TTL, the bandwidth limit of a punted packet).
 #include "worker/stages.h"
 
 namespace dp {
@@ -120,6 +125,33 @@ inline void finish(Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, uint32_
     q.next = Next::kPolice;
 }
 
+// Relay-to-relay. A destination that is one of the relay's own IPs
+// (FlowTables::own_ip: relayed or listening) never leaves by the NIC: its
+// next hop would be the router, which may or may not send it back (many
+// cloud gateways do not), where the kernel in socket mode delivers it
+// locally. A packet to a peer that is an offloaded relayed address (two
+// relay-only clients of this relay, each the other's peer) gets the next hop
+// kSelfPort: checked, policed and rewritten as any other, then received
+// again as that allocation's peer packet (pipeline.cc). Anything else to an
+// own IP goes to the kernel, which delivers it locally as in socket mode
+// (punt_own_address): a relayed port the dataplane does not have (an
+// allocation of a TCP client), a listening IP, a client that is itself one
+// of the relayed addresses, a packet already going round. True when q was
+// decided here.
+inline bool own_destination(Worker& w, Pkt& q, const uint8_t* dst, uint32_t prefix, uint32_t pad, uint64_t now) {
+    if (likely(!w.flows->own_ip(q.out_family, dst))) {
+        return false;
+    }
+    uint32_t peer_alloc;
+    if (static_cast<uint8_t>(static_cast<uint8_t>(q.kind) - static_cast<uint8_t>(Kind::kToPeerChannel)) < 2 &&
+        !w.hairpinning && w.flows->relay_ports->find(q.out_family, dst, q.peer_port_be, &peer_alloc)) {
+        finish(w, q, w.self_word, true, kEth, prefix, pad, now);
+    } else {
+        punt_relayed(w, q, Counter::punt_own_address, now);
+    }
+    return true;
+}
+
 // No host entries: every destination resolves to its family's default,
 // read (the main lcore may change it at any time; this stage sees one
 // version per burst) and checked once per burst.
@@ -137,7 +169,10 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
             continue;
         }
         uint32_t prefix, pad;
-        (void)destination(allocs, q, &prefix, &pad);
+        const uint8_t* dst = destination(allocs, q, &prefix, &pad);
+        if (own_destination(w, q, dst, prefix, pad, now)) {
+            continue;
+        }
         const bool v4 = q.out_family == 4;
         finish(w, q, v4 ? def4 : def6, v4 ? ok4 : ok6, v4 ? l2_4 : l2_6, prefix, pad, now);
     }
@@ -160,7 +195,11 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
         if (q.next != Next::kRoute || !ttl_left(q)) {
             continue;
         }
-        keys[cnt] = NextHops::key(q.out_family, destination(allocs, q, &prefix[cnt], &pad[cnt]));
+        const uint8_t* dst = destination(allocs, q, &prefix[cnt], &pad[cnt]);
+        if (own_destination(w, q, dst, prefix[cnt], pad[cnt], now)) {
+            continue;
+        }
+        keys[cnt] = NextHops::key(q.out_family, dst);
         kp[cnt] = &keys[cnt];
         idx[cnt++] = i;
     }

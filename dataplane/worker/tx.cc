@@ -1,4 +1,5 @@
-// Stage 6: tx. Forwarded packets leave on the port of their next hop, punted
+// Stage 6: tx. Forwarded packets leave on the port of their next hop (or,
+// next hop kSelfPort, are kept for the pipeline to receive again), punted
 // ones on the exception port (to the kernel, which sees them exactly as in
 // socket mode), dropped ones are freed. Counters are bumped here, once per
 // packet, from the verdict the stages left. (A burst the express lane
@@ -8,6 +9,8 @@
 // 25 before forwarded packets were counted per kind once per burst.
 //
 // Edges: none (end of the graph).
+#include <algorithm>
+
 #include "worker/stages.h"
 
 namespace dp {
@@ -83,9 +86,12 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
     for (unsigned k = 0; k < 4; k++) {
         w.counters.inc(forwarded_counter(static_cast<Kind>(static_cast<unsigned>(Kind::kToPeerChannel) + k)), fwd[k]);
     }
-    for (uint16_t port = 0; port < kMaxPorts; port++) {
+    for (uint16_t port = 0; port < kSelfPort; port++) {
         tx_send(w, port, out[port], nout[port], Counter::drop_nic_tx_full);
     }
+    // Relay-to-relay: received again once this burst is out (pipeline.cc).
+    std::copy(out[kSelfPort], out[kSelfPort] + nout[kSelfPort], w.hairpin + w.nhairpin);
+    w.nhairpin = static_cast<uint16_t>(w.nhairpin + nout[kSelfPort]);
     punt_send(w, exc, nexc);
     if (ndead != 0) {
         rte_pktmbuf_free_bulk(dead, ndead);

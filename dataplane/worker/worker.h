@@ -13,6 +13,11 @@
 namespace dp {
 
 constexpr uint16_t kMaxPorts = 8;
+// The next hop "this dataplane itself" (route.cc): a relayed packet to one of
+// the relay's own offloaded relayed addresses goes back into the pipeline as
+// a packet from a peer (pipeline.cc) instead of out of a port. DPDK ports
+// must be below it (main.cc).
+constexpr uint16_t kSelfPort = kMaxPorts - 1;
 
 struct WorkerConfig {
     uint32_t id = 0;          // QSBR thread id, index of the AllocState slice
@@ -29,7 +34,7 @@ struct WorkerConfig {
     bool exc_owner = true;
     rte_ring* exc_ring = nullptr;
     uint16_t mtu = 1500;      // IP MTU of the NIC ports
-    rte_ether_addr port_mac[kMaxPorts] = {};  // source MAC per egress port
+    rte_ether_addr port_mac[kMaxPorts] = {};  // source MAC per egress port (kSelfPort: init() sets nic_port's)
     uint64_t seed = 0x9e3779b97f4a7c15ull;    // STUN transaction ids
     bool express = true;  // false: every packet through the stages (tests, measurements; express.cc)
     // Bursts sent straight to the stages after one the express lane finished
@@ -50,14 +55,27 @@ struct Worker {
     uint64_t express_packets = 0;  // finished by the express lane (express.cc; statistics)
     uint8_t express_skip = 0;      // bursts left before the lane is tried again (express_wanted)
     uint16_t tos_rule = kTosKeepAll;  // this burst's FlowTables::tos_rule (process_burst; rewrite_ctx)
+    // Relay-to-relay (pipeline.cc): the packets of a burst whose next hop is
+    // kSelfPort (tx.cc puts them here), received again as peer packets once
+    // the burst is out; `hairpinning` while they are (route.cc then punts
+    // what would hairpin again, so a packet goes round at most once).
+    rte_mbuf* hairpin[32];
+    uint16_t nhairpin = 0;
+    bool hairpinning = false;
+    uint64_t self_word = 0;  // NextHops::pack() of kSelfPort (init)
     Counters counters;
 
     // Bind to tables; call on the worker's lcore before the first poll.
     void init(const WorkerConfig& c, FlowTables* f, NextHops* n) {
         cfg = c;
+        cfg.port_mac[kSelfPort] = c.port_mac[c.nic_port];
+        NextHop self;
+        self.mac = cfg.port_mac[kSelfPort];
+        self.port = kSelfPort;
+        self_word = NextHops::pack(self);
         for (uint16_t port = 0; port < kMaxPorts; port++) {
             uint64_t mac = 0;
-            std::memcpy(&mac, c.port_mac[port].addr_bytes, 6);  // little-endian: the MAC's bytes in order
+            std::memcpy(&mac, cfg.port_mac[port].addr_bytes, 6);  // little-endian: the MAC's bytes in order
             eth_src4[port] = mac | uint64_t{rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)} << 48;
         }
         flows = f;

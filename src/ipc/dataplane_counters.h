@@ -31,4 +31,6 @@
     X(drop_rate_limited, "dropped: allocation over its bandwidth limit")                \
     X(drop_exception_tx_full, "dropped: exception port tx queue full")                  \
     X(drop_nic_tx_full, "dropped: NIC tx queue full")                                  \
-    X(drop_ttl_expired, "dropped: relayed packet received with TTL / hop limit 0 or 1")
+    X(drop_ttl_expired, "dropped: relayed packet received with TTL / hop limit 0 or 1") \
+    X(hairpin, "relayed packet to one of this relay's own relayed addresses, taken to that allocation inside the dataplane") \
+    X(punt_own_address, "punted: relayed packet to one of this relay's own addresses that is not an offloaded relayed address")

@@ -1051,6 +1051,34 @@ TEST_F(ExternalIp, RelayToRelayGoesDirectlyBetweenItsOwnSockets) {
     EXPECT_EQ(rec.chans, std::vector<Address>{A("203.0.113.5:7000")});
 }
 
+// Relay-to-relay without a NAT: a peer on the relay IP is offloaded (the
+// dataplane takes such packets to the other allocation itself); a peer on
+// another of the relay's own IPs, a listener's that is no relay IP, is not
+// (the kernel delivers it locally, the dataplane would send it to its
+// router).
+TEST_F(ExternalIp, PeersOnOwnIpsAreOffloadedOnlyOnTheRelayIp) {
+    Config c = base_config();
+    c.listen_tcp = {A("198.18.0.2:3478")};
+    c.allow_peers = {*Prefix::parse("198.18.0.0/24")};
+    start(c);
+    server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    const Address ra = relayed_of(allocate(tuple(5000)));
+    const Address rb = relayed_of(allocate(tuple(5001)));
+    EXPECT_EQ(ra.ip_string(), "198.18.0.1");
+    ASSERT_TRUE(channel_bind(tuple(5000), 0x4001, rb).success());
+    ASSERT_TRUE(create_permission(tuple(5001), {ra}).success());
+    EXPECT_EQ(rec.perms, (std::vector<Address>{A("198.18.0.1"), A("198.18.0.1")}));
+    EXPECT_EQ(rec.chans, std::vector<Address>{rb});
+    ASSERT_TRUE(channel_bind(tuple(5000), 0x4002, A("198.18.0.2:8080")).success());
+    ASSERT_TRUE(create_permission(tuple(5001), {A("198.18.0.2:1")}).success());
+    EXPECT_EQ(rec.perms.size(), 2u);  // unchanged
+    EXPECT_EQ(rec.chans.size(), 1u);
+    // Still relayed, on the socket path.
+    server->on_client_datagram(tuple(5000), std::vector<uint8_t>{0x40, 0x02, 0x00, 0x02, 'h', 'i'});
+    ASSERT_FALSE(io.peer_sends.empty());
+    EXPECT_EQ(io.peer_sends.back().peer, A("198.18.0.2:8080"));
+}
+
 // Only the relayed port range holds relayed addresses: any other port on the
 // external IP is not this relay's (a host service the NAT's firewall
 // guards) and is not reached on the relay IP, even where allow_peers lets

@@ -848,6 +848,198 @@ TEST_P(Pipeline, SendWithoutPermissionIsPunted) {
     expect_deltas({{Counter::rx, 1}, {Counter::punt_miss, 1}});
 }
 
+// ---- relay-to-relay: a peer that is one of the relay's own addresses ----
+
+// Two relay-only clients of this relay: allocation kAllocId (client n_.client,
+// relayed n_.relayed) and a second one, kAllocB, on the same relay IP. Each
+// one's peer is the other's relayed address; the dataplane takes the packet
+// from one allocation to the other itself (route.cc, own_destination;
+// pipeline.cc), never out of the NIC to its router.
+class RelayToRelay : public Pipeline {
+protected:
+    static constexpr uint64_t kAllocB = 8;
+    static constexpr uint16_t kChannelA = 0x4005;  // A's channel to B's relayed address
+    static constexpr uint16_t kChannelB = 0x4006;  // B's channel to A's relayed address
+    void SetUp() override {
+        Pipeline::SetUp();
+        client_b_ = GetParam() == 4 ? *Address::parse("198.18.0.11:50001") : *Address::parse("[fd00::11]:50001");
+        relayed_b_ = n_.relayed.with_port(49153);
+        add_allocation(kAllocB, client_b_, relayed_b_);
+        add_permission(kAllocId, n_.relayed, relayed_b_);
+        add_channel(kAllocId, n_.relayed, relayed_b_, kChannelA);
+    }
+    // B lets A's relayed address in: a permission, and optionally a channel.
+    void b_permits_a(bool channel) {
+        add_permission(kAllocB, relayed_b_, n_.relayed);
+        if (channel) {
+            add_channel(kAllocB, relayed_b_, n_.relayed, kChannelB);
+        }
+    }
+    // What reaches B's client: relayed twice, so two less TTL than A's client sent.
+    Frame to_b(const Bytes& payload) const {
+        Frame f = relayed(n_.listen, client_b_, payload);
+        f.ttl = kTtl - 2;
+        return f;
+    }
+    // The transaction ID of a Data indication the relay made.
+    std::array<uint8_t, 12> txid_of(const Bytes& frame) const {
+        const size_t stun = 14 + (GetParam() == 4 ? 20 : 40) + 8;
+        std::array<uint8_t, 12> t{};
+        if (frame.size() >= stun + 20) {
+            std::copy(frame.begin() + static_cast<long>(stun + 8), frame.begin() + static_cast<long>(stun + 20), t.begin());
+        }
+        return t;
+    }
+    // The table index of the allocation a relayed address names.
+    uint32_t index_of(const Address& relayed) const {
+        uint32_t idx = UINT32_MAX;
+        EXPECT_TRUE(flows_->relay_ports->find(static_cast<uint8_t>(GetParam()), relayed.ip.data(),
+                                              rte_cpu_to_be_16(relayed.port), &idx));
+        return idx;
+    }
+    Address client_b_, relayed_b_;
+};
+
+TEST_P(RelayToRelay, ChannelDataToAChannelOfTheOtherAllocation) {
+    b_permits_a(true);
+    const Bytes data = pattern(161);
+    const Out o = run1(build(from_client(channel_data(kChannelA, data))));
+    EXPECT_TRUE(o.exc.empty());
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data))));
+    expect_valid_checksums(o.nic[0]);
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::fwd_peer_channel, 1}});
+    // Both allocations' own counters saw it, as with two separate relays.
+    EXPECT_EQ(w_.state[index_of(n_.relayed)].to_peer_packets, 1u);
+    EXPECT_EQ(w_.state[index_of(relayed_b_)].to_client_packets, 1u);
+    // Again, now that the client cache knows A's client: the express lane
+    // finds the packet itself and must leave it to route all the same.
+    const Out o2 = run1(build(from_client(channel_data(kChannelA, data))));
+    ASSERT_EQ(o2.nic.size(), 1u);
+    EXPECT_EQ(o2.nic[0], build(to_b(channel_data(kChannelB, data))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::fwd_peer_channel, 1}});
+}
+
+TEST_P(RelayToRelay, ChannelDataToAPermissionOfTheOtherAllocation) {
+    b_permits_a(false);
+    const Bytes data = pattern(45);
+    const Out o = run1(build(from_client(channel_data(kChannelA, data))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(to_b(data_indication(txid_of(o.nic[0]), n_.relayed, data))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::fwd_peer_data, 1}});
+}
+
+TEST_P(RelayToRelay, SendIndicationToTheOtherAllocation) {
+    b_permits_a(true);
+    const std::array<uint8_t, 12> tx{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2};
+    const Bytes data = pattern(37);
+    const Out o = run1(build(from_client(send_indication(tx, relayed_b_, data, true))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}, {Counter::hairpin, 1},
+                   {Counter::fwd_peer_channel, 1}});
+}
+
+TEST_P(RelayToRelay, BothWaysInOneBurst) {
+    b_permits_a(true);
+    // B's client answers on its channel: the same path the other way.
+    Frame fb = from_client(channel_data(kChannelB, pattern(20, 2)));
+    fb.src = client_b_;
+    const Out o = run({build(from_client(channel_data(kChannelA, pattern(10)))), build(fb)});
+    ASSERT_EQ(o.nic.size(), 2u);
+    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, pattern(10)))));
+    Frame fa = relayed(n_.listen, n_.client, channel_data(kChannelA, pattern(20, 2)));
+    fa.ttl = kTtl - 2;
+    EXPECT_EQ(o.nic[1], build(fa));
+    expect_deltas({{Counter::rx, 2}, {Counter::fwd_client_channel, 2}, {Counter::hairpin, 2},
+                   {Counter::fwd_peer_channel, 2}});
+}
+
+// The other allocation has no permission for A's relayed address: dropped
+// there, as any peer packet without one (RFC 8656 section 9).
+TEST_P(RelayToRelay, WithoutThePermissionOfTheOtherAllocationIsDropped) {
+    const Out o = run1(build(from_client(channel_data(kChannelA, pattern(30)))));
+    EXPECT_TRUE(o.nic.empty());
+    EXPECT_TRUE(o.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::drop_no_permission, 1}});
+}
+
+// TTL 2 leaves A with 1, which B does not relay: a loop between relayed
+// addresses ends as it would across the network.
+TEST_P(RelayToRelay, TtlCountsBothHops) {
+    b_permits_a(true);
+    Frame f = from_client(channel_data(kChannelA, pattern(12)));
+    f.ttl = 2;
+    const Out o = run1(build(f));
+    EXPECT_TRUE(o.nic.empty());
+    EXPECT_TRUE(o.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::drop_ttl_expired, 1}});
+}
+
+// An own IP whose port the dataplane has no allocation for (a TCP client's
+// allocation, another service): to the kernel, which delivers it locally, as
+// the original frame.
+TEST_P(RelayToRelay, OwnAddressWithoutAnOffloadedAllocationIsPunted) {
+    const Address other = n_.relayed.with_port(49999);
+    add_permission(kAllocId, n_.relayed, other);
+    add_channel(kAllocId, n_.relayed, other, 0x4007);
+    const std::array<uint8_t, 12> tx{};
+    const std::vector<Bytes> in = {build(from_client(channel_data(0x4007, pattern(14)))),
+                                   build(from_client(send_indication(tx, other, pattern(15), false)))};
+    const Out o = run(in);
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 2u);
+    EXPECT_EQ(o.exc[0], in[0]);
+    EXPECT_EQ(o.exc[1], in[1]);
+    expect_deltas({{Counter::rx, 2}, {Counter::punt_own_address, 2}});
+}
+
+// A client that is itself one of the relayed addresses (TURN through TURN on
+// one relay): its packets go to the kernel too, never to the router.
+TEST_P(RelayToRelay, ClientOnAnOwnAddressIsPunted) {
+    const uint64_t kAllocC = 9;
+    const Address relayed_c = n_.relayed.with_port(49154);
+    add_allocation(kAllocC, relayed_b_, relayed_c);
+    add_permission(kAllocC, relayed_c, n_.peer);
+    add_channel(kAllocC, relayed_c, n_.peer, 0x4008);
+    Frame f = from_peer(pattern(16), n_.peer);
+    f.dst = relayed_c;
+    const Bytes in = build(f);
+    const Out o = run1(in);
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], in);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_own_address, 1}});
+}
+
+// A rate-limited receiving allocation: its own budget applies to what
+// arrives from the other one.
+TEST_P(RelayToRelay, TheOtherAllocationsBandwidthLimitApplies) {
+    del_allocation(kAllocB);
+    add_allocation(kAllocB, client_b_, relayed_b_, 8 * 2000);  // 2000 bytes/s
+    b_permits_a(true);
+    std::vector<Bytes> in;
+    for (int i = 0; i < 8; i++) {
+        in.push_back(build(from_client(channel_data(kChannelA, pattern(1000)))));
+    }
+    const Out o = run(in);
+    // The budget's depth is 64 KiB at least (Allocation's comment), so a
+    // burst of 8 KB passes; what matters is that B's bucket was charged.
+    EXPECT_EQ(o.nic.size(), 8u);
+    const uint32_t b = index_of(relayed_b_);
+    EXPECT_EQ(w_.state[b].to_client_packets, 8u);
+    EXPECT_NE(flows_->allocs[b].tat.load(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, RelayToRelay, ::testing::Values(4, 6), [](const auto& i) {
+    return i.param == 4 ? std::string("IPv4") : std::string("IPv6");
+});
+
 TEST_P(Pipeline, ChannelDataLengthOverrunIsDropped) {
     Bytes cd = channel_data(kChannel, pattern(10));
     cd[3] = 11;  // claims one byte more than present
