@@ -205,13 +205,13 @@ struct ListenSet {
 // IPs (RelayPorts) and listening IPs (ListenSet), added with them by the
 // main lcore (release) and never removed before the tables are. A relayed
 // packet to one of them never leaves by the NIC (relay-to-relay, route.cc);
-// the express lane tests every packet's destination against the first two
-// (one IPv4 listening and relayed address in most deployments), the stages
-// with has().
+// the express lane compares every packet's destination with the first two
+// (one IPv4 address that listens and relays in most deployments) and calls
+// has() only when there are more, the stages call has().
 struct alignas(64) OwnIps4 {
     static constexpr uint32_t kMax = RelayPorts::kMaxIps + ListenSet::kMax;
     std::atomic<uint32_t> n{0};
-    uint32_t ip[kMax] = {};  // network byte order; ip[0] and ip[1] are 0 until added
+    uint32_t ip[kMax] = {};  // network byte order; 0 until added
 
     bool has(uint32_t a) const {
         const uint32_t cnt = n.load(std::memory_order_acquire);

@@ -66,11 +66,6 @@ struct Lane {
     Worker& w;
     const Allocation* allocs;
     const ListenSet& listen;
-    // The relay's own IPv4 addresses (OwnIps4): the first two, and whether
-    // there are more. A destination among them is route's to decide
-    // (relay-to-relay, route.cc).
-    uint32_t own_a, own_b;
-    bool own_more;
     Pkt* done[kBurst];  // found, and nothing for route to decide
     uint16_t ndone = 0;
     bool rest = false;     // some packets for the stages
@@ -91,10 +86,6 @@ inline void found(Lane& l, const Allocation& a, Pkt& q, uint32_t hdrs, bool ok) 
         q.next = Next::kRoute;
         l.rest = true;
     }
-}
-
-inline bool to_own(const Lane& l, uint32_t ip) {
-    return ip == l.own_a || ip == l.own_b || (unlikely(l.own_more) && l.w.flows->own4.has(ip));
 }
 
 // A packet parse_udp4 accepted that the lane does not finish: classify's
@@ -153,9 +144,14 @@ void police_lane(Lane& l, uint16_t nok, uint64_t now_tsc) {
 }  // namespace
 
 Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_tsc) {
+    Lane l{w, w.flows->allocs, *w.flows->listen};
+    // The relay's own IPv4 addresses (OwnIps4): a destination among them is
+    // route's to decide (relay-to-relay, route.cc).
     const OwnIps4& own = w.flows->own4;
     const uint32_t nown = own.n.load(std::memory_order_acquire);
-    Lane l{w, w.flows->allocs, *w.flows->listen, own.ip[0], own.ip[nown > 1 ? 1 : 0], nown > 2};
+    const uint32_t own_a = own.ip[0], own_b = own.ip[nown > 1 ? 1 : 0];
+    const bool own_more = nown > 2;
+    auto to_own = [&](uint32_t ip) { return ip == own_a || ip == own_b || (unlikely(own_more) && own.has(ip)); };
     const RelayPorts& rp = *w.flows->relay_ports;
     ClientCache& c = w.cache;
     const AllocState* state = w.state;
@@ -256,7 +252,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
                 q.peer_port_be = s->peer_port;
                 // 42 bytes of new headers where there were 46 (parse_udp4:
                 // untagged, no IP options), the data inside the frame.
-                found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), !to_own(l, s->peer_ip));
+                found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), !to_own(s->peer_ip));
                 return;
             }
             give_back(l, q, true);
@@ -289,7 +285,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
                     q.channel_be = ch;
                     // 46 bytes of new headers where there were 42.
                     found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr) + 4,
-                          q.m->data_off >= 4 && !to_own(l, load32(al.client_ip)));
+                          q.m->data_off >= 4 && !to_own(load32(al.client_ip)));
                     return;
                 }
             }

@@ -18,8 +18,8 @@ its exit counters are that run's alone:
     profile, chromedriver started inside twrtc_h): an RTCPeerConnection with
     iceTransportPolicy 'relay'.
 The peer is aiortc with iceServers=[] (no STUN, no TURN) and host candidates on 198.18.2.3
-only. The peer is a plain address, not another relayed address: relay -> own relayed address
-(hairpin) is not a fast-path case.
+only. The peer is a plain address, not another relayed address (relay to relay through the
+dataplane is netns_offload_relay_to_relay.py's).
 
 Exchange: MSGS text messages (sizes 10 B .. 1.2 kB, one of 20000 B that SCTP splits over many
 datagrams), ping-pong: the client sends message i and waits for the peer's "echo:" + message i
