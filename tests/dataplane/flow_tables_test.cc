@@ -6,6 +6,7 @@
 // channel slot in the allocation's line rewritten too early.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -195,6 +196,49 @@ dp::FlowConfig small_config(const char* name, uint32_t max_allocations, uint32_t
 // read it (FlowTables::tos_rule), inside a resync or not, and counted as
 // applied; an invalid one is refused, counted as malformed, and leaves the
 // rule as it was. Nothing is answered.
+// The relay's own IPv4 set (relay-to-relay, worker/route.cc): every address
+// added is found, no other is, up to the most a relay can have (relayed +
+// listening IPs), whatever their probe sequences collide on; the first two
+// are what the express lane compares with; 0.0.0.0 is never own.
+TEST(OwnIps4, HoldsEveryAddedAddressAndNoOther) {
+    auto own = std::make_unique<dp::OwnIps4>();
+    EXPECT_FALSE(own->has(0));
+    own->add(0);
+    EXPECT_EQ(own->n.load(), 0u);
+    std::mt19937 rng(7);
+    std::vector<uint32_t> added;
+    // Half of them sharing a home word with another (the same top 8 bits of the hash).
+    while (added.size() < dp::OwnIps4::kMax) {
+        const uint32_t a = static_cast<uint32_t>(rng()) | 1;
+        const bool collide = !added.empty() && added.size() % 2 == 1;
+        if (collide && dp::OwnIps4::home(a) != dp::OwnIps4::home(added.back())) {
+            continue;
+        }
+        if (std::find(added.begin(), added.end(), a) != added.end()) {
+            continue;
+        }
+        own->add(a);
+        own->add(a);  // twice: once in the set
+        added.push_back(a);
+        ASSERT_EQ(own->n.load(), added.size());
+        for (uint32_t b : added) {
+            ASSERT_TRUE(own->has(b)) << added.size();
+        }
+    }
+    EXPECT_EQ(own->first[0], added[0]);
+    EXPECT_EQ(own->first[1], added[1]);
+    own->add(12345);  // full: refused, not found
+    EXPECT_FALSE(own->has(12345));
+    size_t others = 0;
+    for (int k = 0; k < 100000; k++) {
+        const uint32_t a = static_cast<uint32_t>(rng());
+        if (std::find(added.begin(), added.end(), a) == added.end()) {
+            others += own->has(a);
+        }
+    }
+    EXPECT_EQ(others, 0u);
+}
+
 TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
     ASSERT_TRUE(dptest::ensure_eal());
     std::string err;

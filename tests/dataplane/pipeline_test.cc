@@ -958,6 +958,41 @@ TEST_P(RelayToRelay, BothWaysInOneBurst) {
                    {Counter::fwd_peer_channel, 2}});
 }
 
+// A relay with more than two own IPv4 addresses (the lane then asks
+// OwnIps4::has): a peer on the third is still taken to its allocation, by
+// the lane (once the client cache knows the client) as by the stages.
+TEST_P(RelayToRelay, ThirdOwnIpAddress) {
+    if (GetParam() != 4) {
+        GTEST_SKIP() << "the lane's comparison with the first two is IPv4's";
+    }
+    const uint64_t kAllocC = 9, kAllocD = 10;
+    const Address relayed_c = *Address::parse("198.18.0.5:49160");
+    const Address relayed_d = *Address::parse("198.18.0.6:49161");
+    const Address client_c = *Address::parse("198.18.0.13:50003");
+    const Address client_d = *Address::parse("198.18.0.12:50002");
+    add_allocation(kAllocC, client_c, relayed_c);
+    add_allocation(kAllocD, client_d, relayed_d);
+    ASSERT_GT(flows_->own4.n.load(), 2u);
+    // C's client to D's relayed address (a channel in C's slots, which the
+    // lane finds), on the third own IPv4 address.
+    add_permission(kAllocC, relayed_c, relayed_d);
+    add_channel(kAllocC, relayed_c, relayed_d, 0x4009);
+    add_permission(kAllocD, relayed_d, relayed_c);
+    add_channel(kAllocD, relayed_d, relayed_c, 0x400a);
+    for (int round = 0; round < 2; round++) {
+        const Bytes data = pattern(50, static_cast<uint8_t>(round));
+        Frame in = from_client(channel_data(0x4009, data));
+        in.src = client_c;
+        const Out o = run1(build(in));
+        ASSERT_EQ(o.nic.size(), 1u) << round;
+        Frame f = relayed(n_.listen, client_d, channel_data(0x400a, data));
+        f.ttl = kTtl - 2;
+        EXPECT_EQ(o.nic[0], build(f)) << round;
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                       {Counter::fwd_peer_channel, 1}});
+    }
+}
+
 // The other allocation has no permission for A's relayed address: dropped
 // there, as any peer packet without one (RFC 8656 section 9).
 TEST_P(RelayToRelay, WithoutThePermissionOfTheOtherAllocationIsDropped) {
