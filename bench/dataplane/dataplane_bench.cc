@@ -7,10 +7,18 @@
 // Mpps, and dataplane memory per flow (malloc-heap bytes of the flow tables
 // divided by the flows they were sized for).
 //
-//   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data]
+//   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data,r2r]
 //                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
 //                   [--no-client-cache] [--no-express] [--vlan ID] [--limit BPS]
 //                   -- <EAL args>
+//
+// r2r (not in the default set): relay to relay. Flows pair up (i, i ^ 1);
+// each allocation has a second channel (0x4002) bound to its partner's
+// relayed address and a permission for its IP, and the capture is every
+// client's ChannelData on it: the dataplane takes each packet from one
+// allocation to the other and out to the partner's client (two forwards per
+// received packet, so fwd_ok reads 200%; worker/route.cc own_destination).
+// Installed only when r2r is measured (a hash entry more per flow).
 //
 // --no-express sends every packet through the stages (no express lane,
 // dataplane/worker/express.cc), to compare the two.
@@ -58,6 +66,7 @@ const dptest::Mac kPortMac{0x02, 0, 0, 0, 0, 0x01};
 const dptest::Mac kGatewayMac{0x02, 0, 0, 0, 0, 0xfe};
 const dptest::Mac kHostMac{0x02, 0, 0, 0, 0, 0xaa};
 constexpr uint16_t kChannel = 0x4001;
+constexpr uint16_t kChannelR2r = 0x4002;  // r2r: to the partner's relayed address
 constexpr size_t kPayload = 120;  // bytes of media per packet (a 20 ms Opus frame is ~80-160)
 
 // Flow i's addresses, all distinct, inside 198.18.0.0/15 (never sent anywhere:
@@ -76,13 +85,15 @@ FlowAddrs flow(uint32_t i) {
     return f;
 }
 
-enum class Case { kCd, kSend, kPeerCd, kPeerData };
+enum class Case { kCd, kSend, kPeerCd, kPeerData, kR2r };
+constexpr Case kAllCases[] = {Case::kCd, Case::kSend, Case::kPeerCd, Case::kPeerData, Case::kR2r};
 const char* case_name(Case c) {
     switch (c) {
     case Case::kCd: return "cd";
     case Case::kSend: return "send";
     case Case::kPeerCd: return "peer_cd";
-    default: return "peer_data";
+    case Case::kPeerData: return "peer_data";
+    default: return "r2r";
     }
 }
 
@@ -117,6 +128,11 @@ Bytes packet(Case c, uint32_t i) {
         f.src = a.peer.with_port(static_cast<uint16_t>(a.peer.port + 1));  // permitted IP, no channel
         f.dst = a.relayed;
         f.payload = data;
+        break;
+    case Case::kR2r:
+        f.src = a.client;
+        f.dst = a.listen;
+        f.payload = dptest::channel_data(kChannelR2r, data);
         break;
     }
     return dptest::build(f);
@@ -250,7 +266,7 @@ int main(int argc, char** argv) {
         } else if (a == "--cases") {
             o.cases.clear();
             for (const auto& s : split(v)) {
-                for (Case c : {Case::kCd, Case::kSend, Case::kPeerCd, Case::kPeerData}) {
+                for (Case c : kAllCases) {
                     if (s == case_name(c)) {
                         o.cases.push_back(c);
                     }
@@ -316,7 +332,8 @@ int main(int argc, char** argv) {
         // outside the slots) for 1/16 of the flows.
         dp::FlowConfig fc;
         fc.name = std::string("b").append(std::to_string(nflows));
-        fc.entries_v4 = nflows * 2 + nflows / 32 + 64;
+        const bool r2r = std::find(o.cases.begin(), o.cases.end(), Case::kR2r) != o.cases.end();
+        fc.entries_v4 = nflows * (r2r ? 3 : 2) + nflows / 32 + 64;
         fc.entries_v6 = 64;
         fc.max_allocations = nflows;
         fc.max_channels = nflows / 16 + 64;
@@ -338,6 +355,11 @@ int main(int argc, char** argv) {
             send(dptest::allocation_add(f + 1, a.client, a.listen, &a.relayed, nullptr, o.limit_bps));
             send(dptest::permission_add(f + 1, a.relayed, a.peer));
             send(dptest::channel_add(f + 1, a.relayed, a.peer, kChannel));
+            if (r2r && (f ^ 1) < nflows) {
+                const Address partner = flow(f ^ 1).relayed;
+                send(dptest::permission_add(f + 1, a.relayed, partner));
+                send(dptest::channel_add(f + 1, a.relayed, partner, kChannelR2r));
+            }
         }
         if (ap.stats().table_full != 0 || ap.stats().malformed != 0) {
             std::fprintf(stderr, "install: %llu table-full, %llu malformed\n",

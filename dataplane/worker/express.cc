@@ -68,6 +68,7 @@ struct Lane {
     const ListenSet& listen;
     Pkt* done[kBurst];  // found, and nothing for route to decide
     uint16_t ndone = 0;
+    uint16_t routed = 0;   // found, for route to decide (kRoute)
     bool rest = false;     // some packets for the stages
     bool limited = false;  // some found packet's allocation has a bandwidth limit
 };
@@ -85,6 +86,7 @@ inline void found(Lane& l, const Allocation& a, Pkt& q, uint32_t hdrs, bool ok) 
     } else {
         q.next = Next::kRoute;
         l.rest = true;
+        l.routed++;
     }
 }
 
@@ -372,7 +374,9 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
         }
     }
     w.express_packets += to_peer + to_client;
-    if (2 * (to_peer + to_client) < n) {
+    // Found and left to route counts too: the lane spared them classify and
+    // lookup (relay-to-relay traffic is all such).
+    if (2 * (to_peer + to_client + l.routed) < n) {
         w.express_skip = w.cfg.express_rest;
     }
     if (l.rest || port >= kMaxPorts) {
