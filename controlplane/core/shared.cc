@@ -71,6 +71,18 @@ std::vector<Address> Shared::own_other_ips(const Config& c) {
         }
         out.push_back(ip);
     }
+    // Behind a NAT a datagram from a relayed address is known by its
+    // external address (Config::to_external), which the dataplane cannot
+    // translate: a peer on the relay IP of a family with an external IP
+    // stays on the socket path as well.
+    for (const Address& r : c.relay_ips) {
+        const Address ip = r.normalised().with_port(0);
+        const bool natted = std::any_of(c.external_ips.begin(), c.external_ips.end(),
+                                        [&](const Address& e) { return e.family == r.family; });
+        if (natted && std::none_of(out.begin(), out.end(), [&](const Address& a) { return a.same_ip(ip); })) {
+            out.push_back(ip);
+        }
+    }
     return out;
 }
 

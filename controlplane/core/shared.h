@@ -57,7 +57,10 @@ struct Shared {
     // The IPs of own_listeners() that are not relay IPs or external IPs
     // (normalised, port 0; wildcards left out): a peer there is one of the
     // relay's own addresses but no relayed address, which the kernel
-    // delivers locally and the dataplane would send to its router.
+    // delivers locally and the dataplane would send to its router; and the
+    // relay IPs of a family with an external IP (a datagram between two
+    // relayed addresses is then known by its external source, which only
+    // the socket path translates).
     static std::vector<Address> own_other_ips(const Config& c);
 
     // Start-up configuration. What SIGHUP may replace (core/config_reload.h) is read

@@ -215,7 +215,10 @@ struct alignas(64) OwnIps4 {
     static constexpr uint32_t kWords = 256;
     static_assert(kWords >= 3 * kMax && (kWords & (kWords - 1)) == 0);
     std::atomic<uint32_t> n{0};
-    uint32_t first[2] = {};  // the first two added (network byte order; 0 until then)
+    // The first two added, network byte order: atomic words (relaxed loads
+    // are plain ones on x86 and arm64) because the express lane may read one
+    // the main lcore is writing; only those below n (acquire) mean anything.
+    std::atomic<uint32_t> first[2] = {};
     std::atomic<uint32_t> set[kWords] = {};  // 0: empty (0.0.0.0 is never own)
 
     static uint32_t home(uint32_t a) { return (a * 0x9e3779b1u) >> 24; }
@@ -241,7 +244,7 @@ struct alignas(64) OwnIps4 {
         }
         set[i].store(a, std::memory_order_release);
         if (cnt < 2) {
-            first[cnt] = a;
+            first[cnt].store(a, std::memory_order_relaxed);
         }
         n.store(cnt + 1, std::memory_order_release);
     }

@@ -151,7 +151,9 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
     // route's to decide (relay-to-relay, route.cc).
     const OwnIps4& own = w.flows->own4;
     const uint32_t nown = own.n.load(std::memory_order_acquire);
-    const uint32_t own_a = own.first[0], own_b = own.first[nown > 1 ? 1 : 0];
+    // No own IP yet: 0.0.0.0, which no relayed packet goes to (route decides it all the same).
+    const uint32_t own_a = nown > 0 ? own.first[0].load(std::memory_order_relaxed) : 0;
+    const uint32_t own_b = nown > 1 ? own.first[1].load(std::memory_order_relaxed) : own_a;
     const bool own_more = nown > 2;
     auto to_own = [&](uint32_t ip) { return ip == own_a || ip == own_b || (unlikely(own_more) && own.has(ip)); };
     const RelayPorts& rp = *w.flows->relay_ports;

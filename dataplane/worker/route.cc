@@ -125,6 +125,50 @@ inline void finish(Worker& w, Pkt& q, uint64_t nh, bool ok, uint32_t l2, uint32_
     q.next = Next::kPolice;
 }
 
+// Relay-to-relay, the leg from the receiving allocation `b` to its client,
+// judged before the first: by then the frame is rewritten (from our own
+// relayed address, to our NIC's MAC), which the kernel would discard
+// (martian source, another host's frame), so the second leg must never be
+// punted; the client's original is punted now instead, and the control
+// plane relays it through its sockets. Checked for the worst case, a Data
+// indication (whether b has a channel for the sender, or a permission at
+// all, is looked up only then: without one the packet is dropped there, as
+// in socket mode). False when q was punted.
+inline bool second_leg_ok(Worker& w, Pkt& q, const Allocation& b, uint64_t now) {
+    const uint32_t hdrs = (b.family == 4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr)) + sizeof(rte_udp_hdr) +
+                          data_prefix(q.out_family);
+    const uint32_t tail = uint32_t{q.data_len} + ((4u - (q.data_len & 3u)) & 3u);
+    if (unlikely(hdrs + tail > w.cfg.mtu)) {
+        punt_relayed(w, q, Counter::punt_mtu, now);
+        return false;
+    }
+    // The data stays where it is through both legs (an 802.1Q tag at most in front).
+    const uint8_t* data = reinterpret_cast<const uint8_t*>(q.udp + 1) + q.data_off;
+    const uint8_t* buf = static_cast<const uint8_t*>(q.m->buf_addr);
+    if (unlikely(data < buf + kEth + sizeof(rte_vlan_hdr) + hdrs || data + tail > buf + q.m->buf_len)) {
+        punt_relayed(w, q, Counter::punt_no_headroom, now);
+        return false;
+    }
+    if (unlikely(w.flows->own_ip(b.family, b.client_ip))) {
+        punt_relayed(w, q, Counter::punt_own_address, now);
+        return false;
+    }
+    uint64_t nh = 0;
+    if (w.nexthops->any_hosts()) {
+        const NextHopKey k = NextHops::key(b.family, b.client_ip);
+        const NextHopKey* kp = &k;
+        w.nexthops->host_words(&kp, 1, &nh);
+    }
+    if (nh == 0) {
+        nh = w.nexthops->default_word(b.family);
+    }
+    if (unlikely(!nexthop_usable(nh))) {
+        punt_relayed(w, q, Counter::punt_no_next_hop, now);
+        return false;
+    }
+    return true;
+}
+
 // Relay-to-relay. A destination that is one of the relay's own IPs
 // (FlowTables::own_ip: relayed or listening) never leaves by the NIC: its
 // next hop would be the router, which may or may not send it back (many
@@ -145,7 +189,9 @@ inline bool own_destination(Worker& w, Pkt& q, const uint8_t* dst, uint32_t pref
     uint32_t peer_alloc;
     if (static_cast<uint8_t>(static_cast<uint8_t>(q.kind) - static_cast<uint8_t>(Kind::kToPeerChannel)) < 2 &&
         !w.hairpinning && w.flows->relay_ports->find(q.out_family, dst, q.peer_port_be, &peer_alloc)) {
-        finish(w, q, w.self_word, true, kEth, prefix, pad, now);
+        if (second_leg_ok(w, q, w.flows->allocs[peer_alloc], now)) {
+            finish(w, q, w.self_word, true, kEth, prefix, pad, now);
+        }
     } else {
         punt_relayed(w, q, Counter::punt_own_address, now);
     }

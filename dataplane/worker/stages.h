@@ -6,10 +6,12 @@
 //   classify.cc  (rx)     -> kLookup | kPunt | kDrop
 //   express.cc   (rx)     -> kTx (or sent) | kRoute | classify's edges
 //   lookup.cc   kLookup   -> kRoute  | kPunt (miss) | kDrop (no permission)
-//   route.cc    kRoute    -> kPolice | kPunt (no next hop, MTU, headroom) | kDrop (TTL, rate limited)
+//   route.cc    kRoute    -> kPolice (next hop kSelfPort: relay to relay) | kPunt (no next hop,
+//                            MTU, headroom, own address) | kDrop (TTL, rate limited)
 //   police.cc   kPolice   -> kRewrite | kDrop (rate limited)
 //   rewrite.cc  kRewrite  -> kTx
-//   tx.cc       kTx/kPunt/kDrop -> NIC tx, exception tx, free
+//   tx.cc       kTx/kPunt/kDrop -> NIC tx (kSelfPort: Worker::hairpin, received again by
+//                            process_burst), exception tx, free
 #pragma once
 
 #include <algorithm>

@@ -74,6 +74,14 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
             out[q.nh.port][nout[q.nh.port]++] = q.m;
             break;
         case Next::kPunt:
+            if (unlikely(w.hairpinning)) {
+                // Rewritten already (route.cc, second_leg_ok): the kernel
+                // would discard it; only a race with the main lcore (the
+                // receiving allocation changed between the legs) gets here.
+                w.counters.inc(Counter::drop_hairpin_unsendable);
+                dead[ndead++] = q.m;
+                break;
+            }
             w.counters.inc(q.reason);
             exc[nexc++] = q.m;
             break;
@@ -90,8 +98,19 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
         tx_send(w, port, out[port], nout[port], Counter::drop_nic_tx_full);
     }
     // Relay-to-relay: received again once this burst is out (pipeline.cc).
-    std::copy(out[kSelfPort], out[kSelfPort] + nout[kSelfPort], w.hairpin + w.nhairpin);
-    w.nhairpin = static_cast<uint16_t>(w.nhairpin + nout[kSelfPort]);
+    // process_burst empties Worker::hairpin after each burst and route never
+    // hairpins in the second pass, so this holds kBurst at most; a caller
+    // that broke that (tx() outside process_burst) gets drops, not an
+    // overflow.
+    if (unlikely(nout[kSelfPort] != 0)) {
+        if (likely(!w.hairpinning && w.nhairpin == 0)) {
+            std::copy(out[kSelfPort], out[kSelfPort] + nout[kSelfPort], w.hairpin);
+            w.nhairpin = nout[kSelfPort];
+        } else {
+            w.counters.inc(Counter::drop_hairpin_unsendable, nout[kSelfPort]);
+            rte_pktmbuf_free_bulk(out[kSelfPort], nout[kSelfPort]);
+        }
+    }
     punt_send(w, exc, nexc);
     if (ndead != 0) {
         rte_pktmbuf_free_bulk(dead, ndead);

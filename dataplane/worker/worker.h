@@ -9,6 +9,7 @@
 #include "flow/tables.h"
 #include "nexthop/nexthop.h"
 #include "worker/counters.h"
+#include "worker/packet.h"
 
 namespace dp {
 
@@ -59,7 +60,7 @@ struct Worker {
     // kSelfPort (tx.cc puts them here), received again as peer packets once
     // the burst is out; `hairpinning` while they are (route.cc then punts
     // what would hairpin again, so a packet goes round at most once).
-    rte_mbuf* hairpin[32];
+    rte_mbuf* hairpin[kBurst];
     uint16_t nhairpin = 0;
     bool hairpinning = false;
     uint64_t self_word = 0;  // NextHops::pack() of kSelfPort (init)
@@ -67,6 +68,9 @@ struct Worker {
 
     // Bind to tables; call on the worker's lcore before the first poll.
     void init(const WorkerConfig& c, FlowTables* f, NextHops* n) {
+        // kSelfPort is no DPDK port (main.cc refuses such ids; tests, the
+        // bench and the fuzz targets make their workers themselves).
+        RTE_VERIFY(c.nic_port < kSelfPort && c.exc_port < kSelfPort);
         cfg = c;
         cfg.port_mac[kSelfPort] = c.port_mac[c.nic_port];
         NextHop self;

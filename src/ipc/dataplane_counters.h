@@ -33,4 +33,5 @@
     X(drop_nic_tx_full, "dropped: NIC tx queue full")                                  \
     X(drop_ttl_expired, "dropped: relayed packet received with TTL / hop limit 0 or 1") \
     X(hairpin, "relayed packet to one of this relay's own relayed addresses, taken to that allocation inside the dataplane") \
-    X(punt_own_address, "punted: relayed packet to one of this relay's own addresses that is not an offloaded relayed address")
+    X(punt_own_address, "punted: relayed packet to one of this relay's own addresses that is not an offloaded relayed address") \
+    X(drop_hairpin_unsendable, "dropped: relay-to-relay packet the receiving allocation could not send after all (a table change between its two legs)")

@@ -1079,6 +1079,37 @@ TEST_F(ExternalIp, PeersOnOwnIpsAreOffloadedOnlyOnTheRelayIp) {
     EXPECT_EQ(io.peer_sends.back().peer, A("198.18.0.2:8080"));
 }
 
+// Behind a NAT (external_ips), a client may still name
+// another allocation's relayed address on the INTERNAL relay IP. In socket
+// mode the other allocation sees the datagram as coming from the sender's
+// EXTERNAL address (Config::to_external): its permission for the external
+// address lets it in, the XOR-PEER-ADDRESS is the external one. The
+// dataplane's relay-to-relay sees the internal source and checks the
+// receiving allocation's permission for the relay IP, which is not what
+// the client created (and the one it created, on the external IP, is not
+// offloaded): the datagram is dropped where the socket path delivers it.
+// So with an external IP of the peer's family, a peer on the relay IP must
+// stay on the socket path too.
+TEST_F(ExternalIp, PeerOnTheInternalRelayIpIsNotOffloadedBehindANat) {
+    restart({*Prefix::parse("198.19.0.7/32"), *Prefix::parse("198.18.0.1/32")});
+    const Address ra = relayed_of(allocate(tuple(5000)));
+    const Address rb = relayed_of(allocate(tuple(5001)));
+    ASSERT_EQ(ra.ip_string(), "198.19.0.7");
+    const Address rb_internal = A("198.18.0.1").with_port(rb.port);
+    ASSERT_TRUE(channel_bind(tuple(5000), 0x4001, rb_internal).success());
+    ASSERT_TRUE(create_permission(tuple(5001), {ra}).success());  // B permits A as its client knows it
+    // Socket mode: B hears A's datagram from the relay IP, as from ra: delivered.
+    const size_t to_clients = io.client.size();
+    from_peer(tuple(5001), A("198.18.0.1").with_port(ra.port), {'h', 'i'});
+    ASSERT_EQ(io.client.size(), to_clients + 1);
+    EXPECT_EQ(Answer(io.client.back().bytes).xor_address(stun::attr::kXorPeerAddress), ra);
+    // B's permission (external IP) is not offloaded, so A's channel must not
+    // be either: the dataplane would take the datagram to B and drop it there.
+    EXPECT_TRUE(rec.perms.empty() || std::find(rec.perms.begin(), rec.perms.end(), A("198.18.0.1")) == rec.perms.end())
+        << "A's permission on the internal relay IP was offloaded";
+    EXPECT_TRUE(rec.chans.empty()) << "A's channel to B's internal relayed address was offloaded";
+}
+
 // Only the relayed port range holds relayed addresses: any other port on the
 // external IP is not this relay's (a host service the NAT's firewall
 // guards) and is not reached on the relay IP, even where allow_peers lets

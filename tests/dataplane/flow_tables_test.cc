@@ -225,8 +225,8 @@ TEST(OwnIps4, HoldsEveryAddedAddressAndNoOther) {
             ASSERT_TRUE(own->has(b)) << added.size();
         }
     }
-    EXPECT_EQ(own->first[0], added[0]);
-    EXPECT_EQ(own->first[1], added[1]);
+    EXPECT_EQ(own->first[0].load(), added[0]);
+    EXPECT_EQ(own->first[1].load(), added[1]);
     own->add(12345);  // full: refused, not found
     EXPECT_FALSE(own->has(12345));
     size_t others = 0;

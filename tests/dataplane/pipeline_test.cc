@@ -3406,3 +3406,170 @@ TEST_P(Pipeline, ChecksumFlagsFromTheNic) {
 }
 
 }  // namespace
+
+// ---- relay to relay: second legs that cannot be sent, bursts, families, VLANs ----
+
+// The second leg cannot be sent (here: B has a permission but no channel
+// for A, so B's client would get a Data indication, 36/48 bytes longer than
+// the ChannelData A's client sent, which no longer fits the MTU). Had the
+// first leg been taken, the kernel would get the rewritten frame: from the
+// relay's own relayed IP (a martian source, dropped with accept_local=0),
+// to the NIC port's MAC, where socket mode delivers the datagram (loopback,
+// then a fragmented Data indication). So route judges the second leg first
+// and punts the client's own frame, for the control plane to relay.
+TEST_P(RelayToRelay, SecondLegOverTheMtuPuntsTheClientsFrame) {
+    b_permits_a(false);
+    // Fits the client's frame and the first leg, not the Data indication.
+    const size_t d = GetParam() == 4 ? 1440 : 1420;
+    const Bytes in = build(from_client(channel_data(kChannelA, pattern(d))));
+    const Out o = run1(in);
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 1u);
+    const size_t src_off = 14 + (GetParam() == 4 ? 12 : 8);
+    const size_t alen = GetParam() == 4 ? 4 : 16;
+    const Bytes src(o.exc[0].begin() + static_cast<long>(src_off), o.exc[0].begin() + static_cast<long>(src_off + alen));
+    const Bytes relay_ip(n_.relayed.ip.begin(), n_.relayed.ip.begin() + static_cast<long>(alen));
+    EXPECT_NE(src, relay_ip) << "the kernel got a frame whose source IP is the relay's own relayed IP (martian)";
+    EXPECT_EQ(o.exc[0], in) << "punted frame is not the client's original (" << o.exc[0].size() << " vs "
+                            << in.size() << " bytes)";
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_mtu, 1}});
+}
+
+// Same with no next hop for B's client (host entries only, no default).
+TEST_P(RelayToRelay, SecondLegWithoutNextHopPuntsTheClientsFrame) {
+    b_permits_a(true);
+    nh_->clear_default(static_cast<uint8_t>(GetParam()));
+    const Bytes in = build(from_client(channel_data(kChannelA, pattern(40))));
+    const Out o = run1(in);
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], in) << "punted frame is not the client's original";
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_no_next_hop, 1}});
+}
+
+// A whole burst hairpinned (Worker::hairpin holds exactly kBurst), twice in
+// a row, both ways.
+TEST_P(RelayToRelay, FullBurstsAllHairpinned) {
+    b_permits_a(true);
+    for (int round = 0; round < 2; round++) {
+        std::vector<Bytes> in;
+        for (int i = 0; i < 32; i++) {
+            Frame f = from_client(channel_data(i % 2 ? kChannelB : kChannelA, pattern(100 + i)));
+            if (i % 2) {
+                f.src = client_b_;
+            }
+            in.push_back(build(f));
+        }
+        const Out o = run(in);
+        EXPECT_TRUE(o.exc.empty());
+        ASSERT_EQ(o.nic.size(), 32u);
+        expect_deltas({{Counter::rx, 32}, {Counter::fwd_client_channel, 32}, {Counter::hairpin, 32},
+                       {Counter::fwd_peer_channel, 32}});
+        EXPECT_EQ(w_.nhairpin, 0u);
+    }
+}
+
+// More than two own IPv4s: the relayed address B is on the third one
+// (OwnIps4 past the lane's two snapshot words: own_more -> has()).
+TEST_P(RelayToRelay, RelayIpThirdOfTheOwnIps) {
+    if (GetParam() != 4) {
+        GTEST_SKIP() << "OwnIps4 is IPv4 only";
+    }
+    const Address listen2 = *Address::parse("198.18.0.2:3478");
+    const Address relayed_c = *Address::parse("198.18.0.1:49160");
+    ipc_send(allocation_add(20, *Address::parse("198.18.0.12:50002"), listen2, &relayed_c, nullptr, 0));
+    const Address relayed_d = *Address::parse("198.18.0.3:49153");
+    const Address client_d = *Address::parse("198.18.0.13:50003");
+    add_allocation(21, client_d, relayed_d);
+    ASSERT_EQ(flows_->own4.n.load(), 3u);
+    add_permission(kAllocId, n_.relayed, relayed_d);
+    add_channel(kAllocId, n_.relayed, relayed_d, 0x4009);
+    add_permission(21, relayed_d, n_.relayed);
+    add_channel(21, relayed_d, n_.relayed, 0x400a);
+    for (int k = 0; k < 2; k++) {  // the second time the client cache knows A's client: the lane finds it
+        const Out o = run1(build(from_client(channel_data(0x4009, pattern(50)))));
+        ASSERT_EQ(o.nic.size(), 1u);
+        Frame f = relayed(n_.listen, client_d, channel_data(0x400a, pattern(50)));
+        f.ttl = kTtl - 2;
+        EXPECT_EQ(o.nic[0], build(f));
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                       {Counter::fwd_peer_channel, 1}});
+    }
+}
+
+// A peer on a listening IP that is no relayed IP (only an older control
+// plane would offload it): punted as the client sent it, never to the router.
+TEST_P(RelayToRelay, PeerOnAListeningIpOnlyIsPunted) {
+    if (GetParam() != 4) {
+        GTEST_SKIP();
+    }
+    const Address listen2 = *Address::parse("198.18.0.2:3478");
+    const Address relayed_c = *Address::parse("198.18.0.1:49160");
+    ipc_send(allocation_add(20, *Address::parse("198.18.0.12:50002"), listen2, &relayed_c, nullptr, 0));
+    const Address peer = *Address::parse("198.18.0.2:8080");
+    add_permission(kAllocId, n_.relayed, peer);
+    add_channel(kAllocId, n_.relayed, peer, 0x4009);
+    for (int k = 0; k < 2; k++) {
+        const Bytes in = build(from_client(channel_data(0x4009, pattern(50))));
+        const Out o = run1(in);
+        EXPECT_TRUE(o.nic.empty());
+        ASSERT_EQ(o.exc.size(), 1u);
+        EXPECT_EQ(o.exc[0], in);
+        expect_deltas({{Counter::rx, 1}, {Counter::punt_own_address, 1}});
+    }
+}
+
+// IPv4 clients whose relayed addresses are IPv6 (RFC 8656 REQUESTED-ADDRESS-FAMILY).
+TEST_P(RelayToRelay, AcrossFamilies) {
+    if (GetParam() != 4) {
+        GTEST_SKIP();
+    }
+    const Address ra6 = *Address::parse("[fd00::1]:49170");
+    const Address rb6 = *Address::parse("[fd00::1]:49171");
+    const Address ca = *Address::parse("198.18.0.20:50010");
+    const Address cb = *Address::parse("198.18.0.21:50011");
+    add_allocation(30, ca, ra6);
+    add_allocation(31, cb, rb6);
+    add_permission(30, ra6, rb6);
+    add_channel(30, ra6, rb6, 0x4010);
+    add_permission(31, rb6, ra6);
+    add_channel(31, rb6, ra6, 0x4011);
+    for (int k = 0; k < 2; k++) {
+        Frame in = from_client(channel_data(0x4010, pattern(70)));
+        in.src = ca;
+        const Out o = run1(build(in));
+        EXPECT_TRUE(o.exc.empty());
+        ASSERT_EQ(o.nic.size(), 1u);
+        Frame f = relayed(n_.listen, cb, channel_data(0x4011, pattern(70)));
+        f.ttl = kTtl - 2;
+        EXPECT_EQ(o.nic[0], build(f));
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                       {Counter::fwd_peer_channel, 1}});
+    }
+}
+
+// B's client behind a VLAN next hop, and a DSCP rule: applied on both legs,
+// the same as once.
+TEST_P(RelayToRelay, VlanNextHopAndDscpRule) {
+    b_permits_a(false);
+    set_tos_rule(0x03, 0xb8);  // ECN kept, DSCP EF
+    dp::NextHop h;
+    h.mac = {{0x02, 0, 0, 0, 0, 0x66}};
+    h.port = g_env->nic_port;
+    h.vlan = 42;
+    ASSERT_EQ(nh_->set_host(static_cast<uint8_t>(GetParam()), client_b_.ip.data(), h), 0);
+    const Bytes data = pattern(33);
+    const Out o = run1(build(from_client(channel_data(kChannelA, data))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    std::array<uint8_t, 12> tx{};
+    const size_t stun = 18 + (GetParam() == 4 ? 20 : 40) + 8;  // tagged
+    ASSERT_GE(o.nic[0].size(), stun + 20);
+    std::copy(o.nic[0].begin() + static_cast<long>(stun + 8), o.nic[0].begin() + static_cast<long>(stun + 20), tx.begin());
+    Frame f = to_b(data_indication(tx, n_.relayed, data));
+    f.dst_mac = {0x02, 0, 0, 0, 0, 0x66};
+    f.vlan = 42;
+    f.tos = static_cast<uint8_t>((kTos & 0x03) | 0xb8);
+    EXPECT_EQ(o.nic[0], build(f));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::fwd_peer_data, 1}});
+}
