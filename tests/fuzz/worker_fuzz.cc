@@ -1,9 +1,11 @@
 // libFuzzer target for the dataplane worker: any frames a NIC could deliver,
 // in bursts, through the real pipeline (dp::process_burst) of two workers on
 // the same flow tables, one with the express lane (worker/express.cc) and
-// one through the stages alone. The relay is worker_net.h's, with the next
-// hops (host entries, defaults untagged, on a VLAN or absent) the input
-// chooses; the input format is described there.
+// one through the stages alone. The relay is worker_net.h's (allocations()
+// both installs it and is what the checks hold every frame against; some
+// allocations are each other's peers on one relay IP: relay-to-relay), with
+// the next hops (host entries, defaults untagged, on a VLAN or absent) the
+// input chooses; the input format is described there.
 //
 // Each frame gets the rx checksum flags the input chose for it, and a heap
 // buffer of exactly the headroom (the input's choice for all its frames)
@@ -20,32 +22,47 @@
 //
 // Invariants (a violation prints what failed and traps):
 //   1. every frame is accounted for: rx counts them all, each forwarded one
-//      leaves by the NIC port, each punted one by the exception port, and the
-//      rest are counted as drops;
+//      leaves by the NIC port (a relay-to-relay one, counted by hairpin, is
+//      forwarded twice: the first time back into the pipeline), each punted
+//      one by the exception port, and the rest are counted as drops;
 //   2. the two workers agree: the same frames out of each port, in the same
 //      order, byte for byte, and the same counter deltas (both start from
 //      full bandwidth budgets: the shared allocation clocks are reset);
-//   3. a punted frame reaches the kernel exactly as it came;
+//   3. a punted frame reaches the kernel exactly as it came (never one
+//      rewritten for relay-to-relay, below: from one of the relay's own
+//      addresses, the kernel would discard it as a martian source);
 //   4. a forwarded frame is well formed: from the port's MAC to the MAC of
 //      its destination's next hop (host entry, else the family's default;
 //      a destination with neither is never forwarded), with one 802.1Q tag
 //      (TPID 0x8100, priority and DEI 0, the next hop's VLAN ID) exactly
 //      when that next hop is on a VLAN, then IPv4 with a valid header
 //      checksum or IPv6, IP and UDP lengths that match the frame, a
-//      TTL / hop limit one less than received (which was at least 2), and a
-//      valid UDP checksum whenever the received one was valid (or zero over
-//      IPv4);
-//   5. it goes where the flows allow and nowhere else: from an allocation's
-//      relayed address to a peer IP with a permission on it, or from an
-//      allocation's listening address to its client (a Data indication's
-//      XOR-PEER-ADDRESS being a permitted peer);
+//      TTL / hop limit one less than received (which was at least 2; two
+//      less after relay-to-relay, from at least 3), and a valid UDP checksum
+//      whenever the received one was valid (or zero over IPv4);
+//   5. it goes where the flows allow and nowhere else, and never to one of
+//      the relay's own IPs (relayed or listening: relay-to-relay packets
+//      stay inside, route.cc own_destination): from an allocation's relayed
+//      address to the peer its client named (channel or XOR-PEER-ADDRESS)
+//      in the frame, with a permission; or from an allocation's listening
+//      address to its client, from a peer it permits, on the channel it
+//      bound to that peer's address or else in a Data indication naming it
+//      (XOR-PEER-ADDRESS) -- the peer being the received frame's source or,
+//      relay-to-relay (another allocation's client's datagram to this
+//      one's relayed address, which the sender's allocation permits), the
+//      sending allocation's relayed address. hairpin counts at least these
+//      two-round frames and no more than the frames that are a client's
+//      datagram to a relayed address of this relay; what went round is
+//      never dropped as unsendable (drop_hairpin_unsendable: route decided
+//      the second round before the first, on tables that do not change
+//      during a burst here);
 //   6. what it carries came from the received frame: to a peer, the UDP
 //      payload is bytes of the received frame; to a client, a ChannelData
 //      message with an exact length field, or a Data indication that parses,
 //      whose DATA is bytes of the received frame and whose padding is zero
 //      (the tailroom it is written into starts as 0xa5);
-//   7. a chained frame is never forwarded: it reaches the exception port
-//      unchanged (classify.cc punts every nb_segs != 1 as
+//   7. a chained frame is never forwarded (nor goes round): it reaches the
+//      exception port unchanged (classify.cc punts every nb_segs != 1 as
 //      punt_multi_segment, and the express lane's parse_udp4 hands them to
 //      it), counted as punt_multi_segment, which counts nothing else; every
 //      punted frame, chained or not, leaves as the same mbufs in the same
@@ -139,6 +156,7 @@ struct Env {
     dp::Worker w[2];  // [0] express lane, [1] stages only
     uint64_t now = 1u << 30;
     Net net;
+    std::vector<workerfuzz::Allocation> allocs = workerfuzz::allocations(net);  // installed, and the checks' model
 };
 Env* g = nullptr;
 
@@ -267,21 +285,16 @@ void init() {
     g->flows->tsc_hz = 2e9;
     Installer in(*g->flows);
     using dptest::allocation_add, dptest::channel_add, dptest::permission_add;
-    in.send(allocation_add(1, n.client1, n.listen4, &n.relayed1_4, &n.relayed1_6));
-    in.send(permission_add(1, n.relayed1_4, n.peer4));
-    in.send(permission_add(1, n.relayed1_4, n.perm_only4));
-    in.send(permission_add(1, n.relayed1_6, n.peer6));
-    in.send(channel_add(1, n.relayed1_4, n.peer4, 0x4001));
-    in.send(channel_add(1, n.relayed1_4, n.peer4b, 0x4002));
-    in.send(channel_add(1, n.relayed1_4, n.peer4c, 0x4003));
-    in.send(channel_add(1, n.relayed1_6, n.peer6, 0x4004));
-    in.send(allocation_add(2, n.client2, n.listen6, nullptr, &n.relayed2));
-    in.send(permission_add(2, n.relayed2, n.peer6));
-    in.send(permission_add(2, n.relayed2, n.perm_only6));
-    in.send(channel_add(2, n.relayed2, n.peer6, 0x4001));
-    in.send(allocation_add(3, n.client3, n.listen4, &n.relayed3, nullptr, 100000));
-    in.send(permission_add(3, n.relayed3, n.peer4d));
-    in.send(channel_add(3, n.relayed3, n.peer4d, 0x4001));
+    for (const workerfuzz::Allocation& a : g->allocs) {
+        in.send(allocation_add(a.id, a.client, a.listen, a.relayed4 ? &*a.relayed4 : nullptr,
+                               a.relayed6 ? &*a.relayed6 : nullptr, a.bandwidth_bps));
+        for (const turn::Address& peer : a.permitted) {
+            in.send(permission_add(a.id, *a.relayed(peer.is_v4()), peer));
+        }
+        for (const auto& [number, peer] : a.channels) {
+            in.send(channel_add(a.id, *a.relayed(peer.is_v4()), peer, number));
+        }
+    }
 
     for (uint32_t id = 0; id < 2; id++) {
         dp::WorkerConfig wc;
@@ -293,16 +306,16 @@ void init() {
         std::memcpy(wc.port_mac[g->nic_port].addr_bytes, workerfuzz::kPortMac.data(), 6);
         g->w[id].init(wc, g->flows, g->nh_plain);
     }
-    // Each worker's client cache learns the three clients (lookup.cc fills
-    // it on a miss), so that an input's first ChannelData can take the
-    // express lane all the way.
+    // Each worker's client cache learns the clients (lookup.cc fills it on
+    // a miss), so that an input's first ChannelData can take the express
+    // lane all the way.
     set_next_hops(0);
-    for (const turn::Address* c : {&n.client1, &n.client2, &n.client3}) {
+    for (const workerfuzz::Allocation& a : g->allocs) {
         dptest::Frame f;
         f.dst_mac = workerfuzz::kPortMac;
         f.src_mac = workerfuzz::kHostMac;
-        f.src = *c;
-        f.dst = c->is_v4() ? n.listen4 : n.listen6;
+        f.src = a.client;
+        f.dst = a.listen;
         f.payload = dptest::channel_data(0x4001, dptest::pattern(16));
         const Bytes b = dptest::build(f);
         for (dp::Worker& w : g->w) {
@@ -563,20 +576,6 @@ bool received_checksum_ok(std::span<const uint8_t> f) {
     return false;
 }
 
-// The relay's allocations as worker_net.h describes them: what a forwarded
-// frame may be (the dataplane must never relay for anyone else, or to a
-// peer without a permission).
-struct Flow {
-    turn::Address client, listen;
-    std::vector<turn::Address> relayed;
-    std::vector<turn::Address> permitted;  // peer IPs (ports ignored)
-};
-std::vector<Flow> flows_of(const Net& n) {
-    return {{n.client1, n.listen4, {n.relayed1_4, n.relayed1_6}, {n.peer4, n.perm_only4, n.peer6}},
-            {n.client2, n.listen6, {n.relayed2}, {n.peer6, n.perm_only6}},
-            {n.client3, n.listen4, {n.relayed3}, {n.peer4d}}};
-}
-
 turn::Address addr_of(const uint8_t* ip, size_t alen, const uint8_t* port) {
     turn::Address a;
     a.family = alen == 4 ? turn::Family::kIPv4 : turn::Family::kIPv6;
@@ -585,13 +584,157 @@ turn::Address addr_of(const uint8_t* ip, size_t alen, const uint8_t* port) {
     return a;
 }
 
-bool permitted(const Flow& f, const turn::Address& peer) {
-    for (const auto& p : f.permitted) {
+// A UDP datagram as the harness reads a frame: Ethernet with at most one
+// 802.1Q tag, IPv4 without options or IPv6 without extension headers, a UDP
+// length inside the IP packet. Every frame the pipeline relays is one.
+struct Udp {
+    turn::Address src, dst;
+    uint8_t ttl;                       // TTL / hop limit
+    std::span<const uint8_t> payload;  // the UDP payload (by the UDP length)
+};
+std::optional<Udp> parse_udp(std::span<const uint8_t> f) {
+    if (f.size() < 14) {
+        return std::nullopt;
+    }
+    size_t l2 = 14;
+    uint16_t type = be16(f.data() + 12);
+    if (type == 0x8100) {
+        if (f.size() < 18) {
+            return std::nullopt;
+        }
+        type = be16(f.data() + 16);
+        l2 = 18;
+    }
+    const uint8_t* ip = f.data() + l2;
+    const size_t avail = f.size() - l2;
+    size_t iphl = 0, alen = 0, saddr = 0, end = 0;  // header length, address length and offset, packet end
+    if (type == 0x0800 && avail >= 28 && ip[0] == 0x45 && ip[9] == 17) {
+        iphl = 20, alen = 4, saddr = 12, end = be16(ip + 2);
+    } else if (type == 0x86dd && avail >= 48 && (ip[0] >> 4) == 6 && ip[6] == 17) {
+        iphl = 40, alen = 16, saddr = 8, end = 40 + size_t{be16(ip + 4)};
+    } else {
+        return std::nullopt;
+    }
+    if (end < iphl + 8 || end > avail) {
+        return std::nullopt;
+    }
+    const uint8_t* u = ip + iphl;
+    const size_t ulen = be16(u + 4);
+    if (ulen < 8 || ulen > end - iphl) {
+        return std::nullopt;
+    }
+    return Udp{addr_of(ip + saddr, alen, u), addr_of(ip + saddr + alen, alen, u + 2), ip[alen == 4 ? 8 : 7],
+               {u + 8, ulen - 8}};
+}
+
+// The relay's allocations (worker_net.h, what init() installed): what a
+// frame that leaves may be. The dataplane must never relay for anyone else,
+// to a peer without a permission, or out of the NIC to the relay itself.
+using workerfuzz::Allocation;
+
+bool permitted(const Allocation& a, const turn::Address& peer) {
+    for (const auto& p : a.permitted) {
         if (p.same_ip(peer)) {
             return true;
         }
     }
     return false;
+}
+bool has_relayed(const Allocation& a, const turn::Address& r) { return a.relayed4 == r || a.relayed6 == r; }
+// The allocation with relayed address `r`.
+const Allocation* by_relayed(const turn::Address& r) {
+    for (const Allocation& a : g->allocs) {
+        if (has_relayed(a, r)) {
+            return &a;
+        }
+    }
+    return nullptr;
+}
+// The allocation of `client` on listening address `listen`.
+const Allocation* by_client(const turn::Address& client, const turn::Address& listen) {
+    for (const Allocation& a : g->allocs) {
+        if (a.client == client && a.listen == listen) {
+            return &a;
+        }
+    }
+    return nullptr;
+}
+// The channel `a` has bound to exactly `peer`.
+std::optional<uint16_t> channel_to(const Allocation& a, const turn::Address& peer) {
+    for (const auto& [number, p] : a.channels) {
+        if (p == peer) {
+            return number;
+        }
+    }
+    return std::nullopt;
+}
+// One of the relay's own IPs: a listening or relayed one.
+bool own_ip(const turn::Address& ip) {
+    for (const Allocation& a : g->allocs) {
+        if (a.listen.same_ip(ip) || (a.relayed4 && a.relayed4->same_ip(ip)) ||
+            (a.relayed6 && a.relayed6->same_ip(ip))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// The peer a client's datagram `pl` (its UDP payload) names: its
+// ChannelData's channel's, or its Send indication's first XOR-PEER-ADDRESS
+// (the one classify.cc parse_send takes; RFC 8489 section 14.2), decoded
+// here by hand.
+std::optional<turn::Address> named_peer(const Allocation& x, std::span<const uint8_t> pl) {
+    if (pl.size() >= 4 && (pl[0] & 0xc0) == 0x40) {
+        for (const auto& [number, p] : x.channels) {
+            if (number == be16(pl.data())) {
+                return p;
+            }
+        }
+        return std::nullopt;
+    }
+    if (pl.size() < 20) {
+        return std::nullopt;
+    }
+    const size_t end = std::min(pl.size(), size_t{20} + be16(pl.data() + 2));
+    for (size_t pos = 20; pos + 4 <= end;) {
+        const uint16_t type = be16(pl.data() + pos), len = be16(pl.data() + pos + 2);
+        const size_t v = pos + 4;
+        if (v + len > end) {
+            return std::nullopt;
+        }
+        if (type == turn::stun::attr::kXorPeerAddress) {
+            // The length first: the family byte is inside only then.
+            const size_t alen = len == 8 && pl[v + 1] == 1 ? 4 : len == 20 && pl[v + 1] == 2 ? 16 : 0;
+            if (alen == 0) {
+                return std::nullopt;
+            }
+            uint8_t ip[16], port[2];
+            for (size_t k = 0; k < alen; k++) {
+                ip[k] = pl[v + 4 + k] ^ pl[4 + k];  // magic cookie, then the transaction ID
+            }
+            port[0] = pl[v + 2] ^ 0x21;
+            port[1] = pl[v + 3] ^ 0x12;
+            return addr_of(ip, alen, port);
+        }
+        pos = v + ((len + 3u) & ~3u);
+    }
+    return std::nullopt;
+}
+
+// Relay-to-relay (dataplane/worker/route.cc own_destination): the
+// allocation whose client sent the received datagram `rx` to a relayed
+// address of this relay (another allocation's, or its own), that address in
+// *to and the sender's relayed address of its family in *from. Null for any
+// other datagram.
+const Allocation* relay_to_relay(const Udp& rx, turn::Address* to, turn::Address* from) {
+    const Allocation* x = by_client(rx.src, rx.dst);
+    const std::optional<turn::Address> p = x != nullptr ? named_peer(*x, rx.payload) : std::nullopt;
+    if (!p || by_relayed(*p) == nullptr || !x->relayed(p->is_v4())) {
+        return nullptr;
+    }
+    *to = *p;
+    *from = *x->relayed(p->is_v4());
+    return x;
 }
 
 bool inside(std::span<const uint8_t> hay, std::span<const uint8_t> needle) {
@@ -623,124 +766,180 @@ std::optional<Hop> next_hop_of(const turn::Address& dst, uint8_t sel) {
     return Hop{kGatewayMac, static_cast<uint16_t>(!tagged ? 0 : v4 ? kGatewayVlan4 : kGatewayVlan6)};
 }
 
-void check_forwarded(const Sent& s, std::span<const uint8_t> in, uint8_t sel) {
-    const Bytes& o = s.bytes;
-    const size_t i = s.frame;
+// A forwarded frame as the pipeline wrote it, its headers checked: from the
+// port's MAC, at most one 802.1Q tag (a second one is "neither IPv4 nor
+// IPv6"; everything after it is checked as an untagged frame's would be),
+// IPv4 with a valid header checksum or IPv6, IP and UDP lengths that match
+// the frame.
+struct Forwarded {
+    bool tagged;
+    uint16_t tci;  // the tag's, or 0
+    Udp udp;
+    bool checksum_ok;  // the UDP checksum
+};
+Forwarded parse_forwarded(const Bytes& o, size_t i) {
+    auto bad = [&](const char* why) {
+        std::fprintf(stderr, "worker_fuzz: forwarded frame: %s\n", why);
+        fail("a forwarded frame is malformed", i);
+    };
     if (o.size() < 14 || std::memcmp(o.data() + 6, workerfuzz::kPortMac.data(), 6) != 0) {
-        fail("forwarded frame: short, or not from the port's MAC", i);
+        bad("short, or not from the port's MAC");
     }
-    // At most one 802.1Q tag (a second one is "neither IPv4 nor IPv6"
-    // below); everything after it is checked as an untagged frame's would be.
     const bool tagged = be16(o.data() + 12) == 0x8100;
     const size_t l2 = tagged ? 18 : 14;
     if (o.size() < l2 + 20 + 8) {
-        fail("forwarded frame: short", i);
+        bad("short");
     }
-    const uint16_t tci = tagged ? be16(o.data() + 14) : 0;
     const uint16_t type = be16(o.data() + l2 - 2);
     const uint8_t* ip = o.data() + l2;
     const size_t iplen = o.size() - l2;  // the IP packet
     size_t iphl = 0, alen = 0, saddr = 0;  // IP header length, address length, source address offset
     if (type == 0x0800) {
         if (ip[0] != 0x45 || ip[9] != 17 || be16(ip + 2) != iplen || dptest::checksum(ip, 20) != 0) {
-            fail("forwarded IPv4 header: version/IHL, protocol, total length or checksum", i);
+            bad("IPv4 header: version/IHL, protocol, total length or checksum");
         }
         iphl = 20, alen = 4, saddr = 12;
     } else if (type == 0x86dd) {
         if (iplen < 40 + 8 || (ip[0] >> 4) != 6 || ip[6] != 17 || be16(ip + 4) != iplen - 40) {
-            fail("forwarded IPv6 header: version, next header or payload length", i);
+            bad("IPv6 header: version, next header or payload length");
         }
         iphl = 40, alen = 16, saddr = 8;
     } else {
-        fail("forwarded frame is neither IPv4 nor IPv6 (after at most one 802.1Q tag)", i);
+        bad("neither IPv4 nor IPv6 (after at most one 802.1Q tag)");
     }
     const uint8_t* u = ip + iphl;
     const size_t ulen = iplen - iphl;
-    const bool ck = udp_checksum_ok(ip + saddr, ip + saddr + alen, alen, u, ulen);
-    const turn::Address src = addr_of(ip + saddr, alen, u);
-    const turn::Address dst = addr_of(ip + saddr + alen, alen, u + 2);
+    if (be16(u + 4) != ulen) {
+        bad("UDP length differs from the IP payload");
+    }
+    return {tagged,
+            static_cast<uint16_t>(tagged ? be16(o.data() + 14) : 0),
+            {addr_of(ip + saddr, alen, u), addr_of(ip + saddr + alen, alen, u + 2), ip[alen == 4 ? 8 : 7],
+             {u + 8, ulen - 8}},
+            udp_checksum_ok(ip + saddr, ip + saddr + alen, alen, u, ulen)};
+}
+
+// A frame out of the NIC port (invariants 4-6 in the header). Counts in
+// *hairpins the frames that went round the pipeline twice (relay-to-relay).
+void check_forwarded(const Sent& s, std::span<const uint8_t> in, uint8_t sel, size_t* hairpins) {
+    const size_t i = s.frame;
+    const Forwarded r = parse_forwarded(s.bytes, i);
+    const turn::Address& src = r.udp.src;
+    const turn::Address& dst = r.udp.dst;
+    // What relay-to-relay fixes: the router may never send these back.
+    if (own_ip(dst)) {
+        fail("forwarded out of the NIC to one of the relay's own IPs (relayed or listening)", i);
+    }
     const std::optional<Hop> hop = next_hop_of(dst, sel);
     if (!hop) {
         fail("forwarded to a destination without a next hop", i);
     }
-    if (std::memcmp(o.data(), hop->mac.data(), 6) != 0) {
+    if (std::memcmp(s.bytes.data(), hop->mac.data(), 6) != 0) {
         fail("forwarded frame not to its destination's next hop's MAC", i);
     }
-    if (tagged != (hop->vlan != 0)) {
-        fail(tagged ? "forwarded frame tagged for a next hop that is not on a VLAN"
-                    : "forwarded frame untagged (or not TPID 0x8100) for a next hop on a VLAN",
+    if (r.tagged != (hop->vlan != 0)) {
+        fail(r.tagged ? "forwarded frame tagged for a next hop that is not on a VLAN"
+                      : "forwarded frame untagged (or not TPID 0x8100) for a next hop on a VLAN",
              i);
     }
-    if (tci != hop->vlan) {  // priority and DEI 0
+    if (r.tci != hop->vlan) {  // priority and DEI 0
         fail("forwarded frame's 802.1Q TCI is not its next hop's VLAN ID with priority 0", i);
     }
-    if (be16(u + 4) != ulen) {
-        fail("forwarded UDP length differs from the IP payload", i);
+    // The received frame was IPv4 or IPv6 UDP (after at most one tag) or it
+    // would not have been forwarded.
+    const std::optional<Udp> rx = parse_udp(in);
+    if (!rx) {
+        fail("forwarded a frame that was not UDP over IPv4 or IPv6", i);
     }
-    {
-        // The received frame was IPv4 or IPv6 (after at most one tag) or it
-        // would not have been forwarded; its TTL / hop limit was at least 2
-        // and the forwarded one is one less (RFC 8656 section 14).
-        const size_t l2in = in.size() >= 14 && be16(in.data() + 12) == 0x8100 ? 18 : 14;
-        const size_t at = in.size() >= l2in && be16(in.data() + l2in - 2) == 0x0800 ? 8 : 7;
-        const uint8_t ttl_out = ip[type == 0x0800 ? 8 : 7];
-        if (in.size() < l2in + 20 || in[l2in + at] < 2 || ttl_out != in[l2in + at] - 1) {
-            fail("forwarded TTL / hop limit is not one less than the received one (at least 2)", i);
-        }
-    }
-    if (received_checksum_ok(in) && !ck) {
+    if (received_checksum_ok(in) && !r.checksum_ok) {
         fail("forwarded UDP checksum wrong for a frame received with a valid one", i);
     }
-    const std::span<const uint8_t> pl(u + 8, ulen - 8);
-    static const std::vector<Flow> flows = flows_of(g->net);
-    const Flow* by_relayed = nullptr;
-    const Flow* by_client = nullptr;
-    for (const Flow& f : flows) {
-        for (const auto& r : f.relayed) {
-            by_relayed = r == src ? &f : by_relayed;
+    const std::span<const uint8_t> pl = r.udp.payload;
+    unsigned hops = 1;  // relays the frame went through
+    if (const Allocation* x = by_relayed(src)) {
+        // To a peer, from a relayed address: sent by that allocation's
+        // client, to the peer it named, which it permits.
+        if (by_client(rx->src, rx->dst) != x) {
+            fail("relayed to a peer for someone other than the allocation's client", i);
         }
-        by_client = f.client == dst && f.listen == src ? &f : by_client;
-    }
-    if (by_relayed != nullptr) {  // to a peer, from a relayed address
-        if (!permitted(*by_relayed, dst)) {
+        if (named_peer(*x, rx->payload) != dst) {
+            fail("relayed to a peer the client did not name (channel or XOR-PEER-ADDRESS)", i);
+        }
+        if (!permitted(*x, dst)) {
             fail("relayed to a peer without a permission", i);
         }
         if (!inside(in, pl)) {
             fail("data sent to a peer that the received frame did not carry", i);
         }
-        return;
-    }
-    if (by_client == nullptr) {
-        fail("forwarded from neither a relayed address to a peer nor a listening address to its client", i);
-    }
-    if (pl.empty()) {
-        fail("an empty message to a client", i);
-    }
-    if ((pl[0] & 0xc0) == 0x40) {
-        if (pl.size() < 4 || be16(pl.data() + 2) != pl.size() - 4 || !inside(in, pl.subspan(4))) {
-            fail("ChannelData to a client: length field, or data the frame did not carry", i);
+    } else {
+        // To a client, from its listening address: a peer's datagram to the
+        // allocation's relayed address or, relay-to-relay, another (or the
+        // same) allocation's client's sent to it, whose relayed address is
+        // then the peer. Either way a peer it permits, named by its channel
+        // if it has one bound to that address, else in a Data indication.
+        const Allocation* y = by_client(dst, src);
+        if (y == nullptr) {
+            fail("forwarded from neither a relayed address to a peer nor a listening address to its client", i);
         }
-        return;
-    }
-    turn::stun::MessageView v;
-    if (turn::stun::parse(pl, v) != turn::stun::ParseError::kOk ||
-        !v.is(turn::stun::Method::kData, turn::stun::Class::kIndication)) {
-        fail("a message to a client that is neither ChannelData nor a Data indication", i);
-    }
-    const auto* data = v.find(turn::stun::attr::kData);
-    const auto* xpa = v.find(turn::stun::attr::kXorPeerAddress);
-    if (data == nullptr || xpa == nullptr || !inside(in, v.value(*data))) {
-        fail("Data indication without DATA or XOR-PEER-ADDRESS, or data the frame did not carry", i);
-    }
-    turn::Address peer;
-    if (turn::stun::decode_xor_address(v.value(*xpa), v.transaction_id(), peer) != turn::stun::AttrError::kOk ||
-        !permitted(*by_client, peer)) {
-        fail("Data indication from a peer without a permission", i);
-    }
-    for (size_t k = data->offset + data->length; k < pl.size() && (k & 3) != 0; k++) {
-        if (pl[k] != 0) {
-            fail("Data indication padding not zero", i);
+        turn::Address from = rx->src;
+        if (!has_relayed(*y, rx->dst)) {
+            turn::Address to;
+            const Allocation* sender = relay_to_relay(*rx, &to, &from);
+            if (sender == nullptr || !has_relayed(*y, to)) {
+                fail("to a client, from neither a peer's datagram to its allocation nor another client's to it", i);
+            }
+            if (!permitted(*sender, to)) {
+                fail("relay-to-relay: the sending allocation has no permission for the other's relayed address", i);
+            }
+            hops = 2;
+            ++*hairpins;
         }
+        if (!permitted(*y, from)) {
+            fail("to a client from a peer its allocation does not permit", i);
+        }
+        if (pl.empty()) {
+            fail("an empty message to a client", i);
+        }
+        const std::optional<uint16_t> channel = channel_to(*y, from);
+        if ((pl[0] & 0xc0) == 0x40) {
+            if (pl.size() < 4 || be16(pl.data() + 2) != pl.size() - 4 || !inside(in, pl.subspan(4))) {
+                fail("ChannelData to a client: length field, or data the frame did not carry", i);
+            }
+            if (channel != be16(pl.data())) {
+                fail("ChannelData to a client on a channel not bound to the peer it came from", i);
+            }
+        } else {
+            turn::stun::MessageView v;
+            if (turn::stun::parse(pl, v) != turn::stun::ParseError::kOk ||
+                !v.is(turn::stun::Method::kData, turn::stun::Class::kIndication)) {
+                fail("a message to a client that is neither ChannelData nor a Data indication", i);
+            }
+            const auto* data = v.find(turn::stun::attr::kData);
+            const auto* xpa = v.find(turn::stun::attr::kXorPeerAddress);
+            if (data == nullptr || xpa == nullptr || !inside(in, v.value(*data))) {
+                fail("Data indication without DATA or XOR-PEER-ADDRESS, or data the frame did not carry", i);
+            }
+            turn::Address peer;
+            if (turn::stun::decode_xor_address(v.value(*xpa), v.transaction_id(), peer) != turn::stun::AttrError::kOk ||
+                peer != from) {
+                fail("Data indication's XOR-PEER-ADDRESS is not the peer the data came from", i);
+            }
+            if (channel) {
+                fail("Data indication from a peer the allocation has a channel to (RFC 8656 section 12)", i);
+            }
+            for (size_t k = data->offset + data->length; k < pl.size() && (k & 3) != 0; k++) {
+                if (pl[k] != 0) {
+                    fail("Data indication padding not zero", i);
+                }
+            }
+        }
+    }
+    // The received TTL / hop limit was at least 2 at each relay, and each
+    // sent one less (RFC 8656 section 14).
+    if (rx->ttl < hops + 1 || r.udp.ttl != rx->ttl - hops) {
+        fail(hops == 1 ? "forwarded TTL / hop limit is not one less than the received one (at least 2)"
+                       : "relay-to-relay: TTL / hop limit is not two less than the received one (at least 3)",
+             i);
     }
 }
 
@@ -881,14 +1080,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
         }
     }
+    // Never a rewritten frame: one that went round (relay-to-relay) and was
+    // punted on its second round would reach the kernel from one of its own
+    // addresses, which Linux discards (a martian source).
     for (const Sent& s : a.exc) {
         const auto f = frames[s.frame].bytes;
         if (s.bytes.size() != f.size() || !std::equal(f.begin(), f.end(), s.bytes.begin())) {
             fail("a punted frame changed on its way to the kernel", s.frame);
         }
     }
+    // Relay-to-relay: what went round twice ends as a frame to a client
+    // (check_forwarded) or is dropped; only a client's datagram to a relayed
+    // address of this relay may go round. Route decides whether the second
+    // round can send before the first (what it cannot is punted unchanged),
+    // so with tables that no burst sees change, as here, nothing is dropped
+    // as unsendable there.
+    size_t hairpins = 0;
     for (const Sent& s : a.nic) {
-        check_forwarded(s, frames[s.frame].bytes, sel);
+        check_forwarded(s, frames[s.frame].bytes, sel, &hairpins);
+    }
+    if (a.delta.get(Counter::drop_hairpin_unsendable) != 0) {
+        fail("relay-to-relay: the second round could not send what route let go round");
+    }
+    size_t could = 0;  // frames that may go round
+    for (const In& f : frames) {
+        turn::Address to, from;
+        const std::optional<Udp> rx = f.nsegs == 1 ? parse_udp(f.bytes) : std::nullopt;
+        could += rx && relay_to_relay(*rx, &to, &from) != nullptr;
+    }
+    if (hairpins > a.delta.get(Counter::hairpin) || a.delta.get(Counter::hairpin) > could) {
+        fail("hairpin counts more than the clients' datagrams to relayed addresses, or fewer than went round");
     }
     return 0;
 }

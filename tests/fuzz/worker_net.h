@@ -1,5 +1,7 @@
 // The relay the dataplane fuzz target (worker_fuzz.cc) builds, shared with
 // its seed generator (worker_seeds.cc) so that the seeds hit its flows.
+// allocations() below lists what is installed (in that order), and is also
+// what the target checks every frame that leaves against.
 //
 //   allocation 1: IPv4 client, relayed IPv4 and IPv6 (a dual allocation):
 //     permissions for kPeer4 and kPeer6; channels 0x4001 and 0x4002 to kPeer4
@@ -10,6 +12,43 @@
 //     0x4001 to kPeer6:6000, permission only for kPermOnly6.
 //   allocation 3: IPv4 client with a bandwidth limit of 100 kbit/s, channel
 //     0x4001 to kPeer4:7000 (police drops what exceeds the bucket).
+//
+// Relay-to-relay (dataplane/worker/route.cc own_destination): the relay's
+// own IPs are 198.18.0.1 (listening and relayed), 198.18.0.2 (listening
+// only), 198.18.0.3 (relayed only), fd00::1 (listening and relayed) and
+// fd00::2 (listening only); a relayed packet to one of them never leaves by
+// the NIC. Each allocation's peers include other allocations' relayed
+// addresses on the same relay IP:
+//   allocation 1 permits 198.18.0.1, .2, .3, fd00::1 and fd00::2; channels
+//     0x4010 to relayed3 and 0x4011 to relayed2 (both hashed; a channel to
+//     relayed2 across families, from its IPv4 client), 0x4012 to
+//     198.18.0.1:49160, a relayed port no allocation holds (punted). Its
+//     Send indications reach relayed4 and relayed6 (those allocations'
+//     clients are own addresses: punted, as they came), relayed5 (no
+//     permission there: dropped), its own relayed1_4 (round once, back to
+//     client1 as a Data indication) and the listening addresses (punted).
+//   allocation 2 permits fd00::1 and has no channel to it: relayed1_6's
+//     packets reach client2 as Data indications; its Send indications to
+//     relayed1_6 reach client1 on channel 0x4011.
+//   allocation 3 permits 198.18.0.1, channel 0x4002 to relayed1_4 (slot 1:
+//     the express lane finds client3's ChannelData on it, then leaves it to
+//     route): ChannelData both ways between clients 1 and 3, through the
+//     hash on allocation 1's side and the limit on allocation 3's.
+//   allocation 4 (IPv4): its client is on an own IP (198.18.0.3:49153, a
+//     port of a relay IP that no allocation holds) and talks to the
+//     listening-only 198.18.0.2; relayed 198.18.0.3:49152 (the third own
+//     IPv4 address: the express lane's test beyond its first two); permits
+//     kPeer4 and 198.18.0.1, channels 0x4001 to kPeer4:6000 (what comes back
+//     is punted: its client is an own address), 0x4002 to relayed1_4 (slot:
+//     client1 gets Data indications, having no channel to relayed4), 0x4003
+//     to relayed3 (hashed; allocation 3 does not permit 198.18.0.3: dropped).
+//   allocation 5 (IPv6): listening address [fd00::2]:3478, relayed
+//     [fd00::1]:49154; permission and channel 0x4001 for kPeer6:6000, none
+//     for fd00::1 (client1's Send indications to it: dropped).
+//   allocation 6 (IPv6): its client is relayed2 (TURN over TURN on one
+//     relay), relayed [fd00::1]:49155; permission and channel 0x4001 for
+//     kPeer6:6000, a permission for fd00::1 (what client1 sends it would
+//     reach that client: punted, as it came).
 //
 // Next hops (L2, nexthop/nexthop.h), as byte 1 of the input sets them up
 // (kNh*): the family's default is the gateway (kGatewayMac), untagged, on a
@@ -22,6 +61,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "net/address.h"
@@ -63,7 +104,51 @@ struct Net {
     Address perm_only6 = addr("[fd00:1::30]:5000");
     Address stranger4 = addr("198.19.0.99:7000");
     Address stranger6 = addr("[fd00:1::99]:7000");
+    // Relay-to-relay (above): the own IPs beyond listen4/listen6's.
+    Address listen4b = addr("198.18.0.2:3478");      // listening only
+    Address listen6b = addr("[fd00::2]:3478");       // listening only
+    Address client4 = addr("198.18.0.3:49153");      // allocation 4's client, on an own IP
+    Address relayed4 = addr("198.18.0.3:49152");     // allocation 4's (a relay IP of its own)
+    Address client5 = addr("[fd00::15]:50005");
+    Address relayed5 = addr("[fd00::1]:49154");      // allocation 5's
+    Address relayed6 = addr("[fd00::1]:49155");      // allocation 6's (IPv6); its client is relayed2
+    Address unallocated4 = addr("198.18.0.1:49160"); // a relayed port no allocation holds
 };
+
+// An allocation as the control plane installs it (tests/dataplane/
+// ipc_messages.h): its permissions and channels go on its relayed address of
+// their peer's family.
+struct Allocation {
+    uint64_t id;
+    Address client, listen;
+    std::optional<Address> relayed4, relayed6;
+    uint64_t bandwidth_bps = 0;
+    std::vector<Address> permitted;                      // peer IPs (ports ignored)
+    std::vector<std::pair<uint16_t, Address>> channels;  // number, peer
+    // Its relayed address of IPv4 (v4) or IPv6, if it has one.
+    const std::optional<Address>& relayed(bool v4) const { return v4 ? relayed4 : relayed6; }
+};
+
+// Installed in this order (worker_fuzz.cc): each allocation, then its
+// permissions, then its channels. What relay-to-relay added comes after
+// what each allocation had before, so that slots and hashed channels are
+// taken as they were.
+inline std::vector<Allocation> allocations(const Net& n) {
+    return {
+        {1, n.client1, n.listen4, n.relayed1_4, n.relayed1_6, 0,
+         {n.peer4, n.perm_only4, n.peer6, n.relayed3, n.listen4b, n.relayed4, n.relayed2, n.listen6b},
+         {{0x4001, n.peer4}, {0x4002, n.peer4b}, {0x4003, n.peer4c}, {0x4004, n.peer6},
+          {0x4010, n.relayed3}, {0x4011, n.relayed2}, {0x4012, n.unallocated4}}},
+        {2, n.client2, n.listen6, std::nullopt, n.relayed2, 0, {n.peer6, n.perm_only6, n.relayed1_6},
+         {{0x4001, n.peer6}}},
+        {3, n.client3, n.listen4, n.relayed3, std::nullopt, 100000, {n.peer4d, n.relayed1_4},
+         {{0x4001, n.peer4d}, {0x4002, n.relayed1_4}}},
+        {4, n.client4, n.listen4b, n.relayed4, std::nullopt, 0, {n.peer4, n.relayed1_4},
+         {{0x4001, n.peer4}, {0x4002, n.relayed1_4}, {0x4003, n.relayed3}}},
+        {5, n.client5, n.listen6b, std::nullopt, n.relayed5, 0, {n.peer6}, {{0x4001, n.peer6}}},
+        {6, n.relayed2, n.listen6, std::nullopt, n.relayed6, 0, {n.peer6, n.relayed1_6}, {{0x4001, n.peer6}}},
+    };
+}
 
 // A host entry: the destination's IP (port ignored), the MAC and the 802.1Q
 // VLAN ID (0: untagged) frames to it leave with.

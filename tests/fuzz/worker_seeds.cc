@@ -1,8 +1,9 @@
 // Writes the seed corpus of worker_fuzz.cc (tests/fuzz/corpus/worker/): one
 // input per fast-path case, drop and punt of the relay in worker_net.h (with
 // its host next hops, some on VLANs), and mixed bursts of all of them under
-// each next-hop set-up and at headrooms where tagging needs the room, and
-// frames delivered as chains of mbufs split inside every header, with
+// each next-hop set-up and at headrooms where tagging needs the room,
+// frames delivered as chains of mbufs split inside every header, and
+// relay-to-relay between its allocations (r2r-*, written last), with
 // frames built by the golden tests' independent packet builder
 // (tests/dataplane/packet_builder.h).
 //
@@ -135,6 +136,78 @@ std::vector<std::pair<std::string, Bytes>> cases() {
         arp[13] = 0x06;
         c.emplace_back("arp", arp);
     }
+    return c;
+}
+
+// Relay-to-relay (worker_net.h, dataplane/worker/route.cc own_destination):
+// a client's datagram to another allocation's relayed address on this relay
+// goes round the pipeline twice and reaches that allocation's client, or is
+// dropped or punted there; to an own IP that no allocation holds it is
+// punted unchanged (punt_own_address), and so is a datagram to a client on
+// an own address.
+std::vector<std::pair<std::string, Bytes>> relay_to_relay_cases() {
+    const Net& n = kNet;
+    const Bytes d = dptest::pattern(100, 3);
+    std::vector<std::pair<std::string, Bytes>> c;
+    auto add = [&](std::string name, const Frame& f) { c.emplace_back(std::move(name), dptest::build(f)); };
+    auto send = [&](const Address& client, const Address& listen, const Address& peer, bool fingerprint = false) {
+        return udp(client, listen, dptest::send_indication(kTxid, peer, d, fingerprint));
+    };
+    // Clients 1 and 3 on one relay IP: ChannelData to a channel on the
+    // other side, both ways (client1's channel is hashed, client3's is a
+    // slot, which the express lane finds and leaves to route); a Send
+    // indication; client1 to its own relayed address (a Data indication
+    // back to itself).
+    add("r2r-cd4-channel", udp(n.client1, n.listen4, dptest::channel_data(0x4010, d)));
+    add("r2r-cd4-channel-back", udp(n.client3, n.listen4, dptest::channel_data(0x4002, d)));
+    add("r2r-send4-channel", send(n.client1, n.listen4, n.relayed3, true));
+    add("r2r-send4-self", send(n.client1, n.listen4, n.relayed1_4));
+    // Only a permission on the other side: a Data indication (client4's
+    // slot channel to relayed1_4; client1's hashed channel across families
+    // to relayed2). No permission there: dropped (drop_no_permission).
+    add("r2r-cd4-data", udp(n.client4, n.listen4b, dptest::channel_data(0x4002, d)));
+    add("r2r-cd4-to-v6-data", udp(n.client1, n.listen4, dptest::channel_data(0x4011, d)));
+    add("r2r-cd4-no-permission", udp(n.client4, n.listen4b, dptest::channel_data(0x4003, d)));
+    add("r2r-send6-channel", send(n.client2, n.listen6, n.relayed1_6, true));
+    add("r2r-send4-to-v6-no-permission", send(n.client1, n.listen4, n.relayed5));
+    // The other allocation's client is an own address: punted (unchanged).
+    add("r2r-send4-own-client", send(n.client1, n.listen4, n.relayed4));
+    add("r2r-send4-to-v6-own-client", send(n.client1, n.listen4, n.relayed6));
+    {
+        // TTL: 2 leaves the first relayed address with 1, which the second
+        // does not relay (drop_ttl_expired); 3 arrives with 1.
+        Frame f = udp(n.client1, n.listen4, dptest::channel_data(0x4010, d));
+        f.ttl = 2;
+        add("r2r-cd4-ttl2", f);
+        f.ttl = 3;
+        add("r2r-cd4-ttl3", f);
+        f = send(n.client2, n.listen6, n.relayed1_6);
+        f.ttl = 2;
+        add("r2r-send6-ttl2", f);
+        f = udp(n.client1, n.listen4, dptest::channel_data(0x4010, d));
+        f.vlan = 300;
+        add("r2r-cd4-vlan", f);
+    }
+    // A Data indication that would not fit the MTU on the second round
+    // (punt_mtu, unchanged); 1000 bytes to allocation 3's limit.
+    add("r2r-cd4-data-over-mtu", udp(n.client4, n.listen4b, dptest::channel_data(0x4002, dptest::pattern(1440))));
+    add("r2r-cd4-limited", udp(n.client1, n.listen4, dptest::channel_data(0x4010, dptest::pattern(1000))));
+    // Own IPs that are no offloaded relayed address: punt_own_address,
+    // unchanged. A relayed port no allocation holds, by channel and by Send;
+    // a listening address on a relay IP; listening-only IPs of both
+    // families; a peer's datagram to a client on an own address (a relay
+    // IP's port; another allocation's relayed address).
+    add("r2r-cd4-unallocated-port", udp(n.client1, n.listen4, dptest::channel_data(0x4012, d)));
+    add("r2r-send4-unallocated-port", send(n.client1, n.listen4, n.unallocated4));
+    add("r2r-send4-listen", send(n.client1, n.listen4, n.listen4));
+    add("r2r-send4-listen-only-ip", send(n.client1, n.listen4, n.listen4b));
+    add("r2r-send6-listen-only-ip", send(n.client1, n.listen4, n.listen6b));
+    add("r2r-peer4-own-client", udp(n.peer4, n.relayed4, d));
+    add("r2r-peer6-own-client", udp(n.peer6, n.relayed6, d));
+    // The clients on own addresses sending as any client (forwarded to
+    // kPeer4 and kPeer6).
+    add("r2r-cd4-client-on-own-ip", udp(n.client4, n.listen4b, dptest::channel_data(0x4001, d)));
+    add("r2r-cd6-client-on-relayed", udp(n.relayed2, n.listen6, dptest::channel_data(0x4001, d)));
     return c;
 }
 
@@ -292,5 +365,56 @@ int main(int argc, char** argv) {
     }
     write("mixed-burst32-chained", input(31, kNhHosts, mixed));
     write("mixed-burst32-chained-exact", input(31, kNhHosts | 1 << kHeadroomShift, mixed, 0, 1));
+
+    // Relay-to-relay (worker_net.h): after every seed above, whose bytes stay
+    // as they were. Each case alone with the host next hops, then in bursts.
+    const auto r2r = relay_to_relay_cases();
+    std::vector<const Bytes*> r2r_all;
+    for (const auto& [name, f] : r2r) {
+        write(name, input(0, kNhHosts, {&f}));
+        r2r_all.push_back(&f);
+    }
+    auto r2r_frame = [&](const std::string& name) -> const Bytes* {
+        for (const auto& [nm, f] : r2r) {
+            if (nm == name) {
+                return &f;
+            }
+        }
+        std::fprintf(stderr, "no case %s\n", name.c_str());
+        std::exit(1);
+    };
+    // What the second round could not send (no next hop for the other
+    // allocation's client: no gateway in either family; no headroom for a
+    // Data indication's 36 bytes: headroom 0; a tagged gateway at headroom
+    // 40), which must be punted unchanged, before the first round rewrote it.
+    const std::vector<const Bytes*> two_rounds = {r2r_frame("r2r-cd4-channel"), r2r_frame("r2r-cd4-channel-back"),
+                                                  r2r_frame("r2r-cd4-data"), r2r_frame("r2r-cd4-to-v6-data"),
+                                                  r2r_frame("r2r-send6-channel")};
+    write("r2r-no-gateway", input(31, kNhNoGw4 | kNhNoGw6, two_rounds));
+    write("r2r-headroom0", input(31, kNhHosts | 1 << kHeadroomShift, two_rounds, 0));
+    write("r2r-headroom40-gateway-vlan", input(31, kNhGw4Vlan | kNhGw6Vlan | 5 << kHeadroomShift, two_rounds));
+    // Every relay-to-relay case and every earlier one in bursts of 32
+    // (relay-to-relay first, so that the first burst has both kinds), with
+    // the untagged gateway and with the host entries; the lane's case,
+    // ChannelData both ways between clients 1 and 3 with ordinary
+    // ChannelData between them; allocation 3's limit on what client1 sends
+    // it (80 kB, as rate-limited-bursts); a client's ChannelData to a relayed
+    // address, chained (punted unchanged as any chain).
+    std::vector<const Bytes*> mixed_r2r = r2r_all;
+    mixed_r2r.insert(mixed_r2r.end(), all.begin(), all.end());
+    write("r2r-mixed-burst32", input(31, 0, mixed_r2r));
+    write("r2r-mixed-burst32-hosts", input(31, kNhHosts, mixed_r2r));
+    write("r2r-mixed-burst32-nic-good", input(31, kNhHosts, mixed_r2r, 4, 1));
+    std::vector<const Bytes*> both;
+    for (int i = 0; i < 16; i++) {
+        both.push_back(r2r_frame("r2r-cd4-channel"));
+        both.push_back(r2r_frame("r2r-cd4-channel-back"));
+        both.push_back(frame(i % 2 == 0 ? "cd4-slot0" : "peer4-channel"));
+    }
+    write("r2r-channeldata-both-ways", input(31, 0, both));
+    write("r2r-channeldata-both-ways-hosts", input(31, kNhHosts, both));
+    const std::vector<const Bytes*> limited_r2r(80, r2r_frame("r2r-cd4-limited"));
+    write("r2r-rate-limited-bursts", input(31 | 1 << 5, 0, limited_r2r));
+    write("r2r-chain-cd4-channel", input(0, kNhHosts, std::vector<Rx>{{r2r_frame("r2r-cd4-channel"), {30, 44}}}));
     return fuzzseeds::write_seeds(argc, argv, files);
 }
