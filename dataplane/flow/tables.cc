@@ -43,16 +43,7 @@ bool ListenSet::has6(const uint8_t* ip, uint16_t port) const {
     return false;
 }
 
-bool ListenSet::has_ip(uint8_t family, const uint8_t* ip) const {
-    if (family == 4) {
-        const uint32_t n = n4.load(std::memory_order_acquire);
-        for (uint32_t i = 0; i < n; i++) {
-            if (std::memcmp(&v4_ip[i], ip, 4) == 0) {
-                return true;
-            }
-        }
-        return false;
-    }
+bool ListenSet::has6_ip(const uint8_t* ip) const {
     const uint32_t n = n6.load(std::memory_order_acquire);
     for (uint32_t i = 0; i < n; i++) {
         if (std::memcmp(v6_ip[i], ip, 16) == 0) {
@@ -364,12 +355,10 @@ int FlowTables::add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be) 
 int FlowTables::relay_ip(uint8_t family, const uint8_t* ip) {
     RelayPorts& r = *relay_ports;
     const size_t len = family == 4 ? 4 : 16;
-    const uint32_t n = r.n.load(std::memory_order_relaxed);
-    for (uint32_t i = 0; i < n; i++) {
-        if (r.family[i] == family && std::memcmp(r.ip[i], ip, len) == 0) {
-            return static_cast<int>(i);
-        }
+    if (const uint32_t i = r.index_of(family, ip); i != UINT32_MAX) {
+        return static_cast<int>(i);
     }
+    const uint32_t n = r.n.load(std::memory_order_relaxed);
     if (n == RelayPorts::kMaxIps) {
         return -1;
     }

@@ -121,6 +121,16 @@ struct RelayPorts {
     // of a relayed address (nullptr: not offloaded); both loads here hit the
     // small per-IP tables, the word itself is a separate (prefetchable) line.
     const std::atomic<uint32_t>* word(uint8_t fam, const uint8_t* a, uint16_t port_be) const {
+        const uint32_t i = index_of(fam, a);
+        if (i == UINT32_MAX) {
+            return nullptr;
+        }
+        const uint16_t port = rte_be_to_cpu_16(port_be);
+        const Chunk* c = ports[i][port >> 8].load(std::memory_order_acquire);
+        return c == nullptr ? nullptr : &c[port & 0xff];
+    }
+    // The index of relayed IP `a` (4 or 16 bytes), UINT32_MAX if it is none.
+    uint32_t index_of(uint8_t fam, const uint8_t* a) const {
         const uint32_t cnt = n.load(std::memory_order_acquire);
         uint32_t i = 0;
         if (fam == 4) {
@@ -134,22 +144,7 @@ struct RelayPorts {
                 i++;
             }
         }
-        if (i == cnt) {
-            return nullptr;
-        }
-        const uint16_t port = rte_be_to_cpu_16(port_be);
-        const Chunk* c = ports[i][port >> 8].load(std::memory_order_acquire);
-        return c == nullptr ? nullptr : &c[port & 0xff];
-    }
-    // Whether `a` (4 or 16 bytes) is one of the relayed IPs.
-    bool has_ip(uint8_t fam, const uint8_t* a) const {
-        const uint32_t cnt = n.load(std::memory_order_acquire);
-        for (uint32_t i = 0; i < cnt; i++) {
-            if (family[i] == fam && (fam == 4 ? std::memcmp(&ip4[i], a, 4) == 0 : std::memcmp(ip[i], a, 16) == 0)) {
-                return true;
-            }
-        }
-        return false;
+        return i == cnt ? UINT32_MAX : i;
     }
     bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
         const std::atomic<uint32_t>* w = word(fam, a, port_be);
@@ -197,8 +192,9 @@ struct ListenSet {
         return false;
     }
     bool has6(const uint8_t* ip, uint16_t port) const;
-    // Whether `ip` (4 or 16 bytes by family) is a listening IP, any port.
-    bool has_ip(uint8_t family, const uint8_t* ip) const;
+    // Whether IPv6 address `ip` is a listening IP, any port (IPv4 ones are
+    // in OwnIps4).
+    bool has6_ip(const uint8_t* ip) const;
 };
 
 // The relay's own IPv4 addresses as the dataplane knows them: its relayed
@@ -299,7 +295,7 @@ public:
             std::memcpy(&a, ip, 4);
             return own4.has(a);
         }
-        return relay_ports->has_ip(6, ip) || listen->has_ip(6, ip);
+        return relay_ports->index_of(6, ip) != UINT32_MAX || listen->has6_ip(ip);
     }
     // The TSC rate bandwidth limits are computed with (Allocation::byte_ticks
     // by the Applier, the bucket depth by the workers): rte_get_tsc_hz() at

@@ -83,6 +83,17 @@ public:
             out[i] = (hits >> i) & 1 ? reinterpret_cast<uint64_t>(d[i]) : 0;
         }
     }
+    // One destination's next hop: its host entry, else the family's default
+    // (0: neither).
+    uint64_t word_for(uint8_t family, const uint8_t* ip) const {
+        uint64_t nh = 0;
+        if (any_hosts()) {
+            const NextHopKey k = key(family, ip);
+            const NextHopKey* kp = &k;
+            host_words(&kp, 1, &nh);
+        }
+        return nh != 0 ? nh : default_word(family);
+    }
     // The table's key for a destination (ip: 4 or 16 bytes by family).
     static NextHopKey key(uint8_t family, const uint8_t* ip) {
         NextHopKey k;

@@ -16,15 +16,15 @@ namespace dp {
 
 namespace {
 
-// hairpin: the burst is packets taken from one relayed address to another
-// (process_burst), peer packets the express lane finishes when their
-// channel is in a slot: it does not wait out a rest for them.
-void run_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc, bool hairpin = false) {
+void run_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     Pkt p[kBurst];
     // The relay's TOS rule, once for the whole burst: the lane and the
     // rewrite stage apply the same one even if the main lcore changes it now.
     w.tos_rule = w.flows->tos_rule.load(std::memory_order_relaxed);
-    if (hairpin ? w.cfg.express : express_wanted(w)) {
+    // Packets taken from one relayed address to another (Worker::hairpinning,
+    // process_burst) are peer packets the lane finishes when their channel
+    // is in a slot: it does not wait out a rest for them.
+    if (w.hairpinning ? w.cfg.express : express_wanted(w)) {
         // IPv4 ChannelData on slot channels, both directions, through every
         // stage below at once; the other packets classified for the rest.
         if (express(w, mbufs, p, n, now_tsc) == Express::kSent) {
@@ -59,7 +59,7 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
         w.nhairpin = 0;
         w.counters.inc(Counter::hairpin, k);
         w.hairpinning = true;
-        run_burst(w, b, k, now_tsc, true);
+        run_burst(w, b, k, now_tsc);
         w.hairpinning = false;
     }
 }

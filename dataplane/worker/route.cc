@@ -53,11 +53,16 @@ uint16_t data_indication_prefix(uint8_t family) { return data_prefix(family); }
 
 namespace {
 
+// kToPeerChannel or kToPeerSend: one compare.
+inline bool to_peer(Kind k) {
+    static_assert(static_cast<uint8_t>(Kind::kToPeerSend) == static_cast<uint8_t>(Kind::kToPeerChannel) + 1);
+    return static_cast<uint8_t>(static_cast<uint8_t>(k) - static_cast<uint8_t>(Kind::kToPeerChannel)) < 2;
+}
+
 // Where the packet goes (its destination IP), and the bytes rewrite adds in
 // front of (prefix) and after (pad) its data.
 inline const uint8_t* destination(const Allocation* allocs, Pkt& q, uint32_t* prefix, uint32_t* pad) {
-    if (static_cast<uint8_t>(static_cast<uint8_t>(q.kind) - static_cast<uint8_t>(Kind::kToPeerChannel)) < 2) {
-        static_assert(static_cast<uint8_t>(Kind::kToPeerSend) == static_cast<uint8_t>(Kind::kToPeerChannel) + 1);
+    if (to_peer(q.kind)) {
         *prefix = 0;  // kToPeerChannel, kToPeerSend
         *pad = 0;
         return q.peer_ip;
@@ -153,16 +158,7 @@ inline bool second_leg_ok(Worker& w, Pkt& q, const Allocation& b, uint64_t now) 
         punt_relayed(w, q, Counter::punt_own_address, now);
         return false;
     }
-    uint64_t nh = 0;
-    if (w.nexthops->any_hosts()) {
-        const NextHopKey k = NextHops::key(b.family, b.client_ip);
-        const NextHopKey* kp = &k;
-        w.nexthops->host_words(&kp, 1, &nh);
-    }
-    if (nh == 0) {
-        nh = w.nexthops->default_word(b.family);
-    }
-    if (unlikely(!nexthop_usable(nh))) {
+    if (unlikely(!nexthop_usable(w.nexthops->word_for(b.family, b.client_ip)))) {
         punt_relayed(w, q, Counter::punt_no_next_hop, now);
         return false;
     }
@@ -187,8 +183,7 @@ inline bool own_destination(Worker& w, Pkt& q, const uint8_t* dst, uint32_t pref
         return false;
     }
     uint32_t peer_alloc;
-    if (static_cast<uint8_t>(static_cast<uint8_t>(q.kind) - static_cast<uint8_t>(Kind::kToPeerChannel)) < 2 &&
-        !w.hairpinning && w.flows->relay_ports->find(q.out_family, dst, q.peer_port_be, &peer_alloc)) {
+    if (to_peer(q.kind) && !w.hairpinning && w.flows->relay_ports->find(q.out_family, dst, q.peer_port_be, &peer_alloc)) {
         if (second_leg_ok(w, q, w.flows->allocs[peer_alloc], now)) {
             finish(w, q, w.self_word, true, kEth, prefix, pad, now);
         }
