@@ -143,19 +143,14 @@ private:
         return const_cast<AllocationManager*>(this)->offload_for(a);
     }
     // Permissions and channels stay on the socket path when their peer is
-    // on one of the relay's own IPs other than a relay IP, which the kernel
-    // delivers locally and the dataplane would send to its router or NAT:
-    // an external IP (Config::external_ips; such a peer is one of the
-    // relay's relayed addresses, reached through Config::to_internal) or a
-    // listening IP that is no relay IP (Shared::other_own_ips). A peer on a
-    // relay IP is offloaded: the dataplane takes it to the other allocation
-    // itself (relay-to-relay, dataplane/worker/route.cc).
+    // on one of the relay's own IPs that the dataplane cannot serve
+    // (Shared::socket_only_peer_ips: listening and external IPs, the relay
+    // IP behind a NAT). A peer on a relay IP is offloaded: the dataplane
+    // takes it to the other allocation itself (relay-to-relay,
+    // dataplane/worker/route.cc).
     bool offloadable(const Address& peer) const {
-        if (shared_.config.on_external_ip(peer)) {
-            return false;
-        }
         const Address ip = peer.normalised();
-        for (const Address& o : shared_.other_own_ips) {
+        for (const Address& o : shared_.socket_only_peer_ips) {
             if (o.same_ip(ip)) {
                 return false;
             }

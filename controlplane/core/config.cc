@@ -43,15 +43,6 @@ std::optional<std::pair<Address, Address>> nat_pair(const Config& c, Family f) {
 
 }  // namespace
 
-bool Config::on_external_ip(const Address& a) const {
-    for (const auto& e : external_ips) {
-        if (e.same_ip(a)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 Address Config::advertised(const Address& relayed) const {
     if (external_ips.empty()) {
         return relayed;

@@ -143,8 +143,6 @@ struct Config {
     Address advertised(const Address& relayed) const;
     Address to_internal(const Address& peer) const;
     Address to_external(const Address& source) const;
-    // Whether `a`'s IP is one of external_ips (any port).
-    bool on_external_ip(const Address& a) const;
     bool in_relay_range(uint16_t port) const { return port >= relay_port_min && port <= relay_port_max; }
 };
 

@@ -10,7 +10,7 @@ namespace turn::cp {
 Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
     : config(c), credentials(std::make_shared<auth::CredentialStore>(c.realm)), nonces(std::move(n)),
       policy(make_policy(c)),
-      other_own_ips(own_other_ips(c)),
+      socket_only_peer_ips(make_socket_only_peer_ips(c)),
       // Config::seed: 0 (production) draws the seeds from std::random_device.
       ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000,
             c.seed != 0 ? c.seed : std::random_device{}()),
@@ -59,29 +59,24 @@ std::vector<Address> Shared::own_listeners(const Config& c) {
     return own;
 }
 
-std::vector<Address> Shared::own_other_ips(const Config& c) {
+std::vector<Address> Shared::make_socket_only_peer_ips(const Config& c) {
+    std::vector<Address> own = own_listeners(c);
+    own.insert(own.end(), c.external_ips.begin(), c.external_ips.end());
+    own.insert(own.end(), c.relay_ips.begin(), c.relay_ips.end());
     std::vector<Address> out;
-    for (const Address& l : own_listeners(c)) {
-        const Address ip = l.normalised().with_port(0);
-        auto same = [&](const Address& a) { return a.normalised().same_ip(ip); };
-        if (ip.is_unspecified() || std::any_of(c.relay_ips.begin(), c.relay_ips.end(), same) ||
-            std::any_of(c.external_ips.begin(), c.external_ips.end(), same) ||
-            std::any_of(out.begin(), out.end(), same)) {
+    for (const Address& a : own) {
+        const Address ip = a.normalised().with_port(0);
+        auto same = [&](const Address& o) { return o.normalised().same_ip(ip); };
+        // Behind a NAT a datagram from a relayed address is known by its
+        // external address (Config::to_external), which only the socket
+        // path translates: then even the relay IP stays there.
+        const bool natted = std::any_of(c.external_ips.begin(), c.external_ips.end(),
+                                        [&](const Address& e) { return e.family == ip.family; });
+        const bool relay_ip = std::any_of(c.relay_ips.begin(), c.relay_ips.end(), same);
+        if (ip.is_unspecified() || (relay_ip && !natted) || std::any_of(out.begin(), out.end(), same)) {
             continue;
         }
         out.push_back(ip);
-    }
-    // Behind a NAT a datagram from a relayed address is known by its
-    // external address (Config::to_external), which the dataplane cannot
-    // translate: a peer on the relay IP of a family with an external IP
-    // stays on the socket path as well.
-    for (const Address& r : c.relay_ips) {
-        const Address ip = r.normalised().with_port(0);
-        const bool natted = std::any_of(c.external_ips.begin(), c.external_ips.end(),
-                                        [&](const Address& e) { return e.family == r.family; });
-        if (natted && std::none_of(out.begin(), out.end(), [&](const Address& a) { return a.same_ip(ip); })) {
-            out.push_back(ip);
-        }
     }
     return out;
 }

@@ -54,14 +54,16 @@ struct Shared {
     // Every transport address the relay listens on: UDP, TCP, TLS and DTLS
     // listeners, the RFC 5780 alternates and the metrics endpoint.
     static std::vector<Address> own_listeners(const Config& c);
-    // The IPs of own_listeners() that are not relay IPs or external IPs
-    // (normalised, port 0; wildcards left out): a peer there is one of the
-    // relay's own addresses but no relayed address, which the kernel
-    // delivers locally and the dataplane would send to its router; and the
-    // relay IPs of a family with an external IP (a datagram between two
-    // relayed addresses is then known by its external source, which only
-    // the socket path translates).
-    static std::vector<Address> own_other_ips(const Config& c);
+    // The relay's own IPs whose peers stay on the socket path (normalised,
+    // port 0; wildcards left out): the IPs of own_listeners() and the
+    // external IPs, which the kernel delivers locally (an external IP: to
+    // the relay IP, Config::to_internal) and the dataplane would send to
+    // its router or NAT, and the relay IP of a family with an external IP (a
+    // datagram between two relayed addresses is then known by its external
+    // source, which only the socket path translates). A relay IP without
+    // one is not among them: the dataplane takes such peers' packets from
+    // one allocation to the other itself.
+    static std::vector<Address> make_socket_only_peer_ips(const Config& c);
 
     // Start-up configuration. What SIGHUP may replace (core/config_reload.h) is read
     // through `credentials` and `policy`, not from here.
@@ -69,7 +71,7 @@ struct Shared {
     Reloadable<auth::CredentialStore> credentials;
     std::unique_ptr<auth::NonceCodec> nonces;
     Reloadable<PeerPolicy> policy;
-    const std::vector<Address> other_own_ips;  // own_other_ips(config)
+    const std::vector<Address> socket_only_peer_ips;  // make_socket_only_peer_ips(config)
     PortAllocator ports;
     AllocationQuota quota;
     SourceRateLimiter unauth_limiter;  // 401/438 answers per source, all loops together

@@ -194,6 +194,18 @@ def metric(text, prefix):
     return None
 
 
+def relayed_snapshot(port):
+    """turn_relayed_packets_total by (direction, path), 0 where absent."""
+    text = metrics(port)
+    return {(d, p): metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}') or 0
+            for d in ("client_to_peer", "peer_to_client") for p in ("socket", "dataplane")}
+
+
+def has_module(python, mod):
+    """Whether interpreter `python` can import `mod` (a Debian python3-* package)."""
+    return subprocess.run([python, "-c", f"import {mod}"], capture_output=True).returncode == 0
+
+
 def write_relay_config(path, mport, sock=None, relay=None, allow="198.18.0.0/15", port_max=49160,
                        users=("alice:alice-pw",), extra="", tcp=False, dtls_port=None, server_extra=""):
     """turn-relay's TOML for these tests: one loop on the relay IP, the dataplane socket

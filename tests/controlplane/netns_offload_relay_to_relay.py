@@ -88,7 +88,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import netns_offload_e2e as e2e  # noqa: E402
 from checks import Checks  # noqa: E402
-from netns_offload_e2e import TURN_PORT, metric, metrics, start_dataplane, stop_dataplane, \
+from netns_offload_e2e import TURN_PORT, start_dataplane, stop_dataplane, \
     wait_metric  # noqa: E402
 
 # Our own namespaces and /24: the imported helpers read these module globals at call time.
@@ -262,16 +262,6 @@ def sniff_main():
 
 # ---- orchestrator -------------------------------------------------------------------------
 
-def has_module(mod):
-    return subprocess.run([PYTHON, "-c", f"import {mod}"], capture_output=True).returncode == 0
-
-
-def snapshot():
-    text = metrics(MPORT)
-    return {(d, p): metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}') or 0
-            for d in DIRS for p in ("socket", "dataplane")}
-
-
 def last_json(text):
     try:
         return json.loads([x for x in text.splitlines() if x.strip()][-1])
@@ -281,7 +271,7 @@ def last_json(text):
 
 def main():
     relay_bin, dp_bin = sys.argv[1], sys.argv[2]
-    if not os.path.exists(PYTHON) or not has_module("aioice"):
+    if not os.path.exists(PYTHON) or not e2e.has_module(PYTHON, "aioice"):
         print(f"SKIP: python3-aioice is not installed for {PYTHON} (deploy/install-deps.sh installs it)")
         sys.exit(77)
     tmp = tempfile.mkdtemp(prefix="turn-offload-r2r-")
@@ -315,7 +305,7 @@ def main():
         check(wait_metric(MPORT, "turn_dataplane_connected", 1, 100) == 1, "dataplane attached")
         check(wait_metric(MPORT, "turn_dataplane_resyncs_total", 1, 50) == 1, "dataplane resynced")
         time.sleep(0.3)
-        before = snapshot()
+        before = e2e.relayed_snapshot(MPORT)
         me = os.path.abspath(__file__)
         sniffer = subprocess.Popen(["ip", "netns", "exec", NS_H, PYTHON, me, "sniff"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -331,7 +321,7 @@ def main():
         clients = None
         took = time.monotonic() - t0
         time.sleep(2.0)  # the relay polls the dataplane's counters every second
-        after = snapshot()
+        after = e2e.relayed_snapshot(MPORT)
         s_out, _ = sniffer.communicate("stop\n", timeout=10)
         sniffer = None
         sniffed = last_json(s_out)

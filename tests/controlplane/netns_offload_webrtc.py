@@ -66,7 +66,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns_offload_e2e as e2e  # noqa: E402
 from checks import Checks  # noqa: E402
 from chromium_session import chromium_page, descendants, kill_pids  # noqa: E402
-from netns_offload_e2e import RELAY, PEER, TURN_PORT, metric, metrics, start_dataplane, \
+from netns_offload_e2e import RELAY, PEER, TURN_PORT, start_dataplane, \
     stop_dataplane, wait_metric  # noqa: E402
 
 # Our own namespaces: the imported helpers read these module globals at call time.
@@ -339,24 +339,14 @@ def chromium_main():
 
 # ---- orchestrator -----------------------------------------------------------------------
 
-def has_module(mod):
-    return subprocess.run([PYTHON, "-c", f"import {mod}"], capture_output=True).returncode == 0
-
-
-def snapshot():
-    text = metrics(MPORT)
-    return {(d, p): metric(text, f'turn_relayed_packets_total{{direction="{d}",path="{p}"}}') or 0
-            for d in DIRS for p in ("socket", "dataplane")}
-
-
 def main():
     relay_bin, dp_bin = sys.argv[1], sys.argv[2]
-    if not os.path.exists(PYTHON) or not has_module("aiortc"):
+    if not os.path.exists(PYTHON) or not e2e.has_module(PYTHON, "aiortc"):
         print(f"SKIP: python3-aiortc is not installed for {PYTHON} (deploy/install-deps.sh installs it)")
         sys.exit(77)
     missing = [what for what, ok in (("chromium", os.path.exists(CHROMIUM)),
                                      ("chromium-driver", os.path.exists(CHROMEDRIVER)),
-                                     ("python3-selenium", has_module("selenium"))) if not ok]
+                                     ("python3-selenium", e2e.has_module(PYTHON, "selenium"))) if not ok]
     tmp = tempfile.mkdtemp(prefix="turn-offload-webrtc-")
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
@@ -379,7 +369,7 @@ def main():
         check(wait_metric(MPORT, "turn_dataplane_resyncs_total", resyncs, 50) == resyncs,
               f"{name}: resync #{resyncs}")
         time.sleep(0.3)
-        before = snapshot()
+        before = e2e.relayed_snapshot(MPORT)
         t0 = time.monotonic()
         p = client = subprocess.Popen(["ip", "netns", "exec", NS_H, PYTHON, os.path.abspath(__file__), name],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -392,7 +382,7 @@ def main():
         client = None
         took = time.monotonic() - t0
         time.sleep(2.0)  # the relay polls the dataplane's counters every second
-        after = snapshot()
+        after = e2e.relayed_snapshot(MPORT)
         counters = stop_dataplane(dp)
         dp = None
         check(wait_metric(MPORT, "turn_dataplane_connected", 0, 50) == 0, f"{name}: dataplane detached")
