@@ -5,9 +5,10 @@
 // decode() checks type, version and exact length before a message is used.
 //
 // Session: on every (re)connect the dataplane sends Hello; the control plane
-// answers Settings (relay-wide rules), ResyncBegin, re-sends its whole offloaded state (Allocation/
-// Permission/Channel Add), then ResyncEnd; the dataplane drops any entry not
-// re-added between the two. After that, incremental Add/Del messages follow.
+// answers Settings (relay-wide rules), ExternalIps (behind a NAT only),
+// ResyncBegin, re-sends its whole offloaded state (Allocation/Permission/
+// Channel Add), then ResyncEnd; the dataplane drops any entry not re-added
+// between the two. After that, incremental Add/Del messages follow.
 // The dataplane never decides policy: it only caches what it is told.
 #pragma once
 
@@ -32,6 +33,7 @@ enum class MsgType : uint16_t {
     kResyncBegin = 2,      // cp -> dp
     kResyncEnd = 3,        // cp -> dp
     kSettings = 4,         // cp -> dp: relay-wide forwarding rules, before each ResyncBegin; dp -> cp: applied
+    kExternalIps = 5,      // cp -> dp: the relay IPs' external (1:1 NAT) IPs, after Settings; dp -> cp: applied
     kAllocationAdd = 10,   // cp -> dp: client 5-tuple and relayed address(es)
     kAllocationDel = 11,
     kPermissionAdd = 12,   // (relayed addr, peer IP) may exchange data
@@ -136,6 +138,30 @@ struct Settings {
     uint8_t pad[6] = {};
 };
 static_assert(sizeof(Settings) == 24);
+
+// Behind a 1:1 NAT ([server].external_ips): for each family, the IP the
+// relay IP is reached at from outside (XOR-RELAYED-ADDRESS carries it) and
+// that relay IP; family 0 for a family without one (then both are 0). Sent
+// only by a control plane with external IPs, after Settings and before
+// ResyncBegin; a dataplane clears what an earlier one set at a ResyncBegin
+// with no ExternalIps since the previous one. A peer address on an
+// external IP with a relayed port is one of this relay's own relayed
+// addresses: the dataplane takes such a packet to that allocation itself,
+// presented as coming from the sender's external address, as the socket
+// path does (Config::to_internal / to_external). The dataplane sends each
+// ExternalIps it applied back unchanged; until that echo comes the control
+// plane keeps permissions and channels whose peer is on an external IP on
+// the socket path (a dataplane that predates the message would send such
+// packets to its router, i.e. to the NAT).
+struct ExternalIps {
+    static constexpr MsgType kType = MsgType::kExternalIps;
+    Header h;
+    WireAddress external_v4;  // port 0
+    WireAddress relay_v4;
+    WireAddress external_v6;
+    WireAddress relay_v6;
+};
+static_assert(sizeof(ExternalIps) == 96);
 
 struct ResyncEnd {
     static constexpr MsgType kType = MsgType::kResyncEnd;
@@ -347,6 +373,28 @@ bool valid(const M& m) {
         // ECN kept, set bits not also kept, padding zero.
         if ((m.tos_keep & 0x03) != 0x03 || (m.tos_keep & m.tos_set) != 0 ||
             std::any_of(std::begin(m.pad), std::end(m.pad), [](uint8_t b) { return b != 0; })) {
+            return false;
+        }
+    }
+    if constexpr (std::is_same_v<M, ExternalIps>) {
+        // Per family: none (both family 0) or an external IP and a relay IP
+        // of that family, neither unspecified, not the same, ports 0; at
+        // least one family.
+        auto specified = [](const WireAddress& a) {
+            return std::any_of(std::begin(a.ip), std::end(a.ip), [](uint8_t b) { return b != 0; });
+        };
+        auto pair_ok = [&](const WireAddress& ext, const WireAddress& relay, uint8_t fam) {
+            if (!ext.valid() || !relay.valid() || ext.port != 0 || relay.port != 0) {
+                return false;
+            }
+            if (ext.family == 0) {
+                return relay.family == 0;
+            }
+            return ext.family == fam && relay.family == fam && specified(ext) && specified(relay) &&
+                   std::memcmp(ext.ip, relay.ip, 16) != 0;
+        };
+        if (!pair_ok(m.external_v4, m.relay_v4, 4) || !pair_ok(m.external_v6, m.relay_v6, 6) ||
+            (m.external_v4.family == 0 && m.external_v6.family == 0)) {
             return false;
         }
     }
