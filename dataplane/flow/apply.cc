@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cstring>
+#include <tuple>
 
 namespace dp {
 
@@ -158,6 +159,18 @@ bool Applier::dispatch(ipc::MsgType type, std::span<const uint8_t> d,
             ok = false;
         }
         break;
+    case ipc::MsgType::kExternalIps:
+        if (auto m = ipc::decode<ipc::ExternalIps>(d)) {
+            // Echoed only when applied: until then the control plane keeps
+            // external-IP peers on the socket path (protocol.h).
+            if (on(*m) && reply) {
+                ipc::ExternalIps ack = *m;
+                reply(ipc::encode(ack, ++seq_));
+            }
+        } else {
+            ok = false;
+        }
+        break;
     case ipc::MsgType::kResyncBegin: run(static_cast<ipc::ResyncBegin*>(nullptr)); break;
     case ipc::MsgType::kResyncEnd: run(static_cast<ipc::ResyncEnd*>(nullptr)); break;
     case ipc::MsgType::kAllocationAdd: run(static_cast<ipc::AllocationAdd*>(nullptr)); break;
@@ -184,6 +197,19 @@ void Applier::on(const ipc::Settings& m) {
     settings_seen_ = true;
 }
 
+bool Applier::on(const ipc::ExternalIps& m) {
+    external_seen_ = true;
+    bool ok = true;
+    for (const auto& [ext, relay, fam] : {std::tuple{&m.external_v4, &m.relay_v4, uint8_t{4}},
+                                          std::tuple{&m.external_v6, &m.relay_v6, uint8_t{6}}}) {
+        ok = (ext->family == 0 ? t_.set_nat(fam, nullptr, nullptr) : t_.set_nat(fam, ext->ip, relay->ip)) && ok;
+    }
+    if (!ok) {
+        stats_.table_full++;
+    }
+    return ok;
+}
+
 void Applier::on(const ipc::ResyncBegin& m) {
     // A control plane sends Settings right before each ResyncBegin; one that
     // sent none since the last resync predates them (an older turn-relay
@@ -192,6 +218,13 @@ void Applier::on(const ipc::ResyncBegin& m) {
         t_.tos_rule.store(kTosKeepAll, std::memory_order_relaxed);
     }
     settings_seen_ = false;
+    // Likewise ExternalIps, which a control plane without external IPs
+    // does not send: what an earlier one set no longer holds.
+    if (!external_seen_) {
+        t_.set_nat(4, nullptr, nullptr);
+        t_.set_nat(6, nullptr, nullptr);
+    }
+    external_seen_ = false;
     gen_ = m.generation;
     reusable_.clear();  // a Del before this resync is another connection's word
     resyncing_ = true;

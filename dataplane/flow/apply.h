@@ -14,9 +14,12 @@
 // are answered with themselves (through `reply`, like a CountersRequest):
 // the control plane learns the dataplane applies them. It sends them before
 // each ResyncBegin, and a ResyncBegin with none since the previous one (a
-// control plane that predates them) resets the rule to "keep". Nothing is answered but
-// a CountersRequest; an invalid message of any type only counts as
-// malformed.
+// control plane that predates them) resets the rule to "keep". ExternalIps
+// (the NAT's addresses, FlowTables::nat) likewise: applied at once, answered
+// with themselves when applied, and cleared by a ResyncBegin with none since
+// the previous one (a control plane without external IPs). Nothing else is
+// answered but a CountersRequest; an invalid message of any type only
+// counts as malformed.
 #pragma once
 
 #include <cstdint>
@@ -61,6 +64,9 @@ public:
     // or not: workers use it from their next burst. ipc::decode() has
     // refused rules that would touch ECN or set a kept bit.
     void on(const turn::ipc::Settings& m);
+    // Each family's NAT pair (FlowTables::set_nat), at once; false (and
+    // counted as table_full) when NatIps is full, and then not echoed.
+    bool on(const turn::ipc::ExternalIps& m);
     void on(const turn::ipc::ResyncBegin& m);
     void on(const turn::ipc::ResyncEnd& m);
     void on(const turn::ipc::AllocationAdd& m);
@@ -156,6 +162,7 @@ private:
     std::unordered_map<uint64_t, Alloc> allocs_;
     bool resyncing_ = false;                    // between ResyncBegin and its ResyncEnd
     bool settings_seen_ = false;                // a valid Settings since the last ResyncBegin
+    bool external_seen_ = false;                // a valid ExternalIps since the last ResyncBegin
     std::vector<std::vector<uint8_t>> retry_;  // refused Adds of this resync, in order
     // Final counters of removed allocations until the next report, unless
     // an Add of the same id took them as its base (`taken`).

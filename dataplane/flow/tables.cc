@@ -381,6 +381,38 @@ int FlowTables::relay_ip(uint8_t family, const uint8_t* ip) {
     return static_cast<int>(n);
 }
 
+bool FlowTables::set_nat(uint8_t family, const uint8_t* external, const uint8_t* relay) {
+    std::atomic<uint8_t>& active = nat.active[family == 4 ? 0 : 1];
+    if (external == nullptr) {
+        active.store(0, std::memory_order_release);
+        return true;
+    }
+    NatIps::Entry want{};
+    want.family = family;
+    const size_t len = family == 4 ? 4 : 16;
+    std::memcpy(want.external, external, len);
+    std::memcpy(want.relay, relay, len);
+    const uint32_t n = nat.n.load(std::memory_order_relaxed);
+    uint32_t i = 0;
+    while (i < n && std::memcmp(&nat.e[i], &want, sizeof want) != 0) {
+        i++;
+    }
+    if (i == n) {
+        if (n == NatIps::kMax) {
+            return false;
+        }
+        nat.e[n] = want;
+        if (family == 4) {
+            uint32_t a;
+            std::memcpy(&a, external, 4);
+            own4.add(a);  // before the pair is current: no packet to it is routed out first
+        }
+        nat.n.store(n + 1, std::memory_order_release);
+    }
+    active.store(static_cast<uint8_t>(i + 1), std::memory_order_release);
+    return true;
+}
+
 int FlowTables::set_relayed(uint8_t family, const uint8_t* ip, uint16_t port_be, uint32_t alloc) {
     RelayPorts& r = *relay_ports;
     const int ii = relay_ip(family, ip);

@@ -197,8 +197,50 @@ struct ListenSet {
     bool has6_ip(const uint8_t* ip) const;
 };
 
+// Behind a 1:1 NAT (ipc::ExternalIps, the control plane's
+// [server].external_ips): per family, the IP the relay IP is reached at from
+// outside. A client's packet to a peer on the external IP with an offloaded
+// relayed port is relay-to-relay (worker/route.cc), and the second leg
+// presents it as coming from the sender's external address (pipeline.cc),
+// as the control plane's socket path does. Entries are written once by the
+// main lcore and never changed after publication (n, release); `active`
+// names each family's current one (index + 1, 0: none), so a worker reads an
+// entry that stays whole however the map changes. At most kMax different
+// pairs in a process's life (a control plane restarted with other external
+// IPs each time); past that the Applier refuses a new one, and the control
+// plane keeps such peers on the socket path. The external IPv4 addresses
+// also join OwnIps4, and, as own addresses, are never dropped.
+struct NatIps {
+    static constexpr uint32_t kMax = 4;
+    struct Entry {
+        uint8_t family;          // 4 or 6
+        uint8_t external[16];    // network byte order; IPv4 in the first 4 bytes, the rest 0
+        uint8_t relay[16];
+    };
+    Entry e[kMax];
+    std::atomic<uint32_t> n{0};
+    std::atomic<uint8_t> active[2] = {};  // [0] IPv4, [1] IPv6
+
+    // Family `fam`'s current pair, nullptr when it has none.
+    const Entry* current(uint8_t fam) const {
+        const uint8_t a = active[fam == 4 ? 0 : 1].load(std::memory_order_acquire);
+        return a == 0 ? nullptr : &e[a - 1];
+    }
+    // Whether IPv6 address `ip` was ever an external IP here (IPv4 ones are
+    // in OwnIps4).
+    bool had6(const uint8_t* ip) const {
+        const uint32_t cnt = n.load(std::memory_order_acquire);
+        for (uint32_t i = 0; i < cnt; i++) {
+            if (e[i].family == 6 && std::memcmp(e[i].external, ip, 16) == 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+};
+
 // The relay's own IPv4 addresses as the dataplane knows them: its relayed
-// IPs (RelayPorts) and listening IPs (ListenSet), added with them by the
+// IPs (RelayPorts), listening IPs (ListenSet) and external IPs (NatIps), added with them by the
 // main lcore and never removed before the tables are. A relayed packet to
 // one of them never leaves by the NIC (relay-to-relay, route.cc). The
 // express lane compares every packet's destination with the first two (one
@@ -207,7 +249,7 @@ struct ListenSet {
 // (linear probing, at most 80 of 256 words used, ~1 probe), so that a relay
 // with many IPs (dataplane_bench's 1M flows use 21) pays no per-IP loop.
 struct alignas(64) OwnIps4 {
-    static constexpr uint32_t kMax = RelayPorts::kMaxIps + ListenSet::kMax;
+    static constexpr uint32_t kMax = RelayPorts::kMaxIps + ListenSet::kMax + NatIps::kMax;
     static constexpr uint32_t kWords = 256;
     static_assert(kWords >= 3 * kMax && (kWords & (kWords - 1)) == 0);
     std::atomic<uint32_t> n{0};
@@ -286,16 +328,17 @@ public:
     // (relaxed) by workers once per burst (rewrite_ctx, worker/rewrite44.h).
     // Starts as "keep everything".
     std::atomic<uint16_t> tos_rule{kTosKeepAll};
-    OwnIps4 own4;  // relayed and listening IPv4 addresses (add_listen, relay_ip)
+    OwnIps4 own4;  // relayed, listening and external IPv4 addresses (add_listen, relay_ip, set_nat)
+    NatIps nat;    // external IPs (set_nat)
     // Whether `ip` (4 or 16 bytes by family) is one of the relay's own
-    // addresses the dataplane knows: relayed or listening.
+    // addresses the dataplane knows: relayed, listening or external.
     bool own_ip(uint8_t family, const uint8_t* ip) const {
         if (family == 4) {
             uint32_t a;
             std::memcpy(&a, ip, 4);
             return own4.has(a);
         }
-        return relay_ports->index_of(6, ip) != UINT32_MAX || listen->has6_ip(ip);
+        return relay_ports->index_of(6, ip) != UINT32_MAX || listen->has6_ip(ip) || nat.had6(ip);
     }
     // The TSC rate bandwidth limits are computed with (Allocation::byte_ticks
     // by the Applier, the bucket depth by the workers): rte_get_tsc_hz() at
@@ -348,6 +391,10 @@ public:
     // Index of a relayed IP in RelayPorts, added (no port published) if new;
     // -1 when full.
     int relay_ip(uint8_t family, const uint8_t* ip);
+    // Makes (external, relay) family `family`'s current NAT pair (ip: 4 or
+    // 16 bytes each), or clears the family's (external == nullptr). False
+    // when NatIps already holds kMax other pairs (nothing changed).
+    bool set_nat(uint8_t family, const uint8_t* external, const uint8_t* relay);
     // Channel slot `slot` of allocation `idx` was cleared (channel_be = 0);
     // it becomes free (slot_busy bit) after a grace period.
     void retire_slot(uint32_t idx, uint32_t slot);

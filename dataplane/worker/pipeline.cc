@@ -40,6 +40,34 @@ void run_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     tx(w, p, n);               // NIC, exception port, or free
 }
 
+// Behind a 1:1 NAT: a hairpinned frame that route sent to a peer's
+// external address (route.cc, relayed_peer) leaves rewritten from the
+// sender's relayed address on the relay IP to the external IP. The socket
+// path delivers it to the relay IP as coming from the sender's external
+// address (Config::to_internal, to_external); swapping the two IPs does
+// the same, and changes neither the IPv4 header checksum nor the UDP one
+// (the pseudo-header holds both addresses either way). The frame is the
+// rewrite's own: untagged (next hop kSelfPort), IP right after Ethernet.
+void present_external(const NatIps& nat, rte_mbuf* m) {
+    uint8_t* d = rte_pktmbuf_mtod(m, uint8_t*);
+    const uint16_t type = load_be16(d + offsetof(rte_ether_hdr, ether_type));
+    const uint8_t fam = type == RTE_ETHER_TYPE_IPV4 ? 4 : type == RTE_ETHER_TYPE_IPV6 ? 6 : 0;
+    const NatIps::Entry* e = fam == 0 ? nullptr : nat.current(fam);
+    if (e == nullptr) {
+        return;
+    }
+    uint8_t* l3 = d + sizeof(rte_ether_hdr);
+    const size_t len = fam == 4 ? 4 : 16;
+    uint8_t* src = l3 + (fam == 4 ? offsetof(rte_ipv4_hdr, src_addr) : offsetof(rte_ipv6_hdr, src_addr));
+    uint8_t* dst = l3 + (fam == 4 ? offsetof(rte_ipv4_hdr, dst_addr) : offsetof(rte_ipv6_hdr, dst_addr));
+    // Both checked: the map may have changed since route (then the frame
+    // stays to the external IP, which the second pass does not take).
+    if (std::memcmp(dst, e->external, len) == 0 && std::memcmp(src, e->relay, len) == 0) {
+        std::memcpy(dst, e->relay, len);
+        std::memcpy(src, e->external, len);
+    }
+}
+
 }  // namespace
 
 void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
@@ -57,6 +85,11 @@ void process_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
         const uint16_t k = w.nhairpin;
         std::copy(w.hairpin, w.hairpin + k, b);
         w.nhairpin = 0;
+        if (w.flows->nat.n.load(std::memory_order_relaxed) != 0) {
+            for (uint16_t i = 0; i < k; i++) {
+                present_external(w.flows->nat, b[i]);
+            }
+        }
         w.counters.inc(Counter::hairpin, k);
         w.hairpinning = true;
         run_burst(w, b, k, now_tsc);

@@ -165,6 +165,29 @@ inline bool second_leg_ok(Worker& w, Pkt& q, const Allocation& b, uint64_t now) 
     return true;
 }
 
+// The allocation whose relayed address the to-peer packet q goes to (dst:
+// an own IP), on the relay IP itself or, behind a 1:1 NAT, on its external
+// IP (FlowTables::nat: the peer address a client learnt from the other
+// client's XOR-RELAYED-ADDRESS). The latter only when q leaves from that
+// relay IP, so that pipeline.cc can present the rewritten frame as coming
+// from the external IP by swapping its two addresses (a relay with one
+// relay IP per family, as the control plane has, always does).
+inline bool relayed_peer(const Worker& w, const Pkt& q, const uint8_t* dst, uint32_t* peer_alloc) {
+    const FlowTables& t = *w.flows;
+    if (t.relay_ports->find(q.out_family, dst, q.peer_port_be, peer_alloc)) {
+        return true;
+    }
+    const NatIps::Entry* e = t.nat.current(q.out_family);
+    const size_t len = q.out_family == 4 ? 4 : 16;
+    if (e == nullptr || std::memcmp(e->external, dst, len) != 0) {
+        return false;
+    }
+    const Allocation& a = t.allocs[q.alloc];
+    const uint8_t* from = q.out_family == 4 ? reinterpret_cast<const uint8_t*>(&a.relayed4_ip)
+                                            : t.relay_ports->ip[a.relayed6_ip];
+    return std::memcmp(from, e->relay, len) == 0 && t.relay_ports->find(q.out_family, e->relay, q.peer_port_be, peer_alloc);
+}
+
 // Relay-to-relay. A destination that is one of the relay's own IPs
 // (FlowTables::own_ip: relayed or listening) never leaves by the NIC: its
 // next hop would be the router, which may or may not send it back (many
@@ -172,7 +195,8 @@ inline bool second_leg_ok(Worker& w, Pkt& q, const Allocation& b, uint64_t now) 
 // locally. A packet to a peer that is an offloaded relayed address (two
 // relay-only clients of this relay, each the other's peer) gets the next hop
 // kSelfPort: checked, policed and rewritten as any other, then received
-// again as that allocation's peer packet (pipeline.cc). Anything else to an
+// again as that allocation's peer packet (pipeline.cc); behind a 1:1 NAT
+// the peer may be given by its external address (relayed_peer). Anything else to an
 // own IP goes to the kernel, which delivers it locally as in socket mode
 // (punt_own_address): a relayed port the dataplane does not have (an
 // allocation of a TCP client), a listening IP, a client that is itself one
@@ -183,7 +207,7 @@ inline bool own_destination(Worker& w, Pkt& q, const uint8_t* dst, uint32_t pref
         return false;
     }
     uint32_t peer_alloc;
-    if (to_peer(q.kind) && !w.hairpinning && w.flows->relay_ports->find(q.out_family, dst, q.peer_port_be, &peer_alloc)) {
+    if (to_peer(q.kind) && !w.hairpinning && relayed_peer(w, q, dst, &peer_alloc)) {
         if (second_leg_ok(w, q, w.flows->allocs[peer_alloc], now)) {
             finish(w, q, w.self_word, true, kEth, prefix, pad, now);
         }

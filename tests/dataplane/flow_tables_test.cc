@@ -192,10 +192,6 @@ dp::FlowConfig small_config(const char* name, uint32_t max_allocations, uint32_t
     return fc;
 }
 
-// ipc::Settings through the Applier: a valid rule is stored where workers
-// read it (FlowTables::tos_rule), inside a resync or not, and counted as
-// applied; an invalid one is refused, counted as malformed, and leaves the
-// rule as it was. Nothing is answered.
 // The relay's own IPv4 set (relay-to-relay, worker/route.cc): every address
 // added is found, no other is, up to the most a relay can have (relayed +
 // listening IPs), whatever their probe sequences collide on; the first two
@@ -239,6 +235,10 @@ TEST(OwnIps4, HoldsEveryAddedAddressAndNoOther) {
     EXPECT_EQ(others, 0u);
 }
 
+// ipc::Settings through the Applier: a valid rule is stored where workers
+// read it (FlowTables::tos_rule), inside a resync or not, counted as
+// applied and answered with itself; an invalid one is refused, counted as
+// malformed, not answered, and leaves the rule as it was.
 TEST(ApplierSettings, ValidRulesAppliedInvalidRefused) {
     ASSERT_TRUE(dptest::ensure_eal());
     std::string err;
@@ -743,3 +743,124 @@ TEST_F(ApplierCounters, DifferentIdsDeletedAndAddedAreReportedApart) {
 }
 
 }  // namespace
+
+// ipc::ExternalIps through the Applier (behind a 1:1 NAT): each family's
+// pair becomes current in FlowTables::nat, the external IPs become own
+// addresses, and the message is echoed once applied (the control plane
+// withholds external-IP peers until then). Invalid ones are refused and not
+// echoed; a full NatIps refuses a new pair (no echo, counted as
+// table_full) while an old pair can still be made current; a resync
+// without ExternalIps clears the current pairs but not the own addresses.
+TEST(ApplierExternalIps, AppliedEchoedClearedAndBounded) {
+    ASSERT_TRUE(dptest::ensure_eal());
+    std::string err;
+    dp::FlowTables* t = dp::FlowTables::create(small_config("extips", 4, 1), &err);
+    ASSERT_NE(t, nullptr) << err;
+    dp::Applier ap(*t);
+    uint64_t seq = 0;
+    std::vector<std::vector<uint8_t>> echoes;
+    auto reply = [&](std::span<const uint8_t> r) { echoes.emplace_back(r.begin(), r.end()); };
+    auto wire = [](const char* ip) { return ipc::WireAddress::from(*turn::Address::parse(ip)); };
+    auto msg = [&](const char* ext4, const char* relay4, const char* ext6, const char* relay6) {
+        ipc::ExternalIps m{};
+        if (ext4 != nullptr) {
+            m.external_v4 = wire(ext4);
+            m.relay_v4 = wire(relay4);
+        }
+        if (ext6 != nullptr) {
+            m.external_v6 = wire(ext6);
+            m.relay_v6 = wire(relay6);
+        }
+        const auto b = ipc::encode(m, ++seq);
+        return std::vector<uint8_t>(b.begin(), b.end());
+    };
+    auto ip4 = [](const char* s) {
+        const turn::Address a = *turn::Address::parse(s);
+        uint32_t v;
+        std::memcpy(&v, a.ip.data(), 4);
+        return v;
+    };
+    auto ip6 = [](const char* s) { return turn::Address::parse(s)->ip; };
+    EXPECT_EQ(t->nat.current(4), nullptr);
+    EXPECT_EQ(t->nat.current(6), nullptr);
+
+    const auto both = msg("198.19.7.1:0", "198.18.0.1:0", "[fd00:7::1]:0", "[fd00::1]:0");
+    ASSERT_TRUE(ap.apply(both, reply));
+    ASSERT_EQ(echoes.size(), 1u);
+    EXPECT_EQ(std::vector<uint8_t>(echoes[0].begin() + sizeof(ipc::Header), echoes[0].end()),
+              std::vector<uint8_t>(both.begin() + sizeof(ipc::Header), both.end()))
+        << "echoed unchanged but for the header's sequence number";
+    ASSERT_NE(t->nat.current(4), nullptr);
+    ASSERT_NE(t->nat.current(6), nullptr);
+    EXPECT_EQ(std::memcmp(t->nat.current(4)->external, ip6("198.19.7.1").data(), 16), 0);
+    EXPECT_EQ(std::memcmp(t->nat.current(4)->relay, ip6("198.18.0.1").data(), 16), 0);
+    EXPECT_EQ(std::memcmp(t->nat.current(6)->external, ip6("fd00:7::1").data(), 16), 0);
+    EXPECT_EQ(std::memcmp(t->nat.current(6)->relay, ip6("fd00::1").data(), 16), 0);
+    EXPECT_TRUE(t->own_ip(4, ip6("198.19.7.1").data()));
+    EXPECT_TRUE(t->own_ip(6, ip6("fd00:7::1").data()));
+    EXPECT_FALSE(t->own_ip(4, ip6("198.19.7.2").data()));
+    EXPECT_FALSE(t->own_ip(6, ip6("fd00:7::2").data()));
+    EXPECT_TRUE(t->own4.has(ip4("198.19.7.1")));
+
+    // Invalid: half a pair, a family mismatch, the relay IP itself, a port,
+    // an unspecified IP, no family at all. None applied, none echoed.
+    std::vector<std::vector<uint8_t>> bad{msg(nullptr, nullptr, nullptr, nullptr),
+                                          msg("198.19.7.9:0", "198.19.7.9:0", nullptr, nullptr),
+                                          msg("198.19.7.9:1", "198.18.0.1:0", nullptr, nullptr),
+                                          msg("198.19.7.9:0", "198.18.0.1:5", nullptr, nullptr),
+                                          msg("0.0.0.0:0", "198.18.0.1:0", nullptr, nullptr),
+                                          msg(nullptr, nullptr, "[::]:0", "[fd00::1]:0"),
+                                          msg("[fd00:7::9]:0", "[fd00::1]:0", nullptr, nullptr)};
+    std::vector<uint8_t> half = msg("198.19.7.9:0", "198.18.0.1:0", nullptr, nullptr);
+    std::memset(half.data() + offsetof(ipc::ExternalIps, relay_v4), 0, sizeof(ipc::WireAddress));
+    bad.push_back(half);
+    std::vector<uint8_t> cross = msg(nullptr, nullptr, "[fd00:7::9]:0", "[fd00::1]:0");
+    std::memcpy(cross.data() + offsetof(ipc::ExternalIps, external_v4), cross.data() + offsetof(ipc::ExternalIps, external_v6),
+                sizeof(ipc::WireAddress));
+    bad.push_back(cross);
+    const auto malformed0 = ap.stats().malformed;
+    for (size_t i = 0; i < bad.size(); i++) {
+        EXPECT_FALSE(ap.apply(bad[i], reply)) << i;
+    }
+    EXPECT_EQ(ap.stats().malformed, malformed0 + bad.size());
+    EXPECT_EQ(echoes.size(), 1u);
+    EXPECT_EQ(std::memcmp(t->nat.current(4)->external, ip6("198.19.7.1").data(), 16), 0);
+    EXPECT_FALSE(t->own_ip(4, ip6("198.19.7.9").data()));
+
+    // IPv4 only: IPv6's pair is no longer current (still an own address).
+    ASSERT_TRUE(ap.apply(msg("198.19.7.1:0", "198.18.0.1:0", nullptr, nullptr), reply));
+    EXPECT_EQ(echoes.size(), 2u);
+    EXPECT_NE(t->nat.current(4), nullptr);
+    EXPECT_EQ(t->nat.current(6), nullptr);
+    EXPECT_TRUE(t->own_ip(6, ip6("fd00:7::1").data()));
+
+    // NatIps holds kMax pairs over the process's life: 2 used, 2 more fit,
+    // the next is refused (no echo; the current pairs stay), an old one is
+    // still taken.
+    ASSERT_EQ(dp::NatIps::kMax, 4u);
+    ASSERT_TRUE(ap.apply(msg("198.19.7.2:0", "198.18.0.1:0", nullptr, nullptr), reply));
+    ASSERT_TRUE(ap.apply(msg("198.19.7.3:0", "198.18.0.1:0", nullptr, nullptr), reply));
+    EXPECT_EQ(echoes.size(), 4u);
+    const auto full0 = ap.stats().table_full;
+    EXPECT_TRUE(ap.apply(msg("198.19.7.4:0", "198.18.0.1:0", nullptr, nullptr), reply)) << "valid, if not applied";
+    EXPECT_EQ(echoes.size(), 4u) << "a pair NatIps has no room for is not echoed";
+    EXPECT_EQ(ap.stats().table_full, full0 + 1);
+    EXPECT_EQ(std::memcmp(t->nat.current(4)->external, ip6("198.19.7.3").data(), 16), 0);
+    EXPECT_FALSE(t->own_ip(4, ip6("198.19.7.4").data()));
+    ASSERT_TRUE(ap.apply(both, reply));
+    EXPECT_EQ(echoes.size(), 5u);
+    EXPECT_EQ(std::memcmp(t->nat.current(4)->external, ip6("198.19.7.1").data(), 16), 0);
+    EXPECT_NE(t->nat.current(6), nullptr);
+
+    // A resync with ExternalIps before it keeps them; one without clears them.
+    ipc::ResyncBegin b{};
+    b.generation = 3;
+    ASSERT_TRUE(ap.apply(ipc::encode(b, ++seq), reply));
+    EXPECT_NE(t->nat.current(4), nullptr) << "ExternalIps came before this ResyncBegin";
+    b.generation = 4;
+    ASSERT_TRUE(ap.apply(ipc::encode(b, ++seq), reply));
+    EXPECT_EQ(t->nat.current(4), nullptr);
+    EXPECT_EQ(t->nat.current(6), nullptr);
+    EXPECT_TRUE(t->own_ip(4, ip6("198.19.7.1").data())) << "own addresses are never dropped";
+    delete t;
+}

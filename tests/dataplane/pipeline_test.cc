@@ -1075,6 +1075,195 @@ INSTANTIATE_TEST_SUITE_P(Families, RelayToRelay, ::testing::Values(4, 6), [](con
     return i.param == 4 ? std::string("IPv4") : std::string("IPv6");
 });
 
+// Behind a 1:1 NAT (ipc::ExternalIps): each client learnt the other's relayed
+// address as the external IP and the relayed port (XOR-RELAYED-ADDRESS), so
+// that is the peer it sends to and the one the other allocation permits.
+// The dataplane takes the packet to that allocation itself, presented as
+// coming from the sender's external address, as the socket path does
+// (Config::to_internal / to_external): route.cc relayed_peer, pipeline.cc
+// present_external.
+class RelayToRelayBehindNat : public RelayToRelay {
+protected:
+    void SetUp() override {
+        RelayToRelay::SetUp();
+        external_ = GetParam() == 4 ? *Address::parse("198.19.7.1") : *Address::parse("fd00:7::1");
+        ext_a_ = external_.with_port(n_.relayed.port);
+        ext_b_ = external_.with_port(relayed_b_.port);
+        set_external(true);
+        // A's client knows B only by its external address.
+        add_permission(kAllocId, n_.relayed, ext_b_);
+        add_channel(kAllocId, n_.relayed, ext_b_, kChannelExtA);
+    }
+    // What the control plane sends: ExternalIps, or (off) none before its
+    // ResyncBegin. The first ResyncBegin here is the one the ExternalIps
+    // above preceded; the second a control plane's without them. (No
+    // ResyncEnd: nothing is swept, the entries stay.)
+    void set_external(bool on) {
+        if (!on) {
+            for (uint64_t g : {77, 78}) {
+                ipc::ResyncBegin b{};
+                b.generation = g;
+                ipc_send(b);
+            }
+            return;
+        }
+        ipc::ExternalIps m{};
+        auto& ext = GetParam() == 4 ? m.external_v4 : m.external_v6;
+        auto& relay = GetParam() == 4 ? m.relay_v4 : m.relay_v6;
+        ext = ipc::WireAddress::from(external_);
+        relay = ipc::WireAddress::from(n_.relayed.with_port(0));
+        std::vector<uint8_t> echo;
+        ASSERT_TRUE(applier_->apply(ipc::encode(m, ++seq_), [&](std::span<const uint8_t> r) { echo.assign(r.begin(), r.end()); }));
+        ASSERT_FALSE(echo.empty()) << "applied ExternalIps are echoed";
+    }
+    void b_permits_ext_a(bool channel) {
+        add_permission(kAllocB, relayed_b_, ext_a_);
+        if (channel) {
+            add_channel(kAllocB, relayed_b_, ext_a_, kChannelB);
+        }
+    }
+    static constexpr uint16_t kChannelExtA = 0x4015;  // A's channel to B's external address
+    Address external_, ext_a_, ext_b_;
+};
+
+TEST_P(RelayToRelayBehindNat, ChannelDataToTheExternalAddressOfTheOtherAllocation) {
+    b_permits_ext_a(true);
+    // Twice: the second time the client cache knows A's client and the lane
+    // finds the packet (the external IP is an own IP it leaves to route).
+    for (int k = 0; k < 2; k++) {
+        const Bytes data = pattern(161, static_cast<uint8_t>(k));
+        const Out o = run1(build(from_client(channel_data(kChannelExtA, data))));
+        EXPECT_TRUE(o.exc.empty());
+        ASSERT_EQ(o.nic.size(), 1u) << k;
+        EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data)))) << k;
+        expect_valid_checksums(o.nic[0]);
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                       {Counter::fwd_peer_channel, 1}});
+    }
+    EXPECT_EQ(w_.state[index_of(n_.relayed)].to_peer_packets, 2u);
+    EXPECT_EQ(w_.state[index_of(relayed_b_)].to_client_packets, 2u);
+}
+
+// A Data indication to B's client names A by its external address, the one
+// B's client knows (XOR-PEER-ADDRESS), never the relay IP behind the NAT.
+TEST_P(RelayToRelayBehindNat, DataIndicationNamesTheSendersExternalAddress) {
+    b_permits_ext_a(false);
+    const Bytes data = pattern(45);
+    const Out o = run1(build(from_client(channel_data(kChannelExtA, data))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(to_b(data_indication(txid_of(o.nic[0]), ext_a_, data))));
+    expect_valid_checksums(o.nic[0]);
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::fwd_peer_data, 1}});
+}
+
+TEST_P(RelayToRelayBehindNat, SendIndicationToTheExternalAddress) {
+    b_permits_ext_a(true);
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const Bytes data = pattern(37);
+    const Out o = run1(build(from_client(send_indication(tx, ext_b_, data, true))));
+    ASSERT_EQ(o.nic.size(), 1u);
+    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data))));
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}, {Counter::hairpin, 1},
+                   {Counter::fwd_peer_channel, 1}});
+}
+
+// B permits only A's internal relay IP (as a client that saw the relay IP
+// itself could): the packet comes from the external IP, so it is dropped
+// there, as on the socket path, where B's socket sees the external source.
+TEST_P(RelayToRelayBehindNat, APermissionOfTheInternalRelayIpDoesNotMatch) {
+    b_permits_a(true);
+    const Out o = run1(build(from_client(channel_data(kChannelExtA, pattern(30)))));
+    EXPECT_TRUE(o.nic.empty());
+    EXPECT_TRUE(o.exc.empty());
+    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                   {Counter::drop_no_permission, 1}});
+}
+
+// Both ways in one burst, each client sending to the other's external address.
+TEST_P(RelayToRelayBehindNat, BothWays) {
+    b_permits_ext_a(true);
+    add_channel(kAllocB, relayed_b_, ext_a_, kChannelB);
+    ipc_send(permission_add(kAllocId, n_.relayed, ext_b_));
+    Frame fb = from_client(channel_data(kChannelB, pattern(20, 2)));
+    fb.src = client_b_;
+    const Out o = run({build(from_client(channel_data(kChannelExtA, pattern(10)))), build(fb)});
+    ASSERT_EQ(o.nic.size(), 2u);
+    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, pattern(10)))));
+    Frame fa = relayed(n_.listen, n_.client, channel_data(kChannelExtA, pattern(20, 2)));
+    fa.ttl = kTtl - 2;
+    EXPECT_EQ(o.nic[1], build(fa));
+    expect_deltas({{Counter::rx, 2}, {Counter::fwd_client_channel, 2}, {Counter::hairpin, 2},
+                   {Counter::fwd_peer_channel, 2}});
+}
+
+// A port on the external IP that no offloaded allocation holds: to the
+// kernel unchanged, where the control plane relays it as in socket mode.
+TEST_P(RelayToRelayBehindNat, ExternalPortWithoutAnOffloadedAllocationIsPunted) {
+    const Address other = external_.with_port(49999);
+    add_permission(kAllocId, n_.relayed, other);
+    add_channel(kAllocId, n_.relayed, other, 0x4016);
+    for (int k = 0; k < 2; k++) {
+        const Bytes in = build(from_client(channel_data(0x4016, pattern(14))));
+        const Out o = run1(in);
+        EXPECT_TRUE(o.nic.empty());
+        ASSERT_EQ(o.exc.size(), 1u);
+        EXPECT_EQ(o.exc[0], in);
+        expect_deltas({{Counter::rx, 1}, {Counter::punt_own_address, 1}});
+    }
+}
+
+// A sender whose relayed address is not on the NAT's relay IP: the frame
+// could not be presented as coming from the external IP by swapping its
+// addresses, so it is punted (no control plane does this: one relay IP per
+// family).
+TEST_P(RelayToRelayBehindNat, SenderOnAnotherRelayIpIsPunted) {
+    const uint64_t kAllocC = 9;
+    const Address relayed_c = GetParam() == 4 ? *Address::parse("198.18.0.5:49160") : *Address::parse("[fd00::5]:49160");
+    const Address client_c = GetParam() == 4 ? *Address::parse("198.18.0.13:50003") : *Address::parse("[fd00::13]:50003");
+    add_allocation(kAllocC, client_c, relayed_c);
+    add_permission(kAllocC, relayed_c, ext_b_);
+    add_channel(kAllocC, relayed_c, ext_b_, 0x4017);
+    Frame f = from_client(channel_data(0x4017, pattern(22)));
+    f.src = client_c;
+    const Bytes in = build(f);
+    const Out o = run1(in);
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], in);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_own_address, 1}});
+}
+
+// A control plane without external IPs (a resync with no ExternalIps): the
+// pair is gone, the address stays an own one (punted, never routed out).
+TEST_P(RelayToRelayBehindNat, ClearedByAResyncWithoutExternalIps) {
+    b_permits_ext_a(true);
+    ASSERT_EQ(run1(build(from_client(channel_data(kChannelExtA, pattern(10))))).nic.size(), 1u);
+    set_external(false);
+    const Bytes in = build(from_client(channel_data(kChannelExtA, pattern(11))));
+    const Out o = run1(in);
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], in);
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_own_address, 1}});
+    set_external(true);
+    EXPECT_EQ(run1(build(from_client(channel_data(kChannelExtA, pattern(12))))).nic.size(), 1u);
+}
+
+// The peer's ordinary traffic is unaffected: a peer on the internet still
+// reaches A's client, and A's client still reaches it, with the NAT known.
+TEST_P(RelayToRelayBehindNat, OtherPeersUnaffected) {
+    const Out o = run({build(from_client(channel_data(kChannel, pattern(9)))), build(from_peer(pattern(8), n_.peer))});
+    ASSERT_EQ(o.nic.size(), 2u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, pattern(9))));
+    EXPECT_EQ(o.nic[1], build(relayed(n_.listen, n_.client, channel_data(kChannel, pattern(8)))));
+    expect_deltas({{Counter::rx, 2}, {Counter::fwd_client_channel, 1}, {Counter::fwd_peer_channel, 1}});
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, RelayToRelayBehindNat, ::testing::Values(4, 6), [](const auto& i) {
+    return i.param == 4 ? std::string("IPv4") : std::string("IPv6");
+});
+
 TEST_P(Pipeline, ChannelDataLengthOverrunIsDropped) {
     Bytes cd = channel_data(kChannel, pattern(10));
     cd[3] = 11;  // claims one byte more than present
