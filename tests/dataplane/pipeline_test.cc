@@ -1064,11 +1064,23 @@ TEST_P(RelayToRelay, TheOtherAllocationsBandwidthLimitApplies) {
     }
     const Out o = run(in);
     // The budget's depth is 64 KiB at least (Allocation's comment), so a
-    // burst of 8 KB passes; what matters is that B's bucket was charged.
+    // burst of 8 KB passes; B's bucket was charged.
     EXPECT_EQ(o.nic.size(), 8u);
     const uint32_t b = index_of(relayed_b_);
     EXPECT_EQ(w_.state[b].to_client_packets, 8u);
     EXPECT_NE(flows_->allocs[b].tat.load(), 0u);
+    // 120 KB more, in full bursts, well within a second: past the depth B's
+    // budget refuses what A's (unlimited) let through. The refill over the
+    // test's milliseconds at 2000 bytes/s is a few bytes.
+    in.assign(120, build(from_client(channel_data(kChannelA, pattern(1000)))));
+    const Out o2 = run(in);
+    const uint64_t dropped = w_.counters.get(Counter::drop_rate_limited) - before_.get(Counter::drop_rate_limited);
+    EXPECT_EQ(o2.nic.size() + dropped, 120u);
+    EXPECT_GE(dropped, 40u) << "B's limit let through " << o2.nic.size() << " of 120 KB";
+    EXPECT_GE(o2.nic.size(), 40u) << "the depth's 64 KiB less the first 8 KB should pass";
+    EXPECT_EQ(w_.counters.get(Counter::hairpin) - before_.get(Counter::hairpin), 120u) << "A's side sent all";
+    EXPECT_EQ(w_.state[b].dropped_packets, dropped) << "counted as B's drops";
+    EXPECT_EQ(w_.state[index_of(n_.relayed)].dropped_packets, 0u) << "A's own budget is unlimited";
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, RelayToRelay, ::testing::Values(4, 6), [](const auto& i) {
