@@ -171,6 +171,11 @@ public:
                               "with a dataplane older than them, whose fast path keeps the received DSCP",
                               MetricType::Gauge);
             gauge(sa, {}, dp_->settings_applied.load() ? 1.0 : 0.0);
+            auto& ea = family("turn_dataplane_external_ips_applied",
+                              "1 when the attached dataplane confirmed the external IPs ([server].external_ips); "
+                              "until then relay-to-relay traffic between external-IP peers takes the socket path",
+                              MetricType::Gauge);
+            gauge(ea, {}, dp_->external_ips_applied.load() ? 1.0 : 0.0);
             auto& bm = family("turn_dataplane_bad_messages_total",
                               "IPC messages from the dataplane this control plane could not decode or does not know "
                               "(a dataplane newer than the control plane; logged once per type and connection)",

@@ -9,11 +9,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <optional>
 #include <random>
+#include <string>
 
 #include "core/event_log.h"
 
@@ -53,6 +55,27 @@ std::optional<M> peer_message(const OffloadAllocation& a, const Address& peer, u
 
 uint64_t delta(uint64_t cur, uint64_t last) { return cur >= last ? cur - last : cur; }
 
+// The same addresses in both (the headers differ: each side numbers its own
+// messages).
+bool same_ips(const ipc::ExternalIps& a, const ipc::ExternalIps& b) {
+    auto same = [](const ipc::WireAddress& x, const ipc::WireAddress& y) { return std::memcmp(&x, &y, sizeof x) == 0; };
+    return same(a.external_v4, b.external_v4) && same(a.relay_v4, b.relay_v4) && same(a.external_v6, b.external_v6) &&
+           same(a.relay_v6, b.relay_v6);
+}
+
+// "RELAY as EXTERNAL" for each family of `m`, for log lines.
+std::string describe(const ipc::ExternalIps& m) {
+    const std::pair<const ipc::WireAddress&, const ipc::WireAddress&> pairs[] = {{m.relay_v4, m.external_v4},
+                                                                                 {m.relay_v6, m.external_v6}};
+    std::string out;
+    for (const auto& [relay, ext] : pairs) {
+        if (relay.family != 0) {
+            out += (out.empty() ? "" : ",") + relay.to().ip_string() + " as " + ext.to().ip_string();
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 bool DataplaneCounters::set_port(const ipc::PortCounters& c) {
@@ -80,6 +103,30 @@ IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms)
     // dataplane's entries carry from the previous one (it would skip the sweep).
     std::random_device rd;
     generation_ = (static_cast<uint64_t>(rd()) << 32) | (rd() & 0xFFFF0000u);
+}
+
+void IpcServer::set_external_ips(const std::vector<Address>& relay_ips, const std::vector<Address>& external_ips) {
+    external_ips_.clear();
+    ipc::ExternalIps m{};
+    for (const Address& e : external_ips) {
+        const Address ext = e.normalised().with_port(0);
+        external_ips_.push_back(ext);
+        for (const Address& r : relay_ips) {
+            const Address relay = r.normalised().with_port(0);
+            if (relay.family == ext.family) {
+                (ext.is_v6() ? m.external_v6 : m.external_v4) = ipc::WireAddress::from(ext);
+                (ext.is_v6() ? m.relay_v6 : m.relay_v4) = ipc::WireAddress::from(relay);
+            }
+        }
+    }
+    // valid() also refuses what Config refuses (an external IP without a
+    // relay IP, an unspecified or equal pair): then nothing is sent, and the
+    // peers on `external_ips` stay withheld, i.e. on the socket path, which
+    // serves them whatever the dataplane does.
+    external_msg_.reset();
+    if (!external_ips_.empty() && ipc::valid(m)) {
+        external_msg_ = m;
+    }
 }
 
 IpcServer::~IpcServer() {
@@ -149,10 +196,12 @@ void IpcServer::stop() {
     {
         std::lock_guard lk(mu_);
         in_sync_ = false;
+        external_applied_ = false;
         outbox_.clear();
     }
     log_ended();
     counters_.connected.store(false);
+    counters_.external_ips_applied.store(false);
 }
 
 void IpcServer::wake() {
@@ -233,6 +282,9 @@ void IpcServer::permission_added(uint64_t id, const Address& peer_ip) {
             return false;
         }
         it->second.permissions.insert(peer_ip);
+        if (withheld_locked(peer_ip)) {
+            return false;  // sent when the dataplane confirms the external IPs
+        }
         auto msg = peer_message<ipc::PermissionAdd>(it->second.a, peer_ip, 0);
         return msg && push_locked(*msg);
     });
@@ -245,6 +297,9 @@ void IpcServer::permission_removed(uint64_t id, const Address& peer_ip) {
             return false;
         }
         it->second.permissions.erase(peer_ip);
+        if (withheld_locked(peer_ip)) {
+            return false;  // never sent on this connection
+        }
         auto msg = peer_message<ipc::PermissionDel>(it->second.a, peer_ip, 0);
         return msg && push_locked(*msg);
     });
@@ -257,6 +312,9 @@ void IpcServer::channel_added(uint64_t id, uint16_t channel, const Address& peer
             return false;
         }
         it->second.channels[channel] = peer;
+        if (withheld_locked(peer)) {
+            return false;  // sent when the dataplane confirms the external IPs
+        }
         auto msg = peer_message<ipc::ChannelAdd>(it->second.a, peer, channel);
         return msg && push_locked(*msg);
     });
@@ -269,9 +327,17 @@ void IpcServer::channel_removed(uint64_t id, uint16_t channel, const Address& pe
             return false;
         }
         it->second.channels.erase(channel);
+        if (withheld_locked(peer)) {
+            return false;  // never sent on this connection
+        }
         auto msg = peer_message<ipc::ChannelDel>(it->second.a, peer, channel);
         return msg && push_locked(*msg);
     });
+}
+
+bool IpcServer::on_external_ip(const Address& peer) const {
+    const Address ip = peer.normalised();
+    return std::any_of(external_ips_.begin(), external_ips_.end(), [&](const Address& e) { return e.same_ip(ip); });
 }
 
 void IpcServer::append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& adds) {
@@ -292,12 +358,18 @@ void IpcServer::append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& 
         out.push_back(encode_buf(l));
     }
     for (const Address& peer : m.permissions) {
+        if (withheld_locked(peer)) {
+            continue;
+        }
         if (auto p = peer_message<ipc::PermissionAdd>(a, peer)) {
             out.push_back(encode_buf(*p));
             ++adds;
         }
     }
     for (const auto& [ch, peer] : m.channels) {
+        if (withheld_locked(peer)) {
+            continue;
+        }
         if (auto c = peer_message<ipc::ChannelAdd>(a, peer, ch)) {
             out.push_back(encode_buf(*c));
             ++adds;
@@ -399,12 +471,15 @@ void IpcServer::close_conn(const char* why) {
     {
         std::lock_guard lk(mu_);
         in_sync_ = false;
+        external_applied_ = false;  // a new connection confirms them anew
         outbox_.clear();
     }
+    external_sent_ = false;
     log_ended();  // their finals will not come on this link
     pending_.clear();
     counters_.connected.store(false);
     counters_.settings_applied.store(false);
+    counters_.external_ips_applied.store(false);
     counters_.disconnects.fetch_add(1);
     log_event(LogLevel::kWarn, "dataplane_disconnected", {{"reason", why}});
 }
@@ -439,6 +514,15 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
             if (m->tos_keep == settings_.tos_keep && m->tos_set == settings_.tos_set) {
                 counters_.settings_applied.store(true);
             }
+            return;
+        }
+        break;
+    case ipc::MsgType::kExternalIps:  // the dataplane applied them
+        // Only the ExternalIps this connection was sent: any other is the
+        // dataplane's mistake, and taking it would offload peers it may not
+        // translate.
+        if (auto m = ipc::decode<ipc::ExternalIps>(d); m && external_sent_ && same_ips(*m, *external_msg_)) {
+            on_external_ips_applied();
             return;
         }
         break;
@@ -488,6 +572,16 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         pending_.push_back(encode_buf(st));
         counters_.settings_applied.store(false);
         settings_warned_ = false;
+        // Withheld again until this session's echo: the dataplane may be
+        // another process than the one that confirmed them before.
+        external_applied_ = false;
+        counters_.external_ips_applied.store(false);
+        external_warned_ = false;
+        external_sent_ = external_msg_.has_value();
+        if (external_msg_) {
+            ipc::ExternalIps x = *external_msg_;
+            pending_.push_back(encode_buf(x));
+        }
         ipc::ResyncBegin b{};
         b.generation = generation_;
         pending_.push_back(encode_buf(b));
@@ -514,6 +608,47 @@ void IpcServer::on_hello(const ipc::Hello& h) {
                                    {"allocations", std::to_string(allocations)},
                                    {"entries", std::to_string(adds)}});
     log_ends(waiting);
+}
+
+void IpcServer::on_external_ips_applied() {
+    uint64_t sent = 0;
+    bool first = false;
+    // Under mu_, into the outbox, like the loops' changes: the Adds follow
+    // every change queued before them and precede every change after, and
+    // they are built from the mirror as it is now, so an allocation removed
+    // or re-announced or a permission deleted since the snapshot is not
+    // installed (nothing of it on an external IP was sent). A walk of the
+    // whole mirror under the lock, as a resync's, once per connection.
+    change_locked([&] {
+        if (external_applied_) {
+            return false;  // an echo repeated: all was sent at the first
+        }
+        first = true;
+        external_applied_ = true;
+        for (const auto& [id, m] : mirror_) {
+            (void)id;
+            for (const Address& peer : m.permissions) {
+                if (on_external_ip(peer)) {
+                    if (auto p = peer_message<ipc::PermissionAdd>(m.a, peer); p && push_locked(*p)) {
+                        ++sent;
+                    }
+                }
+            }
+            for (const auto& [ch, peer] : m.channels) {
+                if (on_external_ip(peer)) {
+                    if (auto c = peer_message<ipc::ChannelAdd>(m.a, peer, ch); c && push_locked(*c)) {
+                        ++sent;
+                    }
+                }
+            }
+        }
+        return sent != 0;
+    });
+    counters_.external_ips_applied.store(true);
+    if (first) {
+        log_event("dataplane_external_ips_applied",
+                  {{"relay_ips", describe(*external_msg_)}, {"entries", std::to_string(sent)}});
+    }
 }
 
 bool IpcServer::defer_end(uint64_t id, EndLine& line, RelayUsage& offloaded) {
@@ -655,6 +790,16 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
             log_event(LogLevel::kWarn, "dataplane_ignores_settings",
                       {{"dscp", std::to_string(settings_.tos_set >> 2)},
                        {"fix", "upgrade turn-dataplane: an older one keeps the received DSCP on the fast path"}});
+        }
+        // The same for this connection's ExternalIps: without the echo,
+        // relay-to-relay traffic between external-IP peers stays on the
+        // socket path (correct, not fast).
+        if (external_sent_ && !counters_.external_ips_applied.load() && !external_warned_) {
+            external_warned_ = true;
+            log_event(LogLevel::kWarn, "dataplane_ignores_external_ips",
+                      {{"relay_ips", describe(*external_msg_)},
+                       {"fix", "upgrade turn-dataplane: until it confirms the external IPs, relay-to-relay traffic "
+                               "between external-IP peers takes the socket path"}});
         }
     }
 }

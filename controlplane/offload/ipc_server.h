@@ -6,9 +6,10 @@
 // call the hook; each call updates a mirror of the offloaded state and, while
 // a dataplane is in sync, appends the encoded message to an outbox, both under
 // one mutex held for O(1) work; an eventfd wakes the IPC thread. The IPC
-// thread owns the sockets: it accepts, answers every Hello with ResyncBegin,
-// the mirror, ResyncEnd (built under the same mutex, so the snapshot and the
-// incremental messages that follow it are in one order), sends the outbox
+// thread owns the sockets: it accepts, answers every Hello with Settings,
+// ExternalIps (behind a NAT), ResyncBegin, the mirror, ResyncEnd (built under
+// the same mutex, so the snapshot and the incremental messages that follow it
+// are in one order), sends the outbox
 // without blocking (a backlog beyond kMaxBacklog drops the connection; the
 // dataplane reconnects and gets a resync), asks for counters periodically and
 // folds the reports into DataplaneCounters. A missing or failed dataplane never
@@ -21,6 +22,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -47,6 +49,10 @@ struct DataplaneCounters {
     // The attached dataplane answered this connection's Settings with the
     // same rule (a dataplane that predates them does not answer).
     std::atomic<bool> settings_applied{false};
+    // The attached dataplane answered this connection's ExternalIps with the
+    // same addresses (IpcServer::set_external_ips); until then permissions
+    // and channels whose peer is on an external IP are not sent to it.
+    std::atomic<bool> external_ips_applied{false};
     std::atomic<bool> connected{false};   // a dataplane is attached and in sync
 
     // Each dataplane worker's last WorkerCounters, by worker id (a new
@@ -110,6 +116,15 @@ public:
         settings_.tos_keep = keep;
         settings_.tos_set = set;
     }
+    // Behind a 1:1 NAT (Config::relay_ips and external_ips, at most one of
+    // each per family): every resync sends ipc::ExternalIps after the
+    // Settings, with each family that has both. A dataplane that predates the
+    // message would send packets for a peer on an external IP to its router,
+    // i.e. to the NAT, so until the connection's dataplane echoes it the
+    // permissions and channels whose peer is on one of `external_ips` are
+    // mirrored but not sent; the echo sends them. Empty `external_ips`:
+    // nothing is sent and nothing withheld. Before start().
+    void set_external_ips(const std::vector<Address>& relay_ips, const std::vector<Address>& external_ips);
     // Binds and listens (replacing a stale socket file), starts the IPC
     // thread. Returns an error message on failure.
     std::string start();
@@ -160,6 +175,9 @@ private:
     void bad_message(int type, size_t bytes);
     void on_hello(const ipc::Hello& h);
     void on_counters(const ipc::CountersReport& r);
+    // The dataplane echoed this connection's ExternalIps: the withheld
+    // permissions and channels are sent.
+    void on_external_ips_applied();
     bool flush();  // false: connection dropped
     // Logs every kept end line now (the link is gone, or the server stops).
     void log_ended();
@@ -175,8 +193,15 @@ private:
     void change_locked(F&& change);
     template <typename M>
     Buf encode_buf(M& m);
-    // Messages that install one allocation with all its state.
+    // Messages that install one allocation with all its state (less what
+    // withheld_locked() keeps back).
     void append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& adds);
+    // Whether `peer` is on one of the external IPs.
+    bool on_external_ip(const Address& peer) const;
+    // Under mu_: a permission or channel to `peer` is mirrored but not sent,
+    // because its peer is on an external IP and this connection's dataplane
+    // has not confirmed the external IPs.
+    bool withheld_locked(const Address& peer) const { return !external_applied_ && on_external_ip(peer); }
 
     std::string path_;
     uint32_t counters_interval_ms_;
@@ -186,6 +211,8 @@ private:
     std::atomic<bool> stop_{false};
     std::thread thread_;
     DataplaneCounters counters_;
+    // set_external_ips(), before start(); read-only after, by every thread.
+    std::vector<Address> external_ips_;  // normalised, port 0
 
     // Shared with the event loops.
     mutable std::mutex mu_;
@@ -210,6 +237,9 @@ private:
     uint64_t next_deadline_check_ = 0;
     std::vector<Buf> outbox_;
     bool in_sync_ = false;  // outbox_ is collected only while true
+    // This connection's dataplane echoed external_msg_ (since its last
+    // Hello): permissions and channels on an external IP are sent.
+    bool external_applied_ = false;
     std::atomic<uint64_t> seq_{0};
 
     // IPC thread only.
@@ -219,6 +249,9 @@ private:
     uint64_t boot_id_ = 0;
     ipc::Settings settings_{};  // sent before each ResyncBegin
     bool settings_warned_ = false;  // dataplane_ignores_settings logged on this connection
+    std::optional<ipc::ExternalIps> external_msg_;  // sent after the Settings; none without a pair
+    bool external_sent_ = false;    // external_msg_ went out since this connection's last Hello
+    bool external_warned_ = false;  // dataplane_ignores_external_ips logged on this connection
     // Message types already logged as bad on this connection (-1: datagrams
     // without a header): a dataplane newer than this control plane sends its
     // unknown types with every report, so each is logged once per connection
