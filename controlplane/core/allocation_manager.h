@@ -144,10 +144,14 @@ private:
     }
     // Permissions and channels stay on the socket path when their peer is
     // on one of the relay's own IPs that the dataplane cannot serve
-    // (Shared::socket_only_peer_ips: listening and external IPs, the relay
-    // IP behind a NAT). A peer on a relay IP is offloaded: the dataplane
-    // takes it to the other allocation itself (relay-to-relay,
-    // dataplane/worker/route.cc).
+    // (Shared::socket_only_peer_ips: listening IPs, and the relay IP of a
+    // family with an external IP, whose datagrams the receiver must see
+    // from the sender's external address). A peer on a relay IP without a
+    // NAT is offloaded: the dataplane takes it to the other allocation
+    // itself (relay-to-relay, dataplane/worker/route.cc). So is a peer on
+    // an external IP: the dataplane takes a datagram to a relayed port there
+    // to that allocation itself, and the offload (IpcServer) holds such a
+    // peer back until the dataplane has confirmed the external IPs.
     bool offloadable(const Address& peer) const {
         const Address ip = peer.normalised();
         for (const Address& o : shared_.socket_only_peer_ips) {

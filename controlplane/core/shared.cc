@@ -60,20 +60,24 @@ std::vector<Address> Shared::own_listeners(const Config& c) {
 }
 
 std::vector<Address> Shared::make_socket_only_peer_ips(const Config& c) {
+    // own_listeners() names the listeners' ports on the external IPs too:
+    // those IPs are left out below, like the external IPs themselves.
     std::vector<Address> own = own_listeners(c);
-    own.insert(own.end(), c.external_ips.begin(), c.external_ips.end());
     own.insert(own.end(), c.relay_ips.begin(), c.relay_ips.end());
     std::vector<Address> out;
     for (const Address& a : own) {
         const Address ip = a.normalised().with_port(0);
         auto same = [&](const Address& o) { return o.normalised().same_ip(ip); };
         // Behind a NAT a datagram from a relayed address is known by its
-        // external address (Config::to_external), which only the socket
-        // path translates: then even the relay IP stays there.
+        // external address (Config::to_external), and the dataplane
+        // translates only datagrams addressed to the external IP: a peer on
+        // the relay IP stays on the socket path, which presents the sender
+        // on its external address.
         const bool natted = std::any_of(c.external_ips.begin(), c.external_ips.end(),
                                         [&](const Address& e) { return e.family == ip.family; });
         const bool relay_ip = std::any_of(c.relay_ips.begin(), c.relay_ips.end(), same);
-        if (ip.is_unspecified() || (relay_ip && !natted) || std::any_of(out.begin(), out.end(), same)) {
+        const bool external_ip = std::any_of(c.external_ips.begin(), c.external_ips.end(), same);
+        if (ip.is_unspecified() || (relay_ip && !natted) || external_ip || std::any_of(out.begin(), out.end(), same)) {
             continue;
         }
         out.push_back(ip);

@@ -55,14 +55,17 @@ struct Shared {
     // listeners, the RFC 5780 alternates and the metrics endpoint.
     static std::vector<Address> own_listeners(const Config& c);
     // The relay's own IPs whose peers stay on the socket path (normalised,
-    // port 0; wildcards left out): the IPs of own_listeners() and the
-    // external IPs, which the kernel delivers locally (an external IP: to
-    // the relay IP, Config::to_internal) and the dataplane would send to
-    // its router or NAT, and the relay IP of a family with an external IP (a
-    // datagram between two relayed addresses is then known by its external
-    // source, which only the socket path translates). A relay IP without
-    // one is not among them: the dataplane takes such peers' packets from
-    // one allocation to the other itself.
+    // port 0; wildcards left out): the IPs of own_listeners(), which the
+    // kernel delivers locally and the dataplane would send to its router,
+    // and the relay IP of a family with an external IP (a datagram between
+    // two relayed addresses is then known by its external source, and the
+    // dataplane translates only datagrams addressed to the external IP). A
+    // relay IP without one is not among them: the dataplane takes such
+    // peers' packets from one allocation to the other itself. Nor are the
+    // external IPs (the listeners' ports on them included): once it has
+    // confirmed them (ipc::ExternalIps), the dataplane takes a datagram to a
+    // relayed port there to that allocation itself, and IpcServer keeps
+    // such peers from it until then (IpcServer::set_external_ips).
     static std::vector<Address> make_socket_only_peer_ips(const Config& c);
 
     // Start-up configuration. What SIGHUP may replace (core/config_reload.h) is read

@@ -1040,11 +1040,15 @@ TEST_F(ExternalIp, RelayToRelayGoesDirectlyBetweenItsOwnSockets) {
     Answer ind(io.client.back().bytes);
     ASSERT_TRUE(ind.ok);
     EXPECT_EQ(ind.xor_address(stun::attr::kXorPeerAddress), ra);
-    // The fast path cannot do this (it would send to the NAT): these
-    // permissions and channels are not offloaded; others are.
-    EXPECT_TRUE(rec.perms.empty());
-    EXPECT_TRUE(rec.chans.empty());
+    // These permissions and the channel go to the offload as the clients
+    // named them, on the external IP: a dataplane that has confirmed the
+    // external IPs takes such datagrams to the other allocation itself, and
+    // the offload (IpcServer) holds them back until it has.
+    EXPECT_EQ(rec.perms, (std::vector<Address>{A("198.19.0.7"), A("198.19.0.7")}));
+    EXPECT_EQ(rec.chans, std::vector<Address>{rb});
     restart({*Prefix::parse("198.19.0.7/32"), *Prefix::parse("203.0.113.0/24")});
+    rec.perms.clear();
+    rec.chans.clear();
     ASSERT_TRUE(allocate(tuple(5002)).success());
     ASSERT_TRUE(channel_bind(tuple(5002), 0x4001, A("203.0.113.5:7000")).success());
     EXPECT_EQ(rec.perms, std::vector<Address>{A("203.0.113.5")});
@@ -1055,8 +1059,9 @@ TEST_F(ExternalIp, RelayToRelayGoesDirectlyBetweenItsOwnSockets) {
 // dataplane takes such packets to the other allocation itself); a peer on
 // another of the relay's own IPs, a listener's that is no relay IP, is not
 // (the kernel delivers it locally, the dataplane would send it to its
-// router).
-TEST_F(ExternalIp, PeersOnOwnIpsAreOffloadedOnlyOnTheRelayIp) {
+// router). Behind a NAT it is the external IP that is offloaded, and the
+// relay IP is not (PeerOnTheInternalRelayIpIsNotOffloadedBehindANat says why).
+TEST_F(ExternalIp, PeersOnOwnIpsAreOffloadedOnlyOnTheRelayIpOrBehindANatTheExternalIp) {
     Config c = base_config();
     c.listen_tcp = {A("198.18.0.2:3478")};
     c.allow_peers = {*Prefix::parse("198.18.0.0/24")};
@@ -1077,6 +1082,43 @@ TEST_F(ExternalIp, PeersOnOwnIpsAreOffloadedOnlyOnTheRelayIp) {
     server->on_client_datagram(tuple(5000), std::vector<uint8_t>{0x40, 0x02, 0x00, 0x02, 'h', 'i'});
     ASSERT_FALSE(io.peer_sends.empty());
     EXPECT_EQ(io.peer_sends.back().peer, A("198.18.0.2:8080"));
+
+    // The same relay behind a NAT: the listener's IP 198.18.0.2 and now the
+    // relay IP stay on the socket path; the external IP goes to the offload.
+    c.external_ips = {A("198.19.0.7")};
+    c.allow_peers.push_back(*Prefix::parse("198.19.0.7/32"));
+    start(c);
+    server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    rec.perms.clear();
+    rec.chans.clear();
+    const Address xa = relayed_of(allocate(tuple(5000)));
+    const Address xb = relayed_of(allocate(tuple(5001)));
+    ASSERT_EQ(xa.ip_string(), "198.19.0.7");
+    const Address xb_internal = A("198.18.0.1").with_port(xb.port);
+    ASSERT_TRUE(channel_bind(tuple(5000), 0x4001, xb_internal).success());
+    ASSERT_TRUE(channel_bind(tuple(5000), 0x4002, A("198.18.0.2:8080")).success());
+    ASSERT_TRUE(create_permission(tuple(5001), {A("198.18.0.2:1")}).success());
+    EXPECT_TRUE(rec.perms.empty()) << "a permission on the natted relay IP or a listener's IP was offloaded";
+    EXPECT_TRUE(rec.chans.empty()) << "a channel to the natted relay IP or a listener's IP was offloaded";
+    ASSERT_TRUE(channel_bind(tuple(5000), 0x4003, xb).success());
+    ASSERT_TRUE(create_permission(tuple(5001), {xa}).success());
+    EXPECT_EQ(rec.perms, (std::vector<Address>{A("198.19.0.7"), A("198.19.0.7")}));
+    EXPECT_EQ(rec.chans, std::vector<Address>{xb});
+}
+
+// The list behind offloadable(): the listeners' IPs and, of a family with an
+// external IP, the relay IP; never the external IP (nor the listeners' ports
+// on it), and not the relay IP of a family without one.
+TEST_F(ExternalIp, SocketOnlyPeerIpsAreTheListenersAndTheNattedRelayIpNotTheExternalIp) {
+    Config c = base_config();
+    c.listen_tcp = {A("198.18.0.2:3478")};
+    c.external_ips = {A("198.19.0.7")};
+    // fd00::1, a listener's and the IPv6 relay IP, has no external IP: the
+    // dataplane takes peers there itself.
+    EXPECT_EQ(Shared::make_socket_only_peer_ips(c), (std::vector<Address>{A("198.18.0.1"), A("198.18.0.2")}));
+    // Without a NAT the IPv4 relay IP is left out too.
+    c.external_ips.clear();
+    EXPECT_EQ(Shared::make_socket_only_peer_ips(c), std::vector<Address>{A("198.18.0.2")});
 }
 
 // Behind a NAT (external_ips), a client may still name
@@ -1084,12 +1126,13 @@ TEST_F(ExternalIp, PeersOnOwnIpsAreOffloadedOnlyOnTheRelayIp) {
 // mode the other allocation sees the datagram as coming from the sender's
 // EXTERNAL address (Config::to_external): its permission for the external
 // address lets it in, the XOR-PEER-ADDRESS is the external one. The
-// dataplane's relay-to-relay sees the internal source and checks the
-// receiving allocation's permission for the relay IP, which is not what
-// the client created (and the one it created, on the external IP, is not
-// offloaded): the datagram is dropped where the socket path delivers it.
-// So with an external IP of the peer's family, a peer on the relay IP must
-// stay on the socket path too.
+// dataplane translates only datagrams addressed to the external IP: to one
+// addressed to the relay IP it would present the internal source and check
+// the receiving allocation's permission for the relay IP, which is not what
+// the client created (that one, on the external IP, is offloaded): the
+// datagram would be dropped where the socket path delivers it. So with an
+// external IP of the peer's family, a peer on the relay IP must stay on
+// the socket path.
 TEST_F(ExternalIp, PeerOnTheInternalRelayIpIsNotOffloadedBehindANat) {
     restart({*Prefix::parse("198.19.0.7/32"), *Prefix::parse("198.18.0.1/32")});
     const Address ra = relayed_of(allocate(tuple(5000)));
@@ -1103,10 +1146,9 @@ TEST_F(ExternalIp, PeerOnTheInternalRelayIpIsNotOffloadedBehindANat) {
     from_peer(tuple(5001), A("198.18.0.1").with_port(ra.port), {'h', 'i'});
     ASSERT_EQ(io.client.size(), to_clients + 1);
     EXPECT_EQ(Answer(io.client.back().bytes).xor_address(stun::attr::kXorPeerAddress), ra);
-    // B's permission (external IP) is not offloaded, so A's channel must not
-    // be either: the dataplane would take the datagram to B and drop it there.
-    EXPECT_TRUE(rec.perms.empty() || std::find(rec.perms.begin(), rec.perms.end(), A("198.18.0.1")) == rec.perms.end())
-        << "A's permission on the internal relay IP was offloaded";
+    // B's permission, on the external IP, is offloaded; A's permission and
+    // channel on the internal relay IP are not.
+    EXPECT_EQ(rec.perms, std::vector<Address>{A("198.19.0.7")}) << "A's permission on the internal relay IP was offloaded";
     EXPECT_TRUE(rec.chans.empty()) << "A's channel to B's internal relayed address was offloaded";
 }
 
@@ -1125,7 +1167,10 @@ TEST_F(ExternalIp, PortsOutsideTheRelayRangeAreNotTranslated) {
     ASSERT_TRUE(allocate(tuple()).success());
     ASSERT_EQ(create_permission(tuple(), {A("198.18.0.1:1")}).code(), 403);
     ASSERT_TRUE(create_permission(tuple(), {A("198.19.0.7:1")}).success());
-    EXPECT_TRUE(rec.perms.empty());  // a permission on the external IP stays on the socket path
+    // Offloaded, as every permission on the external IP is; the socket
+    // path sends a datagram to a port outside the relay range there to the
+    // NAT, as to any peer.
+    EXPECT_EQ(rec.perms, std::vector<Address>{A("198.19.0.7")});
     const size_t before = io.peer_sends.size();
     server->on_client_datagram(tuple(), build(M::kSend, stun::Class::kIndication, [&](auto& b) {
         b.add_xor_address(stun::attr::kXorPeerAddress, A("198.19.0.7:22"));
