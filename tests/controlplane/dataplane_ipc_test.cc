@@ -209,8 +209,10 @@ public:
         ASSERT_EQ(::send(fd_, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
     }
 
-    // Next message other than CountersRequest (answered if a report is set)
-    // and Settings (kept in `settings`, counted).
+    // Next message other than CountersRequest (answered if a report is set),
+    // Settings (kept in `settings`, counted) and ExternalIps (kept in
+    // `external_ips`, counted); each one's type but CountersRequest's is
+    // appended to `types`.
     std::optional<std::vector<uint8_t>> next(int timeout_ms = 3000) {
         for (;;) {
             pollfd p{fd_, POLLIN, 0};
@@ -224,6 +226,9 @@ public:
             }
             buf.resize(static_cast<size_t>(n));
             const auto h = ipc::peek(buf);
+            if (h && h->type != ipc::MsgType::kCountersRequest) {
+                types.push_back(h->type);
+            }
             if (h && h->type == ipc::MsgType::kCountersRequest) {
                 ++counter_requests;
                 for (auto wc : workers) {  // as turn-dataplane: worker counters first
@@ -255,6 +260,15 @@ public:
                 }
                 continue;
             }
+            if (h && h->type == ipc::MsgType::kExternalIps) {
+                external_ips = ipc::decode<ipc::ExternalIps>(buf);
+                EXPECT_TRUE(external_ips) << "an ExternalIps message that does not decode";
+                ++external_ips_count;
+                if (external_ips && ack_external_ips) {  // as turn-dataplane: applied, answered with itself
+                    send(*external_ips);
+                }
+                continue;
+            }
             return buf;
         }
     }
@@ -282,6 +296,11 @@ public:
     }
 
     void send_raw(std::span<const uint8_t> b) { ::send(fd_, b.data(), b.size(), 0); }
+    template <typename Msg>
+    void send(Msg m) {
+        auto b = ipc::encode(m, ++seq_);
+        ASSERT_EQ(::send(fd_, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+    }
 
     std::optional<ipc::CountersReport> report;
     std::vector<ipc::WorkerCounters> workers;
@@ -291,6 +310,10 @@ public:
     std::optional<ipc::Settings> settings;  // the last one received
     int settings_count = 0;
     bool ack_settings = true;  // false: a dataplane that predates Settings
+    std::optional<ipc::ExternalIps> external_ips;  // the last one received
+    int external_ips_count = 0;
+    bool ack_external_ips = true;  // false: echoed by the test when it chooses (or never)
+    std::vector<ipc::MsgType> types;  // of every message received but CountersRequest
 
 private:
     int fd_ = -1;
@@ -1278,6 +1301,335 @@ TEST(DataplaneIpcUsage, TheEndLineAddsBothPathsAcrossADataplaneRestart) {
     EXPECT_EQ(count_of(relay.log(), ended3), 0u);
     dp.reset();
     EXPECT_FALSE(log_line(relay, ended3).empty()) << relay.log();
+}
+
+
+// What the dataplane was told from one point on: the Add and Del messages
+// of permissions and channels, and how many others came.
+struct PeerMessages {
+    std::vector<ipc::PermissionAdd> perms;
+    std::vector<ipc::ChannelAdd> chans;
+    std::vector<ipc::AllocationAdd> allocs;
+    uint64_t entries = 0;  // ResyncEnd's, when one came
+    bool resync_end = false;
+    size_t others = 0;
+};
+
+// Reads until ResyncEnd (`until_end`) or until nothing comes for `quiet_ms`.
+PeerMessages read_messages(FakeDataplane& dp, bool until_end, int quiet_ms = 400) {
+    PeerMessages got;
+    while (auto d = dp.next(until_end ? 3000 : quiet_ms)) {
+        if (auto p = ipc::decode<ipc::PermissionAdd>(*d)) {
+            got.perms.push_back(*p);
+        } else if (auto c = ipc::decode<ipc::ChannelAdd>(*d)) {
+            got.chans.push_back(*c);
+        } else if (auto a = ipc::decode<ipc::AllocationAdd>(*d)) {
+            got.allocs.push_back(*a);
+        } else if (auto e = ipc::decode<ipc::ResyncEnd>(*d)) {
+            got.entries = e->entries;
+            got.resync_end = true;
+            if (until_end) {
+                break;
+            }
+        } else {
+            ++got.others;
+        }
+    }
+    EXPECT_TRUE(!until_end || got.resync_end) << "the resync did not end";
+    return got;
+}
+
+// (allocation id, peer IP) of each PermissionAdd, sorted.
+std::vector<std::pair<uint64_t, Address>> perm_keys(const std::vector<ipc::PermissionAdd>& v) {
+    std::vector<std::pair<uint64_t, Address>> out;
+    for (const auto& p : v) {
+        out.emplace_back(p.alloc_id, p.peer.to());
+    }
+    std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) {
+        return x.first != y.first ? x.first < y.first : x.second.to_string() < y.second.to_string();
+    });
+    return out;
+}
+
+// (allocation id, channel, peer) of each ChannelAdd, sorted.
+std::vector<std::tuple<uint64_t, uint16_t, Address>> chan_keys(const std::vector<ipc::ChannelAdd>& v) {
+    std::vector<std::tuple<uint64_t, uint16_t, Address>> out;
+    for (const auto& c : v) {
+        out.emplace_back(c.alloc_id, c.channel, c.peer.to());
+    }
+    std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) {
+        return std::tie(std::get<0>(x), std::get<1>(x)) < std::tie(std::get<0>(y), std::get<1>(y));
+    });
+    return out;
+}
+
+bool permit(Client& c, const Address& peer) {
+    return c.request(M::kCreatePermission, [&](auto& b) { b.add_xor_address(stun::attr::kXorPeerAddress, peer); })
+        .success();
+}
+
+bool bind_channel(Client& c, uint16_t channel, const Address& peer) {
+    return c.request(M::kChannelBind, [&](auto& b) {
+                b.add_channel_number(channel);
+                b.add_xor_address(stun::attr::kXorPeerAddress, peer);
+            })
+        .success();
+}
+
+// The relay IP 127.0.0.1 behind a 1:1 NAT whose external IP is 127.0.0.2
+// (nothing is sent to it here: the test plays the dataplane).
+const std::string kExternalIp = "external_ips = [\"127.0.0.2\"]\n";
+
+// Behind a NAT two relay-only clients of this relay are each other's peers
+// on the external IP. Every resync sends ExternalIps between the Settings
+// and ResyncBegin; the permissions and channels on the external IP reach
+// the dataplane only after it echoed that ExternalIps on this connection (a
+// dataplane that predates the message would send their packets to its
+// router, i.e. to the NAT), built from the state of that moment; the
+// others are sent at once. A wrong echo changes nothing; a reconnect and a
+// new Hello withhold them again until their own echo.
+TEST(DataplaneIpcExternalIps, PeersOnTheExternalIpWaitForTheDataplanesEcho) {
+    RelayProcess relay(false, 0, kExternalIp, "info");
+    ASSERT_TRUE(relay.ready()) << "turn-relay did not start";
+    Client a(relay.server());
+    Client b(relay.server());
+    const Address ra = a.allocate();
+    const Address rb = b.allocate();
+    ASSERT_EQ(ra.ip_string(), "127.0.0.2");  // advertised on the external IP
+    ASSERT_EQ(rb.ip_string(), "127.0.0.2");
+    const Address external = A("127.0.0.2");
+    // Before any dataplane: A permits B as its client knows B.
+    ASSERT_TRUE(permit(a, rb));
+
+    auto dp = std::make_unique<FakeDataplane>(relay.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->ack_external_ips = false;
+    dp->hello(80);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    // (a) Settings, ExternalIps, ResyncBegin: 127.0.0.2 for 127.0.0.1, no IPv6.
+    EXPECT_EQ(dp->types, (std::vector<ipc::MsgType>{ipc::MsgType::kSettings, ipc::MsgType::kExternalIps,
+                                                    ipc::MsgType::kResyncBegin}));
+    ASSERT_TRUE(dp->external_ips);
+    const ipc::ExternalIps sent = *dp->external_ips;
+    EXPECT_TRUE(same(sent.external_v4, external));
+    EXPECT_TRUE(same(sent.relay_v4, A("127.0.0.1")));
+    EXPECT_EQ(sent.external_v6.family, 0);
+    EXPECT_EQ(sent.relay_v6.family, 0);
+    // (b) The snapshot: both allocations (bound on the relay IP), not A's permission.
+    auto snap = read_messages(*dp, true);
+    ASSERT_EQ(snap.allocs.size(), 2u);
+    EXPECT_TRUE(snap.perms.empty()) << "a permission on the external IP in the resync before the echo";
+    EXPECT_EQ(snap.entries, 2u);
+    uint64_t id_a = 0;
+    uint64_t id_b = 0;
+    for (const auto& add : snap.allocs) {
+        (same(add.client, a.local()) ? id_a : id_b) = add.alloc_id;
+        EXPECT_EQ(add.relayed_v4.to().ip_string(), "127.0.0.1");
+    }
+    ASSERT_NE(id_a, 0u);
+    ASSERT_NE(id_b, 0u);
+    // B's channel to A (with its permission) while withheld, then A's
+    // permission for a peer elsewhere (d): that one is sent at once, and is
+    // the first thing sent.
+    ASSERT_TRUE(bind_channel(b, 0x4001, ra));
+    const Address elsewhere = A("127.0.0.3:40001");
+    ASSERT_TRUE(permit(a, elsewhere));
+    auto other = dp->expect<ipc::PermissionAdd>();
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->alloc_id, id_a);
+    EXPECT_TRUE(same(other->peer, ip_only(elsewhere)));
+    // An allocation that comes and goes before the echo: its Add and Del,
+    // nothing of its permission on the external IP, then or later.
+    uint64_t id_c = 0;
+    {
+        Client c(relay.server());
+        c.allocate();
+        auto add = dp->expect<ipc::AllocationAdd>();
+        ASSERT_TRUE(add);
+        id_c = add->alloc_id;
+        ASSERT_TRUE(permit(c, rb));
+        ASSERT_TRUE(c.request(M::kRefresh, [](auto& r) { r.add_u32(stun::attr::kLifetime, 0); }).success());
+        auto del = dp->expect<ipc::AllocationDel>();
+        ASSERT_TRUE(del);
+        EXPECT_EQ(del->alloc_id, id_c);
+    }
+    EXPECT_FALSE(dp->next(400).has_value()) << "a permission or channel on the external IP was sent before the echo";
+    const std::string applied0 = "\nturn_dataplane_external_ips_applied 0\n";
+    EXPECT_NE(metrics_with(relay.metrics_port(), applied0).find(applied0), std::string::npos);
+
+    // (f) Echoes that differ from what was sent: bad messages, nothing released.
+    ipc::ExternalIps wrong = sent;
+    wrong.external_v4 = ipc::WireAddress::from(A("127.0.0.9"));
+    dp->send(wrong);
+    wrong = sent;
+    wrong.relay_v4 = ipc::WireAddress::from(A("127.0.0.5"));
+    dp->send(wrong);
+    EXPECT_FALSE(dp->next(400).has_value()) << "a wrong echo released the withheld entries";
+    const std::string bad2 = "\nturn_dataplane_bad_messages_total 2\n";
+    const std::string body = metrics_with(relay.metrics_port(), bad2);
+    EXPECT_NE(body.find(bad2), std::string::npos) << body;
+    EXPECT_NE(body.find(applied0), std::string::npos) << body;
+
+    // (c) The echo: A's permission, B's channel and permission, as they are
+    // now (nothing of the gone allocation), once; the gauge reads 1.
+    dp->send(sent);
+    auto released = read_messages(*dp, false);
+    EXPECT_EQ(released.others, 0u);
+    EXPECT_TRUE(released.allocs.empty());
+    EXPECT_EQ(perm_keys(released.perms),
+              (std::vector<std::pair<uint64_t, Address>>{{std::min(id_a, id_b), external},
+                                                         {std::max(id_a, id_b), external}}));
+    for (const auto& p : released.perms) {
+        EXPECT_NE(p.alloc_id, id_c);
+        // Each on its own allocation's relayed address (the relay IP, the advertised port).
+        EXPECT_TRUE(same(p.relayed, A("127.0.0.1").with_port(p.alloc_id == id_a ? ra.port : rb.port)));
+    }
+    ASSERT_EQ(released.chans.size(), 1u);
+    EXPECT_EQ(released.chans[0].alloc_id, id_b);
+    EXPECT_EQ(released.chans[0].channel, 0x4001);
+    EXPECT_TRUE(same(released.chans[0].peer, ra));
+    EXPECT_TRUE(same(released.chans[0].relayed, A("127.0.0.1").with_port(rb.port)));
+    const std::string applied1 = "\nturn_dataplane_external_ips_applied 1\n";
+    EXPECT_NE(metrics_with(relay.metrics_port(), applied1).find(applied1), std::string::npos);
+    EXPECT_FALSE(log_line(relay, "event=dataplane_external_ips_applied relay_ips=\"127.0.0.1 as 127.0.0.2\" entries=3")
+                     .empty())
+        << relay.log();
+    // The same echo again: nothing sent twice.
+    dp->send(sent);
+    EXPECT_FALSE(dp->next(400).has_value());
+    // From now on one is sent as it is made.
+    ASSERT_TRUE(bind_channel(a, 0x4002, rb));
+    auto chan = dp->expect<ipc::ChannelAdd>();
+    ASSERT_TRUE(chan);
+    EXPECT_EQ(chan->alloc_id, id_a);
+    EXPECT_TRUE(same(chan->peer, rb));
+    EXPECT_FALSE(dp->next(400).has_value()) << "A's permission for B exists: nothing else";
+
+    // (e) A new connection, and a second Hello on it: withheld again until
+    // that session's echo, then all four on the external IP.
+    const auto on_external = std::vector<std::pair<uint64_t, Address>>{{std::min(id_a, id_b), external},
+                                                                       {std::max(id_a, id_b), external}};
+    const auto channels = chan_keys({*chan, released.chans[0]});
+    dp.reset();
+    const std::string gone = "\nturn_dataplane_connected 0\n";
+    const std::string after_close = metrics_with(relay.metrics_port(), gone);
+    EXPECT_NE(after_close.find(gone), std::string::npos) << after_close;
+    EXPECT_NE(after_close.find(applied0), std::string::npos) << "still confirmed with no dataplane attached";
+    dp = std::make_unique<FakeDataplane>(relay.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->ack_external_ips = false;
+    for (uint64_t boot : {81, 82}) {
+        dp->types.clear();
+        dp->hello(boot);
+        ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+        EXPECT_EQ(dp->types, (std::vector<ipc::MsgType>{ipc::MsgType::kSettings, ipc::MsgType::kExternalIps,
+                                                        ipc::MsgType::kResyncBegin}));
+        auto again = read_messages(*dp, true);
+        EXPECT_EQ(again.allocs.size(), 2u);
+        EXPECT_EQ(perm_keys(again.perms), (std::vector<std::pair<uint64_t, Address>>{{id_a, ip_only(elsewhere)}}));
+        EXPECT_TRUE(again.chans.empty());
+        EXPECT_EQ(again.entries, 3u);
+        EXPECT_FALSE(dp->next(400).has_value()) << "sent before this session's echo";
+        EXPECT_NE(metrics_with(relay.metrics_port(), applied0).find(applied0), std::string::npos);
+        ASSERT_TRUE(dp->external_ips);
+        dp->send(*dp->external_ips);
+        auto now = read_messages(*dp, false);
+        EXPECT_EQ(perm_keys(now.perms), on_external);
+        EXPECT_EQ(chan_keys(now.chans), channels);
+        EXPECT_NE(metrics_with(relay.metrics_port(), applied1).find(applied1), std::string::npos);
+    }
+}
+
+// A dataplane that never echoes the ExternalIps (one that predates them):
+// the link stays, the gauge reads 0, and once it has answered a counters
+// request the relay logs once per connection that relay-to-relay traffic
+// between external-IP peers stays on the socket path. An ExternalIps sent
+// before the Hello confirms nothing. One that echoes gets no warning.
+TEST(DataplaneIpcExternalIps, ADataplaneThatNeverEchoesIsWarnedAboutOncePerConnection) {
+    RelayProcess relay(false, 0, kExternalIp);
+    ASSERT_TRUE(relay.ready()) << "turn-relay did not start";
+    const std::string warning = "event=dataplane_ignores_external_ips";
+    for (int conn = 1; conn <= 2; ++conn) {
+        FakeDataplane old(relay.socket_path());
+        ASSERT_TRUE(old.connected());
+        old.ack_external_ips = false;
+        if (conn == 1) {
+            // An "echo" before the Hello, of what the relay would send: none
+            // was sent on this connection, so it is a bad message and
+            // confirms nothing.
+            ipc::ExternalIps early{};
+            early.external_v4 = ipc::WireAddress::from(A("127.0.0.2"));
+            early.relay_v4 = ipc::WireAddress::from(A("127.0.0.1"));
+            old.send(early);
+            const std::string bad = "\nturn_dataplane_bad_messages_total 1\n";
+            EXPECT_NE(metrics_with(relay.metrics_port(), bad).find(bad), std::string::npos);
+        }
+        old.hello(90 + static_cast<uint64_t>(conn));
+        ASSERT_TRUE(old.expect<ipc::ResyncBegin>());
+        ASSERT_TRUE(old.expect<ipc::ResyncEnd>());
+        EXPECT_EQ(old.external_ips_count, 1);
+        old.report = ipc::CountersReport{};
+        old.report->last = 1;
+        old.serve_counters(3000);
+        ASSERT_GT(old.counter_requests, 0);
+        const std::string want = "\nturn_dataplane_external_ips_applied 0\n";
+        const std::string body = metrics_with(relay.metrics_port(), want);
+        EXPECT_NE(body.find(want), std::string::npos) << body;
+        EXPECT_NE(body.find("\nturn_dataplane_connected 1\n"), std::string::npos) << "the link stays";
+        for (int i = 0; i < 50 && count_of(relay.log(), warning) < static_cast<size_t>(conn); ++i) {
+            ::usleep(20'000);
+        }
+        old.serve_counters(3000);  // a second report: no second warning
+        EXPECT_EQ(count_of(relay.log(), warning), static_cast<size_t>(conn)) << relay.log();
+    }
+    FakeDataplane current(relay.socket_path());
+    ASSERT_TRUE(current.connected());
+    current.hello(99);
+    ASSERT_TRUE(current.expect<ipc::ResyncBegin>());
+    current.report = ipc::CountersReport{};
+    current.report->last = 1;
+    current.serve_counters(3000);
+    current.serve_counters(3000);
+    ASSERT_GE(current.counter_requests, 2);
+    EXPECT_EQ(count_of(relay.log(), warning), 2u) << relay.log();
+    const std::string want = "\nturn_dataplane_external_ips_applied 1\n";
+    EXPECT_NE(metrics_with(relay.metrics_port(), want).find(want), std::string::npos);
+}
+
+// (g) Without external_ips no ExternalIps is sent, an ExternalIps from the
+// dataplane is a bad message, nothing is withheld (a peer on a relayed
+// address of this relay, on the relay IP, is sent at once), and the gauge
+// stays 0.
+TEST_F(DataplaneIpc, WithoutExternalIpsNoneIsSentAndAnEchoIsABadMessage) {
+    FakeDataplane dp(relay_.socket_path());
+    ASSERT_TRUE(dp.connected());
+    dp.hello(100);
+    ASSERT_TRUE(dp.expect<ipc::ResyncBegin>());
+    EXPECT_EQ(dp.types, (std::vector<ipc::MsgType>{ipc::MsgType::kSettings, ipc::MsgType::kResyncBegin}));
+    ASSERT_TRUE(dp.expect<ipc::ResyncEnd>());
+    ipc::ExternalIps unasked{};
+    unasked.external_v4 = ipc::WireAddress::from(A("127.0.0.2"));
+    unasked.relay_v4 = ipc::WireAddress::from(A("127.0.0.1"));
+    dp.send(unasked);
+    const std::string bad = "\nturn_dataplane_bad_messages_total 1\n";
+    const std::string body = metrics_with(relay_.metrics_port(), bad);
+    EXPECT_NE(body.find(bad), std::string::npos) << body;
+    EXPECT_NE(body.find("\nturn_dataplane_external_ips_applied 0\n"), std::string::npos) << body;
+    EXPECT_NE(count_of(relay_.log(), "event=dataplane_bad_message type=5 "), 0u) << relay_.log();
+    Client a(relay_.server());
+    Client b(relay_.server());
+    a.allocate();
+    ASSERT_TRUE(dp.expect<ipc::AllocationAdd>());
+    const Address rb = b.allocate();
+    ASSERT_TRUE(dp.expect<ipc::AllocationAdd>());
+    ASSERT_TRUE(bind_channel(a, 0x4001, rb));
+    auto chan = dp.expect<ipc::ChannelAdd>();
+    ASSERT_TRUE(chan);
+    EXPECT_TRUE(same(chan->peer, rb));
+    auto perm = dp.expect<ipc::PermissionAdd>();
+    ASSERT_TRUE(perm);
+    EXPECT_TRUE(same(perm->peer, ip_only(rb)));
+    EXPECT_EQ(dp.external_ips_count, 0);
 }
 
 }  // namespace
