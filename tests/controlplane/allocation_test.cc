@@ -1148,7 +1148,8 @@ TEST_F(ExternalIp, PeerOnTheInternalRelayIpIsNotOffloadedBehindANat) {
     EXPECT_EQ(Answer(io.client.back().bytes).xor_address(stun::attr::kXorPeerAddress), ra);
     // B's permission, on the external IP, is offloaded; A's permission and
     // channel on the internal relay IP are not.
-    EXPECT_EQ(rec.perms, std::vector<Address>{A("198.19.0.7")}) << "A's permission on the internal relay IP was offloaded";
+    EXPECT_EQ(rec.perms, std::vector<Address>{A("198.19.0.7")})
+        << "A's permission on the internal relay IP was offloaded";
     EXPECT_TRUE(rec.chans.empty()) << "A's channel to B's internal relayed address was offloaded";
 }
 
