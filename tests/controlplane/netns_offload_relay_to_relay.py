@@ -69,8 +69,18 @@ SNIFF_MAX_S; every process is started by this script and stopped by its PID; the
 and the DPDK runtime directory (/var/run/dpdk/trr) are removed at the end (no hugepages).
 Exit code 77 (skip) if python3-aioice is not installed for /usr/bin/python3.
 
-Usage: netns_offload_relay_to_relay.py <turn-relay> <turn-dataplane>   (root)
-       netns_offload_relay_to_relay.py clients | sniff                (run inside trr_h by the test)
+Behind a 1:1 NAT (third argument "nat"): turn-relay also has external_ips = [EXTERNAL]
+(198.18.12.200, on no interface: what a cloud NAT maps to the relay IP), so each agent's relayed
+candidate, and so its peer, is EXTERNAL:port. The dataplane learns the pair (ipc::ExternalIps,
+echoed; turn_dataplane_external_ips_applied must read 1) and takes such packets from one
+allocation to the other itself, presenting them as coming from the sender's external address,
+as turn-relay's sockets do (Config::to_internal / to_external). The same assertions hold with
+EXTERNAL for the relay IP in the candidates and pairs; the sniffer counts frames to relayed
+ports on either IP. Without the dataplane's part (a dataplane that ignores ExternalIps, so turn-relay
+withholds the external peers), the data takes turn-relay's sockets and check 2 fails.
+
+Usage: netns_offload_relay_to_relay.py <turn-relay> <turn-dataplane> [nat]   (root)
+       netns_offload_relay_to_relay.py clients | sniff [nat]                (run inside trr_h by the test)
 """
 import hashlib
 import json
@@ -96,6 +106,7 @@ e2e.NS_H, e2e.NS_R = "trr_h", "trr_r"
 e2e.RELAY, e2e.CLIENT, e2e.PEER = "198.18.12.1", "198.18.12.2", "198.18.12.3"
 NS_H, NS_R = e2e.NS_H, e2e.NS_R
 RELAY, CLIENT = e2e.RELAY, e2e.CLIENT
+EXTERNAL = None  # "nat" mode: 198.18.12.200 (see the docstring)
 PORT_MIN, PORT_MAX = 49152, 49200  # write_relay_config's relay_port_min, and our relay_port_max
 MPORT = 9751
 DP_PREFIX = "trr"
@@ -220,6 +231,7 @@ def sniff_main():
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     s.bind(("h0", eth_p_ip))
     relay, client = socket.inet_aton(RELAY), socket.inet_aton(CLIENT)
+    own = {relay} | ({socket.inet_aton(EXTERNAL)} if EXTERNAL else set())
     res = {"to_relayed_ports": 0, "to_relayed_ports_from_relay": 0, "to_client": 0, "samples": []}
 
     def take(frame, pkttype):
@@ -232,7 +244,7 @@ def sniff_main():
         sport, dport = struct.unpack("!HH", ip[ihl:ihl + 4])
         if ip[16:20] == client:
             res["to_client"] += 1
-        elif ip[16:20] == relay and PORT_MIN <= dport <= PORT_MAX:
+        elif ip[16:20] in own and PORT_MIN <= dport <= PORT_MAX:
             res["to_relayed_ports"] += 1
             res["to_relayed_ports_from_relay"] += ip[12:16] == relay
             if len(res["samples"]) < 3:
@@ -277,9 +289,12 @@ def main():
     tmp = tempfile.mkdtemp(prefix="turn-offload-r2r-")
     sock = os.path.join(tmp, "dataplane.sock")
     cfg = os.path.join(tmp, "relay.toml")
-    # The relay IP alone as an allowed peer: each client's peer is the other's relayed address.
-    e2e.write_relay_config(cfg, MPORT, sock, relay=RELAY, allow=f"{RELAY}/32", port_max=PORT_MAX,
-                           users=(f"{USER}:{PASSWORD}",))
+    # The relay IP alone as an allowed peer (behind the NAT: the external IP): each client's
+    # peer is the other's relayed address.
+    advertised = EXTERNAL or RELAY
+    e2e.write_relay_config(cfg, MPORT, sock, relay=RELAY, allow=f"{advertised}/32", port_max=PORT_MAX,
+                           users=(f"{USER}:{PASSWORD}",),
+                           server_extra=f'external_ips = ["{EXTERNAL}"]\n' if EXTERNAL else "")
     # meson's timeout sends SIGTERM: turn it into an exception so that the finally below
     # still stops our processes and deletes the namespaces.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("SIGTERM"))
@@ -304,10 +319,14 @@ def main():
         dp = start_dataplane(dp_bin, sock, DP_PREFIX)
         check(wait_metric(MPORT, "turn_dataplane_connected", 1, 100) == 1, "dataplane attached")
         check(wait_metric(MPORT, "turn_dataplane_resyncs_total", 1, 50) == 1, "dataplane resynced")
+        if EXTERNAL:
+            check(wait_metric(MPORT, "turn_dataplane_external_ips_applied", 1, 50) == 1,
+                  "the dataplane confirmed the external IPs (turn_dataplane_external_ips_applied 1)")
         time.sleep(0.3)
         before = e2e.relayed_snapshot(MPORT)
         me = os.path.abspath(__file__)
-        sniffer = subprocess.Popen(["ip", "netns", "exec", NS_H, PYTHON, me, "sniff"], stdin=subprocess.PIPE,
+        mode = ["nat"] if EXTERNAL else []
+        sniffer = subprocess.Popen(["ip", "netns", "exec", NS_H, PYTHON, me, "sniff"] + mode, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         check(json.loads(sniffer.stdout.readline() or "{}").get("ready"), "sniffer on h0 ready")
         t0 = time.monotonic()
@@ -360,17 +379,17 @@ def main():
     relayed = {}
     for side in ("a", "b"):
         cs = cands.get(side, [])
-        ok = len(cs) == 1 and " typ relay" in cs[0] and f" {RELAY} " in cs[0]
-        check(ok, f"{side.upper()} offered one candidate, relay on {RELAY} ({cs})")
+        ok = len(cs) == 1 and " typ relay" in cs[0] and f" {advertised} " in cs[0]
+        check(ok, f"{side.upper()} offered one candidate, relay on {advertised} ({cs})")
         if ok:
             relayed[side] = int(cs[0].split()[5])
     for side, other in (("a", "b"), ("b", "a")):
         pair = (res.get("pairs") or {}).get(side) or [[None] * 3, [None] * 3]
-        check(pair[0][0] == "relay" and pair[0][1] == RELAY and PORT_MIN <= (pair[0][2] or 0) <= PORT_MAX,
-              f"{side.upper()}: selected pair local is relay on {RELAY} ({pair[0]})")
-        check(pair[1] == ["relay", RELAY, relayed.get(other)],
+        check(pair[0][0] == "relay" and pair[0][1] == advertised and PORT_MIN <= (pair[0][2] or 0) <= PORT_MAX,
+              f"{side.upper()}: selected pair local is relay on {advertised} ({pair[0]})")
+        check(pair[1] == ["relay", advertised, relayed.get(other)],
               f"{side.upper()}: selected pair remote is {other.upper()}'s relayed address "
-              f"{RELAY}:{relayed.get(other)} ({pair[1]})")
+              f"{advertised}:{relayed.get(other)} ({pair[1]})")
 
     # 2. The fast path: the dataplane's exit counters and turn-relay's /metrics.
     fwd = {k: v for k, v in counters.items() if k.startswith(("fwd_", "drop_", "punt")) or k == "hairpin"}
@@ -399,7 +418,7 @@ def main():
           f"sniffer saw the relay's traffic to the clients ({sniffed.get('to_client')} frames >= {2 * N}, "
           f"{sniffed.get('socket_drops')} dropped)")
     leaked = sniffed.get("to_relayed_ports")
-    check(leaked == 0, f"no relayed datagram left the relay's NIC for {RELAY}:{PORT_MIN}-{PORT_MAX} "
+    check(leaked == 0, f"no relayed datagram left the relay's NIC for {advertised}:{PORT_MIN}-{PORT_MAX} "
           f"({leaked} arrived at the next hop, {sniffed.get('to_relayed_ports_from_relay')} of them from "
           f"{RELAY}; first: {sniffed.get('samples')})")
 
@@ -410,6 +429,9 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[-1] == "nat":
+        EXTERNAL = "198.18.12.200"
+        sys.argv.pop()
     if len(sys.argv) == 2 and sys.argv[1] in ("clients", "sniff"):
         {"clients": clients_main, "sniff": sniff_main}[sys.argv[1]]()
     else:
