@@ -5,7 +5,11 @@
 // both installs it and is what the checks hold every frame against; some
 // allocations are each other's peers on one relay IP: relay-to-relay), with
 // the next hops (host entries, defaults untagged, on a VLAN or absent) the
-// input chooses; the input format is described there.
+// input chooses; the input format is described there. Option words in the
+// input turn the relay's 1:1 NAT pairs (ipc::ExternalIps, through the one
+// Applier that installed the relay, and resyncs) on and off between bursts,
+// and choose the express lane's rest (WorkerConfig::express_rest), so that
+// a relay without and behind a NAT, and a lane that rests, are fuzzed alike.
 //
 // Each frame gets the rx checksum flags the input chose for it, and a heap
 // buffer of exactly the headroom (the input's choice for all its frames)
@@ -27,7 +31,9 @@
 //      one by the exception port, and the rest are counted as drops;
 //   2. the two workers agree: the same frames out of each port, in the same
 //      order, byte for byte, and the same counter deltas (both start from
-//      full bandwidth budgets: the shared allocation clocks are reset);
+//      full bandwidth budgets: the shared allocation clocks are reset; from
+//      no NAT pairs, replaying the input's ExternalIps and resyncs between
+//      the same bursts; the lane worker from no rest);
 //   3. a punted frame reaches the kernel exactly as it came (never one
 //      rewritten for relay-to-relay, below: from one of the relay's own
 //      addresses, the kernel would discard it as a martian source);
@@ -41,21 +47,28 @@
 //      less after relay-to-relay, from at least 3), and a valid UDP checksum
 //      whenever the received one was valid (or zero over IPv4);
 //   5. it goes where the flows allow and nowhere else, and never to one of
-//      the relay's own IPs (relayed or listening: relay-to-relay packets
-//      stay inside, route.cc own_destination): from an allocation's relayed
-//      address to the peer its client named (channel or XOR-PEER-ADDRESS)
-//      in the frame, with a permission; or from an allocation's listening
-//      address to its client, from a peer it permits, on the channel it
-//      bound to that peer's address or else in a Data indication naming it
-//      (XOR-PEER-ADDRESS) -- the peer being the received frame's source or,
-//      relay-to-relay (another allocation's client's datagram to this
-//      one's relayed address, which the sender's allocation permits), the
-//      sending allocation's relayed address. hairpin counts at least these
-//      two-round frames and no more than the frames that are a client's
-//      datagram to a relayed address of this relay; what went round is
-//      never dropped as unsendable (drop_hairpin_unsendable: route decided
-//      the second round before the first, on tables that do not change
-//      during a burst here);
+//      the relay's own IPs (relayed, listening or external, with the NAT's
+//      pairs current or not: relay-to-relay packets stay inside, route.cc
+//      own_destination): from an allocation's relayed address to the peer
+//      its client named (channel or XOR-PEER-ADDRESS) in the frame, with a
+//      permission; or from an allocation's listening address to its client,
+//      from a peer it permits, on the channel it bound to that peer's
+//      address or else in a Data indication naming it (XOR-PEER-ADDRESS) --
+//      the peer being the received frame's source or, relay-to-relay
+//      (another allocation's client's datagram to this one's relayed
+//      address, which the sender's allocation permits), the sending
+//      allocation's relayed address; or, behind the NAT (that family's pair
+//      current in the burst), a client's datagram to this one's EXTERNAL
+//      address, sent from the sender's relayed address on the NAT's relay
+//      IP and permitted by the sender for the external address it named:
+//      then the peer is the sender's external address (pipeline.cc
+//      present_external), never its relayed one. hairpin counts at least
+//      these two-round frames and no more than the frames that are a
+//      client's datagram to a relayed address of this relay or, with the
+//      pair, to the external address of one from the relay IP; what went
+//      round is never dropped as unsendable (drop_hairpin_unsendable: route
+//      decided the second round before the first, on tables that do not
+//      change during a burst here);
 //   6. what it carries came from the received frame: to a peer, the UDP
 //      payload is bytes of the received frame; to a client, a ChannelData
 //      message with an exact length field, or a Data indication that parses,
@@ -74,7 +87,14 @@
 //      fails) and the mempool holds exactly the mbufs it started with
 //      (fewer: a leak, e.g. a chain freed by its first segment only; more:
 //      an mbuf freed twice; the pool is smaller than its ring, so a second
-//      free is counted, not lost).
+//      free is counted, not lost);
+//   9. the NAT's pairs are what the control plane's messages make them:
+//      every applied ExternalIps is echoed once, unchanged; after each
+//      ExternalIps or resync, FlowTables::nat has each family's (external
+//      IP, relay IP) pair current exactly when the harness's model of the
+//      Applier says (set by an ExternalIps, cleared by a ResyncBegin with
+//      no ExternalIps since the previous one); the external IPs are own
+//      addresses (OwnIps4, NatIps::had6) from their first ExternalIps on.
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
@@ -143,6 +163,8 @@ struct Owner {
 // shows as one too many in the pool instead of being lost.
 constexpr unsigned kPoolMbufs = 1000;
 
+class Installer;
+
 struct Env {
     rte_mempool* pool = nullptr;
     std::unordered_map<const void*, Owner> live;  // external buffers attached, not yet released
@@ -157,6 +179,7 @@ struct Env {
     uint64_t now = 1u << 30;
     Net net;
     std::vector<workerfuzz::Allocation> allocs = workerfuzz::allocations(net);  // installed, and the checks' model
+    Installer* installer = nullptr;  // the relay's control plane (one Applier, as in a dataplane)
 };
 Env* g = nullptr;
 
@@ -175,20 +198,155 @@ uint16_t ring_port(const char* name, rte_ring* rx, rte_ring* txr) {
     return port;
 }
 
-// Applies the control plane's install messages (tests/dataplane/ipc_messages.h).
+// The NAT's pairs (worker_net.h) as the harness expects the Applier to
+// hold them: which families have their pair current, and whether an
+// ExternalIps came since the last ResyncBegin (then the next ResyncBegin
+// keeps the pairs; otherwise it clears them: flow/apply.cc).
+struct Nat {
+    bool v4 = false, v6 = false;
+    bool on(bool v4_family) const { return v4_family ? v4 : v6; }
+    bool operator==(const Nat&) const = default;
+};
+
+// Applies the control plane's install messages (tests/dataplane/ipc_messages.h)
+// through one Applier for the whole process, as a dataplane does: the
+// relay of worker_net.h, and the NAT's ExternalIps and resyncs the inputs
+// ask for (Installer::nat), with what the Applier must then hold kept in
+// `model`.
 class Installer {
 public:
-    explicit Installer(dp::FlowTables& t) : ap_(t) {}
+    explicit Installer(dp::FlowTables& t) : t_(t), ap_(t) {}
     template <typename M>
     void send(M m) {
+        const uint64_t full = ap_.stats().table_full, unknown = ap_.stats().unknown_alloc;
         if (!ap_.apply(ipc::encode(m, ++seq_))) {
             fail("the flow tables refused an IPC message");
         }
+        // The relay must be what allocations() says, or the checks would
+        // hold frames against another one.
+        if (ap_.stats().table_full != full || ap_.stats().unknown_alloc != unknown) {
+            fail("harness: an install message was not applied (table full or unknown allocation)");
+        }
     }
+    // Every allocation with its permissions and channels, in order; the
+    // number of Add messages sent.
+    uint64_t install(const std::vector<workerfuzz::Allocation>& allocs) {
+        using dptest::allocation_add, dptest::channel_add, dptest::permission_add;
+        uint64_t n = 0;
+        for (const workerfuzz::Allocation& a : allocs) {
+            send(allocation_add(a.id, a.client, a.listen, a.relayed4 ? &*a.relayed4 : nullptr,
+                                a.relayed6 ? &*a.relayed6 : nullptr, a.bandwidth_bps));
+            n++;
+            for (const turn::Address& peer : a.permitted) {
+                send(permission_add(a.id, *a.relayed(peer.is_v4()), peer));
+                n++;
+            }
+            for (const auto& [number, peer] : a.channels) {
+                send(channel_add(a.id, *a.relayed(peer.is_v4()), peer, number));
+                n++;
+            }
+        }
+        return n;
+    }
+    // An ExternalIps with the pairs of the families asked for (at least
+    // one), which the Applier must apply and echo unchanged.
+    void external(const Net& n, bool v4, bool v6) {
+        ipc::ExternalIps m{};
+        if (v4) {
+            m.external_v4 = ipc::WireAddress::from(n.external4);
+            m.relay_v4 = ipc::WireAddress::from(n.nat_relay4);
+        }
+        if (v6) {
+            m.external_v6 = ipc::WireAddress::from(n.external6);
+            m.relay_v6 = ipc::WireAddress::from(n.nat_relay6);
+        }
+        std::optional<ipc::ExternalIps> echo;
+        size_t replies = 0;
+        const ipc::ExternalIps sent = m;
+        if (!ap_.apply(ipc::encode(m, ++seq_), [&](std::span<const uint8_t> r) {
+                replies++;
+                echo = ipc::decode<ipc::ExternalIps>(r);
+            })) {
+            fail("the Applier refused a valid ExternalIps");
+        }
+        auto same = [](const ipc::WireAddress& a, const ipc::WireAddress& b) {
+            return std::memcmp(&a, &b, sizeof a) == 0;
+        };
+        if (replies != 1 || !echo || !same(echo->external_v4, sent.external_v4) ||
+            !same(echo->relay_v4, sent.relay_v4) || !same(echo->external_v6, sent.external_v6) ||
+            !same(echo->relay_v6, sent.relay_v6)) {
+            fail("an applied ExternalIps was not echoed once, unchanged");
+        }
+        model = {v4, v6};
+        seen_ = true;
+    }
+    // The control plane's resync: its ExternalIps first when it has one
+    // (with_external), ResyncBegin, every Add again, ResyncEnd.
+    void resync(const Net& n, const std::vector<workerfuzz::Allocation>& allocs, bool with_external, bool v4,
+                bool v6) {
+        if (with_external) {
+            external(n, v4, v6);
+        }
+        ipc::ResyncBegin b{};
+        b.generation = ++gen_;
+        send(b);
+        if (!seen_) {
+            model = {};
+        }
+        seen_ = false;
+        ipc::ResyncEnd e{};
+        e.generation = gen_;
+        e.entries = install(allocs);
+        send(e);
+    }
+    // An option word's NAT value t (worker_net.h kNat*).
+    void nat(const Net& n, const std::vector<workerfuzz::Allocation>& allocs, unsigned t) {
+        const bool v4 = (t & workerfuzz::kNat4) != 0, v6 = (t & workerfuzz::kNat6) != 0;
+        if ((t & workerfuzz::kNatResync) != 0) {
+            resync(n, allocs, v4 || v6, v4, v6);
+        } else {
+            external(n, v4, v6);
+        }
+        check(n);
+    }
+    // Back to no pairs and no ExternalIps since the last ResyncBegin, as
+    // every input starts: a resync without ExternalIps, or two when one
+    // came since the last (the first then keeps the pairs).
+    void reset(const Net& n, const std::vector<workerfuzz::Allocation>& allocs) {
+        for (int k = 0; k < 2 && (model != Nat{} || seen_); k++) {
+            resync(n, allocs, false, false, false);
+        }
+        if (model != Nat{} || seen_) {
+            fail("harness: two resyncs without ExternalIps did not clear the NAT's pairs in the model");
+        }
+        check(n);
+    }
+    // The tables' current pairs (FlowTables::nat) are the model's: each
+    // family's pair is (its external IP, its relay IP) exactly when on.
+    void check(const Net& n) const {
+        for (const bool v4 : {true, false}) {
+            const dp::NatIps::Entry* e = t_.nat.current(v4 ? 4 : 6);
+            const size_t len = v4 ? 4 : 16;
+            const turn::Address& ext = v4 ? n.external4 : n.external6;
+            const turn::Address& relay = v4 ? n.nat_relay4 : n.nat_relay6;
+            const bool ok = e == nullptr ? !model.on(v4)
+                                         : model.on(v4) && e->family == (v4 ? 4 : 6) &&
+                                               std::memcmp(e->external, ext.ip.data(), len) == 0 &&
+                                               std::memcmp(e->relay, relay.ip.data(), len) == 0;
+            if (!ok) {
+                fail(v4 ? "FlowTables::nat's IPv4 pair is not what the ExternalIps and resyncs sent make it"
+                        : "FlowTables::nat's IPv6 pair is not what the ExternalIps and resyncs sent make it");
+            }
+        }
+    }
+    Nat model;  // what the Applier must hold
 
 private:
+    dp::FlowTables& t_;
     dp::Applier ap_;
     uint64_t seq_ = 0;
+    uint64_t gen_ = 0;
+    bool seen_ = false;  // an ExternalIps since the last ResyncBegin
 };
 
 struct In {
@@ -283,16 +441,19 @@ void init() {
     // The clock the input steps, not the host's: the same bandwidth budgets
     // everywhere (set before the limited allocation is added).
     g->flows->tsc_hz = 2e9;
-    Installer in(*g->flows);
-    using dptest::allocation_add, dptest::channel_add, dptest::permission_add;
-    for (const workerfuzz::Allocation& a : g->allocs) {
-        in.send(allocation_add(a.id, a.client, a.listen, a.relayed4 ? &*a.relayed4 : nullptr,
-                               a.relayed6 ? &*a.relayed6 : nullptr, a.bandwidth_bps));
-        for (const turn::Address& peer : a.permitted) {
-            in.send(permission_add(a.id, *a.relayed(peer.is_v4()), peer));
-        }
-        for (const auto& [number, peer] : a.channels) {
-            in.send(channel_add(a.id, *a.relayed(peer.is_v4()), peer, number));
+    g->installer = new Installer(*g->flows);
+    g->installer->install(g->allocs);
+    // The NAT's pairs once, then cleared by a resync: the external IPs are
+    // own addresses from here on (a dataplane never forgets one), with or
+    // without the pairs an input turns on, so that every input sees the
+    // same relay whatever ran before it.
+    g->installer->external(n, true, true);
+    g->installer->reset(n, g->allocs);
+    {
+        uint32_t ext4;
+        std::memcpy(&ext4, n.external4.ip.data(), 4);
+        if (!g->flows->own4.has(ext4) || !g->flows->nat.had6(n.external6.ip.data())) {
+            fail("the external IPs are not own addresses after their ExternalIps");
         }
     }
 
@@ -419,6 +580,13 @@ struct Run {
     std::vector<Sent> nic, exc;
     dp::Counters delta;
     uint64_t express = 0;  // packets the express lane finished
+    std::vector<Nat> nat;  // the NAT's pairs during each burst
+};
+// An input's NAT option (worker_net.h): its value, applied before the first
+// burst that starts at or after frame index `at` (the frames before it).
+struct NatOption {
+    size_t at;
+    unsigned value;
 };
 
 // Takes what a port sent (`nic`: the NIC's, else the exception port's) of
@@ -495,12 +663,23 @@ void check_freed() {
     }
 }
 
-Run run(dp::Worker& w, const std::vector<In>& frames, size_t burst, uint64_t step) {
+Run run(dp::Worker& w, const std::vector<In>& frames, size_t burst, uint64_t step, const std::vector<NatOption>& nat,
+        uint8_t express_rest) {
     Run r;
     const dp::Counters before = w.counters;
     const uint64_t express_before = w.express_packets;
     uint64_t now = g->now;
+    // Each worker from the same start: no NAT pairs, the lane not resting.
+    g->installer->reset(g->net, g->allocs);
+    w.cfg.express_rest = express_rest;
+    w.express_skip = 0;
+    size_t next_opt = 0;
     for (size_t b = 0; b < frames.size(); b += burst) {
+        // Between bursts only: the tables never change during one.
+        for (; next_opt < nat.size() && nat[next_opt].at <= b; next_opt++) {
+            g->installer->nat(g->net, g->allocs, nat[next_opt].value);
+        }
+        r.nat.push_back(g->installer->model);
         const size_t n = std::min(burst, frames.size() - b);
         std::vector<rte_mbuf*> mb(n);
         std::vector<std::vector<Seg>> segs(n);
@@ -668,8 +847,12 @@ std::optional<uint16_t> channel_to(const Allocation& a, const turn::Address& pee
     }
     return std::nullopt;
 }
-// One of the relay's own IPs: a listening or relayed one.
+// One of the relay's own IPs: a listening, relayed or external one (the
+// external IPs from init() on, with the NAT's pairs or without).
 bool own_ip(const turn::Address& ip) {
+    if (ip.same_ip(g->net.external4) || ip.same_ip(g->net.external6)) {
+        return true;
+    }
     for (const Allocation& a : g->allocs) {
         if (a.listen.same_ip(ip) || (a.relayed4 && a.relayed4->same_ip(ip)) ||
             (a.relayed6 && a.relayed6->same_ip(ip))) {
@@ -721,20 +904,41 @@ std::optional<turn::Address> named_peer(const Allocation& x, std::span<const uin
     return std::nullopt;
 }
 
-// Relay-to-relay (dataplane/worker/route.cc own_destination): the
-// allocation whose client sent the received datagram `rx` to a relayed
-// address of this relay (another allocation's, or its own), that address in
-// *to and the sender's relayed address of its family in *from. Null for any
-// other datagram.
-const Allocation* relay_to_relay(const Udp& rx, turn::Address* to, turn::Address* from) {
+// Relay-to-relay (dataplane/worker/route.cc own_destination, relayed_peer):
+// a client's datagram `rx` to a peer that is a relayed address of this relay
+// (another allocation's, or its own) or, with the NAT's pair of that
+// family current (`nat`), the external address of one, sent from the
+// sender's relayed address on that family's relay IP.
+struct R2r {
+    const Allocation* sender = nullptr;  // the allocation whose client sent it; null: not relay-to-relay
+    turn::Address named;  // the peer the client named (channel or XOR-PEER-ADDRESS), which it must permit
+    turn::Address to;     // the relayed address it goes to
+    turn::Address from;   // the peer that allocation sees: the sender's relayed address, or its external one
+};
+R2r relay_to_relay(const Udp& rx, Nat nat) {
     const Allocation* x = by_client(rx.src, rx.dst);
     const std::optional<turn::Address> p = x != nullptr ? named_peer(*x, rx.payload) : std::nullopt;
-    if (!p || by_relayed(*p) == nullptr || !x->relayed(p->is_v4())) {
-        return nullptr;
+    if (!p || !x->relayed(p->is_v4())) {
+        return {};
     }
-    *to = *p;
-    *from = *x->relayed(p->is_v4());
-    return x;
+    const turn::Address& mine = *x->relayed(p->is_v4());
+    if (by_relayed(*p) != nullptr) {
+        return {x, *p, *p, mine};
+    }
+    // Behind the NAT: the pipeline swaps the rewritten frame's two IPs
+    // (pipeline.cc present_external), so the receiving allocation sees the
+    // sender's external address, which only a sender on the relay IP has.
+    const Net& n = g->net;
+    const bool v4 = p->is_v4();
+    const turn::Address& relay = v4 ? n.nat_relay4 : n.nat_relay6;
+    if (!nat.on(v4) || !p->same_ip(v4 ? n.external4 : n.external6) || !mine.same_ip(relay)) {
+        return {};
+    }
+    const turn::Address to = relay.with_port(p->port);
+    if (by_relayed(to) == nullptr) {
+        return {};
+    }
+    return {x, *p, to, n.ext(mine)};
 }
 
 bool inside(std::span<const uint8_t> hay, std::span<const uint8_t> needle) {
@@ -821,14 +1025,14 @@ Forwarded parse_forwarded(const Bytes& o, size_t i) {
 
 // A frame out of the NIC port (invariants 4-6 in the header). Counts in
 // *hairpins the frames that went round the pipeline twice (relay-to-relay).
-void check_forwarded(const Sent& s, std::span<const uint8_t> in, uint8_t sel, size_t* hairpins) {
+void check_forwarded(const Sent& s, std::span<const uint8_t> in, uint8_t sel, Nat nat, size_t* hairpins) {
     const size_t i = s.frame;
     const Forwarded r = parse_forwarded(s.bytes, i);
     const turn::Address& src = r.udp.src;
     const turn::Address& dst = r.udp.dst;
     // What relay-to-relay fixes: the router may never send these back.
     if (own_ip(dst)) {
-        fail("forwarded out of the NIC to one of the relay's own IPs (relayed or listening)", i);
+        fail("forwarded out of the NIC to one of the relay's own IPs (relayed, listening or external)", i);
     }
     const std::optional<Hop> hop = next_hop_of(dst, sel);
     if (!hop) {
@@ -875,22 +1079,24 @@ void check_forwarded(const Sent& s, std::span<const uint8_t> in, uint8_t sel, si
         // To a client, from its listening address: a peer's datagram to the
         // allocation's relayed address or, relay-to-relay, another (or the
         // same) allocation's client's sent to it, whose relayed address is
-        // then the peer. Either way a peer it permits, named by its channel
-        // if it has one bound to that address, else in a Data indication.
+        // then the peer (behind the NAT, sent to this one's external
+        // address: the sender's external address). Either way a peer it
+        // permits, named by its channel if it has one bound to that
+        // address, else in a Data indication.
         const Allocation* y = by_client(dst, src);
         if (y == nullptr) {
             fail("forwarded from neither a relayed address to a peer nor a listening address to its client", i);
         }
         turn::Address from = rx->src;
         if (!has_relayed(*y, rx->dst)) {
-            turn::Address to;
-            const Allocation* sender = relay_to_relay(*rx, &to, &from);
-            if (sender == nullptr || !has_relayed(*y, to)) {
+            const R2r r2r = relay_to_relay(*rx, nat);
+            if (r2r.sender == nullptr || !has_relayed(*y, r2r.to)) {
                 fail("to a client, from neither a peer's datagram to its allocation nor another client's to it", i);
             }
-            if (!permitted(*sender, to)) {
-                fail("relay-to-relay: the sending allocation has no permission for the other's relayed address", i);
+            if (!permitted(*r2r.sender, r2r.named)) {
+                fail("relay-to-relay: the sending allocation has no permission for the peer its client named", i);
             }
+            from = r2r.from;
             hops = 2;
             ++*hairpins;
         }
@@ -967,11 +1173,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint16_t hr = workerfuzz::kHeadrooms[sel >> workerfuzz::kHeadroomShift];
     const size_t headroom = hr == 0xffff ? RTE_PKTMBUF_HEADROOM : hr;
     std::vector<In> frames;
+    std::vector<NatOption> nat;  // the input's NAT options, in order
+    uint8_t express_rest = 0;
     unsigned nsegs = 1;  // of the next frame: a chain marker before it says more
     uint16_t req[workerfuzz::kMaxSegs] = {};  // the marker's segment lengths
     for (size_t off = 2; off + 2 <= size && frames.size() < workerfuzz::kMaxFrames;) {
         const uint16_t word = be16(data + off);
         off += 2;
+        if (const unsigned kind = workerfuzz::option_kind(word); kind != 0) {
+            if (kind == workerfuzz::kOptNat && nat.size() < workerfuzz::kMaxNatOptions) {
+                nat.push_back({frames.size(), workerfuzz::option_value(word)});
+            } else if (kind == workerfuzz::kOptRest) {
+                express_rest = static_cast<uint8_t>(workerfuzz::option_value(word));
+            }
+            continue;
+        }
         if (const unsigned c = workerfuzz::chain_segs(word); c != 0) {
             if (off + 2 * (c - 1) > size) {
                 break;  // no frame follows
@@ -1021,12 +1237,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
     };
     fill_budgets();
-    const Run a = run(g->w[0], frames, burst, step);
+    const Run a = run(g->w[0], frames, burst, step, nat, express_rest);
     fill_budgets();
-    const Run b = run(g->w[1], frames, burst, step);
+    const Run b = run(g->w[1], frames, burst, step, nat, express_rest);
+    if (a.nat != b.nat) {
+        fail("harness: the two workers' runs saw different NAT pairs");
+    }
+    // The NAT's pairs while frame i was received.
+    auto nat_of = [&](size_t i) { return a.nat[i / burst]; };
 
     if (std::getenv("WORKER_FUZZ_VERBOSE") != nullptr) {  // what the input did, for people
         std::fprintf(stderr, "%zu frames, next hops 0x%02x, headroom %zu:", frames.size(), sel & 31u, headroom);
+        if (!nat.empty() || express_rest != 0) {  // only then, so that the earlier seeds print as they did
+            std::fprintf(stderr, " [NAT by burst:");
+            for (const Nat& m : a.nat) {
+                std::fprintf(stderr, " %s", m.v4 && m.v6 ? "46" : m.v4 ? "4" : m.v6 ? "6" : "-");
+            }
+            std::fprintf(stderr, "; express_rest %u]", express_rest);
+        }
         for (size_t k2 = 0; k2 < dp::kCounterCount; k2++) {
             if (a.delta.v[k2] != 0) {
                 const auto nm = dp::counter_name(static_cast<Counter>(k2));
@@ -1097,19 +1325,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // as unsendable there.
     size_t hairpins = 0;
     for (const Sent& s : a.nic) {
-        check_forwarded(s, frames[s.frame].bytes, sel, &hairpins);
+        check_forwarded(s, frames[s.frame].bytes, sel, nat_of(s.frame), &hairpins);
     }
     if (a.delta.get(Counter::drop_hairpin_unsendable) != 0) {
         fail("relay-to-relay: the second round could not send what route let go round");
     }
     size_t could = 0;  // frames that may go round
-    for (const In& f : frames) {
-        turn::Address to, from;
+    for (size_t i = 0; i < frames.size(); i++) {
+        const In& f = frames[i];
         const std::optional<Udp> rx = f.nsegs == 1 ? parse_udp(f.bytes) : std::nullopt;
-        could += rx && relay_to_relay(*rx, &to, &from) != nullptr;
+        could += rx && relay_to_relay(*rx, nat_of(i)).sender != nullptr;
     }
     if (hairpins > a.delta.get(Counter::hairpin) || a.delta.get(Counter::hairpin) > could) {
-        fail("hairpin counts more than the clients' datagrams to relayed addresses, or fewer than went round");
+        fail("hairpin counts more than the clients' datagrams to relayed addresses (or, with the NAT's pair, "
+             "their external addresses), or fewer than went round");
     }
     return 0;
 }

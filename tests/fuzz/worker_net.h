@@ -50,6 +50,46 @@
 //     kPeer6:6000, a permission for fd00::1 (what client1 sends it would
 //     reach that client: punted, as it came).
 //
+// Relay-to-relay behind a 1:1 NAT (route.cc relayed_peer, pipeline.cc
+// present_external): the relay IPs 198.18.0.1 and fd00::1 are reached from
+// outside at kExternal4 = 198.18.7.1 and kExternal6 = fd00:7::1 (addresses
+// no allocation has; ext*() below names a relayed address's external one).
+// The harness makes them the NAT's pairs with an ipc::ExternalIps once at
+// start (so that they are own addresses from then on, as they stay in a
+// dataplane), clears the pairs with a resync, and the input turns them on
+// and off between bursts (worker_fuzz.cc). What was added for it comes
+// after everything above, in the same order, so that the slots and hashed
+// channels the earlier allocations had stay as they were:
+//   allocation 1 permits both external IPs; channels 0x4020 to ext(relayed7_4)
+//     (allocation 7 answers on its slot channel 0x4001), 0x4021 to the
+//     external IP at 49160 (no allocation holds the port: punted), 0x4022
+//     to ext(relayed2) across families (allocation 2's Send indications to
+//     ext(relayed1_6) come back on it). What client1 sends to its own
+//     ext(relayed1_4) or from relayed1_6 to ext(relayed2) reaches a Data
+//     indication naming its own external address.
+//   allocation 2 permits kExternal6; channel 0x4002 (slot 1) to
+//     ext(relayed7_6).
+//   allocation 3 permits only the relay IP 198.18.0.1 (above), never the
+//     external IP: what comes to ext(relayed3) is dropped (no permission),
+//     and its client's Send indications to the external IP are dropped on
+//     the first leg for the same reason.
+//   allocation 4 (relayed on 198.18.0.3, not the NAT's relay IP) permits
+//     kExternal4, channel 0x4004 to ext(relayed1_4): punted unchanged (the
+//     frame could not be presented from an external address by swapping).
+//   allocation 7 (IPv4 client 198.18.0.12:50007, dual: relayed
+//     198.18.0.1:49156 and [fd00::1]:49156) permits both external IPs;
+//     channels 0x4001 to ext(relayed1_4) and 0x4002 to ext(relayed2) (its
+//     slots: the express lane finds them both ways; client2's channel to
+//     ext(relayed7_6) answers), 0x4003 to ext(relayed3) (hashed; dropped
+//     there).
+//   allocation 8 (IPv6 client [fd00::18]:50008, relayed [fd00::1]:49157)
+//     permits only the relay IP fd00::1: what client2 sends to
+//     ext(relayed8) is dropped there (no permission), what it sends to
+//     relayed8 itself reaches client8 as a Data indication.
+// (The control plane installs a permission with every channel, for the
+// channel's peer IP, and so does every allocation here: a channel alone
+// lets data through both ways, which the checks would call unpermitted.)
+//
 // Next hops (L2, nexthop/nexthop.h), as byte 1 of the input sets them up
 // (kNh*): the family's default is the gateway (kGatewayMac), untagged, on a
 // VLAN (kGatewayVlan4/6) or absent; with kNhHosts the table has the host
@@ -113,6 +153,19 @@ struct Net {
     Address relayed5 = addr("[fd00::1]:49154");      // allocation 5's
     Address relayed6 = addr("[fd00::1]:49155");      // allocation 6's (IPv6); its client is relayed2
     Address unallocated4 = addr("198.18.0.1:49160"); // a relayed port no allocation holds
+    // Behind a 1:1 NAT (above): each family's external IP and the relay IP
+    // it stands for (ports 0), and allocation 7.
+    Address external4 = addr("198.18.7.1:0");
+    Address external6 = addr("[fd00:7::1]:0");
+    Address nat_relay4 = addr("198.18.0.1:0");
+    Address nat_relay6 = addr("[fd00::1]:0");
+    Address client7 = addr("198.18.0.12:50007");
+    Address relayed7_4 = addr("198.18.0.1:49156");
+    Address relayed7_6 = addr("[fd00::1]:49156");
+    Address client8 = addr("[fd00::18]:50008");
+    Address relayed8 = addr("[fd00::1]:49157");
+    // The external address of relayed address `r` (on its family's relay IP).
+    Address ext(const Address& r) const { return (r.is_v4() ? external4 : external6).with_port(r.port); }
 };
 
 // An allocation as the control plane installs it (tests/dataplane/
@@ -131,22 +184,27 @@ struct Allocation {
 
 // Installed in this order (worker_fuzz.cc): each allocation, then its
 // permissions, then its channels. What relay-to-relay added comes after
-// what each allocation had before, so that slots and hashed channels are
-// taken as they were.
+// what each allocation had before, and what the NAT added after that, so
+// that slots and hashed channels are taken as they were.
 inline std::vector<Allocation> allocations(const Net& n) {
     return {
         {1, n.client1, n.listen4, n.relayed1_4, n.relayed1_6, 0,
-         {n.peer4, n.perm_only4, n.peer6, n.relayed3, n.listen4b, n.relayed4, n.relayed2, n.listen6b},
+         {n.peer4, n.perm_only4, n.peer6, n.relayed3, n.listen4b, n.relayed4, n.relayed2, n.listen6b,
+          n.external4, n.external6},
          {{0x4001, n.peer4}, {0x4002, n.peer4b}, {0x4003, n.peer4c}, {0x4004, n.peer6},
-          {0x4010, n.relayed3}, {0x4011, n.relayed2}, {0x4012, n.unallocated4}}},
-        {2, n.client2, n.listen6, std::nullopt, n.relayed2, 0, {n.peer6, n.perm_only6, n.relayed1_6},
-         {{0x4001, n.peer6}}},
+          {0x4010, n.relayed3}, {0x4011, n.relayed2}, {0x4012, n.unallocated4},
+          {0x4020, n.ext(n.relayed7_4)}, {0x4021, n.external4.with_port(49160)}, {0x4022, n.ext(n.relayed2)}}},
+        {2, n.client2, n.listen6, std::nullopt, n.relayed2, 0, {n.peer6, n.perm_only6, n.relayed1_6, n.external6},
+         {{0x4001, n.peer6}, {0x4002, n.ext(n.relayed7_6)}}},
         {3, n.client3, n.listen4, n.relayed3, std::nullopt, 100000, {n.peer4d, n.relayed1_4},
          {{0x4001, n.peer4d}, {0x4002, n.relayed1_4}}},
-        {4, n.client4, n.listen4b, n.relayed4, std::nullopt, 0, {n.peer4, n.relayed1_4},
-         {{0x4001, n.peer4}, {0x4002, n.relayed1_4}, {0x4003, n.relayed3}}},
+        {4, n.client4, n.listen4b, n.relayed4, std::nullopt, 0, {n.peer4, n.relayed1_4, n.external4},
+         {{0x4001, n.peer4}, {0x4002, n.relayed1_4}, {0x4003, n.relayed3}, {0x4004, n.ext(n.relayed1_4)}}},
         {5, n.client5, n.listen6b, std::nullopt, n.relayed5, 0, {n.peer6}, {{0x4001, n.peer6}}},
         {6, n.relayed2, n.listen6, std::nullopt, n.relayed6, 0, {n.peer6, n.relayed1_6}, {{0x4001, n.peer6}}},
+        {7, n.client7, n.listen4, n.relayed7_4, n.relayed7_6, 0, {n.external4, n.external6},
+         {{0x4001, n.ext(n.relayed1_4)}, {0x4002, n.ext(n.relayed2)}, {0x4003, n.ext(n.relayed3)}}},
+        {8, n.client8, n.listen6, std::nullopt, n.relayed8, 0, {n.nat_relay6}, {}},
     };
 }
 
@@ -175,19 +233,39 @@ inline std::vector<HostHop> host_hops(const Net& n) {
 // At most kMaxFrames frames.
 //
 // Chained mbufs (nb_segs > 1, as a NIC with scattered rx delivers a frame
-// longer than its mbufs): a word whose length bits are 0 and whose tailroom
-// bits t are not (an empty frame with tailroom, which no seed had; an empty
-// frame is still a word with length and tailroom 0) is no frame but a chain
-// marker: the next frame arrives in 2 + (t - 1) % 3 segments (t = 1, 2, 3:
-// 2, 3, 4 segments). The marker is followed by one big-endian 16-bit word
-// per segment but the last, that segment's length (cut to what is left of
-// the frame, so a segment can be empty), then by the frame as usual (word
-// and bytes): the last segment holds the rest. The marker's top 2 bits are
-// ignored; the last marker before a frame counts. Each segment has a heap
-// block of its own, of exactly: the first, the headroom of byte 1 + its
-// bytes + the frame's tailroom (as an unchained frame's); the middle ones
-// their bytes alone; the last its bytes + the frame's tailroom. The rx
+// longer than its mbufs): a word whose length bits are 0, whose tailroom
+// bits t are not and whose top 2 bits are 0 (an empty frame with tailroom,
+// which no seed had; an empty frame is still a word with length and
+// tailroom 0; with top bits set it is an option word, below) is no frame
+// but a chain marker: the next frame arrives in 2 + (t - 1) % 3 segments
+// (t = 1, 2, 3: 2, 3, 4 segments). The marker is followed by one big-endian
+// 16-bit word per segment but the last, that segment's length (cut to what
+// is left of the frame, so a segment can be empty), then by the frame as
+// usual (word and bytes): the last segment holds the rest. The last marker
+// before a frame counts. Each segment has a heap block of its own, of
+// exactly: the first, the headroom of byte 1 + its bytes + the frame's
+// tailroom (as an unchained frame's); the middle ones their bytes alone;
+// the last its bytes + the frame's tailroom. The rx
 // checksum flags are on the first mbuf.
+//
+// Option words (added after the seeds above were written, in a form none of
+// them has, so that they decode as they did): a word whose length bits are
+// 0 and whose tailroom bits t and top 2 bits k are both non-zero (a chain
+// marker's top bits were ignored before; chain markers have k = 0) is
+// neither a frame nor a chain marker but an option of kind k with value t
+// (1-7), and may stand wherever a frame's word may:
+//   k = 1 (kOptNat): the NAT's pairs (above), from the first burst whose
+//     first frame comes after the word on (the tables never change during
+//     a burst; before any frame: from the first burst): t's bit 0 (kNat4) and bit 1 (kNat6) name the families an
+//     ipc::ExternalIps sets, bit 2 (kNatResync) has a resync follow it (the
+//     control plane's ExternalIps, ResyncBegin, every Add, ResyncEnd; t = 4
+//     is a resync without ExternalIps, which clears the pairs unless an
+//     ExternalIps came since the previous ResyncBegin). Every input starts
+//     with no pairs (the external IPs still own addresses); at most
+//     kMaxNatOptions are applied, the rest ignored.
+//   k = 2 (kOptRest): the express lane worker's WorkerConfig::express_rest
+//     is t for the whole input (0 without such a word; the last counts).
+//   k = 3: reserved, ignored.
 constexpr size_t kMaxFrames = 128;
 constexpr uint16_t kLenMask = 0x07ff;
 constexpr unsigned kTailShift = 11;
@@ -195,12 +273,30 @@ constexpr unsigned kTailMask = 7;
 constexpr unsigned kFlagsShift = 14;
 constexpr unsigned kMaxSegs = 4;
 
+// An option word's kind (kOpt*, 1-3), or 0 when `word` is a frame's or a
+// chain marker's.
+constexpr unsigned option_kind(uint16_t word) {
+    const unsigned t = word >> kTailShift & kTailMask;
+    return (word & kLenMask) != 0 || t == 0 ? 0 : word >> kFlagsShift;
+}
+constexpr unsigned option_value(uint16_t word) { return word >> kTailShift & kTailMask; }
+constexpr unsigned kOptNat = 1;
+constexpr unsigned kOptRest = 2;
+constexpr unsigned kNat4 = 1;
+constexpr unsigned kNat6 = 2;
+constexpr unsigned kNatResync = 4;
+constexpr unsigned kMaxNatOptions = 16;
+constexpr uint16_t option_word(unsigned kind, unsigned value) {
+    return static_cast<uint16_t>(kind << kFlagsShift | value << kTailShift);
+}
 // The number of segments a chain marker asks for (2-4), or 0 when `word`
-// is a frame's.
+// is a frame's or an option's.
 constexpr unsigned chain_segs(uint16_t word) {
     const unsigned t = word >> kTailShift & kTailMask;
-    return (word & kLenMask) != 0 || t == 0 ? 0 : 2 + (t - 1) % 3;
+    return (word & kLenMask) != 0 || t == 0 || option_kind(word) != 0 ? 0 : 2 + (t - 1) % 3;
 }
+static_assert(option_kind(option_word(kOptNat, kNat4)) == kOptNat && chain_segs(option_word(kOptNat, kNat4)) == 0 &&
+              option_value(option_word(kOptRest, 3)) == 3);
 // The marker for a chain of `segs` (2-4) segments.
 constexpr uint16_t chain_marker(unsigned segs) { return static_cast<uint16_t>((segs - 1) << kTailShift); }
 static_assert(chain_segs(chain_marker(2)) == 2 && chain_segs(chain_marker(3)) == 3 && chain_segs(chain_marker(4)) == 4);
