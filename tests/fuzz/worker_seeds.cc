@@ -211,11 +211,81 @@ std::vector<std::pair<std::string, Bytes>> relay_to_relay_cases() {
     return c;
 }
 
+// Relay-to-relay behind a 1:1 NAT (worker_net.h: allocations 1, 2 and 7
+// know each other by their external addresses on 198.18.7.1 and
+// fd00:7::1): with the NAT's pair, a client's datagram to the other's
+// external address goes round as one from the sender's external address;
+// without it, or to an external port no allocation holds, or from a
+// sender on another relay IP, it is punted unchanged (punt_own_address).
+std::vector<std::pair<std::string, Bytes>> nat_cases() {
+    const Net& n = kNet;
+    const Bytes d = dptest::pattern(100, 5);
+    std::vector<std::pair<std::string, Bytes>> c;
+    auto add = [&](std::string name, const Frame& f) { c.emplace_back(std::move(name), dptest::build(f)); };
+    auto send = [&](const Address& client, const Address& listen, const Address& peer, bool fingerprint = false) {
+        return udp(client, listen, dptest::send_indication(kTxid, peer, d, fingerprint));
+    };
+    // ChannelData both ways between clients 1 and 7 (client7's slot channel
+    // to ext(relayed1_4), answered on client1's hashed 0x4020; what client1
+    // sends reaches client7 on its slot), and from client7 across families
+    // to client2's slot channel.
+    add("r2r-nat-cd4-channel", udp(n.client1, n.listen4, dptest::channel_data(0x4020, d)));
+    add("r2r-nat-cd4-channel-back", udp(n.client7, n.listen4, dptest::channel_data(0x4001, d)));
+    add("r2r-nat-cd4-to-v6-channel", udp(n.client7, n.listen4, dptest::channel_data(0x4002, d)));
+    // Send indications: to a channel on the other side (client2's to
+    // client1's 0x4022; client7's to client1's 0x4020); to a permission
+    // only (a Data indication naming the sender's external address: client1
+    // from its IPv6 relayed address to client2, and to its own external
+    // address).
+    add("r2r-nat-send6-channel", send(n.client2, n.listen6, n.ext(n.relayed1_6), true));
+    add("r2r-nat-send4-channel", send(n.client7, n.listen4, n.ext(n.relayed1_4)));
+    add("r2r-nat-send4-to-v6-data", send(n.client1, n.listen4, n.ext(n.relayed2)));
+    add("r2r-nat-send4-self", send(n.client1, n.listen4, n.ext(n.relayed1_4), true));
+    // IPv6 ChannelData from client2's slot to client7's (across families).
+    add("r2r-nat-cd6-channel", udp(n.client2, n.listen6, dptest::channel_data(0x4002, d)));
+    // The other allocation permits only the relay IP, not the external one
+    // the packet comes from: dropped there (drop_no_permission), in both
+    // families; the same allocation 8 reached at its relayed address itself
+    // (a Data indication from relayed2). Client3 has no permission for the
+    // external IP: its Send indication is punted (punt_miss, unchanged).
+    add("r2r-nat-cd4-internal-only", udp(n.client7, n.listen4, dptest::channel_data(0x4003, d)));
+    add("r2r-nat-send4-internal-only", send(n.client1, n.listen4, n.ext(n.relayed3)));
+    add("r2r-nat-send6-internal-only", send(n.client2, n.listen6, n.ext(n.relayed8)));
+    add("r2r-nat-send6-internal", send(n.client2, n.listen6, n.relayed8));
+    add("r2r-nat-send4-no-permission", send(n.client3, n.listen4, n.ext(n.relayed1_4)));
+    // Punted unchanged (punt_own_address): an external port no allocation
+    // holds (channel, and a Send indication in IPv6); a sender on another
+    // relay IP (client4: 198.18.0.3), by channel and by Send.
+    add("r2r-nat-cd4-unallocated-port", udp(n.client1, n.listen4, dptest::channel_data(0x4021, d)));
+    add("r2r-nat-send6-unallocated-port", send(n.client1, n.listen4, n.external6.with_port(49160)));
+    add("r2r-nat-cd4-other-relay-ip", udp(n.client4, n.listen4b, dptest::channel_data(0x4004, d)));
+    add("r2r-nat-send4-other-relay-ip", send(n.client4, n.listen4b, n.ext(n.relayed1_4)));
+    // A datagram from outside to an external address, as no NAT delivers.
+    add("r2r-nat-peer4-to-external", udp(n.peer4, n.ext(n.relayed1_4), d));
+    add("r2r-nat-peer6-to-external", udp(n.peer6, n.ext(n.relayed2), d));
+    {
+        // TTL 2 leaves the first leg with 1, which the second does not
+        // relay; 3 arrives with 1.
+        Frame f = udp(n.client1, n.listen4, dptest::channel_data(0x4020, d));
+        f.ttl = 2;
+        add("r2r-nat-cd4-ttl2", f);
+        f.ttl = 3;
+        add("r2r-nat-cd4-ttl3", f);
+    }
+    // Too long for a Data indication on the second round (route judges the
+    // worst case before the first): punted unchanged (punt_mtu).
+    add("r2r-nat-cd4-over-mtu", udp(n.client1, n.listen4, dptest::channel_data(0x4020, dptest::pattern(1440))));
+    return c;
+}
+
 // A frame and where the NIC splits it into mbufs: the offsets at which
-// segments 2, 3 and 4 start (increasing; none: one mbuf).
+// segments 2, 3 and 4 start (increasing; none: one mbuf). Or, with `option`
+// not 0, no frame but that option word (worker_net.h: the NAT's pairs, the
+// lane's rest).
 struct Rx {
     const Bytes* f;
     std::vector<uint16_t> cuts = {};
+    uint16_t option = 0;
 };
 
 void put16(Bytes& b, unsigned v) {
@@ -230,6 +300,10 @@ void put16(Bytes& b, unsigned v) {
 Bytes input(uint8_t ctl, uint8_t nh, const std::vector<Rx>& frames, unsigned tail = 4, unsigned flags = 0) {
     Bytes in{ctl, nh};
     for (const Rx& r : frames) {
+        if (r.option != 0) {
+            put16(in, r.option);
+            continue;
+        }
         if (!r.cuts.empty()) {
             put16(in, workerfuzz::chain_marker(static_cast<unsigned>(r.cuts.size() + 1)));
             unsigned at = 0;
@@ -416,5 +490,122 @@ int main(int argc, char** argv) {
     const std::vector<const Bytes*> limited_r2r(80, r2r_frame("r2r-cd4-limited"));
     write("r2r-rate-limited-bursts", input(31 | 1 << 5, 0, limited_r2r));
     write("r2r-chain-cd4-channel", input(0, kNhHosts, std::vector<Rx>{{r2r_frame("r2r-cd4-channel"), {30, 44}}}));
+
+    // Behind a 1:1 NAT (r2r-nat-*, after every seed above, whose bytes stay
+    // as they were): each case alone with both families' pairs (an option
+    // word before the first frame) and the host next hops.
+    const auto natc = nat_cases();
+    const Rx nat_both{nullptr, {}, option_word(kOptNat, kNat4 | kNat6)};
+    std::vector<const Bytes*> nat_all;
+    for (const auto& [name, f] : natc) {
+        write(name, input(0, kNhHosts, std::vector<Rx>{nat_both, {&f}}));
+        nat_all.push_back(&f);
+    }
+    auto nat_frame = [&](const std::string& name) -> const Bytes* {
+        for (const auto& [nm, f] : natc) {
+            if (nm == name) {
+                return &f;
+            }
+        }
+        std::fprintf(stderr, "no case %s\n", name.c_str());
+        std::exit(1);
+    };
+    // Bursts of every NAT case, every relay-to-relay case and every earlier
+    // one: with both pairs, with the IPv4 or the IPv6 pair alone, with both
+    // set through a resync (ExternalIps, ResyncBegin, every Add, ResyncEnd),
+    // and with none (every datagram to an external address punted
+    // unchanged: they stay own addresses).
+    std::vector<const Bytes*> every = nat_all;
+    every.insert(every.end(), r2r_all.begin(), r2r_all.end());
+    every.insert(every.end(), all.begin(), all.end());
+    auto with = [](unsigned nat_value, const std::vector<const Bytes*>& frames) {
+        std::vector<Rx> rx;
+        if (nat_value != 0) {
+            rx.push_back({nullptr, {}, option_word(kOptNat, nat_value)});
+        }
+        for (const Bytes* f : frames) {
+            rx.push_back({f});
+        }
+        return rx;
+    };
+    write("r2r-nat-mixed-burst32", input(31, 0, with(kNat4 | kNat6, every)));
+    write("r2r-nat-mixed-burst32-hosts", input(31, kNhHosts, with(kNat4 | kNat6, every)));
+    write("r2r-nat-mixed-burst32-v4-only", input(31, kNhHosts, with(kNat4, every)));
+    write("r2r-nat-mixed-burst32-v6-only", input(31, kNhHosts, with(kNat6, every)));
+    write("r2r-nat-mixed-burst32-resync", input(31, kNhHosts, with(kNat4 | kNat6 | kNatResync, every), 4, 1));
+    write("r2r-nat-mixed-burst32-off", input(31, kNhHosts, with(0, every)));
+    // What the second round could not send (no next hop; no headroom; a
+    // tagged gateway at headroom 40): punted unchanged before the first.
+    const std::vector<const Bytes*> nat_two_rounds = {
+        nat_frame("r2r-nat-cd4-channel"), nat_frame("r2r-nat-cd4-channel-back"),
+        nat_frame("r2r-nat-cd4-to-v6-channel"), nat_frame("r2r-nat-send6-channel"),
+        nat_frame("r2r-nat-send4-to-v6-data"), nat_frame("r2r-nat-send4-self")};
+    write("r2r-nat-no-gateway", input(31, kNhNoGw4 | kNhNoGw6, with(kNat4 | kNat6, nat_two_rounds)));
+    write("r2r-nat-headroom0", input(31, kNhHosts | 1 << kHeadroomShift, with(kNat4 | kNat6, nat_two_rounds), 0));
+    write("r2r-nat-headroom40-gateway-vlan",
+          input(31, kNhGw4Vlan | kNhGw6Vlan | 5 << kHeadroomShift, with(kNat4 | kNat6, nat_two_rounds)));
+    // The pairs changing between bursts of those six, as a control plane's
+    // messages change them: both set (ExternalIps alone); a resync without
+    // ExternalIps, which keeps them (one came since the last ResyncBegin);
+    // a second, which clears them; the IPv4 pair through a resync
+    // (ExternalIps first); a resync without ExternalIps in the middle of
+    // that burst, which waits for its end and clears the pair; the IPv6
+    // pair alone. So the bursts see both, both, none, IPv4, none, IPv6.
+    {
+        std::vector<Rx> seq;
+        auto burst = [&](std::initializer_list<unsigned> opts_before, bool mid) {
+            for (const unsigned o : opts_before) {
+                seq.push_back({nullptr, {}, option_word(kOptNat, o)});
+            }
+            for (size_t k = 0; k < nat_two_rounds.size(); k++) {
+                seq.push_back({nat_two_rounds[k]});
+                if (mid && k == 2) {
+                    seq.push_back({nullptr, {}, option_word(kOptNat, kNatResync)});
+                }
+            }
+        };
+        burst({kNat4 | kNat6}, false);
+        burst({kNatResync}, false);
+        burst({kNatResync}, false);
+        burst({kNat4 | kNatResync}, true);
+        burst({}, false);
+        burst({kNat6}, false);
+        write("r2r-nat-on-off-between-bursts", input(5, kNhHosts, seq));
+    }
+    // The express lane's rest (WorkerConfig::express_rest 3): a burst the
+    // lane finishes less than half of (Send indications) rests it for three
+    // bursts, whose ChannelData goes through the stages although the lane
+    // would find it; the second round, whose peer packets on client7's slot
+    // channel the lane finishes, tries the lane even then. With the pairs
+    // and without.
+    {
+        std::vector<const Bytes*> rest;
+        for (int b = 0; b < 5; b++) {
+            for (int k = 0; k < 4; k++) {
+                rest.push_back(b % 4 == 0 ? nat_frame(k % 2 == 0 ? "r2r-nat-send4-to-v6-data" : "r2r-nat-send6-channel")
+                                          : k % 2 == 0 ? nat_frame("r2r-nat-cd4-channel") : frame("cd4-slot0"));
+            }
+        }
+        std::vector<Rx> on = with(kNat4 | kNat6, rest), off = with(0, rest);
+        on.insert(on.begin(), Rx{nullptr, {}, option_word(kOptRest, 3)});
+        off.insert(off.begin(), Rx{nullptr, {}, option_word(kOptRest, 3)});
+        write("r2r-nat-express-rest3", input(3, 0, on));
+        write("r2r-nat-express-rest3-off", input(3, 0, off));
+        // The lane's own case under rest: ChannelData both ways between
+        // clients 1 and 7 through the NAT with ordinary ChannelData.
+        std::vector<const Bytes*> both7;
+        for (int i = 0; i < 16; i++) {
+            both7.push_back(nat_frame("r2r-nat-cd4-channel"));
+            both7.push_back(nat_frame("r2r-nat-cd4-channel-back"));
+            both7.push_back(frame(i % 2 == 0 ? "cd4-slot0" : "peer4-channel"));
+        }
+        write("r2r-nat-channeldata-both-ways", input(31, 0, with(kNat4 | kNat6, both7)));
+        std::vector<Rx> both7_rest = with(kNat4 | kNat6, both7);
+        both7_rest.push_back({nullptr, {}, option_word(kOptRest, 7)});
+        write("r2r-nat-channeldata-both-ways-rest7", input(7, kNhHosts, both7_rest));
+    }
+    // A datagram to an external address, chained: punted unchanged as any chain.
+    write("r2r-nat-chain-cd4-channel",
+          input(0, kNhHosts, std::vector<Rx>{nat_both, {nat_frame("r2r-nat-cd4-channel"), {30, 44}}}));
     return fuzzseeds::write_seeds(argc, argv, files);
 }
