@@ -202,7 +202,15 @@ bool Applier::on(const ipc::ExternalIps& m) {
     bool ok = true;
     for (const auto& [ext, relay, fam] : {std::tuple{&m.external_v4, &m.relay_v4, uint8_t{4}},
                                           std::tuple{&m.external_v6, &m.relay_v6, uint8_t{6}}}) {
-        ok = (ext->family == 0 ? t_.set_nat(fam, nullptr, nullptr) : t_.set_nat(fam, ext->ip, relay->ip)) && ok;
+        if (ext->family != 0 && t_.set_nat(fam, ext->ip, relay->ip)) {
+            continue;
+        }
+        // No pair, or one NatIps has no room for: none current. Whatever was
+        // current came from an earlier control plane; this one keeps its
+        // external-IP peers on the socket path without the echo, and may
+        // offload a peer on that old address as an ordinary one.
+        t_.set_nat(fam, nullptr, nullptr);
+        ok = ok && ext->family == 0;
     }
     if (!ok) {
         stats_.table_full++;

@@ -65,7 +65,8 @@ public:
     // refused rules that would touch ECN or set a kept bit.
     void on(const turn::ipc::Settings& m);
     // Each family's NAT pair (FlowTables::set_nat), at once; false (and
-    // counted as table_full) when NatIps is full, and then not echoed.
+    // counted as table_full) when NatIps is full, and then not echoed, and
+    // that family has no current pair.
     bool on(const turn::ipc::ExternalIps& m);
     void on(const turn::ipc::ResyncBegin& m);
     void on(const turn::ipc::ResyncEnd& m);

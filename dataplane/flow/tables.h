@@ -207,9 +207,12 @@ struct ListenSet {
 // names each family's current one (index + 1, 0: none), so a worker reads an
 // entry that stays whole however the map changes. At most kMax different
 // pairs in a process's life (a control plane restarted with other external
-// IPs each time); past that the Applier refuses a new one, and the control
-// plane keeps such peers on the socket path. The external IPv4 addresses
-// also join OwnIps4, and, as own addresses, are never dropped.
+// IPs each time); past that the Applier refuses a new one (and leaves that
+// family without a current pair), and the control plane, which gets no echo,
+// keeps such peers on the socket path. The external IPv4 addresses also join
+// OwnIps4 and stay own addresses until the dataplane restarts, whatever
+// pairs are current: a packet to a former external IP is punted, for the
+// socket path to relay.
 struct NatIps {
     static constexpr uint32_t kMax = 4;
     struct Entry {

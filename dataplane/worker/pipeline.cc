@@ -61,7 +61,8 @@ void present_external(const NatIps& nat, rte_mbuf* m) {
     uint8_t* src = l3 + (fam == 4 ? offsetof(rte_ipv4_hdr, src_addr) : offsetof(rte_ipv6_hdr, src_addr));
     uint8_t* dst = l3 + (fam == 4 ? offsetof(rte_ipv4_hdr, dst_addr) : offsetof(rte_ipv6_hdr, dst_addr));
     // Both checked: the map may have changed since route (then the frame
-    // stays to the external IP, which the second pass does not take).
+    // stays to the external IP, which the second pass does not take: no
+    // relayed port there; dropped as drop_hairpin_unsendable, tx.cc).
     if (std::memcmp(dst, e->external, len) == 0 && std::memcmp(src, e->relay, len) == 0) {
         std::memcpy(dst, e->relay, len);
         std::memcpy(src, e->external, len);

@@ -189,7 +189,7 @@ inline bool relayed_peer(const Worker& w, const Pkt& q, const uint8_t* dst, uint
 }
 
 // Relay-to-relay. A destination that is one of the relay's own IPs
-// (FlowTables::own_ip: relayed or listening) never leaves by the NIC: its
+// (FlowTables::own_ip: relayed, listening or external) never leaves by the NIC: its
 // next hop would be the router, which may or may not send it back (many
 // cloud gateways do not), where the kernel in socket mode delivers it
 // locally. A packet to a peer that is an offloaded relayed address (two

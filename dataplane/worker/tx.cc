@@ -77,7 +77,8 @@ void tx(Worker& w, Pkt* p, uint16_t n) {
             if (unlikely(w.hairpinning)) {
                 // Rewritten already (route.cc, second_leg_ok): the kernel
                 // would discard it; only a race with the main lcore (the
-                // receiving allocation changed between the legs) gets here.
+                // receiving allocation changed between the legs, or the NAT
+                // pair did, pipeline.cc present_external) gets here.
                 w.counters.inc(Counter::drop_hairpin_unsendable);
                 dead[ndead++] = q.m;
                 break;

@@ -835,8 +835,9 @@ TEST(ApplierExternalIps, AppliedEchoedClearedAndBounded) {
     EXPECT_TRUE(t->own_ip(6, ip6("fd00:7::1").data()));
 
     // NatIps holds kMax pairs over the process's life: 2 used, 2 more fit,
-    // the next is refused (no echo; the current pairs stay), an old one is
-    // still taken.
+    // the next is refused (no echo, and no pair of that family current: the
+    // control plane that sent it treats the old external IP as any peer), an
+    // old one is still taken.
     ASSERT_EQ(dp::NatIps::kMax, 4u);
     ASSERT_TRUE(ap.apply(msg("198.19.7.2:0", "198.18.0.1:0", nullptr, nullptr), reply));
     ASSERT_TRUE(ap.apply(msg("198.19.7.3:0", "198.18.0.1:0", nullptr, nullptr), reply));
@@ -845,8 +846,23 @@ TEST(ApplierExternalIps, AppliedEchoedClearedAndBounded) {
     EXPECT_TRUE(ap.apply(msg("198.19.7.4:0", "198.18.0.1:0", nullptr, nullptr), reply)) << "valid, if not applied";
     EXPECT_EQ(echoes.size(), 4u) << "a pair NatIps has no room for is not echoed";
     EXPECT_EQ(ap.stats().table_full, full0 + 1);
-    EXPECT_EQ(std::memcmp(t->nat.current(4)->external, ip6("198.19.7.3").data(), 16), 0);
+    EXPECT_EQ(t->nat.current(4), nullptr) << "198.19.7.3 stayed current after a refused pair";
     EXPECT_FALSE(t->own_ip(4, ip6("198.19.7.4").data()));
+    // And in the same message as a pair that fits: that one applies, the
+    // refused family has none, no echo.
+    ASSERT_TRUE(ap.apply(msg("198.19.7.4:0", "198.18.0.1:0", "[fd00:7::1]:0", "[fd00::1]:0"), reply));
+    EXPECT_EQ(echoes.size(), 4u);
+    EXPECT_EQ(t->nat.current(4), nullptr);
+    ASSERT_NE(t->nat.current(6), nullptr);
+    EXPECT_EQ(ap.stats().table_full, full0 + 2);
+    // The resync that follows keeps it so (the refused ExternalIps came before it).
+    {
+        ipc::ResyncBegin rb{};
+        rb.generation = 2;
+        ASSERT_TRUE(ap.apply(ipc::encode(rb, ++seq), reply));
+        EXPECT_EQ(t->nat.current(4), nullptr);
+        EXPECT_NE(t->nat.current(6), nullptr);
+    }
     ASSERT_TRUE(ap.apply(both, reply));
     EXPECT_EQ(echoes.size(), 5u);
     EXPECT_EQ(std::memcmp(t->nat.current(4)->external, ip6("198.19.7.1").data(), 16), 0);

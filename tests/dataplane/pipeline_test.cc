@@ -1272,6 +1272,44 @@ TEST_P(RelayToRelayBehindNat, OtherPeersUnaffected) {
     expect_deltas({{Counter::rx, 2}, {Counter::fwd_client_channel, 1}, {Counter::fwd_peer_channel, 1}});
 }
 
+// IPv4 clients whose relayed addresses are IPv6, behind the IPv6 pair:
+// the hop between the allocations is IPv6 and so is the swap.
+TEST_P(RelayToRelayBehindNat, AcrossFamilies) {
+    if (GetParam() != 4) {
+        GTEST_SKIP() << "IPv4 clients with IPv6 relayed addresses";
+    }
+    ipc::ExternalIps m{};
+    m.external_v4 = ipc::WireAddress::from(external_);
+    m.relay_v4 = ipc::WireAddress::from(n_.relayed.with_port(0));
+    m.external_v6 = ipc::WireAddress::from(*Address::parse("fd00:7::1"));
+    m.relay_v6 = ipc::WireAddress::from(*Address::parse("fd00::1"));
+    ipc_send(m);
+    const Address ra6 = *Address::parse("[fd00::1]:49170");
+    const Address rb6 = *Address::parse("[fd00::1]:49171");
+    const Address xa6 = *Address::parse("[fd00:7::1]:49170");
+    const Address xb6 = *Address::parse("[fd00:7::1]:49171");
+    const Address ca = *Address::parse("198.18.0.20:50010");
+    const Address cb = *Address::parse("198.18.0.21:50011");
+    add_allocation(30, ca, ra6);
+    add_allocation(31, cb, rb6);
+    add_permission(30, ra6, xb6);
+    add_channel(30, ra6, xb6, 0x4010);
+    add_permission(31, rb6, xa6);
+    for (int k = 0; k < 2; k++) {
+        Frame in = from_client(channel_data(0x4010, pattern(70)));
+        in.src = ca;
+        const Out o = run1(build(in));
+        EXPECT_TRUE(o.exc.empty());
+        ASSERT_EQ(o.nic.size(), 1u);
+        // B has a permission only: a Data indication naming A's IPv6 external address.
+        Frame f = relayed(n_.listen, cb, data_indication(txid_of(o.nic[0]), xa6, pattern(70)));
+        f.ttl = kTtl - 2;
+        EXPECT_EQ(o.nic[0], build(f));
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                       {Counter::fwd_peer_data, 1}});
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, RelayToRelayBehindNat, ::testing::Values(4, 6), [](const auto& i) {
     return i.param == 4 ? std::string("IPv4") : std::string("IPv6");
 });
