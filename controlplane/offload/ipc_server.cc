@@ -645,6 +645,11 @@ void IpcServer::on_external_ips_applied() {
         return sent != 0;
     });
     counters_.external_ips_applied.store(true);
+    // These Adds are part of the connection's state, as the resync's are
+    // (the snapshot left them out): room beyond the backlog limit for them,
+    // or a mirror with more than kMaxBacklog of them would drop every
+    // connection right after its echo (IPC thread: backlog_limit_ is its own).
+    backlog_limit_ += sent;
     if (first) {
         log_event("dataplane_external_ips_applied",
                   {{"relay_ips", describe(*external_msg_)}, {"entries", std::to_string(sent)}});
@@ -798,8 +803,10 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
             external_warned_ = true;
             log_event(LogLevel::kWarn, "dataplane_ignores_external_ips",
                       {{"relay_ips", describe(*external_msg_)},
-                       {"fix", "upgrade turn-dataplane: until it confirms the external IPs, relay-to-relay traffic "
-                               "between external-IP peers takes the socket path"}});
+                       {"fix", "upgrade turn-dataplane if it predates external IPs, or restart it if it has seen "
+                               "four other external IP pairs since it started (ipc_table_full in its counters); "
+                               "until it confirms them, relay-to-relay traffic between external-IP peers takes "
+                               "the socket path"}});
         }
     }
 }
