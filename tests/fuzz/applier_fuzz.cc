@@ -134,6 +134,29 @@ bool addr_ok(const std::vector<uint8_t>& d, size_t off) {
     return fam != 0 || (d[off + 2] == 0 && d[off + 3] == 0);
 }
 
+// ExternalIps' rule (protocol.h), on addresses already in canonical form:
+// per family, no pair (both addresses family 0) or an external and a relay
+// IP both of that family, neither all zero, not the same IP, both ports 0;
+// and a pair for at least one family. Offsets: the header, then external_v4,
+// relay_v4, external_v6, relay_v6, 20 bytes each (family, pad, port, ip).
+bool nat_pairs_ok(const std::vector<uint8_t>& d) {
+    auto pair_ok = [&](size_t ext, size_t relay, uint8_t fam) {
+        const auto port = [&](size_t o) { return d[o + 2] | d[o + 3]; };
+        if (port(ext) != 0 || port(relay) != 0) {
+            return false;
+        }
+        if (d[ext] == 0) {
+            return d[relay] == 0;
+        }
+        const auto zero = [&](size_t o) {
+            return std::all_of(d.begin() + o + 4, d.begin() + o + 20, [](uint8_t b) { return b == 0; });
+        };
+        return d[ext] == fam && d[relay] == fam && !zero(ext) && !zero(relay) &&
+               !std::equal(d.begin() + ext + 4, d.begin() + ext + 20, d.begin() + relay + 4);
+    };
+    return pair_ok(16, 36, 4) && pair_ok(56, 76, 6) && (d[16] != 0 || d[56] != 0);
+}
+
 // Independent of ipc::decode: header, a type the Applier takes, its exact
 // size, and its addresses' form.
 bool expect_valid(const std::vector<uint8_t>& d) {
@@ -159,6 +182,7 @@ bool expect_valid(const std::vector<uint8_t>& d) {
     // Sizes and address offsets as protocol.h lays them out (16-byte header,
     // 8-byte alloc id, 20-byte addresses).
     switch (type) {
+    case 5: return d.size() == 96 && fams({16, 36, 56, 76}) && nat_pairs_ok(d);  // ExternalIps
     case 4:  // Settings: ECN kept, no bit both kept and set, padding zero
         return d.size() == 24 && (d[16] & 0x03) == 0x03 && (d[16] & d[17]) == 0 &&
                std::all_of(d.begin() + 18, d.end(), [](uint8_t b) { return b == 0; });
@@ -179,6 +203,9 @@ static_assert(sizeof(ipc::AllocationAdd) == 120 && sizeof(ipc::PermissionAdd) ==
               sizeof(ipc::ChannelAdd) == 72 && sizeof(ipc::ResyncEnd) == 32 && sizeof(ipc::LimitSet) == 32);
 static_assert(sizeof(ipc::Settings) == 24 && offsetof(ipc::Settings, tos_keep) == 16 &&
               offsetof(ipc::Settings, tos_set) == 17 && offsetof(ipc::Settings, pad) == 18);
+static_assert(sizeof(ipc::ExternalIps) == 96 && offsetof(ipc::ExternalIps, external_v4) == 16 &&
+              offsetof(ipc::ExternalIps, relay_v4) == 36 && offsetof(ipc::ExternalIps, external_v6) == 56 &&
+              offsetof(ipc::ExternalIps, relay_v6) == 76);
 
 // ---- invariant 2: replies ----
 
@@ -196,6 +223,12 @@ void check_replies(Replies& r, size_t live_allocs, const std::set<uint64_t>& ids
     size_t entries = 0;
     for (size_t i = 0; i < r.got.size(); i++) {
         const auto m = ipc::decode<ipc::CountersReport>(r.got[i]);
+        if (!m && r.got[i].size() >= 4 && r.got[i][2] == static_cast<uint8_t>(ipc::MsgType::kExternalIps) &&
+            r.got[i][3] == 0) {
+            // The echo of an applied ExternalIps is taken off right after
+            // its datagram: one here was sent for another datagram.
+            fail("an ExternalIps echo not right after an ExternalIps the model applied", "chunk " + std::to_string(i));
+        }
         if (!m) {
             fail("reply does not decode as CountersReport", "chunk " + std::to_string(i));
         }
@@ -220,6 +253,138 @@ void check_replies(Replies& r, size_t live_allocs, const std::set<uint64_t>& ids
         fail("CountersReport misses live allocations");
     }
     r.got.clear();
+}
+
+// ---- invariant 7: the NAT's pairs (ipc::ExternalIps, FlowTables::nat) ----
+
+// The dataplane keeps at most this many different pairs over its life
+// (protocol.h does not bound it; this harness's expectation is the Applier's
+// documented bound, NatIps::kMax: a change there must come with one here).
+constexpr size_t kNatPairs = 4;
+static_assert(dp::NatIps::kMax == kNatPairs);
+
+// What the Applier should have made of the ExternalIps and ResyncBegins so
+// far: every pair it ever took (immutable, at most kNatPairs), each family's
+// current one, and whether a valid ExternalIps came since the last valid
+// ResyncBegin.
+struct NatModel {
+    struct Pair {
+        uint8_t fam = 0;
+        uint8_t ext[16] = {};
+        uint8_t relay[16] = {};
+        bool operator==(const Pair&) const = default;
+    };
+    std::vector<Pair> history;
+    int cur[2] = {-1, -1};  // index into history, -1: none; [0] IPv4, [1] IPv6
+    bool seen = false;
+
+    // A valid ExternalIps `d`: each family in turn (IPv4 first) gets no pair,
+    // or its pair if history holds it or has room; a family whose new pair
+    // finds no room keeps what it had. Applied (echoed) when no family was
+    // refused.
+    bool external_ips(const std::vector<uint8_t>& d) {
+        seen = true;
+        bool applied = true;
+        for (const auto& [ext, relay, fam] : {std::tuple{size_t{16}, size_t{36}, uint8_t{4}},
+                                              std::tuple{size_t{56}, size_t{76}, uint8_t{6}}}) {
+            int& c = cur[fam == 4 ? 0 : 1];
+            if (d[ext] == 0) {
+                c = -1;
+                continue;
+            }
+            Pair p;
+            p.fam = fam;
+            std::memcpy(p.ext, d.data() + ext + 4, 16);
+            std::memcpy(p.relay, d.data() + relay + 4, 16);
+            const auto it = std::find(history.begin(), history.end(), p);
+            if (it != history.end()) {
+                c = static_cast<int>(it - history.begin());
+            } else if (history.size() < kNatPairs) {
+                history.push_back(p);
+                c = static_cast<int>(history.size() - 1);
+            } else {
+                applied = false;
+            }
+        }
+        return applied;
+    }
+    // A valid ResyncBegin: a control plane that sent no ExternalIps before
+    // it has no external IPs, so the pairs an earlier one set are dropped.
+    void resync_begin() {
+        if (!seen) {
+            cur[0] = cur[1] = -1;
+        }
+        seen = false;
+    }
+    bool had(uint8_t fam, const uint8_t* ip) const {
+        return std::any_of(history.begin(), history.end(),
+                           [&](const Pair& p) { return p.fam == fam && std::memcmp(p.ext, ip, 16) == 0; });
+    }
+};
+
+// The addresses the ExternalIps op can name, for the own-address checks:
+// every external IP, and the relay IPs no allocation relays on (the relayed
+// pool's IPs become own addresses through allocations, not through
+// ExternalIps).
+struct NatAddrs {
+    std::vector<ipc::WireAddress> ext[2], other_relay[2];
+    NatAddrs() {
+        for (uint8_t fam : {uint8_t{4}, uint8_t{6}}) {
+            for (uint8_t b : {uint8_t{1}, uint8_t{2}, uint8_t{3}, uint8_t{1 | 2 << 2}, uint8_t{1 | 3 << 2}}) {
+                ipc::WireAddress e, r;
+                nat_pair(fam, b, e, r);
+                if ((b >> 2) == 0) {
+                    ext[fam == 4 ? 0 : 1].push_back(e);
+                } else {
+                    other_relay[fam == 4 ? 0 : 1].push_back(r);
+                }
+            }
+        }
+    }
+};
+
+std::string wire(const ipc::WireAddress& a);  // below, with the facts
+
+// FlowTables::nat and the own addresses against the model: each family's
+// current pair (none, or the model's, byte for byte), how many pairs the
+// tables hold, every external IP the model took an own address (own4 for
+// IPv4, nat.had6 for IPv6, and own_ip() for both) and none other, and a
+// relay IP that no allocation relays on never one.
+void check_nat(const dp::FlowTables& t, const NatModel& m, const std::string& when) {
+    static const NatAddrs addrs;
+    for (uint8_t fam : {uint8_t{4}, uint8_t{6}}) {
+        const dp::NatIps::Entry* e = t.nat.current(fam);
+        const int c = m.cur[fam == 4 ? 0 : 1];
+        if ((e == nullptr) != (c < 0)) {
+            fail(fam == 4 ? "nat.current(4) set or unset against the model" : "nat.current(6) set or unset against the model",
+                 when);
+        }
+        if (e != nullptr) {
+            const NatModel::Pair& p = m.history[static_cast<size_t>(c)];
+            if (e->family != fam || std::memcmp(e->external, p.ext, 16) != 0 || std::memcmp(e->relay, p.relay, 16) != 0) {
+                fail("nat.current() is not the model's pair", when);
+            }
+        }
+        for (const auto& a : addrs.ext[fam == 4 ? 0 : 1]) {
+            const bool want = m.had(fam, a.ip);
+            uint32_t v4;
+            std::memcpy(&v4, a.ip, 4);
+            const bool got = fam == 4 ? t.own4.has(v4) : t.nat.had6(a.ip);
+            if (got != want || t.own_ip(fam, a.ip) != want) {
+                fail(want ? "an external IP the model took is not an own address"
+                          : "an external IP the model never took is an own address",
+                     when + " (" + wire(a) + ")");
+            }
+        }
+        for (const auto& a : addrs.other_relay[fam == 4 ? 0 : 1]) {
+            if (t.own_ip(fam, a.ip) || (fam == 6 && t.nat.had6(a.ip))) {
+                fail("a relay IP named only by ExternalIps is an own address", when + " (" + wire(a) + ")");
+            }
+        }
+    }
+    if (t.nat.n.load() != m.history.size()) {
+        fail("FlowTables::nat holds another number of pairs than the model", when);
+    }
 }
 
 // ---- invariant 5: nothing names an allocation the Applier no longer holds ----
@@ -508,6 +673,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::set<uint64_t> ids;  // alloc ids valid AllocationAdds named
     uint16_t tos_rule = dp::kTosKeepAll;  // invariant 6: the last valid Settings' rule
     bool settings_seen = false;           // a valid Settings since the last valid ResyncBegin
+    NatModel nat;                         // invariant 7
     for (size_t off = 1; off + 2 <= size;) {
         size_t len = size_t{data[off]} | size_t{data[off + 1]} << 8;
         off += 2;
@@ -515,6 +681,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const std::vector<uint8_t> d = datagram(data + off, len, ++seq);
         off += len;
         const bool want = expect_valid(d);
+        const uint64_t full_before = ap.stats().table_full;
         const bool got = ap.apply(d, reply);
         if (verbose) {
             std::fprintf(stderr, "datagram %llu: %zu bytes type %u: %s (expected %s)\n",
@@ -539,6 +706,41 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             replies.last_seq = ack->h.seq;
             replies.got.clear();
         }
+        if (want && d[2] == static_cast<uint8_t>(ipc::MsgType::kExternalIps) && d[3] == 0) {
+            // Echoed, byte for byte but the header's sequence number, exactly
+            // when applied; a refusal (no room for a new pair) is one
+            // table_full, and nothing else of this datagram is.
+            const bool applied = nat.external_ips(d);
+            if (verbose) {
+                std::fprintf(stderr, "  ExternalIps %s (model: %zu pairs, current %d/%d)\n",
+                             applied ? "applied" : "refused", nat.history.size(), nat.cur[0], nat.cur[1]);
+            }
+            if (ap.stats().table_full - full_before != (applied ? 0u : 1u)) {
+                fail(applied ? "an applied ExternalIps counted as table_full"
+                             : "a refused ExternalIps not counted once as table_full",
+                     "datagram " + std::to_string(seq));
+            }
+            if (applied) {
+                const auto& e = replies.got;
+                uint64_t eseq = 0;
+                if (e.size() == 1 && e[0].size() == d.size()) {
+                    std::memcpy(&eseq, e[0].data() + 8, 8);
+                }
+                if (e.size() != 1 || e[0].size() != d.size() || !std::equal(d.begin(), d.begin() + 8, e[0].begin()) ||
+                    !std::equal(d.begin() + 16, d.end(), e[0].begin() + 16) || eseq <= replies.last_seq) {
+                    fail("applied ExternalIps not echoed once, unchanged but the header's seq",
+                         "datagram " + std::to_string(seq));
+                }
+                replies.last_seq = eseq;
+                replies.got.clear();
+            } else if (!replies.got.empty()) {
+                fail("ExternalIps echoed although the model refused it", "datagram " + std::to_string(seq));
+            }
+        }
+        if (want && d[2] == static_cast<uint8_t>(ipc::MsgType::kResyncBegin) && d[3] == 0) {
+            nat.resync_begin();
+        }
+        check_nat(*t, nat, "datagram " + std::to_string(seq));
         if (!replies.got.empty() || (want && d.size() == sizeof(ipc::CountersRequest) && d[2] == 20)) {
             check_replies(replies, ap.allocations(), ids);
         }
@@ -578,7 +780,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (!ap.apply(ref[i], reply)) {
             fail("reference datagram refused");
         }
+        if (ref[i][2] == static_cast<uint8_t>(ipc::MsgType::kResyncBegin)) {
+            nat.resync_begin();
+        }
     }
+    // The reference has no ExternalIps: its ResyncBegin clears the pairs
+    // unless the input sent one after its last ResyncBegin. Either way the
+    // facts compared below do not look at FlowTables::nat or own4 (the
+    // fresh tables never had pairs), so an input's pairs must leave every
+    // key, relayed port and TOS rule as a fresh resync's: that comparison
+    // fails if they did not.
+    check_nat(*t, nat, "after the reference resync");
     const bool hit_full = ap.stats().table_full != full_before_end;
     check_owners(*t, ap, "after the reference resync");
     dp::FlowTables* ft = make_tables(small);
