@@ -330,11 +330,133 @@ fuzzseeds::Files fixed_bugs() {
     return f;
 }
 
+// ExternalIps (the NAT's pairs), after all the others so that their files
+// stay as they were. Pair bytes: external index 1-3 in bits 0-1 (0: none),
+// relay index in bits 2-3 (0-1 the relayed pool's IPs, 2-3 others).
+constexpr uint8_t pr(unsigned ext, unsigned relay) { return static_cast<uint8_t>(ext | relay << 2); }
+void nat(In& in, uint8_t p4, uint8_t p6, uint8_t flaw = kWhole) { record(in, {kExternalIps, p4, p6, flaw}); }
+
+fuzzseeds::Files nat_seeds() {
+    fuzzseeds::Files f;
+    auto add = [&](const std::string& name, const In& in) { f.emplace_back("nat-" + name, in); };
+    // One family, the other, both; as the control plane sends them: Settings,
+    // ExternalIps, then the resync (which keeps the pairs).
+    In in = start(false);
+    nat(in, pr(1, 0), 0);
+    session(in);
+    counters(in);
+    add("v4", in);
+    in = start(false);
+    nat(in, 0, pr(1, 0));
+    session(in);
+    counters(in);
+    add("v6", in);
+    in = start(false);
+    record(in, {kSettings, 0x03, 46 << 2});
+    nat(in, pr(1, 0), pr(1, 0));
+    begin(in, 1);
+    session(in);
+    end(in, 1, 6);
+    counters(in);
+    add("both-resync", in);
+    // Both, then IPv4 alone (IPv6's pair no longer current, its external IP
+    // still own), then IPv6 alone with a relay IP no allocation relays on,
+    // then the first again (pairs already held: no new entry).
+    in = start(false);
+    nat(in, pr(1, 0), pr(1, 0));
+    nat(in, pr(1, 0), 0);
+    nat(in, 0, pr(2, 2));
+    nat(in, pr(1, 0), pr(1, 0));
+    add("switch", in);
+    // Four different pairs (one external IP with two relay IPs is two), a
+    // fifth refused (no echo, table_full, the current pairs stay), then an
+    // old one taken again and the fifth refused again.
+    in = start(false);
+    nat(in, pr(1, 0), pr(1, 0));
+    nat(in, pr(1, 1), 0);
+    nat(in, pr(2, 2), 0);
+    nat(in, pr(3, 3), pr(1, 0));
+    nat(in, pr(1, 0), pr(1, 0));
+    nat(in, pr(2, 0), pr(1, 0));  // IPv4's pair new: refused
+    counters(in);
+    add("fifth-refused", in);
+    nat(in, pr(1, 1), 0);  // old: applied, echoed
+    nat(in, pr(2, 0), pr(1, 0));
+    nat(in, 0, pr(3, 1));  // IPv6's pair new: refused
+    add("refused-then-old", in);
+    // A refused message on a family's new pair while the other family's
+    // part fits: each family is taken in turn (IPv4 first), so a new IPv4
+    // pair takes the last free entry and IPv6's is refused (no echo); with
+    // the history full, a new IPv4 pair refused while IPv6 is given none
+    // leaves IPv4 as it was and clears IPv6.
+    in = start(false);
+    nat(in, pr(1, 0), pr(1, 0));
+    nat(in, pr(2, 0), 0);
+    nat(in, pr(3, 0), pr(2, 1));  // both new, room for one: IPv4's taken, IPv6's refused
+    nat(in, pr(1, 0), pr(1, 0));  // both old: applied
+    nat(in, pr(2, 1), 0);         // full: IPv4 refused, IPv6 cleared
+    add("refused-partly", in);
+    // Resyncs: one with ExternalIps before it keeps the pairs, one without
+    // clears them (own addresses stay), a refused (valid) ExternalIps counts
+    // as sent, an invalid one does not.
+    in = start(false);
+    nat(in, pr(1, 0), pr(1, 0));
+    begin(in, 1);
+    session(in);
+    end(in, 1, 6);
+    begin(in, 2);  // no ExternalIps since the previous ResyncBegin: cleared
+    session(in);
+    end(in, 2, 6);
+    nat(in, pr(2, 1), 0);
+    begin(in, 3);  // kept
+    end(in, 3);
+    add("resync-without-clears", in);
+    in = start(false);
+    nat(in, pr(1, 0), pr(1, 0));
+    nat(in, pr(2, 0), pr(2, 0));
+    begin(in, 1);
+    nat(in, pr(3, 0), pr(1, 0));  // the history full: IPv4 refused
+    begin(in, 2);                 // valid if refused: kept
+    nat(in, pr(1, 0), pr(1, 0), kEqual);
+    begin(in, 3);  // only an invalid one since: cleared
+    add("resync-after-refused", in);
+    // ExternalIps after the last ResyncBegin: the reference resync that
+    // follows every input keeps the pairs; on small tables too.
+    in = start(true);
+    for (uint8_t id = 0; id < 6; id++) {
+        alloc4(in, id, v4(id & 3, id >> 2), v4(id & 3, id >> 2));
+    }
+    begin(in, 4);
+    nat(in, pr(3, 2), pr(3, 3));
+    add("before-reference-small", in);
+    // Every flaw in each family (each invalid: not applied, not echoed,
+    // malformed), between valid ones; no family at all; the header
+    // corruptions.
+    in = start(false);
+    nat(in, pr(1, 0), pr(1, 0));
+    for (uint8_t fl = 1; fl < kFlaws; fl++) {
+        nat(in, pr(2, 1), pr(2, 1), fl);
+        nat(in, pr(2, 1), 0, static_cast<uint8_t>(0x80 | fl));
+        nat(in, 0, pr(3, 2), fl);
+    }
+    record(in, {kExternalIps});  // short body: no family
+    nat(in, 0, 0);
+    for (uint8_t c = kBadVersion; c <= kLastCorruption; c++) {
+        record(in, {c, kExternalIps, pr(1, 0), pr(1, 0)});
+    }
+    counters(in);
+    add("invalid-each", in);
+    return f;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     fuzzseeds::Files all = seeds();
     for (auto& f : fixed_bugs()) {
+        all.push_back(std::move(f));
+    }
+    for (auto& f : nat_seeds()) {
         all.push_back(std::move(f));
     }
     return fuzzseeds::write_seeds(argc, argv, all);
