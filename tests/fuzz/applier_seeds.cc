@@ -368,14 +368,14 @@ fuzzseeds::Files nat_seeds() {
     nat(in, 0, pr(2, 2));
     nat(in, pr(1, 0), pr(1, 0));
     add("switch", in);
-    // Four different pairs (one external IP with two relay IPs is two), a
-    // fifth refused (no echo, table_full, the current pairs stay), then an
-    // old one taken again and the fifth refused again.
+    // Four different pairs in three messages (one external IP with two
+    // relay IPs is two pairs), a fifth refused (no echo, table_full, IPv4's
+    // current pair stays), old pairs taken again, another new one refused.
     in = start(false);
     nat(in, pr(1, 0), pr(1, 0));
     nat(in, pr(1, 1), 0);
     nat(in, pr(2, 2), 0);
-    nat(in, pr(3, 3), pr(1, 0));
+    nat(in, pr(3, 3), pr(1, 0));  // IPv4's pair the fifth: refused
     nat(in, pr(1, 0), pr(1, 0));
     nat(in, pr(2, 0), pr(1, 0));  // IPv4's pair new: refused
     counters(in);
