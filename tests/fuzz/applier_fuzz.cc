@@ -2,15 +2,18 @@
 // real FlowTables (dataplane/flow/tables.{h,cc}), fed a sequence of
 // control-plane datagrams: mostly structured messages drawn from a small
 // space (alloc ids 0-7, a few IPv4/IPv6 addresses per role in 198.18.0.0/15
-// and fd00::/8, channels 0x4000-0x4003 and invalid ones, small generations),
-// so that adds, deletes, re-adds under changed addresses, limits, resyncs and
-// full tables happen, plus raw and corrupted datagrams. The input format is
-// in applier_input.h.
+// and fd00::/8, channels 0x4000-0x4003 and invalid ones, small generations,
+// Settings, ExternalIps pairs from 3 external and 4 relay IPs per family and
+// each field value valid() refuses), so that adds, deletes, re-adds under
+// changed addresses, limits, resyncs, full tables and the NAT's bounded
+// history happen, plus raw and corrupted datagrams. The input format is in
+// applier_input.h.
 //
 // Invariants (a violation prints what failed and traps):
 //   1. no crash, no sanitizer report;
-//   2. every datagram the Applier sends back (CountersRequest) decodes as a
-//      CountersReport (ipc::decode), with count <= kMaxEntries, `last` set on
+//   2. every datagram the Applier sends back, but the echo of a Settings or
+//      an ExternalIps right after it (6, 7), decodes as a CountersReport
+//      (ipc::decode), with count <= kMaxEntries, `last` set on
 //      exactly the final chunk of each answer, sequence numbers rising, alloc
 //      ids that valid AllocationAdds named; an answer carries at least every live
 //      allocation;
@@ -44,6 +47,22 @@
 //      valid Settings since the previous one: an invalid one changes nothing. The
 //      reference resync starts with Settings, as the control plane's do, so
 //      its rule is part of what invariant 4 compares.
+//   7. ExternalIps (the NAT's pairs, FlowTables::nat), against a model of
+//      the Applier: each family's pair in turn (IPv4 first) becomes current
+//      when the history of pairs holds it or has room (at most 4 different
+//      pairs ever), a family given none has none, a new pair past the 4 is
+//      refused and its family keeps what it had; a ResyncBegin with no
+//      valid ExternalIps (refused or not) since the previous one clears
+//      both. An ExternalIps is echoed, unchanged but for the header's seq,
+//      exactly when no family was refused, and a refused one counts one
+//      table_full. After every datagram (and after the reference resync):
+//      nat.current(4/6) is the model's pair byte for byte or none, nat.n the
+//      history's size, each external IP the history holds is an own address
+//      (own4.has for IPv4, nat.had6 for IPv6, and own_ip()) and no other is,
+//      and no relay IP that only an ExternalIps names is. The reference
+//      resync has no ExternalIps: the facts of invariant 4 do not include
+//      the NAT, so input tables with pairs (fresh ones never have any) must
+//      answer every probe as a fresh resync's.
 //
 // APPLIER_FUZZ_VERBOSE=1 prints every datagram's verdict, the stats and the
 // compared facts.
