@@ -51,7 +51,7 @@
 //      the Applier: each family's pair in turn (IPv4 first) becomes current
 //      when the history of pairs holds it or has room (at most 4 different
 //      pairs ever), a family given none has none, a new pair past the 4 is
-//      refused and its family keeps what it had; a ResyncBegin with no
+//      refused and its family has none either; a ResyncBegin with no
 //      valid ExternalIps (refused or not) since the previous one clears
 //      both. An ExternalIps is echoed, unchanged but for the header's seq,
 //      exactly when no family was refused, and a refused one counts one
@@ -299,7 +299,7 @@ struct NatModel {
 
     // A valid ExternalIps `d`: each family in turn (IPv4 first) gets no pair,
     // or its pair if history holds it or has room; a family whose new pair
-    // finds no room keeps what it had. Applied (echoed) when no family was
+    // finds no room has none current. Applied (echoed) when no family was
     // refused.
     bool external_ips(const std::vector<uint8_t>& d) {
         seen = true;
@@ -322,6 +322,7 @@ struct NatModel {
                 history.push_back(p);
                 c = static_cast<int>(history.size() - 1);
             } else {
+                c = -1;  // refused: no pair current (an earlier control plane's must not linger)
                 applied = false;
             }
         }

@@ -369,8 +369,8 @@ fuzzseeds::Files nat_seeds() {
     nat(in, pr(1, 0), pr(1, 0));
     add("switch", in);
     // Four different pairs in three messages (one external IP with two
-    // relay IPs is two pairs), a fifth refused (no echo, table_full, IPv4's
-    // current pair stays), old pairs taken again, another new one refused.
+    // relay IPs is two pairs), a fifth refused (no echo, table_full, IPv4
+    // then has no current pair), old pairs taken again, another new one refused.
     in = start(false);
     nat(in, pr(1, 0), pr(1, 0));
     nat(in, pr(1, 1), 0);
@@ -386,15 +386,15 @@ fuzzseeds::Files nat_seeds() {
     add("refused-then-old", in);
     // A refused message on a family's new pair while the other family's
     // part fits: each family is taken in turn (IPv4 first), so a new IPv4
-    // pair takes the last free entry and IPv6's is refused (no echo); with
-    // the history full, a new IPv4 pair refused while IPv6 is given none
-    // leaves IPv4 as it was and clears IPv6.
+    // pair takes the last free entry and IPv6's is refused (no echo, IPv6
+    // then has none); with the history full, a new IPv4 pair refused while
+    // IPv6 is given none leaves neither family a current pair.
     in = start(false);
     nat(in, pr(1, 0), pr(1, 0));
     nat(in, pr(2, 0), 0);
     nat(in, pr(3, 0), pr(2, 1));  // both new, room for one: IPv4's taken, IPv6's refused
     nat(in, pr(1, 0), pr(1, 0));  // both old: applied
-    nat(in, pr(2, 1), 0);         // full: IPv4 refused, IPv6 cleared
+    nat(in, pr(2, 1), 0);         // full: IPv4 refused (none current), IPv6 cleared
     add("refused-partly", in);
     // Resyncs: one with ExternalIps before it keeps the pairs, one without
     // clears them (own addresses stay), a refused (valid) ExternalIps counts
