@@ -465,7 +465,7 @@ int main(int argc, char** argv) {
     if (!config.dataplane_socket.empty()) {
         dataplane = std::make_unique<IpcServer>(config.dataplane_socket);
         dataplane->set_tos_rule(config.tos_keep(), config.tos_set());
-        dataplane->set_external_ips(config.relay_ips, config.external_ips);
+        dataplane->set_external_ips(config);
     }
     OffloadHook& offload = dataplane ? static_cast<OffloadHook&>(*dataplane) : no_offload;
     // TCP/TLS connections between loops (RFC 6062 data connections); it

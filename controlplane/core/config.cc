@@ -27,13 +27,10 @@ std::optional<Address> Config::relay_ip(Family f) const {
     return std::nullopt;
 }
 
-namespace {
-
-// Family `f`'s relay IP and external IP (port 0), when it has both.
-std::optional<std::pair<Address, Address>> nat_pair(const Config& c, Family f) {
-    for (const auto& e : c.external_ips) {
+std::optional<std::pair<Address, Address>> Config::nat_pair(Family f) const {
+    for (const auto& e : external_ips) {
         if (e.family == f) {
-            if (auto r = c.relay_ip(f)) {
+            if (auto r = relay_ip(f)) {
                 return std::pair{*r, e};
             }
         }
@@ -41,13 +38,11 @@ std::optional<std::pair<Address, Address>> nat_pair(const Config& c, Family f) {
     return std::nullopt;
 }
 
-}  // namespace
-
 Address Config::advertised(const Address& relayed) const {
     if (external_ips.empty()) {
         return relayed;
     }
-    const auto p = nat_pair(*this, relayed.family);
+    const auto p = nat_pair(relayed.family);
     return p && p->first == relayed.with_port(0) ? p->second.with_port(relayed.port) : relayed;
 }
 
@@ -58,7 +53,7 @@ Address Config::to_internal(const Address& peer) const {
     // Only the relayed port range holds relayed addresses: any other port on
     // the external IP is not translated (it goes to the NAT, as without
     // external_ips), so no host service on the relay IP is reached directly.
-    const auto p = nat_pair(*this, peer.family);
+    const auto p = nat_pair(peer.family);
     return p && p->second == peer.with_port(0) && in_relay_range(peer.port) ? p->first.with_port(peer.port) : peer;
 }
 
@@ -66,7 +61,7 @@ Address Config::to_external(const Address& source) const {
     if (external_ips.empty()) {
         return source;
     }
-    const auto p = nat_pair(*this, source.family);
+    const auto p = nat_pair(source.family);
     return p && p->first == source.with_port(0) && in_relay_range(source.port) ? p->second.with_port(source.port)
                                                                                : source;
 }

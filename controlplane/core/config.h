@@ -134,6 +134,8 @@ struct Config {
 
     // Relay address of a family, if configured.
     std::optional<Address> relay_ip(Family f) const;
+    // Family `f`'s relay IP and external IP (port 0), when it has both.
+    std::optional<std::pair<Address, Address>> nat_pair(Family f) const;
     // external_ips: what a relayed address is known as outside (its
     // family's external IP, same port); a peer address on an external IP
     // as the relay IP itself (same port); a source on a relay IP whose

@@ -105,24 +105,22 @@ IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms)
     generation_ = (static_cast<uint64_t>(rd()) << 32) | (rd() & 0xFFFF0000u);
 }
 
-void IpcServer::set_external_ips(const std::vector<Address>& relay_ips, const std::vector<Address>& external_ips) {
+void IpcServer::set_external_ips(const Config& c) {
     external_ips_.clear();
     ipc::ExternalIps m{};
-    for (const Address& e : external_ips) {
-        const Address ext = e.normalised().with_port(0);
-        external_ips_.push_back(ext);
-        for (const Address& r : relay_ips) {
-            const Address relay = r.normalised().with_port(0);
-            if (relay.family == ext.family) {
-                (ext.is_v6() ? m.external_v6 : m.external_v4) = ipc::WireAddress::from(ext);
-                (ext.is_v6() ? m.relay_v6 : m.relay_v4) = ipc::WireAddress::from(relay);
-            }
+    for (const Family f : {Family::kIPv4, Family::kIPv6}) {
+        if (const auto p = c.nat_pair(f)) {
+            const Address relay = p->first.normalised().with_port(0);
+            const Address ext = p->second.normalised().with_port(0);
+            external_ips_.push_back(ext);
+            (f == Family::kIPv6 ? m.external_v6 : m.external_v4) = ipc::WireAddress::from(ext);
+            (f == Family::kIPv6 ? m.relay_v6 : m.relay_v4) = ipc::WireAddress::from(relay);
         }
     }
-    // valid() also refuses what Config refuses (an external IP without a
-    // relay IP, an unspecified or equal pair): then nothing is sent, and the
-    // peers on `external_ips` stay withheld, i.e. on the socket path, which
-    // serves them whatever the dataplane does.
+    // valid() also refuses what Config refuses (an unspecified or equal
+    // pair): then nothing is sent, and the peers on the external IPs stay
+    // withheld, i.e. on the socket path, which serves them whatever the
+    // dataplane does.
     external_msg_.reset();
     if (!external_ips_.empty() && ipc::valid(m)) {
         external_msg_ = m;
@@ -357,22 +355,27 @@ void IpcServer::append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& 
         l.bandwidth_bps = a.bandwidth_bps;
         out.push_back(encode_buf(l));
     }
+    peer_adds(m, [&](const Address& peer) { return !withheld_locked(peer); },
+              [&](auto& msg) {
+                  out.push_back(encode_buf(msg));
+                  ++adds;
+              });
+}
+
+template <typename Pick, typename Emit>
+void IpcServer::peer_adds(const Mirrored& m, Pick&& pick, Emit&& emit) {
     for (const Address& peer : m.permissions) {
-        if (withheld_locked(peer)) {
-            continue;
-        }
-        if (auto p = peer_message<ipc::PermissionAdd>(a, peer)) {
-            out.push_back(encode_buf(*p));
-            ++adds;
+        if (pick(peer)) {
+            if (auto p = peer_message<ipc::PermissionAdd>(m.a, peer)) {
+                emit(*p);
+            }
         }
     }
     for (const auto& [ch, peer] : m.channels) {
-        if (withheld_locked(peer)) {
-            continue;
-        }
-        if (auto c = peer_message<ipc::ChannelAdd>(a, peer, ch)) {
-            out.push_back(encode_buf(*c));
-            ++adds;
+        if (pick(peer)) {
+            if (auto c = peer_message<ipc::ChannelAdd>(m.a, peer, ch)) {
+                emit(*c);
+            }
         }
     }
 }
@@ -627,20 +630,8 @@ void IpcServer::on_external_ips_applied() {
         external_applied_ = true;
         for (const auto& [id, m] : mirror_) {
             (void)id;
-            for (const Address& peer : m.permissions) {
-                if (on_external_ip(peer)) {
-                    if (auto p = peer_message<ipc::PermissionAdd>(m.a, peer); p && push_locked(*p)) {
-                        ++sent;
-                    }
-                }
-            }
-            for (const auto& [ch, peer] : m.channels) {
-                if (on_external_ip(peer)) {
-                    if (auto c = peer_message<ipc::ChannelAdd>(m.a, peer, ch); c && push_locked(*c)) {
-                        ++sent;
-                    }
-                }
-            }
+            peer_adds(m, [&](const Address& peer) { return on_external_ip(peer); },
+                      [&](auto& msg) { sent += push_locked(msg) ? 1 : 0; });
         }
         return sent != 0;
     });

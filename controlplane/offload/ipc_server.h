@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/config.h"
 #include "core/offload.h"
 #include "core/stats.h"
 #include "ipc/protocol.h"
@@ -116,15 +117,15 @@ public:
         settings_.tos_keep = keep;
         settings_.tos_set = set;
     }
-    // Behind a 1:1 NAT (Config::relay_ips and external_ips, at most one of
-    // each per family): every resync sends ipc::ExternalIps after the
-    // Settings, with each family that has both. A dataplane that predates the
+    // Behind a 1:1 NAT (Config::nat_pair: each family's relay IP and
+    // external IP, when it has both): every resync sends ipc::ExternalIps
+    // after the Settings, with those pairs. A dataplane that predates the
     // message would send packets for a peer on an external IP to its router,
     // i.e. to the NAT, so until the connection's dataplane echoes it the
-    // permissions and channels whose peer is on one of `external_ips` are
-    // mirrored but not sent; the echo sends them. Empty `external_ips`:
+    // permissions and channels whose peer is on one of those external IPs are
+    // mirrored but not sent; the echo sends them. No pair:
     // nothing is sent and nothing withheld. Before start().
-    void set_external_ips(const std::vector<Address>& relay_ips, const std::vector<Address>& external_ips);
+    void set_external_ips(const Config& c);
     // Binds and listens (replacing a stale socket file), starts the IPC
     // thread. Returns an error message on failure.
     std::string start();
@@ -196,6 +197,11 @@ private:
     // Messages that install one allocation with all its state (less what
     // withheld_locked() keeps back).
     void append_state(const Mirrored& m, std::deque<Buf>& out, uint64_t& adds);
+    // The PermissionAdd and ChannelAdd of each of `m`'s permissions and
+    // channels whose peer `pick` takes, handed to `emit` (a resync's, and
+    // those the ExternalIps echo releases).
+    template <typename Pick, typename Emit>
+    static void peer_adds(const Mirrored& m, Pick&& pick, Emit&& emit);
     // Whether `peer` is on one of the external IPs.
     bool on_external_ip(const Address& peer) const;
     // Under mu_: a permission or channel to `peer` is mirrored but not sent,
