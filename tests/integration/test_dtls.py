@@ -141,6 +141,16 @@ def turn_server(tmp_path_factory, dtls_cert):
     stop_server(srv)
 
 
+@pytest.fixture(autouse=True)
+def _sessions_gone(turn_server):
+    """Each test's DTLS sessions on the module's server have ended before the next test
+    starts. A client's close_notify is handled after the client has moved on, so without
+    this a test's baseline (allocations, sessions) could still count the last test's."""
+    before = open_sessions(turn_server)
+    yield
+    poll(lambda: open_sessions(turn_server), lambda v: v <= before, timeout=5.0)
+
+
 def own_server(tmp_path: Path, cert: DtlsCert, **settings) -> TurnServer:
     """A turn-relay of the test's own with these [dtls] settings (stop with stop_server)."""
     if server_kind() != "turnrelay":

@@ -171,6 +171,16 @@ def open_connections(server: TurnServer) -> float:
         metric0(server, "turn_connections", transport="tls")
 
 
+@pytest.fixture(autouse=True)
+def _connections_gone(turn_server):
+    """Each test's TCP and TLS connections to the module's server have ended before the next
+    test starts, so that no test's baseline (allocations, connections) counts the last one's
+    connection whose close the server has not handled yet."""
+    before = open_connections(turn_server)
+    yield
+    poll(lambda: open_connections(turn_server), lambda v: v <= before, timeout=5.0)
+
+
 def wait_connections(server: TurnServer, n: float, timeout: float = 5.0) -> None:
     if server.kind != "turnrelay":
         return
