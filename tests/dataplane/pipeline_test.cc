@@ -144,8 +144,12 @@ Net net_for(int family) {
             *Address::parse("[fd00:1::99]:7000")};
 }
 
-class Pipeline : public ::testing::TestWithParam<int> {
+// The golden cases' fixture, whatever the test's parameter: a worker on the
+// in-memory ports with its own flow tables and next hops, and allocation
+// kAllocId (install) on the addresses n_ of family(), 4 or 6.
+class PipelineBase : public ::testing::Test {
 protected:
+    virtual int family() const = 0;
     void SetUp() override {
         init_env();
         ASSERT_NE(g_env, nullptr);
@@ -180,7 +184,7 @@ protected:
         gw.port = g_env->nic_port;
         nh_->set_default(4, gw);
         nh_->set_default(6, gw);
-        n_ = net_for(GetParam());
+        n_ = net_for(family());
         install();
     }
     void TearDown() override {
@@ -315,9 +319,6 @@ protected:
         }
     }
 
-    // ExpressLaneMatchesTheStages, with and without the client cache.
-    void check_express_against_stages(uint64_t min_finished_per_phase);
-
     dp::FlowTables* flows_ = nullptr;
     dp::NextHops* nh_ = nullptr;
     dp::Applier* applier_ = nullptr;
@@ -326,6 +327,14 @@ protected:
     dp::Counters before_;
     Net n_;
     uint64_t seq_ = 0;
+};
+
+// Most cases: the parameter is the family.
+class Pipeline : public PipelineBase, public ::testing::WithParamInterface<int> {
+protected:
+    int family() const override { return GetParam(); }
+    // ExpressLaneMatchesTheStages, with and without the client cache.
+    void check_express_against_stages(uint64_t min_finished_per_phase);
 };
 
 // Checksums of a frame, recomputed independently: IPv4 header and UDP.
