@@ -864,25 +864,72 @@ TEST_P(Pipeline, SendWithoutPermissionIsPunted) {
 // one's peer is the other's relayed address; the dataplane takes the packet
 // from one allocation to the other itself (route.cc, own_destination;
 // pipeline.cc), never out of the NIC to its router.
-class RelayToRelay : public Pipeline {
+//
+// The parameter: (family, behind a 1:1 NAT). Behind the NAT (ipc::ExternalIps)
+// each client learnt the other's relayed address as the external IP and the
+// relayed port (XOR-RELAYED-ADDRESS), so that is the peer it sends to and the
+// one the other allocation permits. The dataplane takes the packet to that
+// allocation itself, presented as coming from the sender's external address,
+// as the socket path does (Config::to_internal / to_external): route.cc
+// relayed_peer, pipeline.cc present_external. A case that holds either way
+// is written once with peer_b() and peer_a() and runs in both modes;
+// RelayToRelayWithoutNat and RelayToRelayBehindNat hold those of one mode.
+class RelayToRelay : public PipelineBase, public ::testing::WithParamInterface<std::tuple<int, bool>> {
 protected:
     static constexpr uint64_t kAllocB = 8;
-    static constexpr uint16_t kChannelA = 0x4005;  // A's channel to B's relayed address
-    static constexpr uint16_t kChannelB = 0x4006;  // B's channel to A's relayed address
+    static constexpr uint16_t kChannelA = 0x4005;  // A's channel to peer_b()
+    static constexpr uint16_t kChannelB = 0x4006;  // B's channel to peer_a()
+    int family() const override { return std::get<0>(GetParam()); }
+    bool nat() const { return std::get<1>(GetParam()); }
     void SetUp() override {
-        Pipeline::SetUp();
-        client_b_ = GetParam() == 4 ? *Address::parse("198.18.0.11:50001") : *Address::parse("[fd00::11]:50001");
+        PipelineBase::SetUp();
+        client_b_ = family() == 4 ? *Address::parse("198.18.0.11:50001") : *Address::parse("[fd00::11]:50001");
         relayed_b_ = n_.relayed.with_port(49153);
+        external_ = family() == 4 ? *Address::parse("198.19.7.1") : *Address::parse("fd00:7::1");
         add_allocation(kAllocB, client_b_, relayed_b_);
-        add_permission(kAllocId, n_.relayed, relayed_b_);
-        add_channel(kAllocId, n_.relayed, relayed_b_, kChannelA);
-    }
-    // B lets A's relayed address in: a permission, and optionally a channel.
-    void b_permits_a(bool channel) {
-        add_permission(kAllocB, relayed_b_, n_.relayed);
-        if (channel) {
-            add_channel(kAllocB, relayed_b_, n_.relayed, kChannelB);
+        if (nat()) {
+            set_external(true);
         }
+        // A's client knows B as peer_b() (behind the NAT, by its external address only).
+        add_permission(kAllocId, n_.relayed, peer_b());
+        add_channel(kAllocId, n_.relayed, peer_b(), kChannelA);
+    }
+    // The address A's client sends to for B: B's relayed address, or behind
+    // the NAT B's external one (the external IP and B's relayed port).
+    Address peer_b() const { return nat() ? external_.with_port(relayed_b_.port) : relayed_b_; }
+    // The address A's packets reach B from, which B's client permits and a
+    // Data indication names: A's relayed address, or behind the NAT A's
+    // external one, never the relay IP behind it.
+    Address peer_a() const { return nat() ? external_.with_port(n_.relayed.port) : n_.relayed; }
+    // B lets A in: a permission for peer_a(), and optionally a channel.
+    void b_permits_a(bool channel) {
+        add_permission(kAllocB, relayed_b_, peer_a());
+        if (channel) {
+            add_channel(kAllocB, relayed_b_, peer_a(), kChannelB);
+        }
+    }
+    // What the control plane sends: ExternalIps (the pair of external_ and
+    // the relay IP, of this family), or (off) none before its ResyncBegin.
+    // The first ResyncBegin here is the one the ExternalIps of SetUp
+    // preceded; the second a control plane's without them. (No ResyncEnd:
+    // nothing is swept, the entries stay.)
+    void set_external(bool on) {
+        if (!on) {
+            for (uint64_t g : {77, 78}) {
+                ipc::ResyncBegin b{};
+                b.generation = g;
+                ipc_send(b);
+            }
+            return;
+        }
+        ipc::ExternalIps m{};
+        auto& ext = family() == 4 ? m.external_v4 : m.external_v6;
+        auto& relay = family() == 4 ? m.relay_v4 : m.relay_v6;
+        ext = ipc::WireAddress::from(external_);
+        relay = ipc::WireAddress::from(n_.relayed.with_port(0));
+        std::vector<uint8_t> echo;
+        ASSERT_TRUE(applier_->apply(ipc::encode(m, ++seq_), [&](std::span<const uint8_t> r) { echo.assign(r.begin(), r.end()); }));
+        ASSERT_FALSE(echo.empty()) << "applied ExternalIps are echoed";
     }
     // What reaches B's client: relayed twice, so two less TTL than A's client sent.
     Frame to_b(const Bytes& payload) const {
@@ -892,7 +939,7 @@ protected:
     }
     // The transaction ID of a Data indication the relay made.
     std::array<uint8_t, 12> txid_of(const Bytes& frame) const {
-        const size_t stun = 14 + (GetParam() == 4 ? 20 : 40) + 8;
+        const size_t stun = 14 + (family() == 4 ? 20 : 40) + 8;
         std::array<uint8_t, 12> t{};
         if (frame.size() >= stun + 20) {
             std::copy(frame.begin() + static_cast<long>(stun + 8), frame.begin() + static_cast<long>(stun + 20), t.begin());
@@ -902,41 +949,52 @@ protected:
     // The table index of the allocation a relayed address names.
     uint32_t index_of(const Address& relayed) const {
         uint32_t idx = UINT32_MAX;
-        EXPECT_TRUE(flows_->relay_ports->find(static_cast<uint8_t>(GetParam()), relayed.ip.data(),
+        EXPECT_TRUE(flows_->relay_ports->find(static_cast<uint8_t>(family()), relayed.ip.data(),
                                               rte_cpu_to_be_16(relayed.port), &idx));
         return idx;
     }
     Address client_b_, relayed_b_;
+    Address external_;  // the NAT's external IP (set_external; used when nat())
 };
 
+// Own addresses without a NAT in the way: other own IPs, other allocations.
+class RelayToRelayWithoutNat : public RelayToRelay {};
+
+// What only the NAT brings: the relay IP behind it, its external IP's other
+// ports, the pair's life.
+class RelayToRelayBehindNat : public RelayToRelay {};
+
+// Twice: the second time the client cache knows A's client, so the express
+// lane finds the packet itself (IPv4: kChannelA is in a slot of A's) and
+// must leave it to route all the same (B's relayed IP and the external IP
+// are own IPs).
 TEST_P(RelayToRelay, ChannelDataToAChannelOfTheOtherAllocation) {
     b_permits_a(true);
-    const Bytes data = pattern(161);
-    const Out o = run1(build(from_client(channel_data(kChannelA, data))));
-    EXPECT_TRUE(o.exc.empty());
-    ASSERT_EQ(o.nic.size(), 1u);
-    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data))));
-    expect_valid_checksums(o.nic[0]);
-    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
-                   {Counter::fwd_peer_channel, 1}});
-    // Both allocations' own counters saw it, as with two separate relays.
-    EXPECT_EQ(w_.state[index_of(n_.relayed)].to_peer_packets, 1u);
-    EXPECT_EQ(w_.state[index_of(relayed_b_)].to_client_packets, 1u);
-    // Again, now that the client cache knows A's client: the express lane
-    // finds the packet itself and must leave it to route all the same.
-    const Out o2 = run1(build(from_client(channel_data(kChannelA, data))));
-    ASSERT_EQ(o2.nic.size(), 1u);
-    EXPECT_EQ(o2.nic[0], build(to_b(channel_data(kChannelB, data))));
-    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
-                   {Counter::fwd_peer_channel, 1}});
+    for (int k = 0; k < 2; k++) {
+        const Bytes data = pattern(161, static_cast<uint8_t>(k + 1));
+        const Out o = run1(build(from_client(channel_data(kChannelA, data))));
+        EXPECT_TRUE(o.exc.empty()) << k;
+        ASSERT_EQ(o.nic.size(), 1u) << k;
+        EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data)))) << k;
+        expect_valid_checksums(o.nic[0]);
+        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                       {Counter::fwd_peer_channel, 1}});
+        // Both allocations' own counters saw it, as with two separate relays.
+        EXPECT_EQ(w_.state[index_of(n_.relayed)].to_peer_packets, k + 1u);
+        EXPECT_EQ(w_.state[index_of(relayed_b_)].to_client_packets, k + 1u);
+    }
 }
 
+// A Data indication to B's client names A by peer_a(), the address B's
+// client knows (XOR-PEER-ADDRESS): behind the NAT the external one, never
+// the relay IP behind it.
 TEST_P(RelayToRelay, ChannelDataToAPermissionOfTheOtherAllocation) {
     b_permits_a(false);
     const Bytes data = pattern(45);
     const Out o = run1(build(from_client(channel_data(kChannelA, data))));
     ASSERT_EQ(o.nic.size(), 1u);
-    EXPECT_EQ(o.nic[0], build(to_b(data_indication(txid_of(o.nic[0]), n_.relayed, data))));
+    EXPECT_EQ(o.nic[0], build(to_b(data_indication(txid_of(o.nic[0]), peer_a(), data))));
+    expect_valid_checksums(o.nic[0]);
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
                    {Counter::fwd_peer_data, 1}});
 }
@@ -945,13 +1003,14 @@ TEST_P(RelayToRelay, SendIndicationToTheOtherAllocation) {
     b_permits_a(true);
     const std::array<uint8_t, 12> tx{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2};
     const Bytes data = pattern(37);
-    const Out o = run1(build(from_client(send_indication(tx, relayed_b_, data, true))));
+    const Out o = run1(build(from_client(send_indication(tx, peer_b(), data, true))));
     ASSERT_EQ(o.nic.size(), 1u);
     EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data))));
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}, {Counter::hairpin, 1},
                    {Counter::fwd_peer_channel, 1}});
 }
 
+// Both ways in one burst, each client sending to the other's peer address.
 TEST_P(RelayToRelay, BothWaysInOneBurst) {
     b_permits_a(true);
     // B's client answers on its channel: the same path the other way.
@@ -970,8 +1029,8 @@ TEST_P(RelayToRelay, BothWaysInOneBurst) {
 // A relay with more than two own IPv4 addresses (the lane then asks
 // OwnIps4::has): a peer on the third is still taken to its allocation, by
 // the lane (once the client cache knows the client) as by the stages.
-TEST_P(RelayToRelay, ThirdOwnIpAddress) {
-    if (GetParam() != 4) {
+TEST_P(RelayToRelayWithoutNat, ThirdOwnIpAddress) {
+    if (family() != 4) {
         GTEST_SKIP() << "the lane's comparison with the first two is IPv4's";
     }
     const uint64_t kAllocC = 9, kAllocD = 10;
@@ -1002,8 +1061,8 @@ TEST_P(RelayToRelay, ThirdOwnIpAddress) {
     }
 }
 
-// The other allocation has no permission for A's relayed address: dropped
-// there, as any peer packet without one (RFC 8656 section 9).
+// The other allocation has no permission for peer_a(): dropped there, as
+// any peer packet without one (RFC 8656 section 9).
 TEST_P(RelayToRelay, WithoutThePermissionOfTheOtherAllocationIsDropped) {
     const Out o = run1(build(from_client(channel_data(kChannelA, pattern(30)))));
     EXPECT_TRUE(o.nic.empty());
@@ -1027,25 +1086,29 @@ TEST_P(RelayToRelay, TtlCountsBothHops) {
 
 // An own IP whose port the dataplane has no allocation for (a TCP client's
 // allocation, another service): to the kernel, which delivers it locally, as
-// the original frame.
+// the original frame. Behind the NAT, a port on the external IP: to the
+// kernel unchanged, where the control plane relays it as in socket mode.
+// Twice: the second time with the client known to the client cache.
 TEST_P(RelayToRelay, OwnAddressWithoutAnOffloadedAllocationIsPunted) {
-    const Address other = n_.relayed.with_port(49999);
+    const Address other = peer_b().with_port(49999);
     add_permission(kAllocId, n_.relayed, other);
     add_channel(kAllocId, n_.relayed, other, 0x4007);
     const std::array<uint8_t, 12> tx{};
-    const std::vector<Bytes> in = {build(from_client(channel_data(0x4007, pattern(14)))),
-                                   build(from_client(send_indication(tx, other, pattern(15), false)))};
-    const Out o = run(in);
-    EXPECT_TRUE(o.nic.empty());
-    ASSERT_EQ(o.exc.size(), 2u);
-    EXPECT_EQ(o.exc[0], in[0]);
-    EXPECT_EQ(o.exc[1], in[1]);
-    expect_deltas({{Counter::rx, 2}, {Counter::punt_own_address, 2}});
+    for (int k = 0; k < 2; k++) {
+        const std::vector<Bytes> in = {build(from_client(channel_data(0x4007, pattern(14)))),
+                                       build(from_client(send_indication(tx, other, pattern(15), false)))};
+        const Out o = run(in);
+        EXPECT_TRUE(o.nic.empty()) << k;
+        ASSERT_EQ(o.exc.size(), 2u) << k;
+        EXPECT_EQ(o.exc[0], in[0]) << k;
+        EXPECT_EQ(o.exc[1], in[1]) << k;
+        expect_deltas({{Counter::rx, 2}, {Counter::punt_own_address, 2}});
+    }
 }
 
 // A client that is itself one of the relayed addresses (TURN through TURN on
 // one relay): its packets go to the kernel too, never to the router.
-TEST_P(RelayToRelay, ClientOnAnOwnAddressIsPunted) {
+TEST_P(RelayToRelayWithoutNat, ClientOnAnOwnAddressIsPunted) {
     const uint64_t kAllocC = 9;
     const Address relayed_c = n_.relayed.with_port(49154);
     add_allocation(kAllocC, relayed_b_, relayed_c);
@@ -1092,146 +1155,32 @@ TEST_P(RelayToRelay, TheOtherAllocationsBandwidthLimitApplies) {
     EXPECT_EQ(w_.state[index_of(n_.relayed)].dropped_packets, 0u) << "A's own budget is unlimited";
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, RelayToRelay, ::testing::Values(4, 6), [](const auto& i) {
-    return i.param == 4 ? std::string("IPv4") : std::string("IPv6");
-});
-
-// Behind a 1:1 NAT (ipc::ExternalIps): each client learnt the other's relayed
-// address as the external IP and the relayed port (XOR-RELAYED-ADDRESS), so
-// that is the peer it sends to and the one the other allocation permits.
-// The dataplane takes the packet to that allocation itself, presented as
-// coming from the sender's external address, as the socket path does
-// (Config::to_internal / to_external): route.cc relayed_peer, pipeline.cc
-// present_external.
-class RelayToRelayBehindNat : public RelayToRelay {
-protected:
-    void SetUp() override {
-        RelayToRelay::SetUp();
-        external_ = GetParam() == 4 ? *Address::parse("198.19.7.1") : *Address::parse("fd00:7::1");
-        ext_a_ = external_.with_port(n_.relayed.port);
-        ext_b_ = external_.with_port(relayed_b_.port);
-        set_external(true);
-        // A's client knows B only by its external address.
-        add_permission(kAllocId, n_.relayed, ext_b_);
-        add_channel(kAllocId, n_.relayed, ext_b_, kChannelExtA);
-    }
-    // What the control plane sends: ExternalIps, or (off) none before its
-    // ResyncBegin. The first ResyncBegin here is the one the ExternalIps
-    // above preceded; the second a control plane's without them. (No
-    // ResyncEnd: nothing is swept, the entries stay.)
-    void set_external(bool on) {
-        if (!on) {
-            for (uint64_t g : {77, 78}) {
-                ipc::ResyncBegin b{};
-                b.generation = g;
-                ipc_send(b);
-            }
-            return;
-        }
-        ipc::ExternalIps m{};
-        auto& ext = GetParam() == 4 ? m.external_v4 : m.external_v6;
-        auto& relay = GetParam() == 4 ? m.relay_v4 : m.relay_v6;
-        ext = ipc::WireAddress::from(external_);
-        relay = ipc::WireAddress::from(n_.relayed.with_port(0));
-        std::vector<uint8_t> echo;
-        ASSERT_TRUE(applier_->apply(ipc::encode(m, ++seq_), [&](std::span<const uint8_t> r) { echo.assign(r.begin(), r.end()); }));
-        ASSERT_FALSE(echo.empty()) << "applied ExternalIps are echoed";
-    }
-    void b_permits_ext_a(bool channel) {
-        add_permission(kAllocB, relayed_b_, ext_a_);
-        if (channel) {
-            add_channel(kAllocB, relayed_b_, ext_a_, kChannelB);
-        }
-    }
-    static constexpr uint16_t kChannelExtA = 0x4015;  // A's channel to B's external address
-    Address external_, ext_a_, ext_b_;
-};
-
-TEST_P(RelayToRelayBehindNat, ChannelDataToTheExternalAddressOfTheOtherAllocation) {
-    b_permits_ext_a(true);
-    // Twice: the second time the client cache knows A's client and the lane
-    // finds the packet (the external IP is an own IP it leaves to route).
-    for (int k = 0; k < 2; k++) {
-        const Bytes data = pattern(161, static_cast<uint8_t>(k));
-        const Out o = run1(build(from_client(channel_data(kChannelExtA, data))));
-        EXPECT_TRUE(o.exc.empty());
-        ASSERT_EQ(o.nic.size(), 1u) << k;
-        EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data)))) << k;
-        expect_valid_checksums(o.nic[0]);
-        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
-                       {Counter::fwd_peer_channel, 1}});
-    }
-    EXPECT_EQ(w_.state[index_of(n_.relayed)].to_peer_packets, 2u);
-    EXPECT_EQ(w_.state[index_of(relayed_b_)].to_client_packets, 2u);
+// Instance names: IPv4, IPv6, IPv4BehindNat, IPv6BehindNat. The fixtures of
+// one mode are named by their family alone: the fixture's name says the mode.
+std::string family_name(const ::testing::TestParamInfo<std::tuple<int, bool>>& i) {
+    return std::get<0>(i.param) == 4 ? "IPv4" : "IPv6";
 }
-
-// A Data indication to B's client names A by its external address, the one
-// B's client knows (XOR-PEER-ADDRESS), never the relay IP behind the NAT.
-TEST_P(RelayToRelayBehindNat, DataIndicationNamesTheSendersExternalAddress) {
-    b_permits_ext_a(false);
-    const Bytes data = pattern(45);
-    const Out o = run1(build(from_client(channel_data(kChannelExtA, data))));
-    ASSERT_EQ(o.nic.size(), 1u);
-    EXPECT_EQ(o.nic[0], build(to_b(data_indication(txid_of(o.nic[0]), ext_a_, data))));
-    expect_valid_checksums(o.nic[0]);
-    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
-                   {Counter::fwd_peer_data, 1}});
+std::string family_and_nat_name(const ::testing::TestParamInfo<std::tuple<int, bool>>& i) {
+    return family_name(i) + (std::get<1>(i.param) ? "BehindNat" : "");
 }
-
-TEST_P(RelayToRelayBehindNat, SendIndicationToTheExternalAddress) {
-    b_permits_ext_a(true);
-    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
-    const Bytes data = pattern(37);
-    const Out o = run1(build(from_client(send_indication(tx, ext_b_, data, true))));
-    ASSERT_EQ(o.nic.size(), 1u);
-    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, data))));
-    expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_send, 1}, {Counter::hairpin, 1},
-                   {Counter::fwd_peer_channel, 1}});
-}
+INSTANTIATE_TEST_SUITE_P(Families, RelayToRelay, ::testing::Combine(::testing::Values(4, 6), ::testing::Bool()),
+                         family_and_nat_name);
+INSTANTIATE_TEST_SUITE_P(Families, RelayToRelayWithoutNat,
+                         ::testing::Combine(::testing::Values(4, 6), ::testing::Values(false)), family_name);
+INSTANTIATE_TEST_SUITE_P(Families, RelayToRelayBehindNat,
+                         ::testing::Combine(::testing::Values(4, 6), ::testing::Values(true)), family_name);
 
 // B permits only A's internal relay IP (as a client that saw the relay IP
 // itself could): the packet comes from the external IP, so it is dropped
 // there, as on the socket path, where B's socket sees the external source.
 TEST_P(RelayToRelayBehindNat, APermissionOfTheInternalRelayIpDoesNotMatch) {
-    b_permits_a(true);
-    const Out o = run1(build(from_client(channel_data(kChannelExtA, pattern(30)))));
+    add_permission(kAllocB, relayed_b_, n_.relayed);
+    add_channel(kAllocB, relayed_b_, n_.relayed, kChannelB);
+    const Out o = run1(build(from_client(channel_data(kChannelA, pattern(30)))));
     EXPECT_TRUE(o.nic.empty());
     EXPECT_TRUE(o.exc.empty());
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
                    {Counter::drop_no_permission, 1}});
-}
-
-// Both ways in one burst, each client sending to the other's external address.
-TEST_P(RelayToRelayBehindNat, BothWays) {
-    b_permits_ext_a(true);
-    add_channel(kAllocB, relayed_b_, ext_a_, kChannelB);
-    ipc_send(permission_add(kAllocId, n_.relayed, ext_b_));
-    Frame fb = from_client(channel_data(kChannelB, pattern(20, 2)));
-    fb.src = client_b_;
-    const Out o = run({build(from_client(channel_data(kChannelExtA, pattern(10)))), build(fb)});
-    ASSERT_EQ(o.nic.size(), 2u);
-    EXPECT_EQ(o.nic[0], build(to_b(channel_data(kChannelB, pattern(10)))));
-    Frame fa = relayed(n_.listen, n_.client, channel_data(kChannelExtA, pattern(20, 2)));
-    fa.ttl = kTtl - 2;
-    EXPECT_EQ(o.nic[1], build(fa));
-    expect_deltas({{Counter::rx, 2}, {Counter::fwd_client_channel, 2}, {Counter::hairpin, 2},
-                   {Counter::fwd_peer_channel, 2}});
-}
-
-// A port on the external IP that no offloaded allocation holds: to the
-// kernel unchanged, where the control plane relays it as in socket mode.
-TEST_P(RelayToRelayBehindNat, ExternalPortWithoutAnOffloadedAllocationIsPunted) {
-    const Address other = external_.with_port(49999);
-    add_permission(kAllocId, n_.relayed, other);
-    add_channel(kAllocId, n_.relayed, other, 0x4016);
-    for (int k = 0; k < 2; k++) {
-        const Bytes in = build(from_client(channel_data(0x4016, pattern(14))));
-        const Out o = run1(in);
-        EXPECT_TRUE(o.nic.empty());
-        ASSERT_EQ(o.exc.size(), 1u);
-        EXPECT_EQ(o.exc[0], in);
-        expect_deltas({{Counter::rx, 1}, {Counter::punt_own_address, 1}});
-    }
 }
 
 // A sender whose relayed address is not on the NAT's relay IP: the frame
@@ -1240,11 +1189,11 @@ TEST_P(RelayToRelayBehindNat, ExternalPortWithoutAnOffloadedAllocationIsPunted) 
 // family).
 TEST_P(RelayToRelayBehindNat, SenderOnAnotherRelayIpIsPunted) {
     const uint64_t kAllocC = 9;
-    const Address relayed_c = GetParam() == 4 ? *Address::parse("198.18.0.5:49160") : *Address::parse("[fd00::5]:49160");
-    const Address client_c = GetParam() == 4 ? *Address::parse("198.18.0.13:50003") : *Address::parse("[fd00::13]:50003");
+    const Address relayed_c = family() == 4 ? *Address::parse("198.18.0.5:49160") : *Address::parse("[fd00::5]:49160");
+    const Address client_c = family() == 4 ? *Address::parse("198.18.0.13:50003") : *Address::parse("[fd00::13]:50003");
     add_allocation(kAllocC, client_c, relayed_c);
-    add_permission(kAllocC, relayed_c, ext_b_);
-    add_channel(kAllocC, relayed_c, ext_b_, 0x4017);
+    add_permission(kAllocC, relayed_c, peer_b());
+    add_channel(kAllocC, relayed_c, peer_b(), 0x4017);
     Frame f = from_client(channel_data(0x4017, pattern(22)));
     f.src = client_c;
     const Bytes in = build(f);
@@ -1258,17 +1207,17 @@ TEST_P(RelayToRelayBehindNat, SenderOnAnotherRelayIpIsPunted) {
 // A control plane without external IPs (a resync with no ExternalIps): the
 // pair is gone, the address stays an own one (punted, never routed out).
 TEST_P(RelayToRelayBehindNat, ClearedByAResyncWithoutExternalIps) {
-    b_permits_ext_a(true);
-    ASSERT_EQ(run1(build(from_client(channel_data(kChannelExtA, pattern(10))))).nic.size(), 1u);
+    b_permits_a(true);
+    ASSERT_EQ(run1(build(from_client(channel_data(kChannelA, pattern(10))))).nic.size(), 1u);
     set_external(false);
-    const Bytes in = build(from_client(channel_data(kChannelExtA, pattern(11))));
+    const Bytes in = build(from_client(channel_data(kChannelA, pattern(11))));
     const Out o = run1(in);
     EXPECT_TRUE(o.nic.empty());
     ASSERT_EQ(o.exc.size(), 1u);
     EXPECT_EQ(o.exc[0], in);
     expect_deltas({{Counter::rx, 1}, {Counter::punt_own_address, 1}});
     set_external(true);
-    EXPECT_EQ(run1(build(from_client(channel_data(kChannelExtA, pattern(12))))).nic.size(), 1u);
+    EXPECT_EQ(run1(build(from_client(channel_data(kChannelA, pattern(12))))).nic.size(), 1u);
 }
 
 // The peer's ordinary traffic is unaffected: a peer on the internet still
@@ -1280,48 +1229,6 @@ TEST_P(RelayToRelayBehindNat, OtherPeersUnaffected) {
     EXPECT_EQ(o.nic[1], build(relayed(n_.listen, n_.client, channel_data(kChannel, pattern(8)))));
     expect_deltas({{Counter::rx, 2}, {Counter::fwd_client_channel, 1}, {Counter::fwd_peer_channel, 1}});
 }
-
-// IPv4 clients whose relayed addresses are IPv6, behind the IPv6 pair:
-// the hop between the allocations is IPv6 and so is the swap.
-TEST_P(RelayToRelayBehindNat, AcrossFamilies) {
-    if (GetParam() != 4) {
-        GTEST_SKIP() << "IPv4 clients with IPv6 relayed addresses";
-    }
-    ipc::ExternalIps m{};
-    m.external_v4 = ipc::WireAddress::from(external_);
-    m.relay_v4 = ipc::WireAddress::from(n_.relayed.with_port(0));
-    m.external_v6 = ipc::WireAddress::from(*Address::parse("fd00:7::1"));
-    m.relay_v6 = ipc::WireAddress::from(*Address::parse("fd00::1"));
-    ipc_send(m);
-    const Address ra6 = *Address::parse("[fd00::1]:49170");
-    const Address rb6 = *Address::parse("[fd00::1]:49171");
-    const Address xa6 = *Address::parse("[fd00:7::1]:49170");
-    const Address xb6 = *Address::parse("[fd00:7::1]:49171");
-    const Address ca = *Address::parse("198.18.0.20:50010");
-    const Address cb = *Address::parse("198.18.0.21:50011");
-    add_allocation(30, ca, ra6);
-    add_allocation(31, cb, rb6);
-    add_permission(30, ra6, xb6);
-    add_channel(30, ra6, xb6, 0x4010);
-    add_permission(31, rb6, xa6);
-    for (int k = 0; k < 2; k++) {
-        Frame in = from_client(channel_data(0x4010, pattern(70)));
-        in.src = ca;
-        const Out o = run1(build(in));
-        EXPECT_TRUE(o.exc.empty());
-        ASSERT_EQ(o.nic.size(), 1u);
-        // B has a permission only: a Data indication naming A's IPv6 external address.
-        Frame f = relayed(n_.listen, cb, data_indication(txid_of(o.nic[0]), xa6, pattern(70)));
-        f.ttl = kTtl - 2;
-        EXPECT_EQ(o.nic[0], build(f));
-        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
-                       {Counter::fwd_peer_data, 1}});
-    }
-}
-
-INSTANTIATE_TEST_SUITE_P(Families, RelayToRelayBehindNat, ::testing::Values(4, 6), [](const auto& i) {
-    return i.param == 4 ? std::string("IPv4") : std::string("IPv6");
-});
 
 TEST_P(Pipeline, ChannelDataLengthOverrunIsDropped) {
     Bytes cd = channel_data(kChannel, pattern(10));
@@ -3656,6 +3563,7 @@ TEST_P(Pipeline, ChecksumFlagsFromTheNic) {
 }  // namespace
 
 // ---- relay to relay: second legs that cannot be sent, bursts, families, VLANs ----
+// (RelayToRelay's cases run with and without the NAT, as those above.)
 
 // The second leg cannot be sent (here: B has a permission but no channel
 // for A, so B's client would get a Data indication, 36/48 bytes longer than
@@ -3668,13 +3576,13 @@ TEST_P(Pipeline, ChecksumFlagsFromTheNic) {
 TEST_P(RelayToRelay, SecondLegOverTheMtuPuntsTheClientsFrame) {
     b_permits_a(false);
     // Fits the client's frame and the first leg, not the Data indication.
-    const size_t d = GetParam() == 4 ? 1440 : 1420;
+    const size_t d = family() == 4 ? 1440 : 1420;
     const Bytes in = build(from_client(channel_data(kChannelA, pattern(d))));
     const Out o = run1(in);
     EXPECT_TRUE(o.nic.empty());
     ASSERT_EQ(o.exc.size(), 1u);
-    const size_t src_off = 14 + (GetParam() == 4 ? 12 : 8);
-    const size_t alen = GetParam() == 4 ? 4 : 16;
+    const size_t src_off = 14 + (family() == 4 ? 12 : 8);
+    const size_t alen = family() == 4 ? 4 : 16;
     const Bytes src(o.exc[0].begin() + static_cast<long>(src_off), o.exc[0].begin() + static_cast<long>(src_off + alen));
     const Bytes relay_ip(n_.relayed.ip.begin(), n_.relayed.ip.begin() + static_cast<long>(alen));
     EXPECT_NE(src, relay_ip) << "the kernel got a frame whose source IP is the relay's own relayed IP (martian)";
@@ -3686,7 +3594,7 @@ TEST_P(RelayToRelay, SecondLegOverTheMtuPuntsTheClientsFrame) {
 // Same with no next hop for B's client (host entries only, no default).
 TEST_P(RelayToRelay, SecondLegWithoutNextHopPuntsTheClientsFrame) {
     b_permits_a(true);
-    nh_->clear_default(static_cast<uint8_t>(GetParam()));
+    nh_->clear_default(static_cast<uint8_t>(family()));
     const Bytes in = build(from_client(channel_data(kChannelA, pattern(40))));
     const Out o = run1(in);
     EXPECT_TRUE(o.nic.empty());
@@ -3719,8 +3627,8 @@ TEST_P(RelayToRelay, FullBurstsAllHairpinned) {
 
 // More than two own IPv4s: the relayed address B is on the third one
 // (OwnIps4 past the lane's two snapshot words: own_more -> has()).
-TEST_P(RelayToRelay, RelayIpThirdOfTheOwnIps) {
-    if (GetParam() != 4) {
+TEST_P(RelayToRelayWithoutNat, RelayIpThirdOfTheOwnIps) {
+    if (family() != 4) {
         GTEST_SKIP() << "OwnIps4 is IPv4 only";
     }
     const Address listen2 = *Address::parse("198.18.0.2:3478");
@@ -3747,8 +3655,8 @@ TEST_P(RelayToRelay, RelayIpThirdOfTheOwnIps) {
 
 // A peer on a listening IP that is no relayed IP (only an older control
 // plane would offload it): punted as the client sent it, never to the router.
-TEST_P(RelayToRelay, PeerOnAListeningIpOnlyIsPunted) {
-    if (GetParam() != 4) {
+TEST_P(RelayToRelayWithoutNat, PeerOnAListeningIpOnlyIsPunted) {
+    if (family() != 4) {
         GTEST_SKIP();
     }
     const Address listen2 = *Address::parse("198.18.0.2:3478");
@@ -3768,31 +3676,50 @@ TEST_P(RelayToRelay, PeerOnAListeningIpOnlyIsPunted) {
 }
 
 // IPv4 clients whose relayed addresses are IPv6 (RFC 8656 REQUESTED-ADDRESS-FAMILY).
+// Behind the NAT, behind the IPv6 pair too: the hop between the allocations
+// is IPv6 and so is the swap. B first has a permission only (a Data
+// indication naming A's IPv6 address as B knows it), then a channel too.
 TEST_P(RelayToRelay, AcrossFamilies) {
-    if (GetParam() != 4) {
-        GTEST_SKIP();
+    if (family() != 4) {
+        GTEST_SKIP() << "IPv4 clients with IPv6 relayed addresses";
+    }
+    if (nat()) {
+        ipc::ExternalIps m{};
+        m.external_v4 = ipc::WireAddress::from(external_);
+        m.relay_v4 = ipc::WireAddress::from(n_.relayed.with_port(0));
+        m.external_v6 = ipc::WireAddress::from(*Address::parse("fd00:7::1"));
+        m.relay_v6 = ipc::WireAddress::from(*Address::parse("fd00::1"));
+        ipc_send(m);
     }
     const Address ra6 = *Address::parse("[fd00::1]:49170");
     const Address rb6 = *Address::parse("[fd00::1]:49171");
+    // What peer_a() and peer_b() are for these two allocations.
+    const Address pa6 = nat() ? *Address::parse("[fd00:7::1]:49170") : ra6;
+    const Address pb6 = nat() ? *Address::parse("[fd00:7::1]:49171") : rb6;
     const Address ca = *Address::parse("198.18.0.20:50010");
     const Address cb = *Address::parse("198.18.0.21:50011");
     add_allocation(30, ca, ra6);
     add_allocation(31, cb, rb6);
-    add_permission(30, ra6, rb6);
-    add_channel(30, ra6, rb6, 0x4010);
-    add_permission(31, rb6, ra6);
-    add_channel(31, rb6, ra6, 0x4011);
-    for (int k = 0; k < 2; k++) {
-        Frame in = from_client(channel_data(0x4010, pattern(70)));
-        in.src = ca;
-        const Out o = run1(build(in));
-        EXPECT_TRUE(o.exc.empty());
-        ASSERT_EQ(o.nic.size(), 1u);
-        Frame f = relayed(n_.listen, cb, channel_data(0x4011, pattern(70)));
-        f.ttl = kTtl - 2;
-        EXPECT_EQ(o.nic[0], build(f));
-        expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
-                       {Counter::fwd_peer_channel, 1}});
+    add_permission(30, ra6, pb6);
+    add_channel(30, ra6, pb6, 0x4010);
+    add_permission(31, rb6, pa6);
+    for (const bool b_channel : {false, true}) {
+        if (b_channel) {
+            add_channel(31, rb6, pa6, 0x4011);
+        }
+        for (int k = 0; k < 2; k++) {
+            Frame in = from_client(channel_data(0x4010, pattern(70)));
+            in.src = ca;
+            const Out o = run1(build(in));
+            EXPECT_TRUE(o.exc.empty()) << b_channel << k;
+            ASSERT_EQ(o.nic.size(), 1u) << b_channel << k;
+            Frame f = relayed(n_.listen, cb, b_channel ? channel_data(0x4011, pattern(70))
+                                                       : data_indication(txid_of(o.nic[0]), pa6, pattern(70)));
+            f.ttl = kTtl - 2;
+            EXPECT_EQ(o.nic[0], build(f)) << b_channel << k;
+            expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
+                           {b_channel ? Counter::fwd_peer_channel : Counter::fwd_peer_data, 1}});
+        }
     }
 }
 
@@ -3805,15 +3732,15 @@ TEST_P(RelayToRelay, VlanNextHopAndDscpRule) {
     h.mac = {{0x02, 0, 0, 0, 0, 0x66}};
     h.port = g_env->nic_port;
     h.vlan = 42;
-    ASSERT_EQ(nh_->set_host(static_cast<uint8_t>(GetParam()), client_b_.ip.data(), h), 0);
+    ASSERT_EQ(nh_->set_host(static_cast<uint8_t>(family()), client_b_.ip.data(), h), 0);
     const Bytes data = pattern(33);
     const Out o = run1(build(from_client(channel_data(kChannelA, data))));
     ASSERT_EQ(o.nic.size(), 1u);
     std::array<uint8_t, 12> tx{};
-    const size_t stun = 18 + (GetParam() == 4 ? 20 : 40) + 8;  // tagged
+    const size_t stun = 18 + (family() == 4 ? 20 : 40) + 8;  // tagged
     ASSERT_GE(o.nic[0].size(), stun + 20);
     std::copy(o.nic[0].begin() + static_cast<long>(stun + 8), o.nic[0].begin() + static_cast<long>(stun + 20), tx.begin());
-    Frame f = to_b(data_indication(tx, n_.relayed, data));
+    Frame f = to_b(data_indication(tx, peer_a(), data));
     f.dst_mac = {0x02, 0, 0, 0, 0, 0x66};
     f.vlan = 42;
     f.tos = static_cast<uint8_t>((kTos & 0x03) | 0xb8);
