@@ -97,8 +97,11 @@ bool DataplaneCounters::set_port(const ipc::PortCounters& c) {
     return true;
 }
 
-IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms)
-    : path_(std::move(path)), counters_interval_ms_(counters_interval_ms) {
+IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms, size_t max_backlog)
+    : path_(std::move(path)),
+      counters_interval_ms_(counters_interval_ms),
+      max_backlog_(max_backlog),
+      backlog_limit_(max_backlog) {
     // Random start: a restarted control plane never reuses the generation the
     // dataplane's entries carry from the previous one (it would skip the sweep).
     std::random_device rd;
@@ -602,7 +605,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         answered_ = 0;
         take_ended_locked([](const Ended&) { return true; }, waiting);
     }
-    backlog_limit_ = pending_.size() + kMaxBacklog;
+    backlog_limit_ = pending_.size() + max_backlog_;
     counters_.connected.store(true);
     counters_.resyncs.fetch_add(1);
     log_event("dataplane_resync", {{"pid", std::to_string(h.pid)},
@@ -638,7 +641,7 @@ void IpcServer::on_external_ips_applied() {
     counters_.external_ips_applied.store(true);
     // These Adds are part of the connection's state, as the resync's are
     // (the snapshot left them out): room beyond the backlog limit for them,
-    // or a mirror with more than kMaxBacklog of them would drop every
+    // or a mirror with more than max_backlog_ of them would drop every
     // connection right after its echo (IPC thread: backlog_limit_ is its own).
     backlog_limit_ += sent;
     if (first) {

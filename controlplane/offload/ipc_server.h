@@ -10,9 +10,9 @@
 // ExternalIps (behind a NAT), ResyncBegin, the mirror, ResyncEnd (built under
 // the same mutex, so the snapshot and the incremental messages that follow it
 // are in one order), sends the outbox
-// without blocking (a backlog beyond kMaxBacklog drops the connection; the
-// dataplane reconnects and gets a resync), asks for counters periodically and
-// folds the reports into DataplaneCounters. A missing or failed dataplane never
+// without blocking (a backlog beyond max_backlog, kMaxBacklog but in tests,
+// drops the connection; the dataplane reconnects and gets a resync), asks for
+// counters periodically and folds the reports into DataplaneCounters. A missing or failed dataplane never
 // affects the loops: they keep relaying in socket mode.
 #pragma once
 
@@ -105,7 +105,12 @@ public:
     // Messages queued beyond a resync for one connection before it is dropped.
     static constexpr size_t kMaxBacklog = 1u << 20;
 
-    explicit IpcServer(std::string path, uint32_t counters_interval_ms = 1000);
+    // max_backlog: kMaxBacklog but in tests, which cannot queue a million
+    // messages to see the bound act. Not a setting: it only caps the memory
+    // a dataplane that stopped reading costs the control plane (about
+    // 130 MiB beyond the resync); a lower cap would just resync a slow
+    // dataplane sooner.
+    explicit IpcServer(std::string path, uint32_t counters_interval_ms = 1000, size_t max_backlog = kMaxBacklog);
     ~IpcServer() override;
     IpcServer(const IpcServer&) = delete;
     IpcServer& operator=(const IpcServer&) = delete;
@@ -211,6 +216,7 @@ private:
 
     std::string path_;
     uint32_t counters_interval_ms_;
+    size_t max_backlog_;
     int listen_fd_ = -1;
     int conn_fd_ = -1;
     int wake_fd_ = -1;
@@ -250,7 +256,7 @@ private:
 
     // IPC thread only.
     std::deque<Buf> pending_;
-    size_t backlog_limit_ = kMaxBacklog;  // the resync's size + kMaxBacklog
+    size_t backlog_limit_;  // the resync's size + max_backlog_ (+ the Adds the ExternalIps echo released)
     uint64_t generation_;
     uint64_t boot_id_ = 0;
     ipc::Settings settings_{};  // sent before each ResyncBegin

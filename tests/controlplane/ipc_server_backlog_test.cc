@@ -1,0 +1,473 @@
+// The bound on what waits for the dataplane (controlplane/offload/ipc_server.*,
+// IpcServer::kMaxBacklog): a real IpcServer in this process, built with a small
+// bound (its max_backlog argument), listening on a unix SOCK_SEQPACKET socket
+// in a temporary directory; the test plays the dataplane over a plain socket
+// (src/ipc/protocol.h), reading only when it chooses, and makes the changes
+// through the OffloadHook calls the allocation code makes.
+//
+// A dataplane that does not read first fills the kernel's socket buffer, then
+// the server's own queue; only the latter counts against the bound. The tests
+// therefore queue more than the socket can hold (kSocketHolds) whenever they
+// need the server's queue past the bound.
+#include <spdlog/details/log_msg.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/event_log.h"
+#include "ipc/protocol.h"
+#include "loop_wait.h"
+#include "offload/ipc_server.h"
+#include "temp_files.h"
+
+namespace turn::cp::test {
+namespace {
+
+namespace ipc = turn::ipc;
+
+Address A(const char* s) { return *Address::parse(s); }
+
+constexpr int kWaitMs = 5000;
+// At most this many datagrams fit in the server's socket: it asks for a 4 MiB
+// send buffer, which the kernel caps at net.core.wmem_max and doubles (8 MiB
+// at most), and charges each datagram its sk_buff overhead on top of the data
+// (well over 256 bytes a datagram).
+constexpr size_t kSocketHolds = (8u << 20) / 256;
+// No CountersRequest during a test: only the messages the test caused are queued.
+constexpr uint32_t kNoCounters = 3'600'000;
+
+// Test addresses (DESIGN.md, "Test network"); nothing is sent to them.
+const Address kRelayIp = A("198.18.0.1");
+const Address kExternalIp = A("198.19.0.1");
+const Address kPeer = A("198.18.2.1");
+
+// The event log (spdlog's default logger while this lives, the previous one
+// restored after), readable while the IPC thread logs.
+class LogLines {
+public:
+    LogLines() : old_(spdlog::default_logger()), old_json_(log_json()), sink_(std::make_shared<Sink>()) {
+        auto logger = std::make_shared<spdlog::logger>("backlog-test", sink_);
+        logger->set_level(spdlog::level::info);
+        spdlog::set_default_logger(logger);
+        set_log_json(false);
+    }
+    ~LogLines() {
+        set_log_json(old_json_);
+        spdlog::set_default_logger(old_);
+    }
+    LogLines(const LogLines&) = delete;
+    LogLines& operator=(const LogLines&) = delete;
+    // Lines holding `what` and `also`.
+    std::vector<std::string> with(const std::string& what, const std::string& also = "") const {
+        return sink_->with(what, also);
+    }
+
+private:
+    class Sink final : public spdlog::sinks::base_sink<std::mutex> {
+    public:
+        std::vector<std::string> with(const std::string& what, const std::string& also) {
+            std::lock_guard lk(mutex_);
+            std::vector<std::string> out;
+            for (const auto& l : lines_) {
+                if (l.find(what) != std::string::npos && l.find(also) != std::string::npos) {
+                    out.push_back(l);
+                }
+            }
+            return out;
+        }
+
+    protected:
+        void sink_it_(const spdlog::details::log_msg& m) override {
+            lines_.emplace_back(m.payload.data(), m.payload.size());
+        }
+        void flush_() override {}
+
+    private:
+        std::vector<std::string> lines_;
+    };
+    std::shared_ptr<spdlog::logger> old_;
+    bool old_json_;
+    std::shared_ptr<Sink> sink_;
+};
+
+// The test's dataplane: one connection, read only when the test calls next().
+class Dataplane {
+public:
+    explicit Dataplane(const std::string& path) {
+        fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::memcpy(a.sun_path, path.data(), path.size());
+        connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    }
+    ~Dataplane() { ::close(fd_); }
+    Dataplane(const Dataplane&) = delete;
+    Dataplane& operator=(const Dataplane&) = delete;
+    bool connected() const { return connected_; }
+
+    template <typename M>
+    void send(M m) {
+        const auto b = ipc::encode(m, ++seq_);
+        ASSERT_EQ(::send(fd_, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+    }
+    void hello(uint64_t boot_id) {
+        ipc::Hello h{};
+        h.pid = static_cast<uint32_t>(::getpid());
+        h.workers = 1;
+        h.boot_id = boot_id;
+        send(h);
+    }
+
+    // The next message; nullopt when the server closed the connection (all
+    // it had sent read: `closed()`) or nothing came for kWaitMs.
+    std::optional<std::vector<uint8_t>> next() {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, kWaitMs) != 1) {
+            return std::nullopt;
+        }
+        std::vector<uint8_t> buf(ipc::kMaxMessage);
+        const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+        if (n <= 0) {
+            closed_ = n == 0;
+            return std::nullopt;
+        }
+        buf.resize(static_cast<size_t>(n));
+        const auto h = ipc::peek(buf);
+        if (!h) {
+            ADD_FAILURE() << "a datagram without a valid header (" << n << " bytes)";
+            return std::nullopt;
+        }
+        // The server numbers every message it encodes for a connection in
+        // one sequence: a gap is a message lost between two delivered ones.
+        if (last_seq_ != 0 && h->seq != last_seq_ + 1) {
+            ++gaps_;
+        }
+        last_seq_ = h->seq;
+        ++received_;
+        return buf;
+    }
+    template <typename M>
+    std::optional<M> expect() {
+        const auto d = next();
+        if (!d) {
+            ADD_FAILURE() << "no message (expected type " << static_cast<int>(M::kType) << ")"
+                          << (closed_ ? ": connection closed" : "");
+            return std::nullopt;
+        }
+        auto m = ipc::decode<M>(*d);
+        if (!m) {
+            ADD_FAILURE() << "expected type " << static_cast<int>(M::kType) << ", got "
+                          << static_cast<int>(ipc::peek(*d)->type);
+        }
+        return m;
+    }
+    // Reads until the server's close; how many messages that was, or nullopt
+    // if it did not close.
+    std::optional<size_t> drain() {
+        size_t n = 0;
+        while (next()) {
+            ++n;
+        }
+        return closed_ ? std::optional<size_t>(n) : std::nullopt;
+    }
+    bool closed() const { return closed_; }
+    size_t received() const { return received_; }
+    size_t gaps() const { return gaps_; }
+
+private:
+    int fd_ = -1;
+    bool connected_ = false;
+    bool closed_ = false;
+    uint64_t seq_ = 0;
+    uint64_t last_seq_ = 0;
+    size_t received_ = 0;
+    size_t gaps_ = 0;
+};
+
+// What a resync carried, and its ResyncEnd's count.
+struct Resync {
+    size_t allocations = 0;  // AllocationAdds
+    std::vector<ipc::PermissionAdd> permissions;
+    std::vector<ipc::ChannelAdd> channels;
+    size_t others = 0;  // any other message
+    uint64_t entries = 0;
+    bool complete = false;  // ResyncEnd came, of ResyncBegin's generation
+};
+
+// Reads ResyncBegin .. ResyncEnd (Settings and ExternalIps already read).
+Resync read_resync(Dataplane& dp) {
+    Resync r;
+    const auto begin = dp.expect<ipc::ResyncBegin>();
+    if (!begin) {
+        return r;
+    }
+    for (;;) {
+        const auto d = dp.next();
+        if (!d) {
+            ADD_FAILURE() << "the resync stopped after " << dp.received() << " messages"
+                          << (dp.closed() ? ": connection closed" : "");
+            return r;
+        }
+        const auto type = ipc::peek(*d)->type;
+        if (type == ipc::MsgType::kResyncEnd) {
+            const auto e = ipc::decode<ipc::ResyncEnd>(*d);
+            r.complete = e && e->generation == begin->generation;
+            r.entries = e ? e->entries : 0;
+            return r;
+        }
+        if (ipc::decode<ipc::AllocationAdd>(*d)) {
+            ++r.allocations;
+        } else if (auto p = ipc::decode<ipc::PermissionAdd>(*d)) {
+            r.permissions.push_back(*p);
+        } else if (auto c = ipc::decode<ipc::ChannelAdd>(*d)) {
+            r.channels.push_back(*c);
+        } else {
+            ++r.others;
+        }
+    }
+}
+
+// Hello, then the Settings, the ExternalIps (if the server has them: echoed
+// at once, as turn-dataplane does) and the resync, all read.
+Resync handshake(Dataplane& dp, uint64_t boot_id, bool external_ips = false) {
+    dp.hello(boot_id);
+    EXPECT_TRUE(dp.expect<ipc::Settings>());
+    if (external_ips) {
+        if (const auto x = dp.expect<ipc::ExternalIps>()) {
+            dp.send(*x);
+        }
+    }
+    return read_resync(dp);
+}
+
+OffloadAllocation allocation(uint64_t id) {
+    OffloadAllocation a;
+    a.id = id;
+    a.five_tuple.client = A("198.18.1.1").with_port(static_cast<uint16_t>(1024 + id % 60000));
+    a.five_tuple.server = kRelayIp.with_port(3478);
+    a.relayed[0] = kRelayIp.with_port(static_cast<uint16_t>(49152 + id % 16384));
+    return a;
+}
+
+// Allocation `id`'s channel peer on the external IP (another allocation's
+// relayed address, as seen from outside).
+Address external_peer(uint64_t id) { return kExternalIp.with_port(static_cast<uint16_t>(49152 + id % 16384)); }
+
+bool same(const ipc::WireAddress& w, const Address& a) { return w.to() == a; }
+
+// Queues one message at a time for the connection (a permission of
+// allocation `id` to kPeer, made and removed in turn) until the server drops
+// the connection or `cap` are made; how many were made. Those made after the
+// drop were not queued (nothing is while no dataplane is in sync), so at most
+// this many were. Leaves the permission in the mirror.
+size_t push_until_dropped(IpcServer& srv, uint64_t id, size_t cap) {
+    const uint64_t before = srv.counters().disconnects.load();
+    size_t made = 0;
+    while (made < cap && srv.counters().disconnects.load() == before) {
+        if (made % 2 == 0) {
+            srv.permission_added(id, kPeer);
+        } else {
+            srv.permission_removed(id, kPeer);
+        }
+        ++made;
+    }
+    EXPECT_TRUE(eventually([&] { return srv.counters().disconnects.load() == before + 1; }, kWaitMs))
+        << "not dropped after " << made << " messages queued for a dataplane that does not read";
+    srv.permission_added(id, kPeer);
+    return made;
+}
+
+class IpcServerBacklog : public ::testing::Test {
+protected:
+    std::string socket_path() const { return dir_.path("dp.sock"); }
+    // A server bound to `limit` messages beyond each resync.
+    std::unique_ptr<IpcServer> server(size_t limit) {
+        return std::make_unique<IpcServer>(socket_path(), kNoCounters, limit);
+    }
+
+    LogLines log_;  // outlives the servers, whose thread logs
+    TempDir dir_;
+};
+
+TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnectionIsResynced) {
+    constexpr size_t kLimit = 64;
+    auto srv = server(kLimit);
+    srv->allocation_added(allocation(1));
+    ASSERT_EQ(srv->start(), "");
+    auto dp = std::make_unique<Dataplane>(socket_path());
+    ASSERT_TRUE(dp->connected());
+    const Resync first = handshake(*dp, 1);
+    ASSERT_TRUE(first.complete);
+    EXPECT_EQ(first.entries, 1u);
+    ASSERT_TRUE(eventually([&] { return srv->counters().connected.load(); }));
+
+    // It stops reading: the socket fills, then the server's queue, and once
+    // more than kLimit wait there the connection is dropped.
+    const size_t made = push_until_dropped(*srv, 1, kSocketHolds + kLimit + 1000);
+    ASSERT_EQ(srv->counters().disconnects.load(), 1u);
+    EXPECT_FALSE(srv->counters().connected.load());
+    EXPECT_EQ(srv->counters().resyncs.load(), 1u);
+    ASSERT_TRUE(eventually([&] { return !log_.with("event=dataplane_disconnected").empty(); }));
+    const auto lines = log_.with("event=dataplane_disconnected");
+    ASSERT_EQ(lines.size(), 1u);
+    EXPECT_NE(lines[0].find("reason=\"backlog full (dataplane not reading)\""), std::string::npos) << lines[0];
+
+    // What the socket held is still delivered, in order and without a gap,
+    // then the close; what waited in the server's queue is gone, and that
+    // was more than kLimit.
+    const auto delivered = dp->drain();
+    ASSERT_TRUE(delivered) << "the connection was not closed";
+    EXPECT_EQ(dp->gaps(), 0u);
+    EXPECT_GT(made, *delivered + kLimit) << "dropped with at most " << made - *delivered << " waiting";
+
+    // The next connection gets the whole mirror again: the allocation and
+    // the permission made after the drop (the mirror kept going).
+    dp = std::make_unique<Dataplane>(socket_path());
+    ASSERT_TRUE(dp->connected());
+    const Resync again = handshake(*dp, 1);
+    ASSERT_TRUE(again.complete);
+    EXPECT_EQ(again.entries, 2u);
+    EXPECT_EQ(again.allocations, 1u);
+    EXPECT_EQ(again.others, 0u);
+    ASSERT_EQ(again.permissions.size(), 1u);
+    EXPECT_EQ(again.permissions[0].alloc_id, 1u);
+    EXPECT_TRUE(same(again.permissions[0].peer, kPeer));
+    EXPECT_TRUE(eventually([&] { return srv->counters().resyncs.load() == 2 && srv->counters().connected.load(); }));
+    EXPECT_EQ(srv->counters().disconnects.load(), 1u);
+}
+
+TEST_F(IpcServerBacklog, AResyncLargerThanTheLimitIsDeliveredWholeAndTheLimitCountsBeyondIt) {
+    constexpr size_t kLimit = 16;
+    // More allocations than the socket holds: while the dataplane does not
+    // read, most of the resync waits in the server's queue, far past kLimit.
+    constexpr size_t kAllocations = kSocketHolds + kLimit + 1000;
+    auto srv = server(kLimit);
+    for (uint64_t id = 1; id <= kAllocations; ++id) {
+        srv->allocation_added(allocation(id));
+    }
+    ASSERT_EQ(srv->start(), "");
+    Dataplane dp(socket_path());
+    ASSERT_TRUE(dp.connected());
+    dp.hello(1);
+    ASSERT_TRUE(eventually([&] { return srv->counters().resyncs.load() == 1; }));
+    // kLimit changes after the resync, still unread: the queue is the
+    // resync's size + kLimit at most, which is not past the bound.
+    for (size_t i = 0; i < kLimit; ++i) {
+        srv->channel_added(1, static_cast<uint16_t>(0x4000 + i), kPeer.with_port(static_cast<uint16_t>(5000 + i)));
+    }
+
+    ASSERT_TRUE(dp.expect<ipc::Settings>());
+    const Resync r = read_resync(dp);
+    ASSERT_TRUE(r.complete);
+    EXPECT_EQ(r.entries, kAllocations);
+    EXPECT_EQ(r.allocations, kAllocations);
+    EXPECT_EQ(r.others, 0u);
+    for (size_t i = 0; i < kLimit; ++i) {
+        const auto c = dp.expect<ipc::ChannelAdd>();
+        ASSERT_TRUE(c) << "change " << i << " after the resync";
+        EXPECT_EQ(c->channel, 0x4000 + i);
+    }
+    EXPECT_EQ(dp.gaps(), 0u);
+    EXPECT_TRUE(srv->counters().connected.load());
+    EXPECT_EQ(srv->counters().disconnects.load(), 0u);
+
+    // Beyond the resync the bound holds: a dataplane that stops reading now
+    // is dropped (the resync's room is the connection's, so up to its size
+    // + kLimit may wait before that).
+    const size_t made = push_until_dropped(*srv, 1, kAllocations + 4 + kSocketHolds + kLimit + 1000);
+    ASSERT_EQ(srv->counters().disconnects.load(), 1u);
+    const auto delivered = dp.drain();
+    ASSERT_TRUE(delivered) << "the connection was not closed";
+    EXPECT_EQ(dp.gaps(), 0u);
+    EXPECT_GT(made, *delivered + kLimit);
+    EXPECT_EQ(log_.with("event=dataplane_disconnected", "backlog full").size(), 1u);
+}
+
+TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLimit) {
+    constexpr size_t kLimit = 16;
+    // Each allocation has a permission and a channel to a peer on the
+    // external IP, withheld until the echo: more of them than the socket
+    // holds, so that after the echo they wait in the server's queue, far
+    // past kLimit beyond the resync.
+    constexpr size_t kAllocations = kSocketHolds / 2 + kLimit + 1000;
+    auto srv = server(kLimit);
+    Config c;
+    c.relay_ips = {kRelayIp};
+    c.external_ips = {kExternalIp};
+    srv->set_external_ips(c);
+    for (uint64_t id = 1; id <= kAllocations; ++id) {
+        srv->allocation_added(allocation(id));
+        srv->permission_added(id, kExternalIp);
+        srv->channel_added(id, 0x4000, external_peer(id));
+    }
+    ASSERT_EQ(srv->start(), "");
+    Dataplane dp(socket_path());
+    ASSERT_TRUE(dp.connected());
+    dp.hello(1);
+    ASSERT_TRUE(dp.expect<ipc::Settings>());
+    const auto x = dp.expect<ipc::ExternalIps>();
+    ASSERT_TRUE(x);
+    EXPECT_TRUE(same(x->external_v4, kExternalIp));
+    EXPECT_TRUE(same(x->relay_v4, kRelayIp));
+    // Echoed before the rest of the resync is read (as turn-dataplane does);
+    // the Adds it releases are queued (logged) before this test reads on.
+    dp.send(*x);
+    const std::string applied = "event=dataplane_external_ips_applied";
+    const std::string released = " entries=" + std::to_string(2 * kAllocations);
+    ASSERT_TRUE(eventually([&] { return !log_.with(applied).empty(); }));
+    EXPECT_EQ(log_.with(applied, released).size(), 1u);
+
+    // The resync without them, then all of them: nothing dropped.
+    const Resync r = read_resync(dp);
+    ASSERT_TRUE(r.complete);
+    EXPECT_EQ(r.entries, kAllocations);
+    EXPECT_EQ(r.allocations, kAllocations);
+    EXPECT_EQ(r.others, 0u);
+    EXPECT_TRUE(r.permissions.empty());
+    EXPECT_TRUE(r.channels.empty());
+    size_t permissions = 0;
+    size_t channels = 0;
+    for (size_t i = 0; i < 2 * kAllocations; ++i) {
+        const auto d = dp.next();
+        ASSERT_TRUE(d) << "released Add " << i << " of " << 2 * kAllocations << " did not come"
+                       << (dp.closed() ? ": connection closed" : "");
+        if (const auto p = ipc::decode<ipc::PermissionAdd>(*d)) {
+            permissions += same(p->peer, kExternalIp) ? 1 : 0;
+        } else if (const auto ch = ipc::decode<ipc::ChannelAdd>(*d)) {
+            channels += same(ch->peer, external_peer(ch->alloc_id)) ? 1 : 0;
+        }
+    }
+    EXPECT_EQ(permissions, kAllocations);
+    EXPECT_EQ(channels, kAllocations);
+    EXPECT_EQ(dp.gaps(), 0u);
+    EXPECT_TRUE(srv->counters().connected.load());
+    EXPECT_TRUE(srv->counters().external_ips_applied.load());
+    EXPECT_EQ(srv->counters().disconnects.load(), 0u);
+
+    // The bound still holds after them: a dataplane that stops reading now
+    // is dropped (up to the resync's size, the released Adds and kLimit may
+    // wait before that).
+    const size_t made = push_until_dropped(*srv, 1, 3 * kAllocations + 4 + kSocketHolds + kLimit + 1000);
+    ASSERT_EQ(srv->counters().disconnects.load(), 1u);
+    const auto delivered = dp.drain();
+    ASSERT_TRUE(delivered) << "the connection was not closed";
+    EXPECT_EQ(dp.gaps(), 0u);
+    EXPECT_GT(made, *delivered + kLimit);
+    EXPECT_EQ(log_.with("event=dataplane_disconnected", "backlog full").size(), 1u);
+}
+
+}  // namespace
+}  // namespace turn::cp::test
