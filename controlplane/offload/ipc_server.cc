@@ -806,10 +806,6 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
 }
 
 bool IpcServer::flush() {
-    if (pending_.size() > backlog_limit_) {
-        close_conn("backlog full (dataplane not reading)");
-        return false;
-    }
     while (!pending_.empty() && conn_fd_ >= 0) {
         const Buf& b = pending_.front();
         const ssize_t r = ::send(conn_fd_, b.bytes.data(), b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -818,12 +814,20 @@ bool IpcServer::flush() {
             continue;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return true;  // POLLOUT resumes
+            break;  // POLLOUT resumes
         }
         if (errno == EINTR) {
             continue;
         }
         close_conn(std::strerror(errno));
+        return false;
+    }
+    // Counted once the socket has taken what it can: what is left waits for
+    // the dataplane to read. Before the send, a burst of changes that came
+    // between two wakes of this thread counted too, and could drop a
+    // dataplane that reads.
+    if (pending_.size() > backlog_limit_) {
+        close_conn("backlog full (dataplane not reading)");
         return false;
     }
     return true;

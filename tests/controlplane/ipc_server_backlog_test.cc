@@ -8,7 +8,8 @@
 // A dataplane that does not read first fills the kernel's socket buffer, then
 // the server's own queue; only the latter counts against the bound. The tests
 // therefore queue more than the socket can hold (kSocketHolds) whenever they
-// need the server's queue past the bound.
+// need the server's queue past the bound, and fewer when they need it not to
+// be.
 #include <spdlog/details/log_msg.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
@@ -347,6 +348,42 @@ TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnection
     EXPECT_TRUE(same(again.permissions[0].peer, kPeer));
     EXPECT_TRUE(eventually([&] { return srv->counters().resyncs.load() == 2 && srv->counters().connected.load(); }));
     EXPECT_EQ(srv->counters().disconnects.load(), 1u);
+}
+
+TEST_F(IpcServerBacklog, ABurstLargerThanTheLimitThatTheSocketTakesIsNoBacklog) {
+    constexpr size_t kLimit = 1;
+    // Many more than kLimit, fewer than any socket holds (the kernel's usual
+    // smallest send buffer, 2 x 208 KiB, takes over 500 of these). A server
+    // that counted its queue before the send would drop this reading
+    // dataplane whenever its thread found more than kLimit + the resync's 4
+    // queued at once: most runs, not all.
+    constexpr size_t kBurst = 256;
+    auto srv = server(kLimit);
+    srv->allocation_added(allocation(1));
+    ASSERT_EQ(srv->start(), "");
+    Dataplane dp(socket_path());
+    ASSERT_TRUE(dp.connected());
+    ASSERT_TRUE(handshake(dp, 1).complete);
+
+    // Made in one go, faster than the IPC thread wakes: it finds many of
+    // them queued at once, all of which the socket takes.
+    for (size_t i = 0; i < kBurst; ++i) {
+        if (i % 2 == 0) {
+            srv->permission_added(1, kPeer);
+        } else {
+            srv->permission_removed(1, kPeer);
+        }
+    }
+    for (size_t i = 0; i < kBurst; ++i) {
+        const auto d = dp.next();
+        ASSERT_TRUE(d) << "change " << i << " of " << kBurst << " did not come"
+                       << (dp.closed() ? ": connection closed" : "");
+        EXPECT_EQ(ipc::peek(*d)->type, i % 2 == 0 ? ipc::MsgType::kPermissionAdd : ipc::MsgType::kPermissionDel);
+    }
+    EXPECT_EQ(dp.gaps(), 0u);
+    EXPECT_TRUE(srv->counters().connected.load());
+    EXPECT_EQ(srv->counters().disconnects.load(), 0u);
+    EXPECT_TRUE(log_.with("event=dataplane_disconnected").empty());
 }
 
 TEST_F(IpcServerBacklog, AResyncLargerThanTheLimitIsDeliveredWholeAndTheLimitCountsBeyondIt) {
