@@ -822,10 +822,9 @@ bool IpcServer::flush() {
         close_conn(std::strerror(errno));
         return false;
     }
-    // Counted once the socket has taken what it can: what is left waits for
-    // the dataplane to read. Before the send, a burst of changes that came
-    // between two wakes of this thread counted too, and could drop a
-    // dataplane that reads.
+    // Counted once the socket has taken what it can, so that what counts is
+    // what the dataplane has not read, not a burst of changes that came
+    // between two wakes of this thread.
     if (pending_.size() > backlog_limit_) {
         close_conn("backlog full (dataplane not reading)");
         return false;

@@ -12,8 +12,9 @@
 // are in one order), sends the outbox
 // without blocking (a backlog beyond max_backlog, kMaxBacklog but in tests,
 // drops the connection; the dataplane reconnects and gets a resync), asks for
-// counters periodically and folds the reports into DataplaneCounters. A missing or failed dataplane never
-// affects the loops: they keep relaying in socket mode.
+// counters periodically and folds the reports into DataplaneCounters. A
+// missing or failed dataplane never affects the loops: they keep relaying in
+// socket mode.
 #pragma once
 
 #include <array>
@@ -102,7 +103,8 @@ private:
 
 class IpcServer final : public OffloadHook {
 public:
-    // Messages queued beyond a resync for one connection before it is dropped.
+    // Messages queued beyond a resync for one connection, and not taken by
+    // its socket, before it is dropped.
     static constexpr size_t kMaxBacklog = 1u << 20;
 
     // max_backlog: kMaxBacklog but in tests, which cannot queue a million
