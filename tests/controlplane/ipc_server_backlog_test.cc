@@ -10,26 +10,22 @@
 // therefore queue more than the socket can hold (kSocketHolds) whenever they
 // need the server's queue past the bound, and fewer when they need it not to
 // be.
-#include <spdlog/details/log_msg.h>
-#include <spdlog/sinks/base_sink.h>
-#include <spdlog/spdlog.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/config.h"
-#include "core/event_log.h"
 #include "ipc/protocol.h"
+#include "log_capture.h"
 #include "loop_wait.h"
 #include "offload/ipc_server.h"
 #include "temp_files.h"
@@ -54,55 +50,6 @@ constexpr uint32_t kNoCounters = 3'600'000;
 const Address kRelayIp = A("198.18.0.1");
 const Address kExternalIp = A("198.19.0.1");
 const Address kPeer = A("198.18.2.1");
-
-// The event log (spdlog's default logger while this lives, the previous one
-// restored after), readable while the IPC thread logs.
-class LogLines {
-public:
-    LogLines() : old_(spdlog::default_logger()), old_json_(log_json()), sink_(std::make_shared<Sink>()) {
-        auto logger = std::make_shared<spdlog::logger>("backlog-test", sink_);
-        logger->set_level(spdlog::level::info);
-        spdlog::set_default_logger(logger);
-        set_log_json(false);
-    }
-    ~LogLines() {
-        set_log_json(old_json_);
-        spdlog::set_default_logger(old_);
-    }
-    LogLines(const LogLines&) = delete;
-    LogLines& operator=(const LogLines&) = delete;
-    // Lines holding `what` and `also`.
-    std::vector<std::string> with(const std::string& what, const std::string& also = "") const {
-        return sink_->with(what, also);
-    }
-
-private:
-    class Sink final : public spdlog::sinks::base_sink<std::mutex> {
-    public:
-        std::vector<std::string> with(const std::string& what, const std::string& also) {
-            std::lock_guard lk(mutex_);
-            std::vector<std::string> out;
-            for (const auto& l : lines_) {
-                if (l.find(what) != std::string::npos && l.find(also) != std::string::npos) {
-                    out.push_back(l);
-                }
-            }
-            return out;
-        }
-
-    protected:
-        void sink_it_(const spdlog::details::log_msg& m) override {
-            lines_.emplace_back(m.payload.data(), m.payload.size());
-        }
-        void flush_() override {}
-
-    private:
-        std::vector<std::string> lines_;
-    };
-    std::shared_ptr<spdlog::logger> old_;
-    bool old_json_;
-    std::shared_ptr<Sink> sink_;
-};
 
 // The test's dataplane: one connection, read only when the test calls next().
 class Dataplane {
@@ -299,7 +246,7 @@ protected:
         return std::make_unique<IpcServer>(socket_path(), kNoCounters, limit);
     }
 
-    LogLines log_;  // outlives the servers, whose thread logs
+    LogCapture log_;  // outlives the servers, whose thread logs
     TempDir dir_;
 };
 
@@ -321,8 +268,8 @@ TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnection
     ASSERT_EQ(srv->counters().disconnects.load(), 1u);
     EXPECT_FALSE(srv->counters().connected.load());
     EXPECT_EQ(srv->counters().resyncs.load(), 1u);
-    ASSERT_TRUE(eventually([&] { return !log_.with("event=dataplane_disconnected").empty(); }));
-    const auto lines = log_.with("event=dataplane_disconnected");
+    ASSERT_TRUE(eventually([&] { return !log_.lines("event=dataplane_disconnected").empty(); }));
+    const auto lines = log_.lines("event=dataplane_disconnected");
     ASSERT_EQ(lines.size(), 1u);
     EXPECT_NE(lines[0].find("reason=\"backlog full (dataplane not reading)\""), std::string::npos) << lines[0];
 
@@ -383,7 +330,7 @@ TEST_F(IpcServerBacklog, ABurstLargerThanTheLimitThatTheSocketTakesIsNoBacklog) 
     EXPECT_EQ(dp.gaps(), 0u);
     EXPECT_TRUE(srv->counters().connected.load());
     EXPECT_EQ(srv->counters().disconnects.load(), 0u);
-    EXPECT_TRUE(log_.with("event=dataplane_disconnected").empty());
+    EXPECT_TRUE(log_.lines("event=dataplane_disconnected").empty());
 }
 
 TEST_F(IpcServerBacklog, AResyncLargerThanTheLimitIsDeliveredWholeAndTheLimitCountsBeyondIt) {
@@ -430,7 +377,7 @@ TEST_F(IpcServerBacklog, AResyncLargerThanTheLimitIsDeliveredWholeAndTheLimitCou
     ASSERT_TRUE(delivered) << "the connection was not closed";
     EXPECT_EQ(dp.gaps(), 0u);
     EXPECT_GT(made, *delivered + kLimit);
-    EXPECT_EQ(log_.with("event=dataplane_disconnected", "backlog full").size(), 1u);
+    EXPECT_EQ(log_.lines("event=dataplane_disconnected", "backlog full").size(), 1u);
 }
 
 TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLimit) {
@@ -464,8 +411,8 @@ TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLi
     dp.send(*x);
     const std::string applied = "event=dataplane_external_ips_applied";
     const std::string released = " entries=" + std::to_string(2 * kAllocations);
-    ASSERT_TRUE(eventually([&] { return !log_.with(applied).empty(); }));
-    EXPECT_EQ(log_.with(applied, released).size(), 1u);
+    ASSERT_TRUE(eventually([&] { return !log_.lines(applied).empty(); }));
+    EXPECT_EQ(log_.lines(applied, released).size(), 1u);
 
     // The resync without them, then all of them: nothing dropped.
     const Resync r = read_resync(dp);
@@ -503,7 +450,7 @@ TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLi
     ASSERT_TRUE(delivered) << "the connection was not closed";
     EXPECT_EQ(dp.gaps(), 0u);
     EXPECT_GT(made, *delivered + kLimit);
-    EXPECT_EQ(log_.with("event=dataplane_disconnected", "backlog full").size(), 1u);
+    EXPECT_EQ(log_.lines("event=dataplane_disconnected", "backlog full").size(), 1u);
 }
 
 }  // namespace

@@ -7,18 +7,16 @@
 #include <zlib.h>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <unordered_set>
 
 #include "common/bytes.h"
 #include "core/state_snapshot.h"
 #include "io/state_store.h"
+#include "log_capture.h"
 #include "server_fixture.h"
 
 namespace turn::cp::test {
@@ -790,31 +788,6 @@ TEST_F(Restore, QuotaIsTakenAgain) {
     // alice's one allocation is the restored one.
     EXPECT_EQ(allocate(tuple(5001)).code(), 486);
 }
-
-// The event log's lines while it lives (spdlog's default logger, restored after).
-class LogCapture {
-public:
-    LogCapture() : old_(spdlog::default_logger()) {
-        auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
-        sink->set_pattern("%v");
-        spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
-    }
-    ~LogCapture() { spdlog::set_default_logger(old_); }
-    // The first line with `what` (and `also`); "".
-    std::string line(const std::string& what, const std::string& also = "") const {
-        std::istringstream in(out_.str());
-        for (std::string l; std::getline(in, l);) {
-            if (l.find(what) != std::string::npos && l.find(also) != std::string::npos) {
-                return l;
-            }
-        }
-        return "";
-    }
-
-private:
-    std::shared_ptr<spdlog::logger> old_;
-    std::ostringstream out_;
-};
 
 // An offload that reports the same fast-path usage for every allocation.
 struct UsageHook final : OffloadHook {
