@@ -166,6 +166,14 @@ public:
             auto& rs = family("turn_dataplane_resyncs_total", "Full state resyncs sent to the dataplane",
                               MetricType::Counter);
             counter(rs, {}, static_cast<double>(dp_->resyncs.load()));
+            auto& dx = family("turn_dataplane_disconnects_total",
+                              "Dataplane connections ended, by reason: closed (by the dataplane, e.g. it restarted), "
+                              "replaced (by a new connection), backlog_full (it stopped reading), send_error",
+                              MetricType::Counter);
+            for (size_t k = 0; k < static_cast<size_t>(Disconnect::kCount); ++k) {
+                counter(dx, {{"reason", disconnect_label(static_cast<Disconnect>(k))}},
+                        static_cast<double>(dp_->disconnects_by[k].load()));
+            }
             auto& sa = family("turn_dataplane_settings_applied",
                               "1 when the attached dataplane confirmed the relay-wide settings ([server].dscp); 0 "
                               "with a dataplane older than them, whose fast path keeps the received DSCP",

@@ -420,7 +420,7 @@ void IpcServer::run() {
                 if (r < 0 && errno == EINTR) {
                     continue;
                 }
-                close_conn(r == 0 ? "closed by the dataplane" : std::strerror(errno));
+                close_conn(Disconnect::kClosed, r == 0 ? "closed by the dataplane" : std::strerror(errno));
             }
         }
         if ((fds[0].revents & POLLIN) != 0) {
@@ -458,7 +458,7 @@ void IpcServer::accept_one() {
         return;
     }
     if (conn_fd_ >= 0) {
-        close_conn("replaced by a new connection");
+        close_conn(Disconnect::kReplaced, "replaced by a new connection");
     }
     // Room for a burst of updates (and most resyncs) without waiting.
     const int sndbuf = 4 << 20;
@@ -468,7 +468,7 @@ void IpcServer::accept_one() {
     log_event("dataplane_connected", {{"socket", path_}});
 }
 
-void IpcServer::close_conn(const char* why) {
+void IpcServer::close_conn(Disconnect kind, const char* why) {
     if (conn_fd_ < 0) {
         return;
     }
@@ -487,6 +487,7 @@ void IpcServer::close_conn(const char* why) {
     counters_.settings_applied.store(false);
     counters_.external_ips_applied.store(false);
     counters_.disconnects.fetch_add(1);
+    counters_.disconnects_by[static_cast<size_t>(kind)].fetch_add(1);
     log_event(LogLevel::kWarn, "dataplane_disconnected", {{"reason", why}});
 }
 
@@ -819,14 +820,14 @@ bool IpcServer::flush() {
         if (errno == EINTR) {
             continue;
         }
-        close_conn(std::strerror(errno));
+        close_conn(Disconnect::kSendError, std::strerror(errno));
         return false;
     }
     // Counted once the socket has taken what it can, so that what counts is
     // what the dataplane has not read, not a burst of changes that came
     // between two wakes of this thread.
     if (pending_.size() > backlog_limit_) {
-        close_conn("backlog full (dataplane not reading)");
+        close_conn(Disconnect::kBacklogFull, "backlog full (dataplane not reading)");
         return false;
     }
     return true;

@@ -38,6 +38,22 @@
 
 namespace turn::cp {
 
+// Why a dataplane connection ended (turn_dataplane_disconnects_total's
+// reason label): the dataplane closed it or its read failed; a new
+// connection replaced it; it stopped reading and its backlog passed the
+// bound; a send failed.
+enum class Disconnect : uint8_t { kClosed, kReplaced, kBacklogFull, kSendError, kCount };
+inline const char* disconnect_label(Disconnect d) {
+    switch (d) {
+    case Disconnect::kClosed: return "closed";
+    case Disconnect::kReplaced: return "replaced";
+    case Disconnect::kBacklogFull: return "backlog_full";
+    case Disconnect::kSendError: return "send_error";
+    case Disconnect::kCount: break;
+    }
+    return "?";
+}
+
 // Fast-path traffic reported by the dataplane, summed over allocations;
 // written by the IPC thread, read by the metrics exporter.
 struct DataplaneCounters {
@@ -46,7 +62,8 @@ struct DataplaneCounters {
     std::atomic<uint64_t> dropped{0};
     std::atomic<uint64_t> reports{0};     // complete CountersReports received
     std::atomic<uint64_t> resyncs{0};     // full resyncs sent
-    std::atomic<uint64_t> disconnects{0};
+    std::atomic<uint64_t> disconnects{0};  // all reasons
+    std::array<std::atomic<uint64_t>, static_cast<size_t>(Disconnect::kCount)> disconnects_by{};
     std::atomic<uint64_t> bad_messages{0};  // undecodable or of a type this control plane does not know
     // The attached dataplane answered this connection's Settings with the
     // same rule (a dataplane that predates them does not answer).
@@ -175,7 +192,7 @@ private:
     void run();
     void wake();
     void accept_one();
-    void close_conn(const char* why);
+    void close_conn(Disconnect kind, const char* why);
     void on_message(std::span<const uint8_t> d);
     // An undecodable datagram (type -1: not even a header) or one of a type
     // this control plane does not know (a newer dataplane's): counted,

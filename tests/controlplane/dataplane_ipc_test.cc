@@ -447,6 +447,7 @@ TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
               std::string::npos);
     EXPECT_NE(body.find("turn_dataplane_dropped_packets_total 2"), std::string::npos);
     EXPECT_NE(body.find("turn_dataplane_connected 1"), std::string::npos);
+    EXPECT_NE(body.find("turn_dataplane_disconnects_total{reason=\"closed\"} 0"), std::string::npos) << body;
     // The workers' counters, by name.
     EXPECT_NE(body.find("turn_dataplane_worker_packets_total{worker=\"0\",counter=\"rx\"} 100"), std::string::npos)
         << body;
@@ -513,6 +514,11 @@ TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
     EXPECT_EQ(chans[0].channel, 0x4001);
     EXPECT_TRUE(same(chans[0].peer, peer2));
     EXPECT_TRUE(same(chans[0].relayed, relayed));
+    // The first connection's end, counted by its reason.
+    const std::string closed = "\nturn_dataplane_disconnects_total{reason=\"closed\"} 1\n";
+    body = http_get(relay_.metrics_port(), "/metrics");
+    EXPECT_NE(body.find(closed), std::string::npos) << body;
+    EXPECT_NE(body.find("\nturn_dataplane_disconnects_total{reason=\"backlog_full\"} 0\n"), std::string::npos);
 
     // 6. Refresh LIFETIME 0: channel, permissions, then the allocation are removed.
     ASSERT_TRUE(c.request(M::kRefresh, [](auto& b) { b.add_u32(stun::attr::kLifetime, 0); }).success());

@@ -38,6 +38,9 @@ namespace ipc = turn::ipc;
 Address A(const char* s) { return *Address::parse(s); }
 
 constexpr int kWaitMs = 5000;
+
+// The server's count of connections that ended for this reason.
+uint64_t by(const IpcServer& srv, Disconnect d) { return srv.counters().disconnects_by[static_cast<size_t>(d)].load(); }
 // At most this many datagrams fit in the server's socket: it asks for a 4 MiB
 // send buffer, which the kernel caps at net.core.wmem_max and doubles (8 MiB
 // at most), and charges each datagram its sk_buff overhead on top of the data
@@ -266,6 +269,8 @@ TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnection
     // more than kLimit wait there the connection is dropped.
     const size_t made = push_until_dropped(*srv, 1, kSocketHolds + kLimit + 1000);
     ASSERT_EQ(srv->counters().disconnects.load(), 1u);
+    EXPECT_EQ(by(*srv, Disconnect::kBacklogFull), 1u);
+    EXPECT_EQ(by(*srv, Disconnect::kClosed) + by(*srv, Disconnect::kReplaced) + by(*srv, Disconnect::kSendError), 0u);
     EXPECT_FALSE(srv->counters().connected.load());
     EXPECT_EQ(srv->counters().resyncs.load(), 1u);
     ASSERT_TRUE(eventually([&] { return !log_.lines("event=dataplane_disconnected").empty(); }));
@@ -295,6 +300,17 @@ TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnection
     EXPECT_TRUE(same(again.permissions[0].peer, kPeer));
     EXPECT_TRUE(eventually([&] { return srv->counters().resyncs.load() == 2 && srv->counters().connected.load(); }));
     EXPECT_EQ(srv->counters().disconnects.load(), 1u);
+
+    // The other reasons a connection ends, each counted as itself: a new
+    // connection replaces this one, then the dataplane closes that one.
+    auto next = std::make_unique<Dataplane>(socket_path());
+    ASSERT_TRUE(next->connected());
+    EXPECT_TRUE(eventually([&] { return by(*srv, Disconnect::kReplaced) == 1; }, kWaitMs));
+    next.reset();
+    EXPECT_TRUE(eventually([&] { return by(*srv, Disconnect::kClosed) == 1; }, kWaitMs));
+    EXPECT_EQ(srv->counters().disconnects.load(), 3u);
+    EXPECT_EQ(by(*srv, Disconnect::kBacklogFull), 1u);
+    EXPECT_EQ(by(*srv, Disconnect::kSendError), 0u);
 }
 
 TEST_F(IpcServerBacklog, ABurstLargerThanTheLimitThatTheSocketTakesIsNoBacklog) {
