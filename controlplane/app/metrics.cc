@@ -156,7 +156,7 @@ public:
                           MetricType::Counter);
         counter(mf, {}, sum([](const Stats& s) { return s.mobility_forwarded.get(); }));
         if (dp_ != nullptr) {
-            auto& dc = family("turn_dataplane_connected", "1 while a dataplane is attached and in sync",
+            auto& dc = family("turn_dataplane_connected", "1 while a dataplane is attached and has been sent the whole resync",
                               MetricType::Gauge);
             gauge(dc, {}, dp_->connected.load() ? 1.0 : 0.0);
             auto& dd = family("turn_dataplane_dropped_packets_total",

@@ -100,8 +100,10 @@ bool DataplaneCounters::set_port(const ipc::PortCounters& c) {
 IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms, size_t max_backlog)
     : path_(std::move(path)),
       counters_interval_ms_(counters_interval_ms),
-      max_backlog_(max_backlog),
-      backlog_limit_(max_backlog) {
+      // At most a quarter of size_t: the limit adds a resync's size and the
+      // echo's Adds to it without wrapping.
+      max_backlog_(std::min(max_backlog, SIZE_MAX / 4)),
+      backlog_limit_(max_backlog_) {
     // Random start: a restarted control plane never reuses the generation the
     // dataplane's entries carry from the previous one (it would skip the sweep).
     std::random_device rd;
@@ -483,6 +485,7 @@ void IpcServer::close_conn(Disconnect kind, const char* why) {
     external_sent_ = false;
     log_ended();  // their finals will not come on this link
     pending_.clear();
+    resync_left_ = 0;
     counters_.connected.store(false);
     counters_.settings_applied.store(false);
     counters_.external_ips_applied.store(false);
@@ -607,7 +610,10 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         take_ended_locked([](const Ended&) { return true; }, waiting);
     }
     backlog_limit_ = pending_.size() + max_backlog_;
-    counters_.connected.store(true);
+    // In sync once the socket has taken the whole resync (flush): until
+    // then the dataplane lacks part of the state.
+    resync_left_ = pending_.size();
+    counters_.connected.store(false);
     counters_.resyncs.fetch_add(1);
     log_event("dataplane_resync", {{"pid", std::to_string(h.pid)},
                                    {"workers", std::to_string(h.workers)},
@@ -812,6 +818,9 @@ bool IpcServer::flush() {
         const ssize_t r = ::send(conn_fd_, b.bytes.data(), b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r >= 0) {
             pending_.pop_front();
+            if (resync_left_ != 0 && --resync_left_ == 0) {
+                counters_.connected.store(true);  // the resync's ResyncEnd has gone
+            }
             continue;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK) {

@@ -72,7 +72,7 @@ struct DataplaneCounters {
     // same addresses (IpcServer::set_external_ips); until then permissions
     // and channels whose peer is on an external IP are not sent to it.
     std::atomic<bool> external_ips_applied{false};
-    std::atomic<bool> connected{false};   // a dataplane is attached and in sync
+    std::atomic<bool> connected{false};   // a dataplane is attached and the socket took its whole resync
 
     // Each dataplane worker's last WorkerCounters, by worker id (a new
     // dataplane process starts them over). Written by the IPC thread.
@@ -275,6 +275,7 @@ private:
 
     // IPC thread only.
     std::deque<Buf> pending_;
+    size_t resync_left_ = 0;  // messages of the last resync not yet sent (its ResyncEnd last); IPC thread
     size_t backlog_limit_;  // the resync's size + max_backlog_ (+ the Adds the ExternalIps echo released)
     uint64_t generation_;
     uint64_t boot_id_ = 0;

@@ -368,10 +368,15 @@ TEST_F(IpcServerBacklog, AResyncLargerThanTheLimitIsDeliveredWholeAndTheLimitCou
     for (size_t i = 0; i < kLimit; ++i) {
         srv->channel_added(1, static_cast<uint16_t>(0x4000 + i), kPeer.with_port(static_cast<uint16_t>(5000 + i)));
     }
+    // Not in sync while most of the resync waits in the server's queue
+    // (turn_dataplane_connected 0).
+    EXPECT_FALSE(srv->counters().connected.load());
 
     ASSERT_TRUE(dp.expect<ipc::Settings>());
     const Resync r = read_resync(dp);
     ASSERT_TRUE(r.complete);
+    // The socket took the ResyncEnd before the dataplane could read it.
+    EXPECT_TRUE(srv->counters().connected.load());
     EXPECT_EQ(r.entries, kAllocations);
     EXPECT_EQ(r.allocations, kAllocations);
     EXPECT_EQ(r.others, 0u);
