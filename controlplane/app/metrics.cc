@@ -167,7 +167,7 @@ public:
                               MetricType::Counter);
             counter(rs, {}, static_cast<double>(dp_->resyncs.load()));
             auto& dx = family("turn_dataplane_disconnects_total",
-                              "Dataplane connections ended, by reason: closed (by the dataplane, e.g. it restarted), "
+                              "Dataplane connections ended, by reason: closed (by the dataplane, e.g. it restarted, or a read failed), "
                               "replaced (by a new connection), backlog_full (it stopped reading), send_error",
                               MetricType::Counter);
             for (size_t k = 0; k < static_cast<size_t>(Disconnect::kCount); ++k) {

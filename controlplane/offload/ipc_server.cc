@@ -463,7 +463,7 @@ void IpcServer::accept_one() {
         close_conn(Disconnect::kReplaced, "replaced by a new connection");
     }
     // Room for a burst of updates (and most resyncs) without waiting.
-    const int sndbuf = 4 << 20;
+    const int sndbuf = kSendBuffer;
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     conn_fd_ = fd;
     bad_logged_.clear();

@@ -123,6 +123,9 @@ public:
     // Messages queued beyond a resync for one connection, and not taken by
     // its socket, before it is dropped.
     static constexpr size_t kMaxBacklog = 1u << 20;
+    // SO_SNDBUF asked for on a dataplane connection (the kernel caps it at
+    // net.core.wmem_max and doubles it).
+    static constexpr int kSendBuffer = 4 << 20;
 
     // max_backlog: kMaxBacklog but in tests, which cannot queue a million
     // messages to see the bound act. Not a setting: it only caps the memory

@@ -41,11 +41,11 @@ constexpr int kWaitMs = 5000;
 
 // The server's count of connections that ended for this reason.
 uint64_t by(const IpcServer& srv, Disconnect d) { return srv.counters().disconnects_by[static_cast<size_t>(d)].load(); }
-// At most this many datagrams fit in the server's socket: it asks for a 4 MiB
-// send buffer, which the kernel caps at net.core.wmem_max and doubles (8 MiB
-// at most), and charges each datagram its sk_buff overhead on top of the data
-// (well over 256 bytes a datagram).
-constexpr size_t kSocketHolds = (8u << 20) / 256;
+// At most this many datagrams fit in the server's socket: it asks for a
+// kSendBuffer send buffer, which the kernel caps at net.core.wmem_max and
+// doubles (2 * kSendBuffer at most), and charges each datagram its sk_buff
+// overhead on top of the data (well over 256 bytes a datagram).
+constexpr size_t kSocketHolds = 2 * static_cast<size_t>(IpcServer::kSendBuffer) / 256;
 // No CountersRequest during a test: only the messages the test caused are queued.
 constexpr uint32_t kNoCounters = 3'600'000;
 
