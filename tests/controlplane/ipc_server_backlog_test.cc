@@ -249,6 +249,20 @@ protected:
         return std::make_unique<IpcServer>(socket_path(), kNoCounters, limit);
     }
 
+    // The bound still holds after what the test let through: the dataplane
+    // stops reading, changes are made (at most `cap`) until it is dropped,
+    // once, for its backlog, after the socket's messages came in order and
+    // more than `limit` waited beyond them.
+    void expect_dropped_for_its_backlog(IpcServer& srv, Dataplane& dp, size_t limit, size_t cap) {
+        const size_t made = push_until_dropped(srv, 1, cap);
+        ASSERT_EQ(srv.counters().disconnects.load(), 1u);
+        const auto delivered = dp.drain();
+        ASSERT_TRUE(delivered) << "the connection was not closed";
+        EXPECT_EQ(dp.gaps(), 0u);
+        EXPECT_GT(made, *delivered + limit);
+        EXPECT_EQ(log_.lines("event=dataplane_disconnected", "backlog full").size(), 1u);
+    }
+
     LogCapture log_;  // outlives the servers, whose thread logs
     TempDir dir_;
 };
@@ -394,13 +408,7 @@ TEST_F(IpcServerBacklog, AResyncLargerThanTheLimitIsDeliveredWholeAndTheLimitCou
     // Beyond the resync the bound holds: a dataplane that stops reading now
     // is dropped (the resync's room is the connection's, so up to its size
     // + kLimit may wait before that).
-    const size_t made = push_until_dropped(*srv, 1, kAllocations + 4 + kSocketHolds + kLimit + 1000);
-    ASSERT_EQ(srv->counters().disconnects.load(), 1u);
-    const auto delivered = dp.drain();
-    ASSERT_TRUE(delivered) << "the connection was not closed";
-    EXPECT_EQ(dp.gaps(), 0u);
-    EXPECT_GT(made, *delivered + kLimit);
-    EXPECT_EQ(log_.lines("event=dataplane_disconnected", "backlog full").size(), 1u);
+    expect_dropped_for_its_backlog(*srv, dp, kLimit, kAllocations + 4 + kSocketHolds + kLimit + 1000);
 }
 
 TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLimit) {
@@ -467,13 +475,7 @@ TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLi
     // The bound still holds after them: a dataplane that stops reading now
     // is dropped (up to the resync's size, the released Adds and kLimit may
     // wait before that).
-    const size_t made = push_until_dropped(*srv, 1, 3 * kAllocations + 4 + kSocketHolds + kLimit + 1000);
-    ASSERT_EQ(srv->counters().disconnects.load(), 1u);
-    const auto delivered = dp.drain();
-    ASSERT_TRUE(delivered) << "the connection was not closed";
-    EXPECT_EQ(dp.gaps(), 0u);
-    EXPECT_GT(made, *delivered + kLimit);
-    EXPECT_EQ(log_.lines("event=dataplane_disconnected", "backlog full").size(), 1u);
+    expect_dropped_for_its_backlog(*srv, dp, kLimit, 3 * kAllocations + 4 + kSocketHolds + kLimit + 1000);
 }
 
 }  // namespace
