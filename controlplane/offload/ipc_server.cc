@@ -100,10 +100,7 @@ bool DataplaneCounters::set_port(const ipc::PortCounters& c) {
 IpcServer::IpcServer(std::string path, uint32_t counters_interval_ms, size_t max_backlog)
     : path_(std::move(path)),
       counters_interval_ms_(counters_interval_ms),
-      // At most a quarter of size_t: the limit adds a resync's size and the
-      // echo's Adds to it without wrapping.
-      max_backlog_(std::min(max_backlog, SIZE_MAX / 4)),
-      backlog_limit_(max_backlog_) {
+      max_backlog_(max_backlog) {
     // Random start: a restarted control plane never reuses the generation the
     // dataplane's entries carry from the previous one (it would skip the sweep).
     std::random_device rd;
@@ -434,6 +431,7 @@ void IpcServer::run() {
                 // section: a Del queued before the request precedes it.
                 std::lock_guard lk(mu_);
                 for (auto& b : outbox_) {
+                    state_left_ += b.state ? 1 : 0;
                     pending_.push_back(std::move(b));
                 }
                 outbox_.clear();
@@ -486,6 +484,7 @@ void IpcServer::close_conn(Disconnect kind, const char* why) {
     log_ended();  // their finals will not come on this link
     pending_.clear();
     resync_left_ = 0;
+    state_left_ = 0;
     counters_.connected.store(false);
     counters_.settings_applied.store(false);
     counters_.external_ips_applied.store(false);
@@ -609,7 +608,12 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         answered_ = 0;
         take_ended_locked([](const Ended&) { return true; }, waiting);
     }
-    backlog_limit_ = pending_.size() + max_backlog_;
+    // All of it is the connection's state: none of it counts against the
+    // backlog bound while it waits.
+    for (auto& b : pending_) {
+        b.state = true;
+    }
+    state_left_ = pending_.size();
     // In sync once the socket has taken the whole resync (flush): until
     // then the dataplane lacks part of the state.
     resync_left_ = pending_.size();
@@ -641,16 +645,16 @@ void IpcServer::on_external_ips_applied() {
         for (const auto& [id, m] : mirror_) {
             (void)id;
             peer_adds(m, [&](const Address& peer) { return on_external_ip(peer); },
-                      [&](auto& msg) { sent += push_locked(msg) ? 1 : 0; });
+                      [&](auto& msg) {
+                          if (push_locked(msg)) {
+                              outbox_.back().state = true;
+                              sent++;
+                          }
+                      });
         }
         return sent != 0;
     });
     counters_.external_ips_applied.store(true);
-    // These Adds are part of the connection's state, as the resync's are
-    // (the snapshot left them out): room beyond the backlog limit for them,
-    // or a mirror with more than max_backlog_ of them would drop every
-    // connection right after its echo (IPC thread: backlog_limit_ is its own).
-    backlog_limit_ += sent;
     if (first) {
         log_event("dataplane_external_ips_applied",
                   {{"relay_ips", describe(*external_msg_)}, {"entries", std::to_string(sent)}});
@@ -817,6 +821,7 @@ bool IpcServer::flush() {
         const Buf& b = pending_.front();
         const ssize_t r = ::send(conn_fd_, b.bytes.data(), b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r >= 0) {
+            state_left_ -= b.state ? 1 : 0;
             pending_.pop_front();
             if (resync_left_ != 0 && --resync_left_ == 0) {
                 counters_.connected.store(true);  // the resync's ResyncEnd has gone
@@ -835,7 +840,7 @@ bool IpcServer::flush() {
     // Counted once the socket has taken what it can, so that what counts is
     // what the dataplane has not read, not a burst of changes that came
     // between two wakes of this thread.
-    if (pending_.size() > backlog_limit_) {
+    if (pending_.size() > state_left_ && pending_.size() - state_left_ > max_backlog_) {
         close_conn(Disconnect::kBacklogFull, "backlog full (dataplane not reading)");
         return false;
     }

@@ -120,8 +120,9 @@ private:
 
 class IpcServer final : public OffloadHook {
 public:
-    // Messages queued beyond a resync for one connection, and not taken by
-    // its socket, before it is dropped.
+    // Messages queued for one connection, not taken by its socket, before it
+    // is dropped; what is still queued of its resync and of the Adds its
+    // ExternalIps echo released does not count (Buf::state).
     static constexpr size_t kMaxBacklog = 1u << 20;
     // SO_SNDBUF asked for on a dataplane connection (the kernel caps it at
     // net.core.wmem_max and doubles it).
@@ -183,6 +184,10 @@ private:
     // loops' side); the largest control-plane message is AllocationAdd (120 B).
     struct Buf {
         uint32_t len = 0;
+        // Part of the connection's state, as a resync's messages and the
+        // Adds an ExternalIps echo released are: room beyond the backlog
+        // bound while it waits.
+        bool state = false;
         std::array<uint8_t, 128> bytes{};
     };
     struct Mirrored {
@@ -279,7 +284,7 @@ private:
     // IPC thread only.
     std::deque<Buf> pending_;
     size_t resync_left_ = 0;  // messages of the last resync not yet sent (its ResyncEnd last); IPC thread
-    size_t backlog_limit_;  // the resync's size + max_backlog_ (+ the Adds the ExternalIps echo released)
+    size_t state_left_ = 0;  // messages in pending_ with Buf::state; IPC thread
     uint64_t generation_;
     uint64_t boot_id_ = 0;
     ipc::Settings settings_{};  // sent before each ResyncBegin
