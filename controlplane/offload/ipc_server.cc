@@ -488,7 +488,6 @@ void IpcServer::close_conn(Disconnect kind, const char* why) {
     counters_.connected.store(false);
     counters_.settings_applied.store(false);
     counters_.external_ips_applied.store(false);
-    counters_.disconnects.fetch_add(1);
     counters_.disconnects_by[static_cast<size_t>(kind)].fetch_add(1);
     log_event(LogLevel::kWarn, "dataplane_disconnected", {{"reason", why}});
 }

@@ -62,8 +62,15 @@ struct DataplaneCounters {
     std::atomic<uint64_t> dropped{0};
     std::atomic<uint64_t> reports{0};     // complete CountersReports received
     std::atomic<uint64_t> resyncs{0};     // full resyncs sent
-    std::atomic<uint64_t> disconnects{0};  // all reasons
     std::array<std::atomic<uint64_t>, static_cast<size_t>(Disconnect::kCount)> disconnects_by{};
+    // Connections ended, all reasons.
+    uint64_t disconnects() const {
+        uint64_t n = 0;
+        for (const auto& d : disconnects_by) {
+            n += d.load();
+        }
+        return n;
+    }
     std::atomic<uint64_t> bad_messages{0};  // undecodable or of a type this control plane does not know
     // The attached dataplane answered this connection's Settings with the
     // same rule (a dataplane that predates them does not answer).

@@ -225,9 +225,9 @@ bool same(const ipc::WireAddress& w, const Address& a) { return w.to() == a; }
 // drop were not queued (nothing is while no dataplane is in sync), so at most
 // this many were. Leaves the permission in the mirror.
 size_t push_until_dropped(IpcServer& srv, uint64_t id, size_t cap) {
-    const uint64_t before = srv.counters().disconnects.load();
+    const uint64_t before = srv.counters().disconnects();
     size_t made = 0;
-    while (made < cap && srv.counters().disconnects.load() == before) {
+    while (made < cap && srv.counters().disconnects() == before) {
         if (made % 2 == 0) {
             srv.permission_added(id, kPeer);
         } else {
@@ -235,7 +235,7 @@ size_t push_until_dropped(IpcServer& srv, uint64_t id, size_t cap) {
         }
         ++made;
     }
-    EXPECT_TRUE(eventually([&] { return srv.counters().disconnects.load() == before + 1; }, kWaitMs))
+    EXPECT_TRUE(eventually([&] { return srv.counters().disconnects() == before + 1; }, kWaitMs))
         << "not dropped after " << made << " messages queued for a dataplane that does not read";
     srv.permission_added(id, kPeer);
     return made;
@@ -256,7 +256,7 @@ protected:
     // room a delivered resync or echo had is gone with it.
     void expect_dropped_for_its_backlog(IpcServer& srv, Dataplane& dp, size_t limit, size_t cap, size_t lost_below) {
         const size_t made = push_until_dropped(srv, 1, cap);
-        ASSERT_EQ(srv.counters().disconnects.load(), 1u);
+        ASSERT_EQ(srv.counters().disconnects(), 1u);
         const auto delivered = dp.drain();
         ASSERT_TRUE(delivered) << "the connection was not closed";
         EXPECT_EQ(dp.gaps(), 0u);
@@ -284,7 +284,7 @@ TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnection
     // It stops reading: the socket fills, then the server's queue, and once
     // more than kLimit wait there the connection is dropped.
     const size_t made = push_until_dropped(*srv, 1, kSocketHolds + kLimit + 1000);
-    ASSERT_EQ(srv->counters().disconnects.load(), 1u);
+    ASSERT_EQ(srv->counters().disconnects(), 1u);
     EXPECT_EQ(by(*srv, Disconnect::kBacklogFull), 1u);
     EXPECT_EQ(by(*srv, Disconnect::kClosed) + by(*srv, Disconnect::kReplaced) + by(*srv, Disconnect::kSendError), 0u);
     EXPECT_FALSE(srv->counters().connected.load());
@@ -315,7 +315,7 @@ TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnection
     EXPECT_EQ(again.permissions[0].alloc_id, 1u);
     EXPECT_TRUE(same(again.permissions[0].peer, kPeer));
     EXPECT_TRUE(eventually([&] { return srv->counters().resyncs.load() == 2 && srv->counters().connected.load(); }));
-    EXPECT_EQ(srv->counters().disconnects.load(), 1u);
+    EXPECT_EQ(srv->counters().disconnects(), 1u);
 
     // The other reasons a connection ends, each counted as itself: a new
     // connection replaces this one, then the dataplane closes that one.
@@ -324,7 +324,7 @@ TEST_F(IpcServerBacklog, ADataplaneThatStopsReadingIsDroppedAndTheNextConnection
     EXPECT_TRUE(eventually([&] { return by(*srv, Disconnect::kReplaced) == 1; }, kWaitMs));
     next.reset();
     EXPECT_TRUE(eventually([&] { return by(*srv, Disconnect::kClosed) == 1; }, kWaitMs));
-    EXPECT_EQ(srv->counters().disconnects.load(), 3u);
+    EXPECT_EQ(srv->counters().disconnects(), 3u);
     EXPECT_EQ(by(*srv, Disconnect::kBacklogFull), 1u);
     EXPECT_EQ(by(*srv, Disconnect::kSendError), 0u);
 }
@@ -361,7 +361,7 @@ TEST_F(IpcServerBacklog, ABurstLargerThanTheLimitThatTheSocketTakesIsNoBacklog) 
     }
     EXPECT_EQ(dp.gaps(), 0u);
     EXPECT_TRUE(srv->counters().connected.load());
-    EXPECT_EQ(srv->counters().disconnects.load(), 0u);
+    EXPECT_EQ(srv->counters().disconnects(), 0u);
     EXPECT_TRUE(log_.lines("event=dataplane_disconnected").empty());
 }
 
@@ -405,7 +405,7 @@ TEST_F(IpcServerBacklog, AResyncLargerThanTheLimitIsDeliveredWholeAndTheLimitCou
     }
     EXPECT_EQ(dp.gaps(), 0u);
     EXPECT_TRUE(srv->counters().connected.load());
-    EXPECT_EQ(srv->counters().disconnects.load(), 0u);
+    EXPECT_EQ(srv->counters().disconnects(), 0u);
 
     // Beyond the resync the bound holds: a dataplane that stops reading now
     // is dropped once kLimit wait (the delivered resync is no room any more:
@@ -473,7 +473,7 @@ TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLi
     EXPECT_EQ(dp.gaps(), 0u);
     EXPECT_TRUE(srv->counters().connected.load());
     EXPECT_TRUE(srv->counters().external_ips_applied.load());
-    EXPECT_EQ(srv->counters().disconnects.load(), 0u);
+    EXPECT_EQ(srv->counters().disconnects(), 0u);
 
     // The bound still holds after them: a dataplane that stops reading now
     // is dropped once kLimit wait (the delivered resync and released Adds,
