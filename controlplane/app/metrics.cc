@@ -4,10 +4,17 @@
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <deque>
 #include <iterator>
 #include <string>
+#include <thread>
 
 #include "core/peer_policy.h"
 #include "ipc/dataplane_counters.h"
@@ -295,7 +302,50 @@ MetricsExporter::MetricsExporter(const Shared& shared, std::vector<const Stats*>
 
 MetricsExporter::~MetricsExporter() = default;
 
-void MetricsExporter::stop() { exposer_.reset(); }
+namespace {
+
+// One TCP connection to `to` (an unspecified IP: the loopback of its
+// family), opened without waiting and closed at once.
+void knock(Address to) {
+    if (to.is_unspecified()) {
+        to = to.is_v4() ? Address::v4(0x7f000001u, to.port) : Address::v6(in6addr_loopback.s6_addr, to.port);
+    }
+    sockaddr_storage sa{};
+    const size_t len = to.to_sockaddr(&sa);
+    const int fd = ::socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return;
+    }
+    (void)::connect(fd, reinterpret_cast<const sockaddr*>(&sa), static_cast<socklen_t>(len));
+    ::close(fd);
+}
+
+}  // namespace
+
+void MetricsExporter::stop() {
+    if (!exposer_) {
+        return;
+    }
+    // civetweb's listening thread polls its socket with a 2 s timeout
+    // (compiled in) and only then sees the stop request, which
+    // the Exposer's destructor (mg_stop) waits for: 1-2 s of every
+    // shutdown. A connection to the socket ends that poll at once, so the
+    // destructor runs on its own thread while this one knocks every few ms
+    // until it returns. A knock that lands before the stop request is an
+    // empty connection, closed by the server as any other.
+    std::atomic<bool> done{false};
+    std::thread stopper([this, &done] {
+        exposer_.reset();
+        done.store(true, std::memory_order_release);
+    });
+    for (int i = 0; !done.load(std::memory_order_acquire); i++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(i == 0 ? 2 : 10));
+        if (listen_ && !done.load(std::memory_order_acquire)) {
+            knock(*listen_);
+        }
+    }
+    stopper.join();
+}
 
 std::string MetricsExporter::start(const std::string& listen) {
     try {
@@ -305,6 +355,7 @@ std::string MetricsExporter::start(const std::string& listen) {
         exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
             "listening_ports", listen, "num_threads", "4", "request_timeout_ms", "3000"});
         exposer_->RegisterCollectable(collector_);
+        listen_ = Address::parse(listen);
     } catch (const std::exception& e) {
         return "[metrics].listen: cannot serve on " + listen + ": " + e.what();
     }

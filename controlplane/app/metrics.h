@@ -4,11 +4,13 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/shared.h"
 #include "core/stats.h"
+#include "net/address.h"
 #include "offload/ipc_server.h"
 
 namespace prometheus {
@@ -24,13 +26,15 @@ public:
     ~MetricsExporter();
     // Starts the HTTP endpoint; returns an error message on failure.
     std::string start(const std::string& listen);
-    // Stops serving (joins the HTTP threads); call before the loops go away.
+    // Stops serving (joins the HTTP threads), in milliseconds; call before
+    // the loops go away.
     void stop();
 
 private:
     class Collector;
     std::shared_ptr<Collector> collector_;
     std::unique_ptr<prometheus::Exposer> exposer_;
+    std::optional<Address> listen_;  // where stop() knocks
 };
 
 }  // namespace turn::cp
