@@ -151,6 +151,56 @@ std::string turn_urls(const Config& c) {
     return s;
 }
 
+// What authenticates clients, for the start line and --check-config; never a
+// secret.
+std::string credentials_summary(const Config& c) {
+    std::string mode;
+    if (!c.users.empty()) {
+        mode = "static users (" + std::to_string(c.users.size()) + ")";
+    }
+    if (!c.rest_secrets.empty()) {
+        mode += std::string(mode.empty() ? "" : " + ") + "TURN REST shared secrets (" +
+                std::to_string(c.rest_secrets.size()) + ")";
+    }
+    return mode;
+}
+
+// turn-relay --check-config: what start-up would refuse, told without
+// starting (as nginx -t): every key (load_config, before this), the TLS
+// files (loaded by the caller), the credential files, the relay IPs (a
+// bind to an ephemeral port, closed at once) and [state].dir (a probe file,
+// removed at once). Nothing else is bound, created, locked or written, so
+// it can run beside the relay whose file it checks (whose listeners are
+// taken: not an error here), e.g. before a reload. 0 and one line to stdout when the relay would start; the
+// exit status start-up would have and its message otherwise.
+int check_config(const Config& c, const std::string& path) {
+    std::string err;
+    if (!Shared::make_credentials(c, err)) {
+        return fatal_config(err);
+    }
+    if (auto e = check_relay_ips(c); !e.empty()) {
+        std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+        return kExitRuntime;
+    }
+    if (!c.state_dir.empty()) {
+        if (auto e = StateStore::check(c.state_dir); !e.empty()) {
+            return fatal_config(e);
+        }
+    }
+    std::string relays;
+    for (const auto& a : c.relay_ips) {
+        relays += (relays.empty() ? "" : ",") + a.ip_string();
+    }
+    std::printf("turn-relay: configuration OK (%s): urls=%s relay_ips=%s ports=%u-%u credentials=%s "
+                "metrics=%s dataplane=%s state=%s\n",
+                path.empty() ? "command line" : path.c_str(), turn_urls(c).c_str(), relays.c_str(),
+                static_cast<unsigned>(c.relay_port_min), static_cast<unsigned>(c.relay_port_max),
+                credentials_summary(c).c_str(), c.metrics_listen.empty() ? "off" : c.metrics_listen.c_str(),
+                c.dataplane_socket.empty() ? "off" : c.dataplane_socket.c_str(),
+                c.state_dir.empty() ? "off" : c.state_dir.c_str());
+    return 0;
+}
+
 uint64_t unix_now_ms() {
     return static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -317,6 +367,10 @@ int main(int argc, char** argv) {
                                   "unix socket the DPDK dataplane connects to, \"\" = no offload");
     auto* state_opt = app.add_option("--state-dir", state_dir,
                                      "directory where allocations are saved for the next turn-relay, \"\" = off");
+    bool check_only = false;
+    app.add_flag("--check-config", check_only,
+                 "check the configuration (keys, TLS and credential files, relay IPs, state directory) and exit: "
+                 "0 if turn-relay would start with it; nothing is served, locked or kept");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -387,6 +441,10 @@ int main(int argc, char** argv) {
         if (!tls.load(config.tls_certificate, config.tls_private_key, tls_err)) {
             return fatal_config(tls_err);
         }
+    }
+    if (check_only) {
+        warn_listeners_in_relay_range(config);
+        return check_config(config, config_path);
     }
 
     std::string err;
@@ -638,14 +696,7 @@ int main(int argc, char** argv) {
         const Address outside = config.advertised(r);
         relays += (relays.empty() ? "" : ",") + r.ip_string() + (outside == r ? "" : " (as " + outside.ip_string() + ")");
     }
-    std::string mode;
-    if (!config.users.empty()) {
-        mode = "static users (" + std::to_string(config.users.size()) + ")";
-    }
-    if (!config.rest_secrets.empty()) {
-        mode += std::string(mode.empty() ? "" : " + ") + "TURN REST shared secrets (" +
-                std::to_string(config.rest_secrets.size()) + ")";
-    }
+    const std::string mode = credentials_summary(config);
     // The built-in demo credential only (no [auth] given): a real password,
     // even a "demo" user's, is never logged.
     const bool demo = config.users.size() == 1 && is_demo_credential(config.users[0]);

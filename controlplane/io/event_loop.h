@@ -33,6 +33,10 @@ namespace turn::cp {
 // net.ipv4.ip_nonlocal_bind allows it), instead of answering every Allocate
 // with 508. "" or the first problem, naming the address and what to fix.
 std::string check_addresses(const Config& c);
+// Its second half alone: every relay IP can be bound (an ephemeral port,
+// closed at once). turn-relay --check-config, beside a running relay whose
+// listeners are taken.
+std::string check_relay_ips(const Config& c);
 
 class EventLoop {
 public:

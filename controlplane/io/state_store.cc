@@ -79,6 +79,45 @@ StateStore::~StateStore() {
     }
 }
 
+std::string StateStore::check(const std::string& dir) {
+    std::error_code ec;
+    std::filesystem::path p(dir);
+    while (!p.empty() && !std::filesystem::exists(p, ec)) {
+        p = p.parent_path();
+    }
+    if (p.empty()) {
+        p = ".";
+    }
+    const bool exists = p.string() == dir;
+    const std::string what = exists ? "\"" + dir + "\"" : "\"" + p.string() + "\" (where \"" + dir + "\" would be created)";
+    if (!std::filesystem::is_directory(p, ec)) {
+        return "[state].dir: " + what + " is not a directory (fix: choose a directory, or remove what is there)";
+    }
+    // Tried, not guessed from the mode bits (root, read-only mounts,
+    // systemd's ProtectSystem=): a file in the directory, or a directory
+    // under the ancestor, made and removed at once.
+    const std::string probe = (p / (".check-config." + std::to_string(::getpid()))).string();
+    int rc;
+    if (exists) {
+        const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        rc = fd < 0 ? -1 : 0;
+        if (fd >= 0) {
+            ::close(fd);
+            ::unlink(probe.c_str());
+        }
+    } else {
+        rc = ::mkdir(probe.c_str(), 0700);
+        if (rc == 0) {
+            ::rmdir(probe.c_str());
+        }
+    }
+    if (rc != 0) {
+        return "[state].dir: " + what + " is not writable: " + std::strerror(errno) +
+               " (fix: choose a writable directory, or give the user turn-relay runs as write access)";
+    }
+    return {};
+}
+
 std::string StateStore::prepare() {
     std::error_code ec;
     std::filesystem::create_directories(dir_, ec);

@@ -47,6 +47,12 @@ public:
     // writes anything of the first one's. "" or an error naming the directory
     // and what to fix.
     std::string prepare();
+    // What prepare() would refuse that can be told without keeping anything
+    // or taking the lock (turn-relay --check-config, beside the relay that
+    // holds it): `dir`, or the nearest of its ancestors that exists, must be
+    // a directory this process can write in (tried: a probe file in it, or a
+    // directory under the ancestor, removed at once). "" or the problem.
+    static std::string check(const std::string& dir);
     // The nonce secret kept across restarts: read, or created (32 random
     // bytes, mode 0600) on first use.
     std::optional<std::vector<uint8_t>> nonce_secret(std::string& error);

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from unitfile import DEPLOY, INSTALLED_RELAY, SYSTEMD, free_port, get, parse_unit, require_root, seconds
+from unitfile import DEPLOY, INSTALLED_RELAY, SYSTEMD, free_port, get, get_all, parse_unit, require_root, seconds
 
 UNIT = parse_unit(SYSTEMD / "turn-relay.service")
 # The unit's user does not exist on a build machine; "nobody" stands in for it
@@ -152,14 +152,14 @@ def make_env(tmp_path):
                 deadline=deadline, log=tmp_path / "relay.log")
 
 
-def unit_command(env, caps=True):
-    """ExecStart of the unit, with paths swapped, wrapped in what systemd applies:
-    User=/Group=, AmbientCapabilities=, CapabilityBoundingSet=, NoNewPrivileges=,
-    LimitNOFILE=."""
-    argv = shlex.split(get(UNIT, "Service", "ExecStart"))
+def unit_command(env, caps=True, line=None):
+    """ExecStart of the unit (or another of its command lines that runs turn-relay),
+    with paths swapped, wrapped in what systemd applies: User=/Group=,
+    AmbientCapabilities=, CapabilityBoundingSet=, NoNewPrivileges=, LimitNOFILE=."""
+    argv = shlex.split(line or get(UNIT, "Service", "ExecStart"))
     assert argv[0] == INSTALLED_RELAY
-    assert argv[1:] == ["--config", "/etc/turn-relay/turnrelay.toml"]
-    argv = [env["binary"], "--config", str(env["config"])]
+    assert argv[-2:] == ["--config", "/etc/turn-relay/turnrelay.toml"]
+    argv = [env["binary"], *argv[1:-2], "--config", str(env["config"])]
     nofile = nofile_limit()
     capset = ",".join(["-all"] + ["+" + c[4:].lower() for c in get(UNIT, "Service", "AmbientCapabilities").split()])
     if not caps:
@@ -170,6 +170,22 @@ def unit_command(env, caps=True):
     if get(UNIT, "Service", "NoNewPrivileges") == "yes":
         wrap.append("--no-new-privs")
     return wrap + argv
+
+
+def reload_lines(env, pid):
+    """ExecReload='s lines in order, as systemd runs them: the first that fails ends
+    the reload. The CompletedProcess of each line that ran."""
+    done = []
+    for line in get_all(UNIT, "Service", "ExecReload"):
+        if line.startswith(INSTALLED_RELAY + " "):
+            argv = unit_command(env, line=line)
+        else:
+            argv = shlex.split(line.replace("$MAINPID", str(pid)))
+        done.append(subprocess.run(argv, capture_output=True, text=True, timeout=20,
+                                   umask=int(get(UNIT, "Service", "UMask"), 8)))
+        if done[-1].returncode != 0:
+            break
+    return done
 
 
 def nofile_limit():
@@ -253,14 +269,27 @@ def test_unit_start_reload_stop(relay_env):
         sockfile = env["run"] / "dataplane.sock"
         assert sockfile.is_socket() and sockfile.stat().st_uid == env["uid"]
 
-        # ExecReload: a second user, added to the file, works after the signal.
+        # ExecReload: a second user, added to the file, works after the signal. A mistake
+        # in the file first: the check line fails (exit 2, the key named) and systemd would
+        # run no further line, so no signal reaches the relay.
         assert allocate(sock, addr, "second", "second-password") == 0x0113  # 401: unknown yet
-        conf = env["config"].read_text().replace('users = ["demo:demo-password"]',
-                                                 'users = ["demo:demo-password", "second:second-password"]')
+        good = env["config"].read_text()
+        conf = good.replace('users = ["demo:demo-password"]',
+                            'users = ["demo:demo-password", "second:second-password"]')
         assert "second:" in conf
+        env["config"].write_text(conf.replace("[auth]\n", "[auth]\nusers_flie = \"x\"\n", 1))
+        assert "users_flie" in env["config"].read_text()
+        ran = reload_lines(env, proc.pid)
+        assert len(ran) == 1, "a line after the failed check ran"
+        assert ran[0].returncode == 2, ran[0].stdout + ran[0].stderr
+        assert "[auth].users_flie: unknown key" in ran[0].stderr, ran[0].stderr
+        time.sleep(0.3)
+        assert "config_reload" not in env["log"].read_text()
+        assert allocate(sock, addr, "second", "second-password") == 0x0113
         env["config"].write_text(conf)
-        reload_cmd = shlex.split(get(UNIT, "Service", "ExecReload").replace("$MAINPID", str(proc.pid)))
-        subprocess.run(reload_cmd, check=True, timeout=10)
+        ran = reload_lines(env, proc.pid)
+        assert [r.returncode for r in ran] == [0, 0], [r.stdout + r.stderr for r in ran]
+        assert "configuration OK" in ran[0].stdout, ran[0].stdout
         m = wait_log(env, r"event=config_reloaded applied=\"?([^\n\"]*)")
         assert "[auth].users" in m.group(1)
         sock2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -79,7 +79,9 @@ def test_turn_relay_settings_match_the_relay():
     # must not SIGKILL it before that.
     assert get(u, "Service", "KillSignal") == "SIGTERM"
     assert seconds(get(u, "Service", "TimeoutStopSec")) >= example["drain"]["deadline_s"] + 10
-    assert get(u, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+    # The file is checked with the same arguments as ExecStart, then signalled.
+    assert get_all(u, "Service", "ExecReload") == [
+        get(u, "Service", "ExecStart").replace(" --config ", " --check-config --config "), "/bin/kill -HUP $MAINPID"]
     assert get(u, "Service", "Restart") == "on-failure"
     assert get(u, "Service", "RestartPreventExitStatus") == "2"  # configuration errors
     # The example configuration's state and dataplane socket paths are the unit's directories.
