@@ -7,9 +7,11 @@ would use them:
   * every turn_* series the rules and the dashboard use is one turn-relay exports or a rule
     records (a renamed metric breaks this test, not an operator's alerting);
   * a real Prometheus server loads the rules while scraping a real turn-relay (TCP and TLS
-    listeners, a dataplane socket nobody attached): every rule evaluates without error, the
-    recording rules produce series, TurnRelayDataplaneDisconnected goes pending on the
-    live turn_dataplane_connected == 0, and every dashboard query evaluates.
+    listeners with a 90-day certificate, a dataplane socket nobody attached): every rule
+    evaluates without error, the recording rules produce series, TurnRelayDataplaneDisconnected
+    goes pending on the live turn_dataplane_connected == 0 and nothing else does, the new
+    alerts' selectors match the live relay's series (certificate expiry, last reload,
+    process_* file descriptors under job="turn-relay"), and every dashboard query evaluates.
 """
 
 import re
@@ -55,7 +57,14 @@ def test_promtool_accepts_config_and_rules_and_their_unit_tests_pass():
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory):
     d = tmp_path_factory.mktemp("rules-relay")
-    r = Relay(d, extra=f'[dataplane]\nsocket = "{d / "dp.sock"}"\n')
+    # Relay's own self-signed certificate is valid for 2 days, which the certificate expiry
+    # alerts (< 14 days, < 2 days) would rightly report: a 90-day one is the healthy case.
+    cert, key = d / "cert90.pem", d / "key90.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "90", "-subj", "/CN=probe.test",
+                    "-addext", "subjectAltName=IP:127.0.0.1,IP:::1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    r = Relay(d, extra=f'[dataplane]\nsocket = "{d / "dp.sock"}"\n', tls_files=(cert, key))
     yield r
     r.proc.terminate()
     r.proc.wait(timeout=10)
@@ -95,7 +104,7 @@ def test_a_real_prometheus_evaluates_every_rule(relay, tmp_path):
                     break
             time.sleep(0.5)
         rules = [r for g in groups for r in g["rules"]]
-        assert len(rules) == 19, [r["name"] for r in rules]
+        assert len(rules) == 23, [r["name"] for r in rules]
         bad = [(r["name"], r.get("health"), r.get("lastError")) for r in rules if r.get("health") != "ok"]
         assert not bad, bad
         dp = [r for r in rules if r["name"] == "TurnRelayDataplaneDisconnected"][0]
@@ -104,6 +113,13 @@ def test_a_real_prometheus_evaluates_every_rule(relay, tmp_path):
         # Nothing else fires on an idle, healthy relay.
         active = sorted(r["name"] for r in rules if r.get("type") == "alerting" and r.get("state") != "inactive")
         assert active == ["TurnRelayDataplaneDisconnected"], active
+        # The new alerts' expressions (without their thresholds) select the live relay's
+        # series: an alert that can never match would otherwise stay silently inactive.
+        left = prom.value("turn_tls_certificate_expiry_timestamp_seconds - time()")
+        assert left is not None and 89 * 86400 < left <= 90 * 86400, left
+        assert prom.value("turn_config_last_reload_successful") == 1
+        fds = prom.value('process_open_fds{job="turn-relay"} / process_max_fds{job="turn-relay"}')
+        assert fds is not None and 0 < fds < 0.8, fds
         # Recording rules produce series from the live relay (their group is evaluated on its
         # own schedule: wait for the first evaluation).
         recorded = None
