@@ -477,6 +477,10 @@ int main(int argc, char** argv) {
     // as doubles, for JSON tools such as jq) until 2106. Restored allocations
     // keep theirs.
     shared->next_allocation_id.store(static_cast<uint64_t>(::time(nullptr)) << 21);
+    shared->last_reload_success_unix.store(static_cast<int64_t>(::time(nullptr)));
+    if (any_tls) {
+        shared->tls_not_after_unix.store(tls.not_after());
+    }
 
     // Every TCP/TLS client, relayed socket and peer connection is a file
     // descriptor: take the hard limit, and say so when it is still short.
@@ -642,6 +646,7 @@ int main(int argc, char** argv) {
             std::string e;
             bool same = false;
             if (tls.load(running.tls_certificate, running.tls_private_key, e, &same)) {
+                shared->tls_not_after_unix.store(tls.not_after());
                 log_event(same ? "tls_unchanged" : "tls_reloaded", {{"certificate", tls.describe()}});
                 out["tls_certificate"] = tls.describe();
                 out["tls_changed"] = !same;
@@ -661,6 +666,11 @@ int main(int argc, char** argv) {
             log_event("config_reloaded", {{"applied", join(applied->applied)}});
             out["ok"] = tls_ok;
             out["applied"] = applied->applied;
+        }
+        const bool ok = out["ok"].get<bool>();
+        shared->last_reload_ok.store(ok);
+        if (ok) {
+            shared->last_reload_success_unix.store(static_cast<int64_t>(::time(nullptr)));
         }
         return out;
     };

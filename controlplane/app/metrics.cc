@@ -5,14 +5,20 @@
 #include <prometheus/metric_family.h>
 
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <iterator>
+#include <limits>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -21,10 +27,80 @@
 
 namespace turn::cp {
 
+namespace {
+
+// The standard process series (process_*, as Prometheus's client libraries
+// export them), read from /proc at scrape time.
+struct ProcessSample {
+    bool ok = false;
+    double cpu_seconds = 0;
+    double start_unix = 0;
+    double virtual_bytes = 0;
+    double resident_bytes = 0;
+};
+
+// Seconds since the epoch the machine booted at (/proc/stat btime); 0 if unknown.
+double boot_time_unix() {
+    std::ifstream in("/proc/stat");
+    std::string key;
+    double v = 0;
+    while (in >> key) {
+        if (key == "btime") {
+            in >> v;
+            return v;
+        }
+        in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+    }
+    return 0;
+}
+
+ProcessSample sample_process(double boot_unix) {
+    ProcessSample p;
+    std::ifstream in("/proc/self/stat");
+    std::string line;
+    if (!std::getline(in, line)) {
+        return p;
+    }
+    // After the command name in parentheses (which may hold spaces and
+    // parentheses itself): fields 3 onwards (proc(5)).
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) {
+        return p;
+    }
+    std::istringstream rest(line.substr(close + 1));
+    std::vector<std::string> f;
+    for (std::string t; rest >> t;) {
+        f.push_back(t);
+    }
+    auto field = [&](size_t n) { return std::strtod(f[n - 3].c_str(), nullptr); };  // proc(5)'s numbering
+    if (f.size() < 24 - 2) {
+        return p;
+    }
+    const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+    p.cpu_seconds = (field(14) + field(15)) / tick;  // utime + stime
+    p.start_unix = boot_unix + field(22) / tick;     // starttime, ticks after boot
+    p.virtual_bytes = field(23);                     // vsize
+    p.resident_bytes = field(24) * page;             // rss, pages
+    p.ok = true;
+    return p;
+}
+
+double open_fds() {
+    std::error_code ec;
+    double n = 0;
+    for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec)) {
+        n++;
+    }
+    return n;
+}
+
+}  // namespace
+
 class MetricsExporter::Collector final : public prometheus::Collectable {
 public:
     Collector(const Shared& shared, std::vector<const Stats*> loops, const DataplaneCounters* dp)
-        : shared_(shared), loops_(std::move(loops)), dp_(dp) {}
+        : shared_(shared), loops_(std::move(loops)), dp_(dp), boot_unix_(boot_time_unix()) {}
 
     std::vector<prometheus::MetricFamily> Collect() const override {
         using prometheus::ClientMetric;
@@ -287,6 +363,45 @@ public:
         }
         auto& draining = family("turn_draining", "1 while the relay drains after SIGTERM", MetricType::Gauge);
         gauge(draining, {}, shared_.draining.load() ? 1.0 : 0.0);
+
+        auto& build = family("turn_relay_build_info", "Always 1; the running turn-relay's version", MetricType::Gauge);
+        gauge(build, {{"version", TURN_RELAY_VERSION}}, 1.0);
+        auto& ro = family("turn_config_last_reload_successful",
+                          "1 at start and after a reload (SIGHUP, turn-ctl reload) that applied everything; 0 after "
+                          "one that failed (the relay kept its previous settings) until the next that succeeds",
+                          MetricType::Gauge);
+        gauge(ro, {}, shared_.last_reload_ok.load() ? 1.0 : 0.0);
+        auto& rt = family("turn_config_last_reload_success_timestamp_seconds",
+                          "When the last successful reload happened (the start until the first one), seconds since "
+                          "the epoch",
+                          MetricType::Gauge);
+        gauge(rt, {}, static_cast<double>(shared_.last_reload_success_unix.load()));
+        if (const int64_t na = shared_.tls_not_after_unix.load(); na != 0) {
+            auto& te = family("turn_tls_certificate_expiry_timestamp_seconds",
+                              "notAfter of the TLS certificate in use for TURN over TLS and DTLS, seconds since "
+                              "the epoch (a reload that loads a renewed certificate updates it)",
+                              MetricType::Gauge);
+            gauge(te, {}, static_cast<double>(na));
+        }
+
+        if (const ProcessSample p = sample_process(boot_unix_); p.ok) {
+            counter(family("process_cpu_seconds_total", "Total user and system CPU time spent in seconds",
+                           MetricType::Counter),
+                    {}, p.cpu_seconds);
+            gauge(family("process_start_time_seconds", "Start time of the process since unix epoch in seconds",
+                         MetricType::Gauge),
+                  {}, p.start_unix);
+            gauge(family("process_virtual_memory_bytes", "Virtual memory size in bytes", MetricType::Gauge), {},
+                  p.virtual_bytes);
+            gauge(family("process_resident_memory_bytes", "Resident memory size in bytes", MetricType::Gauge), {},
+                  p.resident_bytes);
+        }
+        gauge(family("process_open_fds", "Number of open file descriptors", MetricType::Gauge), {}, open_fds());
+        if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            gauge(family("process_max_fds", "Maximum number of open file descriptors (the soft limit)",
+                         MetricType::Gauge),
+                  {}, rl.rlim_cur == RLIM_INFINITY ? -1.0 : static_cast<double>(rl.rlim_cur));
+        }
         return {std::make_move_iterator(out.begin()), std::make_move_iterator(out.end())};
     }
 
@@ -294,6 +409,7 @@ private:
     const Shared& shared_;
     std::vector<const Stats*> loops_;
     const DataplaneCounters* dp_;
+    const double boot_unix_;
 };
 
 MetricsExporter::MetricsExporter(const Shared& shared, std::vector<const Stats*> loops,

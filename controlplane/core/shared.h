@@ -82,6 +82,13 @@ struct Shared {
     // connect-handshake-close flood is closed at accept, before any TLS work.
     SourceRateLimiter accept_limiter;
     std::atomic<bool> draining{false};
+    // For the metrics (app/main.cc sets them): whether the last reload
+    // (SIGHUP, turn-ctl reload) applied everything, the time of the last one
+    // that did (of the start until then), and the notAfter of the TLS
+    // certificate in use (0: no TLS listener); seconds since the epoch.
+    std::atomic<bool> last_reload_ok{true};
+    std::atomic<int64_t> last_reload_success_unix{0};
+    std::atomic<int64_t> tls_not_after_unix{0};
     // The first peer refused for being private was logged
     // (Server::peer_permitted): once per process, naming the key to set.
     std::atomic<bool> private_peer_warned{false};

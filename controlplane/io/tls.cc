@@ -229,4 +229,14 @@ std::string TlsContexts::describe() const {
     return out;
 }
 
+int64_t TlsContexts::not_after() const {
+    SSL_CTX* c = get();
+    X509* x = c != nullptr ? SSL_CTX_get0_certificate(c) : nullptr;
+    tm t{};
+    if (x == nullptr || ASN1_TIME_to_tm(X509_get0_notAfter(x), &t) != 1) {
+        return 0;
+    }
+    return static_cast<int64_t>(::timegm(&t));
+}
+
 }  // namespace turn::cp

@@ -60,6 +60,9 @@ public:
     SSL_CTX* get_dtls() const { return current_dtls_.load(std::memory_order_acquire); }
     // "subject CN ..., expires ..." of the current certificate, for logs.
     std::string describe() const;
+    // The current certificate's notAfter in seconds since the epoch (UTC);
+    // 0 without one. For the metrics (turn_tls_certificate_expiry_timestamp_seconds).
+    int64_t not_after() const;
 
 private:
     std::atomic<SSL_CTX*> current_{nullptr};
