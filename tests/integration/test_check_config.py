@@ -10,18 +10,16 @@
   that is not this host's, a state directory that cannot be made.
 """
 
-import asyncio
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, log_tail, make_self_signed_cert, stop_process
-from test_admin import Collector, echo_socket
-from test_startup import minimal_config, run_relay
-from test_turn_probe import PASSWORD, USER, Relay, wait_tcp
+from conftest import free_port, log_tail, make_self_signed_cert
+from test_startup import RelayWithSavedClient, minimal_config, run_relay
+from test_turn_probe import PASSWORD, wait_tcp
 
-aioice_turn = pytest.importorskip("aioice.turn")
+pytest.importorskip("aioice.turn")
 
 
 def check(*args):
@@ -40,47 +38,26 @@ def error_line(out: str) -> str:
 
 
 def test_a_good_file_passes_beside_its_running_relay_and_touches_nothing(tmp_path):
-    state = tmp_path / "state"
-    relay = Relay(tmp_path, extra=f'[state]\ndir = "{state}"\nsave_interval_ms = 100\n')
-    echo = echo_socket()
+    r = RelayWithSavedClient(tmp_path)
+    relay, state = r.relay, r.state
     try:
-        async def allocate():
-            t, _ = await asyncio.wait_for(aioice_turn.create_turn_endpoint(
-                Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10)
-            t.sendto(b"hello", echo.getsockname())
-            data, _ = await asyncio.to_thread(echo.recvfrom, 100)
-            assert data == b"hello"
-            return t
-
-        loop = asyncio.new_event_loop()
-        client = loop.run_until_complete(allocate())
         cfg = relay.dir / "relay.toml"
-        before = {p.name: p.stat().st_mtime_ns for p in state.iterdir()}
+        before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in state.iterdir()}
         rc, out, err = check("--config", str(cfg))
         assert rc == 0, out + err
         assert out.startswith(f"turn-relay: configuration OK ({cfg}): "), out
         assert f"turn:127.0.0.1:{relay.port}?transport=udp" in out, out
         assert f"turns:127.0.0.1:{relay.tls_port}?transport=tcp" in out, out
         assert f"state={state}" in out and "credentials=static users (1) + TURN REST shared secrets (1)" in out, out
-        assert "PASSWORD" not in out and PASSWORD not in out + err
+        assert PASSWORD not in out + err
         # Nothing of the running relay's was touched: its lock, its files, its listeners and client.
         assert (state / "lock").read_text().strip() == str(relay.proc.pid)
-        assert {p.name: p.stat().st_mtime_ns for p in state.iterdir()} == before
+        assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in state.iterdir()} == before
         assert relay.proc.poll() is None, log_tail(relay.log)
         assert wait_tcp(relay.tls_port)
-
-        async def send_again():
-            client.sendto(b"again", echo.getsockname())
-            data, _ = await asyncio.to_thread(echo.recvfrom, 100)
-            assert data == b"again"
-            client.close()
-            await asyncio.sleep(0.2)
-
-        loop.run_until_complete(send_again())
-        loop.close()
+        r.relays_again()
     finally:
-        echo.close()
-        stop_process(relay.proc, second_signal_after=1.0)
+        r.stop()
 
     # A state directory that does not exist yet passes (start-up would create it), and the
     # check does not create it.

@@ -65,26 +65,52 @@ def start_until_started(cfg: Path, log: Path, prefix=(), timeout=30):
     return proc
 
 
-def test_a_second_relay_stops_before_touching_the_first_ones_state_or_clients(tmp_path):
-    state = tmp_path / "state"
-    relay = Relay(tmp_path, extra=f'[state]\ndir = "{state}"\nsave_interval_ms = 100\n')
-    echo = echo_socket()
-    try:
-        async def allocate():
-            t, _ = await asyncio.wait_for(aioice_turn.create_turn_endpoint(
-                Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10)
-            t.sendto(b"hello", echo.getsockname())
-            data, _ = await asyncio.to_thread(echo.recvfrom, 100)
-            assert data == b"hello"
-            return t
+async def allocate_and_relay(port, echo, payload=b"hello"):
+    """An aioice allocation on the relay at 127.0.0.1:port that relays `payload` to the UDP socket
+    `echo`, which must get it; the client's transport."""
+    t, _ = await asyncio.wait_for(aioice_turn.create_turn_endpoint(
+        Collector, server_addr=("127.0.0.1", port), username=USER, password=PASSWORD), 10)
+    await relay_again(t, echo, payload)
+    return t
 
-        loop = asyncio.new_event_loop()
-        client = loop.run_until_complete(allocate())
+
+async def relay_again(client, echo, payload):
+    client.sendto(payload, echo.getsockname())
+    data, _ = await asyncio.to_thread(echo.recvfrom, 100)
+    assert data == payload
+
+
+class RelayWithSavedClient:
+    """A Relay saving to `tmp_path`/state every 100 ms, one aioice client whose allocation relays
+    to `echo`, and its snapshot on disk, after which nothing changes there (past the next save)."""
+
+    def __init__(self, tmp_path):
+        self.state = tmp_path / "state"
+        self.relay = Relay(tmp_path, extra=f'[state]\ndir = "{self.state}"\nsave_interval_ms = 100\n')
+        self.echo = echo_socket()
+        self.loop = asyncio.new_event_loop()
+        self.client = self.loop.run_until_complete(allocate_and_relay(self.relay.port, self.echo))
         deadline = time.monotonic() + 5
-        while not any(p.stat().st_size > 64 for p in state.glob("loop-*.state")):
-            assert time.monotonic() < deadline, "the allocation was not saved:\n" + log_tail(relay.log)
+        while not any(p.stat().st_size > 64 for p in self.state.glob("loop-*.state")):
+            assert time.monotonic() < deadline, "the allocation was not saved:\n" + log_tail(self.relay.log)
             time.sleep(0.05)
-        time.sleep(0.3)  # past the next save interval: nothing changes on disk from here on
+        time.sleep(0.3)
+
+    def relays_again(self):
+        self.loop.run_until_complete(relay_again(self.client, self.echo, b"again"))
+        self.client.close()
+        self.loop.run_until_complete(asyncio.sleep(0.2))
+        self.loop.close()
+
+    def stop(self):
+        self.echo.close()
+        stop_process(self.relay.proc, second_signal_after=1.0)
+
+
+def test_a_second_relay_stops_before_touching_the_first_ones_state_or_clients(tmp_path):
+    r = RelayWithSavedClient(tmp_path)
+    relay, state = r.relay, r.state
+    try:
         saved = {p.name: p.read_bytes() for p in state.glob("loop-*.state")}
         lock = (state / "lock").read_text().strip()
         assert lock == str(relay.proc.pid), lock
@@ -105,18 +131,9 @@ def test_a_second_relay_stops_before_touching_the_first_ones_state_or_clients(tm
         # The first relay's snapshot is as it was, and it still serves its client.
         assert {p.name: p.read_bytes() for p in state.glob("loop-*.state")} == saved
         assert relay.proc.poll() is None
-        async def send_again():
-            client.sendto(b"again", echo.getsockname())
-            data, _ = await asyncio.to_thread(echo.recvfrom, 100)
-            assert data == b"again"
-            client.close()
-            await asyncio.sleep(0.2)
-
-        loop.run_until_complete(send_again())
-        loop.close()
+        r.relays_again()
     finally:
-        echo.close()
-        stop_process(relay.proc, second_signal_after=1.0)
+        r.stop()
     # Its lock went with it: the same directory is usable again.
     again = tmp_path / "again"
     again.mkdir()
