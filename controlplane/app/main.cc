@@ -167,25 +167,29 @@ std::string credentials_summary(const Config& c) {
 
 // turn-relay --check-config: what start-up would refuse, told without
 // starting (as nginx -t): every key (load_config, before this), the TLS
-// files (loaded by the caller), the credential files, the relay IPs (a
-// bind to an ephemeral port, closed at once) and [state].dir (a probe file,
-// removed at once). Nothing else is bound, created, locked or written, so
-// it can run beside the relay whose file it checks (whose listeners are
-// taken: not an error here), e.g. before a reload. 0 and one line to stdout when the relay would start; the
+// files (loaded by the caller), [state].dir (a probe file, removed at
+// once; its lock file and nonce secret read), the credential files, every
+// listener and relay IP (each bound and closed at once; a port in use is
+// not an error here). Nothing is served, locked or kept, so it can run
+// beside the relay whose file it checks (whose ports are taken), e.g.
+// before a reload. Not covered: what only a real start meets (the
+// dataplane socket's path, snapshots that do not restore). 0 and one line to stdout when the relay would start; the
 // exit status start-up would have and its message otherwise.
 int check_config(const Config& c, const std::string& path) {
-    std::string err;
-    if (!Shared::make_credentials(c, err)) {
-        return fatal_config(err);
-    }
-    if (auto e = check_relay_ips(c); !e.empty()) {
-        std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
-        return kExitRuntime;
-    }
+    // In start-up's order, so that a file with several mistakes gets the
+    // status start-up would give.
     if (!c.state_dir.empty()) {
         if (auto e = StateStore::check(c.state_dir); !e.empty()) {
             return fatal_config(e);
         }
+    }
+    std::string err;
+    if (!Shared::make_credentials(c, err)) {
+        return fatal_config(err);
+    }
+    if (auto e = check_addresses(c, /*taken_ok=*/true); !e.empty()) {
+        std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+        return kExitRuntime;
     }
     std::string relays;
     for (const auto& a : c.relay_ips) {
@@ -369,7 +373,7 @@ int main(int argc, char** argv) {
                                      "directory where allocations are saved for the next turn-relay, \"\" = off");
     bool check_only = false;
     app.add_flag("--check-config", check_only,
-                 "check the configuration (keys, TLS and credential files, relay IPs, state directory) and exit: "
+                 "check the configuration (keys, TLS and credential files, state directory, listener and relay IPs) and exit: "
                  "0 if turn-relay would start with it; nothing is served, locked or kept");
     try {
         app.parse(argc, argv);
@@ -428,6 +432,11 @@ int main(int argc, char** argv) {
         return fatal_config(err->message);
     }
     const Config config = std::get<Config>(loaded);
+    if (const auto m = Address::parse(config.metrics_listen); m && m->is_v6() && !MetricsExporter::serves_ipv6()) {
+        return fatal_config("[metrics].listen: \"" + config.metrics_listen +
+                            "\": this build's HTTP server (civetweb) has no IPv6; give an IPv4 address (e.g. "
+                            "\"127.0.0.1:9641\")");
+    }
     setup_logging(config);
     warn_secrets_on_command_line(cli);
     warn_open_secret_files(config);

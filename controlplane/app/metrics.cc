@@ -1,5 +1,6 @@
 #include "app/metrics.h"
 
+#include <civetweb.h>
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
@@ -20,6 +21,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "core/peer_policy.h"
@@ -438,6 +440,8 @@ void knock(Address to) {
 
 }  // namespace
 
+bool MetricsExporter::serves_ipv6() { return mg_check_feature(8) != 0; }  // 8: IPv6, civetweb.h
+
 void MetricsExporter::stop() {
     if (!exposer_) {
         return;
@@ -450,10 +454,16 @@ void MetricsExporter::stop() {
     // until it returns. A knock that lands before the stop request is an
     // empty connection, closed by the server as any other.
     std::atomic<bool> done{false};
-    std::thread stopper([this, &done] {
-        exposer_.reset();
-        done.store(true, std::memory_order_release);
-    });
+    std::thread stopper;
+    try {
+        stopper = std::thread([this, &done] {
+            exposer_.reset();
+            done.store(true, std::memory_order_release);
+        });
+    } catch (const std::system_error&) {
+        exposer_.reset();  // no thread to spare: the slow way
+        return;
+    }
     for (int i = 0; !done.load(std::memory_order_acquire); i++) {
         std::this_thread::sleep_for(std::chrono::milliseconds(i == 0 ? 2 : 10));
         if (listen_ && !done.load(std::memory_order_acquire)) {

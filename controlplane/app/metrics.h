@@ -24,6 +24,8 @@ public:
     // `dataplane` (may be null): fast-path counters folded from the dataplane's reports.
     MetricsExporter(const Shared& shared, std::vector<const Stats*> loops, const DataplaneCounters* dataplane = nullptr);
     ~MetricsExporter();
+    // Whether the HTTP server (civetweb) was built with IPv6: Debian 12's is not.
+    static bool serves_ipv6();
     // Starts the HTTP endpoint; returns an error message on failure.
     std::string start(const std::string& listen);
     // Stops serving (joins the HTTP threads), in milliseconds; call before

@@ -39,7 +39,7 @@ int probe_bind(const Address& a, int type) {
 
 }  // namespace
 
-std::string check_addresses(const Config& c) {
+std::string check_addresses(const Config& c, bool taken_ok) {
     struct Listener {
         const std::vector<Address>* addrs;
         int type;
@@ -57,7 +57,9 @@ std::string check_addresses(const Config& c) {
                               Listener{&c.listen_tls, SOCK_STREAM, "TLS listener"},
                               Listener{&metrics, SOCK_STREAM, "[metrics].listen"}}) {
         for (const Address& a : *l.addrs) {
-            if (const int e = probe_bind(a, l.type); e == EADDRINUSE) {
+            if (const int e = probe_bind(a, l.type); e == EADDRINUSE && taken_ok) {
+                continue;
+            } else if (e == EADDRINUSE) {
                 return std::string(l.what) + " " + a.to_string() +
                        ": the port is in use by another process (another turn-relay? fix: stop it, or choose "
                        "another port)";

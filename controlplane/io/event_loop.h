@@ -32,10 +32,13 @@ namespace turn::cp {
 // and every [server].relay_ips address can be bound (is this host's, or
 // net.ipv4.ip_nonlocal_bind allows it), instead of answering every Allocate
 // with 508. "" or the first problem, naming the address and what to fix.
-std::string check_addresses(const Config& c);
-// Its second half alone: every relay IP can be bound (an ephemeral port,
-// closed at once). turn-relay --check-config, beside a running relay whose
-// listeners are taken.
+// `taken_ok`: a port in use is not a problem (turn-relay --check-config,
+// beside the running relay that holds them); any other reason a listener
+// could not bind still is (an IP this host does not have, a port below 1024
+// without the capability).
+std::string check_addresses(const Config& c, bool taken_ok = false);
+// Its relay-IP half alone: every relay IP can be bound (an ephemeral port,
+// closed at once).
 std::string check_relay_ips(const Config& c);
 
 class EventLoop {

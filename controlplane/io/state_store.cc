@@ -115,6 +115,28 @@ std::string StateStore::check(const std::string& dir) {
         return "[state].dir: " + what + " is not writable: " + std::strerror(errno) +
                " (fix: choose a writable directory, or give the user turn-relay runs as write access)";
     }
+    if (!exists) {
+        return {};
+    }
+    // What prepare() and nonce_secret() would read of an existing directory:
+    // the lock file opened as prepare() opens it (not created, not locked),
+    // and the nonce secret read and sized as nonce_secret() does.
+    const std::string lock = dir + "/lock";
+    if (const int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC); fd >= 0) {
+        ::close(fd);
+    } else if (errno != ENOENT) {
+        return "[state].dir: cannot open \"" + lock + "\": " + std::strerror(errno);
+    }
+    std::string err;
+    const std::string key = dir + "/nonce.key";
+    if (auto d = read_file(key, 4096, err)) {
+        if (d->size() != kNonceSecretBytes) {
+            return "[state].dir: " + key + " holds " + std::to_string(d->size()) + " bytes, not " +
+                   std::to_string(kNonceSecretBytes) + " (fix: delete it; a new one is made)";
+        }
+    } else if (!err.empty()) {
+        return "[state].dir: " + err;
+    }
     return {};
 }
 

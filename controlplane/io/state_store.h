@@ -51,7 +51,9 @@ public:
     // or taking the lock (turn-relay --check-config, beside the relay that
     // holds it): `dir`, or the nearest of its ancestors that exists, must be
     // a directory this process can write in (tried: a probe file in it, or a
-    // directory under the ancestor, removed at once). "" or the problem.
+    // directory under the ancestor, removed at once); in an existing one,
+    // its lock file must open (it is not locked) and its nonce secret, if
+    // any, must be one. "" or the problem.
     static std::string check(const std::string& dir);
     // The nonce secret kept across restarts: read, or created (32 random
     // bytes, mode 0600) on first use.

@@ -5,9 +5,11 @@
   running relay's state directory, lock and clients are untouched, and a state directory that
   does not exist yet is not created.
 - Each mistake start-up refuses is refused by the check with the same exit status and the same
-  message (or, for the state directory, one that names it): unknown keys, bad values, a TLS key
-  that is not the certificate's, a TLS path that is a directory, a bad users file, a relay IP
-  that is not this host's, a state directory that cannot be made.
+  message (or, for a state directory that cannot be made, one that names the path in the way):
+  unknown keys, bad values, a TLS key that is not the certificate's, a TLS path that is a
+  directory, a bad users file, a relay IP or a TCP listener IP that is not this host's, a state
+  directory that cannot be made or holds a cut nonce secret, metrics on IPv6 (which Debian's
+  civetweb cannot serve); with two mistakes, the one start-up meets first.
 """
 
 import subprocess
@@ -89,6 +91,9 @@ def cases(tmp_path: Path):
     users.chmod(0o600)
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
+    short_key = tmp_path / "state-shortkey"
+    short_key.mkdir()
+    (short_key / "nonce.key").write_bytes(b"12345")
     return {
         "unknown_key": cfg("unknown", base.replace("[server]\n", "[server]\nlisten_udp = []\n")),
         "threads": ["--config", str(tmp_path / "base.toml"), "--threads", "300"],
@@ -101,12 +106,23 @@ def cases(tmp_path: Path):
         "relay_ip_not_this_hosts": cfg("relayip", base.replace("[server]\n",
                                                                '[server]\nrelay_ips = ["198.18.255.254"]\n')),
         "state_dir_under_a_file": cfg("state", base + f'[state]\ndir = "{a_file}/state"\n'),
+        "nonce_key_cut_short": cfg("nonce", base + f'[state]\ndir = "{short_key}"\n'),
+        # 198.18.0.0/15 (benchmarking) is on no interface of the test host; nothing is sent there.
+        "tcp_listener_ip_not_this_hosts": cfg("tcpip", base.replace(
+            "[server]\n", f'[server]\nlisten_tcp = ["198.18.255.254:{free_port()}"]\nrelay_ips = ["127.0.0.1"]\n')),
+        "metrics_on_ipv6": cfg("metrics6", base.replace('[metrics]\nlisten = ""',
+                                                        f'[metrics]\nlisten = "[::1]:{free_port()}"')),
+        # Several mistakes: the first start-up meets decides the status (state directory: 2).
+        "state_dir_and_relay_ip": cfg("both", base.replace("[server]\n",
+                                                           '[server]\nrelay_ips = ["198.18.255.254"]\n') +
+                                      f'[state]\ndir = "{a_file}/state"\n'),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown_key", "threads", "user_twice", "tls_key_not_the_certificates",
                                   "tls_path_a_directory", "users_file_line", "relay_ip_not_this_hosts",
-                                  "state_dir_under_a_file"])
+                                  "state_dir_under_a_file", "nonce_key_cut_short", "tcp_listener_ip_not_this_hosts",
+                                  "metrics_on_ipv6", "state_dir_and_relay_ip"])
 def test_the_check_refuses_what_start_up_refuses(tmp_path, case):
     args = cases(tmp_path)[case]
     rc, out, err = check(*args)
@@ -114,7 +130,7 @@ def test_the_check_refuses_what_start_up_refuses(tmp_path, case):
     assert start_rc != 0, f"start-up accepted the {case} mistake:\n{start_out}"
     assert rc == start_rc, f"check: {rc} ({out}{err}); start-up: {start_rc} ({start_out})"
     assert "configuration OK" not in out, out
-    if case == "state_dir_under_a_file":
+    if case in ("state_dir_under_a_file", "state_dir_and_relay_ip"):
         # Start-up tries to create it ("Not a directory"); the check says which path is in the way.
         assert "[state].dir" in error_line(start_out), start_out
         assert f'[state].dir: "{tmp_path}/a-file" (where ' in error_line(err), err
