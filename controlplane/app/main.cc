@@ -172,8 +172,9 @@ std::string credentials_summary(const Config& c) {
 // listener and relay IP (each bound and closed at once; a port in use is
 // not an error here). Nothing is served, locked or kept, so it can run
 // beside the relay whose file it checks (whose ports are taken), e.g.
-// before a reload. Not covered: what only a real start meets (the
-// dataplane socket's path, snapshots that do not restore). 0 and one line to stdout when the relay would start; the
+// before a reload; and that [dataplane].socket is not something other
+// than a socket. Not covered: what only a real start meets (a port another
+// program holds, snapshots that do not restore). 0 and one line to stdout when the relay would start; the
 // exit status start-up would have and its message otherwise.
 int check_config(const Config& c, const std::string& path) {
     // In start-up's order, so that a file with several mistakes gets the
@@ -187,9 +188,12 @@ int check_config(const Config& c, const std::string& path) {
     if (!Shared::make_credentials(c, err)) {
         return fatal_config(err);
     }
-    if (auto e = check_addresses(c, /*taken_ok=*/true); !e.empty()) {
-        std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
-        return kExitRuntime;
+    for (const std::string& e : {check_addresses(c, /*taken_ok=*/true),
+                                 c.dataplane_socket.empty() ? std::string() : IpcServer::check_path(c.dataplane_socket)}) {
+        if (!e.empty()) {
+            std::fprintf(stderr, "turn-relay: %s\n", e.c_str());
+            return kExitRuntime;
+        }
     }
     std::string relays;
     for (const auto& a : c.relay_ips) {

@@ -136,6 +136,14 @@ IpcServer::~IpcServer() {
     }
 }
 
+std::string IpcServer::check_path(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        return "[dataplane].socket: " + path + " exists and is not a socket";
+    }
+    return {};
+}
+
 std::string IpcServer::start() {
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
@@ -150,13 +158,10 @@ std::string IpcServer::start() {
     }
     // A socket file left by a previous run would make bind fail; remove it,
     // but never anything that is not a socket.
-    struct stat st {};
-    if (::lstat(path_.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            return "[dataplane].socket: " + path_ + " exists and is not a socket";
-        }
-        ::unlink(path_.c_str());
+    if (auto e = check_path(path_); !e.empty()) {
+        return e;
     }
+    ::unlink(path_.c_str());
     listen_fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
         ::listen(listen_fd_, 4) != 0) {

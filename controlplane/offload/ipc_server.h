@@ -164,6 +164,9 @@ public:
     // Binds and listens (replacing a stale socket file), starts the IPC
     // thread. Returns an error message on failure.
     std::string start();
+    // What start() refuses before it binds: something other than a socket
+    // at `path` (a stale socket is replaced). "" or the error.
+    static std::string check_path(const std::string& path);
     // Stops the thread and closes the sockets; no Del is sent, so the
     // dataplane keeps forwarding until a control plane resyncs it.
     void stop();

@@ -9,7 +9,8 @@
   unknown keys, bad values, a TLS key that is not the certificate's, a TLS path that is a
   directory, a bad users file, a relay IP or a TCP listener IP that is not this host's, a state
   directory that cannot be made or holds a cut nonce secret, metrics on IPv6 (which Debian's
-  civetweb cannot serve); with two mistakes, the one start-up meets first.
+  civetweb cannot serve), a dataplane socket path that holds a file; with two mistakes, the one
+  start-up meets first.
 """
 
 import subprocess
@@ -110,6 +111,8 @@ def cases(tmp_path: Path):
         # 198.18.0.0/15 (benchmarking) is on no interface of the test host; nothing is sent there.
         "tcp_listener_ip_not_this_hosts": cfg("tcpip", base.replace(
             "[server]\n", f'[server]\nlisten_tcp = ["198.18.255.254:{free_port()}"]\nrelay_ips = ["127.0.0.1"]\n')),
+        "dataplane_socket_a_file": cfg("dpsock", base +
+                                       f'[dataplane]\nsocket = "{a_file}"\n'),
         "metrics_on_ipv6": cfg("metrics6", base.replace('[metrics]\nlisten = ""',
                                                         f'[metrics]\nlisten = "[::1]:{free_port()}"')),
         # Several mistakes: the first start-up meets decides the status (state directory: 2).
@@ -122,7 +125,7 @@ def cases(tmp_path: Path):
 @pytest.mark.parametrize("case", ["unknown_key", "threads", "user_twice", "tls_key_not_the_certificates",
                                   "tls_path_a_directory", "users_file_line", "relay_ip_not_this_hosts",
                                   "state_dir_under_a_file", "nonce_key_cut_short", "tcp_listener_ip_not_this_hosts",
-                                  "metrics_on_ipv6", "state_dir_and_relay_ip"])
+                                  "metrics_on_ipv6", "state_dir_and_relay_ip", "dataplane_socket_a_file"])
 def test_the_check_refuses_what_start_up_refuses(tmp_path, case):
     args = cases(tmp_path)[case]
     rc, out, err = check(*args)
