@@ -675,15 +675,17 @@ int main(int argc, char** argv) {
                 tls_ok = false;
             }
         }
+        // The metrics first: whoever reads config_reloaded (or a failure's
+        // line, logged above) and then scrapes sees this reload's outcome.
+        const bool ok = applied && tls_ok;
+        shared->last_reload_ok.store(ok);
+        if (ok) {
+            shared->last_reload_success_unix.store(static_cast<int64_t>(::time(nullptr)));
+        }
         if (applied) {
             log_event("config_reloaded", {{"applied", join(applied->applied)}});
             out["ok"] = tls_ok;
             out["applied"] = applied->applied;
-        }
-        const bool ok = out["ok"].get<bool>();
-        shared->last_reload_ok.store(ok);
-        if (ok) {
-            shared->last_reload_success_unix.store(static_cast<int64_t>(::time(nullptr)));
         }
         return out;
     };

@@ -369,8 +369,9 @@ public:
         auto& build = family("turn_relay_build_info", "Always 1; the running turn-relay's version", MetricType::Gauge);
         gauge(build, {{"version", TURN_RELAY_VERSION}}, 1.0);
         auto& ro = family("turn_config_last_reload_successful",
-                          "1 at start and after a reload (SIGHUP, turn-ctl reload) that applied everything; 0 after "
-                          "one that failed (the relay kept its previous settings) until the next that succeeds",
+                          "1 at start and after a reload (SIGHUP, turn-ctl reload) that applied everything reloadable "
+                          "(keys that need a restart are not a failure); 0 after one that failed (the relay kept "
+                          "its previous settings) until the next that succeeds",
                           MetricType::Gauge);
         gauge(ro, {}, shared_.last_reload_ok.load() ? 1.0 : 0.0);
         auto& rt = family("turn_config_last_reload_success_timestamp_seconds",

@@ -57,9 +57,14 @@ std::string check_addresses(const Config& c, bool taken_ok) {
                               Listener{&c.listen_tls, SOCK_STREAM, "TLS listener"},
                               Listener{&metrics, SOCK_STREAM, "[metrics].listen"}}) {
         for (const Address& a : *l.addrs) {
-            if (const int e = probe_bind(a, l.type); e == EADDRINUSE && taken_ok) {
+            const int e = probe_bind(a, l.type);
+            // Checking (taken_ok): a port the running relay holds, or one below
+            // 1024 that this user may not bind (the service gets
+            // CAP_NET_BIND_SERVICE; a check run by hand does not).
+            if (taken_ok && (e == EADDRINUSE || (e == EACCES && a.port < 1024))) {
                 continue;
-            } else if (e == EADDRINUSE) {
+            }
+            if (e == EADDRINUSE) {
                 return std::string(l.what) + " " + a.to_string() +
                        ": the port is in use by another process (another turn-relay? fix: stop it, or choose "
                        "another port)";

@@ -33,9 +33,9 @@ namespace turn::cp {
 // net.ipv4.ip_nonlocal_bind allows it), instead of answering every Allocate
 // with 508. "" or the first problem, naming the address and what to fix.
 // `taken_ok`: a port in use is not a problem (turn-relay --check-config,
-// beside the running relay that holds them); any other reason a listener
-// could not bind still is (an IP this host does not have, a port below 1024
-// without the capability).
+// beside the running relay that holds them), nor a port below 1024 this user
+// may not bind (the service has CAP_NET_BIND_SERVICE); any other reason a
+// listener could not bind still is (an IP this host does not have).
 std::string check_addresses(const Config& c, bool taken_ok = false);
 // Its relay-IP half alone: every relay IP can be bound (an ephemeral port,
 // closed at once).
