@@ -166,16 +166,17 @@ std::string credentials_summary(const Config& c) {
 }
 
 // turn-relay --check-config: what start-up would refuse, told without
-// starting (as nginx -t): every key (load_config, before this), the TLS
-// files (loaded by the caller), [state].dir (a probe file, removed at
-// once; its lock file and nonce secret read), the credential files, every
-// listener and relay IP (each bound and closed at once; a port in use is
-// not an error here). Nothing is served, locked or kept, so it can run
-// beside the relay whose file it checks (whose ports are taken), e.g.
-// before a reload; and that [dataplane].socket is not something other
-// than a socket. Not covered: what only a real start meets (a port another
-// program holds, snapshots that do not restore). 0 and one line to stdout when the relay would start; the
-// exit status start-up would have and its message otherwise.
+// starting (as nginx -t), in start-up's order: every key (load_config,
+// before this), the TLS files (loaded by the caller), [state].dir (a probe
+// file, removed at once; its lock file opened and its nonce secret read, not
+// locked or made), the credential files, every listener and relay IP (each
+// bound and closed at once; a port in use, or one below 1024 this user may
+// not bind, is not an error here) and [dataplane].socket (not a file other
+// than a socket). Nothing is served, locked or kept, so it runs beside the
+// relay whose file it checks, e.g. before a reload. Not covered: what only a
+// real start meets (a port another program holds, snapshots that do not
+// restore). 0 and one line to stdout when start-up would get past all of
+// this; otherwise the exit status and message start-up would give.
 int check_config(const Config& c, const std::string& path) {
     // In start-up's order, so that a file with several mistakes gets the
     // status start-up would give.
@@ -377,8 +378,8 @@ int main(int argc, char** argv) {
                                      "directory where allocations are saved for the next turn-relay, \"\" = off");
     bool check_only = false;
     app.add_flag("--check-config", check_only,
-                 "check the configuration (keys, TLS and credential files, state directory, listener and relay IPs) and exit: "
-                 "0 if turn-relay would start with it; nothing is served, locked or kept");
+                 "check the configuration (keys, TLS and credential files, state directory, listener and "
+                 "relay IPs) and exit: 0 if turn-relay would start with it; nothing is served, locked or kept");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
