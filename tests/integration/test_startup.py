@@ -99,9 +99,12 @@ class RelayWithSavedClient:
         time.sleep(0.3)
 
     def relays_again(self):
-        self.loop.run_until_complete(relay_again(self.client, self.echo, b"again"))
-        self.client.close()
-        self.loop.run_until_complete(asyncio.sleep(0.2))
+        async def again_and_close():
+            await relay_again(self.client, self.echo, b"again")
+            self.client.close()  # aioice's close schedules its Refresh 0 on the running loop
+            await asyncio.sleep(0.2)
+
+        self.loop.run_until_complete(again_and_close())
         self.loop.close()
 
     def stop(self):
