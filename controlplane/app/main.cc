@@ -683,9 +683,9 @@ int main(int argc, char** argv) {
         if (ok) {
             shared->last_reload_success_unix.store(static_cast<int64_t>(::time(nullptr)));
         }
+        out["ok"] = ok;
         if (applied) {
             log_event("config_reloaded", {{"applied", join(applied->applied)}});
-            out["ok"] = tls_ok;
             out["applied"] = applied->applied;
         }
         return out;

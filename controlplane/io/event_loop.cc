@@ -73,10 +73,6 @@ std::string check_addresses(const Config& c, bool taken_ok) {
             }
         }
     }
-    return check_relay_ips(c);
-}
-
-std::string check_relay_ips(const Config& c) {
     for (const Address& ip : c.relay_ips) {
         if (const int e = probe_bind(ip.with_port(0), SOCK_DGRAM); e != 0) {
             return "[server].relay_ips: cannot bind " + ip.ip_string() + ": " + std::strerror(e) +

@@ -37,9 +37,6 @@ namespace turn::cp {
 // may not bind (the service has CAP_NET_BIND_SERVICE); any other reason a
 // listener could not bind still is (an IP this host does not have).
 std::string check_addresses(const Config& c, bool taken_ok = false);
-// Its relay-IP half alone: every relay IP can be bound (an ephemeral port,
-// closed at once).
-std::string check_relay_ips(const Config& c);
 
 class EventLoop {
 public:

@@ -21,6 +21,19 @@ namespace turn::cp {
 namespace {
 
 constexpr size_t kNonceSecretBytes = 32;
+
+// The nonce secret at `path`: its bytes; nullopt with `error` empty when
+// there is none yet, with `error` set when it cannot be read or is not one
+// (StateStore::nonce_secret, StateStore::check).
+std::optional<std::vector<uint8_t>> read_nonce_secret(const std::string& path, std::string& error) {
+    auto d = read_file(path, 4096, error);
+    if (d && d->size() != kNonceSecretBytes) {
+        error = path + " holds " + std::to_string(d->size()) + " bytes, not " + std::to_string(kNonceSecretBytes) +
+                " (fix: delete it; a new one is made)";
+        return std::nullopt;
+    }
+    return d;
+}
 // A journal holds the ends of one save interval (at most 600 s); 64 MiB is
 // 8M ids, far more than any loop ends in that time.
 constexpr size_t kJournalMaxBytes = size_t{64} << 20;
@@ -94,30 +107,24 @@ std::string StateStore::check(const std::string& dir) {
         return "[state].dir: " + what + " is not a directory (fix: choose a directory, or remove what is there)";
     }
     // Tried, not guessed from the mode bits (root, read-only mounts,
-    // systemd's ProtectSystem=): a file in the directory, or a directory
-    // under the ancestor, made and removed at once.
+    // systemd's ProtectSystem=), and removed at once: a directory under the
+    // ancestor the directory would be made in, or a file written in the
+    // directory as prepare() writes its probe.
     const std::string probe = (p / (".check-config." + std::to_string(::getpid()))).string();
-    int rc;
-    if (exists) {
-        const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        rc = fd < 0 ? -1 : 0;
-        if (fd >= 0) {
-            ::close(fd);
-            ::unlink(probe.c_str());
-        }
-    } else {
-        rc = ::mkdir(probe.c_str(), 0700);
-        if (rc == 0) {
-            ::rmdir(probe.c_str());
-        }
-    }
-    if (rc != 0) {
-        return "[state].dir: " + what + " is not writable: " + std::strerror(errno) +
-               " (fix: choose a writable directory, or give the user turn-relay runs as write access)";
-    }
+    const std::string fix = " (fix: choose a writable directory, or give the user turn-relay runs as write access)";
     if (!exists) {
+        if (::mkdir(probe.c_str(), 0700) != 0) {
+            return "[state].dir: " + what + " is not writable: " + std::strerror(errno) + fix;
+        }
+        ::rmdir(probe.c_str());
         return {};
     }
+    std::string err;
+    const uint8_t byte = 0;
+    if (!write_file_atomically(probe, {&byte, 1}, err)) {
+        return "[state].dir: " + what + " is not writable: " + err + fix;
+    }
+    ::unlink(probe.c_str());
     // What prepare() and nonce_secret() would read of an existing directory:
     // the lock file opened as prepare() opens it (not created, not locked),
     // and the nonce secret read and sized as nonce_secret() does.
@@ -127,15 +134,9 @@ std::string StateStore::check(const std::string& dir) {
     } else if (errno != ENOENT) {
         return "[state].dir: cannot open \"" + lock + "\": " + std::strerror(errno);
     }
-    std::string err;
-    const std::string key = dir + "/nonce.key";
-    if (auto d = read_file(key, 4096, err)) {
-        if (d->size() != kNonceSecretBytes) {
-            return "[state].dir: " + key + " holds " + std::to_string(d->size()) + " bytes, not " +
-                   std::to_string(kNonceSecretBytes) + " (fix: delete it; a new one is made)";
-        }
-    } else if (!err.empty()) {
-        return "[state].dir: " + err;
+    std::string key_err;
+    if (!read_nonce_secret(dir + "/nonce.key", key_err) && !key_err.empty()) {
+        return "[state].dir: " + key_err;
     }
     return {};
 }
@@ -189,12 +190,7 @@ std::string StateStore::loop_path(unsigned loop) const { return dir_ + "/loop-" 
 
 std::optional<std::vector<uint8_t>> StateStore::nonce_secret(std::string& error) {
     const std::string path = dir_ + "/nonce.key";
-    if (auto d = read_file(path, 4096, error)) {
-        if (d->size() != kNonceSecretBytes) {
-            error = path + " holds " + std::to_string(d->size()) + " bytes, not " +
-                    std::to_string(kNonceSecretBytes) + " (fix: delete it; a new one is made)";
-            return std::nullopt;
-        }
+    if (auto d = read_nonce_secret(path, error)) {
         return d;
     }
     if (!error.empty()) {
