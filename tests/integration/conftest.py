@@ -628,13 +628,13 @@ def server(turn_server):
 # TLS certificate for TURN over TLS
 
 
-def make_self_signed_cert(directory: Path) -> Tuple[Path, Path]:
-    """A self-signed P-256 certificate for IP SANs 127.0.0.1 and ::1 (CN turnrelay.test),
-    made with the openssl CLI; it is its own CA for clients that verify. Returns
-    (certificate PEM, private key PEM)."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
+def make_self_signed_cert(directory: Path, days: int = 2, name: str = "") -> Tuple[Path, Path]:
+    """A self-signed P-256 certificate valid for `days` for IP SANs 127.0.0.1 and ::1 (CN
+    turnrelay.test), made with the openssl CLI; it is its own CA for clients that verify.
+    Returns (certificate PEM, private key PEM): cert{name}.pem and key{name}.pem."""
+    cert, key = directory / f"cert{name}.pem", directory / f"key{name}.pem"
     cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-           "-nodes", "-days", "2", "-subj", "/CN=turnrelay.test",
+           "-nodes", "-days", str(days), "-subj", "/CN=turnrelay.test",
            "-addext", "subjectAltName=IP:127.0.0.1,IP:::1",
            "-addext", "basicConstraints=critical,CA:TRUE",
            "-keyout", str(key), "-out", str(cert)]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, log_tail  # noqa: F401
+from conftest import free_port, log_tail, make_self_signed_cert  # noqa: F401
 from test_prometheus import PROMETHEUS, PROMTOOL, Prometheus
 from test_turn_probe import Relay
 
@@ -59,11 +59,7 @@ def relay(tmp_path_factory):
     d = tmp_path_factory.mktemp("rules-relay")
     # Relay's own self-signed certificate is valid for 2 days, which the certificate expiry
     # alerts (< 14 days, < 2 days) would rightly report: a 90-day one is the healthy case.
-    cert, key = d / "cert90.pem", d / "key90.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-days", "90", "-subj", "/CN=probe.test",
-                    "-addext", "subjectAltName=IP:127.0.0.1,IP:::1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = make_self_signed_cert(d, days=90, name="90")
     r = Relay(d, extra=f'[dataplane]\nsocket = "{d / "dp.sock"}"\n', tls_files=(cert, key))
     yield r
     r.proc.terminate()

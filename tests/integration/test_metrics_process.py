@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import find_turn_relay_bin, free_port, log_tail, sample_sum, stop_process
+from conftest import find_turn_relay_bin, free_port, log_tail, make_self_signed_cert, sample_sum, stop_process
 from test_startup import minimal_config, start_until_started
 from test_turn_probe import Relay
 
@@ -44,14 +44,6 @@ def not_after(cert):
     return datetime.strptime(when, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=timezone.utc).timestamp()
 
 
-def make_cert(directory, days):
-    cert, key = directory / f"cert{days}.pem", directory / f"key{days}.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-days", str(days), "-subj", "/CN=metrics.test", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
-
-
 def wait_for(pred, what, log, timeout=5.0):
     end = time.monotonic() + timeout
     while not pred():
@@ -62,7 +54,7 @@ def wait_for(pred, what, log, timeout=5.0):
 @pytest.fixture
 def relay(tmp_path):
     t0 = time.time()
-    r = Relay(tmp_path, tls_files=make_cert(tmp_path, 30))
+    r = Relay(tmp_path, tls_files=make_self_signed_cert(tmp_path, days=30, name="30"))
     r.started_between = (t0, time.time())
     yield r
     alive = r.proc.poll() is None
@@ -121,7 +113,7 @@ def test_certificate_expiry_and_reload_outcome_follow_reloads(relay, tmp_path):
     assert value(text, "turn_config_last_reload_success_timestamp_seconds") == started
 
     # A renewed certificate (90 days instead of 30) and the file fixed.
-    cert, key = make_cert(tmp_path, 90)
+    cert, key = make_self_signed_cert(tmp_path, days=90, name="90")
     cfg.write_text(good.replace(str(relay.cert), str(cert)).replace(str(relay.key), str(key)))
     before = time.time()
     relay.proc.send_signal(signal.SIGHUP)
