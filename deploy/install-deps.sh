@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Build toolchain and libraries the code links against.
 BUILD="build-essential meson ninja-build pkg-config openssl
        libssl-dev libdpdk-dev dpdk libpcap-dev libbpf-dev libxdp-dev libmnl-dev
-       libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
+       libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev libcivetweb-dev
        zlib1g-dev libunistring-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev"
 
 # Fuzzing and sanitizers: clang with libFuzzer and the ASan/UBSan runtimes.
