@@ -21,7 +21,7 @@ FUZZ="clang-14 libclang-rt-14-dev llvm-14"
 
 # Real third-party clients and tools used by the integration tests.
 TEST="iproute2 ethtool nftables systemd python3 python3-pytest python3-aioice python3-aiortc python3-openssl python3-selenium python3-gi gir1.2-nice-0.1 coturn stun-client chromium chromium-driver libnss3-tools
-      valgrind procps gnuplot-nox curl linux-perf prometheus"
+      valgrind procps gnuplot-nox curl linux-perf prometheus haproxy"
 
 if [ "${DEPS_MINIMAL:-0}" = 1 ]; then
     PKGS="$BUILD $FUZZ"
@@ -38,7 +38,7 @@ done
 
 if [ -n "$missing" ]; then
     apt-get update -qq
-    # Packages with a service (prometheus, coturn) must not start it: the tests run
+    # Packages with a service (prometheus, coturn, haproxy) must not start it: the tests run
     # their own instances on ports they choose. policy-rc.d 101 = "do not start".
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then

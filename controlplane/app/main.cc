@@ -141,6 +141,9 @@ std::string turn_urls(const Config& c) {
     std::string s;
     auto add = [&](const std::vector<Address>& ls, const char* scheme, const char* transport) {
         for (const auto& l : ls) {
+            if (std::string_view(transport) == "tcp" && c.proxy_protocol_on(l)) {
+                continue;  // clients reach it through the proxy (proxy_protocol_summary)
+            }
             s += (s.empty() ? "" : " ") + std::string(scheme) + ":" + l.to_string() + "?transport=" + transport;
         }
     };
@@ -148,6 +151,23 @@ std::string turn_urls(const Config& c) {
     add(c.listen_tcp, "turn", "tcp");
     add(c.listen_tls, "turns", "tcp");
     add(c.listen_dtls, "turns", "udp");
+    return s;
+}
+
+// [tcp].proxy_protocol for the start line: the listeners behind a proxy and
+// the proxies they accept, or "off".
+std::string proxy_protocol_summary(const Config& c) {
+    if (c.tcp_proxy_protocol.empty()) {
+        return "off";
+    }
+    std::string s;
+    for (const auto& l : c.tcp_proxy_protocol) {
+        s += (s.empty() ? "" : ",") + l.to_string();
+    }
+    s += " from ";
+    for (size_t i = 0; i < c.tcp_proxy_protocol_from.size(); ++i) {
+        s += (i == 0 ? "" : ",") + c.tcp_proxy_protocol_from[i].to_string();
+    }
     return s;
 }
 
@@ -737,6 +757,7 @@ int main(int argc, char** argv) {
                           {"dataplane", config.dataplane_socket.empty() ? "off" : config.dataplane_socket},
                           {"state", config.state_dir.empty() ? "off" : config.state_dir},
                           {"tls_certificate", any_tls ? tls.describe() : "off"},
+                          {"proxy_protocol", proxy_protocol_summary(config)},
                           {"admin", config.admin_socket.empty() ? "off" : config.admin_socket}});
 
     int sig = 0;

@@ -27,6 +27,10 @@ std::optional<Address> Config::relay_ip(Family f) const {
     return std::nullopt;
 }
 
+bool Config::proxy_protocol_on(const Address& listener) const {
+    return std::find(tcp_proxy_protocol.begin(), tcp_proxy_protocol.end(), listener) != tcp_proxy_protocol.end();
+}
+
 std::optional<std::pair<Address, Address>> Config::nat_pair(Family f) const {
     for (const auto& e : external_ips) {
         if (e.family == f) {
@@ -356,7 +360,8 @@ void apply_toml(const toml::table& root, Config& c) {
                     "strict_channel_range", "dscp"}},
         {"auth", {"users", "rest_secrets", "users_file", "rest_secrets_file", "nonce_lifetime_s"}},
         {"tls", {"certificate", "private_key"}},
-        {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes", "accepts_per_ip_per_s"}},
+        {"tcp", {"max_connections", "max_connections_per_ip", "idle_timeout_s", "send_buffer_bytes", "accepts_per_ip_per_s",
+                 "proxy_protocol", "proxy_protocol_from"}},
         {"dtls", {"max_sessions", "max_sessions_per_ip", "idle_timeout_s", "handshakes_per_ip_per_s", "mtu"}},
         {"allocation", {"default_lifetime_s", "max_lifetime_s", "max_per_user", "max_total",
                         "bandwidth_bps", "reservation_lifetime_s", "max_permissions", "max_channels", "max_tcp_peer_connections", "mobility"}},
@@ -451,6 +456,18 @@ void apply_toml(const toml::table& root, Config& c) {
     get_int(root, "tcp", "idle_timeout_s", c.tcp_idle_timeout_s, 1, 86400);
     get_int(root, "tcp", "send_buffer_bytes", c.tcp_send_buffer_bytes, 70'000, 64 << 20);
     get_int(root, "tcp", "accepts_per_ip_per_s", c.tcp_accepts_per_ip_per_s, 0, 1'000'000);
+    if (auto l = get_strings(root, "tcp", "proxy_protocol")) {
+        c.tcp_proxy_protocol.clear();
+        for (const auto& s : *l) {
+            c.tcp_proxy_protocol.push_back(parse_listen("[tcp].proxy_protocol", s));
+        }
+    }
+    if (auto l = get_strings(root, "tcp", "proxy_protocol_from")) {
+        c.tcp_proxy_protocol_from.clear();
+        for (const auto& s : *l) {
+            c.tcp_proxy_protocol_from.push_back(parse_prefix("[tcp].proxy_protocol_from", s));
+        }
+    }
     get_int(root, "dtls", "max_sessions", c.dtls_max_sessions, 1, 10'000'000);
     get_int(root, "dtls", "max_sessions_per_ip", c.dtls_max_sessions_per_ip, 1, 10'000'000);
     get_int(root, "dtls", "idle_timeout_s", c.dtls_idle_timeout_s, 1, 86400);
@@ -751,6 +768,30 @@ void validate(Config& c, bool have_file) {
                 }
             }
         }
+    }
+    // PROXY protocol: each listener one of the TCP/TLS ones, and the proxies
+    // trusted to name clients. Without that list any client that reached
+    // such a listener directly could claim any source address.
+    for (size_t i = 0; i < c.tcp_proxy_protocol.size(); ++i) {
+        const Address& p = c.tcp_proxy_protocol[i];
+        if (std::find(c.listen_tcp.begin(), c.listen_tcp.end(), p) == c.listen_tcp.end() &&
+            std::find(c.listen_tls.begin(), c.listen_tls.end(), p) == c.listen_tls.end()) {
+            fail("[tcp].proxy_protocol", p.to_string() + " is not one of [server].listen_tcp or listen_tls; list the TCP "
+                                         "or TLS listeners the proxy connects to, written as they are there");
+        }
+        for (size_t j = i + 1; j < c.tcp_proxy_protocol.size(); ++j) {
+            if (p == c.tcp_proxy_protocol[j]) {
+                fail("[tcp].proxy_protocol", p.to_string() + " is listed twice");
+            }
+        }
+    }
+    if (!c.tcp_proxy_protocol.empty() && c.tcp_proxy_protocol_from.empty()) {
+        fail("[tcp].proxy_protocol_from", "is empty but [tcp].proxy_protocol is set; list the proxies' addresses "
+                                          "(e.g. [\"10.0.0.5/32\"]): only they may name a client in a PROXY header");
+    }
+    if (c.tcp_proxy_protocol.empty() && !c.tcp_proxy_protocol_from.empty()) {
+        fail("[tcp].proxy_protocol_from", "is set but [tcp].proxy_protocol names no listener; add the TCP or TLS "
+                                          "listeners the proxies connect to, or remove proxy_protocol_from");
     }
     if (!c.alternate_ips.empty() || c.alternate_port != 0) {
         const std::string k = "[server].alternate_ips";

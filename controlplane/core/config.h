@@ -68,6 +68,12 @@ struct Config {
     uint32_t tcp_idle_timeout_s = 30;      // closed after this long without an allocation (since accept or its end; messages do not count)
     uint32_t tcp_send_buffer_bytes = 256 * 1024;  // queued output per connection; beyond it output is dropped
     uint32_t tcp_accepts_per_ip_per_s = 200;  // new connections per client source and second, 0 = no limit
+    // PROXY protocol (net/proxy_header.h): listeners of listen_tcp /
+    // listen_tls behind a layer-4 proxy, whose connections start with a
+    // header naming the client; accepted only from proxy_protocol_from.
+    std::vector<Address> tcp_proxy_protocol;
+    std::vector<Prefix> tcp_proxy_protocol_from;
+    bool proxy_protocol_on(const Address& listener) const;
     // [dtls]: sessions of listen_dtls (io/dtls_io.h)
     uint32_t dtls_max_sessions = 10000;        // whole process; handshakes beyond it are dropped
     uint32_t dtls_max_sessions_per_ip = 1000;  // from one client source (IPv4 address, IPv6 /64)

@@ -32,7 +32,8 @@ const std::vector<Fixed>& fixed_keys() {
         fixed("[auth].nonce_lifetime_s", [](const Config& c) { return std::tie(c.nonce_lifetime_s); }),
         fixed("[tcp]", [](const Config& c) {
             return std::tie(c.tcp_max_connections, c.tcp_max_connections_per_ip, c.tcp_idle_timeout_s,
-                            c.tcp_send_buffer_bytes, c.tcp_accepts_per_ip_per_s);
+                            c.tcp_send_buffer_bytes, c.tcp_accepts_per_ip_per_s, c.tcp_proxy_protocol,
+                            c.tcp_proxy_protocol_from);
         }),
         fixed("[dtls]", [](const Config& c) {
             return std::tie(c.dtls_max_sessions, c.dtls_max_sessions_per_ip, c.dtls_idle_timeout_s,

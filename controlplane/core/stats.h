@@ -66,6 +66,8 @@ struct Counter {
     X(kLimit, "limit")                /* over [tcp].max_connections(_per_ip) or [dtls].max_sessions(_per_ip): closed at accept */ \
     X(kRate, "rate")                  /* over [tcp].accepts_per_ip_per_s or [dtls].handshakes_per_ip_per_s: closed at accept */ \
     X(kSendError, "send_error")       /* writing to it failed */                        \
+    X(kProxyUntrusted, "proxy_untrusted") /* to a [tcp].proxy_protocol listener from outside proxy_protocol_from: closed at accept */ \
+    X(kProxyHeader, "proxy_header")   /* [tcp].proxy_protocol: no valid PROXY header first */ \
     X(kShutdown, "shutdown")          /* the event loop stopped */
 
 #define TURN_CP_ENUM(name, str) name,

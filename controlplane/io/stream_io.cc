@@ -14,6 +14,7 @@
 
 #include "core/event_log.h"
 #include "core/server.h"
+#include "net/proxy_header.h"
 #include "turn/stream_framing.h"
 
 namespace turn::cp {
@@ -101,7 +102,7 @@ std::string StreamIo::add_listener(const Address& local, const TlsContexts* tls)
     ev.events = EPOLLIN;
     ev.data.u64 = kTag | kListenerBit | listeners_.size();
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
-    listeners_.push_back(Listener{fd, local, tls});
+    listeners_.push_back(Listener{fd, local, tls, shared_.config.proxy_protocol_on(local)});
     return {};
 }
 
@@ -180,14 +181,25 @@ void StreamIo::accept_all(Listener& l) {
         const size_t kd = l.tls != nullptr ? 1 : 0;
         stats_.connections_accepted[kd].add();
         auto client = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
-        if (client && !shared_.accept_limiter.allow(*client, now_ms_)) {
+        if (client && l.proxied) {
+            // Only the proxies may speak here; the per-source limits wait for
+            // the client their header names (read_proxy_header).
+            const Address from = client->normalised();
+            const auto& trusted = shared_.config.tcp_proxy_protocol_from;
+            if (std::none_of(trusted.begin(), trusted.end(), [&](const Prefix& p) { return p.contains(from); })) {
+                ::close(fd);
+                stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kProxyUntrusted)].add();
+                continue;
+            }
+        } else if (client && !shared_.accept_limiter.allow(*client, now_ms_)) {
             ::close(fd);  // before any TLS work: a connect-handshake-close flood costs an accept
             stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kRate)].add();
             continue;
         }
         if (!client || shared_.connections.load(std::memory_order_relaxed) >=
                            static_cast<int64_t>(shared_.config.tcp_max_connections) ||
-            !shared_.connections_per_ip.try_add(client->with_port(0), shared_.config.tcp_max_connections_per_ip)) {
+            (!l.proxied &&
+             !shared_.connections_per_ip.try_add(client->with_port(0), shared_.config.tcp_max_connections_per_ip))) {
             ::close(fd);
             stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kLimit)].add();
             continue;
@@ -209,7 +221,9 @@ void StreamIo::accept_all(Listener& l) {
             if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1) {
                 SSL_free(ssl);
                 ::close(fd);
-                shared_.connections_per_ip.remove(client->with_port(0));
+                if (!l.proxied) {
+                    shared_.connections_per_ip.remove(client->with_port(0));
+                }
                 ERR_clear_error();
                 stats_.connections_closed[kd][static_cast<size_t>(ConnClose::kTlsHandshake)].add();
                 continue;
@@ -223,21 +237,81 @@ void StreamIo::accept_all(Listener& l) {
         c.handshake_done = ssl == nullptr;
         c.ft = FiveTuple{*client, server, ssl != nullptr ? Transport::kTls : Transport::kTcp};
         c.last_rx_ms = now_ms_;
+        c.awaiting_proxy = l.proxied;
+        shared_.connections.fetch_add(1, std::memory_order_relaxed);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = tag(idx);
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+        if (l.proxied) {
+            continue;  // its header first (read), then TLS
+        }
         // A client reusing a 5-tuple whose old connection this loop has not
         // seen close yet: the old one is gone as far as the kernel knows.
         if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end()) {
             close(it->second, ConnClose::kClient);
         }
         by_tuple_[c.ft] = idx;
-        shared_.connections.fetch_add(1, std::memory_order_relaxed);
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.u64 = tag(idx);
-        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
         if (ssl != nullptr) {
             read(idx);  // nothing to read yet, normally; sets up the handshake state
         }
     }
+}
+
+bool StreamIo::read_proxy_header(uint32_t idx) {
+    Conn& c = *conns_[idx];
+    const size_t have = c.in.size();
+    // Peeked: bytes past the header's end stay in the socket for the
+    // connection's own protocol (TLS reads the socket itself).
+    const ssize_t n = ::recv(c.fd, rx_.data(), kMaxProxyHeader - have, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return false;
+    }
+    if (n <= 0) {  // ended (or reset) before its header was whole
+        close(idx, ConnClose::kProxyHeader);
+        return false;
+    }
+    c.in.insert(c.in.end(), rx_.data(), rx_.data() + n);
+    const ProxyHeader h = parse_proxy_header(c.in);
+    if (h.status == ProxyHeader::Status::kBad) {
+        if (log_enabled(LogLevel::kDebug)) {
+            log_event(LogLevel::kDebug, "proxy_header_refused", {{"proxy", c.ft.client.to_string()}, {"error", h.error}});
+        }
+        close(idx, ConnClose::kProxyHeader);
+        return false;
+    }
+    // Take from the socket what was header: all of the peeked bytes while it
+    // is incomplete (the parser's promise), else up to its end.
+    const size_t take = h.status == ProxyHeader::Status::kDone ? h.length - have : static_cast<size_t>(n);
+    if (::recv(c.fd, rx_.data(), take, MSG_DONTWAIT) != static_cast<ssize_t>(take)) {
+        close(idx, ConnClose::kClient);
+        return false;
+    }
+    if (h.status != ProxyHeader::Status::kDone) {
+        c.in.resize(have + take);
+        return false;
+    }
+    std::vector<uint8_t>().swap(c.in);
+    if (!h.local) {
+        c.ft.client = h.source.normalised();
+        c.ft.server = h.destination.normalised();
+    }
+    // The client is known: its per-source limits, as at accept for a
+    // listener without a proxy.
+    if (!shared_.accept_limiter.allow(c.ft.client, now_ms_)) {
+        close(idx, ConnClose::kRate);
+        return false;
+    }
+    if (!shared_.connections_per_ip.try_add(c.ft.client.with_port(0), shared_.config.tcp_max_connections_per_ip)) {
+        close(idx, ConnClose::kLimit);
+        return false;
+    }
+    c.awaiting_proxy = false;
+    if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end()) {
+        close(it->second, ConnClose::kClient);  // as at accept: the old connection of this 5-tuple is gone
+    }
+    by_tuple_[c.ft] = idx;
+    return true;
 }
 
 // Out of file descriptors (or kernel memory): the pending connection stays
@@ -261,6 +335,9 @@ void StreamIo::pause_on_exhaustion(int fd, uint64_t tag) {
 }
 
 void StreamIo::read(uint32_t idx) {
+    if (conns_[idx]->awaiting_proxy && !read_proxy_header(idx)) {
+        return;  // incomplete, or closed
+    }
     read_some(idx);
     if (conns_[idx]->fd >= 0 && conns_[idx]->write_after_read) {
         conns_[idx]->write_after_read = false;
@@ -567,7 +644,11 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
     c.gen++;
     stats_.connections_closed[kd][static_cast<size_t>(why)].add();
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
-    shared_.connections_per_ip.remove(ft.client.with_port(0));
+    const bool known = !c.awaiting_proxy;  // counted per IP, in by_tuple_, and maybe seen by the server
+    c.awaiting_proxy = false;
+    if (known) {
+        shared_.connections_per_ip.remove(ft.client.with_port(0));
+    }
     if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end() && it->second == idx) {
         by_tuple_.erase(it);
     }
@@ -581,7 +662,7 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
         conns_[static_cast<size_t>(partner)]->partner = -1;
         close_peer(static_cast<uint32_t>(partner), notify);
     }
-    if (notify && server_ != nullptr) {
+    if (notify && known && server_ != nullptr) {
         if (in_flush_) {
             ended_clients_.push_back(ft);
         } else {
@@ -678,6 +759,7 @@ uint32_t StreamIo::new_conn_slot() {
     c.fin_sent = false;
     c.parked = false;
     c.arrived = false;
+    c.awaiting_proxy = false;
     c.in.clear();
     c.out.clear();
     c.out_off = 0;

@@ -116,6 +116,7 @@ private:
         int fd = -1;
         Address local;
         const TlsContexts* tls = nullptr;
+        bool proxied = false;  // [tcp].proxy_protocol: connections start with a PROXY header
     };
     // kClient: framed TURN messages; kData: a client connection piped to a
     // peer connection after ConnectionBind; kPeer: a TCP allocation's
@@ -140,6 +141,11 @@ private:
         bool parked = false;         // pipes: out of the epoll set (shut down both ways, see on_event)
         bool arrived = false;        // handed over by another loop (it is not handed on again)
         bool queued = false;         // in dirty_
+        // A proxied listener's connection whose PROXY header has not been
+        // read (or whose named client is not yet admitted): `ft` is the
+        // proxy's, `in` holds the header so far, and the connection is not
+        // in by_tuple_ nor counted per IP.
+        bool awaiting_proxy = false;
         FiveTuple ft;
         uint64_t last_rx_ms = 0;     // accept / connect; for a client, then the last tick it had an allocation
         std::vector<uint8_t> in;     // a partial message
@@ -148,6 +154,11 @@ private:
     };
 
     void accept_all(Listener& l);
+    // A proxied connection's PROXY header (peeked, so that no byte after it
+    // is taken from the socket): true once it is read and its client
+    // admitted (the per-IP limits), with `ft` naming that client; false
+    // while it is incomplete, or if the connection was closed.
+    bool read_proxy_header(uint32_t idx);
     void read(uint32_t idx);
     void read_some(uint32_t idx);  // up to kReadsPerEvent reads, handed on (consume, raw_in)
     // Frames messages off `bytes` (the connection's partial message first);

@@ -337,6 +337,46 @@ TEST(Config, RedirectErrorsSayWhatToFix) {
     EXPECT_NE(error_of(base, cli).find("--redirect-when"), std::string::npos);
 }
 
+TEST(Config, ProxyProtocolListenersAndTheirProxies) {
+    const std::string base =
+        "[server]\nlisten=[\"198.18.0.1:3478\"]\nlisten_tcp=[\"198.18.0.1:3478\", \"198.18.0.1:3479\"]\n"
+        "listen_tls=[\"[fd00::1]:443\"]\n[tls]\ncertificate=\"c.pem\"\nprivate_key=\"k.pem\"\n"
+        "[auth]\nusers=[\"a:b\"]\n[tcp]\n";
+    auto r = load_config_text(base + "proxy_protocol=[\"198.18.0.1:3479\", \"[fd00::1]:443\"]\n"
+                                      "proxy_protocol_from=[\"10.0.0.5/32\", \"fd00::/64\"]\n", {});
+    ASSERT_TRUE(std::holds_alternative<Config>(r)) << std::get<ConfigError>(r).message;
+    const Config& c = std::get<Config>(r);
+    ASSERT_EQ(c.tcp_proxy_protocol.size(), 2u);
+    ASSERT_EQ(c.tcp_proxy_protocol_from.size(), 2u);
+    EXPECT_TRUE(c.proxy_protocol_on(*Address::parse("198.18.0.1:3479")));
+    EXPECT_TRUE(c.proxy_protocol_on(*Address::parse("[fd00::1]:443")));
+    EXPECT_FALSE(c.proxy_protocol_on(*Address::parse("198.18.0.1:3478")));  // the direct TCP listener
+    EXPECT_TRUE(c.tcp_proxy_protocol_from[0].contains(*Address::parse("10.0.0.5")));
+    EXPECT_FALSE(c.tcp_proxy_protocol_from[0].contains(*Address::parse("10.0.0.6")));
+    // Off by default.
+    auto d = load_config_text(base, {});
+    ASSERT_TRUE(std::holds_alternative<Config>(d));
+    EXPECT_FALSE(std::get<Config>(d).proxy_protocol_on(*Address::parse("198.18.0.1:3479")));
+
+    auto err = [&](const std::string& tcp) { return error_of(base + tcp); };
+    // Not a TCP/TLS listener (the UDP-only port, another port, no port).
+    EXPECT_NE(err("proxy_protocol=[\"198.18.0.1:3480\"]\nproxy_protocol_from=[\"10.0.0.5/32\"]\n")
+                  .find("[tcp].proxy_protocol: 198.18.0.1:3480 is not one of [server].listen_tcp or listen_tls"),
+              std::string::npos);
+    EXPECT_NE(err("proxy_protocol=[\"198.18.0.1\"]\nproxy_protocol_from=[\"10.0.0.5/32\"]\n").find("[tcp].proxy_protocol"),
+              std::string::npos);
+    EXPECT_NE(err("proxy_protocol=[\"198.18.0.1:3479\", \"198.18.0.1:3479\"]\nproxy_protocol_from=[\"10.0.0.5/32\"]\n")
+                  .find("listed twice"),
+              std::string::npos);
+    // Each key without the other.
+    EXPECT_NE(err("proxy_protocol=[\"198.18.0.1:3479\"]\n").find("[tcp].proxy_protocol_from: is empty"), std::string::npos);
+    EXPECT_NE(err("proxy_protocol_from=[\"10.0.0.5/32\"]\n").find("[tcp].proxy_protocol_from: is set but"),
+              std::string::npos);
+    EXPECT_NE(err("proxy_protocol=[\"198.18.0.1:3479\"]\nproxy_protocol_from=[\"10.0.0.300/32\"]\n")
+                  .find("[tcp].proxy_protocol_from: \"10.0.0.300/32\" is not a CIDR range"),
+              std::string::npos);
+}
+
 // [auth].users_file and rest_secrets_file: real files, read by load_config
 // (and again on every reload), their entries after the inline ones.
 const std::string kListen = "[server]\nlisten=[\"127.0.0.1:3478\"]\n";
