@@ -1,6 +1,6 @@
 #include "net/proxy_header.h"
 
-#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
@@ -48,19 +48,17 @@ bool parse_port(std::string_view s, uint16_t& out) {
     return true;
 }
 
-// A textual address of family `af` (AF_INET, AF_INET6), nothing else.
+// A textual address of family `af` (AF_INET, AF_INET6), nothing else: no
+// port, no brackets.
 bool parse_ip(std::string_view s, int af, Address& out) {
-    char buf[INET6_ADDRSTRLEN + 1];
-    if (s.empty() || s.size() >= sizeof buf) {
+    if (s.empty() || s.front() == '[' || (af == AF_INET && s.find(':') != std::string_view::npos)) {
         return false;
     }
-    std::memcpy(buf, s.data(), s.size());
-    buf[s.size()] = '\0';
-    uint8_t bytes[16];
-    if (inet_pton(af, buf, bytes) != 1) {
+    const auto a = Address::parse(s);
+    if (!a || a->family != (af == AF_INET ? Family::kIPv4 : Family::kIPv6) || a->port != 0) {
         return false;
     }
-    out = af == AF_INET ? Address::v4(bytes, 0) : Address::v6(bytes, 0);
+    out = *a;
     return true;
 }
 
