@@ -230,8 +230,14 @@ std::string AdminServer::handle(std::string_view line) {
         return allocations(user).dump();
     }
     if (cmd == "close") {
-        if (!req.contains("id") || !req["id"].is_number_unsigned()) {
-            return error("\"close\" needs \"id\": an allocation id (see \"allocations\")").dump();
+        if (req.contains("user") && !req.contains("id")) {
+            if (!req["user"].is_string() || req["user"].get<std::string>().empty()) {
+                return error("\"user\" must be a user name").dump();
+            }
+            return close_user(req["user"].get<std::string>()).dump();
+        }
+        if (!req.contains("id") || !req["id"].is_number_unsigned() || req.contains("user")) {
+            return error("\"close\" needs \"id\": an allocation id (see \"allocations\"), or \"user\": a user name").dump();
         }
         return close(req["id"].get<uint64_t>()).dump();
     }
@@ -285,6 +291,14 @@ nlohmann::json AdminServer::status() {
             {"listen_tls", addrs(c.listen_tls)},
             {"listen_dtls", addrs(c.listen_dtls)},
             {"relay_ips", ips(c.relay_ips)},
+            {"proxy_protocol", addrs(c.tcp_proxy_protocol)},
+            {"proxy_protocol_from", [&c] {
+                 nlohmann::json a = nlohmann::json::array();
+                 for (const auto& p : c.tcp_proxy_protocol_from) {
+                     a.push_back(p.to_string());
+                 }
+                 return a;
+             }()},
             {"external_ips", ips(c.external_ips)},
             {"loops", loops_.size()},
             {"loop_busy", busy},
@@ -390,6 +404,26 @@ nlohmann::json AdminServer::close(uint64_t id) {
         return error(complete ? "no allocation " + std::to_string(id) : "no loop that answered has allocation " + std::to_string(id));
     }
     return {{"ok", true}, {"closed", id}, {"client", clients[0]}};
+}
+
+nlohmann::json AdminServer::close_user(const std::string& user) {
+    std::vector<uint64_t> ids;
+    const bool complete = on_every_loop<uint64_t>(loops_, [user](Server& s, unsigned, std::vector<uint64_t>& out) {
+        std::vector<uint64_t> mine;
+        s.allocations().for_each([&](const Allocation& a) {
+            if (a.username == user) {
+                mine.push_back(a.id);
+            }
+        });
+        for (const uint64_t id : mine) {  // removed after the walk, which must not see its map change
+            if (Allocation* a = s.allocations().find_by_id(id)) {
+                s.allocations().remove(*a, AllocationManager::EndReason::kOperator);
+                out.push_back(id);
+            }
+        }
+    }, ids);
+    std::sort(ids.begin(), ids.end());
+    return {{"ok", true}, {"complete", complete}, {"user", user}, {"closed", ids}};
 }
 
 }  // namespace turn::cp

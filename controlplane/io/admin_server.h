@@ -9,6 +9,8 @@
 //                              permissions, channels, packets
 //   {"command":"close","id":N} ends allocation N now (logged
 //                              allocation_closed_by_operator)
+//   {"command":"close","user":U} ends every allocation of user U now
+//                              (a leaked credential: remove it, reload, close)
 //   {"command":"drain"}        what SIGTERM does (optional "deadline_s")
 //   {"command":"reload"}       what SIGHUP does, answered with what it applied
 // Allocations belong to their loops' threads: a request is posted to every
@@ -58,6 +60,7 @@ private:
     nlohmann::json status();
     nlohmann::json allocations(const std::optional<std::string>& user);
     nlohmann::json close(uint64_t id);
+    nlohmann::json close_user(const std::string& user);
 
     Shared& shared_;
     std::vector<EventLoop*> loops_;

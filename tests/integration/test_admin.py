@@ -10,6 +10,9 @@ after the last save before a crash stays ended.
 """
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -22,7 +25,7 @@ import pytest
 
 from conftest import log_tail, stop_process
 from conftest import find_turn_relay_bin
-from test_turn_probe import PASSWORD, USER, Relay, wait_tcp
+from test_turn_probe import PASSWORD, SECRET, USER, Relay, wait_tcp
 from tool_paths import find_tool
 
 aioice_turn = pytest.importorskip("aioice.turn")
@@ -171,6 +174,65 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
         echo.close()
         if relay.proc.poll() is None:
             stop_process(relay.proc, second_signal_after=1.0)
+
+
+def test_close_every_allocation_of_a_user(tmp_path):
+    """`turn-ctl close --user U` (a leaked credential: remove it, reload, close what it holds)
+    ends every allocation of U on every loop, logged one by one, and no other user's; their
+    clients' data stops while the other user's still flows. A user with none: 0 closed."""
+    sock = tmp_path / "admin.sock"
+    relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n')
+    echo = echo_socket()
+    rest_user = f"{int(time.time()) + 3600}:dave"
+    rest_password = base64.b64encode(hmac.new(SECRET.encode(), rest_user.encode(), hashlib.sha1).digest()).decode()
+    try:
+        async def scenario():
+            ends = []
+            for user, password in ((USER, PASSWORD), (USER, PASSWORD), (rest_user, rest_password)):
+                ends.append(await asyncio.wait_for(aioice_turn.create_turn_endpoint(
+                    Collector, server_addr=("127.0.0.1", relay.port), username=user, password=password), 10))
+
+            async def round_trip(i, payload):
+                ends[i][0].sendto(payload, echo.getsockname())
+                try:
+                    data, src = await asyncio.to_thread(echo.recvfrom, 100)
+                except socket.timeout:
+                    return None
+                echo.sendto(data, src)
+                return (await asyncio.wait_for(ends[i][1].queue.get(), 3))[0]
+
+            r = {"before": [await round_trip(i, b"x%d" % i) for i in range(3)]}
+            r["all"] = await asyncio.to_thread(ctl_json, sock, "allocations")
+            r["close"] = await asyncio.to_thread(ctl, sock, "close", "--user", USER)
+            r["left"] = await asyncio.to_thread(ctl_json, sock, "allocations")
+            echo.settimeout(1)
+            r["after"] = [await round_trip(i, b"y%d" % i) for i in range(3)]
+            r["nobody"] = await asyncio.to_thread(ctl_json, sock, "close", "--user", "nobody")
+            r["both"] = await asyncio.to_thread(ctl, sock, "close", "5", "--user", USER)
+            for t, _ in ends:
+                t.close()
+            return r
+
+        r = asyncio.run(scenario())
+        assert r["before"] == [b"x0", b"x1", b"x2"]
+        ids = sorted(a["id"] for a in r["all"][1]["allocations"] if a["user"] == USER)
+        dave = [a["id"] for a in r["all"][1]["allocations"] if a["user"] == rest_user]
+        assert len(ids) == 2 and len(dave) == 1, r["all"]
+        rc, out, err = r["close"]
+        assert rc == 0 and f"closed 2 allocation(s) of {USER}: {ids[0]} {ids[1]}" in out, (out, err)
+        assert [a["id"] for a in r["left"][1]["allocations"]] == dave
+        assert r["after"] == [None, None, b"y2"]
+        log = relay.log.read_text()
+        for i in ids:
+            assert re.search(rf"event=allocation_closed_by_operator id={i} .*user={USER}\b", log), log_tail(relay.log)
+        assert f"event=allocation_closed_by_operator id={dave[0]} " not in log
+        rc, j = r["nobody"]
+        assert rc == 0 and j["ok"] is True and j["closed"] == [] and j["user"] == "nobody", j
+        rc, out, err = r["both"]
+        assert rc != 0 and "excludes" in err, (out, err)
+    finally:
+        echo.close()
+        stop_process(relay.proc, second_signal_after=1.0)
 
 
 def test_global_options_after_the_subcommand(tmp_path):

@@ -585,6 +585,31 @@ def test_allocation_through_haproxy_belongs_to_the_client(relay, haproxy, echo_p
             hostport(c.local()), hostport(addr), "tcp"), mine[0]
 
 
+@pytest.mark.skipif(CTL is None, reason="turn-ctl not built")
+def test_status_and_start_line_name_the_proxied_listeners(relay):
+    """`turn-ctl status` lists the listeners behind a proxy and the proxies; the start line
+    names them under proxy_protocol and leaves them out of the client URLs (clients use the
+    proxy's address), while the direct TCP listener stays among them."""
+    p = subprocess.run([CTL, "--socket", str(relay.admin_socket), "--json", "status"], capture_output=True,
+                       text=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stdout + p.stderr
+    st = json.loads(p.stdout)
+    proxied = {f"127.0.0.1:{relay.tcp_port}", f"127.0.0.1:{relay.tls_port}"}
+    assert set(st["proxy_protocol"]) == proxied and st["proxy_protocol_from"] == ["127.0.0.1/32"], st
+    p = subprocess.run([CTL, "--socket", str(relay.admin_socket), "status"], capture_output=True,
+                       text=True, timeout=20, stdin=subprocess.DEVNULL)
+    line = [l for l in p.stdout.splitlines() if l.startswith("behind proxy")]
+    assert len(line) == 1 and all(a in line[0] for a in proxied) and "(from 127.0.0.1/32)" in line[0], p.stdout
+    started = [dict((k, v.strip('"')) for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', line))
+               for line in relay.log_path.read_text().splitlines() if "event=started " in line]
+    assert len(started) == 1, started
+    urls = started[0]["urls"].split()
+    assert f"turn:127.0.0.1:{relay.direct_port}?transport=tcp" in urls, urls
+    assert not [u for u in urls if str(relay.tcp_port) in u.split("?")[0].rsplit(":", 1)[1:]
+                or str(relay.tls_port) in u.split("?")[0].rsplit(":", 1)[1:]], urls
+    assert all(a in started[0]["proxy_protocol"] for a in proxied), started[0]
+
+
 # -------------------------------------------------------------------------------------
 # 3, 4. TLS terminated by HAProxy (to P), and passed through to the relay's TLS listener
 

@@ -121,6 +121,9 @@ void print_status(const nlohmann::json& j) {
     if (const auto& ext = member(j, "external_ips"); ext.is_array() && !ext.empty()) {
         std::printf("external ips   %s\n", list(ext).c_str());
     }
+    if (const auto& px = member(j, "proxy_protocol"); px.is_array() && !px.empty()) {
+        std::printf("behind proxy   %s (from %s)\n", list(px).c_str(), list(member(j, "proxy_protocol_from")).c_str());
+    }
     std::printf("loops          %s (busy %s)\n", field(j, "loops").c_str(), list(member(j, "loop_busy")).c_str());
     std::printf("allocations    %s (ipv4 %s, ipv6 %s)\n", field(al, "total").c_str(), field(al, "ipv4").c_str(),
                 field(al, "ipv6").c_str());
@@ -167,9 +170,14 @@ int main(int argc, char** argv) {
     auto* allocs = app.add_subcommand("allocations", "every allocation: 5-tuple, user, relayed addresses, lifetimes");
     std::string user;
     allocs->add_option("--user,-u", user, "only this user's");
-    auto* close = app.add_subcommand("close", "end one allocation now (the client may allocate again)");
+    auto* close = app.add_subcommand("close", "end one allocation now, or every allocation of a user (its clients may "
+                                              "allocate again while their credentials are good)");
     uint64_t id = 0;
-    close->add_option("id", id, "allocation id (from `allocations`)")->required();
+    std::string close_user;
+    auto* id_opt = close->add_option("id", id, "allocation id (from `allocations`)");
+    auto* user_opt = close->add_option("--user,-u", close_user, "every allocation of this user instead");
+    id_opt->excludes(user_opt);
+    close->require_option(1);
     auto* drain = app.add_subcommand("drain", "what SIGTERM does: redirect/refuse new allocations, exit when the rest end");
     unsigned deadline = 0;
     auto* deadline_opt = drain->add_option("--deadline", deadline, "seconds to wait for allocations to end ([drain].deadline_s)");
@@ -191,7 +199,8 @@ int main(int argc, char** argv) {
             req["user"] = user;
         }
     } else if (close->parsed()) {
-        req = {{"command", "close"}, {"id", id}};
+        req = user_opt->count() > 0 ? nlohmann::json{{"command", "close"}, {"user", close_user}}
+                                    : nlohmann::json{{"command", "close"}, {"id", id}};
     } else if (drain->parsed()) {
         req = {{"command", "drain"}};
         if (deadline_opt->count() > 0) {
@@ -216,6 +225,11 @@ int main(int argc, char** argv) {
         print_status(j);
     } else if (allocs->parsed()) {
         print_allocations(j);
+    } else if (close->parsed() && user_opt->count() > 0) {
+        const auto& ids = member(j, "closed");
+        std::printf("closed %zu allocation(s) of %s%s%s%s\n", ids.is_array() ? ids.size() : 0, field(j, "user").c_str(),
+                    ids.is_array() && !ids.empty() ? ": " : "", ids.is_array() && !ids.empty() ? list(ids).c_str() : "",
+                    j.value("complete", true) ? "" : " (some event loop did not answer in time: run it again)");
     } else if (close->parsed()) {
         std::printf("closed allocation %s of %s\n", field(j, "closed").c_str(), field(j, "client").c_str());
     } else if (drain->parsed()) {
