@@ -31,10 +31,12 @@ bool parse_port(std::string_view s, uint16_t& out) {
     return true;
 }
 
-// inet_pton needs a NUL-terminated string; bound the copy.
+// inet_pton needs a NUL-terminated string; bound the copy. A NUL inside
+// `s` would end the text inet_pton reads and pass what is before it ("1.2.3.4\0x"):
+// refused, as is anything that could be no address.
 bool parse_ip(std::string_view s, Address& out) {
     char buf[INET6_ADDRSTRLEN + 1];
-    if (s.empty() || s.size() >= sizeof buf) {
+    if (s.empty() || s.size() >= sizeof buf || s.find('\0') != std::string_view::npos) {
         return false;
     }
     std::memcpy(buf, s.data(), s.size());

@@ -114,70 +114,50 @@ ProxyHeader parse_v1(std::span<const uint8_t> b) {
 }
 
 ProxyHeader parse_v2(std::span<const uint8_t> b) {
+    if (b.size() > 12 && (b[12] >> 4) != 2) {
+        return bad("v2 version is not 2");
+    }
+    if (b.size() > 12 && (b[12] & 0x0F) > 1) {
+        return bad("v2 command is neither LOCAL nor PROXY");
+    }
     if (b.size() < kV2Fixed) {
-        if (b.size() > 12 && (b[12] >> 4) != 2) {
-            return bad("v2 version is not 2");
-        }
         return ProxyHeader{};
     }
-    const uint8_t version = b[12] >> 4;
-    const uint8_t command = b[12] & 0x0F;
+    const bool proxy = (b[12] & 0x0F) == 1;  // else LOCAL: the proxy's own connection; the block is ignored
     const uint8_t family = b[13] >> 4;
     const uint8_t protocol = b[13] & 0x0F;
     const size_t len = size_t{b[14]} << 8 | b[15];
-    if (version != 2) {
-        return bad("v2 version is not 2");
-    }
-    if (command > 1) {
-        return bad("v2 command is neither LOCAL nor PROXY");
-    }
     if (kV2Fixed + len > kMaxProxyHeader) {
         return bad("v2 header longer than 4096 bytes");
+    }
+    // What the fixed part says is decided before the block arrives: a
+    // header refused for it is refused at its 16th byte.
+    constexpr size_t kBlock[4] = {0, 12, 36, 216};  // UNSPEC, INET, INET6, UNIX
+    if (proxy && family > 3) {
+        return bad("v2 address family unknown");
+    }
+    if (proxy && family != 0 && protocol != 1) {
+        return bad("v2 header is not for a TCP (STREAM) connection");
+    }
+    if (proxy && len < kBlock[family]) {
+        return bad("v2 address block shorter than its family's addresses");
     }
     if (b.size() < kV2Fixed + len) {
         return ProxyHeader{};
     }
     ProxyHeader h = done(kV2Fixed + len);
-    if (command == 0) {  // LOCAL: the proxy's own connection; the block is ignored
-        return h;
-    }
     const uint8_t* a = b.data() + kV2Fixed;
-    switch (family) {
-        case 0:  // UNSPEC
-            return h;
-        case 1:  // INET
-            if (protocol != 1) {
-                return bad("v2 header is not for a TCP (STREAM) connection");
-            }
-            if (len < 12) {
-                return bad("v2 INET address block shorter than 12 bytes");
-            }
-            h.local = false;
-            h.source = Address::v4(a, static_cast<uint16_t>(a[8] << 8 | a[9]));
-            h.destination = Address::v4(a + 4, static_cast<uint16_t>(a[10] << 8 | a[11]));
-            return h;
-        case 2:  // INET6
-            if (protocol != 1) {
-                return bad("v2 header is not for a TCP (STREAM) connection");
-            }
-            if (len < 36) {
-                return bad("v2 INET6 address block shorter than 36 bytes");
-            }
-            h.local = false;
-            h.source = Address::v6(a, static_cast<uint16_t>(a[32] << 8 | a[33]));
-            h.destination = Address::v6(a + 16, static_cast<uint16_t>(a[34] << 8 | a[35]));
-            return h;
-        case 3:  // UNIX: no IP to name; the connection's own addresses
-            if (protocol != 1) {
-                return bad("v2 header is not for a TCP (STREAM) connection");
-            }
-            if (len < 216) {
-                return bad("v2 UNIX address block shorter than 216 bytes");
-            }
-            return h;
-        default:
-            return bad("v2 address family unknown");
+    if (proxy && family == 1) {  // INET
+        h.local = false;
+        h.source = Address::v4(a, static_cast<uint16_t>(a[8] << 8 | a[9]));
+        h.destination = Address::v4(a + 4, static_cast<uint16_t>(a[10] << 8 | a[11]));
+    } else if (proxy && family == 2) {  // INET6
+        h.local = false;
+        h.source = Address::v6(a, static_cast<uint16_t>(a[32] << 8 | a[33]));
+        h.destination = Address::v6(a + 16, static_cast<uint16_t>(a[34] << 8 | a[35]));
     }
+    // UNSPEC, UNIX (no IP to name) and LOCAL: the connection's own addresses.
+    return h;
 }
 
 }  // namespace

@@ -20,6 +20,8 @@
 //       connection, e.g. a health check) or PROXY; for PROXY, family
 //       UNSPEC, or INET / INET6 over STREAM, or UNIX over STREAM; TLVs
 //       after the addresses are skipped; at most kMaxProxyHeader bytes.
+// A v2 header's version, command, family, protocol and length are judged at
+// its 16th byte, before its address block arrives.
 // Everything else is kBad with a reason (a stream that does not begin with
 // a header, e.g. a client that reached a proxied listener directly; a v2
 // UDP (DGRAM) header on a TCP connection; an address that does not parse).

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Generates the seed corpora in tests/fuzz/corpus/{stun,channel_data}/.
+"""Generates the seed corpora in tests/fuzz/corpus/{stun,channel_data,proxy_header}/.
 
 Run with Debian's interpreter (it only needs the standard library):
 
@@ -437,6 +437,96 @@ def channel_data():
     }
 
 
+def proxy_header():
+    """PROXY protocol headers (HAProxy's "The PROXY protocol", v1 and v2), each
+    followed by what a proxied connection carries next, cut short, or refused."""
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    local, proxy = 0x20, 0x21
+    unspec, inet, inet_dgram, inet6, unix = 0x00, 0x11, 0x12, 0x21, 0x31
+
+    def v2(ver_cmd, fam_proto, block, length=None):
+        ln = len(block) if length is None else length
+        return sig + struct.pack("!BBH", ver_cmd, fam_proto, ln) + block
+
+    def block(src, dst, sport, dport):
+        """The INET (12 bytes) or INET6 (36 bytes) address block."""
+        return ip_bytes(src)[1] + ip_bytes(dst)[1] + struct.pack("!HH", sport, dport)
+
+    def tlv(t, value):
+        return struct.pack("!BH", t, len(value)) + value
+
+    stun = Msg(BINDING, REQUEST, 4000).add(SOFTWARE, b"turnrelay corpus").fingerprint().bytes()
+    # The first bytes of a TLS 1.2 ClientHello record.
+    tls = bytes.fromhex("160301020001 0001fc0303".replace(" ", "")) + bytes(range(32))
+    tcp4 = b"PROXY TCP4 192.0.2.1 198.51.100.7 56324 3478\r\n"
+    tcp6 = b"PROXY TCP6 2001:db8::1 2001:db8:0:1::35 443 5349\r\n"
+    tcp6_107 = (b"PROXY TCP6 0000:0000:0000:0000:0000:ffff:255.255.255.255 "
+                b"2001:0db8:0000:0000:0000:0000:0000:0001 443 3478\r\n")
+    unknown_107 = b"PROXY UNKNOWN " + b"ffff:" * 7 + b"ffff " + b"ffff:" * 7 + b"ffff 65535 65535\r\n"
+    assert len(tcp6_107) == 107 and len(unknown_107) == 107
+    b4 = block("192.0.2.1", "198.51.100.7", 56324, 3478)
+    b6 = block("2001:db8::1", "2001:db8::35", 443, 5349)
+    tlvs = (tlv(0x01, b"h2") + tlv(0x02, b"turn.example.org") + tlv(0x03, bytes.fromhex("12345678"))
+            + tlv(0x05, b"0123456789abcdef") + tlv(0xEA, b"\x01vpce-0123456789abcdef") + tlv(0x04, bytes(3)))
+    unix_block = b"/run/haproxy/client.sock".ljust(108, b"\0") + b"/run/turn/relay.sock".ljust(108, b"\0")
+    v2_4096 = v2(proxy, inet, b4 + tlv(0x04, bytes(4065)))
+    assert len(v2_4096) == 4096
+    return {
+        # v1, the text line.
+        "v1-tcp4-then-stun.bin": tcp4 + stun,
+        "v1-tcp6-then-tls.bin": tcp6 + tls,
+        "v1-tcp6-mapped-ipv4.bin": b"PROXY TCP6 ::ffff:192.0.2.1 ::ffff:198.51.100.7 56324 3478\r\n" + stun,
+        "v1-tcp6-107-bytes.bin": tcp6_107 + tls,
+        "v1-unknown.bin": b"PROXY UNKNOWN\r\n" + stun,
+        "v1-unknown-107-bytes.bin": unknown_107,
+        "v1-ports-max.bin": b"PROXY TCP4 192.0.2.1 198.51.100.7 65535 0\r\n",
+        "v1-two-headers.bin": tcp4 + tcp6,
+        "cut-v1-tcp4.bin": tcp4[:30],
+        "cut-v1-before-lf.bin": tcp6[:-1],
+        "bad-v1-108-bytes.bin": tcp6_107[:-6] + b"34780\r\n",
+        "bad-v1-lf-without-cr.bin": tcp4[:-2] + b"\n" + stun,
+        "bad-v1-protocol-udp4.bin": tcp4.replace(b"TCP4", b"UDP4"),
+        "bad-v1-three-addresses.bin": b"PROXY TCP4 192.0.2.1 198.51.100.7 3478\r\n",
+        "bad-v1-extra-field.bin": tcp4[:-2] + b" 80\r\n",
+        "bad-v1-ipv6-under-tcp4.bin": b"PROXY TCP4 2001:db8::1 198.51.100.7 56324 3478\r\n",
+        "bad-v1-ipv4-under-tcp6.bin": b"PROXY TCP6 192.0.2.1 2001:db8::2 443 5349\r\n",
+        # Found by the fuzzer: an address field reaches inet_pton as a C string,
+        # which stops at the NUL (accepted as 192.0.2.1 until refused).
+        "bad-v1-nul-in-address.bin": b"PROXY TCP4 192.0.2.1\0evil 198.51.100.7 56324 3478\r\n",
+        "bad-v1-port-65536.bin": b"PROXY TCP4 192.0.2.1 198.51.100.7 65536 3478\r\n",
+        "bad-v1-double-space.bin": b"PROXY TCP4 192.0.2.1  198.51.100.7 56324 3478\r\n",
+        "bad-v1-misspelt.bin": b"PROXX TCP4 192.0.2.1 198.51.100.7 56324 3478\r\n",
+        # v2, binary.
+        "v2-inet-then-stun.bin": v2(proxy, inet, b4) + stun,
+        "v2-inet6-then-tls.bin": v2(proxy, inet6, b6) + tls,
+        "v2-inet-tlvs.bin": v2(proxy, inet, b4 + tlvs) + stun,
+        "v2-inet6-tlvs.bin": v2(proxy, inet6, b6 + tlvs) + tls,
+        "v2-local.bin": v2(local, unspec, b"") + stun,
+        "v2-local-inet.bin": v2(local, inet, block("127.0.0.1", "127.0.0.1", 40000, 3478)),
+        "v2-unspec.bin": v2(proxy, unspec, b"") + tls,
+        "v2-unix.bin": v2(proxy, unix, unix_block) + stun,
+        "v2-4096-bytes.bin": v2_4096 + tls[:3],
+        "cut-v2-signature.bin": sig[:7],
+        "cut-v1-signature.bin": b"PROX",
+        "cut-v2-fixed-part.bin": v2(proxy, inet6, b6)[:16],
+        "cut-v2-inet6.bin": v2(proxy, inet6, b6)[:40],
+        "bad-v2-dgram.bin": v2(proxy, inet_dgram, b4),
+        "bad-v2-version-1.bin": v2(0x11, inet, b4),
+        "bad-v2-command-2.bin": v2(0x22, inet, b4),
+        "bad-v2-family-4.bin": v2(proxy, 0x41, b4),
+        "bad-v2-inet-length-11.bin": v2(proxy, inet, b4[:11]) + stun,
+        "bad-v2-inet6-length-35.bin": v2(proxy, inet6, b6[:35]),
+        "bad-v2-unix-length-215.bin": v2(proxy, unix, unix_block[:215]),
+        "bad-v2-length-4097.bin": v2(proxy, inet, b4, length=4081),
+        "bad-v2-signature-byte-7.bin": sig[:7] + b"q" + v2(proxy, inet, b4)[8:],
+        # Not a header: a client that reached the proxied listener directly.
+        "bad-stun-binding.bin": stun,
+        "bad-tls-clienthello.bin": tls,
+        "bad-http-get.bin": b"GET / HTTP/1.1\r\nHost: turn.example.org\r\n\r\n",
+        "cut-empty.bin": b"",
+    }
+
+
 def write(dirname, files):
     d = os.path.join(HERE, "corpus", dirname)
     os.makedirs(d, exist_ok=True)
@@ -456,6 +546,7 @@ def main():
         stun.update(part)
     write("stun", stun)
     write("channel_data", channel_data())
+    write("proxy_header", proxy_header())
     return 0
 
 

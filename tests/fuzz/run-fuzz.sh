@@ -4,8 +4,9 @@
 #
 #   tests/fuzz/run-fuzz.sh [SECONDS] [TARGET...]
 #
-# SECONDS defaults to 60 per target; TARGET is stun, channel_data, worker, applier,
-# server and/or snapshot (default all six, one after the other). Environment:
+# SECONDS defaults to 60 per target; TARGET is stun, channel_data, proxy_header,
+# worker, applier, server and/or snapshot (default all seven, one after the
+# other). Environment:
 #   BUILD_DIR   fuzzing build directory (default <repo>/build-fuzz); configured
 #               with clang-14 and -Dfuzzing=true if it does not exist yet
 #   FUZZ_JOBS   parallel fuzzing processes per target (default 1)
@@ -17,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-stun channel_data worker applier server snapshot}
+targets=${*:-stun channel_data proxy_header worker applier server snapshot}
 build=${BUILD_DIR:-$root/build-fuzz}
 jobs=${FUZZ_JOBS:-1}
 crashes=$here/crashes

@@ -88,6 +88,17 @@ TEST(Address, ParseBracketedIPv6WithPort) {
     EXPECT_EQ(c.port, 0);
 }
 
+TEST(Address, TextWithANulByteIsNoAddress) {
+    // inet_pton would stop at the NUL and accept what is before it.
+    using namespace std::string_view_literals;
+    EXPECT_FALSE(Address::parse("192.0.2.1\0evil"sv));
+    EXPECT_FALSE(Address::parse("192.0.2.1\0"sv));
+    EXPECT_FALSE(Address::parse("2001:db8::1\0x"sv));
+    EXPECT_FALSE(Address::parse("[2001:db8::1\0]:5"sv));
+    EXPECT_FALSE(Address::parse("192.0.2.1\0:5"sv));
+    EXPECT_TRUE(Address::parse("192.0.2.1"sv));
+}
+
 TEST(Address, BareIPv6IsNotSplitAtLastColon) {
     // "::1:5" is the address 0:0:0:0:0:0:1:5, not "::1" port 5.
     const Address a = must_parse("::1:5");
