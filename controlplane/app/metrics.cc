@@ -1,5 +1,6 @@
 #include "app/metrics.h"
 
+#include <CivetServer.h>
 #include <civetweb.h>
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -417,9 +419,11 @@ private:
 
 MetricsExporter::MetricsExporter(const Shared& shared, std::vector<const Stats*> loops,
                                  const DataplaneCounters* dataplane)
-    : collector_(std::make_shared<Collector>(shared, std::move(loops), dataplane)) {}
+    : shared_(shared), collector_(std::make_shared<Collector>(shared, std::move(loops), dataplane)) {}
 
-MetricsExporter::~MetricsExporter() = default;
+MetricsExporter::~MetricsExporter() {
+    stop();
+}
 
 namespace {
 
@@ -437,6 +441,44 @@ void knock(Address to) {
     }
     (void)::connect(fd, reinterpret_cast<const sockaddr*>(&sa), static_cast<socklen_t>(len));
     ::close(fd);
+}
+
+// GET /health (and HEAD) for load balancers and DNS failover checks: 200
+// while the relay takes new allocations; 503 while it drains (SIGTERM,
+// turn-ctl drain) or holds [allocation].max_total, so that the checker sends
+// new clients elsewhere while the allocations here go on. civetweb calls
+// begin_request on its own threads before any handler, without user data:
+// the one running exporter's state is a process-wide pointer.
+std::atomic<const Shared*> g_health{nullptr};
+
+int begin_request(mg_connection* conn) {
+    const mg_request_info* ri = mg_get_request_info(conn);
+    const Shared* shared = g_health.load(std::memory_order_acquire);
+    if (ri == nullptr || ri->local_uri == nullptr || std::strcmp(ri->local_uri, "/health") != 0 || shared == nullptr) {
+        return 0;  // civetweb's own handling: /metrics, or 404
+    }
+    const bool head = ri->request_method != nullptr && std::strcmp(ri->request_method, "HEAD") == 0;
+    if (!head && (ri->request_method == nullptr || std::strcmp(ri->request_method, "GET") != 0)) {
+        mg_printf(conn, "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return 405;
+    }
+    const int64_t allocations = shared->allocations.load(std::memory_order_relaxed);
+    const uint32_t max_total = shared->config.max_total;
+    const bool draining = shared->draining.load(std::memory_order_relaxed);
+    const bool full = max_total != 0 && allocations >= static_cast<int64_t>(max_total);
+    const char* status = draining ? "draining" : full ? "full" : "ok";
+    const int code = draining || full ? 503 : 200;
+    const std::string body = std::string("{\"status\":\"") + status + "\",\"allocations\":" + std::to_string(allocations) +
+                             ",\"max_total\":" + std::to_string(max_total) +
+                             ",\"draining\":" + (draining ? "true" : "false") + "}\n";
+    mg_printf(conn,
+              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+              "Connection: close\r\n\r\n",
+              code, code == 200 ? "OK" : "Service Unavailable", body.size());
+    if (!head) {
+        mg_write(conn, body.data(), body.size());
+    }
+    return code;
 }
 
 }  // namespace
@@ -463,6 +505,7 @@ void MetricsExporter::stop() {
         });
     } catch (const std::system_error&) {
         exposer_.reset();  // no thread to spare: the slow way
+        g_health.store(nullptr, std::memory_order_release);
         return;
     }
     for (int i = 0; !done.load(std::memory_order_acquire); i++) {
@@ -472,6 +515,7 @@ void MetricsExporter::stop() {
         }
     }
     stopper.join();
+    g_health.store(nullptr, std::memory_order_release);
 }
 
 std::string MetricsExporter::start(const std::string& listen) {
@@ -479,8 +523,11 @@ std::string MetricsExporter::start(const std::string& listen) {
         // civetweb: a few threads, and a client that sends half a request (or
         // reads nothing) holds one for at most the request timeout, not for as
         // long as it keeps the connection open, which blocked every scrape.
-        exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-            "listening_ports", listen, "num_threads", "4", "request_timeout_ms", "3000"});
+        CivetCallbacks callbacks;  // copied by civetweb at its start
+        callbacks.begin_request = begin_request;
+        g_health.store(&shared_, std::memory_order_release);
+        exposer_ = std::make_unique<prometheus::Exposer>(
+            std::vector<std::string>{"listening_ports", listen, "num_threads", "4", "request_timeout_ms", "3000"}, &callbacks);
         exposer_->RegisterCollectable(collector_);
         listen_ = Address::parse(listen);
     } catch (const std::exception& e) {

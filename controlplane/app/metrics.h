@@ -34,6 +34,7 @@ public:
 
 private:
     class Collector;
+    const Shared& shared_;  // /health's answer (metrics.cc)
     std::shared_ptr<Collector> collector_;
     std::unique_ptr<prometheus::Exposer> exposer_;
     std::optional<Address> listen_;  // where stop() knocks
