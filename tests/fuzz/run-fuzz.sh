@@ -26,6 +26,9 @@ crashes=$here/crashes
 if [ ! -f "$build/build.ninja" ]; then
     CC=clang-14 CXX=clang++-14 meson setup "$build" "$root" -Dfuzzing=true -Dbench=false
 fi
+# A target added since the build was configured is only listed once meson has
+# regenerated build.ninja (which ninja does when asked for it).
+ninja -C "$build" build.ninja >/dev/null
 # worker and applier need DPDK, server and snapshot the control plane: skip what this build lacks.
 available=""
 for t in $targets; do
