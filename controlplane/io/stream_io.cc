@@ -57,6 +57,18 @@ int bound_tcp_socket(const Address& local) {
     return fd;
 }
 
+// The remote address of a connected socket, as text ("?" if unknown).
+std::string conn_source(int fd) {
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0) {
+        if (auto a = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss))) {
+            return a->to_string();
+        }
+    }
+    return "?";
+}
+
 void set_nodelay(int fd) {
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -268,6 +280,10 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
         return false;
     }
     if (n <= 0) {  // ended (or reset) before its header was whole
+        if (log_enabled(LogLevel::kDebug)) {
+            log_event(LogLevel::kDebug, "proxy_header_refused",
+                      {{"proxy", c.ft.client.to_string()}, {"error", "closed before the header's end"}});
+        }
         close(idx, ConnClose::kProxyHeader);
         return false;
     }
@@ -296,6 +312,19 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
         c.ft.client = h.source.normalised();
         c.ft.server = h.destination.normalised();
     }
+    // A 5-tuple a live connection of this loop has: at accept the kernel
+    // vouches that the old one is gone, a header does not. The newcomer is
+    // refused, so a header can never end another client's connection (and
+    // allocation), a direct listener's included.
+    if (by_tuple_.contains(c.ft)) {
+        if (log_enabled(LogLevel::kDebug)) {
+            log_event(LogLevel::kDebug, "proxy_header_refused",
+                      {{"proxy", conn_source(c.fd)}, {"error", "names the 5-tuple of an open connection"},
+                       {"client", c.ft.client.to_string()}});
+        }
+        close(idx, ConnClose::kProxyHeader);
+        return false;
+    }
     // The client is known: its per-source limits, as at accept for a
     // listener without a proxy.
     if (!shared_.accept_limiter.allow(c.ft.client, now_ms_)) {
@@ -307,9 +336,6 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
         return false;
     }
     c.awaiting_proxy = false;
-    if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end()) {
-        close(it->second, ConnClose::kClient);  // as at accept: the old connection of this 5-tuple is gone
-    }
     by_tuple_[c.ft] = idx;
     return true;
 }

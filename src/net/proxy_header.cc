@@ -136,7 +136,9 @@ ProxyHeader parse_v2(std::span<const uint8_t> b) {
     if (proxy && family > 3) {
         return bad("v2 address family unknown");
     }
-    if (proxy && family != 0 && protocol != 1) {
+    // STREAM (TCP) only: not DGRAM, nor an unassigned protocol; UNSPEC
+    // (0) only with the UNSPEC family, which names no addresses.
+    if (proxy && protocol != 1 && !(family == 0 && protocol == 0)) {
         return bad("v2 header is not for a TCP (STREAM) connection");
     }
     if (proxy && len < kBlock[family]) {

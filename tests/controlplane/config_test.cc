@@ -363,7 +363,7 @@ TEST(Config, ProxyProtocolListenersAndTheirProxies) {
     EXPECT_NE(err("proxy_protocol=[\"198.18.0.1:3480\"]\nproxy_protocol_from=[\"10.0.0.5/32\"]\n")
                   .find("[tcp].proxy_protocol: 198.18.0.1:3480 is not one of [server].listen_tcp or listen_tls"),
               std::string::npos);
-    EXPECT_NE(err("proxy_protocol=[\"198.18.0.1\"]\nproxy_protocol_from=[\"10.0.0.5/32\"]\n").find("[tcp].proxy_protocol"),
+    EXPECT_NE(err("proxy_protocol=[\"198.18.0.1\"]\nproxy_protocol_from=[\"10.0.0.5/32\"]\n").find("[tcp].proxy_protocol:"),
               std::string::npos);
     EXPECT_NE(err("proxy_protocol=[\"198.18.0.1:3479\", \"198.18.0.1:3479\"]\nproxy_protocol_from=[\"10.0.0.5/32\"]\n")
                   .find("listed twice"),

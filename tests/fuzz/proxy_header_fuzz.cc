@@ -26,7 +26,8 @@
 //      that are the ones parsed; a v2 kDone has the signature, version
 //      2, 16 + its length field bytes, addresses only for PROXY over INET or
 //      INET6 STREAM (and then the block's bytes and ports), local only for
-//      LOCAL, UNSPEC or a UNIX STREAM block of at least 216 bytes.
+//      LOCAL, UNSPEC over UNSPEC or STREAM, or a UNIX STREAM block of at least
+//      216 bytes.
 //   5. A header naming a client, written again from the parsed addresses
 //      (canonical v1 text, v2 without TLVs), parses back to the same
 //      addresses.
@@ -207,7 +208,8 @@ void check_v2_done(const ProxyHeader& h, std::span<const uint8_t> in) {
         fail();
     }
     if (h.local) {
-        if (ver_cmd != 0x20 && (fam_proto >> 4) != 0 && !(fam_proto == 0x31 && len >= 216)) {
+        // PROXY with the UNSPEC family over UNSPEC or STREAM, or a UNIX STREAM block.
+        if (ver_cmd != 0x20 && fam_proto != 0x00 && fam_proto != 0x01 && !(fam_proto == 0x31 && len >= 216)) {
             fail();
         }
         return;

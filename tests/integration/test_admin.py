@@ -178,7 +178,8 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
 
 def test_close_every_allocation_of_a_user(tmp_path):
     """`turn-ctl close --user U` (a leaked credential: remove it, reload, close what it holds)
-    ends every allocation of U on every loop, logged one by one, and no other user's; their
+    ends every allocation of U on whichever event loops hold them (the relay runs two; the
+    kernel decides where each client lands), logged one by one, and no other user's; their
     clients' data stops while the other user's still flows. A user with none: 0 closed."""
     sock = tmp_path / "admin.sock"
     relay = Relay(tmp_path, extra=f'[admin]\nsocket = "{sock}"\n')

@@ -265,7 +265,7 @@ class ProxiedRelay(TurnServer):
         return ("127.0.0.1", self.direct_port)
 
 
-def relay_config(r: ProxiedRelay, tcp: Dict[str, object]) -> str:
+def relay_config(r: ProxiedRelay, tcp: Dict[str, object], threads: Optional[int] = None) -> str:
     def value(v):
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(f'"{x}"' for x in v) + "]"
@@ -282,7 +282,7 @@ relay_port_min = {r.relay_min}
 relay_port_max = {r.relay_max}
 realm = "{r.realm}"
 software = "turnrelay"
-threads = {int(os.environ.get("TURN_RELAY_THREADS", "0"))}
+threads = {threads if threads is not None else int(os.environ.get("TURN_RELAY_THREADS", "0"))}
 
 [auth]
 users = ["{r.username}:{r.password}"]
@@ -308,9 +308,11 @@ format = "text"
 """
 
 
-def start_proxied_relay(workdir: Path, cert: Path, key: Path, **tcp) -> ProxiedRelay:
-    """turn-relay whose P and T trust 127.0.0.1 only; `tcp`: more [tcp] keys. Ready once UDP
-    and D answer a Binding and P and T accept connections."""
+def start_proxied_relay(workdir: Path, cert: Path, key: Path, threads: Optional[int] = None,
+                        **tcp) -> ProxiedRelay:
+    """turn-relay whose P and T trust 127.0.0.1 only; `tcp`: more [tcp] keys; `threads`: its
+    event loops (default: TURN_RELAY_THREADS, else one per CPU). Ready once UDP and D answer a
+    Binding and P and T accept connections."""
     lo, hi = relay_port_window()
     r = ProxiedRelay(kind="turnrelay", port=free_port(), workdir=workdir, relay_min=lo,
                      relay_max=hi, metrics_port=free_port(kinds=(socket.SOCK_STREAM,)),
@@ -324,7 +326,7 @@ def start_proxied_relay(workdir: Path, cert: Path, key: Path, **tcp) -> ProxiedR
                 "proxy_protocol_from": [f"{PROXY_IP}/32"]}
     settings.update(tcp)
     cfg = workdir / "turn-relay.toml"
-    cfg.write_text(relay_config(r, settings))
+    cfg.write_text(relay_config(r, settings, threads))
     r.log_path = workdir / "turnrelay.log"
     r.cmd = [find_turn_relay_bin(), "--config", str(cfg)]
     with open(r.log_path, "wb") as logf:
@@ -892,6 +894,32 @@ def test_max_connections_per_ip_counts_the_named_client(tmp_path, certs):
     finally:
         for c in conns:
             c.close()
+        stop_server(r)
+
+
+def test_header_naming_an_open_connections_5_tuple_is_refused(tmp_path, certs):
+    """A header naming the 5-tuple of a connection that is open (a proxied one, or a direct
+    client's on D) is refused, and the open connection keeps being served: a header cannot
+    end another client's connection. One event loop, so that both connections meet there."""
+    r = start_proxied_relay(tmp_path, certs[0], certs[1], threads=1)
+    try:
+        before = closed(r, "tcp", "proxy_header")
+        with named_client(r, "198.18.0.9", 5555) as first, Client(r, r.direct()) as direct:
+            assert first.mapped() == ("198.18.0.9", 5555)
+            me = direct.local()
+            assert direct.mapped() == me
+            for what, header in (("a proxied connection's", proxy_v2(("198.18.0.9", 5555), r.proxied())),
+                                 ("a direct client's", proxy_v2(me, r.direct()))):
+                with Client(r, r.proxied(), source=PROXY_IP, preamble=header) as dup:
+                    how, got = refused(dup)
+                    assert how is not None and not got, (
+                        f"a header naming {what} 5-tuple: closed={how}, received {got[:40].hex()!r}")
+            # Both open connections are still served.
+            assert first.mapped() == ("198.18.0.9", 5555)
+            assert direct.mapped() == me
+        v = poll(lambda: closed(r, "tcp", "proxy_header"), lambda v: v >= before + 2)
+        assert v == before + 2, f"closed_total{{tcp,proxy_header}} {before} -> {v}"
+    finally:
         stop_server(r)
 
 

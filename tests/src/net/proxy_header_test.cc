@@ -453,6 +453,14 @@ TEST(ProxyHeaderV2, ProxyUnspecNamesNoClient) {
     expect_local(parse(cat(v2(kProxy, kUnspec, {}), kStunBinding)), 16);
     // Whatever the block holds is ignored.
     expect_local(parse(v2(kProxy, kUnspec, inet4({192, 0, 2, 1}, {198, 51, 100, 7}, 1, 2))), 28);
+    // UNSPEC family over STREAM is a TCP connection too; over DGRAM (UDP), or an
+    // unassigned protocol, it is refused at the 16th byte.
+    expect_local(parse(v2(kProxy, 0x01, {})), 16);
+    expect_bad(parse(v2(kProxy, 0x02, {})));
+    expect_bad(parse(v2(kProxy, 0x0F, {})));
+    expect_bad(parse_prefix(v2(kProxy, 0x02, Bytes(8, 0)), 16));
+    // LOCAL ignores family and protocol.
+    expect_local(parse(v2(0x20, 0x02, {})), 16);
 }
 
 TEST(ProxyHeaderV2, UnixStreamNamesNoClient) {
