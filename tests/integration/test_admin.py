@@ -63,6 +63,19 @@ def start_relay_again(relay, log):
     return proc
 
 
+async def echo_round_trip(end, echo, payload):
+    """`payload` from an aioice TURN endpoint (transport, Collector) to the UDP `echo` socket,
+    echoed back to its sender: what came back to the endpoint, or None if the echo socket got
+    nothing (its receive timeout)."""
+    end[0].sendto(payload, echo.getsockname())
+    try:
+        data, src = await asyncio.to_thread(echo.recvfrom, 100)
+    except socket.timeout:
+        return None
+    echo.sendto(data, src)
+    return (await asyncio.wait_for(end[1].queue.get(), 3))[0]
+
+
 class Collector(asyncio.DatagramProtocol):
     def __init__(self):
         self.queue = asyncio.Queue()
@@ -85,14 +98,8 @@ def test_turn_ctl_inspects_closes_reloads_and_drains(tmp_path):
                     Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10))
             relayed = [t.get_extra_info("sockname") for t, _ in ends]
 
-            async def round_trip(i, payload):
-                ends[i][0].sendto(payload, echo.getsockname())
-                try:
-                    data, src = await asyncio.to_thread(echo.recvfrom, 100)
-                except socket.timeout:
-                    return None
-                echo.sendto(data, src)
-                return (await asyncio.wait_for(ends[i][1].queue.get(), 3))[0]
+            def round_trip(i, payload):
+                return echo_round_trip(ends[i], echo, payload)
 
             assert await round_trip(0, b"zero") == b"zero" and await round_trip(1, b"one") == b"one"
             r = {}
@@ -193,14 +200,8 @@ def test_close_every_allocation_of_a_user(tmp_path):
                 ends.append(await asyncio.wait_for(aioice_turn.create_turn_endpoint(
                     Collector, server_addr=("127.0.0.1", relay.port), username=user, password=password), 10))
 
-            async def round_trip(i, payload):
-                ends[i][0].sendto(payload, echo.getsockname())
-                try:
-                    data, src = await asyncio.to_thread(echo.recvfrom, 100)
-                except socket.timeout:
-                    return None
-                echo.sendto(data, src)
-                return (await asyncio.wait_for(ends[i][1].queue.get(), 3))[0]
+            def round_trip(i, payload):
+                return echo_round_trip(ends[i], echo, payload)
 
             r = {"before": [await round_trip(i, b"x%d" % i) for i in range(3)]}
             r["all"] = await asyncio.to_thread(ctl_json, sock, "allocations")
