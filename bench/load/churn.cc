@@ -33,6 +33,12 @@ void Churner::run(uint64_t start_ns, uint64_t end_ns) {
         uint64_t expires_ns;
     };
     std::deque<Live> live;
+    // A released session keeps its socket for a while: closed at once, its
+    // port could be the kernel's pick for the next session while the server
+    // still holds the old allocation's 5-tuple, and that Allocate would get
+    // 437 (coturn answered so to 1 in ~40 churned allocations here).
+    constexpr uint64_t kLingerNs = 2 * kNsPerSec;
+    std::deque<Live> lingering;  // expires_ns: when its socket closes
     result_.target_rate = rate_;
     const uint64_t interval = static_cast<uint64_t>(1e9 / rate_);
     uint64_t next = start_ns;
@@ -45,7 +51,11 @@ void Churner::run(uint64_t start_ns, uint64_t end_ns) {
             } else {
                 result_.delete_failed++;
             }
+            lingering.push_back({std::move(live.front().s), mono_ns() + kLingerNs});
             live.pop_front();
+        }
+        while (!lingering.empty() && (all || lingering.front().expires_ns <= now)) {
+            lingering.pop_front();
         }
     };
     while (true) {
