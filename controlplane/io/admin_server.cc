@@ -264,7 +264,7 @@ std::string AdminServer::handle(std::string_view line) {
 
 nlohmann::json AdminServer::status() {
     const Config& c = shared_.config;
-    auto addrs = [](const std::vector<Address>& v) {
+    auto addrs = [](const auto& v) {  // addresses or prefixes, as text
         nlohmann::json a = nlohmann::json::array();
         for (const auto& x : v) {
             a.push_back(x.to_string());
@@ -292,13 +292,7 @@ nlohmann::json AdminServer::status() {
             {"listen_dtls", addrs(c.listen_dtls)},
             {"relay_ips", ips(c.relay_ips)},
             {"proxy_protocol", addrs(c.tcp_proxy_protocol)},
-            {"proxy_protocol_from", [&c] {
-                 nlohmann::json a = nlohmann::json::array();
-                 for (const auto& p : c.tcp_proxy_protocol_from) {
-                     a.push_back(p.to_string());
-                 }
-                 return a;
-             }()},
+            {"proxy_protocol_from", addrs(c.tcp_proxy_protocol_from)},
             {"external_ips", ips(c.external_ips)},
             {"loops", loops_.size()},
             {"loop_busy", busy},

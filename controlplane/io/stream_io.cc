@@ -57,18 +57,6 @@ int bound_tcp_socket(const Address& local) {
     return fd;
 }
 
-// The remote address of a connected socket, as text ("?" if unknown).
-std::string conn_source(int fd) {
-    sockaddr_storage ss{};
-    socklen_t sl = sizeof ss;
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0) {
-        if (auto a = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss))) {
-            return a->to_string();
-        }
-    }
-    return "?";
-}
-
 void set_nodelay(int fd) {
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -273,6 +261,17 @@ void StreamIo::accept_all(Listener& l) {
 bool StreamIo::read_proxy_header(uint32_t idx) {
     Conn& c = *conns_[idx];
     const size_t have = c.in.size();
+    const Address proxy = c.ft.client;  // the connection's own source until the header names the client
+    // Closed as proxy_header; at debug level logged with why (and the client
+    // the header named, once it has).
+    auto refuse = [&](const char* why, bool named) {
+        if (log_enabled(LogLevel::kDebug)) {
+            const Field f[] = {{"proxy", proxy.to_string()}, {"error", why}, {"client", c.ft.client.to_string()}};
+            log_event(LogLevel::kDebug, "proxy_header_refused", std::span<const Field>(f, named ? 3 : 2));
+        }
+        close(idx, ConnClose::kProxyHeader);
+        return false;
+    };
     // Peeked: bytes past the header's end stay in the socket for the
     // connection's own protocol (TLS reads the socket itself).
     const ssize_t n = ::recv(c.fd, rx_.data(), kMaxProxyHeader - have, MSG_PEEK | MSG_DONTWAIT);
@@ -280,21 +279,12 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
         return false;
     }
     if (n <= 0) {  // ended (or reset) before its header was whole
-        if (log_enabled(LogLevel::kDebug)) {
-            log_event(LogLevel::kDebug, "proxy_header_refused",
-                      {{"proxy", c.ft.client.to_string()}, {"error", "closed before the header's end"}});
-        }
-        close(idx, ConnClose::kProxyHeader);
-        return false;
+        return refuse("closed before the header's end", false);
     }
     c.in.insert(c.in.end(), rx_.data(), rx_.data() + n);
     const ProxyHeader h = parse_proxy_header(c.in);
     if (h.status == ProxyHeader::Status::kBad) {
-        if (log_enabled(LogLevel::kDebug)) {
-            log_event(LogLevel::kDebug, "proxy_header_refused", {{"proxy", c.ft.client.to_string()}, {"error", h.error}});
-        }
-        close(idx, ConnClose::kProxyHeader);
-        return false;
+        return refuse(h.error, false);
     }
     // Take from the socket what was header: all of the peeked bytes while it
     // is incomplete (the parser's promise), else up to its end.
@@ -304,8 +294,7 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
         return false;
     }
     if (h.status != ProxyHeader::Status::kDone) {
-        c.in.resize(have + take);
-        return false;
+        return false;  // `in` holds the header so far
     }
     std::vector<uint8_t>().swap(c.in);
     if (!h.local) {
@@ -317,13 +306,7 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
     // refused, so a header can never end another client's connection (and
     // allocation), a direct listener's included.
     if (by_tuple_.contains(c.ft)) {
-        if (log_enabled(LogLevel::kDebug)) {
-            log_event(LogLevel::kDebug, "proxy_header_refused",
-                      {{"proxy", conn_source(c.fd)}, {"error", "names the 5-tuple of an open connection"},
-                       {"client", c.ft.client.to_string()}});
-        }
-        close(idx, ConnClose::kProxyHeader);
-        return false;
+        return refuse("names the 5-tuple of an open connection", true);
     }
     // The client is known: its per-source limits, as at accept for a
     // listener without a proxy.

@@ -11,13 +11,13 @@ import http.client
 import json
 import os
 import socket
-import time
 
 import pytest
 
 from conftest import free_port, stop_process
 from test_admin import CTL, Collector, ctl
 from test_proxy_protocol import HAPROXY, HAProxy
+from test_tcp_tls import poll
 from test_turn_probe import PASSWORD, USER, Relay
 
 aioice_turn = pytest.importorskip("aioice.turn")
@@ -42,15 +42,6 @@ def health(relay):
     return status, json.loads(body)
 
 
-def wait_for(fn, want, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    v = fn()
-    while not want(v) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        v = fn()
-    return v
-
-
 async def allocate(relay):
     return await asyncio.wait_for(aioice_turn.create_turn_endpoint(
         Collector, server_addr=("127.0.0.1", relay.port), username=USER, password=PASSWORD), 10)
@@ -72,13 +63,13 @@ def test_health_answers_ok_full_and_draining(tmp_path):
         async def scenario():
             r = {}
             t, _ = await allocate(relay)
-            r["full"] = await asyncio.to_thread(wait_for, lambda: health(relay), lambda v: v[0] == 503)
+            r["full"] = await asyncio.to_thread(poll, lambda: health(relay), lambda v: v[0] == 503)
             t.close()  # Refresh 0
             await asyncio.sleep(0)
-            r["freed"] = await asyncio.to_thread(wait_for, lambda: health(relay), lambda v: v[0] == 200)
+            r["freed"] = await asyncio.to_thread(poll, lambda: health(relay), lambda v: v[0] == 200)
             t, _ = await allocate(relay)  # held through the drain, which waits for it
             r["drain"] = await asyncio.to_thread(ctl, sock, "drain")
-            r["draining"] = await asyncio.to_thread(wait_for, lambda: health(relay),
+            r["draining"] = await asyncio.to_thread(poll, lambda: health(relay),
                                                     lambda v: v[1]["draining"])
             t.close()
             await asyncio.sleep(0)
@@ -120,12 +111,12 @@ backend relays
         def state():
             return haproxy.servers("relays").get("relay", {}).get("status", "")
 
-        assert wait_for(state, lambda s: s == "UP") == "UP", haproxy.command("show stat")
+        assert poll(state, lambda s: s == "UP") == "UP", haproxy.command("show stat")
 
         async def scenario():
             t, _ = await allocate(relay)
             rc = await asyncio.to_thread(ctl, sock, "drain")
-            down = await asyncio.to_thread(wait_for, state, lambda s: s.startswith("DOWN"))
+            down = await asyncio.to_thread(poll, state, lambda s: s.startswith("DOWN"))
             alive = relay.proc.poll() is None
             t.close()
             await asyncio.sleep(0)

@@ -157,36 +157,6 @@ def binding_request() -> bytes:
 # Clients
 
 
-class Client(StreamClient):
-    """test_tcp_tls's StreamClient on a connection this module makes: from `source` (any
-    port) to `addr` (HAProxy or a relay listener), `preamble` (a PROXY header) written
-    first, then TLS if `ctx` is given (the certificate checked for the IP `addr`)."""
-
-    def __init__(self, server: TurnServer, addr: Tuple[str, int], source: Optional[str] = None,
-                 preamble: bytes = b"", ctx: Optional[ssl.SSLContext] = None):
-        fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-        raw = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            raw.settimeout(TIMEOUT_S)
-            if source is not None:
-                raw.bind((source, 0))
-            raw.connect(addr)
-            if preamble:
-                raw.sendall(preamble)
-            self.sock = raw if ctx is None else ctx.wrap_socket(raw, server_hostname=addr[0])
-        except BaseException:
-            raw.close()
-            raise
-        self.server = server
-        self.buf = b""
-        self.key = self.realm = self.nonce = None
-
-    def mapped(self) -> Optional[Tuple[str, int]]:
-        """XOR-MAPPED-ADDRESS of a Binding on this connection."""
-        return self.binding(timeout=TIMEOUT_S).xor_addr(A_XOR_MAPPED)
-
-
 def raw_connection(addr: Tuple[str, int], source: Optional[str] = None) -> socket.socket:
     fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
@@ -200,6 +170,30 @@ def raw_connection(addr: Tuple[str, int], source: Optional[str] = None) -> socke
         s.close()
         raise
     return s
+
+
+class Client(StreamClient):
+    """test_tcp_tls's StreamClient on a connection this module makes: from `source` (any
+    port) to `addr` (HAProxy or a relay listener), `preamble` (a PROXY header) written
+    first, then TLS if `ctx` is given (the certificate checked for the IP `addr`)."""
+
+    def __init__(self, server: TurnServer, addr: Tuple[str, int], source: Optional[str] = None,
+                 preamble: bytes = b"", ctx: Optional[ssl.SSLContext] = None):
+        raw = raw_connection(addr, source)
+        try:
+            if preamble:
+                raw.sendall(preamble)
+            self.sock = raw if ctx is None else ctx.wrap_socket(raw, server_hostname=addr[0])
+        except BaseException:
+            raw.close()
+            raise
+        self.server = server
+        self.buf = b""
+        self.key = self.realm = self.nonce = None
+
+    def mapped(self) -> Optional[Tuple[str, int]]:
+        """XOR-MAPPED-ADDRESS of a Binding on this connection."""
+        return self.binding(timeout=TIMEOUT_S).xor_addr(A_XOR_MAPPED)
 
 
 def send_ignoring_close(s: socket.socket, data: bytes) -> None:
