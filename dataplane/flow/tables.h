@@ -116,6 +116,12 @@ struct RelayPorts {
     uint8_t family[kMaxIps];
     std::atomic<Chunk*>* ports[kMaxIps];  // [256]
     std::atomic<uint32_t> n;
+    // IPv4 relayed IP -> index: open addressing (linear probing, at most 64
+    // of 256 words used), a word (ip << 32 | index + 1) stored with release
+    // once the IP's entry above is whole; 0 = empty.
+    static constexpr uint32_t kMap4 = 256;
+    static_assert(kMap4 >= 4 * kMaxIps && (kMap4 & (kMap4 - 1)) == 0);
+    std::atomic<uint64_t> map4[kMap4];
 
     // Worker side. ip: 4 or 16 bytes; port in network byte order. The word
     // of a relayed address (nullptr: not offloaded); both loads here hit the
@@ -131,20 +137,32 @@ struct RelayPorts {
     }
     // The index of relayed IP `a` (4 or 16 bytes), UINT32_MAX if it is none.
     uint32_t index_of(uint8_t fam, const uint8_t* a) const {
-        const uint32_t cnt = n.load(std::memory_order_acquire);
-        uint32_t i = 0;
         if (fam == 4) {
             uint32_t a4;
             std::memcpy(&a4, a, 4);
-            while (i < cnt && !(ip4[i] == a4 && family[i] == 4)) {
-                i++;
-            }
-        } else {
-            while (i < cnt && !(family[i] == 6 && std::memcmp(ip[i], a, 16) == 0)) {
-                i++;
-            }
+            return index_of4(a4);
+        }
+        const uint32_t cnt = n.load(std::memory_order_acquire);
+        uint32_t i = 0;
+        while (i < cnt && !(family[i] == 6 && std::memcmp(ip[i], a, 16) == 0)) {
+            i++;
         }
         return i == cnt ? UINT32_MAX : i;
+    }
+    // IPv4 relayed IPs by hash (map4): a relay with many of them (a million
+    // allocations need at least 16) pays one probe per packet, not a scan
+    // whose length, random per packet, the branch predictor cannot learn.
+    static uint32_t home4(uint32_t a) { return (a * 0x9e3779b1u) >> 24; }
+    uint32_t index_of4(uint32_t a) const {
+        for (uint32_t h = home4(a);; h = (h + 1) & (kMap4 - 1)) {
+            const uint64_t v = map4[h].load(std::memory_order_acquire);
+            if (v == 0) {
+                return UINT32_MAX;
+            }
+            if (static_cast<uint32_t>(v >> 32) == a) {
+                return static_cast<uint32_t>(v) - 1;
+            }
+        }
     }
     bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
         const std::atomic<uint32_t>* w = word(fam, a, port_be);

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -233,6 +234,71 @@ TEST(OwnIps4, HoldsEveryAddedAddressAndNoOther) {
         }
     }
     EXPECT_EQ(others, 0u);
+}
+
+// Relayed IPs as a worker finds them (RelayPorts::index_of, the IPv4 ones by
+// hash since a relay with a million allocations has 16 or more): every IPv4
+// and IPv6 relayed IP added names the index relay_ip() gave it, half of the
+// IPv4 ones sharing a home word with another; no other address names one;
+// a full set refuses more; a port set on one IP is found there and nowhere else.
+TEST(RelayPorts, EveryRelayedIpFoundByItsIndexAndNoOther) {
+    ASSERT_TRUE(dptest::ensure_eal());
+    std::string err;
+    dp::FlowTables* t = dp::FlowTables::create(small_config("relayips", 4, 1), &err);
+    ASSERT_NE(t, nullptr) << err;
+    const dp::RelayPorts& rp = *t->relay_ports;
+    std::mt19937 rng(11);
+    std::vector<uint32_t> v4s;  // network byte order, as in packets
+    std::vector<std::array<uint8_t, 16>> v6s;
+    std::vector<int> idx4, idx6;
+    while (v4s.size() + v6s.size() < dp::RelayPorts::kMaxIps) {
+        if (v4s.size() + v6s.size() == 2 * dp::RelayPorts::kMaxIps / 3) {  // some IPv6 among them
+            std::array<uint8_t, 16> a{0xfd, 0, 0, 0x18};
+            a[15] = static_cast<uint8_t>(v6s.size() + 1);
+            idx6.push_back(t->relay_ip(6, a.data()));
+            ASSERT_GE(idx6.back(), 0);
+            v6s.push_back(a);
+            continue;
+        }
+        const uint32_t a = static_cast<uint32_t>(rng()) | 1;
+        const bool collide = v4s.size() % 2 == 1;
+        if ((collide && dp::RelayPorts::home4(a) != dp::RelayPorts::home4(v4s.back())) ||
+            std::find(v4s.begin(), v4s.end(), a) != v4s.end()) {
+            continue;
+        }
+        const int i = t->relay_ip(4, reinterpret_cast<const uint8_t*>(&a));
+        ASSERT_GE(i, 0);
+        EXPECT_EQ(t->relay_ip(4, reinterpret_cast<const uint8_t*>(&a)), i) << "added twice: one index";
+        v4s.push_back(a);
+        idx4.push_back(i);
+    }
+    for (size_t k = 0; k < v4s.size(); k++) {
+        EXPECT_EQ(rp.index_of(4, reinterpret_cast<const uint8_t*>(&v4s[k])), static_cast<uint32_t>(idx4[k])) << k;
+        EXPECT_TRUE(t->own_ip(4, reinterpret_cast<const uint8_t*>(&v4s[k])));
+    }
+    for (size_t k = 0; k < v6s.size(); k++) {
+        EXPECT_EQ(rp.index_of(6, v6s[k].data()), static_cast<uint32_t>(idx6[k])) << k;
+    }
+    const uint32_t extra = 0x01020304;
+    EXPECT_EQ(t->relay_ip(4, reinterpret_cast<const uint8_t*>(&extra)), -1) << "more than kMaxIps";
+    EXPECT_EQ(rp.index_of(4, reinterpret_cast<const uint8_t*>(&extra)), UINT32_MAX);
+    size_t others = 0;
+    for (int k = 0; k < 100000; k++) {
+        const uint32_t a = static_cast<uint32_t>(rng());
+        if (std::find(v4s.begin(), v4s.end(), a) == v4s.end()) {
+            others += rp.index_of(4, reinterpret_cast<const uint8_t*>(&a)) != UINT32_MAX;
+        }
+    }
+    EXPECT_EQ(others, 0u);
+    // A relayed port on the last IPv4 IP (the end of a probe chain): found
+    // there, not on its colliding neighbour.
+    const uint16_t port = rte_cpu_to_be_16(50000);
+    ASSERT_GE(t->set_relayed(4, reinterpret_cast<const uint8_t*>(&v4s.back()), port, 3), 0);
+    uint32_t alloc = UINT32_MAX;
+    EXPECT_TRUE(rp.find(4, reinterpret_cast<const uint8_t*>(&v4s.back()), port, &alloc));
+    EXPECT_EQ(alloc, 3u);
+    EXPECT_FALSE(rp.find(4, reinterpret_cast<const uint8_t*>(&v4s[v4s.size() - 2]), port, &alloc));
+    delete t;
 }
 
 // ipc::Settings through the Applier: a valid rule is stored where workers
