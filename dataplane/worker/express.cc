@@ -221,6 +221,22 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
         }
     }
 
+    // Relay-to-relay (a channel whose peer is an own IP, which route
+    // decides): route's own_destination reads the receiving allocation's
+    // relayed-port word and then its line, one packet after the other; at
+    // 1M flows both miss. Requested here instead, the words as the packets
+    // are found and the lines they name after the client loop, so that route
+    // finds them in cache. Only for the lane's packets: relay-to-relay Send
+    // indications wait in route.
+    const std::atomic<uint32_t>* leg[kBurst];
+    uint16_t nleg = 0;
+    auto second_leg = [&](const Pkt& q) {
+        if (const std::atomic<uint32_t>* wd = rp.word(4, q.peer_ip, q.peer_port_be)) {
+            rte_prefetch0(wd);
+            leg[nleg++] = wd;
+        }
+    };
+
     // 2. Client ChannelData: cache bucket -> allocation -> channel slot.
     if (ncl != 0) {
         const uint8_t* bk[kBurst];
@@ -254,9 +270,13 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
                 q.alloc = a;
                 std::memcpy(q.peer_ip, &s->peer_ip, 4);
                 q.peer_port_be = s->peer_port;
+                const bool to_self = to_own(s->peer_ip);
+                if (unlikely(to_self)) {
+                    second_leg(q);
+                }
                 // 42 bytes of new headers where there were 46 (parse_udp4:
                 // untagged, no IP options), the data inside the frame.
-                found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), !to_own(s->peer_ip));
+                found(l, al, q, sizeof(rte_ipv4_hdr) + sizeof(rte_udp_hdr), !to_self);
                 return;
             }
             give_back(l, q, true);
@@ -265,6 +285,11 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
         // Counted here only when found; the rest are looked up (and
         // counted) by lookup.cc.
         c.lookups += hits;
+        for (uint16_t j = 0; j < nleg; j++) {
+            if (const uint32_t v = leg[j]->load(std::memory_order_acquire); v != 0) {
+                rte_prefetch0(&l.allocs[v - 1]);
+            }
+        }
     }
 
     // 3. Peer packets: relayed port's word -> allocation -> slot of the peer.
