@@ -10,7 +10,7 @@
 //   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data,r2r]
 //                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
 //                   [--no-client-cache] [--no-express] [--vlan ID] [--limit BPS]
-//                   -- <EAL args>
+//                   [--family 4|6] -- <EAL args>
 //
 // r2r (not in the default set): relay to relay. Flows pair up (i, i ^ 1);
 // each allocation has a second channel (0x4002) bound to its partner's
@@ -30,6 +30,11 @@
 // limit of BPS bits/s (choose one the run never reaches, e.g. 1e12, to
 // measure what policing costs a packet; one worker, so the shared clock's
 // line never moves between cores: bandwidth_contention.cc measures that).
+// --family 6 makes every address IPv6 (fd00::/8; clients, relayed
+// addresses and peers as with IPv4, 50,000 relayed ports per relayed IP):
+// the IPv6 fast path, which has no express lane, so every packet goes
+// through the stages, and whose channels are hash entries (kChannelIn,
+// kChannelOut with a ChannelValue), not allocation slots.
 // After each client case a "#" line gives the worker's
 // client-cache miss rate over the timed runs (flow/client_cache.h).
 //
@@ -75,8 +80,26 @@ struct FlowAddrs {
     Address client, listen, relayed, peer;
 };
 Address v4(uint32_t ip, uint16_t port) { return Address::v4(ip, port); }
+// fd00:0:SS:NN::LLLL (segment 3 `s`, segment 4 `n`, the last 32 bits `low`).
+Address v6(uint16_t s, uint16_t n, uint32_t low, uint16_t port) {
+    uint8_t b[16] = {0xfd, 0, 0, 0, static_cast<uint8_t>(s >> 8), static_cast<uint8_t>(s), static_cast<uint8_t>(n >> 8),
+                     static_cast<uint8_t>(n)};
+    b[12] = static_cast<uint8_t>(low >> 24);
+    b[13] = static_cast<uint8_t>(low >> 16);
+    b[14] = static_cast<uint8_t>(low >> 8);
+    b[15] = static_cast<uint8_t>(low);
+    return Address::v6(b, port);
+}
+int g_family = 4;  // --family
 FlowAddrs flow(uint32_t i) {
     FlowAddrs f;
+    if (g_family == 6) {
+        f.client = v6(0x18, 0, 2 + i, 10000);
+        f.listen = v6(0x19, 0xff, 1, 3478);
+        f.relayed = v6(0x19, static_cast<uint16_t>(i / 50000), 1, static_cast<uint16_t>(10000 + i % 50000));
+        f.peer = v6(0x19, 0x80, i, static_cast<uint16_t>(20000 + 2 * (i / 16384)));
+        return f;
+    }
     f.client = v4((198u << 24) | (18u << 16) | (2 + i % 60000), static_cast<uint16_t>(10000 + i / 60000));
     f.listen = v4((198u << 24) | (19u << 16) | (255u << 8) | 1, 3478);
     f.relayed = v4((198u << 24) | (19u << 16) | ((i / 50000) << 8) | 1, static_cast<uint16_t>(10000 + i % 50000));
@@ -296,6 +319,13 @@ int main(int argc, char** argv) {
             o.client_cache = false;
         } else if (a == "--no-express") {
             o.express = false;
+        } else if (a == "--family") {
+            g_family = std::stoi(v);
+            if (g_family != 4 && g_family != 6) {
+                std::fprintf(stderr, "--family: 4 or 6\n");
+                return 2;
+            }
+            i++;
         } else {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -311,8 +341,8 @@ int main(int argc, char** argv) {
     }
     rte_net_crc_set_alg(RTE_NET_CRC_SSE42);  // as turn-dataplane: Send indications' FINGERPRINT check
     const double hz = static_cast<double>(rte_get_tsc_hz());
-    std::printf("# TSC %.3f GHz, burst %u, payload %zu B, runs %d x %llu packets (median reported)\n", hz / 1e9,
-                dp::kBurst, kPayload, o.runs, static_cast<unsigned long long>(o.packets));
+    std::printf("# TSC %.3f GHz, burst %u, payload %zu B, runs %d x %llu packets (median reported), IPv%d\n", hz / 1e9,
+                dp::kBurst, kPayload, o.runs, static_cast<unsigned long long>(o.packets), g_family);
     // Medians of interleaved runs, and the minimum (best of N): on a shared,
     // loaded machine the minimum is the run least disturbed by other tenants.
     std::printf("%-10s %8s %10s %10s %10s %10s %10s %10s %7s %7s %11s %8s\n", "case", "flows", "plain_cyc", "plain_min",
@@ -326,17 +356,20 @@ int main(int argc, char** argv) {
 
     int dev = 0;
     for (uint32_t nflows : o.flows) {
-        // Tables sized for the flows: 2 hash entries per flow (kClient,
-        // kPermission; the channel sits in the allocation's slots), 1
-        // allocation each, ~3% hash headroom, ChannelValues (channels
-        // outside the slots) for 1/16 of the flows.
+        // Tables sized for the flows: IPv4, 2 hash entries per flow
+        // (kClient, kPermission; the channel sits in the allocation's
+        // slots), ChannelValues (channels outside the slots) for 1/16 of the
+        // flows; IPv6, 4 (kChannelIn and kChannelOut too) and a ChannelValue
+        // per channel; 1 allocation each, ~3% hash headroom.
         dp::FlowConfig fc;
         fc.name = std::string("b").append(std::to_string(nflows));
         const bool r2r = std::find(o.cases.begin(), o.cases.end(), Case::kR2r) != o.cases.end();
-        fc.entries_v4 = nflows * (r2r ? 3 : 2) + nflows / 32 + 64;
-        fc.entries_v6 = 64;
+        const uint32_t entries = g_family == 4 ? nflows * (r2r ? 3 : 2) : nflows * (r2r ? 7 : 4);
+        const uint32_t channels = g_family == 4 ? nflows / 16 : nflows * (r2r ? 2 : 1);
+        fc.entries_v4 = g_family == 4 ? entries + nflows / 32 + 64 : 64;
+        fc.entries_v6 = g_family == 6 ? entries + entries / 32 + 64 : 64;
         fc.max_allocations = nflows;
-        fc.max_channels = nflows / 16 + 64;
+        fc.max_channels = channels + 64;
         fc.workers = 1;
         fc.client_cache = o.client_cache;
         std::string err;
@@ -352,7 +385,8 @@ int main(int argc, char** argv) {
         auto send = [&](auto m) { ap.apply(ipc::encode(m, ++seq)); };
         for (uint32_t f = 0; f < nflows; f++) {
             const FlowAddrs a = flow(f);
-            send(dptest::allocation_add(f + 1, a.client, a.listen, &a.relayed, nullptr, o.limit_bps));
+            send(dptest::allocation_add(f + 1, a.client, a.listen, g_family == 4 ? &a.relayed : nullptr,
+                                        g_family == 6 ? &a.relayed : nullptr, o.limit_bps));
             send(dptest::permission_add(f + 1, a.relayed, a.peer));
             send(dptest::channel_add(f + 1, a.relayed, a.peer, kChannel));
             if (r2r && (f ^ 1) < nflows) {
@@ -373,13 +407,13 @@ int main(int argc, char** argv) {
         std::copy(kGatewayMac.begin(), kGatewayMac.end(), gw.mac.addr_bytes);
         gw.port = null_port;
         gw.vlan = o.vlan;
-        nh->set_default(4, gw);
+        nh->set_default(static_cast<uint8_t>(g_family), gw);
         if (o.host_nexthops) {
             // On-link peers and clients, as the kernel mirror installs them.
             for (uint32_t f = 0; f < nflows; f++) {
                 const FlowAddrs a = flow(f);
                 for (const Address* h : {&a.client, &a.peer}) {
-                    nh->set_host(4, h->ip.data(), gw);
+                    nh->set_host(static_cast<uint8_t>(g_family), h->ip.data(), gw);
                 }
             }
         }

@@ -381,6 +381,12 @@ int FlowTables::relay_ip(uint8_t family, const uint8_t* ip) {
             h = (h + 1) & (RelayPorts::kMap4 - 1);
         }
         r.map4[h].store(uint64_t{r.ip4[n]} << 32 | (n + 1), std::memory_order_release);
+    } else {
+        uint32_t h = RelayPorts::home6(r.ip[n]);
+        while (r.map6[h].load(std::memory_order_relaxed) != 0) {
+            h = (h + 1) & (RelayPorts::kMap4 - 1);
+        }
+        r.map6[h].store(n + 1, std::memory_order_release);
     }
     r.n.store(n + 1, std::memory_order_release);
     return static_cast<int>(n);

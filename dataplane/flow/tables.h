@@ -122,6 +122,9 @@ struct RelayPorts {
     static constexpr uint32_t kMap4 = 256;
     static_assert(kMap4 >= 4 * kMaxIps && (kMap4 & (kMap4 - 1)) == 0);
     std::atomic<uint64_t> map4[kMap4];
+    // IPv6 relayed IP -> index + 1 (0 = empty), the same way; a hit is
+    // checked against ip[] (written before the word's release store).
+    std::atomic<uint32_t> map6[kMap4];
 
     // Worker side. ip: 4 or 16 bytes; port in network byte order. The word
     // of a relayed address (nullptr: not offloaded); both loads here hit the
@@ -142,17 +145,26 @@ struct RelayPorts {
             std::memcpy(&a4, a, 4);
             return index_of4(a4);
         }
-        const uint32_t cnt = n.load(std::memory_order_acquire);
-        uint32_t i = 0;
-        while (i < cnt && !(family[i] == 6 && std::memcmp(ip[i], a, 16) == 0)) {
-            i++;
+        for (uint32_t h = home6(a);; h = (h + 1) & (kMap4 - 1)) {
+            const uint32_t v = map6[h].load(std::memory_order_acquire);
+            if (v == 0) {
+                return UINT32_MAX;
+            }
+            if (family[v - 1] == 6 && std::memcmp(ip[v - 1], a, 16) == 0) {
+                return v - 1;
+            }
         }
-        return i == cnt ? UINT32_MAX : i;
     }
-    // IPv4 relayed IPs by hash (map4): a relay with many of them (a million
+    // Relayed IPs by hash (map4, map6): a relay with many of them (a million
     // allocations need at least 16) pays one probe per packet, not a scan
     // whose length, random per packet, the branch predictor cannot learn.
     static uint32_t home4(uint32_t a) { return (a * 0x9e3779b1u) >> 24; }
+    static uint32_t home6(const uint8_t* a) {
+        uint64_t x[2];
+        std::memcpy(x, a, 16);
+        const uint64_t f = x[0] ^ x[1];
+        return home4(static_cast<uint32_t>(f ^ (f >> 32)));
+    }
     uint32_t index_of4(uint32_t a) const {
         for (uint32_t h = home4(a);; h = (h + 1) & (kMap4 - 1)) {
             const uint64_t v = map4[h].load(std::memory_order_acquire);

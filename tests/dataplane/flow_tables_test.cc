@@ -236,10 +236,10 @@ TEST(OwnIps4, HoldsEveryAddedAddressAndNoOther) {
     EXPECT_EQ(others, 0u);
 }
 
-// Relayed IPs as a worker finds them (RelayPorts::index_of, the IPv4 ones by
-// hash since a relay with a million allocations has 16 or more): every IPv4
-// and IPv6 relayed IP added names the index relay_ip() gave it, half of the
-// IPv4 ones sharing a home word with another; no other address names one;
+// Relayed IPs as a worker finds them (RelayPorts::index_of, by hash since a
+// relay with a million allocations has 16 or more): every IPv4 and IPv6
+// relayed IP added names the index relay_ip() gave it, half of each family
+// sharing a home word with another; no other address names one;
 // a full set refuses more; a port set on one IP is found there and nowhere else.
 TEST(RelayPorts, EveryRelayedIpFoundByItsIndexAndNoOther) {
     ASSERT_TRUE(dptest::ensure_eal());
@@ -252,9 +252,15 @@ TEST(RelayPorts, EveryRelayedIpFoundByItsIndexAndNoOther) {
     std::vector<std::array<uint8_t, 16>> v6s;
     std::vector<int> idx4, idx6;
     while (v4s.size() + v6s.size() < dp::RelayPorts::kMaxIps) {
-        if (v4s.size() + v6s.size() == 2 * dp::RelayPorts::kMaxIps / 3) {  // some IPv6 among them
-            std::array<uint8_t, 16> a{0xfd, 0, 0, 0x18};
-            a[15] = static_cast<uint8_t>(v6s.size() + 1);
+        if (v4s.size() + v6s.size() >= 2 * dp::RelayPorts::kMaxIps / 3) {  // the last third IPv6
+            std::array<uint8_t, 16> a{0xfd};
+            for (size_t b = 1; b < 16; b++) {
+                a[b] = static_cast<uint8_t>(rng());
+            }
+            if ((v6s.size() % 2 == 1 && dp::RelayPorts::home6(a.data()) != dp::RelayPorts::home6(v6s.back().data())) ||
+                std::find(v6s.begin(), v6s.end(), a) != v6s.end()) {
+                continue;
+            }
             idx6.push_back(t->relay_ip(6, a.data()));
             ASSERT_GE(idx6.back(), 0);
             v6s.push_back(a);
@@ -290,6 +296,18 @@ TEST(RelayPorts, EveryRelayedIpFoundByItsIndexAndNoOther) {
         }
     }
     EXPECT_EQ(others, 0u);
+    for (int k = 0; k < 100000; k++) {
+        std::array<uint8_t, 16> a{0xfd};
+        for (size_t b = 1; b < 16; b++) {
+            a[b] = static_cast<uint8_t>(rng());
+        }
+        if (std::find(v6s.begin(), v6s.end(), a) == v6s.end()) {
+            others += rp.index_of(6, a.data()) != UINT32_MAX;
+        }
+    }
+    EXPECT_EQ(others, 0u);
+    // An IPv4 address whose 4 bytes begin an IPv6 relayed IP is not that IP.
+    EXPECT_EQ(rp.index_of(4, v6s[0].data()), UINT32_MAX);
     // A relayed port on the last IPv4 IP (the end of a probe chain): found
     // there, not on its colliding neighbour.
     const uint16_t port = rte_cpu_to_be_16(50000);
