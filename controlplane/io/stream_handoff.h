@@ -29,6 +29,7 @@ struct StreamHandoff {
     SSL* ssl = nullptr;            // TLS connections: the session, in whatever state it is
     bool handshake_done = true;
     FiveTuple ft;
+    bool proxied = false;          // ft is a PROXY header's (StreamIo::Conn::proxied)
     std::vector<uint8_t> message;  // the ConnectionBind request
     std::vector<uint8_t> after;    // bytes read after it
     std::vector<uint8_t> out;      // output queued and not written yet

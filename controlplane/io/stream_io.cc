@@ -238,6 +238,7 @@ void StreamIo::accept_all(Listener& l) {
         c.ft = FiveTuple{*client, server, ssl != nullptr ? Transport::kTls : Transport::kTcp};
         c.last_rx_ms = now_ms_;
         c.awaiting_proxy = l.proxied;
+        c.proxied = l.proxied;
         shared_.connections.fetch_add(1, std::memory_order_relaxed);
         epoll_event ev{};
         ev.events = EPOLLIN;
@@ -810,6 +811,9 @@ void StreamIo::close_tcp_relay(RelayId relay) {
     }
     TcpRelay& r = tcp_relays_[i];
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, r.fd, nullptr);
+    // Paused for want of descriptors (pause_on_exhaustion): expire() must
+    // not re-arm its number, which the next socket opened here may get.
+    std::erase_if(paused_listeners_, [fd = r.fd](const PausedListener& p) { return p.fd == fd; });
     ::close(r.fd);
     r.fd = -1;
     const std::vector<uint32_t> ids = std::move(r.conns);
@@ -889,12 +893,14 @@ void StreamIo::accept_peers(uint32_t relay_index) {
         }
         const auto peer = Address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
         uint32_t id = 0;
-        // Without a permission (or over the limit) the peer is closed at once
+        // Without a permission (or over a limit) the peer is closed at once
         // and never announced (RFC 6062 section 5.3).
-        if (!peer ||
-            shared_.peer_connections.load(std::memory_order_relaxed) >= static_cast<int64_t>(shared_.config.tcp_max_connections) ||
-            server_ == nullptr ||
-            !server_->on_tcp_peer_accepted(kTcpRelayBase + relay_index, *peer, id)) {
+        if (shared_.peer_connections.load(std::memory_order_relaxed) >= static_cast<int64_t>(shared_.config.tcp_max_connections)) {
+            stats_.drop(Drop::kTcpPeerLimit);  // the whole process's, [tcp].max_connections
+            ::close(fd);
+            continue;
+        }
+        if (!peer || server_ == nullptr || !server_->on_tcp_peer_accepted(kTcpRelayBase + relay_index, *peer, id)) {
             ::close(fd);
             continue;
         }
@@ -1136,6 +1142,7 @@ void StreamIo::finish_handoff(uint32_t idx, std::span<const uint8_t> after) {
     h.ssl = c.ssl;
     h.handshake_done = c.handshake_done;
     h.ft = c.ft;
+    h.proxied = c.proxied;
     h.message = std::move(leaving_->message);
     h.after.assign(after.begin(), after.end());  // before c.in goes: `after` may be inside it
     h.out.assign(c.out.begin() + static_cast<ptrdiff_t>(c.out_off), c.out.end());
@@ -1169,9 +1176,23 @@ void StreamIo::adopt_all() {
         c.ssl = h.ssl;
         c.handshake_done = h.handshake_done;
         c.ft = h.ft;
+        c.proxied = h.proxied;
         c.arrived = true;
         c.last_rx_ms = now_ms_;
         if (auto it = by_tuple_.find(c.ft); it != by_tuple_.end()) {
+            if (c.proxied) {
+                // A PROXY header's 5-tuple that a connection of this loop
+                // has (read_proxy_header sees only its own loop's): the
+                // newcomer is refused, never the open one, and the server
+                // hears nothing of the tuple it shares with that one.
+                if (log_enabled(LogLevel::kDebug)) {
+                    log_event(LogLevel::kDebug, "proxy_header_refused",
+                              {{"error", "names the 5-tuple of an open connection of another event loop"},
+                               {"client", c.ft.client.to_string()}});
+                }
+                close(idx, ConnClose::kProxyHeader, false);
+                continue;
+            }
             close(it->second, ConnClose::kClient);  // a stale connection of the same 5-tuple
         }
         by_tuple_[c.ft] = idx;

@@ -146,6 +146,9 @@ private:
         // proxy's, `in` holds the header so far, and the connection is not
         // in by_tuple_ nor counted per IP.
         bool awaiting_proxy = false;
+        // From a proxied listener: `ft` is what its PROXY header said, which
+        // no kernel vouches for (adopt_all).
+        bool proxied = false;
         FiveTuple ft;
         uint64_t last_rx_ms = 0;     // accept / connect; for a client, then the last tick it had an allocation
         std::vector<uint8_t> in;     // a partial message

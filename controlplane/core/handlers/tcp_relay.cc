@@ -96,7 +96,11 @@ void Server::handle_connect(const Request& r, Allocation& a) {
     }
     // One allocation may not take every peer connection of the process
     // ([tcp].max_connections, shared): RFC 6062 sets no limit, this one is ours.
-    if (mine >= shared_.config.max_tcp_peer_connections) {
+    // Nor may the process's peer connections ([tcp].max_connections) be
+    // more than that: at either limit the answer is 508, not the 447 of a
+    // peer that does not answer (StreamIo::tcp_connect checks again).
+    if (mine >= shared_.config.max_tcp_peer_connections ||
+        shared_.peer_connections.load(std::memory_order_relaxed) >= static_cast<int64_t>(shared_.config.tcp_max_connections)) {
         reply_error(r, err::kInsufficientCapacity);
         return;
     }
