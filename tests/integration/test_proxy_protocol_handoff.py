@@ -8,64 +8,28 @@ too, not take the open connection of that 5-tuple for a stale one and close it (
 its allocation until a review found it).
 """
 
-import os
-import socket
 import struct
-import subprocess
 import time
 
 import pytest
 
-from conftest import find_turn_relay_bin, free_port, log_tail, relay_port_window, stop_process
+from conftest import log_tail, stop_process
 from test_tcp_allocations import (ALLOCATE, A_CONNECTION_ID, A_PEER, A_TRANSPORT, CONNECT, CONNECTION_BIND,
-                                  REFRESH, EchoPeer, Stream, error_code, xor_addr)
+                                  REFRESH, EchoPeer, Stream, error_code, start_tcp_relay, xor_addr)
 
 LOOPS = 2
 
 
 @pytest.fixture
 def relay(tmp_path):
-    port = free_port(span=1)
-    metrics = free_port(kinds=(socket.SOCK_STREAM,))
-    lo, hi = relay_port_window()
-    cfg = tmp_path / "relay.toml"
-    cfg.write_text(f"""
-[server]
-listen = ["127.0.0.1:{port}"]
-listen_tcp = ["127.0.0.1:{port}"]
-relay_ips = ["127.0.0.1"]
-relay_port_min = {lo}
-relay_port_max = {hi}
-realm = "tcp6062.test"
-threads = {LOOPS}
-[auth]
-users = ["alice:alice-pw", "bob:bob-pw"]
-[tcp]
+    r = start_tcp_relay(tmp_path, threads=LOOPS, extra="""[tcp]
 proxy_protocol = ["127.0.0.1:{port}"]
 proxy_protocol_from = ["127.0.0.1/32"]
-[policy]
-allow_peers = ["127.0.0.0/8"]
-unauth_per_ip_per_s = 1000
 [log]
 level = "debug"
-[metrics]
-listen = "127.0.0.1:{metrics}"
 """)
-    os.chmod(cfg, 0o600)
-    log = tmp_path / "relay.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", metrics), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    r = type("Relay", (), {})()
-    r.addr, r.log, r.proc, r.port = ("127.0.0.1", port), log, proc, port
     yield r
-    stop_process(proc, second_signal_after=0.5)
+    stop_process(r.proc, second_signal_after=0.5)
 
 
 def proxied(relay, user):

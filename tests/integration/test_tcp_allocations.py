@@ -200,52 +200,73 @@ class EchoPeer:
         self.ls.close()
 
 
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tcp6062")
-    port, tls_port = free_port(span=1), free_port(kinds=(socket.SOCK_STREAM,))
+def start_tcp_relay(d, threads=1, extra="", preexec_fn=None, server_extra=""):
+    """turn-relay on 127.0.0.1 with UDP and TCP on one port, users alice and bob, loopback
+    peers allowed, `server_extra` (more [server] keys) and `extra` (more TOML sections; "{port}"
+    in it stands for that port) in its configuration under directory d;
+    returned once its TCP listener accepts, as an object with addr, port, metrics, log and
+    proc (stop it with stop_process)."""
+    port = free_port(span=1)
     metrics = free_port(kinds=(socket.SOCK_STREAM,))
     lo, hi = relay_port_window()
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-days", "2", "-subj", "/CN=t", "-keyout", str(key), "-out", str(cert)], check=True,
-                   capture_output=True)
     cfg = d / "relay.toml"
     cfg.write_text(f"""
 [server]
 listen = ["127.0.0.1:{port}"]
 listen_tcp = ["127.0.0.1:{port}"]
-listen_tls = ["127.0.0.1:{tls_port}"]
 relay_ips = ["127.0.0.1"]
 relay_port_min = {lo}
 relay_port_max = {hi}
 realm = "{REALM}"
-threads = {LOOPS}
-[tls]
-certificate = "{cert}"
-private_key = "{key}"
+threads = {threads}
+{server_extra}
 [auth]
 users = ["alice:alice-pw", "bob:bob-pw"]
-[allocation]
-max_tcp_peer_connections = {MAX_PEER_CONNECTIONS}
 [policy]
 allow_peers = ["127.0.0.0/8"]
 unauth_per_ip_per_s = 1000
 [metrics]
 listen = "127.0.0.1:{metrics}"
-""")
+{extra.replace("{port}", str(port))}""")
+    os.chmod(cfg, 0o600)
     log = d / "relay.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", metrics), timeout=0.2).close()
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    r = type("Relay", (), {})()
+    r.addr, r.port, r.metrics, r.log, r.proc = ("127.0.0.1", port), port, metrics, log, proc
+    return r
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tcp6062")
+    tls_port = free_port(kinds=(socket.SOCK_STREAM,))
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=t", "-keyout", str(key), "-out", str(cert)], check=True,
+                   capture_output=True)
+    r = start_tcp_relay(d, threads=LOOPS, server_extra=f'listen_tls = ["127.0.0.1:{tls_port}"]', extra=f"""[tls]
+certificate = "{cert}"
+private_key = "{key}"
+[allocation]
+max_tcp_peer_connections = {MAX_PEER_CONNECTIONS}
+""")
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", tls_port), timeout=0.2).close()
             break
         except OSError:
             time.sleep(0.1)
-    r = type("Relay", (), {})()
-    r.addr, r.tls_addr, r.metrics, r.log, r.proc = ("127.0.0.1", port), ("127.0.0.1", tls_port), metrics, log, proc
+    r.tls_addr = ("127.0.0.1", tls_port)
+    proc, log = r.proc, r.log
     yield r
     alive = proc.poll() is None
     stop_process(proc, second_signal_after=0.5)
@@ -266,6 +287,14 @@ def tcp_allocation(relay, tls=False, user="alice"):
     c, a, tid = ctl.request(ALLOCATE, [(A_TRANSPORT, bytes([6, 0, 0, 0]))])
     assert c == 2, f"Allocate TCP: {error_code(a)}"
     return ctl, unxor_addr(a[A_RELAYED], tid)
+
+
+def permitted_tcp_allocation(relay, tls=False):
+    """A TCP allocation with a permission for 127.0.0.1: (control connection, relayed address)."""
+    ctl, relayed = tcp_allocation(relay, tls)
+    c, a, _ = ctl.request(CREATE_PERMISSION, [(A_PEER, xor_addr("127.0.0.1", 0))])
+    assert c == 2, f"CreatePermission: {error_code(a)}"
+    return ctl, relayed
 
 
 def bind(relay, conn_id, tls=False, user="alice", rcvbuf=None):
@@ -429,9 +458,7 @@ def test_data_connections_reach_their_allocation_from_any_loop(relay, tls):
 
 
 def test_peer_initiated_connection(relay):
-    ctl, relayed = tcp_allocation(relay)
-    c, a, _ = ctl.request(CREATE_PERMISSION, [(A_PEER, xor_addr("127.0.0.1", 0))])
-    assert c == 2
+    ctl, relayed = permitted_tcp_allocation(relay)
     p = socket.create_connection(relayed, timeout=5)
     m, cls, tid, attrs = ctl.indication()
     assert (m, cls) == (CONNECTION_ATTEMPT, 1)
@@ -459,9 +486,7 @@ def test_peer_initiated_connection(relay):
 def peer_attempt(relay, tls=False, rcvbuf=None):
     """A permitted peer connects to a TCP allocation's relayed address: (control, peer socket,
     CONNECTION-ID)."""
-    ctl, relayed = tcp_allocation(relay, tls)
-    c, a, _ = ctl.request(CREATE_PERMISSION, [(A_PEER, xor_addr("127.0.0.1", 0))])
-    assert c == 2
+    ctl, relayed = permitted_tcp_allocation(relay, tls)
     p = small_buffer_connection(relayed, rcvbuf) if rcvbuf else socket.create_connection(relayed, timeout=5)
     m, cls, tid, attrs = ctl.indication()
     assert (m, cls) == (CONNECTION_ATTEMPT, 1)

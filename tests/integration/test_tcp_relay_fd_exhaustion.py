@@ -13,21 +13,18 @@ warning and accept_paused code path are there for); the client then sends, in on
 Refresh LIFETIME=0 and an Allocate for UDP relaying.
 """
 
-import os
 import resource
 import socket
 import struct
-import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
-from conftest import find_turn_relay_bin, free_port, log_tail, relay_port_window, stop_process
-from test_tcp_allocations import (ALLOCATE, A_LIFETIME, A_PEER, A_REALM, A_RELAYED, A_TRANSPORT, A_NONCE,
-                                  A_USERNAME, CREATE_PERMISSION, REFRESH, Stream, decode, encode, error_code,
-                                  unxor_addr, xor_addr)
+from conftest import log_tail, stop_process
+from test_tcp_allocations import (ALLOCATE, A_LIFETIME, A_PEER, A_REALM, A_TRANSPORT, A_NONCE, A_USERNAME,
+                                  CREATE_PERMISSION, REFRESH, decode, encode, error_code, max_busy,
+                                  permitted_tcp_allocation, start_tcp_relay, xor_addr)
 
 SEND, DATA = 0x006, 0x007
 A_DATA = 0x0013
@@ -59,60 +56,19 @@ class UdpEcho:
 
 @pytest.fixture
 def relay(tmp_path):
-    port = free_port(span=1)
-    metrics = free_port(kinds=(socket.SOCK_STREAM,))
-    lo, hi = relay_port_window()
-    cfg = tmp_path / "relay.toml"
-    cfg.write_text(f"""
-[server]
-listen = ["127.0.0.1:{port}"]
-listen_tcp = ["127.0.0.1:{port}"]
-relay_ips = ["127.0.0.1"]
-relay_port_min = {lo}
-relay_port_max = {hi}
-realm = "tcp6062.test"
-threads = 1
-[auth]
-users = ["alice:alice-pw", "bob:bob-pw"]
-[allocation]
-max_tcp_peer_connections = 1000
-[policy]
-allow_peers = ["127.0.0.0/8"]
-unauth_per_ip_per_s = 1000
-[metrics]
-listen = "127.0.0.1:{metrics}"
-""")
-    os.chmod(cfg, 0o600)
-    log = tmp_path / "relay.log"
-
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=limit)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    r = type("Relay", (), {})()
-    r.addr, r.log, r.proc, r.metrics = ("127.0.0.1", port), log, proc, metrics
+    r = start_tcp_relay(tmp_path, extra="[allocation]\nmax_tcp_peer_connections = 1000\n", preexec_fn=limit)
     yield r
-    stop_process(proc, second_signal_after=0.5)
+    stop_process(r.proc, second_signal_after=0.5)
 
 
 def test_paused_relay_listener_entry_ends_with_its_descriptor(relay):
     echo = UdpEcho()
     peers = []
     try:
-        ctl = Stream(relay.addr)
-        c, a, tid = ctl.request(ALLOCATE, [(A_TRANSPORT, bytes([6, 0, 0, 0]))])
-        assert c == 2, error_code(a)
-        relayed = unxor_addr(a[A_RELAYED], tid)
-        c, a, _ = ctl.request(CREATE_PERMISSION, [(A_PEER, xor_addr("127.0.0.1", 0))])
-        assert c == 2
+        ctl, relayed = permitted_tcp_allocation(relay)
         # Peers until the relay runs out of descriptors (its accept4 fails: EMFILE).
         for _ in range(NOFILE + 8):
             p = socket.socket()
@@ -165,8 +121,7 @@ def test_paused_relay_listener_entry_ends_with_its_descriptor(relay):
             if answered:
                 break
         assert relay.proc.poll() is None, "turn-relay died\n" + log_tail(relay.log)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{relay.metrics}/metrics", timeout=3).read().decode()
-        busy = max(float(l.split()[-1]) for l in text.splitlines() if l.startswith("turn_event_loop_busy_ratio{"))
+        busy = max_busy(relay)
         assert answered, (f"the new UDP allocation never got its peer's answer (event loop busy ratio {busy:.2f}):"
                           " its relayed socket's epoll entry was rewritten with the closed TCP relay listener's tag")
         assert busy < 0.5, f"event loop spinning ({busy:.2f})"

@@ -9,77 +9,29 @@ connections, Shared::peer_connections), refused as at the per-allocation limit
   Connection Timeout or Failure, as if the peer had been unreachable).
 """
 
-import os
 import socket
-import struct
-import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from conftest import find_turn_relay_bin, free_port, log_tail, relay_port_window, stop_process
-from test_tcp_allocations import (ALLOCATE, A_PEER, A_RELAYED, A_TRANSPORT, CONNECT, CONNECTION_ATTEMPT,
-                                  CREATE_PERMISSION, EchoPeer, Stream, error_code, unxor_addr, xor_addr)
+from conftest import stop_process
+from test_tcp_allocations import (A_PEER, CONNECT, CONNECTION_ATTEMPT, EchoPeer, error_code, metric,
+                                  permitted_tcp_allocation, start_tcp_relay, xor_addr)
+
+LIMIT_DROPS = 'turn_drops_total{reason="tcp_peer_limit"}'
 
 
 @pytest.fixture
 def relay(tmp_path):
-    port = free_port(span=1)
-    metrics = free_port(kinds=(socket.SOCK_STREAM,))
-    lo, hi = relay_port_window()
-    cfg = tmp_path / "relay.toml"
-    cfg.write_text(f"""
-[server]
-listen = ["127.0.0.1:{port}"]
-listen_tcp = ["127.0.0.1:{port}"]
-relay_ips = ["127.0.0.1"]
-relay_port_min = {lo}
-relay_port_max = {hi}
-realm = "tcp6062.test"
-threads = 1
-[auth]
-users = ["alice:alice-pw", "bob:bob-pw"]
-[tcp]
-max_connections = 2
-[policy]
-allow_peers = ["127.0.0.0/8"]
-unauth_per_ip_per_s = 1000
-[metrics]
-listen = "127.0.0.1:{metrics}"
-""")
-    os.chmod(cfg, 0o600)
-    log = tmp_path / "relay.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([find_turn_relay_bin(), "--config", str(cfg)], stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    r = type("Relay", (), {})()
-    r.addr, r.log, r.proc, r.metrics = ("127.0.0.1", port), log, proc, metrics
+    r = start_tcp_relay(tmp_path, extra="[tcp]\nmax_connections = 2\n")
     yield r
-    stop_process(proc, second_signal_after=0.5)
-
-
-def refusals(relay):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{relay.metrics}/metrics", timeout=3).read().decode()
-    return sum(float(l.split()[-1]) for l in text.splitlines()
-               if l.startswith("turn_drops_total{") or l.startswith("turn_connections_closed_total{"))
+    stop_process(r.proc, second_signal_after=0.5)
 
 
 def full_allocation(relay):
     """A TCP allocation with a permission and two accepted peers: the process's peer
     connections are at [tcp].max_connections (2)."""
-    ctl = Stream(relay.addr)
-    c, a, tid = ctl.request(ALLOCATE, [(A_TRANSPORT, bytes([6, 0, 0, 0]))])
-    assert c == 2, error_code(a)
-    relayed = unxor_addr(a[A_RELAYED], tid)
-    c, a, _ = ctl.request(CREATE_PERMISSION, [(A_PEER, xor_addr("127.0.0.1", 0))])
-    assert c == 2
+    ctl, relayed = permitted_tcp_allocation(relay)
     peers = []
     for _ in range(2):
         peers.append(socket.create_connection(relayed, timeout=5))
@@ -90,7 +42,7 @@ def full_allocation(relay):
 
 def test_peer_over_the_process_limit_is_counted(relay):
     ctl, relayed, peers = full_allocation(relay)
-    before = refusals(relay)
+    before = metric(relay, LIMIT_DROPS)
     p = socket.create_connection(relayed, timeout=5)
     p.settimeout(3)
     try:
@@ -101,7 +53,7 @@ def test_peer_over_the_process_limit_is_counted(relay):
     with pytest.raises(socket.timeout):
         ctl.indication(timeout=0.5)
     time.sleep(0.3)
-    assert refusals(relay) > before, "a peer connection refused at [tcp].max_connections moved no counter"
+    assert metric(relay, LIMIT_DROPS) == before + 1, "a peer connection refused at [tcp].max_connections is not counted"
     for s in peers + [ctl.s]:
         s.close()
 
