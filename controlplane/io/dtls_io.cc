@@ -147,6 +147,10 @@ SSL* new_ssl(SSL_CTX* ctx, DtlsIo::Bio* bio, uint32_t mtu) {
     SSL_set_bio(ssl, b, b);
     SSL_set_app_data(ssl, &bio->peer);
     SSL_set_options(ssl, SSL_OP_COOKIE_EXCHANGE | SSL_OP_NO_QUERY_MTU);
+    // The relay asks for no client certificate: no handshake message it
+    // takes is large. OpenSSL reassembles fragmented messages in a buffer of
+    // the announced length, up to this (its floor, ~16.6 KiB, is used).
+    SSL_set_max_cert_list(ssl, 16 * 1024);
     DTLS_set_link_mtu(ssl, static_cast<long>(mtu));
     SSL_set_accept_state(ssl);
     return ssl;
@@ -332,7 +336,42 @@ void DtlsIo::on_hello(Listener& l, const FiveTuple& ft, std::span<const uint8_t>
     feed(ref, {});  // ServerHello ... ServerHelloDone, from the ClientHello DTLSv1_listen kept
 }
 
+namespace {
+
+// Records in `data` (DTLS record headers: type, version, epoch, sequence
+// number, length; 13 bytes) whose epoch is not 0; a truncated last record
+// counts if its epoch field is there.
+uint32_t later_epoch_records(std::span<const uint8_t> data) {
+    constexpr size_t kHeader = 13;
+    uint32_t n = 0;
+    for (size_t off = 0; off + 5 <= data.size();) {
+        n += (data[off + 3] | data[off + 4]) != 0 ? 1 : 0;
+        if (off + kHeader > data.size()) {
+            break;
+        }
+        off += kHeader + (size_t{data[off + 11]} << 8 | data[off + 12]);
+    }
+    return n;
+}
+
+// A client's handshake sends one record of epoch 1 (its Finished) per
+// flight, and retransmits the flight a few times at most.
+constexpr uint32_t kMaxEarlyRecords = 8;
+
+}  // namespace
+
 bool DtlsIo::feed(Session& s, std::span<const uint8_t> data) {
+    // Before the handshake ends, OpenSSL buffers every record of the next
+    // epoch (up to 100, each with a ~17.7 KiB buffer), junk included: more
+    // than a real client's handshake sends are dropped, so that a session
+    // costs what docs/CONFIGURATION.md says however its handshake is fed.
+    if (!s.established && !data.empty()) {
+        s.early_records += later_epoch_records(data);
+        if (s.early_records > kMaxEarlyRecords) {
+            stats_.drop(Drop::kDtlsEarlyRecords);
+            return true;
+        }
+    }
     if (!data.empty()) {
         s.bio->in = data.data();
         s.bio->in_len = data.size();

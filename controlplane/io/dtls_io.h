@@ -20,6 +20,10 @@
 //   answer is smaller than the ClientHello (no amplification); any other
 //   datagram from a source without a session is dropped
 //   (turn_drops_total{reason="dtls_no_session"});
+// - an unfinished handshake: past 8 records of a later epoch (which OpenSSL
+//   would buffer, ~17.7 KiB each), its datagrams are dropped
+//   (reason="dtls_early_records"), and handshake messages are reassembled
+//   in at most ~16.6 KiB (SSL_set_max_cert_list);
 // - [dtls].max_sessions (whole process), max_sessions_per_ip (IPv4 address
 //   or IPv6 /64), handshakes_per_ip_per_s: a handshake over them is not
 //   started (turn_connections_closed_total{transport="dtls",reason="limit"|"rate"});
@@ -119,6 +123,10 @@ private:
         std::unique_ptr<Bio> bio;
         FiveTuple ft;
         bool established = false;
+        // Records of a later epoch than 0 received before the session was
+        // established (DtlsIo::feed): OpenSSL keeps each such record with a
+        // whole read buffer (~17.7 KiB) until its epoch starts, up to 100.
+        uint32_t early_records = 0;
         uint64_t last_rx_ms = 0;  // last STUN or ChannelData record from the client (or the session's start)
         size_t max_plain = kMaxRecord;  // the largest record it takes
         uint64_t serial = 0;  // tells its timers from those of an earlier session on its 5-tuple
