@@ -17,10 +17,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/config.h"
@@ -223,7 +225,10 @@ bool same(const ipc::WireAddress& w, const Address& a) { return w.to() == a; }
 // allocation `id` to kPeer, made and removed in turn) until the server drops
 // the connection or `cap` are made; how many were made. Those made after the
 // drop were not queued (nothing is while no dataplane is in sync), so at most
-// this many were. Leaves the permission in the mirror.
+// this many were. Every 256 it sleeps a millisecond: the IPC thread that
+// decides the drop must run meanwhile, and on a loaded host (a CI run beside
+// builds) a producer that never paused made 8,000 more before it did, past
+// the tests' margin. Leaves the permission in the mirror.
 size_t push_until_dropped(IpcServer& srv, uint64_t id, size_t cap) {
     const uint64_t before = srv.counters().disconnects();
     size_t made = 0;
@@ -234,6 +239,9 @@ size_t push_until_dropped(IpcServer& srv, uint64_t id, size_t cap) {
             srv.permission_removed(id, kPeer);
         }
         ++made;
+        if (made % 256 == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
     }
     EXPECT_TRUE(eventually([&] { return srv.counters().disconnects() == before + 1; }, kWaitMs))
         << "not dropped after " << made << " messages queued for a dataplane that does not read";
