@@ -1,12 +1,29 @@
 #include "core/port_allocator.h"
 
+#include <openssl/rand.h>
+
 #include <algorithm>
 
 namespace turn::cp {
 
+namespace {
+
+// 64 unpredictable bits (std::random_device's two 32-bit draws should
+// OpenSSL's generator ever fail).
+uint64_t random64() {
+    uint64_t v = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v) != 1) {
+        std::random_device rd;
+        v = uint64_t{rd()} << 32 | rd();
+    }
+    return v;
+}
+
+}  // namespace
+
 PortAllocator::PortAllocator(uint16_t min, uint16_t max, uint64_t reservation_ms, uint64_t seed)
     : min_(min), max_(max), reservation_ms_(reservation_ms), v4_(static_cast<size_t>(max - min) + 1, kFree),
-      v6_(static_cast<size_t>(max - min) + 1, kFree), rng_(seed) {}
+      v6_(static_cast<size_t>(max - min) + 1, kFree), rng_(seed != 0 ? seed : random64()), secure_(seed == 0) {}
 
 void PortAllocator::expire_reservations(uint64_t now_ms) {
     for (auto it = reservations_.begin(); it != reservations_.end();) {
@@ -40,7 +57,7 @@ std::optional<PortAllocator::Grant> PortAllocator::acquire(Family f, bool even, 
             }
             uint64_t token = 0;
             while (token == 0 || reservations_.count(token) != 0) {
-                token = rng_();
+                token = secure_ ? random64() : rng_();
             }
             t[idx] = kUsed;
             t[idx + 1] = kReserved;

@@ -19,6 +19,11 @@ namespace turn::cp {
 
 class PortAllocator {
 public:
+    // seed 0 (production): ports start from a generator seeded with 64 bits
+    // of OpenSSL's RAND_bytes, and RESERVATION-TOKENs come from RAND_bytes
+    // itself, so that no client can predict the token another was given and
+    // take its reserved port. Another seed (tests, fuzzing): both from a
+    // generator with that seed, reproducibly.
     PortAllocator(uint16_t min, uint16_t max, uint64_t reservation_ms, uint64_t seed);
 
     struct Grant {
@@ -62,6 +67,7 @@ private:
     std::vector<uint8_t> v6_;
     std::unordered_map<uint64_t, Reservation> reservations_;
     std::mt19937_64 rng_;
+    bool secure_;  // seed 0: tokens from RAND_bytes
 };
 
 }  // namespace turn::cp

@@ -1,7 +1,6 @@
 #include "core/shared.h"
 
 #include <algorithm>
-#include <random>
 
 #include "core/nat_behavior.h"
 
@@ -11,9 +10,9 @@ Shared::Shared(const Config& c, std::unique_ptr<auth::NonceCodec> n)
     : config(c), credentials(std::make_shared<auth::CredentialStore>(c.realm)), nonces(std::move(n)),
       policy(make_policy(c)),
       socket_only_peer_ips(make_socket_only_peer_ips(c)),
-      // Config::seed: 0 (production) draws the seeds from std::random_device.
-      ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000,
-            c.seed != 0 ? c.seed : std::random_device{}()),
+      // Config::seed: 0 (production) draws the seeds from std::random_device
+      // (the ports' from RAND_bytes, PortAllocator).
+      ports(c.relay_port_min, c.relay_port_max, uint64_t{c.reservation_lifetime_s} * 1000, c.seed),
       quota(c.max_per_user, c.max_total),
       unauth_limiter(c.unauth_per_ip_per_s, SourceRateLimiter::kDefaultMaxSources, c.seed),
       accept_limiter(c.tcp_accepts_per_ip_per_s, SourceRateLimiter::kDefaultMaxSources, c.seed),

@@ -2,6 +2,7 @@
 // retransmissions, relaying: the protocol core with a fake clock and fake I/O.
 #include <set>
 
+#include "core/port_allocator.h"
 #include "server_fixture.h"
 #include "stun/integrity.h"
 
@@ -230,10 +231,25 @@ TEST_F(ServerTest, PermissionAndChannelCountsAreBounded) {
     ASSERT_TRUE(create_permission(tuple(), {A("198.18.9.1:1"), A("198.18.9.2:1")}).success());
     EXPECT_EQ(create_permission(tuple(), {A("198.18.9.3:1"), A("198.18.9.4:1")}).code(), 508);
     EXPECT_TRUE(create_permission(tuple(), {A("198.18.9.1:1"), A("198.18.9.3:1")}).success());  // refresh + 1 new
+    // At the limit, an IP already permitted listed twice is no new permission; a
+    // new IP listed twice (other ports: permissions are per IP) is one, over it.
+    EXPECT_TRUE(create_permission(tuple(), {A("198.18.9.2:7"), A("198.18.9.2:8")}).success());
+    EXPECT_EQ(create_permission(tuple(), {A("198.18.9.4:1"), A("198.18.9.4:2")}).code(), 508);
     EXPECT_TRUE(channel_bind(tuple(), 0x4000, A("198.18.9.1:5")).success());
     EXPECT_TRUE(channel_bind(tuple(), 0x4001, A("198.18.9.2:5")).success());
     EXPECT_EQ(channel_bind(tuple(), 0x4002, A("198.18.9.3:5")).code(), 508);
     EXPECT_TRUE(channel_bind(tuple(), 0x4000, A("198.18.9.1:5")).success());  // refresh
+}
+
+TEST_F(ServerTest, PeerListedTwiceIsOneNewPermission) {
+    Config c = base_config();
+    c.max_permissions = 2;
+    start(c);
+    ASSERT_TRUE(allocate(tuple()).success());
+    ASSERT_TRUE(create_permission(tuple(), {A("198.18.9.1:1")}).success());
+    // One permission left: a new IP listed twice (two ports) takes just that one.
+    EXPECT_TRUE(create_permission(tuple(), {A("198.18.9.5:1"), A("198.18.9.5:2")}).success());
+    EXPECT_TRUE(server->allocations().find(tuple())->permitted(A("198.18.9.5"), clock.now_ms()));
 }
 
 TEST_F(ServerTest, CreatePermissionFamilyMismatchIs443) {
@@ -1579,4 +1595,26 @@ TEST_F(ServerTest, OffloadHookSeesEveryFlowChange) {
 }
 
 }  // namespace
+// RESERVATION-TOKENs (RFC 8656 section 7.2, EVEN-PORT with the R bit): with
+// seed 0, as in production, they come from RAND_bytes, so two allocators
+// give different tokens and no token follows from the generator that picks
+// ports; with a seed (tests, fuzzing) they repeat, for reproducible runs.
+TEST(PortAllocatorTokens, UnpredictableInProductionReproducibleWithASeed) {
+    auto tokens = [](uint64_t seed) {
+        turn::cp::PortAllocator p(50000, 50999, 30000, seed);
+        std::vector<uint64_t> t;
+        for (int i = 0; i < 8; ++i) {
+            const auto g = p.acquire(turn::Family::kIPv4, true, true, 0);
+            EXPECT_TRUE(g.has_value());
+            if (g) {
+                EXPECT_NE(g->token, 0u);
+                t.push_back(g->token);
+            }
+        }
+        return t;
+    };
+    EXPECT_EQ(tokens(42), tokens(42));
+    EXPECT_NE(tokens(0), tokens(0)) << "seed 0 made a generator seeded with 0 (or 32 bits): tokens that repeat";
+}
+
 }  // namespace turn::cp::test

@@ -145,6 +145,18 @@ TEST_F(NatBehavior, WhatCannotBeHonouredIs420) {
     EXPECT_EQ(a.code(), 420);
     EXPECT_EQ(unknown_of(a), std::vector<uint16_t>{stun::attr::kChangeRequest});
     EXPECT_FALSE(a.view.find(stun::attr::kOtherAddress));
+    // Nor, without alternates, RESPONSE-PORT and PADDING: RFC 5780 is off there.
+    for (const auto& [attrs, type] : std::vector<std::pair<Attrs, uint16_t>>{
+             {[](stun::MessageBuilder& b) { b.add_response_port(9); }, stun::attr::kResponsePort},
+             {[](stun::MessageBuilder& b) { b.add_padding(1200); }, stun::attr::kPadding}}) {
+        const size_t before = io.client.size();
+        server->on_client_datagram(v6, build(M::kBinding, stun::Class::kRequest, attrs, nullptr));
+        ASSERT_EQ(io.client.size(), before + 1);
+        Answer u(io.client.back().bytes);
+        EXPECT_EQ(u.code(), 420);
+        EXPECT_EQ(unknown_of(u), std::vector<uint16_t>{type});
+        EXPECT_EQ(io.client.back().to.client, v6.client) << "to the sender's own port";
+    }
     // Over TCP there is nothing to change and no datagram to pad or redirect.
     for (const Attrs& attrs : std::vector<Attrs>{change, [](stun::MessageBuilder& b) { b.add_response_port(9); },
                                                  [](stun::MessageBuilder& b) { b.add_padding(8); }}) {

@@ -5,7 +5,11 @@
 // RESPONSE-ORIGIN (always, with a concrete listener), OTHER-ADDRESS,
 // CHANGE-REQUEST (the response leaves from the changed address), and over
 // UDP RESPONSE-PORT (the response goes to that port of the client's IP) and
-// PADDING (echoed at the same length, for fragmentation tests).
+// PADDING (echoed at the same length, for fragmentation tests). Without
+// alternates RFC 5780 is off and all three get 420, as
+// docs/CONTROLPLANE.md ("Decisions") promises: an unauthenticated request
+// then cannot steer or pad an answer on a relay whose operator did not
+// turn discovery on.
 #include "core/nat_behavior.h"
 #include "core/server.h"
 #include "stun/attributes.h"
@@ -17,13 +21,14 @@ void Server::handle_binding(const Request& r) {
     const bool udp = r.ft.transport == Transport::kUdp;
     const bool rfc5780 = udp && nat_discovery_enabled(c, r.ft.server);
     // What this server processes of the attributes the library calls
-    // unknown: CHANGE-REQUEST only with alternates, RESPONSE-PORT and
-    // PADDING over UDP (they are about datagrams). Over TCP/TLS and without
-    // alternates an RFC 5780 client gets 420 and knows to stop (section 6.1).
+    // unknown: CHANGE-REQUEST, RESPONSE-PORT and PADDING, over UDP with
+    // alternates (RESPONSE-PORT and PADDING are about datagrams). Over
+    // TCP/TLS and without alternates an RFC 5780 client gets 420 and knows to
+    // stop (section 6.1).
     std::vector<uint16_t> unknown;
     for (const uint16_t t : r.msg.unknown_required()) {
-        const bool handled = (t == stun::attr::kChangeRequest && rfc5780) ||
-                             ((t == stun::attr::kResponsePort || t == stun::attr::kPadding) && udp);
+        const bool handled =
+            rfc5780 && (t == stun::attr::kChangeRequest || t == stun::attr::kResponsePort || t == stun::attr::kPadding);
         if (!handled) {
             unknown.push_back(t);
         }
@@ -46,11 +51,11 @@ void Server::handle_binding(const Request& r) {
     }
     // RFC 5780 section 6.1: PADDING with RESPONSE-PORT is refused (a padded
     // answer sent to another port would be a reflection tool).
-    if (udp && r.msg.find(stun::attr::kResponsePort) != nullptr && r.msg.find(stun::attr::kPadding) != nullptr) {
+    if (rfc5780 && r.msg.find(stun::attr::kResponsePort) != nullptr && r.msg.find(stun::attr::kPadding) != nullptr) {
         reply_error(r, stun::err::kBadRequest);
         return;
     }
-    if (const auto* a = r.msg.find(stun::attr::kResponsePort); a != nullptr && udp) {
+    if (const auto* a = r.msg.find(stun::attr::kResponsePort); a != nullptr && rfc5780) {
         uint16_t port = 0;
         if (stun::decode_response_port(r.msg.value(*a), port) != stun::AttrError::kOk || port == 0) {
             reply_error(r, stun::err::kBadRequest);
@@ -69,7 +74,7 @@ void Server::handle_binding(const Request& r) {
     if (rfc5780) {
         b.add_address(stun::attr::kOtherAddress, *nat_changed_address(c, r.ft.server, true, true));
     }
-    if (const auto* a = r.msg.find(stun::attr::kPadding); a != nullptr && udp) {
+    if (const auto* a = r.msg.find(stun::attr::kPadding); a != nullptr && rfc5780) {
         b.add_padding(a->length);  // as large as the client's; the builder refuses past the scratch buffer
     }
     finish(resp, b, 200);

@@ -40,9 +40,15 @@ void Server::handle_create_permission(const Request& r, Allocation& a) {
     }
     // Bounded state per allocation: new permissions beyond the limit get 508
     // (RFC 8656 section 9.2: the server may refuse for lack of capacity).
+    // A peer IP listed twice is one new permission.
     size_t fresh = 0;
     for (size_t i = 0; i < n; ++i) {
-        fresh += a.permissions.count(Allocation::permission_key(peers[i])) == 0 ? 1 : 0;
+        const auto key = Allocation::permission_key(peers[i]);
+        bool listed_before = false;
+        for (size_t j = 0; j < i && !listed_before; ++j) {
+            listed_before = Allocation::permission_key(peers[j]) == key;
+        }
+        fresh += !listed_before && a.permissions.count(key) == 0 ? 1 : 0;
     }
     if (a.permissions.size() + fresh > shared_.config.max_permissions) {
         reply_error(r, err::kInsufficientCapacity);
