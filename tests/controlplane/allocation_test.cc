@@ -1510,6 +1510,45 @@ TEST_F(ServerTest, RetransmittedRedirectedAllocateGetsTheSameAlternate) {
     EXPECT_EQ(first->bytes, again->bytes);  // from the response cache, not the next in the rotation
 }
 
+// RFC 6062 CONNECTION-IDs cannot be predicted from what a client sees: the
+// transaction IDs of the relay's own indications come from an xorshift64
+// whose whole state a ConnectionAttempt's first 8 bytes show, and ids used to
+// be drawn from it, so a client sharing a username with others could compute
+// the next id and bind another client's peer connection first. With
+// Config::seed 0, as in production, the next id is not that prediction.
+TEST_F(ServerTest, ConnectionIdsDoNotFollowTheIndicationsTransactionIds) {
+    Config cfg = base_config();
+    cfg.seed = 0;
+    start(cfg);
+    const FiveTuple ctl{A("198.18.1.1:6000"), A("198.18.0.1:3478"), Transport::kTcp};
+    auto a = request(ctl, M::kAllocate, [](auto& b) { b.add_requested_transport(stun::kProtoTcp); });
+    ASSERT_TRUE(a.success()) << a.code();
+    ASSERT_TRUE(create_permission(ctl, {A("198.18.9.9:1")}).success());
+    ASSERT_EQ(io.open.size(), 1u);
+    const RelayId relay = io.open.begin()->first;
+    const auto xorshift = [](uint64_t s) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        return s;
+    };
+    int predicted_right = 0;
+    std::vector<uint8_t> last;  // the last ConnectionAttempt indication
+    for (uint16_t port = 7000; port < 7016; ++port) {
+        uint32_t id = 0;
+        ASSERT_TRUE(server->on_tcp_peer_accepted(relay, A("198.18.9.9:1").with_port(port), id));
+        if (!last.empty()) {
+            // What the last indication's transaction ID said this id would be.
+            uint64_t s1 = 0;
+            std::memcpy(&s1, last.data() + 8, 8);
+            predicted_right += static_cast<uint32_t>(xorshift(xorshift(s1))) == id ? 1 : 0;
+        }
+        last = io.client.back().bytes;
+        ASSERT_EQ(Answer(last).u32(stun::attr::kConnectionId), id);
+    }
+    EXPECT_EQ(predicted_right, 0) << "CONNECTION-IDs follow the transaction IDs a client sees";
+}
+
 // RFC 6062 with several event loops: a CONNECTION-ID names the loop of its
 // allocation (id % loops), and a ConnectionBind framed on another loop hands
 // its connection there, unanswered here (the owner answers it).

@@ -12,6 +12,8 @@
 // (io/stream_io.cc); this file keeps only what the protocol needs.
 #include "core/server.h"
 
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -25,11 +27,18 @@ constexpr uint64_t kBindTimeoutMs = 30'000;  // RFC 6062 sections 5.2 and 5.3
 
 // Random, and id % loops_ == loop_: a ConnectionBind that reaches another
 // loop (each loop accepts TCP/TLS clients) knows where to send its connection.
+// Random: a client that could predict the next id could bind another
+// client's peer connection before it (one username shared by many clients is
+// common). So not from next_txid(), whose xorshift state every Data and
+// ConnectionAttempt indication shows, but from RAND_bytes; from next_txid()
+// only with Config::seed (tests and fuzzing, reproducibly).
 uint32_t Server::new_connection_id() {
     for (;;) {
-        const auto t = next_txid();
         uint32_t r = 0;
-        std::memcpy(&r, t.data(), sizeof r);
+        if (shared_.config.seed != 0 || RAND_bytes(reinterpret_cast<unsigned char*>(&r), sizeof r) != 1) {
+            const auto t = next_txid();
+            std::memcpy(&r, t.data(), sizeof r);
+        }
         const uint64_t v = uint64_t{r} / loops_ * loops_ + loop_;
         const auto id = static_cast<uint32_t>(v);
         if (v <= UINT32_MAX && id != 0 && tcp_peers_.count(id) == 0) {
