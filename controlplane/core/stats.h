@@ -35,7 +35,7 @@ struct Counter {
     X(kUnknownAttribute, "unknown_attribute")  /* indication with an unknown comprehension-required attribute */ \
     X(kStreamBackpressure, "stream_backpressure") /* TCP/TLS client not reading: its send buffer is full */ \
     X(kDtlsNoSession, "dtls_no_session")       /* on a DTLS listener: not a ClientHello, and no session */ \
-    X(kDtlsEarlyRecords, "dtls_early_records") /* a DTLS handshake's datagram past 8 records of a later epoch (junk OpenSSL would buffer) */ \
+    X(kDtlsEarlyRecords, "dtls_early_records") /* a DTLS handshake's datagram past 4 records of a later epoch (junk OpenSSL would buffer) */ \
     X(kTtlExpired, "ttl_expired")              /* data to relay received with TTL / Hop Limit 0 or 1 (RFC 8656 section 14) */ \
     X(kTcpPeerLimit, "tcp_peer_limit")         /* RFC 6062: a peer's connection to an allocation at [allocation].max_tcp_peer_connections, or to the process at [tcp].max_connections */ \
     X(kBadFingerprint, "bad_fingerprint")      /* STUN message whose FINGERPRINT does not match (RFC 8489 section 7.3) */ \

@@ -20,7 +20,7 @@
 //   answer is smaller than the ClientHello (no amplification); any other
 //   datagram from a source without a session is dropped
 //   (turn_drops_total{reason="dtls_no_session"});
-// - an unfinished handshake: past 8 records of a later epoch (which OpenSSL
+// - an unfinished handshake: past 4 records of a later epoch (which OpenSSL
 //   would buffer, ~17.7 KiB each), its datagrams are dropped
 //   (reason="dtls_early_records"), and handshake messages are reassembled
 //   in at most ~16.6 KiB (SSL_set_max_cert_list);

@@ -5,8 +5,11 @@ read buffer of ~17.7 KiB, however small the datagram (29 bytes here), up to 100 
 until the session ends ([dtls].idle_timeout_s). With the default limits one IPv4 address holds
 1000 sessions (max_sessions_per_ip) and the process 10000 (max_sessions), so that grew the
 relay by gigabytes for a handful of clients (~475 KiB per session, found by a review). The
-relay now drops a handshake's datagrams past 8 such records (a real client sends one per
-flight), counted as turn_drops_total{reason="dtls_early_records"}.
+relay now drops a handshake's datagrams past 4 such records (a real client sends one with its
+last flight), counted as turn_drops_total{reason="dtls_early_records"}, so junk adds at most
+4 buffers (~71 KiB) to a session. Resident memory depends on the allocator and on how sessions
+spread over event loops (a CI run measured 76 KiB for a plain session, this host 52), so the
+bound is the plain sessions' cost plus 100 KiB.
 """
 import os
 import socket
@@ -19,7 +22,7 @@ from test_dtls import dtls_cert, start_handshake, record, HANDSHAKE  # noqa: F40
 from test_tcp_tls import metric0
 
 SESSIONS = 100
-PER_SESSION_LIMIT = 128 * 1024  # 2.5 times the documented ~52 KiB (OpenSSL's own retries and the allocator's slack)
+EXTRA_LIMIT = 100 * 1024  # per session, over a plain session's cost
 
 
 def rss(pid: int) -> int:
@@ -68,12 +71,12 @@ def test_dtls_session_memory_bounded(tmp_path, dtls_cert):
         grown = rss(pid) - base2
         print(f"{junk}: plain sessions {plain / SESSIONS / 1024:.1f} KiB each, "
               f"with junk {grown / SESSIONS / 1024:.1f} KiB each")
-        assert grown / SESSIONS <= PER_SESSION_LIMIT, (
+        assert grown / SESSIONS <= plain / SESSIONS + EXTRA_LIMIT, (
             f"{SESSIONS} DTLS sessions fed {junk} junk grew the relay by {grown >> 20} MiB "
             f"({grown / SESSIONS / 1024:.0f} KiB per session; plain ones "
             f"{plain / SESSIONS / 1024:.0f} KiB)")
-        # Each session took 8 of its 100 junk records; the other 92 were dropped and counted.
-        assert metric0(srv, "turn_drops_total", reason="dtls_early_records") - drops == SESSIONS * 92
+        # Each session took 4 of its 100 junk records; the other 96 were dropped and counted.
+        assert metric0(srv, "turn_drops_total", reason="dtls_early_records") - drops == SESSIONS * 96
     finally:
         for s in socks:
             s.close()
