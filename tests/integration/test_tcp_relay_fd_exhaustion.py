@@ -16,7 +16,6 @@ Refresh LIFETIME=0 and an Allocate for UDP relaying.
 import resource
 import socket
 import struct
-import threading
 import time
 
 import pytest
@@ -31,29 +30,6 @@ A_DATA = 0x0013
 NOFILE = 48
 
 
-class UdpEcho:
-    def __init__(self):
-        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.s.bind(("127.0.0.1", 0))
-        self.port = self.s.getsockname()[1]
-        self.stop = False
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        self.s.settimeout(0.2)
-        while not self.stop:
-            try:
-                d, a = self.s.recvfrom(65535)
-            except OSError:
-                continue
-            self.s.sendto(d, a)
-
-    def close(self):
-        self.stop = True
-        time.sleep(0.3)
-        self.s.close()
-
-
 @pytest.fixture
 def relay(tmp_path):
     def limit():
@@ -64,8 +40,8 @@ def relay(tmp_path):
     stop_process(r.proc, second_signal_after=0.5)
 
 
-def test_paused_relay_listener_entry_ends_with_its_descriptor(relay):
-    echo = UdpEcho()
+def test_paused_relay_listener_entry_ends_with_its_descriptor(relay, echo_peer):
+    echo = echo_peer
     peers = []
     try:
         ctl, relayed = permitted_tcp_allocation(relay)
@@ -128,4 +104,3 @@ def test_paused_relay_listener_entry_ends_with_its_descriptor(relay):
     finally:
         for p in peers:
             p.close()
-        echo.close()
