@@ -263,14 +263,8 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
     Conn& c = *conns_[idx];
     const size_t have = c.in.size();
     const Address proxy = c.ft.client;  // the connection's own source until the header names the client
-    // Closed as proxy_header; at debug level logged with why (and the client
-    // the header named, once it has).
-    auto refuse = [&](const char* why, bool named) {
-        if (log_enabled(LogLevel::kDebug)) {
-            const Field f[] = {{"proxy", proxy.to_string()}, {"error", why}, {"client", c.ft.client.to_string()}};
-            log_event(LogLevel::kDebug, "proxy_header_refused", std::span<const Field>(f, named ? 3 : 2));
-        }
-        close(idx, ConnClose::kProxyHeader);
+    auto refuse = [&](std::string_view why, bool named) {
+        refuse_proxy_header(idx, &proxy, why, named);
         return false;
     };
     // Peeked: bytes past the header's end stay in the socket for the
@@ -322,6 +316,22 @@ bool StreamIo::read_proxy_header(uint32_t idx) {
     c.awaiting_proxy = false;
     by_tuple_[c.ft] = idx;
     return true;
+}
+
+void StreamIo::refuse_proxy_header(uint32_t idx, const Address* proxy, std::string_view why, bool named) {
+    if (log_enabled(LogLevel::kDebug)) {
+        Field f[3];
+        size_t n = 0;
+        if (proxy != nullptr) {
+            f[n++] = {"proxy", proxy->to_string()};
+        }
+        f[n++] = {"error", std::string(why)};
+        if (named) {
+            f[n++] = {"client", conns_[idx]->ft.client.to_string()};
+        }
+        log_event(LogLevel::kDebug, "proxy_header_refused", std::span<const Field>(f, n));
+    }
+    close(idx, ConnClose::kProxyHeader, false);
 }
 
 // Out of file descriptors (or kernel memory): the pending connection stays
@@ -1183,14 +1193,8 @@ void StreamIo::adopt_all() {
             if (c.proxied) {
                 // A PROXY header's 5-tuple that a connection of this loop
                 // has (read_proxy_header sees only its own loop's): the
-                // newcomer is refused, never the open one, and the server
-                // hears nothing of the tuple it shares with that one.
-                if (log_enabled(LogLevel::kDebug)) {
-                    log_event(LogLevel::kDebug, "proxy_header_refused",
-                              {{"error", "names the 5-tuple of an open connection of another event loop"},
-                               {"client", c.ft.client.to_string()}});
-                }
-                close(idx, ConnClose::kProxyHeader, false);
+                // newcomer is refused, never the open one.
+                refuse_proxy_header(idx, nullptr, "names the 5-tuple of an open connection of another event loop", true);
                 continue;
             }
             close(it->second, ConnClose::kClient);  // a stale connection of the same 5-tuple

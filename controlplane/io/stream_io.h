@@ -162,6 +162,12 @@ private:
     // admitted (the per-IP limits), with `ft` naming that client; false
     // while it is incomplete, or if the connection was closed.
     bool read_proxy_header(uint32_t idx);
+    // Closes a proxied connection whose header is refused, as proxy_header,
+    // without a word to the server (it has not seen the connection, or the
+    // 5-tuple belongs to another one); at debug level logs why, the proxy
+    // (when known: nullptr after a handoff) and, when `named`, the client
+    // the header named.
+    void refuse_proxy_header(uint32_t idx, const Address* proxy, std::string_view why, bool named);
     void read(uint32_t idx);
     void read_some(uint32_t idx);  // up to kReadsPerEvent reads, handed on (consume, raw_in)
     // Frames messages off `bytes` (the connection's partial message first);
