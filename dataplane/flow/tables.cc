@@ -376,17 +376,9 @@ int FlowTables::relay_ip(uint8_t family, const uint8_t* ip) {
     r.ports[n] = top;
     if (family == 4) {
         own4.add(r.ip4[n]);
-        uint32_t h = RelayPorts::home4(r.ip4[n]);
-        while (r.map4[h].load(std::memory_order_relaxed) != 0) {
-            h = (h + 1) & (RelayPorts::kMap4 - 1);
-        }
-        r.map4[h].store(uint64_t{r.ip4[n]} << 32 | (n + 1), std::memory_order_release);
+        RelayPorts::place(r.map4, RelayPorts::home4(r.ip4[n]), uint64_t{r.ip4[n]} << 32 | (n + 1));
     } else {
-        uint32_t h = RelayPorts::home6(r.ip[n]);
-        while (r.map6[h].load(std::memory_order_relaxed) != 0) {
-            h = (h + 1) & (RelayPorts::kMap4 - 1);
-        }
-        r.map6[h].store(n + 1, std::memory_order_release);
+        RelayPorts::place(r.map6, RelayPorts::home6(r.ip[n]), n + 1);
     }
     r.n.store(n + 1, std::memory_order_release);
     return static_cast<int>(n);

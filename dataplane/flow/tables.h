@@ -116,15 +116,14 @@ struct RelayPorts {
     uint8_t family[kMaxIps];
     std::atomic<Chunk*>* ports[kMaxIps];  // [256]
     std::atomic<uint32_t> n;
-    // IPv4 relayed IP -> index: open addressing (linear probing, at most 64
-    // of 256 words used), a word (ip << 32 | index + 1) stored with release
-    // once the IP's entry above is whole; 0 = empty.
-    static constexpr uint32_t kMap4 = 256;
-    static_assert(kMap4 >= 4 * kMaxIps && (kMap4 & (kMap4 - 1)) == 0);
-    std::atomic<uint64_t> map4[kMap4];
-    // IPv6 relayed IP -> index + 1 (0 = empty), the same way; a hit is
-    // checked against ip[] (written before the word's release store).
-    std::atomic<uint32_t> map6[kMap4];
+    // Relayed IP -> index, per family: open addressing (linear probing, at
+    // most 64 of 256 words used), a word stored with release once the IP's
+    // entry above is whole; 0 = empty. IPv4: ip << 32 | index + 1. IPv6:
+    // index + 1, a hit checked against ip[].
+    static constexpr uint32_t kMapWords = 256;
+    static_assert(kMapWords >= 4 * kMaxIps && (kMapWords & (kMapWords - 1)) == 0);
+    std::atomic<uint64_t> map4[kMapWords];
+    std::atomic<uint32_t> map6[kMapWords];
 
     // Worker side. ip: 4 or 16 bytes; port in network byte order. The word
     // of a relayed address (nullptr: not offloaded); both loads here hit the
@@ -145,7 +144,7 @@ struct RelayPorts {
             std::memcpy(&a4, a, 4);
             return index_of4(a4);
         }
-        for (uint32_t h = home6(a);; h = (h + 1) & (kMap4 - 1)) {
+        for (uint32_t h = home6(a);; h = (h + 1) & (kMapWords - 1)) {
             const uint32_t v = map6[h].load(std::memory_order_acquire);
             if (v == 0) {
                 return UINT32_MAX;
@@ -166,7 +165,7 @@ struct RelayPorts {
         return home4(static_cast<uint32_t>(f ^ (f >> 32)));
     }
     uint32_t index_of4(uint32_t a) const {
-        for (uint32_t h = home4(a);; h = (h + 1) & (kMap4 - 1)) {
+        for (uint32_t h = home4(a);; h = (h + 1) & (kMapWords - 1)) {
             const uint64_t v = map4[h].load(std::memory_order_acquire);
             if (v == 0) {
                 return UINT32_MAX;
@@ -175,6 +174,15 @@ struct RelayPorts {
                 return static_cast<uint32_t>(v) - 1;
             }
         }
+    }
+    // Stores `word` in the first empty word from `home` on (main lcore).
+    template <class W>
+    static void place(std::atomic<W>* map, uint32_t home, W word) {
+        uint32_t h = home;
+        while (map[h].load(std::memory_order_relaxed) != 0) {
+            h = (h + 1) & (kMapWords - 1);
+        }
+        map[h].store(word, std::memory_order_release);
     }
     bool find(uint8_t fam, const uint8_t* a, uint16_t port_be, uint32_t* alloc) const {
         const std::atomic<uint32_t>* w = word(fam, a, port_be);
