@@ -41,6 +41,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -129,7 +131,7 @@ double run(const dp::Allocation* set, dp::AllocState* mine, uint32_t n, bool per
         const uint32_t k = n == 1 ? 0 : static_cast<uint32_t>((x >> 32) * n >> 32);
         const dp::Allocation& a = set[k];
         // The fields the lane reads for a client ChannelData packet (owns4, rewrite44).
-        acc += a.live.load(std::memory_order_acquire) + a.epoch + a.relayed4_ip + a.relayed4_port + a.client_port;
+        acc += a.live.load(std::memory_order_acquire) + a.epoch + a.v4.ip + a.relayed4_port + a.client_port;
         ok += per_packet ? take_every_packet(a, 120, __rdtsc(), tsc_hz)
                          : dp::take_bandwidth(a, mine[k], 120, __rdtsc(), tsc_hz);
         for (int r = 0; r < work; r++) {
@@ -221,7 +223,14 @@ int main(int argc, char** argv) {
     const double tsc_hz = tsc_hz_estimate();
     // Allocations on lines of their own (Allocation is alignas(64)), as in the table.
     const int most = *std::max_element(o.allocs.begin(), o.allocs.end());
-    std::vector<dp::Allocation> allocs(2 * static_cast<size_t>(most));
+    // Zeroed raw lines, as the dataplane's (rte_zmalloc): Allocation has no
+    // default constructor (its tail is a union of atomics).
+    const size_t nallocs = 2 * static_cast<size_t>(most);
+    std::unique_ptr<dp::Allocation, decltype(&std::free)> store(
+        static_cast<dp::Allocation*>(std::aligned_alloc(alignof(dp::Allocation), nallocs * sizeof(dp::Allocation))),
+        &std::free);
+    std::memset(static_cast<void*>(store.get()), 0, nallocs * sizeof(dp::Allocation));
+    const std::span<dp::Allocation> allocs(store.get(), nallocs);
     std::printf("# TSC %.3f GHz, %llu iterations x %d repetitions (median), CPUs %d,%d; cycles per iteration\n",
                 tsc_hz / 1e9, static_cast<unsigned long long>(o.iters), o.reps, o.cpu[0], o.cpu[1]);
     std::printf("%-7s %-6s %10s %13s %11s %10s %10s %13s\n", "allocs", "work", "alone", "separate_cas", "shared_cas",

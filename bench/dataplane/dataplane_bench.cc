@@ -33,8 +33,8 @@
 // --family 6 makes every address IPv6 (fd00::/8; clients, relayed
 // addresses and peers as with IPv4, 50,000 relayed ports per relayed IP):
 // the IPv6 fast path, which has no express lane, so every packet goes
-// through the stages, and whose channels are hash entries (kChannelIn,
-// kChannelOut with a ChannelValue), not allocation slots.
+// through the stages; its allocations have only an IPv6 relayed address, so
+// each flow's channel sits in the allocation's one IPv6 slot.
 // After each client case a "#" line gives the worker's
 // client-cache miss rate over the timed runs (flow/client_cache.h).
 //
@@ -356,18 +356,20 @@ int main(int argc, char** argv) {
 
     int dev = 0;
     for (uint32_t nflows : o.flows) {
-        // Tables sized for the flows: IPv4, 2 hash entries per flow
-        // (kClient, kPermission; the channel sits in the allocation's
-        // slots), ChannelValues (channels outside the slots) for 1/16 of the
-        // flows; IPv6, 4 (kChannelIn and kChannelOut too) and a ChannelValue
-        // per channel; 1 allocation each, ~3% hash headroom.
+        // Tables sized for the flows: 2 hash entries per flow (kClient,
+        // kPermission; the channel sits in the allocation's slots: two for
+        // IPv4 peers, one for an IPv6 peer), ChannelValues (channels outside
+        // the slots) for 1/16 of the flows; 1 allocation each, ~3% hash
+        // headroom. r2r adds a permission per flow and, for IPv6, whose
+        // second channel does not fit the line, a hashed channel
+        // (kChannelIn, kChannelOut and a ChannelValue).
         dp::FlowConfig fc;
         fc.name = std::string("b").append(std::to_string(nflows));
         const bool r2r = std::find(o.cases.begin(), o.cases.end(), Case::kR2r) != o.cases.end();
-        const uint32_t entries = g_family == 4 ? nflows * (r2r ? 3 : 2) : nflows * (r2r ? 7 : 4);
-        const uint32_t channels = g_family == 4 ? nflows / 16 : nflows * (r2r ? 2 : 1);
+        const uint32_t entries = nflows * (r2r ? (g_family == 4 ? 3 : 5) : 2);
+        const uint32_t channels = nflows / 16 + (g_family == 6 && r2r ? nflows : 0);
         fc.entries_v4 = g_family == 4 ? entries + nflows / 32 + 64 : 64;
-        fc.entries_v6 = g_family == 6 ? entries + entries / 32 + 64 : 64;
+        fc.entries_v6 = g_family == 6 ? entries + nflows / 32 + 64 : 64;
         fc.max_allocations = nflows;
         fc.max_channels = channels + 64;
         fc.workers = 1;

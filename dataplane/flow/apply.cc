@@ -12,15 +12,16 @@ namespace ipc = turn::ipc;
 namespace {
 
 // Builds the key (kind, a, b[, port], channel) in the type of a's family and
-// calls fn with it; -1 for addresses that make no key. b may be family 0;
-// otherwise it must be of a's family.
+// calls fn with it; -1 for addresses that make no key (an IPv6 `a` the
+// tables have no index for: flow/key.h). b may be family 0; otherwise it must
+// be of a's family.
 template <typename Fn>
-int with_key(KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port, uint16_t channel, Fn&& fn) {
+int with_key(const FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
+             uint16_t channel, Fn&& fn) {
     if ((a.family != 4 && a.family != 6) || (b.family != 0 && b.family != a.family)) {
         return -1;
     }
     auto fill = [&](auto& k, size_t ilen) {
-        std::memcpy(&k.a_ip, a.ip, ilen);
         k.a_port = rte_cpu_to_be_16(a.port);
         if (b.family != 0) {
             std::memcpy(&k.b_ip, b.ip, ilen);
@@ -28,14 +29,19 @@ int with_key(KeyKind kind, const WireAddress& a, const WireAddress& b, bool with
         k.b_port = with_b_port ? rte_cpu_to_be_16(b.port) : 0;
         k.channel = rte_cpu_to_be_16(channel);
         k.kind = kind;
-        return fn(static_cast<const decltype(k)&>(k));
     };
     if (a.family == 4) {
         Key4 k{};
-        return fill(k, 4);
+        std::memcpy(&k.a_ip, a.ip, 4);
+        fill(k, 4);
+        return fn(static_cast<const Key4&>(k));
     }
     Key6 k{};
-    return fill(k, 16);
+    if (!t.key6_index(kind, a.ip, rte_cpu_to_be_16(a.port), &k.a)) {
+        return -1;
+    }
+    fill(k, 16);
+    return fn(static_cast<const Key6&>(k));
 }
 
 // Adds (data != nullptr) or deletes one key. A delete with only_alloc set
@@ -45,7 +51,7 @@ int with_key(KeyKind kind, const WireAddress& a, const WireAddress& b, bool with
 // the kClient/kChannelIn keys.
 int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
            uint16_t channel, void* data, uint32_t only_alloc = UINT32_MAX, const void* only_data = nullptr) {
-    return with_key(kind, a, b, with_b_port, channel, [&](const auto& k) {
+    return with_key(t, kind, a, b, with_b_port, channel, [&](const auto& k) {
         if (data == nullptr) {
             t.del(k, only_alloc, only_data);
             return 0;
@@ -58,7 +64,7 @@ int key_op(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress&
 uint32_t key_alloc(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
                    uint16_t channel) {
     uint32_t alloc = UINT32_MAX;
-    with_key(kind, a, b, with_b_port, channel, [&](const auto& k) {
+    with_key(t, kind, a, b, with_b_port, channel, [&](const auto& k) {
         alloc = t.alloc_of(k);
         return 0;
     });
@@ -69,7 +75,7 @@ uint32_t key_alloc(FlowTables& t, KeyKind kind, const WireAddress& a, const Wire
 const void* key_data(FlowTables& t, KeyKind kind, const WireAddress& a, const WireAddress& b, bool with_b_port,
                      uint16_t channel) {
     const void* d = nullptr;
-    with_key(kind, a, b, with_b_port, channel, [&](const auto& k) {
+    with_key(t, kind, a, b, with_b_port, channel, [&](const auto& k) {
         d = t.data_of(k);
         return 0;
     });
@@ -297,23 +303,18 @@ bool Applier::install_alloc(Alloc& a) {
     r.client_port = rte_cpu_to_be_16(m.client.port);
     r.listen = static_cast<uint8_t>(listen);
     r.family = m.client.family;
-    r.relayed4_ip = 0;
     r.relayed4_port = 0;
     r.relayed6_port = 0;
     r.relayed6_ip = static_cast<uint8_t>(relayed6_ip);
+    // The index was retired (grace period) before this reuse: no worker
+    // reads the slots (v4 or slot6, the same bytes) now.
+    std::memset(static_cast<void*>(&r.v4), 0, sizeof(r.v4));
     if (m.relayed_v4.family == 4) {
-        std::memcpy(&r.relayed4_ip, m.relayed_v4.ip, 4);
+        std::memcpy(&r.v4.ip, m.relayed_v4.ip, 4);
         r.relayed4_port = rte_cpu_to_be_16(m.relayed_v4.port);
     }
     if (m.relayed_v6.family == 6) {
         r.relayed6_port = rte_cpu_to_be_16(m.relayed_v6.port);
-    }
-    // The index was retired (grace period) before this reuse: no worker
-    // reads these slots now.
-    for (ChanSlot& s : r.slots) {
-        s.channel_be.store(0, std::memory_order_relaxed);
-        s.peer_port = 0;
-        s.peer_ip = 0;
     }
     r.slot_busy = 0;
     r.hashed.store(0, std::memory_order_relaxed);
@@ -345,7 +346,10 @@ bool Applier::publish_alloc(Alloc& a) {
         r.live.store(1, std::memory_order_release);
     }
     // (Storing the index again where the word has it already changes nothing.)
-    if (m.relayed_v4.family == 4) {
+    // Not an IPv4 relayed port 0: the line says "no IPv4 relayed address"
+    // then (relayed4_port 0), and its last bytes are slot6, which a worker
+    // reaching it by an IPv4 word would read as IPv4 slots.
+    if (m.relayed_v4.family == 4 && m.relayed_v4.port != 0) {
         ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) >= 0 && ok;
     }
     if (m.relayed_v6.family == 6) {
@@ -472,7 +476,7 @@ void Applier::remove_chan(Alloc& a, uint16_t channel, const Chan& c, bool retire
     if (c.slot >= 0) {
         // Both directions stop at once; the peer fields stay as they are
         // until the slot's grace period has passed.
-        r.slots[c.slot].channel_be.store(0, std::memory_order_release);
+        (r.relayed4_port != 0 ? r.v4.slots[c.slot].channel_be : r.slot6.channel_be).store(0, std::memory_order_release);
         if (retire_slot) {
             t_.retire_slot(a.idx, static_cast<uint32_t>(c.slot));
         }
@@ -511,19 +515,32 @@ void Applier::on(const ipc::ChannelAdd& m) {
         a->chans.erase(it);
     }
     Allocation& r = t_.allocs[a->idx];
-    // A slot when the peer is IPv4 and the channel is on the allocation's
-    // IPv4 relayed address (what the control plane always sends): workers
-    // then find both directions from the allocation's own line.
-    if (m.peer.family == 4 && a->msg.relayed_v4.family == 4 &&
-        std::memcmp(&m.relayed, &a->msg.relayed_v4, sizeof(WireAddress)) == 0) {
-        for (uint32_t s = 0; s < Allocation::kSlots; s++) {
+    // A slot when the channel is on the allocation's relayed address of the
+    // peer's family (what the control plane always sends) and the line has
+    // slots for that family (IPv4: an IPv4 relayed address; IPv6: only an
+    // IPv6 one): workers then find both directions from the allocation's own
+    // line.
+    const bool v4_line = r.relayed4_port != 0;
+    const WireAddress& own = m.peer.family == 4 ? a->msg.relayed_v4 : a->msg.relayed_v6;
+    if (m.peer.family == own.family && (m.peer.family == 4) == v4_line && a->described &&
+        std::memcmp(&m.relayed, &own, sizeof(WireAddress)) == 0) {
+        const uint32_t slots = v4_line ? Allocation::kSlots : 1;
+        for (uint32_t s = 0; s < slots; s++) {
             if (r.slot_busy & (1u << s)) {
                 continue;
             }
-            ChanSlot& slot = r.slots[s];
-            std::memcpy(&slot.peer_ip, m.peer.ip, 4);
-            slot.peer_port = rte_cpu_to_be_16(m.peer.port);
-            slot.channel_be.store(rte_cpu_to_be_16(m.channel), std::memory_order_release);
+            std::atomic<uint16_t>* ch;
+            if (v4_line) {
+                ChanSlot& slot = r.v4.slots[s];
+                std::memcpy(&slot.peer_ip, m.peer.ip, 4);
+                slot.peer_port = rte_cpu_to_be_16(m.peer.port);
+                ch = &slot.channel_be;
+            } else {
+                std::memcpy(r.slot6.peer_ip, m.peer.ip, 16);
+                r.slot6.peer_port = rte_cpu_to_be_16(m.peer.port);
+                ch = &r.slot6.channel_be;
+            }
+            ch->store(rte_cpu_to_be_16(m.channel), std::memory_order_release);
             r.slot_busy = static_cast<uint8_t>(r.slot_busy | (1u << s));
             a->chans.emplace(m.channel, Chan{m.relayed, m.peer, gen_, static_cast<int>(s)});
             return;

@@ -3,8 +3,14 @@
 // One rte_hash per address family holds every kind of entry; the kind is part
 // of the key. IPv4 keys are 16 bytes, which rte_hash compares with a single
 // SSE compare (its k16 specialisation) and which keeps the key store at 32
-// bytes per entry; a mixed-family key would be 40 bytes for every entry. IPv6
-// keys are 40 bytes. Both are zero-padded so memcmp-style equality is exact.
+// bytes per entry. IPv6 keys are 24 bytes, which keeps their key store at 32
+// bytes per entry too (rte_hash stores 8 bytes of data with each key and
+// rounds the sum up to 16): their `a` is not the 16-byte address but its
+// index, of the listening address in ListenSet or of the relayed IP in
+// RelayPorts (flow/tables.h; neither is ever removed or renumbered while the
+// tables live). A 40-byte key with the whole address cost 48 bytes per entry
+// (bench/RESULTS.md "IPv6 flows in 256 bytes"). Both are zero-padded so
+// memcmp-style equality is exact.
 //
 //   kind         a (ip, port)       b (ip, port)      channel   data
 //   kClient      listen addr        client addr       0         inline: alloc
@@ -13,8 +19,9 @@
 //   kChannelOut  relayed addr       peer addr         0         inline: alloc, channel
 //
 // kChannelIn/kChannelOut hold only channels that are not in their
-// allocation's slots (flow/tables.h ChanSlot: IPv4 peers, two per
-// allocation). Relayed addresses themselves are not in the hash: RelayPorts
+// allocation's slots (flow/tables.h ChanSlot: two IPv4 peers per allocation
+// with an IPv4 relayed address, one IPv6 peer per allocation with only an
+// IPv6 one). Relayed addresses themselves are not in the hash: RelayPorts
 // (flow/tables.h) maps them to allocations.
 #pragma once
 
@@ -44,15 +51,17 @@ struct Key4 {
 static_assert(sizeof(Key4) == 16);
 
 struct Key6 {
-    uint8_t a_ip[16] = {};
     uint8_t b_ip[16] = {};
     uint16_t a_port = 0;
     uint16_t b_port = 0;
     uint16_t channel = 0;
+    uint8_t a = 0;  // index of a: ListenSet v6 entry (kClient, kChannelIn) or RelayPorts IP (kPermission, kChannelOut)
     KeyKind kind{};
-    uint8_t pad = 0;
 };
-static_assert(sizeof(Key6) == 40);
+static_assert(sizeof(Key6) == 24);
+
+// Which index a key's `a` is, by kind.
+inline bool a_is_listen(KeyKind k) { return k == KeyKind::kClient || k == KeyKind::kChannelIn; }
 
 // Value of a kChannelIn entry: where the client's ChannelData goes. The
 // relayed address comes from the allocation (same family as the peer).

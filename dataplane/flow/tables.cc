@@ -33,14 +33,14 @@ uint32_t dq_size_for(uint32_t want, uint32_t min) {
 
 }  // namespace
 
-bool ListenSet::has6(const uint8_t* ip, uint16_t port) const {
+int ListenSet::index6(const uint8_t* ip, uint16_t port) const {
     const uint32_t n = n6.load(std::memory_order_acquire);
     for (uint32_t i = 0; i < n; i++) {
         if (v6_port[i] == port && std::memcmp(v6_ip[i], ip, 16) == 0) {
-            return true;
+            return static_cast<int>(i);
         }
     }
-    return false;
+    return -1;
 }
 
 bool ListenSet::has6_ip(const uint8_t* ip) const {

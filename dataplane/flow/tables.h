@@ -30,14 +30,17 @@
 
 namespace dp {
 
-// One client channel held in its allocation's line (ChannelAdd with an IPv4
-// peer on the allocation's IPv4 relayed address): both directions find it
-// without a hash entry. Publication protocol (main lcore writes, workers
-// read): peer_ip/peer_port are written while channel_be is 0, then
-// channel_be is stored with release; a worker loads channel_be with acquire
-// and reads the peer only if it is non-zero. A cleared slot (channel_be = 0,
-// release) is rewritten only after a QSBR grace period (FlowTables::retire_slot),
-// so a worker that saw the old channel number also sees the old peer.
+// One client channel held in its allocation's line: both directions find it
+// without a hash entry. An allocation with an IPv4 relayed address has two,
+// for IPv4 peers on that address (ChannelAdd with an IPv4 peer on the
+// allocation's IPv4 relayed address); one with only an IPv6 relayed address
+// has one, for an IPv6 peer (ChanSlot6, in the same bytes). Publication
+// protocol (main lcore writes, workers read): the peer is written while
+// channel_be is 0, then channel_be is stored with release; a worker loads
+// channel_be with acquire and reads the peer only if it is non-zero. A
+// cleared slot (channel_be = 0, release) is rewritten only after a QSBR grace
+// period (FlowTables::retire_slot), so a worker that saw the old channel
+// number also sees the old peer.
 struct ChanSlot {
     std::atomic<uint16_t> channel_be;  // 0 = empty (channels are >= 0x4000)
     uint16_t peer_port;                // network byte order
@@ -45,10 +48,34 @@ struct ChanSlot {
 };
 static_assert(sizeof(ChanSlot) == 8);
 
+struct ChanSlot6 {
+    std::atomic<uint16_t> channel_be;  // as ChanSlot's
+    uint16_t peer_port;
+    uint8_t peer_ip[16];
+};
+static_assert(sizeof(ChanSlot6) == 20);
+
+// The part of an allocation's line that only an allocation with an IPv4
+// relayed address uses (Allocation::relayed4_port != 0).
+struct RelayedV4 {
+    static constexpr uint32_t kSlots = 2;
+    uint32_t ip;             // the IPv4 relayed IP, network byte order
+    ChanSlot slots[kSlots];
+};
+static_assert(sizeof(RelayedV4) == sizeof(ChanSlot6));
+
 // Addresses in network byte order, as in packets. One cache line holds
 // everything a packet needs (police: epoch, bandwidth; rewrite: relayed and
 // client addresses, indices of the listening address and the IPv6 relayed
 // IP; lookup: the channel slots), for both directions.
+//
+// Its last 20 bytes are the IPv4 relayed IP and two IPv4 channel slots
+// (`v4`) when the allocation has an IPv4 relayed address (relayed4_port !=
+// 0; dual-stack allocations too, whose IPv6 channels are then hashed), and
+// one IPv6 channel slot (`slot6`) when it has only an IPv6 one: an IPv6 flow
+// (allocation, permission, channel) then costs two hash entries, as an IPv4
+// one does, not four and a ChannelValue (bench/RESULTS.md "IPv6 flows in
+// 256 bytes"). Which one it is never changes while the index is published.
 //
 // Bandwidth limit (worker/police.cc): one budget per allocation, both
 // directions and every worker together, as the control plane's own bucket
@@ -69,28 +96,31 @@ static_assert(sizeof(ChanSlot) == 8);
 // workers, a write per packet would move this line, which the other fields
 // share, between their cores on every packet (bench/RESULTS.md).
 struct alignas(64) Allocation {
-    static constexpr uint32_t kSlots = 2;
+    static constexpr uint32_t kSlots = RelayedV4::kSlots;
     uint32_t epoch;          // changes whenever the index is reused
     uint8_t family;          // of client/listen: 4 or 6
     std::atomic<uint8_t> live;  // 1 from publication (release) until removal; workers' ClientCache check
     uint8_t listen;          // index in ListenSet (v4_* or v6_* by family)
     uint8_t relayed6_ip;     // index in RelayPorts::ip (if relayed6_port != 0)
     mutable std::atomic<uint64_t> tat;  // bandwidth clock (above), TSC ticks; written by workers
-    uint32_t relayed4_ip;
-    uint16_t relayed4_port;  // 0 if no IPv4 relayed address
     uint16_t relayed6_port;  // 0 if no IPv6 relayed address
     uint16_t client_port;
+    std::atomic<float> byte_ticks;  // TSC ticks per payload byte at the limit (byte_ticks_of); 0 = unlimited
     std::atomic<uint8_t> hashed;  // != 0: channels in the hash too (kChannelIn/kChannelOut)
     uint8_t slot_busy;       // main lcore only: bit i = slot i bound or waiting for a grace period
-    std::atomic<float> byte_ticks;  // TSC ticks per payload byte at the limit (byte_ticks_of); 0 = unlimited
+    uint16_t relayed4_port;  // 0 if no IPv4 relayed address
     uint8_t client_ip[16];
-    ChanSlot slots[kSlots];
+    union {
+        RelayedV4 v4;     // relayed4_port != 0
+        ChanSlot6 slot6;  // relayed4_port == 0
+    };
 
     // No bandwidth limit (byte_ticks +0.0), tested as bits: an integer
     // compare on the express lane's path, 3 instructions fewer than a float one.
     bool unlimited() const { return std::bit_cast<uint32_t>(byte_ticks.load(std::memory_order_relaxed)) == 0; }
 };
 static_assert(sizeof(Allocation) == 64);
+static_assert(offsetof(Allocation, v4) == 44);
 static_assert(std::atomic<float>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
 
 // Allocation::byte_ticks for a limit of `bps` payload bits per second on a
@@ -130,9 +160,10 @@ struct RelayPorts {
     // small per-IP tables, the word itself is a separate (prefetchable) line.
     const std::atomic<uint32_t>* word(uint8_t fam, const uint8_t* a, uint16_t port_be) const {
         const uint32_t i = index_of(fam, a);
-        if (i == UINT32_MAX) {
-            return nullptr;
-        }
+        return i == UINT32_MAX ? nullptr : word_at(i, port_be);
+    }
+    // The same for the relayed IP of index i (index_of).
+    const std::atomic<uint32_t>* word_at(uint32_t i, uint16_t port_be) const {
         const uint16_t port = rte_be_to_cpu_16(port_be);
         const Chunk* c = ports[i][port >> 8].load(std::memory_order_acquire);
         return c == nullptr ? nullptr : &c[port & 0xff];
@@ -229,7 +260,10 @@ struct ListenSet {
         }
         return false;
     }
-    bool has6(const uint8_t* ip, uint16_t port) const;
+    bool has6(const uint8_t* ip, uint16_t port) const { return index6(ip, port) >= 0; }
+    // The index of IPv6 listening address (ip, port), -1 if it is none (the
+    // `a` of an IPv6 client's keys, flow/key.h).
+    int index6(const uint8_t* ip, uint16_t port) const;
     // Whether IPv6 address `ip` is a listening IP, any port (IPv4 ones are
     // in OwnIps4).
     bool has6_ip(const uint8_t* ip) const;
@@ -380,6 +414,18 @@ public:
             return own4.has(a);
         }
         return relay_ports->index_of(6, ip) != UINT32_MAX || listen->has6_ip(ip) || nat.had6(ip);
+    }
+    // The `a` of an IPv6 key of `kind` for address (ip, port) (flow/key.h):
+    // the index of that listening address or relayed IP. False when the
+    // tables do not know it (no key of it can exist).
+    bool key6_index(KeyKind kind, const uint8_t* ip, uint16_t port_be, uint8_t* a) const {
+        const uint32_t i = a_is_listen(kind) ? static_cast<uint32_t>(listen->index6(ip, port_be))
+                                             : relay_ports->index_of(6, ip);
+        if (i >= RelayPorts::kMaxIps) {  // -1 as unsigned, or UINT32_MAX
+            return false;
+        }
+        *a = static_cast<uint8_t>(i);
+        return true;
     }
     // The TSC rate bandwidth limits are computed with (Allocation::byte_ticks
     // by the Applier, the bucket depth by the workers): rte_get_tsc_hz() at

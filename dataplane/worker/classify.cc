@@ -316,12 +316,14 @@ __attribute__((noinline)) void classify_general(Worker& w, rte_mbuf* m, Pkt& p) 
     const uint8_t* pl = reinterpret_cast<const uint8_t*>(udp + 1);
 
     bool to_listen;
+    int listen6 = -1;  // IPv6: the listening address's index, the `a` of a client's keys (flow/key.h)
     if (p.family == 4) {
         const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(l3);
         to_listen = w.flows->listen->has4(ip->dst_addr, udp->dst_port);
     } else {
         const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(l3);
-        to_listen = w.flows->listen->has6(ip->dst_addr, udp->dst_port);
+        listen6 = w.flows->listen->index6(ip->dst_addr, udp->dst_port);
+        to_listen = listen6 >= 0;
     }
 
     KeyKind kk;
@@ -344,7 +346,8 @@ __attribute__((noinline)) void classify_general(Worker& w, rte_mbuf* m, Pkt& p) 
     } else {
         const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(l3);
         p.k6 = Key6{};
-        std::memcpy(p.k6.a_ip, ip->dst_addr, 16);
+        // A peer packet's `a`, its relayed IP's index, is lookup's to find.
+        p.k6.a = static_cast<uint8_t>(to_listen ? listen6 : 0);
         std::memcpy(p.k6.b_ip, ip->src_addr, 16);
         p.k6.a_port = udp->dst_port;
         p.k6.b_port = udp->src_port;

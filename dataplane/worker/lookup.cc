@@ -79,22 +79,23 @@ void bulk(Worker& w, Pkt* p, const uint16_t* idx, uint16_t cnt, bool have_sig, F
     }
 }
 
-// Permission key: a = the allocation's relayed address of `family`, b = peer IP.
-void permission_key(Pkt& q, uint8_t family, const uint8_t* relayed_ip, uint16_t relayed_port, const uint8_t* peer_ip) {
-    q.key_family = family;
-    if (family == 4) {
-        q.k4 = Key4{};
-        std::memcpy(&q.k4.a_ip, relayed_ip, 4);
-        std::memcpy(&q.k4.b_ip, peer_ip, 4);
-        q.k4.a_port = relayed_port;
-        q.k4.kind = KeyKind::kPermission;
-    } else {
-        q.k6 = Key6{};
-        std::memcpy(q.k6.a_ip, relayed_ip, 16);
-        std::memcpy(q.k6.b_ip, peer_ip, 16);
-        q.k6.a_port = relayed_port;
-        q.k6.kind = KeyKind::kPermission;
-    }
+// Permission keys: a = the allocation's relayed address of the peer's
+// family (IPv6: its IP's index in RelayPorts), b = peer IP.
+void permission_key4(Pkt& q, uint32_t relayed_ip, uint16_t relayed_port, const uint8_t* peer_ip) {
+    q.key_family = 4;
+    q.k4 = Key4{};
+    q.k4.a_ip = relayed_ip;
+    std::memcpy(&q.k4.b_ip, peer_ip, 4);
+    q.k4.a_port = relayed_port;
+    q.k4.kind = KeyKind::kPermission;
+}
+void permission_key6(Pkt& q, uint8_t relayed_index, uint16_t relayed_port, const uint8_t* peer_ip) {
+    q.key_family = 6;
+    q.k6 = Key6{};
+    q.k6.a = relayed_index;
+    std::memcpy(q.k6.b_ip, peer_ip, 16);
+    q.k6.a_port = relayed_port;
+    q.k6.kind = KeyKind::kPermission;
 }
 
 // The allocation and this worker's state for it are read by police and
@@ -104,15 +105,15 @@ inline void prefetch_alloc(const Allocation* allocs, const AllocState* state, ui
     rte_prefetch0(&state[alloc]);
 }
 
-// The packet's source as a permission key for its allocation's relayed address.
+// The packet's source as a permission key for its allocation's relayed
+// address (IPv6: its index, round 1 of lookup() put it in the kChannelOut key).
 void peer_permission_key(Pkt& q) {
     if (q.family == 4) {
         const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
-        permission_key(q, 4, reinterpret_cast<const uint8_t*>(&ip->dst_addr), q.udp->dst_port,
-                       reinterpret_cast<const uint8_t*>(&ip->src_addr));
+        permission_key4(q, ip->dst_addr, q.udp->dst_port, reinterpret_cast<const uint8_t*>(&ip->src_addr));
     } else {
         const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(q.l3);
-        permission_key(q, 6, ip->dst_addr, q.udp->dst_port, ip->src_addr);
+        permission_key6(q, q.k6.a, q.udp->dst_port, ip->src_addr);
     }
 }
 
@@ -127,8 +128,9 @@ bool owns(const Allocation& a, const ListenSet& l, const Pkt& q) {
     if (a.live.load(std::memory_order_acquire) == 0) {
         return false;
     }
-    return a.family == 6 && a.client_port == q.k6.b_port && l.v6_port[a.listen] == q.k6.a_port &&
-           std::memcmp(a.client_ip, q.k6.b_ip, 16) == 0 && std::memcmp(l.v6_ip[a.listen], q.k6.a_ip, 16) == 0;
+    (void)l;
+    return a.family == 6 && a.client_port == q.k6.b_port && a.listen == q.k6.a &&
+           std::memcmp(a.client_ip, q.k6.b_ip, 16) == 0;
 }
 
 // Round 2 for one packet whose allocation is known: the allocation's line
@@ -139,11 +141,16 @@ inline void with_alloc(Worker& w, Pkt* p, uint16_t i, uint16_t* again, uint16_t&
     const Allocation& a = w.flows->allocs[q.alloc];
     switch (q.kind) {
     case Kind::kClientChannel: {
-        const ChanSlot* s = slot_of_channel(a, q.channel_be);
-        if (likely(s != nullptr)) {
+        if (const ChanSlot* s = slot_of_channel(a, q.channel_be); likely(s != nullptr)) {
             std::memcpy(q.peer_ip, &s->peer_ip, 4);
             q.peer_port_be = s->peer_port;
             q.out_family = 4;
+            q.kind = Kind::kToPeerChannel;
+            q.next = Next::kRoute;
+        } else if (const ChanSlot6* s6 = slot6_of_channel(a, q.channel_be); s6 != nullptr) {
+            std::memcpy(q.peer_ip, s6->peer_ip, 16);
+            q.peer_port_be = s6->peer_port;
+            q.out_family = 6;
             q.kind = Kind::kToPeerChannel;
             q.next = Next::kRoute;
         } else if (a.hashed.load(std::memory_order_acquire) != 0) {
@@ -168,28 +175,27 @@ inline void with_alloc(Worker& w, Pkt* p, uint16_t i, uint16_t* again, uint16_t&
                 punt(q, Counter::punt_miss);
                 return;
             }
-            permission_key(q, 4, reinterpret_cast<const uint8_t*>(&a.relayed4_ip), a.relayed4_port, q.peer_ip);
+            permission_key4(q, a.v4.ip, a.relayed4_port, q.peer_ip);
         } else {
             if (unlikely(a.relayed6_port == 0)) {
                 punt(q, Counter::punt_miss);
                 return;
             }
-            permission_key(q, 6, w.flows->relay_ports->ip[a.relayed6_ip], a.relayed6_port, q.peer_ip);
+            permission_key6(q, a.relayed6_ip, a.relayed6_port, q.peer_ip);
         }
         again[nagain++] = i;
         return;
     }
-    default: {  // kPeer: slots hold IPv4 peers on the IPv4 relayed address
-        if (q.family == 4) {
-            const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(q.l3);
-            const uint16_t ch = channel_of_peer(a, ip->src_addr, q.udp->src_port);
-            if (ch != 0) {
-                q.channel_be = ch;
-                q.out_family = a.family;  // the client's
-                q.kind = Kind::kToClientChannel;
-                q.next = Next::kRoute;
-                return;
-            }
+    default: {  // kPeer: slots hold peers on the relayed address of their family
+        const uint16_t ch = q.family == 4
+                                ? channel_of_peer(a, reinterpret_cast<const rte_ipv4_hdr*>(q.l3)->src_addr, q.udp->src_port)
+                                : channel_of_peer6(a, reinterpret_cast<const rte_ipv6_hdr*>(q.l3)->src_addr, q.udp->src_port);
+        if (ch != 0) {
+            q.channel_be = ch;
+            q.out_family = a.family;  // the client's
+            q.kind = Kind::kToClientChannel;
+            q.next = Next::kRoute;
+            return;
         }
         if (a.hashed.load(std::memory_order_acquire) == 0) {
             peer_permission_key(q);  // else classify's kChannelOut key first
@@ -298,9 +304,15 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
         }
         // The relayed port's word: prefetched now, read after the client
         // lookups, so the burst's misses overlap.
+        // (IPv6: the relayed IP's index is the `a` of the packet's keys.)
         const uint8_t* dst = q.family == 4 ? reinterpret_cast<const uint8_t*>(&reinterpret_cast<const rte_ipv4_hdr*>(q.l3)->dst_addr)
                                            : reinterpret_cast<const rte_ipv6_hdr*>(q.l3)->dst_addr;
-        word[npe] = w.flows->relay_ports->word(q.family, dst, q.udp->dst_port);
+        const RelayPorts& rp = *w.flows->relay_ports;
+        const uint32_t ri = rp.index_of(q.family, dst);
+        word[npe] = ri == UINT32_MAX ? nullptr : rp.word_at(ri, q.udp->dst_port);
+        if (q.family == 6) {
+            q.k6.a = static_cast<uint8_t>(ri);
+        }
         if (word[npe] == nullptr) {
             punt(q, Counter::punt_miss);  // not an offloaded relayed port
             continue;
@@ -351,6 +363,14 @@ void lookup(Worker& w, Pkt* p, uint16_t n) {
                     return;
                 }
                 const auto* v = static_cast<const ChannelValue*>(d);
+                const Allocation& a = allocs[q.alloc];
+                if (unlikely((v->family == 4 ? a.relayed4_port : a.relayed6_port) == 0)) {
+                    // No relayed address of the peer's family to send from
+                    // (a control plane that bound such a channel): its
+                    // line's last bytes may be slot6, not an IPv4 address.
+                    punt(q, Counter::punt_miss);
+                    return;
+                }
                 std::memcpy(q.peer_ip, v->peer_ip, 16);
                 q.peer_port_be = v->peer_port;
                 q.out_family = v->family;  // the peer's; may differ from the client's

@@ -113,7 +113,7 @@ void rewrite_one(const RewriteCtx& c, Pkt& q) {
     Endpoint src, dst;
     if constexpr (to_peer) {
         if constexpr (Out == 4) {
-            std::memcpy(src.ip, &a.relayed4_ip, 4);
+            std::memcpy(src.ip, &a.v4.ip, 4);
             src.port_be = a.relayed4_port;
         } else {
             std::memcpy(src.ip, w.flows->relay_ports->ip[a.relayed6_ip], 16);

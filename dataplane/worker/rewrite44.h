@@ -166,7 +166,7 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
     // 3. New addresses and ports.
     uint32_t src, dst, ports;
     if constexpr (to_peer) {
-        src = a.relayed4_ip;
+        src = a.v4.ip;
         dst = load32(q.peer_ip);  // lookup put the channel's peer here too
         ports = a.relayed4_port | uint32_t{q.peer_port_be} << 16;
     } else {

@@ -183,7 +183,7 @@ inline bool relayed_peer(const Worker& w, const Pkt& q, const uint8_t* dst, uint
         return false;
     }
     const Allocation& a = t.allocs[q.alloc];
-    const uint8_t* from = q.out_family == 4 ? reinterpret_cast<const uint8_t*>(&a.relayed4_ip)
+    const uint8_t* from = q.out_family == 4 ? reinterpret_cast<const uint8_t*>(&a.v4.ip)
                                             : t.relay_ports->ip[a.relayed6_ip];
     return std::memcmp(from, e->relay, len) == 0 && t.relay_ports->find(q.out_family, e->relay, q.peer_port_be, peer_alloc);
 }

@@ -315,13 +315,24 @@ inline bool owns4(const Allocation& a, const ListenSet& l, uint32_t ip, uint16_t
            l.v4_port[a.listen] == listen_port;
 }
 
-// The allocation's channel slot bound to channel `ch` (network order), or
-// nullptr (then the channel, if bound, is in the hash).
+// The allocation's IPv4 channel slot bound to channel `ch` (network order),
+// or nullptr (then the channel, if bound, is in slot6 or the hash). Only a
+// line with an IPv4 relayed address has them: in another, the same bytes are
+// slot6, whose peer IP could read as any channel number.
 inline const ChanSlot* slot_of_channel(const Allocation& a, uint16_t ch) {
     static_assert(Allocation::kSlots == 2);
-    return a.slots[0].channel_be.load(std::memory_order_acquire) == ch   ? &a.slots[0]
-           : a.slots[1].channel_be.load(std::memory_order_acquire) == ch ? &a.slots[1]
-                                                                          : nullptr;
+    if (a.relayed4_port == 0) {
+        return nullptr;
+    }
+    return a.v4.slots[0].channel_be.load(std::memory_order_acquire) == ch   ? &a.v4.slots[0]
+           : a.v4.slots[1].channel_be.load(std::memory_order_acquire) == ch ? &a.v4.slots[1]
+                                                                             : nullptr;
+}
+
+// The IPv6 channel slot of an allocation with only an IPv6 relayed address,
+// if it binds channel `ch`; else nullptr.
+inline const ChanSlot6* slot6_of_channel(const Allocation& a, uint16_t ch) {
+    return a.relayed4_port == 0 && a.slot6.channel_be.load(std::memory_order_acquire) == ch ? &a.slot6 : nullptr;
 }
 
 // A next-hop word (nexthop/nexthop.h) that names a MAC on one of our ports.
@@ -329,14 +340,27 @@ static_assert(kMaxPorts == 8, "a next hop word holds ports 0-7 (three bits), whi
 inline bool nexthop_usable(uint64_t nh) { return NextHops::usable(nh); }
 
 // The channel (network order) a slot binds to the IPv4 peer (ip, port), or 0.
+// Only for a peer packet to the allocation's IPv4 relayed address (so the
+// line has its IPv4 slots).
 inline uint16_t channel_of_peer(const Allocation& a, uint32_t ip, uint16_t port) {
     for (uint32_t s = 0; s < Allocation::kSlots; s++) {
-        const uint16_t ch = a.slots[s].channel_be.load(std::memory_order_acquire);
-        if (ch != 0 && a.slots[s].peer_ip == ip && a.slots[s].peer_port == port) {
+        const uint16_t ch = a.v4.slots[s].channel_be.load(std::memory_order_acquire);
+        if (ch != 0 && a.v4.slots[s].peer_ip == ip && a.v4.slots[s].peer_port == port) {
             return ch;
         }
     }
     return 0;
+}
+
+// The same for the IPv6 peer (ip, port) of a packet to the allocation's IPv6
+// relayed address: slot6's channel, if the line has slot6 and it binds that
+// peer.
+inline uint16_t channel_of_peer6(const Allocation& a, const uint8_t* ip, uint16_t port) {
+    if (a.relayed4_port != 0) {
+        return 0;
+    }
+    const uint16_t ch = a.slot6.channel_be.load(std::memory_order_acquire);
+    return ch != 0 && a.slot6.peer_port == port && std::memcmp(a.slot6.peer_ip, ip, 16) == 0 ? ch : 0;
 }
 
 }  // namespace dp

@@ -114,7 +114,7 @@ TEST(FlowTablesConcurrency, ReaderNeverSeesAReusedValue) {
             // number with another channel's peer.
             if (const uint32_t idx = client_index(*t, a); idx != UINT32_MAX) {
                 const dp::Allocation& al = t->allocs[idx];
-                for (const dp::ChanSlot& s : al.slots) {
+                for (const dp::ChanSlot& s : al.v4.slots) {
                     const uint16_t ch_be = s.channel_be.load(std::memory_order_acquire);
                     if (ch_be == 0) {
                         continue;

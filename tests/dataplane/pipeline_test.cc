@@ -731,6 +731,44 @@ TEST_P(CrossPipeline, TosRuleBetweenFamilies) {
 INSTANTIATE_TEST_SUITE_P(Families, CrossPipeline, ::testing::Values(4, 6),
                          [](const auto& i) { return i.param == 4 ? std::string("IPv4Client") : std::string("IPv6Client"); });
 
+// An IPv4 client's allocation with only an IPv6 relayed address: its line's
+// last bytes hold its one IPv6 channel slot (flow/tables.h ChanSlot6), the
+// same bytes an allocation with an IPv4 relayed address keeps its IPv4 slots
+// in. The peer here is chosen so that its IP's bytes 8-9 read 0x4123 where
+// the second IPv4 slot's channel number would be: ChannelData on 0x4123,
+// which the client never bound, must be punted, not sent to an IPv4 "peer"
+// made of the IPv6 address's bytes (what a worker reading the bytes as IPv4
+// slots would do). The bound channel forwards both ways from the slot.
+class CrossPipelineIpv4Client : public CrossPipeline {};
+
+TEST_P(CrossPipelineIpv4Client, Ipv6SlotIsNeverReadAsIpv4Slots) {
+    const Address client = *Address::parse("198.18.0.12:50002");
+    const Address relayed6 = *Address::parse("[fd00::1]:49201");
+    const Address peer = *Address::parse("[fd00:1::4123:0:0:30]:6100");
+    add_allocation(9, client, relayed6);
+    add_permission(9, relayed6, peer);
+    add_channel(9, relayed6, peer, 0x4006);
+    EXPECT_EQ(flows_->channel_values_in_use(), 0u);  // both allocations' channels in slot6 (SetUp's 8 too)
+    Frame c = from_client(channel_data(0x4006, pattern(30)));
+    c.src = client;
+    Frame bad = from_client(channel_data(0x4123, pattern(31)));
+    bad.src = client;
+    Frame back = from_client(pattern(32));
+    back.src = peer;
+    back.dst = relayed6;
+    const Out o = run({build(c), build(bad), build(back)});
+    ASSERT_EQ(o.nic.size(), 2u);
+    EXPECT_EQ(o.nic[0], build(relayed(relayed6, peer, pattern(30))));
+    EXPECT_EQ(o.nic[1], build(relayed(n_.listen, client, channel_data(0x4006, pattern(32)))));
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], build(bad));
+    expect_deltas({{Counter::rx, 3}, {Counter::fwd_client_channel, 1}, {Counter::fwd_peer_channel, 1},
+                   {Counter::punt_miss, 1}});
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CrossPipelineIpv4Client, ::testing::Values(4),
+                         [](const auto&) { return std::string("IPv4Client"); });
+
 // ---- drops ----
 
 // RFC 8656 section 14, preferred behaviour: the relayed packet leaves with
@@ -1265,6 +1303,61 @@ TEST_P(PipelineIpv4, BadIpv4HeaderChecksumIsDropped) {
 }
 
 // IPv6 only: IPv4 allows a zero UDP checksum.
+// IPv6 keys name the listening address and the relayed IP by index
+// (flow/key.h): one client on two listening addresses has two allocations,
+// whose relayed addresses differ only in the IP, and whose kClient,
+// kChannelIn, kChannelOut and kPermission keys differ only in that index.
+// Each packet must reach its own allocation's entries.
+TEST_P(PipelineIpv6, KeysTellListeningAddressesAndRelayedIpsApart) {
+    const Address listen2 = *Address::parse("[fd00::2]:3478");
+    const Address relayed2 = *Address::parse("[fd00::2]:49152");  // n_.relayed's port on another IP
+    const Address peer2 = *Address::parse("[fd00:1::21]:6000");
+    ipc_send(allocation_add(20, n_.client, listen2, nullptr, &relayed2, 0));
+    add_permission(20, relayed2, peer2);
+    // One slot channel each (kChannel is kAllocId's), then one hashed
+    // channel each with the same number and peer: keys equal but for `a`.
+    add_channel(20, relayed2, peer2, kChannel);
+    const Address shared = *Address::parse("[fd00:1::22]:6001");
+    add_permission(kAllocId, n_.relayed, shared);
+    add_permission(20, relayed2, shared);
+    bind_channel(0x4100, shared);
+    add_channel(20, relayed2, shared, 0x4100);
+    EXPECT_EQ(flows_->channel_values_in_use(), 2u);
+    auto to = [&](const Address& listen, const Bytes& payload) {
+        Frame f = from_client(payload);
+        f.dst = listen;
+        return build(f);
+    };
+    auto from = [&](const Address& peer, const Address& relayed, const Bytes& payload) {
+        Frame f = from_client(payload);
+        f.src = peer;
+        f.dst = relayed;
+        return build(f);
+    };
+    const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const Out o = run({
+        to(n_.listen, channel_data(kChannel, pattern(1))),   // -> n_.peer from n_.relayed
+        to(listen2, channel_data(kChannel, pattern(2))),     // -> peer2 from relayed2
+        to(n_.listen, channel_data(0x4100, pattern(3))),     // -> shared from n_.relayed (hashed)
+        to(listen2, channel_data(0x4100, pattern(4))),       // -> shared from relayed2 (hashed)
+        from(shared, n_.relayed, pattern(5)),                // -> client on n_.listen, 0x4100
+        from(shared, relayed2, pattern(6)),                  // -> client on listen2, 0x4100
+        to(listen2, send_indication(tx, n_.peer, pattern(7), true)),  // no permission on 20: punted
+        from(n_.peer, relayed2, pattern(8)),                 // no permission on 20: dropped
+        to(n_.listen, send_indication(tx, peer2, pattern(9), true)),  // no permission on kAllocId: punted
+    });
+    ASSERT_EQ(o.nic.size(), 6u);
+    EXPECT_EQ(o.nic[0], build(relayed(n_.relayed, n_.peer, pattern(1))));
+    EXPECT_EQ(o.nic[1], build(relayed(relayed2, peer2, pattern(2))));
+    EXPECT_EQ(o.nic[2], build(relayed(n_.relayed, shared, pattern(3))));
+    EXPECT_EQ(o.nic[3], build(relayed(relayed2, shared, pattern(4))));
+    EXPECT_EQ(o.nic[4], build(relayed(n_.listen, n_.client, channel_data(0x4100, pattern(5)))));
+    EXPECT_EQ(o.nic[5], build(relayed(listen2, n_.client, channel_data(0x4100, pattern(6)))));
+    EXPECT_EQ(o.exc.size(), 2u);
+    expect_deltas({{Counter::rx, 9}, {Counter::fwd_client_channel, 4}, {Counter::fwd_peer_channel, 2},
+                   {Counter::punt_miss, 2}, {Counter::drop_no_permission, 1}});
+}
+
 TEST_P(PipelineIpv6, Ipv6ZeroUdpChecksumIsDropped) {
     Bytes f = build(from_client(channel_data(kChannel, pattern(10))));
     f[14 + 40 + 6] = f[14 + 40 + 7] = 0;
@@ -2183,8 +2276,10 @@ TEST_P(Pipeline, ChannelRebindToAnotherPeerMovesBothDirections) {
     o = run1(build(from_peer(pattern(12), n_.peer)));
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_data, 1}});
     settle();
-    // IPv4 peers sit in the allocation's channel slots (the old slot comes
-    // back after its grace period), IPv6 peers in the hash with a value.
+    // IPv4 peers sit in the allocation's two channel slots (the old slot
+    // comes back after its grace period). The IPv6-only allocation has one,
+    // still retiring at the rebind: the new binding went to the hash, with a
+    // value, and the slot is free again now.
     EXPECT_EQ(flows_->channel_values_in_use(), GetParam() == 4 ? 0u : 1u);
     EXPECT_EQ(flows_->channel_slots_in_use(), GetParam() == 4 ? 1u : 0u);
 }
@@ -2205,7 +2300,8 @@ TEST_P(Pipeline, Rfc5766ChannelNumberBothWays) {
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_peer_channel, 1}});
 }
 
-// More channels than the allocation has slots (Allocation::kSlots = 2): the
+// More channels than the allocation has slots (two for IPv4 peers, one for
+// the IPv6 peer of an allocation with only an IPv6 relayed address): the
 // rest go to the hash (kChannelIn + kChannelOut); every one forwards both
 // ways, and deleting slot channels leaves the hashed ones working.
 TEST_P(Pipeline, MoreChannelsThanSlots) {
@@ -2217,12 +2313,8 @@ TEST_P(Pipeline, MoreChannelsThanSlots) {
         chans.push_back(static_cast<uint16_t>(0x4100 + i));
         bind_channel(chans.back(), peers.back());
     }
-    if (GetParam() == 4) {
-        EXPECT_EQ(flows_->channel_slots_in_use(), 2u);
-        EXPECT_EQ(flows_->channel_values_in_use(), 3u);
-    } else {
-        EXPECT_EQ(flows_->channel_values_in_use(), 5u);
-    }
+    EXPECT_EQ(flows_->channel_slots_in_use(), GetParam() == 4 ? 2u : 1u);
+    EXPECT_EQ(flows_->channel_values_in_use(), GetParam() == 4 ? 3u : 4u);
     auto check_all = [&](const std::vector<int>& live) {
         std::vector<Bytes> in;
         for (int i : live) {
@@ -2244,7 +2336,8 @@ TEST_P(Pipeline, MoreChannelsThanSlots) {
                        {Counter::fwd_peer_channel, live.size()}});
     };
     check_all({0, 1, 2, 3, 4});
-    // Delete the two slot channels (IPv4) and one hashed channel.
+    // Delete the two slot channels (IPv4; IPv6: the slot channel and a
+    // hashed one) and one hashed channel.
     for (int i : {0, 1, 3}) {
         ipc::ChannelDel d{};
         d.alloc_id = kAllocId;
@@ -2264,10 +2357,8 @@ TEST_P(Pipeline, MoreChannelsThanSlots) {
     settle();
     bind_channel(0x4200, peers[0]);
     bind_channel(0x4201, peers[1]);
-    if (GetParam() == 4) {
-        EXPECT_EQ(flows_->channel_slots_in_use(), 2u);
-        EXPECT_EQ(flows_->channel_values_in_use(), 2u);
-    }
+    EXPECT_EQ(flows_->channel_slots_in_use(), GetParam() == 4 ? 2u : 1u);
+    EXPECT_EQ(flows_->channel_values_in_use(), GetParam() == 4 ? 2u : 3u);
     chans[0] = 0x4200;
     chans[1] = 0x4201;
     check_all({0, 1, 2, 4});
@@ -2287,10 +2378,9 @@ TEST_P(Pipeline, ChannelDeleteAndImmediateRebindWithSlots) {
     bind_channel(kChannel, peer2);
     const Address peer3 = n_.peer.with_port(6005);
     bind_channel(0x4003, peer3);  // IPv4: slot 0 still retiring, slot 1 taken: hash
-    if (GetParam() == 4) {
-        EXPECT_EQ(flows_->channel_slots_in_use(), 2u);  // one bound, one retiring
-        EXPECT_EQ(flows_->channel_values_in_use(), 1u);
-    }
+    // IPv6: its one slot retiring, both in the hash.
+    EXPECT_EQ(flows_->channel_slots_in_use(), GetParam() == 4 ? 2u : 1u);  // IPv4: one bound, one retiring
+    EXPECT_EQ(flows_->channel_values_in_use(), GetParam() == 4 ? 1u : 2u);
     Out o = run({build(from_client(channel_data(kChannel, pattern(12)))), build(from_client(channel_data(0x4003, pattern(13)))),
                  build(from_peer(pattern(14), peer2)), build(from_peer(pattern(15), peer3)),
                  build(from_peer(pattern(16), n_.peer))});
@@ -2302,9 +2392,7 @@ TEST_P(Pipeline, ChannelDeleteAndImmediateRebindWithSlots) {
     expect_deltas({{Counter::rx, 5}, {Counter::fwd_client_channel, 2}, {Counter::fwd_peer_channel, 2},
                    {Counter::fwd_peer_data, 1}});
     settle();
-    if (GetParam() == 4) {
-        EXPECT_EQ(flows_->channel_slots_in_use(), 1u);
-    }
+    EXPECT_EQ(flows_->channel_slots_in_use(), GetParam() == 4 ? 1u : 0u);
 }
 
 // Resync with slot and hashed channels: what is re-sent stays (slot or

@@ -473,7 +473,6 @@ void* lookup(const dp::FlowTables& t, dp::KeyKind kind, const ipc::WireAddress& 
              bool b_port, uint16_t channel) {
     void* data = nullptr;
     auto fill = [&](auto& k, size_t n) {
-        std::memcpy(&k.a_ip, a.ip, n);
         std::memcpy(&k.b_ip, b.ip, n);
         k.a_port = rte_cpu_to_be_16(a.port);
         k.b_port = b_port ? rte_cpu_to_be_16(b.port) : 0;
@@ -482,10 +481,14 @@ void* lookup(const dp::FlowTables& t, dp::KeyKind kind, const ipc::WireAddress& 
     };
     if (a.family == 4) {
         dp::Key4 k{};
+        std::memcpy(&k.a_ip, a.ip, 4);
         fill(k, 4);
         return rte_hash_lookup_data(t.h4, &k, &data) >= 0 ? data : nullptr;
     }
     dp::Key6 k{};
+    if (!t.key6_index(kind, a.ip, rte_cpu_to_be_16(a.port), &k.a)) {
+        return nullptr;  // an address the tables have no index for: no key of it
+    }
     fill(k, 16);
     return rte_hash_lookup_data(t.h6, &k, &data) >= 0 ? data : nullptr;
 }
@@ -514,7 +517,7 @@ struct Facts {
             w += " l=?";
         }
         if (a.relayed4_port != 0) {
-            w += " r4=" + hex(reinterpret_cast<const uint8_t*>(&a.relayed4_ip), 4) + ":" +
+            w += " r4=" + hex(reinterpret_cast<const uint8_t*>(&a.v4.ip), 4) + ":" +
                  std::to_string(rte_be_to_cpu_16(a.relayed4_port));
         }
         if (a.relayed6_port != 0) {
@@ -590,7 +593,9 @@ struct Facts {
             }
         }
         // Per allocation reached: its line's state and slot channels (slots
-        // answer both directions: peer side from the relayed IPv4 address).
+        // answer both directions: peer side from the relayed address of the
+        // slot's family; two IPv4 slots, or slot6 in a line without an IPv4
+        // relayed address).
         for (const uint32_t idx : std::set<uint32_t>(reached)) {
             if (idx >= t.config().max_allocations) {
                 continue;
@@ -598,7 +603,25 @@ struct Facts {
             const dp::Allocation& a = t.allocs[idx];
             s.insert("alloc " + who(idx) + " byte_ticks=" + std::to_string(std::bit_cast<uint32_t>(a.byte_ticks.load())) +
                      " live=" + std::to_string(a.live.load()));
-            for (const dp::ChanSlot& sl : a.slots) {
+            if (a.relayed4_port == 0) {  // the line's last bytes are slot6 (IPv6 relayed address only)
+                const uint16_t ch = rte_be_to_cpu_16(a.slot6.channel_be.load());
+                if (ch != 0) {
+                    s.insert(chan_fact(idx, ch, 6, a.slot6.peer_ip, a.slot6.peer_port));
+                    if (a.relayed6_port != 0) {
+                        ipc::WireAddress r{};
+                        r.family = 6;
+                        std::memcpy(r.ip, t.relay_ports->ip[a.relayed6_ip], 16);
+                        r.port = rte_be_to_cpu_16(a.relayed6_port);
+                        ipc::WireAddress p{};
+                        p.family = 6;
+                        std::memcpy(p.ip, a.slot6.peer_ip, 16);
+                        p.port = rte_be_to_cpu_16(a.slot6.peer_port);
+                        s.insert("chan-out " + wire(r) + " " + wire(p) + " -> " + who(idx) + " " + std::to_string(ch));
+                    }
+                }
+                continue;
+            }
+            for (const dp::ChanSlot& sl : a.v4.slots) {
                 const uint16_t ch = rte_be_to_cpu_16(sl.channel_be.load());
                 if (ch == 0) {
                     continue;
@@ -607,7 +630,7 @@ struct Facts {
                 if (a.relayed4_port != 0) {
                     ipc::WireAddress r{};
                     r.family = 4;
-                    std::memcpy(r.ip, &a.relayed4_ip, 4);
+                    std::memcpy(r.ip, &a.v4.ip, 4);
                     r.port = rte_be_to_cpu_16(a.relayed4_port);
                     ipc::WireAddress p{};
                     p.family = 4;
@@ -655,6 +678,11 @@ std::vector<std::vector<uint8_t>> reference(uint64_t& seq) {
     // 5: IPv4 with a limit, one permission.
     op(kAllocationAdd, {5, c4b, l4, r4c, kNone, 1});
     op(kPermissionAdd, {5, r4c, p4a});
+    // 6: IPv6 only, its channel in the line's IPv6 slot (slot6).
+    const uint8_t c6b = sel(true, 1, 1), r6b = sel(true, 1, 1), p6b = sel(true, 1, 1);
+    op(kAllocationAdd, {6, c6b, l6, kNone, r6b, 0});
+    op(kPermissionAdd, {6, r6b, p6b});
+    op(kChannelAdd, {6, r6b, p6b, chan_sel(0x4002)});
     ipc::ResyncEnd e{};
     e.generation = kRefGeneration;
     e.entries = out.size() - 2;  // the Adds

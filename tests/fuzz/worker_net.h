@@ -9,7 +9,8 @@
 //     hash: more than Allocation::kSlots), 0x4004 to kPeer6:6000 (across
 //     families); kPermOnly4 has a permission and no channel (Data indications).
 //   allocation 2: IPv6 client, relayed IPv6: permission for kPeer6, channel
-//     0x4001 to kPeer6:6000, permission only for kPermOnly6.
+//     0x4001 to kPeer6:6000 (the line's one IPv6 slot, ChanSlot6; so are
+//     allocations 5, 6 and 8's 0x4001), permission only for kPermOnly6.
 //   allocation 3: IPv4 client with a bandwidth limit of 100 kbit/s, channel
 //     0x4001 to kPeer4:7000 (police drops what exceeds the bucket).
 //
@@ -67,8 +68,8 @@
 //     ext(relayed1_6) come back on it). What client1 sends to its own
 //     ext(relayed1_4) or from relayed1_6 to ext(relayed2) reaches a Data
 //     indication naming its own external address.
-//   allocation 2 permits kExternal6; channel 0x4002 (slot 1) to
-//     ext(relayed7_6).
+//   allocation 2 permits kExternal6; channel 0x4002 (hashed: its slot holds
+//     0x4001) to ext(relayed7_6).
 //   allocation 3 permits only the relay IP 198.18.0.1 (above), never the
 //     external IP: what comes to ext(relayed3) is dropped (no permission),
 //     and its client's Send indications to the external IP are dropped on
