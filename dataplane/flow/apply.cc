@@ -92,6 +92,13 @@ std::array<uint8_t, 40> perm_key(const WireAddress& relayed, const WireAddress& 
     return k;
 }
 
+// Whether the allocation's relayed address of family `fam` is offloaded: the
+// family's, with a port. A relayed "port 0" (which WireAddress::valid()
+// lets through) is treated as no relayed address of that family: the line
+// says none (relayed4_port / relayed6_port 0), so its last bytes are slot6
+// for IPv4, and no word or slot names it.
+bool offloaded(const WireAddress& relayed, uint8_t fam) { return relayed.family == fam && relayed.port != 0; }
+
 bool same_addresses(const ipc::AllocationAdd& x, const ipc::AllocationAdd& y) {
     return std::memcmp(&x.client, &y.client, sizeof(WireAddress) * 4) == 0;
 }
@@ -309,11 +316,13 @@ bool Applier::install_alloc(Alloc& a) {
     // The index was retired (grace period) before this reuse: no worker
     // reads the slots (v4 or slot6, the same bytes) now.
     std::memset(static_cast<void*>(&r.v4), 0, sizeof(r.v4));
-    if (m.relayed_v4.family == 4) {
+    // Only with a port: v4.ip in a line whose relayed4_port is 0 would be
+    // slot6's channel number and port to the workers.
+    if (offloaded(m.relayed_v4, 4)) {
         std::memcpy(&r.v4.ip, m.relayed_v4.ip, 4);
         r.relayed4_port = rte_cpu_to_be_16(m.relayed_v4.port);
     }
-    if (m.relayed_v6.family == 6) {
+    if (offloaded(m.relayed_v6, 6)) {
         r.relayed6_port = rte_cpu_to_be_16(m.relayed_v6.port);
     }
     r.slot_busy = 0;
@@ -346,13 +355,12 @@ bool Applier::publish_alloc(Alloc& a) {
         r.live.store(1, std::memory_order_release);
     }
     // (Storing the index again where the word has it already changes nothing.)
-    // Not an IPv4 relayed port 0: the line says "no IPv4 relayed address"
-    // then (relayed4_port 0), and its last bytes are slot6, which a worker
-    // reaching it by an IPv4 word would read as IPv4 slots.
-    if (m.relayed_v4.family == 4 && m.relayed_v4.port != 0) {
+    // No word for a relayed port 0 (offloaded()): a worker reaching such a
+    // line by an IPv4 word would read its slot6 as IPv4 slots.
+    if (offloaded(m.relayed_v4, 4)) {
         ok = t_.set_relayed(4, m.relayed_v4.ip, rte_cpu_to_be_16(m.relayed_v4.port), a.idx) >= 0 && ok;
     }
-    if (m.relayed_v6.family == 6) {
+    if (offloaded(m.relayed_v6, 6)) {
         ok = t_.set_relayed(6, m.relayed_v6.ip, rte_cpu_to_be_16(m.relayed_v6.port), a.idx) >= 0 && ok;
     }
     return ok;
@@ -522,7 +530,7 @@ void Applier::on(const ipc::ChannelAdd& m) {
     // line.
     const bool v4_line = r.relayed4_port != 0;
     const WireAddress& own = m.peer.family == 4 ? a->msg.relayed_v4 : a->msg.relayed_v6;
-    if (m.peer.family == own.family && (m.peer.family == 4) == v4_line && a->described &&
+    if (offloaded(own, m.peer.family) && (m.peer.family == 4) == v4_line && a->described &&
         std::memcmp(&m.relayed, &own, sizeof(WireAddress)) == 0) {
         const uint32_t slots = v4_line ? Allocation::kSlots : 1;
         for (uint32_t s = 0; s < slots; s++) {

@@ -1358,6 +1358,25 @@ TEST_P(PipelineIpv6, KeysTellListeningAddressesAndRelayedIpsApart) {
                    {Counter::punt_miss, 2}, {Counter::drop_no_permission, 1}});
 }
 
+// A relayed IPv4 "port 0" (WireAddress::valid() lets it through) is no IPv4
+// relayed address: the line's last bytes are then slot6, and the IPv4 IP
+// must not be written there. 64.1.0.7 reads as channel 0x4001 to [::]:7;
+// ChannelData on 0x4001, bound to nothing, is punted. (In-memory ports:
+// nothing is sent anywhere.)
+TEST_P(PipelineIpv6, RelayedIpv4PortZeroBindsNoChannel) {
+    const Address client = *Address::parse("[fd00::30]:50000");
+    const Address relayed4 = *Address::parse("64.1.0.7:0");
+    const Address relayed6 = *Address::parse("[fd00::1]:49300");
+    ipc_send(allocation_add(20, client, n_.listen, &relayed4, &relayed6, 0));
+    Frame f = from_client(channel_data(0x4001, pattern(40)));
+    f.src = client;
+    const Out o = run1(build(f));
+    EXPECT_TRUE(o.nic.empty());
+    ASSERT_EQ(o.exc.size(), 1u);
+    EXPECT_EQ(o.exc[0], build(f));
+    expect_deltas({{Counter::rx, 1}, {Counter::punt_miss, 1}});
+}
+
 TEST_P(PipelineIpv6, Ipv6ZeroUdpChecksumIsDropped) {
     Bytes f = build(from_client(channel_data(kChannel, pattern(10))));
     f[14 + 40 + 6] = f[14 + 40 + 7] = 0;
