@@ -5,7 +5,9 @@
 #include <atomic>
 
 #include "core/event_log.h"
+#include "core/nat_behavior.h"
 #include "stun/constants.h"
+#include "turn/channel_data.h"
 
 namespace turn::cp {
 
@@ -258,7 +260,7 @@ void AllocationManager::reannounce(const Allocation& a) {
         }
     }
     for (const auto& [ch, b] : a.channels) {
-        if (offloadable(b.peer)) {
+        if (channel_offloaded(a, b.peer)) {
             hook.channel_added(a.id, ch, b.peer);
         }
     }
@@ -312,7 +314,7 @@ void AllocationManager::remove(Allocation& a, EndReason why) {
         log_end(line, fast);
     }
     for (const auto& [ch, b] : a.channels) {
-        if (offloadable(b.peer)) {
+        if (channel_offloaded(a, b.peer)) {
             hook.channel_removed(a.id, ch, b.peer);
         }
     }
@@ -354,7 +356,15 @@ void AllocationManager::set_permission(Allocation& a, const Address& key, uint64
     auto [it, inserted] = a.permissions.try_emplace(key);
     it->second.expires_ms = expires_ms;
     if (inserted && offloadable(key)) {
-        offload_for(a).permission_added(a.id, key);
+        OffloadHook& hook = offload_for(a);
+        hook.permission_added(a.id, key);
+        // Channels to this IP that waited for it (channel_offloaded): a
+        // binding made before it, or one that outlived the IP's last one.
+        for (const auto& [ch, b] : a.channels) {
+            if (key.same_ip(b.peer) && offloadable(b.peer)) {
+                hook.channel_added(a.id, ch, b.peer);
+            }
+        }
     }
     if (!it->second.timer_armed) {
         it->second.timer_armed = true;
@@ -374,7 +384,7 @@ void AllocationManager::set_channel(Allocation& a, uint16_t channel, const Addre
     it->second.peer = peer;
     it->second.expires_ms = expires_ms;
     a.channel_by_peer[peer] = channel;
-    if (inserted && offloadable(peer)) {
+    if (inserted && channel_offloaded(a, peer)) {  // else with the permission (set_permission)
         offload_for(a).channel_added(a.id, channel, peer);
     }
     if (!it->second.timer_armed) {
@@ -445,10 +455,18 @@ void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
         return;
     }
     changed(a);
-    a.permissions.erase(p);
     if (offloadable(key)) {
-        offload_for(a).permission_removed(id, key);
+        // Its channels first (channel_offloaded): they stay bound, on the
+        // socket path, which refuses their data without the permission.
+        OffloadHook& hook = offload_for(a);
+        for (const auto& [ch, b] : a.channels) {
+            if (key.same_ip(b.peer) && offloadable(b.peer)) {
+                hook.channel_removed(id, ch, b.peer);
+            }
+        }
+        hook.permission_removed(id, key);
     }
+    a.permissions.erase(p);
 }
 
 void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
@@ -476,7 +494,7 @@ void AllocationManager::on_channel_timer(uint64_t id, uint16_t channel) {
     a.channel_by_peer.erase(b.peer);
     std::erase_if(a.quarantine, [now](const ChannelQuarantine& q) { return q.until_ms <= now; });
     a.quarantine.push_back(ChannelQuarantine{channel, b.peer, b.expires_ms + kChannelQuarantineMs});
-    if (offloadable(b.peer)) {
+    if (channel_offloaded(a, b.peer)) {
         offload_for(a).channel_removed(id, channel, b.peer);
     }
 }
@@ -567,6 +585,21 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     if (s.five_tuple.transport != Transport::kUdp) {
         return "not a UDP allocation";
     }
+    // Its client reaches it only through a UDP listener this process has:
+    // one since removed from [server].listen would leave it holding its
+    // relayed ports and the user's quota until it expires, unreachable.
+    {
+        std::vector<Address> udp = shared_.config.listen;
+        const auto alternates = nat_extra_listeners(shared_.config);
+        udp.insert(udp.end(), alternates.begin(), alternates.end());
+        const Address server = s.five_tuple.server.normalised();
+        if (std::none_of(udp.begin(), udp.end(), [&](const Address& l) { return l.normalised() == server; })) {
+            return "its server address " + server.to_string() + " is not a UDP listener here";
+        }
+    }
+    if (s.id == UINT64_MAX) {
+        return "its id is out of range";  // the next id would wrap to 0
+    }
     if (find(s.five_tuple) != nullptr) {
         return "its 5-tuple already has an allocation";
     }
@@ -653,15 +686,22 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     const auto policy = shared_.policy.get();
     // Nor one for a peer of a family whose relayed address did not come back.
     auto served = [&ref](const Address& peer) { return peer.family != Family::kNone && ref.has_family(peer.family); };
+    // And within what CreatePermission and ChannelBind would grant now: the
+    // configured counts (lowered since, or a file that says more) and the
+    // channel number range; a number outside it would frame the peer's data
+    // as something else (0x0001 reads as a STUN Binding request header).
+    const ChannelRange range = shared_.config.strict_channel_range ? ChannelRange::kRfc8656 : ChannelRange::kRfc5766;
     for (const auto& p : s.permissions) {
         const Address key = Allocation::permission_key(p.peer);
-        if (p.expires_unix_ms > unix_now && served(key) && policy->permitted_ip(p.peer)) {
+        if (p.expires_unix_ms > unix_now && served(key) && policy->permitted_ip(p.peer) &&
+            (ref.permissions.size() < shared_.config.max_permissions || ref.permissions.count(key) != 0)) {
             set_permission(ref, key, now + std::min(p.expires_unix_ms - unix_now, kPermissionLifetimeMs));
         }
     }
     for (const auto& c : s.channels) {
         const Address peer = c.peer.normalised();
         if (c.expires_unix_ms > unix_now && served(peer) && policy->permitted_transport(peer) &&
+            is_valid_channel(c.number, range) && ref.channels.size() < shared_.config.max_channels &&
             ref.can_bind(c.number, peer, now) == Allocation::BindCheck::kOk) {
             set_channel(ref, c.number, peer, now + std::min(c.expires_unix_ms - unix_now, kChannelLifetimeMs));
         }

@@ -161,6 +161,16 @@ private:
         }
         return true;
     }
+    // Whether the offload holds channel `peer` of `a`: an offloadable peer
+    // whose IP has a permission. The dataplane's channel path has no
+    // permission check, so a channel whose permission expired (a client
+    // that refreshed neither: 300 s against the channel's 600 s) is
+    // withdrawn with it and comes back with a new permission for the IP
+    // (RFC 8656 sections 9 and 12: no data either way without one, as on
+    // the socket path).
+    bool channel_offloaded(const Allocation& a, const Address& peer) const {
+        return offloadable(peer) && a.permissions.count(Allocation::permission_key(peer)) != 0;
+    }
     // Tells the offload the allocation again (removed, added, its permissions
     // and channels): after a change of what it is keyed or sized by.
     void reannounce(const Allocation& a);

@@ -389,15 +389,18 @@ TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
                      b.add_channel_number(0x4001);
                      b.add_xor_address(stun::attr::kXorPeerAddress, peer2);
                  }).success());
+    // ChannelBind installs the peer's permission too, and the channel goes
+    // to the dataplane after it (a channel is offloaded only with its
+    // permission: AllocationManager::channel_offloaded).
+    auto perm2 = dp->expect<ipc::PermissionAdd>();
+    ASSERT_TRUE(perm2);
+    EXPECT_EQ(perm2->alloc_id, id);
     auto chan = dp->expect<ipc::ChannelAdd>();
     ASSERT_TRUE(chan);
     EXPECT_EQ(chan->alloc_id, id);
     EXPECT_TRUE(same(chan->relayed, relayed));
     EXPECT_TRUE(same(chan->peer, peer2));
     EXPECT_EQ(chan->channel, 0x4001);
-    auto perm2 = dp->expect<ipc::PermissionAdd>();  // ChannelBind installs the peer's permission too
-    ASSERT_TRUE(perm2);
-    EXPECT_EQ(perm2->alloc_id, id);
     EXPECT_TRUE(same(perm2->peer, ip_only(peer2)));
 
     // 4. Counters: one report for the allocation, folded into /metrics.
@@ -626,16 +629,16 @@ TEST(DataplaneIpcDualStack, EachPeerGetsTheRelayOfItsFamilyLimitIsSetAndAFamilyC
                      b.add_channel_number(0x4002);
                      b.add_xor_address(stun::attr::kXorPeerAddress, peer6);
                  }).success());
+    auto p6 = dp.expect<ipc::PermissionAdd>();  // the permission first, then its channel
+    ASSERT_TRUE(p6);
+    EXPECT_TRUE(same(p6->relayed, r6));
+    EXPECT_TRUE(same(p6->peer, ip_only(peer6)));
     auto ch = dp.expect<ipc::ChannelAdd>();
     ASSERT_TRUE(ch);
     EXPECT_EQ(ch->alloc_id, id);
     EXPECT_EQ(ch->channel, 0x4002);
     EXPECT_TRUE(same(ch->relayed, r6));
     EXPECT_TRUE(same(ch->peer, peer6));
-    auto p6 = dp.expect<ipc::PermissionAdd>();
-    ASSERT_TRUE(p6);
-    EXPECT_TRUE(same(p6->relayed, r6));
-    EXPECT_TRUE(same(p6->peer, ip_only(peer6)));
 
     // Refresh LIFETIME 0 for IPv6 only: the allocation is re-announced without
     // its IPv6 relayed address, and only the IPv4 state comes back.
@@ -1629,12 +1632,12 @@ TEST_F(DataplaneIpc, WithoutExternalIpsNoneIsSentAndAnEchoIsABadMessage) {
     const Address rb = b.allocate();
     ASSERT_TRUE(dp.expect<ipc::AllocationAdd>());
     ASSERT_TRUE(bind_channel(a, 0x4001, rb));
+    auto perm = dp.expect<ipc::PermissionAdd>();  // the permission first, then its channel
+    ASSERT_TRUE(perm);
+    EXPECT_TRUE(same(perm->peer, ip_only(rb)));
     auto chan = dp.expect<ipc::ChannelAdd>();
     ASSERT_TRUE(chan);
     EXPECT_TRUE(same(chan->peer, rb));
-    auto perm = dp.expect<ipc::PermissionAdd>();
-    ASSERT_TRUE(perm);
-    EXPECT_TRUE(same(perm->peer, ip_only(rb)));
     EXPECT_EQ(dp.external_ips_count, 0);
 }
 

@@ -768,10 +768,66 @@ TEST_F(Restore, WhatCannotComeBackTakesNothing) {
     EXPECT_EQ(shared->allocations.load(), 0);
     EXPECT_TRUE(io.open.empty());
     EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 0u);
+    // Its listener is gone from [server].listen: its client could never reach
+    // it, and it would hold its ports and its user's quota until it expired.
+    SavedAllocation unheard = saved[0];
+    unheard.five_tuple.server = A("198.18.0.1:3479");
+    EXPECT_EQ(m.restore(unheard), "its server address 198.18.0.1:3479 is not a UDP listener here");
+    // An id the next allocation's would wrap from (to 0).
+    SavedAllocation last = saved[0];
+    last.id = UINT64_MAX;
+    EXPECT_EQ(m.restore(last), "its id is out of range");
     // And it still comes back once nothing is in the way; twice is refused.
     EXPECT_EQ(m.restore(saved[0]), "");
     EXPECT_EQ(m.restore(saved[0]), "its 5-tuple already has an allocation");
     EXPECT_EQ(shared->ports.in_use(Family::kIPv4), 1u);
+}
+
+// Restore grants what CreatePermission and ChannelBind would grant now: the
+// channel range of this configuration ([server].strict_channel_range; a
+// file's 0x0001 would frame the peer's data as a STUN header, 0xFFFF as
+// nothing the client parses), and [allocation].max_permissions /
+// max_channels, lowered since the file was written.
+TEST_F(Restore, ChannelRangeAndCountsAreThisConfigurations) {
+    const auto ft = tuple(5000);
+    ASSERT_TRUE(allocate(ft).success());
+    ASSERT_TRUE(channel_bind(ft, 0x4001, A("198.18.2.1:7000")).success());
+    ASSERT_TRUE(channel_bind(ft, 0x5000, A("198.18.2.2:7000")).success());  // RFC 5766's range: allowed here
+    ASSERT_TRUE(create_permission(ft, {A("198.18.2.3:0"), A("198.18.2.4:0")}).success());
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    ASSERT_EQ(saved[0].permissions.size(), 4u);
+    ASSERT_EQ(saved[0].channels.size(), 2u);
+    // What a hand-edited or hostile file could say.
+    SavedAllocation odd = saved[0];
+    const uint64_t until = saved[0].channels[0].expires_unix_ms;
+    odd.channels.push_back(SavedChannel{0x0001, A("198.18.2.3:7000"), until});
+    odd.channels.push_back(SavedChannel{0xFFFF, A("198.18.2.4:7000"), until});
+
+    Config strict = base_config();
+    strict.strict_channel_range = true;
+    server.reset();
+    start(strict);
+    server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    ASSERT_EQ(server->allocations().restore(odd), "");
+    const Allocation* a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->permissions.size(), 4u);
+    ASSERT_EQ(a->channels.size(), 1u);
+    EXPECT_EQ(a->channels.begin()->first, 0x4001);
+
+    Config fewer = base_config();
+    fewer.max_permissions = 2;
+    fewer.max_channels = 1;
+    server.reset();
+    start(fewer);
+    server = std::make_unique<Server>(*shared, clock, io, rec, *stats);
+    ASSERT_EQ(server->allocations().restore(saved[0]), "");
+    a = server->allocations().find(ft);
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->permissions.size(), 2u);
+    EXPECT_LE(a->channels.size(), 1u);
 }
 
 TEST_F(Restore, QuotaIsTakenAgain) {
