@@ -517,7 +517,7 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
         }
         break;
     case ipc::MsgType::kWorkerCounters:
-        if (auto m = ipc::decode<ipc::WorkerCounters>(d)) {
+        if (auto m = ipc::decode<ipc::WorkerCounters>(d); m && m->worker < dp_workers_) {
             counters_.set_worker(*m);
             return;
         }
@@ -573,6 +573,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         counters_.clear_ports();
         boot_id_ = h.boot_id;
     }
+    dp_workers_ = std::min(h.workers, kMaxDataplaneWorkers);
     ++generation_;
     uint64_t adds = 0;
     size_t allocations = 0;

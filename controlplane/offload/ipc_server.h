@@ -297,6 +297,11 @@ private:
     size_t state_left_ = 0;  // messages in pending_ with Buf::state; IPC thread
     uint64_t generation_;
     uint64_t boot_id_ = 0;
+    // Workers the connected dataplane's Hello announced (at most
+    // kMaxDataplaneWorkers): a WorkerCounters of another index is a bad
+    // message, not a new series kept forever.
+    static constexpr uint32_t kMaxDataplaneWorkers = 1024;
+    uint32_t dp_workers_ = 0;
     ipc::Settings settings_{};  // sent before each ResyncBegin
     bool settings_warned_ = false;  // dataplane_ignores_settings logged on this connection
     std::optional<ipc::ExternalIps> external_msg_;  // sent after the Settings; none without a pair

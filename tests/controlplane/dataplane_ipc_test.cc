@@ -203,7 +203,7 @@ public:
     void hello(uint64_t boot_id) {
         ipc::Hello h{};
         h.pid = static_cast<uint32_t>(::getpid());
-        h.workers = 1;
+        h.workers = 2;  // the WorkerCounters it may report: 0 and 1
         h.boot_id = boot_id;
         auto b = ipc::encode(h, ++seq_);
         ASSERT_EQ(::send(fd_, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
@@ -414,10 +414,12 @@ TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
     r.entries[0].to_client_bytes = 700;
     r.entries[0].dropped_packets = 2;
     dp->report = r;
-    // And two workers' packet counters (ipc/dataplane_counters.h order: rx, fwd_client_channel, ...).
-    for (uint32_t w = 0; w < 2; ++w) {
+    // And two workers' packet counters (ipc/dataplane_counters.h order: rx,
+    // fwd_client_channel, ...), and a third of a worker the Hello did not
+    // announce: a bad message, not a series kept (and exported) for ever.
+    for (uint32_t w = 0; w < 3; ++w) {
         ipc::WorkerCounters wc{};
-        wc.worker = w;
+        wc.worker = w < 2 ? w : 7;
         wc.count = 3;
         wc.counters[0] = 100 + w;  // rx
         wc.counters[1] = 40 + w;   // fwd_client_channel
@@ -461,6 +463,7 @@ TEST_F(DataplaneIpc, ResyncIncrementalDeleteReconnectAndCounters) {
     EXPECT_EQ(body.find("counter=\"fwd_peer_channel\""), std::string::npos);  // beyond the report's count
     EXPECT_NE(body.find("turn_dataplane_client_cache_misses_total{worker=\"1\"} 6"), std::string::npos);
     EXPECT_NE(body.find("turn_dataplane_express_packets_total{worker=\"0\"} 30"), std::string::npos);
+    EXPECT_EQ(body.find("worker=\"7\""), std::string::npos) << body;
 
     // 5. Disconnect: the relay keeps serving; a reconnect gets the full live state.
     dp.reset();
