@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -31,6 +32,7 @@
 #include "core/shared.h"
 #include "io/admin_server.h"
 #include "io/event_loop.h"
+#include "io/files.h"
 #include "io/state_store.h"
 #include "io/tls.h"
 #include "offload/ipc_server.h"
@@ -236,15 +238,54 @@ uint64_t unix_now_ms() {
             .count());
 }
 
+// What the kernel's SO_REUSEPORT hash of a client 5-tuple depends on besides
+// the tuple and the number of sockets: a secret drawn once per boot and a
+// value per network namespace. "" if it cannot be told.
+std::string reuseport_identity() {
+    std::string err;
+    const auto boot = read_file("/proc/sys/kernel/random/boot_id", 128, err);
+    struct stat ns {};
+    if (!boot || ::stat("/proc/self/ns/net", &ns) != 0) {
+        return "";
+    }
+    std::string id(boot->begin(), boot->end());
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) {
+        id.pop_back();
+    }
+    return "boot " + id + " netns " + std::to_string(ns.st_dev) + ":" + std::to_string(ns.st_ino) + "\n";
+}
+
 // Restores every loop's snapshot, or none: a snapshot belongs to the loop the
 // kernel's SO_REUSEPORT hash sends its clients to, which holds only while the
-// number of loops is the same as when it was saved. When none is restored,
+// number of loops is the same as when it was saved, and only within one boot
+// and one network namespace (reuseport_identity, kept in the state directory
+// by the saving process). After a reboot, or in another namespace (a
+// container restarted), the hash sends most clients to another loop than
+// their allocation's: each restored allocation then gets a client path (a
+// socket connected to its client, as a moved allocation has), which the
+// kernel prefers to the listeners, so its datagrams come to its own loop. When none is restored,
 // each allocation in the files that could be read gets its last line
 // (allocation_not_restored), so that its usage is still logged once.
 // Allocations an end journal names are neither. Returns the sequence number
 // this process's end journals start at.
 uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<EventLoop>>& loops, Shared& shared) {
     const auto n = static_cast<unsigned>(loops.size());
+    // Whether this process's SO_REUSEPORT hash is the saving one's; then this
+    // one's identity, for the next process (the snapshots it saves are its).
+    const std::string identity = reuseport_identity();
+    bool same_hash = false;
+    {
+        std::string err;
+        const auto prev = read_file(store.reuseport_path(), 256, err);
+        same_hash = !identity.empty() && prev && std::string(prev->begin(), prev->end()) == identity;
+        if (!identity.empty()) {
+            const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(identity.data()), identity.size());
+            if (!write_file_atomically(store.reuseport_path(), bytes, err)) {
+                log_event(LogLevel::kWarn, "state_identity_unwritable",
+                          {{"error", err}, {"effect", "the next process gives its restored allocations client paths"}});
+            }
+        }
+    }
     // Allocations that ended after their loop's last save (io/state_store.h
     // EndJournal): their end lines were logged by the previous process, and
     // they do not come back. New ids stay above theirs (a clock set back
@@ -323,16 +364,18 @@ uint64_t restore_state(StateStore& store, const std::vector<std::unique_ptr<Even
     size_t restored = 0;
     uint64_t oldest_ms = 0;
     const uint64_t now = unix_now_ms();
+    const bool paths = n > 1 && !same_hash;
     for (const auto& s : snaps) {
         oldest_ms = std::max(oldest_ms, now > s.saved_unix_ms ? now - s.saved_unix_ms : 0);
         saved += s.allocations.size();
-        restored += loops[s.loop]->restore(s);
+        restored += loops[s.loop]->restore(s, paths);
     }
     if (!snaps.empty()) {
         log_event("state_restored", {{"allocations", std::to_string(restored)},
                                      {"saved", std::to_string(saved)},
                                      {"ended_after_save", std::to_string(already_ended)},
-                                     {"age_ms", std::to_string(oldest_ms)}});
+                                     {"age_ms", std::to_string(oldest_ms)},
+                                     {"client_paths", paths ? "yes" : "no"}});
     }
     return ended.next_seq;
 }

@@ -52,7 +52,10 @@ public:
     // allocation to a new 5-tuple; client_path: the socket that brings the
     // new 5-tuple's datagrams to this loop (PacketIo::open_client_path).
     bool mobile = false;
-    bool moved = false;  // its 5-tuple is not the one it was made on
+    // Its 5-tuple does not follow the loops' SO_REUSEPORT hash, so it needs a
+    // client path: it moved (RFC 8016), or was restored by a process whose
+    // hash is not the saving one's (app/main.cc restore_state).
+    bool moved = false;
     uint32_t moves = 0;  // RFC 8016 moves so far: tickets of earlier counts are spent
     RelayId client_path = kNoRelay;
     TokenBucket bandwidth;

@@ -569,15 +569,15 @@ void AllocationManager::log_not_restored(const SavedAllocation& s, uint64_t unix
     log_end(e, {}, LogLevel::kWarn);
 }
 
-std::string AllocationManager::restore(const SavedAllocation& s) {
-    std::string why = restore_or_why(s);
+std::string AllocationManager::restore(const SavedAllocation& s, bool client_path) {
+    std::string why = restore_or_why(s, client_path);
     if (!why.empty()) {
         log_not_restored(s, clock_.unix_ms(), why);
     }
     return why;
 }
 
-std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
+std::string AllocationManager::restore_or_why(const SavedAllocation& s, bool client_path) {
     const uint64_t unix_now = clock_.unix_ms();
     if (s.expires_unix_ms <= unix_now) {
         return "expired while no control plane ran";
@@ -669,8 +669,10 @@ std::string AllocationManager::restore_or_why(const SavedAllocation& s) {
     // gone); the client's next Refresh showing one gets a new ticket. A moved
     // allocation's 5-tuple may hash to another loop: a client path brings it.
     a->mobile = s.mobile;
-    a->moved = s.moved;
-    if (s.moved) {
+    // One given a client path keeps it in every later process too (saved
+    // as moved): it lives in the loop of the hash that first placed it.
+    a->moved = s.moved || client_path;
+    if (a->moved) {
         a->client_path = io_.open_client_path(s.five_tuple);
     }
     // Later allocations must not reuse a restored id (the dataplane keys its

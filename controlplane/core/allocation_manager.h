@@ -113,8 +113,13 @@ public:
     // their lifetimes at the current wall-clock time, reported to the offload
     // hook like new ones (and marked dirty if tracking is on).
     // Returns "" or why it was not restored (nothing is taken then; the
-    // allocation's last line, log_not_restored, is logged).
-    std::string restore(const SavedAllocation& s);
+    // allocation's last line, log_not_restored, is logged). With
+    // `client_path`, its client's datagrams are brought to this loop by a
+    // socket connected to the client (PacketIo::open_client_path), as a moved
+    // allocation's are, whatever loop the kernel's SO_REUSEPORT hash picks:
+    // for a process whose hash is not the saving one's (another boot or
+    // network namespace; EventLoop::restore).
+    std::string restore(const SavedAllocation& s, bool client_path = false);
     // The last line of a saved allocation this process does not take over
     // (allocation_not_restored, with `why`): who it was, its age (to its
     // expiry, if it expired) and what the control plane relayed for it, as an
@@ -128,7 +133,7 @@ public:
     SavedAllocation saved_view(const Allocation& a) const;
 
 private:
-    std::string restore_or_why(const SavedAllocation& s);
+    std::string restore_or_why(const SavedAllocation& s, bool client_path);
     Allocation& insert(std::unique_ptr<Allocation> a);
     void set_permission(Allocation& a, const Address& key, uint64_t expires_ms);
     void set_channel(Allocation& a, uint16_t channel, const Address& peer, uint64_t expires_ms);

@@ -60,8 +60,9 @@ struct SavedAllocation {
     std::array<Address, 2> relayed{};  // [0] IPv4, [1] IPv6; kNone if absent
     uint64_t expires_unix_ms = 0;
     bool dont_fragment = false;
-    // RFC 8016: the client asked for mobility; the allocation has moved, so
-    // its 5-tuple needs a client path to reach this loop (PacketIo::open_client_path).
+    // RFC 8016: the client asked for mobility. `moved`: its 5-tuple needs a
+    // client path to reach this loop (PacketIo::open_client_path): it moved,
+    // or a process with another SO_REUSEPORT hash restored it.
     bool mobile = false;
     bool moved = false;
     std::vector<SavedPermission> permissions;

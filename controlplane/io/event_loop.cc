@@ -137,12 +137,12 @@ std::string EventLoop::bind_listeners(const TlsContexts* tls, StreamHandoffs* ha
     return {};
 }
 
-size_t EventLoop::restore(const LoopSnapshot& s) {
+size_t EventLoop::restore(const LoopSnapshot& s, bool client_paths) {
     auto& m = server_.allocations();
     size_t restored = 0;
     for (const auto& a : s.allocations) {
         // One that does not come back is logged by restore (allocation_not_restored).
-        restored += m.restore(a).empty() ? 1 : 0;
+        restored += m.restore(a, client_paths).empty() ? 1 : 0;
     }
     return restored;
 }

@@ -59,7 +59,10 @@ public:
     // did not). Then, with a store, hands the store every allocation once and
     // afterwards what changed, at most every `interval_ms` and once more when
     // the loop stops.
-    size_t restore(const LoopSnapshot& s);
+    // `client_paths`: each restored allocation gets a client path
+    // (AllocationManager::restore), for a process whose SO_REUSEPORT hash
+    // may differ from the saving one's.
+    size_t restore(const LoopSnapshot& s, bool client_paths = false);
     // `first_journal`: the sequence number this loop's end journals start at
     // (StateStore::Ended::next_seq; the first save covers the ones below).
     void save_state_to(StateStore* store, uint32_t interval_ms, uint64_t first_journal);

@@ -79,6 +79,9 @@ public:
     uint64_t write_errors() const;
 
     std::string loop_path(unsigned loop) const;
+    // Where the saving process's SO_REUSEPORT identity is kept
+    // (app/main.cc reuseport_identity).
+    std::string reuseport_path() const { return dir_ + "/reuseport-identity"; }
 
     // End journals (EndJournal): loop-N.ended.SEQ.
     std::string journal_path(unsigned loop, uint64_t seq) const;
