@@ -251,8 +251,7 @@ void AllocationManager::remove_family(Allocation& a, Family f, bool expired) {
 
 void AllocationManager::reannounce(const Allocation& a) {
     OffloadHook& hook = offload_for(a);
-    hook.allocation_removed(a.id);
-    hook.allocation_added(offload_view(a, shared_.config.bandwidth_bps));
+    hook.allocation_replaced(offload_view(a, shared_.config.bandwidth_bps));
     for (const auto& [peer, p] : a.permissions) {
         (void)p;
         if (offloadable(peer)) {

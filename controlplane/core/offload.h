@@ -27,6 +27,16 @@ public:
     virtual ~OffloadHook() = default;
     virtual void allocation_added(const OffloadAllocation&) {}
     virtual void allocation_removed(uint64_t /*allocation_id*/) {}
+    // The allocation again, as `a` now is (re-keyed or re-sized: moved to a
+    // new 5-tuple, or one family's relayed address gone), without its
+    // permissions and channels, which follow as added: allocation_removed
+    // then allocation_added, as one step where the offload can make it one
+    // (IpcServer: no counters request between the two, so the dataplane keeps
+    // one count across them).
+    virtual void allocation_replaced(const OffloadAllocation& a) {
+        allocation_removed(a.id);
+        allocation_added(a);
+    }
     // Permission for a peer IP (port ignored, RFC 8656 section 9).
     virtual void permission_added(uint64_t /*allocation_id*/, const Address& /*peer_ip*/) {}
     virtual void permission_removed(uint64_t /*allocation_id*/, const Address& /*peer_ip*/) {}

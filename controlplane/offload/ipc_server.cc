@@ -248,35 +248,46 @@ void IpcServer::change_locked(F&& change) {
 
 // ---- OffloadHook: event-loop threads --------------------------------------
 
+bool IpcServer::added_locked(const OffloadAllocation& a) {
+    Mirrored& m = mirror_[a.id];
+    m = Mirrored{};
+    m.a = a;
+    if (!in_sync_) {
+        return false;
+    }
+    uint64_t adds = 0;
+    std::deque<Buf> msgs;
+    append_state(m, msgs, adds);
+    for (auto& b : msgs) {
+        outbox_.push_back(std::move(b));
+    }
+    return true;
+}
+
+bool IpcServer::removed_locked(uint64_t id) {
+    mirror_.erase(id);
+    ipc::AllocationDel d{};
+    d.alloc_id = id;
+    if (auto e = ended_.find(id); e != ended_.end()) {
+        // The next CountersRequest goes out after this Del (run() queues
+        // the outbox ahead of it): its answer has the final totals.
+        e->second.due = requests_ + 1;
+    }
+    return push_locked(d);
+}
+
 void IpcServer::allocation_added(const OffloadAllocation& a) {
-    change_locked([&] {
-        Mirrored& m = mirror_[a.id];
-        m = Mirrored{};
-        m.a = a;
-        if (!in_sync_) {
-            return false;
-        }
-        uint64_t adds = 0;
-        std::deque<Buf> msgs;
-        append_state(m, msgs, adds);
-        for (auto& b : msgs) {
-            outbox_.push_back(std::move(b));
-        }
-        return true;
-    });
+    change_locked([&] { return added_locked(a); });
 }
 
 void IpcServer::allocation_removed(uint64_t id) {
+    change_locked([&] { return removed_locked(id); });
+}
+
+void IpcServer::allocation_replaced(const OffloadAllocation& a) {
     change_locked([&] {
-        mirror_.erase(id);
-        ipc::AllocationDel d{};
-        d.alloc_id = id;
-        if (auto e = ended_.find(id); e != ended_.end()) {
-            // The next CountersRequest goes out after this Del (run() queues
-            // the outbox ahead of it): its answer has the final totals.
-            e->second.due = requests_ + 1;
-        }
-        return push_locked(d);
+        const bool del = removed_locked(a.id);
+        return added_locked(a) || del;
     });
 }
 

@@ -175,6 +175,11 @@ public:
 
     void allocation_added(const OffloadAllocation& a) override;
     void allocation_removed(uint64_t allocation_id) override;
+    // The Del and the Add under one lock: a CountersRequest the IPC thread
+    // queues cannot fall between them. One between them made the dataplane
+    // report the Del's final and count the Add from zero, and that final,
+    // for an id the mirror holds again, went to no allocation's usage.
+    void allocation_replaced(const OffloadAllocation& a) override;
     void permission_added(uint64_t allocation_id, const Address& peer_ip) override;
     void permission_removed(uint64_t allocation_id, const Address& peer_ip) override;
     void channel_added(uint64_t allocation_id, uint16_t channel, const Address& peer) override;
@@ -230,6 +235,10 @@ private:
     // Under mu_: append to the outbox if a dataplane is in sync; true if queued.
     template <typename M>
     bool push_locked(M& m);
+    // Under mu_: the mirror and the outbox for allocation_added /
+    // allocation_removed (true if queued).
+    bool added_locked(const OffloadAllocation& a);
+    bool removed_locked(uint64_t id);
     // Runs `change` under mu_ (it returns whether it queued anything), then
     // wakes the IPC thread outside the lock if it did.
     template <typename F>

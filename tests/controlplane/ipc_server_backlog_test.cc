@@ -492,3 +492,59 @@ TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLi
 
 }  // namespace
 }  // namespace turn::cp::test
+
+namespace turn::cp::test {
+namespace {
+
+// A re-announced allocation (moved by RFC 8016 mobility, or left with one
+// family of a dual-stack one: AllocationManager::reannounce) goes to the
+// dataplane as a Del and an Add that no CountersRequest falls between
+// (IpcServer::allocation_replaced takes both under one lock). A request
+// between them made the dataplane report the Del's final and count the Add
+// from zero; the IPC server gave that final to no allocation, since the id
+// was live again, and the allocation's usage lost what it relayed since the
+// previous report. Here the server asks for counters every millisecond
+// while 300 re-announcements are made.
+TEST(IpcServerReannounce, ADelAndItsAddAreNeverSplitByACountersRequest) {
+    TempDir dir;
+    IpcServer srv(dir.path("dp.sock"), 1);
+    const OffloadAllocation a = allocation(7);
+    srv.allocation_added(a);
+    ASSERT_EQ(srv.start(), "");
+    Dataplane dp(dir.path("dp.sock"));
+    ASSERT_TRUE(eventually([&] { return dp.connected(); }, kWaitMs));
+    ASSERT_TRUE(handshake(dp, 1).complete);
+    constexpr int kTimes = 300;
+    for (int i = 0; i < kTimes; ++i) {
+        srv.allocation_replaced(a);
+        if (i % 10 == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    int adds = 0, dels = 0, requests = 0, split = 0;
+    bool after_del = false;
+    while (adds < kTimes) {
+        const auto d = dp.next();
+        ASSERT_TRUE(d) << "only " << adds << " of " << kTimes << " Adds came";
+        const auto t = ipc::peek(*d)->type;
+        if (t == ipc::MsgType::kAllocationDel) {
+            ++dels;
+            after_del = true;
+            continue;
+        }
+        if (t == ipc::MsgType::kAllocationAdd) {
+            ++adds;
+        } else if (t == ipc::MsgType::kCountersRequest) {
+            ++requests;
+            split += after_del ? 1 : 0;
+        }
+        after_del = false;
+    }
+    EXPECT_EQ(dels, kTimes);
+    EXPECT_GT(requests, 0) << "no CountersRequest came during the test: it showed nothing";
+    EXPECT_EQ(split, 0) << "a CountersRequest between a Del and its Add, " << split << " times";
+    srv.stop();
+}
+
+}  // namespace
+}  // namespace turn::cp::test
