@@ -657,6 +657,7 @@ int main(int argc, char** argv) {
         }
     }
     if (dataplane) {
+        dataplane->set_inherited_below(shared->next_allocation_id.load());  // restored ids are below it
         if (auto e = dataplane->start(); !e.empty()) {
             log_event(LogLevel::kError, "startup_failed", {{"error", e}});
             std::fprintf(stderr, "turn-relay: %s\n", e.c_str());

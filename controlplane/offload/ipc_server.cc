@@ -585,6 +585,9 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         boot_id_ = h.boot_id;
     }
     dp_workers_ = std::min(h.workers, kMaxDataplaneWorkers);
+    if (!first_boot_) {
+        first_boot_ = h.boot_id;
+    }
     ++generation_;
     uint64_t adds = 0;
     size_t allocations = 0;
@@ -753,14 +756,22 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
     std::vector<Ended> ready;  // end lines complete with this chunk
     for (uint32_t i = 0; i < n; ++i) {
         const ipc::AllocationCounters& c = r.entries[i];
-        Last& l = last_[c.alloc_id];  // a final of an install never seen live: all of it is new
+        auto [it, fresh] = last_.try_emplace(c.alloc_id);  // a final of an install never seen live: all of it is new
+        Last& l = it->second;
         d[i] = {delta(c.to_peer_packets, l.c.to_peer_packets), delta(c.to_peer_bytes, l.c.to_peer_bytes),
                 delta(c.to_client_packets, l.c.to_client_packets), delta(c.to_client_bytes, l.c.to_client_bytes)};
-        counters_.packets[kToPeer].fetch_add(d[i].packets_to_peer, std::memory_order_relaxed);
-        counters_.bytes[kToPeer].fetch_add(d[i].bytes_to_peer, std::memory_order_relaxed);
-        counters_.packets[kToClient].fetch_add(d[i].packets_to_client, std::memory_order_relaxed);
-        counters_.bytes[kToClient].fetch_add(d[i].bytes_to_client, std::memory_order_relaxed);
-        counters_.dropped.fetch_add(delta(c.dropped_packets, l.c.dropped_packets), std::memory_order_relaxed);
+        // A previous process's allocation, first seen in the dataplane that
+        // process reported from: the metrics have this count already
+        // (set_inherited_below); its usage takes it whole, below.
+        const bool inherited =
+            !first_report_done_ && fresh && c.alloc_id < inherited_below_ && first_boot_ == boot_id_;
+        if (!inherited) {
+            counters_.packets[kToPeer].fetch_add(d[i].packets_to_peer, std::memory_order_relaxed);
+            counters_.bytes[kToPeer].fetch_add(d[i].bytes_to_peer, std::memory_order_relaxed);
+            counters_.packets[kToClient].fetch_add(d[i].packets_to_client, std::memory_order_relaxed);
+            counters_.bytes[kToClient].fetch_add(d[i].bytes_to_client, std::memory_order_relaxed);
+            counters_.dropped.fetch_add(delta(c.dropped_packets, l.c.dropped_packets), std::memory_order_relaxed);
+        }
         if (r.finals != 0) {
             last_.erase(c.alloc_id);  // that install is gone; a live entry of the id is another one
             continue;
@@ -801,6 +812,7 @@ void IpcServer::on_counters(const ipc::CountersReport& r) {
     }
     log_ends(ready);
     if (r.last != 0) {
+        first_report_done_ = true;
         // Allocations absent from a whole report are gone from the dataplane.
         std::erase_if(last_, [](auto& kv) { return !kv.second.seen; });
         for (auto& [id, l] : last_) {

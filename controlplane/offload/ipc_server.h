@@ -161,6 +161,16 @@ public:
     // mirrored but not sent; the echo sends them. No pair:
     // nothing is sent and nothing withheld. Before start().
     void set_external_ips(const Config& c);
+    // Allocation ids below `id` are a previous process's (restored from
+    // [state].dir; set before start()). The first counters report of the
+    // first dataplane this process meets adds their counts to the
+    // allocations' usage (which goes on from the previous process's) but not
+    // to turn_relayed_*_total{path="dataplane"}: the previous process
+    // exported them up to its last report, and a restarted process's
+    // counters start from zero, so Prometheus's increase() over the restart
+    // would count that traffic twice. (What the dataplane relayed between
+    // the previous process's last report and this one's first is in neither.)
+    void set_inherited_below(uint64_t id) { inherited_below_ = id; }
     // Binds and listens (replacing a stale socket file), starts the IPC
     // thread. Returns an error message on failure.
     std::string start();
@@ -311,6 +321,9 @@ private:
     // message, not a new series kept forever.
     static constexpr uint32_t kMaxDataplaneWorkers = 1024;
     uint32_t dp_workers_ = 0;
+    uint64_t inherited_below_ = 0;  // set_inherited_below
+    std::optional<uint64_t> first_boot_;  // the boot id of the first Hello this process got
+    bool first_report_done_ = false;      // a whole counters report has come (IPC thread)
     ipc::Settings settings_{};  // sent before each ResyncBegin
     bool settings_warned_ = false;  // dataplane_ignores_settings logged on this connection
     std::optional<ipc::ExternalIps> external_msg_;  // sent after the Settings; none without a pair

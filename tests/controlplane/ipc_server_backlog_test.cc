@@ -548,3 +548,76 @@ TEST(IpcServerReannounce, ADelAndItsAddAreNeverSplitByACountersRequest) {
 
 }  // namespace
 }  // namespace turn::cp::test
+
+namespace turn::cp::test {
+namespace {
+
+// Reads until a CountersRequest; false if none came.
+bool until_request(Dataplane& dp) {
+    while (const auto d = dp.next()) {
+        if (ipc::peek(*d)->type == ipc::MsgType::kCountersRequest) {
+            return true;
+        }
+    }
+    return false;
+}
+
+ipc::CountersReport report_of(std::initializer_list<std::pair<uint64_t, uint64_t>> to_peer_bytes) {
+    ipc::CountersReport r{};
+    for (const auto& [id, bytes] : to_peer_bytes) {
+        r.entries[r.count].alloc_id = id;
+        r.entries[r.count].to_peer_packets = bytes / 100;
+        r.entries[r.count].to_peer_bytes = bytes;
+        ++r.count;
+    }
+    r.last = 1;
+    return r;
+}
+
+// turn-relay restarts while the dataplane goes on forwarding: the new
+// process's first report of the same dataplane has each restored
+// allocation's whole count since its install, which the previous process
+// exported up to its last report. The metric takes only what is new to it
+// (an allocation of its own: all of it); the restored allocation's usage
+// still takes the whole count (it goes on from the saved one, which has
+// only the control plane's share).
+TEST(IpcServerRestart, APreviousProcesssAllocationsAreNotCountedTwiceInTheMetrics) {
+    TempDir dir;
+    const OffloadAllocation a = allocation(7);
+    uint64_t first = 0;
+    {
+        IpcServer srv(dir.path("dp.sock"), 50);
+        srv.allocation_added(a);
+        ASSERT_EQ(srv.start(), "");
+        Dataplane dp(dir.path("dp.sock"));
+        ASSERT_TRUE(dp.connected());
+        ASSERT_TRUE(handshake(dp, 42).complete);
+        ASSERT_TRUE(until_request(dp));
+        dp.send(report_of({{7, 1'000'000}}));
+        ASSERT_TRUE(eventually([&] { return srv.counters().reports.load() >= 1; }, kWaitMs));
+        first = srv.counters().bytes[static_cast<size_t>(Direction::kClientToPeer)].load();
+        srv.stop();
+    }
+    EXPECT_EQ(first, 1'000'000u);
+    IpcServer srv(dir.path("dp.sock"), 50);
+    srv.allocation_added(a);                 // restored
+    srv.allocation_added(allocation(300));   // this process's own
+    srv.set_inherited_below(100);
+    ASSERT_EQ(srv.start(), "");
+    Dataplane dp(dir.path("dp.sock"));
+    ASSERT_TRUE(dp.connected());
+    ASSERT_TRUE(handshake(dp, 42).complete);  // the same dataplane process
+    ASSERT_TRUE(until_request(dp));
+    dp.send(report_of({{7, 1'000'100}, {300, 500}}));
+    ASSERT_TRUE(until_request(dp));
+    dp.send(report_of({{7, 1'000'300}, {300, 700}}));
+    ASSERT_TRUE(eventually([&] { return srv.counters().reports.load() >= 2; }, kWaitMs));
+    // 7: 200 more after the first report; 300: all 700.
+    EXPECT_EQ(srv.counters().bytes[static_cast<size_t>(Direction::kClientToPeer)].load(), 900u);
+    EXPECT_EQ(srv.offloaded_usage(7).bytes_to_peer, 1'000'300u);
+    EXPECT_EQ(srv.offloaded_usage(300).bytes_to_peer, 700u);
+    srv.stop();
+}
+
+}  // namespace
+}  // namespace turn::cp::test
