@@ -513,7 +513,9 @@ SavedAllocation AllocationManager::saved_view(const Allocation& a) const {
         s.relayed_expires_unix_ms[i] = a.relays[i].active() ? at(a.relays[i].expires_ms) : 0;
     }
     s.created_unix_ms = unix_now - std::min(unix_now, a.age_ms(now));
-    s.usage = a.relayed;
+    // The control plane's share, and the offload's that a next process
+    // cannot get back from it (a dataplane restarted since the install).
+    s.usage = a.relayed + offload_for(a).offloaded_carry(a.id);
     s.dont_fragment = a.dont_fragment;
     s.mobile = a.mobile;
     s.moved = a.moved;

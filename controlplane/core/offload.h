@@ -46,6 +46,12 @@ public:
     // reported it (the dataplane: as of its last counters report). Called
     // from any event loop.
     virtual RelayUsage offloaded_usage(uint64_t /*allocation_id*/) const { return {}; }
+    // The part of offloaded_usage that a next process, continuing the
+    // allocation from [state].dir, cannot get back from the offload (the
+    // dataplane: what processes before its current one counted, since a
+    // dataplane restart starts every count at zero). Saved with the
+    // allocation's usage. Called from any event loop.
+    virtual RelayUsage offloaded_carry(uint64_t /*allocation_id*/) const { return {}; }
     // The allocation is ending (called right before allocation_removed):
     // true if the offload takes `line` (moved from) and logs it, with its
     // own share of the usage, once it knows that share in full (the

@@ -583,6 +583,8 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         counters_.clear_workers();
         counters_.clear_ports();
         boot_id_ = h.boot_id;
+        std::lock_guard lk(mu_);
+        carried_ = usage_;  // all of it counted by the processes before this one
     }
     dp_workers_ = std::min(h.workers, kMaxDataplaneWorkers);
     if (!first_boot_) {
@@ -688,6 +690,7 @@ bool IpcServer::defer_end(uint64_t id, EndLine& line, RelayUsage& offloaded) {
         fast = u->second;
         usage_.erase(u);
     }
+    carried_.erase(id);
     auto m = mirror_.find(id);
     if (!in_sync_ || m == mirror_.end() || ended_.size() >= kMaxEnded) {
         if (m != mirror_.end()) {
@@ -746,6 +749,12 @@ RelayUsage IpcServer::offloaded_usage(uint64_t id) const {
     std::lock_guard lk(mu_);
     auto it = usage_.find(id);
     return it == usage_.end() ? RelayUsage{} : it->second;
+}
+
+RelayUsage IpcServer::offloaded_carry(uint64_t id) const {
+    std::lock_guard lk(mu_);
+    auto it = carried_.find(id);
+    return it == carried_.end() ? RelayUsage{} : it->second;
 }
 
 void IpcServer::on_counters(const ipc::CountersReport& r) {

@@ -197,6 +197,7 @@ public:
     // The dataplane's fast-path traffic of the allocation, summed over its
     // counters reports (and over dataplane restarts) up to the last one.
     RelayUsage offloaded_usage(uint64_t allocation_id) const override;
+    RelayUsage offloaded_carry(uint64_t allocation_id) const override;
     // Keeps an offloaded allocation's end line until the report after its Del
     // (its final totals: the last second of its fast-path traffic), at most
     // two counters requests after the removal; a lost dataplane logs it with
@@ -288,6 +289,9 @@ private:
     // Fast-path usage of the allocations in mirror_ (an ending one's moves
     // to ended_ in defer_end).
     std::unordered_map<uint64_t, RelayUsage> usage_;
+    // Of usage_, what earlier dataplane processes counted (taken at each
+    // Hello with a new boot id): offloaded_carry.
+    std::unordered_map<uint64_t, RelayUsage> carried_;
     struct Ended {
         EndLine line;
         RelayUsage fast;           // the fast path's share reported so far

@@ -621,3 +621,39 @@ TEST(IpcServerRestart, APreviousProcesssAllocationsAreNotCountedTwiceInTheMetric
 
 }  // namespace
 }  // namespace turn::cp::test
+
+namespace turn::cp::test {
+namespace {
+
+// A dataplane restart starts every count at zero: what the earlier process
+// counted for an allocation stays in its usage here (offloaded_usage), and
+// is the carry (offloaded_carry) its saved usage keeps, which a next
+// control plane could not get back from the restarted dataplane's counts.
+// A reconnect of the same dataplane process carries nothing more.
+TEST(IpcServerRestart, ADataplaneRestartsShareIsCarriedForTheNextProcess) {
+    TempDir dir;
+    IpcServer srv(dir.path("dp.sock"), 50);
+    srv.allocation_added(allocation(9));
+    ASSERT_EQ(srv.start(), "");
+    auto session = [&](uint64_t boot, uint64_t bytes) {
+        Dataplane dp(dir.path("dp.sock"));
+        ASSERT_TRUE(dp.connected());
+        ASSERT_TRUE(handshake(dp, boot).complete);
+        const uint64_t before = srv.counters().reports.load();
+        ASSERT_TRUE(until_request(dp));
+        dp.send(report_of({{9, bytes}}));
+        ASSERT_TRUE(eventually([&] { return srv.counters().reports.load() > before; }, kWaitMs));
+    };
+    session(1, 1'000'000);
+    EXPECT_EQ(srv.offloaded_carry(9).bytes_to_peer, 0u);
+    session(2, 500);  // a new dataplane process: counts from zero
+    EXPECT_EQ(srv.offloaded_usage(9).bytes_to_peer, 1'000'500u);
+    EXPECT_EQ(srv.offloaded_carry(9).bytes_to_peer, 1'000'000u);
+    session(2, 600);  // the same process again
+    EXPECT_EQ(srv.offloaded_usage(9).bytes_to_peer, 1'000'600u);
+    EXPECT_EQ(srv.offloaded_carry(9).bytes_to_peer, 1'000'000u);
+    srv.stop();
+}
+
+}  // namespace
+}  // namespace turn::cp::test

@@ -830,6 +830,24 @@ TEST_F(Restore, ChannelRangeAndCountsAreThisConfigurations) {
     EXPECT_LE(a->channels.size(), 1u);
 }
 
+// The saved usage has, besides the control plane's share, the offload's
+// carry: what a dataplane restarted since counted before its restart, which
+// the next process cannot get back from the dataplane's counts
+// (OffloadHook::offloaded_carry).
+TEST_F(ServerTest, SavedUsageKeepsTheOffloadsCarry) {
+    struct CarryHook final : OffloadHook {
+        RelayUsage offloaded_carry(uint64_t) const override { return {10, 1'000'000, 2, 300}; }
+    } hook;
+    server.reset();
+    server = std::make_unique<Server>(*shared, clock, io, hook, *stats);
+    ASSERT_TRUE(allocate(tuple(5000)).success());
+    std::vector<SavedAllocation> saved;
+    server->allocations().snapshot(saved);
+    ASSERT_EQ(saved.size(), 1u);
+    EXPECT_EQ(saved[0].usage, (RelayUsage{10, 1'000'000, 2, 300}));
+    server.reset();
+}
+
 TEST_F(Restore, QuotaIsTakenAgain) {
     Config c = base_config();
     c.max_per_user = 1;
