@@ -490,11 +490,6 @@ TEST_F(IpcServerBacklog, TheAddsTheExternalIpsEchoReleasesDoNotCountAgainstTheLi
                                    2 * kAllocations);
 }
 
-}  // namespace
-}  // namespace turn::cp::test
-
-namespace turn::cp::test {
-namespace {
 
 // A re-announced allocation (moved by RFC 8016 mobility, or left with one
 // family of a dual-stack one: AllocationManager::reannounce) goes to the
@@ -546,11 +541,6 @@ TEST(IpcServerReannounce, ADelAndItsAddAreNeverSplitByACountersRequest) {
     srv.stop();
 }
 
-}  // namespace
-}  // namespace turn::cp::test
-
-namespace turn::cp::test {
-namespace {
 
 // Reads until a CountersRequest; false if none came.
 bool until_request(Dataplane& dp) {
@@ -619,11 +609,6 @@ TEST(IpcServerRestart, APreviousProcesssAllocationsAreNotCountedTwiceInTheMetric
     srv.stop();
 }
 
-}  // namespace
-}  // namespace turn::cp::test
-
-namespace turn::cp::test {
-namespace {
 
 // A dataplane restart starts every count at zero: what the earlier process
 // counted for an allocation stays in its usage here (offloaded_usage), and
