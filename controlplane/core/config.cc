@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <ifaddrs.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -644,9 +645,30 @@ void apply_cli(const CliOverrides& cli, Config& c) {
     }
 }
 
+// Whether `ip` is an address of one of this host's interfaces (what a
+// wildcard listener answers on), as getifaddrs() lists them now.
+bool local_ip(const Address& ip) {
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) != 0) {
+        return false;
+    }
+    bool found = false;
+    for (const ifaddrs* i = list; i != nullptr && !found; i = i->ifa_next) {
+        if (i->ifa_addr == nullptr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) {
+            continue;
+        }
+        const auto a = Address::from_sockaddr(i->ifa_addr);
+        found = a && a->same_ip(ip.normalised());
+    }
+    ::freeifaddrs(list);
+    return found;
+}
+
 // [redirect]: a redirect to this relay itself would send the client back
 // here (clients stop at a loop, but they fail the allocation); a TLS domain
 // without TLS alternates, or "always" without any alternate, says nothing.
+// Behind a wildcard listener "this relay" is its relay IP and every address
+// of the host's interfaces.
 void validate_redirect(const Config& c) {
     for (auto [key, list, own] : {std::tuple{"[redirect].servers", &c.redirect_servers, std::vector<const std::vector<Address>*>{&c.listen, &c.listen_tcp}},
                                   std::tuple{"[redirect].tls_servers", &c.redirect_tls_servers, std::vector<const std::vector<Address>*>{&c.listen_tls, &c.listen_dtls}}}) {
@@ -656,8 +678,9 @@ void validate_redirect(const Config& c) {
         for (const auto& a : *list) {
             for (const auto* listeners : own) {
                 for (const auto& l : *listeners) {
-                    if (l.port == a.port && (l.normalised() == a || (l.is_unspecified() && l.family == a.family &&
-                                                                    c.relay_ip(a.family) == a.with_port(0)))) {
+                    if (l.port == a.port &&
+                        (l.normalised() == a || (l.is_unspecified() && l.family == a.family &&
+                                                 (c.relay_ip(a.family) == a.with_port(0) || local_ip(a))))) {
                         fail(key, a.to_string() + " is this relay's own listener; list the other relays clients should go to");
                     }
                 }

@@ -324,11 +324,12 @@ TEST(Config, RedirectErrorsSayWhatToFix) {
     EXPECT_NE(err("when=\"always\"\n").find("needs servers"), std::string::npos);
     EXPECT_NE(err("servers=[\"198.18.0.2:3478\"]\nwhen=\"sometimes\"\n").find("\"draining\""), std::string::npos);
     EXPECT_NE(err("bogus=1\n").find("[redirect].bogus"), std::string::npos);
-    // A wildcard listener is "this relay" at its relay IP.
-    EXPECT_NE(error_of("[server]\nlisten=[\"0.0.0.0:3478\"]\nrelay_ips=[\"198.18.0.1\"]\n[auth]\nusers=[\"a:b\"]\n"
-                       "[redirect]\nservers=[\"198.18.0.1:3478\"]\n")
-                  .find("own listener"),
-              std::string::npos);
+    // A wildcard listener is "this relay" at its relay IP, and at every
+    // address of the host's interfaces (loopback's on any host).
+    const std::string wild = "[server]\nlisten=[\"0.0.0.0:3478\"]\nrelay_ips=[\"198.18.0.1\"]\n[auth]\nusers=[\"a:b\"]\n";
+    EXPECT_NE(error_of(wild + "[redirect]\nservers=[\"198.18.0.1:3478\"]\n").find("own listener"), std::string::npos);
+    EXPECT_NE(error_of(wild + "[redirect]\nservers=[\"127.0.0.1:3478\"]\n").find("own listener"), std::string::npos);
+    EXPECT_EQ(error_of(wild + "[redirect]\nservers=[\"127.0.0.1:3479\"]\n"), "");  // another port: another relay
     CliOverrides cli;
     cli.redirect_servers = {"nonsense"};
     EXPECT_NE(error_of(base, cli).find("--redirect-server"), std::string::npos);
