@@ -360,7 +360,7 @@ void AllocationManager::set_permission(Allocation& a, const Address& key, uint64
         // Channels to this IP that waited for it (channel_offloaded): a
         // binding made before it, or one that outlived the IP's last one.
         for (const auto& [ch, b] : a.channels) {
-            if (key.same_ip(b.peer) && offloadable(b.peer)) {
+            if (key.same_ip(b.peer)) {
                 hook.channel_added(a.id, ch, b.peer);
             }
         }
@@ -459,7 +459,7 @@ void AllocationManager::on_permission_timer(uint64_t id, const Address& key) {
         // socket path, which refuses their data without the permission.
         OffloadHook& hook = offload_for(a);
         for (const auto& [ch, b] : a.channels) {
-            if (key.same_ip(b.peer) && offloadable(b.peer)) {
+            if (key.same_ip(b.peer)) {
                 hook.channel_removed(id, ch, b.peer);
             }
         }

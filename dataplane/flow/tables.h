@@ -260,7 +260,6 @@ struct ListenSet {
         }
         return false;
     }
-    bool has6(const uint8_t* ip, uint16_t port) const { return index6(ip, port) >= 0; }
     // The index of IPv6 listening address (ip, port), -1 if it is none (the
     // `a` of an IPv6 client's keys, flow/key.h).
     int index6(const uint8_t* ip, uint16_t port) const;

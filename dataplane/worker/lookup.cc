@@ -128,7 +128,6 @@ bool owns(const Allocation& a, const ListenSet& l, const Pkt& q) {
     if (a.live.load(std::memory_order_acquire) == 0) {
         return false;
     }
-    (void)l;
     return a.family == 6 && a.client_port == q.k6.b_port && a.listen == q.k6.a &&
            std::memcmp(a.client_ip, q.k6.b_ip, 16) == 0;
 }

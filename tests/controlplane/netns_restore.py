@@ -18,93 +18,41 @@ path (a socket connected to its client, which the kernel prefers to the listener
 
 Loopback inside two namespaces made and removed here. Usage: netns_restore.py <turn-relay> (root)
 """
-import hashlib
-import hmac
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from checks import Checks  # noqa: E402
+from netns_offload_e2e import Turn, attr, stop_relay  # noqa: E402  (the namespace scripts' TURN client)
 
 NS_A, NS_B = "rst_a", "rst_b"
 PORT, FIRST_SRC, N = 3478, 41000, 24
 REALM, PASSWORD = "restore.test", "pw"
-MAGIC = 0x2112A442
-
-
-# ---- a minimal TURN client (long-term credentials), run inside a namespace ----
-
-def attr(t, v):
-    return struct.pack("!HH", t, len(v)) + v + b"\0" * ((4 - len(v) % 4) % 4)
-
-
-def message(mtype, tid, attrs, key=None):
-    body = b"".join(attrs)
-    if key is not None:
-        head = struct.pack("!HHI", mtype, len(body) + 24, MAGIC) + tid
-        body += attr(0x0008, hmac.new(key, head + body, hashlib.sha1).digest())
-    head = struct.pack("!HHI", mtype, len(body) + 8, MAGIC) + tid
-    body += attr(0x8028, struct.pack("!I", (zlib.crc32(head + body) ^ 0x5354554E) & 0xFFFFFFFF))
-    return struct.pack("!HHI", mtype, len(body), MAGIC) + tid + body
-
-
-def parse(data):
-    mtype, mlen, _ = struct.unpack("!HHI", data[:8])
-    attrs, off = {}, 20
-    while off + 4 <= 20 + mlen:
-        t, n = struct.unpack("!HH", data[off:off + 4])
-        attrs.setdefault(t, data[off + 4:off + 4 + n])
-        off += 4 + n + (4 - n % 4) % 4
-    if (mtype & 0x0110) == 0x0100:
-        return 200, attrs
-    err = attrs.get(0x0009, b"\0\0\0\0")
-    return (err[2] & 7) * 100 + err[3], attrs
-
-
-def transact(s, msg, tid):
-    for _ in range(3):
-        s.sendto(msg, ("127.0.0.1", PORT))
-        try:
-            while True:
-                data, _ = s.recvfrom(4096)
-                if data[8:20] == tid:
-                    return parse(data)
-        except socket.timeout:
-            continue
-    return None, {}
-
-
-def request(s, method, attrs, user):
-    tid = os.urandom(12)
-    code, a = transact(s, message(method, tid, attrs), tid)
-    if code not in (401, 438):
-        return code
-    key = hashlib.md5(f"{user}:{REALM}:{PASSWORD}".encode()).digest()
-    tid = os.urandom(12)
-    full = attrs + [attr(0x0006, user.encode()), attr(0x0014, REALM.encode()), attr(0x0015, a[0x0015])]
-    return transact(s, message(method, tid, full, key), tid)[0]
 
 
 def clients(mode):
-    """Every client's answer: Allocate (mode "allocate") or Refresh, from its own port."""
+    """Every client's answer, run inside a namespace: Allocate (mode "allocate") or Refresh,
+    from its own port; 200, the error code, or None when nothing came."""
     out = {}
+    lifetime = attr(0x000D, struct.pack("!I", 600))
     for i in range(N):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(1.0)
         s.bind(("127.0.0.1", FIRST_SRC + i))
-        lifetime = attr(0x000D, struct.pack("!I", 600))
-        if mode == "allocate":
-            out[i] = request(s, 0x0003, [attr(0x0019, bytes([17, 0, 0, 0])), lifetime], f"u{i}")
-        else:
-            out[i] = request(s, 0x0004, [lifetime], f"u{i}")
+        turn = Turn(s, ("127.0.0.1", PORT), f"u{i}", PASSWORD)
+        method, body = (0x0003, attr(0x0019, bytes([17, 0, 0, 0])) + lifetime) if mode == "allocate" else (0x0004, lifetime)
+        try:
+            t, a = turn.authed(method, body)
+            err = a.get(0x0009, b"\0\0\0\0")
+            out[i] = 200 if t & 0x0110 == 0x0100 else (err[2] & 7) * 100 + err[3]
+        except RuntimeError:
+            out[i] = None
         s.close()
     return out
 
@@ -139,21 +87,6 @@ def start(relay, ns, cfg, log):
             break
         time.sleep(0.1)
     return p
-
-
-def stop(p):
-    """A clean stop: the first signal starts the drain, the second ends it (the allocations are saved)."""
-    if p is None or p.poll() is not None:
-        return
-    p.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(15)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 def main():
@@ -199,7 +132,7 @@ format = "text"
         procs.append(p)
         got = run_clients(NS_A, "allocate")
         check(got == {i: 200 for i in range(N)}, f"namespace A: {N} allocations ({got})")
-        stop(p)
+        stop_relay(p)
         for k, (ns, paths) in enumerate([(NS_B, "yes"), (NS_B, "no")], start=1):
             p = start(relay, ns, cfg, logs[k])
             procs.append(p)
@@ -210,11 +143,11 @@ format = "text"
             got = run_clients(ns, "refresh")
             bad = {i: c for i, c in got.items() if c != 200}
             check(not bad, f"restart {k}: every client refreshes its restored allocation (not 200: {bad})")
-            stop(p)
+            stop_relay(p)
             check(p.returncode == 0, f"restart {k}: clean stop (exit {p.returncode})")
     finally:
         for p in procs:
-            stop(p)
+            stop_relay(p)
         teardown()
         if check.ok:
             subprocess.run(["rm", "-rf", work])
