@@ -346,6 +346,7 @@ int FlowTables::add_listen(uint8_t family, const uint8_t* ip, uint16_t port_be) 
         }
         std::memcpy(listen->v6_ip[n], ip, 16);
         listen->v6_port[n] = port_be;
+        mark_own6(ip);  // before the listening address is published, as own4 above
         listen->n6.store(n + 1, std::memory_order_release);
         return static_cast<int>(n);
     }
@@ -378,6 +379,7 @@ int FlowTables::relay_ip(uint8_t family, const uint8_t* ip) {
         own4.add(r.ip4[n]);
         RelayPorts::place(r.map4, RelayPorts::home4(r.ip4[n]), uint64_t{r.ip4[n]} << 32 | (n + 1));
     } else {
+        mark_own6(r.ip[n]);
         RelayPorts::place(r.map6, RelayPorts::home6(r.ip[n]), n + 1);
     }
     r.n.store(n + 1, std::memory_order_release);
@@ -409,6 +411,8 @@ bool FlowTables::set_nat(uint8_t family, const uint8_t* external, const uint8_t*
             uint32_t a;
             std::memcpy(&a, external, 4);
             own4.add(a);  // before the pair is current: no packet to it is routed out first
+        } else {
+            mark_own6(external);
         }
         nat.n.store(n + 1, std::memory_order_release);
     }

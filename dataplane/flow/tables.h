@@ -412,7 +412,21 @@ public:
             std::memcpy(&a, ip, 4);
             return own4.has(a);
         }
-        return relay_ports->index_of(6, ip) != UINT32_MAX || listen->has6_ip(ip) || nat.had6(ip);
+        return maybe_own6(ip) && (relay_ports->index_of(6, ip) != UINT32_MAX || listen->has6_ip(ip) || nat.had6(ip));
+    }
+    // A filter in front of own_ip(6, ...): bit RelayPorts::home6(ip) of 256
+    // is set for every own IPv6 address (relayed, listening, external)
+    // before the address is published, and never cleared (own addresses are
+    // never removed), so one word answers "not own" for most destinations
+    // (the express lane asks for every IPv6 packet it finishes).
+    std::atomic<uint64_t> own6_bits[4] = {};
+    bool maybe_own6(const uint8_t* ip) const {
+        const uint32_t b = RelayPorts::home6(ip);
+        return ((own6_bits[b >> 6].load(std::memory_order_acquire) >> (b & 63)) & 1) != 0;
+    }
+    void mark_own6(const uint8_t* ip) {  // main lcore
+        const uint32_t b = RelayPorts::home6(ip);
+        own6_bits[b >> 6].fetch_or(uint64_t{1} << (b & 63), std::memory_order_release);
     }
     // The `a` of an IPv6 key of `kind` for address (ip, port) (flow/key.h):
     // the index of that listening address or relayed IP. False when the

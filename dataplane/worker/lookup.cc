@@ -22,8 +22,8 @@
 // bulk lookup, ~133 of them inside rte_hash), peer ChannelData 112, Send and
 // Data indications ~320 (their permission is a hash lookup).
 //
-// The express lane (express.cc) finds IPv4 ChannelData on slot channels
-// itself (the client cache's candidate checked with owns4, or the relayed
+// The express lane (express.cc) finds ChannelData on slot channels itself
+// (the client cache's candidate checked with owns4 or owns6, or the relayed
 // port's word, then the slot); this stage sees the rest.
 //
 // Edges: kRoute; kPunt (miss); kDrop (no permission).
@@ -125,11 +125,7 @@ bool owns(const Allocation& a, const ListenSet& l, const Pkt& q) {
     if (q.key_family == 4) {
         return owns4(a, l, q.k4.b_ip, q.k4.b_port, q.k4.a_ip, q.k4.a_port);
     }
-    if (a.live.load(std::memory_order_acquire) == 0) {
-        return false;
-    }
-    return a.family == 6 && a.client_port == q.k6.b_port && a.listen == q.k6.a &&
-           std::memcmp(a.client_ip, q.k6.b_ip, 16) == 0;
+    return owns6(a, q.k6);
 }
 
 // Round 2 for one packet whose allocation is known: the allocation's line

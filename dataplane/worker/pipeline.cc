@@ -1,7 +1,7 @@
 // The whole per-packet path, in order. Each stage is one file (stages.h);
 // each packet carries its next edge and, when punted or dropped, its reason.
-// The express lane (express.cc) takes the common case, IPv4 ChannelData on
-// slot channels, through every stage at once and classifies the rest for
+// The express lane (express.cc) takes the common case, ChannelData on slot
+// channels (IPv4 or IPv6, not between them), through every stage at once and classifies the rest for
 // the stages, which it skips entirely when it finished the whole burst.
 #include "worker/pipeline.h"
 

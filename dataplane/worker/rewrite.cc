@@ -39,6 +39,7 @@
 #include "net/address.h"
 #include "stun/constants.h"
 #include "worker/rewrite44.h"
+#include "worker/rewrite66.h"
 #include "worker/stages.h"
 
 namespace dp {
@@ -265,11 +266,22 @@ inline void rewrite_packet(const RewriteCtx& c, Pkt& q) {
             return;
         }
     }
+    if (q.family == 6 && q.out_family == 6) {
+        if (q.kind == Kind::kToPeerChannel) {
+            rewrite66<Kind::kToPeerChannel>(c, q);
+            return;
+        }
+        if (q.kind == Kind::kToClientChannel) {
+            rewrite66<Kind::kToClientChannel>(c, q);
+            return;
+        }
+    }
     const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
     switch ((q.family == 6 ? 4 : 0) | (q.out_family == 6 ? 2 : 0) | (to_peer ? 1 : 0)) {
     // 0 and 1 (IPv4 -> IPv4) are taken by rewrite44 above for every kind
-    // rewrite sees today; the generic version stays as the fallback for a
-    // kind that gets no specialisation.
+    // rewrite sees today, and 6 and 7 by rewrite66 for ChannelData; the
+    // generic version stays as the fallback for a kind that gets no
+    // specialisation.
     case 0: rewrite_one<4, 4, false>(c, q); break;
     case 1: rewrite_one<4, 4, true>(c, q); break;
     case 2: rewrite_one<4, 6, false>(c, q); break;

@@ -41,6 +41,7 @@ struct RewriteCtx {
     // tos_or = set << 8 | 0x45 (version 4, IHL 5).
     uint32_t tos_and;
     uint32_t tos_or;
+    const RelayPorts* relay_ports;  // IPv6 relayed IPs (rewrite66)
     uint8_t tos_keep() const { return static_cast<uint8_t>(tos_and >> 8); }
     uint8_t tos_set() const { return static_cast<uint8_t>(tos_or >> 8); }
 };
@@ -50,7 +51,7 @@ struct RewriteCtx {
 // a rule that changes during the burst applies from the next).
 inline RewriteCtx rewrite_ctx(Worker& w, const Allocation* allocs, const ListenSet* listen) {
     const uint32_t rule = w.tos_rule;
-    return RewriteCtx{w, allocs, listen, (rule & 0xffu) << 8, (rule & 0xff00u) | 0x45u};
+    return RewriteCtx{w, allocs, listen, (rule & 0xffu) << 8, (rule & 0xff00u) | 0x45u, w.flows->relay_ports};
 }
 
 // One's complement subtraction without a per-word ~: everything removed is

@@ -18,7 +18,7 @@
 // client ChannelData, was 278: the host lookups go to the hash as one bulk
 // call.
 //
-// The express lane (express.cc) makes the same decisions for the IPv4
+// The express lane (express.cc) makes the same decisions for the
 // ChannelData it finishes and hands this stage the packets it cannot pass
 // (kRoute: no usable next hop, over the MTU, no headroom, a bandwidth limit).
 //

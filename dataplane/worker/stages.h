@@ -35,10 +35,11 @@ void classify_general_only(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n);
 struct Udp4;
 void classify_udp4(Worker& w, const Udp4& h, bool to_listen, Pkt& p);
 void classify_other(Worker& w, Pkt& p);
-// The express lane (express.cc): IPv4 ChannelData on slot channels, both
-// directions, through every stage at once (kTx), the whole burst sent when
-// it finished all of it; every other packet classified (classify_udp4,
-// classify_other) or, found but for route to decide, kRoute.
+// The express lane (express.cc): ChannelData on slot channels (IPv4 to
+// IPv4, IPv6 to IPv6), both directions, through every stage at once (kTx),
+// the whole burst sent when it finished all of it; every other packet
+// classified (classify_udp4, classify_other) or, found but for route to
+// decide, kRoute.
 enum class Express : uint8_t { kSent, kStages };
 Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_tsc);
 // Whether this burst goes through the lane: configured, and not resting
@@ -164,6 +165,47 @@ inline __attribute__((always_inline)) bool parse_udp4(const rte_mbuf* m, const u
         return false;
     }
     h->addrs = a;
+    h->udp = u;
+    h->plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
+    return true;
+}
+
+// The same for IPv6 (the express lane only; classify's general parser
+// judges these frames in the stages): one segment, untagged Ethernet, IPv6
+// with UDP as its first next header (no extension headers), hop limit 2 or
+// more, consistent lengths, a UDP checksum (zero is invalid over IPv6, RFC
+// 8200 section 8.1) not flagged bad. False for anything else.
+constexpr uint32_t kUdp6Min = sizeof(rte_ether_hdr) + sizeof(rte_ipv6_hdr) + sizeof(rte_udp_hdr);
+static_assert(kUdp6Min == 62);
+constexpr uint32_t kIp6Src = sizeof(rte_ether_hdr) + offsetof(rte_ipv6_hdr, src_addr);  // 22
+constexpr uint32_t kIp6Dst = sizeof(rte_ether_hdr) + offsetof(rte_ipv6_hdr, dst_addr);  // 38
+
+struct Udp6 {
+    uint64_t udp;   // bytes 54-61: source port, destination port, length, checksum
+    uint16_t plen;  // UDP payload bytes, inside the frame
+    uint16_t src_port() const { return static_cast<uint16_t>(udp); }
+    uint16_t dst_port() const { return static_cast<uint16_t>(udp >> 16); }
+};
+
+inline __attribute__((always_inline)) bool parse_udp6(const rte_mbuf* m, const uint8_t* d, Udp6* h) {
+    const uint32_t len = m->data_len;
+    if (RTE_BYTE_ORDER != RTE_LITTLE_ENDIAN || unlikely(m->nb_segs != 1 || len < kUdp6Min)) {
+        return false;
+    }
+    const uint32_t w0 = load32(d + 12);  // ethertype, version | traffic class high nibble, ...
+    const uint32_t w1 = load32(d + 18);  // payload length, next header, hop limit
+    const uint64_t u = load64(d + 54);
+    const uint32_t pl = __builtin_bswap16(static_cast<uint16_t>(w1));
+    const uint32_t ulen = __builtin_bswap16(static_cast<uint16_t>(u >> 32));
+    // Ethertype 0x86DD, version 6, next header UDP; hop limit >= 2 (as
+    // parse_udp4's TTL); 8 <= ulen <= pl <= len - 54; checksum nonzero.
+    const bool bad = ((w0 & 0xf0ffff) ^ 0x60dd86) != 0 || ((w1 >> 16) & 0xff) != IPPROTO_UDP || (w1 >> 24) < 2 ||
+                     pl > len - (kUdp6Min - sizeof(rte_udp_hdr)) || ulen < sizeof(rte_udp_hdr) || ulen > pl ||
+                     (u >> 48) == 0 ||
+                     (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD;
+    if (unlikely(bad)) {
+        return false;
+    }
     h->udp = u;
     h->plen = static_cast<uint16_t>(ulen - sizeof(rte_udp_hdr));
     return true;
@@ -313,6 +355,15 @@ inline bool owns4(const Allocation& a, const ListenSet& l, uint32_t ip, uint16_t
     std::memcpy(&cip, a.client_ip, 4);
     return a.family == 4 && cip == ip && a.client_port == port && l.v4_ip[a.listen] == listen_ip &&
            l.v4_port[a.listen] == listen_port;
+}
+
+// The same for an IPv6 client: allocation `a` is the one the kClient key k
+// (flow/key.h: a = the listening address's index) names.
+inline bool owns6(const Allocation& a, const Key6& k) {
+    if (a.live.load(std::memory_order_acquire) == 0) {
+        return false;
+    }
+    return a.family == 6 && a.client_port == k.b_port && a.listen == k.a && std::memcmp(a.client_ip, k.b_ip, 16) == 0;
 }
 
 // The allocation's IPv4 channel slot bound to channel `ch` (network order),

@@ -50,9 +50,11 @@ struct Worker {
     AllocState* state = nullptr;  // flows->state(cfg.id)
     ClientCache cache;            // flows->client_cache(cfg.id); this worker's only
     uint64_t rng = 0;
-    // Bytes 6-13 of an IPv4 frame leaving each port (source MAC, ethertype)
-    // as one word, for rewrite44's store (from cfg.port_mac at init).
+    // Bytes 6-13 of an IPv4 / IPv6 frame leaving each port (source MAC,
+    // ethertype) as one word, for rewrite44's and rewrite66's store (from
+    // cfg.port_mac at init).
     uint64_t eth_src4[kMaxPorts] = {};
+    uint64_t eth_src6[kMaxPorts] = {};
     uint64_t express_packets = 0;  // finished by the express lane (express.cc; statistics)
     uint8_t express_skip = 0;      // bursts left before the lane is tried again (express_wanted)
     uint16_t tos_rule = kTosKeepAll;  // this burst's FlowTables::tos_rule (process_burst; rewrite_ctx)
@@ -81,6 +83,7 @@ struct Worker {
             uint64_t mac = 0;
             std::memcpy(&mac, cfg.port_mac[port].addr_bytes, 6);  // little-endian: the MAC's bytes in order
             eth_src4[port] = mac | uint64_t{rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)} << 48;
+            eth_src6[port] = mac | uint64_t{rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)} << 48;
         }
         flows = f;
         nexthops = n;

@@ -236,6 +236,55 @@ TEST(OwnIps4, HoldsEveryAddedAddressAndNoOther) {
     EXPECT_EQ(others, 0u);
 }
 
+// The relay's own IPv6 addresses (relay-to-relay and the express lane,
+// FlowTables::own_ip): every listening, relayed and external address is own
+// once added, and no other is, not even one that shares its bit of the
+// filter in front of the exact checks (own6_bits).
+TEST(FlowTables, OwnIpv6AddressesAreOwnAndNoOthers) {
+    ASSERT_TRUE(dptest::ensure_eal());
+    std::string err;
+    dp::FlowTables* t = dp::FlowTables::create(small_config("own6", 4, 1), &err);
+    ASSERT_NE(t, nullptr) << err;
+    std::mt19937 rng(5);
+    auto random6 = [&] {
+        std::array<uint8_t, 16> a{0xfd};
+        for (size_t b = 1; b < 16; b++) {
+            a[b] = static_cast<uint8_t>(rng());
+        }
+        return a;
+    };
+    std::vector<std::array<uint8_t, 16>> own;
+    for (int kind = 0; kind < 3; kind++) {
+        for (int k = 0; k < 3; k++) {
+            const std::array<uint8_t, 16> a = random6();
+            ASSERT_FALSE(t->own_ip(6, a.data()));
+            if (kind == 0) {
+                ASSERT_GE(t->add_listen(6, a.data(), rte_cpu_to_be_16(3478)), 0);
+            } else if (kind == 1) {
+                ASSERT_GE(t->relay_ip(6, a.data()), 0);
+            } else {
+                const std::array<uint8_t, 16> relay = own[3];  // a relayed IP behind the external one
+                ASSERT_TRUE(t->set_nat(6, a.data(), relay.data()));
+            }
+            own.push_back(a);
+            for (const auto& b : own) {
+                ASSERT_TRUE(t->own_ip(6, b.data())) << kind << " " << k;
+            }
+        }
+    }
+    size_t others = 0, same_bit = 0;
+    for (int k = 0; k < 200000; k++) {
+        const std::array<uint8_t, 16> a = random6();
+        for (const auto& b : own) {
+            same_bit += dp::RelayPorts::home6(a.data()) == dp::RelayPorts::home6(b.data());
+        }
+        others += t->own_ip(6, a.data());
+    }
+    EXPECT_EQ(others, 0u);
+    EXPECT_GT(same_bit, 1000u);  // the exact checks behind the filter were asked
+    delete t;
+}
+
 // Relayed IPs as a worker finds them (RelayPorts::index_of, by hash since a
 // relay with a million allocations has 16 or more): every IPv4 and IPv6
 // relayed IP added names the index relay_ip() gave it, half of each family

@@ -804,8 +804,8 @@ TEST_P(Pipeline, TtlIsDecrementedAndZeroOrOneIsDropped) {
         }
         const uint64_t lane0 = w_.express_packets;
         const Out o = run(in);
-        // The lane still finishes IPv4 ChannelData with 2 (parse_udp4 turns away only 0 and 1).
-        EXPECT_EQ(w_.express_packets - lane0, w_.cfg.express && GetParam() == 4 ? 2u : 0u) << "TTL " << int{ttl};
+        // The lane still finishes ChannelData with 2 (parse_udp4 and parse_udp6 turn away only 0 and 1).
+        EXPECT_EQ(w_.express_packets - lane0, w_.cfg.express ? 2u : 0u) << "TTL " << int{ttl};
         ASSERT_EQ(o.nic.size(), 4u) << "TTL " << int{ttl};
         Frame want = relayed(n_.relayed, n_.peer, pattern(30));
         want.ttl = static_cast<uint8_t>(ttl - 1);
@@ -1930,8 +1930,9 @@ TEST_P(Pipeline, KernelEgressTeachesNextHops) {
 
 // Each forwarding kind to a next hop on a VLAN: the frame leaves tagged with
 // that next hop's VLAN ID and is otherwise the untagged frame byte for byte.
-// ChannelData through the express lane (rewrite44 writes the tag), Send and
-// Data indications through the stages (rewrite44 too, IPv6 push_vlan).
+// ChannelData through the express lane (rewrite44 or rewrite66 writes the
+// tag), Send and Data indications through the stages (rewrite44 too, IPv6
+// push_vlan).
 TEST_P(Pipeline, NextHopOnVlanTagsEveryKind) {
     const auto fam = static_cast<uint8_t>(GetParam());
     const Mac peer_mac{0x02, 0, 0, 0, 0, 0x71};
@@ -1973,8 +1974,8 @@ TEST_P(Pipeline, NextHopOnVlanTagsEveryKind) {
               txid.begin());
     EXPECT_EQ(o.nic[3],
               tagged(relayed(n_.listen, n_.client, data_indication(txid, peer2, pattern(43))), client_mac, 100));
-    // The two ChannelData packets (IPv4) through the lane.
-    EXPECT_EQ(w_.express_packets - lane0, w_.cfg.express && fam == 4 ? 2u : 0u);
+    // The two ChannelData packets through the lane.
+    EXPECT_EQ(w_.express_packets - lane0, w_.cfg.express ? 2u : 0u);
     expect_deltas({{Counter::rx, 4},
                    {Counter::fwd_client_channel, 1},
                    {Counter::fwd_client_send, 1},
@@ -3039,19 +3040,19 @@ void Pipeline::check_express_against_stages(uint64_t min_finished_per_phase) {
             dropped += burst.size() - with.nic.size() - with.exc.size();
         }
     }
-    // The mix reached every verdict; the lane finished packets itself (IPv4
-    // only) wherever there was a next hop, whole bursts too (tagged ones as
-    // well: rewrite44 writes the tag).
+    // The mix reached every verdict; the lane finished packets itself (both
+    // families) wherever there was a next hop, whole bursts too (tagged ones
+    // as well: rewrite44 and rewrite66 write the tag).
     EXPECT_GT(forwarded, 1000u);
     EXPECT_GT(punted, 500u);
     EXPECT_GT(dropped, 100u);
     for (size_t phase = 0; phase < 5; phase++) {
-        if (GetParam() == 4 && phase < 3) {
+        if (phase < 3) {
             EXPECT_GT(finished[phase], min_finished_per_phase) << phase;
             EXPECT_GT(whole[phase], 5u) << phase;
-        } else if (GetParam() == 4 && phase == 4) {
+        } else if (phase == 4) {
             EXPECT_GT(finished[phase], min_finished_per_phase / 4) << phase;
-        } else {  // IPv6; no next hop
+        } else {  // no next hop
             EXPECT_EQ(finished[phase], 0u) << phase;
         }
     }
@@ -3061,8 +3062,7 @@ TEST_P(Pipeline, ExpressLaneMatchesTheStages) { check_express_against_stages(300
 
 // The lane rests (sends bursts straight to the stages) for express_rest
 // bursts after one it finished less than half of, and takes over again.
-// IPv4 only: the lane is.
-TEST_P(PipelineIpv4, ExpressLaneRestsAfterTrafficItGivesBack) {
+TEST_P(Pipeline, ExpressLaneRestsAfterTrafficItGivesBack) {
     const std::array<uint8_t, 12> tx{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     const Bytes cd = build(from_client(channel_data(kChannel, pattern(20))));
     const Bytes send = build(from_client(send_indication(tx, n_.peer, pattern(20), false)));
