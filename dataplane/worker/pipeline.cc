@@ -25,7 +25,7 @@ void run_burst(Worker& w, rte_mbuf** mbufs, uint16_t n, uint64_t now_tsc) {
     // process_burst) are peer packets the lane finishes when their channel
     // is in a slot: it does not wait out a rest for them.
     if (w.hairpinning ? w.cfg.express : express_wanted(w)) {
-        // IPv4 ChannelData on slot channels, both directions, through every
+        // ChannelData on slot channels (IPv4 or IPv6), both directions, through every
         // stage below at once; the other packets classified for the rest.
         if (express(w, mbufs, p, n, now_tsc) == Express::kSent) {
             return;

@@ -247,6 +247,29 @@ inline void push_vlan(Pkt& q) {
     m->pkt_len = m->data_len;
 }
 
+// Every kind, family and direction, without the specialisations: the
+// fallback of rewrite_packet, and the reference the tests compare rewrite44
+// and rewrite66 with (rewrite_generic_only).
+inline void rewrite_generic(const RewriteCtx& c, Pkt& q) {
+    const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
+    switch ((q.family == 6 ? 4 : 0) | (q.out_family == 6 ? 2 : 0) | (to_peer ? 1 : 0)) {
+    // 0 and 1 (IPv4 -> IPv4) are taken by rewrite44 for every kind rewrite
+    // sees today, and 6 and 7 by rewrite66 for ChannelData; the generic
+    // version stays as the fallback for a kind that gets no specialisation.
+    case 0: rewrite_one<4, 4, false>(c, q); break;
+    case 1: rewrite_one<4, 4, true>(c, q); break;
+    case 2: rewrite_one<4, 6, false>(c, q); break;
+    case 3: rewrite_one<4, 6, true>(c, q); break;
+    case 4: rewrite_one<6, 4, false>(c, q); break;
+    case 5: rewrite_one<6, 4, true>(c, q); break;
+    case 6: rewrite_one<6, 6, false>(c, q); break;
+    default: rewrite_one<6, 6, true>(c, q); break;
+    }
+    if (unlikely(q.nh.vlan != 0)) {
+        push_vlan(q);
+    }
+}
+
 inline void rewrite_packet(const RewriteCtx& c, Pkt& q) {
     if (likely(q.family == 4 && q.out_family == 4)) {
         if (q.kind == Kind::kToPeerChannel) {
@@ -276,27 +299,12 @@ inline void rewrite_packet(const RewriteCtx& c, Pkt& q) {
             return;
         }
     }
-    const bool to_peer = q.kind == Kind::kToPeerChannel || q.kind == Kind::kToPeerSend;
-    switch ((q.family == 6 ? 4 : 0) | (q.out_family == 6 ? 2 : 0) | (to_peer ? 1 : 0)) {
-    // 0 and 1 (IPv4 -> IPv4) are taken by rewrite44 above for every kind
-    // rewrite sees today, and 6 and 7 by rewrite66 for ChannelData; the
-    // generic version stays as the fallback for a kind that gets no
-    // specialisation.
-    case 0: rewrite_one<4, 4, false>(c, q); break;
-    case 1: rewrite_one<4, 4, true>(c, q); break;
-    case 2: rewrite_one<4, 6, false>(c, q); break;
-    case 3: rewrite_one<4, 6, true>(c, q); break;
-    case 4: rewrite_one<6, 4, false>(c, q); break;
-    case 5: rewrite_one<6, 4, true>(c, q); break;
-    case 6: rewrite_one<6, 6, false>(c, q); break;
-    default: rewrite_one<6, 6, true>(c, q); break;
-    }
-    if (unlikely(q.nh.vlan != 0)) {
-        push_vlan(q);
-    }
+    rewrite_generic(c, q);
 }
 
 }  // namespace
+
+void rewrite_generic_only(const RewriteCtx& c, Pkt& q) { rewrite_generic(c, q); }
 
 void rewrite(Worker& w, Pkt* p, uint16_t n) {
     const RewriteCtx c = rewrite_ctx(w, w.flows->allocs, w.flows->listen);

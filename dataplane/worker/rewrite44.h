@@ -54,6 +54,11 @@ inline RewriteCtx rewrite_ctx(Worker& w, const Allocation* allocs, const ListenS
     return RewriteCtx{w, allocs, listen, (rule & 0xffu) << 8, (rule & 0xff00u) | 0x45u, w.flows->relay_ports};
 }
 
+// Tests only: the generic rewrite of rewrite.cc (any kind, family and
+// direction; the 802.1Q tag pushed after), without rewrite44 and rewrite66,
+// to compare them with it on the same packets.
+void rewrite_generic_only(const RewriteCtx& c, Pkt& q);
+
 // One's complement subtraction without a per-word ~: everything removed is
 // summed, unfolded, and subtracted from this multiple of 0xffff (2^32 - 1 is
 // one, so is any multiple of it), which is larger than any such sum (a

@@ -3089,6 +3089,210 @@ TEST_P(Pipeline, ExpressLaneRestsAfterTrafficItGivesBack) {
     EXPECT_EQ(burst(4, 0), 4u);
 }
 
+// ExpressLaneMatchesTheStages across families: bursts of both, so that the
+// lane's phases run their mixed version (IPv4 and IPv6 packets in one
+// burst), on allocations of every shape the lane must hand on: dual-stack
+// (the IPv6 channel in the hash, the IPv4 one in a slot), an IPv6 client
+// with an IPv4 relayed address and the reverse, bandwidth limits in both
+// families (police_lane's packet order across them), relay to relay over
+// IPv6 both ways; with host next hops of both families (one on a VLAN), a
+// tagged IPv6 default beside an IPv4 one on the other port, and no IPv4
+// default. Each burst runs with and without the lane from the same state
+// (per-allocation counts, bandwidth clocks, client cache, transaction ids)
+// at one TSC; the output, counters, counts, clocks and cache must agree.
+TEST_P(PipelineIpv6, ExpressLaneMatchesTheStagesAcrossFamilies) {
+    flows_->tsc_hz = 1e9;
+    const Net n4 = net_for(4);
+    const Net& n6 = n_;
+    auto a4 = [&](const char* s) { return *Address::parse(s); };
+    struct Al { uint64_t id; Address client; bool v4client; std::optional<Address> r4, r6; uint64_t bw; };
+    std::vector<Al> al;
+    al.push_back({kAllocId, n6.client, false, std::nullopt, n6.relayed, 0});
+    al.push_back({100, a4("198.18.0.10:50000"), true, a4("198.18.0.1:49160"), std::nullopt, 0});
+    al.push_back({101, a4("[fd00::10]:50001"), false, std::nullopt, a4("[fd00::1]:49161"), 800'000});
+    al.push_back({102, a4("198.18.0.10:50001"), true, a4("198.18.0.1:49162"), std::nullopt, 800'000});
+    al.push_back({103, a4("[fd00::10]:50003"), false, a4("198.18.0.1:49163"), a4("[fd00::1]:49163"), 0});
+    al.push_back({104, a4("[fd00::10]:50004"), false, a4("198.18.0.1:49164"), std::nullopt, 0});
+    al.push_back({105, a4("198.18.0.10:50005"), true, std::nullopt, a4("[fd00::1]:49165"), 0});
+    al.push_back({106, a4("[fd00::10]:50006"), false, std::nullopt, a4("[fd00::1]:49166"), 1'600'000});
+    for (size_t i = 1; i < al.size(); i++) {
+        const Al& x = al[i];
+        ipc_send(allocation_add(x.id, x.client, x.v4client ? n4.listen : n6.listen, x.r4 ? &*x.r4 : nullptr,
+                                x.r6 ? &*x.r6 : nullptr, x.bw));
+    }
+    struct Ch { size_t a; uint16_t ch; Address relayed, peer; };
+    std::vector<Ch> chans{{0, kChannel, n6.relayed, n6.peer}};
+    auto chan = [&](size_t a, uint16_t ch, const Address& relayed, const Address& peer) {
+        add_permission(al[a].id, relayed, peer);
+        add_channel(al[a].id, relayed, peer, ch);
+        chans.push_back({a, ch, relayed, peer});
+    };
+    chan(1, 0x4001, *al[1].r4, n4.peer);
+    chan(2, 0x4001, *al[2].r6, n6.peer);
+    chan(3, 0x4001, *al[3].r4, n4.peer);
+    chan(4, 0x4001, *al[4].r6, n6.peer);   // dual-stack: IPv6 peer (hash)
+    chan(4, 0x4002, *al[4].r4, n4.peer);   // IPv4 slot
+    chan(5, 0x4001, *al[5].r4, n4.peer);   // IPv6 client, IPv4 relayed
+    chan(6, 0x4001, *al[6].r6, n6.peer);   // IPv4 client, IPv6 relayed
+    chan(7, 0x4001, *al[7].r6, n6.relayed);  // relay to relay: kAllocId's relayed address
+    chan(0, 0x4003, n6.relayed, *al[7].r6);  // and back on kAllocId (slot6 is taken: hash)
+    chan(2, 0x4002, *al[2].r6, *al[7].r6);   // a second channel to another own relayed address
+    std::mt19937 rng(2929);
+    auto listen_of = [&](const Al& x) { return x.v4client ? n4.listen : n6.listen; };
+    auto random_frame = [&]() -> Bytes {
+        const uint32_t r = rng() % 8;
+        const size_t len = r < 5 ? rng() % 200 : r < 7 ? 1400 + rng() % 80 : rng() % 1473;
+        const Bytes d = pattern(len, static_cast<uint8_t>(rng()));
+        const Ch& c = chans[rng() % chans.size()];
+        const Al& x = al[c.a];
+        Frame f = from_client({});
+        if (rng() % 2 == 0) {
+            f.src = x.client;
+            f.dst = listen_of(x);
+            f.payload = channel_data(c.ch, d, rng() % 4 == 0 ? rng() % 4 : 0);
+        } else {
+            f.src = c.peer;
+            f.dst = c.relayed;
+            f.payload = d;
+        }
+        f.df = rng() % 2 == 0;
+        f.tos = static_cast<uint8_t>(rng());
+        if (const uint32_t t = rng() % 16; t < 3) {
+            f.ttl = static_cast<uint8_t>(t);
+        }
+        if (rng() % 16 == 0) {
+            f.vlan = 7;
+        }
+        return build(f);
+    };
+    auto mbuf_for = [](const Bytes& bytes, uint16_t headroom) {
+        rte_mbuf* m = rte_pktmbuf_alloc(g_env->pool);
+        m->data_off = headroom;
+        std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(bytes.size())), bytes.data(), bytes.size());
+        return m;
+    };
+    const uint32_t nalloc = flows_->config().max_allocations;
+    struct Snap {
+        std::vector<dp::AllocState> st;
+        std::vector<uint64_t> tat;
+        std::vector<uint8_t> cache;
+        uint32_t victim;
+        uint64_t lookups, misses, rng;
+    };
+    const size_t cache_bytes = w_.cache.e != nullptr ? size_t{w_.cache.mask + 1} * dp::ClientCache::kBucketBytes : 0;
+    auto snap = [&] {
+        Snap s;
+        s.st.assign(w_.state, w_.state + nalloc);
+        for (uint32_t i = 0; i < nalloc; i++) {
+            s.tat.push_back(flows_->allocs[i].tat.load());
+        }
+        s.cache.assign(w_.cache.e, w_.cache.e + cache_bytes);
+        s.victim = w_.cache.victim;
+        s.lookups = w_.cache.lookups;
+        s.misses = w_.cache.misses;
+        s.rng = w_.rng;
+        return s;
+    };
+    auto restore = [&](const Snap& s) {
+        std::copy(s.st.begin(), s.st.end(), w_.state);
+        for (uint32_t i = 0; i < nalloc; i++) {
+            flows_->allocs[i].tat.store(s.tat[i]);
+        }
+        std::copy(s.cache.begin(), s.cache.end(), w_.cache.e);
+        w_.cache.victim = s.victim;
+        w_.cache.lookups = s.lookups;
+        w_.cache.misses = s.misses;
+        w_.rng = s.rng;
+    };
+    struct Result {
+        std::vector<Bytes> nic, exc;
+        std::array<uint64_t, dp::kCounterCount> counters;
+        Snap after;
+        uint64_t express;
+    };
+    uint64_t now = 1'000'000'000ull;
+    auto run_burst = [&](const std::vector<std::pair<Bytes, uint16_t>>& burst, bool express) {
+        rte_mbuf* b[dp::kBurst];
+        for (size_t i = 0; i < burst.size(); i++) {
+            b[i] = mbuf_for(burst[i].first, burst[i].second);
+        }
+        const dp::Counters c0 = w_.counters;
+        const uint64_t e0 = w_.express_packets;
+        w_.cfg.express = express;
+        dp::process_burst(w_, b, static_cast<uint16_t>(burst.size()), now);
+        Result r{drain(g_env->nic_out), drain(g_env->exc_out), {}, snap(), w_.express_packets - e0};
+        for (size_t i = 0; i < dp::kCounterCount; i++) {
+            r.counters[i] = w_.counters.v[i] - c0.v[i];
+        }
+        return r;
+    };
+    uint64_t finished = 0, total = 0, drops_rl = 0, hairpins = 0, whole = 0;
+    for (int phase = 0; phase < 4; phase++) {
+        dp::NextHop h;
+        h.mac = {{0x02, 0, 0, 0, 0, 0x77}};
+        h.port = g_env->nic_port;
+        if (phase == 1) {  // host entries, both families
+            ASSERT_EQ(nh_->set_host(4, n4.peer.ip.data(), h), 0);
+            h.vlan = 9;
+            ASSERT_EQ(nh_->set_host(6, n6.client.ip.data(), h), 0);
+        }
+        if (phase == 2) {  // no host entries; a tagged IPv6 default, the IPv4 one on the other port
+            nh_->del_host(4, n4.peer.ip.data());
+            nh_->del_host(6, n6.client.ip.data());
+            h.vlan = 5;
+            nh_->set_default(6, h);
+            h.vlan = 0;
+            h.port = g_env->exc_port;
+            nh_->set_default(4, h);
+        }
+        if (phase == 3) {
+            nh_->clear_default(4);
+        }
+        for (int iter = 0; iter < 2000; iter++) {
+            now += 1'000'000;  // 1 ms
+            const bool pure = rng() % 3 == 0;
+            std::vector<std::pair<Bytes, uint16_t>> burst(1 + rng() % dp::kBurst);
+            for (auto& in : burst) {
+                in = {random_frame(), static_cast<uint16_t>(!pure && rng() % 16 == 0 ? rng() % 10 : RTE_PKTMBUF_HEADROOM)};
+            }
+            const Snap s0 = snap();
+            const bool express_first = iter % 2 == 1;
+            Result first = run_burst(burst, express_first);
+            restore(s0);
+            Result second = run_burst(burst, !express_first);
+            const Result& with = express_first ? first : second;
+            const Result& without = express_first ? second : first;
+            const std::string where = "phase " + std::to_string(phase) + " iteration " + std::to_string(iter);
+            ASSERT_EQ(with.nic, without.nic) << where;
+            ASSERT_EQ(with.exc, without.exc) << where;
+            ASSERT_EQ(with.counters, without.counters) << where;
+            for (uint32_t i = 0; i < nalloc; i++) {
+                const dp::AllocState& x = with.after.st[i];
+                const dp::AllocState& y = without.after.st[i];
+                ASSERT_TRUE(x.to_peer_packets == y.to_peer_packets && x.to_peer_bytes == y.to_peer_bytes &&
+                            x.to_client_packets == y.to_client_packets && x.to_client_bytes == y.to_client_bytes &&
+                            x.dropped_packets == y.dropped_packets)
+                    << where << " alloc " << i;
+                ASSERT_EQ(with.after.tat[i], without.after.tat[i]) << where << " tat " << i;
+            }
+            ASSERT_TRUE(with.after.cache == without.after.cache) << where;
+            ASSERT_EQ(with.after.lookups, without.after.lookups) << where;
+            ASSERT_EQ(with.after.misses, without.after.misses) << where;
+            finished += with.express;
+            whole += with.express == burst.size();
+            total += burst.size();
+            drops_rl += with.counters[static_cast<size_t>(Counter::drop_rate_limited)];
+            hairpins += with.counters[static_cast<size_t>(Counter::hairpin)];
+        }
+    }
+    // The mix reached what it is for: the lane finished packets, whole
+    // bursts too, limits dropped, relay to relay went round.
+    EXPECT_GT(finished, total / 20);
+    EXPECT_GT(whole, 10u);
+    EXPECT_GT(drops_rl, 100u);
+    EXPECT_GT(hairpins, 10u);
+}
+
 // The workers without their client cache (FlowConfig::client_cache false,
 // as when there is no memory for it): every client packet is looked up in
 // the hash, with the same answers.
