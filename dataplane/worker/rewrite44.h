@@ -66,6 +66,40 @@ void rewrite_generic_only(const RewriteCtx& c, Pkt& q);
 // congruent to -r modulo 0xffff, which is all a folded sum depends on.
 constexpr uint64_t kNeg = uint64_t{0xffffffff} << 24;
 
+// The last step of rewrite44 and rewrite66: the Ethernet header in front of
+// the new IP header at `ip` (l3_len bytes of IP datagram), from the next
+// hop: destination MAC (the 8-byte store spills 2 bytes that the next one
+// overwrites), source MAC and type (eth_src: the worker's eth_src4 or
+// eth_src6 words); for a next hop on a VLAN, the 802.1Q tag (TPID, priority
+// 0 and the VLAN ID) before the type (route.cc or the express lane checked
+// the room). Then the mbuf's new start and length; q goes to tx.
+template <uint16_t EtherType>
+inline __attribute__((always_inline)) void finish_frame(Pkt& q, uint8_t* ip, const uint64_t* eth_src, uint32_t l3_len) {
+    uint8_t* eth = ip - sizeof(rte_ether_hdr);
+    uint64_t nh;
+    static_assert(offsetof(NextHop, port) == 6 && sizeof(NextHop::port) == 2);  // MAC + port: 8 bytes
+    std::memcpy(&nh, &q.nh, 8);
+    if (likely(q.nh.vlan == 0)) {
+        store64(eth, nh);
+        store64(eth + 6, eth_src[q.nh.port]);
+    } else {
+        eth -= sizeof(rte_vlan_hdr);
+        store64(eth, nh);
+        store64(eth + 6, (eth_src[q.nh.port] & 0xffffffffffffull) | uint64_t{be16(RTE_ETHER_TYPE_VLAN)} << 48);
+        store32(eth + 14, be16(q.nh.vlan) | uint32_t{be16(EtherType)} << 16);
+    }
+    rte_mbuf* m = q.m;
+    m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));
+    m->data_len = static_cast<uint16_t>((ip - eth) + l3_len);
+    m->pkt_len = m->data_len;
+    // The rx flags (checksum status, RSS hash, VLAN) described the received
+    // packet; who owns the buffer stays: a PMD may attach its own memory
+    // (mlx5's multi-packet rx queues do), and without the flag freeing the
+    // mbuf would return it to the pool and never release that memory.
+    m->ol_flags &= RTE_MBUF_F_EXTERNAL | RTE_MBUF_F_INDIRECT;
+    q.next = Next::kTx;
+}
+
 template <Kind K>
 inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q) {
     constexpr bool to_peer = K == Kind::kToPeerChannel || K == Kind::kToPeerSend;
@@ -208,34 +242,8 @@ inline __attribute__((always_inline)) void rewrite44(const RewriteCtx& c, Pkt& q
         udp->dgram_cksum = rte_ipv4_udptcp_cksum(reinterpret_cast<const rte_ipv4_hdr*>(ip), udp);
     }
 
-    // 6. Ethernet, from the next hop: destination MAC (the 8-byte store
-    // spills 2 bytes that the next one overwrites), source MAC, type; for a
-    // next hop on a VLAN, the 802.1Q tag (TPID, priority 0 and the VLAN ID)
-    // before the type (route.cc or the express lane checked the room).
-    uint8_t* eth = ip - sizeof(rte_ether_hdr);
-    uint64_t nh;
-    static_assert(offsetof(NextHop, port) == 6 && sizeof(NextHop::port) == 2);  // MAC + port: 8 bytes
-    std::memcpy(&nh, &q.nh, 8);
-    if (likely(q.nh.vlan == 0)) {
-        store64(eth, nh);
-        store64(eth + 6, c.w.eth_src4[q.nh.port]);
-    } else {
-        eth -= sizeof(rte_vlan_hdr);
-        store64(eth, nh);
-        store64(eth + 6, (c.w.eth_src4[q.nh.port] & 0xffffffffffffull) | uint64_t{be16(RTE_ETHER_TYPE_VLAN)} << 48);
-        store32(eth + 14, be16(q.nh.vlan) | uint32_t{be16(RTE_ETHER_TYPE_IPV4)} << 16);
-    }
-
-    rte_mbuf* m = q.m;
-    m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));
-    m->data_len = static_cast<uint16_t>((ip - eth) + sizeof(rte_ipv4_hdr) + udp_len);
-    m->pkt_len = m->data_len;
-    // The rx flags (checksum status, RSS hash, VLAN) described the received
-    // packet; who owns the buffer stays: a PMD may attach its own memory
-    // (mlx5's multi-packet rx queues do), and without the flag freeing the
-    // mbuf would return it to the pool and never release that memory.
-    m->ol_flags &= RTE_MBUF_F_EXTERNAL | RTE_MBUF_F_INDIRECT;
-    q.next = Next::kTx;
+    // 6. Ethernet, and the mbuf's new extent.
+    finish_frame<RTE_ETHER_TYPE_IPV4>(q, ip, c.w.eth_src4, sizeof(rte_ipv4_hdr) + udp_len);
 }
 
 }  // namespace dp

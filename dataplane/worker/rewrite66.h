@@ -105,26 +105,8 @@ inline __attribute__((always_inline)) void rewrite66(const RewriteCtx& c, Pkt& q
     s += kNeg - r + addrs + ports + 2 * uint64_t{len_hi};
     store64(udp, ports | uint64_t{len_hi} << 16 | uint64_t{csum::finish_udp(s)} << 48);
 
-    // 6. Ethernet, from the next hop (802.1Q tag on a VLAN), as rewrite44.
-    uint8_t* eth = ip - sizeof(rte_ether_hdr);
-    uint64_t nh;
-    std::memcpy(&nh, &q.nh, 8);
-    if (likely(q.nh.vlan == 0)) {
-        store64(eth, nh);
-        store64(eth + 6, c.w.eth_src6[q.nh.port]);
-    } else {
-        eth -= sizeof(rte_vlan_hdr);
-        store64(eth, nh);
-        store64(eth + 6, (c.w.eth_src6[q.nh.port] & 0xffffffffffffull) | uint64_t{be16(RTE_ETHER_TYPE_VLAN)} << 48);
-        store32(eth + 14, be16(q.nh.vlan) | uint32_t{be16(RTE_ETHER_TYPE_IPV6)} << 16);
-    }
-
-    rte_mbuf* m = q.m;
-    m->data_off = static_cast<uint16_t>(eth - static_cast<uint8_t*>(m->buf_addr));
-    m->data_len = static_cast<uint16_t>((ip - eth) + sizeof(rte_ipv6_hdr) + udp_len);
-    m->pkt_len = m->data_len;
-    m->ol_flags &= RTE_MBUF_F_EXTERNAL | RTE_MBUF_F_INDIRECT;  // as rewrite44
-    q.next = Next::kTx;
+    // 6. Ethernet, and the mbuf's new extent (rewrite44.h).
+    finish_frame<RTE_ETHER_TYPE_IPV6>(q, ip, c.w.eth_src6, sizeof(rte_ipv6_hdr) + udp_len);
 }
 
 }  // namespace dp
