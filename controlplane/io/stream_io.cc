@@ -25,7 +25,9 @@ constexpr uint64_t kListenerBit = 1ull << 61;
 constexpr uint64_t kRelayBit = 1ull << 60;        // with kListenerBit: an RFC 6062 relay listener
 constexpr uint64_t kInboxBit = 1ull << 59;        // with kListenerBit: connections handed over by other loops
 constexpr size_t kPeerPending = 64 * 1024;        // a peer's bytes kept before its ConnectionBind
-constexpr uint64_t kConnectTimeoutMs = 10'000;    // a Connect's outgoing connection
+// A Connect's outgoing connection: RFC 6062 section 5.2 says at least 30 s
+// (the kernel's SYN retries at ~1, 3, 7 and 15 s all fit).
+constexpr uint64_t kConnectTimeoutMs = 30'000;
 constexpr uint32_t kIndexMask = (1u << 24) - 1;
 constexpr size_t kReadSize = 64 * 1024;
 constexpr int kReadsPerEvent = 8;     // then other connections get their turn
@@ -55,6 +57,31 @@ int bound_tcp_socket(const Address& local) {
         return -1;
     }
     return fd;
+}
+
+// Whether no other socket holds TCP address `local`: a bind without
+// SO_REUSEPORT (SO_REUSEADDR only, so that connections in TIME_WAIT do not
+// count). A relayed listener takes SO_REUSEPORT (bound_tcp_socket), which
+// would let it share a port another process of the same user listens on
+// with SO_REUSEPORT too, the kernel then splitting that port's incoming
+// connections between them: so the port is probed first, and one held is
+// skipped as a UDP relayed port held elsewhere is (found by a review).
+bool tcp_port_free(const Address& local) {
+    const int fd = ::socket(local.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return true;  // the real bind below reports what is wrong
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (local.is_v6()) {
+        ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    sockaddr_storage ss{};
+    const size_t len = local.to_sockaddr(&ss);
+    const bool in_use =
+        ::bind(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0 && errno == EADDRINUSE;
+    ::close(fd);
+    return !in_use;
 }
 
 void set_nodelay(int fd) {
@@ -789,6 +816,9 @@ uint32_t StreamIo::new_conn_slot() {
 // ---- RFC 6062 ----
 
 OpenResult StreamIo::open_tcp_relay(const Address& addr, RelayId& out) {
+    if (!tcp_port_free(addr)) {
+        return OpenResult::kPortInUse;
+    }
     const int fd = bound_tcp_socket(addr);
     if (fd < 0 || ::listen(fd, 64) != 0) {
         const int e = errno;

@@ -200,15 +200,16 @@ class EchoPeer:
         self.ls.close()
 
 
-def start_tcp_relay(d, threads=1, extra="", preexec_fn=None, server_extra=""):
+def start_tcp_relay(d, threads=1, extra="", preexec_fn=None, server_extra="", relay_ports=None):
     """turn-relay on 127.0.0.1 with UDP and TCP on one port, users alice and bob, loopback
     peers allowed, `server_extra` (more [server] keys) and `extra` (more TOML sections; "{port}"
-    in it stands for that port) in its configuration under directory d;
+    in it stands for that port) in its configuration under directory d, relayed ports from
+    `relay_ports` (lo, hi) or a random window;
     returned once its TCP listener accepts, as an object with addr, port, metrics, log and
     proc (stop it with stop_process)."""
     port = free_port(span=1)
     metrics = free_port(kinds=(socket.SOCK_STREAM,))
-    lo, hi = relay_port_window()
+    lo, hi = relay_ports or relay_port_window()
     cfg = d / "relay.toml"
     cfg.write_text(f"""
 [server]
@@ -740,3 +741,80 @@ def test_one_allocation_cannot_take_every_peer_connection(relay):
             other.close()
         for p in peers:
             p.close()
+
+
+def test_connect_waits_thirty_seconds_for_a_slow_peer(relay):
+    """RFC 6062 section 5.2: a Connect's attempt times out after at least 30 s. A peer whose
+    accept queue is full (Linux drops the SYNs; the relay's kernel retransmits them at about 1,
+    3, 7 and 15 s) starts accepting after 12 s: the Connect succeeds. (The relay gave up after
+    10 s, with 447, before a review found it.)"""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    time.sleep(0.3)
+    ctl, _ = permitted_tcp_allocation(relay)
+
+    def accept_late():
+        time.sleep(12)
+        while True:
+            try:
+                ls.accept()[0].close()
+            except OSError:
+                return
+
+    try:
+        extra = [(A_USERNAME, b"alice"), (A_REALM, ctl.realm), (A_NONCE, ctl.nonce)]
+        msg, tid = encode(CONNECT, 0, [(A_PEER, xor_addr("127.0.0.1", port))] + extra, ctl.key)
+        start = time.monotonic()
+        ctl.s.sendall(msg)
+        threading.Thread(target=accept_late, daemon=True).start()
+        while True:
+            _, c, rtid, a = decode(ctl.recv_msg(timeout=40))
+            if rtid == tid:
+                break
+        took = time.monotonic() - start
+        assert c == 2, f"Connect answered {error_code(a)} after {took:.1f} s"
+        assert took > 10, f"the peer accepted nothing before 12 s, yet the Connect succeeded after {took:.1f} s"
+    finally:
+        ctl.close()
+        ls.close()
+        for f in fillers:
+            f.close()
+
+
+def test_a_tcp_relayed_port_held_elsewhere_is_skipped(tmp_path):
+    """A TCP relayed listener takes SO_REUSEPORT (the Connects' outgoing connections bind its
+    address), which would let it share a port another socket of the same user listens on with
+    SO_REUSEPORT too, the kernel then splitting that port's peer connections between the two. A
+    port something else holds is skipped, as for UDP: with only that port in the range a TCP
+    Allocate gets 508 (it got the port, before a review found it); once the port is free, the
+    same Allocate gets it."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(8)
+    port = holder.getsockname()[1]
+    r = start_tcp_relay(tmp_path, relay_ports=(port, port))
+    try:
+        ctl = Stream(r.addr)
+        c, a, _ = ctl.request(ALLOCATE, [(A_TRANSPORT, bytes([6, 0, 0, 0]))])
+        ctl.close()
+        assert c == 3 and error_code(a) == 508, f"TCP Allocate on a held port: class {c}, {error_code(a)}"
+        holder.close()
+        ctl, relayed = tcp_allocation(r)
+        ctl.close()
+        assert relayed[1] == port
+    finally:
+        holder.close()
+        stop_process(r.proc)
