@@ -42,10 +42,13 @@ public:
             return true;
         }
         if (now_ms > last_ms_) {
-            const uint64_t add = (now_ms - last_ms_) * rate_ / 1000;
+            uint64_t add = (now_ms - last_ms_) * rate_ / 1000;
             if (add > 0) {
-                tokens_ = tokens_ + add > burst_ ? burst_ : tokens_ + add;
                 last_ms_ = now_ms;
+                const uint64_t repaid = add < debt_ ? add : debt_;  // consume()'s debt first
+                debt_ -= repaid;
+                add -= repaid;
+                tokens_ = tokens_ + add > burst_ ? burst_ : tokens_ + add;
             }
         }
         if (tokens_ < amount) {
@@ -54,11 +57,31 @@ public:
         tokens_ -= amount;
         return true;
     }
+    // What take() would allow now (UINT64_MAX without a limit; 0 while a
+    // debt is being repaid).
+    uint64_t available(uint64_t now_ms) {
+        if (rate_ == 0) {
+            return UINT64_MAX;
+        }
+        take(0, now_ms);  // the refill
+        return debt_ != 0 ? 0 : tokens_;
+    }
+    // Bytes already relayed (a stream's, which cannot be dropped): taken,
+    // and what the budget lacks becomes a debt the refill repays before
+    // anything is available again, so the rate holds on average.
+    void consume(uint64_t amount, uint64_t now_ms) {
+        if (rate_ == 0 || take(amount, now_ms)) {
+            return;
+        }
+        debt_ += amount - tokens_;
+        tokens_ = 0;
+    }
 
 private:
     uint64_t rate_ = 0;
     uint64_t burst_ = 0;
     uint64_t tokens_ = 0;
+    uint64_t debt_ = 0;  // consume() beyond the budget
     uint64_t last_ms_ = 0;
 };
 

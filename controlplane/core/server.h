@@ -66,6 +66,12 @@ public:
     // connection `conn_id`, for the allocation's usage (bytes only: a stream
     // has no datagrams to count).
     void on_tcp_relayed(uint32_t conn_id, Direction d, size_t bytes);
+    // Bytes the pipe of peer connection conn_id may relay now: what is left of
+    // its allocation's bandwidth budget ([allocation].bandwidth_bps, both
+    // directions together), UINT64_MAX without a limit (or without the
+    // connection). StreamIo reads no more than that, and stops reading the
+    // side while it is 0.
+    uint64_t tcp_budget(uint32_t conn_id);
     size_t tcp_peer_count() const { return tcp_peers_.size(); }
     // marks: as for on_client_datagram.
     void on_peer_datagram(RelayId relay, const Address& peer, std::span<const uint8_t> data, IpMarks marks = {});

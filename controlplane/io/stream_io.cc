@@ -403,9 +403,27 @@ void StreamIo::read_some(uint32_t idx) {
         if (c.fd < 0 || c.paused || c.eof) {
             return;
         }
+        // A pipe side reads no more than its allocation's bandwidth budget
+        // allows, and none while it is spent: its sender then waits, as TCP
+        // makes it (bytes read cannot be dropped). A TLS side reads whole
+        // records all the same (decrypted bytes left in the session would
+        // get no epoll event): what one takes beyond the budget is a debt
+        // the budget repays first (TokenBucket::consume).
+        const uint64_t budget = pipe_budget(c);
+        if (budget == 0) {
+            c.paused = true;
+            update_events(c, idx);
+            if (!c.bw_paused) {
+                c.bw_paused = true;
+                bw_paused_.push_back({idx, tag(idx)});
+            }
+            return;
+        }
+        const size_t want =
+            c.ssl != nullptr ? rx_.size() : static_cast<size_t>(std::min<uint64_t>(rx_.size(), budget));
         ssize_t n = 0;
         if (c.ssl == nullptr) {
-            n = ::recv(c.fd, rx_.data(), rx_.size(), MSG_DONTWAIT);
+            n = ::recv(c.fd, rx_.data(), want, MSG_DONTWAIT);
             if (n == 0) {
                 if (c.role == Role::kClient) {
                     c.eof = true;  // an orderly end: the answers already queued still go (close)
@@ -423,7 +441,7 @@ void StreamIo::read_some(uint32_t idx) {
             }
         } else {
             ERR_clear_error();
-            const int r = SSL_read(c.ssl, rx_.data(), static_cast<int>(rx_.size()));
+            const int r = SSL_read(c.ssl, rx_.data(), static_cast<int>(want));
             if (!c.handshake_done && SSL_is_init_finished(c.ssl)) {
                 c.handshake_done = true;
             }
@@ -458,7 +476,7 @@ void StreamIo::read_some(uint32_t idx) {
         } else if (!consume(idx, got)) {
             return;
         }
-        if (c.ssl == nullptr && static_cast<size_t>(n) < rx_.size()) {
+        if (c.ssl == nullptr && static_cast<size_t>(n) < want) {
             return;  // drained the socket (TLS may hold decrypted bytes: read on)
         }
     }
@@ -718,8 +736,43 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
     }
 }
 
+uint64_t StreamIo::pipe_budget(const Conn& c) const {
+    if (c.role == Role::kClient || c.partner < 0 || server_ == nullptr) {
+        return UINT64_MAX;
+    }
+    const Conn& p = *conns_[static_cast<size_t>(c.partner)];
+    return server_->tcp_budget(c.role == Role::kPeer ? c.conn_id : p.conn_id);
+}
+
+// Pipe sides waiting for budget: read again once there is some (and their
+// partner's queue has room: else its drain unpauses them, write()). Each
+// tick, so at most a poll interval (100 ms) after the budget refills.
+void StreamIo::resume_bandwidth_paused() {
+    std::erase_if(bw_paused_, [&](const BwPaused& b) {
+        if (b.idx >= conns_.size() || tag(b.idx) != b.tag || conns_[b.idx]->fd < 0) {
+            return true;  // closed, maybe reused
+        }
+        Conn& c = *conns_[b.idx];
+        if (c.paused && pipe_budget(c) == 0) {
+            return false;
+        }
+        c.bw_paused = false;
+        if (c.paused && c.partner >= 0) {
+            const Conn& p = *conns_[static_cast<size_t>(c.partner)];
+            if (p.out.size() - p.out_off <= shared_.config.tcp_send_buffer_bytes) {
+                c.paused = false;
+                update_events(c, b.idx);
+            }
+        }
+        return true;
+    });
+}
+
 void StreamIo::expire(uint64_t now_ms) {
     now_ms_ = now_ms;
+    if (!bw_paused_.empty()) {
+        resume_bandwidth_paused();
+    }
     if (server_ != nullptr && (!ended_clients_.empty() || !ended_peers_.empty())) {
         std::vector<FiveTuple> clients;
         std::vector<uint32_t> peers;
@@ -793,6 +846,7 @@ uint32_t StreamIo::new_conn_slot() {
     c.role = Role::kClient;
     c.partner = -1;
     c.paused = false;
+    c.bw_paused = false;
     c.connecting = false;
     c.conn_id = 0;
     c.relay = 0;

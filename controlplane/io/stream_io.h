@@ -126,7 +126,8 @@ private:
         int fd = -1;
         Role role = Role::kClient;
         int64_t partner = -1;        // kData <-> kPeer, once bound
-        bool paused = false;         // not read while the partner's queue is full
+        bool paused = false;         // not read while the partner's queue is full (or, bw_paused, the budget is spent)
+        bool bw_paused = false;      // pipes: in bw_paused_, waiting for its allocation's bandwidth budget
         bool connecting = false;     // kPeer: the outgoing connect is in progress
         uint32_t conn_id = 0;        // kPeer: CONNECTION-ID
         RelayId relay = 0;           // kPeer: its TCP allocation's relay
@@ -185,6 +186,17 @@ private:
         uint64_t until_ms;
     };
     std::vector<PausedListener> paused_listeners_;
+    // Pipe sides not read while their allocation's bandwidth budget is spent
+    // (Server::tcp_budget), each tried again at every tick (expire).
+    struct BwPaused {
+        uint32_t idx;
+        uint64_t tag;
+    };
+    std::vector<BwPaused> bw_paused_;
+    // The budget a pipe side may read now (UINT64_MAX: no limit; a peer not
+    // bound yet is bounded by kPeerPending instead).
+    uint64_t pipe_budget(const Conn& c) const;
+    void resume_bandwidth_paused();
     bool fd_warning_logged_ = false;
     void close(uint32_t idx, ConnClose why, bool notify = true);
     // RFC 6062.

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "core/port_allocator.h"
+#include "core/quota.h"
 #include "server_fixture.h"
 #include "stun/integrity.h"
 
@@ -11,6 +12,29 @@ namespace {
 
 using stun::attr::kXorRelayedAddress;
 using M = stun::Method;
+
+// An allocation's bandwidth bucket (core/quota.h) as RFC 6062 pipes use it
+// (StreamIo reads what available() allows; bytes read are consume()d): a
+// stream's bytes cannot be dropped, so what it takes beyond the budget (a
+// TLS record) is a debt the refill repays before anything is available, or
+// take() passes, again; the rate holds on average.
+TEST(TokenBucket, ConsumedBeyondTheBudgetIsADebtRepaidFirst) {
+    TokenBucket b(1000, 1000, 0);  // 1000 bytes/s, a 1000-byte burst, full at 0 ms
+    EXPECT_EQ(b.available(0), 1000u);
+    b.consume(1500, 0);  // 500 beyond
+    EXPECT_EQ(b.available(0), 0u);
+    EXPECT_FALSE(b.take(1, 0));
+    EXPECT_EQ(b.available(400), 0u);  // 400 of the 500 repaid
+    EXPECT_FALSE(b.take(1, 400));
+    EXPECT_EQ(b.available(600), 100u);  // repaid at 500 ms, 100 since
+    EXPECT_TRUE(b.take(100, 600));
+    EXPECT_EQ(b.available(600), 0u);
+    EXPECT_EQ(b.available(10'000), 1000u);  // the burst, no more
+    TokenBucket unlimited;
+    EXPECT_EQ(unlimited.available(5), UINT64_MAX);
+    unlimited.consume(1u << 30, 5);
+    EXPECT_TRUE(unlimited.take(1u << 30, 5));
+}
 
 TEST_F(ServerTest, AllocateReturnsRelayedAndMappedAddresses) {
     auto a = allocate(tuple());

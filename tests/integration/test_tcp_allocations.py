@@ -818,3 +818,49 @@ def test_a_tcp_relayed_port_held_elsewhere_is_skipped(tmp_path):
     finally:
         holder.close()
         stop_process(r.proc)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_bandwidth_limit_holds_on_tcp_pipes(tmp_path, tls):
+    """[allocation].bandwidth_bps limits a TCP allocation's pipes too, both directions together,
+    by not reading a side while the allocation's budget is spent: nothing is dropped, the sender
+    waits. 200 KB each way through an echoing peer at 800 kbit/s (100 kB/s, a 64 KiB burst) take
+    about (400 - 64) / 100 = 3.4 s, and arrive whole; before a review found the pipes unlimited
+    they took a few milliseconds."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=t", "-keyout", str(key), "-out", str(cert)], check=True,
+                   capture_output=True)
+    tls_port = free_port(kinds=(socket.SOCK_STREAM,))
+    r = start_tcp_relay(tmp_path, server_extra=f'listen_tls = ["127.0.0.1:{tls_port}"]', extra=f"""[tls]
+certificate = "{cert}"
+private_key = "{key}"
+[allocation]
+bandwidth_bps = 800000
+""")
+    r.tls_addr = ("127.0.0.1", tls_port)
+    peer = EchoPeer()
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(r.tls_addr, timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        ctl, _ = tcp_allocation(r, tls)
+        c, a, _ = ctl.request(CONNECT, [(A_PEER, xor_addr("127.0.0.1", peer.port))])
+        assert c == 2, error_code(a)
+        data, c, a = bind(r, struct.unpack("!I", a[A_CONNECTION_ID])[0], tls)
+        assert c == 2, error_code(a)
+        payload = os.urandom(200_000)
+        start = time.monotonic()
+        echoed = pump(data, payload, len(payload), timeout=30)
+        took = time.monotonic() - start
+        assert echoed == payload
+        assert took > 2.5, f"400 kB at 100 kB/s with a 64 KiB burst in {took:.2f} s"
+        assert took < 20, f"400 kB at 100 kB/s took {took:.1f} s"
+        data.close()
+        ctl.close()
+    finally:
+        peer.close()
+        stop_process(r.proc)

@@ -211,7 +211,17 @@ void Server::on_tcp_relayed(uint32_t conn_id, Direction d, size_t bytes) {
     }
     if (Allocation* a = allocations_.find_by_id(it->second.alloc_id)) {
         (d == Direction::kClientToPeer ? a->relayed.bytes_to_peer : a->relayed.bytes_to_client) += bytes;
+        a->bandwidth.consume(bytes, clock_.now_ms());
     }
+}
+
+uint64_t Server::tcp_budget(uint32_t conn_id) {
+    auto it = tcp_peers_.find(conn_id);
+    if (it == tcp_peers_.end()) {
+        return UINT64_MAX;
+    }
+    Allocation* a = allocations_.find_by_id(it->second.alloc_id);
+    return a == nullptr ? UINT64_MAX : a->bandwidth.available(clock_.now_ms());
 }
 
 void Server::handle_connection_bind(const Request& r) {
