@@ -92,9 +92,11 @@ AuthOutcome Authenticator::check(const stun::MessageView& m, const Address& clie
             if (decode_password_algorithm(m.value(*alg_attr), chosen) != AttrError::kOk) {
                 return fail(AuthVerdict::kBadRequest, AuthFailure::kBadAlgorithm);
             }
+            // It must match one of the entries we offered, parameters
+            // included: ours have none (a review helper's note).
             bool known = false;
             for (auto a : kAlgorithms) {
-                known = known || static_cast<uint16_t>(a) == chosen.algorithm;
+                known = known || (static_cast<uint16_t>(a) == chosen.algorithm && chosen.params.empty());
             }
             if (!known) {
                 return fail(AuthVerdict::kBadRequest, AuthFailure::kBadAlgorithm);

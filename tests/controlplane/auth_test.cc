@@ -151,6 +151,38 @@ TEST_F(ServerTest, PasswordAlgorithmsMismatchIs400) {
     EXPECT_EQ(stats->auth_failures_of(AuthFailure::kBadAlgorithm), 1u);
 }
 
+// RFC 8489 section 9.2.4: PASSWORD-ALGORITHM must match one of the entries
+// of the PASSWORD-ALGORITHMS we sent, parameters included; MD5 and SHA-256
+// have none, so SHA-256 with a parameter is refused (it was accepted).
+TEST_F(ServerTest, PasswordAlgorithmWithParametersIs400) {
+    for (const bool with_params : {true, false}) {  // the refused one first: no allocation yet
+        Credentials c = creds(tuple());
+        std::vector<uint8_t> buf(512);
+        stun::MessageBuilder b(buf, M::kAllocate, stun::Class::kRequest, random_txid());
+        b.add_requested_transport(stun::kProtoUdp);
+        b.add_text(stun::attr::kUsername, c.user);
+        b.add_text(stun::attr::kRealm, c.realm);
+        b.add_text(stun::attr::kNonce, c.nonce);
+        b.add_password_algorithms(Authenticator::kAlgorithms);  // what the 401 offered
+        // SHA-256 (2), parameters length 0 or 4, then the parameters.
+        const std::vector<uint8_t> alg = with_params ? std::vector<uint8_t>{0, 2, 0, 4, 1, 2, 3, 4}
+                                                     : std::vector<uint8_t>{0, 2, 0, 0};
+        b.add(stun::attr::kPasswordAlgorithm, alg);
+        auto key = auth::long_term_key(stun::PasswordAlgorithm::kSha256, c.user, c.realm, c.password);
+        b.add_message_integrity(key->span());
+        buf.resize(b.size());
+        auto a = exchange(tuple(), buf);
+        ASSERT_TRUE(a);
+        if (with_params) {
+            EXPECT_EQ(a->code(), 400);
+            EXPECT_EQ(stats->auth_failures_of(AuthFailure::kBadAlgorithm), 1u);
+        } else {
+            EXPECT_TRUE(a->success()) << a->code();
+            EXPECT_TRUE(server->allocations().find(tuple()) != nullptr);
+        }
+    }
+}
+
 TEST_F(ServerTest, UserhashInsteadOfUsername) {
     Credentials c = creds(tuple());
     c.userhash = true;
