@@ -737,7 +737,7 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
 }
 
 uint64_t StreamIo::pipe_budget(const Conn& c) const {
-    if (c.role == Role::kClient || c.partner < 0 || server_ == nullptr) {
+    if (!c.limited || c.role == Role::kClient || c.partner < 0 || server_ == nullptr) {
         return UINT64_MAX;
     }
     const Conn& p = *conns_[static_cast<size_t>(c.partner)];
@@ -847,6 +847,7 @@ uint32_t StreamIo::new_conn_slot() {
     c.partner = -1;
     c.paused = false;
     c.bw_paused = false;
+    c.limited = false;
     c.connecting = false;
     c.conn_id = 0;
     c.relay = 0;
@@ -1027,6 +1028,10 @@ bool StreamIo::tcp_bind_data(const FiveTuple& client, uint32_t conn_id) {
     c.role = Role::kData;
     c.partner = pidx;
     p.partner = cidx;
+    // An allocation's limit is fixed for its life: a pipe without one never
+    // asks for its budget again (two lookups per read, ~4 % of a message's
+    // CPU at 400k messages/s).
+    c.limited = p.limited = server_ != nullptr && server_->tcp_budget(conn_id) != UINT64_MAX;
     if (!p.in.empty()) {  // what the peer sent before the bind, after the success answer
         std::vector<uint8_t> early;
         early.swap(p.in);

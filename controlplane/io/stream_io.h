@@ -128,6 +128,7 @@ private:
         int64_t partner = -1;        // kData <-> kPeer, once bound
         bool paused = false;         // not read while the partner's queue is full (or, bw_paused, the budget is spent)
         bool bw_paused = false;      // pipes: in bw_paused_, waiting for its allocation's bandwidth budget
+        bool limited = false;        // pipes: its allocation has a bandwidth limit (pipe_budget)
         bool connecting = false;     // kPeer: the outgoing connect is in progress
         uint32_t conn_id = 0;        // kPeer: CONNECTION-ID
         RelayId relay = 0;           // kPeer: its TCP allocation's relay
