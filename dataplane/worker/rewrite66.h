@@ -51,17 +51,7 @@ inline __attribute__((always_inline)) void rewrite66(const RewriteCtx& c, Pkt& q
     if constexpr (to_peer) {
         pre = payload + 4;
         udp_len = sizeof(rte_udp_hdr) + q.data_len;
-        r += load32(payload);
-        const uint32_t tail = uint32_t{q.plen} - 4 - q.data_len;
-        if (tail != 0) {
-            if (likely(tail <= 3)) {
-                const uint32_t v = load32(payload + q.plen - 4) & static_cast<uint32_t>(~uint64_t{0} << (8 * (4 - tail)));
-                r += std::rotl(v, static_cast<int>(8 * (q.plen & 1u)));
-            } else {
-                const uint32_t tail_off = 4u + q.data_len;
-                r += csum::range(payload + tail_off, tail, (tail_off & 1) != 0);
-            }
-        }
+        add_channel_data_framing(r, payload, q);
     } else {
         pre = payload - 4;
         udp_len = sizeof(rte_udp_hdr) + 4 + q.data_len;
