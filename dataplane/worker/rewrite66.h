@@ -16,13 +16,6 @@
 
 namespace dp {
 
-// Sum of the 16 bytes at p as four 32-bit words, unfolded.
-inline uint64_t sum16b(const uint8_t* p) {
-    const uint64_t a = load64(p);
-    const uint64_t b = load64(p + 8);
-    return (a & 0xffffffffu) + (a >> 32) + (b & 0xffffffffu) + (b >> 32);
-}
-
 template <Kind K>
 inline __attribute__((always_inline)) void rewrite66(const RewriteCtx& c, Pkt& q) {
     static_assert(K == Kind::kToPeerChannel || K == Kind::kToClientChannel);
@@ -40,8 +33,8 @@ inline __attribute__((always_inline)) void rewrite66(const RewriteCtx& c, Pkt& q
     // Removed (RFC 1624 eqn. 3, as rewrite44): the old pseudo-header
     // (addresses, length; next header 17 before and after cancels) and UDP
     // header, whose length|checksum word brings -HC.
-    uint64_t r = sum16b(q.l3 + offsetof(rte_ipv6_hdr, src_addr)) + sum16b(q.l3 + offsetof(rte_ipv6_hdr, dst_addr)) +
-                 old_ports + old_len_ck + static_cast<uint16_t>(old_len_ck);
+    uint64_t r = csum::sum_bytes(q.l3 + offsetof(rte_ipv6_hdr, src_addr), 32) + old_ports + old_len_ck +
+                 static_cast<uint16_t>(old_len_ck);
     uint64_t s = 0;
 
     // 2. The data stays; the ChannelData header goes (to the peer, with any
@@ -75,8 +68,7 @@ inline __attribute__((always_inline)) void rewrite66(const RewriteCtx& c, Pkt& q
     }
     const uint64_t s0 = load64(src), s1 = load64(src + 8);
     const uint64_t d0 = load64(dst), d1 = load64(dst + 8);
-    const uint64_t addrs = (s0 & 0xffffffffu) + (s0 >> 32) + (s1 & 0xffffffffu) + (s1 >> 32) + (d0 & 0xffffffffu) +
-                           (d0 >> 32) + (d1 & 0xffffffffu) + (d1 >> 32);
+    const uint64_t addrs = csum::sum_bytes(src, 16) + csum::sum_bytes(dst, 16);
     const uint32_t len_hi = __builtin_bswap32(udp_len);  // the length, big-endian, in the upper half
 
     // 4. IPv6 header: version | traffic class | flow label 0, payload length
