@@ -345,13 +345,8 @@ __attribute__((noinline)) void classify_general(Worker& w, rte_mbuf* m, Pkt& p) 
         p.k4.kind = kk;
     } else {
         const auto* ip = reinterpret_cast<const rte_ipv6_hdr*>(l3);
-        p.k6 = Key6{};
         // A peer packet's `a`, its relayed IP's index, is lookup's to find.
-        p.k6.a = static_cast<uint8_t>(to_listen ? listen6 : 0);
-        std::memcpy(p.k6.b_ip, ip->src_addr, 16);
-        p.k6.a_port = udp->dst_port;
-        p.k6.b_port = udp->src_port;
-        p.k6.kind = kk;
+        key6_of(p.k6, ip->src_addr, udp->dst_port, udp->src_port, static_cast<uint8_t>(to_listen ? listen6 : 0), kk);
     }
     p.next = Next::kLookup;
 }

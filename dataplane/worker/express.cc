@@ -147,12 +147,7 @@ inline __attribute__((always_inline)) Parsed6 parse6(Worker& w, Pkt& q, const ui
             return Parsed6::kOther;
         }
         set_channel_data(q, pl);
-        q.k6 = Key6{};
-        std::memcpy(q.k6.b_ip, d + kIp6Src, 16);
-        q.k6.a_port = h.dst_port();
-        q.k6.b_port = h.src_port();
-        q.k6.a = static_cast<uint8_t>(li);
-        q.k6.kind = KeyKind::kClient;
+        key6_of(q.k6, d + kIp6Src, h.dst_port(), h.src_port(), static_cast<uint8_t>(li), KeyKind::kClient);
         *sig = rte_hash_crc(&q.k6, sizeof(Key6), 0);
         rte_prefetch0(w.cache.bucket(*sig));
         return Parsed6::kClient;

@@ -251,6 +251,19 @@ inline void key4_words(uint64_t addrs, uint64_t udp, KeyKind kind, uint64_t out[
     out[1] = uint64_t{ports} | (uint64_t(kind) << 48);
 }
 
+// The IPv6 key of `kind` (Key6: `a` the index of the listening address, or
+// 0 for a peer packet, whose relayed IP's index lookup finds; b the source
+// address and port) from a received header's source address and UDP ports
+// (network order): classify and the express lane build it alike.
+inline void key6_of(Key6& k, const uint8_t* src_ip, uint16_t dst_port, uint16_t src_port, uint8_t a, KeyKind kind) {
+    k = Key6{};
+    std::memcpy(k.b_ip, src_ip, 16);
+    k.a_port = dst_port;
+    k.b_port = src_port;
+    k.a = a;
+    k.kind = kind;
+}
+
 // Takes `bytes` from an allocation's bandwidth budget at TSC `now` (police
 // and the express lane; flow/tables.h, Allocation::tat) for worker state `s`;
 // true without a limit, false (nothing taken) when they are over it.
