@@ -2,6 +2,7 @@
 // 401 rate limiting; Binding and malformed input.
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <latch>
 #include <string>
 #include <thread>
@@ -133,20 +134,30 @@ TEST_F(ServerTest, Md5KeyWithSha256Integrity) {
     EXPECT_TRUE(a->success());
 }
 
-TEST_F(ServerTest, PasswordAlgorithmsMismatchIs400) {
-    Credentials c = creds(tuple());
+// An Allocate with c's USERNAME, REALM and NONCE, the algorithm attributes
+// `algorithms` adds as a test wants them, and MESSAGE-INTEGRITY with c's key
+// under `key_alg`.
+std::vector<uint8_t> allocate_with_algorithms(const Credentials& c, stun::PasswordAlgorithm key_alg,
+                                              const std::function<void(stun::MessageBuilder&)>& algorithms) {
     std::vector<uint8_t> buf(512);
     stun::MessageBuilder b(buf, M::kAllocate, stun::Class::kRequest, random_txid());
     b.add_requested_transport(stun::kProtoUdp);
     b.add_text(stun::attr::kUsername, c.user);
     b.add_text(stun::attr::kRealm, c.realm);
     b.add_text(stun::attr::kNonce, c.nonce);
-    const std::array<stun::PasswordAlgorithm, 1> only_md5 = {stun::PasswordAlgorithm::kMd5};  // not what we sent
-    b.add_password_algorithms(only_md5);
-    b.add_password_algorithm(stun::PasswordAlgorithm::kMd5);
-    auto key = auth::long_term_key(stun::PasswordAlgorithm::kMd5, c.user, c.realm, c.password);
+    algorithms(b);
+    auto key = auth::long_term_key(key_alg, c.user, c.realm, c.password);
     b.add_message_integrity(key->span());
     buf.resize(b.size());
+    return buf;
+}
+
+TEST_F(ServerTest, PasswordAlgorithmsMismatchIs400) {
+    const auto buf = allocate_with_algorithms(creds(tuple()), stun::PasswordAlgorithm::kMd5, [](auto& b) {
+        const std::array<stun::PasswordAlgorithm, 1> only_md5 = {stun::PasswordAlgorithm::kMd5};  // not what we sent
+        b.add_password_algorithms(only_md5);
+        b.add_password_algorithm(stun::PasswordAlgorithm::kMd5);
+    });
     EXPECT_EQ(exchange(tuple(), buf)->code(), 400);
     EXPECT_EQ(stats->auth_failures_of(AuthFailure::kBadAlgorithm), 1u);
 }
@@ -156,21 +167,13 @@ TEST_F(ServerTest, PasswordAlgorithmsMismatchIs400) {
 // have none, so SHA-256 with a parameter is refused (it was accepted).
 TEST_F(ServerTest, PasswordAlgorithmWithParametersIs400) {
     for (const bool with_params : {true, false}) {  // the refused one first: no allocation yet
-        Credentials c = creds(tuple());
-        std::vector<uint8_t> buf(512);
-        stun::MessageBuilder b(buf, M::kAllocate, stun::Class::kRequest, random_txid());
-        b.add_requested_transport(stun::kProtoUdp);
-        b.add_text(stun::attr::kUsername, c.user);
-        b.add_text(stun::attr::kRealm, c.realm);
-        b.add_text(stun::attr::kNonce, c.nonce);
-        b.add_password_algorithms(Authenticator::kAlgorithms);  // what the 401 offered
         // SHA-256 (2), parameters length 0 or 4, then the parameters.
         const std::vector<uint8_t> alg = with_params ? std::vector<uint8_t>{0, 2, 0, 4, 1, 2, 3, 4}
                                                      : std::vector<uint8_t>{0, 2, 0, 0};
-        b.add(stun::attr::kPasswordAlgorithm, alg);
-        auto key = auth::long_term_key(stun::PasswordAlgorithm::kSha256, c.user, c.realm, c.password);
-        b.add_message_integrity(key->span());
-        buf.resize(b.size());
+        const auto buf = allocate_with_algorithms(creds(tuple()), stun::PasswordAlgorithm::kSha256, [&](auto& b) {
+            b.add_password_algorithms(Authenticator::kAlgorithms);  // what the 401 offered
+            b.add(stun::attr::kPasswordAlgorithm, alg);
+        });
         auto a = exchange(tuple(), buf);
         ASSERT_TRUE(a);
         if (with_params) {
