@@ -737,7 +737,7 @@ void StreamIo::close(uint32_t idx, ConnClose why, bool notify) {
 }
 
 uint64_t StreamIo::pipe_budget(const Conn& c) const {
-    if (!c.limited || c.role == Role::kClient || c.partner < 0 || server_ == nullptr) {
+    if (!c.limited || c.partner < 0) {  // limited: a pipe side (tcp_bind_data), with a server
         return UINT64_MAX;
     }
     const Conn& p = *conns_[static_cast<size_t>(c.partner)];
