@@ -7,6 +7,7 @@
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -22,15 +23,19 @@ struct NeighAttrs {
 };
 
 struct RouteAttrs {
+    const nlattr* dst = nullptr;
     const nlattr* gateway = nullptr;
     const nlattr* table = nullptr;
     const nlattr* oif = nullptr;
+    const nlattr* priority = nullptr;
 };
 
 int route_attr(const nlattr* a, void* data) {
     auto* out = static_cast<RouteAttrs*>(data);
     switch (mnl_attr_get_type(a)) {
+    case RTA_DST: out->dst = a; break;
     case RTA_GATEWAY: out->gateway = a; break;
+    case RTA_PRIORITY: out->priority = a; break;
     case RTA_TABLE: out->table = a; break;
     case RTA_OIF: out->oif = a; break;
     default: break;
@@ -129,6 +134,7 @@ void KernelMirror::apply(const nlmsghdr* n) {
     dumping_ = true;
     on_message(n, this);
     dumping_ = false;
+    publish_prefixes();
 }
 
 KernelMirror::~KernelMirror() {
@@ -140,7 +146,14 @@ KernelMirror::~KernelMirror() {
 // Links first (to know the VLAN devices), routes (to know the gateways),
 // then neighbours.
 bool KernelMirror::dump_all(std::string* error) {
-    return dump(RTM_GETLINK, error) && dump(RTM_GETROUTE, error) && dump(RTM_GETNEIGH, error);
+    const bool ok = dump(RTM_GETLINK, error) && dump(RTM_GETROUTE, error) && dump(RTM_GETNEIGH, error);
+    publish_prefixes();
+    return ok;
+}
+
+void KernelMirror::publish_prefixes() {
+    nh_.set_prefixes(4, prefixes_[0]);
+    nh_.set_prefixes(6, prefixes_[1]);
 }
 
 // Reads a whole table on a socket of its own (so notifications and the dump
@@ -205,6 +218,9 @@ void KernelMirror::full_resync() {
     for (auto& g : gw_) {
         g.present = false;  // re-read below
         g.has_neighbour = false;
+    }
+    for (auto& p : prefixes_) {
+        p.clear();  // re-read below
     }
     std::string err;
     dump_all(&err);  // a failed re-read leaves fewer entries: more slow path, never a wrong one
@@ -397,6 +413,12 @@ void KernelMirror::update_default(uint8_t family) {
     }
 }
 
+// The main table's routes of the NIC's traffic: the default via a gateway
+// on the exception interface (the lowest metric's, as the kernel takes it),
+// and every more specific route on any interface (the prefixes a default
+// next hop must not be guessed for: NextHops::covered). Local, broadcast,
+// multicast and anycast routes decide nothing for a relayed packet, nor do
+// cached IPv6 exceptions (RTM_F_CLONED).
 void KernelMirror::on_route(const nlmsghdr* n) {
     if (mnl_nlmsg_get_payload_len(n) < sizeof(rtmsg)) {
         return;
@@ -404,28 +426,46 @@ void KernelMirror::on_route(const nlmsghdr* n) {
     const auto* rt = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(n));
     RouteAttrs a;
     mnl_attr_parse(n, sizeof(rtmsg), route_attr, &a);
-    const uint32_t table = a.table != nullptr ? mnl_attr_get_u32(a.table) : rt->rtm_table;
-    // Local, broadcast and multicast routes do not decide where a relayed
-    // packet goes; a unicast route may move destinations to another router.
-    if (rt->rtm_type != RTN_UNICAST || table != RT_TABLE_MAIN ||
+    const uint32_t table = a.table != nullptr && mnl_attr_get_payload_len(a.table) == 4 ? mnl_attr_get_u32(a.table)
+                                                                                          : rt->rtm_table;
+    const bool forwarding = rt->rtm_type == RTN_UNICAST || rt->rtm_type == RTN_BLACKHOLE ||
+                            rt->rtm_type == RTN_UNREACHABLE || rt->rtm_type == RTN_PROHIBIT ||
+                            rt->rtm_type == RTN_THROW;
+    if (!forwarding || table != RT_TABLE_MAIN || (rt->rtm_flags & RTM_F_CLONED) != 0 ||
         (rt->rtm_family != AF_INET && rt->rtm_family != AF_INET6)) {
         return;
     }
     const uint8_t family = rt->rtm_family == AF_INET ? 4 : 6;
-    if (rt->rtm_dst_len == 0) {
+    const size_t len = family == 4 ? 4 : 16;
+    const uint32_t metric = a.priority != nullptr && mnl_attr_get_payload_len(a.priority) == 4
+                                ? mnl_attr_get_u32(a.priority)
+                                : 0;
+    if (rt->rtm_dst_len != 0) {
+        if (rt->rtm_dst_len <= len * 8 && a.dst != nullptr && mnl_attr_get_payload_len(a.dst) == len) {
+            NextHops::Prefix p;
+            std::memcpy(p.ip, mnl_attr_get_payload(a.dst), len);
+            p.len = rt->rtm_dst_len;
+            note_prefix(family, p, n->nlmsg_type == RTM_NEWROUTE);
+        }
+    } else if (rt->rtm_type == RTN_UNICAST) {
         Gateway& g = gw_[family == 4 ? 0 : 1];
-        const size_t len = family == 4 ? 4 : 16;
         const int oif = a.oif != nullptr && mnl_attr_get_payload_len(a.oif) == 4
                             ? static_cast<int>(mnl_attr_get_u32(a.oif))
                             : 0;
-        if (n->nlmsg_type == RTM_NEWROUTE && a.gateway != nullptr && mnl_attr_get_payload_len(a.gateway) == len &&
-            (oif == 0 || ours(oif))) {
-            g.present = true;
-            g.has_neighbour = false;  // the neighbour dump (or a resync's) follows
-            std::memset(g.ip, 0, sizeof g.ip);
-            std::memcpy(g.ip, mnl_attr_get_payload(a.gateway), len);
-            g.oif = oif;
-        } else if (n->nlmsg_type == RTM_DELROUTE && (oif == 0 || oif == g.oif)) {
+        const bool via = a.gateway != nullptr && mnl_attr_get_payload_len(a.gateway) == len;
+        const bool same = via && g.present && g.oif == oif && std::memcmp(g.ip, mnl_attr_get_payload(a.gateway), len) == 0;
+        if (n->nlmsg_type == RTM_NEWROUTE && via && (oif == 0 || ours(oif))) {
+            // A backup default (a higher metric) is not where the kernel sends.
+            if (!g.present || same || metric < g.metric) {
+                g.present = true;
+                g.has_neighbour = false;  // the neighbour dump (or a resync's) follows
+                std::memset(g.ip, 0, sizeof g.ip);
+                std::memcpy(g.ip, mnl_attr_get_payload(a.gateway), len);
+                g.oif = oif;
+                g.metric = metric;
+            }
+        } else if (n->nlmsg_type == RTM_DELROUTE && (!via || same) && (a.priority == nullptr || metric == g.metric) &&
+                   (oif == 0 || oif == g.oif)) {
             g.present = false;
             g.has_neighbour = false;
         }
@@ -434,6 +474,19 @@ void KernelMirror::on_route(const nlmsghdr* n) {
     // come; a notification means destinations may have moved: start over.
     if (!dumping_) {
         flush_wanted_ = true;
+    }
+}
+
+// A route more specific than the default, seen (add) or deleted.
+void KernelMirror::note_prefix(uint8_t family, const NextHops::Prefix& p, bool add) {
+    std::vector<NextHops::Prefix>& v = prefixes_[family == 4 ? 0 : 1];
+    const auto it = std::find_if(v.begin(), v.end(), [&](const NextHops::Prefix& q) {
+        return q.len == p.len && std::memcmp(q.ip, p.ip, sizeof q.ip) == 0;
+    });
+    if (add && it == v.end()) {
+        v.push_back(p);
+    } else if (!add && it != v.end()) {
+        v.erase(it);
     }
 }
 

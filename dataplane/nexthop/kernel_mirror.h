@@ -1,8 +1,8 @@
 // Keeps the next-hop table (nexthop.h) in step with the kernel of the
 // dataplane's network namespace, over rtnetlink (libmnl), on the main lcore,
 // for the exception port's kernel interface and the VLAN devices on it
-// (open()'s exc_ifindex; other interfaces' neighbours and routes are
-// ignored):
+// (open()'s exc_ifindex; other interfaces' neighbours and default routes
+// are ignored):
 //
 //   neighbour with a link-layer address (REACHABLE, STALE, DELAY, PROBE,
 //   PERMANENT, NOARP)            -> host entry IP -> MAC out of the NIC port,
@@ -21,9 +21,19 @@
 //   lost notifications (ENOBUFS) -> the same full flush and re-read
 //   default route via a gateway  -> the family's default next hop is the
 //                                   gateway neighbour's MAC (while the kernel
-//                                   has one for it); none without a route or
-//                                   an unresolved gateway, unless a static
-//                                   default (--gw4/--gw6) was given
+//                                   has one for it; of several default
+//                                   routes, the lowest metric's); none
+//                                   without a route or an unresolved
+//                                   gateway, unless a static default
+//                                   (--gw4/--gw6) was given
+//   a route more specific than   -> its prefix: destinations inside it get
+//   the default (connected          no default next hop, only their host
+//   subnet, another router,         entry (NextHops::covered); on any
+//   blackhole; any interface)       interface, since the kernel would not
+//                                   send them to the default gateway either
+//                                   (routes in other tables than main, and
+//                                   the policy rules choosing them, are not
+//                                   followed)
 //
 // Start-up reads the whole neighbour table; poll() applies what changed since,
 // without blocking. Never on the fast path.
@@ -33,6 +43,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "nexthop/nexthop.h"
 
@@ -96,6 +107,8 @@ private:
     void on_link(const nlmsghdr* n);
     void on_neighbour(const nlmsghdr* n);
     void on_route(const nlmsghdr* n);
+    void note_prefix(uint8_t family, const NextHops::Prefix& p, bool add);
+    void publish_prefixes();
     // Re-derives the family's default next hop from its gateway's neighbour.
     void update_default(uint8_t family);
     uint16_t vlan_of(int ifindex) const;
@@ -104,6 +117,7 @@ private:
         bool present = false;  // the kernel has a default route via a gateway
         uint8_t ip[16] = {};
         int oif = 0;                 // the route's device (0: not given)
+        uint32_t metric = 0;         // its priority (RTA_PRIORITY)
         bool has_neighbour = false;  // the kernel has the gateway's MAC on that device:
         NextHop neighbour;           // this
         bool is_static = false;
@@ -117,6 +131,7 @@ private:
     bool dumping_ = false;
     bool flush_wanted_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
+    std::vector<NextHops::Prefix> prefixes_[2];  // routes more specific than the default, by family
     static constexpr uint16_t kUnsupportedVlan = 0xffff;
     struct VlanDevice {
         uint16_t vid = kUnsupportedVlan;  // 802.1Q ID 1-4094, else kUnsupportedVlan (802.1ad, 0, 4095)

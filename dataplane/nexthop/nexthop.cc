@@ -1,5 +1,6 @@
 #include "nexthop/nexthop.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -115,6 +116,32 @@ void NextHops::set_default(uint8_t family, const NextHop& nh) {
 }
 void NextHops::clear_default(uint8_t family) {
     (family == 4 ? default4_ : default6_).store(0, std::memory_order_release);
+}
+
+void NextHops::set_prefixes(uint8_t family, const std::vector<Prefix>& p) {
+    PrefixSet& s = prefixes_[family == 4 ? 0 : 1];
+    const size_t bytes = family == 4 ? 4 : 16;
+    const uint32_t seq = s.seq.load(std::memory_order_relaxed);
+    s.seq.store(seq + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    const size_t n = std::min<size_t>(p.size(), kMaxPrefixes);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t mask[16] = {};
+        const unsigned len = std::min<unsigned>(p[i].len, static_cast<unsigned>(bytes * 8));
+        for (unsigned b = 0; b < len; b++) {
+            mask[b / 8] |= static_cast<uint8_t>(0x80u >> (b % 8));
+        }
+        uint64_t m[2] = {0, 0};
+        uint64_t a[2] = {0, 0};
+        std::memcpy(m, mask, bytes);
+        std::memcpy(a, p[i].ip, bytes);
+        for (int w = 0; w < 2; w++) {
+            s.e[i].mask[w].store(m[w], std::memory_order_relaxed);
+            s.e[i].net[w].store(a[w] & m[w], std::memory_order_relaxed);
+        }
+    }
+    s.n.store(p.size() > kMaxPrefixes ? kMaxPrefixes + 1 : static_cast<uint32_t>(n), std::memory_order_relaxed);
+    s.seq.store(seq + 2, std::memory_order_release);
 }
 
 }  // namespace dp

@@ -1,8 +1,16 @@
 // L2 next hops for fast-path egress (DESIGN.md "L2 next hops mirror the
 // kernel"): host entries (IP -> MAC, port), as the kernel's neighbour table
 // has them, and one default per family (the gateway of the default route).
-// Filled by the main lcore from the control plane or from learning kernel
+// Filled by the main lcore from the kernel mirror or from learning kernel
 // egress; a destination with neither is a miss, punted, never guessed.
+//
+// A destination that a kernel route more specific than the default covers
+// (a connected subnet, a route via another router, a blackhole; the
+// mirror's prefixes below) has no default next hop: the kernel would not
+// send it to the default gateway. Its host entry sends it; without one it
+// is punted, and the kernel, which knows the route, sends it (resolving an
+// on-link neighbour, which the mirror then takes, or teaching the
+// dataplane the other router's MAC through kernel egress).
 //
 // A next hop fits in 64 bits (MAC, port, valid bit, VLAN ID), so workers
 // read it as one word out of the hash's data pointer or an atomic: updates
@@ -30,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/dpdk.h"
 
@@ -84,7 +93,7 @@ public:
         }
     }
     // One destination's next hop: its host entry, else the family's default
-    // (0: neither).
+    // unless a more specific route covers it (0: neither).
     uint64_t word_for(uint8_t family, const uint8_t* ip) const {
         uint64_t nh = 0;
         if (any_hosts()) {
@@ -92,7 +101,38 @@ public:
             const NextHopKey* kp = &k;
             host_words(&kp, 1, &nh);
         }
-        return nh != 0 ? nh : default_word(family);
+        return nh != 0 ? nh : default_for(family, ip, default_word(family));
+    }
+    // Whether the kernel has routes more specific than the default (a
+    // burst's destinations then need checking one by one).
+    bool any_prefixes() const {
+        return (prefixes_[0].n.load(std::memory_order_relaxed) | prefixes_[1].n.load(std::memory_order_relaxed)) != 0;
+    }
+    // The next hop of a destination without a host entry: the family's
+    // default `def`, or none (0) when a more specific route covers `ip`.
+    uint64_t default_for(uint8_t family, const uint8_t* ip, uint64_t def) const {
+        return def != 0 && covered(family, ip) ? 0 : def;
+    }
+    // Whether a more specific route covers `ip`. Read as a seqlock: while
+    // the main lcore rewrites the family's prefixes, or past kMaxPrefixes of
+    // them, every destination is covered (punted: the slow path, never a
+    // guess).
+    bool covered(uint8_t family, const uint8_t* ip) const {
+        const PrefixSet& s = prefixes_[family == 4 ? 0 : 1];
+        const uint32_t seq = s.seq.load(std::memory_order_acquire);
+        const uint32_t n = s.n.load(std::memory_order_relaxed);
+        uint64_t a[2] = {0, 0};
+        std::memcpy(a, ip, family == 4 ? 4 : 16);
+        bool hit = n > kMaxPrefixes;
+        for (uint32_t i = 0; i < n && i < kMaxPrefixes; i++) {
+            if ((a[0] & s.e[i].mask[0].load(std::memory_order_relaxed)) == s.e[i].net[0].load(std::memory_order_relaxed) &&
+                (a[1] & s.e[i].mask[1].load(std::memory_order_relaxed)) == s.e[i].net[1].load(std::memory_order_relaxed)) {
+                hit = true;
+                break;
+            }
+        }
+        std::atomic_thread_fence(std::memory_order_acquire);
+        return hit || seq % 2 != 0 || s.seq.load(std::memory_order_relaxed) != seq;
     }
     // The table's key for a destination (ip: 4 or 16 bytes by family).
     static NextHopKey key(uint8_t family, const uint8_t* ip) {
@@ -133,6 +173,15 @@ public:
     void del_host(uint8_t family, const uint8_t* ip);
     void set_default(uint8_t family, const NextHop& nh);
     void clear_default(uint8_t family);
+    // The kernel's routes more specific than the default, of one family
+    // (len 1-32 or 1-128; ip's bits past len are ignored). More than
+    // kMaxPrefixes: every destination without a host entry is punted.
+    struct Prefix {
+        uint8_t ip[16] = {};
+        uint8_t len = 0;
+    };
+    static constexpr uint32_t kMaxPrefixes = 32;
+    void set_prefixes(uint8_t family, const std::vector<Prefix>& p);
     // The host entry for `ip`, if any.
     bool get_host(uint8_t family, const uint8_t* ip, NextHop* out) const;
     // Removes every host entry whose MAC is `mac` on VLAN `vlan`
@@ -182,8 +231,19 @@ private:
     // Removes the host entries whose next hop satisfies `pred`; returns how many.
     template <typename Pred>
     size_t remove_if(Pred pred);
+    // One family's prefixes, as an address's two 64-bit words (IPv4: the
+    // first word's low half) masked.
+    struct PrefixSet {
+        std::atomic<uint32_t> seq{0};  // odd while set_prefixes writes
+        std::atomic<uint32_t> n{0};    // entries; kMaxPrefixes + 1: too many
+        struct {
+            std::atomic<uint64_t> net[2];
+            std::atomic<uint64_t> mask[2];
+        } e[kMaxPrefixes];
+    };
     rte_hash* h_ = nullptr;
     rte_ring* learn_ = nullptr;
+    PrefixSet prefixes_[2];  // [0] IPv4, [1] IPv6
     std::atomic<uint32_t> hosts_{0};
     std::atomic<uint64_t> default4_{0};
     std::atomic<uint64_t> default6_{0};

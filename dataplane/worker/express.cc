@@ -32,7 +32,8 @@
 //      the slot of the peer's address; those without one (Data indications,
 //      channels in the hash) get classify's verdict then;
 //   4. next hops: the default, or one bulk lookup where the table has host
-//      entries (as route.cc); one on a VLAN gets its 802.1Q tag from
+//      entries or the kernel routes more specific than the default (as
+//      route.cc); one on a VLAN gets its 802.1Q tag from
 //      the rewrite (a peer packet whose mbuf lacks room for it goes to route);
 //   5. next hops checked; bandwidth limits (police_lane: in packet order,
 //      and only when the lane finishes the whole burst, so that it drops
@@ -436,11 +437,13 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
             paced(npe, resolve, check);
         }
         // 4. Next hops, as route.cc: the family's default, or where the table
-        // has host entries, the destinations' own (one bulk lookup) falling
-        // back to the default. Without a usable one, route decides (it punts).
+        // has host entries or the kernel more specific routes, the
+        // destinations' own (one bulk lookup) falling back to the default
+        // where no such route covers them. Without a usable one, route
+        // decides (it punts).
         const uint64_t def4 = w.nexthops->default_word(4);
         const uint64_t def6 = w.nexthops->default_word(6);
-        const bool hosts = l.ndone != 0 && w.nexthops->any_hosts();
+        const bool hosts = l.ndone != 0 && (w.nexthops->any_hosts() || w.nexthops->any_prefixes());
         uint64_t nh[kBurst];
         if (hosts) {
             NextHopKey keys[kBurst];
@@ -453,7 +456,8 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
             }
             w.nexthops->host_words(kp, l.ndone, nh);
             for (uint16_t j = 0; j < l.ndone; j++) {
-                nh[j] = nh[j] != 0 ? nh[j] : !kMixed || l.done[j]->family == 4 ? def4 : def6;
+                const uint8_t f = kMixed ? l.done[j]->family : 4;
+                nh[j] = nh[j] != 0 ? nh[j] : w.nexthops->default_for(f, keys[j].ip, f == 4 ? def4 : def6);
             }
         }
         NextHop dnh4, dnh6;

@@ -243,8 +243,10 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     }
 }
 
-// Host entries exist: the burst's destinations are looked up together
-// (rte_hash_lookup_bulk_data), a miss falls back to the family's default.
+// Host entries or more specific routes exist: the burst's destinations are
+// looked up together (rte_hash_lookup_bulk_data), a miss falls back to the
+// family's default unless a more specific route covers it (NextHops::covered:
+// punted).
 void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     static_assert(kBurst <= RTE_HASH_LOOKUP_BULK_MAX);
     const Allocation* allocs = w.flows->allocs;
@@ -275,7 +277,8 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     w.nexthops->host_words(kp, cnt, host);
     for (uint16_t j = 0; j < cnt; j++) {
         Pkt& q = p[idx[j]];
-        const uint64_t nh = host[j] != 0 ? host[j] : q.out_family == 4 ? def4 : def6;
+        const uint64_t nh =
+            host[j] != 0 ? host[j] : w.nexthops->default_for(q.out_family, keys[j].ip, q.out_family == 4 ? def4 : def6);
         finish(w, q, nh, nexthop_usable(nh), l2_bytes(nh), prefix[j], pad[j], now);
     }
 }
@@ -283,9 +286,10 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
 }  // namespace
 
 void route(Worker& w, Pkt* p, uint16_t n, uint64_t now_tsc) {
-    // Host entries are looked up only when there are some (the kernel
-    // mirror and learning add them).
-    if (w.nexthops->any_hosts()) {
+    // Destinations are looked up only when there are host entries (the
+    // kernel mirror and learning add them) or routes that the default does
+    // not cover.
+    if (w.nexthops->any_hosts() || w.nexthops->any_prefixes()) {
         route_hosts(w, p, n, now_tsc);
     } else {
         route_defaults(w, p, n, now_tsc);

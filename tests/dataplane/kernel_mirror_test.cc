@@ -109,6 +109,44 @@ Msg default_route(const std::vector<uint8_t>& gw, int oif = 0) {
     return m;
 }
 
+// A route to `dst`/`len` (len 0: the default) of `type` in `table`, via `gw`
+// (empty: on-link) out of `oif` (0: not given), with metric `metric` (0:
+// none given); RTM_DELROUTE when `del`.
+struct Route {
+    std::vector<uint8_t> dst;
+    uint8_t len = 0;
+    std::vector<uint8_t> gw;
+    int oif = 0;
+    uint32_t metric = 0;
+    uint8_t type = RTN_UNICAST;
+    uint32_t table = RT_TABLE_MAIN;
+    uint32_t flags = 0;
+    bool del = false;
+};
+Msg route(const Route& r) {
+    Msg m(r.del ? RTM_DELROUTE : RTM_NEWROUTE);
+    auto* rt = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(m.n(), sizeof(rtmsg)));
+    rt->rtm_family = r.dst.size() == 4 || r.gw.size() == 4 ? AF_INET : AF_INET6;
+    rt->rtm_table = RT_TABLE_UNSPEC;
+    rt->rtm_type = r.type;
+    rt->rtm_dst_len = r.len;
+    rt->rtm_flags = r.flags;
+    mnl_attr_put_u32(m.n(), RTA_TABLE, r.table);
+    if (r.len != 0) {
+        mnl_attr_put(m.n(), RTA_DST, r.dst.size(), r.dst.data());
+    }
+    if (!r.gw.empty()) {
+        mnl_attr_put(m.n(), RTA_GATEWAY, r.gw.size(), r.gw.data());
+    }
+    if (r.oif != 0) {
+        mnl_attr_put_u32(m.n(), RTA_OIF, static_cast<uint32_t>(r.oif));
+    }
+    if (r.metric != 0) {
+        mnl_attr_put_u32(m.n(), RTA_PRIORITY, r.metric);
+    }
+    return m;
+}
+
 class KernelMirrorVlan : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -347,6 +385,107 @@ TEST_F(KernelMirrorVlan, DeletedLinkIsForgotten) {
     mirror_->apply(m.n());
     mirror_->apply(neigh(RTM_NEWNEIGH, kVlan100, kPeer, kMacB).n());
     EXPECT_EQ(vlan_of(kPeer), 150);
+}
+
+// Of two default routes the kernel sends by the lower metric's; the backup's
+// gateway is not the default next hop, whichever came first, and deleting
+// the backup leaves the primary.
+TEST_F(KernelMirrorVlan, DefaultRouteOfTheLowestMetricIsTheDefault) {
+    const std::vector<uint8_t> primary{198, 18, 1, 1};
+    const std::vector<uint8_t> backup{198, 18, 1, 9};
+    auto default_mac = [&]() {
+        dp::NextHop h;
+        dp::NextHops::unpack(nh_->default_word(4), &h);
+        return std::array<uint8_t, 6>{h.mac.addr_bytes[0], h.mac.addr_bytes[1], h.mac.addr_bytes[2],
+                                      h.mac.addr_bytes[3], h.mac.addr_bytes[4], h.mac.addr_bytes[5]};
+    };
+    mirror_->apply(route({.gw = backup, .oif = kEth, .metric = 200}).n());
+    mirror_->apply(route({.gw = primary, .oif = kEth, .metric = 100}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, backup, kMacB).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, primary, kMacA).n());
+    ASSERT_TRUE(dp::NextHops::usable(nh_->default_word(4)));
+    EXPECT_EQ(default_mac(), kMacA);
+    mirror_->apply(route({.gw = backup, .oif = kEth, .metric = 300}).n());  // another backup, seen later
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, backup, kMacB).n());
+    EXPECT_EQ(default_mac(), kMacA);
+    mirror_->apply(route({.gw = backup, .oif = kEth, .metric = 200, .del = true}).n());
+    ASSERT_TRUE(dp::NextHops::usable(nh_->default_word(4)));
+    EXPECT_EQ(default_mac(), kMacA);
+}
+
+// A destination that a route more specific than the default covers (a
+// connected subnet, a route via another router, a blackhole; on any
+// interface) has no default next hop: only its own host entry. Routes of
+// other tables, cached IPv6 exceptions and local routes do not count.
+TEST_F(KernelMirrorVlan, DestinationsOfMoreSpecificRoutesHaveNoDefault) {
+    const std::vector<uint8_t> gw{198, 18, 1, 1};
+    mirror_->apply(route({.gw = gw, .oif = kEth}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, gw, kMacA).n());
+    const uint64_t def = nh_->default_word(4);
+    ASSERT_TRUE(dp::NextHops::usable(def));
+    const std::vector<uint8_t> on_link{198, 18, 1, 77};
+    const std::vector<uint8_t> far{203, 0, 113, 5};
+    const std::vector<uint8_t> behind_other{10, 9, 8, 7};
+    const std::vector<uint8_t> blackholed{192, 0, 2, 99};
+    const std::vector<uint8_t> mgmt{172, 16, 5, 5};
+    EXPECT_FALSE(nh_->any_prefixes());
+    EXPECT_EQ(nh_->word_for(4, on_link.data()), def);  // no routes yet: the default
+    mirror_->apply(route({.dst = {198, 18, 1, 0}, .len = 24, .oif = kEth}).n());
+    mirror_->apply(route({.dst = {10, 0, 0, 0}, .len = 8, .gw = {198, 18, 1, 254}, .oif = kEth}).n());
+    mirror_->apply(route({.dst = {192, 0, 2, 0}, .len = 24, .type = RTN_BLACKHOLE}).n());
+    mirror_->apply(route({.dst = {172, 16, 0, 0}, .len = 16, .oif = kOther}).n());
+    mirror_->apply(route({.dst = {203, 0, 113, 0}, .len = 24, .oif = kEth, .table = 100}).n());
+    mirror_->apply(route({.dst = {203, 0, 113, 5}, .len = 32, .oif = kEth, .type = RTN_LOCAL}).n());
+    EXPECT_TRUE(nh_->any_prefixes());
+    EXPECT_EQ(nh_->word_for(4, on_link.data()), 0u);
+    EXPECT_EQ(nh_->word_for(4, behind_other.data()), 0u);
+    EXPECT_EQ(nh_->word_for(4, blackholed.data()), 0u);
+    EXPECT_EQ(nh_->word_for(4, mgmt.data()), 0u);
+    EXPECT_EQ(nh_->word_for(4, far.data()), def);
+    // Its neighbour entry, once the kernel has resolved it, sends it.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, on_link, kMacB).n());
+    const uint64_t own = nh_->word_for(4, on_link.data());
+    ASSERT_TRUE(dp::NextHops::usable(own));
+    EXPECT_NE(own, def);
+    // A deleted route covers nothing.
+    mirror_->apply(route({.dst = {10, 0, 0, 0}, .len = 8, .gw = {198, 18, 1, 254}, .oif = kEth, .del = true}).n());
+    EXPECT_EQ(nh_->word_for(4, behind_other.data()), def);
+
+    // IPv6: an on-link /64; a cached exception (a /128 for one far
+    // destination) is not a route of its own.
+    const std::vector<uint8_t> gw6{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    std::vector<uint8_t> net6{0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    std::vector<uint8_t> in6 = net6;
+    in6[15] = 0x42;
+    std::vector<uint8_t> out6 = net6;
+    out6[7] = 1;
+    std::vector<uint8_t> far6{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9};
+    mirror_->apply(route({.gw = gw6, .oif = kEth}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, gw6, kMacA).n());
+    const uint64_t def6 = nh_->default_word(6);
+    ASSERT_TRUE(dp::NextHops::usable(def6));
+    mirror_->apply(route({.dst = net6, .len = 64, .oif = kEth}).n());
+    mirror_->apply(route({.dst = far6, .len = 128, .gw = gw6, .oif = kEth, .flags = RTM_F_CLONED}).n());
+    EXPECT_EQ(nh_->word_for(6, in6.data()), 0u);
+    EXPECT_EQ(nh_->word_for(6, out6.data()), def6);
+    EXPECT_EQ(nh_->word_for(6, far6.data()), def6);
+    EXPECT_EQ(nh_->word_for(4, far.data()), def);  // the families' prefixes apart
+}
+
+// Past NextHops::kMaxPrefixes routes every destination without a host entry
+// is punted: the slow path, never a guess.
+TEST_F(KernelMirrorVlan, TooManyRoutesLeaveNoDefault) {
+    const std::vector<uint8_t> gw{198, 18, 1, 1};
+    mirror_->apply(route({.gw = gw, .oif = kEth}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, gw, kMacA).n());
+    const std::vector<uint8_t> far{203, 0, 113, 5};
+    for (uint32_t i = 0; i < dp::NextHops::kMaxPrefixes; i++) {
+        mirror_->apply(route({.dst = {10, static_cast<uint8_t>(i), 0, 0}, .len = 16, .oif = kEth}).n());
+    }
+    EXPECT_TRUE(dp::NextHops::usable(nh_->word_for(4, far.data())));
+    mirror_->apply(route({.dst = {10, 200, 0, 0}, .len = 16, .oif = kEth}).n());
+    EXPECT_EQ(nh_->word_for(4, far.data()), 0u);
+    EXPECT_TRUE(dp::NextHops::usable(nh_->word_for(4, gw.data())));  // host entries still send
 }
 
 }  // namespace

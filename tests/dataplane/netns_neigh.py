@@ -17,9 +17,15 @@ the default route, whose gateway is the first peer's address (its host answers f
   7. ip route add default via <peer> (and the gateway's neighbour entry): fast path to the
                                           gateway's MAC, the far peer gets it
   8. ip route del default:                 punted again
+  9. the default via the peer at metric 100 and a backup default at metric 200 via 198.18.1.9
+     (a neighbour with a bogus MAC): fast path to the lower metric's gateway, as the kernel
+     sends; the far peer gets it
+ 10. only the backup default left, and the (on-link) peer's neighbour entry deleted: the first
+     peer is on the relay's subnet, which the kernel reaches directly, never through the
+     default gateway: punted, not sent to the backup's MAC
 
-At exit the dataplane's counters must say exactly that: fwd_client_channel == 4,
-punt_no_next_hop == 4, and the mirror's own totals (nexthop_neigh_set >= 3,
+At exit the dataplane's counters must say exactly that: fwd_client_channel == 5,
+punt_no_next_hop == 5, and the mirror's own totals (nexthop_neigh_set >= 3,
 nexthop_neigh_removed >= 1, nexthop_defaults_set >= 1).
 
   tnb_h (client 198.18.1.2, peer 198.18.1.3 on h0)
@@ -44,6 +50,7 @@ NS_H, NS_R = sm.NS_H, sm.NS_R
 SOCK = "/tmp/tnb_neigh.sock"
 PEER = "198.18.1.3"
 BOGUS = "02:00:5e:00:53:99"
+BACKUP = "198.18.1.9"  # a backup router: its neighbour entry has the bogus MAC
 
 FAR = "198.19.5.5"
 PEER_CODE = """
@@ -132,6 +139,14 @@ def main():
         sm.sh(f"ip -n {NS_R} route del default")
         time.sleep(0.4)
         step("eight-route-gone", False, "4002")
+        neigh(f"replace {BACKUP} lladdr {BOGUS} dev x0k nud permanent")
+        sm.sh(f"ip -n {NS_R} route add default via {PEER} dev x0k metric 100")
+        sm.sh(f"ip -n {NS_R} route add default via {BACKUP} dev x0k metric 200")
+        time.sleep(0.4)
+        step("nine-backup-default", True, "4002")
+        sm.sh(f"ip -n {NS_R} route del default via {PEER} dev x0k metric 100")
+        neigh(f"del {PEER} dev x0k")
+        step("ten-on-link-no-entry", False)
     finally:
         for p in (client, peer, far):
             if p is not None and p.poll() is None:
@@ -143,8 +158,8 @@ def main():
         srv.close()
         os.unlink(SOCK)
         sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
-    check(c.get("fwd_client_channel") == "4", f"fwd_client_channel == 4 (got {c.get('fwd_client_channel')})")
-    check(c.get("punt_no_next_hop") == "4", f"punt_no_next_hop == 4 (got {c.get('punt_no_next_hop')})")
+    check(c.get("fwd_client_channel") == "5", f"fwd_client_channel == 5 (got {c.get('fwd_client_channel')})")
+    check(c.get("punt_no_next_hop") == "5", f"punt_no_next_hop == 5 (got {c.get('punt_no_next_hop')})")
     check(int(c.get("nexthop_defaults_set", 0)) >= 1,
           f"default next hop set from the route (got {c.get('nexthop_defaults_set')})")
     check(int(c.get("nexthop_neigh_set", 0)) >= 3, f"mirror set >= 3 entries (got {c.get('nexthop_neigh_set')})")
