@@ -227,7 +227,9 @@ int worker_main(void* arg) {
 // The control-plane link: connect, Hello, then apply every datagram. On any
 // error the socket is closed and reconnected with exponential backoff; the
 // flow tables keep forwarding meanwhile and the control plane's resync on
-// reconnect replaces their content.
+// reconnect replaces their content. The socket never blocks the main lcore:
+// it is non-blocking, and a send waits only a bounded time for room
+// (send_msg).
 class IpcClient {
 public:
     IpcClient(std::string path, dp::Applier& ap, uint32_t workers) : path_(std::move(path)), ap_(ap), workers_(workers) {
@@ -236,7 +238,8 @@ public:
     }
     ~IpcClient() { close_fd(); }
 
-    // One step of the main loop; waits at most `timeout_ms`.
+    // One step of the main loop; waits at most `timeout_ms` for datagrams,
+    // plus what answering them takes (send_msg).
     void step(int timeout_ms) {
         if (fd_ < 0) {
             const uint64_t now = rte_get_timer_cycles();
@@ -256,7 +259,7 @@ public:
             return;
         }
         uint8_t buf[turn::ipc::kMaxMessage];
-        for (;;) {
+        while (fd_ >= 0) {  // an answer's send_msg may have dropped the link
             const ssize_t n = recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
             if (n > 0) {
                 ap_.apply({buf, static_cast<size_t>(n)}, [this](std::span<const uint8_t> out) { send_msg(out); });
@@ -272,7 +275,10 @@ public:
 
 private:
     bool connect_once() {
-        fd_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        // Non-blocking from the start: a control plane that does not accept
+        // fills its listen backlog, and a blocking connect() would then wait
+        // for it; this one fails with EAGAIN and is retried with the backoff.
+        fd_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd_ < 0) {
             return false;
         }
@@ -288,12 +294,54 @@ private:
         h.workers = workers_;
         h.boot_id = boot_id_;
         send_msg(turn::ipc::encode(h, ++seq_));
-        std::fprintf(stderr, "turn-dataplane: connected to %s, sent Hello\n", path_.c_str());
+        if (fd_ >= 0) {
+            std::fprintf(stderr, "turn-dataplane: connected to %s, sent Hello\n", path_.c_str());
+        }
         return fd_ >= 0;
     }
+    // A control plane that does not read for this long is stopped or wedged,
+    // not busy: its IPC thread reads whatever is queued at least every 100 ms
+    // (controlplane/offload/ipc_server.cc), so a healthy one, even on a
+    // loaded host, leaves no datagram waiting for seconds. Dropping the link
+    // makes this process reconnect; the control plane then resends its whole
+    // state (a resync), so nothing is lost but the reports of that link.
+    static constexpr uint64_t kSendWaitMs = 3000;
+
+    // Every datagram to the control plane (Hello, the answers the Applier
+    // sends through `reply`) goes here. One the socket has no room for
+    // waits for it in slices of 100 ms, checking the stop flag between them;
+    // if SIGTERM/SIGINT come meanwhile, or the control plane takes nothing
+    // for kSendWaitMs, or the send fails, the link is dropped (never left
+    // with a hole in a report), and the next step() reconnects unless the
+    // process is stopping.
+    // While it waits, the main loop's other work (the kernel mirror, learned
+    // next hops, QSBR reclaim) waits too: for at most kSendWaitMs per
+    // datagram, which only a wedged control plane costs. Doing that work from
+    // inside a reply, in the middle of a message the Applier is applying,
+    // would run the other writers of the tables and next hops where they
+    // never run otherwise, for a delay of seconds at worst.
     void send_msg(std::span<const uint8_t> m) {
-        if (fd_ >= 0 && send(fd_, m.data(), m.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(m.size())) {
-            close_fd();
+        const uint64_t give_up = rte_get_timer_cycles() + rte_get_timer_hz() * kSendWaitMs / 1000;
+        while (fd_ >= 0) {
+            if (send(fd_, m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) {
+                return;  // whole: SOCK_SEQPACKET sends a datagram whole or not at all
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                std::fprintf(stderr, "turn-dataplane: sending to the control plane: %s, reconnecting\n",
+                             std::strerror(errno));
+                close_fd();
+            } else if (g_stop.load()) {
+                close_fd();  // stopping: the link ends with the process
+            } else if (rte_get_timer_cycles() >= give_up) {
+                std::fprintf(stderr,
+                             "turn-dataplane: the control plane has read nothing for %llu ms, dropping the link "
+                             "and reconnecting\n",
+                             static_cast<unsigned long long>(kSendWaitMs));
+                close_fd();
+            } else {
+                pollfd p{fd_, POLLOUT, 0};
+                poll(&p, 1, 100);
+            }
         }
     }
     void close_fd() {

@@ -128,6 +128,11 @@ Parsed parse_command_line(int argc, const char* const* argv, Options* out, std::
         return fail(error, "--nic and --exc name the NIC and exception ports (DPDK port names: a PCI address given to "
                            "-a, or a --vdev name such as net_af_xdp1)");
     }
+    if (o.nic == o.exc) {
+        return fail(error, "--nic and --exc both name " + o.nic +
+                               ": the exception port is a port of its own (the --vdev on the kernel's veth end or "
+                               "tap), not the NIC");
+    }
     if (o.ipc.empty()) {
         return fail(error, "--ipc is required: the path of turn-relay's dataplane socket, its [dataplane].socket "
                            "(e.g. --ipc /run/turnrelay/dataplane.sock)");
@@ -143,6 +148,13 @@ Parsed parse_command_line(int argc, const char* const* argv, Options* out, std::
         }
         if (rte_ether_unformat_addr(s->c_str(), mac) != 0) {
             return fail(error, std::string("bad MAC ") + *s + " for " + name + " (expected e.g. 02:00:00:00:00:01)");
+        }
+        // Relayed packets without a host next hop go to it: a broadcast or
+        // multicast address would flood them, an all-zero one is no station's.
+        if (!rte_is_valid_assigned_ether_addr(mac)) {
+            return fail(error, std::string(name) + " " + *s +
+                                   ": a gateway MAC must be a unicast, nonzero address (the next hop's own, e.g. "
+                                   "02:00:00:00:00:01)");
         }
         *has = true;
     }

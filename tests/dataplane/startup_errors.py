@@ -25,10 +25,13 @@ def run(dp, prefix, vdevs, args, eal=EAL):
     cmd = [dp, *eal, f"--file-prefix={prefix}", *[f"--vdev={v}" for v in vdevs], "--", *args]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        rc, out = p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:  # a configuration it did not refuse: it ran until killed
+        rc, out = None, "".join(b.decode(errors="replace") for b in (e.stdout, e.stderr) if b)
     finally:
         left = os.path.exists(f"/var/run/dpdk/{prefix}")
         shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
-    return p.returncode, p.stdout + p.stderr, left
+    return rc, out, left
 
 
 def main():
@@ -47,6 +50,14 @@ def main():
         ("flows zero", null2, base + ["--flows", "0"], "--flows 0: expected a whole number from 1 to 16777216", 2),
         ("mtu too small", null2, base + ["--mtu", "100"], "--mtu 100: expected a whole number from 576 to 9216", 2),
         ("bad gateway MAC", null2, base + ["--gw4", "not-a-mac"], "bad MAC not-a-mac for --gw4", 2),
+        ("broadcast gateway MAC", null2, base + ["--gw4", "ff:ff:ff:ff:ff:ff"],
+         "--gw4 ff:ff:ff:ff:ff:ff: a gateway MAC must be a unicast, nonzero address", 2),
+        ("multicast gateway MAC", null2, base + ["--gw4", "01:00:5e:00:00:01"],
+         "--gw4 01:00:5e:00:00:01: a gateway MAC must be a unicast, nonzero address", 2),
+        ("all-zero gateway MAC", null2, base + ["--gw6", "00:00:00:00:00:00"],
+         "--gw6 00:00:00:00:00:00: a gateway MAC must be a unicast, nonzero address", 2),
+        ("one port for both", null2, ["--nic", "net_null0", "--exc", "net_null0", *ipc],
+         "--nic and --exc both name net_null0: the exception port is a port of its own", 2),
         ("VLAN ID out of range", null2, base + ["--gw4", "02:00:00:00:00:01", "--gw4-vlan", "4095"],
          "--gw4-vlan 4095: expected a whole number from 1 to 4094", 2),
         ("VLAN without its gateway", null2, base + ["--gw6-vlan", "10"],
