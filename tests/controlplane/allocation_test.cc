@@ -826,6 +826,22 @@ TEST_F(ServerTest, DualStackWithOneFamilyMissingReportsAddressErrorCode) {
     EXPECT_EQ(v.code, 440);
 }
 
+// REQUESTED-ADDRESS-FAMILY of a family no server knows is 440; one of the
+// wrong length is malformed: 400.
+TEST_F(ServerTest, RequestedFamilyUnknownIs440AndMalformedIs400) {
+    auto unknown = allocate(tuple(5001), [](stun::MessageBuilder& b) {
+        const std::array<uint8_t, 4> v{0x03, 0, 0, 0};
+        b.add(stun::attr::kRequestedAddressFamily, v);
+    });
+    EXPECT_EQ(unknown.code(), 440);
+    auto malformed = allocate(tuple(5002), [](stun::MessageBuilder& b) {
+        const std::array<uint8_t, 8> v{0x01, 0, 0, 0, 0, 0, 0, 0};
+        b.add(stun::attr::kRequestedAddressFamily, v);
+    });
+    EXPECT_EQ(malformed.code(), 400);
+    EXPECT_EQ(shared->quota.total(), 0u);
+}
+
 TEST_F(ServerTest, RequestedFamilyNotAvailableIs440) {
     Config c = base_config();
     c.relay_ips = {A("198.18.0.1")};
@@ -1353,12 +1369,14 @@ TEST_F(ServerTest, PerUserQuotaIs486) {
     EXPECT_TRUE(allocate(tuple(3)).success());
 }
 
-TEST_F(ServerTest, TotalQuotaIs486) {
+// The process's limit is a capacity limit: 508, not the per-user 486 (bob
+// has no allocation at all).
+TEST_F(ServerTest, TotalQuotaIs508) {
     Config c = base_config();
     c.max_total = 1;
     start(c);
     EXPECT_TRUE(allocate(tuple(1)).success());
-    EXPECT_EQ(allocate(tuple(2), {}, "bob").code(), 486);
+    EXPECT_EQ(allocate(tuple(2), {}, "bob").code(), 508);
     EXPECT_EQ(stats->quota_rejections[static_cast<size_t>(QuotaKind::kTotal)].get(), 1u);
 }
 

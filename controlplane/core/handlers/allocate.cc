@@ -69,8 +69,10 @@ void Server::handle_allocate(const Request& r) {
     std::array<Family, 2> families{Family::kIPv4, Family::kNone};
     if (req_family != nullptr) {
         Family f = Family::kNone;
-        if (decode_address_family(m.value(*req_family), f) != AttrError::kOk) {
-            reply_error(r, err::kAddressFamilyNotSupported);
+        // A family this server does not know is 440 (section 7.2 item 6); a
+        // malformed attribute is a bad request (RFC 8489 section 6.3.1).
+        if (const AttrError e = decode_address_family(m.value(*req_family), f); e != AttrError::kOk) {
+            reply_error(r, e == AttrError::kBadFamily ? err::kAddressFamilyNotSupported : err::kBadRequest);
             return;
         }
         families[0] = f;
@@ -130,8 +132,11 @@ void Server::handle_allocate(const Request& r) {
             reply_error(r, err::kAllocationQuotaReached);
             return;
         case QuotaResult::kTotal:
+            // The process's limit, not this user's quota: a capacity limit
+            // (RFC 8656 section 7.2), which tells the client to try another
+            // server (section 7.4) rather than that its username is spent.
             stats_.quota(QuotaKind::kTotal);
-            reply_error(r, err::kAllocationQuotaReached);
+            reply_error(r, err::kInsufficientCapacity);
             return;
         case QuotaResult::kOk:
             break;
