@@ -118,6 +118,24 @@ void NextHops::clear_default(uint8_t family) {
     (family == 4 ? default4_ : default6_).store(0, std::memory_order_release);
 }
 
+bool NextHops::covered(uint8_t family, const uint8_t* ip) const {
+    const PrefixSet& s = prefixes_[family == 4 ? 0 : 1];
+    const uint32_t seq = s.seq.load(std::memory_order_acquire);
+    const uint32_t n = s.n.load(std::memory_order_relaxed);
+    uint64_t a[2] = {0, 0};
+    std::memcpy(a, ip, family == 4 ? 4 : 16);
+    bool hit = n > kMaxPrefixes;
+    for (uint32_t i = 0; i < n && i < kMaxPrefixes; i++) {
+        if ((a[0] & s.e[i].mask[0].load(std::memory_order_relaxed)) == s.e[i].net[0].load(std::memory_order_relaxed) &&
+            (a[1] & s.e[i].mask[1].load(std::memory_order_relaxed)) == s.e[i].net[1].load(std::memory_order_relaxed)) {
+            hit = true;
+            break;
+        }
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return hit || seq % 2 != 0 || s.seq.load(std::memory_order_relaxed) != seq;
+}
+
 void NextHops::set_prefixes(uint8_t family, const std::vector<Prefix>& p) {
     PrefixSet& s = prefixes_[family == 4 ? 0 : 1];
     const size_t bytes = family == 4 ? 4 : 16;

@@ -117,23 +117,7 @@ public:
     // the main lcore rewrites the family's prefixes, or past kMaxPrefixes of
     // them, every destination is covered (punted: the slow path, never a
     // guess).
-    bool covered(uint8_t family, const uint8_t* ip) const {
-        const PrefixSet& s = prefixes_[family == 4 ? 0 : 1];
-        const uint32_t seq = s.seq.load(std::memory_order_acquire);
-        const uint32_t n = s.n.load(std::memory_order_relaxed);
-        uint64_t a[2] = {0, 0};
-        std::memcpy(a, ip, family == 4 ? 4 : 16);
-        bool hit = n > kMaxPrefixes;
-        for (uint32_t i = 0; i < n && i < kMaxPrefixes; i++) {
-            if ((a[0] & s.e[i].mask[0].load(std::memory_order_relaxed)) == s.e[i].net[0].load(std::memory_order_relaxed) &&
-                (a[1] & s.e[i].mask[1].load(std::memory_order_relaxed)) == s.e[i].net[1].load(std::memory_order_relaxed)) {
-                hit = true;
-                break;
-            }
-        }
-        std::atomic_thread_fence(std::memory_order_acquire);
-        return hit || seq % 2 != 0 || s.seq.load(std::memory_order_relaxed) != seq;
-    }
+    bool covered(uint8_t family, const uint8_t* ip) const;
     // The table's key for a destination (ip: 4 or 16 bytes by family).
     static NextHopKey key(uint8_t family, const uint8_t* ip) {
         NextHopKey k;
