@@ -221,6 +221,10 @@ int worker_main(void* arg) {
     while (!g_stop.load(std::memory_order_relaxed)) {
         dp::poll_once(*w);
     }
+    // No more quiescent states come from this worker: the main lcore, which
+    // may still be applying a message (its deletes wait for the workers'
+    // grace periods), must not wait for it.
+    rte_rcu_qsbr_thread_offline(w->flows->rcu, w->cfg.id);
     return 0;
 }
 

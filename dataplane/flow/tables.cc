@@ -96,13 +96,18 @@ FlowTables* FlowTables::create(const FlowConfig& cfg, std::string* error) {
         rte_hash_rcu_config rc{};
         rc.v = t->rcu;
         rc.mode = RTE_HASH_QSBR_MODE_DQ;
-        // Deleted keys wait here for a grace period. Workers report quiescent
-        // states every few microseconds and reclamation runs every 64
-        // deletes, so an eighth of the table is ample (the default, one
-        // slot per entry, costs 16 bytes per entry); at least 127.
-        rc.dq_size = dq_size_for((h == t->h4 ? cfg.entries_v4 : cfg.entries_v6) / 8, 127);
+        // Deleted keys wait here for a grace period. An eighth of the table
+        // (the default, one slot per entry, costs 16 bytes per entry); at
+        // least 127. A delete the full queue refuses would lose its key slot
+        // for good (DPDK 22.11 logs it and frees nothing), so del_key()
+        // waits for the workers before one could. Each delete reclaims,
+        // once more than 64 wait, every key whose grace period has passed
+        // (at most the whole queue), so that del_key's bound holds.
+        const uint32_t i = h == t->h4 ? 0 : 1;
+        rc.dq_size = dq_size_for((i == 0 ? cfg.entries_v4 : cfg.entries_v6) / 8, 127);
         rc.trigger_reclaim_limit = 64;
-        rc.max_reclaim_size = 256;
+        rc.max_reclaim_size = rc.dq_size;
+        t->key_dq_size_[i] = rc.dq_size;
         // Key slots only: values are retired through our own defer queue
         // (del() below), which reclaim() can drain on demand; DPDK 22.11 has
         // no call to drain the hash's queue before its trigger limit.
@@ -251,25 +256,44 @@ static int add_impl(FlowTables& t, rte_hash* h, const K& k, void* data, void (Fl
 
 int FlowTables::add(const Key4& k, void* data) { return add_impl(*this, h4, k, data, &FlowTables::retire); }
 int FlowTables::add(const Key6& k, void* data) { return add_impl(*this, h6, k, data, &FlowTables::retire); }
-template <typename K>
-static void del_impl(rte_hash* h, const K& k, uint32_t only_alloc, const void* only_data,
-                     void (FlowTables::*retire_fn)(uint64_t), FlowTables& t) {
+void FlowTables::del_key(uint32_t i, const void* key, uint32_t only_alloc, const void* only_data) {
+    rte_hash* h = i == 0 ? h4 : h6;
     void* old = nullptr;
-    if (rte_hash_lookup_data(h, &k, &old) < 0 || (only_alloc != UINT32_MAX && value_alloc(old) != only_alloc) ||
+    if (rte_hash_lookup_data(h, key, &old) < 0 || (only_alloc != UINT32_MAX && value_alloc(old) != only_alloc) ||
         (only_data != nullptr && old != only_data)) {
         return;
     }
-    if (rte_hash_del_key(h, &k) >= 0 && !is_inline(old)) {
-        (t.*retire_fn)(reinterpret_cast<uint64_t>(old));
+    // Room in the hash's defer queue (create()), or the key's slot is lost.
+    // The keys deleted before the last mark every worker has passed are
+    // reclaimable and first in the queue, so a delete that finds more than
+    // 64 keys waiting frees all of those (max_reclaim_size is the queue's
+    // size): it finds at most max(64, the deletes since that mark) waiting.
+    // Once those deletes would fill the queue, wait until the workers pass
+    // the current mark (microseconds; they never wait for the main lcore).
+    bool wait = false;
+    for (;;) {
+        if (rte_rcu_qsbr_check(rcu, key_mark_, wait) == 1) {
+            for (uint32_t j = 0; j < 2; j++) {
+                key_before_mark_[j] = key_since_mark_[j];
+                key_since_mark_[j] = 0;
+            }
+            key_mark_ = rte_rcu_qsbr_start(rcu);
+        }
+        if (key_before_mark_[i] + key_since_mark_[i] < key_dq_size_[i]) {
+            break;
+        }
+        wait = true;
+    }
+    if (rte_hash_del_key(h, key) >= 0) {
+        key_since_mark_[i]++;
+        if (!is_inline(old)) {
+            retire(reinterpret_cast<uint64_t>(old));
+        }
     }
 }
 
-void FlowTables::del(const Key4& k, uint32_t only_alloc, const void* only_data) {
-    del_impl(h4, k, only_alloc, only_data, &FlowTables::retire, *this);
-}
-void FlowTables::del(const Key6& k, uint32_t only_alloc, const void* only_data) {
-    del_impl(h6, k, only_alloc, only_data, &FlowTables::retire, *this);
-}
+void FlowTables::del(const Key4& k, uint32_t only_alloc, const void* only_data) { del_key(0, &k, only_alloc, only_data); }
+void FlowTables::del(const Key6& k, uint32_t only_alloc, const void* only_data) { del_key(1, &k, only_alloc, only_data); }
 
 template <typename K>
 static const void* data_of_impl(const rte_hash* h, const K& k) {

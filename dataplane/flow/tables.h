@@ -515,6 +515,8 @@ private:
     static void free_retired(void* self, void* elems, unsigned n);
     void retire(uint64_t tagged);
     void release(uint64_t tagged);
+    // del() from h4 (i = 0) or h6 (1).
+    void del_key(uint32_t i, const void* key, uint32_t only_alloc, const void* only_data);
 
     FlowConfig cfg_;
     AllocState* states_ = nullptr;
@@ -524,6 +526,13 @@ private:
     std::vector<uint32_t> free_values_;
     std::vector<uint32_t> free_allocs_;
     uint32_t next_epoch_ = 1;
+    // The hashes' defer queues (del_key), [0] h4, [1] h6: their capacity,
+    // and the deletes since the last mark (rte_rcu_qsbr_start token) every
+    // worker has passed: before the current mark key_mark_, and since.
+    uint32_t key_dq_size_[2] = {};
+    uint32_t key_before_mark_[2] = {};
+    uint32_t key_since_mark_[2] = {};
+    uint64_t key_mark_ = 0;
     size_t memory_bytes_ = 0;
     size_t relay_bytes_ = 0;
 };

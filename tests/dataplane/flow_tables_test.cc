@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -1013,3 +1014,91 @@ TEST(ApplierExternalIps, AppliedEchoedClearedAndBounded) {
     EXPECT_TRUE(t->own_ip(4, ip6("198.19.7.1").data())) << "own addresses are never dropped";
     delete t;
 }
+
+// A deleted key's slot waits in its hash's defer queue (an eighth of the
+// table) for a grace period. Deleting more keys than that while a worker
+// reports no quiescent state must not lose the slots that did not fit: the
+// table keeps its whole capacity.
+namespace {
+
+// Adds n permission keys from b_ip `base` on; how many the table took (and
+// those keys, in `keys` when given).
+size_t fill(dp::FlowTables* t, uint32_t base, uint32_t n, std::vector<dp::Key4>* keys) {
+    size_t ok = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        dp::Key4 k{};
+        k.a_ip = 0x0100A8C0;
+        k.b_ip = base + i;
+        k.kind = dp::KeyKind::kPermission;
+        if (t->add(k, dp::inline_data(1, 0)) == 0) {
+            ok++;
+            if (keys != nullptr) {
+                keys->push_back(k);
+            }
+        }
+    }
+    return ok;
+}
+
+// How many keys a table of 1024 takes after 900 were added and deleted while
+// its one worker (QSBR thread 0, another thread) reported quiescent states
+// all along, or (reader_stalls) none until the deletes were done. The stalled
+// worker resumes after 100 ms anyway: the deletes may wait for it.
+size_t capacity_after_churn(const char* name, bool reader_stalls) {
+    dp::FlowConfig fc;
+    fc.name = name;
+    fc.entries_v4 = 1024;
+    fc.entries_v6 = 64;
+    fc.max_allocations = 8;
+    fc.max_channels = 8;
+    fc.workers = 1;
+    fc.client_cache = false;
+    std::string err;
+    dp::FlowTables* t = dp::FlowTables::create(fc, &err);
+    EXPECT_NE(t, nullptr) << err;
+    if (t == nullptr) {
+        return 0;
+    }
+    std::vector<dp::Key4> keys;
+    fill(t, 0x10000000, 900, &keys);
+
+    std::atomic<bool> online{false}, deleted{false}, stop{false};
+    std::thread worker([&] {
+        rte_rcu_qsbr_thread_register(t->rcu, 0);
+        rte_rcu_qsbr_thread_online(t->rcu, 0);
+        online.store(true);
+        const auto resume = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+        while (reader_stalls && !deleted.load() && std::chrono::steady_clock::now() < resume) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        while (!stop.load()) {
+            rte_rcu_qsbr_quiescent(t->rcu, 0);
+            std::this_thread::yield();
+        }
+        rte_rcu_qsbr_thread_offline(t->rcu, 0);
+        rte_rcu_qsbr_thread_unregister(t->rcu, 0);
+    });
+    while (!online.load()) {  // before the first delete
+        std::this_thread::yield();
+    }
+    for (const dp::Key4& k : keys) {
+        t->del(k);
+    }
+    deleted.store(true);
+    rte_rcu_qsbr_synchronize(t->rcu, RTE_QSBR_THRID_INVALID);  // every deleted slot reclaimable now
+    const size_t cap = fill(t, 0x20000000, 1024, nullptr);
+    stop.store(true);
+    worker.join();
+    delete t;
+    return cap;
+}
+
+TEST(FlowTables, DeletesBeyondTheHashDeferQueueLoseNoCapacity) {
+    ASSERT_TRUE(dptest::ensure_eal());
+    const size_t normal = capacity_after_churn("dqchurn_a", false);
+    const size_t stalled = capacity_after_churn("dqchurn_b", true);
+    EXPECT_EQ(normal, 1024u);
+    EXPECT_EQ(stalled, normal) << "key slots lost for good";
+}
+
+}  // namespace
