@@ -174,10 +174,10 @@ struct AllocationAdd {
     static constexpr MsgType kType = MsgType::kAllocationAdd;
     Header h;
     uint64_t alloc_id = 0;
-    WireAddress client;      // client's transport address
-    WireAddress listen;      // server address the client talks to
-    WireAddress relayed_v4;  // family 0 when absent
-    WireAddress relayed_v6;
+    WireAddress client;      // client's transport address: family 4 or 6, a port
+    WireAddress listen;      // server address the client talks to: the client's family, a port
+    WireAddress relayed_v4;  // family 4, or 0 when absent
+    WireAddress relayed_v6;  // family 6, or 0 when absent
     uint64_t bandwidth_bps = 0;  // 0 = unlimited
     uint8_t dont_fragment = 0;
     uint8_t pad[7] = {};
@@ -193,8 +193,8 @@ struct PermissionAdd {
     static constexpr MsgType kType = MsgType::kPermissionAdd;
     Header h;
     uint64_t alloc_id = 0;
-    WireAddress relayed;
-    WireAddress peer;  // port ignored: permissions are per IP (RFC 8656 9)
+    WireAddress relayed;  // the allocation's relayed address of the peer's family
+    WireAddress peer;     // port ignored: permissions are per IP (RFC 8656 9)
 };
 struct PermissionDel {
     static constexpr MsgType kType = MsgType::kPermissionDel;
@@ -348,14 +348,24 @@ inline std::optional<Header> peek(std::span<const uint8_t> data) {
 // that fails is dropped like a malformed one.
 template <Message M>
 bool valid(const M& m) {
+    // Permission and Channel Add/Del: a peer and the relayed address that
+    // serves it, of one family (the control plane sends none for a peer
+    // whose family the allocation has no relayed address of).
     if constexpr (requires { m.relayed; m.peer; }) {
-        if (!m.relayed.valid() || !m.peer.valid()) {
+        if (!m.relayed.valid() || !m.peer.valid() || (m.relayed.family != 4 && m.relayed.family != 6) ||
+            m.peer.family != m.relayed.family) {
             return false;
         }
     }
+    // AllocationAdd: the client 5-tuple is one family, with ports (the
+    // dataplane's allocation line has one family for the client and its
+    // listening address); each relayed address of its own family or absent.
     if constexpr (requires { m.client; m.listen; m.relayed_v4; m.relayed_v6; }) {
-        if (!m.client.valid() || !m.listen.valid() || !m.relayed_v4.valid() ||
-            !m.relayed_v6.valid()) {
+        if (!m.client.valid() || !m.listen.valid() || !m.relayed_v4.valid() || !m.relayed_v6.valid() ||
+            (m.client.family != 4 && m.client.family != 6) || m.client.port == 0 ||
+            m.listen.family != m.client.family || m.listen.port == 0 ||
+            (m.relayed_v4.family != 0 && m.relayed_v4.family != 4) ||
+            (m.relayed_v6.family != 0 && m.relayed_v6.family != 6)) {
             return false;
         }
     }

@@ -4056,3 +4056,93 @@ TEST_P(RelayToRelay, VlanNextHopAndDscpRule) {
     expect_deltas({{Counter::rx, 1}, {Counter::fwd_client_channel, 1}, {Counter::hairpin, 1},
                    {Counter::fwd_peer_data, 1}});
 }
+
+// ---- AllocationAdd addresses the dataplane cannot use ----
+// A client of family 0, or a client and listening address of two families,
+// would give the allocation's line a family its listening index does not
+// belong to, while the relayed port's word is published anyway: the fast
+// path would send the peer's packets to 0.0.0.0:0, or mix the families. Such
+// a message is refused as malformed and installs nothing.
+
+TEST_P(PipelineIpv4, AllocationWithClientFamilyNoneIsRefused) {
+    const Address relayed2 = *Address::parse("198.18.0.1:49300");
+    ipc::AllocationAdd a = allocation_add(99, n_.client, n_.listen, &relayed2, nullptr);
+    a.client = ipc::WireAddress{};  // family 0, port 0
+    EXPECT_FALSE(applier_->apply(ipc::encode(a, ++seq_))) << "AllocationAdd with client family 0 accepted";
+    ipc::PermissionAdd p = permission_add(99, relayed2, n_.peer);
+    applier_->apply(ipc::encode(p, ++seq_));
+    Frame f = from_peer(pattern(40), n_.peer);
+    f.dst = relayed2;
+    const Out o = run1(build(f));
+    EXPECT_TRUE(o.nic.empty()) << "peer packet forwarded to the NIC";
+}
+
+TEST_P(PipelineIpv4, AllocationWithClientAndListenOfTwoFamiliesIsRefused) {
+    const Address relayed2 = *Address::parse("198.18.0.1:49301");
+    const Address client6 = *Address::parse("[fd00::77]:40000");
+    const Address listen6 = *Address::parse("[fd00::1]:3478");
+    ipc_send(allocation_add(98, client6, listen6, nullptr, nullptr));  // an IPv6 listening address, index 0
+    ipc::AllocationAdd a = allocation_add(99, client6, n_.listen, &relayed2, nullptr);  // IPv6 client, IPv4 listen
+    EXPECT_FALSE(applier_->apply(ipc::encode(a, ++seq_)))
+        << "AllocationAdd with an IPv6 client on an IPv4 listening address accepted";
+    ipc::PermissionAdd p = permission_add(99, relayed2, n_.peer);
+    applier_->apply(ipc::encode(p, ++seq_));
+    Frame f = from_peer(pattern(40), n_.peer);
+    f.dst = relayed2;
+    const Out o = run1(build(f));
+    EXPECT_TRUE(o.nic.empty()) << "peer packet forwarded to the NIC";
+}
+
+// Each refused message counts as malformed, not applied, and leaves the
+// tables as they were; family 0 stays valid where it means "none" (an
+// absent relayed address).
+TEST_P(PipelineIpv4, AddressesOfNoOrMixedFamiliesCountAsMalformed) {
+    const Address relayed2 = *Address::parse("198.18.0.1:49302");
+    const Address peer6 = *Address::parse("[fd00:1::20]:6000");
+    std::vector<Bytes> bad;
+    auto keep = [&](auto m) {
+        const auto d = ipc::encode(m, ++seq_);
+        bad.emplace_back(d.begin(), d.end());
+    };
+    ipc::AllocationAdd a = allocation_add(99, n_.client.with_port(40001), n_.listen, &relayed2, nullptr);
+    a.client = ipc::WireAddress{};
+    keep(a);
+    a = allocation_add(99, n_.client.with_port(40001), n_.listen, &relayed2, nullptr);
+    a.client.port = 0;
+    keep(a);
+    a = allocation_add(99, n_.client.with_port(40001), n_.listen, &relayed2, nullptr);
+    a.listen = ipc::WireAddress{};
+    keep(a);
+    keep(allocation_add(99, *Address::parse("[fd00::77]:40000"), n_.listen, &relayed2, nullptr));
+    keep(allocation_add(99, n_.client.with_port(40001), n_.listen, nullptr, &relayed2));  // IPv4 as relayed_v6
+    ipc::PermissionAdd p = permission_add(kAllocId, n_.relayed, n_.peer);
+    p.peer = ipc::WireAddress{};
+    keep(p);
+    keep(permission_add(kAllocId, n_.relayed, peer6));
+    ipc::ChannelAdd c = channel_add(kAllocId, n_.relayed, n_.peer.with_port(6001), 0x4020);
+    c.peer = ipc::WireAddress{};
+    keep(c);
+    c = channel_add(kAllocId, n_.relayed, n_.peer.with_port(6001), 0x4020);
+    c.relayed = ipc::WireAddress{};
+    keep(c);
+    keep(channel_add(kAllocId, n_.relayed, peer6, 0x4020));
+
+    const auto stats0 = applier_->stats();
+    const size_t allocs0 = applier_->allocations();
+    const uint32_t values0 = flows_->channel_values_in_use();
+    for (size_t i = 0; i < bad.size(); i++) {
+        EXPECT_FALSE(applier_->apply(bad[i])) << "message " << i;
+    }
+    EXPECT_EQ(applier_->stats().malformed, stats0.malformed + bad.size());
+    EXPECT_EQ(applier_->stats().applied, stats0.applied);
+    EXPECT_EQ(applier_->stats().table_full, stats0.table_full);
+    EXPECT_EQ(applier_->allocations(), allocs0);
+    EXPECT_EQ(flows_->channel_values_in_use(), values0);
+    uint32_t idx = 0;
+    EXPECT_FALSE(flows_->relay_ports->find(4, relayed2.ip.data(), rte_cpu_to_be_16(relayed2.port), &idx));
+
+    // What the control plane sends stays valid: no relayed address of a
+    // family is family 0.
+    ipc_send(allocation_add(99, n_.client.with_port(40001), n_.listen, &relayed2, nullptr));
+    EXPECT_EQ(applier_->allocations(), allocs0 + 1);
+}

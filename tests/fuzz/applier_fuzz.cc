@@ -198,6 +198,17 @@ bool expect_valid(const std::vector<uint8_t>& d) {
         }
         return true;
     };
+    // An address's family byte and whether it has a port.
+    const auto fam = [&](size_t o) { return d[o]; };
+    const auto has_port = [&](size_t o) { return (d[o + 2] | d[o + 3]) != 0; };
+    // AllocationAdd: client of family 4 or 6 with a port, listening address
+    // of its family with a port, relayed_v4 IPv4 or none, relayed_v6 IPv6 or
+    // none. Permission/Channel Add/Del: relayed 4 or 6, the peer of its family.
+    auto five_tuple = [&] {
+        return (fam(24) == 4 || fam(24) == 6) && has_port(24) && fam(44) == fam(24) && has_port(44) &&
+               (fam(64) == 0 || fam(64) == 4) && (fam(84) == 0 || fam(84) == 6);
+    };
+    auto peer_side = [&] { return (fam(24) == 4 || fam(24) == 6) && fam(44) == fam(24); };
     // Sizes and address offsets as protocol.h lays them out (16-byte header,
     // 8-byte alloc id, 20-byte addresses).
     switch (type) {
@@ -207,12 +218,12 @@ bool expect_valid(const std::vector<uint8_t>& d) {
                std::all_of(d.begin() + 18, d.end(), [](uint8_t b) { return b == 0; });
     case 2: return d.size() == 24;                      // ResyncBegin
     case 3: return d.size() == 32;                      // ResyncEnd
-    case 10: return d.size() == 120 && fams({24, 44, 64, 84});  // AllocationAdd
+    case 10: return d.size() == 120 && fams({24, 44, 64, 84}) && five_tuple();  // AllocationAdd
     case 11: return d.size() == 24;                     // AllocationDel
     case 12:
-    case 13: return d.size() == 64 && fams({24, 44});   // PermissionAdd/Del
+    case 13: return d.size() == 64 && fams({24, 44}) && peer_side();   // PermissionAdd/Del
     case 14:
-    case 15: return d.size() == 72 && fams({24, 44});   // ChannelAdd/Del
+    case 15: return d.size() == 72 && fams({24, 44}) && peer_side();   // ChannelAdd/Del
     case 16: return d.size() == 32;                     // LimitSet
     case 20: return d.size() == 16;                     // CountersRequest
     default: return false;
