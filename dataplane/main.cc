@@ -243,12 +243,14 @@ public:
     ~IpcClient() { close_fd(); }
 
     // One step of the main loop; waits at most `timeout_ms` for datagrams,
-    // plus what answering them takes (send_msg).
-    void step(int timeout_ms) {
+    // plus what answering them takes (send_msg), and returns early when
+    // `wake_fd` (the kernel mirror's notifications; -1: none) is readable.
+    void step(int timeout_ms, int wake_fd) {
         if (fd_ < 0) {
             const uint64_t now = rte_get_timer_cycles();
             if (now < next_try_) {
-                usleep(static_cast<useconds_t>(timeout_ms) * 1000);
+                pollfd w{wake_fd, POLLIN, 0};
+                poll(&w, 1, timeout_ms);
                 return;
             }
             if (!connect_once()) {
@@ -258,8 +260,8 @@ public:
             }
             backoff_ms_ = 0;
         }
-        pollfd p{fd_, POLLIN, 0};
-        if (poll(&p, 1, timeout_ms) <= 0) {
+        pollfd p[2] = {{fd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+        if (poll(p, 2, timeout_ms) <= 0 || p[0].revents == 0) {
             return;
         }
         uint8_t buf[turn::ipc::kMaxMessage];
@@ -597,8 +599,14 @@ void run(const dp::Options& o, Dataplane& d) {
         }
     };
     IpcClient ipc(o.ipc, applier, d.workers);
+    // A neighbour the kernel resolved, or a next hop learned from its
+    // egress, is applied within milliseconds: until then packets to that
+    // destination take the slow path (on-link destinations have no default
+    // next hop). The mirror's notifications wake the loop; learned next hops
+    // wait for the next tick, 10 ms at most.
+    const int mirror_fd = d.mirror ? d.mirror->fd() : -1;
     while (!g_stop.load()) {
-        ipc.step(100);
+        ipc.step(10, mirror_fd);
         d.nh->apply_learned();
         if (d.mirror) {
             d.mirror->poll();

@@ -118,8 +118,10 @@ std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port
 }
 
 std::unique_ptr<KernelMirror> KernelMirror::detached(NextHops& nh, uint16_t nic_port, int exc_ifindex,
-                                                     int kernel_ifindex) {
-    return std::unique_ptr<KernelMirror>(new KernelMirror(nh, nic_port, exc_ifindex, kernel_ifindex));
+                                                     int kernel_ifindex, bool static_default4) {
+    std::unique_ptr<KernelMirror> m(new KernelMirror(nh, nic_port, exc_ifindex, kernel_ifindex));
+    m->gw_[0].is_static = static_default4;
+    return m;
 }
 
 bool KernelMirror::ours(int ifindex) const {
@@ -151,9 +153,12 @@ bool KernelMirror::dump_all(std::string* error) {
     return ok;
 }
 
+// A static default (--gw4/--gw6) is the operator's word for every
+// destination without a host entry: the routes do not narrow it.
 void KernelMirror::publish_prefixes() {
-    nh_.set_prefixes(4, prefixes_[0]);
-    nh_.set_prefixes(6, prefixes_[1]);
+    for (int f = 0; f < 2; f++) {
+        nh_.set_prefixes(f == 0 ? 4 : 6, gw_[f].is_static ? std::vector<NextHops::Prefix>{} : prefixes_[f]);
+    }
 }
 
 // Reads a whole table on a socket of its own (so notifications and the dump
@@ -227,6 +232,8 @@ void KernelMirror::full_resync() {
     update_default(4);
     update_default(6);
 }
+
+int KernelMirror::fd() const { return events_ != nullptr ? mnl_socket_get_fd(events_) : -1; }
 
 unsigned KernelMirror::poll() {
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);

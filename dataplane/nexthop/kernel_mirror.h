@@ -33,7 +33,9 @@
 //                                   send them to the default gateway either
 //                                   (routes in other tables than main, and
 //                                   the policy rules choosing them, are not
-//                                   followed)
+//                                   followed); not for a family with a
+//                                   static default, which the operator set
+//                                   for every destination
 //
 // Start-up reads the whole neighbour table; poll() applies what changed since,
 // without blocking. Never on the fast path.
@@ -79,7 +81,7 @@ public:
     // A mirror without sockets, fed one rtnetlink message at a time through
     // apply() (tests; e.g. VLAN devices on a kernel built without 802.1Q).
     static std::unique_ptr<KernelMirror> detached(NextHops& nh, uint16_t nic_port, int exc_ifindex = 0,
-                                                  int kernel_ifindex = 0);
+                                                  int kernel_ifindex = 0, bool static_default4 = false);
     // The kernel's end of the exception port, once its link was seen (0: not
     // known, every interface followed).
     int kernel_ifindex() const { return kernel_if_; }
@@ -89,6 +91,8 @@ public:
 
     // Applies every pending notification; returns how many messages were read.
     unsigned poll();
+    // Readable when notifications are pending (poll() them); -1 when detached.
+    int fd() const;
     // Applies one rtnetlink message (RTM_{NEW,DEL}{LINK,NEIGH,ROUTE}) as the
     // start-up dump does: a route message sets the gateway, no resync.
     void apply(const nlmsghdr* n);

@@ -488,4 +488,27 @@ TEST_F(KernelMirrorVlan, TooManyRoutesLeaveNoDefault) {
     EXPECT_TRUE(dp::NextHops::usable(nh_->word_for(4, gw.data())));  // host entries still send
 }
 
+// A static default (--gw4) is the operator's next hop for every destination
+// without a host entry: the kernel's routes do not narrow it (IPv4 only
+// here; IPv6, without one, still is).
+TEST_F(KernelMirrorVlan, StaticDefaultIsNotNarrowedByRoutes) {
+    auto st = dp::KernelMirror::detached(*nh_, kPort, kExcDp, 0, true);
+    dp::NextHop gw;
+    std::memcpy(gw.mac.addr_bytes, kMacA.data(), 6);
+    nh_->set_default(4, gw);
+    const uint64_t def = nh_->default_word(4);
+    st->apply(route({.dst = {198, 18, 1, 0}, .len = 24, .oif = kEth}).n());
+    const std::vector<uint8_t> on_link{198, 18, 1, 77};
+    EXPECT_EQ(nh_->word_for(4, on_link.data()), def);
+    const std::vector<uint8_t> gw6{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    const std::vector<uint8_t> net6{0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    std::vector<uint8_t> in6 = net6;
+    in6[15] = 0x42;
+    st->apply(route({.gw = gw6, .oif = kEth}).n());
+    st->apply(neigh(RTM_NEWNEIGH, kEth, gw6, kMacB).n());
+    st->apply(route({.dst = net6, .len = 64, .oif = kEth}).n());
+    ASSERT_TRUE(dp::NextHops::usable(nh_->default_word(6)));
+    EXPECT_EQ(nh_->word_for(6, in6.data()), 0u);
+}
+
 }  // namespace
