@@ -87,7 +87,7 @@ def main():
 
     def neigh(cmd):
         sm.sh(f"ip -n {NS_R} neigh {cmd}")
-        time.sleep(0.4)  # the main lcore polls rtnetlink every 100 ms
+        time.sleep(0.4)  # the main lcore applies rtnetlink notifications within milliseconds
 
     def step(name, want, channel="4001"):
         client.stdin.write(f"{channel} {name}\n")
