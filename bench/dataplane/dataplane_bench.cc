@@ -8,7 +8,7 @@
 // divided by the flows they were sized for).
 //
 //   dataplane_bench [--flows 1000,10000,...] [--cases cd,send,peer_cd,peer_data,r2r]
-//                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops]
+//                   [--runs 5] [--packets 4000000] [--dir /tmp] [--host-nexthops] [--kernel-routes] [--gateway-entry]
 //                   [--no-client-cache] [--no-express] [--vlan ID] [--limit BPS]
 //                   [--family 4|6] -- <EAL args>
 //
@@ -25,7 +25,15 @@
 // --no-client-cache runs the workers without their client cache (every
 // client packet through the rte_hash bulk lookup), to measure what it gives.
 // --host-nexthops installs a next-hop entry per client and peer (else only
-// the default route). --vlan puts every next hop on that 802.1Q VLAN
+// the default route). --kernel-routes gives the table what a relay node's
+// kernel mirror gives it: the gateway's host entry and the routes more
+// specific than the default that the node has (its connected subnet, and
+// for IPv6 fe80::/64 too), none covering a flow, so that every packet is
+// looked up, misses, and is checked against them before it takes the
+// default (nexthop/nexthop.h covered()). --gateway-entry gives it the
+// gateway's host entry alone, no routes (what the table held on a relay node
+// before routes were mirrored: every destination looked up, and missed).
+// --vlan puts every next hop on that 802.1Q VLAN
 // (forwarded frames leave tagged). --limit gives every allocation a bandwidth
 // limit of BPS bits/s (choose one the run never reaches, e.g. 1e12, to
 // measure what policing costs a packet; one worker, so the shared clock's
@@ -197,6 +205,8 @@ struct Options {
     bool client_cache = true;    // --no-client-cache: every client packet through the hash
     bool express = true;         // --no-express: every packet through the stages
     bool host_nexthops = false;  // a host next hop per client and peer (else only the default route)
+    bool kernel_routes = false;  // the gateway's host entry and a node's connected routes
+    bool gateway_entry = false;  // the gateway's host entry alone
     uint16_t vlan = 0;           // 802.1Q VLAN of every next hop (0: untagged)
     uint64_t limit_bps = 0;      // --limit: every allocation's bandwidth limit (0: none)
 };
@@ -309,6 +319,10 @@ int main(int argc, char** argv) {
             o.callgrind = true;
         } else if (a == "--host-nexthops") {
             o.host_nexthops = true;
+        } else if (a == "--kernel-routes") {
+            o.kernel_routes = true;
+        } else if (a == "--gateway-entry") {
+            o.gateway_entry = true;
         } else if (a == "--vlan") {
             o.vlan = static_cast<uint16_t>(std::stoul(v));
             i++;
@@ -410,6 +424,34 @@ int main(int argc, char** argv) {
         gw.port = null_port;
         gw.vlan = o.vlan;
         nh->set_default(static_cast<uint8_t>(g_family), gw);
+        if (o.kernel_routes || o.gateway_entry) {
+            // The node's subnet (TEST-NET-2, or fd00:ffff::/64) with its
+            // gateway, and IPv6's link-local routes.
+            std::vector<dp::NextHops::Prefix> routes(1);
+            routes.reserve(2);
+            dp::NextHops::Prefix& net = routes[0];
+            if (g_family == 4) {
+                const uint8_t n4[4] = {198, 51, 100, 0};
+                std::copy(n4, n4 + 4, net.ip);
+                net.len = 24;
+            } else {
+                const uint8_t n6[4] = {0xfd, 0, 0xff, 0xff};
+                std::copy(n6, n6 + 4, net.ip);
+                net.len = 64;
+                dp::NextHops::Prefix ll;
+                ll.ip[0] = 0xfe;
+                ll.ip[1] = 0x80;
+                ll.len = 64;
+                routes.push_back(ll);
+            }
+            if (o.kernel_routes) {
+                nh->set_prefixes(static_cast<uint8_t>(g_family), routes);
+            }
+            uint8_t gw_ip[16] = {};
+            std::copy(net.ip, net.ip + 16, gw_ip);
+            gw_ip[g_family == 4 ? 3 : 15] = 1;
+            nh->set_host(static_cast<uint8_t>(g_family), gw_ip, gw);
+        }
         if (o.host_nexthops) {
             // On-link peers and clients, as the kernel mirror installs them.
             for (uint32_t f = 0; f < nflows; f++) {

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <vector>
@@ -155,9 +156,34 @@ bool KernelMirror::dump_all(std::string* error) {
 
 // A static default (--gw4/--gw6) is the operator's word for every
 // destination without a host entry: the routes do not narrow it.
+// Each prefix once. Past NextHops::kMaxPrefixes no destination gets the
+// default any more: said once per crossing, on stderr.
 void KernelMirror::publish_prefixes() {
     for (int f = 0; f < 2; f++) {
-        nh_.set_prefixes(f == 0 ? 4 : 6, gw_[f].is_static ? std::vector<NextHops::Prefix>{} : prefixes_[f]);
+        std::vector<NextHops::Prefix> v;
+        if (!gw_[f].is_static) {
+            for (const NextHops::Prefix& p : prefixes_[f]) {
+                if (std::none_of(v.begin(), v.end(), [&](const NextHops::Prefix& q) {
+                        return q.len == p.len && std::memcmp(q.ip, p.ip, sizeof q.ip) == 0;
+                    })) {
+                    v.push_back(p);
+                }
+            }
+        }
+        const bool over = v.size() > NextHops::kMaxPrefixes;
+        if (over != too_many_[f]) {
+            too_many_[f] = over;
+            if (over) {
+                std::fprintf(stderr,
+                             "turn-dataplane: the kernel has %zu IPv%d routes more specific than the default, more "
+                             "than %u: destinations without a host entry take the slow path\n",
+                             v.size(), f == 0 ? 4 : 6, NextHops::kMaxPrefixes);
+            } else {
+                std::fprintf(stderr, "turn-dataplane: the kernel's IPv%d routes fit again (%zu): the default next "
+                             "hop is used again\n", f == 0 ? 4 : 6, v.size());
+            }
+        }
+        nh_.set_prefixes(f == 0 ? 4 : 6, v);
     }
 }
 
@@ -421,7 +447,8 @@ void KernelMirror::update_default(uint8_t family) {
 }
 
 // The main table's routes of the NIC's traffic: the default via a gateway
-// on the exception interface (the lowest metric's, as the kernel takes it),
+// on the exception interface (of several there, the lowest metric's, as the
+// kernel takes it; another interface's default is not the NIC's traffic's),
 // and every more specific route on any interface (the prefixes a default
 // next hop must not be guessed for: NextHops::covered). Local, broadcast,
 // multicast and anycast routes decide nothing for a relayed packet, nor do
@@ -469,7 +496,7 @@ void KernelMirror::on_route(const nlmsghdr* n) {
                 std::memset(g.ip, 0, sizeof g.ip);
                 std::memcpy(g.ip, mnl_attr_get_payload(a.gateway), len);
                 g.oif = oif;
-                g.metric = metric;
+                g.metric = same ? std::min(g.metric, metric) : metric;
             }
         } else if (n->nlmsg_type == RTM_DELROUTE && (!via || same) && (a.priority == nullptr || metric == g.metric) &&
                    (oif == 0 || oif == g.oif)) {
@@ -484,15 +511,19 @@ void KernelMirror::on_route(const nlmsghdr* n) {
     }
 }
 
-// A route more specific than the default, seen (add) or deleted.
+// A route more specific than the default, seen (add) or deleted: one entry
+// per route (two routes to one prefix, on two devices or with two metrics,
+// are two), so that deleting one leaves the prefix covered by the other.
 void KernelMirror::note_prefix(uint8_t family, const NextHops::Prefix& p, bool add) {
     std::vector<NextHops::Prefix>& v = prefixes_[family == 4 ? 0 : 1];
+    if (add) {
+        v.push_back(p);
+        return;
+    }
     const auto it = std::find_if(v.begin(), v.end(), [&](const NextHops::Prefix& q) {
         return q.len == p.len && std::memcmp(q.ip, p.ip, sizeof q.ip) == 0;
     });
-    if (add && it == v.end()) {
-        v.push_back(p);
-    } else if (!add && it != v.end()) {
+    if (it != v.end()) {
         v.erase(it);
     }
 }

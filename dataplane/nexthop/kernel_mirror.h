@@ -136,6 +136,7 @@ private:
     bool flush_wanted_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
     std::vector<NextHops::Prefix> prefixes_[2];  // routes more specific than the default, by family
+    bool too_many_[2] = {false, false};          // more of them than NextHops::kMaxPrefixes (said once)
     static constexpr uint16_t kUnsupportedVlan = 0xffff;
     struct VlanDevice {
         uint16_t vid = kUnsupportedVlan;  // 802.1Q ID 1-4094, else kUnsupportedVlan (802.1ad, 0, 4095)

@@ -35,17 +35,29 @@ NextHops::~NextHops() {
     rte_ring_free(learn_);
 }
 
+// A destination no route covers whose kernel egress goes to the default's
+// MAC needs no entry: the default says the same (and without entries
+// outside the prefixes, the workers skip the lookup, need_lookup). One that
+// had another MAC before loses its entry.
 unsigned NextHops::apply_learned() {
     Learned l[32];
     unsigned total = 0;
     unsigned n;
     while ((n = rte_ring_sc_dequeue_burst_elem(learn_, l, sizeof(Learned), 32, nullptr)) != 0) {
         for (unsigned i = 0; i < n; i++) {
-            const bool existed = rte_hash_lookup(h_, &l[i].key) >= 0;
-            if (rte_hash_add_key_data(h_, &l[i].key, reinterpret_cast<void*>(l[i].packed)) == 0) {
+            const NextHopKey& k = l[i].key;
+            const bool existed = rte_hash_lookup(h_, &k) >= 0;
+            if (l[i].packed == default_word(k.family) && !covered(k.family, k.ip)) {
+                if (existed && rte_hash_del_key(h_, &k) >= 0) {
+                    count(k, -1);
+                    total++;
+                }
+                continue;
+            }
+            if (rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(l[i].packed)) == 0) {
                 total++;
                 if (!existed) {
-                    hosts_.fetch_add(1, std::memory_order_release);
+                    count(k, +1);
                 }
             }
         }
@@ -53,12 +65,19 @@ unsigned NextHops::apply_learned() {
     return total;
 }
 
+void NextHops::count(const NextHopKey& k, int delta) {
+    if (!covered(k.family, k.ip)) {
+        uncovered_.fetch_add(static_cast<uint32_t>(delta), std::memory_order_release);
+    }
+    hosts_.fetch_add(static_cast<uint32_t>(delta), std::memory_order_release);
+}
+
 int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
     const NextHopKey k = key(family, ip);
     const bool existed = rte_hash_lookup(h_, &k) >= 0;
     const int r = rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(pack(nh)));
     if (r == 0 && !existed) {
-        hosts_.fetch_add(1, std::memory_order_release);
+        count(k, +1);
     }
     return r;
 }
@@ -66,7 +85,7 @@ int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
 void NextHops::del_host(uint8_t family, const uint8_t* ip) {
     const NextHopKey k = key(family, ip);
     if (rte_hash_del_key(h_, &k) >= 0) {
-        hosts_.fetch_sub(1, std::memory_order_release);
+        count(k, -1);
     }
 }
 
@@ -96,7 +115,7 @@ size_t NextHops::remove_if(Pred pred) {
     }
     for (const auto& k : doomed) {
         if (rte_hash_del_key(h_, &k) >= 0) {
-            hosts_.fetch_sub(1, std::memory_order_release);
+            count(k, -1);
         }
     }
     return doomed.size();
@@ -122,14 +141,21 @@ bool NextHops::covered(uint8_t family, const uint8_t* ip) const {
     const PrefixSet& s = prefixes_[family == 4 ? 0 : 1];
     const uint32_t seq = s.seq.load(std::memory_order_acquire);
     const uint32_t n = s.n.load(std::memory_order_relaxed);
-    uint64_t a[2] = {0, 0};
-    std::memcpy(a, ip, family == 4 ? 4 : 16);
     bool hit = n > kMaxPrefixes;
-    for (uint32_t i = 0; i < n && i < kMaxPrefixes; i++) {
-        if ((a[0] & s.e[i].mask[0].load(std::memory_order_relaxed)) == s.e[i].net[0].load(std::memory_order_relaxed) &&
-            (a[1] & s.e[i].mask[1].load(std::memory_order_relaxed)) == s.e[i].net[1].load(std::memory_order_relaxed)) {
-            hit = true;
-            break;
+    const uint32_t m = std::min(n, kMaxPrefixes);
+    // Fixed-size copies (a length chosen at run time would be a call).
+    if (family == 4) {
+        uint32_t v;
+        std::memcpy(&v, ip, 4);
+        for (uint32_t i = 0; i < m && !hit; i++) {
+            hit = (v & s.e[i].mask[0].load(std::memory_order_relaxed)) == s.e[i].net[0].load(std::memory_order_relaxed);
+        }
+    } else {
+        uint64_t a[2];
+        std::memcpy(a, ip, 16);
+        for (uint32_t i = 0; i < m && !hit; i++) {
+            hit = (a[0] & s.e[i].mask[0].load(std::memory_order_relaxed)) == s.e[i].net[0].load(std::memory_order_relaxed) &&
+                  (a[1] & s.e[i].mask[1].load(std::memory_order_relaxed)) == s.e[i].net[1].load(std::memory_order_relaxed);
         }
     }
     std::atomic_thread_fence(std::memory_order_acquire);
@@ -139,6 +165,10 @@ bool NextHops::covered(uint8_t family, const uint8_t* ip) const {
 void NextHops::set_prefixes(uint8_t family, const std::vector<Prefix>& p) {
     PrefixSet& s = prefixes_[family == 4 ? 0 : 1];
     const size_t bytes = family == 4 ? 4 : 16;
+    // Which host entries the prefixes cover changes: until they are counted
+    // again below, every destination is looked up (need_lookup), so that
+    // none skips an entry the new prefixes leave outside.
+    uncovered_.store(UINT32_MAX, std::memory_order_release);
     const uint32_t seq = s.seq.load(std::memory_order_relaxed);
     s.seq.store(seq + 1, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_release);
@@ -160,6 +190,15 @@ void NextHops::set_prefixes(uint8_t family, const std::vector<Prefix>& p) {
     }
     s.n.store(p.size() > kMaxPrefixes ? kMaxPrefixes + 1 : static_cast<uint32_t>(n), std::memory_order_relaxed);
     s.seq.store(seq + 2, std::memory_order_release);
+    uint32_t outside = 0;
+    const void* key = nullptr;
+    void* data = nullptr;
+    uint32_t it = 0;
+    while (rte_hash_iterate(h_, &key, &data, &it) >= 0) {
+        const auto* k = static_cast<const NextHopKey*>(key);
+        outside += covered(k->family, k->ip) ? 0 : 1;
+    }
+    uncovered_.store(outside, std::memory_order_release);
 }
 
 }  // namespace dp

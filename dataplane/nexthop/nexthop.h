@@ -72,6 +72,17 @@ public:
     // at all, the family's default, and the host entries of a whole burst.
     // Words are pack()ed, 0 = none.
     bool any_hosts() const { return hosts_.load(std::memory_order_relaxed) != 0; }
+    // Whether some host entry is outside every more specific route (a
+    // neighbour off the kernel's subnets, or a destination the kernel sends
+    // to another MAC than the default's). While none is, a destination no
+    // route covers has no host entry: its next hop is the default, without
+    // a lookup (need_lookup).
+    bool uncovered_hosts() const { return uncovered_.load(std::memory_order_relaxed) != 0; }
+    // Whether `ip` may have a host entry, or is covered (false: the default
+    // is its next hop).
+    bool need_lookup(uint8_t family, const uint8_t* ip) const {
+        return uncovered_hosts() || covered(family, ip);
+    }
     uint64_t default_word(uint8_t family) const {
         return (family == 4 ? default4_ : default6_).load(std::memory_order_acquire);
     }
@@ -96,7 +107,7 @@ public:
     // unless a more specific route covers it (0: neither).
     uint64_t word_for(uint8_t family, const uint8_t* ip) const {
         uint64_t nh = 0;
-        if (any_hosts()) {
+        if (need_lookup(family, ip)) {
             const NextHopKey k = key(family, ip);
             const NextHopKey* kp = &k;
             host_words(&kp, 1, &nh);
@@ -143,8 +154,9 @@ public:
         nh.port = port;
         nh.vlan = vlan;
         const uint64_t want = pack(nh);
-        if (rte_hash_lookup_data(h_, &k, &d) >= 0 && reinterpret_cast<uint64_t>(d) == want) {
-            return;
+        if (rte_hash_lookup_data(h_, &k, &d) >= 0 ? reinterpret_cast<uint64_t>(d) == want
+                                                   : want == default_word(family) && !covered(family, ip)) {
+            return;  // known, or what the default says already (apply_learned)
         }
         Learned l{k, want};
         rte_ring_mp_enqueue_elem(learn_, &l, sizeof l);
@@ -228,7 +240,10 @@ private:
     rte_hash* h_ = nullptr;
     rte_ring* learn_ = nullptr;
     PrefixSet prefixes_[2];  // [0] IPv4, [1] IPv6
+    // Counts a host entry added (+1) or removed (-1).
+    void count(const NextHopKey& k, int delta);
     std::atomic<uint32_t> hosts_{0};
+    std::atomic<uint32_t> uncovered_{0};  // host entries no prefix covers
     std::atomic<uint64_t> default4_{0};
     std::atomic<uint64_t> default6_{0};
 };

@@ -446,18 +446,31 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
         const bool hosts = l.ndone != 0 && (w.nexthops->any_hosts() || w.nexthops->any_prefixes());
         uint64_t nh[kBurst];
         if (hosts) {
+            // Looked up only where a host entry may be (NextHops::need_lookup).
+            const bool all = w.nexthops->uncovered_hosts();
             NextHopKey keys[kBurst];
             const NextHopKey* kp[kBurst];
+            uint16_t look[kBurst];
+            uint16_t nlook = 0;
             for (uint16_t j = 0; j < l.ndone; j++) {
                 const Pkt& q = *l.done[j];
+                const uint8_t f = kMixed ? q.family : 4;
                 const uint8_t* dst = q.kind == Kind::kToPeerChannel ? q.peer_ip : l.allocs[q.alloc].client_ip;
-                keys[j] = NextHops::key(kMixed ? q.family : 4, dst);
-                kp[j] = &keys[j];
+                if (all || w.nexthops->covered(f, dst)) {
+                    keys[nlook] = NextHops::key(f, dst);
+                    kp[nlook] = &keys[nlook];
+                    look[nlook++] = j;
+                } else {
+                    nh[j] = f == 4 ? def4 : def6;
+                }
             }
-            w.nexthops->host_words(kp, l.ndone, nh);
-            for (uint16_t j = 0; j < l.ndone; j++) {
-                const uint8_t f = kMixed ? l.done[j]->family : 4;
-                nh[j] = nh[j] != 0 ? nh[j] : w.nexthops->default_for(f, keys[j].ip, f == 4 ? def4 : def6);
+            if (nlook != 0) {
+                uint64_t got[kBurst];
+                w.nexthops->host_words(kp, nlook, got);
+                for (uint16_t i = 0; i < nlook; i++) {
+                    const uint8_t f = keys[i].family;
+                    nh[look[i]] = got[i] != 0 ? got[i] : w.nexthops->default_for(f, keys[i].ip, f == 4 ? def4 : def6);
+                }
             }
         }
         NextHop dnh4, dnh6;

@@ -243,10 +243,11 @@ void route_defaults(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     }
 }
 
-// Host entries or more specific routes exist: the burst's destinations are
-// looked up together (rte_hash_lookup_bulk_data), a miss falls back to the
-// family's default unless a more specific route covers it (NextHops::covered:
-// punted).
+// Host entries or more specific routes exist: the destinations that may
+// have a host entry (NextHops::need_lookup: while every entry is inside the
+// kernel's more specific routes, only those inside them) are looked up
+// together (rte_hash_lookup_bulk_data); the others, and a miss that no such
+// route covers, take the family's default; a covered miss is punted.
 void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
     static_assert(kBurst <= RTE_HASH_LOOKUP_BULK_MAX);
     const Allocation* allocs = w.flows->allocs;
@@ -264,6 +265,11 @@ void route_hosts(Worker& w, Pkt* p, uint16_t n, uint64_t now) {
         }
         const uint8_t* dst = destination(allocs, q, &prefix[cnt], &pad[cnt]);
         if (own_destination(w, q, dst, prefix[cnt], pad[cnt], now)) {
+            continue;
+        }
+        if (!w.nexthops->need_lookup(q.out_family, dst)) {
+            const uint64_t def = q.out_family == 4 ? def4 : def6;
+            finish(w, q, def, nexthop_usable(def), l2_bytes(def), prefix[cnt], pad[cnt], now);
             continue;
         }
         keys[cnt] = NextHops::key(q.out_family, dst);

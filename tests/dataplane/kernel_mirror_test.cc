@@ -511,4 +511,86 @@ TEST_F(KernelMirrorVlan, StaticDefaultIsNotNarrowedByRoutes) {
     EXPECT_EQ(nh_->word_for(6, in6.data()), 0u);
 }
 
+// The same default route seen again with a higher metric (a second route
+// via the same gateway) keeps the lower one: a third gateway between the two
+// does not take over.
+TEST_F(KernelMirrorVlan, SameGatewayAgainKeepsItsLowestMetric) {
+    const std::vector<uint8_t> a{198, 18, 1, 1};
+    const std::vector<uint8_t> b{198, 18, 1, 9};
+    mirror_->apply(route({.gw = a, .oif = kEth, .metric = 100}).n());
+    mirror_->apply(route({.gw = a, .oif = kEth, .metric = 200}).n());
+    mirror_->apply(route({.gw = b, .oif = kEth, .metric = 150}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, a, kMacA).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, b, kMacB).n());
+    dp::NextHop h;
+    dp::NextHops::unpack(nh_->default_word(4), &h);
+    EXPECT_EQ(0, std::memcmp(h.mac.addr_bytes, kMacA.data(), 6));
+}
+
+// Two routes to one prefix (two devices): deleting one leaves it covered.
+TEST_F(KernelMirrorVlan, DeletingOneOfTwoRoutesToAPrefixKeepsItCovered) {
+    const std::vector<uint8_t> gw{198, 18, 1, 1};
+    mirror_->apply(route({.gw = gw, .oif = kEth}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, gw, kMacA).n());
+    const std::vector<uint8_t> inside{10, 1, 2, 3};
+    mirror_->apply(route({.dst = {10, 0, 0, 0}, .len = 8, .oif = kEth}).n());
+    mirror_->apply(route({.dst = {10, 0, 0, 0}, .len = 8, .oif = kOther}).n());
+    mirror_->apply(route({.dst = {10, 0, 0, 0}, .len = 8, .oif = kOther, .del = true}).n());
+    EXPECT_EQ(nh_->word_for(4, inside.data()), 0u);
+    mirror_->apply(route({.dst = {10, 0, 0, 0}, .len = 8, .oif = kEth, .del = true}).n());
+    EXPECT_EQ(nh_->word_for(4, inside.data()), nh_->default_word(4));
+}
+
+// While every host entry is inside the kernel's more specific routes, a
+// destination outside them is not looked up (its next hop is the default).
+// An entry outside them (a neighbour off the subnets, or a destination the
+// kernel sends to another MAC than the default's) makes every destination
+// looked up again; kernel egress to the default's MAC adds no entry, and
+// removes one that said otherwise.
+TEST_F(KernelMirrorVlan, OnlyEntriesOutsideTheRoutesMakeEveryDestinationLookedUp) {
+    const std::vector<uint8_t> gw{198, 18, 1, 1};
+    const std::vector<uint8_t> far{203, 0, 113, 5};
+    mirror_->apply(route({.gw = gw, .oif = kEth}).n());
+    mirror_->apply(route({.dst = {198, 18, 1, 0}, .len = 24, .oif = kEth}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, gw, kMacA).n());
+    const uint64_t def = nh_->default_word(4);
+    ASSERT_TRUE(dp::NextHops::usable(def));
+    EXPECT_TRUE(nh_->any_hosts());
+    EXPECT_FALSE(nh_->uncovered_hosts());
+    EXPECT_FALSE(nh_->need_lookup(4, far.data()));
+    EXPECT_TRUE(nh_->need_lookup(4, gw.data()));
+
+    // Kernel egress to `far` through the default gateway: nothing to learn.
+    rte_ether_addr mac_a, mac_b;
+    std::memcpy(mac_a.addr_bytes, kMacA.data(), 6);
+    std::memcpy(mac_b.addr_bytes, kMacB.data(), 6);
+    nh_->learn(4, far.data(), mac_a, kPort, 0);
+    nh_->apply_learned();
+    EXPECT_EQ(nh_->hosts(), 1u);
+    EXPECT_FALSE(nh_->uncovered_hosts());
+    // Through another router (a policy the mirror does not follow): its entry.
+    nh_->learn(4, far.data(), mac_b, kPort, 0);
+    nh_->apply_learned();
+    EXPECT_TRUE(nh_->uncovered_hosts());
+    EXPECT_TRUE(nh_->need_lookup(4, far.data()));
+    const uint64_t learned = nh_->word_for(4, far.data());
+    ASSERT_TRUE(dp::NextHops::usable(learned));
+    EXPECT_NE(learned, def);
+    // Back through the default gateway: the entry goes.
+    nh_->learn(4, far.data(), mac_a, kPort, 0);
+    nh_->apply_learned();
+    EXPECT_EQ(nh_->hosts(), 1u);
+    EXPECT_FALSE(nh_->uncovered_hosts());
+    EXPECT_EQ(nh_->word_for(4, far.data()), def);
+    // A neighbour outside every route counts too, and its deletion uncounts it.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, far, kMacB).n());
+    EXPECT_TRUE(nh_->uncovered_hosts());
+    mirror_->apply(neigh(RTM_DELNEIGH, kEth, far, kMacB).n());
+    EXPECT_FALSE(nh_->uncovered_hosts());
+    // New routes count again: the /24 gone, the gateway's entry is outside.
+    mirror_->apply(route({.dst = {198, 18, 1, 0}, .len = 24, .oif = kEth, .del = true}).n());
+    EXPECT_TRUE(nh_->uncovered_hosts());
+}
+
 }  // namespace
+
