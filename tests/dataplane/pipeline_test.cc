@@ -4064,33 +4064,24 @@ TEST_P(RelayToRelay, VlanNextHopAndDscpRule) {
 // path would send the peer's packets to 0.0.0.0:0, or mix the families. Such
 // a message is refused as malformed and installs nothing.
 
-TEST_P(PipelineIpv4, AllocationWithClientFamilyNoneIsRefused) {
-    const Address relayed2 = *Address::parse("198.18.0.1:49300");
-    ipc::AllocationAdd a = allocation_add(99, n_.client, n_.listen, &relayed2, nullptr);
-    a.client = ipc::WireAddress{};  // family 0, port 0
-    EXPECT_FALSE(applier_->apply(ipc::encode(a, ++seq_))) << "AllocationAdd with client family 0 accepted";
-    ipc::PermissionAdd p = permission_add(99, relayed2, n_.peer);
-    applier_->apply(ipc::encode(p, ++seq_));
-    Frame f = from_peer(pattern(40), n_.peer);
-    f.dst = relayed2;
-    const Out o = run1(build(f));
-    EXPECT_TRUE(o.nic.empty()) << "peer packet forwarded to the NIC";
-}
-
-TEST_P(PipelineIpv4, AllocationWithClientAndListenOfTwoFamiliesIsRefused) {
-    const Address relayed2 = *Address::parse("198.18.0.1:49301");
+TEST_P(PipelineIpv4, AllocationWithClientOfNoneOrAnotherFamilyIsRefused) {
     const Address client6 = *Address::parse("[fd00::77]:40000");
-    const Address listen6 = *Address::parse("[fd00::1]:3478");
-    ipc_send(allocation_add(98, client6, listen6, nullptr, nullptr));  // an IPv6 listening address, index 0
-    ipc::AllocationAdd a = allocation_add(99, client6, n_.listen, &relayed2, nullptr);  // IPv6 client, IPv4 listen
-    EXPECT_FALSE(applier_->apply(ipc::encode(a, ++seq_)))
-        << "AllocationAdd with an IPv6 client on an IPv4 listening address accepted";
-    ipc::PermissionAdd p = permission_add(99, relayed2, n_.peer);
-    applier_->apply(ipc::encode(p, ++seq_));
-    Frame f = from_peer(pattern(40), n_.peer);
-    f.dst = relayed2;
-    const Out o = run1(build(f));
-    EXPECT_TRUE(o.nic.empty()) << "peer packet forwarded to the NIC";
+    ipc_send(allocation_add(98, client6, *Address::parse("[fd00::1]:3478"), nullptr, nullptr));  // IPv6 listen index 0
+    ipc::AllocationAdd none = allocation_add(99, n_.client, n_.listen, nullptr, nullptr);
+    none.client = ipc::WireAddress{};                                             // family 0, port 0
+    const ipc::AllocationAdd mixed = allocation_add(99, client6, n_.listen, nullptr, nullptr);  // IPv6 client, IPv4 listen
+    uint16_t port = 49300;
+    for (ipc::AllocationAdd a : {none, mixed}) {
+        const Address relayed = *Address::parse("198.18.0.1:" + std::to_string(port++));
+        a.relayed_v4 = ipc::WireAddress::from(relayed);
+        EXPECT_FALSE(applier_->apply(ipc::encode(a, ++seq_))) << "client family " << int{a.client.family} << " accepted";
+        ipc::PermissionAdd perm = permission_add(99, relayed, n_.peer);
+        applier_->apply(ipc::encode(perm, ++seq_));
+        Frame f = from_peer(pattern(40), n_.peer);
+        f.dst = relayed;
+        const Out o = run1(build(f));
+        EXPECT_TRUE(o.nic.empty()) << "peer packet forwarded to the NIC (client family " << int{a.client.family} << ")";
+    }
 }
 
 // Each refused message counts as malformed, not applied, and leaves the
