@@ -154,18 +154,16 @@ bool KernelMirror::dump_all(std::string* error) {
     return ok;
 }
 
-// A static default (--gw4/--gw6) is the operator's word for every
-// destination without a host entry: the routes do not narrow it.
-// Each prefix once. Past NextHops::kMaxPrefixes no destination gets the
-// default any more: said once per crossing, on stderr.
+// Each prefix once, none for a family with a static default (--gw4/--gw6:
+// the operator's word for every destination without a host entry, which
+// the routes do not narrow). Past NextHops::kMaxPrefixes no destination gets
+// the default any more: said once per crossing, on stderr.
 void KernelMirror::publish_prefixes() {
     for (int f = 0; f < 2; f++) {
         std::vector<NextHops::Prefix> v;
         if (!gw_[f].is_static) {
             for (const NextHops::Prefix& p : prefixes_[f]) {
-                if (std::none_of(v.begin(), v.end(), [&](const NextHops::Prefix& q) {
-                        return q.len == p.len && std::memcmp(q.ip, p.ip, sizeof q.ip) == 0;
-                    })) {
+                if (std::find(v.begin(), v.end(), p) == v.end()) {
                     v.push_back(p);
                 }
             }
@@ -520,10 +518,7 @@ void KernelMirror::note_prefix(uint8_t family, const NextHops::Prefix& p, bool a
         v.push_back(p);
         return;
     }
-    const auto it = std::find_if(v.begin(), v.end(), [&](const NextHops::Prefix& q) {
-        return q.len == p.len && std::memcmp(q.ip, p.ip, sizeof q.ip) == 0;
-    });
-    if (it != v.end()) {
+    if (const auto it = std::find(v.begin(), v.end(), p); it != v.end()) {
         v.erase(it);
     }
 }

@@ -47,7 +47,7 @@ unsigned NextHops::apply_learned() {
         for (unsigned i = 0; i < n; i++) {
             const NextHopKey& k = l[i].key;
             const bool existed = rte_hash_lookup(h_, &k) >= 0;
-            if (l[i].packed == default_word(k.family) && !covered(k.family, k.ip)) {
+            if (default_says(k.family, k.ip, l[i].packed)) {
                 if (existed && rte_hash_del_key(h_, &k) >= 0) {
                     count(k, -1);
                     total++;

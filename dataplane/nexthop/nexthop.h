@@ -79,9 +79,13 @@ public:
     // a lookup (need_lookup).
     bool uncovered_hosts() const { return uncovered_.load(std::memory_order_relaxed) != 0; }
     // Whether `ip` may have a host entry, or is covered (false: the default
-    // is its next hop).
+    // is its next hop). `uncovered`: uncovered_hosts(), read once per burst
+    // by a caller with many destinations.
+    bool need_lookup(uint8_t family, const uint8_t* ip, bool uncovered) const {
+        return uncovered || covered(family, ip);
+    }
     bool need_lookup(uint8_t family, const uint8_t* ip) const {
-        return uncovered_hosts() || covered(family, ip);
+        return need_lookup(family, ip, uncovered_hosts());
     }
     uint64_t default_word(uint8_t family) const {
         return (family == 4 ? default4_ : default6_).load(std::memory_order_acquire);
@@ -155,7 +159,7 @@ public:
         nh.vlan = vlan;
         const uint64_t want = pack(nh);
         if (rte_hash_lookup_data(h_, &k, &d) >= 0 ? reinterpret_cast<uint64_t>(d) == want
-                                                   : want == default_word(family) && !covered(family, ip)) {
+                                                   : default_says(family, ip, want)) {
             return;  // known, or what the default says already (apply_learned)
         }
         Learned l{k, want};
@@ -175,6 +179,7 @@ public:
     struct Prefix {
         uint8_t ip[16] = {};
         uint8_t len = 0;
+        bool operator==(const Prefix&) const = default;
     };
     static constexpr uint32_t kMaxPrefixes = 32;
     void set_prefixes(uint8_t family, const std::vector<Prefix>& p);
@@ -242,6 +247,11 @@ private:
     PrefixSet prefixes_[2];  // [0] IPv4, [1] IPv6
     // Counts a host entry added (+1) or removed (-1).
     void count(const NextHopKey& k, int delta);
+    // Whether next hop `w` for `ip` is what the default gives it (no route
+    // covers it): no host entry needed (learn, apply_learned).
+    bool default_says(uint8_t family, const uint8_t* ip, uint64_t w) const {
+        return w == default_word(family) && !covered(family, ip);
+    }
     std::atomic<uint32_t> hosts_{0};
     std::atomic<uint32_t> uncovered_{0};  // host entries no prefix covers
     std::atomic<uint64_t> default4_{0};

@@ -446,8 +446,8 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
         const bool hosts = l.ndone != 0 && (w.nexthops->any_hosts() || w.nexthops->any_prefixes());
         uint64_t nh[kBurst];
         if (hosts) {
-            // Looked up only where a host entry may be (NextHops::need_lookup).
-            const bool all = w.nexthops->uncovered_hosts();
+            // Looked up only where a host entry may be.
+            const bool uncovered = w.nexthops->uncovered_hosts();
             NextHopKey keys[kBurst];
             const NextHopKey* kp[kBurst];
             uint16_t look[kBurst];
@@ -456,7 +456,7 @@ Express express(Worker& w, rte_mbuf** mbufs, Pkt* p, uint16_t n, uint64_t now_ts
                 const Pkt& q = *l.done[j];
                 const uint8_t f = kMixed ? q.family : 4;
                 const uint8_t* dst = q.kind == Kind::kToPeerChannel ? q.peer_ip : l.allocs[q.alloc].client_ip;
-                if (all || w.nexthops->covered(f, dst)) {
+                if (w.nexthops->need_lookup(f, dst, uncovered)) {
                     keys[nlook] = NextHops::key(f, dst);
                     kp[nlook] = &keys[nlook];
                     look[nlook++] = j;
