@@ -428,6 +428,32 @@ struct Dataplane {
     bool launched = false;    // workers running on their lcores
 };
 
+// The next-hop table's state and totals (ipc::NextHopCounters), for the
+// control plane's reports and the totals printed at exit.
+void nexthop_counters(const Dataplane& d, turn::ipc::NextHopCounters& c) {
+    const dp::NextHops& nh = *d.nh;
+    c.capacity = nh.capacity();
+    c.hosts = std::min(nh.hosts(), c.capacity);
+    c.learned = std::min(nh.learned(), c.hosts);
+    c.default4 = nh.default_word(4) != 0 ? 1 : 0;
+    c.default6 = nh.default_word(6) != 0 ? 1 : 0;
+    c.mirror = d.mirror ? 1 : 0;
+    c.routes4 = nh.prefix_count(4);
+    c.routes6 = nh.prefix_count(6);
+    const auto& ls = nh.learn_stats();
+    c.learned_total = ls.installed;
+    c.learned_expired = ls.expired;
+    c.learned_evicted = ls.evicted;
+    c.learn_refused = ls.refused;
+    if (d.mirror) {
+        const auto& ms = d.mirror->stats();
+        c.neigh_set = ms.neigh_set;
+        c.neigh_removed = ms.neigh_removed;
+        c.mac_retired = ms.mac_retired;
+        c.flushes = ms.flushes;
+    }
+}
+
 // Ports, memory, tables, next hops, then the workers: the last step, so that
 // no start-up error can happen while they run.
 void start(const dp::Options& o, int named_kernel_if, Dataplane& d) {
@@ -497,10 +523,11 @@ void start(const dp::Options& o, int named_kernel_if, Dataplane& d) {
                      "turn-dataplane: no hugepage memory for the workers' client caches; client packets go to the "
                      "flow hash every time (slower); reserve more hugepages or lower --flows\n");
     }
-    d.nh = dp::NextHops::create("nexthops", 4096, d.flows->rcu, SOCKET_ID_ANY, &err);
+    d.nh = dp::NextHops::create("nexthops", o.nexthops, d.flows->rcu, SOCKET_ID_ANY, &err);
     if (d.nh == nullptr) {
-        fatal(err);
+        fatal(err + " (--nexthops " + std::to_string(o.nexthops) + ": reserve more hugepages or lower it)");
     }
+    d.nh->set_learned_ttl(rte_get_timer_hz() * o.learned_ttl_s);
     for (auto [fam, has, mac, vlan] : {std::tuple{uint8_t{4}, o.has_gw4, o.gw4, o.gw4_vlan},
                                        std::tuple{uint8_t{6}, o.has_gw6, o.gw6, o.gw6_vlan}}) {
         if (!has) {
@@ -598,6 +625,7 @@ void run(const dp::Options& o, Dataplane& d) {
             }
         }
     };
+    applier.nexthop_counters = [&d](turn::ipc::NextHopCounters& c) { nexthop_counters(d, c); };
     IpcClient ipc(o.ipc, applier, d.workers);
     // A neighbour the kernel resolved, or a next hop learned from its
     // egress, is applied within milliseconds: until then packets to that
@@ -607,7 +635,9 @@ void run(const dp::Options& o, Dataplane& d) {
     const int mirror_fd = d.mirror ? d.mirror->fd() : -1;
     while (!g_stop.load()) {
         ipc.step(10, mirror_fd);
-        d.nh->apply_learned();
+        const uint64_t now = rte_get_timer_cycles();
+        d.nh->apply_learned(now);
+        d.nh->expire_learned(now);
         if (d.mirror) {
             d.mirror->poll();
         }
@@ -647,6 +677,14 @@ void run(const dp::Options& o, Dataplane& d) {
                 static_cast<unsigned long long>(as.unknown_alloc), static_cast<unsigned long long>(as.table_full),
                 static_cast<unsigned long long>(as.swept), static_cast<unsigned long long>(as.finals_dropped),
                 static_cast<unsigned long long>(as.resync_retried));
+    // The next-hop table, as the control plane gets it (NextHopCounters).
+    turn::ipc::NextHopCounters nc{};
+    nexthop_counters(d, nc);
+    std::printf("nexthop_capacity %u\nnexthop_hosts %u\nnexthop_learned %u\nnexthop_learned_total %llu\n"
+                "nexthop_learned_expired %llu\nnexthop_learned_evicted %llu\nnexthop_learn_refused %llu\n",
+                nc.capacity, nc.hosts, nc.learned, static_cast<unsigned long long>(nc.learned_total),
+                static_cast<unsigned long long>(nc.learned_expired), static_cast<unsigned long long>(nc.learned_evicted),
+                static_cast<unsigned long long>(nc.learn_refused));
     if (d.mirror) {
         const auto& ms = d.mirror->stats();
         std::printf("nexthop_neigh_set %llu\nnexthop_neigh_removed %llu\nnexthop_mac_retired %llu\n"

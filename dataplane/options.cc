@@ -117,6 +117,10 @@ Parsed parse_command_line(int argc, const char* const* argv, Options* out, std::
             o.kernel_mirror = false;
         } else if (a == "--flows") {
             ok = number(1, 1u << 24, &o.flows);
+        } else if (a == "--nexthops") {
+            ok = number(64, 1u << 24, &o.nexthops);
+        } else if (a == "--learned-ttl") {
+            ok = number(1, 86400, &o.learned_ttl_s);
         } else if (a != "--") {  // a second "--" has always been ignored
             return fail(error, "unknown option " + a);
         }
@@ -184,6 +188,13 @@ std::string usage(const char* prgname) {
            "                        must have the same\n"
            "  --flows N             flow-table capacity in flows (allocation + permission + channel), 1-16777216\n"
            "                        (default 65536)\n"
+           "  --nexthops N          next-hop table capacity in host entries: the kernel's neighbours and the\n"
+           "                        destinations learned from its egress (those it sends to another router\n"
+           "                        than the default's, or every one without a single default route, e.g.\n"
+           "                        a multipath default), 64-16777216 (default 65536); when full, the oldest\n"
+           "                        learned destinations make room\n"
+           "  --learned-ttl S       seconds a learned destination's next hop is kept before its next packet\n"
+           "                        asks the kernel again, 1-86400 (default 300)\n"
            "  --gw4 MAC             static IPv4 default next hop (default: the gateway of the kernel's default\n"
            "                        route, from the kernel mirror)\n"
            "  --gw4-vlan ID         802.1Q VLAN of --gw4, 1-4094 (default: untagged); needs --gw4\n"

@@ -22,6 +22,8 @@ struct Options {
     uint16_t gw4_vlan = 0;  // 802.1Q VLAN of the static default next hop (0: untagged)
     uint16_t gw6_vlan = 0;
     uint32_t flows = 1u << 16;
+    uint32_t nexthops = 1u << 16;     // host next-hop entries (neighbours + learned destinations)
+    uint32_t learned_ttl_s = 300;     // a learned next hop's lifetime
     std::string exc_kernel_if;  // the exception port's kernel end, when its PMD cannot name it
     bool kernel_mirror = true;
 

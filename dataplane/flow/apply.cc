@@ -701,6 +701,11 @@ void Applier::report_counters(const std::function<void(std::span<const uint8_t>)
             send(ipc::encode(pc, ++seq_));
         }
     }
+    if (nexthop_counters) {
+        ipc::NextHopCounters nc{};
+        nexthop_counters(nc);
+        send(ipc::encode(nc, ++seq_));
+    }
     ipc::CountersReport r{};
     auto flush = [&](bool last) {
         r.last = last ? 1 : 0;

@@ -79,8 +79,9 @@ public:
     void on(const turn::ipc::LimitSet& m);
     // Each worker's packet counters (WorkerCounters, from worker_counters
     // when set), each port's statistics (PortCounters, from port_counters
-    // when set), then every worker's per-allocation counters summed into
-    // CountersReport chunks.
+    // when set), the next-hop table's (NextHopCounters, from
+    // nexthop_counters when set), then every worker's per-allocation
+    // counters summed into CountersReport chunks.
     void report_counters(const std::function<void(std::span<const uint8_t>)>& send);
     // Fills one WorkerCounters (worker, count, values) per worker; set by the
     // process that owns the workers (main.cc).
@@ -88,6 +89,9 @@ public:
     // Fills one PortCounters per port it could read; set by the process that
     // owns the ports (main.cc). Called on the Applier's (main) lcore.
     std::function<void(std::vector<turn::ipc::PortCounters>&)> port_counters;
+    // Fills the next-hop table's NextHopCounters, sent after the
+    // PortCounters; set by the process that owns the table (main.cc).
+    std::function<void(turn::ipc::NextHopCounters&)> nexthop_counters;
 
     const Stats& stats() const { return stats_; }
     size_t allocations() const { return allocs_.size(); }

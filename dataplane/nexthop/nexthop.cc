@@ -17,6 +17,7 @@ NextHops* NextHops::create(const std::string& name, uint32_t entries, rte_rcu_qs
     p.socket_id = socket_id;
     p.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF;
     n->h_ = rte_hash_create(&p);
+    n->capacity_ = p.entries;
     rte_hash_rcu_config rc{};
     rc.v = rcu;
     rc.mode = RTE_HASH_QSBR_MODE_DQ;
@@ -39,7 +40,7 @@ NextHops::~NextHops() {
 // MAC needs no entry: the default says the same (and without entries
 // outside the prefixes, the workers skip the lookup, need_lookup). One that
 // had another MAC before loses its entry.
-unsigned NextHops::apply_learned() {
+unsigned NextHops::apply_learned(uint64_t now) {
     Learned l[32];
     unsigned total = 0;
     unsigned n;
@@ -48,21 +49,83 @@ unsigned NextHops::apply_learned() {
             const NextHopKey& k = l[i].key;
             const bool existed = rte_hash_lookup(h_, &k) >= 0;
             if (default_says(k.family, k.ip, l[i].packed)) {
-                if (existed && rte_hash_del_key(h_, &k) >= 0) {
-                    count(k, -1);
+                if (existed && remove_key(k)) {
                     total++;
                 }
                 continue;
             }
-            if (rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(l[i].packed)) == 0) {
-                total++;
-                if (!existed) {
-                    count(k, +1);
+            if (!existed) {
+                while (hosts_.load(std::memory_order_relaxed) >= high_water() && evict_oldest()) {
+                    learn_stats_.evicted++;
                 }
             }
+            // Still at the high water: the table is neighbours' (the rest is
+            // theirs and the deleted entries' slots'); or no slot is free.
+            if ((!existed && hosts_.load(std::memory_order_relaxed) >= high_water()) ||
+                rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(l[i].packed)) != 0) {
+                learn_stats_.refused++;
+                continue;
+            }
+            total++;
+            learn_stats_.installed++;
+            if (!existed) {
+                count(k, +1);
+            }
+            learned_[k] = now;
+            order_.emplace_back(k, now);
         }
     }
+    if (order_.size() > 2 * learned_.size() + 1024) {
+        compact_order();
+    }
     return total;
+}
+
+unsigned NextHops::expire_learned(uint64_t now) {
+    unsigned removed = 0;
+    // Stale records (a key removed, or installed again later) cost a look
+    // each: bounded too, so one call never walks a long queue.
+    for (unsigned looked = 0; !order_.empty() && removed < kExpireAtOnce && looked < 4 * kExpireAtOnce; looked++) {
+        const auto& [k, at] = order_.front();
+        const auto it = learned_.find(k);
+        if (it != learned_.end() && it->second == at) {
+            if (learned_ttl_ == 0 || now - at < learned_ttl_) {
+                break;  // the oldest is young enough: so are the rest
+            }
+            remove_key(k);  // also forgets it in learned_
+            learn_stats_.expired++;
+            removed++;
+        }
+        order_.pop_front();
+    }
+    return removed;
+}
+
+bool NextHops::evict_oldest() {
+    while (!order_.empty()) {
+        const auto [k, at] = order_.front();
+        order_.pop_front();
+        const auto it = learned_.find(k);
+        if (it != learned_.end() && it->second == at) {
+            remove_key(k);
+            return true;
+        }
+    }
+    return false;
+}
+
+void NextHops::compact_order() {
+    order_.assign(learned_.begin(), learned_.end());
+    std::sort(order_.begin(), order_.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+}
+
+bool NextHops::remove_key(const NextHopKey& k) {
+    learned_.erase(k);
+    if (rte_hash_del_key(h_, &k) < 0) {
+        return false;
+    }
+    count(k, -1);
+    return true;
 }
 
 void NextHops::count(const NextHopKey& k, int delta) {
@@ -74,7 +137,12 @@ void NextHops::count(const NextHopKey& k, int delta) {
 
 int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
     const NextHopKey k = key(family, ip);
+    learned_.erase(k);  // the kernel's neighbour now: it says when the entry goes
     const bool existed = rte_hash_lookup(h_, &k) >= 0;
+    // A neighbour comes before learned destinations: they make room for it.
+    while (!existed && hosts_.load(std::memory_order_relaxed) >= high_water() && evict_oldest()) {
+        learn_stats_.evicted++;
+    }
     const int r = rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(pack(nh)));
     if (r == 0 && !existed) {
         count(k, +1);
@@ -82,12 +150,7 @@ int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
     return r;
 }
 
-void NextHops::del_host(uint8_t family, const uint8_t* ip) {
-    const NextHopKey k = key(family, ip);
-    if (rte_hash_del_key(h_, &k) >= 0) {
-        count(k, -1);
-    }
-}
+void NextHops::del_host(uint8_t family, const uint8_t* ip) { remove_key(key(family, ip)); }
 
 bool NextHops::get_host(uint8_t family, const uint8_t* ip, NextHop* out) const {
     const NextHopKey k = key(family, ip);
@@ -114,9 +177,7 @@ size_t NextHops::remove_if(Pred pred) {
         }
     }
     for (const auto& k : doomed) {
-        if (rte_hash_del_key(h_, &k) >= 0) {
-            count(k, -1);
-        }
+        remove_key(k);
     }
     return doomed.size();
 }
@@ -127,7 +188,9 @@ size_t NextHops::remove_by_mac(const rte_ether_addr& mac, uint16_t vlan) {
 }
 
 size_t NextHops::flush_hosts() {
-    return remove_if([](const NextHop&) { return true; });
+    const size_t n = remove_if([](const NextHop&) { return true; });
+    order_.clear();
+    return n;
 }
 
 void NextHops::set_default(uint8_t family, const NextHop& nh) {

@@ -31,13 +31,27 @@
 // that differ from the table on a ring; the main lcore installs them. A
 // destination the kernel never sent to stays a miss, so its first packet is
 // punted, the slow path relays it, and that teaches the dataplane.
+// Learned entries are the main lcore's to age: each expires its TTL after it
+// was installed (the destination's next packet takes the slow path once and
+// the kernel's egress teaches it again, so a destination no longer used
+// does not hold a slot for ever, and one whose route changed in a way no
+// notification said is corrected), and while the table is nearly full the
+// oldest learned entries make room for new ones. Neighbour entries (the
+// kernel mirror's) do not expire: the kernel's neighbour table says when
+// they go. Where every destination is learned (a multipath default route,
+// no default route), the table's capacity (turn-dataplane --nexthops) bounds
+// how many destinations the fast path reaches at once.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/dpdk.h"
@@ -57,6 +71,7 @@ struct alignas(8) NextHopKey {
     uint8_t ip[16] = {};
     uint8_t family = 0;
     uint8_t pad[7] = {};
+    bool operator==(const NextHopKey&) const = default;
 };
 static_assert(sizeof(NextHopKey) == 24);
 
@@ -167,8 +182,43 @@ public:
     }
 
     // Main lcore side.
-    // Installs what workers learned from kernel egress; returns how many.
-    unsigned apply_learned();
+    // Installs what workers learned from kernel egress (as learned at
+    // `now`, TSC); returns how many entries it added, changed or removed.
+    // A new entry while the table holds high_water() entries or more
+    // removes the oldest learned ones first (learn_stats().evicted); one
+    // that still finds the table at its high water (its entries are
+    // neighbours) or no free slot is counted (refused) and dropped: the
+    // kernel's next frame to it teaches it again.
+    unsigned apply_learned(uint64_t now);
+    unsigned apply_learned() { return apply_learned(rte_get_timer_cycles()); }
+    // Removes learned entries installed at least learned_ttl (TSC cycles)
+    // before `now`, oldest first, at most kExpireAtOnce per call (so that
+    // entries learned together, after a flush, leave over several calls and
+    // their next packets do not reach the kernel all at once); returns how
+    // many. learned_ttl 0: learned entries never expire.
+    unsigned expire_learned(uint64_t now);
+    static constexpr unsigned kExpireAtOnce = 256;
+    void set_learned_ttl(uint64_t cycles) { learned_ttl_ = cycles; }
+    struct LearnStats {
+        uint64_t installed = 0;  // learned entries added or changed
+        uint64_t expired = 0;    // removed at their TTL
+        uint64_t evicted = 0;    // removed to make room for newer ones
+        uint64_t refused = 0;    // learned next hops the full table had no room for
+    };
+    const LearnStats& learn_stats() const { return learn_stats_; }
+    // Host entries the table holds, and how many of those present are learned.
+    uint32_t capacity() const { return capacity_; }
+    uint32_t learned() const { return static_cast<uint32_t>(learned_.size()); }
+    // From this many entries on, a new one evicts the oldest learned ones,
+    // and learned ones are refused when none is left to evict: a sixteenth
+    // of the table stays for neighbours and for deleted entries' slots,
+    // which the hash reuses only after the workers' grace period.
+    uint32_t high_water() const { return capacity_ - std::max<uint32_t>(capacity_ / 16, 4); }
+    // The family's kernel routes more specific than the default as the
+    // workers see them (kMaxPrefixes + 1: too many).
+    uint32_t prefix_count(uint8_t family) const {
+        return prefixes_[family == 4 ? 0 : 1].n.load(std::memory_order_relaxed);
+    }
     int set_host(uint8_t family, const uint8_t* ip, const NextHop& nh);
     void del_host(uint8_t family, const uint8_t* ip);
     void set_default(uint8_t family, const NextHop& nh);
@@ -244,6 +294,24 @@ private:
     };
     rte_hash* h_ = nullptr;
     rte_ring* learn_ = nullptr;
+    uint32_t capacity_ = 0;
+    // Main lcore only: the learned entries present, with the TSC at which
+    // each was installed, and the same in installation order (a record whose
+    // key is gone, or was installed again later, is skipped when it comes
+    // up; compact_order() rebuilds the queue when such records pile up).
+    struct KeyHash {
+        size_t operator()(const NextHopKey& k) const { return rte_hash_crc(&k, sizeof k, 0); }
+    };
+    std::unordered_map<NextHopKey, uint64_t, KeyHash> learned_;
+    std::deque<std::pair<NextHopKey, uint64_t>> order_;
+    uint64_t learned_ttl_ = 0;
+    LearnStats learn_stats_;
+    // Removes the oldest learned entry (learned_, the hash); false: none.
+    bool evict_oldest();
+    void compact_order();
+    // Removes host entry k (a deleted key's slot is reused after the
+    // workers' grace period); true if it was there.
+    bool remove_key(const NextHopKey& k);
     PrefixSet prefixes_[2];  // [0] IPv4, [1] IPv6
     // Counts a host entry added (+1) or removed (-1).
     void count(const NextHopKey& k, int delta);

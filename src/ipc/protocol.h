@@ -45,6 +45,7 @@ enum class MsgType : uint16_t {
     kCountersReport = 21,  // dp -> cp: per-allocation counters, in chunks
     kWorkerCounters = 22,  // dp -> cp: one worker's packet counters, with each CountersReport
     kPortCounters = 23,    // dp -> cp: one DPDK port's link and statistics, with each CountersReport
+    kNextHopCounters = 24, // dp -> cp: the next-hop table's state and totals, with each CountersReport
 };
 // New types are appended without a version change as long as a peer that
 // does not know one can drop it and go on: the control plane counts an
@@ -315,6 +316,36 @@ struct PortCounters {
 };
 static_assert(sizeof(PortCounters) == 152);
 
+// The dataplane's next-hop table (dataplane/nexthop/nexthop.h): where its
+// fast path sends packets. Host entries come from the kernel's neighbour
+// table (the kernel mirror) or are learned from the kernel's own egress;
+// learned ones expire after their TTL and make room for newer ones when the
+// table is full. Gauges are the state at the report; totals are cumulative
+// since the dataplane process started. Sent after the PortCounters and
+// before the CountersReport chunks that answer a CountersRequest.
+struct NextHopCounters {
+    static constexpr MsgType kType = MsgType::kNextHopCounters;
+    Header h;
+    uint32_t capacity = 0;   // host entries the table holds (turn-dataplane --nexthops)
+    uint32_t hosts = 0;      // host entries now, learned ones included (<= capacity)
+    uint32_t learned = 0;    // of hosts, learned from kernel egress (<= hosts)
+    uint8_t default4 = 0;    // 1: an IPv4 default next hop is set (the kernel's default route, or --gw4)
+    uint8_t default6 = 0;    // 1: an IPv6 one
+    uint8_t mirror = 0;      // 1: the kernel mirror runs (not --no-kernel-mirror)
+    uint8_t pad = 0;
+    uint32_t routes4 = 0;    // kernel routes more specific than the default, IPv4 (NextHops::kMaxPrefixes + 1: too many)
+    uint32_t routes6 = 0;    // the same, IPv6
+    uint64_t learned_total = 0;    // learned entries installed
+    uint64_t learned_expired = 0;  // learned entries removed at their TTL
+    uint64_t learned_evicted = 0;  // learned entries removed to make room for a newer one
+    uint64_t learn_refused = 0;    // learned next hops not installed: the table was full of neighbour entries
+    uint64_t neigh_set = 0;        // kernel mirror: neighbour entries installed or changed
+    uint64_t neigh_removed = 0;    // kernel mirror: neighbour entries removed (failed, deleted)
+    uint64_t mac_retired = 0;      // kernel mirror: entries removed with a neighbour whose MAC changed or went
+    uint64_t flushes = 0;          // kernel mirror: full flushes (a route change, lost notifications)
+};
+static_assert(sizeof(NextHopCounters) == 104);
+
 // has_unique_object_representations: no hidden padding, so encode() never
 // sends uninitialised bytes.
 template <typename M>
@@ -410,6 +441,12 @@ bool valid(const M& m) {
     }
     if constexpr (std::is_same_v<M, PortCounters>) {
         if (m.role != PortRole::kNic && m.role != PortRole::kException) {
+            return false;
+        }
+    }
+    if constexpr (std::is_same_v<M, NextHopCounters>) {
+        if (m.hosts > m.capacity || m.learned > m.hosts || m.default4 > 1 || m.default6 > 1 || m.mirror > 1 ||
+            m.pad != 0) {
             return false;
         }
     }

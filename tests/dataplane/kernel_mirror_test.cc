@@ -592,5 +592,154 @@ TEST_F(KernelMirrorVlan, OnlyEntriesOutsideTheRoutesMakeEveryDestinationLookedUp
     EXPECT_TRUE(nh_->uncovered_hosts());
 }
 
-}  // namespace
+// Learned next hops (NextHops::apply_learned, expire_learned): the main
+// lcore's aging and room-making, on the fixture's 64-entry table (high
+// water 60).
+class LearnedNextHops : public KernelMirrorVlan {
+protected:
+    static rte_ether_addr mac(uint8_t last) {
+        rte_ether_addr m{};
+        m.addr_bytes[0] = 0x02;
+        m.addr_bytes[5] = last;
+        return m;
+    }
+    // 203.0.113.i (TEST-NET-3 as a table key only: nothing is sent).
+    static std::vector<uint8_t> far(uint8_t i) { return {203, 0, 113, i}; }
+    void learn_at(const std::vector<uint8_t>& ip, uint8_t mac_last, uint64_t now) {
+        nh_->learn(4, ip.data(), mac(mac_last), kPort, 0);
+        nh_->apply_learned(now);
+    }
+    bool has(const std::vector<uint8_t>& ip) const {
+        dp::NextHop h;
+        return nh_->get_host(4, ip.data(), &h);
+    }
+};
 
+TEST_F(LearnedNextHops, LearnedEntriesExpireAtTheirTtlAndNeighboursDoNot) {
+    nh_->set_learned_ttl(1000);
+    // Each through its own router (a neighbour whose MAC changes takes the
+    // entries learned through its old MAC with it: not what is tested here).
+    learn_at(far(1), 1, 0);
+    learn_at(far(2), 2, 500);
+    learn_at(far(3), 3, 0);
+    learn_at(far(4), 4, 0);
+    learn_at(far(4), 5, 800);  // the kernel sends it elsewhere now: its clock restarts
+    // far(3) becomes the kernel's neighbour: the kernel says when it goes.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, far(3), kMacA).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    EXPECT_EQ(nh_->hosts(), 5u);
+    EXPECT_EQ(nh_->learned(), 3u);
+    EXPECT_EQ(nh_->learn_stats().installed, 5u);
+
+    EXPECT_EQ(nh_->expire_learned(999), 0u);
+    EXPECT_EQ(nh_->expire_learned(1000), 1u);
+    EXPECT_FALSE(has(far(1)));
+    EXPECT_TRUE(has(far(2)));
+    EXPECT_TRUE(has(far(4)));
+    EXPECT_EQ(nh_->expire_learned(1500), 1u);
+    EXPECT_FALSE(has(far(2)));
+    EXPECT_TRUE(has(far(4)));
+    EXPECT_EQ(nh_->expire_learned(1800), 1u);
+    EXPECT_FALSE(has(far(4)));
+    EXPECT_EQ(nh_->expire_learned(1000000), 0u);
+    EXPECT_TRUE(has(far(3)));
+    EXPECT_TRUE(has(kPeer));
+    EXPECT_EQ(nh_->hosts(), 2u);
+    EXPECT_EQ(nh_->learned(), 0u);
+    EXPECT_EQ(nh_->learn_stats().expired, 3u);
+    // Learned again after it expired: back, with a new clock.
+    learn_at(far(1), 1, 2000);
+    EXPECT_TRUE(has(far(1)));
+    EXPECT_EQ(nh_->expire_learned(2999), 0u);
+    EXPECT_EQ(nh_->expire_learned(3000), 1u);
+}
+
+TEST_F(LearnedNextHops, WithoutATtlLearnedEntriesStay) {
+    nh_->set_learned_ttl(0);
+    learn_at(far(1), 1, 0);
+    EXPECT_EQ(nh_->expire_learned(UINT64_MAX), 0u);
+    EXPECT_TRUE(has(far(1)));
+}
+
+TEST_F(LearnedNextHops, ExpiryLeavesAtMostABatchPerCall) {
+    nh_->set_learned_ttl(10);
+    // More than a batch, learned and removed in rounds (the table holds 60).
+    unsigned learned = 0;
+    for (unsigned round = 0; round < 6; round++) {
+        for (uint8_t i = 1; i <= 50; i++) {
+            learn_at(far(i), static_cast<uint8_t>(round + 1), round * 100);
+            learned++;
+        }
+    }
+    EXPECT_EQ(nh_->learned(), 50u);
+    EXPECT_EQ(nh_->learn_stats().installed, learned);
+    // The 250 records of the first five rounds are stale, the last 50 due.
+    EXPECT_EQ(nh_->expire_learned(10000), 50u);
+    EXPECT_EQ(nh_->learned(), 0u);
+    EXPECT_EQ(nh_->hosts(), 0u);
+}
+
+TEST_F(LearnedNextHops, AFullTableMakesRoomWithTheOldestLearned) {
+    nh_->set_learned_ttl(0);
+    const uint32_t high = nh_->high_water();
+    ASSERT_EQ(nh_->capacity(), 64u);
+    ASSERT_EQ(high, 60u);
+    for (uint8_t i = 1; i <= 70; i++) {
+        learn_at(far(i), 1, i);
+        EXPECT_LE(nh_->hosts(), high);
+    }
+    EXPECT_EQ(nh_->hosts(), high);
+    EXPECT_EQ(nh_->learn_stats().evicted, 10u);
+    EXPECT_EQ(nh_->learn_stats().refused, 0u);
+    for (uint8_t i = 1; i <= 10; i++) {
+        EXPECT_FALSE(has(far(i))) << unsigned{i};
+    }
+    for (uint8_t i = 11; i <= 70; i++) {
+        EXPECT_TRUE(has(far(i))) << unsigned{i};
+    }
+    // A neighbour comes first: the oldest learned one makes room.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    EXPECT_TRUE(has(kPeer));
+    EXPECT_FALSE(has(far(11)));
+    EXPECT_EQ(nh_->hosts(), high);
+    EXPECT_EQ(nh_->learn_stats().evicted, 11u);
+}
+
+TEST_F(LearnedNextHops, ATableFullOfNeighboursRefusesLearnedOnesAndKeepsTheNeighbours) {
+    const uint32_t high = nh_->high_water();
+    for (uint32_t i = 0; i < high; i++) {
+        mirror_->apply(neigh(RTM_NEWNEIGH, kEth, {198, 18, 3, static_cast<uint8_t>(i)}, kMacA).n());
+    }
+    ASSERT_EQ(nh_->hosts(), high);
+    // At the high water with no learned entry to make room: refused, the
+    // rest of the table kept for neighbours and deleted entries' slots.
+    for (uint8_t i = 1; i <= 10; i++) {
+        learn_at(far(i), 1, i);
+        EXPECT_FALSE(has(far(i)));
+    }
+    EXPECT_EQ(nh_->learn_stats().evicted, 0u);
+    EXPECT_EQ(nh_->learn_stats().refused, 10u);
+    EXPECT_EQ(nh_->learn_stats().installed, 0u);
+    EXPECT_EQ(nh_->hosts(), high);
+    // Neighbours still fit beyond the high water.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    EXPECT_TRUE(has(kPeer));
+    EXPECT_EQ(nh_->hosts(), high + 1);
+    for (uint32_t i = 0; i < high; i++) {
+        EXPECT_TRUE(has({198, 18, 3, static_cast<uint8_t>(i)})) << i;
+    }
+}
+
+TEST_F(LearnedNextHops, AFlushForgetsTheLearnedOnes) {
+    nh_->set_learned_ttl(1000);
+    learn_at(far(1), 1, 0);
+    learn_at(far(2), 1, 0);
+    EXPECT_EQ(nh_->flush_hosts(), 2u);
+    EXPECT_EQ(nh_->learned(), 0u);
+    // The neighbour that takes one of their IPs later is not aged.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, far(1), kMacA).n());
+    EXPECT_EQ(nh_->expire_learned(5000), 0u);
+    EXPECT_TRUE(has(far(1)));
+}
+
+}  // namespace

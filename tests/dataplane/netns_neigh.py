@@ -23,10 +23,17 @@ the default route, whose gateway is the first peer's address (its host answers f
  10. only the backup default left, and the (on-link) peer's neighbour entry deleted: the first
      peer is on the relay's subnet, which the kernel reaches directly, never through the
      default gateway: punted, not sent to the backup's MAC
+Then a multipath default route (via the peer's address and 198.18.1.4, both h0's), which gives
+no single default next hop:
+ 11. the far peer, never sent to by the kernel:  punted
+ 12. after the relay host's kernel sent the far peer a datagram of its own: fast path (the next
+     hop learned from that kernel egress), the far peer gets it
+ 13. after the learned next hop's TTL (--learned-ttl 2) has passed: punted again
 
-At exit the dataplane's counters must say exactly that: fwd_client_channel == 5,
-punt_no_next_hop == 5, and the mirror's own totals (nexthop_neigh_set >= 3,
-nexthop_neigh_removed >= 1, nexthop_defaults_set >= 1).
+At exit the dataplane's counters must say exactly that: fwd_client_channel == 6,
+punt_no_next_hop == 7, the mirror's own totals (nexthop_neigh_set >= 3,
+nexthop_neigh_removed >= 1, nexthop_defaults_set >= 1) and the learned entries' (at least one
+learned, at least one expired).
 
   tnb_h (client 198.18.1.2, peer 198.18.1.3 on h0)
      h0 <-> n0  (tnb_r: NIC, driven by DPDK af_packet)
@@ -53,6 +60,13 @@ BOGUS = "02:00:5e:00:53:99"
 BACKUP = "198.18.1.9"  # a backup router: its neighbour entry has the bogus MAC
 
 FAR = "198.19.5.5"
+ROUTER2 = "198.18.1.4"  # the multipath default's second router: another of h0's addresses
+LEARNED_TTL = 2
+KERNEL_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("198.18.1.1", 0))
+s.sendto(b"from the relay's kernel", (sys.argv[1], 6001))
+"""
 PEER_CODE = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 6000)); s.settimeout(0.5)
@@ -79,7 +93,8 @@ def main():
     sm.setup()
     srv = sm.listen_ipc(SOCK)
     h0 = sm.mac_of(NS_H, "h0")
-    dp = sm.start_dataplane(dp_bin, SOCK, "tnbneigh", "af_packet")  # no --gw4: next hops come from the kernel
+    # No --gw4: next hops come from the kernel.
+    dp = sm.start_dataplane(dp_bin, SOCK, "tnbneigh", "af_packet", ["--learned-ttl", str(LEARNED_TTL)])
     peer = client = far = None
     out, c = "", {}
 
@@ -147,6 +162,18 @@ def main():
         sm.sh(f"ip -n {NS_R} route del default via {PEER} dev x0k metric 100")
         neigh(f"del {PEER} dev x0k")
         step("ten-on-link-no-entry", False)
+        sm.sh(f"ip -n {NS_H} addr add {ROUTER2}/32 dev h0")
+        neigh(f"replace {PEER} lladdr {h0} dev x0k nud permanent")
+        neigh(f"replace {ROUTER2} lladdr {h0} dev x0k nud permanent")
+        sm.sh(f"ip -n {NS_R} route del default")  # the backup
+        sm.sh(f"ip -n {NS_R} route add default nexthop via {PEER} dev x0k nexthop via {ROUTER2} dev x0k")
+        time.sleep(0.4)
+        step("eleven-multipath-unlearned", False, "4002")
+        subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, FAR], check=True, timeout=10)
+        time.sleep(0.3)
+        step("twelve-multipath-learned", True, "4002")
+        time.sleep(LEARNED_TTL + 1.5)
+        step("thirteen-learned-expired", False, "4002")
     finally:
         for p in (client, peer, far):
             if p is not None and p.poll() is None:
@@ -158,8 +185,12 @@ def main():
         srv.close()
         os.unlink(SOCK)
         sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
-    check(c.get("fwd_client_channel") == "5", f"fwd_client_channel == 5 (got {c.get('fwd_client_channel')})")
-    check(c.get("punt_no_next_hop") == "5", f"punt_no_next_hop == 5 (got {c.get('punt_no_next_hop')})")
+    check(c.get("fwd_client_channel") == "6", f"fwd_client_channel == 6 (got {c.get('fwd_client_channel')})")
+    check(c.get("punt_no_next_hop") == "7", f"punt_no_next_hop == 7 (got {c.get('punt_no_next_hop')})")
+    check(int(c.get("nexthop_learned_total", 0)) >= 1,
+          f"a next hop learned from kernel egress (got {c.get('nexthop_learned_total')})")
+    check(int(c.get("nexthop_learned_expired", 0)) >= 1,
+          f"a learned next hop expired (got {c.get('nexthop_learned_expired')})")
     check(int(c.get("nexthop_defaults_set", 0)) >= 1,
           f"default next hop set from the route (got {c.get('nexthop_defaults_set')})")
     check(int(c.get("nexthop_neigh_set", 0)) >= 3, f"mirror set >= 3 entries (got {c.get('nexthop_neigh_set')})")

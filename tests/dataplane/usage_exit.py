@@ -130,8 +130,8 @@ def main():
     dp = sys.argv[1]
     check = Checks()
     r = Runs(dp, check)
-    options = ["--nic", "--exc", "--ipc", "--mtu", "--flows", "--gw4", "--gw4-vlan", "--gw6", "--gw6-vlan",
-               "--exc-kernel-if", "--no-kernel-mirror", "--help"]
+    options = ["--nic", "--exc", "--ipc", "--mtu", "--flows", "--nexthops", "--learned-ttl", "--gw4", "--gw4-vlan",
+               "--gw6", "--gw6-vlan", "--exc-kernel-if", "--no-kernel-mirror", "--help"]
     # Help: ours, before EAL, on stdout, exit 0.
     usage = r.run("-- --help", HUGE, ["--", "--help"], 0, options + ["default 1500", "EAL options", "go before \"--\""],
                   stream="stdout")
@@ -152,6 +152,10 @@ def main():
         ("--mtu out of range", ["--", *GOOD, "--mtu", "9217"], ["--mtu 9217: expected a whole number from 576 to 9216"]),
         ("--flows out of range", ["--", *GOOD, "--flows", "16777217"],
          ["--flows 16777217: expected a whole number from 1 to 16777216"]),
+        ("--nexthops out of range", ["--", *GOOD, "--nexthops", "63"],
+         ["--nexthops 63: expected a whole number from 64 to 16777216"]),
+        ("--learned-ttl out of range", ["--", *GOOD, "--learned-ttl", "0"],
+         ["--learned-ttl 0: expected a whole number from 1 to 86400"]),
         ("--gw6-vlan out of range", ["--", *GOOD, "--gw6", "02:00:00:00:00:01", "--gw6-vlan", "0"],
          ["--gw6-vlan 0: expected a whole number from 1 to 4094"]),
         ("--mtu not a number", ["--", *GOOD, "--mtu", "big"], ["--mtu big: expected a whole number"]),
