@@ -364,6 +364,89 @@ public:
                     gauge(ls, port_labels(p.c), static_cast<double>(p.c.link_speed_mbps));
                 }
             }
+            // The dataplane's next-hop table (where its fast path sends
+            // packets), as of its last report, kept like the ports' until a
+            // new dataplane process reports: gauges are the state at the
+            // report, counters cumulative since the dataplane process started.
+            // The families are always there (as the ports'), their series only
+            // while a report is held.
+            const auto nh = dp_->nexthop();
+            auto& ne = family("turn_dataplane_nexthop_entries",
+                              "Host entries in the dataplane's next-hop table, by kind: neighbour (mirrored from the "
+                              "kernel's neighbour table; they go when the kernel's neighbour goes), learned (from the "
+                              "kernel's own egress; they expire after their TTL and make room for newer ones when "
+                              "the table is nearly full)",
+                              MetricType::Gauge);
+            auto& nc = family("turn_dataplane_nexthop_capacity",
+                              "Host entries the dataplane's next-hop table holds (turn-dataplane --nexthops)",
+                              MetricType::Gauge);
+            auto& nd = family("turn_dataplane_nexthop_default",
+                              "1 while the dataplane has a default next hop of the family (the kernel's default "
+                              "route, or --gw4/--gw6); 0: destinations of that family without a host entry take the "
+                              "slow path",
+                              MetricType::Gauge);
+            auto& nr = family("turn_dataplane_nexthop_kernel_routes",
+                              "Kernel routes more specific than the default the dataplane honours, by family (a "
+                              "destination they cover takes the slow path until it has a host entry); 33 means more "
+                              "than 32: then no destination gets the default next hop, every one without a host "
+                              "entry takes the slow path",
+                              MetricType::Gauge);
+            auto& nm = family("turn_dataplane_nexthop_kernel_mirror",
+                              "1 while the dataplane mirrors the kernel's neighbour table and routes into its next-hop "
+                              "table; 0: turn-dataplane --no-kernel-mirror",
+                              MetricType::Gauge);
+            if (nh) {
+                gauge(ne, {{"kind", "neighbour"}}, static_cast<double>(nh->hosts - nh->learned));
+                gauge(ne, {{"kind", "learned"}}, static_cast<double>(nh->learned));
+                gauge(nc, {}, static_cast<double>(nh->capacity));
+                gauge(nd, {{"family", "ipv4"}}, nh->default4 != 0 ? 1.0 : 0.0);
+                gauge(nd, {{"family", "ipv6"}}, nh->default6 != 0 ? 1.0 : 0.0);
+                gauge(nr, {{"family", "ipv4"}}, static_cast<double>(nh->routes4));
+                gauge(nr, {{"family", "ipv6"}}, static_cast<double>(nh->routes6));
+                gauge(nm, {}, nh->mirror != 0 ? 1.0 : 0.0);
+            }
+            struct NextHopFamily {
+                const char* name;
+                const char* help;
+                uint64_t ipc::NextHopCounters::*value;
+            };
+            static constexpr NextHopFamily kNextHopFamilies[] = {
+                {"turn_dataplane_nexthop_learned_total",
+                 "Next hops the dataplane learned from the kernel's egress and installed in its next-hop table",
+                 &ipc::NextHopCounters::learned_total},
+                {"turn_dataplane_nexthop_learned_expired_total",
+                 "Learned next-hop entries removed at the end of their TTL (the destination's next packet takes "
+                 "the slow path once and is learned again)",
+                 &ipc::NextHopCounters::learned_expired},
+                {"turn_dataplane_nexthop_learned_evicted_total",
+                 "Learned next-hop entries removed to make room for a newer one: rising, the table is too small for "
+                 "the destinations in use, which take the slow path by turns (raise turn-dataplane --nexthops)",
+                 &ipc::NextHopCounters::learned_evicted},
+                {"turn_dataplane_nexthop_learn_refused_total",
+                 "Learned next hops not installed because the table was full of neighbour entries: those "
+                 "destinations take the slow path (raise turn-dataplane --nexthops)",
+                 &ipc::NextHopCounters::learn_refused},
+                {"turn_dataplane_nexthop_neighbour_set_total",
+                 "Neighbour entries the kernel mirror installed or changed in the dataplane's next-hop table",
+                 &ipc::NextHopCounters::neigh_set},
+                {"turn_dataplane_nexthop_neighbour_removed_total",
+                 "Neighbour entries the kernel mirror removed (the kernel's neighbour failed or was deleted)",
+                 &ipc::NextHopCounters::neigh_removed},
+                {"turn_dataplane_nexthop_mac_retired_total",
+                 "Next-hop entries the kernel mirror removed with a neighbour whose MAC address changed or that went "
+                 "(the destinations behind that router are learned again)",
+                 &ipc::NextHopCounters::mac_retired},
+                {"turn_dataplane_nexthop_flushes_total",
+                 "Times the kernel mirror emptied the dataplane's next-hop table and read the kernel's neighbours "
+                 "again (a route change, lost netlink notifications); learned destinations are learned again",
+                 &ipc::NextHopCounters::flushes},
+            };
+            for (const NextHopFamily& nf : kNextHopFamilies) {
+                auto& f = family(nf.name, nf.help, MetricType::Counter);
+                if (nh) {
+                    counter(f, {}, static_cast<double>((*nh).*nf.value));
+                }
+            }
         }
         auto& draining = family("turn_draining", "1 while the relay drains after SIGTERM", MetricType::Gauge);
         gauge(draining, {}, shared_.draining.load() ? 1.0 : 0.0);

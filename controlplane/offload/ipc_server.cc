@@ -555,6 +555,12 @@ void IpcServer::on_message(std::span<const uint8_t> d) {
             return;
         }
         break;
+    case ipc::MsgType::kNextHopCounters:
+        if (auto m = ipc::decode<ipc::NextHopCounters>(d)) {
+            counters_.set_nexthop(*m);
+            return;
+        }
+        break;
     default: break;
     }
     bad_message(static_cast<int>(h->type), d.size());
@@ -582,6 +588,7 @@ void IpcServer::on_hello(const ipc::Hello& h) {
         last_.clear();  // a new dataplane process: its counters start at zero
         counters_.clear_workers();
         counters_.clear_ports();
+        counters_.clear_nexthop();
         boot_id_ = h.boot_id;
         std::lock_guard lk(mu_);
         carried_ = usage_;  // all of it counted by the processes before this one

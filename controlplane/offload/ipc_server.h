@@ -118,11 +118,29 @@ struct DataplaneCounters {
         ports_ = {};
     }
 
+    // The dataplane's next-hop table's last NextHopCounters (none until one
+    // came; a new dataplane process starts it over, like the ports'). Only
+    // one that passed ipc::valid() is stored (learned <= hosts <= capacity).
+    std::optional<ipc::NextHopCounters> nexthop() const {
+        std::lock_guard lk(nexthop_mu);
+        return nexthop_;
+    }
+    void set_nexthop(const ipc::NextHopCounters& c) {
+        std::lock_guard lk(nexthop_mu);
+        nexthop_ = c;
+    }
+    void clear_nexthop() {
+        std::lock_guard lk(nexthop_mu);
+        nexthop_.reset();
+    }
+
 private:
     mutable std::mutex workers_mu;
     std::map<uint32_t, ipc::WorkerCounters> workers_;
     mutable std::mutex ports_mu;
     Ports ports_;
+    mutable std::mutex nexthop_mu;
+    std::optional<ipc::NextHopCounters> nexthop_;
 };
 
 class IpcServer final : public OffloadHook {

@@ -239,6 +239,11 @@ public:
                     auto b = ipc::encode(pc, ++seq_);
                     ::send(fd_, b.data(), b.size(), 0);
                 }
+                if (nexthop) {  // then the next-hop table's
+                    auto nh = *nexthop;
+                    auto b = ipc::encode(nh, ++seq_);
+                    ::send(fd_, b.data(), b.size(), 0);
+                }
                 for (const auto& r : raw_with_counters) {
                     ::send(fd_, r.data(), r.size(), 0);
                 }
@@ -305,7 +310,8 @@ public:
     std::optional<ipc::CountersReport> report;
     std::vector<ipc::WorkerCounters> workers;
     std::vector<ipc::PortCounters> ports;
-    std::vector<std::vector<uint8_t>> raw_with_counters;  // sent as they are, after the ports
+    std::optional<ipc::NextHopCounters> nexthop;  // sent after the ports (none: a dataplane that predates it)
+    std::vector<std::vector<uint8_t>> raw_with_counters;  // sent as they are, after the ports and the next hops
     int counter_requests = 0;
     std::optional<ipc::Settings> settings;  // the last one received
     int settings_count = 0;
@@ -925,6 +931,149 @@ TEST(PortCountersMessage, StoredNameIsBoundedAndPrintableAndUnknownRolesAreNotSt
     EXPECT_FALSE(ports[0].reported || ports[1].reported);
 }
 
+// A next-hop table's message, valid, with every field distinct: 4096 slots,
+// 300 hosts of which 120 learned, an IPv4 default but no IPv6 one, the
+// kernel mirror running, 3 IPv4 routes and too many (33) IPv6 ones; totals
+// base, base + 1, ... in protocol order (learned_total, learned_expired,
+// learned_evicted, learn_refused, neigh_set, neigh_removed, mac_retired,
+// flushes).
+ipc::NextHopCounters nexthop_message(uint64_t base) {
+    ipc::NextHopCounters n{};
+    n.capacity = 4096;
+    n.hosts = 300;
+    n.learned = 120;
+    n.default4 = 1;
+    n.default6 = 0;
+    n.mirror = 1;
+    n.routes4 = 3;
+    n.routes6 = 33;
+    n.learned_total = base;
+    n.learned_expired = base + 1;
+    n.learned_evicted = base + 2;
+    n.learn_refused = base + 3;
+    n.neigh_set = base + 4;
+    n.neigh_removed = base + 5;
+    n.mac_retired = base + 6;
+    n.flushes = base + 7;
+    return n;
+}
+
+TEST(NextHopCountersMessage, RoundTripsAndRefusesWrongLengthAndType) {
+    const ipc::NextHopCounters n = nexthop_message(100);
+    const std::vector<uint8_t> d = wire(n, 43);
+    ASSERT_EQ(d.size(), sizeof(ipc::NextHopCounters));
+    ASSERT_EQ(d.size(), 104u);
+    const auto got = ipc::decode<ipc::NextHopCounters>(d);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->h.type, ipc::MsgType::kNextHopCounters);
+    EXPECT_EQ(static_cast<unsigned>(got->h.type), 24u);
+    EXPECT_EQ(got->h.seq, 43u);
+    EXPECT_EQ(got->capacity, 4096u);
+    EXPECT_EQ(got->hosts, 300u);
+    EXPECT_EQ(got->learned, 120u);
+    EXPECT_EQ(got->default4, 1);
+    EXPECT_EQ(got->default6, 0);
+    EXPECT_EQ(got->mirror, 1);
+    EXPECT_EQ(got->routes4, 3u);
+    EXPECT_EQ(got->routes6, 33u);
+    EXPECT_EQ(got->learned_total, 100u);
+    EXPECT_EQ(got->learned_expired, 101u);
+    EXPECT_EQ(got->learned_evicted, 102u);
+    EXPECT_EQ(got->learn_refused, 103u);
+    EXPECT_EQ(got->neigh_set, 104u);
+    EXPECT_EQ(got->neigh_removed, 105u);
+    EXPECT_EQ(got->mac_retired, 106u);
+    EXPECT_EQ(got->flushes, 107u);
+    EXPECT_EQ(std::memcmp(&*got, d.data(), d.size()), 0);  // every byte as sent
+
+    // One byte more or less, with or without a header that agrees.
+    auto longer = d;
+    longer.push_back(0);
+    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(longer));
+    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(with_length(longer)));
+    auto shorter = d;
+    shorter.pop_back();
+    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(shorter));
+    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(with_length(shorter)));
+    // Not another message, nor another message this one: the same bytes
+    // with another type in the header, a PortCounters, a Hello.
+    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(d));
+    EXPECT_FALSE(ipc::decode<ipc::WorkerCounters>(d));
+    auto retyped = d;
+    const auto port_type = ipc::MsgType::kPortCounters;
+    std::memcpy(retyped.data() + offsetof(ipc::Header, type), &port_type, sizeof port_type);
+    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(retyped));
+    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(wire(port_message(ipc::PortRole::kNic, "net_af_xdp0", 1))));
+    ipc::Hello h{};
+    const auto hb = ipc::encode(h, 1);
+    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(std::vector<uint8_t>(hb.begin(), hb.end())));
+}
+
+// valid(): learned <= hosts <= capacity, the three flags 0 or 1, pad 0. The
+// limits themselves are accepted, one past each is refused.
+TEST(NextHopCountersMessage, EachValidityRuleIsEnforced) {
+    ipc::NextHopCounters edge = nexthop_message(1);
+    edge.capacity = 500;
+    edge.hosts = 500;
+    edge.learned = 500;
+    edge.default4 = 1;
+    edge.default6 = 1;
+    edge.mirror = 1;
+    ASSERT_TRUE(ipc::decode<ipc::NextHopCounters>(wire(edge)));
+    ipc::NextHopCounters empty{};  // a table of no slots, nothing set: consistent
+    EXPECT_TRUE(ipc::decode<ipc::NextHopCounters>(wire(empty)));
+    ipc::NextHopCounters no_flags = edge;
+    no_flags.default4 = no_flags.default6 = no_flags.mirror = 0;
+    EXPECT_TRUE(ipc::decode<ipc::NextHopCounters>(wire(no_flags)));
+
+    const struct {
+        const char* rule;
+        void (*spoil)(ipc::NextHopCounters&);
+    } cases[] = {
+        {"hosts > capacity", [](ipc::NextHopCounters& m) { m.capacity = 499; }},
+        {"hosts > capacity (0)", [](ipc::NextHopCounters& m) { m.capacity = 0; }},
+        {"learned > hosts", [](ipc::NextHopCounters& m) { m.hosts = 499; }},
+        {"learned > hosts (no hosts)", [](ipc::NextHopCounters& m) { m.hosts = 0; }},
+        {"default4 2", [](ipc::NextHopCounters& m) { m.default4 = 2; }},
+        {"default4 255", [](ipc::NextHopCounters& m) { m.default4 = 255; }},
+        {"default6 2", [](ipc::NextHopCounters& m) { m.default6 = 2; }},
+        {"default6 128", [](ipc::NextHopCounters& m) { m.default6 = 128; }},
+        {"mirror 2", [](ipc::NextHopCounters& m) { m.mirror = 2; }},
+        {"mirror 255", [](ipc::NextHopCounters& m) { m.mirror = 255; }},
+        {"pad 1", [](ipc::NextHopCounters& m) { m.pad = 1; }},
+        {"pad 0x80", [](ipc::NextHopCounters& m) { m.pad = 0x80; }},
+    };
+    for (const auto& c : cases) {
+        ipc::NextHopCounters m = edge;
+        c.spoil(m);
+        EXPECT_FALSE(ipc::valid(m)) << c.rule;
+        EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(wire(m))) << c.rule;
+    }
+}
+
+// What DataplaneCounters holds: nothing until one comes, the last one, nothing
+// again after clear_nexthop (a new dataplane process).
+TEST(NextHopCountersMessage, TheLastOneIsStoredUntilCleared) {
+    DataplaneCounters dc;
+    EXPECT_FALSE(dc.nexthop());
+    const ipc::NextHopCounters a = nexthop_message(10);
+    dc.set_nexthop(a);
+    auto got = dc.nexthop();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(std::memcmp(&*got, &a, sizeof a), 0);
+    ipc::NextHopCounters b = nexthop_message(20);
+    b.learned = 0;
+    b.mirror = 0;
+    dc.set_nexthop(b);
+    got = dc.nexthop();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->learned_total, 20u);
+    EXPECT_EQ(got->learned, 0u);
+    EXPECT_EQ(got->mirror, 0);
+    dc.clear_nexthop();
+    EXPECT_FALSE(dc.nexthop());
+}
+
 // Polls /metrics until it contains `want` (up to ~2 s); returns the last body.
 std::string metrics_with(uint16_t port, const std::string& want) {
     std::string body;
@@ -1165,6 +1314,165 @@ std::string log_line(const RelayProcess& relay, const std::string& what) {
         ::usleep(20'000);
     }
     return "";
+}
+
+// The value of the unlabelled sample `name` in an exposition; -1 if absent.
+double sample_of(const std::string& body, const std::string& name) {
+    const size_t at = body.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::strtod(body.c_str() + at + name.size() + 2, nullptr);
+}
+
+// Samples (not HELP/TYPE lines) of turn_dataplane_nexthop_* in an exposition.
+std::vector<std::string> nexthop_samples(const std::string& body) {
+    std::vector<std::string> out;
+    for (size_t at = body.find("\nturn_dataplane_nexthop_"); at != std::string::npos;
+         at = body.find("\nturn_dataplane_nexthop_", at + 1)) {
+        out.push_back(body.substr(at + 1, body.find('\n', at + 1) - at - 1));
+    }
+    return out;
+}
+
+// The next-hop table's state, from the dataplane's reports to /metrics: no
+// series before a report has one (a dataplane that predates the message),
+// every gauge and counter with its value after; an invalid one (hosts >
+// capacity) and one of the wrong length are bad messages that change
+// nothing and keep the link; a later valid one replaces it. Like the ports'
+// series (and by the same rule: IpcServer::on_hello clears both at a Hello
+// with a new boot id), they stay after a disconnect and across a reconnect
+// of the same dataplane process, and a new process starts them over.
+TEST_F(DataplaneIpc, NextHopCountersReachMetricsUntilANewDataplaneProcess) {
+    auto dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(31);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+
+    // A report without one: the families (as the ports'), but no series.
+    const std::string nic = "{port=\"nic\",name=\"net_af_xdp0\"} ";
+    dp->ports = {port_message(ipc::PortRole::kNic, "net_af_xdp0", 1000)};
+    dp->serve_counters(3000);
+    ASSERT_GT(dp->counter_requests, 0) << "no CountersRequest within 3 s";
+    std::string body = metrics_with(relay_.metrics_port(), "turn_dataplane_port_rx_packets_total" + nic + "1000");
+    ASSERT_NE(body.find("\nturn_dataplane_port_rx_packets_total" + nic + "1000\n"), std::string::npos) << body;
+    EXPECT_NE(body.find("# TYPE turn_dataplane_nexthop_capacity gauge\n"), std::string::npos) << body;
+    EXPECT_TRUE(nexthop_samples(body).empty()) << body;
+
+    dp->nexthop = nexthop_message(5000);
+    dp->serve_counters(3000);
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_nexthop_learned_total 5000\n");
+    const char* gauges[] = {
+        "turn_dataplane_nexthop_entries{kind=\"neighbour\"} 180",
+        "turn_dataplane_nexthop_entries{kind=\"learned\"} 120",
+        "turn_dataplane_nexthop_capacity 4096",
+        "turn_dataplane_nexthop_default{family=\"ipv4\"} 1",
+        "turn_dataplane_nexthop_default{family=\"ipv6\"} 0",
+        "turn_dataplane_nexthop_kernel_routes{family=\"ipv4\"} 3",
+        "turn_dataplane_nexthop_kernel_routes{family=\"ipv6\"} 33",
+        "turn_dataplane_nexthop_kernel_mirror 1",
+    };
+    for (const char* g : gauges) {
+        EXPECT_NE(body.find("\n" + std::string(g) + "\n"), std::string::npos) << g << "\n" << body;
+    }
+    for (const char* f : {"entries", "capacity", "default", "kernel_routes", "kernel_mirror"}) {
+        EXPECT_NE(body.find("# TYPE turn_dataplane_nexthop_" + std::string(f) + " gauge\n"), std::string::npos) << f;
+    }
+    const char* counters[] = {"learned",       "learned_expired",   "learned_evicted", "learn_refused",
+                              "neighbour_set", "neighbour_removed", "mac_retired",     "flushes"};
+    for (size_t i = 0; i < std::size(counters); ++i) {
+        const std::string f = std::string("turn_dataplane_nexthop_") + counters[i] + "_total";
+        EXPECT_EQ(sample_of(body, f), 5000.0 + static_cast<double>(i)) << f << "\n" << body;
+        EXPECT_NE(body.find("# TYPE " + f + " counter\n"), std::string::npos) << f;
+    }
+    EXPECT_EQ(nexthop_samples(body).size(), std::size(gauges) + std::size(counters)) << body;
+    std::string lint;
+    EXPECT_TRUE(promtool_accepts(body, &lint)) << lint;
+
+    // An invalid one (more hosts than slots) and a valid one a byte too long
+    // (its header agreeing): counted as bad, nothing of either exported.
+    const double bad_before = sample_of(body, "turn_dataplane_bad_messages_total");
+    ASSERT_GE(bad_before, 0);
+    ipc::NextHopCounters too_many = nexthop_message(777000);
+    too_many.hosts = too_many.capacity + 1;
+    auto too_long = wire(nexthop_message(888000));
+    too_long.push_back(0);
+    dp->nexthop = too_many;
+    dp->raw_with_counters = {with_length(too_long)};
+    const int requests_before = dp->counter_requests;
+    dp->serve_counters(3000);
+    const int answered = dp->counter_requests - requests_before;
+    ASSERT_GT(answered, 0) << "no CountersRequest within 3 s";
+    const std::string bad_want =
+        "\nturn_dataplane_bad_messages_total " + std::to_string(static_cast<int>(bad_before) + 2 * answered) + "\n";
+    body = metrics_with(relay_.metrics_port(), bad_want);
+    EXPECT_NE(body.find(bad_want), std::string::npos) << body;
+    for (const std::string& line : nexthop_samples(body)) {
+        EXPECT_EQ(line.find("777"), std::string::npos) << "an invalid one exported: " << line;
+        EXPECT_EQ(line.find("888"), std::string::npos) << "a wrong-length one exported: " << line;
+    }
+    EXPECT_EQ(sample_of(body, "turn_dataplane_nexthop_learned_total"), 5000.0) << "the last good one kept";
+    EXPECT_EQ(sample_of(body, "turn_dataplane_nexthop_capacity"), 4096.0);
+    EXPECT_NE(body.find("\nturn_dataplane_connected 1\n"), std::string::npos) << "link kept";
+    EXPECT_NE(log_line(relay_, "type=24 ").find("bytes="), std::string::npos) << relay_.log();
+
+    // A later valid one replaces it, gauges going to 0 included.
+    ipc::NextHopCounters later = nexthop_message(6000);
+    later.capacity = 8192;
+    later.hosts = 40;
+    later.learned = 0;
+    later.default4 = 0;
+    later.default6 = 1;
+    later.mirror = 0;
+    later.routes4 = 0;
+    later.routes6 = 2;
+    dp->nexthop = later;
+    dp->raw_with_counters.clear();
+    dp->serve_counters(3000);
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_nexthop_learned_total 6000\n");
+    const char* later_gauges[] = {
+        "turn_dataplane_nexthop_entries{kind=\"neighbour\"} 40",
+        "turn_dataplane_nexthop_entries{kind=\"learned\"} 0",
+        "turn_dataplane_nexthop_capacity 8192",
+        "turn_dataplane_nexthop_default{family=\"ipv4\"} 0",
+        "turn_dataplane_nexthop_default{family=\"ipv6\"} 1",
+        "turn_dataplane_nexthop_kernel_routes{family=\"ipv4\"} 0",
+        "turn_dataplane_nexthop_kernel_routes{family=\"ipv6\"} 2",
+        "turn_dataplane_nexthop_kernel_mirror 0",
+    };
+    for (const char* g : later_gauges) {
+        EXPECT_NE(body.find("\n" + std::string(g) + "\n"), std::string::npos) << g << "\n" << body;
+    }
+    EXPECT_EQ(sample_of(body, "turn_dataplane_nexthop_flushes_total"), 6007.0);
+
+    // Disconnect: the last figures stay, like the ports'.
+    dp.reset();
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_connected 0\n");
+    ASSERT_NE(body.find("\nturn_dataplane_connected 0\n"), std::string::npos);
+    EXPECT_EQ(sample_of(body, "turn_dataplane_nexthop_capacity"), 8192.0);
+    EXPECT_EQ(sample_of(body, "turn_dataplane_nexthop_learned_total"), 6000.0);
+    // The same dataplane process reconnecting (its boot id again): still there.
+    dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(31);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_connected 1\n");
+    ASSERT_NE(body.find("\nturn_dataplane_connected 1\n"), std::string::npos);
+    EXPECT_EQ(sample_of(body, "turn_dataplane_nexthop_capacity"), 8192.0);
+    EXPECT_EQ(nexthop_samples(body).size(), std::size(later_gauges) + std::size(counters)) << body;
+    // A new dataplane process (another boot id): gone, with the ports' series.
+    dp.reset();
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_connected 0\n");
+    ASSERT_NE(body.find("\nturn_dataplane_connected 0\n"), std::string::npos);
+    dp = std::make_unique<FakeDataplane>(relay_.socket_path());
+    ASSERT_TRUE(dp->connected());
+    dp->hello(32);
+    ASSERT_TRUE(dp->expect<ipc::ResyncBegin>());
+    ASSERT_TRUE(dp->expect<ipc::ResyncEnd>());
+    body = metrics_with(relay_.metrics_port(), "\nturn_dataplane_connected 1\n");
+    ASSERT_NE(body.find("\nturn_dataplane_connected 1\n"), std::string::npos);
+    EXPECT_TRUE(nexthop_samples(body).empty()) << body;
+    EXPECT_EQ(body.find("turn_dataplane_port_rx_packets_total{"), std::string::npos) << body;
+    EXPECT_NE(body.find("# TYPE turn_dataplane_nexthop_learn_refused_total counter\n"), std::string::npos);
 }
 
 // What an allocation relayed, in its end log line: the datagrams the control

@@ -24,7 +24,9 @@ at exit, promtool's linter on that exposition, and a real Prometheus server (Deb
 its ports' statistics (turn_dataplane_port_*, rte_eth_stats): both ports named as started and
 link up, the NIC's rx/tx packets at least what the workers received and sent out it, the
 exception port's at least the punts and the kernel's egress (both > 0: the STUN requests and
-answers), bytes >= 42 per packet, and Prometheus stored the same values.
+answers), bytes >= 42 per packet, and Prometheus stored the same values. And its next-hop
+table's (turn_dataplane_nexthop_*, ipc::NextHopCounters): a capacity > 0 and the kernel mirror's
+gauge present.
 A fourth run: uclient over TCP (-t, RFC 8656 section 3.1): the connection reaches turn-relay
 through the dataplane's exception path and its allocations are never offloaded, so every
 packet of it is relayed by turn-relay's sockets (path="socket" moves by exactly what was sent
@@ -263,6 +265,11 @@ def main():
               f"{name}: exception tx_packets {v('tx_packets', 'exception')} >= punts {exc_out} > 0")
         check(egress > 0 and v("rx_packets", "exception") >= egress,
               f"{name}: exception rx_packets {v('rx_packets', 'exception')} >= kernel egress {egress} > 0")
+        # The next-hop table's state comes with the same reports (ipc::NextHopCounters).
+        capacity = metric(text, "turn_dataplane_nexthop_capacity")
+        check(capacity is not None and capacity > 0, f"{name}: turn_dataplane_nexthop_capacity {capacity} > 0")
+        mirror = metric(text, "turn_dataplane_nexthop_kernel_mirror")
+        check(mirror in (0, 1), f"{name}: turn_dataplane_nexthop_kernel_mirror exported ({mirror})")
         if prom is None:
             return
         # The Prometheus server stored the same figures (the series keep their last values

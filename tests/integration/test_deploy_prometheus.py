@@ -100,7 +100,7 @@ def test_a_real_prometheus_evaluates_every_rule(relay, tmp_path):
                     break
             time.sleep(0.5)
         rules = [r for g in groups for r in g["rules"]]
-        assert len(rules) == 24, [r["name"] for r in rules]
+        assert len(rules) == 25, [r["name"] for r in rules]
         bad = [(r["name"], r.get("health"), r.get("lastError")) for r in rules if r.get("health") != "ok"]
         assert not bad, bad
         dp = [r for r in rules if r["name"] == "TurnRelayDataplaneDisconnected"][0]
