@@ -688,10 +688,11 @@ void run(const dp::Options& o, Dataplane& d) {
     if (d.mirror) {
         const auto& ms = d.mirror->stats();
         std::printf("nexthop_neigh_set %llu\nnexthop_neigh_removed %llu\nnexthop_mac_retired %llu\n"
-                    "nexthop_flushes %llu\nnexthop_defaults_set %llu\n",
+                    "nexthop_flushes %llu\nnexthop_defaults_set %llu\nnexthop_notifications_lost %llu\n",
                     static_cast<unsigned long long>(ms.neigh_set), static_cast<unsigned long long>(ms.neigh_removed),
                     static_cast<unsigned long long>(ms.mac_retired), static_cast<unsigned long long>(ms.flushes),
-                    static_cast<unsigned long long>(ms.defaults_set));
+                    static_cast<unsigned long long>(ms.defaults_set),
+                    static_cast<unsigned long long>(ms.notifications_lost));
     }
     std::fflush(stdout);
 }

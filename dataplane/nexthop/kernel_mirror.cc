@@ -98,6 +98,15 @@ int link_attr(const nlattr* a, void* data) {
 
 constexpr uint16_t kUsable = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
 
+// The longest rtnetlink datagram read. The kernel's are far shorter (a link
+// message with as many 127-character alternative names as the kernel allows
+// one interface is under 70 KiB; a dump datagram holds that or 32 KiB of
+// messages); a longer one is discarded (KernelMirror::receive).
+constexpr size_t kMaxDatagram = size_t{1} << 20;
+// The receive buffer's first size: what one read asks for is what the
+// kernel fills a dump's datagrams up to (it caps that at 32 KiB).
+constexpr size_t kFirstBuffer = size_t{16} << 10;
+
 }  // namespace
 
 std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port, int exc_ifindex,
@@ -185,9 +194,45 @@ void KernelMirror::publish_prefixes() {
     }
 }
 
+// The next datagram of `s`, whole, into rx_ (grown to fit: its length is
+// peeked first, as iproute2's rtnl_recvmsg does): its length, or -1 with
+// errno as the socket left it (EAGAIN: none pending on a non-blocking
+// socket; ENOBUFS: the kernel dropped notifications, the datagram stays
+// queued). One longer than kMaxDatagram is read and discarded: -1 with
+// EMSGSIZE and *too_long its length (else 0).
+ssize_t KernelMirror::receive(mnl_socket* s, size_t* too_long) {
+    *too_long = 0;
+    const int fd = mnl_socket_get_fd(s);
+    const ssize_t len = recv(fd, nullptr, 0, MSG_PEEK | MSG_TRUNC);  // netlink: the whole length
+    if (len < 0) {
+        return -1;
+    }
+    const auto need = static_cast<size_t>(len);
+    if (need > kMaxDatagram) {
+        char first;
+        if (recv(fd, &first, 1, 0) < 0) {  // dequeues it (the rest is dropped)
+            return -1;
+        }
+        *too_long = need;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    if (rx_.size() < std::max(need, kFirstBuffer)) {
+        rx_.resize(std::max(need, kFirstBuffer));
+    }
+    return mnl_socket_recvfrom(s, rx_.data(), rx_.size());
+}
+
 // Reads a whole table on a socket of its own (so notifications and the dump
-// never interleave on one socket).
+// never interleave on one socket), each datagram whole (receive()). The link
+// dump asks for IFLA_EXT_MASK (statistics left out, which the mirror does not
+// read): with it the kernel makes each dump datagram room for its longest
+// link message; without, one longer than the 32 KiB a datagram gets (many
+// alternative names) would end the dump there, silently, as if done.
 bool KernelMirror::dump(uint16_t type, std::string* error) {
+    const char* what = type == RTM_GETNEIGH  ? "rtnetlink neighbour dump: "
+                       : type == RTM_GETLINK ? "rtnetlink link dump: "
+                                             : "rtnetlink route dump: ";
     mnl_socket* s = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
     if (s == nullptr || mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) {
         *error = std::string("rtnetlink dump socket: ") + std::strerror(errno);
@@ -196,8 +241,8 @@ bool KernelMirror::dump(uint16_t type, std::string* error) {
         }
         return false;
     }
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
-    nlmsghdr* req = mnl_nlmsg_put_header(buf.data());
+    alignas(nlmsghdr) char req_buf[MNL_NLMSG_HDRLEN + 64];
+    nlmsghdr* req = mnl_nlmsg_put_header(req_buf);
     req->nlmsg_type = type;
     req->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     const auto seq = static_cast<uint32_t>(time(nullptr));
@@ -208,20 +253,22 @@ bool KernelMirror::dump(uint16_t type, std::string* error) {
     } else if (type == RTM_GETLINK) {
         auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(req, sizeof(ifinfomsg)));
         ifi->ifi_family = AF_UNSPEC;
+        mnl_attr_put_u32(req, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     } else {
         auto* rt = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(req, sizeof(rtmsg)));
         rt->rtm_family = AF_UNSPEC;
     }
     bool ok = mnl_socket_sendto(s, req, req->nlmsg_len) >= 0;
     const unsigned portid = mnl_socket_get_portid(s);
+    size_t too_long = 0;
     dumping_ = true;
     while (ok) {
-        const ssize_t n = mnl_socket_recvfrom(s, buf.data(), buf.size());
+        const ssize_t n = receive(s, &too_long);
         if (n <= 0) {
             ok = false;
             break;
         }
-        const int r = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, portid, &KernelMirror::on_message, this);
+        const int r = mnl_cb_run(rx_.data(), static_cast<size_t>(n), seq, portid, &KernelMirror::on_message, this);
         if (r == MNL_CB_STOP) {
             break;
         }
@@ -231,10 +278,10 @@ bool KernelMirror::dump(uint16_t type, std::string* error) {
     }
     dumping_ = false;
     if (!ok) {
-        *error = std::string(type == RTM_GETNEIGH  ? "rtnetlink neighbour dump: "
-                             : type == RTM_GETLINK ? "rtnetlink link dump: "
-                                                   : "rtnetlink route dump: ") +
-                 std::strerror(errno);
+        *error = std::string(what) +
+                 (too_long != 0 ? "a datagram of " + std::to_string(too_long) + " bytes, longer than the " +
+                                      std::to_string(kMaxDatagram) + " read: discarded, the table is incomplete"
+                                : std::string(std::strerror(errno)));
     }
     mnl_socket_close(s);
     return ok;
@@ -259,20 +306,27 @@ void KernelMirror::full_resync() {
 
 int KernelMirror::fd() const { return events_ != nullptr ? mnl_socket_get_fd(events_) : -1; }
 
+// Each notification datagram is read whole, whatever its length (receive();
+// a link's with many alternative names is tens of KiB), into rx_, kept from
+// call to call. Notifications the mirror could not read are lost, and any of
+// them may have mattered: the kernel dropped some (ENOBUFS), one was longer
+// than kMaxDatagram (discarded) or still came truncated (ENOSPC, libmnl's
+// MSG_TRUNC): a full flush and re-read puts the mirror back in step.
 unsigned KernelMirror::poll() {
-    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
     unsigned msgs = 0;
     for (;;) {
-        const ssize_t n = mnl_socket_recvfrom(events_, buf.data(), buf.size());
+        size_t too_long = 0;
+        const ssize_t n = receive(events_, &too_long);
         if (n < 0) {
-            if (errno == ENOBUFS) {
+            if (errno == ENOBUFS || errno == ENOSPC || too_long != 0) {
                 flush_wanted_ = true;  // notifications were lost: start over
+                stats_.notifications_lost++;
                 continue;
             }
             break;  // EAGAIN: nothing more
         }
         msgs++;
-        mnl_cb_run(buf.data(), static_cast<size_t>(n), 0, 0, &KernelMirror::on_message, this);
+        mnl_cb_run(rx_.data(), static_cast<size_t>(n), 0, 0, &KernelMirror::on_message, this);
     }
     if (flush_wanted_) {
         flush_wanted_ = false;

@@ -18,7 +18,8 @@
 //                                   re-read; destinations are re-learned from
 //                                   kernel egress (their next packet takes the
 //                                   slow path, never a stale guess)
-//   lost notifications (ENOBUFS) -> the same full flush and re-read
+//   lost notifications (ENOBUFS, -> the same full flush and re-read
+//   or one longer than 1 MiB)
 //   default route via a gateway  -> the family's default next hop is the
 //                                   gateway neighbour's MAC (while the kernel
 //                                   has one for it; of several default
@@ -38,8 +39,12 @@
 //                                   for every destination
 //
 // Start-up reads the whole neighbour table; poll() applies what changed since,
-// without blocking. Never on the fast path.
+// without blocking. Never on the fast path. Every rtnetlink datagram is read
+// whole, whatever its length (a link with many alternative names makes one
+// of tens of KiB), into one buffer kept and grown to fit, up to 1 MiB.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
@@ -62,6 +67,10 @@ public:
         uint64_t mac_retired = 0;    // entries removed because their MAC left
         uint64_t flushes = 0;        // full flushes (route change, lost notifications)
         uint64_t defaults_set = 0;   // default next hop set from the kernel's default route
+        // Notification reads that lost some (each made a full flush): the
+        // kernel dropped one or more (ENOBUFS), or one was longer than 1 MiB
+        // (discarded) or came truncated.
+        uint64_t notifications_lost = 0;
     };
 
     // nullptr and *error set if rtnetlink cannot be opened (start-up only).
@@ -105,6 +114,7 @@ private:
     // port's kernel end or a VLAN device on it (everything while unknown).
     bool ours(int ifindex) const;
     bool dump(uint16_t type, std::string* error);
+    ssize_t receive(mnl_socket* s, size_t* too_long);
     bool dump_all(std::string* error);
     void full_resync();
     static int on_message(const nlmsghdr* n, void* self);
@@ -132,6 +142,7 @@ private:
     int exc_if_ = 0;     // the exception port's interface (the PMD's side)
     int kernel_if_ = 0;  // its kernel end, from exc_if_'s link message (or named)
     mnl_socket* events_ = nullptr;
+    std::vector<char> rx_;  // rtnetlink datagrams (receive()), as long as the longest read so far
     bool dumping_ = false;
     bool flush_wanted_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
