@@ -688,11 +688,13 @@ void run(const dp::Options& o, Dataplane& d) {
     if (d.mirror) {
         const auto& ms = d.mirror->stats();
         std::printf("nexthop_neigh_set %llu\nnexthop_neigh_removed %llu\nnexthop_mac_retired %llu\n"
-                    "nexthop_flushes %llu\nnexthop_defaults_set %llu\nnexthop_notifications_lost %llu\n",
+                    "nexthop_flushes %llu\nnexthop_defaults_set %llu\nnexthop_notifications_lost %llu\n"
+                    "nexthop_route_changes %llu\nnexthop_rerouted %llu\n",
                     static_cast<unsigned long long>(ms.neigh_set), static_cast<unsigned long long>(ms.neigh_removed),
                     static_cast<unsigned long long>(ms.mac_retired), static_cast<unsigned long long>(ms.flushes),
                     static_cast<unsigned long long>(ms.defaults_set),
-                    static_cast<unsigned long long>(ms.notifications_lost));
+                    static_cast<unsigned long long>(ms.notifications_lost),
+                    static_cast<unsigned long long>(ms.route_changes), static_cast<unsigned long long>(ms.rerouted));
     }
     std::fflush(stdout);
 }

@@ -438,7 +438,7 @@ public:
                  &ipc::NextHopCounters::mac_retired},
                 {"turn_dataplane_nexthop_flushes_total",
                  "Times the kernel mirror emptied the dataplane's next-hop table and read the kernel's neighbours "
-                 "again (a route change, lost netlink notifications); learned destinations are learned again",
+                 "again (lost netlink notifications); learned destinations are learned again",
                  &ipc::NextHopCounters::flushes},
             };
             for (const NextHopFamily& nf : kNextHopFamilies) {

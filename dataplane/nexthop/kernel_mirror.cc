@@ -149,6 +149,13 @@ void KernelMirror::apply(const nlmsghdr* n) {
     publish_prefixes();
 }
 
+void KernelMirror::notify(const nlmsghdr* n) {
+    on_message(n, this);
+    if (routes_changed_) {
+        apply_route_changes();
+    }
+}
+
 KernelMirror::~KernelMirror() {
     if (events_ != nullptr) {
         mnl_socket_close(events_);
@@ -298,6 +305,10 @@ void KernelMirror::full_resync() {
     for (auto& p : prefixes_) {
         p.clear();  // re-read below
     }
+    for (auto& r : rerouted_) {
+        r = Rerouted{};  // everything goes anyway
+    }
+    routes_changed_ = false;
     std::string err;
     dump_all(&err);  // a failed re-read leaves fewer entries: more slow path, never a wrong one
     update_default(4);
@@ -331,8 +342,81 @@ unsigned KernelMirror::poll() {
     if (flush_wanted_) {
         flush_wanted_ = false;
         full_resync();
+    } else if (routes_changed_) {
+        apply_route_changes();
     }
     return msgs;
+}
+
+// Whether `ip` (of the prefix's family) is inside prefix p.
+static bool inside(const uint8_t* ip, const NextHops::Prefix& p) {
+    const unsigned full = p.len / 8;
+    if (std::memcmp(ip, p.ip, full) != 0) {
+        return false;
+    }
+    const unsigned rest = p.len % 8;
+    if (rest == 0) {
+        return true;
+    }
+    const auto mask = static_cast<uint8_t>(0xffu << (8 - rest));
+    return ((ip[full] ^ p.ip[full]) & mask) == 0;
+}
+
+// A route added or deleted changes where the kernel sends the destinations
+// it covers: inside its prefix, or, for a default route, outside every more
+// specific route. Their learned entries (the kernel's egress before the
+// change) go; neighbour entries say where on-link hosts are, which no route
+// changes, and learned entries elsewhere still say what the kernel does.
+void KernelMirror::apply_route_changes() {
+    routes_changed_ = false;
+    publish_prefixes();
+    stats_.route_changes++;
+    bool any_default = false;
+    for (int f = 0; f < 2; f++) {
+        Rerouted& r = rerouted_[f];
+        if (!r.any_default && r.prefixes.empty()) {
+            continue;
+        }
+        const uint8_t family = f == 0 ? 4 : 6;
+        const std::vector<NextHops::Prefix>& routes = prefixes_[f];
+        stats_.rerouted += nh_.remove_learned_if([&](const NextHopKey& k) {
+            if (k.family != family) {
+                return false;
+            }
+            if (std::any_of(r.prefixes.begin(), r.prefixes.end(),
+                            [&](const NextHops::Prefix& p) { return inside(k.ip, p); })) {
+                return true;
+            }
+            return r.any_default && std::none_of(routes.begin(), routes.end(),
+                                                 [&](const NextHops::Prefix& p) { return inside(k.ip, p); });
+        });
+        any_default |= r.any_default;
+        r = Rerouted{};
+    }
+    if (any_default) {
+        // The default routes are read again: the one deleted may have had a
+        // backup, which the mirror does not keep. Then the neighbours: a new
+        // gateway's entry may be there already, and no notification would
+        // bring it. Routes more specific than the default are read again
+        // with them (the same dump), the kernel's word over the mirror's.
+        if (events_ != nullptr) {
+            for (Gateway& g : gw_) {
+                g.present = false;
+                g.has_neighbour = false;
+            }
+            for (auto& p : prefixes_) {
+                p.clear();
+            }
+            std::string err;
+            // A failed re-read leaves fewer entries: more slow path, never a wrong one.
+            if (dump(RTM_GETROUTE, &err)) {
+                dump(RTM_GETNEIGH, &err);
+            }
+            publish_prefixes();
+        }
+        update_default(4);
+        update_default(6);
+    }
 }
 
 int KernelMirror::on_message(const nlmsghdr* n, void* self) {
@@ -532,8 +616,20 @@ void KernelMirror::on_route(const nlmsghdr* n) {
             std::memcpy(p.ip, mnl_attr_get_payload(a.dst), len);
             p.len = rt->rtm_dst_len;
             note_prefix(family, p, n->nlmsg_type == RTM_NEWROUTE);
+            if (!dumping_) {
+                rerouted_[family == 4 ? 0 : 1].prefixes.push_back(p);
+                routes_changed_ = true;
+            }
+        } else if (!dumping_) {
+            flush_wanted_ = true;  // a route we cannot place: start over
         }
-    } else if (rt->rtm_type == RTN_UNICAST) {
+        return;
+    }
+    if (!dumping_) {
+        rerouted_[family == 4 ? 0 : 1].any_default = true;
+        routes_changed_ = true;
+    }
+    if (rt->rtm_type == RTN_UNICAST) {
         Gateway& g = gw_[family == 4 ? 0 : 1];
         const int oif = a.oif != nullptr && mnl_attr_get_payload_len(a.oif) == 4
                             ? static_cast<int>(mnl_attr_get_u32(a.oif))
@@ -557,10 +653,7 @@ void KernelMirror::on_route(const nlmsghdr* n) {
         }
     }
     // During a dump the neighbours follow and update_default() runs as they
-    // come; a notification means destinations may have moved: start over.
-    if (!dumping_) {
-        flush_wanted_ = true;
-    }
+    // come; after notifications, apply_route_changes() does.
 }
 
 // A route more specific than the default, seen (add) or deleted: one entry

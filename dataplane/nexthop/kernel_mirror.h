@@ -14,12 +14,21 @@
 //                                   (destinations behind that router), the
 //                                   neighbour gets the new MAC
 //   neighbour FAILED or deleted  -> its entry and every entry with its MAC go
-//   any unicast route change     -> every host entry goes, neighbours are
-//                                   re-read; destinations are re-learned from
-//                                   kernel egress (their next packet takes the
-//                                   slow path, never a stale guess)
+//   a route added or deleted     -> the learned host entries it may reroute
+//                                   go: those inside its prefix, or, for a
+//                                   default route, those no more specific
+//                                   route covers (re-learned from kernel
+//                                   egress: their next packet takes the slow
+//                                   path, never a stale guess); neighbour
+//                                   entries and other learned ones stay; after
+//                                   a default route's change the routes and
+//                                   neighbours are re-read (a backup default,
+//                                   its gateway's MAC)
 //   lost notifications (ENOBUFS, -> the same full flush and re-read
 //   or one longer than 1 MiB)
+//   a multipath default route    -> no default next hop: every destination
+//                                   is learned from kernel egress (nexthop.h
+//                                   ages them)
 //   default route via a gateway  -> the family's default next hop is the
 //                                   gateway neighbour's MAC (while the kernel
 //                                   has one for it; of several default
@@ -65,7 +74,9 @@ public:
         uint64_t neigh_set = 0;      // host entries added or changed from neighbours
         uint64_t neigh_removed = 0;  // neighbours gone (FAILED or deleted)
         uint64_t mac_retired = 0;    // entries removed because their MAC left
-        uint64_t flushes = 0;        // full flushes (route change, lost notifications)
+        uint64_t flushes = 0;        // full flushes (lost notifications)
+        uint64_t route_changes = 0;  // batches of route notifications applied (no flush)
+        uint64_t rerouted = 0;       // learned entries they removed
         uint64_t defaults_set = 0;   // default next hop set from the kernel's default route
         // Notification reads that lost some (each made a full flush): the
         // kernel dropped one or more (ENOBUFS), or one was longer than 1 MiB
@@ -105,6 +116,10 @@ public:
     // Applies one rtnetlink message (RTM_{NEW,DEL}{LINK,NEIGH,ROUTE}) as the
     // start-up dump does: a route message sets the gateway, no resync.
     void apply(const nlmsghdr* n);
+    // Applies one as poll() applies a notification, then what poll() does
+    // after its batch (a route's learned entries removed; without sockets,
+    // no neighbour re-read). Tests of a detached mirror.
+    void notify(const nlmsghdr* n);
     const Stats& stats() const { return stats_; }
 
 private:
@@ -117,6 +132,10 @@ private:
     ssize_t receive(mnl_socket* s, size_t* too_long);
     bool dump_all(std::string* error);
     void full_resync();
+    // After a batch of notifications with route changes (rerouted_): the
+    // learned entries they may reroute go, the prefixes are published, and
+    // after a default route's change its gateway's neighbour is read again.
+    void apply_route_changes();
     static int on_message(const nlmsghdr* n, void* self);
     void on_link(const nlmsghdr* n);
     void on_neighbour(const nlmsghdr* n);
@@ -145,6 +164,14 @@ private:
     std::vector<char> rx_;  // rtnetlink datagrams (receive()), as long as the longest read so far
     bool dumping_ = false;
     bool flush_wanted_ = false;
+    // Route notifications since the last poll(), by family: the prefixes
+    // added or deleted, and whether a default route was.
+    struct Rerouted {
+        std::vector<NextHops::Prefix> prefixes;
+        bool any_default = false;
+    };
+    Rerouted rerouted_[2];
+    bool routes_changed_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
     std::vector<NextHops::Prefix> prefixes_[2];  // routes more specific than the default, by family
     bool too_many_[2] = {false, false};          // more of them than NextHops::kMaxPrefixes (said once)

@@ -241,6 +241,21 @@ public:
     size_t remove_by_mac(const rte_ether_addr& mac, uint16_t vlan);
     // Removes every host entry; returns how many.
     size_t flush_hosts();
+    // Removes the learned host entries whose key satisfies `pred` (the kernel
+    // mirror: destinations a route change may reroute); returns how many.
+    template <typename Pred>
+    size_t remove_learned_if(Pred pred) {
+        std::vector<NextHopKey> doomed;
+        for (const auto& [k, at] : learned_) {
+            if (pred(k)) {
+                doomed.push_back(k);
+            }
+        }
+        for (const NextHopKey& k : doomed) {
+            remove_key(k);
+        }
+        return doomed.size();
+    }
     uint32_t hosts() const { return hosts_.load(std::memory_order_relaxed); }
 
     // Word layout: bits 0-47 the MAC (its bytes in order in a little-endian

@@ -342,7 +342,7 @@ struct NextHopCounters {
     uint64_t neigh_set = 0;        // kernel mirror: neighbour entries installed or changed
     uint64_t neigh_removed = 0;    // kernel mirror: neighbour entries removed (failed, deleted)
     uint64_t mac_retired = 0;      // kernel mirror: entries removed with a neighbour whose MAC changed or went
-    uint64_t flushes = 0;          // kernel mirror: full flushes (a route change, lost notifications)
+    uint64_t flushes = 0;          // kernel mirror: full flushes (lost notifications)
 };
 static_assert(sizeof(NextHopCounters) == 104);
 

@@ -742,4 +742,69 @@ TEST_F(LearnedNextHops, AFlushForgetsTheLearnedOnes) {
     EXPECT_TRUE(has(far(1)));
 }
 
+// A route notification removes only the learned entries it may reroute:
+// inside its prefix, or, for a default route, outside every more specific
+// route. Neighbour entries and the other learned ones stay (before, any route
+// notification emptied the whole table: every learned destination's next
+// packet went to the kernel).
+TEST_F(LearnedNextHops, ARouteChangeDropsOnlyTheLearnedEntriesItMayReroute) {
+    const std::vector<uint8_t> gw{198, 18, 1, 1};
+    mirror_->apply(route({.gw = gw, .oif = kEth, .metric = 100}).n());
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, gw, kMacA).n());
+    mirror_->apply(route({.dst = {10, 0, 0, 0}, .len = 8, .gw = {198, 18, 1, 7}, .oif = kEth}).n());
+    ASSERT_TRUE(dp::NextHops::usable(nh_->default_word(4)));
+    const std::vector<uint8_t> in16{10, 1, 2, 3};   // inside 10.1.0.0/16, added below
+    const std::vector<uint8_t> in8{10, 2, 0, 1};    // inside 10.0.0.0/8 only
+    const std::vector<uint8_t> out1{203, 0, 113, 1};  // no route but the default's
+    const std::vector<uint8_t> out2{203, 0, 113, 2};
+    learn_at(in16, 1, 0);
+    learn_at(in8, 2, 0);
+    learn_at(out1, 3, 0);  // the kernel sent it elsewhere than the default (a policy)
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    ASSERT_EQ(nh_->learned(), 3u);
+    ASSERT_EQ(nh_->hosts(), 5u);  // the gateway's neighbour, kPeer's, three learned
+
+    // A more specific route: only what it covers is rerouted.
+    mirror_->notify(route({.dst = {10, 1, 0, 0}, .len = 16, .gw = {198, 18, 1, 8}, .oif = kEth}).n());
+    EXPECT_FALSE(has(in16));
+    EXPECT_TRUE(has(in8));
+    EXPECT_TRUE(has(out1));
+    EXPECT_TRUE(has(kPeer));
+    EXPECT_TRUE(has(gw));
+    EXPECT_EQ(mirror_->stats().rerouted, 1u);
+    EXPECT_EQ(mirror_->stats().flushes, 0u);
+    // An unrelated prefix's route deleted: nothing learned is inside it.
+    mirror_->notify(route({.dst = {192, 0, 2, 0}, .len = 24, .oif = kEth, .del = true}).n());
+    EXPECT_TRUE(has(in8));
+    EXPECT_TRUE(has(out1));
+    EXPECT_EQ(mirror_->stats().rerouted, 1u);
+    // A default route's change: what no more specific route covers.
+    learn_at(out2, 4, 0);
+    mirror_->notify(route({.gw = {198, 18, 1, 9}, .oif = kEth, .metric = 50}).n());
+    EXPECT_FALSE(has(out1));
+    EXPECT_FALSE(has(out2));
+    EXPECT_TRUE(has(in8));
+    EXPECT_TRUE(has(kPeer));
+    EXPECT_TRUE(has(gw));
+    EXPECT_EQ(mirror_->stats().rerouted, 3u);
+    EXPECT_EQ(nh_->learned(), 1u);
+    // The new default's gateway has no neighbour entry yet: no default
+    // next hop (a detached mirror re-reads no neighbours).
+    EXPECT_FALSE(dp::NextHops::usable(nh_->default_word(4)));
+    mirror_->notify(neigh(RTM_NEWNEIGH, kEth, {198, 18, 1, 9}, kMacB).n());
+    EXPECT_TRUE(dp::NextHops::usable(nh_->default_word(4)));
+    // The default deleted: none, in the same pass (a mirror with sockets
+    // reads the routes again and finds the metric-100 one; tests/dataplane/
+    // netns_neigh.py step ten-b).
+    mirror_->notify(route({.gw = {198, 18, 1, 9}, .oif = kEth, .metric = 50, .del = true}).n());
+    EXPECT_FALSE(dp::NextHops::usable(nh_->default_word(4)));
+    // Deleting the route a learned entry was under reroutes it too.
+    mirror_->notify(route({.dst = {10, 0, 0, 0}, .len = 8, .gw = {198, 18, 1, 7}, .oif = kEth, .del = true}).n());
+    EXPECT_FALSE(has(in8));
+    EXPECT_EQ(nh_->learned(), 0u);
+    EXPECT_TRUE(has(kPeer));
+    EXPECT_EQ(mirror_->stats().route_changes, 5u);
+    EXPECT_EQ(mirror_->stats().flushes, 0u);
+}
+
 }  // namespace

@@ -23,15 +23,21 @@ the default route, whose gateway is the first peer's address (its host answers f
  10. only the backup default left, and the (on-link) peer's neighbour entry deleted: the first
      peer is on the relay's subnet, which the kernel reaches directly, never through the
      default gateway: punted, not sent to the backup's MAC
+ 10b. the far peer through that backup default (the primary's deletion made the mirror read
+     the routes again): fast path to the backup's bogus MAC, the far peer gets nothing
 Then a multipath default route (via the peer's address and 198.18.1.4, both h0's), which gives
 no single default next hop:
  11. the far peer, never sent to by the kernel:  punted
  12. after the relay host's kernel sent the far peer a datagram of its own: fast path (the next
      hop learned from that kernel egress), the far peer gets it
+ 12b. a route to another prefix added (198.19.99.0/24): the learned next hop stays, fast path
+ 12c. a route covering the far peer added (198.19.5.0/24 via the peer): its learned next hop
+     goes with it, punted
+ 12d. the kernel sends the far peer a datagram again: learned again, fast path
  13. after the learned next hop's TTL (--learned-ttl 2) has passed: punted again
 
-At exit the dataplane's counters must say exactly that: fwd_client_channel == 6,
-punt_no_next_hop == 7, the mirror's own totals (nexthop_neigh_set >= 3,
+At exit the dataplane's counters must say exactly that: fwd_client_channel == 9,
+punt_no_next_hop == 8, the mirror's own totals (nexthop_neigh_set >= 3,
 nexthop_neigh_removed >= 1, nexthop_defaults_set >= 1) and the learned entries' (at least one
 learned, at least one expired).
 
@@ -162,6 +168,7 @@ def main():
         sm.sh(f"ip -n {NS_R} route del default via {PEER} dev x0k metric 100")
         neigh(f"del {PEER} dev x0k")
         step("ten-on-link-no-entry", False)
+        step("ten-b-backup-default", False, "4002")
         sm.sh(f"ip -n {NS_H} addr add {ROUTER2}/32 dev h0")
         neigh(f"replace {PEER} lladdr {h0} dev x0k nud permanent")
         neigh(f"replace {ROUTER2} lladdr {h0} dev x0k nud permanent")
@@ -172,6 +179,15 @@ def main():
         subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, FAR], check=True, timeout=10)
         time.sleep(0.3)
         step("twelve-multipath-learned", True, "4002")
+        sm.sh(f"ip -n {NS_R} route add 198.19.99.0/24 via {PEER} dev x0k")
+        time.sleep(0.4)
+        step("twelve-b-other-route-keeps-it", True, "4002")
+        sm.sh(f"ip -n {NS_R} route add 198.19.5.0/24 via {PEER} dev x0k")
+        time.sleep(0.4)
+        step("twelve-c-covering-route-drops-it", False, "4002")
+        subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, FAR], check=True, timeout=10)
+        time.sleep(0.3)
+        step("twelve-d-learned-again", True, "4002")
         time.sleep(LEARNED_TTL + 1.5)
         step("thirteen-learned-expired", False, "4002")
     finally:
@@ -185,8 +201,10 @@ def main():
         srv.close()
         os.unlink(SOCK)
         sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
-    check(c.get("fwd_client_channel") == "6", f"fwd_client_channel == 6 (got {c.get('fwd_client_channel')})")
-    check(c.get("punt_no_next_hop") == "7", f"punt_no_next_hop == 7 (got {c.get('punt_no_next_hop')})")
+    check(c.get("fwd_client_channel") == "9", f"fwd_client_channel == 9 (got {c.get('fwd_client_channel')})")
+    check(c.get("punt_no_next_hop") == "8", f"punt_no_next_hop == 8 (got {c.get('punt_no_next_hop')})")
+    check(int(c.get("nexthop_rerouted", 0)) >= 1,
+          f"a route change removed a learned next hop (got {c.get('nexthop_rerouted')})")
     check(int(c.get("nexthop_learned_total", 0)) >= 1,
           f"a next hop learned from kernel egress (got {c.get('nexthop_learned_total')})")
     check(int(c.get("nexthop_learned_expired", 0)) >= 1,
