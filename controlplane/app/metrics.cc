@@ -423,8 +423,9 @@ public:
                  "the destinations in use, which take the slow path by turns (raise turn-dataplane --nexthops)",
                  &ipc::NextHopCounters::learned_evicted},
                 {"turn_dataplane_nexthop_learn_refused_total",
-                 "Learned next hops not installed because the table was full of neighbour entries: those "
-                 "destinations take the slow path (raise turn-dataplane --nexthops)",
+                 "Learned next hops not installed: the table was full of neighbour entries, or had no free slot "
+                 "yet (deleted entries' slots wait for the workers' grace period); those destinations take the "
+                 "slow path (raise turn-dataplane --nexthops)",
                  &ipc::NextHopCounters::learn_refused},
                 {"turn_dataplane_nexthop_neighbour_set_total",
                  "Neighbour entries the kernel mirror installed or changed in the dataplane's next-hop table",

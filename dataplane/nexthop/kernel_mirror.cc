@@ -559,6 +559,10 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
     now.port = port_;
     now.vlan = vlan;
     if (had && old.vlan == now.vlan && std::memcmp(old.mac.addr_bytes, now.mac.addr_bytes, RTE_ETHER_ADDR_LEN) == 0) {
+        // Learned first, maybe: the kernel sends what waited for the
+        // resolution before it tells of the neighbour. The kernel's
+        // neighbour table says when it goes now, not a TTL.
+        nh_.keep_as_neighbour(family, ip);
         return;
     }
     if (had) {

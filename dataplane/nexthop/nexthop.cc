@@ -18,6 +18,7 @@ NextHops* NextHops::create(const std::string& name, uint32_t entries, rte_rcu_qs
     p.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF;
     n->h_ = rte_hash_create(&p);
     n->capacity_ = p.entries;
+    n->learned_.reserve(n->high_water());  // no rehash (seconds at millions) while learning
     rte_hash_rcu_config rc{};
     rc.v = rcu;
     rc.mode = RTE_HASH_QSBR_MODE_DQ;
@@ -47,7 +48,13 @@ unsigned NextHops::apply_learned(uint64_t now) {
     while ((n = rte_ring_sc_dequeue_burst_elem(learn_, l, sizeof(Learned), 32, nullptr)) != 0) {
         for (unsigned i = 0; i < n; i++) {
             const NextHopKey& k = l[i].key;
-            const bool existed = rte_hash_lookup(h_, &k) >= 0;
+            void* cur = nullptr;
+            const bool existed = rte_hash_lookup_data(h_, &k, &cur) >= 0;
+            if (existed && reinterpret_cast<uint64_t>(cur) == l[i].packed) {
+                // Already so: queued twice, or the kernel's neighbour was
+                // installed meanwhile (which stays a neighbour's entry).
+                continue;
+            }
             if (default_says(k.family, k.ip, l[i].packed)) {
                 if (existed && remove_key(k)) {
                     total++;
@@ -114,9 +121,13 @@ bool NextHops::evict_oldest() {
     return false;
 }
 
+// order_ is in installation order already: the records still current are
+// kept in it, the stale ones dropped.
 void NextHops::compact_order() {
-    order_.assign(learned_.begin(), learned_.end());
-    std::sort(order_.begin(), order_.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+    std::erase_if(order_, [&](const std::pair<NextHopKey, uint64_t>& r) {
+        const auto it = learned_.find(r.first);
+        return it == learned_.end() || it->second != r.second;
+    });
 }
 
 bool NextHops::remove_key(const NextHopKey& k) {
@@ -188,9 +199,9 @@ size_t NextHops::remove_by_mac(const rte_ether_addr& mac, uint16_t vlan) {
 }
 
 size_t NextHops::flush_hosts() {
-    const size_t n = remove_if([](const NextHop&) { return true; });
+    learned_.clear();  // first: every key goes, none needs looking up there
     order_.clear();
-    return n;
+    return remove_if([](const NextHop&) { return true; });
 }
 
 void NextHops::set_default(uint8_t family, const NextHop& nh) {

@@ -203,7 +203,7 @@ public:
         uint64_t installed = 0;  // learned entries added or changed
         uint64_t expired = 0;    // removed at their TTL
         uint64_t evicted = 0;    // removed to make room for newer ones
-        uint64_t refused = 0;    // learned next hops the full table had no room for
+        uint64_t refused = 0;    // learned next hops not installed: at the high water with only neighbours, or no free slot
     };
     const LearnStats& learn_stats() const { return learn_stats_; }
     // Host entries the table holds, and how many of those present are learned.
@@ -241,6 +241,10 @@ public:
     size_t remove_by_mac(const rte_ether_addr& mac, uint16_t vlan);
     // Removes every host entry; returns how many.
     size_t flush_hosts();
+    // The host entry of `ip` is the kernel's neighbour (the mirror found it
+    // there already, learned from the kernel's egress first): no longer
+    // aged or evicted as a learned one.
+    void keep_as_neighbour(uint8_t family, const uint8_t* ip) { learned_.erase(key(family, ip)); }
     // Removes the learned host entries whose key satisfies `pred` (the kernel
     // mirror: destinations a route change may reroute); returns how many.
     template <typename Pred>
@@ -310,23 +314,6 @@ private:
     rte_hash* h_ = nullptr;
     rte_ring* learn_ = nullptr;
     uint32_t capacity_ = 0;
-    // Main lcore only: the learned entries present, with the TSC at which
-    // each was installed, and the same in installation order (a record whose
-    // key is gone, or was installed again later, is skipped when it comes
-    // up; compact_order() rebuilds the queue when such records pile up).
-    struct KeyHash {
-        size_t operator()(const NextHopKey& k) const { return rte_hash_crc(&k, sizeof k, 0); }
-    };
-    std::unordered_map<NextHopKey, uint64_t, KeyHash> learned_;
-    std::deque<std::pair<NextHopKey, uint64_t>> order_;
-    uint64_t learned_ttl_ = 0;
-    LearnStats learn_stats_;
-    // Removes the oldest learned entry (learned_, the hash); false: none.
-    bool evict_oldest();
-    void compact_order();
-    // Removes host entry k (a deleted key's slot is reused after the
-    // workers' grace period); true if it was there.
-    bool remove_key(const NextHopKey& k);
     PrefixSet prefixes_[2];  // [0] IPv4, [1] IPv6
     // Counts a host entry added (+1) or removed (-1).
     void count(const NextHopKey& k, int delta);
@@ -339,6 +326,24 @@ private:
     std::atomic<uint32_t> uncovered_{0};  // host entries no prefix covers
     std::atomic<uint64_t> default4_{0};
     std::atomic<uint64_t> default6_{0};
+    // Main lcore only, on lines of their own (no worker's line is written
+    // when they change): the learned entries present, with the TSC at which
+    // each was installed, and the same in installation order (a record whose
+    // key is gone, or was installed again later, is skipped when it comes
+    // up; compact_order() rebuilds the queue when such records pile up).
+    struct KeyHash {
+        size_t operator()(const NextHopKey& k) const { return rte_hash_crc(&k, sizeof k, 0); }
+    };
+    alignas(RTE_CACHE_LINE_SIZE) std::unordered_map<NextHopKey, uint64_t, KeyHash> learned_;
+    std::deque<std::pair<NextHopKey, uint64_t>> order_;
+    uint64_t learned_ttl_ = 0;
+    LearnStats learn_stats_;
+    // Removes the oldest learned entry (learned_, the hash); false: none.
+    bool evict_oldest();
+    void compact_order();
+    // Removes host entry k (a deleted key's slot is reused after the
+    // workers' grace period); true if it was there.
+    bool remove_key(const NextHopKey& k);
 };
 
 }  // namespace dp

@@ -338,7 +338,7 @@ struct NextHopCounters {
     uint64_t learned_total = 0;    // learned entries installed
     uint64_t learned_expired = 0;  // learned entries removed at their TTL
     uint64_t learned_evicted = 0;  // learned entries removed to make room for a newer one
-    uint64_t learn_refused = 0;    // learned next hops not installed: the table was full of neighbour entries
+    uint64_t learn_refused = 0;    // learned next hops not installed: the table full of neighbours, or no free slot yet
     uint64_t neigh_set = 0;        // kernel mirror: neighbour entries installed or changed
     uint64_t neigh_removed = 0;    // kernel mirror: neighbour entries removed (failed, deleted)
     uint64_t mac_retired = 0;      // kernel mirror: entries removed with a neighbour whose MAC changed or went

@@ -807,4 +807,55 @@ TEST_F(LearnedNextHops, ARouteChangeDropsOnlyTheLearnedEntriesItMayReroute) {
     EXPECT_EQ(mirror_->stats().flushes, 0u);
 }
 
+// The kernel sends what waited for a neighbour's resolution before it
+// notifies the neighbour: the entry is learned first, then the mirror finds
+// it with the same MAC. It is the neighbour's entry from then on, never aged
+// (before, it expired at the TTL while the kernel's neighbour was REACHABLE,
+// and its next packet took the slow path; found by a review helper).
+TEST_F(LearnedNextHops, ANeighbourLearnedFirstIsNotAged) {
+    nh_->set_learned_ttl(1000);
+    learn_at(kPeer, 0x0b, 0);
+    ASSERT_EQ(nh_->learned(), 1u);
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    EXPECT_EQ(nh_->learned(), 0u);
+    EXPECT_EQ(nh_->expire_learned(5000), 0u);
+    EXPECT_TRUE(has(kPeer));
+}
+
+// The other order: a worker queued the pair, the mirror installed the
+// neighbour, then the queue is drained: nothing to learn.
+TEST_F(LearnedNextHops, ALearnQueuedBeforeTheNeighbourLeavesItTheNeighbours) {
+    nh_->set_learned_ttl(1000);
+    rte_ether_addr b{};
+    std::memcpy(b.addr_bytes, kMacB.data(), 6);
+    nh_->learn(4, kPeer.data(), b, kPort, 0);
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    EXPECT_EQ(nh_->apply_learned(0), 0u);
+    EXPECT_EQ(nh_->learned(), 0u);
+    EXPECT_EQ(nh_->learn_stats().installed, 0u);
+    EXPECT_EQ(nh_->expire_learned(5000), 0u);
+    EXPECT_TRUE(has(kPeer));
+}
+
+// Counts through the paths that mix the two kinds (a review helper's case).
+TEST_F(LearnedNextHops, CountsStayExactThroughMixedPaths) {
+    nh_->set_learned_ttl(1000);
+    learn_at(far(1), 1, 0);  // learned, then the neighbour with another MAC takes it
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, far(1), kMacA).n());
+    EXPECT_EQ(nh_->learned(), 0u);
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, kPeer, kMacB).n());
+    learn_at(kPeer, 7, 10);  // the kernel's egress says another MAC: learned now
+    EXPECT_EQ(nh_->learned(), 1u);
+    mirror_->apply(neigh(RTM_DELNEIGH, kEth, kPeer, kMacB).n());
+    EXPECT_EQ(nh_->learned(), 0u);
+    EXPECT_FALSE(has(kPeer));
+    learn_at(far(2), 9, 20);
+    learn_at(far(3), 9, 20);
+    EXPECT_EQ(nh_->remove_by_mac(mac(9), 0), 2u);
+    EXPECT_EQ(nh_->learned(), 0u);
+    EXPECT_EQ(nh_->hosts(), 1u);  // far(1), the neighbour
+    EXPECT_EQ(nh_->expire_learned(1u << 30), 0u);
+    EXPECT_EQ(nh_->hosts(), 1u);
+}
+
 }  // namespace

@@ -6,6 +6,11 @@ and changes the relay namespace's neighbour entry for the peer between client Ch
 datagrams:
 
   1. no entry for the peer:               punted (punt_no_next_hop), the peer gets nothing
+  1b. the relay host's kernel sends the peer a datagram of its own: it resolves the peer (ARP),
+     sends the waiting datagram (which the dataplane learns from), then adds the neighbour:
+     fast path, the peer gets it
+  1c. after the learned-entry TTL (--learned-ttl 2): still the fast path, since the entry is
+     the kernel's neighbour now, which does not expire
   2. ip neigh replace <peer> lladdr <h0>:  fast path, the peer gets it
   3. ip neigh replace <peer> lladdr <bogus MAC>: fast path to the new MAC (the peer's interface
                                           drops a frame not addressed to it), the peer gets nothing
@@ -36,7 +41,7 @@ no single default next hop:
  12d. the kernel sends the far peer a datagram again: learned again, fast path
  13. after the learned next hop's TTL (--learned-ttl 2) has passed: punted again
 
-At exit the dataplane's counters must say exactly that: fwd_client_channel == 9,
+At exit the dataplane's counters must say exactly that: fwd_client_channel == 11,
 punt_no_next_hop == 8, the mirror's own totals (nexthop_neigh_set >= 3,
 nexthop_neigh_removed >= 1, nexthop_defaults_set >= 1) and the learned entries' (at least one
 learned, at least one expired).
@@ -144,6 +149,11 @@ def main():
         sm.sh(f"ip -n {NS_R} neigh del {PEER} dev x0k", check=False)
         time.sleep(0.4)
         step("one-no-entry", False)
+        subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, PEER], check=True, timeout=10)
+        time.sleep(0.4)
+        step("one-b-resolved-by-the-kernel", True)
+        time.sleep(LEARNED_TTL + 1.5)
+        step("one-c-a-neighbour-does-not-expire", True)
         neigh(f"replace {PEER} lladdr {h0} dev x0k nud permanent")
         step("two-entry", True)
         neigh(f"replace {PEER} lladdr {BOGUS} dev x0k nud permanent")
@@ -201,7 +211,7 @@ def main():
         srv.close()
         os.unlink(SOCK)
         sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
-    check(c.get("fwd_client_channel") == "9", f"fwd_client_channel == 9 (got {c.get('fwd_client_channel')})")
+    check(c.get("fwd_client_channel") == "11", f"fwd_client_channel == 11 (got {c.get('fwd_client_channel')})")
     check(c.get("punt_no_next_hop") == "8", f"punt_no_next_hop == 8 (got {c.get('punt_no_next_hop')})")
     check(int(c.get("nexthop_rerouted", 0)) >= 1,
           f"a route change removed a learned next hop (got {c.get('nexthop_rerouted')})")
