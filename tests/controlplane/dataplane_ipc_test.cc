@@ -787,6 +787,20 @@ std::vector<uint8_t> with_length(std::vector<uint8_t> d) {
     return d;
 }
 
+// One byte more or less than message M's datagram d, with or without a
+// header that agrees, is no M.
+template <typename M>
+void expect_no_other_length(const std::vector<uint8_t>& d) {
+    auto longer = d;
+    longer.push_back(0);
+    EXPECT_FALSE(ipc::decode<M>(longer));
+    EXPECT_FALSE(ipc::decode<M>(with_length(longer)));
+    auto shorter = d;
+    shorter.pop_back();
+    EXPECT_FALSE(ipc::decode<M>(shorter));
+    EXPECT_FALSE(ipc::decode<M>(with_length(shorter)));
+}
+
 TEST(PortCountersMessage, RoundTripsAndRefusesWrongLengthTypeAndRole) {
     ipc::PortCounters p = port_message(ipc::PortRole::kException, "net_af_xdp1", 100);
     p.link_speed_mbps = 25000;
@@ -811,15 +825,7 @@ TEST(PortCountersMessage, RoundTripsAndRefusesWrongLengthTypeAndRole) {
     EXPECT_EQ(got->rx_nombuf, 107u);
     EXPECT_EQ(std::memcmp(&*got, d.data(), d.size()), 0);  // every byte as sent
 
-    // One byte more or less, with or without a header that agrees.
-    auto longer = d;
-    longer.push_back(0);
-    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(longer));
-    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(with_length(longer)));
-    auto shorter = d;
-    shorter.pop_back();
-    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(shorter));
-    EXPECT_FALSE(ipc::decode<ipc::PortCounters>(with_length(shorter)));
+    expect_no_other_length<ipc::PortCounters>(d);
     // Not another message, nor another message this one.
     EXPECT_FALSE(ipc::decode<ipc::WorkerCounters>(d));
     ipc::Hello h{};
@@ -986,15 +992,7 @@ TEST(NextHopCountersMessage, RoundTripsAndRefusesWrongLengthAndType) {
     EXPECT_EQ(got->flushes, 107u);
     EXPECT_EQ(std::memcmp(&*got, d.data(), d.size()), 0);  // every byte as sent
 
-    // One byte more or less, with or without a header that agrees.
-    auto longer = d;
-    longer.push_back(0);
-    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(longer));
-    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(with_length(longer)));
-    auto shorter = d;
-    shorter.pop_back();
-    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(shorter));
-    EXPECT_FALSE(ipc::decode<ipc::NextHopCounters>(with_length(shorter)));
+    expect_no_other_length<ipc::NextHopCounters>(d);
     // Not another message, nor another message this one: the same bytes
     // with another type in the header, a PortCounters, a Hello.
     EXPECT_FALSE(ipc::decode<ipc::PortCounters>(d));
