@@ -1,6 +1,7 @@
 #include "nexthop/kernel_mirror.h"
 
 #include <libmnl/libmnl.h>
+#include <linux/if.h>
 #include <linux/if_ether.h>
 #include <linux/if_link.h>
 #include <linux/neighbour.h>
@@ -121,6 +122,14 @@ std::unique_ptr<KernelMirror> KernelMirror::open(NextHops& nh, uint16_t nic_port
         *error = std::string("rtnetlink (neighbour and route notifications): ") + std::strerror(errno);
         return nullptr;
     }
+    // Room for a burst of notifications (a routing daemon's updates) while
+    // the main lcore reads a table: fewer lost ones (ENOBUFS), each of which
+    // costs a full flush. Past the system's rmem_max only with CAP_NET_ADMIN
+    // (SO_RCVBUFFORCE); else what SO_RCVBUF grants.
+    const int rcvbuf = 8 << 20;
+    if (setsockopt(mnl_socket_get_fd(m->events_), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0) {
+        setsockopt(mnl_socket_get_fd(m->events_), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    }
     if (!m->dump_all(error)) {
         return nullptr;
     }
@@ -178,9 +187,14 @@ void KernelMirror::publish_prefixes() {
     for (int f = 0; f < 2; f++) {
         std::vector<NextHops::Prefix> v;
         if (!gw_[f].is_static) {
+            // Each once, up to one more than fits (a node with a large table
+            // need not be compared entry by entry).
             for (const NextHops::Prefix& p : prefixes_[f]) {
                 if (std::find(v.begin(), v.end(), p) == v.end()) {
                     v.push_back(p);
+                    if (v.size() > NextHops::kMaxPrefixes) {
+                        break;
+                    }
                 }
             }
         }
@@ -189,9 +203,9 @@ void KernelMirror::publish_prefixes() {
             too_many_[f] = over;
             if (over) {
                 std::fprintf(stderr,
-                             "turn-dataplane: the kernel has %zu IPv%d routes more specific than the default, more "
-                             "than %u: destinations without a host entry take the slow path\n",
-                             v.size(), f == 0 ? 4 : 6, NextHops::kMaxPrefixes);
+                             "turn-dataplane: the kernel has more than %u IPv%d routes more specific than the "
+                             "default: destinations without a host entry take the slow path\n",
+                             NextHops::kMaxPrefixes, f == 0 ? 4 : 6);
             } else {
                 std::fprintf(stderr, "turn-dataplane: the kernel's IPv%d routes fit again (%zu): the default next "
                              "hop is used again\n", f == 0 ? 4 : 6, v.size());
@@ -310,7 +324,14 @@ void KernelMirror::full_resync() {
     }
     routes_changed_ = false;
     std::string err;
-    dump_all(&err);  // a failed re-read leaves fewer entries: more slow path, never a wrong one
+    if (!dump_all(&err)) {
+        // Routes may be missing: no default until a whole read (the next
+        // poll() tries again).
+        nh_.clear_default(4);
+        nh_.clear_default(6);
+        flush_wanted_ = true;
+        return;
+    }
     update_default(4);
     update_default(6);
 }
@@ -362,61 +383,91 @@ static bool inside(const uint8_t* ip, const NextHops::Prefix& p) {
     return ((ip[full] ^ p.ip[full]) & mask) == 0;
 }
 
-// A route added or deleted changes where the kernel sends the destinations
-// it covers: inside its prefix, or, for a default route, outside every more
-// specific route. Their learned entries (the kernel's egress before the
-// change) go; neighbour entries say where on-link hosts are, which no route
-// changes, and learned entries elsewhere still say what the kernel does.
+// Whether the gateway (of a default route) is another one, or gone or new.
+static bool same_gateway(const KernelMirror::GatewayView& a, const KernelMirror::GatewayView& b) {
+    return a.present == b.present && (!a.present || (a.oif == b.oif && std::memcmp(a.ip, b.ip, 16) == 0));
+}
+
+// After a batch of notifications with route (or link state) changes. The
+// kernel's routes are read again, not patched from the notifications: the
+// kernel does not say everything (IPv4 routes a link or address takes with
+// it go without a notification, a replaced route comes as one more
+// RTM_NEWROUTE, an IPv6 multipath route loses one next hop per message), and
+// a dump heals whatever the patching missed. Then the neighbours, for the
+// gateways' MACs (an entry already there brings no notification). The host
+// entries stay: neighbour entries say where on-link hosts are, which no
+// route changes; learned entries (the kernel's egress before the change) go
+// where the change may reroute them: inside a prefix notified, added,
+// deleted or replaced, and, when a default route's gateway changed,
+// outside every more specific route before or after. With more routes than
+// NextHops::kMaxPrefixes in a family, its learned entries all go (bounded
+// work on a node with a large table).
 void KernelMirror::apply_route_changes() {
     routes_changed_ = false;
-    publish_prefixes();
     stats_.route_changes++;
-    bool any_default = false;
+    std::vector<NextHops::Prefix> before[2] = {prefixes_[0], prefixes_[1]};
+    GatewayView was[2];
     for (int f = 0; f < 2; f++) {
-        Rerouted& r = rerouted_[f];
-        if (!r.any_default && r.prefixes.empty()) {
+        was[f] = view(gw_[f]);
+    }
+    bool complete = true;
+    if (events_ != nullptr) {
+        for (int f = 0; f < 2; f++) {
+            if (rerouted_[f].any_default && !gw_[f].is_static) {
+                // Until the routes are read again, no default: the slow
+                // path for a moment rather than the deleted gateway.
+                nh_.clear_default(f == 0 ? 4 : 6);
+            }
+            gw_[f].present = false;
+            gw_[f].has_neighbour = false;
+            prefixes_[f].clear();
+        }
+        std::string err;
+        complete = dump(RTM_GETROUTE, &err) && dump(RTM_GETNEIGH, &err);
+    }
+    publish_prefixes();
+    for (int f = 0; f < 2; f++) {
+        const uint8_t family = f == 0 ? 4 : 6;
+        const std::vector<NextHops::Prefix>& now = prefixes_[f];
+        const std::vector<NextHops::Prefix>& then = before[f];
+        std::vector<NextHops::Prefix> changed = std::move(rerouted_[f].prefixes);
+        const bool default_moved = rerouted_[f].any_default || !same_gateway(was[f], view(gw_[f]));
+        rerouted_[f] = Rerouted{};
+        constexpr size_t kMany = NextHops::kMaxPrefixes;
+        if (now.size() > kMany || then.size() > kMany || changed.size() > kMany) {
+            stats_.rerouted += nh_.remove_learned_if([&](const NextHopKey& k) { return k.family == family; });
             continue;
         }
-        const uint8_t family = f == 0 ? 4 : 6;
-        const std::vector<NextHops::Prefix>& routes = prefixes_[f];
-        stats_.rerouted += nh_.remove_learned_if([&](const NextHopKey& k) {
-            if (k.family != family) {
-                return false;
+        for (const auto* a : {&now, &then}) {
+            const auto* b = a == &now ? &then : &now;
+            for (const NextHops::Prefix& p : *a) {
+                if (std::find(b->begin(), b->end(), p) == b->end()) {
+                    changed.push_back(p);  // added or deleted (a replaced one is notified: in already)
+                }
             }
-            if (std::any_of(r.prefixes.begin(), r.prefixes.end(),
-                            [&](const NextHops::Prefix& p) { return inside(k.ip, p); })) {
-                return true;
-            }
-            return r.any_default && std::none_of(routes.begin(), routes.end(),
-                                                 [&](const NextHops::Prefix& p) { return inside(k.ip, p); });
-        });
-        any_default |= r.any_default;
-        r = Rerouted{};
-    }
-    if (any_default) {
-        // The default routes are read again: the one deleted may have had a
-        // backup, which the mirror does not keep. Then the neighbours: a new
-        // gateway's entry may be there already, and no notification would
-        // bring it. Routes more specific than the default are read again
-        // with them (the same dump), the kernel's word over the mirror's.
-        if (events_ != nullptr) {
-            for (Gateway& g : gw_) {
-                g.present = false;
-                g.has_neighbour = false;
-            }
-            for (auto& p : prefixes_) {
-                p.clear();
-            }
-            std::string err;
-            // A failed re-read leaves fewer entries: more slow path, never a wrong one.
-            if (dump(RTM_GETROUTE, &err)) {
-                dump(RTM_GETNEIGH, &err);
-            }
-            publish_prefixes();
         }
-        update_default(4);
-        update_default(6);
+        if (changed.empty() && !default_moved) {
+            continue;
+        }
+        auto covered_by = [](const uint8_t* ip, const std::vector<NextHops::Prefix>& v) {
+            return std::any_of(v.begin(), v.end(), [&](const NextHops::Prefix& p) { return inside(ip, p); });
+        };
+        stats_.rerouted += nh_.remove_learned_if([&](const NextHopKey& k) {
+            return k.family == family &&
+                   (covered_by(k.ip, changed) ||
+                    (default_moved && (!covered_by(k.ip, now) || !covered_by(k.ip, then))));
+        });
     }
+    if (!complete) {
+        // A partial read: routes may be missing, so no default until a
+        // whole one (the next poll() starts over).
+        nh_.clear_default(4);
+        nh_.clear_default(6);
+        flush_wanted_ = true;
+        return;
+    }
+    update_default(4);
+    update_default(6);
 }
 
 int KernelMirror::on_message(const nlmsghdr* n, void* self) {
@@ -445,9 +496,19 @@ void KernelMirror::on_link(const nlmsghdr* n) {
     if (ifi->ifi_family != AF_UNSPEC) {
         return;
     }
+    // A link that goes down (or away) takes its IPv4 routes with it, and
+    // the kernel does not say so route by route: its routes are read again
+    // (apply_route_changes), as when it comes back up.
+    const unsigned state = ifi->ifi_flags & (IFF_UP | IFF_LOWER_UP);
     if (n->nlmsg_type == RTM_DELLINK) {
         vlans_.erase(ifi->ifi_index);
+        routes_changed_ |= link_state_.erase(ifi->ifi_index) != 0 && !dumping_;
         return;
+    }
+    const auto [ls, fresh] = link_state_.try_emplace(ifi->ifi_index, state);
+    if (!fresh && ls->second != state) {
+        ls->second = state;
+        routes_changed_ |= !dumping_;
     }
     LinkAttrs a;
     mnl_attr_parse(n, sizeof(ifinfomsg), link_attr, &a);
@@ -619,7 +680,7 @@ void KernelMirror::on_route(const nlmsghdr* n) {
             NextHops::Prefix p;
             std::memcpy(p.ip, mnl_attr_get_payload(a.dst), len);
             p.len = rt->rtm_dst_len;
-            note_prefix(family, p, n->nlmsg_type == RTM_NEWROUTE);
+            note_prefix(family, p, n->nlmsg_type == RTM_NEWROUTE, (n->nlmsg_flags & NLM_F_REPLACE) != 0);
             if (!dumping_) {
                 rerouted_[family == 4 ? 0 : 1].prefixes.push_back(p);
                 routes_changed_ = true;
@@ -663,10 +724,13 @@ void KernelMirror::on_route(const nlmsghdr* n) {
 // A route more specific than the default, seen (add) or deleted: one entry
 // per route (two routes to one prefix, on two devices or with two metrics,
 // are two), so that deleting one leaves the prefix covered by the other.
-void KernelMirror::note_prefix(uint8_t family, const NextHops::Prefix& p, bool add) {
+void KernelMirror::note_prefix(uint8_t family, const NextHops::Prefix& p, bool add, bool replace) {
     std::vector<NextHops::Prefix>& v = prefixes_[family == 4 ? 0 : 1];
     if (add) {
-        v.push_back(p);
+        // A replaced route (NLM_F_REPLACE) is the same route, not another.
+        if (!replace || std::find(v.begin(), v.end(), p) == v.end()) {
+            v.push_back(p);
+        }
         return;
     }
     if (const auto it = std::find(v.begin(), v.end(), p); it != v.end()) {

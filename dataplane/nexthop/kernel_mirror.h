@@ -14,16 +14,16 @@
 //                                   (destinations behind that router), the
 //                                   neighbour gets the new MAC
 //   neighbour FAILED or deleted  -> its entry and every entry with its MAC go
-//   a route added or deleted     -> the learned host entries it may reroute
-//                                   go: those inside its prefix, or, for a
-//                                   default route, those no more specific
-//                                   route covers (re-learned from kernel
-//                                   egress: their next packet takes the slow
-//                                   path, never a stale guess); neighbour
-//                                   entries and other learned ones stay; after
-//                                   a default route's change the routes and
-//                                   neighbours are re-read (a backup default,
-//                                   its gateway's MAC)
+//   a route added, deleted or    -> the routes and neighbours are read again
+//   replaced, a link up or down     (apply_route_changes); the learned host
+//                                   entries the change may reroute go: inside
+//                                   a prefix notified, added or deleted, and,
+//                                   when the default's gateway changed, those
+//                                   no more specific route covers (re-learned
+//                                   from kernel egress: their next packet
+//                                   takes the slow path, never a stale
+//                                   guess); neighbour entries and other
+//                                   learned ones stay
 //   lost notifications (ENOBUFS, -> the same full flush and re-read
 //   or one longer than 1 MiB)
 //   a multipath default route    -> no default next hop: every destination
@@ -140,12 +140,21 @@ private:
     void on_link(const nlmsghdr* n);
     void on_neighbour(const nlmsghdr* n);
     void on_route(const nlmsghdr* n);
-    void note_prefix(uint8_t family, const NextHops::Prefix& p, bool add);
+    void note_prefix(uint8_t family, const NextHops::Prefix& p, bool add, bool replace = false);
     void publish_prefixes();
     // Re-derives the family's default next hop from its gateway's neighbour.
     void update_default(uint8_t family);
     uint16_t vlan_of(int ifindex) const;
 
+public:
+    // What apply_route_changes compares of a gateway before and after.
+    struct GatewayView {
+        bool present = false;
+        uint8_t ip[16] = {};
+        int oif = 0;
+    };
+
+private:
     struct Gateway {
         bool present = false;  // the kernel has a default route via a gateway
         uint8_t ip[16] = {};
@@ -173,6 +182,13 @@ private:
     Rerouted rerouted_[2];
     bool routes_changed_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
+    static GatewayView view(const Gateway& g) {
+        GatewayView v;
+        v.present = g.present;
+        std::memcpy(v.ip, g.ip, sizeof v.ip);
+        v.oif = g.oif;
+        return v;
+    }
     std::vector<NextHops::Prefix> prefixes_[2];  // routes more specific than the default, by family
     bool too_many_[2] = {false, false};          // more of them than NextHops::kMaxPrefixes (said once)
     static constexpr uint16_t kUnsupportedVlan = 0xffff;
@@ -181,6 +197,7 @@ private:
         int lower = 0;                    // IFLA_LINK
     };
     std::unordered_map<int, VlanDevice> vlans_;  // by ifindex, VLAN devices only
+    std::unordered_map<int, unsigned> link_state_;  // by ifindex: IFF_UP | IFF_LOWER_UP as last seen
     Stats stats_;
 };
 

@@ -858,4 +858,22 @@ TEST_F(LearnedNextHops, CountsStayExactThroughMixedPaths) {
     EXPECT_EQ(nh_->hosts(), 1u);
 }
 
+// A replaced route (`ip route replace`, and how FRR's zebra installs every
+// IPv4 route) is notified as one more RTM_NEWROUTE with NLM_F_REPLACE, no
+// deletion: it is the same route, so deleting it afterwards uncovers its
+// prefix (before, the replacement counted twice, and the prefix stayed
+// covered after the kernel had no route for it; found by a review helper).
+TEST_F(LearnedNextHops, AReplacedRouteIsOneRoute) {
+    mirror_->notify(route({.dst = {10, 9, 0, 0}, .len = 16, .gw = {198, 18, 1, 7}, .oif = kEth}).n());
+    EXPECT_EQ(nh_->prefix_count(4), 1u);
+    Msg r = route({.dst = {10, 9, 0, 0}, .len = 16, .gw = {198, 18, 1, 8}, .oif = kEth});
+    r.n()->nlmsg_flags |= NLM_F_REPLACE;
+    learn_at({10, 9, 1, 1}, 7, 0);
+    mirror_->notify(r.n());
+    EXPECT_EQ(nh_->prefix_count(4), 1u);
+    EXPECT_FALSE(has({10, 9, 1, 1}));  // rerouted by the replacement
+    mirror_->notify(route({.dst = {10, 9, 0, 0}, .len = 16, .gw = {198, 18, 1, 8}, .oif = kEth, .del = true}).n());
+    EXPECT_EQ(nh_->prefix_count(4), 0u);
+}
+
 }  // namespace

@@ -40,8 +40,13 @@ no single default next hop:
      goes with it, punted
  12d. the kernel sends the far peer a datagram again: learned again, fast path
  13. after the learned next hop's TTL (--learned-ttl 2) has passed: punted again
+Then one default via the peer again:
+ 14. the far peer, under no more specific route (198.19.5.0/24 deleted): the default, fast path
+ 15. 198.19.5.0/24 via the peer added, replaced with one via 198.18.1.4 (`ip route replace`:
+     one more RTM_NEWROUTE, no deletion) and deleted: the far peer is under no route again,
+     fast path through the default (the replacement must not count as a second route)
 
-At exit the dataplane's counters must say exactly that: fwd_client_channel == 11,
+At exit the dataplane's counters must say exactly that: fwd_client_channel == 13,
 punt_no_next_hop == 8, the mirror's own totals (nexthop_neigh_set >= 3,
 nexthop_neigh_removed >= 1, nexthop_defaults_set >= 1) and the learned entries' (at least one
 learned, at least one expired).
@@ -200,6 +205,15 @@ def main():
         step("twelve-d-learned-again", True, "4002")
         time.sleep(LEARNED_TTL + 1.5)
         step("thirteen-learned-expired", False, "4002")
+        sm.sh(f"ip -n {NS_R} route del 198.19.5.0/24")
+        sm.sh(f"ip -n {NS_R} route replace default via {PEER} dev x0k")
+        time.sleep(0.4)
+        step("fourteen-single-default", True, "4002")
+        sm.sh(f"ip -n {NS_R} route add 198.19.5.0/24 via {PEER} dev x0k")
+        sm.sh(f"ip -n {NS_R} route replace 198.19.5.0/24 via {ROUTER2} dev x0k")
+        sm.sh(f"ip -n {NS_R} route del 198.19.5.0/24")
+        time.sleep(0.4)
+        step("fifteen-replaced-route-gone", True, "4002")
     finally:
         for p in (client, peer, far):
             if p is not None and p.poll() is None:
@@ -211,7 +225,7 @@ def main():
         srv.close()
         os.unlink(SOCK)
         sm.sh("rm -rf /var/run/dpdk/tnbneigh", check=False)
-    check(c.get("fwd_client_channel") == "11", f"fwd_client_channel == 11 (got {c.get('fwd_client_channel')})")
+    check(c.get("fwd_client_channel") == "13", f"fwd_client_channel == 13 (got {c.get('fwd_client_channel')})")
     check(c.get("punt_no_next_hop") == "8", f"punt_no_next_hop == 8 (got {c.get('punt_no_next_hop')})")
     check(int(c.get("nexthop_rerouted", 0)) >= 1,
           f"a route change removed a learned next hop (got {c.get('nexthop_rerouted')})")
