@@ -325,10 +325,9 @@ void KernelMirror::full_resync() {
     routes_changed_ = false;
     std::string err;
     if (!dump_all(&err)) {
-        // Routes may be missing: no default until a whole read (the next
-        // poll() tries again).
-        nh_.clear_default(4);
-        nh_.clear_default(6);
+        // Routes may be missing: no default from the kernel until a whole
+        // read (the next poll() tries again).
+        clear_kernel_defaults();
         flush_wanted_ = true;
         return;
     }
@@ -459,15 +458,23 @@ void KernelMirror::apply_route_changes() {
         });
     }
     if (!complete) {
-        // A partial read: routes may be missing, so no default until a
-        // whole one (the next poll() starts over).
-        nh_.clear_default(4);
-        nh_.clear_default(6);
+        // A partial read: routes may be missing, so no default from the
+        // kernel until a whole one (the next poll() starts over).
+        clear_kernel_defaults();
         flush_wanted_ = true;
         return;
     }
     update_default(4);
     update_default(6);
+}
+
+// A static default (--gw4/--gw6) is the operator's, whatever the routes.
+void KernelMirror::clear_kernel_defaults() {
+    for (int f = 0; f < 2; f++) {
+        if (!gw_[f].is_static) {
+            nh_.clear_default(f == 0 ? 4 : 6);
+        }
+    }
 }
 
 int KernelMirror::on_message(const nlmsghdr* n, void* self) {

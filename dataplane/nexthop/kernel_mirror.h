@@ -144,6 +144,8 @@ private:
     void publish_prefixes();
     // Re-derives the family's default next hop from its gateway's neighbour.
     void update_default(uint8_t family);
+    // No default next hop for the families whose default is the kernel's.
+    void clear_kernel_defaults();
     uint16_t vlan_of(int ifindex) const;
 
 public:
