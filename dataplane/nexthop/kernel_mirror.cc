@@ -614,11 +614,17 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
     }
     NextHop old;
     const bool had = nh_.get_host(family, ip, &old);
+    // The entry's MAC is this neighbour's own only if the entry is the
+    // neighbour's: a learned one carries the MAC of the router the kernel
+    // sent through, whose other destinations this neighbour says nothing of.
+    const bool own_mac = had && !nh_.is_learned(family, ip);
     if (!usable) {
         if (had) {
             nh_.del_host(family, ip);
             stats_.neigh_removed++;
-            stats_.mac_retired += nh_.remove_by_mac(old.mac, old.vlan);
+            if (own_mac) {
+                stats_.mac_retired += nh_.remove_by_mac(old.mac, old.vlan);
+            }
         }
         return;
     }
@@ -633,7 +639,7 @@ void KernelMirror::on_neighbour(const nlmsghdr* n) {
         nh_.keep_as_neighbour(family, ip);
         return;
     }
-    if (had) {
+    if (own_mac) {
         stats_.mac_retired += nh_.remove_by_mac(old.mac, old.vlan);
     }
     if (nh_.set_host(family, ip, now) == 0) {

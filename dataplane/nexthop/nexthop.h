@@ -245,6 +245,9 @@ public:
     // there already, learned from the kernel's egress first): no longer
     // aged or evicted as a learned one.
     void keep_as_neighbour(uint8_t family, const uint8_t* ip) { learned_.erase(key(family, ip)); }
+    // Whether the host entry of `ip` was learned from kernel egress (not the
+    // kernel's neighbour).
+    bool is_learned(uint8_t family, const uint8_t* ip) const { return learned_.count(key(family, ip)) != 0; }
     // Removes the learned host entries whose key satisfies `pred` (the kernel
     // mirror: destinations a route change may reroute); returns how many.
     template <typename Pred>

@@ -876,4 +876,38 @@ TEST_F(LearnedNextHops, AReplacedRouteIsOneRoute) {
     EXPECT_EQ(nh_->prefix_count(4), 0u);
 }
 
+// A neighbour whose entry was a learned one (the kernel sent it through
+// router R, MAC R) says nothing of R's other destinations: only an entry
+// that was the neighbour's own takes the entries learned through its MAC
+// with it (before, R's destinations all went, and R's own entry; found by a
+// review helper).
+TEST_F(LearnedNextHops, ANeighbourOverALearnedEntryLeavesTheRoutersOtherDestinations) {
+    nh_->set_learned_ttl(0);
+    const std::vector<uint8_t> router{198, 18, 1, 7};
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, router, kMacA).n());
+    learn_at(far(1), 0x0a, 0);  // through the router (its MAC is kMacA)
+    learn_at(far(2), 0x0a, 0);
+    ASSERT_EQ(nh_->hosts(), 3u);
+    // far(1) turns out to be on-link with a MAC of its own, then fails.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, far(1), kMacB).n());
+    EXPECT_TRUE(has(far(2)));
+    EXPECT_TRUE(has(router));
+    EXPECT_EQ(mirror_->stats().mac_retired, 0u);
+    mirror_->apply(neigh(RTM_DELNEIGH, kEth, far(1), kMacB).n());
+    EXPECT_FALSE(has(far(1)));
+    EXPECT_TRUE(has(far(2)));
+    EXPECT_TRUE(has(router));
+    // A learned far(3) through the router, deleted as a neighbour: the same.
+    learn_at(far(3), 0x0a, 0);
+    mirror_->apply(neigh(RTM_DELNEIGH, kEth, far(3), kMacA).n());
+    EXPECT_FALSE(has(far(3)));
+    EXPECT_TRUE(has(far(2)));
+    EXPECT_TRUE(has(router));
+    // The router's own MAC changing still takes what was learned through it.
+    mirror_->apply(neigh(RTM_NEWNEIGH, kEth, router, kMacB).n());
+    EXPECT_FALSE(has(far(2)));
+    EXPECT_TRUE(has(router));
+    EXPECT_EQ(mirror_->stats().mac_retired, 2u);  // far(2) and the router's old entry
+}
+
 }  // namespace
