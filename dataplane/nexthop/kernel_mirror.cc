@@ -368,25 +368,6 @@ unsigned KernelMirror::poll() {
     return msgs;
 }
 
-// Whether `ip` (of the prefix's family) is inside prefix p.
-static bool inside(const uint8_t* ip, const NextHops::Prefix& p) {
-    const unsigned full = p.len / 8;
-    if (std::memcmp(ip, p.ip, full) != 0) {
-        return false;
-    }
-    const unsigned rest = p.len % 8;
-    if (rest == 0) {
-        return true;
-    }
-    const auto mask = static_cast<uint8_t>(0xffu << (8 - rest));
-    return ((ip[full] ^ p.ip[full]) & mask) == 0;
-}
-
-// Whether the gateway (of a default route) is another one, or gone or new.
-static bool same_gateway(const KernelMirror::GatewayView& a, const KernelMirror::GatewayView& b) {
-    return a.present == b.present && (!a.present || (a.oif == b.oif && std::memcmp(a.ip, b.ip, 16) == 0));
-}
-
 // After a batch of notifications with route (or link state) changes. The
 // kernel's routes are read again, not patched from the notifications: the
 // kernel does not say everything (IPv4 routes a link or address takes with
@@ -405,10 +386,7 @@ void KernelMirror::apply_route_changes() {
     routes_changed_ = false;
     stats_.route_changes++;
     std::vector<NextHops::Prefix> before[2] = {prefixes_[0], prefixes_[1]};
-    GatewayView was[2];
-    for (int f = 0; f < 2; f++) {
-        was[f] = view(gw_[f]);
-    }
+    const Gateway was[2] = {gw_[0], gw_[1]};
     bool complete = true;
     if (events_ != nullptr) {
         for (int f = 0; f < 2; f++) {
@@ -430,7 +408,7 @@ void KernelMirror::apply_route_changes() {
         const std::vector<NextHops::Prefix>& now = prefixes_[f];
         const std::vector<NextHops::Prefix>& then = before[f];
         std::vector<NextHops::Prefix> changed = std::move(rerouted_[f].prefixes);
-        const bool default_moved = rerouted_[f].any_default || !same_gateway(was[f], view(gw_[f]));
+        const bool default_moved = rerouted_[f].any_default || !was[f].same_route(gw_[f]);
         rerouted_[f] = Rerouted{};
         constexpr size_t kMany = NextHops::kMaxPrefixes;
         if (now.size() > kMany || then.size() > kMany || changed.size() > kMany) {
@@ -449,7 +427,7 @@ void KernelMirror::apply_route_changes() {
             continue;
         }
         auto covered_by = [](const uint8_t* ip, const std::vector<NextHops::Prefix>& v) {
-            return std::any_of(v.begin(), v.end(), [&](const NextHops::Prefix& p) { return inside(ip, p); });
+            return std::any_of(v.begin(), v.end(), [&](const NextHops::Prefix& p) { return p.contains(ip); });
         };
         stats_.rerouted += nh_.remove_learned_if([&](const NextHopKey& k) {
             return k.family == family &&

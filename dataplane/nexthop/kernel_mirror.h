@@ -132,9 +132,10 @@ private:
     ssize_t receive(mnl_socket* s, size_t* too_long);
     bool dump_all(std::string* error);
     void full_resync();
-    // After a batch of notifications with route changes (rerouted_): the
-    // learned entries they may reroute go, the prefixes are published, and
-    // after a default route's change its gateway's neighbour is read again.
+    // After a batch of notifications with route or link-state changes
+    // (rerouted_, routes_changed_): the routes and neighbours are read
+    // again, the prefixes published, and the learned entries the changes
+    // may reroute go.
     void apply_route_changes();
     static int on_message(const nlmsghdr* n, void* self);
     void on_link(const nlmsghdr* n);
@@ -148,15 +149,6 @@ private:
     void clear_kernel_defaults();
     uint16_t vlan_of(int ifindex) const;
 
-public:
-    // What apply_route_changes compares of a gateway before and after.
-    struct GatewayView {
-        bool present = false;
-        uint8_t ip[16] = {};
-        int oif = 0;
-    };
-
-private:
     struct Gateway {
         bool present = false;  // the kernel has a default route via a gateway
         uint8_t ip[16] = {};
@@ -165,6 +157,11 @@ private:
         bool has_neighbour = false;  // the kernel has the gateway's MAC on that device:
         NextHop neighbour;           // this
         bool is_static = false;
+        // The same default route's gateway (both absent, or the same IP on
+        // the same device): what apply_route_changes compares.
+        bool same_route(const Gateway& o) const {
+            return present == o.present && (!present || (oif == o.oif && std::memcmp(ip, o.ip, sizeof ip) == 0));
+        }
     };
 
     NextHops& nh_;
@@ -184,13 +181,6 @@ private:
     Rerouted rerouted_[2];
     bool routes_changed_ = false;
     Gateway gw_[2];  // [0] IPv4, [1] IPv6
-    static GatewayView view(const Gateway& g) {
-        GatewayView v;
-        v.present = g.present;
-        std::memcpy(v.ip, g.ip, sizeof v.ip);
-        v.oif = g.oif;
-        return v;
-    }
     std::vector<NextHops::Prefix> prefixes_[2];  // routes more specific than the default, by family
     bool too_many_[2] = {false, false};          // more of them than NextHops::kMaxPrefixes (said once)
     static constexpr uint16_t kUnsupportedVlan = 0xffff;

@@ -62,9 +62,7 @@ unsigned NextHops::apply_learned(uint64_t now) {
                 continue;
             }
             if (!existed) {
-                while (hosts_.load(std::memory_order_relaxed) >= high_water() && evict_oldest()) {
-                    learn_stats_.evicted++;
-                }
+                make_room();
             }
             // Still at the high water: the table is neighbours' (the rest is
             // theirs and the deleted entries' slots'); or no slot is free.
@@ -94,8 +92,7 @@ unsigned NextHops::expire_learned(uint64_t now) {
     // each: bounded too, so one call never walks a long queue.
     for (unsigned looked = 0; !order_.empty() && removed < kExpireAtOnce && looked < 4 * kExpireAtOnce; looked++) {
         const auto& [k, at] = order_.front();
-        const auto it = learned_.find(k);
-        if (it != learned_.end() && it->second == at) {
+        if (current(k, at)) {
             if (learned_ttl_ == 0 || now - at < learned_ttl_) {
                 break;  // the oldest is young enough: so are the rest
             }
@@ -112,8 +109,7 @@ bool NextHops::evict_oldest() {
     while (!order_.empty()) {
         const auto [k, at] = order_.front();
         order_.pop_front();
-        const auto it = learned_.find(k);
-        if (it != learned_.end() && it->second == at) {
+        if (current(k, at)) {
             remove_key(k);
             return true;
         }
@@ -124,10 +120,18 @@ bool NextHops::evict_oldest() {
 // order_ is in installation order already: the records still current are
 // kept in it, the stale ones dropped.
 void NextHops::compact_order() {
-    std::erase_if(order_, [&](const std::pair<NextHopKey, uint64_t>& r) {
-        const auto it = learned_.find(r.first);
-        return it == learned_.end() || it->second != r.second;
-    });
+    std::erase_if(order_, [&](const std::pair<NextHopKey, uint64_t>& r) { return !current(r.first, r.second); });
+}
+
+bool NextHops::current(const NextHopKey& k, uint64_t at) const {
+    const auto it = learned_.find(k);
+    return it != learned_.end() && it->second == at;
+}
+
+void NextHops::make_room() {
+    while (hosts_.load(std::memory_order_relaxed) >= high_water() && evict_oldest()) {
+        learn_stats_.evicted++;
+    }
 }
 
 bool NextHops::remove_key(const NextHopKey& k) {
@@ -150,9 +154,8 @@ int NextHops::set_host(uint8_t family, const uint8_t* ip, const NextHop& nh) {
     const NextHopKey k = key(family, ip);
     learned_.erase(k);  // the kernel's neighbour now: it says when the entry goes
     const bool existed = rte_hash_lookup(h_, &k) >= 0;
-    // A neighbour comes before learned destinations: they make room for it.
-    while (!existed && hosts_.load(std::memory_order_relaxed) >= high_water() && evict_oldest()) {
-        learn_stats_.evicted++;
+    if (!existed) {
+        make_room();  // a neighbour comes before learned destinations
     }
     const int r = rte_hash_add_key_data(h_, &k, reinterpret_cast<void*>(pack(nh)));
     if (r == 0 && !existed) {

@@ -230,6 +230,19 @@ public:
         uint8_t ip[16] = {};
         uint8_t len = 0;
         bool operator==(const Prefix&) const = default;
+        // Whether `addr` (of the prefix's family) is inside it.
+        bool contains(const uint8_t* addr) const {
+            const unsigned full = len / 8;
+            if (std::memcmp(addr, ip, full) != 0) {
+                return false;
+            }
+            const unsigned rest = len % 8;
+            if (rest == 0) {
+                return true;
+            }
+            const auto mask = static_cast<uint8_t>(0xffu << (8 - rest));
+            return ((addr[full] ^ ip[full]) & mask) == 0;
+        }
     };
     static constexpr uint32_t kMaxPrefixes = 32;
     void set_prefixes(uint8_t family, const std::vector<Prefix>& p);
@@ -343,6 +356,12 @@ private:
     LearnStats learn_stats_;
     // Removes the oldest learned entry (learned_, the hash); false: none.
     bool evict_oldest();
+    // While the table is at its high water, the oldest learned entries go
+    // (counted as evicted) until it is not or none is left.
+    void make_room();
+    // Whether order_'s record (k, at) is the learned entry present (not one
+    // removed, or installed again later).
+    bool current(const NextHopKey& k, uint64_t at) const;
     void compact_order();
     // Removes host entry k (a deleted key's slot is reused after the
     // workers' grace period); true if it was there.

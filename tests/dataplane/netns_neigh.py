@@ -120,6 +120,11 @@ def main():
         sm.sh(f"ip -n {NS_R} neigh {cmd}")
         time.sleep(0.4)  # the main lcore applies rtnetlink notifications within milliseconds
 
+    def kernel_sends(ip):
+        """The relay host's kernel sends `ip` a datagram of its own (kernel egress to learn from)."""
+        subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, ip], check=True, timeout=10)
+        time.sleep(0.4)
+
     def step(name, want, channel="4001"):
         client.stdin.write(f"{channel} {name}\n")
         client.stdin.flush()
@@ -154,8 +159,7 @@ def main():
         sm.sh(f"ip -n {NS_R} neigh del {PEER} dev x0k", check=False)
         time.sleep(0.4)
         step("one-no-entry", False)
-        subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, PEER], check=True, timeout=10)
-        time.sleep(0.4)
+        kernel_sends(PEER)
         step("one-b-resolved-by-the-kernel", True)
         time.sleep(LEARNED_TTL + 1.5)
         step("one-c-a-neighbour-does-not-expire", True)
@@ -191,8 +195,7 @@ def main():
         sm.sh(f"ip -n {NS_R} route add default nexthop via {PEER} dev x0k nexthop via {ROUTER2} dev x0k")
         time.sleep(0.4)
         step("eleven-multipath-unlearned", False, "4002")
-        subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, FAR], check=True, timeout=10)
-        time.sleep(0.3)
+        kernel_sends(FAR)
         step("twelve-multipath-learned", True, "4002")
         sm.sh(f"ip -n {NS_R} route add 198.19.99.0/24 via {PEER} dev x0k")
         time.sleep(0.4)
@@ -200,8 +203,7 @@ def main():
         sm.sh(f"ip -n {NS_R} route add 198.19.5.0/24 via {PEER} dev x0k")
         time.sleep(0.4)
         step("twelve-c-covering-route-drops-it", False, "4002")
-        subprocess.run(["ip", "netns", "exec", NS_R, sys.executable, "-c", KERNEL_SEND, FAR], check=True, timeout=10)
-        time.sleep(0.3)
+        kernel_sends(FAR)
         step("twelve-d-learned-again", True, "4002")
         time.sleep(LEARNED_TTL + 1.5)
         step("thirteen-learned-expired", False, "4002")
